@@ -1,0 +1,1 @@
+//! distro-benches: benchmark suites live under `benches/` (see issue 6).

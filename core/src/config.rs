@@ -1,0 +1,269 @@
+//! Protocol configuration: timings, batch limits and choices, with Nacos's defaults.
+//!
+//! A plain struct built from named constants, checked by [`Config::validate`]. The
+//! server's command line fills it; the simulator and tests build it directly.
+
+use crate::router::RouterKind;
+use crate::time::Millis;
+
+/// Default sync delay (Nacos `nacos.core.protocol.distro.data.sync.delayMs`).
+pub const DEFAULT_SYNC_DELAY: Millis = 1_000;
+/// Default delay before a failed sync is retried (Nacos `...sync.retryDelayMs`).
+pub const DEFAULT_SYNC_RETRY_DELAY: Millis = 3_000;
+/// Default cap of the growing retry delay.
+pub const DEFAULT_SYNC_RETRY_MAX_DELAY: Millis = 30_000;
+/// Default timeout of one peer request (Nacos `...sync.timeoutMs`).
+pub const DEFAULT_PEER_TIMEOUT: Millis = 3_000;
+/// Default most clients in one sync batch (Nacos 1.x `batchSyncKeyCount`).
+pub const DEFAULT_BATCH_MAX_ENTRIES: usize = 1_000;
+/// Default most encoded bytes in one sync batch or verify list.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
+/// Default most sync batches in flight to one peer.
+pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 4;
+/// Default verify interval (Nacos `...verify.intervalMs`).
+pub const DEFAULT_VERIFY_INTERVAL: Millis = 5_000;
+/// Default number of digest shards (must be equal on every node).
+pub const DEFAULT_SHARDS: u32 = 1024;
+/// Default replica lease (Nacos `nacos.naming.client.expired.time`).
+pub const DEFAULT_LEASE: Millis = 180_000;
+/// Default heartbeat timeout after which an ip:port instance turns unhealthy.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Millis = 15_000;
+/// Default timeout after which an ip:port instance without heartbeats is deleted.
+pub const DEFAULT_DELETE_TIMEOUT: Millis = 30_000;
+/// Default heartbeat interval advertised to clients.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Millis = 5_000;
+/// Default period of the owner's heartbeat check and of the replica lease sweep.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Millis = 5_000;
+/// Default lifetime of a deletion tombstone.
+pub const DEFAULT_TOMBSTONE_TTL: Millis = 60_000;
+/// Default fraction of an unreachable peer's clients that may expire per lease period.
+pub const DEFAULT_SELF_PRESERVATION_FRACTION: f64 = 0.15;
+/// Default member probe period (Nacos `MemberInfoReportTask`).
+pub const DEFAULT_PROBE_INTERVAL: Millis = 2_000;
+/// Default consecutive failed probes after which a member is DOWN.
+pub const DEFAULT_PROBE_DOWN_AFTER: u32 = 3;
+/// Default snapshot chunk size in encoded bytes.
+pub const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Default delay before a failed snapshot load tries the next peer.
+pub const DEFAULT_LOAD_RETRY_DELAY: Millis = 1_000;
+
+/// How an owner verifies its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyMode {
+    /// Per-shard digests; only mismatched shards are listed and repaired (default).
+    #[default]
+    Digest,
+    /// Nacos 2.x: one verify request per owned client per peer every interval.
+    PerClient,
+}
+
+impl VerifyMode {
+    /// Parses `digest` or `per-client` (also `nacos`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "digest" => Some(Self::Digest),
+            "per-client" | "nacos" => Some(Self::PerClient),
+            _ => None,
+        }
+    }
+}
+
+/// Protocol configuration of one node. Every node of a cluster should use the same.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Delay that merges changes before they are synced; the window is anchored at the
+    /// first pending change of a client. 0 syncs at the next flush.
+    pub sync_delay: Millis,
+    /// Delay before a failed batch is retried; doubles on each consecutive failure.
+    pub sync_retry_delay: Millis,
+    /// Cap of the growing retry delay.
+    pub sync_retry_max_delay: Millis,
+    /// Timeout of one peer request, enforced by the driver. Also the grace period for
+    /// which a freshly synced client is protected from verify's removal of extras.
+    pub peer_timeout: Millis,
+    /// Most clients per sync batch (1 reproduces Nacos's per-client sync).
+    pub batch_max_entries: usize,
+    /// Most encoded bytes per sync batch or verify list.
+    pub batch_max_bytes: usize,
+    /// Most sync batches in flight to one peer.
+    pub max_inflight_batches: usize,
+    /// Period of verify rounds.
+    pub verify_interval: Millis,
+    /// Digest shards or Nacos's per-client verify.
+    pub verify_mode: VerifyMode,
+    /// Number of digest shards; part of the peer protocol.
+    pub shards: u32,
+    /// A replica drops a client whose lease was renewed by neither sync nor verify for this long.
+    pub lease: Millis,
+    /// Default heartbeat timeout (ip:port instances turn unhealthy).
+    pub heartbeat_timeout: Millis,
+    /// Default delete timeout (ip:port instances are removed).
+    pub delete_timeout: Millis,
+    /// Heartbeat interval advertised to clients.
+    pub heartbeat_interval: Millis,
+    /// Period of the heartbeat check and the lease sweep.
+    pub health_check_interval: Millis,
+    /// How long a deletion's tombstone blocks older state.
+    pub tombstone_ttl: Millis,
+    /// Fraction (0..=1) of an unreachable peer's clients that may expire per lease period;
+    /// 1 disables self-preservation.
+    pub self_preservation_fraction: f64,
+    /// Member probe period.
+    pub probe_interval: Millis,
+    /// Consecutive failed probes that make a member DOWN.
+    pub probe_down_after: u32,
+    /// Snapshot chunk size in encoded bytes.
+    pub snapshot_chunk_bytes: usize,
+    /// Delay before a failed snapshot load is retried with the next peer.
+    pub load_retry_delay: Millis,
+    /// Router of ip:port clients.
+    pub router: RouterKind,
+    /// Most services one client may publish to at once.
+    pub max_services_per_client: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sync_delay: DEFAULT_SYNC_DELAY,
+            sync_retry_delay: DEFAULT_SYNC_RETRY_DELAY,
+            sync_retry_max_delay: DEFAULT_SYNC_RETRY_MAX_DELAY,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            verify_interval: DEFAULT_VERIFY_INTERVAL,
+            verify_mode: VerifyMode::Digest,
+            shards: DEFAULT_SHARDS,
+            lease: DEFAULT_LEASE,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            delete_timeout: DEFAULT_DELETE_TIMEOUT,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            self_preservation_fraction: DEFAULT_SELF_PRESERVATION_FRACTION,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            probe_down_after: DEFAULT_PROBE_DOWN_AFTER,
+            snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
+            load_retry_delay: DEFAULT_LOAD_RETRY_DELAY,
+            router: RouterKind::NacosModulo,
+            max_services_per_client: crate::limits::MAX_SERVICES_PER_CLIENT,
+        }
+    }
+}
+
+/// A configuration value that makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration {setting}: {reason}")]
+pub struct ConfigError {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// Why it is invalid.
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks ranges and relations between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |setting, reason: String| Err(ConfigError { setting, reason });
+        if self.sync_retry_delay == 0 {
+            return err("sync_retry_delay", "must be positive".into());
+        }
+        if self.sync_retry_max_delay < self.sync_retry_delay {
+            return err(
+                "sync_retry_max_delay",
+                format!(
+                    "must be at least sync_retry_delay ({} ms)",
+                    self.sync_retry_delay
+                ),
+            );
+        }
+        if self.peer_timeout == 0 {
+            return err("peer_timeout", "must be positive".into());
+        }
+        if self.batch_max_entries == 0 {
+            return err("batch_max_entries", "must be at least 1".into());
+        }
+        if self.batch_max_bytes < 1024 {
+            return err("batch_max_bytes", "must be at least 1024".into());
+        }
+        if self.max_inflight_batches == 0 {
+            return err("max_inflight_batches", "must be at least 1".into());
+        }
+        if self.verify_interval == 0 {
+            return err("verify_interval", "must be positive".into());
+        }
+        if self.shards == 0 || self.shards > 65_536 {
+            return err("shards", format!("{} is outside 1..=65536", self.shards));
+        }
+        if self.lease <= self.verify_interval {
+            return err(
+                "lease",
+                format!(
+                    "must exceed verify_interval ({} ms), or every replica expires between rounds",
+                    self.verify_interval
+                ),
+            );
+        }
+        if self.heartbeat_timeout == 0 || self.delete_timeout < self.heartbeat_timeout {
+            return err(
+                "delete_timeout",
+                "must be at least heartbeat_timeout, which must be positive".into(),
+            );
+        }
+        if self.health_check_interval == 0 || self.probe_interval == 0 {
+            return err("health_check_interval", "periods must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.self_preservation_fraction) {
+            return err(
+                "self_preservation_fraction",
+                format!("{} is outside 0..=1", self.self_preservation_fraction),
+            );
+        }
+        if self.probe_down_after == 0 {
+            return err("probe_down_after", "must be at least 1".into());
+        }
+        if self.snapshot_chunk_bytes < 1024 {
+            return err("snapshot_chunk_bytes", "must be at least 1024".into());
+        }
+        if self.tombstone_ttl < self.peer_timeout {
+            return err(
+                "tombstone_ttl",
+                "must be at least peer_timeout, or a late sync could resurrect a client".into(),
+            );
+        }
+        if self.max_services_per_client == 0 {
+            return err("max_services_per_client", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_nacos_like() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.sync_delay, 1000);
+        assert_eq!(c.sync_retry_delay, 3000);
+        assert_eq!(c.verify_interval, 5000);
+        assert_eq!(c.lease, 180_000);
+    }
+
+    #[test]
+    fn nonsense_is_rejected_with_the_setting_name() {
+        let c = Config {
+            lease: 1000,
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().setting, "lease");
+        let c = Config {
+            shards: 0,
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().setting, "shards");
+    }
+}

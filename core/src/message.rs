@@ -1,0 +1,183 @@
+//! Messages between nodes, as the core sees them.
+//!
+//! Every exchange is a request with one response, so a runtime can carry them over unary
+//! RPCs (the server's `distro.v1.Peer` service) and the simulator over a lossy virtual
+//! network. The snapshot is the exception: it is a stream of chunks, pulled by the loader
+//! through [`crate::Node::snapshot_chunk`] and applied with [`crate::Node::load_chunk`].
+
+use crate::digest::ShardDigest;
+use crate::member::MemberId;
+use crate::model::{ClientId, Revision};
+use crate::registry::{ClientChange, ClientRecord};
+
+/// A request from one node to another.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerRequest {
+    /// Changed clients of the sender (full states and deletions).
+    Sync(SyncBatch),
+    /// The sender's per-shard digests of its own clients (verify, step 1).
+    VerifyDigests(VerifyDigests),
+    /// `(client id, revision)` lists of the shards that differed (verify, step 2).
+    VerifyList(VerifyList),
+    /// Nacos's per-client verify.
+    VerifyClients(VerifyClients),
+    /// A membership probe, carrying the sender's own health report.
+    Probe(Probe),
+}
+
+impl PeerRequest {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerRequest::Sync(_) => "sync",
+            PeerRequest::VerifyDigests(_) => "verify_digests",
+            PeerRequest::VerifyList(_) => "verify_list",
+            PeerRequest::VerifyClients(_) => "verify_clients",
+            PeerRequest::Probe(_) => "probe",
+        }
+    }
+}
+
+/// A batch of changes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SyncBatch {
+    /// The changes, at most one per client.
+    pub changes: Vec<ClientChange>,
+}
+
+impl SyncBatch {
+    /// Estimated encoded size.
+    pub fn size_hint(&self) -> usize {
+        self.changes.iter().map(|c| c.size_hint()).sum::<usize>() + 8
+    }
+}
+
+/// Step 1 of verify: the owner's digests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyDigests {
+    /// One digest per shard, index = shard number.
+    pub digests: Vec<ShardDigest>,
+}
+
+/// The clients of one shard as the owner holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardList {
+    /// Shard number.
+    pub shard: u32,
+    /// Every client of the owner in this shard.
+    pub clients: Vec<(ClientId, Revision)>,
+}
+
+/// Step 2 of verify: full lists of the mismatched shards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyList {
+    /// The lists, each complete for its shard.
+    pub shards: Vec<ShardList>,
+}
+
+/// Per-client verify (Nacos's `DistroVerifyExecuteTask`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyClients {
+    /// `(client id, revision)` pairs.
+    pub clients: Vec<(ClientId, Revision)>,
+}
+
+/// A probe and health report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// The sender's incarnation (process start, ms).
+    pub incarnation: u64,
+    /// Whether the sender finished its snapshot load.
+    pub loaded: bool,
+}
+
+/// What a replica lacks or holds differently, found by a verify list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The replica does not hold the client: send it.
+    Missing,
+    /// The replica holds an older revision: send it.
+    Stale,
+    /// The replica holds a newer revision (or deletion) than the owner: the owner must
+    /// re-issue its state above this revision.
+    Newer(Revision),
+}
+
+/// A response to a [`PeerRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerResponse {
+    /// Answer to [`PeerRequest::Sync`].
+    SyncAck {
+        /// Changes applied.
+        applied: u32,
+        /// Changes ignored as older than what the receiver holds.
+        stale: u32,
+    },
+    /// Answer to [`PeerRequest::VerifyDigests`]: the shards whose digests differ.
+    VerifyMismatch {
+        /// Shard numbers.
+        shards: Vec<u32>,
+    },
+    /// Answer to [`PeerRequest::VerifyList`].
+    VerifyReport {
+        /// Clients the owner must act on.
+        needs: Vec<(ClientId, Need)>,
+        /// Clients the replica dropped because the owner no longer has them.
+        removed: u32,
+    },
+    /// Answer to [`PeerRequest::VerifyClients`]: the clients that failed verification.
+    VerifyClientsResult {
+        /// Clients missing or with another revision.
+        failed: Vec<ClientId>,
+    },
+    /// Answer to [`PeerRequest::Probe`].
+    ProbeAck(Probe),
+    /// The request was refused (e.g. a different shard count).
+    Refused(String),
+}
+
+/// Something the runtime must do for the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Send `request` to `to` and feed the result to [`crate::Node::handle_response`].
+    Send {
+        /// Destination.
+        to: MemberId,
+        /// The request.
+        request: PeerRequest,
+    },
+    /// Pull the snapshot from `from` ([`crate::Node::snapshot_chunk`] on that node),
+    /// feeding chunks to [`crate::Node::load_chunk`] and the end to
+    /// [`crate::Node::load_finished`].
+    LoadSnapshot {
+        /// The peer to load from.
+        from: MemberId,
+    },
+}
+
+/// A chunk of a snapshot.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SnapshotChunk {
+    /// Full states of clients.
+    pub records: Vec<ClientRecord>,
+    /// Where the next chunk starts; `None` on the last chunk.
+    pub next: Option<SnapshotCursor>,
+}
+
+/// A position in a node's snapshot: a shard and an offset among its clients sorted by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SnapshotCursor {
+    /// Shard number.
+    pub shard: u32,
+    /// Clients of the shard already sent.
+    pub offset: u32,
+}
+
+/// Why a request failed to get a response (the runtime's view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// Not delivered, no answer in time, or the peer refused the connection.
+    Unreachable,
+    /// The peer answered with an error.
+    Rejected,
+}

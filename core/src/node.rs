@@ -1,0 +1,1449 @@
+//! One Distro node: the registry plus everything that keeps replicas in line.
+//!
+//! A [`Node`] is shared by every task of a server (`&self` everywhere; interior state is
+//! atomics, lock-free maps or short mutexes). It has three kinds of entry points:
+//!
+//! * **client operations** ([`Node::register`], [`Node::deregister`], [`Node::beat`],
+//!   [`Node::remove_client`], [`Node::query`]), called by the API handlers after routing
+//!   ([`Node::route`]) decided this node owns the client;
+//! * **peer messages** ([`Node::handle_request`] answers a peer, [`Node::handle_response`]
+//!   digests the answer to a request this node sent), and the snapshot stream
+//!   ([`Node::snapshot_chunk`], [`Node::load_chunk`], [`Node::load_finished`]);
+//! * **time** ([`Node::tick`]): flush due syncs, run verify rounds, probe members, check
+//!   heartbeats, expire leases, collect tombstones. It returns [`Command`]s for the
+//!   runtime to carry out.
+//!
+//! The node never performs I/O and never reads a clock: `now` is always an argument.
+
+use crate::config::{Config, ConfigError, VerifyMode};
+use crate::error::{Field, ValidationError};
+use crate::member::{MemberId, MemberList, MemberState, PeerHealth};
+use crate::message::*;
+use crate::model::{
+    ClientId, ClientKind, InstanceSpec, Publication, Revision, Service, ServiceSpec,
+};
+use crate::registry::{
+    ApplyOutcome, Client, ClientChange, ClientRecord, Registry, ServiceView, WriteError,
+    WriteResult,
+};
+use crate::router::{Router, RoutingTable};
+use crate::sync::SyncScheduler;
+use crate::time::Millis;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// Where a write for an `ip:port` client must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// This node owns it.
+    Local,
+    /// Another member owns it: forward the write there.
+    Remote(MemberId),
+}
+
+/// The result of a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeatResult {
+    /// Recorded.
+    Ok,
+    /// The client does not publish to that service here (Nacos code 20404): the client
+    /// must register again.
+    NotFound,
+}
+
+/// Counters of a node, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Sync batches sent.
+    pub sync_batches_sent: u64,
+    /// Client changes sent in sync batches.
+    pub sync_changes_sent: u64,
+    /// Estimated bytes of sync batches sent.
+    pub sync_bytes_sent: u64,
+    /// Sync batches that failed.
+    pub sync_batches_failed: u64,
+    /// Replicated changes applied.
+    pub sync_changes_applied: u64,
+    /// Replicated changes ignored as stale.
+    pub sync_changes_stale: u64,
+    /// Verify rounds started (one per peer per interval).
+    pub verify_rounds: u64,
+    /// Shards found mismatched by peers.
+    pub verify_shards_mismatched: u64,
+    /// Clients re-sent because verify found a replica lacking or stale.
+    pub verify_repairs: u64,
+    /// Replica clients dropped because their owner no longer lists them.
+    pub verify_removed: u64,
+    /// Estimated bytes of verify requests sent.
+    pub verify_bytes_sent: u64,
+    /// Replica clients dropped because their lease expired.
+    pub lease_expired: u64,
+    /// Expiries held back by self-preservation.
+    pub lease_preserved: u64,
+    /// Instances marked unhealthy by the heartbeat check.
+    pub heartbeat_unhealthy: u64,
+    /// Publications removed by the heartbeat check.
+    pub heartbeat_expired: u64,
+    /// Snapshot loads completed.
+    pub snapshot_loads: u64,
+    /// Clients applied from snapshots.
+    pub snapshot_clients: u64,
+    /// Probes that failed.
+    pub probes_failed: u64,
+    /// ip:port clients whose ownership moved to this node.
+    pub clients_adopted: u64,
+    /// ip:port clients whose ownership moved away from this node.
+    pub clients_released: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sync_batches_sent: AtomicU64,
+    sync_changes_sent: AtomicU64,
+    sync_bytes_sent: AtomicU64,
+    sync_batches_failed: AtomicU64,
+    sync_changes_applied: AtomicU64,
+    sync_changes_stale: AtomicU64,
+    verify_rounds: AtomicU64,
+    verify_shards_mismatched: AtomicU64,
+    verify_repairs: AtomicU64,
+    verify_removed: AtomicU64,
+    verify_bytes_sent: AtomicU64,
+    lease_expired: AtomicU64,
+    lease_preserved: AtomicU64,
+    heartbeat_unhealthy: AtomicU64,
+    heartbeat_expired: AtomicU64,
+    snapshot_loads: AtomicU64,
+    snapshot_clients: AtomicU64,
+    probes_failed: AtomicU64,
+    clients_adopted: AtomicU64,
+    clients_released: AtomicU64,
+}
+
+fn inc(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+#[derive(Default)]
+struct Timers {
+    next_verify: Option<Millis>,
+    next_health: Option<Millis>,
+    next_probe: Option<Millis>,
+    next_gc: Option<Millis>,
+}
+
+struct LoadState {
+    in_progress: Option<MemberId>,
+    tried: Vec<MemberId>,
+    next_attempt: Millis,
+    loaded_from: Option<MemberId>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Preservation {
+    active: bool,
+    baseline: u64,
+    expired: u64,
+    window_start: Millis,
+}
+
+#[derive(Clone)]
+struct PeerInfo {
+    health: PeerHealth,
+    loaded: bool,
+    incarnation: u64,
+}
+
+/// A Distro node without I/O. See the module documentation.
+pub struct Node {
+    config: Config,
+    members: MemberList,
+    incarnation: Millis,
+    registry: Registry,
+    sync: SyncScheduler,
+    routing: ArcSwap<RoutingTable>,
+    peers: Mutex<Vec<PeerInfo>>,
+    timers: Mutex<Timers>,
+    load: Mutex<LoadState>,
+    loaded: AtomicBool,
+    /// Last time a matching digest renewed (owner, shard); index owner * shards + shard.
+    renewed: Box<[AtomicU64]>,
+    preservation: Mutex<Vec<Preservation>>,
+    counters: Counters,
+}
+
+impl Node {
+    /// A node that is member `members.me()`, started at wall-clock `incarnation` ms.
+    pub fn new(
+        config: Config,
+        members: MemberList,
+        incarnation: Millis,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let n = members.len();
+        let registry = Registry::new(members.me(), n, incarnation, &config);
+        let all: Vec<MemberId> = members.ids().collect();
+        let routing = config.router.build(&members, &all);
+        let standalone = members.is_standalone();
+        let peers = members
+            .ids()
+            .map(|_| PeerInfo {
+                health: PeerHealth::new(),
+                loaded: true,
+                incarnation: 0,
+            })
+            .collect();
+        Ok(Self {
+            sync: SyncScheduler::new(n, config.sync_delay),
+            renewed: (0..n * config.shards as usize)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            preservation: Mutex::new(vec![Preservation::default(); n]),
+            registry,
+            routing: ArcSwap::from_pointee(routing),
+            peers: Mutex::new(peers),
+            timers: Mutex::new(Timers::default()),
+            load: Mutex::new(LoadState {
+                in_progress: None,
+                tried: Vec::new(),
+                next_attempt: 0,
+                loaded_from: None,
+            }),
+            loaded: AtomicBool::new(standalone),
+            counters: Counters::default(),
+            config,
+            members,
+            incarnation,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The member list.
+    pub fn members(&self) -> &MemberList {
+        &self.members
+    }
+
+    /// This node's member id.
+    pub fn me(&self) -> MemberId {
+        self.members.me()
+    }
+
+    /// The wall-clock start time this node was built with.
+    pub fn incarnation(&self) -> Millis {
+        self.incarnation
+    }
+
+    /// The registry (queries, iteration, stats).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Whether the startup snapshot load finished (always true when standalone).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Relaxed)
+    }
+
+    /// The peer this node loaded its snapshot from, if any.
+    pub fn loaded_from(&self) -> Option<MemberId> {
+        self.load.lock().loaded_from
+    }
+
+    /// Every member's state as this node sees it (itself always UP).
+    pub fn member_states(&self) -> Vec<(MemberId, MemberState)> {
+        let peers = self.peers.lock();
+        self.members
+            .ids()
+            .map(|m| {
+                let s = if m == self.me() {
+                    MemberState::Up
+                } else {
+                    peers[m.index()].health.state
+                };
+                (m, s)
+            })
+            .collect()
+    }
+
+    /// The state of member `m`.
+    pub fn member_state(&self, m: MemberId) -> MemberState {
+        if m == self.me() {
+            MemberState::Up
+        } else {
+            self.peers.lock()[m.index()].health.state
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        NodeStats {
+            sync_batches_sent: l(&c.sync_batches_sent),
+            sync_changes_sent: l(&c.sync_changes_sent),
+            sync_bytes_sent: l(&c.sync_bytes_sent),
+            sync_batches_failed: l(&c.sync_batches_failed),
+            sync_changes_applied: l(&c.sync_changes_applied),
+            sync_changes_stale: l(&c.sync_changes_stale),
+            verify_rounds: l(&c.verify_rounds),
+            verify_shards_mismatched: l(&c.verify_shards_mismatched),
+            verify_repairs: l(&c.verify_repairs),
+            verify_removed: l(&c.verify_removed),
+            verify_bytes_sent: l(&c.verify_bytes_sent),
+            lease_expired: l(&c.lease_expired),
+            lease_preserved: l(&c.lease_preserved),
+            heartbeat_unhealthy: l(&c.heartbeat_unhealthy),
+            heartbeat_expired: l(&c.heartbeat_expired),
+            snapshot_loads: l(&c.snapshot_loads),
+            snapshot_clients: l(&c.snapshot_clients),
+            probes_failed: l(&c.probes_failed),
+            clients_adopted: l(&c.clients_adopted),
+            clients_released: l(&c.clients_released),
+        }
+    }
+
+    /// Clients pending sync to `peer`.
+    pub fn pending_sync(&self, peer: MemberId) -> usize {
+        self.sync.pending(peer.index())
+    }
+
+    /// Clients attributed to this node.
+    pub fn owned_clients(&self) -> u64 {
+        self.registry.owner_count(self.me())
+    }
+
+    // ----- routing ---------------------------------------------------------------------
+
+    /// The owner of routing key `ip:port` under the current routing table.
+    pub fn owner_of(&self, key: &str) -> MemberId {
+        self.routing.load().owner(key).unwrap_or(self.me())
+    }
+
+    /// Where a write for the ip:port client `key` (`"ip:port"`) must go.
+    pub fn route(&self, key: &str) -> Route {
+        let owner = self.owner_of(key);
+        if owner == self.me() {
+            Route::Local
+        } else {
+            Route::Remote(owner)
+        }
+    }
+
+    /// The routable members (UP and SUSPICIOUS), in address order.
+    pub fn routable_members(&self) -> Vec<MemberId> {
+        self.routing.load().members().to_vec()
+    }
+
+    fn attribution(&self, id: &ClientId, sender: MemberId) -> MemberId {
+        match id.routing_key() {
+            Some(key) => self.owner_of(key),
+            None => sender,
+        }
+    }
+
+    // ----- client operations ----------------------------------------------------------
+
+    fn resolve_service(&self, spec: &ServiceSpec) -> Result<Service, ValidationError> {
+        let (ns, group, name) = spec.resolve()?;
+        Ok(self.registry.service(ns, group, name))
+    }
+
+    /// Registers one instance for `client` in `service` (replacing what the client
+    /// published to that service).
+    pub fn register(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        instance: &InstanceSpec,
+        now: Millis,
+    ) -> Result<WriteResult, WriteError> {
+        let service = self.resolve_service(service)?;
+        let inst = instance.to_instance(self.registry.interner(), &service)?;
+        self.check_ip_port_client(client, &inst.ip, inst.port)?;
+        let r =
+            self.registry
+                .publish(client, Publication::single(service, inst), self.me(), now)?;
+        self.after_write(client, r, now);
+        Ok(r)
+    }
+
+    /// Registers a batch of instances for `client` in `service`, replacing what it
+    /// published there. An empty batch removes the publication (Nacos SDKs deregister
+    /// from a batch by re-registering the remaining instances).
+    pub fn register_batch(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        instances: &[InstanceSpec],
+        now: Millis,
+    ) -> Result<WriteResult, WriteError> {
+        let svc = self.resolve_service(service)?;
+        if instances.len() > crate::limits::MAX_BATCH_INSTANCES {
+            return Err(ValidationError::new(
+                Field::Instances,
+                format!(
+                    "{} instances in one batch, the limit is {}",
+                    instances.len(),
+                    crate::limits::MAX_BATCH_INSTANCES
+                ),
+            )
+            .into());
+        }
+        if instances.is_empty() {
+            return self.deregister(client, service, now);
+        }
+        let mut v = Vec::with_capacity(instances.len());
+        for (i, spec) in instances.iter().enumerate() {
+            let inst = spec
+                .to_instance(self.registry.interner(), &svc)
+                .map_err(|e| {
+                    ValidationError::new(e.field, format!("instances[{i}]: {}", e.reason))
+                })?;
+            v.push(inst);
+        }
+        let r = self
+            .registry
+            .publish(client, Publication::batch(svc, v), self.me(), now)?;
+        self.after_write(client, r, now);
+        Ok(r)
+    }
+
+    fn check_ip_port_client(
+        &self,
+        client: &ClientId,
+        ip: &str,
+        port: u16,
+    ) -> Result<(), ValidationError> {
+        if let Some(key) = client.routing_key() {
+            let expected = format!("{ip}:{port}");
+            if key != expected {
+                return Err(ValidationError::new(
+                    Field::ClientId,
+                    format!("ip:port client {client} cannot publish instance {expected}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what `client` publishes to `service`. Deregistering something that is not
+    /// registered succeeds with [`WriteResult::Unchanged`], as in Nacos.
+    pub fn deregister(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        now: Millis,
+    ) -> Result<WriteResult, WriteError> {
+        let (ns, group, name) = service.resolve()?;
+        let key = Service::key_of(ns, group, name);
+        let Some(c) = self.registry.get(client.as_str()) else {
+            return Ok(WriteResult::Unchanged);
+        };
+        let Some(p) = c
+            .publications()
+            .iter()
+            .find(|p| p.service.key().as_str() == key)
+        else {
+            return Ok(WriteResult::Unchanged);
+        };
+        let svc = p.service.clone();
+        let r = self.registry.unpublish(client, &svc, self.me(), now);
+        self.after_write(client, r, now);
+        Ok(r)
+    }
+
+    /// Removes `client` entirely (its connection closed).
+    pub fn remove_client(&self, client: &ClientId, now: Millis) -> WriteResult {
+        let r = self.registry.remove_client(client, self.me(), now);
+        self.after_write(client, r, now);
+        r
+    }
+
+    /// Records a heartbeat of `client` for `service`; an unhealthy instance turns healthy.
+    pub fn beat(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        now: Millis,
+    ) -> Result<BeatResult, ValidationError> {
+        let (ns, group, name) = service.resolve()?;
+        let key = Service::key_of(ns, group, name);
+        let Some(c) = self.registry.get(client.as_str()) else {
+            return Ok(BeatResult::NotFound);
+        };
+        let Some(p) = c
+            .publications()
+            .iter()
+            .find(|p| p.service.key().as_str() == key)
+        else {
+            return Ok(BeatResult::NotFound);
+        };
+        let svc = p.service.clone();
+        let Some(p) = self.registry.beat(client, &svc, now) else {
+            return Ok(BeatResult::NotFound);
+        };
+        if p.instances.iter().any(|i| !i.healthy) {
+            let r = self
+                .registry
+                .update_instances(client, &svc, self.me(), now, |p| {
+                    let mut q = p.clone();
+                    q.instances.iter_mut().for_each(|i| i.healthy = true);
+                    Some(q)
+                });
+            self.after_write(client, r, now);
+        }
+        Ok(BeatResult::Ok)
+    }
+
+    /// The publications of a service.
+    pub fn query(&self, service: &ServiceSpec) -> Result<Option<ServiceView>, ValidationError> {
+        let (ns, group, name) = service.resolve()?;
+        Ok(self.registry.query(ns, group, name))
+    }
+
+    fn after_write(&self, client: &ClientId, r: WriteResult, now: Millis) {
+        if matches!(r, WriteResult::Unchanged) {
+            return;
+        }
+        for p in self.members.peers() {
+            self.sync.schedule(p.index(), client, now);
+        }
+    }
+
+    // ----- time ------------------------------------------------------------------------
+
+    /// Advances timers to `now`: returns what the runtime must send or load.
+    pub fn tick(&self, now: Millis) -> Vec<Command> {
+        let mut out = Vec::new();
+        let (verify, health, probe, gc) = {
+            let mut t = self.timers.lock();
+            let due = |slot: &mut Option<Millis>, period: Millis, first: Millis| match slot {
+                None => {
+                    *slot = Some(now + first);
+                    false
+                }
+                Some(at) if *at <= now => {
+                    *slot = Some(now + period);
+                    true
+                }
+                Some(_) => false,
+            };
+            let c = &self.config;
+            (
+                due(&mut t.next_verify, c.verify_interval, c.verify_interval),
+                due(
+                    &mut t.next_health,
+                    c.health_check_interval,
+                    c.health_check_interval,
+                ),
+                due(&mut t.next_probe, c.probe_interval, 0),
+                due(
+                    &mut t.next_gc,
+                    c.health_check_interval,
+                    c.health_check_interval,
+                ),
+            )
+        };
+        if !self.members.is_standalone() {
+            if probe {
+                self.probe_peers(&mut out);
+            }
+            self.load_step(now, &mut out);
+            self.flush(now, false, &mut out);
+            if verify && self.is_loaded() {
+                self.verify_round(now, &mut out);
+            }
+            if health {
+                self.expire_leases(now);
+            }
+        }
+        if health {
+            self.check_heartbeats(now);
+        }
+        if gc {
+            self.registry.collect_tombstones(now);
+            self.registry
+                .collect_empty_services(now, crate::config::DEFAULT_TOMBSTONE_TTL);
+        }
+        out
+    }
+
+    /// Sends everything pending now, regardless of the sync delay (graceful shutdown).
+    pub fn drain(&self, now: Millis) -> Vec<Command> {
+        let mut out = Vec::new();
+        self.flush(now, true, &mut out);
+        out
+    }
+
+    /// The earliest time anything pending becomes due (for runtimes that sleep).
+    pub fn next_sync_due(&self) -> Option<Millis> {
+        self.members
+            .peers()
+            .filter_map(|p| self.sync.next_due(p.index()))
+            .min()
+    }
+
+    fn probe_peers(&self, out: &mut Vec<Command>) {
+        let mut peers = self.peers.lock();
+        for p in self.members.peers() {
+            let info = &mut peers[p.index()];
+            if info.health.probe_in_flight {
+                continue;
+            }
+            info.health.probe_in_flight = true;
+            out.push(Command::Send {
+                to: p,
+                request: PeerRequest::Probe(Probe {
+                    incarnation: self.incarnation,
+                    loaded: self.is_loaded(),
+                }),
+            });
+        }
+    }
+
+    fn flush(&self, now: Millis, drain: bool, out: &mut Vec<Command>) {
+        let states = self.member_states();
+        for (p, state) in states {
+            if p == self.me() || state == MemberState::Down {
+                continue;
+            }
+            let q = self.sync.peer(p.index());
+            if !drain && q.paused_until.load(Relaxed) > now {
+                continue;
+            }
+            let until = if drain { Millis::MAX } else { now };
+            while drain || q.inflight.load(Relaxed) < self.config.max_inflight_batches {
+                let ids = self
+                    .sync
+                    .take_due(p.index(), until, self.config.batch_max_entries);
+                if ids.is_empty() {
+                    break;
+                }
+                let mut batch = SyncBatch::default();
+                let mut bytes = 8;
+                for id in ids {
+                    let change = match self.registry.get(id.as_str()) {
+                        Some(c) => ClientChange::Upsert(c.to_record()),
+                        None => match self.registry.tombstone(id.as_str()) {
+                            Some(revision) => ClientChange::Delete { id, revision },
+                            None => continue,
+                        },
+                    };
+                    let size = change.size_hint();
+                    if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
+                        self.send_batch(p, std::mem::take(&mut batch), bytes, out);
+                        bytes = 8;
+                    }
+                    bytes += size;
+                    batch.changes.push(change);
+                }
+                if !batch.changes.is_empty() {
+                    self.send_batch(p, batch, bytes, out);
+                }
+            }
+        }
+    }
+
+    fn send_batch(&self, to: MemberId, batch: SyncBatch, bytes: usize, out: &mut Vec<Command>) {
+        self.sync.peer(to.index()).inflight.fetch_add(1, Relaxed);
+        inc(&self.counters.sync_batches_sent, 1);
+        inc(&self.counters.sync_changes_sent, batch.changes.len() as u64);
+        inc(&self.counters.sync_bytes_sent, bytes as u64);
+        out.push(Command::Send {
+            to,
+            request: PeerRequest::Sync(batch),
+        });
+    }
+
+    fn verify_round(&self, now: Millis, out: &mut Vec<Command>) {
+        let targets: Vec<MemberId> = {
+            let peers = self.peers.lock();
+            self.members
+                .peers()
+                .filter(|p| {
+                    let i = &peers[p.index()];
+                    i.health.state != MemberState::Down && i.loaded
+                })
+                .collect()
+        };
+        if targets.is_empty() {
+            return;
+        }
+        match self.config.verify_mode {
+            VerifyMode::Digest => {
+                let digests = self.registry.owner_digests(self.me());
+                for p in targets {
+                    inc(&self.counters.verify_rounds, 1);
+                    inc(&self.counters.verify_bytes_sent, 24 * digests.len() as u64);
+                    out.push(Command::Send {
+                        to: p,
+                        request: PeerRequest::VerifyDigests(VerifyDigests {
+                            digests: digests.clone(),
+                        }),
+                    });
+                }
+            }
+            VerifyMode::PerClient => {
+                let me = self.me();
+                let mut owned = Vec::new();
+                self.registry.for_each(|c| {
+                    if c.owner() == me {
+                        owned.push((c.id().clone(), c.revision()));
+                    }
+                });
+                for p in targets {
+                    inc(&self.counters.verify_rounds, 1);
+                    for (id, rev) in &owned {
+                        inc(
+                            &self.counters.verify_bytes_sent,
+                            16 + id.as_str().len() as u64,
+                        );
+                        out.push(Command::Send {
+                            to: p,
+                            request: PeerRequest::VerifyClients(VerifyClients {
+                                clients: vec![(id.clone(), *rev)],
+                            }),
+                        });
+                    }
+                }
+            }
+        }
+        let _ = now;
+    }
+
+    fn renewed_at(&self, owner: MemberId, shard: u32) -> &AtomicU64 {
+        &self.renewed[owner.index() * self.config.shards as usize + shard as usize]
+    }
+
+    fn check_heartbeats(&self, now: Millis) {
+        let me = self.me();
+        let cfg = &self.config;
+        enum Act {
+            Unhealthy(Service),
+            Expire(Service),
+        }
+        let mut acts: Vec<(ClientId, Act)> = Vec::new();
+        self.registry.for_each(|c| {
+            if c.owner() != me || c.id().kind() != ClientKind::IpPort {
+                return;
+            }
+            for (i, p) in c.publications().iter().enumerate() {
+                let idle = now.saturating_sub(c.last_beat(i));
+                let expire = p
+                    .instances
+                    .iter()
+                    .all(|inst| idle > inst.delete_timeout(cfg.delete_timeout));
+                if expire {
+                    acts.push((c.id().clone(), Act::Expire(p.service.clone())));
+                } else if p.instances.iter().any(|inst| {
+                    inst.healthy && idle > inst.heartbeat_timeout(cfg.heartbeat_timeout)
+                }) {
+                    acts.push((c.id().clone(), Act::Unhealthy(p.service.clone())));
+                }
+            }
+        });
+        for (id, act) in acts {
+            let r = match act {
+                Act::Expire(svc) => {
+                    inc(&self.counters.heartbeat_expired, 1);
+                    self.registry.unpublish(&id, &svc, me, now)
+                }
+                Act::Unhealthy(svc) => {
+                    let hb = cfg.heartbeat_timeout;
+                    self.registry.update_instances(&id, &svc, me, now, |p| {
+                        let mut q = p.clone();
+                        let mut changed = false;
+                        for inst in q.instances.iter_mut() {
+                            if inst.healthy {
+                                inst.healthy = false;
+                                changed = true;
+                            }
+                        }
+                        let _ = hb;
+                        changed.then_some(q)
+                    })
+                }
+            };
+            if matches!(r, WriteResult::Changed(_)) {
+                inc(&self.counters.heartbeat_unhealthy, 1);
+            }
+            self.after_write(&id, r, now);
+        }
+    }
+
+    fn expire_leases(&self, now: Millis) {
+        let me = self.me();
+        let lease = self.config.lease;
+        let states = self.member_states();
+        let mut candidates: Vec<(MemberId, ClientId, Revision)> = Vec::new();
+        self.registry.for_each(|c| {
+            let owner = c.owner();
+            if owner == me {
+                return;
+            }
+            let base = c
+                .lease_base()
+                .max(self.renewed_at(owner, c.shard()).load(Relaxed));
+            if now.saturating_sub(base) > lease {
+                candidates.push((owner, c.id().clone(), c.revision()));
+            }
+        });
+        if candidates.is_empty() {
+            // Keep the self-preservation windows of unreachable peers up to date.
+            self.update_preservation(now, &states);
+            return;
+        }
+        self.update_preservation(now, &states);
+        let mut pres = self.preservation.lock();
+        for (owner, id, rev) in candidates {
+            let p = &mut pres[owner.index()];
+            if p.active {
+                let allowed =
+                    (p.baseline as f64 * self.config.self_preservation_fraction).floor() as u64;
+                if p.expired >= allowed {
+                    inc(&self.counters.lease_preserved, 1);
+                    continue;
+                }
+                p.expired += 1;
+            }
+            if self.registry.drop_replica(&id, rev, now) {
+                inc(&self.counters.lease_expired, 1);
+            }
+        }
+    }
+
+    fn update_preservation(&self, now: Millis, states: &[(MemberId, MemberState)]) {
+        let mut pres = self.preservation.lock();
+        for &(m, state) in states {
+            if m == self.me() {
+                continue;
+            }
+            let p = &mut pres[m.index()];
+            if state == MemberState::Up {
+                *p = Preservation::default();
+            } else if !p.active || now.saturating_sub(p.window_start) > self.config.lease {
+                *p = Preservation {
+                    active: true,
+                    baseline: self
+                        .registry
+                        .owner_count(m)
+                        .max(p.baseline * u64::from(p.active)),
+                    expired: 0,
+                    window_start: now,
+                };
+            }
+        }
+    }
+
+    // ----- snapshot load ---------------------------------------------------------------
+
+    fn load_step(&self, now: Millis, out: &mut Vec<Command>) {
+        if self.is_loaded() {
+            return;
+        }
+        let mut load = self.load.lock();
+        if load.in_progress.is_some() || now < load.next_attempt {
+            return;
+        }
+        let states = self.member_states();
+        let candidate = states
+            .iter()
+            .find(|(m, s)| *m != self.me() && *s == MemberState::Up && !load.tried.contains(m))
+            .map(|(m, _)| *m);
+        match candidate {
+            Some(m) => {
+                load.in_progress = Some(m);
+                out.push(Command::LoadSnapshot { from: m });
+            }
+            None => {
+                let all_down = states
+                    .iter()
+                    .all(|(m, s)| *m == self.me() || *s == MemberState::Down);
+                if all_down {
+                    // Nobody to load from: this node starts the cluster's state.
+                    self.loaded.store(true, Relaxed);
+                } else {
+                    load.tried.clear();
+                    load.next_attempt = now + self.config.load_retry_delay;
+                }
+            }
+        }
+    }
+
+    /// Applies a chunk of the snapshot being loaded from `from`.
+    pub fn load_chunk(&self, from: MemberId, records: &[ClientRecord], now: Millis) {
+        let me = self.me();
+        let mut ghosts = Vec::new();
+        for r in records {
+            let owner = match r.id.kind() {
+                ClientKind::IpPort => self.attribution(&r.id, from),
+                ClientKind::Connection => r.owner,
+            };
+            if r.id.kind() == ClientKind::Connection && owner == me {
+                // A connection of this node's previous incarnation: it cannot exist any
+                // more. Delete it everywhere (above its revision).
+                ghosts.push(r.clone());
+                continue;
+            }
+            match self.registry.apply(r, owner, now) {
+                ApplyOutcome::Applied => inc(&self.counters.snapshot_clients, 1),
+                ApplyOutcome::Stale => {}
+            }
+        }
+        for g in ghosts {
+            if self.registry.apply(&g, me, now) == ApplyOutcome::Applied {
+                self.registry.raise_floor(g.revision.logical() + 1);
+                let r = self.registry.remove_client(&g.id, me, now);
+                self.after_write(&g.id, r, now);
+            }
+        }
+    }
+
+    /// Ends the load from `from`: on success the node is loaded and starts verifying; on
+    /// failure the next peer is tried.
+    pub fn load_finished(&self, from: MemberId, ok: bool, now: Millis) {
+        let mut load = self.load.lock();
+        if load.in_progress != Some(from) {
+            return;
+        }
+        load.in_progress = None;
+        if ok {
+            load.loaded_from = Some(from);
+            self.loaded.store(true, Relaxed);
+            inc(&self.counters.snapshot_loads, 1);
+        } else {
+            load.tried.push(from);
+            load.next_attempt = now;
+        }
+    }
+
+    /// A chunk of this node's snapshot starting at `cursor`, bounded by the configured
+    /// chunk size (a chunk holds at least one client when any is left).
+    pub fn snapshot_chunk(&self, cursor: SnapshotCursor) -> SnapshotChunk {
+        let shards = self.registry.shard_count();
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let mut shard = cursor.shard;
+        let mut offset = cursor.offset as usize;
+        while shard < shards {
+            let mut clients = self.registry.shard_clients(shard);
+            clients.sort_by(|a, b| a.id().cmp(b.id()));
+            while offset < clients.len() {
+                let rec = clients[offset].to_record();
+                let size = rec.size_hint();
+                if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
+                    return SnapshotChunk {
+                        records,
+                        next: Some(SnapshotCursor {
+                            shard,
+                            offset: offset as u32,
+                        }),
+                    };
+                }
+                bytes += size;
+                records.push(rec);
+                offset += 1;
+            }
+            shard += 1;
+            offset = 0;
+        }
+        SnapshotChunk {
+            records,
+            next: None,
+        }
+    }
+
+    // ----- peer messages: serving ------------------------------------------------------
+
+    /// Answers a request from peer `from`.
+    pub fn handle_request(
+        &self,
+        from: MemberId,
+        request: PeerRequest,
+        now: Millis,
+    ) -> PeerResponse {
+        if from == self.me() || from.index() >= self.members.len() {
+            return PeerResponse::Refused(format!("unknown sender {from}"));
+        }
+        match request {
+            PeerRequest::Sync(batch) => self.apply_batch(from, batch, now),
+            PeerRequest::VerifyDigests(v) => self.check_digests(from, &v, now),
+            PeerRequest::VerifyList(l) => self.check_list(from, l, now),
+            PeerRequest::VerifyClients(v) => {
+                let mut failed = Vec::new();
+                for (id, rev) in v.clients {
+                    match self.registry.get(id.as_str()) {
+                        Some(c) if c.revision() == rev => c.renew_lease(now),
+                        _ => failed.push(id),
+                    }
+                }
+                PeerResponse::VerifyClientsResult { failed }
+            }
+            PeerRequest::Probe(p) => {
+                self.note_peer_report(from, p);
+                PeerResponse::ProbeAck(Probe {
+                    incarnation: self.incarnation,
+                    loaded: self.is_loaded(),
+                })
+            }
+        }
+    }
+
+    fn note_peer_report(&self, from: MemberId, p: Probe) {
+        let mut peers = self.peers.lock();
+        let info = &mut peers[from.index()];
+        info.loaded = p.loaded;
+        info.incarnation = p.incarnation;
+    }
+
+    fn apply_batch(&self, from: MemberId, batch: SyncBatch, now: Millis) -> PeerResponse {
+        let (mut applied, mut stale) = (0u32, 0u32);
+        for change in batch.changes {
+            let outcome = match &change {
+                ClientChange::Upsert(r) => {
+                    let owner = self.attribution(&r.id, from);
+                    self.registry.apply(r, owner, now)
+                }
+                ClientChange::Delete { id, revision } => {
+                    self.registry.apply_delete(id, *revision, now)
+                }
+            };
+            match outcome {
+                ApplyOutcome::Applied => applied += 1,
+                ApplyOutcome::Stale => stale += 1,
+            }
+        }
+        inc(&self.counters.sync_changes_applied, u64::from(applied));
+        inc(&self.counters.sync_changes_stale, u64::from(stale));
+        PeerResponse::SyncAck { applied, stale }
+    }
+
+    fn check_digests(&self, from: MemberId, v: &VerifyDigests, now: Millis) -> PeerResponse {
+        if v.digests.len() != self.registry.shard_count() as usize {
+            return PeerResponse::Refused(format!(
+                "shard count mismatch: sender has {}, this node {}",
+                v.digests.len(),
+                self.registry.shard_count()
+            ));
+        }
+        let mut shards = Vec::new();
+        for (s, d) in v.digests.iter().enumerate() {
+            let s = s as u32;
+            if self.registry.digest(from, s) == *d {
+                self.renewed_at(from, s).store(now, Relaxed);
+            } else {
+                shards.push(s);
+            }
+        }
+        PeerResponse::VerifyMismatch { shards }
+    }
+
+    fn check_list(&self, from: MemberId, list: VerifyList, now: Millis) -> PeerResponse {
+        let mut needs = Vec::new();
+        let mut removed = 0;
+        for sl in list.shards {
+            if sl.shard >= self.registry.shard_count() {
+                return PeerResponse::Refused(format!("shard {} out of range", sl.shard));
+            }
+            let listed: HashMap<&str, Revision> =
+                sl.clients.iter().map(|(id, r)| (id.as_str(), *r)).collect();
+            for (id, rev) in &sl.clients {
+                match self.registry.get(id.as_str()) {
+                    None => match self.registry.tombstone(id.as_str()) {
+                        Some(t) if t > *rev => needs.push((id.clone(), Need::Newer(t))),
+                        _ => needs.push((id.clone(), Need::Missing)),
+                    },
+                    Some(c) if c.revision() < *rev => needs.push((id.clone(), Need::Stale)),
+                    Some(c) if c.revision() > *rev => {
+                        needs.push((id.clone(), Need::Newer(c.revision())))
+                    }
+                    Some(c) => {
+                        c.renew_lease(now);
+                        if c.owner() != from && id.kind() == ClientKind::Connection {
+                            self.registry.set_owner(id, from);
+                        }
+                    }
+                }
+            }
+            // Extras: clients this node attributes to `from` that `from` no longer has.
+            // A client synced within the last peer timeout may postdate the list; keep it.
+            let grace = self.config.peer_timeout;
+            let mut extras: Vec<(ClientId, Revision)> = Vec::new();
+            self.registry
+                .for_each_in_shard(sl.shard, |c: &Arc<Client>| {
+                    if c.owner() == from
+                        && !listed.contains_key(c.id().as_str())
+                        && now.saturating_sub(c.lease_base()) > grace
+                    {
+                        extras.push((c.id().clone(), c.revision()));
+                    }
+                });
+            for (id, rev) in extras {
+                if self.registry.drop_replica(&id, rev, now) {
+                    removed += 1;
+                }
+            }
+            self.renewed_at(from, sl.shard).store(now, Relaxed);
+        }
+        inc(&self.counters.verify_removed, u64::from(removed));
+        PeerResponse::VerifyReport { needs, removed }
+    }
+
+    // ----- peer messages: responses ----------------------------------------------------
+
+    /// Digests the outcome of `request`, which this node sent to `to`.
+    pub fn handle_response(
+        &self,
+        to: MemberId,
+        request: PeerRequest,
+        result: Result<PeerResponse, SendError>,
+        now: Millis,
+    ) -> Vec<Command> {
+        let mut out = Vec::new();
+        if to.index() >= self.members.len() || to == self.me() {
+            return out;
+        }
+        let result = match result {
+            Ok(PeerResponse::Refused(_)) => Err(SendError::Rejected),
+            other => other,
+        };
+        match (request, result) {
+            (PeerRequest::Probe(_), result) => {
+                let ok = result.is_ok();
+                if !ok {
+                    inc(&self.counters.probes_failed, 1);
+                }
+                if let Ok(PeerResponse::ProbeAck(p)) = result {
+                    self.note_peer_report(to, p);
+                }
+                self.on_probe(to, ok, now);
+            }
+            (PeerRequest::Sync(batch), result) => {
+                let q = self.sync.peer(to.index());
+                q.inflight.fetch_sub(1, Relaxed);
+                if result.is_ok() {
+                    q.consecutive_failures.store(0, Relaxed);
+                } else {
+                    inc(&self.counters.sync_batches_failed, 1);
+                    let failures = q.consecutive_failures.fetch_add(1, Relaxed) + 1;
+                    let delay = self
+                        .config
+                        .sync_retry_delay
+                        .saturating_mul(1u64 << (failures - 1).min(20))
+                        .min(self.config.sync_retry_max_delay);
+                    q.paused_until.store(now + delay, Relaxed);
+                    for change in &batch.changes {
+                        self.sync
+                            .schedule_at(to.index(), change.id(), now + delay, false);
+                    }
+                }
+            }
+            (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
+                inc(&self.counters.verify_shards_mismatched, shards.len() as u64);
+                self.send_lists(to, &shards, &mut out);
+            }
+            (PeerRequest::VerifyList(_), Ok(PeerResponse::VerifyReport { needs, .. })) => {
+                for (id, need) in needs {
+                    match need {
+                        Need::Missing | Need::Stale => {
+                            inc(&self.counters.verify_repairs, 1);
+                            self.sync.schedule_at(to.index(), &id, now, false);
+                        }
+                        Need::Newer(rev) => {
+                            // Only re-issue clients this node still owns.
+                            if self
+                                .registry
+                                .get(id.as_str())
+                                .is_some_and(|c| c.owner() == self.me())
+                            {
+                                inc(&self.counters.verify_repairs, 1);
+                                let r = self.registry.restamp(&id, rev, self.me(), now);
+                                if let WriteResult::Changed(_) = r {
+                                    for p in self.members.peers() {
+                                        self.sync.schedule_at(p.index(), &id, now, false);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (PeerRequest::VerifyClients(_), Ok(PeerResponse::VerifyClientsResult { failed })) => {
+                for id in failed {
+                    inc(&self.counters.verify_repairs, 1);
+                    self.sync.schedule_at(to.index(), &id, now, false);
+                }
+            }
+            // Verify failures are retried by the next round.
+            _ => {}
+        }
+        out
+    }
+
+    fn send_lists(&self, to: MemberId, shards: &[u32], out: &mut Vec<Command>) {
+        let me = self.me();
+        let mut list = VerifyList { shards: Vec::new() };
+        let mut bytes = 0usize;
+        for &s in shards {
+            if s >= self.registry.shard_count() {
+                continue;
+            }
+            let mut clients = Vec::new();
+            self.registry.for_each_in_shard(s, |c| {
+                if c.owner() == me {
+                    clients.push((c.id().clone(), c.revision()));
+                }
+            });
+            let size: usize = 8 + clients
+                .iter()
+                .map(|(id, _)| id.as_str().len() + 12)
+                .sum::<usize>();
+            if !list.shards.is_empty() && bytes + size > self.config.batch_max_bytes {
+                inc(&self.counters.verify_bytes_sent, bytes as u64);
+                out.push(Command::Send {
+                    to,
+                    request: PeerRequest::VerifyList(std::mem::replace(
+                        &mut list,
+                        VerifyList { shards: Vec::new() },
+                    )),
+                });
+                bytes = 0;
+            }
+            bytes += size;
+            list.shards.push(ShardList { shard: s, clients });
+        }
+        if !list.shards.is_empty() {
+            inc(&self.counters.verify_bytes_sent, bytes as u64);
+            out.push(Command::Send {
+                to,
+                request: PeerRequest::VerifyList(list),
+            });
+        }
+    }
+
+    fn on_probe(&self, peer: MemberId, ok: bool, now: Millis) {
+        let changed = {
+            let mut peers = self.peers.lock();
+            peers[peer.index()]
+                .health
+                .on_probe(ok, self.config.probe_down_after)
+        };
+        if let Some(state) = changed {
+            if state == MemberState::Up {
+                // Let pending syncs flow again at once.
+                let q = self.sync.peer(peer.index());
+                q.paused_until.store(0, Relaxed);
+                q.consecutive_failures.store(0, Relaxed);
+            }
+            self.recompute_routing(now);
+        }
+    }
+
+    /// Forces member `m`'s state (tests, and runtimes with their own failure detector).
+    pub fn set_member_state(&self, m: MemberId, state: MemberState, now: Millis) {
+        if m == self.me() {
+            return;
+        }
+        let changed = {
+            let mut peers = self.peers.lock();
+            let h = &mut peers[m.index()].health;
+            let changed = h.state != state;
+            h.state = state;
+            h.consecutive_failures = match state {
+                MemberState::Up => 0,
+                MemberState::Suspicious => 1,
+                MemberState::Down => self.config.probe_down_after,
+            };
+            changed
+        };
+        if changed {
+            self.recompute_routing(now);
+        }
+    }
+
+    /// Rebuilds the routing table from member states and moves ip:port ownership.
+    fn recompute_routing(&self, now: Millis) {
+        let routable: Vec<MemberId> = self
+            .member_states()
+            .into_iter()
+            .filter(|(_, s)| s.is_routable())
+            .map(|(m, _)| m)
+            .collect();
+        let table = self.config.router.build(&self.members, &routable);
+        if table.members() == self.routing.load().members() {
+            return;
+        }
+        self.routing.store(Arc::new(table));
+        self.rehome(now);
+    }
+
+    /// Re-attributes every ip:port client to its owner under the current routing table.
+    /// Clients this node gains get fresh heartbeat times (no mass expiry); clients it
+    /// loses are handed to their new owner at once.
+    fn rehome(&self, now: Millis) {
+        let me = self.me();
+        let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
+        self.registry.for_each(|c| {
+            if let Some(key) = c.id().routing_key() {
+                let owner = self.owner_of(key);
+                if owner != c.owner() {
+                    moves.push((c.clone(), owner));
+                }
+            }
+        });
+        for (c, owner) in moves {
+            let was_mine = c.owner() == me;
+            if !self.registry.set_owner(c.id(), owner) {
+                continue;
+            }
+            if owner == me {
+                self.registry.refresh_beats(&c, now);
+                inc(&self.counters.clients_adopted, 1);
+            } else if was_mine {
+                inc(&self.counters.clients_released, 1);
+                self.sync.schedule_at(owner.index(), c.id(), now, false);
+            }
+            c.renew_lease(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(me: &str, n: usize) -> Node {
+        let addrs: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect();
+        let cfg = Config {
+            shards: 64,
+            ..Config::default()
+        };
+        Node::new(cfg, MemberList::new(me, &addrs).unwrap(), 1_000).unwrap()
+    }
+
+    fn sends(cmds: &[Command]) -> Vec<(&MemberId, &PeerRequest)> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Send { to, request } => Some((to, request)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_is_synced_to_every_peer_after_the_delay() {
+        let n = node("10.0.0.1:8848", 3);
+        let id = ClientId::connection(1, "1.1.1.1", 1);
+        n.register(
+            &id,
+            &ServiceSpec::new("", "", "svc"),
+            &InstanceSpec::new("1.1.1.1", 80),
+            0,
+        )
+        .unwrap();
+        n.tick(0);
+        let before: Vec<_> = n
+            .tick(999)
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Send {
+                        request: PeerRequest::Sync(_),
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert!(before.is_empty());
+        let cmds = n.tick(1000);
+        let syncs: Vec<_> = sends(&cmds)
+            .into_iter()
+            .filter(|(_, r)| matches!(r, PeerRequest::Sync(_)))
+            .collect();
+        assert_eq!(syncs.len(), 2);
+    }
+
+    #[test]
+    fn standalone_is_loaded_and_sends_nothing() {
+        let n = node("10.0.0.1:8848", 1);
+        assert!(n.is_loaded());
+        let id = ClientId::ip_port("1.1.1.1", 80);
+        n.register(
+            &id,
+            &ServiceSpec::new("", "", "svc"),
+            &InstanceSpec::new("1.1.1.1", 80),
+            0,
+        )
+        .unwrap();
+        assert!(n.tick(10_000).is_empty());
+    }
+
+    #[test]
+    fn ip_port_clients_publish_only_their_own_address() {
+        let n = node("10.0.0.1:8848", 1);
+        let id = ClientId::ip_port("1.1.1.1", 80);
+        let e = n
+            .register(
+                &id,
+                &ServiceSpec::new("", "", "svc"),
+                &InstanceSpec::new("1.1.1.2", 80),
+                0,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("clientId"), "{e}");
+    }
+
+    #[test]
+    fn heartbeats_keep_instances_healthy_then_they_expire() {
+        let n = node("10.0.0.1:8848", 1);
+        let id = ClientId::ip_port("1.1.1.1", 80);
+        let svc = ServiceSpec::new("", "", "svc");
+        n.register(&id, &svc, &InstanceSpec::new("1.1.1.1", 80), 0)
+            .unwrap();
+        n.tick(0);
+        assert_eq!(n.beat(&id, &svc, 4_000).unwrap(), BeatResult::Ok);
+        n.tick(10_000);
+        let healthy =
+            |n: &Node| n.query(&svc).unwrap().unwrap().publications[0].instances[0].healthy;
+        assert!(healthy(&n));
+        n.tick(20_000); // 16 s after the last beat
+        assert!(!healthy(&n));
+        assert_eq!(n.beat(&id, &svc, 21_000).unwrap(), BeatResult::Ok);
+        assert!(healthy(&n));
+        n.tick(25_000);
+        n.tick(30_000);
+        n.tick(35_000);
+        n.tick(40_000);
+        n.tick(45_000);
+        n.tick(50_000); // 29 s after the last beat
+        assert_eq!(n.query(&svc).unwrap().unwrap().instance_count(), 1);
+        n.tick(55_000); // 34 s
+        assert_eq!(n.query(&svc).unwrap().unwrap().instance_count(), 0);
+        assert_eq!(n.beat(&id, &svc, 56_000).unwrap(), BeatResult::NotFound);
+    }
+
+    #[test]
+    fn per_instance_heartbeat_overrides() {
+        let n = node("10.0.0.1:8848", 1);
+        let id = ClientId::ip_port("1.1.1.1", 80);
+        let svc = ServiceSpec::new("", "", "svc");
+        let mut spec = InstanceSpec::new("1.1.1.1", 80);
+        spec.metadata = vec![
+            ("preserved.heart.beat.timeout".into(), "3000".into()),
+            ("preserved.ip.delete.timeout".into(), "6000".into()),
+        ];
+        n.register(&id, &svc, &spec, 0).unwrap();
+        n.tick(0);
+        n.tick(5_000);
+        assert!(!n.query(&svc).unwrap().unwrap().publications[0].instances[0].healthy);
+        n.tick(10_000);
+        assert_eq!(n.query(&svc).unwrap().unwrap().instance_count(), 0);
+    }
+}

@@ -1,0 +1,1 @@
+//! loadgen: the load-test harness (under construction; see issue 5).

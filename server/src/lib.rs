@@ -1,0 +1,1 @@
+//! distro-server: a Distro cluster node (under construction; see issue 3).
