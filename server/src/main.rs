@@ -1,0 +1,3 @@
+//! The `distro-server` binary (command line arrives with issue 3).
+
+fn main() {}
