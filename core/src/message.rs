@@ -92,15 +92,16 @@ pub struct Probe {
 }
 
 /// What a replica lacks or holds differently, found by a verify list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Need {
     /// The replica does not hold the client: send it.
     Missing,
     /// The replica holds an older revision: send it.
     Stale,
-    /// The replica holds a newer revision (or deletion) than the owner: the owner must
-    /// re-issue its state above this revision.
-    Newer(Revision),
+    /// The replica holds a newer revision than the owner (writes by another owner during
+    /// divergent membership views): here it is, state or deletion, for the owner to adopt
+    /// and propagate. The highest revision wins everywhere.
+    Newer(ClientChange),
 }
 
 /// A response to a [`PeerRequest`].

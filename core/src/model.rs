@@ -230,7 +230,10 @@ pub fn check_cluster_name(s: &str) -> Result<(), ValidationError> {
 
 /// Instance metadata: sorted `(key, value)` pairs, shared between copies.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Metadata(Option<Arc<[(Name, Box<str>)]>>);
+pub struct Metadata(Option<Arc<[MetadataEntry]>>);
+
+/// One metadata entry: an interned key and its value.
+pub type MetadataEntry = (Name, Box<str>);
 
 impl Metadata {
     /// No metadata.
@@ -693,14 +696,18 @@ impl fmt::Display for ClientId {
 
 /// A client's version. Totally ordered; an owner's restart never makes it go backwards.
 ///
-/// Layout: `logical << 10 | member`. `logical` is at least the owner's *floor*,
-/// `incarnation_ms << 12`, where the incarnation is the wall-clock start time of the
-/// owner's process, and otherwise one more than the previous revision of the client
-/// (tombstones included). A restart therefore starts above every revision the previous
-/// incarnation could have issued (unless it issued more than 4,096 changes of one client
-/// per millisecond of downtime), even when it remembers nothing. The member bits make
-/// revisions issued by different owners (divergent views during a partition) distinct, so
-/// ties are impossible.
+/// A revision is a hybrid logical clock: layout `logical << 10 | member`, where a new
+/// revision's `logical` is the larger of one more than the client's previous revision
+/// (tombstones included) and the *floor* `now_ms << 12` of the issuing owner (never below
+/// `incarnation_ms << 12`, the wall-clock start of its process). Consequences:
+///
+/// * per client, revisions strictly increase, whoever issues them;
+/// * a restarted owner, which remembers nothing, still issues revisions above every one
+///   its previous incarnation issued (unless that issued more than 4,096 changes of one
+///   client per millisecond of downtime, or the wall clock went backwards);
+/// * when two owners write the same client concurrently (divergent member views during a
+///   partition), the later write in wall-clock time wins, as a client would expect; the
+///   member bits make their revisions distinct, so ties are impossible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Revision(pub u64);
 

@@ -147,7 +147,6 @@ struct Preservation {
     active: bool,
     baseline: u64,
     expired: u64,
-    window_start: Millis,
 }
 
 #[derive(Clone)]
@@ -794,12 +793,10 @@ impl Node {
                 candidates.push((owner, c.id().clone(), c.revision()));
             }
         });
+        self.update_preservation(now, &states);
         if candidates.is_empty() {
-            // Keep the self-preservation windows of unreachable peers up to date.
-            self.update_preservation(now, &states);
             return;
         }
-        self.update_preservation(now, &states);
         let mut pres = self.preservation.lock();
         for (owner, id, rev) in candidates {
             let p = &mut pres[owner.index()];
@@ -812,13 +809,16 @@ impl Node {
                 }
                 p.expired += 1;
             }
-            if self.registry.drop_replica(&id, rev, now) {
+            if self.registry.drop_replica(&id, rev) {
                 inc(&self.counters.lease_expired, 1);
             }
         }
     }
 
-    fn update_preservation(&self, now: Millis, states: &[(MemberId, MemberState)]) {
+    /// Self-preservation bookkeeping: when a peer stops being UP, remember how many
+    /// clients it owned; until it is UP again at most `self_preservation_fraction` of that
+    /// number may expire, however long the outage.
+    fn update_preservation(&self, _now: Millis, states: &[(MemberId, MemberState)]) {
         let mut pres = self.preservation.lock();
         for &(m, state) in states {
             if m == self.me() {
@@ -827,15 +827,11 @@ impl Node {
             let p = &mut pres[m.index()];
             if state == MemberState::Up {
                 *p = Preservation::default();
-            } else if !p.active || now.saturating_sub(p.window_start) > self.config.lease {
+            } else if !p.active {
                 *p = Preservation {
                     active: true,
-                    baseline: self
-                        .registry
-                        .owner_count(m)
-                        .max(p.baseline * u64::from(p.active)),
+                    baseline: self.registry.owner_count(m),
                     expired: 0,
-                    window_start: now,
                 };
             }
         }
@@ -898,7 +894,6 @@ impl Node {
         }
         for g in ghosts {
             if self.registry.apply(&g, me, now) == ApplyOutcome::Applied {
-                self.registry.raise_floor(g.revision.logical() + 1);
                 let r = self.registry.remove_client(&g.id, me, now);
                 self.after_write(&g.id, r, now);
             }
@@ -1056,12 +1051,18 @@ impl Node {
             for (id, rev) in &sl.clients {
                 match self.registry.get(id.as_str()) {
                     None => match self.registry.tombstone(id.as_str()) {
-                        Some(t) if t > *rev => needs.push((id.clone(), Need::Newer(t))),
+                        Some(t) if t > *rev => needs.push((
+                            id.clone(),
+                            Need::Newer(ClientChange::Delete {
+                                id: id.clone(),
+                                revision: t,
+                            }),
+                        )),
                         _ => needs.push((id.clone(), Need::Missing)),
                     },
                     Some(c) if c.revision() < *rev => needs.push((id.clone(), Need::Stale)),
                     Some(c) if c.revision() > *rev => {
-                        needs.push((id.clone(), Need::Newer(c.revision())))
+                        needs.push((id.clone(), Need::Newer(ClientChange::Upsert(c.to_record()))))
                     }
                     Some(c) => {
                         c.renew_lease(now);
@@ -1085,7 +1086,7 @@ impl Node {
                     }
                 });
             for (id, rev) in extras {
-                if self.registry.drop_replica(&id, rev, now) {
+                if self.registry.drop_replica(&id, rev) {
                     removed += 1;
                 }
             }
@@ -1113,6 +1114,16 @@ impl Node {
             Ok(PeerResponse::Refused(_)) => Err(SendError::Rejected),
             other => other,
         };
+        if result.is_ok() && !matches!(request, PeerRequest::Sync(_)) {
+            // The peer answers: whatever made syncs fail has passed. Clear the back-off so
+            // pending syncs and verify repairs flow at once instead of after up to
+            // `sync_retry_max_delay`.
+            let q = self.sync.peer(to.index());
+            if q.consecutive_failures.load(Relaxed) > 0 {
+                q.consecutive_failures.store(0, Relaxed);
+                q.paused_until.store(0, Relaxed);
+            }
+        }
         match (request, result) {
             (PeerRequest::Probe(_), result) => {
                 let ok = result.is_ok();
@@ -1155,19 +1166,21 @@ impl Node {
                             inc(&self.counters.verify_repairs, 1);
                             self.sync.schedule_at(to.index(), &id, now, false);
                         }
-                        Need::Newer(rev) => {
-                            // Only re-issue clients this node still owns.
-                            if self
-                                .registry
-                                .get(id.as_str())
-                                .is_some_and(|c| c.owner() == self.me())
-                            {
+                        Need::Newer(change) => {
+                            // Adopt the newer change and propagate it as the owner.
+                            let applied = match &change {
+                                ClientChange::Upsert(r) => {
+                                    let owner = self.attribution(&r.id, self.me());
+                                    self.registry.apply(r, owner, now)
+                                }
+                                ClientChange::Delete { id, revision } => {
+                                    self.registry.apply_delete(id, *revision, now)
+                                }
+                            };
+                            if applied == ApplyOutcome::Applied {
                                 inc(&self.counters.verify_repairs, 1);
-                                let r = self.registry.restamp(&id, rev, self.me(), now);
-                                if let WriteResult::Changed(_) = r {
-                                    for p in self.members.peers() {
-                                        self.sync.schedule_at(p.index(), &id, now, false);
-                                    }
+                                for p in self.members.peers() {
+                                    self.sync.schedule_at(p.index(), &id, now, false);
                                 }
                             }
                         }

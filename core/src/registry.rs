@@ -468,11 +468,6 @@ impl Registry {
         }
     }
 
-    /// Raises the revision floor (used when this node learns of revisions it must exceed).
-    pub(crate) fn raise_floor(&self, logical: u64) {
-        self.floor.fetch_max(logical, Relaxed);
-    }
-
     // ----- local writes (this node is the owner) ---------------------------------------
 
     /// Publishes `publication` for client `id` (replacing what it published to that
@@ -553,22 +548,6 @@ impl Registry {
         })
     }
 
-    /// Re-issues client `id`'s current state at a revision above `above` (used when a
-    /// replica reports holding a newer revision than this owner).
-    pub fn restamp(
-        &self,
-        id: &ClientId,
-        above: Revision,
-        owner: MemberId,
-        now: Millis,
-    ) -> WriteResult {
-        self.raise_floor(above.logical().saturating_add(1));
-        self.write_local(id, owner, now, |old| match old {
-            Some(c) => LocalAction::Put(c.publications.to_vec()),
-            None => LocalAction::Nothing,
-        })
-    }
-
     /// Replaces the instances of publication `service` of client `id` through `f` (health
     /// changes by heartbeat checks). `f` returns `None` to leave it unchanged.
     pub fn update_instances(
@@ -639,7 +618,8 @@ impl Registry {
                 .map(|c| c.revision)
                 .max(tombstones.get(id.as_str()).map(|t| t.revision))
                 .unwrap_or(Revision::ZERO);
-            let revision = Revision::next(prev, self.floor.load(Relaxed), self.me);
+            let floor = self.floor.load(Relaxed).max(Revision::floor(now));
+            let revision = Revision::next(prev, floor, self.me);
             match action {
                 LocalAction::Nothing => WriteResult::Unchanged,
                 LocalAction::Put(pubs) => {
@@ -653,7 +633,7 @@ impl Registry {
                         now,
                     );
                     tombstones.remove(id.as_str());
-                    self.replace(&clients, old.cloned(), Some(new), &mut changed);
+                    self.replace(&clients, old, Some(new), &mut changed);
                     WriteResult::Changed(revision)
                 }
                 LocalAction::Delete => {
@@ -664,7 +644,7 @@ impl Registry {
                             expires_at: now.saturating_add(self.tombstone_ttl()),
                         },
                     );
-                    self.replace(&clients, old.cloned(), None, &mut changed);
+                    self.replace(&clients, old, None, &mut changed);
                     WriteResult::Deleted(revision)
                 }
             }
@@ -717,11 +697,11 @@ impl Registry {
     fn replace(
         &self,
         clients: &papaya::HashMapRef<'_, ClientId, Arc<Client>, FastHash, papaya::LocalGuard<'_>>,
-        old: Option<Arc<Client>>,
+        old: Option<&Arc<Client>>,
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
     ) {
-        let old_ref = old.as_deref();
+        let old_ref = old.map(|c| &**c);
         let new_ref = new.as_deref();
         // Service index: remove publications that went away or changed, add new ones.
         if let Some(o) = old_ref {
@@ -877,7 +857,7 @@ impl Registry {
                     old.map(|c| &**c),
                     now,
                 );
-                self.replace(&clients, old.cloned(), Some(new), &mut changed);
+                self.replace(&clients, old, Some(new), &mut changed);
                 ApplyOutcome::Applied
             }
         };
@@ -907,7 +887,7 @@ impl Registry {
                         expires_at: now.saturating_add(self.tombstone_ttl()),
                     },
                 );
-                self.replace(&clients, old.cloned(), None, &mut changed);
+                self.replace(&clients, old, None, &mut changed);
                 ApplyOutcome::Applied
             }
         };
@@ -915,26 +895,21 @@ impl Registry {
         outcome
     }
 
-    /// Drops a replica client without a tombstone-worthy revision of its own (lease
-    /// expiry, or verify found it is no longer the owner's). Only removes exactly
-    /// `expected` (same revision), so a concurrent newer sync is never lost.
-    pub fn drop_replica(&self, id: &ClientId, expected: Revision, now: Millis) -> bool {
+    /// Drops a replica client (lease expiry, or verify found its owner no longer has it).
+    /// Only removes exactly `expected` (same revision), so a concurrent newer sync is never
+    /// lost. Leaves no tombstone: this is not a deletion by the owner, and the owner's
+    /// state must be able to come back at the same revision (a verify repair after a drop
+    /// that raced with a handover); a stale copy arriving later is removed by the next
+    /// verify round.
+    pub fn drop_replica(&self, id: &ClientId, expected: Revision) -> bool {
         let shard = &self.shards[self.shard_of(id) as usize];
         let mut changed = Vec::new();
         let dropped = {
-            let mut tombstones = shard.write.lock();
+            let _lock = shard.write.lock();
             let clients = shard.clients.pin();
             match clients.get(id.as_str()) {
                 Some(c) if c.revision == expected => {
-                    tombstones.insert(
-                        id.clone(),
-                        Tombstone {
-                            revision: expected,
-                            expires_at: now.saturating_add(self.tombstone_ttl()),
-                        },
-                    );
-                    let old = c.clone();
-                    self.replace(&clients, Some(old), None, &mut changed);
+                    self.replace(&clients, Some(c), None, &mut changed);
                     true
                 }
                 _ => false,
@@ -1062,7 +1037,7 @@ mod tests {
         assert_eq!(v.instance_count(), 1);
         assert_eq!(r.stats().clients, 1);
         assert_eq!(r.owner_count(me), 1);
-        let svc = v.service.clone();
+        let svc = v.service;
         let WriteResult::Deleted(rev2) = r.unpublish(&id, &svc, me, 12) else {
             panic!()
         };

@@ -18,7 +18,7 @@ use crate::time::Millis;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::registry::FastHash;
@@ -122,9 +122,7 @@ impl PeerQueue {
     }
 
     fn stripe(&self, id: &ClientId, hasher: &FastHash) -> &Mutex<Stripe> {
-        let mut h = hasher.build_hasher();
-        id.as_str().hash(&mut h);
-        &self.stripes[(h.finish() as usize) % STRIPES]
+        &self.stripes[(hasher.hash_one(id.as_str()) as usize) % STRIPES]
     }
 }
 
