@@ -215,6 +215,10 @@ pub(crate) struct TableFull {
 /// All connections of the front end.
 pub(crate) struct ConnectionTable {
     by_addr: DashMap<SocketAddr, Arc<Connection>>,
+    /// Addresses whose set-up connection the server closed, and when: a health check from
+    /// one of them is answered 301 so the client reconnects (the TCP connection may well
+    /// still be up after a failed detection).
+    closed: DashMap<SocketAddr, Instant>,
     next_serial: AtomicU64,
     registered: AtomicUsize,
     epoch: Instant,
@@ -225,6 +229,7 @@ impl ConnectionTable {
     pub(crate) fn new() -> Self {
         Self {
             by_addr: DashMap::new(),
+            closed: DashMap::new(),
             next_serial: AtomicU64::new(1),
             registered: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -255,6 +260,7 @@ impl ConnectionTable {
         if self.by_addr.len() >= max {
             return Err(TableFull { max });
         }
+        self.closed.remove(&addr);
         let entry = self.by_addr.entry(addr).or_insert_with(|| {
             let ip = addr.ip().to_canonical().to_string();
             let now = self.now_ms();
@@ -284,6 +290,21 @@ impl ConnectionTable {
     pub(crate) fn remove(&self, conn: &Arc<Connection>) {
         self.by_addr
             .remove_if(&conn.addr, |_, c| Arc::ptr_eq(c, conn));
+    }
+
+    /// Remembers that the set-up connection of `addr` was closed.
+    pub(crate) fn remember_closed(&self, addr: SocketAddr) {
+        self.closed.insert(addr, Instant::now());
+    }
+
+    /// Whether the set-up connection of `addr` was closed (and none replaced it).
+    pub(crate) fn was_closed(&self, addr: &SocketAddr) -> bool {
+        self.closed.contains_key(addr)
+    }
+
+    /// Forgets closed addresses older than `age`.
+    pub(crate) fn forget_closed(&self, age: std::time::Duration) {
+        self.closed.retain(|_, at| at.elapsed() < age);
     }
 
     /// Uncounts a registered connection that closed.

@@ -5,7 +5,8 @@
 //! stream) gets a `ClientDetectionRequest`; without a successful `ClientDetectionResponse`
 //! within `detection_timeout` the connection is closed, which removes its client from the
 //! core and pushes the removal. The same sweep forgets connections that never finished
-//! their setup within `setup_timeout`.
+//! their setup within `setup_timeout`, and the addresses of closed connections remembered
+//! for as long.
 //!
 //! This catches peers that vanished without closing TCP (a cut network, a frozen process);
 //! a clean close or a reset already ends the stream.
@@ -45,6 +46,9 @@ fn sweep(shared: &Arc<Shared>) {
             shared.close(&conn, CloseReason::SetupTimeout);
         }
     }
+    shared
+        .connections
+        .forget_closed(shared.config.setup_timeout);
 }
 
 /// Sends a `ClientDetectionRequest` and closes the connection unless it answers in time.

@@ -80,6 +80,7 @@ impl Shared {
         }
         if was_registered {
             self.connections.count_unregistered();
+            self.connections.remember_closed(conn.addr);
             self.metrics.connection_closed(reason);
             tracing::debug!(connection = conn.id(), ?reason, "nacos connection closed");
         }

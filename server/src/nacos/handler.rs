@@ -3,7 +3,9 @@
 //! Order of checks, as Nacos's `GrpcRequestAcceptor`: shutting down → 300; then
 //! `ServerCheckRequest` (answered before any registration check, creating the connection
 //! entry so that the stream's setup finds the same id) and `HealthCheckRequest` (answered
-//! even before setup, which the Rust SDK's handshake order needs); then an unknown class →
+//! even before setup, which the Rust SDK's handshake order needs, but 301 after the server
+//! closed the connection, e.g. for failing detection, so the client reconnects and
+//! registers again); then an unknown class →
 //! 302; then a connection that is not set up → 301; then an unparseable body → 502; then the
 //! handler, whose failures are 400 (invalid parameter, named) or 503 (a limit).
 //!
@@ -61,12 +63,7 @@ fn dispatch(shared: &Shared, addr: Option<SocketAddr>, kind: Kind, env: &Envelop
     }
     match kind {
         Kind::ServerCheck => server_check(shared, addr),
-        Kind::HealthCheck => {
-            if let Some(conn) = addr.and_then(|a| shared.connections.get(&a)) {
-                conn.touch(shared.connections.now_ms());
-            }
-            Ok(codec::encode("HealthCheckResponse", &Reply::ok(Empty {})))
-        }
+        Kind::HealthCheck => health_check(shared, addr),
         Kind::ConnectionSetup | Kind::Response | Kind::Unknown => {
             Err(NacosError::no_handler(&env.type_name))
         }
@@ -84,6 +81,21 @@ fn dispatch(shared: &Shared, addr: Option<SocketAddr>, kind: Kind, env: &Envelop
                 .unwrap_or_else(|| Err(NacosError::unregistered()))
         }
     }
+}
+
+/// Answered before setup too (the Rust SDK checks health before its setup is processed);
+/// 301 only when the server closed this address's connection, so the client reconnects.
+fn health_check(shared: &Shared, addr: Option<SocketAddr>) -> Handled {
+    if let Some(addr) = addr {
+        match shared.connections.get(&addr) {
+            Some(conn) => conn.touch(shared.connections.now_ms()),
+            None if shared.connections.was_closed(&addr) => {
+                return Err(NacosError::unregistered());
+            }
+            None => {}
+        }
+    }
+    Ok(codec::encode("HealthCheckResponse", &Reply::ok(Empty {})))
 }
 
 fn server_check(shared: &Shared, addr: Option<SocketAddr>) -> Handled {
