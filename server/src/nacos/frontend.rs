@@ -81,8 +81,10 @@ impl Shared {
         if was_registered {
             self.connections.count_unregistered();
             self.connections.remember_closed(conn.addr);
-            self.metrics.connection_closed(reason);
             tracing::debug!(connection = conn.id(), ?reason, "nacos connection closed");
+        }
+        if was_registered || reason == CloseReason::SetupTimeout {
+            self.metrics.connection_closed(reason);
         }
         self.node.remove_client(&conn.client, self.now_wall());
     }

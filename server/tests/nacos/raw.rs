@@ -456,7 +456,7 @@ async fn pushes_are_retried_until_acked_with_increasing_last_ref_time() {
 async fn silent_connections_are_detected_and_dropped_answering_ones_stay() {
     let config = NacosConfig {
         detection_idle: Duration::from_millis(300),
-        detection_timeout: Duration::from_millis(300),
+        detection_timeout: Duration::from_secs(1),
         ..fast_config()
     };
     let server = TestServer::start(config).await;
@@ -665,6 +665,40 @@ async fn shutdown_ends_streams_and_refuses_requests() {
     assert!(
         node.registry().stats().clients == 0,
         "clients removed at shutdown"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_that_never_set_up_are_forgotten() {
+    let config = NacosConfig {
+        setup_timeout: Duration::from_millis(200),
+        max_connections: 1,
+        ..fast_config()
+    };
+    let server = TestServer::start(config).await;
+    let mut idle = Raw::connect(&server).await;
+    assert_ok(
+        &idle.call("ServerCheckRequest", json!({})).await,
+        "ServerCheckResponse",
+    );
+    // It holds the only slot until the setup timeout frees it.
+    let mut other = Raw::connect(&server).await;
+    assert_error(&other.call("ServerCheckRequest", json!({})).await, 503);
+    wait_until("the half set-up connection is forgotten", || {
+        server
+            .nacos
+            .stats()
+            .connections_closed
+            .contains(&("setup_timeout", 1))
+    })
+    .await;
+    other.setup().await;
+    assert_ok(
+        &other
+            .call("InstanceRequest", register_body("svc", "10.0.0.1", 1))
+            .await,
+        "InstanceResponse",
     );
     server.stop().await;
 }
