@@ -363,6 +363,14 @@ async fn query_and_subscribe_replies_have_the_exact_nacos_shape() {
         sub.1["serviceInfo"]["hosts"][0]["instanceId"],
         "10.0.0.9#1#c2#DEFAULT_GROUP@@demo"
     );
+    // The push of the new subscription applies the subscriber's cluster filter too.
+    let push = c.next_of_type("NotifySubscriberRequest").await;
+    assert_eq!(push["serviceInfo"]["clusters"], "c2");
+    assert_eq!(push["serviceInfo"]["name"], "demo");
+    assert_eq!(push["serviceInfo"]["groupName"], "DEFAULT_GROUP");
+    let hosts = push["serviceInfo"]["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 1, "{push}");
+    assert_eq!(hosts[0]["ip"], "10.0.0.9");
     let list = c
         .call(
             "ServiceListRequest",
@@ -377,7 +385,12 @@ async fn query_and_subscribe_replies_have_the_exact_nacos_shape() {
 
 #[tokio::test]
 async fn pushes_are_retried_until_acked_with_increasing_last_ref_time() {
-    let server = TestServer::start(fast_config()).await;
+    // A zero push delay is allowed: changes are pushed at once.
+    let config = NacosConfig {
+        push_delay: Duration::ZERO,
+        ..fast_config()
+    };
+    let server = TestServer::start(config).await;
     let mut sub = Raw::connect(&server).await;
     sub.setup().await;
     let reply = sub
