@@ -5,4 +5,5 @@
 //! the cluster port, and the Nacos HTTP Open API v1 on the main port.
 #![warn(missing_docs)]
 
+pub mod nacos;
 pub mod proto;

@@ -1,0 +1,388 @@
+//! Unary requests (`Request/request`): the handshake checks and the naming handlers.
+//!
+//! Order of checks, as Nacos's `GrpcRequestAcceptor`: shutting down → 300; then
+//! `ServerCheckRequest` (answered before any registration check, creating the connection
+//! entry so that the stream's setup finds the same id) and `HealthCheckRequest` (answered
+//! even before setup, which the Rust SDK's handshake order needs, but 301 after the server
+//! closed the connection, e.g. for failing detection, so the client reconnects and
+//! registers again); then an unknown class →
+//! 302; then a connection that is not set up → 301; then an unparseable body → 502; then the
+//! handler, whose failures are 400 (invalid parameter, named) or 503 (a limit).
+//!
+//! Writes go to the core as the connection client of the connection (`Node::register`,
+//! `register_batch`, `deregister`), inside `Connection::while_registered`, so they cannot
+//! race with the connection's close. Persistent instances are refused: they are CP data
+//! (Raft in Nacos), which Distro does not replicate.
+
+use crate::nacos::codec::{self, Envelope, Kind};
+use crate::nacos::connection::Connection;
+use crate::nacos::error::NacosError;
+use crate::nacos::frontend::Shared;
+use crate::nacos::message::{
+    BatchInstanceRequest, Empty, InstanceDto, InstanceRequest, Reply, ServerCheckBody,
+    ServiceInfoBody, ServiceListBody, ServiceListRequest, ServiceQueryRequest,
+    SubscribeServiceRequest, TypeBody,
+};
+use crate::nacos::metrics::Outcome;
+use crate::nacos::view::{self, Selection};
+use crate::proto::nacos::Payload;
+use distro_core::model::{DEFAULT_GROUP, DEFAULT_NAMESPACE, check_cluster_name};
+use distro_core::{InstanceSpec, Service, ServiceSpec};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type Handled = Result<Payload, NacosError>;
+
+/// Message of the refusal of persistent instances.
+pub(crate) const PERSISTENT_REFUSED: &str = "persistent instances are not supported: this \
+    server replicates only ephemeral instances with Distro (AP); persistent instances are CP \
+    data (Raft in Nacos). Register the instance with ephemeral=true";
+
+/// Answers one unary request; never fails (errors become `ErrorResponse`s).
+pub(crate) fn handle_unary(shared: &Shared, addr: Option<SocketAddr>, payload: Payload) -> Payload {
+    let env = Envelope::from_payload(payload);
+    let kind = env.kind();
+    let result = dispatch(shared, addr, kind, &env);
+    match result {
+        Ok(p) => {
+            shared.metrics.request(kind, Outcome::Ok);
+            p
+        }
+        Err(e) => {
+            shared.metrics.request(kind, Outcome::of_error(&e));
+            tracing::debug!(type_name = %env.type_name, code = e.error_code, message = %e.message,
+                "nacos request failed");
+            codec::encode("ErrorResponse", &e.body())
+        }
+    }
+}
+
+fn dispatch(shared: &Shared, addr: Option<SocketAddr>, kind: Kind, env: &Envelope) -> Handled {
+    if shared.is_shutting_down() {
+        return Err(NacosError::shutting_down());
+    }
+    match kind {
+        Kind::ServerCheck => server_check(shared, addr),
+        Kind::HealthCheck => health_check(shared, addr),
+        Kind::ConnectionSetup | Kind::Response | Kind::Unknown => {
+            Err(NacosError::no_handler(&env.type_name))
+        }
+        Kind::Instance
+        | Kind::BatchInstance
+        | Kind::PersistentInstance
+        | Kind::ServiceQuery
+        | Kind::SubscribeService
+        | Kind::ServiceList => {
+            let conn = addr
+                .and_then(|a| shared.connections.get(&a))
+                .ok_or_else(NacosError::unregistered)?;
+            conn.touch(shared.connections.now_ms());
+            conn.while_registered(|| naming(shared, &conn, kind, env))
+                .unwrap_or_else(|| Err(NacosError::unregistered()))
+        }
+    }
+}
+
+/// Answered before setup too (the Rust SDK checks health before its setup is processed);
+/// 301 only when the server closed this address's connection, so the client reconnects.
+fn health_check(shared: &Shared, addr: Option<SocketAddr>) -> Handled {
+    if let Some(addr) = addr {
+        match shared.connections.get(&addr) {
+            Some(conn) => conn.touch(shared.connections.now_ms()),
+            None if shared.connections.was_closed(&addr) => {
+                return Err(NacosError::unregistered());
+            }
+            None => {}
+        }
+    }
+    Ok(codec::encode("HealthCheckResponse", &Reply::ok(Empty {})))
+}
+
+fn server_check(shared: &Shared, addr: Option<SocketAddr>) -> Handled {
+    let addr = addr.ok_or_else(no_peer_address)?;
+    let conn = shared
+        .connections
+        .get_or_create(addr, shared.now_wall(), shared.config.max_connections)
+        .map_err(|full| {
+            shared.metrics.connection_refused();
+            NacosError::over_threshold(connection_limit_message(full.max))
+        })?;
+    conn.touch(shared.connections.now_ms());
+    Ok(codec::encode(
+        "ServerCheckResponse",
+        &Reply::ok(ServerCheckBody {
+            connection_id: conn.id(),
+            support_ability_negotiation: true,
+        }),
+    ))
+}
+
+/// The refusal of a connection over `max_connections`.
+pub(crate) fn connection_limit_message(max: usize) -> String {
+    format!(
+        "connection limit reached: this node accepts at most {max} SDK connections \
+         (max_connections); connect to another node"
+    )
+}
+
+fn no_peer_address() -> NacosError {
+    NacosError::server("cannot identify the connection: the transport reports no peer address")
+}
+
+fn naming(shared: &Shared, conn: &Arc<Connection>, kind: Kind, env: &Envelope) -> Handled {
+    match kind {
+        Kind::Instance => instance(shared, conn, env),
+        Kind::BatchInstance => batch_instance(shared, conn, env),
+        Kind::PersistentInstance => Err(NacosError::invalid(PERSISTENT_REFUSED)),
+        Kind::ServiceQuery => service_query(shared, env),
+        Kind::SubscribeService => subscribe(shared, conn, env),
+        Kind::ServiceList => service_list(shared, env),
+        _ => Err(NacosError::no_handler(&env.type_name)),
+    }
+}
+
+fn parse<'a, T: serde::Deserialize<'a>>(env: &'a Envelope) -> Result<T, NacosError> {
+    env.parse().map_err(NacosError::bad_body)
+}
+
+fn service_spec(ns: Option<String>, group: Option<String>, name: Option<String>) -> ServiceSpec {
+    ServiceSpec {
+        namespace: ns.unwrap_or_default(),
+        group: group.unwrap_or_default(),
+        name: name.unwrap_or_default(),
+    }
+}
+
+fn instance_spec(dto: InstanceDto) -> Result<InstanceSpec, NacosError> {
+    if dto.ephemeral == Some(false) {
+        return Err(NacosError::invalid(PERSISTENT_REFUSED));
+    }
+    Ok(InstanceSpec {
+        ip: dto.ip.unwrap_or_default(),
+        port: dto.port.unwrap_or(0),
+        weight: dto.weight.unwrap_or(1.0),
+        healthy: dto.healthy.unwrap_or(true),
+        enabled: dto.enabled.unwrap_or(true),
+        cluster: dto.cluster_name.unwrap_or_default(),
+        metadata: dto.metadata,
+        instance_id: dto.instance_id,
+    })
+}
+
+fn instance(shared: &Shared, conn: &Connection, env: &Envelope) -> Handled {
+    let r: InstanceRequest = parse(env)?;
+    let spec = service_spec(r.namespace, r.group_name, r.service_name);
+    let now = shared.now_wall();
+    let kind = match r.kind.as_deref().unwrap_or("") {
+        "registerInstance" => {
+            let inst = r.instance.ok_or_else(|| {
+                NacosError::invalid("invalid instance: required by registerInstance")
+            })?;
+            shared
+                .node
+                .register(&conn.client, &spec, &instance_spec(inst)?, now)?;
+            "registerInstance"
+        }
+        "deregisterInstance" => {
+            shared.node.deregister(&conn.client, &spec, now)?;
+            "deregisterInstance"
+        }
+        other => {
+            return Err(NacosError::invalid(format!(
+                "Unsupported request type {other:?}: InstanceRequest takes registerInstance or \
+                 deregisterInstance"
+            )));
+        }
+    };
+    Ok(codec::encode(
+        "InstanceResponse",
+        &Reply::ok(TypeBody { kind }),
+    ))
+}
+
+fn batch_instance(shared: &Shared, conn: &Connection, env: &Envelope) -> Handled {
+    let r: BatchInstanceRequest = parse(env)?;
+    let kind = r.kind.as_deref().unwrap_or("");
+    if kind != "batchRegisterInstance" {
+        return Err(NacosError::invalid(format!(
+            "Unsupported request type {kind:?}: BatchInstanceRequest takes batchRegisterInstance \
+             (deregister by registering the instances that remain)"
+        )));
+    }
+    let spec = service_spec(r.namespace, r.group_name, r.service_name);
+    let instances = r
+        .instances
+        .unwrap_or_default()
+        .into_iter()
+        .map(instance_spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    shared
+        .node
+        .register_batch(&conn.client, &spec, &instances, shared.now_wall())?;
+    Ok(codec::encode(
+        "BatchInstanceResponse",
+        &Reply::ok(TypeBody {
+            kind: "batchRegisterInstance",
+        }),
+    ))
+}
+
+fn service_query(shared: &Shared, env: &Envelope) -> Handled {
+    let r: ServiceQueryRequest = parse(env)?;
+    let spec = service_spec(r.namespace, r.group_name, r.service_name);
+    let (ns, group, name) = spec.resolve()?;
+    let clusters = r.cluster.unwrap_or_default();
+    check_clusters(&clusters)?;
+    let key = Service::key_of(ns, group, name);
+    let view = shared.node.registry().query(ns, group, name);
+    let grouped = format!("{group}@@{name}");
+    let info = view::service_info(
+        view.as_ref(),
+        Selection {
+            group,
+            name,
+            grouped: &grouped,
+            clusters: &clusters,
+            healthy_only: r.healthy_only.unwrap_or(false),
+        },
+        shared.hub.subscribers.ref_time(&key, shared.now_wall()),
+        shared.config.cache_millis,
+        shared.timings,
+    );
+    Ok(codec::encode(
+        "QueryServiceResponse",
+        &Reply::ok(ServiceInfoBody {
+            service_info: &info,
+        }),
+    ))
+}
+
+fn check_clusters(clusters: &str) -> Result<(), NacosError> {
+    for c in view::cluster_list(clusters) {
+        check_cluster_name(c)?;
+    }
+    Ok(())
+}
+
+fn subscribe(shared: &Shared, conn: &Arc<Connection>, env: &Envelope) -> Handled {
+    let r: SubscribeServiceRequest = parse(env)?;
+    let spec = service_spec(r.namespace, r.group_name, r.service_name);
+    let (ns, group, name) = spec.resolve()?;
+    let clusters = r.clusters.unwrap_or_default();
+    check_clusters(&clusters)?;
+    let key: Arc<str> = Service::key_of(ns, group, name).into();
+    let hub = &shared.hub;
+    if r.subscribe.unwrap_or(false) {
+        let max = shared.config.max_subscriptions_per_connection;
+        let added = conn.add_subscription(&key, max).map_err(|n| {
+            NacosError::over_threshold(format!(
+                "subscription limit reached: this connection already subscribes to {n} \
+                 services, the limit is {max} (max_subscriptions_per_connection)"
+            ))
+        })?;
+        let changed = hub
+            .subscribers
+            .subscribe(&key, (ns, group, name), conn, &clusters);
+        if added || changed {
+            hub.push_to(key.clone(), conn.serial);
+        }
+    } else {
+        conn.remove_subscription(&key);
+        hub.subscribers.unsubscribe(&key, conn.serial);
+    }
+    let view = shared.node.registry().query(ns, group, name);
+    let grouped = format!("{group}@@{name}");
+    let info = view::service_info(
+        view.as_ref(),
+        Selection {
+            group,
+            name,
+            grouped: &grouped,
+            clusters: &clusters,
+            healthy_only: false,
+        },
+        hub.subscribers.ref_time(&key, shared.now_wall()),
+        shared.config.cache_millis,
+        shared.timings,
+    );
+    Ok(codec::encode(
+        "SubscribeServiceResponse",
+        &Reply::ok_with_message(ServiceInfoBody {
+            service_info: &info,
+        }),
+    ))
+}
+
+/// Default page size of `ServiceListRequest` when none is given.
+const DEFAULT_PAGE_SIZE: i64 = 10;
+
+fn service_list(shared: &Shared, env: &Envelope) -> Handled {
+    let r: ServiceListRequest = parse(env)?;
+    let ns = r
+        .namespace
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let group = r
+        .group_name
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_GROUP.to_string());
+    let page_size = r.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if page_size < 0 {
+        return Err(NacosError::invalid(format!(
+            "invalid pageSize: {page_size} is negative"
+        )));
+    }
+    let services = shared.node.registry().services(&ns, Some(&group));
+    let names: Vec<&str> = services.iter().map(|s| s.name().as_str()).collect();
+    let page = page(&names, r.page_no.unwrap_or(1), page_size);
+    Ok(codec::encode(
+        "ServiceListResponse",
+        &Reply::ok_with_message(ServiceListBody {
+            count: names.len(),
+            service_names: page.to_vec(),
+        }),
+    ))
+}
+
+/// Page `page_no` (1-based; smaller reads as 1) of `page_size` items, as Nacos's
+/// `ServiceUtil.pageServiceName`.
+fn page<T>(items: &[T], page_no: i64, page_size: i64) -> &[T] {
+    let page_no = page_no.max(1);
+    let size = page_size.max(0);
+    let start = (page_no - 1).saturating_mul(size);
+    let len = items.len() as i64;
+    if start >= len {
+        return &[];
+    }
+    let end = start.saturating_add(size).min(len);
+    &items[start as usize..end as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_as_nacos() {
+        let v = [1, 2, 3, 4, 5];
+        assert_eq!(page(&v, 1, 2), &[1, 2]);
+        assert_eq!(page(&v, 3, 2), &[5]);
+        assert!(page(&v, 4, 2).is_empty());
+        assert_eq!(page(&v, 0, 2), &[1, 2], "page 0 reads as page 1");
+        assert!(page(&v, 1, 0).is_empty());
+        assert!(page(&v, i64::MAX, i64::MAX).is_empty(), "no overflow");
+    }
+
+    #[test]
+    fn non_ephemeral_instances_are_refused() {
+        let dto = InstanceDto {
+            ephemeral: Some(false),
+            ..InstanceDto::default()
+        };
+        let e = instance_spec(dto).unwrap_err();
+        assert_eq!(e.error_code, 400);
+        assert!(e.message.contains("ephemeral"));
+        let spec = instance_spec(InstanceDto::default()).unwrap();
+        assert_eq!((spec.weight, spec.healthy, spec.enabled), (1.0, true, true));
+    }
+}

@@ -1,0 +1,207 @@
+//! Who subscribes to which service, and each service's `lastRefTime`.
+//!
+//! Subscriptions are not Distro data: Nacos keeps them on the node that holds the
+//! connection and pushes from there (reference §1.2, §4.8). The index maps a service key
+//! (`namespace \x1f group \x1f name`, as the core's `Service::key_of`) to the connections
+//! subscribed to it, each with its cluster filter. It also holds the service's last issued
+//! `lastRefTime`, so every `ServiceInfo` about a subscribed service (pushes, and the
+//! replies to subscribe and query) carries a strictly larger value than the one before,
+//! even within one millisecond; SDKs drop views that are not newer (Python: `<=`, Rust: `<`).
+//! An entry lives exactly as long as the service has subscribers.
+
+use crate::nacos::connection::Connection;
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One subscription.
+#[derive(Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) conn: Arc<Connection>,
+    /// The requested clusters, comma-separated ("" for all).
+    pub(crate) clusters: Arc<str>,
+}
+
+struct ServiceSubscribers {
+    namespace: Arc<str>,
+    group: Arc<str>,
+    name: Arc<str>,
+    by_conn: HashMap<u64, Subscriber>,
+    last_ref_time: u64,
+}
+
+/// What one push round of a service needs: its names, the targeted subscribers and the
+/// `lastRefTime` to stamp.
+pub(crate) struct Round {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) group: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) subscribers: Vec<Subscriber>,
+    pub(crate) last_ref_time: u64,
+}
+
+/// The subscriptions of every connection of this node.
+#[derive(Default)]
+pub(crate) struct SubscriberIndex {
+    services: DashMap<Arc<str>, ServiceSubscribers>,
+}
+
+/// The next `lastRefTime`: the wall clock, or one more than the last one if that is not
+/// smaller.
+fn bump(last: &mut u64, wall_ms: u64) -> u64 {
+    let t = wall_ms.max(last.saturating_add(1));
+    *last = t;
+    t
+}
+
+impl SubscriberIndex {
+    /// Subscribes `conn` to service `key` (names given resolved) with a cluster filter.
+    /// Returns whether anything changed (a new subscription or a new filter).
+    pub(crate) fn subscribe(
+        &self,
+        key: &Arc<str>,
+        (namespace, group, name): (&str, &str, &str),
+        conn: &Arc<Connection>,
+        clusters: &str,
+    ) -> bool {
+        let mut entry = self
+            .services
+            .entry(key.clone())
+            .or_insert_with(|| ServiceSubscribers {
+                namespace: namespace.into(),
+                group: group.into(),
+                name: name.into(),
+                by_conn: HashMap::new(),
+                last_ref_time: 0,
+            });
+        let new = Subscriber {
+            conn: conn.clone(),
+            clusters: clusters.into(),
+        };
+        match entry.by_conn.insert(conn.serial, new) {
+            None => true,
+            Some(old) => &*old.clusters != clusters,
+        }
+    }
+
+    /// Removes the subscription of connection `serial` to `key`; whether it existed.
+    pub(crate) fn unsubscribe(&self, key: &str, serial: u64) -> bool {
+        let (removed, empty) = match self.services.get_mut(key) {
+            Some(mut e) => {
+                let removed = e.by_conn.remove(&serial).is_some();
+                (removed, e.by_conn.is_empty())
+            }
+            None => (false, false),
+        };
+        if empty {
+            self.services.remove_if(key, |_, e| e.by_conn.is_empty());
+        }
+        removed
+    }
+
+    /// The shared key of `key` if the service has subscribers (the change listener's
+    /// question; allocation-free).
+    pub(crate) fn subscribed_key(&self, key: &str) -> Option<Arc<str>> {
+        self.services.get(key).map(|e| e.key().clone())
+    }
+
+    /// Whether connection `serial` subscribes to `key`.
+    pub(crate) fn is_subscribed(&self, key: &str, serial: u64) -> bool {
+        self.services
+            .get(key)
+            .is_some_and(|e| e.by_conn.contains_key(&serial))
+    }
+
+    /// Starts a push round of `key` for the subscribers `include` selects, issuing the next
+    /// `lastRefTime`. `None` if no such subscriber is left.
+    pub(crate) fn round(
+        &self,
+        key: &str,
+        include: impl Fn(u64) -> bool,
+        wall_ms: u64,
+    ) -> Option<Round> {
+        let mut e = self.services.get_mut(key)?;
+        let subscribers: Vec<Subscriber> = e
+            .by_conn
+            .iter()
+            .filter(|(serial, _)| include(**serial))
+            .map(|(_, s)| s.clone())
+            .collect();
+        if subscribers.is_empty() {
+            return None;
+        }
+        let last_ref_time = bump(&mut e.last_ref_time, wall_ms);
+        Some(Round {
+            namespace: e.namespace.clone(),
+            group: e.group.clone(),
+            name: e.name.clone(),
+            subscribers,
+            last_ref_time,
+        })
+    }
+
+    /// The `lastRefTime` of a view of `key` read now: issued from the service's sequence if
+    /// it has subscribers, the wall clock otherwise.
+    pub(crate) fn ref_time(&self, key: &str, wall_ms: u64) -> u64 {
+        match self.services.get_mut(key) {
+            Some(mut e) => bump(&mut e.last_ref_time, wall_ms),
+            None => wall_ms,
+        }
+    }
+
+    /// Services with at least one subscriber.
+    pub(crate) fn service_count(&self) -> usize {
+        self.services.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nacos::connection::ConnectionTable;
+    use std::net::SocketAddr;
+
+    #[tokio::test]
+    async fn ref_times_increase_strictly_and_entries_go_with_the_last_subscriber() {
+        let table = ConnectionTable::new();
+        let a = table
+            .get_or_create(SocketAddr::from(([127, 0, 0, 1], 1)), 1, 10)
+            .unwrap();
+        let b = table
+            .get_or_create(SocketAddr::from(([127, 0, 0, 1], 2)), 1, 10)
+            .unwrap();
+        let idx = SubscriberIndex::default();
+        let key: Arc<str> = "public\x1fG\x1fs".into();
+        let names = ("public", "G", "s");
+        assert_eq!(idx.ref_time(&key, 100), 100, "unsubscribed: the wall clock");
+        assert!(idx.subscribe(&key, names, &a, ""));
+        assert!(
+            !idx.subscribe(&key, names, &a, ""),
+            "same filter: no change"
+        );
+        assert!(idx.subscribe(&key, names, &a, "c1"), "new filter: a change");
+        assert!(idx.subscribe(&key, names, &b, ""));
+        assert_eq!(idx.ref_time(&key, 100), 100);
+        assert_eq!(
+            idx.ref_time(&key, 100),
+            101,
+            "same millisecond: still newer"
+        );
+        let r = idx.round(&key, |s| s == b.serial, 50).unwrap();
+        assert_eq!(
+            r.last_ref_time, 102,
+            "a clock step back does not go backwards"
+        );
+        assert_eq!(r.subscribers.len(), 1);
+        assert_eq!(&*r.name, "s");
+        assert!(idx.round(&key, |_| false, 200).is_none());
+        assert_eq!(idx.round(&key, |_| true, 200).unwrap().subscribers.len(), 2);
+        assert!(idx.subscribed_key(&key).is_some());
+        assert!(idx.unsubscribe(&key, a.serial));
+        assert!(!idx.unsubscribe(&key, a.serial));
+        assert!(idx.is_subscribed(&key, b.serial));
+        assert!(idx.unsubscribe(&key, b.serial));
+        assert!(idx.subscribed_key(&key).is_none());
+        assert_eq!(idx.service_count(), 0);
+    }
+}
