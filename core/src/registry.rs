@@ -310,7 +310,7 @@ pub struct Registry {
     services: Map<Name, Arc<ServiceIndex>>,
     digests: DigestTable,
     interner: Interner,
-    listener: RwLock<Option<Arc<dyn ChangeListener>>>,
+    listeners: RwLock<Vec<Arc<dyn ChangeListener>>>,
     has_listener: AtomicBool,
     clients: AtomicUsize,
     instances: AtomicUsize,
@@ -336,7 +336,7 @@ impl Registry {
             services: new_map(),
             digests: DigestTable::new(members, shards),
             interner: Interner::new(),
-            listener: RwLock::new(None),
+            listeners: RwLock::new(Vec::new()),
             has_listener: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
             instances: AtomicUsize::new(0),
@@ -345,9 +345,9 @@ impl Registry {
         }
     }
 
-    /// Installs the listener told about every service change.
-    pub fn set_listener(&self, listener: Arc<dyn ChangeListener>) {
-        *self.listener.write() = Some(listener);
+    /// Adds a listener told about every service change (after the change is visible).
+    pub fn add_listener(&self, listener: Arc<dyn ChangeListener>) {
+        self.listeners.write().push(listener);
         self.has_listener.store(true, Relaxed);
     }
 
@@ -801,7 +801,7 @@ impl Registry {
         if changed.is_empty() || !self.has_listener.load(Relaxed) {
             return;
         }
-        if let Some(l) = self.listener.read().as_ref() {
+        for l in self.listeners.read().iter() {
             for s in changed {
                 l.service_changed(s);
             }

@@ -105,9 +105,8 @@ impl NacosFrontend {
     /// Builds the front end of `node` and starts its background tasks. `clock` gives
     /// wall-clock milliseconds (connection ids, write times, `lastRefTime`).
     ///
-    /// Installs the push listener with `node.registry().set_listener`, replacing any
-    /// listener set before; to combine it with other listeners, install a fan-out that
-    /// calls [`NacosFrontend::change_listener`] too.
+    /// Adds the push listener with `node.registry().add_listener`; other listeners (such as
+    /// the native API's watch streams) keep working beside it.
     ///
     /// # Panics
     ///
@@ -120,7 +119,7 @@ impl NacosFrontend {
         config.validate()?;
         let hub = Arc::new(PushHub::new(config.push_delay));
         node.registry()
-            .set_listener(hub.clone() as Arc<dyn ChangeListener>);
+            .add_listener(hub.clone() as Arc<dyn ChangeListener>);
         let shared = Arc::new(Shared {
             timings: Timings::of(node.config()),
             node,
