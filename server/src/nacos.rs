@@ -59,7 +59,7 @@ mod push;
 mod service;
 mod stream;
 mod subscription;
-mod view;
+pub(crate) mod view;
 
 pub use config::{
     DEFAULT_CACHE_MILLIS, DEFAULT_DETECTION_IDLE, DEFAULT_DETECTION_INTERVAL,

@@ -6,3 +6,10 @@
 pub mod nacos {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
+
+/// distro's own protocol: the peer service and the native client API
+/// (`server/proto/distro.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod distro {
+    include!(concat!(env!("OUT_DIR"), "/distro.v1.rs"));
+}

@@ -2,7 +2,7 @@
 //! shapes, push acks and retries, client detection, connection limits, and the end of a
 //! connection. Each test ends by checking the server still serves.
 
-use crate::harness::*;
+use crate::nacos::harness::*;
 use distro_server::nacos::NacosConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;

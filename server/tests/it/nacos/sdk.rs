@@ -5,7 +5,7 @@
 //! client is its process exiting, so the shutdown test runs the client in a child process
 //! (this test binary, re-executed on the ignored `helper_process` test) and kills it.
 
-use crate::harness::*;
+use crate::nacos::harness::*;
 use distro_core::{ClientId, InstanceSpec, ServiceSpec};
 use nacos_sdk::api::naming::{NamingChangeEvent, NamingEventListener, ServiceInstance};
 use std::collections::HashMap;
@@ -273,7 +273,12 @@ async fn an_sdk_process_exit_removes_its_instance_and_tells_subscribers() {
         .expect("subscribe");
 
     let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["sdk::helper_process", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "nacos::sdk::helper_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(HELPER_PORT, server.addr.port().to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

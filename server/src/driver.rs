@@ -1,0 +1,211 @@
+//! The driver: runs the core's timers and carries out its commands.
+//!
+//! Every tick (100 ms, as Nacos's delay engine) it calls [`Node::tick`] with the wall
+//! clock and executes the returned [`Command`]s: each peer request runs in its own task
+//! (bounded per peer), and its answer or failure goes back to
+//! [`Node::handle_response`], whose commands are executed in turn. A snapshot load
+//! streams chunks from the chosen peer, decoding and applying each on the blocking pool.
+//! The driver also logs member state changes, one line each.
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::peer_client::PeerClients;
+use crate::wire;
+use distro_core::message::{Command, SnapshotCursor};
+use distro_core::{MemberId, MemberState, Node};
+use prost::Message as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Most requests in flight to one peer (per-client verify can emit one per client).
+const MAX_INFLIGHT_PER_PEER: usize = 256;
+/// How long a snapshot load may wait for its next chunk (Nacos: 30 s load timeout).
+const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs one node's protocol timers and peer traffic.
+pub struct Driver {
+    node: Arc<Node>,
+    peers: Arc<PeerClients>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    permits: Vec<Arc<Semaphore>>,
+}
+
+impl Driver {
+    /// A driver for `node`.
+    pub fn new(
+        node: Arc<Node>,
+        peers: Arc<PeerClients>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let permits = node
+            .members()
+            .ids()
+            .map(|_| Arc::new(Semaphore::new(MAX_INFLIGHT_PER_PEER)))
+            .collect();
+        Arc::new(Self {
+            node,
+            peers,
+            clock,
+            metrics,
+            permits,
+        })
+    }
+
+    /// Ticks every `period` until `stop` resolves.
+    pub async fn run(
+        self: Arc<Self>,
+        period: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut states = self.node.member_states();
+        let mut loaded = self.node.is_loaded();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = interval.tick() => {}
+            }
+            let cmds = self.node.tick((self.clock)());
+            self.execute(cmds);
+            let now_states = self.node.member_states();
+            for ((m, before), (_, after)) in states.iter().zip(&now_states) {
+                if before != after {
+                    let addr = self.node.members().addr(*m);
+                    match after {
+                        MemberState::Up => tracing::info!(member = %addr, "member is UP"),
+                        MemberState::Suspicious => {
+                            tracing::warn!(member = %addr, "member is SUSPICIOUS")
+                        }
+                        MemberState::Down => tracing::warn!(member = %addr, "member is DOWN"),
+                    }
+                }
+            }
+            states = now_states;
+            if !loaded && self.node.is_loaded() {
+                loaded = true;
+                if self.node.loaded_from().is_none() {
+                    tracing::info!("no peer reachable: starting with an empty registry");
+                }
+            }
+        }
+    }
+
+    /// Sends everything pending now and waits for the answers, at most `bound`.
+    pub async fn drain(self: &Arc<Self>, bound: Duration) {
+        let cmds = self.node.drain((self.clock)());
+        let sends: Vec<_> = cmds
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Send { to, request } => Some((to, request)),
+                Command::LoadSnapshot { .. } => None,
+            })
+            .collect();
+        let n = sends.len();
+        let all = futures::future::join_all(sends.into_iter().map(|(to, request)| {
+            let me = self.clone();
+            async move {
+                let r = me.peers.call(to, &request).await;
+                me.node.handle_response(to, request, r, (me.clock)());
+            }
+        }));
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::warn!(
+                batches = n,
+                "shutdown: not every pending sync was delivered in time"
+            );
+        } else if n > 0 {
+            tracing::info!(batches = n, "shutdown: pending syncs delivered");
+        }
+    }
+
+    /// Carries out `cmds` (each in its own task).
+    pub fn execute(self: &Arc<Self>, cmds: Vec<Command>) {
+        for c in cmds {
+            match c {
+                Command::Send { to, request } => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let Ok(_permit) = me.permits[to.index()].clone().acquire_owned().await
+                        else {
+                            return;
+                        };
+                        let r = me.peers.call(to, &request).await;
+                        let more = me.node.handle_response(to, request, r, (me.clock)());
+                        me.execute(more);
+                    });
+                }
+                Command::LoadSnapshot { from } => {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.load(from).await });
+                }
+            }
+        }
+    }
+
+    async fn load(self: Arc<Self>, from: MemberId) {
+        let addr = self.node.members().addr(from).to_string();
+        let start = Instant::now();
+        let result = self.load_inner(from).await;
+        let now = (self.clock)();
+        match result {
+            Ok((clients, bytes, chunks)) => {
+                self.node.load_finished(from, true, now);
+                tracing::info!(
+                    peer = %addr,
+                    clients,
+                    bytes,
+                    chunks,
+                    millis = start.elapsed().as_millis() as u64,
+                    "snapshot loaded"
+                );
+            }
+            Err(e) => {
+                self.metrics.snapshot_load_failures.fetch_add(1, Relaxed);
+                self.node.load_finished(from, false, now);
+                tracing::warn!(peer = %addr, error = %e, "snapshot load failed; trying another peer");
+            }
+        }
+    }
+
+    async fn load_inner(&self, from: MemberId) -> Result<(u64, u64, u64), String> {
+        let mut stream = self
+            .peers
+            .snapshot(from, SnapshotCursor::default())
+            .await
+            .map_err(|s| s.message().to_string())?;
+        let (mut clients, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
+        loop {
+            let next = tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, stream.message())
+                .await
+                .map_err(|_| "timed out waiting for the next chunk".to_string())?
+                .map_err(|s| s.message().to_string())?;
+            let Some(chunk) = next else {
+                return Err(format!(
+                    "the stream ended after {chunks} chunks, before the last one"
+                ));
+            };
+            bytes += chunk.encoded_len() as u64;
+            chunks += 1;
+            clients += chunk.records.len() as u64;
+            let last = chunk.next_shard.is_none();
+            let node = self.node.clone();
+            let now = (self.clock)();
+            tokio::task::spawn_blocking(move || {
+                let decoded = wire::chunk_from_proto(&node, &chunk).map_err(|e| e.to_string())?;
+                node.load_chunk(from, &decoded.records, now);
+                Ok::<_, String>(())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            if last {
+                return Ok((clients, bytes, chunks));
+            }
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! The HTTP API on the main port: Nacos Open API v1 (naming), `/metrics`, `/health`.
+//!
+//! Parameters come from the query string or a form body, as Nacos reads them, with the
+//! names and defaults of nacos-reference §6. Writes and heartbeats name an `ip:port` and
+//! go to its owner through [`crate::ops`] (Nacos's `DistroFilter`, with its loop guard);
+//! reads are answered locally. Errors are plain text naming the parameter and the reason,
+//! with status 400 for bad input and 503 for retryable conditions (owner unreachable,
+//! divergent member views).
+
+use crate::clock::Clock;
+use crate::metrics::{Metrics, Outcome};
+use crate::nacos::NacosFrontend;
+use crate::nacos::view::{Selection, Timings, cluster_list, service_info};
+use crate::ops::{Item, Ops, code};
+use crate::proto::distro as pb;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use distro_core::model::{DEFAULT_GROUP, GROUP_SEPARATOR, ServiceSpec};
+use distro_core::registry::QueryFilter;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest page of `GET /nacos/v1/ns/service/list`.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+/// Nacos's "beat accepted" code.
+const BEAT_OK: i32 = 10200;
+/// Nacos's `RESOURCE_NOT_FOUND` beat code: the client must register again.
+const BEAT_NOT_FOUND: i32 = 20404;
+
+/// What the HTTP handlers share.
+pub struct HttpState {
+    /// Writes and routing.
+    pub ops: Arc<Ops>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wall clock.
+    pub clock: Clock,
+    /// The Nacos front end, for its metrics.
+    pub nacos: Option<Arc<NacosFrontend>>,
+}
+
+/// The router of the main port.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route(
+            "/nacos/v1/ns/instance",
+            get(instance_detail)
+                .post(register)
+                .put(register)
+                .delete(deregister),
+        )
+        .route("/nacos/v1/ns/instance/beat", axum::routing::put(beat))
+        .route("/nacos/v1/ns/instance/list", get(instance_list))
+        .route("/nacos/v1/ns/service/list", get(service_list))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An HTTP error: status and plain-text message.
+#[derive(Debug)]
+struct HttpError(StatusCode, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.1,
+        )
+            .into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> HttpError {
+    HttpError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Request parameters: the query string, then a form body.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(query: Option<String>, body: &Bytes) -> Result<Self, HttpError> {
+        let mut map = HashMap::new();
+        if let Some(q) = query {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&q)
+                .map_err(|e| bad(format!("malformed query string: {e}")))?;
+            for (k, v) in pairs {
+                map.entry(k).or_insert(v);
+            }
+        }
+        if !body.is_empty() {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
+                bad(format!(
+                    "malformed form body (expected application/x-www-form-urlencoded): {e}"
+                ))
+            })?;
+            for (k, v) in pairs {
+                map.entry(k).or_insert(v);
+            }
+        }
+        Ok(Params(map))
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, k: &str) -> Result<&str, HttpError> {
+        self.get(k)
+            .ok_or_else(|| bad(format!("invalid {k}: the parameter is required")))
+    }
+
+    fn or<'a>(&'a self, k: &str, default: &'a str) -> &'a str {
+        self.get(k).unwrap_or(default)
+    }
+
+    fn bool(&self, k: &str, default: bool) -> Result<bool, HttpError> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad(format!("invalid {k}: {v:?} is not true or false"))),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, HttpError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| bad(format!("invalid {k}: {v:?} is not a number"))),
+        }
+    }
+
+    /// The service named by `serviceName` (maybe `group@@name`), `groupName`, `namespaceId`.
+    fn service(&self) -> Result<pb::ServiceRef, HttpError> {
+        let name = self.required("serviceName")?;
+        let mut group = self.or("groupName", "").to_string();
+        let mut name = name.to_string();
+        if let Some((g, n)) = name.split_once(GROUP_SEPARATOR)
+            && (group.is_empty() || group == g)
+        {
+            group = g.to_string();
+            name = n.to_string();
+        }
+        let s = pb::ServiceRef {
+            namespace: self.or("namespaceId", "").to_string(),
+            group,
+            name,
+        };
+        ServiceSpec::new(&s.namespace, &s.group, &s.name)
+            .resolve()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(s)
+    }
+
+    fn port(&self) -> Result<u32, HttpError> {
+        let p: i64 = self
+            .number("port")?
+            .ok_or_else(|| bad("invalid port: the parameter is required"))?;
+        u32::try_from(p)
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| bad(format!("invalid port: {p} is outside 1..=65535")))
+    }
+}
+
+/// Parses Nacos metadata: a JSON object, or `k=v,k2=v2`.
+fn parse_metadata(s: &str) -> Result<HashMap<String, String>, HttpError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(HashMap::new());
+    }
+    if t.starts_with('{') {
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(t)
+            .map_err(|e| bad(format!("invalid metadata: not a JSON object: {e}")))?;
+        return Ok(v
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect());
+    }
+    let mut m = HashMap::new();
+    for pair in t.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("invalid metadata: {pair:?} is not key=value")))?;
+        m.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(m)
+}
+
+fn check_ephemeral(p: &Params) -> Result<(), HttpError> {
+    if !p.bool("ephemeral", true)? {
+        return Err(bad(
+            "invalid ephemeral: persistent instances are not Distro data and are not supported by distro",
+        ));
+    }
+    Ok(())
+}
+
+fn item_error(r: &pb::ItemResult) -> HttpError {
+    let status = match r.code {
+        code::INVALID => StatusCode::BAD_REQUEST,
+        code::NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    HttpError(status, r.message.clone())
+}
+
+async fn one(state: &HttpState, item: Item) -> pb::ItemResult {
+    state
+        .ops
+        .apply(vec![item])
+        .await
+        .pop()
+        .unwrap_or_else(|| pb::ItemResult {
+            code: code::UNAVAILABLE,
+            message: "no result".into(),
+        })
+}
+
+fn observe(state: &HttpState, op: &'static str, start: Instant, r: &Result<Response, HttpError>) {
+    let outcome = match r {
+        Ok(_) => Outcome::Ok,
+        Err(HttpError(s, _)) if *s == StatusCode::BAD_REQUEST => Outcome::Invalid,
+        Err(HttpError(s, _)) if *s == StatusCode::NOT_FOUND => Outcome::NotFound,
+        Err(HttpError(s, _)) if *s == StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
+        Err(_) => Outcome::Error,
+    };
+    state.metrics.observe("http", op, outcome, start.elapsed());
+}
+
+fn finish(
+    state: &HttpState,
+    op: &'static str,
+    start: Instant,
+    r: Result<Response, HttpError>,
+) -> Response {
+    observe(state, op, start, &r);
+    match r {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn register(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        let p = Params::parse(q, &body)?;
+        check_ephemeral(&p)?;
+        let instance = pb::Instance {
+            ip: p.required("ip")?.to_string(),
+            port: p.port()?,
+            weight: p.number("weight")?.unwrap_or(1.0),
+            healthy: p.bool("healthy", true)?,
+            enabled: match p.get("enabled") {
+                Some(_) => p.bool("enabled", true)?,
+                None => p.bool("enable", true)?,
+            },
+            cluster: p
+                .get("clusterName")
+                .or(p.get("cluster"))
+                .unwrap_or_default()
+                .to_string(),
+            metadata: parse_metadata(p.or("metadata", ""))?,
+            instance_id: p.or("instanceId", "").to_string(),
+        };
+        let item = Item::Register(pb::Registration {
+            service: Some(p.service()?),
+            instance: Some(instance),
+        });
+        let r = one(&state, item).await;
+        if r.code != code::OK {
+            return Err(item_error(&r));
+        }
+        Ok("ok".into_response())
+    }
+    .await;
+    finish(&state, "register", start, r)
+}
+
+async fn deregister(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        let p = Params::parse(q, &body)?;
+        check_ephemeral(&p)?;
+        let instance = pb::Instance {
+            ip: p.required("ip")?.to_string(),
+            port: p.port()?,
+            cluster: p
+                .get("clusterName")
+                .or(p.get("cluster"))
+                .unwrap_or_default()
+                .to_string(),
+            ..Default::default()
+        };
+        let item = Item::Deregister(pb::Registration {
+            service: Some(p.service()?),
+            instance: Some(instance),
+        });
+        let r = one(&state, item).await;
+        if r.code != code::OK {
+            return Err(item_error(&r));
+        }
+        Ok("ok".into_response())
+    }
+    .await;
+    finish(&state, "deregister", start, r)
+}
+
+/// The `beat` parameter of a heartbeat (Nacos's `RsInfo`).
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RsInfo {
+    ip: String,
+    port: i64,
+    cluster: String,
+    weight: Option<f64>,
+    metadata: HashMap<String, String>,
+    ephemeral: Option<bool>,
+}
+
+fn beat_json(code: i32, state: &HttpState) -> Response {
+    let interval = state.ops.node().config().heartbeat_interval;
+    axum::Json(serde_json::json!({
+        "clientBeatInterval": interval,
+        "code": code,
+        "lightBeatEnabled": true,
+    }))
+    .into_response()
+}
+
+async fn beat(State(state): State<Arc<HttpState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let start = Instant::now();
+    let r = async {
+        let p = Params::parse(q, &body)?;
+        let service = p.service()?;
+        let info: Option<RsInfo> = match p.get("beat") {
+            Some(b) => Some(
+                serde_json::from_str(b)
+                    .map_err(|e| bad(format!("invalid beat: not a beat JSON object: {e}")))?,
+            ),
+            None => None,
+        };
+        if info.as_ref().and_then(|i| i.ephemeral) == Some(false) {
+            return Err(bad(
+                "invalid beat: persistent instances are not Distro data",
+            ));
+        }
+        let (ip, port, cluster) = match &info {
+            Some(i) if !i.ip.is_empty() => (
+                i.ip.clone(),
+                u32::try_from(i.port).unwrap_or(0),
+                i.cluster.clone(),
+            ),
+            _ => (
+                p.required("ip")?.to_string(),
+                p.port()?,
+                p.get("clusterName")
+                    .or(p.get("cluster"))
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        };
+        let r = one(
+            &state,
+            Item::Beat(pb::Beat {
+                service: Some(service.clone()),
+                ip: ip.clone(),
+                port,
+                cluster: cluster.clone(),
+            }),
+        )
+        .await;
+        match r.code {
+            code::OK => Ok(beat_json(BEAT_OK, &state)),
+            code::NOT_FOUND => match info {
+                // Nacos re-registers an unknown instance from the beat's information.
+                Some(i) => {
+                    let item = Item::Register(pb::Registration {
+                        service: Some(service),
+                        instance: Some(pb::Instance {
+                            ip,
+                            port,
+                            weight: i.weight.unwrap_or(1.0),
+                            healthy: true,
+                            enabled: true,
+                            cluster,
+                            metadata: i.metadata,
+                            instance_id: String::new(),
+                        }),
+                    });
+                    let r = one(&state, item).await;
+                    if r.code != code::OK {
+                        return Err(item_error(&r));
+                    }
+                    Ok(beat_json(BEAT_OK, &state))
+                }
+                None => Ok(beat_json(BEAT_NOT_FOUND, &state)),
+            },
+            _ => Err(item_error(&r)),
+        }
+    }
+    .await;
+    finish(&state, "beat", start, r)
+}
+
+async fn instance_list(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = (|| {
+        let p = Params::parse(q, &body)?;
+        let s = p.service()?;
+        let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
+        let (_, group, name) = spec.resolve().map_err(|e| bad(e.to_string()))?;
+        let view = state
+            .ops
+            .node()
+            .query(&spec)
+            .map_err(|e| bad(e.to_string()))?;
+        let grouped = format!("{group}{GROUP_SEPARATOR}{name}");
+        let clusters = p.or("clusters", "");
+        let sel = Selection {
+            group,
+            name: &grouped,
+            grouped: &grouped,
+            clusters,
+            healthy_only: p.bool("healthyOnly", false)?,
+        };
+        let info = service_info(
+            view.as_ref(),
+            sel,
+            (state.clock)(),
+            crate::nacos::DEFAULT_CACHE_MILLIS,
+            Timings::of(state.ops.node().config()),
+        );
+        Ok(axum::Json(info).into_response())
+    })();
+    finish(&state, "query", start, r)
+}
+
+async fn instance_detail(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = (|| {
+        let p = Params::parse(q, &body)?;
+        let s = p.service()?;
+        let ip = p.required("ip")?;
+        let port = p.port()?;
+        let cluster = p.get("cluster").or(p.get("clusterName"));
+        let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
+        let view = state
+            .ops
+            .node()
+            .query(&spec)
+            .map_err(|e| bad(e.to_string()))?;
+        let clusters: Vec<&str> = cluster.map(cluster_list).unwrap_or_default();
+        let found = view.as_ref().and_then(|v| {
+            v.instances(QueryFilter {
+                clusters: &clusters,
+                ..QueryFilter::default()
+            })
+            .find(|i| &*i.ip == ip && u32::from(i.port) == port)
+            .map(|i| (i.clone(), v.service.clone()))
+        });
+        let Some((i, svc)) = found else {
+            return Err(HttpError(
+                StatusCode::NOT_FOUND,
+                format!("no instance {ip}:{port} in service {}", s.name),
+            ));
+        };
+        Ok(axum::Json(serde_json::json!({
+            "service": svc.grouped_name(),
+            "ip": &*i.ip,
+            "port": i.port,
+            "clusterName": i.cluster.as_str(),
+            "weight": i.weight,
+            "healthy": i.healthy,
+            "instanceId": i.instance_id(&svc),
+            "metadata": i.metadata.iter().collect::<HashMap<_, _>>(),
+        }))
+        .into_response())
+    })();
+    finish(&state, "detail", start, r)
+}
+
+async fn service_list(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = (|| {
+        let p = Params::parse(q, &body)?;
+        let page_no: usize = p
+            .number("pageNo")?
+            .ok_or_else(|| bad("invalid pageNo: the parameter is required"))?;
+        let page_size: usize = p
+            .number("pageSize")?
+            .ok_or_else(|| bad("invalid pageSize: the parameter is required"))?;
+        if page_no == 0 {
+            return Err(bad("invalid pageNo: pages start at 1"));
+        }
+        if page_size == 0 || page_size > MAX_PAGE_SIZE {
+            return Err(bad(format!(
+                "invalid pageSize: {page_size} is outside 1..={MAX_PAGE_SIZE}"
+            )));
+        }
+        let ns = p.or("namespaceId", distro_core::model::DEFAULT_NAMESPACE);
+        let group = p.or("groupName", DEFAULT_GROUP);
+        let services = state.ops.node().registry().services(ns, Some(group));
+        let doms: Vec<&str> = services
+            .iter()
+            .skip((page_no - 1).saturating_mul(page_size))
+            .take(page_size)
+            .map(|s| s.name().as_str())
+            .collect();
+        Ok(
+            axum::Json(serde_json::json!({ "count": services.len(), "doms": doms }))
+                .into_response(),
+        )
+    })();
+    finish(&state, "service_list", start, r)
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    state.metrics.render(state.ops.node(), &mut out);
+    if let Some(n) = &state.nacos {
+        n.render_metrics(&mut out);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn health(State(state): State<Arc<HttpState>>) -> Response {
+    let node = state.ops.node();
+    let loaded = node.is_loaded();
+    let members: Vec<serde_json::Value> = node
+        .member_states()
+        .into_iter()
+        .map(|(m, s)| {
+            serde_json::json!({
+                "address": node.members().addr(m).as_str(),
+                "state": s.as_str().to_uppercase(),
+                "self": m == node.me(),
+            })
+        })
+        .collect();
+    let stats = node.registry().stats();
+    let body = serde_json::json!({
+        "status": if loaded { "UP" } else { "STARTING" },
+        "ready": loaded,
+        "members": members,
+        "clients": stats.clients,
+        "instances": stats.instances,
+        "ownedClients": node.owned_clients(),
+    });
+    let status = if loaded {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_accepts_json_and_pairs() {
+        let m = parse_metadata(r#"{"zone":"a","n":1}"#).unwrap();
+        assert_eq!(m["zone"], "a");
+        assert_eq!(m["n"], "1");
+        let m = parse_metadata("zone=a, v=2").unwrap();
+        assert_eq!(m["v"], "2");
+        assert!(parse_metadata("novalue").is_err());
+        assert!(parse_metadata("{bad").is_err());
+    }
+
+    #[test]
+    fn params_merge_query_and_body() {
+        let p = Params::parse(
+            Some("serviceName=a&ip=1.1.1.1".into()),
+            &Bytes::from("port=80&ip=2.2.2.2"),
+        )
+        .unwrap();
+        assert_eq!(p.get("ip"), Some("1.1.1.1"));
+        assert_eq!(p.port().unwrap(), 80);
+        let p = Params::parse(Some("port=70000".into()), &Bytes::new()).unwrap();
+        assert!(p.port().is_err());
+        let p = Params::parse(Some("serviceName=g@@svc".into()), &Bytes::new()).unwrap();
+        let s = p.service().unwrap();
+        assert_eq!((s.group.as_str(), s.name.as_str()), ("g", "svc"));
+    }
+}

@@ -1,0 +1,298 @@
+//! `LocalCluster`: N real nodes in one process on 127.0.0.1, for tests and loadgen.
+//!
+//! Each node runs on its own Tokio runtime (its own threads), with ports chosen by the
+//! OS under Nacos's convention (SDK = main + 1000, cluster = main + 1001), so Nacos SDKs
+//! find it from the main port. A node can be stopped (gracefully or killed), restarted on
+//! the same ports with an empty state (it loads a snapshot), and partitioned: its peer
+//! traffic is cut both ways while clients still reach it.
+
+use crate::clock::{Clock, system};
+use crate::metrics::Metrics;
+use crate::peer_client::PeerGate;
+use crate::server::{Listeners, RunningServer, ServerConfig, bind_reusable, start};
+use anyhow::Context as _;
+use distro_core::Node;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+/// The ports of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePorts {
+    /// Main (HTTP) port.
+    pub http: u16,
+    /// SDK gRPC port (`http + 1000`).
+    pub sdk: u16,
+    /// Cluster gRPC port (`http + 1001`).
+    pub cluster: u16,
+}
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    server: Option<RunningServer>,
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+}
+
+struct Slot {
+    ports: NodePorts,
+    gate: Arc<PeerGate>,
+    running: Option<Running>,
+}
+
+/// N nodes in one process. See the module documentation.
+pub struct LocalCluster {
+    slots: Vec<Slot>,
+    template: ServerConfig,
+    threads_per_node: usize,
+    clock: Clock,
+}
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Binds three ports `p`, `p + 1000`, `p + 1001` on 127.0.0.1, `p` chosen by the OS.
+fn reserve_ports() -> anyhow::Result<(NodePorts, Listeners)> {
+    for _ in 0..200 {
+        let http = bind_reusable(SocketAddr::new(LOCALHOST, 0))?;
+        let p = http.local_addr()?.port();
+        let (Some(sp), Some(cp)) = (p.checked_add(1000), p.checked_add(1001)) else {
+            continue;
+        };
+        let (Ok(sdk), Ok(cluster)) = (
+            bind_reusable(SocketAddr::new(LOCALHOST, sp)),
+            bind_reusable(SocketAddr::new(LOCALHOST, cp)),
+        ) else {
+            continue;
+        };
+        return Ok((
+            NodePorts {
+                http: p,
+                sdk: sp,
+                cluster: cp,
+            },
+            Listeners { http, sdk, cluster },
+        ));
+    }
+    anyhow::bail!("could not find three free ports p, p+1000, p+1001 on 127.0.0.1")
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes configured like `template` (its bind, ports, advertise and
+    /// members are replaced), each with `threads_per_node` runtime threads.
+    pub async fn start(
+        n: usize,
+        template: ServerConfig,
+        threads_per_node: usize,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(n > 0, "a cluster needs at least one node");
+        // Reserve every node's ports first: the member list needs them all.
+        let mut reserved = Vec::new();
+        for _ in 0..n {
+            reserved.push(reserve_ports()?);
+        }
+        let mut cluster = LocalCluster {
+            slots: reserved
+                .iter()
+                .map(|(ports, _)| Slot {
+                    ports: *ports,
+                    gate: Arc::new(PeerGate::default()),
+                    running: None,
+                })
+                .collect(),
+            template,
+            threads_per_node: threads_per_node.max(1),
+            clock: system(),
+        };
+        for (i, (_, listeners)) in reserved.into_iter().enumerate() {
+            // Listeners were bound on the caller's runtime; hand them over as std sockets.
+            let l = (
+                listeners.http.into_std()?,
+                listeners.sdk.into_std()?,
+                listeners.cluster.into_std()?,
+            );
+            cluster.launch(i, Some(l)).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn config_for(&self, i: usize) -> ServerConfig {
+        let mut c = self.template.clone();
+        let p = self.slots[i].ports;
+        c.bind = LOCALHOST;
+        c.port = p.http;
+        c.sdk_port = Some(p.sdk);
+        c.cluster_port = Some(p.cluster);
+        c.advertise = Some(format!("127.0.0.1:{}", p.http));
+        c.members = if self.slots.len() > 1 {
+            self.slots
+                .iter()
+                .map(|s| format!("127.0.0.1:{}", s.ports.http))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        c
+    }
+
+    async fn launch(
+        &mut self,
+        i: usize,
+        std_listeners: Option<(
+            std::net::TcpListener,
+            std::net::TcpListener,
+            std::net::TcpListener,
+        )>,
+    ) -> anyhow::Result<()> {
+        let config = self.config_for(i);
+        let gate = self.slots[i].gate.clone();
+        let clock = self.clock.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.threads_per_node)
+            .thread_name(format!("node{i}"))
+            .enable_all()
+            .build()
+            .context("cannot build a node runtime")?;
+        let ports = self.slots[i].ports;
+        let server = runtime
+            .spawn(async move {
+                let listeners = match std_listeners {
+                    Some((h, s, c)) => Listeners {
+                        http: tokio::net::TcpListener::from_std(h)?,
+                        sdk: tokio::net::TcpListener::from_std(s)?,
+                        cluster: tokio::net::TcpListener::from_std(c)?,
+                    },
+                    None => Listeners {
+                        http: bind_reusable(SocketAddr::new(LOCALHOST, ports.http))?,
+                        sdk: bind_reusable(SocketAddr::new(LOCALHOST, ports.sdk))?,
+                        cluster: bind_reusable(SocketAddr::new(LOCALHOST, ports.cluster))?,
+                    },
+                };
+                start(config, listeners, gate, clock).await
+            })
+            .await
+            .context("node start task panicked")??;
+        let node = server.node().clone();
+        let metrics = server.metrics().clone();
+        self.slots[i].running = Some(Running {
+            runtime,
+            server: Some(server),
+            node,
+            metrics,
+        });
+        Ok(())
+    }
+
+    /// Number of nodes (running or not).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The ports of node `i`.
+    pub fn ports(&self, i: usize) -> NodePorts {
+        self.slots[i].ports
+    }
+
+    /// The main (HTTP) address of node `i`.
+    pub fn http_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(LOCALHOST, self.slots[i].ports.http)
+    }
+
+    /// The SDK gRPC address of node `i`.
+    pub fn sdk_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(LOCALHOST, self.slots[i].ports.sdk)
+    }
+
+    /// Every node's main address, as Nacos clients take a server list.
+    pub fn server_list(&self) -> Vec<String> {
+        (0..self.len())
+            .map(|i| self.http_addr(i).to_string())
+            .collect()
+    }
+
+    /// Node `i`'s core, if running.
+    pub fn node(&self, i: usize) -> Option<Arc<Node>> {
+        self.slots[i].running.as_ref().map(|r| r.node.clone())
+    }
+
+    /// Node `i`'s request metrics, if running.
+    pub fn metrics(&self, i: usize) -> Option<Arc<Metrics>> {
+        self.slots[i].running.as_ref().map(|r| r.metrics.clone())
+    }
+
+    /// Whether node `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.slots[i].running.is_some()
+    }
+
+    /// Stops node `i` gracefully (flushes its pending syncs).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(mut r) = self.slots[i].running.take() {
+            if let Some(server) = r.server.take() {
+                let _ = r.runtime.spawn(server.shutdown()).await;
+            }
+            r.runtime.shutdown_background();
+        }
+    }
+
+    /// Kills node `i` at once, as `kill -9` would: nothing is flushed.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(r) = self.slots[i].running.take() {
+            r.runtime.shutdown_background();
+        }
+    }
+
+    /// Starts node `i` again on its ports with an empty state; it loads a snapshot.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.slots[i].running.is_some() {
+            return Ok(());
+        }
+        // The killed runtime's sockets close asynchronously; retry the bind briefly.
+        let mut last = None;
+        for _ in 0..50 {
+            match self.launch(i, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+
+    /// Cuts node `i`'s peer traffic both ways (clients still reach it).
+    pub fn partition(&self, i: usize) {
+        self.slots[i].gate.close();
+    }
+
+    /// Restores node `i`'s peer traffic.
+    pub fn heal(&self, i: usize) {
+        self.slots[i].gate.open();
+    }
+
+    /// Whether node `i` is partitioned.
+    pub fn is_partitioned(&self, i: usize) -> bool {
+        !self.slots[i].gate.is_open()
+    }
+
+    /// Stops every node gracefully.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.slots.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for s in &mut self.slots {
+            if let Some(r) = s.running.take() {
+                r.runtime.shutdown_background();
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The native client API, `distro.v1.Registry`, on the SDK port.
+//!
+//! Batched register, deregister and heartbeat of ip:port clients (each item routed to its
+//! owner, see [`crate::ops`]), a query of one service, and a server stream that watches
+//! services: it sends each watched service's current state, then a new state after every
+//! change. Changes that arrive while a watcher is busy coalesce: the watcher always sends
+//! the latest state, so a slow watcher costs bounded memory.
+
+use crate::clock::Clock;
+use crate::metrics::{Metrics, Outcome};
+use crate::ops::{Item, Ops};
+use crate::proto::distro as pb;
+use crate::wire::{instance_to_proto, service_spec, service_to_proto};
+use distro_core::registry::{ChangeListener, QueryFilter};
+use distro_core::{Node, Service};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+use tokio::sync::{Notify, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Most items in one native write request.
+pub const MAX_ITEMS_PER_REQUEST: usize = 10_000;
+/// Most services one watch stream may watch.
+pub const MAX_WATCHED_SERVICES: usize = 1_000;
+
+struct Watcher {
+    dirty: Mutex<HashSet<String>>,
+    notify: Notify,
+}
+
+type WatcherList = Vec<(u64, Arc<Watcher>)>;
+
+/// Tells watch streams which services changed.
+#[derive(Default)]
+pub struct WatchHub {
+    watchers: Mutex<HashMap<String, WatcherList>>,
+    next_id: AtomicU64,
+}
+
+impl ChangeListener for WatchHub {
+    fn service_changed(&self, service: &Service) {
+        let w = self.watchers.lock();
+        if let Some(list) = w.get(service.key().as_str()) {
+            for (_, watcher) in list {
+                watcher.dirty.lock().insert(service.key().to_string());
+                watcher.notify.notify_one();
+            }
+        }
+    }
+}
+
+impl WatchHub {
+    fn add(&self, keys: &[String], watcher: &Arc<Watcher>) -> u64 {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let mut w = self.watchers.lock();
+        for k in keys {
+            w.entry(k.clone()).or_default().push((id, watcher.clone()));
+        }
+        id
+    }
+
+    fn remove(&self, keys: &[String], id: u64) {
+        let mut w = self.watchers.lock();
+        for k in keys {
+            if let Some(list) = w.get_mut(k) {
+                list.retain(|(i, _)| *i != id);
+                if list.is_empty() {
+                    w.remove(k);
+                }
+            }
+        }
+    }
+
+    /// Number of watch registrations (one per watched service per stream).
+    pub fn len(&self) -> usize {
+        self.watchers.lock().values().map(Vec::len).sum()
+    }
+
+    /// Whether nobody watches anything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The `distro.v1.Registry` service.
+pub struct RegistryService {
+    ops: Arc<Ops>,
+    metrics: Arc<Metrics>,
+    hub: Arc<WatchHub>,
+    shutdown: watch::Receiver<bool>,
+    _clock: Clock,
+}
+
+impl RegistryService {
+    /// The service; `hub` must be a listener of the node's registry.
+    pub fn new(
+        ops: Arc<Ops>,
+        metrics: Arc<Metrics>,
+        hub: Arc<WatchHub>,
+        shutdown: watch::Receiver<bool>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            ops,
+            metrics,
+            hub,
+            shutdown,
+            _clock: clock,
+        }
+    }
+
+    async fn write(
+        &self,
+        op: &'static str,
+        items: Vec<Item>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        if items.len() > MAX_ITEMS_PER_REQUEST {
+            self.metrics
+                .observe("native", op, Outcome::Limited, Default::default());
+            return Err(Status::invalid_argument(format!(
+                "{} items in one request, the limit is {MAX_ITEMS_PER_REQUEST}",
+                items.len()
+            )));
+        }
+        let start = Instant::now();
+        let results = self.ops.apply(items).await;
+        let elapsed = start.elapsed();
+        // One observation per item, with the batch's latency.
+        for r in &results {
+            self.metrics
+                .observe("native", op, Outcome::of_code(r.code), elapsed);
+        }
+        Ok(Response::new(pb::WriteResponse { results }))
+    }
+}
+
+fn view_of(node: &Node, s: &Service, filter: QueryFilter<'_>) -> (Vec<pb::Instance>, u64) {
+    match node.registry().query(s.namespace(), s.group(), s.name()) {
+        Some(v) => (
+            v.instances(filter).map(instance_to_proto).collect(),
+            v.revision,
+        ),
+        None => (Vec::new(), 0),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let items = request
+            .into_inner()
+            .registrations
+            .into_iter()
+            .map(Item::Register)
+            .collect();
+        self.write("register", items).await
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<pb::DeregisterRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let items = request
+            .into_inner()
+            .registrations
+            .into_iter()
+            .map(Item::Deregister)
+            .collect();
+        self.write("deregister", items).await
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let items = request
+            .into_inner()
+            .beats
+            .into_iter()
+            .map(Item::Beat)
+            .collect();
+        self.write("beat", items).await
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let start = Instant::now();
+        let q = request.into_inner();
+        let node = self.ops.node();
+        let view = match node.query(&service_spec(q.service.as_ref())) {
+            Ok(v) => v,
+            Err(e) => {
+                self.metrics
+                    .observe("native", "query", Outcome::Invalid, start.elapsed());
+                return Err(Status::invalid_argument(e.to_string()));
+            }
+        };
+        let clusters: Vec<&str> = q
+            .clusters
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let filter = QueryFilter {
+            clusters: &clusters,
+            healthy_only: q.healthy_only,
+            enabled_only: true,
+        };
+        let resp = match view {
+            Some(v) => pb::QueryResponse {
+                instances: v.instances(filter).map(instance_to_proto).collect(),
+                revision: v.revision,
+            },
+            None => pb::QueryResponse::default(),
+        };
+        self.metrics
+            .observe("native", "query", Outcome::Ok, start.elapsed());
+        Ok(Response::new(resp))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let req = request.into_inner();
+        if req.services.is_empty() || req.services.len() > MAX_WATCHED_SERVICES {
+            return Err(Status::invalid_argument(format!(
+                "watch 1..={MAX_WATCHED_SERVICES} services, not {}",
+                req.services.len()
+            )));
+        }
+        let node = self.ops.node().clone();
+        let mut services: Vec<Service> = Vec::new();
+        for s in &req.services {
+            let spec = service_spec(Some(s));
+            let (ns, g, n) = spec
+                .resolve()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            services.push(node.registry().service(ns, g, n));
+        }
+        let keys: Vec<String> = services.iter().map(|s| s.key().to_string()).collect();
+        let watcher = Arc::new(Watcher {
+            dirty: Mutex::new(keys.iter().cloned().collect()),
+            notify: Notify::new(),
+        });
+        let id = self.hub.add(&keys, &watcher);
+        watcher.notify.notify_one(); // send the current state first
+        let hub = self.hub.clone();
+        let mut shutdown = self.shutdown.clone();
+        let by_key: HashMap<String, Service> = keys.iter().cloned().zip(services).collect();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchEvent, Status>>(16);
+        tokio::spawn(async move {
+            let filter = QueryFilter {
+                enabled_only: true,
+                ..QueryFilter::default()
+            };
+            'outer: loop {
+                tokio::select! {
+                    _ = watcher.notify.notified() => {}
+                    _ = shutdown.changed() => break,
+                    _ = tx.closed() => break,
+                }
+                let dirty: Vec<String> = watcher.dirty.lock().drain().collect();
+                for k in dirty {
+                    let Some(s) = by_key.get(&k) else { continue };
+                    let (instances, revision) = view_of(&node, s, filter);
+                    let ev = pb::WatchEvent {
+                        service: Some(service_to_proto(s)),
+                        instances,
+                        revision,
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        break 'outer;
+                    }
+                }
+            }
+            hub.remove(&keys, id);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

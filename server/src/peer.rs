@@ -1,0 +1,247 @@
+//! The peer protocol's server side: `distro.v1.Peer` on the cluster port.
+//!
+//! Every call is checked before anything else: the node's [`PeerGate`] must be open (a
+//! partitioned LocalCluster node refuses peers), the cluster token must match when one is
+//! configured (compared in constant time), and `from` must be a member. Then the request
+//! is decoded (validated like client input), handed to the core, and the answer encoded.
+//! The snapshot stream is produced on a blocking thread, one bounded chunk at a time, so
+//! a large snapshot never sits in memory whole and never stalls the runtime.
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::ops::Ops;
+use crate::peer_client::{PeerGate, TOKEN_HEADER};
+use crate::proto::distro as pb;
+use crate::wire;
+use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor, SyncBatch};
+use distro_core::{MemberId, Node};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// The `distro.v1.Peer` service of one node.
+pub struct PeerService {
+    node: Arc<Node>,
+    ops: Arc<Ops>,
+    clock: Clock,
+    gate: Arc<PeerGate>,
+    token: Option<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl PeerService {
+    /// The service of `node`.
+    pub fn new(
+        node: Arc<Node>,
+        ops: Arc<Ops>,
+        clock: Clock,
+        gate: Arc<PeerGate>,
+        token: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            node,
+            ops,
+            clock,
+            gate,
+            token,
+            metrics,
+        }
+    }
+
+    /// Checks the gate, the token and the sender; returns the sender's member id.
+    fn admit<T>(&self, req: &Request<T>, from: &str) -> Result<MemberId, Status> {
+        if !self.gate.is_open() {
+            return Err(Status::unavailable("peer traffic of this node is cut"));
+        }
+        if let Some(expected) = &self.token {
+            let given = req
+                .metadata()
+                .get(TOKEN_HEADER)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !constant_time_eq(given, expected.as_bytes()) {
+                self.metrics.peer_unauthenticated.fetch_add(1, Relaxed);
+                return Err(Status::unauthenticated(format!(
+                    "missing or wrong cluster token ({TOKEN_HEADER})"
+                )));
+            }
+        }
+        let id = wire::member_id(&self.node, from)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        if id == self.node.me() {
+            return Err(Status::permission_denied("a node cannot be its own peer"));
+        }
+        Ok(id)
+    }
+
+    fn handle(&self, from: MemberId, req: PeerRequest) -> Result<PeerResponse, Status> {
+        match self.node.handle_request(from, req, (self.clock)()) {
+            PeerResponse::Refused(why) => Err(Status::failed_precondition(why)),
+            r => Ok(r),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!(
+        "the core answered {what} with an unexpected message"
+    ))
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn sync(
+        &self,
+        request: Request<pb::SyncRequest>,
+    ) -> Result<Response<pb::SyncResponse>, Status> {
+        let from = self.admit(&request, &request.get_ref().from)?;
+        let node = self.node.clone();
+        let msg = request.into_inner();
+        let changes = msg
+            .changes
+            .iter()
+            .map(|c| wire::change_from_proto(&node, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.handle(from, PeerRequest::Sync(SyncBatch { changes }))? {
+            PeerResponse::SyncAck { applied, stale } => {
+                Ok(Response::new(pb::SyncResponse { applied, stale }))
+            }
+            _ => Err(unexpected("sync")),
+        }
+    }
+
+    async fn verify_digests(
+        &self,
+        request: Request<pb::VerifyDigestsRequest>,
+    ) -> Result<Response<pb::VerifyDigestsResponse>, Status> {
+        let from = self.admit(&request, &request.get_ref().from)?;
+        let digests = wire::digests_from_proto(&request.get_ref().digests);
+        match self.handle(from, PeerRequest::VerifyDigests(digests))? {
+            PeerResponse::VerifyMismatch { shards } => {
+                Ok(Response::new(pb::VerifyDigestsResponse {
+                    mismatched_shards: shards,
+                }))
+            }
+            _ => Err(unexpected("verify digests")),
+        }
+    }
+
+    async fn verify_list(
+        &self,
+        request: Request<pb::VerifyListRequest>,
+    ) -> Result<Response<pb::VerifyListResponse>, Status> {
+        let from = self.admit(&request, &request.get_ref().from)?;
+        let list = wire::list_from_proto(&request.get_ref().shards)?;
+        match self.handle(from, PeerRequest::VerifyList(list))? {
+            PeerResponse::VerifyReport { needs, removed } => {
+                Ok(Response::new(pb::VerifyListResponse {
+                    needs: wire::needs_to_proto(&self.node, &needs),
+                    removed,
+                }))
+            }
+            _ => Err(unexpected("verify list")),
+        }
+    }
+
+    async fn verify_clients(
+        &self,
+        request: Request<pb::VerifyClientsRequest>,
+    ) -> Result<Response<pb::VerifyClientsResponse>, Status> {
+        let from = self.admit(&request, &request.get_ref().from)?;
+        let v = wire::verify_clients_from_proto(&request.get_ref().clients)?;
+        match self.handle(from, PeerRequest::VerifyClients(v))? {
+            PeerResponse::VerifyClientsResult { failed } => {
+                Ok(Response::new(pb::VerifyClientsResponse {
+                    failed: failed.iter().map(|id| id.as_str().to_string()).collect(),
+                }))
+            }
+            _ => Err(unexpected("verify clients")),
+        }
+    }
+
+    type SnapshotStream = ChunkStream;
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let from = self.admit(&request, &request.get_ref().from)?;
+        let req = request.into_inner();
+        let node = self.node.clone();
+        let gate = self.gate.clone();
+        let metrics = self.metrics.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SnapshotChunk, Status>>(2);
+        tracing::debug!(peer = %node.members().addr(from), "serving a snapshot");
+        tokio::task::spawn_blocking(move || {
+            let mut cursor = Some(SnapshotCursor {
+                shard: req.shard,
+                offset: req.offset,
+            });
+            while let Some(c) = cursor {
+                if !gate.is_open() {
+                    let _ = tx.blocking_send(Err(Status::unavailable(
+                        "peer traffic of this node is cut",
+                    )));
+                    return;
+                }
+                let chunk = node.snapshot_chunk(c);
+                cursor = chunk.next;
+                if tx
+                    .blocking_send(Ok(wire::chunk_to_proto(&node, &chunk)))
+                    .is_err()
+                {
+                    return; // the loader went away
+                }
+            }
+            metrics.snapshots_served.fetch_add(1, Relaxed);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn probe(
+        &self,
+        request: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
+        let from = self.admit(&request, &request.get_ref().from)?;
+        let probe = wire::probe_from_proto(request.get_ref());
+        match self.handle(from, PeerRequest::Probe(probe))? {
+            PeerResponse::ProbeAck(p) => Ok(Response::new(pb::ProbeResponse {
+                incarnation: p.incarnation,
+                loaded: p.loaded,
+            })),
+            _ => Err(unexpected("probe")),
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        self.admit(&request, &request.get_ref().from)?;
+        Ok(Response::new(self.ops.apply_forwarded(request.get_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,271 @@
+//! Outgoing peer RPCs: one lazily connected gRPC channel per member's cluster port.
+//!
+//! Every call carries the cluster token (when configured) and this node's member address,
+//! runs under the peer timeout, and is refused locally while the node's [`PeerGate`] is
+//! closed (LocalCluster's partitions). Encoded request sizes are counted per kind.
+
+use crate::metrics::Metrics;
+use crate::proto::distro as pb;
+use crate::proto::distro::peer_client::PeerClient;
+use crate::wire;
+use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
+use distro_core::{MemberId, Node};
+use prost::Message as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+/// The gRPC metadata key of the cluster token.
+pub const TOKEN_HEADER: &str = "x-distro-cluster-token";
+/// Largest peer message accepted or sent (snapshot chunks and sync batches are far smaller).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A switch that cuts a node's peer traffic both ways (used to simulate partitions).
+#[derive(Debug, Default)]
+pub struct PeerGate {
+    closed: AtomicBool,
+}
+
+impl PeerGate {
+    /// Whether peer traffic flows.
+    pub fn is_open(&self) -> bool {
+        !self.closed.load(Relaxed)
+    }
+    /// Cuts peer traffic.
+    pub fn close(&self) {
+        self.closed.store(true, Relaxed);
+    }
+    /// Restores peer traffic.
+    pub fn open(&self) {
+        self.closed.store(false, Relaxed);
+    }
+}
+
+/// Clients of every peer's `distro.v1.Peer` service.
+pub struct PeerClients {
+    node: Arc<Node>,
+    clients: Vec<Option<PeerClient<Channel>>>,
+    token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    timeout: Duration,
+    gate: Arc<PeerGate>,
+    metrics: Arc<Metrics>,
+    me: String,
+}
+
+impl PeerClients {
+    /// Channels to every peer; `cluster_addr` maps a member address (`ip:port` of its
+    /// main port) to the `host:port` of its cluster port.
+    pub fn new(
+        node: Arc<Node>,
+        cluster_addr: impl Fn(&str) -> String,
+        token: Option<&str>,
+        gate: Arc<PeerGate>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let timeout = Duration::from_millis(node.config().peer_timeout);
+        let mut clients = Vec::new();
+        for m in node.members().ids() {
+            if m == node.me() {
+                clients.push(None);
+                continue;
+            }
+            let uri = format!("http://{}", cluster_addr(node.members().addr(m)));
+            let channel = Endpoint::from_shared(uri.clone())
+                .map_err(|e| anyhow::anyhow!("bad peer address {uri}: {e}"))?
+                .connect_timeout(timeout.min(Duration::from_secs(1)))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .connect_lazy();
+            clients.push(Some(
+                PeerClient::new(channel)
+                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+            ));
+        }
+        let token = match token {
+            Some(t) => Some(
+                MetadataValue::try_from(t)
+                    .map_err(|_| anyhow::anyhow!("the cluster token must be printable ASCII"))?,
+            ),
+            None => None,
+        };
+        let me = node.members().addr(node.me()).to_string();
+        Ok(Self {
+            node,
+            clients,
+            token,
+            timeout,
+            gate,
+            metrics,
+            me,
+        })
+    }
+
+    fn client(&self, to: MemberId) -> Result<PeerClient<Channel>, tonic::Status> {
+        if !self.gate.is_open() {
+            return Err(tonic::Status::unavailable(
+                "peer traffic of this node is cut",
+            ));
+        }
+        self.clients
+            .get(to.index())
+            .and_then(|c| c.clone())
+            .ok_or_else(|| tonic::Status::invalid_argument(format!("{to} is not a peer")))
+    }
+
+    fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(timeout);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert(TOKEN_HEADER, t.clone());
+        }
+        r
+    }
+
+    /// Sends a core request to `to` and returns its answer.
+    pub async fn call(&self, to: MemberId, req: &PeerRequest) -> Result<PeerResponse, SendError> {
+        let kind = req.kind();
+        let result = self.call_inner(to, req).await;
+        if let Err(e) = &result {
+            tracing::debug!(peer = %self.node.members().addr(to), kind, error = %e.message(), "peer request failed");
+        }
+        result.map_err(|s| match s.code() {
+            tonic::Code::InvalidArgument
+            | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition => SendError::Rejected,
+            _ => SendError::Unreachable,
+        })
+    }
+
+    async fn call_inner(
+        &self,
+        to: MemberId,
+        req: &PeerRequest,
+    ) -> Result<PeerResponse, tonic::Status> {
+        let mut c = self.client(to)?;
+        let node = &self.node;
+        let from = self.me.clone();
+        let kind = req.kind();
+        let out = match req {
+            PeerRequest::Sync(batch) => {
+                let msg = pb::SyncRequest {
+                    from,
+                    changes: batch
+                        .changes
+                        .iter()
+                        .map(|ch| wire::change_to_proto(node, ch))
+                        .collect(),
+                };
+                let len = msg.encoded_len();
+                let r = c.sync(self.request(msg, self.timeout)).await;
+                self.metrics.peer_request(kind, len, r.is_ok());
+                let r = r?.into_inner();
+                PeerResponse::SyncAck {
+                    applied: r.applied,
+                    stale: r.stale,
+                }
+            }
+            PeerRequest::VerifyDigests(v) => {
+                let msg = pb::VerifyDigestsRequest {
+                    from,
+                    digests: wire::digests_to_proto(v),
+                };
+                let len = msg.encoded_len();
+                let r = c.verify_digests(self.request(msg, self.timeout)).await;
+                self.metrics.peer_request(kind, len, r.is_ok());
+                PeerResponse::VerifyMismatch {
+                    shards: r?.into_inner().mismatched_shards,
+                }
+            }
+            PeerRequest::VerifyList(l) => {
+                let msg = pb::VerifyListRequest {
+                    from,
+                    shards: wire::list_to_proto(l),
+                };
+                let len = msg.encoded_len();
+                let r = c.verify_list(self.request(msg, self.timeout)).await;
+                self.metrics.peer_request(kind, len, r.is_ok());
+                let r = r?.into_inner();
+                PeerResponse::VerifyReport {
+                    needs: wire::needs_from_proto(node, &r.needs).map_err(tonic::Status::from)?,
+                    removed: r.removed,
+                }
+            }
+            PeerRequest::VerifyClients(v) => {
+                let msg = pb::VerifyClientsRequest {
+                    from,
+                    clients: wire::verify_clients_to_proto(v),
+                };
+                let len = msg.encoded_len();
+                let r = c.verify_clients(self.request(msg, self.timeout)).await;
+                self.metrics.peer_request(kind, len, r.is_ok());
+                let failed = r?
+                    .into_inner()
+                    .failed
+                    .iter()
+                    .map(|id| distro_core::ClientId::parse(id))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                PeerResponse::VerifyClientsResult { failed }
+            }
+            PeerRequest::Probe(p) => {
+                let msg = pb::ProbeRequest {
+                    from,
+                    incarnation: p.incarnation,
+                    loaded: p.loaded,
+                };
+                let len = msg.encoded_len();
+                let r = c.probe(self.request(msg, self.timeout)).await;
+                self.metrics.peer_request(kind, len, r.is_ok());
+                let r = r?.into_inner();
+                PeerResponse::ProbeAck(distro_core::message::Probe {
+                    incarnation: r.incarnation,
+                    loaded: r.loaded,
+                })
+            }
+        };
+        Ok(out)
+    }
+
+    /// Forwards client writes to their owner `to`.
+    pub async fn forward(
+        &self,
+        to: MemberId,
+        mut req: pb::ForwardRequest,
+    ) -> Result<pb::ForwardResponse, tonic::Status> {
+        let mut c = self.client(to)?;
+        req.from = self.me.clone();
+        let len = req.encoded_len();
+        let r = c.forward(self.request(req, self.timeout)).await;
+        self.metrics.peer_request("forward", len, r.is_ok());
+        Ok(r?.into_inner())
+    }
+
+    /// Opens the snapshot stream of peer `from`, starting at `cursor`.
+    pub async fn snapshot(
+        &self,
+        from: MemberId,
+        cursor: SnapshotCursor,
+    ) -> Result<tonic::Streaming<pb::SnapshotChunk>, tonic::Status> {
+        let mut c = self.client(from)?;
+        let msg = pb::SnapshotRequest {
+            from: self.me.clone(),
+            shard: cursor.shard,
+            offset: cursor.offset,
+        };
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert(TOKEN_HEADER, t.clone());
+        }
+        Ok(c.snapshot(r).await?.into_inner())
+    }
+
+    /// Whether peer traffic flows.
+    pub fn gate(&self) -> &PeerGate {
+        &self.gate
+    }
+}

@@ -1,0 +1,454 @@
+//! One running node: configuration, listeners, start and graceful shutdown.
+//!
+//! [`start`] takes bound listeners (so tests and LocalCluster bind port 0 and learn the
+//! ports first) and returns a [`RunningServer`]: the HTTP API on the main port, the Nacos
+//! services and the native API on the SDK port, the peer protocol on the cluster port, and
+//! the driver ticking the core. [`RunningServer::shutdown`] stops accepting, ends the
+//! streams, flushes pending syncs within a bound and returns.
+
+use crate::clock::Clock;
+use crate::driver::Driver;
+use crate::http::{HttpState, router};
+use crate::metrics::Metrics;
+use crate::nacos::{NacosConfig, NacosFrontend};
+use crate::native::{RegistryService, WatchHub};
+use crate::ops::Ops;
+use crate::peer::PeerService;
+use crate::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients, PeerGate};
+use crate::proto::distro as pb;
+use anyhow::Context as _;
+use distro_core::{Config, MemberList, Node};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Default main (HTTP) port, as Nacos.
+pub const DEFAULT_PORT: u16 = 8848;
+/// SDK gRPC port = main port + this (Nacos `SDK_GRPC_PORT_DEFAULT_OFFSET`).
+pub const SDK_PORT_OFFSET: u16 = 1000;
+/// Cluster gRPC port = main port + this (Nacos `CLUSTER_GRPC_PORT_DEFAULT_OFFSET`).
+pub const CLUSTER_PORT_OFFSET: u16 = 1001;
+/// Default period of the driver's ticks (Nacos's delay engine: 100 ms).
+pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
+/// Default bound on flushing pending syncs at shutdown.
+pub const DEFAULT_SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// Largest native API message.
+pub const MAX_NATIVE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// Main (HTTP) port.
+    pub port: u16,
+    /// SDK gRPC port; `None` means `port + 1000`.
+    pub sdk_port: Option<u16>,
+    /// Cluster gRPC port; `None` means `port + 1001`.
+    pub cluster_port: Option<u16>,
+    /// This node's member address (`ip:port` of its main port). `None`: `bind:port`, or,
+    /// when binding every interface, the member entry with this port whose ip is local.
+    pub advertise: Option<String>,
+    /// Member addresses (`ip:port` of main ports). Empty: standalone.
+    pub members: Vec<String>,
+    /// Peers' cluster ports are their member port plus this.
+    pub peer_cluster_port_offset: u16,
+    /// The protocol.
+    pub protocol: Config,
+    /// Shared secret every peer RPC must carry.
+    pub cluster_token: Option<String>,
+    /// Driver tick period.
+    pub tick: Duration,
+    /// The Nacos front end.
+    pub nacos: NacosConfig,
+    /// Bound on the shutdown flush.
+    pub shutdown_flush: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: DEFAULT_PORT,
+            sdk_port: None,
+            cluster_port: None,
+            advertise: None,
+            members: Vec::new(),
+            peer_cluster_port_offset: CLUSTER_PORT_OFFSET,
+            protocol: Config::default(),
+            cluster_token: None,
+            tick: DEFAULT_TICK,
+            nacos: NacosConfig::default(),
+            shutdown_flush: DEFAULT_SHUTDOWN_FLUSH,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The SDK port.
+    pub fn sdk_port(&self) -> u16 {
+        self.sdk_port
+            .unwrap_or(self.port.saturating_add(SDK_PORT_OFFSET))
+    }
+
+    /// The cluster port.
+    pub fn cluster_port(&self) -> u16 {
+        self.cluster_port
+            .unwrap_or(self.port.saturating_add(CLUSTER_PORT_OFFSET))
+    }
+
+    /// This node's member address.
+    pub fn member_address(&self) -> anyhow::Result<String> {
+        if let Some(a) = &self.advertise {
+            return Ok(a.clone());
+        }
+        if !self.bind.is_unspecified() {
+            return Ok(SocketAddr::new(self.bind, self.port).to_string());
+        }
+        if self.members.is_empty() {
+            return Ok(format!("127.0.0.1:{}", self.port));
+        }
+        let mine: Vec<&String> = self
+            .members
+            .iter()
+            .filter(|m| {
+                m.rsplit_once(':').is_some_and(|(h, p)| {
+                    p.parse::<u16>().ok() == Some(self.port)
+                        && h.trim_matches(['[', ']'])
+                            .parse::<IpAddr>()
+                            .is_ok_and(|ip| std::net::UdpSocket::bind((ip, 0)).is_ok())
+                })
+            })
+            .collect();
+        match mine.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => anyhow::bail!(
+                "no member entry with port {} has an address of this machine; set --advertise",
+                self.port
+            ),
+            _ => anyhow::bail!(
+                "several member entries match this machine and port {}; set --advertise",
+                self.port
+            ),
+        }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.protocol.validate()?;
+        self.nacos.validate()?;
+        if self.port == 0 && !self.members.is_empty() {
+            anyhow::bail!("--port 0 cannot be used with --members: peers need to know the port");
+        }
+        if self.tick.is_zero() {
+            anyhow::bail!("the tick period must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The three bound listeners of a node.
+pub struct Listeners {
+    /// Main port (HTTP).
+    pub http: TcpListener,
+    /// SDK gRPC port.
+    pub sdk: TcpListener,
+    /// Cluster gRPC port.
+    pub cluster: TcpListener,
+}
+
+/// Binds `addr` with `SO_REUSEADDR`, so a restarted node gets its ports back at once.
+pub fn bind_reusable(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+impl Listeners {
+    /// Binds the three ports of `config`.
+    pub fn bind(config: &ServerConfig) -> anyhow::Result<Self> {
+        let at = |port: u16, what: &str| {
+            bind_reusable(SocketAddr::new(config.bind, port))
+                .with_context(|| format!("cannot listen on {}:{port} ({what})", config.bind))
+        };
+        Ok(Self {
+            http: at(config.port, "main port")?,
+            sdk: at(config.sdk_port(), "SDK port")?,
+            cluster: at(config.cluster_port(), "cluster port")?,
+        })
+    }
+}
+
+/// A node that is running.
+pub struct RunningServer {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    nacos: Arc<NacosFrontend>,
+    driver: Arc<Driver>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    http_addr: SocketAddr,
+    sdk_addr: SocketAddr,
+    cluster_addr: SocketAddr,
+    flush: Duration,
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts a node on `listeners` (see the module documentation).
+pub async fn start(
+    config: ServerConfig,
+    listeners: Listeners,
+    gate: Arc<PeerGate>,
+    clock: Clock,
+) -> anyhow::Result<RunningServer> {
+    config.validate()?;
+    let me = config.member_address()?;
+    let members = MemberList::new(&me, &config.members)?;
+    if !members.is_standalone() && config.cluster_token.is_none() {
+        tracing::warn!(
+            "no --cluster-token is set: anyone who can reach the cluster port can write to this cluster"
+        );
+    }
+    let node = Arc::new(Node::new(config.protocol.clone(), members, clock())?);
+    let metrics = Arc::new(Metrics::default());
+    let offset = config.peer_cluster_port_offset;
+    let peers = Arc::new(PeerClients::new(
+        node.clone(),
+        |addr: &str| match addr.rsplit_once(':') {
+            Some((h, p)) => format!(
+                "{h}:{}",
+                p.parse::<u16>().unwrap_or(0).saturating_add(offset)
+            ),
+            None => addr.to_string(),
+        },
+        config.cluster_token.as_deref(),
+        gate.clone(),
+        metrics.clone(),
+    )?);
+    let ops = Arc::new(Ops::new(
+        node.clone(),
+        clock.clone(),
+        peers.clone(),
+        metrics.clone(),
+    ));
+    let nacos = Arc::new(NacosFrontend::new(
+        node.clone(),
+        config.nacos.clone(),
+        clock.clone(),
+    )?);
+    let hub = Arc::new(WatchHub::default());
+    node.registry().add_listener(hub.clone());
+    let (stop, stop_rx) = watch::channel(false);
+    let driver = Driver::new(node.clone(), peers, clock.clone(), metrics.clone());
+
+    let http_addr = listeners.http.local_addr()?;
+    let sdk_addr = listeners.sdk.local_addr()?;
+    let cluster_addr = listeners.cluster.local_addr()?;
+    let mut tasks = Vec::new();
+
+    // Main port: HTTP.
+    let http = router(Arc::new(HttpState {
+        ops: ops.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        nacos: Some(nacos.clone()),
+    }));
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listeners.http, http).with_graceful_shutdown(stopped(rx));
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+
+    // SDK port: the Nacos services and the native API.
+    let registry = pb::registry_server::RegistryServer::new(RegistryService::new(
+        ops.clone(),
+        metrics.clone(),
+        hub,
+        stop_rx.clone(),
+        clock.clone(),
+    ))
+    .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
+    let sdk = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(nacos.request_service())
+        .add_service(nacos.bi_stream_service())
+        .add_service(registry);
+    let rx = stop_rx.clone();
+    let nacos_stop = nacos.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.sdk);
+        let r = sdk
+            .serve_with_incoming_shutdown(incoming, async move {
+                stopped(rx).await;
+                nacos_stop.shutdown().await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "SDK gRPC server failed");
+        }
+    }));
+
+    // Cluster port: the peer protocol, and nothing else.
+    let peer = pb::peer_server::PeerServer::new(PeerService::new(
+        node.clone(),
+        ops,
+        clock.clone(),
+        gate,
+        config.cluster_token.clone(),
+        metrics.clone(),
+    ))
+    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.cluster);
+        let r = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(peer)
+            .serve_with_incoming_shutdown(incoming, stopped(rx))
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cluster gRPC server failed");
+        }
+    }));
+
+    // The driver.
+    let d = driver.clone();
+    let tick = config.tick;
+    tasks.push(tokio::spawn(
+        async move { d.run(tick, stopped(stop_rx)).await },
+    ));
+
+    let member_list: Vec<String> = node
+        .members()
+        .ids()
+        .map(|m| node.members().addr(m).to_string())
+        .collect();
+    tracing::info!(
+        member = %me,
+        http = %http_addr,
+        sdk = %sdk_addr,
+        cluster = %cluster_addr,
+        members = ?member_list,
+        router = node.config().router.as_str(),
+        "distro node started"
+    );
+    Ok(RunningServer {
+        node,
+        metrics,
+        nacos,
+        driver,
+        stop,
+        tasks,
+        http_addr,
+        sdk_addr,
+        cluster_addr,
+        flush: config.shutdown_flush,
+    })
+}
+
+impl RunningServer {
+    /// The core node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+    /// Request metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+    /// The Nacos front end.
+    pub fn nacos(&self) -> &Arc<NacosFrontend> {
+        &self.nacos
+    }
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+    /// Where the SDK gRPC services listen.
+    pub fn sdk_addr(&self) -> SocketAddr {
+        self.sdk_addr
+    }
+    /// Where the peer protocol listens.
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster_addr
+    }
+
+    /// Stops accepting, ends streams, flushes pending syncs (within the configured bound)
+    /// and waits for the servers to stop.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: no new requests; flushing pending syncs");
+        let _ = self.stop.send(true);
+        self.nacos.shutdown().await;
+        self.driver.drain(self.flush).await;
+        let wait = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: some connections did not close within 10 s");
+        }
+        tracing::info!("distro node stopped");
+    }
+}
+
+/// Binds, starts, and runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(mut config: ServerConfig) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&config)?;
+    if config.port == 0 {
+        // Standalone on an OS-chosen port: this node's address is the port it got.
+        config.port = listeners.http.local_addr()?.port();
+    }
+    let server = start(
+        config,
+        listeners,
+        Arc::new(PeerGate::default()),
+        crate::clock::system(),
+    )
+    .await?;
+    wait_for_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

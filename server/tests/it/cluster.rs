@@ -1,0 +1,745 @@
+//! A real 3-node cluster in one process (LocalCluster): replication, forwarding, restart
+//! with snapshot load, verify repair, heartbeat expiry, partitions, the cluster token,
+//! malformed input on every API, and the binary's graceful shutdown.
+//!
+//! Timings are shortened (sync delay 200 ms, verify 1 s, probes 300 ms) so the protocol
+//! runs many rounds per test; every wait is a condition polled against a deadline.
+
+use distro_core::model::ClientId;
+use distro_core::{Node, Route};
+use distro_server::proto::distro as pb;
+use distro_server::{LocalCluster, ServerConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(crate) fn fast_config() -> ServerConfig {
+    let mut c = ServerConfig::default();
+    let p = &mut c.protocol;
+    p.sync_delay = 200;
+    p.sync_retry_delay = 500;
+    p.sync_retry_max_delay = 2_000;
+    p.peer_timeout = 1_000;
+    p.verify_interval = 1_000;
+    p.lease = 20_000;
+    p.probe_interval = 300;
+    p.heartbeat_timeout = 2_000;
+    p.delete_timeout = 4_000;
+    p.health_check_interval = 500;
+    p.load_retry_delay = 300;
+    p.tombstone_ttl = 10_000;
+    p.shards = 64;
+    c.tick = Duration::from_millis(50);
+    c.nacos.push_delay = Duration::from_millis(100);
+    c
+}
+
+/// Polls `f` every 50 ms until it holds or `deadline` passes; panics with `what`.
+pub(crate) async fn eventually(
+    what: &str,
+    deadline: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn cluster(n: usize, config: ServerConfig) -> LocalCluster {
+    let c = LocalCluster::start(n, config, 1)
+        .await
+        .expect("cluster starts");
+    let nodes: Vec<Arc<Node>> = (0..n).filter_map(|i| c.node(i)).collect();
+    eventually("every node loaded", Duration::from_secs(10), || {
+        nodes.iter().all(|n| n.is_loaded())
+    })
+    .await;
+    c
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, String) {
+    let r = req.send().await.expect("request sent");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
+fn holds(node: &Node, ip: &str, port: u16) -> bool {
+    node.registry()
+        .get(ClientId::ip_port(ip, port).as_str())
+        .is_some()
+}
+
+fn all_hold(c: &LocalCluster, ip: &str, port: u16) -> bool {
+    (0..c.len()).all(|i| c.node(i).is_some_and(|n| holds(&n, ip, port)))
+}
+
+/// An ip:port (10.9.x.y:8080) that the cluster routes to node `owner`.
+fn address_owned_by(c: &LocalCluster, owner: usize) -> (String, u16) {
+    let n = c.node(0).expect("node 0 runs");
+    let want = c.node(owner).expect("owner runs").me();
+    for i in 0..10_000u32 {
+        let ip = format!("10.9.{}.{}", i / 250, i % 250);
+        let owner_of = match n.route(&format!("{ip}:8080")) {
+            Route::Local => n.me(),
+            Route::Remote(m) => m,
+        };
+        if owner_of == want {
+            return (ip, 8080);
+        }
+    }
+    panic!("no address routes to node {owner}");
+}
+
+async fn register_http(
+    c: &LocalCluster,
+    via: usize,
+    service: &str,
+    ip: &str,
+    port: u16,
+) -> (u16, String) {
+    let url = format!(
+        "http://{}/nacos/v1/ns/instance?serviceName={service}&ip={ip}&port={port}",
+        c.http_addr(via)
+    );
+    send(http().post(url)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_through_any_node_is_visible_on_every_node() {
+    let c = cluster(3, fast_config()).await;
+    for via in 0..3 {
+        let ip = format!("10.1.0.{via}");
+        let (status, body) = register_http(&c, via, "orders", &ip, 8080).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    let took = eventually(
+        "all three instances on every node",
+        Duration::from_secs(5),
+        || (0..3).all(|v| all_hold(&c, &format!("10.1.0.{v}"), 8080)),
+    )
+    .await;
+    println!("replicated to every node {took:?} after the last write (sync delay 200 ms)");
+    // Every node answers the list locally with all three.
+    for i in 0..3 {
+        let url = format!(
+            "http://{}/nacos/v1/ns/instance/list?serviceName=orders",
+            c.http_addr(i)
+        );
+        let (status, body) = send(http().get(url)).await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["name"], "DEFAULT_GROUP@@orders");
+        assert_eq!(
+            v["hosts"].as_array().map(Vec::len),
+            Some(3),
+            "node {i}: {body}"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_forwarded_to_their_owner() {
+    let c = cluster(3, fast_config()).await;
+    let (ip, port) = address_owned_by(&c, 2);
+    let (status, body) = register_http(&c, 0, "payments", &ip, port).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let owner = c.node(2).expect("runs");
+    let client = owner
+        .registry()
+        .get(ClientId::ip_port(&ip, port).as_str())
+        .expect("the owner applied it");
+    assert_eq!(client.owner(), owner.me(), "attributed to the owner");
+    assert_eq!(
+        c.node(0).expect("runs").owned_clients(),
+        0,
+        "the entry node owns nothing"
+    );
+    let m0 = c.metrics(0).expect("runs");
+    assert_eq!(m0.forwarded_count(distro_server::metrics::Outcome::Ok), 1);
+    // A heartbeat through the third node is forwarded too.
+    let url = format!(
+        "http://{}/nacos/v1/ns/instance/beat?serviceName=payments&ip={ip}&port={port}",
+        c.http_addr(1)
+    );
+    let (status, body) = send(http().put(url)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"code\":10200"), "{body}");
+    assert_eq!(
+        c.metrics(1)
+            .expect("runs")
+            .forwarded_count(distro_server::metrics::Outcome::Ok),
+        1
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_batches_are_split_by_owner_and_watched_from_any_node() {
+    let c = cluster(3, fast_config()).await;
+    let sdk = |i: usize| format!("http://{}", c.sdk_addr(i));
+    let mut watcher = pb::registry_client::RegistryClient::connect(sdk(2))
+        .await
+        .expect("connect");
+    let svc = pb::ServiceRef {
+        namespace: String::new(),
+        group: String::new(),
+        name: "inventory".into(),
+    };
+    let mut events = watcher
+        .watch(pb::WatchRequest {
+            services: vec![svc.clone()],
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = events
+        .message()
+        .await
+        .expect("stream")
+        .expect("initial state");
+    assert!(first.instances.is_empty());
+    let mut client = pb::registry_client::RegistryClient::connect(sdk(0))
+        .await
+        .expect("connect");
+    let registrations: Vec<pb::Registration> = (0..300u32)
+        .map(|i| pb::Registration {
+            service: Some(svc.clone()),
+            instance: Some(pb::Instance {
+                ip: format!("10.2.{}.{}", i / 200, i % 200),
+                port: 7000,
+                weight: 1.0,
+                healthy: true,
+                enabled: true,
+                ..Default::default()
+            }),
+        })
+        .collect();
+    let r = client
+        .register(pb::RegisterRequest { registrations })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(r.results.len(), 300);
+    assert!(
+        r.results.iter().all(|x| x.code == 200),
+        "{:?}",
+        r.results.iter().find(|x| x.code != 200)
+    );
+    let owned: Vec<u64> = (0..3)
+        .map(|i| c.node(i).expect("runs").owned_clients())
+        .collect();
+    assert_eq!(owned.iter().sum::<u64>(), 300);
+    assert!(
+        owned.iter().all(|&n| n > 50),
+        "every node owns a share: {owned:?}"
+    );
+    // The watcher on node 2 sees all 300 once replicated.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline.into(), events.message())
+            .await
+            .expect("watch event before the deadline")
+            .expect("stream")
+            .expect("event");
+        if ev.instances.len() == 300 {
+            break;
+        }
+    }
+    // Query through the native API on node 1.
+    let mut q = pb::registry_client::RegistryClient::connect(sdk(1))
+        .await
+        .expect("connect");
+    eventually("node 1 holds all 300", Duration::from_secs(5), || {
+        c.node(1).expect("runs").registry().stats().instances == 300
+    })
+    .await;
+    let r = q
+        .query(pb::QueryRequest {
+            service: Some(svc),
+            clusters: vec![],
+            healthy_only: false,
+        })
+        .await
+        .expect("query")
+        .into_inner();
+    assert_eq!(r.instances.len(), 300);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarts_loads_the_snapshot_and_converges() {
+    let mut config = fast_config();
+    config.protocol.snapshot_chunk_bytes = 4096; // many chunks
+    let mut c = cluster(3, config).await;
+    for i in 0..150u16 {
+        let (s, _) = register_http(
+            &c,
+            (i % 3) as usize,
+            "catalog",
+            &format!("10.3.0.{}", i % 250),
+            9000 + i,
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    eventually("150 clients everywhere", Duration::from_secs(10), || {
+        (0..3).all(|i| {
+            c.node(i)
+                .is_some_and(|n| n.registry().stats().clients == 150)
+        })
+    })
+    .await;
+    c.kill(1);
+    // Writes continue while node 1 is dead (clients whose owner is node 1 fail over to
+    // the survivors once node 1 is DOWN; register through node 0, retrying 503s).
+    for i in 150..200u16 {
+        let ip = format!("10.3.1.{}", i % 250);
+        let start = Instant::now();
+        loop {
+            let (s, body) = register_http(&c, 0, "catalog", &ip, 9000 + i).await;
+            if s == 200 {
+                break;
+            }
+            assert_eq!(s, 503, "{body}");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "owner never failed over: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    c.restart(1).await.expect("restart");
+    let node1 = c.node(1).expect("runs");
+    eventually(
+        "node 1 loaded its snapshot",
+        Duration::from_secs(10),
+        || node1.is_loaded(),
+    )
+    .await;
+    assert_eq!(node1.stats().snapshot_loads, 1);
+    assert!(node1.stats().snapshot_clients >= 150);
+    eventually("node 1 holds all 200", Duration::from_secs(10), || {
+        node1.registry().stats().clients == 200
+    })
+    .await;
+    eventually("every node agrees", Duration::from_secs(10), || {
+        (0..3).all(|i| {
+            c.node(i)
+                .is_some_and(|n| n.registry().stats().clients == 200)
+        })
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_clients_is_repaired_by_verify() {
+    let c = cluster(3, fast_config()).await;
+    let (ip, port) = address_owned_by(&c, 0);
+    assert_eq!(register_http(&c, 0, "search", &ip, port).await.0, 200);
+    eventually("replicated", Duration::from_secs(5), || {
+        all_hold(&c, &ip, port)
+    })
+    .await;
+    let replica = c.node(2).expect("runs");
+    let id = ClientId::ip_port(&ip, port);
+    let rev = replica
+        .registry()
+        .get(id.as_str())
+        .expect("held")
+        .revision();
+    let repairs_before = c.node(0).expect("runs").stats().verify_repairs;
+    assert!(
+        replica.registry().drop_replica(&id, rev),
+        "dropped behind the protocol's back"
+    );
+    assert!(!holds(&replica, &ip, port));
+    eventually(
+        "verify restored the client",
+        Duration::from_secs(10),
+        || holds(&replica, &ip, port),
+    )
+    .await;
+    assert!(c.node(0).expect("runs").stats().verify_repairs > repairs_before);
+    assert!(
+        replica.stats().verify_repairs == 0,
+        "the owner repairs, not the replica"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_heartbeat_removes_the_instance_everywhere() {
+    let c = cluster(3, fast_config()).await;
+    assert_eq!(
+        register_http(&c, 1, "ephemeral", "10.4.0.1", 8080).await.0,
+        200
+    );
+    eventually("replicated", Duration::from_secs(5), || {
+        all_hold(&c, "10.4.0.1", 8080)
+    })
+    .await;
+    let healthy_everywhere = |want: bool| {
+        (0..3).all(|i| {
+            c.node(i)
+                .and_then(|n| {
+                    n.registry()
+                        .get(ClientId::ip_port("10.4.0.1", 8080).as_str())
+                })
+                .is_some_and(|cl| cl.publications()[0].instances[0].healthy == want)
+        })
+    };
+    // No heartbeats: unhealthy after 2 s on every node, then gone after 4 s.
+    eventually("unhealthy everywhere", Duration::from_secs(6), || {
+        healthy_everywhere(false)
+    })
+    .await;
+    eventually("deleted everywhere", Duration::from_secs(8), || {
+        (0..3).all(|i| c.node(i).is_some_and(|n| !holds(&n, "10.4.0.1", 8080)))
+    })
+    .await;
+    // A heartbeat now answers 20404: register again.
+    let url = format!(
+        "http://{}/nacos/v1/ns/instance/beat?serviceName=ephemeral&ip=10.4.0.1&port=8080",
+        c.http_addr(2)
+    );
+    let (status, body) = send(http().put(url)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("20404"), "{body}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_misses_writes_then_converges_after_healing() {
+    let c = cluster(3, fast_config()).await;
+    c.partition(2);
+    let (ip, port) = address_owned_by(&c, 0);
+    assert_eq!(register_http(&c, 0, "partitioned", &ip, port).await.0, 200);
+    let n1 = c.node(1).expect("runs");
+    eventually("node 1 has it", Duration::from_secs(5), || {
+        holds(&n1, &ip, port)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // several sync delays
+    assert!(
+        !holds(&c.node(2).expect("runs"), &ip, port),
+        "the partition holds"
+    );
+    c.heal(2);
+    eventually("node 2 caught up", Duration::from_secs(10), || {
+        all_hold(&c, &ip, port)
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_need_the_cluster_token_and_the_peer_protocol_is_only_on_the_cluster_port() {
+    let mut config = fast_config();
+    config.cluster_token = Some("s3cret".into());
+    let c = cluster(2, config).await;
+    let cluster_port = c.ports(0).cluster;
+    let me = c
+        .node(1)
+        .expect("runs")
+        .members()
+        .addr(c.node(1).expect("runs").me())
+        .to_string();
+    let probe = |from: &str| pb::ProbeRequest {
+        from: from.to_string(),
+        incarnation: 1,
+        loaded: true,
+    };
+    let mut peer = pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{cluster_port}"))
+        .await
+        .expect("connect");
+    let e = peer.probe(probe(&me)).await.expect_err("no token");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let mut wrong = tonic::Request::new(probe(&me));
+    wrong
+        .metadata_mut()
+        .insert("x-distro-cluster-token", "guess".parse().expect("ascii"));
+    let e = peer.probe(wrong).await.expect_err("wrong token");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let mut right = tonic::Request::new(probe("10.10.10.10:1"));
+    right
+        .metadata_mut()
+        .insert("x-distro-cluster-token", "s3cret".parse().expect("ascii"));
+    let e = peer.probe(right).await.expect_err("not a member");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let mut right = tonic::Request::new(probe(&me));
+    right
+        .metadata_mut()
+        .insert("x-distro-cluster-token", "s3cret".parse().expect("ascii"));
+    peer.probe(right)
+        .await
+        .expect("a member with the token is answered");
+    let refused = c
+        .metrics(0)
+        .expect("runs")
+        .peer_unauthenticated
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 2);
+    // The SDK port does not serve the peer protocol.
+    let mut on_sdk = pb::peer_client::PeerClient::connect(format!("http://{}", c.sdk_addr(0)))
+        .await
+        .expect("connect");
+    let e = on_sdk.probe(probe(&me)).await.expect_err("not served");
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
+    // Nodes with the token replicate normally.
+    assert_eq!(register_http(&c, 0, "tokens", "10.5.0.1", 80).await.0, 200);
+    eventually("replicated with the token", Duration::from_secs(5), || {
+        all_hold(&c, "10.5.0.1", 80)
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_clear_errors_and_the_node_keeps_serving() {
+    let c = cluster(2, fast_config()).await;
+    let base = format!("http://{}", c.http_addr(0));
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        (
+            "POST",
+            "/nacos/v1/ns/instance?ip=1.1.1.1&port=80",
+            400,
+            "serviceName",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&port=80",
+            400,
+            "ip",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=abc",
+            400,
+            "port",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=0",
+            400,
+            "port",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=80&weight=-1",
+            400,
+            "weight",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=80&clusterName=a%20b",
+            400,
+            "clusterName",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=80&metadata=%7Bbad",
+            400,
+            "metadata",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=80&ephemeral=false",
+            400,
+            "persistent",
+        ),
+        (
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=80&healthy=maybe",
+            400,
+            "healthy",
+        ),
+        (
+            "PUT",
+            "/nacos/v1/ns/instance/beat?serviceName=s&beat=%7Bnot-json",
+            400,
+            "beat",
+        ),
+        ("GET", "/nacos/v1/ns/service/list?pageNo=1", 400, "pageSize"),
+        (
+            "GET",
+            "/nacos/v1/ns/service/list?pageNo=0&pageSize=10",
+            400,
+            "pageNo",
+        ),
+        (
+            "GET",
+            "/nacos/v1/ns/instance?serviceName=s&ip=9.9.9.9&port=1",
+            404,
+            "no instance",
+        ),
+    ];
+    for (method, path, want, mention) in cases {
+        let req = match method {
+            "POST" => http().post(format!("{base}{path}")),
+            "PUT" => http().put(format!("{base}{path}")),
+            _ => http().get(format!("{base}{path}")),
+        };
+        let (status, body) = send(req).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        assert!(
+            body.contains(mention),
+            "{method} {path}: {body:?} should mention {mention}"
+        );
+    }
+    // An oversized body is refused.
+    let (status, _) = send(
+        http()
+            .post(format!("{base}/nacos/v1/ns/instance"))
+            .body(vec![b'a'; 2 << 20]),
+    )
+    .await;
+    assert_eq!(status, 413);
+    // Too much metadata is refused with the limit.
+    let meta = format!(
+        "{{{}}}",
+        (0..70)
+            .map(|i| format!("\"k{i}\":\"v\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let url = format!("{base}/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=80");
+    let (status, body) = send(http().post(url).form(&[("metadata", meta)])).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("metadata") && body.contains("64"), "{body}");
+    // Native API: per-item errors name the field; oversized requests are refused whole.
+    let mut native =
+        pb::registry_client::RegistryClient::connect(format!("http://{}", c.sdk_addr(0)))
+            .await
+            .expect("connect");
+    let bad = pb::Registration {
+        service: Some(pb::ServiceRef {
+            name: "s".into(),
+            ..Default::default()
+        }),
+        instance: Some(pb::Instance {
+            ip: "1.1.1.1".into(),
+            port: 70_000,
+            weight: 1.0,
+            ..Default::default()
+        }),
+    };
+    let r = native
+        .register(pb::RegisterRequest {
+            registrations: vec![bad.clone()],
+        })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(r.results[0].code, 400);
+    assert!(r.results[0].message.contains("port"), "{:?}", r.results[0]);
+    let e = native
+        .register(pb::RegisterRequest {
+            registrations: vec![bad; 10_001],
+        })
+        .await
+        .expect_err("too many items");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // Peer protocol: a malformed sync is refused with the reason.
+    let me = c
+        .node(1)
+        .expect("runs")
+        .members()
+        .addr(c.node(1).expect("runs").me())
+        .to_string();
+    let mut peer =
+        pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{}", c.ports(0).cluster))
+            .await
+            .expect("connect");
+    let garbage = pb::SyncRequest {
+        from: me,
+        changes: vec![pb::ClientChange {
+            change: Some(pb::client_change::Change::Upsert(pb::ClientRecord {
+                id: String::new(),
+                revision: 1,
+                owner: String::new(),
+                publications: vec![],
+            })),
+        }],
+    };
+    let e = peer.sync(garbage).await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("clientId"), "{e}");
+    // And the node still serves.
+    assert_eq!(
+        register_http(&c, 0, "still-up", "10.6.0.1", 80).await,
+        (200, "ok".to_string())
+    );
+    let (status, body) = send(http().get(format!("{base}/health"))).await;
+    assert_eq!(status, 200, "{body}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_shuts_down_gracefully_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distro-server"))
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--sdk-port",
+            "0",
+            "--cluster-port",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn distro-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a start line");
+    assert!(started.contains("distro node started"), "{started}");
+    let pid = child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    let lines: Vec<String> = rx.try_iter().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("SIGTERM received")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("distro node stopped")),
+        "{lines:?}"
+    );
+}
