@@ -2,14 +2,27 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(test)]
+mod fixture;
+mod interval_log;
 mod latency;
 mod machine;
 mod op;
+mod recorder;
+mod recording;
 mod table;
+mod timeline;
 mod timestamp;
 
 pub use error::ReportError;
+pub use interval_log::{IntervalHistogram, IntervalLog};
 pub use latency::{LatencyStats, Quantiles};
 pub use machine::{Machine, RunInfo, git_revision};
 pub use op::{LatencyKind, Op, UnknownOp};
+pub use recorder::{
+    DEFAULT_INTERVAL, DEFAULT_LATE_THRESHOLD, Gauge, MAX_DEFAULT_SHARDS, Recorder,
+    RecorderConfig, Sample, Ticker,
+};
+pub use recording::{OpTotals, Recording};
+pub use timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
 pub use timestamp::{rfc3339, run_dir_name};
