@@ -75,6 +75,21 @@ impl Line {
         self
     }
 
+    /// A small inline SVG of the line's stroke, for the legend under a chart.
+    pub(crate) fn swatch(&self) -> String {
+        let RGBColor(r, g, b) = self.color;
+        let dash = if self.dashed {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
+        format!(
+            "<svg width=\"30\" height=\"10\" aria-hidden=\"true\"><line x1=\"0\" y1=\"5\" \
+             x2=\"30\" y2=\"5\" stroke=\"#{r:02x}{g:02x}{b:02x}\" stroke-width=\"{}\"{dash}/></svg>",
+            self.width + 1
+        )
+    }
+
     fn values(&self) -> impl Iterator<Item = f64> + '_ {
         self.points.iter().filter_map(|(_, y)| *y)
     }
@@ -93,11 +108,30 @@ impl Line {
     }
 }
 
-/// The y axis of a time chart.
+/// The y axis of a chart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Scale {
+    /// From 0.
     Linear,
-    Log,
+    /// Logarithmic when the values span more than [`LOG_SPAN`] (a log axis over less than
+    /// two decades has too few labels to read), linear from 0 otherwise.
+    Auto,
+}
+
+/// The ratio of largest to smallest value above which [`Scale::Auto`] is logarithmic.
+const LOG_SPAN: f64 = 50.0;
+
+/// Whether values between `lo` and `hi` are drawn on a log axis under `scale`.
+fn use_log(scale: Scale, lo: f64, hi: f64) -> bool {
+    scale == Scale::Auto && hi > 0.0 && hi / lo.max(1e-3) > LOG_SPAN
+}
+
+/// The y range of a logarithmic axis: whole decades around the values, widened a hair so
+/// that the end decades keep their labels.
+fn log_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
+    let lo = 10f64.powf(lo.max(1e-3).log10().floor());
+    let hi = 10f64.powf((hi.max(lo) * 1.2).log10().ceil());
+    lo * 0.999..hi * 1.001
 }
 
 /// A time chart's content.
@@ -107,7 +141,7 @@ pub(crate) struct TimeChart<'a> {
     pub(crate) y_desc: &'a str,
     pub(crate) scale: Scale,
     pub(crate) end_s: f64,
-    pub(crate) lines: Vec<Line>,
+    pub(crate) lines: &'a [Line],
     pub(crate) markers: &'a [Marker],
 }
 
@@ -153,9 +187,13 @@ pub(crate) fn spectrum_label(x: f64) -> String {
     format!("{}%", trim(p, decimals))
 }
 
-/// Draws `lines` (and a legend) into a chart whose axes are already configured.
-fn draw_lines<'a, 'b: 'a, X, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+/// A chart context drawing into an SVG string.
+type SvgChart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
+
+/// Draws `lines` into a chart whose axes are already configured. The legend is drawn by
+/// `html.rs` under the chart (see [`Line::swatch`]), where it never hides data.
+fn draw_lines<X, Y>(
+    chart: &mut SvgChart<'_, '_, X, Y>,
     lines: &[Line],
     title: &str,
 ) -> Result<(), ReportError>
@@ -166,54 +204,32 @@ where
     let err = chart_err(title);
     for line in lines {
         let style = line.color.stroke_width(line.width);
-        let color = line.color;
-        let mut labelled = false;
         for segment in line.segments() {
-            let anno = if segment.len() == 1 {
+            if segment.len() == 1 {
                 chart
-                    .draw_series(segment.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                    .map_err(|e| err(e.to_string()))?
+                    .draw_series(
+                        segment
+                            .iter()
+                            .map(|p| Circle::new(*p, 3, line.color.filled())),
+                    )
+                    .map_err(|e| err(e.to_string()))?;
             } else if line.dashed {
                 chart
-                    .draw_series(DashedLineSeries::new(segment.clone(), 6, 4, style))
-                    .map_err(|e| err(e.to_string()))?
+                    .draw_series(DashedLineSeries::new(segment, 6, 4, style))
+                    .map_err(|e| err(e.to_string()))?;
             } else {
                 chart
-                    .draw_series(LineSeries::new(segment.clone(), style))
-                    .map_err(|e| err(e.to_string()))?
-            };
-            if !labelled && !line.label.is_empty() {
-                labelled = true;
-                let dashed = line.dashed;
-                anno.label(line.label.clone()).legend(move |(x, y)| {
-                    if dashed {
-                        PathElement::new(vec![(x, y), (x + 6, y)], color.stroke_width(2))
-                    } else {
-                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                    }
-                });
+                    .draw_series(LineSeries::new(segment, style))
+                    .map_err(|e| err(e.to_string()))?;
             }
         }
-    }
-    if lines
-        .iter()
-        .any(|l| !l.label.is_empty() && l.values().next().is_some())
-    {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
     }
     Ok(())
 }
 
 /// Draws the markers as labelled vertical lines from `y_lo` to `y_hi`.
 fn draw_markers<X, Y>(
-    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
+    chart: &mut SvgChart<'_, '_, X, Y>,
     markers: &[Marker],
     (y_lo, y_hi): (f64, f64),
     title: &str,
@@ -224,30 +240,29 @@ where
 {
     let err = chart_err(title);
     for (i, m) in markers.iter().enumerate() {
-        let style = MARKER_COLOR.stroke_width(1);
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(m.time_s, y_lo), (m.time_s, y_hi)],
                 5,
                 3,
-                style,
+                MARKER_COLOR.stroke_width(1),
             ))
             .map_err(|e| err(e.to_string()))?;
         // Stagger labels vertically so that close markers stay readable.
-        let dy = 4 + 14 * (i % 3) as i32;
-        let text = format!("▼ {}", m.label);
+        let dy = 4 + 18 * (i % 3) as i32;
         chart
             .draw_series(std::iter::once(
                 EmptyElement::at((m.time_s, y_hi))
-                    + Text::new(text, (3, dy), (FONT, 12).into_font().color(&MARKER_COLOR)),
+                    + Text::new(
+                        format!("▼ {}", m.label),
+                        (3, dy),
+                        (FONT, 15).into_font().color(&MARKER_COLOR),
+                    ),
             ))
             .map_err(|e| err(e.to_string()))?;
     }
     Ok(())
 }
-
-/// A chart context on an SVG string.
-type SvgChart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
 
 fn configure<'a, 'b, X, Y>(
     area: &'a DrawingArea<SVGBackend<'b>, Shift>,
@@ -262,17 +277,18 @@ where
     area.fill(&WHITE)
         .map_err(|e| chart_err(title)(e.to_string()))?;
     ChartBuilder::on(area)
-        .caption(title, (FONT, 18))
+        .caption(title, (FONT, 22))
         .margin(12)
         .margin_top(8)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
+        .margin_right(40)
+        .x_label_area_size(46)
+        .y_label_area_size(76)
         .build_cartesian_2d(x, y)
         .map_err(|e| chart_err(title)(e.to_string()))
 }
 
 fn mesh<X, Y>(
-    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
+    chart: &mut SvgChart<'_, '_, X, Y>,
     x_desc: &str,
     y_desc: &str,
     x_fmt: &dyn Fn(&f64) -> String,
@@ -290,8 +306,8 @@ where
         .y_labels(8)
         .x_label_formatter(x_fmt)
         .y_label_formatter(&|v| axis_number(*v))
-        .label_style((FONT, 12))
-        .axis_desc_style((FONT, 13))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
         .light_line_style(BLACK.mix(0.04))
         .bold_line_style(BLACK.mix(0.12))
         .draw()
@@ -317,23 +333,21 @@ pub(crate) fn time_chart(c: &TimeChart<'_>) -> Result<String, ReportError> {
         let area = SVGBackend::with_string(&mut svg, (WIDTH, TIME_HEIGHT)).into_drawing_area();
         let x_range = 0.0..c.end_s.max(1.0);
         let x_fmt = |x: &f64| format!("{}s", axis_number(*x));
-        let (lo, hi) = bounds(&c.lines).unwrap_or((0.0, 1.0));
-        match c.scale {
-            Scale::Linear => {
-                let hi = if hi > 0.0 { hi * 1.15 } else { 1.0 };
-                let mut chart = configure(&area, c.title, x_range, 0.0..hi)?;
-                mesh(&mut chart, "time since start", c.y_desc, &x_fmt, c.title)?;
-                draw_markers(&mut chart, c.markers, (0.0, hi), c.title)?;
-                draw_lines(&mut chart, &c.lines, c.title)?;
-            }
-            Scale::Log => {
-                let lo = 10f64.powf(lo.max(1e-3).log10().floor());
-                let hi = 10f64.powf((hi.max(lo) * 1.5).log10().ceil());
-                let mut chart = configure(&area, c.title, x_range, (lo..hi).log_scale())?;
-                mesh(&mut chart, "time since start", c.y_desc, &x_fmt, c.title)?;
-                draw_markers(&mut chart, c.markers, (lo, hi), c.title)?;
-                draw_lines(&mut chart, &c.lines, c.title)?;
-            }
+        let (lo, hi) = bounds(c.lines).unwrap_or((0.0, 1.0));
+        if use_log(c.scale, lo, hi) {
+            let y_desc = format!("{} (log scale)", c.y_desc);
+            let range = log_range(lo, hi);
+            let ends = (range.start, range.end);
+            let mut chart = configure(&area, c.title, x_range, range.log_scale())?;
+            mesh(&mut chart, "time since start", &y_desc, &x_fmt, c.title)?;
+            draw_markers(&mut chart, c.markers, ends, c.title)?;
+            draw_lines(&mut chart, c.lines, c.title)?;
+        } else {
+            let hi = if hi > 0.0 { hi * 1.15 } else { 1.0 };
+            let mut chart = configure(&area, c.title, x_range, 0.0..hi)?;
+            mesh(&mut chart, "time since start", c.y_desc, &x_fmt, c.title)?;
+            draw_markers(&mut chart, c.markers, (0.0, hi), c.title)?;
+            draw_lines(&mut chart, c.lines, c.title)?;
         }
         area.present()
             .map_err(|e| chart_err(c.title)(e.to_string()))?;
@@ -342,7 +356,8 @@ pub(crate) fn time_chart(c: &TimeChart<'_>) -> Result<String, ReportError> {
 }
 
 /// Draws a percentile spectrum: `lines` hold `(1/(1-p), latency)` points; `x_max` is the
-/// right end of the axis (a power of ten).
+/// right end of the axis (a power of ten). The latency axis is logarithmic when the values
+/// span more than two decades, so that the median and a stall both stay visible.
 pub(crate) fn spectrum_chart(
     title: &str,
     y_desc: &str,
@@ -352,17 +367,20 @@ pub(crate) fn spectrum_chart(
     let mut svg = String::new();
     {
         let area = SVGBackend::with_string(&mut svg, (WIDTH, SPECTRUM_HEIGHT)).into_drawing_area();
-        let (_, hi) = bounds(lines).unwrap_or((0.0, 1.0));
-        let hi = if hi > 0.0 { hi * 1.1 } else { 1.0 };
-        let mut chart = configure(&area, title, (1.0..x_max.max(10.0)).log_scale(), 0.0..hi)?;
-        mesh(
-            &mut chart,
-            "percentile",
-            y_desc,
-            &|x| spectrum_label(*x),
-            title,
-        )?;
-        draw_lines(&mut chart, lines, title)?;
+        let (lo, hi) = bounds(lines).unwrap_or((0.0, 1.0));
+        let x_range = (1.0..x_max.max(10.0)).log_scale();
+        let x_fmt = |x: &f64| spectrum_label(*x);
+        if use_log(Scale::Auto, lo, hi) {
+            let y_desc = format!("{y_desc} (log scale)");
+            let mut chart = configure(&area, title, x_range, log_range(lo, hi).log_scale())?;
+            mesh(&mut chart, "percentile", &y_desc, &x_fmt, title)?;
+            draw_lines(&mut chart, lines, title)?;
+        } else {
+            let hi = if hi > 0.0 { hi * 1.1 } else { 1.0 };
+            let mut chart = configure(&area, title, x_range, 0.0..hi)?;
+            mesh(&mut chart, "percentile", y_desc, &x_fmt, title)?;
+            draw_lines(&mut chart, lines, title)?;
+        }
         area.present()
             .map_err(|e| chart_err(title)(e.to_string()))?;
     }
@@ -409,9 +427,9 @@ mod tests {
         let svg = time_chart(&TimeChart {
             title: "Throughput",
             y_desc: "requests/s",
-            scale: Scale::Linear,
+            scale: Scale::Auto,
             end_s: 3.0,
-            lines: vec![
+            lines: &[
                 Line::new(
                     "register",
                     palette(0),
@@ -429,14 +447,7 @@ mod tests {
         .expect("draws");
         assert!(svg.starts_with("<svg"), "{}", &svg[..60]);
         let t = texts(&svg);
-        for want in [
-            "Throughput",
-            "▼ kill node 2",
-            "register",
-            "target",
-            "1s",
-            "requests/s",
-        ] {
+        for want in ["Throughput", "▼ kill node 2", "1s", "requests/s"] {
             assert!(t.iter().any(|x| x == want), "{want:?} not in {t:?}");
         }
         let svg = spectrum_chart(
@@ -451,7 +462,7 @@ mod tests {
         )
         .expect("draws");
         let t = texts(&svg);
-        for want in ["0%", "90%", "99%", "99.9%", "percentile", "corrected"] {
+        for want in ["0%", "90%", "99%", "99.9%", "percentile", "ms"] {
             assert!(t.iter().any(|x| x == want), "{want:?} not in {t:?}");
         }
     }

@@ -37,19 +37,23 @@ pub(crate) fn escape(s: &str) -> String {
 
 const STYLE: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif;
-       margin: 24px auto; max-width: 1000px; color: #222; padding: 0 12px; }
+       margin: 24px auto; max-width: 1060px; color: #222; padding: 0 12px; }
 h1 { font-size: 22px; margin-bottom: 4px; }
 h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 h3 { font-size: 15px; margin: 18px 0 4px; }
 p.meta { color: #555; margin: 2px 0; font-size: 14px; }
 p.note { color: #555; font-size: 13px; max-width: 900px; }
+div.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
+th, td { padding: 3px 7px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; }
 td.l, th.l { text-align: left; }
 tr.sub td { color: #777; }
 .bad { color: #b00; font-weight: 600; }
-figure { margin: 8px 0 16px; }
+figure { margin: 8px 0 20px; }
+figcaption { font-size: 13px; color: #333; margin: 2px 0 0 76px; }
+figcaption span { margin-right: 18px; white-space: nowrap; }
+figcaption svg { vertical-align: middle; }
 svg { max-width: 100%; height: auto; }
 ";
 
@@ -94,9 +98,45 @@ fn spectrum_x_max(count: u64) -> f64 {
     10f64.powf(decades)
 }
 
-fn figure(out: &mut String, svg: &str) {
+/// A time chart with its legend.
+fn time_figure(out: &mut String, chart: &TimeChart<'_>) -> Result<(), ReportError> {
+    let svg = time_chart(chart)?;
+    figure(out, &svg, chart.lines, !chart.markers.is_empty());
+    Ok(())
+}
+
+/// A percentile spectrum with its legend.
+fn spectrum_figure(
+    out: &mut String,
+    title: &str,
+    y_desc: &str,
+    x_max: f64,
+    lines: &[Line],
+) -> Result<(), ReportError> {
+    let svg = spectrum_chart(title, y_desc, x_max, lines)?;
+    figure(out, &svg, lines, false);
+    Ok(())
+}
+
+/// A chart with its legend underneath (only for several lines, or a marker).
+fn figure(out: &mut String, svg: &str, lines: &[Line], markers: bool) {
     out.push_str("<figure>");
     out.push_str(svg);
+    let labelled: Vec<&Line> = lines.iter().filter(|l| !l.label.is_empty()).collect();
+    if labelled.len() > 1 || markers {
+        out.push_str("<figcaption>");
+        for l in labelled {
+            let _ = write!(out, "<span>{} {}</span>", l.swatch(), escape(&l.label));
+        }
+        if markers {
+            out.push_str(
+                "<span><svg width=\"30\" height=\"10\" aria-hidden=\"true\"><line x1=\"0\" \
+                 y1=\"5\" x2=\"30\" y2=\"5\" stroke=\"#c81e1e\" stroke-width=\"2\" \
+                 stroke-dasharray=\"5 3\"/></svg> marker</span>",
+            );
+        }
+        out.push_str("</figcaption>");
+    }
     out.push_str("</figure>\n");
 }
 
@@ -274,23 +314,24 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                 );
             }
         }
-        figure(
+        time_figure(
             &mut h,
-            &time_chart(&TimeChart {
+            &TimeChart {
                 title: "Successful requests per second",
                 y_desc: "requests/s",
                 scale: Scale::Linear,
                 end_s,
-                lines,
+                lines: &lines,
                 markers: &rec.markers,
-            })?,
-        );
+            },
+        )?;
     }
 
     // Latency over time.
     h.push_str(
-        "<h2>Latency over time</h2>\n<p class=\"note\">Per interval; log scale. \
-        Solid lines are corrected latency, the dashed line is the uncorrected p99.</p>\n",
+        "<h2>Latency over time</h2>\n<p class=\"note\">Per interval (log scale when the values \
+        span more than two decades). Solid lines are corrected latency, the dashed line is the \
+        uncorrected p99; gaps are intervals in which nothing completed.</p>\n",
     );
     for op in &used {
         if rec.op(*op).corrected.is_empty() {
@@ -330,17 +371,17 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
             .dashed(),
         ];
         let title = format!("{op}: latency per interval");
-        figure(
+        time_figure(
             &mut h,
-            &time_chart(&TimeChart {
+            &TimeChart {
                 title: &title,
                 y_desc: "latency (ms)",
-                scale: Scale::Log,
+                scale: Scale::Auto,
                 end_s,
-                lines,
+                lines: &lines,
                 markers: &rec.markers,
-            })?,
-        );
+            },
+        )?;
     }
 
     // Percentile spectrum.
@@ -372,10 +413,7 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
             "{op}: latency by percentile ({} samples)",
             o.corrected.len()
         );
-        figure(
-            &mut h,
-            &spectrum_chart(&title, "latency (ms)", x_max, &lines)?,
-        );
+        spectrum_figure(&mut h, &title, "latency (ms)", x_max, &lines)?;
     }
 
     // Convergence.
@@ -397,35 +435,28 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
             rec.convergence.len(),
             rec.unconverged
         );
-        figure(
-            &mut h,
-            &spectrum_chart(
-                &title,
-                "convergence (ms)",
-                x_max,
-                &[Line::new(
-                    "ack to visible",
-                    palette(2),
-                    spectrum_points(&rec.convergence, x_max),
-                )],
-            )?,
-        );
+        let lines = [Line::new(
+            "ack to visible",
+            palette(2),
+            spectrum_points(&rec.convergence, x_max),
+        )];
+        spectrum_figure(&mut h, &title, "convergence (ms)", x_max, &lines)?;
         let lines = vec![
             quantile_line(rows, "p50", 0, |r| r.convergence.latency, |q| q.p50_us),
             quantile_line(rows, "p99", 1, |r| r.convergence.latency, |q| q.p99_us),
             quantile_line(rows, "max", 3, |r| r.convergence.latency, |q| q.max_us).thin(),
         ];
-        figure(
+        time_figure(
             &mut h,
-            &time_chart(&TimeChart {
+            &TimeChart {
                 title: "convergence per interval",
                 y_desc: "convergence (ms)",
-                scale: Scale::Log,
+                scale: Scale::Auto,
                 end_s,
-                lines,
+                lines: &lines,
                 markers: &rec.markers,
-            })?,
-        );
+            },
+        )?;
     }
 
     // Gauges.
@@ -433,24 +464,24 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
     if !gauges.is_empty() {
         h.push_str("<h2>Gauges</h2>\n");
         for (i, name) in gauges.iter().enumerate() {
-            let line = Line::new(
+            let lines = [Line::new(
                 name.as_str(),
                 palette(i),
                 rows.iter()
                     .map(|r| (r.end_s, r.gauges.get(name).copied()))
                     .collect(),
-            );
-            figure(
+            )];
+            time_figure(
                 &mut h,
-                &time_chart(&TimeChart {
+                &TimeChart {
                     title: name,
                     y_desc: name,
                     scale: Scale::Linear,
                     end_s,
-                    lines: vec![line],
+                    lines: &lines,
                     markers: &rec.markers,
-                })?,
-            );
+                },
+            )?;
         }
     }
 

@@ -233,7 +233,7 @@ mod tests {
             );
         }
         // Throughput, 3 latency-over-time, 3 spectra, 2 convergence, 1 gauge.
-        assert_eq!(page.matches("<svg").count(), 10);
+        assert_eq!(page.matches("<svg width=\"960\"").count(), 10);
         for want in [
             "Successful requests per second",
             "register: latency per interval",
