@@ -26,7 +26,7 @@
 //! ```
 //! use std::collections::BTreeMap;
 //! use std::time::{Duration, Instant};
-//! use loadgen::{Op, Recorder, RecorderConfig, RunInfo, Sample, INTERVAL_LOG_FILE};
+//! use loadgen::{Op, Progress, Recorder, RecorderConfig, RunInfo, Sample, INTERVAL_LOG_FILE};
 //!
 //! # fn main() -> Result<(), loadgen::ReportError> {
 //! let out = tempfile::tempdir().expect("temp dir"); // normally results/runs/<run_dir_name>
@@ -36,10 +36,12 @@
 //! })?;
 //! recorder.set_target_rate(Op::Register, 1000.0);
 //! let registered = recorder.gauge("clients_registered");
-//! // A driver would `let _ticker = recorder.spawn_ticker(move |row| progress.update(row));`
-//! // and hand `recorder.clone()` to each of its tasks.
+//! // One row per second, shown as it comes (`Progress::new(Some(run_length))` picks a bar
+//! // on a terminal, plain lines otherwise).
+//! let mut progress = Progress::plain(Duration::from_secs(5), Box::new(std::io::stdout()));
+//! let ticker = recorder.spawn_ticker(move |row| progress.update(row));
 //!
-//! // Each task, for each request of its open-model schedule:
+//! // Each task holds a `recorder.clone()` and, for each request of its open-model schedule:
 //! let intended = Instant::now();                  // when the schedule said to send
 //! let sent = intended + Duration::from_micros(30); // when it was actually sent
 //! let done = sent + Duration::from_micros(400);    // when the response arrived
@@ -49,6 +51,7 @@
 //! recorder.record_convergence(Duration::from_millis(1_020));
 //! recorder.mark("kill node 2");
 //!
+//! ticker.stop(); // after the tasks have stopped
 //! let recording = recorder.finish()?;
 //! let mut parameters = BTreeMap::new();
 //! parameters.insert("clients".to_owned(), "1".to_owned());

@@ -75,8 +75,10 @@ fn mem_total_mib(meminfo: &str) -> u64 {
 }
 
 /// The short git revision of the work tree containing `dir`, with `-dirty` appended when
-/// tracked files have uncommitted changes (untracked files do not count, as with
-/// `git describe --dirty`); `unknown` when git or the repository is unavailable.
+/// tracked files have uncommitted changes; `unknown` when git or the repository is
+/// unavailable. Untracked files do not count (as with `git describe --dirty`), nor do
+/// changes under the repository's `results/`: every run appends to the committed
+/// `results/history.csv`, which says nothing about the code that ran.
 pub fn git_revision(dir: &Path) -> String {
     let git = |args: &[&str]| {
         Command::new("git")
@@ -91,7 +93,15 @@ pub fn git_revision(dir: &Path) -> String {
     let Some(rev) = git(&["rev-parse", "--short", "HEAD"]).filter(|r| !r.is_empty()) else {
         return "unknown".to_owned();
     };
-    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+    let status = git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ":(top)",
+        ":(top,exclude)results",
+    ]);
+    match status {
         Some(status) if status.is_empty() => rev,
         _ => format!("{rev}-dirty"),
     }
@@ -139,6 +149,47 @@ mod tests {
     fn detect_on_this_machine_finds_cores() {
         let m = Machine::detect();
         assert!(m.cores >= 1);
+    }
+
+    #[test]
+    fn git_revision_is_dirty_for_code_changes_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .output()
+                .expect("git runs");
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        git(&["init", "-q"]);
+        write("src/lib.rs", "// code\n");
+        write("results/history.csv", "timestamp\n");
+        git(&["add", "."]);
+        git(&["commit", "-qm", "first"]);
+        let clean = git_revision(dir.path());
+        assert!(clean.len() >= 7 && !clean.ends_with("-dirty"), "{clean}");
+        write("results/history.csv", "timestamp\n2026\n");
+        write("notes.txt", "untracked\n");
+        assert_eq!(
+            git_revision(dir.path()),
+            clean,
+            "results/ and untracked files"
+        );
+        write("src/lib.rs", "// changed\n");
+        assert_eq!(git_revision(dir.path()), format!("{clean}-dirty"));
+        // From a subdirectory too.
+        assert_eq!(
+            git_revision(&dir.path().join("src")),
+            format!("{clean}-dirty")
+        );
     }
 
     #[test]
