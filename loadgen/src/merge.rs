@@ -4,8 +4,8 @@
 //!
 //! Histograms are merged exactly from the shards' interval logs (never from their
 //! percentiles, which cannot be combined); counts, errors, rates and gauges are summed
-//! from their summaries and timelines; throughput is successful requests over the merged
-//! span. Shards are aligned on the wall clock (each summary's start time), and timeline
+//! from their summaries and timelines; the summary's throughput and target of an operation
+//! are the sums of the shards' ones. Shards are aligned on the wall clock (each summary's start time), and timeline
 //! rows and log intervals are bucketed by the interval their midpoint falls in. The logs
 //! are read in one pass, one interval at a time, so memory does not grow with run length.
 
@@ -145,6 +145,24 @@ pub fn merge_runs<P: AsRef<Path>>(
     };
     let mut summary = Summary::new(&recording, &info);
     summary.shards = shards.iter().map(|s| s.dir.display().to_string()).collect();
+    // Shards run side by side: the merged throughput and target are the sums of theirs
+    // (a total over the merged span would understate them by the shards' start skew).
+    let mut total = 0.0;
+    for (op, o) in &mut summary.ops {
+        let (mut throughput, mut target) = (0.0, 0.0);
+        for s in &shards {
+            if let Some(so) = s.summary.op(*op) {
+                if s.summary.duration_s > 0.0 {
+                    throughput += so.ok as f64 / s.summary.duration_s;
+                }
+                target += so.target_per_s;
+            }
+        }
+        o.throughput_per_s = round1(throughput);
+        o.target_per_s = round1(target);
+        total += throughput;
+    }
+    summary.totals.throughput_per_s = round1(total);
     write_report_with(out_dir, &recording, &summary)?;
     Ok(summary)
 }
@@ -180,6 +198,10 @@ fn merge_parameters(all: &[&BTreeMap<String, String>]) -> BTreeMap<String, Strin
             (k.clone(), merged)
         })
         .collect()
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
 }
 
 fn bucket_of(t_s: f64, interval_s: f64) -> u64 {
