@@ -1,1 +1,111 @@
-//! loadgen: the load-test harness (under construction; see issue 5).
+//! # loadgen: honest latency, throughput and convergence figures
+//!
+//! The load generator for Distro and Nacos 2.x clusters. This part of the crate is the
+//! measurement and reporting library; the driver (client simulation, schedules, probes)
+//! calls it.
+//!
+//! * [`Recorder`]: shared by every task of the driver. One HDR histogram per operation
+//!   ([`Op`]) and kind ([`LatencyKind`]): *corrected* latency counts from the time the
+//!   open-model schedule intended to send a request (so a stall shows, rather than
+//!   delaying the requests that would have measured it: coordinated omission), and
+//!   *uncorrected* latency from the actual send. Late and dropped sends, errors by code,
+//!   target rates, a convergence histogram, gauges and fault markers. Bounded memory: no
+//!   per-request samples.
+//! * [`Recorder::tick`] (or the thread of [`Recorder::spawn_ticker`]) closes an interval
+//!   each second: a [`TimelineRow`] and interval histograms streamed to `latency.hlog`.
+//! * [`write_report`] writes a run's directory: `summary.json`, `percentiles.csv`,
+//!   `timeline.csv`, `latency.hlog` and a self-contained `report.html` with SVG charts.
+//!   [`Summary::table`] is the text printed at the end, [`append_history`] adds the run to
+//!   `results/history.csv`, [`Progress`] shows a progress line meanwhile.
+//! * [`merge_runs`] combines shard runs; [`check`] compares a run with a baseline.
+//!
+//! File formats are documented in `loadgen/REPORTS.md`.
+//!
+//! ## A run, end to end
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::time::{Duration, Instant};
+//! use loadgen::{Op, Progress, Recorder, RecorderConfig, RunInfo, Sample, INTERVAL_LOG_FILE};
+//!
+//! # fn main() -> Result<(), loadgen::ReportError> {
+//! let out = tempfile::tempdir().expect("temp dir"); // normally results/runs/<run_dir_name>
+//! let recorder = Recorder::new(RecorderConfig {
+//!     interval_log: Some(out.path().join(INTERVAL_LOG_FILE)),
+//!     ..RecorderConfig::default()
+//! })?;
+//! recorder.set_target_rate(Op::Register, 1000.0);
+//! let registered = recorder.gauge("clients_registered");
+//! // One row per second, shown as it comes (`Progress::new(Some(run_length))` picks a bar
+//! // on a terminal, plain lines otherwise).
+//! let mut progress = Progress::plain(Duration::from_secs(5), Box::new(std::io::stdout()));
+//! let ticker = recorder.spawn_ticker(move |row| progress.update(row));
+//!
+//! // Each task holds a `recorder.clone()` and, for each request of its open-model schedule:
+//! let intended = Instant::now();                  // when the schedule said to send
+//! let sent = intended + Duration::from_micros(30); // when it was actually sent
+//! let done = sent + Duration::from_micros(400);    // when the response arrived
+//! recorder.record_ok(Op::Register, Sample { intended, sent, done });
+//! registered.add(1.0);
+//! recorder.record_error(Op::Register, Sample { intended, sent, done }, "UNAVAILABLE");
+//! recorder.record_convergence(Duration::from_millis(1_020));
+//! recorder.mark("kill node 2");
+//!
+//! ticker.stop(); // after the tasks have stopped
+//! let recording = recorder.finish()?;
+//! let mut parameters = BTreeMap::new();
+//! parameters.insert("clients".to_owned(), "1".to_owned());
+//! let summary = loadgen::write_report(out.path(), &recording, &RunInfo::detect("example", parameters))?;
+//! print!("{}", summary.table());
+//! assert_eq!(summary.op(Op::Register).map(|o| (o.ok, o.errors)), Some((1, 1)));
+//! assert!(out.path().join("report.html").exists());
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod chart;
+mod check;
+mod error;
+#[cfg(test)]
+mod fixture;
+mod history;
+mod html;
+mod interval_log;
+mod latency;
+mod machine;
+mod merge;
+mod op;
+mod progress;
+mod recorder;
+mod recording;
+mod report;
+mod summary;
+mod table;
+mod timeline;
+mod timestamp;
+
+pub use check::{
+    CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
+    OpThresholds, Unit, Verdict, check, check_files,
+};
+pub use error::ReportError;
+pub use history::{append_history, history_columns, history_row};
+pub use interval_log::{IntervalHistogram, IntervalLog};
+pub use latency::{LatencyStats, Quantiles};
+pub use machine::{Machine, RunInfo, git_revision};
+pub use merge::merge_runs;
+pub use op::{LatencyKind, Op, UnknownOp};
+pub use progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
+pub use recorder::{
+    DEFAULT_INTERVAL, DEFAULT_LATE_THRESHOLD, Gauge, MAX_DEFAULT_SHARDS, Recorder, RecorderConfig,
+    Sample, Ticker,
+};
+pub use recording::{OpTotals, Recording};
+pub use report::{
+    CONVERGENCE_KIND, INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPORT_FILE,
+    SUMMARY_FILE, TIMELINE_FILE, write_report,
+};
+pub use summary::{ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals};
+pub use timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
+pub use timestamp::{rfc3339, run_dir_name};
