@@ -258,15 +258,25 @@ pub fn populate(
     let svc: Vec<Service> = (0..services)
         .map(|s| registry.service("public", "DEFAULT_GROUP", &service_name(s)))
         .collect();
-    (0..n).into_par_iter().for_each(|i| {
+    let publish = |i: usize| {
         let id = kind.client(i);
         let service = &svc[service_of(i, services)];
         let p = Publication::single(service.clone(), instance(registry, i, service));
         registry
             .publish(&id, p, owner(i, &id), NOW_MS)
             .expect("fixture publications are valid");
-    });
+    };
+    if n >= PARALLEL_FROM {
+        (0..n).into_par_iter().for_each(publish);
+    } else {
+        (0..n).for_each(publish);
+    }
 }
+
+/// Fixtures of at least this many clients are built in parallel. Smaller ones (those of
+/// the instruction-count benches) are built sequentially, so that the maps' layout, and
+/// with it every count, does not depend on thread scheduling.
+pub const PARALLEL_FROM: usize = 50_000;
 
 /// The addresses of a cluster of `n` members: `10.0.0.1:8848`, ...
 pub fn member_addrs(n: usize) -> Vec<String> {
@@ -308,7 +318,7 @@ impl Cluster {
         populate(owner.registry(), n, Kind::Connection, |_, _| owner.me());
         for replica in &nodes[1..] {
             let k = replica.me().index();
-            (0..n).into_par_iter().for_each(|i| {
+            let copy = |i: usize| {
                 if skip(k, i) {
                     return;
                 }
@@ -318,7 +328,12 @@ impl Cluster {
                     .expect("populated above")
                     .to_record();
                 replica.registry().apply(&record, owner.me(), NOW_MS);
-            });
+            };
+            if n >= PARALLEL_FROM {
+                (0..n).into_par_iter().for_each(copy);
+            } else {
+                (0..n).for_each(copy);
+            }
         }
         Self { nodes, clients: n }
     }

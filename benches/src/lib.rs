@@ -7,9 +7,11 @@
 //! * [`fixture`]: deterministic keys, names and populated registries, nodes and clusters;
 //! * [`nacos`]: Nacos 1.x's MD5 service checksum, the baseline of the checksum benches;
 //! * [`codec`]: the hook where the server's protobuf encoding of sync batches will go;
+//! * [`gate`]: the instruction-count baseline file and its comparison (the perf gate).
 //!
 //! It benchmarks nothing by itself and is not used by the product.
 
 pub mod codec;
 pub mod fixture;
+pub mod gate;
 pub mod nacos;
