@@ -12,8 +12,8 @@
 //! (foldhash) is seeded per process from the clock, which changes probe lengths and
 //! iteration orders: we saw up to 1.5 % for most of these benches and up to 3 % once
 //! (`sync::build_and_encode`), above the gate's 2 % warning but well below its 5 % failure.
-//! The global allocator is mimalloc, as in the server; with glibc's malloc the allocation paths depended on the heap's history and one bench
-//! swung by 25 % between runs.
+//! The global allocator is mimalloc, as in the server; with glibc's malloc the allocation
+//! paths depended on the heap's history and one bench swung by 25 % between runs.
 //!
 //! Run by hand: `cargo bench -p distro-benches --bench instructions` (needs valgrind and
 //! `gungraun-runner` of the same version as the `gungraun` crate; `.ci/perf-gate` installs
