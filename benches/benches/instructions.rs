@@ -1,0 +1,472 @@
+//! Instruction counts of the hot paths, under Callgrind (gungraun): the CI performance gate.
+//!
+//! The same paths as the criterion suites, on small fixtures (instruction counts are
+//! deterministic, so there is no need for 1 M clients to see a regression, and Valgrind
+//! runs about 50 times slower than native). Every benchmark runs once in its own process;
+//! setup (building the fixture) is not counted, and fixtures are leaked so that dropping
+//! them is not counted either. `.ci/perf-gate` runs this file and compares each count with
+//! `results/instructions/baseline.json`.
+//!
+//! Counts are exact for pure functions (hashing, routing, checksums: identical every run).
+//! Paths through the registry's maps vary slightly between runs, because the maps' hasher
+//! (foldhash) is seeded per process from the clock, which changes probe lengths and
+//! iteration orders: we saw up to 1.5 % for most of these benches and up to 3 % once
+//! (`sync::build_and_encode`), above the gate's 2 % warning but well below its 5 % failure.
+//! The global allocator is mimalloc, as in the server; with glibc's malloc the allocation
+//! paths depended on the heap's history and one bench swung by 25 % between runs.
+//!
+//! Run by hand: `cargo bench -p distro-benches --bench instructions` (needs valgrind and
+//! `gungraun-runner` of the same version as the `gungraun` crate; `.ci/perf-gate` installs
+//! both).
+
+use distro_benches::codec;
+use distro_benches::fixture::{self, Cluster, Kind, Request};
+use distro_benches::nacos;
+use distro_core::hash::{client_digest_hash, distro_hash, shard_of, stable_hash64};
+use distro_core::message::{SyncBatch, VerifyDigests, VerifyList};
+use distro_core::name::Interner;
+use distro_core::router::RoutingTable;
+use distro_core::{
+    ClientId, Command, Config, Instance, MemberId, Node, PeerRequest, PeerResponse, Revision,
+    Router, RouterKind, ServiceSpec, ShardDigest, SnapshotCursor,
+};
+use gungraun::{library_benchmark, library_benchmark_group, main};
+use std::hash::BuildHasher;
+use std::hint::black_box;
+
+// The allocator of the server binary. Its per-size-class free lists also make allocation
+// costs far less dependent on the heap's history than glibc's bins.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Clients of the store, sync and verify fixtures.
+const CLIENTS: usize = 10_000;
+/// Keys per hashing and routing benchmark.
+const KEYS: usize = 64;
+
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
+}
+
+// ----- hashing -----------------------------------------------------------------------
+
+fn ip_port_keys() -> Vec<String> {
+    fixture::spread(1 << 20, KEYS)
+        .into_iter()
+        .map(fixture::ip_port_key)
+        .collect()
+}
+
+fn service_names() -> Vec<String> {
+    (0..KEYS).map(fixture::grouped_service_name).collect()
+}
+
+fn connection_ids() -> Vec<String> {
+    fixture::spread(1 << 20, KEYS)
+        .into_iter()
+        .map(|i| fixture::connection_client(i).as_str().to_string())
+        .collect()
+}
+
+#[library_benchmark]
+#[bench::ip_port(setup = ip_port_keys)]
+#[bench::service(setup = service_names)]
+fn distro_hash_64(keys: Vec<String>) -> u32 {
+    keys.iter()
+        .fold(0, |acc, k| acc ^ distro_hash(black_box(k)))
+}
+
+#[library_benchmark]
+#[bench::ip_port(setup = ip_port_keys)]
+#[bench::service(setup = service_names)]
+fn xxh3_stable_hash64_64(keys: Vec<String>) -> u64 {
+    keys.iter()
+        .fold(0, |acc, k| acc ^ stable_hash64(black_box(k).as_bytes()))
+}
+
+#[library_benchmark]
+#[bench::ip_port(setup = ip_port_keys)]
+fn foldhash_fixed_seed_64(keys: Vec<String>) -> u64 {
+    let hasher = foldhash::fast::FixedState::with_seed(7);
+    keys.iter()
+        .fold(0, |acc, k| acc ^ hasher.hash_one(black_box(k.as_str())))
+}
+
+#[library_benchmark]
+#[bench::connection_id(setup = connection_ids)]
+fn shard_of_64(keys: Vec<String>) -> u32 {
+    keys.iter()
+        .fold(0, |acc, k| acc ^ shard_of(black_box(k), 1024))
+}
+
+#[library_benchmark]
+#[bench::connection_id(setup = connection_ids)]
+fn client_digest_hash_64(keys: Vec<String>) -> u128 {
+    keys.iter()
+        .fold(0, |acc, k| acc ^ client_digest_hash(black_box(k), 42))
+}
+
+library_benchmark_group!(
+    name = hashing;
+    benchmarks = distro_hash_64, xxh3_stable_hash64_64, foldhash_fixed_seed_64, shard_of_64,
+        client_digest_hash_64
+);
+
+// ----- routing -----------------------------------------------------------------------
+
+fn table(kind: RouterKind, members: usize) -> (RoutingTable, Vec<String>) {
+    let list = fixture::member_list(members, 0);
+    let ids: Vec<MemberId> = list.ids().collect();
+    (kind.build(&list, &ids), ip_port_keys())
+}
+
+#[library_benchmark]
+#[bench::modulo_3(args = (RouterKind::NacosModulo, 3), setup = table)]
+#[bench::modulo_64(args = (RouterKind::NacosModulo, 64), setup = table)]
+#[bench::rendezvous_3(args = (RouterKind::Rendezvous, 3), setup = table)]
+#[bench::rendezvous_16(args = (RouterKind::Rendezvous, 16), setup = table)]
+#[bench::rendezvous_64(args = (RouterKind::Rendezvous, 64), setup = table)]
+fn owner_64((table, keys): (RoutingTable, Vec<String>)) -> u16 {
+    keys.iter().fold(0, |acc, k| {
+        acc ^ table.owner(black_box(k)).map_or(0, |m| m.0)
+    })
+}
+
+fn members(n: usize) -> (distro_core::MemberList, Vec<MemberId>) {
+    let list = fixture::member_list(n, 0);
+    let ids = list.ids().collect();
+    (list, ids)
+}
+
+#[library_benchmark]
+#[bench::modulo_64(args = (64), setup = members)]
+fn build_modulo((list, ids): (distro_core::MemberList, Vec<MemberId>)) -> RoutingTable {
+    RouterKind::NacosModulo.build(black_box(&list), black_box(&ids))
+}
+
+#[library_benchmark]
+#[bench::rendezvous_64(args = (64), setup = members)]
+fn build_rendezvous((list, ids): (distro_core::MemberList, Vec<MemberId>)) -> RoutingTable {
+    RouterKind::Rendezvous.build(black_box(&list), black_box(&ids))
+}
+
+struct Reattribute {
+    list: distro_core::MemberList,
+    keys: Vec<String>,
+    owners: Vec<MemberId>,
+    kind: RouterKind,
+}
+
+fn reattribute_setup(kind: RouterKind) -> &'static Reattribute {
+    let list = fixture::member_list(4, 0);
+    let keys: Vec<String> = (0..CLIENTS).map(fixture::ip_port_key).collect();
+    let three = kind.build(&list, &[MemberId(0), MemberId(1), MemberId(2)]);
+    let owners = keys
+        .iter()
+        .map(|k| three.owner(k).expect("members"))
+        .collect();
+    leak(Reattribute {
+        list,
+        keys,
+        owners,
+        kind,
+    })
+}
+
+// A fourth member joins: build the new table and count the keys whose owner changes.
+#[library_benchmark]
+#[bench::modulo_10k(args = (RouterKind::NacosModulo), setup = reattribute_setup)]
+#[bench::rendezvous_10k(args = (RouterKind::Rendezvous), setup = reattribute_setup)]
+fn reattribute(r: &'static Reattribute) -> usize {
+    let four = [MemberId(0), MemberId(1), MemberId(2), MemberId(3)];
+    let after = r.kind.build(&r.list, &four);
+    r.keys
+        .iter()
+        .zip(&r.owners)
+        .filter(|(k, o)| after.owner(k) != Some(**o))
+        .count()
+}
+
+library_benchmark_group!(
+    name = routing;
+    benchmarks = owner_64, build_modulo, build_rendezvous, reattribute
+);
+
+// ----- checksum and digests ----------------------------------------------------------
+
+fn service_instances(n: usize) -> (Vec<Instance>, String) {
+    let interner = leak(Interner::new());
+    let instances = fixture::spread(n, n)
+        .into_iter()
+        .map(|i| fixture::bare_instance(interner, i))
+        .collect();
+    (instances, String::with_capacity(n * 80))
+}
+
+#[library_benchmark]
+#[bench::instances_100(args = (100), setup = service_instances)]
+fn nacos_md5((instances, mut buf): (Vec<Instance>, String)) -> String {
+    nacos::nacos_checksum(black_box(&instances), &mut buf)
+}
+
+#[library_benchmark]
+#[bench::instances_100(args = (100), setup = service_instances)]
+fn xxh3_128((instances, mut buf): (Vec<Instance>, String)) -> u128 {
+    nacos::checksum_string(black_box(&instances), &mut buf);
+    nacos::xxh3_128(&buf)
+}
+
+fn digest_pairs(n: usize) -> &'static [(ClientId, Revision)] {
+    let v: Vec<(ClientId, Revision)> = (0..n)
+        .map(|i| {
+            (
+                fixture::connection_client(i),
+                Revision(0x1234_5678 + i as u64),
+            )
+        })
+        .collect();
+    Box::leak(v.into_boxed_slice())
+}
+
+// The O(1) update of a shard digest, 64 times.
+#[library_benchmark]
+#[bench::changes_64(args = (64), setup = digest_pairs)]
+fn digest_update(pairs: &'static [(ClientId, Revision)]) -> ShardDigest {
+    let mut d = ShardDigest::default();
+    for (id, rev) in pairs {
+        d.add(ShardDigest::of(black_box(id.as_str()), *rev));
+    }
+    d
+}
+
+// The 1,024 shard digests of 10,000 clients from scratch, single-threaded.
+#[library_benchmark]
+#[bench::clients_10k(args = (CLIENTS), setup = digest_pairs)]
+fn digest_full(pairs: &'static [(ClientId, Revision)]) -> Vec<ShardDigest> {
+    let mut acc = vec![ShardDigest::default(); 1024];
+    for (id, rev) in pairs {
+        acc[shard_of(id.as_str(), 1024) as usize].add(ShardDigest::of(id.as_str(), *rev));
+    }
+    acc
+}
+
+library_benchmark_group!(
+    name = checksum;
+    benchmarks = nacos_md5, xxh3_128, digest_update, digest_full
+);
+
+// ----- store -------------------------------------------------------------------------
+
+fn store_node() -> &'static Node {
+    let config = Config {
+        snapshot_chunk_bytes: 64 * 1024,
+        ..Config::default()
+    };
+    let node = leak(fixture::node(3, 0, config));
+    fixture::populate(node.registry(), CLIENTS, Kind::IpPort, |_, _| node.me());
+    node
+}
+
+fn store_requests() -> (&'static Node, Vec<Request>) {
+    let mut requests = fixture::requests(Kind::IpPort, CLIENTS, 1_000);
+    requests.iter_mut().for_each(Request::change);
+    (store_node(), requests)
+}
+
+// 1,000 registrations that change an existing client (new revision, index, digest, sync
+// scheduling). A thousand rather than a hundred, so that the maps' seed-dependent costs
+// average out to well under the 2 % warning.
+#[library_benchmark]
+#[bench::changes_1000(setup = store_requests)]
+fn register((node, requests): (&'static Node, Vec<Request>)) -> usize {
+    let now = fixture::NOW_MS;
+    requests
+        .iter()
+        .filter(|r| {
+            node.register(&r.client, &r.service, &r.instance, now)
+                .is_ok()
+        })
+        .count()
+}
+
+#[library_benchmark]
+#[bench::beats_1000(setup = store_requests)]
+fn beat((node, requests): (&'static Node, Vec<Request>)) -> usize {
+    let now = fixture::NOW_MS + 1;
+    requests
+        .iter()
+        .filter(|r| node.beat(&r.client, &r.service, now).is_ok())
+        .count()
+}
+
+fn store_services() -> (&'static Node, Vec<ServiceSpec>) {
+    let specs = fixture::spread(fixture::services_for(CLIENTS), 64)
+        .into_iter()
+        .map(fixture::service_spec)
+        .collect();
+    (store_node(), specs)
+}
+
+// 64 queries of 100-instance services. A query sorts the publications it collects in the
+// map's (seed-dependent) order, so one query's count varies by a few percent from run to
+// run; 64 of them average that out to under one percent.
+#[library_benchmark]
+#[bench::services_64_of_100(setup = store_services)]
+fn query((node, services): (&'static Node, Vec<ServiceSpec>)) -> usize {
+    services
+        .iter()
+        .filter_map(|s| node.query(black_box(s)).ok().flatten())
+        .map(|v| v.instance_count())
+        .sum()
+}
+
+#[library_benchmark]
+#[bench::chunk_64kib(setup = store_node)]
+fn snapshot_chunk(node: &'static Node) -> usize {
+    let cursor = SnapshotCursor {
+        shard: 100,
+        offset: 0,
+    };
+    node.snapshot_chunk(black_box(cursor)).records.len()
+}
+
+library_benchmark_group!(
+    name = store;
+    benchmarks = register, beat, query, snapshot_chunk
+);
+
+// ----- sync --------------------------------------------------------------------------
+
+const BATCH: usize = 1_000;
+
+fn sync_cluster() -> &'static Cluster {
+    let config = Config {
+        sync_delay: 0,
+        batch_max_entries: BATCH,
+        ..Config::default()
+    };
+    let cluster = leak(Cluster::new(2, CLIENTS, &config, |_, _| false));
+    // Change 1,000 of the owner's clients: they are due for the replica at once.
+    for mut r in fixture::requests(Kind::Connection, CLIENTS, BATCH) {
+        r.change();
+        cluster.nodes[0]
+            .register(&r.client, &r.service, &r.instance, fixture::NOW_MS)
+            .expect("valid request");
+    }
+    cluster
+}
+
+fn sync_batch(cluster: &Cluster) -> SyncBatch {
+    cluster.nodes[0]
+        .tick(fixture::NOW_MS)
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send {
+                request: PeerRequest::Sync(batch),
+                ..
+            } => Some(batch),
+            _ => None,
+        })
+        .expect("the changed clients are due")
+}
+
+// The owner's flush: take 1,000 due clients, build their records, encode the batch.
+#[library_benchmark]
+#[bench::changes_1000(setup = sync_cluster)]
+fn build_and_encode(cluster: &'static Cluster) -> usize {
+    codec::encode(sync_batch(cluster)).len
+}
+
+fn sync_encoded() -> (&'static Cluster, codec::Encoded) {
+    let cluster = sync_cluster();
+    let encoded = codec::encode(sync_batch(cluster));
+    (cluster, encoded)
+}
+
+// The replica decodes the batch and applies 1,000 newer client states.
+#[library_benchmark]
+#[bench::changes_1000(setup = sync_encoded)]
+fn decode_and_apply((cluster, encoded): (&'static Cluster, codec::Encoded)) -> PeerResponse {
+    let (owner, replica) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let request = PeerRequest::Sync(codec::decode(encoded));
+    replica.handle_request(owner.me(), request, fixture::NOW_MS)
+}
+
+library_benchmark_group!(
+    name = sync;
+    benchmarks = build_and_encode, decode_and_apply
+);
+
+// ----- verify ------------------------------------------------------------------------
+
+/// Node 0 owns 10,000 connection clients; node 1 holds all, node 2 lacks 1 % spread
+/// evenly, node 3 lacks every client of 1 % of the shards.
+fn verify_cluster(replica: usize) -> (&'static Cluster, usize) {
+    let shards = Config::default().shards;
+    let cluster = leak(Cluster::new(
+        4,
+        CLIENTS,
+        &Config::default(),
+        |node, i| match node {
+            2 => i % 100 == 0,
+            3 => shard_of(fixture::connection_client(i).as_str(), shards) < shards / 100,
+            _ => false,
+        },
+    ));
+    (cluster, replica)
+}
+
+// Step 1: the owner's digests, compared by the replica.
+#[library_benchmark]
+#[bench::in_sync(args = (1), setup = verify_cluster)]
+#[bench::diverged_1pct_spread(args = (2), setup = verify_cluster)]
+fn verify_digests((cluster, k): (&'static Cluster, usize)) -> PeerResponse {
+    let (owner, replica) = (&cluster.nodes[0], &cluster.nodes[k]);
+    let request = PeerRequest::VerifyDigests(VerifyDigests {
+        digests: owner.registry().owner_digests(owner.me()),
+    });
+    replica.handle_request(owner.me(), request, fixture::NOW_MS)
+}
+
+// The whole round: digests, lists of the mismatched shards, report, repairs scheduled.
+#[library_benchmark]
+#[bench::diverged_1pct_spread(args = (2), setup = verify_cluster)]
+#[bench::diverged_1pct_in_1pct_shards(args = (3), setup = verify_cluster)]
+fn verify_round((cluster, k): (&'static Cluster, usize)) -> usize {
+    let (owner, replica) = (&cluster.nodes[0], &cluster.nodes[k]);
+    let now = fixture::NOW_MS;
+    let request = PeerRequest::VerifyDigests(VerifyDigests {
+        digests: owner.registry().owner_digests(owner.me()),
+    });
+    let response = replica.handle_request(owner.me(), request.clone(), now);
+    let mut missing = 0;
+    for command in owner.handle_response(replica.me(), request, Ok(response), now) {
+        if let Command::Send {
+            request: list @ PeerRequest::VerifyList(_),
+            ..
+        } = command
+        {
+            let report = replica.handle_request(owner.me(), list, now);
+            if let PeerResponse::VerifyReport { needs, .. } = &report {
+                missing += needs.len();
+            }
+            let sent = PeerRequest::VerifyList(VerifyList { shards: Vec::new() });
+            owner.handle_response(replica.me(), sent, Ok(report), now);
+        }
+    }
+    missing
+}
+
+library_benchmark_group!(
+    name = verify;
+    benchmarks = verify_digests, verify_round
+);
+
+main!(
+    library_benchmark_groups = hashing,
+    routing,
+    checksum,
+    store,
+    sync,
+    verify
+);
