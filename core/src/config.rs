@@ -120,6 +120,10 @@ pub struct Config {
     pub router: RouterKind,
     /// Most services one client may publish to at once.
     pub max_services_per_client: usize,
+    /// Seed of the in-memory hash maps. `None` (the default) picks a random seed per
+    /// process, which resists hash-collision attacks; the simulator fixes it so that a
+    /// seed replays exactly, iteration orders included.
+    pub hash_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -148,6 +152,7 @@ impl Default for Config {
             load_retry_delay: DEFAULT_LOAD_RETRY_DELAY,
             router: RouterKind::NacosModulo,
             max_services_per_client: crate::limits::MAX_SERVICES_PER_CLIENT,
+            hash_seed: None,
         }
     }
 }

@@ -196,7 +196,7 @@ impl Node {
             })
             .collect();
         Ok(Self {
-            sync: SyncScheduler::new(n, config.sync_delay),
+            sync: SyncScheduler::new(n, config.sync_delay, config.hash_seed),
             renewed: (0..n * config.shards as usize)
                 .map(|_| AtomicU64::new(0))
                 .collect(),

@@ -26,12 +26,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-pub(crate) type FastHash = foldhash::fast::RandomState;
+pub(crate) type FastHash = foldhash::fast::SeedableRandomState;
 type Map<K, V> = papaya::HashMap<K, V, FastHash>;
 
-fn new_map<K, V>() -> Map<K, V> {
+/// The in-memory map hasher: random per process unless `seed` fixes it (the simulator
+/// fixes it so a seed replays exactly, iteration orders included).
+pub(crate) fn fast_hash(seed: Option<u64>) -> FastHash {
+    match seed {
+        Some(s) => FastHash::with_seed(s, foldhash::SharedSeed::global_fixed()),
+        None => FastHash::random(),
+    }
+}
+
+fn new_map<K, V>(seed: Option<u64>) -> Map<K, V> {
     papaya::HashMap::builder()
-        .hasher(FastHash::default())
+        .hasher(fast_hash(seed))
         .resize_mode(papaya::ResizeMode::Blocking)
         .build()
 }
@@ -191,10 +200,10 @@ pub struct ServiceIndex {
 }
 
 impl ServiceIndex {
-    fn new(service: Service) -> Self {
+    fn new(service: Service, seed: Option<u64>) -> Self {
         Self {
             service,
-            publishers: new_map(),
+            publishers: new_map(seed),
             revision: AtomicU64::new(0),
             instances: AtomicUsize::new(0),
             retired: RwLock::new(false),
@@ -316,6 +325,7 @@ pub struct Registry {
     instances: AtomicUsize,
     max_services_per_client: usize,
     tombstone_ttl: Millis,
+    hash_seed: Option<u64>,
 }
 
 impl Registry {
@@ -323,17 +333,18 @@ impl Registry {
     /// started at `incarnation_ms`, and the shard count and limits of `config`.
     pub fn new(me: MemberId, members: usize, incarnation_ms: Millis, config: &Config) -> Self {
         let shards = config.shards;
+        let seed = config.hash_seed;
         Self {
             me,
             floor: AtomicU64::new(Revision::floor(incarnation_ms)),
             shard_count: shards,
             shards: (0..shards)
                 .map(|_| StoreShard {
-                    clients: new_map(),
-                    write: Mutex::new(HashMap::with_hasher(FastHash::default())),
+                    clients: new_map(seed),
+                    write: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
                 })
                 .collect(),
-            services: new_map(),
+            services: new_map(seed),
             digests: DigestTable::new(members, shards),
             interner: Interner::new(),
             listeners: RwLock::new(Vec::new()),
@@ -342,6 +353,7 @@ impl Registry {
             instances: AtomicUsize::new(0),
             max_services_per_client: config.max_services_per_client,
             tombstone_ttl: config.tombstone_ttl,
+            hash_seed: seed,
         }
     }
 
@@ -375,7 +387,7 @@ impl Registry {
         }
         let service = Service::new(&self.interner, namespace, group, name);
         let idx = services.get_or_insert_with(service.key().clone(), || {
-            let idx = ServiceIndex::new(service.clone());
+            let idx = ServiceIndex::new(service.clone(), self.hash_seed);
             idx.empty_since.store(0, Relaxed);
             Arc::new(idx)
         });
@@ -768,7 +780,7 @@ impl Registry {
         loop {
             let idx = services
                 .get_or_insert_with(p.service.key().clone(), || {
-                    Arc::new(ServiceIndex::new(p.service.clone()))
+                    Arc::new(ServiceIndex::new(p.service.clone(), self.hash_seed))
                 })
                 .clone();
             let retired = idx.retired.read();

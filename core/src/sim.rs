@@ -191,7 +191,10 @@ pub struct SimCluster {
 
 impl SimCluster {
     /// Starts `cfg.nodes` nodes, all up and connected.
-    pub fn new(cfg: SimConfig) -> Self {
+    pub fn new(mut cfg: SimConfig) -> Self {
+        // Fix the map hasher too, so iteration orders (and with them message orders)
+        // depend on the seed only.
+        cfg.protocol.hash_seed.get_or_insert(cfg.seed);
         let addrs: Vec<String> = (0..cfg.nodes)
             .map(|i| format!("10.0.0.{}:8848", i + 1))
             .collect();

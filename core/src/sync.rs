@@ -25,7 +25,6 @@ use crate::registry::FastHash;
 
 const STRIPES: usize = 16;
 
-#[derive(Default)]
 struct Stripe {
     /// Due time of every pending client.
     pending: HashMap<ClientId, Millis, FastHash>,
@@ -108,10 +107,16 @@ pub(crate) struct PeerQueue {
 }
 
 impl PeerQueue {
-    fn new() -> Self {
+    fn new(seed: Option<u64>) -> Self {
         Self {
             stripes: (0..STRIPES)
-                .map(|_| Mutex::new(Stripe::default()))
+                .map(|_| {
+                    Mutex::new(Stripe {
+                        pending: HashMap::with_hasher(crate::registry::fast_hash(seed)),
+                        fifo: VecDeque::new(),
+                        heap: BinaryHeap::new(),
+                    })
+                })
                 .collect(),
             pending: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
@@ -134,10 +139,10 @@ pub(crate) struct SyncScheduler {
 }
 
 impl SyncScheduler {
-    pub(crate) fn new(members: usize, delay: Millis) -> Self {
+    pub(crate) fn new(members: usize, delay: Millis, seed: Option<u64>) -> Self {
         Self {
-            peers: (0..members).map(|_| PeerQueue::new()).collect(),
-            hasher: FastHash::default(),
+            peers: (0..members).map(|_| PeerQueue::new(seed)).collect(),
+            hasher: crate::registry::fast_hash(seed),
             delay,
         }
     }
@@ -213,7 +218,7 @@ mod tests {
 
     #[test]
     fn changes_merge_within_the_delay_anchored_at_the_first() {
-        let s = SyncScheduler::new(2, 1000);
+        let s = SyncScheduler::new(2, 1000, None);
         s.schedule(1, &id("a"), 0);
         s.schedule(1, &id("a"), 500);
         s.schedule(1, &id("a"), 999);
@@ -232,7 +237,7 @@ mod tests {
 
     #[test]
     fn retries_never_delay_pending_state() {
-        let s = SyncScheduler::new(2, 1000);
+        let s = SyncScheduler::new(2, 1000, None);
         s.schedule(1, &id("a"), 0); // due 1000
         s.schedule_at(1, &id("a"), 3000, false); // a failed batch's retry: keeps 1000
         assert_eq!(s.take_due(1, 1000, 10), vec![id("a")]);
@@ -245,7 +250,7 @@ mod tests {
 
     #[test]
     fn take_due_is_bounded_and_ordered() {
-        let s = SyncScheduler::new(2, 0);
+        let s = SyncScheduler::new(2, 0, None);
         for i in 0..100 {
             s.schedule(1, &id(&format!("c{i}")), i);
         }

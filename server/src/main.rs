@@ -217,6 +217,7 @@ impl Cli {
             load_retry_delay: self.load_retry_delay,
             router: RouterKind::parse(&self.router).unwrap_or_default(),
             max_services_per_client: self.max_services_per_client,
+            hash_seed: None,
         };
         let nacos = NacosConfig {
             push_delay: self.push_delay,
