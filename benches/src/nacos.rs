@@ -30,7 +30,7 @@ fn java_double(out: &mut String, w: f64) {
 pub fn checksum_string(instances: &[Instance], out: &mut String) {
     out.clear();
     let mut order: Vec<&Instance> = instances.iter().collect();
-    order.sort_by(|a, b| (a.ip.as_ref(), a.port).cmp(&(b.ip.as_ref(), b.port)));
+    order.sort_by(|a, b| (a.ip.as_str(), a.port).cmp(&(b.ip.as_str(), b.port)));
     for i in order {
         let _ = write!(out, "{}:{}_", i.ip, i.port);
         java_double(out, i.weight);

@@ -68,6 +68,26 @@ impl Service {
         k
     }
 
+    /// Calls `f` with the key of a service without allocating (a thread-local buffer,
+    /// or a fresh string if the buffer is in use).
+    pub fn with_key<R>(namespace: &str, group: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
+        thread_local! {
+            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        BUF.with(|b| match b.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                buf.push_str(namespace);
+                buf.push('\x1f');
+                buf.push_str(group);
+                buf.push('\x1f');
+                buf.push_str(name);
+                f(&buf)
+            }
+            Err(_) => f(&Self::key_of(namespace, group, name)),
+        })
+    }
+
     /// The unique key of this service.
     pub fn key(&self) -> &Name {
         &self.0.key
@@ -186,6 +206,10 @@ impl ServiceSpec {
 }
 
 fn check_name(field: Field, s: &str, max: usize) -> Result<(), ValidationError> {
+    // Fast path: short printable ASCII, the overwhelmingly common case.
+    if !s.is_empty() && s.len() <= max && s.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Ok(());
+    }
     if s.trim().is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }
@@ -230,7 +254,11 @@ pub fn check_cluster_name(s: &str) -> Result<(), ValidationError> {
 
 /// Instance metadata: sorted `(key, value)` pairs, shared between copies.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Metadata(Option<Arc<[MetadataEntry]>>);
+pub struct Metadata(Option<Arc<MetadataList>>);
+
+/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every instance).
+#[derive(PartialEq, Eq, Hash)]
+pub struct MetadataList(Box<[MetadataEntry]>);
 
 /// One metadata entry: an interned key and its value.
 pub type MetadataEntry = (Name, Box<str>);
@@ -260,20 +288,20 @@ impl Metadata {
                 _ => out.push((k, val)),
             }
         }
-        Metadata(Some(out.into()))
+        Metadata(Some(Arc::new(MetadataList(out.into_boxed_slice()))))
     }
 
     /// The pairs, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0
             .iter()
-            .flat_map(|a| a.iter())
+            .flat_map(|a| a.0.iter())
             .map(|(k, v)| (k.as_str(), &**v))
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        let a = self.0.as_ref()?;
+        let a = &self.0.as_ref()?.0;
         a.binary_search_by(|(k, _)| k.as_str().cmp(key))
             .ok()
             .map(|i| &*a[i].1)
@@ -281,7 +309,7 @@ impl Metadata {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |a| a.len())
+        self.0.as_ref().map_or(0, |a| a.0.len())
     }
 
     /// Whether there are no entries.
@@ -304,8 +332,8 @@ impl fmt::Debug for Metadata {
 /// A stored, validated instance. Always ephemeral: persistent instances are not Distro data.
 #[derive(Clone, PartialEq)]
 pub struct Instance {
-    /// IP address or host name.
-    pub ip: Box<str>,
+    /// IP address or host name (stored inline up to 24 bytes: no allocation for IPs).
+    pub ip: compact_str::CompactString,
     /// Port, 1..=65535.
     pub port: u16,
     /// Weight, 0..=10000.
@@ -516,7 +544,7 @@ impl InstanceSpec {
             self.cluster.as_str()
         };
         let mut inst = Instance {
-            ip: Box::from(self.ip.as_str()),
+            ip: compact_str::CompactString::from(self.ip.as_str()),
             port: self.port as u16,
             weight: self.weight,
             healthy: self.healthy,
@@ -569,9 +597,44 @@ pub struct Publication {
     /// The service.
     pub service: Service,
     /// The instances (one unless `batch`).
-    pub instances: Box<[Instance]>,
+    pub instances: Instances,
     /// Whether this came from a batch registration (replaced as a whole).
     pub batch: bool,
+}
+
+/// The instances of a publication: the single instance is stored inline (the common
+/// case, no extra allocation), a batch in its own slice. Dereferences to `[Instance]`.
+#[derive(Clone, PartialEq)]
+pub enum Instances {
+    /// One instance.
+    One(Instance),
+    /// A batch.
+    Many(Box<[Instance]>),
+}
+
+impl std::ops::Deref for Instances {
+    type Target = [Instance];
+    fn deref(&self) -> &[Instance] {
+        match self {
+            Instances::One(i) => std::slice::from_ref(i),
+            Instances::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Instances {
+    fn deref_mut(&mut self) -> &mut [Instance] {
+        match self {
+            Instances::One(i) => std::slice::from_mut(i),
+            Instances::Many(v) => v,
+        }
+    }
+}
+
+impl fmt::Debug for Instances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl Publication {
@@ -579,7 +642,7 @@ impl Publication {
     pub fn single(service: Service, instance: Instance) -> Self {
         Self {
             service,
-            instances: Box::new([instance]),
+            instances: Instances::One(instance),
             batch: false,
         }
     }
@@ -588,7 +651,7 @@ impl Publication {
     pub fn batch(service: Service, instances: Vec<Instance>) -> Self {
         Self {
             service,
-            instances: instances.into_boxed_slice(),
+            instances: Instances::Many(instances.into_boxed_slice()),
             batch: true,
         }
     }

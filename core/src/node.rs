@@ -420,11 +420,13 @@ impl Node {
         port: u16,
     ) -> Result<(), ValidationError> {
         if let Some(key) = client.routing_key() {
-            let expected = format!("{ip}:{port}");
-            if key != expected {
+            let matches = key
+                .rsplit_once(':')
+                .is_some_and(|(i, p)| i == ip && p.parse::<u16>() == Ok(port));
+            if !matches {
                 return Err(ValidationError::new(
                     Field::ClientId,
-                    format!("ip:port client {client} cannot publish instance {expected}"),
+                    format!("ip:port client {client} cannot publish instance {ip}:{port}"),
                 ));
             }
         }
@@ -440,15 +442,16 @@ impl Node {
         now: Millis,
     ) -> Result<WriteResult, WriteError> {
         let (ns, group, name) = service.resolve()?;
-        let key = Service::key_of(ns, group, name);
         let Some(c) = self.registry.get(client.as_str()) else {
             return Ok(WriteResult::Unchanged);
         };
-        let Some(p) = c
-            .publications()
-            .iter()
-            .find(|p| p.service.key().as_str() == key)
-        else {
+        let found = Service::with_key(ns, group, name, |key| {
+            c.publications()
+                .iter()
+                .find(|p| p.service.key().as_str() == key)
+                .cloned()
+        });
+        let Some(p) = found else {
             return Ok(WriteResult::Unchanged);
         };
         let svc = p.service.clone();
@@ -472,21 +475,19 @@ impl Node {
         now: Millis,
     ) -> Result<BeatResult, ValidationError> {
         let (ns, group, name) = service.resolve()?;
-        let key = Service::key_of(ns, group, name);
         let Some(c) = self.registry.get(client.as_str()) else {
             return Ok(BeatResult::NotFound);
         };
-        let Some(p) = c
-            .publications()
-            .iter()
-            .find(|p| p.service.key().as_str() == key)
-        else {
+        let found = Service::with_key(ns, group, name, |key| {
+            c.publications()
+                .iter()
+                .position(|p| p.service.key().as_str() == key)
+        });
+        let Some(i) = found else {
             return Ok(BeatResult::NotFound);
         };
+        let p = c.record_beat(i, now);
         let svc = p.service.clone();
-        let Some(p) = self.registry.beat(client, &svc, now) else {
-            return Ok(BeatResult::NotFound);
-        };
         if p.instances.iter().any(|i| !i.healthy) {
             let r = self
                 .registry

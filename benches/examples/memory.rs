@@ -1,0 +1,102 @@
+//! Memory per registered instance on one node: the RSS growth of a process holding N
+//! ip:port clients (one instance each, in 1,000 services), measured two ways: clients
+//! this node owns (registered locally) and replicas (applied from another node's records),
+//! which is what two thirds of a 3-node cluster's clients are on every node.
+//!
+//! ```sh
+//! cargo run --release -p distro-benches --example memory -- 1000000
+//! ```
+
+use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
+use distro_core::{Config, MemberList, Node};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn rss_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib * 1024.0)
+}
+
+fn address(k: usize) -> (String, u16) {
+    (
+        format!("10.{}.{}.{}", (k >> 16) & 255, (k >> 8) & 255, k & 255),
+        8080 + (k >> 24) as u16,
+    )
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000);
+    let members: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let now = 1_700_000_000_000;
+    // Standalone: no sync is pending, so this is the steady-state cost of the store.
+    let owner = Node::new(
+        Config::default(),
+        MemberList::new(&members[0], &[]).expect("valid"),
+        now,
+    )
+    .expect("valid config");
+    let services: Vec<ServiceSpec> = (0..1000)
+        .map(|s| ServiceSpec::new("", "", &format!("service-{s}")))
+        .collect();
+    let base = rss_bytes();
+    for k in 0..n {
+        let (ip, port) = address(k);
+        let spec = InstanceSpec::new(&ip, port);
+        owner
+            .register(
+                &ClientId::ip_port(&ip, port),
+                &services[k % 1000],
+                &spec,
+                now,
+            )
+            .expect("valid");
+    }
+    let owned = rss_bytes() - base;
+    println!(
+        "store:   {n} clients, RSS +{:.1} MiB, {:.0} bytes per instance",
+        owned / 1048576.0,
+        owned / n as f64
+    );
+    let stats = owner.registry().stats();
+    println!(
+        "         {} clients, {} instances, {} services",
+        stats.clients, stats.instances, stats.services
+    );
+    // Replicas: a second node applies the owner's records.
+    let replica = Node::new(
+        Config::default(),
+        MemberList::new(&members[1], &members).expect("valid"),
+        now,
+    )
+    .expect("valid config");
+    let mut records = Vec::with_capacity(10_000);
+    let before = rss_bytes();
+    let mut applied = 0;
+    owner.registry().for_each(|c| {
+        records.push(c.to_record());
+        if records.len() == 10_000 {
+            replica.load_chunk(owner.me(), &records, now);
+            applied += records.len();
+            records.clear();
+        }
+    });
+    replica.load_chunk(owner.me(), &records, now);
+    applied += records.len();
+    drop(records);
+    let replicas = rss_bytes() - before;
+    println!(
+        "replica: {applied} clients, RSS +{:.1} MiB, {:.0} bytes per instance (records share publications with the first node here, so this is a lower bound)",
+        replicas / 1048576.0,
+        replicas / applied as f64
+    );
+}
