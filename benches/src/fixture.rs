@@ -290,7 +290,10 @@ pub fn member_list(n: usize, me: usize) -> MemberList {
 }
 
 /// Node `me` of a cluster of `members` members, empty.
-pub fn node(members: usize, me: usize, config: Config) -> Node {
+/// The in-memory maps get a fixed hash seed, so iteration orders and probe lengths, and
+/// with them instruction counts, are the same in every run.
+pub fn node(members: usize, me: usize, mut config: Config) -> Node {
+    config.hash_seed.get_or_insert(0x5eed);
     Node::new(config, member_list(members, me), INCARNATION_MS).expect("valid config")
 }
 
