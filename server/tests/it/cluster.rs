@@ -743,3 +743,54 @@ async fn the_binary_shuts_down_gracefully_on_sigterm() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_is_never_forwarded_again() {
+    let c = cluster(3, fast_config()).await;
+    // Node 1 owns this address; a "forwarded" write sent to node 0 (as a peer whose view
+    // diverged would send it) must not travel on: 421, counted, nothing applied.
+    let (ip, port) = address_owned_by(&c, 1);
+    let from = {
+        let n = c.node(2).expect("runs");
+        n.members().addr(n.me()).to_string()
+    };
+    let mut peer =
+        pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{}", c.ports(0).cluster))
+            .await
+            .expect("connect");
+    let req = pb::ForwardRequest {
+        from,
+        registrations: vec![pb::Registration {
+            service: Some(pb::ServiceRef {
+                name: "misdirected".into(),
+                ..Default::default()
+            }),
+            instance: Some(pb::Instance {
+                ip: ip.clone(),
+                port: u32::from(port),
+                weight: 1.0,
+                healthy: true,
+                enabled: true,
+                ..Default::default()
+            }),
+        }],
+        deregistrations: vec![],
+        beats: vec![],
+    };
+    let r = peer.forward(req).await.expect("answered").into_inner();
+    assert_eq!(r.registrations[0].code, 421, "{:?}", r.registrations[0]);
+    assert!(
+        r.registrations[0]
+            .message
+            .contains("divergent member views"),
+        "{:?}",
+        r.registrations[0]
+    );
+    let m = c.metrics(0).expect("runs");
+    assert_eq!(
+        m.forwarded_count(distro_server::metrics::Outcome::Misdirected),
+        1
+    );
+    assert!(!holds(&c.node(0).expect("runs"), &ip, port));
+    c.shutdown().await;
+}
