@@ -428,7 +428,7 @@ impl Registry {
     pub fn query(&self, namespace: &str, group: &str, name: &str) -> Option<ServiceView> {
         let services = self.services.pin();
         let idx = Service::with_key(namespace, group, name, |key| services.get(key).cloned())?;
-        let mut publications: Vec<Arc<Publication>> = idx
+        let publications: Vec<Arc<Publication>> = idx
             .slots
             .iter()
             .filter_map(|(_, s)| s.load_full())

@@ -38,6 +38,23 @@ async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> D
     start.elapsed()
 }
 
+fn registration(k: usize) -> pb::Registration {
+    pb::Registration {
+        service: Some(pb::ServiceRef {
+            name: format!("service-{}", k % 1000),
+            ..Default::default()
+        }),
+        instance: Some(pb::Instance {
+            ip: format!("10.{}.{}.{}", (k >> 16) & 255, (k >> 8) & 255, k & 255),
+            port: 8080 + (k >> 24) as u32,
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            ..Default::default()
+        }),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -51,7 +68,12 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(1_000_000);
     let base_rss = rss_mib();
-    let mut cluster = LocalCluster::start(3, ServerConfig::default(), 2).await?;
+    // These clients send no heartbeats: keep their instances for the whole measurement
+    // (the default would mark them unhealthy after 15 s and delete them after 30 s).
+    let mut config = ServerConfig::default();
+    config.protocol.heartbeat_timeout = 3_600_000;
+    config.protocol.delete_timeout = 3_600_000;
+    let mut cluster = LocalCluster::start(3, config, 2).await?;
     let nodes: Vec<_> = (0..3).filter_map(|i| cluster.node(i)).collect();
     wait_for("loaded", Duration::from_secs(30), || {
         nodes.iter().all(|n| n.is_loaded())
@@ -60,8 +82,10 @@ async fn main() -> anyhow::Result<()> {
 
     let start = Instant::now();
     let mut tasks = Vec::new();
+    let retried = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for s in 0..STREAMS {
         let addr = format!("http://{}", cluster.sdk_addr(s % 3));
+        let retried = retried.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = pb::registry_client::RegistryClient::connect(addr)
                 .await?
@@ -70,30 +94,31 @@ async fn main() -> anyhow::Result<()> {
             let mut i = s * BATCH;
             while i < n {
                 let end = (i + BATCH).min(n);
-                let registrations = (i..end)
-                    .map(|k| pb::Registration {
-                        service: Some(pb::ServiceRef {
-                            name: format!("service-{}", k % 1000),
-                            ..Default::default()
-                        }),
-                        instance: Some(pb::Instance {
-                            ip: format!("10.{}.{}.{}", (k >> 16) & 255, (k >> 8) & 255, k & 255),
-                            port: 8080 + (k >> 24) as u32,
-                            weight: 1.0,
-                            healthy: true,
-                            enabled: true,
-                            ..Default::default()
-                        }),
-                    })
-                    .collect();
-                let r = c
-                    .register(pb::RegisterRequest { registrations })
-                    .await?
-                    .into_inner();
-                anyhow::ensure!(
-                    r.results.iter().all(|x| x.code == 200),
-                    "a registration failed"
-                );
+                let mut pending: Vec<pb::Registration> = (i..end).map(registration).collect();
+                // Retry what the cluster answers with a retryable code (503: owner
+                // unreachable under overload; 421: views diverge), as clients do.
+                let mut attempt = 0;
+                while !pending.is_empty() {
+                    let request = pb::RegisterRequest {
+                        registrations: pending.clone(),
+                    };
+                    let r = c.register(request).await?.into_inner();
+                    let mut again = Vec::new();
+                    for (item, res) in pending.into_iter().zip(&r.results) {
+                        match res.code {
+                            200 => {}
+                            421 | 503 => again.push(item),
+                            _ => anyhow::bail!("registration failed: {} {}", res.code, res.message),
+                        }
+                    }
+                    retried.fetch_add(again.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    pending = again;
+                    attempt += 1;
+                    anyhow::ensure!(attempt < 100, "registrations kept failing");
+                    if !pending.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
                 i += BATCH * STREAMS;
             }
             anyhow::Ok(())
@@ -111,9 +136,10 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let rss_full = rss_mib();
     println!(
-        "registered {n} clients in {:.2} s ({:.0}/s acknowledged); on every node {:.2} s later; RSS {:.0} MiB (+{:.0} MiB for 3 nodes, {:.0} bytes per instance per node)",
+        "registered {n} clients in {:.2} s ({:.0}/s acknowledged, {} retried after 503/421); on every node {:.2} s later; RSS {:.0} MiB (+{:.0} MiB for 3 nodes, {:.0} bytes per instance per node)",
         acked.as_secs_f64(),
         n as f64 / acked.as_secs_f64(),
+        retried.load(std::sync::atomic::Ordering::Relaxed),
         everywhere.as_secs_f64(),
         rss_full,
         rss_full - base_rss,

@@ -180,6 +180,11 @@ impl Driver {
             .await
             .map_err(|s| s.message().to_string())?;
         let (mut clients, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
+        // Chunks hold disjoint clients and the registry is concurrent, so chunks are
+        // decoded and applied in parallel (one per core) while the next ones stream in.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let permits = Arc::new(Semaphore::new(parallel));
+        let mut applying = tokio::task::JoinSet::new();
         loop {
             let next = tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, stream.message())
                 .await
@@ -196,14 +201,25 @@ impl Driver {
             let last = chunk.next_shard.is_none();
             let node = self.node.clone();
             let now = (self.clock)();
-            tokio::task::spawn_blocking(move || {
-                let decoded = wire::chunk_from_proto(&node, &chunk).map_err(|e| e.to_string())?;
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            applying.spawn_blocking(move || {
+                let _permit = permit;
+                let decoded = wire::chunk_from_proto(&node, chunk).map_err(|e| e.to_string())?;
                 node.load_chunk(from, &decoded.records, now);
                 Ok::<_, String>(())
-            })
-            .await
-            .map_err(|e| e.to_string())??;
+            });
+            // Surface a failed chunk early.
+            while let Some(done) = applying.try_join_next() {
+                done.map_err(|e| e.to_string())??;
+            }
             if last {
+                while let Some(done) = applying.join_next().await {
+                    done.map_err(|e| e.to_string())??;
+                }
                 return Ok((clients, bytes, chunks));
             }
         }

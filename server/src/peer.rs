@@ -111,7 +111,7 @@ impl pb::peer_server::Peer for PeerService {
         let msg = request.into_inner();
         let changes = msg
             .changes
-            .iter()
+            .into_iter()
             .map(|c| wire::change_from_proto(&node, c))
             .collect::<Result<Vec<_>, _>>()?;
         match self.handle(from, PeerRequest::Sync(SyncBatch { changes }))? {

@@ -191,7 +191,7 @@ impl PeerClients {
                 self.metrics.peer_request(kind, len, r.is_ok());
                 let r = r?.into_inner();
                 PeerResponse::VerifyReport {
-                    needs: wire::needs_from_proto(node, &r.needs).map_err(tonic::Status::from)?,
+                    needs: wire::needs_from_proto(node, r.needs).map_err(tonic::Status::from)?,
                     removed: r.removed,
                 }
             }

@@ -47,6 +47,22 @@ pub fn instance_to_proto(i: &distro_core::Instance) -> pb::Instance {
     }
 }
 
+/// The spec of a proto instance, taking its strings (no copies).
+pub fn instance_spec_owned(i: pb::Instance) -> InstanceSpec {
+    let mut metadata: Vec<(String, String)> = i.metadata.into_iter().collect();
+    metadata.sort_unstable();
+    InstanceSpec {
+        ip: i.ip,
+        port: i64::from(i.port),
+        weight: i.weight,
+        healthy: i.healthy,
+        enabled: i.enabled,
+        cluster: i.cluster,
+        metadata,
+        instance_id: (!i.instance_id.is_empty()).then_some(i.instance_id),
+    }
+}
+
 /// The spec (unvalidated input) of a proto instance.
 pub fn instance_spec(i: &pb::Instance) -> InstanceSpec {
     let mut metadata: Vec<(String, String)> = i
@@ -113,7 +129,7 @@ pub fn record_to_proto(node: &Node, r: &ClientRecord) -> pb::ClientRecord {
 }
 
 /// Decodes and validates a client record (names interned in `node`'s registry).
-pub fn record_from_proto(node: &Node, r: &pb::ClientRecord) -> Result<ClientRecord, WireError> {
+pub fn record_from_proto(node: &Node, r: pb::ClientRecord) -> Result<ClientRecord, WireError> {
     let id = ClientId::parse(&r.id)?;
     let owner = if r.owner.is_empty() {
         node.me()
@@ -121,9 +137,10 @@ pub fn record_from_proto(node: &Node, r: &pb::ClientRecord) -> Result<ClientReco
         member_id(node, &r.owner)?
     };
     let mut publications = Vec::with_capacity(r.publications.len());
-    for p in &r.publications {
-        let (ns, group, name) = service_spec(p.service.as_ref()).resolve()?.to_owned_parts();
-        let service = node.registry().service(&ns, &group, &name);
+    for p in r.publications {
+        let spec = service_spec(p.service.as_ref());
+        let (ns, group, name) = spec.resolve()?;
+        let service = node.registry().service(ns, group, name);
         if p.instances.is_empty() {
             return Err(WireError::Malformed(format!(
                 "client {id}: empty publication"
@@ -135,17 +152,18 @@ pub fn record_from_proto(node: &Node, r: &pb::ClientRecord) -> Result<ClientReco
                 p.instances.len()
             )));
         }
-        let mut instances = Vec::with_capacity(p.instances.len());
-        for i in &p.instances {
-            instances.push(instance_spec(i).to_instance(node.registry().interner(), &service)?);
+        let count = p.instances.len();
+        let mut instances = Vec::with_capacity(count);
+        for i in p.instances {
+            instances
+                .push(instance_spec_owned(i).to_instance(node.registry().interner(), &service)?);
         }
         publications.push(Arc::new(if p.batch {
             Publication::batch(service, instances)
         } else {
-            let Some(i) = instances.pop().filter(|_| p.instances.len() == 1) else {
+            let Some(i) = instances.pop().filter(|_| count == 1) else {
                 return Err(WireError::Malformed(format!(
-                    "client {id}: a single publication with {} instances",
-                    p.instances.len()
+                    "client {id}: a single publication with {count} instances"
                 )));
             };
             Publication::single(service, i)
@@ -159,16 +177,6 @@ pub fn record_from_proto(node: &Node, r: &pb::ClientRecord) -> Result<ClientReco
         owner,
         publications,
     })
-}
-
-trait OwnedParts {
-    fn to_owned_parts(self) -> (String, String, String);
-}
-
-impl OwnedParts for (&str, &str, &str) {
-    fn to_owned_parts(self) -> (String, String, String) {
-        (self.0.to_string(), self.1.to_string(), self.2.to_string())
-    }
 }
 
 /// The proto form of a change.
@@ -187,8 +195,8 @@ pub fn change_to_proto(node: &Node, c: &ClientChange) -> pb::ClientChange {
 }
 
 /// Decodes a change.
-pub fn change_from_proto(node: &Node, c: &pb::ClientChange) -> Result<ClientChange, WireError> {
-    match &c.change {
+pub fn change_from_proto(node: &Node, c: pb::ClientChange) -> Result<ClientChange, WireError> {
+    match c.change {
         Some(pb::client_change::Change::Upsert(r)) => {
             Ok(ClientChange::Upsert(record_from_proto(node, r)?))
         }
@@ -297,11 +305,11 @@ pub fn needs_to_proto(node: &Node, needs: &[(ClientId, Need)]) -> Vec<pb::Need> 
 }
 
 /// Verify needs from proto.
-pub fn needs_from_proto(node: &Node, v: &[pb::Need]) -> Result<Vec<(ClientId, Need)>, WireError> {
-    v.iter()
+pub fn needs_from_proto(node: &Node, v: Vec<pb::Need>) -> Result<Vec<(ClientId, Need)>, WireError> {
+    v.into_iter()
         .map(|n| {
             let id = ClientId::parse(&n.id)?;
-            let need = match &n.need {
+            let need = match n.need {
                 Some(pb::need::Need::Missing(_)) => Need::Missing,
                 Some(pb::need::Need::Stale(_)) => Need::Stale,
                 Some(pb::need::Need::Newer(c)) => Need::Newer(change_from_proto(node, c)?),
@@ -322,17 +330,18 @@ pub fn chunk_to_proto(node: &Node, c: &SnapshotChunk) -> pb::SnapshotChunk {
 }
 
 /// A snapshot chunk from proto.
-pub fn chunk_from_proto(node: &Node, c: &pb::SnapshotChunk) -> Result<SnapshotChunk, WireError> {
+pub fn chunk_from_proto(node: &Node, c: pb::SnapshotChunk) -> Result<SnapshotChunk, WireError> {
+    let next = c.next_shard.map(|shard| SnapshotCursor {
+        shard,
+        offset: c.next_offset,
+    });
     Ok(SnapshotChunk {
         records: c
             .records
-            .iter()
+            .into_iter()
             .map(|r| record_from_proto(node, r))
             .collect::<Result<_, _>>()?,
-        next: c.next_shard.map(|shard| SnapshotCursor {
-            shard,
-            offset: c.next_offset,
-        }),
+        next,
     })
 }
 
