@@ -374,12 +374,12 @@ fn sync_batch(cluster: &Cluster) -> SyncBatch {
 #[library_benchmark]
 #[bench::changes_1000(setup = sync_cluster)]
 fn build_and_encode(cluster: &'static Cluster) -> usize {
-    codec::encode(sync_batch(cluster)).len
+    codec::encode(&cluster.nodes[0], &sync_batch(cluster)).len
 }
 
 fn sync_encoded() -> (&'static Cluster, codec::Encoded) {
     let cluster = sync_cluster();
-    let encoded = codec::encode(sync_batch(cluster));
+    let encoded = codec::encode(&cluster.nodes[0], &sync_batch(cluster));
     (cluster, encoded)
 }
 
@@ -388,7 +388,7 @@ fn sync_encoded() -> (&'static Cluster, codec::Encoded) {
 #[bench::changes_1000(setup = sync_encoded)]
 fn decode_and_apply((cluster, encoded): (&'static Cluster, codec::Encoded)) -> PeerResponse {
     let (owner, replica) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let request = PeerRequest::Sync(codec::decode(encoded));
+    let request = PeerRequest::Sync(codec::decode(replica, &encoded));
     replica.handle_request(owner.me(), request, fixture::NOW_MS)
 }
 
@@ -462,11 +462,48 @@ library_benchmark_group!(
     benchmarks = verify_digests, verify_round
 );
 
+// ----- wire --------------------------------------------------------------------------
+
+const INSTANCE_REQUEST: &[u8] = br#"{"headers":{},"requestId":"17","namespace":"public","serviceName":"demo-svc","groupName":"DEFAULT_GROUP","type":"registerInstance","instance":{"ip":"10.0.0.7","port":8080,"weight":1.0,"healthy":true,"enabled":true,"ephemeral":true,"clusterName":"DEFAULT","metadata":{"zone":"a","version":"1.4.2"},"instanceHeartBeatInterval":5000,"instanceHeartBeatTimeOut":15000,"ipDeleteTimeout":30000}}"#;
+
+// Decoding a Nacos InstanceRequest JSON payload into the core's request.
+#[library_benchmark]
+fn decode_instance_request() -> usize {
+    let (_, instance) =
+        distro_server::nacos::decode_instance_request(black_box(INSTANCE_REQUEST)).expect("valid");
+    instance.metadata.len()
+}
+
+fn query_node() -> &'static Node {
+    let node = leak(fixture::node(1, 0, Config::default()));
+    for r in fixture::requests(Kind::IpPort, 100, 100) {
+        let spec = distro_core::ServiceSpec::new("", "", "query-svc");
+        node.register(&r.client, &spec, &r.instance, fixture::NOW_MS)
+            .expect("valid request");
+    }
+    node
+}
+
+// Encoding a QueryServiceResponse of a 100-instance service.
+#[library_benchmark]
+#[bench::instances_100(setup = query_node)]
+fn encode_query_response(node: &'static Node) -> usize {
+    let spec = distro_core::ServiceSpec::new("", "", "query-svc");
+    let payload = distro_server::nacos::encode_query_response(node, &spec, fixture::NOW_MS);
+    payload.body.map_or(0, |b| b.value.len())
+}
+
+library_benchmark_group!(
+    name = wire;
+    benchmarks = decode_instance_request, encode_query_response
+);
+
 main!(
     library_benchmark_groups = hashing,
     routing,
     checksum,
     store,
     sync,
-    verify
+    verify,
+    wire
 );

@@ -74,13 +74,16 @@ fn round(cluster: &Cluster, pool: &mut [Request], next: &mut usize) -> (Duration
             _ => None,
         })
         .expect("the changed clients are due");
-    let encoded = codec::encode(batch);
+    let encoded = codec::encode(owner, &batch);
     let build = t.elapsed();
     black_box(encoded.len);
 
     let t = Instant::now();
-    let response =
-        replica.handle_request(owner.me(), PeerRequest::Sync(codec::decode(encoded)), now);
+    let response = replica.handle_request(
+        owner.me(),
+        PeerRequest::Sync(codec::decode(replica, &encoded)),
+        now,
+    );
     let apply = t.elapsed();
     debug_assert!(matches!(response, PeerResponse::SyncAck { stale: 0, .. }));
     // Acknowledge, so the owner's in-flight window stays open.

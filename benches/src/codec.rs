@@ -1,33 +1,48 @@
-//! The wire encoding of a sync batch, as the sync benches see it: a hook.
+//! The wire encoding of a sync batch: the server's protobuf codec (`distro.v1.SyncRequest`).
 //!
-//! `distro-core` has no wire format; the server crate will encode [`SyncBatch`]es as
-//! protobuf. Until it does, "encoding" is what the core already does when it builds a batch
-//! (the full [`distro_core::ClientRecord`]s with their `size_hint`), and decoding is the
-//! identity. The sync benches call [`encode`] and [`decode`] around the core's work so that
-//! swapping in the real codec changes only this file.
-//!
-//! TODO(protobuf): when `distro-server` exposes its batch codec, make [`Encoded`] hold the
-//! bytes, have [`encode`] call the server's encoder and [`decode`] its decoder (the
-//! `distro-benches` crate may then depend on `distro-server`), and re-bless the
-//! instruction-count baseline (`.ci/perf-gate --bless`).
+//! The sync benches call [`encode`] on the owner and [`decode`] on the replica around the
+//! core's work, so they measure what a node does per batch: build the records, encode
+//! them, decode them (with the same validation as any peer input) and apply them.
 
+use distro_core::Node;
 use distro_core::message::SyncBatch;
+use distro_server::proto::distro as pb;
+use distro_server::wire;
+use prost::Message as _;
 
-/// An encoded batch. For now: the batch itself plus its estimated encoded length.
+/// An encoded batch.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    batch: SyncBatch,
-    /// Estimated (for now) encoded length in bytes.
+    bytes: Vec<u8>,
+    /// Encoded length in bytes.
     pub len: usize,
 }
 
-/// Encodes `batch` for the wire (for now: computes its size hint, see the module docs).
-pub fn encode(batch: SyncBatch) -> Encoded {
-    let len = batch.size_hint();
-    Encoded { batch, len }
+/// Encodes `batch`, sent by `owner`, as the peer protocol does.
+pub fn encode(owner: &Node, batch: &SyncBatch) -> Encoded {
+    let msg = pb::SyncRequest {
+        from: owner.members().addr(owner.me()).to_string(),
+        changes: batch
+            .changes
+            .iter()
+            .map(|c| wire::change_to_proto(owner, c))
+            .collect(),
+    };
+    let bytes = msg.encode_to_vec();
+    Encoded {
+        len: bytes.len(),
+        bytes,
+    }
 }
 
-/// Decodes a batch received from the wire (for now: the identity).
-pub fn decode(encoded: Encoded) -> SyncBatch {
-    encoded.batch
+/// Decodes a batch received by `replica`, validating it as the peer service does.
+pub fn decode(replica: &Node, encoded: &Encoded) -> SyncBatch {
+    let msg = pb::SyncRequest::decode(&encoded.bytes[..]).expect("a batch this process encoded");
+    SyncBatch {
+        changes: msg
+            .changes
+            .into_iter()
+            .map(|c| wire::change_from_proto(replica, c).expect("valid records"))
+            .collect(),
+    }
 }

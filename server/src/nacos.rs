@@ -69,5 +69,6 @@ pub use config::{
     NacosConfigError,
 };
 pub use frontend::{Clock, NacosFrontend};
+pub use handler::{decode_instance_request, encode_query_response};
 pub use metrics::{NacosStats, RequestCount};
 pub use service::{NacosBiStreamService, NacosRequestService};

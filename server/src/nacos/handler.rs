@@ -358,6 +358,49 @@ fn page<T>(items: &[T], page_no: i64, page_size: i64) -> &[T] {
     &items[start as usize..end as usize]
 }
 
+/// Decodes an `InstanceRequest` JSON body into the service and instance a registration
+/// would use (the front end's decode path, exposed for benchmarks and tools).
+pub fn decode_instance_request(json: &[u8]) -> Result<(ServiceSpec, InstanceSpec), String> {
+    let r: InstanceRequest = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let spec = service_spec(r.namespace, r.group_name, r.service_name);
+    let instance =
+        instance_spec(r.instance.ok_or("instance: is required")?).map_err(|e| e.message)?;
+    Ok((spec, instance))
+}
+
+/// Encodes the `QueryServiceResponse` payload a `ServiceQueryRequest` for `service`
+/// (all clusters) gets from `node` (the front end's encode path, exposed for benchmarks).
+pub fn encode_query_response(
+    node: &distro_core::Node,
+    service: &ServiceSpec,
+    last_ref_time: u64,
+) -> Payload {
+    let Ok((ns, group, name)) = service.resolve() else {
+        return codec::encode("ErrorResponse", &Reply::ok(Empty {}));
+    };
+    let view = node.registry().query(ns, group, name);
+    let grouped = format!("{group}@@{name}");
+    let info = view::service_info(
+        view.as_ref(),
+        Selection {
+            group,
+            name,
+            grouped: &grouped,
+            clusters: "",
+            healthy_only: false,
+        },
+        last_ref_time,
+        crate::nacos::DEFAULT_CACHE_MILLIS,
+        view::Timings::of(node.config()),
+    );
+    codec::encode(
+        "QueryServiceResponse",
+        &Reply::ok(ServiceInfoBody {
+            service_info: &info,
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
