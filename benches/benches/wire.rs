@@ -46,7 +46,7 @@ fn sync_batch(c: &mut Criterion) {
         batch_max_entries: BATCH,
         ..Config::default()
     };
-    let owner = fixture::node(2, 0, config.clone());
+    let owner = std::sync::Arc::new(fixture::node(2, 0, config.clone()));
     let replica = fixture::node(2, 1, config);
     for r in fixture::requests(Kind::IpPort, BATCH, BATCH) {
         owner

@@ -9,6 +9,7 @@ use distro_core::message::SyncBatch;
 use distro_server::proto::distro as pb;
 use distro_server::wire;
 use prost::Message as _;
+use std::sync::Arc;
 
 /// An encoded batch.
 #[derive(Debug, Clone)]
@@ -18,16 +19,10 @@ pub struct Encoded {
     pub len: usize,
 }
 
-/// Encodes `batch`, sent by `owner`, as the peer protocol does.
-pub fn encode(owner: &Node, batch: &SyncBatch) -> Encoded {
-    let msg = pb::SyncRequest {
-        from: owner.members().addr(owner.me()).to_string(),
-        changes: batch
-            .changes
-            .iter()
-            .map(|c| wire::change_to_proto(owner, c))
-            .collect(),
-    };
+/// Encodes `batch`, sent by `owner`, as the peer protocol does (`sync_codec`, straight
+/// from the core's records).
+pub fn encode(owner: &Arc<Node>, batch: &SyncBatch) -> Encoded {
+    let msg = distro_server::sync_codec::SyncMessage::new(owner.clone(), batch.clone());
     let bytes = msg.encode_to_vec();
     Encoded {
         len: bytes.len(),

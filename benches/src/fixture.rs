@@ -301,7 +301,7 @@ pub fn node(members: usize, me: usize, mut config: Config) -> Node {
 /// holds a replica of them, except the clients `skip(node, i)` returns true for.
 pub struct Cluster {
     /// The nodes; node `k` is member `MemberId(k)`.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<std::sync::Arc<Node>>,
     /// Clients held by node 0.
     pub clients: usize,
 }
@@ -314,8 +314,8 @@ impl Cluster {
         config: &Config,
         skip: impl Fn(usize, usize) -> bool + Sync,
     ) -> Self {
-        let nodes: Vec<Node> = (0..members)
-            .map(|k| node(members, k, config.clone()))
+        let nodes: Vec<std::sync::Arc<Node>> = (0..members)
+            .map(|k| std::sync::Arc::new(node(members, k, config.clone())))
             .collect();
         let owner = &nodes[0];
         populate(owner.registry(), n, Kind::Connection, |_, _| owner.me());

@@ -26,6 +26,7 @@ pub mod peer;
 pub mod peer_client;
 pub mod proto;
 pub mod server;
+pub mod sync_codec;
 pub mod wire;
 
 pub use local_cluster::{LocalCluster, NodePorts};
