@@ -6,8 +6,6 @@
 
 use distro_core::Node;
 use distro_core::message::SyncBatch;
-use distro_server::proto::distro as pb;
-use distro_server::wire;
 use prost::Message as _;
 use std::sync::Arc;
 
@@ -22,7 +20,7 @@ pub struct Encoded {
 /// Encodes `batch`, sent by `owner`, as the peer protocol does (`sync_codec`, straight
 /// from the core's records).
 pub fn encode(owner: &Arc<Node>, batch: &SyncBatch) -> Encoded {
-    let msg = distro_server::sync_codec::SyncMessage::new(owner.clone(), batch.clone());
+    let msg = distro_server::sync_codec::SyncRequest::new(owner.clone(), batch.clone());
     let bytes = msg.encode_to_vec();
     Encoded {
         len: bytes.len(),
@@ -32,12 +30,13 @@ pub fn encode(owner: &Arc<Node>, batch: &SyncBatch) -> Encoded {
 
 /// Decodes a batch received by `replica`, validating it as the peer service does.
 pub fn decode(replica: &Node, encoded: &Encoded) -> SyncBatch {
-    let msg = pb::SyncRequest::decode(&encoded.bytes[..]).expect("a batch this process encoded");
+    let msg = distro_server::sync_codec::SyncRequest::decode(&encoded.bytes[..])
+        .expect("a batch this process encoded");
     SyncBatch {
         changes: msg
             .changes
-            .into_iter()
-            .map(|c| wire::change_from_proto(replica, c).expect("valid records"))
+            .iter()
+            .map(|c| distro_server::sync_codec::decode_change(replica, c).expect("valid records"))
             .collect(),
     }
 }

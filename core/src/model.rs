@@ -165,31 +165,39 @@ impl ServiceSpec {
 
     /// Validates and resolves defaults; returns `(namespace, group, name)`.
     pub fn resolve(&self) -> Result<(&str, &str, &str), ValidationError> {
-        let namespace = if self.namespace.is_empty() {
+        Self::resolve_parts(&self.namespace, &self.group, &self.name)
+    }
+
+    /// [`ServiceSpec::resolve`] on borrowed parts (decoders use it without copying).
+    pub fn resolve_parts<'a>(
+        namespace: &'a str,
+        group: &'a str,
+        name: &'a str,
+    ) -> Result<(&'a str, &'a str, &'a str), ValidationError> {
+        let namespace = if namespace.is_empty() {
             DEFAULT_NAMESPACE
         } else {
-            self.namespace.as_str()
+            namespace
         };
-        let (group, name) = match self.name.split_once(GROUP_SEPARATOR) {
+        let (group, name) = match name.split_once(GROUP_SEPARATOR) {
             Some((g, n)) => {
-                if !self.group.is_empty() && self.group != g {
+                if !group.is_empty() && group != g {
                     return Err(ValidationError::new(
                         Field::Service,
                         format!(
-                            "grouped service name {:?} names group {g:?} but groupName is {:?}",
-                            self.name, self.group
+                            "grouped service name {name:?} names group {g:?} but groupName is {group:?}"
                         ),
                     ));
                 }
                 (g, n)
             }
             None => (
-                if self.group.is_empty() {
+                if group.is_empty() {
                     DEFAULT_GROUP
                 } else {
-                    self.group.as_str()
+                    group
                 },
-                self.name.as_str(),
+                name,
             ),
         };
         check_name(Field::Namespace, namespace, MAX_NAMESPACE_LEN)?;
@@ -446,9 +454,62 @@ impl InstanceSpec {
         }
     }
 
+    /// The borrowed view of this spec.
+    pub fn fields(&self) -> InstanceFields<'_, impl Iterator<Item = (&str, &str)> + Clone> {
+        InstanceFields {
+            ip: &self.ip,
+            port: self.port,
+            weight: self.weight,
+            healthy: self.healthy,
+            enabled: self.enabled,
+            cluster: &self.cluster,
+            metadata: self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            instance_id: self.instance_id.as_deref(),
+        }
+    }
+
     /// Checks every field against the limits of [`crate::limits`].
     pub fn validate(&self) -> Result<(), ValidationError> {
-        validate_ip(&self.ip)?;
+        self.fields().validate()
+    }
+
+    /// Validates and converts to the stored form for `service`. A custom id equal to the
+    /// default one is dropped (it is derivable).
+    pub fn to_instance(
+        &self,
+        interner: &Interner,
+        service: &Service,
+    ) -> Result<Instance, ValidationError> {
+        self.fields().to_instance(interner, service)
+    }
+}
+
+/// An instance as given in a request, borrowed: what decoders validate and convert
+/// without copying strings. `metadata` yields the `(key, value)` pairs.
+#[derive(Debug, Clone)]
+pub struct InstanceFields<'a, M> {
+    /// IP address or host name.
+    pub ip: &'a str,
+    /// Port as sent.
+    pub port: i64,
+    /// Weight.
+    pub weight: f64,
+    /// Health flag.
+    pub healthy: bool,
+    /// Enabled flag.
+    pub enabled: bool,
+    /// Cluster name; empty means `DEFAULT`.
+    pub cluster: &'a str,
+    /// Metadata pairs.
+    pub metadata: M,
+    /// Custom instance id; `None` or empty means the default.
+    pub instance_id: Option<&'a str>,
+}
+
+impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
+    /// Checks every field against the limits of [`crate::limits`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_ip(self.ip)?;
         if !(1..=65535).contains(&self.port) {
             return Err(ValidationError::new(
                 Field::Port,
@@ -462,19 +523,12 @@ impl InstanceSpec {
             ));
         }
         if !self.cluster.is_empty() {
-            check_cluster_name(&self.cluster)?;
+            check_cluster_name(self.cluster)?;
         }
-        if self.metadata.len() > MAX_METADATA_ENTRIES {
-            return Err(ValidationError::new(
-                Field::Metadata,
-                format!(
-                    "has {} entries, the limit is {MAX_METADATA_ENTRIES}",
-                    self.metadata.len()
-                ),
-            ));
-        }
+        let mut entries = 0;
         let mut bytes = 0;
-        for (k, v) in &self.metadata {
+        for (k, v) in self.metadata.clone() {
+            entries += 1;
             if k.is_empty() {
                 return Err(ValidationError::new(Field::Metadata, "has an empty key"));
             }
@@ -489,6 +543,22 @@ impl InstanceSpec {
                 ));
             }
             bytes += k.len() + v.len();
+            if (k == META_HEARTBEAT_TIMEOUT
+                || k == META_DELETE_TIMEOUT
+                || k == META_HEARTBEAT_INTERVAL)
+                && v.trim().parse::<u64>().is_err()
+            {
+                return Err(ValidationError::new(
+                    Field::Metadata,
+                    format!("{k} must be a number of milliseconds, got {v:?}"),
+                ));
+            }
+        }
+        if entries > MAX_METADATA_ENTRIES {
+            return Err(ValidationError::new(
+                Field::Metadata,
+                format!("has {entries} entries, the limit is {MAX_METADATA_ENTRIES}"),
+            ));
         }
         if bytes > MAX_METADATA_BYTES {
             return Err(ValidationError::new(
@@ -496,21 +566,7 @@ impl InstanceSpec {
                 format!("is {bytes} bytes, the limit is {MAX_METADATA_BYTES}"),
             ));
         }
-        for key in [
-            META_HEARTBEAT_TIMEOUT,
-            META_DELETE_TIMEOUT,
-            META_HEARTBEAT_INTERVAL,
-        ] {
-            if let Some((_, v)) = self.metadata.iter().find(|(k, _)| k == key)
-                && v.trim().parse::<u64>().is_err()
-            {
-                return Err(ValidationError::new(
-                    Field::Metadata,
-                    format!("{key} must be a number of milliseconds, got {v:?}"),
-                ));
-            }
-        }
-        if let Some(id) = &self.instance_id {
+        if let Some(id) = self.instance_id {
             if id.len() > MAX_INSTANCE_ID_LEN {
                 return Err(ValidationError::new(
                     Field::InstanceId,
@@ -541,22 +597,19 @@ impl InstanceSpec {
         let cluster = if self.cluster.is_empty() {
             DEFAULT_CLUSTER
         } else {
-            self.cluster.as_str()
+            self.cluster
         };
         let mut inst = Instance {
-            ip: compact_str::CompactString::from(self.ip.as_str()),
+            ip: compact_str::CompactString::from(self.ip),
             port: self.port as u16,
             weight: self.weight,
             healthy: self.healthy,
             enabled: self.enabled,
             cluster: interner.intern(cluster),
-            metadata: Metadata::from_pairs(
-                interner,
-                self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ),
+            metadata: Metadata::from_pairs(interner, self.metadata.clone()),
             custom_id: None,
         };
-        if let Some(id) = self.instance_id.as_deref().filter(|s| !s.is_empty())
+        if let Some(id) = self.instance_id.filter(|s| !s.is_empty())
             && id != inst.instance_id(service)
         {
             inst.custom_id = Some(Box::from(id));

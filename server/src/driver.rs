@@ -10,7 +10,7 @@
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::peer_client::PeerClients;
-use crate::wire;
+use crate::sync_codec;
 use distro_core::message::{Command, SnapshotCursor};
 use distro_core::{MemberId, MemberState, Node};
 use prost::Message as _;
@@ -197,7 +197,7 @@ impl Driver {
             };
             bytes += chunk.encoded_len() as u64;
             chunks += 1;
-            clients += chunk.records.len() as u64;
+            clients += chunk.len() as u64;
             let last = chunk.next_shard.is_none();
             let node = self.node.clone();
             let now = (self.clock)();
@@ -208,8 +208,13 @@ impl Driver {
                 .map_err(|e| e.to_string())?;
             applying.spawn_blocking(move || {
                 let _permit = permit;
-                let decoded = wire::chunk_from_proto(&node, chunk).map_err(|e| e.to_string())?;
-                node.load_chunk(from, &decoded.records, now);
+                let records = chunk
+                    .records
+                    .iter()
+                    .map(|r| sync_codec::decode_record(&node, r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                node.load_chunk(from, &records, now);
                 Ok::<_, String>(())
             });
             // Surface a failed chunk early.

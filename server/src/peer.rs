@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::ops::Ops;
 use crate::peer_client::{PeerGate, TOKEN_HEADER};
 use crate::proto::distro as pb;
+use crate::sync_codec::{self, SnapshotChunk, SyncRequest};
 use crate::wire;
 use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor, SyncBatch};
 use distro_core::{MemberId, Node};
@@ -98,21 +99,21 @@ fn unexpected(what: &str) -> Status {
     ))
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn sync(
         &self,
-        request: Request<pb::SyncRequest>,
+        request: Request<SyncRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
         let from = self.admit(&request, &request.get_ref().from)?;
         let node = self.node.clone();
         let msg = request.into_inner();
         let changes = msg
             .changes
-            .into_iter()
-            .map(|c| wire::change_from_proto(&node, c))
+            .iter()
+            .map(|c| sync_codec::decode_change(&node, c))
             .collect::<Result<Vec<_>, _>>()?;
         match self.handle(from, PeerRequest::Sync(SyncBatch { changes }))? {
             PeerResponse::SyncAck { applied, stale } => {
@@ -182,7 +183,7 @@ impl pb::peer_server::Peer for PeerService {
         let node = self.node.clone();
         let gate = self.gate.clone();
         let metrics = self.metrics.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SnapshotChunk, Status>>(2);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<SnapshotChunk, Status>>(2);
         tracing::debug!(peer = %node.members().addr(from), "serving a snapshot");
         tokio::task::spawn_blocking(move || {
             let mut cursor = Some(SnapshotCursor {
@@ -199,7 +200,7 @@ impl pb::peer_server::Peer for PeerService {
                 let chunk = node.snapshot_chunk(c);
                 cursor = chunk.next;
                 if tx
-                    .blocking_send(Ok(wire::chunk_to_proto(&node, &chunk)))
+                    .blocking_send(Ok(SnapshotChunk::new(node.clone(), chunk)))
                     .is_err()
                 {
                     return; // the loader went away

@@ -7,7 +7,7 @@
 use crate::metrics::Metrics;
 use crate::proto::distro as pb;
 use crate::proto::distro::peer_client::PeerClient;
-use crate::sync_codec::SyncMessage;
+use crate::sync_codec::SyncRequest;
 use crate::wire;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
 use distro_core::{MemberId, Node};
@@ -48,8 +48,6 @@ impl PeerGate {
 pub struct PeerClients {
     node: Arc<Node>,
     clients: Vec<Option<PeerClient<Channel>>>,
-    /// Raw clients for the sync call, which sends a directly encoded message.
-    raw: Vec<Option<tonic::client::Grpc<Channel>>>,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     timeout: Duration,
     gate: Arc<PeerGate>,
@@ -69,11 +67,9 @@ impl PeerClients {
     ) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(node.config().peer_timeout);
         let mut clients = Vec::new();
-        let mut raw = Vec::new();
         for m in node.members().ids() {
             if m == node.me() {
                 clients.push(None);
-                raw.push(None);
                 continue;
             }
             let uri = format!("http://{}", cluster_addr(node.members().addr(m)));
@@ -84,11 +80,6 @@ impl PeerClients {
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .connect_lazy();
-            raw.push(Some(
-                tonic::client::Grpc::new(channel.clone())
-                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-            ));
             clients.push(Some(
                 PeerClient::new(channel)
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -106,7 +97,6 @@ impl PeerClients {
         Ok(Self {
             node,
             clients,
-            raw,
             token,
             timeout,
             gate,
@@ -164,24 +154,9 @@ impl PeerClients {
         let out = match req {
             PeerRequest::Sync(batch) => {
                 // Encoded straight from the core's records (see `sync_codec`).
-                let msg = SyncMessage::new(node.clone(), batch.clone());
+                let msg = SyncRequest::new(node.clone(), batch.clone());
                 let len = prost::Message::encoded_len(&msg);
-                let mut grpc = self
-                    .raw
-                    .get(to.index())
-                    .and_then(|c| c.clone())
-                    .ok_or_else(|| {
-                        tonic::Status::invalid_argument(format!("{to} is not a peer"))
-                    })?;
-                grpc.ready()
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(format!("peer not ready: {e}")))?;
-                let path =
-                    tonic::codegen::http::uri::PathAndQuery::from_static("/distro.v1.Peer/Sync");
-                let codec = tonic_prost::ProstCodec::<SyncMessage, pb::SyncResponse>::default();
-                let r = grpc
-                    .unary(self.request(msg, self.timeout), path, codec)
-                    .await;
+                let r = c.sync(self.request(msg, self.timeout)).await;
                 self.metrics.peer_request(kind, len, r.is_ok());
                 let r = r?.into_inner();
                 PeerResponse::SyncAck {
@@ -270,7 +245,7 @@ impl PeerClients {
         &self,
         from: MemberId,
         cursor: SnapshotCursor,
-    ) -> Result<tonic::Streaming<pb::SnapshotChunk>, tonic::Status> {
+    ) -> Result<tonic::Streaming<crate::sync_codec::SnapshotChunk>, tonic::Status> {
         let mut c = self.client(from)?;
         let msg = pb::SnapshotRequest {
             from: self.me.clone(),

@@ -1,44 +1,28 @@
-//! A direct protobuf encoder of `distro.v1.SyncRequest` from the core's records.
+//! The bulk peer messages, `distro.v1.SyncRequest` and `distro.v1.SnapshotChunk`, encoded
+//! straight from the core's records and decoded straight into them.
 //!
-//! Sync is the hottest peer message: every change of every owned client is encoded once
-//! per peer. Building the generated `pb::SyncRequest` first would copy every string into
-//! an intermediate struct (and every metadata map into a `HashMap`); this encoder writes
-//! the same bytes straight from the core's `ClientRecord`s. The receiving side decodes
-//! with the generated `pb::SyncRequest` as for any peer message, so the wire format is
-//! exactly the one `distro.proto` defines (a round-trip test pins it).
+//! Every change of every owned client is encoded once per peer and decoded on every
+//! replica, and a starting node decodes every client of the cluster, so these two
+//! messages dominate replication CPU. Going through the generated structs would copy every
+//! string twice and build a `HashMap` per instance; here encoding writes protobuf from the
+//! `ClientRecord`s, and decoding keeps each change (or record) as the received bytes and
+//! parses them into core types, validating exactly as any peer input is validated, with
+//! no copy of a string that is interned or stored inline. `build.rs` maps both message
+//! types here (`extern_path`); the wire format is the one `distro.proto` defines, pinned
+//! by round-trip tests against the generated code for the nested messages.
 
+use crate::wire::WireError;
 use distro_core::message::SyncBatch;
-use distro_core::model::{Instance, Publication, Service};
+use distro_core::model::{
+    ClientId, Instance, InstanceFields, Publication, Revision, Service, ServiceSpec,
+};
 use distro_core::{ClientChange, ClientRecord, Node};
-use prost::bytes::{Buf, BufMut};
+use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{
-    DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len,
+    DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint,
+    encoded_len_varint, key_len,
 };
 use std::sync::Arc;
-
-/// A sync batch ready to be sent by `node`: implements `prost::Message` for encoding only.
-pub struct SyncMessage {
-    node: Arc<Node>,
-    from: String,
-    batch: SyncBatch,
-}
-
-impl SyncMessage {
-    /// Wraps `batch` of `node` (its member address goes into `from`).
-    pub fn new(node: Arc<Node>, batch: SyncBatch) -> Self {
-        let from = node.members().addr(node.me()).to_string();
-        Self { node, from, batch }
-    }
-}
-
-impl std::fmt::Debug for SyncMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncMessage")
-            .field("from", &self.from)
-            .field("changes", &self.batch.changes.len())
-            .finish()
-    }
-}
 
 fn str_len(tag: u32, s: &str) -> usize {
     if s.is_empty() {
@@ -192,16 +176,82 @@ fn put_change(node: &Node, c: &ClientChange, buf: &mut impl BufMut) {
     }
 }
 
-impl prost::Message for SyncMessage {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        put_str(1, &self.from, buf);
-        for c in &self.batch.changes {
-            put_nested(2, change_len(&self.node, c), buf);
-            put_change(&self.node, c, buf);
+fn put_bytes_field(tag: u32, b: &[u8], buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(b.len() as u64, buf);
+    buf.put_slice(b);
+}
+
+/// `distro.v1.SyncRequest`: encoded from a core batch, decoded as raw changes.
+#[derive(Default, Clone)]
+pub struct SyncRequest {
+    /// The sender's member address.
+    pub from: String,
+    /// To encode: the sender and its batch.
+    outgoing: Option<(Arc<Node>, SyncBatch)>,
+    /// Decoded: each change's bytes, parsed by [`decode_change`].
+    pub changes: Vec<Bytes>,
+}
+
+impl SyncRequest {
+    /// A request carrying `batch` of `node`.
+    pub fn new(node: Arc<Node>, batch: SyncBatch) -> Self {
+        let from = node.members().addr(node.me()).to_string();
+        Self {
+            from,
+            outgoing: Some((node, batch)),
+            changes: Vec::new(),
         }
     }
 
-    /// Encode-only: decoding skips every field (receivers decode `pb::SyncRequest`).
+    /// A request carrying already-encoded changes (tests, tools).
+    pub fn from_raw(from: String, changes: Vec<Bytes>) -> Self {
+        Self {
+            from,
+            outgoing: None,
+            changes,
+        }
+    }
+}
+
+impl std::fmt::Debug for SyncRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncRequest")
+            .field("from", &self.from)
+            .field(
+                "changes",
+                &self
+                    .outgoing
+                    .as_ref()
+                    .map_or(self.changes.len(), |(_, b)| b.changes.len()),
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for SyncRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.from == other.from
+            && self.changes == other.changes
+            && self.outgoing.is_none()
+            && other.outgoing.is_none()
+    }
+}
+
+impl prost::Message for SyncRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        put_str(1, &self.from, buf);
+        if let Some((node, batch)) = &self.outgoing {
+            for c in &batch.changes {
+                put_nested(2, change_len(node, c), buf);
+                put_change(node, c, buf);
+            }
+        }
+        for c in &self.changes {
+            put_bytes_field(2, c, buf);
+        }
+    }
+
     fn merge_field(
         &mut self,
         tag: u32,
@@ -209,22 +259,390 @@ impl prost::Message for SyncMessage {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), prost::DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        match tag {
+            1 => prost::encoding::string::merge(wire_type, &mut self.from, buf, ctx),
+            2 => {
+                let mut b = Bytes::new();
+                prost::encoding::bytes::merge(wire_type, &mut b, buf, ctx)?;
+                self.changes.push(b);
+                Ok(())
+            }
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
     }
 
     fn encoded_len(&self) -> usize {
-        str_len(1, &self.from)
-            + self
-                .batch
+        let mut n = str_len(1, &self.from);
+        if let Some((node, batch)) = &self.outgoing {
+            n += batch
                 .changes
                 .iter()
-                .map(|c| nested_len(2, change_len(&self.node, c)))
-                .sum::<usize>()
+                .map(|c| nested_len(2, change_len(node, c)))
+                .sum::<usize>();
+        }
+        n + self
+            .changes
+            .iter()
+            .map(|c| nested_len(2, c.len()))
+            .sum::<usize>()
     }
 
     fn clear(&mut self) {
-        self.batch.changes.clear();
+        *self = Self::default();
     }
+}
+
+/// `distro.v1.SnapshotChunk`: encoded from core records, decoded as raw records.
+#[derive(Default, Clone)]
+pub struct SnapshotChunk {
+    /// To encode: the serving node and its records.
+    outgoing: Option<(Arc<Node>, Vec<ClientRecord>)>,
+    /// Decoded: each record's bytes, parsed by [`decode_record`].
+    pub records: Vec<Bytes>,
+    /// Where the next chunk starts; `None` on the last chunk.
+    pub next_shard: Option<u32>,
+    /// Offset within `next_shard`.
+    pub next_offset: u32,
+}
+
+impl SnapshotChunk {
+    /// A chunk of `node`'s snapshot.
+    pub fn new(node: Arc<Node>, chunk: distro_core::SnapshotChunk) -> Self {
+        Self {
+            next_shard: chunk.next.map(|c| c.shard),
+            next_offset: chunk.next.map_or(0, |c| c.offset),
+            outgoing: Some((node, chunk.records)),
+            records: Vec::new(),
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.outgoing
+            .as_ref()
+            .map_or(self.records.len(), |(_, r)| r.len())
+    }
+
+    /// Whether the chunk holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for SnapshotChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotChunk")
+            .field("records", &self.len())
+            .field("next_shard", &self.next_shard)
+            .field("next_offset", &self.next_offset)
+            .finish()
+    }
+}
+
+impl prost::Message for SnapshotChunk {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if let Some((node, records)) = &self.outgoing {
+            for r in records {
+                put_nested(1, record_len(node, r), buf);
+                put_record(node, r, buf);
+            }
+        }
+        for r in &self.records {
+            put_bytes_field(1, r, buf);
+        }
+        if let Some(s) = self.next_shard {
+            encode_key(2, WireType::Varint, buf);
+            encode_varint(u64::from(s), buf);
+        }
+        put_u64(3, u64::from(self.next_offset), buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => {
+                let mut b = Bytes::new();
+                prost::encoding::bytes::merge(wire_type, &mut b, buf, ctx)?;
+                self.records.push(b);
+                Ok(())
+            }
+            2 => {
+                let mut v = 0u32;
+                prost::encoding::uint32::merge(wire_type, &mut v, buf, ctx)?;
+                self.next_shard = Some(v);
+                Ok(())
+            }
+            3 => prost::encoding::uint32::merge(wire_type, &mut self.next_offset, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let mut n = 0;
+        if let Some((node, records)) = &self.outgoing {
+            n += records
+                .iter()
+                .map(|r| nested_len(1, record_len(node, r)))
+                .sum::<usize>();
+        }
+        n += self
+            .records
+            .iter()
+            .map(|r| nested_len(1, r.len()))
+            .sum::<usize>();
+        if let Some(s) = self.next_shard {
+            n += key_len(2) + encoded_len_varint(u64::from(s));
+        }
+        n + u64_len(3, u64::from(self.next_offset))
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+// ----- decoding --------------------------------------------------------------------
+
+/// One field of a message being parsed.
+enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+}
+
+fn malformed(what: &str) -> WireError {
+    WireError::Malformed(format!("malformed peer message: {what}"))
+}
+
+/// Calls `f` with every field of the message in `buf`.
+fn for_each_field<'a>(
+    mut buf: &'a [u8],
+    mut f: impl FnMut(u32, Value<'a>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    while !buf.is_empty() {
+        let (tag, wire) = decode_key(&mut buf).map_err(|e| malformed(&e.to_string()))?;
+        let value = match wire {
+            WireType::Varint => {
+                Value::Varint(decode_varint(&mut buf).map_err(|e| malformed(&e.to_string()))?)
+            }
+            WireType::SixtyFourBit => {
+                if buf.len() < 8 {
+                    return Err(malformed("truncated 64-bit field"));
+                }
+                let v = buf.get_u64_le();
+                Value::Fixed64(v)
+            }
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut buf).map_err(|e| malformed(&e.to_string()))? as usize;
+                if len > buf.len() {
+                    return Err(malformed("a length past the end of the message"));
+                }
+                let (v, rest) = buf.split_at(len);
+                buf = rest;
+                Value::Bytes(v)
+            }
+            WireType::ThirtyTwoBit => {
+                if buf.len() < 4 {
+                    return Err(malformed("truncated 32-bit field"));
+                }
+                buf.advance(4);
+                continue;
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(malformed("groups are not used"));
+            }
+        };
+        f(tag, value)?;
+    }
+    Ok(())
+}
+
+fn text<'a>(b: &'a [u8], field: &str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(b).map_err(|_| malformed(&format!("{field} is not UTF-8")))
+}
+
+struct RawInstance<'a> {
+    ip: &'a str,
+    port: u64,
+    weight: f64,
+    healthy: bool,
+    enabled: bool,
+    cluster: &'a str,
+    metadata: smallvec::SmallVec<[(&'a str, &'a str); 4]>,
+    instance_id: &'a str,
+}
+
+fn parse_instance(b: &[u8]) -> Result<RawInstance<'_>, WireError> {
+    let mut i = RawInstance {
+        ip: "",
+        port: 0,
+        weight: 0.0,
+        healthy: false,
+        enabled: false,
+        cluster: "",
+        metadata: smallvec::SmallVec::new(),
+        instance_id: "",
+    };
+    for_each_field(b, |tag, v| {
+        match (tag, v) {
+            (1, Value::Bytes(s)) => i.ip = text(s, "ip")?,
+            (2, Value::Varint(p)) => i.port = p,
+            (3, Value::Fixed64(w)) => i.weight = f64::from_bits(w),
+            (4, Value::Varint(h)) => i.healthy = h != 0,
+            (5, Value::Varint(e)) => i.enabled = e != 0,
+            (6, Value::Bytes(s)) => i.cluster = text(s, "cluster")?,
+            (7, Value::Bytes(entry)) => {
+                let (mut k, mut val) = ("", "");
+                for_each_field(entry, |t, v| {
+                    match (t, v) {
+                        (1, Value::Bytes(s)) => k = text(s, "metadata key")?,
+                        (2, Value::Bytes(s)) => val = text(s, "metadata value")?,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                i.metadata.push((k, val));
+            }
+            (8, Value::Bytes(s)) => i.instance_id = text(s, "instance id")?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(i)
+}
+
+fn parse_publication(node: &Node, id: &ClientId, b: &[u8]) -> Result<Publication, WireError> {
+    let (mut ns, mut group, mut name) = ("", "", "");
+    let mut batch = false;
+    let mut raw_instances: smallvec::SmallVec<[&[u8]; 1]> = smallvec::SmallVec::new();
+    for_each_field(b, |tag, v| {
+        match (tag, v) {
+            (1, Value::Bytes(s)) => for_each_field(s, |t, v| {
+                match (t, v) {
+                    (1, Value::Bytes(x)) => ns = text(x, "namespace")?,
+                    (2, Value::Bytes(x)) => group = text(x, "group")?,
+                    (3, Value::Bytes(x)) => name = text(x, "service")?,
+                    _ => {}
+                }
+                Ok(())
+            })?,
+            (2, Value::Varint(v)) => batch = v != 0,
+            (3, Value::Bytes(s)) => raw_instances.push(s),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let (ns, group, name) = ServiceSpec::resolve_parts(ns, group, name)?;
+    let service: Service = node.registry().service(ns, group, name);
+    let count = raw_instances.len();
+    if count == 0 {
+        return Err(WireError::Malformed(format!(
+            "client {id}: empty publication"
+        )));
+    }
+    if count > distro_core::limits::MAX_BATCH_INSTANCES {
+        return Err(WireError::Malformed(format!(
+            "client {id}: {count} instances in one publication"
+        )));
+    }
+    if !batch && count != 1 {
+        return Err(WireError::Malformed(format!(
+            "client {id}: a single publication with {count} instances"
+        )));
+    }
+    let mut instances: Vec<Instance> = Vec::with_capacity(count);
+    for raw in raw_instances {
+        let r = parse_instance(raw)?;
+        let mut metadata = r.metadata;
+        metadata.sort_unstable();
+        let fields = InstanceFields {
+            ip: r.ip,
+            port: i64::try_from(r.port).unwrap_or(i64::MAX),
+            weight: r.weight,
+            healthy: r.healthy,
+            enabled: r.enabled,
+            cluster: r.cluster,
+            metadata: metadata.iter().copied(),
+            instance_id: (!r.instance_id.is_empty()).then_some(r.instance_id),
+        };
+        instances.push(fields.to_instance(node.registry().interner(), &service)?);
+    }
+    Ok(if batch {
+        Publication::batch(service, instances)
+    } else {
+        let one = instances.pop().ok_or_else(|| malformed("no instance"))?;
+        Publication::single(service, one)
+    })
+}
+
+/// Parses and validates one `ClientRecord` (names interned in `node`'s registry).
+pub fn decode_record(node: &Node, b: &[u8]) -> Result<ClientRecord, WireError> {
+    let (mut id, mut owner) = ("", "");
+    let mut revision = 0u64;
+    let mut raw_pubs: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
+    for_each_field(b, |tag, v| {
+        match (tag, v) {
+            (1, Value::Bytes(s)) => id = text(s, "client id")?,
+            (2, Value::Varint(r)) => revision = r,
+            (3, Value::Bytes(s)) => owner = text(s, "owner")?,
+            (4, Value::Bytes(s)) => raw_pubs.push(s),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let id = ClientId::parse(id)?;
+    let owner = if owner.is_empty() {
+        node.me()
+    } else {
+        crate::wire::member_id(node, owner)?
+    };
+    let mut publications = Vec::with_capacity(raw_pubs.len());
+    for p in raw_pubs {
+        publications.push(Arc::new(parse_publication(node, &id, p)?));
+    }
+    publications.sort_by(|a, b| a.service.cmp(&b.service));
+    publications.dedup_by(|a, b| a.service == b.service);
+    Ok(ClientRecord {
+        id,
+        revision: Revision(revision),
+        owner,
+        publications,
+    })
+}
+
+/// Parses and validates one `ClientChange`.
+pub fn decode_change(node: &Node, b: &[u8]) -> Result<ClientChange, WireError> {
+    let mut out: Option<Result<ClientChange, WireError>> = None;
+    for_each_field(b, |tag, v| {
+        match (tag, v) {
+            (1, Value::Bytes(r)) => out = Some(decode_record(node, r).map(ClientChange::Upsert)),
+            (2, Value::Bytes(d)) => {
+                let (mut id, mut revision) = ("", 0u64);
+                for_each_field(d, |t, v| {
+                    match (t, v) {
+                        (1, Value::Bytes(s)) => id = text(s, "client id")?,
+                        (2, Value::Varint(r)) => revision = r,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                out = Some(ClientId::parse(id).map_err(WireError::from).map(|id| {
+                    ClientChange::Delete {
+                        id,
+                        revision: Revision(revision),
+                    }
+                }));
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    out.unwrap_or_else(|| Err(malformed("a change with neither upsert nor delete")))
 }
 
 #[cfg(test)]
@@ -234,6 +652,30 @@ mod tests {
     use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
     use distro_core::{Command, Config, MemberList, PeerRequest, Revision};
     use prost::Message as _;
+
+    struct ExpectedSync {
+        from: String,
+        changes: Vec<pb::ClientChange>,
+    }
+
+    #[test]
+    fn malformed_bytes_are_refused_with_a_reason() {
+        let members: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+        let node = Node::new(
+            Config::default(),
+            MemberList::new(&members[1], &members).unwrap(),
+            1,
+        )
+        .unwrap();
+        for bad in [&[0x0a, 0xff][..], &[0x0a, 0x05, 0x01], &[0xff; 12], &[0x0b]] {
+            let e = decode_change(&node, bad).expect_err("refused");
+            assert!(
+                e.to_string().contains("malformed") || e.to_string().contains("invalid"),
+                "{e}"
+            );
+        }
+        assert!(decode_change(&node, &[]).is_err());
+    }
 
     #[test]
     fn encodes_exactly_what_the_generated_code_decodes() {
@@ -282,7 +724,7 @@ mod tests {
             })
             .expect("a batch");
         assert_eq!(batch.changes.len(), 3);
-        let expected = pb::SyncRequest {
+        let expected = ExpectedSync {
             from: members[0].clone(),
             changes: batch
                 .changes
@@ -290,18 +732,43 @@ mod tests {
                 .map(|c| crate::wire::change_to_proto(&node, c))
                 .collect(),
         };
-        let msg = SyncMessage::new(node, batch);
+        let msg = SyncRequest::new(node.clone(), batch.clone());
         let bytes = msg.encode_to_vec();
         assert_eq!(bytes.len(), msg.encoded_len());
-        let decoded = pb::SyncRequest::decode(&bytes[..]).expect("decodes");
-        assert_eq!(decoded, expected);
-        assert!(matches!(
-            decoded.changes.iter().find_map(|c| match &c.change {
-                Some(pb::client_change::Change::Delete(d)) => Some(d.revision > 0),
-                _ => None,
-            }),
-            Some(true)
-        ));
+        let decoded = SyncRequest::decode(&bytes[..]).expect("decodes");
+        assert_eq!(decoded.from, expected.from);
+        // Every change decodes with the generated code to what the generated encoder makes,
+        let generated: Vec<pb::ClientChange> = decoded
+            .changes
+            .iter()
+            .map(|b| pb::ClientChange::decode(&b[..]).expect("generated decode"))
+            .collect();
+        assert_eq!(generated, expected.changes);
+        // and with ours to the original change.
+        let replica = Node::new(
+            Config::default(),
+            MemberList::new(&members[1], &members).unwrap(),
+            1,
+        )
+        .unwrap();
+        for (raw, original) in decoded.changes.iter().zip(&batch.changes) {
+            let mine = decode_change(&replica, raw).expect("our decode");
+            assert_eq!(mine.id(), original.id());
+            assert_eq!(mine.revision(), original.revision());
+            if let (ClientChange::Upsert(a), ClientChange::Upsert(b)) = (&mine, original) {
+                assert_eq!(a.publications, b.publications);
+            }
+        }
         let _ = Revision::ZERO;
+        // A snapshot chunk round-trips too.
+        let chunk = node.snapshot_chunk(distro_core::SnapshotCursor::default());
+        let n = chunk.records.len();
+        let enc = SnapshotChunk::new(node, chunk).encode_to_vec();
+        let dec = SnapshotChunk::decode(&enc[..]).expect("decodes");
+        assert_eq!(dec.records.len(), n);
+        assert_eq!(dec.next_shard, None);
+        for r in &dec.records {
+            decode_record(&replica, r).expect("valid record");
+        }
     }
 }

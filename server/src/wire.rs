@@ -5,9 +5,7 @@
 //! a malformed message is refused with the field and the reason, never applied.
 
 use crate::proto::distro as pb;
-use distro_core::message::{
-    Need, Probe, ShardList, SnapshotChunk, SnapshotCursor, VerifyClients, VerifyDigests, VerifyList,
-};
+use distro_core::message::{Need, Probe, ShardList, VerifyClients, VerifyDigests, VerifyList};
 use distro_core::model::{ClientId, InstanceSpec, Publication, Revision, ServiceSpec};
 use distro_core::{ClientChange, ClientRecord, MemberId, Node, ShardDigest, ValidationError};
 use std::sync::Arc;
@@ -318,31 +316,6 @@ pub fn needs_from_proto(node: &Node, v: Vec<pb::Need>) -> Result<Vec<(ClientId, 
             Ok((id, need))
         })
         .collect()
-}
-
-/// A snapshot chunk to proto.
-pub fn chunk_to_proto(node: &Node, c: &SnapshotChunk) -> pb::SnapshotChunk {
-    pb::SnapshotChunk {
-        records: c.records.iter().map(|r| record_to_proto(node, r)).collect(),
-        next_shard: c.next.map(|n| n.shard),
-        next_offset: c.next.map_or(0, |n| n.offset),
-    }
-}
-
-/// A snapshot chunk from proto.
-pub fn chunk_from_proto(node: &Node, c: pb::SnapshotChunk) -> Result<SnapshotChunk, WireError> {
-    let next = c.next_shard.map(|shard| SnapshotCursor {
-        shard,
-        offset: c.next_offset,
-    });
-    Ok(SnapshotChunk {
-        records: c
-            .records
-            .into_iter()
-            .map(|r| record_from_proto(node, r))
-            .collect::<Result<_, _>>()?,
-        next,
-    })
 }
 
 /// A probe from proto.

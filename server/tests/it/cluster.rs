@@ -665,17 +665,18 @@ async fn malformed_requests_get_clear_errors_and_the_node_keeps_serving() {
         pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{}", c.ports(0).cluster))
             .await
             .expect("connect");
-    let garbage = pb::SyncRequest {
-        from: me,
-        changes: vec![pb::ClientChange {
-            change: Some(pb::client_change::Change::Upsert(pb::ClientRecord {
-                id: String::new(),
-                revision: 1,
-                owner: String::new(),
-                publications: vec![],
-            })),
-        }],
+    let change = pb::ClientChange {
+        change: Some(pb::client_change::Change::Upsert(pb::ClientRecord {
+            id: String::new(),
+            revision: 1,
+            owner: String::new(),
+            publications: vec![],
+        })),
     };
+    let garbage = distro_server::sync_codec::SyncRequest::from_raw(
+        me,
+        vec![prost::Message::encode_to_vec(&change).into()],
+    );
     let e = peer.sync(garbage).await.expect_err("refused");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("clientId"), "{e}");
