@@ -75,6 +75,7 @@ mod interval_log;
 mod latency;
 mod machine;
 mod merge;
+pub mod nacos;
 mod op;
 mod progress;
 mod recorder;

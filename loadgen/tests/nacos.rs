@@ -1,0 +1,284 @@
+//! The loadgen Nacos client against a real 3-node LocalCluster: replication of what it
+//! registers, pushes to its subscriptions, and a thousand connections at once.
+
+use distro_server::{LocalCluster, ServerConfig};
+use loadgen::nacos::{
+    ClientConfig, ConnectPlan, Dialer, Instance, NacosClient, Push, ServiceName, connect_many,
+    raise_nofile,
+};
+use prost::Message;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn fast_config() -> ServerConfig {
+    let mut c = ServerConfig::default();
+    c.protocol.sync_delay = 100;
+    c.tick = Duration::from_millis(20);
+    c.nacos.push_delay = Duration::from_millis(50);
+    c
+}
+
+async fn cluster() -> LocalCluster {
+    let c = LocalCluster::start(3, fast_config(), 1)
+        .await
+        .expect("cluster starts");
+    let nodes: Vec<_> = (0..3).filter_map(|i| c.node(i)).collect();
+    eventually("every node loaded", || nodes.iter().all(|n| n.is_loaded())).await;
+    c
+}
+
+/// Polls `f` every 20 ms until it holds; fails after `DEADLINE`.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connect(config: &ClientConfig, server: SocketAddr, index: usize) -> NacosClient {
+    let dialer = Dialer::for_target(server.ip(), config.connect_timeout);
+    NacosClient::connect(config, &dialer, server, index)
+        .await
+        .expect("connects and handshakes")
+}
+
+/// Whether `ip:port` is in `service` as seen through `client`'s node.
+async fn visible(client: &NacosClient, service: &ServiceName, ip: &str, port: u16) -> bool {
+    let reply = client
+        .call(&client.requests().query(service, "", false))
+        .await
+        .expect("query");
+    reply
+        .service_info()
+        .expect("serviceInfo")
+        .contains(ip, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_through_node_1_is_visible_on_nodes_2_and_3() {
+    let c = cluster().await;
+    let config = ClientConfig::default();
+    let a = connect(&config, c.sdk_addr(0), 0).await;
+    assert!(!a.connection_id().is_empty());
+    // Sources are spread over 127.0.0.2.. on loopback.
+    assert_eq!(a.local_addr().ip().to_string(), "127.0.0.2");
+    let b = connect(&config, c.sdk_addr(1), 1).await;
+    let d = connect(&config, c.sdk_addr(2), 2).await;
+    assert_eq!(b.local_addr().ip().to_string(), "127.0.0.3");
+
+    let service = ServiceName::new("replicated");
+    let inst = Instance::new("10.0.0.7", 8080);
+    a.call(&a.requests().register(&service, &inst))
+        .await
+        .expect("registers");
+    assert!(visible(&a, &service, "10.0.0.7", 8080).await);
+    for (name, other) in [("node 2", &b), ("node 3", &d)] {
+        let start = Instant::now();
+        loop {
+            if visible(other, &service, "10.0.0.7", 8080).await {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "not visible on {name}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Batch registration replaces the connection's publication for the service.
+    let batch = [Instance::new("10.0.0.8", 1), Instance::new("10.0.0.8", 2)];
+    a.call(&a.requests().batch_register(&service, &batch))
+        .await
+        .expect("batch registers");
+    let info = a
+        .call(&a.requests().query(&service, "", false))
+        .await
+        .expect("query");
+    let hosts = info.service_info().expect("serviceInfo").hosts.len();
+    assert_eq!(hosts, 2);
+    // Deregistration removes it everywhere; health checks are answered.
+    a.call(&a.requests().deregister(&service, &batch[0]))
+        .await
+        .expect("deregisters");
+    a.call(&a.requests().health_check())
+        .await
+        .expect("health check");
+    let start = Instant::now();
+    while visible(&d, &service, "10.0.0.8", 1).await {
+        assert!(start.elapsed() < DEADLINE, "deregistration not replicated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Bad input gets the server's 400, naming the field.
+    let err = a
+        .call(
+            &a.requests()
+                .register(&service, &Instance::new("not an ip", 1)),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), "400", "{err}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_another_node_receives_pushes_and_acks_them() {
+    let c = cluster().await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Push>();
+    let subscriber_config = ClientConfig {
+        on_push: Some(Arc::new(move |p: &Push| {
+            let _ = tx.send(p.clone());
+        })),
+        ..ClientConfig::default()
+    };
+    let sub = connect(&subscriber_config, c.sdk_addr(2), 0).await;
+    let service = ServiceName::new("pushed");
+    let reply = sub
+        .call(&sub.requests().subscribe(&service, ""))
+        .await
+        .expect("subscribes");
+    assert!(reply.service_info().expect("current view").hosts.is_empty());
+
+    let config = ClientConfig::default();
+    let publisher = connect(&config, c.sdk_addr(0), 1).await;
+    let registered = Instant::now();
+    publisher
+        .call(
+            &publisher
+                .requests()
+                .register(&service, &Instance::new("10.1.1.1", 80)),
+        )
+        .await
+        .expect("registers");
+    let mut last_ref = 0;
+    let push = loop {
+        let p = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .expect("a push within the deadline")
+            .expect("channel open");
+        let info = p.service_info().expect("serviceInfo");
+        assert_eq!(info.name, "pushed");
+        assert!(info.last_ref_time > last_ref, "lastRefTime increases");
+        last_ref = info.last_ref_time;
+        if info.contains("10.1.1.1", 80) {
+            break p;
+        }
+    };
+    assert!(push.received > registered);
+    assert_eq!(push.server, c.sdk_addr(2));
+    let counters = &subscriber_config.counters;
+    assert!(counters.pushes.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(
+        counters
+            .push_acks
+            .load(std::sync::atomic::Ordering::Relaxed),
+        counters.pushes.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    // The server saw the acks: nothing is left to retry once pushes settle.
+    let node3 = c.node(2).expect("running");
+    assert!(node3.is_loaded());
+
+    // Closing the publisher removes its instance; the subscriber is told.
+    publisher.close(Duration::from_secs(5)).await;
+    loop {
+        let p = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .expect("a removal push within the deadline")
+            .expect("channel open");
+        if !p
+            .service_info()
+            .expect("serviceInfo")
+            .contains("10.1.1.1", 80)
+        {
+            break;
+        }
+    }
+    assert!(sub.is_open());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connections_register_and_are_visible_on_every_node() {
+    const N: usize = 1_000;
+    const SERVICES: usize = 10;
+    // Client and server ends of each connection live in this process.
+    let limit = raise_nofile(4 * N as u64 + 1_000).expect("readable limit");
+    assert!(limit.is_enough(), "{limit}");
+    let c = cluster().await;
+    let servers: Vec<SocketAddr> = (0..3).map(|i| c.sdk_addr(i)).collect();
+    let config = Arc::new(ClientConfig::default());
+    let dialer = Dialer::for_target(servers[0].ip(), config.connect_timeout);
+    let plan = ConnectPlan::new(servers.clone(), N);
+    let clients: Vec<NacosClient> = connect_many(config, dialer, &plan)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    // Every node got a share of the connections.
+    for s in &servers {
+        assert!(clients.iter().filter(|c| c.server() == *s).count() > N / 6);
+    }
+    let clients = Arc::new(clients);
+    let services: Vec<ServiceName> = (0..SERVICES)
+        .map(|s| ServiceName::new(format!("many-{s}")))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let clients = clients.clone();
+        let service = services[i % SERVICES].clone();
+        tasks.spawn(async move {
+            let c = &clients[i];
+            let inst = Instance::new(format!("10.2.{}.{}", i / 250, i % 250), 8000);
+            c.call(&c.requests().register(&service, &inst))
+                .await
+                .map_err(|e| format!("register {i}: {e}"))
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("registered");
+    }
+    for (k, probe) in clients[..3].iter().enumerate() {
+        let start = Instant::now();
+        loop {
+            let mut total = 0;
+            for s in &services {
+                let reply = probe
+                    .call(&probe.requests().query(s, "", false))
+                    .await
+                    .expect("query");
+                total += reply.service_info().expect("serviceInfo").hosts.len();
+            }
+            if total == N {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{total} of {N} visible through {} (probe {k})",
+                probe.server()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(clients.iter().all(|c| c.is_open()));
+    drop(clients);
+    c.shutdown().await;
+}
+
+#[test]
+fn encoded_payloads_are_what_the_server_decodes() {
+    let r = loadgen::nacos::Requests::new("127.0.0.9");
+    let p = r.register(&ServiceName::new("s"), &Instance::new("10.0.0.1", 1));
+    let decoded = distro_server::proto::nacos::Payload::decode(p.payload().as_bytes())
+        .expect("the generated type decodes it");
+    let meta = decoded.metadata.expect("metadata");
+    assert_eq!(meta.r#type, "InstanceRequest");
+    assert_eq!(meta.client_ip, "127.0.0.9");
+    let body: serde_json::Value =
+        serde_json::from_slice(&decoded.body.expect("body").value).expect("json");
+    assert_eq!(body["instance"]["ip"], "10.0.0.1");
+}
