@@ -83,6 +83,9 @@ pub struct NodeStats {
     pub lease_expired: u64,
     /// Expiries held back by self-preservation.
     pub lease_preserved: u64,
+    /// Connection clients of an unreachable owner dropped because live clients publish
+    /// every one of their instances (their SDK failed over and registered again).
+    pub lease_superseded: u64,
     /// Instances marked unhealthy by the heartbeat check.
     pub heartbeat_unhealthy: u64,
     /// Publications removed by the heartbeat check.
@@ -114,6 +117,7 @@ struct Counters {
     verify_bytes_sent: AtomicU64,
     lease_expired: AtomicU64,
     lease_preserved: AtomicU64,
+    lease_superseded: AtomicU64,
     heartbeat_unhealthy: AtomicU64,
     heartbeat_expired: AtomicU64,
     snapshot_loads: AtomicU64,
@@ -147,6 +151,9 @@ struct Preservation {
     active: bool,
     baseline: u64,
     expired: u64,
+    /// One of the member's connection clients was superseded: its SDKs failed over, so
+    /// the member is gone rather than cut off, and its clients expire with the lease.
+    lifted: bool,
 }
 
 #[derive(Clone)]
@@ -297,6 +304,7 @@ impl Node {
             verify_bytes_sent: l(&c.verify_bytes_sent),
             lease_expired: l(&c.lease_expired),
             lease_preserved: l(&c.lease_preserved),
+            lease_superseded: l(&c.lease_superseded),
             heartbeat_unhealthy: l(&c.heartbeat_unhealthy),
             heartbeat_expired: l(&c.heartbeat_expired),
             snapshot_loads: l(&c.snapshot_loads),
@@ -781,11 +789,21 @@ impl Node {
         let me = self.me();
         let lease = self.config.lease;
         let states = self.member_states();
+        let unreachable: Vec<bool> = states.iter().map(|(_, s)| *s != MemberState::Up).collect();
+        let any_unreachable = unreachable.iter().any(|u| *u);
         let mut candidates: Vec<(MemberId, ClientId, Revision)> = Vec::new();
+        // Connection clients of unreachable owners: checked for supersession below.
+        let mut doubtful: Vec<Arc<Client>> = Vec::new();
         self.registry.for_each(|c| {
             let owner = c.owner();
             if owner == me {
                 return;
+            }
+            if any_unreachable
+                && unreachable[owner.index()]
+                && c.id().kind() == ClientKind::Connection
+            {
+                doubtful.push(c.clone());
             }
             let base = c
                 .lease_base()
@@ -795,13 +813,23 @@ impl Node {
             }
         });
         self.update_preservation(now, &states);
+        let superseded = self.superseded(&doubtful);
+        if !superseded.is_empty() {
+            let mut pres = self.preservation.lock();
+            for c in &superseded {
+                if self.registry.drop_replica(c.id(), c.revision()) {
+                    inc(&self.counters.lease_superseded, 1);
+                    pres[c.owner().index()].lifted = true;
+                }
+            }
+        }
         if candidates.is_empty() {
             return;
         }
         let mut pres = self.preservation.lock();
         for (owner, id, rev) in candidates {
             let p = &mut pres[owner.index()];
-            if p.active {
+            if p.active && !p.lifted {
                 let allowed =
                     (p.baseline as f64 * self.config.self_preservation_fraction).floor() as u64;
                 if p.expired >= allowed {
@@ -816,9 +844,44 @@ impl Node {
         }
     }
 
+    /// The clients of `doubtful` (connection clients of unreachable owners) whose every
+    /// instance is also published, identically, by a client outside `doubtful`: the SDK
+    /// reconnected to a live node and registered again (its redo), so the old connection
+    /// is gone and its copy only duplicates the new one. A partition does not produce
+    /// this: SDKs stay connected to the node they reach.
+    fn superseded(&self, doubtful: &[Arc<Client>]) -> Vec<Arc<Client>> {
+        if doubtful.is_empty() {
+            return Vec::new();
+        }
+        let suspect: std::collections::HashSet<*const Publication> = doubtful
+            .iter()
+            .flat_map(|c| c.publications().iter().map(Arc::as_ptr))
+            .collect();
+        doubtful
+            .iter()
+            .filter(|c| {
+                !c.publications().is_empty()
+                    && c.publications().iter().all(|p| {
+                        let s = &p.service;
+                        let Some(view) = self.registry.query(s.namespace(), s.group(), s.name())
+                        else {
+                            return false;
+                        };
+                        p.instances.iter().all(|i| {
+                            view.publications.iter().any(|q| {
+                                !suspect.contains(&Arc::as_ptr(q)) && q.instances.contains(i)
+                            })
+                        })
+                    })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Self-preservation bookkeeping: when a peer stops being UP, remember how many
     /// clients it owned; until it is UP again at most `self_preservation_fraction` of that
-    /// number may expire, however long the outage.
+    /// number may expire, however long the outage, unless one of its connection clients
+    /// was superseded (then the peer is gone, not cut off, and the cap is lifted).
     fn update_preservation(&self, _now: Millis, states: &[(MemberId, MemberState)]) {
         let mut pres = self.preservation.lock();
         for &(m, state) in states {
@@ -833,6 +896,7 @@ impl Node {
                     active: true,
                     baseline: self.registry.owner_count(m),
                     expired: 0,
+                    lifted: false,
                 };
             }
         }

@@ -870,6 +870,56 @@ mod tests {
         }
     }
 
+    /// A node dies: its SDKs that are still alive fail over and register again on a
+    /// survivor (a new connection client with identical instances). Their old copies go at
+    /// the next sweep, without waiting for the lease, and since that proves the owner gone
+    /// rather than cut off, the copies nobody re-registered (apps that died with the node)
+    /// then expire with the lease despite self-preservation. Without such evidence (the
+    /// partition test above) self-preservation keeps them.
+    #[test]
+    fn failed_over_connection_clients_lift_self_preservation_of_a_dead_owner() {
+        let mut sim = SimCluster::new(SimConfig::default());
+        sim.run_for(1_000);
+        let ids = connection_clients_on(&mut sim, 2, 20);
+        sim.run_for(3_000);
+        assert_eq!(held(&sim, 0, &ids), 20);
+        sim.crash(2);
+        // Half of the apps reconnect to node 0 and redo their registration there.
+        let redo_at = sim.now();
+        let mut redone = Vec::new();
+        for i in 0..10 {
+            let ip = format!("172.16.2.{i}");
+            let id = ClientId::connection(redo_at, &ip, 50_000);
+            sim.register_connection(0, &id, "svc", &InstanceSpec::new(&ip, 8080))
+                .expect("alive")
+                .expect("valid");
+            redone.push(id);
+        }
+        let cfg = sim.node(0).unwrap().config().clone();
+        // Node 2 goes DOWN after a few probes; the next sweep drops the superseded copies.
+        sim.run_for(
+            cfg.probe_interval * u64::from(cfg.probe_down_after + 2)
+                + 2 * cfg.health_check_interval,
+        );
+        assert!(sim.now() - redo_at < cfg.lease, "well before the lease");
+        for n in [0, 1] {
+            assert_eq!(held(&sim, n, &ids[..10]), 0, "node {n}: superseded copies");
+            assert_eq!(held(&sim, n, &ids[10..]), 10, "node {n}: not yet expired");
+            assert_eq!(held(&sim, n, &redone), 10, "node {n}: the redone clients");
+            assert_eq!(sim.node(n).unwrap().stats().lease_superseded, 10);
+        }
+        sim.run_for(cfg.lease + 2 * cfg.health_check_interval);
+        for n in [0, 1] {
+            assert_eq!(
+                held(&sim, n, &ids),
+                0,
+                "node {n}: the dead owner's other connection clients expired with the lease"
+            );
+            assert_eq!(sim.node(n).unwrap().stats().lease_preserved, 0);
+            assert_eq!(held(&sim, n, &redone), 10);
+        }
+    }
+
     /// A restarted node loads a multi-chunk snapshot and verify stays quiet afterwards.
     #[test]
     fn restarted_node_loads_a_chunked_snapshot() {

@@ -14,6 +14,7 @@ use distro_core::model::{
     Instance, META_DELETE_TIMEOUT, META_HEARTBEAT_INTERVAL, META_HEARTBEAT_TIMEOUT, Metadata,
 };
 use serde::{Serialize, Serializer};
+use std::collections::hash_map::Entry;
 
 /// Metadata key naming the instance id generator (Nacos `PreservedMetadataKeys`).
 const META_ID_GENERATOR: &str = "preserved.instance.id.generator";
@@ -119,19 +120,7 @@ pub(crate) fn service_info<'a>(
     let clusters: Vec<&str> = cluster_list(sel.clusters);
     let hosts = match view {
         None => Vec::new(),
-        // The same selection as `ServiceView::instances` with `enabled_only`, spelled out
-        // because the hosts must outlive the cluster list.
-        Some(view) => view
-            .publications
-            .iter()
-            .flat_map(|p| p.instances.iter())
-            .filter(|i| {
-                i.enabled
-                    && (!sel.healthy_only || i.healthy)
-                    && (clusters.is_empty() || clusters.contains(&i.cluster.as_str()))
-            })
-            .map(|i| host(i, view, sel.grouped, timings))
-            .collect(),
+        Some(view) => hosts(view, &sel, &clusters, timings),
     };
     ServiceInfo {
         name: sel.name,
@@ -145,6 +134,45 @@ pub(crate) fn service_info<'a>(
         reach_protection_threshold: false,
         valid: true,
     }
+}
+
+/// The hosts of `view` that `sel` selects: the same selection as `ServiceView::instances`
+/// with `enabled_only`, and instances listed once. Two clients may publish identical
+/// instances: an SDK whose node died registers again through another node, and the dead
+/// connection's copy stays on the other nodes until its lease expires or the redo is seen
+/// (core's supersession). Nacos builds its list as a set, so identical instances collapse;
+/// so do they here (different instances at one address are both listed, as in Nacos).
+fn hosts<'a>(
+    view: &'a ServiceView,
+    sel: &Selection<'a>,
+    clusters: &[&str],
+    timings: Timings,
+) -> Vec<Host<'a>> {
+    let mut hosts = Vec::with_capacity(view.instance_count());
+    // Only several publications can repeat an instance.
+    let mut first: Option<foldhash::HashMap<(&str, u16), &Instance>> =
+        (view.publications.len() > 1).then(|| {
+            foldhash::HashMap::with_capacity_and_hasher(view.instance_count(), Default::default())
+        });
+    for i in view.publications.iter().flat_map(|p| p.instances.iter()) {
+        let selected = i.enabled
+            && (!sel.healthy_only || i.healthy)
+            && (clusters.is_empty() || clusters.contains(&i.cluster.as_str()));
+        if !selected {
+            continue;
+        }
+        if let Some(first) = first.as_mut() {
+            match first.entry((i.ip.as_str(), i.port)) {
+                Entry::Vacant(e) => {
+                    e.insert(i);
+                }
+                Entry::Occupied(e) if *e.get() == i => continue,
+                Entry::Occupied(_) => {}
+            }
+        }
+        hosts.push(host(i, view, sel.grouped, timings));
+    }
+    hosts
 }
 
 /// The non-empty, trimmed names of a comma-separated cluster list.
@@ -243,6 +271,35 @@ mod tests {
         let v = serde_json::to_value(service_info(Some(&view), sel("", false), 1, 1, t)).unwrap();
         assert_eq!(v["hosts"][1]["instanceIdGenerator"], "simple");
         assert_eq!(v["hosts"][1]["metadata"], json!({}));
+    }
+
+    #[test]
+    fn identical_instances_of_two_clients_are_listed_once() {
+        let n = node();
+        let spec = ServiceSpec::new("", "", "demo");
+        let mut a = InstanceSpec::new("10.0.0.7", 8080);
+        a.metadata = vec![("zone".into(), "a".into())];
+        // The dead connection's copy and the SDK's redo through another node.
+        n.register(&ClientId::connection(1, "10.0.0.7", 1), &spec, &a, 1)
+            .unwrap();
+        n.register(&ClientId::connection(2, "10.0.0.7", 2), &spec, &a, 2)
+            .unwrap();
+        // The same address with other fields is another instance, listed too (as Nacos).
+        let mut b = a;
+        b.weight = 3.0;
+        n.register(&ClientId::connection(3, "10.0.0.7", 3), &spec, &b, 3)
+            .unwrap();
+        let view = n.query(&spec).unwrap().unwrap();
+        assert_eq!(view.instance_count(), 3);
+        let t = Timings::of(n.config());
+        let v = serde_json::to_value(service_info(Some(&view), sel("", false), 1, 1, t)).unwrap();
+        let weights: Vec<f64> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["weight"].as_f64().unwrap())
+            .collect();
+        assert_eq!(weights, [1.0, 3.0], "{v}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(crate) async fn eventually(
     }
 }
 
-async fn cluster(n: usize, config: ServerConfig) -> LocalCluster {
+pub(crate) async fn cluster(n: usize, config: ServerConfig) -> LocalCluster {
     let c = LocalCluster::start(n, config, 1)
         .await
         .expect("cluster starts");

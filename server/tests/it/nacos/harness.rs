@@ -148,25 +148,38 @@ pub(crate) async fn sdk(server: &TestServer, empty_protection: bool) -> NamingSe
 }
 
 pub(crate) async fn sdk_at(addr: SocketAddr, empty_protection: bool) -> NamingService {
+    // The SDK derives nothing from this port: the gRPC port is given explicitly.
+    let props = client_props("127.0.0.1:8848", empty_protection).remote_grpc_port(addr.port());
+    NamingServiceBuilder::new(props)
+        .build()
+        .await
+        .expect("the SDK connects")
+}
+
+/// A real `nacos-sdk` naming client given `servers` (main ports, `ip:port`) exactly as an
+/// application configures it: the SDK derives each gRPC port as main + 1000, starts at a
+/// random entry and moves to the next one when its server fails.
+pub(crate) async fn sdk_servers(servers: &[String], empty_protection: bool) -> NamingService {
+    NamingServiceBuilder::new(client_props(&servers.join(","), empty_protection))
+        .build()
+        .await
+        .expect("the SDK connects")
+}
+
+fn client_props(server_addr: &str, empty_protection: bool) -> ClientProps {
     let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
     let cache = std::env::temp_dir().join(format!(
         "distro-nacos-test-{}-{n}-{}",
         std::process::id(),
         wall_ms()
     ));
-    let props = ClientProps::new()
-        // The SDK derives nothing from this port: the gRPC port is given explicitly.
-        .server_addr("127.0.0.1:8848")
-        .remote_grpc_port(addr.port())
+    ClientProps::new()
+        .server_addr(server_addr)
         .namespace("")
         .app_name("distro-test")
         .env_first(false)
         .cache_dir(cache)
-        .naming_push_empty_protection(empty_protection);
-    NamingServiceBuilder::new(props)
-        .build()
-        .await
-        .expect("the SDK connects")
+        .naming_push_empty_protection(empty_protection)
 }
 
 /// A raw Nacos client: one HTTP/2 connection carrying unary calls and one bi-stream.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-fn instance(ip: &str, port: i32) -> ServiceInstance {
+pub(crate) fn instance(ip: &str, port: i32) -> ServiceInstance {
     ServiceInstance {
         ip: ip.into(),
         port,
@@ -21,7 +21,7 @@ fn instance(ip: &str, port: i32) -> ServiceInstance {
 }
 
 /// A listener that forwards every pushed instance list.
-struct Events(mpsc::UnboundedSender<Vec<ServiceInstance>>);
+pub(crate) struct Events(mpsc::UnboundedSender<Vec<ServiceInstance>>);
 
 impl NamingEventListener for Events {
     fn event(&self, e: Arc<NamingChangeEvent>) {
@@ -29,19 +29,22 @@ impl NamingEventListener for Events {
     }
 }
 
-fn events() -> (Arc<Events>, mpsc::UnboundedReceiver<Vec<ServiceInstance>>) {
+pub(crate) fn events() -> (Arc<Events>, mpsc::UnboundedReceiver<Vec<ServiceInstance>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Arc::new(Events(tx)), rx)
 }
 
-fn addrs(v: &[ServiceInstance]) -> Vec<String> {
+pub(crate) fn addrs(v: &[ServiceInstance]) -> Vec<String> {
     let mut a: Vec<String> = v.iter().map(|i| i.ip_and_port()).collect();
     a.sort();
     a
 }
 
 /// Waits for a pushed list whose addresses are exactly `want`.
-async fn pushed(rx: &mut mpsc::UnboundedReceiver<Vec<ServiceInstance>>, want: &[&str]) {
+pub(crate) async fn pushed(
+    rx: &mut mpsc::UnboundedReceiver<Vec<ServiceInstance>>,
+    want: &[&str],
+) -> Vec<ServiceInstance> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let got = tokio::time::timeout_at(deadline, rx.recv())
@@ -49,7 +52,7 @@ async fn pushed(rx: &mut mpsc::UnboundedReceiver<Vec<ServiceInstance>>, want: &[
             .unwrap_or_else(|_| panic!("no push of {want:?} within {DEADLINE:?}"))
             .expect("listener alive");
         if addrs(&got) == want {
-            return;
+            return got;
         }
     }
 }
@@ -253,7 +256,7 @@ async fn helper_process() {
     tokio::time::sleep(DEADLINE * 3).await;
 }
 
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
