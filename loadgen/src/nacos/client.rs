@@ -20,26 +20,19 @@
 
 use crate::nacos::dial::Dialer;
 use crate::nacos::error::NacosError;
+use crate::nacos::h2::H2;
 use crate::nacos::message::{
     Head, Prepared, Requests, ServerCheck, ServerRequestHead, ServiceInfo, WithServiceInfo,
 };
-use crate::nacos::wire::{self, Codec, Encoded, Incoming};
+use crate::nacos::wire::Incoming;
 use bytes::Bytes;
-use std::future::Future;
-use std::io;
+use prost::Message;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::client::Grpc;
-use tonic::codegen::Service;
-use tonic::codegen::http::Uri;
-use tonic::transport::{Channel, Endpoint};
 
 /// Receives every `NotifySubscriberRequest` (after it was acked).
 pub type PushHandler = Arc<dyn Fn(&Push) + Send + Sync>;
@@ -223,54 +216,17 @@ impl State {
     }
 }
 
-/// Opens the TCP connection once; a second call (tonic reconnecting after the connection
-/// was lost) fails, so a lost connection is never silently replaced.
-#[derive(Clone)]
-struct OnceConnector {
-    dialer: Dialer,
-    target: SocketAddr,
-    index: usize,
-    used: Arc<AtomicBool>,
-    local: Arc<OnceLock<SocketAddr>>,
-}
-
-type Io = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
-
-impl Service<Uri> for OnceConnector {
-    type Response = Io;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Io>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            if this.used.swap(true, Relaxed) {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    "the Nacos connection was lost; a new client must connect and handshake",
-                ));
-            }
-            let stream = this.dialer.dial(this.target, this.index).await?;
-            let _ = this.local.set(stream.local_addr()?);
-            Ok(hyper_util::rt::TokioIo::new(stream))
-        })
-    }
-}
-
 /// One Nacos 2.x SDK connection. See the module documentation.
 pub struct NacosClient {
-    grpc: Grpc<Channel>,
+    h2: H2,
     server: SocketAddr,
     local: SocketAddr,
     connection_id: String,
     requests: Requests,
     timeout: Duration,
     state: Arc<State>,
-    stream_tx: Option<mpsc::Sender<Encoded>>,
+    stream_tx: Option<mpsc::Sender<Bytes>>,
+    /// The bi-stream reader, the connection task, the keep-alive task (if any).
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -294,27 +250,20 @@ impl NacosClient {
         server: SocketAddr,
         index: usize,
     ) -> Result<NacosClient, NacosError> {
-        let local_cell = Arc::new(OnceLock::new());
-        let connector = OnceConnector {
-            dialer: dialer.clone(),
-            target: server,
-            index,
-            used: Arc::new(AtomicBool::new(false)),
-            local: local_cell.clone(),
-        };
         let connect_error = |reason: String| NacosError::Connect { server, reason };
-        let endpoint = Endpoint::from_shared(format!("http://{server}"))
-            .map_err(|e| connect_error(e.to_string()))?;
-        let channel = endpoint
-            .connect_with_connector(connector)
+        let tcp = dialer
+            .dial(server, index)
             .await
-            .map_err(|e| connect_error(error_chain(&e)))?;
-        let local = *local_cell
-            .get()
-            .ok_or_else(|| connect_error("no local address".to_owned()))?;
+            .map_err(|e| connect_error(e.to_string()))?;
+        let local = tcp.local_addr().map_err(|e| connect_error(e.to_string()))?;
+        let (h2, conn_task) =
+            tokio::time::timeout(config.connect_timeout, H2::handshake(tcp, server))
+                .await
+                .map_err(|_| connect_error("no HTTP/2 handshake in time".to_owned()))?
+                .map_err(|e| connect_error(e.message().to_owned()))?;
         let (open, _) = watch::channel(true);
         let mut client = NacosClient {
-            grpc: Grpc::new(channel),
+            h2,
             server,
             local,
             connection_id: String::new(),
@@ -327,7 +276,7 @@ impl NacosClient {
                 reset_requested: AtomicBool::new(false),
             }),
             stream_tx: None,
-            tasks: Vec::new(),
+            tasks: vec![conn_task],
         };
         client.handshake(config).await?;
         Ok(client)
@@ -387,7 +336,7 @@ impl NacosClient {
         );
         // Queued before the stream opens: a server that sends its response headers only
         // with its first message (grpc-java) needs the setup to answer anything.
-        tx.try_send(setup)
+        tx.try_send(setup.frame())
             .map_err(|_| failed("cannot queue the setup".to_owned()))?;
         let (acked_tx, acked_rx) = oneshot::channel();
         let reader = Reader {
@@ -400,7 +349,7 @@ impl NacosClient {
             setup_acked: Some(acked_tx),
         };
         self.tasks
-            .push(tokio::spawn(reader.run(self.grpc.clone(), rx)));
+            .push(tokio::spawn(reader.run(self.h2.clone(), rx)));
         self.stream_tx = Some(tx);
 
         if check.support_ability_negotiation {
@@ -425,7 +374,7 @@ impl NacosClient {
         }
         if let Some(every) = config.keepalive {
             self.tasks.push(tokio::spawn(keepalive(
-                self.grpc.clone(),
+                self.h2.clone(),
                 self.state.clone(),
                 self.requests.health_check(),
                 every,
@@ -461,13 +410,7 @@ impl NacosClient {
     }
 
     async fn send(&self, request: &Prepared) -> Result<Reply, NacosError> {
-        let reply = unary(
-            self.grpc.clone(),
-            request.payload.clone(),
-            self.timeout,
-            &self.state,
-        )
-        .await?;
+        let reply = unary(&self.h2, request.payload.frame(), self.timeout, &self.state).await?;
         check(&reply, request.expect)
     }
 
@@ -512,7 +455,8 @@ impl NacosClient {
     /// the stream to end, then drops the connection.
     pub async fn close(mut self, within: Duration) {
         self.stream_tx = None;
-        if let Some(reader) = self.tasks.first_mut() {
+        // tasks[1] is the bi-stream reader.
+        if let Some(reader) = self.tasks.get_mut(1) {
             let _ = tokio::time::timeout(within, reader).await;
         }
     }
@@ -527,30 +471,19 @@ impl Drop for NacosClient {
 }
 
 async fn unary(
-    mut grpc: Grpc<Channel>,
-    payload: Encoded,
+    h2: &H2,
+    frame: Bytes,
     timeout: Duration,
     state: &State,
 ) -> Result<Incoming, NacosError> {
-    let call = async move {
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(error_chain(&e)))?;
-        grpc.unary(
-            tonic::Request::new(payload),
-            wire::request_path(),
-            Codec::default(),
-        )
-        .await
-    };
-    let reply = tokio::time::timeout(timeout, call)
+    let reply = tokio::time::timeout(timeout, h2.unary(frame))
         .await
         .map_err(|_| NacosError::Timeout(timeout))??;
     state.touch();
-    Ok(reply.into_inner())
+    Incoming::decode(reply).map_err(|e| NacosError::BadReply(format!("not a Payload: {e}")))
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -567,30 +500,23 @@ struct Reader {
     state: Arc<State>,
     requests: Requests,
     /// Weak, so that dropping the client's sender ends the stream (a client's close).
-    ack_tx: mpsc::WeakSender<Encoded>,
+    ack_tx: mpsc::WeakSender<Bytes>,
     counters: Arc<StreamCounters>,
     on_push: Option<PushHandler>,
     setup_acked: Option<oneshot::Sender<()>>,
 }
 
 impl Reader {
-    async fn run(mut self, mut grpc: Grpc<Channel>, rx: mpsc::Receiver<Encoded>) {
-        let opened = async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(error_chain(&e)))?;
-            grpc.streaming(
-                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
-                wire::bi_stream_path(),
-                Codec::default(),
-            )
-            .await
-        };
-        if let Ok(response) = opened.await {
-            let mut inbound = response.into_inner();
-            while let Ok(Some(message)) = inbound.message().await {
+    async fn run(mut self, h2: H2, rx: mpsc::Receiver<Bytes>) {
+        if let Ok((mut body, mut frames)) = h2.open_stream(rx).await {
+            while let Some(Ok(message)) = frames.next(&mut body).await {
                 self.state.touch();
-                self.handle(message).await;
+                match Incoming::decode(message) {
+                    Ok(m) => self.handle(m).await,
+                    Err(_) => {
+                        self.counters.unreadable.fetch_add(1, Relaxed);
+                    }
+                }
             }
         }
         self.counters.streams_ended.fetch_add(1, Relaxed);
@@ -632,7 +558,7 @@ impl Reader {
         let Some(tx) = self.ack_tx.upgrade() else {
             return;
         };
-        if tx.send(ack).await.is_err() {
+        if tx.send(ack.frame()).await.is_err() {
             return;
         }
         match response_type {
@@ -657,7 +583,7 @@ impl Reader {
 
 /// Health-checks the connection whenever it was idle for `every`.
 async fn keepalive(
-    grpc: Grpc<Channel>,
+    h2: H2,
     state: Arc<State>,
     health: Prepared,
     every: Duration,
@@ -674,7 +600,7 @@ async fn keepalive(
             return;
         }
         counters.health_checks.fetch_add(1, Relaxed);
-        let ok = match unary(grpc.clone(), health.payload.clone(), timeout, &state).await {
+        let ok = match unary(&h2, health.payload.frame(), timeout, &state).await {
             Ok(reply) => check(&reply, health.expect).is_ok(),
             Err(_) => false,
         };

@@ -1,34 +1,22 @@
 //! The Nacos `Payload` on the wire, without the generated types' allocations.
 //!
-//! A request is encoded once into an [`Encoded`] (the protobuf bytes of a whole `Payload`,
-//! in a refcounted [`Bytes`]); sending it again copies those bytes into tonic's buffer and
-//! allocates nothing of its own. A reply is decoded into a [`Incoming`], whose class name
-//! and JSON body are zero-copy slices of tonic's receive buffer.
+//! A request is encoded once into an [`Encoded`]: the gRPC length-prefixed frame of a whole
+//! `Payload`, in a refcounted [`Bytes`]. Sending it again hands the same bytes to HTTP/2
+//! (a refcount increment; nothing is encoded or copied). A reply is decoded into an
+//! [`Incoming`], whose class name and JSON body are zero-copy slices of the receive buffer.
 //!
 //! Field numbers are those of `nacos_grpc_service.proto` (reference §4.1): `Payload
 //! {Metadata metadata = 2; Any body = 3}`, `Metadata {string type = 3; string clientIp =
 //! 8; map<string,string> headers = 7}`, `Any {string type_url = 1; bytes value = 2}`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
-use prost::encoding::{DecodeContext, WireType};
 use std::collections::HashMap;
-use tonic::codegen::http::uri::PathAndQuery;
 
-/// `/Request/request`: the unary service (the proto has no package).
-pub(crate) fn request_path() -> PathAndQuery {
-    PathAndQuery::from_static("/Request/request")
-}
+/// Length of the gRPC message prefix (compressed flag, u32 big-endian length).
+pub(crate) const GRPC_PREFIX: usize = 5;
 
-/// `/BiRequestStream/requestBiStream`.
-pub(crate) fn bi_stream_path() -> PathAndQuery {
-    PathAndQuery::from_static("/BiRequestStream/requestBiStream")
-}
-
-/// The codec of every call: pre-encoded payloads out, lean payloads in.
-pub(crate) type Codec = tonic_prost::ProstCodec<Encoded, Incoming>;
-
-/// A whole `Payload`, already protobuf-encoded. Cloning it is a refcount increment.
+/// A whole `Payload` as a gRPC frame (uncompressed). Cloning it is a refcount increment.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Encoded(Bytes);
 
@@ -47,45 +35,28 @@ impl Encoded {
                 value: json,
             }),
         };
-        let mut buf = BytesMut::with_capacity(p.encoded_len());
+        let len = p.encoded_len();
+        let mut buf = BytesMut::with_capacity(GRPC_PREFIX + len);
+        buf.put_u8(0);
+        buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
         p.encode_raw(&mut buf);
         Encoded(buf.freeze())
     }
 
-    /// The encoded bytes.
+    /// The protobuf bytes of the payload (without the gRPC prefix).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        self.0.get(GRPC_PREFIX..).unwrap_or_default()
+    }
+
+    /// The gRPC frame (prefix and payload), as sent.
+    pub(crate) fn frame(&self) -> Bytes {
+        self.0.clone()
     }
 }
 
 impl std::fmt::Debug for Encoded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Encoded({} bytes)", self.0.len())
-    }
-}
-
-impl Message for Encoded {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        // Never decoded: this type only goes out.
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0 = Bytes::new();
     }
 }
 
@@ -165,10 +136,12 @@ mod tests {
     #[test]
     fn encoded_payloads_decode_as_incoming() {
         let e = Encoded::new("InstanceRequest", "127.0.0.2", b"{\"a\":1}".to_vec());
-        let mut buf = BytesMut::new();
-        e.encode_raw(&mut buf);
-        assert_eq!(&buf[..], e.as_bytes());
-        let i = Incoming::decode(buf.freeze()).expect("decodes");
+        let frame = e.frame();
+        assert_eq!(frame[0], 0, "uncompressed");
+        let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+        assert_eq!(len, e.as_bytes().len());
+        assert_eq!(&frame[GRPC_PREFIX..], e.as_bytes());
+        let i = Incoming::decode(frame.slice(GRPC_PREFIX..)).expect("decodes");
         assert_eq!(i.type_name(), b"InstanceRequest");
         assert_eq!(&i.body()[..], b"{\"a\":1}");
         let empty = Incoming::default();
