@@ -57,10 +57,13 @@ pub struct PeerClients {
 
 impl PeerClients {
     /// Channels to every peer; `cluster_addr` maps a member address (`ip:port` of its
-    /// main port) to the `host:port` of its cluster port.
+    /// main port) to the `host:port` of its cluster port. With `local`, connections to
+    /// peers leave from that address (a node bound to one address talks from it too, so
+    /// its peers, firewalls and fault tests see which node a connection comes from).
     pub fn new(
         node: Arc<Node>,
         cluster_addr: impl Fn(&str) -> String,
+        local: Option<std::net::IpAddr>,
         token: Option<&str>,
         gate: Arc<PeerGate>,
         metrics: Arc<Metrics>,
@@ -79,6 +82,7 @@ impl PeerClients {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
+                .local_address(local)
                 .connect_lazy();
             clients.push(Some(
                 PeerClient::new(channel)

@@ -236,6 +236,7 @@ pub async fn start(
             ),
             None => addr.to_string(),
         },
+        (!config.bind.is_unspecified()).then_some(config.bind),
         config.cluster_token.as_deref(),
         gate.clone(),
         metrics.clone(),

@@ -2,4 +2,5 @@
 //! port 0 (or OS-chosen ports under Nacos's convention), real sockets, real clients.
 
 mod cluster;
+mod faults;
 mod nacos;
