@@ -19,6 +19,12 @@
 //!   `results/history.csv`, [`Progress`] shows a progress line meanwhile.
 //! * [`merge_runs`] combines shard runs; [`check`] compares a run with a baseline.
 //!
+//! The driver: [`run::run`] runs a scenario ([`run::RunConfig`]) against an embedded
+//! cluster or external targets; [`driver`] holds the lanes that simulate the clients,
+//! [`markers`] the convergence probes and push measurements, [`protocol`] the seam to a
+//! wire protocol ([`native`] for the server's own API), [`population`] the seeded clients,
+//! [`cli`] the `loadgen` command line.
+//!
 //! File formats are documented in `loadgen/REPORTS.md`.
 //!
 //! ## A run, end to end
@@ -66,6 +72,8 @@
 
 mod chart;
 mod check;
+pub mod cli;
+pub mod driver;
 mod error;
 #[cfg(test)]
 mod fixture;
@@ -74,13 +82,19 @@ mod html;
 mod interval_log;
 mod latency;
 mod machine;
+pub mod markers;
 mod merge;
 pub mod nacos;
+pub mod native;
 mod op;
+pub mod parse;
+pub mod population;
 mod progress;
+pub mod protocol;
 mod recorder;
 mod recording;
 mod report;
+pub mod run;
 mod summary;
 mod table;
 mod timeline;

@@ -274,6 +274,18 @@ impl LocalCluster {
         self.slots[i].gate.open();
     }
 
+    /// Stalls node `i`'s native client API for `duration` from now: requests that arrive
+    /// meanwhile (and those being received) are held and served when the pause ends. Peer
+    /// traffic goes on. Returns at once.
+    pub fn pause(&self, i: usize, duration: std::time::Duration) {
+        self.slots[i].gate.pause_for(duration);
+    }
+
+    /// Whether node `i`'s client API is paused.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.slots[i].gate.paused_until().is_some()
+    }
+
     /// Whether node `i` is partitioned.
     pub fn is_partitioned(&self, i: usize) -> bool {
         !self.slots[i].gate.is_open()

@@ -9,6 +9,7 @@
 use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome};
 use crate::ops::{Item, Ops};
+use crate::peer_client::PeerGate;
 use crate::proto::distro as pb;
 use crate::wire::{instance_to_proto, service_spec, service_to_proto};
 use distro_core::registry::{ChangeListener, QueryFilter};
@@ -93,16 +94,19 @@ pub struct RegistryService {
     metrics: Arc<Metrics>,
     hub: Arc<WatchHub>,
     shutdown: watch::Receiver<bool>,
+    gate: Arc<PeerGate>,
     _clock: Clock,
 }
 
 impl RegistryService {
-    /// The service; `hub` must be a listener of the node's registry.
+    /// The service; `hub` must be a listener of the node's registry. Requests wait while
+    /// `gate` is paused ([`PeerGate::pause_for`]).
     pub fn new(
         ops: Arc<Ops>,
         metrics: Arc<Metrics>,
         hub: Arc<WatchHub>,
         shutdown: watch::Receiver<bool>,
+        gate: Arc<PeerGate>,
         clock: Clock,
     ) -> Self {
         Self {
@@ -110,6 +114,7 @@ impl RegistryService {
             metrics,
             hub,
             shutdown,
+            gate,
             _clock: clock,
         }
     }
@@ -127,6 +132,7 @@ impl RegistryService {
                 items.len()
             )));
         }
+        self.gate.hold().await;
         let start = Instant::now();
         let results = self.ops.apply(items).await;
         let elapsed = start.elapsed();
@@ -196,6 +202,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
+        self.gate.hold().await;
         let start = Instant::now();
         let q = request.into_inner();
         let node = self.ops.node();

@@ -283,6 +283,7 @@ pub async fn start(
         metrics.clone(),
         hub,
         stop_rx.clone(),
+        gate.clone(),
         clock.clone(),
     ))
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)

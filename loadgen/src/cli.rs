@@ -1,0 +1,232 @@
+//! The `loadgen` command line: a run (the default), `merge` and `check`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::check::{CheckThresholds, OpThresholds};
+use crate::op::Op;
+use crate::parse::{Shard, parse_count, parse_duration, parse_rate, parse_shard, parse_target};
+use crate::run::{ProtocolKind, RunConfig, Scenario};
+
+/// Load generator for Distro and Nacos 2.x clusters.
+///
+/// With no subcommand, runs a scenario: with no --targets against an embedded cluster
+/// started in this process, otherwise against the given nodes. Writes a report under
+/// results/runs/<timestamp>-<scenario>/ and prints a summary table.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// A subcommand; none runs a scenario.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Run options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Merges shard runs (their latency.hlog, summary.json, timeline.csv) into one report.
+    Merge {
+        /// Run directories of the shards.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compares a run with a baseline summary; exits 1 on a regression.
+    Check {
+        /// The run: its directory or its summary.json.
+        run: PathBuf,
+        /// The baseline summary.json.
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Largest allowed fall of throughput, as a fraction (0.5: to half).
+        #[arg(long, default_value_t = crate::DEFAULT_MAX_THROUGHPUT_DROP)]
+        max_throughput_drop: f64,
+        /// Largest allowed rise of corrected p99, as a fraction (2.0: to three times).
+        #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
+        max_p99_rise: f64,
+        /// Largest allowed rise of convergence p99, as a fraction.
+        #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
+        max_convergence_p99_rise: f64,
+        /// A p99 rise smaller than this (µs) never fails.
+        #[arg(long, default_value_t = 0)]
+        p99_slack_us: u64,
+    },
+}
+
+/// Options of a run.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value_t = ProtocolKind::Native)]
+    pub protocol: ProtocolKind,
+    /// Scenario.
+    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
+    pub scenario: Scenario,
+    /// Simulated clients in all (all shards): 100000, 100k, 1m.
+    #[arg(long, default_value = "100k", value_parser = parse_count)]
+    pub clients: u64,
+    /// Services the clients register in.
+    #[arg(long, default_value = "1000", value_parser = parse_count)]
+    pub services: u64,
+    /// Instances per client (in consecutive services).
+    #[arg(long, default_value_t = 1)]
+    pub instances_per_client: u32,
+    /// Seed of every random choice (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Main ports of a running cluster, host:port,... (SDK port = main + 1000). None:
+    /// start an embedded cluster.
+    #[arg(long, value_delimiter = ',', value_parser = parse_target)]
+    pub targets: Vec<String>,
+    /// Nodes of the embedded cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Runtime threads per embedded node.
+    #[arg(long, default_value_t = 1)]
+    pub node_threads: usize,
+    /// Channels per node (native), i.e. sender lanes.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Items per request batch (0: the protocol's maximum).
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
+    /// Requests in flight per lane and node (the closed model's concurrency).
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Open-model rate per second of the scenario's main operation (registrations; queries
+    /// for `query`; changes for `push`): 5000, 20k. None: closed model.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Queries per second while holding (steady, churn, push).
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
+    pub query_rate: f64,
+    /// Clients leaving and re-registering per second while holding (churn default: 1 %
+    /// of the clients per second).
+    #[arg(long, value_parser = parse_rate)]
+    pub churn_rate: Option<f64>,
+    /// How long a churned client stays away.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub churn_down: Duration,
+    /// Subscriber streams per node (push).
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
+    /// Services the push subscribers watch.
+    #[arg(long, default_value_t = 10)]
+    pub watch_services: u32,
+    /// Left out of the figures (from the start).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// How long to hold the clients after registering them.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Heartbeat period of every client.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Per-request timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Retries of a failed request, each on the next node.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u8,
+    /// Heartbeats and queries further behind schedule than this are dropped (counted).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub max_lag: Duration,
+    /// Convergence probe period.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// Give up on a probe after this.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub converge_timeout: Duration,
+    /// Run slice i of n of the client id space (several loadgen processes, one cluster).
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Output directory (default: results/runs/<timestamp>-<scenario>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// History file the run's row is appended to.
+    #[arg(long, default_value = "results/history.csv")]
+    pub history: PathBuf,
+    /// Do not append to the history file.
+    #[arg(long)]
+    pub no_history: bool,
+    /// Exit 2 unless the run had no error, every probe converged and (embedded cluster)
+    /// every node holds the same state at the end.
+    #[arg(long)]
+    pub require_clean: bool,
+    /// Plain progress lines instead of a bar.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+impl RunArgs {
+    /// The run's configuration.
+    pub fn config(&self) -> Result<RunConfig, String> {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                % 1_000_000_007
+        });
+        let services = u32::try_from(self.services)
+            .map_err(|_| format!("--services: {} is too many", self.services))?;
+        Ok(RunConfig {
+            protocol: self.protocol,
+            scenario: self.scenario,
+            clients: self.clients,
+            services,
+            instances_per_client: self.instances_per_client,
+            seed,
+            targets: self.targets.clone(),
+            nodes: self.nodes,
+            node_threads: self.node_threads,
+            connections: self.connections,
+            batch: self.batch,
+            concurrency: self.concurrency,
+            rate: self.rate,
+            query_rate: self.query_rate,
+            churn_rate: self.churn_rate,
+            churn_down: self.churn_down,
+            subscribers: self.subscribers,
+            watch_services: self.watch_services,
+            warmup: self.warmup,
+            duration: self.duration,
+            heartbeat: self.heartbeat,
+            timeout: self.timeout,
+            retries: self.retries,
+            max_lag: self.max_lag,
+            probe_interval: self.probe_interval,
+            converge_timeout: self.converge_timeout,
+            shard: self.shard.unwrap_or_default(),
+            out: self.out.clone(),
+            history: (!self.no_history).then(|| self.history.clone()),
+            progress: !self.plain,
+            progress_every: crate::DEFAULT_PLAIN_EVERY,
+        })
+    }
+}
+
+/// The thresholds of `loadgen check`.
+pub fn thresholds(
+    max_throughput_drop: f64,
+    max_p99_rise: f64,
+    max_convergence_p99_rise: f64,
+    p99_slack_us: u64,
+) -> CheckThresholds {
+    let _ = Op::ALL;
+    CheckThresholds {
+        default: OpThresholds {
+            max_throughput_drop,
+            max_p99_rise,
+        },
+        per_op: Default::default(),
+        max_convergence_p99_rise,
+        p99_slack_us,
+    }
+}

@@ -1,0 +1,617 @@
+//! Lanes: the tasks that drive the simulated clients.
+//!
+//! The clients of a run are split into contiguous slices, one per lane (one Tokio task
+//! each). A lane keeps two bytes per client (its current node and its state) and derives
+//! everything else from the population. Its *sources* produce items at their intended
+//! times: the registration cursor (open model at `--rate`, or as fast as the in-flight
+//! limit allows), the heartbeat cursor (client `k` of `n` beats at `start + r·period +
+//! k·period/n`), and, once the hold phase starts, queries and churn at fixed rates. Items
+//! wait in one queue per node; at most `concurrency` batches of at most `batch` items are
+//! in flight per node, so a stalled node holds back only its own clients (their corrected
+//! latency shows it). A queue is bounded: when full, sources stop producing and their
+//! items fall behind schedule (late), and heartbeats or queries more than `max_lag`
+//! behind are dropped (counted). A failed item moves its client to the next node
+//! (round-robin, as the Nacos client does) and is retried after a backoff, keeping its
+//! intended time.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use tokio::sync::watch;
+
+use crate::op::Op;
+use crate::population::{Population, Rng};
+use crate::protocol::{Batch, Item, Kind, Outcome, Protocol};
+use crate::recorder::{Recorder, Sample};
+
+/// The phase of a run, broadcast to every task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Registering the clients.
+    Register,
+    /// Every client is registered (or failed for good); holding since the instant.
+    Hold(Instant),
+    /// Stop producing, finish what is in flight.
+    Stop,
+}
+
+/// State shared by the lanes and the run.
+#[derive(Debug)]
+pub struct Shared {
+    /// The recorder, once the warm-up is over (samples before are not recorded).
+    pub meter: OnceLock<Recorder>,
+    /// Initial registrations not yet resolved.
+    pub reg_remaining: AtomicU64,
+    /// Clients registered now.
+    pub registered: AtomicI64,
+    /// Items retried on another node.
+    pub failovers: AtomicU64,
+    /// Number of nodes.
+    pub nodes: usize,
+}
+
+impl Shared {
+    /// Shared state for `clients` clients on `nodes` nodes.
+    pub fn new(clients: u64, nodes: usize) -> Self {
+        Self {
+            meter: OnceLock::new(),
+            reg_remaining: AtomicU64::new(clients),
+            registered: AtomicI64::new(0),
+            failovers: AtomicU64::new(0),
+            nodes,
+        }
+    }
+
+    /// Records `op`'s outcome when measuring.
+    pub fn record(&self, op: Op, sample: Sample, outcome: Result<(), &str>) {
+        if let Some(r) = self.meter.get() {
+            r.record(op, sample, outcome);
+        }
+    }
+
+    /// Records a dropped send when measuring.
+    pub fn dropped(&self, op: Op) {
+        if let Some(r) = self.meter.get() {
+            r.record_dropped(op);
+        }
+    }
+}
+
+/// What a lane does.
+#[derive(Clone, Debug)]
+pub struct LaneConfig {
+    /// Registration rate of this lane (None: as fast as the in-flight limit allows).
+    pub register_rate: Option<f64>,
+    /// Heartbeat period (None: no heartbeats).
+    pub heartbeat: Option<Duration>,
+    /// Query rate of this lane in the hold phase (0: none).
+    pub query_rate: f64,
+    /// Query rate is open (`rate`) or closed: with `closed_queries`, queries are sent
+    /// whenever a slot is free.
+    pub closed_queries: bool,
+    /// Churn (deregister, then register again) rate of this lane in the hold phase.
+    pub churn_rate: f64,
+    /// How long a churned client stays away.
+    pub churn_down: Duration,
+    /// Items per batch.
+    pub batch: usize,
+    /// Batches in flight per node.
+    pub concurrency: usize,
+    /// Heartbeats and queries further behind schedule than this are dropped.
+    pub max_lag: Duration,
+    /// Retries of an item (each on the next node).
+    pub retries: u8,
+    /// Shortest wait between two sends to a node that has a partial batch (lets items
+    /// gather into batches).
+    pub linger: Duration,
+}
+
+const NEW: u8 = 0;
+const JOINING: u8 = 1;
+const UP: u8 = 2;
+const LEAVING: u8 = 3;
+const DOWN: u8 = 4;
+const REJOINING: u8 = 5;
+const FAILED: u8 = 6;
+
+#[derive(Debug, Clone, Copy)]
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    item: Item,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(o.due, o.seq))
+    }
+}
+
+/// An open-model source: item `i` is intended at `start + i / rate`.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    start: Instant,
+    rate: f64,
+    next: u64,
+}
+
+impl Rate {
+    fn intended(&self) -> Instant {
+        self.start + Duration::from_secs_f64(self.next as f64 / self.rate)
+    }
+}
+
+struct Lane<P: Protocol> {
+    index: usize,
+    proto: Arc<P>,
+    pop: Arc<Population>,
+    shared: Arc<Shared>,
+    cfg: LaneConfig,
+    range: Range<u32>,
+    node: Vec<u8>,
+    state: Vec<u8>,
+    rng: Rng,
+    start: Instant,
+    reg_next: u32,
+    beat_k: u32,
+    beat_round: u64,
+    query: Option<Rate>,
+    churn: Option<Rate>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    seq: u64,
+    queues: Vec<VecDeque<Item>>,
+    queued: usize,
+    inflight: Vec<usize>,
+    last_send: Vec<Instant>,
+    spare: Vec<Batch>,
+    ready: Vec<Batch>,
+}
+
+impl<P: Protocol> Lane<P> {
+    fn n(&self) -> u32 {
+        self.range.end - self.range.start
+    }
+
+    fn cap(&self) -> usize {
+        (self.cfg.batch * self.cfg.concurrency * self.shared.nodes * 2).max(4096)
+    }
+
+    fn local(&self, client: u32) -> usize {
+        (client - self.range.start) as usize
+    }
+
+    fn push(&mut self, item: Item) {
+        let k = self.local(item.client);
+        let node = self.node[k] as usize;
+        self.queues[node].push_back(item);
+        self.queued += 1;
+    }
+
+    fn delay(&mut self, due: Instant, item: Item) {
+        self.seq += 1;
+        self.delayed.push(Reverse(Delayed {
+            due,
+            seq: self.seq,
+            item,
+        }));
+    }
+
+    fn beat_intended(&self, period: Duration) -> Instant {
+        let n = u64::from(self.n().max(1));
+        let off = period.as_nanos() as u64 / n * u64::from(self.beat_k);
+        self.start + period * (self.beat_round as u32) + Duration::from_nanos(off)
+    }
+
+    /// Moves due items from the sources into the node queues; returns the next instant a
+    /// source has something due (None: nothing scheduled).
+    fn fill(&mut self, now: Instant, phase: Phase) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut soon = |t: Instant| {
+            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        };
+        // Retries and rejoins.
+        while let Some(Reverse(d)) = self.delayed.peek().copied() {
+            if d.due > now {
+                soon(d.due);
+                break;
+            }
+            self.delayed.pop();
+            let k = self.local(d.item.client);
+            if d.item.kind == Kind::Register && self.state[k] == DOWN {
+                self.state[k] = REJOINING;
+            }
+            self.push(d.item);
+        }
+        if phase == Phase::Stop {
+            return next;
+        }
+        let cap = self.cap();
+        // Registrations.
+        while self.reg_next < self.n() && self.queued < cap {
+            let intended = match self.cfg.register_rate {
+                Some(r) => {
+                    let t = self.start + Duration::from_secs_f64(f64::from(self.reg_next) / r);
+                    if t > now {
+                        soon(t);
+                        break;
+                    }
+                    t
+                }
+                None => now,
+            };
+            let k = self.reg_next as usize;
+            self.reg_next += 1;
+            self.state[k] = JOINING;
+            let client = self.range.start + k as u32;
+            self.push(Item {
+                client,
+                service: 0,
+                kind: Kind::Register,
+                attempt: 0,
+                intended,
+            });
+        }
+        // Heartbeats: only clients that are up.
+        if let Some(period) = self.cfg.heartbeat {
+            while self.queued < cap && self.n() > 0 {
+                let t = self.beat_intended(period);
+                if t > now {
+                    soon(t);
+                    break;
+                }
+                let k = self.beat_k as usize;
+                self.beat_k += 1;
+                if self.beat_k == self.n() {
+                    self.beat_k = 0;
+                    self.beat_round += 1;
+                }
+                if self.state[k] != UP {
+                    continue;
+                }
+                if now.saturating_duration_since(t) > self.cfg.max_lag {
+                    self.shared.dropped(Op::Beat);
+                    continue;
+                }
+                let client = self.range.start + k as u32;
+                self.push(Item {
+                    client,
+                    service: 0,
+                    kind: Kind::Beat,
+                    attempt: 0,
+                    intended: t,
+                });
+            }
+        }
+        if let Phase::Hold(at) = phase {
+            if self.query.is_none() && self.cfg.query_rate > 0.0 {
+                self.query = Some(Rate {
+                    start: at,
+                    rate: self.cfg.query_rate,
+                    next: 0,
+                });
+            }
+            if self.churn.is_none() && self.cfg.churn_rate > 0.0 {
+                self.churn = Some(Rate {
+                    start: at,
+                    rate: self.cfg.churn_rate,
+                    next: 0,
+                });
+            }
+        }
+        // Queries: a random client asks for a random service.
+        if let Some(mut q) = self.query {
+            let services = self.proto_services();
+            while self.queued < cap && self.n() > 0 {
+                let t = if self.cfg.closed_queries {
+                    if self.queued > 0 {
+                        break;
+                    }
+                    now
+                } else {
+                    q.intended()
+                };
+                if t > now {
+                    soon(t);
+                    break;
+                }
+                q.next += 1;
+                if now.saturating_duration_since(t) > self.cfg.max_lag {
+                    self.shared.dropped(Op::Query);
+                    continue;
+                }
+                let k = self.rng.below(u64::from(self.n())) as u32;
+                let service = self.rng.below(u64::from(services)) as u32;
+                self.push(Item {
+                    client: self.range.start + k,
+                    service,
+                    kind: Kind::Query,
+                    attempt: 0,
+                    intended: t,
+                });
+            }
+            self.query = Some(q);
+        }
+        // Churn: a random client that is up leaves, and comes back after `churn_down`.
+        if let Some(mut c) = self.churn {
+            while self.queued < cap && self.n() > 0 {
+                let t = c.intended();
+                if t > now {
+                    soon(t);
+                    break;
+                }
+                c.next += 1;
+                let mut picked = None;
+                for _ in 0..16 {
+                    let k = self.rng.below(u64::from(self.n())) as usize;
+                    if self.state[k] == UP {
+                        picked = Some(k);
+                        break;
+                    }
+                }
+                let Some(k) = picked else {
+                    self.shared.dropped(Op::Deregister);
+                    continue;
+                };
+                self.state[k] = LEAVING;
+                self.shared.registered.fetch_sub(1, Relaxed);
+                self.push(Item {
+                    client: self.range.start + k as u32,
+                    service: 0,
+                    kind: Kind::Deregister,
+                    attempt: 0,
+                    intended: t,
+                });
+            }
+            self.churn = Some(c);
+        }
+        next
+    }
+
+    fn proto_services(&self) -> u32 {
+        self.pop.services()
+    }
+
+    /// Moves what the queues hold into batches ready to send (`self.ready`), within the
+    /// in-flight limits; a partial batch waits for `linger` after the node's last send.
+    /// Returns when a lingering partial batch is due.
+    fn dispatch(&mut self, now: Instant) -> Option<Instant> {
+        let mut next = None;
+        for node in 0..self.queues.len() {
+            while !self.queues[node].is_empty() && self.inflight[node] < self.cfg.concurrency {
+                let len = self.queues[node].len();
+                if len < self.cfg.batch {
+                    let due = self.last_send[node] + self.cfg.linger;
+                    if due > now {
+                        next = Some(next.map_or(due, |n: Instant| n.min(due)));
+                        break;
+                    }
+                }
+                let take = len.min(self.cfg.batch);
+                let mut b = self.spare.pop().unwrap_or_else(|| Batch::new(node));
+                b.node = node;
+                b.items.clear();
+                b.items.extend(self.queues[node].drain(..take));
+                b.sent = now;
+                self.queued -= take;
+                self.inflight[node] += 1;
+                self.last_send[node] = now;
+                self.ready.push(b);
+            }
+        }
+        next
+    }
+
+    /// Records a batch's outcomes and reacts: state changes, failover and retry, rejoin.
+    fn complete(&mut self, mut b: Batch) {
+        let now = Instant::now();
+        self.inflight[b.node] -= 1;
+        let nodes = self.shared.nodes;
+        for (i, item) in b.items.iter().enumerate() {
+            let outcome = b
+                .outcomes
+                .get(i)
+                .copied()
+                .unwrap_or(Outcome::Failed("internal"));
+            let k = self.local(item.client);
+            let sample = Sample {
+                intended: item.intended,
+                sent: b.sent,
+                done: b.done,
+            };
+            let op = item.kind.op();
+            match outcome {
+                Outcome::Ok => {
+                    self.shared.record(op, sample, Ok(()));
+                    self.succeeded(k, item.kind, now);
+                }
+                Outcome::NotFound if item.kind == Kind::Beat && self.state[k] == UP => {
+                    self.shared.record(op, sample, Err("404"));
+                    self.state[k] = REJOINING;
+                    self.shared.registered.fetch_sub(1, Relaxed);
+                    self.push(Item {
+                        kind: Kind::Register,
+                        attempt: 0,
+                        intended: now,
+                        ..*item
+                    });
+                }
+                // A heartbeat that raced with this client's own deregistration.
+                Outcome::NotFound => self.shared.record(op, sample, Ok(())),
+                Outcome::Retry(_) if item.attempt < self.cfg.retries => {
+                    self.shared.failovers.fetch_add(1, Relaxed);
+                    self.node[k] = ((self.node[k] as usize + 1) % nodes) as u8;
+                    let backoff = Duration::from_millis(50u64 << item.attempt.min(5));
+                    self.delay(
+                        now + backoff.min(Duration::from_secs(2)),
+                        Item {
+                            attempt: item.attempt + 1,
+                            ..*item
+                        },
+                    );
+                }
+                Outcome::Retry(code) | Outcome::Failed(code) => {
+                    self.shared.record(op, sample, Err(code));
+                    self.gave_up(k, item.kind);
+                }
+            }
+        }
+        b.items.clear();
+        b.outcomes.clear();
+        self.spare.push(b);
+    }
+
+    fn succeeded(&mut self, k: usize, kind: Kind, now: Instant) {
+        match kind {
+            Kind::Register => {
+                if self.state[k] == JOINING {
+                    self.shared.reg_remaining.fetch_sub(1, Relaxed);
+                }
+                if self.state[k] != UP {
+                    self.shared.registered.fetch_add(1, Relaxed);
+                }
+                self.state[k] = UP;
+            }
+            Kind::Deregister => {
+                self.state[k] = DOWN;
+                let client = self.range.start + k as u32;
+                let due = now + self.cfg.churn_down;
+                self.delay(
+                    due,
+                    Item {
+                        client,
+                        service: 0,
+                        kind: Kind::Register,
+                        attempt: 0,
+                        intended: due,
+                    },
+                );
+            }
+            Kind::Beat | Kind::Query => {}
+        }
+    }
+
+    fn gave_up(&mut self, k: usize, kind: Kind) {
+        match kind {
+            Kind::Register => {
+                if self.state[k] == JOINING {
+                    self.shared.reg_remaining.fetch_sub(1, Relaxed);
+                }
+                self.state[k] = FAILED;
+            }
+            // Still registered as far as we know: keep beating.
+            Kind::Deregister => {
+                self.state[k] = UP;
+                self.shared.registered.fetch_add(1, Relaxed);
+            }
+            Kind::Beat | Kind::Query => {}
+        }
+    }
+}
+
+/// Runs lane `index` over the clients `range` until the phase is [`Phase::Stop`] and its
+/// requests in flight are done (or `drain` has passed).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_lane<P: Protocol>(
+    index: usize,
+    proto: Arc<P>,
+    pop: Arc<Population>,
+    shared: Arc<Shared>,
+    cfg: LaneConfig,
+    range: Range<u32>,
+    mut phase: watch::Receiver<Phase>,
+    drain: Duration,
+) {
+    let nodes = shared.nodes;
+    let n = (range.end - range.start) as usize;
+    let node = (range.start..range.end)
+        .map(|c| pop.first_node(c, nodes) as u8)
+        .collect();
+    let now = Instant::now();
+    let mut lane = Lane {
+        index,
+        rng: Rng::new(pop.seed() ^ (index as u64).wrapping_mul(0x51_7cc1_b727_220a)),
+        proto,
+        pop,
+        shared,
+        cfg,
+        range,
+        node,
+        state: vec![NEW; n],
+        start: now,
+        reg_next: 0,
+        beat_k: 0,
+        beat_round: 1,
+        query: None,
+        churn: None,
+        delayed: BinaryHeap::new(),
+        seq: 0,
+        queues: (0..nodes).map(|_| VecDeque::new()).collect(),
+        queued: 0,
+        inflight: vec![0; nodes],
+        last_send: vec![now; nodes],
+        spare: Vec::new(),
+        ready: Vec::new(),
+    };
+    let mut pending = FuturesUnordered::new();
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let ph = *phase.borrow_and_update();
+        if ph == Phase::Stop && stop_deadline.is_none() {
+            stop_deadline = Some(now + drain);
+            lane.delayed.clear();
+        }
+        let next_source = lane.fill(now, ph);
+        let next_linger = lane.dispatch(now);
+        for b in lane.ready.drain(..) {
+            pending.push(lane.proto.execute(lane.index, b));
+        }
+        if let Some(deadline) = stop_deadline
+            && (pending.is_empty() || now >= deadline)
+        {
+            break;
+        }
+        let wake = [next_source, next_linger]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_millis(100))
+            .max(now + Duration::from_micros(500));
+        let wake = match stop_deadline {
+            Some(d) => wake.min(d),
+            None => wake,
+        };
+        tokio::select! {
+            Some(b) = pending.next(), if !pending.is_empty() => {
+                lane.complete(b);
+                // Take every other completed batch without waiting.
+                while let Some(Some(b)) = futures::FutureExt::now_or_never(pending.next()) {
+                    lane.complete(b);
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            r = phase.changed(), if stop_deadline.is_none() => {
+                if r.is_err() {
+                    stop_deadline = Some(Instant::now() + drain);
+                }
+            }
+        }
+    }
+}

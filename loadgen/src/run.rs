@@ -1,0 +1,811 @@
+//! A whole run: target, protocol, lanes, markers, phases, report.
+//!
+//! [`run`] starts an embedded [`LocalCluster`] when no targets are given, connects the
+//! protocol, starts the watchers, the marker task and the lanes, moves through the phases
+//! (register, then hold for `duration`, then stop), waits for the last probe and for the
+//! nodes to agree, and writes the report. The run's figures leave out `warmup`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+use distro_server::{LocalCluster, ServerConfig};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use tokio::sync::watch;
+
+use crate::driver::{LaneConfig, Phase, Shared, run_lane};
+use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
+use crate::native::NativeProtocol;
+use crate::parse::Shard;
+use crate::population::{MARKER_BASE, Population, Rng};
+use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
+use crate::recorder::{Recorder, RecorderConfig};
+use crate::summary::Summary;
+use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
+
+/// The wire protocol of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolKind {
+    /// The native batched gRPC API (`distro.v1.Registry`).
+    Native,
+}
+
+impl ProtocolKind {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Native => "native",
+        }
+    }
+}
+
+/// What a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Register every client as fast as allowed (or at `--rate`), then report.
+    Register,
+    /// Register, then hold every client with heartbeats for `--duration`, with queries
+    /// (`--query-rate`) and churn (`--churn-rate`) if asked.
+    Steady,
+    /// Steady, with clients leaving and coming back at `--churn-rate` (default: 1 % of the
+    /// clients per second).
+    Churn,
+    /// Steady, with queries at `--rate` (open model) or `--concurrency` (closed model).
+    Query,
+    /// Steady, with subscribers on every node and changes at `--rate`: change-to-push
+    /// latency.
+    Push,
+}
+
+impl Scenario {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Register => "register",
+            Scenario::Steady => "steady",
+            Scenario::Churn => "churn",
+            Scenario::Query => "query",
+            Scenario::Push => "push",
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Wire protocol.
+    pub protocol: ProtocolKind,
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Clients in the whole id space (all shards).
+    pub clients: u64,
+    /// Services.
+    pub services: u32,
+    /// Instances per client.
+    pub instances_per_client: u32,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Main ports of an external cluster; empty: start an embedded one.
+    pub targets: Vec<String>,
+    /// Nodes of the embedded cluster.
+    pub nodes: usize,
+    /// Runtime threads per embedded node.
+    pub node_threads: usize,
+    /// Lanes (native: channels per node).
+    pub connections: usize,
+    /// Items per batch (0: the protocol's maximum).
+    pub batch: usize,
+    /// Batches in flight per lane and node (the closed model's concurrency).
+    pub concurrency: usize,
+    /// Open-model rate of the scenario's main operation, per second (register for
+    /// register/steady/churn, queries for query, changes for push); None: as fast as the
+    /// in-flight limit allows (closed model).
+    pub rate: Option<f64>,
+    /// Queries per second in the hold phase (steady, churn, push).
+    pub query_rate: f64,
+    /// Clients leaving and coming back per second (None: scenario default).
+    pub churn_rate: Option<f64>,
+    /// How long a churned client stays away.
+    pub churn_down: Duration,
+    /// Subscribers per node (push scenario).
+    pub subscribers: usize,
+    /// Services watched in the push scenario.
+    pub watch_services: u32,
+    /// Left out of the figures, from the start.
+    pub warmup: Duration,
+    /// Hold phase length.
+    pub duration: Duration,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries of a failed item, each on the next node.
+    pub retries: u8,
+    /// Heartbeats and queries further behind schedule are dropped.
+    pub max_lag: Duration,
+    /// Convergence probe period.
+    pub probe_interval: Duration,
+    /// Give up on a probe (or push) after this.
+    pub converge_timeout: Duration,
+    /// This process's slice of the client id space.
+    pub shard: Shard,
+    /// Output directory (None: `results/runs/<timestamp>-<scenario>`).
+    pub out: Option<PathBuf>,
+    /// History file to append to (None: none).
+    pub history: Option<PathBuf>,
+    /// Show a progress bar on a terminal (plain lines otherwise).
+    pub progress: bool,
+    /// Print plain progress lines this often when not on a terminal.
+    pub progress_every: Duration,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            protocol: ProtocolKind::Native,
+            scenario: Scenario::Steady,
+            clients: 100_000,
+            services: 1000,
+            instances_per_client: 1,
+            seed: 1,
+            targets: Vec::new(),
+            nodes: 3,
+            node_threads: 1,
+            connections: 2,
+            batch: 0,
+            concurrency: 2,
+            rate: None,
+            query_rate: 0.0,
+            churn_rate: None,
+            churn_down: Duration::from_secs(1),
+            subscribers: 1,
+            watch_services: 10,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            retries: 5,
+            max_lag: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(1),
+            converge_timeout: Duration::from_secs(30),
+            shard: Shard::default(),
+            out: None,
+            history: None,
+            progress: true,
+            progress_every: crate::DEFAULT_PLAIN_EVERY,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Every parameter, as the report's `parameters`.
+    pub fn parameters(&self, nodes: usize, embedded: bool) -> BTreeMap<String, String> {
+        let mut p = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            p.insert(k.to_owned(), v);
+        };
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        put("protocol", self.protocol.name().into());
+        put("scenario", self.scenario.name().into());
+        put("clients", self.clients.to_string());
+        put("services", self.services.to_string());
+        put(
+            "instances_per_client",
+            self.instances_per_client.to_string(),
+        );
+        put("seed", self.seed.to_string());
+        put(
+            "targets",
+            if embedded {
+                format!("embedded:{nodes}")
+            } else {
+                self.targets.join(",")
+            },
+        );
+        put("nodes", nodes.to_string());
+        if embedded {
+            put("node_threads", self.node_threads.to_string());
+        }
+        put("connections", self.connections.to_string());
+        put("batch", self.batch.to_string());
+        put("concurrency", self.concurrency.to_string());
+        put(
+            "rate",
+            self.rate.map_or("closed".into(), |r| format!("{r}")),
+        );
+        put("query_rate", format!("{}", self.query_rate));
+        put("churn_rate", format!("{}", self.churn_rate()));
+        put("subscribers", self.subscribers.to_string());
+        put("warmup", secs(self.warmup));
+        put("duration", secs(self.duration));
+        put("heartbeat", secs(self.heartbeat));
+        put("timeout", secs(self.timeout));
+        put("retries", self.retries.to_string());
+        put("probe_interval", secs(self.probe_interval));
+        put("shard", self.shard.to_string());
+        if self.scenario == Scenario::Push {
+            put("watch_services", self.watch_services.to_string());
+        }
+        p
+    }
+
+    fn churn_rate(&self) -> f64 {
+        match (self.churn_rate, self.scenario) {
+            (Some(r), _) => r,
+            (None, Scenario::Churn) => (self.clients as f64 / f64::from(self.shard.count)) / 100.0,
+            (None, _) => 0.0,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.clients > 0, "--clients: must be at least 1");
+        anyhow::ensure!(
+            self.targets.is_empty() || self.targets.len() <= 255,
+            "--targets: at most 255 nodes"
+        );
+        anyhow::ensure!(
+            (1..=32).contains(&self.nodes),
+            "--nodes: must be in 1..=32, not {}",
+            self.nodes
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.connections),
+            "--connections: must be in 1..=256"
+        );
+        anyhow::ensure!(self.concurrency >= 1, "--concurrency: must be at least 1");
+        anyhow::ensure!(!self.heartbeat.is_zero(), "--heartbeat: must be positive");
+        anyhow::ensure!(
+            self.rate.is_none_or(|r| r > 0.0),
+            "--rate: must be positive"
+        );
+        anyhow::ensure!(
+            !self.probe_interval.is_zero(),
+            "--probe-interval: must be positive"
+        );
+        Ok(())
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The summary written.
+    pub summary: Summary,
+    /// Where the report is.
+    pub out_dir: PathBuf,
+    /// Embedded cluster: whether every node held the same state at the end, and how long
+    /// after the load stopped they agreed.
+    pub nodes_converged: Option<(bool, Duration)>,
+    /// Instances each node held at the end (embedded cluster).
+    pub node_instances: Vec<usize>,
+    /// Items retried on another node.
+    pub failovers: u64,
+    /// Clients registered at the end.
+    pub registered: i64,
+}
+
+impl RunOutcome {
+    /// No errors, every probe converged (and at least one measured), nodes agree.
+    pub fn is_clean(&self) -> bool {
+        let s = &self.summary;
+        s.totals.errors == 0
+            && s.convergence.unconverged == 0
+            && s.convergence.count > 0
+            && self.nodes_converged.is_none_or(|(ok, _)| ok)
+    }
+
+    /// Lines printed after the summary table.
+    pub fn epilogue(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "clients registered at the end: {}   failovers: {}\n",
+            self.registered, self.failovers
+        ));
+        match self.nodes_converged {
+            Some((true, t)) => s.push_str(&format!(
+                "nodes converged: yes, {:.0} ms after the load stopped (instances per node: {:?})\n",
+                t.as_secs_f64() * 1e3,
+                self.node_instances
+            )),
+            Some((false, t)) => s.push_str(&format!(
+                "nodes converged: NO within {:.1} s (instances per node: {:?})\n",
+                t.as_secs_f64(),
+                self.node_instances
+            )),
+            None => s.push_str("nodes converged: not checked (external cluster; see the probes)\n"),
+        }
+        s.push_str(&format!(
+            "report: {}\n",
+            self.out_dir.join(crate::REPORT_FILE).display()
+        ));
+        s
+    }
+}
+
+/// Runs `config`. See the module documentation.
+pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
+    config.validate()?;
+    let population = Arc::new(
+        Population::new(
+            config.seed,
+            config.clients,
+            config.services,
+            config.instances_per_client,
+            config.shard.index,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    let (cluster, targets) = if config.targets.is_empty() {
+        let c =
+            LocalCluster::start(config.nodes, ServerConfig::default(), config.node_threads).await?;
+        let t = c.server_list();
+        (Some(c), t)
+    } else {
+        (None, config.targets.clone())
+    };
+    let ctx = Context {
+        targets,
+        population,
+        lanes: config.connections,
+        timeout: config.timeout,
+    };
+    let result = match config.protocol {
+        ProtocolKind::Native => {
+            let proto = Arc::new(NativeProtocol::connect(&ctx).await?);
+            run_with(proto, &ctx, &config, cluster.as_ref()).await
+        }
+    };
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
+    result
+}
+
+/// Whether every running node of `cluster` holds the same clients: equal digests of every
+/// owner's clients and equal instance counts. Returns the instance counts.
+pub fn nodes_agree(cluster: &LocalCluster) -> (bool, Vec<usize>) {
+    let nodes: Vec<_> = (0..cluster.len()).filter_map(|i| cluster.node(i)).collect();
+    let counts: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.registry().stats().instances)
+        .collect();
+    let Some(first) = nodes.first() else {
+        return (true, counts);
+    };
+    let same_counts = counts.windows(2).all(|w| w[0] == w[1]);
+    let same_digests = first.members().ids().all(|m| {
+        let d = first.registry().owner_digests(m);
+        nodes[1..]
+            .iter()
+            .all(|n| n.registry().owner_digests(m) == d)
+    });
+    (same_counts && same_digests, counts)
+}
+
+/// Runs with a connected protocol.
+pub async fn run_with<P: Protocol>(
+    proto: Arc<P>,
+    ctx: &Context,
+    config: &RunConfig,
+    cluster: Option<&LocalCluster>,
+) -> anyhow::Result<RunOutcome> {
+    let nodes = ctx.targets.len();
+    let pop = ctx.population.clone();
+    let slice = config.shard.range(pop.clients());
+    let slice_len = u64::from(slice.end - slice.start);
+    println!(
+        "loadgen: scenario {} protocol {} clients {} (shard {}: {} clients) seed {} against {}",
+        config.scenario.name(),
+        proto.name(),
+        config.clients,
+        config.shard,
+        slice_len,
+        config.seed,
+        match cluster {
+            Some(_) => format!(
+                "an embedded {nodes}-node cluster ({})",
+                ctx.targets.join(",")
+            ),
+            None => ctx.targets.join(","),
+        }
+    );
+    let started = SystemTime::now();
+    let out_dir = config.out.clone().unwrap_or_else(|| {
+        Path::new("results/runs").join(crate::run_dir_name(started, config.scenario.name()))
+    });
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
+
+    let shared = Arc::new(Shared::new(slice_len, nodes));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Register);
+    let lanes = config.connections.max(1);
+
+    // Watchers: one per node for probes (and pushes), plus extra push subscribers.
+    let push = config.scenario == Scenario::Push;
+    let subs = if push { config.subscribers.max(1) } else { 1 };
+    anyhow::ensure!(
+        nodes * subs <= 64,
+        "--subscribers: at most 64 subscriber streams in all ({nodes} nodes x {subs})"
+    );
+    let push_services: Vec<u32> = if push {
+        (0..config.watch_services.min(pop.services())).collect()
+    } else {
+        Vec::new()
+    };
+    let mut watchers = Vec::new();
+    let mut watch_sets = Vec::new();
+    for node in 0..nodes {
+        for j in 0..subs {
+            watchers.push(Watcher {
+                node,
+                probe: j == 0,
+            });
+            let mut set = push_services.clone();
+            if j == 0 {
+                set.push(pop.probe_service());
+            }
+            watch_sets.push(set);
+        }
+    }
+    let tracker = Arc::new(Tracker::new(
+        watchers.clone(),
+        shared.clone(),
+        config.converge_timeout,
+    ));
+    let mut watcher_tasks = Vec::new();
+    for (w, (watcher, set)) in watchers.iter().zip(watch_sets).enumerate() {
+        let proto = proto.clone();
+        let tracker = tracker.clone();
+        let node = watcher.node;
+        watcher_tasks.push(tokio::spawn(async move {
+            loop {
+                match proto.watch(node, set.clone()).await {
+                    Ok(mut rx) => {
+                        while let Some(ev) = rx.recv().await {
+                            tracker.on_event(w, &ev);
+                        }
+                    }
+                    Err(e) => tracing_like(&e),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }));
+    }
+
+    // Phases start now; with no warm-up the recorder exists before the first request.
+    let t0 = Instant::now();
+    let measure_at = t0 + config.warmup;
+    let mut ticker = None;
+    let start_measuring = |ticker: &mut Option<crate::Ticker>| -> anyhow::Result<()> {
+        let recorder = Recorder::new(RecorderConfig {
+            interval_log: Some(out_dir.join(INTERVAL_LOG_FILE)),
+            ..RecorderConfig::default()
+        })?;
+        let expected = match config.scenario {
+            Scenario::Register => None,
+            _ => Some(config.duration),
+        };
+        let mut progress = if config.progress {
+            Progress::new(expected)
+        } else {
+            Progress::plain(config.progress_every, Box::new(std::io::stdout()))
+        };
+        *ticker = Some(recorder.spawn_ticker(move |row| progress.update(row)));
+        let _ = shared.meter.set(recorder);
+        Ok(())
+    };
+    if config.warmup.is_zero() {
+        start_measuring(&mut ticker)?;
+    }
+
+    // Lanes.
+    let per_lane = |r: f64| r / lanes as f64;
+    let main_rate = config.rate;
+    let lane_cfg = LaneConfig {
+        register_rate: match config.scenario {
+            Scenario::Query | Scenario::Push => None,
+            _ => main_rate.map(per_lane),
+        },
+        heartbeat: (config.scenario != Scenario::Register).then_some(config.heartbeat),
+        query_rate: match config.scenario {
+            Scenario::Query => main_rate.map_or(1.0, per_lane),
+            _ => per_lane(config.query_rate),
+        },
+        closed_queries: config.scenario == Scenario::Query && main_rate.is_none(),
+        churn_rate: per_lane(config.churn_rate()),
+        churn_down: config.churn_down,
+        batch: if config.batch == 0 {
+            proto.max_batch()
+        } else {
+            config.batch.min(proto.max_batch())
+        }
+        .max(1),
+        concurrency: config.concurrency,
+        max_lag: config.max_lag,
+        retries: config.retries,
+        linger: Duration::from_millis(2),
+    };
+    let drain = config.timeout + Duration::from_secs(1);
+    let mut lane_tasks = Vec::new();
+    for l in 0..lanes {
+        let lo =
+            slice.start + ((u64::from(slice.end - slice.start) * l as u64) / lanes as u64) as u32;
+        let hi = slice.start
+            + ((u64::from(slice.end - slice.start) * (l as u64 + 1)) / lanes as u64) as u32;
+        lane_tasks.push(tokio::spawn(run_lane(
+            l,
+            proto.clone(),
+            pop.clone(),
+            shared.clone(),
+            lane_cfg.clone(),
+            lo..hi,
+            phase_rx.clone(),
+            drain,
+        )));
+    }
+
+    // Markers.
+    let marker_task = tokio::spawn(run_markers(
+        proto.clone(),
+        pop.clone(),
+        shared.clone(),
+        tracker.clone(),
+        MarkerConfig {
+            probe_interval: config.probe_interval,
+            push_rate: if push {
+                main_rate.unwrap_or(100.0)
+            } else {
+                0.0
+            },
+            push_services: push_services.len() as u32,
+            nodes,
+            final_wait: config.converge_timeout,
+        },
+        phase_rx.clone(),
+    ));
+
+    let mut hold_end: Option<Instant> = None;
+    let mut phase = Phase::Register;
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let registered_gauge_name = "clients_registered";
+    loop {
+        let now = Instant::now();
+        if ticker.is_none() && now >= measure_at {
+            start_measuring(&mut ticker)?;
+        }
+        if let Some(r) = shared.meter.get() {
+            r.set_gauge(
+                registered_gauge_name,
+                shared.registered.load(Relaxed) as f64,
+            );
+            r.set_gauge("failovers", shared.failovers.load(Relaxed) as f64);
+            r.set_gauge("markers_pending", tracker.pending() as f64);
+        }
+        match phase {
+            Phase::Register if shared.reg_remaining.load(Relaxed) == 0 => {
+                if config.scenario == Scenario::Register {
+                    phase = Phase::Stop;
+                } else {
+                    phase = Phase::Hold(now);
+                    hold_end = Some(now + config.duration);
+                    if let Some(r) = shared.meter.get() {
+                        r.mark("registered: hold starts");
+                    }
+                }
+                let _ = phase_tx.send(phase);
+            }
+            Phase::Hold(_) if hold_end.is_some_and(|e| now >= e) => {
+                phase = Phase::Stop;
+                let _ = phase_tx.send(phase);
+            }
+            _ => {}
+        }
+        if phase == Phase::Stop {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = &mut ctrl_c => {
+                println!("loadgen: interrupted, stopping");
+                phase = Phase::Stop;
+                let _ = phase_tx.send(phase);
+                break;
+            }
+        }
+    }
+    for t in lane_tasks {
+        let _ = t.await;
+    }
+    let _ = marker_task.await;
+    for t in &watcher_tasks {
+        t.abort();
+    }
+    // The nodes should now agree (embedded cluster).
+    let stopped = Instant::now();
+    let mut nodes_converged = None;
+    let mut node_instances = Vec::new();
+    if let Some(c) = cluster {
+        loop {
+            let (ok, counts) = nodes_agree(c);
+            node_instances = counts;
+            let waited = stopped.elapsed();
+            if ok || waited >= config.converge_timeout {
+                nodes_converged = Some((ok, waited));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if shared.meter.get().is_none() {
+        anyhow::bail!(
+            "the run ended before the warm-up ({:?}) was over: nothing was measured",
+            config.warmup
+        );
+    }
+    if let Some(t) = ticker {
+        t.stop();
+    }
+    let recorder = shared
+        .meter
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("no recorder"))?;
+    let recording = recorder.finish()?;
+    let info = RunInfo::detect(
+        config.scenario.name(),
+        config.parameters(nodes, cluster.is_some()),
+    );
+    let summary = crate::write_report(&out_dir, &recording, &info)?;
+    if let Some(h) = &config.history {
+        crate::append_history(h, &summary, &out_dir)?;
+    }
+    Ok(RunOutcome {
+        summary,
+        out_dir,
+        nodes_converged,
+        node_instances,
+        failovers: shared.failovers.load(Relaxed),
+        registered: shared.registered.load(Relaxed),
+    })
+}
+
+fn tracing_like(e: &str) {
+    eprintln!("loadgen: {e} (retrying)");
+}
+
+/// What the marker task does.
+#[derive(Clone, Copy, Debug)]
+pub struct MarkerConfig {
+    /// Probe period.
+    pub probe_interval: Duration,
+    /// Push changes per second in the hold phase (0: none).
+    pub push_rate: f64,
+    /// Push changes go to services `0..push_services`.
+    pub push_services: u32,
+    /// Nodes.
+    pub nodes: usize,
+    /// After the load stops, how long to wait for the last markers.
+    pub final_wait: Duration,
+}
+
+/// Sends probes (and push changes), feeds acks to the tracker, deregisters finished
+/// markers; after the stop, sends a last probe and waits for every marker.
+pub async fn run_markers<P: Protocol>(
+    proto: Arc<P>,
+    pop: Arc<Population>,
+    shared: Arc<Shared>,
+    tracker: Arc<Tracker>,
+    cfg: MarkerConfig,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let mut rng = Rng::new(pop.seed() ^ 0x70_7265_6265);
+    let mut next_id: u32 = 0;
+    let mut next_probe = Instant::now();
+    let mut push_next: u64 = 0;
+    let mut inflight = FuturesUnordered::new();
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut final_deadline: Option<Instant> = None;
+    let mut last_sweep = Instant::now();
+    let lane = 0;
+    let send = |node: usize, item: Item| {
+        let mut b = Batch::new(node);
+        b.items.push(item);
+        b.sent = Instant::now();
+        proto.execute(lane, b)
+    };
+    loop {
+        let now = Instant::now();
+        let ph = *phase.borrow_and_update();
+        let mut new: Vec<(u32, MarkerKind, Instant)> = Vec::new();
+        if ph == Phase::Stop {
+            if final_deadline.is_none() {
+                final_deadline = Some(now + cfg.final_wait + Duration::from_secs(1));
+                new.push((pop.probe_service(), MarkerKind::Probe, now));
+            }
+        } else if now >= next_probe {
+            new.push((pop.probe_service(), MarkerKind::Probe, now));
+            next_probe += cfg.probe_interval;
+            if next_probe < now {
+                next_probe = now + cfg.probe_interval;
+            }
+        }
+        if let Phase::Hold(at) = ph
+            && cfg.push_rate > 0.0
+            && cfg.push_services > 0
+        {
+            loop {
+                let t = at + Duration::from_secs_f64(push_next as f64 / cfg.push_rate);
+                if t > now {
+                    break;
+                }
+                push_next += 1;
+                let s = rng.below(u64::from(cfg.push_services)) as u32;
+                new.push((s, MarkerKind::Push, t));
+            }
+        }
+        for (service, kind, intended) in new {
+            let id = next_id;
+            next_id = next_id.wrapping_add(1) % (MARKER_BASE - 1);
+            let client = MARKER_BASE + id;
+            if !tracker.add(id, pop.addr(client), service, kind, intended) {
+                continue;
+            }
+            let node = rng.below(cfg.nodes as u64) as usize;
+            inflight.push(send(
+                node,
+                Item {
+                    client,
+                    service,
+                    kind: Kind::Register,
+                    attempt: 0,
+                    intended,
+                },
+            ));
+        }
+        if now.duration_since(last_sweep) >= Duration::from_millis(50) {
+            last_sweep = now;
+            tracker.sweep(now, &mut finished);
+            for f in finished.drain(..) {
+                let node = rng.below(cfg.nodes as u64) as usize;
+                inflight.push(send(
+                    node,
+                    Item {
+                        client: MARKER_BASE + f.id,
+                        service: f.service,
+                        kind: Kind::Deregister,
+                        attempt: 0,
+                        intended: now,
+                    },
+                ));
+            }
+        }
+        if let Some(d) = final_deadline
+            && ((tracker.pending() == 0 && inflight.is_empty()) || now >= d)
+        {
+            break;
+        }
+        tokio::select! {
+            Some(b) = inflight.next(), if !inflight.is_empty() => {
+                let b: Batch = b;
+                for (item, outcome) in b.items.iter().zip(b.outcomes.iter()) {
+                    if item.kind != Kind::Register {
+                        continue;
+                    }
+                    let id = item.client - MARKER_BASE;
+                    match outcome {
+                        Outcome::Ok => tracker.acked(id, item.service, b.done),
+                        Outcome::Retry(_) if item.attempt < 3 => {
+                            shared.failovers.fetch_add(1, Relaxed);
+                            let node = (b.node + 1) % cfg.nodes;
+                            inflight.push(send(node, Item { attempt: item.attempt + 1, ..*item }));
+                        }
+                        _ => tracker.failed(id, item.service),
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+}
