@@ -59,6 +59,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/nacos/v1/ns/instance/beat", axum::routing::put(beat))
         .route("/nacos/v1/ns/instance/list", get(instance_list))
         .route("/nacos/v1/ns/service/list", get(service_list))
+        .route("/nacos/v1/auth/login", axum::routing::post(login))
+        .route("/nacos/v1/auth/users/login", axum::routing::post(login))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -568,6 +570,17 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// What a login (`/nacos/v1/auth/login`, Rust SDK; `/nacos/v1/auth/users/login`, Java and
+/// Python SDKs) gets: this server has no authentication, says so, and issues no token.
+pub const AUTH_UNSUPPORTED: &str = "authentication is not supported: this distro server \
+    checks no credentials and no accessToken, so every client that reaches it can read and \
+    write; remove username/password from the client configuration and protect the ports \
+    with the network";
+
+async fn login() -> Response {
+    HttpError(StatusCode::NOT_IMPLEMENTED, AUTH_UNSUPPORTED.to_string()).into_response()
 }
 
 async fn health(State(state): State<Arc<HttpState>>) -> Response {

@@ -78,6 +78,16 @@ impl NacosError {
         Self::protocol(OVER_THRESHOLD, message)
     }
 
+    /// 300: the node is still loading its snapshot from a peer (Nacos: "Server is
+    /// starting"); the SDK tries another server.
+    pub(crate) fn starting() -> Self {
+        Self::protocol(
+            INVALID_SERVER_STATUS,
+            "Server is starting,please try later. (this node is still loading its snapshot \
+             from a peer; connect to another node)",
+        )
+    }
+
     /// 300: the front end is shutting down.
     pub(crate) fn shutting_down() -> Self {
         Self::protocol(INVALID_SERVER_STATUS, "Server is shutting down.")

@@ -1,6 +1,8 @@
 //! Unary requests (`Request/request`): the handshake checks and the naming handlers.
 //!
-//! Order of checks, as Nacos's `GrpcRequestAcceptor`: shutting down → 300; then
+//! Order of checks, as Nacos's `GrpcRequestAcceptor`: shutting down, or still loading the
+//! snapshot (Nacos: "Server is starting") → 300, so the SDK picks another server rather
+//! than read a partial registry; then
 //! `ServerCheckRequest` (answered before any registration check, creating the connection
 //! entry so that the stream's setup finds the same id) and `HealthCheckRequest` (answered
 //! even before setup, which the Rust SDK's handshake order needs, but 301 after the server
@@ -60,6 +62,9 @@ pub(crate) fn handle_unary(shared: &Shared, addr: Option<SocketAddr>, payload: P
 fn dispatch(shared: &Shared, addr: Option<SocketAddr>, kind: Kind, env: &Envelope) -> Handled {
     if shared.is_shutting_down() {
         return Err(NacosError::shutting_down());
+    }
+    if !shared.node.is_loaded() {
+        return Err(NacosError::starting());
     }
     match kind {
         Kind::ServerCheck => server_check(shared, addr),

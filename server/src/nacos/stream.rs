@@ -43,6 +43,12 @@ pub(crate) fn open(
     if shared.is_shutting_down() {
         return Err(Status::unavailable("the server is shutting down"));
     }
+    if !shared.node.is_loaded() {
+        return Err(Status::unavailable(
+            "the server is starting: this node is still loading its snapshot from a peer; \
+             connect to another node",
+        ));
+    }
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
     let generation = shared.next_stream_generation();
     tokio::spawn(read(shared, addr, generation, tx, inbound));

@@ -552,3 +552,75 @@ async fn when_a_node_and_its_app_die_the_instance_expires_on_the_survivors() {
     stop_app(survivor);
     c.shutdown().await;
 }
+
+/// Auth is not supported, and says so: an SDK configured with credentials logs in over HTTP
+/// first; the login answers 501 with the reason and issues no token, and the SDK (which
+/// logs the failed login) registers and reads without one, as every client can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_with_credentials_gets_no_token_and_works_without_one() {
+    let c = cluster(1, fast_config()).await;
+    for path in ["/nacos/v1/auth/login", "/nacos/v1/auth/users/login"] {
+        let url = format!(
+            "http://{}{path}?username=nacos&password=nacos",
+            c.http_addr(0)
+        );
+        let r = reqwest::Client::new()
+            .post(url)
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(r.status().as_u16(), 501, "{path}");
+        assert_eq!(
+            r.text().await.expect("body"),
+            distro_server::http::AUTH_UNSUPPORTED
+        );
+    }
+    let props = crate::nacos::harness::client_props(&c.http_addr(0).to_string(), true)
+        .auth_username("nacos")
+        .auth_password("nacos");
+    let a = nacos_sdk::api::naming::NamingServiceBuilder::new(props)
+        .enable_auth_plugin_http()
+        .build()
+        .await
+        .expect("the SDK connects without a token");
+    a.register_instance("secured".into(), None, instance("10.0.6.1", 6000))
+        .await
+        .expect("register without a token");
+    assert_eq!(addrs(&query(&a, "secured").await), ["10.0.6.1:6000"]);
+    c.shutdown().await;
+}
+
+/// B's own node dies: B's SDK reconnects to another node and subscribes again (its redo),
+/// gets the current view there, and is pushed the changes made afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_whose_node_dies_subscribes_again_elsewhere_and_is_pushed() {
+    let mut c = cluster(3, fast_config()).await;
+    let b = sdk_servers(&c.server_list(), false).await;
+    // B registers too, so that its connection (and node) can be found.
+    b.register_instance("watchers".into(), None, instance("10.0.7.1", 1))
+        .await
+        .expect("B registers");
+    let k = crate::nacos::harness::wait_for("B's node", || holder(&c, "watchers")).await;
+    let (listener, mut rx) = events();
+    b.subscribe("stock".into(), None, vec![], listener)
+        .await
+        .expect("subscribe");
+    let a = sdk_servers(&only(&c, (k + 1) % 3), true).await;
+    a.register_instance("stock".into(), None, instance("10.0.7.2", 2))
+        .await
+        .expect("A registers");
+    pushed(&mut rx, &["10.0.7.2:2"]).await;
+
+    c.kill(k);
+    let dead = wait_for_long("B's redo on a live node", || {
+        holder(&c, "watchers").is_some_and(|h| h != k)
+    })
+    .await;
+    println!("B registered and subscribed again {dead:?} after its node died");
+    // A change after B's failover reaches B from its new node.
+    a.register_instance("stock".into(), None, instance("10.0.7.2", 3))
+        .await
+        .expect("A re-registers on another port");
+    pushed(&mut rx, &["10.0.7.2:3"]).await;
+    c.shutdown().await;
+}

@@ -57,6 +57,11 @@ impl TestServer {
             )
             .expect("default core config"),
         );
+        Self::start_node(node, config).await
+    }
+
+    /// Serves the front end of `node` (no driver ticks it: the test does, if needed).
+    pub(crate) async fn start_node(node: Arc<Node>, config: NacosConfig) -> TestServer {
         let nacos = Arc::new(
             NacosFrontend::new(node.clone(), config, Arc::new(wall_ms)).expect("valid config"),
         );
@@ -166,7 +171,7 @@ pub(crate) async fn sdk_servers(servers: &[String], empty_protection: bool) -> N
         .expect("the SDK connects")
 }
 
-fn client_props(server_addr: &str, empty_protection: bool) -> ClientProps {
+pub(crate) fn client_props(server_addr: &str, empty_protection: bool) -> ClientProps {
     let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
     let cache = std::env::temp_dir().join(format!(
         "distro-nacos-test-{}-{n}-{}",

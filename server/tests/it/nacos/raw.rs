@@ -4,6 +4,8 @@
 
 use crate::nacos::harness::*;
 use distro_server::nacos::NacosConfig;
+use distro_server::proto::nacos::Payload;
+use distro_server::proto::nacos::bi_request_stream_client::BiRequestStreamClient;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -713,5 +715,64 @@ async fn connections_that_never_set_up_are_forgotten() {
             .await,
         "InstanceResponse",
     );
+    server.stop().await;
+}
+
+/// A node that has not loaded its snapshot yet refuses SDKs with 300 ("Server is
+/// starting"), so they pick another server instead of reading a partial registry; once
+/// loaded it serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_still_loading_its_snapshot_answers_300_then_serves() {
+    use distro_core::{Config, MemberList, MemberState, Node};
+    let members = ["127.0.0.1:8848".to_string(), "127.0.0.1:1".to_string()];
+    let node = Arc::new(
+        Node::new(
+            Config::default(),
+            MemberList::new("127.0.0.1:8848", &members).expect("member list"),
+            wall_ms(),
+        )
+        .expect("config"),
+    );
+    assert!(!node.is_loaded());
+    let server = TestServer::start_node(node.clone(), fast_config()).await;
+    let mut raw = Raw::connect(&server).await;
+    for t in [
+        "ServerCheckRequest",
+        "HealthCheckRequest",
+        "InstanceRequest",
+    ] {
+        let (ty, v) = raw.call(t, json!({"headers":{}})).await;
+        assert_eq!(ty, "ErrorResponse", "{t}: {v}");
+        assert_eq!(
+            (v["resultCode"].as_i64(), v["errorCode"].as_i64()),
+            (Some(500), Some(300))
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("loading its snapshot"),
+            "{v}"
+        );
+    }
+    let (_tx, rx) = tokio::sync::mpsc::channel::<Payload>(1);
+    let refused = BiRequestStreamClient::new(raw.channel.clone())
+        .request_bi_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect_err("no stream while starting");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+
+    // The only peer is DOWN: the node starts the cluster's state and serves.
+    let peer = node.members().peers().next().expect("a peer");
+    node.set_member_state(peer, MemberState::Down, wall_ms());
+    node.tick(wall_ms());
+    assert!(node.is_loaded());
+    let (ty, v) = raw.call("ServerCheckRequest", json!({"headers":{}})).await;
+    assert_eq!(ty, "ServerCheckResponse", "{v}");
+    raw.setup().await;
+    let (ty, v) = raw
+        .call("InstanceRequest", register_body("late", "10.0.9.1", 80))
+        .await;
+    assert_eq!(ty, "InstanceResponse", "{v}");
     server.stop().await;
 }
