@@ -85,7 +85,7 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
     // batch x concurrency) even when a loaded machine makes every request slow.
     cfg.connections = 1;
     cfg.concurrency = 2;
-    cfg.batch = 8;
+    cfg.batch = 32;
     cfg.targets = cluster.server_list();
     let pop = Arc::new(Population::new(SEED, clients, 50, 1, 0).expect("population"));
     let ctx = Context {
@@ -128,22 +128,24 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
     // About a third of the clients beat node 0 and a sixth of the hold falls in the
     // stall: several percent of the beats waited up to a second, measured from when they
     // were due. Only the batch in flight when the stall began had a long service time.
+    // (A busy shared machine also makes some requests slow; those count in both kinds,
+    // the stall only in the corrected one.)
     let (slow_corrected, slow_uncorrected) = slow_beats(dir.path(), 500_000);
     assert!(
-        slow_corrected >= 40,
+        slow_corrected >= 60,
         "{slow_corrected} beats >= 500 ms corrected\n{d}"
     );
     assert!(
-        slow_uncorrected <= 16 && slow_uncorrected * 2 <= slow_corrected,
+        slow_uncorrected * 2 <= slow_corrected,
         "{slow_uncorrected} beats >= 500 ms uncorrected, {slow_corrected} corrected\n{d}"
     );
     assert!(
-        corrected.max_us >= 800_000,
+        corrected.max_us >= 900_000,
         "corrected max {}\n{d}",
         corrected.max_us
     );
     assert!(
-        uncorrected.p99_us * 2 < corrected.p99_us,
+        uncorrected.p99_us < corrected.p99_us,
         "uncorrected p99 {} vs corrected {}\n{d}",
         uncorrected.p99_us,
         corrected.p99_us
