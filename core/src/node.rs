@@ -31,7 +31,7 @@ use crate::sync::SyncScheduler;
 use crate::time::Millis;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -853,28 +853,57 @@ impl Node {
         if doubtful.is_empty() {
             return Vec::new();
         }
-        let suspect: std::collections::HashSet<*const Publication> = doubtful
-            .iter()
-            .flat_map(|c| c.publications().iter().map(Arc::as_ptr))
-            .collect();
+        let hasher = crate::registry::fast_hash(self.config.hash_seed);
+        let suspect: HashSet<*const Publication, _> = {
+            let mut set = HashSet::with_hasher(hasher.clone());
+            set.extend(
+                doubtful
+                    .iter()
+                    .flat_map(|c| c.publications().iter().map(Arc::as_ptr)),
+            );
+            set
+        };
+        // The doubtful clients' publications, by service: each service is read once.
+        let mut by_service: HashMap<&str, Vec<(usize, &Publication)>, _> =
+            HashMap::with_hasher(hasher.clone());
+        for (ci, c) in doubtful.iter().enumerate() {
+            for p in c.publications() {
+                by_service
+                    .entry(p.service.key().as_str())
+                    .or_default()
+                    .push((ci, p));
+            }
+        }
+        let mut covered = vec![true; doubtful.len()];
+        for pubs in by_service.values() {
+            let s = &pubs[0].1.service;
+            let view = self.registry.query(s.namespace(), s.group(), s.name());
+            // Instances other clients publish, by address.
+            let mut live: HashMap<(&str, u16), Vec<&crate::model::Instance>, _> =
+                HashMap::with_hasher(hasher.clone());
+            for q in view.iter().flat_map(|v| v.publications.iter()) {
+                if suspect.contains(&Arc::as_ptr(q)) {
+                    continue;
+                }
+                for i in q.instances.iter() {
+                    live.entry((i.ip.as_str(), i.port)).or_default().push(i);
+                }
+            }
+            for (ci, p) in pubs {
+                let all = p.instances.iter().all(|i| {
+                    live.get(&(i.ip.as_str(), i.port))
+                        .is_some_and(|v| v.contains(&i))
+                });
+                if !all {
+                    covered[*ci] = false;
+                }
+            }
+        }
         doubtful
             .iter()
-            .filter(|c| {
-                !c.publications().is_empty()
-                    && c.publications().iter().all(|p| {
-                        let s = &p.service;
-                        let Some(view) = self.registry.query(s.namespace(), s.group(), s.name())
-                        else {
-                            return false;
-                        };
-                        p.instances.iter().all(|i| {
-                            view.publications.iter().any(|q| {
-                                !suspect.contains(&Arc::as_ptr(q)) && q.instances.contains(i)
-                            })
-                        })
-                    })
-            })
-            .cloned()
+            .zip(covered)
+            .filter(|(c, covered)| *covered && !c.publications().is_empty())
+            .map(|(c, _)| c.clone())
             .collect()
     }
 
