@@ -31,6 +31,8 @@ use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
 pub enum ProtocolKind {
     /// The native batched gRPC API (`distro.v1.Registry`).
     Native,
+    /// Nacos 2.x gRPC: one SDK connection per client (handshake, health checks, pushes).
+    Nacos,
 }
 
 impl ProtocolKind {
@@ -38,6 +40,7 @@ impl ProtocolKind {
     pub fn name(self) -> &'static str {
         match self {
             ProtocolKind::Native => "native",
+            ProtocolKind::Nacos => "nacos",
         }
     }
 }
@@ -355,6 +358,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
     let result = match config.protocol {
         ProtocolKind::Native => {
             let proto = Arc::new(NativeProtocol::connect(&ctx).await?);
+            run_with(proto, &ctx, &config, cluster.as_ref()).await
+        }
+        ProtocolKind::Nacos => {
+            let proto = Arc::new(crate::nacos::NacosProtocol::connect(&ctx).await?);
             run_with(proto, &ctx, &config, cluster.as_ref()).await
         }
     };

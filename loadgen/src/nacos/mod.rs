@@ -39,6 +39,7 @@ mod h2;
 mod limits;
 mod many;
 mod message;
+mod protocol;
 mod wire;
 
 pub use client::{ClientConfig, NacosClient, Push, PushHandler, Reply, StreamCounters};
@@ -50,4 +51,5 @@ pub use message::{
     DEFAULT_CLUSTER, DEFAULT_GROUP, DEFAULT_NAMESPACE, Host, Instance, Prepared, Requests,
     ServiceInfo, ServiceName,
 };
+pub use protocol::NacosProtocol;
 pub use wire::{Encoded, Incoming};
