@@ -282,3 +282,67 @@ fn encoded_payloads_are_what_the_server_decodes() {
         serde_json::from_slice(&decoded.body.expect("body").value).expect("json");
     assert_eq!(body["instance"]["ip"], "10.0.0.1");
 }
+
+mod driver {
+    //! `--protocol nacos` through the loadgen driver, against its embedded cluster.
+
+    use loadgen::run::{ProtocolKind, RunConfig, Scenario, run};
+    use loadgen::{Op, OpSummary};
+    use std::time::Duration;
+
+    const SEED: u64 = 20_251_126;
+
+    fn config(out: &std::path::Path, scenario: Scenario, clients: u64) -> RunConfig {
+        RunConfig {
+            protocol: ProtocolKind::Nacos,
+            scenario,
+            clients,
+            services: 20,
+            seed: SEED,
+            nodes: 3,
+            duration: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(300),
+            converge_timeout: Duration::from_secs(10),
+            out: Some(out.to_path_buf()),
+            history: None,
+            progress: false,
+            progress_every: Duration::from_secs(3600),
+            ..RunConfig::default()
+        }
+    }
+
+    fn ok(s: &loadgen::Summary, op: Op) -> u64 {
+        s.op(op).map_or(0, |o: &OpSummary| o.ok)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn steady_run_registers_health_checks_queries_and_converges() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = config(dir.path(), Scenario::Steady, 500);
+        cfg.query_rate = 100.0;
+        let o = run(cfg).await.expect("run");
+        let d = format!("seed {SEED}\n{}{}", o.summary.table(), o.epilogue());
+        let s = &o.summary;
+        assert_eq!(s.totals.errors, 0, "{d}");
+        assert_eq!(ok(s, Op::Register), 500, "{d}");
+        assert!(ok(s, Op::Beat) > 0, "{d}");
+        assert!(ok(s, Op::Query) > 0, "{d}");
+        assert!(s.convergence.count > 0, "{d}");
+        assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
+        assert!(o.node_instances.iter().all(|n| *n == 500), "{d}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn push_run_measures_change_to_push_latency() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = config(dir.path(), Scenario::Push, 200);
+        cfg.rate = Some(20.0);
+        cfg.duration = Duration::from_secs(3);
+        let o = run(cfg).await.expect("run");
+        let d = format!("seed {SEED}\n{}{}", o.summary.table(), o.epilogue());
+        let s = &o.summary;
+        assert_eq!(s.totals.errors, 0, "{d}");
+        assert!(ok(s, Op::Push) > 0, "no push measured\n{d}");
+    }
+}
