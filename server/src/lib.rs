@@ -14,6 +14,7 @@
 //! between the core and protobuf.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod clock;
 pub mod driver;
 pub mod http;

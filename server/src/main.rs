@@ -168,6 +168,14 @@ struct Cli {
     /// Largest Nacos gRPC message.
     #[arg(long, env = "DISTRO_MAX_MESSAGE_BYTES", default_value = "10MiB", value_parser = size)]
     max_message_bytes: usize,
+    /// Most open TCP connections on each port (main, SDK, cluster); beyond it a new
+    /// connection gets a clear refusal (HTTP 503 / HTTP/2 GOAWAY) and is closed.
+    #[arg(long, env = "DISTRO_MAX_TCP_CONNECTIONS", default_value = "30000", value_parser = count)]
+    max_tcp_connections: usize,
+    /// A new connection must send its first request (HTTP) or HTTP/2 preface (gRPC) within
+    /// this, or it is closed (slow-loris); 0 disables.
+    #[arg(long, env = "DISTRO_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    header_read_timeout: Duration,
     /// Period of the protocol driver's ticks.
     #[arg(long, env = "DISTRO_TICK", default_value = "100ms", value_parser = duration)]
     tick: Duration,
@@ -237,6 +245,8 @@ impl Cli {
             tick: self.tick,
             nacos,
             shutdown_flush: self.shutdown_flush,
+            max_tcp_connections: self.max_tcp_connections,
+            header_read_timeout: self.header_read_timeout,
             ..ServerConfig::default()
         };
         config.validate()?;

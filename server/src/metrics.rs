@@ -98,6 +98,10 @@ pub struct Metrics {
     pub snapshot_load_failures: AtomicU64,
     /// Peer requests refused for a wrong or missing cluster token.
     pub peer_unauthenticated: AtomicU64,
+    /// Connections refused at accept because a port had too many open.
+    pub connections_refused: AtomicU64,
+    /// Connections closed for not sending their first request in time.
+    pub connections_timed_out: AtomicU64,
 }
 
 impl Metrics {
@@ -399,6 +403,18 @@ fn render_node(node: &Node, m: &Metrics, out: &mut String) {
         "distro_peer_unauthenticated_total",
         "Peer requests refused for a wrong or missing cluster token.",
         m.peer_unauthenticated.load(Relaxed),
+    );
+    counter(
+        out,
+        "distro_connections_refused_total",
+        "Connections refused at accept: a port had --max-tcp-connections open.",
+        m.connections_refused.load(Relaxed),
+    );
+    counter(
+        out,
+        "distro_connections_timed_out_total",
+        "Connections closed for not sending their first request within --header-read-timeout.",
+        m.connections_timed_out.load(Relaxed),
     );
     counter(
         out,

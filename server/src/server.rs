@@ -6,6 +6,7 @@
 //! the driver ticking the core. [`RunningServer::shutdown`] stops accepting, ends the
 //! streams, flushes pending syncs within a bound and returns.
 
+use crate::admission::{Admission, HttpListener, Protocol};
 use crate::clock::Clock;
 use crate::driver::Driver;
 use crate::http::{HttpState, router};
@@ -66,6 +67,10 @@ pub struct ServerConfig {
     pub nacos: NacosConfig,
     /// Bound on the shutdown flush.
     pub shutdown_flush: Duration,
+    /// Most open TCP connections on each port; more are refused with a clear error.
+    pub max_tcp_connections: usize,
+    /// A new connection must send its first request within this (zero: no deadline).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +88,8 @@ impl Default for ServerConfig {
             tick: DEFAULT_TICK,
             nacos: NacosConfig::default(),
             shutdown_flush: DEFAULT_SHUTDOWN_FLUSH,
+            max_tcp_connections: crate::admission::DEFAULT_MAX_TCP_CONNECTIONS,
+            header_read_timeout: crate::admission::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -142,6 +149,9 @@ impl ServerConfig {
         self.nacos.validate()?;
         if self.port == 0 && !self.members.is_empty() {
             anyhow::bail!("--port 0 cannot be used with --members: peers need to know the port");
+        }
+        if self.max_tcp_connections == 0 {
+            anyhow::bail!("--max-tcp-connections must be at least 1");
         }
         if self.tick.is_zero() {
             anyhow::bail!("the tick period must be positive");
@@ -269,9 +279,22 @@ pub async fn start(
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
     }));
+    let admit = |port: &'static str, protocol: Protocol| {
+        Admission::new(
+            port,
+            protocol,
+            config.max_tcp_connections,
+            config.header_read_timeout,
+            metrics.clone(),
+        )
+    };
+    let http_admission = admit("main", Protocol::Http);
+    let sdk_admission = admit("SDK", Protocol::Grpc);
+    let cluster_admission = admit("cluster", Protocol::Grpc);
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listeners.http, http).with_graceful_shutdown(stopped(rx));
+        let listener = HttpListener::new(listeners.http, http_admission);
+        let serve = axum::serve(listener, http).with_graceful_shutdown(stopped(rx));
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -297,7 +320,7 @@ pub async fn start(
     let rx = stop_rx.clone();
     let nacos_stop = nacos.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.sdk);
+        let incoming = sdk_admission.incoming(listeners.sdk);
         let r = sdk
             .serve_with_incoming_shutdown(incoming, async move {
                 stopped(rx).await;
@@ -322,7 +345,7 @@ pub async fn start(
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.cluster);
+        let incoming = cluster_admission.incoming(listeners.cluster);
         let r = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(peer)

@@ -4,4 +4,5 @@
 mod cluster;
 mod faults;
 mod fuzz;
+mod limits;
 mod nacos;

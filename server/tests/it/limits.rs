@@ -1,0 +1,257 @@
+//! Limits of a node against abusive clients: too many connections, slow-loris connections
+//! and too many instances per client are refused or shed with a clear error while the
+//! node keeps serving its other clients.
+
+use distro_server::peer_client::PeerGate;
+use distro_server::{Listeners, RunningServer, ServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn standalone(tune: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+    let mut config = ServerConfig {
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        sdk_port: Some(0),
+        cluster_port: Some(0),
+        ..ServerConfig::default()
+    };
+    tune(&mut config);
+    let listeners = Listeners::bind(&config).expect("bind");
+    config.port = listeners.http.local_addr().expect("addr").port();
+    distro_server::start(
+        config,
+        listeners,
+        Arc::new(PeerGate::default()),
+        distro_server::clock::system(),
+    )
+    .await
+    .expect("server starts")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+async fn healthy(s: &RunningServer) -> bool {
+    http()
+        .get(format!("http://{}/health", s.http_addr()))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().as_u16() == 200)
+}
+
+/// Reads until the peer closes (or 5 s pass); returns what it sent.
+async fn read_to_close(c: &mut TcpStream) -> (String, bool) {
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    (String::from_utf8_lossy(&buf).into_owned(), r.is_ok())
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_with_a_reason_and_others_still_served() {
+    let s = standalone(|c| {
+        c.max_tcp_connections = 4;
+        c.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // Fill the main port with 4 idle connections.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(s.http_addr()).await.expect("connect"));
+    }
+    let mut extra = TcpStream::connect(s.http_addr()).await.expect("connect");
+    let (text, closed) = read_to_close(&mut extra).await;
+    assert!(closed, "the refused connection is closed");
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("too many connections"),
+        "{text}"
+    );
+    println!("refused: {}", text.lines().last().unwrap_or_default());
+    // Closing one frees a slot: requests are served again.
+    drop(idle.pop());
+    let start = Instant::now();
+    while !healthy(&s).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a freed slot serves again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The SDK (gRPC) port: 4 idle connections, then a gRPC client gets a GOAWAY naming the limit.
+    let mut sdk_idle = Vec::new();
+    for _ in 0..4 {
+        sdk_idle.push(TcpStream::connect(s.sdk_addr()).await.expect("connect"));
+        sdk_idle
+            .last_mut()
+            .expect("pushed")
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+    }
+    let mut raw = TcpStream::connect(s.sdk_addr()).await.expect("connect");
+    let (text, closed) = read_to_close(&mut raw).await;
+    assert!(closed, "the refused gRPC connection is closed");
+    assert!(text.contains("too many connections"), "{text:?}");
+    let mut client = distro_server::proto::distro::registry_client::RegistryClient::connect(
+        format!("http://{}", s.sdk_addr()),
+    )
+    .await
+    .expect("the TCP connection opens");
+    let err = client
+        .query(distro_server::proto::distro::QueryRequest::default())
+        .await
+        .expect_err("refused");
+    println!("gRPC client sees: {err}");
+    drop(sdk_idle);
+    let text = http()
+        .get(format!("http://{}/metrics", s.http_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric(&text, "distro_connections_refused_total") >= 3,
+        "{text}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_and_silent_connections_are_closed_while_others_are_served() {
+    let s = standalone(|c| c.header_read_timeout = Duration::from_secs(1)).await;
+    let drip = |addr: SocketAddr, bytes: &'static [u8]| async move {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let start = Instant::now();
+        for b in bytes {
+            if c.write_all(&[*b]).await.is_err() {
+                return start.elapsed();
+            }
+            let mut buf = [0u8; 256];
+            // The server closing shows as a read of 0 (or an error).
+            match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+                _ => {}
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never closed");
+        }
+        panic!("the whole slow request was accepted");
+    };
+    let silent = |addr: SocketAddr| async move {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let start = Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+                Ok(Ok(_)) => continue, // the gRPC server's SETTINGS
+                Err(_) => panic!("a silent connection was never closed"),
+            }
+        }
+    };
+    let long_headers: &'static [u8] = Box::leak(
+        format!(
+            "GET /health HTTP/1.1\r\nhost: x\r\n{}",
+            "x-pad: 1\r\n".repeat(20)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let serving = {
+        let addr = s.http_addr();
+        tokio::spawn(async move {
+            // Other clients are served all along.
+            let h = http();
+            let mut n = 0;
+            for _ in 0..20 {
+                let r = h
+                    .get(format!("http://{addr}/health"))
+                    .send()
+                    .await
+                    .expect("served");
+                assert_eq!(r.status().as_u16(), 200);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            n
+        })
+    };
+    let (a, b, c, d) = tokio::join!(
+        drip(s.http_addr(), long_headers),
+        drip(s.sdk_addr(), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        silent(s.http_addr()),
+        silent(s.cluster_addr()),
+    );
+    println!(
+        "closed after: HTTP headers byte by byte {a:?}, HTTP/2 preface byte by byte {b:?}, \
+         silent HTTP {c:?}, silent cluster port {d:?}"
+    );
+    for t in [a, b, c, d] {
+        assert!(
+            t >= Duration::from_millis(900) && t < Duration::from_secs(4),
+            "{t:?}"
+        );
+    }
+    assert_eq!(serving.await.expect("served"), 20);
+    let text = http()
+        .get(format!("http://{}/metrics", s.http_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric(&text, "distro_connections_timed_out_total") >= 4,
+        "{text}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_publishing_too_many_services_is_refused_and_others_are_served() {
+    let s = standalone(|c| c.protocol.max_services_per_client = 3).await;
+    let h = http();
+    let reg = |svc: String, ip: &'static str| {
+        let h = h.clone();
+        let url = format!(
+            "http://{}/nacos/v1/ns/instance?serviceName={svc}&ip={ip}&port=80",
+            s.http_addr()
+        );
+        async move {
+            let r = h.post(url).send().await.expect("answer");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(
+            reg(format!("svc-{i}"), "10.5.5.5").await,
+            (200, "ok".into())
+        );
+    }
+    let (status, body) = reg("svc-3".into(), "10.5.5.5").await;
+    println!("the 4th service of one client: {status} {body}");
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(
+        body.contains("services") || body.contains("limit"),
+        "{body}"
+    );
+    // Another client is still served.
+    assert_eq!(reg("svc-3".into(), "10.6.6.6").await, (200, "ok".into()));
+    s.shutdown().await;
+}
