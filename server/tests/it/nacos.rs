@@ -3,5 +3,6 @@
 
 mod cluster_sdk;
 pub(crate) mod harness;
+mod python_sdk;
 mod raw;
 pub(crate) mod sdk;
