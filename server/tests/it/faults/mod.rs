@@ -110,6 +110,7 @@ impl Run {
         self.load.stop_churn();
         let start = std::time::Instant::now();
         let urls = self.c.urls();
+        let mut next_report = Duration::from_secs(5);
         loop {
             let (_, diffs) = check_all(&self.http, &urls, &self.load.histories()).await;
             if diffs.iter().all(|(_, d)| d.is_clean()) {
@@ -119,6 +120,14 @@ impl Run {
                     took.as_secs_f64()
                 ));
                 return took;
+            }
+            if start.elapsed() >= next_report {
+                next_report += Duration::from_secs(5);
+                println!(
+                    "[{:6.2} s] not converged yet:\n{}",
+                    self.now(),
+                    describe(&diffs).trim_end()
+                );
             }
             if start.elapsed() > deadline {
                 panic!(
