@@ -15,6 +15,9 @@
 //! connection). Native: `--instances` ip:port clients registered in batches of `--batch`,
 //! `--inflight` batches per channel. Both print the rate at which registrations were
 //! acknowledged and the rate at which they were visible on all three nodes.
+//!
+//! `--split 1` (Nacos only) runs the cluster in a child process: with both ends of every
+//! connection in one process, 10,000 connections need more than a 20,000 open-file limit.
 
 use distro_server::proto::distro as pb;
 use distro_server::{LocalCluster, ServerConfig};
@@ -40,6 +43,10 @@ struct Args {
     batch: usize,
     channels: usize,
     node_threads: usize,
+    /// Run the cluster in a child process (each process has its own open-file limit).
+    split: bool,
+    /// Child mode: run the cluster, print its addresses, exit when stdin closes.
+    serve: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +59,8 @@ fn parse_args() -> Result<Args, String> {
         batch: 500,
         channels: 8,
         node_threads: 1,
+        split: false,
+        serve: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,6 +81,8 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => a.batch = num()?.max(1),
             "--channels" => a.channels = num()?.max(1),
             "--node-threads" => a.node_threads = num()?.max(1),
+            "--split" => a.split = num()? != 0,
+            "--serve" => a.serve = num()? != 0,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -87,7 +98,113 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(run(args))
 }
 
+/// Child mode: the cluster, until stdin closes.
+async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let limit = raise_nofile(args.connections as u64 + 4_096)?;
+    eprintln!("cluster process: {limit}");
+    let cluster = LocalCluster::start(3, ServerConfig::default(), args.node_threads).await?;
+    let sdk: Vec<String> = (0..3).map(|i| cluster.sdk_addr(i).to_string()).collect();
+    println!("READY {}", sdk.join(","));
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Parent of `--split 1`: the cluster in a child process, load from this one.
+async fn split(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::BufRead as _;
+    let limit = raise_nofile(args.connections as u64 + 4_096)?;
+    eprintln!("load process: {limit}");
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--serve",
+            "1",
+            "--connections",
+            &args.connections.to_string(),
+        ])
+        .args(["--node-threads", &args.node_threads.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("no child stdout")?;
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let servers: Vec<SocketAddr> = line
+        .trim()
+        .strip_prefix("READY ")
+        .ok_or_else(|| format!("the cluster process said {line:?}"))?
+        .split(',')
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    let result = split_measure(args, &servers, child.id()).await;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    result
+}
+
+async fn split_measure(
+    args: &Args,
+    servers: &[SocketAddr],
+    child: u32,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if args.protocol != "nacos" {
+        return Err("--split 1 supports --protocol nacos".into());
+    }
+    let child_cpu = || cpu_seconds_of(&format!("/proc/{child}/stat"));
+    let child_before = child_cpu();
+    let (start, acked, connections, cpu_before) = nacos(args, servers).await?;
+    let ack_secs = acked.duration_since(start).as_secs_f64();
+    let expected = args.connections * args.rounds;
+    // Visible everywhere: the services hold every instance on every node.
+    let services: Vec<ServiceName> = (0..args.rounds)
+        .map(|r| ServiceName::new(format!("bench-{r}")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for s in servers {
+        let probe = connections
+            .iter()
+            .find(|c| c.server() == *s)
+            .ok_or("no connection to a node")?;
+        loop {
+            let mut total = 0;
+            for svc in &services {
+                let r = probe.call(&probe.requests().query(svc, "", false)).await?;
+                total += r.service_info()?.hosts.len();
+            }
+            if total >= expected {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{s} shows {total} of {expected} within 120 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let all_secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before + child_cpu() - child_before;
+    println!(
+        "protocol=nacos split=1 registrations={expected} acked_in={ack_secs:.3}s acked_per_s={:.0} \
+         replicated_in={all_secs:.3}s replicated_per_s={:.0} cpu_us_per_registration={:.1}",
+        expected as f64 / ack_secs,
+        expected as f64 / all_secs,
+        cpu * 1e6 / expected as f64
+    );
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.serve {
+        return serve(&args).await;
+    }
+    if args.split {
+        return split(&args).await;
+    }
     // Both ends of every connection are in this process.
     let limit = raise_nofile(2 * args.connections as u64 + 4_096)?;
     eprintln!("{limit}");
@@ -146,7 +263,12 @@ type Measured = (Instant, Instant, Vec<Arc<NacosClient>>, f64);
 
 /// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, 100 Hz ticks).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// User + system CPU seconds of the process whose `stat` file is `path`.
+fn cpu_seconds_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = rest
