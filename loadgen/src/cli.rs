@@ -95,7 +95,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
     /// Items per request batch (0: the protocol's maximum).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 1000)]
     pub batch: usize,
     /// Requests in flight per lane and node (the closed model's concurrency).
     #[arg(long, default_value_t = 2)]

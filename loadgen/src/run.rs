@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::driver::{LaneConfig, Phase, Shared, run_lane};
 use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
 use crate::native::NativeProtocol;
+use crate::op::Op;
 use crate::parse::Shard;
 use crate::population::{MARKER_BASE, Population, Rng};
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
@@ -48,7 +49,8 @@ impl ProtocolKind {
 /// What a run does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// Register every client as fast as allowed (or at `--rate`), then report.
+    /// Register every client as fast as allowed (or at `--rate`; registered clients beat
+    /// meanwhile), then report.
     Register,
     /// Register, then hold every client with heartbeats for `--duration`, with queries
     /// (`--query-rate`) and churn (`--churn-rate`) if asked.
@@ -158,7 +160,7 @@ impl Default for RunConfig {
             nodes: 3,
             node_threads: 1,
             connections: 2,
-            batch: 0,
+            batch: 1000,
             concurrency: 2,
             rate: None,
             query_rate: 0.0,
@@ -288,6 +290,9 @@ pub struct RunOutcome {
     pub failovers: u64,
     /// Clients registered at the end.
     pub registered: i64,
+    /// How long the registration phase took (from the start, warm-up included), if it
+    /// ended.
+    pub registration: Option<Duration>,
 }
 
 impl RunOutcome {
@@ -303,6 +308,13 @@ impl RunOutcome {
     /// Lines printed after the summary table.
     pub fn epilogue(&self) -> String {
         let mut s = String::new();
+        if let Some(t) = self.registration {
+            s.push_str(&format!(
+                "registration phase: {:.2} s, {:.0} clients/s\n",
+                t.as_secs_f64(),
+                self.registered.max(0) as f64 / t.as_secs_f64().max(1e-9)
+            ));
+        }
         s.push_str(&format!(
             "clients registered at the end: {}   failovers: {}\n",
             self.registered, self.failovers
@@ -482,6 +494,10 @@ pub async fn run_with<P: Protocol>(
         }));
     }
 
+    let lane_register_rate_total = match config.scenario {
+        Scenario::Query | Scenario::Push => None,
+        _ => config.rate,
+    };
     // Phases start now; with no warm-up the recorder exists before the first request.
     let t0 = Instant::now();
     let measure_at = t0 + config.warmup;
@@ -500,6 +516,12 @@ pub async fn run_with<P: Protocol>(
         } else {
             Progress::plain(config.progress_every, Box::new(std::io::stdout()))
         };
+        // Target rates of the open-model schedules (closed-model operations have none).
+        let clients = slice_len as f64;
+        recorder.set_target_rate(Op::Beat, clients / config.heartbeat.as_secs_f64());
+        if let Some(r) = lane_register_rate_total {
+            recorder.set_target_rate(Op::Register, r);
+        }
         *ticker = Some(recorder.spawn_ticker(move |row| progress.update(row)));
         let _ = shared.meter.set(recorder);
         Ok(())
@@ -516,7 +538,9 @@ pub async fn run_with<P: Protocol>(
             Scenario::Query | Scenario::Push => None,
             _ => main_rate.map(per_lane),
         },
-        heartbeat: (config.scenario != Scenario::Register).then_some(config.heartbeat),
+        // Every scenario keeps its registered clients alive, as real clients do (a long
+        // registration phase would otherwise see its first clients expire).
+        heartbeat: Some(config.heartbeat),
         query_rate: match config.scenario {
             Scenario::Query => main_rate.map_or(1.0, per_lane),
             _ => per_lane(config.query_rate),
@@ -575,6 +599,7 @@ pub async fn run_with<P: Protocol>(
     ));
 
     let mut hold_end: Option<Instant> = None;
+    let mut registration: Option<Duration> = None;
     let mut phase = Phase::Register;
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     let registered_gauge_name = "clients_registered";
@@ -593,13 +618,34 @@ pub async fn run_with<P: Protocol>(
         }
         match phase {
             Phase::Register if shared.reg_remaining.load(Relaxed) == 0 => {
+                let took = now.duration_since(t0);
+                registration = Some(took);
+                if let Some(r) = shared.meter.get() {
+                    r.mark(&format!(
+                        "{} clients registered in {:.2} s ({:.0}/s)",
+                        slice_len,
+                        took.as_secs_f64(),
+                        slice_len as f64 / took.as_secs_f64().max(1e-9)
+                    ));
+                }
                 if config.scenario == Scenario::Register {
                     phase = Phase::Stop;
                 } else {
                     phase = Phase::Hold(now);
                     hold_end = Some(now + config.duration);
                     if let Some(r) = shared.meter.get() {
-                        r.mark("registered: hold starts");
+                        r.set_target_rate(Op::Register, 0.0);
+                        let q = match config.scenario {
+                            Scenario::Query => config.rate.unwrap_or(0.0),
+                            _ => config.query_rate,
+                        };
+                        r.set_target_rate(Op::Query, q);
+                        r.set_target_rate(Op::Deregister, config.churn_rate());
+                        if push {
+                            // Every change is pushed to every subscriber.
+                            let per_change = (nodes * subs) as f64;
+                            r.set_target_rate(Op::Push, config.rate.unwrap_or(100.0) * per_change);
+                        }
                     }
                 }
                 let _ = phase_tx.send(phase);
@@ -675,6 +721,7 @@ pub async fn run_with<P: Protocol>(
         node_instances,
         failovers: shared.failovers.load(Relaxed),
         registered: shared.registered.load(Relaxed),
+        registration,
     })
 }
 
