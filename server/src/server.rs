@@ -442,6 +442,9 @@ pub async fn run(mut config: ServerConfig) -> anyhow::Result<()> {
         // Standalone on an OS-chosen port: this node's address is the port it got.
         config.port = listeners.http.local_addr()?.port();
     }
+    // Listen for the signals before the node starts (and logs that it started), so a
+    // SIGTERM sent right after that line finds the handler and is never fatal.
+    let signals = Signals::install();
     let server = start(
         config,
         listeners,
@@ -449,31 +452,64 @@ pub async fn run(mut config: ServerConfig) -> anyhow::Result<()> {
         crate::clock::system(),
     )
     .await?;
-    wait_for_signal().await;
+    signals.wait().await;
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C) listeners, installed before the node starts.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node")
+                })
+                .ok();
+            let int = signal(SignalKind::interrupt())
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGINT"))
+                .ok();
+            Signals { term, int }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.int.is_none() {
                 let _ = tokio::signal::ctrl_c().await;
                 return;
             }
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+            tokio::select! {
+                _ = recv(self.term) => tracing::info!("SIGTERM received"),
+                _ = recv(self.int) => tracing::info!("Ctrl-C received"),
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        }
     }
 }
