@@ -53,6 +53,18 @@ async fn read_to_close(c: &mut TcpStream) -> (String, bool) {
     (String::from_utf8_lossy(&buf).into_owned(), r.is_ok())
 }
 
+/// The node's `/metrics` page.
+async fn metrics_text(s: &RunningServer) -> String {
+    http()
+        .get(format!("http://{}/metrics", s.http_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -117,14 +129,7 @@ async fn connections_beyond_the_limit_are_refused_with_a_reason_and_others_still
         .expect_err("refused");
     println!("gRPC client sees: {err}");
     drop(sdk_idle);
-    let text = http()
-        .get(format!("http://{}/metrics", s.http_addr()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&s).await;
     assert!(
         metric(&text, "distro_connections_refused_total") >= 3,
         "{text}"
@@ -208,14 +213,7 @@ async fn slow_loris_and_silent_connections_are_closed_while_others_are_served() 
         );
     }
     assert_eq!(serving.await.expect("served"), 20);
-    let text = http()
-        .get(format!("http://{}/metrics", s.http_addr()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&s).await;
     assert!(
         metric(&text, "distro_connections_timed_out_total") >= 4,
         "{text}"
