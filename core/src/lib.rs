@@ -59,7 +59,7 @@ pub use model::{
 };
 pub use node::{BeatResult, Node, NodeStats, Route};
 pub use registry::{
-    ClientChange, ClientRecord, QueryFilter, Registry, ServiceView, WriteError, WriteResult,
+    ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, WriteError, WriteResult,
 };
 pub use router::{Router, RouterKind};
 pub use time::Millis;

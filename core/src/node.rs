@@ -23,7 +23,7 @@ use crate::model::{
     ClientId, ClientKind, InstanceSpec, Publication, Revision, Service, ServiceSpec,
 };
 use crate::registry::{
-    ApplyOutcome, Client, ClientChange, ClientRecord, Registry, ServiceView, WriteError,
+    ApplyOutcome, Client, ClientChange, ClientRecord, Origin, Registry, ServiceView, WriteError,
     WriteResult,
 };
 use crate::router::{Router, RoutingTable};
@@ -463,7 +463,9 @@ impl Node {
             return Ok(WriteResult::Unchanged);
         };
         let svc = p.service.clone();
-        let r = self.registry.unpublish(client, &svc, self.me(), now);
+        let r = self
+            .registry
+            .unpublish(client, &svc, self.me(), now, Origin::Client);
         self.after_write(client, r, now);
         Ok(r)
     }
@@ -497,13 +499,13 @@ impl Node {
         let p = c.record_beat(i, now);
         let svc = p.service.clone();
         if p.instances.iter().any(|i| !i.healthy) {
-            let r = self
-                .registry
-                .update_instances(client, &svc, self.me(), now, |p| {
-                    let mut q = p.clone();
-                    q.instances.iter_mut().for_each(|i| i.healthy = true);
-                    Some(q)
-                });
+            let r =
+                self.registry
+                    .update_instances(client, &svc, self.me(), now, Origin::Timer, |p| {
+                        let mut q = p.clone();
+                        q.instances.iter_mut().for_each(|i| i.healthy = true);
+                        Some(q)
+                    });
             self.after_write(client, r, now);
         }
         Ok(BeatResult::Ok)
@@ -760,22 +762,23 @@ impl Node {
             let r = match act {
                 Act::Expire(svc) => {
                     inc(&self.counters.heartbeat_expired, 1);
-                    self.registry.unpublish(&id, &svc, me, now)
+                    self.registry.unpublish(&id, &svc, me, now, Origin::Timer)
                 }
                 Act::Unhealthy(svc) => {
                     let hb = cfg.heartbeat_timeout;
-                    self.registry.update_instances(&id, &svc, me, now, |p| {
-                        let mut q = p.clone();
-                        let mut changed = false;
-                        for inst in q.instances.iter_mut() {
-                            if inst.healthy {
-                                inst.healthy = false;
-                                changed = true;
+                    self.registry
+                        .update_instances(&id, &svc, me, now, Origin::Timer, |p| {
+                            let mut q = p.clone();
+                            let mut changed = false;
+                            for inst in q.instances.iter_mut() {
+                                if inst.healthy {
+                                    inst.healthy = false;
+                                    changed = true;
+                                }
                             }
-                        }
-                        let _ = hb;
-                        changed.then_some(q)
-                    })
+                            let _ = hb;
+                            changed.then_some(q)
+                        })
                 }
             };
             if matches!(r, WriteResult::Changed(_)) {

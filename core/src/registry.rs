@@ -321,6 +321,26 @@ pub enum WriteResult {
     Unchanged,
 }
 
+/// Who caused a local write, which decides how its revision is ordered.
+///
+/// Revisions are hybrid clocks: a client's write gets `max(previous + 1, now)`, so a
+/// later write anywhere in the cluster outranks an earlier one. A write the owner makes
+/// on its own timer (marking an instance unhealthy, expiring it) is not new information
+/// from the client: it is derived from the state it changes and gets that state's
+/// revision plus one, without the time floor. It replaces that state everywhere, but any
+/// later write by the client (a deregistration or re-registration through another node
+/// while this one was cut off) outranks it, so a cut-off former owner's health check
+/// cannot bring back a deleted client or undo a newer registration when the partition
+/// heals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client asked for it (register, deregister).
+    Client,
+    /// A health change derived from the state it changes: the heartbeat check marking
+    /// an instance unhealthy or expiring it, or a beat that makes it healthy again.
+    Timer,
+}
+
 /// Counters of the registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RegistryStats {
@@ -516,7 +536,7 @@ impl Registry {
         let max = self.max_services_per_client;
         let mut result = Ok(());
         let publication = Arc::new(publication);
-        let out = self.write_local(id, owner, now, |old| {
+        let out = self.write_local(id, owner, now, Origin::Client, |old| {
             let mut pubs: Vec<Arc<Publication>> =
                 old.map(|c| c.publications.to_vec()).unwrap_or_default();
             match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
@@ -547,15 +567,16 @@ impl Registry {
     }
 
     /// Removes what client `id` publishes to `service`; deletes the client when nothing
-    /// is left.
+    /// is left. `origin` orders the write's revision (see [`Origin`]).
     pub fn unpublish(
         &self,
         id: &ClientId,
         service: &Service,
         owner: MemberId,
         now: Millis,
+        origin: Origin,
     ) -> WriteResult {
-        self.write_local(id, owner, now, |old| {
+        self.write_local(id, owner, now, origin, |old| {
             let Some(old) = old else {
                 return LocalAction::Nothing;
             };
@@ -576,23 +597,25 @@ impl Registry {
 
     /// Deletes client `id` (connection closed, or expiry by its owner).
     pub fn remove_client(&self, id: &ClientId, owner: MemberId, now: Millis) -> WriteResult {
-        self.write_local(id, owner, now, |old| match old {
+        self.write_local(id, owner, now, Origin::Client, |old| match old {
             Some(_) => LocalAction::Delete,
             None => LocalAction::Nothing,
         })
     }
 
     /// Replaces the instances of publication `service` of client `id` through `f` (health
-    /// changes by heartbeat checks). `f` returns `None` to leave it unchanged.
+    /// changes). `f` returns `None` to leave it unchanged. `origin` orders the write's
+    /// revision (see [`Origin`]).
     pub fn update_instances(
         &self,
         id: &ClientId,
         service: &Service,
         owner: MemberId,
         now: Millis,
+        origin: Origin,
         f: impl FnOnce(&Publication) -> Option<Publication>,
     ) -> WriteResult {
-        self.write_local(id, owner, now, |old| {
+        self.write_local(id, owner, now, origin, |old| {
             let Some(old) = old else {
                 return LocalAction::Nothing;
             };
@@ -638,6 +661,7 @@ impl Registry {
         id: &ClientId,
         owner: MemberId,
         now: Millis,
+        origin: Origin,
         f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
     ) -> WriteResult {
         let shard_no = self.shard_of(id);
@@ -652,7 +676,10 @@ impl Registry {
                 .map(|c| c.revision)
                 .max(tombstones.get(id.as_str()).map(|t| t.revision))
                 .unwrap_or(Revision::ZERO);
-            let floor = self.floor.load(Relaxed).max(Revision::floor(now));
+            let floor = match origin {
+                Origin::Client => self.floor.load(Relaxed).max(Revision::floor(now)),
+                Origin::Timer => 0,
+            };
             let revision = Revision::next(prev, floor, self.me);
             match action {
                 LocalAction::Nothing => WriteResult::Unchanged,
@@ -1103,7 +1130,7 @@ mod tests {
         assert_eq!(r.stats().clients, 1);
         assert_eq!(r.owner_count(me), 1);
         let svc = v.service;
-        let WriteResult::Deleted(rev2) = r.unpublish(&id, &svc, me, 12) else {
+        let WriteResult::Deleted(rev2) = r.unpublish(&id, &svc, me, 12, Origin::Client) else {
             panic!()
         };
         assert!(rev2 > rev1);

@@ -832,6 +832,90 @@ mod tests {
             .count()
     }
 
+    /// A node cut off from its peers keeps running heartbeat checks on the clients it
+    /// owned. Clients that deregistered through the other side meanwhile must not come
+    /// back when the partition heals: the cut-off node's "unhealthy" mark is derived from
+    /// its stale copy and must not outrank the deregistration (it did before, by being
+    /// written later, and the deleted clients came back until they expired).
+    #[test]
+    fn a_cut_off_owners_health_check_does_not_bring_back_deregistered_clients() {
+        let mut sim = SimCluster::new(SimConfig::default());
+        sim.run_for(1_000);
+        let cfg = sim.node(0).unwrap().config().clone();
+        let registered_at = sim.now();
+        let mut mine = Vec::new();
+        for i in 0..60 {
+            let ip = format!("10.9.0.{i}");
+            let id = sim
+                .register_ip_port(0, "svc", &ip, 8080)
+                .expect("acknowledged");
+            if sim.node(2).unwrap().route(&format!("{ip}:8080")) == Route::Local {
+                mine.push((ip, id));
+            }
+        }
+        assert!(mine.len() >= 5, "node 2 owns {} of 60", mine.len());
+        let ids: Vec<ClientId> = mine.iter().map(|(_, id)| id.clone()).collect();
+        sim.run_for(3_000);
+        assert!(sim.converged(), "{}", sim.differences());
+        sim.isolate(2);
+        // The others see node 2 down and take its clients over; then they deregister.
+        let cut_at = sim.now();
+        let moved = |sim: &SimCluster| {
+            mine.iter().all(|(ip, _)| {
+                let key = format!("{ip}:8080");
+                [0, 1].iter().all(|&n| {
+                    !matches!(sim.node(n).unwrap().route(&key), Route::Remote(m) if m.index() == 2)
+                })
+            })
+        };
+        while !moved(&sim) {
+            assert!(sim.now() < cut_at + 30_000, "node 2 never seen down");
+            sim.run_for(100);
+        }
+        sim.run_for(500);
+        for (ip, _) in &mine {
+            assert!(sim.deregister_ip_port(0, "svc", ip, 8080));
+        }
+        sim.run_for(2_000);
+        assert_eq!(held(&sim, 0, &ids), 0);
+        assert_eq!(held(&sim, 1, &ids), 0);
+        // Node 2 marks them unhealthy (no beats), but has not expired them yet.
+        sim.run_until(registered_at + cfg.heartbeat_timeout + 2 * cfg.health_check_interval);
+        assert!(sim.now() < registered_at + cfg.delete_timeout);
+        assert_eq!(held(&sim, 2, &ids), ids.len());
+        let unhealthy = ids
+            .iter()
+            .filter(|id| {
+                let c = sim.node(2).unwrap().registry().get(id.as_str()).unwrap();
+                c.publications()[0].instances.iter().all(|i| !i.healthy)
+            })
+            .count();
+        assert!(unhealthy > 0, "node 2 marked none of them unhealthy");
+        sim.heal(2);
+        let healed_at = sim.now();
+        let mut converged = None;
+        while sim.now() < healed_at + 20_000 {
+            sim.run_for(100);
+            for n in [0, 1] {
+                assert_eq!(
+                    held(&sim, n, &ids),
+                    0,
+                    "node {n}: a deregistered client came back {} ms after the heal",
+                    sim.now() - healed_at
+                );
+            }
+            if converged.is_none() && held(&sim, 2, &ids) == 0 && sim.converged() {
+                converged = Some(sim.now() - healed_at);
+            }
+        }
+        let converged = converged.expect("node 2 learned the deregistrations");
+        println!("node 2 dropped the deregistered clients {converged} ms after the heal");
+        assert!(
+            converged < cfg.delete_timeout,
+            "by the tombstones, not by expiry"
+        );
+    }
+
     /// A partition longer than the lease: with self-preservation (default 15 %) the
     /// other nodes keep at least 85 % of the unreachable node's clients however long it
     /// lasts; with it disabled (Nacos's behaviour) they expire all of them after the lease.
