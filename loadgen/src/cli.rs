@@ -58,6 +58,20 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         p99_slack_us: u64,
     },
+    /// Internal: the embedded cluster of `--cluster-process`, run by loadgen itself in a
+    /// child process (see `loadgen::cluster_process`).
+    #[command(name = "cluster-serve", hide = true)]
+    ClusterServe {
+        /// Nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Runtime threads per node.
+        #[arg(long, default_value_t = 1)]
+        node_threads: usize,
+        /// Open files to allow (raises the soft limit).
+        #[arg(long, default_value_t = 65_536)]
+        descriptors: u64,
+    },
 }
 
 /// Options of a run.
@@ -91,6 +105,12 @@ pub struct RunArgs {
     /// Runtime threads per embedded node.
     #[arg(long, default_value_t = 1)]
     pub node_threads: usize,
+    /// Run the embedded cluster in a child process (loadgen re-executes itself), so that
+    /// each side of the connections has its own open-file limit. Automatic with
+    /// `--protocol nacos` when both ends of every client connection would not fit in this
+    /// process's hard limit.
+    #[arg(long)]
+    pub cluster_process: bool,
     /// Channels per node (native), i.e. sender lanes.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
@@ -186,6 +206,7 @@ impl RunArgs {
             targets: self.targets.clone(),
             nodes: self.nodes,
             node_threads: self.node_threads,
+            cluster_process: self.cluster_process,
             connections: self.connections,
             batch: self.batch,
             concurrency: self.concurrency,

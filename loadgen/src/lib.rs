@@ -73,6 +73,8 @@
 mod chart;
 mod check;
 pub mod cli;
+pub mod cluster_process;
+pub mod connect_phase;
 pub mod driver;
 mod error;
 #[cfg(test)]

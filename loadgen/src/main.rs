@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use loadgen::cli::{Cli, Command, thresholds};
 
+// As the server binary: the embedded cluster (in this process or in the child of
+// --cluster-process) allocates as it would in production, and so does the load side.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -54,7 +59,41 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::ClusterServe {
+            nodes,
+            node_threads,
+            descriptors,
+        }) => cluster_serve(nodes, node_threads, descriptors),
         None => run(&cli.run),
+    }
+}
+
+/// The child side of `--cluster-process`.
+fn cluster_serve(nodes: usize, node_threads: usize, descriptors: u64) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cluster-process")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadgen cluster process: cannot start a runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(loadgen::cluster_process::serve(
+        nodes,
+        node_threads,
+        descriptors,
+    ));
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen cluster process: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -161,6 +161,18 @@ pub trait Protocol: Send + Sync + 'static {
     /// `outcomes` and `done` set.
     fn execute(&self, lane: usize, batch: Batch) -> impl Future<Output = Batch> + Send + 'static;
 
+    /// Before the measured phases: prepares the clients `clients` (their first node is
+    /// [`Population::first_node`]); a protocol with a connection per client opens them
+    /// here, so that registrations are measured without handshakes. Returns what it
+    /// measured; the default does nothing.
+    fn connect_clients(
+        &self,
+        clients: std::ops::Range<u32>,
+    ) -> impl Future<Output = Option<crate::connect_phase::ConnectReport>> + Send + 'static {
+        let _ = clients;
+        async { None }
+    }
+
     /// Subscribes to `services` on node `node`: a stream of their states, first the
     /// current one, then one per change. The receiver ends when the stream breaks.
     fn watch(

@@ -16,6 +16,8 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 
+use crate::cluster_process::ClusterProcess;
+use crate::connect_phase::ConnectReport;
 use crate::driver::{LaneConfig, Phase, Shared, run_lane};
 use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
 use crate::native::NativeProtocol;
@@ -26,6 +28,9 @@ use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
 use crate::recorder::{Recorder, RecorderConfig};
 use crate::summary::Summary;
 use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
+
+/// The connect phase's figures in a run directory (protocols with a connection per client).
+pub const CONNECT_FILE: &str = "connect.json";
 
 /// The wire protocol of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +104,9 @@ pub struct RunConfig {
     pub nodes: usize,
     /// Runtime threads per embedded node.
     pub node_threads: usize,
+    /// Run the embedded cluster in a child process (see [`crate::cluster_process`]); also
+    /// chosen automatically for Nacos runs too large for one process's open-file limit.
+    pub cluster_process: bool,
     /// Lanes (native: channels per node).
     pub connections: usize,
     /// Items per batch (0: the protocol's maximum).
@@ -159,6 +167,7 @@ impl Default for RunConfig {
             targets: Vec::new(),
             nodes: 3,
             node_threads: 1,
+            cluster_process: false,
             connections: 2,
             batch: 1000,
             concurrency: 2,
@@ -293,6 +302,8 @@ pub struct RunOutcome {
     /// How long the registration phase took (from the start, warm-up included), if it
     /// ended.
     pub registration: Option<Duration>,
+    /// The connect phase, for a protocol with a connection per client.
+    pub connect: Option<ConnectReport>,
 }
 
 impl RunOutcome {
@@ -308,6 +319,9 @@ impl RunOutcome {
     /// Lines printed after the summary table.
     pub fn epilogue(&self) -> String {
         let mut s = String::new();
+        if let Some(c) = &self.connect {
+            s.push_str(&c.line());
+        }
         if let Some(t) = self.registration {
             s.push_str(&format!(
                 "registration phase: {:.2} s, {:.0} clients/s\n",
@@ -353,13 +367,15 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         )
         .map_err(anyhow::Error::msg)?,
     );
-    let (cluster, targets) = if config.targets.is_empty() {
-        let c =
-            LocalCluster::start(config.nodes, ServerConfig::default(), config.node_threads).await?;
-        let t = c.server_list();
-        (Some(c), t)
+    let cluster = if config.targets.is_empty() {
+        Some(start_embedded(&config, u64::from(population.clients())).await?)
     } else {
-        (None, config.targets.clone())
+        None
+    };
+    let targets = match &cluster {
+        Some(Embedded::InProcess(c)) => c.server_list(),
+        Some(Embedded::Process(p)) => p.targets().to_vec(),
+        None => config.targets.clone(),
     };
     let ctx = Context {
         targets,
@@ -367,20 +383,119 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         lanes: config.connections,
         timeout: config.timeout,
     };
+    let nodes = cluster.as_ref().map(Embedded::as_ref);
     let result = match config.protocol {
-        ProtocolKind::Native => {
-            let proto = Arc::new(NativeProtocol::connect(&ctx).await?);
-            run_with(proto, &ctx, &config, cluster.as_ref()).await
-        }
-        ProtocolKind::Nacos => {
-            let proto = Arc::new(crate::nacos::NacosProtocol::connect(&ctx).await?);
-            run_with(proto, &ctx, &config, cluster.as_ref()).await
-        }
+        ProtocolKind::Native => match NativeProtocol::connect(&ctx).await {
+            Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
+            Err(e) => Err(e),
+        },
+        ProtocolKind::Nacos => match crate::nacos::NacosProtocol::connect(&ctx).await {
+            Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
+            Err(e) => Err(e),
+        },
     };
-    if let Some(c) = cluster {
-        c.shutdown().await;
+    match cluster {
+        Some(Embedded::InProcess(c)) => (*c).shutdown().await,
+        Some(Embedded::Process(p)) => p.shutdown().await,
+        None => {}
     }
     result
+}
+
+/// The cluster a run started: in this process, or in a child process.
+enum Embedded {
+    InProcess(Box<LocalCluster>),
+    Process(ClusterProcess),
+}
+
+impl Embedded {
+    fn as_ref(&self) -> ClusterRef<'_> {
+        match self {
+            Embedded::InProcess(c) => ClusterRef::InProcess(c),
+            Embedded::Process(p) => ClusterRef::Process(p),
+        }
+    }
+}
+
+/// Starts the embedded cluster, in a child process if asked or if a Nacos run's
+/// connections (both ends) would not fit in this process's open-file limit.
+async fn start_embedded(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
+    let nacos = config.protocol == ProtocolKind::Nacos;
+    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
+    let too_many = nacos && !crate::cluster_process::fits_in_process(clients, hard);
+    if config.cluster_process || too_many {
+        if too_many && !config.cluster_process {
+            println!(
+                "loadgen: the cluster runs in a child process: {clients} Nacos connections \
+                 need {} descriptors in one process, the hard limit is {hard}",
+                2 * clients + crate::cluster_process::DESCRIPTOR_MARGIN
+            );
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find this executable to re-run: {e}"))?;
+        let descriptors = clients + crate::cluster_process::DESCRIPTOR_MARGIN;
+        let p = ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors).await?;
+        return Ok(Embedded::Process(p));
+    }
+    if nacos {
+        // Both ends of every connection are in this process.
+        let wanted = 2 * clients + crate::cluster_process::DESCRIPTOR_MARGIN;
+        match crate::nacos::raise_nofile(wanted) {
+            Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
+            Ok(_) => {}
+            Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),
+        }
+    }
+    let c = LocalCluster::start(config.nodes, ServerConfig::default(), config.node_threads).await?;
+    crate::cluster_process::wait_loaded(&c).await?;
+    Ok(Embedded::InProcess(Box::new(c)))
+}
+
+/// The embedded cluster of a run, to check at the end that its nodes agree.
+#[derive(Clone, Copy)]
+pub enum ClusterRef<'a> {
+    /// In this process.
+    InProcess(&'a LocalCluster),
+    /// In a child process.
+    Process(&'a ClusterProcess),
+}
+
+impl<'a> From<&'a LocalCluster> for ClusterRef<'a> {
+    fn from(c: &'a LocalCluster) -> Self {
+        ClusterRef::InProcess(c)
+    }
+}
+
+impl<'a> ClusterRef<'a> {
+    /// The cluster, when it runs in this process.
+    pub fn local(self) -> Option<&'a LocalCluster> {
+        match self {
+            ClusterRef::InProcess(c) => Some(c),
+            ClusterRef::Process(_) => None,
+        }
+    }
+
+    /// Whether every node holds the same clients, and each node's instance count (see
+    /// [`nodes_agree`]).
+    pub async fn agree(self) -> anyhow::Result<(bool, Vec<usize>)> {
+        match self {
+            ClusterRef::InProcess(c) => Ok(nodes_agree(c)),
+            ClusterRef::Process(p) => p.agree().await,
+        }
+    }
+
+    fn describe(self, nodes: usize, targets: &[String]) -> String {
+        match self {
+            ClusterRef::InProcess(_) => {
+                format!("an embedded {nodes}-node cluster ({})", targets.join(","))
+            }
+            ClusterRef::Process(p) => format!(
+                "an embedded {nodes}-node cluster in child process {} ({})",
+                p.pid(),
+                targets.join(",")
+            ),
+        }
+    }
 }
 
 /// Whether every running node of `cluster` holds the same clients: equal digests of every
@@ -411,6 +526,17 @@ pub async fn run_with<P: Protocol>(
     config: &RunConfig,
     cluster: Option<&LocalCluster>,
 ) -> anyhow::Result<RunOutcome> {
+    run_with_cluster(proto, ctx, config, cluster.map(ClusterRef::from)).await
+}
+
+/// Runs with a connected protocol against `cluster` (in this process or a child one), or an
+/// external cluster (`None`).
+pub async fn run_with_cluster<P: Protocol>(
+    proto: Arc<P>,
+    ctx: &Context,
+    config: &RunConfig,
+    cluster: Option<ClusterRef<'_>>,
+) -> anyhow::Result<RunOutcome> {
     let nodes = ctx.targets.len();
     let pop = ctx.population.clone();
     let slice = config.shard.range(pop.clients());
@@ -424,10 +550,7 @@ pub async fn run_with<P: Protocol>(
         slice_len,
         config.seed,
         match cluster {
-            Some(_) => format!(
-                "an embedded {nodes}-node cluster ({})",
-                ctx.targets.join(",")
-            ),
+            Some(c) => c.describe(nodes, &ctx.targets),
             None => ctx.targets.join(","),
         }
     );
@@ -492,6 +615,16 @@ pub async fn run_with<P: Protocol>(
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }));
+    }
+
+    // Connect phase (a connection per client): before the clock of the measured phases.
+    let connect = proto.connect_clients(slice.clone()).await;
+    if let Some(c) = &connect {
+        print!("loadgen: {}", c.line());
+        let json = serde_json::to_vec_pretty(c)?;
+        let path = out_dir.join(CONNECT_FILE);
+        std::fs::write(&path, json)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
 
     let lane_register_rate_total = match config.scenario {
@@ -682,10 +815,16 @@ pub async fn run_with<P: Protocol>(
     let mut node_instances = Vec::new();
     if let Some(c) = cluster {
         loop {
-            let (ok, counts) = nodes_agree(c);
+            let (ok, counts, broken) = match c.agree().await {
+                Ok((ok, counts)) => (ok, counts, false),
+                Err(e) => {
+                    eprintln!("loadgen: cannot check the nodes: {e:#}");
+                    (false, Vec::new(), true)
+                }
+            };
             node_instances = counts;
             let waited = stopped.elapsed();
-            if ok || waited >= config.converge_timeout {
+            if ok || broken || waited >= config.converge_timeout {
                 nodes_converged = Some((ok, waited));
                 break;
             }
@@ -722,6 +861,7 @@ pub async fn run_with<P: Protocol>(
         failovers: shared.failovers.load(Relaxed),
         registered: shared.registered.load(Relaxed),
         registration,
+        connect,
     })
 }
 

@@ -331,6 +331,11 @@ mod driver {
         assert!(s.convergence.count > 0, "{d}");
         assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
         assert!(o.node_instances.iter().all(|n| *n == 500), "{d}");
+        // The connections were opened before the registrations, and measured.
+        let c = o.connect.as_ref().expect("a connect phase");
+        assert_eq!((c.attempted, c.failed), (500, 0), "{d}");
+        assert_eq!(c.latency.map(|l| l.count), Some(500), "{d}");
+        assert!(dir.path().join(loadgen::run::CONNECT_FILE).is_file());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,5 +349,133 @@ mod driver {
         let s = &o.summary;
         assert_eq!(s.totals.errors, 0, "{d}");
         assert!(ok(s, Op::Push) > 0, "no push measured\n{d}");
+    }
+}
+
+mod cluster_process {
+    //! `--cluster-process`: the loadgen binary runs its cluster in a child process (itself,
+    //! re-executed), checks the nodes through it, and leaves no process behind.
+
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const SEED: &str = "20251126";
+
+    fn loadgen(out: &std::path::Path, duration: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        c.args([
+            "--protocol",
+            "nacos",
+            "--cluster-process",
+            "--scenario",
+            "steady",
+        ])
+        .args(["--clients", "300", "--services", "20", "--seed", SEED])
+        .args(["--duration", duration, "--heartbeat", "1s"])
+        .args(["--probe-interval", "300ms", "--converge-timeout", "10s"])
+        .args(["--no-history", "--plain", "--require-clean"])
+        .arg("--out")
+        .arg(out);
+        c
+    }
+
+    /// The child's pid from the run's first line.
+    fn child_pid(line: &str) -> Option<u32> {
+        let rest = line.split("in child process ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Whether `pid` is gone (or a zombie nobody reaped yet).
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    fn wait_gone(pid: u32, what: &str) {
+        let start = Instant::now();
+        while !gone(pid) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the cluster process {pid} is still running {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Reads the child's stdout until a line containing `marker`; returns the child pid.
+    fn read_until(child: &mut Child, marker: &str) -> (u32, BufReader<std::process::ChildStdout>) {
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut pid = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = out.read_line(&mut line).expect("reads");
+            assert!(n > 0, "the run ended before {marker:?} (seed {SEED})");
+            pid = pid.or_else(|| child_pid(&line));
+            if line.contains(marker) {
+                break;
+            }
+        }
+        (pid.expect("a child process pid"), out)
+    }
+
+    #[test]
+    fn a_steady_run_against_a_cluster_process_is_clean() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = loadgen(dir.path(), "2s").output().expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let d = format!(
+            "seed {SEED}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{d}");
+        let pid = stdout.lines().find_map(child_pid).expect("child pid");
+        assert!(stdout.contains("connect phase: 300 connections"), "{d}");
+        assert!(stdout.contains("nodes converged: yes"), "{d}");
+        assert!(stdout.contains("[300, 300, 300]"), "{d}");
+        wait_gone(pid, "after the run");
+    }
+
+    #[test]
+    fn interrupted_or_killed_runs_leave_no_cluster_process() {
+        // SIGINT: the run stops, checks the nodes, stops the child and exits.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut run = loadgen(dir.path(), "60s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts");
+        let (pid, mut rest) = read_until(&mut run, "clients registered in");
+        let kill = |signal: &str, target: u32| {
+            let s = Command::new("kill")
+                .args([signal, &target.to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(s.success(), "kill {signal} {target}");
+        };
+        kill("-INT", run.id());
+        let mut tail = String::new();
+        std::io::Read::read_to_string(&mut rest, &mut tail).expect("reads");
+        let status = run.wait().expect("exits");
+        assert!(tail.contains("interrupted"), "seed {SEED}\n{tail}");
+        assert!(status.code().is_some(), "exited by itself: {status:?}");
+        wait_gone(pid, "after SIGINT");
+
+        // SIGKILL: the child sees its stdin close and exits.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut run = loadgen(dir.path(), "60s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts");
+        let (pid, _rest) = read_until(&mut run, "connect phase");
+        kill("-KILL", run.id());
+        let _ = run.wait();
+        wait_gone(pid, "after its parent was killed");
     }
 }

@@ -1,8 +1,10 @@
 //! `--protocol nacos`: each simulated client is a Nacos 2.x SDK connection of its own.
 //!
-//! A client's connection is opened (Java handshake) on its first item for a node and kept;
-//! when the driver moves the client to another node (failover), a new connection is made
-//! there, as an SDK reconnects. Items map to requests on that connection:
+//! Every client's connection to its first node is opened (Java handshake) in the connect
+//! phase, before the measured phases ([`Protocol::connect_clients`], 256 handshakes at a
+//! time); a client without one (its connect failed, or it was closed) connects on its
+//! next item. When the driver moves the client to another node (failover), a new
+//! connection is made there, as an SDK reconnects. Items map to requests on that connection:
 //!
 //! * `Register`: one `InstanceRequest{registerInstance}` per service of the client (its
 //!   `ip:port` from the population), sent concurrently.
@@ -15,6 +17,7 @@
 //! `watch` opens a subscriber connection to the node, subscribes to each service and turns
 //! every `NotifySubscriberRequest` (acked by the client) into a [`WatchEvent`].
 
+use crate::connect_phase::{CONNECT_PARALLEL, ConnectMeter, ConnectReport};
 use crate::nacos::{
     ClientConfig, Dialer, Instance, NacosClient, NacosError, Push, ServiceName, raise_nofile,
 };
@@ -26,9 +29,13 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
+
+/// Tries per connection in the connect phase.
+const CONNECT_ATTEMPTS: u32 = 3;
 
 /// Requests in flight per batch (each item is its own request on its own connection).
 const MAX_BATCH: usize = 64;
@@ -82,8 +89,7 @@ fn outcome(e: &NacosError) -> Outcome {
 
 impl NacosProtocol {
     /// Resolves the nodes' SDK addresses and raises the open-file limit for one
-    /// connection per client (two descriptors each when the cluster is in this process).
-    /// Connections are opened on first use.
+    /// connection per client (`run` raises it further for a cluster in this process).
     pub async fn connect(ctx: &Context) -> anyhow::Result<Self> {
         let mut servers = Vec::new();
         for node in 0..ctx.targets.len() {
@@ -101,7 +107,7 @@ impl NacosProtocol {
             anyhow::bail!("no target");
         };
         let population = ctx.population.clone();
-        let wanted = 2 * u64::from(population.clients()) + 8_192;
+        let wanted = u64::from(population.clients()) + crate::cluster_process::DESCRIPTOR_MARGIN;
         match raise_nofile(wanted) {
             Ok(limit) if limit.is_enough() => {}
             Ok(limit) => eprintln!("loadgen: WARNING: {limit}"),
@@ -185,6 +191,49 @@ impl Inner {
             *m.lock() = Some(slot);
         }
         Ok((conn, true))
+    }
+
+    /// Opens the connection of every client of `clients` to its first node, `parallel`
+    /// handshakes at a time, and measures them.
+    async fn connect_all(self: Arc<Self>, clients: Range<u32>, parallel: usize) -> ConnectReport {
+        let nodes = self.servers.len();
+        let mut meter = ConnectMeter::default();
+        let started = Instant::now();
+        let mut next = clients.start;
+        let mut running = FuturesUnordered::new();
+        let connect = |client: u32| {
+            let inner = self.clone();
+            async move {
+                let node = inner.population.first_node(client, nodes);
+                let t = Instant::now();
+                // A node may turn a handshake away for a moment (starting, overloaded
+                // backlog): retry there, as an SDK does, before giving up.
+                let mut backoff = std::time::Duration::from_millis(100);
+                for _ in 1..CONNECT_ATTEMPTS {
+                    if inner.connection(client, node).await.is_ok() {
+                        return Ok(t.elapsed());
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                inner
+                    .connection(client, node)
+                    .await
+                    .map(|_| t.elapsed())
+                    .map_err(|e| e.to_string())
+            }
+        };
+        loop {
+            while running.len() < parallel.max(1) && next < clients.end {
+                running.push(connect(next));
+                next += 1;
+            }
+            match running.next().await {
+                Some(r) => meter.record(r),
+                None => break,
+            }
+        }
+        meter.finish(started.elapsed(), parallel)
     }
 
     fn instance(&self, client: u32) -> Instance {
@@ -310,6 +359,14 @@ impl Protocol for NacosProtocol {
             batch.done = Instant::now();
             batch
         }
+    }
+
+    fn connect_clients(
+        &self,
+        clients: std::ops::Range<u32>,
+    ) -> impl Future<Output = Option<ConnectReport>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move { Some(inner.connect_all(clients, CONNECT_PARALLEL).await) }
     }
 
     fn watch(
