@@ -8,10 +8,12 @@
 //! * A connection that has not sent its first request within `--header-read-timeout`
 //!   (slow-loris: headers byte by byte, or nothing at all) is closed. On the HTTP port the
 //!   deadline ends with the first response written (so it covers the request line, the
-//!   headers and the body of the first request; later requests of a keep-alive
-//!   connection are not timed); on the gRPC ports it ends once the 24-byte HTTP/2
-//!   connection preface has arrived (after that, HTTP/2 keepalive and the Nacos
-//!   connection detection take over).
+//!   headers and the body of the first request); on the gRPC ports it ends once the
+//!   24-byte HTTP/2 connection preface has arrived (after that, HTTP/2 keepalive and the
+//!   Nacos connection detection take over).
+//! * On the HTTP port, every response written starts a new deadline,
+//!   `--keep-alive-timeout`: the next request must be complete by then, or the connection
+//!   is closed. That closes idle keep-alive connections and slow later requests alike.
 //!
 //! Refused and timed-out connections are counted (`distro_connections_refused_total`,
 //! `distro_connections_timed_out_total`).
@@ -33,6 +35,9 @@ use tokio::time::Sleep;
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 30_000;
 /// Default deadline of a new connection's first request.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an HTTP connection may take, after a response, to complete its next
+/// request (idle keep-alive included).
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Length of the HTTP/2 client connection preface.
 const H2_PREFACE_LEN: usize = 24;
 
@@ -50,24 +55,28 @@ pub struct Admission {
     slots: Arc<Semaphore>,
     max: usize,
     timeout: Duration,
+    keep_alive: Duration,
     protocol: Protocol,
     port: &'static str,
     metrics: Arc<Metrics>,
 }
 
 impl Admission {
-    /// A policy for the port named `port` (for logs).
+    /// A policy for the port named `port` (for logs). `keep_alive` applies to HTTP only
+    /// (zero: later requests are not timed).
     pub fn new(
         port: &'static str,
         protocol: Protocol,
         max: usize,
         timeout: Duration,
+        keep_alive: Duration,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(max)),
             max,
             timeout,
+            keep_alive,
             protocol,
             port,
             metrics,
@@ -113,6 +122,9 @@ impl Admission {
                 Protocol::Grpc => H2_PREFACE_LEN,
             },
             clear_on_write: self.protocol == Protocol::Http,
+            keep_alive: (self.protocol == Protocol::Http && !self.keep_alive.is_zero())
+                .then_some(self.keep_alive),
+            first: true,
             timeout: self.timeout,
             metrics: self.metrics.clone(),
         }
@@ -171,7 +183,7 @@ async fn refuse(mut stream: TcpStream, protocol: Protocol, max: usize, port: &st
 }
 
 /// An admitted connection: holds its slot until dropped, and fails its reads once the
-/// first-request deadline passes.
+/// first-request deadline (or, on HTTP, the keep-alive deadline) passes.
 pub struct Guarded {
     inner: TcpStream,
     _permit: OwnedSemaphorePermit,
@@ -180,8 +192,33 @@ pub struct Guarded {
     need: usize,
     /// Whether the first write ends the deadline.
     clear_on_write: bool,
+    /// HTTP: the deadline a write (a response) starts for the next request.
+    keep_alive: Option<Duration>,
+    /// Whether the running deadline is the first request's.
+    first: bool,
     timeout: Duration,
     metrics: Arc<Metrics>,
+}
+
+impl Guarded {
+    /// A response was written: the first-request deadline ends, and on HTTP the next
+    /// request's starts.
+    fn wrote(&mut self) {
+        if !self.clear_on_write {
+            return;
+        }
+        self.first = false;
+        match self.keep_alive {
+            Some(d) => {
+                let at = tokio::time::Instant::now() + d;
+                match self.deadline.as_mut() {
+                    Some(s) => s.as_mut().reset(at),
+                    None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+            }
+            None => self.deadline = None,
+        }
+    }
 }
 
 impl AsyncRead for Guarded {
@@ -207,13 +244,16 @@ impl AsyncRead for Guarded {
                 Some(Poll::Ready(())) => {
                     this.deadline = None;
                     this.metrics.connections_timed_out.fetch_add(1, Relaxed);
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
+                    let msg = match (this.first, this.keep_alive) {
+                        (false, Some(d)) => format!(
+                            "no complete request within {d:?} of the last response (--keep-alive-timeout)"
+                        ),
+                        _ => format!(
                             "no complete request within {:?} (--header-read-timeout)",
                             this.timeout
                         ),
-                    )))
+                    };
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, msg)))
                 }
                 _ => Poll::Pending,
             },
@@ -230,8 +270,8 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if this.clear_on_write && matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.deadline = None;
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.wrote();
         }
         r
     }
@@ -243,8 +283,8 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if this.clear_on_write && matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.deadline = None;
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.wrote();
         }
         r
     }

@@ -176,6 +176,15 @@ struct Cli {
     /// this, or it is closed (slow-loris); 0 disables.
     #[arg(long, env = "DISTRO_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
     header_read_timeout: Duration,
+    /// After each HTTP response, the next request on that connection must be complete
+    /// within this, or the connection is closed (idle keep-alive, slow requests); 0
+    /// disables.
+    #[arg(long, env = "DISTRO_KEEP_ALIVE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    keep_alive_timeout: Duration,
+    /// A Nacos SDK connection that leaves this many pushes in a row unacknowledged is
+    /// closed (its SDK reconnects and subscribes again).
+    #[arg(long, env = "DISTRO_MAX_PUSH_FAILURES", default_value = "10", value_parser = count)]
+    max_push_failures: usize,
     /// Period of the protocol driver's ticks.
     #[arg(long, env = "DISTRO_TICK", default_value = "100ms", value_parser = duration)]
     tick: Duration,
@@ -231,6 +240,7 @@ impl Cli {
             push_delay: self.push_delay,
             max_connections: self.max_connections,
             max_message_bytes: self.max_message_bytes,
+            max_push_failures: u32::try_from(self.max_push_failures).unwrap_or(u32::MAX),
             ..NacosConfig::default()
         };
         let config = ServerConfig {
@@ -247,10 +257,43 @@ impl Cli {
             shutdown_flush: self.shutdown_flush,
             max_tcp_connections: self.max_tcp_connections,
             header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
             ..ServerConfig::default()
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Raises the soft open-file limit towards what `--max-tcp-connections` on three ports
+/// needs (and the hard limit when allowed, as root); warns when it stays below, since
+/// connections beyond it then fail at accept (which backs off) rather than being refused
+/// with a clear error.
+fn raise_open_file_limit(config: &ServerConfig) {
+    use rlimit::Resource;
+    let wanted = (config.max_tcp_connections as u64)
+        .saturating_mul(3)
+        .saturating_add(1_024);
+    let Ok((soft, hard)) = rlimit::getrlimit(Resource::NOFILE) else {
+        return;
+    };
+    if soft >= wanted {
+        return;
+    }
+    let raised = (hard < wanted && rlimit::setrlimit(Resource::NOFILE, wanted, wanted).is_ok())
+        || rlimit::setrlimit(Resource::NOFILE, wanted.min(hard), hard).is_ok();
+    let now = rlimit::getrlimit(Resource::NOFILE).map_or(soft, |(s, _)| s);
+    if now < wanted {
+        tracing::warn!(
+            limit = now,
+            wanted,
+            raised,
+            "the open-file limit is below what --max-tcp-connections needs on three ports; \
+             connections beyond it fail at accept instead of being refused with a reason \
+             (raise `ulimit -n` or lower --max-tcp-connections)"
+        );
+    } else {
+        tracing::debug!(from = soft, to = now, "raised the open-file limit");
     }
 }
 
@@ -270,6 +313,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    raise_open_file_limit(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub max_tcp_connections: usize,
     /// A new connection must send its first request within this (zero: no deadline).
     pub header_read_timeout: Duration,
+    /// After each HTTP response, the next request on that connection must be complete
+    /// within this, or the connection is closed (zero: no deadline).
+    pub keep_alive_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             shutdown_flush: DEFAULT_SHUTDOWN_FLUSH,
             max_tcp_connections: crate::admission::DEFAULT_MAX_TCP_CONNECTIONS,
             header_read_timeout: crate::admission::DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: crate::admission::DEFAULT_KEEP_ALIVE_TIMEOUT,
         }
     }
 }
@@ -285,6 +289,7 @@ pub async fn start(
             protocol,
             config.max_tcp_connections,
             config.header_read_timeout,
+            config.keep_alive_timeout,
             metrics.clone(),
         )
     };

@@ -33,6 +33,10 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 10_000;
 /// Default most server→client messages queued on one connection; a push that finds the
 /// queue full counts as failed and is retried.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1_024;
+/// Default number of pushes in a row a connection may leave unacknowledged (not acked in
+/// time, or not even queued because it stopped reading) before it is closed. At the
+/// default ack timeout and retry delay that is about a minute without a single ack.
+pub const DEFAULT_MAX_PUSH_FAILURES: u32 = 10;
 /// `ServiceInfo.cacheMillis` sent to clients (Nacos `SwitchDomain.defaultPushCacheMillis`).
 pub const DEFAULT_CACHE_MILLIS: u64 = 10_000;
 
@@ -61,6 +65,9 @@ pub struct NacosConfig {
     pub max_subscriptions_per_connection: usize,
     /// Most queued server→client messages per connection.
     pub outbound_queue: usize,
+    /// Pushes in a row left unacknowledged after which the connection is closed (its SDK
+    /// reconnects and subscribes again; a client that stopped reading its stream goes).
+    pub max_push_failures: u32,
     /// `cacheMillis` of every `ServiceInfo`.
     pub cache_millis: u64,
 }
@@ -79,6 +86,7 @@ impl Default for NacosConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            max_push_failures: DEFAULT_MAX_PUSH_FAILURES,
             cache_millis: DEFAULT_CACHE_MILLIS,
         }
     }
@@ -120,6 +128,7 @@ impl NacosConfig {
                 self.max_subscriptions_per_connection,
             ),
             ("outbound_queue", self.outbound_queue),
+            ("max_push_failures", self.max_push_failures as usize),
         ];
         for (setting, n) in counts {
             if n == 0 {

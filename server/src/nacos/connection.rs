@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tonic::Status;
@@ -55,6 +55,8 @@ pub(crate) struct Connection {
     /// A `ClientDetectionRequest` is outstanding.
     pub(crate) probing: AtomicBool,
     acks: Mutex<HashMap<Box<str>, oneshot::Sender<bool>>>,
+    /// Pushes in a row that were not acknowledged.
+    push_failures: AtomicU32,
     subscriptions: Mutex<HashSet<Arc<str>>>,
     closed: watch::Sender<bool>,
 }
@@ -148,6 +150,16 @@ impl Connection {
             Some(tx) => tx.send(success).is_ok(),
             None => false,
         }
+    }
+
+    /// Counts a push that was not acknowledged; returns how many in a row now.
+    pub(crate) fn push_failed(&self) -> u32 {
+        self.push_failures.fetch_add(1, Relaxed).saturating_add(1)
+    }
+
+    /// Counts an acknowledged push: the run of failures ends.
+    pub(crate) fn push_acked(&self) {
+        self.push_failures.store(0, Relaxed);
     }
 
     /// Records activity at `now_ms` (milliseconds since the table's epoch).
@@ -274,6 +286,7 @@ impl ConnectionTable {
                 last_active: AtomicU64::new(now),
                 probing: AtomicBool::new(false),
                 acks: Mutex::new(HashMap::new()),
+                push_failures: AtomicU32::new(0),
                 subscriptions: Mutex::new(HashSet::new()),
                 closed: watch::channel(false).0,
             })

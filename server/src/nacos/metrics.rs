@@ -70,14 +70,17 @@ pub(crate) enum CloseReason {
     SetupTimeout,
     /// The front end shut down.
     Shutdown,
+    /// It left `max_push_failures` pushes in a row unacknowledged.
+    PushesUnacknowledged,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 4] = [
+    const ALL: [CloseReason; 5] = [
         CloseReason::StreamEnded,
         CloseReason::DetectionFailed,
         CloseReason::SetupTimeout,
         CloseReason::Shutdown,
+        CloseReason::PushesUnacknowledged,
     ];
 
     fn name(self) -> &'static str {
@@ -86,6 +89,7 @@ impl CloseReason {
             CloseReason::DetectionFailed => "detection_failed",
             CloseReason::SetupTimeout => "setup_timeout",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::PushesUnacknowledged => "pushes_unacknowledged",
         }
     }
 }
@@ -228,8 +232,10 @@ pub struct NacosStats {
     /// Connections refused because of `max_connections`.
     pub connections_refused: u64,
     /// Connections closed, by reason: set-up connections whose stream ended
-    /// (`stream_ended`), that failed detection (`detection_failed`) or that were open at
-    /// `shutdown`, and connections that never finished their setup (`setup_timeout`).
+    /// (`stream_ended`), that failed detection (`detection_failed`), that left
+    /// `max_push_failures` pushes in a row unacknowledged (`pushes_unacknowledged`) or
+    /// that were open at `shutdown`, and connections that never finished their setup
+    /// (`setup_timeout`).
     pub connections_closed: Vec<(&'static str, u64)>,
     /// Requests by class and outcome (only non-zero counts).
     pub requests: Vec<RequestCount>,

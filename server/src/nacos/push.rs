@@ -16,6 +16,7 @@
 use crate::nacos::codec;
 use crate::nacos::connection::Connection;
 use crate::nacos::frontend::Shared;
+use crate::nacos::metrics::CloseReason;
 use crate::nacos::subscription::{Round, SubscriberIndex};
 use crate::nacos::view::{self, Selection};
 use distro_core::Service;
@@ -208,8 +209,7 @@ fn deliver(
     let ack = conn.expect_ack(&request_id);
     if !conn.send(codec::payload("NotifySubscriberRequest", body)) {
         conn.forget_ack(&request_id);
-        shared.metrics.push_failed();
-        retry(shared, key, conn);
+        failed(shared, key, conn);
         return;
     }
     shared.metrics.push_sent();
@@ -220,14 +220,33 @@ fn deliver(
     tokio::spawn(async move {
         let sent = Instant::now();
         match tokio::time::timeout(timeout, ack).await {
-            Ok(Ok(true)) => shared.metrics.push_acked(sent.elapsed()),
+            Ok(Ok(true)) => {
+                conn.push_acked();
+                shared.metrics.push_acked(sent.elapsed());
+            }
             _ => {
                 conn.forget_ack(&request_id);
-                shared.metrics.push_failed();
-                retry(&shared, &key, &conn);
+                failed(&shared, &key, &conn);
             }
         }
     });
+}
+
+/// A push to `conn` failed: retried, unless the connection has now left
+/// `max_push_failures` pushes in a row unacknowledged, which closes it.
+fn failed(shared: &Arc<Shared>, key: &Arc<str>, conn: &Arc<Connection>) {
+    shared.metrics.push_failed();
+    let failures = conn.push_failed();
+    if failures >= shared.config.max_push_failures {
+        tracing::info!(
+            connection = conn.id(),
+            failures,
+            "a connection left {failures} pushes in a row unacknowledged; closing it"
+        );
+        shared.close(conn, CloseReason::PushesUnacknowledged);
+        return;
+    }
+    retry(shared, key, conn);
 }
 
 /// Schedules a retry of `key` for `conn` if it still listens.

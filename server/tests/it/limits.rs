@@ -253,3 +253,91 @@ async fn a_client_publishing_too_many_services_is_refused_and_others_are_served(
     assert_eq!(reg("svc-3".into(), "10.6.6.6").await, (200, "ok".into()));
     s.shutdown().await;
 }
+
+/// Reads one HTTP/1.1 response (headers and a `content-length` body) from `c`.
+async fn read_response(c: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed before a whole response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// After each response, the next request on a keep-alive connection must be complete
+/// within `--keep-alive-timeout`: an idle connection and a slow second request are both
+/// closed, while a connection that keeps sending requests stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_keep_alive_connections_are_closed_busy_ones_stay() {
+    let s = standalone(|c| c.keep_alive_timeout = Duration::from_secs(1)).await;
+    const REQ: &[u8] = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+    let addr = s.http_addr();
+    let first = |addr: SocketAddr| async move {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(REQ).await.expect("write");
+        let r = read_response(&mut c).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        c
+    };
+    let idle = async {
+        let mut c = first(addr).await;
+        let start = Instant::now();
+        let (_, closed) = read_to_close(&mut c).await;
+        assert!(closed, "an idle keep-alive connection was never closed");
+        start.elapsed()
+    };
+    let slow = async {
+        let mut c = first(addr).await;
+        let start = Instant::now();
+        for b in REQ {
+            if c.write_all(&[*b]).await.is_err() {
+                return start.elapsed();
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+                _ => {}
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never closed");
+        }
+        panic!("the whole slow second request was accepted");
+    };
+    let busy = async {
+        let mut c = first(addr).await;
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.write_all(REQ).await.expect("still open");
+            let r = read_response(&mut c).await;
+            assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        }
+    };
+    let (idle, slow, ()) = tokio::join!(idle, slow, busy);
+    println!("closed after: idle keep-alive {idle:?}, slow second request {slow:?}");
+    for t in [idle, slow] {
+        assert!(
+            t >= Duration::from_millis(900) && t < Duration::from_secs(4),
+            "{t:?}"
+        );
+    }
+    let text = metrics_text(&s).await;
+    assert!(
+        metric(&text, "distro_connections_timed_out_total") >= 2,
+        "{text}"
+    );
+    s.shutdown().await;
+}

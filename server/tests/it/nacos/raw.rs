@@ -467,6 +467,87 @@ async fn pushes_are_retried_until_acked_with_increasing_last_ref_time() {
     server.stop().await;
 }
 
+/// A subscriber that stops acknowledging pushes (here: it reads them and never answers;
+/// a client that stopped reading fills its queue and fails the same way) is closed after
+/// `max_push_failures` in a row, while a subscriber that acks keeps its connection.
+#[tokio::test]
+async fn a_connection_that_never_acks_pushes_is_closed() {
+    let config = NacosConfig {
+        push_delay: Duration::ZERO,
+        push_ack_timeout: Duration::from_millis(200),
+        push_retry_delay: Duration::from_millis(50),
+        max_push_failures: 3,
+        ..fast_config()
+    };
+    let server = TestServer::start(config).await;
+    let subscribe = json!({"serviceName":"svc","subscribe":true,"clusters":""});
+    let mut deaf = Raw::connect(&server).await;
+    deaf.setup().await;
+    assert_ok(
+        &deaf
+            .call("SubscribeServiceRequest", subscribe.clone())
+            .await,
+        "SubscribeServiceResponse",
+    );
+    let mut good = Raw::connect(&server).await;
+    good.setup().await;
+    assert_ok(
+        &good.call("SubscribeServiceRequest", subscribe).await,
+        "SubscribeServiceResponse",
+    );
+    let start = std::time::Instant::now();
+    let mut pushes = 0;
+    // The deaf client reads pushes (retries of the initial one) until the stream ends.
+    while let Some((t, _)) = deaf.next_message().await {
+        if t == "NotifySubscriberRequest" {
+            pushes += 1;
+        }
+    }
+    println!(
+        "closed after {pushes} unacknowledged pushes, {:?}",
+        start.elapsed()
+    );
+    assert_eq!(pushes, 3, "closed at the third failure in a row");
+    let closed = |s: &TestServer| {
+        s.nacos
+            .stats()
+            .connections_closed
+            .iter()
+            .find(|(r, _)| *r == "pushes_unacknowledged")
+            .map_or(0, |(_, n)| *n)
+    };
+    wait_until("the close is counted", || closed(&server) == 1).await;
+    // The acking subscriber stays and gets the next change.
+    let first = good.next_of_type("NotifySubscriberRequest").await;
+    good.ack(
+        "NotifySubscriberResponse",
+        first["requestId"].as_str().expect("id"),
+    )
+    .await;
+    let mut publisher = Raw::connect(&server).await;
+    publisher.setup().await;
+    assert_ok(
+        &publisher
+            .call("InstanceRequest", register_body("svc", "10.0.0.9", 9))
+            .await,
+        "InstanceResponse",
+    );
+    loop {
+        let push = good.next_of_type("NotifySubscriberRequest").await;
+        good.ack(
+            "NotifySubscriberResponse",
+            push["requestId"].as_str().expect("id"),
+        )
+        .await;
+        if push["serviceInfo"]["hosts"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+    }
+    assert_eq!(closed(&server), 1, "the acking subscriber was not closed");
+    still_serving(&server).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn silent_connections_are_detected_and_dropped_answering_ones_stay() {
     let config = NacosConfig {
