@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ServerConfig::default();
     config.protocol.heartbeat_timeout = 3_600_000;
     config.protocol.delete_timeout = 3_600_000;
-    let mut cluster = LocalCluster::start(3, config, 2).await?;
+    let cluster = LocalCluster::start(3, config, 2).await?;
     let nodes: Vec<_> = (0..3).filter_map(|i| cluster.node(i)).collect();
     wait_for("loaded", Duration::from_secs(30), || {
         nodes.iter().all(|n| n.is_loaded())

@@ -3,8 +3,13 @@
 //! Each node runs on its own Tokio runtime (its own threads), with ports chosen by the
 //! OS under Nacos's convention (SDK = main + 1000, cluster = main + 1001), so Nacos SDKs
 //! find it from the main port. A node can be stopped (gracefully or killed), restarted on
-//! the same ports with an empty state (it loads a snapshot), and partitioned: its peer
-//! traffic is cut both ways while clients still reach it.
+//! the same ports with an empty state (it loads a snapshot), partitioned (its peer
+//! traffic is cut both ways while clients still reach it), and frozen (every thread of its
+//! runtime is held, as `kill -STOP` would hold the process: no protocol answers, no peer
+//! traffic, no timers, until it is thawed).
+//!
+//! Every method takes `&self`, so a fault injector can act on a cluster that the load
+//! generator reads at the same time.
 
 use crate::clock::{Clock, system};
 use crate::metrics::Metrics;
@@ -12,8 +17,10 @@ use crate::peer_client::PeerGate;
 use crate::server::{Listeners, RunningServer, ServerConfig, bind_reusable, start};
 use anyhow::Context as _;
 use distro_core::Node;
+use parking_lot::{Condvar, Mutex};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The ports of one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +38,57 @@ struct Running {
     server: Option<RunningServer>,
     node: Arc<Node>,
     metrics: Arc<Metrics>,
+    freeze: Arc<Freeze>,
+}
+
+impl Running {
+    /// Stops the runtime at once (nothing is flushed) and lets frozen threads go.
+    fn kill(self) {
+        self.runtime.shutdown_background();
+        self.freeze.release();
+    }
 }
 
 struct Slot {
     ports: NodePorts,
     gate: Arc<PeerGate>,
-    running: Option<Running>,
+    running: Mutex<Option<Running>>,
+}
+
+/// A node's freeze: while `frozen`, tasks spawned on every worker thread of its runtime
+/// block (a plain thread block, not an await), so nothing else runs on the runtime.
+#[derive(Default)]
+struct Freeze {
+    state: Mutex<FreezeState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FreezeState {
+    frozen: bool,
+    /// Worker threads currently held.
+    held: usize,
+}
+
+impl Freeze {
+    fn release(&self) {
+        self.state.lock().frozen = false;
+        self.changed.notify_all();
+    }
+
+    fn held(&self) -> usize {
+        self.state.lock().held
+    }
+
+    /// The body of a freeze task: holds its worker thread until the freeze is released.
+    fn hold_thread(&self) {
+        let mut s = self.state.lock();
+        s.held += 1;
+        while s.frozen {
+            self.changed.wait(&mut s);
+        }
+        s.held -= 1;
+    }
 }
 
 /// N nodes in one process. See the module documentation.
@@ -89,13 +141,13 @@ impl LocalCluster {
         for _ in 0..n {
             reserved.push(reserve_ports()?);
         }
-        let mut cluster = LocalCluster {
+        let cluster = LocalCluster {
             slots: reserved
                 .iter()
                 .map(|(ports, _)| Slot {
                     ports: *ports,
                     gate: Arc::new(PeerGate::default()),
-                    running: None,
+                    running: Mutex::new(None),
                 })
                 .collect(),
             template,
@@ -134,7 +186,7 @@ impl LocalCluster {
     }
 
     async fn launch(
-        &mut self,
+        &self,
         i: usize,
         std_listeners: Option<(
             std::net::TcpListener,
@@ -172,12 +224,17 @@ impl LocalCluster {
             .context("node start task panicked")??;
         let node = server.node().clone();
         let metrics = server.metrics().clone();
-        self.slots[i].running = Some(Running {
+        let previous = self.slots[i].running.lock().replace(Running {
             runtime,
             server: Some(server),
             node,
             metrics,
+            freeze: Arc::default(),
         });
+        // Not reached in practice (a second launch cannot bind the ports); never leak one.
+        if let Some(old) = previous {
+            old.kill();
+        }
         Ok(())
     }
 
@@ -215,39 +272,52 @@ impl LocalCluster {
 
     /// Node `i`'s core, if running.
     pub fn node(&self, i: usize) -> Option<Arc<Node>> {
-        self.slots[i].running.as_ref().map(|r| r.node.clone())
+        self.slots[i]
+            .running
+            .lock()
+            .as_ref()
+            .map(|r| r.node.clone())
     }
 
     /// Node `i`'s request metrics, if running.
     pub fn metrics(&self, i: usize) -> Option<Arc<Metrics>> {
-        self.slots[i].running.as_ref().map(|r| r.metrics.clone())
+        self.slots[i]
+            .running
+            .lock()
+            .as_ref()
+            .map(|r| r.metrics.clone())
     }
 
     /// Whether node `i` runs.
     pub fn is_running(&self, i: usize) -> bool {
-        self.slots[i].running.is_some()
+        self.slots[i].running.lock().is_some()
     }
 
     /// Stops node `i` gracefully (flushes its pending syncs).
-    pub async fn stop(&mut self, i: usize) {
-        if let Some(mut r) = self.slots[i].running.take() {
+    pub async fn stop(&self, i: usize) {
+        let taken = self.slots[i].running.lock().take();
+        if let Some(mut r) = taken {
+            // A frozen node cannot flush: thaw it first.
+            r.freeze.release();
             if let Some(server) = r.server.take() {
                 let _ = r.runtime.spawn(server.shutdown()).await;
             }
-            r.runtime.shutdown_background();
+            r.kill();
         }
     }
 
-    /// Kills node `i` at once, as `kill -9` would: nothing is flushed.
-    pub fn kill(&mut self, i: usize) {
-        if let Some(r) = self.slots[i].running.take() {
-            r.runtime.shutdown_background();
+    /// Kills node `i` at once, as `kill -9` would: nothing is flushed (a frozen node dies
+    /// frozen).
+    pub fn kill(&self, i: usize) {
+        let taken = self.slots[i].running.lock().take();
+        if let Some(r) = taken {
+            r.kill();
         }
     }
 
     /// Starts node `i` again on its ports with an empty state; it loads a snapshot.
-    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
-        if self.slots[i].running.is_some() {
+    pub async fn restart(&self, i: usize) -> anyhow::Result<()> {
+        if self.is_running(i) {
             return Ok(());
         }
         // The killed runtime's sockets close asynchronously; retry the bind briefly.
@@ -291,8 +361,64 @@ impl LocalCluster {
         !self.slots[i].gate.is_open()
     }
 
+    /// Freezes node `i` as `kill -STOP` would: every worker thread of its runtime is held,
+    /// so it answers no client on any protocol (connections are accepted by the kernel and
+    /// wait), sends and answers no peer traffic, and runs no timer, until [`Self::thaw`].
+    /// (Its blocking-pool threads, used for snapshot streams, are not held.) Returns once
+    /// every worker thread is held; an error if node `i` does not run, is already frozen,
+    /// or its threads were not all held within `within`.
+    pub async fn freeze(&self, i: usize, within: Duration) -> anyhow::Result<()> {
+        let (handle, freeze) = {
+            let running = self.slots[i].running.lock();
+            let r = running
+                .as_ref()
+                .with_context(|| format!("node {i} does not run: cannot freeze it"))?;
+            (r.runtime.handle().clone(), r.freeze.clone())
+        };
+        {
+            let mut s = freeze.state.lock();
+            anyhow::ensure!(!s.frozen, "node {i} is already frozen");
+            s.frozen = true;
+        }
+        // Spawned from outside the runtime, the tasks go to its shared queue; a worker
+        // that takes one is held, so the others take (or steal) the rest.
+        for _ in 0..self.threads_per_node {
+            let f = freeze.clone();
+            drop(handle.spawn(async move { f.hold_thread() }));
+        }
+        let deadline = Instant::now() + within;
+        while freeze.held() < self.threads_per_node {
+            if Instant::now() >= deadline {
+                freeze.release();
+                anyhow::bail!(
+                    "node {i}: only {} of its {} threads were held within {within:?}",
+                    freeze.held(),
+                    self.threads_per_node
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Lets a frozen node `i` run again (nothing happens if it is not frozen).
+    pub fn thaw(&self, i: usize) {
+        if let Some(r) = self.slots[i].running.lock().as_ref() {
+            r.freeze.release();
+        }
+    }
+
+    /// Whether node `i` is frozen.
+    pub fn is_frozen(&self, i: usize) -> bool {
+        self.slots[i]
+            .running
+            .lock()
+            .as_ref()
+            .is_some_and(|r| r.freeze.state.lock().frozen)
+    }
+
     /// Stops every node gracefully.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         for i in 0..self.slots.len() {
             self.stop(i).await;
         }
@@ -302,8 +428,8 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for s in &mut self.slots {
-            if let Some(r) = s.running.take() {
-                r.runtime.shutdown_background();
+            if let Some(r) = s.running.get_mut().take() {
+                r.kill();
             }
         }
     }

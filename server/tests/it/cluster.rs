@@ -284,7 +284,7 @@ async fn native_batches_are_split_by_owner_and_watched_from_any_node() {
 async fn a_killed_node_restarts_loads_the_snapshot_and_converges() {
     let mut config = fast_config();
     config.protocol.snapshot_chunk_bytes = 4096; // many chunks
-    let mut c = cluster(3, config).await;
+    let c = cluster(3, config).await;
     for i in 0..150u16 {
         let (s, _) = register_http(
             &c,

@@ -418,7 +418,7 @@ fn short_lease() -> distro_server::ServerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_node_dies_its_sdk_fails_over_re_registers_and_b_sees_it_again() {
-    let mut c = cluster(3, short_lease()).await;
+    let c = cluster(3, short_lease()).await;
     let app = start_app(&c.server_list(), "billing", "10.0.4.1:4000");
     let k = crate::nacos::harness::wait_for("A's node", || holder(&c, "billing")).await;
     // B subscribes through a node that stays up.
@@ -513,7 +513,7 @@ async fn wait_for_long(what: &str, mut f: impl FnMut() -> bool) -> Duration {
 /// told. (Without such evidence the survivors keep it: see the core's partition tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_node_and_its_app_die_the_instance_expires_on_the_survivors() {
-    let mut c = cluster(3, short_lease()).await;
+    let c = cluster(3, short_lease()).await;
     let survivor = start_app(&c.server_list(), "billing", "10.0.4.1:4000");
     let k =
         crate::nacos::harness::wait_for("the surviving app's node", || holder(&c, "billing")).await;
@@ -594,7 +594,7 @@ async fn an_sdk_with_credentials_gets_no_token_and_works_without_one() {
 /// gets the current view there, and is pushed the changes made afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_whose_node_dies_subscribes_again_elsewhere_and_is_pushed() {
-    let mut c = cluster(3, fast_config()).await;
+    let c = cluster(3, fast_config()).await;
     let b = sdk_servers(&c.server_list(), false).await;
     // B registers too, so that its connection (and node) can be found.
     b.register_instance("watchers".into(), None, instance("10.0.7.1", 1))
