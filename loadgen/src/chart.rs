@@ -24,6 +24,22 @@ const SPECTRUM_HEIGHT: u32 = 380;
 const FONT: &str = "sans-serif";
 /// Colour of markers.
 const MARKER_COLOR: RGBColor = RGBColor(200, 30, 30);
+/// Colour of fault bands (drawn translucent).
+pub(crate) const BAND_COLOR: RGBColor = RGBColor(230, 120, 20);
+
+/// A fault drawn on a time chart: shaded while in force, lighter until the nodes
+/// converged again.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Band {
+    /// Start, seconds on the time axis.
+    pub(crate) start_s: f64,
+    /// End of the effect.
+    pub(crate) end_s: f64,
+    /// End of the window (convergence, or its timeout).
+    pub(crate) settled_s: f64,
+    /// A short label, drawn at the bottom of the band.
+    pub(crate) label: String,
+}
 
 /// A colour of the report's palette (Tableau 10), by index.
 pub(crate) fn palette(i: usize) -> RGBColor {
@@ -143,6 +159,8 @@ pub(crate) struct TimeChart<'a> {
     pub(crate) end_s: f64,
     pub(crate) lines: &'a [Line],
     pub(crate) markers: &'a [Marker],
+    /// Fault windows, shaded.
+    pub(crate) bands: &'a [Band],
 }
 
 fn chart_err(title: &str) -> impl Fn(String) -> ReportError + '_ {
@@ -223,6 +241,46 @@ where
                     .map_err(|e| err(e.to_string()))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Draws the fault bands from `y_lo` to `y_hi`, labelled at the bottom.
+fn draw_bands<X, Y>(
+    chart: &mut SvgChart<'_, '_, X, Y>,
+    bands: &[Band],
+    (y_lo, y_hi): (f64, f64),
+    title: &str,
+) -> Result<(), ReportError>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let err = chart_err(title);
+    for (i, b) in bands.iter().enumerate() {
+        let start = b.start_s.max(0.0);
+        let end = b.end_s.max(start);
+        let settled = b.settled_s.max(end);
+        chart
+            .draw_series([
+                Rectangle::new([(start, y_lo), (end, y_hi)], BAND_COLOR.mix(0.22).filled()),
+                Rectangle::new(
+                    [(end, y_lo), (settled, y_hi)],
+                    BAND_COLOR.mix(0.09).filled(),
+                ),
+            ])
+            .map_err(|e| err(e.to_string()))?;
+        let dy = -8 - 18 * (i % 2) as i32;
+        chart
+            .draw_series(std::iter::once(
+                EmptyElement::at((start, y_lo))
+                    + Text::new(
+                        b.label.clone(),
+                        (3, dy),
+                        (FONT, 14).into_font().color(&BAND_COLOR),
+                    ),
+            ))
+            .map_err(|e| err(e.to_string()))?;
     }
     Ok(())
 }
@@ -340,12 +398,14 @@ pub(crate) fn time_chart(c: &TimeChart<'_>) -> Result<String, ReportError> {
             let ends = (range.start, range.end);
             let mut chart = configure(&area, c.title, x_range, range.log_scale())?;
             mesh(&mut chart, "time since start", &y_desc, &x_fmt, c.title)?;
+            draw_bands(&mut chart, c.bands, ends, c.title)?;
             draw_markers(&mut chart, c.markers, ends, c.title)?;
             draw_lines(&mut chart, c.lines, c.title)?;
         } else {
             let hi = if hi > 0.0 { hi * 1.15 } else { 1.0 };
             let mut chart = configure(&area, c.title, x_range, 0.0..hi)?;
             mesh(&mut chart, "time since start", c.y_desc, &x_fmt, c.title)?;
+            draw_bands(&mut chart, c.bands, (0.0, hi), c.title)?;
             draw_markers(&mut chart, c.markers, (0.0, hi), c.title)?;
             draw_lines(&mut chart, c.lines, c.title)?;
         }
@@ -443,11 +503,24 @@ mod tests {
                 .dashed(),
             ],
             markers: &markers,
+            bands: &[Band {
+                start_s: 1.5,
+                end_s: 2.0,
+                settled_s: 2.2,
+                label: "kill:2@1s".into(),
+            }],
         })
         .expect("draws");
         assert!(svg.starts_with("<svg"), "{}", &svg[..60]);
+        assert_eq!(svg.matches("<rect").count() - 1, 2, "two band rectangles");
         let t = texts(&svg);
-        for want in ["Throughput", "▼ kill node 2", "1s", "requests/s"] {
+        for want in [
+            "Throughput",
+            "▼ kill node 2",
+            "1s",
+            "requests/s",
+            "kill:2@1s",
+        ] {
             assert!(t.iter().any(|x| x == want), "{want:?} not in {t:?}");
         }
         let svg = spectrum_chart(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::chaos::Schedule;
 use crate::check::{CheckThresholds, OpThresholds};
 use crate::op::Op;
 use crate::parse::{Shard, parse_count, parse_duration, parse_rate, parse_shard, parse_target};
@@ -183,6 +184,16 @@ pub struct RunArgs {
     /// Plain progress lines instead of a bar.
     #[arg(long)]
     pub plain: bool,
+    /// Faults applied to the embedded cluster during the hold phase, comma-separated:
+    /// kill:N@T (stop node N at once, as kill -9), restart:N@T (start killed node N again,
+    /// empty; it loads a snapshot), partition:N@T1-T2 (cut N's peer traffic both ways;
+    /// clients still reach it), pause:N@T1-T2 (freeze N, as kill -STOP then -CONT: no
+    /// protocol answers, no peer traffic). N counts from 1 (node 1 is the first of
+    /// --nodes); times (500ms, 20s, 1m) count from the start of the hold phase, once every
+    /// client is registered, and must fall within --duration. Example:
+    /// kill:2@20s,restart:2@40s,partition:1@60s-90s,pause:3@100s-105s. Not with --targets.
+    #[arg(long, value_parser = Schedule::parse)]
+    pub chaos: Option<Schedule>,
 }
 
 impl RunArgs {
@@ -229,6 +240,7 @@ impl RunArgs {
             history: (!self.no_history).then(|| self.history.clone()),
             progress: !self.plain,
             progress_every: crate::DEFAULT_PLAIN_EVERY,
+            chaos: self.chaos.clone(),
         })
     }
 }

@@ -15,14 +15,15 @@
 //! intended time.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::ops::Range;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::op::Op;
@@ -54,22 +55,42 @@ pub struct Shared {
     pub failovers: AtomicU64,
     /// Number of nodes.
     pub nodes: usize,
+    /// The first client of this run's slice.
+    pub first_client: u32,
+    /// Each client's state (see [`ClientView::of`]), indexed from `first_client`; written
+    /// by its lane only.
+    pub states: Box<[AtomicU8]>,
+    /// Failed requests by code since the start (warm-up included), for the fault windows.
+    pub errors: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Shared {
-    /// Shared state for `clients` clients on `nodes` nodes.
-    pub fn new(clients: u64, nodes: usize) -> Self {
+    /// Shared state for the clients `slice` on `nodes` nodes.
+    pub fn new(slice: Range<u32>, nodes: usize) -> Self {
+        let clients = slice.end.saturating_sub(slice.start);
         Self {
             meter: OnceLock::new(),
-            reg_remaining: AtomicU64::new(clients),
+            reg_remaining: AtomicU64::new(u64::from(clients)),
             registered: AtomicI64::new(0),
             failovers: AtomicU64::new(0),
             nodes,
+            first_client: slice.start,
+            states: (0..clients).map(|_| AtomicU8::new(NEW)).collect(),
+            errors: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Records `op`'s outcome when measuring.
+    /// What the run knows of client `client` (None: not in this run's slice).
+    pub fn client_view(&self, client: u32) -> Option<ClientView> {
+        let i = client.checked_sub(self.first_client)? as usize;
+        self.states.get(i).map(|c| ClientView::of(c.load(Relaxed)))
+    }
+
+    /// Records `op`'s outcome when measuring (errors are counted by code regardless).
     pub fn record(&self, op: Op, sample: Sample, outcome: Result<(), &str>) {
+        if let Err(code) = outcome {
+            *self.errors.lock().entry(code.to_owned()).or_default() += 1;
+        }
         if let Some(r) = self.meter.get() {
             r.record(op, sample, outcome);
         }
@@ -119,6 +140,34 @@ const LEAVING: u8 = 3;
 const DOWN: u8 = 4;
 const REJOINING: u8 = 5;
 const FAILED: u8 = 6;
+/// The state bits of a client's cell in [`Shared::states`]; the bits above count its
+/// moves to UP (wrapping).
+const STATE_MASK: u8 = 0b111;
+
+/// What the run knows of a client, as read from [`Shared::states`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientView {
+    /// Its registration was acknowledged and it has not left: every node should hold it.
+    /// The number counts its moves to up (wrapping), so that two reads with the same
+    /// number saw one uninterrupted stay.
+    Up(u8),
+    /// Its deregistration was acknowledged and it has not come back yet: no node should
+    /// hold it.
+    Down,
+    /// In between (registering, leaving, re-registering) or given up on: no expectation.
+    Unsettled,
+}
+
+impl ClientView {
+    /// The view of a state cell's value.
+    pub fn of(cell: u8) -> Self {
+        match cell & STATE_MASK {
+            UP => ClientView::Up(cell >> 3),
+            DOWN => ClientView::Down,
+            _ => ClientView::Unsettled,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Delayed {
@@ -166,7 +215,8 @@ struct Lane<P: Protocol> {
     cfg: LaneConfig,
     range: Range<u32>,
     node: Vec<u8>,
-    state: Vec<u8>,
+    /// This lane's first client's index in [`Shared::states`].
+    offset: usize,
     rng: Rng,
     start: Instant,
     reg_next: u32,
@@ -195,6 +245,23 @@ impl<P: Protocol> Lane<P> {
 
     fn local(&self, client: u32) -> usize {
         (client - self.range.start) as usize
+    }
+
+    fn st(&self, k: usize) -> u8 {
+        self.shared.states[self.offset + k].load(Relaxed) & STATE_MASK
+    }
+
+    fn set_st(&self, k: usize, state: u8) {
+        let cell = &self.shared.states[self.offset + k];
+        let old = cell.load(Relaxed);
+        // Each move to UP starts a new epoch, so that an observer can tell a client that
+        // stayed up from one that left and came back meanwhile.
+        let epoch = if state == UP && old & STATE_MASK != UP {
+            (old >> 3).wrapping_add(1) << 3
+        } else {
+            old & !STATE_MASK
+        };
+        cell.store(epoch | state, Relaxed);
     }
 
     fn push(&mut self, item: Item) {
@@ -234,8 +301,8 @@ impl<P: Protocol> Lane<P> {
             }
             self.delayed.pop();
             let k = self.local(d.item.client);
-            if d.item.kind == Kind::Register && self.state[k] == DOWN {
-                self.state[k] = REJOINING;
+            if d.item.kind == Kind::Register && self.st(k) == DOWN {
+                self.set_st(k, REJOINING);
             }
             self.push(d.item);
         }
@@ -258,7 +325,7 @@ impl<P: Protocol> Lane<P> {
             };
             let k = self.reg_next as usize;
             self.reg_next += 1;
-            self.state[k] = JOINING;
+            self.set_st(k, JOINING);
             let client = self.range.start + k as u32;
             self.push(Item {
                 client,
@@ -282,7 +349,7 @@ impl<P: Protocol> Lane<P> {
                     self.beat_k = 0;
                     self.beat_round += 1;
                 }
-                if self.state[k] != UP {
+                if self.st(k) != UP {
                     continue;
                 }
                 if now.saturating_duration_since(t) > self.cfg.max_lag {
@@ -360,7 +427,7 @@ impl<P: Protocol> Lane<P> {
                 let mut picked = None;
                 for _ in 0..16 {
                     let k = self.rng.below(u64::from(self.n())) as usize;
-                    if self.state[k] == UP {
+                    if self.st(k) == UP {
                         picked = Some(k);
                         break;
                     }
@@ -369,7 +436,7 @@ impl<P: Protocol> Lane<P> {
                     self.shared.dropped(Op::Deregister);
                     continue;
                 };
-                self.state[k] = LEAVING;
+                self.set_st(k, LEAVING);
                 self.shared.registered.fetch_sub(1, Relaxed);
                 self.push(Item {
                     client: self.range.start + k as u32,
@@ -441,9 +508,9 @@ impl<P: Protocol> Lane<P> {
                     self.shared.record(op, sample, Ok(()));
                     self.succeeded(k, item.kind, now);
                 }
-                Outcome::NotFound if item.kind == Kind::Beat && self.state[k] == UP => {
+                Outcome::NotFound if item.kind == Kind::Beat && self.st(k) == UP => {
                     self.shared.record(op, sample, Err("404"));
-                    self.state[k] = REJOINING;
+                    self.set_st(k, REJOINING);
                     self.shared.registered.fetch_sub(1, Relaxed);
                     self.push(Item {
                         kind: Kind::Register,
@@ -480,16 +547,16 @@ impl<P: Protocol> Lane<P> {
     fn succeeded(&mut self, k: usize, kind: Kind, now: Instant) {
         match kind {
             Kind::Register => {
-                if self.state[k] == JOINING {
+                if self.st(k) == JOINING {
                     self.shared.reg_remaining.fetch_sub(1, Relaxed);
                 }
-                if self.state[k] != UP {
+                if self.st(k) != UP {
                     self.shared.registered.fetch_add(1, Relaxed);
                 }
-                self.state[k] = UP;
+                self.set_st(k, UP);
             }
             Kind::Deregister => {
-                self.state[k] = DOWN;
+                self.set_st(k, DOWN);
                 let client = self.range.start + k as u32;
                 let due = now + self.cfg.churn_down;
                 self.delay(
@@ -510,14 +577,14 @@ impl<P: Protocol> Lane<P> {
     fn gave_up(&mut self, k: usize, kind: Kind) {
         match kind {
             Kind::Register => {
-                if self.state[k] == JOINING {
+                if self.st(k) == JOINING {
                     self.shared.reg_remaining.fetch_sub(1, Relaxed);
                 }
-                self.state[k] = FAILED;
+                self.set_st(k, FAILED);
             }
             // Still registered as far as we know: keep beating.
             Kind::Deregister => {
-                self.state[k] = UP;
+                self.set_st(k, UP);
                 self.shared.registered.fetch_add(1, Relaxed);
             }
             Kind::Beat | Kind::Query => {}
@@ -539,7 +606,7 @@ pub async fn run_lane<P: Protocol>(
     drain: Duration,
 ) {
     let nodes = shared.nodes;
-    let n = (range.end - range.start) as usize;
+    let offset = range.start.saturating_sub(shared.first_client) as usize;
     let node = (range.start..range.end)
         .map(|c| pop.first_node(c, nodes) as u8)
         .collect();
@@ -553,7 +620,7 @@ pub async fn run_lane<P: Protocol>(
         cfg,
         range,
         node,
-        state: vec![NEW; n],
+        offset,
         start: now,
         reg_next: 0,
         beat_k: 0,

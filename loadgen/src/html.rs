@@ -11,8 +11,9 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::chart::{Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
+use crate::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
 use crate::error::ReportError;
+use crate::faults::FaultSummary;
 use crate::latency::{LatencyStats, Quantiles, human_rate, human_us};
 use crate::op::LatencyKind;
 use crate::recording::Recording;
@@ -101,9 +102,22 @@ fn spectrum_x_max(count: u64) -> f64 {
 /// A time chart with its legend.
 fn time_figure(out: &mut String, chart: &TimeChart<'_>) -> Result<(), ReportError> {
     let svg = time_chart(chart)?;
-    figure(out, &svg, chart.lines, !chart.markers.is_empty());
+    figure(
+        out,
+        &svg,
+        chart.lines,
+        !chart.markers.is_empty(),
+        !chart.bands.is_empty(),
+    );
     Ok(())
 }
+
+/// The legend of the fault bands.
+const BAND_LEGEND: &str = "<span><svg width=\"30\" height=\"10\" \
+    aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
+    fill-opacity=\"0.35\"/></svg> fault in force</span><span><svg width=\"30\" height=\"10\" \
+    aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
+    fill-opacity=\"0.12\"/></svg> until the nodes converged</span>";
 
 /// A percentile spectrum with its legend.
 fn spectrum_figure(
@@ -114,16 +128,16 @@ fn spectrum_figure(
     lines: &[Line],
 ) -> Result<(), ReportError> {
     let svg = spectrum_chart(title, y_desc, x_max, lines)?;
-    figure(out, &svg, lines, false);
+    figure(out, &svg, lines, false, false);
     Ok(())
 }
 
 /// A chart with its legend underneath (only for several lines, or a marker).
-fn figure(out: &mut String, svg: &str, lines: &[Line], markers: bool) {
+fn figure(out: &mut String, svg: &str, lines: &[Line], markers: bool, bands: bool) {
     out.push_str("<figure>");
     out.push_str(svg);
     let labelled: Vec<&Line> = lines.iter().filter(|l| !l.label.is_empty()).collect();
-    if labelled.len() > 1 || markers {
+    if labelled.len() > 1 || markers || bands {
         out.push_str("<figcaption>");
         for l in labelled {
             let _ = write!(out, "<span>{} {}</span>", l.swatch(), escape(&l.label));
@@ -134,6 +148,9 @@ fn figure(out: &mut String, svg: &str, lines: &[Line], markers: bool) {
                  y1=\"5\" x2=\"30\" y2=\"5\" stroke=\"#c81e1e\" stroke-width=\"2\" \
                  stroke-dasharray=\"5 3\"/></svg> marker</span>",
             );
+        }
+        if bands {
+            out.push_str(BAND_LEGEND);
         }
         out.push_str("</figcaption>");
     }
@@ -283,6 +300,17 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
 
     let rows = &rec.timeline;
     let end_s = rec.duration.as_secs_f64();
+    let bands: Vec<Band> = s
+        .faults
+        .iter()
+        .filter(|f| f.failed.is_none())
+        .map(|f| Band {
+            start_s: f.start_s,
+            end_s: f.end_s,
+            settled_s: f.window_end_s,
+            label: f.entry.clone(),
+        })
+        .collect();
     let used = rec.used_ops();
 
     // Throughput over time.
@@ -323,6 +351,7 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                 end_s,
                 lines: &lines,
                 markers: &rec.markers,
+                bands: &bands,
             },
         )?;
     }
@@ -380,6 +409,7 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                 end_s,
                 lines: &lines,
                 markers: &rec.markers,
+                bands: &bands,
             },
         )?;
     }
@@ -455,6 +485,7 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                 end_s,
                 lines: &lines,
                 markers: &rec.markers,
+                bands: &bands,
             },
         )?;
     }
@@ -480,9 +511,14 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                     end_s,
                     lines: &lines,
                     markers: &rec.markers,
+                    bands: &bands,
                 },
             )?;
         }
+    }
+
+    if !s.faults.is_empty() {
+        faults_table(&mut h, &s.faults);
     }
 
     if !s.markers.is_empty() {
@@ -509,9 +545,59 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
     }
     h.push_str(
         "</table>\n<p class=\"note\">Files beside this page: summary.json, \
-        percentiles.csv, timeline.csv, latency.hlog (see REPORTS.md).</p>\n</body></html>\n",
+        percentiles.csv, timeline.csv, latency.hlog, faults.csv after a --chaos run (see REPORTS.md).</p>\n</body></html>\n",
     );
     Ok(h)
+}
+
+/// The faults of a `--chaos` run, one row each.
+fn faults_table(h: &mut String, faults: &[FaultSummary]) {
+    h.push_str(
+        "<h2>Faults</h2>\n<p class=\"note\">Times since the start of the measured run. Errors \
+         and failovers: from the fault's start to the later of its end and the convergence. \
+         Converged: from the end (a kill: from the kill) until every running node holds \
+         every live client and no deleted one. Lost and returned: live clients missing from, \
+         deleted clients present on, some running node after that wait (0 once converged). \
+         Peaks: the most seen in one check during the wait (replication lag, and drops that \
+         clients repaired by re-registering).</p>\n\
+         <table class=\"faults\"><tr><th class=\"l\">fault</th><th>start</th><th>end</th>\
+         <th>errors</th><th class=\"l\">by code</th><th>failovers</th><th>converged</th>\
+         <th>lost</th><th>returned</th><th>peak missing</th>\
+         <th>peak returned</th></tr>\n",
+    );
+    for f in faults {
+        let converged = match (&f.failed, f.converge_ms) {
+            (Some(why), _) => format!("not applied: {}", escape(why)),
+            (None, Some(ms)) if f.converged => format!("{ms:.0} ms"),
+            (None, _) => "<b>NO</b>".to_owned(),
+        };
+        let codes: Vec<String> = f
+            .errors_by_code
+            .iter()
+            .map(|(c, n)| format!("{}={n}", escape(c)))
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{:.2} s</td><td>{:.2} s</td><td>{}</td>\
+             <td class=\"l\">{}</td><td>{}</td><td>{converged}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td></tr>",
+            escape(&f.entry),
+            f.start_s,
+            f.end_s,
+            f.errors,
+            codes.join(" "),
+            f.failovers,
+            if f.lost > 0 {
+                format!("<b>{}</b>", f.lost)
+            } else {
+                "0".to_owned()
+            },
+            f.returned,
+            f.peak_missing,
+            f.peak_returned,
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod chaos;
 mod chart;
 mod check;
 pub mod cli;
@@ -77,6 +78,7 @@ pub mod cluster_process;
 pub mod connect_phase;
 pub mod driver;
 mod error;
+mod faults;
 #[cfg(test)]
 mod fixture;
 mod history;
@@ -107,6 +109,7 @@ pub use check::{
     OpThresholds, Unit, Verdict, check, check_files,
 };
 pub use error::ReportError;
+pub use faults::{FAULTS_COLUMNS, FAULTS_FILE, FaultSummary};
 pub use history::{append_history, history_columns, history_row};
 pub use interval_log::{IntervalHistogram, IntervalLog};
 pub use latency::{LatencyStats, Quantiles};

@@ -125,7 +125,7 @@ fn run(args: &loadgen::cli::RunArgs) -> ExitCode {
             print!("{}", outcome.epilogue());
             if args.require_clean && !outcome.is_clean() {
                 eprintln!(
-                    "loadgen: --require-clean: the run had errors, unconverged probes, no probe, or nodes that disagree"
+                    "loadgen: --require-clean: the run had errors, unconverged probes, no probe, nodes that disagree, or a fault that did not converge or lost registrations"
                 );
                 return ExitCode::from(3);
             }

@@ -1,5 +1,6 @@
 //! Writing a run's output directory: `summary.json`, `percentiles.csv`, `timeline.csv`,
-//! `latency.hlog` and `report.html` (formats in `REPORTS.md`).
+//! `latency.hlog`, `report.html` and, for a `--chaos` run, `faults.csv` (formats in
+//! `REPORTS.md`).
 //!
 //! The interval log is normally streamed during the run by the recorder (configured with
 //! [`INTERVAL_LOG_FILE`] in the same directory); if it was streamed elsewhere it is copied,
@@ -81,6 +82,11 @@ pub(crate) fn write_report_with(
             recording.duration,
             Series::all().map(|s| (s, histogram(recording, s))),
         )?,
+    }
+
+    if !summary.faults.is_empty() {
+        let path = dir.join(crate::faults::FAULTS_FILE);
+        crate::faults::write_csv(&path, &summary.faults)?;
     }
 
     let path = dir.join(REPORT_FILE);

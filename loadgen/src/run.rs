@@ -16,9 +16,11 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 
+use crate::chaos::{Chaos, Schedule, run_schedule};
 use crate::cluster_process::ClusterProcess;
 use crate::connect_phase::ConnectReport;
 use crate::driver::{LaneConfig, Phase, Shared, run_lane};
+use crate::faults::FaultSummary;
 use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
 use crate::native::NativeProtocol;
 use crate::op::Op;
@@ -153,6 +155,8 @@ pub struct RunConfig {
     pub progress: bool,
     /// Print plain progress lines this often when not on a terminal.
     pub progress_every: Duration,
+    /// Faults applied to the embedded cluster (`--chaos`), from the start of the hold.
+    pub chaos: Option<Schedule>,
 }
 
 impl Default for RunConfig {
@@ -190,6 +194,7 @@ impl Default for RunConfig {
             history: None,
             progress: true,
             progress_every: crate::DEFAULT_PLAIN_EVERY,
+            chaos: None,
         }
     }
 }
@@ -243,6 +248,10 @@ impl RunConfig {
         if self.scenario == Scenario::Push {
             put("watch_services", self.watch_services.to_string());
         }
+        if let Some(c) = &self.chaos {
+            let entries: Vec<&str> = c.faults.iter().map(|f| f.entry.as_str()).collect();
+            put("chaos", entries.join(","));
+        }
         p
     }
 
@@ -279,6 +288,23 @@ impl RunConfig {
             !self.probe_interval.is_zero(),
             "--probe-interval: must be positive"
         );
+        if let Some(chaos) = &self.chaos {
+            anyhow::ensure!(
+                self.targets.is_empty(),
+                "--chaos: faults are applied to the embedded cluster; it cannot be used with --targets"
+            );
+            anyhow::ensure!(
+                self.scenario != Scenario::Register,
+                "--chaos: the register scenario has no hold phase to apply faults in"
+            );
+            anyhow::ensure!(
+                !self.cluster_process,
+                "--chaos: faults are applied to a cluster in this process; it cannot be used with --cluster-process"
+            );
+            chaos
+                .check(self.nodes, self.duration)
+                .map_err(anyhow::Error::msg)?;
+        }
         Ok(())
     }
 }
@@ -290,6 +316,8 @@ pub struct RunOutcome {
     pub summary: Summary,
     /// Where the report is.
     pub out_dir: PathBuf,
+    /// `--chaos`: each fault's figures (also in the summary).
+    pub faults: Vec<FaultSummary>,
     /// Embedded cluster: whether every node held the same state at the end, and how long
     /// after the load stopped they agreed.
     pub nodes_converged: Option<(bool, Duration)>,
@@ -307,13 +335,15 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// No errors, every probe converged (and at least one measured), nodes agree.
+    /// No errors, every probe converged (and at least one measured), nodes agree, and every
+    /// fault (`--chaos`) was applied, converged and lost no registration.
     pub fn is_clean(&self) -> bool {
         let s = &self.summary;
         s.totals.errors == 0
             && s.convergence.unconverged == 0
             && s.convergence.count > 0
             && self.nodes_converged.is_none_or(|(ok, _)| ok)
+            && self.faults.iter().all(FaultSummary::is_clean)
     }
 
     /// Lines printed after the summary table.
@@ -561,7 +591,7 @@ pub async fn run_with_cluster<P: Protocol>(
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
 
-    let shared = Arc::new(Shared::new(slice_len, nodes));
+    let shared = Arc::new(Shared::new(slice.clone(), nodes));
     let (phase_tx, phase_rx) = watch::channel(Phase::Register);
     let lanes = config.connections.max(1);
 
@@ -731,6 +761,25 @@ pub async fn run_with_cluster<P: Protocol>(
         phase_rx.clone(),
     ));
 
+    // Faults (embedded cluster only), from the start of the hold phase.
+    let mut chaos = match (&config.chaos, cluster.and_then(ClusterRef::local)) {
+        (Some(schedule), Some(cluster)) => Some(Box::pin(run_schedule(
+            Chaos {
+                cluster,
+                schedule,
+                shared: shared.clone(),
+                population: pop.clone(),
+                converge_timeout: config.converge_timeout,
+            },
+            phase_rx.clone(),
+        ))),
+        (Some(_), None) => {
+            anyhow::bail!("--chaos needs the embedded cluster in this process")
+        }
+        (None, _) => None,
+    };
+    let mut chaos_outcome = None;
+
     let mut hold_end: Option<Instant> = None;
     let mut registration: Option<Duration> = None;
     let mut phase = Phase::Register;
@@ -794,6 +843,12 @@ pub async fn run_with_cluster<P: Protocol>(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            out = async {
+                match chaos.as_mut() {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
+                }
+            }, if chaos_outcome.is_none() => chaos_outcome = Some(out),
             _ = &mut ctrl_c => {
                 println!("loadgen: interrupted, stopping");
                 phase = Phase::Stop;
@@ -802,10 +857,23 @@ pub async fn run_with_cluster<P: Protocol>(
             }
         }
     }
-    for t in lane_tasks {
-        let _ = t.await;
+    let load_done = async {
+        for t in lane_tasks {
+            let _ = t.await;
+        }
+        let _ = marker_task.await;
+    };
+    // The faults still settling go on meanwhile.
+    let chaos_done = async {
+        match (chaos.as_mut(), chaos_outcome.is_none()) {
+            (Some(c), true) => Some(c.await),
+            _ => None,
+        }
+    };
+    let ((), late) = tokio::join!(load_done, chaos_done);
+    if late.is_some() {
+        chaos_outcome = late;
     }
-    let _ = marker_task.await;
     for t in &watcher_tasks {
         t.abort();
     }
@@ -849,11 +917,16 @@ pub async fn run_with_cluster<P: Protocol>(
         config.scenario.name(),
         config.parameters(nodes, cluster.is_some()),
     );
-    let summary = crate::write_report(&out_dir, &recording, &info)?;
+    let mut summary = Summary::new(&recording, &info);
+    if let Some(o) = &chaos_outcome {
+        summary.faults = o.summaries(recorder.start());
+    }
+    crate::report::write_report_with(&out_dir, &recording, &summary)?;
     if let Some(h) = &config.history {
         crate::append_history(h, &summary, &out_dir)?;
     }
     Ok(RunOutcome {
+        faults: summary.faults.clone(),
         summary,
         out_dir,
         nodes_converged,

@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReportError;
+use crate::faults::FaultSummary;
 use crate::latency::{LatencyStats, human_rate, human_us};
 use crate::machine::{Machine, RunInfo};
 use crate::op::{LatencyKind, Op};
@@ -137,6 +138,9 @@ pub struct Summary {
     /// What a run checked against this one must achieve.
     #[serde(default)]
     pub expect: Expectations,
+    /// A `--chaos` run's faults and their figures, in schedule order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultSummary>,
     /// For a merged run, the shard output directories it was merged from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<String>,
@@ -194,6 +198,7 @@ impl Summary {
             ops,
             convergence,
             markers: recording.markers.clone(),
+            faults: Vec::new(),
             shards: Vec::new(),
         }
     }
@@ -290,6 +295,7 @@ impl Summary {
                 .collect();
             out.push_str(&format!("errors by code: {}\n", codes.join(", ")));
         }
+        out.push_str(&crate::faults::table(&self.faults));
         out
     }
 }
