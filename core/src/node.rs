@@ -442,7 +442,12 @@ impl Node {
     }
 
     /// Removes what `client` publishes to `service`. Deregistering something that is not
-    /// registered succeeds with [`WriteResult::Unchanged`], as in Nacos.
+    /// registered succeeds, as in Nacos. For an ip:port client this node does not hold at
+    /// all, that success leaves a tombstone (see [`Registry::forget_absent`]): a
+    /// registration this node has not seen yet (made through another node during a
+    /// partition, or still in a sync) must not come back after the deregistration was
+    /// acknowledged. A client that is held but does not publish to `service` is left
+    /// unchanged ([`WriteResult::Unchanged`]).
     pub fn deregister(
         &self,
         client: &ClientId,
@@ -451,7 +456,12 @@ impl Node {
     ) -> Result<WriteResult, WriteError> {
         let (ns, group, name) = service.resolve()?;
         let Some(c) = self.registry.get(client.as_str()) else {
-            return Ok(WriteResult::Unchanged);
+            if client.kind() != ClientKind::IpPort {
+                return Ok(WriteResult::Unchanged);
+            }
+            let r = self.registry.forget_absent(client, self.me(), now);
+            self.after_write(client, r, now);
+            return Ok(r);
         };
         let found = Service::with_key(ns, group, name, |key| {
             c.publications()

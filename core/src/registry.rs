@@ -595,6 +595,18 @@ impl Registry {
         })
     }
 
+    /// Records that client `id`, which this node does not hold, was deregistered: a
+    /// tombstone at a fresh revision, replicated like any deletion. The owner may lack a
+    /// registration that reached another node while the two were cut off (or before the
+    /// sync arrived); without the tombstone that registration would arrive afterwards and
+    /// undo the acknowledged deregistration. Nothing happens if the node holds the client.
+    pub fn forget_absent(&self, id: &ClientId, owner: MemberId, now: Millis) -> WriteResult {
+        self.write_local(id, owner, now, Origin::Client, |old| match old {
+            Some(_) => LocalAction::Nothing,
+            None => LocalAction::Delete,
+        })
+    }
+
     /// Deletes client `id` (connection closed, or expiry by its owner).
     pub fn remove_client(&self, id: &ClientId, owner: MemberId, now: Millis) -> WriteResult {
         self.write_local(id, owner, now, Origin::Client, |old| match old {

@@ -916,6 +916,56 @@ mod tests {
         );
     }
 
+    /// A client registers through the majority while its usual node is cut off, and
+    /// deregisters through that node as soon as the partition heals, before the node has
+    /// learned of the registration. The deregistration was acknowledged, so the
+    /// registration must not come back when it replicates there (it did: deregistering
+    /// an unknown client changed nothing, and the client stayed listed everywhere until
+    /// its heartbeats timed out).
+    #[test]
+    fn a_deregistration_through_a_node_that_missed_the_registration_holds() {
+        let mut sim = SimCluster::new(SimConfig::default());
+        sim.run_for(1_000);
+        let cfg = sim.node(0).unwrap().config().clone();
+        let (ip, port) = (0..200)
+            .map(|i| (format!("10.8.0.{i}"), 8080))
+            .find(|(ip, port)| sim.node(2).unwrap().route(&format!("{ip}:{port}")) == Route::Local)
+            .expect("node 2 owns some address");
+        let id = ClientId::ip_port(&ip, port);
+        sim.isolate(2);
+        let cut_at = sim.now();
+        while sim.node(0).unwrap().route(&format!("{ip}:{port}")) == Route::Remote(MemberId(2)) {
+            assert!(sim.now() < cut_at + 30_000, "node 2 never seen down");
+            sim.run_for(100);
+        }
+        sim.register_ip_port(0, "svc", &ip, port)
+            .expect("registered through the majority");
+        sim.run_for(2_000);
+        assert_eq!(held(&sim, 1, std::slice::from_ref(&id)), 1);
+        assert_eq!(held(&sim, 2, std::slice::from_ref(&id)), 0);
+        sim.heal(2);
+        assert!(
+            sim.deregister_ip_port(2, "svc", &ip, port),
+            "node 2 (still its own owner) acknowledges"
+        );
+        let healed_at = sim.now();
+        let mut gone = [false; 3];
+        while sim.now() < healed_at + 10_000 {
+            sim.run_for(100);
+            for (n, g) in gone.iter_mut().enumerate() {
+                let has = held(&sim, n, std::slice::from_ref(&id)) == 1;
+                assert!(!(*g && has), "node {n}: the deregistered client came back");
+                *g |= !has;
+            }
+        }
+        assert_eq!(
+            gone, [true; 3],
+            "deregistered everywhere well before expiry"
+        );
+        assert!(sim.converged(), "{}", sim.differences());
+        assert!(10_000 < cfg.delete_timeout);
+    }
+
     /// A partition longer than the lease: with self-preservation (default 15 %) the
     /// other nodes keep at least 85 % of the unreachable node's clients however long it
     /// lasts; with it disabled (Nacos's behaviour) they expire all of them after the lease.

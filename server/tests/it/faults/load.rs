@@ -35,6 +35,10 @@ pub(crate) enum Outcome {
 pub(crate) struct Op {
     pub(crate) write: Write,
     pub(crate) outcome: Outcome,
+    /// Seconds since the load started, when the client got its answer.
+    pub(crate) at: f64,
+    /// The node (index) that acknowledged it.
+    pub(crate) node: Option<usize>,
 }
 
 /// A client's identity.
@@ -58,6 +62,18 @@ pub(crate) fn key(i: usize) -> Key {
         ip: format!("10.77.{}.{}", i / 200, i % 200 + 1),
         port: 7000 + (i % 1000) as u16,
     }
+}
+
+/// The client index of key `k` (the inverse of [`key`]).
+pub(crate) fn index_of(k: &Key) -> usize {
+    let third: usize =
+        k.ip.rsplit('.')
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+    let i = usize::from(k.port - 7000) + 1000 * (third / 5);
+    assert_eq!(key(i), *k, "index_of is the inverse of key");
+    i
 }
 
 const SECONDS: usize = 600;
@@ -106,7 +122,8 @@ pub(crate) struct Load {
 
 /// What a node answered.
 enum Answer {
-    Ok(String),
+    /// 200 from node `.0`.
+    Ok(usize, String),
     /// A definite refusal (4xx): not applied.
     Refused(u16, String),
     /// No answer or a 5xx: maybe applied.
@@ -132,7 +149,7 @@ impl Shared {
                 let body = r.text().await.unwrap_or_default();
                 if status == 200 {
                     self.per_sec.ok[self.sec()].fetch_add(1, Relaxed);
-                    return Answer::Ok(body);
+                    return Answer::Ok((home + attempt) % n, body);
                 }
                 if (400..500).contains(&status) {
                     self.per_sec.errors[self.sec()].fetch_add(1, Relaxed);
@@ -156,15 +173,24 @@ impl Shared {
                 }
             })
             .await;
+        let node = match &a {
+            Answer::Ok(n, _) => Some(*n),
+            _ => None,
+        };
         let outcome = match a {
-            Answer::Ok(_) => Outcome::Acked,
+            Answer::Ok(..) => Outcome::Acked,
             Answer::Refused(s, body) => {
                 panic!("{w:?} of {k} refused with {s}: {body}")
             }
             Answer::Failed => Outcome::Unknown,
         };
         if let Ok(mut h) = self.histories[i].lock() {
-            h.push(Op { write: w, outcome });
+            h.push(Op {
+                write: w,
+                outcome,
+                at: self.start.elapsed().as_secs_f64(),
+                node,
+            });
         }
         outcome == Outcome::Acked
     }
@@ -178,7 +204,7 @@ impl Shared {
             })
             .await
         {
-            Answer::Ok(body) => Some(!body.contains("20404")),
+            Answer::Ok(_, body) => Some(!body.contains("20404")),
             _ => None,
         }
     }

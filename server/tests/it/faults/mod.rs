@@ -1,8 +1,9 @@
 //! The fault suite: real `distro-server` processes on loopback addresses under a load of
 //! HTTP clients, with real faults (kill -9, an iptables partition, SIGSTOP/SIGCONT, a
 //! delaying proxy in front of a node's cluster port). After each fault the checker
-//! compares the history of acknowledged writes with every node's state until they match,
-//! and again a few seconds later; the figures and a per-second timeline are printed (and
+//! compares the history of acknowledged writes with every node's state until they match
+//! (failing if a node lists an acknowledged deletion again after it had dropped it), and
+//! again a few seconds later; the figures and a per-second timeline are printed (and
 //! written to `$DISTRO_FAULTS_REPORT/<scenario>.md` when set; see `results/faults.md`).
 //!
 //! Timings are shortened through the server's flags (`procs::TIMINGS`: verify 1 s, probes
@@ -47,6 +48,9 @@ struct Run {
     http: reqwest::Client,
     events: Vec<(f64, String)>,
     clients: usize,
+    /// Acknowledged deletions a node listed again after it had dropped them (seen while
+    /// converging).
+    came_back: Vec<String>,
 }
 
 impl Run {
@@ -67,6 +71,7 @@ impl Run {
             http: reader(),
             events: Vec::new(),
             clients,
+            came_back: Vec::new(),
         };
         let start = std::time::Instant::now();
         loop {
@@ -111,8 +116,54 @@ impl Run {
         let start = std::time::Instant::now();
         let urls = self.c.urls();
         let mut next_report = Duration::from_secs(5);
+        // (node, client) pairs of acknowledged deletions the node was seen without.
+        let mut dropped = std::collections::BTreeSet::new();
         loop {
-            let (_, diffs) = check_all(&self.http, &urls, &self.load.histories()).await;
+            let before = self.load.histories();
+            let (e, diffs) = check_all(&self.http, &urls, &before).await;
+            // A client that wrote while the nodes were read is judged next round.
+            let after = self.load.histories();
+            let settled = |k: &load::Key| {
+                let i = load::index_of(k);
+                before[i].len() == after[i].len()
+            };
+            dropped.retain(|(_, k): &(usize, load::Key)| e.absent.contains(k) && settled(k));
+            for (i, (node, d)) in diffs.iter().enumerate() {
+                if d.unreachable {
+                    continue;
+                }
+                for k in d.returned.iter().filter(|k| settled(k)) {
+                    if dropped.contains(&(i, k.clone())) {
+                        let idx = load::index_of(k);
+                        let history: Vec<String> = self.load.histories()[idx]
+                            .iter()
+                            .map(|o| {
+                                format!(
+                                    "{:?} {:?} at {:.2} s by {}",
+                                    o.write,
+                                    o.outcome,
+                                    o.at,
+                                    o.node.map_or("none".into(), |n| format!("node{}", n + 1))
+                                )
+                            })
+                            .collect();
+                        let what = format!(
+                            "{node} lists deleted {k} again after dropping it; its writes: {}",
+                            history.join(", ")
+                        );
+                        self.mark(what.clone());
+                        self.came_back.push(what);
+                        dropped.remove(&(i, k.clone()));
+                    }
+                }
+                for k in e
+                    .absent
+                    .iter()
+                    .filter(|k| !d.returned.contains(k) && settled(k))
+                {
+                    dropped.insert((i, k.clone()));
+                }
+            }
             if diffs.iter().all(|(_, d)| d.is_clean()) {
                 let took = start.elapsed();
                 self.mark(format!(
@@ -159,6 +210,12 @@ impl Run {
             text.is_empty(),
             "3 s after converging the nodes differ from the history (seed {}):\n{text}",
             seed()
+        );
+        assert!(
+            self.came_back.is_empty(),
+            "deleted clients came back while converging (seed {}):\n{}",
+            seed(),
+            self.came_back.join("\n")
         );
         self.mark("still matching 3 s later; load stops");
         let rows = self.mon.rows();
