@@ -141,7 +141,7 @@ const DOWN: u8 = 4;
 const REJOINING: u8 = 5;
 const FAILED: u8 = 6;
 /// The state bits of a client's cell in [`Shared::states`]; the bits above count its
-/// moves to UP (wrapping).
+/// moves to UP or DOWN (wrapping).
 const STATE_MASK: u8 = 0b111;
 
 /// What the run knows of a client, as read from [`Shared::states`].
@@ -152,8 +152,8 @@ pub enum ClientView {
     /// number saw one uninterrupted stay.
     Up(u8),
     /// Its deregistration was acknowledged and it has not come back yet: no node should
-    /// hold it.
-    Down,
+    /// hold it. The number counts as for `Up`.
+    Down(u8),
     /// In between (registering, leaving, re-registering) or given up on: no expectation.
     Unsettled,
 }
@@ -163,7 +163,7 @@ impl ClientView {
     pub fn of(cell: u8) -> Self {
         match cell & STATE_MASK {
             UP => ClientView::Up(cell >> 3),
-            DOWN => ClientView::Down,
+            DOWN => ClientView::Down(cell >> 3),
             _ => ClientView::Unsettled,
         }
     }
@@ -254,9 +254,9 @@ impl<P: Protocol> Lane<P> {
     fn set_st(&self, k: usize, state: u8) {
         let cell = &self.shared.states[self.offset + k];
         let old = cell.load(Relaxed);
-        // Each move to UP starts a new epoch, so that an observer can tell a client that
-        // stayed up from one that left and came back meanwhile.
-        let epoch = if state == UP && old & STATE_MASK != UP {
+        // Each move to UP or DOWN starts a new epoch, so that an observer can tell a client
+        // that stayed up (or away) from one that left and came back meanwhile.
+        let epoch = if (state == UP || state == DOWN) && old & STATE_MASK != state {
             (old >> 3).wrapping_add(1) << 3
         } else {
             old & !STATE_MASK

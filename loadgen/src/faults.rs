@@ -57,7 +57,8 @@ pub struct FaultSummary {
     /// Where the convergence time counts from: the end, except for a kill (its start).
     pub converge_from_s: f64,
     /// Whether every running node then held the expected clients (every acknowledged
-    /// live client, no acknowledged deleted one: membership only, not health) within the
+    /// live client, no acknowledged deleted one, among the clients settled for at least
+    /// [`GRACE`](crate::chaos::census::GRACE); membership only, not health) within the
     /// convergence timeout.
     pub converged: bool,
     /// Milliseconds from `converge_from_s` to that (None: never, within the timeout;

@@ -556,7 +556,7 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
         "<h2>Faults</h2>\n<p class=\"note\">Times since the start of the measured run. Errors \
          and failovers: from the fault's start to the later of its end and the convergence. \
          Converged: from the end (a kill: from the kill) until every running node holds \
-         every live client and no deleted one. Lost and returned: live clients missing from, \
+         every live client and no deleted one (settled for at least 3 s). Lost and returned: live clients missing from, \
          deleted clients present on, some running node after that wait (0 once converged). \
          Peaks: the most seen in one check during the wait (replication lag, and drops that \
          clients repaired by re-registering).</p>\n\

@@ -38,7 +38,11 @@ fn config(out: &Path, schedule: &str) -> RunConfig {
 async fn every_fault_is_applied_measured_and_reported() {
     let dir = tempfile::tempdir().expect("temp dir");
     let schedule = "kill:2@1s,restart:2@3s,partition:1@4s-5500ms,pause:3@6500ms-7500ms";
-    let o = run(config(dir.path(), schedule)).await.expect("run");
+    let mut cfg = config(dir.path(), schedule);
+    // Clients leave and come back meanwhile, so that deleted clients are checked too.
+    cfg.churn_rate = Some(20.0);
+    cfg.churn_down = Duration::from_millis(500);
+    let o = run(cfg).await.expect("run");
     let d = format!("seed {SEED}\n{}{}", o.summary.table(), o.epilogue());
     println!("{d}");
     assert_eq!(o.faults.len(), 4, "{d}");

@@ -145,7 +145,7 @@ pub async fn run_schedule(chaos: Chaos<'_>, mut phase: watch::Receiver<Phase>) -
     out.hold_start = Some(hold);
     let mut steps = plan(chaos.schedule);
     steps.reverse(); // popped from the end
-    let census = Census::new(&chaos.population, &chaos.shared);
+    let mut census = Census::new(&chaos.population, &chaos.shared);
     let mut last_check = Instant::now() - CHECK_EVERY;
     let mut stopped: Option<Instant> = None;
     loop {
@@ -179,7 +179,8 @@ pub async fn run_schedule(chaos: Chaos<'_>, mut phase: watch::Receiver<Phase>) -
                 }
             }
         }
-        // Convergence checks.
+        // Convergence checks (the census keeps snapshots of the client states meanwhile).
+        census.snapshot(&chaos.shared);
         let now = Instant::now();
         let waiting = out
             .faults
