@@ -5,10 +5,21 @@
 //! everything else from the population. Its *sources* produce items at their intended
 //! times: the registration cursor (open model at `--rate`, or as fast as the in-flight
 //! limit allows), the heartbeat cursor (client `k` of `n` beats at `start + r·period +
-//! k·period/n`), and, once the hold phase starts, queries and churn at fixed rates. Items
-//! wait in one queue per node; at most `concurrency` batches of at most `batch` items are
-//! in flight per node, so a stalled node holds back only its own clients (their corrected
-//! latency shows it). A queue is bounded: when full, sources stop producing and their
+//! k·period/n`), and, once the hold phase starts, queries and churn at fixed rates.
+//! Retries and heartbeats are taken before new registrations, so under overload the
+//! clients already registered stay alive and new ones wait (an overloaded run registers
+//! more slowly instead of losing the clients it has). Items wait in one queue per node;
+//! batches of at most `batch` items are sent within a per-node window of items in flight,
+//! so a stalled node holds back only its own clients (their corrected latency shows it).
+//!
+//! **Backpressure** (AIMD, per node): the window starts at `batch × concurrency` items.
+//! A batch that signals overload (an overload error such as a timeout, `UNAVAILABLE`,
+//! `RESOURCE_EXHAUSTED` or `503`, or a response slower than `congestion_latency`) halves
+//! the window, at most once per round trip (only batches sent after the last cut can cut
+//! again), down to `min_window`; every batch that completes cleanly grows it by
+//! `batch × items / window` (one batch per window's worth of acknowledged items), up to
+//! the start value. Retries go through the same window, so they cannot pile onto an
+//! overloaded node. A queue is bounded: when full, sources stop producing and their
 //! items fall behind schedule (late), and heartbeats or queries more than `max_lag`
 //! behind are dropped (counted). A failed item moves its client to the next node
 //! (round-robin, as the Nacos client does) and is retried after a backoff, keeping its
@@ -53,6 +64,8 @@ pub struct Shared {
     pub registered: AtomicI64,
     /// Items retried on another node.
     pub failovers: AtomicU64,
+    /// Times a lane halved its window to a node (backpressure).
+    pub window_cuts: AtomicU64,
     /// Number of nodes.
     pub nodes: usize,
     /// The first client of this run's slice.
@@ -73,6 +86,7 @@ impl Shared {
             reg_remaining: AtomicU64::new(u64::from(clients)),
             registered: AtomicI64::new(0),
             failovers: AtomicU64::new(0),
+            window_cuts: AtomicU64::new(0),
             nodes,
             first_client: slice.start,
             states: (0..clients).map(|_| AtomicU8::new(NEW)).collect(),
@@ -122,8 +136,11 @@ pub struct LaneConfig {
     pub churn_down: Duration,
     /// Items per batch.
     pub batch: usize,
-    /// Batches in flight per node.
+    /// Batches in flight per node at most (the window's ceiling is `batch × concurrency`
+    /// items).
     pub concurrency: usize,
+    /// A batch slower than this counts as an overload signal (backpressure).
+    pub congestion_latency: Duration,
     /// Heartbeats and queries further behind schedule than this are dropped.
     pub max_lag: Duration,
     /// Retries of an item (each on the next node).
@@ -207,6 +224,73 @@ impl Rate {
     }
 }
 
+/// The items one lane may have in flight to one node (AIMD; see the module docs).
+#[derive(Debug, Clone)]
+struct Window {
+    /// Current size, in items.
+    size: f64,
+    /// Ceiling (`batch × concurrency`).
+    max: f64,
+    /// Floor (a quarter of a batch).
+    min: f64,
+    /// Items per full batch.
+    batch: f64,
+    /// Items in flight now.
+    items: usize,
+    /// When the window was last cut: only batches sent later may cut it again.
+    cut_at: Instant,
+}
+
+impl Window {
+    fn new(batch: usize, concurrency: usize, now: Instant) -> Self {
+        let max = (batch * concurrency.max(1)) as f64;
+        Self {
+            size: max,
+            max,
+            min: (batch as f64 / 4.0).max(1.0),
+            batch: batch as f64,
+            items: 0,
+            cut_at: now,
+        }
+    }
+
+    /// Items the next batch may take now (0: wait), given `queued` items waiting and
+    /// batches of at most `batch`. One batch may always be in flight.
+    fn room(&self, batch: usize, queued: usize) -> usize {
+        let size = self.size as usize;
+        let want = queued.min(batch).min(size.max(1));
+        if self.items == 0 || self.items + want <= size {
+            want
+        } else {
+            0
+        }
+    }
+
+    /// A batch of `items` sent at `sent` completed at `now`; `overload` says whether it
+    /// signalled overload. Returns whether the window was cut.
+    fn complete(&mut self, items: usize, sent: Instant, now: Instant, overload: bool) -> bool {
+        self.items = self.items.saturating_sub(items);
+        if overload {
+            if sent >= self.cut_at {
+                self.size = (self.size / 2.0).max(self.min);
+                self.cut_at = now;
+                return true;
+            }
+        } else {
+            self.size = (self.size + self.batch * items as f64 / self.size).min(self.max);
+        }
+        false
+    }
+}
+
+/// Whether an outcome says the node is overloaded (rather than refusing one item).
+fn overload(o: Outcome) -> bool {
+    matches!(
+        o,
+        Outcome::Retry("timeout" | "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "CANCELLED" | "503")
+    )
+}
+
 struct Lane<P: Protocol> {
     index: usize,
     proto: Arc<P>,
@@ -229,6 +313,7 @@ struct Lane<P: Protocol> {
     queues: Vec<VecDeque<Item>>,
     queued: usize,
     inflight: Vec<usize>,
+    window: Vec<Window>,
     last_send: Vec<Instant>,
     spare: Vec<Batch>,
     ready: Vec<Batch>,
@@ -310,32 +395,8 @@ impl<P: Protocol> Lane<P> {
             return next;
         }
         let cap = self.cap();
-        // Registrations.
-        while self.reg_next < self.n() && self.queued < cap {
-            let intended = match self.cfg.register_rate {
-                Some(r) => {
-                    let t = self.start + Duration::from_secs_f64(f64::from(self.reg_next) / r);
-                    if t > now {
-                        soon(t);
-                        break;
-                    }
-                    t
-                }
-                None => now,
-            };
-            let k = self.reg_next as usize;
-            self.reg_next += 1;
-            self.set_st(k, JOINING);
-            let client = self.range.start + k as u32;
-            self.push(Item {
-                client,
-                service: 0,
-                kind: Kind::Register,
-                attempt: 0,
-                intended,
-            });
-        }
-        // Heartbeats: only clients that are up.
+        // Heartbeats (before new registrations: the clients already registered stay
+        // alive when the queues are full): only clients that are up.
         if let Some(period) = self.cfg.heartbeat {
             while self.queued < cap && self.n() > 0 {
                 let t = self.beat_intended(period);
@@ -365,6 +426,31 @@ impl<P: Protocol> Lane<P> {
                     intended: t,
                 });
             }
+        }
+        // Registrations.
+        while self.reg_next < self.n() && self.queued < cap {
+            let intended = match self.cfg.register_rate {
+                Some(r) => {
+                    let t = self.start + Duration::from_secs_f64(f64::from(self.reg_next) / r);
+                    if t > now {
+                        soon(t);
+                        break;
+                    }
+                    t
+                }
+                None => now,
+            };
+            let k = self.reg_next as usize;
+            self.reg_next += 1;
+            self.set_st(k, JOINING);
+            let client = self.range.start + k as u32;
+            self.push(Item {
+                client,
+                service: 0,
+                kind: Kind::Register,
+                attempt: 0,
+                intended,
+            });
         }
         if let Phase::Hold(at) = phase {
             if self.query.is_none() && self.cfg.query_rate > 0.0 {
@@ -463,14 +549,17 @@ impl<P: Protocol> Lane<P> {
         for node in 0..self.queues.len() {
             while !self.queues[node].is_empty() && self.inflight[node] < self.cfg.concurrency {
                 let len = self.queues[node].len();
-                if len < self.cfg.batch {
+                let take = self.window[node].room(self.cfg.batch, len);
+                if take == 0 {
+                    break;
+                }
+                if len < self.cfg.batch && take == len {
                     let due = self.last_send[node] + self.cfg.linger;
                     if due > now {
                         next = Some(next.map_or(due, |n: Instant| n.min(due)));
                         break;
                     }
                 }
-                let take = len.min(self.cfg.batch);
                 let mut b = self.spare.pop().unwrap_or_else(|| Batch::new(node));
                 b.node = node;
                 b.items.clear();
@@ -478,6 +567,7 @@ impl<P: Protocol> Lane<P> {
                 b.sent = now;
                 self.queued -= take;
                 self.inflight[node] += 1;
+                self.window[node].items += take;
                 self.last_send[node] = now;
                 self.ready.push(b);
             }
@@ -489,6 +579,11 @@ impl<P: Protocol> Lane<P> {
     fn complete(&mut self, mut b: Batch) {
         let now = Instant::now();
         self.inflight[b.node] -= 1;
+        let congested = b.done.saturating_duration_since(b.sent) > self.cfg.congestion_latency
+            || b.outcomes.iter().any(|o| overload(*o));
+        if self.window[b.node].complete(b.items.len(), b.sent, now, congested) {
+            self.shared.window_cuts.fetch_add(1, Relaxed);
+        }
         let nodes = self.shared.nodes;
         for (i, item) in b.items.iter().enumerate() {
             let outcome = b
@@ -611,6 +706,9 @@ pub async fn run_lane<P: Protocol>(
         .map(|c| pop.first_node(c, nodes) as u8)
         .collect();
     let now = Instant::now();
+    let window = (0..nodes)
+        .map(|_| Window::new(cfg.batch, cfg.concurrency, now))
+        .collect();
     let mut lane = Lane {
         index,
         rng: Rng::new(pop.seed() ^ (index as u64).wrapping_mul(0x51_7cc1_b727_220a)),
@@ -632,6 +730,7 @@ pub async fn run_lane<P: Protocol>(
         queues: (0..nodes).map(|_| VecDeque::new()).collect(),
         queued: 0,
         inflight: vec![0; nodes],
+        window,
         last_send: vec![now; nodes],
         spare: Vec::new(),
         ready: Vec::new(),
@@ -680,5 +779,64 @@ pub async fn run_lane<P: Protocol>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_halves_once_per_round_trip_and_grows_back() {
+        let t0 = Instant::now();
+        let mut w = Window::new(1000, 2, t0);
+        assert_eq!(w.size, 2000.0);
+        // Two batches in flight, both sent at t0.
+        assert_eq!(w.room(1000, 5000), 1000);
+        w.items += 1000;
+        assert_eq!(w.room(1000, 5000), 1000);
+        w.items += 1000;
+        assert_eq!(w.room(1000, 5000), 0, "the window is full");
+        let t1 = t0 + Duration::from_secs(6);
+        // Both time out: the first cuts, the second (sent before the cut) does not.
+        assert!(w.complete(1000, t0, t1, true));
+        assert!(!w.complete(1000, t0, t1, true));
+        assert_eq!(w.size, 1000.0);
+        // A batch sent after the cut may cut again, down to the floor (a quarter batch).
+        for i in 0..5 {
+            let sent = t1 + Duration::from_secs(i);
+            w.items += 250;
+            w.complete(250, sent, sent + Duration::from_millis(1), true);
+        }
+        assert_eq!(w.size, 250.0);
+        assert_eq!(w.room(1000, 5000), 250, "batches shrink to the window");
+        // Clean batches grow it back, never past the ceiling.
+        let mut t = t1 + Duration::from_secs(10);
+        for _ in 0..1000 {
+            w.items += 250;
+            w.complete(250, t, t, false);
+            t += Duration::from_millis(1);
+        }
+        assert_eq!(w.size, 2000.0);
+        assert_eq!(w.items, 0);
+    }
+
+    #[test]
+    fn one_batch_may_always_be_in_flight() {
+        let t0 = Instant::now();
+        let mut w = Window::new(100, 1, t0);
+        w.size = 1.0;
+        assert_eq!(w.room(100, 7), 1);
+        w.items = 1;
+        assert_eq!(w.room(100, 7), 0);
+    }
+
+    #[test]
+    fn overload_outcomes() {
+        assert!(overload(Outcome::Retry("timeout")));
+        assert!(overload(Outcome::Retry("503")));
+        assert!(!overload(Outcome::Retry("421")));
+        assert!(!overload(Outcome::Ok));
+        assert!(!overload(Outcome::Failed("400")));
     }
 }

@@ -325,6 +325,8 @@ pub struct RunOutcome {
     pub node_instances: Vec<usize>,
     /// Items retried on another node.
     pub failovers: u64,
+    /// Times a lane halved its window to a node (backpressure).
+    pub window_cuts: u64,
     /// Clients registered at the end.
     pub registered: i64,
     /// How long the registration phase took (from the start, warm-up included), if it
@@ -360,8 +362,8 @@ impl RunOutcome {
             ));
         }
         s.push_str(&format!(
-            "clients registered at the end: {}   failovers: {}\n",
-            self.registered, self.failovers
+            "clients registered at the end: {}   failovers: {}   window cuts: {}\n",
+            self.registered, self.failovers, self.window_cuts
         ));
         match self.nodes_converged {
             Some((true, t)) => s.push_str(&format!(
@@ -718,6 +720,7 @@ pub async fn run_with_cluster<P: Protocol>(
         }
         .max(1),
         concurrency: config.concurrency,
+        congestion_latency: config.timeout / 4,
         max_lag: config.max_lag,
         retries: config.retries,
         linger: Duration::from_millis(2),
@@ -796,6 +799,7 @@ pub async fn run_with_cluster<P: Protocol>(
                 shared.registered.load(Relaxed) as f64,
             );
             r.set_gauge("failovers", shared.failovers.load(Relaxed) as f64);
+            r.set_gauge("window_cuts", shared.window_cuts.load(Relaxed) as f64);
             r.set_gauge("markers_pending", tracker.pending() as f64);
         }
         match phase {
@@ -932,6 +936,7 @@ pub async fn run_with_cluster<P: Protocol>(
         nodes_converged,
         node_instances,
         failovers: shared.failovers.load(Relaxed),
+        window_cuts: shared.window_cuts.load(Relaxed),
         registered: shared.registered.load(Relaxed),
         registration,
         connect,
