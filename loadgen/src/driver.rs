@@ -6,9 +6,10 @@
 //! times: the registration cursor (open model at `--rate`, or as fast as the in-flight
 //! limit allows), the heartbeat cursor (client `k` of `n` beats at `start + r·period +
 //! k·period/n`), and, once the hold phase starts, queries and churn at fixed rates.
-//! Retries and heartbeats are taken before new registrations, so under overload the
-//! clients already registered stay alive and new ones wait (an overloaded run registers
-//! more slowly instead of losing the clients it has). Items wait in one queue per node;
+//! Retries and heartbeats (up to three quarters of a queue) are taken before new
+//! registrations, so under overload the clients already registered stay alive and new
+//! ones register more slowly (an overloaded run slows down instead of losing the
+//! clients it has). Items wait in one queue per node;
 //! batches of at most `batch` items are sent within a per-node window of items in flight,
 //! so a stalled node holds back only its own clients (their corrected latency shows it).
 //!
@@ -395,10 +396,11 @@ impl<P: Protocol> Lane<P> {
             return next;
         }
         let cap = self.cap();
-        // Heartbeats (before new registrations: the clients already registered stay
-        // alive when the queues are full): only clients that are up.
+        // Heartbeats (before new registrations, up to three quarters of the queue: when
+        // the queues are full the clients already registered stay alive, and new ones
+        // still get a quarter): only clients that are up.
         if let Some(period) = self.cfg.heartbeat {
-            while self.queued < cap && self.n() > 0 {
+            while self.queued < cap - cap / 4 && self.n() > 0 {
                 let t = self.beat_intended(period);
                 if t > now {
                     soon(t);
