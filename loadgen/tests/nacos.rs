@@ -407,17 +407,22 @@ mod cluster_process {
         }
     }
 
-    /// Reads the child's stdout until a line containing `marker`; returns the child pid.
-    fn read_until(child: &mut Child, marker: &str) -> (u32, BufReader<std::process::ChildStdout>) {
+    /// Reads the run's stdout up to the first line that `is_it`; returns the cluster
+    /// process's pid and the rest of the output.
+    fn read_until(
+        child: &mut Child,
+        what: &str,
+        is_it: impl Fn(&str) -> bool,
+    ) -> (u32, BufReader<std::process::ChildStdout>) {
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut pid = None;
         let mut line = String::new();
         loop {
             line.clear();
             let n = out.read_line(&mut line).expect("reads");
-            assert!(n > 0, "the run ended before {marker:?} (seed {SEED})");
+            assert!(n > 0, "the run ended before {what} (seed {SEED})");
             pid = pid.or_else(|| child_pid(&line));
-            if line.contains(marker) {
+            if is_it(&line) {
                 break;
             }
         }
@@ -450,7 +455,8 @@ mod cluster_process {
             .stderr(Stdio::null())
             .spawn()
             .expect("starts");
-        let (pid, mut rest) = read_until(&mut run, "clients registered in");
+        // A progress line: the run's main loop (which handles SIGINT) is running.
+        let (pid, mut rest) = read_until(&mut run, "a progress line", |l| l.starts_with('['));
         let kill = |signal: &str, target: u32| {
             let s = Command::new("kill")
                 .args([signal, &target.to_string()])
@@ -473,7 +479,9 @@ mod cluster_process {
             .stderr(Stdio::null())
             .spawn()
             .expect("starts");
-        let (pid, _rest) = read_until(&mut run, "connect phase");
+        let (pid, _rest) = read_until(&mut run, "the connect phase", |l| {
+            l.contains("connect phase")
+        });
         kill("-KILL", run.id());
         let _ = run.wait();
         wait_gone(pid, "after its parent was killed");

@@ -223,6 +223,8 @@ pub struct NacosClient {
     local: SocketAddr,
     connection_id: String,
     requests: Requests,
+    /// This connection's `HealthCheckRequest`, encoded once.
+    health: Prepared,
     timeout: Duration,
     state: Arc<State>,
     stream_tx: Option<mpsc::Sender<Bytes>>,
@@ -267,6 +269,7 @@ impl NacosClient {
             server,
             local,
             connection_id: String::new(),
+            health: Requests::new(local.ip().to_string()).health_check(),
             requests: Requests::new(local.ip().to_string()),
             timeout: config.request_timeout,
             state: Arc::new(State {
@@ -417,6 +420,12 @@ impl NacosClient {
     /// Builders of requests carrying this connection's local IP as `clientIp`.
     pub fn requests(&self) -> &Requests {
         &self.requests
+    }
+
+    /// A `HealthCheckRequest` of this connection (encoded once; send it as often as
+    /// needed).
+    pub fn health_check(&self) -> &Prepared {
+        &self.health
     }
 
     /// `connectionId` from the handshake.

@@ -1,22 +1,20 @@
-//! gRPC calls on one HTTP/2 connection, straight over hyper's HTTP/2 client.
+//! gRPC calls on one HTTP/2 connection, straight over the `h2` crate.
 //!
 //! Nacos needs two methods only (`/Request/request` unary, `/BiRequestStream/
-//! requestBiStream` bidirectional), with pre-framed messages. Going straight to hyper
-//! (instead of a tonic `Channel`) saves a buffer task hop per call and, above all, lets the
-//! request body say that it ends with its one DATA frame: hyper then writes HEADERS and
-//! DATA+END_STREAM in one flush, one `writev` per request where a tonic client makes three
-//! (HEADERS, DATA, an empty END_STREAM DATA). It also means the connection is never
-//! silently re-opened: when it is gone, calls fail.
+//! requestBiStream` bidirectional), with pre-framed messages. Going straight to `h2`
+//! (neither a tonic `Channel` nor hyper's client) keeps a call on the caller's task: the
+//! HEADERS and the one DATA+END_STREAM frame are queued on the connection together, with no
+//! hop through a dispatch channel and task per request, so that the connection task writes
+//! them in one `writev` and, when several calls are in flight on the connection, the
+//! frames of all of them in one. It also means the connection is never silently
+//! re-opened: when it is gone, calls fail.
 
 use bytes::{Buf, Bytes, BytesMut};
-use hyper::body::{Body, Frame, Incoming as ResponseBody, SizeHint};
-use hyper::client::conn::http2::SendRequest;
+use h2::RecvStream;
+use h2::client::SendRequest;
 use hyper::header::{CONTENT_TYPE, HeaderValue, TE};
 use hyper::{HeaderMap, Method, Request, Uri};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,49 +22,40 @@ use tonic::{Code, Status};
 
 use crate::nacos::wire::GRPC_PREFIX;
 
-/// A request body: one ready gRPC frame (unary) or the frames of a channel (bi-stream).
-pub(crate) enum OutBody {
-    Unary(Option<Bytes>),
-    Stream(mpsc::Receiver<Bytes>),
-}
-
-impl Body for OutBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            OutBody::Unary(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            OutBody::Stream(rx) => rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, OutBody::Unary(None))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            OutBody::Unary(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            OutBody::Unary(None) => SizeHint::with_exact(0),
-            OutBody::Stream(_) => SizeHint::default(),
-        }
-    }
-}
+/// Receive windows: large enough that window updates are rare (one per ~half a MiB
+/// received) whatever the number of calls in flight.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 2 << 20;
 
 /// One HTTP/2 connection to a Nacos SDK port. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct H2 {
-    send: SendRequest<OutBody>,
-    unary_uri: Uri,
-    stream_uri: Uri,
+    send: SendRequest<Bytes>,
+    unary: Request<()>,
+    stream: Request<()>,
 }
 
 fn unavailable(e: &(dyn std::error::Error + 'static)) -> Status {
     Status::unavailable(crate::nacos::client::error_chain(e))
+}
+
+fn request(uri: Uri) -> Request<()> {
+    let mut r = Request::new(());
+    *r.method_mut() = Method::POST;
+    *r.uri_mut() = uri;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(TE, HeaderValue::from_static("trailers"));
+    r
+}
+
+/// A copy of a prepared request head (a clone of its parts: refcounts and one small map).
+fn copy(r: &Request<()>) -> Request<()> {
+    let mut c = Request::new(());
+    *c.method_mut() = r.method().clone();
+    *c.uri_mut() = r.uri().clone();
+    *c.headers_mut() = r.headers().clone();
+    c
 }
 
 impl H2 {
@@ -75,11 +64,13 @@ impl H2 {
         io: TcpStream,
         server: SocketAddr,
     ) -> Result<(H2, JoinHandle<()>), Status> {
-        let (send, conn) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .handshake(hyper_util::rt::TokioIo::new(io))
-                .await
-                .map_err(|e| unavailable(&e))?;
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .enable_push(false)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(|e| unavailable(&e))?;
         let task = tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -90,30 +81,37 @@ impl H2 {
         Ok((
             H2 {
                 send,
-                unary_uri: uri("/Request/request")?,
-                stream_uri: uri("/BiRequestStream/requestBiStream")?,
+                unary: request(uri("/Request/request")?),
+                stream: request(uri("/BiRequestStream/requestBiStream")?),
             },
             task,
         ))
     }
 
-    fn request(uri: &Uri, body: OutBody) -> Request<OutBody> {
-        let mut r = Request::new(body);
-        *r.method_mut() = Method::POST;
-        *r.uri_mut() = uri.clone();
-        let h = r.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert(TE, HeaderValue::from_static("trailers"));
-        r
-    }
-
-    async fn call(&self, uri: &Uri, body: OutBody) -> Result<ResponseBody, Status> {
-        let mut send = self.send.clone();
-        send.ready().await.map_err(|e| unavailable(&e))?;
-        let response = send
-            .send_request(Self::request(uri, body))
+    /// Opens a stream with `head`; `first` (if any) is queued with the HEADERS and ends the
+    /// request when `end` is true. Returns the response body and, when the request stays
+    /// open, its send half.
+    async fn open(
+        &self,
+        head: &Request<()>,
+        first: Bytes,
+        end: bool,
+    ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
+        let mut send = self
+            .send
+            .clone()
+            .ready()
             .await
             .map_err(|e| unavailable(&e))?;
+        let (response, mut out) = send
+            .send_request(copy(head), false)
+            .map_err(|e| unavailable(&e))?;
+        out.send_data(first, end).map_err(|e| unavailable(&e))?;
+        Ok((response, out))
+    }
+
+    async fn response(response: h2::client::ResponseFuture) -> Result<RecvStream, Status> {
+        let response = response.await.map_err(|e| unavailable(&e))?;
         let (parts, body) = response.into_parts();
         if parts.status != hyper::StatusCode::OK {
             return Err(Status::unknown(format!("HTTP status {}", parts.status)));
@@ -131,12 +129,11 @@ impl H2 {
 
     /// A unary call with one pre-framed message; returns the reply's protobuf bytes.
     pub(crate) async fn unary(&self, frame: Bytes) -> Result<Bytes, Status> {
-        let mut body = self
-            .call(&self.unary_uri, OutBody::Unary(Some(frame)))
-            .await?;
+        let (response, _out) = self.open(&self.unary, frame, true).await?;
+        let mut body = Self::response(response).await?;
         let mut reader = FrameReader::default();
         let message = reader.next(&mut body).await.transpose()?;
-        // Drain to the trailers, which carry the status.
+        // Read on to the trailers, which carry the status.
         while let Some(r) = reader.next(&mut body).await {
             r?;
         }
@@ -147,15 +144,24 @@ impl H2 {
         }
     }
 
-    /// Opens the bi-stream; frames sent on `outbound` go to the server.
+    /// Opens the bi-stream; frames sent on `outbound` go to the server (the first one is
+    /// sent with the HEADERS: a server that answers only after the first message, as
+    /// grpc-java does, needs it). The stream's request side ends when `outbound` closes.
     pub(crate) async fn open_stream(
         &self,
-        outbound: mpsc::Receiver<Bytes>,
-    ) -> Result<(ResponseBody, FrameReader), Status> {
-        let body = self
-            .call(&self.stream_uri, OutBody::Stream(outbound))
-            .await?;
-        Ok((body, FrameReader::default()))
+        mut outbound: mpsc::Receiver<Bytes>,
+    ) -> Result<(RecvStream, FrameReader), Status> {
+        let first = outbound.recv().await.unwrap_or_default();
+        let (response, mut out) = self.open(&self.stream, first, false).await?;
+        tokio::spawn(async move {
+            while let Some(frame) = outbound.recv().await {
+                if out.send_data(frame, false).is_err() {
+                    return;
+                }
+            }
+            let _ = out.send_data(Bytes::new(), true);
+        });
+        Ok((Self::response(response).await?, FrameReader::default()))
     }
 }
 
@@ -185,13 +191,15 @@ fn exactly_one_message(data: &[u8]) -> bool {
 #[derive(Default)]
 pub(crate) struct FrameReader {
     buf: BytesMut,
+    /// The body (and trailers) were read to the end.
+    ended: bool,
     /// The status from the trailers, once read.
     pub(crate) status: Option<Status>,
 }
 
 impl FrameReader {
     /// The next message, or `None` at the end of the body (then see `status`).
-    pub(crate) async fn next(&mut self, body: &mut ResponseBody) -> Option<Result<Bytes, Status>> {
+    pub(crate) async fn next(&mut self, body: &mut RecvStream) -> Option<Result<Bytes, Status>> {
         loop {
             if self.buf.len() >= GRPC_PREFIX {
                 if self.buf[0] != 0 {
@@ -207,29 +215,32 @@ impl FrameReader {
                     return Some(Ok(frame.freeze()));
                 }
             }
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
-            match frame {
+            if self.ended {
+                return None;
+            }
+            match body.data().await {
                 None => {
+                    self.ended = true;
+                    match body.trailers().await {
+                        Ok(Some(trailers)) => self.status = grpc_status(&trailers),
+                        Ok(None) => {}
+                        Err(e) => return Some(Err(unavailable(&e))),
+                    }
                     if !self.buf.is_empty() {
                         return Some(Err(Status::internal("the body ended inside a message")));
                     }
                     return None;
                 }
                 Some(Err(e)) => return Some(Err(unavailable(&e))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        if self.buf.is_empty() && exactly_one_message(&data) {
-                            // The usual case: take the chunk without copying.
-                            return Some(Ok(data.slice(GRPC_PREFIX..)));
-                        }
-                        self.buf.extend_from_slice(&data);
+                Some(Ok(data)) => {
+                    // Give the window back at once (the data is ours now).
+                    let _ = body.flow_control().release_capacity(data.len());
+                    if self.buf.is_empty() && exactly_one_message(&data) {
+                        // The usual case: take the chunk without copying.
+                        return Some(Ok(data.slice(GRPC_PREFIX..)));
                     }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            self.status = grpc_status(&trailers);
-                        }
-                    }
-                },
+                    self.buf.extend_from_slice(&data);
+                }
             }
         }
     }

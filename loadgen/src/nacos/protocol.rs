@@ -19,7 +19,8 @@
 
 use crate::connect_phase::{CONNECT_PARALLEL, ConnectMeter, ConnectReport};
 use crate::nacos::{
-    ClientConfig, Dialer, Instance, NacosClient, NacosError, Push, ServiceName, raise_nofile,
+    ClientConfig, Dialer, Instance, NacosClient, NacosError, Prepared, Push, ServiceName,
+    raise_nofile,
 };
 use crate::population::{MARKER_BASE, Population};
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
@@ -40,9 +41,13 @@ const CONNECT_ATTEMPTS: u32 = 3;
 /// Requests in flight per batch (each item is its own request on its own connection).
 const MAX_BATCH: usize = 64;
 
+#[derive(Clone)]
 struct Slot {
     node: usize,
     conn: Arc<NacosClient>,
+    /// A regular client's registrations on this connection, encoded once when it was
+    /// opened (empty for marker clients, whose one service comes with each item).
+    register: Arc<[Prepared]>,
 }
 
 struct Inner {
@@ -153,11 +158,8 @@ impl NacosProtocol {
 }
 
 impl Inner {
-    fn cached(&self, client: u32, node: usize) -> Option<Arc<NacosClient>> {
-        let pick = |s: &Option<&Slot>| {
-            s.filter(|s| s.node == node && s.conn.is_open())
-                .map(|s| s.conn.clone())
-        };
+    fn cached(&self, client: u32, node: usize) -> Option<Slot> {
+        let pick = |s: &Option<&Slot>| s.filter(|s| s.node == node && s.conn.is_open()).cloned();
         if client >= MARKER_BASE {
             pick(&self.markers.lock().get(&client))
         } else {
@@ -168,29 +170,36 @@ impl Inner {
     }
 
     /// The client's open connection to `node`, connecting (and replacing an old one) if
-    /// needed. `fresh` tells whether it was just made.
-    async fn connection(
-        &self,
-        client: u32,
-        node: usize,
-    ) -> Result<(Arc<NacosClient>, bool), NacosError> {
+    /// needed.
+    async fn connection(&self, client: u32, node: usize) -> Result<Slot, NacosError> {
         if let Some(c) = self.cached(client, node) {
-            return Ok((c, false));
+            return Ok(c);
         }
         let server = self.servers[node];
         let conn = Arc::new(
             NacosClient::connect(&self.config, &self.dialer, server, client as usize).await?,
         );
+        let register: Arc<[Prepared]> = if client >= MARKER_BASE {
+            Arc::new([])
+        } else {
+            let inst = self.instance(client);
+            self.population
+                .services_of(client)
+                .filter_map(|s| self.services.get(s as usize))
+                .map(|svc| conn.requests().register(svc, &inst))
+                .collect()
+        };
         let slot = Slot {
             node,
-            conn: conn.clone(),
+            conn,
+            register,
         };
         if client >= MARKER_BASE {
-            self.markers.lock().insert(client, slot);
+            self.markers.lock().insert(client, slot.clone());
         } else if let Some(m) = self.clients.get(client as usize) {
-            *m.lock() = Some(slot);
+            *m.lock() = Some(slot.clone());
         }
-        Ok((conn, true))
+        Ok(slot)
     }
 
     /// Opens the connection of every client of `clients` to its first node, `parallel`
@@ -241,7 +250,12 @@ impl Inner {
         Instance::new(a.ip().to_string(), a.port())
     }
 
-    async fn writes(&self, conn: &NacosClient, it: &Item, register: bool) -> Outcome {
+    async fn writes(&self, slot: &Slot, it: &Item, register: bool) -> Outcome {
+        if register && it.client < MARKER_BASE {
+            // Encoded when the connection was opened.
+            return calls(&slot.conn, &slot.register).await;
+        }
+        let conn = &slot.conn;
         let inst = self.instance(it.client);
         let services: Vec<u32> = if it.client >= MARKER_BASE {
             vec![it.service]
@@ -259,21 +273,14 @@ impl Inner {
                 }
             })
             .collect();
-        let mut calls: FuturesUnordered<_> = requests.iter().map(|r| conn.call(r)).collect();
-        let mut result = Outcome::Ok;
-        while let Some(r) = calls.next().await {
-            if let (Err(e), Outcome::Ok) = (&r, result) {
-                result = outcome(e);
-            }
-        }
-        result
+        calls(conn, &requests).await
     }
 
     async fn item(&self, lane: usize, node: usize, it: Item) -> Outcome {
         match it.kind {
             Kind::Register | Kind::Deregister => match self.connection(it.client, node).await {
-                Ok((conn, _)) => {
-                    let o = self.writes(&conn, &it, it.kind == Kind::Register).await;
+                Ok(slot) => {
+                    let o = self.writes(&slot, &it, it.kind == Kind::Register).await;
                     if it.kind == Kind::Deregister && it.client >= MARKER_BASE {
                         // A marker is done once deregistered: close its connection.
                         self.markers.lock().remove(&it.client);
@@ -285,7 +292,7 @@ impl Inner {
             Kind::Beat => match self.cached(it.client, node) {
                 // The instances went with the connection: register again.
                 None => Outcome::NotFound,
-                Some(conn) => match conn.call(&conn.requests().health_check()).await {
+                Some(slot) => match slot.conn.call(slot.conn.health_check()).await {
                     Ok(_) => Outcome::Ok,
                     Err(e) if e.is_unregistered() => Outcome::NotFound,
                     Err(e) => outcome(&e),
@@ -415,6 +422,24 @@ impl Protocol for NacosProtocol {
             Ok(rx)
         }
     }
+}
+
+/// Sends `requests` on `conn` at once; the first failure's outcome, or `Ok`.
+async fn calls(conn: &NacosClient, requests: &[Prepared]) -> Outcome {
+    if let [one] = requests {
+        return conn
+            .call(one)
+            .await
+            .map_or_else(|e| outcome(&e), |_| Outcome::Ok);
+    }
+    let mut calls: FuturesUnordered<_> = requests.iter().map(|r| conn.call(r)).collect();
+    let mut result = Outcome::Ok;
+    while let Some(r) = calls.next().await {
+        if let (Err(e), Outcome::Ok) = (&r, result) {
+            result = outcome(e);
+        }
+    }
+    result
 }
 
 /// A push or subscription reply as a [`WatchEvent`].
