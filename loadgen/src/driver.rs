@@ -29,7 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::ops::Range;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,10 @@ pub struct Shared {
     pub failovers: AtomicU64,
     /// Times a lane halved its window to a node (backpressure).
     pub window_cuts: AtomicU64,
+    /// Set once the run has checked the nodes after the stop: until then the lanes keep
+    /// their clients alive with heartbeats (unmeasured), so that no client expires while
+    /// the run waits for its last probes and for the nodes to agree.
+    pub finished: AtomicBool,
     /// Number of nodes.
     pub nodes: usize,
     /// The first client of this run's slice.
@@ -88,6 +92,7 @@ impl Shared {
             registered: AtomicI64::new(0),
             failovers: AtomicU64::new(0),
             window_cuts: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
             nodes,
             first_client: slice.start,
             states: (0..clients).map(|_| AtomicU8::new(NEW)).collect(),
@@ -315,6 +320,8 @@ struct Lane<P: Protocol> {
     queued: usize,
     inflight: Vec<usize>,
     window: Vec<Window>,
+    /// When the lane saw [`Phase::Stop`] (items intended later are not measured).
+    stopped_at: Option<Instant>,
     last_send: Vec<Instant>,
     spare: Vec<Batch>,
     ready: Vec<Batch>,
@@ -392,9 +399,6 @@ impl<P: Protocol> Lane<P> {
             }
             self.push(d.item);
         }
-        if phase == Phase::Stop {
-            return next;
-        }
         let cap = self.cap();
         // Heartbeats (before new registrations, up to three quarters of the queue: when
         // the queues are full the clients already registered stay alive, and new ones
@@ -416,7 +420,9 @@ impl<P: Protocol> Lane<P> {
                     continue;
                 }
                 if now.saturating_duration_since(t) > self.cfg.max_lag {
-                    self.shared.dropped(Op::Beat);
+                    if self.stopped_at.is_none() {
+                        self.shared.dropped(Op::Beat);
+                    }
                     continue;
                 }
                 let client = self.range.start + k as u32;
@@ -428,6 +434,11 @@ impl<P: Protocol> Lane<P> {
                     intended: t,
                 });
             }
+        }
+        // After the stop, only the heartbeats that keep the clients alive until the run has
+        // checked the nodes (`Shared::finished`).
+        if phase == Phase::Stop {
+            return next;
         }
         // Registrations.
         while self.reg_next < self.n() && self.queued < cap {
@@ -577,6 +588,12 @@ impl<P: Protocol> Lane<P> {
         next
     }
 
+    fn record(&self, measured: bool, op: Op, sample: Sample, outcome: Result<(), &str>) {
+        if measured {
+            self.shared.record(op, sample, outcome);
+        }
+    }
+
     /// Records a batch's outcomes and reacts: state changes, failover and retry, rejoin.
     fn complete(&mut self, mut b: Batch) {
         let now = Instant::now();
@@ -600,13 +617,15 @@ impl<P: Protocol> Lane<P> {
                 done: b.done,
             };
             let op = item.kind.op();
+            // Keep-alive beats sent after the stop are not part of the figures.
+            let measured = self.stopped_at.is_none_or(|s| item.intended < s);
             match outcome {
                 Outcome::Ok => {
-                    self.shared.record(op, sample, Ok(()));
+                    self.record(measured, op, sample, Ok(()));
                     self.succeeded(k, item.kind, now);
                 }
                 Outcome::NotFound if item.kind == Kind::Beat && self.st(k) == UP => {
-                    self.shared.record(op, sample, Err("404"));
+                    self.record(measured, op, sample, Err("404"));
                     self.set_st(k, REJOINING);
                     self.shared.registered.fetch_sub(1, Relaxed);
                     self.push(Item {
@@ -617,7 +636,7 @@ impl<P: Protocol> Lane<P> {
                     });
                 }
                 // A heartbeat that raced with this client's own deregistration.
-                Outcome::NotFound => self.shared.record(op, sample, Ok(())),
+                Outcome::NotFound => self.record(measured, op, sample, Ok(())),
                 Outcome::Retry(_) if item.attempt < self.cfg.retries => {
                     self.shared.failovers.fetch_add(1, Relaxed);
                     self.node[k] = ((self.node[k] as usize + 1) % nodes) as u8;
@@ -631,7 +650,7 @@ impl<P: Protocol> Lane<P> {
                     );
                 }
                 Outcome::Retry(code) | Outcome::Failed(code) => {
-                    self.shared.record(op, sample, Err(code));
+                    self.record(measured, op, sample, Err(code));
                     self.gave_up(k, item.kind);
                 }
             }
@@ -689,8 +708,9 @@ impl<P: Protocol> Lane<P> {
     }
 }
 
-/// Runs lane `index` over the clients `range` until the phase is [`Phase::Stop`] and its
-/// requests in flight are done (or `drain` has passed).
+/// Runs lane `index` over the clients `range`: after [`Phase::Stop`] only heartbeats,
+/// until [`Shared::finished`] is set and its requests in flight are done (or `drain` has
+/// passed).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_lane<P: Protocol>(
     index: usize,
@@ -733,6 +753,7 @@ pub async fn run_lane<P: Protocol>(
         queued: 0,
         inflight: vec![0; nodes],
         window,
+        stopped_at: None,
         last_send: vec![now; nodes],
         spare: Vec::new(),
         ready: Vec::new(),
@@ -742,9 +763,15 @@ pub async fn run_lane<P: Protocol>(
     loop {
         let now = Instant::now();
         let ph = *phase.borrow_and_update();
-        if ph == Phase::Stop && stop_deadline.is_none() {
-            stop_deadline = Some(now + drain);
+        if ph == Phase::Stop && lane.stopped_at.is_none() {
+            lane.stopped_at = Some(now);
             lane.delayed.clear();
+        }
+        if lane.stopped_at.is_some()
+            && stop_deadline.is_none()
+            && lane.shared.finished.load(Relaxed)
+        {
+            stop_deadline = Some(now + drain);
         }
         let next_source = lane.fill(now, ph);
         let next_linger = lane.dispatch(now);
@@ -775,8 +802,9 @@ pub async fn run_lane<P: Protocol>(
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
-            r = phase.changed(), if stop_deadline.is_none() => {
+            r = phase.changed(), if lane.stopped_at.is_none() => {
                 if r.is_err() {
+                    lane.stopped_at = Some(Instant::now());
                     stop_deadline = Some(Instant::now() + drain);
                 }
             }

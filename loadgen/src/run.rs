@@ -861,10 +861,10 @@ pub async fn run_with_cluster<P: Protocol>(
             }
         }
     }
+    // The lanes keep their clients alive with heartbeats until the nodes are checked
+    // (below): waiting for the last probes and for the nodes to agree can outlast the
+    // heartbeat timeouts, and clients expiring meanwhile would make the nodes disagree.
     let load_done = async {
-        for t in lane_tasks {
-            let _ = t.await;
-        }
         let _ = marker_task.await;
     };
     // The faults still settling go on meanwhile.
@@ -902,6 +902,10 @@ pub async fn run_with_cluster<P: Protocol>(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+    shared.finished.store(true, Relaxed);
+    for t in lane_tasks {
+        let _ = t.await;
     }
     if shared.meter.get().is_none() {
         anyhow::bail!(
