@@ -191,7 +191,8 @@ pub struct RunArgs {
     /// protocol answers, no peer traffic). N counts from 1 (node 1 is the first of
     /// --nodes); times (500ms, 20s, 1m) count from the start of the hold phase, once every
     /// client is registered, and must fall within --duration. Example:
-    /// kill:2@20s,restart:2@40s,partition:1@60s-90s,pause:3@100s-105s. Not with --targets.
+    /// kill:2@20s,restart:2@40s,partition:1@60s-90s,pause:3@100s-105s. Not with --targets or
+    /// --cluster-process.
     #[arg(long, value_parser = Schedule::parse)]
     pub chaos: Option<Schedule>,
 }
