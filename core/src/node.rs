@@ -90,6 +90,9 @@ pub struct NodeStats {
     pub heartbeat_unhealthy: u64,
     /// Publications removed by the heartbeat check.
     pub heartbeat_expired: u64,
+    /// Expiries held back because this node could reach at most half of the members
+    /// (it is more likely cut off than its clients dead).
+    pub heartbeat_expiry_held: u64,
     /// Snapshot loads completed.
     pub snapshot_loads: u64,
     /// Clients applied from snapshots.
@@ -120,6 +123,7 @@ struct Counters {
     lease_superseded: AtomicU64,
     heartbeat_unhealthy: AtomicU64,
     heartbeat_expired: AtomicU64,
+    heartbeat_expiry_held: AtomicU64,
     snapshot_loads: AtomicU64,
     snapshot_clients: AtomicU64,
     probes_failed: AtomicU64,
@@ -307,6 +311,7 @@ impl Node {
             lease_superseded: l(&c.lease_superseded),
             heartbeat_unhealthy: l(&c.heartbeat_unhealthy),
             heartbeat_expired: l(&c.heartbeat_expired),
+            heartbeat_expiry_held: l(&c.heartbeat_expiry_held),
             snapshot_loads: l(&c.snapshot_loads),
             snapshot_clients: l(&c.snapshot_clients),
             probes_failed: l(&c.probes_failed),
@@ -741,9 +746,24 @@ impl Node {
         &self.renewed[owner.index() * self.config.shards as usize + shard as usize]
     }
 
+    /// Whether this node reaches at most half of the members (itself included): then it
+    /// is more likely cut off than the clients that stopped beating here dead, and their
+    /// beats go to the other side. Its expiries would delete live clients everywhere once
+    /// the partition heals, so it holds them until it rejoins a majority.
+    fn in_minority(&self) -> bool {
+        let n = self.members.len();
+        let reachable = self
+            .member_states()
+            .iter()
+            .filter(|(_, s)| s.is_routable())
+            .count();
+        n > 1 && reachable * 2 <= n
+    }
+
     fn check_heartbeats(&self, now: Millis) {
         let me = self.me();
         let cfg = &self.config;
+        let hold_expiry = self.in_minority();
         enum Act {
             Unhealthy(Service),
             Expire(Service),
@@ -759,7 +779,9 @@ impl Node {
                     .instances
                     .iter()
                     .all(|inst| idle > inst.delete_timeout(cfg.delete_timeout));
-                if expire {
+                if expire && hold_expiry {
+                    inc(&self.counters.heartbeat_expiry_held, 1);
+                } else if expire {
                     acts.push((c.id().clone(), Act::Expire(p.service.clone())));
                 } else if p.instances.iter().any(|inst| {
                     inst.healthy && idle > inst.heartbeat_timeout(cfg.heartbeat_timeout)
@@ -830,7 +852,7 @@ impl Node {
         if !superseded.is_empty() {
             let mut pres = self.preservation.lock();
             for c in &superseded {
-                if self.registry.drop_replica(c.id(), c.revision()) {
+                if self.registry.drop_replica(c.id(), c.revision(), now) {
                     inc(&self.counters.lease_superseded, 1);
                     pres[c.owner().index()].lifted = true;
                 }
@@ -851,7 +873,7 @@ impl Node {
                 }
                 p.expired += 1;
             }
-            if self.registry.drop_replica(&id, rev) {
+            if self.registry.drop_replica(&id, rev, now) {
                 inc(&self.counters.lease_expired, 1);
             }
         }
@@ -1082,7 +1104,12 @@ impl Node {
                 for (id, rev) in v.clients {
                     match self.registry.get(id.as_str()) {
                         Some(c) if c.revision() == rev => c.renew_lease(now),
-                        _ => failed.push(id),
+                        Some(_) => failed.push(id),
+                        None => {
+                            // The owner holds it: a drop marker at this revision was wrong.
+                            self.registry.clear_drop_marker(id.as_str(), rev);
+                            failed.push(id);
+                        }
                     }
                 }
                 PeerResponse::VerifyClientsResult { failed }
@@ -1165,7 +1192,11 @@ impl Node {
                                 revision: t,
                             }),
                         )),
-                        _ => needs.push((id.clone(), Need::Missing)),
+                        _ => {
+                            // The owner holds it: a drop marker at this revision was wrong.
+                            self.registry.clear_drop_marker(id.as_str(), *rev);
+                            needs.push((id.clone(), Need::Missing));
+                        }
                     },
                     Some(c) if c.revision() < *rev => needs.push((id.clone(), Need::Stale)),
                     Some(c) if c.revision() > *rev => {
@@ -1193,7 +1224,7 @@ impl Node {
                     }
                 });
             for (id, rev) in extras {
-                if self.registry.drop_replica(&id, rev) {
+                if self.registry.drop_replica(&id, rev, now) {
                     removed += 1;
                 }
             }
@@ -1396,17 +1427,24 @@ impl Node {
             .map(|(m, _)| m)
             .collect();
         let table = self.config.router.build(&self.members, &routable);
-        if table.members() == self.routing.load().members() {
-            return;
-        }
+        let rejoined = {
+            let old = self.routing.load();
+            if table.members() == old.members() {
+                return;
+            }
+            table.members().iter().any(|m| !old.members().contains(m))
+        };
         self.routing.store(Arc::new(table));
-        self.rehome(now);
+        self.rehome(now, rejoined);
     }
 
     /// Re-attributes every ip:port client to its owner under the current routing table.
     /// Clients this node gains get fresh heartbeat times (no mass expiry); clients it
-    /// loses are handed to their new owner at once.
-    fn rehome(&self, now: Millis) {
+    /// loses are handed to their new owner at once. When a member `rejoined` (a partition
+    /// healed, a node came back), the clients this node keeps get fresh heartbeat times
+    /// too: while the members were apart, their heartbeats may have gone to the other
+    /// side, which does not report them, so the last beat seen here says nothing.
+    fn rehome(&self, now: Millis, rejoined: bool) {
         let me = self.me();
         let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
         self.registry.for_each(|c| {
@@ -1414,6 +1452,8 @@ impl Node {
                 let owner = self.owner_of(key);
                 if owner != c.owner() {
                     moves.push((c.clone(), owner));
+                } else if rejoined && owner == me {
+                    self.registry.refresh_beats(c, now);
                 }
             }
         });

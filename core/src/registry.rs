@@ -286,6 +286,11 @@ pub trait ChangeListener: Send + Sync {
 struct Tombstone {
     revision: Revision,
     expires_at: Millis,
+    /// A drop marker, not a deletion: the replica at `revision` was dropped (verify found
+    /// its owner without it, or its lease ran out). It blocks that revision and older ones
+    /// (a sync delayed on a slow link must not bring the client back), is never sent as a
+    /// deletion, and is cleared when the owner lists the client at exactly `revision`.
+    dropped: bool,
 }
 
 struct StoreShard {
@@ -715,6 +720,7 @@ impl Registry {
                         Tombstone {
                             revision,
                             expires_at: now.saturating_add(self.tombstone_ttl()),
+                            dropped: false,
                         },
                     );
                     self.replace(&clients, old, None, &mut changed);
@@ -989,6 +995,7 @@ impl Registry {
                     Tombstone {
                         revision,
                         expires_at: now.saturating_add(self.tombstone_ttl()),
+                        dropped: false,
                     },
                 );
                 self.replace(&clients, old, None, &mut changed);
@@ -1001,19 +1008,28 @@ impl Registry {
 
     /// Drops a replica client (lease expiry, or verify found its owner no longer has it).
     /// Only removes exactly `expected` (same revision), so a concurrent newer sync is never
-    /// lost. Leaves no tombstone: this is not a deletion by the owner, and the owner's
-    /// state must be able to come back at the same revision (a verify repair after a drop
-    /// that raced with a handover); a stale copy arriving later is removed by the next
-    /// verify round.
-    pub fn drop_replica(&self, id: &ClientId, expected: Revision) -> bool {
+    /// lost. Leaves a drop marker, not a tombstone: this is not a deletion by the owner.
+    /// The marker keeps a sync of that revision or an older one, delayed on a slow link,
+    /// from bringing the client back; if the owner does hold the client at that revision
+    /// (a drop that raced with a handover), verify clears the marker
+    /// ([`Registry::clear_drop_marker`]) and repairs the replica.
+    pub fn drop_replica(&self, id: &ClientId, expected: Revision, now: Millis) -> bool {
         let shard = &self.shards[self.shard_of(id) as usize];
         let mut changed = Vec::new();
         let dropped = {
-            let _lock = shard.write.lock();
+            let mut tombstones = shard.write.lock();
             let clients = shard.clients.pin();
             match clients.get(id.as_str()) {
                 Some(c) if c.revision == expected => {
                     self.replace(&clients, Some(c), None, &mut changed);
+                    tombstones.insert(
+                        id.clone(),
+                        Tombstone {
+                            revision: expected,
+                            expires_at: now.saturating_add(self.tombstone_ttl()),
+                            dropped: true,
+                        },
+                    );
                     true
                 }
                 _ => false,
@@ -1040,10 +1056,31 @@ impl Registry {
         }
     }
 
-    /// The revision of the tombstone of `id`, if any.
+    /// The revision of the tombstone of `id`, if any (drop markers are not deletions and
+    /// do not count).
     pub fn tombstone(&self, id: &str) -> Option<Revision> {
         let shard = &self.shards[shard_of(id, self.shard_count) as usize];
-        shard.write.lock().get(id).map(|t| t.revision)
+        shard
+            .write
+            .lock()
+            .get(id)
+            .filter(|t| !t.dropped)
+            .map(|t| t.revision)
+    }
+
+    /// Removes the drop marker of `id` if it is at exactly `revision` (its owner lists the
+    /// client at that revision, so the drop was wrong); whether one was removed.
+    pub fn clear_drop_marker(&self, id: &str, revision: Revision) -> bool {
+        let shard = &self.shards[shard_of(id, self.shard_count) as usize];
+        let mut t = shard.write.lock();
+        if t.get(id)
+            .is_some_and(|t| t.dropped && t.revision == revision)
+        {
+            t.remove(id);
+            true
+        } else {
+            false
+        }
     }
 
     /// Forgets tombstones that expired; returns how many.
@@ -1204,6 +1241,42 @@ mod tests {
             b.collect_tombstones(6 + crate::config::DEFAULT_TOMBSTONE_TTL + 1),
             1
         );
+    }
+
+    /// A dropped replica leaves a marker: a delayed sync of the dropped revision (or an
+    /// older one) cannot bring it back, a newer state can, the marker is not a deletion
+    /// (never sent as one), and clearing it (the owner lists that revision) lets the
+    /// owner's repair through.
+    #[test]
+    fn a_dropped_replica_is_not_brought_back_by_a_delayed_sync() {
+        let a = reg();
+        let b = Registry::new(MemberId(1), 3, 1_000, &cfg(16, 100));
+        let id = ClientId::ip_port("10.0.0.1", 80);
+        a.publish(&id, publication(&a, "a", "10.0.0.1", 80), MemberId(0), 1)
+            .unwrap();
+        let rec1 = a.get(id.as_str()).unwrap().to_record();
+        a.publish(&id, publication(&a, "a", "10.0.0.1", 81), MemberId(0), 2)
+            .unwrap();
+        let rec2 = a.get(id.as_str()).unwrap().to_record();
+        assert_eq!(b.apply(&rec2, MemberId(0), 3), ApplyOutcome::Applied);
+        assert!(
+            !b.drop_replica(&id, rec1.revision, 4),
+            "only the held revision"
+        );
+        assert!(b.drop_replica(&id, rec2.revision, 4));
+        assert!(b.get(id.as_str()).is_none());
+        assert_eq!(b.tombstone(id.as_str()), None, "a marker is not a deletion");
+        assert_eq!(b.apply(&rec2, MemberId(0), 5), ApplyOutcome::Stale);
+        assert_eq!(b.apply(&rec1, MemberId(0), 5), ApplyOutcome::Stale);
+        assert!(!b.clear_drop_marker(id.as_str(), rec1.revision));
+        assert!(b.clear_drop_marker(id.as_str(), rec2.revision));
+        assert_eq!(b.apply(&rec2, MemberId(0), 6), ApplyOutcome::Applied);
+        // A newer state passes a marker without clearing it.
+        assert!(b.drop_replica(&id, rec2.revision, 7));
+        a.publish(&id, publication(&a, "a", "10.0.0.1", 82), MemberId(0), 8)
+            .unwrap();
+        let rec3 = a.get(id.as_str()).unwrap().to_record();
+        assert_eq!(b.apply(&rec3, MemberId(0), 9), ApplyOutcome::Applied);
     }
 
     #[test]

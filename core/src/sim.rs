@@ -966,6 +966,65 @@ mod tests {
         assert!(10_000 < cfg.delete_timeout);
     }
 
+    /// A node cut off from its peers and from the clients for longer than the delete
+    /// timeout: the clients keep beating the other side. The cut-off node, reaching only
+    /// itself of three members, holds its expiries; when the partition heals it gives the
+    /// clients it owns fresh heartbeat times (their beats went to the other side), so it
+    /// does not delete the live clients everywhere. It did both: its expiry outranked the
+    /// state the others held, and every one of its clients had to register again.
+    #[test]
+    fn a_cut_off_minority_does_not_expire_clients_that_beat_the_majority() {
+        let mut sim = SimCluster::new(SimConfig::default());
+        sim.run_for(1_000);
+        let cfg = sim.node(0).unwrap().config().clone();
+        let addrs: Vec<(String, u16)> = (0..60).map(|i| (format!("10.7.0.{i}"), 8080)).collect();
+        let ids: Vec<ClientId> = addrs
+            .iter()
+            .map(|(ip, port)| sim.register_ip_port(0, "svc", ip, *port).expect("acked"))
+            .collect();
+        let node2_owns = addrs
+            .iter()
+            .filter(|(ip, port)| {
+                sim.node(2).unwrap().route(&format!("{ip}:{port}")) == Route::Local
+            })
+            .count();
+        assert!(node2_owns >= 5, "node 2 owns {node2_owns} of 60");
+        sim.run_for(2_000);
+        sim.isolate(2);
+        let cut_at = sim.now();
+        // Clients beat through node 0 only (node 2 is unreachable for them too), every
+        // 5 s as Nacos clients do.
+        while sim.now() < cut_at + cfg.delete_timeout + 3 * cfg.health_check_interval {
+            for (ip, port) in &addrs {
+                sim.beat_ip_port(0, "svc", ip, *port);
+            }
+            sim.run_for(5_000);
+        }
+        assert_eq!(held(&sim, 2, &ids), ids.len(), "node 2 expired none");
+        assert!(sim.node(2).unwrap().stats().heartbeat_expiry_held > 0);
+        assert_eq!(sim.node(2).unwrap().stats().heartbeat_expired, 0);
+        sim.heal(2);
+        let healed_at = sim.now();
+        while sim.now() < healed_at + 30_000 {
+            for (ip, port) in &addrs {
+                sim.beat_ip_port(0, "svc", ip, *port);
+            }
+            for _ in 0..50 {
+                sim.run_for(100);
+                for n in [0, 1] {
+                    assert_eq!(
+                        held(&sim, n, &ids),
+                        ids.len(),
+                        "node {n}: live clients deleted {} ms after the heal",
+                        sim.now() - healed_at
+                    );
+                }
+            }
+        }
+        assert!(sim.converged(), "{}", sim.differences());
+        assert_eq!(held(&sim, 2, &ids), ids.len());
+    }
+
     /// A partition longer than the lease: with self-preservation (default 15 %) the
     /// other nodes keep at least 85 % of the unreachable node's clients however long it
     /// lasts; with it disabled (Nacos's behaviour) they expire all of them after the lease.

@@ -376,6 +376,12 @@ fn render_node(node: &Node, m: &Metrics, out: &mut String) {
     );
     counter(
         out,
+        "distro_heartbeat_expiry_held_total",
+        "Expiries held back while this node reached at most half of the members.",
+        s.heartbeat_expiry_held,
+    );
+    counter(
+        out,
         "distro_snapshot_loads_total",
         "Snapshot loads completed.",
         s.snapshot_loads,

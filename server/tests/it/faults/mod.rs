@@ -218,6 +218,31 @@ impl Run {
             self.came_back.join("\n")
         );
         self.mark("still matching 3 s later; load stops");
+        let mut extra = extra;
+        let mut counters = Vec::new();
+        for url in &urls {
+            let text = match self.http.get(format!("{url}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let get = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().last())
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            counters.push(format!(
+                "{} / {} / {}",
+                get("distro_verify_removed_total"),
+                get("distro_heartbeat_expired_total"),
+                get("distro_heartbeat_expiry_held_total")
+            ));
+        }
+        extra.push((
+            "per node (node1; node2; node3): replicas dropped by verify / heartbeat expiries / expiries held".into(),
+            counters.join("; "),
+        ));
         let rows = self.mon.rows();
         let histories = self.load.histories();
         let (e, diffs) = check_all(&self.http, &urls, &histories).await;
