@@ -720,7 +720,7 @@ pub async fn run_with_cluster<P: Protocol>(
         }
         .max(1),
         concurrency: config.concurrency,
-        congestion_latency: config.timeout / 4,
+        congestion_latency: config.timeout * 3 / 4,
         max_lag: config.max_lag,
         retries: config.retries,
         linger: Duration::from_millis(2),
