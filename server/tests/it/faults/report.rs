@@ -148,6 +148,48 @@ impl Report {
             self.indeterminate
         );
         let n = rows.first().map_or(0, |r| r.1.len());
+        let phase_of = |sec: u64| {
+            if (sec as f64) + 1.0 <= b {
+                "before"
+            } else if (sec as f64) < e {
+                "FAULT"
+            } else {
+                "after"
+            }
+        };
+        let at = |v: &[std::sync::atomic::AtomicU64], s: usize| {
+            v.get(s)
+                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        // A text chart of the same seconds: requests answered, failed and failed over,
+        // and what each node held (`-`: it did not answer).
+        let _ = writeln!(
+            out,
+            "\nTimeline chart, one line per second: `#` = 10 client requests answered, \
+             `x` = 5 that failed on every node, `>` = 10 failovers; then each node's \
+             instance count (`-`: no answer).\n\n```text"
+        );
+        for (sec, counts) in rows {
+            let s = *sec as usize;
+            let (ok, failed, over) = (at(&ps.ok, s), at(&ps.errors, s), at(&ps.failovers, s));
+            let bar = format!(
+                "{}{}{}",
+                "#".repeat(((ok + 5) / 10) as usize),
+                "x".repeat(failed.div_ceil(5) as usize),
+                ">".repeat(over.div_ceil(10) as usize)
+            );
+            let nodes: Vec<String> = counts
+                .iter()
+                .map(|c| c.map_or("-".to_string(), |c| c.to_string()))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{sec:>3} {:<6} {bar:<64} {}",
+                phase_of(*sec),
+                nodes.join(" ")
+            );
+        }
+        out.push_str("```\n");
         let _ = write!(
             out,
             "\n| s | phase | ok | failed | failovers | re-registered |"
@@ -162,17 +204,8 @@ impl Report {
         out.push('\n');
         for (sec, counts) in rows {
             let s = *sec as usize;
-            let phase = if (*sec as f64) + 1.0 <= b {
-                "before"
-            } else if (*sec as f64) < e {
-                "FAULT"
-            } else {
-                "after"
-            };
-            let get = |v: &[std::sync::atomic::AtomicU64]| {
-                v.get(s)
-                    .map_or(0, |x| x.load(std::sync::atomic::Ordering::Relaxed))
-            };
+            let phase = phase_of(*sec);
+            let get = |v: &[std::sync::atomic::AtomicU64]| at(v, s);
             let _ = write!(
                 out,
                 "| {sec} | {phase} | {} | {} | {} | {} |",
