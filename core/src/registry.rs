@@ -1209,8 +1209,9 @@ mod tests {
         assert!(rev3 > rev2);
     }
 
-    #[test]
-    fn apply_only_newer_and_tombstones_block_older() {
+    /// An owner `a` (member 0) that wrote client `id` twice (`rec1`, then `rec2`), and an
+    /// empty replica `b` (member 1).
+    fn owner_and_replica() -> (Registry, Registry, ClientId, ClientRecord, ClientRecord) {
         let a = reg();
         let b = Registry::new(MemberId(1), 3, 1_000, &cfg(16, 100));
         let id = ClientId::ip_port("10.0.0.1", 80);
@@ -1220,6 +1221,12 @@ mod tests {
         a.publish(&id, publication(&a, "a", "10.0.0.1", 81), MemberId(0), 2)
             .unwrap();
         let rec2 = a.get(id.as_str()).unwrap().to_record();
+        (a, b, id, rec1, rec2)
+    }
+
+    #[test]
+    fn apply_only_newer_and_tombstones_block_older() {
+        let (a, b, id, rec1, rec2) = owner_and_replica();
         assert_eq!(b.apply(&rec2, MemberId(0), 3), ApplyOutcome::Applied);
         assert_eq!(b.apply(&rec1, MemberId(0), 4), ApplyOutcome::Stale);
         assert_eq!(b.apply(&rec2, MemberId(0), 4), ApplyOutcome::Stale);
@@ -1249,15 +1256,7 @@ mod tests {
     /// owner's repair through.
     #[test]
     fn a_dropped_replica_is_not_brought_back_by_a_delayed_sync() {
-        let a = reg();
-        let b = Registry::new(MemberId(1), 3, 1_000, &cfg(16, 100));
-        let id = ClientId::ip_port("10.0.0.1", 80);
-        a.publish(&id, publication(&a, "a", "10.0.0.1", 80), MemberId(0), 1)
-            .unwrap();
-        let rec1 = a.get(id.as_str()).unwrap().to_record();
-        a.publish(&id, publication(&a, "a", "10.0.0.1", 81), MemberId(0), 2)
-            .unwrap();
-        let rec2 = a.get(id.as_str()).unwrap().to_record();
+        let (a, b, id, rec1, rec2) = owner_and_replica();
         assert_eq!(b.apply(&rec2, MemberId(0), 3), ApplyOutcome::Applied);
         assert!(
             !b.drop_replica(&id, rec1.revision, 4),

@@ -22,6 +22,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod nacos;
 pub mod native;
+pub mod open_files;
 pub mod ops;
 pub mod peer;
 pub mod peer_client;

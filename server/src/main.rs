@@ -270,30 +270,22 @@ impl Cli {
 /// connections beyond it then fail at accept (which backs off) rather than being refused
 /// with a clear error.
 fn raise_open_file_limit(config: &ServerConfig) {
-    use rlimit::Resource;
     let wanted = (config.max_tcp_connections as u64)
         .saturating_mul(3)
         .saturating_add(1_024);
-    let Ok((soft, hard)) = rlimit::getrlimit(Resource::NOFILE) else {
-        return;
-    };
-    if soft >= wanted {
-        return;
-    }
-    let raised = (hard < wanted && rlimit::setrlimit(Resource::NOFILE, wanted, wanted).is_ok())
-        || rlimit::setrlimit(Resource::NOFILE, wanted.min(hard), hard).is_ok();
-    let now = rlimit::getrlimit(Resource::NOFILE).map_or(soft, |(s, _)| s);
-    if now < wanted {
-        tracing::warn!(
-            limit = now,
+    match distro_server::open_files::raise_nofile(wanted) {
+        Ok(l) if l.is_enough() => {
+            tracing::debug!(from = l.before, to = l.now, "open-file limit");
+        }
+        Ok(l) => tracing::warn!(
+            limit = l.now,
+            hard = l.hard,
             wanted,
-            raised,
             "the open-file limit is below what --max-tcp-connections needs on three ports; \
              connections beyond it fail at accept instead of being refused with a reason \
              (raise `ulimit -n` or lower --max-tcp-connections)"
-        );
-    } else {
-        tracing::debug!(from = soft, to = now, "raised the open-file limit");
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
 }
 

@@ -36,7 +36,6 @@ mod client;
 mod dial;
 mod error;
 mod h2;
-mod limits;
 mod many;
 mod message;
 mod protocol;
@@ -44,8 +43,8 @@ mod wire;
 
 pub use client::{ClientConfig, NacosClient, Push, PushHandler, Reply, StreamCounters};
 pub use dial::{DEFAULT_LOOPBACK_SOURCES, Dialer, loopback_sources};
+pub use distro_server::open_files::{NofileLimit, raise_nofile};
 pub use error::NacosError;
-pub use limits::{NofileLimit, raise_nofile};
 pub use many::{ConnectPlan, connect_many};
 pub use message::{
     DEFAULT_CLUSTER, DEFAULT_GROUP, DEFAULT_NAMESPACE, Host, Instance, Prepared, Requests,

@@ -53,6 +53,25 @@ async fn read_to_close(c: &mut TcpStream) -> (String, bool) {
     (String::from_utf8_lossy(&buf).into_owned(), r.is_ok())
 }
 
+/// Sends `bytes` one every 200 ms until the server closes the connection; returns how
+/// long that took. Panics with `accepted` if every byte went through.
+async fn drip_until_closed(c: &mut TcpStream, bytes: &[u8], accepted: &str) -> Duration {
+    let start = Instant::now();
+    for b in bytes {
+        if c.write_all(&[*b]).await.is_err() {
+            return start.elapsed();
+        }
+        let mut buf = [0u8; 256];
+        // The server closing shows as a read of 0 (or an error).
+        match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            _ => {}
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never closed");
+    }
+    panic!("{accepted}");
+}
+
 /// The node's `/metrics` page.
 async fn metrics_text(s: &RunningServer) -> String {
     http()
@@ -142,20 +161,7 @@ async fn slow_loris_and_silent_connections_are_closed_while_others_are_served() 
     let s = standalone(|c| c.header_read_timeout = Duration::from_secs(1)).await;
     let drip = |addr: SocketAddr, bytes: &'static [u8]| async move {
         let mut c = TcpStream::connect(addr).await.expect("connect");
-        let start = Instant::now();
-        for b in bytes {
-            if c.write_all(&[*b]).await.is_err() {
-                return start.elapsed();
-            }
-            let mut buf = [0u8; 256];
-            // The server closing shows as a read of 0 (or an error).
-            match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
-                _ => {}
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "never closed");
-        }
-        panic!("the whole slow request was accepted");
+        drip_until_closed(&mut c, bytes, "the whole slow request was accepted").await
     };
     let silent = |addr: SocketAddr| async move {
         let mut c = TcpStream::connect(addr).await.expect("connect");
@@ -303,19 +309,7 @@ async fn idle_and_slow_keep_alive_connections_are_closed_busy_ones_stay() {
     };
     let slow = async {
         let mut c = first(addr).await;
-        let start = Instant::now();
-        for b in REQ {
-            if c.write_all(&[*b]).await.is_err() {
-                return start.elapsed();
-            }
-            let mut buf = [0u8; 256];
-            match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
-                _ => {}
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "never closed");
-        }
-        panic!("the whole slow second request was accepted");
+        drip_until_closed(&mut c, REQ, "the whole slow second request was accepted").await
     };
     let busy = async {
         let mut c = first(addr).await;

@@ -1,5 +1,7 @@
-//! Raising the open-file limit: each simulated Nacos client holds a socket, and an embedded
-//! cluster holds the other end of each in the same process.
+//! Raising the open-file limit. A node holds a descriptor per connection on each of its
+//! ports (`distro-server` raises the limit for `--max-tcp-connections` at start), and a
+//! load generator holds one per simulated Nacos client, plus the other end of each when
+//! the cluster is embedded in the same process.
 
 use rlimit::Resource;
 
