@@ -179,12 +179,7 @@ impl NativeProtocol {
                 b
             })
             .collect();
-        let by_name = population
-            .service_names()
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i as u32))
-            .collect();
+        let by_name = population.service_index();
         Ok(Self {
             inner: Arc::new(Inner {
                 population,

@@ -172,6 +172,16 @@ impl Population {
         &self.names
     }
 
+    /// Service name → its index in [`Self::service_names`] (to map a watch or push event
+    /// back to the service).
+    pub fn service_index(&self) -> std::collections::HashMap<String, u32> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect()
+    }
+
     /// The address of client `id` (regular or marker).
     pub fn addr(&self, id: u32) -> SocketAddrV4 {
         if id >= MARKER_BASE {

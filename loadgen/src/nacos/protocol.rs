@@ -128,12 +128,7 @@ impl NacosProtocol {
             .iter()
             .map(ServiceName::new)
             .collect();
-        let by_name = population
-            .service_names()
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i as u32))
-            .collect();
+        let by_name = population.service_index();
         let lanes = ctx.lanes.max(1);
         let queries = servers
             .iter()
