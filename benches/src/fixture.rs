@@ -39,17 +39,10 @@ pub fn is_test_mode() -> bool {
     std::env::args().any(|a| a == "--test")
 }
 
-/// Parses a client count: a plain number, or one with a `k` / `m` suffix.
+/// Parses a client count: a plain number, or one with a `k` / `m` suffix
+/// ([`distro_core::units::parse_count`]).
 pub fn parse_count(s: &str) -> Option<usize> {
-    let s = s.trim().to_ascii_lowercase().replace('_', "");
-    let (digits, mult) = match s.strip_suffix('m') {
-        Some(d) => (d, 1_000_000),
-        None => match s.strip_suffix('k') {
-            Some(d) => (d, 1_000),
-            None => (s.as_str(), 1),
-        },
-    };
-    digits.parse::<usize>().ok()?.checked_mul(mult)
+    distro_core::units::parse_count_usize(s).ok()
 }
 
 /// The number of clients of the large fixtures: `DISTRO_BENCH_CLIENTS` if set, else

@@ -48,6 +48,7 @@ pub mod router;
 pub mod sim;
 mod sync;
 pub mod time;
+pub mod units;
 
 pub use config::{Config, ConfigError, VerifyMode};
 pub use digest::ShardDigest;

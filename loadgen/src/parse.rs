@@ -1,68 +1,8 @@
-//! Parsers for command-line values: counts with suffixes (`100k`, `1m`), durations
-//! (`30s`, `500ms`, `2m`), shards (`0/4`) and target lists.
+//! Parsers for command-line values: shards (`0/4`) and target lists. Counts (`100k`),
+//! durations (`30s`, `500ms`; a unit is required) and rates come from
+//! [`distro_core::units`], shared with `distro-server`.
 
-/// Parses a count: digits with an optional suffix `k` (×1,000), `m` (×1,000,000) or `g`
-/// (×1,000,000,000), case-insensitive, and `_` separators: `100000`, `100k`, `1m`, `1_000`.
-pub fn parse_count(s: &str) -> Result<u64, String> {
-    let t: String = s.trim().chars().filter(|c| *c != '_').collect();
-    let (digits, mult) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1_000u64),
-        Some((i, 'm' | 'M')) => (&t[..i], 1_000_000),
-        Some((i, 'g' | 'G')) => (&t[..i], 1_000_000_000),
-        _ => (t.as_str(), 1),
-    };
-    let n: f64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a count (examples: 5000, 100k, 1m)"))?;
-    if !n.is_finite() || n < 0.0 {
-        return Err(format!("{s:?} is not a count (examples: 5000, 100k, 1m)"));
-    }
-    let v = n * mult as f64;
-    if v.fract() != 0.0 || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is not a whole count"));
-    }
-    Ok(v as u64)
-}
-
-/// Parses a rate per second: a number with an optional `k`/`m` suffix (`2500`, `10k`).
-pub fn parse_rate(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let (digits, mult) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
-        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
-        _ => (t, 1.0),
-    };
-    let v: f64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a rate per second (examples: 500, 2.5k, 1m)"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("{s:?} is not a rate per second: must be >= 0"));
-    }
-    Ok(v * mult)
-}
-
-/// Parses a duration: a number with a unit `ms`, `s`, `m` or `h` (`500ms`, `30s`, `2m`);
-/// a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 30s, 2m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "" | "s" => v,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => {
-            return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)"));
-        }
-    };
-    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
+pub use distro_core::units::{parse_count, parse_duration, parse_rate};
 
 /// A slice `index/count` of the client id space (`--shard 0/4`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,31 +85,6 @@ pub fn parse_target(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn counts() {
-        assert_eq!(parse_count("100000"), Ok(100_000));
-        assert_eq!(parse_count("100k"), Ok(100_000));
-        assert_eq!(parse_count("1m"), Ok(1_000_000));
-        assert_eq!(parse_count("1M"), Ok(1_000_000));
-        assert_eq!(parse_count("2.5k"), Ok(2_500));
-        assert_eq!(parse_count("1_000"), Ok(1_000));
-        assert!(parse_count("ten").is_err());
-        assert!(parse_count("-1").is_err());
-        assert!(parse_count("1.5").is_err());
-    }
-
-    #[test]
-    fn durations_and_rates() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5x").is_err());
-        assert_eq!(parse_rate("2.5k"), Ok(2500.0));
-        assert!(parse_rate("-3").is_err());
-    }
 
     #[test]
     fn shards_cover_the_id_space() {

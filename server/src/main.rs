@@ -1,8 +1,8 @@
 //! The `distro-server` binary: parse the command line into a [`ServerConfig`], run.
 //!
 //! Every flag can also be set by the environment variable named in `--help`. Durations
-//! take a unit (`250ms`, `5s`, `3m`; a bare number is milliseconds), sizes take `KiB`,
-//! `MiB` or `k`/`m`, counts take `k`/`m`.
+//! take a unit (`250ms`, `5s`, `3m`; a bare number is refused), sizes take `KiB`, `MiB`
+//! or `GiB`, counts take `k`/`m` ([`distro_core::units`], shared with `loadgen`).
 
 use clap::Parser;
 use distro_core::{RouterKind, VerifyMode};
@@ -14,56 +14,10 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use 250ms, 5s, 3m)"))?;
-    let ms = match unit.trim() {
-        "" | "ms" => n,
-        "s" => n * 1e3,
-        "m" | "min" => n * 60e3,
-        "h" => n * 3600e3,
-        u => return Err(format!("unknown duration unit {u:?} (use ms, s, m, h)")),
-    };
-    Ok(Duration::from_micros((ms * 1e3) as u64))
-}
-
-fn millis(s: &str) -> Result<u64, String> {
-    duration(s).map(|d| d.as_millis() as u64)
-}
-
-fn size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: usize = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    let mul = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        u => return Err(format!("unknown size unit {u:?} (use KiB or MiB)")),
-    };
-    Ok(n * mul)
-}
-
-fn count(s: &str) -> Result<usize, String> {
-    let s = s.trim().to_ascii_lowercase();
-    let (num, mul) = if let Some(n) = s.strip_suffix('k') {
-        (n, 1_000)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 1_000_000)
-    } else {
-        (s.as_str(), 1)
-    };
-    num.parse::<usize>()
-        .map(|n| n * mul)
-        .map_err(|_| format!("{s:?} is not a count (use 1000, 100k, 1m)"))
-}
+use distro_core::units::{
+    parse_count_usize as count, parse_duration as duration, parse_millis as millis,
+    parse_size as size,
+};
 
 /// A Distro cluster node, compatible with Nacos 2.x SDKs and the Nacos Open API v1.
 #[derive(Parser, Debug)]
@@ -330,18 +284,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn units_parse() {
-        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(duration("3m").unwrap(), Duration::from_secs(180));
-        assert_eq!(duration("100").unwrap(), Duration::from_millis(100));
-        assert!(duration("5 parsecs").is_err());
-        assert_eq!(size("1MiB").unwrap(), 1 << 20);
-        assert_eq!(size("512k").unwrap(), 512 << 10);
-        assert_eq!(count("100k").unwrap(), 100_000);
-        assert_eq!(count("1m").unwrap(), 1_000_000);
-        assert!(count("lots").is_err());
+    fn a_bare_number_is_refused_with_the_flag_and_units() {
+        let e = Cli::try_parse_from(["distro-server", "--sync-delay", "5"])
+            .expect_err("a duration without a unit");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--sync-delay") && msg.contains("ms, s, m or h"),
+            "{msg}"
+        );
+        let e = Cli::try_parse_from(["distro-server", "--max-message-bytes", "1024"])
+            .expect_err("a size without a unit");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--max-message-bytes") && msg.contains("KiB"),
+            "{msg}"
+        );
     }
 
     #[test]
