@@ -44,6 +44,7 @@ pub mod model;
 pub mod name;
 pub mod node;
 pub mod registry;
+pub mod rng;
 pub mod router;
 pub mod sim;
 mod sync;

@@ -47,34 +47,31 @@ const AREAS: [&str; 24] = [
 ];
 const KINDS: [&str; 6] = ["service", "api", "worker", "backend", "gateway", "job"];
 
-/// SplitMix64: the seeded hash behind every choice.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+/// SplitMix64: the seeded hash behind every choice ([`distro_core::rng::mix64`]).
+pub use distro_core::rng::mix64 as mix;
 
-/// A small seeded generator (SplitMix64 stream).
+/// A small seeded generator (a SplitMix64 stream).
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(distro_core::rng::SplitMix64);
 
 impl Rng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        // Offset by one step so that the stream is the one loadgen has always drawn
+        // (`mix` of seed + 2γ, seed + 3γ, ...): seeded runs keep their clients.
+        Self(distro_core::rng::SplitMix64::new(
+            seed.wrapping_add(distro_core::rng::GOLDEN_GAMMA),
+        ))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        // Lemire's multiply-shift; the tiny bias is irrelevant here.
-        ((u128::from(self.next_u64()) * u128::from(n.max(1))) >> 64) as u64
+        self.0.below(n.max(1))
     }
 }
 

@@ -44,16 +44,10 @@ impl ConnectPlan {
         if self.servers.is_empty() {
             return 0;
         }
-        (splitmix64(self.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-            % self.servers.len() as u64) as usize
+        (distro_core::rng::mix64(
+            self.seed ^ (index as u64).wrapping_mul(distro_core::rng::GOLDEN_GAMMA),
+        ) % self.servers.len() as u64) as usize
     }
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// Opens the plan's connections, at most `plan.parallel` handshakes at a time (each on

@@ -5,6 +5,7 @@
 //! compares with the nodes' final state.
 
 use super::procs::CLIENT_IP;
+use distro_core::rng::SplitMix64;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -221,25 +222,10 @@ impl Shared {
     }
 }
 
-/// A small deterministic generator (splitmix64) per client.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 async fn client(s: Arc<Shared>, i: usize, seed: u64) {
     let k = key(i);
     let home = i % s.urls.len();
-    let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0x1234_5678_9abc));
+    let mut rng = SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x1234_5678_9abc));
     let churner = i.is_multiple_of(4);
     // Spread the first registrations over a second.
     if !s
