@@ -35,14 +35,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-/// Where a write for an `ip:port` client must go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// This node owns it.
-    Local,
-    /// Another member owns it: forward the write there.
-    Remote(MemberId),
-}
+mod routing;
+
+pub use routing::Route;
 
 /// The result of a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,35 +323,6 @@ impl Node {
     /// Clients attributed to this node.
     pub fn owned_clients(&self) -> u64 {
         self.registry.owner_count(self.me())
-    }
-
-    // ----- routing ---------------------------------------------------------------------
-
-    /// The owner of routing key `ip:port` under the current routing table.
-    pub fn owner_of(&self, key: &str) -> MemberId {
-        self.routing.load().owner(key).unwrap_or(self.me())
-    }
-
-    /// Where a write for the ip:port client `key` (`"ip:port"`) must go.
-    pub fn route(&self, key: &str) -> Route {
-        let owner = self.owner_of(key);
-        if owner == self.me() {
-            Route::Local
-        } else {
-            Route::Remote(owner)
-        }
-    }
-
-    /// The routable members (UP and SUSPICIOUS), in address order.
-    pub fn routable_members(&self) -> Vec<MemberId> {
-        self.routing.load().members().to_vec()
-    }
-
-    fn attribution(&self, id: &ClientId, sender: MemberId) -> MemberId {
-        match id.routing_key() {
-            Some(key) => self.owner_of(key),
-            None => sender,
-        }
     }
 
     // ----- client operations ----------------------------------------------------------
