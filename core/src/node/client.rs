@@ -1,0 +1,204 @@
+//! Client operations: register, deregister, heartbeat, remove and query, on the owner.
+//!
+//! The API handlers call these after routing decided this node owns the client (a write
+//! for a client owned elsewhere is forwarded by the server, never applied here). Each
+//! write validates its input, changes the registry and schedules the client for sync to
+//! every peer (`after_write`); replication itself is `sync.rs`'s.
+
+use super::Node;
+use crate::error::{Field, ValidationError};
+use crate::model::{ClientId, ClientKind, InstanceSpec, Publication, Service, ServiceSpec};
+use crate::registry::{Origin, ServiceView, WriteError, WriteResult};
+use crate::time::Millis;
+
+/// The result of a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeatResult {
+    /// Recorded.
+    Ok,
+    /// The client does not publish to that service here (Nacos code 20404): the client
+    /// must register again.
+    NotFound,
+}
+
+impl Node {
+    fn resolve_service(&self, spec: &ServiceSpec) -> Result<Service, ValidationError> {
+        let (ns, group, name) = spec.resolve()?;
+        Ok(self.registry.service(ns, group, name))
+    }
+
+    /// Registers one instance for `client` in `service` (replacing what the client
+    /// published to that service).
+    pub fn register(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        instance: &InstanceSpec,
+        now: Millis,
+    ) -> Result<WriteResult, WriteError> {
+        let service = self.resolve_service(service)?;
+        let inst = instance.to_instance(self.registry.interner(), &service)?;
+        self.check_ip_port_client(client, &inst.ip, inst.port)?;
+        let r =
+            self.registry
+                .publish(client, Publication::single(service, inst), self.me(), now)?;
+        self.after_write(client, r, now);
+        Ok(r)
+    }
+
+    /// Registers a batch of instances for `client` in `service`, replacing what it
+    /// published there. An empty batch removes the publication (Nacos SDKs deregister
+    /// from a batch by re-registering the remaining instances).
+    pub fn register_batch(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        instances: &[InstanceSpec],
+        now: Millis,
+    ) -> Result<WriteResult, WriteError> {
+        let svc = self.resolve_service(service)?;
+        if instances.len() > crate::limits::MAX_BATCH_INSTANCES {
+            return Err(ValidationError::new(
+                Field::Instances,
+                format!(
+                    "{} instances in one batch, the limit is {}",
+                    instances.len(),
+                    crate::limits::MAX_BATCH_INSTANCES
+                ),
+            )
+            .into());
+        }
+        if instances.is_empty() {
+            return self.deregister(client, service, now);
+        }
+        let mut v = Vec::with_capacity(instances.len());
+        for (i, spec) in instances.iter().enumerate() {
+            let inst = spec
+                .to_instance(self.registry.interner(), &svc)
+                .map_err(|e| {
+                    ValidationError::new(e.field, format!("instances[{i}]: {}", e.reason))
+                })?;
+            v.push(inst);
+        }
+        let r = self
+            .registry
+            .publish(client, Publication::batch(svc, v), self.me(), now)?;
+        self.after_write(client, r, now);
+        Ok(r)
+    }
+
+    fn check_ip_port_client(
+        &self,
+        client: &ClientId,
+        ip: &str,
+        port: u16,
+    ) -> Result<(), ValidationError> {
+        if let Some(key) = client.routing_key() {
+            let matches = key
+                .rsplit_once(':')
+                .is_some_and(|(i, p)| i == ip && p.parse::<u16>() == Ok(port));
+            if !matches {
+                return Err(ValidationError::new(
+                    Field::ClientId,
+                    format!("ip:port client {client} cannot publish instance {ip}:{port}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what `client` publishes to `service`. Deregistering something that is not
+    /// registered succeeds, as in Nacos. For an ip:port client this node does not hold at
+    /// all, that success leaves a tombstone (see [`Registry::forget_absent`](crate::Registry::forget_absent)): a
+    /// registration this node has not seen yet (made through another node during a
+    /// partition, or still in a sync) must not come back after the deregistration was
+    /// acknowledged. A client that is held but does not publish to `service` is left
+    /// unchanged ([`WriteResult::Unchanged`]).
+    pub fn deregister(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        now: Millis,
+    ) -> Result<WriteResult, WriteError> {
+        let (ns, group, name) = service.resolve()?;
+        let Some(c) = self.registry.get(client.as_str()) else {
+            if client.kind() != ClientKind::IpPort {
+                return Ok(WriteResult::Unchanged);
+            }
+            let r = self.registry.forget_absent(client, self.me(), now);
+            self.after_write(client, r, now);
+            return Ok(r);
+        };
+        let found = Service::with_key(ns, group, name, |key| {
+            c.publications()
+                .iter()
+                .find(|p| p.service.key().as_str() == key)
+                .cloned()
+        });
+        let Some(p) = found else {
+            return Ok(WriteResult::Unchanged);
+        };
+        let svc = p.service.clone();
+        let r = self
+            .registry
+            .unpublish(client, &svc, self.me(), now, Origin::Client);
+        self.after_write(client, r, now);
+        Ok(r)
+    }
+
+    /// Removes `client` entirely (its connection closed).
+    pub fn remove_client(&self, client: &ClientId, now: Millis) -> WriteResult {
+        let r = self.registry.remove_client(client, self.me(), now);
+        self.after_write(client, r, now);
+        r
+    }
+
+    /// Records a heartbeat of `client` for `service`; an unhealthy instance turns healthy.
+    pub fn beat(
+        &self,
+        client: &ClientId,
+        service: &ServiceSpec,
+        now: Millis,
+    ) -> Result<BeatResult, ValidationError> {
+        let (ns, group, name) = service.resolve()?;
+        let Some(c) = self.registry.get(client.as_str()) else {
+            return Ok(BeatResult::NotFound);
+        };
+        let found = Service::with_key(ns, group, name, |key| {
+            c.publications()
+                .iter()
+                .position(|p| p.service.key().as_str() == key)
+        });
+        let Some(i) = found else {
+            return Ok(BeatResult::NotFound);
+        };
+        let p = c.record_beat(i, now);
+        let svc = p.service.clone();
+        if p.instances.iter().any(|i| !i.healthy) {
+            let r =
+                self.registry
+                    .update_instances(client, &svc, self.me(), now, Origin::Timer, |p| {
+                        let mut q = p.clone();
+                        q.instances.iter_mut().for_each(|i| i.healthy = true);
+                        Some(q)
+                    });
+            self.after_write(client, r, now);
+        }
+        Ok(BeatResult::Ok)
+    }
+
+    /// The publications of a service.
+    pub fn query(&self, service: &ServiceSpec) -> Result<Option<ServiceView>, ValidationError> {
+        let (ns, group, name) = service.resolve()?;
+        Ok(self.registry.query(ns, group, name))
+    }
+
+    pub(super) fn after_write(&self, client: &ClientId, r: WriteResult, now: Millis) {
+        if matches!(r, WriteResult::Unchanged) {
+            return;
+        }
+        for p in self.members.peers() {
+            self.sync.schedule(p.index(), client, now);
+        }
+    }
+}
