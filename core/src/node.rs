@@ -19,9 +19,7 @@ use crate::config::{Config, ConfigError, VerifyMode};
 use crate::member::{MemberId, MemberList, MemberState, PeerHealth};
 use crate::message::*;
 use crate::model::{ClientId, ClientKind, Publication, Revision, Service};
-use crate::registry::{
-    ApplyOutcome, Client, ClientChange, ClientRecord, Origin, Registry, WriteResult,
-};
+use crate::registry::{ApplyOutcome, Client, ClientChange, Origin, Registry, WriteResult};
 use crate::router::{Router, RoutingTable};
 use crate::sync::SyncScheduler;
 use crate::time::Millis;
@@ -33,9 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 mod client;
 mod routing;
+mod snapshot;
 
 pub use client::BeatResult;
 pub use routing::Route;
+use snapshot::LoadState;
 
 /// Counters of a node, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -124,13 +124,6 @@ struct Timers {
     next_health: Option<Millis>,
     next_probe: Option<Millis>,
     next_gc: Option<Millis>,
-}
-
-struct LoadState {
-    in_progress: Option<MemberId>,
-    tried: Vec<MemberId>,
-    next_attempt: Millis,
-    loaded_from: Option<MemberId>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -236,16 +229,6 @@ impl Node {
     /// The registry (queries, iteration, stats).
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// Whether the startup snapshot load finished (always true when standalone).
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Relaxed)
-    }
-
-    /// The peer this node loaded its snapshot from, if any.
-    pub fn loaded_from(&self) -> Option<MemberId> {
-        self.load.lock().loaded_from
     }
 
     /// Every member's state as this node sees it (itself always UP).
@@ -735,123 +718,6 @@ impl Node {
                     lifted: false,
                 };
             }
-        }
-    }
-
-    // ----- snapshot load ---------------------------------------------------------------
-
-    fn load_step(&self, now: Millis, out: &mut Vec<Command>) {
-        if self.is_loaded() {
-            return;
-        }
-        let mut load = self.load.lock();
-        if load.in_progress.is_some() || now < load.next_attempt {
-            return;
-        }
-        let states = self.member_states();
-        let candidate = states
-            .iter()
-            .find(|(m, s)| *m != self.me() && *s == MemberState::Up && !load.tried.contains(m))
-            .map(|(m, _)| *m);
-        match candidate {
-            Some(m) => {
-                load.in_progress = Some(m);
-                out.push(Command::LoadSnapshot { from: m });
-            }
-            None => {
-                let all_down = states
-                    .iter()
-                    .all(|(m, s)| *m == self.me() || *s == MemberState::Down);
-                if all_down {
-                    // Nobody to load from: this node starts the cluster's state.
-                    self.loaded.store(true, Relaxed);
-                } else {
-                    load.tried.clear();
-                    load.next_attempt = now + self.config.load_retry_delay;
-                }
-            }
-        }
-    }
-
-    /// Applies a chunk of the snapshot being loaded from `from`.
-    pub fn load_chunk(&self, from: MemberId, records: &[ClientRecord], now: Millis) {
-        let me = self.me();
-        let mut ghosts = Vec::new();
-        for r in records {
-            let owner = match r.id.kind() {
-                ClientKind::IpPort => self.attribution(&r.id, from),
-                ClientKind::Connection => r.owner,
-            };
-            if r.id.kind() == ClientKind::Connection && owner == me {
-                // A connection of this node's previous incarnation: it cannot exist any
-                // more. Delete it everywhere (above its revision).
-                ghosts.push(r.clone());
-                continue;
-            }
-            match self.registry.apply(r, owner, now) {
-                ApplyOutcome::Applied => inc(&self.counters.snapshot_clients, 1),
-                ApplyOutcome::Stale => {}
-            }
-        }
-        for g in ghosts {
-            if self.registry.apply(&g, me, now) == ApplyOutcome::Applied {
-                let r = self.registry.remove_client(&g.id, me, now);
-                self.after_write(&g.id, r, now);
-            }
-        }
-    }
-
-    /// Ends the load from `from`: on success the node is loaded and starts verifying; on
-    /// failure the next peer is tried.
-    pub fn load_finished(&self, from: MemberId, ok: bool, now: Millis) {
-        let mut load = self.load.lock();
-        if load.in_progress != Some(from) {
-            return;
-        }
-        load.in_progress = None;
-        if ok {
-            load.loaded_from = Some(from);
-            self.loaded.store(true, Relaxed);
-            inc(&self.counters.snapshot_loads, 1);
-        } else {
-            load.tried.push(from);
-            load.next_attempt = now;
-        }
-    }
-
-    /// A chunk of this node's snapshot starting at `cursor`, bounded by the configured
-    /// chunk size (a chunk holds at least one client when any is left).
-    pub fn snapshot_chunk(&self, cursor: SnapshotCursor) -> SnapshotChunk {
-        let shards = self.registry.shard_count();
-        let mut records = Vec::new();
-        let mut bytes = 0;
-        let mut shard = cursor.shard;
-        let mut offset = cursor.offset as usize;
-        while shard < shards {
-            let mut clients = self.registry.shard_clients(shard);
-            clients.sort_by(|a, b| a.id().cmp(b.id()));
-            while offset < clients.len() {
-                let rec = clients[offset].to_record();
-                let size = rec.size_hint();
-                if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
-                    return SnapshotChunk {
-                        records,
-                        next: Some(SnapshotCursor {
-                            shard,
-                            offset: offset as u32,
-                        }),
-                    };
-                }
-                bytes += size;
-                records.push(rec);
-                offset += 1;
-            }
-            shard += 1;
-            offset = 0;
-        }
-        SnapshotChunk {
-            records,
-            next: None,
         }
     }
 
