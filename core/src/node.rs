@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 mod client;
 mod routing;
 mod snapshot;
+mod sync;
 
 pub use client::BeatResult;
 pub use routing::Route;
@@ -286,11 +287,6 @@ impl Node {
         }
     }
 
-    /// Clients pending sync to `peer`.
-    pub fn pending_sync(&self, peer: MemberId) -> usize {
-        self.sync.pending(peer.index())
-    }
-
     /// Clients attributed to this node.
     pub fn owned_clients(&self) -> u64 {
         self.registry.owner_count(self.me())
@@ -354,21 +350,6 @@ impl Node {
         out
     }
 
-    /// Sends everything pending now, regardless of the sync delay (graceful shutdown).
-    pub fn drain(&self, now: Millis) -> Vec<Command> {
-        let mut out = Vec::new();
-        self.flush(now, true, &mut out);
-        out
-    }
-
-    /// The earliest time anything pending becomes due (for runtimes that sleep).
-    pub fn next_sync_due(&self) -> Option<Millis> {
-        self.members
-            .peers()
-            .filter_map(|p| self.sync.next_due(p.index()))
-            .min()
-    }
-
     fn probe_peers(&self, out: &mut Vec<Command>) {
         let mut peers = self.peers.lock();
         for p in self.members.peers() {
@@ -385,60 +366,6 @@ impl Node {
                 }),
             });
         }
-    }
-
-    fn flush(&self, now: Millis, drain: bool, out: &mut Vec<Command>) {
-        let states = self.member_states();
-        for (p, state) in states {
-            if p == self.me() || state == MemberState::Down {
-                continue;
-            }
-            let q = self.sync.peer(p.index());
-            if !drain && q.paused_until.load(Relaxed) > now {
-                continue;
-            }
-            let until = if drain { Millis::MAX } else { now };
-            while drain || q.inflight.load(Relaxed) < self.config.max_inflight_batches {
-                let ids = self
-                    .sync
-                    .take_due(p.index(), until, self.config.batch_max_entries);
-                if ids.is_empty() {
-                    break;
-                }
-                let mut batch = SyncBatch::default();
-                let mut bytes = 8;
-                for id in ids {
-                    let change = match self.registry.get(id.as_str()) {
-                        Some(c) => ClientChange::Upsert(c.to_record()),
-                        None => match self.registry.tombstone(id.as_str()) {
-                            Some(revision) => ClientChange::Delete { id, revision },
-                            None => continue,
-                        },
-                    };
-                    let size = change.size_hint();
-                    if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
-                        self.send_batch(p, std::mem::take(&mut batch), bytes, out);
-                        bytes = 8;
-                    }
-                    bytes += size;
-                    batch.changes.push(change);
-                }
-                if !batch.changes.is_empty() {
-                    self.send_batch(p, batch, bytes, out);
-                }
-            }
-        }
-    }
-
-    fn send_batch(&self, to: MemberId, batch: SyncBatch, bytes: usize, out: &mut Vec<Command>) {
-        self.sync.peer(to.index()).inflight.fetch_add(1, Relaxed);
-        inc(&self.counters.sync_batches_sent, 1);
-        inc(&self.counters.sync_changes_sent, batch.changes.len() as u64);
-        inc(&self.counters.sync_bytes_sent, bytes as u64);
-        out.push(Command::Send {
-            to,
-            request: PeerRequest::Sync(batch),
-        });
     }
 
     fn verify_round(&self, now: Millis, out: &mut Vec<Command>) {
@@ -769,28 +696,6 @@ impl Node {
         info.incarnation = p.incarnation;
     }
 
-    fn apply_batch(&self, from: MemberId, batch: SyncBatch, now: Millis) -> PeerResponse {
-        let (mut applied, mut stale) = (0u32, 0u32);
-        for change in batch.changes {
-            let outcome = match &change {
-                ClientChange::Upsert(r) => {
-                    let owner = self.attribution(&r.id, from);
-                    self.registry.apply(r, owner, now)
-                }
-                ClientChange::Delete { id, revision } => {
-                    self.registry.apply_delete(id, *revision, now)
-                }
-            };
-            match outcome {
-                ApplyOutcome::Applied => applied += 1,
-                ApplyOutcome::Stale => stale += 1,
-            }
-        }
-        inc(&self.counters.sync_changes_applied, u64::from(applied));
-        inc(&self.counters.sync_changes_stale, u64::from(stale));
-        PeerResponse::SyncAck { applied, stale }
-    }
-
     fn check_digests(&self, from: MemberId, v: &VerifyDigests, now: Millis) -> PeerResponse {
         if v.digests.len() != self.registry.shard_count() as usize {
             return PeerResponse::Refused(format!(
@@ -891,14 +796,7 @@ impl Node {
             other => other,
         };
         if result.is_ok() && !matches!(request, PeerRequest::Sync(_)) {
-            // The peer answers: whatever made syncs fail has passed. Clear the back-off so
-            // pending syncs and verify repairs flow at once instead of after up to
-            // `sync_retry_max_delay`.
-            let q = self.sync.peer(to.index());
-            if q.consecutive_failures.load(Relaxed) > 0 {
-                q.consecutive_failures.store(0, Relaxed);
-                q.paused_until.store(0, Relaxed);
-            }
+            self.resume_sync(to);
         }
         match (request, result) {
             (PeerRequest::Probe(_), result) => {
@@ -912,24 +810,7 @@ impl Node {
                 self.on_probe(to, ok, now);
             }
             (PeerRequest::Sync(batch), result) => {
-                let q = self.sync.peer(to.index());
-                q.inflight.fetch_sub(1, Relaxed);
-                if result.is_ok() {
-                    q.consecutive_failures.store(0, Relaxed);
-                } else {
-                    inc(&self.counters.sync_batches_failed, 1);
-                    let failures = q.consecutive_failures.fetch_add(1, Relaxed) + 1;
-                    let delay = self
-                        .config
-                        .sync_retry_delay
-                        .saturating_mul(1u64 << (failures - 1).min(20))
-                        .min(self.config.sync_retry_max_delay);
-                    q.paused_until.store(now + delay, Relaxed);
-                    for change in &batch.changes {
-                        self.sync
-                            .schedule_at(to.index(), change.id(), now + delay, false);
-                    }
-                }
+                self.on_sync_result(to, &batch, result.is_ok(), now)
             }
             (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
                 inc(&self.counters.verify_shards_mismatched, shards.len() as u64);
