@@ -15,11 +15,11 @@
 //!
 //! The node never performs I/O and never reads a clock: `now` is always an argument.
 
-use crate::config::{Config, ConfigError, VerifyMode};
+use crate::config::{Config, ConfigError};
 use crate::member::{MemberId, MemberList, MemberState, PeerHealth};
 use crate::message::*;
 use crate::model::{ClientId, ClientKind, Publication, Revision, Service};
-use crate::registry::{ApplyOutcome, Client, ClientChange, Origin, Registry, WriteResult};
+use crate::registry::{Client, Origin, Registry, WriteResult};
 use crate::router::{Router, RoutingTable};
 use crate::sync::SyncScheduler;
 use crate::time::Millis;
@@ -33,6 +33,7 @@ mod client;
 mod routing;
 mod snapshot;
 mod sync;
+mod verify;
 
 pub use client::BeatResult;
 pub use routing::Route;
@@ -368,66 +369,6 @@ impl Node {
         }
     }
 
-    fn verify_round(&self, now: Millis, out: &mut Vec<Command>) {
-        let targets: Vec<MemberId> = {
-            let peers = self.peers.lock();
-            self.members
-                .peers()
-                .filter(|p| {
-                    let i = &peers[p.index()];
-                    i.health.state != MemberState::Down && i.loaded
-                })
-                .collect()
-        };
-        if targets.is_empty() {
-            return;
-        }
-        match self.config.verify_mode {
-            VerifyMode::Digest => {
-                let digests = self.registry.owner_digests(self.me());
-                for p in targets {
-                    inc(&self.counters.verify_rounds, 1);
-                    inc(&self.counters.verify_bytes_sent, 24 * digests.len() as u64);
-                    out.push(Command::Send {
-                        to: p,
-                        request: PeerRequest::VerifyDigests(VerifyDigests {
-                            digests: digests.clone(),
-                        }),
-                    });
-                }
-            }
-            VerifyMode::PerClient => {
-                let me = self.me();
-                let mut owned = Vec::new();
-                self.registry.for_each(|c| {
-                    if c.owner() == me {
-                        owned.push((c.id().clone(), c.revision()));
-                    }
-                });
-                for p in targets {
-                    inc(&self.counters.verify_rounds, 1);
-                    for (id, rev) in &owned {
-                        inc(
-                            &self.counters.verify_bytes_sent,
-                            16 + id.as_str().len() as u64,
-                        );
-                        out.push(Command::Send {
-                            to: p,
-                            request: PeerRequest::VerifyClients(VerifyClients {
-                                clients: vec![(id.clone(), *rev)],
-                            }),
-                        });
-                    }
-                }
-            }
-        }
-        let _ = now;
-    }
-
-    fn renewed_at(&self, owner: MemberId, shard: u32) -> &AtomicU64 {
-        &self.renewed[owner.index() * self.config.shards as usize + shard as usize]
-    }
-
     /// Whether this node reaches at most half of the members (itself included): then it
     /// is more likely cut off than the clients that stopped beating here dead, and their
     /// beats go to the other side. Its expiries would delete live clients everywhere once
@@ -664,21 +605,7 @@ impl Node {
             PeerRequest::Sync(batch) => self.apply_batch(from, batch, now),
             PeerRequest::VerifyDigests(v) => self.check_digests(from, &v, now),
             PeerRequest::VerifyList(l) => self.check_list(from, l, now),
-            PeerRequest::VerifyClients(v) => {
-                let mut failed = Vec::new();
-                for (id, rev) in v.clients {
-                    match self.registry.get(id.as_str()) {
-                        Some(c) if c.revision() == rev => c.renew_lease(now),
-                        Some(_) => failed.push(id),
-                        None => {
-                            // The owner holds it: a drop marker at this revision was wrong.
-                            self.registry.clear_drop_marker(id.as_str(), rev);
-                            failed.push(id);
-                        }
-                    }
-                }
-                PeerResponse::VerifyClientsResult { failed }
-            }
+            PeerRequest::VerifyClients(v) => self.check_clients(v, now),
             PeerRequest::Probe(p) => {
                 self.note_peer_report(from, p);
                 PeerResponse::ProbeAck(Probe {
@@ -694,87 +621,6 @@ impl Node {
         let info = &mut peers[from.index()];
         info.loaded = p.loaded;
         info.incarnation = p.incarnation;
-    }
-
-    fn check_digests(&self, from: MemberId, v: &VerifyDigests, now: Millis) -> PeerResponse {
-        if v.digests.len() != self.registry.shard_count() as usize {
-            return PeerResponse::Refused(format!(
-                "shard count mismatch: sender has {}, this node {}",
-                v.digests.len(),
-                self.registry.shard_count()
-            ));
-        }
-        let mut shards = Vec::new();
-        for (s, d) in v.digests.iter().enumerate() {
-            let s = s as u32;
-            if self.registry.digest(from, s) == *d {
-                self.renewed_at(from, s).store(now, Relaxed);
-            } else {
-                shards.push(s);
-            }
-        }
-        PeerResponse::VerifyMismatch { shards }
-    }
-
-    fn check_list(&self, from: MemberId, list: VerifyList, now: Millis) -> PeerResponse {
-        let mut needs = Vec::new();
-        let mut removed = 0;
-        for sl in list.shards {
-            if sl.shard >= self.registry.shard_count() {
-                return PeerResponse::Refused(format!("shard {} out of range", sl.shard));
-            }
-            let listed: HashMap<&str, Revision> =
-                sl.clients.iter().map(|(id, r)| (id.as_str(), *r)).collect();
-            for (id, rev) in &sl.clients {
-                match self.registry.get(id.as_str()) {
-                    None => match self.registry.tombstone(id.as_str()) {
-                        Some(t) if t > *rev => needs.push((
-                            id.clone(),
-                            Need::Newer(ClientChange::Delete {
-                                id: id.clone(),
-                                revision: t,
-                            }),
-                        )),
-                        _ => {
-                            // The owner holds it: a drop marker at this revision was wrong.
-                            self.registry.clear_drop_marker(id.as_str(), *rev);
-                            needs.push((id.clone(), Need::Missing));
-                        }
-                    },
-                    Some(c) if c.revision() < *rev => needs.push((id.clone(), Need::Stale)),
-                    Some(c) if c.revision() > *rev => {
-                        needs.push((id.clone(), Need::Newer(ClientChange::Upsert(c.to_record()))))
-                    }
-                    Some(c) => {
-                        c.renew_lease(now);
-                        if c.owner() != from && id.kind() == ClientKind::Connection {
-                            self.registry.set_owner(id, from);
-                        }
-                    }
-                }
-            }
-            // Extras: clients this node attributes to `from` that `from` no longer has.
-            // A client synced within the last peer timeout may postdate the list; keep it.
-            let grace = self.config.peer_timeout;
-            let mut extras: Vec<(ClientId, Revision)> = Vec::new();
-            self.registry
-                .for_each_in_shard(sl.shard, |c: &Arc<Client>| {
-                    if c.owner() == from
-                        && !listed.contains_key(c.id().as_str())
-                        && now.saturating_sub(c.lease_base()) > grace
-                    {
-                        extras.push((c.id().clone(), c.revision()));
-                    }
-                });
-            for (id, rev) in extras {
-                if self.registry.drop_replica(&id, rev, now) {
-                    removed += 1;
-                }
-            }
-            self.renewed_at(from, sl.shard).store(now, Relaxed);
-        }
-        inc(&self.counters.verify_removed, u64::from(removed));
-        PeerResponse::VerifyReport { needs, removed }
     }
 
     // ----- peer messages: responses ----------------------------------------------------
@@ -813,88 +659,18 @@ impl Node {
                 self.on_sync_result(to, &batch, result.is_ok(), now)
             }
             (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
-                inc(&self.counters.verify_shards_mismatched, shards.len() as u64);
-                self.send_lists(to, &shards, &mut out);
+                self.on_verify_mismatch(to, &shards, &mut out)
             }
             (PeerRequest::VerifyList(_), Ok(PeerResponse::VerifyReport { needs, .. })) => {
-                for (id, need) in needs {
-                    match need {
-                        Need::Missing | Need::Stale => {
-                            inc(&self.counters.verify_repairs, 1);
-                            self.sync.schedule_at(to.index(), &id, now, false);
-                        }
-                        Need::Newer(change) => {
-                            // Adopt the newer change and propagate it as the owner.
-                            let applied = match &change {
-                                ClientChange::Upsert(r) => {
-                                    let owner = self.attribution(&r.id, self.me());
-                                    self.registry.apply(r, owner, now)
-                                }
-                                ClientChange::Delete { id, revision } => {
-                                    self.registry.apply_delete(id, *revision, now)
-                                }
-                            };
-                            if applied == ApplyOutcome::Applied {
-                                inc(&self.counters.verify_repairs, 1);
-                                for p in self.members.peers() {
-                                    self.sync.schedule_at(p.index(), &id, now, false);
-                                }
-                            }
-                        }
-                    }
-                }
+                self.on_verify_report(to, needs, now)
             }
             (PeerRequest::VerifyClients(_), Ok(PeerResponse::VerifyClientsResult { failed })) => {
-                for id in failed {
-                    inc(&self.counters.verify_repairs, 1);
-                    self.sync.schedule_at(to.index(), &id, now, false);
-                }
+                self.on_verify_clients_result(to, failed, now)
             }
             // Verify failures are retried by the next round.
             _ => {}
         }
         out
-    }
-
-    fn send_lists(&self, to: MemberId, shards: &[u32], out: &mut Vec<Command>) {
-        let me = self.me();
-        let mut list = VerifyList { shards: Vec::new() };
-        let mut bytes = 0usize;
-        for &s in shards {
-            if s >= self.registry.shard_count() {
-                continue;
-            }
-            let mut clients = Vec::new();
-            self.registry.for_each_in_shard(s, |c| {
-                if c.owner() == me {
-                    clients.push((c.id().clone(), c.revision()));
-                }
-            });
-            let size: usize = 8 + clients
-                .iter()
-                .map(|(id, _)| id.as_str().len() + 12)
-                .sum::<usize>();
-            if !list.shards.is_empty() && bytes + size > self.config.batch_max_bytes {
-                inc(&self.counters.verify_bytes_sent, bytes as u64);
-                out.push(Command::Send {
-                    to,
-                    request: PeerRequest::VerifyList(std::mem::replace(
-                        &mut list,
-                        VerifyList { shards: Vec::new() },
-                    )),
-                });
-                bytes = 0;
-            }
-            bytes += size;
-            list.shards.push(ShardList { shard: s, clients });
-        }
-        if !list.shards.is_empty() {
-            inc(&self.counters.verify_bytes_sent, bytes as u64);
-            out.push(Command::Send {
-                to,
-                request: PeerRequest::VerifyList(list),
-            });
-        }
     }
 
     fn on_probe(&self, peer: MemberId, ok: bool, now: Millis) {
