@@ -18,24 +18,24 @@
 use crate::config::{Config, ConfigError};
 use crate::member::{MemberId, MemberList, MemberState, PeerHealth};
 use crate::message::*;
-use crate::model::{ClientId, ClientKind, Publication, Revision, Service};
-use crate::registry::{Client, Origin, Registry, WriteResult};
+use crate::registry::{Client, Registry};
 use crate::router::{Router, RoutingTable};
 use crate::sync::SyncScheduler;
 use crate::time::Millis;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 mod client;
+mod health;
 mod routing;
 mod snapshot;
 mod sync;
 mod verify;
 
 pub use client::BeatResult;
+use health::Preservation;
 pub use routing::Route;
 use snapshot::LoadState;
 
@@ -126,16 +126,6 @@ struct Timers {
     next_health: Option<Millis>,
     next_probe: Option<Millis>,
     next_gc: Option<Millis>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct Preservation {
-    active: bool,
-    baseline: u64,
-    expired: u64,
-    /// One of the member's connection clients was superseded: its SDKs failed over, so
-    /// the member is gone rather than cut off, and its clients expire with the lease.
-    lifted: bool,
 }
 
 #[derive(Clone)]
@@ -369,226 +359,6 @@ impl Node {
         }
     }
 
-    /// Whether this node reaches at most half of the members (itself included): then it
-    /// is more likely cut off than the clients that stopped beating here dead, and their
-    /// beats go to the other side. Its expiries would delete live clients everywhere once
-    /// the partition heals, so it holds them until it rejoins a majority.
-    fn in_minority(&self) -> bool {
-        let n = self.members.len();
-        let reachable = self
-            .member_states()
-            .iter()
-            .filter(|(_, s)| s.is_routable())
-            .count();
-        n > 1 && reachable * 2 <= n
-    }
-
-    fn check_heartbeats(&self, now: Millis) {
-        let me = self.me();
-        let cfg = &self.config;
-        let hold_expiry = self.in_minority();
-        enum Act {
-            Unhealthy(Service),
-            Expire(Service),
-        }
-        let mut acts: Vec<(ClientId, Act)> = Vec::new();
-        self.registry.for_each(|c| {
-            if c.owner() != me || c.id().kind() != ClientKind::IpPort {
-                return;
-            }
-            for (i, p) in c.publications().iter().enumerate() {
-                let idle = now.saturating_sub(c.last_beat(i));
-                let expire = p
-                    .instances
-                    .iter()
-                    .all(|inst| idle > inst.delete_timeout(cfg.delete_timeout));
-                if expire && hold_expiry {
-                    inc(&self.counters.heartbeat_expiry_held, 1);
-                } else if expire {
-                    acts.push((c.id().clone(), Act::Expire(p.service.clone())));
-                } else if p.instances.iter().any(|inst| {
-                    inst.healthy && idle > inst.heartbeat_timeout(cfg.heartbeat_timeout)
-                }) {
-                    acts.push((c.id().clone(), Act::Unhealthy(p.service.clone())));
-                }
-            }
-        });
-        for (id, act) in acts {
-            let r = match act {
-                Act::Expire(svc) => {
-                    inc(&self.counters.heartbeat_expired, 1);
-                    self.registry.unpublish(&id, &svc, me, now, Origin::Timer)
-                }
-                Act::Unhealthy(svc) => {
-                    let hb = cfg.heartbeat_timeout;
-                    self.registry
-                        .update_instances(&id, &svc, me, now, Origin::Timer, |p| {
-                            let mut q = p.clone();
-                            let mut changed = false;
-                            for inst in q.instances.iter_mut() {
-                                if inst.healthy {
-                                    inst.healthy = false;
-                                    changed = true;
-                                }
-                            }
-                            let _ = hb;
-                            changed.then_some(q)
-                        })
-                }
-            };
-            if matches!(r, WriteResult::Changed(_)) {
-                inc(&self.counters.heartbeat_unhealthy, 1);
-            }
-            self.after_write(&id, r, now);
-        }
-    }
-
-    fn expire_leases(&self, now: Millis) {
-        let me = self.me();
-        let lease = self.config.lease;
-        let states = self.member_states();
-        let unreachable: Vec<bool> = states.iter().map(|(_, s)| *s != MemberState::Up).collect();
-        let any_unreachable = unreachable.iter().any(|u| *u);
-        let mut candidates: Vec<(MemberId, ClientId, Revision)> = Vec::new();
-        // Connection clients of unreachable owners: checked for supersession below.
-        let mut doubtful: Vec<Arc<Client>> = Vec::new();
-        self.registry.for_each(|c| {
-            let owner = c.owner();
-            if owner == me {
-                return;
-            }
-            if any_unreachable
-                && unreachable[owner.index()]
-                && c.id().kind() == ClientKind::Connection
-            {
-                doubtful.push(c.clone());
-            }
-            let base = c
-                .lease_base()
-                .max(self.renewed_at(owner, c.shard()).load(Relaxed));
-            if now.saturating_sub(base) > lease {
-                candidates.push((owner, c.id().clone(), c.revision()));
-            }
-        });
-        self.update_preservation(now, &states);
-        let superseded = self.superseded(&doubtful);
-        if !superseded.is_empty() {
-            let mut pres = self.preservation.lock();
-            for c in &superseded {
-                if self.registry.drop_replica(c.id(), c.revision(), now) {
-                    inc(&self.counters.lease_superseded, 1);
-                    pres[c.owner().index()].lifted = true;
-                }
-            }
-        }
-        if candidates.is_empty() {
-            return;
-        }
-        let mut pres = self.preservation.lock();
-        for (owner, id, rev) in candidates {
-            let p = &mut pres[owner.index()];
-            if p.active && !p.lifted {
-                let allowed =
-                    (p.baseline as f64 * self.config.self_preservation_fraction).floor() as u64;
-                if p.expired >= allowed {
-                    inc(&self.counters.lease_preserved, 1);
-                    continue;
-                }
-                p.expired += 1;
-            }
-            if self.registry.drop_replica(&id, rev, now) {
-                inc(&self.counters.lease_expired, 1);
-            }
-        }
-    }
-
-    /// The clients of `doubtful` (connection clients of unreachable owners) whose every
-    /// instance is also published, identically, by a client outside `doubtful`: the SDK
-    /// reconnected to a live node and registered again (its redo), so the old connection
-    /// is gone and its copy only duplicates the new one. A partition does not produce
-    /// this: SDKs stay connected to the node they reach.
-    fn superseded(&self, doubtful: &[Arc<Client>]) -> Vec<Arc<Client>> {
-        if doubtful.is_empty() {
-            return Vec::new();
-        }
-        let hasher = crate::registry::fast_hash(self.config.hash_seed);
-        let suspect: HashSet<*const Publication, _> = {
-            let mut set = HashSet::with_hasher(hasher.clone());
-            set.extend(
-                doubtful
-                    .iter()
-                    .flat_map(|c| c.publications().iter().map(Arc::as_ptr)),
-            );
-            set
-        };
-        // The doubtful clients' publications, by service: each service is read once.
-        let mut by_service: HashMap<&str, Vec<(usize, &Publication)>, _> =
-            HashMap::with_hasher(hasher.clone());
-        for (ci, c) in doubtful.iter().enumerate() {
-            for p in c.publications() {
-                by_service
-                    .entry(p.service.key().as_str())
-                    .or_default()
-                    .push((ci, p));
-            }
-        }
-        let mut covered = vec![true; doubtful.len()];
-        for pubs in by_service.values() {
-            let s = &pubs[0].1.service;
-            let view = self.registry.query(s.namespace(), s.group(), s.name());
-            // Instances other clients publish, by address.
-            let mut live: HashMap<(&str, u16), Vec<&crate::model::Instance>, _> =
-                HashMap::with_hasher(hasher.clone());
-            for q in view.iter().flat_map(|v| v.publications.iter()) {
-                if suspect.contains(&Arc::as_ptr(q)) {
-                    continue;
-                }
-                for i in q.instances.iter() {
-                    live.entry((i.ip.as_str(), i.port)).or_default().push(i);
-                }
-            }
-            for (ci, p) in pubs {
-                let all = p.instances.iter().all(|i| {
-                    live.get(&(i.ip.as_str(), i.port))
-                        .is_some_and(|v| v.contains(&i))
-                });
-                if !all {
-                    covered[*ci] = false;
-                }
-            }
-        }
-        doubtful
-            .iter()
-            .zip(covered)
-            .filter(|(c, covered)| *covered && !c.publications().is_empty())
-            .map(|(c, _)| c.clone())
-            .collect()
-    }
-
-    /// Self-preservation bookkeeping: when a peer stops being UP, remember how many
-    /// clients it owned; until it is UP again at most `self_preservation_fraction` of that
-    /// number may expire, however long the outage, unless one of its connection clients
-    /// was superseded (then the peer is gone, not cut off, and the cap is lifted).
-    fn update_preservation(&self, _now: Millis, states: &[(MemberId, MemberState)]) {
-        let mut pres = self.preservation.lock();
-        for &(m, state) in states {
-            if m == self.me() {
-                continue;
-            }
-            let p = &mut pres[m.index()];
-            if state == MemberState::Up {
-                *p = Preservation::default();
-            } else if !p.active {
-                *p = Preservation {
-                    active: true,
-                    baseline: self.registry.owner_count(m),
-                    expired: 0,
-                    lifted: false,
-                };
-            }
-        }
-    }
-
     // ----- peer messages: serving ------------------------------------------------------
 
     /// Answers a request from peer `from`.
@@ -772,7 +542,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{InstanceSpec, ServiceSpec};
+    use crate::model::{ClientId, InstanceSpec, ServiceSpec};
 
     fn node(me: &str, n: usize) -> Node {
         let addrs: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect();
