@@ -16,19 +16,19 @@
 //! The node never performs I/O and never reads a clock: `now` is always an argument.
 
 use crate::config::{Config, ConfigError};
-use crate::member::{MemberId, MemberList, MemberState, PeerHealth};
+use crate::member::{MemberId, MemberList, PeerHealth};
 use crate::message::*;
-use crate::registry::{Client, Registry};
-use crate::router::{Router, RoutingTable};
+use crate::registry::Registry;
+use crate::router::RoutingTable;
 use crate::sync::SyncScheduler;
 use crate::time::Millis;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 mod client;
 mod health;
+mod membership;
 mod routing;
 mod snapshot;
 mod sync;
@@ -36,6 +36,7 @@ mod verify;
 
 pub use client::BeatResult;
 use health::Preservation;
+use membership::PeerInfo;
 pub use routing::Route;
 use snapshot::LoadState;
 
@@ -128,13 +129,6 @@ struct Timers {
     next_gc: Option<Millis>,
 }
 
-#[derive(Clone)]
-struct PeerInfo {
-    health: PeerHealth,
-    loaded: bool,
-    incarnation: u64,
-}
-
 /// A Distro node without I/O. See the module documentation.
 pub struct Node {
     config: Config,
@@ -221,31 +215,6 @@ impl Node {
     /// The registry (queries, iteration, stats).
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// Every member's state as this node sees it (itself always UP).
-    pub fn member_states(&self) -> Vec<(MemberId, MemberState)> {
-        let peers = self.peers.lock();
-        self.members
-            .ids()
-            .map(|m| {
-                let s = if m == self.me() {
-                    MemberState::Up
-                } else {
-                    peers[m.index()].health.state
-                };
-                (m, s)
-            })
-            .collect()
-    }
-
-    /// The state of member `m`.
-    pub fn member_state(&self, m: MemberId) -> MemberState {
-        if m == self.me() {
-            MemberState::Up
-        } else {
-            self.peers.lock()[m.index()].health.state
-        }
     }
 
     /// Counters.
@@ -341,24 +310,6 @@ impl Node {
         out
     }
 
-    fn probe_peers(&self, out: &mut Vec<Command>) {
-        let mut peers = self.peers.lock();
-        for p in self.members.peers() {
-            let info = &mut peers[p.index()];
-            if info.health.probe_in_flight {
-                continue;
-            }
-            info.health.probe_in_flight = true;
-            out.push(Command::Send {
-                to: p,
-                request: PeerRequest::Probe(Probe {
-                    incarnation: self.incarnation,
-                    loaded: self.is_loaded(),
-                }),
-            });
-        }
-    }
-
     // ----- peer messages: serving ------------------------------------------------------
 
     /// Answers a request from peer `from`.
@@ -376,21 +327,8 @@ impl Node {
             PeerRequest::VerifyDigests(v) => self.check_digests(from, &v, now),
             PeerRequest::VerifyList(l) => self.check_list(from, l, now),
             PeerRequest::VerifyClients(v) => self.check_clients(v, now),
-            PeerRequest::Probe(p) => {
-                self.note_peer_report(from, p);
-                PeerResponse::ProbeAck(Probe {
-                    incarnation: self.incarnation,
-                    loaded: self.is_loaded(),
-                })
-            }
+            PeerRequest::Probe(p) => self.answer_probe(from, p),
         }
-    }
-
-    fn note_peer_report(&self, from: MemberId, p: Probe) {
-        let mut peers = self.peers.lock();
-        let info = &mut peers[from.index()];
-        info.loaded = p.loaded;
-        info.incarnation = p.incarnation;
     }
 
     // ----- peer messages: responses ----------------------------------------------------
@@ -415,16 +353,7 @@ impl Node {
             self.resume_sync(to);
         }
         match (request, result) {
-            (PeerRequest::Probe(_), result) => {
-                let ok = result.is_ok();
-                if !ok {
-                    inc(&self.counters.probes_failed, 1);
-                }
-                if let Ok(PeerResponse::ProbeAck(p)) = result {
-                    self.note_peer_report(to, p);
-                }
-                self.on_probe(to, ok, now);
-            }
+            (PeerRequest::Probe(_), result) => self.on_probe_result(to, &result, now),
             (PeerRequest::Sync(batch), result) => {
                 self.on_sync_result(to, &batch, result.is_ok(), now)
             }
@@ -441,101 +370,6 @@ impl Node {
             _ => {}
         }
         out
-    }
-
-    fn on_probe(&self, peer: MemberId, ok: bool, now: Millis) {
-        let changed = {
-            let mut peers = self.peers.lock();
-            peers[peer.index()]
-                .health
-                .on_probe(ok, self.config.probe_down_after)
-        };
-        if let Some(state) = changed {
-            if state == MemberState::Up {
-                // Let pending syncs flow again at once.
-                let q = self.sync.peer(peer.index());
-                q.paused_until.store(0, Relaxed);
-                q.consecutive_failures.store(0, Relaxed);
-            }
-            self.recompute_routing(now);
-        }
-    }
-
-    /// Forces member `m`'s state (tests, and runtimes with their own failure detector).
-    pub fn set_member_state(&self, m: MemberId, state: MemberState, now: Millis) {
-        if m == self.me() {
-            return;
-        }
-        let changed = {
-            let mut peers = self.peers.lock();
-            let h = &mut peers[m.index()].health;
-            let changed = h.state != state;
-            h.state = state;
-            h.consecutive_failures = match state {
-                MemberState::Up => 0,
-                MemberState::Suspicious => 1,
-                MemberState::Down => self.config.probe_down_after,
-            };
-            changed
-        };
-        if changed {
-            self.recompute_routing(now);
-        }
-    }
-
-    /// Rebuilds the routing table from member states and moves ip:port ownership.
-    fn recompute_routing(&self, now: Millis) {
-        let routable: Vec<MemberId> = self
-            .member_states()
-            .into_iter()
-            .filter(|(_, s)| s.is_routable())
-            .map(|(m, _)| m)
-            .collect();
-        let table = self.config.router.build(&self.members, &routable);
-        let rejoined = {
-            let old = self.routing.load();
-            if table.members() == old.members() {
-                return;
-            }
-            table.members().iter().any(|m| !old.members().contains(m))
-        };
-        self.routing.store(Arc::new(table));
-        self.rehome(now, rejoined);
-    }
-
-    /// Re-attributes every ip:port client to its owner under the current routing table.
-    /// Clients this node gains get fresh heartbeat times (no mass expiry); clients it
-    /// loses are handed to their new owner at once. When a member `rejoined` (a partition
-    /// healed, a node came back), the clients this node keeps get fresh heartbeat times
-    /// too: while the members were apart, their heartbeats may have gone to the other
-    /// side, which does not report them, so the last beat seen here says nothing.
-    fn rehome(&self, now: Millis, rejoined: bool) {
-        let me = self.me();
-        let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
-        self.registry.for_each(|c| {
-            if let Some(key) = c.id().routing_key() {
-                let owner = self.owner_of(key);
-                if owner != c.owner() {
-                    moves.push((c.clone(), owner));
-                } else if rejoined && owner == me {
-                    self.registry.refresh_beats(c, now);
-                }
-            }
-        });
-        for (c, owner) in moves {
-            let was_mine = c.owner() == me;
-            if !self.registry.set_owner(c.id(), owner) {
-                continue;
-            }
-            if owner == me {
-                self.registry.refresh_beats(&c, now);
-                inc(&self.counters.clients_adopted, 1);
-            } else if was_mine {
-                inc(&self.counters.clients_released, 1);
-                self.sync.schedule_at(owner.index(), c.id(), now, false);
-            }
-            c.renew_lease(now);
-        }
     }
 }
 

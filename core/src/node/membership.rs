@@ -1,0 +1,206 @@
+//! Membership: probing peers, their states (UP, SUSPICIOUS, DOWN), and what a change of
+//! state moves.
+//!
+//! Every probe interval ([`Node::tick`]) a node probes each peer; a failed probe makes a
+//! peer SUSPICIOUS, `probe_down_after` failures in a row DOWN, a success UP
+//! ([`crate::member`] keeps the count). Probes carry each side's incarnation and whether
+//! its snapshot load finished. Routing uses the UP and SUSPICIOUS members: when that set
+//! changes, the routing table is rebuilt and every ip:port client is re-attributed to its
+//! owner under the new table (a node gaining clients refreshes their heartbeat times, a
+//! node losing them hands them to the new owner at once).
+
+use super::{Node, inc};
+use crate::member::{MemberId, MemberState, PeerHealth};
+use crate::message::{Command, PeerRequest, PeerResponse, Probe, SendError};
+use crate::registry::Client;
+use crate::router::Router;
+use crate::time::Millis;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// What this node knows of a peer.
+#[derive(Clone)]
+pub(super) struct PeerInfo {
+    /// Probe state: UP, SUSPICIOUS or DOWN.
+    pub(super) health: PeerHealth,
+    /// Whether the peer reports its snapshot load finished (verify waits for it).
+    pub(super) loaded: bool,
+    /// The peer's incarnation, as it reports it.
+    pub(super) incarnation: u64,
+}
+
+impl Node {
+    /// Every member's state as this node sees it (itself always UP).
+    pub fn member_states(&self) -> Vec<(MemberId, MemberState)> {
+        let peers = self.peers.lock();
+        self.members
+            .ids()
+            .map(|m| {
+                let s = if m == self.me() {
+                    MemberState::Up
+                } else {
+                    peers[m.index()].health.state
+                };
+                (m, s)
+            })
+            .collect()
+    }
+
+    /// The state of member `m`.
+    pub fn member_state(&self, m: MemberId) -> MemberState {
+        if m == self.me() {
+            MemberState::Up
+        } else {
+            self.peers.lock()[m.index()].health.state
+        }
+    }
+
+    /// Forces member `m`'s state (tests, and runtimes with their own failure detector).
+    pub fn set_member_state(&self, m: MemberId, state: MemberState, now: Millis) {
+        if m == self.me() {
+            return;
+        }
+        let changed = {
+            let mut peers = self.peers.lock();
+            let h = &mut peers[m.index()].health;
+            let changed = h.state != state;
+            h.state = state;
+            h.consecutive_failures = match state {
+                MemberState::Up => 0,
+                MemberState::Suspicious => 1,
+                MemberState::Down => self.config.probe_down_after,
+            };
+            changed
+        };
+        if changed {
+            self.recompute_routing(now);
+        }
+    }
+
+    /// Probes every peer that has no probe in flight.
+    pub(super) fn probe_peers(&self, out: &mut Vec<Command>) {
+        let mut peers = self.peers.lock();
+        for p in self.members.peers() {
+            let info = &mut peers[p.index()];
+            if info.health.probe_in_flight {
+                continue;
+            }
+            info.health.probe_in_flight = true;
+            out.push(Command::Send {
+                to: p,
+                request: PeerRequest::Probe(Probe {
+                    incarnation: self.incarnation,
+                    loaded: self.is_loaded(),
+                }),
+            });
+        }
+    }
+
+    /// Answers a probe from `from`, noting what it reports about itself.
+    pub(super) fn answer_probe(&self, from: MemberId, p: Probe) -> PeerResponse {
+        self.note_peer_report(from, p);
+        PeerResponse::ProbeAck(Probe {
+            incarnation: self.incarnation,
+            loaded: self.is_loaded(),
+        })
+    }
+
+    /// Notes what peer `from` reports about itself (loaded, incarnation).
+    fn note_peer_report(&self, from: MemberId, p: Probe) {
+        let mut peers = self.peers.lock();
+        let info = &mut peers[from.index()];
+        info.loaded = p.loaded;
+        info.incarnation = p.incarnation;
+    }
+
+    /// Digests the outcome of a probe of `to`.
+    pub(super) fn on_probe_result(
+        &self,
+        to: MemberId,
+        result: &Result<PeerResponse, SendError>,
+        now: Millis,
+    ) {
+        let ok = result.is_ok();
+        if !ok {
+            inc(&self.counters.probes_failed, 1);
+        }
+        if let Ok(PeerResponse::ProbeAck(p)) = result {
+            self.note_peer_report(to, *p);
+        }
+        self.on_probe(to, ok, now);
+    }
+
+    /// Moves `peer`'s state after a probe; a change of state rebuilds the routing table.
+    fn on_probe(&self, peer: MemberId, ok: bool, now: Millis) {
+        let changed = {
+            let mut peers = self.peers.lock();
+            peers[peer.index()]
+                .health
+                .on_probe(ok, self.config.probe_down_after)
+        };
+        if let Some(state) = changed {
+            if state == MemberState::Up {
+                // Let pending syncs flow again at once.
+                let q = self.sync.peer(peer.index());
+                q.paused_until.store(0, Relaxed);
+                q.consecutive_failures.store(0, Relaxed);
+            }
+            self.recompute_routing(now);
+        }
+    }
+
+    /// Rebuilds the routing table from member states and moves ip:port ownership.
+    fn recompute_routing(&self, now: Millis) {
+        let routable: Vec<MemberId> = self
+            .member_states()
+            .into_iter()
+            .filter(|(_, s)| s.is_routable())
+            .map(|(m, _)| m)
+            .collect();
+        let table = self.config.router.build(&self.members, &routable);
+        let rejoined = {
+            let old = self.routing.load();
+            if table.members() == old.members() {
+                return;
+            }
+            table.members().iter().any(|m| !old.members().contains(m))
+        };
+        self.routing.store(Arc::new(table));
+        self.rehome(now, rejoined);
+    }
+
+    /// Re-attributes every ip:port client to its owner under the current routing table.
+    /// Clients this node gains get fresh heartbeat times (no mass expiry); clients it
+    /// loses are handed to their new owner at once. When a member `rejoined` (a partition
+    /// healed, a node came back), the clients this node keeps get fresh heartbeat times
+    /// too: while the members were apart, their heartbeats may have gone to the other
+    /// side, which does not report them, so the last beat seen here says nothing.
+    fn rehome(&self, now: Millis, rejoined: bool) {
+        let me = self.me();
+        let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
+        self.registry.for_each(|c| {
+            if let Some(key) = c.id().routing_key() {
+                let owner = self.owner_of(key);
+                if owner != c.owner() {
+                    moves.push((c.clone(), owner));
+                } else if rejoined && owner == me {
+                    self.registry.refresh_beats(c, now);
+                }
+            }
+        });
+        for (c, owner) in moves {
+            let was_mine = c.owner() == me;
+            if !self.registry.set_owner(c.id(), owner) {
+                continue;
+            }
+            if owner == me {
+                self.registry.refresh_beats(&c, now);
+                inc(&self.counters.clients_adopted, 1);
+            } else if was_mine {
+                inc(&self.counters.clients_released, 1);
+                self.sync.schedule_at(owner.index(), c.id(), now, false);
+            }
+            c.renew_lease(now);
+        }
+    }
+}
