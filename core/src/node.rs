@@ -1,7 +1,11 @@
 //! One Distro node: the registry plus everything that keeps replicas in line.
 //!
 //! A [`Node`] is shared by every task of a server (`&self` everywhere; interior state is
-//! atomics, lock-free maps or short mutexes). It has three kinds of entry points:
+//! atomics, lock-free maps or short mutexes). It never performs I/O and never reads a
+//! clock: `now` is always an argument. Its methods take requests, responses and ticks and
+//! return what the runtime must do, as values: an answer for a peer, or [`Command`]s (send
+//! this request to that peer, load a snapshot from that peer) whose outcomes the runtime
+//! feeds back in. It has three kinds of entry points:
 //!
 //! * **client operations** ([`Node::register`], [`Node::deregister`], [`Node::beat`],
 //!   [`Node::remove_client`], [`Node::query`]), called by the API handlers after routing
@@ -13,11 +17,24 @@
 //!   heartbeats, expire leases, collect tombstones. It returns [`Command`]s for the
 //!   runtime to carry out.
 //!
-//! The node never performs I/O and never reads a clock: `now` is always an argument.
+//! This file holds the node's state, its construction, accessors and counters, and
+//! [`Node::tick`], which runs each timer's work when it is due. The work itself is one
+//! file per concept under `node/`:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `routing.rs` | which member owns an ip:port client |
+//! | `client.rs` | register, deregister, beat, remove, query |
+//! | `sync.rs` | flushing due clients in batches, the retry back-off, applying batches |
+//! | `verify.rs` | digest and list rounds, per-client verify, the repairs they lead to |
+//! | `snapshot.rs` | serving a snapshot in chunks, loading one at startup |
+//! | `membership.rs` | probes, member states, routing rebuilds, re-attribution |
+//! | `health.rs` | heartbeat checks, leases, supersession, self-preservation |
+//! | `peer.rs` | where peer requests and responses enter, handed to the above |
 
 use crate::config::{Config, ConfigError};
 use crate::member::{MemberId, MemberList, PeerHealth};
-use crate::message::*;
+use crate::message::Command;
 use crate::registry::Registry;
 use crate::router::RoutingTable;
 use crate::sync::SyncScheduler;
@@ -29,9 +46,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 mod client;
 mod health;
 mod membership;
+mod peer;
 mod routing;
 mod snapshot;
 mod sync;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 pub use client::BeatResult;
@@ -308,202 +328,5 @@ impl Node {
                 .collect_empty_services(now, crate::config::DEFAULT_TOMBSTONE_TTL);
         }
         out
-    }
-
-    // ----- peer messages: serving ------------------------------------------------------
-
-    /// Answers a request from peer `from`.
-    pub fn handle_request(
-        &self,
-        from: MemberId,
-        request: PeerRequest,
-        now: Millis,
-    ) -> PeerResponse {
-        if from == self.me() || from.index() >= self.members.len() {
-            return PeerResponse::Refused(format!("unknown sender {from}"));
-        }
-        match request {
-            PeerRequest::Sync(batch) => self.apply_batch(from, batch, now),
-            PeerRequest::VerifyDigests(v) => self.check_digests(from, &v, now),
-            PeerRequest::VerifyList(l) => self.check_list(from, l, now),
-            PeerRequest::VerifyClients(v) => self.check_clients(v, now),
-            PeerRequest::Probe(p) => self.answer_probe(from, p),
-        }
-    }
-
-    // ----- peer messages: responses ----------------------------------------------------
-
-    /// Digests the outcome of `request`, which this node sent to `to`.
-    pub fn handle_response(
-        &self,
-        to: MemberId,
-        request: PeerRequest,
-        result: Result<PeerResponse, SendError>,
-        now: Millis,
-    ) -> Vec<Command> {
-        let mut out = Vec::new();
-        if to.index() >= self.members.len() || to == self.me() {
-            return out;
-        }
-        let result = match result {
-            Ok(PeerResponse::Refused(_)) => Err(SendError::Rejected),
-            other => other,
-        };
-        if result.is_ok() && !matches!(request, PeerRequest::Sync(_)) {
-            self.resume_sync(to);
-        }
-        match (request, result) {
-            (PeerRequest::Probe(_), result) => self.on_probe_result(to, &result, now),
-            (PeerRequest::Sync(batch), result) => {
-                self.on_sync_result(to, &batch, result.is_ok(), now)
-            }
-            (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
-                self.on_verify_mismatch(to, &shards, &mut out)
-            }
-            (PeerRequest::VerifyList(_), Ok(PeerResponse::VerifyReport { needs, .. })) => {
-                self.on_verify_report(to, needs, now)
-            }
-            (PeerRequest::VerifyClients(_), Ok(PeerResponse::VerifyClientsResult { failed })) => {
-                self.on_verify_clients_result(to, failed, now)
-            }
-            // Verify failures are retried by the next round.
-            _ => {}
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{ClientId, InstanceSpec, ServiceSpec};
-
-    fn node(me: &str, n: usize) -> Node {
-        let addrs: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect();
-        let cfg = Config {
-            shards: 64,
-            ..Config::default()
-        };
-        Node::new(cfg, MemberList::new(me, &addrs).unwrap(), 1_000).unwrap()
-    }
-
-    fn sends(cmds: &[Command]) -> Vec<(&MemberId, &PeerRequest)> {
-        cmds.iter()
-            .filter_map(|c| match c {
-                Command::Send { to, request } => Some((to, request)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_change_is_synced_to_every_peer_after_the_delay() {
-        let n = node("10.0.0.1:8848", 3);
-        let id = ClientId::connection(1, "1.1.1.1", 1);
-        n.register(
-            &id,
-            &ServiceSpec::new("", "", "svc"),
-            &InstanceSpec::new("1.1.1.1", 80),
-            0,
-        )
-        .unwrap();
-        n.tick(0);
-        let before: Vec<_> = n
-            .tick(999)
-            .into_iter()
-            .filter(|c| {
-                matches!(
-                    c,
-                    Command::Send {
-                        request: PeerRequest::Sync(_),
-                        ..
-                    }
-                )
-            })
-            .collect();
-        assert!(before.is_empty());
-        let cmds = n.tick(1000);
-        let syncs: Vec<_> = sends(&cmds)
-            .into_iter()
-            .filter(|(_, r)| matches!(r, PeerRequest::Sync(_)))
-            .collect();
-        assert_eq!(syncs.len(), 2);
-    }
-
-    #[test]
-    fn standalone_is_loaded_and_sends_nothing() {
-        let n = node("10.0.0.1:8848", 1);
-        assert!(n.is_loaded());
-        let id = ClientId::ip_port("1.1.1.1", 80);
-        n.register(
-            &id,
-            &ServiceSpec::new("", "", "svc"),
-            &InstanceSpec::new("1.1.1.1", 80),
-            0,
-        )
-        .unwrap();
-        assert!(n.tick(10_000).is_empty());
-    }
-
-    #[test]
-    fn ip_port_clients_publish_only_their_own_address() {
-        let n = node("10.0.0.1:8848", 1);
-        let id = ClientId::ip_port("1.1.1.1", 80);
-        let e = n
-            .register(
-                &id,
-                &ServiceSpec::new("", "", "svc"),
-                &InstanceSpec::new("1.1.1.2", 80),
-                0,
-            )
-            .unwrap_err();
-        assert!(e.to_string().contains("clientId"), "{e}");
-    }
-
-    #[test]
-    fn heartbeats_keep_instances_healthy_then_they_expire() {
-        let n = node("10.0.0.1:8848", 1);
-        let id = ClientId::ip_port("1.1.1.1", 80);
-        let svc = ServiceSpec::new("", "", "svc");
-        n.register(&id, &svc, &InstanceSpec::new("1.1.1.1", 80), 0)
-            .unwrap();
-        n.tick(0);
-        assert_eq!(n.beat(&id, &svc, 4_000).unwrap(), BeatResult::Ok);
-        n.tick(10_000);
-        let healthy =
-            |n: &Node| n.query(&svc).unwrap().unwrap().publications[0].instances[0].healthy;
-        assert!(healthy(&n));
-        n.tick(20_000); // 16 s after the last beat
-        assert!(!healthy(&n));
-        assert_eq!(n.beat(&id, &svc, 21_000).unwrap(), BeatResult::Ok);
-        assert!(healthy(&n));
-        n.tick(25_000);
-        n.tick(30_000);
-        n.tick(35_000);
-        n.tick(40_000);
-        n.tick(45_000);
-        n.tick(50_000); // 29 s after the last beat
-        assert_eq!(n.query(&svc).unwrap().unwrap().instance_count(), 1);
-        n.tick(55_000); // 34 s
-        assert_eq!(n.query(&svc).unwrap().unwrap().instance_count(), 0);
-        assert_eq!(n.beat(&id, &svc, 56_000).unwrap(), BeatResult::NotFound);
-    }
-
-    #[test]
-    fn per_instance_heartbeat_overrides() {
-        let n = node("10.0.0.1:8848", 1);
-        let id = ClientId::ip_port("1.1.1.1", 80);
-        let svc = ServiceSpec::new("", "", "svc");
-        let mut spec = InstanceSpec::new("1.1.1.1", 80);
-        spec.metadata = vec![
-            ("preserved.heart.beat.timeout".into(), "3000".into()),
-            ("preserved.ip.delete.timeout".into(), "6000".into()),
-        ];
-        n.register(&id, &svc, &spec, 0).unwrap();
-        n.tick(0);
-        n.tick(5_000);
-        assert!(!n.query(&svc).unwrap().unwrap().publications[0].instances[0].healthy);
-        n.tick(10_000);
-        assert_eq!(n.query(&svc).unwrap().unwrap().instance_count(), 0);
     }
 }

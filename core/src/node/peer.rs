@@ -1,0 +1,72 @@
+//! Peer messages: where a request from a peer, and the outcome of a request to one,
+//! enter the node.
+//!
+//! Both entry points check the member id and hand the message to the concept it belongs
+//! to: sync batches to `sync.rs`, digests, lists and per-client verifies to `verify.rs`,
+//! probes to `membership.rs`. A refusal counts as a failure; any answer other than to a
+//! sync also clears the sync back-off towards that peer (it is reachable again).
+
+use super::Node;
+use crate::member::MemberId;
+use crate::message::{Command, PeerRequest, PeerResponse, SendError};
+use crate::time::Millis;
+
+impl Node {
+    /// Answers a request from peer `from`.
+    pub fn handle_request(
+        &self,
+        from: MemberId,
+        request: PeerRequest,
+        now: Millis,
+    ) -> PeerResponse {
+        if from == self.me() || from.index() >= self.members.len() {
+            return PeerResponse::Refused(format!("unknown sender {from}"));
+        }
+        match request {
+            PeerRequest::Sync(batch) => self.apply_batch(from, batch, now),
+            PeerRequest::VerifyDigests(v) => self.check_digests(from, &v, now),
+            PeerRequest::VerifyList(l) => self.check_list(from, l, now),
+            PeerRequest::VerifyClients(v) => self.check_clients(v, now),
+            PeerRequest::Probe(p) => self.answer_probe(from, p),
+        }
+    }
+
+    /// Digests the outcome of `request`, which this node sent to `to`.
+    pub fn handle_response(
+        &self,
+        to: MemberId,
+        request: PeerRequest,
+        result: Result<PeerResponse, SendError>,
+        now: Millis,
+    ) -> Vec<Command> {
+        let mut out = Vec::new();
+        if to.index() >= self.members.len() || to == self.me() {
+            return out;
+        }
+        let result = match result {
+            Ok(PeerResponse::Refused(_)) => Err(SendError::Rejected),
+            other => other,
+        };
+        if result.is_ok() && !matches!(request, PeerRequest::Sync(_)) {
+            self.resume_sync(to);
+        }
+        match (request, result) {
+            (PeerRequest::Probe(_), result) => self.on_probe_result(to, &result, now),
+            (PeerRequest::Sync(batch), result) => {
+                self.on_sync_result(to, &batch, result.is_ok(), now)
+            }
+            (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
+                self.on_verify_mismatch(to, &shards, &mut out)
+            }
+            (PeerRequest::VerifyList(_), Ok(PeerResponse::VerifyReport { needs, .. })) => {
+                self.on_verify_report(to, needs, now)
+            }
+            (PeerRequest::VerifyClients(_), Ok(PeerResponse::VerifyClientsResult { failed })) => {
+                self.on_verify_clients_result(to, failed, now)
+            }
+            // Verify failures are retried by the next round.
+            _ => {}
+        }
+        out
+    }
+}
