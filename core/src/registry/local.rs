@@ -1,0 +1,228 @@
+//! Local writes: this node is the client's owner (registrations, deregistrations,
+//! heartbeats and the health changes of its own checks).
+//!
+//! Every local write goes through `write_local`: under the shard's lock it reads the held
+//! state, decides, and stores the new state at the next revision (a hybrid clock, see
+//! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
+
+use super::{Client, Origin, Registry, Tombstone, WriteError, WriteResult};
+use crate::error::{Field, ValidationError};
+use crate::member::MemberId;
+use crate::model::{ClientId, Publication, Revision, Service};
+use crate::time::Millis;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+impl Registry {
+    /// Publishes `publication` for client `id` (replacing what it published to that
+    /// service before). `owner` is the member the client is attributed to (this node).
+    pub fn publish(
+        &self,
+        id: &ClientId,
+        publication: Publication,
+        owner: MemberId,
+        now: Millis,
+    ) -> Result<WriteResult, WriteError> {
+        let max = self.max_services_per_client;
+        let mut result = Ok(());
+        let publication = Arc::new(publication);
+        let out = self.write_local(id, owner, now, Origin::Client, |old| {
+            let mut pubs: Vec<Arc<Publication>> =
+                old.map(|c| c.publications.to_vec()).unwrap_or_default();
+            match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
+                Ok(i) => {
+                    if *pubs[i] == *publication {
+                        return LocalAction::Nothing;
+                    }
+                    pubs[i] = publication.clone();
+                }
+                Err(i) => {
+                    if pubs.len() >= max {
+                        result = Err(ValidationError::new(
+                            Field::Services,
+                            format!(
+                                "client {id} already publishes to {} services, the limit is {max}",
+                                pubs.len()
+                            ),
+                        ));
+                        return LocalAction::Nothing;
+                    }
+                    pubs.insert(i, publication.clone());
+                }
+            }
+            LocalAction::Put(pubs)
+        });
+        result?;
+        Ok(out)
+    }
+
+    /// Removes what client `id` publishes to `service`; deletes the client when nothing
+    /// is left. `origin` orders the write's revision (see [`Origin`]).
+    pub fn unpublish(
+        &self,
+        id: &ClientId,
+        service: &Service,
+        owner: MemberId,
+        now: Millis,
+        origin: Origin,
+    ) -> WriteResult {
+        self.write_local(id, owner, now, origin, |old| {
+            let Some(old) = old else {
+                return LocalAction::Nothing;
+            };
+            let mut pubs = old.publications.to_vec();
+            match pubs.binary_search_by(|p| p.service.cmp(service)) {
+                Ok(i) => {
+                    pubs.remove(i);
+                    if pubs.is_empty() {
+                        LocalAction::Delete
+                    } else {
+                        LocalAction::Put(pubs)
+                    }
+                }
+                Err(_) => LocalAction::Nothing,
+            }
+        })
+    }
+
+    /// Records that client `id`, which this node does not hold, was deregistered: a
+    /// tombstone at a fresh revision, replicated like any deletion. The owner may lack a
+    /// registration that reached another node while the two were cut off (or before the
+    /// sync arrived); without the tombstone that registration would arrive afterwards and
+    /// undo the acknowledged deregistration. Nothing happens if the node holds the client.
+    pub fn forget_absent(&self, id: &ClientId, owner: MemberId, now: Millis) -> WriteResult {
+        self.write_local(id, owner, now, Origin::Client, |old| match old {
+            Some(_) => LocalAction::Nothing,
+            None => LocalAction::Delete,
+        })
+    }
+
+    /// Deletes client `id` (connection closed, or expiry by its owner).
+    pub fn remove_client(&self, id: &ClientId, owner: MemberId, now: Millis) -> WriteResult {
+        self.write_local(id, owner, now, Origin::Client, |old| match old {
+            Some(_) => LocalAction::Delete,
+            None => LocalAction::Nothing,
+        })
+    }
+
+    /// Replaces the instances of publication `service` of client `id` through `f` (health
+    /// changes). `f` returns `None` to leave it unchanged. `origin` orders the write's
+    /// revision (see [`Origin`]).
+    pub fn update_instances(
+        &self,
+        id: &ClientId,
+        service: &Service,
+        owner: MemberId,
+        now: Millis,
+        origin: Origin,
+        f: impl FnOnce(&Publication) -> Option<Publication>,
+    ) -> WriteResult {
+        self.write_local(id, owner, now, origin, |old| {
+            let Some(old) = old else {
+                return LocalAction::Nothing;
+            };
+            let Ok(i) = old
+                .publications
+                .binary_search_by(|p| p.service.cmp(service))
+            else {
+                return LocalAction::Nothing;
+            };
+            match f(&old.publications[i]) {
+                Some(p) => {
+                    let mut pubs = old.publications.to_vec();
+                    pubs[i] = Arc::new(p);
+                    LocalAction::Put(pubs)
+                }
+                None => LocalAction::Nothing,
+            }
+        })
+    }
+
+    /// Records a heartbeat of client `id` for `service`. Returns the publication's
+    /// instances if the client publishes to it, `None` otherwise.
+    pub fn beat(&self, id: &ClientId, service: &Service, now: Millis) -> Option<Arc<Publication>> {
+        let c = self.get(id.as_str())?;
+        let i = c
+            .publications
+            .binary_search_by(|p| p.service.cmp(service))
+            .ok()?;
+        c.beats[i].fetch_max(now, Relaxed);
+        Some(c.publications[i].clone())
+    }
+
+    /// Sets every heartbeat of client `id` to at least `now` (grace after an ownership
+    /// change, so a new owner does not expire instances whose beats went elsewhere).
+    pub(crate) fn refresh_beats(&self, c: &Client, now: Millis) {
+        for b in c.beats.iter() {
+            b.fetch_max(now, Relaxed);
+        }
+    }
+
+    /// The one path of every local write: under the shard lock, `f` decides from the held
+    /// state what to do; the new state gets the next revision (see [`Origin`]).
+    fn write_local(
+        &self,
+        id: &ClientId,
+        owner: MemberId,
+        now: Millis,
+        origin: Origin,
+        f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
+    ) -> WriteResult {
+        let shard_no = self.shard_of(id);
+        let shard = &self.shards[shard_no as usize];
+        let mut changed: Vec<Service> = Vec::new();
+        let result = {
+            let mut tombstones = shard.write.lock();
+            let clients = shard.clients.pin();
+            let old = clients.get(id.as_str());
+            let action = f(old);
+            let prev = old
+                .map(|c| c.revision)
+                .max(tombstones.get(id.as_str()).map(|t| t.revision))
+                .unwrap_or(Revision::ZERO);
+            let floor = match origin {
+                Origin::Client => self.floor.load(Relaxed).max(Revision::floor(now)),
+                Origin::Timer => 0,
+            };
+            let revision = Revision::next(prev, floor, self.me);
+            match action {
+                LocalAction::Nothing => WriteResult::Unchanged,
+                LocalAction::Put(pubs) => {
+                    let new = self.build_client(
+                        id,
+                        revision,
+                        shard_no,
+                        pubs,
+                        owner,
+                        old.map(|c| &**c),
+                        now,
+                    );
+                    tombstones.remove(id.as_str());
+                    self.replace(&clients, old, Some(new), &mut changed);
+                    WriteResult::Changed(revision)
+                }
+                LocalAction::Delete => {
+                    tombstones.insert(
+                        id.clone(),
+                        Tombstone {
+                            revision,
+                            expires_at: now.saturating_add(self.tombstone_ttl()),
+                            dropped: false,
+                        },
+                    );
+                    self.replace(&clients, old, None, &mut changed);
+                    WriteResult::Deleted(revision)
+                }
+            }
+        };
+        self.notify(&changed);
+        result
+    }
+}
+
+/// What a local write does to the client it reads.
+enum LocalAction {
+    Nothing,
+    Put(Vec<Arc<Publication>>),
+    Delete,
+}

@@ -1,0 +1,226 @@
+//! Unit tests of the registry: writes and queries, replicated writes against
+//! tombstones and drop markers, re-attribution, limits, the empty-service collector, and
+//! concurrent writers keeping the index and digests consistent.
+
+use super::*;
+use crate::model::InstanceSpec;
+
+fn cfg(shards: u32, max_services: usize) -> Config {
+    Config {
+        shards,
+        max_services_per_client: max_services,
+        ..Config::default()
+    }
+}
+
+fn reg() -> Registry {
+    Registry::new(MemberId(0), 3, 1_000, &cfg(16, 100))
+}
+
+fn publication(r: &Registry, svc: &str, ip: &str, port: u16) -> Publication {
+    let s = r.service("public", "DEFAULT_GROUP", svc);
+    let i = InstanceSpec::new(ip, port)
+        .to_instance(r.interner(), &s)
+        .unwrap();
+    Publication::single(s, i)
+}
+
+#[test]
+fn publish_query_unpublish() {
+    let r = reg();
+    let me = MemberId(0);
+    let id = ClientId::ip_port("10.0.0.1", 80);
+    let p = publication(&r, "a", "10.0.0.1", 80);
+    let WriteResult::Changed(rev1) = r.publish(&id, p.clone(), me, 10).unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.publish(&id, p, me, 11).unwrap(), WriteResult::Unchanged);
+    let v = r.query("public", "DEFAULT_GROUP", "a").unwrap();
+    assert_eq!(v.instance_count(), 1);
+    assert_eq!(r.stats().clients, 1);
+    assert_eq!(r.owner_count(me), 1);
+    let svc = v.service;
+    let WriteResult::Deleted(rev2) = r.unpublish(&id, &svc, me, 12, Origin::Client) else {
+        panic!()
+    };
+    assert!(rev2 > rev1);
+    assert_eq!(
+        r.query("public", "DEFAULT_GROUP", "a")
+            .unwrap()
+            .instance_count(),
+        0
+    );
+    assert_eq!(
+        r.stats(),
+        RegistryStats {
+            clients: 0,
+            instances: 0,
+            services: 1,
+            tombstones: 1
+        }
+    );
+    assert_eq!(r.owner_count(me), 0);
+    // Re-registration gets a revision above the tombstone.
+    let WriteResult::Changed(rev3) = r
+        .publish(&id, publication(&r, "a", "10.0.0.1", 80), me, 13)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(rev3 > rev2);
+}
+
+/// An owner `a` (member 0) that wrote client `id` twice (`rec1`, then `rec2`), and an
+/// empty replica `b` (member 1).
+fn owner_and_replica() -> (Registry, Registry, ClientId, ClientRecord, ClientRecord) {
+    let a = reg();
+    let b = Registry::new(MemberId(1), 3, 1_000, &cfg(16, 100));
+    let id = ClientId::ip_port("10.0.0.1", 80);
+    a.publish(&id, publication(&a, "a", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    let rec1 = a.get(id.as_str()).unwrap().to_record();
+    a.publish(&id, publication(&a, "a", "10.0.0.1", 81), MemberId(0), 2)
+        .unwrap();
+    let rec2 = a.get(id.as_str()).unwrap().to_record();
+    (a, b, id, rec1, rec2)
+}
+
+#[test]
+fn apply_only_newer_and_tombstones_block_older() {
+    let (a, b, id, rec1, rec2) = owner_and_replica();
+    assert_eq!(b.apply(&rec2, MemberId(0), 3), ApplyOutcome::Applied);
+    assert_eq!(b.apply(&rec1, MemberId(0), 4), ApplyOutcome::Stale);
+    assert_eq!(b.apply(&rec2, MemberId(0), 4), ApplyOutcome::Stale);
+    assert_eq!(
+        b.digest(MemberId(0), b.shard_of(&id)),
+        a.digest(MemberId(0), a.shard_of(&id))
+    );
+    let WriteResult::Deleted(del) = a.remove_client(&id, MemberId(0), 5) else {
+        panic!()
+    };
+    assert_eq!(b.apply_delete(&id, del, 6), ApplyOutcome::Applied);
+    assert_eq!(
+        b.apply(&rec2, MemberId(0), 7),
+        ApplyOutcome::Stale,
+        "tombstone blocks"
+    );
+    assert!(b.get(id.as_str()).is_none());
+    assert_eq!(
+        b.collect_tombstones(6 + crate::config::DEFAULT_TOMBSTONE_TTL + 1),
+        1
+    );
+}
+
+/// A dropped replica leaves a marker: a delayed sync of the dropped revision (or an
+/// older one) cannot bring it back, a newer state can, the marker is not a deletion
+/// (never sent as one), and clearing it (the owner lists that revision) lets the
+/// owner's repair through.
+#[test]
+fn a_dropped_replica_is_not_brought_back_by_a_delayed_sync() {
+    let (a, b, id, rec1, rec2) = owner_and_replica();
+    assert_eq!(b.apply(&rec2, MemberId(0), 3), ApplyOutcome::Applied);
+    assert!(
+        !b.drop_replica(&id, rec1.revision, 4),
+        "only the held revision"
+    );
+    assert!(b.drop_replica(&id, rec2.revision, 4));
+    assert!(b.get(id.as_str()).is_none());
+    assert_eq!(b.tombstone(id.as_str()), None, "a marker is not a deletion");
+    assert_eq!(b.apply(&rec2, MemberId(0), 5), ApplyOutcome::Stale);
+    assert_eq!(b.apply(&rec1, MemberId(0), 5), ApplyOutcome::Stale);
+    assert!(!b.clear_drop_marker(id.as_str(), rec1.revision));
+    assert!(b.clear_drop_marker(id.as_str(), rec2.revision));
+    assert_eq!(b.apply(&rec2, MemberId(0), 6), ApplyOutcome::Applied);
+    // A newer state passes a marker without clearing it.
+    assert!(b.drop_replica(&id, rec2.revision, 7));
+    a.publish(&id, publication(&a, "a", "10.0.0.1", 82), MemberId(0), 8)
+        .unwrap();
+    let rec3 = a.get(id.as_str()).unwrap().to_record();
+    assert_eq!(b.apply(&rec3, MemberId(0), 9), ApplyOutcome::Applied);
+}
+
+#[test]
+fn set_owner_moves_digests() {
+    let r = reg();
+    let id = ClientId::ip_port("10.0.0.1", 80);
+    r.publish(&id, publication(&r, "a", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    assert!(r.set_owner(&id, MemberId(2)));
+    assert_eq!(r.owner_count(MemberId(0)), 0);
+    assert_eq!(r.owner_count(MemberId(2)), 1);
+    assert!(!r.set_owner(&id, MemberId(2)));
+}
+
+#[test]
+fn service_limit_per_client() {
+    let r = Registry::new(MemberId(0), 1, 0, &cfg(4, 2));
+    let id = ClientId::parse("c1").unwrap();
+    r.publish(&id, publication(&r, "a", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    r.publish(&id, publication(&r, "b", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    let e = r
+        .publish(&id, publication(&r, "c", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("limit is 2"), "{e}");
+}
+
+#[test]
+fn empty_services_are_collected_after_a_while() {
+    let r = reg();
+    let _ = r.service("public", "DEFAULT_GROUP", "ghost");
+    assert_eq!(r.collect_empty_services(1_000, 60_000), 0);
+    assert_eq!(r.collect_empty_services(2_000, 60_000), 0);
+    assert_eq!(r.collect_empty_services(62_000, 60_000), 1);
+    assert!(r.query("public", "DEFAULT_GROUP", "ghost").is_none());
+    // A later publication recreates it.
+    let id = ClientId::ip_port("10.0.0.1", 80);
+    r.publish(
+        &id,
+        publication(&r, "ghost", "10.0.0.1", 80),
+        MemberId(0),
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        r.query("public", "DEFAULT_GROUP", "ghost")
+            .unwrap()
+            .instance_count(),
+        1
+    );
+}
+
+#[test]
+fn concurrent_writers_keep_index_and_digests_consistent() {
+    let r = Arc::new(reg());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for i in 0..500u16 {
+                    let ip = format!("10.0.{t}.{}", i % 50);
+                    let id = ClientId::ip_port(&ip, 1000 + i);
+                    let p = publication(&r, &format!("s{}", i % 7), &ip, 1000 + i);
+                    r.publish(&id, p, MemberId(0), u64::from(i)).unwrap();
+                    if i % 3 == 0 {
+                        r.remove_client(&id, MemberId(0), u64::from(i));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = r.stats();
+    let mut via_services = 0;
+    for s in r.services("public", None) {
+        via_services += r
+            .query("public", "DEFAULT_GROUP", s.name())
+            .unwrap()
+            .instance_count();
+    }
+    assert_eq!(stats.instances, via_services);
+    assert_eq!(stats.clients as u64, r.owner_count(MemberId(0)));
+    assert_eq!(stats.clients, 4 * (500 - 167));
+}
