@@ -1,0 +1,284 @@
+//! The virtual network: how the simulator carries the commands nodes return.
+//!
+//! A `Command::Send` becomes a request that is delivered after a random delay (or lost,
+//! or duplicated), answered by the peer's [`Node::handle_request`](crate::Node), and its
+//! response carried back the same way to [`Node::handle_response`](crate::Node); a request
+//! without a response within the peer timeout comes back as `SendError::Unreachable`. A
+//! `Command::LoadSnapshot` becomes a stream of pulls and chunks between the two nodes,
+//! ended by the last chunk or by a chunk that does not arrive in time. An isolated or
+//! crashed node's messages are lost; a response to a node's previous incarnation is
+//! dropped.
+
+use super::SimCluster;
+use crate::member::MemberId;
+use crate::message::{Command, PeerRequest, PeerResponse, SendError, SnapshotCursor};
+use crate::time::Millis;
+use std::cmp::Reverse;
+
+/// Something the network does at a point of virtual time.
+pub(super) enum Event {
+    Deliver {
+        req: u64,
+    },
+    Respond {
+        req: u64,
+        response: PeerResponse,
+    },
+    Timeout {
+        req: u64,
+    },
+    Pull {
+        load: u64,
+        cursor: SnapshotCursor,
+    },
+    Chunk {
+        load: u64,
+        chunk: crate::message::SnapshotChunk,
+    },
+    LoadTimeout {
+        load: u64,
+        chunk_no: u64,
+    },
+}
+
+/// A peer request on its way, until its response or timeout.
+pub(super) struct Outstanding {
+    from: usize,
+    to: usize,
+    generation: u64,
+    request: PeerRequest,
+}
+
+/// A snapshot load being streamed, chunk by chunk.
+pub(super) struct Load {
+    loader: usize,
+    source: usize,
+    generation: u64,
+    chunks: u64,
+    done: bool,
+}
+
+impl SimCluster {
+    /// Whether nodes `a` and `b` can talk: both alive, neither isolated.
+    pub(super) fn link_ok(&self, a: usize, b: usize) -> bool {
+        self.nodes[a].is_some() && self.nodes[b].is_some() && !self.isolated[a] && !self.isolated[b]
+    }
+
+    /// Queues event `e` at virtual time `at`.
+    fn schedule(&mut self, at: Millis, e: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq)));
+        self.payloads.insert(self.seq, e);
+    }
+
+    /// A random one-way delay.
+    fn delay(&mut self) -> Millis {
+        let n = self.cfg.net;
+        self.rng.range(n.min_delay, n.max_delay.max(n.min_delay))
+    }
+
+    /// Carries out the commands node `from` returned: sends requests (which may be lost
+    /// or duplicated, and time out) and starts snapshot loads.
+    pub(super) fn execute(&mut self, from: usize, cmds: Vec<Command>) {
+        for c in cmds {
+            match c {
+                Command::Send { to, request } => {
+                    let to = to.index();
+                    self.seq += 1;
+                    let id = self.seq;
+                    self.stats.requests += 1;
+                    self.outstanding.insert(
+                        id,
+                        Outstanding {
+                            from,
+                            to,
+                            generation: self.generation[from],
+                            request,
+                        },
+                    );
+                    let timeout = self.now + self.cfg.protocol.peer_timeout;
+                    self.schedule(timeout, Event::Timeout { req: id });
+                    if self.rng.chance(self.cfg.net.loss) {
+                        self.stats.lost += 1;
+                        continue;
+                    }
+                    let d = self.delay();
+                    self.schedule(self.now + d, Event::Deliver { req: id });
+                    if self.rng.chance(self.cfg.net.duplicate) {
+                        self.stats.duplicated += 1;
+                        let d = self.delay();
+                        self.schedule(self.now + d, Event::Deliver { req: id });
+                    }
+                }
+                Command::LoadSnapshot { from: source } => {
+                    self.seq += 1;
+                    let load = self.seq;
+                    self.loads.insert(
+                        load,
+                        Load {
+                            loader: from,
+                            source: source.index(),
+                            generation: self.generation[from],
+                            chunks: 0,
+                            done: false,
+                        },
+                    );
+                    self.send_pull(load, SnapshotCursor::default());
+                }
+            }
+        }
+    }
+
+    /// Asks the load's source for the chunk at `cursor`.
+    fn send_pull(&mut self, load: u64, cursor: SnapshotCursor) {
+        let chunk_no = self.loads[&load].chunks;
+        let timeout = self.now + self.cfg.protocol.peer_timeout;
+        self.schedule(timeout, Event::LoadTimeout { load, chunk_no });
+        if self.rng.chance(self.cfg.net.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        let d = self.delay();
+        self.schedule(self.now + d, Event::Pull { load, cursor });
+    }
+
+    /// Ends snapshot load `load` and tells the loader.
+    fn finish_load(&mut self, load: u64, ok: bool) {
+        let Some(l) = self.loads.get_mut(&load) else {
+            return;
+        };
+        if l.done {
+            return;
+        }
+        l.done = true;
+        let (loader, source, generation) = (l.loader, l.source, l.generation);
+        if self.generation[loader] != generation {
+            return;
+        }
+        if ok {
+            self.stats.snapshot_loads += 1;
+        }
+        let now = self.now;
+        if let Some(n) = &self.nodes[loader] {
+            n.load_finished(MemberId(source as u16), ok, now);
+        }
+    }
+
+    /// Processes one event: a request delivered, a response, a timeout, a snapshot pull or
+    /// chunk.
+    pub(super) fn process(&mut self, e: Event) {
+        let now = self.now;
+        match e {
+            Event::Deliver { req } => {
+                let Some(o) = self.outstanding.get(&req) else {
+                    return;
+                };
+                let (from, to) = (o.from, o.to);
+                if !self.link_ok(from, to) {
+                    self.stats.lost += 1;
+                    return;
+                }
+                let request = o.request.clone();
+                let node = self.nodes[to]
+                    .as_ref()
+                    .expect("link_ok checked the node is alive");
+                let response = node.handle_request(MemberId(from as u16), request, now);
+                if self.rng.chance(self.cfg.net.loss) {
+                    self.stats.lost += 1;
+                    return;
+                }
+                let d = self.delay();
+                self.schedule(now + d, Event::Respond { req, response });
+            }
+            Event::Respond { req, response } => {
+                let Some(o) = self.outstanding.get(&req) else {
+                    return;
+                };
+                if !self.link_ok(o.from, o.to) || self.generation[o.from] != o.generation {
+                    self.stats.lost += 1;
+                    return;
+                }
+                let o = self.outstanding.remove(&req).expect("present above");
+                let node = self.nodes[o.from]
+                    .as_ref()
+                    .expect("link_ok checked the node is alive");
+                let cmds =
+                    node.handle_response(MemberId(o.to as u16), o.request, Ok(response), now);
+                self.execute(o.from, cmds);
+            }
+            Event::Timeout { req } => {
+                let Some(o) = self.outstanding.remove(&req) else {
+                    return;
+                };
+                if self.generation[o.from] != o.generation {
+                    return;
+                }
+                self.stats.timeouts += 1;
+                if let Some(node) = self.nodes[o.from].as_ref() {
+                    let cmds = node.handle_response(
+                        MemberId(o.to as u16),
+                        o.request,
+                        Err(SendError::Unreachable),
+                        now,
+                    );
+                    self.execute(o.from, cmds);
+                }
+            }
+            Event::Pull { load, cursor } => {
+                let Some(l) = self.loads.get(&load) else {
+                    return;
+                };
+                if l.done || !self.link_ok(l.loader, l.source) {
+                    self.stats.lost += 1;
+                    return;
+                }
+                let chunk = self.nodes[l.source]
+                    .as_ref()
+                    .expect("link_ok checked the node is alive")
+                    .snapshot_chunk(cursor);
+                if self.rng.chance(self.cfg.net.loss) {
+                    self.stats.lost += 1;
+                    return;
+                }
+                let d = self.delay();
+                self.schedule(now + d, Event::Chunk { load, chunk });
+            }
+            Event::Chunk { load, chunk } => {
+                let Some(l) = self.loads.get_mut(&load) else {
+                    return;
+                };
+                if l.done || self.generation[l.loader] != l.generation {
+                    return;
+                }
+                let (loader, source) = (l.loader, l.source);
+                if !self.link_ok(loader, source) {
+                    // Lost: the pending LoadTimeout for this chunk ends the load.
+                    self.stats.lost += 1;
+                    return;
+                }
+                if let Some(l) = self.loads.get_mut(&load) {
+                    l.chunks += 1;
+                }
+                self.stats.snapshot_chunks += 1;
+                let node = self.nodes[loader]
+                    .as_ref()
+                    .expect("link_ok checked the node is alive");
+                node.load_chunk(MemberId(source as u16), &chunk.records, now);
+                match chunk.next {
+                    Some(cursor) => self.send_pull(load, cursor),
+                    None => self.finish_load(load, true),
+                }
+            }
+            Event::LoadTimeout { load, chunk_no } => {
+                let stalled = self
+                    .loads
+                    .get(&load)
+                    .is_some_and(|l| !l.done && l.chunks == chunk_no);
+                if stalled {
+                    self.stats.timeouts += 1;
+                    self.finish_load(load, false);
+                }
+            }
+        }
+    }
+}
