@@ -1,0 +1,422 @@
+//! Instances: the stored form ([`Instance`], with its shared [`Metadata`]) and the forms
+//! a request gives ([`InstanceSpec`], owned; [`InstanceFields`], borrowed), with the
+//! validation of every field against the [`limits`](crate::limits).
+
+use super::{
+    DEFAULT_CLUSTER, GROUP_SEPARATOR, META_DELETE_TIMEOUT, META_HEARTBEAT_INTERVAL,
+    META_HEARTBEAT_TIMEOUT, Service,
+};
+use crate::error::{Field, ValidationError};
+use crate::limits::*;
+use crate::name::{Interner, Name};
+use crate::time::Millis;
+use std::fmt;
+use std::sync::Arc;
+
+/// Whether `s` is a valid cluster name: `^[0-9a-zA-Z-]+$` (Nacos's rule), plus `_` and `.`
+/// which real deployments use, at most [`MAX_CLUSTER_LEN`] bytes.
+pub fn check_cluster_name(s: &str) -> Result<(), ValidationError> {
+    if s.is_empty() {
+        return Err(ValidationError::new(Field::Cluster, "must not be empty"));
+    }
+    if s.len() > MAX_CLUSTER_LEN {
+        return Err(ValidationError::new(
+            Field::Cluster,
+            format!("is {} bytes long, the limit is {MAX_CLUSTER_LEN}", s.len()),
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.'))
+    {
+        return Err(ValidationError::new(
+            Field::Cluster,
+            format!("{s:?} contains {c:?}; allowed are letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Instance metadata: sorted `(key, value)` pairs, shared between copies.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Metadata(Option<Arc<MetadataList>>);
+
+/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every instance).
+#[derive(PartialEq, Eq, Hash)]
+pub struct MetadataList(Box<[MetadataEntry]>);
+
+/// One metadata entry: an interned key and its value.
+pub type MetadataEntry = (Name, Box<str>);
+
+impl Metadata {
+    /// No metadata.
+    pub const EMPTY: Metadata = Metadata(None);
+
+    /// Builds metadata from pairs (sorted by key; the last value of a repeated key wins).
+    pub fn from_pairs<'a>(
+        interner: &Interner,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        let mut v: Vec<(Name, Box<str>)> = pairs
+            .into_iter()
+            .map(|(k, val)| (interner.intern(k), Box::from(val)))
+            .collect();
+        if v.is_empty() {
+            return Metadata(None);
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        // Keep the last value of each key.
+        let mut out: Vec<(Name, Box<str>)> = Vec::with_capacity(v.len());
+        for (k, val) in v {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = val,
+                _ => out.push((k, val)),
+            }
+        }
+        Metadata(Some(Arc::new(MetadataList(out.into_boxed_slice()))))
+    }
+
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .flat_map(|a| a.0.iter())
+            .map(|(k, v)| (k.as_str(), &**v))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let a = &self.0.as_ref()?.0;
+        a.binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| &*a[i].1)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |a| a.0.len())
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A duration in milliseconds stored under `key`, if present and a number.
+    pub fn millis(&self, key: &str) -> Option<Millis> {
+        self.get(key).and_then(|v| v.trim().parse::<u64>().ok())
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// A stored, validated instance. Always ephemeral: persistent instances are not Distro data.
+#[derive(Clone, PartialEq)]
+pub struct Instance {
+    /// IP address or host name (stored inline up to 24 bytes: no allocation for IPs).
+    pub ip: compact_str::CompactString,
+    /// Port, 1..=65535.
+    pub port: u16,
+    /// Weight, 0..=10000.
+    pub weight: f64,
+    /// Health as reported by the client, or as set by heartbeat checks.
+    pub healthy: bool,
+    /// Whether the instance takes traffic; disabled instances are hidden from queries.
+    pub enabled: bool,
+    /// Cluster name.
+    pub cluster: Name,
+    /// User metadata.
+    pub metadata: Metadata,
+    /// A client-chosen instance id; `None` means the default
+    /// `ip#port#cluster#group@@service`.
+    pub custom_id: Option<Box<str>>,
+}
+
+impl Instance {
+    /// The instance id: the custom id, or `ip#port#cluster#group@@service`.
+    pub fn instance_id(&self, service: &Service) -> String {
+        match &self.custom_id {
+            Some(id) => id.to_string(),
+            None => format!(
+                "{}#{}#{}#{}{GROUP_SEPARATOR}{}",
+                self.ip,
+                self.port,
+                self.cluster,
+                service.group(),
+                service.name()
+            ),
+        }
+    }
+
+    /// `ip:port`, the routing key of the instance (and of its ip:port client).
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    /// Heartbeat timeout after which the instance turns unhealthy.
+    pub fn heartbeat_timeout(&self, default: Millis) -> Millis {
+        self.metadata
+            .millis(META_HEARTBEAT_TIMEOUT)
+            .unwrap_or(default)
+    }
+
+    /// Timeout without heartbeats after which the instance is deleted.
+    pub fn delete_timeout(&self, default: Millis) -> Millis {
+        self.metadata.millis(META_DELETE_TIMEOUT).unwrap_or(default)
+    }
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}[{} w={} {}{}]",
+            self.ip,
+            self.port,
+            self.cluster,
+            self.weight,
+            if self.healthy { "healthy" } else { "unhealthy" },
+            if self.enabled { "" } else { " disabled" }
+        )
+    }
+}
+
+/// An instance as given in a request, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSpec {
+    /// IP address or host name.
+    pub ip: String,
+    /// Port as sent (validated to 1..=65535).
+    pub port: i64,
+    /// Weight (validated to 0..=10000).
+    pub weight: f64,
+    /// Health flag.
+    pub healthy: bool,
+    /// Enabled flag.
+    pub enabled: bool,
+    /// Cluster name; empty means `DEFAULT`.
+    pub cluster: String,
+    /// Metadata pairs.
+    pub metadata: Vec<(String, String)>,
+    /// Custom instance id; `None` or empty means the default.
+    pub instance_id: Option<String>,
+}
+
+impl Default for InstanceSpec {
+    fn default() -> Self {
+        Self {
+            ip: String::new(),
+            port: 0,
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            cluster: String::new(),
+            metadata: Vec::new(),
+            instance_id: None,
+        }
+    }
+}
+
+impl InstanceSpec {
+    /// A healthy, enabled instance of weight 1 in cluster `DEFAULT`.
+    pub fn new(ip: &str, port: u16) -> Self {
+        Self {
+            ip: ip.to_string(),
+            port: i64::from(port),
+            ..Self::default()
+        }
+    }
+
+    /// The borrowed view of this spec.
+    pub fn fields(&self) -> InstanceFields<'_, impl Iterator<Item = (&str, &str)> + Clone> {
+        InstanceFields {
+            ip: &self.ip,
+            port: self.port,
+            weight: self.weight,
+            healthy: self.healthy,
+            enabled: self.enabled,
+            cluster: &self.cluster,
+            metadata: self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            instance_id: self.instance_id.as_deref(),
+        }
+    }
+
+    /// Checks every field against the limits of [`crate::limits`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        self.fields().validate()
+    }
+
+    /// Validates and converts to the stored form for `service`. A custom id equal to the
+    /// default one is dropped (it is derivable).
+    pub fn to_instance(
+        &self,
+        interner: &Interner,
+        service: &Service,
+    ) -> Result<Instance, ValidationError> {
+        self.fields().to_instance(interner, service)
+    }
+}
+
+/// An instance as given in a request, borrowed: what decoders validate and convert
+/// without copying strings. `metadata` yields the `(key, value)` pairs.
+#[derive(Debug, Clone)]
+pub struct InstanceFields<'a, M> {
+    /// IP address or host name.
+    pub ip: &'a str,
+    /// Port as sent.
+    pub port: i64,
+    /// Weight.
+    pub weight: f64,
+    /// Health flag.
+    pub healthy: bool,
+    /// Enabled flag.
+    pub enabled: bool,
+    /// Cluster name; empty means `DEFAULT`.
+    pub cluster: &'a str,
+    /// Metadata pairs.
+    pub metadata: M,
+    /// Custom instance id; `None` or empty means the default.
+    pub instance_id: Option<&'a str>,
+}
+
+impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
+    /// Checks every field against the limits of [`crate::limits`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_ip(self.ip)?;
+        if !(1..=65535).contains(&self.port) {
+            return Err(ValidationError::new(
+                Field::Port,
+                format!("{} is outside 1..=65535", self.port),
+            ));
+        }
+        if !self.weight.is_finite() || !(MIN_WEIGHT..=MAX_WEIGHT).contains(&self.weight) {
+            return Err(ValidationError::new(
+                Field::Weight,
+                format!("{} is outside {MIN_WEIGHT}..={MAX_WEIGHT}", self.weight),
+            ));
+        }
+        if !self.cluster.is_empty() {
+            check_cluster_name(self.cluster)?;
+        }
+        let mut entries = 0;
+        let mut bytes = 0;
+        for (k, v) in self.metadata.clone() {
+            entries += 1;
+            if k.is_empty() {
+                return Err(ValidationError::new(Field::Metadata, "has an empty key"));
+            }
+            if k.len() > MAX_METADATA_KEY_LEN {
+                return Err(ValidationError::new(
+                    Field::Metadata,
+                    format!(
+                        "key {:?}... is {} bytes long, the limit is {MAX_METADATA_KEY_LEN}",
+                        &k[..k.floor_char_boundary(32)],
+                        k.len()
+                    ),
+                ));
+            }
+            bytes += k.len() + v.len();
+            if (k == META_HEARTBEAT_TIMEOUT
+                || k == META_DELETE_TIMEOUT
+                || k == META_HEARTBEAT_INTERVAL)
+                && v.trim().parse::<u64>().is_err()
+            {
+                return Err(ValidationError::new(
+                    Field::Metadata,
+                    format!("{k} must be a number of milliseconds, got {v:?}"),
+                ));
+            }
+        }
+        if entries > MAX_METADATA_ENTRIES {
+            return Err(ValidationError::new(
+                Field::Metadata,
+                format!("has {entries} entries, the limit is {MAX_METADATA_ENTRIES}"),
+            ));
+        }
+        if bytes > MAX_METADATA_BYTES {
+            return Err(ValidationError::new(
+                Field::Metadata,
+                format!("is {bytes} bytes, the limit is {MAX_METADATA_BYTES}"),
+            ));
+        }
+        if let Some(id) = self.instance_id {
+            if id.len() > MAX_INSTANCE_ID_LEN {
+                return Err(ValidationError::new(
+                    Field::InstanceId,
+                    format!(
+                        "is {} bytes long, the limit is {MAX_INSTANCE_ID_LEN}",
+                        id.len()
+                    ),
+                ));
+            }
+            if id.chars().any(|c| c.is_control()) {
+                return Err(ValidationError::new(
+                    Field::InstanceId,
+                    "contains a control character",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and converts to the stored form for `service`. A custom id equal to the
+    /// default one is dropped (it is derivable).
+    pub fn to_instance(
+        &self,
+        interner: &Interner,
+        service: &Service,
+    ) -> Result<Instance, ValidationError> {
+        self.validate()?;
+        let cluster = if self.cluster.is_empty() {
+            DEFAULT_CLUSTER
+        } else {
+            self.cluster
+        };
+        let mut inst = Instance {
+            ip: compact_str::CompactString::from(self.ip),
+            port: self.port as u16,
+            weight: self.weight,
+            healthy: self.healthy,
+            enabled: self.enabled,
+            cluster: interner.intern(cluster),
+            metadata: Metadata::from_pairs(interner, self.metadata.clone()),
+            custom_id: None,
+        };
+        if let Some(id) = self.instance_id.filter(|s| !s.is_empty())
+            && id != inst.instance_id(service)
+        {
+            inst.custom_id = Some(Box::from(id));
+        }
+        Ok(inst)
+    }
+}
+
+fn validate_ip(ip: &str) -> Result<(), ValidationError> {
+    if ip.is_empty() {
+        return Err(ValidationError::new(Field::Ip, "must not be empty"));
+    }
+    if ip.len() > MAX_IP_LEN {
+        return Err(ValidationError::new(
+            Field::Ip,
+            format!("is {} bytes long, the limit is {MAX_IP_LEN}", ip.len()),
+        ));
+    }
+    if ip.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    // A host name: letters, digits, '-', '_' and '.'.
+    if let Some(c) = ip
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(ValidationError::new(
+            Field::Ip,
+            format!("{ip:?} is neither an IP address nor a host name (contains {c:?})"),
+        ));
+    }
+    Ok(())
+}

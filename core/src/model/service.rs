@@ -1,0 +1,213 @@
+//! Services: the interned, validated form ([`Service`]) and the form a request names
+//! ([`ServiceSpec`]), with the defaults and the `group@@name` rule that resolve one into
+//! the other.
+
+use super::{DEFAULT_GROUP, DEFAULT_NAMESPACE, GROUP_SEPARATOR};
+use crate::error::{Field, ValidationError};
+use crate::limits::*;
+use crate::name::{Interner, Name};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// A service: namespace, group and name, interned. Cheap to clone (one pointer).
+#[derive(Clone)]
+pub struct Service(Arc<ServiceInner>);
+
+struct ServiceInner {
+    key: Name,
+    namespace: Name,
+    group: Name,
+    name: Name,
+}
+
+impl Service {
+    /// Builds a service from validated parts (see [`ServiceSpec::resolve`]).
+    pub fn new(interner: &Interner, namespace: &str, group: &str, name: &str) -> Self {
+        Service(Arc::new(ServiceInner {
+            key: Name::new(&Self::key_of(namespace, group, name)),
+            namespace: interner.intern(namespace),
+            group: interner.intern(group),
+            name: interner.intern(name),
+        }))
+    }
+
+    /// The map key of a service: `namespace \x1f group \x1f name` (the separator cannot
+    /// occur in a valid name).
+    pub fn key_of(namespace: &str, group: &str, name: &str) -> String {
+        let mut k = String::with_capacity(namespace.len() + group.len() + name.len() + 2);
+        k.push_str(namespace);
+        k.push('\x1f');
+        k.push_str(group);
+        k.push('\x1f');
+        k.push_str(name);
+        k
+    }
+
+    /// Calls `f` with the key of a service without allocating (a thread-local buffer,
+    /// or a fresh string if the buffer is in use).
+    pub fn with_key<R>(namespace: &str, group: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
+        thread_local! {
+            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        BUF.with(|b| match b.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                buf.push_str(namespace);
+                buf.push('\x1f');
+                buf.push_str(group);
+                buf.push('\x1f');
+                buf.push_str(name);
+                f(&buf)
+            }
+            Err(_) => f(&Self::key_of(namespace, group, name)),
+        })
+    }
+
+    /// The unique key of this service.
+    pub fn key(&self) -> &Name {
+        &self.0.key
+    }
+    /// Namespace id.
+    pub fn namespace(&self) -> &Name {
+        &self.0.namespace
+    }
+    /// Group name.
+    pub fn group(&self) -> &Name {
+        &self.0.group
+    }
+    /// Service name without the group.
+    pub fn name(&self) -> &Name {
+        &self.0.name
+    }
+    /// `group@@name`, as Nacos names a service in instance ids and the HTTP API.
+    pub fn grouped_name(&self) -> String {
+        format!("{}{GROUP_SEPARATOR}{}", self.0.group, self.0.name)
+    }
+}
+
+impl PartialEq for Service {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.key == other.0.key
+    }
+}
+impl Eq for Service {}
+impl Hash for Service {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state)
+    }
+}
+impl PartialOrd for Service {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Service {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}{GROUP_SEPARATOR}{}",
+            self.0.namespace, self.0.group, self.0.name
+        )
+    }
+}
+
+/// A service as named in a request. Empty parts take their defaults; a `name` of the form
+/// `group@@name` carries its group (and then `group` must be empty or equal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Namespace id; empty means `public`.
+    pub namespace: String,
+    /// Group; empty means `DEFAULT_GROUP`.
+    pub group: String,
+    /// Service name, optionally `group@@name`.
+    pub name: String,
+}
+
+impl ServiceSpec {
+    /// A spec from its three parts.
+    pub fn new(namespace: &str, group: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            group: group.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Validates and resolves defaults; returns `(namespace, group, name)`.
+    pub fn resolve(&self) -> Result<(&str, &str, &str), ValidationError> {
+        Self::resolve_parts(&self.namespace, &self.group, &self.name)
+    }
+
+    /// [`ServiceSpec::resolve`] on borrowed parts (decoders use it without copying).
+    pub fn resolve_parts<'a>(
+        namespace: &'a str,
+        group: &'a str,
+        name: &'a str,
+    ) -> Result<(&'a str, &'a str, &'a str), ValidationError> {
+        let namespace = if namespace.is_empty() {
+            DEFAULT_NAMESPACE
+        } else {
+            namespace
+        };
+        let (group, name) = match name.split_once(GROUP_SEPARATOR) {
+            Some((g, n)) => {
+                if !group.is_empty() && group != g {
+                    return Err(ValidationError::new(
+                        Field::Service,
+                        format!(
+                            "grouped service name {name:?} names group {g:?} but groupName is {group:?}"
+                        ),
+                    ));
+                }
+                (g, n)
+            }
+            None => (
+                if group.is_empty() {
+                    DEFAULT_GROUP
+                } else {
+                    group
+                },
+                name,
+            ),
+        };
+        check_name(Field::Namespace, namespace, MAX_NAMESPACE_LEN)?;
+        check_name(Field::Group, group, MAX_GROUP_LEN)?;
+        check_name(Field::Service, name, MAX_SERVICE_NAME_LEN)?;
+        if name.contains(GROUP_SEPARATOR) || group.contains(GROUP_SEPARATOR) {
+            return Err(ValidationError::new(
+                Field::Service,
+                "must contain at most one '@@' separator",
+            ));
+        }
+        Ok((namespace, group, name))
+    }
+}
+
+fn check_name(field: Field, s: &str, max: usize) -> Result<(), ValidationError> {
+    // Fast path: short printable ASCII, the overwhelmingly common case.
+    if !s.is_empty() && s.len() <= max && s.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Ok(());
+    }
+    if s.trim().is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("is {} bytes long, the limit is {max}", s.len()),
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(ValidationError::new(
+            field,
+            format!("contains the control character {c:?}"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Unit tests of the data model: derived instance ids, validation of every field with
+//! its name, service names and their defaults, client kinds, revisions across restarts.
+
+use super::*;
+use crate::error::Field;
+use crate::member::MemberId;
+use crate::name::Interner;
+
+fn svc(i: &Interner) -> Service {
+    Service::new(i, "public", "DEFAULT_GROUP", "demo-svc")
+}
+
+#[test]
+fn default_instance_id_is_derived() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let inst = InstanceSpec::new("10.0.0.7", 8080)
+        .to_instance(&i, &s)
+        .unwrap();
+    assert_eq!(
+        inst.instance_id(&s),
+        "10.0.0.7#8080#DEFAULT#DEFAULT_GROUP@@demo-svc"
+    );
+    assert!(inst.custom_id.is_none());
+    let mut spec = InstanceSpec::new("10.0.0.7", 8080);
+    spec.instance_id = Some("10.0.0.7#8080#DEFAULT#DEFAULT_GROUP@@demo-svc".into());
+    assert!(spec.to_instance(&i, &s).unwrap().custom_id.is_none());
+    spec.instance_id = Some("my-id".into());
+    assert_eq!(spec.to_instance(&i, &s).unwrap().instance_id(&s), "my-id");
+}
+
+#[test]
+fn every_field_is_validated_with_its_name() {
+    let bad = |f: &dyn Fn(&mut InstanceSpec)| {
+        let mut s = InstanceSpec::new("10.0.0.1", 80);
+        f(&mut s);
+        s.validate().unwrap_err()
+    };
+    assert_eq!(bad(&|s| s.ip.clear()).field, Field::Ip);
+    assert_eq!(bad(&|s| s.ip = "a b".into()).field, Field::Ip);
+    assert_eq!(bad(&|s| s.ip = "x".repeat(200)).field, Field::Ip);
+    assert_eq!(bad(&|s| s.port = 0).field, Field::Port);
+    assert_eq!(bad(&|s| s.port = 65536).field, Field::Port);
+    assert_eq!(bad(&|s| s.weight = -1.0).field, Field::Weight);
+    assert_eq!(bad(&|s| s.weight = 10_000.5).field, Field::Weight);
+    assert_eq!(bad(&|s| s.weight = f64::NAN).field, Field::Weight);
+    assert_eq!(
+        bad(&|s| s.cluster = "bad name".into()).field,
+        Field::Cluster
+    );
+    assert_eq!(bad(&|s| s.cluster = "c".repeat(65)).field, Field::Cluster);
+    let e = bad(&|s| {
+        s.metadata = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+    });
+    assert_eq!(e.field, Field::Metadata);
+    assert!(e.to_string().contains("limit is 64"), "{e}");
+    let e = bad(&|s| s.metadata = vec![("k".into(), "v".repeat(9000))]);
+    assert_eq!(e.field, Field::Metadata);
+    let e = bad(&|s| s.metadata = vec![(META_DELETE_TIMEOUT.into(), "soon".into())]);
+    assert_eq!(e.field, Field::Metadata);
+    assert_eq!(
+        bad(&|s| s.instance_id = Some("\n".into())).field,
+        Field::InstanceId
+    );
+    assert!(InstanceSpec::new("fe80::1", 1).validate().is_ok());
+    assert!(
+        InstanceSpec::new("my-host.example", 65535)
+            .validate()
+            .is_ok()
+    );
+}
+
+#[test]
+fn service_specs_resolve_defaults_and_groups() {
+    assert_eq!(
+        ServiceSpec::new("", "", "svc").resolve().unwrap(),
+        ("public", "DEFAULT_GROUP", "svc")
+    );
+    assert_eq!(
+        ServiceSpec::new("ns", "", "g@@svc").resolve().unwrap(),
+        ("ns", "g", "svc")
+    );
+    assert_eq!(
+        ServiceSpec::new("", "", "").resolve().unwrap_err().field,
+        Field::Service
+    );
+    assert_eq!(
+        ServiceSpec::new("", "x", "g@@svc")
+            .resolve()
+            .unwrap_err()
+            .field,
+        Field::Service
+    );
+    assert_eq!(
+        ServiceSpec::new(&"n".repeat(129), "", "s")
+            .resolve()
+            .unwrap_err()
+            .field,
+        Field::Namespace
+    );
+    assert_eq!(
+        ServiceSpec::new("", "", &"s".repeat(257))
+            .resolve()
+            .unwrap_err()
+            .field,
+        Field::Service
+    );
+    assert_eq!(
+        ServiceSpec::new("", "a\u{1}", "s")
+            .resolve()
+            .unwrap_err()
+            .field,
+        Field::Group
+    );
+}
+
+#[test]
+fn client_ids_know_their_kind() {
+    let c = ClientId::ip_port("10.0.0.7", 8080);
+    assert_eq!(c.as_str(), "10.0.0.7:8080#true");
+    assert_eq!(c.kind(), ClientKind::IpPort);
+    assert_eq!(c.routing_key(), Some("10.0.0.7:8080"));
+    let c = ClientId::connection(1717000000000, "10.0.0.7", 53122);
+    assert_eq!(c.as_str(), "1717000000000_10.0.0.7_53122");
+    assert_eq!(c.kind(), ClientKind::Connection);
+    assert!(ClientId::parse("").is_err());
+}
+
+#[test]
+fn revisions_never_go_backwards_across_restarts() {
+    let me = MemberId(3);
+    let first = Revision::next(Revision::ZERO, Revision::floor(1_000), me);
+    let second = Revision::next(first, Revision::floor(1_000), me);
+    assert!(second > first);
+    // A restart 1 ms later remembers nothing but still issues a higher revision.
+    let after_restart = Revision::next(Revision::ZERO, Revision::floor(1_001), me);
+    assert!(after_restart > second);
+    assert_eq!(after_restart.member(), me);
+    // Two owners never issue equal revisions.
+    let other = Revision::next(first, Revision::floor(1_000), MemberId(4));
+    assert_ne!(other, second);
+}
