@@ -15,7 +15,10 @@
 //! * [`registry`]: the sharded lock-free store with its per-service index and per-shard
 //!   digests;
 //! * [`Node`]: sync scheduling with merged delays and batches, digest verify, snapshot
-//!   load, membership probes, heartbeat checks, leases and self-preservation;
+//!   load, membership probes, heartbeat checks, leases and self-preservation (one file
+//!   each under `core/src/node/`). A node's methods take client operations, peer
+//!   requests and responses, and ticks (with `now`), and return answers and
+//!   [`Command`]s that the runtime carries out, feeding their outcomes back in;
 //! * [`sim`]: the simulator and its property checks.
 //!
 //! ```
