@@ -12,8 +12,8 @@
 //! generator reads at the same time.
 
 use crate::clock::{Clock, system};
+use crate::cluster::peer_client::PeerGate;
 use crate::metrics::Metrics;
-use crate::peer_client::PeerGate;
 use crate::server::{Listeners, RunningServer, ServerConfig, bind_reusable, start};
 use anyhow::Context as _;
 use distro_core::Node;

@@ -7,15 +7,15 @@
 //! streams, flushes pending syncs within a bound and returns.
 
 use crate::admission::{Admission, HttpListener, Protocol};
+use crate::api::http::{HttpState, router};
+use crate::api::native::{RegistryService, WatchHub};
 use crate::clock::Clock;
-use crate::driver::Driver;
-use crate::http::{HttpState, router};
+use crate::cluster::driver::Driver;
+use crate::cluster::forward::Forwarder;
+use crate::cluster::peer::PeerService;
+use crate::cluster::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients, PeerGate};
 use crate::metrics::Metrics;
 use crate::nacos::{NacosConfig, NacosFrontend};
-use crate::native::{RegistryService, WatchHub};
-use crate::ops::Ops;
-use crate::peer::PeerService;
-use crate::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients, PeerGate};
 use crate::proto::distro as pb;
 use anyhow::Context as _;
 use distro_core::{Config, MemberList, Node};
@@ -255,7 +255,7 @@ pub async fn start(
         gate.clone(),
         metrics.clone(),
     )?);
-    let ops = Arc::new(Ops::new(
+    let forwarder = Arc::new(Forwarder::new(
         node.clone(),
         clock.clone(),
         peers.clone(),
@@ -278,7 +278,7 @@ pub async fn start(
 
     // Main port: HTTP.
     let http = router(Arc::new(HttpState {
-        ops: ops.clone(),
+        forwarder: forwarder.clone(),
         metrics: metrics.clone(),
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
@@ -307,7 +307,7 @@ pub async fn start(
 
     // SDK port: the Nacos services and the native API.
     let registry = pb::registry_server::RegistryServer::new(RegistryService::new(
-        ops.clone(),
+        forwarder.clone(),
         metrics.clone(),
         hub,
         stop_rx.clone(),
@@ -340,7 +340,7 @@ pub async fn start(
     // Cluster port: the peer protocol, and nothing else.
     let peer = pb::peer_server::PeerServer::new(PeerService::new(
         node.clone(),
-        ops,
+        forwarder,
         clock.clone(),
         gate,
         config.cluster_token.clone(),

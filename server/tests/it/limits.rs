@@ -2,7 +2,7 @@
 //! and too many instances per client are refused or shed with a clear error while the
 //! node keeps serving its other clients.
 
-use distro_server::peer_client::PeerGate;
+use distro_server::cluster::peer_client::PeerGate;
 use distro_server::{Listeners, RunningServer, ServerConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;

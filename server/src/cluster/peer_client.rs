@@ -4,11 +4,11 @@
 //! runs under the peer timeout, and is refused locally while the node's [`PeerGate`] is
 //! closed (LocalCluster's partitions). Encoded request sizes are counted per kind.
 
+use crate::cluster::sync_codec::SyncRequest;
+use crate::cluster::wire;
 use crate::metrics::Metrics;
 use crate::proto::distro as pb;
 use crate::proto::distro::peer_client::PeerClient;
-use crate::sync_codec::SyncRequest;
-use crate::wire;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
 use distro_core::{MemberId, Node};
 use prost::Message as _;
@@ -276,7 +276,7 @@ impl PeerClients {
         &self,
         from: MemberId,
         cursor: SnapshotCursor,
-    ) -> Result<tonic::Streaming<crate::sync_codec::SnapshotChunk>, tonic::Status> {
+    ) -> Result<tonic::Streaming<crate::cluster::sync_codec::SnapshotChunk>, tonic::Status> {
         let mut c = self.client(from)?;
         let msg = pb::SnapshotRequest {
             from: self.me.clone(),

@@ -8,10 +8,10 @@
 //! views) it answers 421, a retryable error, and counts it.
 
 use crate::clock::Clock;
+use crate::cluster::peer_client::PeerClients;
+use crate::cluster::wire::{instance_spec, service_spec};
 use crate::metrics::{Metrics, Outcome};
-use crate::peer_client::PeerClients;
 use crate::proto::distro as pb;
-use crate::wire::{instance_spec, service_spec};
 use distro_core::model::ClientId;
 use distro_core::{BeatResult, MemberId, Node, Route, WriteError};
 use std::collections::BTreeMap;
@@ -89,14 +89,14 @@ fn ok() -> pb::ItemResult {
 }
 
 /// Applies and forwards ip:port writes.
-pub struct Ops {
+pub struct Forwarder {
     node: Arc<Node>,
     clock: Clock,
     peers: Arc<PeerClients>,
     metrics: Arc<Metrics>,
 }
 
-impl Ops {
+impl Forwarder {
     /// Writes through `node`, forwarding with `peers`.
     pub fn new(
         node: Arc<Node>,

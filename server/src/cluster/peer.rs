@@ -8,12 +8,12 @@
 //! a large snapshot never sits in memory whole and never stalls the runtime.
 
 use crate::clock::Clock;
+use crate::cluster::forward::Forwarder;
+use crate::cluster::peer_client::{PeerGate, TOKEN_HEADER};
+use crate::cluster::sync_codec::{self, SnapshotChunk, SyncRequest};
+use crate::cluster::wire;
 use crate::metrics::Metrics;
-use crate::ops::Ops;
-use crate::peer_client::{PeerGate, TOKEN_HEADER};
 use crate::proto::distro as pb;
-use crate::sync_codec::{self, SnapshotChunk, SyncRequest};
-use crate::wire;
 use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor, SyncBatch};
 use distro_core::{MemberId, Node};
 use std::pin::Pin;
@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 /// The `distro.v1.Peer` service of one node.
 pub struct PeerService {
     node: Arc<Node>,
-    ops: Arc<Ops>,
+    forwarder: Arc<Forwarder>,
     clock: Clock,
     gate: Arc<PeerGate>,
     token: Option<String>,
@@ -36,7 +36,7 @@ impl PeerService {
     /// The service of `node`.
     pub fn new(
         node: Arc<Node>,
-        ops: Arc<Ops>,
+        forwarder: Arc<Forwarder>,
         clock: Clock,
         gate: Arc<PeerGate>,
         token: Option<String>,
@@ -44,7 +44,7 @@ impl PeerService {
     ) -> Self {
         Self {
             node,
-            ops,
+            forwarder,
             clock,
             gate,
             token,
@@ -233,7 +233,9 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         self.admit(&request, &request.get_ref().from)?;
-        Ok(Response::new(self.ops.apply_forwarded(request.get_ref())))
+        Ok(Response::new(
+            self.forwarder.apply_forwarded(request.get_ref()),
+        ))
     }
 }
 

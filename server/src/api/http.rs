@@ -2,16 +2,16 @@
 //!
 //! Parameters come from the query string or a form body, as Nacos reads them, with the
 //! names and defaults of nacos-reference §6. Writes and heartbeats name an `ip:port` and
-//! go to its owner through [`crate::ops`] (Nacos's `DistroFilter`, with its loop guard);
+//! go to its owner through [`crate::cluster::forward`] (Nacos's `DistroFilter`, with its loop guard);
 //! reads are answered locally. Errors are plain text naming the parameter and the reason,
 //! with status 400 for bad input and 503 for retryable conditions (owner unreachable,
 //! divergent member views).
 
 use crate::clock::Clock;
+use crate::cluster::forward::{Forwarder, Item, code};
 use crate::metrics::{Metrics, Outcome};
 use crate::nacos::NacosFrontend;
 use crate::nacos::view::{Selection, Timings, cluster_list, service_info};
-use crate::ops::{Item, Ops, code};
 use crate::proto::distro as pb;
 use axum::Router;
 use axum::body::Bytes;
@@ -37,7 +37,7 @@ const BEAT_NOT_FOUND: i32 = 20404;
 /// What the HTTP handlers share.
 pub struct HttpState {
     /// Writes and routing.
-    pub ops: Arc<Ops>,
+    pub forwarder: Arc<Forwarder>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
     /// Wall clock.
@@ -228,7 +228,7 @@ fn item_error(r: &pb::ItemResult) -> HttpError {
 
 async fn one(state: &HttpState, item: Item) -> pb::ItemResult {
     state
-        .ops
+        .forwarder
         .apply(vec![item])
         .await
         .pop()
@@ -348,7 +348,7 @@ struct RsInfo {
 }
 
 fn beat_json(code: i32, state: &HttpState) -> Response {
-    let interval = state.ops.node().config().heartbeat_interval;
+    let interval = state.forwarder.node().config().heartbeat_interval;
     axum::Json(serde_json::json!({
         "clientBeatInterval": interval,
         "code": code,
@@ -444,7 +444,7 @@ async fn instance_list(
         let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
         let (_, group, name) = spec.resolve().map_err(|e| bad(e.to_string()))?;
         let view = state
-            .ops
+            .forwarder
             .node()
             .query(&spec)
             .map_err(|e| bad(e.to_string()))?;
@@ -462,7 +462,7 @@ async fn instance_list(
             sel,
             (state.clock)(),
             crate::nacos::DEFAULT_CACHE_MILLIS,
-            Timings::of(state.ops.node().config()),
+            Timings::of(state.forwarder.node().config()),
         );
         Ok(axum::Json(info).into_response())
     })();
@@ -483,7 +483,7 @@ async fn instance_detail(
         let cluster = p.get("cluster").or(p.get("clusterName"));
         let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
         let view = state
-            .ops
+            .forwarder
             .node()
             .query(&spec)
             .map_err(|e| bad(e.to_string()))?;
@@ -541,7 +541,7 @@ async fn service_list(
         }
         let ns = p.or("namespaceId", distro_core::model::DEFAULT_NAMESPACE);
         let group = p.or("groupName", DEFAULT_GROUP);
-        let services = state.ops.node().registry().services(ns, Some(group));
+        let services = state.forwarder.node().registry().services(ns, Some(group));
         let doms: Vec<&str> = services
             .iter()
             .skip((page_no - 1).saturating_mul(page_size))
@@ -558,7 +558,7 @@ async fn service_list(
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
-    state.metrics.render(state.ops.node(), &mut out);
+    state.metrics.render(state.forwarder.node(), &mut out);
     if let Some(n) = &state.nacos {
         n.render_metrics(&mut out);
     }
@@ -584,7 +584,7 @@ async fn login() -> Response {
 }
 
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
-    let node = state.ops.node();
+    let node = state.forwarder.node();
     let loaded = node.is_loaded();
     let members: Vec<serde_json::Value> = node
         .member_states()

@@ -1,17 +1,17 @@
 //! The native client API, `distro.v1.Registry`, on the SDK port.
 //!
 //! Batched register, deregister and heartbeat of ip:port clients (each item routed to its
-//! owner, see [`crate::ops`]), a query of one service, and a server stream that watches
+//! owner, see [`crate::cluster::forward`]), a query of one service, and a server stream that watches
 //! services: it sends each watched service's current state, then a new state after every
 //! change. Changes that arrive while a watcher is busy coalesce: the watcher always sends
 //! the latest state, so a slow watcher costs bounded memory.
 
 use crate::clock::Clock;
+use crate::cluster::forward::{Forwarder, Item};
+use crate::cluster::peer_client::PeerGate;
+use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::metrics::{Metrics, Outcome};
-use crate::ops::{Item, Ops};
-use crate::peer_client::PeerGate;
 use crate::proto::distro as pb;
-use crate::wire::{instance_to_proto, service_spec, service_to_proto};
 use distro_core::registry::{ChangeListener, QueryFilter};
 use distro_core::{Node, Service};
 use parking_lot::Mutex;
@@ -90,7 +90,7 @@ impl WatchHub {
 
 /// The `distro.v1.Registry` service.
 pub struct RegistryService {
-    ops: Arc<Ops>,
+    forwarder: Arc<Forwarder>,
     metrics: Arc<Metrics>,
     hub: Arc<WatchHub>,
     shutdown: watch::Receiver<bool>,
@@ -102,7 +102,7 @@ impl RegistryService {
     /// The service; `hub` must be a listener of the node's registry. Requests wait while
     /// `gate` is paused ([`PeerGate::pause_for`]).
     pub fn new(
-        ops: Arc<Ops>,
+        forwarder: Arc<Forwarder>,
         metrics: Arc<Metrics>,
         hub: Arc<WatchHub>,
         shutdown: watch::Receiver<bool>,
@@ -110,7 +110,7 @@ impl RegistryService {
         clock: Clock,
     ) -> Self {
         Self {
-            ops,
+            forwarder,
             metrics,
             hub,
             shutdown,
@@ -134,7 +134,7 @@ impl RegistryService {
         }
         self.gate.hold().await;
         let start = Instant::now();
-        let results = self.ops.apply(items).await;
+        let results = self.forwarder.apply(items).await;
         let elapsed = start.elapsed();
         // One observation per item, with the batch's latency.
         for r in &results {
@@ -205,7 +205,7 @@ impl pb::registry_server::Registry for RegistryService {
         self.gate.hold().await;
         let start = Instant::now();
         let q = request.into_inner();
-        let node = self.ops.node();
+        let node = self.forwarder.node();
         let view = match node.query(&service_spec(q.service.as_ref())) {
             Ok(v) => v,
             Err(e) => {
@@ -250,7 +250,7 @@ impl pb::registry_server::Registry for RegistryService {
                 req.services.len()
             )));
         }
-        let node = self.ops.node().clone();
+        let node = self.forwarder.node().clone();
         let mut services: Vec<Service> = Vec::new();
         for s in &req.services {
             let spec = service_spec(Some(s));
