@@ -13,13 +13,15 @@
 //! codecs, forwarding of writes to their owner). [`server::start`] assembles one node on
 //! bound listeners; [`local_cluster::LocalCluster`] runs N of them in one process.
 //! Beside them: [`admission`] (connection limits on every port), [`metrics`] (the
-//! `/metrics` page), [`clock`], [`open_files`] and the generated [`proto`] code.
+//! `/metrics` page), [`clock`], [`fault`] (LocalCluster's fault switches),
+//! [`open_files`] and the generated [`proto`] code.
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod cluster;
+pub mod fault;
 pub mod local_cluster;
 pub mod metrics;
 pub mod nacos;

@@ -13,7 +13,8 @@ use crate::clock::Clock;
 use crate::cluster::driver::Driver;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::peer::PeerService;
-use crate::cluster::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients, PeerGate};
+use crate::cluster::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients};
+use crate::fault::PeerGate;
 use crate::metrics::Metrics;
 use crate::nacos::{NacosConfig, NacosFrontend};
 use crate::proto::distro as pb;
@@ -223,8 +224,19 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Starts a node on `listeners` (see the module documentation).
-pub async fn start(
+/// Starts a node on `listeners` (see the module documentation), on the system clock.
+pub async fn start(config: ServerConfig, listeners: Listeners) -> anyhow::Result<RunningServer> {
+    start_with(
+        config,
+        listeners,
+        Arc::new(PeerGate::default()),
+        crate::clock::system(),
+    )
+    .await
+}
+
+/// [`start`] with the fault switches `gate` (kept by LocalCluster) and `clock`.
+pub(crate) async fn start_with(
     config: ServerConfig,
     listeners: Listeners,
     gate: Arc<PeerGate>,
@@ -450,13 +462,7 @@ pub async fn run(mut config: ServerConfig) -> anyhow::Result<()> {
     // Listen for the signals before the node starts (and logs that it started), so a
     // SIGTERM sent right after that line finds the handler and is never fatal.
     let signals = Signals::install();
-    let server = start(
-        config,
-        listeners,
-        Arc::new(PeerGate::default()),
-        crate::clock::system(),
-    )
-    .await?;
+    let server = start(config, listeners).await?;
     signals.wait().await;
     server.shutdown().await;
     Ok(())

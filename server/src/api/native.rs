@@ -8,8 +8,8 @@
 
 use crate::clock::Clock;
 use crate::cluster::forward::{Forwarder, Item};
-use crate::cluster::peer_client::PeerGate;
 use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
+use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
 use distro_core::registry::{ChangeListener, QueryFilter};

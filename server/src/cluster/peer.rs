@@ -9,9 +9,10 @@
 
 use crate::clock::Clock;
 use crate::cluster::forward::Forwarder;
-use crate::cluster::peer_client::{PeerGate, TOKEN_HEADER};
+use crate::cluster::peer_client::TOKEN_HEADER;
 use crate::cluster::sync_codec::{self, SnapshotChunk, SyncRequest};
 use crate::cluster::wire;
+use crate::fault::PeerGate;
 use crate::metrics::Metrics;
 use crate::proto::distro as pb;
 use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor, SyncBatch};

@@ -765,14 +765,9 @@ async fn http_parameters() {
     };
     let listeners = Listeners::bind(&config).expect("bind");
     config.port = listeners.http.local_addr().expect("addr").port();
-    let server = distro_server::start(
-        config,
-        listeners,
-        Arc::new(distro_server::cluster::peer_client::PeerGate::default()),
-        distro_server::clock::system(),
-    )
-    .await
-    .expect("server starts");
+    let server = distro_server::start(config, listeners)
+        .await
+        .expect("server starts");
     let base = format!("http://{}", server.http_addr());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
