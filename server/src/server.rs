@@ -324,7 +324,6 @@ pub(crate) async fn start_with(
         hub,
         stop_rx.clone(),
         gate.clone(),
-        clock.clone(),
     ))
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);

@@ -6,7 +6,6 @@
 //! change. Changes that arrive while a watcher is busy coalesce: the watcher always sends
 //! the latest state, so a slow watcher costs bounded memory.
 
-use crate::clock::Clock;
 use crate::cluster::forward::{Forwarder, Item};
 use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::fault::PeerGate;
@@ -95,7 +94,6 @@ pub struct RegistryService {
     hub: Arc<WatchHub>,
     shutdown: watch::Receiver<bool>,
     gate: Arc<PeerGate>,
-    _clock: Clock,
 }
 
 impl RegistryService {
@@ -107,7 +105,6 @@ impl RegistryService {
         hub: Arc<WatchHub>,
         shutdown: watch::Receiver<bool>,
         gate: Arc<PeerGate>,
-        clock: Clock,
     ) -> Self {
         Self {
             forwarder,
@@ -115,7 +112,6 @@ impl RegistryService {
             hub,
             shutdown,
             gate,
-            _clock: clock,
         }
     }
 
