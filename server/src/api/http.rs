@@ -8,18 +8,17 @@
 //! divergent member views).
 
 use crate::clock::Clock;
-use crate::cluster::forward::{Forwarder, Item, code};
+use crate::cluster::forward::{Forwarder, Item, ItemResult, Target, code};
 use crate::metrics::{Metrics, Outcome};
 use crate::nacos::NacosFrontend;
 use crate::nacos::view::{Selection, Timings, cluster_list, service_info};
-use crate::proto::distro as pb;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use distro_core::model::{DEFAULT_GROUP, GROUP_SEPARATOR, ServiceSpec};
+use distro_core::model::{DEFAULT_GROUP, GROUP_SEPARATOR, InstanceSpec, ServiceSpec};
 use distro_core::registry::QueryFilter;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -146,7 +145,7 @@ impl Params {
     }
 
     /// The service named by `serviceName` (maybe `group@@name`), `groupName`, `namespaceId`.
-    fn service(&self) -> Result<pb::ServiceRef, HttpError> {
+    fn service(&self) -> Result<ServiceSpec, HttpError> {
         let name = self.required("serviceName")?;
         let mut group = self.or("groupName", "").to_string();
         let mut name = name.to_string();
@@ -156,14 +155,12 @@ impl Params {
             group = g.to_string();
             name = n.to_string();
         }
-        let s = pb::ServiceRef {
+        let s = ServiceSpec {
             namespace: self.or("namespaceId", "").to_string(),
             group,
             name,
         };
-        ServiceSpec::new(&s.namespace, &s.group, &s.name)
-            .resolve()
-            .map_err(|e| bad(e.to_string()))?;
+        s.resolve().map_err(|e| bad(e.to_string()))?;
         Ok(s)
     }
 
@@ -176,27 +173,51 @@ impl Params {
             .filter(|p| (1..=65535).contains(p))
             .ok_or_else(|| bad(format!("invalid port: {p} is outside 1..=65535")))
     }
+
+    /// The cluster named by `clusterName` or `cluster`.
+    fn cluster(&self) -> &str {
+        self.get("clusterName")
+            .or(self.get("cluster"))
+            .unwrap_or_default()
+    }
+
+    /// The instance a deregistration or a heartbeat names by `ip`, `port` and cluster.
+    fn target(&self) -> Result<Target, HttpError> {
+        Ok(Target {
+            ip: self.required("ip")?.to_string(),
+            port: self.port()?,
+            cluster: self.cluster().to_string(),
+        })
+    }
 }
 
-/// Parses Nacos metadata: a JSON object, or `k=v,k2=v2`.
-fn parse_metadata(s: &str) -> Result<HashMap<String, String>, HttpError> {
+/// Metadata pairs in key order, as the core takes them.
+fn sorted(m: HashMap<String, String>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = m.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Parses Nacos metadata: a JSON object, or `k=v,k2=v2` (pairs in key order).
+fn parse_metadata(s: &str) -> Result<Vec<(String, String)>, HttpError> {
     let t = s.trim();
     if t.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Vec::new());
     }
     if t.starts_with('{') {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(t)
             .map_err(|e| bad(format!("invalid metadata: not a JSON object: {e}")))?;
-        return Ok(v
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect());
+        return Ok(sorted(
+            v.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ));
     }
     let mut m = HashMap::new();
     for pair in t.split(',').filter(|p| !p.trim().is_empty()) {
@@ -205,7 +226,7 @@ fn parse_metadata(s: &str) -> Result<HashMap<String, String>, HttpError> {
             .ok_or_else(|| bad(format!("invalid metadata: {pair:?} is not key=value")))?;
         m.insert(k.trim().to_string(), v.trim().to_string());
     }
-    Ok(m)
+    Ok(sorted(m))
 }
 
 fn check_ephemeral(p: &Params) -> Result<(), HttpError> {
@@ -217,7 +238,7 @@ fn check_ephemeral(p: &Params) -> Result<(), HttpError> {
     Ok(())
 }
 
-fn item_error(r: &pb::ItemResult) -> HttpError {
+fn item_error(r: &ItemResult) -> HttpError {
     let status = match r.code {
         code::INVALID => StatusCode::BAD_REQUEST,
         code::NOT_FOUND => StatusCode::NOT_FOUND,
@@ -226,13 +247,13 @@ fn item_error(r: &pb::ItemResult) -> HttpError {
     HttpError(status, r.message.clone())
 }
 
-async fn one(state: &HttpState, item: Item) -> pb::ItemResult {
+async fn one(state: &HttpState, item: Item) -> ItemResult {
     state
         .forwarder
         .apply(vec![item])
         .await
         .pop()
-        .unwrap_or_else(|| pb::ItemResult {
+        .unwrap_or_else(|| ItemResult {
             code: code::UNAVAILABLE,
             message: "no result".into(),
         })
@@ -271,27 +292,20 @@ async fn register(
     let r = async {
         let p = Params::parse(q, &body)?;
         check_ephemeral(&p)?;
-        let instance = pb::Instance {
+        let instance = InstanceSpec {
             ip: p.required("ip")?.to_string(),
-            port: p.port()?,
+            port: i64::from(p.port()?),
             weight: p.number("weight")?.unwrap_or(1.0),
             healthy: p.bool("healthy", true)?,
             enabled: match p.get("enabled") {
                 Some(_) => p.bool("enabled", true)?,
                 None => p.bool("enable", true)?,
             },
-            cluster: p
-                .get("clusterName")
-                .or(p.get("cluster"))
-                .unwrap_or_default()
-                .to_string(),
+            cluster: p.cluster().to_string(),
             metadata: parse_metadata(p.or("metadata", ""))?,
-            instance_id: p.or("instanceId", "").to_string(),
+            instance_id: p.get("instanceId").map(str::to_string),
         };
-        let item = Item::Register(pb::Registration {
-            service: Some(p.service()?),
-            instance: Some(instance),
-        });
+        let item = Item::Register(p.service()?, instance);
         let r = one(&state, item).await;
         if r.code != code::OK {
             return Err(item_error(&r));
@@ -311,20 +325,8 @@ async fn deregister(
     let r = async {
         let p = Params::parse(q, &body)?;
         check_ephemeral(&p)?;
-        let instance = pb::Instance {
-            ip: p.required("ip")?.to_string(),
-            port: p.port()?,
-            cluster: p
-                .get("clusterName")
-                .or(p.get("cluster"))
-                .unwrap_or_default()
-                .to_string(),
-            ..Default::default()
-        };
-        let item = Item::Deregister(pb::Registration {
-            service: Some(p.service()?),
-            instance: Some(instance),
-        });
+        let target = p.target()?;
+        let item = Item::Deregister(p.service()?, target);
         let r = one(&state, item).await;
         if r.code != code::OK {
             return Err(item_error(&r));
@@ -374,49 +376,33 @@ async fn beat(State(state): State<Arc<HttpState>>, RawQuery(q): RawQuery, body: 
                 "invalid beat: persistent instances are not Distro data",
             ));
         }
-        let (ip, port, cluster) = match &info {
-            Some(i) if !i.ip.is_empty() => (
-                i.ip.clone(),
-                u32::try_from(i.port).unwrap_or(0),
-                i.cluster.clone(),
-            ),
-            _ => (
-                p.required("ip")?.to_string(),
-                p.port()?,
-                p.get("clusterName")
-                    .or(p.get("cluster"))
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
+        let target = match &info {
+            Some(i) if !i.ip.is_empty() => Target {
+                ip: i.ip.clone(),
+                port: u32::try_from(i.port).unwrap_or(0),
+                cluster: i.cluster.clone(),
+            },
+            _ => p.target()?,
         };
-        let r = one(
-            &state,
-            Item::Beat(pb::Beat {
-                service: Some(service.clone()),
-                ip: ip.clone(),
-                port,
-                cluster: cluster.clone(),
-            }),
-        )
-        .await;
+        let r = one(&state, Item::Beat(service.clone(), target.clone())).await;
         match r.code {
             code::OK => Ok(beat_json(BEAT_OK, &state)),
             code::NOT_FOUND => match info {
                 // Nacos re-registers an unknown instance from the beat's information.
                 Some(i) => {
-                    let item = Item::Register(pb::Registration {
-                        service: Some(service),
-                        instance: Some(pb::Instance {
-                            ip,
-                            port,
+                    let item = Item::Register(
+                        service,
+                        InstanceSpec {
+                            ip: target.ip,
+                            port: i64::from(target.port),
                             weight: i.weight.unwrap_or(1.0),
                             healthy: true,
                             enabled: true,
-                            cluster,
-                            metadata: i.metadata,
-                            instance_id: String::new(),
-                        }),
-                    });
+                            cluster: target.cluster,
+                            metadata: sorted(i.metadata),
+                            instance_id: None,
+                        },
+                    );
                     let r = one(&state, item).await;
                     if r.code != code::OK {
                         return Err(item_error(&r));
@@ -440,8 +426,7 @@ async fn instance_list(
     let start = Instant::now();
     let r = (|| {
         let p = Params::parse(q, &body)?;
-        let s = p.service()?;
-        let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
+        let spec = p.service()?;
         let (_, group, name) = spec.resolve().map_err(|e| bad(e.to_string()))?;
         let view = state
             .forwarder
@@ -477,11 +462,10 @@ async fn instance_detail(
     let start = Instant::now();
     let r = (|| {
         let p = Params::parse(q, &body)?;
-        let s = p.service()?;
+        let spec = p.service()?;
         let ip = p.required("ip")?;
         let port = p.port()?;
         let cluster = p.get("cluster").or(p.get("clusterName"));
-        let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
         let view = state
             .forwarder
             .node()
@@ -499,7 +483,7 @@ async fn instance_detail(
         let Some((i, svc)) = found else {
             return Err(HttpError(
                 StatusCode::NOT_FOUND,
-                format!("no instance {ip}:{port} in service {}", s.name),
+                format!("no instance {ip}:{port} in service {}", spec.name),
             ));
         };
         Ok(axum::Json(serde_json::json!({
@@ -620,11 +604,11 @@ mod tests {
 
     #[test]
     fn metadata_accepts_json_and_pairs() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         let m = parse_metadata(r#"{"zone":"a","n":1}"#).unwrap();
-        assert_eq!(m["zone"], "a");
-        assert_eq!(m["n"], "1");
+        assert_eq!(m, vec![pair("n", "1"), pair("zone", "a")]);
         let m = parse_metadata("zone=a, v=2").unwrap();
-        assert_eq!(m["v"], "2");
+        assert_eq!(m, vec![pair("v", "2"), pair("zone", "a")]);
         assert!(parse_metadata("novalue").is_err());
         assert!(parse_metadata("{bad").is_err());
     }

@@ -6,7 +6,7 @@
 //! change. Changes that arrive while a watcher is busy coalesce: the watcher always sends
 //! the latest state, so a slow watcher costs bounded memory.
 
-use crate::cluster::forward::{Forwarder, Item};
+use crate::cluster::forward::{Forwarder, Item, ItemResult};
 use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Outcome};
@@ -115,10 +115,11 @@ impl RegistryService {
         }
     }
 
+    /// Applies `items` (an `Err` is an item that could not be read, answered as it is).
     async fn write(
         &self,
         op: &'static str,
-        items: Vec<Item>,
+        items: Vec<Result<Item, ItemResult>>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         if items.len() > MAX_ITEMS_PER_REQUEST {
             self.metrics
@@ -130,7 +131,26 @@ impl RegistryService {
         }
         self.gate.hold().await;
         let start = Instant::now();
-        let results = self.forwarder.apply(items).await;
+        let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
+        let mut readable = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Ok(item) => {
+                    readable.push(item);
+                    results.push(None);
+                }
+                Err(refused) => results.push(Some(refused)),
+            }
+        }
+        let mut applied = self.forwarder.apply(readable).await.into_iter();
+        let results: Vec<pb::ItemResult> = results
+            .into_iter()
+            .map(|r| {
+                r.or_else(|| applied.next())
+                    .unwrap_or_else(|| ItemResult::invalid("internal: no result"))
+                    .into_proto()
+            })
+            .collect();
         let elapsed = start.elapsed();
         // One observation per item, with the batch's latency.
         for r in &results {
@@ -163,7 +183,7 @@ impl pb::registry_server::Registry for RegistryService {
             .into_inner()
             .registrations
             .into_iter()
-            .map(Item::Register)
+            .map(Item::registration_from_proto)
             .collect();
         self.write("register", items).await
     }
@@ -176,7 +196,7 @@ impl pb::registry_server::Registry for RegistryService {
             .into_inner()
             .registrations
             .into_iter()
-            .map(Item::Deregister)
+            .map(Item::deregistration_from_proto)
             .collect();
         self.write("deregister", items).await
     }
@@ -189,7 +209,7 @@ impl pb::registry_server::Registry for RegistryService {
             .into_inner()
             .beats
             .into_iter()
-            .map(Item::Beat)
+            .map(|b| Ok(Item::beat_from_proto(b)))
             .collect();
         self.write("beat", items).await
     }

@@ -235,7 +235,7 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         self.admit(&request, &request.get_ref().from)?;
         Ok(Response::new(
-            self.forwarder.apply_forwarded(request.get_ref()),
+            self.forwarder.apply_forwarded(request.into_inner()),
         ))
     }
 }
