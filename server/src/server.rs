@@ -45,11 +45,11 @@ pub const MAX_NATIVE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub struct ServerConfig {
     /// Address to listen on.
     pub bind: IpAddr,
-    /// Main (HTTP) port.
+    /// Main (HTTP) port; 0: chosen by the OS.
     pub port: u16,
-    /// SDK gRPC port; `None` means `port + 1000`.
+    /// SDK gRPC port; `None` means `port + 1000`, or chosen by the OS when `port` is 0.
     pub sdk_port: Option<u16>,
-    /// Cluster gRPC port; `None` means `port + 1001`.
+    /// Cluster gRPC port; `None` means `port + 1001`, or chosen by the OS when `port` is 0.
     pub cluster_port: Option<u16>,
     /// This node's member address (`ip:port` of its main port). `None`: `bind:port`, or,
     /// when binding every interface, the member entry with this port whose ip is local.
@@ -100,16 +100,26 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The SDK port.
+    /// The SDK port (0: chosen by the OS).
     pub fn sdk_port(&self) -> u16 {
         self.sdk_port
-            .unwrap_or(self.port.saturating_add(SDK_PORT_OFFSET))
+            .unwrap_or_else(|| self.offset_port(SDK_PORT_OFFSET))
     }
 
-    /// The cluster port.
+    /// The cluster port (0: chosen by the OS).
     pub fn cluster_port(&self) -> u16 {
         self.cluster_port
-            .unwrap_or(self.port.saturating_add(CLUSTER_PORT_OFFSET))
+            .unwrap_or_else(|| self.offset_port(CLUSTER_PORT_OFFSET))
+    }
+
+    /// The main port plus `offset`: 0 for an OS-chosen main port, 65535 past the end
+    /// (which `validate` refuses).
+    fn offset_port(&self, offset: u16) -> u16 {
+        if self.port == 0 {
+            0
+        } else {
+            self.port.saturating_add(offset)
+        }
     }
 
     /// This node's member address.
@@ -154,6 +164,18 @@ impl ServerConfig {
         self.nacos.validate()?;
         if self.port == 0 && !self.members.is_empty() {
             anyhow::bail!("--port 0 cannot be used with --members: peers need to know the port");
+        }
+        for (flag, port, offset) in [
+            ("--sdk-port", self.sdk_port, SDK_PORT_OFFSET),
+            ("--cluster-port", self.cluster_port, CLUSTER_PORT_OFFSET),
+        ] {
+            if port.is_none() && self.port.checked_add(offset).is_none() {
+                anyhow::bail!(
+                    "--port {} leaves no room for {flag} (port + {offset} is past 65535); \
+                     choose a lower --port or set {flag}",
+                    self.port
+                );
+            }
         }
         if self.max_tcp_connections == 0 {
             anyhow::bail!("--max-tcp-connections must be at least 1");
@@ -455,8 +477,11 @@ impl RunningServer {
 pub async fn run(mut config: ServerConfig) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config)?;
     if config.port == 0 {
-        // Standalone on an OS-chosen port: this node's address is the port it got.
+        // Standalone on OS-chosen ports: this node's address is the port it got, and the
+        // configuration names the ports the listeners got.
         config.port = listeners.http.local_addr()?.port();
+        config.sdk_port = Some(listeners.sdk.local_addr()?.port());
+        config.cluster_port = Some(listeners.cluster.local_addr()?.port());
     }
     // Listen for the signals before the node starts (and logs that it started), so a
     // SIGTERM sent right after that line finds the handler and is never fatal.
