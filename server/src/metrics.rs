@@ -5,7 +5,14 @@
 //! core's counters (registry, sync, verify, expiry, snapshot), member states, and the
 //! Nacos front end's own metrics.
 
+use crate::nacos::NacosStats;
 use distro_core::Node;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -463,6 +470,366 @@ fn render_node(node: &Node, m: &Metrics, out: &mut String) {
     }
 }
 
+/// The `/metrics` page through `prometheus-client`: a [`Collector`] over the same
+/// counters that [`Metrics::render`] writes by hand, encoded at scrape time in the
+/// Prometheus text format 0.0.4 (same families, names and label sets).
+pub struct Page {
+    registry: Registry,
+}
+
+impl Page {
+    /// The page of `node`, its request `metrics` and, when given, its Nacos front end.
+    pub fn new(
+        node: Arc<Node>,
+        metrics: Arc<Metrics>,
+        nacos: Option<Arc<crate::nacos::NacosFrontend>>,
+    ) -> Self {
+        Self::with_nacos_stats(node, metrics, move || nacos.as_ref().map(|n| n.stats()))
+    }
+
+    /// The page with the Nacos counters read by `nacos`.
+    fn with_nacos_stats(
+        node: Arc<Node>,
+        metrics: Arc<Metrics>,
+        nacos: impl Fn() -> Option<NacosStats> + Send + Sync + 'static,
+    ) -> Self {
+        let nacos = Box::new(nacos);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Sources {
+            node,
+            metrics,
+            nacos,
+        }));
+        Self { registry }
+    }
+
+    /// Appends the page to `out`.
+    pub fn render(&self, out: &mut String) {
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(out, &self.registry);
+    }
+}
+
+type NacosSource = Box<dyn Fn() -> Option<NacosStats> + Send + Sync>;
+
+struct Sources {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    nacos: NacosSource,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        self.metrics.encode(&mut enc)?;
+        encode_node(&self.node, &self.metrics, &mut enc)?;
+        if let Some(n) = (self.nacos)() {
+            n.encode(&mut enc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes one unlabelled counter `name` (its samples are `name_total`).
+pub(crate) fn encode_counter(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+/// Encodes one unlabelled gauge.
+pub(crate) fn encode_gauge(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: &impl EncodeGaugeValue,
+) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(value)
+}
+
+impl Metrics {
+    /// Encodes the request metrics (as [`Metrics::render`] writes them).
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        let mut ops: Vec<((&str, &str), Arc<OpStat>)> = self
+            .ops
+            .pin()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut m = enc.encode_descriptor(
+            "distro_requests",
+            "Client requests handled, by API, operation and outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((api, op), s) in &ops {
+            for (i, o) in Outcome::ALL.iter().enumerate() {
+                let n = s.outcomes[i].load(Relaxed);
+                if n > 0 {
+                    m.encode_family(&[("api", *api), ("op", *op), ("outcome", o.as_str())])?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "distro_request_duration_seconds",
+            "Latency of client requests, by API and operation.",
+            None,
+            MetricType::Histogram,
+        )?;
+        let mut buckets = [(0.0, 0); LATENCY_BUCKETS.len()];
+        for ((api, op), s) in &ops {
+            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                buckets[i] = (*le, s.buckets[i].load(Relaxed));
+            }
+            m.encode_family(&[("api", *api), ("op", *op)])?
+                .encode_histogram::<NoLabelSet>(
+                    s.sum_micros.load(Relaxed) as f64 / 1e6,
+                    s.count.load(Relaxed),
+                    &buckets,
+                    None,
+                )?;
+        }
+        let mut m = enc.encode_descriptor(
+            "distro_forwarded_writes",
+            "Client writes forwarded to their owner, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            m.encode_family(&[("outcome", o.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(&self.forwarded[i].load(Relaxed), None)?;
+        }
+        let mut bytes: Vec<(&str, u64)> = self
+            .peer_bytes
+            .pin()
+            .iter()
+            .map(|(k, v)| (*k, v.load(Relaxed)))
+            .collect();
+        bytes.sort();
+        let mut m = enc.encode_descriptor(
+            "distro_peer_request_bytes",
+            "Encoded bytes of peer requests sent, by kind.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, v) in bytes {
+            m.encode_family(&[("kind", k)])?
+                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        }
+        let mut reqs: Vec<((&str, bool), u64)> = self
+            .peer_requests
+            .pin()
+            .iter()
+            .map(|(k, v)| (*k, v.load(Relaxed)))
+            .collect();
+        reqs.sort();
+        let mut m = enc.encode_descriptor(
+            "distro_peer_requests",
+            "Peer requests sent, by kind and result.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((k, ok), v) in reqs {
+            let result = if ok { "ok" } else { "failed" };
+            m.encode_family(&[("kind", k), ("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    let r = node.registry().stats();
+    let s = node.stats();
+    encode_gauge(
+        enc,
+        "distro_clients",
+        "Clients held (owned and replicas).",
+        &r.clients,
+    )?;
+    encode_gauge(
+        enc,
+        "distro_clients_owned",
+        "Clients this node owns.",
+        &node.owned_clients(),
+    )?;
+    encode_gauge(enc, "distro_instances", "Instances held.", &r.instances)?;
+    encode_gauge(enc, "distro_services", "Services indexed.", &r.services)?;
+    encode_gauge(
+        enc,
+        "distro_tombstones",
+        "Deletion tombstones held.",
+        &r.tombstones,
+    )?;
+    encode_gauge(
+        enc,
+        "distro_loaded",
+        "1 once the startup snapshot load finished.",
+        &u32::from(node.is_loaded()),
+    )?;
+    let counters: [(&str, &str, u64); 24] = [
+        (
+            "distro_sync_batches_sent",
+            "Sync batches sent.",
+            s.sync_batches_sent,
+        ),
+        (
+            "distro_sync_changes_sent",
+            "Client changes sent in sync batches.",
+            s.sync_changes_sent,
+        ),
+        (
+            "distro_sync_batches_failed",
+            "Sync batches that failed.",
+            s.sync_batches_failed,
+        ),
+        (
+            "distro_sync_changes_applied",
+            "Replicated changes applied.",
+            s.sync_changes_applied,
+        ),
+        (
+            "distro_sync_changes_stale",
+            "Replicated changes ignored as stale.",
+            s.sync_changes_stale,
+        ),
+        (
+            "distro_verify_rounds",
+            "Verify rounds sent (one per peer per interval).",
+            s.verify_rounds,
+        ),
+        (
+            "distro_verify_shards_mismatched",
+            "Shards peers reported as differing.",
+            s.verify_shards_mismatched,
+        ),
+        (
+            "distro_verify_repairs",
+            "Clients re-sent or adopted because of verify.",
+            s.verify_repairs,
+        ),
+        (
+            "distro_verify_removed",
+            "Replica clients dropped because their owner no longer has them.",
+            s.verify_removed,
+        ),
+        (
+            "distro_lease_expired",
+            "Replica clients dropped on lease expiry.",
+            s.lease_expired,
+        ),
+        (
+            "distro_lease_preserved",
+            "Lease expiries held back by self-preservation.",
+            s.lease_preserved,
+        ),
+        (
+            "distro_heartbeat_unhealthy",
+            "Instances marked unhealthy for missing heartbeats.",
+            s.heartbeat_unhealthy,
+        ),
+        (
+            "distro_heartbeat_expired",
+            "Publications removed for missing heartbeats.",
+            s.heartbeat_expired,
+        ),
+        (
+            "distro_heartbeat_expiry_held",
+            "Expiries held back while this node reached at most half of the members.",
+            s.heartbeat_expiry_held,
+        ),
+        (
+            "distro_snapshot_loads",
+            "Snapshot loads completed.",
+            s.snapshot_loads,
+        ),
+        (
+            "distro_snapshot_clients_loaded",
+            "Clients applied from snapshots.",
+            s.snapshot_clients,
+        ),
+        (
+            "distro_snapshot_load_failures",
+            "Snapshot load attempts that failed.",
+            m.snapshot_load_failures.load(Relaxed),
+        ),
+        (
+            "distro_snapshots_served",
+            "Snapshots streamed to peers.",
+            m.snapshots_served.load(Relaxed),
+        ),
+        (
+            "distro_peer_unauthenticated",
+            "Peer requests refused for a wrong or missing cluster token.",
+            m.peer_unauthenticated.load(Relaxed),
+        ),
+        (
+            "distro_connections_refused",
+            "Connections refused at accept: a port had --max-tcp-connections open.",
+            m.connections_refused.load(Relaxed),
+        ),
+        (
+            "distro_connections_timed_out",
+            "Connections closed for not sending their first request within --header-read-timeout.",
+            m.connections_timed_out.load(Relaxed),
+        ),
+        (
+            "distro_probes_failed",
+            "Member probes that failed.",
+            s.probes_failed,
+        ),
+        (
+            "distro_clients_adopted",
+            "ip:port clients whose ownership moved here.",
+            s.clients_adopted,
+        ),
+        (
+            "distro_clients_released",
+            "ip:port clients whose ownership moved away.",
+            s.clients_released,
+        ),
+    ];
+    for (name, help, v) in counters {
+        encode_counter(enc, name, help, v)?;
+    }
+    let mut g = enc.encode_descriptor(
+        "distro_member_state",
+        "Member states as this node sees them (1 for the current state).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (id, state) in node.member_states() {
+        let addr = node.members().addr(id);
+        for st in ["up", "suspicious", "down"] {
+            g.encode_family(&[("member", addr.as_str()), ("state", st)])?
+                .encode_gauge(&u32::from(state.as_str() == st))?;
+        }
+    }
+    let mut g = enc.encode_descriptor(
+        "distro_sync_pending",
+        "Clients pending sync, by peer.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in node.members().peers() {
+        g.encode_family(&[("peer", node.members().addr(p).as_str())])?
+            .encode_gauge(&node.pending_sync(p))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,5 +867,166 @@ mod tests {
             out.contains("distro_request_duration_seconds_count{api=\"http\",op=\"register\"} 2")
         );
         assert!(out.contains("distro_member_state{member=\"127.0.0.1:8848\",state=\"up\"} 1"));
+    }
+
+    /// A node of three members whose request metrics, peer counters and Nacos counters
+    /// have every series a busy node shows.
+    fn busy() -> (Arc<Node>, Arc<Metrics>, NacosStats) {
+        let node = Node::new(
+            distro_core::Config::default(),
+            distro_core::MemberList::new(
+                "127.0.0.1:8848",
+                &[
+                    "127.0.0.1:8848".into(),
+                    "127.0.0.2:8848".into(),
+                    "127.0.0.3:8848".into(),
+                ],
+            )
+            .unwrap(),
+            0,
+        )
+        .unwrap();
+        let m = Metrics::default();
+        for (api, ops) in [
+            (
+                "http",
+                &[
+                    "register",
+                    "deregister",
+                    "beat",
+                    "query",
+                    "detail",
+                    "service_list",
+                ][..],
+            ),
+            ("native", &["register", "deregister", "beat", "query"][..]),
+        ] {
+            for op in ops {
+                for (i, o) in [Outcome::Ok, Outcome::Invalid, Outcome::Unavailable]
+                    .iter()
+                    .enumerate()
+                {
+                    m.observe(api, op, *o, Duration::from_micros(150 * (i as u64 + 1)));
+                }
+            }
+        }
+        for o in Outcome::ALL {
+            m.forwarded(o, 3);
+        }
+        for kind in [
+            "sync",
+            "verify_digests",
+            "verify_list",
+            "verify_clients",
+            "probe",
+            "forward",
+        ] {
+            m.peer_request(kind, 1234, true);
+            m.peer_request(kind, 99, false);
+        }
+        let nacos = NacosStats {
+            connections: 1000,
+            subscribed_services: 40,
+            connections_opened: 1200,
+            connections_refused: 0,
+            connections_closed: [
+                "stream_ended",
+                "detection_failed",
+                "setup_timeout",
+                "shutdown",
+                "pushes_unacknowledged",
+            ]
+            .iter()
+            .map(|r| (*r, 7))
+            .collect(),
+            requests: [
+                "ConnectionSetupRequest",
+                "ServerCheckRequest",
+                "HealthCheckRequest",
+                "InstanceRequest",
+                "BatchInstanceRequest",
+                "SubscribeServiceRequest",
+                "ServiceQueryRequest",
+                "NotifySubscriberResponse",
+            ]
+            .iter()
+            .flat_map(|k| {
+                ["ok", "invalid"].map(|o| crate::nacos::RequestCount {
+                    kind: k,
+                    outcome: o,
+                    count: 42,
+                })
+            })
+            .collect(),
+            pushes_sent: 500,
+            pushes_acked: 490,
+            pushes_failed: 10,
+            push_ack_buckets_ms: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
+                .iter()
+                .map(|b| (*b, 40))
+                .collect(),
+            push_ack_seconds_sum: 3.25,
+            detections_sent: 12,
+        };
+        (Arc::new(node), Arc::new(m), nacos)
+    }
+
+    fn by_hand(node: &Node, m: &Metrics, nacos: &NacosStats, out: &mut String) {
+        m.render(node, out);
+        nacos.render_prometheus(out);
+    }
+
+    #[test]
+    fn the_library_writes_the_page_written_by_hand() {
+        let (node, m, nacos) = busy();
+        let mut hand = String::new();
+        by_hand(&node, &m, &nacos, &mut hand);
+        let stats = nacos.clone();
+        let page = Page::with_nacos_stats(node, m, move || Some(stats.clone()));
+        let mut lib = String::new();
+        page.render(&mut lib);
+        let (h, l): (Vec<&str>, Vec<&str>) = (hand.lines().collect(), lib.lines().collect());
+        let diff: Vec<String> = h
+            .iter()
+            .zip(&l)
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("hand: {a}\nlib:  {b}"))
+            .collect();
+        assert!(
+            diff.is_empty() && h.len() == l.len(),
+            "{} vs {} lines; differing:\n{}",
+            h.len(),
+            l.len(),
+            diff.join("\n")
+        );
+    }
+
+    /// The CPU of one scrape, both ways: `SCRAPES=n SCRAPE_WITH=hand|library cargo test
+    /// -p distro-server --release --lib scrape_cost -- --ignored` (run it under
+    /// `valgrind --tool=callgrind` with two values of n for instructions per scrape).
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn scrape_cost() {
+        let n: u32 = std::env::var("SCRAPES").map_or(1000, |v| v.parse().expect("SCRAPES"));
+        let with = std::env::var("SCRAPE_WITH").unwrap_or_else(|_| "hand".into());
+        let (node, m, nacos) = busy();
+        let stats = nacos.clone();
+        let page = Page::with_nacos_stats(node.clone(), m.clone(), move || Some(stats.clone()));
+        let start = std::time::Instant::now();
+        let mut bytes = 0;
+        for _ in 0..n {
+            let mut out = String::with_capacity(16 * 1024);
+            match with.as_str() {
+                "hand" => by_hand(&node, &m, &nacos, &mut out),
+                "library" => page.render(&mut out),
+                other => panic!("SCRAPE_WITH={other}: hand or library"),
+            }
+            bytes = std::hint::black_box(out).len();
+        }
+        let e = start.elapsed();
+        println!(
+            "{with}: {n} scrapes, {:.0} ns per scrape, {bytes} bytes",
+            e.as_nanos() as f64 / f64::from(n.max(1))
+        );
     }
 }

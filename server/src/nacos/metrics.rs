@@ -5,8 +5,11 @@
 //! outcome; pushes as sent, acknowledged or failed (a failed push is retried and counted
 //! again), with a histogram of the time from sending a push to its acknowledgement.
 
+use crate::metrics::{encode_counter, encode_gauge};
 use crate::nacos::codec::Kind;
 use crate::nacos::error::{self, NacosError};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -342,6 +345,94 @@ impl NacosStats {
              distro_nacos_detections_total {}\n",
             self.detections_sent
         ));
+    }
+}
+
+impl NacosStats {
+    /// Encodes these counters through `prometheus-client` (as
+    /// [`NacosStats::render_prometheus`] writes them).
+    pub(crate) fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        encode_gauge(
+            enc,
+            "distro_nacos_connections",
+            "Nacos SDK connections set up on this node.",
+            &self.connections,
+        )?;
+        encode_gauge(
+            enc,
+            "distro_nacos_subscribed_services",
+            "Services with subscribers on this node.",
+            &self.subscribed_services,
+        )?;
+        encode_counter(
+            enc,
+            "distro_nacos_connections_opened",
+            "Nacos SDK connections set up.",
+            self.connections_opened,
+        )?;
+        encode_counter(
+            enc,
+            "distro_nacos_connections_refused",
+            "Connections refused over max_connections.",
+            self.connections_refused,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "distro_nacos_connections_closed",
+            "Connections closed, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in &self.connections_closed {
+            m.encode_family(&[("reason", *reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "distro_nacos_requests",
+            "Nacos requests by class and outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &self.requests {
+            m.encode_family(&[("type", r.kind), ("outcome", r.outcome)])?
+                .encode_counter::<NoLabelSet, _, u64>(&r.count, None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "distro_nacos_pushes",
+            "NotifySubscriberRequest pushes, by result.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("sent", self.pushes_sent),
+            ("acked", self.pushes_acked),
+            ("failed", self.pushes_failed),
+        ] {
+            m.encode_family(&[("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        let buckets: Vec<(f64, u64)> = self
+            .push_ack_buckets_ms
+            .iter()
+            .map(|(le, n)| (*le as f64 / 1000.0, *n))
+            .collect();
+        enc.encode_descriptor(
+            "distro_nacos_push_ack_seconds",
+            "Time from sending a push to its acknowledgement.",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(
+            self.push_ack_seconds_sum,
+            self.pushes_acked,
+            &buckets,
+            None,
+        )?;
+        encode_counter(
+            enc,
+            "distro_nacos_detections",
+            "ClientDetectionRequests sent to idle connections.",
+            self.detections_sent,
+        )
     }
 }
 
