@@ -15,7 +15,7 @@ use crate::cluster::forward::Forwarder;
 use crate::cluster::peer::PeerService;
 use crate::cluster::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients};
 use crate::fault::PeerGate;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Page};
 use crate::nacos::{NacosConfig, NacosFrontend};
 use crate::proto::distro as pb;
 use anyhow::Context as _;
@@ -316,6 +316,7 @@ pub(crate) async fn start_with(
         metrics: metrics.clone(),
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
+        page: Page::new(node.clone(), metrics.clone(), Some(nacos.clone())),
     }));
     let admit = |port: &'static str, protocol: Protocol| {
         Admission::new(

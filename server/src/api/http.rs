@@ -9,7 +9,7 @@
 
 use crate::clock::Clock;
 use crate::cluster::forward::{Forwarder, Item, ItemResult, Target, code};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, Page};
 use crate::nacos::NacosFrontend;
 use crate::nacos::view::{Selection, Timings, cluster_list, service_info};
 use axum::Router;
@@ -43,6 +43,8 @@ pub struct HttpState {
     pub clock: Clock,
     /// The Nacos front end, for its metrics.
     pub nacos: Option<Arc<NacosFrontend>>,
+    /// The `/metrics` page (of the node, `metrics` and `nacos`).
+    pub page: Page,
 }
 
 /// The router of the main port.
@@ -541,11 +543,8 @@ async fn service_list(
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    let mut out = String::with_capacity(16 * 1024);
-    state.metrics.render(state.forwarder.node(), &mut out);
-    if let Some(n) = &state.nacos {
-        n.render_metrics(&mut out);
-    }
+    let mut out = String::with_capacity(32 * 1024);
+    state.page.render(&mut out);
     (
         [(
             header::CONTENT_TYPE,
