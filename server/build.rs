@@ -19,11 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         // The two bulk peer messages are our own types: encoded straight from the core's
-        // records and decoded straight into them (see src/sync_codec.rs).
-        .extern_path(".distro.v1.SyncRequest", "crate::sync_codec::SyncRequest")
+        // records and decoded straight into them (see src/cluster/sync_codec.rs).
+        .extern_path(
+            ".distro.v1.SyncRequest",
+            "crate::cluster::sync_codec::SyncRequest",
+        )
         .extern_path(
             ".distro.v1.SnapshotChunk",
-            "crate::sync_codec::SnapshotChunk",
+            "crate::cluster::sync_codec::SnapshotChunk",
         )
         .compile_fds(fds)?;
     Ok(())

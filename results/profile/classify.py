@@ -14,7 +14,7 @@ import sys
 # (component, regex on the symbol), most specific first.
 RULES = [
     ("forwarding (Peer.Forward build/encode/decode/answer)",
-     r"ForwardRequest|ForwardResponse|PeerClients::forward|Ops::apply_forwarded|Peer>::forward|PeerService.*forward"),
+     r"ForwardRequest|ForwardResponse|PeerClients::forward|Forwarder::apply_forwarded|Peer>::forward|PeerService.*forward"),
     ("watch hub", r"WatchHub|service_changed|ChangeListener"),
     ("metrics", r"distro_server::metrics::"),
     ("replica: sync decode", r"sync_codec::decode|sync_codec::parse|SyncRequest as prost::Message>::merge|decode_change|decode_record|parse_publication"),
@@ -22,7 +22,7 @@ RULES = [
     ("sync: encode", r"sync_codec::|SyncRequest"),
     ("sync: build/schedule (core)", r"Node::flush|to_record|SyncScheduler|Node::after_write|distro_core::sync::"),
     ("core store: register/beat", r"distro_core::"),
-    ("server: ops/routing/validation", r"distro_server::ops::|distro_server::wire::|distro_server::native::"),
+    ("server: ops/routing/validation", r"distro_server::cluster::forward::|distro_server::cluster::wire::|distro_server::api::native::"),
     ("server: proto decode/encode", r"distro_server::proto::"),
     ("loadgen: driver", r"loadgen::driver::"),
     ("loadgen: native encode/decode", r"loadgen::native::"),
@@ -59,7 +59,7 @@ def samples(lines):
 CONTEXTS = [
     ("replica: Peer.Sync handler", r"PeerService as distro_server::proto::distro::peer_server::Peer>::sync|peer_server::Peer>::sync"),
     ("owner: Peer.Forward handler", r"Peer>::forward|apply_forwarded"),
-    ("owner: client write handler (Registry.Register)", r"RegistryService as distro_server::proto::distro::registry_server::Registry>::|Registry>::register|Registry>::heartbeat|RegistryService::write|Ops::apply"),
+    ("owner: client write handler (Registry.Register)", r"RegistryService as distro_server::proto::distro::registry_server::Registry>::|Registry>::register|Registry>::heartbeat|RegistryService::write|Forwarder::apply"),
     ("owner: sync tick (Node::tick / flush)", r"Node::tick|Node::flush|Driver::run"),
     ("owner: peer call (sync send)", r"PeerClients::call|Driver::execute"),
     ("loadgen driver/protocol", r"loadgen::driver|loadgen::native|loadgen::run|loadgen::recorder|loadgen::markers"),

@@ -12,9 +12,9 @@
 //! generator reads at the same time.
 
 use crate::clock::{Clock, system};
+use crate::fault::PeerGate;
 use crate::metrics::Metrics;
-use crate::peer_client::PeerGate;
-use crate::server::{Listeners, RunningServer, ServerConfig, bind_reusable, start};
+use crate::server::{Listeners, RunningServer, ServerConfig, bind_reusable, start_with};
 use anyhow::Context as _;
 use distro_core::Node;
 use parking_lot::{Condvar, Mutex};
@@ -218,7 +218,7 @@ impl LocalCluster {
                         cluster: bind_reusable(SocketAddr::new(LOCALHOST, ports.cluster))?,
                     },
                 };
-                start(config, listeners, gate, clock).await
+                start_with(config, listeners, gate, clock).await
             })
             .await
             .context("node start task panicked")??;

@@ -12,9 +12,10 @@
 //! Where each concept lives: `codec` (the `Payload` envelope), `message` (request and
 //! response JSON), `view` (`ServiceInfo`), `error` (every failure → `ErrorResponse` code),
 //! `connection` (one TCP connection = one connection client), `handler` (unary requests),
-//! `stream` (the bi-stream), `subscription` and `push` (subscribers and
-//! `NotifySubscriberRequest`), `detection` (`ClientDetectionRequest`), `metrics`, `config`,
-//! and `frontend` ([`NacosFrontend`], the public handle).
+//! `stream` (the bi-stream), `subscription`, `hub` and `push` (subscribers, pending pushes
+//! and `NotifySubscriberRequest`), `detection` (`ClientDetectionRequest`), `metrics`,
+//! `config`, `state` (the state all of them share) and `frontend` ([`NacosFrontend`], the
+//! public handle).
 //!
 //! Deliberately not here: persistent instances (refused with a 400: they are not Distro
 //! data), the config-center messages, auth, TLS, and `ConnectResetRequest` redirects.
@@ -22,13 +23,7 @@
 //! ```no_run
 //! # async fn serve(node: std::sync::Arc<distro_core::Node>) -> anyhow::Result<()> {
 //! use distro_server::nacos::{NacosConfig, NacosFrontend};
-//! use std::sync::Arc;
-//! let clock = Arc::new(|| {
-//!     std::time::SystemTime::now()
-//!         .duration_since(std::time::UNIX_EPOCH)
-//!         .map_or(0, |d| d.as_millis() as u64)
-//! });
-//! let nacos = NacosFrontend::new(node, NacosConfig::default(), clock)?;
+//! let nacos = NacosFrontend::new(node, NacosConfig::default(), distro_server::clock::system())?;
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:9848").await?;
 //! let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
 //! # drop(stop_tx);
@@ -53,10 +48,12 @@ mod detection;
 mod error;
 mod frontend;
 mod handler;
+mod hub;
 mod message;
 mod metrics;
 mod push;
 mod service;
+mod state;
 mod stream;
 mod subscription;
 pub(crate) mod view;
@@ -68,7 +65,7 @@ pub use config::{
     DEFAULT_PUSH_ACK_TIMEOUT, DEFAULT_PUSH_DELAY, DEFAULT_PUSH_RETRY_DELAY, DEFAULT_SETUP_TIMEOUT,
     NacosConfig, NacosConfigError,
 };
-pub use frontend::{Clock, NacosFrontend};
+pub use frontend::NacosFrontend;
 pub use handler::{decode_instance_request, encode_query_response};
 pub use metrics::{NacosStats, RequestCount};
 pub use service::{NacosBiStreamService, NacosRequestService};

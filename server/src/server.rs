@@ -7,15 +7,16 @@
 //! streams, flushes pending syncs within a bound and returns.
 
 use crate::admission::{Admission, HttpListener, Protocol};
+use crate::api::http::{HttpState, router};
+use crate::api::native::{RegistryService, WatchHub};
 use crate::clock::Clock;
-use crate::driver::Driver;
-use crate::http::{HttpState, router};
-use crate::metrics::Metrics;
+use crate::cluster::driver::Driver;
+use crate::cluster::forward::Forwarder;
+use crate::cluster::peer::PeerService;
+use crate::cluster::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients};
+use crate::fault::PeerGate;
+use crate::metrics::{Metrics, Page};
 use crate::nacos::{NacosConfig, NacosFrontend};
-use crate::native::{RegistryService, WatchHub};
-use crate::ops::Ops;
-use crate::peer::PeerService;
-use crate::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients, PeerGate};
 use crate::proto::distro as pb;
 use anyhow::Context as _;
 use distro_core::{Config, MemberList, Node};
@@ -44,11 +45,11 @@ pub const MAX_NATIVE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub struct ServerConfig {
     /// Address to listen on.
     pub bind: IpAddr,
-    /// Main (HTTP) port.
+    /// Main (HTTP) port; 0: chosen by the OS.
     pub port: u16,
-    /// SDK gRPC port; `None` means `port + 1000`.
+    /// SDK gRPC port; `None` means `port + 1000`, or chosen by the OS when `port` is 0.
     pub sdk_port: Option<u16>,
-    /// Cluster gRPC port; `None` means `port + 1001`.
+    /// Cluster gRPC port; `None` means `port + 1001`, or chosen by the OS when `port` is 0.
     pub cluster_port: Option<u16>,
     /// This node's member address (`ip:port` of its main port). `None`: `bind:port`, or,
     /// when binding every interface, the member entry with this port whose ip is local.
@@ -99,16 +100,26 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The SDK port.
+    /// The SDK port (0: chosen by the OS).
     pub fn sdk_port(&self) -> u16 {
         self.sdk_port
-            .unwrap_or(self.port.saturating_add(SDK_PORT_OFFSET))
+            .unwrap_or_else(|| self.offset_port(SDK_PORT_OFFSET))
     }
 
-    /// The cluster port.
+    /// The cluster port (0: chosen by the OS).
     pub fn cluster_port(&self) -> u16 {
         self.cluster_port
-            .unwrap_or(self.port.saturating_add(CLUSTER_PORT_OFFSET))
+            .unwrap_or_else(|| self.offset_port(CLUSTER_PORT_OFFSET))
+    }
+
+    /// The main port plus `offset`: 0 for an OS-chosen main port, 65535 past the end
+    /// (which `validate` refuses).
+    fn offset_port(&self, offset: u16) -> u16 {
+        if self.port == 0 {
+            0
+        } else {
+            self.port.saturating_add(offset)
+        }
     }
 
     /// This node's member address.
@@ -153,6 +164,18 @@ impl ServerConfig {
         self.nacos.validate()?;
         if self.port == 0 && !self.members.is_empty() {
             anyhow::bail!("--port 0 cannot be used with --members: peers need to know the port");
+        }
+        for (flag, port, offset) in [
+            ("--sdk-port", self.sdk_port, SDK_PORT_OFFSET),
+            ("--cluster-port", self.cluster_port, CLUSTER_PORT_OFFSET),
+        ] {
+            if port.is_none() && self.port.checked_add(offset).is_none() {
+                anyhow::bail!(
+                    "--port {} leaves no room for {flag} (port + {offset} is past 65535); \
+                     choose a lower --port or set {flag}",
+                    self.port
+                );
+            }
         }
         if self.max_tcp_connections == 0 {
             anyhow::bail!("--max-tcp-connections must be at least 1");
@@ -223,8 +246,19 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Starts a node on `listeners` (see the module documentation).
-pub async fn start(
+/// Starts a node on `listeners` (see the module documentation), on the system clock.
+pub async fn start(config: ServerConfig, listeners: Listeners) -> anyhow::Result<RunningServer> {
+    start_with(
+        config,
+        listeners,
+        Arc::new(PeerGate::default()),
+        crate::clock::system(),
+    )
+    .await
+}
+
+/// [`start`] with the fault switches `gate` (kept by LocalCluster) and `clock`.
+pub(crate) async fn start_with(
     config: ServerConfig,
     listeners: Listeners,
     gate: Arc<PeerGate>,
@@ -255,7 +289,7 @@ pub async fn start(
         gate.clone(),
         metrics.clone(),
     )?);
-    let ops = Arc::new(Ops::new(
+    let forwarder = Arc::new(Forwarder::new(
         node.clone(),
         clock.clone(),
         peers.clone(),
@@ -278,10 +312,11 @@ pub async fn start(
 
     // Main port: HTTP.
     let http = router(Arc::new(HttpState {
-        ops: ops.clone(),
+        forwarder: forwarder.clone(),
         metrics: metrics.clone(),
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
+        page: Page::new(node.clone(), metrics.clone(), Some(nacos.clone())),
     }));
     let admit = |port: &'static str, protocol: Protocol| {
         Admission::new(
@@ -307,12 +342,11 @@ pub async fn start(
 
     // SDK port: the Nacos services and the native API.
     let registry = pb::registry_server::RegistryServer::new(RegistryService::new(
-        ops.clone(),
+        forwarder.clone(),
         metrics.clone(),
         hub,
         stop_rx.clone(),
         gate.clone(),
-        clock.clone(),
     ))
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
@@ -340,7 +374,7 @@ pub async fn start(
     // Cluster port: the peer protocol, and nothing else.
     let peer = pb::peer_server::PeerServer::new(PeerService::new(
         node.clone(),
-        ops,
+        forwarder,
         clock.clone(),
         gate,
         config.cluster_token.clone(),
@@ -444,19 +478,16 @@ impl RunningServer {
 pub async fn run(mut config: ServerConfig) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config)?;
     if config.port == 0 {
-        // Standalone on an OS-chosen port: this node's address is the port it got.
+        // Standalone on OS-chosen ports: this node's address is the port it got, and the
+        // configuration names the ports the listeners got.
         config.port = listeners.http.local_addr()?.port();
+        config.sdk_port = Some(listeners.sdk.local_addr()?.port());
+        config.cluster_port = Some(listeners.cluster.local_addr()?.port());
     }
     // Listen for the signals before the node starts (and logs that it started), so a
     // SIGTERM sent right after that line finds the handler and is never fatal.
     let signals = Signals::install();
-    let server = start(
-        config,
-        listeners,
-        Arc::new(PeerGate::default()),
-        crate::clock::system(),
-    )
-    .await?;
+    let server = start(config, listeners).await?;
     signals.wait().await;
     server.shutdown().await;
     Ok(())

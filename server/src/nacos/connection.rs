@@ -14,7 +14,6 @@
 //! This file holds state only; the protocol lives in `handler.rs` and `stream.rs`.
 
 use crate::proto::nacos::Payload;
-use dashmap::DashMap;
 use distro_core::ClientId;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
@@ -226,11 +225,11 @@ pub(crate) struct TableFull {
 
 /// All connections of the front end.
 pub(crate) struct ConnectionTable {
-    by_addr: DashMap<SocketAddr, Arc<Connection>>,
+    by_addr: papaya::HashMap<SocketAddr, Arc<Connection>>,
     /// Addresses whose set-up connection the server closed, and when: a health check from
     /// one of them is answered 301 so the client reconnects (the TCP connection may well
     /// still be up after a failed detection).
-    closed: DashMap<SocketAddr, Instant>,
+    closed: papaya::HashMap<SocketAddr, Instant>,
     next_serial: AtomicU64,
     registered: AtomicUsize,
     epoch: Instant,
@@ -240,8 +239,8 @@ impl ConnectionTable {
     /// An empty table.
     pub(crate) fn new() -> Self {
         Self {
-            by_addr: DashMap::new(),
-            closed: DashMap::new(),
+            by_addr: papaya::HashMap::new(),
+            closed: papaya::HashMap::new(),
             next_serial: AtomicU64::new(1),
             registered: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -255,7 +254,7 @@ impl ConnectionTable {
 
     /// The connection of `addr`, if known.
     pub(crate) fn get(&self, addr: &SocketAddr) -> Option<Arc<Connection>> {
-        self.by_addr.get(addr).map(|c| c.value().clone())
+        self.by_addr.pin().get(addr).cloned()
     }
 
     /// The connection of `addr`, created with id `<wall_ms>_<ip>_<port>` if new; refused
@@ -272,8 +271,9 @@ impl ConnectionTable {
         if self.by_addr.len() >= max {
             return Err(TableFull { max });
         }
-        self.closed.remove(&addr);
-        let entry = self.by_addr.entry(addr).or_insert_with(|| {
+        self.closed.pin().remove(&addr);
+        let by_addr = self.by_addr.pin();
+        let entry = by_addr.get_or_insert_with(addr, || {
             let ip = addr.ip().to_canonical().to_string();
             let now = self.now_ms();
             Arc::new(Connection {
@@ -291,7 +291,7 @@ impl ConnectionTable {
                 closed: watch::channel(false).0,
             })
         });
-        Ok(entry.value().clone())
+        Ok(entry.clone())
     }
 
     /// Counts a registration (for the gauge).
@@ -301,23 +301,25 @@ impl ConnectionTable {
 
     /// Removes `conn` if it is still the entry of its address.
     pub(crate) fn remove(&self, conn: &Arc<Connection>) {
-        self.by_addr
+        let _ = self
+            .by_addr
+            .pin()
             .remove_if(&conn.addr, |_, c| Arc::ptr_eq(c, conn));
     }
 
     /// Remembers that the set-up connection of `addr` was closed.
     pub(crate) fn remember_closed(&self, addr: SocketAddr) {
-        self.closed.insert(addr, Instant::now());
+        self.closed.pin().insert(addr, Instant::now());
     }
 
     /// Whether the set-up connection of `addr` was closed (and none replaced it).
     pub(crate) fn was_closed(&self, addr: &SocketAddr) -> bool {
-        self.closed.contains_key(addr)
+        self.closed.pin().contains_key(addr)
     }
 
     /// Forgets closed addresses older than `age`.
     pub(crate) fn forget_closed(&self, age: std::time::Duration) {
-        self.closed.retain(|_, at| at.elapsed() < age);
+        self.closed.pin().retain(|_, at| at.elapsed() < age);
     }
 
     /// Uncounts a registered connection that closed.
@@ -338,7 +340,7 @@ impl ConnectionTable {
 
     /// A snapshot of every connection.
     pub(crate) fn all(&self) -> Vec<Arc<Connection>> {
-        self.by_addr.iter().map(|c| c.value().clone()).collect()
+        self.by_addr.pin().values().cloned().collect()
     }
 }
 

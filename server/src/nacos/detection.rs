@@ -13,9 +13,9 @@
 
 use crate::nacos::codec;
 use crate::nacos::connection::Connection;
-use crate::nacos::frontend::Shared;
 use crate::nacos::message::{Empty, ServerRequest};
 use crate::nacos::metrics::CloseReason;
+use crate::nacos::state::Shared;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::AcqRel;
 use tokio::time::MissedTickBehavior;

@@ -8,11 +8,13 @@
 //! connection (ending their streams, so a graceful server shutdown can finish) and stops the
 //! tasks.
 
+use crate::clock::Clock;
 use crate::nacos::config::{NacosConfig, NacosConfigError};
-use crate::nacos::connection::{Connection, ConnectionTable};
+use crate::nacos::connection::ConnectionTable;
+use crate::nacos::hub::PushHub;
 use crate::nacos::metrics::{CloseReason, Metrics, NacosStats};
-use crate::nacos::push::PushHub;
 use crate::nacos::service::{NacosBiStreamService, NacosRequestService};
+use crate::nacos::state::Shared;
 use crate::nacos::view::Timings;
 use crate::nacos::{detection, push};
 use crate::proto::nacos::bi_request_stream_server::BiRequestStreamServer;
@@ -21,74 +23,9 @@ use distro_core::Node;
 use distro_core::registry::ChangeListener;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Wall-clock milliseconds since the Unix epoch, as the core expects them.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// State shared by the services and tasks.
-pub(crate) struct Shared {
-    pub(crate) node: Arc<Node>,
-    pub(crate) config: NacosConfig,
-    clock: Clock,
-    pub(crate) timings: Timings,
-    pub(crate) connections: ConnectionTable,
-    pub(crate) hub: Arc<PushHub>,
-    pub(crate) metrics: Metrics,
-    request_ids: AtomicU64,
-    stream_generations: AtomicU64,
-    shutdown: watch::Sender<bool>,
-}
-
-impl Shared {
-    /// Wall-clock milliseconds.
-    pub(crate) fn now_wall(&self) -> u64 {
-        (self.clock)()
-    }
-
-    /// A fresh `requestId` for a server→client request.
-    pub(crate) fn next_request_id(&self) -> String {
-        self.request_ids.fetch_add(1, Relaxed).to_string()
-    }
-
-    /// A fresh bi-stream generation.
-    pub(crate) fn next_stream_generation(&self) -> u64 {
-        self.stream_generations.fetch_add(1, Relaxed)
-    }
-
-    /// A receiver that turns `true` at shutdown.
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    /// Whether shutdown began.
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-
-    /// Closes `conn`: no more requests are served on it, its stream ends, its
-    /// subscriptions go, and its client is removed from the core. Idempotent.
-    pub(crate) fn close(&self, conn: &Arc<Connection>, reason: CloseReason) {
-        let Some(was_registered) = conn.mark_closed() else {
-            return;
-        };
-        self.connections.remove(conn);
-        for key in conn.take_subscriptions() {
-            self.hub.subscribers.unsubscribe(&key, conn.serial);
-        }
-        if was_registered {
-            self.connections.count_unregistered();
-            self.connections.remember_closed(conn.addr);
-            tracing::debug!(connection = conn.id(), ?reason, "nacos connection closed");
-        }
-        if was_registered || reason == CloseReason::SetupTimeout {
-            self.metrics.connection_closed(reason);
-        }
-        self.node.remove_client(&conn.client, self.now_wall());
-    }
-}
 
 /// The Nacos 2.x gRPC front end of a node: the `Request` and `BiRequestStream` services
 /// that Nacos SDKs (Java, Go, Python, Rust) speak, backed by a [`Node`].

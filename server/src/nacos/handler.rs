@@ -19,13 +19,13 @@
 use crate::nacos::codec::{self, Envelope, Kind};
 use crate::nacos::connection::Connection;
 use crate::nacos::error::NacosError;
-use crate::nacos::frontend::Shared;
 use crate::nacos::message::{
     BatchInstanceRequest, Empty, InstanceDto, InstanceRequest, Reply, ServerCheckBody,
     ServiceInfoBody, ServiceListBody, ServiceListRequest, ServiceQueryRequest,
     SubscribeServiceRequest, TypeBody,
 };
 use crate::nacos::metrics::Outcome;
+use crate::nacos::state::Shared;
 use crate::nacos::view::{self, Selection};
 use crate::proto::nacos::Payload;
 use distro_core::model::{DEFAULT_GROUP, DEFAULT_NAMESPACE, check_cluster_name};
@@ -395,7 +395,7 @@ pub fn encode_query_response(
             healthy_only: false,
         },
         last_ref_time,
-        crate::nacos::DEFAULT_CACHE_MILLIS,
+        crate::nacos::config::DEFAULT_CACHE_MILLIS,
         view::Timings::of(node.config()),
     );
     codec::encode(

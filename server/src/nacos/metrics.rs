@@ -1,13 +1,18 @@
 //! Counters of the Nacos front end, and their Prometheus text rendering.
 //!
 //! Plain relaxed atomics bumped on the request and push paths; [`NacosStats`] is a
-//! snapshot for tests and the HTTP `/metrics` page. Requests are counted by class and
+//! snapshot for tests and the HTTP `/metrics` page, which encodes it with
+//! `prometheus-client`. Requests are counted by class and
 //! outcome; pushes as sent, acknowledged or failed (a failed push is retried and counted
 //! again), with a histogram of the time from sending a push to its acknowledgement.
 
+use crate::metrics::encode::{encode_counter, encode_gauge};
 use crate::nacos::codec::Kind;
 use crate::nacos::error::{self, NacosError};
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -266,82 +271,104 @@ impl NacosStats {
 
     /// Appends the Prometheus text exposition of these counters to `out`.
     pub fn render_prometheus(&self, out: &mut String) {
+        #[derive(Debug)]
+        struct Stats(NacosStats);
+        impl Collector for Stats {
+            fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+                self.0.encode(&mut enc)
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Stats(self.clone())));
         // Writing to a String cannot fail.
-        let mut w = |s: std::fmt::Arguments<'_>| {
-            let _ = out.write_fmt(s);
-        };
-        w(format_args!(
-            "# HELP distro_nacos_connections Nacos SDK connections set up on this node.\n\
-             # TYPE distro_nacos_connections gauge\n\
-             distro_nacos_connections {}\n",
-            self.connections
-        ));
-        w(format_args!(
-            "# HELP distro_nacos_subscribed_services Services with subscribers on this node.\n\
-             # TYPE distro_nacos_subscribed_services gauge\n\
-             distro_nacos_subscribed_services {}\n",
-            self.subscribed_services
-        ));
-        w(format_args!(
-            "# HELP distro_nacos_connections_opened_total Nacos SDK connections set up.\n\
-             # TYPE distro_nacos_connections_opened_total counter\n\
-             distro_nacos_connections_opened_total {}\n\
-             # HELP distro_nacos_connections_refused_total Connections refused over max_connections.\n\
-             # TYPE distro_nacos_connections_refused_total counter\n\
-             distro_nacos_connections_refused_total {}\n",
-            self.connections_opened, self.connections_refused
-        ));
-        w(format_args!(
-            "# HELP distro_nacos_connections_closed_total Connections closed, by reason.\n\
-             # TYPE distro_nacos_connections_closed_total counter\n"
-        ));
+        let _ = prometheus_text::encode(out, &registry);
+    }
+}
+
+impl NacosStats {
+    /// Encodes these counters (for the `/metrics` page).
+    pub(crate) fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        encode_gauge(
+            enc,
+            "distro_nacos_connections",
+            "Nacos SDK connections set up on this node.",
+            &self.connections,
+        )?;
+        encode_gauge(
+            enc,
+            "distro_nacos_subscribed_services",
+            "Services with subscribers on this node.",
+            &self.subscribed_services,
+        )?;
+        encode_counter(
+            enc,
+            "distro_nacos_connections_opened",
+            "Nacos SDK connections set up.",
+            self.connections_opened,
+        )?;
+        encode_counter(
+            enc,
+            "distro_nacos_connections_refused",
+            "Connections refused over max_connections.",
+            self.connections_refused,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "distro_nacos_connections_closed",
+            "Connections closed, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
         for (reason, n) in &self.connections_closed {
-            w(format_args!(
-                "distro_nacos_connections_closed_total{{reason=\"{reason}\"}} {n}\n"
-            ));
+            m.encode_family(&[("reason", *reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
         }
-        w(format_args!(
-            "# HELP distro_nacos_requests_total Nacos requests by class and outcome.\n\
-             # TYPE distro_nacos_requests_total counter\n"
-        ));
+        let mut m = enc.encode_descriptor(
+            "distro_nacos_requests",
+            "Nacos requests by class and outcome.",
+            None,
+            MetricType::Counter,
+        )?;
         for r in &self.requests {
-            w(format_args!(
-                "distro_nacos_requests_total{{type=\"{}\",outcome=\"{}\"}} {}\n",
-                r.kind, r.outcome, r.count
-            ));
+            m.encode_family(&[("type", r.kind), ("outcome", r.outcome)])?
+                .encode_counter::<NoLabelSet, _, u64>(&r.count, None)?;
         }
-        w(format_args!(
-            "# HELP distro_nacos_pushes_total NotifySubscriberRequest pushes, by result.\n\
-             # TYPE distro_nacos_pushes_total counter\n\
-             distro_nacos_pushes_total{{result=\"sent\"}} {}\n\
-             distro_nacos_pushes_total{{result=\"acked\"}} {}\n\
-             distro_nacos_pushes_total{{result=\"failed\"}} {}\n",
-            self.pushes_sent, self.pushes_acked, self.pushes_failed
-        ));
-        w(format_args!(
-            "# HELP distro_nacos_push_ack_seconds Time from sending a push to its acknowledgement.\n\
-             # TYPE distro_nacos_push_ack_seconds histogram\n"
-        ));
-        let mut cumulative = 0;
-        for (le, n) in &self.push_ack_buckets_ms {
-            cumulative += n;
-            w(format_args!(
-                "distro_nacos_push_ack_seconds_bucket{{le=\"{}\"}} {cumulative}\n",
-                *le as f64 / 1000.0
-            ));
+        let mut m = enc.encode_descriptor(
+            "distro_nacos_pushes",
+            "NotifySubscriberRequest pushes, by result.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("sent", self.pushes_sent),
+            ("acked", self.pushes_acked),
+            ("failed", self.pushes_failed),
+        ] {
+            m.encode_family(&[("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
-        w(format_args!(
-            "distro_nacos_push_ack_seconds_bucket{{le=\"+Inf\"}} {}\n\
-             distro_nacos_push_ack_seconds_sum {}\n\
-             distro_nacos_push_ack_seconds_count {}\n",
-            self.pushes_acked, self.push_ack_seconds_sum, self.pushes_acked
-        ));
-        w(format_args!(
-            "# HELP distro_nacos_detections_total ClientDetectionRequests sent to idle connections.\n\
-             # TYPE distro_nacos_detections_total counter\n\
-             distro_nacos_detections_total {}\n",
-            self.detections_sent
-        ));
+        let buckets: Vec<(f64, u64)> = self
+            .push_ack_buckets_ms
+            .iter()
+            .map(|(le, n)| (*le as f64 / 1000.0, *n))
+            .collect();
+        enc.encode_descriptor(
+            "distro_nacos_push_ack_seconds",
+            "Time from sending a push to its acknowledgement.",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(
+            self.push_ack_seconds_sum,
+            self.pushes_acked,
+            &buckets,
+            None,
+        )?;
+        encode_counter(
+            enc,
+            "distro_nacos_detections",
+            "ClientDetectionRequests sent to idle connections.",
+            self.detections_sent,
+        )
     }
 }
 

@@ -1,10 +1,8 @@
 //! Pushes: `NotifySubscriberRequest` to every subscriber of a service that changed.
 //!
-//! The registry's [`ChangeListener`] fires after every change of a service's publications,
-//! local or replicated alike. [`PushHub`] turns that into a *pending push* of the service
-//! if it has subscribers here; pending pushes merge per service (targets union, "everyone"
-//! wins, the earliest due time stays, as Nacos's `PushDelayTask.merge`) and fall due after
-//! the push delay. The driver ([`run`]) then reads the service once, renders one
+//! The registry's change listener (`PushHub`, in `hub.rs`) turns every change of a
+//! subscribed service into a pending push that falls due after the push delay. The driver
+//! ([`run`]) then reads the service once, renders one
 //! `ServiceInfo` per cluster filter with a fresh `lastRefTime`, and queues a push to each
 //! targeted subscriber. Each push waits for its ack; a push that cannot be queued, is
 //! refused, or is not acknowledged within the ack timeout is retried for that subscriber
@@ -15,126 +13,14 @@
 
 use crate::nacos::codec;
 use crate::nacos::connection::Connection;
-use crate::nacos::frontend::Shared;
+use crate::nacos::hub::Targets;
 use crate::nacos::metrics::CloseReason;
-use crate::nacos::subscription::{Round, SubscriberIndex};
+use crate::nacos::state::Shared;
+use crate::nacos::subscription::Round;
 use crate::nacos::view::{self, Selection};
-use distro_core::Service;
-use distro_core::registry::ChangeListener;
-use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// Who a pending push goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Targets {
-    /// Every subscriber of the service.
-    All,
-    /// These connections (by serial).
-    Some(HashSet<u64>),
-}
-
-impl Targets {
-    fn includes(&self, serial: u64) -> bool {
-        match self {
-            Targets::All => true,
-            Targets::Some(s) => s.contains(&serial),
-        }
-    }
-}
-
-struct Pending {
-    due: Instant,
-    targets: Targets,
-}
-
-/// Pending pushes per service key.
-#[derive(Default)]
-pub(crate) struct PushQueue {
-    pending: Mutex<HashMap<Arc<str>, Pending>>,
-    wake: Notify,
-}
-
-impl PushQueue {
-    /// Schedules a push of `key` to `target` (`None`: every subscriber) due at `due`, merged
-    /// with what is pending for the service.
-    pub(crate) fn schedule(&self, key: Arc<str>, target: Option<u64>, due: Instant) {
-        {
-            let mut pending = self.pending.lock();
-            let p = pending.entry(key).or_insert_with(|| Pending {
-                due,
-                targets: Targets::Some(HashSet::new()),
-            });
-            p.due = p.due.min(due);
-            match (&mut p.targets, target) {
-                (Targets::All, _) => {}
-                (t @ Targets::Some(_), None) => *t = Targets::All,
-                (Targets::Some(s), Some(serial)) => {
-                    s.insert(serial);
-                }
-            }
-        }
-        self.wake.notify_one();
-    }
-
-    /// Takes every push due at `now`; also returns when the next one falls due.
-    pub(crate) fn take_due(&self, now: Instant) -> (Vec<(Arc<str>, Targets)>, Option<Instant>) {
-        let mut pending = self.pending.lock();
-        let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        pending.retain(|key, p| {
-            if p.due <= now {
-                due.push((key.clone(), std::mem::replace(&mut p.targets, Targets::All)));
-                false
-            } else {
-                next = Some(next.map_or(p.due, |n| n.min(p.due)));
-                true
-            }
-        });
-        (due, next)
-    }
-
-    /// Number of services with a pending push.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.pending.lock().len()
-    }
-}
-
-/// Subscriptions plus pending pushes; the registry's change listener. It holds no
-/// reference to the node, so installing it in the node's registry makes no cycle.
-pub(crate) struct PushHub {
-    pub(crate) subscribers: SubscriberIndex,
-    pub(crate) queue: PushQueue,
-    delay: Duration,
-}
-
-impl PushHub {
-    pub(crate) fn new(delay: Duration) -> Self {
-        Self {
-            subscribers: SubscriberIndex::default(),
-            queue: PushQueue::default(),
-            delay,
-        }
-    }
-
-    /// Schedules the current view of `key` for subscriber `serial` after the push delay.
-    pub(crate) fn push_to(&self, key: Arc<str>, serial: u64) {
-        self.queue
-            .schedule(key, Some(serial), Instant::now() + self.delay);
-    }
-}
-
-impl ChangeListener for PushHub {
-    fn service_changed(&self, service: &Service) {
-        if let Some(key) = self.subscribers.subscribed_key(service.key().as_str()) {
-            self.queue.schedule(key, None, Instant::now() + self.delay);
-        }
-    }
-}
 
 /// The push driver: runs until the front end shuts down.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -283,34 +169,6 @@ fn notify_body(request_id: &str, round: &Round, info: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn pending_pushes_merge_per_service() {
-        let q = PushQueue::default();
-        let t0 = Instant::now();
-        let a: Arc<str> = "a".into();
-        let b: Arc<str> = "b".into();
-        q.schedule(a.clone(), Some(1), t0 + Duration::from_millis(500));
-        q.schedule(a.clone(), Some(2), t0 + Duration::from_millis(900));
-        q.schedule(b.clone(), Some(1), t0 + Duration::from_millis(100));
-        assert_eq!(q.len(), 2);
-        let (due, next) = q.take_due(t0 + Duration::from_millis(100));
-        assert_eq!(due, vec![(b, Targets::Some(HashSet::from([1])))]);
-        assert_eq!(
-            next,
-            Some(t0 + Duration::from_millis(500)),
-            "the earliest due time of a service is kept"
-        );
-        q.schedule(a.clone(), None, t0 + Duration::from_millis(700));
-        q.schedule(a.clone(), Some(3), t0 + Duration::from_millis(700));
-        let (due, next) = q.take_due(t0 + Duration::from_millis(500));
-        assert_eq!(
-            due,
-            vec![(a, Targets::All)],
-            "everyone wins over a target set"
-        );
-        assert_eq!(next, None);
-    }
 
     #[test]
     fn notify_bodies_are_well_formed_json() {

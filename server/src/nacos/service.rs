@@ -5,7 +5,7 @@
 //! (bi-stream). A unary call always gets a `Payload` back, errors included, as Nacos
 //! clients expect; only a stream that cannot be identified fails with a gRPC status.
 
-use crate::nacos::frontend::Shared;
+use crate::nacos::state::Shared;
 use crate::nacos::{handler, stream};
 use crate::proto::nacos::Payload;
 use crate::proto::nacos::bi_request_stream_server::BiRequestStream;

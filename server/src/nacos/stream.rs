@@ -15,10 +15,10 @@
 
 use crate::nacos::codec::{self, Envelope, Kind};
 use crate::nacos::connection::{Connection, Outbound};
-use crate::nacos::frontend::Shared;
 use crate::nacos::handler::connection_limit_message;
 use crate::nacos::message::{ConnectionSetupRequest, Empty, ServerRequest, StreamResponse};
 use crate::nacos::metrics::{CloseReason, Outcome};
+use crate::nacos::state::Shared;
 use crate::proto::nacos::Payload;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! An entry lives exactly as long as the service has subscribers.
 
 use crate::nacos::connection::Connection;
-use dashmap::DashMap;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,7 +28,13 @@ struct ServiceSubscribers {
     name: Arc<str>,
     by_conn: HashMap<u64, Subscriber>,
     last_ref_time: u64,
+    /// Taken out of the index (its last subscriber left): a subscriber that finds it so
+    /// must insert a new entry.
+    gone: bool,
 }
+
+/// One service's entry: the map is lock-free, each entry is locked on its own.
+type Entry = Arc<Mutex<ServiceSubscribers>>;
 
 /// What one push round of a service needs: its names, the targeted subscribers and the
 /// `lastRefTime` to stamp.
@@ -43,7 +49,7 @@ pub(crate) struct Round {
 /// The subscriptions of every connection of this node.
 #[derive(Default)]
 pub(crate) struct SubscriberIndex {
-    services: DashMap<Arc<str>, ServiceSubscribers>,
+    services: papaya::HashMap<Arc<str>, Entry>,
 }
 
 /// The next `lastRefTime`: the wall clock, or one more than the last one if that is not
@@ -64,37 +70,46 @@ impl SubscriberIndex {
         conn: &Arc<Connection>,
         clusters: &str,
     ) -> bool {
-        let mut entry = self
-            .services
-            .entry(key.clone())
-            .or_insert_with(|| ServiceSubscribers {
-                namespace: namespace.into(),
-                group: group.into(),
-                name: name.into(),
-                by_conn: HashMap::new(),
-                last_ref_time: 0,
+        let services = self.services.pin();
+        loop {
+            let entry = services.get_or_insert_with(key.clone(), || {
+                Arc::new(Mutex::new(ServiceSubscribers {
+                    namespace: namespace.into(),
+                    group: group.into(),
+                    name: name.into(),
+                    by_conn: HashMap::new(),
+                    last_ref_time: 0,
+                    gone: false,
+                }))
             });
-        let new = Subscriber {
-            conn: conn.clone(),
-            clusters: clusters.into(),
-        };
-        match entry.by_conn.insert(conn.serial, new) {
-            None => true,
-            Some(old) => &*old.clusters != clusters,
+            let mut e = entry.lock();
+            if e.gone {
+                // Its last subscriber left meanwhile and took it out: insert anew.
+                continue;
+            }
+            let new = Subscriber {
+                conn: conn.clone(),
+                clusters: clusters.into(),
+            };
+            return match e.by_conn.insert(conn.serial, new) {
+                None => true,
+                Some(old) => &*old.clusters != clusters,
+            };
         }
     }
 
     /// Removes the subscription of connection `serial` to `key`; whether it existed.
     pub(crate) fn unsubscribe(&self, key: &str, serial: u64) -> bool {
-        let (removed, empty) = match self.services.get_mut(key) {
-            Some(mut e) => {
-                let removed = e.by_conn.remove(&serial).is_some();
-                (removed, e.by_conn.is_empty())
-            }
-            None => (false, false),
+        let services = self.services.pin();
+        let Some(entry) = services.get(key) else {
+            return false;
         };
-        if empty {
-            self.services.remove_if(key, |_, e| e.by_conn.is_empty());
+        let mut e = entry.lock();
+        let removed = e.by_conn.remove(&serial).is_some();
+        if e.by_conn.is_empty() && !e.gone {
+            // Out of the index while locked, so no subscriber can join it meanwhile.
+            e.gone = true;
+            let _ = services.remove_if(key, |_, v| Arc::ptr_eq(v, entry));
         }
         removed
     }
@@ -102,14 +117,18 @@ impl SubscriberIndex {
     /// The shared key of `key` if the service has subscribers (the change listener's
     /// question; allocation-free).
     pub(crate) fn subscribed_key(&self, key: &str) -> Option<Arc<str>> {
-        self.services.get(key).map(|e| e.key().clone())
+        self.services
+            .pin()
+            .get_key_value(key)
+            .map(|(k, _)| k.clone())
     }
 
     /// Whether connection `serial` subscribes to `key`.
     pub(crate) fn is_subscribed(&self, key: &str, serial: u64) -> bool {
         self.services
+            .pin()
             .get(key)
-            .is_some_and(|e| e.by_conn.contains_key(&serial))
+            .is_some_and(|e| e.lock().by_conn.contains_key(&serial))
     }
 
     /// Starts a push round of `key` for the subscribers `include` selects, issuing the next
@@ -120,7 +139,8 @@ impl SubscriberIndex {
         include: impl Fn(u64) -> bool,
         wall_ms: u64,
     ) -> Option<Round> {
-        let mut e = self.services.get_mut(key)?;
+        let services = self.services.pin();
+        let mut e = services.get(key)?.lock();
         let subscribers: Vec<Subscriber> = e
             .by_conn
             .iter()
@@ -143,8 +163,8 @@ impl SubscriberIndex {
     /// The `lastRefTime` of a view of `key` read now: issued from the service's sequence if
     /// it has subscribers, the wall clock otherwise.
     pub(crate) fn ref_time(&self, key: &str, wall_ms: u64) -> u64 {
-        match self.services.get_mut(key) {
-            Some(mut e) => bump(&mut e.last_ref_time, wall_ms),
+        match self.services.pin().get(key) {
+            Some(e) => bump(&mut e.lock().last_ref_time, wall_ms),
             None => wall_ms,
         }
     }

@@ -681,7 +681,7 @@ async fn malformed_requests_get_clear_errors_and_the_node_keeps_serving() {
             publications: vec![],
         })),
     };
-    let garbage = distro_server::sync_codec::SyncRequest::from_raw(
+    let garbage = distro_server::cluster::sync_codec::SyncRequest::from_raw(
         me,
         vec![prost::Message::encode_to_vec(&change).into()],
     );

@@ -14,9 +14,9 @@ use super::nacos::harness::{Raw, TestServer, decode, fast_config, raw_payload, r
 use distro_core::message::{PeerRequest, SyncBatch};
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::{Command, Config, MemberList, Node};
+use distro_server::cluster::sync_codec::{self, SnapshotChunk, SyncRequest};
+use distro_server::cluster::wire;
 use distro_server::proto::distro as pb;
-use distro_server::sync_codec::{self, SnapshotChunk, SyncRequest};
-use distro_server::wire;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
@@ -765,14 +765,9 @@ async fn http_parameters() {
     };
     let listeners = Listeners::bind(&config).expect("bind");
     config.port = listeners.http.local_addr().expect("addr").port();
-    let server = distro_server::start(
-        config,
-        listeners,
-        Arc::new(distro_server::peer_client::PeerGate::default()),
-        distro_server::clock::system(),
-    )
-    .await
-    .expect("server starts");
+    let server = distro_server::start(config, listeners)
+        .await
+        .expect("server starts");
     let base = format!("http://{}", server.http_addr());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

@@ -2,10 +2,8 @@
 //! and too many instances per client are refused or shed with a clear error while the
 //! node keeps serving its other clients.
 
-use distro_server::peer_client::PeerGate;
 use distro_server::{Listeners, RunningServer, ServerConfig};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,14 +19,9 @@ async fn standalone(tune: impl FnOnce(&mut ServerConfig)) -> RunningServer {
     tune(&mut config);
     let listeners = Listeners::bind(&config).expect("bind");
     config.port = listeners.http.local_addr().expect("addr").port();
-    distro_server::start(
-        config,
-        listeners,
-        Arc::new(PeerGate::default()),
-        distro_server::clock::system(),
-    )
-    .await
-    .expect("server starts")
+    distro_server::start(config, listeners)
+        .await
+        .expect("server starts")
 }
 
 fn http() -> reqwest::Client {

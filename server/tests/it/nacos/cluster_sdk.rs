@@ -572,7 +572,7 @@ async fn an_sdk_with_credentials_gets_no_token_and_works_without_one() {
         assert_eq!(r.status().as_u16(), 501, "{path}");
         assert_eq!(
             r.text().await.expect("body"),
-            distro_server::http::AUTH_UNSUPPORTED
+            distro_server::api::http::AUTH_UNSUPPORTED
         );
     }
     let props = crate::nacos::harness::client_props(&c.http_addr(0).to_string(), true)

@@ -2,24 +2,23 @@
 //!
 //! Parameters come from the query string or a form body, as Nacos reads them, with the
 //! names and defaults of nacos-reference §6. Writes and heartbeats name an `ip:port` and
-//! go to its owner through [`crate::ops`] (Nacos's `DistroFilter`, with its loop guard);
+//! go to its owner through [`crate::cluster::forward`] (Nacos's `DistroFilter`, with its loop guard);
 //! reads are answered locally. Errors are plain text naming the parameter and the reason,
 //! with status 400 for bad input and 503 for retryable conditions (owner unreachable,
 //! divergent member views).
 
 use crate::clock::Clock;
-use crate::metrics::{Metrics, Outcome};
+use crate::cluster::forward::{Forwarder, Item, ItemResult, Target, code};
+use crate::metrics::{Metrics, Outcome, Page};
 use crate::nacos::NacosFrontend;
 use crate::nacos::view::{Selection, Timings, cluster_list, service_info};
-use crate::ops::{Item, Ops, code};
-use crate::proto::distro as pb;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use distro_core::model::{DEFAULT_GROUP, GROUP_SEPARATOR, ServiceSpec};
+use distro_core::model::{DEFAULT_GROUP, GROUP_SEPARATOR, InstanceSpec, ServiceSpec};
 use distro_core::registry::QueryFilter;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,13 +36,15 @@ const BEAT_NOT_FOUND: i32 = 20404;
 /// What the HTTP handlers share.
 pub struct HttpState {
     /// Writes and routing.
-    pub ops: Arc<Ops>,
+    pub forwarder: Arc<Forwarder>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
     /// Wall clock.
     pub clock: Clock,
     /// The Nacos front end, for its metrics.
     pub nacos: Option<Arc<NacosFrontend>>,
+    /// The `/metrics` page (of the node, `metrics` and `nacos`).
+    pub page: Page,
 }
 
 /// The router of the main port.
@@ -146,7 +147,7 @@ impl Params {
     }
 
     /// The service named by `serviceName` (maybe `group@@name`), `groupName`, `namespaceId`.
-    fn service(&self) -> Result<pb::ServiceRef, HttpError> {
+    fn service(&self) -> Result<ServiceSpec, HttpError> {
         let name = self.required("serviceName")?;
         let mut group = self.or("groupName", "").to_string();
         let mut name = name.to_string();
@@ -156,14 +157,12 @@ impl Params {
             group = g.to_string();
             name = n.to_string();
         }
-        let s = pb::ServiceRef {
+        let s = ServiceSpec {
             namespace: self.or("namespaceId", "").to_string(),
             group,
             name,
         };
-        ServiceSpec::new(&s.namespace, &s.group, &s.name)
-            .resolve()
-            .map_err(|e| bad(e.to_string()))?;
+        s.resolve().map_err(|e| bad(e.to_string()))?;
         Ok(s)
     }
 
@@ -176,27 +175,51 @@ impl Params {
             .filter(|p| (1..=65535).contains(p))
             .ok_or_else(|| bad(format!("invalid port: {p} is outside 1..=65535")))
     }
+
+    /// The cluster named by `clusterName` or `cluster`.
+    fn cluster(&self) -> &str {
+        self.get("clusterName")
+            .or(self.get("cluster"))
+            .unwrap_or_default()
+    }
+
+    /// The instance a deregistration or a heartbeat names by `ip`, `port` and cluster.
+    fn target(&self) -> Result<Target, HttpError> {
+        Ok(Target {
+            ip: self.required("ip")?.to_string(),
+            port: self.port()?,
+            cluster: self.cluster().to_string(),
+        })
+    }
 }
 
-/// Parses Nacos metadata: a JSON object, or `k=v,k2=v2`.
-fn parse_metadata(s: &str) -> Result<HashMap<String, String>, HttpError> {
+/// Metadata pairs in key order, as the core takes them.
+fn sorted(m: HashMap<String, String>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = m.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Parses Nacos metadata: a JSON object, or `k=v,k2=v2` (pairs in key order).
+fn parse_metadata(s: &str) -> Result<Vec<(String, String)>, HttpError> {
     let t = s.trim();
     if t.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Vec::new());
     }
     if t.starts_with('{') {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(t)
             .map_err(|e| bad(format!("invalid metadata: not a JSON object: {e}")))?;
-        return Ok(v
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect());
+        return Ok(sorted(
+            v.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ));
     }
     let mut m = HashMap::new();
     for pair in t.split(',').filter(|p| !p.trim().is_empty()) {
@@ -205,7 +228,7 @@ fn parse_metadata(s: &str) -> Result<HashMap<String, String>, HttpError> {
             .ok_or_else(|| bad(format!("invalid metadata: {pair:?} is not key=value")))?;
         m.insert(k.trim().to_string(), v.trim().to_string());
     }
-    Ok(m)
+    Ok(sorted(m))
 }
 
 fn check_ephemeral(p: &Params) -> Result<(), HttpError> {
@@ -217,7 +240,7 @@ fn check_ephemeral(p: &Params) -> Result<(), HttpError> {
     Ok(())
 }
 
-fn item_error(r: &pb::ItemResult) -> HttpError {
+fn item_error(r: &ItemResult) -> HttpError {
     let status = match r.code {
         code::INVALID => StatusCode::BAD_REQUEST,
         code::NOT_FOUND => StatusCode::NOT_FOUND,
@@ -226,13 +249,13 @@ fn item_error(r: &pb::ItemResult) -> HttpError {
     HttpError(status, r.message.clone())
 }
 
-async fn one(state: &HttpState, item: Item) -> pb::ItemResult {
+async fn one(state: &HttpState, item: Item) -> ItemResult {
     state
-        .ops
+        .forwarder
         .apply(vec![item])
         .await
         .pop()
-        .unwrap_or_else(|| pb::ItemResult {
+        .unwrap_or_else(|| ItemResult {
             code: code::UNAVAILABLE,
             message: "no result".into(),
         })
@@ -271,27 +294,20 @@ async fn register(
     let r = async {
         let p = Params::parse(q, &body)?;
         check_ephemeral(&p)?;
-        let instance = pb::Instance {
+        let instance = InstanceSpec {
             ip: p.required("ip")?.to_string(),
-            port: p.port()?,
+            port: i64::from(p.port()?),
             weight: p.number("weight")?.unwrap_or(1.0),
             healthy: p.bool("healthy", true)?,
             enabled: match p.get("enabled") {
                 Some(_) => p.bool("enabled", true)?,
                 None => p.bool("enable", true)?,
             },
-            cluster: p
-                .get("clusterName")
-                .or(p.get("cluster"))
-                .unwrap_or_default()
-                .to_string(),
+            cluster: p.cluster().to_string(),
             metadata: parse_metadata(p.or("metadata", ""))?,
-            instance_id: p.or("instanceId", "").to_string(),
+            instance_id: p.get("instanceId").map(str::to_string),
         };
-        let item = Item::Register(pb::Registration {
-            service: Some(p.service()?),
-            instance: Some(instance),
-        });
+        let item = Item::Register(p.service()?, instance);
         let r = one(&state, item).await;
         if r.code != code::OK {
             return Err(item_error(&r));
@@ -311,20 +327,8 @@ async fn deregister(
     let r = async {
         let p = Params::parse(q, &body)?;
         check_ephemeral(&p)?;
-        let instance = pb::Instance {
-            ip: p.required("ip")?.to_string(),
-            port: p.port()?,
-            cluster: p
-                .get("clusterName")
-                .or(p.get("cluster"))
-                .unwrap_or_default()
-                .to_string(),
-            ..Default::default()
-        };
-        let item = Item::Deregister(pb::Registration {
-            service: Some(p.service()?),
-            instance: Some(instance),
-        });
+        let target = p.target()?;
+        let item = Item::Deregister(p.service()?, target);
         let r = one(&state, item).await;
         if r.code != code::OK {
             return Err(item_error(&r));
@@ -348,7 +352,7 @@ struct RsInfo {
 }
 
 fn beat_json(code: i32, state: &HttpState) -> Response {
-    let interval = state.ops.node().config().heartbeat_interval;
+    let interval = state.forwarder.node().config().heartbeat_interval;
     axum::Json(serde_json::json!({
         "clientBeatInterval": interval,
         "code": code,
@@ -374,49 +378,33 @@ async fn beat(State(state): State<Arc<HttpState>>, RawQuery(q): RawQuery, body: 
                 "invalid beat: persistent instances are not Distro data",
             ));
         }
-        let (ip, port, cluster) = match &info {
-            Some(i) if !i.ip.is_empty() => (
-                i.ip.clone(),
-                u32::try_from(i.port).unwrap_or(0),
-                i.cluster.clone(),
-            ),
-            _ => (
-                p.required("ip")?.to_string(),
-                p.port()?,
-                p.get("clusterName")
-                    .or(p.get("cluster"))
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
+        let target = match &info {
+            Some(i) if !i.ip.is_empty() => Target {
+                ip: i.ip.clone(),
+                port: u32::try_from(i.port).unwrap_or(0),
+                cluster: i.cluster.clone(),
+            },
+            _ => p.target()?,
         };
-        let r = one(
-            &state,
-            Item::Beat(pb::Beat {
-                service: Some(service.clone()),
-                ip: ip.clone(),
-                port,
-                cluster: cluster.clone(),
-            }),
-        )
-        .await;
+        let r = one(&state, Item::Beat(service.clone(), target.clone())).await;
         match r.code {
             code::OK => Ok(beat_json(BEAT_OK, &state)),
             code::NOT_FOUND => match info {
                 // Nacos re-registers an unknown instance from the beat's information.
                 Some(i) => {
-                    let item = Item::Register(pb::Registration {
-                        service: Some(service),
-                        instance: Some(pb::Instance {
-                            ip,
-                            port,
+                    let item = Item::Register(
+                        service,
+                        InstanceSpec {
+                            ip: target.ip,
+                            port: i64::from(target.port),
                             weight: i.weight.unwrap_or(1.0),
                             healthy: true,
                             enabled: true,
-                            cluster,
-                            metadata: i.metadata,
-                            instance_id: String::new(),
-                        }),
-                    });
+                            cluster: target.cluster,
+                            metadata: sorted(i.metadata),
+                            instance_id: None,
+                        },
+                    );
                     let r = one(&state, item).await;
                     if r.code != code::OK {
                         return Err(item_error(&r));
@@ -440,11 +428,10 @@ async fn instance_list(
     let start = Instant::now();
     let r = (|| {
         let p = Params::parse(q, &body)?;
-        let s = p.service()?;
-        let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
+        let spec = p.service()?;
         let (_, group, name) = spec.resolve().map_err(|e| bad(e.to_string()))?;
         let view = state
-            .ops
+            .forwarder
             .node()
             .query(&spec)
             .map_err(|e| bad(e.to_string()))?;
@@ -462,7 +449,7 @@ async fn instance_list(
             sel,
             (state.clock)(),
             crate::nacos::DEFAULT_CACHE_MILLIS,
-            Timings::of(state.ops.node().config()),
+            Timings::of(state.forwarder.node().config()),
         );
         Ok(axum::Json(info).into_response())
     })();
@@ -477,13 +464,12 @@ async fn instance_detail(
     let start = Instant::now();
     let r = (|| {
         let p = Params::parse(q, &body)?;
-        let s = p.service()?;
+        let spec = p.service()?;
         let ip = p.required("ip")?;
         let port = p.port()?;
         let cluster = p.get("cluster").or(p.get("clusterName"));
-        let spec = ServiceSpec::new(&s.namespace, &s.group, &s.name);
         let view = state
-            .ops
+            .forwarder
             .node()
             .query(&spec)
             .map_err(|e| bad(e.to_string()))?;
@@ -499,7 +485,7 @@ async fn instance_detail(
         let Some((i, svc)) = found else {
             return Err(HttpError(
                 StatusCode::NOT_FOUND,
-                format!("no instance {ip}:{port} in service {}", s.name),
+                format!("no instance {ip}:{port} in service {}", spec.name),
             ));
         };
         Ok(axum::Json(serde_json::json!({
@@ -541,7 +527,7 @@ async fn service_list(
         }
         let ns = p.or("namespaceId", distro_core::model::DEFAULT_NAMESPACE);
         let group = p.or("groupName", DEFAULT_GROUP);
-        let services = state.ops.node().registry().services(ns, Some(group));
+        let services = state.forwarder.node().registry().services(ns, Some(group));
         let doms: Vec<&str> = services
             .iter()
             .skip((page_no - 1).saturating_mul(page_size))
@@ -557,11 +543,8 @@ async fn service_list(
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    let mut out = String::with_capacity(16 * 1024);
-    state.metrics.render(state.ops.node(), &mut out);
-    if let Some(n) = &state.nacos {
-        n.render_metrics(&mut out);
-    }
+    let mut out = String::with_capacity(32 * 1024);
+    state.page.render(&mut out);
     (
         [(
             header::CONTENT_TYPE,
@@ -584,7 +567,7 @@ async fn login() -> Response {
 }
 
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
-    let node = state.ops.node();
+    let node = state.forwarder.node();
     let loaded = node.is_loaded();
     let members: Vec<serde_json::Value> = node
         .member_states()
@@ -620,11 +603,11 @@ mod tests {
 
     #[test]
     fn metadata_accepts_json_and_pairs() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         let m = parse_metadata(r#"{"zone":"a","n":1}"#).unwrap();
-        assert_eq!(m["zone"], "a");
-        assert_eq!(m["n"], "1");
+        assert_eq!(m, vec![pair("n", "1"), pair("zone", "a")]);
         let m = parse_metadata("zone=a, v=2").unwrap();
-        assert_eq!(m["v"], "2");
+        assert_eq!(m, vec![pair("v", "2"), pair("zone", "a")]);
         assert!(parse_metadata("novalue").is_err());
         assert!(parse_metadata("{bad").is_err());
     }

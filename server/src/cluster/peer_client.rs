@@ -4,16 +4,16 @@
 //! runs under the peer timeout, and is refused locally while the node's [`PeerGate`] is
 //! closed (LocalCluster's partitions). Encoded request sizes are counted per kind.
 
+use crate::cluster::sync_codec::SyncRequest;
+use crate::cluster::wire;
+use crate::fault::PeerGate;
 use crate::metrics::Metrics;
 use crate::proto::distro as pb;
 use crate::proto::distro::peer_client::PeerClient;
-use crate::sync_codec::SyncRequest;
-use crate::wire;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
 use distro_core::{MemberId, Node};
 use prost::Message as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -22,54 +22,6 @@ use tonic::transport::{Channel, Endpoint};
 pub const TOKEN_HEADER: &str = "x-distro-cluster-token";
 /// Largest peer message accepted or sent (snapshot chunks and sync batches are far smaller).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// A node's fault switches, for LocalCluster: one that cuts its peer traffic both ways
-/// (partitions), and a pause that holds its client API requests until a deadline (a
-/// stalled process, as seen by its clients).
-#[derive(Debug, Default)]
-pub struct PeerGate {
-    closed: AtomicBool,
-    paused_until: parking_lot::Mutex<Option<std::time::Instant>>,
-}
-
-impl PeerGate {
-    /// Whether peer traffic flows.
-    pub fn is_open(&self) -> bool {
-        !self.closed.load(Relaxed)
-    }
-    /// Cuts peer traffic.
-    pub fn close(&self) {
-        self.closed.store(true, Relaxed);
-    }
-    /// Restores peer traffic.
-    pub fn open(&self) {
-        self.closed.store(false, Relaxed);
-    }
-
-    /// Holds the node's native client API (`distro.v1.Registry`) requests for `duration`
-    /// from now: they are served when the pause ends, as by a process that was stopped.
-    /// A later deadline replaces an earlier one.
-    pub fn pause_for(&self, duration: Duration) {
-        let until = std::time::Instant::now() + duration;
-        let mut p = self.paused_until.lock();
-        if p.is_none_or(|u| u < until) {
-            *p = Some(until);
-        }
-    }
-
-    /// The end of the current pause, if one is in force.
-    pub fn paused_until(&self) -> Option<std::time::Instant> {
-        let p = *self.paused_until.lock();
-        p.filter(|u| *u > std::time::Instant::now())
-    }
-
-    /// Waits until no pause is in force.
-    pub async fn hold(&self) {
-        while let Some(until) = self.paused_until() {
-            tokio::time::sleep_until(until.into()).await;
-        }
-    }
-}
 
 /// Clients of every peer's `distro.v1.Peer` service.
 pub struct PeerClients {
@@ -276,7 +228,7 @@ impl PeerClients {
         &self,
         from: MemberId,
         cursor: SnapshotCursor,
-    ) -> Result<tonic::Streaming<crate::sync_codec::SnapshotChunk>, tonic::Status> {
+    ) -> Result<tonic::Streaming<crate::cluster::sync_codec::SnapshotChunk>, tonic::Status> {
         let mut c = self.client(from)?;
         let msg = pb::SnapshotRequest {
             from: self.me.clone(),
@@ -288,10 +240,5 @@ impl PeerClients {
             r.metadata_mut().insert(TOKEN_HEADER, t.clone());
         }
         Ok(c.snapshot(r).await?.into_inner())
-    }
-
-    /// Whether peer traffic flows.
-    pub fn gate(&self) -> &PeerGate {
-        &self.gate
     }
 }

@@ -11,7 +11,7 @@
 //! types here (`extern_path`); the wire format is the one `distro.proto` defines, pinned
 //! by round-trip tests against the generated code for the nested messages.
 
-use crate::wire::WireError;
+use crate::cluster::wire::WireError;
 use distro_core::message::SyncBatch;
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Publication, Revision, Service, ServiceSpec,
@@ -599,7 +599,7 @@ pub fn decode_record(node: &Node, b: &[u8]) -> Result<ClientRecord, WireError> {
     let owner = if owner.is_empty() {
         node.me()
     } else {
-        crate::wire::member_id(node, owner)?
+        crate::cluster::wire::member_id(node, owner)?
     };
     let mut publications = Vec::with_capacity(raw_pubs.len());
     for p in raw_pubs {
@@ -729,7 +729,7 @@ mod tests {
             changes: batch
                 .changes
                 .iter()
-                .map(|c| crate::wire::change_to_proto(&node, c))
+                .map(|c| crate::cluster::wire::change_to_proto(&node, c))
                 .collect(),
         };
         let msg = SyncRequest::new(node.clone(), batch.clone());

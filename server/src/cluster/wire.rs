@@ -61,31 +61,29 @@ pub fn instance_spec_owned(i: pb::Instance) -> InstanceSpec {
     }
 }
 
-/// The spec (unvalidated input) of a proto instance.
-pub fn instance_spec(i: &pb::Instance) -> InstanceSpec {
-    let mut metadata: Vec<(String, String)> = i
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    metadata.sort();
-    InstanceSpec {
-        ip: i.ip.clone(),
-        port: i64::from(i.port),
-        weight: i.weight,
-        healthy: i.healthy,
-        enabled: i.enabled,
-        cluster: i.cluster.clone(),
-        metadata,
-        instance_id: (!i.instance_id.is_empty()).then(|| i.instance_id.clone()),
-    }
-}
-
 /// The spec of a proto service reference.
 pub fn service_spec(s: Option<&pb::ServiceRef>) -> ServiceSpec {
     s.map_or_else(ServiceSpec::default, |s| {
         ServiceSpec::new(&s.namespace, &s.group, &s.name)
     })
+}
+
+/// The spec of a proto service reference, taking its strings.
+pub fn service_spec_owned(s: Option<pb::ServiceRef>) -> ServiceSpec {
+    s.map_or_else(ServiceSpec::default, |s| ServiceSpec {
+        namespace: s.namespace,
+        group: s.group,
+        name: s.name,
+    })
+}
+
+/// The proto reference of a service spec (as given, unresolved).
+pub fn service_spec_to_proto(s: &ServiceSpec) -> pb::ServiceRef {
+    pb::ServiceRef {
+        namespace: s.namespace.clone(),
+        group: s.group.clone(),
+        name: s.name.clone(),
+    }
 }
 
 /// The proto reference of a service.

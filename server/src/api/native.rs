@@ -1,17 +1,16 @@
 //! The native client API, `distro.v1.Registry`, on the SDK port.
 //!
 //! Batched register, deregister and heartbeat of ip:port clients (each item routed to its
-//! owner, see [`crate::ops`]), a query of one service, and a server stream that watches
+//! owner, see [`crate::cluster::forward`]), a query of one service, and a server stream that watches
 //! services: it sends each watched service's current state, then a new state after every
 //! change. Changes that arrive while a watcher is busy coalesce: the watcher always sends
 //! the latest state, so a slow watcher costs bounded memory.
 
-use crate::clock::Clock;
+use crate::cluster::forward::{Forwarder, Item, ItemResult};
+use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
+use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Outcome};
-use crate::ops::{Item, Ops};
-use crate::peer_client::PeerGate;
 use crate::proto::distro as pb;
-use crate::wire::{instance_to_proto, service_spec, service_to_proto};
 use distro_core::registry::{ChangeListener, QueryFilter};
 use distro_core::{Node, Service};
 use parking_lot::Mutex;
@@ -90,39 +89,37 @@ impl WatchHub {
 
 /// The `distro.v1.Registry` service.
 pub struct RegistryService {
-    ops: Arc<Ops>,
+    forwarder: Arc<Forwarder>,
     metrics: Arc<Metrics>,
     hub: Arc<WatchHub>,
     shutdown: watch::Receiver<bool>,
     gate: Arc<PeerGate>,
-    _clock: Clock,
 }
 
 impl RegistryService {
     /// The service; `hub` must be a listener of the node's registry. Requests wait while
     /// `gate` is paused ([`PeerGate::pause_for`]).
     pub fn new(
-        ops: Arc<Ops>,
+        forwarder: Arc<Forwarder>,
         metrics: Arc<Metrics>,
         hub: Arc<WatchHub>,
         shutdown: watch::Receiver<bool>,
         gate: Arc<PeerGate>,
-        clock: Clock,
     ) -> Self {
         Self {
-            ops,
+            forwarder,
             metrics,
             hub,
             shutdown,
             gate,
-            _clock: clock,
         }
     }
 
+    /// Applies `items` (an `Err` is an item that could not be read, answered as it is).
     async fn write(
         &self,
         op: &'static str,
-        items: Vec<Item>,
+        items: Vec<Result<Item, ItemResult>>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         if items.len() > MAX_ITEMS_PER_REQUEST {
             self.metrics
@@ -134,7 +131,26 @@ impl RegistryService {
         }
         self.gate.hold().await;
         let start = Instant::now();
-        let results = self.ops.apply(items).await;
+        let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
+        let mut readable = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Ok(item) => {
+                    readable.push(item);
+                    results.push(None);
+                }
+                Err(refused) => results.push(Some(refused)),
+            }
+        }
+        let mut applied = self.forwarder.apply(readable).await.into_iter();
+        let results: Vec<pb::ItemResult> = results
+            .into_iter()
+            .map(|r| {
+                r.or_else(|| applied.next())
+                    .unwrap_or_else(|| ItemResult::invalid("internal: no result"))
+                    .into_proto()
+            })
+            .collect();
         let elapsed = start.elapsed();
         // One observation per item, with the batch's latency.
         for r in &results {
@@ -167,7 +183,7 @@ impl pb::registry_server::Registry for RegistryService {
             .into_inner()
             .registrations
             .into_iter()
-            .map(Item::Register)
+            .map(Item::registration_from_proto)
             .collect();
         self.write("register", items).await
     }
@@ -180,7 +196,7 @@ impl pb::registry_server::Registry for RegistryService {
             .into_inner()
             .registrations
             .into_iter()
-            .map(Item::Deregister)
+            .map(Item::deregistration_from_proto)
             .collect();
         self.write("deregister", items).await
     }
@@ -193,7 +209,7 @@ impl pb::registry_server::Registry for RegistryService {
             .into_inner()
             .beats
             .into_iter()
-            .map(Item::Beat)
+            .map(|b| Ok(Item::beat_from_proto(b)))
             .collect();
         self.write("beat", items).await
     }
@@ -205,7 +221,7 @@ impl pb::registry_server::Registry for RegistryService {
         self.gate.hold().await;
         let start = Instant::now();
         let q = request.into_inner();
-        let node = self.ops.node();
+        let node = self.forwarder.node();
         let view = match node.query(&service_spec(q.service.as_ref())) {
             Ok(v) => v,
             Err(e) => {
@@ -250,7 +266,7 @@ impl pb::registry_server::Registry for RegistryService {
                 req.services.len()
             )));
         }
-        let node = self.ops.node().clone();
+        let node = self.forwarder.node().clone();
         let mut services: Vec<Service> = Vec::new();
         for s in &req.services {
             let spec = service_spec(Some(s));

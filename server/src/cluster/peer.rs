@@ -8,24 +8,26 @@
 //! a large snapshot never sits in memory whole and never stalls the runtime.
 
 use crate::clock::Clock;
+use crate::cluster::forward::Forwarder;
+use crate::cluster::peer_client::TOKEN_HEADER;
+use crate::cluster::sync_codec::{self, SnapshotChunk, SyncRequest};
+use crate::cluster::wire;
+use crate::fault::PeerGate;
 use crate::metrics::Metrics;
-use crate::ops::Ops;
-use crate::peer_client::{PeerGate, TOKEN_HEADER};
 use crate::proto::distro as pb;
-use crate::sync_codec::{self, SnapshotChunk, SyncRequest};
-use crate::wire;
 use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor, SyncBatch};
 use distro_core::{MemberId, Node};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use subtle::ConstantTimeEq as _;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// The `distro.v1.Peer` service of one node.
 pub struct PeerService {
     node: Arc<Node>,
-    ops: Arc<Ops>,
+    forwarder: Arc<Forwarder>,
     clock: Clock,
     gate: Arc<PeerGate>,
     token: Option<String>,
@@ -36,7 +38,7 @@ impl PeerService {
     /// The service of `node`.
     pub fn new(
         node: Arc<Node>,
-        ops: Arc<Ops>,
+        forwarder: Arc<Forwarder>,
         clock: Clock,
         gate: Arc<PeerGate>,
         token: Option<String>,
@@ -44,7 +46,7 @@ impl PeerService {
     ) -> Self {
         Self {
             node,
-            ops,
+            forwarder,
             clock,
             gate,
             token,
@@ -63,7 +65,7 @@ impl PeerService {
                 .get(TOKEN_HEADER)
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
-            if !constant_time_eq(given, expected.as_bytes()) {
+            if !token_matches(given, expected.as_bytes()) {
                 self.metrics.peer_unauthenticated.fetch_add(1, Relaxed);
                 return Err(Status::unauthenticated(format!(
                     "missing or wrong cluster token ({TOKEN_HEADER})"
@@ -86,11 +88,10 @@ impl PeerService {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the `given` cluster token is the `expected` one, compared in constant time (by
+/// `subtle`), so the answer's timing tells nothing about the token but its length.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.ct_eq(expected).into()
 }
 
 fn unexpected(what: &str) -> Status {
@@ -233,16 +234,19 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         self.admit(&request, &request.get_ref().from)?;
-        Ok(Response::new(self.ops.apply_forwarded(request.get_ref())))
+        Ok(Response::new(
+            self.forwarder.apply_forwarded(request.into_inner()),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn constant_time_eq_compares() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"ab"));
+    fn tokens_match_only_when_equal() {
+        assert!(super::token_matches(b"s3cret", b"s3cret"));
+        assert!(!super::token_matches(b"s3creT", b"s3cret"), "same length");
+        assert!(!super::token_matches(b"s3cre", b"s3cret"), "a prefix");
+        assert!(!super::token_matches(b"", b"s3cret"), "none");
     }
 }

@@ -8,9 +8,9 @@
 //! The driver also logs member state changes, one line each.
 
 use crate::clock::Clock;
+use crate::cluster::peer_client::PeerClients;
+use crate::cluster::sync_codec;
 use crate::metrics::Metrics;
-use crate::peer_client::PeerClients;
-use crate::sync_codec;
 use distro_core::message::{Command, SnapshotCursor};
 use distro_core::{MemberId, MemberState, Node};
 use prost::Message as _;

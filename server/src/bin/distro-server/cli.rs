@@ -1,8 +1,12 @@
-//! The `distro-server` binary: parse the command line into a [`ServerConfig`], run.
+//! The command line of `distro-server`: the flags ([`Cli`], clap derive) and their
+//! conversion, in one step, into a validated [`ServerConfig`]; nothing past
+//! [`Cli::into_config`] sees a clap type.
 //!
 //! Every flag can also be set by the environment variable named in `--help`. Durations
 //! take a unit (`250ms`, `5s`, `3m`; a bare number is refused), sizes take `KiB`, `MiB`
 //! or `GiB`, counts take `k`/`m` ([`distro_core::units`], shared with `loadgen`).
+//! `--port 0` lets the OS choose the main port, and the SDK and cluster ports too unless
+//! `--sdk-port` / `--cluster-port` name them; the node logs the ports it got.
 
 use clap::Parser;
 use distro_core::{RouterKind, VerifyMode};
@@ -10,9 +14,6 @@ use distro_server::ServerConfig;
 use distro_server::nacos::NacosConfig;
 use std::net::IpAddr;
 use std::time::Duration;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use distro_core::units::{
     parse_count_usize as count, parse_duration as duration, parse_millis as millis,
@@ -22,17 +23,19 @@ use distro_core::units::{
 /// A Distro cluster node, compatible with Nacos 2.x SDKs and the Nacos Open API v1.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
-struct Cli {
+pub(crate) struct Cli {
     /// Main (HTTP) port; the SDK gRPC port is port+1000 and the cluster port port+1001.
+    /// 0: the OS chooses all three (each logged at start) unless named below.
     #[arg(long, env = "DISTRO_PORT", default_value_t = 8848)]
     port: u16,
     /// Address to listen on.
     #[arg(long, env = "DISTRO_BIND", default_value = "0.0.0.0")]
     bind: IpAddr,
-    /// SDK gRPC port [default: port+1000].
+    /// SDK gRPC port [default: port+1000; with --port 0, chosen by the OS].
     #[arg(long, env = "DISTRO_SDK_PORT")]
     sdk_port: Option<u16>,
-    /// Cluster gRPC port [default: port+1001]. Peers always dial member port+1001.
+    /// Cluster gRPC port [default: port+1001; with --port 0, chosen by the OS]. Peers always
+    /// dial member port+1001.
     #[arg(long, env = "DISTRO_CLUSTER_PORT")]
     cluster_port: Option<u16>,
     /// This node's member address ip:port [default: bind:port, or the local entry of --members].
@@ -151,7 +154,14 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> anyhow::Result<ServerConfig> {
+    /// The log filter (`--log-level`); `info` when it does not parse.
+    pub(crate) fn log_filter(&self) -> tracing_subscriber::EnvFilter {
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    }
+
+    /// The validated configuration the flags describe.
+    pub(crate) fn into_config(self) -> anyhow::Result<ServerConfig> {
         let mut members = self.members;
         if let Some(path) = &self.members_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -219,66 +229,6 @@ impl Cli {
     }
 }
 
-/// Raises the soft open-file limit towards what `--max-tcp-connections` on three ports
-/// needs (and the hard limit when allowed, as root); warns when it stays below, since
-/// connections beyond it then fail at accept (which backs off) rather than being refused
-/// with a clear error.
-fn raise_open_file_limit(config: &ServerConfig) {
-    let wanted = (config.max_tcp_connections as u64)
-        .saturating_mul(3)
-        .saturating_add(1_024);
-    match distro_server::open_files::raise_nofile(wanted) {
-        Ok(l) if l.is_enough() => {
-            tracing::debug!(from = l.before, to = l.now, "open-file limit");
-        }
-        Ok(l) => tracing::warn!(
-            limit = l.now,
-            hard = l.hard,
-            wanted,
-            "the open-file limit is below what --max-tcp-connections needs on three ports; \
-             connections beyond it fail at accept instead of being refused with a reason \
-             (raise `ulimit -n` or lower --max-tcp-connections)"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
-    }
-}
-
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    let config = match cli.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("distro-server: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    raise_open_file_limit(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("distro-server: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(distro_server::run(config)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("distro-server: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +264,74 @@ mod tests {
             cli.into_config().is_err(),
             "lease below the verify interval is refused"
         );
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<ServerConfig> {
+        Cli::try_parse_from(std::iter::once("distro-server").chain(args.iter().copied()))?
+            .into_config()
+    }
+
+    #[test]
+    fn port_zero_lets_the_os_choose_every_port_unless_one_is_named() {
+        let c = config(&["--port", "0"]).unwrap();
+        assert_eq!((c.port, c.sdk_port(), c.cluster_port()), (0, 0, 0));
+        let c = config(&["--port", "0", "--sdk-port", "9000"]).unwrap();
+        assert_eq!((c.sdk_port(), c.cluster_port()), (9000, 0));
+        let c = config(&["--port", "7000", "--cluster-port", "7100"]).unwrap();
+        assert_eq!((c.sdk_port(), c.cluster_port()), (8000, 7100));
+        let e = config(&["--port", "0", "--members", "10.0.0.1:8848,10.0.0.2:8848"])
+            .expect_err("peers need to know the port");
+        assert!(e.to_string().contains("--port 0"), "{e}");
+    }
+
+    #[test]
+    fn a_main_port_without_room_for_the_offsets_is_refused() {
+        let e = config(&["--port", "65000"]).expect_err("65000 + 1000 is past 65535");
+        let msg = e.to_string();
+        assert!(msg.contains("--sdk-port") && msg.contains("65535"), "{msg}");
+        let c = config(&["--port", "65000", "--sdk-port", "1", "--cluster-port", "2"]).unwrap();
+        assert_eq!((c.sdk_port(), c.cluster_port()), (1, 2));
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let dir = std::env::temp_dir().join(format!("distro-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cluster.conf");
+        std::fs::write(&file, "# members\n10.0.0.2:8848\n\n10.0.0.3:8848 # third\n").unwrap();
+        let c = config(&[
+            "--members",
+            "10.0.0.1:8848",
+            "--members-file",
+            file.to_str().unwrap(),
+            "--advertise",
+            "10.0.0.1:8848",
+            "--verify-mode",
+            "per-client",
+            "--router",
+            "rendezvous",
+            "--sync-delay",
+            "250ms",
+            "--batch-max-entries",
+            "2k",
+            "--max-message-bytes",
+            "4MiB",
+            "--cluster-token",
+            "",
+        ])
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            c.members,
+            ["10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848"]
+        );
+        assert_eq!(c.protocol.verify_mode, VerifyMode::PerClient);
+        assert_eq!(c.protocol.router, RouterKind::Rendezvous);
+        assert_eq!(c.protocol.sync_delay, 250);
+        assert_eq!(c.protocol.batch_max_entries, 2_000);
+        assert_eq!(c.nacos.max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.cluster_token, None, "an empty token is no token");
+        let e = config(&["--members-file", "/nonexistent/cluster.conf"]).unwrap_err();
+        assert!(e.to_string().contains("--members-file"), "{e}");
     }
 }

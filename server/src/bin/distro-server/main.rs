@@ -1,0 +1,68 @@
+//! The `distro-server` binary: parse the command line into a [`ServerConfig`] ([`cli`]),
+//! raise the open-file limit, run until SIGTERM or Ctrl-C.
+
+mod cli;
+
+use clap::Parser as _;
+use distro_server::ServerConfig;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Raises the soft open-file limit towards what `--max-tcp-connections` on three ports
+/// needs (and the hard limit when allowed, as root); warns when it stays below, since
+/// connections beyond it then fail at accept (which backs off) rather than being refused
+/// with a clear error.
+fn raise_open_file_limit(config: &ServerConfig) {
+    let wanted = (config.max_tcp_connections as u64)
+        .saturating_mul(3)
+        .saturating_add(1_024);
+    match distro_server::open_files::raise_nofile(wanted) {
+        Ok(l) if l.is_enough() => {
+            tracing::debug!(from = l.before, to = l.now, "open-file limit");
+        }
+        Ok(l) => tracing::warn!(
+            limit = l.now,
+            hard = l.hard,
+            wanted,
+            "the open-file limit is below what --max-tcp-connections needs on three ports; \
+             connections beyond it fail at accept instead of being refused with a reason \
+             (raise `ulimit -n` or lower --max-tcp-connections)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(cli.log_filter())
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let config = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("distro-server: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    raise_open_file_limit(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("distro-server: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(distro_server::run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("distro-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

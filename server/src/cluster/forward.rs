@@ -1,0 +1,360 @@
+//! Writes of ip:port clients: routed to their owner, applied there, answered per item.
+//!
+//! Every ip:port write (register, deregister, heartbeat) names an `ip:port`; routing
+//! ([`distro_core::Node::route`]) decides which member owns it. A node applies the items
+//! it owns and forwards the rest to their owners in batches, one `Peer.Forward` call per
+//! owner, as Nacos's `DistroFilter` forwards HTTP writes. A forwarded item is never
+//! forwarded again: if the receiver does not consider itself the owner (divergent member
+//! views) it answers 421, a retryable error, and counts it.
+
+use crate::clock::Clock;
+use crate::cluster::peer_client::PeerClients;
+use crate::cluster::wire;
+use crate::metrics::{Metrics, Outcome};
+use crate::proto::distro as pb;
+use distro_core::model::ClientId;
+use distro_core::{BeatResult, InstanceSpec, MemberId, Node, Route, ServiceSpec, WriteError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// HTTP-like item codes (see `ItemResult` in `distro.proto`).
+pub mod code {
+    /// Applied.
+    pub const OK: u32 = 200;
+    /// Invalid input.
+    pub const INVALID: u32 = 400;
+    /// Heartbeat of an instance that is not registered: register again.
+    pub const NOT_FOUND: u32 = 404;
+    /// The receiver of a forwarded write is not its owner (divergent member views).
+    pub const MISDIRECTED: u32 = 421;
+    /// The owner could not be reached.
+    pub const UNAVAILABLE: u32 = 503;
+}
+
+/// The instance a deregistration or a heartbeat names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// IP address or host name.
+    pub ip: String,
+    /// Port as sent (checked to be 1..=65535 before routing).
+    pub port: u32,
+    /// Cluster name (empty: `DEFAULT`).
+    pub cluster: String,
+}
+
+/// One ip:port write, in core types.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// Register (or update) an instance.
+    Register(ServiceSpec, InstanceSpec),
+    /// Deregister an instance.
+    Deregister(ServiceSpec, Target),
+    /// Heartbeat.
+    Beat(ServiceSpec, Target),
+}
+
+impl Item {
+    fn address(&self) -> Result<(String, u16), ItemResult> {
+        let (ip, port) = match self {
+            Item::Register(_, i) => (&i.ip, i.port),
+            Item::Deregister(_, t) | Item::Beat(_, t) => (&t.ip, i64::from(t.port)),
+        };
+        if ip.is_empty() {
+            return Err(ItemResult::invalid("invalid ip: must not be empty"));
+        }
+        let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+            ItemResult::invalid(&format!("invalid port: {port} is outside 1..=65535"))
+        })?;
+        Ok((ip.clone(), port))
+    }
+
+    /// A registration received as protobuf (native API, forwarded writes).
+    pub fn registration_from_proto(r: pb::Registration) -> Result<Item, ItemResult> {
+        let instance = r
+            .instance
+            .ok_or_else(|| ItemResult::invalid("instance: is required"))?;
+        Ok(Item::Register(
+            wire::service_spec_owned(r.service),
+            wire::instance_spec_owned(instance),
+        ))
+    }
+
+    /// A deregistration received as protobuf (only the instance's address counts).
+    pub fn deregistration_from_proto(r: pb::Registration) -> Result<Item, ItemResult> {
+        let i = r
+            .instance
+            .ok_or_else(|| ItemResult::invalid("instance: is required"))?;
+        Ok(Item::Deregister(
+            wire::service_spec_owned(r.service),
+            Target {
+                ip: i.ip,
+                port: i.port,
+                cluster: i.cluster,
+            },
+        ))
+    }
+
+    /// A heartbeat received as protobuf.
+    pub fn beat_from_proto(b: pb::Beat) -> Item {
+        Item::Beat(
+            wire::service_spec_owned(b.service),
+            Target {
+                ip: b.ip,
+                port: b.port,
+                cluster: b.cluster,
+            },
+        )
+    }
+
+    /// The operation name for metrics.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Item::Register(..) => "register",
+            Item::Deregister(..) => "deregister",
+            Item::Beat(..) => "beat",
+        }
+    }
+}
+
+/// The answer to one item: a code of [`code`] and, unless it is `OK`, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemResult {
+    /// One of [`code`] (or what an owner answered).
+    pub code: u32,
+    /// Why, for anything but `OK`.
+    pub message: String,
+}
+
+impl ItemResult {
+    /// Applied.
+    pub fn ok() -> Self {
+        Self {
+            code: code::OK,
+            message: String::new(),
+        }
+    }
+
+    /// Refused as invalid input, for `message`.
+    pub fn invalid(message: &str) -> Self {
+        Self {
+            code: code::INVALID,
+            message: message.to_string(),
+        }
+    }
+
+    fn unavailable(message: String) -> Self {
+        Self {
+            code: code::UNAVAILABLE,
+            message,
+        }
+    }
+
+    /// The protobuf form (native API answers, forwarded answers).
+    pub fn into_proto(self) -> pb::ItemResult {
+        pb::ItemResult {
+            code: self.code,
+            message: self.message,
+        }
+    }
+
+    fn from_proto(r: pb::ItemResult) -> Self {
+        Self {
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
+/// The `Peer.Forward` request of `items` (their addresses checked, so ports fit).
+fn forward_request<'a>(items: impl Iterator<Item = &'a Item>) -> pb::ForwardRequest {
+    let mut req = pb::ForwardRequest::default();
+    for item in items {
+        match item {
+            Item::Register(service, i) => req.registrations.push(pb::Registration {
+                service: Some(wire::service_spec_to_proto(service)),
+                instance: Some(pb::Instance {
+                    ip: i.ip.clone(),
+                    port: u32::try_from(i.port).unwrap_or_default(),
+                    weight: i.weight,
+                    healthy: i.healthy,
+                    enabled: i.enabled,
+                    cluster: i.cluster.clone(),
+                    metadata: i.metadata.iter().cloned().collect(),
+                    instance_id: i.instance_id.clone().unwrap_or_default(),
+                }),
+            }),
+            Item::Deregister(service, t) => req.deregistrations.push(pb::Registration {
+                service: Some(wire::service_spec_to_proto(service)),
+                instance: Some(pb::Instance {
+                    ip: t.ip.clone(),
+                    port: t.port,
+                    cluster: t.cluster.clone(),
+                    ..Default::default()
+                }),
+            }),
+            Item::Beat(service, t) => req.beats.push(pb::Beat {
+                service: Some(wire::service_spec_to_proto(service)),
+                ip: t.ip.clone(),
+                port: t.port,
+                cluster: t.cluster.clone(),
+            }),
+        }
+    }
+    req
+}
+
+/// Applies and forwards ip:port writes.
+pub struct Forwarder {
+    node: Arc<Node>,
+    clock: Clock,
+    peers: Arc<PeerClients>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forwarder {
+    /// Writes through `node`, forwarding with `peers`.
+    pub fn new(
+        node: Arc<Node>,
+        clock: Clock,
+        peers: Arc<PeerClients>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            node,
+            clock,
+            peers,
+            metrics,
+        }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Applies `items` that this node owns and forwards the others to their owners (one
+    /// batch per owner, concurrently). Results are in the order of `items`.
+    pub async fn apply(&self, items: Vec<Item>) -> Vec<ItemResult> {
+        let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+        let mut remote: BTreeMap<MemberId, Vec<usize>> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.address() {
+                Err(e) => results[i] = Some(e),
+                Ok((ip, port)) => match self.node.route(&format!("{ip}:{port}")) {
+                    Route::Local => results[i] = Some(self.apply_owned(item, &ip, port)),
+                    Route::Remote(owner) => remote.entry(owner).or_default().push(i),
+                },
+            }
+        }
+        let calls = remote.into_iter().map(|(owner, idx)| {
+            // Only here, on the way to another node, does a write become protobuf.
+            let req = forward_request(idx.iter().map(|&i| &items[i]));
+            async move { (owner, idx, self.peers.forward(owner, req).await) }
+        });
+        for (owner, idx, res) in futures::future::join_all(calls).await {
+            match res {
+                Ok(resp) => {
+                    let (mut r, mut d, mut b) = (
+                        resp.registrations.into_iter(),
+                        resp.deregistrations.into_iter(),
+                        resp.beats.into_iter(),
+                    );
+                    for i in idx {
+                        let next = match &items[i] {
+                            Item::Register(..) => r.next(),
+                            Item::Deregister(..) => d.next(),
+                            Item::Beat(..) => b.next(),
+                        };
+                        let result = next.map(ItemResult::from_proto).unwrap_or_else(|| {
+                            ItemResult::unavailable("the owner's answer had too few results".into())
+                        });
+                        self.metrics.forwarded(Outcome::of_code(result.code), 1);
+                        results[i] = Some(result);
+                    }
+                }
+                Err(status) => {
+                    let addr = self.node.members().addr(owner).to_string();
+                    self.metrics
+                        .forwarded(Outcome::Unavailable, idx.len() as u64);
+                    for i in idx {
+                        results[i] = Some(ItemResult::unavailable(format!(
+                            "owner {addr} unreachable ({}); retry",
+                            status.message()
+                        )));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| ItemResult::invalid("internal: no result")))
+            .collect()
+    }
+
+    /// Applies a forwarded batch: every item must be owned here (never forwarded again).
+    pub fn apply_forwarded(&self, req: pb::ForwardRequest) -> pb::ForwardResponse {
+        let one = |item: Result<Item, ItemResult>| -> pb::ItemResult {
+            let result = match item.and_then(|item| Ok((item.address()?, item))) {
+                Err(e) => e,
+                Ok(((ip, port), item)) => match self.node.route(&format!("{ip}:{port}")) {
+                    Route::Local => self.apply_owned(&item, &ip, port),
+                    Route::Remote(owner) => {
+                        self.metrics.forwarded(Outcome::Misdirected, 1);
+                        ItemResult {
+                            code: code::MISDIRECTED,
+                            message: format!(
+                                "receive invalid redirect request from peer {}: this node routes {ip}:{port} to {} (divergent member views); retry",
+                                req.from,
+                                self.node.members().addr(owner)
+                            ),
+                        }
+                    }
+                },
+            };
+            result.into_proto()
+        };
+        pb::ForwardResponse {
+            registrations: req
+                .registrations
+                .into_iter()
+                .map(|r| one(Item::registration_from_proto(r)))
+                .collect(),
+            deregistrations: req
+                .deregistrations
+                .into_iter()
+                .map(|r| one(Item::deregistration_from_proto(r)))
+                .collect(),
+            beats: req
+                .beats
+                .into_iter()
+                .map(|b| one(Ok(Item::beat_from_proto(b))))
+                .collect(),
+        }
+    }
+
+    /// Applies an item this node owns.
+    fn apply_owned(&self, item: &Item, ip: &str, port: u16) -> ItemResult {
+        let now = (self.clock)();
+        let client = ClientId::ip_port(ip, port);
+        let write = |r: Result<distro_core::WriteResult, WriteError>| match r {
+            Ok(_) => ItemResult::ok(),
+            Err(e) => ItemResult::invalid(&e.to_string()),
+        };
+        match item {
+            Item::Register(service, instance) => {
+                write(self.node.register(&client, service, instance, now))
+            }
+            Item::Deregister(service, _) => write(self.node.deregister(&client, service, now)),
+            Item::Beat(service, _) => match self.node.beat(&client, service, now) {
+                Ok(BeatResult::Ok) => ItemResult::ok(),
+                Ok(BeatResult::NotFound) => ItemResult {
+                    code: code::NOT_FOUND,
+                    message: format!(
+                        "{ip}:{port} is not registered in this service; register again"
+                    ),
+                },
+                Err(e) => ItemResult::invalid(&e.to_string()),
+            },
+        }
+    }
+}
