@@ -12,7 +12,7 @@ use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::error::ReportError;
-use crate::timeline::Marker;
+use crate::measure::timeline::Marker;
 
 /// Chart width in pixels.
 const WIDTH: u32 = 960;

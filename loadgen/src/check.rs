@@ -14,8 +14,8 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::ReportError;
-use crate::latency::{human_rate, human_us};
-use crate::op::Op;
+use crate::measure::latency::{human_rate, human_us};
+use crate::measure::op::Op;
 use crate::summary::Summary;
 use crate::table::Table;
 
@@ -339,7 +339,7 @@ mod tests {
 
     use super::*;
     use crate::fixture;
-    use crate::latency::LatencyStats;
+    use crate::measure::latency::LatencyStats;
     use crate::summary::OpSummary;
 
     /// A clean baseline: no errors, everything converged.

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::chaos::Schedule;
 use crate::check::{CheckThresholds, OpThresholds};
-use crate::op::Op;
+use crate::measure::op::Op;
 use crate::parse::{Shard, parse_count, parse_duration, parse_rate, parse_shard, parse_target};
 use crate::run::{ProtocolKind, RunConfig, Scenario};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::latency::{LatencyStats, micros, new_histogram};
+use crate::measure::latency::{LatencyStats, micros, new_histogram};
 
 /// Handshakes in progress at once during the connect phase: the ramp. A listen backlog
 /// drops SYNs beyond ~1,000 half-open connections, and every handshake costs the nodes a
@@ -92,7 +92,7 @@ impl ConnectMeter {
             Ok(d) => {
                 let _ = self
                     .histogram
-                    .record(micros(d).clamp(1, crate::latency::HIGHEST_US));
+                    .record(micros(d).clamp(1, crate::measure::latency::HIGHEST_US));
             }
             Err(e) => {
                 self.failed += 1;

@@ -38,10 +38,10 @@ use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::op::Op;
+use crate::measure::op::Op;
+use crate::measure::recorder::{Recorder, Sample};
 use crate::population::{Population, Rng};
 use crate::protocol::{Batch, Item, Kind, Outcome, Protocol};
-use crate::recorder::{Recorder, Sample};
 
 /// The phase of a run, broadcast to every task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::machine::{Machine, RunInfo};
-use crate::op::Op;
-use crate::recorder::{Recorder, RecorderConfig, Sample};
+use crate::measure::machine::{Machine, RunInfo};
+use crate::measure::op::Op;
+use crate::measure::recorder::{Recorder, RecorderConfig, Sample};
 
 /// xorshift64*: small, seeded, good enough to spread test samples.
 pub(crate) struct Rng(u64);

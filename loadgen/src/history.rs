@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::error::ReportError;
-use crate::op::Op;
+use crate::measure::op::Op;
 use crate::summary::Summary;
 
 /// The header of `history.csv`.

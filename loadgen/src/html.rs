@@ -14,11 +14,11 @@ use hdrhistogram::Histogram;
 use crate::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
 use crate::error::ReportError;
 use crate::faults::FaultSummary;
-use crate::latency::{LatencyStats, Quantiles, human_rate, human_us};
-use crate::op::LatencyKind;
-use crate::recording::Recording;
+use crate::measure::latency::{LatencyStats, Quantiles, human_rate, human_us};
+use crate::measure::op::LatencyKind;
+use crate::measure::recording::Recording;
+use crate::measure::timeline::TimelineRow;
 use crate::summary::Summary;
-use crate::timeline::TimelineRow;
 
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn escape(s: &str) -> String {
@@ -603,7 +603,7 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::latency::new_histogram;
+    use crate::measure::latency::new_histogram;
 
     #[test]
     fn escapes_markup() {

@@ -83,26 +83,19 @@ mod faults;
 mod fixture;
 mod history;
 mod html;
-mod interval_log;
-mod latency;
-mod machine;
 pub mod markers;
+mod measure;
 mod merge;
 pub mod nacos;
 pub mod native;
-mod op;
 pub mod parse;
 pub mod population;
 mod progress;
 pub mod protocol;
-mod recorder;
-mod recording;
 mod report;
 pub mod run;
 mod summary;
 mod table;
-mod timeline;
-mod timestamp;
 
 pub use check::{
     CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
@@ -111,21 +104,21 @@ pub use check::{
 pub use error::ReportError;
 pub use faults::{FAULTS_COLUMNS, FAULTS_FILE, FaultSummary};
 pub use history::{append_history, history_columns, history_row};
-pub use interval_log::{IntervalHistogram, IntervalLog};
-pub use latency::{LatencyStats, Quantiles};
-pub use machine::{Machine, RunInfo, git_revision};
-pub use merge::merge_runs;
-pub use op::{LatencyKind, Op, UnknownOp};
-pub use progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
-pub use recorder::{
+pub use measure::interval_log::{IntervalHistogram, IntervalLog};
+pub use measure::latency::{LatencyStats, Quantiles};
+pub use measure::machine::{Machine, RunInfo, git_revision};
+pub use measure::op::{LatencyKind, Op, UnknownOp};
+pub use measure::recorder::{
     DEFAULT_INTERVAL, DEFAULT_LATE_THRESHOLD, Gauge, MAX_DEFAULT_SHARDS, Recorder, RecorderConfig,
     Sample, Ticker,
 };
-pub use recording::{OpTotals, Recording};
+pub use measure::recording::{OpTotals, Recording};
+pub use measure::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
+pub use measure::timestamp::{rfc3339, run_dir_name};
+pub use merge::merge_runs;
+pub use progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
 pub use report::{
     CONVERGENCE_KIND, INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPORT_FILE,
     SUMMARY_FILE, TIMELINE_FILE, write_report,
 };
 pub use summary::{ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals};
-pub use timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
-pub use timestamp::{rfc3339, run_dir_name};

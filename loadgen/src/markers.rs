@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::driver::Shared;
-use crate::op::Op;
+use crate::measure::op::Op;
+use crate::measure::recorder::Sample;
 use crate::protocol::WatchEvent;
-use crate::recorder::Sample;
 
 /// Most markers awaiting visibility at once.
 pub const MAX_PENDING: usize = 20_000;

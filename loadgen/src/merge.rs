@@ -16,15 +16,15 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::error::ReportError;
-use crate::interval_log::{IntervalHistogram, IntervalLog, IntervalLogWriter, Series};
-use crate::latency::{Quantiles, new_histogram};
-use crate::machine::RunInfo;
-use crate::op::LatencyKind;
-use crate::recording::{OpTotals, Recording};
+use crate::measure::interval_log::{IntervalHistogram, IntervalLog, IntervalLogWriter, Series};
+use crate::measure::latency::{Quantiles, new_histogram};
+use crate::measure::machine::RunInfo;
+use crate::measure::op::LatencyKind;
+use crate::measure::recording::{OpTotals, Recording};
+use crate::measure::timeline::{Marker, TimelineRow};
+use crate::measure::timestamp::from_unix_ms;
 use crate::report::{INTERVAL_LOG_FILE, SUMMARY_FILE, TIMELINE_FILE, write_report_with};
 use crate::summary::Summary;
-use crate::timeline::{Marker, TimelineRow};
-use crate::timestamp::from_unix_ms;
 
 /// One shard's output directory, loaded.
 struct Shard {
@@ -51,7 +51,7 @@ pub fn merge_runs<P: AsRef<Path>>(
     for dir in shard_dirs {
         let dir = dir.as_ref().to_owned();
         let summary = Summary::load(&dir.join(SUMMARY_FILE))?;
-        let timeline = crate::timeline::read_csv(&dir.join(TIMELINE_FILE))?;
+        let timeline = crate::measure::timeline::read_csv(&dir.join(TIMELINE_FILE))?;
         shards.push(Shard {
             dir,
             summary,
@@ -279,7 +279,7 @@ fn merge_logs(
         .iter()
         .map(|s| IntervalLog::open(&s.dir.join(INTERVAL_LOG_FILE)))
         .collect::<Result<Vec<_>, _>>()?;
-    let base = crate::interval_log::since_epoch(started_at).as_secs_f64();
+    let base = crate::measure::interval_log::since_epoch(started_at).as_secs_f64();
     let mut iters: Vec<_> = logs.iter().map(IntervalLog::intervals).collect();
     let bucket = |h: &IntervalHistogram| {
         bucket_of(
@@ -344,7 +344,7 @@ mod tests {
 
     use super::*;
     use crate::fixture::{self, Rng};
-    use crate::op::Op;
+    use crate::measure::op::Op;
     use crate::report::write_report;
 
     const SECONDS: u64 = 5;
@@ -414,8 +414,10 @@ mod tests {
         // Each shard saw the marker once.
         assert_eq!(got.markers.len(), 2, "seed {seed:#x}");
 
-        let got_rows = crate::timeline::read_csv(&merged_dir.join(TIMELINE_FILE)).expect("rows");
-        let want_rows = crate::timeline::read_csv(&all_dir.join(TIMELINE_FILE)).expect("rows");
+        let got_rows =
+            crate::measure::timeline::read_csv(&merged_dir.join(TIMELINE_FILE)).expect("rows");
+        let want_rows =
+            crate::measure::timeline::read_csv(&all_dir.join(TIMELINE_FILE)).expect("rows");
         assert_eq!(got_rows.len(), want_rows.len(), "seed {seed:#x}");
         for (g, w) in got_rows.iter().zip(&want_rows) {
             assert_eq!((g.start_s, g.end_s), (w.start_s, w.end_s), "seed {seed:#x}");
@@ -479,10 +481,11 @@ mod tests {
         }
         let merged = merge_runs(&[dirs[0].path(), dirs[1].path()], dirs[2].path()).expect("merge");
         assert_eq!(merged.duration_s, 5.0);
-        let rows = crate::timeline::read_csv(&dirs[2].path().join(TIMELINE_FILE)).expect("rows");
+        let rows =
+            crate::measure::timeline::read_csv(&dirs[2].path().join(TIMELINE_FILE)).expect("rows");
         assert_eq!(rows.len(), 5);
         let shard = |i: usize| {
-            crate::timeline::read_csv(&dirs[i].path().join(TIMELINE_FILE)).expect("rows")
+            crate::measure::timeline::read_csv(&dirs[i].path().join(TIMELINE_FILE)).expect("rows")
         };
         let (s0, s1) = (shard(0), shard(1));
         let ok = |r: &TimelineRow| r.op(Op::Register).ok;

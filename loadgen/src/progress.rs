@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::latency::{human_rate, human_us};
-use crate::op::Op;
-use crate::timeline::TimelineRow;
+use crate::measure::latency::{human_rate, human_us};
+use crate::measure::op::Op;
+use crate::measure::timeline::TimelineRow;
 
 /// How often plain lines are printed when stdout is not a terminal.
 pub const DEFAULT_PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -168,7 +168,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::latency::Quantiles;
+    use crate::measure::latency::Quantiles;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

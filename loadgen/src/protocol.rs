@@ -17,7 +17,7 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::op::Op;
+use crate::measure::op::Op;
 use crate::population::Population;
 
 /// What an item asks for.

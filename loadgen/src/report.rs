@@ -13,10 +13,10 @@ use std::io::BufWriter;
 use std::path::Path;
 
 use crate::error::ReportError;
-use crate::interval_log::{Series, write_single_interval};
-use crate::latency::{CSV_PERCENTILES, at_percentile};
-use crate::machine::RunInfo;
-use crate::recording::Recording;
+use crate::measure::interval_log::{Series, write_single_interval};
+use crate::measure::latency::{CSV_PERCENTILES, at_percentile};
+use crate::measure::machine::RunInfo;
+use crate::measure::recording::Recording;
 use crate::summary::Summary;
 
 /// `summary.json`.
@@ -67,7 +67,7 @@ pub(crate) fn write_report_with(
 
     let path = dir.join(TIMELINE_FILE);
     let file = File::create(&path).map_err(|e| ReportError::io(&path, e))?;
-    crate::timeline::write_csv(&recording.timeline, BufWriter::new(file))
+    crate::measure::timeline::write_csv(&recording.timeline, BufWriter::new(file))
         .map_err(|e| ReportError::format(&path, e.to_string()))?;
 
     let path = dir.join(INTERVAL_LOG_FILE);
@@ -137,8 +137,8 @@ mod tests {
 
     use super::*;
     use crate::fixture;
-    use crate::interval_log::IntervalLog;
-    use crate::op::Op;
+    use crate::measure::interval_log::IntervalLog;
+    use crate::measure::op::Op;
 
     const SEED: u64 = 0x5EED_0001;
 
@@ -210,13 +210,13 @@ mod tests {
         // timeline.csv: fixed columns, then the gauge.
         let text = std::fs::read_to_string(dir.path().join(TIMELINE_FILE)).expect("read");
         let header = text.lines().next().expect("header");
-        let fixed = crate::timeline::timeline_columns().join(",");
+        let fixed = crate::measure::timeline::timeline_columns().join(",");
         assert_eq!(header, format!("{fixed},gauge_clients_registered"));
         assert_eq!(text.lines().count(), 1 + 4);
 
         // The interval log re-reads as the whole-run histograms.
         let log = IntervalLog::open(&dir.path().join(INTERVAL_LOG_FILE)).expect("open");
-        let mut corrected = crate::latency::new_histogram();
+        let mut corrected = crate::measure::latency::new_histogram();
         for i in log.intervals() {
             let i = i.expect("parses");
             if i.tag.as_deref() == Some("query.corrected") {

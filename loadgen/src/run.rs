@@ -22,12 +22,12 @@ use crate::connect_phase::ConnectReport;
 use crate::driver::{LaneConfig, Phase, Shared, run_lane};
 use crate::faults::FaultSummary;
 use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
+use crate::measure::op::Op;
+use crate::measure::recorder::{Recorder, RecorderConfig};
 use crate::native::NativeProtocol;
-use crate::op::Op;
 use crate::parse::Shard;
 use crate::population::{MARKER_BASE, Population, Rng};
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
-use crate::recorder::{Recorder, RecorderConfig};
 use crate::summary::Summary;
 use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
 

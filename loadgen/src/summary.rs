@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ReportError;
 use crate::faults::FaultSummary;
-use crate::latency::{LatencyStats, human_rate, human_us};
-use crate::machine::{Machine, RunInfo};
-use crate::op::{LatencyKind, Op};
-use crate::recording::{Recording, per_second};
+use crate::measure::latency::{LatencyStats, human_rate, human_us};
+use crate::measure::machine::{Machine, RunInfo};
+use crate::measure::op::{LatencyKind, Op};
+use crate::measure::recording::{Recording, per_second};
+use crate::measure::timeline::Marker;
+use crate::measure::timestamp::{rfc3339, unix_ms};
 use crate::table::Table;
-use crate::timeline::Marker;
-use crate::timestamp::{rfc3339, unix_ms};
 
 /// The `format` field of summaries written by this version.
 pub const SUMMARY_FORMAT: &str = "loadgen-summary/1";
@@ -185,7 +185,7 @@ impl Summary {
             started_at_unix_ms: unix_ms(recording.started_at),
             duration_s: round3(recording.duration.as_secs_f64()),
             interval_s: round3(recording.interval.as_secs_f64()),
-            late_threshold_us: crate::latency::micros(recording.late_threshold),
+            late_threshold_us: crate::measure::latency::micros(recording.late_threshold),
             git_revision: info.git_revision.clone(),
             machine: info.machine.clone(),
             parameters: info.parameters.clone(),

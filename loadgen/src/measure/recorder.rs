@@ -28,12 +28,12 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
+use super::interval_log::{IntervalLogWriter, Series};
+use super::latency::{Quantiles, micros, new_histogram};
+use super::op::{LatencyKind, Op};
+use super::recording::{OpTotals, Recording, per_second};
+use super::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow};
 use crate::error::ReportError;
-use crate::interval_log::{IntervalLogWriter, Series};
-use crate::latency::{Quantiles, micros, new_histogram};
-use crate::op::{LatencyKind, Op};
-use crate::recording::{OpTotals, Recording, per_second};
-use crate::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow};
 
 /// Default late threshold: a send starting more than 10 ms after its intended time is late.
 pub const DEFAULT_LATE_THRESHOLD: Duration = Duration::from_millis(10);
@@ -650,8 +650,8 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::interval_log::IntervalLog;
-    use crate::latency::LatencyStats;
+    use crate::measure::interval_log::IntervalLog;
+    use crate::measure::latency::LatencyStats;
 
     fn wall() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_767_366_245)
@@ -873,7 +873,7 @@ mod tests {
                 .add(&interval.histogram)
                 .expect("same configuration");
         }
-        let epoch = crate::interval_log::since_epoch(wall());
+        let epoch = crate::measure::interval_log::since_epoch(wall());
         assert_eq!(starts.first(), Some(&epoch));
         assert_eq!(starts.last(), Some(&(epoch + Duration::from_secs(2))));
         assert_eq!(sums["query.corrected"], rec.op(Op::Query).corrected);

@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 
-use crate::latency::new_histogram;
-use crate::op::{LatencyKind, Op};
-use crate::timeline::{Marker, TimelineRow};
+use super::latency::new_histogram;
+use super::op::{LatencyKind, Op};
+use super::timeline::{Marker, TimelineRow};
 
 /// Whole-run figures of one operation.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,9 +13,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::latency::Quantiles;
+use super::op::Op;
 use crate::error::ReportError;
-use crate::latency::Quantiles;
-use crate::op::Op;
 
 /// One operation's figures for one interval.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use hdrhistogram::serialization::interval_log::{
 };
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
+use super::op::{LatencyKind, Op};
 use crate::error::ReportError;
-use crate::op::{LatencyKind, Op};
 
 /// The tag of the convergence histogram.
 pub(crate) const CONVERGENCE_TAG: &str = "convergence";
@@ -261,7 +261,7 @@ pub(crate) fn write_single_interval<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::latency::new_histogram;
+    use crate::measure::latency::new_histogram;
 
     #[test]
     fn tags_round_trip() {
