@@ -71,39 +71,22 @@
 #![warn(missing_docs)]
 
 pub mod chaos;
-mod chart;
-mod check;
 pub mod cli;
 pub mod cluster_process;
 pub mod connect_phase;
 pub mod driver;
 mod error;
-mod faults;
-#[cfg(test)]
-mod fixture;
-mod history;
-mod html;
 pub mod markers;
 mod measure;
-mod merge;
 pub mod nacos;
 pub mod native;
 pub mod parse;
 pub mod population;
-mod progress;
 pub mod protocol;
 mod report;
 pub mod run;
-mod summary;
-mod table;
 
-pub use check::{
-    CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
-    OpThresholds, Unit, Verdict, check, check_files,
-};
 pub use error::ReportError;
-pub use faults::{FAULTS_COLUMNS, FAULTS_FILE, FaultSummary};
-pub use history::{append_history, history_columns, history_row};
 pub use measure::interval_log::{IntervalHistogram, IntervalLog};
 pub use measure::latency::{LatencyStats, Quantiles};
 pub use measure::machine::{Machine, RunInfo, git_revision};
@@ -115,10 +98,18 @@ pub use measure::recorder::{
 pub use measure::recording::{OpTotals, Recording};
 pub use measure::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
 pub use measure::timestamp::{rfc3339, run_dir_name};
-pub use merge::merge_runs;
-pub use progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
+pub use report::check::{
+    CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
+    OpThresholds, Unit, Verdict, check, check_files,
+};
+pub use report::faults::{FAULTS_COLUMNS, FAULTS_FILE, FaultSummary};
+pub use report::history::{append_history, history_columns, history_row};
+pub use report::merge::merge_runs;
+pub use report::progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
+pub use report::summary::{
+    ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals,
+};
 pub use report::{
     CONVERGENCE_KIND, INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPORT_FILE,
     SUMMARY_FILE, TIMELINE_FILE, write_report,
 };
-pub use summary::{ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals};

@@ -20,7 +20,6 @@ use crate::chaos::{Chaos, Schedule, run_schedule};
 use crate::cluster_process::ClusterProcess;
 use crate::connect_phase::ConnectReport;
 use crate::driver::{LaneConfig, Phase, Shared, run_lane};
-use crate::faults::FaultSummary;
 use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
 use crate::measure::op::Op;
 use crate::measure::recorder::{Recorder, RecorderConfig};
@@ -28,7 +27,8 @@ use crate::native::NativeProtocol;
 use crate::parse::Shard;
 use crate::population::{MARKER_BASE, Population, Rng};
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
-use crate::summary::Summary;
+use crate::report::faults::FaultSummary;
+use crate::report::summary::Summary;
 use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
 
 /// The connect phase's figures in a run directory (protocols with a connection per client).

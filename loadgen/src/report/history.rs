@@ -9,9 +9,9 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use super::summary::Summary;
 use crate::error::ReportError;
 use crate::measure::op::Op;
-use crate::summary::Summary;
 
 /// The header of `history.csv`.
 pub fn history_columns() -> Vec<String> {
@@ -158,7 +158,7 @@ mod append_tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::fixture;
+    use crate::report::fixture;
 
     fn summary() -> Summary {
         let base = Instant::now();

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::table::Table;
 use crate::error::ReportError;
-use crate::table::Table;
 
 /// `faults.csv`.
 pub const FAULTS_FILE: &str = "faults.csv";

@@ -11,14 +11,14 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
+use super::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
+use super::faults::FaultSummary;
+use super::summary::Summary;
 use crate::error::ReportError;
-use crate::faults::FaultSummary;
 use crate::measure::latency::{LatencyStats, Quantiles, human_rate, human_us};
 use crate::measure::op::LatencyKind;
 use crate::measure::recording::Recording;
 use crate::measure::timeline::TimelineRow;
-use crate::summary::Summary;
 
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn escape(s: &str) -> String {

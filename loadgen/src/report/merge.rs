@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::summary::Summary;
+use super::{INTERVAL_LOG_FILE, SUMMARY_FILE, TIMELINE_FILE, write_report_with};
 use crate::error::ReportError;
 use crate::measure::interval_log::{IntervalHistogram, IntervalLog, IntervalLogWriter, Series};
 use crate::measure::latency::{Quantiles, new_histogram};
@@ -23,8 +25,6 @@ use crate::measure::op::LatencyKind;
 use crate::measure::recording::{OpTotals, Recording};
 use crate::measure::timeline::{Marker, TimelineRow};
 use crate::measure::timestamp::from_unix_ms;
-use crate::report::{INTERVAL_LOG_FILE, SUMMARY_FILE, TIMELINE_FILE, write_report_with};
-use crate::summary::Summary;
 
 /// One shard's output directory, loaded.
 struct Shard {
@@ -343,8 +343,8 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::fixture::{self, Rng};
     use crate::measure::op::Op;
+    use crate::report::fixture::{self, Rng};
     use crate::report::write_report;
 
     const SECONDS: u64 = 5;

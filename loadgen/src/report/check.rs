@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use super::summary::Summary;
+use super::table::Table;
 use crate::error::ReportError;
 use crate::measure::latency::{human_rate, human_us};
 use crate::measure::op::Op;
-use crate::summary::Summary;
-use crate::table::Table;
 
 /// Default: fail when throughput falls by more than 50 %.
 pub const DEFAULT_MAX_THROUGHPUT_DROP: f64 = 0.5;
@@ -338,9 +338,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::fixture;
     use crate::measure::latency::LatencyStats;
-    use crate::summary::OpSummary;
+    use crate::report::fixture;
+    use crate::report::summary::OpSummary;
 
     /// A clean baseline: no errors, everything converged.
     fn baseline() -> Summary {

@@ -13,15 +13,15 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::faults::FaultSummary;
+use super::table::Table;
 use crate::error::ReportError;
-use crate::faults::FaultSummary;
 use crate::measure::latency::{LatencyStats, human_rate, human_us};
 use crate::measure::machine::{Machine, RunInfo};
 use crate::measure::op::{LatencyKind, Op};
 use crate::measure::recording::{Recording, per_second};
 use crate::measure::timeline::Marker;
 use crate::measure::timestamp::{rfc3339, unix_ms};
-use crate::table::Table;
 
 /// The `format` field of summaries written by this version.
 pub const SUMMARY_FORMAT: &str = "loadgen-summary/1";
@@ -90,7 +90,7 @@ pub struct ConvergenceSummary {
 }
 
 /// What a later run compared against this one as a baseline must also achieve (see
-/// [`check`](crate::check)). Written from the run's own outcome; edit a committed
+/// [`check`](crate::check())). Written from the run's own outcome; edit a committed
 /// baseline to relax it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expectations {
@@ -295,7 +295,7 @@ impl Summary {
                 .collect();
             out.push_str(&format!("errors by code: {}\n", codes.join(", ")));
         }
-        out.push_str(&crate::faults::table(&self.faults));
+        out.push_str(&crate::report::faults::table(&self.faults));
         out
     }
 }
