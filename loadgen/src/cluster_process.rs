@@ -249,7 +249,7 @@ pub async fn serve(nodes: usize, node_threads: usize, descriptors: u64) -> anyho
         (1..=32).contains(&nodes),
         "--nodes: must be in 1..=32, not {nodes}"
     );
-    match crate::nacos::raise_nofile(descriptors) {
+    match crate::protocol::nacos::raise_nofile(descriptors) {
         Ok(l) if !l.is_enough() => eprintln!("loadgen cluster process: WARNING: {l}"),
         Ok(_) => {}
         Err(e) => eprintln!("loadgen cluster process: cannot read the open-file limit: {e}"),

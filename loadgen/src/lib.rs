@@ -73,13 +73,10 @@
 pub mod chaos;
 pub mod cli;
 pub mod cluster_process;
-pub mod connect_phase;
 pub mod driver;
 mod error;
 pub mod markers;
 mod measure;
-pub mod nacos;
-pub mod native;
 pub mod parse;
 pub mod population;
 pub mod protocol;

@@ -18,14 +18,14 @@ use tokio::sync::watch;
 
 use crate::chaos::{Chaos, Schedule, run_schedule};
 use crate::cluster_process::ClusterProcess;
-use crate::connect_phase::ConnectReport;
 use crate::driver::{LaneConfig, Phase, Shared, run_lane};
 use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
 use crate::measure::op::Op;
 use crate::measure::recorder::{Recorder, RecorderConfig};
-use crate::native::NativeProtocol;
 use crate::parse::Shard;
 use crate::population::{MARKER_BASE, Population, Rng};
+use crate::protocol::connect_phase::ConnectReport;
+use crate::protocol::native::NativeProtocol;
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
 use crate::report::faults::FaultSummary;
 use crate::report::summary::Summary;
@@ -421,7 +421,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
             Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
             Err(e) => Err(e),
         },
-        ProtocolKind::Nacos => match crate::nacos::NacosProtocol::connect(&ctx).await {
+        ProtocolKind::Nacos => match crate::protocol::nacos::NacosProtocol::connect(&ctx).await {
             Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
             Err(e) => Err(e),
         },
@@ -472,7 +472,7 @@ async fn start_embedded(config: &RunConfig, clients: u64) -> anyhow::Result<Embe
     if nacos {
         // Both ends of every connection are in this process.
         let wanted = 2 * clients + crate::cluster_process::DESCRIPTOR_MARGIN;
-        match crate::nacos::raise_nofile(wanted) {
+        match crate::protocol::nacos::raise_nofile(wanted) {
             Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
             Ok(_) => {}
             Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),

@@ -19,8 +19,8 @@
 //! connections with bounded parallelism.
 //!
 //! ```no_run
-//! use loadgen::nacos::{ClientConfig, Dialer, Instance, NacosClient, ServiceName};
-//! # async fn demo(server: std::net::SocketAddr) -> Result<(), loadgen::nacos::NacosError> {
+//! use loadgen::protocol::nacos::{ClientConfig, Dialer, Instance, NacosClient, ServiceName};
+//! # async fn demo(server: std::net::SocketAddr) -> Result<(), loadgen::protocol::nacos::NacosError> {
 //! let config = ClientConfig::default();
 //! let dialer = Dialer::for_target(server.ip(), config.connect_timeout);
 //! let client = NacosClient::connect(&config, &dialer, server, 0).await?;

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Code, Status};
 
-use crate::nacos::wire::GRPC_PREFIX;
+use super::wire::GRPC_PREFIX;
 
 /// Receive windows: large enough that window updates are rare (one per ~half a MiB
 /// received) whatever the number of calls in flight.
@@ -36,7 +36,7 @@ pub(crate) struct H2 {
 }
 
 fn unavailable(e: &(dyn std::error::Error + 'static)) -> Status {
-    Status::unavailable(crate::nacos::client::error_chain(e))
+    Status::unavailable(crate::protocol::nacos::client::error_chain(e))
 }
 
 fn request(uri: Uri) -> Request<()> {

@@ -17,12 +17,12 @@
 //! `watch` opens a subscriber connection to the node, subscribes to each service and turns
 //! every `NotifySubscriberRequest` (acked by the client) into a [`WatchEvent`].
 
-use crate::connect_phase::{CONNECT_PARALLEL, ConnectMeter, ConnectReport};
-use crate::nacos::{
+use super::{
     ClientConfig, Dialer, Instance, NacosClient, NacosError, Prepared, Push, ServiceName,
     raise_nofile,
 };
 use crate::population::{MARKER_BASE, Population};
+use crate::protocol::connect_phase::{CONNECT_PARALLEL, ConnectMeter, ConnectReport};
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -443,7 +443,7 @@ fn event(inner: &Inner, received: Instant, body: &[u8]) -> Option<WatchEvent> {
     #[serde(rename_all = "camelCase")]
     struct Body<'a> {
         #[serde(borrow)]
-        service_info: Option<crate::nacos::ServiceInfo<'a>>,
+        service_info: Option<crate::protocol::nacos::ServiceInfo<'a>>,
     }
     let b: Body<'_> = serde_json::from_slice(body).ok()?;
     let info = b.service_info?;

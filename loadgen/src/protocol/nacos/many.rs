@@ -1,9 +1,9 @@
 //! Opening many connections at once, each starting at a seeded random server and moving
 //! round-robin on failure (as Nacos clients pick servers).
 
-use crate::nacos::client::{ClientConfig, NacosClient};
-use crate::nacos::dial::Dialer;
-use crate::nacos::error::NacosError;
+use super::client::{ClientConfig, NacosClient};
+use super::dial::Dialer;
+use super::error::NacosError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinSet;

@@ -19,8 +19,8 @@ use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
+use super::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
 use crate::population::{MARKER_BASE, Population};
-use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
 
 const CLUSTER: &str = "DEFAULT";
 

@@ -18,13 +18,13 @@
 //! calls fail and [`NacosClient::is_open`] turns false; a Nacos client reconnects with a
 //! new handshake, which is a new [`NacosClient`].
 
-use crate::nacos::dial::Dialer;
-use crate::nacos::error::NacosError;
-use crate::nacos::h2::H2;
-use crate::nacos::message::{
+use super::dial::Dialer;
+use super::error::NacosError;
+use super::h2::H2;
+use super::message::{
     Head, Prepared, Requests, ServerCheck, ServerRequestHead, ServiceInfo, WithServiceInfo,
 };
-use crate::nacos::wire::Incoming;
+use super::wire::Incoming;
 use bytes::Bytes;
 use prost::Message;
 use std::net::SocketAddr;
@@ -68,7 +68,7 @@ impl Default for ClientConfig {
             // The wire behaviour imitated is the Java SDK's.
             client_version: "Nacos-Java-Client:v2.5.1".to_owned(),
             app_name: "loadgen".to_owned(),
-            tenant: crate::nacos::message::DEFAULT_NAMESPACE.to_owned(),
+            tenant: crate::protocol::nacos::message::DEFAULT_NAMESPACE.to_owned(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),

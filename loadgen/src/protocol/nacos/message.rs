@@ -7,7 +7,7 @@
 //! structs: only what a load generator checks (`resultCode`, `errorCode`, `message`, the
 //! hosts of a `serviceInfo`).
 
-use crate::nacos::wire::Encoded;
+use super::wire::Encoded;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -467,7 +467,7 @@ pub(crate) struct WithServiceInfo<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nacos::wire::Incoming;
+    use crate::protocol::nacos::wire::Incoming;
     use prost::Message;
     use serde_json::{Value, json};
 
