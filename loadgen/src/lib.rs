@@ -19,11 +19,24 @@
 //!   `results/history.csv`, [`Progress`] shows a progress line meanwhile.
 //! * [`merge_runs`] combines shard runs; [`check`] compares a run with a baseline.
 //!
-//! The driver: [`run::run`] runs a scenario ([`run::RunConfig`]) against an embedded
-//! cluster or external targets; [`driver`] holds the lanes that simulate the clients,
-//! [`markers`] the convergence probes and push measurements, [`protocol`] the seam to a
-//! wire protocol ([`native`] for the server's own API), [`population`] the seeded clients,
-//! [`cli`] the `loadgen` command line.
+//! The crate's folders, by role (each `foo.rs` opens the folder `foo/` it describes):
+//!
+//! * `measure/`: the recorder and what it records (operations, latency histograms, the
+//!   timeline, the interval log), and where and when a run happened. Knows nothing of
+//!   protocols or scenarios.
+//! * `report/`: the run directory ([`write_report`]), `summary.json` and the table, the
+//!   HTML page and its charts, the history row, `merge`, `check` and the progress line.
+//! * [`protocol`]: the seam between the driver and a wire protocol, and the protocols:
+//!   [`protocol::native`] (the server's own gRPC API) and [`protocol::nacos`] (a Nacos 2.x
+//!   SDK connection per client), with the connect phase they report.
+//! * [`run`]: running a scenario. [`run::run`] runs one ([`run::RunConfig`]) against an
+//!   embedded cluster or external targets; [`run::driver`] holds the lanes that simulate
+//!   the clients, [`run::markers`] the convergence probes and push measurements,
+//!   [`run::chaos`] the faults of `--chaos`, [`run::cluster_process`] the cluster in a
+//!   child process.
+//! * At the top: [`population`] (the seeded clients, shared by the driver and the
+//!   protocols), [`cli`] (the `loadgen` command line), [`parse`] (its values) and the
+//!   reporting side's error type.
 //!
 //! File formats are documented in `loadgen/REPORTS.md`.
 //!
@@ -70,12 +83,8 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod chaos;
 pub mod cli;
-pub mod cluster_process;
-pub mod driver;
 mod error;
-pub mod markers;
 mod measure;
 pub mod parse;
 pub mod population;

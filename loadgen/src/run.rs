@@ -1,9 +1,19 @@
-//! A whole run: target, protocol, lanes, markers, phases, report.
+//! Running a scenario: a whole run, from the cluster to the report.
 //!
 //! [`run`] starts an embedded [`LocalCluster`] when no targets are given, connects the
 //! protocol, starts the watchers, the marker task and the lanes, moves through the phases
 //! (register, then hold for `duration`, then stop), waits for the last probe and for the
 //! nodes to agree, and writes the report. The run's figures leave out `warmup`.
+//!
+//! The parts: [`driver`] holds the lanes that simulate the clients, [`markers`] the
+//! convergence probes and push measurements, [`chaos`] the faults applied to the
+//! embedded cluster during a run (`--chaos`), [`cluster_process`] the embedded cluster in
+//! a child process (`--cluster-process`).
+
+pub mod chaos;
+pub mod cluster_process;
+pub mod driver;
+pub mod markers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,10 +26,6 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 
-use crate::chaos::{Chaos, Schedule, run_schedule};
-use crate::cluster_process::ClusterProcess;
-use crate::driver::{LaneConfig, Phase, Shared, run_lane};
-use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
 use crate::measure::op::Op;
 use crate::measure::recorder::{Recorder, RecorderConfig};
 use crate::parse::Shard;
@@ -30,6 +36,10 @@ use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
 use crate::report::faults::FaultSummary;
 use crate::report::summary::Summary;
 use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
+use chaos::{Chaos, Schedule, run_schedule};
+use cluster_process::ClusterProcess;
+use driver::{LaneConfig, Phase, Shared, run_lane};
+use markers::{Finished, MarkerKind, Tracker, Watcher};
 
 /// The connect phase's figures in a run directory (protocols with a connection per client).
 pub const CONNECT_FILE: &str = "connect.json";
@@ -106,7 +116,7 @@ pub struct RunConfig {
     pub nodes: usize,
     /// Runtime threads per embedded node.
     pub node_threads: usize,
-    /// Run the embedded cluster in a child process (see [`crate::cluster_process`]); also
+    /// Run the embedded cluster in a child process (see [`cluster_process`]); also
     /// chosen automatically for Nacos runs too large for one process's open-file limit.
     pub cluster_process: bool,
     /// Lanes (native: channels per node).
@@ -454,24 +464,24 @@ impl Embedded {
 async fn start_embedded(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
     let nacos = config.protocol == ProtocolKind::Nacos;
     let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
-    let too_many = nacos && !crate::cluster_process::fits_in_process(clients, hard);
+    let too_many = nacos && !cluster_process::fits_in_process(clients, hard);
     if config.cluster_process || too_many {
         if too_many && !config.cluster_process {
             println!(
                 "loadgen: the cluster runs in a child process: {clients} Nacos connections \
                  need {} descriptors in one process, the hard limit is {hard}",
-                2 * clients + crate::cluster_process::DESCRIPTOR_MARGIN
+                2 * clients + cluster_process::DESCRIPTOR_MARGIN
             );
         }
         let exe = std::env::current_exe()
             .map_err(|e| anyhow::anyhow!("cannot find this executable to re-run: {e}"))?;
-        let descriptors = clients + crate::cluster_process::DESCRIPTOR_MARGIN;
+        let descriptors = clients + cluster_process::DESCRIPTOR_MARGIN;
         let p = ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors).await?;
         return Ok(Embedded::Process(p));
     }
     if nacos {
         // Both ends of every connection are in this process.
-        let wanted = 2 * clients + crate::cluster_process::DESCRIPTOR_MARGIN;
+        let wanted = 2 * clients + cluster_process::DESCRIPTOR_MARGIN;
         match crate::protocol::nacos::raise_nofile(wanted) {
             Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
             Ok(_) => {}
@@ -479,7 +489,7 @@ async fn start_embedded(config: &RunConfig, clients: u64) -> anyhow::Result<Embe
         }
     }
     let c = LocalCluster::start(config.nodes, ServerConfig::default(), config.node_threads).await?;
-    crate::cluster_process::wait_loaded(&c).await?;
+    cluster_process::wait_loaded(&c).await?;
     Ok(Embedded::InProcess(Box::new(c)))
 }
 

@@ -24,7 +24,7 @@ RULES = [
     ("core store: register/beat", r"distro_core::"),
     ("server: ops/routing/validation", r"distro_server::ops::|distro_server::wire::|distro_server::native::"),
     ("server: proto decode/encode", r"distro_server::proto::"),
-    ("loadgen: driver", r"loadgen::driver::"),
+    ("loadgen: driver", r"loadgen::(run::)?driver::"),
     ("loadgen: native encode/decode", r"loadgen::(protocol::)?native::"),
     ("loadgen: other", r"loadgen::"),
     ("tonic/hyper/h2", r"^(<)?(tonic|hyper|h2|tower|http_body|hyper_util)::|<(tonic|hyper|h2|tower)::"),
@@ -62,7 +62,7 @@ CONTEXTS = [
     ("owner: client write handler (Registry.Register)", r"RegistryService as distro_server::proto::distro::registry_server::Registry>::|Registry>::register|Registry>::heartbeat|RegistryService::write|Ops::apply"),
     ("owner: sync tick (Node::tick / flush)", r"Node::tick|Node::flush|Driver::run"),
     ("owner: peer call (sync send)", r"PeerClients::call|Driver::execute"),
-    ("loadgen driver/protocol", r"loadgen::driver|loadgen::(protocol::)?native|loadgen::run|loadgen::(measure::)?recorder|loadgen::markers"),
+    ("loadgen driver/protocol", r"loadgen::(run::)?driver|loadgen::(protocol::)?native|loadgen::run|loadgen::(measure::)?recorder|loadgen::(run::)?markers"),
     ("cluster teardown (drop)", r"drop_in_place<distro_server::local_cluster|LocalCluster::|drop_in_place<distro_core::node::Node"),
     ("tonic/hyper/h2 connection", r"h2::|hyper::|tonic::"),
 ]

@@ -58,7 +58,7 @@ pub struct FaultSummary {
     pub converge_from_s: f64,
     /// Whether every running node then held the expected clients (every acknowledged
     /// live client, no acknowledged deleted one, among the clients settled for at least
-    /// [`GRACE`](crate::chaos::census::GRACE); membership only, not health) within the
+    /// [`GRACE`](crate::run::chaos::census::GRACE); membership only, not health) within the
     /// convergence timeout.
     pub converged: bool,
     /// Milliseconds from `converge_from_s` to that (None: never, within the timeout;

@@ -112,7 +112,8 @@ impl NacosProtocol {
             anyhow::bail!("no target");
         };
         let population = ctx.population.clone();
-        let wanted = u64::from(population.clients()) + crate::cluster_process::DESCRIPTOR_MARGIN;
+        let wanted =
+            u64::from(population.clients()) + crate::run::cluster_process::DESCRIPTOR_MARGIN;
         match raise_nofile(wanted) {
             Ok(limit) if limit.is_enough() => {}
             Ok(limit) => eprintln!("loadgen: WARNING: {limit}"),

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 
 use super::census::{Census, Check};
 use super::schedule::{Action, Fault, Schedule};
-use crate::driver::{Phase, Shared};
 use crate::population::Population;
 use crate::report::faults::FaultSummary;
+use crate::run::driver::{Phase, Shared};
 
 /// How often a fault's convergence is checked.
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);

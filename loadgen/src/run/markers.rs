@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::driver::Shared;
+use super::driver::Shared;
 use crate::measure::op::Op;
 use crate::measure::recorder::Sample;
 use crate::protocol::WatchEvent;

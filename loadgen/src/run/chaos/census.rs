@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use distro_server::LocalCluster;
 
-use crate::driver::{ClientView, Shared};
 use crate::population::Population;
+use crate::run::driver::{ClientView, Shared};
 
 /// One check's result. Only membership counts (an instance's health, weight or revision
 /// does not), so that the heartbeats' ongoing health changes never hide a convergence.
