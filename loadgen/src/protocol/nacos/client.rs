@@ -492,17 +492,6 @@ async fn unary(
     Incoming::decode(reply).map_err(|e| NacosError::BadReply(format!("not a Payload: {e}")))
 }
 
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// The bi-stream reader of one connection.
 struct Reader {
     server: SocketAddr,

@@ -36,7 +36,19 @@ pub(crate) struct H2 {
 }
 
 fn unavailable(e: &(dyn std::error::Error + 'static)) -> Status {
-    Status::unavailable(crate::protocol::nacos::client::error_chain(e))
+    Status::unavailable(error_chain(e))
+}
+
+/// `e` and each of its sources, joined by `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn request(uri: Uri) -> Request<()> {
