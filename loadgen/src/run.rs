@@ -8,11 +8,12 @@
 //! The parts: [`driver`] holds the lanes that simulate the clients, [`markers`] the
 //! convergence probes and push measurements, [`chaos`] the faults applied to the
 //! embedded cluster during a run (`--chaos`), [`cluster_process`] the embedded cluster in
-//! a child process (`--cluster-process`).
+//! a child process (`--cluster-process`), [`embedded`] its nodes (wherever they run).
 
 pub mod chaos;
 pub mod cluster_process;
 pub mod driver;
+pub mod embedded;
 pub mod markers;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
-use distro_server::{LocalCluster, ServerConfig};
+use distro_server::LocalCluster;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
@@ -31,6 +32,7 @@ use crate::measure::recorder::{Recorder, RecorderConfig};
 use crate::parse::Shard;
 use crate::population::{MARKER_BASE, Population, Rng};
 use crate::protocol::connect_phase::ConnectReport;
+use crate::protocol::nacos::DESCRIPTOR_MARGIN;
 use crate::protocol::native::NativeProtocol;
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
 use crate::report::faults::FaultSummary;
@@ -470,26 +472,25 @@ async fn start_embedded(config: &RunConfig, clients: u64) -> anyhow::Result<Embe
             println!(
                 "loadgen: the cluster runs in a child process: {clients} Nacos connections \
                  need {} descriptors in one process, the hard limit is {hard}",
-                2 * clients + cluster_process::DESCRIPTOR_MARGIN
+                2 * clients + DESCRIPTOR_MARGIN
             );
         }
         let exe = std::env::current_exe()
             .map_err(|e| anyhow::anyhow!("cannot find this executable to re-run: {e}"))?;
-        let descriptors = clients + cluster_process::DESCRIPTOR_MARGIN;
+        let descriptors = clients + DESCRIPTOR_MARGIN;
         let p = ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors).await?;
         return Ok(Embedded::Process(p));
     }
     if nacos {
         // Both ends of every connection are in this process.
-        let wanted = 2 * clients + cluster_process::DESCRIPTOR_MARGIN;
+        let wanted = 2 * clients + DESCRIPTOR_MARGIN;
         match crate::protocol::nacos::raise_nofile(wanted) {
             Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
             Ok(_) => {}
             Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),
         }
     }
-    let c = LocalCluster::start(config.nodes, ServerConfig::default(), config.node_threads).await?;
-    cluster_process::wait_loaded(&c).await?;
+    let c = embedded::start(config.nodes, config.node_threads).await?;
     Ok(Embedded::InProcess(Box::new(c)))
 }
 
@@ -518,10 +519,10 @@ impl<'a> ClusterRef<'a> {
     }
 
     /// Whether every node holds the same clients, and each node's instance count (see
-    /// [`nodes_agree`]).
+    /// [`embedded::nodes_agree`]).
     pub async fn agree(self) -> anyhow::Result<(bool, Vec<usize>)> {
         match self {
-            ClusterRef::InProcess(c) => Ok(nodes_agree(c)),
+            ClusterRef::InProcess(c) => Ok(embedded::nodes_agree(c)),
             ClusterRef::Process(p) => p.agree().await,
         }
     }
@@ -538,27 +539,6 @@ impl<'a> ClusterRef<'a> {
             ),
         }
     }
-}
-
-/// Whether every running node of `cluster` holds the same clients: equal digests of every
-/// owner's clients and equal instance counts. Returns the instance counts.
-pub fn nodes_agree(cluster: &LocalCluster) -> (bool, Vec<usize>) {
-    let nodes: Vec<_> = (0..cluster.len()).filter_map(|i| cluster.node(i)).collect();
-    let counts: Vec<usize> = nodes
-        .iter()
-        .map(|n| n.registry().stats().instances)
-        .collect();
-    let Some(first) = nodes.first() else {
-        return (true, counts);
-    };
-    let same_counts = counts.windows(2).all(|w| w[0] == w[1]);
-    let same_digests = first.members().ids().all(|m| {
-        let d = first.registry().owner_digests(m);
-        nodes[1..]
-            .iter()
-            .all(|n| n.registry().owner_digests(m) == d)
-    });
-    (same_counts && same_digests, counts)
 }
 
 /// Runs with a connected protocol.

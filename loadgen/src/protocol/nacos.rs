@@ -50,5 +50,5 @@ pub use message::{
     DEFAULT_CLUSTER, DEFAULT_GROUP, DEFAULT_NAMESPACE, Host, Instance, Prepared, Requests,
     ServiceInfo, ServiceName,
 };
-pub use protocol::NacosProtocol;
+pub use protocol::{DESCRIPTOR_MARGIN, NacosProtocol};
 pub use wire::{Encoded, Incoming};

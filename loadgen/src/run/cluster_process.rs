@@ -12,7 +12,7 @@
 //!
 //! * child → parent, once: `READY host:port,host:port,…` (the nodes' main addresses);
 //! * parent → child: `agree`, answered `AGREE <0|1> <instances,…>`: whether every node
-//!   holds the same clients ([`crate::run::nodes_agree`]) and each node's instance count;
+//!   holds the same clients ([`nodes_agree`](super::embedded::nodes_agree)) and each node's instance count;
 //! * the parent closes the child's stdin: the child stops its nodes and exits.
 //!
 //! No orphan is left behind: the child exits when its stdin closes, which also happens when
@@ -29,21 +29,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use distro_server::{LocalCluster, ServerConfig};
 use parking_lot::Mutex;
+
+use super::embedded;
+use crate::protocol::nacos::DESCRIPTOR_MARGIN;
 
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "cluster-serve";
 
-/// How long the child may take to start its nodes.
+/// How long the child may take to start its nodes (it waits until they have loaded).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the child may take to stop after its stdin closed, before it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Descriptors a process needs besides its client connections (listeners, peer channels,
-/// watchers, files).
-pub const DESCRIPTOR_MARGIN: u64 = 8_192;
 
 /// Whether an embedded cluster with `clients` Nacos connections fits in this process's
 /// open-file limit (two descriptors per connection), given the hard limit `hard`.
@@ -147,7 +145,7 @@ impl ClusterProcess {
     }
 
     /// Asks the child whether every node holds the same clients; returns that and each
-    /// node's instance count (as [`crate::run::nodes_agree`]).
+    /// node's instance count (as [`nodes_agree`](super::embedded::nodes_agree)).
     pub async fn agree(&self) -> anyhow::Result<(bool, Vec<usize>)> {
         let pipes = self.pipes.clone();
         let line = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
@@ -254,8 +252,7 @@ pub async fn serve(nodes: usize, node_threads: usize, descriptors: u64) -> anyho
         Ok(_) => {}
         Err(e) => eprintln!("loadgen cluster process: cannot read the open-file limit: {e}"),
     }
-    let cluster = LocalCluster::start(nodes, ServerConfig::default(), node_threads.max(1)).await?;
-    wait_loaded(&cluster).await?;
+    let cluster = embedded::start(nodes, node_threads.max(1)).await?;
     let cluster = Arc::new(cluster);
     {
         let mut out = std::io::stdout().lock();
@@ -282,7 +279,7 @@ pub async fn serve(nodes: usize, node_threads: usize, descriptors: u64) -> anyho
     while let Some(cmd) = rx.recv().await {
         let answer = match cmd.as_str() {
             "agree" => {
-                let (ok, counts) = crate::run::nodes_agree(&cluster);
+                let (ok, counts) = embedded::nodes_agree(&cluster);
                 agree_line(ok, &counts)
             }
             other => format!("ERROR unknown command {other:?}\n"),
@@ -300,25 +297,6 @@ pub async fn serve(nodes: usize, node_threads: usize, descriptors: u64) -> anyho
         c.shutdown().await;
     }
     Ok(())
-}
-
-/// Waits until every node of `cluster` has loaded its start-up snapshot (a loading node
-/// turns Nacos clients away with "Server is starting"), for at most a minute.
-pub async fn wait_loaded(cluster: &LocalCluster) -> anyhow::Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let loaded = (0..cluster.len())
-            .filter_map(|i| cluster.node(i))
-            .all(|n| n.is_loaded());
-        if loaded {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the nodes did not load their start-up snapshots within {READY_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// Descriptors a process needs besides its client connections (listeners, peer channels,
+/// watchers, files): the open-file limit asked for is the connections plus this, here and
+/// for an embedded cluster (in this process or a child one).
+pub const DESCRIPTOR_MARGIN: u64 = 8_192;
+
 /// Tries per connection in the connect phase.
 const CONNECT_ATTEMPTS: u32 = 3;
 
@@ -112,8 +117,7 @@ impl NacosProtocol {
             anyhow::bail!("no target");
         };
         let population = ctx.population.clone();
-        let wanted =
-            u64::from(population.clients()) + crate::run::cluster_process::DESCRIPTOR_MARGIN;
+        let wanted = u64::from(population.clients()) + DESCRIPTOR_MARGIN;
         match raise_nofile(wanted) {
             Ok(limit) if limit.is_enough() => {}
             Ok(limit) => eprintln!("loadgen: WARNING: {limit}"),
