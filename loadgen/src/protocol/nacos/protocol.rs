@@ -17,13 +17,14 @@
 //! `watch` opens a subscriber connection to the node, subscribes to each service and turns
 //! every `NotifySubscriberRequest` (acked by the client) into a [`WatchEvent`].
 
-use super::{
-    ClientConfig, Dialer, Instance, NacosClient, NacosError, Prepared, Push, ServiceName,
-    raise_nofile,
-};
+use super::client::{ClientConfig, NacosClient, Push};
+use super::dial::Dialer;
+use super::error::NacosError;
+use super::message::{Instance, Prepared, ServiceInfo, ServiceName};
 use crate::population::{MARKER_BASE, Population};
 use crate::protocol::connect_phase::{CONNECT_PARALLEL, ConnectMeter, ConnectReport};
 use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
+use distro_server::open_files::raise_nofile;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
@@ -448,7 +449,7 @@ fn event(inner: &Inner, received: Instant, body: &[u8]) -> Option<WatchEvent> {
     #[serde(rename_all = "camelCase")]
     struct Body<'a> {
         #[serde(borrow)]
-        service_info: Option<crate::protocol::nacos::ServiceInfo<'a>>,
+        service_info: Option<ServiceInfo<'a>>,
     }
     let b: Body<'_> = serde_json::from_slice(body).ok()?;
     let info = b.service_info?;
