@@ -11,315 +11,39 @@
 //! a child process (`--cluster-process`), [`embedded`] its nodes (wherever they run).
 
 pub mod chaos;
+pub mod cluster;
 pub mod cluster_process;
+pub mod config;
 pub mod driver;
 pub mod embedded;
 pub mod markers;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use distro_server::LocalCluster;
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 
 use crate::measure::op::Op;
 use crate::measure::recorder::{Recorder, RecorderConfig};
-use crate::parse::Shard;
-use crate::population::{MARKER_BASE, Population, Rng};
+use crate::population::Population;
 use crate::protocol::connect_phase::ConnectReport;
-use crate::protocol::nacos::DESCRIPTOR_MARGIN;
 use crate::protocol::native::NativeProtocol;
-use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
+use crate::protocol::{Context, Protocol};
 use crate::report::faults::FaultSummary;
 use crate::report::summary::Summary;
 use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
-use chaos::{Chaos, Schedule, run_schedule};
-use cluster_process::ClusterProcess;
+use chaos::{Chaos, run_schedule};
+pub use cluster::ClusterRef;
+use cluster::Embedded;
+pub use config::{ProtocolKind, RunConfig, Scenario};
 use driver::{LaneConfig, Phase, Shared, run_lane};
-use markers::{Finished, MarkerKind, Tracker, Watcher};
+use markers::{MarkerConfig, Tracker, Watcher, run_markers};
 
 /// The connect phase's figures in a run directory (protocols with a connection per client).
 pub const CONNECT_FILE: &str = "connect.json";
-
-/// The wire protocol of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProtocolKind {
-    /// The native batched gRPC API (`distro.v1.Registry`).
-    Native,
-    /// Nacos 2.x gRPC: one SDK connection per client (handshake, health checks, pushes).
-    Nacos,
-}
-
-impl ProtocolKind {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProtocolKind::Native => "native",
-            ProtocolKind::Nacos => "nacos",
-        }
-    }
-}
-
-/// What a run does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    /// Register every client as fast as allowed (or at `--rate`; registered clients beat
-    /// meanwhile), then report.
-    Register,
-    /// Register, then hold every client with heartbeats for `--duration`, with queries
-    /// (`--query-rate`) and churn (`--churn-rate`) if asked.
-    Steady,
-    /// Steady, with clients leaving and coming back at `--churn-rate` (default: 1 % of the
-    /// clients per second).
-    Churn,
-    /// Steady, with queries at `--rate` (open model) or `--concurrency` (closed model).
-    Query,
-    /// Steady, with subscribers on every node and changes at `--rate`: change-to-push
-    /// latency.
-    Push,
-}
-
-impl Scenario {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Register => "register",
-            Scenario::Steady => "steady",
-            Scenario::Churn => "churn",
-            Scenario::Query => "query",
-            Scenario::Push => "push",
-        }
-    }
-}
-
-/// Everything a run needs.
-#[derive(Clone, Debug)]
-pub struct RunConfig {
-    /// Wire protocol.
-    pub protocol: ProtocolKind,
-    /// Scenario.
-    pub scenario: Scenario,
-    /// Clients in the whole id space (all shards).
-    pub clients: u64,
-    /// Services.
-    pub services: u32,
-    /// Instances per client.
-    pub instances_per_client: u32,
-    /// Seed of every random choice.
-    pub seed: u64,
-    /// Main ports of an external cluster; empty: start an embedded one.
-    pub targets: Vec<String>,
-    /// Nodes of the embedded cluster.
-    pub nodes: usize,
-    /// Runtime threads per embedded node.
-    pub node_threads: usize,
-    /// Run the embedded cluster in a child process (see [`cluster_process`]); also
-    /// chosen automatically for Nacos runs too large for one process's open-file limit.
-    pub cluster_process: bool,
-    /// Lanes (native: channels per node).
-    pub connections: usize,
-    /// Items per batch (0: the protocol's maximum).
-    pub batch: usize,
-    /// Batches in flight per lane and node (the closed model's concurrency).
-    pub concurrency: usize,
-    /// Open-model rate of the scenario's main operation, per second (register for
-    /// register/steady/churn, queries for query, changes for push); None: as fast as the
-    /// in-flight limit allows (closed model).
-    pub rate: Option<f64>,
-    /// Queries per second in the hold phase (steady, churn, push).
-    pub query_rate: f64,
-    /// Clients leaving and coming back per second (None: scenario default).
-    pub churn_rate: Option<f64>,
-    /// How long a churned client stays away.
-    pub churn_down: Duration,
-    /// Subscribers per node (push scenario).
-    pub subscribers: usize,
-    /// Services watched in the push scenario.
-    pub watch_services: u32,
-    /// Left out of the figures, from the start.
-    pub warmup: Duration,
-    /// Hold phase length.
-    pub duration: Duration,
-    /// Heartbeat period.
-    pub heartbeat: Duration,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Retries of a failed item, each on the next node.
-    pub retries: u8,
-    /// Heartbeats and queries further behind schedule are dropped.
-    pub max_lag: Duration,
-    /// Convergence probe period.
-    pub probe_interval: Duration,
-    /// Give up on a probe (or push) after this.
-    pub converge_timeout: Duration,
-    /// This process's slice of the client id space.
-    pub shard: Shard,
-    /// Output directory (None: `results/runs/<timestamp>-<scenario>`).
-    pub out: Option<PathBuf>,
-    /// History file to append to (None: none).
-    pub history: Option<PathBuf>,
-    /// Show a progress bar on a terminal (plain lines otherwise).
-    pub progress: bool,
-    /// Print plain progress lines this often when not on a terminal.
-    pub progress_every: Duration,
-    /// Faults applied to the embedded cluster (`--chaos`), from the start of the hold.
-    pub chaos: Option<Schedule>,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        Self {
-            protocol: ProtocolKind::Native,
-            scenario: Scenario::Steady,
-            clients: 100_000,
-            services: 1000,
-            instances_per_client: 1,
-            seed: 1,
-            targets: Vec::new(),
-            nodes: 3,
-            node_threads: 1,
-            cluster_process: false,
-            connections: 2,
-            batch: 1000,
-            concurrency: 2,
-            rate: None,
-            query_rate: 0.0,
-            churn_rate: None,
-            churn_down: Duration::from_secs(1),
-            subscribers: 1,
-            watch_services: 10,
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
-            retries: 5,
-            max_lag: Duration::from_secs(5),
-            probe_interval: Duration::from_secs(1),
-            converge_timeout: Duration::from_secs(30),
-            shard: Shard::default(),
-            out: None,
-            history: None,
-            progress: true,
-            progress_every: crate::DEFAULT_PLAIN_EVERY,
-            chaos: None,
-        }
-    }
-}
-
-impl RunConfig {
-    /// Every parameter, as the report's `parameters`.
-    pub fn parameters(&self, nodes: usize, embedded: bool) -> BTreeMap<String, String> {
-        let mut p = BTreeMap::new();
-        let mut put = |k: &str, v: String| {
-            p.insert(k.to_owned(), v);
-        };
-        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
-        put("protocol", self.protocol.name().into());
-        put("scenario", self.scenario.name().into());
-        put("clients", self.clients.to_string());
-        put("services", self.services.to_string());
-        put(
-            "instances_per_client",
-            self.instances_per_client.to_string(),
-        );
-        put("seed", self.seed.to_string());
-        put(
-            "targets",
-            if embedded {
-                format!("embedded:{nodes}")
-            } else {
-                self.targets.join(",")
-            },
-        );
-        put("nodes", nodes.to_string());
-        if embedded {
-            put("node_threads", self.node_threads.to_string());
-        }
-        put("connections", self.connections.to_string());
-        put("batch", self.batch.to_string());
-        put("concurrency", self.concurrency.to_string());
-        put(
-            "rate",
-            self.rate.map_or("closed".into(), |r| format!("{r}")),
-        );
-        put("query_rate", format!("{}", self.query_rate));
-        put("churn_rate", format!("{}", self.churn_rate()));
-        put("subscribers", self.subscribers.to_string());
-        put("warmup", secs(self.warmup));
-        put("duration", secs(self.duration));
-        put("heartbeat", secs(self.heartbeat));
-        put("timeout", secs(self.timeout));
-        put("retries", self.retries.to_string());
-        put("probe_interval", secs(self.probe_interval));
-        put("shard", self.shard.to_string());
-        if self.scenario == Scenario::Push {
-            put("watch_services", self.watch_services.to_string());
-        }
-        if let Some(c) = &self.chaos {
-            let entries: Vec<&str> = c.faults.iter().map(|f| f.entry.as_str()).collect();
-            put("chaos", entries.join(","));
-        }
-        p
-    }
-
-    fn churn_rate(&self) -> f64 {
-        match (self.churn_rate, self.scenario) {
-            (Some(r), _) => r,
-            (None, Scenario::Churn) => (self.clients as f64 / f64::from(self.shard.count)) / 100.0,
-            (None, _) => 0.0,
-        }
-    }
-
-    fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.clients > 0, "--clients: must be at least 1");
-        anyhow::ensure!(
-            self.targets.is_empty() || self.targets.len() <= 255,
-            "--targets: at most 255 nodes"
-        );
-        anyhow::ensure!(
-            (1..=32).contains(&self.nodes),
-            "--nodes: must be in 1..=32, not {}",
-            self.nodes
-        );
-        anyhow::ensure!(
-            (1..=256).contains(&self.connections),
-            "--connections: must be in 1..=256"
-        );
-        anyhow::ensure!(self.concurrency >= 1, "--concurrency: must be at least 1");
-        anyhow::ensure!(!self.heartbeat.is_zero(), "--heartbeat: must be positive");
-        anyhow::ensure!(
-            self.rate.is_none_or(|r| r > 0.0),
-            "--rate: must be positive"
-        );
-        anyhow::ensure!(
-            !self.probe_interval.is_zero(),
-            "--probe-interval: must be positive"
-        );
-        if let Some(chaos) = &self.chaos {
-            anyhow::ensure!(
-                self.targets.is_empty(),
-                "--chaos: faults are applied to the embedded cluster; it cannot be used with --targets"
-            );
-            anyhow::ensure!(
-                self.scenario != Scenario::Register,
-                "--chaos: the register scenario has no hold phase to apply faults in"
-            );
-            anyhow::ensure!(
-                !self.cluster_process,
-                "--chaos: faults are applied to a cluster in this process; it cannot be used with --cluster-process"
-            );
-            chaos
-                .check(self.nodes, self.duration)
-                .map_err(anyhow::Error::msg)?;
-        }
-        Ok(())
-    }
-}
 
 /// What a run produced.
 #[derive(Debug)]
@@ -412,13 +136,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         .map_err(anyhow::Error::msg)?,
     );
     let cluster = if config.targets.is_empty() {
-        Some(start_embedded(&config, u64::from(population.clients())).await?)
+        Some(Embedded::start(&config, u64::from(population.clients())).await?)
     } else {
         None
     };
     let targets = match &cluster {
-        Some(Embedded::InProcess(c)) => c.server_list(),
-        Some(Embedded::Process(p)) => p.targets().to_vec(),
+        Some(c) => c.targets(),
         None => config.targets.clone(),
     };
     let ctx = Context {
@@ -438,107 +161,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
             Err(e) => Err(e),
         },
     };
-    match cluster {
-        Some(Embedded::InProcess(c)) => (*c).shutdown().await,
-        Some(Embedded::Process(p)) => p.shutdown().await,
-        None => {}
+    if let Some(c) = cluster {
+        c.shutdown().await;
     }
     result
-}
-
-/// The cluster a run started: in this process, or in a child process.
-enum Embedded {
-    InProcess(Box<LocalCluster>),
-    Process(ClusterProcess),
-}
-
-impl Embedded {
-    fn as_ref(&self) -> ClusterRef<'_> {
-        match self {
-            Embedded::InProcess(c) => ClusterRef::InProcess(c),
-            Embedded::Process(p) => ClusterRef::Process(p),
-        }
-    }
-}
-
-/// Starts the embedded cluster, in a child process if asked or if a Nacos run's
-/// connections (both ends) would not fit in this process's open-file limit.
-async fn start_embedded(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
-    let nacos = config.protocol == ProtocolKind::Nacos;
-    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
-    let too_many = nacos && !cluster_process::fits_in_process(clients, hard);
-    if config.cluster_process || too_many {
-        if too_many && !config.cluster_process {
-            println!(
-                "loadgen: the cluster runs in a child process: {clients} Nacos connections \
-                 need {} descriptors in one process, the hard limit is {hard}",
-                2 * clients + DESCRIPTOR_MARGIN
-            );
-        }
-        let exe = std::env::current_exe()
-            .map_err(|e| anyhow::anyhow!("cannot find this executable to re-run: {e}"))?;
-        let descriptors = clients + DESCRIPTOR_MARGIN;
-        let p = ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors).await?;
-        return Ok(Embedded::Process(p));
-    }
-    if nacos {
-        // Both ends of every connection are in this process.
-        let wanted = 2 * clients + DESCRIPTOR_MARGIN;
-        match crate::protocol::nacos::raise_nofile(wanted) {
-            Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
-            Ok(_) => {}
-            Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),
-        }
-    }
-    let c = embedded::start(config.nodes, config.node_threads).await?;
-    Ok(Embedded::InProcess(Box::new(c)))
-}
-
-/// The embedded cluster of a run, to check at the end that its nodes agree.
-#[derive(Clone, Copy)]
-pub enum ClusterRef<'a> {
-    /// In this process.
-    InProcess(&'a LocalCluster),
-    /// In a child process.
-    Process(&'a ClusterProcess),
-}
-
-impl<'a> From<&'a LocalCluster> for ClusterRef<'a> {
-    fn from(c: &'a LocalCluster) -> Self {
-        ClusterRef::InProcess(c)
-    }
-}
-
-impl<'a> ClusterRef<'a> {
-    /// The cluster, when it runs in this process.
-    pub fn local(self) -> Option<&'a LocalCluster> {
-        match self {
-            ClusterRef::InProcess(c) => Some(c),
-            ClusterRef::Process(_) => None,
-        }
-    }
-
-    /// Whether every node holds the same clients, and each node's instance count (see
-    /// [`embedded::nodes_agree`]).
-    pub async fn agree(self) -> anyhow::Result<(bool, Vec<usize>)> {
-        match self {
-            ClusterRef::InProcess(c) => Ok(embedded::nodes_agree(c)),
-            ClusterRef::Process(p) => p.agree().await,
-        }
-    }
-
-    fn describe(self, nodes: usize, targets: &[String]) -> String {
-        match self {
-            ClusterRef::InProcess(_) => {
-                format!("an embedded {nodes}-node cluster ({})", targets.join(","))
-            }
-            ClusterRef::Process(p) => format!(
-                "an embedded {nodes}-node cluster in child process {} ({})",
-                p.pid(),
-                targets.join(",")
-            ),
-        }
-    }
 }
 
 /// Runs with a connected protocol.
@@ -939,139 +565,4 @@ pub async fn run_with_cluster<P: Protocol>(
 
 fn tracing_like(e: &str) {
     eprintln!("loadgen: {e} (retrying)");
-}
-
-/// What the marker task does.
-#[derive(Clone, Copy, Debug)]
-pub struct MarkerConfig {
-    /// Probe period.
-    pub probe_interval: Duration,
-    /// Push changes per second in the hold phase (0: none).
-    pub push_rate: f64,
-    /// Push changes go to services `0..push_services`.
-    pub push_services: u32,
-    /// Nodes.
-    pub nodes: usize,
-    /// After the load stops, how long to wait for the last markers.
-    pub final_wait: Duration,
-}
-
-/// Sends probes (and push changes), feeds acks to the tracker, deregisters finished
-/// markers; after the stop, sends a last probe and waits for every marker.
-pub async fn run_markers<P: Protocol>(
-    proto: Arc<P>,
-    pop: Arc<Population>,
-    shared: Arc<Shared>,
-    tracker: Arc<Tracker>,
-    cfg: MarkerConfig,
-    mut phase: watch::Receiver<Phase>,
-) {
-    let mut rng = Rng::new(pop.seed() ^ 0x70_7265_6265);
-    let mut next_id: u32 = 0;
-    let mut next_probe = Instant::now();
-    let mut push_next: u64 = 0;
-    let mut inflight = FuturesUnordered::new();
-    let mut finished: Vec<Finished> = Vec::new();
-    let mut final_deadline: Option<Instant> = None;
-    let mut last_sweep = Instant::now();
-    let lane = 0;
-    let send = |node: usize, item: Item| {
-        let mut b = Batch::new(node);
-        b.items.push(item);
-        b.sent = Instant::now();
-        proto.execute(lane, b)
-    };
-    loop {
-        let now = Instant::now();
-        let ph = *phase.borrow_and_update();
-        let mut new: Vec<(u32, MarkerKind, Instant)> = Vec::new();
-        if ph == Phase::Stop {
-            if final_deadline.is_none() {
-                final_deadline = Some(now + cfg.final_wait + Duration::from_secs(1));
-                new.push((pop.probe_service(), MarkerKind::Probe, now));
-            }
-        } else if now >= next_probe {
-            new.push((pop.probe_service(), MarkerKind::Probe, now));
-            next_probe += cfg.probe_interval;
-            if next_probe < now {
-                next_probe = now + cfg.probe_interval;
-            }
-        }
-        if let Phase::Hold(at) = ph
-            && cfg.push_rate > 0.0
-            && cfg.push_services > 0
-        {
-            loop {
-                let t = at + Duration::from_secs_f64(push_next as f64 / cfg.push_rate);
-                if t > now {
-                    break;
-                }
-                push_next += 1;
-                let s = rng.below(u64::from(cfg.push_services)) as u32;
-                new.push((s, MarkerKind::Push, t));
-            }
-        }
-        for (service, kind, intended) in new {
-            let id = next_id;
-            next_id = next_id.wrapping_add(1) % (MARKER_BASE - 1);
-            let client = MARKER_BASE + id;
-            if !tracker.add(id, pop.addr(client), service, kind, intended) {
-                continue;
-            }
-            let node = rng.below(cfg.nodes as u64) as usize;
-            inflight.push(send(
-                node,
-                Item {
-                    client,
-                    service,
-                    kind: Kind::Register,
-                    attempt: 0,
-                    intended,
-                },
-            ));
-        }
-        if now.duration_since(last_sweep) >= Duration::from_millis(50) {
-            last_sweep = now;
-            tracker.sweep(now, &mut finished);
-            for f in finished.drain(..) {
-                let node = rng.below(cfg.nodes as u64) as usize;
-                inflight.push(send(
-                    node,
-                    Item {
-                        client: MARKER_BASE + f.id,
-                        service: f.service,
-                        kind: Kind::Deregister,
-                        attempt: 0,
-                        intended: now,
-                    },
-                ));
-            }
-        }
-        if let Some(d) = final_deadline
-            && ((tracker.pending() == 0 && inflight.is_empty()) || now >= d)
-        {
-            break;
-        }
-        tokio::select! {
-            Some(b) = inflight.next(), if !inflight.is_empty() => {
-                let b: Batch = b;
-                for (item, outcome) in b.items.iter().zip(b.outcomes.iter()) {
-                    if item.kind != Kind::Register {
-                        continue;
-                    }
-                    let id = item.client - MARKER_BASE;
-                    match outcome {
-                        Outcome::Ok => tracker.acked(id, item.service, b.done),
-                        Outcome::Retry(_) if item.attempt < 3 => {
-                            shared.failovers.fetch_add(1, Relaxed);
-                            let node = (b.node + 1) % cfg.nodes;
-                            inflight.push(send(node, Item { attempt: item.attempt + 1, ..*item }));
-                        }
-                        _ => tracker.failed(id, item.service),
-                    }
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-        }
-    }
 }

@@ -17,18 +17,26 @@
 //!
 //! A marker seen by every watcher it needs (or timed out) is deregistered. Pending entries
 //! are bounded (`MAX_PENDING`); beyond, new markers are dropped and counted.
+//!
+//! The [`Tracker`] holds the pending markers and is fed by the run's watchers;
+//! [`run_markers`] is the task that sends the markers (and, after the stop, a last probe).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
-use super::driver::Shared;
+use super::driver::{Phase, Shared};
 use crate::measure::op::Op;
 use crate::measure::recorder::Sample;
-use crate::protocol::WatchEvent;
+use crate::population::{MARKER_BASE, Population, Rng};
+use crate::protocol::{Batch, Item, Kind, Outcome, Protocol, WatchEvent};
 
 /// Most markers awaiting visibility at once.
 pub const MAX_PENDING: usize = 20_000;
@@ -293,5 +301,140 @@ impl Tracker {
         }
         g.by_service.retain(|_, v| !v.is_empty());
         g.count -= removed;
+    }
+}
+
+/// What the marker task does.
+#[derive(Clone, Copy, Debug)]
+pub struct MarkerConfig {
+    /// Probe period.
+    pub probe_interval: Duration,
+    /// Push changes per second in the hold phase (0: none).
+    pub push_rate: f64,
+    /// Push changes go to services `0..push_services`.
+    pub push_services: u32,
+    /// Nodes.
+    pub nodes: usize,
+    /// After the load stops, how long to wait for the last markers.
+    pub final_wait: Duration,
+}
+
+/// Sends probes (and push changes), feeds acks to the tracker, deregisters finished
+/// markers; after the stop, sends a last probe and waits for every marker.
+pub async fn run_markers<P: Protocol>(
+    proto: Arc<P>,
+    pop: Arc<Population>,
+    shared: Arc<Shared>,
+    tracker: Arc<Tracker>,
+    cfg: MarkerConfig,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let mut rng = Rng::new(pop.seed() ^ 0x70_7265_6265);
+    let mut next_id: u32 = 0;
+    let mut next_probe = Instant::now();
+    let mut push_next: u64 = 0;
+    let mut inflight = FuturesUnordered::new();
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut final_deadline: Option<Instant> = None;
+    let mut last_sweep = Instant::now();
+    let lane = 0;
+    let send = |node: usize, item: Item| {
+        let mut b = Batch::new(node);
+        b.items.push(item);
+        b.sent = Instant::now();
+        proto.execute(lane, b)
+    };
+    loop {
+        let now = Instant::now();
+        let ph = *phase.borrow_and_update();
+        let mut new: Vec<(u32, MarkerKind, Instant)> = Vec::new();
+        if ph == Phase::Stop {
+            if final_deadline.is_none() {
+                final_deadline = Some(now + cfg.final_wait + Duration::from_secs(1));
+                new.push((pop.probe_service(), MarkerKind::Probe, now));
+            }
+        } else if now >= next_probe {
+            new.push((pop.probe_service(), MarkerKind::Probe, now));
+            next_probe += cfg.probe_interval;
+            if next_probe < now {
+                next_probe = now + cfg.probe_interval;
+            }
+        }
+        if let Phase::Hold(at) = ph
+            && cfg.push_rate > 0.0
+            && cfg.push_services > 0
+        {
+            loop {
+                let t = at + Duration::from_secs_f64(push_next as f64 / cfg.push_rate);
+                if t > now {
+                    break;
+                }
+                push_next += 1;
+                let s = rng.below(u64::from(cfg.push_services)) as u32;
+                new.push((s, MarkerKind::Push, t));
+            }
+        }
+        for (service, kind, intended) in new {
+            let id = next_id;
+            next_id = next_id.wrapping_add(1) % (MARKER_BASE - 1);
+            let client = MARKER_BASE + id;
+            if !tracker.add(id, pop.addr(client), service, kind, intended) {
+                continue;
+            }
+            let node = rng.below(cfg.nodes as u64) as usize;
+            inflight.push(send(
+                node,
+                Item {
+                    client,
+                    service,
+                    kind: Kind::Register,
+                    attempt: 0,
+                    intended,
+                },
+            ));
+        }
+        if now.duration_since(last_sweep) >= Duration::from_millis(50) {
+            last_sweep = now;
+            tracker.sweep(now, &mut finished);
+            for f in finished.drain(..) {
+                let node = rng.below(cfg.nodes as u64) as usize;
+                inflight.push(send(
+                    node,
+                    Item {
+                        client: MARKER_BASE + f.id,
+                        service: f.service,
+                        kind: Kind::Deregister,
+                        attempt: 0,
+                        intended: now,
+                    },
+                ));
+            }
+        }
+        if let Some(d) = final_deadline
+            && ((tracker.pending() == 0 && inflight.is_empty()) || now >= d)
+        {
+            break;
+        }
+        tokio::select! {
+            Some(b) = inflight.next(), if !inflight.is_empty() => {
+                let b: Batch = b;
+                for (item, outcome) in b.items.iter().zip(b.outcomes.iter()) {
+                    if item.kind != Kind::Register {
+                        continue;
+                    }
+                    let id = item.client - MARKER_BASE;
+                    match outcome {
+                        Outcome::Ok => tracker.acked(id, item.service, b.done),
+                        Outcome::Retry(_) if item.attempt < 3 => {
+                            shared.failovers.fetch_add(1, Relaxed);
+                            let node = (b.node + 1) % cfg.nodes;
+                            inflight.push(send(node, Item { attempt: item.attempt + 1, ..*item }));
+                        }
+                        _ => tracker.failed(id, item.service),
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
     }
 }
