@@ -10,7 +10,7 @@
 //!
 //! Lean on the hot path: a request is encoded once ([`Requests`] → [`Prepared`]) and
 //! re-sent by reference count; replies are decoded without copying and read with borrowed
-//! JSON structs. Calls go straight to hyper's HTTP/2 client, so each request leaves in
+//! JSON structs. Calls go straight to the `h2` crate (`h2.rs`), so each request leaves in
 //! one write (HEADERS and DATA+END_STREAM together; a tonic client makes three).
 //!
 //! Scale: [`Dialer`] spreads connections over source addresses 127.0.0.2, 127.0.0.3, …
