@@ -38,6 +38,10 @@
 //!   protocols), [`cli`] (the `loadgen` command line), [`parse`] (its values) and the
 //!   reporting side's error type.
 //!
+//! Dependencies go one way: `report` reads `measure`; `protocol` uses `measure` and the
+//! population; `run` uses all of them. The README's "Where each part lives" maps each
+//! concept to its file.
+//!
 //! File formats are documented in `loadgen/REPORTS.md`.
 //!
 //! ## A run, end to end

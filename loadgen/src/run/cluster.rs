@@ -1,7 +1,7 @@
 //! The cluster a run drives: embedded (started for the run, in this process or in a
 //! child process) or external (`--targets`, no [`ClusterRef`]).
 //!
-//! [`Embedded`] starts and stops an embedded cluster; a [`ClusterRef`] is what the rest of
+//! `Embedded` starts and stops an embedded cluster; a [`ClusterRef`] is what the rest of
 //! the run sees of it: whether its nodes agree at the end, and, in this process, the nodes
 //! the faults of `--chaos` are applied to.
 
