@@ -21,7 +21,7 @@
 
 use distro_server::proto::distro as pb;
 use distro_server::{LocalCluster, ServerConfig};
-use loadgen::nacos::{
+use loadgen::protocol::nacos::{
     ClientConfig, ConnectPlan, Dialer, Instance, NacosClient, ServiceName, connect_many,
     raise_nofile,
 };

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::chaos::Schedule;
-use crate::check::{CheckThresholds, OpThresholds};
-use crate::op::Op;
+use crate::measure::op::Op;
 use crate::parse::{Shard, parse_count, parse_duration, parse_rate, parse_shard, parse_target};
+use crate::report::check::{CheckThresholds, OpThresholds};
+use crate::run::chaos::Schedule;
 use crate::run::{ProtocolKind, RunConfig, Scenario};
 
 /// Load generator for Distro and Nacos 2.x clusters.

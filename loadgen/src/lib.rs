@@ -19,11 +19,28 @@
 //!   `results/history.csv`, [`Progress`] shows a progress line meanwhile.
 //! * [`merge_runs`] combines shard runs; [`check`] compares a run with a baseline.
 //!
-//! The driver: [`run::run`] runs a scenario ([`run::RunConfig`]) against an embedded
-//! cluster or external targets; [`driver`] holds the lanes that simulate the clients,
-//! [`markers`] the convergence probes and push measurements, [`protocol`] the seam to a
-//! wire protocol ([`native`] for the server's own API), [`population`] the seeded clients,
-//! [`cli`] the `loadgen` command line.
+//! The crate's folders, by role (each `foo.rs` opens the folder `foo/` it describes):
+//!
+//! * `measure/`: the recorder and what it records (operations, latency histograms, the
+//!   timeline, the interval log), and where and when a run happened. Knows nothing of
+//!   protocols or scenarios.
+//! * `report/`: the run directory ([`write_report`]), `summary.json` and the table, the
+//!   HTML page and its charts, the history row, `merge`, `check` and the progress line.
+//! * [`protocol`]: the seam between the driver and a wire protocol, and the protocols:
+//!   [`protocol::native`] (the server's own gRPC API) and [`protocol::nacos`] (a Nacos 2.x
+//!   SDK connection per client), with the connect phase they report.
+//! * [`run`]: running a scenario. [`run::run`] runs one ([`run::RunConfig`]) against an
+//!   embedded cluster or external targets; [`run::driver`] holds the lanes that simulate
+//!   the clients, [`run::markers`] the convergence probes and push measurements,
+//!   [`run::chaos`] the faults of `--chaos`, [`run::cluster_process`] the cluster in a
+//!   child process.
+//! * At the top: [`population`] (the seeded clients, shared by the driver and the
+//!   protocols), [`cli`] (the `loadgen` command line), [`parse`] (its values) and the
+//!   reporting side's error type.
+//!
+//! Dependencies go one way: `report` reads `measure`; `protocol` uses `measure` and the
+//! population; `run` uses all of them. The README's "Where each part lives" maps each
+//! concept to its file.
 //!
 //! File formats are documented in `loadgen/REPORTS.md`.
 //!
@@ -70,62 +87,39 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod chaos;
-mod chart;
-mod check;
 pub mod cli;
-pub mod cluster_process;
-pub mod connect_phase;
-pub mod driver;
 mod error;
-mod faults;
-#[cfg(test)]
-mod fixture;
-mod history;
-mod html;
-mod interval_log;
-mod latency;
-mod machine;
-pub mod markers;
-mod merge;
-pub mod nacos;
-pub mod native;
-mod op;
+mod measure;
 pub mod parse;
 pub mod population;
-mod progress;
 pub mod protocol;
-mod recorder;
-mod recording;
 mod report;
 pub mod run;
-mod summary;
-mod table;
-mod timeline;
-mod timestamp;
 
-pub use check::{
-    CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
-    OpThresholds, Unit, Verdict, check, check_files,
-};
 pub use error::ReportError;
-pub use faults::{FAULTS_COLUMNS, FAULTS_FILE, FaultSummary};
-pub use history::{append_history, history_columns, history_row};
-pub use interval_log::{IntervalHistogram, IntervalLog};
-pub use latency::{LatencyStats, Quantiles};
-pub use machine::{Machine, RunInfo, git_revision};
-pub use merge::merge_runs;
-pub use op::{LatencyKind, Op, UnknownOp};
-pub use progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
-pub use recorder::{
+pub use measure::interval_log::{IntervalHistogram, IntervalLog};
+pub use measure::latency::{LatencyStats, Quantiles};
+pub use measure::machine::{Machine, RunInfo, git_revision};
+pub use measure::op::{LatencyKind, Op, UnknownOp};
+pub use measure::recorder::{
     DEFAULT_INTERVAL, DEFAULT_LATE_THRESHOLD, Gauge, MAX_DEFAULT_SHARDS, Recorder, RecorderConfig,
     Sample, Ticker,
 };
-pub use recording::{OpTotals, Recording};
+pub use measure::recording::{OpTotals, Recording};
+pub use measure::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
+pub use measure::timestamp::{rfc3339, run_dir_name};
+pub use report::check::{
+    CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
+    OpThresholds, Unit, Verdict, check, check_files,
+};
+pub use report::faults::{FAULTS_COLUMNS, FAULTS_FILE, FaultSummary};
+pub use report::history::{append_history, history_columns, history_row};
+pub use report::merge::merge_runs;
+pub use report::progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
+pub use report::summary::{
+    ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals,
+};
 pub use report::{
     CONVERGENCE_KIND, INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPORT_FILE,
     SUMMARY_FILE, TIMELINE_FILE, write_report,
 };
-pub use summary::{ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals};
-pub use timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
-pub use timestamp::{rfc3339, run_dir_name};

@@ -82,7 +82,7 @@ fn cluster_serve(nodes: usize, node_threads: usize, descriptors: u64) -> ExitCod
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(loadgen::cluster_process::serve(
+    let result = runtime.block_on(loadgen::run::cluster_process::serve(
         nodes,
         node_threads,
         descriptors,

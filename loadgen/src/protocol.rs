@@ -8,16 +8,22 @@
 //! request (the native API) or as one request per client on each client's own
 //! connection (Nacos 2.x); it must fill `outcomes`, `sent` and `done`.
 //!
-//! Implementations: [`crate::native::NativeProtocol`] (`--protocol native`). A protocol is
+//! Implementations: [`native`] (`--protocol native`, the server's batched gRPC API) and
+//! [`nacos`] (`--protocol nacos`, a Nacos 2.x SDK connection per client). A protocol is
 //! built from a [`Context`] (targets, population, options) by the code that selects it
-//! (see `run::run`).
+//! (see `run::run`). A protocol with a connection per client opens them all before the
+//! measured phases and reports that [`connect_phase`].
+
+pub mod connect_phase;
+pub mod nacos;
+pub mod native;
 
 use std::future::Future;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::op::Op;
+use crate::measure::op::Op;
 use crate::population::Population;
 
 /// What an item asks for.
@@ -168,7 +174,7 @@ pub trait Protocol: Send + Sync + 'static {
     fn connect_clients(
         &self,
         clients: std::ops::Range<u32>,
-    ) -> impl Future<Output = Option<crate::connect_phase::ConnectReport>> + Send + 'static {
+    ) -> impl Future<Output = Option<connect_phase::ConnectReport>> + Send + 'static {
         let _ = clients;
         async { None }
     }

@@ -1,23 +1,44 @@
-//! Writing a run's output directory: `summary.json`, `percentiles.csv`, `timeline.csv`,
-//! `latency.hlog`, `report.html` and, for a `--chaos` run, `faults.csv` (formats in
-//! `REPORTS.md`).
+//! Reports: what loadgen makes of a finished run (and shows while it goes on).
+//!
+//! This file writes a run's output directory: `summary.json`, `percentiles.csv`,
+//! `timeline.csv`, `latency.hlog`, `report.html` and, for a `--chaos` run, `faults.csv`
+//! (formats in `REPORTS.md`). The parts:
+//!
+//! * [`summary`]: `summary.json` and the table printed at the end; [`table`] lays out
+//!   plain-text tables; [`faults`]: the figures of each `--chaos` fault.
+//! * [`html`] lays out `report.html`, [`chart`] draws its SVG charts.
+//! * [`history`]: a row of `results/history.csv` per run (outside the run's directory).
+//! * [`merge`] (`loadgen merge`) combines shard runs; [`check`] (`loadgen check`)
+//!   compares a run with a baseline.
+//! * [`progress`]: the progress line shown during a run.
 //!
 //! The interval log is normally streamed during the run by the recorder (configured with
 //! [`INTERVAL_LOG_FILE`] in the same directory); if it was streamed elsewhere it is copied,
 //! and if there was none a one-interval log of the whole-run histograms is written, so
-//! every output directory can be merged and re-read. `results/history.csv` is separate
-//! (see `history.rs`), since it lives outside the run's directory.
+//! every output directory can be merged and re-read.
+
+pub(crate) mod chart;
+pub(crate) mod check;
+pub(crate) mod faults;
+#[cfg(test)]
+pub(crate) mod fixture;
+pub(crate) mod history;
+pub(crate) mod html;
+pub(crate) mod merge;
+pub(crate) mod progress;
+pub(crate) mod summary;
+pub(crate) mod table;
 
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
 use crate::error::ReportError;
-use crate::interval_log::{Series, write_single_interval};
-use crate::latency::{CSV_PERCENTILES, at_percentile};
-use crate::machine::RunInfo;
-use crate::recording::Recording;
-use crate::summary::Summary;
+use crate::measure::interval_log::{Series, write_single_interval};
+use crate::measure::latency::{CSV_PERCENTILES, at_percentile};
+use crate::measure::machine::RunInfo;
+use crate::measure::recording::Recording;
+use summary::Summary;
 
 /// `summary.json`.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -38,7 +59,7 @@ pub const PERCENTILES_COLUMNS: [&str; 4] = ["op", "kind", "percentile", "latency
 
 /// Writes every output file of `recording` into `dir` (created if absent) and returns the
 /// summary (for [`Summary::table`], [`append_history`](crate::append_history) and
-/// [`check`](crate::check)).
+/// [`check`](crate::check())).
 pub fn write_report(
     dir: &Path,
     recording: &Recording,
@@ -67,7 +88,7 @@ pub(crate) fn write_report_with(
 
     let path = dir.join(TIMELINE_FILE);
     let file = File::create(&path).map_err(|e| ReportError::io(&path, e))?;
-    crate::timeline::write_csv(&recording.timeline, BufWriter::new(file))
+    crate::measure::timeline::write_csv(&recording.timeline, BufWriter::new(file))
         .map_err(|e| ReportError::format(&path, e.to_string()))?;
 
     let path = dir.join(INTERVAL_LOG_FILE);
@@ -85,12 +106,12 @@ pub(crate) fn write_report_with(
     }
 
     if !summary.faults.is_empty() {
-        let path = dir.join(crate::faults::FAULTS_FILE);
-        crate::faults::write_csv(&path, &summary.faults)?;
+        let path = dir.join(faults::FAULTS_FILE);
+        faults::write_csv(&path, &summary.faults)?;
     }
 
     let path = dir.join(REPORT_FILE);
-    let page = crate::html::render(recording, summary)?;
+    let page = html::render(recording, summary)?;
     std::fs::write(&path, page).map_err(|e| ReportError::io(&path, e))?;
     Ok(())
 }
@@ -136,9 +157,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::fixture;
-    use crate::interval_log::IntervalLog;
-    use crate::op::Op;
+    use crate::measure::interval_log::IntervalLog;
+    use crate::measure::op::Op;
+    use crate::report::fixture;
 
     const SEED: u64 = 0x5EED_0001;
 
@@ -210,13 +231,13 @@ mod tests {
         // timeline.csv: fixed columns, then the gauge.
         let text = std::fs::read_to_string(dir.path().join(TIMELINE_FILE)).expect("read");
         let header = text.lines().next().expect("header");
-        let fixed = crate::timeline::timeline_columns().join(",");
+        let fixed = crate::measure::timeline::timeline_columns().join(",");
         assert_eq!(header, format!("{fixed},gauge_clients_registered"));
         assert_eq!(text.lines().count(), 1 + 4);
 
         // The interval log re-reads as the whole-run histograms.
         let log = IntervalLog::open(&dir.path().join(INTERVAL_LOG_FILE)).expect("open");
-        let mut corrected = crate::latency::new_histogram();
+        let mut corrected = crate::measure::latency::new_histogram();
         for i in log.intervals() {
             let i = i.expect("parses");
             if i.tag.as_deref() == Some("query.corrected") {

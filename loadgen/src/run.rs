@@ -1,313 +1,67 @@
-//! A whole run: target, protocol, lanes, markers, phases, report.
+//! Running a scenario: a whole run, from the cluster to the report.
 //!
-//! [`run`] starts an embedded [`LocalCluster`] when no targets are given, connects the
-//! protocol, starts the watchers, the marker task and the lanes, moves through the phases
-//! (register, then hold for `duration`, then stop), waits for the last probe and for the
-//! nodes to agree, and writes the report. The run's figures leave out `warmup`.
+//! [`run`] starts an embedded [`LocalCluster`] when no targets are given ([`cluster`]: in
+//! this process or in a child one), connects the protocol and goes through the phases of
+//! [`run_with_cluster`], one method of `Run` each:
+//!
+//! 1. *prepare*: announce the run, create its directory and the state the lanes share;
+//! 2. *watch*: open the watch streams (probes, pushes) and the tracker they feed;
+//! 3. *connect*: a protocol with a connection per client opens them (`connect.json`);
+//! 4. *start the load*: the phases' clock (measuring starts after `warmup`), the lanes,
+//!    the marker task and the faults of `--chaos`;
+//! 5. *register and hold*: register every client, hold them for `duration` (the register
+//!    scenario stops once registered), stop; Ctrl-C stops early;
+//! 6. *drain*: wait for the last probe and for the faults to settle;
+//! 7. *check the nodes*: wait for the embedded cluster's nodes to agree;
+//! 8. *stop the lanes*, which kept their clients alive until then;
+//! 9. *report*: finish the recording, write the run directory and the history row.
+//!
+//! The run's figures leave out `warmup`.
+//!
+//! The parts: [`config`] says what a run does, [`driver`] holds the lanes that simulate
+//! the clients, [`markers`] the convergence probes and push measurements, [`chaos`] the
+//! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
+//! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
+//! (wherever they run).
 
-use std::collections::BTreeMap;
+pub mod chaos;
+pub mod cluster;
+pub mod cluster_process;
+pub mod config;
+pub mod driver;
+pub mod embedded;
+pub mod markers;
+
+use std::future::Future;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
-use distro_server::{LocalCluster, ServerConfig};
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
+use distro_server::LocalCluster;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::chaos::{Chaos, Schedule, run_schedule};
-use crate::cluster_process::ClusterProcess;
-use crate::connect_phase::ConnectReport;
-use crate::driver::{LaneConfig, Phase, Shared, run_lane};
-use crate::faults::FaultSummary;
-use crate::markers::{Finished, MarkerKind, Tracker, Watcher};
-use crate::native::NativeProtocol;
-use crate::op::Op;
-use crate::parse::Shard;
-use crate::population::{MARKER_BASE, Population, Rng};
-use crate::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
-use crate::recorder::{Recorder, RecorderConfig};
-use crate::summary::Summary;
+use crate::measure::op::Op;
+use crate::measure::recorder::{Recorder, RecorderConfig, Ticker};
+use crate::population::Population;
+use crate::protocol::connect_phase::ConnectReport;
+use crate::protocol::native::NativeProtocol;
+use crate::protocol::{Context, Protocol};
+use crate::report::faults::FaultSummary;
+use crate::report::summary::Summary;
 use crate::{INTERVAL_LOG_FILE, Progress, RunInfo};
+use chaos::{Chaos, run_schedule};
+pub use cluster::ClusterRef;
+use cluster::Embedded;
+pub use config::{ProtocolKind, RunConfig, Scenario};
+use driver::{LaneConfig, Phase, Shared, run_lane};
+use markers::{MarkerConfig, Tracker, Watcher, run_markers};
 
 /// The connect phase's figures in a run directory (protocols with a connection per client).
 pub const CONNECT_FILE: &str = "connect.json";
-
-/// The wire protocol of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProtocolKind {
-    /// The native batched gRPC API (`distro.v1.Registry`).
-    Native,
-    /// Nacos 2.x gRPC: one SDK connection per client (handshake, health checks, pushes).
-    Nacos,
-}
-
-impl ProtocolKind {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProtocolKind::Native => "native",
-            ProtocolKind::Nacos => "nacos",
-        }
-    }
-}
-
-/// What a run does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    /// Register every client as fast as allowed (or at `--rate`; registered clients beat
-    /// meanwhile), then report.
-    Register,
-    /// Register, then hold every client with heartbeats for `--duration`, with queries
-    /// (`--query-rate`) and churn (`--churn-rate`) if asked.
-    Steady,
-    /// Steady, with clients leaving and coming back at `--churn-rate` (default: 1 % of the
-    /// clients per second).
-    Churn,
-    /// Steady, with queries at `--rate` (open model) or `--concurrency` (closed model).
-    Query,
-    /// Steady, with subscribers on every node and changes at `--rate`: change-to-push
-    /// latency.
-    Push,
-}
-
-impl Scenario {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Register => "register",
-            Scenario::Steady => "steady",
-            Scenario::Churn => "churn",
-            Scenario::Query => "query",
-            Scenario::Push => "push",
-        }
-    }
-}
-
-/// Everything a run needs.
-#[derive(Clone, Debug)]
-pub struct RunConfig {
-    /// Wire protocol.
-    pub protocol: ProtocolKind,
-    /// Scenario.
-    pub scenario: Scenario,
-    /// Clients in the whole id space (all shards).
-    pub clients: u64,
-    /// Services.
-    pub services: u32,
-    /// Instances per client.
-    pub instances_per_client: u32,
-    /// Seed of every random choice.
-    pub seed: u64,
-    /// Main ports of an external cluster; empty: start an embedded one.
-    pub targets: Vec<String>,
-    /// Nodes of the embedded cluster.
-    pub nodes: usize,
-    /// Runtime threads per embedded node.
-    pub node_threads: usize,
-    /// Run the embedded cluster in a child process (see [`crate::cluster_process`]); also
-    /// chosen automatically for Nacos runs too large for one process's open-file limit.
-    pub cluster_process: bool,
-    /// Lanes (native: channels per node).
-    pub connections: usize,
-    /// Items per batch (0: the protocol's maximum).
-    pub batch: usize,
-    /// Batches in flight per lane and node (the closed model's concurrency).
-    pub concurrency: usize,
-    /// Open-model rate of the scenario's main operation, per second (register for
-    /// register/steady/churn, queries for query, changes for push); None: as fast as the
-    /// in-flight limit allows (closed model).
-    pub rate: Option<f64>,
-    /// Queries per second in the hold phase (steady, churn, push).
-    pub query_rate: f64,
-    /// Clients leaving and coming back per second (None: scenario default).
-    pub churn_rate: Option<f64>,
-    /// How long a churned client stays away.
-    pub churn_down: Duration,
-    /// Subscribers per node (push scenario).
-    pub subscribers: usize,
-    /// Services watched in the push scenario.
-    pub watch_services: u32,
-    /// Left out of the figures, from the start.
-    pub warmup: Duration,
-    /// Hold phase length.
-    pub duration: Duration,
-    /// Heartbeat period.
-    pub heartbeat: Duration,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Retries of a failed item, each on the next node.
-    pub retries: u8,
-    /// Heartbeats and queries further behind schedule are dropped.
-    pub max_lag: Duration,
-    /// Convergence probe period.
-    pub probe_interval: Duration,
-    /// Give up on a probe (or push) after this.
-    pub converge_timeout: Duration,
-    /// This process's slice of the client id space.
-    pub shard: Shard,
-    /// Output directory (None: `results/runs/<timestamp>-<scenario>`).
-    pub out: Option<PathBuf>,
-    /// History file to append to (None: none).
-    pub history: Option<PathBuf>,
-    /// Show a progress bar on a terminal (plain lines otherwise).
-    pub progress: bool,
-    /// Print plain progress lines this often when not on a terminal.
-    pub progress_every: Duration,
-    /// Faults applied to the embedded cluster (`--chaos`), from the start of the hold.
-    pub chaos: Option<Schedule>,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        Self {
-            protocol: ProtocolKind::Native,
-            scenario: Scenario::Steady,
-            clients: 100_000,
-            services: 1000,
-            instances_per_client: 1,
-            seed: 1,
-            targets: Vec::new(),
-            nodes: 3,
-            node_threads: 1,
-            cluster_process: false,
-            connections: 2,
-            batch: 1000,
-            concurrency: 2,
-            rate: None,
-            query_rate: 0.0,
-            churn_rate: None,
-            churn_down: Duration::from_secs(1),
-            subscribers: 1,
-            watch_services: 10,
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
-            retries: 5,
-            max_lag: Duration::from_secs(5),
-            probe_interval: Duration::from_secs(1),
-            converge_timeout: Duration::from_secs(30),
-            shard: Shard::default(),
-            out: None,
-            history: None,
-            progress: true,
-            progress_every: crate::DEFAULT_PLAIN_EVERY,
-            chaos: None,
-        }
-    }
-}
-
-impl RunConfig {
-    /// Every parameter, as the report's `parameters`.
-    pub fn parameters(&self, nodes: usize, embedded: bool) -> BTreeMap<String, String> {
-        let mut p = BTreeMap::new();
-        let mut put = |k: &str, v: String| {
-            p.insert(k.to_owned(), v);
-        };
-        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
-        put("protocol", self.protocol.name().into());
-        put("scenario", self.scenario.name().into());
-        put("clients", self.clients.to_string());
-        put("services", self.services.to_string());
-        put(
-            "instances_per_client",
-            self.instances_per_client.to_string(),
-        );
-        put("seed", self.seed.to_string());
-        put(
-            "targets",
-            if embedded {
-                format!("embedded:{nodes}")
-            } else {
-                self.targets.join(",")
-            },
-        );
-        put("nodes", nodes.to_string());
-        if embedded {
-            put("node_threads", self.node_threads.to_string());
-        }
-        put("connections", self.connections.to_string());
-        put("batch", self.batch.to_string());
-        put("concurrency", self.concurrency.to_string());
-        put(
-            "rate",
-            self.rate.map_or("closed".into(), |r| format!("{r}")),
-        );
-        put("query_rate", format!("{}", self.query_rate));
-        put("churn_rate", format!("{}", self.churn_rate()));
-        put("subscribers", self.subscribers.to_string());
-        put("warmup", secs(self.warmup));
-        put("duration", secs(self.duration));
-        put("heartbeat", secs(self.heartbeat));
-        put("timeout", secs(self.timeout));
-        put("retries", self.retries.to_string());
-        put("probe_interval", secs(self.probe_interval));
-        put("shard", self.shard.to_string());
-        if self.scenario == Scenario::Push {
-            put("watch_services", self.watch_services.to_string());
-        }
-        if let Some(c) = &self.chaos {
-            let entries: Vec<&str> = c.faults.iter().map(|f| f.entry.as_str()).collect();
-            put("chaos", entries.join(","));
-        }
-        p
-    }
-
-    fn churn_rate(&self) -> f64 {
-        match (self.churn_rate, self.scenario) {
-            (Some(r), _) => r,
-            (None, Scenario::Churn) => (self.clients as f64 / f64::from(self.shard.count)) / 100.0,
-            (None, _) => 0.0,
-        }
-    }
-
-    fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.clients > 0, "--clients: must be at least 1");
-        anyhow::ensure!(
-            self.targets.is_empty() || self.targets.len() <= 255,
-            "--targets: at most 255 nodes"
-        );
-        anyhow::ensure!(
-            (1..=32).contains(&self.nodes),
-            "--nodes: must be in 1..=32, not {}",
-            self.nodes
-        );
-        anyhow::ensure!(
-            (1..=256).contains(&self.connections),
-            "--connections: must be in 1..=256"
-        );
-        anyhow::ensure!(self.concurrency >= 1, "--concurrency: must be at least 1");
-        anyhow::ensure!(!self.heartbeat.is_zero(), "--heartbeat: must be positive");
-        anyhow::ensure!(
-            self.rate.is_none_or(|r| r > 0.0),
-            "--rate: must be positive"
-        );
-        anyhow::ensure!(
-            !self.probe_interval.is_zero(),
-            "--probe-interval: must be positive"
-        );
-        if let Some(chaos) = &self.chaos {
-            anyhow::ensure!(
-                self.targets.is_empty(),
-                "--chaos: faults are applied to the embedded cluster; it cannot be used with --targets"
-            );
-            anyhow::ensure!(
-                self.scenario != Scenario::Register,
-                "--chaos: the register scenario has no hold phase to apply faults in"
-            );
-            anyhow::ensure!(
-                !self.cluster_process,
-                "--chaos: faults are applied to a cluster in this process; it cannot be used with --cluster-process"
-            );
-            chaos
-                .check(self.nodes, self.duration)
-                .map_err(anyhow::Error::msg)?;
-        }
-        Ok(())
-    }
-}
 
 /// What a run produced.
 #[derive(Debug)]
@@ -400,13 +154,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         .map_err(anyhow::Error::msg)?,
     );
     let cluster = if config.targets.is_empty() {
-        Some(start_embedded(&config, u64::from(population.clients())).await?)
+        Some(Embedded::start(&config, u64::from(population.clients())).await?)
     } else {
         None
     };
     let targets = match &cluster {
-        Some(Embedded::InProcess(c)) => c.server_list(),
-        Some(Embedded::Process(p)) => p.targets().to_vec(),
+        Some(c) => c.targets(),
         None => config.targets.clone(),
     };
     let ctx = Context {
@@ -421,134 +174,15 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
             Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
             Err(e) => Err(e),
         },
-        ProtocolKind::Nacos => match crate::nacos::NacosProtocol::connect(&ctx).await {
+        ProtocolKind::Nacos => match crate::protocol::nacos::NacosProtocol::connect(&ctx).await {
             Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
             Err(e) => Err(e),
         },
     };
-    match cluster {
-        Some(Embedded::InProcess(c)) => (*c).shutdown().await,
-        Some(Embedded::Process(p)) => p.shutdown().await,
-        None => {}
+    if let Some(c) = cluster {
+        c.shutdown().await;
     }
     result
-}
-
-/// The cluster a run started: in this process, or in a child process.
-enum Embedded {
-    InProcess(Box<LocalCluster>),
-    Process(ClusterProcess),
-}
-
-impl Embedded {
-    fn as_ref(&self) -> ClusterRef<'_> {
-        match self {
-            Embedded::InProcess(c) => ClusterRef::InProcess(c),
-            Embedded::Process(p) => ClusterRef::Process(p),
-        }
-    }
-}
-
-/// Starts the embedded cluster, in a child process if asked or if a Nacos run's
-/// connections (both ends) would not fit in this process's open-file limit.
-async fn start_embedded(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
-    let nacos = config.protocol == ProtocolKind::Nacos;
-    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
-    let too_many = nacos && !crate::cluster_process::fits_in_process(clients, hard);
-    if config.cluster_process || too_many {
-        if too_many && !config.cluster_process {
-            println!(
-                "loadgen: the cluster runs in a child process: {clients} Nacos connections \
-                 need {} descriptors in one process, the hard limit is {hard}",
-                2 * clients + crate::cluster_process::DESCRIPTOR_MARGIN
-            );
-        }
-        let exe = std::env::current_exe()
-            .map_err(|e| anyhow::anyhow!("cannot find this executable to re-run: {e}"))?;
-        let descriptors = clients + crate::cluster_process::DESCRIPTOR_MARGIN;
-        let p = ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors).await?;
-        return Ok(Embedded::Process(p));
-    }
-    if nacos {
-        // Both ends of every connection are in this process.
-        let wanted = 2 * clients + crate::cluster_process::DESCRIPTOR_MARGIN;
-        match crate::nacos::raise_nofile(wanted) {
-            Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
-            Ok(_) => {}
-            Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),
-        }
-    }
-    let c = LocalCluster::start(config.nodes, ServerConfig::default(), config.node_threads).await?;
-    crate::cluster_process::wait_loaded(&c).await?;
-    Ok(Embedded::InProcess(Box::new(c)))
-}
-
-/// The embedded cluster of a run, to check at the end that its nodes agree.
-#[derive(Clone, Copy)]
-pub enum ClusterRef<'a> {
-    /// In this process.
-    InProcess(&'a LocalCluster),
-    /// In a child process.
-    Process(&'a ClusterProcess),
-}
-
-impl<'a> From<&'a LocalCluster> for ClusterRef<'a> {
-    fn from(c: &'a LocalCluster) -> Self {
-        ClusterRef::InProcess(c)
-    }
-}
-
-impl<'a> ClusterRef<'a> {
-    /// The cluster, when it runs in this process.
-    pub fn local(self) -> Option<&'a LocalCluster> {
-        match self {
-            ClusterRef::InProcess(c) => Some(c),
-            ClusterRef::Process(_) => None,
-        }
-    }
-
-    /// Whether every node holds the same clients, and each node's instance count (see
-    /// [`nodes_agree`]).
-    pub async fn agree(self) -> anyhow::Result<(bool, Vec<usize>)> {
-        match self {
-            ClusterRef::InProcess(c) => Ok(nodes_agree(c)),
-            ClusterRef::Process(p) => p.agree().await,
-        }
-    }
-
-    fn describe(self, nodes: usize, targets: &[String]) -> String {
-        match self {
-            ClusterRef::InProcess(_) => {
-                format!("an embedded {nodes}-node cluster ({})", targets.join(","))
-            }
-            ClusterRef::Process(p) => format!(
-                "an embedded {nodes}-node cluster in child process {} ({})",
-                p.pid(),
-                targets.join(",")
-            ),
-        }
-    }
-}
-
-/// Whether every running node of `cluster` holds the same clients: equal digests of every
-/// owner's clients and equal instance counts. Returns the instance counts.
-pub fn nodes_agree(cluster: &LocalCluster) -> (bool, Vec<usize>) {
-    let nodes: Vec<_> = (0..cluster.len()).filter_map(|i| cluster.node(i)).collect();
-    let counts: Vec<usize> = nodes
-        .iter()
-        .map(|n| n.registry().stats().instances)
-        .collect();
-    let Some(first) = nodes.first() else {
-        return (true, counts);
-    };
-    let same_counts = counts.windows(2).all(|w| w[0] == w[1]);
-    let same_digests = first.members().ids().all(|m| {
-        let d = first.registry().owner_digests(m);
-        nodes[1..]
-            .iter()
-            .all(|n| n.registry().owner_digests(m) == d)
-    });
-    (same_counts && same_digests, counts)
 }
 
 /// Runs with a connected protocol.
@@ -562,114 +196,255 @@ pub async fn run_with<P: Protocol>(
 }
 
 /// Runs with a connected protocol against `cluster` (in this process or a child one), or an
-/// external cluster (`None`).
+/// external cluster (`None`), phase by phase (see the module documentation).
 pub async fn run_with_cluster<P: Protocol>(
     proto: Arc<P>,
     ctx: &Context,
     config: &RunConfig,
     cluster: Option<ClusterRef<'_>>,
 ) -> anyhow::Result<RunOutcome> {
-    let nodes = ctx.targets.len();
-    let pop = ctx.population.clone();
-    let slice = config.shard.range(pop.clients());
-    let slice_len = u64::from(slice.end - slice.start);
-    println!(
-        "loadgen: scenario {} protocol {} clients {} (shard {}: {} clients) seed {} against {}",
-        config.scenario.name(),
-        proto.name(),
-        config.clients,
-        config.shard,
-        slice_len,
-        config.seed,
-        match cluster {
-            Some(c) => c.describe(nodes, &ctx.targets),
-            None => ctx.targets.join(","),
-        }
-    );
-    let started = SystemTime::now();
-    let out_dir = config.out.clone().unwrap_or_else(|| {
-        Path::new("results/runs").join(crate::run_dir_name(started, config.scenario.name()))
-    });
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
+    let run = Run::prepare(proto, ctx, config, cluster)?;
+    let watching = run.watch()?;
+    let connect = run.connect().await?;
+    let mut load = run.start_load(&watching)?;
+    let registration = run.register_and_hold(&mut load, &watching).await?;
+    let faults = run.drain(&mut load, watching).await;
+    let (nodes_converged, node_instances) = run.check_nodes().await;
+    run.stop_lanes(load.lanes).await;
+    let summary = run.report(load.ticker, faults.as_ref())?;
+    let shared = &run.shared;
+    Ok(RunOutcome {
+        faults: summary.faults.clone(),
+        summary,
+        out_dir: run.out_dir,
+        nodes_converged,
+        node_instances,
+        failovers: shared.failovers.load(Relaxed),
+        window_cuts: shared.window_cuts.load(Relaxed),
+        registered: shared.registered.load(Relaxed),
+        registration,
+        connect,
+    })
+}
 
-    let shared = Arc::new(Shared::new(slice.clone(), nodes));
-    let (phase_tx, phase_rx) = watch::channel(Phase::Register);
-    let lanes = config.connections.max(1);
+/// A run under way: what its phases share. [`run_with_cluster`] calls the phases in order:
+/// [`prepare`](Run::prepare), [`watch`](Run::watch), [`connect`](Run::connect),
+/// [`start_load`](Run::start_load), [`register_and_hold`](Run::register_and_hold),
+/// [`drain`](Run::drain), [`check_nodes`](Run::check_nodes),
+/// [`stop_lanes`](Run::stop_lanes), [`report`](Run::report).
+struct Run<'a, P> {
+    proto: Arc<P>,
+    config: &'a RunConfig,
+    cluster: Option<ClusterRef<'a>>,
+    /// Nodes (targets).
+    nodes: usize,
+    pop: Arc<Population>,
+    /// This shard's clients.
+    slice: Range<u32>,
+    out_dir: PathBuf,
+    shared: Arc<Shared>,
+    phase_tx: watch::Sender<Phase>,
+    phase_rx: watch::Receiver<Phase>,
+}
 
-    // Watchers: one per node for probes (and pushes), plus extra push subscribers.
-    let push = config.scenario == Scenario::Push;
-    let subs = if push { config.subscribers.max(1) } else { 1 };
-    anyhow::ensure!(
-        nodes * subs <= 64,
-        "--subscribers: at most 64 subscriber streams in all ({nodes} nodes x {subs})"
-    );
-    let push_services: Vec<u32> = if push {
-        (0..config.watch_services.min(pop.services())).collect()
-    } else {
-        Vec::new()
-    };
-    let mut watchers = Vec::new();
-    let mut watch_sets = Vec::new();
-    for node in 0..nodes {
-        for j in 0..subs {
-            watchers.push(Watcher {
-                node,
-                probe: j == 0,
-            });
-            let mut set = push_services.clone();
-            if j == 0 {
-                set.push(pop.probe_service());
+/// The watch streams: one per node for probes (and pushes), plus extra push subscribers.
+struct Watching {
+    /// The markers they see.
+    tracker: Arc<Tracker>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Subscriber streams per node.
+    subscribers: usize,
+    /// The push changes go to services `0..push_services`.
+    push_services: u32,
+}
+
+/// The faults of `--chaos` being applied, until they are settled.
+type Faults<'a> = Pin<Box<dyn Future<Output = chaos::Outcome> + Send + 'a>>;
+
+/// The load, once started.
+struct Load<'a> {
+    /// When the phases started (the warm-up with them).
+    t0: Instant,
+    /// When measuring starts (the end of the warm-up).
+    measure_at: Instant,
+    /// The recorder's ticker, once measuring.
+    ticker: Option<Ticker>,
+    lanes: Vec<JoinHandle<()>>,
+    markers: JoinHandle<()>,
+    faults: Option<Faults<'a>>,
+    /// What the faults gave, once settled.
+    faults_outcome: Option<chaos::Outcome>,
+}
+
+impl<'a, P: Protocol> Run<'a, P> {
+    /// Announces the run, creates its output directory and the state the lanes share.
+    fn prepare(
+        proto: Arc<P>,
+        ctx: &'a Context,
+        config: &'a RunConfig,
+        cluster: Option<ClusterRef<'a>>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.chaos.is_none() || cluster.and_then(ClusterRef::local).is_some(),
+            "--chaos needs the embedded cluster in this process"
+        );
+        let nodes = ctx.targets.len();
+        let pop = ctx.population.clone();
+        let slice = config.shard.range(pop.clients());
+        println!(
+            "loadgen: scenario {} protocol {} clients {} (shard {}: {} clients) seed {} against {}",
+            config.scenario.name(),
+            proto.name(),
+            config.clients,
+            config.shard,
+            slice.len(),
+            config.seed,
+            match cluster {
+                Some(c) => c.describe(nodes, &ctx.targets),
+                None => ctx.targets.join(","),
             }
-            watch_sets.push(set);
-        }
+        );
+        let started = SystemTime::now();
+        let out_dir = config.out.clone().unwrap_or_else(|| {
+            Path::new("results/runs").join(crate::run_dir_name(started, config.scenario.name()))
+        });
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
+        let shared = Arc::new(Shared::new(slice.clone(), nodes));
+        let (phase_tx, phase_rx) = watch::channel(Phase::Register);
+        Ok(Run {
+            proto,
+            config,
+            cluster,
+            nodes,
+            pop,
+            slice,
+            out_dir,
+            shared,
+            phase_tx,
+            phase_rx,
+        })
     }
-    let tracker = Arc::new(Tracker::new(
-        watchers.clone(),
-        shared.clone(),
-        config.converge_timeout,
-    ));
-    let mut watcher_tasks = Vec::new();
-    for (w, (watcher, set)) in watchers.iter().zip(watch_sets).enumerate() {
-        let proto = proto.clone();
-        let tracker = tracker.clone();
-        let node = watcher.node;
-        watcher_tasks.push(tokio::spawn(async move {
-            loop {
-                match proto.watch(node, set.clone()).await {
-                    Ok(mut rx) => {
-                        while let Some(ev) = rx.recv().await {
-                            tracker.on_event(w, &ev);
-                        }
-                    }
-                    Err(e) => tracing_like(&e),
+
+    /// Whether this is the push scenario.
+    fn push(&self) -> bool {
+        self.config.scenario == Scenario::Push
+    }
+
+    /// Opens the watch streams (re-opened when they break) and the tracker they feed.
+    fn watch(&self) -> anyhow::Result<Watching> {
+        let (config, nodes, pop) = (self.config, self.nodes, &self.pop);
+        let subs = if self.push() {
+            config.subscribers.max(1)
+        } else {
+            1
+        };
+        anyhow::ensure!(
+            nodes * subs <= 64,
+            "--subscribers: at most 64 subscriber streams in all ({nodes} nodes x {subs})"
+        );
+        let push_services: Vec<u32> = if self.push() {
+            (0..config.watch_services.min(pop.services())).collect()
+        } else {
+            Vec::new()
+        };
+        let mut watchers = Vec::new();
+        let mut watch_sets = Vec::new();
+        for node in 0..nodes {
+            for j in 0..subs {
+                watchers.push(Watcher {
+                    node,
+                    probe: j == 0,
+                });
+                let mut set = push_services.clone();
+                if j == 0 {
+                    set.push(pop.probe_service());
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                watch_sets.push(set);
             }
-        }));
+        }
+        let tracker = Arc::new(Tracker::new(
+            watchers.clone(),
+            self.shared.clone(),
+            config.converge_timeout,
+        ));
+        let mut tasks = Vec::new();
+        for (w, (watcher, set)) in watchers.iter().zip(watch_sets).enumerate() {
+            let proto = self.proto.clone();
+            let tracker = tracker.clone();
+            let node = watcher.node;
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match proto.watch(node, set.clone()).await {
+                        Ok(mut rx) => {
+                            while let Some(ev) = rx.recv().await {
+                                tracker.on_event(w, &ev);
+                            }
+                        }
+                        Err(e) => tracing_like(&e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }));
+        }
+        Ok(Watching {
+            tracker,
+            tasks,
+            subscribers: subs,
+            push_services: push_services.len() as u32,
+        })
     }
 
-    // Connect phase (a connection per client): before the clock of the measured phases.
-    let connect = proto.connect_clients(slice.clone()).await;
-    if let Some(c) = &connect {
-        print!("loadgen: {}", c.line());
-        let json = serde_json::to_vec_pretty(c)?;
-        let path = out_dir.join(CONNECT_FILE);
-        std::fs::write(&path, json)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    /// The connect phase (a protocol with a connection per client), before the clock of
+    /// the measured phases: prints its figures and writes them to [`CONNECT_FILE`].
+    async fn connect(&self) -> anyhow::Result<Option<ConnectReport>> {
+        let connect = self.proto.connect_clients(self.slice.clone()).await;
+        if let Some(c) = &connect {
+            print!("loadgen: {}", c.line());
+            let json = serde_json::to_vec_pretty(c)?;
+            let path = self.out_dir.join(CONNECT_FILE);
+            std::fs::write(&path, json)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(connect)
     }
 
-    let lane_register_rate_total = match config.scenario {
-        Scenario::Query | Scenario::Push => None,
-        _ => config.rate,
-    };
-    // Phases start now; with no warm-up the recorder exists before the first request.
-    let t0 = Instant::now();
-    let measure_at = t0 + config.warmup;
-    let mut ticker = None;
-    let start_measuring = |ticker: &mut Option<crate::Ticker>| -> anyhow::Result<()> {
+    /// Starts the phases' clock, the lanes, the marker task and the faults (`--chaos`,
+    /// applied from the start of the hold phase). With no warm-up the recorder exists
+    /// before the first request.
+    fn start_load(&self, watching: &Watching) -> anyhow::Result<Load<'a>> {
+        let t0 = Instant::now();
+        let ticker = if self.config.warmup.is_zero() {
+            Some(self.start_measuring()?)
+        } else {
+            None
+        };
+        Ok(Load {
+            t0,
+            measure_at: t0 + self.config.warmup,
+            ticker,
+            lanes: self.start_lanes(),
+            markers: self.start_markers(watching),
+            faults: self.start_faults(),
+            faults_outcome: None,
+        })
+    }
+
+    /// The open-model rate of all registrations (None: closed model, or none wanted).
+    fn register_rate(&self) -> Option<f64> {
+        match self.config.scenario {
+            Scenario::Query | Scenario::Push => None,
+            _ => self.config.rate,
+        }
+    }
+
+    /// Starts measuring: the recorder, streaming the interval log into the run directory,
+    /// with the target rates of the open-model schedules (closed-model operations have
+    /// none), and the progress display, ticking once a second.
+    fn start_measuring(&self) -> anyhow::Result<Ticker> {
+        let config = self.config;
         let recorder = Recorder::new(RecorderConfig {
-            interval_log: Some(out_dir.join(INTERVAL_LOG_FILE)),
+            interval_log: Some(self.out_dir.join(INTERVAL_LOG_FILE)),
             ..RecorderConfig::default()
         })?;
         let expected = match config.scenario {
@@ -681,211 +456,239 @@ pub async fn run_with_cluster<P: Protocol>(
         } else {
             Progress::plain(config.progress_every, Box::new(std::io::stdout()))
         };
-        // Target rates of the open-model schedules (closed-model operations have none).
-        let clients = slice_len as f64;
+        let clients = self.slice.len() as f64;
         recorder.set_target_rate(Op::Beat, clients / config.heartbeat.as_secs_f64());
-        if let Some(r) = lane_register_rate_total {
+        if let Some(r) = self.register_rate() {
             recorder.set_target_rate(Op::Register, r);
         }
-        *ticker = Some(recorder.spawn_ticker(move |row| progress.update(row)));
-        let _ = shared.meter.set(recorder);
-        Ok(())
-    };
-    if config.warmup.is_zero() {
-        start_measuring(&mut ticker)?;
+        let ticker = recorder.spawn_ticker(move |row| progress.update(row));
+        let _ = self.shared.meter.set(recorder);
+        Ok(ticker)
     }
 
-    // Lanes.
-    let per_lane = |r: f64| r / lanes as f64;
-    let main_rate = config.rate;
-    let lane_cfg = LaneConfig {
-        register_rate: match config.scenario {
-            Scenario::Query | Scenario::Push => None,
-            _ => main_rate.map(per_lane),
-        },
-        // Every scenario keeps its registered clients alive, as real clients do (a long
-        // registration phase would otherwise see its first clients expire).
-        heartbeat: Some(config.heartbeat),
-        query_rate: match config.scenario {
-            Scenario::Query => main_rate.map_or(1.0, per_lane),
-            _ => per_lane(config.query_rate),
-        },
-        closed_queries: config.scenario == Scenario::Query && main_rate.is_none(),
-        churn_rate: per_lane(config.churn_rate()),
-        churn_down: config.churn_down,
-        batch: if config.batch == 0 {
-            proto.max_batch()
-        } else {
-            config.batch.min(proto.max_batch())
-        }
-        .max(1),
-        concurrency: config.concurrency,
-        congestion_latency: config.timeout * 3 / 4,
-        max_lag: config.max_lag,
-        retries: config.retries,
-        linger: Duration::from_millis(2),
-    };
-    let drain = config.timeout + Duration::from_secs(1);
-    let mut lane_tasks = Vec::new();
-    for l in 0..lanes {
-        let lo =
-            slice.start + ((u64::from(slice.end - slice.start) * l as u64) / lanes as u64) as u32;
-        let hi = slice.start
-            + ((u64::from(slice.end - slice.start) * (l as u64 + 1)) / lanes as u64) as u32;
-        lane_tasks.push(tokio::spawn(run_lane(
-            l,
-            proto.clone(),
-            pop.clone(),
-            shared.clone(),
-            lane_cfg.clone(),
-            lo..hi,
-            phase_rx.clone(),
-            drain,
-        )));
-    }
-
-    // Markers.
-    let marker_task = tokio::spawn(run_markers(
-        proto.clone(),
-        pop.clone(),
-        shared.clone(),
-        tracker.clone(),
-        MarkerConfig {
-            probe_interval: config.probe_interval,
-            push_rate: if push {
-                main_rate.unwrap_or(100.0)
-            } else {
-                0.0
+    /// One lane per connection, each driving a contiguous part of the slice's clients.
+    fn start_lanes(&self) -> Vec<JoinHandle<()>> {
+        let (config, proto, slice) = (self.config, &self.proto, &self.slice);
+        let lanes = config.connections.max(1);
+        let per_lane = |r: f64| r / lanes as f64;
+        let main_rate = config.rate;
+        let lane_cfg = LaneConfig {
+            register_rate: self.register_rate().map(per_lane),
+            // Every scenario keeps its registered clients alive, as real clients do (a long
+            // registration phase would otherwise see its first clients expire).
+            heartbeat: Some(config.heartbeat),
+            query_rate: match config.scenario {
+                Scenario::Query => main_rate.map_or(1.0, per_lane),
+                _ => per_lane(config.query_rate),
             },
-            push_services: push_services.len() as u32,
-            nodes,
-            final_wait: config.converge_timeout,
-        },
-        phase_rx.clone(),
-    ));
+            closed_queries: config.scenario == Scenario::Query && main_rate.is_none(),
+            churn_rate: per_lane(config.churn_rate()),
+            churn_down: config.churn_down,
+            batch: if config.batch == 0 {
+                proto.max_batch()
+            } else {
+                config.batch.min(proto.max_batch())
+            }
+            .max(1),
+            concurrency: config.concurrency,
+            congestion_latency: config.timeout * 3 / 4,
+            max_lag: config.max_lag,
+            retries: config.retries,
+            linger: Duration::from_millis(2),
+        };
+        let drain = config.timeout + Duration::from_secs(1);
+        let span = u64::from(slice.end - slice.start);
+        (0..lanes)
+            .map(|l| {
+                let lo = slice.start + ((span * l as u64) / lanes as u64) as u32;
+                let hi = slice.start + ((span * (l as u64 + 1)) / lanes as u64) as u32;
+                tokio::spawn(run_lane(
+                    l,
+                    proto.clone(),
+                    self.pop.clone(),
+                    self.shared.clone(),
+                    lane_cfg.clone(),
+                    lo..hi,
+                    self.phase_rx.clone(),
+                    drain,
+                ))
+            })
+            .collect()
+    }
 
-    // Faults (embedded cluster only), from the start of the hold phase.
-    let mut chaos = match (&config.chaos, cluster.and_then(ClusterRef::local)) {
-        (Some(schedule), Some(cluster)) => Some(Box::pin(run_schedule(
+    /// The marker task: convergence probes, and push changes in the push scenario.
+    fn start_markers(&self, watching: &Watching) -> JoinHandle<()> {
+        let config = self.config;
+        tokio::spawn(run_markers(
+            self.proto.clone(),
+            self.pop.clone(),
+            self.shared.clone(),
+            watching.tracker.clone(),
+            MarkerConfig {
+                probe_interval: config.probe_interval,
+                push_rate: if self.push() {
+                    config.rate.unwrap_or(100.0)
+                } else {
+                    0.0
+                },
+                push_services: watching.push_services,
+                nodes: self.nodes,
+                final_wait: config.converge_timeout,
+            },
+            self.phase_rx.clone(),
+        ))
+    }
+
+    /// The faults of `--chaos`, applied to the embedded cluster in this process (checked
+    /// by [`Run::prepare`]) from the start of the hold phase.
+    fn start_faults(&self) -> Option<Faults<'a>> {
+        let schedule = self.config.chaos.as_ref()?;
+        let cluster = self.cluster.and_then(ClusterRef::local)?;
+        Some(Box::pin(run_schedule(
             Chaos {
                 cluster,
                 schedule,
-                shared: shared.clone(),
-                population: pop.clone(),
-                converge_timeout: config.converge_timeout,
+                shared: self.shared.clone(),
+                population: self.pop.clone(),
+                converge_timeout: self.config.converge_timeout,
             },
-            phase_rx.clone(),
-        ))),
-        (Some(_), None) => {
-            anyhow::bail!("--chaos needs the embedded cluster in this process")
-        }
-        (None, _) => None,
-    };
-    let mut chaos_outcome = None;
+            self.phase_rx.clone(),
+        )))
+    }
 
-    let mut hold_end: Option<Instant> = None;
-    let mut registration: Option<Duration> = None;
-    let mut phase = Phase::Register;
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    let registered_gauge_name = "clients_registered";
-    loop {
-        let now = Instant::now();
-        if ticker.is_none() && now >= measure_at {
-            start_measuring(&mut ticker)?;
-        }
-        if let Some(r) = shared.meter.get() {
-            r.set_gauge(
-                registered_gauge_name,
-                shared.registered.load(Relaxed) as f64,
-            );
-            r.set_gauge("failovers", shared.failovers.load(Relaxed) as f64);
-            r.set_gauge("window_cuts", shared.window_cuts.load(Relaxed) as f64);
-            r.set_gauge("markers_pending", tracker.pending() as f64);
-        }
-        match phase {
-            Phase::Register if shared.reg_remaining.load(Relaxed) == 0 => {
-                let took = now.duration_since(t0);
-                registration = Some(took);
-                if let Some(r) = shared.meter.get() {
-                    r.mark(&format!(
-                        "{} clients registered in {:.2} s ({:.0}/s)",
-                        slice_len,
-                        took.as_secs_f64(),
-                        slice_len as f64 / took.as_secs_f64().max(1e-9)
-                    ));
-                }
-                if config.scenario == Scenario::Register {
-                    phase = Phase::Stop;
-                } else {
-                    phase = Phase::Hold(now);
-                    hold_end = Some(now + config.duration);
+    /// The measured phases: register every client, then hold them for `duration` (the
+    /// register scenario stops once registered); Ctrl-C stops early. Starts measuring at
+    /// the end of the warm-up, keeps the gauges, marks the end of the registration and sets
+    /// the hold phase's target rates. Returns how long the registration took, if it ended.
+    async fn register_and_hold(
+        &self,
+        load: &mut Load<'a>,
+        watching: &Watching,
+    ) -> anyhow::Result<Option<Duration>> {
+        let (config, shared) = (self.config, &self.shared);
+        let slice_len = self.slice.len();
+        let mut hold_end: Option<Instant> = None;
+        let mut registration: Option<Duration> = None;
+        let mut phase = Phase::Register;
+        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        let registered_gauge_name = "clients_registered";
+        loop {
+            let now = Instant::now();
+            if load.ticker.is_none() && now >= load.measure_at {
+                load.ticker = Some(self.start_measuring()?);
+            }
+            if let Some(r) = shared.meter.get() {
+                r.set_gauge(
+                    registered_gauge_name,
+                    shared.registered.load(Relaxed) as f64,
+                );
+                r.set_gauge("failovers", shared.failovers.load(Relaxed) as f64);
+                r.set_gauge("window_cuts", shared.window_cuts.load(Relaxed) as f64);
+                r.set_gauge("markers_pending", watching.tracker.pending() as f64);
+            }
+            match phase {
+                Phase::Register if shared.reg_remaining.load(Relaxed) == 0 => {
+                    let took = now.duration_since(load.t0);
+                    registration = Some(took);
                     if let Some(r) = shared.meter.get() {
-                        r.set_target_rate(Op::Register, 0.0);
-                        let q = match config.scenario {
-                            Scenario::Query => config.rate.unwrap_or(0.0),
-                            _ => config.query_rate,
-                        };
-                        r.set_target_rate(Op::Query, q);
-                        r.set_target_rate(Op::Deregister, config.churn_rate());
-                        if push {
-                            // Every change is pushed to every subscriber.
-                            let per_change = (nodes * subs) as f64;
-                            r.set_target_rate(Op::Push, config.rate.unwrap_or(100.0) * per_change);
-                        }
+                        r.mark(&format!(
+                            "{} clients registered in {:.2} s ({:.0}/s)",
+                            slice_len,
+                            took.as_secs_f64(),
+                            slice_len as f64 / took.as_secs_f64().max(1e-9)
+                        ));
                     }
+                    if config.scenario == Scenario::Register {
+                        phase = Phase::Stop;
+                    } else {
+                        phase = Phase::Hold(now);
+                        hold_end = Some(now + config.duration);
+                        self.set_hold_rates(watching);
+                    }
+                    let _ = self.phase_tx.send(phase);
                 }
-                let _ = phase_tx.send(phase);
-            }
-            Phase::Hold(_) if hold_end.is_some_and(|e| now >= e) => {
-                phase = Phase::Stop;
-                let _ = phase_tx.send(phase);
-            }
-            _ => {}
-        }
-        if phase == Phase::Stop {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            out = async {
-                match chaos.as_mut() {
-                    Some(c) => c.await,
-                    None => std::future::pending().await,
+                Phase::Hold(_) if hold_end.is_some_and(|e| now >= e) => {
+                    phase = Phase::Stop;
+                    let _ = self.phase_tx.send(phase);
                 }
-            }, if chaos_outcome.is_none() => chaos_outcome = Some(out),
-            _ = &mut ctrl_c => {
-                println!("loadgen: interrupted, stopping");
-                phase = Phase::Stop;
-                let _ = phase_tx.send(phase);
+                _ => {}
+            }
+            if phase == Phase::Stop {
                 break;
             }
+            let (faults, faults_outcome) = (&mut load.faults, &mut load.faults_outcome);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                out = async {
+                    match faults.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if faults_outcome.is_none() => *faults_outcome = Some(out),
+                _ = &mut ctrl_c => {
+                    println!("loadgen: interrupted, stopping");
+                    phase = Phase::Stop;
+                    let _ = self.phase_tx.send(phase);
+                    break;
+                }
+            }
+        }
+        Ok(registration)
+    }
+
+    /// The target rates of the hold phase, as it starts.
+    fn set_hold_rates(&self, watching: &Watching) {
+        let config = self.config;
+        let Some(r) = self.shared.meter.get() else {
+            return;
+        };
+        r.set_target_rate(Op::Register, 0.0);
+        let q = match config.scenario {
+            Scenario::Query => config.rate.unwrap_or(0.0),
+            _ => config.query_rate,
+        };
+        r.set_target_rate(Op::Query, q);
+        r.set_target_rate(Op::Deregister, config.churn_rate());
+        if self.push() {
+            // Every change is pushed to every subscriber.
+            let per_change = (self.nodes * watching.subscribers) as f64;
+            r.set_target_rate(Op::Push, config.rate.unwrap_or(100.0) * per_change);
         }
     }
-    // The lanes keep their clients alive with heartbeats until the nodes are checked
-    // (below): waiting for the last probes and for the nodes to agree can outlast the
-    // heartbeat timeouts, and clients expiring meanwhile would make the nodes disagree.
-    let load_done = async {
-        let _ = marker_task.await;
-    };
-    // The faults still settling go on meanwhile.
-    let chaos_done = async {
-        match (chaos.as_mut(), chaos_outcome.is_none()) {
-            (Some(c), true) => Some(c.await),
-            _ => None,
+
+    /// After the stop: waits for the marker task (its last probe and every marker) and for
+    /// the faults still settling, then closes the watch streams. The lanes keep their
+    /// clients alive with heartbeats until the nodes are checked: waiting for the last
+    /// probes and for the nodes to agree can outlast the heartbeat timeouts, and clients
+    /// expiring meanwhile would make the nodes disagree. Returns what the faults gave.
+    async fn drain(&self, load: &mut Load<'a>, watching: Watching) -> Option<chaos::Outcome> {
+        let markers_done = async {
+            let _ = (&mut load.markers).await;
+        };
+        let faults_done = async {
+            match (load.faults.as_mut(), load.faults_outcome.is_none()) {
+                (Some(f), true) => Some(f.await),
+                _ => None,
+            }
+        };
+        let ((), late) = tokio::join!(markers_done, faults_done);
+        if late.is_some() {
+            load.faults_outcome = late;
         }
-    };
-    let ((), late) = tokio::join!(load_done, chaos_done);
-    if late.is_some() {
-        chaos_outcome = late;
+        for t in &watching.tasks {
+            t.abort();
+        }
+        load.faults_outcome.take()
     }
-    for t in &watcher_tasks {
-        t.abort();
-    }
-    // The nodes should now agree (embedded cluster).
-    let stopped = Instant::now();
-    let mut nodes_converged = None;
-    let mut node_instances = Vec::new();
-    if let Some(c) = cluster {
+
+    /// The final check (embedded cluster): whether every node holds the same state, waiting
+    /// up to `converge_timeout` for them to agree and how long that took; and the instances
+    /// each node holds.
+    async fn check_nodes(&self) -> (Option<(bool, Duration)>, Vec<usize>) {
+        let Some(c) = self.cluster else {
+            return (None, Vec::new());
+        };
+        let stopped = Instant::now();
         loop {
             let (ok, counts, broken) = match c.agree().await {
                 Ok((ok, counts)) => (ok, counts, false),
@@ -894,194 +697,60 @@ pub async fn run_with_cluster<P: Protocol>(
                     (false, Vec::new(), true)
                 }
             };
-            node_instances = counts;
             let waited = stopped.elapsed();
-            if ok || broken || waited >= config.converge_timeout {
-                nodes_converged = Some((ok, waited));
-                break;
+            if ok || broken || waited >= self.config.converge_timeout {
+                return (Some((ok, waited)), counts);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    shared.finished.store(true, Relaxed);
-    for t in lane_tasks {
-        let _ = t.await;
+
+    /// Lets the lanes stop (they kept their clients alive until now) and waits for them.
+    async fn stop_lanes(&self, lanes: Vec<JoinHandle<()>>) {
+        self.shared.finished.store(true, Relaxed);
+        for t in lanes {
+            let _ = t.await;
+        }
     }
-    if shared.meter.get().is_none() {
-        anyhow::bail!(
-            "the run ended before the warm-up ({:?}) was over: nothing was measured",
-            config.warmup
+
+    /// Finishes the recording and writes the run directory and the history row.
+    fn report(
+        &self,
+        ticker: Option<Ticker>,
+        faults: Option<&chaos::Outcome>,
+    ) -> anyhow::Result<Summary> {
+        let config = self.config;
+        if self.shared.meter.get().is_none() {
+            anyhow::bail!(
+                "the run ended before the warm-up ({:?}) was over: nothing was measured",
+                config.warmup
+            );
+        }
+        if let Some(t) = ticker {
+            t.stop();
+        }
+        let recorder = self
+            .shared
+            .meter
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("no recorder"))?;
+        let recording = recorder.finish()?;
+        let info = RunInfo::detect(
+            config.scenario.name(),
+            config.parameters(self.nodes, self.cluster.is_some()),
         );
+        let mut summary = Summary::new(&recording, &info);
+        if let Some(o) = faults {
+            summary.faults = o.summaries(recorder.start());
+        }
+        crate::report::write_report_with(&self.out_dir, &recording, &summary)?;
+        if let Some(h) = &config.history {
+            crate::append_history(h, &summary, &self.out_dir)?;
+        }
+        Ok(summary)
     }
-    if let Some(t) = ticker {
-        t.stop();
-    }
-    let recorder = shared
-        .meter
-        .get()
-        .ok_or_else(|| anyhow::anyhow!("no recorder"))?;
-    let recording = recorder.finish()?;
-    let info = RunInfo::detect(
-        config.scenario.name(),
-        config.parameters(nodes, cluster.is_some()),
-    );
-    let mut summary = Summary::new(&recording, &info);
-    if let Some(o) = &chaos_outcome {
-        summary.faults = o.summaries(recorder.start());
-    }
-    crate::report::write_report_with(&out_dir, &recording, &summary)?;
-    if let Some(h) = &config.history {
-        crate::append_history(h, &summary, &out_dir)?;
-    }
-    Ok(RunOutcome {
-        faults: summary.faults.clone(),
-        summary,
-        out_dir,
-        nodes_converged,
-        node_instances,
-        failovers: shared.failovers.load(Relaxed),
-        window_cuts: shared.window_cuts.load(Relaxed),
-        registered: shared.registered.load(Relaxed),
-        registration,
-        connect,
-    })
 }
 
 fn tracing_like(e: &str) {
     eprintln!("loadgen: {e} (retrying)");
-}
-
-/// What the marker task does.
-#[derive(Clone, Copy, Debug)]
-pub struct MarkerConfig {
-    /// Probe period.
-    pub probe_interval: Duration,
-    /// Push changes per second in the hold phase (0: none).
-    pub push_rate: f64,
-    /// Push changes go to services `0..push_services`.
-    pub push_services: u32,
-    /// Nodes.
-    pub nodes: usize,
-    /// After the load stops, how long to wait for the last markers.
-    pub final_wait: Duration,
-}
-
-/// Sends probes (and push changes), feeds acks to the tracker, deregisters finished
-/// markers; after the stop, sends a last probe and waits for every marker.
-pub async fn run_markers<P: Protocol>(
-    proto: Arc<P>,
-    pop: Arc<Population>,
-    shared: Arc<Shared>,
-    tracker: Arc<Tracker>,
-    cfg: MarkerConfig,
-    mut phase: watch::Receiver<Phase>,
-) {
-    let mut rng = Rng::new(pop.seed() ^ 0x70_7265_6265);
-    let mut next_id: u32 = 0;
-    let mut next_probe = Instant::now();
-    let mut push_next: u64 = 0;
-    let mut inflight = FuturesUnordered::new();
-    let mut finished: Vec<Finished> = Vec::new();
-    let mut final_deadline: Option<Instant> = None;
-    let mut last_sweep = Instant::now();
-    let lane = 0;
-    let send = |node: usize, item: Item| {
-        let mut b = Batch::new(node);
-        b.items.push(item);
-        b.sent = Instant::now();
-        proto.execute(lane, b)
-    };
-    loop {
-        let now = Instant::now();
-        let ph = *phase.borrow_and_update();
-        let mut new: Vec<(u32, MarkerKind, Instant)> = Vec::new();
-        if ph == Phase::Stop {
-            if final_deadline.is_none() {
-                final_deadline = Some(now + cfg.final_wait + Duration::from_secs(1));
-                new.push((pop.probe_service(), MarkerKind::Probe, now));
-            }
-        } else if now >= next_probe {
-            new.push((pop.probe_service(), MarkerKind::Probe, now));
-            next_probe += cfg.probe_interval;
-            if next_probe < now {
-                next_probe = now + cfg.probe_interval;
-            }
-        }
-        if let Phase::Hold(at) = ph
-            && cfg.push_rate > 0.0
-            && cfg.push_services > 0
-        {
-            loop {
-                let t = at + Duration::from_secs_f64(push_next as f64 / cfg.push_rate);
-                if t > now {
-                    break;
-                }
-                push_next += 1;
-                let s = rng.below(u64::from(cfg.push_services)) as u32;
-                new.push((s, MarkerKind::Push, t));
-            }
-        }
-        for (service, kind, intended) in new {
-            let id = next_id;
-            next_id = next_id.wrapping_add(1) % (MARKER_BASE - 1);
-            let client = MARKER_BASE + id;
-            if !tracker.add(id, pop.addr(client), service, kind, intended) {
-                continue;
-            }
-            let node = rng.below(cfg.nodes as u64) as usize;
-            inflight.push(send(
-                node,
-                Item {
-                    client,
-                    service,
-                    kind: Kind::Register,
-                    attempt: 0,
-                    intended,
-                },
-            ));
-        }
-        if now.duration_since(last_sweep) >= Duration::from_millis(50) {
-            last_sweep = now;
-            tracker.sweep(now, &mut finished);
-            for f in finished.drain(..) {
-                let node = rng.below(cfg.nodes as u64) as usize;
-                inflight.push(send(
-                    node,
-                    Item {
-                        client: MARKER_BASE + f.id,
-                        service: f.service,
-                        kind: Kind::Deregister,
-                        attempt: 0,
-                        intended: now,
-                    },
-                ));
-            }
-        }
-        if let Some(d) = final_deadline
-            && ((tracker.pending() == 0 && inflight.is_empty()) || now >= d)
-        {
-            break;
-        }
-        tokio::select! {
-            Some(b) = inflight.next(), if !inflight.is_empty() => {
-                let b: Batch = b;
-                for (item, outcome) in b.items.iter().zip(b.outcomes.iter()) {
-                    if item.kind != Kind::Register {
-                        continue;
-                    }
-                    let id = item.client - MARKER_BASE;
-                    match outcome {
-                        Outcome::Ok => tracker.acked(id, item.service, b.done),
-                        Outcome::Retry(_) if item.attempt < 3 => {
-                            shared.failovers.fetch_add(1, Relaxed);
-                            let node = (b.node + 1) % cfg.nodes;
-                            inflight.push(send(node, Item { attempt: item.attempt + 1, ..*item }));
-                        }
-                        _ => tracker.failed(id, item.service),
-                    }
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-        }
-    }
 }

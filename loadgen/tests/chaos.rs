@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use distro_server::{LocalCluster, ServerConfig};
-use loadgen::chaos::Schedule;
+use loadgen::run::chaos::Schedule;
 use loadgen::run::{RunConfig, Scenario, run};
 use loadgen::{FAULTS_FILE, REPORT_FILE, SUMMARY_FILE, Summary};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distro_server::{LocalCluster, ServerConfig};
-use loadgen::native::NativeProtocol;
 use loadgen::parse::Shard;
 use loadgen::population::Population;
 use loadgen::protocol::Context;
+use loadgen::protocol::native::NativeProtocol;
 use loadgen::run::{RunConfig, RunOutcome, Scenario, run, run_with};
 use loadgen::{LatencyKind, Op, SUMMARY_FILE};
 

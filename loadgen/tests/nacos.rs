@@ -2,7 +2,7 @@
 //! registers, pushes to its subscriptions, and a thousand connections at once.
 
 use distro_server::{LocalCluster, ServerConfig};
-use loadgen::nacos::{
+use loadgen::protocol::nacos::{
     ClientConfig, ConnectPlan, Dialer, Instance, NacosClient, Push, ServiceName, connect_many,
     raise_nofile,
 };
@@ -271,7 +271,7 @@ async fn a_thousand_connections_register_and_are_visible_on_every_node() {
 
 #[test]
 fn encoded_payloads_are_what_the_server_decodes() {
-    let r = loadgen::nacos::Requests::new("127.0.0.9");
+    let r = loadgen::protocol::nacos::Requests::new("127.0.0.9");
     let p = r.register(&ServiceName::new("s"), &Instance::new("10.0.0.1", 1));
     let decoded = distro_server::proto::nacos::Payload::decode(p.payload().as_bytes())
         .expect("the generated type decodes it");

@@ -1,0 +1,964 @@
+//! The recorder: what the driver's tasks call for every request, and the once-a-second
+//! tick that turns their samples into timeline rows and interval log entries.
+//!
+//! Shape: samples land in one of a few *shards*, each a mutex around a set of interval
+//! histograms and counters. A thread always uses the same shard (threads are dealt shards
+//! round-robin), so with at least as many shards as runtime worker threads a lock is
+//! almost never contended: recording is one uncontended lock and two histogram
+//! increments, with no allocation (except the first time an error code is seen in an
+//! interval). Once per interval [`Recorder::tick`] swaps each shard's data for an empty
+//! set, merges them, writes the interval log, appends a timeline row and adds the interval
+//! into the whole-run totals. Memory is fixed by the configuration (histograms, not
+//! samples) and grows with run length only by one small row per interval.
+//!
+//! Latency samples are recorded only for successful requests; failures are counted by
+//! code (a fast failure must not flatter the latency figures, and a timeout's latency is
+//! the timeout). Rows are bucketed by when samples are *recorded* (at completion), as
+//! HdrHistogram's interval recorders do. What this file does not do: schedule requests,
+//! decide timeouts or probe convergence; the driver does and reports the results here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+
+use super::interval_log::{IntervalLogWriter, Series};
+use super::latency::{Quantiles, micros, new_histogram};
+use super::op::{LatencyKind, Op};
+use super::recording::{OpTotals, Recording, per_second};
+use super::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow};
+use crate::error::ReportError;
+
+/// Default late threshold: a send starting more than 10 ms after its intended time is late.
+pub const DEFAULT_LATE_THRESHOLD: Duration = Duration::from_millis(10);
+/// Default timeline interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Upper bound of the default shard count (each shard holds 11 histograms of ~190 KB).
+pub const MAX_DEFAULT_SHARDS: usize = 16;
+
+/// How a [`Recorder`] measures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecorderConfig {
+    /// A send is late when it starts more than this after its intended time.
+    pub late_threshold: Duration,
+    /// Period of [`Recorder::spawn_ticker`], and the timeline's nominal interval.
+    pub interval: Duration,
+    /// Stream interval histograms to this file (normally
+    /// `<out dir>/`[`INTERVAL_LOG_FILE`](crate::INTERVAL_LOG_FILE)); `None` keeps only the
+    /// whole-run histograms, and the report then writes a one-interval log.
+    pub interval_log: Option<PathBuf>,
+    /// Number of shards; 0 chooses twice the available parallelism, at most
+    /// [`MAX_DEFAULT_SHARDS`].
+    pub shards: usize,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            late_threshold: DEFAULT_LATE_THRESHOLD,
+            interval: DEFAULT_INTERVAL,
+            interval_log: None,
+            shards: 0,
+        }
+    }
+}
+
+/// The three instants of one request under an open-model schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// When the schedule intended the request to be sent.
+    pub intended: Instant,
+    /// When it was actually sent.
+    pub sent: Instant,
+    /// When its response (or failure) arrived.
+    pub done: Instant,
+}
+
+/// One operation's interval data in a shard.
+#[derive(Debug)]
+struct OpInterval {
+    corrected: Histogram<u64>,
+    uncorrected: Histogram<u64>,
+    ok: u64,
+    late: u64,
+    dropped: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl OpInterval {
+    fn new() -> Self {
+        Self {
+            corrected: new_histogram(),
+            uncorrected: new_histogram(),
+            ok: 0,
+            late: 0,
+            dropped: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+/// A shard's (or the merged) data for the current interval.
+#[derive(Debug)]
+struct IntervalData {
+    ops: [OpInterval; 5],
+    convergence: Histogram<u64>,
+    unconverged: u64,
+}
+
+/// Adds `from` into `into`, then empties `from` (skipping the memset of empty histograms).
+fn drain_histogram(from: &mut Histogram<u64>, into: &mut Histogram<u64>) {
+    if !from.is_empty() {
+        into.add(&*from)
+            .expect("every histogram has the same configuration");
+        from.reset();
+    }
+}
+
+impl IntervalData {
+    fn new() -> Self {
+        Self {
+            ops: std::array::from_fn(|_| OpInterval::new()),
+            convergence: new_histogram(),
+            unconverged: 0,
+        }
+    }
+
+    fn drain_into(&mut self, into: &mut IntervalData) {
+        for (from, to) in self.ops.iter_mut().zip(into.ops.iter_mut()) {
+            drain_histogram(&mut from.corrected, &mut to.corrected);
+            drain_histogram(&mut from.uncorrected, &mut to.uncorrected);
+            to.ok += std::mem::take(&mut from.ok);
+            to.late += std::mem::take(&mut from.late);
+            to.dropped += std::mem::take(&mut from.dropped);
+            for (code, n) in std::mem::take(&mut from.errors) {
+                *to.errors.entry(code).or_insert(0) += n;
+            }
+        }
+        drain_histogram(&mut self.convergence, &mut into.convergence);
+        into.unconverged += std::mem::take(&mut self.unconverged);
+    }
+
+    fn histogram(&self, series: Series) -> &Histogram<u64> {
+        match series {
+            Series::Latency(op, LatencyKind::Corrected) => &self.ops[op.index()].corrected,
+            Series::Latency(op, LatencyKind::Uncorrected) => &self.ops[op.index()].uncorrected,
+            Series::Convergence => &self.convergence,
+        }
+    }
+}
+
+/// A shard on its own cache lines, so that two threads' shards never share one.
+#[repr(align(128))]
+#[derive(Debug)]
+struct Shard(Mutex<IntervalData>);
+
+/// The tick's state.
+#[derive(Debug)]
+struct Aggregator {
+    last_tick: Instant,
+    spare: IntervalData,
+    interval: IntervalData,
+    totals: [OpTotals; 5],
+    target_seconds: [f64; 5],
+    convergence: Histogram<u64>,
+    unconverged: u64,
+    timeline: Vec<TimelineRow>,
+    log: Option<IntervalLogWriter>,
+    log_error: Option<ReportError>,
+    finished_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RecorderConfig,
+    start: Instant,
+    started_at: SystemTime,
+    shards: Box<[Shard]>,
+    targets: [AtomicU64; 5],
+    gauges: Mutex<BTreeMap<String, Gauge>>,
+    markers: Mutex<Vec<(Marker, bool)>>,
+    aggregator: Mutex<Aggregator>,
+}
+
+/// The measurement side of a run: cheap to clone, shared by every task of the driver.
+///
+/// Call [`record`](Self::record) (or its shorthands) for every request,
+/// [`tick`](Self::tick) once per interval (or let [`spawn_ticker`](Self::spawn_ticker) do
+/// it), and [`finish`](Self::finish) once at the end, after the tasks have stopped.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    inner: Arc<Inner>,
+}
+
+/// Deals threads to shards round-robin.
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Recorder {
+    /// A recorder whose run starts now.
+    pub fn new(config: RecorderConfig) -> Result<Self, ReportError> {
+        Self::starting_at(config, Instant::now(), SystemTime::now())
+    }
+
+    /// A recorder whose run started at `start` (monotonic clock), which was `started_at` on
+    /// the wall clock. Shards of one test started together can pass the same `started_at`
+    /// so that their timelines align exactly when merged; tests pass fixed instants.
+    pub fn starting_at(
+        config: RecorderConfig,
+        start: Instant,
+        started_at: SystemTime,
+    ) -> Result<Self, ReportError> {
+        let shards = if config.shards == 0 {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores * 2).clamp(2, MAX_DEFAULT_SHARDS)
+        } else {
+            config.shards
+        };
+        let log = match &config.interval_log {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| ReportError::io(dir, e))?;
+                }
+                Some(IntervalLogWriter::create(path, started_at)?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                start,
+                started_at,
+                shards: (0..shards)
+                    .map(|_| Shard(Mutex::new(IntervalData::new())))
+                    .collect(),
+                targets: std::array::from_fn(|_| AtomicU64::new(0f64.to_bits())),
+                gauges: Mutex::new(BTreeMap::new()),
+                markers: Mutex::new(Vec::new()),
+                aggregator: Mutex::new(Aggregator {
+                    last_tick: start,
+                    spare: IntervalData::new(),
+                    interval: IntervalData::new(),
+                    totals: Default::default(),
+                    target_seconds: [0.0; 5],
+                    convergence: new_histogram(),
+                    unconverged: 0,
+                    timeline: Vec::new(),
+                    log,
+                    log_error: None,
+                    finished_at: None,
+                }),
+                config,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RecorderConfig {
+        &self.inner.config
+    }
+
+    /// The instant the run started.
+    pub fn start(&self) -> Instant {
+        self.inner.start
+    }
+
+    /// Time since the run started.
+    pub fn elapsed(&self) -> Duration {
+        self.inner.start.elapsed()
+    }
+
+    fn shard(&self) -> &Mutex<IntervalData> {
+        let shards = &self.inner.shards;
+        let i = THREAD_INDEX.with(|i| *i) % shards.len();
+        &shards[i].0
+    }
+
+    /// Records one request of `op`: its latency (if it succeeded), whether it was sent
+    /// late, and its error code (if it failed).
+    pub fn record(&self, op: Op, sample: Sample, outcome: Result<(), &str>) {
+        let late = sample.sent.saturating_duration_since(sample.intended)
+            > self.inner.config.late_threshold;
+        let mut shard = self.shard().lock();
+        let slot = &mut shard.ops[op.index()];
+        slot.late += u64::from(late);
+        match outcome {
+            Ok(()) => {
+                slot.ok += 1;
+                slot.corrected.saturating_record(micros(
+                    sample.done.saturating_duration_since(sample.intended),
+                ));
+                slot.uncorrected
+                    .saturating_record(micros(sample.done.saturating_duration_since(sample.sent)));
+            }
+            Err(code) => match slot.errors.get_mut(code) {
+                Some(n) => *n += 1,
+                None => {
+                    slot.errors.insert(code.to_owned(), 1);
+                }
+            },
+        }
+    }
+
+    /// Records a successful request.
+    pub fn record_ok(&self, op: Op, sample: Sample) {
+        self.record(op, sample, Ok(()));
+    }
+
+    /// Records a failed request with its error code (`UNAVAILABLE`, `301`, `timeout`...).
+    pub fn record_error(&self, op: Op, sample: Sample, code: &str) {
+        self.record(op, sample, Err(code));
+    }
+
+    /// Records a request the schedule intended but the driver never sent (it gave up on
+    /// it, e.g. because the schedule fell too far behind).
+    pub fn record_dropped(&self, op: Op) {
+        self.shard().lock().ops[op.index()].dropped += 1;
+    }
+
+    /// Records one convergence time: from the owner's acknowledgement of a probe
+    /// registration to its visibility on one other node.
+    pub fn record_convergence(&self, time: Duration) {
+        self.shard()
+            .lock()
+            .convergence
+            .saturating_record(micros(time));
+    }
+
+    /// Records a probe registration that did not become visible on some node before the
+    /// driver gave up.
+    pub fn record_unconverged(&self) {
+        self.shard().lock().unconverged += 1;
+    }
+
+    /// Sets the rate the schedule aims at for `op`, per second (0 when it has none). May
+    /// change during the run; each timeline row shows the value at its end.
+    pub fn set_target_rate(&self, op: Op, per_s: f64) {
+        self.inner.targets[op.index()].store(per_s.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The gauge called `name` (created at 0 on first use); keep the handle to update it
+    /// without a lookup. Gauges are sampled into each timeline row.
+    pub fn gauge(&self, name: &str) -> Gauge {
+        self.inner
+            .gauges
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| Gauge(Arc::new(AtomicU64::new(0f64.to_bits()))))
+            .clone()
+    }
+
+    /// Sets the gauge called `name`.
+    pub fn set_gauge(&self, name: &str, value: f64) {
+        self.gauge(name).set(value);
+    }
+
+    /// Marks an event (a fault injected, a phase begun) now.
+    pub fn mark(&self, label: &str) {
+        self.mark_at(Instant::now(), label);
+    }
+
+    /// Marks an event at `at`.
+    pub fn mark_at(&self, at: Instant, label: &str) {
+        let time_s = at.saturating_duration_since(self.inner.start).as_secs_f64();
+        self.inner.markers.lock().push((
+            Marker {
+                time_s,
+                label: label.to_owned(),
+            },
+            false,
+        ));
+    }
+
+    /// Closes the current interval now; see [`tick_at`](Self::tick_at).
+    pub fn tick(&self) -> TimelineRow {
+        self.tick_at(Instant::now())
+    }
+
+    /// Closes the current interval at `now`: merges the shards, appends the interval's
+    /// histograms to the interval log, adds them to the run's totals and returns the new
+    /// timeline row (also kept for the report). An interval log write error is kept and
+    /// returned by [`finish`](Self::finish); recording goes on.
+    pub fn tick_at(&self, now: Instant) -> TimelineRow {
+        let inner = &*self.inner;
+        let mut agg = inner.aggregator.lock();
+        let agg = &mut *agg;
+        let from = agg.last_tick;
+        let now = now.max(from);
+        for shard in inner.shards.iter() {
+            std::mem::swap(&mut *shard.0.lock(), &mut agg.spare);
+            agg.spare.drain_into(&mut agg.interval);
+        }
+        let start = from - inner.start;
+        let length = now - from;
+        let mut row = TimelineRow {
+            start_s: start.as_secs_f64(),
+            end_s: (now - inner.start).as_secs_f64(),
+            ..TimelineRow::default()
+        };
+
+        for op in Op::ALL {
+            let data = &agg.interval.ops[op.index()];
+            let target = f64::from_bits(inner.targets[op.index()].load(Ordering::Relaxed));
+            row.ops[op.index()] = OpRow {
+                target_per_s: target,
+                ok: data.ok,
+                errors: data.errors.values().sum(),
+                late: data.late,
+                dropped: data.dropped,
+                throughput_per_s: per_second(data.ok, length),
+                corrected: Quantiles::of(&data.corrected),
+                uncorrected: Quantiles::of(&data.uncorrected),
+            };
+            agg.target_seconds[op.index()] += target * length.as_secs_f64();
+        }
+        row.convergence = ConvergenceRow {
+            count: agg.interval.convergence.len(),
+            unconverged: agg.interval.unconverged,
+            latency: Quantiles::of(&agg.interval.convergence),
+        };
+        for (name, gauge) in inner.gauges.lock().iter() {
+            row.gauges.insert(name.clone(), gauge.get());
+        }
+        {
+            let end_s = row.end_s;
+            let mut markers = inner.markers.lock();
+            for (m, attached) in markers.iter_mut() {
+                if !*attached && m.time_s < end_s {
+                    *attached = true;
+                    row.markers.push(m.label.clone());
+                }
+            }
+        }
+
+        if let Some(log) = &mut agg.log {
+            let written = Series::all()
+                .try_for_each(|s| log.write(&s.tag(), start, length, agg.interval.histogram(s)))
+                .and_then(|()| log.flush());
+            if let Err(e) = written {
+                agg.log_error.get_or_insert(e);
+                agg.log = None;
+            }
+        }
+
+        let interval = &mut agg.interval;
+        for (data, total) in interval.ops.iter_mut().zip(agg.totals.iter_mut()) {
+            drain_histogram(&mut data.corrected, &mut total.corrected);
+            drain_histogram(&mut data.uncorrected, &mut total.uncorrected);
+            total.ok += std::mem::take(&mut data.ok);
+            total.late += std::mem::take(&mut data.late);
+            total.dropped += std::mem::take(&mut data.dropped);
+            for (code, n) in std::mem::take(&mut data.errors) {
+                *total.errors.entry(code).or_insert(0) += n;
+            }
+        }
+        drain_histogram(&mut interval.convergence, &mut agg.convergence);
+        agg.unconverged += std::mem::take(&mut interval.unconverged);
+
+        agg.last_tick = now;
+        agg.timeline.push(row.clone());
+        row
+    }
+
+    /// Starts a thread that calls [`tick`](Self::tick) every
+    /// [`interval`](RecorderConfig::interval) (on a fixed schedule from the run's start, so
+    /// it does not drift) and hands each row to `on_row` (e.g. [`Progress::update`]). A
+    /// thread of its own keeps the timeline regular even when the async runtime is
+    /// overloaded. Stop it with [`Ticker::stop`] (or by dropping it) before
+    /// [`finish`](Self::finish).
+    ///
+    /// [`Progress::update`]: crate::Progress::update
+    pub fn spawn_ticker<F>(&self, mut on_row: F) -> Ticker
+    where
+        F: FnMut(&TimelineRow) + Send + 'static,
+    {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let recorder = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("loadgen-ticker".to_owned())
+            .spawn(move || {
+                let period = recorder.inner.config.interval.max(Duration::from_millis(1));
+                let start = recorder.inner.start;
+                let mut k: u32 = 1;
+                loop {
+                    let deadline = start + period * k;
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match stopped.recv_timeout(wait) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let row = recorder.tick();
+                    on_row(&row);
+                    // Skip ticks missed while this thread could not run.
+                    let elapsed = start.elapsed();
+                    let next = (elapsed.as_nanos() / period.as_nanos()) + 1;
+                    k = u32::try_from(next).unwrap_or(u32::MAX).max(k + 1);
+                }
+            })
+            .expect("spawning a thread fails only when the OS is out of resources");
+        Ticker {
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Ends the run now; see [`finish_at`](Self::finish_at).
+    pub fn finish(&self) -> Result<Recording, ReportError> {
+        self.finish_at(Instant::now())
+    }
+
+    /// Ends the run at `now`: closes the last (partial) interval, attaches any remaining
+    /// markers to it, closes the interval log and returns the recording. Call it once,
+    /// after the driver's tasks have stopped: samples recorded later are not reported.
+    pub fn finish_at(&self, now: Instant) -> Result<Recording, ReportError> {
+        self.tick_at(now);
+        let inner = &*self.inner;
+        let mut agg = inner.aggregator.lock();
+        let last_tick = agg.last_tick;
+        let end = *agg.finished_at.get_or_insert(last_tick);
+        // A final tick right after the ticker's last one closes an empty, zero-length
+        // interval: not a row worth showing.
+        if agg.timeline.len() > 1
+            && agg.timeline.last().is_some_and(|r| {
+                r.duration_s() == 0.0
+                    && r.ops.iter().all(OpRow::is_idle)
+                    && r.convergence.count == 0
+                    && r.convergence.unconverged == 0
+                    && r.markers.is_empty()
+            })
+        {
+            agg.timeline.pop();
+        }
+        {
+            let mut markers = inner.markers.lock();
+            let late: Vec<String> = markers
+                .iter_mut()
+                .filter(|(_, attached)| !*attached)
+                .map(|(m, attached)| {
+                    *attached = true;
+                    m.label.clone()
+                })
+                .collect();
+            if let Some(last) = agg.timeline.last_mut() {
+                last.markers.extend(late);
+            }
+        }
+        if let Some(mut log) = agg.log.take()
+            && let Err(e) = log.flush()
+        {
+            agg.log_error.get_or_insert(e);
+        }
+        if let Some(e) = agg.log_error.take() {
+            return Err(e);
+        }
+        let duration = end - inner.start;
+        let mut ops = agg.totals.clone();
+        for (o, target_seconds) in ops.iter_mut().zip(agg.target_seconds) {
+            o.target_per_s = if duration.is_zero() {
+                0.0
+            } else {
+                target_seconds / duration.as_secs_f64()
+            };
+        }
+        let mut markers: Vec<Marker> = inner
+            .markers
+            .lock()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        markers.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
+        Ok(Recording {
+            started_at: inner.started_at,
+            duration,
+            interval: inner.config.interval,
+            late_threshold: inner.config.late_threshold,
+            ops,
+            convergence: agg.convergence.clone(),
+            unconverged: agg.unconverged,
+            timeline: agg.timeline.clone(),
+            markers,
+            interval_log: inner.config.interval_log.clone(),
+        })
+    }
+}
+
+/// A named value the driver sets (clients registered, nodes converged...), sampled into
+/// every timeline row. Cheap to clone and to update from any thread.
+#[derive(Clone, Debug)]
+pub struct Gauge(Arc<AtomicU64>);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Adds `delta` (negative to subtract).
+    pub fn add(&self, delta: f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + delta).to_bits())
+            });
+    }
+
+    /// The current value.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The thread started by [`Recorder::spawn_ticker`]; stops it when dropped.
+#[derive(Debug)]
+pub struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Stops the thread and waits for it (at most one tick's work).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::measure::interval_log::IntervalLog;
+    use crate::measure::latency::LatencyStats;
+
+    fn wall() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_767_366_245)
+    }
+
+    fn recorder(config: RecorderConfig) -> (Recorder, Instant) {
+        let base = Instant::now();
+        let r = Recorder::starting_at(config, base, wall()).expect("recorder");
+        (r, base)
+    }
+
+    fn at(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    fn ok_sample(base: Instant, intended_ms: u64, latency_us: u64) -> Sample {
+        let intended = at(base, intended_ms);
+        Sample {
+            intended,
+            sent: intended,
+            done: intended + Duration::from_micros(latency_us),
+        }
+    }
+
+    #[test]
+    fn ticks_bucket_samples_into_rows() {
+        let (r, base) = recorder(RecorderConfig::default());
+        r.set_target_rate(Op::Register, 10.0);
+        for i in 0..3 {
+            r.record_ok(Op::Register, ok_sample(base, i * 100, 500));
+        }
+        r.record_error(Op::Register, ok_sample(base, 400, 50), "UNAVAILABLE");
+        r.record_dropped(Op::Register);
+        let row0 = r.tick_at(at(base, 1000));
+        assert_eq!((row0.start_s, row0.end_s), (0.0, 1.0));
+        let reg = row0.op(Op::Register);
+        assert_eq!((reg.ok, reg.errors, reg.dropped), (3, 1, 1));
+        assert_eq!(reg.throughput_per_s, 3.0);
+        assert_eq!(reg.target_per_s, 10.0);
+        assert_eq!(reg.corrected.map(|q| q.p99_us), Some(500));
+        assert!(row0.op(Op::Query).is_idle());
+
+        r.set_target_rate(Op::Register, 20.0);
+        r.record_ok(Op::Query, ok_sample(base, 1100, 100));
+        r.record_ok(Op::Query, ok_sample(base, 1200, 300));
+        r.gauge("clients_registered").add(5.0);
+        r.gauge("clients_registered").add(2.0);
+        r.mark_at(at(base, 1500), "kill node 2");
+        r.record_convergence(Duration::from_millis(20));
+        let row1 = r.tick_at(at(base, 2500));
+        assert_eq!((row1.start_s, row1.end_s), (1.0, 2.5));
+        assert!(row1.op(Op::Register).is_idle());
+        let q = row1.op(Op::Query);
+        assert_eq!(q.ok, 2);
+        assert!(
+            (q.throughput_per_s - 2.0 / 1.5).abs() < 1e-9,
+            "{}",
+            q.throughput_per_s
+        );
+        assert_eq!(q.corrected.map(|q| (q.p50_us, q.max_us)), Some((100, 300)));
+        assert_eq!(row1.gauges.get("clients_registered"), Some(&7.0));
+        assert_eq!(row1.markers, vec!["kill node 2".to_owned()]);
+        assert_eq!(row1.convergence.count, 1);
+        // 20 ms reads back as the top of its bucket, within 0.1 %.
+        let p50 = row1.convergence.latency.map_or(0, |q| q.p50_us);
+        assert!((20_000..=20_020).contains(&p50), "{p50}");
+
+        r.mark_at(at(base, 2900), "end");
+        let rec = r.finish_at(at(base, 3000)).expect("finish");
+        assert_eq!(rec.timeline.len(), 3);
+        assert_eq!(rec.timeline[2].markers, vec!["end".to_owned()]);
+        assert_eq!(rec.duration, Duration::from_secs(3));
+        let reg = rec.op(Op::Register);
+        assert_eq!(
+            (reg.ok, reg.error_count(), reg.dropped, reg.scheduled()),
+            (3, 1, 1, 5)
+        );
+        assert_eq!(reg.errors.get("UNAVAILABLE"), Some(&1));
+        // Time-weighted: 10/s for 1 s, then 20/s for 2 s.
+        assert!(
+            (reg.target_per_s - 50.0 / 3.0).abs() < 1e-9,
+            "{}",
+            reg.target_per_s
+        );
+        assert_eq!(rec.op(Op::Query).ok, 2);
+        assert_eq!(rec.convergence.len(), 1);
+        assert_eq!(rec.markers.len(), 2);
+        assert_eq!(rec.used_ops(), vec![Op::Register, Op::Query]);
+    }
+
+    /// A server stalls for 1 s in the middle of a 3 s open-model run at 1000 requests/s
+    /// over one connection (a request is sent when both its time has come and the previous
+    /// response arrived). Corrected latency must show the stall in its p99; uncorrected
+    /// latency sees a single slow request and hides it below p99.99.
+    #[test]
+    fn a_one_second_stall_shows_in_corrected_not_in_uncorrected() {
+        let (r, base) = recorder(RecorderConfig::default());
+        let mut samples = Vec::new();
+        let mut free_at = base;
+        for i in 0..3000u64 {
+            let intended = at(base, i);
+            let sent = intended.max(free_at);
+            let service = if i == 1000 {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_micros(100)
+            };
+            let done = sent + service;
+            free_at = done;
+            samples.push(Sample {
+                intended,
+                sent,
+                done,
+            });
+        }
+        // Record each sample in the interval it completes in, as a live run would.
+        let mut next = samples.iter().peekable();
+        for second in 1..=4u64 {
+            let tick = at(base, second * 1000);
+            while let Some(s) = next.next_if(|s| s.done <= tick) {
+                r.record_ok(Op::Register, *s);
+            }
+            r.tick_at(tick);
+        }
+        let rec = r.finish_at(at(base, 4000)).expect("finish");
+        let reg = rec.op(Op::Register);
+        assert_eq!(reg.ok, 3000);
+        let corrected = LatencyStats::of(&reg.corrected).expect("samples");
+        let uncorrected = LatencyStats::of(&reg.uncorrected).expect("samples");
+        assert!(corrected.p99_us > 900_000, "corrected {corrected:?}");
+        assert!(corrected.p90_us > 500_000, "corrected {corrected:?}");
+        assert!(corrected.max_us >= 1_000_000, "corrected {corrected:?}");
+        assert!(uncorrected.p99_us < 1_000, "uncorrected {uncorrected:?}");
+        assert!(uncorrected.p99_9_us < 1_000, "uncorrected {uncorrected:?}");
+        assert!(
+            uncorrected.max_us >= 1_000_000,
+            "uncorrected {uncorrected:?}"
+        );
+        // Every request queued behind the stall by more than 10 ms was sent late.
+        assert!(reg.late > 950 && reg.late < 1200, "late {}", reg.late);
+        // The interval in which the backlog drained (1 s to 2 s completes only the stalled
+        // request itself, at 2 s; 2 s to 3 s completes the backlog) carries the stall in its
+        // corrected quantiles only.
+        let row = &rec.timeline[2];
+        let c = row.op(Op::Register).corrected.expect("samples");
+        let u = row.op(Op::Register).uncorrected.expect("samples");
+        assert!(c.p99_us > 900_000 && u.p99_us < 1_000, "{c:?} {u:?}");
+        assert_eq!(rec.timeline[1].op(Op::Register).ok, 1);
+    }
+
+    #[test]
+    fn concurrent_recording_while_ticking_loses_nothing() {
+        let (r, base) = recorder(RecorderConfig {
+            shards: 3,
+            ..RecorderConfig::default()
+        });
+        const THREADS: u64 = 4;
+        const PER_THREAD: u64 = 20_000;
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let r = r.clone();
+                scope.spawn(move || {
+                    for i in 0..PER_THREAD {
+                        let s = ok_sample(base, 0, 1 + (t * PER_THREAD + i) % 1000);
+                        if i % 100 == 99 {
+                            r.record_error(Op::Beat, s, "timeout");
+                        } else {
+                            r.record_ok(Op::Beat, s);
+                        }
+                    }
+                });
+            }
+            let r = r.clone();
+            scope.spawn(move || {
+                for k in 1..=50 {
+                    r.tick_at(at(base, k * 10));
+                }
+            });
+        });
+        let rec = r.finish_at(at(base, 1000)).expect("finish");
+        let beat = rec.op(Op::Beat);
+        let total = THREADS * PER_THREAD;
+        assert_eq!(beat.ok + beat.error_count(), total);
+        assert_eq!(beat.error_count(), total / 100);
+        assert_eq!(beat.corrected.len(), beat.ok);
+        let rows: u64 = rec.timeline.iter().map(|row| row.op(Op::Beat).ok).sum();
+        assert_eq!(rows, beat.ok);
+    }
+
+    #[test]
+    fn streamed_interval_log_re_reads_as_the_totals() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested").join("latency.hlog");
+        let (r, base) = recorder(RecorderConfig {
+            interval_log: Some(path.clone()),
+            ..RecorderConfig::default()
+        });
+        for second in 0..3u64 {
+            for i in 0..100 {
+                r.record_ok(
+                    Op::Query,
+                    ok_sample(base, second * 1000 + i, 100 + i * second),
+                );
+                r.record_ok(Op::Register, ok_sample(base, second * 1000 + i, 5_000 + i));
+            }
+            r.record_convergence(Duration::from_millis(10 + second));
+            r.tick_at(at(base, (second + 1) * 1000));
+        }
+        let rec = r.finish_at(at(base, 3000)).expect("finish");
+        let log = IntervalLog::open(&path).expect("open");
+        let mut sums: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+        let mut starts = Vec::new();
+        for interval in log.intervals() {
+            let interval = interval.expect("parses");
+            let tag = interval.tag.clone().expect("tagged");
+            starts.push(interval.start);
+            sums.entry(tag)
+                .or_insert_with(new_histogram)
+                .add(&interval.histogram)
+                .expect("same configuration");
+        }
+        let epoch = crate::measure::interval_log::since_epoch(wall());
+        assert_eq!(starts.first(), Some(&epoch));
+        assert_eq!(starts.last(), Some(&(epoch + Duration::from_secs(2))));
+        assert_eq!(sums["query.corrected"], rec.op(Op::Query).corrected);
+        assert_eq!(sums["query.uncorrected"], rec.op(Op::Query).uncorrected);
+        assert_eq!(sums["register.corrected"], rec.op(Op::Register).corrected);
+        assert_eq!(sums["convergence"], rec.convergence);
+        assert_eq!(sums.len(), 5, "{:?}", sums.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn ticker_thread_produces_rows_until_stopped() {
+        let (r, _) = recorder(RecorderConfig {
+            interval: Duration::from_millis(20),
+            ..RecorderConfig::default()
+        });
+        let (tx, rx) = mpsc::channel();
+        let ticker = r.spawn_ticker(move |row| {
+            let _ = tx.send(row.end_s);
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ends = Vec::new();
+        while ends.len() < 3 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ends.push(rx.recv_timeout(left).expect("the ticker ticks within 10 s"));
+        }
+        ticker.stop();
+        assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+        // Stopped: the callback (holding the sender) is gone.
+        while rx.try_recv().is_ok() {}
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(100)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ));
+    }
+
+    /// Cost of one `record_ok` from several threads at once. Not a pass/fail test (timing
+    /// on a shared machine proves nothing); run it to see the figure:
+    /// `cargo nextest run -p loadgen --release --run-ignored only recorder_overhead --no-capture`
+    #[test]
+    #[ignore = "micro-benchmark; prints its figure"]
+    fn recorder_overhead() {
+        const PER_THREAD: u64 = 5_000_000;
+        let base = Instant::now();
+        let samples: Vec<Sample> = (0..1024u64)
+            .map(|i| ok_sample(base, i, 50 + (i * 7919) % 20_000))
+            .collect();
+        for (threads, shards) in [(1usize, 0usize), (2, 0), (4, 0), (2, 1), (4, 1)] {
+            let config = RecorderConfig {
+                shards,
+                ..RecorderConfig::default()
+            };
+            let r = Recorder::starting_at(config, base, wall()).expect("recorder");
+            let shards = r.inner.shards.len();
+            let started = Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    let r = r.clone();
+                    let samples = &samples;
+                    scope.spawn(move || {
+                        for i in 0..PER_THREAD {
+                            r.record_ok(Op::Query, samples[(i % 1024) as usize]);
+                        }
+                    });
+                }
+            });
+            let elapsed = started.elapsed();
+            let rec = r.finish().expect("finish");
+            assert_eq!(rec.op(Op::Query).ok, PER_THREAD * threads as u64);
+            let per_record = elapsed.as_nanos() as f64 / PER_THREAD as f64;
+            println!(
+                "{threads} threads, {shards} shards, {PER_THREAD} records each: \
+                 {:.1} ns per record per thread, {:.1} M records/s in all",
+                per_record,
+                (PER_THREAD * threads as u64) as f64 / elapsed.as_secs_f64() / 1e6
+            );
+        }
+        let mut h = new_histogram();
+        let started = Instant::now();
+        for i in 0..PER_THREAD {
+            h.saturating_record(50 + (i * 7919) % 20_000);
+        }
+        println!(
+            "baseline, one bare Histogram::saturating_record: {:.1} ns",
+            started.elapsed().as_nanos() as f64 / PER_THREAD as f64
+        );
+        std::hint::black_box(h);
+    }
+}

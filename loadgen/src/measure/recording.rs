@@ -1,0 +1,150 @@
+//! A finished run's measurements: whole-run histograms and counts per operation, the
+//! convergence histogram, the timeline and the markers.
+//!
+//! Produced by [`Recorder::finish`](crate::Recorder::finish) or by merging shard runs
+//! ([`merge_runs`](crate::merge_runs)); consumed by [`write_report`](crate::write_report).
+//! Immutable once made; it holds no per-request data.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+
+use super::latency::new_histogram;
+use super::op::{LatencyKind, Op};
+use super::timeline::{Marker, TimelineRow};
+
+/// Whole-run figures of one operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpTotals {
+    /// Corrected latency of every successful request, microseconds.
+    pub corrected: Histogram<u64>,
+    /// Uncorrected latency (service time) of every successful request, microseconds.
+    pub uncorrected: Histogram<u64>,
+    /// Successful requests.
+    pub ok: u64,
+    /// Requests sent later than the late threshold after their intended time.
+    pub late: u64,
+    /// Requests intended by the schedule but never sent.
+    pub dropped: u64,
+    /// Failed requests by error code.
+    pub errors: BTreeMap<String, u64>,
+    /// The target rate averaged over the run's time, per second.
+    pub target_per_s: f64,
+}
+
+impl Default for OpTotals {
+    fn default() -> Self {
+        Self {
+            corrected: new_histogram(),
+            uncorrected: new_histogram(),
+            ok: 0,
+            late: 0,
+            dropped: 0,
+            errors: BTreeMap::new(),
+            target_per_s: 0.0,
+        }
+    }
+}
+
+impl OpTotals {
+    /// Failed requests, all codes together.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Requests the schedule called for: successful, failed and dropped.
+    pub fn scheduled(&self) -> u64 {
+        self.ok + self.error_count() + self.dropped
+    }
+
+    /// Whether the operation was used at all in the run.
+    pub fn is_used(&self) -> bool {
+        self.scheduled() > 0 || self.target_per_s > 0.0
+    }
+
+    /// The latency histogram of one kind.
+    pub fn histogram(&self, kind: LatencyKind) -> &Histogram<u64> {
+        match kind {
+            LatencyKind::Corrected => &self.corrected,
+            LatencyKind::Uncorrected => &self.uncorrected,
+        }
+    }
+}
+
+/// Everything measured in one run (or in several shard runs merged).
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// Wall-clock time the measurement started.
+    pub started_at: SystemTime,
+    /// Length of the measured run.
+    pub duration: Duration,
+    /// The timeline's nominal interval.
+    pub interval: Duration,
+    /// Sends starting later than this after their intended time counted as late.
+    pub late_threshold: Duration,
+    /// Figures per operation, in the order of [`Op::ALL`].
+    pub ops: [OpTotals; 5],
+    /// Time from the owner's acknowledgement of a probe registration to its visibility on
+    /// another node, microseconds; one sample per probe and non-owner node.
+    pub convergence: Histogram<u64>,
+    /// Probe registrations that never became visible on some node before the driver's
+    /// deadline (one per probe and node).
+    pub unconverged: u64,
+    /// One row per interval.
+    pub timeline: Vec<TimelineRow>,
+    /// The markers, in time order.
+    pub markers: Vec<Marker>,
+    /// The interval log the run streamed, if any.
+    pub interval_log: Option<PathBuf>,
+}
+
+impl Recording {
+    /// The figures of `op`.
+    pub fn op(&self, op: Op) -> &OpTotals {
+        &self.ops[op.index()]
+    }
+
+    /// Successful requests per second of `op` over the whole run.
+    pub fn throughput_per_s(&self, op: Op) -> f64 {
+        per_second(self.op(op).ok, self.duration)
+    }
+
+    /// Operations used in the run, in [`Op::ALL`] order.
+    pub fn used_ops(&self) -> Vec<Op> {
+        Op::ALL
+            .into_iter()
+            .filter(|op| self.op(*op).is_used())
+            .collect()
+    }
+
+    /// Failed requests of every operation by code.
+    pub fn errors_by_code(&self) -> BTreeMap<String, u64> {
+        let mut all = BTreeMap::new();
+        for o in &self.ops {
+            for (code, n) in &o.errors {
+                *all.entry(code.clone()).or_insert(0) += n;
+            }
+        }
+        all
+    }
+
+    /// Names of every gauge in the timeline, sorted.
+    pub fn gauge_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .timeline
+            .iter()
+            .flat_map(|r| r.gauges.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// `count / duration`, 0 for an empty duration.
+pub(crate) fn per_second(count: u64, duration: Duration) -> f64 {
+    let s = duration.as_secs_f64();
+    if s > 0.0 { count as f64 / s } else { 0.0 }
+}

@@ -1,0 +1,631 @@
+//! `report.html`: one self-contained page (inline CSS and SVG, no script, no external
+//! font) with the run's summary and its charts.
+//!
+//! Sections: the run (scenario, machine, revision), the summary table, errors by code,
+//! throughput over time, latency over time per operation, the percentile spectrum per
+//! operation (corrected against uncorrected), convergence (spectrum and over time),
+//! gauges, markers and parameters. Fault markers are drawn on every time chart. Charts
+//! are drawn by `chart.rs`; this file chooses their content and lays out the page.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use super::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
+use super::faults::FaultSummary;
+use super::summary::Summary;
+use crate::error::ReportError;
+use crate::measure::latency::{LatencyStats, Quantiles, human_rate, human_us};
+use crate::measure::op::LatencyKind;
+use crate::measure::recording::Recording;
+use crate::measure::timeline::TimelineRow;
+
+/// Escapes text for HTML element content and attribute values.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "
+body { font-family: system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif;
+       margin: 24px auto; max-width: 1060px; color: #222; padding: 0 12px; }
+h1 { font-size: 22px; margin-bottom: 4px; }
+h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 18px 0 4px; }
+p.meta { color: #555; margin: 2px 0; font-size: 14px; }
+p.note { color: #555; font-size: 13px; max-width: 900px; }
+div.wide { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { padding: 3px 7px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; }
+td.l, th.l { text-align: left; }
+tr.sub td { color: #777; }
+.bad { color: #b00; font-weight: 600; }
+figure { margin: 8px 0 20px; }
+figcaption { font-size: 13px; color: #333; margin: 2px 0 0 76px; }
+figcaption span { margin-right: 18px; white-space: nowrap; }
+figcaption svg { vertical-align: middle; }
+svg { max-width: 100%; height: auto; }
+";
+
+/// Midpoint of a row, where its values are plotted.
+fn mid(r: &TimelineRow) -> f64 {
+    (r.start_s + r.end_s) / 2.0
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// `(1/(1-p), latency ms)` points of `h`'s percentile spectrum, and the right end of the
+/// axis.
+fn spectrum_points(h: &Histogram<u64>, x_max: f64) -> Vec<(f64, Option<f64>)> {
+    let mut points = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        let x = if q >= 1.0 {
+            x_max
+        } else {
+            (1.0 / (1.0 - q)).min(x_max)
+        };
+        points.push((x, Some(ms(v.value_iterated_to()))));
+        if x >= x_max {
+            break;
+        }
+    }
+    // The maximum is reached at the right edge.
+    if let Some(&(x, _)) = points.last()
+        && x < x_max
+    {
+        points.push((x_max, Some(ms(h.max()))));
+    }
+    points
+}
+
+/// The right end of a spectrum axis for `count` samples: beyond 1/count the spectrum is
+/// flat, so a power of ten just above it, between 100 and 10^7.
+fn spectrum_x_max(count: u64) -> f64 {
+    let decades = (count.max(1) as f64).log10().ceil().clamp(2.0, 7.0);
+    10f64.powf(decades)
+}
+
+/// A time chart with its legend.
+fn time_figure(out: &mut String, chart: &TimeChart<'_>) -> Result<(), ReportError> {
+    let svg = time_chart(chart)?;
+    figure(
+        out,
+        &svg,
+        chart.lines,
+        !chart.markers.is_empty(),
+        !chart.bands.is_empty(),
+    );
+    Ok(())
+}
+
+/// The legend of the fault bands.
+const BAND_LEGEND: &str = "<span><svg width=\"30\" height=\"10\" \
+    aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
+    fill-opacity=\"0.35\"/></svg> fault in force</span><span><svg width=\"30\" height=\"10\" \
+    aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
+    fill-opacity=\"0.12\"/></svg> until the nodes converged</span>";
+
+/// A percentile spectrum with its legend.
+fn spectrum_figure(
+    out: &mut String,
+    title: &str,
+    y_desc: &str,
+    x_max: f64,
+    lines: &[Line],
+) -> Result<(), ReportError> {
+    let svg = spectrum_chart(title, y_desc, x_max, lines)?;
+    figure(out, &svg, lines, false, false);
+    Ok(())
+}
+
+/// A chart with its legend underneath (only for several lines, or a marker).
+fn figure(out: &mut String, svg: &str, lines: &[Line], markers: bool, bands: bool) {
+    out.push_str("<figure>");
+    out.push_str(svg);
+    let labelled: Vec<&Line> = lines.iter().filter(|l| !l.label.is_empty()).collect();
+    if labelled.len() > 1 || markers || bands {
+        out.push_str("<figcaption>");
+        for l in labelled {
+            let _ = write!(out, "<span>{} {}</span>", l.swatch(), escape(&l.label));
+        }
+        if markers {
+            out.push_str(
+                "<span><svg width=\"30\" height=\"10\" aria-hidden=\"true\"><line x1=\"0\" \
+                 y1=\"5\" x2=\"30\" y2=\"5\" stroke=\"#c81e1e\" stroke-width=\"2\" \
+                 stroke-dasharray=\"5 3\"/></svg> marker</span>",
+            );
+        }
+        if bands {
+            out.push_str(BAND_LEGEND);
+        }
+        out.push_str("</figcaption>");
+    }
+    out.push_str("</figure>\n");
+}
+
+fn stat_cells(s: Option<&LatencyStats>) -> String {
+    match s {
+        Some(s) => s
+            .ladder()
+            .iter()
+            .map(|(_, v)| format!("<td>{}</td>", human_us(*v)))
+            .collect(),
+        None => "<td>-</td>".repeat(6),
+    }
+}
+
+fn quantile_line(
+    rows: &[TimelineRow],
+    label: &str,
+    color: usize,
+    pick: impl Fn(&TimelineRow) -> Option<Quantiles>,
+    value: impl Fn(Quantiles) -> u64,
+) -> Line {
+    Line::new(
+        label,
+        palette(color),
+        rows.iter()
+            .map(|r| (mid(r), pick(r).map(|q| ms(value(q)))))
+            .collect(),
+    )
+}
+
+/// The whole page.
+pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError> {
+    let mut h = String::new();
+    let title = format!("loadgen: {}", s.scenario);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
+        escape(&title),
+        escape(&title)
+    );
+    let m = &s.machine;
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">started {} &middot; measured {:.1} s &middot; interval {} s &middot; \
+         late threshold {} &middot; git <code>{}</code></p>\n\
+         <p class=\"meta\">{} cores &middot; {} MiB &middot; {} &middot; {} &middot; {}</p>",
+        escape(&s.started_at),
+        s.duration_s,
+        s.interval_s,
+        human_us(s.late_threshold_us),
+        escape(&s.git_revision),
+        m.cores,
+        m.memory_mib,
+        escape(&m.cpu_model),
+        escape(&m.os),
+        escape(&m.hostname),
+    );
+    if !s.shards.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p class=\"meta\">merged from {} shard runs: {}</p>",
+            s.shards.len(),
+            escape(&s.shards.join(", "))
+        );
+    }
+
+    // Summary table.
+    h.push_str(
+        "<h2>Summary</h2>\n<table><tr><th class=\"l\">op</th><th class=\"l\">latency</th>\
+        <th>target</th><th>achieved</th><th>of target</th><th>ok</th><th>errors</th><th>late</th>\
+        <th>dropped</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th>\
+        <th>max</th></tr>\n",
+    );
+    for (op, o) in &s.ops {
+        let (target, ratio) = if o.target_per_s > 0.0 {
+            let pct = 100.0 * o.throughput_per_s / o.target_per_s;
+            let class = if pct < 95.0 { " class=\"bad\"" } else { "" };
+            (
+                human_rate(o.target_per_s),
+                format!("<td{class}>{pct:.1}%</td>"),
+            )
+        } else {
+            ("-".to_owned(), "<td>-</td>".to_owned())
+        };
+        let bad = |n: u64| if n > 0 { " class=\"bad\"" } else { "" };
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{op}</td><td class=\"l\">corrected</td><td>{target}</td>\
+             <td>{}</td>{ratio}<td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{}</tr>\n\
+             <tr class=\"sub\"><td></td><td class=\"l\">uncorrected</td><td></td><td></td><td></td>\
+             <td></td><td></td><td></td><td></td>{}</tr>",
+            human_rate(o.throughput_per_s),
+            o.ok,
+            bad(o.errors),
+            o.errors,
+            bad(o.late),
+            o.late,
+            bad(o.dropped),
+            o.dropped,
+            stat_cells(o.corrected.as_ref()),
+            stat_cells(o.uncorrected.as_ref()),
+        );
+    }
+    let c = &s.convergence;
+    if c.count > 0 || c.unconverged > 0 {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">convergence</td><td class=\"l\">ack&rarr;visible</td><td></td>\
+             <td></td><td></td><td>{}</td><td{}>{} unconverged</td><td></td><td></td>{}</tr>",
+            c.count,
+            if c.unconverged > 0 {
+                " class=\"bad\""
+            } else {
+                ""
+            },
+            c.unconverged,
+            stat_cells(c.latency.as_ref()),
+        );
+    }
+    h.push_str(
+        "</table>\n<p class=\"note\"><b>corrected</b> latency is measured from the time \
+        the open-model schedule intended to send the request, so waiting behind a stalled server \
+        counts (this corrects coordinated omission); <b>uncorrected</b> is the service time from \
+        the actual send. Latency covers successful requests only; failures are counted by code. \
+        A send is <b>late</b> when it started more than the late threshold after its intended \
+        time; <b>dropped</b> sends were never made.</p>\n",
+    );
+
+    if !s.errors_by_code.is_empty() {
+        h.push_str("<h2>Errors by code</h2>\n<table><tr><th class=\"l\">op</th><th class=\"l\">code</th><th>count</th></tr>\n");
+        for (op, o) in &s.ops {
+            for (code, n) in &o.errors_by_code {
+                let _ = writeln!(
+                    h,
+                    "<tr><td class=\"l\">{op}</td><td class=\"l\">{}</td><td>{n}</td></tr>",
+                    escape(code)
+                );
+            }
+        }
+        h.push_str("</table>\n");
+    }
+
+    let rows = &rec.timeline;
+    let end_s = rec.duration.as_secs_f64();
+    let bands: Vec<Band> = s
+        .faults
+        .iter()
+        .filter(|f| f.failed.is_none())
+        .map(|f| Band {
+            start_s: f.start_s,
+            end_s: f.end_s,
+            settled_s: f.window_end_s,
+            label: f.entry.clone(),
+        })
+        .collect();
+    let used = rec.used_ops();
+
+    // Throughput over time.
+    h.push_str("<h2>Throughput over time</h2>\n");
+    if rows.is_empty() || used.is_empty() {
+        h.push_str("<p class=\"note\">No requests were recorded.</p>\n");
+    } else {
+        let mut lines = Vec::new();
+        for op in &used {
+            let i = op.index();
+            lines.push(Line::new(
+                format!("{op} achieved"),
+                palette(i),
+                rows.iter()
+                    .map(|r| (mid(r), Some(r.op(*op).throughput_per_s)))
+                    .collect(),
+            ));
+            if rows.iter().any(|r| r.op(*op).target_per_s > 0.0) {
+                lines.push(
+                    Line::new(
+                        format!("{op} target (dashed)"),
+                        palette(i),
+                        rows.iter()
+                            .map(|r| (mid(r), Some(r.op(*op).target_per_s)))
+                            .collect(),
+                    )
+                    .dashed()
+                    .thin(),
+                );
+            }
+        }
+        time_figure(
+            &mut h,
+            &TimeChart {
+                title: "Successful requests per second",
+                y_desc: "requests/s",
+                scale: Scale::Linear,
+                end_s,
+                lines: &lines,
+                markers: &rec.markers,
+                bands: &bands,
+            },
+        )?;
+    }
+
+    // Latency over time.
+    h.push_str(
+        "<h2>Latency over time</h2>\n<p class=\"note\">Per interval (log scale when the values \
+        span more than two decades). Solid lines are corrected latency, the dashed line is the \
+        uncorrected p99; gaps are intervals in which nothing completed.</p>\n",
+    );
+    for op in &used {
+        if rec.op(*op).corrected.is_empty() {
+            continue;
+        }
+        let o = *op;
+        let lines = vec![
+            quantile_line(
+                rows,
+                "p50 corrected",
+                0,
+                |r| r.op(o).corrected,
+                |q| q.p50_us,
+            ),
+            quantile_line(
+                rows,
+                "p99 corrected",
+                1,
+                |r| r.op(o).corrected,
+                |q| q.p99_us,
+            ),
+            quantile_line(
+                rows,
+                "max corrected",
+                3,
+                |r| r.op(o).corrected,
+                |q| q.max_us,
+            )
+            .thin(),
+            quantile_line(
+                rows,
+                "p99 uncorrected (dashed)",
+                7,
+                |r| r.op(o).uncorrected,
+                |q| q.p99_us,
+            )
+            .dashed(),
+        ];
+        let title = format!("{op}: latency per interval");
+        time_figure(
+            &mut h,
+            &TimeChart {
+                title: &title,
+                y_desc: "latency (ms)",
+                scale: Scale::Auto,
+                end_s,
+                lines: &lines,
+                markers: &rec.markers,
+                bands: &bands,
+            },
+        )?;
+    }
+
+    // Percentile spectrum.
+    h.push_str(
+        "<h2>Percentile spectrum</h2>\n<p class=\"note\">Whole run. The x axis is \
+        1/(1&minus;p) on a log scale, as HdrHistogram plots it: each decade is one more nine. \
+        The gap between the lines is the waiting that uncorrected measurement hides.</p>\n",
+    );
+    for op in &used {
+        let o = rec.op(*op);
+        if o.corrected.is_empty() {
+            continue;
+        }
+        let x_max = spectrum_x_max(o.corrected.len());
+        let lines = vec![
+            Line::new(
+                "corrected",
+                palette(0),
+                spectrum_points(o.histogram(LatencyKind::Corrected), x_max),
+            ),
+            Line::new(
+                "uncorrected (dashed)",
+                palette(1),
+                spectrum_points(o.histogram(LatencyKind::Uncorrected), x_max),
+            )
+            .dashed(),
+        ];
+        let title = format!(
+            "{op}: latency by percentile ({} samples)",
+            o.corrected.len()
+        );
+        spectrum_figure(&mut h, &title, "latency (ms)", x_max, &lines)?;
+    }
+
+    // Convergence.
+    h.push_str("<h2>Convergence</h2>\n");
+    if rec.convergence.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">No convergence was measured ({} unconverged).</p>",
+            rec.unconverged
+        );
+    } else {
+        h.push_str(
+            "<p class=\"note\">Time from the owner's acknowledgement of a probe \
+            registration to its visibility on each other node.</p>\n",
+        );
+        let x_max = spectrum_x_max(rec.convergence.len());
+        let title = format!(
+            "convergence by percentile ({} samples, {} unconverged)",
+            rec.convergence.len(),
+            rec.unconverged
+        );
+        let lines = [Line::new(
+            "ack to visible",
+            palette(2),
+            spectrum_points(&rec.convergence, x_max),
+        )];
+        spectrum_figure(&mut h, &title, "convergence (ms)", x_max, &lines)?;
+        let lines = vec![
+            quantile_line(rows, "p50", 0, |r| r.convergence.latency, |q| q.p50_us),
+            quantile_line(rows, "p99", 1, |r| r.convergence.latency, |q| q.p99_us),
+            quantile_line(rows, "max", 3, |r| r.convergence.latency, |q| q.max_us).thin(),
+        ];
+        time_figure(
+            &mut h,
+            &TimeChart {
+                title: "convergence per interval",
+                y_desc: "convergence (ms)",
+                scale: Scale::Auto,
+                end_s,
+                lines: &lines,
+                markers: &rec.markers,
+                bands: &bands,
+            },
+        )?;
+    }
+
+    // Gauges.
+    let gauges = rec.gauge_names();
+    if !gauges.is_empty() {
+        h.push_str("<h2>Gauges</h2>\n");
+        for (i, name) in gauges.iter().enumerate() {
+            let lines = [Line::new(
+                name.as_str(),
+                palette(i),
+                rows.iter()
+                    .map(|r| (r.end_s, r.gauges.get(name).copied()))
+                    .collect(),
+            )];
+            time_figure(
+                &mut h,
+                &TimeChart {
+                    title: name,
+                    y_desc: name,
+                    scale: Scale::Linear,
+                    end_s,
+                    lines: &lines,
+                    markers: &rec.markers,
+                    bands: &bands,
+                },
+            )?;
+        }
+    }
+
+    if !s.faults.is_empty() {
+        faults_table(&mut h, &s.faults);
+    }
+
+    if !s.markers.is_empty() {
+        h.push_str("<h2>Markers</h2>\n<table><tr><th>time</th><th class=\"l\">event</th></tr>\n");
+        for mk in &s.markers {
+            let _ = writeln!(
+                h,
+                "<tr><td>{:.3} s</td><td class=\"l\">{}</td></tr>",
+                mk.time_s,
+                escape(&mk.label)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+
+    h.push_str("<h2>Parameters</h2>\n<table><tr><th class=\"l\">parameter</th><th class=\"l\">value</th></tr>\n");
+    for (k, v) in &s.parameters {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            escape(k),
+            escape(v)
+        );
+    }
+    h.push_str(
+        "</table>\n<p class=\"note\">Files beside this page: summary.json, \
+        percentiles.csv, timeline.csv, latency.hlog, faults.csv after a --chaos run (see REPORTS.md).</p>\n</body></html>\n",
+    );
+    Ok(h)
+}
+
+/// The faults of a `--chaos` run, one row each.
+fn faults_table(h: &mut String, faults: &[FaultSummary]) {
+    h.push_str(
+        "<h2>Faults</h2>\n<p class=\"note\">Times since the start of the measured run. Errors \
+         and failovers: from the fault's start to the later of its end and the convergence. \
+         Converged: from the end (a kill: from the kill) until every running node holds \
+         every live client and no deleted one (settled for at least 3 s). Lost and returned: live clients missing from, \
+         deleted clients present on, some running node after that wait (0 once converged). \
+         Peaks: the most seen in one check during the wait (replication lag, and drops that \
+         clients repaired by re-registering).</p>\n\
+         <table class=\"faults\"><tr><th class=\"l\">fault</th><th>start</th><th>end</th>\
+         <th>errors</th><th class=\"l\">by code</th><th>failovers</th><th>converged</th>\
+         <th>lost</th><th>returned</th><th>peak missing</th>\
+         <th>peak returned</th></tr>\n",
+    );
+    for f in faults {
+        let converged = match (&f.failed, f.converge_ms) {
+            (Some(why), _) => format!("not applied: {}", escape(why)),
+            (None, Some(ms)) if f.converged => format!("{ms:.0} ms"),
+            (None, _) => "<b>NO</b>".to_owned(),
+        };
+        let codes: Vec<String> = f
+            .errors_by_code
+            .iter()
+            .map(|(c, n)| format!("{}={n}", escape(c)))
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{:.2} s</td><td>{:.2} s</td><td>{}</td>\
+             <td class=\"l\">{}</td><td>{}</td><td>{converged}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td></tr>",
+            escape(&f.entry),
+            f.start_s,
+            f.end_s,
+            f.errors,
+            codes.join(" "),
+            f.failovers,
+            if f.lost > 0 {
+                format!("<b>{}</b>", f.lost)
+            } else {
+                "0".to_owned()
+            },
+            f.returned,
+            f.peak_missing,
+            f.peak_returned,
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::latency::new_histogram;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn spectrum_runs_from_zero_to_the_axis_end_and_ends_at_the_max() {
+        let mut h = new_histogram();
+        for v in 1..=1000 {
+            h.record(v).expect("in range");
+        }
+        let x_max = spectrum_x_max(h.len());
+        assert_eq!(x_max, 1000.0);
+        let pts = spectrum_points(&h, x_max);
+        assert!((pts[0].0 - 1.0).abs() < 0.01, "{:?}", pts[0]);
+        let last = pts.last().expect("points");
+        assert_eq!(last.0, x_max);
+        assert_eq!(last.1, Some(1.0));
+        assert!(pts.windows(2).all(|w| w[0].0 <= w[1].0), "x increases");
+    }
+}

@@ -1,0 +1,130 @@
+//! The cluster a run drives: embedded (started for the run, in this process or in a
+//! child process) or external (`--targets`, no [`ClusterRef`]).
+//!
+//! `Embedded` starts and stops an embedded cluster; a [`ClusterRef`] is what the rest of
+//! the run sees of it: whether its nodes agree at the end, and, in this process, the nodes
+//! the faults of `--chaos` are applied to.
+
+use distro_server::LocalCluster;
+
+use super::cluster_process::{self, ClusterProcess};
+use super::config::{ProtocolKind, RunConfig};
+use super::embedded;
+use crate::protocol::nacos::DESCRIPTOR_MARGIN;
+
+/// The cluster a run started: in this process, or in a child process.
+pub(crate) enum Embedded {
+    /// In this process.
+    InProcess(Box<LocalCluster>),
+    /// In a child process.
+    Process(ClusterProcess),
+}
+
+impl Embedded {
+    /// Starts the embedded cluster of `config` for `clients` clients, in a child process
+    /// if asked or if a Nacos run's connections (both ends) would not fit in this
+    /// process's open-file limit.
+    pub(crate) async fn start(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
+        let nacos = config.protocol == ProtocolKind::Nacos;
+        let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
+        let too_many = nacos && !cluster_process::fits_in_process(clients, hard);
+        if config.cluster_process || too_many {
+            if too_many && !config.cluster_process {
+                println!(
+                    "loadgen: the cluster runs in a child process: {clients} Nacos connections \
+                     need {} descriptors in one process, the hard limit is {hard}",
+                    2 * clients + DESCRIPTOR_MARGIN
+                );
+            }
+            let exe = std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("cannot find this executable to re-run: {e}"))?;
+            let descriptors = clients + DESCRIPTOR_MARGIN;
+            let p =
+                ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors).await?;
+            return Ok(Embedded::Process(p));
+        }
+        if nacos {
+            // Both ends of every connection are in this process.
+            let wanted = 2 * clients + DESCRIPTOR_MARGIN;
+            match crate::protocol::nacos::raise_nofile(wanted) {
+                Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
+                Ok(_) => {}
+                Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),
+            }
+        }
+        let c = embedded::start(config.nodes, config.node_threads).await?;
+        Ok(Embedded::InProcess(Box::new(c)))
+    }
+
+    /// The nodes' main addresses (`host:port`), as `--targets` takes them.
+    pub(crate) fn targets(&self) -> Vec<String> {
+        match self {
+            Embedded::InProcess(c) => c.server_list(),
+            Embedded::Process(p) => p.targets().to_vec(),
+        }
+    }
+
+    /// What the run checks and applies faults to.
+    pub(crate) fn as_ref(&self) -> ClusterRef<'_> {
+        match self {
+            Embedded::InProcess(c) => ClusterRef::InProcess(c),
+            Embedded::Process(p) => ClusterRef::Process(p),
+        }
+    }
+
+    /// Stops the nodes (and the child process).
+    pub(crate) async fn shutdown(self) {
+        match self {
+            Embedded::InProcess(c) => (*c).shutdown().await,
+            Embedded::Process(p) => p.shutdown().await,
+        }
+    }
+}
+
+/// The embedded cluster of a run, to check at the end that its nodes agree.
+#[derive(Clone, Copy)]
+pub enum ClusterRef<'a> {
+    /// In this process.
+    InProcess(&'a LocalCluster),
+    /// In a child process.
+    Process(&'a ClusterProcess),
+}
+
+impl<'a> From<&'a LocalCluster> for ClusterRef<'a> {
+    fn from(c: &'a LocalCluster) -> Self {
+        ClusterRef::InProcess(c)
+    }
+}
+
+impl<'a> ClusterRef<'a> {
+    /// The cluster, when it runs in this process.
+    pub fn local(self) -> Option<&'a LocalCluster> {
+        match self {
+            ClusterRef::InProcess(c) => Some(c),
+            ClusterRef::Process(_) => None,
+        }
+    }
+
+    /// Whether every node holds the same clients, and each node's instance count (see
+    /// [`embedded::nodes_agree`]).
+    pub async fn agree(self) -> anyhow::Result<(bool, Vec<usize>)> {
+        match self {
+            ClusterRef::InProcess(c) => Ok(embedded::nodes_agree(c)),
+            ClusterRef::Process(p) => p.agree().await,
+        }
+    }
+
+    /// How the run's first line names the cluster.
+    pub(crate) fn describe(self, nodes: usize, targets: &[String]) -> String {
+        match self {
+            ClusterRef::InProcess(_) => {
+                format!("an embedded {nodes}-node cluster ({})", targets.join(","))
+            }
+            ClusterRef::Process(p) => format!(
+                "an embedded {nodes}-node cluster in child process {} ({})",
+                p.pid(),
+                targets.join(",")
+            ),
+        }
+    }
+}

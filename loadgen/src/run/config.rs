@@ -1,0 +1,289 @@
+//! What a run does: its scenario, wire protocol and every parameter ([`RunConfig`]), the
+//! checks of those values, and the `parameters` they become in the report.
+//!
+//! Built by the command line (`crate::cli`) or by a test; nothing here runs anything.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::chaos::Schedule;
+use crate::parse::Shard;
+
+/// The wire protocol of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolKind {
+    /// The native batched gRPC API (`distro.v1.Registry`).
+    Native,
+    /// Nacos 2.x gRPC: one SDK connection per client (handshake, health checks, pushes).
+    Nacos,
+}
+
+impl ProtocolKind {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Native => "native",
+            ProtocolKind::Nacos => "nacos",
+        }
+    }
+}
+
+/// What a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Register every client as fast as allowed (or at `--rate`; registered clients beat
+    /// meanwhile), then report.
+    Register,
+    /// Register, then hold every client with heartbeats for `--duration`, with queries
+    /// (`--query-rate`) and churn (`--churn-rate`) if asked.
+    Steady,
+    /// Steady, with clients leaving and coming back at `--churn-rate` (default: 1 % of the
+    /// clients per second).
+    Churn,
+    /// Steady, with queries at `--rate` (open model) or `--concurrency` (closed model).
+    Query,
+    /// Steady, with subscribers on every node and changes at `--rate`: change-to-push
+    /// latency.
+    Push,
+}
+
+impl Scenario {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Register => "register",
+            Scenario::Steady => "steady",
+            Scenario::Churn => "churn",
+            Scenario::Query => "query",
+            Scenario::Push => "push",
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Wire protocol.
+    pub protocol: ProtocolKind,
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Clients in the whole id space (all shards).
+    pub clients: u64,
+    /// Services.
+    pub services: u32,
+    /// Instances per client.
+    pub instances_per_client: u32,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Main ports of an external cluster; empty: start an embedded one.
+    pub targets: Vec<String>,
+    /// Nodes of the embedded cluster.
+    pub nodes: usize,
+    /// Runtime threads per embedded node.
+    pub node_threads: usize,
+    /// Run the embedded cluster in a child process (see
+    /// [`cluster_process`](super::cluster_process)); also chosen automatically for Nacos
+    /// runs too large for one process's open-file limit.
+    pub cluster_process: bool,
+    /// Lanes (native: channels per node).
+    pub connections: usize,
+    /// Items per batch (0: the protocol's maximum).
+    pub batch: usize,
+    /// Batches in flight per lane and node (the closed model's concurrency).
+    pub concurrency: usize,
+    /// Open-model rate of the scenario's main operation, per second (register for
+    /// register/steady/churn, queries for query, changes for push); None: as fast as the
+    /// in-flight limit allows (closed model).
+    pub rate: Option<f64>,
+    /// Queries per second in the hold phase (steady, churn, push).
+    pub query_rate: f64,
+    /// Clients leaving and coming back per second (None: scenario default).
+    pub churn_rate: Option<f64>,
+    /// How long a churned client stays away.
+    pub churn_down: Duration,
+    /// Subscribers per node (push scenario).
+    pub subscribers: usize,
+    /// Services watched in the push scenario.
+    pub watch_services: u32,
+    /// Left out of the figures, from the start.
+    pub warmup: Duration,
+    /// Hold phase length.
+    pub duration: Duration,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries of a failed item, each on the next node.
+    pub retries: u8,
+    /// Heartbeats and queries further behind schedule are dropped.
+    pub max_lag: Duration,
+    /// Convergence probe period.
+    pub probe_interval: Duration,
+    /// Give up on a probe (or push) after this.
+    pub converge_timeout: Duration,
+    /// This process's slice of the client id space.
+    pub shard: Shard,
+    /// Output directory (None: `results/runs/<timestamp>-<scenario>`).
+    pub out: Option<PathBuf>,
+    /// History file to append to (None: none).
+    pub history: Option<PathBuf>,
+    /// Show a progress bar on a terminal (plain lines otherwise).
+    pub progress: bool,
+    /// Print plain progress lines this often when not on a terminal.
+    pub progress_every: Duration,
+    /// Faults applied to the embedded cluster (`--chaos`), from the start of the hold.
+    pub chaos: Option<Schedule>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            protocol: ProtocolKind::Native,
+            scenario: Scenario::Steady,
+            clients: 100_000,
+            services: 1000,
+            instances_per_client: 1,
+            seed: 1,
+            targets: Vec::new(),
+            nodes: 3,
+            node_threads: 1,
+            cluster_process: false,
+            connections: 2,
+            batch: 1000,
+            concurrency: 2,
+            rate: None,
+            query_rate: 0.0,
+            churn_rate: None,
+            churn_down: Duration::from_secs(1),
+            subscribers: 1,
+            watch_services: 10,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            retries: 5,
+            max_lag: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(1),
+            converge_timeout: Duration::from_secs(30),
+            shard: Shard::default(),
+            out: None,
+            history: None,
+            progress: true,
+            progress_every: crate::DEFAULT_PLAIN_EVERY,
+            chaos: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Every parameter, as the report's `parameters`.
+    pub fn parameters(&self, nodes: usize, embedded: bool) -> BTreeMap<String, String> {
+        let mut p = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            p.insert(k.to_owned(), v);
+        };
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        put("protocol", self.protocol.name().into());
+        put("scenario", self.scenario.name().into());
+        put("clients", self.clients.to_string());
+        put("services", self.services.to_string());
+        put(
+            "instances_per_client",
+            self.instances_per_client.to_string(),
+        );
+        put("seed", self.seed.to_string());
+        put(
+            "targets",
+            if embedded {
+                format!("embedded:{nodes}")
+            } else {
+                self.targets.join(",")
+            },
+        );
+        put("nodes", nodes.to_string());
+        if embedded {
+            put("node_threads", self.node_threads.to_string());
+        }
+        put("connections", self.connections.to_string());
+        put("batch", self.batch.to_string());
+        put("concurrency", self.concurrency.to_string());
+        put(
+            "rate",
+            self.rate.map_or("closed".into(), |r| format!("{r}")),
+        );
+        put("query_rate", format!("{}", self.query_rate));
+        put("churn_rate", format!("{}", self.churn_rate()));
+        put("subscribers", self.subscribers.to_string());
+        put("warmup", secs(self.warmup));
+        put("duration", secs(self.duration));
+        put("heartbeat", secs(self.heartbeat));
+        put("timeout", secs(self.timeout));
+        put("retries", self.retries.to_string());
+        put("probe_interval", secs(self.probe_interval));
+        put("shard", self.shard.to_string());
+        if self.scenario == Scenario::Push {
+            put("watch_services", self.watch_services.to_string());
+        }
+        if let Some(c) = &self.chaos {
+            let entries: Vec<&str> = c.faults.iter().map(|f| f.entry.as_str()).collect();
+            put("chaos", entries.join(","));
+        }
+        p
+    }
+
+    /// Clients leaving and coming back per second: `churn_rate`, or the scenario's default.
+    pub(crate) fn churn_rate(&self) -> f64 {
+        match (self.churn_rate, self.scenario) {
+            (Some(r), _) => r,
+            (None, Scenario::Churn) => (self.clients as f64 / f64::from(self.shard.count)) / 100.0,
+            (None, _) => 0.0,
+        }
+    }
+
+    /// Checks every value, with an error naming the flag and the reason.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.clients > 0, "--clients: must be at least 1");
+        anyhow::ensure!(
+            self.targets.is_empty() || self.targets.len() <= 255,
+            "--targets: at most 255 nodes"
+        );
+        anyhow::ensure!(
+            (1..=32).contains(&self.nodes),
+            "--nodes: must be in 1..=32, not {}",
+            self.nodes
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.connections),
+            "--connections: must be in 1..=256"
+        );
+        anyhow::ensure!(self.concurrency >= 1, "--concurrency: must be at least 1");
+        anyhow::ensure!(!self.heartbeat.is_zero(), "--heartbeat: must be positive");
+        anyhow::ensure!(
+            self.rate.is_none_or(|r| r > 0.0),
+            "--rate: must be positive"
+        );
+        anyhow::ensure!(
+            !self.probe_interval.is_zero(),
+            "--probe-interval: must be positive"
+        );
+        if let Some(chaos) = &self.chaos {
+            anyhow::ensure!(
+                self.targets.is_empty(),
+                "--chaos: faults are applied to the embedded cluster; it cannot be used with --targets"
+            );
+            anyhow::ensure!(
+                self.scenario != Scenario::Register,
+                "--chaos: the register scenario has no hold phase to apply faults in"
+            );
+            anyhow::ensure!(
+                !self.cluster_process,
+                "--chaos: faults are applied to a cluster in this process; it cannot be used with --cluster-process"
+            );
+            chaos
+                .check(self.nodes, self.duration)
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+}

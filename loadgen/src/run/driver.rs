@@ -1,0 +1,872 @@
+//! Lanes: the tasks that drive the simulated clients.
+//!
+//! The clients of a run are split into contiguous slices, one per lane (one Tokio task
+//! each). A lane keeps two bytes per client (its current node and its state) and derives
+//! everything else from the population. Its *sources* produce items at their intended
+//! times: the registration cursor (open model at `--rate`, or as fast as the in-flight
+//! limit allows), the heartbeat cursor (client `k` of `n` beats at `start + r·period +
+//! k·period/n`), and, once the hold phase starts, queries and churn at fixed rates.
+//! Retries and heartbeats (up to three quarters of a queue) are taken before new
+//! registrations, so under overload the clients already registered stay alive and new
+//! ones register more slowly (an overloaded run slows down instead of losing the
+//! clients it has). Items wait in one queue per node;
+//! batches of at most `batch` items are sent within a per-node window of items in flight,
+//! so a stalled node holds back only its own clients (their corrected latency shows it).
+//!
+//! **Backpressure** (AIMD, per node): the window starts at `batch × concurrency` items.
+//! A batch that signals overload (an overload error such as a timeout, `UNAVAILABLE`,
+//! `RESOURCE_EXHAUSTED` or `503`, or a response slower than `congestion_latency`) halves
+//! the window, at most once per round trip (only batches sent after the last cut can cut
+//! again), down to `min_window`; every batch that completes cleanly grows it by
+//! `batch × items / window` (one batch per window's worth of acknowledged items), up to
+//! the start value. Retries go through the same window, so they cannot pile onto an
+//! overloaded node. A queue is bounded: when full, sources stop producing and their
+//! items fall behind schedule (late), and heartbeats or queries more than `max_lag`
+//! behind are dropped (counted). A failed item moves its client to the next node
+//! (round-robin, as the Nacos client does) and is retried after a backoff, keeping its
+//! intended time.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::measure::op::Op;
+use crate::measure::recorder::{Recorder, Sample};
+use crate::population::{Population, Rng};
+use crate::protocol::{Batch, Item, Kind, Outcome, Protocol};
+
+/// The phase of a run, broadcast to every task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Registering the clients.
+    Register,
+    /// Every client is registered (or failed for good); holding since the instant.
+    Hold(Instant),
+    /// Stop producing, finish what is in flight.
+    Stop,
+}
+
+/// State shared by the lanes and the run.
+#[derive(Debug)]
+pub struct Shared {
+    /// The recorder, once the warm-up is over (samples before are not recorded).
+    pub meter: OnceLock<Recorder>,
+    /// Initial registrations not yet resolved.
+    pub reg_remaining: AtomicU64,
+    /// Clients registered now.
+    pub registered: AtomicI64,
+    /// Items retried on another node.
+    pub failovers: AtomicU64,
+    /// Times a lane halved its window to a node (backpressure).
+    pub window_cuts: AtomicU64,
+    /// Set once the run has checked the nodes after the stop: until then the lanes keep
+    /// their clients alive with heartbeats (unmeasured), so that no client expires while
+    /// the run waits for its last probes and for the nodes to agree.
+    pub finished: AtomicBool,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// The first client of this run's slice.
+    pub first_client: u32,
+    /// Each client's state (see [`ClientView::of`]), indexed from `first_client`; written
+    /// by its lane only.
+    pub states: Box<[AtomicU8]>,
+    /// Failed requests by code since the start (warm-up included), for the fault windows.
+    pub errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    /// Shared state for the clients `slice` on `nodes` nodes.
+    pub fn new(slice: Range<u32>, nodes: usize) -> Self {
+        let clients = slice.end.saturating_sub(slice.start);
+        Self {
+            meter: OnceLock::new(),
+            reg_remaining: AtomicU64::new(u64::from(clients)),
+            registered: AtomicI64::new(0),
+            failovers: AtomicU64::new(0),
+            window_cuts: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            nodes,
+            first_client: slice.start,
+            states: (0..clients).map(|_| AtomicU8::new(NEW)).collect(),
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// What the run knows of client `client` (None: not in this run's slice).
+    pub fn client_view(&self, client: u32) -> Option<ClientView> {
+        let i = client.checked_sub(self.first_client)? as usize;
+        self.states.get(i).map(|c| ClientView::of(c.load(Relaxed)))
+    }
+
+    /// Records `op`'s outcome when measuring (errors are counted by code regardless).
+    pub fn record(&self, op: Op, sample: Sample, outcome: Result<(), &str>) {
+        if let Err(code) = outcome {
+            *self.errors.lock().entry(code.to_owned()).or_default() += 1;
+        }
+        if let Some(r) = self.meter.get() {
+            r.record(op, sample, outcome);
+        }
+    }
+
+    /// Records a dropped send when measuring.
+    pub fn dropped(&self, op: Op) {
+        if let Some(r) = self.meter.get() {
+            r.record_dropped(op);
+        }
+    }
+}
+
+/// What a lane does.
+#[derive(Clone, Debug)]
+pub struct LaneConfig {
+    /// Registration rate of this lane (None: as fast as the in-flight limit allows).
+    pub register_rate: Option<f64>,
+    /// Heartbeat period (None: no heartbeats).
+    pub heartbeat: Option<Duration>,
+    /// Query rate of this lane in the hold phase (0: none).
+    pub query_rate: f64,
+    /// Query rate is open (`rate`) or closed: with `closed_queries`, queries are sent
+    /// whenever a slot is free.
+    pub closed_queries: bool,
+    /// Churn (deregister, then register again) rate of this lane in the hold phase.
+    pub churn_rate: f64,
+    /// How long a churned client stays away.
+    pub churn_down: Duration,
+    /// Items per batch.
+    pub batch: usize,
+    /// Batches in flight per node at most (the window's ceiling is `batch × concurrency`
+    /// items).
+    pub concurrency: usize,
+    /// A batch slower than this counts as an overload signal (backpressure).
+    pub congestion_latency: Duration,
+    /// Heartbeats and queries further behind schedule than this are dropped.
+    pub max_lag: Duration,
+    /// Retries of an item (each on the next node).
+    pub retries: u8,
+    /// Shortest wait between two sends to a node that has a partial batch (lets items
+    /// gather into batches).
+    pub linger: Duration,
+}
+
+const NEW: u8 = 0;
+const JOINING: u8 = 1;
+const UP: u8 = 2;
+const LEAVING: u8 = 3;
+const DOWN: u8 = 4;
+const REJOINING: u8 = 5;
+const FAILED: u8 = 6;
+/// The state bits of a client's cell in [`Shared::states`]; the bits above count its
+/// moves to UP or DOWN (wrapping).
+const STATE_MASK: u8 = 0b111;
+
+/// What the run knows of a client, as read from [`Shared::states`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientView {
+    /// Its registration was acknowledged and it has not left: every node should hold it.
+    /// The number counts its moves to up (wrapping), so that two reads with the same
+    /// number saw one uninterrupted stay.
+    Up(u8),
+    /// Its deregistration was acknowledged and it has not come back yet: no node should
+    /// hold it. The number counts as for `Up`.
+    Down(u8),
+    /// In between (registering, leaving, re-registering) or given up on: no expectation.
+    Unsettled,
+}
+
+impl ClientView {
+    /// The view of a state cell's value.
+    pub fn of(cell: u8) -> Self {
+        match cell & STATE_MASK {
+            UP => ClientView::Up(cell >> 3),
+            DOWN => ClientView::Down(cell >> 3),
+            _ => ClientView::Unsettled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    item: Item,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(o.due, o.seq))
+    }
+}
+
+/// An open-model source: item `i` is intended at `start + i / rate`.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    start: Instant,
+    rate: f64,
+    next: u64,
+}
+
+impl Rate {
+    fn intended(&self) -> Instant {
+        self.start + Duration::from_secs_f64(self.next as f64 / self.rate)
+    }
+}
+
+/// The items one lane may have in flight to one node (AIMD; see the module docs).
+#[derive(Debug, Clone)]
+struct Window {
+    /// Current size, in items.
+    size: f64,
+    /// Ceiling (`batch × concurrency`).
+    max: f64,
+    /// Floor (a quarter of a batch).
+    min: f64,
+    /// Items per full batch.
+    batch: f64,
+    /// Items in flight now.
+    items: usize,
+    /// When the window was last cut: only batches sent later may cut it again.
+    cut_at: Instant,
+}
+
+impl Window {
+    fn new(batch: usize, concurrency: usize, now: Instant) -> Self {
+        let max = (batch * concurrency.max(1)) as f64;
+        Self {
+            size: max,
+            max,
+            min: (batch as f64 / 4.0).max(1.0),
+            batch: batch as f64,
+            items: 0,
+            cut_at: now,
+        }
+    }
+
+    /// Items the next batch may take now (0: wait), given `queued` items waiting and
+    /// batches of at most `batch`. One batch may always be in flight.
+    fn room(&self, batch: usize, queued: usize) -> usize {
+        let size = self.size as usize;
+        let want = queued.min(batch).min(size.max(1));
+        if self.items == 0 || self.items + want <= size {
+            want
+        } else {
+            0
+        }
+    }
+
+    /// A batch of `items` sent at `sent` completed at `now`; `overload` says whether it
+    /// signalled overload. Returns whether the window was cut.
+    fn complete(&mut self, items: usize, sent: Instant, now: Instant, overload: bool) -> bool {
+        self.items = self.items.saturating_sub(items);
+        if overload {
+            if sent >= self.cut_at {
+                self.size = (self.size / 2.0).max(self.min);
+                self.cut_at = now;
+                return true;
+            }
+        } else {
+            self.size = (self.size + self.batch * items as f64 / self.size).min(self.max);
+        }
+        false
+    }
+}
+
+/// Whether an outcome says the node is overloaded (rather than refusing one item).
+fn overload(o: Outcome) -> bool {
+    matches!(
+        o,
+        Outcome::Retry("timeout" | "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "CANCELLED" | "503")
+    )
+}
+
+struct Lane<P: Protocol> {
+    index: usize,
+    proto: Arc<P>,
+    pop: Arc<Population>,
+    shared: Arc<Shared>,
+    cfg: LaneConfig,
+    range: Range<u32>,
+    node: Vec<u8>,
+    /// This lane's first client's index in [`Shared::states`].
+    offset: usize,
+    rng: Rng,
+    start: Instant,
+    reg_next: u32,
+    beat_k: u32,
+    beat_round: u64,
+    query: Option<Rate>,
+    churn: Option<Rate>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    seq: u64,
+    queues: Vec<VecDeque<Item>>,
+    queued: usize,
+    inflight: Vec<usize>,
+    window: Vec<Window>,
+    /// When the lane saw [`Phase::Stop`] (items intended later are not measured).
+    stopped_at: Option<Instant>,
+    last_send: Vec<Instant>,
+    spare: Vec<Batch>,
+    ready: Vec<Batch>,
+}
+
+impl<P: Protocol> Lane<P> {
+    fn n(&self) -> u32 {
+        self.range.end - self.range.start
+    }
+
+    fn cap(&self) -> usize {
+        (self.cfg.batch * self.cfg.concurrency * self.shared.nodes * 2).max(4096)
+    }
+
+    fn local(&self, client: u32) -> usize {
+        (client - self.range.start) as usize
+    }
+
+    fn st(&self, k: usize) -> u8 {
+        self.shared.states[self.offset + k].load(Relaxed) & STATE_MASK
+    }
+
+    fn set_st(&self, k: usize, state: u8) {
+        let cell = &self.shared.states[self.offset + k];
+        let old = cell.load(Relaxed);
+        // Each move to UP or DOWN starts a new epoch, so that an observer can tell a client
+        // that stayed up (or away) from one that left and came back meanwhile.
+        let epoch = if (state == UP || state == DOWN) && old & STATE_MASK != state {
+            (old >> 3).wrapping_add(1) << 3
+        } else {
+            old & !STATE_MASK
+        };
+        cell.store(epoch | state, Relaxed);
+    }
+
+    fn push(&mut self, item: Item) {
+        let k = self.local(item.client);
+        let node = self.node[k] as usize;
+        self.queues[node].push_back(item);
+        self.queued += 1;
+    }
+
+    fn delay(&mut self, due: Instant, item: Item) {
+        self.seq += 1;
+        self.delayed.push(Reverse(Delayed {
+            due,
+            seq: self.seq,
+            item,
+        }));
+    }
+
+    fn beat_intended(&self, period: Duration) -> Instant {
+        let n = u64::from(self.n().max(1));
+        let off = period.as_nanos() as u64 / n * u64::from(self.beat_k);
+        self.start + period * (self.beat_round as u32) + Duration::from_nanos(off)
+    }
+
+    /// Moves due items from the sources into the node queues; returns the next instant a
+    /// source has something due (None: nothing scheduled).
+    fn fill(&mut self, now: Instant, phase: Phase) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut soon = |t: Instant| {
+            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        };
+        // Retries and rejoins.
+        while let Some(Reverse(d)) = self.delayed.peek().copied() {
+            if d.due > now {
+                soon(d.due);
+                break;
+            }
+            self.delayed.pop();
+            let k = self.local(d.item.client);
+            if d.item.kind == Kind::Register && self.st(k) == DOWN {
+                self.set_st(k, REJOINING);
+            }
+            self.push(d.item);
+        }
+        let cap = self.cap();
+        // Heartbeats (before new registrations, up to three quarters of the queue: when
+        // the queues are full the clients already registered stay alive, and new ones
+        // still get a quarter): only clients that are up.
+        if let Some(period) = self.cfg.heartbeat {
+            while self.queued < cap - cap / 4 && self.n() > 0 {
+                let t = self.beat_intended(period);
+                if t > now {
+                    soon(t);
+                    break;
+                }
+                let k = self.beat_k as usize;
+                self.beat_k += 1;
+                if self.beat_k == self.n() {
+                    self.beat_k = 0;
+                    self.beat_round += 1;
+                }
+                if self.st(k) != UP {
+                    continue;
+                }
+                if now.saturating_duration_since(t) > self.cfg.max_lag {
+                    if self.stopped_at.is_none() {
+                        self.shared.dropped(Op::Beat);
+                    }
+                    continue;
+                }
+                let client = self.range.start + k as u32;
+                self.push(Item {
+                    client,
+                    service: 0,
+                    kind: Kind::Beat,
+                    attempt: 0,
+                    intended: t,
+                });
+            }
+        }
+        // After the stop, only the heartbeats that keep the clients alive until the run has
+        // checked the nodes (`Shared::finished`).
+        if phase == Phase::Stop {
+            return next;
+        }
+        // Registrations.
+        while self.reg_next < self.n() && self.queued < cap {
+            let intended = match self.cfg.register_rate {
+                Some(r) => {
+                    let t = self.start + Duration::from_secs_f64(f64::from(self.reg_next) / r);
+                    if t > now {
+                        soon(t);
+                        break;
+                    }
+                    t
+                }
+                None => now,
+            };
+            let k = self.reg_next as usize;
+            self.reg_next += 1;
+            self.set_st(k, JOINING);
+            let client = self.range.start + k as u32;
+            self.push(Item {
+                client,
+                service: 0,
+                kind: Kind::Register,
+                attempt: 0,
+                intended,
+            });
+        }
+        if let Phase::Hold(at) = phase {
+            if self.query.is_none() && self.cfg.query_rate > 0.0 {
+                self.query = Some(Rate {
+                    start: at,
+                    rate: self.cfg.query_rate,
+                    next: 0,
+                });
+            }
+            if self.churn.is_none() && self.cfg.churn_rate > 0.0 {
+                self.churn = Some(Rate {
+                    start: at,
+                    rate: self.cfg.churn_rate,
+                    next: 0,
+                });
+            }
+        }
+        // Queries: a random client asks for a random service.
+        if let Some(mut q) = self.query {
+            let services = self.proto_services();
+            while self.queued < cap && self.n() > 0 {
+                let t = if self.cfg.closed_queries {
+                    if self.queued > 0 {
+                        break;
+                    }
+                    now
+                } else {
+                    q.intended()
+                };
+                if t > now {
+                    soon(t);
+                    break;
+                }
+                q.next += 1;
+                if now.saturating_duration_since(t) > self.cfg.max_lag {
+                    self.shared.dropped(Op::Query);
+                    continue;
+                }
+                let k = self.rng.below(u64::from(self.n())) as u32;
+                let service = self.rng.below(u64::from(services)) as u32;
+                self.push(Item {
+                    client: self.range.start + k,
+                    service,
+                    kind: Kind::Query,
+                    attempt: 0,
+                    intended: t,
+                });
+            }
+            self.query = Some(q);
+        }
+        // Churn: a random client that is up leaves, and comes back after `churn_down`.
+        if let Some(mut c) = self.churn {
+            while self.queued < cap && self.n() > 0 {
+                let t = c.intended();
+                if t > now {
+                    soon(t);
+                    break;
+                }
+                c.next += 1;
+                let mut picked = None;
+                for _ in 0..16 {
+                    let k = self.rng.below(u64::from(self.n())) as usize;
+                    if self.st(k) == UP {
+                        picked = Some(k);
+                        break;
+                    }
+                }
+                let Some(k) = picked else {
+                    self.shared.dropped(Op::Deregister);
+                    continue;
+                };
+                self.set_st(k, LEAVING);
+                self.shared.registered.fetch_sub(1, Relaxed);
+                self.push(Item {
+                    client: self.range.start + k as u32,
+                    service: 0,
+                    kind: Kind::Deregister,
+                    attempt: 0,
+                    intended: t,
+                });
+            }
+            self.churn = Some(c);
+        }
+        next
+    }
+
+    fn proto_services(&self) -> u32 {
+        self.pop.services()
+    }
+
+    /// Moves what the queues hold into batches ready to send (`self.ready`), within the
+    /// in-flight limits; a partial batch waits for `linger` after the node's last send.
+    /// Returns when a lingering partial batch is due.
+    fn dispatch(&mut self, now: Instant) -> Option<Instant> {
+        let mut next = None;
+        for node in 0..self.queues.len() {
+            while !self.queues[node].is_empty() && self.inflight[node] < self.cfg.concurrency {
+                let len = self.queues[node].len();
+                let take = self.window[node].room(self.cfg.batch, len);
+                if take == 0 {
+                    break;
+                }
+                if len < self.cfg.batch && take == len {
+                    let due = self.last_send[node] + self.cfg.linger;
+                    if due > now {
+                        next = Some(next.map_or(due, |n: Instant| n.min(due)));
+                        break;
+                    }
+                }
+                let mut b = self.spare.pop().unwrap_or_else(|| Batch::new(node));
+                b.node = node;
+                b.items.clear();
+                b.items.extend(self.queues[node].drain(..take));
+                b.sent = now;
+                self.queued -= take;
+                self.inflight[node] += 1;
+                self.window[node].items += take;
+                self.last_send[node] = now;
+                self.ready.push(b);
+            }
+        }
+        next
+    }
+
+    fn record(&self, measured: bool, op: Op, sample: Sample, outcome: Result<(), &str>) {
+        if measured {
+            self.shared.record(op, sample, outcome);
+        }
+    }
+
+    /// Records a batch's outcomes and reacts: state changes, failover and retry, rejoin.
+    fn complete(&mut self, mut b: Batch) {
+        let now = Instant::now();
+        self.inflight[b.node] -= 1;
+        let congested = b.done.saturating_duration_since(b.sent) > self.cfg.congestion_latency
+            || b.outcomes.iter().any(|o| overload(*o));
+        if self.window[b.node].complete(b.items.len(), b.sent, now, congested) {
+            self.shared.window_cuts.fetch_add(1, Relaxed);
+        }
+        let nodes = self.shared.nodes;
+        for (i, item) in b.items.iter().enumerate() {
+            let outcome = b
+                .outcomes
+                .get(i)
+                .copied()
+                .unwrap_or(Outcome::Failed("internal"));
+            let k = self.local(item.client);
+            let sample = Sample {
+                intended: item.intended,
+                sent: b.sent,
+                done: b.done,
+            };
+            let op = item.kind.op();
+            // Keep-alive beats sent after the stop are not part of the figures.
+            let measured = self.stopped_at.is_none_or(|s| item.intended < s);
+            match outcome {
+                Outcome::Ok => {
+                    self.record(measured, op, sample, Ok(()));
+                    self.succeeded(k, item.kind, now);
+                }
+                Outcome::NotFound if item.kind == Kind::Beat && self.st(k) == UP => {
+                    self.record(measured, op, sample, Err("404"));
+                    self.set_st(k, REJOINING);
+                    self.shared.registered.fetch_sub(1, Relaxed);
+                    self.push(Item {
+                        kind: Kind::Register,
+                        attempt: 0,
+                        intended: now,
+                        ..*item
+                    });
+                }
+                // A heartbeat that raced with this client's own deregistration.
+                Outcome::NotFound => self.record(measured, op, sample, Ok(())),
+                Outcome::Retry(_) if item.attempt < self.cfg.retries => {
+                    self.shared.failovers.fetch_add(1, Relaxed);
+                    self.node[k] = ((self.node[k] as usize + 1) % nodes) as u8;
+                    let backoff = Duration::from_millis(50u64 << item.attempt.min(5));
+                    self.delay(
+                        now + backoff.min(Duration::from_secs(2)),
+                        Item {
+                            attempt: item.attempt + 1,
+                            ..*item
+                        },
+                    );
+                }
+                Outcome::Retry(code) | Outcome::Failed(code) => {
+                    self.record(measured, op, sample, Err(code));
+                    self.gave_up(k, item.kind);
+                }
+            }
+        }
+        b.items.clear();
+        b.outcomes.clear();
+        self.spare.push(b);
+    }
+
+    fn succeeded(&mut self, k: usize, kind: Kind, now: Instant) {
+        match kind {
+            Kind::Register => {
+                if self.st(k) == JOINING {
+                    self.shared.reg_remaining.fetch_sub(1, Relaxed);
+                }
+                if self.st(k) != UP {
+                    self.shared.registered.fetch_add(1, Relaxed);
+                }
+                self.set_st(k, UP);
+            }
+            Kind::Deregister => {
+                self.set_st(k, DOWN);
+                let client = self.range.start + k as u32;
+                let due = now + self.cfg.churn_down;
+                self.delay(
+                    due,
+                    Item {
+                        client,
+                        service: 0,
+                        kind: Kind::Register,
+                        attempt: 0,
+                        intended: due,
+                    },
+                );
+            }
+            Kind::Beat | Kind::Query => {}
+        }
+    }
+
+    fn gave_up(&mut self, k: usize, kind: Kind) {
+        match kind {
+            Kind::Register => {
+                if self.st(k) == JOINING {
+                    self.shared.reg_remaining.fetch_sub(1, Relaxed);
+                }
+                self.set_st(k, FAILED);
+            }
+            // Still registered as far as we know: keep beating.
+            Kind::Deregister => {
+                self.set_st(k, UP);
+                self.shared.registered.fetch_add(1, Relaxed);
+            }
+            Kind::Beat | Kind::Query => {}
+        }
+    }
+}
+
+/// Runs lane `index` over the clients `range`: after [`Phase::Stop`] only heartbeats,
+/// until [`Shared::finished`] is set and its requests in flight are done (or `drain` has
+/// passed).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_lane<P: Protocol>(
+    index: usize,
+    proto: Arc<P>,
+    pop: Arc<Population>,
+    shared: Arc<Shared>,
+    cfg: LaneConfig,
+    range: Range<u32>,
+    mut phase: watch::Receiver<Phase>,
+    drain: Duration,
+) {
+    let nodes = shared.nodes;
+    let offset = range.start.saturating_sub(shared.first_client) as usize;
+    let node = (range.start..range.end)
+        .map(|c| pop.first_node(c, nodes) as u8)
+        .collect();
+    let now = Instant::now();
+    let window = (0..nodes)
+        .map(|_| Window::new(cfg.batch, cfg.concurrency, now))
+        .collect();
+    let mut lane = Lane {
+        index,
+        rng: Rng::new(pop.seed() ^ (index as u64).wrapping_mul(0x51_7cc1_b727_220a)),
+        proto,
+        pop,
+        shared,
+        cfg,
+        range,
+        node,
+        offset,
+        start: now,
+        reg_next: 0,
+        beat_k: 0,
+        beat_round: 1,
+        query: None,
+        churn: None,
+        delayed: BinaryHeap::new(),
+        seq: 0,
+        queues: (0..nodes).map(|_| VecDeque::new()).collect(),
+        queued: 0,
+        inflight: vec![0; nodes],
+        window,
+        stopped_at: None,
+        last_send: vec![now; nodes],
+        spare: Vec::new(),
+        ready: Vec::new(),
+    };
+    let mut pending = FuturesUnordered::new();
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let ph = *phase.borrow_and_update();
+        if ph == Phase::Stop && lane.stopped_at.is_none() {
+            lane.stopped_at = Some(now);
+            lane.delayed.clear();
+        }
+        if lane.stopped_at.is_some()
+            && stop_deadline.is_none()
+            && lane.shared.finished.load(Relaxed)
+        {
+            stop_deadline = Some(now + drain);
+        }
+        let next_source = lane.fill(now, ph);
+        let next_linger = lane.dispatch(now);
+        for b in lane.ready.drain(..) {
+            pending.push(lane.proto.execute(lane.index, b));
+        }
+        if let Some(deadline) = stop_deadline
+            && (pending.is_empty() || now >= deadline)
+        {
+            break;
+        }
+        let wake = [next_source, next_linger]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_millis(100))
+            .max(now + Duration::from_micros(500));
+        let wake = match stop_deadline {
+            Some(d) => wake.min(d),
+            None => wake,
+        };
+        tokio::select! {
+            Some(b) = pending.next(), if !pending.is_empty() => {
+                lane.complete(b);
+                // Take every other completed batch without waiting.
+                while let Some(Some(b)) = futures::FutureExt::now_or_never(pending.next()) {
+                    lane.complete(b);
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            r = phase.changed(), if lane.stopped_at.is_none() => {
+                if r.is_err() {
+                    lane.stopped_at = Some(Instant::now());
+                    stop_deadline = Some(Instant::now() + drain);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_halves_once_per_round_trip_and_grows_back() {
+        let t0 = Instant::now();
+        let mut w = Window::new(1000, 2, t0);
+        assert_eq!(w.size, 2000.0);
+        // Two batches in flight, both sent at t0.
+        assert_eq!(w.room(1000, 5000), 1000);
+        w.items += 1000;
+        assert_eq!(w.room(1000, 5000), 1000);
+        w.items += 1000;
+        assert_eq!(w.room(1000, 5000), 0, "the window is full");
+        let t1 = t0 + Duration::from_secs(6);
+        // Both time out: the first cuts, the second (sent before the cut) does not.
+        assert!(w.complete(1000, t0, t1, true));
+        assert!(!w.complete(1000, t0, t1, true));
+        assert_eq!(w.size, 1000.0);
+        // A batch sent after the cut may cut again, down to the floor (a quarter batch).
+        for i in 0..5 {
+            let sent = t1 + Duration::from_secs(i);
+            w.items += 250;
+            w.complete(250, sent, sent + Duration::from_millis(1), true);
+        }
+        assert_eq!(w.size, 250.0);
+        assert_eq!(w.room(1000, 5000), 250, "batches shrink to the window");
+        // Clean batches grow it back, never past the ceiling.
+        let mut t = t1 + Duration::from_secs(10);
+        for _ in 0..1000 {
+            w.items += 250;
+            w.complete(250, t, t, false);
+            t += Duration::from_millis(1);
+        }
+        assert_eq!(w.size, 2000.0);
+        assert_eq!(w.items, 0);
+    }
+
+    #[test]
+    fn one_batch_may_always_be_in_flight() {
+        let t0 = Instant::now();
+        let mut w = Window::new(100, 1, t0);
+        w.size = 1.0;
+        assert_eq!(w.room(100, 7), 1);
+        w.items = 1;
+        assert_eq!(w.room(100, 7), 0);
+    }
+
+    #[test]
+    fn overload_outcomes() {
+        assert!(overload(Outcome::Retry("timeout")));
+        assert!(overload(Outcome::Retry("503")));
+        assert!(!overload(Outcome::Retry("421")));
+        assert!(!overload(Outcome::Ok));
+        assert!(!overload(Outcome::Failed("400")));
+    }
+}
