@@ -15,7 +15,8 @@
 //! The global allocator is mimalloc, as in the server; with glibc's malloc the allocation
 //! paths depended on the heap's history and one bench swung by 25 % between runs.
 //!
-//! Run by hand: `cargo bench -p distro-benches --bench instructions` (needs valgrind and
+//! A plain `cargo bench` leaves this suite out (`bench = false`). Run by hand:
+//! `cargo bench -p distro-benches --bench instructions` (needs valgrind and
 //! `gungraun-runner` of the same version as the `gungraun` crate; `.ci/perf-gate` installs
 //! both).
 

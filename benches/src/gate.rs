@@ -6,8 +6,10 @@
 //!
 //! * extract each benchmark's Callgrind instruction count ([`parse_gungraun`]),
 //! * compare the counts with a reference, the committed [`Baseline`] or a re-measurement of
-//!   an older commit ([`compare`]): a benchmark whose count grew by more than
-//!   [`FAIL_PCT`] % fails the gate, more than [`WARN_PCT`] % warns,
+//!   the commit it measured ([`compare`]): a benchmark whose count grew by more than
+//!   [`FAIL_PCT`] % fails the gate, more than [`WARN_PCT`] % warns; a benchmark of the
+//!   baseline missing from the run fails too ([`Report::require`]), until the baseline is
+//!   re-blessed without it; a new one is reported and recorded at the next bless,
 //! * and write a new baseline when the change is intended (`.ci/perf-gate --bless`).
 //!
 //! Instruction counts, unlike times, are deterministic for a given binary, so a small
@@ -136,9 +138,10 @@ pub fn parse_gungraun(output: &str) -> Result<BTreeMap<String, u64>, String> {
 pub enum Verdict {
     /// Within the warning threshold (or faster).
     Ok,
-    /// Only in the current run: recorded at the next bless.
+    /// Only in the current run: reported, and recorded at the next bless.
     New,
-    /// Only in the reference: the benchmark was removed or renamed.
+    /// In the reference or the baseline but not in the current run (removed, renamed, or
+    /// it did not run): fails until the baseline is re-blessed without it.
     Missing,
     /// Grew by more than [`WARN_PCT`] %.
     Warn,
@@ -214,9 +217,31 @@ pub fn compare(reference: &BTreeMap<String, u64>, current: &BTreeMap<String, u64
 }
 
 impl Report {
-    /// Whether any benchmark failed.
+    /// Adds a [`Verdict::Missing`] row for every name in `required` (the baseline's
+    /// benchmarks) that the report does not list (a listed name the current run lacks is
+    /// already missing): when the counts are compared with a re-measured commit, the
+    /// baseline still says which benchmarks must run.
+    pub fn require<'a>(&mut self, required: impl IntoIterator<Item = &'a String>) {
+        for name in required {
+            if !self.rows.iter().any(|r| &r.name == name) {
+                self.rows.push(Row {
+                    name: name.clone(),
+                    reference: None,
+                    current: None,
+                    change_pct: None,
+                    verdict: Verdict::Missing,
+                });
+            }
+        }
+        self.rows.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Whether the gate fails: a count grew by more than [`FAIL_PCT`] %, or a benchmark
+    /// of the reference is missing from the run.
     pub fn failed(&self) -> bool {
-        self.rows.iter().any(|r| r.verdict == Verdict::Fail)
+        self.rows
+            .iter()
+            .any(|r| matches!(r.verdict, Verdict::Fail | Verdict::Missing))
     }
 
     /// Number of rows with `verdict`.
@@ -264,6 +289,19 @@ impl Report {
             self.count(Verdict::New),
             self.count(Verdict::Missing),
         );
+        if self.count(Verdict::Missing) > 0 {
+            let _ = writeln!(
+                s,
+                "MISSING: a benchmark of the reference did not run; that fails the gate \
+                 until the baseline is re-blessed without it (.ci/perf-gate --bless)."
+            );
+        }
+        if self.count(Verdict::New) > 0 {
+            let _ = writeln!(
+                s,
+                "NEW: not in the reference, so not gated yet; .ci/perf-gate --bless records it."
+            );
+        }
         s
     }
 }
@@ -328,6 +366,54 @@ mod tests {
         assert!(t.contains("FAIL"), "{t}");
         assert!(t.contains("1 failed"), "{t}");
         assert!(!compare(&base, &base).failed());
+    }
+
+    #[test]
+    fn identical_runs_pass() {
+        let base = map(&[("a", 1000), ("b", 7)]);
+        let r = compare(&base, &base);
+        assert!(!r.failed());
+        assert!(r.rows.iter().all(|r| r.verdict == Verdict::Ok));
+        assert!(r.table("baseline").contains("0 failed"));
+    }
+
+    #[test]
+    fn a_missing_benchmark_fails_and_a_new_one_is_reported() {
+        let base = map(&[("a", 1000), ("gone", 5)]);
+        let missing = compare(&base, &map(&[("a", 1000)]));
+        assert!(missing.failed(), "a benchmark of the baseline did not run");
+        let t = missing.table("baseline");
+        assert!(t.contains("MISSING"), "{t}");
+        assert!(t.contains("1 missing"), "{t}");
+
+        let new = compare(&base, &map(&[("a", 1000), ("gone", 5), ("new", 9)]));
+        assert!(!new.failed(), "a new benchmark alone passes");
+        let t = new.table("baseline");
+        assert!(t.contains("1 new"), "{t}");
+        assert!(t.contains("--bless records it"), "{t}");
+    }
+
+    #[test]
+    fn the_baseline_names_stay_required_against_a_re_measured_reference() {
+        // The re-measured reference lacks "gone" too (say it did not build there); the
+        // baseline still requires it.
+        let baseline = map(&[("a", 1000), ("gone", 5)]);
+        let reference = map(&[("a", 990)]);
+        let current = map(&[("a", 991)]);
+        let mut r = compare(&reference, &current);
+        assert!(!r.failed());
+        r.require(baseline.keys());
+        assert!(r.failed());
+        let v: Vec<(&str, Verdict)> = r
+            .rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.verdict))
+            .collect();
+        assert_eq!(v, [("a", Verdict::Ok), ("gone", Verdict::Missing)]);
+        // Nothing missing: still passes.
+        let mut ok = compare(&reference, &current);
+        ok.require(map(&[("a", 1)]).keys());
+        assert!(!ok.failed());
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //!
 //! ```text
 //! perf-gate compare --current RUN.jsonl --baseline results/instructions/baseline.json
-//! perf-gate compare --current RUN.jsonl --reference REF.jsonl --label merge-base
+//! perf-gate compare --current RUN.jsonl --reference REF.jsonl --label L [--baseline FILE]
 //! perf-gate bless --current RUN.jsonl --out FILE --rustc S --valgrind S --gungraun S --commit S
 //! perf-gate baseline-field FILE (rustc|valgrind|gungraun|commit)
 //! perf-gate criterion-medians target/criterion
 //! ```
 //!
-//! `compare` prints the table and exits 1 when a benchmark grew by more than 5 %.
+//! `compare` prints the table and exits 1 when a benchmark grew by more than 5 % or one is
+//! missing from the run. With `--reference` the counts are those of a re-measured commit;
+//! a `--baseline` given too still names the benchmarks that must run.
 
 use distro_benches::gate::{self, Baseline};
 use std::collections::BTreeMap;
@@ -53,19 +55,23 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     match cmd.as_str() {
         "compare" => {
             let current = gate::parse_gungraun(&read(required(rest, "--current")?)?)?;
+            let baseline = match flag(rest, "--baseline") {
+                Some(b) => Some(Baseline::from_json(&read(b)?)?.benchmarks),
+                None => None,
+            };
             let (reference, label): (BTreeMap<String, u64>, String) =
-                match (flag(rest, "--baseline"), flag(rest, "--reference")) {
-                    (Some(b), None) => (
-                        Baseline::from_json(&read(b)?)?.benchmarks,
-                        "baseline".into(),
-                    ),
-                    (None, Some(r)) => (
+                match (&baseline, flag(rest, "--reference")) {
+                    (_, Some(r)) => (
                         gate::parse_gungraun(&read(r)?)?,
                         flag(rest, "--label").unwrap_or("reference").to_string(),
                     ),
-                    _ => return Err("give exactly one of --baseline and --reference".into()),
+                    (Some(b), None) => (b.clone(), "baseline".into()),
+                    (None, None) => return Err("give --baseline or --reference".into()),
                 };
-            let report = gate::compare(&reference, &current);
+            let mut report = gate::compare(&reference, &current);
+            if let Some(b) = &baseline {
+                report.require(b.keys());
+            }
             print!("{}", report.table(&label));
             Ok(if report.failed() {
                 ExitCode::FAILURE

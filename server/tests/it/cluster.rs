@@ -6,7 +6,7 @@
 //! runs many rounds per test; every wait is a condition polled against a deadline.
 
 use distro_core::model::ClientId;
-use distro_core::{Node, Route};
+use distro_core::{MemberState, Node, Route};
 use distro_server::proto::distro as pb;
 use distro_server::{LocalCluster, ServerConfig};
 use std::sync::Arc;
@@ -442,7 +442,25 @@ async fn a_partitioned_node_misses_writes_then_converges_after_healing() {
         holds(&n1, &ip, port)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // several sync delays
+    // Node 2 would have had the write by now if the partition let it through: the owner
+    // sends every change to every peer it does not hold DOWN, and a change leaves the
+    // owner's queue for a peer only when that peer took it (a refused batch is queued
+    // again). So wait until both other nodes hold node 2 DOWN (their probes were refused:
+    // nothing more goes to it) with the write still queued for node 2; then it must be
+    // missing there.
+    let n2 = c.node(2).expect("runs").me();
+    let others = [c.node(0).expect("runs"), n1.clone()];
+    eventually(
+        "node 2 down to both others, the write still queued for it",
+        Duration::from_secs(10),
+        || {
+            others
+                .iter()
+                .all(|n| n.member_state(n2) == MemberState::Down)
+                && others.iter().map(|n| n.pending_sync(n2)).sum::<usize>() >= 1
+        },
+    )
+    .await;
     assert!(
         !holds(&c.node(2).expect("runs"), &ip, port),
         "the partition holds"

@@ -7,8 +7,12 @@
 //! server that stops serving.
 //!
 //! CI runs a bounded number of cases (seconds). Long runs: `DISTRO_FUZZ_SECS=600` runs
-//! each target for that long (`DISTRO_FUZZ_CASES` sets the case count instead,
-//! `DISTRO_FUZZ_SEED` the seed); each target prints executions, time and findings.
+//! each target for that long (`DISTRO_FUZZ_CASES` sets the case count instead); each
+//! target prints executions, time and findings.
+//!
+//! Every run draws a fresh seed (from the OS's randomness and the clock), so each CI run
+//! tries new inputs; each target prints it first, and every finding names it. Replay a
+//! run with `DISTRO_FUZZ_SEED=<seed>` (the same seed gives the same inputs).
 
 use super::nacos::harness::{Raw, TestServer, decode, fast_config, raw_payload, register_body};
 use distro_core::message::{PeerRequest, SyncBatch};
@@ -30,19 +34,25 @@ struct Budget {
     until: Option<Instant>,
 }
 
+/// The value of the environment variable `name` as a number, if it is set; a panic that
+/// names the variable if it is not a number.
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={v:?} is not a whole number: {e}")),
+    )
+}
+
 impl Budget {
     fn from_env(default_cases: u64) -> Budget {
-        let secs = std::env::var("DISTRO_FUZZ_SECS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok());
-        let cases = std::env::var("DISTRO_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(if secs.is_some() {
-                u64::MAX
-            } else {
-                default_cases
-            });
+        let secs = env_u64("DISTRO_FUZZ_SECS");
+        let cases = env_u64("DISTRO_FUZZ_CASES").unwrap_or(if secs.is_some() {
+            u64::MAX
+        } else {
+            default_cases
+        });
         Budget {
             cases,
             until: secs.map(|s| Instant::now() + Duration::from_secs(s)),
@@ -54,14 +64,31 @@ impl Budget {
     }
 }
 
+/// The run's seed: `DISTRO_FUZZ_SEED` to replay a run, otherwise drawn once per process
+/// from the OS's randomness (std's `RandomState` keys) mixed with the clock.
 fn seed() -> u64 {
-    std::env::var("DISTRO_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_261_125)
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        env_u64("DISTRO_FUZZ_SEED").unwrap_or_else(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            h.write_u128(now.as_nanos());
+            h.write_u32(std::process::id());
+            h.finish()
+        })
+    })
 }
 
+/// The input generator of `target`, seeded from the run's seed, which it prints first (a
+/// failing test shows it with its output).
 fn runner(target: &str) -> TestRunner {
+    println!(
+        "fuzz {target}: seed {s} (replay with DISTRO_FUZZ_SEED={s})",
+        s = seed()
+    );
     let s = seed()
         ^ target
             .bytes()
@@ -190,7 +217,7 @@ impl Tally {
     fn print(&self, target: &str, start: Instant) {
         println!(
             "fuzz {target}: {} executions in {:.1} s ({} accepted, {} refused with an error), \
-             slowest case {:.1} ms, 0 findings (seed {}, DISTRO_FUZZ_SEED)",
+             slowest case {:.1} ms, 0 findings (seed {}; DISTRO_FUZZ_SEED replays it)",
             self.executions,
             start.elapsed().as_secs_f64(),
             self.accepted,
@@ -207,6 +234,9 @@ fn node(me: usize) -> Arc<Node> {
     let members: Vec<String> = MEMBERS.iter().map(|s| s.to_string()).collect();
     let cfg = Config {
         sync_delay: 0,
+        // Fixed map seeds: the corpus's orders, and so the inputs of a seed, are the same
+        // in every process.
+        hash_seed: Some(0x5eed),
         ..Config::default()
     };
     Arc::new(
@@ -217,6 +247,22 @@ fn node(me: usize) -> Arc<Node> {
         )
         .expect("node"),
     )
+}
+
+/// Keeps one metadata entry per instance: prost encodes a map in the order of its
+/// `HashMap`, which differs from process to process, and the corpus must not, or a seed
+/// would not replay. (The `SyncRequest` and `SnapshotChunk` entries, our own codec, keep
+/// both entries, in key order.)
+fn one_metadata_entry(r: &mut pb::ClientRecord) {
+    for i in r
+        .publications
+        .iter_mut()
+        .flat_map(|p| p.instances.iter_mut())
+    {
+        if let Some(first) = i.metadata.keys().min().cloned() {
+            i.metadata.retain(|k, _| *k == first);
+        }
+    }
 }
 
 /// Valid peer messages of every kind, encoded.
@@ -256,9 +302,15 @@ fn peer_corpus() -> Vec<Vec<u8>> {
         .expect("a batch");
     let mut out = vec![SyncRequest::new(n.clone(), sync.clone()).encode_to_vec()];
     for c in &sync.changes {
-        out.push(wire::change_to_proto(&n, c).encode_to_vec());
+        let mut change = wire::change_to_proto(&n, c);
+        if let Some(pb::client_change::Change::Upsert(r)) = &mut change.change {
+            one_metadata_entry(r);
+        }
+        out.push(change.encode_to_vec());
         if let distro_core::ClientChange::Upsert(r) = c {
-            out.push(wire::record_to_proto(&n, r).encode_to_vec());
+            let mut record = wire::record_to_proto(&n, r);
+            one_metadata_entry(&mut record);
+            out.push(record.encode_to_vec());
         }
     }
     let chunk = n.snapshot_chunk(distro_core::SnapshotCursor::default());
