@@ -47,6 +47,17 @@ pub(crate) struct Cli {
     /// A file with one member ip:port per line, like Nacos's cluster.conf ('#' starts a comment).
     #[arg(long, env = "DISTRO_MEMBERS_FILE")]
     members_file: Option<std::path::PathBuf>,
+    /// Members from DNS, NAME:PORT: every address NAME resolves to, with PORT (a
+    /// Kubernetes headless Service, a network alias shared by the nodes). Resolved at start.
+    #[arg(long, env = "DISTRO_MEMBERS_DNS")]
+    members_dns: Option<String>,
+    /// With --members-dns: wait at start until the name gives this many addresses (one
+    /// of them this machine's), at most --members-dns-timeout.
+    #[arg(long, env = "DISTRO_MEMBERS_DNS_EXPECT", default_value_t = 1)]
+    members_dns_expect: usize,
+    /// With --members-dns: the longest wait for --members-dns-expect addresses.
+    #[arg(long, env = "DISTRO_MEMBERS_DNS_TIMEOUT", default_value = "60s", value_parser = duration)]
+    members_dns_timeout: Duration,
     /// Shared secret every peer RPC must carry; without it anyone reaching the cluster port can write.
     #[arg(long, env = "DISTRO_CLUSTER_TOKEN", hide_env_values = true)]
     cluster_token: Option<String>,
@@ -172,6 +183,15 @@ impl Cli {
                     .map(|l| l.split('#').next().unwrap_or_default().trim().to_string())
                     .filter(|l| !l.is_empty()),
             );
+        }
+        if let Some(spec) = &self.members_dns {
+            let port = self.port;
+            members.extend(crate::members_dns::resolve_members(
+                spec,
+                self.members_dns_expect,
+                self.members_dns_timeout,
+                |a| a.port() == port && std::net::UdpSocket::bind((a.ip(), 0)).is_ok(),
+            )?);
         }
         members.retain(|m| !m.trim().is_empty());
         let protocol = distro_core::Config {
@@ -331,6 +351,20 @@ mod tests {
         assert_eq!(c.protocol.batch_max_entries, 2_000);
         assert_eq!(c.nacos.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(c.cluster_token, None, "an empty token is no token");
+        let c = config(&[
+            "--members-dns",
+            "localhost:8848",
+            "--members-dns-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert!(
+            c.members.iter().any(|m| m == "127.0.0.1:8848"),
+            "{:?}",
+            c.members
+        );
+        let e = config(&["--members-dns", "localhost"]).unwrap_err();
+        assert!(e.to_string().contains("--members-dns"), "{e}");
         let e = config(&["--members-file", "/nonexistent/cluster.conf"]).unwrap_err();
         assert!(e.to_string().contains("--members-file"), "{e}");
     }

@@ -1,7 +1,9 @@
-//! The `distro-server` binary: parse the command line into a [`ServerConfig`] ([`cli`]),
+//! The `distro-server` binary: parse the command line into a [`ServerConfig`] ([`cli`];
+//! `--members-dns` in [`members_dns`]),
 //! raise the open-file limit, run until SIGTERM or Ctrl-C.
 
 mod cli;
+mod members_dns;
 
 use clap::Parser as _;
 use distro_server::ServerConfig;

@@ -1,0 +1,110 @@
+//! `--members-dns NAME:PORT`: the member list from every address a DNS name resolves to
+//! (what a Kubernetes headless Service, or a container network alias shared by the
+//! nodes, gives).
+//!
+//! The name is resolved when the node starts. Nodes of one cluster usually start
+//! together and appear in DNS one by one, so the resolution is repeated (every 500 ms)
+//! until it returns at least `expect` addresses, one of them this machine's, or until
+//! `timeout` passes; then the node starts with what the name gave last. The list is
+//! read once: a name that later resolves to other addresses changes nothing until the
+//! node restarts.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// Pause between two resolutions while waiting.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Resolves `spec` (NAME:PORT) into sorted, deduplicated `ip:port` member entries,
+/// waiting up to `timeout` for `expect` of them, one of them local (`is_local`).
+pub(crate) fn resolve_members(
+    spec: &str,
+    expect: usize,
+    timeout: Duration,
+    is_local: impl Fn(&SocketAddr) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let (host, port) = spec
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--members-dns {spec:?} is not NAME:PORT"))?;
+    let port: u16 =
+        port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+            anyhow::anyhow!("--members-dns {spec:?}: port {port:?} is not 1-65535")
+        })?;
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    let mut found: Vec<SocketAddr> = Vec::new();
+    loop {
+        match (host, port).to_socket_addrs() {
+            Ok(addrs) => {
+                found = addrs.collect();
+                found.sort();
+                found.dedup();
+                if found.len() >= expect && found.iter().any(&is_local) {
+                    break;
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(RETRY);
+    }
+    if found.is_empty() {
+        let why = last_error.map_or_else(|| "no address".to_string(), |e| e.to_string());
+        anyhow::bail!("--members-dns {spec}: the name did not resolve within {timeout:?}: {why}");
+    }
+    if found.len() < expect {
+        tracing::warn!(
+            name = spec,
+            found = found.len(),
+            expect,
+            "--members-dns: fewer addresses than --members-dns-expect; starting with those"
+        );
+    }
+    Ok(found.iter().map(SocketAddr::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localhost_resolves_to_loopback_entries() {
+        let m = resolve_members("localhost:8848", 1, Duration::from_secs(5), |a| {
+            a.ip().is_loopback()
+        })
+        .unwrap();
+        assert!(!m.is_empty());
+        assert!(m.iter().all(|a| a.ends_with(":8848")), "{m:?}");
+        let mut sorted = m.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), m.len(), "deduplicated: {m:?}");
+    }
+
+    #[test]
+    fn bad_specs_name_the_flag_and_the_reason() {
+        for (spec, why) in [
+            ("no-port", "NAME:PORT"),
+            (":8848", "NAME:PORT"),
+            ("host:0", "1-65535"),
+            ("host:http", "1-65535"),
+        ] {
+            let e = resolve_members(spec, 1, Duration::ZERO, |_| true).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("--members-dns") && msg.contains(why),
+                "{spec}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_an_error_after_the_timeout() {
+        let e =
+            resolve_members("no-such-host.invalid:8848", 1, Duration::ZERO, |_| true).unwrap_err();
+        assert!(e.to_string().contains("did not resolve"), "{e}");
+    }
+}
