@@ -17,8 +17,8 @@
 //! inserts the service's entry, before the listener looks it up) make sure that either the
 //! listener finds the entry or the reader sees the change.
 //!
-//! Bounds: at most [`MAX_FORMS`] forms per service (others are rendered and not kept); one
-//! small entry per service ever read, which a service's next change empties of its bytes.
+//! Bounds: at most [`MAX_FORMS`] forms per service (others are rendered and not kept), and
+//! entries only for services read since their last change (a change removes the entry).
 
 use distro_core::Service;
 use distro_core::registry::ChangeListener;
@@ -156,10 +156,14 @@ impl AnswerCache {
 
     fn invalidate(&self, key: &str) {
         fence(Ordering::SeqCst);
-        if let Some(slot) = self.services.pin().get(key) {
+        let services = self.services.pin();
+        if let Some(slot) = services.get(key) {
             let mut s = slot.lock();
             s.generation += 1;
             s.forms.clear();
+            // Out of the map while locked: a reader still holding this entry stores nothing
+            // (the generation moved); the next reader inserts a fresh one.
+            let _ = services.remove_if(key, |_, v| Arc::ptr_eq(v, slot));
         }
     }
 }
@@ -193,8 +197,10 @@ mod tests {
         let (b, _) = c.get_counted("k", json("a"), || Bytes::from_static(b"3"));
         assert_eq!(&b[..], b"3");
         c.invalidate("k");
+        assert!(c.is_empty(), "a change removes the service's entry");
         let (b, how) = c.get_counted("k", json(""), || Bytes::from_static(b"4"));
         assert_eq!((&b[..], how), (&b"4"[..], Served::Rendered));
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
