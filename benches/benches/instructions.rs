@@ -496,9 +496,10 @@ fn encode_query_response(node: &'static Node) -> usize {
 
 fn cached_query_node() -> (&'static Node, &'static distro_server::answers::AnswerCache) {
     let node = query_node();
-    let cache: &'static distro_server::answers::AnswerCache = leak(
+    let cache: &'static std::sync::Arc<distro_server::answers::AnswerCache> = leak(
         distro_server::answers::AnswerCache::install(node.registry()),
     );
+    let cache: &'static distro_server::answers::AnswerCache = cache;
     let spec = distro_core::ServiceSpec::new("", "", "query-svc");
     // The first read renders and keeps the answer; the measured one reuses it.
     distro_server::nacos::encode_query_response_cached(cache, node, &spec, fixture::NOW_MS);
