@@ -28,6 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".distro.v1.SnapshotChunk",
             "crate::cluster::sync_codec::SnapshotChunk",
         )
+        // Query answers are kept encoded (src/api/query_answer.rs, src/answers.rs).
+        .extern_path(
+            ".distro.v1.QueryResponse",
+            "crate::api::query_answer::QueryResponse",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -494,9 +494,33 @@ fn encode_query_response(node: &'static Node) -> usize {
     payload.body.map_or(0, |b| b.value.len())
 }
 
+fn cached_query_node() -> (&'static Node, &'static distro_server::answers::AnswerCache) {
+    let node = query_node();
+    let cache: &'static std::sync::Arc<distro_server::answers::AnswerCache> = leak(
+        distro_server::answers::AnswerCache::install(node.registry()),
+    );
+    let cache: &'static distro_server::answers::AnswerCache = cache;
+    let spec = distro_core::ServiceSpec::new("", "", "query-svc");
+    // The first read renders and keeps the answer; the measured one reuses it.
+    distro_server::nacos::encode_query_response_cached(cache, node, &spec, fixture::NOW_MS);
+    (node, cache)
+}
+
+// The same QueryServiceResponse answered from the answer cache (the service unchanged).
+#[library_benchmark]
+#[bench::instances_100(setup = cached_query_node)]
+fn encode_query_response_cached(
+    (node, cache): (&'static Node, &'static distro_server::answers::AnswerCache),
+) -> usize {
+    let spec = distro_core::ServiceSpec::new("", "", "query-svc");
+    let payload =
+        distro_server::nacos::encode_query_response_cached(cache, node, &spec, fixture::NOW_MS);
+    payload.body.map_or(0, |b| b.value.len())
+}
+
 library_benchmark_group!(
     name = wire;
-    benchmarks = decode_instance_request, encode_query_response
+    benchmarks = decode_instance_request, encode_query_response, encode_query_response_cached
 );
 
 main!(

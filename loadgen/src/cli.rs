@@ -115,9 +115,12 @@ pub struct RunArgs {
     /// Channels per node (native), i.e. sender lanes.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
-    /// Items per request batch (0: the protocol's maximum).
-    #[arg(long, default_value_t = 1000)]
-    pub batch: usize,
+    /// Items per request batch (0: the protocol's maximum; default 1000). Given with
+    /// `--scenario query`, also the services asked for in one request: one native
+    /// `QueryBatch` of N services (Nacos, which has no batch query: N `ServiceQueryRequest`s
+    /// sent together); without it, one query per request.
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Requests in flight per lane and node (the closed model's concurrency).
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
@@ -220,7 +223,12 @@ impl RunArgs {
             node_threads: self.node_threads,
             cluster_process: self.cluster_process,
             connections: self.connections,
-            batch: self.batch,
+            batch: self.batch.unwrap_or(1000),
+            query_batch: match (self.scenario, self.batch) {
+                (Scenario::Query, Some(0)) => distro_server::native::MAX_QUERIES_PER_REQUEST,
+                (Scenario::Query, Some(n)) => n,
+                _ => 1,
+            },
             concurrency: self.concurrency,
             rate: self.rate,
             query_rate: self.query_rate,

@@ -141,6 +141,8 @@ pub struct Context {
     pub lanes: usize,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Services per native `QueryBatch` request (1: one `Query` per service).
+    pub query_batch: usize,
 }
 
 impl Context {

@@ -167,6 +167,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         population,
         lanes: config.connections,
         timeout: config.timeout,
+        query_batch: config.query_batch,
     };
     let nodes = cluster.as_ref().map(Embedded::as_ref);
     let result = match config.protocol {
@@ -482,6 +483,7 @@ impl<'a, P: Protocol> Run<'a, P> {
                 _ => per_lane(config.query_rate),
             },
             closed_queries: config.scenario == Scenario::Query && main_rate.is_none(),
+            query_window: config.query_batch.max(1),
             churn_rate: per_lane(config.churn_rate()),
             churn_down: config.churn_down,
             batch: if config.batch == 0 {

@@ -70,6 +70,20 @@ async fn smoke_run_registers_holds_and_converges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_run_with_batch_asks_many_services_per_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = small(dir.path(), Scenario::Query, 1000);
+    cfg.query_batch = 16;
+    cfg.batch = 16;
+    let o = run(cfg).await.expect("run");
+    let d = describe(&o);
+    let s = &o.summary;
+    assert_eq!(s.totals.errors, 0, "{d}");
+    let q = s.op(Op::Query).expect("query figures");
+    assert!(q.ok >= 16, "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_node_shows_in_corrected_latency_only() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = Arc::new(
@@ -93,6 +107,7 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
         population: pop,
         lanes: cfg.connections,
         timeout: cfg.timeout,
+        query_batch: 1,
     };
     let proto = Arc::new(NativeProtocol::connect(&ctx).await.expect("connect"));
     // Once every client is registered and replicated (the hold phase), stall node 0 for

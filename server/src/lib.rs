@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod answers;
 pub mod api;
 pub mod clock;
 pub mod cluster;

@@ -66,6 +66,6 @@ pub use config::{
     NacosConfig, NacosConfigError,
 };
 pub use frontend::NacosFrontend;
-pub use handler::{decode_instance_request, encode_query_response};
+pub use handler::{decode_instance_request, encode_query_response, encode_query_response_cached};
 pub use metrics::{NacosStats, RequestCount};
 pub use service::{NacosBiStreamService, NacosRequestService};

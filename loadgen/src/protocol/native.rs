@@ -133,6 +133,8 @@ struct Inner {
     svc_refs: Vec<Vec<u8>>,
     by_name: HashMap<String, u32>,
     timeout: Duration,
+    /// Services per `QueryBatch` call (1: one `Query` call per service).
+    query_batch: usize,
 }
 
 /// The native protocol. See the module documentation.
@@ -187,6 +189,7 @@ impl NativeProtocol {
                 svc_refs,
                 by_name,
                 timeout: ctx.timeout,
+                query_batch: ctx.query_batch,
             }),
         })
     }
@@ -284,6 +287,60 @@ impl Inner {
         Ok(resp.into_inner())
     }
 
+    /// One `QueryBatch` call for `services`: one outcome per service.
+    async fn query_batch(&self, channel: Channel, services: &[u32]) -> Vec<Outcome> {
+        let mut client = pb::registry_client::RegistryClient::new(channel)
+            .max_decoding_message_size(distro_server::server::MAX_NATIVE_MESSAGE_BYTES);
+        let queries = services
+            .iter()
+            .map(|s| pb::QueryRequest {
+                service: Some(pb::ServiceRef {
+                    namespace: String::new(),
+                    group: String::new(),
+                    name: self.population.service_name(*s).to_owned(),
+                }),
+                clusters: Vec::new(),
+                healthy_only: false,
+            })
+            .collect();
+        let mut req = tonic::Request::new(pb::QueryBatchRequest { queries });
+        req.set_timeout(self.timeout);
+        match client.query_batch(req).await {
+            Ok(r) => {
+                let n = r.into_inner().answers.len();
+                (0..services.len())
+                    .map(|i| {
+                        if i < n {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Failed("short-response")
+                        }
+                    })
+                    .collect()
+            }
+            Err(s) => vec![status_outcome(&s); services.len()],
+        }
+    }
+
+    /// The outcomes of `services` queried over `channel`: one `QueryBatch` call per
+    /// `query_batch` services, or one `Query` call each.
+    async fn queries(&self, channel: Channel, services: &[u32]) -> Vec<Outcome> {
+        if self.query_batch <= 1 || services.len() <= 1 {
+            return futures::future::join_all(
+                services.iter().map(|s| self.query(channel.clone(), *s)),
+            )
+            .await;
+        }
+        let calls = services
+            .chunks(self.query_batch)
+            .map(|c| self.query_batch(channel.clone(), c));
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     async fn query(&self, channel: Channel, service: u32) -> Outcome {
         let mut client = pb::registry_client::RegistryClient::new(channel)
             .max_decoding_message_size(distro_server::server::MAX_NATIVE_MESSAGE_BYTES);
@@ -377,8 +434,7 @@ impl Protocol for NativeProtocol {
                     }
                 }
             };
-            let q =
-                futures::future::join_all(queries.iter().map(|s| inner.query(channel.clone(), *s)));
+            let q = inner.queries(channel.clone(), &queries);
             let (r, d, b, q) = futures::join!(
                 call("/distro.v1.Registry/Register", reg),
                 call("/distro.v1.Registry/Deregister", dereg),

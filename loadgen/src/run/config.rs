@@ -90,6 +90,9 @@ pub struct RunConfig {
     pub connections: usize,
     /// Items per batch (0: the protocol's maximum).
     pub batch: usize,
+    /// Query scenario: services asked for in one request (native: one `QueryBatch` call;
+    /// Nacos: that many `ServiceQueryRequest`s together); 1: one `Query` per request.
+    pub query_batch: usize,
     /// Batches in flight per lane and node (the closed model's concurrency).
     pub concurrency: usize,
     /// Open-model rate of the scenario's main operation, per second (register for
@@ -151,6 +154,7 @@ impl Default for RunConfig {
             cluster_process: false,
             connections: 2,
             batch: 1000,
+            query_batch: 1,
             concurrency: 2,
             rate: None,
             query_rate: 0.0,
@@ -258,6 +262,12 @@ impl RunConfig {
             "--connections: must be in 1..=256"
         );
         anyhow::ensure!(self.concurrency >= 1, "--concurrency: must be at least 1");
+        anyhow::ensure!(
+            (1..=distro_server::native::MAX_QUERIES_PER_REQUEST).contains(&self.query_batch),
+            "--batch: a query batch holds 1..={} services, not {}",
+            distro_server::native::MAX_QUERIES_PER_REQUEST,
+            self.query_batch
+        );
         anyhow::ensure!(!self.heartbeat.is_zero(), "--heartbeat: must be positive");
         anyhow::ensure!(
             self.rate.is_none_or(|r| r > 0.0),

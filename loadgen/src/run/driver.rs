@@ -136,6 +136,8 @@ pub struct LaneConfig {
     /// Query rate is open (`rate`) or closed: with `closed_queries`, queries are sent
     /// whenever a slot is free.
     pub closed_queries: bool,
+    /// Closed queries: how many may wait for a slot together (one request's worth).
+    pub query_window: usize,
     /// Churn (deregister, then register again) rate of this lane in the hold phase.
     pub churn_rate: f64,
     /// How long a churned client stays away.
@@ -486,7 +488,7 @@ impl<P: Protocol> Lane<P> {
             let services = self.proto_services();
             while self.queued < cap && self.n() > 0 {
                 let t = if self.cfg.closed_queries {
-                    if self.queued > 0 {
+                    if self.queued >= self.cfg.query_window {
                         break;
                     }
                     now

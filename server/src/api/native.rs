@@ -1,11 +1,14 @@
 //! The native client API, `distro.v1.Registry`, on the SDK port.
 //!
 //! Batched register, deregister and heartbeat of ip:port clients (each item routed to its
-//! owner, see [`crate::cluster::forward`]), a query of one service, and a server stream that watches
+//! owner, see [`crate::cluster::forward`]), a query of one service and a batch of queries
+//! (answered from [`crate::answers`]: encoded once per change of the service), and a server stream that watches
 //! services: it sends each watched service's current state, then a new state after every
 //! change. Changes that arrive while a watcher is busy coalesce: the watcher always sends
 //! the latest state, so a slow watcher costs bounded memory.
 
+use crate::answers::{AnswerCache, Encoding, Form};
+use crate::api::query_answer::QueryResponse;
 use crate::cluster::forward::{Forwarder, Item, ItemResult};
 use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::fault::PeerGate;
@@ -14,7 +17,9 @@ use crate::proto::distro as pb;
 use distro_core::registry::{ChangeListener, QueryFilter};
 use distro_core::{Node, Service};
 use parking_lot::Mutex;
+use prost::bytes::Bytes;
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -25,6 +30,8 @@ use tonic::{Request, Response, Status};
 
 /// Most items in one native write request.
 pub const MAX_ITEMS_PER_REQUEST: usize = 10_000;
+/// Most queries in one `QueryBatch` request.
+pub const MAX_QUERIES_PER_REQUEST: usize = 1_000;
 /// Most services one watch stream may watch.
 pub const MAX_WATCHED_SERVICES: usize = 1_000;
 
@@ -94,6 +101,7 @@ pub struct RegistryService {
     hub: Arc<WatchHub>,
     shutdown: watch::Receiver<bool>,
     gate: Arc<PeerGate>,
+    answers: Arc<AnswerCache>,
 }
 
 impl RegistryService {
@@ -106,7 +114,9 @@ impl RegistryService {
         shutdown: watch::Receiver<bool>,
         gate: Arc<PeerGate>,
     ) -> Self {
+        let answers = AnswerCache::install(forwarder.node().registry());
         Self {
+            answers,
             forwarder,
             metrics,
             hub,
@@ -159,6 +169,49 @@ impl RegistryService {
         }
         Ok(Response::new(pb::WriteResponse { results }))
     }
+}
+
+/// The encoded `QueryResponse` of a service for a cluster filter and the healthy-only flag,
+/// from `answers` or rendered from the registry.
+fn query_answer(
+    answers: &AnswerCache,
+    node: &Node,
+    (ns, group, name): (&str, &str, &str),
+    clusters: &[String],
+    healthy_only: bool,
+) -> Bytes {
+    let clusters: Vec<&str> = clusters
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+        .collect();
+    // Each name length-prefixed, so that no two lists share a spelling.
+    let mut spelled = String::new();
+    for c in &clusters {
+        let _ = write!(spelled, "{}:{c}", c.len());
+    }
+    let form = Form {
+        encoding: Encoding::Native,
+        clusters: &spelled,
+        healthy_only,
+    };
+    let key = Service::key_of(ns, group, name);
+    answers.get(&key, form, || {
+        let filter = QueryFilter {
+            clusters: &clusters,
+            healthy_only,
+            enabled_only: true,
+        };
+        match node.registry().query(ns, group, name) {
+            Some(v) => QueryResponse::encode_fields(
+                &v.instances(filter)
+                    .map(instance_to_proto)
+                    .collect::<Vec<_>>(),
+                v.revision,
+            ),
+            None => Bytes::new(),
+        }
+    })
 }
 
 fn view_of(node: &Node, s: &Service, filter: QueryFilter<'_>) -> (Vec<pb::Instance>, u64) {
@@ -217,12 +270,13 @@ impl pb::registry_server::Registry for RegistryService {
     async fn query(
         &self,
         request: Request<pb::QueryRequest>,
-    ) -> Result<Response<pb::QueryResponse>, Status> {
+    ) -> Result<Response<QueryResponse>, Status> {
         self.gate.hold().await;
         let start = Instant::now();
         let q = request.into_inner();
         let node = self.forwarder.node();
-        let view = match node.query(&service_spec(q.service.as_ref())) {
+        let spec = service_spec(q.service.as_ref());
+        let (ns, group, name) = match spec.resolve() {
             Ok(v) => v,
             Err(e) => {
                 self.metrics
@@ -230,27 +284,59 @@ impl pb::registry_server::Registry for RegistryService {
                 return Err(Status::invalid_argument(e.to_string()));
             }
         };
-        let clusters: Vec<&str> = q
-            .clusters
-            .iter()
-            .map(String::as_str)
-            .filter(|c| !c.is_empty())
-            .collect();
-        let filter = QueryFilter {
-            clusters: &clusters,
-            healthy_only: q.healthy_only,
-            enabled_only: true,
-        };
-        let resp = match view {
-            Some(v) => pb::QueryResponse {
-                instances: v.instances(filter).map(instance_to_proto).collect(),
-                revision: v.revision,
-            },
-            None => pb::QueryResponse::default(),
-        };
+        let resp = QueryResponse::encoded(query_answer(
+            &self.answers,
+            node,
+            (ns, group, name),
+            &q.clusters,
+            q.healthy_only,
+        ));
         self.metrics
             .observe("native", "query", Outcome::Ok, start.elapsed());
         Ok(Response::new(resp))
+    }
+
+    async fn query_batch(
+        &self,
+        request: Request<pb::QueryBatchRequest>,
+    ) -> Result<Response<pb::QueryBatchResponse>, Status> {
+        self.gate.hold().await;
+        let start = Instant::now();
+        let queries = request.into_inner().queries;
+        if queries.len() > MAX_QUERIES_PER_REQUEST {
+            self.metrics
+                .observe("native", "query", Outcome::Limited, Default::default());
+            return Err(Status::invalid_argument(format!(
+                "queries: {} in one request, the limit is {MAX_QUERIES_PER_REQUEST}",
+                queries.len()
+            )));
+        }
+        let node = self.forwarder.node();
+        let mut answers = Vec::with_capacity(queries.len());
+        for (i, q) in queries.iter().enumerate() {
+            let spec = service_spec(q.service.as_ref());
+            let (ns, group, name) = match spec.resolve() {
+                Ok(v) => v,
+                Err(e) => {
+                    self.metrics
+                        .observe("native", "query", Outcome::Invalid, start.elapsed());
+                    return Err(Status::invalid_argument(format!("queries[{i}]: {e}")));
+                }
+            };
+            answers.push(QueryResponse::encoded(query_answer(
+                &self.answers,
+                node,
+                (ns, group, name),
+                &q.clusters,
+                q.healthy_only,
+            )));
+        }
+        let elapsed = start.elapsed();
+        for _ in &answers {
+            self.metrics
+                .observe("native", "query", Outcome::Ok, elapsed);
+        }
+        Ok(Response::new(pb::QueryBatchResponse { answers }))
     }
 
     type WatchStream = WatchStream;

@@ -8,6 +8,7 @@
 //! connection (ending their streams, so a graceful server shutdown can finish) and stops the
 //! tasks.
 
+use crate::answers::AnswerCache;
 use crate::clock::Clock;
 use crate::nacos::config::{NacosConfig, NacosConfigError};
 use crate::nacos::connection::ConnectionTable;
@@ -57,8 +58,10 @@ impl NacosFrontend {
         let hub = Arc::new(PushHub::new(config.push_delay));
         node.registry()
             .add_listener(hub.clone() as Arc<dyn ChangeListener>);
+        let answers = AnswerCache::install(node.registry());
         let shared = Arc::new(Shared {
             timings: Timings::of(node.config()),
+            answers,
             node,
             config,
             clock,

@@ -16,13 +16,14 @@
 //! race with the connection's close. Persistent instances are refused: they are CP data
 //! (Raft in Nacos), which Distro does not replicate.
 
+use crate::answers::{AnswerCache, Encoding, Form};
 use crate::nacos::codec::{self, Envelope, Kind};
+use crate::nacos::config::DEFAULT_CACHE_MILLIS;
 use crate::nacos::connection::Connection;
 use crate::nacos::error::NacosError;
 use crate::nacos::message::{
     BatchInstanceRequest, Empty, InstanceDto, InstanceRequest, Reply, ServerCheckBody,
-    ServiceInfoBody, ServiceListBody, ServiceListRequest, ServiceQueryRequest,
-    SubscribeServiceRequest, TypeBody,
+    ServiceListBody, ServiceListRequest, ServiceQueryRequest, SubscribeServiceRequest, TypeBody,
 };
 use crate::nacos::metrics::Outcome;
 use crate::nacos::state::Shared;
@@ -30,6 +31,7 @@ use crate::nacos::view::{self, Selection};
 use crate::proto::nacos::Payload;
 use distro_core::model::{DEFAULT_GROUP, DEFAULT_NAMESPACE, check_cluster_name};
 use distro_core::{InstanceSpec, Service, ServiceSpec};
+use prost::bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -239,27 +241,61 @@ fn service_query(shared: &Shared, env: &Envelope) -> Handled {
     let clusters = r.cluster.unwrap_or_default();
     check_clusters(&clusters)?;
     let key = Service::key_of(ns, group, name);
-    let view = shared.node.registry().query(ns, group, name);
-    let grouped = format!("{group}@@{name}");
-    let info = view::service_info(
-        view.as_ref(),
-        Selection {
-            group,
-            name,
-            grouped: &grouped,
-            clusters: &clusters,
-            healthy_only: r.healthy_only.unwrap_or(false),
-        },
-        shared.hub.subscribers.ref_time(&key, shared.now_wall()),
-        shared.config.cache_millis,
-        shared.timings,
-    );
-    Ok(codec::encode(
+    let healthy_only = r.healthy_only.unwrap_or(false);
+    let head = service_info_head(shared, &key, (ns, group, name), &clusters, healthy_only);
+    let last_ref_time = shared.hub.subscribers.ref_time(&key, shared.now_wall());
+    Ok(service_info_reply(
         "QueryServiceResponse",
-        &Reply::ok(ServiceInfoBody {
-            service_info: &info,
-        }),
+        false,
+        &head,
+        last_ref_time,
     ))
+}
+
+/// The cached `ServiceInfo` head (see `view::service_info_head`) of service `key` for a
+/// cluster filter and the healthy-only flag, rendered from the registry when not cached.
+pub(crate) fn service_info_head(
+    shared: &Shared,
+    key: &str,
+    (ns, group, name): (&str, &str, &str),
+    clusters: &str,
+    healthy_only: bool,
+) -> Bytes {
+    let form = Form {
+        encoding: Encoding::NacosJson,
+        clusters,
+        healthy_only,
+    };
+    shared.answers.get(key, form, || {
+        Bytes::from(render_head(
+            &shared.node,
+            (ns, group, name),
+            clusters,
+            healthy_only,
+            shared.config.cache_millis,
+            shared.timings,
+        ))
+    })
+}
+
+/// A `QueryServiceResponse` or `SubscribeServiceResponse` (`with_message`: `"message":
+/// "success"`, as Nacos sets on the latter) around a `ServiceInfo` head, stamped
+/// `last_ref_time`: the JSON `Reply::ok(ServiceInfoBody { .. })` gives.
+fn service_info_reply(
+    type_name: &str,
+    with_message: bool,
+    head: &[u8],
+    last_ref_time: u64,
+) -> Payload {
+    let mut v = Vec::with_capacity(head.len() + 192);
+    v.extend_from_slice(br#"{"resultCode":200,"errorCode":0,"#);
+    if with_message {
+        v.extend_from_slice(br#""message":"success","#);
+    }
+    v.extend_from_slice(br#""serviceInfo":"#);
+    view::finish_service_info(head, last_ref_time, &mut v);
+    v.extend_from_slice(br#","success":true}"#);
+    codec::payload(type_name, v)
 }
 
 fn check_clusters(clusters: &str) -> Result<(), NacosError> {
@@ -295,26 +331,13 @@ fn subscribe(shared: &Shared, conn: &Arc<Connection>, env: &Envelope) -> Handled
         conn.remove_subscription(&key);
         hub.subscribers.unsubscribe(&key, conn.serial);
     }
-    let view = shared.node.registry().query(ns, group, name);
-    let grouped = format!("{group}@@{name}");
-    let info = view::service_info(
-        view.as_ref(),
-        Selection {
-            group,
-            name,
-            grouped: &grouped,
-            clusters: &clusters,
-            healthy_only: false,
-        },
-        hub.subscribers.ref_time(&key, shared.now_wall()),
-        shared.config.cache_millis,
-        shared.timings,
-    );
-    Ok(codec::encode(
+    let head = service_info_head(shared, &key, (ns, group, name), &clusters, false);
+    let last_ref_time = hub.subscribers.ref_time(&key, shared.now_wall());
+    Ok(service_info_reply(
         "SubscribeServiceResponse",
-        &Reply::ok_with_message(ServiceInfoBody {
-            service_info: &info,
-        }),
+        true,
+        &head,
+        last_ref_time,
     ))
 }
 
@@ -374,7 +397,8 @@ pub fn decode_instance_request(json: &[u8]) -> Result<(ServiceSpec, InstanceSpec
 }
 
 /// Encodes the `QueryServiceResponse` payload a `ServiceQueryRequest` for `service`
-/// (all clusters) gets from `node` (the front end's encode path, exposed for benchmarks).
+/// (all clusters) gets from `node` when its answer is not cached: the registry read, the
+/// rendering and the reply (the front end's encode path, exposed for benchmarks).
 pub fn encode_query_response(
     node: &distro_core::Node,
     service: &ServiceSpec,
@@ -383,32 +407,116 @@ pub fn encode_query_response(
     let Ok((ns, group, name)) = service.resolve() else {
         return codec::encode("ErrorResponse", &Reply::ok(Empty {}));
     };
+    let head = render_head(
+        node,
+        (ns, group, name),
+        "",
+        false,
+        DEFAULT_CACHE_MILLIS,
+        view::Timings::of(node.config()),
+    );
+    service_info_reply("QueryServiceResponse", false, &head, last_ref_time)
+}
+
+/// [`encode_query_response`] through an answer cache (listening to `node`'s registry):
+/// after the first call for an unchanged service, the reply around kept bytes.
+pub fn encode_query_response_cached(
+    cache: &AnswerCache,
+    node: &distro_core::Node,
+    service: &ServiceSpec,
+    last_ref_time: u64,
+) -> Payload {
+    let Ok((ns, group, name)) = service.resolve() else {
+        return codec::encode("ErrorResponse", &Reply::ok(Empty {}));
+    };
+    let key = Service::key_of(ns, group, name);
+    let form = Form {
+        encoding: Encoding::NacosJson,
+        clusters: "",
+        healthy_only: false,
+    };
+    let head = cache.get(&key, form, || {
+        Bytes::from(render_head(
+            node,
+            (ns, group, name),
+            "",
+            false,
+            DEFAULT_CACHE_MILLIS,
+            view::Timings::of(node.config()),
+        ))
+    });
+    service_info_reply("QueryServiceResponse", false, &head, last_ref_time)
+}
+
+/// Reads service `(ns, group, name)` from `node` and renders its `ServiceInfo` head.
+fn render_head(
+    node: &distro_core::Node,
+    (ns, group, name): (&str, &str, &str),
+    clusters: &str,
+    healthy_only: bool,
+    cache_millis: u64,
+    timings: view::Timings,
+) -> Vec<u8> {
     let view = node.registry().query(ns, group, name);
     let grouped = format!("{group}@@{name}");
-    let info = view::service_info(
+    view::service_info_head(
         view.as_ref(),
         Selection {
             group,
             name,
             grouped: &grouped,
-            clusters: "",
-            healthy_only: false,
+            clusters,
+            healthy_only,
         },
-        last_ref_time,
-        crate::nacos::config::DEFAULT_CACHE_MILLIS,
-        view::Timings::of(node.config()),
-    );
-    codec::encode(
-        "QueryServiceResponse",
-        &Reply::ok(ServiceInfoBody {
-            service_info: &info,
-        }),
+        cache_millis,
+        timings,
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nacos::message::ServiceInfoBody;
+
+    #[test]
+    fn service_info_replies_are_what_serde_writes() {
+        let node = distro_core::Node::new(
+            distro_core::Config::default(),
+            distro_core::MemberList::new("127.0.0.1:8848", &[]).unwrap(),
+            1,
+        )
+        .unwrap();
+        let spec = ServiceSpec::new("", "", "demo");
+        let c = distro_core::ClientId::connection(1, "10.0.0.1", 1);
+        node.register(&c, &spec, &InstanceSpec::new("10.0.0.7", 80), 1)
+            .unwrap();
+        let view = node.query(&spec).unwrap();
+        let sel = Selection {
+            group: "DEFAULT_GROUP",
+            name: "demo",
+            grouped: "DEFAULT_GROUP@@demo",
+            clusters: "",
+            healthy_only: false,
+        };
+        let t = view::Timings::of(node.config());
+        let info = view::service_info(view.as_ref(), sel, 9, 10, t);
+        let head = view::service_info_head(view.as_ref(), sel, 10, t);
+        let body = |p: Payload| String::from_utf8(p.body.unwrap().value).unwrap();
+        let want = codec::encode(
+            "Q",
+            &Reply::ok(ServiceInfoBody {
+                service_info: &info,
+            }),
+        );
+        assert_eq!(body(service_info_reply("Q", false, &head, 9)), body(want));
+        let want = codec::encode(
+            "S",
+            &Reply::ok_with_message(ServiceInfoBody {
+                service_info: &info,
+            }),
+        );
+        assert_eq!(body(service_info_reply("S", true, &head, 9)), body(want));
+    }
 
     #[test]
     fn paging_as_nacos() {

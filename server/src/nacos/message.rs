@@ -199,7 +199,9 @@ pub(crate) struct TypeBody<'a> {
     pub(crate) kind: &'a str,
 }
 
-/// `QueryServiceResponse` and `SubscribeServiceResponse`.
+/// `QueryServiceResponse` and `SubscribeServiceResponse` as serde writes them (the
+/// handler writes them around cached bytes; its tests compare the two).
+#[cfg(test)]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ServiceInfoBody<'a, S: Serialize> {

@@ -13,11 +13,12 @@
 
 use crate::nacos::codec;
 use crate::nacos::connection::Connection;
+use crate::nacos::handler;
 use crate::nacos::hub::Targets;
 use crate::nacos::metrics::CloseReason;
 use crate::nacos::state::Shared;
 use crate::nacos::subscription::Round;
-use crate::nacos::view::{self, Selection};
+use crate::nacos::view;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -49,31 +50,19 @@ fn push_service(shared: &Arc<Shared>, key: &Arc<str>, targets: &Targets) {
     else {
         return;
     };
-    let view = shared
-        .node
-        .registry()
-        .query(&round.namespace, &round.group, &round.name);
-    let grouped = format!("{}@@{}", round.group, round.name);
-    // One rendering per distinct cluster filter.
+    let ns_group_name = (&*round.namespace, &*round.group, &*round.name);
+    // One rendering per distinct cluster filter (kept in the answer cache until the
+    // service changes again), stamped with this round's `lastRefTime`.
     let mut rendered: Vec<(Arc<str>, Arc<Vec<u8>>)> = Vec::new();
     for sub in &round.subscribers {
         let info = match rendered.iter().find(|(c, _)| *c == sub.clusters) {
             Some((_, json)) => json.clone(),
             None => {
-                let info = view::service_info(
-                    view.as_ref(),
-                    Selection {
-                        group: &round.group,
-                        name: &round.name,
-                        grouped: &grouped,
-                        clusters: &sub.clusters,
-                        healthy_only: false,
-                    },
-                    round.last_ref_time,
-                    shared.config.cache_millis,
-                    shared.timings,
-                );
-                let json = Arc::new(serde_json::to_vec(&info).unwrap_or_default());
+                let head =
+                    handler::service_info_head(shared, key, ns_group_name, &sub.clusters, false);
+                let mut json = Vec::with_capacity(head.len() + 128);
+                view::finish_service_info(&head, round.last_ref_time, &mut json);
+                let json = Arc::new(json);
                 rendered.push((sub.clusters.clone(), json.clone()));
                 json
             }

@@ -6,6 +6,7 @@
 //! `view`), never on the files that use it (`handler`, `stream`, `push`, `detection`,
 //! `service`, `frontend`), so the front end's files import each other without a circle.
 
+use crate::answers::AnswerCache;
 use crate::clock::Clock;
 use crate::nacos::config::NacosConfig;
 use crate::nacos::connection::{Connection, ConnectionTable};
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) timings: Timings,
     pub(crate) connections: ConnectionTable,
     pub(crate) hub: Arc<PushHub>,
+    /// Rendered `ServiceInfo` heads per service and form.
+    pub(crate) answers: Arc<AnswerCache>,
     pub(crate) metrics: Metrics,
     pub(crate) request_ids: AtomicU64,
     pub(crate) stream_generations: AtomicU64,

@@ -59,11 +59,8 @@ pub(crate) struct Selection<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ServiceInfo<'a> {
-    name: &'a str,
-    group_name: &'a str,
-    clusters: &'a str,
-    cache_millis: u64,
-    hosts: Vec<Host<'a>>,
+    #[serde(flatten)]
+    head: Head<'a>,
     last_ref_time: u64,
     checksum: &'static str,
     #[serde(rename = "allIPs")]
@@ -72,12 +69,54 @@ pub(crate) struct ServiceInfo<'a> {
     valid: bool,
 }
 
+/// The fields of `ServiceInfo` before `lastRefTime`: everything but the per-answer stamp,
+/// the part the answer cache keeps (`crate::answers`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<'a> {
+    name: &'a str,
+    group_name: &'a str,
+    clusters: &'a str,
+    cache_millis: u64,
+    hosts: Vec<Host<'a>>,
+}
+
 impl ServiceInfo<'_> {
     /// Number of hosts.
     #[cfg(test)]
     pub(crate) fn host_count(&self) -> usize {
-        self.hosts.len()
+        self.head.hosts.len()
     }
+}
+
+/// The `ServiceInfo` JSON of `view` for `sel` without its closing part: `{"name":…,
+/// "hosts":[…]` (no closing brace). [`finish_service_info`] completes it with a
+/// `lastRefTime`; the two give exactly the JSON of [`service_info`].
+pub(crate) fn service_info_head(
+    view: Option<&ServiceView>,
+    sel: Selection<'_>,
+    cache_millis: u64,
+    timings: Timings,
+) -> Vec<u8> {
+    let info = service_info(view, sel, 0, cache_millis, timings);
+    let mut v = serde_json::to_vec(&info.head).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot serialize a ServiceInfo");
+        b"{\"hosts\":[]}".to_vec()
+    });
+    v.pop(); // the closing brace
+    v
+}
+
+/// Appends the `ServiceInfo` of `head` (from [`service_info_head`]) stamped
+/// `last_ref_time` to `out`.
+pub(crate) fn finish_service_info(head: &[u8], last_ref_time: u64, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.extend_from_slice(head);
+    let _ = write!(
+        out,
+        ",\"lastRefTime\":{last_ref_time},\"checksum\":\"\",\"allIPs\":false,\
+         \"reachProtectionThreshold\":false,\"valid\":true}}"
+    );
 }
 
 /// One instance of `ServiceInfo.hosts`.
@@ -123,11 +162,13 @@ pub(crate) fn service_info<'a>(
         Some(view) => hosts(view, &sel, &clusters, timings),
     };
     ServiceInfo {
-        name: sel.name,
-        group_name: sel.group,
-        clusters: sel.clusters,
-        cache_millis,
-        hosts,
+        head: Head {
+            name: sel.name,
+            group_name: sel.group,
+            clusters: sel.clusters,
+            cache_millis,
+            hosts,
+        },
         last_ref_time,
         checksum: "",
         all_ips: false,
@@ -271,6 +312,31 @@ mod tests {
         let v = serde_json::to_value(service_info(Some(&view), sel("", false), 1, 1, t)).unwrap();
         assert_eq!(v["hosts"][1]["instanceIdGenerator"], "simple");
         assert_eq!(v["hosts"][1]["metadata"], json!({}));
+    }
+
+    #[test]
+    fn head_and_finish_give_the_whole_service_info() {
+        let n = node();
+        let spec = ServiceSpec::new("", "", "demo");
+        let mut a = InstanceSpec::new("10.0.0.7", 8080);
+        a.metadata = vec![("zone".into(), "a\"b".into())];
+        n.register(&ClientId::connection(1, "10.0.0.1", 1), &spec, &a, 1)
+            .unwrap();
+        let view = n.query(&spec).unwrap().unwrap();
+        let t = Timings::of(n.config());
+        for view in [Some(&view), None] {
+            let whole = serde_json::to_vec(&service_info(view, sel("x", true), 77, 5, t)).unwrap();
+            let mut split = Vec::new();
+            finish_service_info(
+                &service_info_head(view, sel("x", true), 5, t),
+                77,
+                &mut split,
+            );
+            assert_eq!(
+                String::from_utf8(split).unwrap(),
+                String::from_utf8(whole).unwrap()
+            );
+        }
     }
 
     #[test]

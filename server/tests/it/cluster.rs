@@ -269,7 +269,7 @@ async fn native_batches_are_split_by_owner_and_watched_from_any_node() {
     .await;
     let r = q
         .query(pb::QueryRequest {
-            service: Some(svc),
+            service: Some(svc.clone()),
             clusters: vec![],
             healthy_only: false,
         })
@@ -277,6 +277,40 @@ async fn native_batches_are_split_by_owner_and_watched_from_any_node() {
         .expect("query")
         .into_inner();
     assert_eq!(r.instances.len(), 300);
+    // Many services in one request: one answer per query, in order (the second, repeated,
+    // comes from the answer cache; an unknown service and an unmatched filter are empty).
+    let query = |name: &str, clusters: Vec<String>| pb::QueryRequest {
+        service: Some(pb::ServiceRef {
+            name: name.into(),
+            ..svc.clone()
+        }),
+        clusters,
+        healthy_only: false,
+    };
+    let queries = vec![
+        query(&svc.name, vec![]),
+        query("no-such-service", vec![]),
+        query(&svc.name, vec!["no-such-cluster".into()]),
+        query(&svc.name, vec![]),
+    ];
+    let r = q
+        .query_batch(pb::QueryBatchRequest { queries })
+        .await
+        .expect("query batch")
+        .into_inner();
+    let counts: Vec<usize> = r.answers.iter().map(|a| a.instances.len()).collect();
+    assert_eq!(counts, [300, 0, 0, 300]);
+    assert!(r.answers[0].revision > 0);
+    assert_eq!(r.answers[0], r.answers[3]);
+    // A query naming an invalid service fails the request, naming the query.
+    let bad = q
+        .query_batch(pb::QueryBatchRequest {
+            queries: vec![query(&svc.name, vec![]), query("", vec![])],
+        })
+        .await
+        .expect_err("an invalid service is refused");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("queries[1]"), "{}", bad.message());
     c.shutdown().await;
 }
 

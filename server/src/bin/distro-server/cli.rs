@@ -24,6 +24,9 @@ use distro_core::units::{
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 pub(crate) struct Cli {
+    /// Runtime worker threads [default: one per CPU this process may use].
+    #[arg(long, env = "DISTRO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) threads: Option<u16>,
     /// Main (HTTP) port; the SDK gRPC port is port+1000 and the cluster port port+1001.
     /// 0: the OS chooses all three (each logged at start) unless named below.
     #[arg(long, env = "DISTRO_PORT", default_value_t = 8848)]
@@ -252,6 +255,16 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_are_optional_and_at_least_one() {
+        let c = Cli::try_parse_from(["distro-server"]).unwrap();
+        assert_eq!(c.threads, None);
+        let c = Cli::try_parse_from(["distro-server", "--threads", "4"]).unwrap();
+        assert_eq!(c.threads, Some(4));
+        let e = Cli::try_parse_from(["distro-server", "--threads", "0"]).expect_err("zero threads");
+        assert!(e.to_string().contains("--threads"), "{e}");
+    }
 
     #[test]
     fn a_bare_number_is_refused_with_the_flag_and_units() {

@@ -42,6 +42,7 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    let cli_threads = cli.threads;
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -50,10 +51,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     raise_open_file_limit(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("distro-server: cannot start the runtime: {e}");
