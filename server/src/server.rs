@@ -12,7 +12,7 @@ use crate::api::native::{RegistryService, WatchHub};
 use crate::clock::Clock;
 use crate::cluster::driver::Driver;
 use crate::cluster::forward::Forwarder;
-use crate::cluster::peer::PeerService;
+use crate::cluster::peer::{PeerService, TokenCheck};
 use crate::cluster::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients};
 use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Page};
@@ -377,11 +377,15 @@ pub(crate) async fn start_with(
         forwarder,
         clock.clone(),
         gate,
-        config.cluster_token.clone(),
         metrics.clone(),
     ))
     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    // The token is checked on the metadata, before the body is read and decoded.
+    let peer = tonic::service::interceptor::InterceptedService::new(
+        peer,
+        TokenCheck::new(config.cluster_token.as_deref(), metrics.clone()),
+    );
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = cluster_admission.incoming(listeners.cluster);
