@@ -19,6 +19,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod fault;

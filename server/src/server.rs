@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub protocol: Config,
     /// Shared secret every peer RPC must carry.
     pub cluster_token: Option<String>,
+    /// Nacos-compatible authentication of client requests on the HTTP and SDK ports
+    /// (`None`: off, every client may read and write).
+    pub auth: Option<Arc<crate::auth::Auth>>,
     /// Driver tick period.
     pub tick: Duration,
     /// The Nacos front end.
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             peer_cluster_port_offset: CLUSTER_PORT_OFFSET,
             protocol: Config::default(),
             cluster_token: None,
+            auth: None,
             tick: DEFAULT_TICK,
             nacos: NacosConfig::default(),
             shutdown_flush: DEFAULT_SHUTDOWN_FLUSH,
@@ -295,9 +299,13 @@ pub(crate) async fn start_with(
         peers.clone(),
         metrics.clone(),
     ));
+    let nacos_config = crate::nacos::NacosConfig {
+        auth: config.auth.clone(),
+        ..config.nacos
+    };
     let nacos = Arc::new(NacosFrontend::new(
         node.clone(),
-        config.nacos.clone(),
+        nacos_config,
         clock.clone(),
     )?);
     let hub = Arc::new(WatchHub::default());
@@ -316,6 +324,7 @@ pub(crate) async fn start_with(
         metrics: metrics.clone(),
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
+        auth: config.auth.clone(),
         page: Page::new(node.clone(), metrics.clone(), Some(nacos.clone())),
     }));
     let admit = |port: &'static str, protocol: Protocol| {
@@ -341,13 +350,16 @@ pub(crate) async fn start_with(
     }));
 
     // SDK port: the Nacos services and the native API.
-    let registry = pb::registry_server::RegistryServer::new(RegistryService::new(
-        forwarder.clone(),
-        metrics.clone(),
-        hub,
-        stop_rx.clone(),
-        gate.clone(),
-    ))
+    let registry = pb::registry_server::RegistryServer::new(
+        RegistryService::new(
+            forwarder.clone(),
+            metrics.clone(),
+            hub,
+            stop_rx.clone(),
+            gate.clone(),
+        )
+        .with_auth(config.auth.clone(), clock.clone()),
+    )
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
     let sdk = tonic::transport::Server::builder()

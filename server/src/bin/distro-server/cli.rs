@@ -50,6 +50,26 @@ pub(crate) struct Cli {
     /// Shared secret every peer RPC must carry; without it anyone reaching the cluster port can write.
     #[arg(long, env = "DISTRO_CLUSTER_TOKEN", hide_env_values = true)]
     cluster_token: Option<String>,
+    /// Turns on Nacos-compatible auth: a file of users (bcrypt password hashes, roles) and
+    /// role permissions on namespace:group:service (see the README's "Security"). Off by
+    /// default: every client may read and write. Needs --auth-token-secret(-file).
+    #[arg(long, env = "DISTRO_AUTH_USERS")]
+    auth_users: Option<std::path::PathBuf>,
+    /// Secret that signs access tokens (at least 32 bytes); the same on every node, so a
+    /// token from one node is valid on all of them.
+    #[arg(
+        long,
+        env = "DISTRO_AUTH_TOKEN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_token_secret_file"
+    )]
+    auth_token_secret: Option<String>,
+    /// A file holding the token secret (surrounding whitespace is ignored).
+    #[arg(long, env = "DISTRO_AUTH_TOKEN_SECRET_FILE")]
+    auth_token_secret_file: Option<std::path::PathBuf>,
+    /// Lifetime of an access token (Nacos: 18000 s).
+    #[arg(long, env = "DISTRO_AUTH_TOKEN_TTL", default_value = "5h", value_parser = duration)]
+    auth_token_ttl: Duration,
     /// Delay that merges changes before they are synced to peers.
     #[arg(long, env = "DISTRO_SYNC_DELAY", default_value = "1s", value_parser = millis)]
     sync_delay: u64,
@@ -160,8 +180,47 @@ impl Cli {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     }
 
+    /// The auth of `--auth-users` and the token secret (`None`: off).
+    fn auth(&self) -> anyhow::Result<Option<std::sync::Arc<distro_server::auth::Auth>>> {
+        let secret = match (&self.auth_token_secret, &self.auth_token_secret_file) {
+            (Some(s), _) => Some(s.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot read --auth-token-secret-file {}: {e}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        match (&self.auth_users, secret) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => anyhow::bail!(
+                "--auth-token-secret is set but --auth-users is not: auth needs a users file"
+            ),
+            (Some(_), None) => anyhow::bail!(
+                "--auth-users needs --auth-token-secret or --auth-token-secret-file (the same \
+                 secret on every node)"
+            ),
+            (Some(path), Some(secret)) => {
+                let auth = distro_server::auth::Auth::from_file(
+                    path,
+                    secret.as_bytes(),
+                    self.auth_token_ttl,
+                )
+                .map_err(|e| anyhow::anyhow!("--auth-users: {e}"))?;
+                Ok(Some(std::sync::Arc::new(auth)))
+            }
+        }
+    }
+
     /// The validated configuration the flags describe.
     pub(crate) fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let auth = self.auth()?;
         let mut members = self.members;
         if let Some(path) = &self.members_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -216,6 +275,7 @@ impl Cli {
             members,
             protocol,
             cluster_token: self.cluster_token.filter(|t| !t.is_empty()),
+            auth,
             tick: self.tick,
             nacos,
             shutdown_flush: self.shutdown_flush,
@@ -333,5 +393,39 @@ mod tests {
         assert_eq!(c.cluster_token, None, "an empty token is no token");
         let e = config(&["--members-file", "/nonexistent/cluster.conf"]).unwrap_err();
         assert!(e.to_string().contains("--members-file"), "{e}");
+    }
+
+    #[test]
+    fn auth_needs_users_and_a_secret_of_32_bytes() {
+        let dir = std::env::temp_dir().join(format!("distro-cli-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let users = dir.join("users");
+        let hash = bcrypt::hash_with_salt("pw", 4, [3; 16])
+            .unwrap()
+            .to_string();
+        std::fs::write(&users, format!("user nacos {hash} ROLE_ADMIN\n")).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let u = users.to_str().unwrap();
+        let s = secret.to_str().unwrap();
+        assert!(config(&[]).unwrap().auth.is_none(), "off by default");
+        let c = config(&["--auth-users", u, "--auth-token-secret-file", s]).unwrap();
+        let auth = c.auth.expect("on");
+        assert!(auth.login("nacos", "pw", 0).unwrap().global_admin);
+        let e = config(&["--auth-users", u]).unwrap_err();
+        assert!(e.to_string().contains("--auth-token-secret"), "{e}");
+        let e = config(&["--auth-users", u, "--auth-token-secret", "short"]).unwrap_err();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        let e = config(&["--auth-token-secret-file", s]).unwrap_err();
+        assert!(e.to_string().contains("--auth-users"), "{e}");
+        let e = config(&[
+            "--auth-users",
+            "/nonexistent/users",
+            "--auth-token-secret-file",
+            s,
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/users"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
