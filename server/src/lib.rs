@@ -29,6 +29,7 @@ pub mod nacos;
 pub mod open_files;
 pub mod proto;
 pub mod server;
+pub mod tls;
 
 // The paths of the flat layout that loadgen and the benches import.
 pub use api::native;

@@ -82,12 +82,12 @@ fn holds(node: &Node, ip: &str, port: u16) -> bool {
         .is_some()
 }
 
-fn all_hold(c: &LocalCluster, ip: &str, port: u16) -> bool {
+pub(crate) fn all_hold(c: &LocalCluster, ip: &str, port: u16) -> bool {
     (0..c.len()).all(|i| c.node(i).is_some_and(|n| holds(&n, ip, port)))
 }
 
 /// An ip:port (10.9.x.y:8080) that the cluster routes to node `owner`.
-fn address_owned_by(c: &LocalCluster, owner: usize) -> (String, u16) {
+pub(crate) fn address_owned_by(c: &LocalCluster, owner: usize) -> (String, u16) {
     let n = c.node(0).expect("node 0 runs");
     let want = c.node(owner).expect("owner runs").me();
     for i in 0..10_000u32 {
@@ -103,7 +103,7 @@ fn address_owned_by(c: &LocalCluster, owner: usize) -> (String, u16) {
     panic!("no address routes to node {owner}");
 }
 
-async fn register_http(
+pub(crate) async fn register_http(
     c: &LocalCluster,
     via: usize,
     service: &str,

@@ -50,6 +50,24 @@ pub(crate) struct Cli {
     /// Shared secret every peer RPC must carry; without it anyone reaching the cluster port can write.
     #[arg(long, env = "DISTRO_CLUSTER_TOKEN", hide_env_values = true)]
     cluster_token: Option<String>,
+    /// HTTPS on the main port: the certificate chain (PEM). Needs --tls-key. The SDK port
+    /// has no TLS yet.
+    #[arg(long, env = "DISTRO_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "DISTRO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS on the cluster port: this node's certificate (PEM chain). Each node's
+    /// certificate must name its member IP (subjectAltName IP). Needs --cluster-tls-key and
+    /// --cluster-tls-ca; an alternative or an addition to --cluster-token.
+    #[arg(long, env = "DISTRO_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+    cluster_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --cluster-tls-cert (PEM).
+    #[arg(long, env = "DISTRO_CLUSTER_TLS_KEY", requires = "cluster_tls_cert")]
+    cluster_tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) that signs every node's certificate; peers without one are refused.
+    #[arg(long, env = "DISTRO_CLUSTER_TLS_CA", requires = "cluster_tls_cert")]
+    cluster_tls_ca: Option<std::path::PathBuf>,
     /// Turns on Nacos-compatible auth: a file of users (bcrypt password hashes, roles) and
     /// role permissions on namespace:group:service (see the README's "Security"). Off by
     /// default: every client may read and write. Needs --auth-token-secret(-file).
@@ -221,6 +239,20 @@ impl Cli {
     /// The validated configuration the flags describe.
     pub(crate) fn into_config(self) -> anyhow::Result<ServerConfig> {
         let auth = self.auth()?;
+        let cluster_tls = match (
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(distro_server::tls::ClusterTls::from_files(cert, key, ca)?)
+            }
+            _ => None,
+        };
+        let http_tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(distro_server::tls::HttpTls::from_files(cert, key)?),
+            _ => None,
+        };
         let mut members = self.members;
         if let Some(path) = &self.members_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -276,6 +308,8 @@ impl Cli {
             protocol,
             cluster_token: self.cluster_token.filter(|t| !t.is_empty()),
             auth,
+            cluster_tls,
+            http_tls,
             tick: self.tick,
             nacos,
             shutdown_flush: self.shutdown_flush,
@@ -427,5 +461,29 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/users"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cluster_tls_needs_its_three_files() {
+        let e = config(&["--cluster-tls-cert", "/x/cert.pem"]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--cluster-tls-key") && msg.contains("--cluster-tls-ca"),
+            "{msg}"
+        );
+        let e = config(&[
+            "--cluster-tls-cert",
+            "/nonexistent/cert.pem",
+            "--cluster-tls-key",
+            "/nonexistent/key.pem",
+            "--cluster-tls-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--cluster-tls-cert /nonexistent/cert.pem"),
+            "{msg}"
+        );
     }
 }
