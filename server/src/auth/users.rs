@@ -13,7 +13,7 @@
 //! `public:*:*` is every service of namespace `public` and `*:DEFAULT_GROUP:order*` every
 //! service whose name starts with `order` in group `DEFAULT_GROUP` of any namespace. The
 //! hashes are bcrypt's (`$2a$`, `$2b$`, `$2y$`), as Nacos stores them; make one with
-//! `htpasswd -nbBC 10 <user> <password>` (the part after the colon).
+//! `distro-server --hash-password` (the password on stdin), or take Nacos's.
 
 use std::collections::HashMap;
 
@@ -49,10 +49,17 @@ struct Permission {
 }
 
 /// One user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     hash: String,
     roles: Vec<String>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the hash: configurations get logged.
+        f.debug_struct("User").field("roles", &self.roles).finish()
+    }
 }
 
 /// Users and role permissions, as read from the users file.

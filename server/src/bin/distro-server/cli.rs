@@ -68,6 +68,10 @@ pub(crate) struct Cli {
     /// The CA (PEM) that signs every node's certificate; peers without one are refused.
     #[arg(long, env = "DISTRO_CLUSTER_TLS_CA", requires = "cluster_tls_cert")]
     cluster_tls_ca: Option<std::path::PathBuf>,
+    /// Reads a password from the first line of stdin, prints its bcrypt hash (cost 10) for
+    /// the users file, and exits.
+    #[arg(long)]
+    pub(crate) hash_password: bool,
     /// Turns on Nacos-compatible auth: a file of users (bcrypt password hashes, roles) and
     /// role permissions on namespace:group:service (see the README's "Security"). Off by
     /// default: every client may read and write. Needs --auth-token-secret(-file).
@@ -196,6 +200,18 @@ impl Cli {
     pub(crate) fn log_filter(&self) -> tracing_subscriber::EnvFilter {
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    }
+
+    /// `--hash-password`: the bcrypt hash of the first line of `input` (without its line
+    /// end); an empty password is refused.
+    pub(crate) fn hash_password(input: &mut impl std::io::BufRead) -> anyhow::Result<String> {
+        let mut line = String::new();
+        input.read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            anyhow::bail!("--hash-password: no password on stdin (give it on the first line)");
+        }
+        Ok(bcrypt::hash(password, 10)?)
     }
 
     /// The auth of `--auth-users` and the token secret (`None`: off).
@@ -427,6 +443,16 @@ mod tests {
         assert_eq!(c.cluster_token, None, "an empty token is no token");
         let e = config(&["--members-file", "/nonexistent/cluster.conf"]).unwrap_err();
         assert!(e.to_string().contains("--members-file"), "{e}");
+    }
+
+    #[test]
+    fn hash_password_makes_a_hash_the_users_file_accepts() {
+        let hash = Cli::hash_password(&mut "s3cret pw\n".as_bytes()).unwrap();
+        assert!(bcrypt::verify("s3cret pw", &hash).unwrap(), "{hash}");
+        let users = distro_server::auth::Users::parse(&format!("user u {hash} r")).unwrap();
+        assert!(users.verify_password("u", "s3cret pw"));
+        let e = Cli::hash_password(&mut "\n".as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("no password"), "{e}");
     }
 
     #[test]
