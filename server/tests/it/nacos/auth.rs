@@ -123,6 +123,12 @@ async fn http_login_answers_as_nacos_and_tokens_are_checked_on_every_node() {
         .issue("admin", u64::MAX / 2);
     let (s, b) = get(&c, 1, &format!("{list}&accessToken={other}")).await;
     assert_eq!((s, b.as_str()), (403, "token invalid!"));
+    // Signed with the cluster's secret but expired in 1970.
+    let expired = distro_server::auth::TokenSigner::new(SECRET)
+        .expect("signer")
+        .issue("admin", 1);
+    let (s, b) = get(&c, 1, &format!("{list}&accessToken={expired}")).await;
+    assert_eq!((s, b.as_str()), (403, "token expired!"));
     // A token issued by node 0 is valid on nodes 1 and 2, as a parameter or a header.
     let (s, b) = get(&c, 1, &format!("{list}&accessToken={ro}")).await;
     assert_eq!(s, 200, "{b}");
@@ -273,4 +279,70 @@ async fn the_native_api_checks_the_token_and_the_permission() {
     let got = client.query(q).await.expect("ro reads").into_inner();
     assert_eq!(got.instances.len(), 1);
     c.shutdown().await;
+}
+
+/// Nacos gRPC requests carry the token in the payload's `accessToken` header: missing,
+/// malformed, expired and insufficient tokens get `ErrorResponse` with `errorCode` 403 and
+/// Nacos's message; a sufficient one passes on to the next check (here: 301, the raw
+/// client never set its connection up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacos_grpc_requests_are_refused_with_403_and_the_reason() {
+    use crate::nacos::harness::{Raw, TestServer, payload};
+    let config = distro_server::nacos::NacosConfig {
+        auth: Some(test_auth()),
+        ..crate::nacos::harness::fast_config()
+    };
+    let server = TestServer::start(config).await;
+    let mut raw = Raw::connect(&server).await;
+    let signer = distro_server::auth::TokenSigner::new(SECRET).expect("signer");
+    let far = u64::MAX / 4;
+    let ro = signer.issue("ro", far);
+    let query = serde_json::json!({"headers": {}, "namespace": "public",
+        "groupName": "DEFAULT_GROUP", "serviceName": "svc", "cluster": "", "healthyOnly": false});
+    let register = serde_json::json!({"headers": {}, "namespace": "public",
+        "groupName": "DEFAULT_GROUP", "serviceName": "svc", "type": "registerInstance",
+        "instance": {"ip": "10.0.0.1", "port": 80}});
+    let cases = [
+        ("ServiceQueryRequest", &query, None, 403, "user not found!"),
+        (
+            "ServiceQueryRequest",
+            &query,
+            Some("garbage".to_string()),
+            403,
+            "token invalid!",
+        ),
+        (
+            "ServiceQueryRequest",
+            &query,
+            Some(signer.issue("ro", 1)),
+            403,
+            "token expired!",
+        ),
+        (
+            "InstanceRequest",
+            &register,
+            Some(ro.clone()),
+            403,
+            "authorization failed!",
+        ),
+        (
+            "ServiceQueryRequest",
+            &query,
+            Some(ro.clone()),
+            301,
+            "Connection is unregistered.",
+        ),
+    ];
+    for (type_name, body, token, code, message) in cases {
+        let mut p = payload(type_name, body);
+        if let (Some(t), Some(m)) = (&token, p.metadata.as_mut()) {
+            m.headers.insert("accessToken".into(), t.clone());
+        }
+        let (t, reply) = raw.call_payload(p).await;
+        assert_eq!(t, "ErrorResponse", "{type_name} {token:?}: {reply}");
+        assert_eq!(reply["errorCode"], code, "{type_name} {token:?}: {reply}");
+        let got = reply["message"].as_str().unwrap_or_default();
+        assert!(got.starts_with(message), "{type_name} {token:?}: {reply}");
+    }
+    server.stop().await;
 }
