@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod answers;
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod fault;
@@ -29,6 +30,7 @@ pub mod nacos;
 pub mod open_files;
 pub mod proto;
 pub mod server;
+pub mod tls;
 
 // The paths of the flat layout that loadgen and the benches import.
 pub use api::native;

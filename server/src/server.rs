@@ -12,7 +12,7 @@ use crate::api::native::{RegistryService, WatchHub};
 use crate::clock::Clock;
 use crate::cluster::driver::Driver;
 use crate::cluster::forward::Forwarder;
-use crate::cluster::peer::PeerService;
+use crate::cluster::peer::{PeerService, TokenCheck};
 use crate::cluster::peer_client::{MAX_PEER_MESSAGE_BYTES, PeerClients};
 use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Page};
@@ -62,6 +62,13 @@ pub struct ServerConfig {
     pub protocol: Config,
     /// Shared secret every peer RPC must carry.
     pub cluster_token: Option<String>,
+    /// HTTPS on the main port (`None`: plain HTTP).
+    pub http_tls: Option<crate::tls::HttpTls>,
+    /// Mutual TLS between nodes on the cluster port (`None`: plaintext).
+    pub cluster_tls: Option<crate::tls::ClusterTls>,
+    /// Nacos-compatible authentication of client requests on the HTTP and SDK ports
+    /// (`None`: off, every client may read and write).
+    pub auth: Option<Arc<crate::auth::Auth>>,
     /// Driver tick period.
     pub tick: Duration,
     /// The Nacos front end.
@@ -89,6 +96,9 @@ impl Default for ServerConfig {
             peer_cluster_port_offset: CLUSTER_PORT_OFFSET,
             protocol: Config::default(),
             cluster_token: None,
+            auth: None,
+            cluster_tls: None,
+            http_tls: None,
             tick: DEFAULT_TICK,
             nacos: NacosConfig::default(),
             shutdown_flush: DEFAULT_SHUTDOWN_FLUSH,
@@ -286,6 +296,7 @@ pub(crate) async fn start_with(
         },
         (!config.bind.is_unspecified()).then_some(config.bind),
         config.cluster_token.as_deref(),
+        config.cluster_tls.as_ref(),
         gate.clone(),
         metrics.clone(),
     )?);
@@ -295,9 +306,13 @@ pub(crate) async fn start_with(
         peers.clone(),
         metrics.clone(),
     ));
+    let nacos_config = crate::nacos::NacosConfig {
+        auth: config.auth.clone(),
+        ..config.nacos
+    };
     let nacos = Arc::new(NacosFrontend::new(
         node.clone(),
-        config.nacos.clone(),
+        nacos_config,
         clock.clone(),
     )?);
     let hub = Arc::new(WatchHub::default());
@@ -316,6 +331,7 @@ pub(crate) async fn start_with(
         metrics: metrics.clone(),
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
+        auth: config.auth.clone(),
         page: Page::new(node.clone(), metrics.clone(), Some(nacos.clone())),
     }));
     let admit = |port: &'static str, protocol: Protocol| {
@@ -331,23 +347,49 @@ pub(crate) async fn start_with(
     let http_admission = admit("main", Protocol::Http);
     let sdk_admission = admit("SDK", Protocol::Grpc);
     let cluster_admission = admit("cluster", Protocol::Grpc);
+    let http_tls = match &config.http_tls {
+        Some(tls) => Some(tls.acceptor().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let rx = stop_rx.clone();
+    let listener = HttpListener::new(listeners.http, http_admission);
+    let (plain, https) = match http_tls {
+        Some(acceptor) => (
+            None,
+            Some(crate::tls::HttpsListener::new(listener, acceptor)?),
+        ),
+        None => (Some(listener), None),
+    };
     tasks.push(tokio::spawn(async move {
-        let listener = HttpListener::new(listeners.http, http_admission);
-        let serve = axum::serve(listener, http).with_graceful_shutdown(stopped(rx));
-        if let Err(e) = serve.await {
+        let r = match (plain, https) {
+            (_, Some(l)) => {
+                axum::serve(l, http)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+            }
+            (Some(l), None) => {
+                axum::serve(l, http)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+            }
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = r {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }));
 
     // SDK port: the Nacos services and the native API.
-    let registry = pb::registry_server::RegistryServer::new(RegistryService::new(
-        forwarder.clone(),
-        metrics.clone(),
-        hub,
-        stop_rx.clone(),
-        gate.clone(),
-    ))
+    let registry = pb::registry_server::RegistryServer::new(
+        RegistryService::new(
+            forwarder.clone(),
+            metrics.clone(),
+            hub,
+            stop_rx.clone(),
+            gate.clone(),
+        )
+        .with_auth(config.auth.clone(), clock.clone()),
+    )
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
     let sdk = tonic::transport::Server::builder()
@@ -377,19 +419,38 @@ pub(crate) async fn start_with(
         forwarder,
         clock.clone(),
         gate,
-        config.cluster_token.clone(),
         metrics.clone(),
     ))
     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    // The token is checked on the metadata, before the body is read and decoded.
+    let peer = tonic::service::interceptor::InterceptedService::new(
+        peer,
+        TokenCheck::new(config.cluster_token.as_deref(), metrics.clone()),
+    );
+    let cluster_tls = match &config.cluster_tls {
+        Some(tls) => Some(tls.acceptor().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = cluster_admission.incoming(listeners.cluster);
-        let r = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(peer)
-            .serve_with_incoming_shutdown(incoming, stopped(rx))
-            .await;
+            .add_service(peer);
+        let r = match cluster_tls {
+            Some(acceptor) => {
+                let incoming = crate::tls::handshakes(incoming, acceptor, "cluster");
+                server
+                    .serve_with_incoming_shutdown(incoming, stopped(rx))
+                    .await
+            }
+            None => {
+                server
+                    .serve_with_incoming_shutdown(incoming, stopped(rx))
+                    .await
+            }
+        };
         if let Err(e) = r {
             tracing::error!(error = %e, "cluster gRPC server failed");
         }

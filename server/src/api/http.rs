@@ -6,7 +6,14 @@
 //! reads are answered locally. Errors are plain text naming the parameter and the reason,
 //! with status 400 for bad input and 503 for retryable conditions (owner unreachable,
 //! divergent member views).
+//!
+//! With auth on ([`crate::auth`]), the login endpoints issue tokens, and every request
+//! under `/nacos/v1/ns/` needs one (the `accessToken` parameter or header) whose user may
+//! read (`GET`) or write (other methods) the service named by `namespaceId`, `groupName`
+//! and `serviceName` (a service list: the service `*`); otherwise 403 and the reason, as
+//! Nacos's `AuthFilter`. `/health` and `/metrics` stay open.
 
+use crate::auth::{Action, Auth, TOKEN_PARAM};
 use crate::clock::Clock;
 use crate::cluster::forward::{Forwarder, Item, ItemResult, Target, code};
 use crate::metrics::{Metrics, Outcome, Page};
@@ -43,6 +50,8 @@ pub struct HttpState {
     pub clock: Clock,
     /// The Nacos front end, for its metrics.
     pub nacos: Option<Arc<NacosFrontend>>,
+    /// Authentication of requests (`None`: off).
+    pub auth: Option<Arc<Auth>>,
     /// The `/metrics` page (of the node, `metrics` and `nacos`).
     pub page: Page,
 }
@@ -64,6 +73,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/nacos/v1/auth/users/login", axum::routing::post(login))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -556,14 +569,92 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 /// What a login (`/nacos/v1/auth/login`, Rust SDK; `/nacos/v1/auth/users/login`, Java and
-/// Python SDKs) gets: this server has no authentication, says so, and issues no token.
-pub const AUTH_UNSUPPORTED: &str = "authentication is not supported: this distro server \
-    checks no credentials and no accessToken, so every client that reaches it can read and \
-    write; remove username/password from the client configuration and protect the ports \
-    with the network";
+/// Python SDKs) gets when auth is off: the server says so and issues no token.
+pub const AUTH_UNSUPPORTED: &str = "authentication is off: this distro server was started \
+    without --auth-users, checks no credentials and no accessToken, so every client that \
+    reaches it can read and write; remove username/password from the client configuration, \
+    or start every node with --auth-users and --auth-token-secret";
 
-async fn login() -> Response {
-    HttpError(StatusCode::NOT_IMPLEMENTED, AUTH_UNSUPPORTED.to_string()).into_response()
+/// Logs in with `username` and `password` (query or form), answering as Nacos does:
+/// `{"accessToken", "tokenTtl", "globalAdmin", "username"}`, or 403 `unknown user!`.
+async fn login(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let Some(auth) = state.auth.clone() else {
+        return HttpError(StatusCode::NOT_IMPLEMENTED, AUTH_UNSUPPORTED.to_string())
+            .into_response();
+    };
+    let start = Instant::now();
+    let p = match Params::parse(q, &body) {
+        Ok(p) => p,
+        Err(e) => return finish(&state, "login", start, Err(e)),
+    };
+    let user = p.or("username", "").to_string();
+    let password = p.or("password", "").to_string();
+    let now = (state.clock)();
+    // bcrypt is slow on purpose: off the runtime's threads.
+    let r = tokio::task::spawn_blocking(move || auth.login(&user, &password, now))
+        .await
+        .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        .and_then(|r| r.map_err(|e| HttpError(StatusCode::FORBIDDEN, e.message)))
+        .map(|l| axum::Json(l).into_response());
+    finish(&state, "login", start, r)
+}
+
+/// With auth on, checks the token of every request under `/nacos/v1/ns/` against the
+/// service it reads or writes (see the module comment) before the handler runs.
+async fn require_token(
+    State(state): State<Arc<HttpState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(auth) = &state.auth else {
+        return next.run(req).await;
+    };
+    if !req.uri().path().starts_with("/nacos/v1/ns/") {
+        return next.run(req).await;
+    }
+    let action = if req.method() == axum::http::Method::GET {
+        Action::Read
+    } else {
+        Action::Write
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            return HttpError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the request body (at most {MAX_BODY_BYTES} bytes): {e}"),
+            )
+            .into_response();
+        }
+    };
+    let p = match Params::parse(parts.uri.query().map(str::to_string), &bytes) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let header_token = parts.headers.get(TOKEN_PARAM).and_then(|v| v.to_str().ok());
+    let token = p.get(TOKEN_PARAM).or(header_token);
+    let mut group = p.or("groupName", "");
+    let mut service = p.or("serviceName", "*");
+    if let Some((g, n)) = service.split_once(GROUP_SEPARATOR)
+        && (group.is_empty() || group == g)
+    {
+        group = g;
+        service = n;
+    }
+    let resource = [p.or("namespaceId", ""), group, service];
+    if let Err(e) = auth.authorize(token, resource, action, (state.clock)()) {
+        state
+            .metrics
+            .observe("http", "auth", Outcome::Error, Default::default());
+        return HttpError(StatusCode::FORBIDDEN, e.message).into_response();
+    }
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    next.run(req).await
 }
 
 async fn health(State(state): State<Arc<HttpState>>) -> Response {

@@ -6,9 +6,17 @@
 //! services: it sends each watched service's current state, then a new state after every
 //! change. Changes that arrive while a watcher is busy coalesce: the watcher always sends
 //! the latest state, so a slow watcher costs bounded memory.
+//!
+//! With auth on ([`crate::auth`]), every call carries a token in the `accesstoken`
+//! metadata, and its user must be allowed to write (register, deregister, heartbeat) or read (query,
+//! watch) every service the call names: otherwise the whole call is refused,
+//! `UNAUTHENTICATED` for a missing, invalid or expired token, `PERMISSION_DENIED` for a
+//! service the user may not touch, with Nacos's message.
 
 use crate::answers::{AnswerCache, Encoding, Form};
 use crate::api::query_answer::QueryResponse;
+use crate::auth::{Action, Auth, AuthError};
+use crate::clock::Clock;
 use crate::cluster::forward::{Forwarder, Item, ItemResult};
 use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::fault::PeerGate;
@@ -102,7 +110,11 @@ pub struct RegistryService {
     shutdown: watch::Receiver<bool>,
     gate: Arc<PeerGate>,
     answers: Arc<AnswerCache>,
+    auth: Option<(Arc<Auth>, Clock)>,
 }
+
+/// The metadata key of the native API's access token.
+pub const TOKEN_METADATA: &str = "accesstoken";
 
 impl RegistryService {
     /// The service; `hub` must be a listener of the node's registry. Requests wait while
@@ -122,7 +134,45 @@ impl RegistryService {
             hub,
             shutdown,
             gate,
+            auth: None,
         }
+    }
+
+    /// The service with `auth` checking every call at the time of `clock` (`None`: off).
+    pub fn with_auth(mut self, auth: Option<Arc<Auth>>, clock: Clock) -> Self {
+        self.auth = auth.map(|a| (a, clock));
+        self
+    }
+
+    /// With auth on, checks that the token of `req` is valid and that its user may do
+    /// `action` on every service of `services`.
+    fn authorize<'a, T>(
+        &self,
+        req: &Request<T>,
+        services: impl IntoIterator<Item = Option<&'a pb::ServiceRef>>,
+        action: Action,
+    ) -> Result<(), Status> {
+        let Some((auth, clock)) = &self.auth else {
+            return Ok(());
+        };
+        let token = req
+            .metadata()
+            .get(TOKEN_METADATA)
+            .and_then(|v| v.to_str().ok());
+        let now = clock();
+        let mut checked = false;
+        for s in services {
+            checked = true;
+            let r = s.map_or(["", "", ""], |s| {
+                [s.namespace.as_str(), s.group.as_str(), s.name.as_str()]
+            });
+            auth.authorize(token, r, action, now).map_err(refusal)?;
+        }
+        if !checked {
+            auth.authorize(token, ["", "", "*"], action, now)
+                .map_err(refusal)?;
+        }
+        Ok(())
     }
 
     /// Applies `items` (an `Err` is an item that could not be read, answered as it is).
@@ -226,12 +276,27 @@ fn view_of(node: &Node, s: &Service, filter: QueryFilter<'_>) -> (Vec<pb::Instan
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
+/// A token refusal is `UNAUTHENTICATED`, a permission refusal `PERMISSION_DENIED`.
+fn refusal(e: AuthError) -> Status {
+    if e.message.starts_with("authorization failed") {
+        Status::permission_denied(e.message)
+    } else {
+        Status::unauthenticated(e.message)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::registry_server::Registry for RegistryService {
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = &request.get_ref().registrations;
+        self.authorize(
+            &request,
+            r.iter().map(|r| r.service.as_ref()),
+            Action::Write,
+        )?;
         let items = request
             .into_inner()
             .registrations
@@ -245,6 +310,12 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = &request.get_ref().registrations;
+        self.authorize(
+            &request,
+            r.iter().map(|r| r.service.as_ref()),
+            Action::Write,
+        )?;
         let items = request
             .into_inner()
             .registrations
@@ -258,6 +329,12 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let b = &request.get_ref().beats;
+        self.authorize(
+            &request,
+            b.iter().map(|b| b.service.as_ref()),
+            Action::Write,
+        )?;
         let items = request
             .into_inner()
             .beats
@@ -271,6 +348,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
+        self.authorize(&request, [request.get_ref().service.as_ref()], Action::Read)?;
         self.gate.hold().await;
         let start = Instant::now();
         let q = request.into_inner();
@@ -302,15 +380,18 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::QueryBatchResponse>, Status> {
         self.gate.hold().await;
         let start = Instant::now();
-        let queries = request.into_inner().queries;
-        if queries.len() > MAX_QUERIES_PER_REQUEST {
+        let count = request.get_ref().queries.len();
+        if count > MAX_QUERIES_PER_REQUEST {
             self.metrics
                 .observe("native", "query", Outcome::Limited, Default::default());
             return Err(Status::invalid_argument(format!(
-                "queries: {} in one request, the limit is {MAX_QUERIES_PER_REQUEST}",
-                queries.len()
+                "queries: {count} in one request, the limit is {MAX_QUERIES_PER_REQUEST}"
             )));
         }
+        // With auth on, the user must be allowed to read every service of the batch.
+        let services = request.get_ref().queries.iter().map(|q| q.service.as_ref());
+        self.authorize(&request, services, Action::Read)?;
+        let queries = request.into_inner().queries;
         let node = self.forwarder.node();
         let mut answers = Vec::with_capacity(queries.len());
         for (i, q) in queries.iter().enumerate() {
@@ -345,6 +426,8 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let s = &request.get_ref().services;
+        self.authorize(&request, s.iter().map(Some), Action::Read)?;
         let req = request.into_inner();
         if req.services.is_empty() || req.services.len() > MAX_WATCHED_SERVICES {
             return Err(Status::invalid_argument(format!(

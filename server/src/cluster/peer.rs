@@ -1,9 +1,11 @@
 //! The peer protocol's server side: `distro.v1.Peer` on the cluster port.
 //!
-//! Every call is checked before anything else: the node's [`PeerGate`] must be open (a
-//! partitioned LocalCluster node refuses peers), the cluster token must match when one is
-//! configured (compared in constant time), and `from` must be a member. Then the request
-//! is decoded (validated like client input), handed to the core, and the answer encoded.
+//! Every call is checked before anything else. The cluster token, when one is configured,
+//! is checked by [`TokenCheck`] on the request's metadata (compared in constant time)
+//! before tonic reads or decodes the body, so a caller without the token cannot make the
+//! node decode up to 64 MiB. Then the node's [`PeerGate`] must be open (a partitioned
+//! LocalCluster node refuses peers) and `from` must be a member. Then the request is
+//! validated like client input, handed to the core, and the answer encoded.
 //! The snapshot stream is produced on a blocking thread, one bounded chunk at a time, so
 //! a large snapshot never sits in memory whole and never stalls the runtime.
 
@@ -30,7 +32,6 @@ pub struct PeerService {
     forwarder: Arc<Forwarder>,
     clock: Clock,
     gate: Arc<PeerGate>,
-    token: Option<String>,
     metrics: Arc<Metrics>,
 }
 
@@ -41,7 +42,6 @@ impl PeerService {
         forwarder: Arc<Forwarder>,
         clock: Clock,
         gate: Arc<PeerGate>,
-        token: Option<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -49,28 +49,15 @@ impl PeerService {
             forwarder,
             clock,
             gate,
-            token,
             metrics,
         }
     }
 
-    /// Checks the gate, the token and the sender; returns the sender's member id.
-    fn admit<T>(&self, req: &Request<T>, from: &str) -> Result<MemberId, Status> {
+    /// Checks the gate and the sender (the token was checked by [`TokenCheck`] before the
+    /// body was decoded); returns the sender's member id.
+    fn admit(&self, from: &str) -> Result<MemberId, Status> {
         if !self.gate.is_open() {
             return Err(Status::unavailable("peer traffic of this node is cut"));
-        }
-        if let Some(expected) = &self.token {
-            let given = req
-                .metadata()
-                .get(TOKEN_HEADER)
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            if !token_matches(given, expected.as_bytes()) {
-                self.metrics.peer_unauthenticated.fetch_add(1, Relaxed);
-                return Err(Status::unauthenticated(format!(
-                    "missing or wrong cluster token ({TOKEN_HEADER})"
-                )));
-            }
         }
         let id = wire::member_id(&self.node, from)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
@@ -84,6 +71,47 @@ impl PeerService {
         match self.node.handle_request(from, req, (self.clock)()) {
             PeerResponse::Refused(why) => Err(Status::failed_precondition(why)),
             r => Ok(r),
+        }
+    }
+}
+
+/// The cluster token check, run by tonic's interceptor layer on a request's metadata
+/// before the body is read or decoded (wrap the peer server in it with
+/// [`tonic::service::interceptor::InterceptedService`]). Without a configured token every
+/// request passes.
+#[derive(Clone)]
+pub struct TokenCheck {
+    token: Option<Arc<[u8]>>,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenCheck {
+    /// Checks `token` (none: no check), counting refusals in `metrics`.
+    pub fn new(token: Option<&str>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            token: token.map(|t| Arc::from(t.as_bytes())),
+            metrics,
+        }
+    }
+}
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get(TOKEN_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if token_matches(given, expected) {
+            Ok(req)
+        } else {
+            self.metrics.peer_unauthenticated.fetch_add(1, Relaxed);
+            Err(Status::unauthenticated(format!(
+                "missing or wrong cluster token ({TOKEN_HEADER})"
+            )))
         }
     }
 }
@@ -108,7 +136,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<SyncRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
-        let from = self.admit(&request, &request.get_ref().from)?;
+        let from = self.admit(&request.get_ref().from)?;
         let node = self.node.clone();
         let msg = request.into_inner();
         let changes = msg
@@ -128,7 +156,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::VerifyDigestsRequest>,
     ) -> Result<Response<pb::VerifyDigestsResponse>, Status> {
-        let from = self.admit(&request, &request.get_ref().from)?;
+        let from = self.admit(&request.get_ref().from)?;
         let digests = wire::digests_from_proto(&request.get_ref().digests);
         match self.handle(from, PeerRequest::VerifyDigests(digests))? {
             PeerResponse::VerifyMismatch { shards } => {
@@ -144,7 +172,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::VerifyListRequest>,
     ) -> Result<Response<pb::VerifyListResponse>, Status> {
-        let from = self.admit(&request, &request.get_ref().from)?;
+        let from = self.admit(&request.get_ref().from)?;
         let list = wire::list_from_proto(&request.get_ref().shards)?;
         match self.handle(from, PeerRequest::VerifyList(list))? {
             PeerResponse::VerifyReport { needs, removed } => {
@@ -161,7 +189,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::VerifyClientsRequest>,
     ) -> Result<Response<pb::VerifyClientsResponse>, Status> {
-        let from = self.admit(&request, &request.get_ref().from)?;
+        let from = self.admit(&request.get_ref().from)?;
         let v = wire::verify_clients_from_proto(&request.get_ref().clients)?;
         match self.handle(from, PeerRequest::VerifyClients(v))? {
             PeerResponse::VerifyClientsResult { failed } => {
@@ -179,7 +207,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        let from = self.admit(&request, &request.get_ref().from)?;
+        let from = self.admit(&request.get_ref().from)?;
         let req = request.into_inner();
         let node = self.node.clone();
         let gate = self.gate.clone();
@@ -218,7 +246,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
-        let from = self.admit(&request, &request.get_ref().from)?;
+        let from = self.admit(&request.get_ref().from)?;
         let probe = wire::probe_from_proto(request.get_ref());
         match self.handle(from, PeerRequest::Probe(probe))? {
             PeerResponse::ProbeAck(p) => Ok(Response::new(pb::ProbeResponse {
@@ -233,7 +261,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        self.admit(&request, &request.get_ref().from)?;
+        self.admit(&request.get_ref().from)?;
         Ok(Response::new(
             self.forwarder.apply_forwarded(request.into_inner()),
         ))

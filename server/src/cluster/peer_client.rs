@@ -23,6 +23,21 @@ pub const TOKEN_HEADER: &str = "x-distro-cluster-token";
 /// Largest peer message accepted or sent (snapshot chunks and sync batches are far smaller).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The chain of causes under `status` (a TLS failure's reason sits there, under
+/// "transport error"), joined by ": ".
+pub fn causes(status: &tonic::Status) -> String {
+    let mut out = String::new();
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
+}
+
 /// Clients of every peer's `distro.v1.Peer` service.
 pub struct PeerClients {
     node: Arc<Node>,
@@ -44,6 +59,7 @@ impl PeerClients {
         cluster_addr: impl Fn(&str) -> String,
         local: Option<std::net::IpAddr>,
         token: Option<&str>,
+        tls: Option<&crate::tls::ClusterTls>,
         gate: Arc<PeerGate>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
@@ -54,9 +70,16 @@ impl PeerClients {
                 clients.push(None);
                 continue;
             }
-            let uri = format!("http://{}", cluster_addr(node.members().addr(m)));
-            let channel = Endpoint::from_shared(uri.clone())
-                .map_err(|e| anyhow::anyhow!("bad peer address {uri}: {e}"))?
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let uri = format!("{scheme}://{}", cluster_addr(node.members().addr(m)));
+            let mut endpoint = Endpoint::from_shared(uri.clone())
+                .map_err(|e| anyhow::anyhow!("bad peer address {uri}: {e}"))?;
+            if let Some(tls) = tls {
+                endpoint = endpoint.tls_config(tls.client_config()).map_err(|e| {
+                    anyhow::anyhow!("invalid cluster TLS configuration for {uri}: {e}")
+                })?;
+            }
+            let channel = endpoint
                 .connect_timeout(timeout.min(Duration::from_secs(1)))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
@@ -114,7 +137,8 @@ impl PeerClients {
         let kind = req.kind();
         let result = self.call_inner(to, req).await;
         if let Err(e) = &result {
-            tracing::debug!(peer = %self.node.members().addr(to), kind, error = %e.message(), "peer request failed");
+            tracing::debug!(peer = %self.node.members().addr(to), kind, error = %e.message(),
+                cause = %causes(e), "peer request failed");
         }
         result.map_err(|s| match s.code() {
             tonic::Code::InvalidArgument

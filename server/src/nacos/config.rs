@@ -70,6 +70,9 @@ pub struct NacosConfig {
     pub max_push_failures: u32,
     /// `cacheMillis` of every `ServiceInfo`.
     pub cache_millis: u64,
+    /// Authentication and authorization of requests (`None`: off). [`crate::server::start`]
+    /// sets it from [`crate::ServerConfig::auth`].
+    pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
 }
 
 impl Default for NacosConfig {
@@ -88,6 +91,7 @@ impl Default for NacosConfig {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             max_push_failures: DEFAULT_MAX_PUSH_FAILURES,
             cache_millis: DEFAULT_CACHE_MILLIS,
+            auth: None,
         }
     }
 }

@@ -22,6 +22,8 @@ pub(crate) const UN_REGISTER: i32 = 301;
 pub(crate) const NO_HANDLER: i32 = 302;
 /// `NacosException.INVALID_PARAM`.
 pub(crate) const INVALID_PARAM: i32 = 400;
+/// `NacosException.NO_RIGHT`: authentication or authorization failed.
+pub(crate) const NO_RIGHT: i32 = 403;
 /// `NacosException.SERVER_ERROR`.
 pub(crate) const SERVER_ERROR: i32 = 500;
 /// `NacosException.BAD_GATEWAY` (Nacos uses it for unparseable requests).
@@ -71,6 +73,12 @@ impl NacosError {
     /// 502: the body is not the JSON its type requires.
     pub(crate) fn bad_body(reason: String) -> Self {
         Self::protocol(BAD_GATEWAY, reason)
+    }
+
+    /// 403: no valid token, or the token's user may not do this (Nacos's
+    /// `RemoteRequestAuthFilter`: `errorCode` 403 with the reason).
+    pub(crate) fn no_right(message: impl Into<String>) -> Self {
+        Self::protocol(NO_RIGHT, message)
     }
 
     /// 503: a limit of this node was reached.

@@ -8,8 +8,11 @@
 //! even before setup, which the Rust SDK's handshake order needs, but 301 after the server
 //! closed the connection, e.g. for failing detection, so the client reconnects and
 //! registers again); then an unknown class →
-//! 302; then a connection that is not set up → 301; then an unparseable body → 502; then the
-//! handler, whose failures are 400 (invalid parameter, named) or 503 (a limit).
+//! 302; then, when auth is on, a naming request without a valid token, or whose user may
+//! not read or write the service it names → 403 (Nacos's `RemoteRequestAuthFilter`; the
+//! token is the `accessToken` header of the payload's metadata); then a connection that is
+//! not set up → 301; then an unparseable body → 502; then the handler, whose failures are
+//! 400 (invalid parameter, named) or 503 (a limit).
 //!
 //! Writes go to the core as the connection client of the connection (`Node::register`,
 //! `register_batch`, `deregister`), inside `Connection::while_registered`, so they cannot
@@ -44,9 +47,13 @@ pub(crate) const PERSISTENT_REFUSED: &str = "persistent instances are not suppor
 
 /// Answers one unary request; never fails (errors become `ErrorResponse`s).
 pub(crate) fn handle_unary(shared: &Shared, addr: Option<SocketAddr>, payload: Payload) -> Payload {
+    let token = payload
+        .metadata
+        .as_ref()
+        .and_then(|m| m.headers.get(crate::auth::TOKEN_PARAM).cloned());
     let env = Envelope::from_payload(payload);
     let kind = env.kind();
-    let result = dispatch(shared, addr, kind, &env);
+    let result = dispatch(shared, addr, kind, &env, token.as_deref());
     match result {
         Ok(p) => {
             shared.metrics.request(kind, Outcome::Ok);
@@ -61,7 +68,13 @@ pub(crate) fn handle_unary(shared: &Shared, addr: Option<SocketAddr>, payload: P
     }
 }
 
-fn dispatch(shared: &Shared, addr: Option<SocketAddr>, kind: Kind, env: &Envelope) -> Handled {
+fn dispatch(
+    shared: &Shared,
+    addr: Option<SocketAddr>,
+    kind: Kind,
+    env: &Envelope,
+    token: Option<&str>,
+) -> Handled {
     if shared.is_shutting_down() {
         return Err(NacosError::shutting_down());
     }
@@ -80,6 +93,7 @@ fn dispatch(shared: &Shared, addr: Option<SocketAddr>, kind: Kind, env: &Envelop
         | Kind::ServiceQuery
         | Kind::SubscribeService
         | Kind::ServiceList => {
+            authorize(shared, kind, env, token)?;
             let conn = addr
                 .and_then(|a| shared.connections.get(&a))
                 .ok_or_else(NacosError::unregistered)?;
@@ -88,6 +102,56 @@ fn dispatch(shared: &Shared, addr: Option<SocketAddr>, kind: Kind, env: &Envelop
                 .unwrap_or_else(|| Err(NacosError::unregistered()))
         }
     }
+}
+
+/// The service a naming request names, for its permission check.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Resource {
+    namespace: Option<String>,
+    group_name: Option<String>,
+    service_name: Option<String>,
+}
+
+/// With auth on: refuses (403) a naming request without a valid `token` or whose user may
+/// not read (queries, subscriptions, lists) or write (registrations) its service. A
+/// service list names no service: it needs permission on the service `*`.
+fn authorize(
+    shared: &Shared,
+    kind: Kind,
+    env: &Envelope,
+    token: Option<&str>,
+) -> Result<(), NacosError> {
+    let Some(auth) = &shared.config.auth else {
+        return Ok(());
+    };
+    let action = match kind {
+        Kind::ServiceQuery | Kind::SubscribeService | Kind::ServiceList => {
+            crate::auth::Action::Read
+        }
+        _ => crate::auth::Action::Write,
+    };
+    let r: Resource = env.parse().unwrap_or(Resource {
+        namespace: None,
+        group_name: None,
+        service_name: None,
+    });
+    let service = match kind {
+        Kind::ServiceList => "*".to_string(),
+        _ => r.service_name.unwrap_or_default(),
+    };
+    auth.authorize(
+        token,
+        [
+            r.namespace.as_deref().unwrap_or_default(),
+            r.group_name.as_deref().unwrap_or_default(),
+            &service,
+        ],
+        action,
+        shared.now_wall(),
+    )
+    .map(drop)
+    .map_err(|e| NacosError::no_right(e.message))
 }
 
 /// Answered before setup too (the Rust SDK checks health before its setup is processed);

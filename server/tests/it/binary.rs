@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Kills the child when the test ends, however it ends.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -16,12 +16,12 @@ impl Drop for Running {
 }
 
 /// The value of `field=` in a log line (`http=127.0.0.1:41234`).
-fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
     let at = line.find(&format!(" {field}="))? + field.len() + 2;
     line[at..].split_whitespace().next()
 }
 
-fn port_of(line: &str, name: &str) -> u16 {
+pub(crate) fn port_of(line: &str, name: &str) -> u16 {
     let addr = field(line, name).unwrap_or_else(|| panic!("no {name}= in {line:?}"));
     addr.rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())

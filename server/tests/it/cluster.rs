@@ -82,12 +82,12 @@ fn holds(node: &Node, ip: &str, port: u16) -> bool {
         .is_some()
 }
 
-fn all_hold(c: &LocalCluster, ip: &str, port: u16) -> bool {
+pub(crate) fn all_hold(c: &LocalCluster, ip: &str, port: u16) -> bool {
     (0..c.len()).all(|i| c.node(i).is_some_and(|n| holds(&n, ip, port)))
 }
 
 /// An ip:port (10.9.x.y:8080) that the cluster routes to node `owner`.
-fn address_owned_by(c: &LocalCluster, owner: usize) -> (String, u16) {
+pub(crate) fn address_owned_by(c: &LocalCluster, owner: usize) -> (String, u16) {
     let n = c.node(0).expect("node 0 runs");
     let want = c.node(owner).expect("owner runs").me();
     for i in 0..10_000u32 {
@@ -103,7 +103,7 @@ fn address_owned_by(c: &LocalCluster, owner: usize) -> (String, u16) {
     panic!("no address routes to node {owner}");
 }
 
-async fn register_http(
+pub(crate) async fn register_http(
     c: &LocalCluster,
     via: usize,
     service: &str,
@@ -566,6 +566,95 @@ async fn peers_need_the_cluster_token_and_the_peer_protocol_is_only_on_the_clust
         all_hold(&c, "10.5.0.1", 80)
     })
     .await;
+    c.shutdown().await;
+}
+
+/// A gRPC codec of raw bytes: sends a body that is not a valid message, to see whether
+/// the server decodes it.
+#[derive(Clone, Copy, Default)]
+struct RawBytes;
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        *self
+    }
+    fn decoder(&mut self) -> Self {
+        *self
+    }
+}
+
+/// Sends `body` as a `distro.v1.Peer/Sync` request with `token` and returns the status.
+async fn raw_sync(channel: tonic::transport::Channel, token: &str, body: Vec<u8>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.expect("ready");
+    let mut req = tonic::Request::new(body);
+    req.metadata_mut()
+        .insert("x-distro-cluster-token", token.parse().expect("ascii"));
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/distro.v1.Peer/Sync");
+    grpc.unary(req, path, RawBytes)
+        .await
+        .expect_err("the body is not a sync request")
+}
+
+/// The cluster token is checked on the metadata before the body is decoded: 32 MiB that
+/// are not a valid message, sent with a wrong token, are refused as unauthenticated (had
+/// they been decoded, the answer would be the decode error that the right token gets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_message_without_the_token_is_refused_before_it_is_decoded() {
+    let mut config = fast_config();
+    config.cluster_token = Some("s3cret".into());
+    let c = cluster(2, config).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", c.ports(0).cluster))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+    let garbage = vec![0xff_u8; 32 * 1024 * 1024];
+    let e = raw_sync(channel.clone(), "guess", garbage.clone()).await;
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert!(e.message().contains("cluster token"), "{e}");
+    let e = raw_sync(channel, "s3cret", garbage).await;
+    assert_ne!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert!(
+        e.message().contains("decode"),
+        "the right token gets the body decoded: {e}"
+    );
+    let refused = c
+        .metrics(0)
+        .expect("runs")
+        .peer_unauthenticated
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 1);
     c.shutdown().await;
 }
 

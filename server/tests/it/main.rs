@@ -1,9 +1,10 @@
 //! Integration tests of distro-server, all in one test binary: real nodes on 127.0.0.1
 //! port 0 (or OS-chosen ports under Nacos's convention), real sockets, real clients.
 
-mod binary;
+pub(crate) mod binary;
 mod cluster;
 mod faults;
 mod fuzz;
 mod limits;
 mod nacos;
+mod tls;

@@ -1,6 +1,7 @@
 //! Integration tests of the Nacos 2.x gRPC front end: a real tonic server on port 0 with a
 //! standalone node, driven by the real `nacos-sdk` crate and by raw tonic clients.
 
+pub(crate) mod auth;
 mod cluster_sdk;
 pub(crate) mod harness;
 mod python_sdk;

@@ -2,7 +2,9 @@
 
 Run by the Rust test `nacos::python_sdk` (server/tests/it/nacos/python_sdk.rs) with the
 main addresses of three nodes: A registers through the first, B subscribes through the
-second, C reads through the third. Prints PYTHON-SDK-OK and exits 0 when every check
+second, C reads through the third. An optional fourth argument `user:password` gives every
+client those credentials (the SDK logs in with `/nacos/v1/auth/users/login` and sends the
+token with each request), for a cluster with auth on. Prints PYTHON-SDK-OK and exits 0 when every check
 holds; any failure raises (exit 1) with what was expected and what came.
 """
 
@@ -19,11 +21,16 @@ DEADLINE = 20.0
 SERVICE = "py-orders"
 
 
+CREDENTIALS = sys.argv[4].split(":", 1) if len(sys.argv) > 4 else None
+
+
 async def client(addr: str) -> NacosNamingService:
     tmp = tempfile.mkdtemp(prefix="distro-py-nacos-")
-    config = (ClientConfigBuilder().server_address(addr).namespace_id("public")
-              .log_level("WARNING").log_dir(tmp).cache_dir(tmp).build())
-    return await NacosNamingService.create_naming_service(config)
+    builder = (ClientConfigBuilder().server_address(addr).namespace_id("public")
+               .log_level("WARNING").log_dir(tmp).cache_dir(tmp))
+    if CREDENTIALS:
+        builder = builder.username(CREDENTIALS[0]).password(CREDENTIALS[1])
+    return await NacosNamingService.create_naming_service(builder.build())
 
 
 async def eventually(what: str, check):

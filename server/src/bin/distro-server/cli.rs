@@ -64,6 +64,48 @@ pub(crate) struct Cli {
     /// Shared secret every peer RPC must carry; without it anyone reaching the cluster port can write.
     #[arg(long, env = "DISTRO_CLUSTER_TOKEN", hide_env_values = true)]
     cluster_token: Option<String>,
+    /// HTTPS on the main port: the certificate chain (PEM). Needs --tls-key. The SDK port
+    /// has no TLS yet.
+    #[arg(long, env = "DISTRO_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "DISTRO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS on the cluster port: this node's certificate (PEM chain). Each node's
+    /// certificate must name its member IP (subjectAltName IP). Needs --cluster-tls-key and
+    /// --cluster-tls-ca; an alternative or an addition to --cluster-token.
+    #[arg(long, env = "DISTRO_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+    cluster_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --cluster-tls-cert (PEM).
+    #[arg(long, env = "DISTRO_CLUSTER_TLS_KEY", requires = "cluster_tls_cert")]
+    cluster_tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) that signs every node's certificate; peers without one are refused.
+    #[arg(long, env = "DISTRO_CLUSTER_TLS_CA", requires = "cluster_tls_cert")]
+    cluster_tls_ca: Option<std::path::PathBuf>,
+    /// Reads a password from the first line of stdin, prints its bcrypt hash (cost 10) for
+    /// the users file, and exits.
+    #[arg(long)]
+    pub(crate) hash_password: bool,
+    /// Turns on Nacos-compatible auth: a file of users (bcrypt password hashes, roles) and
+    /// role permissions on namespace:group:service (see the README's "Security"). Off by
+    /// default: every client may read and write. Needs --auth-token-secret(-file).
+    #[arg(long, env = "DISTRO_AUTH_USERS")]
+    auth_users: Option<std::path::PathBuf>,
+    /// Secret that signs access tokens (at least 32 bytes); the same on every node, so a
+    /// token from one node is valid on all of them.
+    #[arg(
+        long,
+        env = "DISTRO_AUTH_TOKEN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_token_secret_file"
+    )]
+    auth_token_secret: Option<String>,
+    /// A file holding the token secret (surrounding whitespace is ignored).
+    #[arg(long, env = "DISTRO_AUTH_TOKEN_SECRET_FILE")]
+    auth_token_secret_file: Option<std::path::PathBuf>,
+    /// Lifetime of an access token (Nacos: 18000 s).
+    #[arg(long, env = "DISTRO_AUTH_TOKEN_TTL", default_value = "5h", value_parser = duration)]
+    auth_token_ttl: Duration,
     /// Delay that merges changes before they are synced to peers.
     #[arg(long, env = "DISTRO_SYNC_DELAY", default_value = "1s", value_parser = millis)]
     sync_delay: u64,
@@ -174,8 +216,73 @@ impl Cli {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     }
 
+    /// `--hash-password`: the bcrypt hash of the first line of `input` (without its line
+    /// end); an empty password is refused.
+    pub(crate) fn hash_password(input: &mut impl std::io::BufRead) -> anyhow::Result<String> {
+        let mut line = String::new();
+        input.read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            anyhow::bail!("--hash-password: no password on stdin (give it on the first line)");
+        }
+        Ok(bcrypt::hash(password, 10)?)
+    }
+
+    /// The auth of `--auth-users` and the token secret (`None`: off).
+    fn auth(&self) -> anyhow::Result<Option<std::sync::Arc<distro_server::auth::Auth>>> {
+        let secret = match (&self.auth_token_secret, &self.auth_token_secret_file) {
+            (Some(s), _) => Some(s.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot read --auth-token-secret-file {}: {e}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        match (&self.auth_users, secret) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => anyhow::bail!(
+                "--auth-token-secret is set but --auth-users is not: auth needs a users file"
+            ),
+            (Some(_), None) => anyhow::bail!(
+                "--auth-users needs --auth-token-secret or --auth-token-secret-file (the same \
+                 secret on every node)"
+            ),
+            (Some(path), Some(secret)) => {
+                let auth = distro_server::auth::Auth::from_file(
+                    path,
+                    secret.as_bytes(),
+                    self.auth_token_ttl,
+                )
+                .map_err(|e| anyhow::anyhow!("--auth-users: {e}"))?;
+                Ok(Some(std::sync::Arc::new(auth)))
+            }
+        }
+    }
+
     /// The validated configuration the flags describe.
     pub(crate) fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let auth = self.auth()?;
+        let cluster_tls = match (
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(distro_server::tls::ClusterTls::from_files(cert, key, ca)?)
+            }
+            _ => None,
+        };
+        let http_tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(distro_server::tls::HttpTls::from_files(cert, key)?),
+            _ => None,
+        };
         let mut members = self.members;
         if let Some(path) = &self.members_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -239,6 +346,9 @@ impl Cli {
             members,
             protocol,
             cluster_token: self.cluster_token.filter(|t| !t.is_empty()),
+            auth,
+            cluster_tls,
+            http_tls,
             tick: self.tick,
             nacos,
             shutdown_flush: self.shutdown_flush,
@@ -380,5 +490,73 @@ mod tests {
         assert!(e.to_string().contains("--members-dns"), "{e}");
         let e = config(&["--members-file", "/nonexistent/cluster.conf"]).unwrap_err();
         assert!(e.to_string().contains("--members-file"), "{e}");
+    }
+
+    #[test]
+    fn hash_password_makes_a_hash_the_users_file_accepts() {
+        let hash = Cli::hash_password(&mut "s3cret pw\n".as_bytes()).unwrap();
+        assert!(bcrypt::verify("s3cret pw", &hash).unwrap(), "{hash}");
+        let users = distro_server::auth::Users::parse(&format!("user u {hash} r")).unwrap();
+        assert!(users.verify_password("u", "s3cret pw"));
+        let e = Cli::hash_password(&mut "\n".as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("no password"), "{e}");
+    }
+
+    #[test]
+    fn auth_needs_users_and_a_secret_of_32_bytes() {
+        let dir = std::env::temp_dir().join(format!("distro-cli-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let users = dir.join("users");
+        let hash = bcrypt::hash_with_salt("pw", 4, [3; 16])
+            .unwrap()
+            .to_string();
+        std::fs::write(&users, format!("user nacos {hash} ROLE_ADMIN\n")).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let u = users.to_str().unwrap();
+        let s = secret.to_str().unwrap();
+        assert!(config(&[]).unwrap().auth.is_none(), "off by default");
+        let c = config(&["--auth-users", u, "--auth-token-secret-file", s]).unwrap();
+        let auth = c.auth.expect("on");
+        assert!(auth.login("nacos", "pw", 0).unwrap().global_admin);
+        let e = config(&["--auth-users", u]).unwrap_err();
+        assert!(e.to_string().contains("--auth-token-secret"), "{e}");
+        let e = config(&["--auth-users", u, "--auth-token-secret", "short"]).unwrap_err();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        let e = config(&["--auth-token-secret-file", s]).unwrap_err();
+        assert!(e.to_string().contains("--auth-users"), "{e}");
+        let e = config(&[
+            "--auth-users",
+            "/nonexistent/users",
+            "--auth-token-secret-file",
+            s,
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/users"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cluster_tls_needs_its_three_files() {
+        let e = config(&["--cluster-tls-cert", "/x/cert.pem"]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--cluster-tls-key") && msg.contains("--cluster-tls-ca"),
+            "{msg}"
+        );
+        let e = config(&[
+            "--cluster-tls-cert",
+            "/nonexistent/cert.pem",
+            "--cluster-tls-key",
+            "/nonexistent/key.pem",
+            "--cluster-tls-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--cluster-tls-cert /nonexistent/cert.pem"),
+            "{msg}"
+        );
     }
 }

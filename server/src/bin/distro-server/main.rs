@@ -37,6 +37,18 @@ fn raise_open_file_limit(config: &ServerConfig) {
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if cli.hash_password {
+        return match cli::Cli::hash_password(&mut std::io::stdin().lock()) {
+            Ok(hash) => {
+                println!("{hash}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("distro-server: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(cli.log_filter())
         .with_target(false)

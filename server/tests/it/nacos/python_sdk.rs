@@ -56,10 +56,32 @@ async fn python_sdk_registers_subscribes_and_queries_across_three_nodes() {
         return;
     };
     let c = cluster(3, fast_config()).await;
+    run_script(&python, &c, None).await;
+    c.shutdown().await;
+}
+
+/// The same with auth on: every client logs in as `app` (read-write on
+/// `public:DEFAULT_GROUP:*`), on a random node, and uses its token on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_with_credentials_works_on_a_cluster_with_auth() {
+    let Some(python) = python() else {
+        return;
+    };
+    let mut config = fast_config();
+    config.auth = Some(crate::nacos::auth::test_auth());
+    let c = cluster(3, config).await;
+    run_script(&python, &c, Some("app:app-pw")).await;
+    c.shutdown().await;
+}
+
+/// Runs the script against `c` (A on node 0, B on node 2, C on node 1), with
+/// `credentials` (`user:password`) when given; panics with its output when it fails.
+async fn run_script(python: &str, c: &distro_server::LocalCluster, credentials: Option<&str>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/nacos_sdk.py");
-    let mut child = std::process::Command::new(&python)
+    let mut child = std::process::Command::new(python)
         .arg(script)
         .args([0, 2, 1].map(|i| c.http_addr(i).to_string()))
+        .args(credentials)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -81,5 +103,4 @@ async fn python_sdk_registers_subscribes_and_queries_across_three_nodes() {
         "the Python SDK script failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    c.shutdown().await;
 }
