@@ -117,7 +117,7 @@ pub use report::history::{append_history, history_columns, history_row};
 pub use report::merge::merge_runs;
 pub use report::progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
 pub use report::summary::{
-    ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals,
+    ConvergenceSummary, Expectations, Model, OpSummary, SUMMARY_FORMAT, Summary, Totals,
 };
 pub use report::{
     CONVERGENCE_KIND, INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPORT_FILE,

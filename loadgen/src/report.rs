@@ -200,7 +200,7 @@ mod tests {
         );
         let reg = summary.op(Op::Register).expect("register used");
         assert_eq!(reg.ok, rec.op(Op::Register).ok);
-        assert_eq!(reg.target_per_s, 140.0);
+        assert_eq!(reg.target_per_s, Some(140.0));
         assert!(reg.throughput_per_s > 0.0);
         assert!(summary.totals.errors > 0, "seed {SEED:#x} makes errors");
         assert_eq!(

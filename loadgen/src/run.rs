@@ -31,6 +31,7 @@ pub mod config;
 pub mod driver;
 pub mod embedded;
 pub mod markers;
+pub mod preflight;
 
 use std::future::Future;
 use std::ops::Range;
@@ -168,6 +169,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         lanes: config.connections,
         timeout: config.timeout,
     };
+    if cluster.is_none() {
+        preflight::check_reachable(&ctx).await?;
+    }
     let nodes = cluster.as_ref().map(Embedded::as_ref);
     let result = match config.protocol {
         ProtocolKind::Native => match NativeProtocol::connect(&ctx).await {
@@ -458,8 +462,9 @@ impl<'a, P: Protocol> Run<'a, P> {
         };
         let clients = self.slice.len() as f64;
         recorder.set_target_rate(Op::Beat, clients / config.heartbeat.as_secs_f64());
-        if let Some(r) = self.register_rate() {
-            recorder.set_target_rate(Op::Register, r);
+        match self.register_rate() {
+            Some(r) => recorder.set_target_rate(Op::Register, r),
+            None => recorder.set_closed_model(Op::Register),
         }
         let ticker = recorder.spawn_ticker(move |row| progress.update(row));
         let _ = self.shared.meter.set(recorder);

@@ -67,10 +67,8 @@ pub struct LatencyStats {
     /// 99th percentile.
     pub p99_us: u64,
     /// 99.9th percentile.
-    #[serde(rename = "p99.9_us")]
     pub p99_9_us: u64,
     /// 99.99th percentile.
-    #[serde(rename = "p99.99_us")]
     pub p99_99_us: u64,
     /// Largest sample.
     pub max_us: u64,

@@ -89,6 +89,8 @@ struct OpInterval {
     late: u64,
     dropped: u64,
     errors: BTreeMap<String, u64>,
+    /// The earliest intended send and the latest response of the interval's requests.
+    window: Option<(Instant, Instant)>,
 }
 
 impl OpInterval {
@@ -100,7 +102,19 @@ impl OpInterval {
             late: 0,
             dropped: 0,
             errors: BTreeMap::new(),
+            window: None,
         }
+    }
+}
+
+/// The union of two activity windows (earliest start, latest end).
+fn widen(
+    a: Option<(Instant, Instant)>,
+    b: Option<(Instant, Instant)>,
+) -> Option<(Instant, Instant)> {
+    match (a, b) {
+        (Some((s1, e1)), Some((s2, e2))) => Some((s1.min(s2), e1.max(e2))),
+        (a, b) => a.or(b),
     }
 }
 
@@ -140,6 +154,7 @@ impl IntervalData {
             for (code, n) in std::mem::take(&mut from.errors) {
                 *to.errors.entry(code).or_insert(0) += n;
             }
+            to.window = widen(to.window, from.window.take());
         }
         drain_histogram(&mut self.convergence, &mut into.convergence);
         into.unconverged += std::mem::take(&mut self.unconverged);
@@ -167,6 +182,10 @@ struct Aggregator {
     interval: IntervalData,
     totals: [OpTotals; 5],
     target_seconds: [f64; 5],
+    /// Seconds during which each operation had a target rate (above 0).
+    targeted_seconds: [f64; 5],
+    /// Each operation's activity window over the run: first intended send, last response.
+    windows: [Option<(Instant, Instant)>; 5],
     convergence: Histogram<u64>,
     unconverged: u64,
     timeline: Vec<TimelineRow>,
@@ -182,6 +201,7 @@ struct Inner {
     started_at: SystemTime,
     shards: Box<[Shard]>,
     targets: [AtomicU64; 5],
+    closed: [std::sync::atomic::AtomicBool; 5],
     gauges: Mutex<BTreeMap<String, Gauge>>,
     markers: Mutex<Vec<(Marker, bool)>>,
     aggregator: Mutex<Aggregator>,
@@ -241,6 +261,7 @@ impl Recorder {
                     .map(|_| Shard(Mutex::new(IntervalData::new())))
                     .collect(),
                 targets: std::array::from_fn(|_| AtomicU64::new(0f64.to_bits())),
+                closed: std::array::from_fn(|_| std::sync::atomic::AtomicBool::new(false)),
                 gauges: Mutex::new(BTreeMap::new()),
                 markers: Mutex::new(Vec::new()),
                 aggregator: Mutex::new(Aggregator {
@@ -249,6 +270,8 @@ impl Recorder {
                     interval: IntervalData::new(),
                     totals: Default::default(),
                     target_seconds: [0.0; 5],
+                    targeted_seconds: [0.0; 5],
+                    windows: [None; 5],
                     convergence: new_histogram(),
                     unconverged: 0,
                     timeline: Vec::new(),
@@ -290,6 +313,7 @@ impl Recorder {
         let mut shard = self.shard().lock();
         let slot = &mut shard.ops[op.index()];
         slot.late += u64::from(late);
+        slot.window = widen(slot.window, Some((sample.intended, sample.done)));
         match outcome {
             Ok(()) => {
                 slot.ok += 1;
@@ -343,6 +367,13 @@ impl Recorder {
     /// change during the run; each timeline row shows the value at its end.
     pub fn set_target_rate(&self, op: Op, per_s: f64) {
         self.inner.targets[op.index()].store(per_s.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Declares `op` closed-model: it has no schedule, each request is sent when a client
+    /// is free. Record its samples with `intended` equal to `sent` (there is no intended
+    /// time); the report then calls its latency service time and counts nothing late.
+    pub fn set_closed_model(&self, op: Op) {
+        self.inner.closed[op.index()].store(true, Ordering::Relaxed);
     }
 
     /// The gauge called `name` (created at 0 on first use); keep the handle to update it
@@ -419,6 +450,9 @@ impl Recorder {
                 uncorrected: Quantiles::of(&data.uncorrected),
             };
             agg.target_seconds[op.index()] += target * length.as_secs_f64();
+            if target > 0.0 {
+                agg.targeted_seconds[op.index()] += length.as_secs_f64();
+            }
         }
         row.convergence = ConvergenceRow {
             count: agg.interval.convergence.len(),
@@ -459,6 +493,9 @@ impl Recorder {
             for (code, n) in std::mem::take(&mut data.errors) {
                 *total.errors.entry(code).or_insert(0) += n;
             }
+        }
+        for (window, data) in agg.windows.iter_mut().zip(interval.ops.iter_mut()) {
+            *window = widen(*window, data.window.take());
         }
         drain_histogram(&mut interval.convergence, &mut agg.convergence);
         agg.unconverged += std::mem::take(&mut interval.unconverged);
@@ -561,12 +598,23 @@ impl Recorder {
         }
         let duration = end - inner.start;
         let mut ops = agg.totals.clone();
-        for (o, target_seconds) in ops.iter_mut().zip(agg.target_seconds) {
-            o.target_per_s = if duration.is_zero() {
-                0.0
+        for (i, o) in ops.iter_mut().enumerate() {
+            // The target averaged over the time it was set, not over the whole run: a
+            // registration phase at 10,000/s has a target of 10,000/s however long the
+            // hold after it.
+            let targeted = agg.targeted_seconds[i];
+            o.target_per_s = if targeted > 0.0 {
+                agg.target_seconds[i] / targeted
             } else {
-                target_seconds / duration.as_secs_f64()
+                0.0
             };
+            o.closed = inner.closed[i].load(Ordering::Relaxed);
+            o.window = agg.windows[i].map(|(from, to)| {
+                (
+                    from.saturating_duration_since(inner.start),
+                    to.saturating_duration_since(inner.start),
+                )
+            });
         }
         let mut markers: Vec<Marker> = inner
             .markers

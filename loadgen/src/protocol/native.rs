@@ -161,7 +161,8 @@ impl NativeProtocol {
             for lane in channels.iter_mut() {
                 let ch = endpoint.connect().await.map_err(|e| {
                     anyhow::anyhow!(
-                        "cannot reach node {node} ({}, SDK port {}): {e}",
+                        "cannot reach node {} ({}, SDK port {}): {e}",
+                        node + 1,
                         ctx.targets[node],
                         ctx.sdk_target(node)
                     )

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 
 use super::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
 use super::faults::FaultSummary;
-use super::summary::Summary;
+use super::summary::{Model, Summary};
 use crate::error::ReportError;
 use crate::measure::latency::{LatencyStats, Quantiles, human_rate, human_us};
 use crate::measure::op::LatencyKind;
@@ -224,39 +224,50 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
 
     // Summary table.
     h.push_str(
-        "<h2>Summary</h2>\n<table><tr><th class=\"l\">op</th><th class=\"l\">latency</th>\
-        <th>target</th><th>achieved</th><th>of target</th><th>ok</th><th>errors</th><th>late</th>\
+        "<h2>Summary</h2>\n<div class=\"wide\"><table><tr><th class=\"l\">op</th><th class=\"l\">latency</th>\
+        <th>target</th><th>achieved</th><th>ok of scheduled</th><th>ok</th><th>errors</th><th>late</th>\
         <th>dropped</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th>\
         <th>max</th></tr>\n",
     );
     for (op, o) in &s.ops {
-        let (target, ratio) = if o.target_per_s > 0.0 {
-            let pct = 100.0 * o.throughput_per_s / o.target_per_s;
-            let class = if pct < 95.0 { " class=\"bad\"" } else { "" };
-            (
-                human_rate(o.target_per_s),
-                format!("<td{class}>{pct:.1}%</td>"),
-            )
-        } else {
-            ("-".to_owned(), "<td>-</td>".to_owned())
-        };
-        let bad = |n: u64| if n > 0 { " class=\"bad\"" } else { "" };
-        let _ = writeln!(
-            h,
-            "<tr><td class=\"l\">{op}</td><td class=\"l\">corrected</td><td>{target}</td>\
-             <td>{}</td>{ratio}<td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{}</tr>\n\
-             <tr class=\"sub\"><td></td><td class=\"l\">uncorrected</td><td></td><td></td><td></td>\
-             <td></td><td></td><td></td><td></td>{}</tr>",
+        let target = o.target_per_s.map_or("-".to_owned(), human_rate);
+        let bad = |b: bool| if b { " class=\"bad\"" } else { "" };
+        // Behind schedule is judged by what was late or dropped, not by the rate.
+        let achieved = format!(
+            "<td{}>{}</td><td{}>{:.1}%</td>",
+            bad(o.behind()),
             human_rate(o.throughput_per_s),
+            bad(o.ok < o.scheduled),
+            o.ok_percent()
+        );
+        let (first, first_stats, second) = match o.model {
+            Model::Open => (
+                "corrected",
+                o.corrected.as_ref(),
+                format!(
+                    "<tr class=\"sub\"><td></td><td class=\"l\">uncorrected</td><td></td><td></td>\
+                     <td></td><td></td><td></td><td></td><td></td>{}</tr>\n",
+                    stat_cells(o.uncorrected.as_ref())
+                ),
+            ),
+            Model::Closed => (
+                "service time (closed model)",
+                o.uncorrected.as_ref(),
+                String::new(),
+            ),
+        };
+        let _ = write!(
+            h,
+            "<tr><td class=\"l\">{op}</td><td class=\"l\">{first}</td><td>{target}</td>\
+             {achieved}<td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{}</tr>\n{second}",
             o.ok,
-            bad(o.errors),
+            bad(o.errors > 0),
             o.errors,
-            bad(o.late),
+            bad(o.late > 0),
             o.late,
-            bad(o.dropped),
+            bad(o.dropped > 0),
             o.dropped,
-            stat_cells(o.corrected.as_ref()),
-            stat_cells(o.uncorrected.as_ref()),
+            stat_cells(first_stats),
         );
     }
     let c = &s.convergence;
@@ -276,10 +287,15 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         );
     }
     h.push_str(
-        "</table>\n<p class=\"note\"><b>corrected</b> latency is measured from the time \
-        the open-model schedule intended to send the request, so waiting behind a stalled server \
-        counts (this corrects coordinated omission); <b>uncorrected</b> is the service time from \
-        the actual send. Latency covers successful requests only; failures are counted by code. \
+        "</table></div>\n<p class=\"note\"><b>achieved</b> is successful requests per second \
+        over the operation's active window (its first intended send to its last response), \
+        <b>target</b> the schedule's rate while it was set; an achieved rate is red when the \
+        schedule fell behind (requests late or dropped). <b>corrected</b> latency is measured \
+        from the time the open-model schedule intended to send the request, so waiting behind a \
+        stalled server counts (this corrects coordinated omission); <b>uncorrected</b> is the \
+        service time from the actual send. A closed-model operation (no <code>--rate</code>: a \
+        request goes when a client is free) has no intended time, so only its service time is \
+        shown. Latency covers successful requests only; failures are counted by code. \
         A send is <b>late</b> when it started more than the late threshold after its intended \
         time; <b>dropped</b> sends were never made.</p>\n",
     );

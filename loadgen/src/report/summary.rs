@@ -24,7 +24,7 @@ use crate::measure::timeline::Marker;
 use crate::measure::timestamp::{rfc3339, unix_ms};
 
 /// The `format` field of summaries written by this version.
-pub const SUMMARY_FORMAT: &str = "loadgen-summary/1";
+pub const SUMMARY_FORMAT: &str = "loadgen-summary/2";
 
 /// Counts over every operation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -39,15 +39,25 @@ pub struct Totals {
     pub late: u64,
     /// Dropped sends.
     pub dropped: u64,
-    /// Successful requests per second, every operation together.
+    /// Successful requests per second, every operation together, over the span from the
+    /// first intended send to the last response.
     pub throughput_per_s: f64,
 }
 
 /// One operation's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSummary {
-    /// The target rate, averaged over the run's time, per second (0: none set).
-    pub target_per_s: f64,
+    /// `open` (a schedule with intended send times) or `closed` (no schedule: each
+    /// request is sent when a client is free; latency is service time).
+    pub model: Model,
+    /// The target rate, averaged over the time it was set, per second (`null`: none set).
+    pub target_per_s: Option<f64>,
+    /// Start of the operation's active window (its first intended send), seconds since
+    /// the run's start.
+    pub active_from_s: f64,
+    /// Length of the active window (first intended send to last response), seconds. The
+    /// rates are over this window, not the whole run.
+    pub active_s: f64,
     /// Requests the schedule called for (ok + errors + dropped).
     pub scheduled: u64,
     /// Successful requests.
@@ -58,7 +68,7 @@ pub struct OpSummary {
     pub late: u64,
     /// Sends the schedule intended that never happened.
     pub dropped: u64,
-    /// Successful requests per second over the run.
+    /// Successful requests per second over the active window.
     pub throughput_per_s: f64,
     /// Failed requests by error code.
     pub errors_by_code: BTreeMap<String, u64>,
@@ -68,7 +78,32 @@ pub struct OpSummary {
     pub uncorrected: Option<LatencyStats>,
 }
 
+/// How an operation's requests were paced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// A schedule says when each request is due; corrected latency counts from then.
+    #[default]
+    Open,
+    /// No schedule: a request goes when a client is free. Latency is service time.
+    Closed,
+}
+
 impl OpSummary {
+    /// Successful requests as a share of the scheduled ones, percent (100 with none).
+    pub fn ok_percent(&self) -> f64 {
+        if self.scheduled == 0 {
+            100.0
+        } else {
+            100.0 * self.ok as f64 / self.scheduled as f64
+        }
+    }
+
+    /// Behind its schedule: some request was sent late or dropped.
+    pub fn behind(&self) -> bool {
+        self.late > 0 || self.dropped > 0
+    }
+
     /// The latency statistics of one kind.
     pub fn latency(&self, kind: LatencyKind) -> Option<&LatencyStats> {
         match kind {
@@ -154,7 +189,10 @@ impl Summary {
         for op in recording.used_ops() {
             let o = recording.op(op);
             let s = OpSummary {
-                target_per_s: round1(o.target_per_s),
+                model: if o.closed { Model::Closed } else { Model::Open },
+                target_per_s: (o.target_per_s > 0.0).then(|| round1(o.target_per_s)),
+                active_from_s: round3(o.window.map_or(0.0, |w| w.0.as_secs_f64())),
+                active_s: round3(o.active().as_secs_f64()),
                 scheduled: o.scheduled(),
                 ok: o.ok,
                 errors: o.error_count(),
@@ -172,7 +210,7 @@ impl Summary {
             totals.dropped += s.dropped;
             ops.insert(op, s);
         }
-        totals.throughput_per_s = round1(per_second(totals.ok, recording.duration));
+        totals.throughput_per_s = round1(per_second(totals.ok, recording.active_span()));
         let convergence = ConvergenceSummary {
             count: recording.convergence.len(),
             unconverged: recording.unconverged,
@@ -227,8 +265,8 @@ impl Summary {
             self.machine.cpu_model,
         );
         let mut t = Table::new([
-            "op", "latency", "target", "achieved", "ok", "errors", "late", "dropped", "p50", "p90",
-            "p99", "p99.9", "p99.99", "max",
+            "op", "latency", "target", "achieved", "ok %", "ok", "errors", "late", "dropped",
+            "p50", "p90", "p99", "p99.9", "p99.99", "max",
         ]);
         let ladder = |s: Option<&LatencyStats>| -> Vec<String> {
             match s {
@@ -237,33 +275,40 @@ impl Summary {
             }
         };
         for (op, s) in &self.ops {
-            let target = if s.target_per_s > 0.0 {
-                human_rate(s.target_per_s)
-            } else {
-                "-".to_owned()
+            let target = s.target_per_s.map_or("-".to_owned(), human_rate);
+            let (first, second) = match s.model {
+                Model::Open => ("corrected", Some("uncorrected")),
+                Model::Closed => ("service", None),
             };
             let mut cells = vec![
                 op.to_string(),
-                "corrected".to_owned(),
+                first.to_owned(),
                 target,
                 human_rate(s.throughput_per_s),
+                format!("{:.1}", s.ok_percent()),
                 s.ok.to_string(),
                 s.errors.to_string(),
                 s.late.to_string(),
                 s.dropped.to_string(),
             ];
-            cells.extend(ladder(s.corrected.as_ref()));
+            cells.extend(ladder(match s.model {
+                Model::Open => s.corrected.as_ref(),
+                Model::Closed => s.uncorrected.as_ref(),
+            }));
             t.row(cells);
-            let mut cells = vec![String::new(), "uncorrected".to_owned()];
-            cells.extend(std::iter::repeat_n(String::new(), 6));
-            cells.extend(ladder(s.uncorrected.as_ref()));
-            t.row(cells);
+            if let Some(second) = second {
+                let mut cells = vec![String::new(), second.to_owned()];
+                cells.extend(std::iter::repeat_n(String::new(), 7));
+                cells.extend(ladder(s.uncorrected.as_ref()));
+                t.row(cells);
+            }
         }
         let c = &self.convergence;
         if c.count > 0 || c.unconverged > 0 {
             let mut cells = vec![
                 "convergence".to_owned(),
                 "ack->visible".to_owned(),
+                String::new(),
                 String::new(),
                 String::new(),
                 c.count.to_string(),
@@ -312,4 +357,135 @@ fn round1(v: f64) -> f64 {
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::measure::recorder::{Recorder, RecorderConfig, Sample};
+    use crate::report::fixture;
+
+    const CLIENTS: u64 = 2000;
+    const REGISTER_PER_S: f64 = 1000.0;
+    const PERIOD_S: u64 = 2;
+
+    /// A steady run exactly on target, as the driver paces it: `CLIENTS` registrations at
+    /// 1000/s (2 s), then heartbeats every 2 s from one period into the hold until
+    /// `duration_s`. Every request is sent on time and answered in 200 µs.
+    fn on_target(duration_s: u64) -> Summary {
+        let base = Instant::now();
+        let r = Recorder::starting_at(RecorderConfig::default(), base, fixture::wall())
+            .expect("recorder");
+        let at = |us: u64| base + Duration::from_micros(us);
+        let mut times: Vec<(u64, Op)> = (0..CLIENTS)
+            .map(|i| ((i as f64 * 1e6 / REGISTER_PER_S) as u64, Op::Register))
+            .collect();
+        let hold_us = (CLIENTS as f64 * 1e6 / REGISTER_PER_S) as u64;
+        let period_us = PERIOD_S * 1_000_000;
+        let mut round = 0;
+        'beats: loop {
+            for k in 0..CLIENTS {
+                let t = hold_us + period_us * (round + 1) + period_us / CLIENTS * k;
+                if t + 200 > duration_s * 1_000_000 {
+                    break 'beats;
+                }
+                times.push((t, Op::Beat));
+            }
+            round += 1;
+        }
+        r.set_target_rate(Op::Register, REGISTER_PER_S);
+        r.set_target_rate(Op::Beat, CLIENTS as f64 / PERIOD_S as f64);
+        let mut next_tick = 1;
+        for (t, op) in times {
+            while t + 200 >= next_tick * 1_000_000 {
+                r.tick_at(at(next_tick * 1_000_000));
+                if next_tick * 1_000_000 >= hold_us {
+                    r.set_target_rate(Op::Register, 0.0);
+                }
+                next_tick += 1;
+            }
+            let sample = Sample {
+                intended: at(t),
+                sent: at(t),
+                done: at(t + 200),
+            };
+            r.record_ok(op, sample);
+        }
+        let rec = r.finish_at(at(duration_s * 1_000_000)).expect("finish");
+        Summary::new(&rec, &fixture::info("steady"))
+    }
+
+    fn near(got: f64, want: f64) -> bool {
+        (got - want).abs() <= 0.005 * want
+    }
+
+    #[test]
+    fn a_run_exactly_on_target_reads_100_percent() {
+        let s = on_target(20);
+        let t = s.table();
+        for op in [Op::Register, Op::Beat] {
+            let o = s.op(op).expect("used");
+            let target = o.target_per_s.expect("a target");
+            assert!(near(target, 1000.0), "{op} target {target}\n{t}");
+            assert!(
+                near(o.throughput_per_s, target),
+                "{op}: {} achieved of {target}\n{t}",
+                o.throughput_per_s
+            );
+            assert_eq!(o.ok_percent(), 100.0, "{t}");
+            assert!(!o.behind(), "{t}");
+            assert_eq!(o.model, Model::Open);
+        }
+        // Registration ran for 2 s of the 20: its window, not the run.
+        let reg = s.op(Op::Register).expect("register");
+        assert!((reg.active_s - 2.0).abs() < 0.01, "{}", reg.active_s);
+        assert!(t.contains("100.0"), "{t}");
+    }
+
+    #[test]
+    fn doubling_the_duration_leaves_the_rates_unchanged() {
+        let (short, long) = (on_target(12), on_target(24));
+        for op in [Op::Register, Op::Beat] {
+            let (a, b) = (short.op(op).expect("used"), long.op(op).expect("used"));
+            assert_eq!(a.target_per_s, b.target_per_s, "{op}");
+            assert!(
+                near(a.throughput_per_s, b.throughput_per_s),
+                "{op}: {} at 12 s, {} at 24 s",
+                a.throughput_per_s,
+                b.throughput_per_s
+            );
+        }
+        assert!(long.op(Op::Beat).expect("beat").ok > 2 * short.op(Op::Beat).expect("beat").ok);
+    }
+
+    #[test]
+    fn an_operation_without_target_has_null_and_a_closed_one_reports_service_time() {
+        let base = Instant::now();
+        let r = Recorder::starting_at(RecorderConfig::default(), base, fixture::wall())
+            .expect("recorder");
+        r.set_closed_model(Op::Register);
+        let sent = base + Duration::from_millis(5);
+        r.record_ok(
+            Op::Register,
+            Sample {
+                intended: sent,
+                sent,
+                done: sent + Duration::from_millis(3),
+            },
+        );
+        let rec = r.finish_at(base + Duration::from_secs(1)).expect("finish");
+        let s = Summary::new(&rec, &fixture::info("register"));
+        let reg = s.op(Op::Register).expect("register");
+        assert_eq!(reg.model, Model::Closed);
+        assert_eq!(reg.target_per_s, None);
+        let json = serde_json::to_string(&s).expect("json");
+        assert!(json.contains("\"target_per_s\":null"), "{json}");
+        assert!(json.contains("\"model\":\"closed\""), "{json}");
+        assert!(json.contains("\"p99_9_us\""), "{json}");
+        assert!(!json.contains("p99.9"), "{json}");
+        let t = s.table();
+        assert!(t.contains("service") && !t.contains("uncorrected"), "{t}");
+    }
 }
