@@ -52,9 +52,9 @@ pub enum Command {
         /// Largest allowed rise of corrected p99, as a fraction (2.0: to three times).
         #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
         max_p99_rise: f64,
-        /// Largest allowed rise of convergence p99, as a fraction.
+        /// Largest allowed rise of replication lag p99, as a fraction.
         #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
-        max_convergence_p99_rise: f64,
+        max_replication_lag_p99_rise: f64,
         /// A p99 rise smaller than this (µs) never fails.
         #[arg(long, default_value_t = 0)]
         p99_slack_us: u64,
@@ -159,7 +159,7 @@ pub struct RunArgs {
     /// Heartbeats and queries further behind schedule than this are dropped (counted).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub max_lag: Duration,
-    /// Convergence probe period.
+    /// Replication probe period.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub probe_interval: Duration,
     /// Give up on a probe after this.
@@ -177,7 +177,7 @@ pub struct RunArgs {
     /// Do not append to the history file.
     #[arg(long)]
     pub no_history: bool,
-    /// Exit 2 unless the run had no error, every probe converged and (embedded cluster)
+    /// Exit 2 unless the run had no error, every probe replicated and (embedded cluster)
     /// every node holds the same state at the end.
     #[arg(long)]
     pub require_clean: bool,
@@ -250,7 +250,7 @@ impl RunArgs {
 pub fn thresholds(
     max_throughput_drop: f64,
     max_p99_rise: f64,
-    max_convergence_p99_rise: f64,
+    max_replication_lag_p99_rise: f64,
     p99_slack_us: u64,
 ) -> CheckThresholds {
     let _ = Op::ALL;
@@ -260,7 +260,7 @@ pub fn thresholds(
             max_p99_rise,
         },
         per_op: Default::default(),
-        max_convergence_p99_rise,
+        max_replication_lag_p99_rise,
         p99_slack_us,
     }
 }

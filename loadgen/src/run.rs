@@ -19,7 +19,7 @@
 //! The run's figures leave out `warmup`.
 //!
 //! The parts: [`config`] says what a run does, [`driver`] holds the lanes that simulate
-//! the clients, [`markers`] the convergence probes and push measurements, [`chaos`] the
+//! the clients, [`markers`] the replication probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
 //! (wherever they run).
@@ -92,13 +92,13 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// No errors, every probe converged (and at least one measured), nodes agree, and every
-    /// fault (`--chaos`) was applied, converged and lost no registration.
+    /// No errors, every probe replicated (and at least one measured), nodes agree at the
+    /// end, and every fault (`--chaos`) was applied, recovered from and lost no registration.
     pub fn is_clean(&self) -> bool {
         let s = &self.summary;
         s.totals.errors == 0
-            && s.convergence.unconverged == 0
-            && s.convergence.count > 0
+            && s.replication_lag.unreplicated == 0
+            && s.replication_lag.count > 0
             && self.nodes_converged.is_none_or(|(ok, _)| ok)
             && self.faults.iter().all(FaultSummary::is_clean)
     }
@@ -122,16 +122,16 @@ impl RunOutcome {
         ));
         match self.nodes_converged {
             Some((true, t)) => s.push_str(&format!(
-                "nodes converged: yes, {:.0} ms after the load stopped (instances per node: {:?})\n",
+                "agreement at the end: yes, every node held the same clients {:.0} ms after the load stopped (instances per node: {:?})\n",
                 t.as_secs_f64() * 1e3,
                 self.node_instances
             )),
             Some((false, t)) => s.push_str(&format!(
-                "nodes converged: NO within {:.1} s (instances per node: {:?})\n",
+                "agreement at the end: NO, the nodes still differed after {:.1} s (instances per node: {:?})\n",
                 t.as_secs_f64(),
                 self.node_instances
             )),
-            None => s.push_str("nodes converged: not checked (external cluster; see the probes)\n"),
+            None => s.push_str("agreement at the end: not checked (external cluster; see the replication lag of the probes)\n"),
         }
         s.push_str(&format!(
             "report: {}\n",
@@ -521,7 +521,7 @@ impl<'a, P: Protocol> Run<'a, P> {
             .collect()
     }
 
-    /// The marker task: convergence probes, and push changes in the push scenario.
+    /// The marker task: replication probes, and push changes in the push scenario.
     fn start_markers(&self, watching: &Watching) -> JoinHandle<()> {
         let config = self.config;
         tokio::spawn(run_markers(

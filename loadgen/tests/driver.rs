@@ -62,8 +62,8 @@ async fn smoke_run_registers_holds_and_converges() {
     assert!(beat.ok > 0 && beat.throughput_per_s > 0.0, "{d}");
     assert_eq!(beat.model, loadgen::Model::Open, "{d}");
     assert!(s.op(Op::Query).is_some_and(|q| q.ok > 0), "{d}");
-    assert!(s.convergence.count > 0, "{d}");
-    assert_eq!(s.convergence.unconverged, 0, "{d}");
+    assert!(s.replication_lag.count > 0, "{d}");
+    assert_eq!(s.replication_lag.unreplicated, 0, "{d}");
     assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
     assert!(o.node_instances.iter().all(|n| *n == 3000), "{d}");
     assert!(o.is_clean(), "{d}");

@@ -15,7 +15,7 @@
 //! code (a fast failure must not flatter the latency figures, and a timeout's latency is
 //! the timeout). Rows are bucketed by when samples are *recorded* (at completion), as
 //! HdrHistogram's interval recorders do. What this file does not do: schedule requests,
-//! decide timeouts or probe convergence; the driver does and reports the results here.
+//! decide timeouts or probe replication_lag; the driver does and reports the results here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,7 +32,7 @@ use super::interval_log::{IntervalLogWriter, Series};
 use super::latency::{Quantiles, micros, new_histogram};
 use super::op::{LatencyKind, Op};
 use super::recording::{OpTotals, Recording, per_second};
-use super::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow};
+use super::timeline::{Marker, OpRow, ReplicationLagRow, TimelineRow};
 use crate::error::ReportError;
 
 /// Default late threshold: a send starting more than 10 ms after its intended time is late.
@@ -122,8 +122,8 @@ fn widen(
 #[derive(Debug)]
 struct IntervalData {
     ops: [OpInterval; 5],
-    convergence: Histogram<u64>,
-    unconverged: u64,
+    replication_lag: Histogram<u64>,
+    unreplicated: u64,
 }
 
 /// Adds `from` into `into`, then empties `from` (skipping the memset of empty histograms).
@@ -139,8 +139,8 @@ impl IntervalData {
     fn new() -> Self {
         Self {
             ops: std::array::from_fn(|_| OpInterval::new()),
-            convergence: new_histogram(),
-            unconverged: 0,
+            replication_lag: new_histogram(),
+            unreplicated: 0,
         }
     }
 
@@ -156,15 +156,15 @@ impl IntervalData {
             }
             to.window = widen(to.window, from.window.take());
         }
-        drain_histogram(&mut self.convergence, &mut into.convergence);
-        into.unconverged += std::mem::take(&mut self.unconverged);
+        drain_histogram(&mut self.replication_lag, &mut into.replication_lag);
+        into.unreplicated += std::mem::take(&mut self.unreplicated);
     }
 
     fn histogram(&self, series: Series) -> &Histogram<u64> {
         match series {
             Series::Latency(op, LatencyKind::Corrected) => &self.ops[op.index()].corrected,
             Series::Latency(op, LatencyKind::Uncorrected) => &self.ops[op.index()].uncorrected,
-            Series::Convergence => &self.convergence,
+            Series::ReplicationLag => &self.replication_lag,
         }
     }
 }
@@ -186,8 +186,8 @@ struct Aggregator {
     targeted_seconds: [f64; 5],
     /// Each operation's activity window over the run: first intended send, last response.
     windows: [Option<(Instant, Instant)>; 5],
-    convergence: Histogram<u64>,
-    unconverged: u64,
+    replication_lag: Histogram<u64>,
+    unreplicated: u64,
     timeline: Vec<TimelineRow>,
     log: Option<IntervalLogWriter>,
     log_error: Option<ReportError>,
@@ -272,8 +272,8 @@ impl Recorder {
                     target_seconds: [0.0; 5],
                     targeted_seconds: [0.0; 5],
                     windows: [None; 5],
-                    convergence: new_histogram(),
-                    unconverged: 0,
+                    replication_lag: new_histogram(),
+                    unreplicated: 0,
                     timeline: Vec::new(),
                     log,
                     log_error: None,
@@ -348,19 +348,19 @@ impl Recorder {
         self.shard().lock().ops[op.index()].dropped += 1;
     }
 
-    /// Records one convergence time: from the owner's acknowledgement of a probe
+    /// Records one replication lag time: from the owner's acknowledgement of a probe
     /// registration to its visibility on one other node.
-    pub fn record_convergence(&self, time: Duration) {
+    pub fn record_replication_lag(&self, time: Duration) {
         self.shard()
             .lock()
-            .convergence
+            .replication_lag
             .saturating_record(micros(time));
     }
 
     /// Records a probe registration that did not become visible on some node before the
     /// driver gave up.
-    pub fn record_unconverged(&self) {
-        self.shard().lock().unconverged += 1;
+    pub fn record_unreplicated(&self) {
+        self.shard().lock().unreplicated += 1;
     }
 
     /// Sets the rate the schedule aims at for `op`, per second (0 when it has none). May
@@ -454,10 +454,10 @@ impl Recorder {
                 agg.targeted_seconds[op.index()] += length.as_secs_f64();
             }
         }
-        row.convergence = ConvergenceRow {
-            count: agg.interval.convergence.len(),
-            unconverged: agg.interval.unconverged,
-            latency: Quantiles::of(&agg.interval.convergence),
+        row.replication_lag = ReplicationLagRow {
+            count: agg.interval.replication_lag.len(),
+            unreplicated: agg.interval.unreplicated,
+            latency: Quantiles::of(&agg.interval.replication_lag),
         };
         for (name, gauge) in inner.gauges.lock().iter() {
             row.gauges.insert(name.clone(), gauge.get());
@@ -497,8 +497,8 @@ impl Recorder {
         for (window, data) in agg.windows.iter_mut().zip(interval.ops.iter_mut()) {
             *window = widen(*window, data.window.take());
         }
-        drain_histogram(&mut interval.convergence, &mut agg.convergence);
-        agg.unconverged += std::mem::take(&mut interval.unconverged);
+        drain_histogram(&mut interval.replication_lag, &mut agg.replication_lag);
+        agg.unreplicated += std::mem::take(&mut interval.unreplicated);
 
         agg.last_tick = now;
         agg.timeline.push(row.clone());
@@ -567,8 +567,8 @@ impl Recorder {
             && agg.timeline.last().is_some_and(|r| {
                 r.duration_s() == 0.0
                     && r.ops.iter().all(OpRow::is_idle)
-                    && r.convergence.count == 0
-                    && r.convergence.unconverged == 0
+                    && r.replication_lag.count == 0
+                    && r.replication_lag.unreplicated == 0
                     && r.markers.is_empty()
             })
         {
@@ -629,8 +629,8 @@ impl Recorder {
             interval: inner.config.interval,
             late_threshold: inner.config.late_threshold,
             ops,
-            convergence: agg.convergence.clone(),
-            unconverged: agg.unconverged,
+            replication_lag: agg.replication_lag.clone(),
+            unreplicated: agg.unreplicated,
             timeline: agg.timeline.clone(),
             markers,
             interval_log: inner.config.interval_log.clone(),
@@ -748,7 +748,7 @@ mod tests {
         r.gauge("clients_registered").add(5.0);
         r.gauge("clients_registered").add(2.0);
         r.mark_at(at(base, 1500), "kill node 2");
-        r.record_convergence(Duration::from_millis(20));
+        r.record_replication_lag(Duration::from_millis(20));
         let row1 = r.tick_at(at(base, 2500));
         assert_eq!((row1.start_s, row1.end_s), (1.0, 2.5));
         assert!(row1.op(Op::Register).is_idle());
@@ -762,9 +762,9 @@ mod tests {
         assert_eq!(q.corrected.map(|q| (q.p50_us, q.max_us)), Some((100, 300)));
         assert_eq!(row1.gauges.get("clients_registered"), Some(&7.0));
         assert_eq!(row1.markers, vec!["kill node 2".to_owned()]);
-        assert_eq!(row1.convergence.count, 1);
+        assert_eq!(row1.replication_lag.count, 1);
         // 20 ms reads back as the top of its bucket, within 0.1 %.
-        let p50 = row1.convergence.latency.map_or(0, |q| q.p50_us);
+        let p50 = row1.replication_lag.latency.map_or(0, |q| q.p50_us);
         assert!((20_000..=20_020).contains(&p50), "{p50}");
 
         r.mark_at(at(base, 2900), "end");
@@ -785,7 +785,7 @@ mod tests {
             reg.target_per_s
         );
         assert_eq!(rec.op(Op::Query).ok, 2);
-        assert_eq!(rec.convergence.len(), 1);
+        assert_eq!(rec.replication_lag.len(), 1);
         assert_eq!(rec.markers.len(), 2);
         assert_eq!(rec.used_ops(), vec![Op::Register, Op::Query]);
     }
@@ -905,7 +905,7 @@ mod tests {
                 );
                 r.record_ok(Op::Register, ok_sample(base, second * 1000 + i, 5_000 + i));
             }
-            r.record_convergence(Duration::from_millis(10 + second));
+            r.record_replication_lag(Duration::from_millis(10 + second));
             r.tick_at(at(base, (second + 1) * 1000));
         }
         let rec = r.finish_at(at(base, 3000)).expect("finish");
@@ -927,7 +927,7 @@ mod tests {
         assert_eq!(sums["query.corrected"], rec.op(Op::Query).corrected);
         assert_eq!(sums["query.uncorrected"], rec.op(Op::Query).uncorrected);
         assert_eq!(sums["register.corrected"], rec.op(Op::Register).corrected);
-        assert_eq!(sums["convergence"], rec.convergence);
+        assert_eq!(sums["replication_lag"], rec.replication_lag);
         assert_eq!(sums.len(), 5, "{:?}", sums.keys().collect::<Vec<_>>());
     }
 

@@ -1,5 +1,5 @@
 //! A finished run's measurements: whole-run histograms and counts per operation, the
-//! convergence histogram, the timeline and the markers.
+//! replication lag histogram, the timeline and the markers.
 //!
 //! Produced by [`Recorder::finish`](crate::Recorder::finish) or by merging shard runs
 //! ([`merge_runs`](crate::merge_runs)); consumed by [`write_report`](crate::write_report).
@@ -103,10 +103,10 @@ pub struct Recording {
     pub ops: [OpTotals; 5],
     /// Time from the owner's acknowledgement of a probe registration to its visibility on
     /// another node, microseconds; one sample per probe and non-owner node.
-    pub convergence: Histogram<u64>,
+    pub replication_lag: Histogram<u64>,
     /// Probe registrations that never became visible on some node before the driver's
     /// deadline (one per probe and node).
-    pub unconverged: u64,
+    pub unreplicated: u64,
     /// One row per interval.
     pub timeline: Vec<TimelineRow>,
     /// The markers, in time order.

@@ -35,7 +35,7 @@ pub(crate) struct Band {
     pub(crate) start_s: f64,
     /// End of the effect.
     pub(crate) end_s: f64,
-    /// End of the window (convergence, or its timeout).
+    /// End of the window (replication_lag, or its timeout).
     pub(crate) settled_s: f64,
     /// A short label, drawn at the bottom of the band.
     pub(crate) label: String,

@@ -3,9 +3,9 @@
 //!
 //! Per operation of the baseline it compares throughput (fails when it fell by more than
 //! the allowed fraction) and corrected p99 (fails when it rose by more than the allowed
-//! fraction and by more than an absolute slack); it compares convergence p99 the same
+//! fraction and by more than an absolute slack); it compares replication lag p99 the same
 //! way; and when the baseline's `expect` section says so it fails a run with errors or
-//! with unconverged probes. The thresholds are generous by default because the machines
+//! with unreplicated probes. The thresholds are generous by default because the machines
 //! are shared: the check is for regressions, not for noise. It returns a structured
 //! verdict and renders it as a table; exiting non-zero is the binary's job.
 
@@ -49,8 +49,8 @@ pub struct CheckThresholds {
     pub default: OpThresholds,
     /// Limits of particular operations.
     pub per_op: BTreeMap<Op, OpThresholds>,
-    /// Largest allowed relative rise of convergence p99.
-    pub max_convergence_p99_rise: f64,
+    /// Largest allowed relative rise of replication lag p99.
+    pub max_replication_lag_p99_rise: f64,
     /// A p99 rise smaller than this many microseconds never fails, whatever its ratio
     /// (guards sub-millisecond baselines against noise). 0 by default.
     pub p99_slack_us: u64,
@@ -61,7 +61,7 @@ impl Default for CheckThresholds {
         Self {
             default: OpThresholds::default(),
             per_op: BTreeMap::new(),
-            max_convergence_p99_rise: DEFAULT_MAX_P99_RISE,
+            max_replication_lag_p99_rise: DEFAULT_MAX_P99_RISE,
             p99_slack_us: 0,
         }
     }
@@ -271,10 +271,10 @@ pub fn check(current: &Summary, baseline: &Summary, thresholds: &CheckThresholds
         }
     }
     rows.extend(p99_row(
-        "convergence p99".to_owned(),
-        baseline.convergence.latency.map(|s| s.p99_us),
-        current.convergence.latency.map(|s| s.p99_us),
-        thresholds.max_convergence_p99_rise,
+        "replication lag p99".to_owned(),
+        baseline.replication_lag.latency.map(|s| s.p99_us),
+        current.replication_lag.latency.map(|s| s.p99_us),
+        thresholds.max_replication_lag_p99_rise,
         thresholds.p99_slack_us,
     ));
     let errors = current.totals.errors;
@@ -296,21 +296,24 @@ pub fn check(current: &Summary, baseline: &Summary, thresholds: &CheckThresholds
             (true, _) => Verdict::Fail,
         },
     });
-    if baseline.expect.converged || current.convergence.count > 0 {
-        let c = &current.convergence;
+    if baseline.expect.replicated || current.replication_lag.count > 0 {
+        let c = &current.replication_lag;
         rows.push(CheckRow {
-            metric: "unconverged probes".to_owned(),
+            metric: "unreplicated probes".to_owned(),
             unit: Unit::Count,
-            baseline: Some(baseline.convergence.unconverged as f64),
-            current: Some(c.unconverged as f64),
+            baseline: Some(baseline.replication_lag.unreplicated as f64),
+            current: Some(c.unreplicated as f64),
             change: None,
-            limit: if baseline.expect.converged {
-                "= 0, some converged"
+            limit: if baseline.expect.replicated {
+                "= 0, some measured"
             } else {
                 "-"
             }
             .to_owned(),
-            verdict: match (baseline.expect.converged, c.count > 0 && c.unconverged == 0) {
+            verdict: match (
+                baseline.expect.replicated,
+                c.count > 0 && c.unreplicated == 0,
+            ) {
                 (false, _) => Verdict::Info,
                 (true, true) => Verdict::Pass,
                 (true, false) => Verdict::Fail,
@@ -342,7 +345,7 @@ mod tests {
     use crate::report::fixture;
     use crate::report::summary::OpSummary;
 
-    /// A clean baseline: no errors, everything converged.
+    /// A clean baseline: no errors, every probe replicated.
     fn baseline() -> Summary {
         let base = Instant::now();
         let r = fixture::recorder(base, fixture::wall(), None);
@@ -351,7 +354,7 @@ mod tests {
             .filter(|(_, e)| {
                 !matches!(
                     e,
-                    fixture::Event::Unconverged | fixture::Event::Request { error: Some(_), .. }
+                    fixture::Event::Unreplicated | fixture::Event::Request { error: Some(_), .. }
                 )
             })
             .collect();
@@ -378,13 +381,13 @@ mod tests {
     #[test]
     fn a_run_equal_to_its_baseline_passes() {
         let b = baseline();
-        assert!(b.expect.no_errors && b.expect.converged);
+        assert!(b.expect.no_errors && b.expect.replicated);
         let r = check(&b, &b, &CheckThresholds::default());
         assert!(r.passed(), "{r}");
         assert!(r.to_string().contains("PASS"));
         assert_eq!(verdict_of(&r, "register throughput").verdict, Verdict::Pass);
         assert_eq!(verdict_of(&r, "errors").verdict, Verdict::Pass);
-        assert_eq!(verdict_of(&r, "unconverged probes").verdict, Verdict::Pass);
+        assert_eq!(verdict_of(&r, "unreplicated probes").verdict, Verdict::Pass);
     }
 
     #[test]
@@ -445,35 +448,39 @@ mod tests {
         assert!(check(&cur, &b, &lenient).passed());
         // Convergence p99 is held to its own limit.
         let mut cur = b.clone();
-        let conv = cur.convergence.latency.as_mut().expect("convergence");
+        let conv = cur
+            .replication_lag
+            .latency
+            .as_mut()
+            .expect("replication_lag");
         conv.p99_us *= 4;
         let r = check(&cur, &b, &CheckThresholds::default());
-        assert_eq!(verdict_of(&r, "convergence p99").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "replication lag p99").verdict, Verdict::Fail);
     }
 
     #[test]
-    fn errors_and_unconverged_probes_fail_when_the_baseline_expects_none() {
+    fn errors_and_unreplicated_probes_fail_when_the_baseline_expects_none() {
         let b = baseline();
         let mut cur = b.clone();
         cur.totals.errors = 3;
-        cur.convergence.unconverged = 1;
+        cur.replication_lag.unreplicated = 1;
         let r = check(&cur, &b, &CheckThresholds::default());
         assert_eq!(verdict_of(&r, "errors").verdict, Verdict::Fail);
-        assert_eq!(verdict_of(&r, "unconverged probes").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "unreplicated probes").verdict, Verdict::Fail);
         assert_eq!(r.failures().count(), 2);
         // A baseline relaxed by hand accepts them.
         let mut relaxed = b.clone();
         relaxed.expect.no_errors = false;
-        relaxed.expect.converged = false;
+        relaxed.expect.replicated = false;
         let r = check(&cur, &relaxed, &CheckThresholds::default());
         assert!(r.passed(), "{r}");
         assert_eq!(verdict_of(&r, "errors").verdict, Verdict::Info);
-        // A run that measured no convergence at all cannot pass a converged baseline.
+        // A run that measured no replication lag at all cannot pass a replicated baseline.
         let mut cur = b.clone();
-        cur.convergence = Default::default();
+        cur.replication_lag = Default::default();
         let r = check(&cur, &b, &CheckThresholds::default());
-        assert_eq!(verdict_of(&r, "unconverged probes").verdict, Verdict::Fail);
-        assert_eq!(verdict_of(&r, "convergence p99").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "unreplicated probes").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "replication lag p99").verdict, Verdict::Fail);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Sections: the run (scenario, machine, revision), the summary table, errors by code,
 //! throughput over time, latency over time per operation, the percentile spectrum per
-//! operation (corrected against uncorrected), convergence (spectrum and over time),
+//! operation (corrected against uncorrected), replication lag (spectrum and over time),
 //! gauges, markers and parameters. Fault markers are drawn on every time chart. Charts
 //! are drawn by `chart.rs`; this file chooses their content and lays out the page.
 
@@ -117,7 +117,7 @@ const BAND_LEGEND: &str = "<span><svg width=\"30\" height=\"10\" \
     aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
     fill-opacity=\"0.35\"/></svg> fault in force</span><span><svg width=\"30\" height=\"10\" \
     aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
-    fill-opacity=\"0.12\"/></svg> until the nodes converged</span>";
+    fill-opacity=\"0.12\"/></svg> until the nodes recovered</span>";
 
 /// A percentile spectrum with its legend.
 fn spectrum_figure(
@@ -270,19 +270,19 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
             stat_cells(first_stats),
         );
     }
-    let c = &s.convergence;
-    if c.count > 0 || c.unconverged > 0 {
+    let c = &s.replication_lag;
+    if c.count > 0 || c.unreplicated > 0 {
         let _ = writeln!(
             h,
-            "<tr><td class=\"l\">convergence</td><td class=\"l\">ack&rarr;visible</td><td></td>\
-             <td></td><td></td><td>{}</td><td{}>{} unconverged</td><td></td><td></td>{}</tr>",
+            "<tr><td class=\"l\">replication lag</td><td class=\"l\">ack&rarr;visible</td><td></td>\
+             <td></td><td></td><td>{}</td><td{}>{} unreplicated</td><td></td><td></td>{}</tr>",
             c.count,
-            if c.unconverged > 0 {
+            if c.unreplicated > 0 {
                 " class=\"bad\""
             } else {
                 ""
             },
-            c.unconverged,
+            c.unreplicated,
             stat_cells(c.latency.as_ref()),
         );
     }
@@ -463,40 +463,40 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
     }
 
     // Convergence.
-    h.push_str("<h2>Convergence</h2>\n");
-    if rec.convergence.is_empty() {
+    h.push_str("<h2>Replication lag</h2>\n");
+    if rec.replication_lag.is_empty() {
         let _ = writeln!(
             h,
-            "<p class=\"note\">No convergence was measured ({} unconverged).</p>",
-            rec.unconverged
+            "<p class=\"note\">No replication lag was measured ({} unreplicated).</p>",
+            rec.unreplicated
         );
     } else {
         h.push_str(
             "<p class=\"note\">Time from the owner's acknowledgement of a probe \
             registration to its visibility on each other node.</p>\n",
         );
-        let x_max = spectrum_x_max(rec.convergence.len());
+        let x_max = spectrum_x_max(rec.replication_lag.len());
         let title = format!(
-            "convergence by percentile ({} samples, {} unconverged)",
-            rec.convergence.len(),
-            rec.unconverged
+            "replication lag by percentile ({} samples, {} unreplicated)",
+            rec.replication_lag.len(),
+            rec.unreplicated
         );
         let lines = [Line::new(
             "ack to visible",
             palette(2),
-            spectrum_points(&rec.convergence, x_max),
+            spectrum_points(&rec.replication_lag, x_max),
         )];
-        spectrum_figure(&mut h, &title, "convergence (ms)", x_max, &lines)?;
+        spectrum_figure(&mut h, &title, "replication lag (ms)", x_max, &lines)?;
         let lines = vec![
-            quantile_line(rows, "p50", 0, |r| r.convergence.latency, |q| q.p50_us),
-            quantile_line(rows, "p99", 1, |r| r.convergence.latency, |q| q.p99_us),
-            quantile_line(rows, "max", 3, |r| r.convergence.latency, |q| q.max_us).thin(),
+            quantile_line(rows, "p50", 0, |r| r.replication_lag.latency, |q| q.p50_us),
+            quantile_line(rows, "p99", 1, |r| r.replication_lag.latency, |q| q.p99_us),
+            quantile_line(rows, "max", 3, |r| r.replication_lag.latency, |q| q.max_us).thin(),
         ];
         time_figure(
             &mut h,
             &TimeChart {
-                title: "convergence per interval",
-                y_desc: "convergence (ms)",
+                title: "replication lag per interval",
+                y_desc: "replication lag (ms)",
                 scale: Scale::Auto,
                 end_s,
                 lines: &lines,
@@ -570,21 +570,21 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
 fn faults_table(h: &mut String, faults: &[FaultSummary]) {
     h.push_str(
         "<h2>Faults</h2>\n<p class=\"note\">Times since the start of the measured run. Errors \
-         and failovers: from the fault's start to the later of its end and the convergence. \
-         Converged: from the end (a kill: from the kill) until every running node holds \
+         and failovers: from the fault's start to the later of its end and the replication_lag. \
+         Recovered: from the end (a kill: from the kill) until every running node holds \
          every live client and no deleted one (settled for at least 3 s). Lost and returned: live clients missing from, \
-         deleted clients present on, some running node after that wait (0 once converged). \
+         deleted clients present on, some running node after that wait (0 once recovered). \
          Peaks: the most seen in one check during the wait (replication lag, and drops that \
          clients repaired by re-registering).</p>\n\
          <table class=\"faults\"><tr><th class=\"l\">fault</th><th>start</th><th>end</th>\
-         <th>errors</th><th class=\"l\">by code</th><th>failovers</th><th>converged</th>\
+         <th>errors</th><th class=\"l\">by code</th><th>failovers</th><th>recovered</th>\
          <th>lost</th><th>returned</th><th>peak missing</th>\
          <th>peak returned</th></tr>\n",
     );
     for f in faults {
-        let converged = match (&f.failed, f.converge_ms) {
+        let recovered = match (&f.failed, f.recovery_ms) {
             (Some(why), _) => format!("not applied: {}", escape(why)),
-            (None, Some(ms)) if f.converged => format!("{ms:.0} ms"),
+            (None, Some(ms)) if f.recovered => format!("{ms:.0} ms"),
             (None, _) => "<b>NO</b>".to_owned(),
         };
         let codes: Vec<String> = f
@@ -595,7 +595,7 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
         let _ = writeln!(
             h,
             "<tr><td class=\"l\">{}</td><td>{:.2} s</td><td>{:.2} s</td><td>{}</td>\
-             <td class=\"l\">{}</td><td>{}</td><td>{converged}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"l\">{}</td><td>{}</td><td>{recovered}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td></tr>",
             escape(&f.entry),
             f.start_s,

@@ -84,7 +84,7 @@ pub fn merge_runs<P: AsRef<Path>>(
     let histograms = merge_logs(&shards, &hlog_path, started_at, interval_s, &mut timeline)?;
 
     let mut ops: [OpTotals; 5] = Default::default();
-    let mut unconverged = 0;
+    let mut unreplicated = 0;
     for s in &shards {
         for (op, o) in &s.summary.ops {
             let t = &mut ops[op.index()];
@@ -104,14 +104,14 @@ pub fn merge_runs<P: AsRef<Path>>(
                 None => (from, to),
             });
         }
-        unconverged += s.summary.convergence.unconverged;
+        unreplicated += s.summary.replication_lag.unreplicated;
     }
-    let mut convergence = new_histogram();
+    let mut replication_lag = new_histogram();
     for (series, h) in Series::all().zip(histograms) {
         match series {
             Series::Latency(op, LatencyKind::Corrected) => ops[op.index()].corrected = h,
             Series::Latency(op, LatencyKind::Uncorrected) => ops[op.index()].uncorrected = h,
-            Series::Convergence => convergence = h,
+            Series::ReplicationLag => replication_lag = h,
         }
     }
     let mut markers: Vec<Marker> = shards
@@ -131,8 +131,8 @@ pub fn merge_runs<P: AsRef<Path>>(
         interval: Duration::from_secs_f64(interval_s),
         late_threshold: Duration::from_micros(shards[0].summary.late_threshold_us),
         ops,
-        convergence,
-        unconverged,
+        replication_lag,
+        unreplicated,
         timeline: timeline.into_values().collect(),
         markers,
         interval_log: Some(hlog_path),
@@ -235,8 +235,8 @@ fn merge_timelines(
                 a.dropped += o.dropped;
                 a.target_per_s += o.target_per_s * d;
             }
-            acc.convergence.count += r.convergence.count;
-            acc.convergence.unconverged += r.convergence.unconverged;
+            acc.replication_lag.count += r.replication_lag.count;
+            acc.replication_lag.unreplicated += r.replication_lag.unreplicated;
             acc.gauges = r.gauges.clone(); // the latest value within the bucket
             acc.markers.extend(r.markers.iter().cloned());
         }
@@ -256,8 +256,8 @@ fn merge_timelines(
                     m.target_per_s += a.target_per_s / secs;
                 }
             }
-            row.convergence.count += acc.convergence.count;
-            row.convergence.unconverged += acc.convergence.unconverged;
+            row.replication_lag.count += acc.replication_lag.count;
+            row.replication_lag.unreplicated += acc.replication_lag.unreplicated;
             for (k, v) in acc.gauges {
                 *row.gauges.entry(k).or_insert(0.0) += v;
             }
@@ -330,7 +330,7 @@ fn merge_logs(
                 Series::Latency(op, LatencyKind::Uncorrected) => {
                     row.ops[op.index()].uncorrected = q;
                 }
-                Series::Convergence => row.convergence.latency = q,
+                Series::ReplicationLag => row.replication_lag.latency = q,
             }
             add(&mut totals[slot], h, path)?;
             h.reset();
@@ -425,7 +425,7 @@ mod tests {
         totals.throughput_per_s = want.totals.throughput_per_s;
         assert_eq!(totals, want.totals, "seed {seed:#x}");
         assert_eq!(got.errors_by_code, want.errors_by_code, "seed {seed:#x}");
-        assert_eq!(got.convergence, want.convergence, "seed {seed:#x}");
+        assert_eq!(got.replication_lag, want.replication_lag, "seed {seed:#x}");
         assert_eq!(
             got.parameters.get("shard").map(String::as_str),
             Some("1/2|2/2")
@@ -455,7 +455,7 @@ mod tests {
                 );
                 assert!((g.target_per_s - 2.0 * w.target_per_s).abs() < 1e-6);
             }
-            assert_eq!(g.convergence, w.convergence, "seed {seed:#x}");
+            assert_eq!(g.replication_lag, w.replication_lag, "seed {seed:#x}");
             // Gauges are summed over shards.
             assert_eq!(g.gauges, w.gauges, "seed {seed:#x}");
         }

@@ -122,7 +122,7 @@ impl Progress {
 }
 
 /// One row as one line: each active operation's rate, corrected p99 and errors, then
-/// convergence, gauges and markers.
+/// replication_lag, gauges and markers.
 pub fn progress_line(row: &TimelineRow) -> String {
     let mut s = String::new();
     for op in Op::ALL {
@@ -142,12 +142,12 @@ pub fn progress_line(row: &TimelineRow) -> String {
         }
         s.push_str(" | ");
     }
-    let c = &row.convergence;
+    let c = &row.replication_lag;
     if let Some(q) = c.latency {
-        let _ = write!(s, "conv p99 {} | ", human_us(q.p99_us));
+        let _ = write!(s, "repl lag p99 {} | ", human_us(q.p99_us));
     }
-    if c.unconverged > 0 {
-        let _ = write!(s, "unconverged {} | ", c.unconverged);
+    if c.unreplicated > 0 {
+        let _ = write!(s, "unreplicated {} | ", c.unreplicated);
     }
     for (name, v) in &row.gauges {
         let _ = write!(s, "{name}={v} ");

@@ -1,5 +1,5 @@
 //! `summary.json`: a run's parameters, machine, totals, rates, percentiles, errors,
-//! convergence and markers in one document, and the plain-text table printed at the end
+//! replication lag and markers in one document, and the plain-text table printed at the end
 //! of a run.
 //!
 //! The summary is the machine-readable record of a run: the baseline check compares two of
@@ -113,13 +113,13 @@ impl OpSummary {
     }
 }
 
-/// Convergence figures.
+/// Replication lag figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConvergenceSummary {
-    /// Convergence samples (one per probe registration and non-owner node).
+pub struct ReplicationLagSummary {
+    /// Replication lag samples (one per probe registration and non-owner node).
     pub count: u64,
     /// Probe registrations not visible on some node before the driver's deadline.
-    pub unconverged: u64,
+    pub unreplicated: u64,
     /// Time from the owner's acknowledgement to visibility on another node.
     pub latency: Option<LatencyStats>,
 }
@@ -132,9 +132,9 @@ pub struct Expectations {
     /// The run had no failed request; a run checked against it must have none either.
     #[serde(default)]
     pub no_errors: bool,
-    /// Every probe converged; a run checked against it must converge too.
+    /// Every probe was replicated in time; a run checked against it must be too.
     #[serde(default)]
-    pub converged: bool,
+    pub replicated: bool,
 }
 
 /// The content of `summary.json`.
@@ -166,8 +166,8 @@ pub struct Summary {
     pub errors_by_code: BTreeMap<String, u64>,
     /// Figures of each operation used in the run.
     pub ops: BTreeMap<Op, OpSummary>,
-    /// Convergence figures.
-    pub convergence: ConvergenceSummary,
+    /// Replication lag figures.
+    pub replication_lag: ReplicationLagSummary,
     /// Markers (fault events, phases), in time order.
     pub markers: Vec<Marker>,
     /// What a run checked against this one must achieve.
@@ -211,10 +211,10 @@ impl Summary {
             ops.insert(op, s);
         }
         totals.throughput_per_s = round1(per_second(totals.ok, recording.active_span()));
-        let convergence = ConvergenceSummary {
-            count: recording.convergence.len(),
-            unconverged: recording.unconverged,
-            latency: LatencyStats::of(&recording.convergence),
+        let replication_lag = ReplicationLagSummary {
+            count: recording.replication_lag.len(),
+            unreplicated: recording.unreplicated,
+            latency: LatencyStats::of(&recording.replication_lag),
         };
         Self {
             format: SUMMARY_FORMAT.to_owned(),
@@ -229,12 +229,12 @@ impl Summary {
             parameters: info.parameters.clone(),
             expect: Expectations {
                 no_errors: totals.errors == 0,
-                converged: convergence.count > 0 && convergence.unconverged == 0,
+                replicated: replication_lag.count > 0 && replication_lag.unreplicated == 0,
             },
             totals,
             errors_by_code: recording.errors_by_code(),
             ops,
-            convergence,
+            replication_lag,
             markers: recording.markers.clone(),
             faults: Vec::new(),
             shards: Vec::new(),
@@ -303,16 +303,16 @@ impl Summary {
                 t.row(cells);
             }
         }
-        let c = &self.convergence;
-        if c.count > 0 || c.unconverged > 0 {
+        let c = &self.replication_lag;
+        if c.count > 0 || c.unreplicated > 0 {
             let mut cells = vec![
-                "convergence".to_owned(),
+                "replication lag".to_owned(),
                 "ack->visible".to_owned(),
                 String::new(),
                 String::new(),
                 String::new(),
                 c.count.to_string(),
-                format!("{} unconv.", c.unconverged),
+                format!("{} unconv.", c.unreplicated),
                 String::new(),
                 String::new(),
             ];
