@@ -158,7 +158,9 @@ pub struct Summary {
     pub git_revision: String,
     /// The machine.
     pub machine: Machine,
-    /// Every parameter the driver gave.
+    /// Every parameter the driver gave. Written as JSON numbers where the value is a
+    /// number (`"clients": 10000`), as strings otherwise (`"duration": "10s"`).
+    #[serde(with = "parameters")]
     pub parameters: BTreeMap<String, String>,
     /// Counts over every operation.
     pub totals: Totals,
@@ -244,7 +246,22 @@ impl Summary {
     /// Reads a `summary.json`.
     pub fn load(path: &Path) -> Result<Self, ReportError> {
         let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| ReportError::format(path, e.to_string()))
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ReportError::format(path, e.to_string()))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(SUMMARY_FORMAT) => {}
+            other => {
+                return Err(ReportError::format(
+                    path,
+                    format!(
+                        "format is {}, this loadgen reads {SUMMARY_FORMAT} only; make it again \
+                         with a new run (the changes are listed in loadgen/REPORTS.md)",
+                        other.unwrap_or("missing")
+                    ),
+                ));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| ReportError::format(path, e.to_string()))
     }
 
     /// The figures of `op`, if it was used.
@@ -351,6 +368,53 @@ impl fmt::Display for Summary {
     }
 }
 
+/// `parameters` in JSON: numbers as numbers. A value becomes a number only when the
+/// number prints back as the same text, so reading a summary gives the same strings.
+mod parameters {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Number, Value};
+
+    fn as_number(v: &str) -> Option<Number> {
+        let n = if let Ok(i) = v.parse::<i64>() {
+            Number::from(i)
+        } else {
+            Number::from_f64(v.parse::<f64>().ok()?)?
+        };
+        (n.to_string() == v).then_some(n)
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<String, String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(k, v)| {
+                let v = as_number(v).map_or_else(|| Value::String(v.clone()), Value::Number);
+                (k, v)
+            })
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let map = BTreeMap::<String, Value>::deserialize(d)?;
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect())
+    }
+}
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -445,6 +509,22 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_of_another_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("summary.json");
+        std::fs::write(
+            &path,
+            r#"{"format": "loadgen-summary/1", "convergence": {}}"#,
+        )
+        .expect("write");
+        let err = Summary::load(&path).expect_err("format 1").to_string();
+        assert!(
+            err.contains("format is loadgen-summary/1") && err.contains(SUMMARY_FORMAT),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn doubling_the_duration_leaves_the_rates_unchanged() {
         let (short, long) = (on_target(12), on_target(24));
         for op in [Op::Register, Op::Beat] {
@@ -485,6 +565,10 @@ mod tests {
         assert!(json.contains("\"model\":\"closed\""), "{json}");
         assert!(json.contains("\"p99_9_us\""), "{json}");
         assert!(!json.contains("p99.9"), "{json}");
+        // Parameters: numbers as numbers, other values as strings; both read back.
+        assert!(json.contains("\"nodes\":3"), "{json}");
+        let back: Summary = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, s);
         let t = s.table();
         assert!(t.contains("service") && !t.contains("uncorrected"), "{t}");
     }
