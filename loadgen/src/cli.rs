@@ -53,7 +53,7 @@ pub enum Command {
         #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
         max_p99_rise: f64,
         /// Largest allowed rise of replication lag p99, as a fraction.
-        #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
+        #[arg(long, alias = "max-convergence-p99-rise", default_value_t = crate::DEFAULT_MAX_P99_RISE)]
         max_replication_lag_p99_rise: f64,
         /// A p99 rise smaller than this (µs) never fails.
         #[arg(long, default_value_t = 0)]

@@ -31,6 +31,7 @@ pub mod config;
 pub mod driver;
 pub mod embedded;
 pub mod markers;
+pub mod outages;
 pub mod preflight;
 
 use std::future::Future;
@@ -256,6 +257,8 @@ struct Watching {
     /// The markers they see.
     tracker: Arc<Tracker>,
     tasks: Vec<JoinHandle<()>>,
+    /// Nodes whose watch streams keep failing.
+    outages: Arc<outages::Outages>,
     /// Subscriber streams per node.
     subscribers: usize,
     /// The push changes go to services `0..push_services`.
@@ -373,19 +376,39 @@ impl<'a, P: Protocol> Run<'a, P> {
             config.converge_timeout,
         ));
         let mut tasks = Vec::new();
+        let outages = Arc::new(outages::Outages::new(nodes));
+        let started = Instant::now();
         for (w, (watcher, set)) in watchers.iter().zip(watch_sets).enumerate() {
             let proto = self.proto.clone();
             let tracker = tracker.clone();
             let node = watcher.node;
+            let outages = outages.clone();
+            let shared = self.shared.clone();
+            // Seconds on the charts' axis (since the measured run's start), or since the
+            // watches started before that.
+            let now_s = move || {
+                shared
+                    .meter
+                    .get()
+                    .map_or_else(|| started.elapsed(), |r| r.elapsed())
+                    .as_secs_f64()
+            };
             tasks.push(tokio::spawn(async move {
                 loop {
                     match proto.watch(node, set.clone()).await {
                         Ok(mut rx) => {
+                            if let Some(line) = outages.reached(node, now_s()) {
+                                eprintln!("loadgen: {line}");
+                            }
                             while let Some(ev) = rx.recv().await {
                                 tracker.on_event(w, &ev);
                             }
                         }
-                        Err(e) => tracing_like(&e),
+                        Err(e) => {
+                            if let Some(line) = outages.failed(node, &e, now_s()) {
+                                eprintln!("loadgen: {line}");
+                            }
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -394,6 +417,7 @@ impl<'a, P: Protocol> Run<'a, P> {
         Ok(Watching {
             tracker,
             tasks,
+            outages,
             subscribers: subs,
             push_services: push_services.len() as u32,
         })
@@ -680,6 +704,9 @@ impl<'a, P: Protocol> Run<'a, P> {
         if late.is_some() {
             load.faults_outcome = late;
         }
+        for line in watching.outages.finish() {
+            eprintln!("loadgen: {line}");
+        }
         for t in &watching.tasks {
             t.abort();
         }
@@ -754,8 +781,4 @@ impl<'a, P: Protocol> Run<'a, P> {
         }
         Ok(summary)
     }
-}
-
-fn tracing_like(e: &str) {
-    eprintln!("loadgen: {e} (retrying)");
 }

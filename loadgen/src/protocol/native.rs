@@ -430,7 +430,7 @@ impl Protocol for NativeProtocol {
             let mut stream = client
                 .watch(req)
                 .await
-                .map_err(|s| format!("watch on node {node}: {s}"))?
+                .map_err(|s| format!("watch on node {}: {s}", node + 1))?
                 .into_inner();
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             tokio::spawn(async move {
