@@ -278,10 +278,12 @@ mod tests {
                 "report.html must be self-contained: {banned}"
             );
         }
-        // Throughput, 3 latency-over-time, 3 spectra, 2 replication_lag, 1 gauge.
-        assert_eq!(page.matches("<svg width=\"960\"").count(), 10);
+        // Throughput, failures, 3 latency-over-time, 3 spectra, 2 replication lag, 1 gauge.
+        assert_eq!(page.matches("<svg width=\"960\"").count(), 11);
         for want in [
             "Successful requests per second",
+            "Failed, late and dropped requests per second",
+            "errors per second",
             "register: latency per interval",
             "query: latency by percentile",
             "replication lag by percentile",

@@ -372,6 +372,51 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         )?;
     }
 
+    // Failures over time, on the same axis: errors, late and dropped per second, every
+    // operation together (timeline.csv has them per operation).
+    if !rows.is_empty() && !used.is_empty() {
+        let per_s = |r: &TimelineRow, count: fn(&crate::measure::timeline::OpRow) -> u64| {
+            let d = r.duration_s();
+            let n: u64 = used.iter().map(|op| count(r.op(*op))).sum();
+            (mid(r), Some(if d > 0.0 { n as f64 / d } else { 0.0 }))
+        };
+        type Count = fn(&crate::measure::timeline::OpRow) -> u64;
+        let kinds: [(&str, Count, usize); 3] = [
+            ("errors", |o| o.errors, 3),
+            ("late", |o| o.late, 1),
+            ("dropped", |o| o.dropped, 4),
+        ];
+        let mut lines = Vec::new();
+        for (name, count, color) in kinds {
+            if rows
+                .iter()
+                .any(|r| used.iter().any(|op| count(r.op(*op)) > 0))
+            {
+                lines.push(Line::new(
+                    format!("{name} per second"),
+                    palette(color),
+                    rows.iter().map(|r| per_s(r, count)).collect(),
+                ));
+            }
+        }
+        if lines.is_empty() {
+            h.push_str("<p class=\"note\">No request failed, was sent late or was dropped.</p>\n");
+        } else {
+            time_figure(
+                &mut h,
+                &TimeChart {
+                    title: "Failed, late and dropped requests per second",
+                    y_desc: "requests/s",
+                    scale: Scale::Linear,
+                    end_s,
+                    lines: &lines,
+                    markers: &rec.markers,
+                    bands: &bands,
+                },
+            )?;
+        }
+    }
+
     // Latency over time.
     h.push_str(
         "<h2>Latency over time</h2>\n<p class=\"note\">Per interval (log scale when the values \
