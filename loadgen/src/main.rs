@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             max_p99_rise,
             max_replication_lag_p99_rise,
             p99_slack_us,
+            limit,
         }) => {
             let current = if run.is_dir() {
                 run.join(loadgen::SUMMARY_FILE)
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
                 max_p99_rise,
                 max_replication_lag_p99_rise,
                 p99_slack_us,
+                &limit,
             );
             match loadgen::check_files(&current, &baseline, &t) {
                 Ok(report) => {

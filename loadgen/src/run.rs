@@ -249,6 +249,8 @@ struct Run<'a, P> {
     out_dir: PathBuf,
     shared: Arc<Shared>,
     phase_tx: watch::Sender<Phase>,
+    /// When the hold phase began (the progress bar follows it).
+    hold_clock: crate::report::progress::HoldClock,
     phase_rx: watch::Receiver<Phase>,
 }
 
@@ -329,6 +331,7 @@ impl<'a, P: Protocol> Run<'a, P> {
             out_dir,
             shared,
             phase_tx,
+            hold_clock: Default::default(),
             phase_rx,
         })
     }
@@ -480,7 +483,7 @@ impl<'a, P: Protocol> Run<'a, P> {
             _ => Some(config.duration),
         };
         let mut progress = if config.progress {
-            Progress::new(expected)
+            Progress::new(expected).with_hold_clock(self.hold_clock.clone())
         } else {
             Progress::plain(config.progress_every, Box::new(std::io::stdout()))
         };
@@ -632,6 +635,9 @@ impl<'a, P: Protocol> Run<'a, P> {
                     } else {
                         phase = Phase::Hold(now);
                         hold_end = Some(now + config.duration);
+                        if let Some(r) = shared.meter.get() {
+                            self.hold_clock.start(r.elapsed().as_secs_f64());
+                        }
                         self.set_hold_rates(watching);
                     }
                     let _ = self.phase_tx.send(phase);

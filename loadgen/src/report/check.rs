@@ -130,6 +130,9 @@ pub struct CheckRow {
 pub struct CheckReport {
     /// One row per compared figure.
     pub rows: Vec<CheckRow>,
+    /// Parameters of the run that differ from the baseline's (the comparison may not be
+    /// like for like), e.g. `clients: 20000 (baseline 10000)`.
+    pub parameter_differences: Vec<String>,
 }
 
 impl CheckReport {
@@ -170,6 +173,13 @@ impl fmt::Display for CheckReport {
                 r.limit.clone(),
                 r.verdict.to_string(),
             ]);
+        }
+        if !self.parameter_differences.is_empty() {
+            writeln!(
+                f,
+                "WARNING: the run's parameters differ from the baseline's: {}",
+                self.parameter_differences.join(", ")
+            )?;
         }
         f.write_str(&t.render())?;
         let failed = self.failures().count();
@@ -320,7 +330,34 @@ pub fn check(current: &Summary, baseline: &Summary, thresholds: &CheckThresholds
             },
         });
     }
-    CheckReport { rows }
+    CheckReport {
+        rows,
+        parameter_differences: parameter_differences(current, baseline),
+    }
+}
+
+/// Parameters that differ between two runs, except those that differ between any two runs
+/// by design (`seed`, `targets`, `shard`).
+pub(crate) fn parameter_differences(current: &Summary, baseline: &Summary) -> Vec<String> {
+    const IGNORED: [&str; 3] = ["seed", "targets", "shard"];
+    let keys: std::collections::BTreeSet<&String> = current
+        .parameters
+        .keys()
+        .chain(baseline.parameters.keys())
+        .collect();
+    keys.into_iter()
+        .filter(|k| !IGNORED.contains(&k.as_str()))
+        .filter_map(|k| {
+            let (c, b) = (current.parameters.get(k), baseline.parameters.get(k));
+            (c != b).then(|| {
+                format!(
+                    "{k}: {} (baseline {})",
+                    c.map_or("-", String::as_str),
+                    b.map_or("-", String::as_str)
+                )
+            })
+        })
+        .collect()
 }
 
 /// Reads both `summary.json` files and compares them.
@@ -512,5 +549,56 @@ mod tests {
         assert!(r.passed());
         let missing = dir.path().join("nope.json");
         assert!(check_files(&missing, &path, &CheckThresholds::default()).is_err());
+    }
+
+    #[test]
+    fn parameters_that_differ_are_warned_about_except_seed_and_targets() {
+        let b = baseline();
+        let mut cur = b.clone();
+        assert!(
+            check(&cur, &b, &CheckThresholds::default())
+                .parameter_differences
+                .is_empty()
+        );
+        cur.parameters
+            .insert("clients".to_owned(), "20000".to_owned());
+        cur.parameters.insert("seed".to_owned(), "99".to_owned());
+        let r = check(&cur, &b, &CheckThresholds::default());
+        assert_eq!(
+            r.parameter_differences,
+            vec!["clients: 20000 (baseline 1000)"]
+        );
+        assert!(
+            r.to_string()
+                .starts_with("WARNING: the run's parameters differ from the baseline's: clients"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn per_operation_limits_from_the_command_line() {
+        use crate::cli::{LimitKind, parse_op_limit, thresholds};
+        let l = parse_op_limit("beat:p99-rise=1").expect("parses");
+        assert_eq!((l.op, l.kind, l.value), (Op::Beat, LimitKind::P99Rise, 1.0));
+        for bad in [
+            "beat",
+            "beat:p99-rise",
+            "beet:p99-rise=1",
+            "beat:p50=1",
+            "beat:p99-rise=-1",
+        ] {
+            let e = parse_op_limit(bad).expect_err(bad);
+            assert!(e.starts_with(&format!("--limit {bad:?}")), "{e}");
+        }
+        let t = thresholds(
+            0.5,
+            2.0,
+            2.0,
+            0,
+            &[l, parse_op_limit("beat:throughput-drop=0.1").expect("ok")],
+        );
+        let beat = t.for_op(Op::Beat);
+        assert_eq!((beat.max_throughput_drop, beat.max_p99_rise), (0.1, 1.0));
+        assert_eq!(t.for_op(Op::Register), t.default);
     }
 }
