@@ -288,7 +288,7 @@ mod tests {
             "query: latency by percentile",
             "replication lag by percentile",
             "kill node 2",
-            "clients_registered",
+            "clients registered",
             "UNAVAILABLE",
         ] {
             assert!(page.contains(want), "{want} missing from report.html");

@@ -38,7 +38,7 @@ pub(crate) fn escape(s: &str) -> String {
 
 const STYLE: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif;
-       margin: 24px auto; max-width: 1060px; color: #222; padding: 0 12px; }
+       margin: 24px auto; max-width: 1240px; color: #222; padding: 0 12px; }
 h1 { font-size: 22px; margin-bottom: 4px; }
 h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 h3 { font-size: 15px; margin: 18px 0 4px; }
@@ -46,7 +46,7 @@ p.meta { color: #555; margin: 2px 0; font-size: 14px; }
 p.note { color: #555; font-size: 13px; max-width: 900px; }
 div.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { padding: 3px 7px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
+th, td { padding: 3px 6px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; }
 td.l, th.l { text-align: left; }
 tr.sub td { color: #777; }
@@ -187,7 +187,11 @@ fn quantile_line(
 /// The whole page.
 pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError> {
     let mut h = String::new();
-    let title = format!("loadgen: {}", s.scenario);
+    let title = if s.faults.is_empty() {
+        format!("loadgen: {}", s.scenario)
+    } else {
+        format!("loadgen: {} with faults (--chaos)", s.scenario)
+    };
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -532,11 +536,45 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
             spectrum_points(&rec.replication_lag, x_max),
         )];
         spectrum_figure(&mut h, &title, "replication lag (ms)", x_max, &lines)?;
-        let lines = vec![
-            quantile_line(rows, "p50", 0, |r| r.replication_lag.latency, |q| q.p50_us),
-            quantile_line(rows, "p99", 1, |r| r.replication_lag.latency, |q| q.p99_us),
-            quantile_line(rows, "max", 3, |r| r.replication_lag.latency, |q| q.max_us).thin(),
-        ];
+        // A few samples an interval (one probe a second, one sample per other node): a
+        // p50 line joining them plunges and soars with each probe. Draw them as dots.
+        let busy = rows
+            .iter()
+            .filter(|r| r.replication_lag.count > 0)
+            .count()
+            .max(1);
+        let per_interval = rec.replication_lag.len() as f64 / busy as f64;
+        let lines = if per_interval < 10.0 {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">About {per_interval:.0} samples an interval: each interval's \
+                 lowest and highest sample are drawn as dots.</p>"
+            );
+            vec![
+                quantile_line(
+                    rows,
+                    "lowest",
+                    0,
+                    |r| r.replication_lag.latency,
+                    |q| q.p50_us,
+                )
+                .dots(),
+                quantile_line(
+                    rows,
+                    "highest",
+                    3,
+                    |r| r.replication_lag.latency,
+                    |q| q.max_us,
+                )
+                .dots(),
+            ]
+        } else {
+            vec![
+                quantile_line(rows, "p50", 0, |r| r.replication_lag.latency, |q| q.p50_us),
+                quantile_line(rows, "p99", 1, |r| r.replication_lag.latency, |q| q.p99_us),
+                quantile_line(rows, "max", 3, |r| r.replication_lag.latency, |q| q.max_us).thin(),
+            ]
+        };
         time_figure(
             &mut h,
             &TimeChart {
@@ -551,23 +589,57 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         )?;
     }
 
-    // Gauges.
+    // Gauges: what each one is; running totals drawn as rates; charts of nothing but
+    // zeros left out (named in one line).
     let gauges = rec.gauge_names();
     if !gauges.is_empty() {
         h.push_str("<h2>Gauges</h2>\n");
-        for (i, name) in gauges.iter().enumerate() {
-            let lines = [Line::new(
-                name.as_str(),
-                palette(i),
+        let mut empty = Vec::new();
+        let mut i = 0;
+        for name in &gauges {
+            let (title, explain, counter) = gauge_meaning(name);
+            let levels: Vec<(f64, Option<f64>)> = rows
+                .iter()
+                .map(|r| (r.end_s, r.gauges.get(name).copied()))
+                .collect();
+            let points: Vec<(f64, Option<f64>)> = if counter {
+                let mut last = 0.0;
                 rows.iter()
-                    .map(|r| (r.end_s, r.gauges.get(name).copied()))
-                    .collect(),
-            )];
+                    .map(|r| {
+                        let v = r.gauges.get(name).copied();
+                        let rate = v.map(|v| {
+                            let d = r.duration_s();
+                            let rate = if d > 0.0 {
+                                (v - last).max(0.0) / d
+                            } else {
+                                0.0
+                            };
+                            last = v;
+                            rate
+                        });
+                        (mid(r), rate)
+                    })
+                    .collect()
+            } else {
+                levels
+            };
+            if points.iter().all(|(_, v)| v.is_none_or(|v| v == 0.0)) {
+                empty.push(title);
+                continue;
+            }
+            let _ = writeln!(
+                h,
+                "<p class=\"note\"><b>{}</b>: {}</p>",
+                escape(&title),
+                explain
+            );
+            let lines = [Line::new(title.as_str(), palette(i), points)];
+            i += 1;
             time_figure(
                 &mut h,
                 &TimeChart {
-                    title: name,
-                    y_desc: name,
+                    title: &title,
+                    y_desc: if counter { "per second" } else { "count" },
                     scale: Scale::Linear,
                     end_s,
                     lines: &lines,
@@ -575,6 +647,13 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                     bands: &bands,
                 },
             )?;
+        }
+        if !empty.is_empty() {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">Zero throughout (not drawn): {}.</p>",
+                escape(&empty.join(", "))
+            );
         }
     }
 
@@ -659,6 +738,42 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
         );
     }
     h.push_str("</table>\n");
+}
+
+/// A gauge's chart title, what it means, and whether it is a running total (drawn as a
+/// rate per second).
+fn gauge_meaning(name: &str) -> (String, &'static str, bool) {
+    match name {
+        "clients_registered" => (
+            "clients registered".to_owned(),
+            "clients whose registration was acknowledged and not since deregistered, at the \
+             end of each interval",
+            false,
+        ),
+        "failovers" => (
+            "failovers per second".to_owned(),
+            "requests retried on the next node after a failure (unreachable, timeout, 503/421), \
+             as the Nacos client does",
+            true,
+        ),
+        "window_cuts" => (
+            "window cuts per second".to_owned(),
+            "times a sender lane halved its in-flight window to a node after a timeout, an \
+             overload error or a slow response (AIMD congestion control)",
+            true,
+        ),
+        "markers_pending" => (
+            "markers pending".to_owned(),
+            "replication probes (and push changes) not yet seen on every node, at the end of \
+             each interval",
+            false,
+        ),
+        other => (
+            other.replace('_', " "),
+            "a value the driver sampled at the end of each interval",
+            false,
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -329,7 +329,7 @@ impl Summary {
                 String::new(),
                 String::new(),
                 c.count.to_string(),
-                format!("{} unconv.", c.unreplicated),
+                format!("{} unrepl.", c.unreplicated),
                 String::new(),
                 String::new(),
             ];
