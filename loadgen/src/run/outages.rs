@@ -42,15 +42,17 @@ impl Outages {
                 None
             }
             None => {
+                let error = short(error);
+                let line = format!(
+                    "node {} unreachable at {now_s:.1} s: {error} (retrying; repeats are counted)",
+                    node + 1
+                );
                 *slot = Some(Outage {
                     since_s: now_s,
                     attempts: 1,
-                    first_error: error.to_owned(),
+                    first_error: error,
                 });
-                Some(format!(
-                    "node {} unreachable at {now_s:.1} s: {error} (retrying; repeats are counted)",
-                    node + 1
-                ))
+                Some(line)
             }
         }
     }
@@ -89,6 +91,18 @@ impl Outages {
     }
 }
 
+/// A transport error in a few words: a refused connection says so; anything else is cut
+/// to 100 characters (a tonic error nests the same cause three times).
+fn short(error: &str) -> String {
+    if error.contains("Connection refused") || error.contains("ConnectionRefused") {
+        return "connection refused".to_owned();
+    }
+    match error.char_indices().nth(100) {
+        Some((i, _)) => format!("{}...", &error[..i]),
+        None => error.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +131,14 @@ mod tests {
         assert_eq!(o.reached(1, 71.0), None);
         assert!(o.finish().is_empty());
         assert_eq!(o.failed(7, "out of range", 1.0), None);
+        let tonic = "watch on node 1: code: 'The service is currently unavailable', message: \
+            \"tcp connect error\", source: tonic::transport::Error(Transport, ConnectError(\
+            ConnectError(\"tcp connect error\", 127.0.0.1:43043, Os { code: 111, kind: \
+            ConnectionRefused, message: \"Connection refused\" })))";
+        assert_eq!(
+            o.failed(0, tonic, 2.0).as_deref(),
+            Some("node 1 unreachable at 2.0 s: connection refused (retrying; repeats are counted)")
+        );
+        assert!(short(&"x".repeat(300)).len() < 110);
     }
 }
