@@ -346,3 +346,34 @@ pub fn parse_op_limit(s: &str) -> Result<OpLimit, String> {
         .ok_or_else(|| format!("--limit {s:?}: {value:?} is not a fraction (a number >= 0)"))?;
     Ok(OpLimit { op, kind, value })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn a_negative_rate_gets_a_clear_message() {
+        let e = Cli::try_parse_from(["loadgen", "--rate", "-5"]).expect_err("negative");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("'--rate <RATE>'") && msg.contains("a rate cannot be negative"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn help_is_grouped_and_ends_with_examples() {
+        let help = Cli::command().render_help().to_string();
+        let at = |s: &str| {
+            help.find(s)
+                .unwrap_or_else(|| panic!("{s} missing:\n{help}"))
+        };
+        assert!(at("Target:") < at("Workload:"));
+        assert!(at("Workload:") < at("Rates:"));
+        assert!(at("Rates:") < at("Faults and probes:"));
+        assert!(at("Faults and probes:") < at("Output:"));
+        assert!(at("Output:") < at("Examples:"));
+    }
+}
