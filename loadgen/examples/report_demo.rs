@@ -4,7 +4,7 @@
 //! 30 seconds of virtual time (nothing sleeps): 64 connections register at 1,500/s and
 //! query at 3,000/s on an open-model schedule; at 12 s "node 2" is killed and the server
 //! stalls for 1.5 s, so corrected latency jumps while uncorrected latency barely moves;
-//! convergence probes run throughout. Deterministic (fixed seed).
+//! replication probes run throughout. Deterministic (fixed seed).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..20 {
             let late = (12..14).contains(&second);
             let extra = if late { 1_500_000.0 } else { 0.0 };
-            recorder.record_convergence(Duration::from_micros(
+            recorder.record_replication_lag(Duration::from_micros(
                 1_000_000 + rng.exp(8_000.0 + extra / 4.0),
             ));
         }

@@ -11,13 +11,38 @@ use crate::report::check::{CheckThresholds, OpThresholds};
 use crate::run::chaos::Schedule;
 use crate::run::{ProtocolKind, RunConfig, Scenario};
 
+/// Examples printed after the options.
+const EXAMPLES: &str = "\
+Examples:
+  loadgen --clients 20k --duration 15s --rate 10k
+      20,000 clients against an embedded 3-node cluster: registered at 10,000/s, then held
+      15 s with heartbeats; report under results/runs/
+  loadgen --scenario query --clients 10k --duration 10s --rate 2k
+      queries at 2,000/s while 10,000 clients are held
+  loadgen --clients 20k --duration 60s --chaos kill:2@10s,restart:2@25s,partition:3@35s-45s
+      faults during the hold: per-fault errors, recovery time and lost registrations
+  loadgen --protocol nacos --targets 10.0.0.1:8848,10.0.0.2:8848 --clients 5k --duration 30s
+      real Nacos 2.x SDK connections against a running cluster
+  loadgen check results/runs/<run> --baseline results/baselines/ci-steady.json --max-p99-rise 1
+      compare a run with a baseline; exit 1 on a regression
+  loadgen merge a b --out merged
+      one report from shard runs (--shard 0/2, --shard 1/2)
+
+Formats of every output file: loadgen/REPORTS.md";
+
 /// Load generator for Distro and Nacos 2.x clusters.
 ///
 /// With no subcommand, runs a scenario: with no --targets against an embedded cluster
 /// started in this process, otherwise against the given nodes. Writes a report under
 /// results/runs/<timestamp>-<scenario>/ and prints a summary table.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "loadgen",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = EXAMPLES,
+    after_long_help = EXAMPLES
+)]
 pub struct Cli {
     /// A subcommand; none runs a scenario.
     #[command(subcommand)]
@@ -52,12 +77,16 @@ pub enum Command {
         /// Largest allowed rise of corrected p99, as a fraction (2.0: to three times).
         #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
         max_p99_rise: f64,
-        /// Largest allowed rise of convergence p99, as a fraction.
-        #[arg(long, default_value_t = crate::DEFAULT_MAX_P99_RISE)]
-        max_convergence_p99_rise: f64,
+        /// Largest allowed rise of replication lag p99, as a fraction.
+        #[arg(long, alias = "max-convergence-p99-rise", default_value_t = crate::DEFAULT_MAX_P99_RISE)]
+        max_replication_lag_p99_rise: f64,
         /// A p99 rise smaller than this (µs) never fails.
         #[arg(long, default_value_t = 0)]
         p99_slack_us: u64,
+        /// A limit for one operation, overriding the two above for it:
+        /// OP:throughput-drop=F or OP:p99-rise=F (e.g. beat:p99-rise=1,query:throughput-drop=0.2).
+        #[arg(long, value_delimiter = ',', value_parser = parse_op_limit)]
+        limit: Vec<OpLimit>,
     },
     /// Internal: the embedded cluster of `--cluster-process`, run by loadgen itself in a
     /// child process (see `loadgen::cluster_process`).
@@ -79,113 +108,114 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Wire protocol.
-    #[arg(long, value_enum, default_value_t = ProtocolKind::Native)]
+    #[arg(help_heading = "Target", long, value_enum, default_value_t = ProtocolKind::Native)]
     pub protocol: ProtocolKind,
     /// Scenario.
-    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
+    #[arg(help_heading = "Workload", long, value_enum, default_value_t = Scenario::Steady)]
     pub scenario: Scenario,
     /// Simulated clients in all (all shards): 100000, 100k, 1m.
-    #[arg(long, default_value = "100k", value_parser = parse_count)]
+    #[arg(help_heading = "Workload", long, default_value = "100k", value_parser = parse_count)]
     pub clients: u64,
     /// Services the clients register in.
-    #[arg(long, default_value = "1000", value_parser = parse_count)]
+    #[arg(help_heading = "Workload", long, default_value = "1000", value_parser = parse_count)]
     pub services: u64,
     /// Instances per client (in consecutive services).
-    #[arg(long, default_value_t = 1)]
+    #[arg(help_heading = "Workload", long, default_value_t = 1)]
     pub instances_per_client: u32,
     /// Seed of every random choice (default: from the clock; printed).
-    #[arg(long)]
+    #[arg(help_heading = "Workload", long)]
     pub seed: Option<u64>,
     /// Main ports of a running cluster, host:port,... (SDK port = main + 1000). None:
     /// start an embedded cluster.
-    #[arg(long, value_delimiter = ',', value_parser = parse_target)]
+    #[arg(help_heading = "Target", long, value_delimiter = ',', value_parser = parse_target)]
     pub targets: Vec<String>,
     /// Nodes of the embedded cluster.
-    #[arg(long, default_value_t = 3)]
+    #[arg(help_heading = "Target", long, default_value_t = 3)]
     pub nodes: usize,
     /// Runtime threads per embedded node.
-    #[arg(long, default_value_t = 1)]
+    #[arg(help_heading = "Target", long, default_value_t = 1)]
     pub node_threads: usize,
     /// Run the embedded cluster in a child process (loadgen re-executes itself), so that
     /// each side of the connections has its own open-file limit. Automatic with
     /// `--protocol nacos` when both ends of every client connection would not fit in this
     /// process's hard limit.
-    #[arg(long)]
+    #[arg(help_heading = "Target", long)]
     pub cluster_process: bool,
     /// Channels per node (native), i.e. sender lanes.
-    #[arg(long, default_value_t = 2)]
+    #[arg(help_heading = "Target", long, default_value_t = 2)]
     pub connections: usize,
     /// Items per request batch (0: the protocol's maximum; default 1000). Given with
     /// `--scenario query`, also the services asked for in one request: one native
     /// `QueryBatch` of N services (Nacos, which has no batch query: N `ServiceQueryRequest`s
     /// sent together); without it, one query per request.
-    #[arg(long)]
+    #[arg(help_heading = "Target", long)]
     pub batch: Option<usize>,
     /// Requests in flight per lane and node (the closed model's concurrency).
-    #[arg(long, default_value_t = 2)]
+    #[arg(help_heading = "Target", long, default_value_t = 2)]
     pub concurrency: usize,
     /// Open-model rate per second of the scenario's main operation (registrations; queries
     /// for `query`; changes for `push`): 5000, 20k. None: closed model.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(help_heading = "Rates", allow_negative_numbers = true, long, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Queries per second while holding (steady, churn, push).
-    #[arg(long, default_value = "0", value_parser = parse_rate)]
+    #[arg(help_heading = "Rates", allow_negative_numbers = true, long, default_value = "0", value_parser = parse_rate)]
     pub query_rate: f64,
     /// Clients leaving and re-registering per second while holding (churn default: 1 %
     /// of the clients per second).
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(help_heading = "Rates", allow_negative_numbers = true, long, value_parser = parse_rate)]
     pub churn_rate: Option<f64>,
     /// How long a churned client stays away.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(help_heading = "Workload", long, default_value = "1s", value_parser = parse_duration)]
     pub churn_down: Duration,
     /// Subscriber streams per node (push).
-    #[arg(long, default_value_t = 1)]
+    #[arg(help_heading = "Workload", long, default_value_t = 1)]
     pub subscribers: usize,
     /// Services the push subscribers watch.
-    #[arg(long, default_value_t = 10)]
+    #[arg(help_heading = "Workload", long, default_value_t = 10)]
     pub watch_services: u32,
     /// Left out of the figures (from the start).
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(help_heading = "Workload", long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// How long to hold the clients after registering them.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(help_heading = "Workload", long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Heartbeat period of every client.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = "Workload", long, default_value = "5s", value_parser = parse_duration)]
     pub heartbeat: Duration,
     /// Per-request timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = "Target", long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Retries of a failed request, each on the next node.
-    #[arg(long, default_value_t = 5)]
+    #[arg(help_heading = "Target", long, default_value_t = 5)]
     pub retries: u8,
     /// Heartbeats and queries further behind schedule than this are dropped (counted).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = "Rates", long, default_value = "5s", value_parser = parse_duration)]
     pub max_lag: Duration,
-    /// Convergence probe period.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Replication probe period.
+    #[arg(help_heading = "Faults and probes", long, default_value = "1s", value_parser = parse_duration)]
     pub probe_interval: Duration,
-    /// Give up on a probe after this.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// How long to wait for a replication probe, for the nodes' recovery after a fault and
+    /// for their agreement at the end.
+    #[arg(help_heading = "Faults and probes", long, default_value = "30s", value_parser = parse_duration)]
     pub converge_timeout: Duration,
     /// Run slice i of n of the client id space (several loadgen processes, one cluster).
-    #[arg(long, value_parser = parse_shard)]
+    #[arg(help_heading = "Workload", long, value_parser = parse_shard)]
     pub shard: Option<Shard>,
     /// Output directory (default: results/runs/<timestamp>-<scenario>).
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub out: Option<PathBuf>,
     /// History file the run's row is appended to.
-    #[arg(long, default_value = "results/history.csv")]
+    #[arg(help_heading = "Output", long, default_value = "results/history.csv")]
     pub history: PathBuf,
     /// Do not append to the history file.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub no_history: bool,
-    /// Exit 2 unless the run had no error, every probe converged and (embedded cluster)
+    /// Exit 2 unless the run had no error, every probe replicated and (embedded cluster)
     /// every node holds the same state at the end.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub require_clean: bool,
     /// Plain progress lines instead of a bar.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub plain: bool,
     /// Faults applied to the embedded cluster during the hold phase, comma-separated:
     /// kill:N@T (stop node N at once, as kill -9), restart:N@T (start killed node N again,
@@ -196,7 +226,7 @@ pub struct RunArgs {
     /// client is registered, and must fall within --duration. Example:
     /// kill:2@20s,restart:2@40s,partition:1@60s-90s,pause:3@100s-105s. Not with --targets or
     /// --cluster-process.
-    #[arg(long, value_parser = Schedule::parse)]
+    #[arg(help_heading = "Faults and probes", long, value_parser = Schedule::parse)]
     pub chaos: Option<Schedule>,
 }
 
@@ -258,17 +288,100 @@ impl RunArgs {
 pub fn thresholds(
     max_throughput_drop: f64,
     max_p99_rise: f64,
-    max_convergence_p99_rise: f64,
+    max_replication_lag_p99_rise: f64,
     p99_slack_us: u64,
+    limits: &[OpLimit],
 ) -> CheckThresholds {
-    let _ = Op::ALL;
+    let default = OpThresholds {
+        max_throughput_drop,
+        max_p99_rise,
+    };
+    let mut per_op = std::collections::BTreeMap::new();
+    for l in limits {
+        let t: &mut OpThresholds = per_op.entry(l.op).or_insert(default);
+        match l.kind {
+            LimitKind::ThroughputDrop => t.max_throughput_drop = l.value,
+            LimitKind::P99Rise => t.max_p99_rise = l.value,
+        }
+    }
     CheckThresholds {
-        default: OpThresholds {
-            max_throughput_drop,
-            max_p99_rise,
-        },
-        per_op: Default::default(),
-        max_convergence_p99_rise,
+        default,
+        per_op,
+        max_replication_lag_p99_rise,
         p99_slack_us,
+    }
+}
+
+/// Which limit an [`OpLimit`] sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Largest allowed fall of throughput, as a fraction.
+    ThroughputDrop,
+    /// Largest allowed rise of corrected p99, as a fraction.
+    P99Rise,
+}
+
+/// `check --limit OP:KIND=F`: one operation's limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OpLimit {
+    /// The operation.
+    pub op: Op,
+    /// The limit.
+    pub kind: LimitKind,
+    /// Its value, a fraction of the baseline.
+    pub value: f64,
+}
+
+/// Parses `OP:throughput-drop=F` or `OP:p99-rise=F`.
+pub fn parse_op_limit(s: &str) -> Result<OpLimit, String> {
+    let usage = "use OP:throughput-drop=F or OP:p99-rise=F, e.g. beat:p99-rise=1";
+    let (op, rest) = s
+        .split_once(':')
+        .ok_or_else(|| format!("--limit {s:?}: {usage}"))?;
+    let op: Op = op.parse().map_err(|e| format!("--limit {s:?}: {e}"))?;
+    let (kind, value) = rest
+        .split_once('=')
+        .ok_or_else(|| format!("--limit {s:?}: {usage}"))?;
+    let kind = match kind {
+        "throughput-drop" => LimitKind::ThroughputDrop,
+        "p99-rise" => LimitKind::P99Rise,
+        other => return Err(format!("--limit {s:?}: unknown limit {other:?}; {usage}")),
+    };
+    let value: f64 = value
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("--limit {s:?}: {value:?} is not a fraction (a number >= 0)"))?;
+    Ok(OpLimit { op, kind, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn a_negative_rate_gets_a_clear_message() {
+        let e = Cli::try_parse_from(["loadgen", "--rate", "-5"]).expect_err("negative");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("'--rate <RATE>'") && msg.contains("a rate cannot be negative"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn help_is_grouped_and_ends_with_examples() {
+        let help = Cli::command().render_help().to_string();
+        let at = |s: &str| {
+            help.find(s)
+                .unwrap_or_else(|| panic!("{s} missing:\n{help}"))
+        };
+        assert!(at("Target:") < at("Workload:"));
+        assert!(at("Workload:") < at("Rates:"));
+        assert!(at("Rates:") < at("Faults and probes:"));
+        assert!(at("Faults and probes:") < at("Output:"));
+        assert!(at("Output:") < at("Examples:"));
     }
 }

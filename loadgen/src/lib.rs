@@ -1,4 +1,4 @@
-//! # loadgen: honest latency, throughput and convergence figures
+//! # loadgen: honest latency, throughput and replication lag figures
 //!
 //! The load generator for Distro and Nacos 2.x clusters. This part of the crate is the
 //! measurement and reporting library; the driver (client simulation, schedules, probes)
@@ -9,7 +9,7 @@
 //!   open-model schedule intended to send a request (so a stall shows, rather than
 //!   delaying the requests that would have measured it: coordinated omission), and
 //!   *uncorrected* latency from the actual send. Late and dropped sends, errors by code,
-//!   target rates, a convergence histogram, gauges and fault markers. Bounded memory: no
+//!   target rates, a replication lag histogram, gauges and fault markers. Bounded memory: no
 //!   per-request samples.
 //! * [`Recorder::tick`] (or the thread of [`Recorder::spawn_ticker`]) closes an interval
 //!   each second: a [`TimelineRow`] and interval histograms streamed to `latency.hlog`.
@@ -31,7 +31,7 @@
 //!   SDK connection per client), with the connect phase they report.
 //! * [`run`]: running a scenario. [`run::run`] runs one ([`run::RunConfig`]) against an
 //!   embedded cluster or external targets; [`run::driver`] holds the lanes that simulate
-//!   the clients, [`run::markers`] the convergence probes and push measurements,
+//!   the clients, [`run::markers`] the replication probes and push measurements,
 //!   [`run::chaos`] the faults of `--chaos`, [`run::cluster_process`] the cluster in a
 //!   child process.
 //! * At the top: [`population`] (the seeded clients, shared by the driver and the
@@ -71,7 +71,7 @@
 //! recorder.record_ok(Op::Register, Sample { intended, sent, done });
 //! registered.add(1.0);
 //! recorder.record_error(Op::Register, Sample { intended, sent, done }, "UNAVAILABLE");
-//! recorder.record_convergence(Duration::from_millis(1_020));
+//! recorder.record_replication_lag(Duration::from_millis(1_020));
 //! recorder.mark("kill node 2");
 //!
 //! ticker.stop(); // after the tasks have stopped
@@ -106,7 +106,7 @@ pub use measure::recorder::{
     Sample, Ticker,
 };
 pub use measure::recording::{OpTotals, Recording};
-pub use measure::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow, timeline_columns};
+pub use measure::timeline::{Marker, OpRow, ReplicationLagRow, TimelineRow, timeline_columns};
 pub use measure::timestamp::{rfc3339, run_dir_name};
 pub use report::check::{
     CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
@@ -117,9 +117,9 @@ pub use report::history::{append_history, history_columns, history_row};
 pub use report::merge::merge_runs;
 pub use report::progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
 pub use report::summary::{
-    ConvergenceSummary, Expectations, OpSummary, SUMMARY_FORMAT, Summary, Totals,
+    Expectations, Model, OpSummary, ReplicationLagSummary, SUMMARY_FORMAT, Summary, Totals,
 };
 pub use report::{
-    CONVERGENCE_KIND, INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPORT_FILE,
+    INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPLICATION_LAG_KIND, REPORT_FILE,
     SUMMARY_FILE, TIMELINE_FILE, write_report,
 };

@@ -30,8 +30,9 @@ fn main() -> ExitCode {
             baseline,
             max_throughput_drop,
             max_p99_rise,
-            max_convergence_p99_rise,
+            max_replication_lag_p99_rise,
             p99_slack_us,
+            limit,
         }) => {
             let current = if run.is_dir() {
                 run.join(loadgen::SUMMARY_FILE)
@@ -41,8 +42,9 @@ fn main() -> ExitCode {
             let t = thresholds(
                 max_throughput_drop,
                 max_p99_rise,
-                max_convergence_p99_rise,
+                max_replication_lag_p99_rise,
                 p99_slack_us,
+                &limit,
             );
             match loadgen::check_files(&current, &baseline, &t) {
                 Ok(report) => {
@@ -125,7 +127,7 @@ fn run(args: &loadgen::cli::RunArgs) -> ExitCode {
             print!("{}", outcome.epilogue());
             if args.require_clean && !outcome.is_clean() {
                 eprintln!(
-                    "loadgen: --require-clean: the run had errors, unconverged probes, no probe, nodes that disagree, or a fault that did not converge or lost registrations"
+                    "loadgen: --require-clean: the run had errors, unreplicated probes, no probe, nodes that disagree, or a fault the nodes did not recover from or that lost registrations"
                 );
                 return ExitCode::from(3);
             }

@@ -7,7 +7,7 @@
 //! from a seeded first one. Service names look like `payment-api-17`.
 //!
 //! *Marker* clients (ids from [`MARKER_BASE`]) are the short-lived registrations of
-//! convergence probes and push measurements: `172.16.0.0/12` addresses that never collide
+//! replication probes and push measurements: `172.16.0.0/12` addresses that never collide
 //! with regular clients, one service each.
 
 use std::net::{Ipv4Addr, SocketAddrV4};

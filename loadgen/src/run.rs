@@ -19,7 +19,7 @@
 //! The run's figures leave out `warmup`.
 //!
 //! The parts: [`config`] says what a run does, [`driver`] holds the lanes that simulate
-//! the clients, [`markers`] the convergence probes and push measurements, [`chaos`] the
+//! the clients, [`markers`] the replication probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
 //! (wherever they run).
@@ -31,6 +31,8 @@ pub mod config;
 pub mod driver;
 pub mod embedded;
 pub mod markers;
+pub mod outages;
+pub mod preflight;
 
 use std::future::Future;
 use std::ops::Range;
@@ -91,13 +93,13 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// No errors, every probe converged (and at least one measured), nodes agree, and every
-    /// fault (`--chaos`) was applied, converged and lost no registration.
+    /// No errors, every probe replicated (and at least one measured), nodes agree at the
+    /// end, and every fault (`--chaos`) was applied, recovered from and lost no registration.
     pub fn is_clean(&self) -> bool {
         let s = &self.summary;
         s.totals.errors == 0
-            && s.convergence.unconverged == 0
-            && s.convergence.count > 0
+            && s.replication_lag.unreplicated == 0
+            && s.replication_lag.count > 0
             && self.nodes_converged.is_none_or(|(ok, _)| ok)
             && self.faults.iter().all(FaultSummary::is_clean)
     }
@@ -121,16 +123,16 @@ impl RunOutcome {
         ));
         match self.nodes_converged {
             Some((true, t)) => s.push_str(&format!(
-                "nodes converged: yes, {:.0} ms after the load stopped (instances per node: {:?})\n",
+                "agreement at the end: yes, every node held the same clients {:.0} ms after the load stopped (instances per node: {:?})\n",
                 t.as_secs_f64() * 1e3,
                 self.node_instances
             )),
             Some((false, t)) => s.push_str(&format!(
-                "nodes converged: NO within {:.1} s (instances per node: {:?})\n",
+                "agreement at the end: NO, the nodes still differed after {:.1} s (instances per node: {:?})\n",
                 t.as_secs_f64(),
                 self.node_instances
             )),
-            None => s.push_str("nodes converged: not checked (external cluster; see the probes)\n"),
+            None => s.push_str("agreement at the end: not checked (external cluster; see the replication lag of the probes)\n"),
         }
         s.push_str(&format!(
             "report: {}\n",
@@ -169,6 +171,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         timeout: config.timeout,
         query_batch: config.query_batch,
     };
+    if cluster.is_none() {
+        preflight::check_reachable(&ctx).await?;
+    }
     let nodes = cluster.as_ref().map(Embedded::as_ref);
     let result = match config.protocol {
         ProtocolKind::Native => match NativeProtocol::connect(&ctx).await {
@@ -245,6 +250,8 @@ struct Run<'a, P> {
     out_dir: PathBuf,
     shared: Arc<Shared>,
     phase_tx: watch::Sender<Phase>,
+    /// When the hold phase began (the progress bar follows it).
+    hold_clock: crate::report::progress::HoldClock,
     phase_rx: watch::Receiver<Phase>,
 }
 
@@ -253,6 +260,8 @@ struct Watching {
     /// The markers they see.
     tracker: Arc<Tracker>,
     tasks: Vec<JoinHandle<()>>,
+    /// Nodes whose watch streams keep failing.
+    outages: Arc<outages::Outages>,
     /// Subscriber streams per node.
     subscribers: usize,
     /// The push changes go to services `0..push_services`.
@@ -323,6 +332,7 @@ impl<'a, P: Protocol> Run<'a, P> {
             out_dir,
             shared,
             phase_tx,
+            hold_clock: Default::default(),
             phase_rx,
         })
     }
@@ -370,19 +380,39 @@ impl<'a, P: Protocol> Run<'a, P> {
             config.converge_timeout,
         ));
         let mut tasks = Vec::new();
+        let outages = Arc::new(outages::Outages::new(nodes));
+        let started = Instant::now();
         for (w, (watcher, set)) in watchers.iter().zip(watch_sets).enumerate() {
             let proto = self.proto.clone();
             let tracker = tracker.clone();
             let node = watcher.node;
+            let outages = outages.clone();
+            let shared = self.shared.clone();
+            // Seconds on the charts' axis (since the measured run's start), or since the
+            // watches started before that.
+            let now_s = move || {
+                shared
+                    .meter
+                    .get()
+                    .map_or_else(|| started.elapsed(), |r| r.elapsed())
+                    .as_secs_f64()
+            };
             tasks.push(tokio::spawn(async move {
                 loop {
                     match proto.watch(node, set.clone()).await {
                         Ok(mut rx) => {
+                            if let Some(line) = outages.reached(node, now_s()) {
+                                eprintln!("loadgen: {line}");
+                            }
                             while let Some(ev) = rx.recv().await {
                                 tracker.on_event(w, &ev);
                             }
                         }
-                        Err(e) => tracing_like(&e),
+                        Err(e) => {
+                            if let Some(line) = outages.failed(node, &e, now_s()) {
+                                eprintln!("loadgen: {line}");
+                            }
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -391,6 +421,7 @@ impl<'a, P: Protocol> Run<'a, P> {
         Ok(Watching {
             tracker,
             tasks,
+            outages,
             subscribers: subs,
             push_services: push_services.len() as u32,
         })
@@ -453,14 +484,15 @@ impl<'a, P: Protocol> Run<'a, P> {
             _ => Some(config.duration),
         };
         let mut progress = if config.progress {
-            Progress::new(expected)
+            Progress::new(expected).with_hold_clock(self.hold_clock.clone())
         } else {
             Progress::plain(config.progress_every, Box::new(std::io::stdout()))
         };
         let clients = self.slice.len() as f64;
         recorder.set_target_rate(Op::Beat, clients / config.heartbeat.as_secs_f64());
-        if let Some(r) = self.register_rate() {
-            recorder.set_target_rate(Op::Register, r);
+        match self.register_rate() {
+            Some(r) => recorder.set_target_rate(Op::Register, r),
+            None => recorder.set_closed_model(Op::Register),
         }
         let ticker = recorder.spawn_ticker(move |row| progress.update(row));
         let _ = self.shared.meter.set(recorder);
@@ -518,7 +550,7 @@ impl<'a, P: Protocol> Run<'a, P> {
             .collect()
     }
 
-    /// The marker task: convergence probes, and push changes in the push scenario.
+    /// The marker task: replication probes, and push changes in the push scenario.
     fn start_markers(&self, watching: &Watching) -> JoinHandle<()> {
         let config = self.config;
         tokio::spawn(run_markers(
@@ -605,6 +637,9 @@ impl<'a, P: Protocol> Run<'a, P> {
                     } else {
                         phase = Phase::Hold(now);
                         hold_end = Some(now + config.duration);
+                        if let Some(r) = shared.meter.get() {
+                            self.hold_clock.start(r.elapsed().as_secs_f64());
+                        }
                         self.set_hold_rates(watching);
                     }
                     let _ = self.phase_tx.send(phase);
@@ -676,6 +711,9 @@ impl<'a, P: Protocol> Run<'a, P> {
         let ((), late) = tokio::join!(markers_done, faults_done);
         if late.is_some() {
             load.faults_outcome = late;
+        }
+        for line in watching.outages.finish() {
+            eprintln!("loadgen: {line}");
         }
         for t in &watching.tasks {
             t.abort();
@@ -751,8 +789,4 @@ impl<'a, P: Protocol> Run<'a, P> {
         }
         Ok(summary)
     }
-}
-
-fn tracing_like(e: &str) {
-    eprintln!("loadgen: {e} (retrying)");
 }

@@ -59,7 +59,7 @@ async fn every_fault_is_applied_measured_and_reported() {
     );
     for f in &o.faults {
         assert_eq!(f.failed, None, "{d}");
-        assert!(f.converged, "{} did not converge\n{d}", f.entry);
+        assert!(f.recovered, "{} did not converge\n{d}", f.entry);
         assert_eq!(f.lost, 0, "{} lost registrations\n{d}", f.entry);
         assert!(f.start_s > 0.0 && f.end_s >= f.start_s, "{d}");
         assert!(f.window_end_s >= f.end_s, "{d}");

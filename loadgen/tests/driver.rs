@@ -51,11 +51,19 @@ async fn smoke_run_registers_holds_and_converges() {
     let reg = s.op(Op::Register).expect("register figures");
     assert_eq!(reg.ok, 3000, "{d}");
     assert!(reg.throughput_per_s > 0.0, "{d}");
+    // No --rate: registration is closed-model. Its latency is service time (loadgen's own
+    // queue is not counted as lateness or latency) and it has no target.
+    assert_eq!(reg.model, loadgen::Model::Closed, "{d}");
+    assert_eq!(reg.target_per_s, None, "{d}");
+    assert_eq!(reg.late, 0, "{d}");
+    assert_eq!(reg.corrected, reg.uncorrected, "{d}");
+    assert!(d.contains("service"), "{d}");
     let beat = s.op(Op::Beat).expect("beat figures");
     assert!(beat.ok > 0 && beat.throughput_per_s > 0.0, "{d}");
+    assert_eq!(beat.model, loadgen::Model::Open, "{d}");
     assert!(s.op(Op::Query).is_some_and(|q| q.ok > 0), "{d}");
-    assert!(s.convergence.count > 0, "{d}");
-    assert_eq!(s.convergence.unconverged, 0, "{d}");
+    assert!(s.replication_lag.count > 0, "{d}");
+    assert_eq!(s.replication_lag.unreplicated, 0, "{d}");
     assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
     assert!(o.node_instances.iter().all(|n| *n == 3000), "{d}");
     assert!(o.is_clean(), "{d}");
@@ -265,4 +273,39 @@ async fn two_shards_merge_and_check_catches_a_regression() {
     let stdout = String::from_utf8_lossy(&worse.stdout);
     assert_eq!(worse.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAIL"), "{stdout}");
+}
+
+/// An unreachable target ends the run at once, naming the port and the target, for both
+/// protocols (it used to retry for the whole run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_ends_the_run_quickly_with_a_clear_message() {
+    // A main port whose SDK port (+ 1000) nothing listens on: bound, then closed.
+    let sdk = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    for protocol in [
+        loadgen::run::ProtocolKind::Native,
+        loadgen::run::ProtocolKind::Nacos,
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = small(dir.path(), Scenario::Steady, 100);
+        cfg.protocol = protocol;
+        cfg.targets = vec![format!("127.0.0.1:{}", sdk - 1000)];
+        let started = Instant::now();
+        let err = run(cfg).await.expect_err("nothing listens there");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "connection refused to 127.0.0.1:{sdk} (the SDK port of target 1,"
+            )),
+            "{protocol:?}: {msg}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{protocol:?} took {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -328,7 +328,7 @@ mod driver {
         assert_eq!(ok(s, Op::Register), 500, "{d}");
         assert!(ok(s, Op::Beat) > 0, "{d}");
         assert!(ok(s, Op::Query) > 0, "{d}");
-        assert!(s.convergence.count > 0, "{d}");
+        assert!(s.replication_lag.count > 0, "{d}");
         assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
         assert!(o.node_instances.iter().all(|n| *n == 500), "{d}");
         // The connections were opened before the registrations, and measured.
@@ -441,7 +441,7 @@ mod cluster_process {
         assert!(out.status.success(), "{d}");
         let pid = stdout.lines().find_map(child_pid).expect("child pid");
         assert!(stdout.contains("connect phase: 300 connections"), "{d}");
-        assert!(stdout.contains("nodes converged: yes"), "{d}");
+        assert!(stdout.contains("agreement at the end: yes"), "{d}");
         assert!(stdout.contains("[300, 300, 300]"), "{d}");
         wait_gone(pid, "after the run");
     }

@@ -2,7 +2,7 @@
 //! interval, in the format of Java's `HistogramLogWriter` (V2 compressed histograms,
 //! base64), so `HistogramLogProcessor` and `HistogramLogAnalyzer` read it as well as we do.
 //!
-//! Tags are `<op>.corrected`, `<op>.uncorrected` and `convergence`; values are
+//! Tags are `<op>.corrected`, `<op>.uncorrected` and `replication_lag`; values are
 //! microseconds; interval timestamps are seconds since the `BaseTime` header, which is the
 //! run's start. Only non-empty histograms are written. This file knows nothing of
 //! timelines or reports: it writes and reads histograms with tags and times.
@@ -22,16 +22,16 @@ use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use super::op::{LatencyKind, Op};
 use crate::error::ReportError;
 
-/// The tag of the convergence histogram.
-pub(crate) const CONVERGENCE_TAG: &str = "convergence";
+/// The tag of the replication lag histogram.
+pub(crate) const REPLICATION_LAG_TAG: &str = "replication_lag";
 
 /// What a tag of our logs stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Series {
     /// An operation's latency of one kind.
     Latency(Op, LatencyKind),
-    /// Convergence time.
-    Convergence,
+    /// Replication lag time.
+    ReplicationLag,
 }
 
 impl Series {
@@ -40,21 +40,21 @@ impl Series {
         Op::ALL
             .into_iter()
             .flat_map(|op| LatencyKind::ALL.map(|k| Series::Latency(op, k)))
-            .chain([Series::Convergence])
+            .chain([Series::ReplicationLag])
     }
 
     /// The interval log tag.
     pub(crate) fn tag(self) -> String {
         match self {
             Series::Latency(op, kind) => format!("{op}.{kind}"),
-            Series::Convergence => CONVERGENCE_TAG.to_owned(),
+            Series::ReplicationLag => REPLICATION_LAG_TAG.to_owned(),
         }
     }
 
     /// The series a tag stands for, if it is one of ours.
     pub(crate) fn from_tag(tag: &str) -> Option<Series> {
-        if tag == CONVERGENCE_TAG {
-            return Some(Series::Convergence);
+        if tag == REPLICATION_LAG_TAG {
+            return Some(Series::ReplicationLag);
         }
         let (op, kind) = tag.split_once('.')?;
         let op = op.parse().ok()?;
@@ -93,7 +93,7 @@ impl IntervalLogWriter {
         IntervalLogWriterBuilder::new()
             .add_comment(
                 "loadgen interval log: values in microseconds; tags <op>.corrected, \
-                 <op>.uncorrected, convergence; Interval_Max in microseconds",
+                 <op>.uncorrected, replication_lag; Interval_Max in microseconds",
             )
             .with_start_time(base_time)
             .with_base_time(base_time)
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(tags.len(), 11);
         assert_eq!(tags[0], "register.corrected");
         assert_eq!(tags[1], "register.uncorrected");
-        assert_eq!(tags[10], "convergence");
+        assert_eq!(tags[10], "replication_lag");
         for s in Series::all() {
             assert_eq!(Series::from_tag(&s.tag()), Some(s));
         }
@@ -296,7 +296,7 @@ mod tests {
         )
         .expect("write");
         w.write(
-            "convergence",
+            "replication_lag",
             Duration::from_millis(1000),
             Duration::from_millis(1002),
             &b,
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(back[0].start, since_epoch(base));
         assert_eq!(back[0].duration, Duration::from_secs(1));
         assert_eq!(back[0].histogram, a);
-        assert_eq!(back[1].tag.as_deref(), Some("convergence"));
+        assert_eq!(back[1].tag.as_deref(), Some("replication_lag"));
         assert_eq!(back[1].start, since_epoch(base) + Duration::from_secs(1));
         assert_eq!(back[1].duration, Duration::from_millis(1002));
         assert_eq!(back[1].histogram, b);

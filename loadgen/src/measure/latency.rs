@@ -1,7 +1,7 @@
 //! HDR histograms of latency in microseconds, and the statistics read from them.
 //!
 //! Every histogram loadgen keeps (per operation, per kind, per interval, and the
-//! convergence one) has the same configuration, so any two can be added exactly:
+//! replication lag one) has the same configuration, so any two can be added exactly:
 //! 1 µs to 1 hour at 3 significant digits (each reported value is within 0.1 % of a
 //! recorded one). Values above an hour are clamped to an hour. This file does not decide
 //! what is recorded; see `recorder.rs`.
@@ -67,10 +67,8 @@ pub struct LatencyStats {
     /// 99th percentile.
     pub p99_us: u64,
     /// 99.9th percentile.
-    #[serde(rename = "p99.9_us")]
     pub p99_9_us: u64,
     /// 99.99th percentile.
-    #[serde(rename = "p99.99_us")]
     pub p99_99_us: u64,
     /// Largest sample.
     pub max_us: u64,

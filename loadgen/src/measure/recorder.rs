@@ -15,7 +15,7 @@
 //! code (a fast failure must not flatter the latency figures, and a timeout's latency is
 //! the timeout). Rows are bucketed by when samples are *recorded* (at completion), as
 //! HdrHistogram's interval recorders do. What this file does not do: schedule requests,
-//! decide timeouts or probe convergence; the driver does and reports the results here.
+//! decide timeouts or probe replication_lag; the driver does and reports the results here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,7 +32,7 @@ use super::interval_log::{IntervalLogWriter, Series};
 use super::latency::{Quantiles, micros, new_histogram};
 use super::op::{LatencyKind, Op};
 use super::recording::{OpTotals, Recording, per_second};
-use super::timeline::{ConvergenceRow, Marker, OpRow, TimelineRow};
+use super::timeline::{Marker, OpRow, ReplicationLagRow, TimelineRow};
 use crate::error::ReportError;
 
 /// Default late threshold: a send starting more than 10 ms after its intended time is late.
@@ -89,6 +89,8 @@ struct OpInterval {
     late: u64,
     dropped: u64,
     errors: BTreeMap<String, u64>,
+    /// The earliest intended send and the latest response of the interval's requests.
+    window: Option<(Instant, Instant)>,
 }
 
 impl OpInterval {
@@ -100,7 +102,19 @@ impl OpInterval {
             late: 0,
             dropped: 0,
             errors: BTreeMap::new(),
+            window: None,
         }
+    }
+}
+
+/// The union of two activity windows (earliest start, latest end).
+fn widen(
+    a: Option<(Instant, Instant)>,
+    b: Option<(Instant, Instant)>,
+) -> Option<(Instant, Instant)> {
+    match (a, b) {
+        (Some((s1, e1)), Some((s2, e2))) => Some((s1.min(s2), e1.max(e2))),
+        (a, b) => a.or(b),
     }
 }
 
@@ -108,8 +122,8 @@ impl OpInterval {
 #[derive(Debug)]
 struct IntervalData {
     ops: [OpInterval; 5],
-    convergence: Histogram<u64>,
-    unconverged: u64,
+    replication_lag: Histogram<u64>,
+    unreplicated: u64,
 }
 
 /// Adds `from` into `into`, then empties `from` (skipping the memset of empty histograms).
@@ -125,8 +139,8 @@ impl IntervalData {
     fn new() -> Self {
         Self {
             ops: std::array::from_fn(|_| OpInterval::new()),
-            convergence: new_histogram(),
-            unconverged: 0,
+            replication_lag: new_histogram(),
+            unreplicated: 0,
         }
     }
 
@@ -140,16 +154,17 @@ impl IntervalData {
             for (code, n) in std::mem::take(&mut from.errors) {
                 *to.errors.entry(code).or_insert(0) += n;
             }
+            to.window = widen(to.window, from.window.take());
         }
-        drain_histogram(&mut self.convergence, &mut into.convergence);
-        into.unconverged += std::mem::take(&mut self.unconverged);
+        drain_histogram(&mut self.replication_lag, &mut into.replication_lag);
+        into.unreplicated += std::mem::take(&mut self.unreplicated);
     }
 
     fn histogram(&self, series: Series) -> &Histogram<u64> {
         match series {
             Series::Latency(op, LatencyKind::Corrected) => &self.ops[op.index()].corrected,
             Series::Latency(op, LatencyKind::Uncorrected) => &self.ops[op.index()].uncorrected,
-            Series::Convergence => &self.convergence,
+            Series::ReplicationLag => &self.replication_lag,
         }
     }
 }
@@ -167,8 +182,12 @@ struct Aggregator {
     interval: IntervalData,
     totals: [OpTotals; 5],
     target_seconds: [f64; 5],
-    convergence: Histogram<u64>,
-    unconverged: u64,
+    /// Seconds during which each operation had a target rate (above 0).
+    targeted_seconds: [f64; 5],
+    /// Each operation's activity window over the run: first intended send, last response.
+    windows: [Option<(Instant, Instant)>; 5],
+    replication_lag: Histogram<u64>,
+    unreplicated: u64,
     timeline: Vec<TimelineRow>,
     log: Option<IntervalLogWriter>,
     log_error: Option<ReportError>,
@@ -182,6 +201,7 @@ struct Inner {
     started_at: SystemTime,
     shards: Box<[Shard]>,
     targets: [AtomicU64; 5],
+    closed: [std::sync::atomic::AtomicBool; 5],
     gauges: Mutex<BTreeMap<String, Gauge>>,
     markers: Mutex<Vec<(Marker, bool)>>,
     aggregator: Mutex<Aggregator>,
@@ -241,6 +261,7 @@ impl Recorder {
                     .map(|_| Shard(Mutex::new(IntervalData::new())))
                     .collect(),
                 targets: std::array::from_fn(|_| AtomicU64::new(0f64.to_bits())),
+                closed: std::array::from_fn(|_| std::sync::atomic::AtomicBool::new(false)),
                 gauges: Mutex::new(BTreeMap::new()),
                 markers: Mutex::new(Vec::new()),
                 aggregator: Mutex::new(Aggregator {
@@ -249,8 +270,10 @@ impl Recorder {
                     interval: IntervalData::new(),
                     totals: Default::default(),
                     target_seconds: [0.0; 5],
-                    convergence: new_histogram(),
-                    unconverged: 0,
+                    targeted_seconds: [0.0; 5],
+                    windows: [None; 5],
+                    replication_lag: new_histogram(),
+                    unreplicated: 0,
                     timeline: Vec::new(),
                     log,
                     log_error: None,
@@ -290,6 +313,7 @@ impl Recorder {
         let mut shard = self.shard().lock();
         let slot = &mut shard.ops[op.index()];
         slot.late += u64::from(late);
+        slot.window = widen(slot.window, Some((sample.intended, sample.done)));
         match outcome {
             Ok(()) => {
                 slot.ok += 1;
@@ -324,25 +348,32 @@ impl Recorder {
         self.shard().lock().ops[op.index()].dropped += 1;
     }
 
-    /// Records one convergence time: from the owner's acknowledgement of a probe
+    /// Records one replication lag time: from the owner's acknowledgement of a probe
     /// registration to its visibility on one other node.
-    pub fn record_convergence(&self, time: Duration) {
+    pub fn record_replication_lag(&self, time: Duration) {
         self.shard()
             .lock()
-            .convergence
+            .replication_lag
             .saturating_record(micros(time));
     }
 
     /// Records a probe registration that did not become visible on some node before the
     /// driver gave up.
-    pub fn record_unconverged(&self) {
-        self.shard().lock().unconverged += 1;
+    pub fn record_unreplicated(&self) {
+        self.shard().lock().unreplicated += 1;
     }
 
     /// Sets the rate the schedule aims at for `op`, per second (0 when it has none). May
     /// change during the run; each timeline row shows the value at its end.
     pub fn set_target_rate(&self, op: Op, per_s: f64) {
         self.inner.targets[op.index()].store(per_s.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Declares `op` closed-model: it has no schedule, each request is sent when a client
+    /// is free. Record its samples with `intended` equal to `sent` (there is no intended
+    /// time); the report then calls its latency service time and counts nothing late.
+    pub fn set_closed_model(&self, op: Op) {
+        self.inner.closed[op.index()].store(true, Ordering::Relaxed);
     }
 
     /// The gauge called `name` (created at 0 on first use); keep the handle to update it
@@ -419,11 +450,14 @@ impl Recorder {
                 uncorrected: Quantiles::of(&data.uncorrected),
             };
             agg.target_seconds[op.index()] += target * length.as_secs_f64();
+            if target > 0.0 {
+                agg.targeted_seconds[op.index()] += length.as_secs_f64();
+            }
         }
-        row.convergence = ConvergenceRow {
-            count: agg.interval.convergence.len(),
-            unconverged: agg.interval.unconverged,
-            latency: Quantiles::of(&agg.interval.convergence),
+        row.replication_lag = ReplicationLagRow {
+            count: agg.interval.replication_lag.len(),
+            unreplicated: agg.interval.unreplicated,
+            latency: Quantiles::of(&agg.interval.replication_lag),
         };
         for (name, gauge) in inner.gauges.lock().iter() {
             row.gauges.insert(name.clone(), gauge.get());
@@ -460,8 +494,11 @@ impl Recorder {
                 *total.errors.entry(code).or_insert(0) += n;
             }
         }
-        drain_histogram(&mut interval.convergence, &mut agg.convergence);
-        agg.unconverged += std::mem::take(&mut interval.unconverged);
+        for (window, data) in agg.windows.iter_mut().zip(interval.ops.iter_mut()) {
+            *window = widen(*window, data.window.take());
+        }
+        drain_histogram(&mut interval.replication_lag, &mut agg.replication_lag);
+        agg.unreplicated += std::mem::take(&mut interval.unreplicated);
 
         agg.last_tick = now;
         agg.timeline.push(row.clone());
@@ -530,8 +567,8 @@ impl Recorder {
             && agg.timeline.last().is_some_and(|r| {
                 r.duration_s() == 0.0
                     && r.ops.iter().all(OpRow::is_idle)
-                    && r.convergence.count == 0
-                    && r.convergence.unconverged == 0
+                    && r.replication_lag.count == 0
+                    && r.replication_lag.unreplicated == 0
                     && r.markers.is_empty()
             })
         {
@@ -561,12 +598,23 @@ impl Recorder {
         }
         let duration = end - inner.start;
         let mut ops = agg.totals.clone();
-        for (o, target_seconds) in ops.iter_mut().zip(agg.target_seconds) {
-            o.target_per_s = if duration.is_zero() {
-                0.0
+        for (i, o) in ops.iter_mut().enumerate() {
+            // The target averaged over the time it was set, not over the whole run: a
+            // registration phase at 10,000/s has a target of 10,000/s however long the
+            // hold after it.
+            let targeted = agg.targeted_seconds[i];
+            o.target_per_s = if targeted > 0.0 {
+                agg.target_seconds[i] / targeted
             } else {
-                target_seconds / duration.as_secs_f64()
+                0.0
             };
+            o.closed = inner.closed[i].load(Ordering::Relaxed);
+            o.window = agg.windows[i].map(|(from, to)| {
+                (
+                    from.saturating_duration_since(inner.start),
+                    to.saturating_duration_since(inner.start),
+                )
+            });
         }
         let mut markers: Vec<Marker> = inner
             .markers
@@ -581,8 +629,8 @@ impl Recorder {
             interval: inner.config.interval,
             late_threshold: inner.config.late_threshold,
             ops,
-            convergence: agg.convergence.clone(),
-            unconverged: agg.unconverged,
+            replication_lag: agg.replication_lag.clone(),
+            unreplicated: agg.unreplicated,
             timeline: agg.timeline.clone(),
             markers,
             interval_log: inner.config.interval_log.clone(),
@@ -700,7 +748,7 @@ mod tests {
         r.gauge("clients_registered").add(5.0);
         r.gauge("clients_registered").add(2.0);
         r.mark_at(at(base, 1500), "kill node 2");
-        r.record_convergence(Duration::from_millis(20));
+        r.record_replication_lag(Duration::from_millis(20));
         let row1 = r.tick_at(at(base, 2500));
         assert_eq!((row1.start_s, row1.end_s), (1.0, 2.5));
         assert!(row1.op(Op::Register).is_idle());
@@ -714,9 +762,9 @@ mod tests {
         assert_eq!(q.corrected.map(|q| (q.p50_us, q.max_us)), Some((100, 300)));
         assert_eq!(row1.gauges.get("clients_registered"), Some(&7.0));
         assert_eq!(row1.markers, vec!["kill node 2".to_owned()]);
-        assert_eq!(row1.convergence.count, 1);
+        assert_eq!(row1.replication_lag.count, 1);
         // 20 ms reads back as the top of its bucket, within 0.1 %.
-        let p50 = row1.convergence.latency.map_or(0, |q| q.p50_us);
+        let p50 = row1.replication_lag.latency.map_or(0, |q| q.p50_us);
         assert!((20_000..=20_020).contains(&p50), "{p50}");
 
         r.mark_at(at(base, 2900), "end");
@@ -737,7 +785,7 @@ mod tests {
             reg.target_per_s
         );
         assert_eq!(rec.op(Op::Query).ok, 2);
-        assert_eq!(rec.convergence.len(), 1);
+        assert_eq!(rec.replication_lag.len(), 1);
         assert_eq!(rec.markers.len(), 2);
         assert_eq!(rec.used_ops(), vec![Op::Register, Op::Query]);
     }
@@ -857,7 +905,7 @@ mod tests {
                 );
                 r.record_ok(Op::Register, ok_sample(base, second * 1000 + i, 5_000 + i));
             }
-            r.record_convergence(Duration::from_millis(10 + second));
+            r.record_replication_lag(Duration::from_millis(10 + second));
             r.tick_at(at(base, (second + 1) * 1000));
         }
         let rec = r.finish_at(at(base, 3000)).expect("finish");
@@ -879,7 +927,7 @@ mod tests {
         assert_eq!(sums["query.corrected"], rec.op(Op::Query).corrected);
         assert_eq!(sums["query.uncorrected"], rec.op(Op::Query).uncorrected);
         assert_eq!(sums["register.corrected"], rec.op(Op::Register).corrected);
-        assert_eq!(sums["convergence"], rec.convergence);
+        assert_eq!(sums["replication_lag"], rec.replication_lag);
         assert_eq!(sums.len(), 5, "{:?}", sums.keys().collect::<Vec<_>>());
     }
 

@@ -1,5 +1,5 @@
 //! A finished run's measurements: whole-run histograms and counts per operation, the
-//! convergence histogram, the timeline and the markers.
+//! replication lag histogram, the timeline and the markers.
 //!
 //! Produced by [`Recorder::finish`](crate::Recorder::finish) or by merging shard runs
 //! ([`merge_runs`](crate::merge_runs)); consumed by [`write_report`](crate::write_report).
@@ -30,8 +30,15 @@ pub struct OpTotals {
     pub dropped: u64,
     /// Failed requests by error code.
     pub errors: BTreeMap<String, u64>,
-    /// The target rate averaged over the run's time, per second.
+    /// The target rate averaged over the time a target was set (above 0), per second.
     pub target_per_s: f64,
+    /// The operation's active window, as times since the run's start: from the earliest
+    /// intended send of a request that completed (ok or failed) to the latest response.
+    /// Its rates are over this window. `None` when no request completed.
+    pub window: Option<(Duration, Duration)>,
+    /// Closed model: no schedule, a request is sent when a client is free, so there is no
+    /// intended time to correct from and the latency is service time.
+    pub closed: bool,
 }
 
 impl Default for OpTotals {
@@ -44,6 +51,8 @@ impl Default for OpTotals {
             dropped: 0,
             errors: BTreeMap::new(),
             target_per_s: 0.0,
+            window: None,
+            closed: false,
         }
     }
 }
@@ -62,6 +71,12 @@ impl OpTotals {
     /// Whether the operation was used at all in the run.
     pub fn is_used(&self) -> bool {
         self.scheduled() > 0 || self.target_per_s > 0.0
+    }
+
+    /// The length of the active window (zero when there was none).
+    pub fn active(&self) -> Duration {
+        self.window
+            .map_or(Duration::ZERO, |(from, to)| to.saturating_sub(from))
     }
 
     /// The latency histogram of one kind.
@@ -88,10 +103,10 @@ pub struct Recording {
     pub ops: [OpTotals; 5],
     /// Time from the owner's acknowledgement of a probe registration to its visibility on
     /// another node, microseconds; one sample per probe and non-owner node.
-    pub convergence: Histogram<u64>,
+    pub replication_lag: Histogram<u64>,
     /// Probe registrations that never became visible on some node before the driver's
     /// deadline (one per probe and node).
-    pub unconverged: u64,
+    pub unreplicated: u64,
     /// One row per interval.
     pub timeline: Vec<TimelineRow>,
     /// The markers, in time order.
@@ -106,9 +121,21 @@ impl Recording {
         &self.ops[op.index()]
     }
 
-    /// Successful requests per second of `op` over the whole run.
+    /// Successful requests per second of `op` over its active window (not the whole
+    /// run: registrations that ran for 2 s of a 60 s run are a rate over those 2 s).
     pub fn throughput_per_s(&self, op: Op) -> f64 {
-        per_second(self.op(op).ok, self.duration)
+        let o = self.op(op);
+        per_second(o.ok, o.active())
+    }
+
+    /// The span from the first intended send of any operation to the last response.
+    pub fn active_span(&self) -> Duration {
+        let from = self.ops.iter().filter_map(|o| o.window).map(|w| w.0).min();
+        let to = self.ops.iter().filter_map(|o| o.window).map(|w| w.1).max();
+        match (from, to) {
+            (Some(from), Some(to)) => to.saturating_sub(from),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Operations used in the run, in [`Op::ALL`] order.

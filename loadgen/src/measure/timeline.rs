@@ -1,7 +1,7 @@
 //! The per-interval rows of a run (one per second by default) and `timeline.csv`.
 //!
 //! A row holds, for the interval it covers, every operation's counts, achieved and target
-//! rates and latency quantiles (corrected and uncorrected), the convergence figures, the
+//! rates and latency quantiles (corrected and uncorrected), the replication lag figures, the
 //! driver's gauges and the markers set during it. Rows are produced by
 //! [`Recorder::tick`](crate::Recorder::tick); this file only defines them and their CSV
 //! form. The CSV is wide (one row per interval): its fixed columns never change, gauge
@@ -45,15 +45,15 @@ impl OpRow {
     }
 }
 
-/// The convergence figures of one interval.
+/// The replication lag figures of one interval.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConvergenceRow {
+pub struct ReplicationLagRow {
     /// Probe registrations that became visible on a node during the interval (one per
     /// probe and non-owner node).
     pub count: u64,
     /// Probe registrations given up on during the interval (not visible before the
     /// driver's deadline).
-    pub unconverged: u64,
+    pub unreplicated: u64,
     /// Quantiles of the convergence times recorded in the interval.
     pub latency: Option<Quantiles>,
 }
@@ -67,8 +67,8 @@ pub struct TimelineRow {
     pub end_s: f64,
     /// Figures per operation, in the order of [`Op::ALL`].
     pub ops: [OpRow; 5],
-    /// Convergence figures.
-    pub convergence: ConvergenceRow,
+    /// Replication lag figures.
+    pub replication_lag: ReplicationLagRow,
     /// The driver's gauges, as they stood when the interval closed.
     pub gauges: BTreeMap<String, f64>,
     /// Labels of the markers set during the interval.
@@ -126,11 +126,11 @@ pub fn timeline_columns() -> Vec<String> {
     }
     cols.extend(
         [
-            "convergence_count",
-            "convergence_unconverged",
-            "convergence_p50_us",
-            "convergence_p99_us",
-            "convergence_max_us",
+            "replication_lag_count",
+            "replication_lag_unreplicated",
+            "replication_lag_p50_us",
+            "replication_lag_p99_us",
+            "replication_lag_max_us",
             "markers",
         ]
         .map(str::to_owned),
@@ -179,9 +179,9 @@ pub(crate) fn write_csv<W: io::Write>(rows: &[TimelineRow], out: W) -> Result<()
             rec.extend(quantile_cells(o.corrected));
             rec.extend(quantile_cells(o.uncorrected));
         }
-        let c = &row.convergence;
+        let c = &row.replication_lag;
         rec.push(c.count.to_string());
-        rec.push(c.unconverged.to_string());
+        rec.push(c.unreplicated.to_string());
         rec.extend(quantile_cells(c.latency));
         rec.push(row.markers.join(MARKER_SEPARATOR));
         for g in &gauges {
@@ -260,10 +260,10 @@ pub(crate) fn read_csv(path: &Path) -> Result<Vec<TimelineRow>, ReportError> {
             o.corrected = quantiles(&format!("{op}_corrected"))?;
             o.uncorrected = quantiles(&format!("{op}_uncorrected"))?;
         }
-        row.convergence = ConvergenceRow {
-            count: count("convergence_count")?,
-            unconverged: count("convergence_unconverged")?,
-            latency: quantiles("convergence")?,
+        row.replication_lag = ReplicationLagRow {
+            count: count("replication_lag_count")?,
+            unreplicated: count("replication_lag_unreplicated")?,
+            latency: quantiles("replication_lag")?,
         };
         let markers = cell("markers");
         if !markers.is_empty() {
@@ -302,8 +302,8 @@ mod tests {
              register_uncorrected_p99_us,register_uncorrected_max_us,deregister_target_per_s,"
         ));
         assert!(joined.ends_with(
-            "push_uncorrected_max_us,convergence_count,convergence_unconverged,\
-             convergence_p50_us,convergence_p99_us,convergence_max_us,markers"
+            "push_uncorrected_max_us,replication_lag_count,replication_lag_unreplicated,\
+             replication_lag_p50_us,replication_lag_p99_us,replication_lag_max_us,markers"
         ));
     }
 
@@ -339,9 +339,9 @@ mod tests {
             end_s: 2.002,
             ..TimelineRow::default()
         };
-        b.convergence = ConvergenceRow {
+        b.replication_lag = ReplicationLagRow {
             count: 4,
-            unconverged: 1,
+            unreplicated: 1,
             latency: Some(Quantiles {
                 p50_us: 1000,
                 p99_us: 2000,

@@ -163,7 +163,8 @@ impl NativeProtocol {
             for lane in channels.iter_mut() {
                 let ch = endpoint.connect().await.map_err(|e| {
                     anyhow::anyhow!(
-                        "cannot reach node {node} ({}, SDK port {}): {e}",
+                        "cannot reach node {} ({}, SDK port {}): {e}",
+                        node + 1,
                         ctx.targets[node],
                         ctx.sdk_target(node)
                     )
@@ -485,7 +486,7 @@ impl Protocol for NativeProtocol {
             let mut stream = client
                 .watch(req)
                 .await
-                .map_err(|s| format!("watch on node {node}: {s}"))?
+                .map_err(|s| format!("watch on node {}: {s}", node + 1))?
                 .into_inner();
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             tokio::spawn(async move {

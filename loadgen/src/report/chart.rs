@@ -35,7 +35,7 @@ pub(crate) struct Band {
     pub(crate) start_s: f64,
     /// End of the effect.
     pub(crate) end_s: f64,
-    /// End of the window (convergence, or its timeout).
+    /// End of the window (replication_lag, or its timeout).
     pub(crate) settled_s: f64,
     /// A short label, drawn at the bottom of the band.
     pub(crate) label: String,
@@ -63,6 +63,8 @@ pub(crate) struct Line {
     pub(crate) color: RGBColor,
     pub(crate) dashed: bool,
     pub(crate) width: u32,
+    /// Drawn as dots, not joined: for sparse samples that a line would misrepresent.
+    pub(crate) dots: bool,
     pub(crate) points: Vec<(f64, Option<f64>)>,
 }
 
@@ -77,12 +79,18 @@ impl Line {
             color,
             dashed: false,
             width: 2,
+            dots: false,
             points,
         }
     }
 
     pub(crate) fn dashed(mut self) -> Self {
         self.dashed = true;
+        self
+    }
+
+    pub(crate) fn dots(mut self) -> Self {
+        self.dots = true;
         self
     }
 
@@ -94,6 +102,12 @@ impl Line {
     /// A small inline SVG of the line's stroke, for the legend under a chart.
     pub(crate) fn swatch(&self) -> String {
         let RGBColor(r, g, b) = self.color;
+        if self.dots {
+            return format!(
+                "<svg width=\"30\" height=\"10\" aria-hidden=\"true\"><circle cx=\"15\" cy=\"5\" \
+                 r=\"3\" fill=\"#{r:02x}{g:02x}{b:02x}\"/></svg>"
+            );
+        }
         let dash = if self.dashed {
             " stroke-dasharray=\"6 4\""
         } else {
@@ -223,7 +237,7 @@ where
     for line in lines {
         let style = line.color.stroke_width(line.width);
         for segment in line.segments() {
-            if segment.len() == 1 {
+            if segment.len() == 1 || line.dots {
                 chart
                     .draw_series(
                         segment
@@ -270,7 +284,8 @@ where
                 ),
             ])
             .map_err(|e| err(e.to_string()))?;
-        let dy = -8 - 18 * (i % 2) as i32;
+        // Text hangs below its anchor: 14 px plus a gap keeps it off the x axis.
+        let dy = -22 - 18 * (i % 2) as i32;
         chart
             .draw_series(std::iter::once(
                 EmptyElement::at((start, y_lo))

@@ -3,9 +3,9 @@
 //!
 //! Per operation of the baseline it compares throughput (fails when it fell by more than
 //! the allowed fraction) and corrected p99 (fails when it rose by more than the allowed
-//! fraction and by more than an absolute slack); it compares convergence p99 the same
+//! fraction and by more than an absolute slack); it compares replication lag p99 the same
 //! way; and when the baseline's `expect` section says so it fails a run with errors or
-//! with unconverged probes. The thresholds are generous by default because the machines
+//! with unreplicated probes. The thresholds are generous by default because the machines
 //! are shared: the check is for regressions, not for noise. It returns a structured
 //! verdict and renders it as a table; exiting non-zero is the binary's job.
 
@@ -49,8 +49,8 @@ pub struct CheckThresholds {
     pub default: OpThresholds,
     /// Limits of particular operations.
     pub per_op: BTreeMap<Op, OpThresholds>,
-    /// Largest allowed relative rise of convergence p99.
-    pub max_convergence_p99_rise: f64,
+    /// Largest allowed relative rise of replication lag p99.
+    pub max_replication_lag_p99_rise: f64,
     /// A p99 rise smaller than this many microseconds never fails, whatever its ratio
     /// (guards sub-millisecond baselines against noise). 0 by default.
     pub p99_slack_us: u64,
@@ -61,7 +61,7 @@ impl Default for CheckThresholds {
         Self {
             default: OpThresholds::default(),
             per_op: BTreeMap::new(),
-            max_convergence_p99_rise: DEFAULT_MAX_P99_RISE,
+            max_replication_lag_p99_rise: DEFAULT_MAX_P99_RISE,
             p99_slack_us: 0,
         }
     }
@@ -130,6 +130,9 @@ pub struct CheckRow {
 pub struct CheckReport {
     /// One row per compared figure.
     pub rows: Vec<CheckRow>,
+    /// Parameters of the run that differ from the baseline's (the comparison may not be
+    /// like for like), e.g. `clients: 20000 (baseline 10000)`.
+    pub parameter_differences: Vec<String>,
 }
 
 impl CheckReport {
@@ -170,6 +173,13 @@ impl fmt::Display for CheckReport {
                 r.limit.clone(),
                 r.verdict.to_string(),
             ]);
+        }
+        if !self.parameter_differences.is_empty() {
+            writeln!(
+                f,
+                "WARNING: the run's parameters differ from the baseline's: {}",
+                self.parameter_differences.join(", ")
+            )?;
         }
         f.write_str(&t.render())?;
         let failed = self.failures().count();
@@ -271,10 +281,10 @@ pub fn check(current: &Summary, baseline: &Summary, thresholds: &CheckThresholds
         }
     }
     rows.extend(p99_row(
-        "convergence p99".to_owned(),
-        baseline.convergence.latency.map(|s| s.p99_us),
-        current.convergence.latency.map(|s| s.p99_us),
-        thresholds.max_convergence_p99_rise,
+        "replication lag p99".to_owned(),
+        baseline.replication_lag.latency.map(|s| s.p99_us),
+        current.replication_lag.latency.map(|s| s.p99_us),
+        thresholds.max_replication_lag_p99_rise,
         thresholds.p99_slack_us,
     ));
     let errors = current.totals.errors;
@@ -296,28 +306,58 @@ pub fn check(current: &Summary, baseline: &Summary, thresholds: &CheckThresholds
             (true, _) => Verdict::Fail,
         },
     });
-    if baseline.expect.converged || current.convergence.count > 0 {
-        let c = &current.convergence;
+    if baseline.expect.replicated || current.replication_lag.count > 0 {
+        let c = &current.replication_lag;
         rows.push(CheckRow {
-            metric: "unconverged probes".to_owned(),
+            metric: "unreplicated probes".to_owned(),
             unit: Unit::Count,
-            baseline: Some(baseline.convergence.unconverged as f64),
-            current: Some(c.unconverged as f64),
+            baseline: Some(baseline.replication_lag.unreplicated as f64),
+            current: Some(c.unreplicated as f64),
             change: None,
-            limit: if baseline.expect.converged {
-                "= 0, some converged"
+            limit: if baseline.expect.replicated {
+                "= 0, some measured"
             } else {
                 "-"
             }
             .to_owned(),
-            verdict: match (baseline.expect.converged, c.count > 0 && c.unconverged == 0) {
+            verdict: match (
+                baseline.expect.replicated,
+                c.count > 0 && c.unreplicated == 0,
+            ) {
                 (false, _) => Verdict::Info,
                 (true, true) => Verdict::Pass,
                 (true, false) => Verdict::Fail,
             },
         });
     }
-    CheckReport { rows }
+    CheckReport {
+        rows,
+        parameter_differences: parameter_differences(current, baseline),
+    }
+}
+
+/// Parameters that differ between two runs, except those that differ between any two runs
+/// by design (`seed`, `targets`, `shard`).
+pub(crate) fn parameter_differences(current: &Summary, baseline: &Summary) -> Vec<String> {
+    const IGNORED: [&str; 3] = ["seed", "targets", "shard"];
+    let keys: std::collections::BTreeSet<&String> = current
+        .parameters
+        .keys()
+        .chain(baseline.parameters.keys())
+        .collect();
+    keys.into_iter()
+        .filter(|k| !IGNORED.contains(&k.as_str()))
+        .filter_map(|k| {
+            let (c, b) = (current.parameters.get(k), baseline.parameters.get(k));
+            (c != b).then(|| {
+                format!(
+                    "{k}: {} (baseline {})",
+                    c.map_or("-", String::as_str),
+                    b.map_or("-", String::as_str)
+                )
+            })
+        })
+        .collect()
 }
 
 /// Reads both `summary.json` files and compares them.
@@ -342,7 +382,7 @@ mod tests {
     use crate::report::fixture;
     use crate::report::summary::OpSummary;
 
-    /// A clean baseline: no errors, everything converged.
+    /// A clean baseline: no errors, every probe replicated.
     fn baseline() -> Summary {
         let base = Instant::now();
         let r = fixture::recorder(base, fixture::wall(), None);
@@ -351,7 +391,7 @@ mod tests {
             .filter(|(_, e)| {
                 !matches!(
                     e,
-                    fixture::Event::Unconverged | fixture::Event::Request { error: Some(_), .. }
+                    fixture::Event::Unreplicated | fixture::Event::Request { error: Some(_), .. }
                 )
             })
             .collect();
@@ -378,13 +418,13 @@ mod tests {
     #[test]
     fn a_run_equal_to_its_baseline_passes() {
         let b = baseline();
-        assert!(b.expect.no_errors && b.expect.converged);
+        assert!(b.expect.no_errors && b.expect.replicated);
         let r = check(&b, &b, &CheckThresholds::default());
         assert!(r.passed(), "{r}");
         assert!(r.to_string().contains("PASS"));
         assert_eq!(verdict_of(&r, "register throughput").verdict, Verdict::Pass);
         assert_eq!(verdict_of(&r, "errors").verdict, Verdict::Pass);
-        assert_eq!(verdict_of(&r, "unconverged probes").verdict, Verdict::Pass);
+        assert_eq!(verdict_of(&r, "unreplicated probes").verdict, Verdict::Pass);
     }
 
     #[test]
@@ -445,35 +485,39 @@ mod tests {
         assert!(check(&cur, &b, &lenient).passed());
         // Convergence p99 is held to its own limit.
         let mut cur = b.clone();
-        let conv = cur.convergence.latency.as_mut().expect("convergence");
+        let conv = cur
+            .replication_lag
+            .latency
+            .as_mut()
+            .expect("replication_lag");
         conv.p99_us *= 4;
         let r = check(&cur, &b, &CheckThresholds::default());
-        assert_eq!(verdict_of(&r, "convergence p99").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "replication lag p99").verdict, Verdict::Fail);
     }
 
     #[test]
-    fn errors_and_unconverged_probes_fail_when_the_baseline_expects_none() {
+    fn errors_and_unreplicated_probes_fail_when_the_baseline_expects_none() {
         let b = baseline();
         let mut cur = b.clone();
         cur.totals.errors = 3;
-        cur.convergence.unconverged = 1;
+        cur.replication_lag.unreplicated = 1;
         let r = check(&cur, &b, &CheckThresholds::default());
         assert_eq!(verdict_of(&r, "errors").verdict, Verdict::Fail);
-        assert_eq!(verdict_of(&r, "unconverged probes").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "unreplicated probes").verdict, Verdict::Fail);
         assert_eq!(r.failures().count(), 2);
         // A baseline relaxed by hand accepts them.
         let mut relaxed = b.clone();
         relaxed.expect.no_errors = false;
-        relaxed.expect.converged = false;
+        relaxed.expect.replicated = false;
         let r = check(&cur, &relaxed, &CheckThresholds::default());
         assert!(r.passed(), "{r}");
         assert_eq!(verdict_of(&r, "errors").verdict, Verdict::Info);
-        // A run that measured no convergence at all cannot pass a converged baseline.
+        // A run that measured no replication lag at all cannot pass a replicated baseline.
         let mut cur = b.clone();
-        cur.convergence = Default::default();
+        cur.replication_lag = Default::default();
         let r = check(&cur, &b, &CheckThresholds::default());
-        assert_eq!(verdict_of(&r, "unconverged probes").verdict, Verdict::Fail);
-        assert_eq!(verdict_of(&r, "convergence p99").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "unreplicated probes").verdict, Verdict::Fail);
+        assert_eq!(verdict_of(&r, "replication lag p99").verdict, Verdict::Fail);
     }
 
     #[test]
@@ -505,5 +549,56 @@ mod tests {
         assert!(r.passed());
         let missing = dir.path().join("nope.json");
         assert!(check_files(&missing, &path, &CheckThresholds::default()).is_err());
+    }
+
+    #[test]
+    fn parameters_that_differ_are_warned_about_except_seed_and_targets() {
+        let b = baseline();
+        let mut cur = b.clone();
+        assert!(
+            check(&cur, &b, &CheckThresholds::default())
+                .parameter_differences
+                .is_empty()
+        );
+        cur.parameters
+            .insert("clients".to_owned(), "20000".to_owned());
+        cur.parameters.insert("seed".to_owned(), "99".to_owned());
+        let r = check(&cur, &b, &CheckThresholds::default());
+        assert_eq!(
+            r.parameter_differences,
+            vec!["clients: 20000 (baseline 1000)"]
+        );
+        assert!(
+            r.to_string()
+                .starts_with("WARNING: the run's parameters differ from the baseline's: clients"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn per_operation_limits_from_the_command_line() {
+        use crate::cli::{LimitKind, parse_op_limit, thresholds};
+        let l = parse_op_limit("beat:p99-rise=1").expect("parses");
+        assert_eq!((l.op, l.kind, l.value), (Op::Beat, LimitKind::P99Rise, 1.0));
+        for bad in [
+            "beat",
+            "beat:p99-rise",
+            "beet:p99-rise=1",
+            "beat:p50=1",
+            "beat:p99-rise=-1",
+        ] {
+            let e = parse_op_limit(bad).expect_err(bad);
+            assert!(e.starts_with(&format!("--limit {bad:?}")), "{e}");
+        }
+        let t = thresholds(
+            0.5,
+            2.0,
+            2.0,
+            0,
+            &[l, parse_op_limit("beat:throughput-drop=0.1").expect("ok")],
+        );
+        let beat = t.for_op(Op::Beat);
+        assert_eq!((beat.max_throughput_drop, beat.max_p99_rise), (0.1, 1.0));
+        assert_eq!(t.for_op(Op::Register), t.default);
     }
 }

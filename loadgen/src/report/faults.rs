@@ -24,9 +24,9 @@ pub const FAULTS_COLUMNS: [&str; 17] = [
     "scheduled_s",
     "start_s",
     "end_s",
-    "converge_from_s",
-    "converged",
-    "converge_ms",
+    "recovery_from_s",
+    "recovered",
+    "recovery_ms",
     "window_end_s",
     "errors",
     "errors_by_code",
@@ -55,15 +55,15 @@ pub struct FaultSummary {
     /// starts.
     pub end_s: f64,
     /// Where the convergence time counts from: the end, except for a kill (its start).
-    pub converge_from_s: f64,
+    pub recovery_from_s: f64,
     /// Whether every running node then held the expected clients (every acknowledged
     /// live client, no acknowledged deleted one, among the clients settled for at least
     /// [`GRACE`](crate::run::chaos::census::GRACE); membership only, not health) within the
     /// convergence timeout.
-    pub converged: bool,
-    /// Milliseconds from `converge_from_s` to that (None: never, within the timeout;
+    pub recovered: bool,
+    /// Milliseconds from `recovery_from_s` to that (None: never, within the timeout;
     /// resolution: one check every 100 ms).
-    pub converge_ms: Option<f64>,
+    pub recovery_ms: Option<f64>,
     /// The end of the window the error and failover counts cover: from the start to the
     /// later of the end and the convergence (or its timeout).
     pub window_end_s: f64,
@@ -96,7 +96,7 @@ pub struct FaultSummary {
 impl FaultSummary {
     /// Converged, nothing lost, applied.
     pub fn is_clean(&self) -> bool {
-        self.converged && self.lost == 0 && self.failed.is_none()
+        self.recovered && self.lost == 0 && self.failed.is_none()
     }
 
     fn codes(&self) -> String {
@@ -107,10 +107,10 @@ impl FaultSummary {
             .join(" ")
     }
 
-    fn converge_cell(&self) -> String {
-        match (&self.failed, self.converge_ms) {
+    fn recovery_cell(&self) -> String {
+        match (&self.failed, self.recovery_ms) {
             (Some(_), _) => "not applied".to_owned(),
-            (None, Some(ms)) if self.converged => format!("{ms:.0} ms"),
+            (None, Some(ms)) if self.recovered => format!("{ms:.0} ms"),
             (None, _) => "NO".to_owned(),
         }
     }
@@ -127,7 +127,7 @@ pub(crate) fn table(faults: &[FaultSummary]) -> String {
         "end",
         "errors",
         "failovers",
-        "converged",
+        "recovered",
         "lost",
         "returned",
         "peak missing/returned",
@@ -140,7 +140,7 @@ pub(crate) fn table(faults: &[FaultSummary]) -> String {
             format!("{:.1}s", f.end_s),
             f.errors.to_string(),
             f.failovers.to_string(),
-            f.converge_cell(),
+            f.recovery_cell(),
             f.lost.to_string(),
             f.returned.to_string(),
             format!("{}/{}", f.peak_missing, f.peak_returned),
@@ -148,7 +148,7 @@ pub(crate) fn table(faults: &[FaultSummary]) -> String {
         ]);
     }
     let mut out = String::from(
-        "faults (times since the start; converged: from the end, or from a kill, until every running node holds exactly the live clients; peak: the most missing or returned in one check meanwhile)\n",
+        "faults (times since the start; recovered: time from the end, or from a kill, until every running node holds exactly the live clients; peak: the most missing or returned in one check meanwhile)\n",
     );
     out.push_str(&t.render());
     for f in faults {
@@ -173,9 +173,9 @@ pub(crate) fn write_csv(path: &Path, faults: &[FaultSummary]) -> Result<(), Repo
             num(f.scheduled_s),
             num(f.start_s),
             num(f.end_s),
-            num(f.converge_from_s),
-            f.converged.to_string(),
-            f.converge_ms.map_or(String::new(), |m| format!("{m:.1}")),
+            num(f.recovery_from_s),
+            f.recovered.to_string(),
+            f.recovery_ms.map_or(String::new(), |m| format!("{m:.1}")),
             num(f.window_end_s),
             f.errors.to_string(),
             f.codes(),
@@ -202,9 +202,9 @@ mod tests {
             scheduled_s: 8.0,
             start_s: 9.5,
             end_s: 10.5,
-            converge_from_s: 10.5,
-            converged: true,
-            converge_ms: Some(120.4),
+            recovery_from_s: 10.5,
+            recovered: true,
+            recovery_ms: Some(120.4),
             window_end_s: 10.62,
             errors: 2,
             errors_by_code: BTreeMap::from([("TIMEOUT".to_owned(), 2)]),
@@ -237,13 +237,13 @@ mod tests {
                 "pause:3@8s-9s,pause,3,8.000,9.500,10.500,10.500,true,120.4,10.620,2,TIMEOUT=2,40,0,0,3,0"
             )
         );
-        let unconverged = FaultSummary {
-            converged: false,
-            converge_ms: None,
+        let unreplicated = FaultSummary {
+            recovered: false,
+            recovery_ms: None,
             ..f
         };
-        assert!(!unconverged.is_clean());
-        assert!(table(&[unconverged]).contains("NO"));
+        assert!(!unreplicated.is_clean());
+        assert!(table(&[unreplicated]).contains("NO"));
         assert_eq!(table(&[]), "");
     }
 }

@@ -65,8 +65,8 @@ pub(crate) enum Event {
         error: Option<&'static str>,
     },
     Dropped(Op),
-    Convergence(Duration),
-    Unconverged,
+    ReplicationLag(Duration),
+    Unreplicated,
 }
 
 /// `seconds` seconds of mixed events, in completion order, with the second each falls in.
@@ -116,11 +116,11 @@ pub(crate) fn events(seed: u64, base: Instant, seconds: u64) -> Vec<(u64, Event)
         for _ in 0..10 {
             out.push((
                 second,
-                Event::Convergence(Duration::from_micros(5_000 + rng.below(50_000))),
+                Event::ReplicationLag(Duration::from_micros(5_000 + rng.below(50_000))),
             ));
         }
         if second == 2 {
-            out.push((second, Event::Unconverged));
+            out.push((second, Event::Unreplicated));
         }
     }
     out
@@ -134,8 +134,8 @@ pub(crate) fn apply(r: &Recorder, e: &Event) {
             None => r.record_ok(*op, *sample),
         },
         Event::Dropped(op) => r.record_dropped(*op),
-        Event::Convergence(d) => r.record_convergence(*d),
-        Event::Unconverged => r.record_unconverged(),
+        Event::ReplicationLag(d) => r.record_replication_lag(*d),
+        Event::Unreplicated => r.record_unreplicated(),
     }
 }
 

@@ -33,11 +33,11 @@ pub fn history_columns() -> Vec<String> {
     }
     cols.extend(
         [
-            "convergence_p99_us",
+            "replication_lag_p99_us",
             "errors",
             "late",
             "dropped",
-            "unconverged",
+            "unreplicated",
             "output_dir",
         ]
         .map(str::to_owned),
@@ -77,12 +77,12 @@ pub fn history_row(summary: &Summary, output_dir: &Path) -> Vec<String> {
             None => row.extend([String::new(), String::new()]),
         }
     }
-    let c = &summary.convergence;
+    let c = &summary.replication_lag;
     row.push(c.latency.map(|l| l.p99_us.to_string()).unwrap_or_default());
     row.push(summary.totals.errors.to_string());
     row.push(summary.totals.late.to_string());
     row.push(summary.totals.dropped.to_string());
-    row.push(c.unconverged.to_string());
+    row.push(c.unreplicated.to_string());
     row.push(output_dir.display().to_string());
     row
 }
@@ -147,8 +147,8 @@ mod tests {
             "timestamp,scenario,git_revision,cores,memory_mib,cpu_model,duration_s,parameters,\
              register_throughput_per_s,register_p99_us,deregister_throughput_per_s,\
              deregister_p99_us,beat_throughput_per_s,beat_p99_us,query_throughput_per_s,\
-             query_p99_us,push_throughput_per_s,push_p99_us,convergence_p99_us,errors,late,\
-             dropped,unconverged,output_dir"
+             query_p99_us,push_throughput_per_s,push_p99_us,replication_lag_p99_us,errors,late,\
+             dropped,unreplicated,output_dir"
         );
     }
 }
@@ -201,7 +201,7 @@ mod append_tests {
             .p99_us;
         assert_eq!(cell(&rows[0], "query_p99_us"), p99.to_string());
         assert_eq!(cell(&rows[1], "output_dir"), "results/runs/y");
-        assert_eq!(cell(&rows[0], "unconverged"), "0");
+        assert_eq!(cell(&rows[0], "unreplicated"), "0");
     }
 
     #[test]

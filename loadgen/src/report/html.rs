@@ -3,7 +3,7 @@
 //!
 //! Sections: the run (scenario, machine, revision), the summary table, errors by code,
 //! throughput over time, latency over time per operation, the percentile spectrum per
-//! operation (corrected against uncorrected), convergence (spectrum and over time),
+//! operation (corrected against uncorrected), replication lag (spectrum and over time),
 //! gauges, markers and parameters. Fault markers are drawn on every time chart. Charts
 //! are drawn by `chart.rs`; this file chooses their content and lays out the page.
 
@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 
 use super::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
 use super::faults::FaultSummary;
-use super::summary::Summary;
+use super::summary::{Model, Summary};
 use crate::error::ReportError;
 use crate::measure::latency::{LatencyStats, Quantiles, human_rate, human_us};
 use crate::measure::op::LatencyKind;
@@ -38,7 +38,7 @@ pub(crate) fn escape(s: &str) -> String {
 
 const STYLE: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif;
-       margin: 24px auto; max-width: 1060px; color: #222; padding: 0 12px; }
+       margin: 24px auto; max-width: 1240px; color: #222; padding: 0 12px; }
 h1 { font-size: 22px; margin-bottom: 4px; }
 h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 h3 { font-size: 15px; margin: 18px 0 4px; }
@@ -46,7 +46,7 @@ p.meta { color: #555; margin: 2px 0; font-size: 14px; }
 p.note { color: #555; font-size: 13px; max-width: 900px; }
 div.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { padding: 3px 7px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
+th, td { padding: 3px 6px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; }
 td.l, th.l { text-align: left; }
 tr.sub td { color: #777; }
@@ -117,7 +117,7 @@ const BAND_LEGEND: &str = "<span><svg width=\"30\" height=\"10\" \
     aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
     fill-opacity=\"0.35\"/></svg> fault in force</span><span><svg width=\"30\" height=\"10\" \
     aria-hidden=\"true\"><rect width=\"30\" height=\"10\" fill=\"#e67814\" \
-    fill-opacity=\"0.12\"/></svg> until the nodes converged</span>";
+    fill-opacity=\"0.12\"/></svg> until the nodes recovered</span>";
 
 /// A percentile spectrum with its legend.
 fn spectrum_figure(
@@ -187,7 +187,11 @@ fn quantile_line(
 /// The whole page.
 pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError> {
     let mut h = String::new();
-    let title = format!("loadgen: {}", s.scenario);
+    let title = if s.faults.is_empty() {
+        format!("loadgen: {}", s.scenario)
+    } else {
+        format!("loadgen: {} with faults (--chaos)", s.scenario)
+    };
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -224,62 +228,78 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
 
     // Summary table.
     h.push_str(
-        "<h2>Summary</h2>\n<table><tr><th class=\"l\">op</th><th class=\"l\">latency</th>\
-        <th>target</th><th>achieved</th><th>of target</th><th>ok</th><th>errors</th><th>late</th>\
+        "<h2>Summary</h2>\n<div class=\"wide\"><table><tr><th class=\"l\">op</th><th class=\"l\">latency</th>\
+        <th>target</th><th>achieved</th><th>ok of scheduled</th><th>ok</th><th>errors</th><th>late</th>\
         <th>dropped</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th>\
         <th>max</th></tr>\n",
     );
     for (op, o) in &s.ops {
-        let (target, ratio) = if o.target_per_s > 0.0 {
-            let pct = 100.0 * o.throughput_per_s / o.target_per_s;
-            let class = if pct < 95.0 { " class=\"bad\"" } else { "" };
-            (
-                human_rate(o.target_per_s),
-                format!("<td{class}>{pct:.1}%</td>"),
-            )
-        } else {
-            ("-".to_owned(), "<td>-</td>".to_owned())
-        };
-        let bad = |n: u64| if n > 0 { " class=\"bad\"" } else { "" };
-        let _ = writeln!(
-            h,
-            "<tr><td class=\"l\">{op}</td><td class=\"l\">corrected</td><td>{target}</td>\
-             <td>{}</td>{ratio}<td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{}</tr>\n\
-             <tr class=\"sub\"><td></td><td class=\"l\">uncorrected</td><td></td><td></td><td></td>\
-             <td></td><td></td><td></td><td></td>{}</tr>",
+        let target = o.target_per_s.map_or("-".to_owned(), human_rate);
+        let bad = |b: bool| if b { " class=\"bad\"" } else { "" };
+        // Behind schedule is judged by what was late or dropped, not by the rate.
+        let achieved = format!(
+            "<td{}>{}</td><td{}>{:.1}%</td>",
+            bad(o.behind()),
             human_rate(o.throughput_per_s),
+            bad(o.ok < o.scheduled),
+            o.ok_percent()
+        );
+        let (first, first_stats, second) = match o.model {
+            Model::Open => (
+                "corrected",
+                o.corrected.as_ref(),
+                format!(
+                    "<tr class=\"sub\"><td></td><td class=\"l\">uncorrected</td><td></td><td></td>\
+                     <td></td><td></td><td></td><td></td><td></td>{}</tr>\n",
+                    stat_cells(o.uncorrected.as_ref())
+                ),
+            ),
+            Model::Closed => (
+                "service time (closed model)",
+                o.uncorrected.as_ref(),
+                String::new(),
+            ),
+        };
+        let _ = write!(
+            h,
+            "<tr><td class=\"l\">{op}</td><td class=\"l\">{first}</td><td>{target}</td>\
+             {achieved}<td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{}</tr>\n{second}",
             o.ok,
-            bad(o.errors),
+            bad(o.errors > 0),
             o.errors,
-            bad(o.late),
+            bad(o.late > 0),
             o.late,
-            bad(o.dropped),
+            bad(o.dropped > 0),
             o.dropped,
-            stat_cells(o.corrected.as_ref()),
-            stat_cells(o.uncorrected.as_ref()),
+            stat_cells(first_stats),
         );
     }
-    let c = &s.convergence;
-    if c.count > 0 || c.unconverged > 0 {
+    let c = &s.replication_lag;
+    if c.count > 0 || c.unreplicated > 0 {
         let _ = writeln!(
             h,
-            "<tr><td class=\"l\">convergence</td><td class=\"l\">ack&rarr;visible</td><td></td>\
-             <td></td><td></td><td>{}</td><td{}>{} unconverged</td><td></td><td></td>{}</tr>",
+            "<tr><td class=\"l\">replication lag</td><td class=\"l\">ack&rarr;visible</td><td></td>\
+             <td></td><td></td><td>{}</td><td{}>{} unreplicated</td><td></td><td></td>{}</tr>",
             c.count,
-            if c.unconverged > 0 {
+            if c.unreplicated > 0 {
                 " class=\"bad\""
             } else {
                 ""
             },
-            c.unconverged,
+            c.unreplicated,
             stat_cells(c.latency.as_ref()),
         );
     }
     h.push_str(
-        "</table>\n<p class=\"note\"><b>corrected</b> latency is measured from the time \
-        the open-model schedule intended to send the request, so waiting behind a stalled server \
-        counts (this corrects coordinated omission); <b>uncorrected</b> is the service time from \
-        the actual send. Latency covers successful requests only; failures are counted by code. \
+        "</table></div>\n<p class=\"note\"><b>achieved</b> is successful requests per second \
+        over the operation's active window (its first intended send to its last response), \
+        <b>target</b> the schedule's rate while it was set; an achieved rate is red when the \
+        schedule fell behind (requests late or dropped). <b>corrected</b> latency is measured \
+        from the time the open-model schedule intended to send the request, so waiting behind a \
+        stalled server counts (this corrects coordinated omission); <b>uncorrected</b> is the \
+        service time from the actual send. A closed-model operation (no <code>--rate</code>: a \
+        request goes when a client is free) has no intended time, so only its service time is \
+        shown. Latency covers successful requests only; failures are counted by code. \
         A send is <b>late</b> when it started more than the late threshold after its intended \
         time; <b>dropped</b> sends were never made.</p>\n",
     );
@@ -354,6 +374,51 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                 bands: &bands,
             },
         )?;
+    }
+
+    // Failures over time, on the same axis: errors, late and dropped per second, every
+    // operation together (timeline.csv has them per operation).
+    if !rows.is_empty() && !used.is_empty() {
+        let per_s = |r: &TimelineRow, count: fn(&crate::measure::timeline::OpRow) -> u64| {
+            let d = r.duration_s();
+            let n: u64 = used.iter().map(|op| count(r.op(*op))).sum();
+            (mid(r), Some(if d > 0.0 { n as f64 / d } else { 0.0 }))
+        };
+        type Count = fn(&crate::measure::timeline::OpRow) -> u64;
+        let kinds: [(&str, Count, usize); 3] = [
+            ("errors", |o| o.errors, 3),
+            ("late", |o| o.late, 1),
+            ("dropped", |o| o.dropped, 4),
+        ];
+        let mut lines = Vec::new();
+        for (name, count, color) in kinds {
+            if rows
+                .iter()
+                .any(|r| used.iter().any(|op| count(r.op(*op)) > 0))
+            {
+                lines.push(Line::new(
+                    format!("{name} per second"),
+                    palette(color),
+                    rows.iter().map(|r| per_s(r, count)).collect(),
+                ));
+            }
+        }
+        if lines.is_empty() {
+            h.push_str("<p class=\"note\">No request failed, was sent late or was dropped.</p>\n");
+        } else {
+            time_figure(
+                &mut h,
+                &TimeChart {
+                    title: "Failed, late and dropped requests per second",
+                    y_desc: "requests/s",
+                    scale: Scale::Linear,
+                    end_s,
+                    lines: &lines,
+                    markers: &rec.markers,
+                    bands: &bands,
+                },
+            )?;
+        }
     }
 
     // Latency over time.
@@ -447,40 +512,74 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
     }
 
     // Convergence.
-    h.push_str("<h2>Convergence</h2>\n");
-    if rec.convergence.is_empty() {
+    h.push_str("<h2>Replication lag</h2>\n");
+    if rec.replication_lag.is_empty() {
         let _ = writeln!(
             h,
-            "<p class=\"note\">No convergence was measured ({} unconverged).</p>",
-            rec.unconverged
+            "<p class=\"note\">No replication lag was measured ({} unreplicated).</p>",
+            rec.unreplicated
         );
     } else {
         h.push_str(
             "<p class=\"note\">Time from the owner's acknowledgement of a probe \
             registration to its visibility on each other node.</p>\n",
         );
-        let x_max = spectrum_x_max(rec.convergence.len());
+        let x_max = spectrum_x_max(rec.replication_lag.len());
         let title = format!(
-            "convergence by percentile ({} samples, {} unconverged)",
-            rec.convergence.len(),
-            rec.unconverged
+            "replication lag by percentile ({} samples, {} unreplicated)",
+            rec.replication_lag.len(),
+            rec.unreplicated
         );
         let lines = [Line::new(
             "ack to visible",
             palette(2),
-            spectrum_points(&rec.convergence, x_max),
+            spectrum_points(&rec.replication_lag, x_max),
         )];
-        spectrum_figure(&mut h, &title, "convergence (ms)", x_max, &lines)?;
-        let lines = vec![
-            quantile_line(rows, "p50", 0, |r| r.convergence.latency, |q| q.p50_us),
-            quantile_line(rows, "p99", 1, |r| r.convergence.latency, |q| q.p99_us),
-            quantile_line(rows, "max", 3, |r| r.convergence.latency, |q| q.max_us).thin(),
-        ];
+        spectrum_figure(&mut h, &title, "replication lag (ms)", x_max, &lines)?;
+        // A few samples an interval (one probe a second, one sample per other node): a
+        // p50 line joining them plunges and soars with each probe. Draw them as dots.
+        let busy = rows
+            .iter()
+            .filter(|r| r.replication_lag.count > 0)
+            .count()
+            .max(1);
+        let per_interval = rec.replication_lag.len() as f64 / busy as f64;
+        let lines = if per_interval < 10.0 {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">About {per_interval:.0} samples an interval: each interval's \
+                 lowest and highest sample are drawn as dots.</p>"
+            );
+            vec![
+                quantile_line(
+                    rows,
+                    "lowest",
+                    0,
+                    |r| r.replication_lag.latency,
+                    |q| q.p50_us,
+                )
+                .dots(),
+                quantile_line(
+                    rows,
+                    "highest",
+                    3,
+                    |r| r.replication_lag.latency,
+                    |q| q.max_us,
+                )
+                .dots(),
+            ]
+        } else {
+            vec![
+                quantile_line(rows, "p50", 0, |r| r.replication_lag.latency, |q| q.p50_us),
+                quantile_line(rows, "p99", 1, |r| r.replication_lag.latency, |q| q.p99_us),
+                quantile_line(rows, "max", 3, |r| r.replication_lag.latency, |q| q.max_us).thin(),
+            ]
+        };
         time_figure(
             &mut h,
             &TimeChart {
-                title: "convergence per interval",
-                y_desc: "convergence (ms)",
+                title: "replication lag per interval",
+                y_desc: "replication lag (ms)",
                 scale: Scale::Auto,
                 end_s,
                 lines: &lines,
@@ -490,23 +589,57 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         )?;
     }
 
-    // Gauges.
+    // Gauges: what each one is; running totals drawn as rates; charts of nothing but
+    // zeros left out (named in one line).
     let gauges = rec.gauge_names();
     if !gauges.is_empty() {
         h.push_str("<h2>Gauges</h2>\n");
-        for (i, name) in gauges.iter().enumerate() {
-            let lines = [Line::new(
-                name.as_str(),
-                palette(i),
+        let mut empty = Vec::new();
+        let mut i = 0;
+        for name in &gauges {
+            let (title, explain, counter) = gauge_meaning(name);
+            let levels: Vec<(f64, Option<f64>)> = rows
+                .iter()
+                .map(|r| (r.end_s, r.gauges.get(name).copied()))
+                .collect();
+            let points: Vec<(f64, Option<f64>)> = if counter {
+                let mut last = 0.0;
                 rows.iter()
-                    .map(|r| (r.end_s, r.gauges.get(name).copied()))
-                    .collect(),
-            )];
+                    .map(|r| {
+                        let v = r.gauges.get(name).copied();
+                        let rate = v.map(|v| {
+                            let d = r.duration_s();
+                            let rate = if d > 0.0 {
+                                (v - last).max(0.0) / d
+                            } else {
+                                0.0
+                            };
+                            last = v;
+                            rate
+                        });
+                        (mid(r), rate)
+                    })
+                    .collect()
+            } else {
+                levels
+            };
+            if points.iter().all(|(_, v)| v.is_none_or(|v| v == 0.0)) {
+                empty.push(title);
+                continue;
+            }
+            let _ = writeln!(
+                h,
+                "<p class=\"note\"><b>{}</b>: {}</p>",
+                escape(&title),
+                explain
+            );
+            let lines = [Line::new(title.as_str(), palette(i), points)];
+            i += 1;
             time_figure(
                 &mut h,
                 &TimeChart {
-                    title: name,
-                    y_desc: name,
+                    title: &title,
+                    y_desc: if counter { "per second" } else { "count" },
                     scale: Scale::Linear,
                     end_s,
                     lines: &lines,
@@ -514,6 +647,13 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                     bands: &bands,
                 },
             )?;
+        }
+        if !empty.is_empty() {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">Zero throughout (not drawn): {}.</p>",
+                escape(&empty.join(", "))
+            );
         }
     }
 
@@ -554,21 +694,21 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
 fn faults_table(h: &mut String, faults: &[FaultSummary]) {
     h.push_str(
         "<h2>Faults</h2>\n<p class=\"note\">Times since the start of the measured run. Errors \
-         and failovers: from the fault's start to the later of its end and the convergence. \
-         Converged: from the end (a kill: from the kill) until every running node holds \
+         and failovers: from the fault's start to the later of its end and the replication_lag. \
+         Recovered: from the end (a kill: from the kill) until every running node holds \
          every live client and no deleted one (settled for at least 3 s). Lost and returned: live clients missing from, \
-         deleted clients present on, some running node after that wait (0 once converged). \
+         deleted clients present on, some running node after that wait (0 once recovered). \
          Peaks: the most seen in one check during the wait (replication lag, and drops that \
          clients repaired by re-registering).</p>\n\
          <table class=\"faults\"><tr><th class=\"l\">fault</th><th>start</th><th>end</th>\
-         <th>errors</th><th class=\"l\">by code</th><th>failovers</th><th>converged</th>\
+         <th>errors</th><th class=\"l\">by code</th><th>failovers</th><th>recovered</th>\
          <th>lost</th><th>returned</th><th>peak missing</th>\
          <th>peak returned</th></tr>\n",
     );
     for f in faults {
-        let converged = match (&f.failed, f.converge_ms) {
+        let recovered = match (&f.failed, f.recovery_ms) {
             (Some(why), _) => format!("not applied: {}", escape(why)),
-            (None, Some(ms)) if f.converged => format!("{ms:.0} ms"),
+            (None, Some(ms)) if f.recovered => format!("{ms:.0} ms"),
             (None, _) => "<b>NO</b>".to_owned(),
         };
         let codes: Vec<String> = f
@@ -579,7 +719,7 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
         let _ = writeln!(
             h,
             "<tr><td class=\"l\">{}</td><td>{:.2} s</td><td>{:.2} s</td><td>{}</td>\
-             <td class=\"l\">{}</td><td>{}</td><td>{converged}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"l\">{}</td><td>{}</td><td>{recovered}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td></tr>",
             escape(&f.entry),
             f.start_s,
@@ -598,6 +738,42 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
         );
     }
     h.push_str("</table>\n");
+}
+
+/// A gauge's chart title, what it means, and whether it is a running total (drawn as a
+/// rate per second).
+fn gauge_meaning(name: &str) -> (String, &'static str, bool) {
+    match name {
+        "clients_registered" => (
+            "clients registered".to_owned(),
+            "clients whose registration was acknowledged and not since deregistered, at the \
+             end of each interval",
+            false,
+        ),
+        "failovers" => (
+            "failovers per second".to_owned(),
+            "requests retried on the next node after a failure (unreachable, timeout, 503/421), \
+             as the Nacos client does",
+            true,
+        ),
+        "window_cuts" => (
+            "window cuts per second".to_owned(),
+            "times a sender lane halved its in-flight window to a node after a timeout, an \
+             overload error or a slow response (AIMD congestion control)",
+            true,
+        ),
+        "markers_pending" => (
+            "markers pending".to_owned(),
+            "replication probes (and push changes) not yet seen on every node, at the end of \
+             each interval",
+            false,
+        ),
+        other => (
+            other.replace('_', " "),
+            "a value the driver sampled at the end of each interval",
+            false,
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -27,10 +29,36 @@ enum Mode {
     },
 }
 
+/// When the hold phase began, seconds since the measured run's start (on the rows'
+/// axis); set by the run, read by the bar. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HoldClock(Arc<AtomicU64>);
+
+impl Default for HoldClock {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU64::new(f64::NAN.to_bits())))
+    }
+}
+
+impl HoldClock {
+    /// The hold phase began `at_s` seconds into the measured run.
+    pub fn start(&self, at_s: f64) {
+        self.0.store(at_s.to_bits(), Ordering::Relaxed);
+    }
+
+    /// When the hold began, if it has.
+    pub fn started(&self) -> Option<f64> {
+        Some(f64::from_bits(self.0.load(Ordering::Relaxed))).filter(|s| !s.is_nan())
+    }
+}
+
 /// Shows the run's progress from its timeline rows (feed it from
 /// [`Recorder::spawn_ticker`](crate::Recorder::spawn_ticker)).
 pub struct Progress {
     mode: Mode,
+    hold: HoldClock,
+    /// The planned hold, seconds (the bar's length).
+    hold_s: Option<u64>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -59,25 +87,43 @@ impl Progress {
         let bar = match expected {
             Some(d) => {
                 let bar = ProgressBar::with_draw_target(Some(d.as_secs().max(1)), target);
+                // The bar is the hold phase; the prefix says which phase runs; the message
+                // is cut to the terminal's width rather than wrapped.
                 bar.set_style(
-                    ProgressStyle::with_template("{elapsed_precise} [{bar:24}] {pos}/{len}s {msg}")
-                        .expect("the template is valid")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{elapsed_precise} {prefix:>11} [{bar:20}] {pos}/{len}s {wide_msg}",
+                    )
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
                 );
                 bar
             }
             None => {
                 let bar = ProgressBar::with_draw_target(None, target);
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                    ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_msg}")
                         .expect("the template is valid"),
                 );
                 bar
             }
         };
+        bar.set_prefix("registering");
         Self {
             mode: Mode::Bar(bar),
+            hold: HoldClock::default(),
+            hold_s: expected.map(|d| d.as_secs().max(1)),
         }
+    }
+
+    /// The clock the run sets when its hold phase begins (the bar follows the hold).
+    pub fn hold_clock(&self) -> HoldClock {
+        self.hold.clone()
+    }
+
+    /// Uses `clock` as the hold clock.
+    pub fn with_hold_clock(mut self, clock: HoldClock) -> Self {
+        self.hold = clock;
+        self
     }
 
     /// Plain lines to `out`, at most one per `every` of run time.
@@ -88,6 +134,8 @@ impl Progress {
                 last_s: None,
                 out,
             },
+            hold: HoldClock::default(),
+            hold_s: None,
         }
     }
 
@@ -95,7 +143,9 @@ impl Progress {
     pub fn update(&mut self, row: &TimelineRow) {
         match &mut self.mode {
             Mode::Bar(bar) => {
-                bar.set_position(row.end_s as u64);
+                let (prefix, pos) = bar_position(self.hold.started(), self.hold_s, row.end_s);
+                bar.set_prefix(prefix);
+                bar.set_position(pos);
                 bar.set_message(progress_line(row));
             }
             Mode::Plain {
@@ -121,8 +171,27 @@ impl Progress {
     }
 }
 
+/// The bar's phase label and position (whole seconds of the hold, at most its length):
+/// before the hold "registering" at 0, during it "hold" at the seconds held, after it
+/// "finishing" at the full length. Never "9/8s".
+pub(crate) fn bar_position(
+    hold_from_s: Option<f64>,
+    hold_s: Option<u64>,
+    now_s: f64,
+) -> (&'static str, u64) {
+    let Some(from) = hold_from_s else {
+        return ("registering", 0);
+    };
+    let held = (now_s - from).max(0.0) as u64;
+    match hold_s {
+        Some(len) if held > len => ("finishing", len),
+        Some(len) => ("hold", held.min(len)),
+        None => ("hold", held),
+    }
+}
+
 /// One row as one line: each active operation's rate, corrected p99 and errors, then
-/// convergence, gauges and markers.
+/// replication_lag, gauges and markers.
 pub fn progress_line(row: &TimelineRow) -> String {
     let mut s = String::new();
     for op in Op::ALL {
@@ -142,14 +211,15 @@ pub fn progress_line(row: &TimelineRow) -> String {
         }
         s.push_str(" | ");
     }
-    let c = &row.convergence;
+    let c = &row.replication_lag;
     if let Some(q) = c.latency {
-        let _ = write!(s, "conv p99 {} | ", human_us(q.p99_us));
+        let _ = write!(s, "repl lag p99 {} | ", human_us(q.p99_us));
     }
-    if c.unconverged > 0 {
-        let _ = write!(s, "unconverged {} | ", c.unconverged);
+    if c.unreplicated > 0 {
+        let _ = write!(s, "unreplicated {} | ", c.unreplicated);
     }
-    for (name, v) in &row.gauges {
+    // Counters still at 0 say nothing: left out to keep the line short.
+    for (name, v) in row.gauges.iter().filter(|(_, v)| **v != 0.0) {
         let _ = write!(s, "{name}={v} ");
     }
     for m in &row.markers {
@@ -225,5 +295,18 @@ mod tests {
         assert!(lines[0].starts_with("[    1.0s] register"), "{text}");
         assert!(lines[1].starts_with("[    6.0s]"), "{text}");
         assert!(lines[2].starts_with("[   11.0s]"), "{text}");
+    }
+
+    #[test]
+    fn the_bar_follows_the_hold_and_never_passes_its_length() {
+        assert_eq!(bar_position(None, Some(8), 1.0), ("registering", 0));
+        assert_eq!(bar_position(Some(2.0), Some(8), 2.4), ("hold", 0));
+        assert_eq!(bar_position(Some(2.0), Some(8), 7.0), ("hold", 5));
+        assert_eq!(bar_position(Some(2.0), Some(8), 10.0), ("hold", 8));
+        assert_eq!(bar_position(Some(2.0), Some(8), 11.5), ("finishing", 8));
+        let clock = HoldClock::default();
+        assert_eq!(clock.started(), None);
+        clock.start(2.5);
+        assert_eq!(clock.started(), Some(2.5));
     }
 }

@@ -1,5 +1,5 @@
 //! `summary.json`: a run's parameters, machine, totals, rates, percentiles, errors,
-//! convergence and markers in one document, and the plain-text table printed at the end
+//! replication lag and markers in one document, and the plain-text table printed at the end
 //! of a run.
 //!
 //! The summary is the machine-readable record of a run: the baseline check compares two of
@@ -24,7 +24,7 @@ use crate::measure::timeline::Marker;
 use crate::measure::timestamp::{rfc3339, unix_ms};
 
 /// The `format` field of summaries written by this version.
-pub const SUMMARY_FORMAT: &str = "loadgen-summary/1";
+pub const SUMMARY_FORMAT: &str = "loadgen-summary/2";
 
 /// Counts over every operation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -39,15 +39,25 @@ pub struct Totals {
     pub late: u64,
     /// Dropped sends.
     pub dropped: u64,
-    /// Successful requests per second, every operation together.
+    /// Successful requests per second, every operation together, over the span from the
+    /// first intended send to the last response.
     pub throughput_per_s: f64,
 }
 
 /// One operation's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSummary {
-    /// The target rate, averaged over the run's time, per second (0: none set).
-    pub target_per_s: f64,
+    /// `open` (a schedule with intended send times) or `closed` (no schedule: each
+    /// request is sent when a client is free; latency is service time).
+    pub model: Model,
+    /// The target rate, averaged over the time it was set, per second (`null`: none set).
+    pub target_per_s: Option<f64>,
+    /// Start of the operation's active window (its first intended send), seconds since
+    /// the run's start.
+    pub active_from_s: f64,
+    /// Length of the active window (first intended send to last response), seconds. The
+    /// rates are over this window, not the whole run.
+    pub active_s: f64,
     /// Requests the schedule called for (ok + errors + dropped).
     pub scheduled: u64,
     /// Successful requests.
@@ -58,7 +68,7 @@ pub struct OpSummary {
     pub late: u64,
     /// Sends the schedule intended that never happened.
     pub dropped: u64,
-    /// Successful requests per second over the run.
+    /// Successful requests per second over the active window.
     pub throughput_per_s: f64,
     /// Failed requests by error code.
     pub errors_by_code: BTreeMap<String, u64>,
@@ -68,7 +78,32 @@ pub struct OpSummary {
     pub uncorrected: Option<LatencyStats>,
 }
 
+/// How an operation's requests were paced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// A schedule says when each request is due; corrected latency counts from then.
+    #[default]
+    Open,
+    /// No schedule: a request goes when a client is free. Latency is service time.
+    Closed,
+}
+
 impl OpSummary {
+    /// Successful requests as a share of the scheduled ones, percent (100 with none).
+    pub fn ok_percent(&self) -> f64 {
+        if self.scheduled == 0 {
+            100.0
+        } else {
+            100.0 * self.ok as f64 / self.scheduled as f64
+        }
+    }
+
+    /// Behind its schedule: some request was sent late or dropped.
+    pub fn behind(&self) -> bool {
+        self.late > 0 || self.dropped > 0
+    }
+
     /// The latency statistics of one kind.
     pub fn latency(&self, kind: LatencyKind) -> Option<&LatencyStats> {
         match kind {
@@ -78,13 +113,13 @@ impl OpSummary {
     }
 }
 
-/// Convergence figures.
+/// Replication lag figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConvergenceSummary {
-    /// Convergence samples (one per probe registration and non-owner node).
+pub struct ReplicationLagSummary {
+    /// Replication lag samples (one per probe registration and non-owner node).
     pub count: u64,
     /// Probe registrations not visible on some node before the driver's deadline.
-    pub unconverged: u64,
+    pub unreplicated: u64,
     /// Time from the owner's acknowledgement to visibility on another node.
     pub latency: Option<LatencyStats>,
 }
@@ -97,9 +132,9 @@ pub struct Expectations {
     /// The run had no failed request; a run checked against it must have none either.
     #[serde(default)]
     pub no_errors: bool,
-    /// Every probe converged; a run checked against it must converge too.
+    /// Every probe was replicated in time; a run checked against it must be too.
     #[serde(default)]
-    pub converged: bool,
+    pub replicated: bool,
 }
 
 /// The content of `summary.json`.
@@ -123,7 +158,9 @@ pub struct Summary {
     pub git_revision: String,
     /// The machine.
     pub machine: Machine,
-    /// Every parameter the driver gave.
+    /// Every parameter the driver gave. Written as JSON numbers where the value is a
+    /// number (`"clients": 10000`), as strings otherwise (`"duration": "10s"`).
+    #[serde(with = "parameters")]
     pub parameters: BTreeMap<String, String>,
     /// Counts over every operation.
     pub totals: Totals,
@@ -131,8 +168,8 @@ pub struct Summary {
     pub errors_by_code: BTreeMap<String, u64>,
     /// Figures of each operation used in the run.
     pub ops: BTreeMap<Op, OpSummary>,
-    /// Convergence figures.
-    pub convergence: ConvergenceSummary,
+    /// Replication lag figures.
+    pub replication_lag: ReplicationLagSummary,
     /// Markers (fault events, phases), in time order.
     pub markers: Vec<Marker>,
     /// What a run checked against this one must achieve.
@@ -154,7 +191,10 @@ impl Summary {
         for op in recording.used_ops() {
             let o = recording.op(op);
             let s = OpSummary {
-                target_per_s: round1(o.target_per_s),
+                model: if o.closed { Model::Closed } else { Model::Open },
+                target_per_s: (o.target_per_s > 0.0).then(|| round1(o.target_per_s)),
+                active_from_s: round3(o.window.map_or(0.0, |w| w.0.as_secs_f64())),
+                active_s: round3(o.active().as_secs_f64()),
                 scheduled: o.scheduled(),
                 ok: o.ok,
                 errors: o.error_count(),
@@ -172,11 +212,11 @@ impl Summary {
             totals.dropped += s.dropped;
             ops.insert(op, s);
         }
-        totals.throughput_per_s = round1(per_second(totals.ok, recording.duration));
-        let convergence = ConvergenceSummary {
-            count: recording.convergence.len(),
-            unconverged: recording.unconverged,
-            latency: LatencyStats::of(&recording.convergence),
+        totals.throughput_per_s = round1(per_second(totals.ok, recording.active_span()));
+        let replication_lag = ReplicationLagSummary {
+            count: recording.replication_lag.len(),
+            unreplicated: recording.unreplicated,
+            latency: LatencyStats::of(&recording.replication_lag),
         };
         Self {
             format: SUMMARY_FORMAT.to_owned(),
@@ -191,12 +231,12 @@ impl Summary {
             parameters: info.parameters.clone(),
             expect: Expectations {
                 no_errors: totals.errors == 0,
-                converged: convergence.count > 0 && convergence.unconverged == 0,
+                replicated: replication_lag.count > 0 && replication_lag.unreplicated == 0,
             },
             totals,
             errors_by_code: recording.errors_by_code(),
             ops,
-            convergence,
+            replication_lag,
             markers: recording.markers.clone(),
             faults: Vec::new(),
             shards: Vec::new(),
@@ -206,7 +246,22 @@ impl Summary {
     /// Reads a `summary.json`.
     pub fn load(path: &Path) -> Result<Self, ReportError> {
         let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| ReportError::format(path, e.to_string()))
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ReportError::format(path, e.to_string()))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(SUMMARY_FORMAT) => {}
+            other => {
+                return Err(ReportError::format(
+                    path,
+                    format!(
+                        "format is {}, this loadgen reads {SUMMARY_FORMAT} only; make it again \
+                         with a new run (the changes are listed in loadgen/REPORTS.md)",
+                        other.unwrap_or("missing")
+                    ),
+                ));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| ReportError::format(path, e.to_string()))
     }
 
     /// The figures of `op`, if it was used.
@@ -227,8 +282,8 @@ impl Summary {
             self.machine.cpu_model,
         );
         let mut t = Table::new([
-            "op", "latency", "target", "achieved", "ok", "errors", "late", "dropped", "p50", "p90",
-            "p99", "p99.9", "p99.99", "max",
+            "op", "latency", "target", "achieved", "ok %", "ok", "errors", "late", "dropped",
+            "p50", "p90", "p99", "p99.9", "p99.99", "max",
         ]);
         let ladder = |s: Option<&LatencyStats>| -> Vec<String> {
             match s {
@@ -237,37 +292,44 @@ impl Summary {
             }
         };
         for (op, s) in &self.ops {
-            let target = if s.target_per_s > 0.0 {
-                human_rate(s.target_per_s)
-            } else {
-                "-".to_owned()
+            let target = s.target_per_s.map_or("-".to_owned(), human_rate);
+            let (first, second) = match s.model {
+                Model::Open => ("corrected", Some("uncorrected")),
+                Model::Closed => ("service", None),
             };
             let mut cells = vec![
                 op.to_string(),
-                "corrected".to_owned(),
+                first.to_owned(),
                 target,
                 human_rate(s.throughput_per_s),
+                format!("{:.1}", s.ok_percent()),
                 s.ok.to_string(),
                 s.errors.to_string(),
                 s.late.to_string(),
                 s.dropped.to_string(),
             ];
-            cells.extend(ladder(s.corrected.as_ref()));
+            cells.extend(ladder(match s.model {
+                Model::Open => s.corrected.as_ref(),
+                Model::Closed => s.uncorrected.as_ref(),
+            }));
             t.row(cells);
-            let mut cells = vec![String::new(), "uncorrected".to_owned()];
-            cells.extend(std::iter::repeat_n(String::new(), 6));
-            cells.extend(ladder(s.uncorrected.as_ref()));
-            t.row(cells);
+            if let Some(second) = second {
+                let mut cells = vec![String::new(), second.to_owned()];
+                cells.extend(std::iter::repeat_n(String::new(), 7));
+                cells.extend(ladder(s.uncorrected.as_ref()));
+                t.row(cells);
+            }
         }
-        let c = &self.convergence;
-        if c.count > 0 || c.unconverged > 0 {
+        let c = &self.replication_lag;
+        if c.count > 0 || c.unreplicated > 0 {
             let mut cells = vec![
-                "convergence".to_owned(),
+                "replication lag".to_owned(),
                 "ack->visible".to_owned(),
                 String::new(),
                 String::new(),
+                String::new(),
                 c.count.to_string(),
-                format!("{} unconv.", c.unconverged),
+                format!("{} unrepl.", c.unreplicated),
                 String::new(),
                 String::new(),
             ];
@@ -306,10 +368,208 @@ impl fmt::Display for Summary {
     }
 }
 
+/// `parameters` in JSON: numbers as numbers. A value becomes a number only when the
+/// number prints back as the same text, so reading a summary gives the same strings.
+mod parameters {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Number, Value};
+
+    fn as_number(v: &str) -> Option<Number> {
+        let n = if let Ok(i) = v.parse::<i64>() {
+            Number::from(i)
+        } else {
+            Number::from_f64(v.parse::<f64>().ok()?)?
+        };
+        (n.to_string() == v).then_some(n)
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<String, String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(k, v)| {
+                let v = as_number(v).map_or_else(|| Value::String(v.clone()), Value::Number);
+                (k, v)
+            })
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let map = BTreeMap::<String, Value>::deserialize(d)?;
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect())
+    }
+}
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::measure::recorder::{Recorder, RecorderConfig, Sample};
+    use crate::report::fixture;
+
+    const CLIENTS: u64 = 2000;
+    const REGISTER_PER_S: f64 = 1000.0;
+    const PERIOD_S: u64 = 2;
+
+    /// A steady run exactly on target, as the driver paces it: `CLIENTS` registrations at
+    /// 1000/s (2 s), then heartbeats every 2 s from one period into the hold until
+    /// `duration_s`. Every request is sent on time and answered in 200 µs.
+    fn on_target(duration_s: u64) -> Summary {
+        let base = Instant::now();
+        let r = Recorder::starting_at(RecorderConfig::default(), base, fixture::wall())
+            .expect("recorder");
+        let at = |us: u64| base + Duration::from_micros(us);
+        let mut times: Vec<(u64, Op)> = (0..CLIENTS)
+            .map(|i| ((i as f64 * 1e6 / REGISTER_PER_S) as u64, Op::Register))
+            .collect();
+        let hold_us = (CLIENTS as f64 * 1e6 / REGISTER_PER_S) as u64;
+        let period_us = PERIOD_S * 1_000_000;
+        let mut round = 0;
+        'beats: loop {
+            for k in 0..CLIENTS {
+                let t = hold_us + period_us * (round + 1) + period_us / CLIENTS * k;
+                if t + 200 > duration_s * 1_000_000 {
+                    break 'beats;
+                }
+                times.push((t, Op::Beat));
+            }
+            round += 1;
+        }
+        r.set_target_rate(Op::Register, REGISTER_PER_S);
+        r.set_target_rate(Op::Beat, CLIENTS as f64 / PERIOD_S as f64);
+        let mut next_tick = 1;
+        for (t, op) in times {
+            while t + 200 >= next_tick * 1_000_000 {
+                r.tick_at(at(next_tick * 1_000_000));
+                if next_tick * 1_000_000 >= hold_us {
+                    r.set_target_rate(Op::Register, 0.0);
+                }
+                next_tick += 1;
+            }
+            let sample = Sample {
+                intended: at(t),
+                sent: at(t),
+                done: at(t + 200),
+            };
+            r.record_ok(op, sample);
+        }
+        let rec = r.finish_at(at(duration_s * 1_000_000)).expect("finish");
+        Summary::new(&rec, &fixture::info("steady"))
+    }
+
+    fn near(got: f64, want: f64) -> bool {
+        (got - want).abs() <= 0.005 * want
+    }
+
+    #[test]
+    fn a_run_exactly_on_target_reads_100_percent() {
+        let s = on_target(20);
+        let t = s.table();
+        for op in [Op::Register, Op::Beat] {
+            let o = s.op(op).expect("used");
+            let target = o.target_per_s.expect("a target");
+            assert!(near(target, 1000.0), "{op} target {target}\n{t}");
+            assert!(
+                near(o.throughput_per_s, target),
+                "{op}: {} achieved of {target}\n{t}",
+                o.throughput_per_s
+            );
+            assert_eq!(o.ok_percent(), 100.0, "{t}");
+            assert!(!o.behind(), "{t}");
+            assert_eq!(o.model, Model::Open);
+        }
+        // Registration ran for 2 s of the 20: its window, not the run.
+        let reg = s.op(Op::Register).expect("register");
+        assert!((reg.active_s - 2.0).abs() < 0.01, "{}", reg.active_s);
+        assert!(t.contains("100.0"), "{t}");
+    }
+
+    #[test]
+    fn a_summary_of_another_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("summary.json");
+        std::fs::write(
+            &path,
+            r#"{"format": "loadgen-summary/1", "convergence": {}}"#,
+        )
+        .expect("write");
+        let err = Summary::load(&path).expect_err("format 1").to_string();
+        assert!(
+            err.contains("format is loadgen-summary/1") && err.contains(SUMMARY_FORMAT),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn doubling_the_duration_leaves_the_rates_unchanged() {
+        let (short, long) = (on_target(12), on_target(24));
+        for op in [Op::Register, Op::Beat] {
+            let (a, b) = (short.op(op).expect("used"), long.op(op).expect("used"));
+            assert_eq!(a.target_per_s, b.target_per_s, "{op}");
+            assert!(
+                near(a.throughput_per_s, b.throughput_per_s),
+                "{op}: {} at 12 s, {} at 24 s",
+                a.throughput_per_s,
+                b.throughput_per_s
+            );
+        }
+        assert!(long.op(Op::Beat).expect("beat").ok > 2 * short.op(Op::Beat).expect("beat").ok);
+    }
+
+    #[test]
+    fn an_operation_without_target_has_null_and_a_closed_one_reports_service_time() {
+        let base = Instant::now();
+        let r = Recorder::starting_at(RecorderConfig::default(), base, fixture::wall())
+            .expect("recorder");
+        r.set_closed_model(Op::Register);
+        let sent = base + Duration::from_millis(5);
+        r.record_ok(
+            Op::Register,
+            Sample {
+                intended: sent,
+                sent,
+                done: sent + Duration::from_millis(3),
+            },
+        );
+        let rec = r.finish_at(base + Duration::from_secs(1)).expect("finish");
+        let s = Summary::new(&rec, &fixture::info("register"));
+        let reg = s.op(Op::Register).expect("register");
+        assert_eq!(reg.model, Model::Closed);
+        assert_eq!(reg.target_per_s, None);
+        let json = serde_json::to_string(&s).expect("json");
+        assert!(json.contains("\"target_per_s\":null"), "{json}");
+        assert!(json.contains("\"model\":\"closed\""), "{json}");
+        assert!(json.contains("\"p99_9_us\""), "{json}");
+        assert!(!json.contains("p99.9"), "{json}");
+        // Parameters: numbers as numbers, other values as strings; both read back.
+        assert!(json.contains("\"nodes\":3"), "{json}");
+        let back: Summary = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, s);
+        let t = s.table();
+        assert!(t.contains("service") && !t.contains("uncorrected"), "{t}");
+    }
 }

@@ -613,8 +613,12 @@ impl<P: Protocol> Lane<P> {
                 .copied()
                 .unwrap_or(Outcome::Failed("internal"));
             let k = self.local(item.client);
+            // A closed-model registration (no --rate) has no schedule: the time it was
+            // queued in loadgen is not an intended time, and counting from it would measure
+            // loadgen's own queue. Its latency is service time.
+            let closed = item.kind == Kind::Register && self.cfg.register_rate.is_none();
             let sample = Sample {
-                intended: item.intended,
+                intended: if closed { b.sent } else { item.intended },
                 sent: b.sent,
                 done: b.done,
             };

@@ -1,4 +1,4 @@
-//! Marker registrations: convergence probes and push measurements.
+//! Marker registrations: replication probes and push measurements.
 //!
 //! A marker is a short-lived client with a fresh address registered into one service that
 //! subscribers on every node watch (the protocol's watch stream). Its *pending* entry
@@ -8,8 +8,8 @@
 //! * **Probe** (every `--probe-interval`, into the probe service, one watcher per node):
 //!   the first node to show it is the owner (the receiving node forwards to the owner,
 //!   which applies it at once; the others learn it by replication). For each other node,
-//!   the time from the acknowledgement to its visibility there is a convergence sample.
-//!   A probe some node has not shown within `--converge-timeout` is unconverged.
+//!   the time from the acknowledgement to its visibility there is a replication lag sample.
+//!   A probe some node has not shown within `--converge-timeout` is unreplicated.
 //! * **Push** (`--scenario push`, at `--rate`, into the watched services, `--subscribers`
 //!   watchers per node): for every watcher, the time from the change's intended send time
 //!   (corrected) or actual send time (uncorrected) to the push that shows it is a `push`
@@ -44,7 +44,7 @@ pub const MAX_PENDING: usize = 20_000;
 /// What a marker measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MarkerKind {
-    /// Convergence probe.
+    /// Replication probe.
     Probe,
     /// Change-to-push latency.
     Push,
@@ -179,7 +179,7 @@ impl Tracker {
         }
     }
 
-    /// The marker's registration failed for good: it counts as unconverged (probe) or
+    /// The marker's registration failed for good: it counts as unreplicated (probe) or
     /// as a push error.
     pub fn failed(&self, id: u32, service: u32) {
         let mut g = self.inner.lock();
@@ -193,7 +193,7 @@ impl Tracker {
         }
     }
 
-    /// Records the convergence samples of a probe whose ack is known: every node that
+    /// Records the replication lag samples of a probe whose ack is known: every node that
     /// showed it, but the first (the owner).
     fn record_probe(&self, p: &mut Pending) {
         let Some(ack) = p.ack else { return };
@@ -207,7 +207,7 @@ impl Tracker {
             if *node == usize::MAX || Some(*t) == first {
                 continue;
             }
-            meter.record_convergence(t.saturating_duration_since(ack));
+            meter.record_replication_lag(t.saturating_duration_since(ack));
             *node = usize::MAX;
         }
     }
@@ -270,7 +270,7 @@ impl Tracker {
                     match p.kind {
                         MarkerKind::Probe => {
                             if let Some(m) = self.shared.meter.get() {
-                                m.record_unconverged();
+                                m.record_unreplicated();
                             }
                         }
                         MarkerKind::Push => {

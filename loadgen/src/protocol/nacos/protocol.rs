@@ -401,7 +401,7 @@ impl Protocol for NacosProtocol {
             let index = usize::MAX / 4 + node * 1024 + services.len();
             let conn = NacosClient::connect(&config, &inner.dialer, inner.servers[node], index)
                 .await
-                .map_err(|e| format!("subscriber on node {node}: {e}"))?;
+                .map_err(|e| format!("subscriber on node {}: {e}", node + 1))?;
             for s in &services {
                 let Some(svc) = inner.services.get(*s as usize) else {
                     continue;
@@ -409,7 +409,7 @@ impl Protocol for NacosProtocol {
                 let reply = conn
                     .call(&conn.requests().subscribe(svc, ""))
                     .await
-                    .map_err(|e| format!("subscribe {} on node {node}: {e}", svc.name))?;
+                    .map_err(|e| format!("subscribe {} on node {}: {e}", svc.name, node + 1))?;
                 // The current state first.
                 if let Some(ev) = event(&inner, Instant::now(), reply.body()) {
                     let _ = tx.try_send(ev);

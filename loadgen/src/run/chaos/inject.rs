@@ -382,9 +382,9 @@ impl Outcome {
                     scheduled_s: f.fault.at.as_secs_f64(),
                     start_s,
                     end_s,
-                    converge_from_s: from_s,
-                    converged: f.converged.is_some() && f.failed.is_none(),
-                    converge_ms: match (f.converged, f.reference) {
+                    recovery_from_s: from_s,
+                    recovered: f.converged.is_some() && f.failed.is_none(),
+                    recovery_ms: match (f.converged, f.reference) {
                         (Some(c), Some(r)) => {
                             Some((c.duration_since(r).as_secs_f64() * 1e4).round() / 10.0)
                         }
