@@ -22,7 +22,7 @@
 //! the clients, [`markers`] the convergence probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
-//! (wherever they run).
+//! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`.
 
 pub mod chaos;
 pub mod cluster;
@@ -30,6 +30,7 @@ pub mod cluster_process;
 pub mod config;
 pub mod driver;
 pub mod embedded;
+pub mod etcd_cluster;
 pub mod markers;
 
 use std::future::Future;
@@ -175,6 +176,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
             Err(e) => Err(e),
         },
         ProtocolKind::Nacos => match crate::protocol::nacos::NacosProtocol::connect(&ctx).await {
+            Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
+            Err(e) => Err(e),
+        },
+        ProtocolKind::Etcd => match crate::protocol::etcd::EtcdProtocol::connect(&ctx).await {
             Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
             Err(e) => Err(e),
         },

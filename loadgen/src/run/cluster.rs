@@ -10,6 +10,7 @@ use distro_server::LocalCluster;
 use super::cluster_process::{self, ClusterProcess};
 use super::config::{ProtocolKind, RunConfig};
 use super::embedded;
+use super::etcd_cluster::EtcdCluster;
 use crate::protocol::nacos::DESCRIPTOR_MARGIN;
 
 /// The cluster a run started: in this process, or in a child process.
@@ -18,6 +19,8 @@ pub(crate) enum Embedded {
     InProcess(Box<LocalCluster>),
     /// In a child process.
     Process(ClusterProcess),
+    /// `etcd` processes (`--protocol etcd`).
+    Etcd(EtcdCluster),
 }
 
 impl Embedded {
@@ -25,6 +28,9 @@ impl Embedded {
     /// if asked or if a Nacos run's connections (both ends) would not fit in this
     /// process's open-file limit.
     pub(crate) async fn start(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
+        if config.protocol == ProtocolKind::Etcd {
+            return Ok(Embedded::Etcd(EtcdCluster::start(config.nodes).await?));
+        }
         let nacos = config.protocol == ProtocolKind::Nacos;
         let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
         let too_many = nacos && !cluster_process::fits_in_process(clients, hard);
@@ -61,6 +67,7 @@ impl Embedded {
         match self {
             Embedded::InProcess(c) => c.server_list(),
             Embedded::Process(p) => p.targets().to_vec(),
+            Embedded::Etcd(e) => e.targets().to_vec(),
         }
     }
 
@@ -69,6 +76,7 @@ impl Embedded {
         match self {
             Embedded::InProcess(c) => ClusterRef::InProcess(c),
             Embedded::Process(p) => ClusterRef::Process(p),
+            Embedded::Etcd(e) => ClusterRef::Etcd(e),
         }
     }
 
@@ -77,6 +85,7 @@ impl Embedded {
         match self {
             Embedded::InProcess(c) => (*c).shutdown().await,
             Embedded::Process(p) => p.shutdown().await,
+            Embedded::Etcd(e) => e.shutdown().await,
         }
     }
 }
@@ -88,6 +97,8 @@ pub enum ClusterRef<'a> {
     InProcess(&'a LocalCluster),
     /// In a child process.
     Process(&'a ClusterProcess),
+    /// `etcd` processes.
+    Etcd(&'a EtcdCluster),
 }
 
 impl<'a> From<&'a LocalCluster> for ClusterRef<'a> {
@@ -101,7 +112,7 @@ impl<'a> ClusterRef<'a> {
     pub fn local(self) -> Option<&'a LocalCluster> {
         match self {
             ClusterRef::InProcess(c) => Some(c),
-            ClusterRef::Process(_) => None,
+            ClusterRef::Process(_) | ClusterRef::Etcd(_) => None,
         }
     }
 
@@ -111,6 +122,7 @@ impl<'a> ClusterRef<'a> {
         match self {
             ClusterRef::InProcess(c) => Ok(embedded::nodes_agree(c)),
             ClusterRef::Process(p) => p.agree().await,
+            ClusterRef::Etcd(e) => e.agree().await,
         }
     }
 
@@ -123,6 +135,11 @@ impl<'a> ClusterRef<'a> {
             ClusterRef::Process(p) => format!(
                 "an embedded {nodes}-node cluster in child process {} ({})",
                 p.pid(),
+                targets.join(",")
+            ),
+            ClusterRef::Etcd(e) => format!(
+                "an embedded {nodes}-member etcd cluster, processes {:?} ({})",
+                e.pids(),
                 targets.join(",")
             ),
         }

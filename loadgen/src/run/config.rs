@@ -17,6 +17,8 @@ pub enum ProtocolKind {
     Native,
     /// Nacos 2.x gRPC: one SDK connection per client (handshake, health checks, pushes).
     Nacos,
+    /// etcd v3 (leases and prefix watches); embedded: a cluster of the installed `etcd`.
+    Etcd,
 }
 
 impl ProtocolKind {
@@ -25,6 +27,7 @@ impl ProtocolKind {
         match self {
             ProtocolKind::Native => "native",
             ProtocolKind::Nacos => "nacos",
+            ProtocolKind::Etcd => "etcd",
         }
     }
 }
