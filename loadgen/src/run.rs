@@ -22,7 +22,8 @@
 //! the clients, [`markers`] the convergence probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
-//! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`.
+//! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
+//! [`zookeeper_cluster`] an embedded ZooKeeper ensemble (for the protocol to come).
 
 pub mod chaos;
 pub mod cluster;
@@ -32,6 +33,7 @@ pub mod driver;
 pub mod embedded;
 pub mod etcd_cluster;
 pub mod markers;
+pub mod zookeeper_cluster;
 
 use std::future::Future;
 use std::ops::Range;

@@ -44,7 +44,7 @@ impl std::fmt::Debug for EtcdCluster {
 }
 
 /// `n` distinct free loopback ports, chosen by the OS.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()
