@@ -22,7 +22,8 @@
 //! the clients, [`markers`] the replication probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
-//! (wherever they run).
+//! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
+//! [`zookeeper_cluster`] an embedded ZooKeeper ensemble (for the protocol to come).
 
 pub mod chaos;
 pub mod cluster;
@@ -30,9 +31,12 @@ pub mod cluster_process;
 pub mod config;
 pub mod driver;
 pub mod embedded;
+#[cfg(feature = "etcd")]
+pub mod etcd_cluster;
 pub mod markers;
 pub mod outages;
 pub mod preflight;
+pub mod zookeeper_cluster;
 
 use std::future::Future;
 use std::ops::Range;
@@ -184,6 +188,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
             Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
             Err(e) => Err(e),
         },
+        #[cfg(feature = "etcd")]
+        ProtocolKind::Etcd => match crate::protocol::etcd::EtcdProtocol::connect(&ctx).await {
+            Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
+            Err(e) => Err(e),
+        },
+        #[cfg(not(feature = "etcd"))]
+        ProtocolKind::Etcd => Err(anyhow::anyhow!(config::NO_ETCD)),
     };
     if let Some(c) = cluster {
         c.shutdown().await;

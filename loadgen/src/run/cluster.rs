@@ -10,6 +10,8 @@ use distro_server::LocalCluster;
 use super::cluster_process::{self, ClusterProcess};
 use super::config::{ProtocolKind, RunConfig};
 use super::embedded;
+#[cfg(feature = "etcd")]
+use super::etcd_cluster::EtcdCluster;
 use crate::protocol::nacos::DESCRIPTOR_MARGIN;
 
 /// The cluster a run started: in this process, or in a child process.
@@ -18,6 +20,9 @@ pub(crate) enum Embedded {
     InProcess(Box<LocalCluster>),
     /// In a child process.
     Process(ClusterProcess),
+    /// `etcd` processes (`--protocol etcd`).
+    #[cfg(feature = "etcd")]
+    Etcd(EtcdCluster),
 }
 
 impl Embedded {
@@ -25,6 +30,12 @@ impl Embedded {
     /// if asked or if a Nacos run's connections (both ends) would not fit in this
     /// process's open-file limit.
     pub(crate) async fn start(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
+        if config.protocol == ProtocolKind::Etcd {
+            #[cfg(feature = "etcd")]
+            return Ok(Embedded::Etcd(EtcdCluster::start(config.nodes).await?));
+            #[cfg(not(feature = "etcd"))]
+            anyhow::bail!(super::config::NO_ETCD);
+        }
         let nacos = config.protocol == ProtocolKind::Nacos;
         let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
         let too_many = nacos && !cluster_process::fits_in_process(clients, hard);
@@ -61,6 +72,8 @@ impl Embedded {
         match self {
             Embedded::InProcess(c) => c.server_list(),
             Embedded::Process(p) => p.targets().to_vec(),
+            #[cfg(feature = "etcd")]
+            Embedded::Etcd(e) => e.targets().to_vec(),
         }
     }
 
@@ -69,6 +82,8 @@ impl Embedded {
         match self {
             Embedded::InProcess(c) => ClusterRef::InProcess(c),
             Embedded::Process(p) => ClusterRef::Process(p),
+            #[cfg(feature = "etcd")]
+            Embedded::Etcd(e) => ClusterRef::Etcd(e),
         }
     }
 
@@ -77,6 +92,8 @@ impl Embedded {
         match self {
             Embedded::InProcess(c) => (*c).shutdown().await,
             Embedded::Process(p) => p.shutdown().await,
+            #[cfg(feature = "etcd")]
+            Embedded::Etcd(e) => e.shutdown().await,
         }
     }
 }
@@ -88,6 +105,9 @@ pub enum ClusterRef<'a> {
     InProcess(&'a LocalCluster),
     /// In a child process.
     Process(&'a ClusterProcess),
+    /// `etcd` processes.
+    #[cfg(feature = "etcd")]
+    Etcd(&'a EtcdCluster),
 }
 
 impl<'a> From<&'a LocalCluster> for ClusterRef<'a> {
@@ -102,6 +122,8 @@ impl<'a> ClusterRef<'a> {
         match self {
             ClusterRef::InProcess(c) => Some(c),
             ClusterRef::Process(_) => None,
+            #[cfg(feature = "etcd")]
+            ClusterRef::Etcd(_) => None,
         }
     }
 
@@ -111,6 +133,8 @@ impl<'a> ClusterRef<'a> {
         match self {
             ClusterRef::InProcess(c) => Ok(embedded::nodes_agree(c)),
             ClusterRef::Process(p) => p.agree().await,
+            #[cfg(feature = "etcd")]
+            ClusterRef::Etcd(e) => e.agree().await,
         }
     }
 
@@ -125,6 +149,28 @@ impl<'a> ClusterRef<'a> {
                 p.pid(),
                 targets.join(",")
             ),
+            #[cfg(feature = "etcd")]
+            ClusterRef::Etcd(e) => format!(
+                "an embedded {nodes}-member etcd cluster, processes {:?} ({})",
+                e.pids(),
+                targets.join(",")
+            ),
         }
     }
+}
+
+/// `n` distinct free loopback ports, chosen by the OS (for the members of an embedded etcd
+/// cluster or ZooKeeper ensemble). Held only while chosen: another process could take one
+/// before the member binds it, which the member's start then reports.
+pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    use anyhow::Context as _;
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot bind a loopback port for an embedded cluster member")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot read a bound port")
 }

@@ -10,6 +10,13 @@ use std::time::Duration;
 use super::chaos::Schedule;
 use crate::parse::Shard;
 
+/// Why `--protocol etcd` is refused by a loadgen built without the `etcd` feature.
+#[cfg(not(feature = "etcd"))]
+pub(crate) const NO_ETCD: &str = "--protocol etcd: this loadgen was built without etcd \
+    support; build it with `cargo build --release -p loadgen --features etcd` (the \
+    etcd-client crate compiles etcd's .proto files with protoc: apt-get install \
+    protobuf-compiler; the embedded cluster needs etcd: apt-get install etcd-server)";
+
 /// The wire protocol of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProtocolKind {
@@ -17,6 +24,8 @@ pub enum ProtocolKind {
     Native,
     /// Nacos 2.x gRPC: one SDK connection per client (handshake, health checks, pushes).
     Nacos,
+    /// etcd v3 (leases and prefix watches; loadgen built with `--features etcd`); embedded: a cluster of the installed `etcd`.
+    Etcd,
 }
 
 impl ProtocolKind {
@@ -25,6 +34,7 @@ impl ProtocolKind {
         match self {
             ProtocolKind::Native => "native",
             ProtocolKind::Nacos => "nacos",
+            ProtocolKind::Etcd => "etcd",
         }
     }
 }
@@ -247,6 +257,8 @@ impl RunConfig {
 
     /// Checks every value, with an error naming the flag and the reason.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        #[cfg(not(feature = "etcd"))]
+        anyhow::ensure!(self.protocol != ProtocolKind::Etcd, NO_ETCD);
         anyhow::ensure!(self.clients > 0, "--clients: must be at least 1");
         anyhow::ensure!(
             self.targets.is_empty() || self.targets.len() <= 255,
@@ -295,5 +307,35 @@ impl RunConfig {
                 .map_err(anyhow::Error::msg)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the `etcd` feature, `--protocol etcd` is refused before anything starts,
+    /// with how to build a loadgen that has it.
+    #[cfg(not(feature = "etcd"))]
+    #[test]
+    fn etcd_without_the_feature_says_how_to_build_it() {
+        let c = RunConfig {
+            protocol: ProtocolKind::Etcd,
+            ..RunConfig::default()
+        };
+        let e = c.validate().expect_err("no etcd support").to_string();
+        assert!(e.contains("--features etcd"), "{e}");
+        assert!(e.contains("protobuf-compiler"), "{e}");
+    }
+
+    /// With it, the protocol passes validation like the others.
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn etcd_with_the_feature_is_accepted() {
+        let c = RunConfig {
+            protocol: ProtocolKind::Etcd,
+            ..RunConfig::default()
+        };
+        c.validate().expect("etcd is built in");
     }
 }

@@ -1,0 +1,367 @@
+//! `--protocol etcd`: etcd v3 as a service registry, the way gRPC naming resolvers,
+//! Kratos and go-micro use it, through the `etcd-client` crate.
+//!
+//! Mapping of the scenarios' operations:
+//!
+//! * register: a fresh lease of [`LEASE_TTL_S`] seconds per client, then one key per
+//!   instance, `/services/<namespace>/<group>/<service>/<ip:port>` ([`instance_key`]),
+//!   its value the instance as JSON, put with that lease;
+//! * heartbeat: one lease keep-alive (a keep-alive stream opened, one request, one
+//!   answer); an answer with TTL 0 (the lease expired) is a not-found, and the client
+//!   registers again (a real etcd client keeps one keep-alive stream open instead);
+//! * deregister: the lease revoked (its keys go with it);
+//! * query: a prefix range read of the service's keys;
+//! * watch: per service, a serializable (member-local) read of the prefix, then a prefix
+//!   watch from the next revision, on the member asked for: the probes' replication lag is the
+//!   time from a put's acknowledgement to its event on every member.
+//!
+//! Each member (target) gets its own client (one HTTP/2 channel), so that an item goes to
+//! the member the driver chose, not to one the library would pick.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use parking_lot::Mutex;
+
+use super::nacos::{DEFAULT_GROUP, DEFAULT_NAMESPACE};
+use super::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
+use crate::population::{MARKER_BASE, Population};
+
+/// The lease TTL of a registration, in seconds (Nacos's default instance expiry: an
+/// instance missing three 5 s heartbeats is gone).
+pub const LEASE_TTL_S: i64 = 15;
+
+/// The key prefix of service `service`: `/services/<namespace>/<group>/<service>/`.
+pub fn service_prefix(service: &str) -> String {
+    format!("/services/{DEFAULT_NAMESPACE}/{DEFAULT_GROUP}/{service}/")
+}
+
+/// The key of an instance of `service` at `addr`.
+pub fn instance_key(service: &str, addr: SocketAddrV4) -> String {
+    format!("{}{addr}", service_prefix(service))
+}
+
+/// The value of an instance's key: the instance as JSON, in Nacos's field names.
+pub fn instance_value(service: &str, addr: SocketAddrV4) -> String {
+    format!(
+        "{{\"ip\":\"{}\",\"port\":{},\"weight\":1.0,\"healthy\":true,\"enabled\":true,\
+         \"ephemeral\":true,\"clusterName\":\"DEFAULT\",\"serviceName\":\"{DEFAULT_GROUP}@@{service}\",\
+         \"metadata\":{{}}}}",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// `--protocol etcd`. See the module documentation.
+#[derive(Clone)]
+pub struct EtcdProtocol {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EtcdProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdProtocol")
+            .field("members", &self.inner.members.len())
+            .finish()
+    }
+}
+
+struct Inner {
+    /// One client per member (target).
+    members: Vec<Client>,
+    population: Arc<Population>,
+    /// The lease of each registered client.
+    leases: Mutex<HashMap<u32, i64>>,
+    timeout: Duration,
+}
+
+impl EtcdProtocol {
+    /// Connects one client to each target (`host:port`, an etcd client URL without its
+    /// scheme, or with `http://`).
+    pub async fn connect(ctx: &Context) -> anyhow::Result<Self> {
+        let mut members = Vec::with_capacity(ctx.targets.len());
+        for t in &ctx.targets {
+            let url = if t.contains("://") {
+                t.clone()
+            } else {
+                format!("http://{t}")
+            };
+            let options = ConnectOptions::new()
+                .with_connect_timeout(ctx.timeout)
+                .with_timeout(ctx.timeout);
+            let client = Client::connect([url.as_str()], Some(options))
+                .await
+                .with_context(|| format!("cannot connect to the etcd member {url}"))?;
+            members.push(client);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                members,
+                population: ctx.population.clone(),
+                leases: Mutex::new(HashMap::new()),
+                timeout: ctx.timeout,
+            }),
+        })
+    }
+}
+
+/// What an etcd error means for the driver.
+fn outcome_of(e: &etcd_client::Error) -> Outcome {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            Code::Unavailable => Outcome::Retry("UNAVAILABLE"),
+            Code::DeadlineExceeded => Outcome::Retry("timeout"),
+            Code::ResourceExhausted => Outcome::Retry("RESOURCE_EXHAUSTED"),
+            Code::Cancelled | Code::Aborted | Code::Unknown => Outcome::Retry("etcd"),
+            Code::NotFound => Outcome::NotFound,
+            _ => Outcome::Failed("etcd"),
+        },
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            Outcome::Retry("transport")
+        }
+        _ => Outcome::Failed("etcd"),
+    }
+}
+
+impl Inner {
+    /// The services an item writes: a marker's own, or the client's.
+    fn services(&self, it: &Item) -> Vec<u32> {
+        if it.client >= MARKER_BASE {
+            vec![it.service]
+        } else {
+            self.population.services_of(it.client).collect()
+        }
+    }
+
+    async fn item(&self, node: usize, it: Item) -> Outcome {
+        let client = self.members[node].clone();
+        match tokio::time::timeout(self.timeout, self.item_inner(client, it)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => outcome_of(&e),
+            Err(_) => Outcome::Retry("timeout"),
+        }
+    }
+
+    async fn item_inner(&self, client: Client, it: Item) -> Result<Outcome, etcd_client::Error> {
+        let pop = &self.population;
+        match it.kind {
+            Kind::Register => {
+                let lease = client.lease_client().grant(LEASE_TTL_S, None).await?.id();
+                let addr = pop.addr(it.client);
+                let mut kv = client.kv_client();
+                for s in self.services(&it) {
+                    let name = pop.service_name(s);
+                    kv.put(
+                        instance_key(name, addr),
+                        instance_value(name, addr),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )
+                    .await?;
+                }
+                // An older lease (a client registering again) expires on its own; its keys
+                // now belong to the new one.
+                self.leases.lock().insert(it.client, lease);
+                Ok(Outcome::Ok)
+            }
+            Kind::Deregister => {
+                let lease = self.leases.lock().remove(&it.client);
+                if let Some(id) = lease {
+                    match client.lease_client().revoke(id).await {
+                        Ok(_) => {}
+                        // Already expired: deregistered all the same.
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.code() == tonic::Code::NotFound => {}
+                        Err(e) => {
+                            self.leases.lock().insert(it.client, id);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(Outcome::Ok)
+            }
+            Kind::Beat => {
+                let Some(id) = self.leases.lock().get(&it.client).copied() else {
+                    return Ok(Outcome::NotFound);
+                };
+                // `keep_alive` sends one request and reads its answer: a lease that expired
+                // (TTL 0) is an error.
+                match client.lease_client().keep_alive(id).await {
+                    Ok(_) => Ok(Outcome::Ok),
+                    Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(Outcome::NotFound),
+                    Err(e) => Err(e),
+                }
+            }
+            Kind::Query => {
+                let prefix = service_prefix(pop.service_name(it.service));
+                client
+                    .kv_client()
+                    .get(prefix, Some(GetOptions::new().with_prefix()))
+                    .await?;
+                Ok(Outcome::Ok)
+            }
+        }
+    }
+}
+
+/// The address in an instance key under `prefix`.
+fn addr_of(key: &[u8], prefix: &str) -> Option<SocketAddrV4> {
+    std::str::from_utf8(key.strip_prefix(prefix.as_bytes())?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Watches one service on `client`: its current instances, then one state per change.
+async fn watch_service(
+    client: Client,
+    service: u32,
+    prefix: String,
+    tx: tokio::sync::mpsc::Sender<WatchEvent>,
+) -> Result<(), etcd_client::Error> {
+    let got = client
+        .kv_client()
+        .get(
+            prefix.as_str(),
+            Some(GetOptions::new().with_prefix().with_serializable()),
+        )
+        .await?;
+    let revision = got.header().map_or(0, |h| h.revision());
+    let mut instances: BTreeSet<SocketAddrV4> = got
+        .kvs()
+        .iter()
+        .filter_map(|kv| addr_of(kv.key(), &prefix))
+        .collect();
+    let first = WatchEvent {
+        service,
+        received: Instant::now(),
+        instances: instances.iter().copied().collect(),
+    };
+    if tx.send(first).await.is_err() {
+        return Ok(());
+    }
+    let mut stream = client
+        .watch_client()
+        .watch(
+            prefix.as_str(),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        )
+        .await?;
+    while let Some(resp) = stream.message().await? {
+        let received = Instant::now();
+        if resp.canceled() {
+            break;
+        }
+        if resp.events().is_empty() {
+            continue;
+        }
+        for ev in resp.events() {
+            let Some(addr) = ev.kv().and_then(|kv| addr_of(kv.key(), &prefix)) else {
+                continue;
+            };
+            match ev.event_type() {
+                EventType::Put => instances.insert(addr),
+                EventType::Delete => instances.remove(&addr),
+            };
+        }
+        let ev = WatchEvent {
+            service,
+            received,
+            instances: instances.iter().copied().collect(),
+        };
+        if tx.send(ev).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl Protocol for EtcdProtocol {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn max_batch(&self) -> usize {
+        256
+    }
+
+    fn execute(
+        &self,
+        _lane: usize,
+        mut batch: Batch,
+    ) -> impl Future<Output = Batch> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let node = batch.node;
+            let outcomes =
+                futures::future::join_all(batch.items.iter().map(|it| inner.item(node, *it))).await;
+            batch.outcomes = outcomes;
+            batch.done = Instant::now();
+            batch
+        }
+    }
+
+    fn watch(
+        &self,
+        node: usize,
+        services: Vec<u32>,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<WatchEvent>, String>> + Send + 'static
+    {
+        let inner = self.inner.clone();
+        async move {
+            let client = inner
+                .members
+                .get(node)
+                .cloned()
+                .ok_or_else(|| format!("watch on member {node}: no such member"))?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let tasks: Vec<_> = services
+                .iter()
+                .map(|s| {
+                    let prefix = service_prefix(inner.population.service_name(*s));
+                    tokio::spawn(watch_service(client.clone(), *s, prefix, tx.clone()))
+                })
+                .collect();
+            drop(tx);
+            // The stream ends (the receiver closes) when any service's watch ends.
+            tokio::spawn(async move {
+                if tasks.is_empty() {
+                    return;
+                }
+                // Its error is not printed: the members stop while the run's watchers live.
+                let (_, _, rest) = futures::future::select_all(tasks).await;
+                for t in rest {
+                    t.abort();
+                }
+            });
+            Ok(rx)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn keys_carry_the_address_and_round_trip() {
+        let a = SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 8080);
+        let k = instance_key("svc-1", a);
+        assert_eq!(k, "/services/public/DEFAULT_GROUP/svc-1/10.1.2.3:8080");
+        assert_eq!(addr_of(k.as_bytes(), &service_prefix("svc-1")), Some(a));
+        assert_eq!(addr_of(k.as_bytes(), &service_prefix("svc-2")), None);
+        let v: serde_json::Value =
+            serde_json::from_str(&instance_value("svc-1", a)).expect("the value is JSON");
+        assert_eq!(v["ip"], "10.1.2.3");
+        assert_eq!(v["port"], 8080);
+    }
+}

@@ -1,0 +1,241 @@
+//! The embedded etcd cluster (`--protocol etcd` without `--targets`): real `etcd`
+//! processes on loopback, started from the installed binary (Debian: `etcd-server`).
+//!
+//! [`EtcdCluster::start`] asks the OS for a client and a peer port per member, starts the
+//! members with fresh data directories under one temporary directory, and waits until
+//! every member answers and knows a leader. Each member runs in its own process group, so
+//! a Ctrl-C at the terminal reaches only the load generator, which finishes the run and
+//! then stops the members. [`EtcdCluster::shutdown`] (or dropping the cluster, on an
+//! error) kills every member, waits for it, and removes the temporary directory with the
+//! data and the members' logs.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use parking_lot::Mutex;
+
+use super::cluster::free_ports;
+
+/// The binary started for each member (looked up on `PATH`).
+pub const ETCD_BINARY: &str = "etcd";
+
+/// How long the members may take to elect a leader and answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running embedded etcd cluster. See the module documentation.
+pub struct EtcdCluster {
+    members: Mutex<Vec<Child>>,
+    /// The members' client addresses (`127.0.0.1:port`).
+    targets: Vec<String>,
+    /// Data directories and logs; removed when dropped (after the members are killed).
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for EtcdCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCluster")
+            .field("targets", &self.targets)
+            .finish()
+    }
+}
+
+impl EtcdCluster {
+    /// Starts `members` etcd members and waits until each answers and knows a leader.
+    /// A missing `etcd` binary is an error naming the Debian package.
+    pub async fn start(members: usize) -> anyhow::Result<Self> {
+        Self::start_with(Path::new(ETCD_BINARY), members).await
+    }
+
+    /// [`start`](Self::start) with the binary `etcd` (a path, or a name looked up on
+    /// `PATH`).
+    pub async fn start_with(etcd: &Path, members: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (1..=9).contains(&members),
+            "--nodes: an embedded etcd cluster has 1 to 9 members, not {members}"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("loadgen-etcd-")
+            .tempdir()
+            .context("cannot create a temporary directory for the etcd members")?;
+        let ports = free_ports(2 * members)?;
+        let (client_ports, peer_ports) = ports.split_at(members);
+        let initial: Vec<String> = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let initial = initial.join(",");
+        let token = format!("loadgen-{}", std::process::id());
+        let mut cluster = EtcdCluster {
+            members: Mutex::new(Vec::new()),
+            targets: client_ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            dir: None,
+        };
+        for i in 0..members {
+            let data = dir.path().join(format!("m{i}.data"));
+            let log_path = dir.path().join(format!("m{i}.log"));
+            let log = File::create(&log_path)
+                .with_context(|| format!("cannot create {}", log_path.display()))?;
+            let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
+            let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
+            let spawned = Command::new(etcd)
+                .arg("--name")
+                .arg(format!("m{i}"))
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", &token])
+                .args(["--logger", "zap"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                // Its own process group: a terminal's Ctrl-C goes to the load generator only.
+                .process_group(0)
+                .spawn();
+            match spawned {
+                Ok(child) => cluster.members.lock().push(child),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    anyhow::bail!(
+                        "--protocol etcd: the `{}` binary was not found; install the Debian \
+                         package etcd-server (apt-get install etcd-server), or give --targets \
+                         of a running etcd cluster",
+                        etcd.display()
+                    );
+                }
+                Err(e) => return Err(e).context(format!("cannot start {}", etcd.display())),
+            }
+        }
+        cluster.dir = Some(dir);
+        // On an error below, dropping `cluster` kills the members and removes the files.
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every member answers a status request and knows a leader.
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(1));
+        for (i, t) in self.targets.iter().enumerate() {
+            loop {
+                if let Some(status) = self.exited() {
+                    anyhow::bail!(
+                        "an etcd member exited while starting ({status}); its log:\n{}",
+                        self.log_tail(i)
+                    );
+                }
+                let ready =
+                    match Client::connect([format!("http://{t}")], Some(options.clone())).await {
+                        Ok(mut c) => c.status().await.is_ok_and(|s| s.leader() != 0),
+                        Err(_) => false,
+                    };
+                if ready {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "etcd member {i} ({t}) was not ready within {READY_TIMEOUT:?}; its log:\n{}",
+                    self.log_tail(i)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The exit status of a member that has exited, if any.
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.members
+            .lock()
+            .iter_mut()
+            .find_map(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The last lines of member `i`'s log.
+    fn log_tail(&self, i: usize) -> String {
+        let Some(dir) = &self.dir else {
+            return String::new();
+        };
+        let text =
+            std::fs::read_to_string(dir.path().join(format!("m{i}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The members' client addresses (`host:port`), as `--targets` takes them.
+    pub fn targets(&self) -> &[String] {
+        &self.targets
+    }
+
+    /// The directory holding the members' data and logs (removed at the end).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// The members' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.lock().iter().map(Child::id).collect()
+    }
+
+    /// Whether every member holds the same registrations: the number of keys under
+    /// `/services/` read locally on each member (serializable reads). Returns that and
+    /// each member's count.
+    pub async fn agree(&self) -> anyhow::Result<(bool, Vec<usize>)> {
+        let mut counts = Vec::with_capacity(self.targets.len());
+        for t in &self.targets {
+            let mut c = Client::connect([format!("http://{t}")], None)
+                .await
+                .with_context(|| format!("cannot connect to the etcd member {t}"))?;
+            let r = c
+                .get(
+                    "/services/",
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_count_only()
+                            .with_serializable(),
+                    ),
+                )
+                .await
+                .with_context(|| format!("cannot count the keys on the etcd member {t}"))?;
+            counts.push(usize::try_from(r.count()).unwrap_or(0));
+        }
+        let ok = counts.windows(2).all(|w| w[0] == w[1]);
+        Ok((ok, counts))
+    }
+
+    /// Kills every member, waits for them and removes the data directories.
+    pub async fn shutdown(self) {
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for child in self.members.lock().iter_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.take()
+            && let Err(e) = dir.close()
+        {
+            eprintln!("loadgen: cannot remove the etcd members' directory: {e}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `--protocol etcd` against a real embedded etcd cluster (the installed `etcd` binary,
+//! Debian package etcd-server): the cluster starts and is removed without a trace, a tiny
+//! register run has no errors and converges on every member, and a missing binary is a
+//! clear error.
+//!
+//! Without `etcd` on `PATH` the tests that need it say so and pass, unless `CI` is set:
+//! CI installs etcd-server, so there a missing binary fails them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use loadgen::run::etcd_cluster::{ETCD_BINARY, EtcdCluster};
+use loadgen::run::{ProtocolKind, RunConfig, RunOutcome, Scenario, run};
+
+const SEED: u64 = 20_261_204;
+
+/// Whether `etcd` can run here; when it cannot, panics under CI and returns false
+/// otherwise (the caller skips).
+fn etcd_available(test: &str) -> bool {
+    let found = std::process::Command::new(ETCD_BINARY)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: `{ETCD_BINARY}` is not installed (Debian package etcd-server) and CI is set"
+        );
+        eprintln!("SKIPPED {test}: `{ETCD_BINARY}` is not installed (apt-get install etcd-server)");
+    }
+    found
+}
+
+fn describe(o: &RunOutcome) -> String {
+    format!("seed {SEED}\n{}{}", o.summary.table(), o.epilogue())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_cluster_starts_and_leaves_nothing_behind() {
+    if !etcd_available("embedded_cluster_starts_and_leaves_nothing_behind") {
+        return;
+    }
+    let cluster = EtcdCluster::start(3).await.expect("start 3 etcd members");
+    assert_eq!(cluster.targets().len(), 3);
+    let dir = cluster.dir().expect("a data directory").to_path_buf();
+    assert!(dir.join("m0.data").is_dir(), "{}", dir.display());
+    let pids = cluster.pids();
+    assert_eq!(pids.len(), 3);
+    let (ok, counts) = cluster
+        .agree()
+        .await
+        .expect("count the keys on each member");
+    assert!(ok, "{counts:?}");
+    assert_eq!(counts, vec![0, 0, 0]);
+    cluster.shutdown().await;
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    for pid in pids {
+        // Killed and reaped: no /proc entry is left (not even a zombie).
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "etcd member {pid} still exists"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_binary_names_the_debian_package() {
+    let err = EtcdCluster::start_with(Path::new("/nonexistent/loadgen-test/etcd"), 3)
+        .await
+        .expect_err("no such binary");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("etcd-server"), "{msg}");
+    assert!(msg.contains("/nonexistent/loadgen-test/etcd"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_run_against_embedded_etcd_is_clean() {
+    if !etcd_available("register_run_against_embedded_etcd_is_clean") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = RunConfig {
+        protocol: ProtocolKind::Etcd,
+        scenario: Scenario::Register,
+        clients: 500,
+        services: 20,
+        seed: SEED,
+        nodes: 3,
+        duration: Duration::from_secs(2),
+        heartbeat: Duration::from_secs(1),
+        probe_interval: Duration::from_millis(200),
+        converge_timeout: Duration::from_secs(10),
+        out: Some(dir.path().to_path_buf()),
+        history: None,
+        progress: false,
+        progress_every: Duration::from_secs(3600),
+        ..RunConfig::default()
+    };
+    let o = run(cfg).await.expect("run");
+    let d = describe(&o);
+    let s = &o.summary;
+    assert_eq!(s.totals.errors, 0, "{d}");
+    assert_eq!(s.op(loadgen::Op::Register).map(|r| r.ok), Some(500), "{d}");
+    assert!(s.replication_lag.count > 0, "{d}");
+    assert_eq!(s.replication_lag.unreplicated, 0, "{d}");
+    assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
+    assert!(o.node_instances.iter().all(|n| *n == 500), "{d}");
+    assert!(o.is_clean(), "{d}");
+}
