@@ -187,6 +187,12 @@ impl Registry {
         }
     }
 
+    /// Frees interned names no stored state uses any more (see [`Interner::reclaim`]);
+    /// returns how many.
+    pub fn reclaim_names(&self) -> usize {
+        self.interner.reclaim()
+    }
+
     /// The interner for names stored in this registry.
     pub fn interner(&self) -> &Interner {
         &self.interner

@@ -64,6 +64,14 @@ impl Service {
         })
     }
 
+    /// Whether this is the service `namespace`/`group`/`name` (resolved parts, see
+    /// [`ServiceSpec::resolve`]); compares the name first, which differs most often.
+    pub fn is(&self, namespace: &str, group: &str, name: &str) -> bool {
+        self.0.name.as_str() == name
+            && self.0.group.as_str() == group
+            && self.0.namespace.as_str() == namespace
+    }
+
     /// The unique key of this service.
     pub fn key(&self) -> &Name {
         &self.0.key
@@ -150,6 +158,20 @@ impl ServiceSpec {
         group: &'a str,
         name: &'a str,
     ) -> Result<(&'a str, &'a str, &'a str), ValidationError> {
+        let (namespace, group, name) = Self::split_parts(namespace, group, name)?;
+        Self::check_parts(namespace, group, name)?;
+        Ok((namespace, group, name))
+    }
+
+    /// [`ServiceSpec::resolve`] without the checks of each part: the defaults and the
+    /// `group@@name` rule only. For a lookup that validates only when it finds nothing
+    /// (every stored name was valid, so a hit proves the parts valid); the parts must go
+    /// through [`ServiceSpec::check_parts`] before anything is stored or refused.
+    pub fn split_parts<'a>(
+        namespace: &'a str,
+        group: &'a str,
+        name: &'a str,
+    ) -> Result<(&'a str, &'a str, &'a str), ValidationError> {
         let namespace = if namespace.is_empty() {
             DEFAULT_NAMESPACE
         } else {
@@ -176,6 +198,11 @@ impl ServiceSpec {
                 name,
             ),
         };
+        Ok((namespace, group, name))
+    }
+
+    /// The checks of each part of a split service name (see [`ServiceSpec::split_parts`]).
+    pub fn check_parts(namespace: &str, group: &str, name: &str) -> Result<(), ValidationError> {
         check_name(Field::Namespace, namespace, MAX_NAMESPACE_LEN)?;
         check_name(Field::Group, group, MAX_GROUP_LEN)?;
         check_name(Field::Service, name, MAX_SERVICE_NAME_LEN)?;
@@ -185,7 +212,7 @@ impl ServiceSpec {
                 "must contain at most one '@@' separator",
             ));
         }
-        Ok((namespace, group, name))
+        Ok(())
     }
 }
 
