@@ -53,6 +53,7 @@ mod tombstone;
 
 pub use client::{Client, ClientChange, ClientRecord};
 pub use index::{ChangeListener, QueryFilter, ServiceIndex, ServiceView};
+pub use replica::{ApplyCounts, ReplicaChange};
 use tombstone::Tombstone;
 
 const NO_SLOT: u32 = u32::MAX;

@@ -5,7 +5,11 @@
 //! configured (compared in constant time), and `from` must be a member. Then the request
 //! is decoded (validated like client input), handed to the core, and the answer encoded.
 //! The snapshot stream is produced on a blocking thread, one bounded chunk at a time, so
-//! a large snapshot never sits in memory whole and never stalls the runtime.
+//! a large snapshot never sits in memory whole and never stalls the runtime. A sync batch
+//! is decoded and applied on a blocking thread too, at most [`SYNC_APPLIERS`] at once: a
+//! replica catching up keeps its runtime threads for heartbeats and queries, and further
+//! batches wait for a free applier (their senders bound what they have in flight), so
+//! nothing queues without limit.
 
 use crate::clock::Clock;
 use crate::cluster::forward::Forwarder;
@@ -24,9 +28,13 @@ use subtle::ConstantTimeEq as _;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+/// Sync batches decoded and applied at once, each on a blocking thread.
+pub const SYNC_APPLIERS: usize = 2;
+
 /// The `distro.v1.Peer` service of one node.
 pub struct PeerService {
     node: Arc<Node>,
+    appliers: Arc<tokio::sync::Semaphore>,
     forwarder: Arc<Forwarder>,
     clock: Clock,
     gate: Arc<PeerGate>,
@@ -46,6 +54,7 @@ impl PeerService {
     ) -> Self {
         Self {
             node,
+            appliers: Arc::new(tokio::sync::Semaphore::new(SYNC_APPLIERS)),
             forwarder,
             clock,
             gate,
@@ -81,10 +90,14 @@ impl PeerService {
     }
 
     fn handle(&self, from: MemberId, req: PeerRequest) -> Result<PeerResponse, Status> {
-        match self.node.handle_request(from, req, (self.clock)()) {
-            PeerResponse::Refused(why) => Err(Status::failed_precondition(why)),
-            r => Ok(r),
-        }
+        answer(self.node.handle_request(from, req, (self.clock)()))
+    }
+}
+
+fn answer(r: PeerResponse) -> Result<PeerResponse, Status> {
+    match r {
+        PeerResponse::Refused(why) => Err(Status::failed_precondition(why)),
+        r => Ok(r),
     }
 }
 
@@ -110,13 +123,27 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::SyncResponse>, Status> {
         let from = self.admit(&request, &request.get_ref().from)?;
         let node = self.node.clone();
+        let clock = self.clock.clone();
         let msg = request.into_inner();
-        let changes = msg
-            .changes
-            .iter()
-            .map(|c| sync_codec::decode_change(&node, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        match self.handle(from, PeerRequest::Sync(SyncBatch { changes }))? {
+        // Wait for a free applier (backpressure), then decode and apply off the runtime.
+        let permit = self
+            .appliers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
+        let response = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let changes = msg
+                .changes
+                .iter()
+                .map(|c| sync_codec::decode_change(&node, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            answer(node.handle_request(from, PeerRequest::Sync(SyncBatch { changes }), clock()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("applying the batch failed: {e}")))??;
+        match response {
             PeerResponse::SyncAck { applied, stale } => {
                 Ok(Response::new(pb::SyncResponse { applied, stale }))
             }
