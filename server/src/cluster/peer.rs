@@ -14,7 +14,7 @@
 use crate::clock::Clock;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::peer_client::TOKEN_HEADER;
-use crate::cluster::sync_codec::{self, SnapshotChunk, SyncRequest};
+use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
 use crate::cluster::wire;
 use crate::fault::PeerGate;
 use crate::metrics::Metrics;
@@ -134,11 +134,7 @@ impl pb::peer_server::Peer for PeerService {
             .map_err(|_| Status::unavailable("the node is shutting down"))?;
         let response = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let changes = msg
-                .changes
-                .iter()
-                .map(|c| sync_codec::decode_change(&node, c))
-                .collect::<Result<Vec<_>, _>>()?;
+            let changes = msg.decode_changes(&node)?;
             answer(node.handle_request(from, PeerRequest::Sync(SyncBatch { changes }), clock()))
         })
         .await
@@ -228,7 +224,7 @@ impl pb::peer_server::Peer for PeerService {
                 let chunk = node.snapshot_chunk(c);
                 cursor = chunk.next;
                 if tx
-                    .blocking_send(Ok(SnapshotChunk::new(node.clone(), chunk)))
+                    .blocking_send(Ok(SnapshotChunk::new(&node, &chunk)))
                     .is_err()
                 {
                     return; // the loader went away
