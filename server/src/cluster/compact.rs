@@ -78,6 +78,15 @@ impl<'a> Encoder<'a> {
         i
     }
 
+    /// A string known to occur once in the batch (a client id: a batch or chunk holds a
+    /// client once): appended without the lookup. A repeat would only cost its bytes.
+    fn unique_string(&mut self, s: &str) -> u32 {
+        let i = self.ends.len() as u32;
+        self.blob.extend_from_slice(s.as_bytes());
+        self.ends.push(self.blob.len() as u32);
+        i
+    }
+
     fn map(&mut self, m: &'a Metadata) -> u32 {
         if m.is_empty() {
             return NONE;
@@ -115,7 +124,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn record(&mut self, node: &'a Node, r: &'a ClientRecord) {
-        let id = self.string(r.id.as_str());
+        let id = self.unique_string(r.id.as_str());
         let owner = self.string(node.members().addr(r.owner));
         let mut out = std::mem::take(&mut self.records);
         out.push(STATE);
@@ -146,7 +155,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn deletion(&mut self, id: &'a ClientId, revision: Revision) {
-        let id = self.string(id.as_str());
+        let id = self.unique_string(id.as_str());
         self.records.push(DELETION);
         self.records.extend_from_slice(&id.to_le_bytes());
         self.records.extend_from_slice(&revision.0.to_le_bytes());
