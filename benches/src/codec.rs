@@ -1,4 +1,5 @@
-//! The wire encoding of a sync batch: the server's protobuf codec (`distro.v1.SyncRequest`).
+//! The wire encoding of a sync batch: the server's codec (`distro.v1.SyncRequest`, the
+//! changes in the compact layout of `distro_server::cluster::compact`).
 //!
 //! The sync benches call [`encode`] on the owner and [`decode`] on the replica around the
 //! core's work, so they measure what a node does per batch: build the records, encode
@@ -20,7 +21,7 @@ pub struct Encoded {
 /// Encodes `batch`, sent by `owner`, as the peer protocol does (`sync_codec`, straight
 /// from the core's records).
 pub fn encode(owner: &Arc<Node>, batch: &SyncBatch) -> Encoded {
-    let msg = distro_server::sync_codec::SyncRequest::new(owner.clone(), batch.clone());
+    let msg = distro_server::sync_codec::SyncRequest::new(owner, batch);
     let bytes = msg.encode_to_vec();
     Encoded {
         len: bytes.len(),
@@ -33,10 +34,6 @@ pub fn decode(replica: &Node, encoded: &Encoded) -> SyncBatch {
     let msg = distro_server::sync_codec::SyncRequest::decode(&encoded.bytes[..])
         .expect("a batch this process encoded");
     SyncBatch {
-        changes: msg
-            .changes
-            .iter()
-            .map(|c| distro_server::sync_codec::decode_change(replica, c).expect("valid records"))
-            .collect(),
+        changes: msg.decode_changes(replica).expect("valid records"),
     }
 }

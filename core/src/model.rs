@@ -40,7 +40,7 @@ mod tests;
 pub use client::{ClientId, ClientKind, Instances, Publication};
 pub use instance::{
     Instance, InstanceFields, InstanceSpec, Metadata, MetadataEntry, MetadataList,
-    check_cluster_name,
+    check_cluster_name, validate_metadata,
 };
 pub use revision::Revision;
 pub use service::{Service, ServiceSpec};

@@ -1,9 +1,11 @@
 //! Interned names: namespaces, groups, services, clusters and metadata keys.
 //!
 //! These values repeat across millions of instances, so each distinct string is stored
-//! once and shared through a reference-counted pointer. Interned names are never freed
-//! while the process runs; the number of distinct names is bounded by the validation
-//! limits and by the number of services, which the operator controls.
+//! once and shared through a reference-counted pointer. A name nothing uses any more (the
+//! interner holds the only reference) is freed by [`Interner::reclaim`], which the node's
+//! periodic collection calls after it removed empty services: a client that keeps
+//! registering new service names, clusters or metadata keys does not grow the process
+//! without bound.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -113,6 +115,18 @@ impl Interner {
         set.get(s).cloned().unwrap_or(name)
     }
 
+    /// Frees every interned name that nothing but the interner references; returns how
+    /// many. Lock-free next to [`Interner::intern`]: a name being handed out while it is
+    /// removed stays valid (the caller holds its own reference), and interning the same
+    /// string later makes a new copy; the two compare equal, since equality and hashing
+    /// are by content, so the only cost of that race is one duplicate string.
+    pub fn reclaim(&self) -> usize {
+        let set = self.set.pin();
+        let before = set.len();
+        set.retain(|name| Arc::strong_count(&name.0) > 1);
+        before.saturating_sub(set.len())
+    }
+
     /// Number of distinct strings interned.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -136,5 +150,27 @@ mod tests {
         assert!(Arc::ptr_eq(&a.0, &b.0));
         assert_eq!(i.len(), 1);
         assert_eq!(a, Name::new("DEFAULT_GROUP"));
+    }
+
+    #[test]
+    fn unused_names_are_reclaimed_and_used_ones_kept() {
+        let i = Interner::new();
+        let kept = i.intern("kept");
+        for n in 0..100 {
+            drop(i.intern(&format!("service-{n}")));
+        }
+        assert_eq!(i.len(), 101);
+        assert_eq!(i.reclaim(), 100);
+        assert_eq!(i.len(), 1);
+        // The name still in use is the one interning hands out again.
+        let again = i.intern("kept");
+        assert!(Arc::ptr_eq(&kept.0, &again.0));
+        assert_eq!(i.reclaim(), 0);
+        drop((kept, again));
+        assert_eq!(i.reclaim(), 1);
+        assert!(i.is_empty());
+        // A reclaimed string interned again is a fresh copy that compares equal.
+        let old = Name::new("service-1");
+        assert_eq!(i.intern("service-1"), old);
     }
 }

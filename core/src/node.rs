@@ -326,6 +326,9 @@ impl Node {
             self.registry.collect_tombstones(now);
             self.registry
                 .collect_empty_services(now, crate::config::DEFAULT_TOMBSTONE_TTL);
+            // After the services: a collected index frees the names it held (once the
+            // map's reclamation drops it, so possibly at a later round).
+            self.registry.reclaim_names();
         }
         out
     }

@@ -53,6 +53,7 @@ mod tombstone;
 
 pub use client::{Client, ClientChange, ClientRecord};
 pub use index::{ChangeListener, QueryFilter, ServiceIndex, ServiceView};
+pub use replica::{ApplyCounts, ReplicaChange};
 use tombstone::Tombstone;
 
 const NO_SLOT: u32 = u32::MAX;
@@ -185,6 +186,12 @@ impl Registry {
             max_services_per_client: config.max_services_per_client,
             tombstone_ttl: config.tombstone_ttl,
         }
+    }
+
+    /// Frees interned names no stored state uses any more (see [`Interner::reclaim`]);
+    /// returns how many.
+    pub fn reclaim_names(&self) -> usize {
+        self.interner.reclaim()
     }
 
     /// The interner for names stored in this registry.

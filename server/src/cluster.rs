@@ -14,6 +14,7 @@
 //! [`wire`] converts every other peer message; [`forward`] routes client writes to their
 //! owner.
 
+pub mod compact;
 pub mod driver;
 pub mod forward;
 pub mod peer;

@@ -302,47 +302,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         if !self.cluster.is_empty() {
             check_cluster_name(self.cluster)?;
         }
-        let mut entries = 0;
-        let mut bytes = 0;
-        for (k, v) in self.metadata.clone() {
-            entries += 1;
-            if k.is_empty() {
-                return Err(ValidationError::new(Field::Metadata, "has an empty key"));
-            }
-            if k.len() > MAX_METADATA_KEY_LEN {
-                return Err(ValidationError::new(
-                    Field::Metadata,
-                    format!(
-                        "key {:?}... is {} bytes long, the limit is {MAX_METADATA_KEY_LEN}",
-                        &k[..k.floor_char_boundary(32)],
-                        k.len()
-                    ),
-                ));
-            }
-            bytes += k.len() + v.len();
-            if (k == META_HEARTBEAT_TIMEOUT
-                || k == META_DELETE_TIMEOUT
-                || k == META_HEARTBEAT_INTERVAL)
-                && v.trim().parse::<u64>().is_err()
-            {
-                return Err(ValidationError::new(
-                    Field::Metadata,
-                    format!("{k} must be a number of milliseconds, got {v:?}"),
-                ));
-            }
-        }
-        if entries > MAX_METADATA_ENTRIES {
-            return Err(ValidationError::new(
-                Field::Metadata,
-                format!("has {entries} entries, the limit is {MAX_METADATA_ENTRIES}"),
-            ));
-        }
-        if bytes > MAX_METADATA_BYTES {
-            return Err(ValidationError::new(
-                Field::Metadata,
-                format!("is {bytes} bytes, the limit is {MAX_METADATA_BYTES}"),
-            ));
-        }
+        validate_metadata(self.metadata.clone())?;
         if let Some(id) = self.instance_id {
             if id.len() > MAX_INSTANCE_ID_LEN {
                 return Err(ValidationError::new(
@@ -393,6 +353,54 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         }
         Ok(inst)
     }
+}
+
+/// Checks metadata pairs against the limits of [`crate::limits`] (entries, bytes, key
+/// length, the numeric heartbeat keys), as [`InstanceFields::validate`] does; decoders
+/// that share one map between many instances check it once.
+pub fn validate_metadata<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ValidationError> {
+    let mut entries = 0;
+    let mut bytes = 0;
+    for (k, v) in pairs {
+        entries += 1;
+        if k.is_empty() {
+            return Err(ValidationError::new(Field::Metadata, "has an empty key"));
+        }
+        if k.len() > MAX_METADATA_KEY_LEN {
+            return Err(ValidationError::new(
+                Field::Metadata,
+                format!(
+                    "key {:?}... is {} bytes long, the limit is {MAX_METADATA_KEY_LEN}",
+                    &k[..k.floor_char_boundary(32)],
+                    k.len()
+                ),
+            ));
+        }
+        bytes += k.len() + v.len();
+        if (k == META_HEARTBEAT_TIMEOUT || k == META_DELETE_TIMEOUT || k == META_HEARTBEAT_INTERVAL)
+            && v.trim().parse::<u64>().is_err()
+        {
+            return Err(ValidationError::new(
+                Field::Metadata,
+                format!("{k} must be a number of milliseconds, got {v:?}"),
+            ));
+        }
+    }
+    if entries > MAX_METADATA_ENTRIES {
+        return Err(ValidationError::new(
+            Field::Metadata,
+            format!("has {entries} entries, the limit is {MAX_METADATA_ENTRIES}"),
+        ));
+    }
+    if bytes > MAX_METADATA_BYTES {
+        return Err(ValidationError::new(
+            Field::Metadata,
+            format!("is {bytes} bytes, the limit is {MAX_METADATA_BYTES}"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_ip(ip: &str) -> Result<(), ValidationError> {

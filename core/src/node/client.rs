@@ -154,37 +154,58 @@ impl Node {
     }
 
     /// Records a heartbeat of `client` for `service`; an unhealthy instance turns healthy.
+    ///
+    /// A beat of a healthy instance only moves its beat time (see
+    /// [`Registry::beat`](crate::Registry::beat)): it builds no client, issues no
+    /// revision and schedules nothing for peers, whose leases verify renews. Only a beat
+    /// that finds an instance unhealthy writes (a derived revision, synced as any change).
     pub fn beat(
         &self,
         client: &ClientId,
         service: &ServiceSpec,
         now: Millis,
     ) -> Result<BeatResult, ValidationError> {
-        let (ns, group, name) = service.resolve()?;
-        let Some(c) = self.registry.get(client.as_str()) else {
-            return Ok(BeatResult::NotFound);
-        };
-        let found = Service::with_key(ns, group, name, |key| {
-            c.publications()
-                .iter()
-                .position(|p| p.service.key().as_str() == key)
-        });
-        let Some(i) = found else {
-            return Ok(BeatResult::NotFound);
-        };
-        let p = c.record_beat(i, now);
-        let svc = p.service.clone();
-        if p.instances.iter().any(|i| !i.healthy) {
-            let r =
-                self.registry
-                    .update_instances(client, &svc, self.me(), now, Origin::Timer, |p| {
-                        let mut q = p.clone();
-                        q.instances.iter_mut().for_each(|i| i.healthy = true);
-                        Some(q)
-                    });
-            self.after_write(client, r, now);
+        // Validated only on a miss: a stored service name was valid when stored.
+        let (ns, group, name) =
+            ServiceSpec::split_parts(&service.namespace, &service.group, &service.name)?;
+        match self.registry.beat(client.as_str(), ns, group, name, now) {
+            None => {
+                ServiceSpec::check_parts(ns, group, name)?;
+                Ok(BeatResult::NotFound)
+            }
+            Some(true) => Ok(BeatResult::Ok),
+            Some(false) => {
+                self.make_healthy(client, ns, group, name, now);
+                Ok(BeatResult::Ok)
+            }
         }
-        Ok(BeatResult::Ok)
+    }
+
+    /// The write of a beat that found an instance unhealthy: every instance of the
+    /// publication healthy again, at a derived revision.
+    fn make_healthy(&self, client: &ClientId, ns: &str, group: &str, name: &str, now: Millis) {
+        let Some(c) = self.registry.get(client.as_str()) else {
+            return;
+        };
+        let Some(p) = c
+            .publications()
+            .iter()
+            .find(|p| p.service.is(ns, group, name))
+        else {
+            return;
+        };
+        let svc = p.service.clone();
+        let r = self
+            .registry
+            .update_instances(client, &svc, self.me(), now, Origin::Timer, |p| {
+                if p.instances.iter().all(|i| i.healthy) {
+                    return None;
+                }
+                let mut q = p.clone();
+                q.instances.iter_mut().for_each(|i| i.healthy = true);
+                Some(q)
+            });
+        self.after_write(client, r, now);
     }
 
     /// The publications of a service.

@@ -23,7 +23,7 @@ impl Node {
             return PeerResponse::Refused(format!("unknown sender {from}"));
         }
         match request {
-            PeerRequest::Sync(batch) => self.apply_batch(from, batch, now),
+            PeerRequest::Sync(batch) => self.apply_batch(from, &batch, now),
             PeerRequest::VerifyDigests(v) => self.check_digests(from, &v, now),
             PeerRequest::VerifyList(l) => self.check_list(from, l, now),
             PeerRequest::VerifyClients(v) => self.check_clients(v, now),

@@ -12,7 +12,7 @@ use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, SnapshotChunk, SnapshotCursor};
 use crate::model::ClientKind;
-use crate::registry::{ApplyOutcome, ClientRecord};
+use crate::registry::{ApplyOutcome, ClientRecord, ReplicaChange};
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -72,7 +72,8 @@ impl Node {
     pub fn load_chunk(&self, from: MemberId, records: &[ClientRecord], now: Millis) {
         let me = self.me();
         let mut ghosts = Vec::new();
-        for r in records {
+        // Grouped by shard in the registry: one lock acquisition per shard per chunk.
+        let states = records.iter().filter_map(|r| {
             let owner = match r.id.kind() {
                 ClientKind::IpPort => self.attribution(&r.id, from),
                 ClientKind::Connection => r.owner,
@@ -81,13 +82,12 @@ impl Node {
                 // A connection of this node's previous incarnation: it cannot exist any
                 // more. Delete it everywhere (above its revision).
                 ghosts.push(r.clone());
-                continue;
+                return None;
             }
-            match self.registry.apply(r, owner, now) {
-                ApplyOutcome::Applied => inc(&self.counters.snapshot_clients, 1),
-                ApplyOutcome::Stale => {}
-            }
-        }
+            Some(ReplicaChange::State(r, owner))
+        });
+        let counts = self.registry.apply_many(states, now);
+        inc(&self.counters.snapshot_clients, u64::from(counts.applied));
         for g in ghosts {
             if self.registry.apply(&g, me, now) == ApplyOutcome::Applied {
                 let r = self.registry.remove_client(&g.id, me, now);

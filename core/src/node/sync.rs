@@ -12,7 +12,7 @@
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
-use crate::registry::{ApplyOutcome, ClientChange};
+use crate::registry::{ApplyCounts, ClientChange, ReplicaChange};
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -139,25 +139,15 @@ impl Node {
     pub(super) fn apply_batch(
         &self,
         from: MemberId,
-        batch: SyncBatch,
+        batch: &SyncBatch,
         now: Millis,
     ) -> PeerResponse {
-        let (mut applied, mut stale) = (0u32, 0u32);
-        for change in batch.changes {
-            let outcome = match &change {
-                ClientChange::Upsert(r) => {
-                    let owner = self.attribution(&r.id, from);
-                    self.registry.apply(r, owner, now)
-                }
-                ClientChange::Delete { id, revision } => {
-                    self.registry.apply_delete(id, *revision, now)
-                }
-            };
-            match outcome {
-                ApplyOutcome::Applied => applied += 1,
-                ApplyOutcome::Stale => stale += 1,
-            }
-        }
+        // Grouped by shard in the registry: one lock acquisition per shard per batch.
+        let changes = batch.changes.iter().map(|change| match change {
+            ClientChange::Upsert(r) => ReplicaChange::State(r, self.attribution(&r.id, from)),
+            ClientChange::Delete { id, revision } => ReplicaChange::Delete(id, *revision),
+        });
+        let ApplyCounts { applied, stale } = self.registry.apply_many(changes, now);
         inc(&self.counters.sync_changes_applied, u64::from(applied));
         inc(&self.counters.sync_changes_stale, u64::from(stale));
         PeerResponse::SyncAck { applied, stale }

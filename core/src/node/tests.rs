@@ -135,3 +135,97 @@ fn per_instance_heartbeat_overrides() {
     n.tick(10_000);
     assert_eq!(n.query(&svc).unwrap().unwrap().instance_count(), 0);
 }
+
+/// The sync requests among `cmds`.
+fn syncs(cmds: &[Command]) -> usize {
+    sends(cmds)
+        .into_iter()
+        .filter(|(_, r)| matches!(r, PeerRequest::Sync(_)))
+        .count()
+}
+
+#[test]
+fn a_beat_of_a_healthy_instance_only_moves_its_beat_time() {
+    let n = node("10.0.0.1:8848", 3);
+    let id = ClientId::ip_port("1.1.1.1", 80);
+    let svc = ServiceSpec::new("", "", "svc");
+    let spec = InstanceSpec::new("1.1.1.1", 80);
+    n.register(&id, &svc, &spec, 0).unwrap();
+    n.tick(0);
+    assert_eq!(syncs(&n.tick(1_000)), 2, "the registration is synced");
+    let shard = n.registry().shard_of(&id);
+    let before = n.registry().get(id.as_str()).unwrap();
+    let digest = n.registry().digest(n.me(), shard);
+
+    // Beats: the same stored client, revision and digest; nothing for peers.
+    for t in [2_000, 7_000, 12_000] {
+        assert_eq!(n.beat(&id, &svc, t).unwrap(), BeatResult::Ok);
+        let after = n.registry().get(id.as_str()).unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&before, &after),
+            "a beat built a client"
+        );
+        assert_eq!(after.revision(), before.revision());
+        assert_eq!(n.registry().digest(n.me(), shard), digest);
+        assert_eq!(syncs(&n.tick(t + 1_500)), 0, "a beat was synced");
+    }
+    // The owner's heartbeat check saw them: healthy 18 s after the registration.
+    let healthy = |n: &Node| n.query(&svc).unwrap().unwrap().publications[0].instances[0].healthy;
+    n.tick(18_000);
+    assert!(healthy(&n));
+
+    // The same registration again is a beat too: no write, the beat time moves.
+    assert_eq!(
+        n.register(&id, &svc, &spec, 20_000).unwrap(),
+        crate::WriteResult::Unchanged
+    );
+    n.tick(30_000); // 18 s after the last beat at 12 s, 10 s after the registration
+    assert!(healthy(&n));
+    assert_eq!(syncs(&n.tick(31_500)), 0);
+    let after = n.registry().get(id.as_str()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&before, &after));
+
+    // A beat that finds the instance unhealthy writes, and that write is synced.
+    n.tick(36_000); // 16 s after the registration at 20 s
+    assert!(!healthy(&n));
+    assert_eq!(syncs(&n.tick(37_500)), 2, "the health change is synced");
+    assert_eq!(n.beat(&id, &svc, 38_000).unwrap(), BeatResult::Ok);
+    assert!(healthy(&n));
+    let healed = n.registry().get(id.as_str()).unwrap();
+    assert!(healed.revision() > before.revision());
+    assert_eq!(syncs(&n.tick(39_500)), 2, "making it healthy is synced");
+
+    // A beat names its service validly or gets an error naming the field, not "not found".
+    let bad = ServiceSpec::new("", "", "bad\u{1}name");
+    let e = n.beat(&id, &bad, 40_000).unwrap_err();
+    assert!(e.to_string().contains("control character"), "{e}");
+    let long = ServiceSpec::new("", "", &"s".repeat(300));
+    assert!(n.beat(&id, &long, 40_000).is_err());
+    let other = ServiceSpec::new("", "", "other");
+    assert_eq!(n.beat(&id, &other, 40_000).unwrap(), BeatResult::NotFound);
+}
+
+#[test]
+fn names_of_services_nobody_publishes_to_any_more_are_freed() {
+    let n = node("10.0.0.1:8848", 1);
+    let id = ClientId::ip_port("1.1.1.1", 80);
+    let mut spec = InstanceSpec::new("1.1.1.1", 80);
+    let mut now = 0;
+    n.tick(now);
+    for i in 0..2_000 {
+        // A new service name, cluster name and metadata key every time.
+        spec.cluster = format!("c{i}");
+        spec.metadata = vec![(format!("key-{i}"), "v".into())];
+        let svc = ServiceSpec::new("", "", &format!("svc-{i}"));
+        n.register(&id, &svc, &spec, now).unwrap();
+        n.remove_client(&id, now);
+        now += 1_000;
+        n.tick(now);
+    }
+    // Empty services are collected a minute after they emptied, so about 60 services
+    // (3 names each) are still held, plus what the map has not freed yet; without
+    // reclamation 6,000 names would be.
+    let names = n.registry().interner().len();
+    eprintln!("{names} names interned after 2,000 services came and went");
+    assert!(names < 300, "{names} names interned");
+}

@@ -58,12 +58,6 @@ impl Client {
     pub(crate) fn last_beat(&self, i: usize) -> Millis {
         self.beats[i].load(Relaxed)
     }
-    /// Records a heartbeat of publication `i` at `now`; returns the publication.
-    pub(crate) fn record_beat(&self, i: usize, now: Millis) -> Arc<Publication> {
-        self.beats[i].fetch_max(now, Relaxed);
-        self.publications[i].clone()
-    }
-
     pub(crate) fn lease_base(&self) -> Millis {
         self.lease_base.load(Relaxed)
     }

@@ -32,6 +32,10 @@ impl Registry {
             match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
                 Ok(i) => {
                     if *pubs[i] == *publication {
+                        // The same registration again: a heartbeat, nothing to write.
+                        if let Some(c) = old {
+                            c.beats[i].fetch_max(now, Relaxed);
+                        }
                         return LocalAction::Nothing;
                     }
                     pubs[i] = publication.clone();
@@ -138,16 +142,32 @@ impl Registry {
         })
     }
 
-    /// Records a heartbeat of client `id` for `service`. Returns the publication's
-    /// instances if the client publishes to it, `None` otherwise.
-    pub fn beat(&self, id: &ClientId, service: &Service, now: Millis) -> Option<Arc<Publication>> {
-        let c = self.get(id.as_str())?;
+    /// Records a heartbeat of client `id` for the service `namespace`/`group`/`name`:
+    /// the publication's beat time moves to `now`, and nothing else changes (no new
+    /// client object, no revision, no digest change, nothing to sync). Returns `None` if
+    /// the client does not publish to that service, else whether every instance of the
+    /// publication is healthy (if not, the caller makes them healthy with a write).
+    ///
+    /// A write racing with the beat may copy the beat time before the beat lands on the
+    /// state it replaces; the beat is then lost, and the next one (seconds later, well
+    /// within the heartbeat timeout) records it.
+    pub fn beat(
+        &self,
+        id: &str,
+        namespace: &str,
+        group: &str,
+        name: &str,
+        now: Millis,
+    ) -> Option<bool> {
+        let shard = &self.shards[crate::hash::shard_of(id, self.shard_count) as usize];
+        let clients = shard.clients.pin();
+        let c = clients.get(id)?;
         let i = c
             .publications
-            .binary_search_by(|p| p.service.cmp(service))
-            .ok()?;
+            .iter()
+            .position(|p| p.service.is(namespace, group, name))?;
         c.beats[i].fetch_max(now, Relaxed);
-        Some(c.publications[i].clone())
+        Some(c.publications[i].instances.iter().all(|i| i.healthy))
     }
 
     /// Sets every heartbeat of client `id` to at least `now` (grace after an ownership

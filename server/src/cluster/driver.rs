@@ -9,7 +9,6 @@
 
 use crate::clock::Clock;
 use crate::cluster::peer_client::PeerClients;
-use crate::cluster::sync_codec;
 use crate::metrics::Metrics;
 use distro_core::message::{Command, SnapshotCursor};
 use distro_core::{MemberId, MemberState, Node};
@@ -208,12 +207,7 @@ impl Driver {
                 .map_err(|e| e.to_string())?;
             applying.spawn_blocking(move || {
                 let _permit = permit;
-                let records = chunk
-                    .records
-                    .iter()
-                    .map(|r| sync_codec::decode_record(&node, r))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?;
+                let records = chunk.decode_records(&node).map_err(|e| e.to_string())?;
                 node.load_chunk(from, &records, now);
                 Ok::<_, String>(())
             });

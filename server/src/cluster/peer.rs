@@ -7,12 +7,16 @@
 //! LocalCluster node refuses peers) and `from` must be a member. Then the request is
 //! validated like client input, handed to the core, and the answer encoded.
 //! The snapshot stream is produced on a blocking thread, one bounded chunk at a time, so
-//! a large snapshot never sits in memory whole and never stalls the runtime.
+//! a large snapshot never sits in memory whole and never stalls the runtime. A sync batch
+//! is decoded and applied on a blocking thread too, at most [`SYNC_APPLIERS`] at once: a
+//! replica catching up keeps its runtime threads for heartbeats and queries, and further
+//! batches wait for a free applier (their senders bound what they have in flight), so
+//! nothing queues without limit.
 
 use crate::clock::Clock;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::peer_client::TOKEN_HEADER;
-use crate::cluster::sync_codec::{self, SnapshotChunk, SyncRequest};
+use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
 use crate::cluster::wire;
 use crate::fault::PeerGate;
 use crate::metrics::Metrics;
@@ -26,9 +30,13 @@ use subtle::ConstantTimeEq as _;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+/// Sync batches decoded and applied at once, each on a blocking thread.
+pub const SYNC_APPLIERS: usize = 2;
+
 /// The `distro.v1.Peer` service of one node.
 pub struct PeerService {
     node: Arc<Node>,
+    appliers: Arc<tokio::sync::Semaphore>,
     forwarder: Arc<Forwarder>,
     clock: Clock,
     gate: Arc<PeerGate>,
@@ -46,6 +54,7 @@ impl PeerService {
     ) -> Self {
         Self {
             node,
+            appliers: Arc::new(tokio::sync::Semaphore::new(SYNC_APPLIERS)),
             forwarder,
             clock,
             gate,
@@ -68,10 +77,14 @@ impl PeerService {
     }
 
     fn handle(&self, from: MemberId, req: PeerRequest) -> Result<PeerResponse, Status> {
-        match self.node.handle_request(from, req, (self.clock)()) {
-            PeerResponse::Refused(why) => Err(Status::failed_precondition(why)),
-            r => Ok(r),
-        }
+        answer(self.node.handle_request(from, req, (self.clock)()))
+    }
+}
+
+fn answer(r: PeerResponse) -> Result<PeerResponse, Status> {
+    match r {
+        PeerResponse::Refused(why) => Err(Status::failed_precondition(why)),
+        r => Ok(r),
     }
 }
 
@@ -138,13 +151,23 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::SyncResponse>, Status> {
         let from = self.admit(&request.get_ref().from)?;
         let node = self.node.clone();
+        let clock = self.clock.clone();
         let msg = request.into_inner();
-        let changes = msg
-            .changes
-            .iter()
-            .map(|c| sync_codec::decode_change(&node, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        match self.handle(from, PeerRequest::Sync(SyncBatch { changes }))? {
+        // Wait for a free applier (backpressure), then decode and apply off the runtime.
+        let permit = self
+            .appliers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
+        let response = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let changes = msg.decode_changes(&node)?;
+            answer(node.handle_request(from, PeerRequest::Sync(SyncBatch { changes }), clock()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("applying the batch failed: {e}")))??;
+        match response {
             PeerResponse::SyncAck { applied, stale } => {
                 Ok(Response::new(pb::SyncResponse { applied, stale }))
             }
@@ -229,7 +252,7 @@ impl pb::peer_server::Peer for PeerService {
                 let chunk = node.snapshot_chunk(c);
                 cursor = chunk.next;
                 if tx
-                    .blocking_send(Ok(SnapshotChunk::new(node.clone(), chunk)))
+                    .blocking_send(Ok(SnapshotChunk::new(&node, &chunk)))
                     .is_err()
                 {
                     return; // the loader went away

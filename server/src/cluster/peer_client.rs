@@ -161,7 +161,7 @@ impl PeerClients {
         let out = match req {
             PeerRequest::Sync(batch) => {
                 // Encoded straight from the core's records (see `sync_codec`).
-                let msg = SyncRequest::new(node.clone(), batch.clone());
+                let msg = SyncRequest::new(node, batch);
                 let len = prost::Message::encoded_len(&msg);
                 let r = c.sync(self.request(msg, self.timeout)).await;
                 self.metrics.peer_request(kind, len, r.is_ok());

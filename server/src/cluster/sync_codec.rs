@@ -10,7 +10,12 @@
 //! no copy of a string that is interned or stored inline. `build.rs` maps both message
 //! types here (`extern_path`); the wire format is the one `distro.proto` defines, pinned
 //! by round-trip tests against the generated code for the nested messages.
+//!
+//! A node sends both messages in the compact layout of [`compact`] (one `bytes` field);
+//! the per-change protobuf fields are still read, and written by
+//! [`SyncRequest::protobuf`] (tests and tools).
 
+use crate::cluster::compact;
 use crate::cluster::wire::WireError;
 use distro_core::message::SyncBatch;
 use distro_core::model::{
@@ -191,17 +196,54 @@ pub struct SyncRequest {
     outgoing: Option<(Arc<Node>, SyncBatch)>,
     /// Decoded: each change's bytes, parsed by [`decode_change`].
     pub changes: Vec<Bytes>,
+    /// The changes in the compact layout ([`compact`]), field 3.
+    pub compact: Option<Bytes>,
 }
 
 impl SyncRequest {
-    /// A request carrying `batch` of `node`.
-    pub fn new(node: Arc<Node>, batch: SyncBatch) -> Self {
+    /// A request carrying `batch` of `node`, in the compact layout.
+    pub fn new(node: &Node, batch: &SyncBatch) -> Self {
+        let from = node.members().addr(node.me()).to_string();
+        let compact = compact::encode_changes(node, &batch.changes);
+        Self {
+            from,
+            outgoing: None,
+            changes: Vec::new(),
+            compact: Some(Bytes::from(compact)),
+        }
+    }
+
+    /// A request carrying `batch` of `node` as one protobuf `ClientChange` per change.
+    pub fn protobuf(node: Arc<Node>, batch: SyncBatch) -> Self {
         let from = node.members().addr(node.me()).to_string();
         Self {
             from,
             outgoing: Some((node, batch)),
             changes: Vec::new(),
+            compact: None,
         }
+    }
+
+    /// A request carrying already-encoded compact changes (tests, tools).
+    pub fn from_compact(from: String, compact: Bytes) -> Self {
+        Self {
+            from,
+            outgoing: None,
+            changes: Vec::new(),
+            compact: Some(compact),
+        }
+    }
+
+    /// The changes, decoded and validated (both forms; names interned in `node`).
+    pub fn decode_changes(&self, node: &Node) -> Result<Vec<ClientChange>, WireError> {
+        let mut out = match &self.compact {
+            Some(c) => compact::decode_changes(node, c)?,
+            None => Vec::with_capacity(self.changes.len()),
+        };
+        for c in &self.changes {
+            out.push(decode_change(node, c)?);
+        }
+        Ok(out)
     }
 
     /// A request carrying already-encoded changes (tests, tools).
@@ -210,6 +252,7 @@ impl SyncRequest {
             from,
             outgoing: None,
             changes,
+            compact: None,
         }
     }
 }
@@ -233,6 +276,7 @@ impl PartialEq for SyncRequest {
     fn eq(&self, other: &Self) -> bool {
         self.from == other.from
             && self.changes == other.changes
+            && self.compact == other.compact
             && self.outgoing.is_none()
             && other.outgoing.is_none()
     }
@@ -250,6 +294,9 @@ impl prost::Message for SyncRequest {
         for c in &self.changes {
             put_bytes_field(2, c, buf);
         }
+        if let Some(c) = &self.compact {
+            put_bytes_field(3, c, buf);
+        }
     }
 
     fn merge_field(
@@ -265,6 +312,12 @@ impl prost::Message for SyncRequest {
                 let mut b = Bytes::new();
                 prost::encoding::bytes::merge(wire_type, &mut b, buf, ctx)?;
                 self.changes.push(b);
+                Ok(())
+            }
+            3 => {
+                let mut b = Bytes::new();
+                prost::encoding::bytes::merge(wire_type, &mut b, buf, ctx)?;
+                self.compact = Some(b);
                 Ok(())
             }
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
@@ -285,6 +338,7 @@ impl prost::Message for SyncRequest {
             .iter()
             .map(|c| nested_len(2, c.len()))
             .sum::<usize>()
+            + self.compact.as_ref().map_or(0, |c| nested_len(3, c.len()))
     }
 
     fn clear(&mut self) {
@@ -303,24 +357,55 @@ pub struct SnapshotChunk {
     pub next_shard: Option<u32>,
     /// Offset within `next_shard`.
     pub next_offset: u32,
+    /// The records in the compact layout ([`compact`]), field 4.
+    pub compact: Option<Bytes>,
 }
 
 impl SnapshotChunk {
-    /// A chunk of `node`'s snapshot.
-    pub fn new(node: Arc<Node>, chunk: distro_core::SnapshotChunk) -> Self {
+    /// A chunk of `node`'s snapshot, in the compact layout.
+    pub fn new(node: &Node, chunk: &distro_core::SnapshotChunk) -> Self {
+        Self {
+            next_shard: chunk.next.map(|c| c.shard),
+            next_offset: chunk.next.map_or(0, |c| c.offset),
+            compact: Some(Bytes::from(compact::encode_records(node, &chunk.records))),
+            outgoing: None,
+            records: Vec::new(),
+        }
+    }
+
+    /// A chunk of `node`'s snapshot as one protobuf `ClientRecord` per record.
+    pub fn protobuf(node: Arc<Node>, chunk: distro_core::SnapshotChunk) -> Self {
         Self {
             next_shard: chunk.next.map(|c| c.shard),
             next_offset: chunk.next.map_or(0, |c| c.offset),
             outgoing: Some((node, chunk.records)),
             records: Vec::new(),
+            compact: None,
         }
     }
 
-    /// Number of records.
+    /// The records, decoded and validated (both forms; names interned in `node`).
+    pub fn decode_records(&self, node: &Node) -> Result<Vec<ClientRecord>, WireError> {
+        let mut out = match &self.compact {
+            Some(c) => compact::decode_records(node, c)?,
+            None => Vec::with_capacity(self.records.len()),
+        };
+        for r in &self.records {
+            out.push(decode_record(node, r)?);
+        }
+        Ok(out)
+    }
+
+    /// Number of records (as the compact form says; a decode checks it).
     pub fn len(&self) -> usize {
         self.outgoing
             .as_ref()
             .map_or(self.records.len(), |(_, r)| r.len())
+            + self
+                .compact
+                .as_ref()
+                .and_then(|c| compact::record_count(c))
+                .unwrap_or(0)
     }
 
     /// Whether the chunk holds no record.
@@ -355,6 +440,9 @@ impl prost::Message for SnapshotChunk {
             encode_varint(u64::from(s), buf);
         }
         put_u64(3, u64::from(self.next_offset), buf);
+        if let Some(c) = &self.compact {
+            put_bytes_field(4, c, buf);
+        }
     }
 
     fn merge_field(
@@ -378,6 +466,12 @@ impl prost::Message for SnapshotChunk {
                 Ok(())
             }
             3 => prost::encoding::uint32::merge(wire_type, &mut self.next_offset, buf, ctx),
+            4 => {
+                let mut b = Bytes::new();
+                prost::encoding::bytes::merge(wire_type, &mut b, buf, ctx)?;
+                self.compact = Some(b);
+                Ok(())
+            }
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -399,6 +493,7 @@ impl prost::Message for SnapshotChunk {
             n += key_len(2) + encoded_len_varint(u64::from(s));
         }
         n + u64_len(3, u64::from(self.next_offset))
+            + self.compact.as_ref().map_or(0, |c| nested_len(4, c.len()))
     }
 
     fn clear(&mut self) {
@@ -732,7 +827,7 @@ mod tests {
                 .map(|c| crate::cluster::wire::change_to_proto(&node, c))
                 .collect(),
         };
-        let msg = SyncRequest::new(node.clone(), batch.clone());
+        let msg = SyncRequest::protobuf(node.clone(), batch.clone());
         let bytes = msg.encode_to_vec();
         assert_eq!(bytes.len(), msg.encoded_len());
         let decoded = SyncRequest::decode(&bytes[..]).expect("decodes");
@@ -763,7 +858,7 @@ mod tests {
         // A snapshot chunk round-trips too.
         let chunk = node.snapshot_chunk(distro_core::SnapshotCursor::default());
         let n = chunk.records.len();
-        let enc = SnapshotChunk::new(node, chunk).encode_to_vec();
+        let enc = SnapshotChunk::protobuf(node, chunk).encode_to_vec();
         let dec = SnapshotChunk::decode(&enc[..]).expect("decodes");
         assert_eq!(dec.records.len(), n);
         assert_eq!(dec.next_shard, None);

@@ -1,5 +1,6 @@
 //! Bad-input fuzzing, driven by proptest strategies: the peer protocol's decoders (the
-//! zero-copy `sync_codec` and the `wire` conversions, then the core's handling of what
+//! compact layout of sync batches and snapshot chunks, the zero-copy `sync_codec` and
+//! the `wire` conversions, then the core's handling of what
 //! they accept), the Nacos 2.x JSON payloads over a real gRPC connection, and the HTTP
 //! Open API parameters over real HTTP. Inputs are mutations of valid messages
 //! (bit flips, byte changes, insertions, deletions, truncations, splices) and generated
@@ -18,6 +19,7 @@ use super::nacos::harness::{Raw, TestServer, decode, fast_config, raw_payload, r
 use distro_core::message::{PeerRequest, SyncBatch};
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::{Command, Config, MemberList, Node};
+use distro_server::cluster::compact;
 use distro_server::cluster::sync_codec::{self, SnapshotChunk, SyncRequest};
 use distro_server::cluster::wire;
 use distro_server::proto::distro as pb;
@@ -300,7 +302,11 @@ fn peer_corpus() -> Vec<Vec<u8>> {
             _ => None,
         })
         .expect("a batch");
-    let mut out = vec![SyncRequest::new(n.clone(), sync.clone()).encode_to_vec()];
+    let mut out = vec![
+        SyncRequest::new(&n, &sync).encode_to_vec(),
+        SyncRequest::protobuf(n.clone(), sync.clone()).encode_to_vec(),
+        compact::encode_changes(&n, &sync.changes),
+    ];
     for c in &sync.changes {
         let mut change = wire::change_to_proto(&n, c);
         if let Some(pb::client_change::Change::Upsert(r)) = &mut change.change {
@@ -314,7 +320,9 @@ fn peer_corpus() -> Vec<Vec<u8>> {
         }
     }
     let chunk = n.snapshot_chunk(distro_core::SnapshotCursor::default());
-    out.push(SnapshotChunk::new(n, chunk).encode_to_vec());
+    out.push(compact::encode_records(&n, &chunk.records));
+    out.push(SnapshotChunk::protobuf(n.clone(), chunk.clone()).encode_to_vec());
+    out.push(SnapshotChunk::new(&n, &chunk).encode_to_vec());
     let versions = vec![
         pb::ClientVersion {
             id: "10.1.2.3:8080#true".into(),
@@ -383,13 +391,20 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
         Ok(_) => accepted = true,
         Err(e) => clear(&e),
     }
+    match compact::decode_changes(replica, b) {
+        Ok(changes) => {
+            accepted = true;
+            handle(PeerRequest::Sync(SyncBatch { changes }));
+        }
+        Err(e) => clear(&e),
+    }
+    match compact::decode_records(replica, b) {
+        Ok(_) => accepted = true,
+        Err(e) => clear(&e),
+    }
     match SyncRequest::decode(b) {
         Ok(s) => {
-            let changes: Result<Vec<_>, _> = s
-                .changes
-                .iter()
-                .map(|c| sync_codec::decode_change(replica, c))
-                .collect();
+            let changes = s.decode_changes(replica);
             match changes {
                 Ok(changes) => {
                     accepted = true;
@@ -401,14 +416,10 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
         Err(e) => clear(&e),
     }
     match SnapshotChunk::decode(b) {
-        Ok(c) => {
-            for r in &c.records {
-                match sync_codec::decode_record(replica, r) {
-                    Ok(_) => accepted = true,
-                    Err(e) => clear(&e),
-                }
-            }
-        }
+        Ok(c) => match c.decode_records(replica) {
+            Ok(_) => accepted = true,
+            Err(e) => clear(&e),
+        },
         Err(e) => clear(&e),
     }
     match pb::ClientChange::decode(b) {
