@@ -210,7 +210,7 @@ pub struct RunArgs {
     /// Do not append to the history file.
     #[arg(help_heading = "Output", long)]
     pub no_history: bool,
-    /// Exit 2 unless the run had no error, every probe replicated and (embedded cluster)
+    /// Exit 3 unless the run had no error, every probe replicated and (embedded cluster)
     /// every node holds the same state at the end.
     #[arg(help_heading = "Output", long)]
     pub require_clean: bool,
