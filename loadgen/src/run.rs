@@ -34,6 +34,7 @@ pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd_cluster;
 pub mod markers;
+pub(crate) mod member_processes;
 pub mod outages;
 pub mod preflight;
 pub mod zookeeper_cluster;

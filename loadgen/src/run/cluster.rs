@@ -158,19 +158,3 @@ impl<'a> ClusterRef<'a> {
         }
     }
 }
-
-/// `n` distinct free loopback ports, chosen by the OS (for the members of an embedded etcd
-/// cluster or ZooKeeper ensemble). Held only while chosen: another process could take one
-/// before the member binds it, which the member's start then reports.
-pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    use anyhow::Context as _;
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("cannot bind a loopback port for an embedded cluster member")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("cannot read a bound port")
-}

@@ -9,17 +9,13 @@
 //! error) kills every member, waits for it, and removes the temporary directory with the
 //! data and the members' logs.
 
-use std::fs::File;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::member_processes::{MemberProcesses, free_ports};
 use anyhow::Context as _;
 use etcd_client::{Client, ConnectOptions, GetOptions};
-use parking_lot::Mutex;
-
-use super::cluster::free_ports;
 
 /// The binary started for each member (looked up on `PATH`).
 pub const ETCD_BINARY: &str = "etcd";
@@ -29,11 +25,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running embedded etcd cluster. See the module documentation.
 pub struct EtcdCluster {
-    members: Mutex<Vec<Child>>,
+    /// The members' processes, data directories and logs (killed and removed when
+    /// dropped).
+    members: MemberProcesses,
     /// The members' client addresses (`127.0.0.1:port`).
     targets: Vec<String>,
-    /// Data directories and logs; removed when dropped (after the members are killed).
-    dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for EtcdCluster {
@@ -58,10 +54,6 @@ impl EtcdCluster {
             (1..=9).contains(&members),
             "--nodes: an embedded etcd cluster has 1 to 9 members, not {members}"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("loadgen-etcd-")
-            .tempdir()
-            .context("cannot create a temporary directory for the etcd members")?;
         let ports = free_ports(2 * members)?;
         let (client_ports, peer_ports) = ports.split_at(members);
         let initial: Vec<String> = peer_ports
@@ -71,23 +63,19 @@ impl EtcdCluster {
             .collect();
         let initial = initial.join(",");
         let token = format!("loadgen-{}", std::process::id());
-        let mut cluster = EtcdCluster {
-            members: Mutex::new(Vec::new()),
+        let cluster = EtcdCluster {
+            members: MemberProcesses::new("etcd", "etcd")?,
             targets: client_ports
                 .iter()
                 .map(|p| format!("127.0.0.1:{p}"))
                 .collect(),
-            dir: None,
         };
         for i in 0..members {
-            let data = dir.path().join(format!("m{i}.data"));
-            let log_path = dir.path().join(format!("m{i}.log"));
-            let log = File::create(&log_path)
-                .with_context(|| format!("cannot create {}", log_path.display()))?;
+            let data = cluster.members.dir().join(format!("m{i}.data"));
             let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
             let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
-            let spawned = Command::new(etcd)
-                .arg("--name")
+            let mut cmd = Command::new(etcd);
+            cmd.arg("--name")
                 .arg(format!("m{i}"))
                 .arg("--data-dir")
                 .arg(&data)
@@ -98,27 +86,16 @@ impl EtcdCluster {
                 .args(["--initial-cluster", &initial])
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", &token])
-                .args(["--logger", "zap"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                // Its own process group: a terminal's Ctrl-C goes to the load generator only.
-                .process_group(0)
-                .spawn();
-            match spawned {
-                Ok(child) => cluster.members.lock().push(child),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    anyhow::bail!(
-                        "--protocol etcd: the `{}` binary was not found; install the Debian \
-                         package etcd-server (apt-get install etcd-server), or give --targets \
-                         of a running etcd cluster",
-                        etcd.display()
-                    );
-                }
-                Err(e) => return Err(e).context(format!("cannot start {}", etcd.display())),
-            }
+                .args(["--logger", "zap"]);
+            cluster.members.spawn(i, cmd, || {
+                format!(
+                    "--protocol etcd: the `{}` binary was not found; install the Debian \
+                     package etcd-server (apt-get install etcd-server), or give --targets \
+                     of a running etcd cluster",
+                    etcd.display()
+                )
+            })?;
         }
-        cluster.dir = Some(dir);
         // On an error below, dropping `cluster` kills the members and removes the files.
         cluster.wait_ready().await?;
         Ok(cluster)
@@ -132,10 +109,10 @@ impl EtcdCluster {
             .with_timeout(Duration::from_secs(1));
         for (i, t) in self.targets.iter().enumerate() {
             loop {
-                if let Some(status) = self.exited() {
+                if let Some(status) = self.members.exited() {
                     anyhow::bail!(
                         "an etcd member exited while starting ({status}); its log:\n{}",
-                        self.log_tail(i)
+                        self.members.log_tail(i)
                     );
                 }
                 let ready =
@@ -149,31 +126,12 @@ impl EtcdCluster {
                 anyhow::ensure!(
                     Instant::now() < deadline,
                     "etcd member {i} ({t}) was not ready within {READY_TIMEOUT:?}; its log:\n{}",
-                    self.log_tail(i)
+                    self.members.log_tail(i)
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         Ok(())
-    }
-
-    /// The exit status of a member that has exited, if any.
-    fn exited(&self) -> Option<std::process::ExitStatus> {
-        self.members
-            .lock()
-            .iter_mut()
-            .find_map(|c| c.try_wait().ok().flatten())
-    }
-
-    /// The last lines of member `i`'s log.
-    fn log_tail(&self, i: usize) -> String {
-        let Some(dir) = &self.dir else {
-            return String::new();
-        };
-        let text =
-            std::fs::read_to_string(dir.path().join(format!("m{i}.log"))).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// The members' client addresses (`host:port`), as `--targets` takes them.
@@ -183,12 +141,12 @@ impl EtcdCluster {
 
     /// The directory holding the members' data and logs (removed at the end).
     pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_ref().map(tempfile::TempDir::path)
+        Some(self.members.dir())
     }
 
     /// The members' process ids.
     pub fn pids(&self) -> Vec<u32> {
-        self.members.lock().iter().map(Child::id).collect()
+        self.members.pids()
     }
 
     /// Whether every member holds the same registrations: the number of keys under
@@ -221,21 +179,5 @@ impl EtcdCluster {
     /// Kills every member, waits for them and removes the data directories.
     pub async fn shutdown(self) {
         let _ = tokio::task::spawn_blocking(move || drop(self)).await;
-    }
-}
-
-impl Drop for EtcdCluster {
-    fn drop(&mut self) {
-        for child in self.members.lock().iter_mut() {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        if let Some(dir) = self.dir.take()
-            && let Err(e) = dir.close()
-        {
-            eprintln!("loadgen: cannot remove the etcd members' directory: {e}");
-        }
     }
 }

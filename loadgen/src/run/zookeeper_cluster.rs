@@ -9,18 +9,14 @@
 //! leader or follower. [`ZookeeperEnsemble::shutdown`], or dropping the ensemble on an
 //! error, kills every member, waits for it and removes the directory.
 
-use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::member_processes::{MemberProcesses, free_ports};
 use anyhow::Context as _;
-use parking_lot::Mutex;
-
-use super::cluster::free_ports;
 
 /// The jar of the Debian package `zookeeper` (its manifest names the other jars).
 pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
@@ -33,11 +29,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running embedded ZooKeeper ensemble. See the module documentation.
 pub struct ZookeeperEnsemble {
-    members: Mutex<Vec<Child>>,
+    /// The members' processes, configurations, data and logs (killed and removed when
+    /// dropped).
+    members: MemberProcesses,
     /// The members' client addresses (`127.0.0.1:port`).
     targets: Vec<String>,
-    /// Configurations, data and logs; removed when dropped (after the members are killed).
-    dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for ZookeeperEnsemble {
@@ -67,10 +63,6 @@ impl ZookeeperEnsemble {
              (apt-get install zookeeper), or give --targets of a running ensemble",
             jar.display()
         );
-        let dir = tempfile::Builder::new()
-            .prefix("loadgen-zookeeper-")
-            .tempdir()
-            .context("cannot create a temporary directory for the ZooKeeper members")?;
         let ports = free_ports(3 * members)?;
         let client_ports = &ports[..members];
         let servers: String = (0..members)
@@ -83,21 +75,21 @@ impl ZookeeperEnsemble {
                 )
             })
             .collect();
-        let mut ensemble = ZookeeperEnsemble {
-            members: Mutex::new(Vec::new()),
+        let ensemble = ZookeeperEnsemble {
+            members: MemberProcesses::new("ZooKeeper", "zookeeper")?,
             targets: client_ports
                 .iter()
                 .map(|p| format!("127.0.0.1:{p}"))
                 .collect(),
-            dir: None,
         };
+        let dir = ensemble.members.dir();
         for (i, port) in client_ports.iter().enumerate() {
-            let data = dir.path().join(format!("z{i}.data"));
+            let data = dir.join(format!("z{i}.data"));
             std::fs::create_dir_all(&data)
                 .with_context(|| format!("cannot create {}", data.display()))?;
             std::fs::write(data.join("myid"), format!("{}\n", i + 1))
                 .with_context(|| format!("cannot write {}/myid", data.display()))?;
-            let cfg = dir.path().join(format!("z{i}.cfg"));
+            let cfg = dir.join(format!("z{i}.cfg"));
             std::fs::write(
                 &cfg,
                 format!(
@@ -109,32 +101,20 @@ impl ZookeeperEnsemble {
                 ),
             )
             .with_context(|| format!("cannot write {}", cfg.display()))?;
-            let log_path = dir.path().join(format!("z{i}.log"));
-            let log = File::create(&log_path)
-                .with_context(|| format!("cannot create {}", log_path.display()))?;
-            let spawned = Command::new(java)
-                .arg("-cp")
+            let mut cmd = Command::new(java);
+            cmd.arg("-cp")
                 .arg(jar)
-                .arg(format!("-Dzookeeper.log.dir={}", dir.path().display()))
+                .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
                 .arg(MAIN_CLASS)
-                .arg(&cfg)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                // Its own process group: a terminal's Ctrl-C goes to the load generator only.
-                .process_group(0)
-                .spawn();
-            match spawned {
-                Ok(child) => ensemble.members.lock().push(child),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                .arg(&cfg);
+            ensemble.members.spawn(i, cmd, || {
+                format!(
                     "--protocol zookeeper: `{}` was not found; install the Debian package \
                      zookeeper (it brings a JVM), or give --targets of a running ensemble",
                     java.display()
-                ),
-                Err(e) => return Err(e).context(format!("cannot start {}", java.display())),
-            }
+                )
+            })?;
         }
-        ensemble.dir = Some(dir);
         // On an error below, dropping `ensemble` kills the members and removes the files.
         ensemble.wait_ready().await?;
         Ok(ensemble)
@@ -145,10 +125,10 @@ impl ZookeeperEnsemble {
         let deadline = Instant::now() + READY_TIMEOUT;
         for (i, t) in self.targets.iter().enumerate() {
             loop {
-                if let Some(status) = self.exited() {
+                if let Some(status) = self.members.exited() {
                     anyhow::bail!(
                         "a ZooKeeper member exited while starting ({status}); its log:\n{}",
-                        self.log_tail(i)
+                        self.members.log_tail(i)
                     );
                 }
                 let t2 = t.clone();
@@ -163,29 +143,12 @@ impl ZookeeperEnsemble {
                     Instant::now() < deadline,
                     "ZooKeeper member {i} ({t}) was not serving within {READY_TIMEOUT:?}; its \
                      log:\n{}",
-                    self.log_tail(i)
+                    self.members.log_tail(i)
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         Ok(())
-    }
-
-    fn exited(&self) -> Option<std::process::ExitStatus> {
-        self.members
-            .lock()
-            .iter_mut()
-            .find_map(|c| c.try_wait().ok().flatten())
-    }
-
-    fn log_tail(&self, i: usize) -> String {
-        let Some(dir) = &self.dir else {
-            return String::new();
-        };
-        let text =
-            std::fs::read_to_string(dir.path().join(format!("z{i}.log"))).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// The members' client addresses (`host:port`).
@@ -195,12 +158,12 @@ impl ZookeeperEnsemble {
 
     /// The directory holding the members' configurations, data and logs.
     pub fn dir(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.path().to_path_buf())
+        Some(self.members.dir().to_path_buf())
     }
 
     /// The members' process ids.
     pub fn pids(&self) -> Vec<u32> {
-        self.members.lock().iter().map(Child::id).collect()
+        self.members.pids()
     }
 
     /// Each member's mode (`leader`, `follower`), from its `srvr` answer.
@@ -228,20 +191,4 @@ fn mode_of(target: &str) -> Option<String> {
     out.lines()
         .find_map(|l| l.strip_prefix("Mode: "))
         .map(|m| m.trim().to_owned())
-}
-
-impl Drop for ZookeeperEnsemble {
-    fn drop(&mut self) {
-        for child in self.members.lock().iter_mut() {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        if let Some(dir) = self.dir.take()
-            && let Err(e) = dir.close()
-        {
-            eprintln!("loadgen: cannot remove the ZooKeeper members' directory: {e}");
-        }
-    }
 }
