@@ -120,6 +120,12 @@ pub struct Config {
     pub router: RouterKind,
     /// Most services one client may publish to at once.
     pub max_services_per_client: usize,
+    /// Most clients this node holds as their owner; a registration that would create one
+    /// more is refused (replicas of other owners' clients never are).
+    pub max_clients: usize,
+    /// Most services with instances per namespace; a registration by a client of this
+    /// node that would add one more is refused (a sync from another owner never is).
+    pub max_services_per_namespace: usize,
     /// Seed of the in-memory hash maps. `None` (the default) picks a random seed per
     /// process, which resists hash-collision attacks; the simulator fixes it so that a
     /// seed replays exactly, iteration orders included.
@@ -152,6 +158,8 @@ impl Default for Config {
             load_retry_delay: DEFAULT_LOAD_RETRY_DELAY,
             router: RouterKind::NacosModulo,
             max_services_per_client: crate::limits::MAX_SERVICES_PER_CLIENT,
+            max_clients: crate::limits::MAX_CLIENTS,
+            max_services_per_namespace: crate::limits::MAX_SERVICES_PER_NAMESPACE,
             hash_seed: None,
         }
     }
@@ -239,6 +247,12 @@ impl Config {
         }
         if self.max_services_per_client == 0 {
             return err("max_services_per_client", "must be at least 1".into());
+        }
+        if self.max_clients == 0 {
+            return err("max_clients", "must be at least 1".into());
+        }
+        if self.max_services_per_namespace == 0 {
+            return err("max_services_per_namespace", "must be at least 1".into());
         }
         Ok(())
     }

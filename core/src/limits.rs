@@ -1,7 +1,7 @@
 //! Named, documented limits on everything a client can send.
 //!
 //! Every limit here is enforced by validation in [`crate::model`] (field limits) or by the
-//! [`crate::Registry`] (per-client limits) and reported with a [`crate::ValidationError`]
+//! [`crate::Registry`] (per-client, per-node and per-namespace limits) and reported with a [`crate::ValidationError`]
 //! that names the field. The server documents the same numbers in its README; change
 //! them here and nowhere else.
 
@@ -30,6 +30,12 @@ pub const MAX_BATCH_INSTANCES: usize = 1_000;
 /// Most services one client may publish to at the same time (default of
 /// [`crate::Config::max_services_per_client`]).
 pub const MAX_SERVICES_PER_CLIENT: usize = 1_000;
+/// Most clients (ip:port and connection clients) one node holds as their owner (default
+/// of [`crate::Config::max_clients`]); replicas held for other owners do not count.
+pub const MAX_CLIENTS: usize = 1_000_000;
+/// Most services with at least one instance in one namespace that a node lets its own
+/// clients create (default of [`crate::Config::max_services_per_namespace`]).
+pub const MAX_SERVICES_PER_NAMESPACE: usize = 1_000_000;
 /// Smallest accepted instance weight.
 pub const MIN_WEIGHT: f64 = 0.0;
 /// Largest accepted instance weight (Nacos's HTTP API bound).

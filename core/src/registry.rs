@@ -157,6 +157,11 @@ pub struct Registry {
     clients: AtomicUsize,
     instances: AtomicUsize,
     max_services_per_client: usize,
+    max_clients: u64,
+    max_services_per_namespace: usize,
+    /// Services with at least one publication, per namespace (namespaces with none are
+    /// absent). Changed under a service's free-list lock when its index fills or empties.
+    namespace_services: Mutex<HashMap<Name, usize, FastHash>>,
     tombstone_ttl: Millis,
 }
 
@@ -184,8 +189,20 @@ impl Registry {
             clients: AtomicUsize::new(0),
             instances: AtomicUsize::new(0),
             max_services_per_client: config.max_services_per_client,
+            max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),
+            max_services_per_namespace: config.max_services_per_namespace,
+            namespace_services: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
             tombstone_ttl: config.tombstone_ttl,
         }
+    }
+
+    /// Number of services of `namespace` with at least one publication.
+    pub fn namespace_service_count(&self, namespace: &str) -> usize {
+        self.namespace_services
+            .lock()
+            .get(namespace)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Frees interned names no stored state uses any more (see [`Interner::reclaim`]);

@@ -139,6 +139,14 @@ impl Registry {
         })
     }
 
+    /// Whether `service` has at least one publication.
+    pub(super) fn service_is_live(&self, service: &Service) -> bool {
+        self.services
+            .pin()
+            .get(service.key().as_str())
+            .is_some_and(|idx| idx.live.load(Relaxed) > 0)
+    }
+
     /// Services of `namespace` (and of `group`, when given), sorted by name.
     pub fn services(&self, namespace: &str, group: Option<&str>) -> Vec<Service> {
         let services = self.services.pin();
@@ -184,8 +192,8 @@ impl Registry {
                     s
                 }
                 None => {
-                    let reused = idx.free.lock().pop();
-                    let s = match reused {
+                    let mut free = idx.free.lock();
+                    let s = match free.pop() {
                         Some(s) => {
                             if let Some(cell) = idx.slots.get(s as usize) {
                                 cell.store(Some(p));
@@ -194,7 +202,16 @@ impl Registry {
                         }
                         None => idx.slots.push(ArcSwapOption::new(Some(p))) as u32,
                     };
-                    idx.live.fetch_add(1, Relaxed);
+                    // Under the free-list lock, so the namespace's count sees this
+                    // service fill and empty in order.
+                    if idx.live.fetch_add(1, Relaxed) == 0 {
+                        *self
+                            .namespace_services
+                            .lock()
+                            .entry(idx.service.namespace().clone())
+                            .or_insert(0) += 1;
+                    }
+                    drop(free);
                     s
                 }
             };
@@ -213,8 +230,19 @@ impl Registry {
             if let Some(cell) = idx.slots.get(slot as usize)
                 && cell.swap(None).is_some()
             {
-                idx.free.lock().push(slot);
-                idx.live.fetch_sub(1, Relaxed);
+                let mut free = idx.free.lock();
+                free.push(slot);
+                if idx.live.fetch_sub(1, Relaxed) == 1 {
+                    let mut counts = self.namespace_services.lock();
+                    let ns = idx.service.namespace().as_str();
+                    if let Some(n) = counts.get_mut(ns) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(ns);
+                        }
+                    }
+                }
+                drop(free);
                 idx.instances.fetch_sub(len, Relaxed);
                 idx.revision.fetch_add(1, Relaxed);
             }

@@ -27,6 +27,20 @@ impl Registry {
         let mut result = Ok(());
         let publication = Arc::new(publication);
         let out = self.write_local(id, owner, now, Origin::Client, |old| {
+            if old.is_none() {
+                let held = self.owner_count(owner);
+                if held >= self.max_clients {
+                    result = Err(ValidationError::new(
+                        Field::ClientId,
+                        format!(
+                            "client {id} refused: this node already owns {held} clients, \
+                             the limit is {} (max_clients)",
+                            self.max_clients
+                        ),
+                    ));
+                    return LocalAction::Nothing;
+                }
+            }
             let mut pubs: Vec<Arc<Publication>> =
                 old.map(|c| c.publications.to_vec()).unwrap_or_default();
             match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
@@ -51,6 +65,10 @@ impl Registry {
                         ));
                         return LocalAction::Nothing;
                     }
+                    if let Err(e) = self.check_new_service(&publication.service) {
+                        result = Err(e);
+                        return LocalAction::Nothing;
+                    }
                     pubs.insert(i, publication.clone());
                 }
             }
@@ -58,6 +76,29 @@ impl Registry {
         });
         result?;
         Ok(out)
+    }
+
+    /// Refuses a publication that would add a service to a namespace holding
+    /// `max_services_per_namespace` services already. Counted with the services'
+    /// publications, so concurrent registrations of new services may pass it by a few.
+    fn check_new_service(&self, service: &Service) -> Result<(), ValidationError> {
+        let max = self.max_services_per_namespace;
+        if self.service_is_live(service) {
+            return Ok(());
+        }
+        let ns = service.namespace().as_str();
+        let held = self.namespace_service_count(ns);
+        if held >= max {
+            return Err(ValidationError::new(
+                Field::Service,
+                format!(
+                    "service {} refused: namespace {ns} already holds {held} services, \
+                     the limit is {max} (max_services_per_namespace)",
+                    service.key()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Removes what client `id` publishes to `service`; deletes the client when nothing

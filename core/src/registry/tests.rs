@@ -166,6 +166,107 @@ fn service_limit_per_client() {
 }
 
 #[test]
+fn client_limit_per_node_counts_owned_clients_only() {
+    let config = Config {
+        shards: 4,
+        max_clients: 2,
+        ..Config::default()
+    };
+    let r = Registry::new(MemberId(0), 2, 0, &config);
+    let a = ClientId::ip_port("10.0.0.1", 80);
+    let b = ClientId::ip_port("10.0.0.2", 80);
+    let c = ClientId::ip_port("10.0.0.3", 80);
+    r.publish(&a, publication(&r, "s", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    r.publish(&b, publication(&r, "s", "10.0.0.2", 80), MemberId(0), 1)
+        .unwrap();
+    // A held client may still add services.
+    r.publish(&a, publication(&r, "t", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    let e = r
+        .publish(&c, publication(&r, "s", "10.0.0.3", 80), MemberId(0), 1)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("the limit is 2 (max_clients)"), "{msg}");
+    assert!(r.get(c.as_str()).is_none());
+    // A replica of another owner's client is never refused and does not count.
+    let other = Registry::new(MemberId(1), 2, 0, &Config::default());
+    other
+        .publish(&c, publication(&other, "s", "10.0.0.3", 80), MemberId(1), 1)
+        .unwrap();
+    let rec = other.get(c.as_str()).unwrap().to_record();
+    assert_eq!(r.apply(&rec, MemberId(1), 2), ApplyOutcome::Applied);
+    assert_eq!(r.owner_count(MemberId(0)), 2);
+    // A deregistration frees room.
+    r.remove_client(&b, MemberId(0), 3);
+    let d = ClientId::ip_port("10.0.0.4", 80);
+    r.publish(&d, publication(&r, "s", "10.0.0.4", 80), MemberId(0), 4)
+        .unwrap();
+}
+
+#[test]
+fn service_limit_per_namespace() {
+    let config = Config {
+        shards: 4,
+        max_services_per_namespace: 2,
+        ..Config::default()
+    };
+    let r = Registry::new(MemberId(0), 2, 0, &config);
+    let a = ClientId::ip_port("10.0.0.1", 80);
+    let b = ClientId::ip_port("10.0.0.2", 80);
+    r.publish(&a, publication(&r, "s1", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    r.publish(&a, publication(&r, "s2", "10.0.0.1", 80), MemberId(0), 1)
+        .unwrap();
+    assert_eq!(r.namespace_service_count("public"), 2);
+    // Another client joins an existing service: no new service, allowed.
+    r.publish(&b, publication(&r, "s1", "10.0.0.2", 80), MemberId(0), 1)
+        .unwrap();
+    let e = r
+        .publish(&b, publication(&r, "s3", "10.0.0.2", 80), MemberId(0), 1)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("namespace public already holds 2 services, the limit is 2"),
+        "{msg}"
+    );
+    // Another namespace has its own count.
+    let s = r.service("other", "DEFAULT_GROUP", "s3");
+    let i = InstanceSpec::new("10.0.0.2", 80)
+        .to_instance(r.interner(), &s)
+        .unwrap();
+    r.publish(&b, Publication::single(s, i), MemberId(0), 1)
+        .unwrap();
+    // A replica never refuses a sync from the owner, even past the limit.
+    let other = Registry::new(MemberId(1), 2, 0, &Config::default());
+    let c = ClientId::ip_port("10.0.0.3", 80);
+    other
+        .publish(
+            &c,
+            publication(&other, "s9", "10.0.0.3", 80),
+            MemberId(1),
+            1,
+        )
+        .unwrap();
+    let rec = other.get(c.as_str()).unwrap().to_record();
+    assert_eq!(r.apply(&rec, MemberId(1), 2), ApplyOutcome::Applied);
+    assert_eq!(r.namespace_service_count("public"), 3);
+    // Emptying services frees room: s2 (only a) and s9 (the replica) go away.
+    let s2 = r.service("public", "DEFAULT_GROUP", "s2");
+    r.unpublish(&a, &s2, MemberId(0), 3, Origin::Client);
+    assert_eq!(r.namespace_service_count("public"), 2);
+    assert!(
+        r.publish(&b, publication(&r, "s3", "10.0.0.2", 80), MemberId(0), 4)
+            .is_err()
+    );
+    r.drop_replica(&c, rec.revision, 5);
+    assert_eq!(r.namespace_service_count("public"), 1);
+    r.publish(&b, publication(&r, "s3", "10.0.0.2", 80), MemberId(0), 6)
+        .unwrap();
+    assert_eq!(r.namespace_service_count("public"), 2);
+}
+
+#[test]
 fn empty_services_are_collected_after_a_while() {
     let r = reg();
     let _ = r.service("public", "DEFAULT_GROUP", "ghost");

@@ -187,6 +187,78 @@ async fn writes_are_forwarded_to_their_owner() {
     c.shutdown().await;
 }
 
+/// `max_clients` counts the clients a node owns: every node holds the others' clients
+/// as replicas past the limit (a sync is never refused), and a registration forwarded to
+/// an owner at its limit comes back refused with the owner's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_limit_binds_owners_and_never_refuses_replicas() {
+    let mut config = fast_config();
+    config.protocol.max_clients = 1;
+    let c = cluster(3, config).await;
+    let mut owned = Vec::new();
+    for owner in 0..3 {
+        let (ip, port) = address_owned_by(&c, owner);
+        assert_eq!(
+            register_http(&c, (owner + 1) % 3, "limited", &ip, port).await,
+            (200, "ok".into())
+        );
+        owned.push((ip, port));
+    }
+    eventually(
+        "every node holds all three clients",
+        Duration::from_secs(10),
+        || owned.iter().all(|(ip, port)| all_hold(&c, ip, *port)),
+    )
+    .await;
+    // One more client owned by node 1, sent to node 0: forwarded, refused by the owner.
+    let n = c.node(0).expect("node 0 runs");
+    let want = c.node(1).expect("node 1 runs").me();
+    let extra = (0..10_000u32)
+        .map(|i| format!("10.8.{}.{}", i / 250, i % 250))
+        .find(|ip| n.route(&format!("{ip}:8080")) == Route::Remote(want))
+        .expect("an address owned by node 1");
+    let (status, body) = register_http(&c, 0, "limited", &extra, 8080).await;
+    println!("a second client of node 1: {status} {body}");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("the limit is 1 (max_clients)"), "{body}");
+    // The native API refuses the same item with its per-item code for invalid input.
+    let mut native =
+        pb::registry_client::RegistryClient::connect(format!("http://{}", c.sdk_addr(2)))
+            .await
+            .expect("connect");
+    let r = native
+        .register(pb::RegisterRequest {
+            registrations: vec![pb::Registration {
+                service: Some(pb::ServiceRef {
+                    namespace: String::new(),
+                    group: String::new(),
+                    name: "limited".into(),
+                }),
+                instance: Some(pb::Instance {
+                    ip: extra.clone(),
+                    port: 8080,
+                    weight: 1.0,
+                    healthy: true,
+                    enabled: true,
+                    ..Default::default()
+                }),
+            }],
+        })
+        .await
+        .expect("register answers")
+        .into_inner();
+    let item = &r.results[0];
+    println!("natively: {} {}", item.code, item.message);
+    assert_eq!(item.code, 400, "{item:?}");
+    assert!(item.message.contains("(max_clients)"), "{item:?}");
+    // The other nodes' clients keep working.
+    assert_eq!(
+        register_http(&c, 2, "limited-2", &owned[2].0, owned[2].1).await,
+        (200, "ok".into())
+    );
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_batches_are_split_by_owner_and_watched_from_any_node() {
     let c = cluster(3, fast_config()).await;

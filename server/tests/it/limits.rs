@@ -1,5 +1,5 @@
 //! Limits of a node against abusive clients: too many connections, slow-loris connections
-//! and too many instances per client are refused or shed with a clear error while the
+//! too many instances per client, and clients or services past a node's limits are refused or shed with a clear error while the
 //! node keeps serving its other clients.
 
 use distro_server::{Listeners, RunningServer, ServerConfig};
@@ -250,6 +250,75 @@ async fn a_client_publishing_too_many_services_is_refused_and_others_are_served(
     );
     // Another client is still served.
     assert_eq!(reg("svc-3".into(), "10.6.6.6").await, (200, "ok".into()));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_services_past_the_node_limits_are_refused_and_deregistration_frees_room() {
+    let s = standalone(|c| {
+        c.protocol.max_clients = 2;
+        c.protocol.max_services_per_namespace = 2;
+    })
+    .await;
+    let h = http();
+    let call = |method: reqwest::Method, svc: &str, ip: &str| {
+        let h = h.clone();
+        let url = format!(
+            "http://{}/nacos/v1/ns/instance?serviceName={svc}&ip={ip}&port=80",
+            s.http_addr()
+        );
+        async move {
+            let r = h.request(method, url).send().await.expect("answer");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    let reg = |svc, ip| call(reqwest::Method::POST, svc, ip);
+    let ok = (200, "ok".to_string());
+    assert_eq!(reg("svc-a", "10.7.0.1").await, ok);
+    assert_eq!(reg("svc-b", "10.7.0.1").await, ok);
+    // A third service in the namespace is refused, naming the limit.
+    let (status, body) = reg("svc-c", "10.7.0.1").await;
+    println!("a third service: {status} {body}");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("namespace public already holds 2 services, the limit is 2"),
+        "{body}"
+    );
+    // Another namespace counts its own services.
+    let url = format!(
+        "http://{}/nacos/v1/ns/instance?namespaceId=other&serviceName=svc-c&ip=10.7.0.1&port=80",
+        s.http_addr()
+    );
+    let r = h.post(url).send().await.expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+    // A second client joins an existing service; a third client is one too many.
+    assert_eq!(reg("svc-a", "10.7.0.2").await, ok);
+    let (status, body) = reg("svc-a", "10.7.0.3").await;
+    println!("a third client: {status} {body}");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("already owns 2 clients, the limit is 2 (max_clients)"),
+        "{body}"
+    );
+    // The node keeps serving: queries and the admitted clients' writes.
+    let list = h
+        .get(format!(
+            "http://{}/nacos/v1/ns/instance/list?serviceName=svc-a",
+            s.http_addr()
+        ))
+        .send()
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("body");
+    assert!(list.contains("10.7.0.2"), "{list}");
+    // A deregistration frees room for a service and for a client.
+    assert_eq!(call(reqwest::Method::DELETE, "svc-b", "10.7.0.1").await, ok);
+    assert_eq!(reg("svc-c", "10.7.0.1").await, ok);
+    assert_eq!(call(reqwest::Method::DELETE, "svc-a", "10.7.0.2").await, ok);
+    assert_eq!(reg("svc-a", "10.7.0.3").await, ok);
+    assert!(healthy(&s).await);
     s.shutdown().await;
 }
 

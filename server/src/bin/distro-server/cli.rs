@@ -172,6 +172,15 @@ pub(crate) struct Cli {
     /// Most services one client may publish to.
     #[arg(long, env = "DISTRO_MAX_SERVICES_PER_CLIENT", default_value = "1000", value_parser = count)]
     max_services_per_client: usize,
+    /// Most clients (ip:port and connection clients) this node holds as their owner; a
+    /// registration that would create one more is refused naming the limit. Replicas of
+    /// other nodes' clients do not count and are never refused.
+    #[arg(long, env = "DISTRO_MAX_CLIENTS", default_value = "1000000", value_parser = count)]
+    max_clients: usize,
+    /// Most services with instances per namespace; a registration through this node that
+    /// would add one more is refused naming the limit (syncs from other nodes never are).
+    #[arg(long, env = "DISTRO_MAX_SERVICES", default_value = "1000000", value_parser = count)]
+    max_services: usize,
     /// Delay that merges changes before Nacos subscribers are pushed.
     #[arg(long, env = "DISTRO_PUSH_DELAY", default_value = "500ms", value_parser = duration)]
     push_delay: Duration,
@@ -328,6 +337,8 @@ impl Cli {
             load_retry_delay: self.load_retry_delay,
             router: RouterKind::parse(&self.router).unwrap_or_default(),
             max_services_per_client: self.max_services_per_client,
+            max_clients: self.max_clients,
+            max_services_per_namespace: self.max_services,
             hash_seed: None,
         };
         let nacos = NacosConfig {

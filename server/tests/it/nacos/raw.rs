@@ -746,6 +746,92 @@ async fn limits_refuse_with_clear_errors() {
     server.stop().await;
 }
 
+/// `max_clients` and `max_services_per_namespace` refuse a registration that would
+/// create one more connection client or service with an `ErrorResponse` naming the
+/// limit; the admitted connection keeps working, and a deregistration (or the end of a
+/// connection) frees room.
+#[tokio::test]
+async fn client_and_service_limits_refuse_with_error_responses() {
+    let core = distro_core::Config {
+        max_clients: 1,
+        max_services_per_namespace: 2,
+        ..distro_core::Config::default()
+    };
+    let node = Arc::new(
+        distro_core::Node::new(
+            core,
+            distro_core::MemberList::new("127.0.0.1:8848", &[]).expect("members"),
+            wall_ms(),
+        )
+        .expect("core config"),
+    );
+    let server = TestServer::start_node(node, fast_config()).await;
+    let mut first = Raw::connect(&server).await;
+    first.setup().await;
+    for svc in ["a", "b"] {
+        assert_ok(
+            &first
+                .call("InstanceRequest", register_body(svc, "10.0.0.1", 1))
+                .await,
+            "InstanceResponse",
+        );
+    }
+    let msg = assert_error(
+        &first
+            .call("InstanceRequest", register_body("c", "10.0.0.1", 1))
+            .await,
+        400,
+    );
+    println!("a third service: {msg}");
+    assert!(
+        msg.contains(
+            "namespace public already holds 2 services, the limit is 2 (max_services_per_namespace)"
+        ),
+        "{msg}"
+    );
+    // A second connection client is one more than max_clients.
+    let mut second = Raw::connect(&server).await;
+    second.setup().await;
+    let msg = assert_error(
+        &second
+            .call("InstanceRequest", register_body("a", "10.0.0.2", 2))
+            .await,
+        400,
+    );
+    println!("a second client: {msg}");
+    assert!(
+        msg.contains("already owns 1 clients, the limit is 1 (max_clients)"),
+        "{msg}"
+    );
+    // The admitted client keeps working; its deregistration frees a service.
+    let mut dereg = register_body("b", "10.0.0.1", 1);
+    dereg["type"] = json!("deregisterInstance");
+    assert_ok(
+        &first.call("InstanceRequest", dereg).await,
+        "InstanceResponse",
+    );
+    assert_ok(
+        &first
+            .call("InstanceRequest", register_body("c", "10.0.0.1", 1))
+            .await,
+        "InstanceResponse",
+    );
+    assert_eq!(server.instances("c"), vec!["10.0.0.1:1".to_string()]);
+    // The end of the first connection frees its client: the second is admitted.
+    drop(first);
+    wait_until("the first client is removed", || {
+        server.instances("a").is_empty()
+    })
+    .await;
+    assert_ok(
+        &second
+            .call("InstanceRequest", register_body("a", "10.0.0.2", 2))
+            .await,
+        "InstanceResponse",
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_ends_streams_and_refuses_requests() {
     let server = TestServer::start(fast_config()).await;
