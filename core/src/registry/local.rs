@@ -94,7 +94,7 @@ impl Registry {
                 format!(
                     "service {} refused: namespace {ns} already holds {held} services, \
                      the limit is {max} (max_services_per_namespace)",
-                    service.key()
+                    service.grouped_name()
                 ),
             ));
         }

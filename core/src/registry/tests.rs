@@ -324,6 +324,37 @@ fn concurrent_writers_keep_index_and_digests_consistent() {
     assert_eq!(stats.instances, via_services);
     assert_eq!(stats.clients as u64, r.owner_count(MemberId(0)));
     assert_eq!(stats.clients, 4 * (500 - 167));
+    assert_eq!(r.namespace_service_count("public"), 7);
+}
+
+/// Services filling and emptying concurrently (clients of four threads joining and
+/// leaving the same five services) leave the per-namespace count exact.
+#[test]
+fn concurrent_fills_and_empties_keep_the_namespace_count_exact() {
+    let r = Arc::new(reg());
+    let threads: Vec<_> = (0..4u16)
+        .map(|t| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000u16 {
+                    let ip = format!("10.3.{t}.{}", i % 200);
+                    let id = ClientId::ip_port(&ip, 1000 + i);
+                    let p = publication(&r, &format!("x{}", i % 5), &ip, 1000 + i);
+                    r.publish(&id, p, MemberId(0), u64::from(i)).unwrap();
+                    r.remove_client(&id, MemberId(0), u64::from(i));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(r.stats().clients, 0);
+    assert_eq!(r.namespace_service_count("public"), 0);
+    let id = ClientId::ip_port("10.3.9.9", 1);
+    r.publish(&id, publication(&r, "x0", "10.3.9.9", 1), MemberId(0), 1)
+        .unwrap();
+    assert_eq!(r.namespace_service_count("public"), 1);
 }
 
 /// Replicated changes of 300 clients over 16 shards, with repeats at older and newer

@@ -418,6 +418,11 @@ mod tests {
             cli.into_config().is_err(),
             "lease below the verify interval is refused"
         );
+        for flag in ["--max-clients", "--max-services"] {
+            let cli = Cli::parse_from(["distro-server", flag, "0"]);
+            let e = cli.into_config().expect_err("a limit of 0 is refused");
+            assert!(format!("{e:#}").contains("must be at least 1"), "{e:#}");
+        }
     }
 
     fn config(args: &[&str]) -> anyhow::Result<ServerConfig> {
@@ -470,6 +475,10 @@ mod tests {
             "2k",
             "--max-message-bytes",
             "4MiB",
+            "--max-clients",
+            "50k",
+            "--max-services",
+            "300",
             "--cluster-token",
             "",
         ])
@@ -484,6 +493,8 @@ mod tests {
         assert_eq!(c.protocol.sync_delay, 250);
         assert_eq!(c.protocol.batch_max_entries, 2_000);
         assert_eq!(c.nacos.max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.protocol.max_clients, 50_000);
+        assert_eq!(c.protocol.max_services_per_namespace, 300);
         assert_eq!(c.cluster_token, None, "an empty token is no token");
         let c = config(&[
             "--members-dns",
