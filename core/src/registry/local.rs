@@ -27,7 +27,9 @@ impl Registry {
         let mut result = Ok(());
         let publication = Arc::new(publication);
         let out = self.write_local(id, owner, now, Origin::Client, |old| {
-            if old.is_none() {
+            // Every client held (replicas too) bounds the owned ones: the sum over the
+            // digest shards is needed only when the node holds that many.
+            if old.is_none() && self.clients.load(Relaxed) as u64 >= self.max_clients {
                 let held = self.owner_count(owner);
                 if held >= self.max_clients {
                     result = Err(ValidationError::new(
