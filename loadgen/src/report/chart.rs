@@ -10,6 +10,7 @@
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::ReportError;
 use crate::measure::timeline::Marker;
@@ -328,16 +329,26 @@ where
                 MARKER_COLOR.stroke_width(1),
             ))
             .map_err(|e| err(e.to_string()))?;
-        // Stagger labels vertically so that close markers stay readable.
+        // Stagger labels vertically so that close markers stay readable; in the right half
+        // of the axis the label runs leftwards from its line, so that it is not cut off.
         let dy = 4 + 18 * (i % 3) as i32;
+        let std::ops::Range {
+            start: x_lo,
+            end: x_hi,
+        } = chart.x_range();
+        let font = (FONT, 15).into_font().color(&MARKER_COLOR);
+        let (text, dx, font) = if m.time_s > (x_lo + x_hi) / 2.0 {
+            (
+                format!("{} ▼", m.label),
+                -3,
+                font.pos(Pos::new(HPos::Right, VPos::Top)),
+            )
+        } else {
+            (format!("▼ {}", m.label), 3, font)
+        };
         chart
             .draw_series(std::iter::once(
-                EmptyElement::at((m.time_s, y_hi))
-                    + Text::new(
-                        format!("▼ {}", m.label),
-                        (3, dy),
-                        (FONT, 15).into_font().color(&MARKER_COLOR),
-                    ),
+                EmptyElement::at((m.time_s, y_hi)) + Text::new(text, (dx, dy), font),
             ))
             .map_err(|e| err(e.to_string()))?;
     }
@@ -648,10 +659,16 @@ mod tests {
 
     #[test]
     fn charts_carry_their_text_as_svg_text() {
-        let markers = [Marker {
-            time_s: 1.5,
-            label: "kill node 2".into(),
-        }];
+        let markers = [
+            Marker {
+                time_s: 1.5,
+                label: "kill node 2".into(),
+            },
+            Marker {
+                time_s: 2.9,
+                label: "restart node 2".into(),
+            },
+        ];
         let svg = time_chart(&TimeChart {
             title: "Throughput",
             y_desc: "requests/s",
@@ -685,6 +702,7 @@ mod tests {
         for want in [
             "Throughput",
             "▼ kill node 2",
+            "restart node 2 ▼",
             "1s",
             "requests/s",
             "kill:2@1s",
