@@ -649,7 +649,13 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         if lines.is_empty() {
             continue;
         }
-        let title = format!("{op}: requests per latency bucket ({} samples)", o.ok);
+        let title = match o_s.model {
+            Model::Open => format!("{op}: requests per latency bucket ({} samples)", o.ok),
+            Model::Closed => format!(
+                "{op}: requests per service time bucket ({} samples, closed model)",
+                o.ok
+            ),
+        };
         let svg = histogram_chart(&title, histogram_range(&lines), &lines)?;
         figure(&mut h, &svg, &lines, false, false);
     }
