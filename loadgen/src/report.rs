@@ -19,6 +19,7 @@
 
 pub(crate) mod chart;
 pub(crate) mod check;
+pub(crate) mod compare;
 pub(crate) mod faults;
 #[cfg(test)]
 pub(crate) mod fixture;
