@@ -113,6 +113,7 @@ pub use report::check::{
     CheckReport, CheckRow, CheckThresholds, DEFAULT_MAX_P99_RISE, DEFAULT_MAX_THROUGHPUT_DROP,
     OpThresholds, Unit, Verdict, check, check_files,
 };
+pub use report::compare::{COMPARISON_FILE, write_comparison};
 pub use report::faults::{FAULTS_COLUMNS, FAULTS_FILE, FaultSummary};
 pub use report::history::{append_history, history_columns, history_row};
 pub use report::merge::merge_runs;

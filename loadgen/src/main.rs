@@ -49,6 +49,10 @@ fn main() -> ExitCode {
             match loadgen::check_files(&current, &baseline, &t) {
                 Ok(report) => {
                     print!("{report}");
+                    match loadgen::write_comparison(&current, &baseline, &report) {
+                        Ok(path) => println!("comparison: {}", path.display()),
+                        Err(e) => eprintln!("loadgen check: comparison page not written: {e}"),
+                    }
                     if report.passed() {
                         ExitCode::SUCCESS
                     } else {

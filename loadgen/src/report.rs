@@ -19,6 +19,7 @@
 
 pub(crate) mod chart;
 pub(crate) mod check;
+pub(crate) mod compare;
 pub(crate) mod faults;
 #[cfg(test)]
 pub(crate) mod fixture;
@@ -278,8 +279,13 @@ mod tests {
                 "report.html must be self-contained: {banned}"
             );
         }
-        // Throughput, failures, 3 latency-over-time, 3 spectra, 2 replication lag, 1 gauge.
-        assert_eq!(page.matches("<svg width=\"960\"").count(), 11);
+        // Throughput, failures, active clients, 3 latency-over-time, 3 spectra, 3
+        // histograms, 2 replication lag (the only gauge is drawn as active clients); a
+        // three-second run draws its time charts small.
+        let charts =
+            page.matches("<svg width=\"").count() - page.matches("<svg width=\"30\"").count();
+        assert_eq!(charts, 14);
+        assert_eq!(page.matches("<svg width=\"480\"").count(), 7, "time charts");
         for want in [
             "Successful requests per second",
             "Failed, late and dropped requests per second",
@@ -288,7 +294,8 @@ mod tests {
             "query: latency by percentile",
             "replication lag by percentile",
             "kill node 2",
-            "clients registered",
+            "Active clients",
+            "register: requests per latency bucket",
             "UNAVAILABLE",
         ] {
             assert!(page.contains(want), "{want} missing from report.html");

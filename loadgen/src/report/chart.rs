@@ -10,6 +10,7 @@
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::ReportError;
 use crate::measure::timeline::Marker;
@@ -20,6 +21,13 @@ const WIDTH: u32 = 960;
 const TIME_HEIGHT: u32 = 340;
 /// Height of a spectrum chart.
 const SPECTRUM_HEIGHT: u32 = 380;
+/// Height of a latency histogram.
+const HISTOGRAM_HEIGHT: u32 = 320;
+/// A time chart with values at no more than this many times (all lines together) is
+/// drawn small: a handful of points across a full-width chart is mostly empty axis.
+pub(crate) const FEW_POINTS: usize = 4;
+/// Size of a small time chart.
+const SMALL: (u32, u32) = (480, 240);
 /// The font family of every text.
 const FONT: &str = "sans-serif";
 /// Colour of markers.
@@ -321,16 +329,26 @@ where
                 MARKER_COLOR.stroke_width(1),
             ))
             .map_err(|e| err(e.to_string()))?;
-        // Stagger labels vertically so that close markers stay readable.
+        // Stagger labels vertically so that close markers stay readable; in the right half
+        // of the axis the label runs leftwards from its line, so that it is not cut off.
         let dy = 4 + 18 * (i % 3) as i32;
+        let std::ops::Range {
+            start: x_lo,
+            end: x_hi,
+        } = chart.x_range();
+        let font = (FONT, 15).into_font().color(&MARKER_COLOR);
+        let (text, dx, font) = if m.time_s > (x_lo + x_hi) / 2.0 {
+            (
+                format!("{} ▼", m.label),
+                -3,
+                font.pos(Pos::new(HPos::Right, VPos::Top)),
+            )
+        } else {
+            (format!("▼ {}", m.label), 3, font)
+        };
         chart
             .draw_series(std::iter::once(
-                EmptyElement::at((m.time_s, y_hi))
-                    + Text::new(
-                        format!("▼ {}", m.label),
-                        (3, dy),
-                        (FONT, 15).into_font().color(&MARKER_COLOR),
-                    ),
+                EmptyElement::at((m.time_s, y_hi)) + Text::new(text, (dx, dy), font),
             ))
             .map_err(|e| err(e.to_string()))?;
     }
@@ -362,6 +380,7 @@ where
 
 fn mesh<X, Y>(
     chart: &mut SvgChart<'_, '_, X, Y>,
+    x_labels: usize,
     x_desc: &str,
     y_desc: &str,
     x_fmt: &dyn Fn(&f64) -> String,
@@ -375,7 +394,7 @@ where
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .x_labels(12)
+        .x_labels(x_labels)
         .y_labels(8)
         .x_label_formatter(x_fmt)
         .y_label_formatter(&|v| axis_number(*v))
@@ -399,12 +418,61 @@ fn bounds<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Option<(f64, f64)> {
         })
 }
 
-/// Draws a time chart as an SVG document.
+/// The first and last time at which some line has a value.
+fn x_bounds(lines: &[Line]) -> Option<(f64, f64)> {
+    lines
+        .iter()
+        .flat_map(|l| l.points.iter())
+        .filter(|(_, y)| y.is_some_and(f64::is_finite))
+        .fold(None, |acc, (x, _)| match acc {
+            None => Some((*x, *x)),
+            Some((lo, hi)) => Some((lo.min(*x), hi.max(*x))),
+        })
+}
+
+/// Whether a time chart of `lines` is drawn small (see [`FEW_POINTS`]).
+pub(crate) fn is_small(lines: &[Line]) -> bool {
+    let mut times: Vec<f64> = lines
+        .iter()
+        .flat_map(|l| l.points.iter())
+        .filter(|(_, y)| y.is_some_and(f64::is_finite))
+        .map(|(x, _)| *x)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    times.len() <= FEW_POINTS
+}
+
+/// Draws a time chart as an SVG document: full size, or small when it holds only a
+/// handful of points.
 pub(crate) fn time_chart(c: &TimeChart<'_>) -> Result<String, ReportError> {
     let mut svg = String::new();
     {
-        let area = SVGBackend::with_string(&mut svg, (WIDTH, TIME_HEIGHT)).into_drawing_area();
-        let x_range = 0.0..c.end_s.max(1.0);
+        let full = 0.0..c.end_s.max(1.0);
+        // A small chart spans its points and a second either side, not the whole run;
+        // markers and bands outside that span are left out.
+        let (size, x_labels, x_range) = match (is_small(c.lines), x_bounds(c.lines)) {
+            (true, Some((lo, hi))) => (SMALL, 6, (lo - 1.0).max(0.0)..(hi + 1.0).min(full.end)),
+            _ => ((WIDTH, TIME_HEIGHT), 12, full),
+        };
+        let markers: Vec<Marker> = c
+            .markers
+            .iter()
+            .filter(|m| x_range.contains(&m.time_s))
+            .cloned()
+            .collect();
+        let bands: Vec<Band> = c
+            .bands
+            .iter()
+            .filter(|b| b.start_s < x_range.end && b.settled_s.max(b.end_s) > x_range.start)
+            .map(|b| Band {
+                start_s: b.start_s.max(x_range.start),
+                end_s: b.end_s.min(x_range.end),
+                settled_s: b.settled_s.min(x_range.end),
+                label: b.label.clone(),
+            })
+            .collect();
+        let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         let x_fmt = |x: &f64| format!("{}s", axis_number(*x));
         let (lo, hi) = bounds(c.lines).unwrap_or((0.0, 1.0));
         if use_log(c.scale, lo, hi) {
@@ -412,16 +480,30 @@ pub(crate) fn time_chart(c: &TimeChart<'_>) -> Result<String, ReportError> {
             let range = log_range(lo, hi);
             let ends = (range.start, range.end);
             let mut chart = configure(&area, c.title, x_range, range.log_scale())?;
-            mesh(&mut chart, "time since start", &y_desc, &x_fmt, c.title)?;
-            draw_bands(&mut chart, c.bands, ends, c.title)?;
-            draw_markers(&mut chart, c.markers, ends, c.title)?;
+            mesh(
+                &mut chart,
+                x_labels,
+                "time since start",
+                &y_desc,
+                &x_fmt,
+                c.title,
+            )?;
+            draw_bands(&mut chart, &bands, ends, c.title)?;
+            draw_markers(&mut chart, &markers, ends, c.title)?;
             draw_lines(&mut chart, c.lines, c.title)?;
         } else {
             let hi = if hi > 0.0 { hi * 1.15 } else { 1.0 };
             let mut chart = configure(&area, c.title, x_range, 0.0..hi)?;
-            mesh(&mut chart, "time since start", c.y_desc, &x_fmt, c.title)?;
-            draw_bands(&mut chart, c.bands, (0.0, hi), c.title)?;
-            draw_markers(&mut chart, c.markers, (0.0, hi), c.title)?;
+            mesh(
+                &mut chart,
+                x_labels,
+                "time since start",
+                c.y_desc,
+                &x_fmt,
+                c.title,
+            )?;
+            draw_bands(&mut chart, &bands, (0.0, hi), c.title)?;
+            draw_markers(&mut chart, &markers, (0.0, hi), c.title)?;
             draw_lines(&mut chart, c.lines, c.title)?;
         }
         area.present()
@@ -448,14 +530,44 @@ pub(crate) fn spectrum_chart(
         if use_log(Scale::Auto, lo, hi) {
             let y_desc = format!("{y_desc} (log scale)");
             let mut chart = configure(&area, title, x_range, log_range(lo, hi).log_scale())?;
-            mesh(&mut chart, "percentile", &y_desc, &x_fmt, title)?;
+            mesh(&mut chart, 12, "percentile", &y_desc, &x_fmt, title)?;
             draw_lines(&mut chart, lines, title)?;
         } else {
             let hi = if hi > 0.0 { hi * 1.1 } else { 1.0 };
             let mut chart = configure(&area, title, x_range, 0.0..hi)?;
-            mesh(&mut chart, "percentile", y_desc, &x_fmt, title)?;
+            mesh(&mut chart, 12, "percentile", y_desc, &x_fmt, title)?;
             draw_lines(&mut chart, lines, title)?;
         }
+        area.present()
+            .map_err(|e| chart_err(title)(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
+/// Draws a latency histogram: `lines` hold step outlines of the count per latency
+/// bucket, against latency in `x_range` (ms, a log axis); counts on a linear axis from 0.
+pub(crate) fn histogram_chart(
+    title: &str,
+    x_range: std::ops::Range<f64>,
+    lines: &[Line],
+) -> Result<String, ReportError> {
+    let mut svg = String::new();
+    {
+        let area = SVGBackend::with_string(&mut svg, (WIDTH, HISTOGRAM_HEIGHT)).into_drawing_area();
+        let (_, hi) = bounds(lines).unwrap_or((0.0, 1.0));
+        let hi = if hi > 0.0 { hi * 1.1 } else { 1.0 };
+        let x_fmt = |x: &f64| axis_number(*x);
+        let x_range = (x_range.start.max(1e-4)..x_range.end.max(x_range.start * 10.0)).log_scale();
+        let mut chart = configure(&area, title, x_range, 0.0..hi)?;
+        mesh(
+            &mut chart,
+            12,
+            "latency (ms, log scale)",
+            "requests",
+            &x_fmt,
+            title,
+        )?;
+        draw_lines(&mut chart, lines, title)?;
         area.present()
             .map_err(|e| chart_err(title)(e.to_string()))?;
     }
@@ -477,6 +589,58 @@ mod tests {
             .collect()
     }
 
+    /// The `(width, height)` of an SVG document.
+    fn size(svg: &str) -> (u32, u32) {
+        let attr = |name: &str| -> u32 {
+            let at = svg.find(&format!("{name}=\"")).expect("attribute") + name.len() + 2;
+            svg[at..at + svg[at..].find('"').expect("closed")]
+                .parse()
+                .expect("number")
+        };
+        (attr("width"), attr("height"))
+    }
+
+    #[test]
+    fn a_handful_of_points_is_drawn_small_around_them() {
+        let chart = |points: Vec<(f64, Option<f64>)>| {
+            let lines = [Line::new("register", palette(0), points)];
+            let markers = [
+                Marker {
+                    time_s: 1.2,
+                    label: "near".into(),
+                },
+                Marker {
+                    time_s: 50.0,
+                    label: "far".into(),
+                },
+            ];
+            time_chart(&TimeChart {
+                title: "t",
+                y_desc: "requests/s",
+                scale: Scale::Linear,
+                end_s: 60.0,
+                lines: &lines,
+                markers: &markers,
+                bands: &[],
+            })
+            .expect("draws")
+        };
+        // Four dots in two intervals, and empty intervals after them.
+        let mut few: Vec<_> = (1..=2).map(|x| (x as f64, Some(4.0))).collect();
+        few.extend((3..60).map(|x| (x as f64, None)));
+        let svg = chart(few);
+        assert_eq!(size(&svg), SMALL);
+        let t = texts(&svg);
+        assert!(t.iter().any(|x| x == "▼ near"), "{t:?}");
+        assert!(!t.iter().any(|x| x == "▼ far"), "outside the span: {t:?}");
+        assert!(
+            !t.iter().any(|x| x == "50s"),
+            "the axis spans the points: {t:?}"
+        );
+        let many: Vec<_> = (1..60).map(|x| (x as f64, Some(4.0))).collect();
+        assert_eq!(size(&chart(many)), (WIDTH, TIME_HEIGHT));
+    }
+
     #[test]
     fn labels() {
         assert_eq!(spectrum_label(1.0), "0%");
@@ -495,10 +659,16 @@ mod tests {
 
     #[test]
     fn charts_carry_their_text_as_svg_text() {
-        let markers = [Marker {
-            time_s: 1.5,
-            label: "kill node 2".into(),
-        }];
+        let markers = [
+            Marker {
+                time_s: 1.5,
+                label: "kill node 2".into(),
+            },
+            Marker {
+                time_s: 2.9,
+                label: "restart node 2".into(),
+            },
+        ];
         let svg = time_chart(&TimeChart {
             title: "Throughput",
             y_desc: "requests/s",
@@ -532,6 +702,7 @@ mod tests {
         for want in [
             "Throughput",
             "▼ kill node 2",
+            "restart node 2 ▼",
             "1s",
             "requests/s",
             "kill:2@1s",

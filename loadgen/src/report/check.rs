@@ -147,7 +147,7 @@ impl CheckReport {
     }
 }
 
-fn cell(v: Option<f64>, unit: Unit) -> String {
+pub(crate) fn cell(v: Option<f64>, unit: Unit) -> String {
     match v {
         None => "-".to_owned(),
         Some(v) => match unit {

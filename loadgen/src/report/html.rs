@@ -2,16 +2,18 @@
 //! font) with the run's summary and its charts.
 //!
 //! Sections: the run (scenario, machine, revision), the summary table, errors by code,
-//! throughput over time, latency over time per operation, the percentile spectrum per
-//! operation (corrected against uncorrected), replication lag (spectrum and over time),
-//! gauges, markers and parameters. Fault markers are drawn on every time chart. Charts
+//! throughput over time, active clients over time, latency over time per operation, the
+//! percentile spectrum and the latency histogram per operation (corrected against
+//! uncorrected), replication lag (spectrum and over time), gauges, markers and parameters. Fault markers are drawn on every time chart. Charts
 //! are drawn by `chart.rs`; this file chooses their content and lays out the page.
 
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use super::chart::{Band, Line, Scale, TimeChart, palette, spectrum_chart, time_chart};
+use super::chart::{
+    Band, Line, Scale, TimeChart, histogram_chart, palette, spectrum_chart, time_chart,
+};
 use super::faults::FaultSummary;
 use super::summary::{Model, Summary};
 use crate::error::ReportError;
@@ -97,6 +99,107 @@ fn spectrum_points(h: &Histogram<u64>, x_max: f64) -> Vec<(f64, Option<f64>)> {
 fn spectrum_x_max(count: u64) -> f64 {
     let decades = (count.max(1) as f64).log10().ceil().clamp(2.0, 7.0);
     10f64.powf(decades)
+}
+
+/// Latency buckets per decade of the histogram chart.
+const BUCKETS_PER_DECADE: f64 = 10.0;
+
+/// The histogram bucket of a latency of `us` microseconds: bucket `i` holds latencies from
+/// `10^(i/10)` µs up to the next edge (0 µs counts in bucket 0).
+fn bucket_of(us: u64) -> i32 {
+    ((us.max(1) as f64).log10() * BUCKETS_PER_DECADE).floor() as i32
+}
+
+/// The lower edge of bucket `i`, in ms.
+fn bucket_edge_ms(i: i32) -> f64 {
+    10f64.powf(f64::from(i) / BUCKETS_PER_DECADE) / 1000.0
+}
+
+/// The count per bucket of `h` (each recorded value at its highest equivalent value, as
+/// HdrHistogram reports it).
+fn bucket_counts(h: &Histogram<u64>) -> std::collections::BTreeMap<i32, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for v in h.iter_recorded() {
+        *out.entry(bucket_of(v.value_iterated_to())).or_insert(0) += v.count_at_value();
+    }
+    out
+}
+
+/// A step outline of `counts` over buckets `lo..=hi`: flat across each bucket, closed to
+/// 0 at both ends.
+fn histogram_points(
+    counts: &std::collections::BTreeMap<i32, u64>,
+    lo: i32,
+    hi: i32,
+) -> Vec<(f64, Option<f64>)> {
+    let mut points = vec![(bucket_edge_ms(lo), Some(0.0))];
+    for i in lo..=hi {
+        let c = counts.get(&i).copied().unwrap_or(0) as f64;
+        points.push((bucket_edge_ms(i), Some(c)));
+        points.push((bucket_edge_ms(i + 1), Some(c)));
+    }
+    points.push((bucket_edge_ms(hi + 1), Some(0.0)));
+    points
+}
+
+/// The latency histogram of one operation: corrected and, in an open model, uncorrected,
+/// over the same buckets. Empty when nothing succeeded.
+fn histogram_lines(o: &crate::measure::recording::OpTotals, open: bool) -> Vec<Line> {
+    let mut series = Vec::new();
+    if open {
+        series.push(("corrected", LatencyKind::Corrected, 0, false));
+        series.push(("uncorrected (dashed)", LatencyKind::Uncorrected, 1, true));
+    } else {
+        series.push(("service time", LatencyKind::Uncorrected, 0, false));
+    }
+    let counts: Vec<_> = series
+        .iter()
+        .map(|(_, kind, _, _)| bucket_counts(o.histogram(*kind)))
+        .collect();
+    let lo = counts.iter().filter_map(|c| c.keys().next()).min().copied();
+    let hi = counts
+        .iter()
+        .filter_map(|c| c.keys().next_back())
+        .max()
+        .copied();
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Vec::new();
+    };
+    series
+        .iter()
+        .zip(&counts)
+        .map(|((label, _, color, dashed), c)| {
+            let line = Line::new(*label, palette(*color), histogram_points(c, lo, hi));
+            if *dashed { line.dashed() } else { line }
+        })
+        .collect()
+}
+
+/// The x range of histogram lines: whole decades around their first and last point, so
+/// that the log axis is labelled by decade (a range inside one decade crowds its labels).
+fn histogram_range(lines: &[Line]) -> std::ops::Range<f64> {
+    let xs = lines.iter().flat_map(|l| l.points.iter().map(|(x, _)| *x));
+    let lo = xs.clone().fold(f64::INFINITY, f64::min).max(1e-4);
+    let hi = xs.fold(0.0, f64::max).max(lo);
+    // The nudges keep an exact power of ten (0.001 ms, the edge of bucket 0) its own decade.
+    let lo = 10f64.powf((lo.log10() + 1e-9).floor());
+    let hi = 10f64.powf((hi.log10() - 1e-9).ceil());
+    lo..hi.max(lo * 10.0)
+}
+
+/// The name of the gauge counting active clients (registered, not yet deregistered).
+const ACTIVE_CLIENTS: &str = "clients_registered";
+
+/// Active clients at the end of each interval, if the driver sampled them.
+fn active_clients_line(rows: &[TimelineRow]) -> Option<Line> {
+    let points: Vec<(f64, Option<f64>)> = rows
+        .iter()
+        .map(|r| (r.end_s, r.gauges.get(ACTIVE_CLIENTS).copied()))
+        .collect();
+    if points.iter().all(|(_, v)| v.is_none_or(|v| v == 0.0)) {
+        return None;
+    }
+    Some(Line::new("active clients", palette(2), points))
 }
 
 /// A time chart with its legend.
@@ -421,6 +524,28 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         }
     }
 
+    // Active clients over time.
+    if let Some(line) = active_clients_line(rows) {
+        h.push_str(
+            "<h2>Active clients over time</h2>\n<p class=\"note\">Clients whose registration \
+            was acknowledged and not since deregistered, at the end of each interval \
+            (<code>gauge_clients_registered</code> in timeline.csv).</p>\n",
+        );
+        let lines = [line];
+        time_figure(
+            &mut h,
+            &TimeChart {
+                title: "Active clients",
+                y_desc: "clients",
+                scale: Scale::Linear,
+                end_s,
+                lines: &lines,
+                markers: &rec.markers,
+                bands: &bands,
+            },
+        )?;
+    }
+
     // Latency over time.
     h.push_str(
         "<h2>Latency over time</h2>\n<p class=\"note\">Per interval (log scale when the values \
@@ -511,6 +636,30 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         spectrum_figure(&mut h, &title, "latency (ms)", x_max, &lines)?;
     }
 
+    // Latency histogram.
+    h.push_str(
+        "<h2>Latency histogram</h2>\n<p class=\"note\">Whole run: successful requests per \
+        latency bucket, ten buckets per decade on a log axis. In an open model the corrected \
+        histogram (from the intended send) is drawn against the uncorrected one (from the \
+        actual send); a closed-model operation shows its service time only.</p>\n",
+    );
+    for (op, o_s) in &s.ops {
+        let o = rec.op(*op);
+        let lines = histogram_lines(o, o_s.model == Model::Open);
+        if lines.is_empty() {
+            continue;
+        }
+        let title = match o_s.model {
+            Model::Open => format!("{op}: requests per latency bucket ({} samples)", o.ok),
+            Model::Closed => format!(
+                "{op}: requests per service time bucket ({} samples, closed model)",
+                o.ok
+            ),
+        };
+        let svg = histogram_chart(&title, histogram_range(&lines), &lines)?;
+        figure(&mut h, &svg, &lines, false, false);
+    }
+
     // Convergence.
     h.push_str("<h2>Replication lag</h2>\n");
     if rec.replication_lag.is_empty() {
@@ -591,7 +740,12 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
 
     // Gauges: what each one is; running totals drawn as rates; charts of nothing but
     // zeros left out (named in one line).
-    let gauges = rec.gauge_names();
+    // Active clients have their own section.
+    let gauges: Vec<String> = rec
+        .gauge_names()
+        .into_iter()
+        .filter(|n| n != ACTIVE_CLIENTS)
+        .collect();
     if !gauges.is_empty() {
         h.push_str("<h2>Gauges</h2>\n");
         let mut empty = Vec::new();
@@ -744,12 +898,6 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
 /// rate per second).
 fn gauge_meaning(name: &str) -> (String, &'static str, bool) {
     match name {
-        "clients_registered" => (
-            "clients registered".to_owned(),
-            "clients whose registration was acknowledged and not since deregistered, at the \
-             end of each interval",
-            false,
-        ),
         "failovers" => (
             "failovers per second".to_owned(),
             "requests retried on the next node after a failure (unreachable, timeout, 503/421), \
@@ -778,8 +926,99 @@ fn gauge_meaning(name: &str) -> (String, &'static str, bool) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
     use crate::measure::latency::new_histogram;
+    use crate::measure::op::Op;
+    use crate::report::fixture;
+
+    /// A three-second mixed run of the fixture, and its summary.
+    fn run() -> (Recording, Summary) {
+        let base = Instant::now();
+        let r = fixture::recorder(base, fixture::wall(), None);
+        fixture::drive(&r, base, 3, &fixture::events(5, base, 3));
+        let rec = r.finish_at(base + Duration::from_secs(3)).expect("finish");
+        let s = Summary::new(&rec, &fixture::info("mixed"));
+        (rec, s)
+    }
+
+    /// The counts of a step outline from [`histogram_points`]: one per bucket.
+    fn step_counts(line: &Line) -> Vec<f64> {
+        line.points[1..line.points.len() - 1]
+            .chunks(2)
+            .map(|p| p[0].1.expect("present"))
+            .collect()
+    }
+
+    #[test]
+    fn histogram_buckets_sum_to_the_operations_count() {
+        let (rec, _) = run();
+        for op in rec.used_ops() {
+            let o = rec.op(op);
+            let lines = histogram_lines(o, true);
+            assert_eq!(lines.len(), 2, "{op}: corrected and uncorrected");
+            for line in &lines {
+                let counts = step_counts(line);
+                assert_eq!(
+                    counts.iter().sum::<f64>(),
+                    o.ok as f64,
+                    "{op} {}",
+                    line.label
+                );
+                assert!(
+                    counts.iter().filter(|c| **c > 0.0).count() > 3,
+                    "{counts:?}"
+                );
+            }
+            // Both series share the buckets, and the x axis rises by bucket edges.
+            assert_eq!(lines[0].points.len(), lines[1].points.len());
+            assert!(lines[0].points.windows(2).all(|w| w[0].0 <= w[1].0));
+            let closed = histogram_lines(o, false);
+            assert_eq!(
+                closed.len(),
+                1,
+                "a closed model shows its service time only"
+            );
+            assert_eq!(closed[0].label, "service time");
+            assert_eq!(step_counts(&closed[0]).iter().sum::<f64>(), o.ok as f64);
+            let svg = histogram_chart("h", histogram_range(&lines), &lines).expect("draws");
+            assert!(svg.contains("latency (ms, log scale)"), "x axis named");
+            assert!(
+                svg.contains("#1F77B4") && svg.contains("#FF7F0E"),
+                "both series drawn"
+            );
+        }
+        // A latency of 0 µs counts in the first bucket; bucket edges are 10 per decade.
+        let range = histogram_range(&[Line::new(
+            "x",
+            palette(0),
+            vec![(0.001, Some(0.0)), (1.2, Some(1.0)), (25.0, Some(0.0))],
+        )]);
+        assert!((range.start - 0.001).abs() < 1e-12 && (range.end - 100.0).abs() < 1e-9);
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(10), 10);
+        assert_eq!(bucket_of(999), 29);
+        assert!((bucket_edge_ms(30) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn active_clients_end_at_the_number_registered() {
+        let (rec, s) = run();
+        let line = active_clients_line(&rec.timeline).expect("the gauge was sampled");
+        let last = line.points.last().and_then(|p| p.1).expect("a last value");
+        assert_eq!(last, rec.op(Op::Register).ok as f64);
+        assert!(
+            line.points.windows(2).all(|w| w[0].1 <= w[1].1),
+            "only registrations"
+        );
+        let page = render(&rec, &s).expect("renders");
+        assert!(page.contains("<h2>Active clients over time</h2>"));
+        assert!(page.contains("<h2>Latency histogram</h2>"));
+        // Not drawn twice: the gauge has left the Gauges section.
+        assert!(!page.contains("clients registered</b>"), "no gauge chart");
+        assert!(active_clients_line(&[]).is_none(), "no gauge, no chart");
+    }
 
     #[test]
     fn escapes_markup() {
