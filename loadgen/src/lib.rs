@@ -106,7 +106,7 @@ pub use measure::recorder::{
     DEFAULT_INTERVAL, DEFAULT_LATE_THRESHOLD, Gauge, MAX_DEFAULT_SHARDS, Recorder, RecorderConfig,
     Sample, Ticker,
 };
-pub use measure::recording::{OpTotals, Recording};
+pub use measure::recording::{IDLE_GAP, OpTotals, Recording};
 pub use measure::timeline::{Marker, OpRow, ReplicationLagRow, TimelineRow, timeline_columns};
 pub use measure::timestamp::{rfc3339, run_dir_name};
 pub use report::check::{

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use super::interval_log::{IntervalLogWriter, Series};
 use super::latency::{Quantiles, micros, new_histogram};
 use super::op::{LatencyKind, Op};
-use super::recording::{OpTotals, Recording, per_second};
+use super::recording::{OpTotals, Recording, active_spans, per_second};
 use super::timeline::{Marker, OpRow, ReplicationLagRow, TimelineRow};
 use crate::error::ReportError;
 
@@ -186,6 +186,10 @@ struct Aggregator {
     targeted_seconds: [f64; 5],
     /// Each operation's activity window over the run: first intended send, last response.
     windows: [Option<(Instant, Instant)>; 5],
+    /// Each operation's activity, one span per interval in which it had requests (the
+    /// interval's first intended send to its last response) or a target rate set (the
+    /// whole interval); their union less idle gaps is the active time.
+    spans: [Vec<(Instant, Instant)>; 5],
     replication_lag: Histogram<u64>,
     unreplicated: u64,
     timeline: Vec<TimelineRow>,
@@ -272,6 +276,7 @@ impl Recorder {
                     target_seconds: [0.0; 5],
                     targeted_seconds: [0.0; 5],
                     windows: [None; 5],
+                    spans: Default::default(),
                     replication_lag: new_histogram(),
                     unreplicated: 0,
                     timeline: Vec::new(),
@@ -452,6 +457,7 @@ impl Recorder {
             agg.target_seconds[op.index()] += target * length.as_secs_f64();
             if target > 0.0 {
                 agg.targeted_seconds[op.index()] += length.as_secs_f64();
+                agg.spans[op.index()].push((from, now));
             }
         }
         row.replication_lag = ReplicationLagRow {
@@ -494,8 +500,16 @@ impl Recorder {
                 *total.errors.entry(code).or_insert(0) += n;
             }
         }
-        for (window, data) in agg.windows.iter_mut().zip(interval.ops.iter_mut()) {
-            *window = widen(*window, data.window.take());
+        for ((window, spans), data) in agg
+            .windows
+            .iter_mut()
+            .zip(agg.spans.iter_mut())
+            .zip(interval.ops.iter_mut())
+        {
+            if let Some(w) = data.window.take() {
+                spans.push(w);
+                *window = widen(*window, Some(w));
+            }
         }
         drain_histogram(&mut interval.replication_lag, &mut agg.replication_lag);
         agg.unreplicated += std::mem::take(&mut interval.unreplicated);
@@ -609,12 +623,14 @@ impl Recorder {
                 0.0
             };
             o.closed = inner.closed[i].load(Ordering::Relaxed);
-            o.window = agg.windows[i].map(|(from, to)| {
-                (
-                    from.saturating_duration_since(inner.start),
-                    to.saturating_duration_since(inner.start),
-                )
-            });
+            let since = |t: Instant| t.saturating_duration_since(inner.start);
+            o.spans = match agg.windows[i] {
+                Some(window) => active_spans(std::mem::take(&mut agg.spans[i]), window)
+                    .into_iter()
+                    .map(|(from, to)| (since(from), since(to)))
+                    .collect(),
+                None => Vec::new(),
+            };
         }
         let mut markers: Vec<Marker> = inner
             .markers

@@ -32,10 +32,12 @@ pub struct OpTotals {
     pub errors: BTreeMap<String, u64>,
     /// The target rate averaged over the time a target was set (above 0), per second.
     pub target_per_s: f64,
-    /// The operation's active window, as times since the run's start: from the earliest
-    /// intended send of a request that completed (ok or failed) to the latest response.
-    /// Its rates are over this window. `None` when no request completed.
-    pub window: Option<(Duration, Duration)>,
+    /// The operation's active spans, as times since the run's start, in time order and
+    /// disjoint: together they run from the earliest intended send of a request that
+    /// completed (ok or failed) to the latest response, less the idle gaps: stretches of
+    /// at least [`IDLE_GAP`] with no request of the operation intended or in flight and no
+    /// target rate set. Its rates are over these spans. Empty when no request completed.
+    pub spans: Vec<(Duration, Duration)>,
     /// Closed model: no schedule, a request is sent when a client is free, so there is no
     /// intended time to correct from and the latency is service time.
     pub closed: bool,
@@ -51,7 +53,7 @@ impl Default for OpTotals {
             dropped: 0,
             errors: BTreeMap::new(),
             target_per_s: 0.0,
-            window: None,
+            spans: Vec::new(),
             closed: false,
         }
     }
@@ -73,10 +75,18 @@ impl OpTotals {
         self.scheduled() > 0 || self.target_per_s > 0.0
     }
 
-    /// The length of the active window (zero when there was none).
+    /// The first intended send and the last response (`None` when no request completed).
+    pub fn window(&self) -> Option<(Duration, Duration)> {
+        Some((self.spans.first()?.0, self.spans.last()?.1))
+    }
+
+    /// The active time: the length of the active spans, idle gaps left out (zero when no
+    /// request completed).
     pub fn active(&self) -> Duration {
-        self.window
-            .map_or(Duration::ZERO, |(from, to)| to.saturating_sub(from))
+        self.spans
+            .iter()
+            .map(|(from, to)| to.saturating_sub(*from))
+            .sum()
     }
 
     /// The latency histogram of one kind.
@@ -130,8 +140,18 @@ impl Recording {
 
     /// The span from the first intended send of any operation to the last response.
     pub fn active_span(&self) -> Duration {
-        let from = self.ops.iter().filter_map(|o| o.window).map(|w| w.0).min();
-        let to = self.ops.iter().filter_map(|o| o.window).map(|w| w.1).max();
+        let from = self
+            .ops
+            .iter()
+            .filter_map(OpTotals::window)
+            .map(|w| w.0)
+            .min();
+        let to = self
+            .ops
+            .iter()
+            .filter_map(OpTotals::window)
+            .map(|w| w.1)
+            .max();
         match (from, to) {
             (Some(from), Some(to)) => to.saturating_sub(from),
             _ => Duration::ZERO,
@@ -170,8 +190,67 @@ impl Recording {
     }
 }
 
+/// The shortest pause in an operation's activity that is left out of its active time: a
+/// stretch this long or longer with nothing of the operation intended or in flight and no
+/// target rate set. Shorter pauses (between two beats of a small population, between
+/// two ticks) count as active.
+pub const IDLE_GAP: Duration = Duration::from_secs(1);
+
+/// The union of `spans` with every gap shorter than [`IDLE_GAP`] filled, clipped to
+/// `within`: disjoint spans in time order.
+pub(crate) fn active_spans<T>(mut spans: Vec<(T, T)>, within: (T, T)) -> Vec<(T, T)>
+where
+    T: Copy + Ord + std::ops::Add<Duration, Output = T>,
+{
+    spans.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(spans.len().min(16));
+    for (from, to) in spans {
+        let (from, to) = (from.max(within.0), to.min(within.1));
+        if from > to {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if from < last.1 + IDLE_GAP => last.1 = last.1.max(to),
+            _ => out.push((from, to)),
+        }
+    }
+    out
+}
+
 /// `count / duration`, 0 for an empty duration.
 pub(crate) fn per_second(count: u64, duration: Duration) -> f64 {
     let s = duration.as_secs_f64();
     if s > 0.0 { count as f64 / s } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn gaps_shorter_than_the_idle_gap_count_as_active_and_longer_ones_do_not() {
+        let spans = vec![
+            (ms(5_000), ms(5_200)),
+            (ms(0), ms(400)),
+            (ms(300), ms(900)),
+            (ms(1_800), ms(2_000)),
+            (ms(3_000), ms(3_100)),
+        ];
+        // 0-900 and 1,800-2,000 are 900 ms apart: one span. 2,000-3,000 is a whole second:
+        // idle. 5,000-5,200 is clipped to the window's end at 5,100.
+        let got = active_spans(spans, (ms(0), ms(5_100)));
+        assert_eq!(
+            got,
+            vec![
+                (ms(0), ms(2_000)),
+                (ms(3_000), ms(3_100)),
+                (ms(5_000), ms(5_100))
+            ]
+        );
+        assert!(active_spans::<Duration>(Vec::new(), (ms(0), ms(1))).is_empty());
+    }
 }

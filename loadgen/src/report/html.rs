@@ -395,7 +395,8 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
     }
     h.push_str(
         "</table></div>\n<p class=\"note\"><b>achieved</b> is successful requests per second \
-        over the operation's active window (its first intended send to its last response), \
+        over the operation's active time (its first intended send to its last response, less \
+        idle gaps of a second or more with nothing intended, in flight or targeted), \
         <b>target</b> the schedule's rate while it was set; an achieved rate is red when the \
         schedule fell behind (requests late or dropped). <b>corrected</b> latency is measured \
         from the time the open-model schedule intended to send the request, so waiting behind a \

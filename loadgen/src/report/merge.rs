@@ -22,7 +22,7 @@ use crate::measure::interval_log::{IntervalHistogram, IntervalLog, IntervalLogWr
 use crate::measure::latency::{Quantiles, new_histogram};
 use crate::measure::machine::RunInfo;
 use crate::measure::op::LatencyKind;
-use crate::measure::recording::{OpTotals, Recording};
+use crate::measure::recording::{OpTotals, Recording, active_spans};
 use crate::measure::timeline::{Marker, TimelineRow};
 use crate::measure::timestamp::from_unix_ms;
 
@@ -97,14 +97,26 @@ pub fn merge_runs<P: AsRef<Path>>(
             // Shards run side by side: targets add up.
             t.target_per_s += o.target_per_s.unwrap_or(0.0);
             t.closed |= o.model == Model::Closed;
-            let from = Duration::from_secs_f64(s.offset_s + o.active_from_s);
-            let to = from + Duration::from_secs_f64(o.active_s);
-            t.window = Some(match t.window {
-                Some((f, e)) => (f.min(from), e.max(to)),
-                None => (from, to),
-            });
+            let at = |t: f64| Duration::from_secs_f64((s.offset_s + t).max(0.0));
+            if o.active_spans_s.is_empty() {
+                let from = at(o.active_from_s);
+                t.spans
+                    .push((from, from + Duration::from_secs_f64(o.active_s)));
+            } else {
+                t.spans
+                    .extend(o.active_spans_s.iter().map(|[f, e]| (at(*f), at(*e))));
+            }
         }
         unreplicated += s.summary.replication_lag.unreplicated;
+    }
+    // Shards run side by side: an operation was active wherever any shard's was.
+    for t in &mut ops {
+        let spans = std::mem::take(&mut t.spans);
+        let from = spans.iter().map(|s| s.0).min();
+        let to = spans.iter().map(|s| s.1).max();
+        if let (Some(from), Some(to)) = (from, to) {
+            t.spans = active_spans(spans, (from, to));
+        }
     }
     let mut replication_lag = new_histogram();
     for (series, h) in Series::all().zip(histograms) {

@@ -55,9 +55,15 @@ pub struct OpSummary {
     /// Start of the operation's active window (its first intended send), seconds since
     /// the run's start.
     pub active_from_s: f64,
-    /// Length of the active window (first intended send to last response), seconds. The
-    /// rates are over this window, not the whole run.
+    /// The active time, seconds: from the first intended send to the last response, less
+    /// idle gaps (a second or more with nothing of the operation intended or in flight and
+    /// no target set). The rates are over this time, not the whole run.
     pub active_s: f64,
+    /// The active spans, `[from, to]` in seconds since the run's start; their lengths add
+    /// up to `active_s`. Absent in files written before idle gaps were left out: then the
+    /// one span `[active_from_s, active_from_s + active_s]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_spans_s: Vec<[f64; 2]>,
     /// Requests the schedule called for (ok + errors + dropped).
     pub scheduled: u64,
     /// Successful requests.
@@ -193,8 +199,13 @@ impl Summary {
             let s = OpSummary {
                 model: if o.closed { Model::Closed } else { Model::Open },
                 target_per_s: (o.target_per_s > 0.0).then(|| round1(o.target_per_s)),
-                active_from_s: round3(o.window.map_or(0.0, |w| w.0.as_secs_f64())),
+                active_from_s: round3(o.window().map_or(0.0, |w| w.0.as_secs_f64())),
                 active_s: round3(o.active().as_secs_f64()),
+                active_spans_s: o
+                    .spans
+                    .iter()
+                    .map(|(from, to)| [round3(from.as_secs_f64()), round3(to.as_secs_f64())])
+                    .collect(),
                 scheduled: o.scheduled(),
                 ok: o.ok,
                 errors: o.error_count(),
@@ -538,6 +549,56 @@ mod tests {
             );
         }
         assert!(long.op(Op::Beat).expect("beat").ok > 2 * short.op(Op::Beat).expect("beat").ok);
+    }
+
+    /// A chaos run's registrations: a burst of 2,000 at 2,000/s, a pause of 20 s, then the
+    /// 500 clients of a restarted node registering again at 2,000/s (closed model, no
+    /// target). The rate is the bursts' rate; the pause is not active time.
+    #[test]
+    fn a_run_with_a_pause_reads_the_burst_rate() {
+        let base = Instant::now();
+        let r = Recorder::starting_at(RecorderConfig::default(), base, fixture::wall())
+            .expect("recorder");
+        r.set_closed_model(Op::Register);
+        let at = |us: u64| base + Duration::from_micros(us);
+        let mut next_tick = 1;
+        let bursts = (0..2000u64)
+            .map(|i| i * 500)
+            .chain((0..500u64).map(|i| 21_000_000 + i * 500));
+        for t in bursts {
+            while t + 300 >= next_tick * 1_000_000 {
+                r.tick_at(at(next_tick * 1_000_000));
+                next_tick += 1;
+            }
+            let sample = Sample {
+                intended: at(t),
+                sent: at(t),
+                done: at(t + 300),
+            };
+            r.record_ok(Op::Register, sample);
+        }
+        let rec = r.finish_at(at(30_000_000)).expect("finish");
+        let s = Summary::new(&rec, &fixture::info("steady"));
+        let reg = s.op(Op::Register).expect("register");
+        assert!(
+            near(reg.throughput_per_s, 2000.0),
+            "{} /s over {} s\n{}",
+            reg.throughput_per_s,
+            reg.active_s,
+            s.table()
+        );
+        assert_eq!(reg.active_spans_s.len(), 2, "{:?}", reg.active_spans_s);
+        assert_eq!(reg.active_spans_s[1][0], 21.0, "{:?}", reg.active_spans_s);
+        let sum: f64 = reg.active_spans_s.iter().map(|[f, e]| e - f).sum();
+        assert!(
+            (sum - reg.active_s).abs() < 0.002,
+            "{sum} vs {}",
+            reg.active_s
+        );
+        // The spans survive the JSON round trip (merge reads them back).
+        let back: Summary =
+            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("reads back");
+        assert_eq!(back.op(Op::Register), s.op(Op::Register));
     }
 
     #[test]
