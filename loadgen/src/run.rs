@@ -314,7 +314,7 @@ impl<'a, P: Protocol> Run<'a, P> {
         let pop = ctx.population.clone();
         let slice = config.shard.range(pop.clients());
         println!(
-            "loadgen: scenario {} protocol {} clients {} (shard {}: {} clients) seed {} against {}",
+            "loadgen: scenario {} protocol {} clients {} (shard {}: {} clients) seed {}\n         against {}",
             config.scenario.name(),
             proto.name(),
             config.clients,

@@ -440,7 +440,10 @@ pub(crate) fn is_small(lines: &[Line]) -> bool {
         .collect();
     times.sort_by(f64::total_cmp);
     times.dedup();
-    times.len() <= FEW_POINTS
+    // A point at the run's start (a line drawn from its known initial value, as active
+    // clients from 0) closes no interval.
+    let at_start = usize::from(times.first() == Some(&0.0));
+    times.len() - at_start <= FEW_POINTS
 }
 
 /// Draws a time chart as an SVG document: full size, or small when it holds only a

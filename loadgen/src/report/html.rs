@@ -190,11 +190,16 @@ fn histogram_range(lines: &[Line]) -> std::ops::Range<f64> {
 /// The name of the gauge counting active clients (registered, not yet deregistered).
 const ACTIVE_CLIENTS: &str = "clients_registered";
 
-/// Active clients at the end of each interval, if the driver sampled them.
+/// Active clients at the end of each interval, if the driver sampled them, from 0 at the
+/// run's start (the gauge counts the clients this run registered).
 fn active_clients_line(rows: &[TimelineRow]) -> Option<Line> {
-    let points: Vec<(f64, Option<f64>)> = rows
-        .iter()
-        .map(|r| (r.end_s, r.gauges.get(ACTIVE_CLIENTS).copied()))
+    let start = rows.first().map(|r| (r.start_s, Some(0.0)));
+    let points: Vec<(f64, Option<f64>)> = start
+        .into_iter()
+        .chain(
+            rows.iter()
+                .map(|r| (r.end_s, r.gauges.get(ACTIVE_CLIENTS).copied())),
+        )
         .collect();
     if points.iter().all(|(_, v)| v.is_none_or(|v| v == 0.0)) {
         return None;

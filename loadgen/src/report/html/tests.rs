@@ -82,6 +82,11 @@ fn active_clients_end_at_the_number_registered() {
     let line = active_clients_line(&rec.timeline).expect("the gauge was sampled");
     let last = line.points.last().and_then(|p| p.1).expect("a last value");
     assert_eq!(last, rec.op(Op::Register).ok as f64);
+    assert_eq!(
+        line.points[0],
+        (0.0, Some(0.0)),
+        "starts at 0 at the run's start"
+    );
     assert!(
         line.points.windows(2).all(|w| w[0].1 <= w[1].1),
         "only registrations"
