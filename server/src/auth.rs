@@ -101,6 +101,19 @@ impl Auth {
         })
     }
 
+    /// The user of `token` at `now_ms`, if the token is valid, unexpired and its user
+    /// exists: the check that needs no resource, made before a request is decoded.
+    pub fn authenticate(&self, token: Option<&str>, now_ms: u64) -> Result<String, AuthError> {
+        let user = self
+            .signer
+            .check(token.unwrap_or_default(), now_ms / 1000)
+            .map_err(|e| AuthError::new(e.message()))?;
+        if !self.users.exists(&user) {
+            return Err(AuthError::new("user not found!"));
+        }
+        Ok(user)
+    }
+
     /// The user of `token` at `now_ms`, if it may do `action` on the service `resource`
     /// (`namespace`, `group`, `service`; empty parts are Nacos's defaults `public` and
     /// `DEFAULT_GROUP`).
@@ -111,13 +124,7 @@ impl Auth {
         action: Action,
         now_ms: u64,
     ) -> Result<String, AuthError> {
-        let user = self
-            .signer
-            .check(token.unwrap_or_default(), now_ms / 1000)
-            .map_err(|e| AuthError::new(e.message()))?;
-        if !self.users.exists(&user) {
-            return Err(AuthError::new("user not found!"));
-        }
+        let user = self.authenticate(token, now_ms)?;
         let [ns, group, service] = resource;
         let ns = if ns.is_empty() {
             distro_core::model::DEFAULT_NAMESPACE

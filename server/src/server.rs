@@ -8,7 +8,7 @@
 
 use crate::admission::{Admission, HttpListener, Protocol};
 use crate::api::http::{HttpState, router};
-use crate::api::native::{RegistryService, WatchHub};
+use crate::api::native::{NativeTokenCheck, RegistryService, WatchHub};
 use crate::clock::Clock;
 use crate::cluster::driver::Driver;
 use crate::cluster::forward::Forwarder;
@@ -392,6 +392,11 @@ pub(crate) async fn start_with(
     )
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
+    // With auth on, the token is checked on the metadata, before the body is decoded.
+    let registry = tonic::service::interceptor::InterceptedService::new(
+        registry,
+        NativeTokenCheck::new(config.auth.clone(), clock.clone()),
+    );
     let sdk = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -644,7 +644,7 @@ async fn peers_need_the_cluster_token_and_the_peer_protocol_is_only_on_the_clust
 /// A gRPC codec of raw bytes: sends a body that is not a valid message, to see whether
 /// the server decodes it.
 #[derive(Clone, Copy, Default)]
-struct RawBytes;
+pub(crate) struct RawBytes;
 
 impl tonic::codec::Encoder for RawBytes {
     type Item = Vec<u8>;

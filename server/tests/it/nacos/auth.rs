@@ -369,3 +369,51 @@ async fn nacos_grpc_requests_are_refused_with_403_and_the_reason() {
     }
     server.stop().await;
 }
+
+/// With auth on, the native API checks the token on the metadata before the body is
+/// decoded: 8 MiB that are not a message, sent without a token, are refused as
+/// unauthenticated (had they been decoded, the answer would be the decode error that a
+/// valid token gets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_call_without_a_token_is_refused_before_it_is_decoded() {
+    let c = secured_cluster(1).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.sdk_addr(0)))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let garbage = vec![0xff_u8; 8 * 1024 * 1024];
+    let call = |token: Option<String>| {
+        let channel = channel.clone();
+        let body = garbage.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+            grpc.ready().await.expect("ready");
+            let mut req = tonic::Request::new(body);
+            if let Some(t) = token {
+                req.metadata_mut()
+                    .insert("accesstoken", t.parse().expect("ascii"));
+            }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/distro.v1.Registry/Register",
+            );
+            grpc.unary(req, path, crate::cluster::RawBytes)
+                .await
+                .expect_err("the body is not a register request")
+        }
+    };
+    let e = call(None).await;
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert_eq!(e.message(), "user not found!");
+    let e = call(Some("not.a.token".into())).await;
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert_eq!(e.message(), "token invalid!");
+    let app = token(&c, 0, "app", "app-pw").await;
+    let e = call(Some(app)).await;
+    assert_ne!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert!(
+        e.message().contains("decode"),
+        "a valid token gets the body decoded: {e}"
+    );
+    c.shutdown().await;
+}
