@@ -34,6 +34,12 @@ pub const DEFAULT_DELETE_TIMEOUT: Millis = 30_000;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Millis = 5_000;
 /// Default period of the owner's heartbeat check and of the replica lease sweep.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Millis = 5_000;
+/// Default time a service without instances is kept before its index and names are freed
+/// (Nacos `nacos.naming.clean.empty-service.expired-time`).
+pub const DEFAULT_EMPTY_SERVICE_TTL: Millis = 60_000;
+/// Default number of removed or replaced store entries a thread gathers per shard before
+/// they are freed (see [`Config::reclaim_batch`]).
+pub const DEFAULT_RECLAIM_BATCH: usize = 32;
 /// Default lifetime of a deletion tombstone.
 pub const DEFAULT_TOMBSTONE_TTL: Millis = 60_000;
 /// Default fraction of an unreachable peer's clients that may expire per lease period.
@@ -105,6 +111,16 @@ pub struct Config {
     pub health_check_interval: Millis,
     /// How long a deletion's tombstone blocks older state.
     pub tombstone_ttl: Millis,
+    /// How long a service without instances is kept before its index, and the names only
+    /// it used, are freed.
+    pub empty_service_ttl: Millis,
+    /// Removed and replaced entries of the lock-free store maps (one per shard, and the
+    /// service map) are freed in batches: a thread frees its batch of a map once it holds
+    /// this many (each batch costs one process-wide memory barrier, a system call). Until
+    /// then they stay allocated, so after a burst of writes up to `shards x threads x
+    /// reclaim_batch` old client versions can wait: smaller is less memory held, larger
+    /// fewer barriers.
+    pub reclaim_batch: usize,
     /// Fraction (0..=1) of an unreachable peer's clients that may expire per lease period;
     /// 1 disables self-preservation.
     pub self_preservation_fraction: f64,
@@ -151,6 +167,8 @@ impl Default for Config {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            empty_service_ttl: DEFAULT_EMPTY_SERVICE_TTL,
+            reclaim_batch: DEFAULT_RECLAIM_BATCH,
             self_preservation_fraction: DEFAULT_SELF_PRESERVATION_FRACTION,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             probe_down_after: DEFAULT_PROBE_DOWN_AFTER,
@@ -179,6 +197,9 @@ impl Config {
     /// Checks ranges and relations between settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |setting, reason: String| Err(ConfigError { setting, reason });
+        if self.reclaim_batch == 0 {
+            return err("reclaim_batch", "must be at least 1".into());
+        }
         if self.sync_retry_delay == 0 {
             return err("sync_retry_delay", "must be positive".into());
         }

@@ -325,7 +325,7 @@ impl Node {
         if gc {
             self.registry.collect_tombstones(now);
             self.registry
-                .collect_empty_services(now, crate::config::DEFAULT_TOMBSTONE_TTL);
+                .collect_empty_services(now, self.config.empty_service_ttl);
             // After the services: a collected index frees the names it held (once the
             // map's reclamation drops it, so possibly at a later round).
             self.registry.reclaim_names();

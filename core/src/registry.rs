@@ -70,10 +70,13 @@ pub(crate) fn fast_hash(seed: Option<u64>) -> FastHash {
     }
 }
 
-fn new_map<K, V>(seed: Option<u64>) -> Map<K, V> {
+/// A store map whose removed and replaced entries are freed once `reclaim_batch` of them
+/// have gathered on the thread that removed them (see [`Config::reclaim_batch`]).
+fn new_map<K, V>(seed: Option<u64>, reclaim_batch: usize) -> Map<K, V> {
     papaya::HashMap::builder()
         .hasher(fast_hash(seed))
         .resize_mode(papaya::ResizeMode::Blocking)
+        .collector(seize::Collector::new().batch_size(reclaim_batch.max(1)))
         .build()
 }
 
@@ -177,11 +180,11 @@ impl Registry {
             shard_count: shards,
             shards: (0..shards)
                 .map(|_| StoreShard {
-                    clients: new_map(seed),
+                    clients: new_map(seed, config.reclaim_batch),
                     write: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
                 })
                 .collect(),
-            services: new_map(seed),
+            services: new_map(seed, config.reclaim_batch),
             digests: DigestTable::new(members, shards),
             interner: Interner::new(),
             listeners: RwLock::new(Vec::new()),

@@ -43,6 +43,9 @@ struct Args {
     batch: usize,
     channels: usize,
     node_threads: usize,
+    /// The nodes' `reclaim_batch` (removed store entries a thread gathers per shard before
+    /// they are freed).
+    reclaim_batch: usize,
     /// Run the cluster in a child process (each process has its own open-file limit).
     split: bool,
     /// Child mode: run the cluster, print its addresses, exit when stdin closes.
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         batch: 500,
         channels: 8,
         node_threads: 1,
+        reclaim_batch: distro_core::config::DEFAULT_RECLAIM_BATCH,
         split: false,
         serve: false,
     };
@@ -81,12 +85,19 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => a.batch = num()?.max(1),
             "--channels" => a.channels = num()?.max(1),
             "--node-threads" => a.node_threads = num()?.max(1),
+            "--reclaim-batch" => a.reclaim_batch = num()?.max(1),
             "--split" => a.split = num()? != 0,
             "--serve" => a.serve = num()? != 0,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     Ok(a)
+}
+
+fn node_config(args: &Args) -> ServerConfig {
+    let mut c = ServerConfig::default();
+    c.protocol.reclaim_batch = args.reclaim_batch;
+    c
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let limit = raise_nofile(args.connections as u64 + 4_096)?;
     eprintln!("cluster process: {limit}");
-    let cluster = LocalCluster::start(3, ServerConfig::default(), args.node_threads).await?;
+    let cluster = LocalCluster::start(3, node_config(args), args.node_threads).await?;
     let sdk: Vec<String> = (0..3).map(|i| cluster.sdk_addr(i).to_string()).collect();
     println!("READY {}", sdk.join(","));
     use std::io::Write as _;
@@ -129,6 +140,7 @@ async fn split(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             &args.connections.to_string(),
         ])
         .args(["--node-threads", &args.node_threads.to_string()])
+        .args(["--reclaim-batch", &args.reclaim_batch.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -208,7 +220,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Both ends of every connection are in this process.
     let limit = raise_nofile(2 * args.connections as u64 + 4_096)?;
     eprintln!("{limit}");
-    let cluster = LocalCluster::start(3, ServerConfig::default(), args.node_threads).await?;
+    let cluster = LocalCluster::start(3, node_config(&args), args.node_threads).await?;
     let nodes: Vec<_> = (0..3).filter_map(|i| cluster.node(i)).collect();
     while !nodes.iter().all(|n| n.is_loaded()) {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -397,3 +397,115 @@ async fn idle_and_slow_keep_alive_connections_are_closed_busy_ones_stay() {
     );
     s.shutdown().await;
 }
+
+/// Hostile input cannot grow a node for ever: 20,000 clients each register a random
+/// service name with a random metadata key and value through the native API, then
+/// deregister. The names they made the node intern are freed once the deletion
+/// tombstones and the empty services expire (here after half a second), except those of
+/// removed clients still waiting in the store's reclamation batches: at most
+/// `RETAINED_PER_SHARD_THREAD` per shard map and thread that removed from it (4 shards
+/// here; see the README, Security). The 1,000,000-name run with memory figures is
+/// `cargo run --release -p distro-server --example name_churn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_of_deregistered_services_are_freed() {
+    use distro_server::proto::distro as pb;
+    const NAMES: usize = 20_000;
+    const SHARDS: usize = 4;
+    /// seize's batch (32 retired objects, or the CPU count if larger) per thread.
+    const RETAINED_PER_SHARD_THREAD: usize = 32;
+    /// Threads that may remove from the maps: the runtime's, its blocking pool's (sync
+    /// appliers), the tick's; generous.
+    const THREADS: usize = 16;
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234);
+    let s = standalone(|c| {
+        c.protocol.peer_timeout = 500;
+        c.protocol.tombstone_ttl = 500;
+        c.protocol.empty_service_ttl = 500;
+        c.protocol.health_check_interval = 100;
+        c.protocol.shards = SHARDS as u32;
+        c.tick = Duration::from_millis(20);
+    })
+    .await;
+    let registry = s.node().registry();
+    let names_before = registry.interner().len();
+    let mut client =
+        pb::registry_client::RegistryClient::connect(format!("http://{}", s.sdk_addr()))
+            .await
+            .expect("connect");
+    let mut rng = distro_core::rng::SplitMix64::new(seed);
+    let registrations: Vec<pb::Registration> = (0..NAMES)
+        .map(|k| pb::Registration {
+            service: Some(pb::ServiceRef {
+                namespace: String::new(),
+                group: String::new(),
+                name: format!("churn-{:016x}", rng.next_u64()),
+            }),
+            instance: Some(pb::Instance {
+                ip: format!("10.{}.{}.{}", (k >> 16) & 255, (k >> 8) & 255, k & 255),
+                port: 80,
+                weight: 1.0,
+                healthy: true,
+                enabled: true,
+                metadata: [(
+                    format!("k-{:x}", rng.next_u64()),
+                    format!("v-{:x}", rng.next_u64()),
+                )]
+                .into(),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    for batch in registrations.chunks(1000) {
+        let r = client
+            .register(pb::RegisterRequest {
+                registrations: batch.to_vec(),
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        assert!(
+            r.results.iter().all(|r| r.code == 200),
+            "seed {seed}: {:?}",
+            r.results.iter().find(|r| r.code != 200)
+        );
+    }
+    let names_full = registry.interner().len();
+    assert!(
+        names_full >= names_before + NAMES,
+        "seed {seed}: {names_before} names before, {names_full} with {NAMES} services"
+    );
+    for batch in registrations.chunks(1000) {
+        let r = client
+            .deregister(pb::DeregisterRequest {
+                registrations: batch.to_vec(),
+            })
+            .await
+            .expect("deregister")
+            .into_inner();
+        assert!(r.results.iter().all(|r| r.code == 200), "seed {seed}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let names_after = loop {
+        let now = registry.interner().len();
+        // Two names per client: its service and its metadata key.
+        if now <= names_before + 2 * (SHARDS + 1) * THREADS * RETAINED_PER_SHARD_THREAD {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {now} names still interned 30 s after deregistering \
+             ({names_before} before, {names_full} at the peak); registry {:?}",
+            registry.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "seed {seed}: {names_before} names interned before, {names_full} with {NAMES} \
+         services, {names_after} after they were deregistered"
+    );
+    assert_eq!(registry.namespace_service_count("public"), 0, "seed {seed}");
+    s.shutdown().await;
+}

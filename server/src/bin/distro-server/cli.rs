@@ -169,6 +169,15 @@ pub(crate) struct Cli {
     /// How long a deletion tombstone blocks older state.
     #[arg(long, env = "DISTRO_TOMBSTONE_TTL", default_value = "60s", value_parser = millis)]
     tombstone_ttl: u64,
+    /// How long a service without instances is kept before its index and the names only it
+    /// used are freed (Nacos's empty-service expiry).
+    #[arg(long, env = "DISTRO_EMPTY_SERVICE_TTL", default_value = "60s", value_parser = millis)]
+    empty_service_ttl: u64,
+    /// Removed or replaced store entries a thread gathers per shard before they are freed
+    /// (each batch costs one process-wide memory barrier); smaller holds less memory after
+    /// a burst of writes.
+    #[arg(long, env = "DISTRO_RECLAIM_BATCH", default_value = "32", value_parser = count)]
+    reclaim_batch: usize,
     /// Most services one client may publish to.
     #[arg(long, env = "DISTRO_MAX_SERVICES_PER_CLIENT", default_value = "1000", value_parser = count)]
     max_services_per_client: usize,
@@ -330,6 +339,8 @@ impl Cli {
             heartbeat_interval: self.heartbeat_interval,
             health_check_interval: distro_core::config::DEFAULT_HEALTH_CHECK_INTERVAL,
             tombstone_ttl: self.tombstone_ttl,
+            empty_service_ttl: self.empty_service_ttl,
+            reclaim_batch: self.reclaim_batch,
             self_preservation_fraction: self.self_preservation,
             probe_interval: self.probe_interval,
             probe_down_after: self.probe_down_after,

@@ -1,0 +1,179 @@
+//! Memory under hostile input: N clients each register a random service name (with a
+//! random metadata key and value) through the native API of a standalone node, then
+//! deregister; the process's RSS and the node's interned names are printed before, at the
+//! peak and once the tombstones and empty services have expired.
+//!
+//! ```sh
+//! cargo run --release -p distro-server --example name_churn -- 1000000 [seed] [reclaim-batch]
+//! ```
+//!
+//! The node keeps deletions' tombstones and empty services for 1 s here (60 s by default)
+//! so that the run takes seconds. What stays after that is what the store has not reclaimed
+//! yet (removed clients waiting in its reclamation batches: at most 32 per shard map and
+//! thread that removed from it) and the allocator's retained pages.
+
+use distro_server::proto::distro as pb;
+use distro_server::{Listeners, ServerConfig};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 1_000;
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn registration(k: usize, rng: &mut distro_core::rng::SplitMix64) -> pb::Registration {
+    pb::Registration {
+        service: Some(pb::ServiceRef {
+            namespace: String::new(),
+            group: String::new(),
+            name: format!("churn-{:016x}", rng.next_u64()),
+        }),
+        instance: Some(pb::Instance {
+            ip: format!("10.{}.{}.{}", (k >> 16) & 255, (k >> 8) & 255, k & 255),
+            port: 80 + (k >> 24) as u32,
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            metadata: [(
+                format!("k-{:x}", rng.next_u64()),
+                format!("v-{:x}", rng.next_u64()),
+            )]
+            .into(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args
+        .next()
+        .map(|s| s.replace('_', "").parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let seed: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let reclaim_batch: usize = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(distro_core::config::DEFAULT_RECLAIM_BATCH);
+    let mut config = ServerConfig {
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        sdk_port: Some(0),
+        cluster_port: Some(0),
+        ..ServerConfig::default()
+    };
+    config.protocol.peer_timeout = 1_000;
+    config.protocol.tombstone_ttl = 1_000;
+    config.protocol.empty_service_ttl = 1_000;
+    config.protocol.health_check_interval = 200;
+    config.protocol.reclaim_batch = reclaim_batch;
+    config.protocol.max_clients = n.max(1);
+    config.protocol.max_services_per_namespace = n.max(1);
+    let listeners = Listeners::bind(&config)?;
+    config.port = listeners.http.local_addr()?.port();
+    let shards = config.protocol.shards;
+    let node = distro_server::start(config, listeners).await?;
+    let registry = node.node().registry();
+    let mut client =
+        pb::registry_client::RegistryClient::connect(format!("http://{}", node.sdk_addr()))
+            .await?
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+    let base_rss = rss_mib();
+    let base_names = registry.interner().len();
+    println!(
+        "name_churn: {n} clients, one random service name each, seed {seed}, {shards} shards, \
+         reclaim batch {reclaim_batch}"
+    );
+    println!("before:  RSS {base_rss:8.1} MiB, {base_names} names interned");
+
+    let started = Instant::now();
+    let mut rng = distro_core::rng::SplitMix64::new(seed);
+    let mut k = 0;
+    while k < n {
+        let batch: Vec<pb::Registration> = (k..(k + BATCH).min(n))
+            .map(|i| registration(i, &mut rng))
+            .collect();
+        let r = client
+            .register(pb::RegisterRequest {
+                registrations: batch,
+            })
+            .await?
+            .into_inner();
+        if let Some(bad) = r.results.iter().find(|r| r.code != 200) {
+            anyhow::bail!("registration refused: {bad:?}");
+        }
+        k += BATCH;
+    }
+    let registered = started.elapsed();
+    let peak_rss = rss_mib();
+    let peak_names = registry.interner().len();
+    println!(
+        "peak:    RSS {peak_rss:8.1} MiB, {peak_names} names interned ({:.0} B per client; registered in {:.1} s)",
+        (peak_rss - base_rss) * 1_048_576.0 / n as f64,
+        registered.as_secs_f64()
+    );
+
+    // The same sequence again, to deregister what was registered.
+    let mut rng = distro_core::rng::SplitMix64::new(seed);
+    let mut k = 0;
+    while k < n {
+        let batch: Vec<pb::Registration> = (k..(k + BATCH).min(n))
+            .map(|i| registration(i, &mut rng))
+            .collect();
+        let r = client
+            .deregister(pb::DeregisterRequest {
+                registrations: batch,
+            })
+            .await?
+            .into_inner();
+        if let Some(bad) = r.results.iter().find(|r| r.code != 200) {
+            anyhow::bail!("deregistration refused: {bad:?}");
+        }
+        k += BATCH;
+    }
+    let deregistered = Instant::now();
+    // Wait for the tombstones and empty services to expire and the names to be reclaimed:
+    // until the count stops falling for 3 s (or 60 s pass).
+    let mut last = usize::MAX;
+    let mut steady_since = Instant::now();
+    loop {
+        let names = registry.interner().len();
+        if names < last {
+            last = names;
+            steady_since = Instant::now();
+        }
+        if steady_since.elapsed() > Duration::from_secs(3)
+            || deregistered.elapsed() > Duration::from_secs(60)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_rss = rss_mib();
+    let stats = registry.stats();
+    println!(
+        "after:   RSS {after_rss:8.1} MiB, {last} names interned ({:.1} % of the peak's growth left; \
+         {} clients, {} services, {} tombstones held)",
+        100.0 * (after_rss - base_rss) / (peak_rss - base_rss).max(f64::MIN_POSITIVE),
+        stats.clients,
+        stats.services,
+        stats.tombstones
+    );
+    node.shutdown().await;
+    Ok(())
+}
