@@ -19,17 +19,26 @@
 //!
 //! Bounds: at most [`MAX_FORMS`] forms per service (others are rendered and not kept), and
 //! entries only for services read since their last change (a change removes the entry).
+//! A reader can also ask for services that never change (names that do not exist): so the
+//! whole cache is dropped when it holds more than [`MAX_SERVICES`] services or more than
+//! [`MAX_KEPT_BYTES`] of answers, and refills from the next reads.
 
 use distro_core::Service;
 use distro_core::registry::ChangeListener;
 use parking_lot::Mutex;
 use prost::bytes::Bytes;
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 
 /// Most forms kept per service: readers asking for more distinct filters are answered
 /// freshly rendered bytes that are not kept.
 pub const MAX_FORMS: usize = 8;
+
+/// Most services with an entry; one more empties the cache.
+pub const MAX_SERVICES: usize = 100_000;
+
+/// Most bytes of kept answers; more empties the cache.
+pub const MAX_KEPT_BYTES: usize = 256 << 20;
 
 /// The encoding of a cached answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,12 +80,17 @@ impl Kept {
 struct Slot {
     generation: u64,
     forms: Vec<Kept>,
+    /// Bytes of `forms`.
+    bytes: usize,
 }
 
 /// Rendered answers per service; see the module comment.
 #[derive(Default)]
 pub struct AnswerCache {
     services: papaya::HashMap<Arc<str>, Arc<Mutex<Slot>>>,
+    /// Bytes of every kept form (an estimate after a reset: a reader racing it may add
+    /// bytes kept in an entry that was just dropped).
+    kept_bytes: AtomicUsize,
 }
 
 /// How a read was answered (for tests and counters).
@@ -113,9 +127,14 @@ impl AnswerCache {
             let services = self.services.pin();
             match services.get(key) {
                 Some(s) => s.clone(),
-                None => services
-                    .get_or_insert_with(key.into(), Default::default)
-                    .clone(),
+                None => {
+                    if services.len() >= MAX_SERVICES {
+                        self.reset();
+                    }
+                    services
+                        .get_or_insert_with(key.into(), Default::default)
+                        .clone()
+                }
             }
         };
         let generation = {
@@ -140,8 +159,25 @@ impl AnswerCache {
                 healthy_only: form.healthy_only,
                 bytes: bytes.clone(),
             });
+            s.bytes += bytes.len();
+            let total = self.kept_bytes.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+            drop(s);
+            if total > MAX_KEPT_BYTES {
+                self.reset();
+            }
         }
         (bytes, Served::Rendered)
+    }
+
+    /// Drops every entry (the cache is over one of its bounds).
+    fn reset(&self) {
+        self.services.pin().clear();
+        self.kept_bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Bytes of kept answers (an estimate, see the field).
+    pub fn kept_bytes(&self) -> usize {
+        self.kept_bytes.load(Ordering::Relaxed)
     }
 
     /// Services with an entry.
@@ -161,6 +197,12 @@ impl AnswerCache {
             let mut s = slot.lock();
             s.generation += 1;
             s.forms.clear();
+            let freed = std::mem::take(&mut s.bytes);
+            let _ = self
+                .kept_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(freed))
+                });
             // Out of the map while locked: a reader still holding this entry stores nothing
             // (the generation moved); the next reader inserts a fresh one.
             let _ = services.remove_if(key, |_, v| Arc::ptr_eq(v, slot));
@@ -299,5 +341,31 @@ mod tests {
         assert_eq!(how, Served::Rendered);
         let (_, how) = c.get_counted("k", json(&names[0]), || Bytes::from_static(b"x"));
         assert_eq!(how, Served::Hit);
+    }
+
+    /// A reader asking for ever new services (names that never change, so no change ever
+    /// drops their entries) cannot grow the cache past its bounds.
+    #[test]
+    fn reads_of_ever_new_services_stay_within_the_bounds() {
+        let c = AnswerCache::default();
+        for i in 0..(MAX_SERVICES + 10) {
+            c.get(&format!("no-such-service-{i}"), json(""), || {
+                Bytes::from_static(b"{}")
+            });
+            assert!(c.len() <= MAX_SERVICES, "{} entries at read {i}", c.len());
+        }
+        assert!(c.len() < MAX_SERVICES, "the cache was emptied once full");
+        // Answers that add up past the byte bound empty it too.
+        let big = Bytes::from(vec![b'x'; MAX_KEPT_BYTES / 4 + 1]);
+        for i in 0..4 {
+            c.get(&format!("big-{i}"), json(""), || big.clone());
+        }
+        assert!(c.kept_bytes() <= MAX_KEPT_BYTES, "{}", c.kept_bytes());
+        // An invalidation gives its bytes back.
+        let c = AnswerCache::default();
+        c.get("k", json(""), || Bytes::from_static(b"12345"));
+        assert_eq!(c.kept_bytes(), 5);
+        c.invalidate("k");
+        assert_eq!(c.kept_bytes(), 0);
     }
 }
