@@ -390,7 +390,7 @@ impl Protocol for NacosProtocol {
                 let tx = tx.clone();
                 move |p: &Push| {
                     if let Some(ev) = event(&inner, p.received, p.body()) {
-                        let _ = tx.try_send(ev);
+                        deliver(&tx, ev);
                     }
                 }
             };
@@ -412,7 +412,7 @@ impl Protocol for NacosProtocol {
                     .map_err(|e| format!("subscribe {} on node {}: {e}", svc.name, node + 1))?;
                 // The current state first.
                 if let Some(ev) = event(&inner, Instant::now(), reply.body()) {
-                    let _ = tx.try_send(ev);
+                    deliver(&tx, ev);
                 }
             }
             drop(tx);
@@ -441,6 +441,19 @@ async fn calls(conn: &NacosClient, requests: &[Prepared]) -> Outcome {
         }
     }
     result
+}
+
+/// Hands `ev` to the watcher's tracker without ever dropping it: a probe whose only push
+/// was dropped would be counted as never replicated. When the channel is full (the tracker
+/// is behind on a starved machine, or has not started reading yet), the event waits in a
+/// task of its own; events carry a service's whole state, so their order does not matter.
+fn deliver(tx: &mpsc::Sender<WatchEvent>, ev: WatchEvent) {
+    if let Err(mpsc::error::TrySendError::Full(ev)) = tx.try_send(ev) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(ev).await;
+        });
+    }
 }
 
 /// A push or subscription reply as a [`WatchEvent`].
