@@ -392,25 +392,17 @@ pub(crate) async fn start_with(
     )
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
-    let sdk = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(nacos.request_service())
-        .add_service(nacos.bi_stream_service())
-        .add_service(registry);
+    let sdk = crate::sdk_port::SdkPort::new(nacos.clone())
+        .add_service(registry)
+        .admission(sdk_admission);
     let rx = stop_rx.clone();
     let nacos_stop = nacos.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = sdk_admission.incoming(listeners.sdk);
-        let r = sdk
-            .serve_with_incoming_shutdown(incoming, async move {
-                stopped(rx).await;
-                nacos_stop.shutdown().await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "SDK gRPC server failed");
-        }
+        sdk.serve(listeners.sdk, async move {
+            stopped(rx).await;
+            nacos_stop.shutdown().await;
+        })
+        .await;
     }));
 
     // Cluster port: the peer protocol, and nothing else.

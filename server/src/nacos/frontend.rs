@@ -94,6 +94,16 @@ impl NacosFrontend {
             .max_decoding_message_size(self.shared.config.max_message_bytes)
     }
 
+    /// Answers one unary `Request/request` call from the connection of `peer` (for
+    /// transports that call the handler themselves, as the SDK port does).
+    pub(crate) fn handle_unary(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        payload: crate::proto::nacos::Payload,
+    ) -> crate::proto::nacos::Payload {
+        crate::nacos::handler::handle_unary(&self.shared, peer, payload)
+    }
+
     /// The registry listener that drives pushes (already installed by `new`).
     pub fn change_listener(&self) -> Arc<dyn ChangeListener> {
         self.shared.hub.clone()

@@ -1,0 +1,109 @@
+//! One SDK-port connection, driven on its own task: the HTTP/2 handshake, then a loop that
+//! accepts streams, answers the Nacos unary calls inline, hands the other streams to the
+//! tonic services ([`bridge`](super::bridge)), keeps the connection alive with PINGs, and
+//! closes gracefully (GOAWAY, then the open streams finish) when the port stops.
+//!
+//! Streams are routed on the `:path` bytes: `/Request/request` is read and answered here
+//! ([`unary`](super::unary)); `/BiRequestStream/…` and `/distro.v1.Registry/…` go to the
+//! services; anything else is refused with `UNIMPLEMENTED`. A unary call whose body is
+//! already in (the usual case: HEADERS and DATA arrive together) is answered before the
+//! next stream is accepted; the others wait, polled by this task, in a set of pending
+//! reads, never on a task of their own.
+
+use crate::sdk_port::grpc::{self, Code, Status};
+use crate::sdk_port::keep_alive::KeepAlive;
+use crate::sdk_port::unary::{self, ReadMessage};
+use crate::sdk_port::{Inner, bridge};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tonic::transport::server::TcpConnectInfo;
+
+/// The Nacos unary method.
+const NACOS_UNARY: &[u8] = b"/Request/request";
+
+/// Serves `io` until the connection closes. `_alive` is dropped at the end, which tells
+/// the port this connection is done.
+pub(crate) async fn serve<T>(
+    io: T,
+    info: TcpConnectInfo,
+    port: Arc<Inner>,
+    mut stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.remote_addr;
+    let handshake = port.h2.handshake::<T, Bytes>(io);
+    let mut conn = tokio::select! {
+        r = handshake => match r {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "SDK-port HTTP/2 handshake failed");
+                return;
+            }
+        },
+        () = stopped(&mut stop) => return,
+    };
+    let mut keep_alive = KeepAlive::new(
+        conn.ping_pong(),
+        port.keep_alive_interval,
+        port.keep_alive_timeout,
+    );
+    let mut reads: FuturesUnordered<ReadMessage> = FuturesUnordered::new();
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            biased;
+            Some((respond, read)) = reads.next(), if !reads.is_empty() => {
+                unary::answer(&port.nacos, peer, respond, read);
+            }
+            accepted = poll_fn(|cx| conn.poll_accept(cx)) => match accepted {
+                Some(Ok((request, respond))) => {
+                    let path = request.uri().path().as_bytes();
+                    if path == NACOS_UNARY {
+                        let body = request.into_body();
+                        let mut read = ReadMessage::new(body, respond, port.max_message_bytes);
+                        // Poll once right here: the body is usually in already.
+                        match poll_fn(|cx| Poll::Ready(read.poll_unpin(cx))).await {
+                            Poll::Ready((respond, r)) => unary::answer(&port.nacos, peer, respond, r),
+                            Poll::Pending => reads.push(read),
+                        }
+                    } else if port.bridged.iter().any(|p| path.starts_with(p)) {
+                        bridge::spawn(&port.routes, request, respond, &info);
+                    } else {
+                        let status = Status::new(
+                            Code::Unimplemented,
+                            format!("this port serves no method {}", request.uri().path()),
+                        );
+                        grpc::refuse(respond, &status);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(?peer, error = %e, "SDK-port connection failed");
+                    break;
+                }
+                None => break,
+            },
+            _ = poll_fn(|cx| keep_alive.poll_dead(cx)) => {
+                tracing::debug!(?peer, timeout = ?keep_alive.timeout(),
+                    "SDK-port connection closed: no answer to a keep-alive PING");
+                break;
+            }
+            () = stopped(&mut stop), if !stopping => {
+                stopping = true;
+                conn.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Completes once the port stops (or is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
