@@ -41,8 +41,10 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::server::TcpConnectInfo;
 
-/// Most streams open at once on one connection (hyper's default for servers).
-pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Most streams open at once on one connection (`SETTINGS_MAX_CONCURRENT_STREAMS`); a
+/// client that opens more before it has read the server's SETTINGS gets `REFUSED_STREAM`
+/// for the excess, which gRPC clients retry.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Flow-control window of a stream and of a connection, as the tonic server had (1 MiB).
 const WINDOW: u32 = 1024 * 1024;
 /// Largest header list a client may send (hyper's default, 16 KiB).
