@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  accept ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
-//!     connection task: h2 handshake, then per stream, by :path
+//!     connection task: TLS handshake (--tls-cert), h2 handshake, then per stream, by :path
 //!       /Request/request        read + decode + handler + reply, inline (unary)
 //!       /BiRequestStream/…      tonic service, one task per stream (bridge)
 //!       /distro.v1.Registry/…   tonic service, one task per stream (bridge)
@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -61,6 +62,7 @@ pub struct SdkPort {
     admission: Option<Arc<Admission>>,
     keep_alive_interval: Duration,
     keep_alive_timeout: Duration,
+    tls: Option<TlsAcceptor>,
 }
 
 /// What every connection task reads.
@@ -73,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) max_message_bytes: usize,
     pub(crate) keep_alive_interval: Duration,
     pub(crate) keep_alive_timeout: Duration,
+    /// TLS before HTTP/2 (`None`: plaintext).
+    pub(crate) tls: Option<TlsAcceptor>,
 }
 
 impl SdkPort {
@@ -86,6 +90,7 @@ impl SdkPort {
             admission: None,
             keep_alive_interval: keep_alive::INTERVAL,
             keep_alive_timeout: keep_alive::TIMEOUT,
+            tls: None,
         };
         port.add_service(bi_stream)
     }
@@ -115,6 +120,15 @@ impl SdkPort {
         self
     }
 
+    /// TLS on every connection with `acceptor` (which should offer ALPN `h2`, as
+    /// [`HttpTls::sdk_acceptor`](crate::tls::HttpTls::sdk_acceptor) does), before HTTP/2.
+    /// The handshake runs on the connection's task, bounded by
+    /// [`HANDSHAKE_TIMEOUT`](crate::tls::HANDSHAKE_TIMEOUT); a refused one is logged.
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
     /// PING every `interval`; close a connection that leaves one unanswered for `timeout`
     /// (defaults: 30 s and 20 s).
     pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
@@ -140,6 +154,7 @@ impl SdkPort {
             h2,
             keep_alive_interval: self.keep_alive_interval,
             keep_alive_timeout: self.keep_alive_timeout,
+            tls: self.tls,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
@@ -152,8 +167,8 @@ impl SdkPort {
             let Some((io, info)) = accepted else { continue };
             let (port, stop, alive) = (inner.clone(), stop_rx.clone(), alive_tx.clone());
             match io {
-                Io::Plain(s) => tokio::spawn(connection::serve(s, info, port, stop, alive)),
-                Io::Guarded(g) => tokio::spawn(connection::serve(g, info, port, stop, alive)),
+                Io::Plain(s) => tokio::spawn(connection::run(s, info, port, stop, alive)),
+                Io::Guarded(g) => tokio::spawn(connection::run(g, info, port, stop, alive)),
             };
         }
         drop(listener);

@@ -62,7 +62,7 @@ pub struct ServerConfig {
     pub protocol: Config,
     /// Shared secret every peer RPC must carry.
     pub cluster_token: Option<String>,
-    /// HTTPS on the main port (`None`: plain HTTP).
+    /// HTTPS on the main port and TLS on the SDK port (`None`: plaintext).
     pub http_tls: Option<crate::tls::HttpTls>,
     /// Mutual TLS between nodes on the cluster port (`None`: plaintext).
     pub cluster_tls: Option<crate::tls::ClusterTls>,
@@ -392,9 +392,12 @@ pub(crate) async fn start_with(
     )
     .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
-    let sdk = crate::sdk_port::SdkPort::new(nacos.clone())
+    let mut sdk = crate::sdk_port::SdkPort::new(nacos.clone())
         .add_service(registry)
         .admission(sdk_admission);
+    if let Some(tls) = &config.http_tls {
+        sdk = sdk.tls(tls.sdk_acceptor().map_err(anyhow::Error::msg)?);
+    }
     let rx = stop_rx.clone();
     let nacos_stop = nacos.clone();
     tasks.push(tokio::spawn(async move {

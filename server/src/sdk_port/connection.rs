@@ -1,4 +1,5 @@
-//! One SDK-port connection, driven on its own task: the HTTP/2 handshake, then a loop that
+//! One SDK-port connection, driven on its own task: the TLS handshake when the port has
+//! TLS, the HTTP/2 handshake, then a loop that
 //! accepts streams, answers the Nacos unary calls inline, hands the other streams to the
 //! tonic services ([`bridge`](super::bridge)), keeps the connection alive with PINGs, and
 //! closes gracefully (GOAWAY, then the open streams finish) when the port stops.
@@ -14,6 +15,7 @@ use crate::sdk_port::grpc::{self, Code, Status};
 use crate::sdk_port::keep_alive::KeepAlive;
 use crate::sdk_port::unary::{self, ReadMessage};
 use crate::sdk_port::{Inner, bridge};
+use crate::tls::HANDSHAKE_TIMEOUT;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
@@ -26,6 +28,27 @@ use tonic::transport::server::TcpConnectInfo;
 
 /// The Nacos unary method.
 const NACOS_UNARY: &[u8] = b"/Request/request";
+
+/// Runs a connection: the TLS handshake first when the port has TLS, then [`serve`].
+pub(crate) async fn run<T>(
+    io: T,
+    info: TcpConnectInfo,
+    port: Arc<Inner>,
+    stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(acceptor) = port.tls.clone() else {
+        return serve(io, info, port, stop, alive).await;
+    };
+    let peer = info.remote_addr;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => serve(tls, info, port, stop, alive).await,
+        Ok(Err(e)) => tracing::warn!(port = "SDK", ?peer, error = %e, "TLS handshake refused"),
+        Err(_) => tracing::warn!(port = "SDK", ?peer, "TLS handshake timed out"),
+    }
+}
 
 /// Serves `io` until the connection closes. `_alive` is dropped at the end, which tells
 /// the port this connection is done.
