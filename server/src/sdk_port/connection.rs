@@ -26,6 +26,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::server::TcpConnectInfo;
 
+/// How long open streams may take to finish once the port stops; then the connection is
+/// dropped (a client that never completes a request cannot hold the shutdown).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The Nacos unary method.
 const NACOS_UNARY: &[u8] = b"/Request/request";
 
@@ -80,6 +83,8 @@ pub(crate) async fn serve<T>(
     );
     let mut reads: FuturesUnordered<ReadMessage> = FuturesUnordered::new();
     let mut stopping = false;
+    let grace = tokio::time::sleep(std::time::Duration::MAX);
+    tokio::pin!(grace);
     loop {
         tokio::select! {
             biased;
@@ -121,6 +126,11 @@ pub(crate) async fn serve<T>(
             () = stopped(&mut stop), if !stopping => {
                 stopping = true;
                 conn.graceful_shutdown();
+                grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            }
+            () = &mut grace, if stopping => {
+                tracing::debug!(?peer, "SDK-port connection closed: streams still open after the shutdown grace");
+                break;
             }
         }
     }

@@ -1,16 +1,18 @@
 //! The SDK port's own HTTP/2 transport (`distro_server::sdk_port`) at the edges, driven by
 //! a raw `h2` client so each test controls the frames: unknown paths, oversized
 //! messages, many streams at once, a body split into many DATA frames, PING keep-alive,
-//! and the native API beside the Nacos services.
+//! and a shutdown that a stuck request cannot hold.
 
-use crate::nacos::harness::{DEADLINE, TestServer, decode, fast_config, raw_payload};
+use crate::nacos::harness::{DEADLINE, TestServer, decode, fast_config, raw_payload, wall_ms};
 use bytes::{BufMut, Bytes, BytesMut};
-use distro_server::nacos::NacosConfig;
+use distro_server::nacos::{NacosConfig, NacosFrontend};
 use distro_server::proto::nacos::Payload;
+use distro_server::sdk_port::SdkPort;
 use futures::stream::{FuturesUnordered, StreamExt};
 use h2::client::SendRequest;
 use prost::Message;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -263,29 +265,27 @@ async fn a_unary_body_split_into_many_data_frames_is_read_whole() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_connection_that_never_answers_pings_is_closed() {
-    let node = std::sync::Arc::new(
+/// The front end of a standalone node, for tests that build their own [`SdkPort`].
+fn frontend() -> Arc<NacosFrontend> {
+    let node = Arc::new(
         distro_core::Node::new(
             distro_core::Config::default(),
             distro_core::MemberList::new("127.0.0.1:8848", &[]).expect("members"),
-            crate::nacos::harness::wall_ms(),
+            wall_ms(),
         )
         .expect("node"),
     );
-    let nacos = std::sync::Arc::new(
-        distro_server::nacos::NacosFrontend::new(
-            node,
-            fast_config(),
-            std::sync::Arc::new(crate::nacos::harness::wall_ms),
-        )
-        .expect("config"),
-    );
+    Arc::new(NacosFrontend::new(node, fast_config(), Arc::new(wall_ms)).expect("config"))
+}
+
+#[tokio::test]
+async fn a_connection_that_never_answers_pings_is_closed() {
+    let nacos = frontend();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let port = distro_server::sdk_port::SdkPort::new(nacos.clone())
+    let port = SdkPort::new(nacos.clone())
         .keep_alive(Duration::from_millis(100), Duration::from_millis(200));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(port.serve(listener, async move {
@@ -323,5 +323,45 @@ async fn a_connection_that_never_answers_pings_is_closed() {
     tokio::time::timeout(DEADLINE, task)
         .await
         .expect("the port stops")
+        .expect("port task");
+}
+
+#[tokio::test]
+async fn a_request_that_never_completes_cannot_hold_the_shutdown() {
+    let nacos = frontend();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(SdkPort::new(nacos.clone()).serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let c = connect(addr).await;
+    // Headers and half a message prefix, then nothing.
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/Request/request")
+        .header("content-type", "application/grpc")
+        .body(())
+        .expect("request");
+    let mut s = c.ready().await.expect("ready");
+    let (_response, mut body) = s.send_request(request, false).expect("send");
+    body.send_data(Bytes::from_static(&[0, 0]), false)
+        .expect("data");
+    // A completed call on the same connection proves the stuck one was accepted first.
+    let mut c2 = s.clone();
+    let a = call(
+        &mut c2,
+        "/Request/request",
+        vec![frame(&raw_payload("HealthCheckRequest", b"{}"))],
+    )
+    .await;
+    assert_eq!(reply_type(&a), "HealthCheckResponse");
+    let _ = stop.send(());
+    nacos.shutdown().await;
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the port stops despite the stuck request")
         .expect("port task");
 }
