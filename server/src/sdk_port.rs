@@ -5,8 +5,8 @@
 //!  accept ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
 //!     connection task: TLS handshake (--tls-cert), h2 handshake, then per stream, by :path
 //!       /Request/request        read + decode + handler + reply, inline (unary)
-//!       /BiRequestStream/…      tonic service, one task per stream (bridge)
-//!       /distro.v1.Registry/…   tonic service, one task per stream (bridge)
+//!       /BiRequestStream/…      tonic service, a task per stream (bridge)
+//!       /distro.v1.Registry/…   tonic service: unary calls polled here, Watch a task (bridge)
 //!       anything else           UNIMPLEMENTED
 //!     PINGs every 30 s, closed when one is unanswered for 20 s (keep_alive)
 //! ```

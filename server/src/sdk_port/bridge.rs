@@ -1,5 +1,7 @@
 //! Streams that are not the Nacos unary call (the Nacos bi-stream and the native
-//! `distro.v1.Registry` API) handed to tonic-generated services, on a task per stream.
+//! `distro.v1.Registry` API) handed to tonic-generated services: the long-lived streams
+//! (the bi-stream, `Watch`) on a task each, the native unary calls polled on the
+//! connection's task (see `connection`).
 //!
 //! The h2 request body becomes an [`http_body::Body`] ([`H2Body`], releasing the
 //! flow-control window as the service reads), the request gets the connection's
@@ -14,7 +16,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http_body::{Body, Frame};
 use std::convert::Infallible;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tonic::codegen::Service;
@@ -67,21 +69,25 @@ impl Body for H2Body {
     }
 }
 
-/// Serves one stream with `routes` on a task of its own.
-pub(crate) fn spawn(
+/// A stream served by a tonic service: a future the caller spawns (long-lived streams)
+/// or polls on the connection's task (unary calls).
+pub(crate) type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Serves one stream with `routes`: calls the service, then writes its response.
+pub(crate) fn call(
     routes: &Routes,
     request: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
     info: &TcpConnectInfo,
-) {
+) -> Call {
     let mut request = request.map(H2Body::new);
     request.extensions_mut().insert(info.clone());
     let mut routes = routes.clone();
-    tokio::spawn(async move {
+    Box::pin(async move {
         let response: Result<_, Infallible> = routes.call(request).await;
         let Ok(response) = response;
         write(response, respond).await;
-    });
+    })
 }
 
 /// Writes `response` on the stream of `respond`.

@@ -6,10 +6,12 @@
 //!
 //! Streams are routed on the `:path` bytes: `/Request/request` is read and answered here
 //! ([`unary`](super::unary)); `/BiRequestStream/…` and `/distro.v1.Registry/…` go to the
-//! services; anything else is refused with `UNIMPLEMENTED`. A unary call whose body is
-//! already in (the usual case: HEADERS and DATA arrive together) is answered before the
-//! next stream is accepted; the others wait, polled by this task, in a set of pending
-//! reads, never on a task of their own.
+//! services; anything else is refused with `UNIMPLEMENTED`. A Nacos unary call whose body
+//! is already in (the usual case: HEADERS and DATA arrive together) is answered before
+//! the next stream is accepted; the others wait, polled by this task, in a set of pending
+//! reads. The native API's unary calls (register, query, query batch, ...) are polled by
+//! this task too, in a set of their own; only the long-lived streams (the Nacos
+//! bi-stream, the native watch) get a task each.
 
 use crate::sdk_port::grpc::{self, Code, Status};
 use crate::sdk_port::keep_alive::KeepAlive;
@@ -29,6 +31,12 @@ use tonic::transport::server::TcpConnectInfo;
 /// How long open streams may take to finish once the port stops; then the connection is
 /// dropped (a client that never completes a request cannot hold the shutdown).
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Streams that live as long as their client wants (the Nacos bi-stream, the native
+/// watch): a task each. Every other call of a service is polled on the connection's task.
+const SPAWNED: [&[u8]; 2] = [
+    b"/BiRequestStream/requestBiStream",
+    b"/distro.v1.Registry/Watch",
+];
 /// The Nacos unary method.
 const NACOS_UNARY: &[u8] = b"/Request/request";
 
@@ -82,6 +90,7 @@ pub(crate) async fn serve<T>(
         port.keep_alive_timeout,
     );
     let mut reads: FuturesUnordered<ReadMessage> = FuturesUnordered::new();
+    let mut calls: FuturesUnordered<bridge::Call> = FuturesUnordered::new();
     let mut stopping = false;
     let grace = tokio::time::sleep(std::time::Duration::MAX);
     tokio::pin!(grace);
@@ -91,6 +100,7 @@ pub(crate) async fn serve<T>(
             Some((respond, read)) = reads.next(), if !reads.is_empty() => {
                 unary::answer(&port.nacos, peer, respond, read);
             }
+            Some(()) = calls.next(), if !calls.is_empty() => {}
             accepted = poll_fn(|cx| conn.poll_accept(cx)) => match accepted {
                 Some(Ok((request, respond))) => {
                     let path = request.uri().path().as_bytes();
@@ -103,7 +113,13 @@ pub(crate) async fn serve<T>(
                             Poll::Pending => reads.push(read),
                         }
                     } else if port.bridged.iter().any(|p| path.starts_with(p)) {
-                        bridge::spawn(&port.routes, request, respond, &info);
+                        let long_lived = SPAWNED.contains(&path);
+                        let call = bridge::call(&port.routes, request, respond, &info);
+                        if long_lived {
+                            tokio::spawn(call);
+                        } else {
+                            calls.push(call);
+                        }
                     } else {
                         let status = Status::new(
                             Code::Unimplemented,

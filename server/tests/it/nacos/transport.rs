@@ -365,3 +365,99 @@ async fn a_request_that_never_completes_cannot_hold_the_shutdown() {
         .expect("the port stops despite the stuck request")
         .expect("port task");
 }
+
+/// The native API on the SDK port of a node: on one HTTP/2 connection, a `Watch` stream
+/// stays open (its own task) while unary calls (served on the connection's task) register,
+/// query and batch-query, and the watch sees the registration.
+#[tokio::test]
+async fn native_unary_calls_and_a_watch_share_one_connection() {
+    use distro_server::proto::distro as pb;
+    use distro_server::{Listeners, ServerConfig};
+    let mut config = ServerConfig {
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        sdk_port: Some(0),
+        cluster_port: Some(0),
+        ..ServerConfig::default()
+    };
+    let listeners = Listeners::bind(&config).expect("bind");
+    config.port = listeners.http.local_addr().expect("addr").port();
+    let server = distro_server::start(config, listeners)
+        .await
+        .expect("server starts");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.sdk_addr()))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = pb::registry_client::RegistryClient::new(channel);
+    let service = pb::ServiceRef {
+        namespace: String::new(),
+        group: String::new(),
+        name: "watched".into(),
+    };
+    let mut watch = client
+        .watch(pb::WatchRequest {
+            services: vec![service.clone()],
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = tokio::time::timeout(DEADLINE, watch.message())
+        .await
+        .expect("the current state in time")
+        .expect("stream")
+        .expect("an event");
+    assert!(first.instances.is_empty());
+    let written = client
+        .register(pb::RegisterRequest {
+            registrations: vec![pb::Registration {
+                service: Some(service.clone()),
+                instance: Some(pb::Instance {
+                    ip: "10.0.0.1".into(),
+                    port: 80,
+                    weight: 1.0,
+                    healthy: true,
+                    enabled: true,
+                    ..Default::default()
+                }),
+            }],
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(written.results.len(), 1);
+    assert_eq!(written.results[0].code, 200, "{written:?}");
+    let event = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let e = watch.message().await.expect("stream").expect("an event");
+            if !e.instances.is_empty() {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the watch sees the registration");
+    assert_eq!(event.instances[0].ip, "10.0.0.1");
+    let query = pb::QueryRequest {
+        service: Some(service.clone()),
+        clusters: Vec::new(),
+        healthy_only: false,
+    };
+    let answer = client
+        .query(query.clone())
+        .await
+        .expect("query")
+        .into_inner();
+    assert_eq!(answer.instances.len(), 1);
+    let batch = client
+        .query_batch(pb::QueryBatchRequest {
+            queries: vec![query.clone(), query],
+        })
+        .await
+        .expect("query batch")
+        .into_inner();
+    assert_eq!(batch.answers.len(), 2);
+    drop(watch);
+    server.shutdown().await;
+}
