@@ -94,6 +94,9 @@ pub(crate) async fn serve<T>(
     let mut stopping = false;
     let grace = tokio::time::sleep(std::time::Duration::MAX);
     tokio::pin!(grace);
+    // Made once (not per turn of the loop): it stays registered with the watch.
+    let stop_signal = async move { stopped(&mut stop).await };
+    tokio::pin!(stop_signal);
     loop {
         tokio::select! {
             biased;
@@ -139,7 +142,7 @@ pub(crate) async fn serve<T>(
                     "SDK-port connection closed: no answer to a keep-alive PING");
                 break;
             }
-            () = stopped(&mut stop), if !stopping => {
+            () = &mut stop_signal, if !stopping => {
                 stopping = true;
                 conn.graceful_shutdown();
                 grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);

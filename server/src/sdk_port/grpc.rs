@@ -9,7 +9,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::server::SendResponse;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// `grpc-status`, made at compile time (a `&str` key is parsed on every insert).
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// Length of a message frame's prefix (flag + length).
 pub(crate) const PREFIX: usize = 5;
@@ -52,16 +57,16 @@ pub(crate) fn response_head() -> http::Response<()> {
 /// The trailers of a successful call.
 pub(crate) fn ok_trailers() -> HeaderMap {
     let mut t = HeaderMap::with_capacity(1);
-    t.insert("grpc-status", HeaderValue::from_static("0"));
+    t.insert(GRPC_STATUS, HeaderValue::from_static("0"));
     t
 }
 
 /// `status` as `grpc-status` / `grpc-message` headers, added to `headers`.
 fn put_status(headers: &mut HeaderMap, status: &Status) {
     let code = status.code as u8;
-    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
     if let Ok(v) = HeaderValue::from_str(&percent_encode(&status.message)) {
-        headers.insert("grpc-message", v);
+        headers.insert(GRPC_MESSAGE, v);
     }
 }
 
