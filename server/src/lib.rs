@@ -12,7 +12,8 @@
 //! Nacos 2.x SDK front end) and [`cluster`] (driver, peer service and client, peer
 //! codecs, forwarding of writes to their owner). [`server::start`] assembles one node on
 //! bound listeners; [`local_cluster::LocalCluster`] runs N of them in one process.
-//! Beside them: [`admission`] (connection limits on every port), [`metrics`] (the
+//! Beside them: [`sdk_port`] (the SDK port's HTTP/2 transport, answering Nacos unary
+//! calls on the connection's task), [`admission`] (connection limits on every port), [`metrics`] (the
 //! `/metrics` page), [`clock`], [`fault`] (LocalCluster's fault switches),
 //! [`open_files`] and the generated [`proto`] code.
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod nacos;
 pub mod open_files;
 pub mod proto;
+pub mod sdk_port;
 pub mod server;
 pub mod tls;
 

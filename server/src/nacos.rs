@@ -18,26 +18,24 @@
 //! public handle).
 //!
 //! Deliberately not here: persistent instances (refused with a 400: they are not Distro
-//! data), the config-center messages, auth, TLS, and `ConnectResetRequest` redirects.
+//! data), the config-center messages, TLS and the HTTP/2 transport (the SDK port,
+//! [`crate::sdk_port`]), and `ConnectResetRequest` redirects.
 //!
 //! ```no_run
 //! # async fn serve(node: std::sync::Arc<distro_core::Node>) -> anyhow::Result<()> {
 //! use distro_server::nacos::{NacosConfig, NacosFrontend};
-//! let nacos = NacosFrontend::new(node, NacosConfig::default(), distro_server::clock::system())?;
+//! use distro_server::sdk_port::SdkPort;
+//! use std::sync::Arc;
+//! let nacos = Arc::new(NacosFrontend::new(node, NacosConfig::default(), distro_server::clock::system())?);
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:9848").await?;
 //! let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
 //! # drop(stop_tx);
-//! tonic::transport::Server::builder()
-//!     .add_service(nacos.request_service())
-//!     .add_service(nacos.bi_stream_service())
-//!     .serve_with_incoming_shutdown(
-//!         tokio_stream::wrappers::TcpListenerStream::new(listener),
-//!         async {
-//!             let _ = stop_rx.await;
-//!             nacos.shutdown().await; // ends the bi-streams so the server can stop
-//!         },
-//!     )
-//!     .await?;
+//! SdkPort::new(nacos.clone())
+//!     .serve(listener, async {
+//!         let _ = stop_rx.await;
+//!         nacos.shutdown().await; // ends the bi-streams so the port can stop
+//!     })
+//!     .await;
 //! # Ok(()) }
 //! ```
 

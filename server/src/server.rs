@@ -62,7 +62,7 @@ pub struct ServerConfig {
     pub protocol: Config,
     /// Shared secret every peer RPC must carry.
     pub cluster_token: Option<String>,
-    /// HTTPS on the main port (`None`: plain HTTP).
+    /// HTTPS on the main port and TLS on the SDK port (`None`: plaintext).
     pub http_tls: Option<crate::tls::HttpTls>,
     /// Mutual TLS between nodes on the cluster port (`None`: plaintext).
     pub cluster_tls: Option<crate::tls::ClusterTls>,
@@ -397,25 +397,20 @@ pub(crate) async fn start_with(
         registry,
         NativeTokenCheck::new(config.auth.clone(), clock.clone()),
     );
-    let sdk = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(nacos.request_service())
-        .add_service(nacos.bi_stream_service())
-        .add_service(registry);
+    let mut sdk = crate::sdk_port::SdkPort::new(nacos.clone())
+        .add_service(registry)
+        .admission(sdk_admission);
+    if let Some(tls) = &config.http_tls {
+        sdk = sdk.tls(tls.sdk_acceptor().map_err(anyhow::Error::msg)?);
+    }
     let rx = stop_rx.clone();
     let nacos_stop = nacos.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = sdk_admission.incoming(listeners.sdk);
-        let r = sdk
-            .serve_with_incoming_shutdown(incoming, async move {
-                stopped(rx).await;
-                nacos_stop.shutdown().await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "SDK gRPC server failed");
-        }
+        sdk.serve(listeners.sdk, async move {
+            stopped(rx).await;
+            nacos_stop.shutdown().await;
+        })
+        .await;
     }));
 
     // Cluster port: the peer protocol, and nothing else.

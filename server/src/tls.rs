@@ -1,5 +1,5 @@
-//! TLS of a node (rustls with ring): HTTPS on the main port (`--tls-cert`, `--tls-key`)
-//! and mutual TLS between nodes on the cluster port (`--cluster-tls-cert`,
+//! TLS of a node (rustls with ring): HTTPS on the main port and TLS on the SDK port
+//! (`--tls-cert`, `--tls-key`) and mutual TLS between nodes on the cluster port (`--cluster-tls-cert`,
 //! `--cluster-tls-key`, `--cluster-tls-ca`).
 //!
 //! On the cluster port every node presents its certificate to its peers and accepts only
@@ -59,6 +59,11 @@ impl HttpTls {
     /// The acceptor of the main port (ALPN h2 and http/1.1, no client certificates).
     pub fn acceptor(&self) -> Result<TlsAcceptor, String> {
         acceptor(&self.cert_pem, &self.key_pem, None, &[b"h2", b"http/1.1"])
+    }
+
+    /// The acceptor of the SDK port (ALPN h2 only: gRPC; no client certificates).
+    pub fn sdk_acceptor(&self) -> Result<TlsAcceptor, String> {
+        acceptor(&self.cert_pem, &self.key_pem, None, &[b"h2"])
     }
 }
 

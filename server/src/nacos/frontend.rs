@@ -2,9 +2,10 @@
 //! the handle the server builds, serves, observes and shuts down.
 //!
 //! `new` validates the configuration, installs the push listener on the node's registry
-//! and starts two tasks (the push driver and the client detector). The services returned
-//! by [`NacosFrontend::request_service`] and [`NacosFrontend::bi_stream_service`] are added
-//! to the SDK-port router next to other services. [`NacosFrontend::shutdown`] closes every
+//! and starts two tasks (the push driver and the client detector). The SDK port
+//! ([`crate::sdk_port`]) answers unary calls through the handler directly and serves
+//! [`NacosFrontend::bi_stream_service`]; [`NacosFrontend::request_service`] is the unary
+//! call as a tonic service, for a tonic router. [`NacosFrontend::shutdown`] closes every
 //! connection (ending their streams, so a graceful server shutdown can finish) and stops the
 //! tasks.
 
@@ -92,6 +93,16 @@ impl NacosFrontend {
     pub fn bi_stream_service(&self) -> BiRequestStreamServer<NacosBiStreamService> {
         BiRequestStreamServer::new(NacosBiStreamService::new(self.shared.clone()))
             .max_decoding_message_size(self.shared.config.max_message_bytes)
+    }
+
+    /// Answers one unary `Request/request` call from the connection of `peer` (for
+    /// transports that call the handler themselves, as the SDK port does).
+    pub(crate) fn handle_unary(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        payload: crate::proto::nacos::Payload,
+    ) -> crate::proto::nacos::Payload {
+        crate::nacos::handler::handle_unary(&self.shared, peer, payload)
     }
 
     /// The registry listener that drives pushes (already installed by `new`).

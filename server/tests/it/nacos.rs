@@ -1,4 +1,4 @@
-//! Integration tests of the Nacos 2.x gRPC front end: a real tonic server on port 0 with a
+//! Integration tests of the Nacos 2.x gRPC front end: the SDK port on port 0 with a
 //! standalone node, driven by the real `nacos-sdk` crate and by raw tonic clients.
 
 pub(crate) mod auth;
@@ -7,3 +7,4 @@ pub(crate) mod harness;
 mod python_sdk;
 mod raw;
 pub(crate) mod sdk;
+mod transport;

@@ -292,3 +292,108 @@ async fn the_binary_serves_https_and_logs_why_it_refuses_a_peer_certificate() {
     );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// TLS on the SDK port (`--tls-cert`/`--tls-key`, ALPN h2): over TLS, with a client that
+/// trusts the test CA, a Nacos unary call, the bi-stream's setup and a native query all
+/// work; a client trusting another CA refuses the node, and a plaintext client gets no
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_port_serves_nacos_and_native_grpc_over_tls() {
+    use crate::nacos::harness::{DEADLINE, payload};
+    use distro_server::proto::nacos::bi_request_stream_client::BiRequestStreamClient;
+    use distro_server::proto::nacos::request_client::RequestClient;
+    use distro_server::tls::HttpTls;
+    use distro_server::{Listeners, ServerConfig};
+    use serde_json::json;
+    let good = ca("distro test CA");
+    let (cert, key) = leaf(&good, false);
+    let mut config = ServerConfig {
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        sdk_port: Some(0),
+        cluster_port: Some(0),
+        http_tls: Some(HttpTls::from_pem(&cert, &key).expect("valid PEM")),
+        ..ServerConfig::default()
+    };
+    let listeners = Listeners::bind(&config).expect("bind");
+    config.port = listeners.http.local_addr().expect("addr").port();
+    let server = distro_server::start(config, listeners)
+        .await
+        .expect("server starts");
+    let port = server.sdk_addr().port();
+    let endpoint = |trust: &str| {
+        Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .expect("uri")
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(trust)))
+            .expect("tls config")
+            .timeout(Duration::from_secs(5))
+    };
+    let channel = endpoint(&good.pem).connect().await.expect("TLS connect");
+
+    let reply = RequestClient::new(channel.clone())
+        .request(payload("ServerCheckRequest", &json!({})))
+        .await
+        .expect("a unary reply over TLS")
+        .into_inner();
+    assert_eq!(
+        reply.metadata.expect("metadata").r#type,
+        "ServerCheckResponse"
+    );
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(payload(
+        "ConnectionSetupRequest",
+        &json!({"clientVersion":"tls-test","labels":{},"abilityTable":{}}),
+    ))
+    .await
+    .expect("send setup");
+    let mut inbound = BiRequestStreamClient::new(channel.clone())
+        .request_bi_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a bi-stream over TLS")
+        .into_inner();
+    let ack = tokio::time::timeout(DEADLINE, inbound.message())
+        .await
+        .expect("the setup is acknowledged in time")
+        .expect("stream")
+        .expect("a SetupAckRequest");
+    assert_eq!(ack.metadata.expect("metadata").r#type, "SetupAckRequest");
+
+    let answer = pb::registry_client::RegistryClient::new(channel)
+        .query(pb::QueryRequest {
+            service: Some(pb::ServiceRef {
+                namespace: String::new(),
+                group: String::new(),
+                name: "svc".into(),
+            }),
+            clusters: Vec::new(),
+            healthy_only: false,
+        })
+        .await
+        .expect("a native query over TLS");
+    assert!(answer.into_inner().instances.is_empty());
+
+    let other = ca("another CA");
+    let e = endpoint(&other.pem)
+        .connect()
+        .await
+        .expect_err("the node's certificate is not of this CA");
+    let e = chain(&e);
+    assert!(e.contains("UnknownIssuer"), "{e}");
+
+    let plain = async {
+        let ch = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("uri")
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        RequestClient::new(ch)
+            .request(payload("ServerCheckRequest", &json!({})))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    assert!(plain.await.is_err(), "plaintext gRPC on the TLS SDK port");
+    drop(tx);
+    server.shutdown().await;
+}

@@ -64,8 +64,8 @@ pub(crate) struct Cli {
     /// Shared secret every peer RPC must carry; without it anyone reaching the cluster port can write.
     #[arg(long, env = "DISTRO_CLUSTER_TOKEN", hide_env_values = true)]
     cluster_token: Option<String>,
-    /// HTTPS on the main port: the certificate chain (PEM). Needs --tls-key. The SDK port
-    /// has no TLS yet.
+    /// HTTPS on the main port and TLS on the SDK port: the certificate chain (PEM). Needs
+    /// --tls-key.
     #[arg(long, env = "DISTRO_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
     /// The private key of --tls-cert (PEM).

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 /// How long any condition may take before a test fails.
@@ -70,18 +70,15 @@ impl TestServer {
             .expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
-            .add_service(nacos.request_service())
-            .add_service(nacos.bi_stream_service());
+        // The SDK port's own transport (h2 on the connection's task), as the binary serves.
+        let port = distro_server::sdk_port::SdkPort::new(nacos.clone());
         let n = nacos.clone();
         let task = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    let _ = stopped.await;
-                    n.shutdown().await;
-                })
-                .await
-                .expect("server runs");
+            port.serve(listener, async move {
+                let _ = stopped.await;
+                n.shutdown().await;
+            })
+            .await;
         });
         TestServer {
             node,

@@ -267,7 +267,11 @@ async fn oversized_messages_are_refused_without_harm() {
         .request(payload("InstanceRequest", &big))
         .await
         .expect_err("over the limit");
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-message-bytes"),
+        "{status:?}"
+    );
     still_serving(&server).await;
     server.stop().await;
 }

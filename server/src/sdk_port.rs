@@ -1,0 +1,212 @@
+//! The SDK port (main port + 1000): HTTP/2 served with the `h2` crate directly, one task
+//! per connection and no task per unary call.
+//!
+//! ```text
+//!  accept ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
+//!     connection task: TLS handshake (--tls-cert), h2 handshake, then per stream, by :path
+//!       /Request/request        read + decode + handler + reply, inline (unary)
+//!       /BiRequestStream/…      tonic service, a task per stream (bridge)
+//!       /distro.v1.Registry/…   tonic service: unary calls polled here, Watch a task (bridge)
+//!       anything else           UNIMPLEMENTED
+//!     PINGs every 30 s, closed when one is unanswered for 20 s (keep_alive)
+//! ```
+//!
+//! hyper (under tonic) spawns a task for every HTTP/2 stream; the Nacos SDKs send every
+//! registration, query and health check as one unary call, so that task, its allocations
+//! and the hand-offs between it and the connection's task were a large share of the cost
+//! of a call. Here the connection's task reads the call's body, calls the synchronous
+//! Nacos handler and writes the reply into the connection's send buffer, which goes out,
+//! with every other ready reply, the next time the connection is polled.
+//!
+//! Files: `connection` (the per-connection loop and the routing), `unary` (the Nacos unary
+//! call), `bridge` (streams handed to tonic services), `keep_alive` (PINGs), `grpc` (the
+//! message frame, response heads and statuses).
+
+mod bridge;
+mod connection;
+mod grpc;
+mod keep_alive;
+mod unary;
+
+use crate::admission::Admission;
+use crate::nacos::NacosFrontend;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tonic::codegen::Service;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::server::TcpConnectInfo;
+
+/// Most streams open at once on one connection (`SETTINGS_MAX_CONCURRENT_STREAMS`); a
+/// client that opens more before it has read the server's SETTINGS gets `REFUSED_STREAM`
+/// for the excess, which gRPC clients retry.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Flow-control window of a stream and of a connection, as the tonic server had (1 MiB).
+const WINDOW: u32 = 1024 * 1024;
+/// Largest header list a client may send (hyper's default, 16 KiB).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Largest DATA the server buffers per stream before waiting for the client's window.
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+
+/// The SDK port: the Nacos front end, the tonic services beside it, and the admission
+/// policy of its connections. Build it, add services, then [`SdkPort::serve`].
+pub struct SdkPort {
+    nacos: Arc<NacosFrontend>,
+    routes: Routes,
+    bridged: Vec<Vec<u8>>,
+    admission: Option<Arc<Admission>>,
+    keep_alive_interval: Duration,
+    keep_alive_timeout: Duration,
+    tls: Option<TlsAcceptor>,
+}
+
+/// What every connection task reads.
+pub(crate) struct Inner {
+    pub(crate) nacos: Arc<NacosFrontend>,
+    pub(crate) routes: Routes,
+    /// `/<service>/` of every service in `routes`.
+    pub(crate) bridged: Vec<Vec<u8>>,
+    pub(crate) h2: h2::server::Builder,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) keep_alive_interval: Duration,
+    pub(crate) keep_alive_timeout: Duration,
+    /// TLS before HTTP/2 (`None`: plaintext).
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+impl SdkPort {
+    /// The port of `nacos` (its unary calls inline, its bi-stream service bridged).
+    pub fn new(nacos: Arc<NacosFrontend>) -> Self {
+        let bi_stream = nacos.bi_stream_service();
+        let port = Self {
+            routes: Routes::default(),
+            bridged: Vec::new(),
+            nacos,
+            admission: None,
+            keep_alive_interval: keep_alive::INTERVAL,
+            keep_alive_timeout: keep_alive::TIMEOUT,
+            tls: None,
+        };
+        port.add_service(bi_stream)
+    }
+
+    /// Serves the tonic service `svc` (such as the native `distro.v1.Registry`) beside the
+    /// Nacos services, one task per stream.
+    pub fn add_service<S>(mut self, svc: S) -> Self
+    where
+        S: Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.bridged.push(format!("/{}/", S::NAME).into_bytes());
+        self.routes = self.routes.add_service(svc);
+        self
+    }
+
+    /// Admits connections under `admission` (connection cap, first-request deadline);
+    /// without it every connection is accepted.
+    pub fn admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// TLS on every connection with `acceptor` (which should offer ALPN `h2`, as
+    /// [`HttpTls::sdk_acceptor`](crate::tls::HttpTls::sdk_acceptor) does), before HTTP/2.
+    /// The handshake runs on the connection's task, bounded by
+    /// [`HANDSHAKE_TIMEOUT`](crate::tls::HANDSHAKE_TIMEOUT); a refused one is logged.
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// PING every `interval`; close a connection that leaves one unanswered for `timeout`
+    /// (defaults: 30 s and 20 s).
+    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keep_alive_interval = interval;
+        self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Serves `listener` until `shutdown` completes; then stops accepting, closes every
+    /// connection gracefully (GOAWAY; open streams finish) and returns once all are closed.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut h2 = h2::server::Builder::new();
+        h2.initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .max_send_buffer_size(MAX_SEND_BUFFER);
+        let inner = Arc::new(Inner {
+            max_message_bytes: self.nacos.config().max_message_bytes,
+            nacos: self.nacos,
+            routes: self.routes.prepare(),
+            bridged: self.bridged,
+            h2,
+            keep_alive_interval: self.keep_alive_interval,
+            keep_alive_timeout: self.keep_alive_timeout,
+            tls: self.tls,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                a = accept(&listener, self.admission.as_deref()) => a,
+                () = &mut shutdown => break,
+            };
+            let Some((io, info)) = accepted else { continue };
+            let (port, stop, alive) = (inner.clone(), stop_rx.clone(), alive_tx.clone());
+            match io {
+                Io::Plain(s) => tokio::spawn(connection::run(s, info, port, stop, alive)),
+                Io::Guarded(g) => tokio::spawn(connection::run(g, info, port, stop, alive)),
+            };
+        }
+        drop(listener);
+        stop_tx.send_replace(true);
+        drop(alive_tx);
+        // Every connection task holds a sender: this returns once all have ended.
+        let _ = alive_rx.recv().await;
+    }
+}
+
+/// An accepted connection, under admission when there is one.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Guarded(crate::admission::Guarded),
+}
+
+async fn accept(
+    listener: &TcpListener,
+    admission: Option<&Admission>,
+) -> Option<(Io, TcpConnectInfo)> {
+    use tonic::transport::server::Connected as _;
+    match admission {
+        Some(a) => {
+            let g = a.accept(listener).await;
+            let info = g.connect_info();
+            Some((Io::Guarded(g), info))
+        }
+        None => match listener.accept().await {
+            Ok((s, _)) => {
+                let _ = s.set_nodelay(true);
+                let info = s.connect_info();
+                Some((Io::Plain(s), info))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SDK port: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                None
+            }
+        },
+    }
+}
