@@ -85,6 +85,7 @@ pub fn merge_runs<P: AsRef<Path>>(
 
     let mut ops: [OpTotals; 5] = Default::default();
     let mut unreplicated = 0;
+    let mut visible_before_ack = 0;
     for s in &shards {
         for (op, o) in &s.summary.ops {
             let t = &mut ops[op.index()];
@@ -105,6 +106,7 @@ pub fn merge_runs<P: AsRef<Path>>(
             });
         }
         unreplicated += s.summary.replication_lag.unreplicated;
+        visible_before_ack += s.summary.replication_lag.visible_before_ack;
     }
     let mut replication_lag = new_histogram();
     for (series, h) in Series::all().zip(histograms) {
@@ -133,6 +135,7 @@ pub fn merge_runs<P: AsRef<Path>>(
         ops,
         replication_lag,
         unreplicated,
+        visible_before_ack,
         timeline: timeline.into_values().collect(),
         markers,
         interval_log: Some(hlog_path),
