@@ -23,7 +23,7 @@
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
 //! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
-//! [`zookeeper_cluster`] an embedded ZooKeeper ensemble (for the protocol to come).
+//! [`zookeeper_cluster`] the embedded ZooKeeper ensemble of `--protocol zookeeper`.
 
 pub mod chaos;
 pub mod cluster;
@@ -196,6 +196,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         },
         #[cfg(not(feature = "etcd"))]
         ProtocolKind::Etcd => Err(anyhow::anyhow!(config::NO_ETCD)),
+        ProtocolKind::Zookeeper => {
+            match crate::protocol::zookeeper::ZookeeperProtocol::connect(&ctx).await {
+                Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
+                Err(e) => Err(e),
+            }
+        }
     };
     if let Some(c) = cluster {
         c.shutdown().await;

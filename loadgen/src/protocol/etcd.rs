@@ -53,13 +53,7 @@ pub fn instance_key(service: &str, addr: SocketAddrV4) -> String {
 
 /// The value of an instance's key: the instance as JSON, in Nacos's field names.
 pub fn instance_value(service: &str, addr: SocketAddrV4) -> String {
-    format!(
-        "{{\"ip\":\"{}\",\"port\":{},\"weight\":1.0,\"healthy\":true,\"enabled\":true,\
-         \"ephemeral\":true,\"clusterName\":\"DEFAULT\",\"serviceName\":\"{DEFAULT_GROUP}@@{service}\",\
-         \"metadata\":{{}}}}",
-        addr.ip(),
-        addr.port()
-    )
+    super::instance_json::instance_json(service, addr)
 }
 
 /// `--protocol etcd`. See the module documentation.
