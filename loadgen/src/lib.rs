@@ -121,6 +121,9 @@ pub use report::progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
 pub use report::summary::{
     Expectations, Model, OpSummary, ReplicationLagSummary, SUMMARY_FORMAT, Summary, Totals,
 };
+pub use report::systems::{
+    CAVEATS, SYSTEMS_FORMAT, SYSTEMS_HTML, SYSTEMS_JSON, SystemFigures, SystemsReport,
+};
 pub use report::{
     INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPLICATION_LAG_KIND, REPORT_FILE,
     SUMMARY_FILE, TIMELINE_FILE, write_report,

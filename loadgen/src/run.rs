@@ -37,6 +37,8 @@ pub mod markers;
 pub(crate) mod member_processes;
 pub mod outages;
 pub mod preflight;
+pub mod server_usage;
+pub mod systems;
 pub mod zookeeper_cluster;
 
 use std::future::Future;
@@ -149,6 +151,14 @@ impl RunOutcome {
 
 /// Runs `config`. See the module documentation.
 pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
+    Ok(run_measured(config).await?.0)
+}
+
+/// Runs `config` (see [`run`]); with an embedded cluster, also reads what its servers used
+/// from the start of the cluster's run to its end ([`server_usage`]).
+pub async fn run_measured(
+    config: RunConfig,
+) -> anyhow::Result<(RunOutcome, Option<server_usage::ServerUsage>)> {
     config.validate()?;
     let population = Arc::new(
         Population::new(
@@ -179,6 +189,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
     if cluster.is_none() {
         preflight::check_reachable(&ctx).await?;
     }
+    let usage_start = cluster.as_ref().map(|c| {
+        let (pids, own) = c.server_processes();
+        let reading = server_usage::read(&pids);
+        (pids, own, reading)
+    });
     let nodes = cluster.as_ref().map(Embedded::as_ref);
     let result = match config.protocol {
         ProtocolKind::Native => match NativeProtocol::connect(&ctx).await {
@@ -203,10 +218,14 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
             }
         }
     };
+    let usage = usage_start.map(|(pids, own, start)| {
+        let end = server_usage::read(&pids);
+        server_usage::ServerUsage::between(pids, own, start, end)
+    });
     if let Some(c) = cluster {
         c.shutdown().await;
     }
-    result
+    Ok((result?, usage))
 }
 
 /// Runs with a connected protocol.

@@ -86,6 +86,18 @@ impl Embedded {
         }
     }
 
+    /// The processes its servers run in, and whether that is this (the load generator's)
+    /// process.
+    pub(crate) fn server_processes(&self) -> (Vec<u32>, bool) {
+        match self {
+            Embedded::InProcess(_) => (vec![std::process::id()], true),
+            Embedded::Process(p) => (vec![p.pid()], false),
+            #[cfg(feature = "etcd")]
+            Embedded::Etcd(e) => (e.pids(), false),
+            Embedded::Zookeeper(z) => (z.pids(), false),
+        }
+    }
+
     /// What the run checks and applies faults to.
     pub(crate) fn as_ref(&self) -> ClusterRef<'_> {
         match self {
