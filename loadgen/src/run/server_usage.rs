@@ -116,14 +116,18 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        // Burn a little CPU so the reading is above 0.
+        // Burn CPU until the reading shows some (a 10 ms tick at least), with a deadline:
+        // on a busy machine 50 ms of wall time may be less than one tick of CPU.
         let mut x = 0u64;
-        let t = std::time::Instant::now();
-        while t.elapsed() < std::time::Duration::from_millis(50) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut r = read(&[std::process::id()]);
+        while r.cpu_s < 0.02 && std::time::Instant::now() < deadline {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            r = read(&[std::process::id()]);
         }
         std::hint::black_box(x);
-        let r = read(&[std::process::id()]);
         assert!(r.cpu_s > 0.0, "{r:?}");
         assert!(r.rss_bytes > 1 << 20, "{r:?}");
         let u = ServerUsage::between(vec![1], false, Reading::default(), r);
