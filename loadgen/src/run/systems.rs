@@ -1,6 +1,6 @@
 //! `loadgen compare`: the same workload against distro, etcd and ZooKeeper in turn, each
 //! on an embedded 3-member cluster started for it on this machine, in one sitting; one
-//! report of them side by side ([`crate::report::systems`]).
+//! report of them side by side (`report/systems.rs`: [`SystemsReport`]).
 //!
 //! Each system's run is an ordinary run (its own directory `<out>/<system>/` with its
 //! report), with the same scenario options and seed; the protocol is the system's
