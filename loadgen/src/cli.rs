@@ -95,7 +95,7 @@ pub enum Command {
     /// Runs the same workload against distro, etcd and ZooKeeper in turn, each on an
     /// embedded cluster started for it (distro's nodes in a child process; etcd and
     /// ZooKeeper from their Debian packages), and writes one report of them side by side
-    /// (compare.json, compare.html; each system's run in <out>/<system>/). The run options
+    /// (compare.json, compare.html; each system's run in OUT/SYSTEM/). The run options
     /// are those of a run; --protocol and --targets do not apply.
     Compare {
         /// Systems to run, in order, comma-separated: distro, etcd (a loadgen built with

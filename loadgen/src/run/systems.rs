@@ -78,9 +78,21 @@ pub async fn compare(
 ) -> anyhow::Result<(SystemsReport, PathBuf)> {
     anyhow::ensure!(
         base.targets.is_empty(),
-        "compare: --targets is not for compare, which starts each system's cluster itself"
+        "--targets does not apply to compare, which starts each system's cluster itself"
+    );
+    anyhow::ensure!(
+        base.protocol == ProtocolKind::Native,
+        "--protocol does not apply to compare: each system is driven by its own (distro: native, \
+         etcd: etcd, zookeeper: zookeeper)"
     );
     anyhow::ensure!(!systems.is_empty(), "--systems: name at least one system");
+    // Refused before any system runs, not after the others.
+    #[cfg(not(feature = "etcd"))]
+    anyhow::ensure!(
+        !systems.contains(&System::Etcd),
+        "--systems etcd: {}",
+        super::config::NO_ETCD
+    );
     let out = out.unwrap_or_else(|| {
         PathBuf::from("results/runs").join(crate::run_dir_name(SystemTime::now(), "compare"))
     });
@@ -127,4 +139,47 @@ pub async fn compare(
     let report = SystemsReport::new(base, figures);
     report.write(&out)?;
     Ok((report, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bad input is refused before any cluster starts, naming the option.
+    #[tokio::test]
+    async fn options_that_do_not_apply_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Some(dir.path().join("cmp"));
+        let nacos = RunConfig {
+            protocol: ProtocolKind::Nacos,
+            ..RunConfig::default()
+        };
+        let e = compare(&nacos, &[System::Distro], out.clone())
+            .await
+            .expect_err("--protocol refused");
+        assert!(e.to_string().contains("--protocol"), "{e}");
+        let targets = RunConfig {
+            targets: vec!["127.0.0.1:1".to_owned()],
+            ..RunConfig::default()
+        };
+        let e = compare(&targets, &[System::Distro], out.clone())
+            .await
+            .expect_err("--targets refused");
+        assert!(e.to_string().contains("--targets"), "{e}");
+        let e = compare(&RunConfig::default(), &[], out.clone())
+            .await
+            .expect_err("no system");
+        assert!(e.to_string().contains("--systems"), "{e}");
+        assert!(!dir.path().join("cmp").exists(), "nothing was written");
+    }
+
+    #[test]
+    fn each_system_has_its_protocol_and_promise() {
+        assert_eq!(System::Distro.protocol(), ProtocolKind::Native);
+        assert_eq!(System::Etcd.protocol(), ProtocolKind::Etcd);
+        assert_eq!(System::Zookeeper.protocol(), ProtocolKind::Zookeeper);
+        assert!(System::Distro.promise().starts_with("AP"));
+        assert!(System::Etcd.promise().contains("linearizable"));
+        assert!(System::Zookeeper.promise().contains("quorum"));
+    }
 }
