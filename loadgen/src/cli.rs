@@ -1,4 +1,4 @@
-//! The `loadgen` command line: a run (the default), `merge` and `check`.
+//! The `loadgen` command line: a run (the default), `merge`, `check` and `compare`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use crate::measure::op::Op;
 use crate::parse::{Shard, parse_count, parse_duration, parse_rate, parse_shard, parse_target};
 use crate::report::check::{CheckThresholds, OpThresholds};
 use crate::run::chaos::Schedule;
+use crate::run::systems::System;
 use crate::run::{ProtocolKind, RunConfig, Scenario};
 
 /// Examples printed after the options.
@@ -27,6 +28,9 @@ Examples:
       compare a run with a baseline; exit 1 on a regression
   loadgen merge a b --out merged
       one report from shard runs (--shard 0/2, --shard 1/2)
+  loadgen compare --systems distro,etcd,zookeeper --clients 10k --duration 20s
+      the same workload against embedded distro, etcd and ZooKeeper clusters in turn;
+      compare.json, compare.html and a table side by side (etcd: --features etcd)
 
 Formats of every output file: loadgen/REPORTS.md";
 
@@ -87,6 +91,25 @@ pub enum Command {
         /// OP:throughput-drop=F or OP:p99-rise=F (e.g. beat:p99-rise=1,query:throughput-drop=0.2).
         #[arg(long, value_delimiter = ',', value_parser = parse_op_limit)]
         limit: Vec<OpLimit>,
+    },
+    /// Runs the same workload against distro, etcd and ZooKeeper in turn, each on an
+    /// embedded cluster started for it (distro's nodes in a child process; etcd and
+    /// ZooKeeper from their Debian packages), and writes one report of them side by side
+    /// (compare.json, compare.html; each system's run in OUT/SYSTEM/). The run options
+    /// are those of a run; --protocol and --targets do not apply.
+    Compare {
+        /// Systems to run, in order, comma-separated: distro, etcd (a loadgen built with
+        /// --features etcd), zookeeper.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "distro,etcd,zookeeper"
+        )]
+        systems: Vec<System>,
+        /// Run options (as for a run).
+        #[command(flatten)]
+        run: Box<RunArgs>,
     },
     /// Internal: the embedded cluster of `--cluster-process`, run by loadgen itself in a
     /// child process (see `loadgen::cluster_process`).

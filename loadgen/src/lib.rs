@@ -28,8 +28,8 @@
 //!   HTML page and its charts, the history row, `merge`, `check` and the progress line.
 //! * [`protocol`]: the seam between the driver and a wire protocol, and the protocols:
 //!   [`protocol::native`] (the server's own gRPC API), [`protocol::nacos`] (a Nacos 2.x
-//!   SDK connection per client) and [`protocol::etcd`] (etcd v3, for comparison), with the
-//!   connect phase they report.
+//!   SDK connection per client), [`protocol::etcd`] (etcd v3) and [`protocol::zookeeper`]
+//!   (ZooKeeper), the last two for comparison, with the connect phase they report.
 //! * [`run`]: running a scenario. [`run::run`] runs one ([`run::RunConfig`]) against an
 //!   embedded cluster or external targets; [`run::driver`] holds the lanes that simulate
 //!   the clients, [`run::markers`] the replication probes and push measurements,
@@ -120,6 +120,9 @@ pub use report::merge::merge_runs;
 pub use report::progress::{DEFAULT_PLAIN_EVERY, Progress, progress_line};
 pub use report::summary::{
     Expectations, Model, OpSummary, ReplicationLagSummary, SUMMARY_FORMAT, Summary, Totals,
+};
+pub use report::systems::{
+    CAVEATS, SYSTEMS_FORMAT, SYSTEMS_HTML, SYSTEMS_JSON, SystemFigures, SystemsReport,
 };
 pub use report::{
     INTERVAL_LOG_FILE, PERCENTILES_COLUMNS, PERCENTILES_FILE, REPLICATION_LAG_KIND, REPORT_FILE,

@@ -70,7 +70,58 @@ fn main() -> ExitCode {
             node_threads,
             descriptors,
         }) => cluster_serve(nodes, node_threads, descriptors),
+        Some(Command::Compare { systems, run }) => compare(&systems, &run),
         None => run(&cli.run),
+    }
+}
+
+/// `loadgen compare`.
+fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadgen compare: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadgen compare: cannot start a runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(loadgen::run::systems::compare(
+        &config,
+        systems,
+        args.out.clone(),
+    ));
+    runtime.shutdown_background();
+    match result {
+        Ok((report, dir)) => {
+            print!("{}", report.table());
+            println!(
+                "report: {} and {}",
+                dir.join(loadgen::SYSTEMS_HTML).display(),
+                dir.join(loadgen::SYSTEMS_JSON).display()
+            );
+            if args.require_clean && !report.all_clean() {
+                eprintln!(
+                    "loadgen compare: --require-clean: a system's run failed, had errors or unreplicated probes, or its members disagreed at the end"
+                );
+                return ExitCode::from(3);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen compare: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

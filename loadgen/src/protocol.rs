@@ -9,8 +9,9 @@
 //! connection (Nacos 2.x); it must fill `outcomes`, `sent` and `done`.
 //!
 //! Implementations: [`native`] (`--protocol native`, the server's batched gRPC API) and
-//! [`nacos`] (`--protocol nacos`, a Nacos 2.x SDK connection per client) and [`etcd`]
-//! (`--protocol etcd`, etcd v3 leases and keys, for comparison). A protocol is
+//! [`nacos`] (`--protocol nacos`, a Nacos 2.x SDK connection per client), and for
+//! comparison `etcd` (`--protocol etcd`, etcd v3 leases and keys; the `etcd` feature) and
+//! [`zookeeper`] (`--protocol zookeeper`, ephemeral znodes). A protocol is
 //! built from a [`Context`] (targets, population, options) by the code that selects it
 //! (see `run::run`). A protocol with a connection per client opens them all before the
 //! measured phases and reports that [`connect_phase`].
@@ -18,8 +19,10 @@
 pub mod connect_phase;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod instance_json;
 pub mod nacos;
 pub mod native;
+pub mod zookeeper;
 
 use std::future::Future;
 use std::net::SocketAddrV4;

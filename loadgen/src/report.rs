@@ -11,6 +11,7 @@
 //! * [`merge`] (`loadgen merge`) combines shard runs; [`check`] (`loadgen check`)
 //!   compares a run with a baseline.
 //! * [`progress`]: the progress line shown during a run.
+//! * [`systems`]: the report of `loadgen compare` (distro, etcd and ZooKeeper side by side).
 //!
 //! The interval log is normally streamed during the run by the recorder (configured with
 //! [`INTERVAL_LOG_FILE`] in the same directory); if it was streamed elsewhere it is copied,
@@ -28,6 +29,7 @@ pub(crate) mod html;
 pub(crate) mod merge;
 pub(crate) mod progress;
 pub(crate) mod summary;
+pub(crate) mod systems;
 pub(crate) mod table;
 
 use std::fs::File;

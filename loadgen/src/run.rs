@@ -23,7 +23,7 @@
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
 //! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
-//! [`zookeeper_cluster`] an embedded ZooKeeper ensemble (for the protocol to come).
+//! [`zookeeper_cluster`] the embedded ZooKeeper ensemble of `--protocol zookeeper`.
 
 pub mod chaos;
 pub mod cluster;
@@ -37,6 +37,8 @@ pub mod markers;
 pub(crate) mod member_processes;
 pub mod outages;
 pub mod preflight;
+pub mod server_usage;
+pub mod systems;
 pub mod zookeeper_cluster;
 
 use std::future::Future;
@@ -149,6 +151,14 @@ impl RunOutcome {
 
 /// Runs `config`. See the module documentation.
 pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
+    Ok(run_measured(config).await?.0)
+}
+
+/// Runs `config` (see [`run`]); with an embedded cluster, also reads what its servers used
+/// from the start of the cluster's run to its end ([`server_usage`]).
+pub async fn run_measured(
+    config: RunConfig,
+) -> anyhow::Result<(RunOutcome, Option<server_usage::ServerUsage>)> {
     config.validate()?;
     let population = Arc::new(
         Population::new(
@@ -179,6 +189,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
     if cluster.is_none() {
         preflight::check_reachable(&ctx).await?;
     }
+    let usage_start = cluster.as_ref().map(|c| {
+        let (pids, own) = c.server_processes();
+        let reading = server_usage::read(&pids);
+        (pids, own, reading)
+    });
     let nodes = cluster.as_ref().map(Embedded::as_ref);
     let result = match config.protocol {
         ProtocolKind::Native => match NativeProtocol::connect(&ctx).await {
@@ -196,11 +211,21 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         },
         #[cfg(not(feature = "etcd"))]
         ProtocolKind::Etcd => Err(anyhow::anyhow!(config::NO_ETCD)),
+        ProtocolKind::Zookeeper => {
+            match crate::protocol::zookeeper::ZookeeperProtocol::connect(&ctx).await {
+                Ok(proto) => run_with_cluster(Arc::new(proto), &ctx, &config, nodes).await,
+                Err(e) => Err(e),
+            }
+        }
     };
+    let usage = usage_start.map(|(pids, own, start)| {
+        let end = server_usage::read(&pids);
+        server_usage::ServerUsage::between(pids, own, start, end)
+    });
     if let Some(c) = cluster {
         c.shutdown().await;
     }
-    result
+    Ok((result?, usage))
 }
 
 /// Runs with a connected protocol.

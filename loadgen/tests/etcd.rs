@@ -107,3 +107,71 @@ async fn register_run_against_embedded_etcd_is_clean() {
     assert!(o.node_instances.iter().all(|n| *n == 500), "{d}");
     assert!(o.is_clean(), "{d}");
 }
+
+/// The replication lag of a real run: every probe sighting on the other members is either
+/// a lag sample (above 0: taken from the acknowledgement's arrival, never clamped) or
+/// counted as visible before the acknowledgement; a steady run keeps one keep-alive stream
+/// per client open (beats many times the clients, streams opened at most the clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_measured_and_keep_alive_streams_stay_open() {
+    if !etcd_available("lag_is_measured_and_keep_alive_streams_stay_open") {
+        return;
+    }
+    let cluster = EtcdCluster::start(3).await.expect("start 3 etcd members");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clients = 200;
+    let cfg = RunConfig {
+        protocol: ProtocolKind::Etcd,
+        scenario: Scenario::Steady,
+        clients,
+        services: 10,
+        seed: SEED,
+        targets: cluster.targets().to_vec(),
+        duration: Duration::from_secs(3),
+        heartbeat: Duration::from_millis(250),
+        probe_interval: Duration::from_millis(50),
+        converge_timeout: Duration::from_secs(10),
+        out: Some(dir.path().to_path_buf()),
+        history: None,
+        progress: false,
+        progress_every: Duration::from_secs(3600),
+        ..RunConfig::default()
+    };
+    let population = std::sync::Arc::new(
+        loadgen::population::Population::new(SEED, clients, 10, 1, 0).expect("population"),
+    );
+    let ctx = loadgen::protocol::Context {
+        targets: cfg.targets.clone(),
+        population,
+        lanes: cfg.connections,
+        timeout: cfg.timeout,
+        query_batch: cfg.query_batch,
+    };
+    let proto = std::sync::Arc::new(
+        loadgen::protocol::etcd::EtcdProtocol::connect(&ctx)
+            .await
+            .expect("connect"),
+    );
+    let o = loadgen::run::run_with(proto.clone(), &ctx, &cfg, None)
+        .await
+        .expect("run");
+    cluster.shutdown().await;
+    let d = describe(&o);
+    let s = &o.summary;
+    assert_eq!(s.totals.errors, 0, "{d}");
+    let lag = &s.replication_lag;
+    assert_eq!(lag.unreplicated, 0, "{d}");
+    // Two non-first members per probe, every probe seen by both.
+    assert!(lag.sightings() >= 2 * 40, "{d}");
+    if let Some(l) = &lag.latency {
+        assert!(l.p50_us > 0, "a lag median of 0: {d}");
+    }
+    let beats = s.op(loadgen::Op::Beat).map_or(0, |b| b.ok);
+    let streams = proto.keep_alive_streams_opened();
+    eprintln!("{d}{streams} keep-alive streams opened");
+    assert!(beats >= 4 * clients, "{beats} beats: {d}");
+    assert!(
+        streams <= clients,
+        "{streams} keep-alive streams for {clients} clients ({beats} beats): {d}"
+    );
+}

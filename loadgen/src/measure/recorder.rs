@@ -209,6 +209,9 @@ struct Inner {
     gauges: Mutex<BTreeMap<String, Gauge>>,
     markers: Mutex<Vec<(Marker, bool)>>,
     aggregator: Mutex<Aggregator>,
+    /// Probe sightings on another node that came before the acknowledgement (see
+    /// [`Recorder::record_visible_before_ack`]).
+    visible_before_ack: AtomicU64,
 }
 
 /// The measurement side of a run: cheap to clone, shared by every task of the driver.
@@ -284,6 +287,7 @@ impl Recorder {
                     log_error: None,
                     finished_at: None,
                 }),
+                visible_before_ack: AtomicU64::new(0),
                 config,
             }),
         })
@@ -360,6 +364,18 @@ impl Recorder {
             .lock()
             .replication_lag
             .saturating_record(micros(time));
+    }
+
+    /// Records a probe sighting on another node that arrived before the probe's
+    /// acknowledgement: a system that replicates before it acknowledges (etcd, ZooKeeper:
+    /// a quorum holds the write first) shows writes there before the writer hears back.
+    /// Such a sighting has no lag after the acknowledgement to record; it is counted
+    /// instead, so that a replication lag figure always says how many sightings it
+    /// leaves out (never clamped to 0 silently).
+    pub fn record_visible_before_ack(&self) {
+        self.inner
+            .visible_before_ack
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a probe registration that did not become visible on some node before the
@@ -647,6 +663,7 @@ impl Recorder {
             ops,
             replication_lag: agg.replication_lag.clone(),
             unreplicated: agg.unreplicated,
+            visible_before_ack: inner.visible_before_ack.load(Ordering::Relaxed),
             timeline: agg.timeline.clone(),
             markers,
             interval_log: inner.config.interval_log.clone(),

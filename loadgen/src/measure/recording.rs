@@ -117,6 +117,9 @@ pub struct Recording {
     /// Probe registrations that never became visible on some node before the driver's
     /// deadline (one per probe and node).
     pub unreplicated: u64,
+    /// Probe sightings on another node that arrived before the acknowledgement (no lag
+    /// sample; see [`Recorder::record_visible_before_ack`](crate::measure::recorder::Recorder::record_visible_before_ack)).
+    pub visible_before_ack: u64,
     /// One row per interval.
     pub timeline: Vec<TimelineRow>,
     /// The markers, in time order.

@@ -6,9 +6,11 @@
 //! * register: a fresh lease of [`LEASE_TTL_S`] seconds per client, then one key per
 //!   instance, `/services/<namespace>/<group>/<service>/<ip:port>` ([`instance_key`]),
 //!   its value the instance as JSON, put with that lease;
-//! * heartbeat: one lease keep-alive (a keep-alive stream opened, one request, one
-//!   answer); an answer with TTL 0 (the lease expired) is a not-found, and the client
-//!   registers again (a real etcd client keeps one keep-alive stream open instead);
+//! * heartbeat: one lease keep-alive request and its answer on the client's keep-alive
+//!   stream, which stays open from the client's first heartbeat to its deregistration, as
+//!   a real etcd client keeps it (opened again on another member after a failover, or
+//!   when it broke); an answer with TTL 0 (the lease expired) is a not-found, and the
+//!   client registers again;
 //! * deregister: the lease revoked (its keys go with it);
 //! * query: a prefix range read of the service's keys;
 //! * watch: per service, a serializable (member-local) read of the prefix, then a prefix
@@ -21,10 +23,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Client, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    WatchOptions,
+};
 use parking_lot::Mutex;
 
 use super::nacos::{DEFAULT_GROUP, DEFAULT_NAMESPACE};
@@ -47,13 +53,7 @@ pub fn instance_key(service: &str, addr: SocketAddrV4) -> String {
 
 /// The value of an instance's key: the instance as JSON, in Nacos's field names.
 pub fn instance_value(service: &str, addr: SocketAddrV4) -> String {
-    format!(
-        "{{\"ip\":\"{}\",\"port\":{},\"weight\":1.0,\"healthy\":true,\"enabled\":true,\
-         \"ephemeral\":true,\"clusterName\":\"DEFAULT\",\"serviceName\":\"{DEFAULT_GROUP}@@{service}\",\
-         \"metadata\":{{}}}}",
-        addr.ip(),
-        addr.port()
-    )
+    super::instance_json::instance_json(service, addr)
 }
 
 /// `--protocol etcd`. See the module documentation.
@@ -75,7 +75,9 @@ struct Inner {
     members: Vec<Client>,
     population: Arc<Population>,
     /// The lease of each registered client.
-    leases: Mutex<HashMap<u32, i64>>,
+    leases: Mutex<HashMap<u32, Lease>>,
+    /// Keep-alive streams opened so far.
+    keep_alive_streams: AtomicU64,
     timeout: Duration,
 }
 
@@ -103,9 +105,32 @@ impl EtcdProtocol {
                 members,
                 population: ctx.population.clone(),
                 leases: Mutex::new(HashMap::new()),
+                keep_alive_streams: AtomicU64::new(0),
                 timeout: ctx.timeout,
             }),
         })
+    }
+}
+
+/// A registered client's lease, and its keep-alive stream once it has beaten.
+struct Lease {
+    id: i64,
+    keep_alive: Option<Arc<KeepAlive>>,
+}
+
+/// A lease's open keep-alive stream on one member.
+struct KeepAlive {
+    /// The member it is open on.
+    node: usize,
+    /// The request side and the answers; one beat at a time.
+    stream: tokio::sync::Mutex<(LeaseKeeper, LeaseKeepAliveStream)>,
+}
+
+impl EtcdProtocol {
+    /// How many keep-alive streams were opened so far (one per client that beat, plus one
+    /// per failover or broken stream).
+    pub fn keep_alive_streams_opened(&self) -> u64 {
+        self.inner.keep_alive_streams.load(Relaxed)
     }
 }
 
@@ -140,14 +165,94 @@ impl Inner {
 
     async fn item(&self, node: usize, it: Item) -> Outcome {
         let client = self.members[node].clone();
-        match tokio::time::timeout(self.timeout, self.item_inner(client, it)).await {
+        match tokio::time::timeout(self.timeout, self.item_inner(node, client, it)).await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => outcome_of(&e),
-            Err(_) => Outcome::Retry("timeout"),
+            Err(_) => {
+                if it.kind == Kind::Beat {
+                    // Its answer may still come: the next beat opens a fresh stream, so
+                    // that it does not read this one's answer as its own.
+                    if let Some(l) = self.leases.lock().get_mut(&it.client) {
+                        l.keep_alive = None;
+                    }
+                }
+                Outcome::Retry("timeout")
+            }
         }
     }
 
-    async fn item_inner(&self, client: Client, it: Item) -> Result<Outcome, etcd_client::Error> {
+    /// One keep-alive of `client_id`'s lease on its open stream (opened on `node` first if
+    /// it has none there). A stream that broke is dropped, so the retry opens a new one.
+    async fn beat(
+        &self,
+        node: usize,
+        client: Client,
+        client_id: u32,
+    ) -> Result<Outcome, etcd_client::Error> {
+        let (id, open) = match self.leases.lock().get(&client_id) {
+            Some(l) => (l.id, l.keep_alive.clone().filter(|k| k.node == node)),
+            None => return Ok(Outcome::NotFound),
+        };
+        let Some(open) = open else {
+            // The first beat on this member opens the stream: `keep_alive` sends one
+            // request and reads its answer (a lease that expired, TTL 0, is an error).
+            return match client.lease_client().keep_alive(id).await {
+                Ok((keeper, answers)) => {
+                    self.keep_alive_streams.fetch_add(1, Relaxed);
+                    let k = Arc::new(KeepAlive {
+                        node,
+                        stream: tokio::sync::Mutex::new((keeper, answers)),
+                    });
+                    if let Some(l) = self.leases.lock().get_mut(&client_id)
+                        && l.id == id
+                    {
+                        l.keep_alive = Some(k);
+                    }
+                    Ok(Outcome::Ok)
+                }
+                Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(Outcome::NotFound),
+                Err(e) => Err(e),
+            };
+        };
+        let answer = {
+            let mut g = open.stream.lock().await;
+            let (keeper, answers) = &mut *g;
+            match keeper.keep_alive().await {
+                Ok(()) => answers.message().await,
+                Err(e) => Err(e),
+            }
+        };
+        let forget = || {
+            if let Some(l) = self.leases.lock().get_mut(&client_id)
+                && l.keep_alive.as_ref().is_some_and(|k| Arc::ptr_eq(k, &open))
+            {
+                l.keep_alive = None;
+            }
+        };
+        match answer {
+            Ok(Some(a)) if a.ttl() > 0 => Ok(Outcome::Ok),
+            // TTL 0: the lease expired.
+            Ok(Some(_)) => {
+                forget();
+                Ok(Outcome::NotFound)
+            }
+            Ok(None) => {
+                forget();
+                Ok(Outcome::Retry("etcd"))
+            }
+            Err(e) => {
+                forget();
+                Err(e)
+            }
+        }
+    }
+
+    async fn item_inner(
+        &self,
+        node: usize,
+        client: Client,
+        it: Item,
+    ) -> Result<Outcome, etcd_client::Error> {
         let pop = &self.population;
         match it.kind {
             Kind::Register => {
@@ -164,38 +269,39 @@ impl Inner {
                     .await?;
                 }
                 // An older lease (a client registering again) expires on its own; its keys
-                // now belong to the new one.
-                self.leases.lock().insert(it.client, lease);
+                // now belong to the new one. Its keep-alive stream closes with it.
+                self.leases.lock().insert(
+                    it.client,
+                    Lease {
+                        id: lease,
+                        keep_alive: None,
+                    },
+                );
                 Ok(Outcome::Ok)
             }
             Kind::Deregister => {
                 let lease = self.leases.lock().remove(&it.client);
-                if let Some(id) = lease {
+                if let Some(Lease { id, .. }) = lease {
                     match client.lease_client().revoke(id).await {
                         Ok(_) => {}
                         // Already expired: deregistered all the same.
                         Err(etcd_client::Error::GRpcStatus(s))
                             if s.code() == tonic::Code::NotFound => {}
                         Err(e) => {
-                            self.leases.lock().insert(it.client, id);
+                            self.leases.lock().insert(
+                                it.client,
+                                Lease {
+                                    id,
+                                    keep_alive: None,
+                                },
+                            );
                             return Err(e);
                         }
                     }
                 }
                 Ok(Outcome::Ok)
             }
-            Kind::Beat => {
-                let Some(id) = self.leases.lock().get(&it.client).copied() else {
-                    return Ok(Outcome::NotFound);
-                };
-                // `keep_alive` sends one request and reads its answer: a lease that expired
-                // (TTL 0) is an error.
-                match client.lease_client().keep_alive(id).await {
-                    Ok(_) => Ok(Outcome::Ok),
-                    Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(Outcome::NotFound),
-                    Err(e) => Err(e),
-                }
-            }
+            Kind::Beat => Box::pin(self.beat(node, client, it.client)).await,
             Kind::Query => {
                 let prefix = service_prefix(pop.service_name(it.service));
                 client

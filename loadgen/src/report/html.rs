@@ -383,7 +383,7 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         );
     }
     let c = &s.replication_lag;
-    if c.count > 0 || c.unreplicated > 0 {
+    if c.count > 0 || c.unreplicated > 0 || c.visible_before_ack > 0 {
         let _ = writeln!(
             h,
             "<tr><td class=\"l\">replication lag</td><td class=\"l\">ack&rarr;visible</td><td></td>\
@@ -412,6 +412,9 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         A send is <b>late</b> when it started more than the late threshold after its intended \
         time; <b>dropped</b> sends were never made.</p>\n",
     );
+    if let Some(line) = s.replication_lag.before_ack_line() {
+        let _ = writeln!(h, "<p class=\"note\">{}.</p>", escape(&line));
+    }
 
     if !s.errors_by_code.is_empty() {
         h.push_str("<h2>Errors by code</h2>\n<table><tr><th class=\"l\">op</th><th class=\"l\">code</th><th>count</th></tr>\n");

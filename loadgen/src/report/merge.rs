@@ -85,6 +85,7 @@ pub fn merge_runs<P: AsRef<Path>>(
 
     let mut ops: [OpTotals; 5] = Default::default();
     let mut unreplicated = 0;
+    let mut visible_before_ack = 0;
     for s in &shards {
         for (op, o) in &s.summary.ops {
             let t = &mut ops[op.index()];
@@ -108,6 +109,7 @@ pub fn merge_runs<P: AsRef<Path>>(
             }
         }
         unreplicated += s.summary.replication_lag.unreplicated;
+        visible_before_ack += s.summary.replication_lag.visible_before_ack;
     }
     // Shards run side by side: an operation was active wherever any shard's was.
     for t in &mut ops {
@@ -145,6 +147,7 @@ pub fn merge_runs<P: AsRef<Path>>(
         ops,
         replication_lag,
         unreplicated,
+        visible_before_ack,
         timeline: timeline.into_values().collect(),
         markers,
         interval_log: Some(hlog_path),

@@ -126,8 +126,35 @@ pub struct ReplicationLagSummary {
     pub count: u64,
     /// Probe registrations not visible on some node before the driver's deadline.
     pub unreplicated: u64,
+    /// Sightings on another node that arrived before the acknowledgement: no lag sample
+    /// (`count` leaves them out). A system that replicates to a quorum before it
+    /// acknowledges (etcd, ZooKeeper) has many; distro, which acknowledges at the owner
+    /// and replicates after, has none or few.
+    #[serde(default)]
+    pub visible_before_ack: u64,
     /// Time from the owner's acknowledgement to visibility on another node.
     pub latency: Option<LatencyStats>,
+}
+
+impl ReplicationLagSummary {
+    /// Probe sightings on the other nodes, with and without a lag sample.
+    pub fn sightings(&self) -> u64 {
+        self.count + self.visible_before_ack
+    }
+
+    /// The sentence saying how many sightings came before the acknowledgement (None when
+    /// none did).
+    pub fn before_ack_line(&self) -> Option<String> {
+        (self.visible_before_ack > 0).then(|| {
+            format!(
+                "replication lag: {} of {} sightings on the other nodes came before the write's \
+                 acknowledgement (replicated before acknowledged); the lag figures are the other {}",
+                self.visible_before_ack,
+                self.sightings(),
+                self.count
+            )
+        })
+    }
 }
 
 /// What a later run compared against this one as a baseline must also achieve (see
@@ -227,6 +254,7 @@ impl Summary {
         let replication_lag = ReplicationLagSummary {
             count: recording.replication_lag.len(),
             unreplicated: recording.unreplicated,
+            visible_before_ack: recording.visible_before_ack,
             latency: LatencyStats::of(&recording.replication_lag),
         };
         Self {
@@ -332,7 +360,7 @@ impl Summary {
             }
         }
         let c = &self.replication_lag;
-        if c.count > 0 || c.unreplicated > 0 {
+        if c.count > 0 || c.unreplicated > 0 || c.visible_before_ack > 0 {
             let mut cells = vec![
                 "replication lag".to_owned(),
                 "ack->visible".to_owned(),
@@ -356,6 +384,10 @@ impl Summary {
             self.totals.dropped,
             human_rate(self.totals.throughput_per_s)
         ));
+        if let Some(line) = c.before_ack_line() {
+            out.push_str(&line);
+            out.push('\n');
+        }
         if !self.errors_by_code.is_empty() {
             let codes: Vec<String> = self
                 .ops

@@ -24,6 +24,11 @@ impl Table {
         self.rows.push(cells.into_iter().map(Into::into).collect());
     }
 
+    /// The header and the rows.
+    pub(crate) fn cells(&self) -> (&[String], &[Vec<String>]) {
+        (&self.header, &self.rows)
+    }
+
     /// The table as text, one line per row, each ending in a newline.
     pub(crate) fn render(&self) -> String {
         let columns = self

@@ -12,6 +12,7 @@ use super::config::{ProtocolKind, RunConfig};
 use super::embedded;
 #[cfg(feature = "etcd")]
 use super::etcd_cluster::EtcdCluster;
+use super::zookeeper_cluster::ZookeeperEnsemble;
 use crate::protocol::nacos::DESCRIPTOR_MARGIN;
 
 /// The cluster a run started: in this process, or in a child process.
@@ -23,6 +24,8 @@ pub(crate) enum Embedded {
     /// `etcd` processes (`--protocol etcd`).
     #[cfg(feature = "etcd")]
     Etcd(EtcdCluster),
+    /// ZooKeeper processes (`--protocol zookeeper`).
+    Zookeeper(ZookeeperEnsemble),
 }
 
 impl Embedded {
@@ -35,6 +38,11 @@ impl Embedded {
             return Ok(Embedded::Etcd(EtcdCluster::start(config.nodes).await?));
             #[cfg(not(feature = "etcd"))]
             anyhow::bail!(super::config::NO_ETCD);
+        }
+        if config.protocol == ProtocolKind::Zookeeper {
+            return Ok(Embedded::Zookeeper(
+                ZookeeperEnsemble::start(config.nodes).await?,
+            ));
         }
         let nacos = config.protocol == ProtocolKind::Nacos;
         let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, h)| h);
@@ -74,6 +82,19 @@ impl Embedded {
             Embedded::Process(p) => p.targets().to_vec(),
             #[cfg(feature = "etcd")]
             Embedded::Etcd(e) => e.targets().to_vec(),
+            Embedded::Zookeeper(z) => z.targets().to_vec(),
+        }
+    }
+
+    /// The processes its servers run in, and whether that is this (the load generator's)
+    /// process.
+    pub(crate) fn server_processes(&self) -> (Vec<u32>, bool) {
+        match self {
+            Embedded::InProcess(_) => (vec![std::process::id()], true),
+            Embedded::Process(p) => (vec![p.pid()], false),
+            #[cfg(feature = "etcd")]
+            Embedded::Etcd(e) => (e.pids(), false),
+            Embedded::Zookeeper(z) => (z.pids(), false),
         }
     }
 
@@ -84,6 +105,7 @@ impl Embedded {
             Embedded::Process(p) => ClusterRef::Process(p),
             #[cfg(feature = "etcd")]
             Embedded::Etcd(e) => ClusterRef::Etcd(e),
+            Embedded::Zookeeper(z) => ClusterRef::Zookeeper(z),
         }
     }
 
@@ -94,6 +116,7 @@ impl Embedded {
             Embedded::Process(p) => p.shutdown().await,
             #[cfg(feature = "etcd")]
             Embedded::Etcd(e) => e.shutdown().await,
+            Embedded::Zookeeper(z) => z.shutdown().await,
         }
     }
 }
@@ -108,6 +131,8 @@ pub enum ClusterRef<'a> {
     /// `etcd` processes.
     #[cfg(feature = "etcd")]
     Etcd(&'a EtcdCluster),
+    /// ZooKeeper processes.
+    Zookeeper(&'a ZookeeperEnsemble),
 }
 
 impl<'a> From<&'a LocalCluster> for ClusterRef<'a> {
@@ -124,6 +149,7 @@ impl<'a> ClusterRef<'a> {
             ClusterRef::Process(_) => None,
             #[cfg(feature = "etcd")]
             ClusterRef::Etcd(_) => None,
+            ClusterRef::Zookeeper(_) => None,
         }
     }
 
@@ -135,6 +161,7 @@ impl<'a> ClusterRef<'a> {
             ClusterRef::Process(p) => p.agree().await,
             #[cfg(feature = "etcd")]
             ClusterRef::Etcd(e) => e.agree().await,
+            ClusterRef::Zookeeper(z) => z.agree().await,
         }
     }
 
@@ -153,6 +180,11 @@ impl<'a> ClusterRef<'a> {
             ClusterRef::Etcd(e) => format!(
                 "an embedded {nodes}-member etcd cluster, processes {:?} ({})",
                 e.pids(),
+                targets.join(",")
+            ),
+            ClusterRef::Zookeeper(z) => format!(
+                "an embedded {nodes}-member ZooKeeper ensemble, processes {:?} ({})",
+                z.pids(),
                 targets.join(",")
             ),
         }

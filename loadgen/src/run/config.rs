@@ -26,6 +26,8 @@ pub enum ProtocolKind {
     Nacos,
     /// etcd v3 (leases and prefix watches; loadgen built with `--features etcd`); embedded: a cluster of the installed `etcd`.
     Etcd,
+    /// ZooKeeper (ephemeral znodes and child watches); embedded: an ensemble of the installed `zookeeper`.
+    Zookeeper,
 }
 
 impl ProtocolKind {
@@ -35,6 +37,7 @@ impl ProtocolKind {
             ProtocolKind::Native => "native",
             ProtocolKind::Nacos => "nacos",
             ProtocolKind::Etcd => "etcd",
+            ProtocolKind::Zookeeper => "zookeeper",
         }
     }
 }

@@ -8,7 +8,9 @@
 //! * **Probe** (every `--probe-interval`, into the probe service, one watcher per node):
 //!   the first node to show it is the owner (the receiving node forwards to the owner,
 //!   which applies it at once; the others learn it by replication). For each other node,
-//!   the time from the acknowledgement to its visibility there is a replication lag sample.
+//!   the time from the acknowledgement to its visibility there is a replication lag sample;
+//!   a sighting that came before the acknowledgement (etcd and ZooKeeper replicate to a
+//!   quorum before they acknowledge) is counted as visible before the ack instead.
 //!   A probe some node has not shown within `--converge-timeout` is unreplicated.
 //! * **Push** (`--scenario push`, at `--rate`, into the watched services, `--subscribers`
 //!   watchers per node): for every watcher, the time from the change's intended send time
@@ -200,14 +202,21 @@ impl Tracker {
         let Some(meter) = self.shared.meter.get() else {
             return;
         };
-        // Samples are recorded when both the ack and the sighting are known; entries
-        // already recorded are marked with node usize::MAX.
+        // Samples are recorded when both the ack and the sighting are known, whichever
+        // came first: a sighting is compared with the ack time (the response's arrival),
+        // not with when the driver handled it. Entries already recorded are marked with
+        // node usize::MAX.
         let first = p.node_seen.iter().map(|(_, t)| *t).min();
         for (node, t) in p.node_seen.iter_mut() {
             if *node == usize::MAX || Some(*t) == first {
                 continue;
             }
-            meter.record_replication_lag(t.saturating_duration_since(ack));
+            match t.checked_duration_since(ack) {
+                Some(lag) => meter.record_replication_lag(lag),
+                // Visible there before the writer heard back: no lag to record, counted
+                // (a system that replicates before it acknowledges), never clamped to 0.
+                None => meter.record_visible_before_ack(),
+            }
             *node = usize::MAX;
         }
     }

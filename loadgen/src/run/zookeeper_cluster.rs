@@ -1,6 +1,6 @@
 //! An embedded ZooKeeper ensemble on loopback, started from the Debian package
-//! `zookeeper`'s jar (`/usr/share/java/zookeeper.jar`, run with `java`): the ground for
-//! `--protocol zookeeper` (issue 16; the protocol itself is not written yet).
+//! `zookeeper`'s jar (`/usr/share/java/zookeeper.jar`, run with `java`): the cluster of
+//! `--protocol zookeeper` when no `--targets` are given.
 //!
 //! [`ZookeeperEnsemble::start`] asks the OS for a client, a quorum and an election port
 //! per member, writes each member's configuration and `myid` under one temporary
@@ -172,6 +172,17 @@ impl ZookeeperEnsemble {
         tokio::task::spawn_blocking(move || targets.iter().map(|t| mode_of(t)).collect())
             .await
             .unwrap_or_default()
+    }
+
+    /// Whether every member holds the same registrations: the instance znodes under
+    /// `/services`, read on each member. Returns that and each member's count.
+    pub async fn agree(&self) -> anyhow::Result<(bool, Vec<usize>)> {
+        let mut counts = Vec::with_capacity(self.targets.len());
+        for t in &self.targets {
+            counts.push(crate::protocol::zookeeper::count_instances(t).await?);
+        }
+        let ok = counts.windows(2).all(|w| w[0] == w[1]);
+        Ok((ok, counts))
     }
 
     /// Kills every member, waits for them and removes the directory.
