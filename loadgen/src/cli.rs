@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// start an embedded cluster.
     #[arg(help_heading = "Target", long, value_delimiter = ',', value_parser = parse_target)]
     pub targets: Vec<String>,
+    /// TLS to the targets' SDK ports (those started with --tls-cert/--tls-key), trusting
+    /// only the CA certificates of this PEM file. Only with --targets.
+    #[arg(help_heading = "Target", long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Nodes of the embedded cluster.
     #[arg(help_heading = "Target", long, default_value_t = 3)]
     pub nodes: usize,
@@ -249,6 +253,12 @@ impl RunArgs {
             instances_per_client: self.instances_per_client,
             seed,
             targets: self.targets.clone(),
+            tls: match &self.tls_ca {
+                Some(path) => {
+                    Some(crate::tls::TargetTls::from_file(path).map_err(|e| format!("{e:#}"))?)
+                }
+                None => None,
+            },
             nodes: self.nodes,
             node_threads: self.node_threads,
             cluster_process: self.cluster_process,

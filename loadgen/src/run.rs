@@ -175,6 +175,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         lanes: config.connections,
         timeout: config.timeout,
         query_batch: config.query_batch,
+        tls: config.tls.clone(),
     };
     if cluster.is_none() {
         preflight::check_reachable(&ctx).await?;

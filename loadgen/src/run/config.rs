@@ -88,6 +88,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Main ports of an external cluster; empty: start an embedded one.
     pub targets: Vec<String>,
+    /// TLS to the targets, trusting this CA (`--tls-ca`; only with `targets`).
+    pub tls: Option<crate::tls::TargetTls>,
     /// Nodes of the embedded cluster.
     pub nodes: usize,
     /// Runtime threads per embedded node.
@@ -159,6 +161,7 @@ impl Default for RunConfig {
             instances_per_client: 1,
             seed: 1,
             targets: Vec::new(),
+            tls: None,
             nodes: 3,
             node_threads: 1,
             cluster_process: false,
@@ -216,6 +219,9 @@ impl RunConfig {
             },
         );
         put("nodes", nodes.to_string());
+        if self.tls.is_some() {
+            put("tls", "on".into());
+        }
         if embedded {
             put("node_threads", self.node_threads.to_string());
         }
@@ -263,6 +269,14 @@ impl RunConfig {
         anyhow::ensure!(
             self.targets.is_empty() || self.targets.len() <= 255,
             "--targets: at most 255 nodes"
+        );
+        anyhow::ensure!(
+            self.tls.is_none() || !self.targets.is_empty(),
+            "--tls-ca: TLS is for a cluster given with --targets; the embedded cluster has none"
+        );
+        anyhow::ensure!(
+            self.tls.is_none() || self.protocol != ProtocolKind::Etcd,
+            "--tls-ca: not supported with --protocol etcd"
         );
         anyhow::ensure!(
             (1..=32).contains(&self.nodes),
