@@ -69,13 +69,25 @@ fn main() -> ExitCode {
             nodes,
             node_threads,
             descriptors,
-        }) => cluster_serve(nodes, node_threads, descriptors),
+            tls_cert,
+            tls_key,
+        }) => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| loadgen::tls::NodeTlsFiles { cert, key });
+            cluster_serve(nodes, node_threads, descriptors, tls)
+        }
         None => run(&cli.run),
     }
 }
 
 /// The child side of `--cluster-process`.
-fn cluster_serve(nodes: usize, node_threads: usize, descriptors: u64) -> ExitCode {
+fn cluster_serve(
+    nodes: usize,
+    node_threads: usize,
+    descriptors: u64,
+    tls: Option<loadgen::tls::NodeTlsFiles>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("cluster-process")
@@ -92,6 +104,7 @@ fn cluster_serve(nodes: usize, node_threads: usize, descriptors: u64) -> ExitCod
         nodes,
         node_threads,
         descriptors,
+        tls,
     ));
     runtime.shutdown_background();
     match result {

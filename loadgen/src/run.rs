@@ -177,8 +177,14 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunOutcome> {
         query_batch: config.query_batch,
         tls: config.tls.clone(),
     };
-    if cluster.is_none() {
-        preflight::check_reachable(&ctx).await?;
+    // An external cluster's SDK ports, or an embedded cluster's TLS, checked first.
+    if (cluster.is_none() || ctx.tls.is_some())
+        && let Err(e) = preflight::check_reachable(&ctx).await
+    {
+        if let Some(c) = cluster {
+            c.shutdown().await;
+        }
+        return Err(e);
     }
     let nodes = cluster.as_ref().map(Embedded::as_ref);
     let result = match config.protocol {

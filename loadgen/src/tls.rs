@@ -6,6 +6,10 @@
 //! The native protocol hands the CA to tonic ([`TargetTls::tonic`]); the Nacos protocol's
 //! own HTTP/2 client and the preflight wrap their TCP streams with
 //! [`TargetTls::connect`]. [`explain`] turns a refused handshake into a reason with a hint.
+//!
+//! The embedded cluster serves TLS when given a certificate and key ([`NodeTlsFiles`],
+//! `--tls-cert`, `--tls-key`, with `--tls-ca` for loadgen's side), e.g. to measure what
+//! TLS costs.
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -73,6 +77,22 @@ impl TargetTls {
     {
         let name = server_name(host)?;
         self.connector.connect(name, io).await
+    }
+}
+
+/// The certificate and key files of the embedded nodes (`--tls-cert`, `--tls-key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeTlsFiles {
+    /// PEM certificate chain; it must name 127.0.0.1 (an IP subjectAltName).
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+}
+
+impl NodeTlsFiles {
+    /// The nodes' TLS settings; errors name the flag and the file.
+    pub fn load(&self) -> anyhow::Result<distro_server::tls::HttpTls> {
+        distro_server::tls::HttpTls::from_files(&self.cert, &self.key)
     }
 }
 

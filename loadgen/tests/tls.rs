@@ -1,6 +1,7 @@
 //! `--tls-ca` against nodes serving TLS on their SDK ports, with certificates made here
 //! (rcgen): both protocols run with no errors when the CA is the nodes'; another CA, an
-//! expired node certificate or a plaintext node ends the run at once with the reason.
+//! expired node certificate or a plaintext node ends the run at once with the reason. The
+//! embedded cluster serves TLS with `--tls-cert`/`--tls-key`, in this process or a child.
 
 use distro_server::tls::HttpTls;
 use distro_server::{LocalCluster, ServerConfig};
@@ -170,10 +171,86 @@ async fn another_ca_an_expired_certificate_or_a_plaintext_node_ends_the_run_at_o
 }
 
 #[tokio::test]
-async fn tls_needs_targets() {
+async fn tls_flags_without_their_cluster_are_refused() {
     let good = ca("loadgen test CA");
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = config(dir.path(), ProtocolKind::Native, Vec::new(), &good);
-    let e = run(cfg).await.expect_err("no targets");
+    let mut cfg = config(dir.path(), ProtocolKind::Native, Vec::new(), &good);
+    let e = run(cfg.clone()).await.expect_err("no targets");
     assert!(e.to_string().starts_with("--tls-ca: "), "{e}");
+    cfg.targets = vec!["127.0.0.1:8848".into()];
+    cfg.node_tls = Some(loadgen::tls::NodeTlsFiles {
+        cert: dir.path().join("node.crt"),
+        key: dir.path().join("node.key"),
+    });
+    let e = run(cfg).await.expect_err("node TLS with targets");
+    assert!(e.to_string().starts_with("--tls-cert/--tls-key: "), "{e}");
+}
+
+/// Writes `ca`'s node certificate and key under `dir`; their paths.
+fn node_files(dir: &Path, ca: &Ca) -> loadgen::tls::NodeTlsFiles {
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "node".to_string());
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &ca.issuer).expect("signed");
+    let files = loadgen::tls::NodeTlsFiles {
+        cert: dir.join("node.crt"),
+        key: dir.join("node.key"),
+    };
+    std::fs::write(&files.cert, cert.pem()).expect("write cert");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write key");
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_cluster_serves_tls_with_tls_cert_and_key() {
+    let good = ca("loadgen test CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = node_files(dir.path(), &good);
+    let mut cfg = config(
+        &dir.path().join("native"),
+        ProtocolKind::Native,
+        Vec::new(),
+        &good,
+    );
+    cfg.node_tls = Some(files.clone());
+    cfg.nodes = 2;
+    cfg.converge_timeout = Duration::from_secs(10);
+    let o = run(cfg.clone()).await.expect("an embedded run over TLS");
+    let s = &o.summary;
+    let d = format!("seed {SEED}\n{}{}", s.table(), o.epilogue());
+    assert_eq!(s.totals.errors, 0, "{d}");
+    assert_eq!(ok(s, Op::Register), 200, "{d}");
+    assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
+
+    // Trusting another CA: refused at once, by the preflight.
+    cfg.tls = Some(TargetTls::from_pem(&ca("another CA").pem).expect("CA PEM"));
+    let e = refused(cfg).await;
+    assert!(e.contains("UnknownIssuer"), "{e}");
+
+    // Nacos with the cluster in a child process (the binary re-executes itself with the
+    // certificate and key).
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &good.pem).expect("write CA");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--protocol", "nacos", "--cluster-process", "--nodes", "2"])
+        .args(["--clients", "200", "--services", "20", "--seed", "20261204"])
+        .args(["--duration", "2s", "--heartbeat", "1s"])
+        .args(["--probe-interval", "300ms", "--converge-timeout", "10s"])
+        .args(["--no-history", "--plain", "--require-clean"])
+        .arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key)
+        .arg("--tls-ca")
+        .arg(&ca_file)
+        .arg("--out")
+        .arg(dir.path().join("nacos"))
+        .output()
+        .expect("loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let d = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{d}");
+    assert!(stdout.contains("agreement at the end: yes"), "{d}");
+    assert!(stdout.contains("[200, 200]"), "{d}");
 }

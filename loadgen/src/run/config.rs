@@ -90,6 +90,8 @@ pub struct RunConfig {
     pub targets: Vec<String>,
     /// TLS to the targets, trusting this CA (`--tls-ca`; only with `targets`).
     pub tls: Option<crate::tls::TargetTls>,
+    /// TLS of the embedded nodes (`--tls-cert`, `--tls-key`; needs `tls`).
+    pub node_tls: Option<crate::tls::NodeTlsFiles>,
     /// Nodes of the embedded cluster.
     pub nodes: usize,
     /// Runtime threads per embedded node.
@@ -162,6 +164,7 @@ impl Default for RunConfig {
             seed: 1,
             targets: Vec::new(),
             tls: None,
+            node_tls: None,
             nodes: 3,
             node_threads: 1,
             cluster_process: false,
@@ -271,12 +274,24 @@ impl RunConfig {
             "--targets: at most 255 nodes"
         );
         anyhow::ensure!(
-            self.tls.is_none() || !self.targets.is_empty(),
-            "--tls-ca: TLS is for a cluster given with --targets; the embedded cluster has none"
+            self.node_tls.is_none() || self.targets.is_empty(),
+            "--tls-cert/--tls-key: they are for the embedded cluster, not with --targets"
+        );
+        anyhow::ensure!(
+            self.tls.is_none() || !self.targets.is_empty() || self.node_tls.is_some(),
+            "--tls-ca: the embedded cluster serves TLS only with --tls-cert and --tls-key"
+        );
+        anyhow::ensure!(
+            self.node_tls.is_none() || self.tls.is_some(),
+            "--tls-cert/--tls-key: loadgen needs --tls-ca, the CA that signed the certificate"
         );
         anyhow::ensure!(
             self.tls.is_none() || self.protocol != ProtocolKind::Etcd,
             "--tls-ca: not supported with --protocol etcd"
+        );
+        anyhow::ensure!(
+            self.node_tls.is_none() || self.protocol != ProtocolKind::Etcd,
+            "--tls-cert/--tls-key: not supported with --protocol etcd"
         );
         anyhow::ensure!(
             (1..=32).contains(&self.nodes),
