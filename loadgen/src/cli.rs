@@ -124,6 +124,12 @@ pub enum Command {
         /// Open files to allow (raises the soft limit).
         #[arg(long, default_value_t = 65_536)]
         descriptors: u64,
+        /// The nodes' TLS certificate (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The nodes' TLS key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
 }
 
@@ -152,6 +158,27 @@ pub struct RunArgs {
     /// start an embedded cluster.
     #[arg(help_heading = "Target", long, value_delimiter = ',', value_parser = parse_target)]
     pub targets: Vec<String>,
+    /// TLS to the targets' SDK ports (those started with --tls-cert/--tls-key), trusting
+    /// only the CA certificates of this PEM file. Only with --targets.
+    #[arg(help_heading = "Target", long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The embedded nodes serve TLS with this PEM certificate (it must name 127.0.0.1)
+    /// and --tls-key; needs --tls-ca. Not with --targets.
+    #[arg(
+        help_heading = "Target",
+        long,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        help_heading = "Target",
+        long,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Nodes of the embedded cluster.
     #[arg(help_heading = "Target", long, default_value_t = 3)]
     pub nodes: usize,
@@ -272,6 +299,23 @@ impl RunArgs {
             instances_per_client: self.instances_per_client,
             seed,
             targets: self.targets.clone(),
+            tls: match &self.tls_ca {
+                Some(path) => {
+                    Some(crate::tls::TargetTls::from_file(path).map_err(|e| format!("{e:#}"))?)
+                }
+                None => None,
+            },
+            node_tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let files = crate::tls::NodeTlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    };
+                    files.load().map_err(|e| format!("{e:#}"))?;
+                    Some(files)
+                }
+                _ => None,
+            },
             nodes: self.nodes,
             node_threads: self.node_threads,
             cluster_process: self.cluster_process,

@@ -96,6 +96,7 @@ pub mod population;
 pub mod protocol;
 mod report;
 pub mod run;
+pub mod tls;
 
 pub use error::ReportError;
 pub use measure::interval_log::{IntervalHistogram, IntervalLog};

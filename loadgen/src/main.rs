@@ -69,7 +69,14 @@ fn main() -> ExitCode {
             nodes,
             node_threads,
             descriptors,
-        }) => cluster_serve(nodes, node_threads, descriptors),
+            tls_cert,
+            tls_key,
+        }) => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| loadgen::tls::NodeTlsFiles { cert, key });
+            cluster_serve(nodes, node_threads, descriptors, tls)
+        }
         Some(Command::Compare { systems, run }) => compare(&systems, &run),
         None => run(&cli.run),
     }
@@ -126,7 +133,12 @@ fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunAr
 }
 
 /// The child side of `--cluster-process`.
-fn cluster_serve(nodes: usize, node_threads: usize, descriptors: u64) -> ExitCode {
+fn cluster_serve(
+    nodes: usize,
+    node_threads: usize,
+    descriptors: u64,
+    tls: Option<loadgen::tls::NodeTlsFiles>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("cluster-process")
@@ -143,6 +155,7 @@ fn cluster_serve(nodes: usize, node_threads: usize, descriptors: u64) -> ExitCod
         nodes,
         node_threads,
         descriptors,
+        tls,
     ));
     runtime.shutdown_background();
     match result {

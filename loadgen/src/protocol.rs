@@ -149,6 +149,8 @@ pub struct Context {
     pub timeout: Duration,
     /// Services per native `QueryBatch` request (1: one `Query` per service).
     pub query_batch: usize,
+    /// TLS to the targets' SDK ports (`--tls-ca`); `None`: plaintext.
+    pub tls: Option<crate::tls::TargetTls>,
 }
 
 impl Context {

@@ -185,9 +185,16 @@ pub async fn run_measured(
         lanes: config.connections,
         timeout: config.timeout,
         query_batch: config.query_batch,
+        tls: config.tls.clone(),
     };
-    if cluster.is_none() {
-        preflight::check_reachable(&ctx).await?;
+    // An external cluster's SDK ports, or an embedded cluster's TLS, checked first.
+    if (cluster.is_none() || ctx.tls.is_some())
+        && let Err(e) = preflight::check_reachable(&ctx).await
+    {
+        if let Some(c) = cluster {
+            c.shutdown().await;
+        }
+        return Err(e);
     }
     let usage_start = cluster.as_ref().map(|c| {
         let (pids, own) = c.server_processes();

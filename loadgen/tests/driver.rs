@@ -116,6 +116,7 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
         lanes: cfg.connections,
         timeout: cfg.timeout,
         query_batch: 1,
+        tls: None,
     };
     let proto = Arc::new(NativeProtocol::connect(&ctx).await.expect("connect"));
     // Once every client is registered and replicated (the hold phase), stall node 0 for

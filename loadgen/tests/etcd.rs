@@ -146,6 +146,7 @@ async fn lag_is_measured_and_keep_alive_streams_stay_open() {
         lanes: cfg.connections,
         timeout: cfg.timeout,
         query_batch: cfg.query_batch,
+        tls: None,
     };
     let proto = std::sync::Arc::new(
         loadgen::protocol::etcd::EtcdProtocol::connect(&ctx)

@@ -41,7 +41,7 @@ mod message;
 mod protocol;
 mod wire;
 
-pub use client::{ClientConfig, NacosClient, Push, PushHandler, Reply, StreamCounters};
+pub use client::{ClientConfig, NacosClient, Push, PushHandler, Reply, ServerTls, StreamCounters};
 pub use dial::{DEFAULT_LOOPBACK_SOURCES, Dialer, loopback_sources};
 pub use distro_server::open_files::{NofileLimit, raise_nofile};
 pub use error::NacosError;

@@ -150,11 +150,17 @@ impl NativeProtocol {
         let lanes = ctx.lanes.max(1);
         let mut channels = vec![Vec::new(); lanes];
         for node in 0..ctx.targets.len() {
-            let uri = format!("http://{}", ctx.sdk_target(node));
-            let endpoint = Endpoint::from_shared(uri.clone())
-                .map_err(|e| {
-                    anyhow::anyhow!("target {}: bad address {uri}: {e}", ctx.targets[node])
-                })?
+            let scheme = if ctx.tls.is_some() { "https" } else { "http" };
+            let uri = format!("{scheme}://{}", ctx.sdk_target(node));
+            let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| {
+                anyhow::anyhow!("target {}: bad address {uri}: {e}", ctx.targets[node])
+            })?;
+            if let Some(tls) = &ctx.tls {
+                endpoint = endpoint
+                    .tls_config(tls.tonic())
+                    .map_err(|e| anyhow::anyhow!("target {}: TLS setup: {e}", ctx.targets[node]))?;
+            }
+            let endpoint = endpoint
                 .tcp_nodelay(true)
                 .connect_timeout(ctx.timeout.min(Duration::from_secs(3)))
                 .initial_stream_window_size(Some(4 << 20))
@@ -163,10 +169,11 @@ impl NativeProtocol {
             for lane in channels.iter_mut() {
                 let ch = endpoint.connect().await.map_err(|e| {
                     anyhow::anyhow!(
-                        "cannot reach node {} ({}, SDK port {}): {e}",
+                        "cannot reach node {} ({}, SDK port {}): {}",
                         node + 1,
                         ctx.targets[node],
-                        ctx.sdk_target(node)
+                        ctx.sdk_target(node),
+                        error_chain(&e)
                     )
                 })?;
                 lane.push(ch);
@@ -194,6 +201,18 @@ impl NativeProtocol {
             }),
         })
     }
+}
+
+/// `e` and each of its sources, joined by `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Maps a failed call to an outcome.

@@ -58,8 +58,10 @@ impl Embedded {
             let exe = std::env::current_exe()
                 .map_err(|e| anyhow::anyhow!("cannot find this executable to re-run: {e}"))?;
             let descriptors = clients + DESCRIPTOR_MARGIN;
+            let tls = config.node_tls.as_ref();
             let p =
-                ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors).await?;
+                ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors, tls)
+                    .await?;
             return Ok(Embedded::Process(p));
         }
         if nacos {
@@ -71,7 +73,8 @@ impl Embedded {
                 Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),
             }
         }
-        let c = embedded::start(config.nodes, config.node_threads).await?;
+        let tls = config.node_tls.as_ref().map(|t| t.load()).transpose()?;
+        let c = embedded::start(config.nodes, config.node_threads, tls).await?;
         Ok(Embedded::InProcess(Box::new(c)))
     }
 

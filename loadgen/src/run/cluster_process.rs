@@ -73,18 +73,26 @@ impl std::fmt::Debug for ClusterProcess {
 
 impl ClusterProcess {
     /// Starts `exe cluster-serve` with `nodes` nodes of `node_threads` runtime threads each,
-    /// asking it to allow `descriptors` open files, and waits for its `READY` line.
+    /// asking it to allow `descriptors` open files (and serve TLS with `tls`), and waits for
+    /// its `READY` line.
     pub async fn start(
         exe: &Path,
         nodes: usize,
         node_threads: usize,
         descriptors: u64,
+        tls: Option<&crate::tls::NodeTlsFiles>,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg(SUBCOMMAND)
             .args(["--nodes", &nodes.to_string()])
             .args(["--node-threads", &node_threads.to_string()])
-            .args(["--descriptors", &descriptors.to_string()])
+            .args(["--descriptors", &descriptors.to_string()]);
+        if let Some(tls) = tls {
+            command.arg("--tls-cert").arg(&tls.cert);
+            command.arg("--tls-key").arg(&tls.key);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -242,7 +250,12 @@ fn agree_line(ok: bool, counts: &[usize]) -> String {
 /// The child's side (`loadgen cluster-serve`): starts the cluster, prints `READY`, answers
 /// `agree`, stops when stdin closes. Returns an error to print if the cluster cannot
 /// start.
-pub async fn serve(nodes: usize, node_threads: usize, descriptors: u64) -> anyhow::Result<()> {
+pub async fn serve(
+    nodes: usize,
+    node_threads: usize,
+    descriptors: u64,
+    tls: Option<crate::tls::NodeTlsFiles>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=32).contains(&nodes),
         "--nodes: must be in 1..=32, not {nodes}"
@@ -252,7 +265,8 @@ pub async fn serve(nodes: usize, node_threads: usize, descriptors: u64) -> anyho
         Ok(_) => {}
         Err(e) => eprintln!("loadgen cluster process: cannot read the open-file limit: {e}"),
     }
-    let cluster = embedded::start(nodes, node_threads.max(1)).await?;
+    let tls = tls.map(|t| t.load()).transpose()?;
+    let cluster = embedded::start(nodes, node_threads.max(1), tls).await?;
     let cluster = Arc::new(cluster);
     {
         let mut out = std::io::stdout().lock();

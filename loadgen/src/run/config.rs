@@ -91,6 +91,10 @@ pub struct RunConfig {
     pub seed: u64,
     /// Main ports of an external cluster; empty: start an embedded one.
     pub targets: Vec<String>,
+    /// TLS to the targets, trusting this CA (`--tls-ca`; only with `targets`).
+    pub tls: Option<crate::tls::TargetTls>,
+    /// TLS of the embedded nodes (`--tls-cert`, `--tls-key`; needs `tls`).
+    pub node_tls: Option<crate::tls::NodeTlsFiles>,
     /// Nodes of the embedded cluster.
     pub nodes: usize,
     /// Runtime threads per embedded node.
@@ -162,6 +166,8 @@ impl Default for RunConfig {
             instances_per_client: 1,
             seed: 1,
             targets: Vec::new(),
+            tls: None,
+            node_tls: None,
             nodes: 3,
             node_threads: 1,
             cluster_process: false,
@@ -219,6 +225,9 @@ impl RunConfig {
             },
         );
         put("nodes", nodes.to_string());
+        if self.tls.is_some() {
+            put("tls", "on".into());
+        }
         if embedded {
             put("node_threads", self.node_threads.to_string());
         }
@@ -266,6 +275,28 @@ impl RunConfig {
         anyhow::ensure!(
             self.targets.is_empty() || self.targets.len() <= 255,
             "--targets: at most 255 nodes"
+        );
+        anyhow::ensure!(
+            self.node_tls.is_none() || self.targets.is_empty(),
+            "--tls-cert/--tls-key: they are for the embedded cluster, not with --targets"
+        );
+        anyhow::ensure!(
+            self.tls.is_none() || !self.targets.is_empty() || self.node_tls.is_some(),
+            "--tls-ca: the embedded cluster serves TLS only with --tls-cert and --tls-key"
+        );
+        anyhow::ensure!(
+            self.node_tls.is_none() || self.tls.is_some(),
+            "--tls-cert/--tls-key: loadgen needs --tls-ca, the CA that signed the certificate"
+        );
+        anyhow::ensure!(
+            self.tls.is_none()
+                || !matches!(self.protocol, ProtocolKind::Etcd | ProtocolKind::Zookeeper),
+            "--tls-ca: not supported with --protocol etcd or zookeeper"
+        );
+        anyhow::ensure!(
+            self.node_tls.is_none()
+                || !matches!(self.protocol, ProtocolKind::Etcd | ProtocolKind::Zookeeper),
+            "--tls-cert/--tls-key: not supported with --protocol etcd or zookeeper"
         );
         anyhow::ensure!(
             (1..=32).contains(&self.nodes),

@@ -14,9 +14,18 @@ use distro_server::{LocalCluster, ServerConfig};
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts `nodes` nodes of `node_threads` runtime threads each, with the default
-/// configuration, and waits until every one has loaded ([`wait_loaded`]).
-pub async fn start(nodes: usize, node_threads: usize) -> anyhow::Result<LocalCluster> {
-    let cluster = LocalCluster::start(nodes, ServerConfig::default(), node_threads).await?;
+/// configuration (and TLS on their main and SDK ports with `tls`), and waits until every
+/// one has loaded ([`wait_loaded`]).
+pub async fn start(
+    nodes: usize,
+    node_threads: usize,
+    tls: Option<distro_server::tls::HttpTls>,
+) -> anyhow::Result<LocalCluster> {
+    let config = ServerConfig {
+        http_tls: tls,
+        ..ServerConfig::default()
+    };
+    let cluster = LocalCluster::start(nodes, config, node_threads).await?;
     wait_loaded(&cluster).await?;
     Ok(cluster)
 }

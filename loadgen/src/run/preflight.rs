@@ -3,7 +3,9 @@
 //! Without this check an unreachable target shows up as failed connections, retries and
 //! a run that goes on against nothing. A TCP connect to each SDK port (main + 1000) with a
 //! short deadline ends the run in a moment with a message naming the address, the port
-//! and the target (numbered from 1, as everywhere else).
+//! and the target (numbered from 1, as everywhere else). With `--tls-ca` the check goes on
+//! to a TLS handshake (ALPN h2) on that connection, so that a wrong CA, an expired
+//! certificate or a plaintext target ends the run at once with the reason.
 
 use std::io::ErrorKind;
 use std::time::Duration;
@@ -20,7 +22,16 @@ pub async fn check_reachable(ctx: &Context) -> anyhow::Result<()> {
     for (i, target) in ctx.targets.iter().enumerate() {
         let sdk = ctx.sdk_target(i);
         let why = match tokio::time::timeout(deadline, tokio::net::TcpStream::connect(&sdk)).await {
-            Ok(Ok(_)) => continue,
+            Ok(Ok(tcp)) => match &ctx.tls {
+                None => continue,
+                Some(tls) => match check_tls(tls, tcp, target, deadline).await {
+                    Ok(()) => continue,
+                    Err(why) => anyhow::bail!(
+                        "TLS to {sdk} failed (the SDK port of target {}, {target}): {why}",
+                        i + 1
+                    ),
+                },
+            },
             Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => {
                 "connection refused".to_owned()
             }
@@ -34,6 +45,25 @@ pub async fn check_reachable(ctx: &Context) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A TLS handshake with `target`'s SDK port on `tcp`; the reason when it fails.
+async fn check_tls(
+    tls: &crate::tls::TargetTls,
+    tcp: tokio::net::TcpStream,
+    target: &str,
+    deadline: Duration,
+) -> Result<(), String> {
+    let host = crate::tls::host_of(target);
+    match tokio::time::timeout(deadline, tls.connect(tcp, host)).await {
+        Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => Ok(()),
+        Ok(Ok(_)) => Err("TLS without HTTP/2 (the server did not agree to ALPN h2)".to_owned()),
+        Ok(Err(e)) => Err(crate::tls::explain(&e)),
+        Err(_) => Err(format!(
+            "no TLS handshake within {:.1} s (is the target serving TLS?)",
+            deadline.as_secs_f64()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -50,6 +80,7 @@ mod tests {
             lanes: 1,
             timeout: Duration::from_secs(5),
             query_batch: 1,
+            tls: None,
         }
     }
 

@@ -60,6 +60,18 @@ pub struct ClientConfig {
     pub on_push: Option<PushHandler>,
     /// Counters of what the streams saw, shared by every client built with this config.
     pub counters: Arc<StreamCounters>,
+    /// TLS to the servers (`--tls-ca`), with the name each server's certificate must
+    /// carry (default: its IP address); `None`: plaintext.
+    pub tls: Option<ServerTls>,
+}
+
+/// TLS settings of Nacos connections.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The trusted CA.
+    pub ca: crate::tls::TargetTls,
+    /// Server names by address (the targets' hosts as given); others: the IP address.
+    pub names: Arc<std::collections::HashMap<SocketAddr, String>>,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +88,7 @@ impl Default for ClientConfig {
             stream_queue: 64,
             on_push: None,
             counters: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -258,11 +271,26 @@ impl NacosClient {
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         let local = tcp.local_addr().map_err(|e| connect_error(e.to_string()))?;
-        let (h2, conn_task) =
-            tokio::time::timeout(config.connect_timeout, H2::handshake(tcp, server))
-                .await
-                .map_err(|_| connect_error("no HTTP/2 handshake in time".to_owned()))?
-                .map_err(|e| connect_error(e.message().to_owned()))?;
+        let handshake = async {
+            match &config.tls {
+                None => H2::handshake(tcp, server, "http").await,
+                Some(tls) => {
+                    let ip = server.ip().to_string();
+                    let host = tls.names.get(&server).unwrap_or(&ip);
+                    let io = tls.ca.connect(tcp, host).await.map_err(|e| {
+                        tonic::Status::unavailable(format!(
+                            "TLS handshake refused: {}",
+                            crate::tls::explain(&e)
+                        ))
+                    })?;
+                    H2::handshake(io, server, "https").await
+                }
+            }
+        };
+        let (h2, conn_task) = tokio::time::timeout(config.connect_timeout, handshake)
+            .await
+            .map_err(|_| connect_error("no TLS and HTTP/2 handshake in time".to_owned()))?
+            .map_err(|e| connect_error(e.message().to_owned()))?;
         let (open, _) = watch::channel(true);
         let mut client = NacosClient {
             h2,

@@ -15,7 +15,7 @@ use h2::client::SendRequest;
 use hyper::header::{CONTENT_TYPE, HeaderValue, TE};
 use hyper::{HeaderMap, Method, Request, Uri};
 use std::net::SocketAddr;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Code, Status};
@@ -71,11 +71,16 @@ fn copy(r: &Request<()>) -> Request<()> {
 }
 
 impl H2 {
-    /// HTTP/2 handshake on `io`; returns the connection and the task that drives it.
-    pub(crate) async fn handshake(
-        io: TcpStream,
+    /// HTTP/2 handshake on `io` (a TCP stream, or a TLS stream when `scheme` is `https`);
+    /// returns the connection and the task that drives it.
+    pub(crate) async fn handshake<IO>(
+        io: IO,
         server: SocketAddr,
-    ) -> Result<(H2, JoinHandle<()>), Status> {
+        scheme: &str,
+    ) -> Result<(H2, JoinHandle<()>), Status>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -87,7 +92,7 @@ impl H2 {
             let _ = conn.await;
         });
         let uri = |path: &str| {
-            Uri::try_from(format!("http://{server}{path}"))
+            Uri::try_from(format!("{scheme}://{server}{path}"))
                 .map_err(|e| Status::invalid_argument(format!("bad server address: {e}")))
         };
         Ok((

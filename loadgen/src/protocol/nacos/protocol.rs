@@ -17,7 +17,7 @@
 //! `watch` opens a subscriber connection to the node, subscribes to each service and turns
 //! every `NotifySubscriberRequest` (acked by the client) into a [`WatchEvent`].
 
-use super::client::{ClientConfig, NacosClient, Push};
+use super::client::{ClientConfig, NacosClient, Push, ServerTls};
 use super::dial::Dialer;
 use super::error::NacosError;
 use super::message::{Instance, Prepared, ServiceInfo, ServiceName};
@@ -103,6 +103,7 @@ impl NacosProtocol {
     /// connection per client (`run` raises it further for a cluster in this process).
     pub async fn connect(ctx: &Context) -> anyhow::Result<Self> {
         let mut servers = Vec::new();
+        let mut names = std::collections::HashMap::new();
         for node in 0..ctx.targets.len() {
             let sdk = ctx.sdk_target(node);
             let addr = tokio::net::lookup_host(&sdk)
@@ -112,6 +113,7 @@ impl NacosProtocol {
                 .ok_or_else(|| {
                     anyhow::anyhow!("target {}: cannot resolve {sdk}", ctx.targets[node])
                 })?;
+            names.insert(addr, crate::tls::host_of(&ctx.targets[node]).to_owned());
             servers.push(addr);
         }
         let Some(first) = servers.first() else {
@@ -126,6 +128,10 @@ impl NacosProtocol {
         }
         let config = Arc::new(ClientConfig {
             request_timeout: ctx.timeout,
+            tls: ctx.tls.clone().map(|ca| ServerTls {
+                ca,
+                names: Arc::new(names),
+            }),
             ..ClientConfig::default()
         });
         let dialer = Dialer::for_target(first.ip(), config.connect_timeout);
