@@ -81,7 +81,8 @@ impl Node {
             };
             let took_any = !taken.is_empty();
             let mut batch = SyncBatch::default();
-            let mut dues = Vec::new();
+            // Due times matter only to put back what an early batch does not send.
+            let mut dues = Vec::with_capacity(if early { taken.len() } else { 0 });
             let mut bytes = 8;
             let mut rest = taken.into_iter();
             let mut overflow = false;
@@ -102,7 +103,9 @@ impl Node {
                 }
                 bytes += size;
                 batch.changes.push(change);
-                dues.push(due);
+                if early {
+                    dues.push(due);
+                }
             }
             for (id, due) in rest {
                 self.sync.put_back(p.index(), &id, due);
