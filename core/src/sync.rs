@@ -188,10 +188,11 @@ impl SyncScheduler {
     /// across stripes.
     pub(crate) fn take(&self, peer: usize, now: Millis, max: usize) -> Vec<(ClientId, Millis)> {
         let q = &self.peers[peer];
-        let mut out = Vec::new();
-        if q.pending.load(Relaxed) == 0 {
-            return out;
+        let pending = q.pending.load(Relaxed);
+        if pending == 0 {
+            return Vec::new();
         }
+        let mut out = Vec::with_capacity(max.min(pending));
         let start = q.next_stripe.fetch_add(1, Relaxed);
         // Two passes: first a fair share from each stripe, then fill up.
         let share = max.div_ceil(STRIPES).max(1);

@@ -80,7 +80,10 @@ impl Node {
                 (false, false) => self.sync.take(p.index(), now, max_entries),
             };
             let took_any = !taken.is_empty();
-            let mut batch = SyncBatch::default();
+            // Sized once: a batch of records grown by doubling copies them ~twice over.
+            let mut batch = SyncBatch {
+                changes: Vec::with_capacity(taken.len()),
+            };
             // Due times matter only to put back what an early batch does not send.
             let mut dues = Vec::with_capacity(if early { taken.len() } else { 0 });
             let mut bytes = 8;
