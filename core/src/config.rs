@@ -78,7 +78,8 @@ impl VerifyMode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Delay that merges changes before they are synced; the window is anchored at the
-    /// first pending change of a client. 0 syncs at the next flush.
+    /// first pending change of a client. 0 syncs at the next flush. Only a partial batch
+    /// waits it out: once a peer's pending clients fill a batch, it is sent at once.
     pub sync_delay: Millis,
     /// Delay before a failed batch is retried; doubles on each consecutive failure.
     pub sync_retry_delay: Millis,
@@ -91,7 +92,9 @@ pub struct Config {
     pub batch_max_entries: usize,
     /// Most encoded bytes per sync batch or verify list.
     pub batch_max_bytes: usize,
-    /// Most sync batches in flight to one peer.
+    /// Most sync batches in flight to one peer. With `batch_max_bytes` it bounds what a
+    /// node holds for one peer in flight (and what a peer can make a slow node queue):
+    /// `max_inflight_batches × batch_max_bytes` encoded, 4 MiB by default.
     pub max_inflight_batches: usize,
     /// Period of verify rounds.
     pub verify_interval: Millis,

@@ -11,6 +11,10 @@
 //! already pending again keeps the earlier of the two due times, and its newer state is
 //! what the next flush sends.
 //!
+//! The flush takes clients in due order, and takes them *before* they are due once a
+//! whole batch is pending (see [`SyncScheduler::take`]): a full batch has nothing left to
+//! merge into it, so it leaves at once; what is taken back is put back with its due time.
+//!
 //! Queues are striped by client id so concurrent writers rarely meet on one mutex.
 
 use crate::model::ClientId;
@@ -55,8 +59,8 @@ impl Stripe {
         }
     }
 
-    /// Pops up to `max` due clients.
-    fn take_due(&mut self, now: Millis, max: usize, out: &mut Vec<ClientId>) {
+    /// Pops up to `max` clients due at `now` (with their due times), earliest first.
+    fn take_due(&mut self, now: Millis, max: usize, out: &mut Vec<(ClientId, Millis)>) {
         while out.len() < max {
             let from_fifo = match (self.fifo.front(), self.heap.peek()) {
                 (Some((a, _)), Some(Reverse((b, _)))) => a <= b,
@@ -80,7 +84,7 @@ impl Stripe {
             // Skip queue entries made obsolete by a reschedule to an earlier time.
             if self.pending.get(id.as_str()) == Some(&due) {
                 self.pending.remove(id.as_str());
-                out.push(id);
+                out.push((id, due));
             }
         }
     }
@@ -164,13 +168,31 @@ impl SyncScheduler {
         }
     }
 
-    /// Takes up to `max` clients due for `peer` at `now`, fairly across stripes.
-    pub(crate) fn take_due(&self, peer: usize, now: Millis, max: usize) -> Vec<ClientId> {
-        let q = &self.peers[peer];
-        let mut out = Vec::new();
-        if q.pending.load(Relaxed) == 0 {
-            return out;
+    /// Takes up to `max` clients for `peer` whether due or not: first those due at `now`,
+    /// then the earliest pending of each stripe in turn. The flush does so when a whole
+    /// batch is pending, and puts back with [`Self::put_back`] what it does not send.
+    pub(crate) fn take_early(
+        &self,
+        peer: usize,
+        now: Millis,
+        max: usize,
+    ) -> Vec<(ClientId, Millis)> {
+        let mut out = self.take(peer, now, max);
+        if out.len() < max {
+            out.extend(self.take(peer, Millis::MAX, max - out.len()));
         }
+        out
+    }
+
+    /// Takes up to `max` clients due for `peer` at `now` (with their due times), fairly
+    /// across stripes.
+    pub(crate) fn take(&self, peer: usize, now: Millis, max: usize) -> Vec<(ClientId, Millis)> {
+        let q = &self.peers[peer];
+        let pending = q.pending.load(Relaxed);
+        if pending == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(max.min(pending));
         let start = q.next_stripe.fetch_add(1, Relaxed);
         // Two passes: first a fair share from each stripe, then fill up.
         let share = max.div_ceil(STRIPES).max(1);
@@ -191,6 +213,12 @@ impl SyncScheduler {
         }
         q.pending.fetch_sub(out.len(), Relaxed);
         out
+    }
+
+    /// Returns a client taken by [`Self::take`] but not sent, due at its old due time
+    /// (merging with anything scheduled for it since: the earlier due time wins).
+    pub(crate) fn put_back(&self, peer: usize, id: &ClientId, due: Millis) {
+        self.schedule_at(peer, id, due, true);
     }
 
     /// Number of clients pending for `peer`.
@@ -214,6 +242,15 @@ mod tests {
 
     fn id(s: &str) -> ClientId {
         ClientId::parse(s).unwrap()
+    }
+
+    impl SyncScheduler {
+        fn take_due(&self, peer: usize, now: Millis, max: usize) -> Vec<ClientId> {
+            self.take(peer, now, max)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
+        }
     }
 
     #[test]
@@ -258,5 +295,40 @@ mod tests {
         assert_eq!(s.pending(1), 70);
         assert_eq!(s.next_due(1).map(|d| d <= 1000), Some(true));
         assert_eq!(s.take_due(1, 1000, 1000).len(), 70);
+    }
+
+    #[test]
+    fn taking_early_goes_in_due_order_and_put_back_keeps_the_due_time() {
+        let s = SyncScheduler::new(2, 1000, None);
+        for i in 0..10 {
+            s.schedule(1, &id(&format!("c{i}")), i * 10);
+        }
+        // Nothing is due at 500, but the earliest pending can be taken ahead of time.
+        assert!(s.take(1, 500, 10).is_empty());
+        assert_eq!(s.take_early(1, 500, 4).len(), 4);
+        assert_eq!(s.pending(1), 6);
+        assert_eq!(s.take_early(1, 500, 100).len(), 6);
+        for i in 0..10 {
+            s.schedule(1, &id(&format!("c{i}")), i * 10);
+        }
+        // Early or not, what is due comes first.
+        let early = s.take_early(1, 1020, 4);
+        let mut dues: Vec<Millis> = early.iter().map(|(_, d)| *d).collect();
+        dues.sort_unstable();
+        assert_eq!(dues[..3], [1000, 1010, 1020]);
+        assert!(dues[3] > 1020);
+        assert_eq!(s.pending(1), 6);
+        // Put back, each is due when it was; a change since then keeps the earlier time.
+        let first = early.iter().find(|(_, d)| *d == 1000).unwrap().0.clone();
+        s.schedule(1, &first, 700); // due 1700: merges, the put-back 1000 wins
+        for (c, d) in &early {
+            s.put_back(1, c, *d);
+        }
+        assert_eq!(s.pending(1), 10);
+        assert!(s.take(1, 999, 10).is_empty());
+        let at_due = s.take_due(1, 1000, 10);
+        assert_eq!(at_due, vec![first]);
+        assert_eq!(s.take(1, Millis::MAX, 100).len(), 9);
+        assert!(s.take(1, Millis::MAX, 100).is_empty(), "no duplicate entry");
     }
 }

@@ -16,6 +16,10 @@
 //! `--inflight` batches per channel. Both print the rate at which registrations were
 //! acknowledged and the rate at which they were visible on all three nodes.
 //!
+//! `--sync-batch N`, `--sync-bytes N`, `--sync-inflight N` set the cluster's sync batch
+//! limits (`batch_max_entries`, `batch_max_bytes`, `max_inflight_batches`) instead of the
+//! defaults, to measure the replication pipeline's widths.
+//!
 //! `--split 1` (Nacos only) runs the cluster in a child process: with both ends of every
 //! connection in one process, 10,000 connections need more than a 20,000 open-file limit.
 
@@ -50,6 +54,28 @@ struct Args {
     split: bool,
     /// Child mode: run the cluster, print its addresses, exit when stdin closes.
     serve: bool,
+    /// The cluster's sync batch limits (`None`: the protocol's defaults).
+    sync_batch: Option<usize>,
+    sync_bytes: Option<usize>,
+    sync_inflight: Option<usize>,
+}
+
+impl Args {
+    /// The cluster's configuration: the defaults with the `--sync-*` overrides.
+    fn server_config(&self) -> ServerConfig {
+        let mut c = ServerConfig::default();
+        if let Some(n) = self.sync_batch {
+            c.protocol.batch_max_entries = n;
+        }
+        if let Some(n) = self.sync_bytes {
+            c.protocol.batch_max_bytes = n;
+        }
+        if let Some(n) = self.sync_inflight {
+            c.protocol.max_inflight_batches = n;
+        }
+        c.protocol.reclaim_batch = self.reclaim_batch;
+        c
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +91,9 @@ fn parse_args() -> Result<Args, String> {
         reclaim_batch: distro_core::config::DEFAULT_RECLAIM_BATCH,
         split: false,
         serve: false,
+        sync_batch: None,
+        sync_bytes: None,
+        sync_inflight: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,16 +117,13 @@ fn parse_args() -> Result<Args, String> {
             "--reclaim-batch" => a.reclaim_batch = num()?.max(1),
             "--split" => a.split = num()? != 0,
             "--serve" => a.serve = num()? != 0,
+            "--sync-batch" => a.sync_batch = Some(num()?),
+            "--sync-bytes" => a.sync_bytes = Some(num()?),
+            "--sync-inflight" => a.sync_inflight = Some(num()?),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     Ok(a)
-}
-
-fn node_config(args: &Args) -> ServerConfig {
-    let mut c = ServerConfig::default();
-    c.protocol.reclaim_batch = args.reclaim_batch;
-    c
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -113,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let limit = raise_nofile(args.connections as u64 + 4_096)?;
     eprintln!("cluster process: {limit}");
-    let cluster = LocalCluster::start(3, node_config(args), args.node_threads).await?;
+    let cluster = LocalCluster::start(3, args.server_config(), args.node_threads).await?;
     let sdk: Vec<String> = (0..3).map(|i| cluster.sdk_addr(i).to_string()).collect();
     println!("READY {}", sdk.join(","));
     use std::io::Write as _;
@@ -141,6 +167,16 @@ async fn split(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ])
         .args(["--node-threads", &args.node_threads.to_string()])
         .args(["--reclaim-batch", &args.reclaim_batch.to_string()])
+        .args(
+            [
+                ("--sync-batch", args.sync_batch),
+                ("--sync-bytes", args.sync_bytes),
+                ("--sync-inflight", args.sync_inflight),
+            ]
+            .into_iter()
+            .filter_map(|(flag, v)| v.map(|v| [flag.to_string(), v.to_string()]))
+            .flatten(),
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -220,7 +256,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Both ends of every connection are in this process.
     let limit = raise_nofile(2 * args.connections as u64 + 4_096)?;
     eprintln!("{limit}");
-    let cluster = LocalCluster::start(3, node_config(&args), args.node_threads).await?;
+    let cluster = LocalCluster::start(3, args.server_config(), args.node_threads).await?;
     let nodes: Vec<_> = (0..3).filter_map(|i| cluster.node(i)).collect();
     while !nodes.iter().all(|n| n.is_loaded()) {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -53,7 +53,7 @@ impl Node {
         match (request, result) {
             (PeerRequest::Probe(_), result) => self.on_probe_result(to, &result, now),
             (PeerRequest::Sync(batch), result) => {
-                self.on_sync_result(to, &batch, result.is_ok(), now)
+                self.on_sync_result(to, &batch, result.is_ok(), now, &mut out)
             }
             (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
                 self.on_verify_mismatch(to, &shards, &mut out)

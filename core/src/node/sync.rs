@@ -40,49 +40,127 @@ impl Node {
     /// Batches the due clients of every peer that is neither DOWN nor paused by a failure
     /// (with `drain`: every pending client of every peer that is not DOWN).
     pub(super) fn flush(&self, now: Millis, drain: bool, out: &mut Vec<Command>) {
-        let states = self.member_states();
-        for (p, state) in states {
-            if p == self.me() || state == MemberState::Down {
-                continue;
-            }
-            let q = self.sync.peer(p.index());
-            if !drain && q.paused_until.load(Relaxed) > now {
-                continue;
-            }
-            let until = if drain { Millis::MAX } else { now };
-            while drain || q.inflight.load(Relaxed) < self.config.max_inflight_batches {
-                let ids = self
-                    .sync
-                    .take_due(p.index(), until, self.config.batch_max_entries);
-                if ids.is_empty() {
-                    break;
-                }
-                let mut batch = SyncBatch::default();
-                let mut bytes = 8;
-                for id in ids {
-                    let change = match self.registry.get(id.as_str()) {
-                        Some(c) => ClientChange::Upsert(c.to_record()),
-                        None => match self.registry.tombstone(id.as_str()) {
-                            Some(revision) => ClientChange::Delete { id, revision },
-                            None => continue,
-                        },
-                    };
-                    let size = change.size_hint();
-                    if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
-                        self.send_batch(p, std::mem::take(&mut batch), bytes, out);
-                        bytes = 8;
-                    }
-                    bytes += size;
-                    batch.changes.push(change);
-                }
-                if !batch.changes.is_empty() {
-                    self.send_batch(p, batch, bytes, out);
-                }
+        for (p, state) in self.member_states() {
+            if p != self.me() && state != MemberState::Down {
+                self.flush_peer(p, now, drain, out);
             }
         }
     }
 
-    /// Emits `batch` (about `bytes` encoded) for `to` and counts it in flight.
+    /// Sends batches to `p` while it has a free slot (`max_inflight_batches`; `drain`
+    /// ignores the bound and sends everything pending). A batch holds the due clients,
+    /// earliest first; once a whole batch is pending ([`Self::full_batch_entries`]) it
+    /// takes clients that are not due yet too, so a full batch never waits out the delay.
+    /// Only a partial batch waits: its clients that are not due go back to the queue.
+    fn flush_peer(&self, p: MemberId, now: Millis, drain: bool, out: &mut Vec<Command>) {
+        let q = self.sync.peer(p.index());
+        if !drain && q.paused_until.load(Relaxed) > now {
+            return;
+        }
+        let max_entries = self.config.batch_max_entries;
+        loop {
+            // Reserve the slot first: the timer's flush and the refill after an answer
+            // may run at once, and together they must not exceed the bound.
+            if drain {
+                q.inflight.fetch_add(1, Relaxed);
+            } else if q
+                .inflight
+                .fetch_update(Relaxed, Relaxed, |n| {
+                    (n < self.config.max_inflight_batches).then_some(n + 1)
+                })
+                .is_err()
+            {
+                return;
+            }
+            let full = self.full_batch_entries();
+            let early = !drain && self.sync.pending(p.index()) >= full;
+            let taken = match (drain, early) {
+                (true, _) => self.sync.take(p.index(), Millis::MAX, max_entries),
+                (false, true) => self.sync.take_early(p.index(), now, full),
+                (false, false) => self.sync.take(p.index(), now, max_entries),
+            };
+            let took_any = !taken.is_empty();
+            // Sized once: a batch of records grown by doubling copies them ~twice over.
+            let mut batch = SyncBatch {
+                changes: Vec::with_capacity(taken.len()),
+            };
+            // Due times matter only to put back what an early batch does not send.
+            let mut dues = Vec::with_capacity(if early { taken.len() } else { 0 });
+            let mut bytes = 8;
+            let mut rest = taken.into_iter();
+            let mut overflow = false;
+            for (id, due) in rest.by_ref() {
+                let change = match self.registry.get(id.as_str()) {
+                    Some(c) => ClientChange::Upsert(c.to_record()),
+                    None => match self.registry.tombstone(id.as_str()) {
+                        Some(revision) => ClientChange::Delete { id, revision },
+                        None => continue,
+                    },
+                };
+                let size = change.size_hint();
+                if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
+                    // Full by bytes: this one and the rest go back, due as they were.
+                    self.sync.put_back(p.index(), change.id(), due);
+                    overflow = true;
+                    break;
+                }
+                bytes += size;
+                batch.changes.push(change);
+                if early {
+                    dues.push(due);
+                }
+            }
+            for (id, due) in rest {
+                self.sync.put_back(p.index(), &id, due);
+            }
+            let is_full = overflow || batch.changes.len() >= full;
+            if early && !is_full {
+                // Taken ahead of time but not a full batch after all (clients gone, or
+                // smaller than the estimate): what is not due yet waits out its delay.
+                let mut kept = SyncBatch::default();
+                for (change, due) in batch.changes.into_iter().zip(dues) {
+                    if due > now {
+                        self.sync.put_back(p.index(), change.id(), due);
+                    } else {
+                        kept.changes.push(change);
+                    }
+                }
+                bytes = kept.size_hint();
+                batch = kept;
+            }
+            if batch.changes.is_empty() {
+                q.inflight.fetch_sub(1, Relaxed);
+                // Clients without state or tombstone left the queue: look again, unless
+                // everything went back.
+                if took_any && !early {
+                    continue;
+                }
+                return;
+            }
+            self.send_batch(p, batch, bytes, out);
+            if early && !is_full {
+                return;
+            }
+        }
+    }
+
+    /// How many pending clients make a full batch: `batch_max_entries`, or fewer when
+    /// that many would exceed `batch_max_bytes` at the average size of the changes sent
+    /// so far (an estimate; the batch itself is cut at the exact size).
+    fn full_batch_entries(&self) -> usize {
+        let max = self.config.batch_max_entries;
+        let changes = self.counters.sync_changes_sent.load(Relaxed);
+        if changes == 0 {
+            return max;
+        }
+        let avg = (self.counters.sync_bytes_sent.load(Relaxed) / changes).max(1);
+        usize::try_from(self.config.batch_max_bytes as u64 / avg)
+            .unwrap_or(usize::MAX)
+            .clamp(1, max)
+    }
+
+    /// Emits `batch` (about `bytes` encoded) for `to`, whose in-flight slot the caller
+    /// has reserved.
     pub(super) fn send_batch(
         &self,
         to: MemberId,
@@ -90,7 +168,6 @@ impl Node {
         bytes: usize,
         out: &mut Vec<Command>,
     ) {
-        self.sync.peer(to.index()).inflight.fetch_add(1, Relaxed);
         inc(&self.counters.sync_batches_sent, 1);
         inc(&self.counters.sync_changes_sent, batch.changes.len() as u64);
         inc(&self.counters.sync_bytes_sent, bytes as u64);
@@ -102,12 +179,24 @@ impl Node {
 
     /// Digests the outcome of `batch`, sent to `to`: a failed batch pauses the peer's
     /// queue for the retry delay (doubling with each failure in a row, up to
-    /// `sync_retry_max_delay`) and schedules its clients again for then.
-    pub(super) fn on_sync_result(&self, to: MemberId, batch: &SyncBatch, ok: bool, now: Millis) {
+    /// `sync_retry_max_delay`) and schedules its clients again for then. A delivered
+    /// batch frees its slot for the next one at once (due clients or a full batch), so
+    /// the pipeline to a peer refills at the pace the peer answers, not at the timer's.
+    pub(super) fn on_sync_result(
+        &self,
+        to: MemberId,
+        batch: &SyncBatch,
+        ok: bool,
+        now: Millis,
+        out: &mut Vec<Command>,
+    ) {
         let q = self.sync.peer(to.index());
         q.inflight.fetch_sub(1, Relaxed);
         if ok {
             q.consecutive_failures.store(0, Relaxed);
+            if self.member_state(to) != MemberState::Down {
+                self.flush_peer(to, now, false, out);
+            }
         } else {
             inc(&self.counters.sync_batches_failed, 1);
             let failures = q.consecutive_failures.fetch_add(1, Relaxed) + 1;

@@ -229,3 +229,180 @@ fn names_of_services_nobody_publishes_to_any_more_are_freed() {
     eprintln!("{names} names interned after 2,000 services came and went");
     assert!(names < 300, "{names} names interned");
 }
+
+/// A node of 3 with sync batches of at most `entries` clients, `inflight` in flight.
+fn small_batches(entries: usize, inflight: usize) -> Node {
+    let addrs: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_entries: entries,
+        max_inflight_batches: inflight,
+        ..Config::default()
+    };
+    Node::new(
+        cfg,
+        MemberList::new("10.0.0.1:8848", &addrs).unwrap(),
+        1_000,
+    )
+    .unwrap()
+}
+
+/// Registers `count` connection clients (numbered from `from`) at `now`, with
+/// `metadata` bytes of metadata each.
+fn register_many(n: &Node, from: usize, count: usize, metadata: usize, now: u64) {
+    for i in from..from + count {
+        let ip = format!("10.9.{}.{}", i / 250, i % 250);
+        let id = ClientId::connection(1, &ip, 1);
+        let mut spec = InstanceSpec::new(&ip, 80);
+        if metadata > 0 {
+            spec.metadata = vec![("k".into(), "v".repeat(metadata))];
+        }
+        n.register(&id, &ServiceSpec::new("", "", "svc"), &spec, now)
+            .unwrap();
+    }
+}
+
+/// The sizes of the sync batches among `cmds`, per peer index.
+fn batch_sizes(cmds: &[Command]) -> Vec<(u16, usize)> {
+    sends(cmds)
+        .into_iter()
+        .filter_map(|(to, r)| match r {
+            PeerRequest::Sync(b) => Some((to.0, b.changes.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_batch_leaves_before_the_delay_and_a_partial_one_waits() {
+    let n = small_batches(10, 4);
+    n.tick(0);
+    register_many(&n, 0, 25, 0, 10);
+    // 25 pending per peer: two full batches of 10 at once, to each peer.
+    let mut sizes = batch_sizes(&n.tick(100));
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
+    assert_eq!(n.pending_sync(MemberId(1)), 5);
+    // The partial rest waits out the delay of its first change (10 + 1000).
+    assert!(batch_sizes(&n.tick(1_009)).is_empty());
+    let mut sizes = batch_sizes(&n.tick(1_010));
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+}
+
+#[test]
+fn clients_of_a_full_batch_are_each_sent_once_and_changes_still_merge() {
+    let n = small_batches(10, 4);
+    n.tick(0);
+    // 9 clients, each changed three times: 9 pending entries, less than a batch.
+    for round in 0..3 {
+        register_many(&n, 0, 9, round, 10 + round as u64);
+    }
+    assert_eq!(n.pending_sync(MemberId(1)), 9);
+    assert!(
+        batch_sizes(&n.tick(100)).is_empty(),
+        "a partial batch waits"
+    );
+    // A 10th client fills the batch: it leaves with every client's latest state.
+    register_many(&n, 9, 1, 0, 200);
+    let cmds = n.tick(300);
+    let mut ids = Vec::new();
+    for (to, r) in sends(&cmds) {
+        let PeerRequest::Sync(b) = r else { continue };
+        assert_eq!(b.changes.len(), 10, "to {to}");
+        for c in &b.changes {
+            ids.push((to.0, c.id().clone()));
+            if let crate::registry::ClientChange::Upsert(r) = c {
+                let md = &r.publications[0].instances[0].metadata;
+                if r.id.as_str().contains("10.9.0.9") {
+                    continue;
+                }
+                assert_eq!(md.get("k").map(str::len), Some(2), "the latest state");
+            }
+        }
+    }
+    ids.sort_unstable_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!((before, ids.len()), (20, 20));
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+    assert!(
+        batch_sizes(&n.tick(5_000)).is_empty(),
+        "nothing left to send"
+    );
+}
+
+#[test]
+fn an_answered_batch_frees_its_slot_for_the_next_full_one_at_once() {
+    let n = small_batches(10, 1);
+    n.tick(0);
+    register_many(&n, 0, 35, 0, 10);
+    // One batch per peer in flight: the others wait (backpressure).
+    let cmds = n.tick(100);
+    assert_eq!(batch_sizes(&cmds).len(), 2);
+    assert!(batch_sizes(&n.tick(200)).is_empty(), "no free slot");
+    assert_eq!(n.pending_sync(MemberId(1)), 25);
+    let mut to_peer_1: Vec<_> = cmds
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to: MemberId(1),
+                request,
+            } => Some(request),
+            _ => None,
+        })
+        .collect();
+    let mut sent = 10;
+    // Each answer sends the next full batch right away, without a tick; then the partial
+    // rest of 5 waits for its delay.
+    while let Some(request) = to_peer_1.pop() {
+        let ack = Ok(crate::message::PeerResponse::SyncAck {
+            applied: 10,
+            stale: 0,
+        });
+        let more = n.handle_response(MemberId(1), request, ack, 300);
+        let sizes = batch_sizes(&more);
+        assert!(sizes.len() <= 1, "one slot: {sizes:?}");
+        sent += sizes.iter().map(|s| s.1).sum::<usize>();
+        to_peer_1.extend(more.into_iter().filter_map(|c| match c {
+            Command::Send { request, .. } => Some(request),
+            _ => None,
+        }));
+    }
+    assert_eq!(sent, 30);
+    assert_eq!(n.pending_sync(MemberId(1)), 5);
+    // At its delay the rest of peer 1 leaves; peer 2, which never answered, gets nothing.
+    assert_eq!(batch_sizes(&n.tick(1_010)), vec![(1, 5)]);
+    assert_eq!(n.pending_sync(MemberId(2)), 25);
+}
+
+#[test]
+fn a_batch_full_by_bytes_leaves_before_the_delay() {
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_bytes: 4096,
+        ..Config::default()
+    };
+    let n = Node::new(
+        cfg,
+        MemberList::new("10.0.0.1:8848", &addrs).unwrap(),
+        1_000,
+    )
+    .unwrap();
+    n.tick(0);
+    // One client after the delay teaches the node the size of a change.
+    register_many(&n, 0, 1, 1000, 10);
+    assert_eq!(batch_sizes(&n.tick(1_010)), vec![(1, 1)]);
+    // Eight more of ~1 KB: 4 KB batches leave at once, and the partial rest waits.
+    register_many(&n, 1, 8, 1000, 2_000);
+    let sizes = batch_sizes(&n.tick(2_100));
+    assert!(!sizes.is_empty(), "full batches left before the delay");
+    let early: usize = sizes.iter().map(|s| s.1).sum();
+    assert!(sizes.iter().all(|s| s.1 >= 2), "{sizes:?}");
+    assert_eq!(n.pending_sync(MemberId(1)), 8 - early);
+    assert!(batch_sizes(&n.tick(2_999)).is_empty());
+    let rest: usize = batch_sizes(&n.tick(3_000)).iter().map(|s| s.1).sum();
+    assert_eq!(early + rest, 8);
+}
