@@ -201,6 +201,8 @@ impl Node {
             load: Mutex::new(LoadState {
                 in_progress: None,
                 tried: Vec::new(),
+                refused: Vec::new(),
+                cold_start: false,
                 next_attempt: 0,
                 loaded_from: None,
             }),

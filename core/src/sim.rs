@@ -111,6 +111,8 @@ pub struct SimStats {
     pub snapshot_chunks: u64,
     /// Snapshot loads completed.
     pub snapshot_loads: u64,
+    /// Snapshot requests refused because the source had not loaded its own yet.
+    pub snapshot_refusals: u64,
 }
 
 /// A simulated cluster. See the module documentation.

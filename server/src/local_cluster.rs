@@ -204,7 +204,7 @@ impl LocalCluster {
             .build()
             .context("cannot build a node runtime")?;
         let ports = self.slots[i].ports;
-        let server = runtime
+        let started = runtime
             .spawn(async move {
                 let listeners = match std_listeners {
                     Some((h, s, c)) => Listeners {
@@ -220,8 +220,19 @@ impl LocalCluster {
                 };
                 start_with(config, listeners, gate, clock).await
             })
-            .await
-            .context("node start task panicked")??;
+            .await;
+        // A failed start must not drop its runtime (blocking) on the caller's runtime.
+        let server = match started {
+            Ok(Ok(server)) => server,
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(anyhow::Error::new(e).context("node start task panicked"));
+            }
+        };
         let node = server.node().clone();
         let metrics = server.metrics().clone();
         let previous = self.slots[i].running.lock().replace(Running {

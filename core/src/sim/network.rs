@@ -39,6 +39,10 @@ pub(super) enum Event {
         load: u64,
         chunk_no: u64,
     },
+    /// The source refused the load: it has not loaded its own snapshot yet.
+    Refused {
+        load: u64,
+    },
 }
 
 /// A peer request on its way, until its response or timeout.
@@ -47,6 +51,14 @@ pub(super) struct Outstanding {
     to: usize,
     generation: u64,
     request: PeerRequest,
+}
+
+/// How a snapshot load ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Loaded,
+    Failed,
+    Refused,
 }
 
 /// A snapshot load being streamed, chunk by chunk.
@@ -142,8 +154,12 @@ impl SimCluster {
         self.schedule(self.now + d, Event::Pull { load, cursor });
     }
 
-    /// Ends snapshot load `load` and tells the loader.
+    /// Ends snapshot load `load` and tells the loader (`ok` false: it failed).
     fn finish_load(&mut self, load: u64, ok: bool) {
+        self.end_load(load, if ok { End::Loaded } else { End::Failed });
+    }
+
+    fn end_load(&mut self, load: u64, end: End) {
         let Some(l) = self.loads.get_mut(&load) else {
             return;
         };
@@ -155,12 +171,16 @@ impl SimCluster {
         if self.generation[loader] != generation {
             return;
         }
-        if ok {
+        if end == End::Loaded {
             self.stats.snapshot_loads += 1;
         }
         let now = self.now;
         if let Some(n) = &self.nodes[loader] {
-            n.load_finished(MemberId(source as u16), ok, now);
+            match end {
+                End::Loaded => n.load_finished(MemberId(source as u16), true, now),
+                End::Failed => n.load_finished(MemberId(source as u16), false, now),
+                End::Refused => n.load_refused(MemberId(source as u16), now),
+            }
         }
     }
 
@@ -232,16 +252,24 @@ impl SimCluster {
                     self.stats.lost += 1;
                     return;
                 }
-                let chunk = self.nodes[l.source]
+                let source = self.nodes[l.source]
                     .as_ref()
-                    .expect("link_ok checked the node is alive")
-                    .snapshot_chunk(cursor);
+                    .expect("link_ok checked the node is alive");
+                let e = if source.serves_snapshot() {
+                    Event::Chunk {
+                        load,
+                        chunk: source.snapshot_chunk(cursor),
+                    }
+                } else {
+                    self.stats.snapshot_refusals += 1;
+                    Event::Refused { load }
+                };
                 if self.rng.chance(self.cfg.net.loss) {
                     self.stats.lost += 1;
                     return;
                 }
                 let d = self.delay();
-                self.schedule(now + d, Event::Chunk { load, chunk });
+                self.schedule(now + d, e);
             }
             Event::Chunk { load, chunk } => {
                 let Some(l) = self.loads.get_mut(&load) else {
@@ -267,6 +295,16 @@ impl SimCluster {
                 match chunk.next {
                     Some(cursor) => self.send_pull(load, cursor),
                     None => self.finish_load(load, true),
+                }
+            }
+            Event::Refused { load } => {
+                let live = self.loads.get(&load).is_some_and(|l| {
+                    !l.done
+                        && self.generation[l.loader] == l.generation
+                        && self.link_ok(l.loader, l.source)
+                });
+                if live {
+                    self.end_load(load, End::Refused);
                 }
             }
             Event::LoadTimeout { load, chunk_no } => {
