@@ -499,7 +499,7 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
         MetricType::Gauge,
     )?;
     for (id, state) in node.member_states() {
-        let addr = node.members().addr(id);
+        let addr = node.member_addr(id);
         for st in ["up", "suspicious", "down"] {
             g.encode_family(&[("member", addr.as_str()), ("state", st)])?
                 .encode_gauge(&u32::from(state.as_str() == st))?;

@@ -287,7 +287,7 @@ pub(crate) async fn start_with(
     let offset = config.peer_cluster_port_offset;
     let peers = Arc::new(PeerClients::new(
         node.clone(),
-        |addr: &str| match addr.rsplit_once(':') {
+        move |addr: &str| match addr.rsplit_once(':') {
             Some((h, p)) => format!(
                 "{h}:{}",
                 p.parse::<u16>().unwrap_or(0).saturating_add(offset)

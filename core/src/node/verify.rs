@@ -32,6 +32,7 @@ impl Node {
         let targets: Vec<MemberId> = {
             let peers = self.peers.lock();
             self.members
+                .load()
                 .peers()
                 .filter(|p| {
                     let i = &peers[p.index()];
@@ -156,7 +157,7 @@ impl Node {
                     };
                     if applied == ApplyOutcome::Applied {
                         inc(&self.counters.verify_repairs, 1);
-                        for p in self.members.peers() {
+                        for p in self.members.load().peers() {
                             self.sync.schedule_at(p.index(), &id, now, false);
                         }
                     }

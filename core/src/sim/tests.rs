@@ -446,3 +446,5 @@ fn a_cluster_restarted_together_cold_starts() {
         assert!(sim.converged(), "seed {seed}: {}", sim.differences());
     }
 }
+
+mod membership;

@@ -50,9 +50,7 @@ impl Driver {
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let permits = node
-            .members()
-            .ids()
+        let permits = (0..node.members().capacity())
             .map(|_| Arc::new(Semaphore::new(MAX_INFLIGHT_PER_PEER)))
             .collect();
         Arc::new(Self {
@@ -83,9 +81,10 @@ impl Driver {
             let cmds = self.node.tick((self.clock)());
             self.execute(cmds);
             let now_states = self.node.member_states();
-            for ((m, before), (_, after)) in states.iter().zip(&now_states) {
-                if before != after {
-                    let addr = self.node.members().addr(*m);
+            for (m, after) in &now_states {
+                let before = states.iter().find(|(b, _)| b == m).map(|(_, s)| s);
+                if before.is_some_and(|b| b != after) {
+                    let addr = self.node.member_addr(*m);
                     match after {
                         MemberState::Up => tracing::info!(member = %addr, "member is UP"),
                         MemberState::Suspicious => {
