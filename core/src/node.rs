@@ -147,6 +147,8 @@ struct Timers {
     next_health: Option<Millis>,
     next_probe: Option<Millis>,
     next_gc: Option<Millis>,
+    /// A second re-attribution pass after a routing change (see `Node::recompute_routing`).
+    rehome_again: Option<Millis>,
 }
 
 /// A Distro node without I/O. See the module documentation.
@@ -157,6 +159,8 @@ pub struct Node {
     slots: std::sync::Arc<crate::member::Slots>,
     /// Serializes member list changes ([`Node::set_members`]).
     member_change: Mutex<()>,
+    /// When the member list last changed (0: never): verify settles after it.
+    list_changed_at: AtomicU64,
     incarnation: Millis,
     registry: Registry,
     sync: SyncScheduler,
@@ -210,6 +214,7 @@ impl Node {
             slots: members.slots(),
             members: ArcSwap::from_pointee(members),
             member_change: Mutex::new(()),
+            list_changed_at: AtomicU64::new(0),
             incarnation,
         })
     }
@@ -314,6 +319,19 @@ impl Node {
                 ),
             )
         };
+        let rehome = {
+            let mut t = self.timers.lock();
+            match t.rehome_again {
+                Some(at) if at <= now => {
+                    t.rehome_again = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if rehome {
+            self.rehome(now, false);
+        }
         if !self.members.load().is_standalone() {
             if probe {
                 self.probe_peers(&mut out);

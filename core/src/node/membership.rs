@@ -126,8 +126,16 @@ impl Node {
             drop(self.sync.take_due(m.index(), Millis::MAX, usize::MAX));
         }
         self.members.store(Arc::new(new));
+        self.list_changed_at.store(now.max(1), Relaxed);
         self.recompute_routing(now);
         Ok(true)
+    }
+
+    /// Whether the member list changed within the settle time
+    /// ([`crate::Config::member_change_settle`]): this node sends no verify then.
+    pub(super) fn settling(&self, now: Millis) -> bool {
+        let at = self.list_changed_at.load(Relaxed);
+        at != 0 && now.saturating_sub(at) < self.config.member_change_settle
     }
 
     /// Probes every peer that has no probe in flight.
@@ -220,6 +228,9 @@ impl Node {
         };
         self.routing.store(Arc::new(table));
         self.rehome(now, rejoined);
+        // A replica applied concurrently may have been attributed under the old table
+        // after this pass went by its shard: one more pass once such applies are done.
+        self.timers.lock().rehome_again = Some(now + self.config.peer_timeout);
     }
 
     /// Re-attributes every ip:port client to its owner under the current routing table.
@@ -228,7 +239,7 @@ impl Node {
     /// healed, a node came back), the clients this node keeps get fresh heartbeat times
     /// too: while the members were apart, their heartbeats may have gone to the other
     /// side, which does not report them, so the last beat seen here says nothing.
-    fn rehome(&self, now: Millis, rejoined: bool) {
+    pub(super) fn rehome(&self, now: Millis, rejoined: bool) {
         let me = self.me();
         let members = self.members.load_full();
         let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();

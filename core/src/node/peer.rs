@@ -24,8 +24,10 @@ impl Node {
             return PeerResponse::Refused(format!("unknown sender {from}"));
         }
         // A member that left may still hand over what it owned (a leaving node's last
-        // syncs); nothing else of it is taken.
-        if !members.contains(from) && !matches!(request, PeerRequest::Sync(_)) {
+        // syncs) and learn who is alive; nothing else of it is taken.
+        if !members.contains(from)
+            && !matches!(request, PeerRequest::Sync(_) | PeerRequest::Probe(_))
+        {
             return PeerResponse::Refused(format!("{} is not a member", members.addr(from)));
         }
         drop(members);

@@ -29,6 +29,12 @@ impl Node {
     /// Sends every loaded peer that is not DOWN this node's shard digests (or, per
     /// client, every owned client's revision).
     pub(super) fn verify_round(&self, now: Millis, out: &mut Vec<Command>) {
+        // A leaving node owns nothing: its digests would tell peers that have not seen
+        // the new list yet to drop what they attribute to it. Right after a list change,
+        // peers may not have it yet either.
+        if self.members.load().is_leaving() || self.settling(now) {
+            return;
+        }
         let targets: Vec<MemberId> = {
             let peers = self.peers.lock();
             self.members
@@ -247,7 +253,12 @@ impl Node {
             }
             // Extras: clients this node attributes to `from` that `from` no longer has.
             // A client synced within the last peer timeout may postdate the list; keep it.
-            let grace = self.config.peer_timeout;
+            // A client that moved to `from` (a change of members) within the settle time
+            // may not have reached it yet (its old owner hands it over); keep it too.
+            let grace = self
+                .config
+                .peer_timeout
+                .max(self.config.member_change_settle);
             let mut extras: Vec<(ClientId, Revision)> = Vec::new();
             self.registry
                 .for_each_in_shard(sl.shard, |c: &Arc<Client>| {

@@ -279,7 +279,8 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
-        let from = self.admit(&request.get_ref().from)?;
+        let sender = &request.get_ref().from;
+        let from = self.admit(sender)?;
         let probe = wire::probe_from_proto(request.get_ref());
         match self.handle(from, PeerRequest::Probe(probe))? {
             PeerResponse::ProbeAck(p) => Ok(Response::new(pb::ProbeResponse {

@@ -13,6 +13,8 @@ fn config(seed: u64) -> SimConfig {
     };
     cfg.protocol.heartbeat_timeout = 3_600_000;
     cfg.protocol.delete_timeout = 3_600_000;
+    // Nodes learn a list at most 1 s apart here.
+    cfg.protocol.member_change_settle = 2_000;
     cfg
 }
 
