@@ -270,3 +270,55 @@ async fn scale_3_to_5_to_3_under_load_loses_no_registration() {
         c.shutdown().await;
     }
 }
+
+/// A members file that does not parse is logged and ignored (the list in force stays);
+/// once fixed, it is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_members_file_keeps_the_list_in_force() {
+    let dir = std::env::temp_dir().join(format!("distro-badfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("cluster.conf");
+    let mut config = fast_config();
+    config.members_file = Some(file.clone());
+    config.members_file_interval = Duration::from_millis(100);
+    let c = LocalCluster::start_some(3, config, 1, 0)
+        .await
+        .expect("ports reserved");
+    write_members(&file, &c, &[0, 1]);
+    for i in 0..2 {
+        c.restart(i).await.expect("start");
+    }
+    let n0 = c.node(0).expect("runs");
+    eventually("2 members", Duration::from_secs(10), || {
+        n0.members().len() == 2 && n0.is_loaded()
+    })
+    .await;
+    // A bad line (no port): the whole file is refused, nothing changes.
+    let text = format!(
+        "{}\n{}\n{}\n",
+        c.member_addr(0),
+        c.member_addr(1),
+        "127.0.0.1"
+    );
+    std::fs::write(&file, text).expect("write");
+    let version = n0.members().version();
+    tokio::time::sleep(Duration::from_millis(600)).await; // several reads of the file
+    assert_eq!(n0.members().len(), 2);
+    assert_eq!(
+        n0.members().version(),
+        version,
+        "the bad file changed nothing"
+    );
+    // Fixed: node 2 joins.
+    write_members(&file, &c, &[0, 1, 2]);
+    c.restart(2).await.expect("start");
+    eventually("3 members after the fix", Duration::from_secs(10), || {
+        (0..3).all(|i| {
+            c.node(i)
+                .is_some_and(|n| n.members().len() == 3 && n.is_loaded())
+        })
+    })
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+    c.shutdown().await;
+}
