@@ -259,9 +259,23 @@ impl Node {
                 .config
                 .peer_timeout
                 .max(self.config.member_change_settle);
+            // A client whose revision this node issued was handed over by this node (it
+            // owned it before `from`): the handover sync may still be retrying, with its
+            // back-off; keep it until that has run out.
+            let handover_grace = grace.max(
+                self.config
+                    .sync_retry_max_delay
+                    .saturating_add(self.config.peer_timeout),
+            );
+            let me = self.me();
             let mut extras: Vec<(ClientId, Revision)> = Vec::new();
             self.registry
                 .for_each_in_shard(sl.shard, |c: &Arc<Client>| {
+                    let grace = if c.revision().member() == me {
+                        handover_grace
+                    } else {
+                        grace
+                    };
                     if c.owner() == from
                         && !listed.contains_key(c.id().as_str())
                         && now.saturating_sub(c.lease_base()) > grace
