@@ -52,6 +52,9 @@ pub const DEFAULT_PROBE_DOWN_AFTER: u32 = 3;
 pub const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Default delay before a failed snapshot load tries the next peer.
 pub const DEFAULT_LOAD_RETRY_DELAY: Millis = 1_000;
+/// Default settle time after a change of the member list (see
+/// [`Config::member_change_settle`]): twice the default DNS re-resolution period.
+pub const DEFAULT_MEMBER_CHANGE_SETTLE: Millis = 10_000;
 
 /// How an owner verifies its replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,6 +138,13 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// Delay before a failed snapshot load is retried with the next peer.
     pub load_retry_delay: Millis,
+    /// After this node's member list changed, for this long it sends no verify; and a
+    /// replica that moved to a new owner within this long is not dropped on that owner's
+    /// verify. Nodes learn a new list at different moments, and until all have it (and
+    /// the old owners have handed their clients over) an owner's verify can omit clients
+    /// a peer attributes to it. Longer than the largest difference between nodes
+    /// learning a list (the member file or DNS period).
+    pub member_change_settle: Millis,
     /// Router of ip:port clients.
     pub router: RouterKind,
     /// Most services one client may publish to at once.
@@ -177,6 +187,7 @@ impl Default for Config {
             probe_down_after: DEFAULT_PROBE_DOWN_AFTER,
             snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
             load_retry_delay: DEFAULT_LOAD_RETRY_DELAY,
+            member_change_settle: DEFAULT_MEMBER_CHANGE_SETTLE,
             router: RouterKind::NacosModulo,
             max_services_per_client: crate::limits::MAX_SERVICES_PER_CLIENT,
             max_clients: crate::limits::MAX_CLIENTS,

@@ -1,13 +1,15 @@
 //! Cluster members: the configured list, each member's state, and the probe rules.
 //!
 //! Members are identified by the `ip:port` of their main port, exactly as in Nacos's
-//! `cluster.conf`. The list is sorted by address when a node is built, so every node given
-//! the same list numbers the members identically; a [`MemberId`] is an index into it.
+//! `cluster.conf`. The list can change while a node runs (members join and leave); a
+//! [`MemberId`] is a slot that keeps its address for the node's life (see
+//! [`MemberList`]).
 
 use crate::name::Name;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
-/// Index of a member in the sorted member list.
+/// A member's slot in this node's member table (see [`MemberList`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberId(pub u16);
 
@@ -51,11 +53,39 @@ impl MemberState {
     }
 }
 
-/// The member list: sorted, deduplicated addresses and which one is this node.
+/// The address of every member id this process has assigned: append-only, so an id
+/// keeps its meaning for the whole life of the process, whatever the list becomes. Shared
+/// by every version of a node's [`MemberList`].
+#[derive(Debug)]
+pub(crate) struct Slots(Box<[OnceLock<Name>]>);
+
+impl Slots {
+    /// The address of `id`.
+    pub(crate) fn addr(&self, id: MemberId) -> &Name {
+        self.0[id.index()]
+            .get()
+            .expect("a member id is only handed out with its address")
+    }
+}
+
+/// The member list: which members there are now, the address of each id, and which one is
+/// this node.
+///
+/// **Member ids.** An id is a slot: the list given at start fills slots 0.. in address
+/// order (so nodes started with the same list number members alike); a member added later
+/// takes the next free slot; a member that leaves keeps its slot (its address, for the
+/// replicas it still owns here) and gets it back if it returns. Ids are local to a node:
+/// peers name members by address on the wire. The number of slots is fixed when the node
+/// starts ([`MemberList::with_slots`]; it sizes the per-member tables of the node).
 #[derive(Debug, Clone)]
 pub struct MemberList {
-    addrs: Vec<Name>,
+    slots: Arc<Slots>,
+    /// Slots assigned so far (`slots[..assigned]` are set).
+    assigned: usize,
+    /// The current members, in address order.
+    current: Vec<MemberId>,
     me: MemberId,
+    version: u64,
 }
 
 /// Why a member list was rejected.
@@ -70,40 +100,111 @@ pub enum MemberListError {
     /// More members than the protocol supports.
     #[error("too many members: {0} (at most {max})", max = MAX_MEMBERS)]
     TooMany(usize),
+    /// Every member slot of this node is taken (by current members and members that
+    /// left); restart the node with more slots.
+    #[error("no free member slot for {0} (all {1} slots assigned since this node started)")]
+    NoSlot(String, usize),
 }
 
 /// Most members in one cluster: member ids are packed into 10 bits of a revision.
 pub const MAX_MEMBERS: usize = 1024;
 
+/// Member slots of a node unless configured: how many distinct addresses it can know over
+/// its life (members joining and leaving included).
+pub const DEFAULT_MEMBER_SLOTS: usize = 32;
+
+/// Trims, drops empty entries, checks `host:port`, sorts and deduplicates.
+fn normalize(me: &str, addrs: &[String], need_me: bool) -> Result<Vec<String>, MemberListError> {
+    let mut all: Vec<String> = addrs.iter().map(|a| a.trim().to_string()).collect();
+    all.retain(|a| !a.is_empty());
+    if all.is_empty() {
+        all.push(me.to_string());
+    }
+    for a in &all {
+        let ok = a
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(MemberListError::BadAddress(a.clone()));
+        }
+    }
+    all.sort();
+    all.dedup();
+    if all.len() > MAX_MEMBERS {
+        return Err(MemberListError::TooMany(all.len()));
+    }
+    if need_me && !all.iter().any(|a| a == me) {
+        return Err(MemberListError::SelfMissing(me.to_string()));
+    }
+    Ok(all)
+}
+
 impl MemberList {
-    /// Builds the list from `addrs` (any order, duplicates allowed) and this node's address.
-    /// An empty `addrs` means standalone: the list is just this node.
+    /// Builds the list from `addrs` (any order, duplicates allowed) and this node's address,
+    /// with [`DEFAULT_MEMBER_SLOTS`] slots (or as many as `addrs` needs). An empty `addrs`
+    /// means standalone: the list is just this node.
     pub fn new(me: &str, addrs: &[String]) -> Result<Self, MemberListError> {
-        let mut all: Vec<String> = addrs.iter().map(|a| a.trim().to_string()).collect();
-        all.retain(|a| !a.is_empty());
-        if all.is_empty() {
-            all.push(me.to_string());
-        }
-        for a in &all {
-            let ok = a
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
-                return Err(MemberListError::BadAddress(a.clone()));
-            }
-        }
-        all.sort();
-        all.dedup();
-        if all.len() > MAX_MEMBERS {
-            return Err(MemberListError::TooMany(all.len()));
+        Self::with_slots(me, addrs, DEFAULT_MEMBER_SLOTS)
+    }
+
+    /// As [`MemberList::new`], with room for `slots` distinct addresses over the node's
+    /// life (at least the given list, at most [`MAX_MEMBERS`]).
+    pub fn with_slots(me: &str, addrs: &[String], slots: usize) -> Result<Self, MemberListError> {
+        let all = normalize(me, addrs, true)?;
+        let n = slots.max(all.len()).min(MAX_MEMBERS);
+        let table = Slots((0..n).map(|_| OnceLock::new()).collect());
+        for (i, a) in all.iter().enumerate() {
+            let _ = table.0[i].set(Name::new(a));
         }
         let idx = all
             .iter()
             .position(|a| a == me)
-            .ok_or_else(|| MemberListError::SelfMissing(me.to_string()))?;
+            .expect("normalize checked this node is listed");
         Ok(Self {
-            addrs: all.iter().map(|a| Name::new(a)).collect(),
+            slots: Arc::new(table),
+            assigned: all.len(),
+            current: (0..all.len()).map(|i| MemberId(i as u16)).collect(),
             me: MemberId(idx as u16),
+            version: 0,
+        })
+    }
+
+    /// The list that `addrs` describes, with the ids of this one: members already known
+    /// keep their ids, new ones take free slots. A list without this node makes it
+    /// *leaving* ([`MemberList::is_leaving`]): it routes nothing to itself, so it hands
+    /// every ip:port client to the members.
+    pub fn update(&self, addrs: &[String]) -> Result<Self, MemberListError> {
+        let all = normalize(self.addr(self.me).as_str(), addrs, false)?;
+        let mut assigned = self.assigned;
+        let mut current = Vec::with_capacity(all.len());
+        for a in &all {
+            let id = match self.slot_of(a) {
+                Some(id) => id,
+                None => {
+                    if assigned >= self.capacity() {
+                        return Err(MemberListError::NoSlot(a.clone(), self.capacity()));
+                    }
+                    let id = MemberId(assigned as u16);
+                    current.push((a.clone(), id));
+                    assigned += 1;
+                    continue;
+                }
+            };
+            current.push((a.clone(), id));
+        }
+        // Only now, with the whole list valid: record the new addresses.
+        for (a, id) in &current {
+            if id.index() >= self.assigned {
+                let _ = self.slots.0[id.index()].set(Name::new(a));
+            }
+        }
+        // `all` is in address order, and so is `current`.
+        Ok(Self {
+            slots: self.slots.clone(),
+            assigned,
+            current: current.into_iter().map(|(_, id)| id).collect(),
+            me: self.me,
+            version: self.version + 1,
         })
     }
 
@@ -112,43 +213,85 @@ impl MemberList {
         self.me
     }
 
-    /// Number of members, this node included.
+    /// Whether this node is no longer in the list: it owns nothing and only hands over.
+    pub fn is_leaving(&self) -> bool {
+        !self.current.contains(&self.me)
+    }
+
+    /// Number of current members, this node included.
     pub fn len(&self) -> usize {
-        self.addrs.len()
+        self.current.len()
     }
 
     /// Whether the list is empty (never true for a built list).
     pub fn is_empty(&self) -> bool {
-        self.addrs.is_empty()
+        self.current.is_empty()
     }
 
     /// Whether this node is alone (standalone mode).
     pub fn is_standalone(&self) -> bool {
-        self.addrs.len() == 1
+        self.current == [self.me]
     }
 
-    /// The address of `id`.
+    /// How many slots (distinct member addresses over the node's life) the node has: every
+    /// member id is below it.
+    pub fn capacity(&self) -> usize {
+        self.slots.0.len()
+    }
+
+    /// How many times the list changed since the node started.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The address of `id` (a current member, or one that left).
     pub fn addr(&self, id: MemberId) -> &Name {
-        &self.addrs[id.index()]
+        self.slots.addr(id)
     }
 
-    /// The id of the member at `addr`.
+    /// The address table, shared by every version of this list.
+    pub(crate) fn slots(&self) -> Arc<Slots> {
+        self.slots.clone()
+    }
+
+    /// The id of the current member at `addr`.
     pub fn find(&self, addr: &str) -> Option<MemberId> {
-        self.addrs
-            .binary_search_by(|a| a.as_str().cmp(addr))
+        self.current
+            .binary_search_by(|&m| self.addr(m).as_str().cmp(addr))
             .ok()
+            .map(|i| self.current[i])
+    }
+
+    /// The id ever assigned to `addr`: a current member or one that left.
+    pub fn known(&self, addr: &str) -> Option<MemberId> {
+        self.slot_of(addr)
+    }
+
+    fn slot_of(&self, addr: &str) -> Option<MemberId> {
+        (0..self.assigned)
+            .find(|&i| self.slots.0[i].get().is_some_and(|a| a.as_str() == addr))
             .map(|i| MemberId(i as u16))
     }
 
-    /// All members, this node included, in address order.
-    pub fn ids(&self) -> impl Iterator<Item = MemberId> + '_ {
-        (0..self.addrs.len()).map(|i| MemberId(i as u16))
+    /// Whether `id` is a current member.
+    pub fn contains(&self, id: MemberId) -> bool {
+        self.current.contains(&id)
     }
 
-    /// All members except this node.
+    /// All current members, this node included, in address order.
+    pub fn ids(&self) -> impl Iterator<Item = MemberId> + '_ {
+        self.current.iter().copied()
+    }
+
+    /// All current members except this node.
     pub fn peers(&self) -> impl Iterator<Item = MemberId> + '_ {
         let me = self.me;
         self.ids().filter(move |&m| m != me)
+    }
+
+    /// The current members' addresses, in address order.
+    pub fn addrs(&self) -> Vec<String> {
+        self.ids().map(|m| self.addr(m).to_string()).collect()
     }
 }
 
@@ -221,6 +364,52 @@ mod tests {
             Err(MemberListError::BadAddress(_))
         ));
         assert!(MemberList::new("a:1", &[]).unwrap().is_standalone());
+    }
+
+    #[test]
+    fn ids_stay_with_their_address_when_the_list_changes() {
+        let l =
+            MemberList::with_slots("b:1", &["a:1".into(), "b:1".into(), "c:1".into()], 5).unwrap();
+        // c leaves, d and 0 join: the known keep their ids, the new take free slots.
+        let l2 = l
+            .update(&["a:1".into(), "b:1".into(), "d:1".into(), "0:1".into()])
+            .unwrap();
+        assert_eq!(l2.version(), 1);
+        assert_eq!(l2.find("a:1"), Some(MemberId(0)));
+        assert_eq!(l2.find("b:1"), Some(MemberId(1)));
+        assert_eq!(l2.find("c:1"), None, "left");
+        assert_eq!(
+            l2.addr(MemberId(2)).as_str(),
+            "c:1",
+            "its slot keeps its address"
+        );
+        assert_eq!(l2.find("0:1"), Some(MemberId(3)));
+        assert_eq!(l2.find("d:1"), Some(MemberId(4)));
+        assert_eq!(
+            l2.addrs(),
+            vec!["0:1", "a:1", "b:1", "d:1"],
+            "current members in address order"
+        );
+        assert_eq!(l2.me(), MemberId(1));
+        // c returns to its slot; a fifth new address has none left.
+        let l3 = l2.update(&["c:1".into(), "b:1".into()]).unwrap();
+        assert_eq!(l3.find("c:1"), Some(MemberId(2)));
+        assert_eq!(l3.peers().collect::<Vec<_>>(), vec![MemberId(2)]);
+        assert_eq!(
+            l3.update(&["b:1".into(), "e:1".into()]).unwrap_err(),
+            MemberListError::NoSlot("e:1".into(), 5)
+        );
+        let leaving = l3.update(&["a:1".into()]).unwrap();
+        assert!(leaving.is_leaving());
+        assert_eq!(leaving.me(), MemberId(1));
+        assert_eq!(leaving.peers().collect::<Vec<_>>(), vec![MemberId(0)]);
+        assert_eq!(leaving.known("b:1"), Some(MemberId(1)));
+        assert_eq!(leaving.find("b:1"), None);
+        assert!(!leaving.is_standalone());
+        assert!(matches!(
+            l3.update(&["b:1".into(), "x".into()]),
+            Err(MemberListError::BadAddress(_))
+        ));
     }
 
     #[test]

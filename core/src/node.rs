@@ -33,7 +33,7 @@
 //! | `peer.rs` | where peer requests and responses enter, handed to the above |
 
 use crate::config::{Config, ConfigError};
-use crate::member::{MemberId, MemberList, PeerHealth};
+use crate::member::{MemberId, MemberList};
 use crate::message::Command;
 use crate::registry::Registry;
 use crate::router::RoutingTable;
@@ -147,12 +147,20 @@ struct Timers {
     next_health: Option<Millis>,
     next_probe: Option<Millis>,
     next_gc: Option<Millis>,
+    /// A second re-attribution pass after a routing change (see `Node::recompute_routing`).
+    rehome_again: Option<Millis>,
 }
 
 /// A Distro node without I/O. See the module documentation.
 pub struct Node {
     config: Config,
-    members: MemberList,
+    members: ArcSwap<MemberList>,
+    /// The address of every member id (shared with every version of `members`).
+    slots: std::sync::Arc<crate::member::Slots>,
+    /// Serializes member list changes ([`Node::set_members`]).
+    member_change: Mutex<()>,
+    /// When the member list last changed (0: never): verify settles after it.
+    list_changed_at: AtomicU64,
     incarnation: Millis,
     registry: Registry,
     sync: SyncScheduler,
@@ -175,19 +183,13 @@ impl Node {
         incarnation: Millis,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let n = members.len();
+        // Per-member tables have a row per slot: members that join later take free ones.
+        let n = members.capacity();
         let registry = Registry::new(members.me(), n, incarnation, &config);
         let all: Vec<MemberId> = members.ids().collect();
         let routing = config.router.build(&members, &all);
         let standalone = members.is_standalone();
-        let peers = members
-            .ids()
-            .map(|_| PeerInfo {
-                health: PeerHealth::new(),
-                loaded: true,
-                incarnation: 0,
-            })
-            .collect();
+        let peers = (0..n).map(|_| PeerInfo::new()).collect();
         Ok(Self {
             sync: SyncScheduler::new(n, config.sync_delay, config.hash_seed),
             renewed: (0..n * config.shards as usize)
@@ -201,13 +203,18 @@ impl Node {
             load: Mutex::new(LoadState {
                 in_progress: None,
                 tried: Vec::new(),
+                refused: Vec::new(),
+                cold_start: false,
                 next_attempt: 0,
                 loaded_from: None,
             }),
             loaded: AtomicBool::new(standalone),
             counters: Counters::default(),
             config,
-            members,
+            slots: members.slots(),
+            members: ArcSwap::from_pointee(members),
+            member_change: Mutex::new(()),
+            list_changed_at: AtomicU64::new(0),
             incarnation,
         })
     }
@@ -217,14 +224,20 @@ impl Node {
         &self.config
     }
 
-    /// The member list.
-    pub fn members(&self) -> &MemberList {
-        &self.members
+    /// The current member list (it changes with [`Node::set_members`]).
+    pub fn members(&self) -> arc_swap::Guard<std::sync::Arc<MemberList>> {
+        self.members.load()
+    }
+
+    /// The address of member `id` (a current member or one that left): ids keep their
+    /// address for the node's life.
+    pub fn member_addr(&self, id: MemberId) -> &crate::name::Name {
+        self.slots.addr(id)
     }
 
     /// This node's member id.
     pub fn me(&self) -> MemberId {
-        self.members.me()
+        self.members.load().me()
     }
 
     /// The wall-clock start time this node was built with.
@@ -306,7 +319,20 @@ impl Node {
                 ),
             )
         };
-        if !self.members.is_standalone() {
+        let rehome = {
+            let mut t = self.timers.lock();
+            match t.rehome_again {
+                Some(at) if at <= now => {
+                    t.rehome_again = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if rehome {
+            self.rehome(now, false);
+        }
+        if !self.members.load().is_standalone() {
             if probe {
                 self.probe_peers(&mut out);
             }

@@ -55,8 +55,9 @@ impl RouterKind {
     /// Builds the routing table over `routable` (members in any order).
     pub fn build(self, list: &MemberList, routable: &[MemberId]) -> RoutingTable {
         let mut ids = routable.to_vec();
-        // Member ids are indices into the address-sorted list, so sorting ids sorts addresses.
-        ids.sort();
+        // In address order: every node numbers members its own way (ids are slots), but
+        // all order them alike by address, as Nacos's modulo routing requires.
+        ids.sort_by(|&a, &b| list.addr(a).as_str().cmp(list.addr(b).as_str()));
         ids.dedup();
         match self {
             Self::NacosModulo => RoutingTable::Modulo(ModuloRouter { members: ids }),

@@ -21,7 +21,7 @@
 //! operations, `sim/check.rs` the convergence checks the property sweep builds on.
 
 use crate::config::Config;
-use crate::member::MemberList;
+use crate::member::{MemberId, MemberList};
 use crate::node::Node;
 use crate::time::Millis;
 use std::cmp::Reverse;
@@ -111,6 +111,8 @@ pub struct SimStats {
     pub snapshot_chunks: u64,
     /// Snapshot loads completed.
     pub snapshot_loads: u64,
+    /// Snapshot requests refused because the source had not loaded its own yet.
+    pub snapshot_refusals: u64,
 }
 
 /// A simulated cluster. See the module documentation.
@@ -119,6 +121,8 @@ pub struct SimCluster {
     rng: SimRng,
     now: Millis,
     addrs: Vec<String>,
+    /// The nodes (indices) the member list names: what a started node is given.
+    listed: Vec<usize>,
     nodes: Vec<Option<Node>>,
     generation: Vec<u64>,
     isolated: Vec<bool>,
@@ -153,6 +157,7 @@ impl SimCluster {
             loads: HashMap::new(),
             next_tick: cfg.start_time,
             stats: SimStats::default(),
+            listed: (0..cfg.nodes).collect(),
             addrs,
             cfg,
         };
@@ -163,12 +168,65 @@ impl SimCluster {
     }
 
     fn start_node(&mut self, i: usize) {
+        let listed = self.listed_addrs();
         let members =
-            MemberList::new(&self.addrs[i], &self.addrs).expect("generated member list is valid");
+            MemberList::new(&self.addrs[i], &listed).expect("generated member list is valid");
         let node = Node::new(self.cfg.protocol.clone(), members, self.now)
             .expect("simulation config is valid");
         self.generation[i] += 1;
         self.nodes[i] = Some(node);
+    }
+
+    /// The addresses of the listed nodes.
+    fn listed_addrs(&self) -> Vec<String> {
+        self.listed.iter().map(|&i| self.addrs[i].clone()).collect()
+    }
+
+    /// The index of the node that node `on` calls `id`.
+    pub(super) fn node_of(&self, on: usize, id: MemberId) -> Option<usize> {
+        let n = self.nodes[on].as_ref()?;
+        let addr = n.members().addr(id).clone();
+        self.addrs.iter().position(|a| a.as_str() == addr.as_str())
+    }
+
+    /// The id node `on` gives node `peer`, if `on` knows it (lists it, or did).
+    pub(super) fn id_on(&self, on: usize, peer: usize) -> Option<MemberId> {
+        self.nodes[on].as_ref()?.members().known(&self.addrs[peer])
+    }
+
+    /// Adds a node (not started, not listed) and returns its index: list it with
+    /// [`SimCluster::set_listed`] and start it with [`SimCluster::restart`].
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        self.addrs.push(format!("10.0.1.{}:8848", i + 1));
+        self.nodes.push(None);
+        self.generation.push(0);
+        self.isolated.push(false);
+        i
+    }
+
+    /// Makes the member list name exactly `nodes`, and hands the new list to every alive
+    /// node that `tell` accepts (the others keep theirs: they learn it later, by another
+    /// call; a node the list leaves out learns that it is leaving). A node started
+    /// afterwards is given this list.
+    pub fn set_listed(&mut self, nodes: &[usize], tell: impl Fn(usize) -> bool) {
+        self.listed = nodes.to_vec();
+        let list = self.listed_addrs();
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            if !tell(i) {
+                continue;
+            }
+            if let Some(n) = &self.nodes[i] {
+                n.set_members(&list, now)
+                    .expect("generated member list is valid");
+            }
+        }
+    }
+
+    /// The nodes the member list names.
+    pub fn listed(&self) -> &[usize] {
+        &self.listed
     }
 
     /// Current virtual time.

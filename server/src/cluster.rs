@@ -12,11 +12,13 @@
 //! the outgoing peer calls and [`peer`] serves them; [`sync_codec`] encodes and decodes
 //! the bulk messages (sync batches, snapshot chunks) straight from and into core records,
 //! [`wire`] converts every other peer message; [`forward`] routes client writes to their
-//! owner.
+//! owner; [`members_watch`] follows a members file or DNS name and changes the member
+//! list while the node runs.
 
 pub mod compact;
 pub mod driver;
 pub mod forward;
+pub mod members_watch;
 pub mod peer;
 pub mod peer_client;
 pub mod sync_codec;

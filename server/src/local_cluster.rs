@@ -49,10 +49,19 @@ impl Running {
     }
 }
 
+/// A node's three listeners, as std sockets (to hand to the node's runtime).
+type StdListeners = (
+    std::net::TcpListener,
+    std::net::TcpListener,
+    std::net::TcpListener,
+);
+
 struct Slot {
     ports: NodePorts,
     gate: Arc<PeerGate>,
     running: Mutex<Option<Running>>,
+    /// The listeners of a node not started yet ([`LocalCluster::start_some`]).
+    reserved: Mutex<Option<StdListeners>>,
 }
 
 /// A node's freeze: while `frozen`, tasks spawned on every worker thread of its runtime
@@ -135,6 +144,19 @@ impl LocalCluster {
         template: ServerConfig,
         threads_per_node: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_some(n, template, threads_per_node, n).await
+    }
+
+    /// As [`LocalCluster::start`], but only nodes `0..running` start; the others have
+    /// their ports reserved and start with [`LocalCluster::restart`] (nodes that join
+    /// later). With a `members_file` in `template`, the members are the file's (and the
+    /// template's `members`), not every node of the cluster.
+    pub async fn start_some(
+        n: usize,
+        template: ServerConfig,
+        threads_per_node: usize,
+        running: usize,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(n > 0, "a cluster needs at least one node");
         // Reserve every node's ports first: the member list needs them all.
         let mut reserved = Vec::new();
@@ -148,6 +170,7 @@ impl LocalCluster {
                     ports: *ports,
                     gate: Arc::new(PeerGate::default()),
                     running: Mutex::new(None),
+                    reserved: Mutex::new(None),
                 })
                 .collect(),
             template,
@@ -161,7 +184,11 @@ impl LocalCluster {
                 listeners.sdk.into_std()?,
                 listeners.cluster.into_std()?,
             );
-            cluster.launch(i, Some(l)).await?;
+            if i < running {
+                cluster.launch(i, Some(l)).await?;
+            } else {
+                *cluster.slots[i].reserved.lock() = Some(l);
+            }
         }
         Ok(cluster)
     }
@@ -174,7 +201,9 @@ impl LocalCluster {
         c.sdk_port = Some(p.sdk);
         c.cluster_port = Some(p.cluster);
         c.advertise = Some(format!("127.0.0.1:{}", p.http));
-        c.members = if self.slots.len() > 1 {
+        c.members = if c.members_file.is_some() {
+            c.members
+        } else if self.slots.len() > 1 {
             self.slots
                 .iter()
                 .map(|s| format!("127.0.0.1:{}", s.ports.http))
@@ -185,15 +214,8 @@ impl LocalCluster {
         c
     }
 
-    async fn launch(
-        &self,
-        i: usize,
-        std_listeners: Option<(
-            std::net::TcpListener,
-            std::net::TcpListener,
-            std::net::TcpListener,
-        )>,
-    ) -> anyhow::Result<()> {
+    async fn launch(&self, i: usize, std_listeners: Option<StdListeners>) -> anyhow::Result<()> {
+        let std_listeners = std_listeners.or_else(|| self.slots[i].reserved.lock().take());
         let config = self.config_for(i);
         let gate = self.slots[i].gate.clone();
         let clock = self.clock.clone();
@@ -204,7 +226,7 @@ impl LocalCluster {
             .build()
             .context("cannot build a node runtime")?;
         let ports = self.slots[i].ports;
-        let server = runtime
+        let started = runtime
             .spawn(async move {
                 let listeners = match std_listeners {
                     Some((h, s, c)) => Listeners {
@@ -220,8 +242,19 @@ impl LocalCluster {
                 };
                 start_with(config, listeners, gate, clock).await
             })
-            .await
-            .context("node start task panicked")??;
+            .await;
+        // A failed start must not drop its runtime (blocking) on the caller's runtime.
+        let server = match started {
+            Ok(Ok(server)) => server,
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(anyhow::Error::new(e).context("node start task panicked"));
+            }
+        };
         let node = server.node().clone();
         let metrics = server.metrics().clone();
         let previous = self.slots[i].running.lock().replace(Running {
@@ -251,6 +284,11 @@ impl LocalCluster {
     /// The ports of node `i`.
     pub fn ports(&self, i: usize) -> NodePorts {
         self.slots[i].ports
+    }
+
+    /// The member address of node `i` (`ip:port` of its main port).
+    pub fn member_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.slots[i].ports.http)
     }
 
     /// The main (HTTP) address of node `i`.

@@ -103,6 +103,8 @@ pub struct Metrics {
     peer_requests: papaya::HashMap<(&'static str, bool), Arc<AtomicU64>>,
     /// Snapshots served to peers.
     pub snapshots_served: AtomicU64,
+    /// Snapshot requests refused because this node had not loaded its own yet.
+    pub snapshots_refused: AtomicU64,
     /// Snapshot load attempts that failed.
     pub snapshot_load_failures: AtomicU64,
     /// Peer requests refused for a wrong or missing cluster token.
@@ -360,7 +362,7 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
         "1 once the startup snapshot load finished.",
         &u32::from(node.is_loaded()),
     )?;
-    let counters: [(&str, &str, u64); 24] = [
+    let counters: [(&str, &str, u64); 25] = [
         (
             "distro_sync_batches_sent",
             "Sync batches sent.",
@@ -452,6 +454,11 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
             m.snapshots_served.load(Relaxed),
         ),
         (
+            "distro_snapshots_refused",
+            "Snapshot requests refused because this node had not loaded its own yet.",
+            m.snapshots_refused.load(Relaxed),
+        ),
+        (
             "distro_peer_unauthenticated",
             "Peer requests refused for a wrong or missing cluster token.",
             m.peer_unauthenticated.load(Relaxed),
@@ -492,7 +499,7 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
         MetricType::Gauge,
     )?;
     for (id, state) in node.member_states() {
-        let addr = node.members().addr(id);
+        let addr = node.member_addr(id);
         for st in ["up", "suspicious", "down"] {
             g.encode_family(&[("member", addr.as_str()), ("state", st)])?
                 .encode_gauge(&u32::from(state.as_str() == st))?;
@@ -692,9 +699,9 @@ mod tests {
         let mut out = String::new();
         page.render(&mut out);
         let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 46, "{out}");
-        assert_eq!(out.lines().count(), 422, "{out}");
-        assert_eq!(out.len(), 27_629, "the bytes of the page written by hand");
+        assert_eq!(types, 47, "{out}");
+        assert_eq!(out.lines().count(), 425, "{out}");
+        assert_eq!(out.len(), 27_818, "the bytes of the page written by hand");
         assert!(out.contains("distro_sync_pending{peer=\"127.0.0.2:8848\"} 0\n"));
         assert!(out.contains("distro_nacos_push_ack_seconds_bucket{le=\"0.001\"} 40\n"));
         assert!(out.contains("distro_nacos_pushes_total{result=\"failed\"} 10\n"));

@@ -54,8 +54,22 @@ pub struct ServerConfig {
     /// This node's member address (`ip:port` of its main port). `None`: `bind:port`, or,
     /// when binding every interface, the member entry with this port whose ip is local.
     pub advertise: Option<String>,
-    /// Member addresses (`ip:port` of main ports). Empty: standalone.
+    /// Member addresses (`ip:port` of main ports), always members. Empty (and no file or
+    /// name below): standalone.
     pub members: Vec<String>,
+    /// A file of member addresses (one per line, `#` comments), read at start and watched
+    /// while the node runs ([`crate::cluster::members_watch`]).
+    pub members_file: Option<std::path::PathBuf>,
+    /// `NAME:PORT` whose addresses are members, resolved again while the node runs.
+    pub members_dns: Option<String>,
+    /// What `members_dns` resolved to at start (the binary waits for the name).
+    pub members_dns_at_start: Vec<String>,
+    /// Period of `members_file` reads.
+    pub members_file_interval: Duration,
+    /// Period of `members_dns` resolutions.
+    pub members_dns_interval: Duration,
+    /// Distinct member addresses a node can know over its life (joins included).
+    pub member_slots: usize,
     /// Peers' cluster ports are their member port plus this.
     pub peer_cluster_port_offset: u16,
     /// The protocol.
@@ -93,6 +107,12 @@ impl Default for ServerConfig {
             cluster_port: None,
             advertise: None,
             members: Vec::new(),
+            members_file: None,
+            members_dns: None,
+            members_dns_at_start: Vec::new(),
+            members_file_interval: crate::cluster::members_watch::DEFAULT_FILE_INTERVAL,
+            members_dns_interval: crate::cluster::members_watch::DEFAULT_DNS_INTERVAL,
+            member_slots: distro_core::member::DEFAULT_MEMBER_SLOTS,
             peer_cluster_port_offset: CLUSTER_PORT_OFFSET,
             protocol: Config::default(),
             cluster_token: None,
@@ -132,19 +152,37 @@ impl ServerConfig {
         }
     }
 
+    /// The member list at start: `members`, the lines of `members_file` and
+    /// `members_dns_at_start`.
+    pub fn initial_members(&self) -> anyhow::Result<Vec<String>> {
+        let mut all = self.members.clone();
+        if let Some(path) = &self.members_file {
+            let from_file = crate::cluster::members_watch::read_members_file(path)
+                .map_err(|e| anyhow::anyhow!("--members-file {}: {e}", path.display()))?;
+            all.extend(from_file);
+        }
+        all.extend(self.members_dns_at_start.iter().cloned());
+        all.retain(|m| !m.trim().is_empty());
+        Ok(all)
+    }
+
     /// This node's member address.
     pub fn member_address(&self) -> anyhow::Result<String> {
+        self.member_address_in(&self.initial_members()?)
+    }
+
+    /// This node's member address, found in `members` when not given.
+    fn member_address_in(&self, members: &[String]) -> anyhow::Result<String> {
         if let Some(a) = &self.advertise {
             return Ok(a.clone());
         }
         if !self.bind.is_unspecified() {
             return Ok(SocketAddr::new(self.bind, self.port).to_string());
         }
-        if self.members.is_empty() {
+        if members.is_empty() {
             return Ok(format!("127.0.0.1:{}", self.port));
         }
-        let mine: Vec<&String> = self
-            .members
+        let mine: Vec<&String> = members
             .iter()
             .filter(|m| {
                 m.rsplit_once(':').is_some_and(|(h, p)| {
@@ -172,7 +210,11 @@ impl ServerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.protocol.validate()?;
         self.nacos.validate()?;
-        if self.port == 0 && !self.members.is_empty() {
+        if self.port == 0
+            && (!self.members.is_empty()
+                || self.members_file.is_some()
+                || self.members_dns.is_some())
+        {
             anyhow::bail!("--port 0 cannot be used with --members: peers need to know the port");
         }
         for (flag, port, offset) in [
@@ -186,6 +228,13 @@ impl ServerConfig {
                     self.port
                 );
             }
+        }
+        if let Some(path) = &self.members_file {
+            crate::cluster::members_watch::read_members_file(path)
+                .map_err(|e| anyhow::anyhow!("--members-file {}: {e}", path.display()))?;
+        }
+        if self.members_file_interval.is_zero() || self.members_dns_interval.is_zero() {
+            anyhow::bail!("--members-file-interval and --members-dns-interval must be positive");
         }
         if self.max_tcp_connections == 0 {
             anyhow::bail!("--max-tcp-connections must be at least 1");
@@ -275,8 +324,9 @@ pub(crate) async fn start_with(
     clock: Clock,
 ) -> anyhow::Result<RunningServer> {
     config.validate()?;
-    let me = config.member_address()?;
-    let members = MemberList::new(&me, &config.members)?;
+    let initial = config.initial_members()?;
+    let me = config.member_address_in(&initial)?;
+    let members = MemberList::with_slots(&me, &initial, config.member_slots)?;
     if !members.is_standalone() && config.cluster_token.is_none() {
         tracing::warn!(
             "no --cluster-token is set: anyone who can reach the cluster port can write to this cluster"
@@ -287,7 +337,7 @@ pub(crate) async fn start_with(
     let offset = config.peer_cluster_port_offset;
     let peers = Arc::new(PeerClients::new(
         node.clone(),
-        |addr: &str| match addr.rsplit_once(':') {
+        move |addr: &str| match addr.rsplit_once(':') {
             Some((h, p)) => format!(
                 "{h}:{}",
                 p.parse::<u16>().unwrap_or(0).saturating_add(offset)
@@ -455,6 +505,23 @@ pub(crate) async fn start_with(
             tracing::error!(error = %e, "cluster gRPC server failed");
         }
     }));
+
+    // The member list's sources, watched.
+    let sources = crate::cluster::members_watch::MemberSources {
+        fixed: config.members.clone(),
+        file: config.members_file.clone(),
+        dns: config.members_dns.clone(),
+        file_interval: config.members_file_interval,
+        dns_interval: config.members_dns_interval,
+    };
+    if sources.is_dynamic() {
+        let n = node.clone();
+        let c = clock.clone();
+        let rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::cluster::members_watch::watch(n, sources, c, stopped(rx)).await
+        }));
+    }
 
     // The driver.
     let d = driver.clone();

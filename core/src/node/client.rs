@@ -218,7 +218,7 @@ impl Node {
         if matches!(r, WriteResult::Unchanged) {
             return;
         }
-        for p in self.members.peers() {
+        for p in self.members.load().peers() {
             self.sync.schedule(p.index(), client, now);
         }
     }

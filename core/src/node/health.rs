@@ -103,7 +103,7 @@ impl Node {
     /// beats go to the other side. Its expiries would delete live clients everywhere once
     /// the partition heals, so it holds them until it rejoins a majority.
     fn in_minority(&self) -> bool {
-        let n = self.members.len();
+        let n = self.members.load().len();
         let reachable = self
             .member_states()
             .iter()
@@ -119,8 +119,13 @@ impl Node {
         let me = self.me();
         let lease = self.config.lease;
         let states = self.member_states();
-        let unreachable: Vec<bool> = states.iter().map(|(_, s)| *s != MemberState::Up).collect();
-        let any_unreachable = unreachable.iter().any(|u| *u);
+        // By member id; a member that left the list is unreachable too.
+        let mut unreachable = vec![true; self.members.load().capacity()];
+        for (m, s) in &states {
+            unreachable[m.index()] = *s != MemberState::Up;
+        }
+        let any_unreachable =
+            states.iter().any(|(_, s)| *s != MemberState::Up) || self.members.load().version() > 0;
         let mut candidates: Vec<(MemberId, ClientId, Revision)> = Vec::new();
         // Connection clients of unreachable owners: checked for supersession below.
         let mut doubtful: Vec<Arc<Client>> = Vec::new();

@@ -1,5 +1,10 @@
-//! Membership: probing peers, their states (UP, SUSPICIOUS, DOWN), and what a change of
-//! state moves.
+//! Membership: the member list and its changes, probing peers, their states (UP,
+//! SUSPICIOUS, DOWN), and what a change of either moves.
+//!
+//! The runtime may change the member list at any time ([`Node::set_members`]: a watched
+//! file, a re-resolved DNS name). Ids stay with their addresses ([`crate::MemberList`]), so
+//! nothing held under an id is renumbered; a change rebuilds routing exactly as a change
+//! of member states does, below.
 //!
 //! Every probe interval ([`Node::tick`]) a node probes each peer; a failed probe makes a
 //! peer SUSPICIOUS, `probe_down_after` failures in a row DOWN, a success UP
@@ -10,7 +15,7 @@
 //! node losing them hands them to the new owner at once).
 
 use super::{Node, inc};
-use crate::member::{MemberId, MemberState, PeerHealth};
+use crate::member::{MemberId, MemberListError, MemberState, PeerHealth};
 use crate::message::{Command, PeerRequest, PeerResponse, Probe, SendError};
 use crate::registry::Client;
 use crate::router::Router;
@@ -29,11 +34,23 @@ pub(super) struct PeerInfo {
     pub(super) incarnation: u64,
 }
 
+impl PeerInfo {
+    /// A peer just listed: UP until a probe fails, as Nacos; loaded until it says not.
+    pub(super) fn new() -> Self {
+        Self {
+            health: PeerHealth::new(),
+            loaded: true,
+            incarnation: 0,
+        }
+    }
+}
+
 impl Node {
     /// Every member's state as this node sees it (itself always UP).
     pub fn member_states(&self) -> Vec<(MemberId, MemberState)> {
         let peers = self.peers.lock();
         self.members
+            .load()
             .ids()
             .map(|m| {
                 let s = if m == self.me() {
@@ -77,10 +94,54 @@ impl Node {
         }
     }
 
+    /// Replaces the member list with `addrs` (this node's address included): members
+    /// already known keep their ids, new ones take free slots ([`MemberList::update`]).
+    /// A joining member starts UP (until a probe fails) and not loaded (until it reports
+    /// it); a member that left is no longer probed, synced to, verified or routed to, and
+    /// its pending syncs are dropped. Routing is rebuilt and every ip:port client moves to
+    /// its owner under the new list, as after a change of member states. Returns whether
+    /// the list changed; on error the list is left as it was.
+    pub fn set_members(&self, addrs: &[String], now: Millis) -> Result<bool, MemberListError> {
+        let _one_at_a_time = self.member_change.lock();
+        let old = self.members.load_full();
+        let new = old.update(addrs)?;
+        if new.ids().eq(old.ids()) {
+            return Ok(false);
+        }
+        {
+            let mut peers = self.peers.lock();
+            for m in new.peers().filter(|&m| !old.contains(m)) {
+                peers[m.index()] = PeerInfo {
+                    loaded: false,
+                    ..PeerInfo::new()
+                };
+                let q = self.sync.peer(m.index());
+                q.paused_until.store(0, Relaxed);
+                q.consecutive_failures.store(0, Relaxed);
+            }
+        }
+        for m in old.peers().filter(|&m| !new.contains(m)) {
+            // Nothing more goes to it; if it returns, it loads a snapshot and verify
+            // repairs what it lacks.
+            drop(self.sync.take_due(m.index(), Millis::MAX, usize::MAX));
+        }
+        self.members.store(Arc::new(new));
+        self.list_changed_at.store(now.max(1), Relaxed);
+        self.recompute_routing(now);
+        Ok(true)
+    }
+
+    /// Whether the member list changed within the settle time
+    /// ([`crate::Config::member_change_settle`]): this node sends no verify then.
+    pub(super) fn settling(&self, now: Millis) -> bool {
+        let at = self.list_changed_at.load(Relaxed);
+        at != 0 && now.saturating_sub(at) < self.config.member_change_settle
+    }
+
     /// Probes every peer that has no probe in flight.
     pub(super) fn probe_peers(&self, out: &mut Vec<Command>) {
         let mut peers = self.peers.lock();
-        for p in self.members.peers() {
+        for p in self.members.load().peers() {
             let info = &mut peers[p.index()];
             if info.health.probe_in_flight {
                 continue;
@@ -157,7 +218,7 @@ impl Node {
             .filter(|(_, s)| s.is_routable())
             .map(|(m, _)| m)
             .collect();
-        let table = self.config.router.build(&self.members, &routable);
+        let table = self.config.router.build(&self.members.load(), &routable);
         let rejoined = {
             let old = self.routing.load();
             if table.members() == old.members() {
@@ -167,6 +228,9 @@ impl Node {
         };
         self.routing.store(Arc::new(table));
         self.rehome(now, rejoined);
+        // A replica applied concurrently may have been attributed under the old table
+        // after this pass went by its shard: one more pass once such applies are done.
+        self.timers.lock().rehome_again = Some(now + self.config.peer_timeout);
     }
 
     /// Re-attributes every ip:port client to its owner under the current routing table.
@@ -175,8 +239,9 @@ impl Node {
     /// healed, a node came back), the clients this node keeps get fresh heartbeat times
     /// too: while the members were apart, their heartbeats may have gone to the other
     /// side, which does not report them, so the last beat seen here says nothing.
-    fn rehome(&self, now: Millis, rejoined: bool) {
+    pub(super) fn rehome(&self, now: Millis, rejoined: bool) {
         let me = self.me();
+        let members = self.members.load_full();
         let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
         self.registry.for_each(|c| {
             if let Some(key) = c.id().routing_key() {
@@ -189,7 +254,8 @@ impl Node {
             }
         });
         for (c, owner) in moves {
-            let was_mine = c.owner() == me;
+            let previous = c.owner();
+            let was_mine = previous == me;
             if !self.registry.set_owner(c.id(), owner) {
                 continue;
             }
@@ -198,6 +264,11 @@ impl Node {
                 inc(&self.counters.clients_adopted, 1);
             } else if was_mine {
                 inc(&self.counters.clients_released, 1);
+                self.sync.schedule_at(owner.index(), c.id(), now, false);
+            } else if !members.contains(previous) {
+                // Its owner left the list: this copy may be the only one the new owner
+                // can get (the old owner's last syncs may have reached only some nodes).
+                // The new owner applies it only if it is newer than what it holds.
                 self.sync.schedule_at(owner.index(), c.id(), now, false);
             }
             c.renew_lease(now);

@@ -19,9 +19,18 @@ impl Node {
         request: PeerRequest,
         now: Millis,
     ) -> PeerResponse {
-        if from == self.me() || from.index() >= self.members.len() {
+        let members = self.members.load();
+        if from == self.me() || from.index() >= members.capacity() {
             return PeerResponse::Refused(format!("unknown sender {from}"));
         }
+        // A member that left may still hand over what it owned (a leaving node's last
+        // syncs) and learn who is alive; nothing else of it is taken.
+        if !members.contains(from)
+            && !matches!(request, PeerRequest::Sync(_) | PeerRequest::Probe(_))
+        {
+            return PeerResponse::Refused(format!("{} is not a member", members.addr(from)));
+        }
+        drop(members);
         match request {
             PeerRequest::Sync(batch) => self.apply_batch(from, &batch, now),
             PeerRequest::VerifyDigests(v) => self.check_digests(from, &v, now),
@@ -40,7 +49,7 @@ impl Node {
         now: Millis,
     ) -> Vec<Command> {
         let mut out = Vec::new();
-        if to.index() >= self.members.len() || to == self.me() {
+        if to.index() >= self.members.load().capacity() || to == self.me() {
             return out;
         }
         let result = match result {

@@ -2,11 +2,31 @@
 //!
 //! A snapshot is every client held, as records, streamed in chunks bounded in bytes and
 //! addressed by a cursor (shard, offset), so any size streams and a chunk can be asked
-//! for again. A starting node loads from the first UP peer, tries the next on failure,
-//! and starts empty only when every peer is DOWN; until loaded it sends no verify. The
-//! runtime carries the stream: [`Node::tick`] returns `Command::LoadSnapshot`, the
-//! runtime pulls chunks with [`Node::snapshot_chunk`] on the peer and feeds them to
-//! [`Node::load_chunk`] here, then reports the end with [`Node::load_finished`].
+//! for again. The runtime carries the stream: [`Node::tick`] returns
+//! `Command::LoadSnapshot`, the runtime pulls chunks with [`Node::snapshot_chunk`] on the
+//! peer and feeds them to [`Node::load_chunk`] here, then reports the end with
+//! [`Node::load_finished`]; until loaded a node sends no verify.
+//!
+//! **Who serves.** A node serves its snapshot only once it has loaded its own
+//! ([`Node::serves_snapshot`]): a node still loading holds an empty or partial registry,
+//! and a peer that took it as the cluster's state would then drop replicas in verify. The
+//! runtime answers such a request with a refusal, which the loader reports with
+//! [`Node::load_refused`] and treats as "try the next peer".
+//!
+//! **Whom to load from.** A starting node tries, in one round, every UP peer once, those
+//! reporting themselves loaded (in probes) first; a failure or refusal moves on to the
+//! next. When a round ends without a load:
+//!
+//! * every peer is DOWN: nobody to load from, the node starts empty (it starts the
+//!   cluster's state, or it is cut off: verify repairs either case once peers return);
+//! * **cold start**: every peer that is not DOWN *refused* in this round, and none reports
+//!   itself loaded since: every reachable node is itself loading (the whole cluster
+//!   restarted together), so there is no state to lose and the node starts empty. Each
+//!   node decides this alone and at once, so it cannot deadlock, and a node that any
+//!   loaded peer could serve never starts empty: a loaded peer does not refuse, and a
+//!   peer that failed for another reason (unreachable, timed out) blocks the cold start;
+//! * otherwise (a loaded peer failed, or one reported itself loaded after refusing) the
+//!   round starts again after `load_retry_delay`.
 
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
@@ -19,7 +39,12 @@ use std::sync::atomic::Ordering::Relaxed;
 /// Progress of the startup snapshot load.
 pub(super) struct LoadState {
     pub(super) in_progress: Option<MemberId>,
+    /// Peers tried in this round (failed or refused).
     pub(super) tried: Vec<MemberId>,
+    /// Peers that refused in this round because they have not loaded yet.
+    pub(super) refused: Vec<MemberId>,
+    /// Whether this node started empty by the cold-start rule.
+    pub(super) cold_start: bool,
     pub(super) next_attempt: Millis,
     pub(super) loaded_from: Option<MemberId>,
 }
@@ -35,6 +60,19 @@ impl Node {
         self.load.lock().loaded_from
     }
 
+    /// Whether this node started empty because every reachable peer was itself loading
+    /// (the cold-start rule of the module documentation).
+    pub fn cold_started(&self) -> bool {
+        self.load.lock().cold_start
+    }
+
+    /// Whether this node may serve its snapshot: only once it has loaded its own. A
+    /// runtime answers a snapshot request of a node that may not with a refusal (the
+    /// loader then calls [`Node::load_refused`]).
+    pub fn serves_snapshot(&self) -> bool {
+        self.is_loaded()
+    }
+
     pub(super) fn load_step(&self, now: Millis, out: &mut Vec<Command>) {
         if self.is_loaded() {
             return;
@@ -44,28 +82,44 @@ impl Node {
             return;
         }
         let states = self.member_states();
-        let candidate = states
+        let reports_loaded = |m: MemberId| self.peers.lock()[m.index()].loaded;
+        let untried = |m: &MemberId| *m != self.me() && !load.tried.contains(m);
+        let up: Vec<MemberId> = states
             .iter()
-            .find(|(m, s)| *m != self.me() && *s == MemberState::Up && !load.tried.contains(m))
-            .map(|(m, _)| *m);
-        match candidate {
-            Some(m) => {
-                load.in_progress = Some(m);
-                out.push(Command::LoadSnapshot { from: m });
-            }
-            None => {
-                let all_down = states
-                    .iter()
-                    .all(|(m, s)| *m == self.me() || *s == MemberState::Down);
-                if all_down {
-                    // Nobody to load from: this node starts the cluster's state.
-                    self.loaded.store(true, Relaxed);
-                } else {
-                    load.tried.clear();
-                    load.next_attempt = now + self.config.load_retry_delay;
-                }
-            }
+            .filter(|(m, s)| untried(m) && *s == MemberState::Up)
+            .map(|(m, _)| *m)
+            .collect();
+        // Peers reporting themselves loaded first: the others would refuse.
+        let candidate = up
+            .iter()
+            .copied()
+            .find(|&m| reports_loaded(m))
+            .or_else(|| up.first().copied());
+        if let Some(m) = candidate {
+            load.in_progress = Some(m);
+            out.push(Command::LoadSnapshot { from: m });
+            return;
         }
+        let reachable: Vec<MemberId> = states
+            .iter()
+            .filter(|(m, s)| *m != self.me() && *s != MemberState::Down)
+            .map(|(m, _)| *m)
+            .collect();
+        if reachable.is_empty() {
+            // Nobody to load from: this node starts the cluster's state.
+            self.loaded.store(true, Relaxed);
+            return;
+        }
+        let all_refused = reachable.iter().all(|m| load.refused.contains(m));
+        if all_refused && !reachable.iter().any(|&m| reports_loaded(m)) {
+            // Cold start: every reachable node is itself loading.
+            load.cold_start = true;
+            self.loaded.store(true, Relaxed);
+            return;
+        }
+        load.tried.clear();
+        load.refused.clear();
+        load.next_attempt = now + self.config.load_retry_delay;
     }
 
     /// Applies a chunk of the snapshot being loaded from `from`.
@@ -114,8 +168,26 @@ impl Node {
         }
     }
 
+    /// Ends the load from `from` because `from` refused: it has not loaded its own
+    /// snapshot yet. The next peer is tried; when every reachable peer refuses, the
+    /// cold-start rule applies (module documentation).
+    pub fn load_refused(&self, from: MemberId, now: Millis) {
+        let mut load = self.load.lock();
+        if load.in_progress != Some(from) {
+            return;
+        }
+        load.in_progress = None;
+        load.tried.push(from);
+        load.refused.push(from);
+        load.next_attempt = now;
+        drop(load);
+        // Its refusal is its latest report: not loaded (a later probe may say otherwise).
+        self.peers.lock()[from.index()].loaded = false;
+    }
+
     /// A chunk of this node's snapshot starting at `cursor`, bounded by the configured
-    /// chunk size (a chunk holds at least one client when any is left).
+    /// chunk size (a chunk holds at least one client when any is left). Serve it only
+    /// when [`Node::serves_snapshot`] says so.
     pub fn snapshot_chunk(&self, cursor: SnapshotCursor) -> SnapshotChunk {
         let shards = self.registry.shard_count();
         let mut records = Vec::new();

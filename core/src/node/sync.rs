@@ -27,6 +27,7 @@ impl Node {
     /// The earliest time anything pending becomes due (for runtimes that sleep).
     pub fn next_sync_due(&self) -> Option<Millis> {
         self.members
+            .load()
             .peers()
             .filter_map(|p| self.sync.next_due(p.index()))
             .min()

@@ -29,9 +29,16 @@ impl Node {
     /// Sends every loaded peer that is not DOWN this node's shard digests (or, per
     /// client, every owned client's revision).
     pub(super) fn verify_round(&self, now: Millis, out: &mut Vec<Command>) {
+        // A leaving node owns nothing: its digests would tell peers that have not seen
+        // the new list yet to drop what they attribute to it. Right after a list change,
+        // peers may not have it yet either.
+        if self.members.load().is_leaving() || self.settling(now) {
+            return;
+        }
         let targets: Vec<MemberId> = {
             let peers = self.peers.lock();
             self.members
+                .load()
                 .peers()
                 .filter(|p| {
                     let i = &peers[p.index()];
@@ -156,7 +163,7 @@ impl Node {
                     };
                     if applied == ApplyOutcome::Applied {
                         inc(&self.counters.verify_repairs, 1);
-                        for p in self.members.peers() {
+                        for p in self.members.load().peers() {
                             self.sync.schedule_at(p.index(), &id, now, false);
                         }
                     }
@@ -246,10 +253,29 @@ impl Node {
             }
             // Extras: clients this node attributes to `from` that `from` no longer has.
             // A client synced within the last peer timeout may postdate the list; keep it.
-            let grace = self.config.peer_timeout;
+            // A client that moved to `from` (a change of members) within the settle time
+            // may not have reached it yet (its old owner hands it over); keep it too.
+            let grace = self
+                .config
+                .peer_timeout
+                .max(self.config.member_change_settle);
+            // A client whose revision this node issued was handed over by this node (it
+            // owned it before `from`): the handover sync may still be retrying, with its
+            // back-off; keep it until that has run out.
+            let handover_grace = grace.max(
+                self.config
+                    .sync_retry_max_delay
+                    .saturating_add(self.config.peer_timeout),
+            );
+            let me = self.me();
             let mut extras: Vec<(ClientId, Revision)> = Vec::new();
             self.registry
                 .for_each_in_shard(sl.shard, |c: &Arc<Client>| {
+                    let grace = if c.revision().member() == me {
+                        handover_grace
+                    } else {
+                        grace
+                    };
                     if c.owner() == from
                         && !listed.contains_key(c.id().as_str())
                         && now.saturating_sub(c.lease_base()) > grace

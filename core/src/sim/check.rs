@@ -32,8 +32,12 @@ impl SimCluster {
         let total = |i: usize| {
             let n = self.nodes[i].as_ref().expect("alive");
             let mut d = crate::digest::ShardDigest::default();
-            for m in n.members().ids() {
-                for s in n.registry().owner_digests(m) {
+            // Every slot: replicas of a member that left count too.
+            for m in 0..n.members().capacity() {
+                for s in n
+                    .registry()
+                    .owner_digests(crate::member::MemberId(m as u16))
+                {
                     d.add(s);
                 }
             }

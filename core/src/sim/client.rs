@@ -19,7 +19,7 @@ impl SimCluster {
         match e.route(key) {
             Route::Local => Some(entry),
             Route::Remote(o) => {
-                let o = o.index();
+                let o = self.node_of(entry, o)?;
                 if !self.link_ok(entry, o) {
                     return None;
                 }

@@ -39,20 +39,36 @@ pub(super) enum Event {
         load: u64,
         chunk_no: u64,
     },
+    /// The source refused the load: it has not loaded its own snapshot yet.
+    Refused {
+        load: u64,
+    },
 }
 
 /// A peer request on its way, until its response or timeout.
 pub(super) struct Outstanding {
     from: usize,
     to: usize,
+    /// What the sender calls `to`.
+    to_id: MemberId,
     generation: u64,
     request: PeerRequest,
+}
+
+/// How a snapshot load ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Loaded,
+    Failed,
+    Refused,
 }
 
 /// A snapshot load being streamed, chunk by chunk.
 pub(super) struct Load {
     loader: usize,
     source: usize,
+    /// What the loader calls `source`.
+    source_id: MemberId,
     generation: u64,
     chunks: u64,
     done: bool,
@@ -82,8 +98,10 @@ impl SimCluster {
     pub(super) fn execute(&mut self, from: usize, cmds: Vec<Command>) {
         for c in cmds {
             match c {
-                Command::Send { to, request } => {
-                    let to = to.index();
+                Command::Send { to: to_id, request } => {
+                    let Some(to) = self.node_of(from, to_id) else {
+                        continue;
+                    };
                     self.seq += 1;
                     let id = self.seq;
                     self.stats.requests += 1;
@@ -92,6 +110,7 @@ impl SimCluster {
                         Outstanding {
                             from,
                             to,
+                            to_id,
                             generation: self.generation[from],
                             request,
                         },
@@ -110,14 +129,18 @@ impl SimCluster {
                         self.schedule(self.now + d, Event::Deliver { req: id });
                     }
                 }
-                Command::LoadSnapshot { from: source } => {
+                Command::LoadSnapshot { from: source_id } => {
+                    let Some(source) = self.node_of(from, source_id) else {
+                        continue;
+                    };
                     self.seq += 1;
                     let load = self.seq;
                     self.loads.insert(
                         load,
                         Load {
                             loader: from,
-                            source: source.index(),
+                            source,
+                            source_id,
                             generation: self.generation[from],
                             chunks: 0,
                             done: false,
@@ -142,8 +165,12 @@ impl SimCluster {
         self.schedule(self.now + d, Event::Pull { load, cursor });
     }
 
-    /// Ends snapshot load `load` and tells the loader.
+    /// Ends snapshot load `load` and tells the loader (`ok` false: it failed).
     fn finish_load(&mut self, load: u64, ok: bool) {
+        self.end_load(load, if ok { End::Loaded } else { End::Failed });
+    }
+
+    fn end_load(&mut self, load: u64, end: End) {
         let Some(l) = self.loads.get_mut(&load) else {
             return;
         };
@@ -151,16 +178,20 @@ impl SimCluster {
             return;
         }
         l.done = true;
-        let (loader, source, generation) = (l.loader, l.source, l.generation);
+        let (loader, source, generation) = (l.loader, l.source_id, l.generation);
         if self.generation[loader] != generation {
             return;
         }
-        if ok {
+        if end == End::Loaded {
             self.stats.snapshot_loads += 1;
         }
         let now = self.now;
         if let Some(n) = &self.nodes[loader] {
-            n.load_finished(MemberId(source as u16), ok, now);
+            match end {
+                End::Loaded => n.load_finished(source, true, now),
+                End::Failed => n.load_finished(source, false, now),
+                End::Refused => n.load_refused(source, now),
+            }
         }
     }
 
@@ -182,7 +213,11 @@ impl SimCluster {
                 let node = self.nodes[to]
                     .as_ref()
                     .expect("link_ok checked the node is alive");
-                let response = node.handle_request(MemberId(from as u16), request, now);
+                let response = match self.id_on(to, from) {
+                    Some(id) => node.handle_request(id, request, now),
+                    // As the server's peer service: a sender it never knew is refused.
+                    None => PeerResponse::Refused("not a member".into()),
+                };
                 if self.rng.chance(self.cfg.net.loss) {
                     self.stats.lost += 1;
                     return;
@@ -202,8 +237,7 @@ impl SimCluster {
                 let node = self.nodes[o.from]
                     .as_ref()
                     .expect("link_ok checked the node is alive");
-                let cmds =
-                    node.handle_response(MemberId(o.to as u16), o.request, Ok(response), now);
+                let cmds = node.handle_response(o.to_id, o.request, Ok(response), now);
                 self.execute(o.from, cmds);
             }
             Event::Timeout { req } => {
@@ -215,12 +249,8 @@ impl SimCluster {
                 }
                 self.stats.timeouts += 1;
                 if let Some(node) = self.nodes[o.from].as_ref() {
-                    let cmds = node.handle_response(
-                        MemberId(o.to as u16),
-                        o.request,
-                        Err(SendError::Unreachable),
-                        now,
-                    );
+                    let cmds =
+                        node.handle_response(o.to_id, o.request, Err(SendError::Unreachable), now);
                     self.execute(o.from, cmds);
                 }
             }
@@ -232,16 +262,24 @@ impl SimCluster {
                     self.stats.lost += 1;
                     return;
                 }
-                let chunk = self.nodes[l.source]
+                let source = self.nodes[l.source]
                     .as_ref()
-                    .expect("link_ok checked the node is alive")
-                    .snapshot_chunk(cursor);
+                    .expect("link_ok checked the node is alive");
+                let e = if source.serves_snapshot() {
+                    Event::Chunk {
+                        load,
+                        chunk: source.snapshot_chunk(cursor),
+                    }
+                } else {
+                    self.stats.snapshot_refusals += 1;
+                    Event::Refused { load }
+                };
                 if self.rng.chance(self.cfg.net.loss) {
                     self.stats.lost += 1;
                     return;
                 }
                 let d = self.delay();
-                self.schedule(now + d, Event::Chunk { load, chunk });
+                self.schedule(now + d, e);
             }
             Event::Chunk { load, chunk } => {
                 let Some(l) = self.loads.get_mut(&load) else {
@@ -250,7 +288,7 @@ impl SimCluster {
                 if l.done || self.generation[l.loader] != l.generation {
                     return;
                 }
-                let (loader, source) = (l.loader, l.source);
+                let (loader, source, source_id) = (l.loader, l.source, l.source_id);
                 if !self.link_ok(loader, source) {
                     // Lost: the pending LoadTimeout for this chunk ends the load.
                     self.stats.lost += 1;
@@ -263,10 +301,20 @@ impl SimCluster {
                 let node = self.nodes[loader]
                     .as_ref()
                     .expect("link_ok checked the node is alive");
-                node.load_chunk(MemberId(source as u16), &chunk.records, now);
+                node.load_chunk(source_id, &chunk.records, now);
                 match chunk.next {
                     Some(cursor) => self.send_pull(load, cursor),
                     None => self.finish_load(load, true),
+                }
+            }
+            Event::Refused { load } => {
+                let live = self.loads.get(&load).is_some_and(|l| {
+                    !l.done
+                        && self.generation[l.loader] == l.generation
+                        && self.link_ok(l.loader, l.source)
+                });
+                if live {
+                    self.end_load(load, End::Refused);
                 }
             }
             Event::LoadTimeout { load, chunk_no } => {

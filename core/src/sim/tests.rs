@@ -364,3 +364,87 @@ fn restarted_node_loads_a_chunked_snapshot() {
     sim.run_for(20_000);
     assert_eq!(sim.node(1).unwrap().stats().verify_repairs, repairs);
 }
+
+/// Two nodes restarted together: neither serves the other its empty registry (a node
+/// still loading refuses), both load from the node that kept the state, and nothing is
+/// lost.
+#[test]
+fn nodes_restarted_together_load_from_the_loaded_one() {
+    for seed in 1..=20 {
+        let mut sim = SimCluster::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.run_for(1_000);
+        let mut ids = connection_clients_on(&mut sim, 2, 10);
+        for i in 0..60u16 {
+            let ip = format!("10.3.0.{i}");
+            ids.push(
+                sim.register_ip_port((i % 3) as usize, "svc", &ip, 9000 + i)
+                    .expect("acked"),
+            );
+        }
+        sim.run_for(2_000);
+        assert!(sim.converged(), "seed {seed}: {}", sim.differences());
+        sim.crash(0);
+        sim.crash(1);
+        sim.restart(0);
+        sim.restart(1);
+        sim.run_for(5_000);
+        for n in [0, 1] {
+            let node = sim.node(n).unwrap();
+            assert!(node.is_loaded(), "seed {seed}: node {n} loaded");
+            assert!(
+                !node.cold_started(),
+                "seed {seed}: node {n} took no empty state"
+            );
+            assert_eq!(
+                node.loaded_from(),
+                Some(MemberId(2)),
+                "seed {seed}: node {n} loaded from the node that kept the state"
+            );
+        }
+        sim.run_for(1_000);
+        assert!(sim.converged(), "seed {seed}: {}", sim.differences());
+        for n in 0..3 {
+            assert_eq!(held(&sim, n, &ids), 70, "seed {seed}: node {n}");
+            let node = sim.node(n).unwrap();
+            assert_eq!(node.stats().verify_removed, 0, "seed {seed}: node {n}");
+        }
+    }
+}
+
+/// The whole cluster restarted together: every node refuses while loading, and the
+/// cold-start rule lets them all start (empty) instead of waiting for each other.
+#[test]
+fn a_cluster_restarted_together_cold_starts() {
+    for seed in 1..=20 {
+        let mut sim = SimCluster::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.run_for(1_000);
+        for n in 0..3 {
+            sim.crash(n);
+        }
+        for n in 0..3 {
+            sim.restart(n);
+        }
+        sim.run_for(3_000);
+        assert!(sim.stats().snapshot_refusals > 0, "seed {seed}");
+        for n in 0..3 {
+            let node = sim.node(n).unwrap();
+            assert!(node.is_loaded(), "seed {seed}: node {n} started");
+        }
+        assert!(
+            (0..3).any(|n| sim.node(n).unwrap().cold_started()),
+            "seed {seed}"
+        );
+        sim.register_ip_port(0, "svc", "10.4.0.1", 9000)
+            .expect("acked");
+        sim.run_for(2_000);
+        assert!(sim.converged(), "seed {seed}: {}", sim.differences());
+    }
+}
+
+mod membership;

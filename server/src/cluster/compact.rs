@@ -125,7 +125,7 @@ impl<'a> Encoder<'a> {
 
     fn record(&mut self, node: &'a Node, r: &'a ClientRecord) {
         let id = self.unique_string(r.id.as_str());
-        let owner = self.string(node.members().addr(r.owner));
+        let owner = self.string(node.member_addr(r.owner));
         let mut out = std::mem::take(&mut self.records);
         out.push(STATE);
         out.extend_from_slice(&id.to_le_bytes());

@@ -8,7 +8,9 @@
 //! The driver also logs member state changes, one line each.
 
 use crate::clock::Clock;
+use crate::cluster::peer::SNAPSHOT_NOT_LOADED;
 use crate::cluster::peer_client::PeerClients;
+use crate::cluster::sync_codec::SnapshotChunk;
 use crate::metrics::Metrics;
 use distro_core::message::{Command, SnapshotCursor};
 use distro_core::{MemberId, MemberState, Node};
@@ -22,6 +24,14 @@ use tokio::sync::Semaphore;
 const MAX_INFLIGHT_PER_PEER: usize = 256;
 /// How long a snapshot load may wait for its next chunk (Nacos: 30 s load timeout).
 const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a snapshot load ended without the snapshot.
+enum LoadError {
+    /// The peer has not loaded its own snapshot yet.
+    Refused,
+    /// Anything else (unreachable, timed out, a broken stream).
+    Failed(String),
+}
 
 /// Runs one node's protocol timers and peer traffic.
 pub struct Driver {
@@ -40,9 +50,7 @@ impl Driver {
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let permits = node
-            .members()
-            .ids()
+        let permits = (0..node.members().capacity())
             .map(|_| Arc::new(Semaphore::new(MAX_INFLIGHT_PER_PEER)))
             .collect();
         Arc::new(Self {
@@ -73,9 +81,10 @@ impl Driver {
             let cmds = self.node.tick((self.clock)());
             self.execute(cmds);
             let now_states = self.node.member_states();
-            for ((m, before), (_, after)) in states.iter().zip(&now_states) {
-                if before != after {
-                    let addr = self.node.members().addr(*m);
+            for (m, after) in &now_states {
+                let before = states.iter().find(|(b, _)| b == m).map(|(_, s)| s);
+                if before.is_some_and(|b| b != after) {
+                    let addr = self.node.member_addr(*m);
                     match after {
                         MemberState::Up => tracing::info!(member = %addr, "member is UP"),
                         MemberState::Suspicious => {
@@ -88,7 +97,11 @@ impl Driver {
             states = now_states;
             if !loaded && self.node.is_loaded() {
                 loaded = true;
-                if self.node.loaded_from().is_none() {
+                if self.node.cold_started() {
+                    tracing::info!(
+                        "every reachable peer is itself loading (cold start): starting with an empty registry"
+                    );
+                } else if self.node.loaded_from().is_none() {
                     tracing::info!("no peer reachable: starting with an empty registry");
                 }
             }
@@ -164,7 +177,11 @@ impl Driver {
                     "snapshot loaded"
                 );
             }
-            Err(e) => {
+            Err(LoadError::Refused) => {
+                self.node.load_refused(from, now);
+                tracing::info!(peer = %addr, "the peer is still loading its own snapshot; trying another peer");
+            }
+            Err(LoadError::Failed(e)) => {
                 self.metrics.snapshot_load_failures.fetch_add(1, Relaxed);
                 self.node.load_finished(from, false, now);
                 tracing::warn!(peer = %addr, error = %e, "snapshot load failed; trying another peer");
@@ -172,12 +189,29 @@ impl Driver {
         }
     }
 
-    async fn load_inner(&self, from: MemberId) -> Result<(u64, u64, u64), String> {
+    async fn load_inner(&self, from: MemberId) -> Result<(u64, u64, u64), LoadError> {
         let mut stream = self
             .peers
             .snapshot(from, SnapshotCursor::default())
             .await
-            .map_err(|s| s.message().to_string())?;
+            .map_err(|s| {
+                if s.code() == tonic::Code::FailedPrecondition && s.message() == SNAPSHOT_NOT_LOADED
+                {
+                    LoadError::Refused
+                } else {
+                    LoadError::Failed(s.message().to_string())
+                }
+            })?;
+        self.stream_chunks(from, &mut stream)
+            .await
+            .map_err(LoadError::Failed)
+    }
+
+    async fn stream_chunks(
+        &self,
+        from: MemberId,
+        stream: &mut tonic::Streaming<SnapshotChunk>,
+    ) -> Result<(u64, u64, u64), String> {
         let (mut clients, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
         // Chunks hold disjoint clients and the registry is concurrent, so chunks are
         // decoded and applied in parallel (one per core) while the next ones stream in.

@@ -6,7 +6,9 @@
 //! node decode up to 64 MiB. Then the node's [`PeerGate`] must be open (a partitioned
 //! LocalCluster node refuses peers) and `from` must be a member. Then the request is
 //! validated like client input, handed to the core, and the answer encoded.
-//! The snapshot stream is produced on a blocking thread, one bounded chunk at a time, so
+//! A node that has not loaded its own snapshot refuses to serve one (status
+//! `FAILED_PRECONDITION`, message [`SNAPSHOT_NOT_LOADED`]); the loader then tries the next
+//! peer. The snapshot stream is produced on a blocking thread, one bounded chunk at a time, so
 //! a large snapshot never sits in memory whole and never stalls the runtime. A sync batch
 //! is decoded and applied on a blocking thread too, at most [`SYNC_APPLIERS`] at once: a
 //! replica catching up keeps its runtime threads for heartbeats and queries, and further
@@ -29,6 +31,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use subtle::ConstantTimeEq as _;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+
+/// The message of a snapshot refusal by a node still loading its own.
+pub const SNAPSHOT_NOT_LOADED: &str = "snapshot refused: this node has not loaded its own yet";
 
 /// Sync batches decoded and applied at once, each on a blocking thread.
 pub const SYNC_APPLIERS: usize = 2;
@@ -231,6 +236,11 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let from = self.admit(&request.get_ref().from)?;
+        if !self.node.serves_snapshot() {
+            // Still loading: an empty or partial registry is no snapshot to serve.
+            self.metrics.snapshots_refused.fetch_add(1, Relaxed);
+            return Err(Status::failed_precondition(SNAPSHOT_NOT_LOADED));
+        }
         let req = request.into_inner();
         let node = self.node.clone();
         let gate = self.gate.clone();
@@ -269,7 +279,8 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
-        let from = self.admit(&request.get_ref().from)?;
+        let sender = &request.get_ref().from;
+        let from = self.admit(sender)?;
         let probe = wire::probe_from_proto(request.get_ref());
         match self.handle(from, PeerRequest::Probe(probe))? {
             PeerResponse::ProbeAck(p) => Ok(Response::new(pb::ProbeResponse {

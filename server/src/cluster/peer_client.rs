@@ -13,7 +13,7 @@ use crate::proto::distro::peer_client::PeerClient;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
 use distro_core::{MemberId, Node};
 use prost::Message as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -38,10 +38,45 @@ pub fn causes(status: &tonic::Status) -> String {
     out
 }
 
-/// Clients of every peer's `distro.v1.Peer` service.
+/// How to reach a member's cluster port.
+struct Connector {
+    cluster_addr: Box<dyn Fn(&str) -> String + Send + Sync>,
+    local: Option<std::net::IpAddr>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// A lazily connecting client of the member at `addr` (its main port).
+    fn connect(&self, addr: &str) -> anyhow::Result<PeerClient<Channel>> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let uri = format!("{scheme}://{}", (self.cluster_addr)(addr));
+        let mut endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| anyhow::anyhow!("bad peer address {uri}: {e}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| anyhow::anyhow!("invalid cluster TLS configuration for {uri}: {e}"))?;
+        }
+        let channel = endpoint
+            .connect_timeout(self.timeout.min(Duration::from_secs(1)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .local_address(self.local)
+            .connect_lazy();
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}
+
+/// Clients of every peer's `distro.v1.Peer` service: one per member id, made when the
+/// member is first addressed (members that join later included).
 pub struct PeerClients {
     node: Arc<Node>,
-    clients: Vec<Option<PeerClient<Channel>>>,
+    clients: Box<[OnceLock<PeerClient<Channel>>]>,
+    connector: Connector,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     timeout: Duration,
     gate: Arc<PeerGate>,
@@ -56,7 +91,7 @@ impl PeerClients {
     /// its peers, firewalls and fault tests see which node a connection comes from).
     pub fn new(
         node: Arc<Node>,
-        cluster_addr: impl Fn(&str) -> String,
+        cluster_addr: impl Fn(&str) -> String + Send + Sync + 'static,
         local: Option<std::net::IpAddr>,
         token: Option<&str>,
         tls: Option<&crate::tls::ClusterTls>,
@@ -64,33 +99,18 @@ impl PeerClients {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(node.config().peer_timeout);
-        let mut clients = Vec::new();
-        for m in node.members().ids() {
-            if m == node.me() {
-                clients.push(None);
-                continue;
-            }
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let uri = format!("{scheme}://{}", cluster_addr(node.members().addr(m)));
-            let mut endpoint = Endpoint::from_shared(uri.clone())
-                .map_err(|e| anyhow::anyhow!("bad peer address {uri}: {e}"))?;
-            if let Some(tls) = tls {
-                endpoint = endpoint.tls_config(tls.client_config()).map_err(|e| {
-                    anyhow::anyhow!("invalid cluster TLS configuration for {uri}: {e}")
-                })?;
-            }
-            let channel = endpoint
-                .connect_timeout(timeout.min(Duration::from_secs(1)))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .local_address(local)
-                .connect_lazy();
-            clients.push(Some(
-                PeerClient::new(channel)
-                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-            ));
+        let connector = Connector {
+            cluster_addr: Box::new(cluster_addr),
+            local,
+            tls: tls.map(|t| t.client_config()),
+            timeout,
+        };
+        let clients: Box<[OnceLock<PeerClient<Channel>>]> = (0..node.members().capacity())
+            .map(|_| OnceLock::new())
+            .collect();
+        // The members given at start are checked now (a bad address fails the start).
+        for m in node.members().peers() {
+            let _ = clients[m.index()].set(connector.connect(node.member_addr(m))?);
         }
         let token = match token {
             Some(t) => Some(
@@ -99,10 +119,11 @@ impl PeerClients {
             ),
             None => None,
         };
-        let me = node.members().addr(node.me()).to_string();
+        let me = node.member_addr(node.me()).to_string();
         Ok(Self {
             node,
             clients,
+            connector,
             token,
             timeout,
             gate,
@@ -117,10 +138,23 @@ impl PeerClients {
                 "peer traffic of this node is cut",
             ));
         }
-        self.clients
+        if to == self.node.me() {
+            return Err(tonic::Status::invalid_argument(format!(
+                "{to} is not a peer"
+            )));
+        }
+        let slot = self
+            .clients
             .get(to.index())
-            .and_then(|c| c.clone())
-            .ok_or_else(|| tonic::Status::invalid_argument(format!("{to} is not a peer")))
+            .ok_or_else(|| tonic::Status::invalid_argument(format!("{to} is not a peer")))?;
+        if let Some(c) = slot.get() {
+            return Ok(c.clone());
+        }
+        let c = self
+            .connector
+            .connect(self.node.member_addr(to))
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        Ok(slot.get_or_init(|| c).clone())
     }
 
     fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {

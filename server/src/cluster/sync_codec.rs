@@ -141,7 +141,7 @@ fn put_publication(p: &Publication, buf: &mut impl BufMut) {
 fn record_len(node: &Node, r: &ClientRecord) -> usize {
     let mut n = str_len(1, r.id.as_str())
         + u64_len(2, r.revision.0)
-        + str_len(3, node.members().addr(r.owner));
+        + str_len(3, node.member_addr(r.owner));
     for p in &r.publications {
         n += nested_len(4, publication_len(p));
     }
@@ -151,7 +151,7 @@ fn record_len(node: &Node, r: &ClientRecord) -> usize {
 fn put_record(node: &Node, r: &ClientRecord, buf: &mut impl BufMut) {
     put_str(1, r.id.as_str(), buf);
     put_u64(2, r.revision.0, buf);
-    put_str(3, node.members().addr(r.owner), buf);
+    put_str(3, node.member_addr(r.owner), buf);
     for p in &r.publications {
         put_nested(4, publication_len(p), buf);
         put_publication(p, buf);

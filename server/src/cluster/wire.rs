@@ -96,13 +96,14 @@ pub fn service_to_proto(s: &distro_core::Service) -> pb::ServiceRef {
 }
 
 fn member_addr(node: &Node, m: MemberId) -> String {
-    node.members().addr(m).to_string()
+    node.member_addr(m).to_string()
 }
 
-/// The member id of `addr`, or an error naming it.
+/// The member id of `addr` (a current member, or one that left: its last syncs and
+/// forwards are still taken), or an error naming it.
 pub fn member_id(node: &Node, addr: &str) -> Result<MemberId, WireError> {
     node.members()
-        .find(addr)
+        .known(addr)
         .ok_or_else(|| WireError::Malformed(format!("{addr:?} is not a member of this cluster")))
 }
 

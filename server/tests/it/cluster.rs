@@ -452,6 +452,96 @@ async fn a_killed_node_restarts_loads_the_snapshot_and_converges() {
     c.shutdown().await;
 }
 
+/// Nodes killed and restarted together: a node still loading refuses to serve its
+/// (empty) registry, so both load from the node that kept the state; verify then drops
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_restarted_together_load_from_the_node_that_kept_the_state() {
+    let mut config = fast_config();
+    // No heartbeats in this test: keep the instances for its whole length.
+    config.protocol.heartbeat_timeout = 120_000;
+    config.protocol.delete_timeout = 240_000;
+    let c = cluster(3, config).await;
+    for i in 0..90u16 {
+        let ip = format!("10.5.0.{}", i % 250);
+        let (s, body) = register_http(&c, (i % 3) as usize, "catalog", &ip, 9000 + i).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let count = |i: usize| c.node(i).map_or(0, |n| n.registry().stats().clients);
+    eventually("90 clients everywhere", Duration::from_secs(10), || {
+        (0..3).all(|i| count(i) == 90)
+    })
+    .await;
+    let keeper = c.node(2).expect("runs");
+    c.kill(0);
+    c.kill(1);
+    let (a, b) = tokio::join!(c.restart(0), c.restart(1));
+    a.expect("restart 0");
+    b.expect("restart 1");
+    let restarted: Vec<Arc<Node>> = [0, 1].iter().map(|&i| c.node(i).expect("runs")).collect();
+    eventually(
+        "both restarted nodes loaded",
+        Duration::from_secs(10),
+        || restarted.iter().all(|n| n.is_loaded()),
+    )
+    .await;
+    for n in &restarted {
+        assert!(!n.cold_started(), "a loaded peer was reachable");
+        assert_eq!(n.loaded_from(), Some(keeper.me()), "loaded from the keeper");
+    }
+    // Three verify rounds later nothing was dropped anywhere.
+    let rounds = keeper.stats().verify_rounds;
+    eventually("three verify rounds", Duration::from_secs(10), || {
+        keeper.stats().verify_rounds >= rounds + 6
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(count(i), 90, "node {i}");
+        assert_eq!(
+            c.node(i).expect("runs").stats().verify_removed,
+            0,
+            "node {i}"
+        );
+    }
+    c.shutdown().await;
+}
+
+/// The whole cluster killed and restarted together: every node refuses while loading,
+/// and the cold-start rule lets each start empty instead of waiting for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_restarted_together_cold_starts_and_serves() {
+    let c = cluster(3, fast_config()).await;
+    for i in 0..3 {
+        c.kill(i);
+    }
+    let (a, b, d) = tokio::join!(c.restart(0), c.restart(1), c.restart(2));
+    a.and(b).and(d).expect("restarts");
+    let nodes: Vec<Arc<Node>> = (0..3).map(|i| c.node(i).expect("runs")).collect();
+    eventually("every node started", Duration::from_secs(10), || {
+        nodes.iter().all(|n| n.is_loaded())
+    })
+    .await;
+    assert!(nodes.iter().any(|n| n.cold_started()));
+    let refused: u64 = (0..3)
+        .map(|i| {
+            c.metrics(i)
+                .expect("runs")
+                .snapshots_refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(refused > 0, "a loading node refused to serve");
+    let (s, body) = register_http(&c, 0, "catalog", "10.5.1.1", 9000).await;
+    assert_eq!(s, 200, "{body}");
+    eventually(
+        "replicated after the cold start",
+        Duration::from_secs(5),
+        || all_hold(&c, "10.5.1.1", 9000),
+    )
+    .await;
+    c.shutdown().await;
+}
+
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -6,5 +6,6 @@ mod cluster;
 mod faults;
 mod fuzz;
 mod limits;
+mod membership;
 mod nacos;
 mod tls;

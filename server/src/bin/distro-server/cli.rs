@@ -47,13 +47,25 @@ pub(crate) struct Cli {
     /// Cluster members, ip:port of each main port, comma separated (no members: standalone).
     #[arg(long, env = "DISTRO_MEMBERS", value_delimiter = ',')]
     members: Vec<String>,
-    /// A file with one member ip:port per line, like Nacos's cluster.conf ('#' starts a comment).
+    /// A file with one member ip:port per line, like Nacos's cluster.conf ('#' starts a
+    /// comment). Watched: a change of the file changes the member list while running.
     #[arg(long, env = "DISTRO_MEMBERS_FILE")]
     members_file: Option<std::path::PathBuf>,
+    /// How often --members-file is read again.
+    #[arg(long, env = "DISTRO_MEMBERS_FILE_INTERVAL", default_value = "1s", value_parser = duration)]
+    members_file_interval: Duration,
     /// Members from DNS, NAME:PORT: every address NAME resolves to, with PORT (a
-    /// Kubernetes headless Service, a network alias shared by the nodes). Resolved at start.
+    /// Kubernetes headless Service, a network alias shared by the nodes). Resolved at
+    /// start and again every --members-dns-interval.
     #[arg(long, env = "DISTRO_MEMBERS_DNS")]
     members_dns: Option<String>,
+    /// How often --members-dns is resolved again.
+    #[arg(long, env = "DISTRO_MEMBERS_DNS_INTERVAL", default_value = "5s", value_parser = duration)]
+    members_dns_interval: Duration,
+    /// Distinct member addresses this node can know over its life (members that join
+    /// and leave included); each costs a row of the per-member tables.
+    #[arg(long, env = "DISTRO_MEMBER_SLOTS", default_value_t = distro_core::member::DEFAULT_MEMBER_SLOTS)]
+    member_slots: usize,
     /// With --members-dns: wait at start until the name gives this many addresses (one
     /// of them this machine's), at most --members-dns-timeout.
     #[arg(long, env = "DISTRO_MEMBERS_DNS_EXPECT", default_value_t = 1)]
@@ -302,26 +314,24 @@ impl Cli {
             _ => None,
         };
         let mut members = self.members;
-        if let Some(path) = &self.members_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("cannot read --members-file {}: {e}", path.display())
-            })?;
-            members.extend(
-                text.lines()
-                    .map(|l| l.split('#').next().unwrap_or_default().trim().to_string())
-                    .filter(|l| !l.is_empty()),
-            );
-        }
+        members.retain(|m| !m.trim().is_empty());
+        let mut members_dns_at_start = Vec::new();
         if let Some(spec) = &self.members_dns {
             let port = self.port;
-            members.extend(crate::members_dns::resolve_members(
+            members_dns_at_start.extend(crate::members_dns::resolve_members(
                 spec,
                 self.members_dns_expect,
                 self.members_dns_timeout,
                 |a| a.port() == port && std::net::UdpSocket::bind((a.ip(), 0)).is_ok(),
             )?);
         }
-        members.retain(|m| !m.trim().is_empty());
+        if !(1..=distro_core::member::MAX_MEMBERS).contains(&self.member_slots) {
+            anyhow::bail!(
+                "--member-slots {} is outside 1..={}",
+                self.member_slots,
+                distro_core::member::MAX_MEMBERS
+            );
+        }
         let protocol = distro_core::Config {
             sync_delay: self.sync_delay,
             sync_retry_delay: self.sync_retry_delay,
@@ -351,6 +361,11 @@ impl Cli {
             max_clients: self.max_clients,
             max_services_per_namespace: self.max_services,
             hash_seed: None,
+            member_change_settle: self
+                .members_file_interval
+                .max(self.members_dns_interval)
+                .as_millis() as u64
+                * 2,
         };
         let nacos = NacosConfig {
             push_delay: self.push_delay,
@@ -366,6 +381,12 @@ impl Cli {
             cluster_port: self.cluster_port,
             advertise: self.advertise,
             members,
+            members_file: self.members_file,
+            members_file_interval: self.members_file_interval,
+            members_dns: self.members_dns,
+            members_dns_at_start,
+            members_dns_interval: self.members_dns_interval,
+            member_slots: self.member_slots,
             protocol,
             cluster_token: self.cluster_token.filter(|t| !t.is_empty()),
             auth,
@@ -494,11 +515,14 @@ mod tests {
             "",
         ])
         .unwrap();
+        let initial = c.initial_members().unwrap();
+        let bad = dir.join("bad.conf");
+        std::fs::write(&bad, "10.0.0.2:8848\n10.0.0.3\n").unwrap();
+        let e = config(&["--members-file", bad.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            c.members,
-            ["10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848"]
-        );
+        assert_eq!(initial, ["10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848"]);
+        assert_eq!(c.members, ["10.0.0.1:8848"], "the fixed part");
         assert_eq!(c.protocol.verify_mode, VerifyMode::PerClient);
         assert_eq!(c.protocol.router, RouterKind::Rendezvous);
         assert_eq!(c.protocol.sync_delay, 250);
@@ -515,9 +539,9 @@ mod tests {
         ])
         .unwrap();
         assert!(
-            c.members.iter().any(|m| m == "127.0.0.1:8848"),
+            c.members_dns_at_start.iter().any(|m| m == "127.0.0.1:8848"),
             "{:?}",
-            c.members
+            c.members_dns_at_start
         );
         let e = config(&["--members-dns", "localhost"]).unwrap_err();
         assert!(e.to_string().contains("--members-dns"), "{e}");

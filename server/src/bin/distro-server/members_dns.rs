@@ -2,12 +2,12 @@
 //! (what a Kubernetes headless Service, or a container network alias shared by the
 //! nodes, gives).
 //!
-//! The name is resolved when the node starts. Nodes of one cluster usually start
+//! The name is first resolved when the node starts. Nodes of one cluster usually start
 //! together and appear in DNS one by one, so the resolution is repeated (every 500 ms)
 //! until it returns at least `expect` addresses, one of them this machine's, or until
-//! `timeout` passes; then the node starts with what the name gave last. The list is
-//! read once: a name that later resolves to other addresses changes nothing until the
-//! node restarts.
+//! `timeout` passes; then the node starts with what the name gave last. While the node
+//! runs, the name is resolved again periodically and the member list follows it
+//! (`distro_server::cluster::members_watch`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};

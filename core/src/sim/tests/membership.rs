@@ -1,0 +1,146 @@
+//! Members joining and leaving while clients write: joining nodes load the snapshot and
+//! take their share of ip:port clients, leaving nodes' clients move to their new owners,
+//! and no acknowledged registration is lost, also when nodes learn of the change at
+//! different times.
+
+use super::*;
+
+/// A configuration without heartbeat expiry during the test (registrations stay).
+fn config(seed: u64) -> SimConfig {
+    let mut cfg = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
+    cfg.protocol.heartbeat_timeout = 3_600_000;
+    cfg.protocol.delete_timeout = 3_600_000;
+    // Nodes learn a list at most 1 s apart here.
+    cfg.protocol.member_change_settle = 2_000;
+    cfg
+}
+
+/// Registers ip:port client `k` through a random listed node, retrying (as a client
+/// would) for up to 500 ms; the client's id if the owner acknowledged it. While nodes
+/// disagree on the list, a write may find no node that agrees it is the owner.
+fn register(sim: &mut SimCluster, k: u32) -> Option<ClientId> {
+    let ip = format!("10.7.{}.{}", k / 250, k % 250);
+    for _ in 0..10 {
+        let listed = sim.listed().to_vec();
+        let entry = listed[sim.rng().range(0, listed.len() as u64 - 1) as usize];
+        if let Some(id) = sim.register_ip_port(entry, "svc", &ip, 8080) {
+            return Some(id);
+        }
+        sim.run_for(50);
+    }
+    None
+}
+
+/// Runs `ms` of virtual time, registering a client every 100 ms.
+fn run_writing(sim: &mut SimCluster, ms: Millis, next: &mut u32, acked: &mut Vec<ClientId>) {
+    let end = sim.now() + ms;
+    while sim.now() < end {
+        if let Some(id) = register(sim, *next) {
+            acked.push(id);
+        }
+        *next += 1;
+        sim.run_for(100);
+    }
+}
+
+/// Every alive node holds every acked client, attributed to the owner its routing names.
+fn check_owners(sim: &SimCluster, acked: &[ClientId], seed: u64) {
+    for i in sim.alive() {
+        let n = sim.node(i).unwrap();
+        for id in acked {
+            let c = n
+                .registry()
+                .get(id.as_str())
+                .unwrap_or_else(|| panic!("seed {seed}: node {i} lost {id}"));
+            let want = match n.route(id.routing_key().unwrap()) {
+                Route::Local => n.me(),
+                Route::Remote(m) => m,
+            };
+            assert_eq!(c.owner(), want, "seed {seed}: node {i}: owner of {id}");
+        }
+    }
+}
+
+fn scale_3_5_3(seed: u64, staggered: bool) {
+    let mut sim = SimCluster::new(config(seed));
+    sim.run_for(1_000);
+    let (mut next, mut acked) = (0, Vec::new());
+    run_writing(&mut sim, 2_000, &mut next, &mut acked);
+    // Two nodes join: started with the new list; the others learn it (all at once, or
+    // half of them a second later).
+    let joined = [sim.add_node(), sim.add_node()];
+    let all: Vec<usize> = (0..5).collect();
+    sim.set_listed(&all, |i| !staggered || i % 2 == 0);
+    for &j in &joined {
+        sim.restart(j);
+    }
+    run_writing(&mut sim, 1_000, &mut next, &mut acked);
+    sim.set_listed(&all, |_| true);
+    run_writing(&mut sim, 4_000, &mut next, &mut acked);
+    sim.run_for(3_000);
+    assert!(sim.converged(), "seed {seed}: {}", sim.differences());
+    for &j in &joined {
+        let n = sim.node(j).unwrap();
+        assert!(
+            n.loaded_from().is_some(),
+            "seed {seed}: node {j} loaded a snapshot"
+        );
+        assert!(
+            n.owned_clients() > 0,
+            "seed {seed}: node {j} took its share"
+        );
+    }
+    check_owners(&sim, &acked, seed);
+    // The two leave: the list drops them (the survivors learn it at once or staggered),
+    // then they stop.
+    let rest = [0, 1, 2];
+    sim.set_listed(&rest, |i| !staggered || i != 1);
+    run_writing(&mut sim, 1_000, &mut next, &mut acked);
+    sim.set_listed(&rest, |_| true);
+    run_writing(&mut sim, 500, &mut next, &mut acked);
+    let writes = next;
+    for &j in &joined {
+        sim.crash(j);
+    }
+    run_writing(&mut sim, 3_000, &mut next, &mut acked);
+    sim.run_for(3_000);
+    assert!(sim.converged(), "seed {seed}: {}", sim.differences());
+    check_owners(&sim, &acked, seed);
+    let owned: u64 = rest
+        .iter()
+        .map(|&i| sim.node(i).unwrap().owned_clients())
+        .sum();
+    assert_eq!(
+        owned,
+        acked.len() as u64,
+        "seed {seed}: every client has one owner"
+    );
+    for i in rest {
+        assert_eq!(sim.node(i).unwrap().members().len(), 3, "seed {seed}");
+    }
+    if !staggered {
+        // With one view at a time, only the moments a node is starting refuse writes.
+        assert!(
+            acked.len() as u32 * 10 >= writes * 9,
+            "seed {seed}: {} of {writes}",
+            acked.len()
+        );
+    }
+}
+
+#[test]
+fn scale_3_to_5_to_3_while_writing_loses_nothing() {
+    for seed in 1..=30 {
+        scale_3_5_3(seed, false);
+    }
+}
+
+#[test]
+fn scale_3_to_5_to_3_with_members_learning_at_different_times() {
+    for seed in 1..=30 {
+        scale_3_5_3(seed, true);
+    }
+}

@@ -1,0 +1,243 @@
+//! Member lists that change while the node runs: the watched `--members-file` and the
+//! re-resolved `--members-dns`.
+//!
+//! The member list of a node is the union of three sources: `--members` (fixed), the
+//! lines of `--members-file`, and the addresses `--members-dns NAME:PORT` resolves to.
+//! [`watch`] reads the file every `file_interval` (1 s) and resolves the name every
+//! `dns_interval` (5 s); when the union changes it hands it to [`Node::set_members`],
+//! which moves ownership (see `distro_core::node::membership`). A file that does not parse
+//! is logged with its line and reason, and the list in force is kept; so is a name that
+//! does not resolve, or resolves to nothing (more likely a DNS hiccup than a cluster
+//! without members). A file is taken once two reads 50 ms apart agree, so a file being
+//! rewritten in place is not read half-written (writing a new file and renaming it over
+//! the old one is better still).
+
+use crate::clock::Clock;
+use distro_core::Node;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default period of `--members-file` reads.
+pub const DEFAULT_FILE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default period of `--members-dns` resolutions.
+pub const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where the member list comes from while the node runs.
+#[derive(Debug, Clone)]
+pub struct MemberSources {
+    /// `--members`: always members.
+    pub fixed: Vec<String>,
+    /// `--members-file`, read again every `file_interval`.
+    pub file: Option<PathBuf>,
+    /// `--members-dns NAME:PORT`, resolved again every `dns_interval`.
+    pub dns: Option<String>,
+    /// Period of file reads.
+    pub file_interval: Duration,
+    /// Period of DNS resolutions.
+    pub dns_interval: Duration,
+}
+
+impl MemberSources {
+    /// Whether anything can change (a file or a name to watch).
+    pub fn is_dynamic(&self) -> bool {
+        self.file.is_some() || self.dns.is_some()
+    }
+}
+
+/// Parses a members file: one `host:port` per line, `#` starts a comment, blank lines are
+/// skipped. An error names the line and the reason.
+pub fn parse_members_file(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or_default().trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let ok = entry.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty()
+                && !h.contains(char::is_whitespace)
+                && p.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(format!(
+                "line {}: {entry:?} is not host:port (a port 1-65535)",
+                n + 1
+            ));
+        }
+        out.push(entry.to_string());
+    }
+    Ok(out)
+}
+
+/// Reads and parses the members file at `path`.
+pub fn read_members_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    parse_members_file(&text)
+}
+
+/// Resolves `spec` (NAME:PORT) into sorted `ip:port` entries.
+pub async fn resolve(spec: &str) -> Result<Vec<String>, String> {
+    let (host, port) = spec
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| format!("{spec:?} is not NAME:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port {port:?} is not 1-65535"))?;
+    let found: BTreeSet<String> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|a| a.to_string())
+        .collect();
+    Ok(found.into_iter().collect())
+}
+
+/// Reads the file twice, 50 ms apart, until both reads agree (at most a few tries).
+async fn read_stable(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let mut last = read_members_file(path);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = read_members_file(path);
+        if again == last {
+            return last;
+        }
+        last = again;
+    }
+    Err("it kept changing while being read".to_string())
+}
+
+/// Watches `sources` and hands every change of the union to `node`, until `stop`.
+pub async fn watch(
+    node: Arc<Node>,
+    sources: MemberSources,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    if !sources.is_dynamic() {
+        return;
+    }
+    tokio::pin!(stop);
+    let period = match (&sources.file, &sources.dns) {
+        (Some(_), Some(_)) => sources.file_interval.min(sources.dns_interval),
+        (Some(_), None) => sources.file_interval,
+        _ => sources.dns_interval,
+    }
+    .max(Duration::from_millis(10));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut file_entries: Option<Vec<String>> = None;
+    let mut file_error: Option<String> = None;
+    let mut dns_entries: Option<Vec<String>> = None;
+    let mut next_file = tokio::time::Instant::now();
+    let mut next_dns = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = interval.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        if let Some(path) = &sources.file
+            && now >= next_file
+        {
+            next_file = now + sources.file_interval;
+            match read_stable(path).await {
+                Ok(entries) => {
+                    file_error = None;
+                    file_entries = Some(entries);
+                }
+                Err(e) => {
+                    if file_error.as_ref() != Some(&e) {
+                        tracing::error!(file = %path.display(), error = %e,
+                            "--members-file is not valid; keeping the member list in force");
+                    }
+                    file_error = Some(e);
+                }
+            }
+        }
+        if let Some(spec) = &sources.dns
+            && now >= next_dns
+        {
+            next_dns = now + sources.dns_interval;
+            match resolve(spec).await {
+                Ok(entries) if !entries.is_empty() => dns_entries = Some(entries),
+                Ok(_) => tracing::warn!(name = %spec,
+                    "--members-dns resolved to no address; keeping the member list in force"),
+                Err(e) => tracing::warn!(name = %spec, error = %e,
+                    "--members-dns did not resolve; keeping the member list in force"),
+            }
+        }
+        // Until every source has been read once, the union is not known.
+        if (sources.file.is_some() && file_entries.is_none())
+            || (sources.dns.is_some() && dns_entries.is_none())
+        {
+            continue;
+        }
+        let mut union: BTreeSet<String> = sources.fixed.iter().cloned().collect();
+        union.extend(file_entries.iter().flatten().cloned());
+        union.extend(dns_entries.iter().flatten().cloned());
+        let union: Vec<String> = union.into_iter().collect();
+        apply(&node, &union, clock());
+    }
+}
+
+/// Hands `list` to `node`, logging what changed.
+pub fn apply(node: &Node, list: &[String], now: u64) {
+    let before: BTreeSet<String> = node.members().addrs().into_iter().collect();
+    match node.set_members(list, now) {
+        Ok(false) => {}
+        Ok(true) => {
+            let members = node.members();
+            let after: BTreeSet<String> = members.addrs().into_iter().collect();
+            let joined: Vec<&String> = after.difference(&before).collect();
+            let left: Vec<&String> = before.difference(&after).collect();
+            tracing::info!(
+                ?joined,
+                ?left,
+                members = after.len(),
+                version = members.version(),
+                "member list changed"
+            );
+            if members.is_leaving() {
+                tracing::warn!(
+                    "this node is not in the member list any more: it owns nothing and hands its clients over"
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "member list rejected; keeping the one in force"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_file_parses_with_comments_and_names_a_bad_line() {
+        let ok = parse_members_file("# cluster\n10.0.0.1:8848\n\n 10.0.0.2:8848 # two\n").unwrap();
+        assert_eq!(ok, vec!["10.0.0.1:8848", "10.0.0.2:8848"]);
+        let e = parse_members_file("10.0.0.1:8848\n10.0.0.2\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("10.0.0.2"), "{e}");
+        let e = parse_members_file("10.0.0.1:0\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("port"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_name_resolves_with_its_port() {
+        let found = resolve("localhost:8848").await.unwrap();
+        assert!(
+            !found.is_empty() && found.iter().all(|a| a.ends_with(":8848")),
+            "{found:?}"
+        );
+        assert!(
+            resolve("localhost")
+                .await
+                .unwrap_err()
+                .contains("NAME:PORT")
+        );
+        assert!(resolve("localhost:0").await.unwrap_err().contains("port"));
+    }
+}
