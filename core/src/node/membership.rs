@@ -123,7 +123,7 @@ impl Node {
         for m in old.peers().filter(|&m| !new.contains(m)) {
             // Nothing more goes to it; if it returns, it loads a snapshot and verify
             // repairs what it lacks.
-            drop(self.sync.take_due(m.index(), Millis::MAX, usize::MAX));
+            drop(self.sync.take(m.index(), Millis::MAX, usize::MAX));
         }
         self.members.store(Arc::new(new));
         self.list_changed_at.store(now.max(1), Relaxed);
