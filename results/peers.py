@@ -49,7 +49,7 @@ def figures(seed_dir, name):
         f["registrations/s"] = s["registration_per_s"]
         f["register p99 (ms)"] = p99_ms(s["ops"].get("register"))
         lag = s["replication_lag"]
-        f["convergence p99 (ms)"] = lag["latency"]["p99_us"] / 1e3 if lag["latency"] else None
+        f["replication lag p99 (ms)"] = lag["latency"]["p99_us"] / 1e3 if lag["latency"] else None
         seen = lag["count"] + lag["visible_before_ack"]
         f["visible before ack (%)"] = 100 * lag["visible_before_ack"] / seen if seen else None
         f["server CPU per op (us), register run"] = s["cpu_s_per_op"] * 1e6 if s["cpu_s_per_op"] else None

@@ -9,8 +9,9 @@
 //!
 //! The node keeps deletions' tombstones and empty services for 1 s here (60 s by default)
 //! so that the run takes seconds. What stays after that is what the store has not reclaimed
-//! yet (removed clients waiting in its reclamation batches: at most 32 per shard map and
-//! thread that removed from it) and the allocator's retained pages.
+//! yet (removed clients waiting in its reclamation batches: at most `--reclaim-batch`, 8, per
+//! shard map and thread that removed from it), the allocator's retained pages and hash
+//! tables that do not shrink.
 
 use distro_server::proto::distro as pb;
 use distro_server::{Listeners, ServerConfig};

@@ -411,8 +411,8 @@ async fn names_of_deregistered_services_are_freed() {
     use distro_server::proto::distro as pb;
     const NAMES: usize = 20_000;
     const SHARDS: usize = 4;
-    /// seize's batch (32 retired objects, or the CPU count if larger) per thread.
-    const RETAINED_PER_SHARD_THREAD: usize = 32;
+    /// The store's reclamation batch per shard map and thread.
+    const RETAINED_PER_SHARD_THREAD: usize = distro_core::config::DEFAULT_RECLAIM_BATCH;
     /// Threads that may remove from the maps: the runtime's, its blocking pool's (sync
     /// appliers), the tick's; generous.
     const THREADS: usize = 16;
