@@ -101,7 +101,9 @@ async fn register_run_against_embedded_etcd_is_clean() {
     let s = &o.summary;
     assert_eq!(s.totals.errors, 0, "{d}");
     assert_eq!(s.op(loadgen::Op::Register).map(|r| r.ok), Some(500), "{d}");
-    assert!(s.replication_lag.count > 0, "{d}");
+    // Every probe was seen on the other members: after its acknowledgement (a lag sample)
+    // or, as etcd often shows it, before (the quorum had it before the writer heard back).
+    assert!(s.replication_lag.sightings() > 0, "{d}");
     assert_eq!(s.replication_lag.unreplicated, 0, "{d}");
     assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
     assert!(o.node_instances.iter().all(|n| *n == 500), "{d}");
