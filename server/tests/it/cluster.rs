@@ -487,7 +487,16 @@ async fn nodes_restarted_together_load_from_the_node_that_kept_the_state() {
     .await;
     for n in &restarted {
         assert!(!n.cold_started(), "a loaded peer was reachable");
-        assert_eq!(n.loaded_from(), Some(keeper.me()), "loaded from the keeper");
+        // From the keeper, or from the other restarted node once that one had loaded from
+        // the keeper (a node serves its snapshot only once loaded): either way all 90.
+        let from = n.loaded_from().expect("loaded from a peer");
+        assert_ne!(from, n.me());
+        assert!(
+            n.stats().snapshot_clients >= 90,
+            "loaded a full snapshot: {} clients from {from:?} (keeper {:?})",
+            n.stats().snapshot_clients,
+            keeper.me()
+        );
     }
     // Three verify rounds later nothing was dropped anywhere.
     let rounds = keeper.stats().verify_rounds;
