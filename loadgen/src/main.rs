@@ -82,26 +82,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// `loadgen compare`.
-fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunArgs) -> ExitCode {
-    let config = match args.config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("loadgen compare: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The run's configuration from `args` and the load generator's runtime, or the exit code
+/// after saying (prefixed by `who`) why there are none.
+fn prepare(
+    args: &loadgen::cli::RunArgs,
+    who: &str,
+) -> Result<(loadgen::run::RunConfig, tokio::runtime::Runtime), ExitCode> {
+    let config = args.config().map_err(|e| {
+        eprintln!("{who}: {e}");
+        ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("loadgen")
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("loadgen compare: cannot start a runtime: {e}");
-            return ExitCode::from(2);
-        }
+        .map_err(|e| {
+            eprintln!("{who}: cannot start a runtime: {e}");
+            ExitCode::from(2)
+        })?;
+    Ok((config, runtime))
+}
+
+/// `loadgen compare`.
+fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunArgs) -> ExitCode {
+    let (config, runtime) = match prepare(args, "loadgen compare") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let result = runtime.block_on(loadgen::run::systems::compare(
         &config,
@@ -168,24 +175,9 @@ fn cluster_serve(
 }
 
 fn run(args: &loadgen::cli::RunArgs) -> ExitCode {
-    let config = match args.config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("loadgen")
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("loadgen: cannot start a runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let (config, runtime) = match prepare(args, "loadgen") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let result = runtime.block_on(loadgen::run::run(config));
     runtime.shutdown_background();

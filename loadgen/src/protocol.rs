@@ -105,6 +105,20 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Runs every item at once with `item(node, item)` (a protocol without batch calls,
+    /// one request per item), and fills the outcomes and the done time.
+    pub async fn each<F, Fut>(mut self, item: F) -> Self
+    where
+        F: Fn(usize, Item) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        let node = self.node;
+        self.outcomes =
+            futures::future::join_all(self.items.iter().map(|it| item(node, *it))).await;
+        self.done = Instant::now();
+        self
+    }
+
     /// An empty batch for `node`.
     pub fn new(node: usize) -> Self {
         let now = Instant::now();

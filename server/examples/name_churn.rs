@@ -56,6 +56,40 @@ fn registration(k: usize, rng: &mut distro_core::rng::SplitMix64) -> pb::Registr
     }
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Write {
+    Register,
+    Deregister,
+}
+
+/// Registers (or deregisters) the `n` clients of `seed`, in batches of [`BATCH`].
+async fn send_all(
+    client: &mut pb::registry_client::RegistryClient<tonic::transport::Channel>,
+    n: usize,
+    seed: u64,
+    write: Write,
+) -> anyhow::Result<()> {
+    let mut rng = distro_core::rng::SplitMix64::new(seed);
+    for k in (0..n).step_by(BATCH) {
+        let registrations: Vec<pb::Registration> = (k..(k + BATCH).min(n))
+            .map(|i| registration(i, &mut rng))
+            .collect();
+        let r = match write {
+            Write::Register => client.register(pb::RegisterRequest { registrations }).await,
+            Write::Deregister => {
+                client
+                    .deregister(pb::DeregisterRequest { registrations })
+                    .await
+            }
+        }?
+        .into_inner();
+        if let Some(bad) = r.results.iter().find(|r| r.code != 200) {
+            anyhow::bail!("{write:?} refused: {bad:?}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -103,23 +137,7 @@ async fn main() -> anyhow::Result<()> {
     println!("before:  RSS {base_rss:8.1} MiB, {base_names} names interned");
 
     let started = Instant::now();
-    let mut rng = distro_core::rng::SplitMix64::new(seed);
-    let mut k = 0;
-    while k < n {
-        let batch: Vec<pb::Registration> = (k..(k + BATCH).min(n))
-            .map(|i| registration(i, &mut rng))
-            .collect();
-        let r = client
-            .register(pb::RegisterRequest {
-                registrations: batch,
-            })
-            .await?
-            .into_inner();
-        if let Some(bad) = r.results.iter().find(|r| r.code != 200) {
-            anyhow::bail!("registration refused: {bad:?}");
-        }
-        k += BATCH;
-    }
+    send_all(&mut client, n, seed, Write::Register).await?;
     let registered = started.elapsed();
     let peak_rss = rss_mib();
     let peak_names = registry.interner().len();
@@ -130,23 +148,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The same sequence again, to deregister what was registered.
-    let mut rng = distro_core::rng::SplitMix64::new(seed);
-    let mut k = 0;
-    while k < n {
-        let batch: Vec<pb::Registration> = (k..(k + BATCH).min(n))
-            .map(|i| registration(i, &mut rng))
-            .collect();
-        let r = client
-            .deregister(pb::DeregisterRequest {
-                registrations: batch,
-            })
-            .await?
-            .into_inner();
-        if let Some(bad) = r.results.iter().find(|r| r.code != 200) {
-            anyhow::bail!("deregistration refused: {bad:?}");
-        }
-        k += BATCH;
-    }
+    send_all(&mut client, n, seed, Write::Deregister).await?;
     let deregistered = Instant::now();
     // Wait for the tombstones and empty services to expire and the names to be reclaimed:
     // until the count stops falling for 3 s (or 60 s pass).

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use super::interval_log::{IntervalLogWriter, Series};
 use super::latency::{Quantiles, micros, new_histogram};
 use super::op::{LatencyKind, Op};
-use super::recording::{OpTotals, Recording, active_spans, per_second};
+use super::recording::{IDLE_GAP, OpTotals, Recording, active_spans, per_second};
 use super::timeline::{Marker, OpRow, ReplicationLagRow, TimelineRow};
 use crate::error::ReportError;
 
@@ -115,6 +115,19 @@ fn widen(
     match (a, b) {
         (Some((s1, e1)), Some((s2, e2))) => Some((s1.min(s2), e1.max(e2))),
         (a, b) => a.or(b),
+    }
+}
+
+/// Adds `span` to an operation's activity, extending the last span when `span` starts
+/// within it or less than [`IDLE_GAP`] after it (the common case, ticks come in time
+/// order), so a long run keeps a span per idle gap, not one per interval;
+/// [`active_spans`] merges the rest at the end.
+fn add_span(spans: &mut Vec<(Instant, Instant)>, span: (Instant, Instant)) {
+    match spans.last_mut() {
+        Some(last) if span.0 >= last.0 && span.0 < last.1 + IDLE_GAP => {
+            last.1 = last.1.max(span.1);
+        }
+        _ => spans.push(span),
     }
 }
 
@@ -473,7 +486,7 @@ impl Recorder {
             agg.target_seconds[op.index()] += target * length.as_secs_f64();
             if target > 0.0 {
                 agg.targeted_seconds[op.index()] += length.as_secs_f64();
-                agg.spans[op.index()].push((from, now));
+                add_span(&mut agg.spans[op.index()], (from, now));
             }
         }
         row.replication_lag = ReplicationLagRow {
@@ -523,7 +536,7 @@ impl Recorder {
             .zip(interval.ops.iter_mut())
         {
             if let Some(w) = data.window.take() {
-                spans.push(w);
+                add_span(spans, w);
                 *window = widen(*window, Some(w));
             }
         }

@@ -399,20 +399,9 @@ impl Protocol for EtcdProtocol {
         256
     }
 
-    fn execute(
-        &self,
-        _lane: usize,
-        mut batch: Batch,
-    ) -> impl Future<Output = Batch> + Send + 'static {
+    fn execute(&self, _lane: usize, batch: Batch) -> impl Future<Output = Batch> + Send + 'static {
         let inner = self.inner.clone();
-        async move {
-            let node = batch.node;
-            let outcomes =
-                futures::future::join_all(batch.items.iter().map(|it| inner.item(node, *it))).await;
-            batch.outcomes = outcomes;
-            batch.done = Instant::now();
-            batch
-        }
+        async move { batch.each(|node, it| inner.item(node, it)).await }
     }
 
     fn watch(
