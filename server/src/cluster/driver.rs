@@ -108,31 +108,52 @@ impl Driver {
         }
     }
 
-    /// Sends everything pending now and waits for the answers, at most `bound`.
+    /// Sends everything pending now and waits for the answers, at most `bound`. What the
+    /// answers give back (a refill of a slot, a retry) and what was written meanwhile is
+    /// sent in further rounds, as long as the last round delivered something.
     pub async fn drain(self: &Arc<Self>, bound: Duration) {
-        let cmds = self.node.drain((self.clock)());
-        let sends: Vec<_> = cmds
-            .into_iter()
-            .filter_map(|c| match c {
-                Command::Send { to, request } => Some((to, request)),
-                Command::LoadSnapshot { .. } => None,
-            })
-            .collect();
-        let n = sends.len();
-        let all = futures::future::join_all(sends.into_iter().map(|(to, request)| {
-            let me = self.clone();
-            async move {
-                let r = me.peers.call(to, &request).await;
-                me.node.handle_response(to, request, r, (me.clock)());
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut cmds = self.node.drain((self.clock)());
+        let mut batches = 0;
+        loop {
+            let sends: Vec<_> = cmds
+                .into_iter()
+                .filter_map(|c| match c {
+                    Command::Send { to, request } => Some((to, request)),
+                    Command::LoadSnapshot { .. } => None,
+                })
+                .collect();
+            if sends.is_empty() {
+                break;
             }
-        }));
-        if tokio::time::timeout(bound, all).await.is_err() {
-            tracing::warn!(
-                batches = n,
-                "shutdown: not every pending sync was delivered in time"
-            );
-        } else if n > 0 {
-            tracing::info!(batches = n, "shutdown: pending syncs delivered");
+            batches += sends.len();
+            let round = futures::future::join_all(sends.into_iter().map(|(to, request)| {
+                let me = self.clone();
+                async move {
+                    let r = me.peers.call(to, &request).await;
+                    let delivered = r.is_ok();
+                    (
+                        delivered,
+                        me.node.handle_response(to, request, r, (me.clock)()),
+                    )
+                }
+            }));
+            let Ok(answers) = tokio::time::timeout_at(deadline, round).await else {
+                tracing::warn!(
+                    batches,
+                    "shutdown: not every pending sync was delivered in time"
+                );
+                return;
+            };
+            if !answers.iter().any(|(delivered, _)| *delivered) {
+                tracing::warn!(batches, "shutdown: no peer took the pending syncs");
+                return;
+            }
+            cmds = answers.into_iter().flat_map(|(_, more)| more).collect();
+            cmds.extend(self.node.drain((self.clock)()));
+        }
+        if batches > 0 {
+            tracing::info!(batches, "shutdown: pending syncs delivered");
         }
     }
 

@@ -1019,6 +1019,44 @@ async fn malformed_requests_get_clear_errors_and_the_node_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_gracefully_hands_its_pending_syncs_to_its_peers() {
+    // A sync delay far beyond the test: only the shutdown's drain can replicate.
+    let mut config = fast_config();
+    config.protocol.sync_delay = 120_000;
+    config.protocol.verify_interval = 120_000;
+    config.protocol.lease = 300_000;
+    let c = cluster(2, config).await;
+    let n0 = c.node(0).expect("node 0 runs");
+    let n1 = c.node(1).expect("node 1 runs");
+    let owned: Vec<(String, u16)> = (0..10_000u32)
+        .map(|i| (format!("10.8.{}.{}", i / 250, i % 250), 8080))
+        .filter(|(ip, port)| matches!(n0.route(&format!("{ip}:{port}")), Route::Local))
+        .take(40)
+        .collect();
+    for (ip, port) in &owned {
+        let (status, body) = register_http(&c, 0, "orders", ip, *port).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    let peer = n1.me();
+    assert_eq!(
+        n0.pending_sync(peer),
+        owned.len(),
+        "every write waits for the delay"
+    );
+    assert!(owned.iter().all(|(ip, port)| !holds(&n1, ip, *port)));
+    c.stop(0).await;
+    let missing: Vec<_> = owned
+        .iter()
+        .filter(|(ip, port)| !holds(&n1, ip, *port))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not handed over at shutdown: {missing:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_shuts_down_gracefully_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distro-server"))
