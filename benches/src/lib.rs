@@ -11,6 +11,7 @@
 //!
 //! It benchmarks nothing by itself and is not used by the product.
 
+pub mod bitcode_codec;
 pub mod codec;
 pub mod fixture;
 pub mod gate;
