@@ -179,6 +179,17 @@ pub struct RunArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<std::path::PathBuf>,
+    /// `--protocol etcd`: the lease a client's keys are put with: per-client (a lease per
+    /// client, kept alive by its heartbeats: an instance registering itself) or shared:N
+    /// (N leases in all, each renewed at most once a second for all its clients: a process
+    /// registering many instances; `shared` is shared:1).
+    #[arg(help_heading = "Target", long, default_value = "per-client")]
+    pub etcd_lease: crate::protocol::mapping::EtcdLease,
+    /// `--protocol zookeeper`: the session a client's znodes live in: shared:N (N sessions
+    /// per member shared by the clients; `shared` is shared:16) or per-client (a session
+    /// and a connection per client, as Curator's service discovery has).
+    #[arg(help_heading = "Target", long, default_value = "shared:16")]
+    pub zk_sessions: crate::protocol::mapping::ZkSessions,
     /// Nodes of the embedded cluster.
     #[arg(help_heading = "Target", long, default_value_t = 3)]
     pub nodes: usize,
@@ -316,6 +327,8 @@ impl RunArgs {
                 }
                 _ => None,
             },
+            etcd_lease: self.etcd_lease,
+            zk_sessions: self.zk_sessions,
             nodes: self.nodes,
             node_threads: self.node_threads,
             cluster_process: self.cluster_process,

@@ -149,6 +149,8 @@ async fn lag_is_measured_and_keep_alive_streams_stay_open() {
         timeout: cfg.timeout,
         query_batch: cfg.query_batch,
         tls: None,
+        etcd_lease: cfg.etcd_lease,
+        zk_sessions: cfg.zk_sessions,
     };
     let proto = std::sync::Arc::new(
         loadgen::protocol::etcd::EtcdProtocol::connect(&ctx)
@@ -177,4 +179,85 @@ async fn lag_is_measured_and_keep_alive_streams_stay_open() {
         streams <= clients,
         "{streams} keep-alive streams for {clients} clients ({beats} beats): {d}"
     );
+}
+
+/// `--etcd-lease shared:2`: every client's keys on one of two leases, kept alive once for
+/// all of them: a steady run with heartbeats and churn has no errors, every probe
+/// replicated, every member holding every client's key at the end, and the beats' leases
+/// kept alive on a handful of streams (the two leases', not one per client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_lease_run_is_clean() {
+    if !etcd_available("shared_lease_run_is_clean") {
+        return;
+    }
+    let cluster = EtcdCluster::start(3).await.expect("start 3 etcd members");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clients = 300;
+    let cfg = RunConfig {
+        protocol: ProtocolKind::Etcd,
+        scenario: Scenario::Churn,
+        etcd_lease: "shared:2".parse().expect("mode"),
+        clients,
+        services: 10,
+        seed: SEED,
+        targets: cluster.targets().to_vec(),
+        duration: Duration::from_secs(3),
+        heartbeat: Duration::from_millis(250),
+        churn_rate: Some(20.0),
+        churn_down: Duration::from_millis(200),
+        probe_interval: Duration::from_millis(100),
+        converge_timeout: Duration::from_secs(10),
+        out: Some(dir.path().to_path_buf()),
+        history: None,
+        progress: false,
+        progress_every: Duration::from_secs(3600),
+        ..RunConfig::default()
+    };
+    let population = std::sync::Arc::new(
+        loadgen::population::Population::new(SEED, clients, 10, 1, 0).expect("population"),
+    );
+    let ctx = loadgen::protocol::Context {
+        targets: cfg.targets.clone(),
+        population,
+        lanes: cfg.connections,
+        timeout: cfg.timeout,
+        query_batch: cfg.query_batch,
+        tls: None,
+        etcd_lease: cfg.etcd_lease,
+        zk_sessions: cfg.zk_sessions,
+    };
+    let proto = std::sync::Arc::new(
+        loadgen::protocol::etcd::EtcdProtocol::connect(&ctx)
+            .await
+            .expect("connect"),
+    );
+    let o = loadgen::run::run_with(proto.clone(), &ctx, &cfg, None)
+        .await
+        .expect("run");
+    let (agree, counts) = cluster.agree().await.expect("count the keys");
+    cluster.shutdown().await;
+    let d = describe(&o);
+    let streams = proto.keep_alive_streams_opened();
+    eprintln!("{d}{streams} keep-alive streams opened; members hold {counts:?}");
+    let s = &o.summary;
+    assert_eq!(s.totals.errors, 0, "{d}");
+    assert_eq!(s.replication_lag.unreplicated, 0, "{d}");
+    assert!(s.replication_lag.sightings() > 0, "{d}");
+    let beats = s.op(loadgen::Op::Beat).map_or(0, |b| b.ok);
+    assert!(beats >= 4 * clients, "{beats} beats: {d}");
+    // Two leases, each with a stream on at most each of the 3 members.
+    assert!(
+        streams <= 6,
+        "{streams} keep-alive streams for 2 leases: {d}"
+    );
+    assert!(agree, "{counts:?}: {d}");
+    // Every client registered at the end (a churned client may be away: at most the
+    // clients, at least those the churn did not take at the very end).
+    assert!(
+        counts
+            .iter()
+            .all(|n| *n as u64 <= clients && *n as u64 + 20 >= clients),
+        "{counts:?}: {d}"
+    );
+    assert!(o.is_clean(), "{d}");
 }

@@ -1,7 +1,7 @@
 //! `--protocol etcd`: etcd v3 as a service registry, the way gRPC naming resolvers,
 //! Kratos and go-micro use it, through the `etcd-client` crate.
 //!
-//! Mapping of the scenarios' operations:
+//! Mapping of the scenarios' operations (`--etcd-lease per-client`, the default):
 //!
 //! * register: a fresh lease of [`LEASE_TTL_S`] seconds per client, then one key per
 //!   instance, `/services/<namespace>/<group>/<service>/<ip:port>` ([`instance_key`]),
@@ -16,6 +16,14 @@
 //! * watch: per service, a serializable (member-local) read of the prefix, then a prefix
 //!   watch from the next revision, on the member asked for: the probes' replication lag is the
 //!   time from a put's acknowledgement to its event on every member.
+//!
+//! With `--etcd-lease shared:N` ([`EtcdLease::Shared`]), N leases are granted once (again
+//! when one expires) and client `c`'s keys are put with lease `c mod N`: register is the
+//! puts alone; a heartbeat renews the client's lease on its keep-alive stream unless another
+//! heartbeat did within [`SHARED_LEASE_RENEWAL`], and is then answered by that renewal (no
+//! request); deregister deletes the client's keys. A client whose keys were put with a
+//! lease that has since expired gets a not-found on its next heartbeat, and registers again
+//! with the new one.
 //!
 //! Each member (target) gets its own client (one HTTP/2 channel), so that an item goes to
 //! the member the driver chose, not to one the library would pick.
@@ -33,6 +41,7 @@ use etcd_client::{
 };
 use parking_lot::Mutex;
 
+use super::mapping::{EtcdLease, SHARED_LEASE_RENEWAL};
 use super::nacos::{DEFAULT_GROUP, DEFAULT_NAMESPACE};
 use super::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
 use crate::population::{MARKER_BASE, Population};
@@ -74,8 +83,18 @@ struct Inner {
     /// One client per member (target).
     members: Vec<Client>,
     population: Arc<Population>,
-    /// The lease of each registered client.
+    /// Per-client or shared leases.
+    mode: EtcdLease,
+    /// The lease of each holder: a registered client (per-client mode), or a group `c mod
+    /// N` (shared mode).
     leases: Mutex<HashMap<u32, Lease>>,
+    /// Shared mode: the generation of the lease each registered client's keys were put
+    /// with.
+    registered: Mutex<HashMap<u32, u64>>,
+    /// Shared mode: one grant or renewal of a group's lease at a time.
+    granting: Vec<tokio::sync::Mutex<()>>,
+    /// Shared mode: generations of group leases granted so far.
+    generations: AtomicU64,
     /// Keep-alive streams opened so far.
     keep_alive_streams: AtomicU64,
     timeout: Duration,
@@ -104,7 +123,14 @@ impl EtcdProtocol {
             inner: Arc::new(Inner {
                 members,
                 population: ctx.population.clone(),
+                mode: ctx.etcd_lease,
                 leases: Mutex::new(HashMap::new()),
+                registered: Mutex::new(HashMap::new()),
+                granting: match ctx.etcd_lease {
+                    EtcdLease::PerClient => Vec::new(),
+                    EtcdLease::Shared(n) => (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+                },
+                generations: AtomicU64::new(0),
                 keep_alive_streams: AtomicU64::new(0),
                 timeout: ctx.timeout,
             }),
@@ -112,10 +138,26 @@ impl EtcdProtocol {
     }
 }
 
-/// A registered client's lease, and its keep-alive stream once it has beaten.
+/// A lease (a registered client's, or a shared group's), and its keep-alive stream once it
+/// has been kept alive.
 struct Lease {
     id: i64,
     keep_alive: Option<Arc<KeepAlive>>,
+    /// Shared mode: which grant of the group this is.
+    generation: u64,
+    /// Shared mode: when it was granted or last renewed.
+    renewed: Instant,
+}
+
+impl Lease {
+    fn new(id: i64, generation: u64) -> Self {
+        Self {
+            id,
+            keep_alive: None,
+            generation,
+            renewed: Instant::now(),
+        }
+    }
 }
 
 /// A lease's open keep-alive stream on one member.
@@ -163,16 +205,29 @@ impl Inner {
         }
     }
 
+    /// The holder of client `client`'s lease: itself, or its group in shared mode.
+    fn holder(&self, client: u32) -> u32 {
+        match self.mode {
+            EtcdLease::PerClient => client,
+            EtcdLease::Shared(n) => client % n,
+        }
+    }
+
     async fn item(&self, node: usize, it: Item) -> Outcome {
         let client = self.members[node].clone();
-        match tokio::time::timeout(self.timeout, self.item_inner(node, client, it)).await {
+        match Box::pin(tokio::time::timeout(
+            self.timeout,
+            self.item_inner(node, client, it),
+        ))
+        .await
+        {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => outcome_of(&e),
             Err(_) => {
                 if it.kind == Kind::Beat {
                     // Its answer may still come: the next beat opens a fresh stream, so
                     // that it does not read this one's answer as its own.
-                    if let Some(l) = self.leases.lock().get_mut(&it.client) {
+                    if let Some(l) = self.leases.lock().get_mut(&self.holder(it.client)) {
                         l.keep_alive = None;
                     }
                 }
@@ -181,16 +236,94 @@ impl Inner {
         }
     }
 
-    /// One keep-alive of `client_id`'s lease on its open stream (opened on `node` first if
-    /// it has none there). A stream that broke is dropped, so the retry opens a new one.
-    async fn beat(
+    /// Shared mode: group `group`'s lease and its generation, granted first if it has none
+    /// (one grant at a time per group).
+    async fn group_lease(
+        &self,
+        client: &Client,
+        group: u32,
+    ) -> Result<(i64, u64), etcd_client::Error> {
+        let current = || self.leases.lock().get(&group).map(|l| (l.id, l.generation));
+        if let Some(l) = current() {
+            return Ok(l);
+        }
+        let _one = self.granting[group as usize].lock().await;
+        if let Some(l) = current() {
+            return Ok(l);
+        }
+        let id = client.lease_client().grant(LEASE_TTL_S, None).await?.id();
+        let generation = self.generations.fetch_add(1, Relaxed) + 1;
+        self.leases.lock().insert(group, Lease::new(id, generation));
+        Ok((id, generation))
+    }
+
+    /// Shared mode: forgets group `group`'s lease `id` (it expired), so that the next
+    /// registration grants a new one.
+    fn expired(&self, group: u32, id: i64) {
+        let mut leases = self.leases.lock();
+        if leases.get(&group).is_some_and(|l| l.id == id) {
+            leases.remove(&group);
+        }
+    }
+
+    /// Shared mode: a heartbeat of `client_id`. A not-found when the lease its keys were
+    /// put with is gone; answered by a renewal within [`SHARED_LEASE_RENEWAL`]; otherwise
+    /// a keep-alive of its group's lease.
+    async fn shared_beat(
         &self,
         node: usize,
         client: Client,
         client_id: u32,
     ) -> Result<Outcome, etcd_client::Error> {
+        let group = self.holder(client_id);
+        let Some(generation) = self.registered.lock().get(&client_id).copied() else {
+            return Ok(Outcome::NotFound);
+        };
+        match self.leases.lock().get(&group) {
+            Some(l) if l.generation == generation => {
+                if l.renewed.elapsed() < SHARED_LEASE_RENEWAL {
+                    return Ok(Outcome::Ok);
+                }
+            }
+            _ => return Ok(Outcome::NotFound),
+        }
+        // One renewal of a group's lease at a time (so that beats arriving together open
+        // one keep-alive stream, not one each); those that waited are answered by it.
+        let _one = self.granting[group as usize].lock().await;
+        let id = match self.leases.lock().get(&group) {
+            Some(l) if l.generation == generation => {
+                if l.renewed.elapsed() < SHARED_LEASE_RENEWAL {
+                    return Ok(Outcome::Ok);
+                }
+                l.id
+            }
+            _ => return Ok(Outcome::NotFound),
+        };
+        let o = self.beat(node, client, group, true).await?;
+        if o == Outcome::NotFound {
+            self.expired(group, id);
+        }
+        Ok(o)
+    }
+
+    /// One keep-alive of holder `holder`'s lease on its open stream (opened on `node`
+    /// first if it has none there). A stream that broke is dropped, so the retry opens a
+    /// new one. With `shared` (shared mode), the lease's open stream is used whatever
+    /// member it is on (a process keeps its lease alive on one connection), and a renewal by
+    /// another heartbeat while this one waited for the stream answers this one too.
+    async fn beat(
+        &self,
+        node: usize,
+        client: Client,
+        holder: u32,
+        shared: bool,
+    ) -> Result<Outcome, etcd_client::Error> {
+        let client_id = holder;
         let (id, open) = match self.leases.lock().get(&client_id) {
-            Some(l) => (l.id, l.keep_alive.clone().filter(|k| k.node == node)),
+            Some(l) => (
+                l.id,
+                l.keep_alive.clone().filter(|k| shared || k.node == node),
+            ),
             None => return Ok(Outcome::NotFound),
         };
         let Some(open) = open else {
@@ -216,6 +349,15 @@ impl Inner {
         };
         let answer = {
             let mut g = open.stream.lock().await;
+            if shared
+                && self
+                    .leases
+                    .lock()
+                    .get(&client_id)
+                    .is_some_and(|l| l.id == id && l.renewed.elapsed() < SHARED_LEASE_RENEWAL)
+            {
+                return Ok(Outcome::Ok);
+            }
             let (keeper, answers) = &mut *g;
             match keeper.keep_alive().await {
                 Ok(()) => answers.message().await,
@@ -230,7 +372,14 @@ impl Inner {
             }
         };
         match answer {
-            Ok(Some(a)) if a.ttl() > 0 => Ok(Outcome::Ok),
+            Ok(Some(a)) if a.ttl() > 0 => {
+                if let Some(l) = self.leases.lock().get_mut(&client_id)
+                    && l.id == id
+                {
+                    l.renewed = Instant::now();
+                }
+                Ok(Outcome::Ok)
+            }
             // TTL 0: the lease expired.
             Ok(Some(_)) => {
                 forget();
@@ -254,6 +403,9 @@ impl Inner {
         it: Item,
     ) -> Result<Outcome, etcd_client::Error> {
         let pop = &self.population;
+        if let EtcdLease::Shared(_) = self.mode {
+            return Box::pin(self.item_shared(node, client, it)).await;
+        }
         match it.kind {
             Kind::Register => {
                 let lease = client.lease_client().grant(LEASE_TTL_S, None).await?.id();
@@ -270,13 +422,7 @@ impl Inner {
                 }
                 // An older lease (a client registering again) expires on its own; its keys
                 // now belong to the new one. Its keep-alive stream closes with it.
-                self.leases.lock().insert(
-                    it.client,
-                    Lease {
-                        id: lease,
-                        keep_alive: None,
-                    },
-                );
+                self.leases.lock().insert(it.client, Lease::new(lease, 0));
                 Ok(Outcome::Ok)
             }
             Kind::Deregister => {
@@ -288,28 +434,77 @@ impl Inner {
                         Err(etcd_client::Error::GRpcStatus(s))
                             if s.code() == tonic::Code::NotFound => {}
                         Err(e) => {
-                            self.leases.lock().insert(
-                                it.client,
-                                Lease {
-                                    id,
-                                    keep_alive: None,
-                                },
-                            );
+                            self.leases.lock().insert(it.client, Lease::new(id, 0));
                             return Err(e);
                         }
                     }
                 }
                 Ok(Outcome::Ok)
             }
-            Kind::Beat => Box::pin(self.beat(node, client, it.client)).await,
-            Kind::Query => {
-                let prefix = service_prefix(pop.service_name(it.service));
-                client
-                    .kv_client()
-                    .get(prefix, Some(GetOptions::new().with_prefix()))
-                    .await?;
+            Kind::Beat => Box::pin(self.beat(node, client, it.client, false)).await,
+            Kind::Query => self.query(client, it).await,
+        }
+    }
+
+    /// A prefix range read of the item's service.
+    async fn query(&self, client: Client, it: Item) -> Result<Outcome, etcd_client::Error> {
+        let prefix = service_prefix(self.population.service_name(it.service));
+        client
+            .kv_client()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        Ok(Outcome::Ok)
+    }
+
+    /// An item in shared mode (see the module documentation).
+    async fn item_shared(
+        &self,
+        node: usize,
+        client: Client,
+        it: Item,
+    ) -> Result<Outcome, etcd_client::Error> {
+        let pop = &self.population;
+        let addr = pop.addr(it.client);
+        match it.kind {
+            Kind::Register => {
+                let group = self.holder(it.client);
+                let (lease, generation) = self.group_lease(&client, group).await?;
+                let mut kv = client.kv_client();
+                for s in self.services(&it) {
+                    let name = pop.service_name(s);
+                    let put = kv
+                        .put(
+                            instance_key(name, addr),
+                            instance_value(name, addr),
+                            Some(PutOptions::new().with_lease(lease)),
+                        )
+                        .await;
+                    match put {
+                        Ok(_) => {}
+                        // The group's lease expired: the retry grants a new one.
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.code() == tonic::Code::NotFound =>
+                        {
+                            self.expired(group, lease);
+                            return Ok(Outcome::Retry("lease expired"));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.registered.lock().insert(it.client, generation);
                 Ok(Outcome::Ok)
             }
+            Kind::Deregister => {
+                let mut kv = client.kv_client();
+                for s in self.services(&it) {
+                    kv.delete(instance_key(pop.service_name(s), addr), None)
+                        .await?;
+                }
+                self.registered.lock().remove(&it.client);
+                Ok(Outcome::Ok)
+            }
+            Kind::Beat => Box::pin(self.shared_beat(node, client, it.client)).await,
+            Kind::Query => self.query(client, it).await,
         }
     }
 }
