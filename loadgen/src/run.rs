@@ -191,8 +191,11 @@ pub async fn run_measured(
         etcd_lease: config.etcd_lease,
         zk_sessions: config.zk_sessions,
     };
-    // An external cluster's SDK ports, or an embedded cluster's TLS, checked first.
-    if (cluster.is_none() || ctx.tls.is_some())
+    // An external cluster's SDK ports, or an embedded cluster's TLS, checked first (distro
+    // and Nacos: etcd and ZooKeeper have no SDK port at main + 1000, and their clients say
+    // which member they cannot reach).
+    if matches!(config.protocol, ProtocolKind::Native | ProtocolKind::Nacos)
+        && (cluster.is_none() || ctx.tls.is_some())
         && let Err(e) = preflight::check_reachable(&ctx).await
     {
         if let Some(c) = cluster {

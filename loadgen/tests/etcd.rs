@@ -261,3 +261,92 @@ async fn shared_lease_run_is_clean() {
     );
     assert!(o.is_clean(), "{d}");
 }
+
+/// `--tls-cert`/`--tls-key`/`--tls-ca` with `--protocol etcd`: the embedded members serve
+/// their client URLs over TLS with a certificate from a test CA (rcgen), and a register run
+/// over it is clean; trusting another CA, the run fails at once naming the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_cluster_serves_tls_and_a_run_over_it_is_clean() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    if !etcd_available("embedded_cluster_serves_tls_and_a_run_over_it_is_clean") {
+        return;
+    }
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        let key = KeyPair::generate().expect("key");
+        let cert = p.self_signed(&key).expect("self-signed");
+        (cert.pem(), Issuer::new(p, key))
+    };
+    let (ca_pem, issuer) = ca("loadgen etcd test CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "etcd member".to_string());
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &issuer).expect("signed");
+    let files = loadgen::tls::NodeTlsFiles {
+        cert: dir.path().join("member.crt"),
+        key: dir.path().join("member.key"),
+    };
+    std::fs::write(&files.cert, cert.pem()).expect("write cert");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write key");
+    let cfg = RunConfig {
+        protocol: ProtocolKind::Etcd,
+        scenario: Scenario::Register,
+        clients: 200,
+        services: 20,
+        seed: SEED,
+        nodes: 3,
+        probe_interval: Duration::from_millis(200),
+        converge_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(3),
+        retries: 1,
+        tls: Some(loadgen::tls::TargetTls::from_pem(&ca_pem).expect("CA PEM")),
+        node_tls: Some(files),
+        out: Some(dir.path().join("run")),
+        history: None,
+        progress: false,
+        progress_every: Duration::from_secs(3600),
+        ..RunConfig::default()
+    };
+    let o = run(cfg.clone()).await.expect("a run over TLS");
+    let d = describe(&o);
+    assert_eq!(o.summary.totals.errors, 0, "{d}");
+    assert_eq!(
+        o.summary.op(loadgen::Op::Register).map(|r| r.ok),
+        Some(200),
+        "{d}"
+    );
+    assert!(o.node_instances.iter().all(|n| *n == 200), "{d}");
+    assert!(o.is_clean(), "{d}");
+
+    // Trusting another CA: connecting to a member over TLS fails, naming it.
+    let files = cfg.node_tls.clone().expect("files");
+    let good = cfg.tls.clone().expect("CA");
+    let cluster = EtcdCluster::start_tls(1, Some((&files, &good)))
+        .await
+        .expect("a TLS member");
+    let other = loadgen::tls::TargetTls::from_pem(&ca("another CA").0).expect("CA PEM");
+    let ctx = loadgen::protocol::Context {
+        targets: cluster.targets().to_vec(),
+        population: std::sync::Arc::new(
+            loadgen::population::Population::new(SEED, 10, 1, 1, 0).expect("population"),
+        ),
+        lanes: 1,
+        timeout: Duration::from_secs(3),
+        query_batch: 1,
+        tls: Some(other),
+        etcd_lease: cfg.etcd_lease,
+        zk_sessions: cfg.zk_sessions,
+    };
+    let e = loadgen::protocol::etcd::EtcdProtocol::connect(&ctx).await;
+    cluster.shutdown().await;
+    let e = format!("{:#}", e.expect_err("another CA"));
+    assert!(
+        e.contains("cannot connect to the etcd member https://127.0.0.1:"),
+        "{e}"
+    );
+}

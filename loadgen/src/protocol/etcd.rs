@@ -102,19 +102,30 @@ struct Inner {
 
 impl EtcdProtocol {
     /// Connects one client to each target (`host:port`, an etcd client URL without its
-    /// scheme, or with `http://`).
+    /// scheme, or with `http://` or `https://`); with `--tls-ca` (`ctx.tls`), over TLS
+    /// trusting only that CA, the server name checked being the target's host.
     pub async fn connect(ctx: &Context) -> anyhow::Result<Self> {
         let mut members = Vec::with_capacity(ctx.targets.len());
+        let scheme = if ctx.tls.is_some() { "https" } else { "http" };
         for t in &ctx.targets {
             let url = if t.contains("://") {
                 t.clone()
             } else {
-                format!("http://{t}")
+                format!("{scheme}://{t}")
             };
-            let options = ConnectOptions::new()
+            let mut options = ConnectOptions::new()
                 .with_connect_timeout(ctx.timeout)
                 .with_timeout(ctx.timeout);
-            let client = Client::connect([url.as_str()], Some(options))
+            if let Some(tls) = &ctx.tls {
+                options = options.with_tls(tls.tonic());
+            }
+            let mut client = Client::connect([url.as_str()], Some(options))
+                .await
+                .with_context(|| format!("cannot connect to the etcd member {url}"))?;
+            // The channel connects lazily: one status request checks the member (and its
+            // TLS) before the run, so that a wrong CA or a dead member ends it at once.
+            client
+                .status()
                 .await
                 .with_context(|| format!("cannot connect to the etcd member {url}"))?;
             members.push(client);

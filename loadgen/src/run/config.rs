@@ -302,14 +302,14 @@ impl RunConfig {
             "--tls-cert/--tls-key: loadgen needs --tls-ca, the CA that signed the certificate"
         );
         anyhow::ensure!(
-            self.tls.is_none()
-                || !matches!(self.protocol, ProtocolKind::Etcd | ProtocolKind::Zookeeper),
-            "--tls-ca: not supported with --protocol etcd or zookeeper"
+            self.tls.is_none() || self.protocol != ProtocolKind::Zookeeper,
+            "--tls-ca: not supported with --protocol zookeeper (the tokio-zookeeper crate has \
+             no TLS)"
         );
         anyhow::ensure!(
-            self.node_tls.is_none()
-                || !matches!(self.protocol, ProtocolKind::Etcd | ProtocolKind::Zookeeper),
-            "--tls-cert/--tls-key: not supported with --protocol etcd or zookeeper"
+            self.node_tls.is_none() || self.protocol != ProtocolKind::Zookeeper,
+            "--tls-cert/--tls-key: not supported with --protocol zookeeper (the \
+             tokio-zookeeper crate has no TLS)"
         );
         anyhow::ensure!(
             (1..=32).contains(&self.nodes),
