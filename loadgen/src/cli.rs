@@ -181,7 +181,7 @@ pub struct RunArgs {
     pub tls_key: Option<std::path::PathBuf>,
     /// `--protocol etcd`: the lease a client's keys are put with: per-client (a lease per
     /// client, kept alive by its heartbeats: an instance registering itself) or shared:N
-    /// (N leases in all, each renewed at most once a second for all its clients: a process
+    /// (N leases in all, each renewed every 5 s by a keep-alive of its own: a process
     /// registering many instances; `shared` is shared:1).
     #[arg(help_heading = "Target", long, default_value = "per-client")]
     pub etcd_lease: crate::protocol::mapping::EtcdLease,

@@ -181,10 +181,10 @@ async fn lag_is_measured_and_keep_alive_streams_stay_open() {
     );
 }
 
-/// `--etcd-lease shared:2`: every client's keys on one of two leases, kept alive once for
-/// all of them: a steady run with heartbeats and churn has no errors, every probe
-/// replicated, every member holding every client's key at the end, and the beats' leases
-/// kept alive on a handful of streams (the two leases', not one per client).
+/// `--etcd-lease shared:2`: every client's keys on one of two leases, each kept alive by a
+/// task of its own every 5 s: a churn run longer than a renewal has no errors, every probe
+/// replicated, every member holding every client's key at the end, and the leases renewed
+/// on a handful of streams (at least one: a renewal succeeded; not one per client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_lease_run_is_clean() {
     if !etcd_available("shared_lease_run_is_clean") {
@@ -201,7 +201,7 @@ async fn shared_lease_run_is_clean() {
         services: 10,
         seed: SEED,
         targets: cluster.targets().to_vec(),
-        duration: Duration::from_secs(3),
+        duration: Duration::from_secs(7),
         heartbeat: Duration::from_millis(250),
         churn_rate: Some(20.0),
         churn_down: Duration::from_millis(200),
@@ -245,9 +245,9 @@ async fn shared_lease_run_is_clean() {
     assert!(s.replication_lag.sightings() > 0, "{d}");
     let beats = s.op(loadgen::Op::Beat).map_or(0, |b| b.ok);
     assert!(beats >= 4 * clients, "{beats} beats: {d}");
-    // Two leases, each with a stream on at most each of the 3 members.
+    // Two leases, each renewed on a stream (again on the next member after a failure).
     assert!(
-        streams <= 6,
+        (1..=6).contains(&streams),
         "{streams} keep-alive streams for 2 leases: {d}"
     );
     assert!(agree, "{counts:?}: {d}");

@@ -19,19 +19,19 @@
 //!
 //! With `--etcd-lease shared:N` ([`EtcdLease::Shared`]), N leases are granted once (again
 //! when one expires) and client `c`'s keys are put with lease `c mod N`: register is the
-//! puts alone; a heartbeat renews the client's lease on its keep-alive stream unless another
-//! heartbeat did within [`SHARED_LEASE_RENEWAL`], and is then answered by that renewal (no
-//! request); deregister deletes the client's keys. A client whose keys were put with a
-//! lease that has since expired gets a not-found on its next heartbeat, and registers again
-//! with the new one.
+//! puts alone; each lease is kept alive by a task of its own every [`SHARED_LEASE_RENEWAL`]
+//! on a keep-alive stream, as an etcd client library keeps a process's lease, whatever the
+//! clients do; a client's heartbeat sends no request: it is answered from that lease's
+//! state, a not-found when the lease its keys were put with has expired since (the client
+//! then registers again with the new one); deregister deletes the client's keys.
 //!
 //! Each member (target) gets its own client (one HTTP/2 channel), so that an item goes to
 //! the member the driver chose, not to one the library would pick.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddrV4;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -80,6 +80,8 @@ impl std::fmt::Debug for EtcdProtocol {
 }
 
 struct Inner {
+    /// Itself, for the shared leases' keep-alive tasks (which end with it).
+    this: Weak<Inner>,
     /// One client per member (target).
     members: Vec<Client>,
     population: Arc<Population>,
@@ -91,7 +93,7 @@ struct Inner {
     /// Shared mode: the generation of the lease each registered client's keys were put
     /// with.
     registered: Mutex<HashMap<u32, u64>>,
-    /// Shared mode: one grant or renewal of a group's lease at a time.
+    /// Shared mode: one grant of a group's lease at a time.
     granting: Vec<tokio::sync::Mutex<()>>,
     /// Shared mode: generations of group leases granted so far.
     generations: AtomicU64,
@@ -131,7 +133,8 @@ impl EtcdProtocol {
             members.push(client);
         }
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|this| Inner {
+                this: this.clone(),
                 members,
                 population: ctx.population.clone(),
                 mode: ctx.etcd_lease,
@@ -251,6 +254,7 @@ impl Inner {
     /// (one grant at a time per group).
     async fn group_lease(
         &self,
+        node: usize,
         client: &Client,
         group: u32,
     ) -> Result<(i64, u64), etcd_client::Error> {
@@ -265,6 +269,7 @@ impl Inner {
         let id = client.lease_client().grant(LEASE_TTL_S, None).await?.id();
         let generation = self.generations.fetch_add(1, Relaxed) + 1;
         self.leases.lock().insert(group, Lease::new(id, generation));
+        tokio::spawn(keep_shared_lease(self.this.clone(), group, id, node));
         Ok((id, generation))
     }
 
@@ -277,64 +282,30 @@ impl Inner {
         }
     }
 
-    /// Shared mode: a heartbeat of `client_id`. A not-found when the lease its keys were
-    /// put with is gone; answered by a renewal within [`SHARED_LEASE_RENEWAL`]; otherwise
-    /// a keep-alive of its group's lease.
-    async fn shared_beat(
+    /// Shared mode: a heartbeat of `client_id`, answered without a request: Ok while the
+    /// lease its keys were put with lives (kept alive by [`keep_shared_lease`]), a
+    /// not-found once it has expired or the client is not registered.
+    fn shared_beat(&self, client_id: u32) -> Outcome {
+        let group = self.holder(client_id);
+        let Some(generation) = self.registered.lock().get(&client_id).copied() else {
+            return Outcome::NotFound;
+        };
+        match self.leases.lock().get(&group) {
+            Some(l) if l.generation == generation => Outcome::Ok,
+            _ => Outcome::NotFound,
+        }
+    }
+
+    /// One keep-alive of `client_id`'s lease on its open stream (opened on `node` first if
+    /// it has none there). A stream that broke is dropped, so the retry opens a new one.
+    async fn beat(
         &self,
         node: usize,
         client: Client,
         client_id: u32,
     ) -> Result<Outcome, etcd_client::Error> {
-        let group = self.holder(client_id);
-        let Some(generation) = self.registered.lock().get(&client_id).copied() else {
-            return Ok(Outcome::NotFound);
-        };
-        match self.leases.lock().get(&group) {
-            Some(l) if l.generation == generation => {
-                if l.renewed.elapsed() < SHARED_LEASE_RENEWAL {
-                    return Ok(Outcome::Ok);
-                }
-            }
-            _ => return Ok(Outcome::NotFound),
-        }
-        // One renewal of a group's lease at a time (so that beats arriving together open
-        // one keep-alive stream, not one each); those that waited are answered by it.
-        let _one = self.granting[group as usize].lock().await;
-        let id = match self.leases.lock().get(&group) {
-            Some(l) if l.generation == generation => {
-                if l.renewed.elapsed() < SHARED_LEASE_RENEWAL {
-                    return Ok(Outcome::Ok);
-                }
-                l.id
-            }
-            _ => return Ok(Outcome::NotFound),
-        };
-        let o = self.beat(node, client, group, true).await?;
-        if o == Outcome::NotFound {
-            self.expired(group, id);
-        }
-        Ok(o)
-    }
-
-    /// One keep-alive of holder `holder`'s lease on its open stream (opened on `node`
-    /// first if it has none there). A stream that broke is dropped, so the retry opens a
-    /// new one. With `shared` (shared mode), the lease's open stream is used whatever
-    /// member it is on (a process keeps its lease alive on one connection), and a renewal by
-    /// another heartbeat while this one waited for the stream answers this one too.
-    async fn beat(
-        &self,
-        node: usize,
-        client: Client,
-        holder: u32,
-        shared: bool,
-    ) -> Result<Outcome, etcd_client::Error> {
-        let client_id = holder;
         let (id, open) = match self.leases.lock().get(&client_id) {
-            Some(l) => (
-                l.id,
-                l.keep_alive.clone().filter(|k| shared || k.node == node),
-            ),
+            Some(l) => (l.id, l.keep_alive.clone().filter(|k| k.node == node)),
             None => return Ok(Outcome::NotFound),
         };
         let Some(open) = open else {
@@ -360,15 +331,6 @@ impl Inner {
         };
         let answer = {
             let mut g = open.stream.lock().await;
-            if shared
-                && self
-                    .leases
-                    .lock()
-                    .get(&client_id)
-                    .is_some_and(|l| l.id == id && l.renewed.elapsed() < SHARED_LEASE_RENEWAL)
-            {
-                return Ok(Outcome::Ok);
-            }
             let (keeper, answers) = &mut *g;
             match keeper.keep_alive().await {
                 Ok(()) => answers.message().await,
@@ -383,14 +345,7 @@ impl Inner {
             }
         };
         match answer {
-            Ok(Some(a)) if a.ttl() > 0 => {
-                if let Some(l) = self.leases.lock().get_mut(&client_id)
-                    && l.id == id
-                {
-                    l.renewed = Instant::now();
-                }
-                Ok(Outcome::Ok)
-            }
+            Ok(Some(a)) if a.ttl() > 0 => Ok(Outcome::Ok),
             // TTL 0: the lease expired.
             Ok(Some(_)) => {
                 forget();
@@ -452,7 +407,7 @@ impl Inner {
                 }
                 Ok(Outcome::Ok)
             }
-            Kind::Beat => Box::pin(self.beat(node, client, it.client, false)).await,
+            Kind::Beat => Box::pin(self.beat(node, client, it.client)).await,
             Kind::Query => self.query(client, it).await,
         }
     }
@@ -479,7 +434,7 @@ impl Inner {
         match it.kind {
             Kind::Register => {
                 let group = self.holder(it.client);
-                let (lease, generation) = self.group_lease(&client, group).await?;
+                let (lease, generation) = self.group_lease(node, &client, group).await?;
                 let mut kv = client.kv_client();
                 for s in self.services(&it) {
                     let name = pop.service_name(s);
@@ -514,8 +469,68 @@ impl Inner {
                 self.registered.lock().remove(&it.client);
                 Ok(Outcome::Ok)
             }
-            Kind::Beat => Box::pin(self.shared_beat(node, client, it.client)).await,
+            Kind::Beat => Ok(self.shared_beat(it.client)),
             Kind::Query => self.query(client, it).await,
+        }
+    }
+}
+
+/// Shared mode: keeps group `group`'s lease `id` alive, every [`SHARED_LEASE_RENEWAL`], on a
+/// keep-alive stream of its own on member `node` (the next member after a failure), until
+/// the lease is replaced or the protocol is dropped; a lease found expired (TTL 0) is
+/// forgotten, so that the next registration grants a new one.
+async fn keep_shared_lease(this: Weak<Inner>, group: u32, id: i64, mut node: usize) {
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    loop {
+        tokio::time::sleep(SHARED_LEASE_RENEWAL).await;
+        let Some(inner) = this.upgrade() else {
+            return;
+        };
+        if inner.leases.lock().get(&group).map(|l| l.id) != Some(id) {
+            return;
+        }
+        let t = inner.timeout;
+        let alive = match stream.as_mut() {
+            None => {
+                let mut leases = inner.members[node].lease_client();
+                match tokio::time::timeout(t, leases.keep_alive(id)).await {
+                    Ok(Ok(s)) => {
+                        inner.keep_alive_streams.fetch_add(1, Relaxed);
+                        stream = Some(s);
+                        Some(true)
+                    }
+                    Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Some(false),
+                    _ => None,
+                }
+            }
+            Some((keeper, answers)) => {
+                let renewal = async {
+                    keeper.keep_alive().await?;
+                    answers.message().await
+                };
+                match tokio::time::timeout(t, renewal).await {
+                    Ok(Ok(Some(a))) => Some(a.ttl() > 0),
+                    _ => None,
+                }
+            }
+        };
+        match alive {
+            Some(true) => {
+                if let Some(l) = inner.leases.lock().get_mut(&group)
+                    && l.id == id
+                {
+                    l.renewed = Instant::now();
+                }
+            }
+            Some(false) => {
+                inner.expired(group, id);
+                return;
+            }
+            None => {
+                // Broken or slow: a new stream on the next member at the next renewal.
+                stream = None;
+                node = (node + 1) % inner.members.len();
+            }
         }
     }
 }

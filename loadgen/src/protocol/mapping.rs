@@ -5,8 +5,8 @@
 //! * etcd, [`EtcdLease::PerClient`] (the default): a lease per client, kept alive by the
 //!   client's heartbeats: a service instance that registers itself, as gRPC naming
 //!   resolvers, Kratos and go-micro do. [`EtcdLease::Shared`]: `N` leases in all, client `c`
-//!   on lease `c mod N`, kept alive once for all its clients: a process (an agent, a
-//!   gateway) registering many instances under one lease.
+//!   on lease `c mod N`, kept alive by a keep-alive of its own for all its clients: a process
+//!   (an agent, a gateway) registering many instances under one lease.
 //! * ZooKeeper, [`ZkSessions::Shared`] (the default, 16 per member): a pool of sessions per
 //!   member that the clients' operations share, as etcd's channels and distro's native
 //!   lanes are shared; [`ZkSessions::PerClient`]: a session (and a TCP connection) per
@@ -24,15 +24,15 @@ pub enum EtcdLease {
     /// A lease per client, kept alive by its heartbeats.
     #[default]
     PerClient,
-    /// This many leases in all (client `c` on lease `c mod N`), each kept alive at most
-    /// once per [`SHARED_LEASE_RENEWAL`](crate::protocol::mapping::SHARED_LEASE_RENEWAL)
-    /// whatever the number of its clients.
+    /// This many leases in all (client `c` on lease `c mod N`), each kept alive every
+    /// [`SHARED_LEASE_RENEWAL`] by a keep-alive of its own, whatever its clients do.
     Shared(u32),
 }
 
-/// In `--etcd-lease shared` mode, a client's heartbeat renews its shared lease only if no
-/// other heartbeat did within this long; the others are answered by that renewal.
-pub const SHARED_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// In `--etcd-lease shared` mode, how often each shared lease is renewed: a third of its
+/// 15 s TTL, as etcd's client libraries renew a lease. A client's heartbeat sends no
+/// request: it is answered from the lease's state.
+pub const SHARED_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `--zk-sessions`: see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,8 +115,9 @@ impl EtcdLease {
                 "a lease per client, kept alive by its heartbeats (--etcd-lease per-client)".into()
             }
             EtcdLease::Shared(n) => format!(
-                "{n} lease(s) shared by all clients, each renewed at most once a second \
-                 whatever its clients' heartbeats (--etcd-lease shared:{n})"
+                "{n} lease(s) shared by all clients, each renewed every 5 s by a keep-alive of \
+                 its own; a client's heartbeat is answered without a request (--etcd-lease \
+                 shared:{n})"
             ),
         }
     }
