@@ -39,8 +39,15 @@
 # goes to OUT/steps.tsv and its step's .rc file, the next runs go on, and peers.py shows
 # it marked, out of the medians, with what it lost. A system whose query-max run answered
 # no query has no query-half run (recorded as skipped).
-# Takes about 40 minutes at 10,000 and 100,000 clients on a 2-core machine. Each run's
-# directory holds its report; OUT/uptime.txt has the load average before each step.
+# How long (estimated from a 1,000-client sitting of all five systems, 2 min 54 s with
+# HOLD=3s, about 6 s per run besides its hold, and the registration rates of the first
+# quiet sitting at 100,000 clients): per seed, with HOLD=20s, about 1.5 min per system at
+# 10,000 clients; at 100,000, distro ~2 min, zookeeper ~3 min, etcd ~7 min (4 x 55 s of
+# registrations, and up to 30 s more per run waiting for members that disagree once leases
+# are lost), etcd-shared ~4-5 min (one write per client instead of two); so the default
+# sitting (10,000 and 100,000, 3 seeds, 4 systems) takes 65-75 minutes plus the build.
+# Each run's directory holds its report; OUT/uptime.txt has the load average before each
+# step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
