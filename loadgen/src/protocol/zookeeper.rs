@@ -257,10 +257,20 @@ impl Inner {
             Ok(zk) => zk,
             Err(o) => return o,
         };
-        match tokio::time::timeout(self.timeout, self.item_inner(&zk, it)).await {
+        let o = match tokio::time::timeout(self.timeout, self.item_inner(&zk, it)).await {
             Ok(o) => o,
             Err(_) => Outcome::Retry("timeout"),
+        };
+        // A probe's marker client is done once deregistered: its own session goes (a run
+        // would otherwise keep one open per probe).
+        if self.mode == ZkSessions::PerClient
+            && it.client >= MARKER_BASE
+            && it.kind == Kind::Deregister
+            && o == Outcome::Ok
+        {
+            self.sessions.lock().remove(&it.client);
         }
+        o
     }
 
     async fn item_inner(&self, zk: &ZooKeeper, it: Item) -> Outcome {
