@@ -475,63 +475,93 @@ impl Inner {
     }
 }
 
-/// Shared mode: keeps group `group`'s lease `id` alive, every [`SHARED_LEASE_RENEWAL`], on a
-/// keep-alive stream of its own on member `node` (the next member after a failure), until
-/// the lease is replaced or the protocol is dropped; a lease found expired (TTL 0) is
-/// forgotten, so that the next registration grants a new one.
+/// Shared mode: keeps group `group`'s lease `id` alive on a keep-alive stream of its own on
+/// member `node` (the next member after the stream breaks), as etcd's client libraries do:
+/// a request every [`SHARED_LEASE_RENEWAL`] on a fixed schedule, the answers read as they
+/// come (a slow answer delays no request). Ends with the protocol or when the lease is
+/// replaced; a lease found expired (TTL 0) is forgotten, so that the next registration
+/// grants a new one.
 async fn keep_shared_lease(this: Weak<Inner>, group: u32, id: i64, mut node: usize) {
-    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    // Whether the lease is still the group's (and the protocol alive); marks it renewed.
+    let current = |renewed: bool| {
+        let Some(inner) = this.upgrade() else {
+            return false;
+        };
+        let mut leases = inner.leases.lock();
+        match leases.get_mut(&group) {
+            Some(l) if l.id == id => {
+                if renewed {
+                    l.renewed = Instant::now();
+                }
+                true
+            }
+            _ => false,
+        }
+    };
+    let expired = || {
+        if let Some(inner) = this.upgrade() {
+            inner.expired(group, id);
+        }
+    };
     loop {
-        tokio::time::sleep(SHARED_LEASE_RENEWAL).await;
         let Some(inner) = this.upgrade() else {
             return;
         };
-        if inner.leases.lock().get(&group).map(|l| l.id) != Some(id) {
-            return;
-        }
-        let t = inner.timeout;
-        let alive = match stream.as_mut() {
-            None => {
-                let mut leases = inner.members[node].lease_client();
-                match tokio::time::timeout(t, leases.keep_alive(id)).await {
-                    Ok(Ok(s)) => {
-                        inner.keep_alive_streams.fetch_add(1, Relaxed);
-                        stream = Some(s);
-                        Some(true)
-                    }
-                    Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Some(false),
-                    _ => None,
-                }
+        let (timeout, members) = (inner.timeout, inner.members.len());
+        let mut leases = inner.members[node].lease_client();
+        let counter = &inner.keep_alive_streams;
+        // Opening the stream sends one keep-alive and reads its answer.
+        let opened = tokio::time::timeout(timeout, leases.keep_alive(id)).await;
+        let (mut keeper, mut answers) = match opened {
+            Ok(Ok(stream)) => {
+                counter.fetch_add(1, Relaxed);
+                stream
             }
-            Some((keeper, answers)) => {
-                let renewal = async {
-                    keeper.keep_alive().await?;
-                    answers.message().await
-                };
-                match tokio::time::timeout(t, renewal).await {
-                    Ok(Ok(Some(a))) => Some(a.ttl() > 0),
-                    _ => None,
-                }
-            }
-        };
-        match alive {
-            Some(true) => {
-                if let Some(l) = inner.leases.lock().get_mut(&group)
-                    && l.id == id
-                {
-                    l.renewed = Instant::now();
-                }
-            }
-            Some(false) => {
-                inner.expired(group, id);
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => {
+                drop(inner);
+                expired();
                 return;
             }
-            None => {
-                // Broken or slow: a new stream on the next member at the next renewal.
-                stream = None;
-                node = (node + 1) % inner.members.len();
+            _ => {
+                drop(inner);
+                node = (node + 1) % members;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        drop(inner);
+        if !current(true) {
+            return;
+        }
+        let mut schedule = tokio::time::interval(SHARED_LEASE_RENEWAL);
+        schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        schedule.tick().await; // the first tick is now: that renewal was the opening one
+        loop {
+            tokio::select! {
+                _ = schedule.tick() => {
+                    if !current(false) {
+                        return;
+                    }
+                    if keeper.keep_alive().await.is_err() {
+                        break;
+                    }
+                }
+                answer = answers.message() => match answer {
+                    Ok(Some(a)) if a.ttl() > 0 => {
+                        if !current(true) {
+                            return;
+                        }
+                    }
+                    Ok(Some(_)) => {
+                        expired();
+                        return;
+                    }
+                    // The stream broke: a new one on the next member.
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
+        node = (node + 1) % members;
     }
 }
 
