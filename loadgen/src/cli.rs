@@ -158,12 +158,14 @@ pub struct RunArgs {
     /// start an embedded cluster.
     #[arg(help_heading = "Target", long, value_delimiter = ',', value_parser = parse_target)]
     pub targets: Vec<String>,
-    /// TLS to the targets' SDK ports (those started with --tls-cert/--tls-key), trusting
-    /// only the CA certificates of this PEM file. Only with --targets.
+    /// TLS to the targets' SDK ports (those started with --tls-cert/--tls-key), or with
+    /// --protocol etcd to the members' client URLs (https://), trusting only the CA
+    /// certificates of this PEM file. With --targets, or with --tls-cert and --tls-key.
+    /// Not with --protocol zookeeper.
     #[arg(help_heading = "Target", long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
-    /// The embedded nodes serve TLS with this PEM certificate (it must name 127.0.0.1)
-    /// and --tls-key; needs --tls-ca. Not with --targets.
+    /// The embedded nodes (or etcd members) serve TLS with this PEM certificate (it must
+    /// name 127.0.0.1) and --tls-key; needs --tls-ca. Not with --targets.
     #[arg(
         help_heading = "Target",
         long,
