@@ -8,22 +8,46 @@
 #   bash results/peers.sh [OUT]        # OUT defaults to results/runs/peers-<UTC time>
 #   python3 results/peers.py table OUT # the Markdown tables for results/peers.md
 #
-# Per client count and repetition (seeds 1, 2, 3), each system on its own embedded 3-member
-# cluster started for the run (distro's nodes in a child process):
-#   1. register: `loadgen compare --scenario register` (closed model: as fast as each
-#      system takes them): registrations/s, register latency, convergence (replication
-#      lag) under that load, the servers' CPU per registration and memory per instance;
-#   2. query, saturated: `loadgen compare --scenario query --rate 50000` (QUERY_OFFER; far
-#      above what any of them answers here): the achieved rate is each system's maximum
-#      with every client held with heartbeats (the closed model would measure the lanes'
-#      2 ms linger, not the servers: results/loadgen.md); no --require-clean here, as
-#      queries past --max-lag are dropped by design;
-#   3. query at half of each system's own maximum (from 2), open model: one run per
-#      system (`loadgen --protocol ...`): the query p99 that the table reports;
-#   4. push: `loadgen compare --scenario push --rate 200 --subscribers 2`: change-to-push
-#      latency on every member.
-# Takes about 40 minutes at 10,000 and 100,000 clients on a 2-core machine. Each run's
-# directory holds its report; OUT/uptime.txt has the load average before each step.
+# Variables: CLIENTS (default "10000 100000"), SEEDS ("1 2 3"), HOLD (20s), QUERY_OFFER
+# (50000), SYSTEMS (default "distro etcd etcd-shared zookeeper"): the systems, each with
+# its mapping of a client (loadgen's --etcd-lease, --zk-sessions; README "Which client maps
+# onto which lease or session"):
+#   distro                native protocol, distro's nodes in a child process
+#   etcd                  a lease per client (--etcd-lease per-client, loadgen's default)
+#   etcd-shared           one lease shared by all clients (--etcd-lease shared)
+#   zookeeper             16 sessions per member shared (--zk-sessions shared:16, the default)
+#   zookeeper-per-client  a session per client (--zk-sessions per-client; needs an open-file
+#                         hard limit above the clients + 8,192)
+#
+# Per client count and repetition (seeds), step by step, each system in turn on its own
+# embedded 3-member cluster started for each run, each run a `loadgen compare --systems
+# <one>` in OUT/<clients>/seed-<seed>/<step>/<system>/:
+#   1. register: --scenario register (closed model: as fast as each system takes them):
+#      registrations/s, register latency, convergence (replication lag) under that load,
+#      the servers' CPU per registration and memory per instance;
+#   2. query-max: --scenario query --rate 50000 (QUERY_OFFER; far above what any of them
+#      answers here): the achieved rate is each system's maximum with every client held
+#      with heartbeats (the closed model would measure the lanes' 2 ms linger, not the
+#      servers: results/loadgen.md); not --require-clean, as queries past --max-lag are
+#      dropped by design;
+#   3. query-half: --scenario query at half of the system's own maximum (from 2), open
+#      model: the query p99 that the table reports;
+#   4. push: --scenario push --rate 200 --subscribers 2: change-to-push latency on every
+#      member.
+# A run that is not clean (errors, e.g. etcd leases lost at 100,000 clients; unreplicated
+# probes; members that disagree; a failed start) does not stop the sitting: its exit code
+# goes to OUT/steps.tsv and its step's .rc file, the next runs go on, and peers.py shows
+# it marked, out of the medians, with what it lost. A system whose query-max run answered
+# no query has no query-half run (recorded as skipped).
+# How long (estimated from a 1,000-client sitting of all five systems, 2 min 54 s with
+# HOLD=3s, about 6 s per run besides its hold, and the registration rates of the first
+# quiet sitting at 100,000 clients): per seed, with HOLD=20s, about 1.5 min per system at
+# 10,000 clients; at 100,000, distro ~2 min, zookeeper ~3 min, etcd ~7 min (4 x 55 s of
+# registrations, and up to 30 s more per run waiting for members that disagree once leases
+# are lost), etcd-shared ~4-5 min (one write per client instead of two); so the default
+# sitting (10,000 and 100,000, 3 seeds, 4 systems) takes 65-75 minutes plus the build.
+# Each run's directory holds its report; OUT/uptime.txt has the load average before each
+# step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,13 +56,53 @@ clients_list=${CLIENTS:-10000 100000}
 seeds=${SEEDS:-1 2 3}
 hold=${HOLD:-20s}
 offer=${QUERY_OFFER:-50000}
+systems=${SYSTEMS:-distro etcd etcd-shared zookeeper}
+systems=${systems//,/ }
 mkdir -p "$out"
 
-cargo build --release --locked -p loadgen -p distro-server --features loadgen/etcd
-lg=target/release/loadgen
+# The loadgen options of a system of SYSTEMS (into the array `sys`), or an error.
+system_options() {
+  case $1 in
+    distro) sys=(--systems distro) ;;
+    etcd) sys=(--systems etcd --etcd-lease per-client) ;;
+    etcd-shared) sys=(--systems etcd --etcd-lease shared) ;;
+    zookeeper) sys=(--systems zookeeper --zk-sessions shared:16) ;;
+    zookeeper-per-client) sys=(--systems zookeeper --zk-sessions per-client) ;;
+    *)
+      echo "peers.sh: SYSTEMS: unknown system '$1' (distro, etcd, etcd-shared, zookeeper, zookeeper-per-client)" >&2
+      return 2
+      ;;
+  esac
+}
+for s in $systems; do system_options "$s"; done
+
+if [ -z "${LOADGEN:-}" ]; then
+  cargo build --release --locked -p loadgen -p distro-server --features loadgen/etcd
+fi
+lg=${LOADGEN:-target/release/loadgen}
 
 note() {
   printf '%s %s | %s\n' "$(date -u +%H:%M:%S)" "$*" "$(uptime)" | tee -a "$out/uptime.txt"
+}
+
+# step N SEED STEP SYSTEM ARGS...: one `loadgen compare` of SYSTEM into
+# OUT/N/seed-SEED/STEP/SYSTEM (its log beside it, STEP-SYSTEM.log); its exit code goes to
+# STEP/SYSTEM.rc and to OUT/steps.tsv, and a non-zero one does not stop the sitting.
+step() {
+  local n=$1 seed=$2 name=$3 system=$4
+  shift 4
+  local d=$out/$n/seed-$seed
+  mkdir -p "$d/$name"
+  system_options "$system"
+  local rc=0
+  "$lg" compare "${sys[@]}" --clients "$n" --seed "$seed" "$@" \
+    --out "$d/$name/$system" >"$d/$name-$system.log" 2>&1 || rc=$?
+  echo "$rc" >"$d/$name/$system.rc"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%H:%M:%S)" "$n" "$seed" "$name" "$system" "$rc" \
+    >>"$out/steps.tsv"
+  if [ "$rc" -ne 0 ]; then
+    note "$n clients, seed $seed: $name $system exited $rc (not clean; recorded, going on): $(tail -n 1 "$d/$name-$system.log")"
+  fi
 }
 
 base=(--services 1000 --heartbeat 5s --plain --no-history)
@@ -47,28 +111,33 @@ common=("${base[@]}" --require-clean)
 for n in $clients_list; do
   for seed in $seeds; do
     d=$out/$n/seed-$seed
-    mkdir -p "$d"
-    note "$n clients, seed $seed: register"
-    "$lg" compare --scenario register --clients "$n" --seed "$seed" "${common[@]}" \
-      --out "$d/register" >"$d/register.log" 2>&1
-    note "$n clients, seed $seed: query, saturated at $offer/s offered"
-    "$lg" compare --scenario query --rate "$offer" --clients "$n" --seed "$seed" \
-      --duration "$hold" "${base[@]}" --out "$d/query-max" >"$d/query-max.log" 2>&1
-    for system in distro etcd zookeeper; do
-      half=$(python3 results/peers.py half-query-rate "$d/query-max/compare.json" "$system")
-      case $system in
-        distro) proto=(--protocol native --cluster-process) ;;
-        etcd) proto=(--protocol etcd) ;;
-        zookeeper) proto=(--protocol zookeeper) ;;
-      esac
-      note "$n clients, seed $seed: $system queries at $half/s (half its maximum)"
-      "$lg" "${proto[@]}" --scenario query --rate "$half" --clients "$n" --seed "$seed" \
-        --duration "$hold" "${common[@]}" --out "$d/query-half/$system" \
-        >"$d/query-half-$system.log" 2>&1
+    for system in $systems; do
+      note "$n clients, seed $seed: $system register"
+      step "$n" "$seed" register "$system" --scenario register "${common[@]}"
     done
-    note "$n clients, seed $seed: push"
-    "$lg" compare --scenario push --rate 200 --subscribers 2 --clients "$n" --seed "$seed" \
-      --duration "$hold" "${common[@]}" --out "$d/push" >"$d/push.log" 2>&1
+    for system in $systems; do
+      note "$n clients, seed $seed: $system query, saturated at $offer/s offered"
+      step "$n" "$seed" query-max "$system" --scenario query --rate "$offer" \
+        --duration "$hold" "${base[@]}"
+    done
+    for system in $systems; do
+      if half=$(python3 results/peers.py half-query-rate "$d/query-max/$system/compare.json" \
+        "$system" 2>"$d/query-half-$system.skipped"); then
+        rm -f "$d/query-half-$system.skipped"
+        note "$n clients, seed $seed: $system queries at $half/s (half its maximum)"
+        step "$n" "$seed" query-half "$system" --scenario query --rate "$half" \
+          --duration "$hold" "${common[@]}"
+      else
+        note "$n clients, seed $seed: $system query-half skipped: $(cat "$d/query-half-$system.skipped")"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%H:%M:%S)" "$n" "$seed" query-half \
+          "$system" skipped >>"$out/steps.tsv"
+      fi
+    done
+    for system in $systems; do
+      note "$n clients, seed $seed: $system push"
+      step "$n" "$seed" push "$system" --scenario push --rate 200 --subscribers 2 \
+        --duration "$hold" "${common[@]}"
+    done
   done
 done
 note "done"

@@ -158,12 +158,14 @@ pub struct RunArgs {
     /// start an embedded cluster.
     #[arg(help_heading = "Target", long, value_delimiter = ',', value_parser = parse_target)]
     pub targets: Vec<String>,
-    /// TLS to the targets' SDK ports (those started with --tls-cert/--tls-key), trusting
-    /// only the CA certificates of this PEM file. Only with --targets.
+    /// TLS to the targets' SDK ports (those started with --tls-cert/--tls-key), or with
+    /// --protocol etcd to the members' client URLs (https://), trusting only the CA
+    /// certificates of this PEM file. With --targets, or with --tls-cert and --tls-key.
+    /// Not with --protocol zookeeper.
     #[arg(help_heading = "Target", long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
-    /// The embedded nodes serve TLS with this PEM certificate (it must name 127.0.0.1)
-    /// and --tls-key; needs --tls-ca. Not with --targets.
+    /// The embedded nodes (or etcd members) serve TLS with this PEM certificate (it must
+    /// name 127.0.0.1) and --tls-key; needs --tls-ca. Not with --targets.
     #[arg(
         help_heading = "Target",
         long,
@@ -179,6 +181,17 @@ pub struct RunArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<std::path::PathBuf>,
+    /// `--protocol etcd`: the lease a client's keys are put with: per-client (a lease per
+    /// client, kept alive by its heartbeats: an instance registering itself) or shared:N
+    /// (N leases in all, each renewed every 5 s by a keep-alive of its own: a process
+    /// registering many instances; `shared` is shared:1).
+    #[arg(help_heading = "Target", long, default_value = "per-client")]
+    pub etcd_lease: crate::protocol::mapping::EtcdLease,
+    /// `--protocol zookeeper`: the session a client's znodes live in: shared:N (N sessions
+    /// per member shared by the clients; `shared` is shared:16) or per-client (a session
+    /// and a connection per client, as Curator's service discovery has).
+    #[arg(help_heading = "Target", long, default_value = "shared:16")]
+    pub zk_sessions: crate::protocol::mapping::ZkSessions,
     /// Nodes of the embedded cluster.
     #[arg(help_heading = "Target", long, default_value_t = 3)]
     pub nodes: usize,
@@ -316,6 +329,8 @@ impl RunArgs {
                 }
                 _ => None,
             },
+            etcd_lease: self.etcd_lease,
+            zk_sessions: self.zk_sessions,
             nodes: self.nodes,
             node_threads: self.node_threads,
             cluster_process: self.cluster_process,

@@ -20,6 +20,7 @@ pub mod connect_phase;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod instance_json;
+pub mod mapping;
 pub mod nacos;
 pub mod native;
 pub mod zookeeper;
@@ -165,6 +166,10 @@ pub struct Context {
     pub query_batch: usize,
     /// TLS to the targets' SDK ports (`--tls-ca`); `None`: plaintext.
     pub tls: Option<crate::tls::TargetTls>,
+    /// etcd: which lease a client's keys are put with (`--etcd-lease`).
+    pub etcd_lease: mapping::EtcdLease,
+    /// ZooKeeper: which session a client's znodes live in (`--zk-sessions`).
+    pub zk_sessions: mapping::ZkSessions,
 }
 
 impl Context {

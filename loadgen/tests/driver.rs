@@ -117,6 +117,8 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
         timeout: cfg.timeout,
         query_batch: 1,
         tls: None,
+        etcd_lease: Default::default(),
+        zk_sessions: Default::default(),
     };
     let proto = Arc::new(NativeProtocol::connect(&ctx).await.expect("connect"));
     // Once every client is registered and replicated (the hold phase), stall node 0 for

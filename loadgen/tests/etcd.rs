@@ -149,6 +149,8 @@ async fn lag_is_measured_and_keep_alive_streams_stay_open() {
         timeout: cfg.timeout,
         query_batch: cfg.query_batch,
         tls: None,
+        etcd_lease: cfg.etcd_lease,
+        zk_sessions: cfg.zk_sessions,
     };
     let proto = std::sync::Arc::new(
         loadgen::protocol::etcd::EtcdProtocol::connect(&ctx)
@@ -176,5 +178,175 @@ async fn lag_is_measured_and_keep_alive_streams_stay_open() {
     assert!(
         streams <= clients,
         "{streams} keep-alive streams for {clients} clients ({beats} beats): {d}"
+    );
+}
+
+/// `--etcd-lease shared:2`: every client's keys on one of two leases, each kept alive by a
+/// task of its own every 5 s: a churn run longer than a renewal has no errors, every probe
+/// replicated, every member holding every client's key at the end, and the leases renewed
+/// on a handful of streams (at least one: a renewal succeeded; not one per client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_lease_run_is_clean() {
+    if !etcd_available("shared_lease_run_is_clean") {
+        return;
+    }
+    let cluster = EtcdCluster::start(3).await.expect("start 3 etcd members");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clients = 300;
+    let cfg = RunConfig {
+        protocol: ProtocolKind::Etcd,
+        scenario: Scenario::Churn,
+        etcd_lease: "shared:2".parse().expect("mode"),
+        clients,
+        services: 10,
+        seed: SEED,
+        targets: cluster.targets().to_vec(),
+        duration: Duration::from_secs(7),
+        heartbeat: Duration::from_millis(250),
+        churn_rate: Some(20.0),
+        churn_down: Duration::from_millis(200),
+        probe_interval: Duration::from_millis(100),
+        converge_timeout: Duration::from_secs(10),
+        out: Some(dir.path().to_path_buf()),
+        history: None,
+        progress: false,
+        progress_every: Duration::from_secs(3600),
+        ..RunConfig::default()
+    };
+    let population = std::sync::Arc::new(
+        loadgen::population::Population::new(SEED, clients, 10, 1, 0).expect("population"),
+    );
+    let ctx = loadgen::protocol::Context {
+        targets: cfg.targets.clone(),
+        population,
+        lanes: cfg.connections,
+        timeout: cfg.timeout,
+        query_batch: cfg.query_batch,
+        tls: None,
+        etcd_lease: cfg.etcd_lease,
+        zk_sessions: cfg.zk_sessions,
+    };
+    let proto = std::sync::Arc::new(
+        loadgen::protocol::etcd::EtcdProtocol::connect(&ctx)
+            .await
+            .expect("connect"),
+    );
+    let o = loadgen::run::run_with(proto.clone(), &ctx, &cfg, None)
+        .await
+        .expect("run");
+    let (agree, counts) = cluster.agree().await.expect("count the keys");
+    cluster.shutdown().await;
+    let d = describe(&o);
+    let streams = proto.keep_alive_streams_opened();
+    eprintln!("{d}{streams} keep-alive streams opened; members hold {counts:?}");
+    let s = &o.summary;
+    assert_eq!(s.totals.errors, 0, "{d}");
+    assert_eq!(s.replication_lag.unreplicated, 0, "{d}");
+    assert!(s.replication_lag.sightings() > 0, "{d}");
+    let beats = s.op(loadgen::Op::Beat).map_or(0, |b| b.ok);
+    assert!(beats >= 4 * clients, "{beats} beats: {d}");
+    // Two leases, each renewed on a stream (again on the next member after a failure).
+    assert!(
+        (1..=6).contains(&streams),
+        "{streams} keep-alive streams for 2 leases: {d}"
+    );
+    assert!(agree, "{counts:?}: {d}");
+    // Every client registered at the end (a churned client may be away: at most the
+    // clients, at least those the churn did not take at the very end).
+    assert!(
+        counts
+            .iter()
+            .all(|n| *n as u64 <= clients && *n as u64 + 20 >= clients),
+        "{counts:?}: {d}"
+    );
+    assert!(o.is_clean(), "{d}");
+}
+
+/// `--tls-cert`/`--tls-key`/`--tls-ca` with `--protocol etcd`: the embedded members serve
+/// their client URLs over TLS with a certificate from a test CA (rcgen), and a register run
+/// over it is clean; trusting another CA, the run fails at once naming the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_cluster_serves_tls_and_a_run_over_it_is_clean() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    if !etcd_available("embedded_cluster_serves_tls_and_a_run_over_it_is_clean") {
+        return;
+    }
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        let key = KeyPair::generate().expect("key");
+        let cert = p.self_signed(&key).expect("self-signed");
+        (cert.pem(), Issuer::new(p, key))
+    };
+    let (ca_pem, issuer) = ca("loadgen etcd test CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "etcd member".to_string());
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &issuer).expect("signed");
+    let files = loadgen::tls::NodeTlsFiles {
+        cert: dir.path().join("member.crt"),
+        key: dir.path().join("member.key"),
+    };
+    std::fs::write(&files.cert, cert.pem()).expect("write cert");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write key");
+    let cfg = RunConfig {
+        protocol: ProtocolKind::Etcd,
+        scenario: Scenario::Register,
+        clients: 200,
+        services: 20,
+        seed: SEED,
+        nodes: 3,
+        probe_interval: Duration::from_millis(200),
+        converge_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(3),
+        retries: 1,
+        tls: Some(loadgen::tls::TargetTls::from_pem(&ca_pem).expect("CA PEM")),
+        node_tls: Some(files),
+        out: Some(dir.path().join("run")),
+        history: None,
+        progress: false,
+        progress_every: Duration::from_secs(3600),
+        ..RunConfig::default()
+    };
+    let o = run(cfg.clone()).await.expect("a run over TLS");
+    let d = describe(&o);
+    assert_eq!(o.summary.totals.errors, 0, "{d}");
+    assert_eq!(
+        o.summary.op(loadgen::Op::Register).map(|r| r.ok),
+        Some(200),
+        "{d}"
+    );
+    assert!(o.node_instances.iter().all(|n| *n == 200), "{d}");
+    assert!(o.is_clean(), "{d}");
+
+    // Trusting another CA: connecting to a member over TLS fails, naming it.
+    let files = cfg.node_tls.clone().expect("files");
+    let good = cfg.tls.clone().expect("CA");
+    let cluster = EtcdCluster::start_tls(1, Some((&files, &good)))
+        .await
+        .expect("a TLS member");
+    let other = loadgen::tls::TargetTls::from_pem(&ca("another CA").0).expect("CA PEM");
+    let ctx = loadgen::protocol::Context {
+        targets: cluster.targets().to_vec(),
+        population: std::sync::Arc::new(
+            loadgen::population::Population::new(SEED, 10, 1, 1, 0).expect("population"),
+        ),
+        lanes: 1,
+        timeout: Duration::from_secs(3),
+        query_batch: 1,
+        tls: Some(other),
+        etcd_lease: cfg.etcd_lease,
+        zk_sessions: cfg.zk_sessions,
+    };
+    let e = loadgen::protocol::etcd::EtcdProtocol::connect(&ctx).await;
+    cluster.shutdown().await;
+    let e = format!("{:#}", e.expect_err("another CA"));
+    assert!(
+        e.contains("cannot connect to the etcd member https://127.0.0.1:"),
+        "{e}"
     );
 }

@@ -111,3 +111,58 @@ async fn register_run_against_embedded_zookeeper_is_clean() {
     assert_eq!(o.node_instances, vec![500, 500, 500], "{d}");
     assert!(o.is_clean(), "{d}");
 }
+
+/// `--zk-sessions per-client` (Curator's model): a session per client, opened in the
+/// connect phase; a steady run has no errors, every probe replicated, every member holding
+/// every client's znode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_per_client_run_is_clean() {
+    if !zookeeper_available("session_per_client_run_is_clean") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clients = 300;
+    let cfg = RunConfig {
+        protocol: ProtocolKind::Zookeeper,
+        zk_sessions: "per-client".parse().expect("mode"),
+        scenario: Scenario::Steady,
+        clients,
+        services: 20,
+        seed: SEED,
+        nodes: 3,
+        duration: Duration::from_secs(2),
+        heartbeat: Duration::from_millis(500),
+        query_rate: 50.0,
+        probe_interval: Duration::from_millis(100),
+        converge_timeout: Duration::from_secs(10),
+        out: Some(dir.path().to_path_buf()),
+        history: None,
+        progress: false,
+        progress_every: Duration::from_secs(3600),
+        ..RunConfig::default()
+    };
+    let o = run(cfg).await.expect("run");
+    let d = describe(&o);
+    eprintln!("{d}");
+    let connect = o
+        .connect
+        .as_ref()
+        .unwrap_or_else(|| panic!("no connect phase: {d}"));
+    assert_eq!((connect.attempted, connect.failed), (clients, 0), "{d}");
+    let s = &o.summary;
+    assert_eq!(s.totals.errors, 0, "{d}");
+    assert_eq!(
+        s.op(loadgen::Op::Register).map(|r| r.ok),
+        Some(clients),
+        "{d}"
+    );
+    assert!(
+        s.op(loadgen::Op::Beat).map_or(0, |r| r.ok) >= clients,
+        "{d}"
+    );
+    assert_eq!(s.replication_lag.unreplicated, 0, "{d}");
+    assert!(s.replication_lag.sightings() >= 2 * 10, "{d}");
+    assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
+    assert_eq!(o.node_instances, vec![clients as usize; 3], "{d}");
+    assert!(o.is_clean(), "{d}");
+}

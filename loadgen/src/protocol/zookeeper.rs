@@ -3,12 +3,16 @@
 //!
 //! Mapping of the scenarios' operations:
 //!
-//! * sessions: [`SESSIONS_PER_MEMBER`] sessions per member (target), asking for a
-//!   [`SESSION_TIMEOUT`] (the server clamps it to 2 to 20 ticks); client `c` sent to a
-//!   member uses that member's session `c mod SESSIONS_PER_MEMBER`, so that an item goes to
-//!   the member the driver chose. A pool, as the etcd mapping shares one channel per
-//!   member: a session per client (as Curator has) would be one TCP connection and one
-//!   task per client;
+//! * sessions (`--zk-sessions`, [`ZkSessions`]): by default `shared:16`, 16 sessions per
+//!   member (target), asking for a [`SESSION_TIMEOUT`] (the server clamps it to 2 to 20
+//!   ticks); client `c` sent to a member uses that member's session `c mod 16`, so that an
+//!   item goes to the member the driver chose. A pool, as the etcd mapping shares one
+//!   channel per member. With `per-client`, each client has a session of its own (one TCP
+//!   connection and one task per client), as Curator's service discovery has: opened on
+//!   the client's first member before the measured phases (the connect phase), or on first
+//!   use (a probe's marker client, a client whose connect failed); a client's operations
+//!   all go through its session, on the member it was opened on (a session is the
+//!   cluster's, not a member's: the driver's failover does not move it);
 //! * register: per instance, an ephemeral znode `/services/<service>/<ip:port>`
 //!   ([`instance_path`]) whose data is the instance as JSON (the same JSON as etcd's
 //!   value); its parents are persistent, created by [`ZookeeperProtocol::connect`] (and
@@ -27,6 +31,7 @@
 //!   learns the instances, as Curator's child cache does), so a probe's replication lag
 //!   is the time from its create's acknowledgement to that answer on every member.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,12 +39,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_zookeeper::{Acl, CreateMode, ZooKeeper, ZooKeeperBuilder, error};
 
+use super::connect_phase::{CONNECT_PARALLEL, ConnectMeter, ConnectReport};
 use super::instance_json::instance_json;
+use super::mapping::ZkSessions;
 use super::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
 use crate::population::{MARKER_BASE, Population};
 
-/// Sessions per member that the clients' operations share.
-pub const SESSIONS_PER_MEMBER: usize = 16;
+/// Open files asked for besides one per client's session (`--zk-sessions per-client`).
+const DESCRIPTOR_MARGIN: u64 = 8_192;
 
 /// The session timeout asked for (Nacos's instance expiry: three missed 5 s heartbeats).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -72,8 +79,13 @@ impl std::fmt::Debug for ZookeeperProtocol {
 }
 
 struct Inner {
-    /// Per member (target): its address and its sessions.
+    /// Per member (target): its address and its shared sessions (one in per-client mode,
+    /// for the service znodes).
     members: Vec<(SocketAddr, Vec<ZooKeeper>)>,
+    /// Shared or per-client sessions.
+    mode: ZkSessions,
+    /// Per-client mode: each client's session.
+    sessions: parking_lot::Mutex<HashMap<u32, ZooKeeper>>,
     population: Arc<Population>,
     timeout: Duration,
 }
@@ -110,14 +122,34 @@ async fn ensure_persistent(zk: &ZooKeeper, path: &str) -> anyhow::Result<()> {
 }
 
 impl ZookeeperProtocol {
-    /// Opens [`SESSIONS_PER_MEMBER`] sessions on each target (`host:port`, a member's
-    /// client port) and creates the persistent znodes of every service.
+    /// Opens the shared sessions on each target (`host:port`, a member's client port;
+    /// one per member in per-client mode, which first raises the open-file limit for a
+    /// session per client) and creates the persistent znodes of every service.
     pub async fn connect(ctx: &Context) -> anyhow::Result<Self> {
+        let shared = match ctx.zk_sessions {
+            ZkSessions::Shared(n) => n,
+            ZkSessions::PerClient => {
+                let wanted = u64::from(ctx.population.clients()) + DESCRIPTOR_MARGIN;
+                let limit = crate::protocol::nacos::raise_nofile(wanted).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--zk-sessions per-client: cannot read the open-file limit: {e}"
+                    )
+                })?;
+                anyhow::ensure!(
+                    limit.is_enough(),
+                    "--zk-sessions per-client: a session per client needs {wanted} open files \
+                     (the clients and a margin), and this process may open at most {} (raise \
+                     the hard limit, ulimit -Hn, or use --zk-sessions shared:N)",
+                    limit.now
+                );
+                1
+            }
+        };
         let mut members = Vec::with_capacity(ctx.targets.len());
         for t in &ctx.targets {
             let addr = resolve(t).await?;
             let sessions = futures::future::try_join_all(
-                (0..SESSIONS_PER_MEMBER).map(|_| tokio::time::timeout(ctx.timeout, session(addr))),
+                (0..shared).map(|_| tokio::time::timeout(ctx.timeout, session(addr))),
             )
             .await
             .map_err(|_| {
@@ -144,10 +176,63 @@ impl ZookeeperProtocol {
         Ok(Self {
             inner: Arc::new(Inner {
                 members,
+                mode: ctx.zk_sessions,
+                sessions: parking_lot::Mutex::new(HashMap::new()),
                 population: ctx.population.clone(),
                 timeout: ctx.timeout,
             }),
         })
+    }
+}
+
+impl Inner {
+    /// Per-client mode: opens client `client`'s session on its first member, before the
+    /// measured phases; the time it took, or why it failed.
+    async fn open_client_session(&self, client: u32) -> Result<Duration, String> {
+        let node = self.population.first_node(client, self.members.len());
+        let addr = self.members[node].0;
+        let start = Instant::now();
+        match tokio::time::timeout(self.timeout, session(addr)).await {
+            Ok(Ok(zk)) => {
+                self.sessions.lock().insert(client, zk);
+                Ok(start.elapsed())
+            }
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("no session from {addr} within {:?}", self.timeout)),
+        }
+    }
+
+    /// Per-client mode: opens every session of `clients`, [`CONNECT_PARALLEL`] at a time.
+    async fn connect_all(&self, clients: std::ops::Range<u32>) -> ConnectReport {
+        use futures::StreamExt as _;
+        let start = Instant::now();
+        let mut meter = ConnectMeter::default();
+        let mut opened = futures::stream::iter(clients)
+            .map(|c| self.open_client_session(c))
+            .buffer_unordered(CONNECT_PARALLEL);
+        while let Some(r) = opened.next().await {
+            meter.record(r);
+        }
+        meter.finish(start.elapsed(), CONNECT_PARALLEL)
+    }
+
+    /// The session client `it.client`'s item goes through: its own (opened on `node` if it
+    /// has none), or the shared session of `node` it maps to.
+    async fn session_for(&self, node: usize, it: &Item) -> Result<ZooKeeper, Outcome> {
+        let Some((addr, sessions)) = self.members.get(node) else {
+            return Err(Outcome::Failed("no-such-member"));
+        };
+        if let ZkSessions::Shared(_) = self.mode {
+            return Ok(sessions[it.client as usize % sessions.len()].clone());
+        }
+        if let Some(zk) = self.sessions.lock().get(&it.client) {
+            return Ok(zk.clone());
+        }
+        match tokio::time::timeout(self.timeout, session(*addr)).await {
+            Ok(Ok(zk)) => Ok(self.sessions.lock().entry(it.client).or_insert(zk).clone()),
+            Ok(Err(_)) => Err(Outcome::Retry("transport")),
+            Err(_) => Err(Outcome::Retry("timeout")),
+        }
     }
 }
 
@@ -168,14 +253,24 @@ impl Inner {
     }
 
     async fn item(&self, node: usize, it: Item) -> Outcome {
-        let Some((_, sessions)) = self.members.get(node) else {
-            return Outcome::Failed("no-such-member");
+        let zk = match self.session_for(node, &it).await {
+            Ok(zk) => zk,
+            Err(o) => return o,
         };
-        let zk = &sessions[it.client as usize % sessions.len()];
-        match tokio::time::timeout(self.timeout, self.item_inner(zk, it)).await {
+        let o = match tokio::time::timeout(self.timeout, self.item_inner(&zk, it)).await {
             Ok(o) => o,
             Err(_) => Outcome::Retry("timeout"),
+        };
+        // A probe's marker client is done once deregistered: its own session goes (a run
+        // would otherwise keep one open per probe).
+        if self.mode == ZkSessions::PerClient
+            && it.client >= MARKER_BASE
+            && it.kind == Kind::Deregister
+            && o == Outcome::Ok
+        {
+            self.sessions.lock().remove(&it.client);
         }
+        o
     }
 
     async fn item_inner(&self, zk: &ZooKeeper, it: Item) -> Outcome {
@@ -302,6 +397,19 @@ impl Protocol for ZookeeperProtocol {
     fn execute(&self, _lane: usize, batch: Batch) -> impl Future<Output = Batch> + Send + 'static {
         let inner = self.inner.clone();
         async move { batch.each(|node, it| inner.item(node, it)).await }
+    }
+
+    fn connect_clients(
+        &self,
+        clients: std::ops::Range<u32>,
+    ) -> impl Future<Output = Option<ConnectReport>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            match inner.mode {
+                ZkSessions::PerClient => Some(inner.connect_all(clients).await),
+                ZkSessions::Shared(_) => None,
+            }
+        }
     }
 
     fn watch(

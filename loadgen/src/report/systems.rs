@@ -43,6 +43,10 @@ pub struct SystemFigures {
     pub protocol: String,
     /// What it promises.
     pub promise: String,
+    /// How a client maps onto its keep-alive unit (`--etcd-lease`, `--zk-sessions`), for
+    /// etcd and ZooKeeper.
+    #[serde(default)]
+    pub mapping: Option<String>,
     /// Its run's directory.
     pub run_dir: String,
     /// Why its run failed, if it did (no figures then).
@@ -90,6 +94,7 @@ impl SystemFigures {
             system: system.to_owned(),
             protocol: protocol.to_owned(),
             promise: promise.to_owned(),
+            mapping: None,
             run_dir: dir.display().to_string(),
             error: None,
             clean: o.is_clean(),
@@ -117,6 +122,7 @@ impl SystemFigures {
             system: system.to_owned(),
             protocol: protocol.to_owned(),
             promise: promise.to_owned(),
+            mapping: None,
             run_dir: dir.display().to_string(),
             error: Some(error),
             clean: false,
@@ -132,6 +138,12 @@ impl SystemFigures {
             cpu_s_per_op: None,
             rss_bytes_per_instance: None,
         }
+    }
+
+    /// With the mapping of the client onto the system's keep-alive unit.
+    pub fn with_mapping(mut self, mapping: Option<String>) -> Self {
+        self.mapping = mapping;
+        self
     }
 
     /// An operation's achieved throughput, if it ran.
@@ -176,6 +188,8 @@ impl SystemsReport {
     pub fn new(base: &RunConfig, systems: Vec<SystemFigures>) -> Self {
         let mut parameters = base.parameters(base.nodes, true);
         parameters.remove("protocol");
+        parameters.insert("etcd_lease".into(), base.etcd_lease.to_string());
+        parameters.insert("zk_sessions".into(), base.zk_sessions.to_string());
         Self {
             format: SYSTEMS_FORMAT.to_owned(),
             caveats: CAVEATS.to_owned(),
@@ -315,6 +329,9 @@ impl SystemsReport {
         out.push('\n');
         for s in &self.systems {
             let _ = writeln!(out, "{}: {}", s.system, s.promise);
+            if let Some(m) = &s.mapping {
+                let _ = writeln!(out, "  mapping: {m}");
+            }
             if let Some(u) = &s.server
                 && u.in_loadgen_process
             {
@@ -342,12 +359,16 @@ impl SystemsReport {
         for s in &self.systems {
             let _ = writeln!(
                 h,
-                "<li><b>{}</b> (loadgen <code>--protocol {}</code>, run in <code>{}</code>): {}</li>",
+                "<li><b>{}</b> (loadgen <code>--protocol {}</code>, run in <code>{}</code>): {}",
                 escape(&s.system),
                 escape(&s.protocol),
                 escape(&s.run_dir),
                 escape(&s.promise)
             );
+            if let Some(m) = &s.mapping {
+                let _ = writeln!(h, "<br>mapping: {}", escape(m));
+            }
+            h.push_str("</li>\n");
         }
         h.push_str("</ul>\n<h2>Workload</h2>\n<table>\n");
         for (k, v) in &self.parameters {
@@ -491,7 +512,8 @@ mod tests {
             systems: vec![
                 figures("distro", 5000.0, 20e-6),
                 figures("etcd", 1000.0, 80e-6),
-                SystemFigures::failed("zookeeper", "zookeeper", "p", Path::new("z"), "boom".into()),
+                SystemFigures::failed("zookeeper", "zookeeper", "p", Path::new("z"), "boom".into())
+                    .with_mapping(Some("a session per client".into())),
             ],
         };
         assert!(!r.all_clean());
@@ -504,6 +526,7 @@ mod tests {
             "5000/s",
             "20.0",
             "80.0",
+            "mapping: a session per client",
         ] {
             assert!(t.contains(s), "{s} missing:\n{t}");
         }

@@ -35,7 +35,13 @@ impl Embedded {
     pub(crate) async fn start(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
         if config.protocol == ProtocolKind::Etcd {
             #[cfg(feature = "etcd")]
-            return Ok(Embedded::Etcd(EtcdCluster::start(config.nodes).await?));
+            return Ok(Embedded::Etcd(
+                EtcdCluster::start_tls(
+                    config.nodes,
+                    config.node_tls.as_ref().zip(config.tls.as_ref()),
+                )
+                .await?,
+            ));
             #[cfg(not(feature = "etcd"))]
             anyhow::bail!(super::config::NO_ETCD);
         }

@@ -95,6 +95,10 @@ pub struct RunConfig {
     pub tls: Option<crate::tls::TargetTls>,
     /// TLS of the embedded nodes (`--tls-cert`, `--tls-key`; needs `tls`).
     pub node_tls: Option<crate::tls::NodeTlsFiles>,
+    /// etcd: which lease a client's keys are put with (`--etcd-lease`).
+    pub etcd_lease: crate::protocol::mapping::EtcdLease,
+    /// ZooKeeper: which session a client's znodes live in (`--zk-sessions`).
+    pub zk_sessions: crate::protocol::mapping::ZkSessions,
     /// Nodes of the embedded cluster.
     pub nodes: usize,
     /// Runtime threads per embedded node.
@@ -168,6 +172,8 @@ impl Default for RunConfig {
             targets: Vec::new(),
             tls: None,
             node_tls: None,
+            etcd_lease: Default::default(),
+            zk_sessions: Default::default(),
             nodes: 3,
             node_threads: 1,
             cluster_process: false,
@@ -227,6 +233,13 @@ impl RunConfig {
         put("nodes", nodes.to_string());
         if self.tls.is_some() {
             put("tls", "on".into());
+        }
+        // The mapping of the system driven (a comparison records both).
+        if self.protocol == ProtocolKind::Etcd {
+            put("etcd_lease", self.etcd_lease.to_string());
+        }
+        if self.protocol == ProtocolKind::Zookeeper {
+            put("zk_sessions", self.zk_sessions.to_string());
         }
         if embedded {
             put("node_threads", self.node_threads.to_string());
@@ -289,14 +302,14 @@ impl RunConfig {
             "--tls-cert/--tls-key: loadgen needs --tls-ca, the CA that signed the certificate"
         );
         anyhow::ensure!(
-            self.tls.is_none()
-                || !matches!(self.protocol, ProtocolKind::Etcd | ProtocolKind::Zookeeper),
-            "--tls-ca: not supported with --protocol etcd or zookeeper"
+            self.tls.is_none() || self.protocol != ProtocolKind::Zookeeper,
+            "--tls-ca: not supported with --protocol zookeeper (the tokio-zookeeper crate has \
+             no TLS)"
         );
         anyhow::ensure!(
-            self.node_tls.is_none()
-                || !matches!(self.protocol, ProtocolKind::Etcd | ProtocolKind::Zookeeper),
-            "--tls-cert/--tls-key: not supported with --protocol etcd or zookeeper"
+            self.node_tls.is_none() || self.protocol != ProtocolKind::Zookeeper,
+            "--tls-cert/--tls-key: not supported with --protocol zookeeper (the \
+             tokio-zookeeper crate has no TLS)"
         );
         anyhow::ensure!(
             (1..=32).contains(&self.nodes),

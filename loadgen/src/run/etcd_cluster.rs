@@ -7,13 +7,17 @@
 //! a Ctrl-C at the terminal reaches only the load generator, which finishes the run and
 //! then stops the members. [`EtcdCluster::shutdown`] (or dropping the cluster, on an
 //! error) kills every member, waits for it, and removes the temporary directory with the
-//! data and the members' logs.
+//! data and the members' logs. With a certificate and key ([`EtcdCluster::start_tls`],
+//! `--tls-cert`, `--tls-key`), the members serve their client URLs over TLS (`https://`;
+//! the peer URLs stay plaintext on loopback), and the cluster reads them with the CA of
+//! `--tls-ca`.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::member_processes::{MemberProcesses, free_ports};
+use crate::tls::{NodeTlsFiles, TargetTls};
 use anyhow::Context as _;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
@@ -30,6 +34,8 @@ pub struct EtcdCluster {
     members: MemberProcesses,
     /// The members' client addresses (`127.0.0.1:port`).
     targets: Vec<String>,
+    /// TLS on the client URLs: the CA loadgen trusts.
+    tls: Option<TargetTls>,
 }
 
 impl std::fmt::Debug for EtcdCluster {
@@ -47,9 +53,26 @@ impl EtcdCluster {
         Self::start_with(Path::new(ETCD_BINARY), members).await
     }
 
+    /// [`start`](Self::start) with the members' client URLs over TLS with `files` (a
+    /// certificate naming 127.0.0.1), read with the CA `ca`.
+    pub async fn start_tls(
+        members: usize,
+        tls: Option<(&NodeTlsFiles, &TargetTls)>,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(Path::new(ETCD_BINARY), members, tls).await
+    }
+
     /// [`start`](Self::start) with the binary `etcd` (a path, or a name looked up on
     /// `PATH`).
     pub async fn start_with(etcd: &Path, members: usize) -> anyhow::Result<Self> {
+        Self::start_inner(etcd, members, None).await
+    }
+
+    async fn start_inner(
+        etcd: &Path,
+        members: usize,
+        tls: Option<(&NodeTlsFiles, &TargetTls)>,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             (1..=9).contains(&members),
             "--nodes: an embedded etcd cluster has 1 to 9 members, not {members}"
@@ -69,10 +92,12 @@ impl EtcdCluster {
                 .iter()
                 .map(|p| format!("127.0.0.1:{p}"))
                 .collect(),
+            tls: tls.map(|(_, ca)| ca.clone()),
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for i in 0..members {
             let data = cluster.members.dir().join(format!("m{i}.data"));
-            let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
+            let client_url = format!("{scheme}://127.0.0.1:{}", client_ports[i]);
             let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
             let mut cmd = Command::new(etcd);
             cmd.arg("--name")
@@ -87,6 +112,12 @@ impl EtcdCluster {
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", &token])
                 .args(["--logger", "zap"]);
+            if let Some((files, _)) = tls {
+                cmd.arg("--cert-file")
+                    .arg(&files.cert)
+                    .arg("--key-file")
+                    .arg(&files.key);
+            }
             cluster.members.spawn(i, cmd, || {
                 format!(
                     "--protocol etcd: the `{}` binary was not found; install the Debian \
@@ -115,11 +146,10 @@ impl EtcdCluster {
                         self.members.log_tail(i)
                     );
                 }
-                let ready =
-                    match Client::connect([format!("http://{t}")], Some(options.clone())).await {
-                        Ok(mut c) => c.status().await.is_ok_and(|s| s.leader() != 0),
-                        Err(_) => false,
-                    };
+                let ready = match self.connect(t, options.clone()).await {
+                    Ok(mut c) => c.status().await.is_ok_and(|s| s.leader() != 0),
+                    Err(_) => false,
+                };
                 if ready {
                     break;
                 }
@@ -132,6 +162,19 @@ impl EtcdCluster {
             }
         }
         Ok(())
+    }
+
+    /// A client of the member at `target`, over TLS if the members serve it.
+    async fn connect(
+        &self,
+        target: &str,
+        options: ConnectOptions,
+    ) -> Result<Client, etcd_client::Error> {
+        let (url, options) = match &self.tls {
+            Some(ca) => (format!("https://{target}"), options.with_tls(ca.tonic())),
+            None => (format!("http://{target}"), options),
+        };
+        Client::connect([url], Some(options)).await
     }
 
     /// The members' client addresses (`host:port`), as `--targets` takes them.
@@ -155,7 +198,8 @@ impl EtcdCluster {
     pub async fn agree(&self) -> anyhow::Result<(bool, Vec<usize>)> {
         let mut counts = Vec::with_capacity(self.targets.len());
         for t in &self.targets {
-            let mut c = Client::connect([format!("http://{t}")], None)
+            let mut c = self
+                .connect(t, ConnectOptions::new())
                 .await
                 .with_context(|| format!("cannot connect to the etcd member {t}"))?;
             let r = c

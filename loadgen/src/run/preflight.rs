@@ -81,6 +81,8 @@ mod tests {
             timeout: Duration::from_secs(5),
             query_batch: 1,
             tls: None,
+            etcd_lease: Default::default(),
+            zk_sessions: Default::default(),
         }
     }
 

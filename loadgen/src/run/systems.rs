@@ -44,6 +44,15 @@ impl System {
         }
     }
 
+    /// How `config` maps a client onto its keep-alive unit, for etcd and ZooKeeper.
+    pub fn mapping(self, config: &RunConfig) -> Option<String> {
+        match self {
+            System::Distro => None,
+            System::Etcd => Some(config.etcd_lease.describe()),
+            System::Zookeeper => Some(config.zk_sessions.describe()),
+        }
+    }
+
     /// What it promises, to read its figures by.
     pub fn promise(self) -> &'static str {
         match self {
@@ -122,6 +131,7 @@ pub async fn compare(
                     usage,
                     u64::from(base.instances_per_client),
                 )
+                .with_mapping(system.mapping(base))
             }
             Err(e) => {
                 eprintln!("loadgen compare: {}: {e:#}", system.name());
@@ -132,6 +142,7 @@ pub async fn compare(
                     &dir,
                     format!("{e:#}"),
                 )
+                .with_mapping(system.mapping(base))
             }
         };
         figures.push(f);
