@@ -381,6 +381,7 @@ pub(crate) async fn start_with(
         metrics: metrics.clone(),
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
+        answers: nacos.answers(),
         auth: config.auth.clone(),
         page: Page::new(node.clone(), metrics.clone(), Some(nacos.clone())),
     }));
