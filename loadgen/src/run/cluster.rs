@@ -60,7 +60,7 @@ impl Embedded {
             let descriptors = clients + DESCRIPTOR_MARGIN;
             let tls = config.node_tls.as_ref();
             let p =
-                ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors, tls)
+                ClusterProcess::start(&exe, config.nodes, config.node_runtime(), descriptors, tls)
                     .await?;
             return Ok(Embedded::Process(p));
         }
@@ -74,7 +74,7 @@ impl Embedded {
             }
         }
         let tls = config.node_tls.as_ref().map(|t| t.load()).transpose()?;
-        let c = embedded::start(config.nodes, config.node_threads, tls).await?;
+        let c = embedded::start(config.nodes, config.node_runtime(), tls).await?;
         Ok(Embedded::InProcess(Box::new(c)))
     }
 
