@@ -29,9 +29,9 @@ pub(crate) enum Embedded {
 }
 
 impl Embedded {
-    /// Starts the embedded cluster of `config` for `clients` clients, in a child process
-    /// if asked or if a Nacos run's connections (both ends) would not fit in this
-    /// process's open-file limit.
+    /// Starts the embedded cluster of `config` for `clients` connections (clients and watch
+    /// streams), in a child process if asked or if a Nacos run's connections (both ends)
+    /// would not fit in this process's open-file limit.
     pub(crate) async fn start(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
         if config.protocol == ProtocolKind::Etcd {
             #[cfg(feature = "etcd")]

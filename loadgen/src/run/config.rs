@@ -203,6 +203,16 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// Watch streams the run opens per node: `--subscribers` in the push scenario, else
+    /// one (the replication probes').
+    pub fn watch_streams_per_node(&self) -> usize {
+        if self.scenario == Scenario::Push {
+            self.subscribers.max(1)
+        } else {
+            1
+        }
+    }
+
     /// How every embedded node runs (`--node-threads`, `--sdk-reuseport`).
     pub fn node_runtime(&self) -> super::embedded::NodeRuntime {
         super::embedded::NodeRuntime {
