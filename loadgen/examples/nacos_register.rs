@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p loadgen --example nacos_register -- \
-//!     --protocol nacos --connections 10000 --rounds 10 [--inflight 1] [--node-threads 1]
+//!     --protocol nacos --connections 10000 --rounds 10 [--inflight 1] [--node-threads 1] \
+//!     [--sdk-reuseport 1]
 //! cargo run --release -p loadgen --example nacos_register -- \
 //!     --protocol native --instances 100000 [--batch 500] [--channels 8] [--inflight 4]
 //! ```
@@ -47,6 +48,8 @@ struct Args {
     batch: usize,
     channels: usize,
     node_threads: usize,
+    /// The nodes' SDK ports on one `SO_REUSEPORT` socket per node thread.
+    sdk_reuseport: bool,
     /// The nodes' `reclaim_batch` (removed store entries a thread gathers per shard before
     /// they are freed).
     reclaim_batch: usize,
@@ -74,6 +77,7 @@ impl Args {
             c.protocol.max_inflight_batches = n;
         }
         c.protocol.reclaim_batch = self.reclaim_batch;
+        c.sdk_reuseport = self.sdk_reuseport;
         c
     }
 }
@@ -88,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         batch: 500,
         channels: 8,
         node_threads: 1,
+        sdk_reuseport: false,
         reclaim_batch: distro_core::config::DEFAULT_RECLAIM_BATCH,
         split: false,
         serve: false,
@@ -114,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => a.batch = num()?.max(1),
             "--channels" => a.channels = num()?.max(1),
             "--node-threads" => a.node_threads = num()?.max(1),
+            "--sdk-reuseport" => a.sdk_reuseport = num()? != 0,
             "--reclaim-batch" => a.reclaim_batch = num()?.max(1),
             "--split" => a.split = num()? != 0,
             "--serve" => a.serve = num()? != 0,
@@ -166,6 +172,10 @@ async fn split(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             &args.connections.to_string(),
         ])
         .args(["--node-threads", &args.node_threads.to_string()])
+        .args([
+            "--sdk-reuseport",
+            if args.sdk_reuseport { "1" } else { "0" },
+        ])
         .args(["--reclaim-batch", &args.reclaim_batch.to_string()])
         .args(
             [

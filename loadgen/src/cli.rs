@@ -121,6 +121,9 @@ pub enum Command {
         /// Runtime threads per node.
         #[arg(long, default_value_t = 1)]
         node_threads: usize,
+        /// One `SO_REUSEPORT` SDK-port socket per node thread.
+        #[arg(long)]
+        sdk_reuseport: bool,
         /// Open files to allow (raises the soft limit).
         #[arg(long, default_value_t = 65_536)]
         descriptors: u64,
@@ -198,6 +201,10 @@ pub struct RunArgs {
     /// Runtime threads per embedded node.
     #[arg(help_heading = "Target", long, default_value_t = 1)]
     pub node_threads: usize,
+    /// The embedded nodes' SDK ports listen on one `SO_REUSEPORT` socket per node thread
+    /// (each with its own accept loop) instead of one socket.
+    #[arg(help_heading = "Target", long)]
+    pub sdk_reuseport: bool,
     /// Run the embedded cluster in a child process (loadgen re-executes itself), so that
     /// each side of the connections has its own open-file limit. Automatic with
     /// `--protocol nacos` when both ends of every client connection would not fit in this
@@ -333,6 +340,7 @@ impl RunArgs {
             zk_sessions: self.zk_sessions,
             nodes: self.nodes,
             node_threads: self.node_threads,
+            sdk_reuseport: self.sdk_reuseport,
             cluster_process: self.cluster_process,
             connections: self.connections,
             batch: self.batch.unwrap_or(1000),

@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         Some(Command::ClusterServe {
             nodes,
             node_threads,
+            sdk_reuseport,
             descriptors,
             tls_cert,
             tls_key,
@@ -75,7 +76,11 @@ fn main() -> ExitCode {
             let tls = tls_cert
                 .zip(tls_key)
                 .map(|(cert, key)| loadgen::tls::NodeTlsFiles { cert, key });
-            cluster_serve(nodes, node_threads, descriptors, tls)
+            let runtime = loadgen::run::embedded::NodeRuntime {
+                threads: node_threads,
+                sdk_reuseport,
+            };
+            cluster_serve(nodes, runtime, descriptors, tls)
         }
         Some(Command::Compare { systems, run }) => compare(&systems, &run),
         None => run(&cli.run),
@@ -142,7 +147,7 @@ fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunAr
 /// The child side of `--cluster-process`.
 fn cluster_serve(
     nodes: usize,
-    node_threads: usize,
+    node_runtime: loadgen::run::embedded::NodeRuntime,
     descriptors: u64,
     tls: Option<loadgen::tls::NodeTlsFiles>,
 ) -> ExitCode {
@@ -160,7 +165,7 @@ fn cluster_serve(
     };
     let result = runtime.block_on(loadgen::run::cluster_process::serve(
         nodes,
-        node_threads,
+        node_runtime,
         descriptors,
         tls,
     ));

@@ -46,6 +46,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,6 +72,15 @@ use markers::{MarkerConfig, Tracker, Watcher, run_markers};
 
 /// The connect phase's figures in a run directory (protocols with a connection per client).
 pub const CONNECT_FILE: &str = "connect.json";
+/// Most watch streams (subscribers) of a run, in all nodes.
+pub const MAX_WATCH_STREAMS: usize = 100_000;
+/// A watch stream that ended is opened again after this; after a failed attempt, twice
+/// the previous wait, up to [`WATCH_RETRY_MAX`].
+const WATCH_RETRY: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts to open a watch stream.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(4);
+/// How long the push scenario waits for its subscribers to subscribe.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a run produced.
 #[derive(Debug)]
@@ -172,8 +182,24 @@ pub async fn run_measured(
         )
         .map_err(anyhow::Error::msg)?,
     );
+    let nodes = if config.targets.is_empty() {
+        config.nodes
+    } else {
+        config.targets.len()
+    };
+    // Every client and every watch stream is a connection with the Nacos protocol.
+    let connections =
+        u64::from(population.clients()) + (nodes * config.watch_streams_per_node()) as u64;
+    if config.protocol == ProtocolKind::Nacos {
+        let wanted = connections + crate::protocol::nacos::DESCRIPTOR_MARGIN;
+        match crate::protocol::nacos::raise_nofile(wanted) {
+            Ok(l) if !l.is_enough() => eprintln!("loadgen: WARNING: {l}"),
+            Ok(_) => {}
+            Err(e) => eprintln!("loadgen: WARNING: cannot read the open-file limit: {e}"),
+        }
+    }
     let cluster = if config.targets.is_empty() {
-        Some(Embedded::start(&config, u64::from(population.clients())).await?)
+        Some(Embedded::start(&config, connections).await?)
     } else {
         None
     };
@@ -263,6 +289,7 @@ pub async fn run_with_cluster<P: Protocol>(
     let run = Run::prepare(proto, ctx, config, cluster)?;
     let watching = run.watch()?;
     let connect = run.connect().await?;
+    run.await_subscribers(&watching).await;
     let mut load = run.start_load(&watching)?;
     let registration = run.register_and_hold(&mut load, &watching).await?;
     let faults = run.drain(&mut load, watching).await;
@@ -317,6 +344,8 @@ struct Watching {
     subscribers: usize,
     /// The push changes go to services `0..push_services`.
     push_services: u32,
+    /// Watchers whose stream has been open (subscribed) at least once.
+    subscribed: Arc<AtomicUsize>,
 }
 
 /// The faults of `--chaos` being applied, until they are settled.
@@ -396,14 +425,11 @@ impl<'a, P: Protocol> Run<'a, P> {
     /// Opens the watch streams (re-opened when they break) and the tracker they feed.
     fn watch(&self) -> anyhow::Result<Watching> {
         let (config, nodes, pop) = (self.config, self.nodes, &self.pop);
-        let subs = if self.push() {
-            config.subscribers.max(1)
-        } else {
-            1
-        };
+        let subs = config.watch_streams_per_node();
         anyhow::ensure!(
-            nodes * subs <= 64,
-            "--subscribers: at most 64 subscriber streams in all ({nodes} nodes x {subs})"
+            nodes * subs <= MAX_WATCH_STREAMS,
+            "--subscribers: at most {MAX_WATCH_STREAMS} subscriber streams in all \
+             ({nodes} nodes x {subs})"
         );
         let push_services: Vec<u32> = if self.push() {
             (0..config.watch_services.min(pop.services())).collect()
@@ -432,12 +458,21 @@ impl<'a, P: Protocol> Run<'a, P> {
         ));
         let mut tasks = Vec::new();
         let outages = Arc::new(outages::Outages::new(nodes));
+        let subscribed = Arc::new(AtomicUsize::new(0));
+        // Thousands of subscribers must not all open their connections (handshake and
+        // subscriptions) at once, nor retry in step: at most this many opening at a time,
+        // and a failed one waits longer after each failure.
+        let opening = Arc::new(tokio::sync::Semaphore::new(
+            crate::protocol::connect_phase::CONNECT_PARALLEL,
+        ));
         let started = Instant::now();
         for (w, (watcher, set)) in watchers.iter().zip(watch_sets).enumerate() {
             let proto = self.proto.clone();
             let tracker = tracker.clone();
             let node = watcher.node;
             let outages = outages.clone();
+            let subscribed = subscribed.clone();
+            let opening = opening.clone();
             let shared = self.shared.clone();
             // Seconds on the charts' axis (since the measured run's start), or since the
             // watches started before that.
@@ -449,9 +484,19 @@ impl<'a, P: Protocol> Run<'a, P> {
                     .as_secs_f64()
             };
             tasks.push(tokio::spawn(async move {
+                let mut first = true;
+                let mut backoff = WATCH_RETRY;
                 loop {
-                    match proto.watch(node, set.clone()).await {
+                    let opened = {
+                        let _permit = opening.acquire().await;
+                        proto.watch(node, set.clone()).await
+                    };
+                    match opened {
                         Ok(mut rx) => {
+                            backoff = WATCH_RETRY;
+                            if std::mem::take(&mut first) {
+                                subscribed.fetch_add(1, Relaxed);
+                            }
                             if let Some(line) = outages.reached(node, now_s()) {
                                 eprintln!("loadgen: {line}");
                             }
@@ -463,9 +508,10 @@ impl<'a, P: Protocol> Run<'a, P> {
                             if let Some(line) = outages.failed(node, &e, now_s()) {
                                 eprintln!("loadgen: {line}");
                             }
+                            backoff = (backoff * 2).min(WATCH_RETRY_MAX);
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(backoff).await;
                 }
             }));
         }
@@ -475,7 +521,32 @@ impl<'a, P: Protocol> Run<'a, P> {
             outages,
             subscribers: subs,
             push_services: push_services.len() as u32,
+            subscribed,
         })
+    }
+
+    /// Push scenario: waits (at most [`SUBSCRIBE_TIMEOUT`]) until every subscriber stream
+    /// has subscribed, so the first changes are not counted as missed by subscribers still
+    /// connecting, and prints how long they took.
+    async fn await_subscribers(&self, watching: &Watching) {
+        if !self.push() {
+            return;
+        }
+        let (all, start) = (watching.tracker.watchers().len(), Instant::now());
+        let mut n = watching.subscribed.load(Relaxed);
+        while n < all && start.elapsed() < SUBSCRIBE_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            n = watching.subscribed.load(Relaxed);
+        }
+        println!(
+            "loadgen: {n} of {all} subscribers subscribed {:.2} s after the connect phase{}",
+            start.elapsed().as_secs_f64(),
+            if n < all {
+                " (the others' missed pushes count as not-pushed)"
+            } else {
+                ""
+            }
+        );
     }
 
     /// The connect phase (a protocol with a connection per client), before the clock of

@@ -350,6 +350,24 @@ mod driver {
         assert_eq!(s.totals.errors, 0, "{d}");
         assert!(ok(s, Op::Push) > 0, "no push measured\n{d}");
     }
+
+    /// 40 subscriber connections per node (120 in all; once at most 64): every change is
+    /// pushed to each of them and none is missed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn push_run_with_120_subscribers_sees_every_change_on_each() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = config(dir.path(), Scenario::Push, 100);
+        cfg.rate = Some(10.0);
+        cfg.subscribers = 40;
+        cfg.duration = Duration::from_secs(3);
+        let o = run(cfg).await.expect("run");
+        let d = format!("seed {SEED}\n{}{}", o.summary.table(), o.epilogue());
+        let s = &o.summary;
+        assert_eq!(s.totals.errors, 0, "{d}");
+        let pushes = ok(s, Op::Push);
+        assert!(pushes >= 120, "fewer pushes than subscribers\n{d}");
+        assert_eq!(pushes % 120, 0, "a change missed some subscriber\n{d}");
+    }
 }
 
 mod cluster_process {

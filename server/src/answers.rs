@@ -1,7 +1,7 @@
 //! Serialized answers, cached per service until the service changes.
 //!
 //! A read of a service (a Nacos `ServiceQueryRequest`, a subscribe answer, a push, a native
-//! `Query`) renders the service's instances for one *form*: the encoding (Nacos JSON or
+//! `Query`, an Open API `GET /nacos/v1/ns/instance/list`) renders the service's instances for one *form*: the encoding (Nacos JSON or
 //! native protobuf), the cluster filter and the healthy-only flag. Rendering costs time in
 //! proportion to the service's instances and allocates for every one of them; most reads
 //! of a service find it unchanged since the last one. [`AnswerCache`] keeps the rendered
@@ -45,6 +45,9 @@ pub const MAX_KEPT_BYTES: usize = 256 << 20;
 pub enum Encoding {
     /// Nacos `ServiceInfo` JSON up to and including `hosts` (see `nacos::view`).
     NacosJson,
+    /// The same for the Open API's `instance/list`: `name` is `group@@name` and
+    /// `cacheMillis` Nacos's default (see `api::http`).
+    NacosOpenApi,
     /// A native `distro.v1.QueryResponse`.
     Native,
 }

@@ -14,7 +14,7 @@
 use crate::clock::{Clock, system};
 use crate::fault::PeerGate;
 use crate::metrics::Metrics;
-use crate::server::{Listeners, RunningServer, ServerConfig, bind_reusable, start_with};
+use crate::server::{Listeners, RunningServer, ServerConfig, bind_reusable, bind_sdk, start_with};
 use anyhow::Context as _;
 use distro_core::Node;
 use parking_lot::{Condvar, Mutex};
@@ -110,8 +110,9 @@ pub struct LocalCluster {
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// Binds three ports `p`, `p + 1000`, `p + 1001` on 127.0.0.1, `p` chosen by the OS.
-fn reserve_ports() -> anyhow::Result<(NodePorts, Listeners)> {
+/// Binds three ports `p`, `p + 1000`, `p + 1001` on 127.0.0.1, `p` chosen by the OS (the
+/// SDK port with `SO_REUSEPORT` when `sdk_reuseport`).
+fn reserve_ports(sdk_reuseport: bool) -> anyhow::Result<(NodePorts, Listeners)> {
     for _ in 0..200 {
         let http = bind_reusable(SocketAddr::new(LOCALHOST, 0))?;
         let p = http.local_addr()?.port();
@@ -119,7 +120,7 @@ fn reserve_ports() -> anyhow::Result<(NodePorts, Listeners)> {
             continue;
         };
         let (Ok(sdk), Ok(cluster)) = (
-            bind_reusable(SocketAddr::new(LOCALHOST, sp)),
+            bind_sdk(SocketAddr::new(LOCALHOST, sp), sdk_reuseport),
             bind_reusable(SocketAddr::new(LOCALHOST, cp)),
         ) else {
             continue;
@@ -161,7 +162,7 @@ impl LocalCluster {
         // Reserve every node's ports first: the member list needs them all.
         let mut reserved = Vec::new();
         for _ in 0..n {
-            reserved.push(reserve_ports()?);
+            reserved.push(reserve_ports(template.sdk_reuseport)?);
         }
         let cluster = LocalCluster {
             slots: reserved
@@ -226,6 +227,7 @@ impl LocalCluster {
             .build()
             .context("cannot build a node runtime")?;
         let ports = self.slots[i].ports;
+        let reuseport = config.sdk_reuseport;
         let started = runtime
             .spawn(async move {
                 let listeners = match std_listeners {
@@ -236,7 +238,7 @@ impl LocalCluster {
                     },
                     None => Listeners {
                         http: bind_reusable(SocketAddr::new(LOCALHOST, ports.http))?,
-                        sdk: bind_reusable(SocketAddr::new(LOCALHOST, ports.sdk))?,
+                        sdk: bind_sdk(SocketAddr::new(LOCALHOST, ports.sdk), reuseport)?,
                         cluster: bind_reusable(SocketAddr::new(LOCALHOST, ports.cluster))?,
                     },
                 };

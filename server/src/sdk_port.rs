@@ -2,7 +2,7 @@
 //! per connection and no task per unary call.
 //!
 //! ```text
-//!  accept ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
+//!  accept (one loop per socket) ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
 //!     connection task: TLS handshake (--tls-cert), h2 handshake, then per stream, by :path
 //!       /Request/request        read + decode + handler + reply, inline (unary)
 //!       /BiRequestStream/…      tonic service, a task per stream (bridge)
@@ -140,6 +140,13 @@ impl SdkPort {
     /// Serves `listener` until `shutdown` completes; then stops accepting, closes every
     /// connection gracefully (GOAWAY; open streams finish) and returns once all are closed.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve_all(vec![listener], shutdown).await;
+    }
+
+    /// [`Self::serve`] on several sockets of one port (`SO_REUSEPORT`, see
+    /// [`crate::ServerConfig::sdk_reuseport`]): one accept loop per socket, each a task of
+    /// its own, sharing the admission's connection cap.
+    pub async fn serve_all(self, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
         let mut h2 = h2::server::Builder::new();
         h2.initial_window_size(WINDOW)
             .initial_connection_window_size(WINDOW)
@@ -158,24 +165,66 @@ impl SdkPort {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                a = accept(&listener, self.admission.as_deref()) => a,
-                () = &mut shutdown => break,
-            };
-            let Some((io, info)) = accepted else { continue };
-            let (port, stop, alive) = (inner.clone(), stop_rx.clone(), alive_tx.clone());
-            match io {
-                Io::Plain(s) => tokio::spawn(connection::run(s, info, port, stop, alive)),
-                Io::Guarded(g) => tokio::spawn(connection::run(g, info, port, stop, alive)),
-            };
+        let (accepting_tx, accepting_rx) = watch::channel(true);
+        let mut loops = AbortOnDrop(Vec::new());
+        loops.0 = listeners
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(accept_loop(
+                    listener,
+                    self.admission.clone(),
+                    inner.clone(),
+                    (stop_rx.clone(), accepting_rx.clone()),
+                    alive_tx.clone(),
+                ))
+            })
+            .collect();
+        shutdown.await;
+        // The accept loops drop their sockets first, then the connections close.
+        accepting_tx.send_replace(false);
+        for l in &mut loops.0 {
+            let _ = l.await;
         }
-        drop(listener);
         stop_tx.send_replace(true);
         drop(alive_tx);
         // Every connection task holds a sender: this returns once all have ended.
         let _ = alive_rx.recv().await;
+    }
+}
+
+/// The accept loops' tasks, aborted when the port's future is dropped unfinished (they
+/// hold the sockets).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+/// Accepts connections on `listener`, a task each, until `accepting` turns false.
+async fn accept_loop(
+    listener: TcpListener,
+    admission: Option<Arc<Admission>>,
+    inner: Arc<Inner>,
+    (stop, mut accepting): (watch::Receiver<bool>, watch::Receiver<bool>),
+    alive: mpsc::Sender<()>,
+) {
+    let stopping = async move {
+        let _ = accepting.wait_for(|a| !*a).await;
+    };
+    tokio::pin!(stopping);
+    loop {
+        let accepted = tokio::select! {
+            a = accept(&listener, admission.as_deref()) => a,
+            () = &mut stopping => break,
+        };
+        let Some((io, info)) = accepted else { continue };
+        let (port, stop, alive) = (inner.clone(), stop.clone(), alive.clone());
+        match io {
+            Io::Plain(s) => tokio::spawn(connection::run(s, info, port, stop, alive)),
+            Io::Guarded(g) => tokio::spawn(connection::run(g, info, port, stop, alive)),
+        };
     }
 }
 

@@ -96,6 +96,11 @@ pub struct ServerConfig {
     /// After each HTTP response, the next request on that connection must be complete
     /// within this, or the connection is closed (zero: no deadline).
     pub keep_alive_timeout: Duration,
+    /// The SDK port listens with one `SO_REUSEPORT` socket per runtime worker thread, each
+    /// with its own accept loop, the kernel spreading new connections over them (`false`:
+    /// one socket, one accept loop). Linux and the BSDs; another process of the same user
+    /// could then bind the port too.
+    pub sdk_reuseport: bool,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +130,7 @@ impl Default for ServerConfig {
             max_tcp_connections: crate::admission::DEFAULT_MAX_TCP_CONNECTIONS,
             header_read_timeout: crate::admission::DEFAULT_HEADER_READ_TIMEOUT,
             keep_alive_timeout: crate::admission::DEFAULT_KEEP_ALIVE_TIMEOUT,
+            sdk_reuseport: false,
         }
     }
 }
@@ -258,14 +264,58 @@ pub struct Listeners {
 
 /// Binds `addr` with `SO_REUSEADDR`, so a restarted node gets its ports back at once.
 pub fn bind_reusable(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind_with(addr, false)
+}
+
+/// Binds the SDK port at `addr`: [`bind_reusable`], with `SO_REUSEPORT` too when `reuseport`
+/// (every socket of the port needs it, the first included; see
+/// [`ServerConfig::sdk_reuseport`]).
+pub fn bind_sdk(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
+    bind_with(addr, reuseport)
+}
+
+fn bind_with(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuseport {
+        set_reuseport(&socket)?;
+    }
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+#[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+fn set_reuseport(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    socket.set_reuseport(true)
+}
+
+#[cfg(not(all(unix, not(target_os = "solaris"), not(target_os = "illumos"))))]
+fn set_reuseport(_: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "SO_REUSEPORT is not available on this system: turn sdk_reuseport off",
+    ))
+}
+
+/// The SDK port's sockets: `first` (bound by [`bind_sdk`]) and, with `reuseport`, one more
+/// `SO_REUSEPORT` socket on its address for every other worker thread of the current
+/// runtime.
+fn sdk_listeners(first: TcpListener, reuseport: bool) -> anyhow::Result<Vec<TcpListener>> {
+    let addr = first.local_addr()?;
+    let mut all = vec![first];
+    if reuseport {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        for _ in 1..workers {
+            all.push(bind_sdk(addr, true).with_context(|| {
+                format!("cannot add an SO_REUSEPORT listener on {addr} (SDK port)")
+            })?);
+        }
+    }
+    Ok(all)
 }
 
 impl Listeners {
@@ -277,7 +327,22 @@ impl Listeners {
         };
         Ok(Self {
             http: at(config.port, "main port")?,
-            sdk: at(config.sdk_port(), "SDK port")?,
+            sdk: bind_sdk(
+                SocketAddr::new(config.bind, config.sdk_port()),
+                config.sdk_reuseport,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} (SDK port{})",
+                    config.bind,
+                    config.sdk_port(),
+                    if config.sdk_reuseport {
+                        ", SO_REUSEPORT"
+                    } else {
+                        ""
+                    }
+                )
+            })?,
             cluster: at(config.cluster_port(), "cluster port")?,
         })
     }
@@ -381,6 +446,7 @@ pub(crate) async fn start_with(
         metrics: metrics.clone(),
         clock: clock.clone(),
         nacos: Some(nacos.clone()),
+        answers: nacos.answers(),
         auth: config.auth.clone(),
         page: Page::new(node.clone(), metrics.clone(), Some(nacos.clone())),
     }));
@@ -455,8 +521,10 @@ pub(crate) async fn start_with(
     }
     let rx = stop_rx.clone();
     let nacos_stop = nacos.clone();
+    let sdk_sockets = sdk_listeners(listeners.sdk, config.sdk_reuseport)?;
+    tracing::debug!(sockets = sdk_sockets.len(), "SDK port listening");
     tasks.push(tokio::spawn(async move {
-        sdk.serve(listeners.sdk, async move {
+        sdk.serve_all(sdk_sockets, async move {
             stopped(rx).await;
             nacos_stop.shutdown().await;
         })

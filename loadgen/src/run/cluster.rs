@@ -29,9 +29,9 @@ pub(crate) enum Embedded {
 }
 
 impl Embedded {
-    /// Starts the embedded cluster of `config` for `clients` clients, in a child process
-    /// if asked or if a Nacos run's connections (both ends) would not fit in this
-    /// process's open-file limit.
+    /// Starts the embedded cluster of `config` for `clients` connections (clients and watch
+    /// streams), in a child process if asked or if a Nacos run's connections (both ends)
+    /// would not fit in this process's open-file limit.
     pub(crate) async fn start(config: &RunConfig, clients: u64) -> anyhow::Result<Embedded> {
         if config.protocol == ProtocolKind::Etcd {
             #[cfg(feature = "etcd")]
@@ -66,7 +66,7 @@ impl Embedded {
             let descriptors = clients + DESCRIPTOR_MARGIN;
             let tls = config.node_tls.as_ref();
             let p =
-                ClusterProcess::start(&exe, config.nodes, config.node_threads, descriptors, tls)
+                ClusterProcess::start(&exe, config.nodes, config.node_runtime(), descriptors, tls)
                     .await?;
             return Ok(Embedded::Process(p));
         }
@@ -80,7 +80,7 @@ impl Embedded {
             }
         }
         let tls = config.node_tls.as_ref().map(|t| t.load()).transpose()?;
-        let c = embedded::start(config.nodes, config.node_threads, tls).await?;
+        let c = embedded::start(config.nodes, config.node_runtime(), tls).await?;
         Ok(Embedded::InProcess(Box::new(c)))
     }
 

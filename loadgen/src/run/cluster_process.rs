@@ -72,13 +72,13 @@ impl std::fmt::Debug for ClusterProcess {
 }
 
 impl ClusterProcess {
-    /// Starts `exe cluster-serve` with `nodes` nodes of `node_threads` runtime threads each,
+    /// Starts `exe cluster-serve` with `nodes` nodes running as `runtime` says,
     /// asking it to allow `descriptors` open files (and serve TLS with `tls`), and waits for
     /// its `READY` line.
     pub async fn start(
         exe: &Path,
         nodes: usize,
-        node_threads: usize,
+        runtime: super::embedded::NodeRuntime,
         descriptors: u64,
         tls: Option<&crate::tls::NodeTlsFiles>,
     ) -> anyhow::Result<Self> {
@@ -86,8 +86,11 @@ impl ClusterProcess {
         command
             .arg(SUBCOMMAND)
             .args(["--nodes", &nodes.to_string()])
-            .args(["--node-threads", &node_threads.to_string()])
+            .args(["--node-threads", &runtime.threads.to_string()])
             .args(["--descriptors", &descriptors.to_string()]);
+        if runtime.sdk_reuseport {
+            command.arg("--sdk-reuseport");
+        }
         if let Some(tls) = tls {
             command.arg("--tls-cert").arg(&tls.cert);
             command.arg("--tls-key").arg(&tls.key);
@@ -252,7 +255,7 @@ fn agree_line(ok: bool, counts: &[usize]) -> String {
 /// start.
 pub async fn serve(
     nodes: usize,
-    node_threads: usize,
+    runtime: embedded::NodeRuntime,
     descriptors: u64,
     tls: Option<crate::tls::NodeTlsFiles>,
 ) -> anyhow::Result<()> {
@@ -266,7 +269,7 @@ pub async fn serve(
         Err(e) => eprintln!("loadgen cluster process: cannot read the open-file limit: {e}"),
     }
     let tls = tls.map(|t| t.load()).transpose()?;
-    let cluster = embedded::start(nodes, node_threads.max(1), tls).await?;
+    let cluster = embedded::start(nodes, runtime, tls).await?;
     let cluster = Arc::new(cluster);
     {
         let mut out = std::io::stdout().lock();

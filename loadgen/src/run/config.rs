@@ -103,6 +103,8 @@ pub struct RunConfig {
     pub nodes: usize,
     /// Runtime threads per embedded node.
     pub node_threads: usize,
+    /// The embedded nodes' SDK ports listen on one `SO_REUSEPORT` socket per thread.
+    pub sdk_reuseport: bool,
     /// Run the embedded cluster in a child process (see
     /// [`cluster_process`](super::cluster_process)); also chosen automatically for Nacos
     /// runs too large for one process's open-file limit.
@@ -176,6 +178,7 @@ impl Default for RunConfig {
             zk_sessions: Default::default(),
             nodes: 3,
             node_threads: 1,
+            sdk_reuseport: false,
             cluster_process: false,
             connections: 2,
             batch: 1000,
@@ -206,6 +209,24 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// Watch streams the run opens per node: `--subscribers` in the push scenario, else
+    /// one (the replication probes').
+    pub fn watch_streams_per_node(&self) -> usize {
+        if self.scenario == Scenario::Push {
+            self.subscribers.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// How every embedded node runs (`--node-threads`, `--sdk-reuseport`).
+    pub fn node_runtime(&self) -> super::embedded::NodeRuntime {
+        super::embedded::NodeRuntime {
+            threads: self.node_threads.max(1),
+            sdk_reuseport: self.sdk_reuseport,
+        }
+    }
+
     /// Every parameter, as the report's `parameters`.
     pub fn parameters(&self, nodes: usize, embedded: bool) -> BTreeMap<String, String> {
         let mut p = BTreeMap::new();
@@ -243,6 +264,9 @@ impl RunConfig {
         }
         if embedded {
             put("node_threads", self.node_threads.to_string());
+            if self.sdk_reuseport {
+                put("sdk_reuseport", "on".into());
+            }
         }
         put("connections", self.connections.to_string());
         put("batch", self.batch.to_string());

@@ -13,19 +13,30 @@ use distro_server::{LocalCluster, ServerConfig};
 /// How long the nodes may take to load their start-up snapshots.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Starts `nodes` nodes of `node_threads` runtime threads each, with the default
-/// configuration (and TLS on their main and SDK ports with `tls`), and waits until every
-/// one has loaded ([`wait_loaded`]).
+/// How every embedded node runs: its runtime threads and its SDK port's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRuntime {
+    /// Runtime worker threads per node (`--node-threads`).
+    pub threads: usize,
+    /// One `SO_REUSEPORT` SDK-port socket per thread (`--sdk-reuseport`, see
+    /// `ServerConfig::sdk_reuseport`).
+    pub sdk_reuseport: bool,
+}
+
+/// Starts `nodes` nodes running as `runtime` says, with the default configuration (and
+/// TLS on their main and SDK ports with `tls`), and waits until every one has loaded
+/// ([`wait_loaded`]).
 pub async fn start(
     nodes: usize,
-    node_threads: usize,
+    runtime: NodeRuntime,
     tls: Option<distro_server::tls::HttpTls>,
 ) -> anyhow::Result<LocalCluster> {
     let config = ServerConfig {
         http_tls: tls,
+        sdk_reuseport: runtime.sdk_reuseport,
         ..ServerConfig::default()
     };
-    let cluster = LocalCluster::start(nodes, config, node_threads).await?;
+    let cluster = LocalCluster::start(nodes, config, runtime.threads.max(1)).await?;
     wait_loaded(&cluster).await?;
     Ok(cluster)
 }

@@ -60,10 +60,12 @@ struct Pending {
     intended: Instant,
     sent: Instant,
     ack: Option<Instant>,
-    /// Watchers that must see it.
-    need: u64,
-    /// Watchers that saw it.
-    seen: u64,
+    /// How many watchers must see it (every one for a push, the probe watchers for a
+    /// probe).
+    need: usize,
+    /// Watchers that saw it, and how many.
+    seen: WatcherSet,
+    seen_count: usize,
     /// Nodes that showed it, with when (probes: recorded once the ack is known).
     node_seen: Vec<(usize, Instant)>,
     deadline: Instant,
@@ -79,6 +81,27 @@ pub struct Watcher {
     pub probe: bool,
 }
 
+/// Watchers by index, as bits (grown as indices come; any number of watchers).
+#[derive(Debug, Default)]
+struct WatcherSet(Vec<u64>);
+
+impl WatcherSet {
+    fn contains(&self, w: usize) -> bool {
+        self.0.get(w / 64).is_some_and(|b| b & (1 << (w % 64)) != 0)
+    }
+
+    /// Adds `w`; false if it was in already.
+    fn insert(&mut self, w: usize) -> bool {
+        if self.0.len() <= w / 64 {
+            self.0.resize(w / 64 + 1, 0);
+        }
+        let (word, bit) = (&mut self.0[w / 64], 1u64 << (w % 64));
+        let new = *word & bit == 0;
+        *word |= bit;
+        new
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     by_service: HashMap<u32, Vec<Pending>>,
@@ -90,6 +113,8 @@ struct Inner {
 pub struct Tracker {
     inner: Mutex<Inner>,
     watchers: Vec<Watcher>,
+    /// Watchers with `probe`.
+    probe_watchers: usize,
     shared: Arc<Shared>,
     timeout: Duration,
 }
@@ -104,10 +129,11 @@ pub struct Finished {
 }
 
 impl Tracker {
-    /// A tracker for `watchers` (at most 64), giving up on a marker after `timeout`.
+    /// A tracker for `watchers`, giving up on a marker after `timeout`.
     pub fn new(watchers: Vec<Watcher>, shared: Arc<Shared>, timeout: Duration) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
+            probe_watchers: watchers.iter().filter(|w| w.probe).count(),
             watchers,
             shared,
             timeout,
@@ -134,12 +160,10 @@ impl Tracker {
         kind: MarkerKind,
         intended: Instant,
     ) -> bool {
-        let need = self
-            .watchers
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| kind == MarkerKind::Push || w.probe)
-            .fold(0u64, |m, (i, _)| m | (1 << i));
+        let need = match kind {
+            MarkerKind::Push => self.watchers.len(),
+            MarkerKind::Probe => self.probe_watchers,
+        };
         let mut g = self.inner.lock();
         if g.count >= MAX_PENDING {
             drop(g);
@@ -158,7 +182,8 @@ impl Tracker {
             sent: now,
             ack: None,
             need,
-            seen: 0,
+            seen: WatcherSet::default(),
+            seen_count: 0,
             node_seen: Vec::new(),
             deadline: now + self.timeout,
             failed: false,
@@ -223,18 +248,19 @@ impl Tracker {
 
     /// Handles an event of watcher `w`.
     pub fn on_event(&self, w: usize, ev: &WatchEvent) {
-        let bit = 1u64 << w;
+        let probe = self.watchers[w].probe;
+        let needs = |p: &Pending| p.kind == MarkerKind::Push || probe;
         let mut g = self.inner.lock();
         let Some(list) = g.by_service.get_mut(&ev.service) else {
             return;
         };
-        if list.iter().all(|p| p.need & bit == 0 || p.seen & bit != 0) {
+        if list.iter().all(|p| !needs(p) || p.seen.contains(w)) {
             return;
         }
         let set: Option<HashSet<SocketAddrV4>> =
             (list.len() > 8).then(|| ev.instances.iter().copied().collect());
         for p in list.iter_mut() {
-            if p.need & bit == 0 || p.seen & bit != 0 {
+            if !needs(p) || p.seen.contains(w) {
                 continue;
             }
             let present = match &set {
@@ -244,7 +270,9 @@ impl Tracker {
             if !present {
                 continue;
             }
-            p.seen |= bit;
+            if p.seen.insert(w) {
+                p.seen_count += 1;
+            }
             match p.kind {
                 MarkerKind::Push => self.shared.record(
                     Op::Push,
@@ -271,7 +299,7 @@ impl Tracker {
         let mut removed = 0;
         for (service, list) in g.by_service.iter_mut() {
             list.retain(|p| {
-                let complete = p.seen & p.need == p.need && p.ack.is_some();
+                let complete = p.seen_count >= p.need && p.ack.is_some();
                 if !complete && now < p.deadline {
                     return true;
                 }
@@ -283,7 +311,7 @@ impl Tracker {
                             }
                         }
                         MarkerKind::Push => {
-                            let missing = (p.need & !p.seen).count_ones();
+                            let missing = p.need.saturating_sub(p.seen_count);
                             for _ in 0..missing {
                                 self.shared.record(
                                     Op::Push,

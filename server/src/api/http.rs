@@ -13,18 +13,22 @@
 //! and `serviceName` (a service list: the service `*`); otherwise 403 and the reason, as
 //! Nacos's `AuthFilter`. `/health` and `/metrics` stay open.
 
+use crate::answers::{AnswerCache, Encoding, Form};
 use crate::auth::{Action, Auth, TOKEN_PARAM};
 use crate::clock::Clock;
 use crate::cluster::forward::{Forwarder, Item, ItemResult, Target, code};
 use crate::metrics::{Metrics, Outcome, Page};
 use crate::nacos::NacosFrontend;
-use crate::nacos::view::{Selection, Timings, cluster_list, service_info};
+use crate::nacos::view::{
+    Selection, Timings, cluster_list, finish_service_info, service_info_head,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use distro_core::Service;
 use distro_core::model::{DEFAULT_GROUP, GROUP_SEPARATOR, InstanceSpec, ServiceSpec};
 use distro_core::registry::QueryFilter;
 use std::collections::HashMap;
@@ -50,6 +54,9 @@ pub struct HttpState {
     pub clock: Clock,
     /// The Nacos front end, for its metrics.
     pub nacos: Option<Arc<NacosFrontend>>,
+    /// Rendered `instance/list` answers (the Nacos front end's cache: one registry listener
+    /// for both).
+    pub answers: Arc<AnswerCache>,
     /// Authentication of requests (`None`: off).
     pub auth: Option<Arc<Auth>>,
     /// The `/metrics` page (of the node, `metrics` and `nacos`).
@@ -442,29 +449,45 @@ async fn instance_list(
     let r = (|| {
         let p = Params::parse(q, &body)?;
         let spec = p.service()?;
-        let (_, group, name) = spec.resolve().map_err(|e| bad(e.to_string()))?;
-        let view = state
-            .forwarder
-            .node()
-            .query(&spec)
-            .map_err(|e| bad(e.to_string()))?;
-        let grouped = format!("{group}{GROUP_SEPARATOR}{name}");
+        let (ns, group, name) = spec.resolve().map_err(|e| bad(e.to_string()))?;
         let clusters = p.or("clusters", "");
-        let sel = Selection {
-            group,
-            name: &grouped,
-            grouped: &grouped,
+        let healthy_only = p.bool("healthyOnly", false)?;
+        let form = Form {
+            encoding: Encoding::NacosOpenApi,
             clusters,
-            healthy_only: p.bool("healthyOnly", false)?,
+            healthy_only,
         };
-        let info = service_info(
-            view.as_ref(),
-            sel,
-            (state.clock)(),
-            crate::nacos::DEFAULT_CACHE_MILLIS,
-            Timings::of(state.forwarder.node().config()),
-        );
-        Ok(axum::Json(info).into_response())
+        // The cache hands out the rendered head unless the service changed since it was
+        // rendered; the registry is read inside the closure, after the cache took the
+        // service's generation (see `crate::answers`).
+        let head = state
+            .answers
+            .get(&Service::key_of(ns, group, name), form, || {
+                let node = state.forwarder.node();
+                let view = node.registry().query(ns, group, name);
+                let grouped = format!("{group}{GROUP_SEPARATOR}{name}");
+                let sel = Selection {
+                    group,
+                    name: &grouped,
+                    grouped: &grouped,
+                    clusters,
+                    healthy_only,
+                };
+                let head = service_info_head(
+                    view.as_ref(),
+                    sel,
+                    crate::nacos::DEFAULT_CACHE_MILLIS,
+                    Timings::of(node.config()),
+                );
+                Bytes::from(head)
+            });
+        let mut json = Vec::with_capacity(head.len() + 128);
+        finish_service_info(&head, (state.clock)(), &mut json);
+        Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            Bytes::from(json),
+        )
+            .into_response())
     })();
     finish(&state, "query", start, r)
 }

@@ -105,6 +105,12 @@ impl NacosFrontend {
         crate::nacos::handler::handle_unary(&self.shared, peer, payload)
     }
 
+    /// The answer cache of the Nacos reads (listening to the node's registry), for other
+    /// front ends that serve the same answers (the Open API's `instance/list`).
+    pub fn answers(&self) -> Arc<AnswerCache> {
+        self.shared.answers.clone()
+    }
+
     /// The registry listener that drives pushes (already installed by `new`).
     pub fn change_listener(&self) -> Arc<dyn ChangeListener> {
         self.shared.hub.clone()

@@ -151,6 +151,91 @@ async fn a_registration_through_any_node_is_visible_on_every_node() {
     c.shutdown().await;
 }
 
+/// The revision (`rev` metadata) of the one instance an `instance/list` answer lists (0: none).
+async fn listed_revision(http: &reqwest::Client, addr: std::net::SocketAddr) -> u64 {
+    let url = format!("http://{addr}/nacos/v1/ns/instance/list?serviceName=revisions");
+    let (status, body) = send(http.get(url)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    match v["hosts"].as_array().map(Vec::as_slice) {
+        None | Some([]) => 0,
+        Some([h]) => h["metadata"]["rev"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no rev in {body}")),
+        Some(_) => panic!("more than one instance in {body}"),
+    }
+}
+
+/// `GET /nacos/v1/ns/instance/list` is answered from the answer cache: a writer registers
+/// one instance again and again with metadata `rev=1`, `rev=2`, … through its owner, while
+/// readers list the service on every node in a loop. A read at the owner after a write
+/// returned shows that revision or a later one, no node ever shows an older revision after
+/// a newer one, and every node shows the last revision before a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_api_reads_never_return_an_answer_older_than_the_change_they_follow() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const WRITES: u64 = 60;
+    let c = cluster(3, fast_config()).await;
+    let (ip, port) = address_owned_by(&c, 0);
+    let http = http();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let (http, stop, addr) = (http.clone(), stop.clone(), c.http_addr(i));
+            tokio::spawn(async move {
+                let (mut last, mut reads) = (0, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    let rev = listed_revision(&http, addr).await;
+                    assert!(
+                        rev >= last,
+                        "node {i} listed revision {rev} after revision {last}"
+                    );
+                    (last, reads) = (rev, reads + 1);
+                }
+                reads
+            })
+        })
+        .collect();
+    for rev in 1..=WRITES {
+        let url = format!("http://{}/nacos/v1/ns/instance", c.http_addr(0));
+        let query = [
+            ("serviceName", "revisions".to_string()),
+            ("ip", ip.clone()),
+            ("port", port.to_string()),
+            ("metadata", format!("rev={rev}")),
+        ];
+        let (status, body) = send(http.post(url).query(&query)).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "revision {rev}");
+        let seen = listed_revision(&http, c.http_addr(0)).await;
+        assert!(
+            seen >= rev,
+            "the owner listed revision {seen} after the write of revision {rev} returned"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        loop {
+            let rev = listed_revision(&http, c.http_addr(i)).await;
+            if rev == WRITES {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} still lists revision {rev} of {WRITES}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for (i, r) in readers.into_iter().enumerate() {
+        let reads = r.await.expect("the reader saw no revision go back");
+        println!("node {i}: {reads} reads while {WRITES} revisions were written");
+        assert!(reads > 0);
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_are_forwarded_to_their_owner() {
     let c = cluster(3, fast_config()).await;

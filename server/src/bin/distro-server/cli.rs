@@ -24,7 +24,8 @@ use distro_core::units::{
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 pub(crate) struct Cli {
-    /// Runtime worker threads [default: one per CPU this process may use].
+    /// Runtime worker threads [default: one per CPU this process may use: the CPUs of its
+    /// affinity mask, bounded by its cgroup's CPU quota (`available_parallelism`)].
     #[arg(long, env = "DISTRO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: Option<u16>,
     /// Main (HTTP) port; the SDK gRPC port is port+1000 and the cluster port port+1001.
@@ -224,6 +225,12 @@ pub(crate) struct Cli {
     /// disables.
     #[arg(long, env = "DISTRO_KEEP_ALIVE_TIMEOUT", default_value = "60s", value_parser = duration)]
     keep_alive_timeout: Duration,
+    /// The SDK port listens on one `SO_REUSEPORT` socket per runtime thread, each with its
+    /// own accept loop (the kernel spreads new connections over them); off: one socket.
+    /// Helps when many connections arrive at once; another process of the same user could
+    /// bind the port too.
+    #[arg(long, env = "DISTRO_SDK_REUSEPORT")]
+    sdk_reuseport: bool,
     /// A Nacos SDK connection that leaves this many pushes in a row unacknowledged is
     /// closed (its SDK reconnects and subscribes again).
     #[arg(long, env = "DISTRO_MAX_PUSH_FAILURES", default_value = "10", value_parser = count)]
@@ -398,6 +405,7 @@ impl Cli {
             max_tcp_connections: self.max_tcp_connections,
             header_read_timeout: self.header_read_timeout,
             keep_alive_timeout: self.keep_alive_timeout,
+            sdk_reuseport: self.sdk_reuseport,
             ..ServerConfig::default()
         };
         config.validate()?;
@@ -417,6 +425,14 @@ mod tests {
         assert_eq!(c.threads, Some(4));
         let e = Cli::try_parse_from(["distro-server", "--threads", "0"]).expect_err("zero threads");
         assert!(e.to_string().contains("--threads"), "{e}");
+    }
+
+    #[test]
+    fn sdk_reuseport_is_off_unless_asked() {
+        let c = Cli::try_parse_from(["distro-server"]).unwrap();
+        assert!(!c.into_config().unwrap().sdk_reuseport);
+        let c = Cli::try_parse_from(["distro-server", "--sdk-reuseport"]).unwrap();
+        assert!(c.into_config().unwrap().sdk_reuseport);
     }
 
     #[test]

@@ -63,10 +63,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     raise_open_file_limit(&config);
+    let threads = cli_threads.map_or_else(default_threads, usize::from);
+    tracing::info!(threads, "runtime worker threads");
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli_threads {
-        builder.worker_threads(usize::from(n));
-    }
+    builder.worker_threads(threads);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -81,4 +81,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime's worker threads without `--threads`: one per CPU this process may use
+/// (`available_parallelism`: its affinity mask, bounded by its cgroup's CPU quota), 1 if
+/// that cannot be read. More threads than CPUs only add switches; fewer leave CPUs idle
+/// under load.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

@@ -461,3 +461,54 @@ async fn native_unary_calls_and_a_watch_share_one_connection() {
     drop(watch);
     server.shutdown().await;
 }
+
+/// Listening sockets on 127.0.0.1:`port` (Linux's `/proc/net/tcp`, state `0A`).
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+/// `sdk_reuseport`: the SDK port listens on one `SO_REUSEPORT` socket per worker thread
+/// (four here), every connection the kernel spreads over them is served, and the shutdown
+/// closes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_sdk_reuseport_every_worker_thread_has_a_socket_that_serves() {
+    use distro_server::{Listeners, ServerConfig};
+    let mut config = ServerConfig {
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        sdk_port: Some(0),
+        cluster_port: Some(0),
+        sdk_reuseport: true,
+        ..ServerConfig::default()
+    };
+    let listeners = Listeners::bind(&config).expect("bind");
+    config.port = listeners.http.local_addr().expect("addr").port();
+    let server = distro_server::start(config, listeners)
+        .await
+        .expect("server starts");
+    let addr = server.sdk_addr();
+    assert_eq!(listening_sockets(addr.port()), 4, "one socket per worker");
+    let check = frame(&raw_payload("ServerCheckRequest", b"{}"));
+    let mut connections = FuturesUnordered::new();
+    for _ in 0..32 {
+        let check = check.clone();
+        connections.push(async move {
+            let mut c = connect(addr).await;
+            reply_type(&call(&mut c, "/Request/request", vec![check]).await)
+        });
+    }
+    while let Some(t) = connections.next().await {
+        assert_eq!(t, "ServerCheckResponse");
+    }
+    server.shutdown().await;
+    assert_eq!(listening_sockets(addr.port()), 0, "every socket closed");
+}
