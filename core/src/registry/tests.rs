@@ -468,3 +468,53 @@ fn concurrent_grouped_applies_converge_to_the_newest_states() {
     }
     assert_eq!(replica_state(&r), replica_state(&reference));
 }
+
+/// After a burst of 20,000 services registered and deregistered, once the tombstones and
+/// the empty services expired, neither the tombstone tables nor the interner's set stay
+/// sized for the burst.
+#[test]
+fn tables_shrink_after_a_burst_of_names_expired() {
+    let r = reg();
+    let me = MemberId(0);
+    let n = 20_000u32;
+    let ids: Vec<ClientId> = (0..n)
+        .map(|k| ClientId::ip_port(&format!("10.1.{}.{}", k / 250, k % 250), 80))
+        .collect();
+    for (k, id) in ids.iter().enumerate() {
+        let p = publication(
+            &r,
+            &format!("burst-{k}"),
+            id.as_str().split(':').next().unwrap(),
+            80,
+        );
+        r.publish(id, p, me, 10).unwrap();
+    }
+    assert_eq!(r.reclaim_names(), 0);
+    let peak = r.interner().sized_for();
+    assert!(peak >= n as usize, "{peak}");
+    for (k, id) in ids.iter().enumerate() {
+        let svc = r.service("public", "DEFAULT_GROUP", &format!("burst-{k}"));
+        assert!(matches!(
+            r.unpublish(id, &svc, me, 20, Origin::Client),
+            WriteResult::Deleted(_)
+        ));
+    }
+    assert!(r.tombstone_capacity() >= n as usize);
+    let later = 20 + crate::config::DEFAULT_TOMBSTONE_TTL + 1;
+    assert_eq!(r.collect_tombstones(later), n as usize);
+    assert!(
+        r.tombstone_capacity() < 1_024,
+        "tombstone tables still have room for {}",
+        r.tombstone_capacity()
+    );
+    assert_eq!(r.collect_empty_services(later, 0), 0, "first seen empty");
+    assert_eq!(r.collect_empty_services(later + 1, 0), n as usize);
+    r.reclaim_names();
+    let left = r.interner().len();
+    assert!(left < 100, "{left} names left");
+    assert!(
+        r.interner().sized_for() < 100,
+        "the interner's set is still sized for {} names",
+        r.interner().sized_for()
+    );
+}
