@@ -151,7 +151,9 @@ async fn main() -> anyhow::Result<()> {
     send_all(&mut client, n, seed, Write::Deregister).await?;
     let deregistered = Instant::now();
     // Wait for the tombstones and empty services to expire and the names to be reclaimed:
-    // until the count stops falling for 3 s (or 60 s pass).
+    // until no service or tombstone is held and the name count has not fallen for 3 s (or
+    // 180 s pass; on a busy machine one collection round of a million services takes
+    // seconds, so a count that stopped falling for 3 s alone is not the end).
     let mut last = usize::MAX;
     let mut steady_since = Instant::now();
     loop {
@@ -160,8 +162,10 @@ async fn main() -> anyhow::Result<()> {
             last = names;
             steady_since = Instant::now();
         }
-        if steady_since.elapsed() > Duration::from_secs(3)
-            || deregistered.elapsed() > Duration::from_secs(60)
+        let stats = registry.stats();
+        let expired = stats.services == 0 && stats.tombstones == 0;
+        if (expired && steady_since.elapsed() > Duration::from_secs(3))
+            || deregistered.elapsed() > Duration::from_secs(180)
         {
             break;
         }
@@ -171,11 +175,15 @@ async fn main() -> anyhow::Result<()> {
     let stats = registry.stats();
     println!(
         "after:   RSS {after_rss:8.1} MiB, {last} names interned ({:.1} % of the peak's growth left; \
-         {} clients, {} services, {} tombstones held)",
+         {} clients, {} services, {} tombstones held; the interner's set sized for {} names, \
+         the tombstone tables for {}; {:.0} s after the deregistrations)",
         100.0 * (after_rss - base_rss) / (peak_rss - base_rss).max(f64::MIN_POSITIVE),
         stats.clients,
         stats.services,
-        stats.tombstones
+        stats.tombstones,
+        registry.interner().sized_for(),
+        registry.tombstone_capacity(),
+        deregistered.elapsed().as_secs_f64()
     );
     node.shutdown().await;
     Ok(())

@@ -56,7 +56,7 @@ impl Registry {
     }
 
     /// Forgets tombstones that expired; returns how many. A shard's table left at less than
-    /// a quarter full (and above 1,024 slots) is shrunk to twice what it holds, under the
+    /// a quarter full (and above 64 slots: with a thousand shards, small tables add up) is shrunk to twice what it holds, under the
     /// shard's write lock (readers of the store do not take it): a burst of deletions
     /// leaves no table sized for it once its tombstones expired.
     pub fn collect_tombstones(&self, now: Millis) -> usize {
@@ -66,7 +66,7 @@ impl Registry {
             let before = t.len();
             t.retain(|_, t| t.expires_at > now);
             n += before - t.len();
-            if t.capacity() > 1_024 && t.len() < t.capacity() / 4 {
+            if t.capacity() > 64 && t.len() < t.capacity() / 4 {
                 let keep = t.len() * 2;
                 t.shrink_to(keep);
             }
