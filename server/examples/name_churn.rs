@@ -10,8 +10,11 @@
 //! The node keeps deletions' tombstones and empty services for 1 s here (60 s by default)
 //! so that the run takes seconds. What stays after that is what the store has not reclaimed
 //! yet (removed clients waiting in its reclamation batches: at most `--reclaim-batch`, 8, per
-//! shard map and thread that removed from it), the allocator's retained pages and hash
-//! tables that do not shrink.
+//! shard map and thread that removed from it), the allocator's retained pages (mimalloc
+//! purges freed pages during later allocations; `MIMALLOC_PURGE_DELAY=0` purges at once)
+//! and the hash tables that do not shrink (the service index and the store's client maps;
+//! the tombstone tables and the interner's set do, and the last line says what they are
+//! sized for).
 
 use distro_server::proto::distro as pb;
 use distro_server::{Listeners, ServerConfig};
