@@ -5,17 +5,13 @@
 //! interner holds the only reference) is freed by [`Interner::reclaim`], which the node's
 //! periodic collection calls after it removed empty services: a client that keeps
 //! registering new service names, clusters or metadata keys does not grow the process
-//! without bound. A hash table does not shrink by itself: when reclamation leaves the set
-//! at a quarter or less of the most names it held, the set is rebuilt at its new size (see
-//! [`Interner::reclaim`]), so that a burst of a million names leaves no table sized for
-//! them once they are gone.
+//! without bound.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// A shared, immutable string, usually obtained from an [`Interner`].
 ///
@@ -86,26 +82,9 @@ impl fmt::Display for Name {
     }
 }
 
-type Set = papaya::HashSet<Name, foldhash::fast::RandomState>;
-
-fn new_set() -> Set {
-    papaya::HashSet::builder()
-        .hasher(foldhash::fast::RandomState::default())
-        .build()
-}
-
-/// Below this many names a set is not rebuilt: its table is small anyway.
-const REBUILD_MIN: usize = 4_096;
-/// A set is rebuilt when reclamation leaves it at `1 / REBUILD_RATIO` or less of the most
-/// names it held.
-const REBUILD_RATIO: usize = 4;
-
 /// A concurrent set of interned strings. Lookups take no lock.
 pub struct Interner {
-    set: arc_swap::ArcSwap<Set>,
-    /// The most names the current set was seen holding (at a [`Interner::reclaim`]): what
-    /// its table is sized for, near enough.
-    sized_for: AtomicUsize,
+    set: papaya::HashSet<Name, foldhash::fast::RandomState>,
 }
 
 impl Default for Interner {
@@ -118,15 +97,15 @@ impl Interner {
     /// An empty interner.
     pub fn new() -> Self {
         Self {
-            set: arc_swap::ArcSwap::from_pointee(new_set()),
-            sized_for: AtomicUsize::new(0),
+            set: papaya::HashSet::builder()
+                .hasher(foldhash::fast::RandomState::default())
+                .build(),
         }
     }
 
     /// Returns the shared copy of `s`, inserting it on first use.
     pub fn intern(&self, s: &str) -> Name {
-        let set = self.set.load();
-        let set = set.pin();
+        let set = self.set.pin();
         if let Some(name) = set.get(s) {
             return name.clone();
         }
@@ -141,47 +120,21 @@ impl Interner {
     /// removed stays valid (the caller holds its own reference), and interning the same
     /// string later makes a new copy; the two compare equal, since equality and hashing
     /// are by content, so the only cost of that race is one duplicate string.
-    ///
-    /// When what is left is at most a quarter of the most names the set was seen holding
-    /// (and that was at least 4,096), the names left are copied into a new set, which
-    /// replaces the old one; the old table is freed once no `intern` still reads it.
-    /// Lookups go on in the old set meanwhile; a name interned into it during the copy is
-    /// not carried over, which costs at most one duplicate string, as above.
     pub fn reclaim(&self) -> usize {
-        let current = self.set.load_full();
-        let set = current.pin();
+        let set = self.set.pin();
         let before = set.len();
-        let sized_for = self.sized_for.fetch_max(before, Relaxed).max(before);
         set.retain(|name| Arc::strong_count(&name.0) > 1);
-        let after = set.len();
-        if sized_for >= REBUILD_MIN && after <= sized_for / REBUILD_RATIO {
-            let fresh = new_set();
-            {
-                let f = fresh.pin();
-                for name in set.iter() {
-                    f.insert(name.clone());
-                }
-            }
-            self.set.store(Arc::new(fresh));
-            self.sized_for.store(after, Relaxed);
-        }
-        before.saturating_sub(after)
-    }
-
-    /// The most names the current set was seen holding, which its table is sized for:
-    /// it falls to what is left when the set is rebuilt.
-    pub fn sized_for(&self) -> usize {
-        self.sized_for.load(Relaxed).max(self.len())
+        before.saturating_sub(set.len())
     }
 
     /// Number of distinct strings interned.
     pub fn len(&self) -> usize {
-        self.set.load().len()
+        self.set.len()
     }
 
     /// Whether nothing was interned yet.
     pub fn is_empty(&self) -> bool {
-        self.set.load().is_empty()
+        self.set.is_empty()
     }
 }
 
@@ -219,29 +172,5 @@ mod tests {
         // A reclaimed string interned again is a fresh copy that compares equal.
         let old = Name::new("service-1");
         assert_eq!(i.intern("service-1"), old);
-    }
-
-    #[test]
-    fn a_set_that_emptied_is_rebuilt_at_its_new_size() {
-        let i = Interner::new();
-        let kept: Vec<Name> = (0..100).map(|n| i.intern(&format!("kept-{n}"))).collect();
-        let mut burst: Vec<Name> = (0..20_000)
-            .map(|n| i.intern(&format!("burst-{n}")))
-            .collect();
-        assert_eq!(i.reclaim(), 0);
-        assert_eq!(i.sized_for(), 20_100);
-        // Half gone: not rebuilt.
-        burst.truncate(10_000);
-        assert_eq!(i.reclaim(), 10_000);
-        assert_eq!(i.sized_for(), 20_100);
-        drop(burst);
-        assert_eq!(i.reclaim(), 10_000);
-        assert_eq!(i.len(), 100);
-        assert_eq!(i.sized_for(), 100, "rebuilt for the 100 names left");
-        // The names left are the ones handed out, in the new set.
-        for (n, k) in kept.iter().enumerate() {
-            assert!(Arc::ptr_eq(&k.0, &i.intern(&format!("kept-{n}")).0));
-        }
-        assert_eq!(i.len(), 100);
     }
 }

@@ -12,9 +12,9 @@
 //! yet (removed clients waiting in its reclamation batches: at most `--reclaim-batch`, 8, per
 //! shard map and thread that removed from it), the allocator's retained pages (mimalloc
 //! purges freed pages during later allocations; `MIMALLOC_PURGE_DELAY=0` purges at once)
-//! and the hash tables that do not shrink (the service index and the store's client maps;
-//! the tombstone tables and the interner's set do, and the last line says what they are
-//! sized for).
+//! and the hash tables that do not shrink (the interner's set, the service index and the
+//! store's client maps; the tombstone tables do, and the last line says what they are sized
+//! for).
 
 use distro_server::proto::distro as pb;
 use distro_server::{Listeners, ServerConfig};
@@ -178,13 +178,12 @@ async fn main() -> anyhow::Result<()> {
     let stats = registry.stats();
     println!(
         "after:   RSS {after_rss:8.1} MiB, {last} names interned ({:.1} % of the peak's growth left; \
-         {} clients, {} services, {} tombstones held; the interner's set sized for {} names, \
-         the tombstone tables for {}; {:.0} s after the deregistrations)",
+         {} clients, {} services, {} tombstones held; the tombstone tables sized for {}; \
+         {:.0} s after the deregistrations)",
         100.0 * (after_rss - base_rss) / (peak_rss - base_rss).max(f64::MIN_POSITIVE),
         stats.clients,
         stats.services,
         stats.tombstones,
-        registry.interner().sized_for(),
         registry.tombstone_capacity(),
         deregistered.elapsed().as_secs_f64()
     );
