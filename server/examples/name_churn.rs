@@ -10,8 +10,11 @@
 //! The node keeps deletions' tombstones and empty services for 1 s here (60 s by default)
 //! so that the run takes seconds. What stays after that is what the store has not reclaimed
 //! yet (removed clients waiting in its reclamation batches: at most `--reclaim-batch`, 8, per
-//! shard map and thread that removed from it), the allocator's retained pages and hash
-//! tables that do not shrink.
+//! shard map and thread that removed from it), the allocator's retained pages (mimalloc
+//! purges freed pages during later allocations; `MIMALLOC_PURGE_DELAY=0` purges at once)
+//! and the hash tables that do not shrink (the interner's set, the service index and the
+//! store's client maps; the tombstone tables do, and the last line says what they are sized
+//! for).
 
 use distro_server::proto::distro as pb;
 use distro_server::{Listeners, ServerConfig};
@@ -151,7 +154,9 @@ async fn main() -> anyhow::Result<()> {
     send_all(&mut client, n, seed, Write::Deregister).await?;
     let deregistered = Instant::now();
     // Wait for the tombstones and empty services to expire and the names to be reclaimed:
-    // until the count stops falling for 3 s (or 60 s pass).
+    // until no service or tombstone is held and the name count has not fallen for 3 s (or
+    // 180 s pass; on a busy machine one collection round of a million services takes
+    // seconds, so a count that stopped falling for 3 s alone is not the end).
     let mut last = usize::MAX;
     let mut steady_since = Instant::now();
     loop {
@@ -160,8 +165,10 @@ async fn main() -> anyhow::Result<()> {
             last = names;
             steady_since = Instant::now();
         }
-        if steady_since.elapsed() > Duration::from_secs(3)
-            || deregistered.elapsed() > Duration::from_secs(60)
+        let stats = registry.stats();
+        let expired = stats.services == 0 && stats.tombstones == 0;
+        if (expired && steady_since.elapsed() > Duration::from_secs(3))
+            || deregistered.elapsed() > Duration::from_secs(180)
         {
             break;
         }
@@ -171,11 +178,14 @@ async fn main() -> anyhow::Result<()> {
     let stats = registry.stats();
     println!(
         "after:   RSS {after_rss:8.1} MiB, {last} names interned ({:.1} % of the peak's growth left; \
-         {} clients, {} services, {} tombstones held)",
+         {} clients, {} services, {} tombstones held; the tombstone tables sized for {}; \
+         {:.0} s after the deregistrations)",
         100.0 * (after_rss - base_rss) / (peak_rss - base_rss).max(f64::MIN_POSITIVE),
         stats.clients,
         stats.services,
-        stats.tombstones
+        stats.tombstones,
+        registry.tombstone_capacity(),
+        deregistered.elapsed().as_secs_f64()
     );
     node.shutdown().await;
     Ok(())

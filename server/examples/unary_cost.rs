@@ -14,6 +14,14 @@
 //! the cost per call plus the start and stop spread over the calls: take two runs with
 //! different `--calls` and divide the difference of their totals by the difference of
 //! their calls.
+//!
+//! `--tls` puts TLS on the SDK port (as `--tls-cert`/`--tls-key` do; a certificate made at
+//! start with rcgen, for 127.0.0.1) and the clients dial it with https, trusting it. What
+//! TLS costs per call is the per-call figure with `--tls` minus the one without; what it
+//! costs per new connection (the handshake), the same difference of the per-connection
+//! figure: two runs with the same `--calls` and different `--connections`, the difference
+//! of their totals over the difference of their connections. results/tls.md has the
+//! figures and the commands.
 
 use distro_core::{Config, MemberList, Node};
 use distro_server::nacos::{NacosConfig, NacosFrontend};
@@ -29,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     let mut transport = "h2".to_string();
     let mut calls = 2000usize;
     let mut connections = 10usize;
+    let mut tls = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
@@ -39,8 +48,9 @@ fn main() -> anyhow::Result<()> {
             "--transport" => transport = value("--transport")?,
             "--calls" => calls = value("--calls")?.parse()?,
             "--connections" => connections = value("--connections")?.parse()?,
+            "--tls" => tls = true,
             other => anyhow::bail!(
-                "unknown argument {other}: --transport h2|tonic, --calls N, --connections N"
+                "unknown argument {other}: --transport h2|tonic, --calls N, --connections N, --tls"
             ),
         }
     }
@@ -50,6 +60,17 @@ fn main() -> anyhow::Result<()> {
     if connections == 0 || calls < connections {
         anyhow::bail!("--connections must be at least 1 and at most --calls");
     }
+    if tls && transport != "h2" {
+        anyhow::bail!("--tls is for --transport h2 (the SDK port the node serves)");
+    }
+    // A self-signed certificate for 127.0.0.1: the server's identity and the clients' root.
+    let cert = if tls {
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+        Some((c.cert.pem(), c.signing_key.serialize_pem()))
+    } else {
+        None
+    };
+    let server_cert = cert.clone();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::Builder::new().name("server".into()).spawn(
@@ -80,9 +101,13 @@ fn main() -> anyhow::Result<()> {
                     n.shutdown().await;
                 };
                 if transport == "h2" {
-                    distro_server::sdk_port::SdkPort::new(nacos)
-                        .serve(listener, shutdown)
-                        .await;
+                    let mut port = distro_server::sdk_port::SdkPort::new(nacos);
+                    if let Some((cert, key)) = server_cert {
+                        let tls = distro_server::tls::HttpTls::from_pem(&cert, &key)
+                            .map_err(anyhow::Error::msg)?;
+                        port = port.tls(tls.sdk_acceptor().map_err(anyhow::Error::msg)?);
+                    }
+                    port.serve(listener, shutdown).await;
                 } else {
                     tonic::transport::Server::builder()
                         .tcp_nodelay(true)
@@ -106,9 +131,16 @@ fn main() -> anyhow::Result<()> {
     let answered = rt.block_on(async move {
         let mut tasks = Vec::new();
         for c in 0..connections {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await?;
+            let channel = match &cert {
+                Some((pem, _)) => {
+                    let root = tonic::transport::Certificate::from_pem(pem);
+                    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+                        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(root))?
+                }
+                None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+            }
+            .connect()
+            .await?;
             let mut client = RequestClient::new(channel);
             let n = calls / connections + usize::from(c < calls % connections);
             tasks.push(tokio::spawn(async move {
@@ -142,6 +174,6 @@ fn main() -> anyhow::Result<()> {
     server
         .join()
         .map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
-    println!("calls={calls} answered={answered} connections={connections}");
+    println!("calls={calls} answered={answered} connections={connections} tls={tls}");
     Ok(())
 }

@@ -468,3 +468,45 @@ fn concurrent_grouped_applies_converge_to_the_newest_states() {
     }
     assert_eq!(replica_state(&r), replica_state(&reference));
 }
+
+/// After a burst of 20,000 services registered and deregistered, once the tombstones and
+/// the empty services expired, the tombstone tables are no longer sized for the burst.
+#[test]
+fn tombstone_tables_shrink_after_a_burst_expired() {
+    let r = reg();
+    let me = MemberId(0);
+    let n = 20_000u32;
+    let ids: Vec<ClientId> = (0..n)
+        .map(|k| ClientId::ip_port(&format!("10.1.{}.{}", k / 250, k % 250), 80))
+        .collect();
+    for (k, id) in ids.iter().enumerate() {
+        let p = publication(
+            &r,
+            &format!("burst-{k}"),
+            id.as_str().split(':').next().unwrap(),
+            80,
+        );
+        r.publish(id, p, me, 10).unwrap();
+    }
+    assert_eq!(r.reclaim_names(), 0);
+    for (k, id) in ids.iter().enumerate() {
+        let svc = r.service("public", "DEFAULT_GROUP", &format!("burst-{k}"));
+        assert!(matches!(
+            r.unpublish(id, &svc, me, 20, Origin::Client),
+            WriteResult::Deleted(_)
+        ));
+    }
+    assert!(r.tombstone_capacity() >= n as usize);
+    let later = 20 + crate::config::DEFAULT_TOMBSTONE_TTL + 1;
+    assert_eq!(r.collect_tombstones(later), n as usize);
+    assert!(
+        r.tombstone_capacity() < 16 * 64,
+        "tombstone tables still have room for {}",
+        r.tombstone_capacity()
+    );
+    assert_eq!(r.collect_empty_services(later, 0), 0, "first seen empty");
+    assert_eq!(r.collect_empty_services(later + 1, 0), n as usize);
+    r.reclaim_names();
+    let left = r.interner().len();
+    assert!(left < 100, "{left} names left");
+}

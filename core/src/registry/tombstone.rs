@@ -55,7 +55,10 @@ impl Registry {
         }
     }
 
-    /// Forgets tombstones that expired; returns how many.
+    /// Forgets tombstones that expired; returns how many. A shard's table left at less than
+    /// a quarter full (and above 64 slots: with a thousand shards, small tables add up) is shrunk to twice what it holds, under the
+    /// shard's write lock (readers of the store do not take it): a burst of deletions
+    /// leaves no table sized for it once its tombstones expired.
     pub fn collect_tombstones(&self, now: Millis) -> usize {
         let mut n = 0;
         for s in self.shards.iter() {
@@ -63,7 +66,16 @@ impl Registry {
             let before = t.len();
             t.retain(|_, t| t.expires_at > now);
             n += before - t.len();
+            if t.capacity() > 64 && t.len() < t.capacity() / 4 {
+                let keep = t.len() * 2;
+                t.shrink_to(keep);
+            }
         }
         n
+    }
+
+    /// Tombstones the shards' tables have room for without growing.
+    pub fn tombstone_capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.write.lock().capacity()).sum()
     }
 }

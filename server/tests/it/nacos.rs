@@ -7,4 +7,5 @@ pub(crate) mod harness;
 mod python_sdk;
 mod raw;
 pub(crate) mod sdk;
+mod sdk_tls;
 mod transport;

@@ -12,12 +12,12 @@ use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// A CA: its PEM certificate and the issuer that signs leaves.
-struct Ca {
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name
@@ -32,7 +32,7 @@ fn ca(name: &str) -> Ca {
 
 /// A certificate for 127.0.0.1 and localhost signed by `ca`, and its key (PEM); an expired
 /// one was valid in 2020 only.
-fn leaf(ca: &Ca, expired: bool) -> (String, String) {
+pub(crate) fn leaf(ca: &Ca, expired: bool) -> (String, String) {
     let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
         .expect("params");
     if expired {

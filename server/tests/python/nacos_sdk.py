@@ -6,9 +6,18 @@ second, C reads through the third. An optional fourth argument `user:password` g
 client those credentials (the SDK logs in with `/nacos/v1/auth/users/login` and sends the
 token with each request), for a cluster with auth on. Prints PYTHON-SDK-OK and exits 0 when every check
 holds; any failure raises (exit 1) with what was expected and what came.
+
+Over TLS (nodes with --tls-cert/--tls-key): DISTRO_PY_TLS_CA names the PEM CA file to
+trust, DISTRO_PY_TLS_CERT and DISTRO_PY_TLS_KEY a client certificate and key. The SDK
+(3.2.0) opens all three files whenever TLS is on, though the SDK port asks for no client
+certificate (so it is never sent): without them it fails with `No such file or directory:
+''`. With `--refused ADDR` instead of three addresses, one client registers through ADDR
+and must be refused (a CA that did not sign the node's certificate, or no TLS): prints
+PYTHON-SDK-REFUSED and the SDK's error, exits 0.
 """
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -16,6 +25,8 @@ import time
 from v2.nacos import (ClientConfigBuilder, DeregisterInstanceParam, ListInstanceParam,
                       ListServiceParam, NacosNamingService, RegisterInstanceParam,
                       SubscribeServiceParam)
+from v2.nacos.common.client_config import TLSConfig
+from v2.nacos.common.nacos_exception import NacosException
 
 DEADLINE = 20.0
 SERVICE = "py-orders"
@@ -30,6 +41,10 @@ async def client(addr: str) -> NacosNamingService:
                .log_level("WARNING").log_dir(tmp).cache_dir(tmp))
     if CREDENTIALS:
         builder = builder.username(CREDENTIALS[0]).password(CREDENTIALS[1])
+    if os.environ.get("DISTRO_PY_TLS_CA"):
+        builder = builder.tls_config(TLSConfig(
+            enabled=True, ca_file=os.environ["DISTRO_PY_TLS_CA"],
+            cert_file=os.environ["DISTRO_PY_TLS_CERT"], key_file=os.environ["DISTRO_PY_TLS_KEY"]))
     return await NacosNamingService.create_naming_service(builder.build())
 
 
@@ -115,5 +130,20 @@ async def main(a_addr: str, b_addr: str, c_addr: str) -> None:
     print("PYTHON-SDK-OK", flush=True)
 
 
+async def refused(addr: str) -> None:
+    """A client that must not get through: its registration fails."""
+    try:
+        a = await client(addr)
+        ok = await a.register_instance(RegisterInstanceParam(
+            service_name=SERVICE, ip="10.0.8.9", port=8080))
+    except NacosException as e:
+        print(f"PYTHON-SDK-REFUSED {e}", flush=True)
+        return
+    raise AssertionError(f"the registration was not refused: register_instance returned {ok!r}")
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    if sys.argv[1] == "--refused":
+        asyncio.run(refused(sys.argv[2]))
+    else:
+        asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
