@@ -125,14 +125,20 @@ impl Node {
             if s >= self.registry.shard_count() {
                 continue;
             }
-            // The clients it owns, and those it holds at a revision it issued that it
-            // handed over: a peer whose view of the members differs (a member this node
-            // sees DOWN is UP there) may still attribute such a client to this node, and
-            // would drop it as no longer listed, perhaps the copy the new owner needs.
-            // Listed, it stays until the views agree or the new owner changes it.
+            // The clients it owns; and of the ip:port clients (owned by routing), those
+            // it holds at a revision it issued (it handed them over) and those it
+            // attributes to `to`. A peer whose view of the members differs (a member
+            // this node sees DOWN is UP there) may attribute such a client to this node
+            // while this node attributes it to `to` or to a third member, and `to` would
+            // drop it as no longer listed, perhaps the copy the owner of the agreed view
+            // needs. Listed, it stays until the views agree or its owner changes it.
+            // (A connection client's owner is the node holding it, whatever the view;
+            // listing another's would re-attribute it to this node.)
             let mut clients = Vec::new();
             self.registry.for_each_in_shard(s, |c| {
-                if c.owner() == me || c.revision().member() == me {
+                let routed = c.id().kind() == ClientKind::IpPort;
+                let vouched = routed && (c.owner() == to || c.revision().member() == me);
+                if c.owner() == me || vouched {
                     clients.push((c.id().clone(), c.revision()));
                 }
             });

@@ -189,10 +189,15 @@ fn scale_3_to_5_to_3_with_members_learning_at_different_times() {
 /// pending.
 #[test]
 fn scale_3_to_5_to_3_over_a_lossy_network() {
-    // DISTRO_SIM_SEED=S replays one seed.
+    // DISTRO_SIM_SEED=S replays one seed; DISTRO_SIM_SEEDS=N runs seeds 1..=N (50).
     let seeds: Vec<u64> = match std::env::var("DISTRO_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("DISTRO_SIM_SEED must be a number")],
-        Err(_) => (1..=50).collect(),
+        Err(_) => {
+            let n = std::env::var("DISTRO_SIM_SEEDS")
+                .map(|s| s.parse().expect("DISTRO_SIM_SEEDS must be a number"))
+                .unwrap_or(50);
+            (1..=n).collect()
+        }
     };
     let mut failed = Vec::new();
     for seed in seeds {
