@@ -161,6 +161,11 @@ pub struct Node {
     member_change: Mutex<()>,
     /// When the member list last changed (0: never): verify settles after it.
     list_changed_at: AtomicU64,
+    /// How many times the routing table changed (a list or a member state change).
+    routing_changes: AtomicU64,
+    /// `routing_changes` when the last verify round was sent: its answers are acted on
+    /// only under the same table.
+    verify_routing: AtomicU64,
     incarnation: Millis,
     registry: Registry,
     sync: SyncScheduler,
@@ -215,6 +220,8 @@ impl Node {
             members: ArcSwap::from_pointee(members),
             member_change: Mutex::new(()),
             list_changed_at: AtomicU64::new(0),
+            routing_changes: AtomicU64::new(0),
+            verify_routing: AtomicU64::new(0),
             incarnation,
         })
     }

@@ -227,6 +227,7 @@ impl Node {
             table.members().iter().any(|m| !old.members().contains(m))
         };
         self.routing.store(Arc::new(table));
+        self.routing_changes.fetch_add(1, Relaxed);
         self.rehome(now, rejoined);
         // A replica applied concurrently may have been attributed under the old table
         // after this pass went by its shard: one more pass once such applies are done.

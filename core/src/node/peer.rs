@@ -65,7 +65,7 @@ impl Node {
                 self.on_sync_result(to, &batch, result.is_ok(), now, &mut out)
             }
             (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
-                self.on_verify_mismatch(to, &shards, &mut out)
+                self.on_verify_mismatch(to, &shards, now, &mut out)
             }
             (PeerRequest::VerifyList(_), Ok(PeerResponse::VerifyReport { needs, .. })) => {
                 self.on_verify_report(to, needs, now)

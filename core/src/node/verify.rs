@@ -49,6 +49,8 @@ impl Node {
         if targets.is_empty() {
             return;
         }
+        self.verify_routing
+            .store(self.routing_changes.load(Relaxed), Relaxed);
         match self.config.verify_mode {
             VerifyMode::Digest => {
                 let digests = self.registry.owner_digests(self.me());
@@ -88,13 +90,28 @@ impl Node {
                 }
             }
         }
-        let _ = now;
     }
 
     /// `to` found the shards `shards` of this node's clients differing from its copy:
-    /// send it the `(client id, revision)` lists of those shards.
-    pub(super) fn on_verify_mismatch(&self, to: MemberId, shards: &[u32], out: &mut Vec<Command>) {
+    /// send it the `(client id, revision)` lists of those shards, unless the routing
+    /// table changed since the round was sent (or this node is leaving, or settling
+    /// after a list change). `to` drops the replicas it attributes to this node that the
+    /// lists leave out: lists built after this node handed clients over (a member joined
+    /// or came back, this node is leaving) leave out clients that `to`, not knowing of
+    /// the change yet, still attributes to this node, and it would drop them, perhaps
+    /// the copy their new owner needs. The next round verifies under the new table.
+    pub(super) fn on_verify_mismatch(
+        &self,
+        to: MemberId,
+        shards: &[u32],
+        now: Millis,
+        out: &mut Vec<Command>,
+    ) {
         inc(&self.counters.verify_shards_mismatched, shards.len() as u64);
+        let moved = self.routing_changes.load(Relaxed) != self.verify_routing.load(Relaxed);
+        if moved || self.members.load().is_leaving() || self.settling(now) {
+            return;
+        }
         self.send_lists(to, shards, out);
     }
 
@@ -108,9 +125,20 @@ impl Node {
             if s >= self.registry.shard_count() {
                 continue;
             }
+            // The clients it owns; and of the ip:port clients (owned by routing), those
+            // it holds at a revision it issued (it handed them over) and those it
+            // attributes to `to`. A peer whose view of the members differs (a member
+            // this node sees DOWN is UP there) may attribute such a client to this node
+            // while this node attributes it to `to` or to a third member, and `to` would
+            // drop it as no longer listed, perhaps the copy the owner of the agreed view
+            // needs. Listed, it stays until the views agree or its owner changes it.
+            // (A connection client's owner is the node holding it, whatever the view;
+            // listing another's would re-attribute it to this node.)
             let mut clients = Vec::new();
             self.registry.for_each_in_shard(s, |c| {
-                if c.owner() == me {
+                let routed = c.id().kind() == ClientKind::IpPort;
+                let vouched = routed && (c.owner() == to || c.revision().member() == me);
+                if c.owner() == me || vouched {
                     clients.push((c.id().clone(), c.revision()));
                 }
             });

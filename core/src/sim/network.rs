@@ -11,7 +11,8 @@
 
 use super::SimCluster;
 use crate::member::MemberId;
-use crate::message::{Command, PeerRequest, PeerResponse, SendError, SnapshotCursor};
+use crate::message::{Command, Need, PeerRequest, PeerResponse, SendError, SnapshotCursor};
+use crate::registry::{ClientChange, ClientRecord};
 use crate::time::Millis;
 use std::cmp::Reverse;
 
@@ -75,6 +76,47 @@ pub(super) struct Load {
 }
 
 impl SimCluster {
+    /// Re-expresses the owners of records sent by node `from` in node `to`'s member ids,
+    /// as the server's wire does (it names owners by address): member ids are local to
+    /// a node, and two nodes started with different lists number members differently.
+    /// False if `to` does not know an owner (the server refuses such a message).
+    fn translate(&self, from: usize, to: usize, records: &mut [ClientRecord]) -> bool {
+        let (Some(f), Some(t)) = (self.nodes[from].as_ref(), self.nodes[to].as_ref()) else {
+            return false;
+        };
+        for r in records {
+            match t.members().known(f.member_addr(r.owner)) {
+                Some(id) => r.owner = id,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// [`SimCluster::translate`] for the records a request carries.
+    fn translate_request(&self, from: usize, to: usize, request: &mut PeerRequest) -> bool {
+        match request {
+            PeerRequest::Sync(batch) => batch.changes.iter_mut().all(|c| match c {
+                ClientChange::Upsert(r) => self.translate(from, to, std::slice::from_mut(r)),
+                ClientChange::Delete { .. } => true,
+            }),
+            _ => true,
+        }
+    }
+
+    /// [`SimCluster::translate`] for the records a response carries.
+    fn translate_response(&self, from: usize, to: usize, response: &mut PeerResponse) -> bool {
+        match response {
+            PeerResponse::VerifyReport { needs, .. } => needs.iter_mut().all(|(_, n)| match n {
+                Need::Newer(ClientChange::Upsert(r)) => {
+                    self.translate(from, to, std::slice::from_mut(r))
+                }
+                _ => true,
+            }),
+            _ => true,
+        }
+    }
+
     /// Whether nodes `a` and `b` can talk: both alive, neither isolated.
     pub(super) fn link_ok(&self, a: usize, b: usize) -> bool {
         self.nodes[a].is_some() && self.nodes[b].is_some() && !self.isolated[a] && !self.isolated[b]
@@ -209,7 +251,11 @@ impl SimCluster {
                     self.stats.lost += 1;
                     return;
                 }
-                let request = o.request.clone();
+                let mut request = o.request.clone();
+                if !self.translate_request(from, to, &mut request) {
+                    self.stats.lost += 1;
+                    return;
+                }
                 let node = self.nodes[to]
                     .as_ref()
                     .expect("link_ok checked the node is alive");
@@ -225,7 +271,7 @@ impl SimCluster {
                 let d = self.delay();
                 self.schedule(now + d, Event::Respond { req, response });
             }
-            Event::Respond { req, response } => {
+            Event::Respond { req, mut response } => {
                 let Some(o) = self.outstanding.get(&req) else {
                     return;
                 };
@@ -234,6 +280,10 @@ impl SimCluster {
                     return;
                 }
                 let o = self.outstanding.remove(&req).expect("present above");
+                if !self.translate_response(o.to, o.from, &mut response) {
+                    self.stats.lost += 1;
+                    return;
+                }
                 let node = self.nodes[o.from]
                     .as_ref()
                     .expect("link_ok checked the node is alive");
@@ -298,10 +348,16 @@ impl SimCluster {
                     l.chunks += 1;
                 }
                 self.stats.snapshot_chunks += 1;
+                let mut records = chunk.records;
+                if !self.translate(source, loader, &mut records) {
+                    // Lost: the pending LoadTimeout for this chunk ends the load.
+                    self.stats.lost += 1;
+                    return;
+                }
                 let node = self.nodes[loader]
                     .as_ref()
                     .expect("link_ok checked the node is alive");
-                node.load_chunk(source_id, &chunk.records, now);
+                node.load_chunk(source_id, &records, now);
                 match chunk.next {
                     Some(cursor) => self.send_pull(load, cursor),
                     None => self.finish_load(load, true),

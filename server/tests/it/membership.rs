@@ -65,6 +65,53 @@ async fn grows_by(load: &Load, n: usize, what: &str) {
     eventually(what, Duration::from_secs(30), || load.acked() >= target).await;
 }
 
+/// The nodes' logs (this test's process runs them all), kept in memory and printed if
+/// the test fails, so that a rare failure can be read afterwards.
+struct LogsOnFailure(Arc<Mutex<Vec<u8>>>);
+
+#[derive(Clone)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogsOnFailure {
+    /// Collects every log line at `info` and above (or as `RUST_LOG` says) from now on.
+    fn start() -> Self {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogBuffer(buf.clone());
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // One test per process (nextest): the global subscriber is this test's.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        Self(buf)
+    }
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.0.lock();
+            eprintln!(
+                "---- the nodes' logs ({} bytes) ----\n{}",
+                logs.len(),
+                String::from_utf8_lossy(&logs)
+            );
+        }
+    }
+}
+
 fn owner_of(n: &Node, ip: &str, port: u16) -> distro_core::MemberId {
     match n.route(&format!("{ip}:{port}")) {
         Route::Local => n.me(),
@@ -74,6 +121,7 @@ fn owner_of(n: &Node, ip: &str, port: u16) -> distro_core::MemberId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_3_to_5_to_3_under_load_loses_no_registration() {
+    let _logs = LogsOnFailure::start();
     let dir = std::env::temp_dir().join(format!("distro-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("cluster.conf");
