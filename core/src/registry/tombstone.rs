@@ -55,10 +55,11 @@ impl Registry {
         }
     }
 
-    /// Forgets tombstones that expired; returns how many. A shard's table left at less than
-    /// a quarter full (and above 64 slots: with a thousand shards, small tables add up) is shrunk to twice what it holds, under the
-    /// shard's write lock (readers of the store do not take it): a burst of deletions
-    /// leaves no table sized for it once its tombstones expired.
+    /// Forgets tombstones that expired; returns how many. A shard's table left at less
+    /// than a quarter full (and above 64 slots: with a thousand shards, small tables add
+    /// up) is shrunk to twice what it holds, under the shard's write lock (readers of the
+    /// store do not take it): a burst of deletions leaves no table sized for it once its
+    /// tombstones expired.
     pub fn collect_tombstones(&self, now: Millis) -> usize {
         let mut n = 0;
         for s in self.shards.iter() {
