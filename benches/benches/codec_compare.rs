@@ -8,9 +8,8 @@
 //! `results/instructions/codec-compare.md`.
 
 use distro_benches::bitcode_codec;
-use distro_benches::fixture::{self, Cluster, Kind};
-use distro_core::message::SyncBatch;
-use distro_core::{ClientChange, Command, Config, PeerRequest};
+use distro_benches::fixture::{self, Cluster};
+use distro_core::ClientChange;
 use distro_server::cluster::compact;
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use std::hint::black_box;
@@ -27,31 +26,9 @@ fn leak<T>(value: T) -> &'static T {
 
 /// Two nodes; 1,000 of the owner's clients changed and due: their batch.
 fn changes() -> (&'static Cluster, &'static [ClientChange]) {
-    let config = Config {
-        sync_delay: 0,
-        batch_max_entries: BATCH,
-        ..Config::default()
-    };
-    let cluster = leak(Cluster::new(2, CLIENTS, &config, |_, _| false));
-    for mut r in fixture::requests(Kind::Connection, CLIENTS, BATCH) {
-        r.change();
-        cluster.nodes[0]
-            .register(&r.client, &r.service, &r.instance, fixture::NOW_MS)
-            .expect("valid request");
-    }
-    let batch: SyncBatch = cluster.nodes[0]
-        .tick(fixture::NOW_MS)
-        .into_iter()
-        .find_map(|c| match c {
-            Command::Send {
-                request: PeerRequest::Sync(b),
-                ..
-            } => Some(b),
-            _ => None,
-        })
-        .expect("the changed clients are due");
+    let (cluster, batch) = fixture::changed_batch(CLIENTS, BATCH);
     assert_eq!(batch.changes.len(), BATCH);
-    (cluster, Box::leak(batch.changes.into_boxed_slice()))
+    (leak(cluster), Box::leak(batch.changes.into_boxed_slice()))
 }
 
 fn compact_bytes() -> (&'static Cluster, &'static [u8]) {

@@ -256,35 +256,10 @@ fn instance<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, Cluster, Kind};
-    use distro_core::message::SyncBatch;
-    use distro_core::{Command, Config, PeerRequest};
+    use crate::fixture;
 
-    fn batch() -> (Cluster, SyncBatch) {
-        let config = Config {
-            sync_delay: 0,
-            batch_max_entries: 200,
-            ..Config::default()
-        };
-        let cluster = Cluster::new(2, 1_000, &config, |_, _| false);
-        for mut r in fixture::requests(Kind::Connection, 1_000, 200) {
-            r.change();
-            cluster.nodes[0]
-                .register(&r.client, &r.service, &r.instance, fixture::NOW_MS)
-                .expect("valid request");
-        }
-        let batch = cluster.nodes[0]
-            .tick(fixture::NOW_MS)
-            .into_iter()
-            .find_map(|c| match c {
-                Command::Send {
-                    request: PeerRequest::Sync(b),
-                    ..
-                } => Some(b),
-                _ => None,
-            })
-            .expect("the changed clients are due");
-        (cluster, batch)
+    fn batch() -> (fixture::Cluster, distro_core::message::SyncBatch) {
+        fixture::changed_batch(1_000, 200)
     }
 
     #[test]

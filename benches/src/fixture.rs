@@ -354,6 +354,35 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
+/// Two nodes over `clients` clients with `changed` of the owner's clients changed and due
+/// at once: the cluster and the owner's first sync batch (codec comparisons).
+pub fn changed_batch(clients: usize, changed: usize) -> (Cluster, distro_core::message::SyncBatch) {
+    let config = Config {
+        sync_delay: 0,
+        batch_max_entries: changed,
+        ..Config::default()
+    };
+    let cluster = Cluster::new(2, clients, &config, |_, _| false);
+    for mut r in requests(Kind::Connection, clients, changed) {
+        r.change();
+        cluster.nodes[0]
+            .register(&r.client, &r.service, &r.instance, NOW_MS)
+            .expect("valid request");
+    }
+    let batch = cluster.nodes[0]
+        .tick(NOW_MS)
+        .into_iter()
+        .find_map(|c| match c {
+            distro_core::Command::Send {
+                request: distro_core::PeerRequest::Sync(b),
+                ..
+            } => Some(b),
+            _ => None,
+        })
+        .expect("the changed clients are due");
+    (cluster, batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
