@@ -131,6 +131,24 @@ impl Node {
         Ok(true)
     }
 
+    /// The member id of the owner at `addr`, as a record received from a peer names it
+    /// (a snapshot chunk, a sync, a verify answer): a member this node knows (current, or
+    /// one that left), else `addr` is learned as a former member ([`crate::MemberList::learn`]).
+    /// Peers hold replicas of a member that left until their leases end; a node started
+    /// after the leave was never given its address, and refusing such records made its
+    /// snapshot load fail at every peer until those leases ended everywhere. Errors when
+    /// `addr` is not `host:port` or no slot is free.
+    pub fn owner_id(&self, addr: &str) -> Result<MemberId, MemberListError> {
+        if let Some(id) = self.members.load().known(addr) {
+            return Ok(id);
+        }
+        let _one_at_a_time = self.member_change.lock();
+        let old = self.members.load_full();
+        let (new, id) = old.learn(addr)?;
+        self.members.store(Arc::new(new));
+        Ok(id)
+    }
+
     /// Whether the member list changed within the settle time
     /// ([`crate::Config::member_change_settle`]): this node sends no verify then.
     pub(super) fn settling(&self, now: Millis) -> bool {

@@ -371,7 +371,7 @@ impl<'a> Tables<'a> {
         if let Some(Some(m)) = self.owners.get(i as usize) {
             return Ok(*m);
         }
-        let m = crate::cluster::wire::member_id(node, s)?;
+        let m = crate::cluster::wire::owner_id(node, s)?;
         self.owners[i as usize] = Some(m);
         Ok(m)
     }

@@ -694,7 +694,7 @@ pub fn decode_record(node: &Node, b: &[u8]) -> Result<ClientRecord, WireError> {
     let owner = if owner.is_empty() {
         node.me()
     } else {
-        crate::cluster::wire::member_id(node, owner)?
+        crate::cluster::wire::owner_id(node, owner)?
     };
     let mut publications = Vec::with_capacity(raw_pubs.len());
     for p in raw_pubs {

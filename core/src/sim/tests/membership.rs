@@ -213,3 +213,59 @@ fn scale_3_to_5_to_3_over_a_lossy_network() {
         "failed (seed, staggered): {failed:?}; replay one with DISTRO_SIM_SEED=S"
     );
 }
+
+/// A node that starts after a member left was never given that member's address, yet
+/// its peers still hold replicas of the connection clients the member owned (until
+/// their leases end, 180 s by default) and send them in the snapshot, naming their owner
+/// by address. It must load them: it refused every chunk naming an owner it did not know,
+/// so its load failed at every peer, round after round, until those leases had ended
+/// everywhere (and in the simulator the failed chunk left the load hanging for good).
+#[test]
+fn a_node_started_after_a_leave_loads_the_replicas_of_the_member_that_left() {
+    for seed in 1..=10 {
+        let mut sim = SimCluster::new(config(seed));
+        sim.run_for(1_000);
+        let orphans = connection_clients_on(&mut sim, 2, 10);
+        let ip_port: Vec<ClientId> = (0..30).filter_map(|k| register(&mut sim, k)).collect();
+        assert_eq!(ip_port.len(), 30, "seed {seed}");
+        sim.run_for(2_000);
+        assert!(sim.converged(), "seed {seed}: {}", sim.differences());
+        // Node 2 leaves (hands its ip:port clients over) and stops.
+        sim.set_listed(&[0, 1], |_| true);
+        sim.run_for(1_000);
+        sim.crash(2);
+        // Node 0 restarts, given the list without node 2.
+        sim.crash(0);
+        sim.restart(0);
+        let restarted = sim.now();
+        while !sim.node(0).unwrap().is_loaded() {
+            assert!(
+                sim.now() < restarted + 5_000,
+                "seed {seed}: node 0 did not load within 5 s"
+            );
+            sim.run_for(100);
+        }
+        let n0 = sim.node(0).unwrap();
+        assert!(!n0.cold_started(), "seed {seed}");
+        assert_eq!(n0.members().len(), 2, "seed {seed}");
+        assert!(n0.loaded_from().is_some(), "seed {seed}");
+        let left = n0.members().known("10.0.0.3:8848");
+        assert!(
+            left.is_some_and(|m| !n0.members().contains(m)),
+            "seed {seed}: node 2 known as a former member"
+        );
+        assert_eq!(
+            held(&sim, 0, &orphans),
+            10,
+            "seed {seed}: node 2's replicas"
+        );
+        assert_eq!(
+            held(&sim, 1, &orphans),
+            10,
+            "seed {seed}: within their lease"
+        );
+        assert_eq!(held(&sim, 0, &ip_port), 30, "seed {seed}");
+        converge(&mut sim, 10_000, seed);
+        check_owners(&sim, &ip_port, seed);
+    }
+}
