@@ -269,3 +269,46 @@ fn a_node_started_after_a_leave_loads_the_replicas_of_the_member_that_left() {
         check_owners(&sim, &ip_port, seed);
     }
 }
+
+/// A member that leaves while a node sees it DOWN (that node was cut off, or the member
+/// had crashed): self-preservation capped the expiry of its replicas there when it went
+/// DOWN, and the cap stayed for good once the member was no longer listed, so that node
+/// kept 85 % of the member's connection clients while the nodes that saw it UP let them
+/// expire with the lease. A member that left is gone by decision: uncapped.
+#[test]
+fn replicas_of_a_member_that_left_while_seen_down_expire_with_the_lease() {
+    for seed in 1..=5 {
+        let mut cfg = config(seed);
+        cfg.protocol.lease = 20_000;
+        let mut sim = SimCluster::new(cfg);
+        sim.run_for(1_000);
+        let orphans = connection_clients_on(&mut sim, 0, 20);
+        sim.run_for(2_000);
+        assert!(sim.converged(), "seed {seed}: {}", sim.differences());
+        sim.isolate(2);
+        let cut_at = sim.now();
+        let zero = sim.id_on(2, 0).unwrap();
+        while sim.node(2).unwrap().member_state(zero) != MemberState::Down {
+            assert!(
+                sim.now() < cut_at + 30_000,
+                "seed {seed}: node 2 never saw node 0 DOWN"
+            );
+            sim.run_for(100);
+        }
+        // Node 0 leaves (every node told) and stops; node 2's partition heals later.
+        sim.set_listed(&[1, 2], |_| true);
+        sim.run_for(1_000);
+        sim.crash(0);
+        sim.run_for(2_000);
+        sim.heal(2);
+        let cfg = sim.node(1).unwrap().config().clone();
+        sim.run_for(cfg.lease + 3 * cfg.health_check_interval);
+        assert_eq!(held(&sim, 1, &orphans), 0, "seed {seed}: node 1");
+        assert_eq!(
+            held(&sim, 2, &orphans),
+            0,
+            "seed {seed}: node 2 kept replicas of the member that left"
+        );
+        converge(&mut sim, 10_000, seed);
+    }
+}
