@@ -707,7 +707,7 @@ mod tests {
         let (mut proto, mut compact, mut cursor) = (0, 0, Some(SnapshotCursor::default()));
         while let Some(c) = cursor {
             let chunk = owner.snapshot_chunk(c);
-            cursor = chunk.next;
+            cursor = chunk.next.clone();
             proto += SnapshotChunk::protobuf(owner.clone(), chunk.clone()).encoded_len();
             compact += SnapshotChunk::new(&owner, &chunk).encoded_len();
         }

@@ -115,6 +115,17 @@ pub fn owner_id(node: &Node, addr: &str) -> Result<MemberId, WireError> {
         .map_err(|e| WireError::Malformed(format!("owner {addr:?}: {e}")))
 }
 
+/// The client a snapshot request resumes after (`SnapshotRequest.after`): none when
+/// empty, else a client id, or an error naming the field.
+pub fn snapshot_after(after: &str) -> Result<Option<ClientId>, WireError> {
+    if after.is_empty() {
+        return Ok(None);
+    }
+    ClientId::parse(after)
+        .map(Some)
+        .map_err(|e| WireError::Malformed(format!("snapshot request: after: {e}")))
+}
+
 /// The proto form of a client record.
 pub fn record_to_proto(node: &Node, r: &ClientRecord) -> pb::ClientRecord {
     pb::ClientRecord {
