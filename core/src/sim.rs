@@ -201,7 +201,7 @@ impl SimCluster {
         // Every other joiner's address sorts before the started nodes' ("10.0.0.15:8848"
         // before "10.0.0.1:8848"): it numbers every member differently from its peers
         // (ids are slots filled in address order), the others number them alike.
-        self.addrs.push(if i % 2 == 0 {
+        self.addrs.push(if i.is_multiple_of(2) {
             format!("10.0.0.1{}:8848", i + 1)
         } else {
             format!("10.0.1.{}:8848", i + 1)
