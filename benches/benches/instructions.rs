@@ -324,11 +324,9 @@ fn query((node, services): (&'static Node, Vec<ServiceSpec>)) -> usize {
 #[library_benchmark]
 #[bench::chunk_64kib(setup = store_node)]
 fn snapshot_chunk(node: &'static Node) -> usize {
-    let cursor = SnapshotCursor {
-        shard: 100,
-        offset: 0,
-    };
-    node.snapshot_chunk(black_box(cursor)).records.len()
+    node.snapshot_chunk(black_box(SnapshotCursor::start_of(100)))
+        .records
+        .len()
 }
 
 library_benchmark_group!(

@@ -161,19 +161,16 @@ fn snapshot(c: &mut Criterion) {
     let shards = node.registry().shard_count();
     let mut pool: Vec<SnapshotCursor> = fixture::spread(shards as usize, 256)
         .into_iter()
-        .map(|s| SnapshotCursor {
-            shard: s as u32,
-            offset: 0,
-        })
+        .map(|s| SnapshotCursor::start_of(s as u32))
         .collect();
-    let records = node.snapshot_chunk(pool[0]).records.len();
+    let records = node.snapshot_chunk(pool[0].clone()).records.len();
     let mut g = c.benchmark_group("store/snapshot_chunk");
     g.throughput(Throughput::Elements(records as u64));
     for threads in THREADS {
         g.bench_function(BenchmarkId::new(fixture::count_label(n), threads), |b| {
             b.iter_custom(|iters| {
                 contended(threads, iters, &mut pool, |cursor: &mut SnapshotCursor| {
-                    black_box(node.snapshot_chunk(*cursor));
+                    black_box(node.snapshot_chunk(cursor.clone()));
                 })
             })
         });

@@ -208,6 +208,32 @@ impl MemberList {
         })
     }
 
+    /// This list with `addr` known as a former member: the id it already has, or a free
+    /// slot, without making it a current member (the list's version is unchanged). A node
+    /// names the owner of every record it holds by a slot, and a node started after a
+    /// member left was never given that member's address, yet its peers still hold (and
+    /// send it, in a snapshot, a sync or a verify answer) replicas of the clients that
+    /// member owned until their leases end.
+    pub fn learn(&self, addr: &str) -> Result<(Self, MemberId), MemberListError> {
+        if let Some(id) = self.slot_of(addr) {
+            return Ok((self.clone(), id));
+        }
+        let addr = normalize(addr, &[addr.to_string()], false)?
+            .pop()
+            .expect("normalize keeps the one address it checked");
+        if let Some(id) = self.slot_of(&addr) {
+            return Ok((self.clone(), id));
+        }
+        if self.assigned >= self.capacity() {
+            return Err(MemberListError::NoSlot(addr, self.capacity()));
+        }
+        let id = MemberId(self.assigned as u16);
+        let _ = self.slots.0[id.index()].set(Name::new(&addr));
+        let mut list = self.clone();
+        list.assigned += 1;
+        Ok((list, id))
+    }
+
     /// This node.
     pub fn me(&self) -> MemberId {
         self.me
@@ -408,6 +434,37 @@ mod tests {
         assert!(!leaving.is_standalone());
         assert!(matches!(
             l3.update(&["b:1".into(), "x".into()]),
+            Err(MemberListError::BadAddress(_))
+        ));
+    }
+
+    #[test]
+    fn a_former_member_is_learned_into_a_free_slot_without_joining() {
+        let l = MemberList::with_slots("b:1", &["a:1".into(), "b:1".into()], 4).unwrap();
+        let (l2, c) = l.learn("c:1").unwrap();
+        assert_eq!(c, MemberId(2));
+        assert_eq!(l2.addr(c).as_str(), "c:1");
+        assert_eq!(l2.known("c:1"), Some(c));
+        assert_eq!(l2.find("c:1"), None, "not a current member");
+        assert!(!l2.contains(c));
+        assert_eq!(l2.ids().collect::<Vec<_>>(), l.ids().collect::<Vec<_>>());
+        assert_eq!(l2.version(), l.version(), "the list did not change");
+        // Known addresses keep their id; a member that joins later gets its slot back.
+        assert_eq!(l2.learn("c:1").unwrap().1, c);
+        assert_eq!(l2.learn("a:1").unwrap().1, MemberId(0));
+        let joined = l2
+            .update(&["a:1".into(), "b:1".into(), "c:1".into()])
+            .unwrap();
+        assert_eq!(joined.find("c:1"), Some(c));
+        // The next new address takes the next slot; then there is none left.
+        let (l3, d) = l2.learn("d:1").unwrap();
+        assert_eq!(d, MemberId(3));
+        assert_eq!(
+            l3.learn("e:1").unwrap_err(),
+            MemberListError::NoSlot("e:1".into(), 4)
+        );
+        assert!(matches!(
+            l3.learn("nope"),
             Err(MemberListError::BadAddress(_))
         ));
     }

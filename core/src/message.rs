@@ -165,13 +165,25 @@ pub struct SnapshotChunk {
     pub next: Option<SnapshotCursor>,
 }
 
-/// A position in a node's snapshot: a shard and an offset among its clients sorted by id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A position in a node's snapshot: a shard, and the last client of it sent (a shard's
+/// clients go in id order). A chunk resumes after that id, so clients added or removed
+/// between two chunks cannot make it skip one it has not sent (an offset among the
+/// shard's clients did: every removal before it moved the rest back under it). A client
+/// added behind the cursor is not in the snapshot; it is a change after the load began,
+/// which reaches the loader by sync as every change does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SnapshotCursor {
     /// Shard number.
     pub shard: u32,
-    /// Clients of the shard already sent.
-    pub offset: u32,
+    /// The last client of the shard already sent; `None`: none yet.
+    pub after: Option<ClientId>,
+}
+
+impl SnapshotCursor {
+    /// The start of shard `shard`.
+    pub fn start_of(shard: u32) -> Self {
+        Self { shard, after: None }
+    }
 }
 
 /// Why a request failed to get a response (the runtime's view).

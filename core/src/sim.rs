@@ -198,7 +198,14 @@ impl SimCluster {
     /// [`SimCluster::set_listed`] and start it with [`SimCluster::restart`].
     pub fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
-        self.addrs.push(format!("10.0.1.{}:8848", i + 1));
+        // Every other joiner's address sorts before the started nodes' ("10.0.0.15:8848"
+        // before "10.0.0.1:8848"): it numbers every member differently from its peers
+        // (ids are slots filled in address order), the others number them alike.
+        self.addrs.push(if i.is_multiple_of(2) {
+            format!("10.0.0.1{}:8848", i + 1)
+        } else {
+            format!("10.0.1.{}:8848", i + 1)
+        });
         self.nodes.push(None);
         self.generation.push(0);
         self.isolated.push(false);

@@ -221,6 +221,15 @@ impl SyncScheduler {
         self.schedule_at(peer, id, due, true);
     }
 
+    /// Every client pending for `peer`, with its due time (in no particular order).
+    pub(crate) fn pending_clients(&self, peer: usize) -> Vec<(ClientId, Millis)> {
+        let mut out = Vec::new();
+        for s in self.peers[peer].stripes.iter() {
+            out.extend(s.lock().pending.iter().map(|(id, due)| (id.clone(), *due)));
+        }
+        out
+    }
+
     /// Number of clients pending for `peer`.
     pub(crate) fn pending(&self, peer: usize) -> usize {
         self.peers[peer].pending.load(Relaxed)

@@ -246,8 +246,20 @@ impl Node {
     /// clients it owned; until it is UP again at most `self_preservation_fraction` of that
     /// number may expire, however long the outage, unless one of its connection clients
     /// was superseded (then the peer is gone, not cut off, and the cap is lifted).
+    ///
+    /// A member that left the list is gone by decision, not cut off: its clients expire
+    /// with the lease, uncapped. (Its cap stayed as it was when it left: if this node saw
+    /// it DOWN then, a partition or a crash just before the leave, the cap held its
+    /// replicas for good, while nodes that saw it UP let theirs expire, and the two never
+    /// converged.)
     fn update_preservation(&self, _now: Millis, states: &[(MemberId, MemberState)]) {
         let mut pres = self.preservation.lock();
+        let members = self.members.load();
+        for (i, p) in pres.iter_mut().enumerate() {
+            if !members.contains(MemberId(i as u16)) {
+                *p = Preservation::default();
+            }
+        }
         for &(m, state) in states {
             if m == self.me() {
                 continue;

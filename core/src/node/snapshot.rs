@@ -1,8 +1,9 @@
 //! Snapshot: serving this node's clients in chunks, and loading a peer's at startup.
 //!
 //! A snapshot is every client held, as records, streamed in chunks bounded in bytes and
-//! addressed by a cursor (shard, offset), so any size streams and a chunk can be asked
-//! for again. The runtime carries the stream: [`Node::tick`] returns
+//! addressed by a cursor (a shard and the last client id sent of it: clients added or
+//! removed meanwhile cannot make it skip one), so any size streams and a chunk can be
+//! asked for again. The runtime carries the stream: [`Node::tick`] returns
 //! `Command::LoadSnapshot`, the runtime pulls chunks with [`Node::snapshot_chunk`] on the
 //! peer and feeds them to [`Node::load_chunk`] here, then reports the end with
 //! [`Node::load_finished`]; until loaded a node sends no verify.
@@ -185,36 +186,37 @@ impl Node {
         self.peers.lock()[from.index()].loaded = false;
     }
 
-    /// A chunk of this node's snapshot starting at `cursor`, bounded by the configured
-    /// chunk size (a chunk holds at least one client when any is left). Serve it only
-    /// when [`Node::serves_snapshot`] says so.
+    /// A chunk of this node's snapshot starting at `cursor` (the clients after its id in
+    /// its shard, in id order, then the next shards), bounded by the configured chunk size
+    /// (a chunk holds at least one client when any is left). Serve it only when
+    /// [`Node::serves_snapshot`] says so.
     pub fn snapshot_chunk(&self, cursor: SnapshotCursor) -> SnapshotChunk {
         let shards = self.registry.shard_count();
         let mut records = Vec::new();
         let mut bytes = 0;
         let mut shard = cursor.shard;
-        let mut offset = cursor.offset as usize;
+        let mut after = cursor.after;
         while shard < shards {
             let mut clients = self.registry.shard_clients(shard);
             clients.sort_by(|a, b| a.id().cmp(b.id()));
-            while offset < clients.len() {
-                let rec = clients[offset].to_record();
+            let start = after
+                .take()
+                .map_or(0, |k| clients.partition_point(|c| *c.id() <= k));
+            for (i, c) in clients.iter().enumerate().skip(start) {
+                let rec = c.to_record();
                 let size = rec.size_hint();
                 if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
+                    // Resume after the client before this one (sent, or before the cursor).
+                    let after = i.checked_sub(1).map(|j| clients[j].id().clone());
                     return SnapshotChunk {
                         records,
-                        next: Some(SnapshotCursor {
-                            shard,
-                            offset: offset as u32,
-                        }),
+                        next: Some(SnapshotCursor { shard, after }),
                     };
                 }
                 bytes += size;
                 records.push(rec);
-                offset += 1;
             }
             shard += 1;
-            offset = 0;
         }
         SnapshotChunk {
             records,

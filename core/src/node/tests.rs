@@ -406,3 +406,62 @@ fn a_batch_full_by_bytes_leaves_before_the_delay() {
     let rest: usize = batch_sizes(&n.tick(3_000)).iter().map(|s| s.1).sum();
     assert_eq!(early + rest, 8);
 }
+
+/// A node restarted under the same address issues revisions with the same member bits
+/// as its previous incarnation. A replica it loads at such an old revision was not handed
+/// over by this incarnation (no handover sync of its is retrying), so when the owner's
+/// verify list leaves it out it goes after the ordinary grace. It was kept for the
+/// handover grace (sync back-off plus peer timeout, 33 s by default), which held a
+/// deleted client on the restarted node past the sweep's bound (membership seed 3).
+#[test]
+fn a_replica_at_a_revision_of_a_previous_incarnation_gets_no_handover_grace() {
+    use crate::message::{ShardList, VerifyList};
+    use crate::node::Route;
+    use crate::registry::WriteResult;
+    let old = node("10.0.0.1:8848", 3);
+    let cfg = Config {
+        shards: 64,
+        ..Config::default()
+    };
+    let restarted_at = 100_000;
+    let addrs: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let new = Node::new(
+        cfg.clone(),
+        MemberList::new("10.0.0.1:8848", &addrs).unwrap(),
+        restarted_at,
+    )
+    .unwrap();
+    let peer = MemberId(1);
+    let ip = (0..200)
+        .map(|i| format!("10.5.0.{i}"))
+        .find(|ip| new.route(&format!("{ip}:80")) == Route::Remote(peer))
+        .expect("some address routes to the peer");
+    let id = ClientId::ip_port(&ip, 80);
+    let svc = ServiceSpec::new("", "", "svc");
+    let r = old
+        .register(&id, &svc, &InstanceSpec::new(&ip, 80), 2_000)
+        .unwrap();
+    assert!(matches!(r, WriteResult::Changed(_)));
+    let record = old.registry().get(id.as_str()).unwrap().to_record();
+    assert_eq!(record.revision.member(), new.me(), "same member bits");
+    new.load_chunk(peer, &[record], restarted_at + 500);
+    assert_eq!(new.registry().get(id.as_str()).unwrap().owner(), peer);
+    // The owner lists the shard without it, past the ordinary grace.
+    let grace = cfg.peer_timeout.max(cfg.member_change_settle);
+    assert!(grace + 1_000 < cfg.sync_retry_max_delay + cfg.peer_timeout);
+    let list = VerifyList {
+        shards: vec![ShardList {
+            shard: new.registry().shard_of(&id),
+            clients: Vec::new(),
+        }],
+    };
+    new.handle_request(
+        peer,
+        PeerRequest::VerifyList(list),
+        restarted_at + 500 + grace + 1_000,
+    );
+    assert!(
+        new.registry().get(id.as_str()).is_none(),
+        "dropped after the ordinary grace"
+    );
+}

@@ -119,6 +119,7 @@ impl Node {
     /// requests bounded by `batch_max_bytes`.
     fn send_lists(&self, to: MemberId, shards: &[u32], out: &mut Vec<Command>) {
         let me = self.me();
+        let issued_here = self.issued_here();
         let mut list = VerifyList { shards: Vec::new() };
         let mut bytes = 0usize;
         for &s in shards {
@@ -137,7 +138,7 @@ impl Node {
             let mut clients = Vec::new();
             self.registry.for_each_in_shard(s, |c| {
                 let routed = c.id().kind() == ClientKind::IpPort;
-                let vouched = routed && (c.owner() == to || c.revision().member() == me);
+                let vouched = routed && (c.owner() == to || issued_here(c.revision()));
                 if c.owner() == me || vouched {
                     clients.push((c.id().clone(), c.revision()));
                 }
@@ -287,7 +288,7 @@ impl Node {
                 .config
                 .peer_timeout
                 .max(self.config.member_change_settle);
-            // A client whose revision this node issued was handed over by this node (it
+            // A client whose revision this incarnation issued was handed over by this node (it
             // owned it before `from`): the handover sync may still be retrying, with its
             // back-off; keep it until that has run out.
             let handover_grace = grace.max(
@@ -295,11 +296,11 @@ impl Node {
                     .sync_retry_max_delay
                     .saturating_add(self.config.peer_timeout),
             );
-            let me = self.me();
+            let issued_here = self.issued_here();
             let mut extras: Vec<(ClientId, Revision)> = Vec::new();
             self.registry
                 .for_each_in_shard(sl.shard, |c: &Arc<Client>| {
-                    let grace = if c.revision().member() == me {
+                    let grace = if issued_here(c.revision()) {
                         handover_grace
                     } else {
                         grace
@@ -338,6 +339,18 @@ impl Node {
             }
         }
         PeerResponse::VerifyClientsResult { failed }
+    }
+
+    /// Whether this node, in this incarnation, issued a revision: its member bits are this
+    /// node's and it is not below the revision floor this incarnation started with. A
+    /// restarted node has the member bits of its previous incarnation, and the replicas
+    /// it loads at that incarnation's revisions were not handed over by it (no handover
+    /// sync of its is retrying for them). (A write of this node's own timer on a state
+    /// of a previous incarnation is issued below the floor: such a client is taken as not
+    /// issued here, and gets the ordinary grace.)
+    fn issued_here(&self) -> impl Fn(Revision) -> bool + use<> {
+        let (me, floor) = (self.me(), Revision::floor(self.incarnation));
+        move |rev| rev.member() == me && rev.logical() >= floor
     }
 
     /// When a matching digest (or list) last renewed the leases of `owner`'s clients in

@@ -78,14 +78,16 @@ pub(super) struct Load {
 impl SimCluster {
     /// Re-expresses the owners of records sent by node `from` in node `to`'s member ids,
     /// as the server's wire does (it names owners by address): member ids are local to
-    /// a node, and two nodes started with different lists number members differently.
-    /// False if `to` does not know an owner (the server refuses such a message).
+    /// a node, and two nodes started with different lists number members differently. An
+    /// owner `to` never knew (a member that left before `to` started) is learned as a
+    /// former member ([`crate::Node::owner_id`]); false if that fails (the server refuses
+    /// such a message).
     fn translate(&self, from: usize, to: usize, records: &mut [ClientRecord]) -> bool {
         let (Some(f), Some(t)) = (self.nodes[from].as_ref(), self.nodes[to].as_ref()) else {
             return false;
         };
         for r in records {
-            match t.members().known(f.member_addr(r.owner)) {
+            match t.owner_id(f.member_addr(r.owner)).ok() {
                 Some(id) => r.owner = id,
                 None => return false,
             }
@@ -350,8 +352,10 @@ impl SimCluster {
                 self.stats.snapshot_chunks += 1;
                 let mut records = chunk.records;
                 if !self.translate(source, loader, &mut records) {
-                    // Lost: the pending LoadTimeout for this chunk ends the load.
-                    self.stats.lost += 1;
+                    // A chunk the loader cannot decode fails the load, as on the server
+                    // (the LoadTimeout pending for it no longer matches the chunk count,
+                    // and waiting for it left the load, and the loader, hanging).
+                    self.finish_load(load, false);
                     return;
                 }
                 let node = self.nodes[loader]

@@ -365,6 +365,73 @@ fn restarted_node_loads_a_chunked_snapshot() {
     assert_eq!(sim.node(1).unwrap().stats().verify_repairs, repairs);
 }
 
+/// A snapshot streams chunk by chunk while the source's clients change: clients that
+/// deregister between two chunks (here always ones already sent, the lowest ids of the
+/// one shard) must not make the stream skip a client it has not sent. The cursor was an
+/// offset among the shard's clients, so every client removed before it moved the rest
+/// back by one under it, and the loader ended its load without them (verify repaired
+/// them later). It now resumes after the last id sent.
+#[test]
+fn a_snapshot_streamed_while_clients_deregister_skips_none() {
+    let mut cfg = SimConfig::default();
+    cfg.protocol.shards = 1;
+    let mut sim = SimCluster::new(cfg);
+    sim.run_for(1_000);
+    let addrs: Vec<String> = (0..400)
+        .map(|i| format!("10.6.{}.{}", i / 200, i % 200))
+        .collect();
+    for (k, ip) in addrs.iter().enumerate() {
+        sim.register_ip_port(k % 3, "svc", ip, 9000).expect("acked");
+    }
+    sim.run_for(3_000);
+    assert!(sim.converged(), "{}", sim.differences());
+    // Node 0's own clients, lowest id first: node 1 loads from node 0 (the first peer),
+    // and removing them there moves what follows in its one shard.
+    let mut mine: Vec<ClientId> = addrs
+        .iter()
+        .filter(|ip| sim.node(0).unwrap().route(&format!("{ip}:9000")) == Route::Local)
+        .map(|ip| ClientId::ip_port(ip, 9000))
+        .collect();
+    mine.sort();
+    let all: Vec<ClientId> = addrs.iter().map(|ip| ClientId::ip_port(ip, 9000)).collect();
+    sim.crash(1);
+    sim.run_for(500);
+    sim.restart(1);
+    let chunks_before = sim.stats().snapshot_chunks;
+    let mut removed = Vec::new();
+    let mut next = mine.iter();
+    while !sim.node(1).unwrap().is_loaded() {
+        if sim.stats().snapshot_chunks > chunks_before
+            && let Some(id) = next.next()
+        {
+            let ip = id.as_str().split(':').next().unwrap().to_string();
+            assert!(sim.deregister_ip_port(0, "svc", &ip, 9000), "{id}");
+            removed.push(id.clone());
+        }
+        sim.run_for(1);
+    }
+    let node = sim.node(1).unwrap();
+    assert_eq!(node.loaded_from(), Some(MemberId(0)));
+    assert!(
+        sim.stats().snapshot_chunks - chunks_before > 5,
+        "4 KiB chunks: many of them"
+    );
+    assert!(
+        removed.len() > 5,
+        "removed {} during the load",
+        removed.len()
+    );
+    let skipped: Vec<&ClientId> = all
+        .iter()
+        .filter(|id| !removed.contains(id) && node.registry().get(id.as_str()).is_none())
+        .collect();
+    assert!(
+        skipped.is_empty(),
+        "{} clients never removed were skipped by the snapshot: {skipped:?}",
+        skipped.len()
+    );
+}
+
 /// Two nodes restarted together: neither serves the other its empty registry (a node
 /// still loading refuses), both load from the node that kept the state, and nothing is
 /// lost.

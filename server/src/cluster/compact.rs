@@ -371,7 +371,7 @@ impl<'a> Tables<'a> {
         if let Some(Some(m)) = self.owners.get(i as usize) {
             return Ok(*m);
         }
-        let m = crate::cluster::wire::member_id(node, s)?;
+        let m = crate::cluster::wire::owner_id(node, s)?;
         self.owners[i as usize] = Some(m);
         Ok(m)
     }
@@ -707,7 +707,7 @@ mod tests {
         let (mut proto, mut compact, mut cursor) = (0, 0, Some(SnapshotCursor::default()));
         while let Some(c) = cursor {
             let chunk = owner.snapshot_chunk(c);
-            cursor = chunk.next;
+            cursor = chunk.next.clone();
             proto += SnapshotChunk::protobuf(owner.clone(), chunk.clone()).encoded_len();
             compact += SnapshotChunk::new(&owner, &chunk).encoded_len();
         }

@@ -242,6 +242,8 @@ impl pb::peer_server::Peer for PeerService {
             return Err(Status::failed_precondition(SNAPSHOT_NOT_LOADED));
         }
         let req = request.into_inner();
+        let after = wire::snapshot_after(&req.after)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let node = self.node.clone();
         let gate = self.gate.clone();
         let metrics = self.metrics.clone();
@@ -250,7 +252,7 @@ impl pb::peer_server::Peer for PeerService {
         tokio::task::spawn_blocking(move || {
             let mut cursor = Some(SnapshotCursor {
                 shard: req.shard,
-                offset: req.offset,
+                after,
             });
             while let Some(c) = cursor {
                 if !gate.is_open() {
@@ -260,7 +262,7 @@ impl pb::peer_server::Peer for PeerService {
                     return;
                 }
                 let chunk = node.snapshot_chunk(c);
-                cursor = chunk.next;
+                cursor = chunk.next.clone();
                 if tx
                     .blocking_send(Ok(SnapshotChunk::new(&node, &chunk)))
                     .is_err()

@@ -291,7 +291,9 @@ impl PeerClients {
         let msg = pb::SnapshotRequest {
             from: self.me.clone(),
             shard: cursor.shard,
-            offset: cursor.offset,
+            after: cursor
+                .after
+                .map_or_else(String::new, |id| id.as_str().to_string()),
         };
         let mut r = tonic::Request::new(msg);
         if let Some(t) = &self.token {

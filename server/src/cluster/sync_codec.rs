@@ -355,8 +355,9 @@ pub struct SnapshotChunk {
     pub records: Vec<Bytes>,
     /// Where the next chunk starts; `None` on the last chunk.
     pub next_shard: Option<u32>,
-    /// Offset within `next_shard`.
-    pub next_offset: u32,
+    /// The last client of `next_shard` sent (empty: the next chunk starts at the
+    /// shard's start), field 5.
+    pub next_after: String,
     /// The records in the compact layout ([`compact`]), field 4.
     pub compact: Option<Bytes>,
 }
@@ -365,8 +366,8 @@ impl SnapshotChunk {
     /// A chunk of `node`'s snapshot, in the compact layout.
     pub fn new(node: &Node, chunk: &distro_core::SnapshotChunk) -> Self {
         Self {
-            next_shard: chunk.next.map(|c| c.shard),
-            next_offset: chunk.next.map_or(0, |c| c.offset),
+            next_shard: chunk.next.as_ref().map(|c| c.shard),
+            next_after: next_after(chunk),
             compact: Some(Bytes::from(compact::encode_records(node, &chunk.records))),
             outgoing: None,
             records: Vec::new(),
@@ -376,8 +377,8 @@ impl SnapshotChunk {
     /// A chunk of `node`'s snapshot as one protobuf `ClientRecord` per record.
     pub fn protobuf(node: Arc<Node>, chunk: distro_core::SnapshotChunk) -> Self {
         Self {
-            next_shard: chunk.next.map(|c| c.shard),
-            next_offset: chunk.next.map_or(0, |c| c.offset),
+            next_shard: chunk.next.as_ref().map(|c| c.shard),
+            next_after: next_after(&chunk),
             outgoing: Some((node, chunk.records)),
             records: Vec::new(),
             compact: None,
@@ -414,12 +415,21 @@ impl SnapshotChunk {
     }
 }
 
+/// The id a chunk's next cursor resumes after, as field 5 carries it (empty: none).
+fn next_after(chunk: &distro_core::SnapshotChunk) -> String {
+    chunk
+        .next
+        .as_ref()
+        .and_then(|c| c.after.as_ref())
+        .map_or_else(String::new, |id| id.as_str().to_string())
+}
+
 impl std::fmt::Debug for SnapshotChunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotChunk")
             .field("records", &self.len())
             .field("next_shard", &self.next_shard)
-            .field("next_offset", &self.next_offset)
+            .field("next_after", &self.next_after)
             .finish()
     }
 }
@@ -439,7 +449,9 @@ impl prost::Message for SnapshotChunk {
             encode_key(2, WireType::Varint, buf);
             encode_varint(u64::from(s), buf);
         }
-        put_u64(3, u64::from(self.next_offset), buf);
+        if !self.next_after.is_empty() {
+            prost::encoding::string::encode(5, &self.next_after, buf);
+        }
         if let Some(c) = &self.compact {
             put_bytes_field(4, c, buf);
         }
@@ -465,7 +477,7 @@ impl prost::Message for SnapshotChunk {
                 self.next_shard = Some(v);
                 Ok(())
             }
-            3 => prost::encoding::uint32::merge(wire_type, &mut self.next_offset, buf, ctx),
+            5 => prost::encoding::string::merge(wire_type, &mut self.next_after, buf, ctx),
             4 => {
                 let mut b = Bytes::new();
                 prost::encoding::bytes::merge(wire_type, &mut b, buf, ctx)?;
@@ -492,8 +504,10 @@ impl prost::Message for SnapshotChunk {
         if let Some(s) = self.next_shard {
             n += key_len(2) + encoded_len_varint(u64::from(s));
         }
-        n + u64_len(3, u64::from(self.next_offset))
-            + self.compact.as_ref().map_or(0, |c| nested_len(4, c.len()))
+        if !self.next_after.is_empty() {
+            n += prost::encoding::string::encoded_len(5, &self.next_after);
+        }
+        n + self.compact.as_ref().map_or(0, |c| nested_len(4, c.len()))
     }
 
     fn clear(&mut self) {
@@ -694,7 +708,7 @@ pub fn decode_record(node: &Node, b: &[u8]) -> Result<ClientRecord, WireError> {
     let owner = if owner.is_empty() {
         node.me()
     } else {
-        crate::cluster::wire::member_id(node, owner)?
+        crate::cluster::wire::owner_id(node, owner)?
     };
     let mut publications = Vec::with_capacity(raw_pubs.len());
     for p in raw_pubs {

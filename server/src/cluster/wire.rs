@@ -107,6 +107,25 @@ pub fn member_id(node: &Node, addr: &str) -> Result<MemberId, WireError> {
         .ok_or_else(|| WireError::Malformed(format!("{addr:?} is not a member of this cluster")))
 }
 
+/// The member id of the owner a peer's record names: a member this node knows, or one
+/// it learns as a former member ([`Node::owner_id`]: a node started after a member left
+/// still receives replicas that member owned), or an error naming it.
+pub fn owner_id(node: &Node, addr: &str) -> Result<MemberId, WireError> {
+    node.owner_id(addr)
+        .map_err(|e| WireError::Malformed(format!("owner {addr:?}: {e}")))
+}
+
+/// The client a snapshot request resumes after (`SnapshotRequest.after`): none when
+/// empty, else a client id, or an error naming the field.
+pub fn snapshot_after(after: &str) -> Result<Option<ClientId>, WireError> {
+    if after.is_empty() {
+        return Ok(None);
+    }
+    ClientId::parse(after)
+        .map(Some)
+        .map_err(|e| WireError::Malformed(format!("snapshot request: after: {e}")))
+}
+
 /// The proto form of a client record.
 pub fn record_to_proto(node: &Node, r: &ClientRecord) -> pb::ClientRecord {
     pb::ClientRecord {
@@ -131,7 +150,7 @@ pub fn record_from_proto(node: &Node, r: pb::ClientRecord) -> Result<ClientRecor
     let owner = if r.owner.is_empty() {
         node.me()
     } else {
-        member_id(node, &r.owner)?
+        owner_id(node, &r.owner)?
     };
     let mut publications = Vec::with_capacity(r.publications.len());
     for p in r.publications {
