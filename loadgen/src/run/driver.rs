@@ -291,6 +291,14 @@ impl Window {
     }
 }
 
+/// Whether a node's queue of `len` items, of which the next batch may take `take`, waits
+/// for more (the linger) before it is sent: only a partial batch that takes the whole
+/// queue, and none holding a query that is sent as a request of its own
+/// (`own_request_queries`), which nothing would coalesce.
+fn lingers(len: usize, take: usize, batch: usize, own_request_queries: bool) -> bool {
+    len < batch && take == len && !own_request_queries
+}
+
 /// Whether an outcome says the node is overloaded (rather than refusing one item).
 fn overload(o: Outcome) -> bool {
     matches!(
@@ -319,6 +327,8 @@ struct Lane<P: Protocol> {
     delayed: BinaryHeap<Reverse<Delayed>>,
     seq: u64,
     queues: Vec<VecDeque<Item>>,
+    /// Queries waiting in each node's queue (they never linger: see [`Lane::dispatch`]).
+    queries: Vec<usize>,
     queued: usize,
     inflight: Vec<usize>,
     window: Vec<Window>,
@@ -363,6 +373,7 @@ impl<P: Protocol> Lane<P> {
         let k = self.local(item.client);
         let node = self.node[k] as usize;
         self.queues[node].push_back(item);
+        self.queries[node] += usize::from(item.kind == Kind::Query);
         self.queued += 1;
     }
 
@@ -557,8 +568,10 @@ impl<P: Protocol> Lane<P> {
     }
 
     /// Moves what the queues hold into batches ready to send (`self.ready`), within the
-    /// in-flight limits; a partial batch waits for `linger` after the node's last send.
-    /// Returns when a lingering partial batch is due.
+    /// in-flight limits; a partial batch waits for `linger` after the node's last send,
+    /// unless it holds a query sent as a request of its own (`query_window` 1): waiting
+    /// would only add loadgen's linger to that query's latency, since nothing coalesces
+    /// it. Returns when a lingering partial batch is due.
     fn dispatch(&mut self, now: Instant) -> Option<Instant> {
         let mut next = None;
         for node in 0..self.queues.len() {
@@ -568,7 +581,8 @@ impl<P: Protocol> Lane<P> {
                 if take == 0 {
                     break;
                 }
-                if len < self.cfg.batch && take == len {
+                let own_requests = self.cfg.query_window == 1 && self.queries[node] > 0;
+                if lingers(len, take, self.cfg.batch, own_requests) {
                     let due = self.last_send[node] + self.cfg.linger;
                     if due > now {
                         next = Some(next.map_or(due, |n: Instant| n.min(due)));
@@ -579,6 +593,8 @@ impl<P: Protocol> Lane<P> {
                 b.node = node;
                 b.items.clear();
                 b.items.extend(self.queues[node].drain(..take));
+                let taken = b.items.iter().filter(|i| i.kind == Kind::Query).count();
+                self.queries[node] -= taken;
                 b.sent = now;
                 self.queued -= take;
                 self.inflight[node] += 1;
@@ -756,6 +772,7 @@ pub async fn run_lane<P: Protocol>(
         delayed: BinaryHeap::new(),
         seq: 0,
         queues: (0..nodes).map(|_| VecDeque::new()).collect(),
+        queries: vec![0; nodes],
         queued: 0,
         inflight: vec![0; nodes],
         window,
@@ -865,6 +882,18 @@ mod tests {
         assert_eq!(w.room(100, 7), 1);
         w.items = 1;
         assert_eq!(w.room(100, 7), 0);
+    }
+
+    #[test]
+    fn only_partial_batches_without_own_request_queries_linger() {
+        // Heartbeats and registrations gather into batches.
+        assert!(lingers(3, 3, 1000, false));
+        // A full batch, or a queue the window cuts, goes at once.
+        assert!(!lingers(1000, 1000, 1000, false));
+        assert!(!lingers(3, 2, 1000, false));
+        // A query answered by a request of its own goes at once, with what queued beside it.
+        assert!(!lingers(1, 1, 1000, true));
+        assert!(!lingers(5, 5, 1000, true));
     }
 
     #[test]
