@@ -20,7 +20,14 @@ import sys
 from pathlib import Path
 
 # The systems of peers.sh's SYSTEMS, in the order the tables show them.
-SYSTEMS = ["distro", "etcd", "etcd-shared", "zookeeper", "zookeeper-per-client"]
+SYSTEMS = [
+    "distro",
+    "etcd",
+    "etcd-shared1k",
+    "etcd-shared",
+    "zookeeper",
+    "zookeeper-per-client",
+]
 STEPS = ["register", "query-max", "query-half", "push"]
 # Steps whose runs must be clean to count. A saturated query run drops queries past
 # --max-lag by design, so it counts unless it failed or answered no query.
@@ -34,7 +41,8 @@ def load(path):
 
 def pick(compare, label):
     """The figures of `label` in a comparison: the system of that name, or the only one
-    (peers.sh runs one system per comparison; `etcd-shared` is loadgen's `etcd`)."""
+    (peers.sh runs one system per comparison; `etcd-shared` and `etcd-shared1k` are
+    loadgen's `etcd`)."""
     for s in compare["systems"]:
         if s["system"] == label:
             return s

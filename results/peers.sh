@@ -9,12 +9,21 @@
 #   python3 results/peers.py table OUT # the Markdown tables for results/peers.md
 #
 # Variables: CLIENTS (default "10000 100000"), SEEDS ("1 2 3"), HOLD (20s), QUERY_OFFER
-# (50000), SYSTEMS (default "distro etcd etcd-shared zookeeper"): the systems, each with
+# (50000), SYSTEMS (default "distro etcd etcd-shared1k zookeeper"): the systems, each with
 # its mapping of a client (loadgen's --etcd-lease, --zk-sessions; README "Which client maps
 # onto which lease or session"):
 #   distro                native protocol, distro's nodes in a child process
 #   etcd                  a lease per client (--etcd-lease per-client, loadgen's default)
+#   etcd-shared1k         a lease per 1,000 clients (--etcd-lease shared:N, N = clients /
+#                         1,000, at least 1): etcd 3.4.23 applies a put with a lease in
+#                         time linear in the keys already on it (etcd issue 15993), so one
+#                         lease for all the clients measures that bug (README)
 #   etcd-shared           one lease shared by all clients (--etcd-lease shared)
+# ETCD_OPTIONS (default none): loadgen options added to the etcd systems' runs, e.g.
+# "--batch 100 --concurrency 1" (600 registrations in flight instead of 3,072: on the busy
+# machine the same rate, 1,928/s with etcd-shared1k at 100,000 clients, but no backlog of
+# committed entries the leader has not applied, which stops etcd's lease renewals; with
+# 3,072 all 100 leases expired: README, "Which client maps onto which lease or session").
 #   zookeeper             16 sessions per member shared (--zk-sessions shared:16, the default)
 #   zookeeper-per-client  a session per client (--zk-sessions per-client; needs an open-file
 #                         hard limit above the clients + 8,192)
@@ -38,7 +47,8 @@
 # probes; members that disagree; a failed start) does not stop the sitting: its exit code
 # goes to OUT/steps.tsv and its step's .rc file, the next runs go on, and peers.py shows
 # it marked, out of the medians, with what it lost. A system whose query-max run answered
-# no query has no query-half run (recorded as skipped).
+# no query has no query-half run (recorded as skipped). Ctrl-C stops the run under way
+# within seconds (loadgen exits 130 after removing its members) and ends the sitting.
 # How long (estimated from a 1,000-client sitting of all five systems, 2 min 54 s with
 # HOLD=3s, about 6 s per run besides its hold, and the registration rates of the first
 # quiet sitting at 100,000 clients): per seed, with HOLD=20s, about 1.5 min per system at
@@ -56,25 +66,27 @@ clients_list=${CLIENTS:-10000 100000}
 seeds=${SEEDS:-1 2 3}
 hold=${HOLD:-20s}
 offer=${QUERY_OFFER:-50000}
-systems=${SYSTEMS:-distro etcd etcd-shared zookeeper}
+systems=${SYSTEMS:-distro etcd etcd-shared1k zookeeper}
 systems=${systems//,/ }
 mkdir -p "$out"
 
-# The loadgen options of a system of SYSTEMS (into the array `sys`), or an error.
+# The loadgen options of a system of SYSTEMS at CLIENTS clients (into the array `sys`), or
+# an error: system_options SYSTEM CLIENTS.
 system_options() {
   case $1 in
     distro) sys=(--systems distro) ;;
-    etcd) sys=(--systems etcd --etcd-lease per-client) ;;
-    etcd-shared) sys=(--systems etcd --etcd-lease shared) ;;
+    etcd) sys=(--systems etcd --etcd-lease per-client ${ETCD_OPTIONS:-}) ;;
+    etcd-shared1k) sys=(--systems etcd --etcd-lease "shared:$(($2 / 1000 > 1 ? $2 / 1000 : 1))" ${ETCD_OPTIONS:-}) ;;
+    etcd-shared) sys=(--systems etcd --etcd-lease shared ${ETCD_OPTIONS:-}) ;;
     zookeeper) sys=(--systems zookeeper --zk-sessions shared:16) ;;
     zookeeper-per-client) sys=(--systems zookeeper --zk-sessions per-client) ;;
     *)
-      echo "peers.sh: SYSTEMS: unknown system '$1' (distro, etcd, etcd-shared, zookeeper, zookeeper-per-client)" >&2
+      echo "peers.sh: SYSTEMS: unknown system '$1' (distro, etcd, etcd-shared1k, etcd-shared, zookeeper, zookeeper-per-client)" >&2
       return 2
       ;;
   esac
 }
-for s in $systems; do system_options "$s"; done
+for s in $systems; do system_options "$s" 1; done
 
 if [ -z "${LOADGEN:-}" ]; then
   cargo build --release --locked -p loadgen -p distro-server --features loadgen/etcd
@@ -93,13 +105,17 @@ step() {
   shift 4
   local d=$out/$n/seed-$seed
   mkdir -p "$d/$name"
-  system_options "$system"
+  system_options "$system" "$n"
   local rc=0
   "$lg" compare "${sys[@]}" --clients "$n" --seed "$seed" "$@" \
     --out "$d/$name/$system" >"$d/$name-$system.log" 2>&1 || rc=$?
   echo "$rc" >"$d/$name/$system.rc"
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%H:%M:%S)" "$n" "$seed" "$name" "$system" "$rc" \
     >>"$out/steps.tsv"
+  if [ "$rc" -eq 130 ]; then
+    note "$n clients, seed $seed: $name $system interrupted (Ctrl-C): the sitting stops here"
+    exit 130
+  fi
   if [ "$rc" -ne 0 ]; then
     note "$n clients, seed $seed: $name $system exited $rc (not clean; recorded, going on): $(tail -n 1 "$d/$name-$system.log")"
   fi

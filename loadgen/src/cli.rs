@@ -370,6 +370,7 @@ impl RunArgs {
             progress: !self.plain,
             progress_every: crate::DEFAULT_PLAIN_EVERY,
             chaos: self.chaos.clone(),
+            interrupt: Default::default(),
         })
     }
 }

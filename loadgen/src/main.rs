@@ -93,7 +93,7 @@ fn prepare(
     args: &loadgen::cli::RunArgs,
     who: &str,
 ) -> Result<(loadgen::run::RunConfig, tokio::runtime::Runtime), ExitCode> {
-    let config = args.config().map_err(|e| {
+    let mut config = args.config().map_err(|e| {
         eprintln!("{who}: {e}");
         ExitCode::from(2)
     })?;
@@ -106,6 +106,10 @@ fn prepare(
             eprintln!("{who}: cannot start a runtime: {e}");
             ExitCode::from(2)
         })?;
+    // Listening before anything starts: from now on Ctrl-C or SIGTERM stops the run (and the
+    // members it started) within seconds instead of killing this process.
+    config.interrupt = loadgen::run::interrupt::Interrupt::default();
+    runtime.spawn(config.interrupt.clone().listen());
     Ok((config, runtime))
 }
 
@@ -121,6 +125,7 @@ fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunAr
         args.out.clone(),
     ));
     runtime.shutdown_background();
+    let interrupted = config.interrupt.is_set();
     match result {
         Ok((report, dir)) => {
             print!("{}", report.table());
@@ -129,6 +134,12 @@ fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunAr
                 dir.join(loadgen::SYSTEMS_HTML).display(),
                 dir.join(loadgen::SYSTEMS_JSON).display()
             );
+            if interrupted {
+                eprintln!(
+                    "loadgen compare: interrupted: the report covers what was measured until then"
+                );
+                return ExitCode::from(loadgen::run::interrupt::EXIT_CODE);
+            }
             if args.require_clean && !report.all_clean() {
                 eprintln!(
                     "loadgen compare: --require-clean: a system's run failed, had errors or unreplicated probes, or its members disagreed at the end"
@@ -139,6 +150,9 @@ fn compare(systems: &[loadgen::run::systems::System], args: &loadgen::cli::RunAr
         }
         Err(e) => {
             eprintln!("loadgen compare: {e:#}");
+            if interrupted {
+                return ExitCode::from(loadgen::run::interrupt::EXIT_CODE);
+            }
             ExitCode::from(2)
         }
     }
@@ -184,12 +198,17 @@ fn run(args: &loadgen::cli::RunArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let interrupt = config.interrupt.clone();
     let result = runtime.block_on(loadgen::run::run(config));
     runtime.shutdown_background();
+    let interrupted = interrupt.is_set();
     match result {
         Ok(outcome) => {
             print!("{}", outcome.summary.table());
             print!("{}", outcome.epilogue());
+            if interrupted {
+                return ExitCode::from(loadgen::run::interrupt::EXIT_CODE);
+            }
             if args.require_clean && !outcome.is_clean() {
                 eprintln!(
                     "loadgen: --require-clean: the run had errors, unreplicated probes, no probe, nodes that disagree, or a fault the nodes did not recover from or that lost registrations"
@@ -200,6 +219,9 @@ fn run(args: &loadgen::cli::RunArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("loadgen: {e:#}");
+            if interrupted {
+                return ExitCode::from(loadgen::run::interrupt::EXIT_CODE);
+            }
             ExitCode::from(2)
         }
     }

@@ -196,6 +196,15 @@ pub trait Protocol: Send + Sync + 'static {
     /// `outcomes` and `done` set.
     fn execute(&self, lane: usize, batch: Batch) -> impl Future<Output = Batch> + Send + 'static;
 
+    /// A heartbeat of `client` that this protocol answers without a request, or `None`
+    /// (the default): the heartbeat is sent like any item. etcd's shared leases
+    /// (`--etcd-lease shared`) answer from the lease's state: the driver then records the
+    /// outcome as the heartbeat falls due, without queueing it behind requests.
+    fn local_beat(&self, client: u32) -> Option<Outcome> {
+        let _ = client;
+        None
+    }
+
     /// Before the measured phases: prepares the clients `clients` (their first node is
     /// [`Population::first_node`]); a protocol with a connection per client opens them
     /// here, so that registrations are measured without handshakes. Returns what it

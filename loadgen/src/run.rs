@@ -10,13 +10,21 @@
 //! 4. *start the load*: the phases' clock (measuring starts after `warmup`), the lanes,
 //!    the marker task and the faults of `--chaos`;
 //! 5. *register and hold*: register every client, hold them for `duration` (the register
-//!    scenario stops once registered), stop; Ctrl-C stops early;
+//!    scenario stops once registered), stop;
 //! 6. *drain*: wait for the last probe and for the faults to settle;
 //! 7. *check the nodes*: wait for the embedded cluster's nodes to agree;
 //! 8. *stop the lanes*, which kept their clients alive until then;
 //! 9. *report*: finish the recording, write the run directory and the history row.
 //!
 //! The run's figures leave out `warmup`.
+//!
+//! Ctrl-C or SIGTERM ([`interrupt`], `RunConfig::interrupt`) stops a run within seconds
+//! whatever it is doing: while the cluster starts or the clients connect, the run ends
+//! with an error; from the measured phases on, the load stops at once, nothing waits for
+//! the last probes, the faults or the members' agreement (checked once), the lanes are
+//! stopped without their drain, and the report covers what was measured (marked
+//! interrupted, never clean). Either way the embedded cluster is stopped and its files
+//! removed.
 //!
 //! The parts: [`config`] says what a run does, [`driver`] holds the lanes that simulate
 //! the clients, [`markers`] the replication probes and push measurements, [`chaos`] the
@@ -33,6 +41,7 @@ pub mod driver;
 pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd_cluster;
+pub mod interrupt;
 pub mod markers;
 pub(crate) mod member_processes;
 pub mod outages;
@@ -81,6 +90,8 @@ const WATCH_RETRY: Duration = Duration::from_millis(250);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(4);
 /// How long the push scenario waits for its subscribers to subscribe.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(120);
+/// After an interrupt, how long the one check of the nodes may take.
+const INTERRUPTED_CHECK: Duration = Duration::from_secs(2);
 
 /// What a run produced.
 #[derive(Debug)]
@@ -107,16 +118,19 @@ pub struct RunOutcome {
     pub registration: Option<Duration>,
     /// The connect phase, for a protocol with a connection per client.
     pub connect: Option<ConnectReport>,
+    /// Stopped early by Ctrl-C or SIGTERM: the figures cover the run until then.
+    pub interrupted: bool,
 }
 
 impl RunOutcome {
     /// No errors, every probe replicated (and at least one seen on another node, with a
     /// lag sample or before its acknowledgement, as etcd often shows them), nodes agree at
-    /// the end, and every fault (`--chaos`) was applied, recovered from and lost no
-    /// registration.
+    /// the end, every fault (`--chaos`) was applied, recovered from and lost no
+    /// registration, and the run was not interrupted.
     pub fn is_clean(&self) -> bool {
         let s = &self.summary;
-        s.totals.errors == 0
+        !self.interrupted
+            && s.totals.errors == 0
             && s.replication_lag.unreplicated == 0
             && s.replication_lag.sightings() > 0
             && self.nodes_converged.is_none_or(|(ok, _)| ok)
@@ -126,6 +140,12 @@ impl RunOutcome {
     /// Lines printed after the summary table.
     pub fn epilogue(&self) -> String {
         let mut s = String::new();
+        if self.interrupted {
+            s.push_str(
+                "interrupted (Ctrl-C or SIGTERM): the figures cover the run until then; the \
+                 nodes were checked once, without waiting for them to agree\n",
+            );
+        }
         if let Some(c) = &self.connect {
             s.push_str(&c.line());
         }
@@ -199,7 +219,15 @@ pub async fn run_measured(
         }
     }
     let cluster = if config.targets.is_empty() {
-        Some(Embedded::start(&config, connections).await?)
+        // Dropping a start under way stops the members started so far.
+        match config
+            .interrupt
+            .or_stop(Box::pin(Embedded::start(&config, connections)))
+            .await
+        {
+            Some(c) => Some(c?),
+            None => anyhow::bail!(interrupt::STOPPED_BEFORE_LOAD),
+        }
     } else {
         None
     };
@@ -288,7 +316,13 @@ pub async fn run_with_cluster<P: Protocol>(
 ) -> anyhow::Result<RunOutcome> {
     let run = Run::prepare(proto, ctx, config, cluster)?;
     let watching = run.watch()?;
-    let connect = run.connect().await?;
+    let connect = match config.interrupt.or_stop(Box::pin(run.connect())).await {
+        Some(c) => c?,
+        None => {
+            watching.close();
+            anyhow::bail!(interrupt::STOPPED_BEFORE_LOAD);
+        }
+    };
     run.await_subscribers(&watching).await;
     let mut load = run.start_load(&watching)?;
     let registration = run.register_and_hold(&mut load, &watching).await?;
@@ -308,6 +342,7 @@ pub async fn run_with_cluster<P: Protocol>(
         registered: shared.registered.load(Relaxed),
         registration,
         connect,
+        interrupted: config.interrupt.is_set(),
     })
 }
 
@@ -346,6 +381,15 @@ struct Watching {
     push_services: u32,
     /// Watchers whose stream has been open (subscribed) at least once.
     subscribed: Arc<AtomicUsize>,
+}
+
+impl Watching {
+    /// Stops the watch streams.
+    fn close(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// The faults of `--chaos` being applied, until they are settled.
@@ -534,7 +578,7 @@ impl<'a, P: Protocol> Run<'a, P> {
         }
         let (all, start) = (watching.tracker.watchers().len(), Instant::now());
         let mut n = watching.subscribed.load(Relaxed);
-        while n < all && start.elapsed() < SUBSCRIBE_TIMEOUT {
+        while n < all && start.elapsed() < SUBSCRIBE_TIMEOUT && !self.config.interrupt.is_set() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             n = watching.subscribed.load(Relaxed);
         }
@@ -726,7 +770,7 @@ impl<'a, P: Protocol> Run<'a, P> {
         let mut hold_end: Option<Instant> = None;
         let mut registration: Option<Duration> = None;
         let mut phase = Phase::Register;
-        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        let mut interrupted = Box::pin(self.config.interrupt.wait());
         let registered_gauge_name = "clients_registered";
         loop {
             let now = Instant::now();
@@ -784,7 +828,7 @@ impl<'a, P: Protocol> Run<'a, P> {
                         None => std::future::pending().await,
                     }
                 }, if faults_outcome.is_none() => *faults_outcome = Some(out),
-                _ = &mut ctrl_c => {
+                () = &mut interrupted => {
                     println!("loadgen: interrupted, stopping");
                     phase = Phase::Stop;
                     let _ = self.phase_tx.send(phase);
@@ -820,6 +864,7 @@ impl<'a, P: Protocol> Run<'a, P> {
     /// clients alive with heartbeats until the nodes are checked: waiting for the last
     /// probes and for the nodes to agree can outlast the heartbeat timeouts, and clients
     /// expiring meanwhile would make the nodes disagree. Returns what the faults gave.
+    /// Interrupted, it waits for neither (the markers are stopped, the faults dropped).
     async fn drain(&self, load: &mut Load<'a>, watching: Watching) -> Option<chaos::Outcome> {
         let markers_done = async {
             let _ = (&mut load.markers).await;
@@ -830,29 +875,47 @@ impl<'a, P: Protocol> Run<'a, P> {
                 _ => None,
             }
         };
-        let ((), late) = tokio::join!(markers_done, faults_done);
-        if late.is_some() {
-            load.faults_outcome = late;
+        let settled = async { tokio::join!(markers_done, faults_done) };
+        match self.config.interrupt.or_stop(Box::pin(settled)).await {
+            Some(((), late)) => {
+                if late.is_some() {
+                    load.faults_outcome = late;
+                }
+            }
+            None => load.markers.abort(),
         }
         for line in watching.outages.finish() {
             eprintln!("loadgen: {line}");
         }
-        for t in &watching.tasks {
-            t.abort();
-        }
+        watching.close();
         load.faults_outcome.take()
     }
 
     /// The final check (embedded cluster): whether every node holds the same state, waiting
     /// up to `converge_timeout` for them to agree and how long that took; and the instances
-    /// each node holds.
+    /// each node holds. Interrupted, one check at most, of at most [`INTERRUPTED_CHECK`].
     async fn check_nodes(&self) -> (Option<(bool, Duration)>, Vec<usize>) {
         let Some(c) = self.cluster else {
             return (None, Vec::new());
         };
         let stopped = Instant::now();
+        let interrupt = &self.config.interrupt;
         loop {
-            let (ok, counts, broken) = match c.agree().await {
+            let agree = async {
+                if interrupt.is_set() {
+                    tokio::time::timeout(INTERRUPTED_CHECK, c.agree())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(anyhow::anyhow!("no answer within {INTERRUPTED_CHECK:?}"))
+                        })
+                } else {
+                    match interrupt.or_stop(c.agree()).await {
+                        Some(answer) => answer,
+                        None => Err(anyhow::anyhow!("interrupted")),
+                    }
+                }
+            };
+            let (ok, counts, broken) = match Box::pin(agree).await {
                 Ok((ok, counts)) => (ok, counts, false),
                 Err(e) => {
                     eprintln!("loadgen: cannot check the nodes: {e:#}");
@@ -860,18 +923,22 @@ impl<'a, P: Protocol> Run<'a, P> {
                 }
             };
             let waited = stopped.elapsed();
-            if ok || broken || waited >= self.config.converge_timeout {
+            if ok || broken || interrupt.is_set() || waited >= self.config.converge_timeout {
                 return (Some((ok, waited)), counts);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Lets the lanes stop (they kept their clients alive until now) and waits for them.
-    async fn stop_lanes(&self, lanes: Vec<JoinHandle<()>>) {
+    /// Lets the lanes stop (they kept their clients alive until now) and waits for them;
+    /// interrupted, stops them at once (their requests in flight are dropped).
+    async fn stop_lanes(&self, mut lanes: Vec<JoinHandle<()>>) {
         self.shared.finished.store(true, Relaxed);
-        for t in lanes {
-            let _ = t.await;
+        let all = futures::future::join_all(lanes.iter_mut());
+        if self.config.interrupt.or_stop(all).await.is_none() {
+            for t in &lanes {
+                t.abort();
+            }
         }
     }
 

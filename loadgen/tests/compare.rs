@@ -116,3 +116,119 @@ fn a_small_comparison_reports_each_systems_own_figures() {
     }
     assert!(stdout.contains("linearizable"), "{said}");
 }
+
+/// Ctrl-C (SIGINT) in the middle of a comparison: loadgen stops within seconds, exits with
+/// 130, writes the report of what it measured (the system under way marked interrupted, the
+/// next one not run), and leaves no member process and no file behind (its temporary
+/// directory, TMPDIR here, is empty).
+#[test]
+fn ctrl_c_stops_a_comparison_within_seconds_and_cleans_up() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    if !installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, tmp) = (dir.path().join("cmp"), dir.path().join("tmp"));
+    std::fs::create_dir(&tmp).expect("TMPDIR");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["compare", "--systems", "etcd,zookeeper"])
+        .args([
+            "--clients",
+            "1000",
+            "--services",
+            "20",
+            "--duration",
+            "120s",
+        ])
+        .args(["--heartbeat", "1s", "--seed", &SEED.to_string()])
+        .args(["--plain", "--no-history", "--out"])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen compare");
+    let pid = child.id();
+    // Read stdout on a thread: the members' pids, then the first progress line (the load
+    // is under way).
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut said, mut members) = (String::new(), Vec::<u32>::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no progress line ({e}), seed {SEED}: {said}"));
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(list) = line
+            .split_once("processes [")
+            .and_then(|(_, rest)| rest.split_once(']'))
+        {
+            members = list
+                .0
+                .split(", ")
+                .map(|p| p.parse().expect("a pid"))
+                .collect();
+        }
+        if line.starts_with('[') {
+            break;
+        }
+    }
+    assert_eq!(members.len(), 3, "seed {SEED}: {said}");
+    let sent = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -INT {pid}");
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for loadgen") {
+            break status;
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(15),
+            "loadgen still running 15 s after Ctrl-C, seed {SEED}: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = interrupted.elapsed();
+    let _ = reader.join();
+    said.extend(rx.try_iter().map(|l| l + "\n"));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    let said = format!("seed {SEED}, stopped in {took:?}\nstdout:\n{said}\nstderr:\n{stderr}");
+    assert_eq!(status.code(), Some(130), "{said}");
+    for pid in &members {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "etcd member {pid} left: {said}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .expect("read TMPDIR")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "files left in TMPDIR {left:?}: {said}");
+    let report: SystemsReport =
+        serde_json::from_slice(&std::fs::read(out.join(SYSTEMS_JSON)).expect("compare.json"))
+            .expect("parse compare.json");
+    let (etcd, zk) = (&report.systems[0], &report.systems[1]);
+    assert!(etcd.error.is_none() && !etcd.clean, "{said}");
+    assert!(
+        zk.error.as_deref().is_some_and(|e| e.contains("not run")),
+        "{said}"
+    );
+    assert!(said.contains("interrupted (Ctrl-C or SIGTERM)"), "{said}");
+    assert!(said.contains("zookeeper: not run (interrupted)"), "{said}");
+}

@@ -208,3 +208,58 @@ fn half_query_rate_refuses_a_system_that_answered_no_query() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("answered no query"), "{e}");
 }
+
+/// `results/peers.sh` with a stand-in for loadgen (`LOADGEN`) that records its arguments:
+/// `etcd-shared1k` puts a lease per 1,000 clients (`--etcd-lease shared:100` at 100,000),
+/// `ETCD_OPTIONS` go to the etcd systems' runs only, and a run that exits 130 (interrupted by Ctrl-C) ends the sitting with 130, no further
+/// run started.
+#[test]
+fn peers_sh_shares_a_lease_per_thousand_clients_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (fake, calls, out) = (
+        dir.path().join("loadgen"),
+        dir.path().join("calls"),
+        dir.path().join("out"),
+    );
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\ncase \"$*\" in *'--systems distro'*) exit 130 ;; esac\n",
+            calls.display()
+        ),
+    )
+    .expect("write the stand-in");
+    let chmod = Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/peers.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .env("LOADGEN", &fake)
+        .env("SYSTEMS", "etcd-shared1k distro zookeeper")
+        .env("CLIENTS", "100000")
+        .env("SEEDS", "1")
+        .env("ETCD_OPTIONS", "--batch 100 --concurrency 1")
+        .output()
+        .expect("run peers.sh");
+    let said = format!("{o:?}");
+    assert_eq!(o.status.code(), Some(130), "{said}");
+    let calls = std::fs::read_to_string(&calls).expect("the calls");
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "no run after the interrupted one: {calls}");
+    assert!(
+        lines[0].contains("--systems etcd --etcd-lease shared:100 --batch 100 --concurrency 1 ")
+            && lines[0].contains("--clients 100000"),
+        "{calls}"
+    );
+    assert!(
+        lines[1].contains("--systems distro") && !lines[1].contains("--batch 100"),
+        "ETCD_OPTIONS are etcd's only: {calls}"
+    );
+    let notes = std::fs::read_to_string(out.join("uptime.txt")).expect("uptime.txt");
+    assert!(notes.contains("interrupted"), "{notes}");
+}

@@ -21,9 +21,15 @@
 //! when one expires) and client `c`'s keys are put with lease `c mod N`: register is the
 //! puts alone; each lease is kept alive by a task of its own every [`SHARED_LEASE_RENEWAL`]
 //! on a keep-alive stream, as an etcd client library keeps a process's lease, whatever the
-//! clients do; a client's heartbeat sends no request: it is answered from that lease's
-//! state, a not-found when the lease its keys were put with has expired since (the client
-//! then registers again with the new one); deregister deletes the client's keys.
+//! clients do; a client's heartbeat sends no request ([`Protocol::local_beat`]): it is
+//! answered from that lease's state, a not-found when the lease its keys were put with has
+//! expired since (the client then registers again with the new one); deregister deletes
+//! the client's keys.
+//!
+//! etcd 3.4 before 3.4.27 (Debian's 3.4.23 among them) applies a put with a lease in time
+//! linear in the keys already attached to that lease (its auth check lists them, even with
+//! auth off: etcd issue 15993, fixed by etcd pull request 16020): with one lease shared by
+//! N clients, registering them costs etcd O(N²), which `shared:N` with more leases avoids.
 //!
 //! Each member (target) gets its own client (one HTTP/2 channel), so that an item goes to
 //! the member the driver chose, not to one the library would pick.
@@ -648,6 +654,13 @@ impl Protocol for EtcdProtocol {
 
     fn max_batch(&self) -> usize {
         256
+    }
+
+    fn local_beat(&self, client: u32) -> Option<Outcome> {
+        match self.inner.mode {
+            EtcdLease::PerClient => None,
+            EtcdLease::Shared(_) => Some(self.inner.shared_beat(client)),
+        }
     }
 
     fn execute(&self, _lane: usize, batch: Batch) -> impl Future<Output = Batch> + Send + 'static {

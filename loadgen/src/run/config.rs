@@ -160,6 +160,9 @@ pub struct RunConfig {
     pub progress_every: Duration,
     /// Faults applied to the embedded cluster (`--chaos`), from the start of the hold.
     pub chaos: Option<Schedule>,
+    /// Set by Ctrl-C or SIGTERM (the binary's listener): the run stops early, reports what
+    /// it measured and stops its members ([`super::interrupt`]).
+    pub interrupt: super::interrupt::Interrupt,
 }
 
 impl Default for RunConfig {
@@ -204,6 +207,7 @@ impl Default for RunConfig {
             progress: true,
             progress_every: crate::DEFAULT_PLAIN_EVERY,
             chaos: None,
+            interrupt: Default::default(),
         }
     }
 }

@@ -6,12 +6,16 @@
 //! times: the registration cursor (open model at `--rate`, or as fast as the in-flight
 //! limit allows), the heartbeat cursor (client `k` of `n` beats at `start + r·period +
 //! k·period/n`), and, once the hold phase starts, queries and churn at fixed rates.
-//! Retries and heartbeats (up to three quarters of a queue) are taken before new
-//! registrations, so under overload the clients already registered stay alive and new
-//! ones register more slowly (an overloaded run slows down instead of losing the
-//! clients it has). Items wait in one queue per node;
-//! batches of at most `batch` items are sent within a per-node window of items in flight,
-//! so a stalled node holds back only its own clients (their corrected latency shows it).
+//! Heartbeats wait in a queue of their own per node (up to three quarters of a queue's
+//! worth), sent before anything else, so under overload the clients already registered
+//! stay alive and new ones register more slowly (an overloaded run slows down instead of
+//! losing the clients it has): a client's heartbeat never waits behind other clients'
+//! registrations, as a real client's keep-alive does not. A heartbeat the protocol answers
+//! without a request ([`Protocol::local_beat`]: etcd's shared leases) is answered as it
+//! falls due and takes no room. Other items (retries, registrations, queries, churn) wait in
+//! one queue per node; batches of at most `batch` items (heartbeats first) are sent within
+//! a per-node window of items in flight, so a stalled node holds back only its own clients
+//! (their corrected latency shows it).
 //!
 //! **Backpressure** (AIMD, per node): the window starts at `batch × concurrency` items.
 //! A batch that signals overload (an overload error such as a timeout, `UNAVAILABLE`,
@@ -326,10 +330,16 @@ struct Lane<P: Protocol> {
     churn: Option<Rate>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     seq: u64,
+    /// Per node: heartbeats waiting (sent first).
+    beats: Vec<VecDeque<Item>>,
+    /// Per node: every other item waiting.
     queues: Vec<VecDeque<Item>>,
     /// Queries waiting in each node's queue (they never linger: see [`Lane::dispatch`]).
     queries: Vec<usize>,
+    /// Items waiting in all the queues, heartbeats included.
     queued: usize,
+    /// Heartbeats waiting.
+    queued_beats: usize,
     inflight: Vec<usize>,
     window: Vec<Window>,
     /// When the lane saw [`Phase::Stop`] (items intended later are not measured).
@@ -372,8 +382,13 @@ impl<P: Protocol> Lane<P> {
     fn push(&mut self, item: Item) {
         let k = self.local(item.client);
         let node = self.node[k] as usize;
-        self.queues[node].push_back(item);
-        self.queries[node] += usize::from(item.kind == Kind::Query);
+        if item.kind == Kind::Beat {
+            self.beats[node].push_back(item);
+            self.queued_beats += 1;
+        } else {
+            self.queues[node].push_back(item);
+            self.queries[node] += usize::from(item.kind == Kind::Query);
+        }
         self.queued += 1;
     }
 
@@ -413,11 +428,11 @@ impl<P: Protocol> Lane<P> {
             self.push(d.item);
         }
         let cap = self.cap();
-        // Heartbeats (before new registrations, up to three quarters of the queue: when
-        // the queues are full the clients already registered stay alive, and new ones
-        // still get a quarter): only clients that are up.
+        // Heartbeats (before new registrations, in queues of their own of up to three
+        // quarters of a queue: when the queues are full the clients already registered stay
+        // alive, and new ones still get a quarter): only clients that are up.
         if let Some(period) = self.cfg.heartbeat {
-            while self.queued < cap - cap / 4 && self.n() > 0 {
+            while self.queued_beats < cap - cap / 4 && self.n() > 0 {
                 let t = self.beat_intended(period);
                 if t > now {
                     soon(t);
@@ -439,13 +454,24 @@ impl<P: Protocol> Lane<P> {
                     continue;
                 }
                 let client = self.range.start + k as u32;
-                self.push(Item {
+                let beat = Item {
                     client,
                     service: 0,
                     kind: Kind::Beat,
                     attempt: 0,
                     intended: t,
-                });
+                };
+                match self.proto.local_beat(client) {
+                    Some(outcome) => {
+                        let sample = Sample {
+                            intended: t,
+                            sent: now,
+                            done: now,
+                        };
+                        self.resolve(&beat, outcome, sample, now);
+                    }
+                    None => self.push(beat),
+                }
             }
         }
         // After the stop, only the heartbeats that keep the clients alive until the run has
@@ -575,8 +601,12 @@ impl<P: Protocol> Lane<P> {
     fn dispatch(&mut self, now: Instant) -> Option<Instant> {
         let mut next = None;
         for node in 0..self.queues.len() {
-            while !self.queues[node].is_empty() && self.inflight[node] < self.cfg.concurrency {
-                let len = self.queues[node].len();
+            loop {
+                let beats = self.beats[node].len();
+                let len = beats + self.queues[node].len();
+                if len == 0 || self.inflight[node] >= self.cfg.concurrency {
+                    break;
+                }
                 let take = self.window[node].room(self.cfg.batch, len);
                 if take == 0 {
                     break;
@@ -592,11 +622,14 @@ impl<P: Protocol> Lane<P> {
                 let mut b = self.spare.pop().unwrap_or_else(|| Batch::new(node));
                 b.node = node;
                 b.items.clear();
-                b.items.extend(self.queues[node].drain(..take));
+                let from_beats = take.min(beats);
+                b.items.extend(self.beats[node].drain(..from_beats));
+                b.items.extend(self.queues[node].drain(..take - from_beats));
                 let taken = b.items.iter().filter(|i| i.kind == Kind::Query).count();
                 self.queries[node] -= taken;
                 b.sent = now;
                 self.queued -= take;
+                self.queued_beats -= from_beats;
                 self.inflight[node] += 1;
                 self.window[node].items += take;
                 self.last_send[node] = now;
@@ -621,14 +654,12 @@ impl<P: Protocol> Lane<P> {
         if self.window[b.node].complete(b.items.len(), b.sent, now, congested) {
             self.shared.window_cuts.fetch_add(1, Relaxed);
         }
-        let nodes = self.shared.nodes;
         for (i, item) in b.items.iter().enumerate() {
             let outcome = b
                 .outcomes
                 .get(i)
                 .copied()
                 .unwrap_or(Outcome::Failed("internal"));
-            let k = self.local(item.client);
             // A closed-model registration (no --rate) has no schedule: the time it was
             // queued in loadgen is not an intended time, and counting from it would measure
             // loadgen's own queue. Its latency is service time.
@@ -638,48 +669,55 @@ impl<P: Protocol> Lane<P> {
                 sent: b.sent,
                 done: b.done,
             };
-            let op = item.kind.op();
-            // Keep-alive beats sent after the stop are not part of the figures.
-            let measured = self.stopped_at.is_none_or(|s| item.intended < s);
-            match outcome {
-                Outcome::Ok => {
-                    self.record(measured, op, sample, Ok(()));
-                    self.succeeded(k, item.kind, now);
-                }
-                Outcome::NotFound if item.kind == Kind::Beat && self.st(k) == UP => {
-                    self.record(measured, op, sample, Err("404"));
-                    self.set_st(k, REJOINING);
-                    self.shared.registered.fetch_sub(1, Relaxed);
-                    self.push(Item {
-                        kind: Kind::Register,
-                        attempt: 0,
-                        intended: now,
-                        ..*item
-                    });
-                }
-                // A heartbeat that raced with this client's own deregistration.
-                Outcome::NotFound => self.record(measured, op, sample, Ok(())),
-                Outcome::Retry(_) if item.attempt < self.cfg.retries => {
-                    self.shared.failovers.fetch_add(1, Relaxed);
-                    self.node[k] = ((self.node[k] as usize + 1) % nodes) as u8;
-                    let backoff = Duration::from_millis(50u64 << item.attempt.min(5));
-                    self.delay(
-                        now + backoff.min(Duration::from_secs(2)),
-                        Item {
-                            attempt: item.attempt + 1,
-                            ..*item
-                        },
-                    );
-                }
-                Outcome::Retry(code) | Outcome::Failed(code) => {
-                    self.record(measured, op, sample, Err(code));
-                    self.gave_up(k, item.kind);
-                }
-            }
+            self.resolve(item, outcome, sample, now);
         }
         b.items.clear();
         b.outcomes.clear();
         self.spare.push(b);
+    }
+
+    /// Records one item's outcome and reacts: state changes, failover and retry, rejoin.
+    fn resolve(&mut self, item: &Item, outcome: Outcome, sample: Sample, now: Instant) {
+        let nodes = self.shared.nodes;
+        let k = self.local(item.client);
+        let op = item.kind.op();
+        // Keep-alive beats sent after the stop are not part of the figures.
+        let measured = self.stopped_at.is_none_or(|s| item.intended < s);
+        match outcome {
+            Outcome::Ok => {
+                self.record(measured, op, sample, Ok(()));
+                self.succeeded(k, item.kind, now);
+            }
+            Outcome::NotFound if item.kind == Kind::Beat && self.st(k) == UP => {
+                self.record(measured, op, sample, Err("404"));
+                self.set_st(k, REJOINING);
+                self.shared.registered.fetch_sub(1, Relaxed);
+                self.push(Item {
+                    kind: Kind::Register,
+                    attempt: 0,
+                    intended: now,
+                    ..*item
+                });
+            }
+            // A heartbeat that raced with this client's own deregistration.
+            Outcome::NotFound => self.record(measured, op, sample, Ok(())),
+            Outcome::Retry(_) if item.attempt < self.cfg.retries => {
+                self.shared.failovers.fetch_add(1, Relaxed);
+                self.node[k] = ((self.node[k] as usize + 1) % nodes) as u8;
+                let backoff = Duration::from_millis(50u64 << item.attempt.min(5));
+                self.delay(
+                    now + backoff.min(Duration::from_secs(2)),
+                    Item {
+                        attempt: item.attempt + 1,
+                        ..*item
+                    },
+                );
+            }
+            Outcome::Retry(code) | Outcome::Failed(code) => {
+                self.record(measured, op, sample, Err(code));
+                self.gave_up(k, item.kind);
+            }
+        }
     }
 
     fn succeeded(&mut self, k: usize, kind: Kind, now: Instant) {
@@ -771,9 +809,11 @@ pub async fn run_lane<P: Protocol>(
         churn: None,
         delayed: BinaryHeap::new(),
         seq: 0,
+        beats: (0..nodes).map(|_| VecDeque::new()).collect(),
         queues: (0..nodes).map(|_| VecDeque::new()).collect(),
         queries: vec![0; nodes],
         queued: 0,
+        queued_beats: 0,
         inflight: vec![0; nodes],
         window,
         stopped_at: None,

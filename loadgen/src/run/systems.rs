@@ -79,7 +79,9 @@ impl System {
 
 /// Runs `base` against each of `systems` in turn (see the module documentation) and writes
 /// the report under `out` (default `results/runs/<timestamp>-compare`). A system whose run
-/// fails is in the report with its error; the others still run.
+/// fails is in the report with its error; the others still run. Once `base.interrupt` is
+/// set, the system under way stops early (see [`super`]) and the systems after it do not
+/// run (in the report as not run).
 pub async fn compare(
     base: &RunConfig,
     systems: &[System],
@@ -110,6 +112,20 @@ pub async fn compare(
     let mut figures = Vec::new();
     for &system in systems {
         let dir = out.join(system.name());
+        if base.interrupt.is_set() {
+            println!("loadgen compare: {}: not run (interrupted)", system.name());
+            figures.push(
+                SystemFigures::failed(
+                    system.name(),
+                    system.protocol().name(),
+                    system.promise(),
+                    &dir,
+                    "not run: the comparison was interrupted (Ctrl-C or SIGTERM)".to_owned(),
+                )
+                .with_mapping(system.mapping(base)),
+            );
+            continue;
+        }
         let cfg = RunConfig {
             protocol: system.protocol(),
             cluster_process: system == System::Distro,
