@@ -4,6 +4,9 @@
 //! (`--members-dns-server`) and re-resolve every 300 ms. While HTTP writers register, the
 //! nodes must follow the name: the joiners load and take their share, the leavers hand
 //! over, and every acknowledged registration is on the three nodes left at the end.
+//!
+//! And a joiner that the others refuse as "not a member (yet)" for far longer than the
+//! DOWN window waits for their snapshot rather than start empty.
 
 use crate::faults::procs::{BIN, TIMINGS};
 use parking_lot::Mutex;
@@ -141,8 +144,29 @@ struct Proc {
     child: Child,
 }
 
+/// The flags of a node resolving [`NAME`] through `dns`, waiting at start for `expect`
+/// addresses.
+fn dns_args(port: u16, dns: SocketAddr, expect: usize) -> Vec<String> {
+    [
+        "--members-dns",
+        &format!("{NAME}:{port}"),
+        "--members-dns-interval",
+        "300ms",
+        "--members-dns-expect",
+        &expect.to_string(),
+        "--members-dns-timeout",
+        "20s",
+        "--members-dns-server",
+        &dns.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 impl Proc {
-    fn start(i: usize, port: u16, dns: SocketAddr, expect: usize, dir: &std::path::Path) -> Self {
+    /// Node `i` on `node_ip(i):port` with the fault suite's timings, DOWN after
+    /// `down_after` failed probes (300 ms apart), and `args`.
+    fn start(i: usize, port: u16, down_after: u32, args: &[String], dir: &std::path::Path) -> Self {
         let log = dir.join(format!("node{}.log", i + 1));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
@@ -152,8 +176,6 @@ impl Proc {
                 cmd.env_remove(k);
             }
         }
-        // The fault suite's timings, but DOWN after 10 failed probes (3 s): a node still
-        // starting is not marked DOWN (divergent views are the fault suite's subject).
         let mut timings: Vec<&str> = Vec::new();
         let mut it = TIMINGS.iter();
         while let Some(&flag) = it.next() {
@@ -164,15 +186,11 @@ impl Proc {
         }
         let child = cmd
             .args(timings)
-            .args(["--probe-down-after", "10"])
+            .args(["--probe-down-after", &down_after.to_string()])
             .args(["--bind", &node_ip(i).to_string()])
             .args(["--port", &port.to_string()])
-            .args(["--members-dns", &format!("{NAME}:{port}")])
-            .args(["--members-dns-interval", "300ms"])
-            .args(["--members-dns-expect", &expect.to_string()])
-            .args(["--members-dns-timeout", "20s"])
             .args(["--cluster-token", "dns-test"])
-            .env("DISTRO_MEMBERS_DNS_SERVER", dns.to_string())
+            .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
@@ -341,8 +359,10 @@ async fn nodes_follow_a_dns_name_from_3_to_5_to_3_under_load() {
     dns.set(&[0, 1, 2]);
     let http = client();
     let mut procs: Vec<Option<Proc>> = (0..5).map(|_| None).collect();
+    // DOWN after 10 failed probes (3 s): a node still starting is not marked DOWN
+    // (divergent views are the fault suite's subject).
     for (i, p) in procs.iter_mut().enumerate().take(3) {
-        *p = Some(Proc::start(i, port, dns.addr, 3, &dir));
+        *p = Some(Proc::start(i, port, 10, &dns_args(port, dns.addr, 3), &dir));
     }
     let logs: Vec<std::path::PathBuf> = (0..5)
         .map(|i| dir.join(format!("node{}.log", i + 1)))
@@ -373,7 +393,7 @@ async fn nodes_follow_a_dns_name_from_3_to_5_to_3_under_load() {
     let t = Instant::now();
     dns.set(&[0, 1, 2, 3, 4]);
     for (i, p) in procs.iter_mut().enumerate().skip(3) {
-        *p = Some(Proc::start(i, port, dns.addr, 5, &dir));
+        *p = Some(Proc::start(i, port, 10, &dns_args(port, dns.addr, 5), &dir));
     }
     let all = [0, 1, 2, 3, 4];
     wait_for(
@@ -489,6 +509,111 @@ async fn nodes_follow_a_dns_name_from_3_to_5_to_3_under_load() {
     );
     assert!(queries > 0);
     for p in procs.iter_mut().flatten() {
+        p.stop();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A node joins (its own list names it and the three others) while the others do not
+/// list it yet, for many times the DOWN window (3 probes 300 ms apart): it must not start
+/// empty beside them, but stay not ready; once their DNS name gives its address too, it
+/// loads a snapshot from one of them and holds what they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_not_listed_yet_waits_for_a_snapshot_past_the_down_window() {
+    let dir = std::env::temp_dir().join(format!("distro-dns-wait-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = shared_port(4);
+    let dns = TestDns::start(Vec::new()).await;
+    dns.set(&[0, 1, 2]);
+    let http = client();
+    let logs: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| dir.join(format!("node{}.log", i + 1)))
+        .collect();
+    let mut procs: Vec<Proc> = (0..3)
+        .map(|i| Proc::start(i, port, 3, &dns_args(port, dns.addr, 3), &dir))
+        .collect();
+    wait_for(
+        "3 nodes loaded, each listing 3",
+        Duration::from_secs(30),
+        &logs,
+        || async {
+            futures::future::join_all((0..3).map(|i| lists(&http, i, port, &[0, 1, 2])))
+                .await
+                .into_iter()
+                .all(|b| b)
+        },
+    )
+    .await;
+    for k in 0..50u32 {
+        let url = format!(
+            "http://{}:{port}/nacos/v1/ns/instance?serviceName=dns-scaled&ip=10.9.0.{k}&port=7000",
+            node_ip(k as usize % 3)
+        );
+        let r = http.post(url).send().await.expect("register");
+        assert_eq!(r.status(), 200);
+    }
+    // Node 4 starts with a fixed list naming all four; the others do not list it.
+    let four: Vec<String> = (0..4).map(|i| format!("{}:{port}", node_ip(i))).collect();
+    procs.push(Proc::start(
+        3,
+        port,
+        3,
+        &["--members".to_owned(), four.join(",")],
+        &dir,
+    ));
+    // It answers /health (not ready) while the others refuse it; well past the 0.9 s
+    // DOWN window it must still be waiting, not started empty.
+    wait_for(
+        "node 4 answers /health",
+        Duration::from_secs(20),
+        &logs,
+        || async { health(&http, 3, port).await.is_some() },
+    )
+    .await;
+    let refused_since = Instant::now();
+    while refused_since.elapsed() < Duration::from_secs(4) {
+        let h = health(&http, 3, port).await.expect("node 4 answers");
+        assert_eq!(
+            h["ready"], false,
+            "node 4 started ({} clients) although every peer refused it as not a member: {h}",
+            h["clients"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The name now gives node 4's address: the others list it, and it loads from them.
+    dns.set(&[0, 1, 2, 3]);
+    let all = [0, 1, 2, 3];
+    let loaded_in = Instant::now();
+    wait_for(
+        "4 nodes loaded, each listing 4",
+        Duration::from_secs(30),
+        &logs,
+        || async {
+            futures::future::join_all((0..4).map(|i| lists(&http, i, port, &all)))
+                .await
+                .into_iter()
+                .all(|b| b)
+        },
+    )
+    .await;
+    let loaded_in = loaded_in.elapsed();
+    let h = health(&http, 3, port).await.expect("node 4 answers");
+    assert_eq!(h["clients"], 50, "node 4 holds what the others hold: {h}");
+    let log = std::fs::read_to_string(&logs[3]).unwrap_or_default();
+    assert!(
+        log.contains("snapshot loaded"),
+        "node 4 loaded a snapshot:\n{log}"
+    );
+    assert!(
+        !log.contains("starting with an empty registry"),
+        "node 4 did not start empty:\n{log}"
+    );
+    println!(
+        "node 4 refused as not a member for {:?} (DOWN window 0.9 s), then loaded {loaded_in:?} \
+         after the name gave its address",
+        Duration::from_secs(4)
+    );
+    for p in &mut procs {
         p.stop();
     }
     std::fs::remove_dir_all(&dir).ok();
