@@ -252,13 +252,11 @@ impl Schedule {
             }
         }
         let total = nodes + self.joined();
-        if total > MAX_NODES {
+        if let Some(last_join) = changes.iter().rev().find(|f| f.action == Action::Join)
+            && total > MAX_NODES
+        {
             return Err(err(
-                changes
-                    .iter()
-                    .rev()
-                    .find(|f| f.action == Action::Join)
-                    .expect("a join"),
+                last_join,
                 format!("{total} nodes in all (--nodes and every join): at most {MAX_NODES}"),
             ));
         }
