@@ -135,6 +135,10 @@ pub enum PeerResponse {
     ProbeAck(Probe),
     /// The request was refused (e.g. a different shard count).
     Refused(String),
+    /// The receiver does not list the sender as a member (yet): it is alive, and takes
+    /// nothing from the sender until it has read a member list that names it (a node that
+    /// joins is refused so by the peers that have not read the new list).
+    NotMember,
 }
 
 /// Something the runtime must do for the node.
@@ -193,4 +197,7 @@ pub enum SendError {
     Unreachable,
     /// The peer answered with an error.
     Rejected,
+    /// The peer answered that it does not list this node as a member (yet)
+    /// ([`PeerResponse::NotMember`]): alive, but not ready for this node.
+    NotMember,
 }

@@ -291,8 +291,10 @@ pub struct RunArgs {
     /// kill:N@T (stop node N at once, as kill -9), restart:N@T (start killed node N again,
     /// empty; it loads a snapshot), partition:N@T1-T2 (cut N's peer traffic both ways;
     /// clients still reach it), pause:N@T1-T2 (freeze N, as kill -STOP then -CONT: no
-    /// protocol answers, no peer traffic). N counts from 1 (node 1 is the first of
-    /// --nodes); times (500ms, 20s, 1m) count from the start of the hold phase, once every
+    /// protocol answers, no peer traffic); and membership changes join:N@T (start N new
+    /// nodes and add them to every node's member list) and leave:N@T (take the N
+    /// highest-numbered members out of the list, wait for their handover, stop them),
+    /// not mixed with the others. N counts from 1 (node 1 is the first of --nodes); times (500ms, 20s, 1m) count from the start of the hold phase, once every
     /// client is registered, and must fall within --duration. Example:
     /// kill:2@20s,restart:2@40s,partition:1@60s-90s,pause:3@100s-105s. Not with --targets or
     /// --cluster-process.

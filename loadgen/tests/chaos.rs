@@ -106,6 +106,52 @@ async fn every_fault_is_applied_measured_and_reported() {
     }
 }
 
+/// Two nodes join, then three leave (the two joiners and node 3, which has clients):
+/// nothing acknowledged is lost, every probe replicates, the two members present at the
+/// end agree, and the report names the nodes each change moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_leave_without_losing_a_registration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = config(dir.path(), "join:2@1s,leave:3@6s");
+    cfg.duration = Duration::from_secs(12);
+    let o = run(cfg).await.expect("run");
+    let d = format!("seed {SEED}\n{}{}", o.summary.table(), o.epilogue());
+    println!("{d}");
+    let moved: Vec<(&str, &[usize])> = o
+        .faults
+        .iter()
+        .map(|f| (f.entry.as_str(), f.nodes.as_slice()))
+        .collect();
+    assert_eq!(
+        moved,
+        [("join:2@1s", &[4, 5][..]), ("leave:3@6s", &[3, 4, 5][..])],
+        "{d}"
+    );
+    for f in &o.faults {
+        assert_eq!(f.failed, None, "{d}");
+        assert!(f.recovered, "{} did not converge\n{d}", f.entry);
+        assert_eq!(f.lost, 0, "{} lost registrations\n{d}", f.entry);
+        assert!(f.end_s >= f.start_s, "{d}");
+    }
+    assert_eq!(o.summary.totals.errors, 0, "{d}");
+    assert_eq!(o.summary.replication_lag.unreplicated, 0, "{d}");
+    assert_eq!(o.nodes_converged.map(|(ok, _)| ok), Some(true), "{d}");
+    // Counted over the members present at the end: nodes 1 and 2.
+    assert_eq!(o.node_instances.len(), 2, "{d}");
+    assert!(o.is_clean(), "{d}");
+    assert!(d.contains("leave:3@6s (nodes 3, 4, 5)"), "{d}");
+    let page = std::fs::read_to_string(dir.path().join(REPORT_FILE)).expect("report");
+    for want in [
+        "join nodes 4, 5",
+        "leave nodes 3, 4, 5",
+        "join:2@1s (nodes 4, 5)",
+    ] {
+        assert!(page.contains(want), "{want} missing from report.html");
+    }
+    let summary = Summary::load(&dir.path().join(SUMMARY_FILE)).expect("summary");
+    assert_eq!(summary.faults, o.faults);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -125,6 +171,11 @@ async fn bad_schedules_are_refused_before_anything_starts() {
     let e = refuse(config(dir.path(), "kill:4@1s")).await;
     assert!(
         e.contains("\"kill:4@1s\"") && e.contains("out of range"),
+        "{e}"
+    );
+    let e = refuse(config(dir.path(), "join:1@1s,leave:4@2s")).await;
+    assert!(
+        e.contains("\"leave:4@2s\"") && e.contains("leaves no member"),
         "{e}"
     );
     let e = refuse(config(dir.path(), "restart:2@1s")).await;

@@ -13,9 +13,11 @@
 //! the bulk messages (sync batches, snapshot chunks) straight from and into core records,
 //! [`wire`] converts every other peer message; [`forward`] routes client writes to their
 //! owner; [`members_watch`] follows a members file or DNS name and changes the member
-//! list while the node runs.
+//! list while the node runs ([`dns_query`] asks a given DNS server, for
+//! `--members-dns-server`).
 
 pub mod compact;
+pub mod dns_query;
 pub mod driver;
 pub mod forward;
 pub mod members_watch;

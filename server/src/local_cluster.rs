@@ -8,6 +8,9 @@
 //! runtime is held, as `kill -STOP` would hold the process: no protocol answers, no peer
 //! traffic, no timers, until it is thawed).
 //!
+//! With a `members_file` in the template, the member list is that file's, which
+//! [`LocalCluster::write_members`] rewrites (nodes join and leave while the others run).
+//!
 //! Every method takes `&self`, so a fault injector can act on a cluster that the load
 //! generator reads at the same time.
 
@@ -106,6 +109,8 @@ pub struct LocalCluster {
     template: ServerConfig,
     threads_per_node: usize,
     clock: Clock,
+    /// The nodes the members file names, as last written by [`LocalCluster::write_members`].
+    member_nodes: Mutex<Vec<usize>>,
 }
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -177,6 +182,7 @@ impl LocalCluster {
             template,
             threads_per_node: threads_per_node.max(1),
             clock: system(),
+            member_nodes: Mutex::new(Vec::new()),
         };
         for (i, (_, listeners)) in reserved.into_iter().enumerate() {
             // Listeners were bound on the caller's runtime; hand them over as std sockets.
@@ -372,6 +378,37 @@ impl LocalCluster {
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+
+    /// The members file of the template, if the members come from one.
+    pub fn members_file(&self) -> Option<&std::path::Path> {
+        self.template.members_file.as_deref()
+    }
+
+    /// Writes the members file so that it names nodes `nodes` (a new file renamed over the
+    /// old one, so that no node reads it half-written). The running nodes read it within
+    /// their `members_file_interval`. An error without a members file in the template.
+    pub fn write_members(&self, nodes: &[usize]) -> anyhow::Result<()> {
+        let path = self
+            .members_file()
+            .context("the cluster's members do not come from a members file")?;
+        let mut text = String::from("# written by LocalCluster::write_members\n");
+        for &i in nodes {
+            anyhow::ensure!(i < self.slots.len(), "no node {i} in this cluster");
+            text.push_str(&self.member_addr(i));
+            text.push('\n');
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        *self.member_nodes.lock() = nodes.to_vec();
+        Ok(())
+    }
+
+    /// The nodes named by the last [`Self::write_members`] (empty before).
+    pub fn member_nodes(&self) -> Vec<usize> {
+        self.member_nodes.lock().clone()
     }
 
     /// Cuts node `i`'s peer traffic both ways (clients still reach it).

@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub members_dns: Option<String>,
     /// What `members_dns` resolved to at start (the binary waits for the name).
     pub members_dns_at_start: Vec<String>,
+    /// The DNS server `members_dns` is asked of (its A records, over UDP) instead of the
+    /// system's resolver ([`crate::cluster::dns_query`]).
+    pub members_dns_server: Option<std::net::SocketAddr>,
     /// Period of `members_file` reads.
     pub members_file_interval: Duration,
     /// Period of `members_dns` resolutions.
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             members_file: None,
             members_dns: None,
             members_dns_at_start: Vec::new(),
+            members_dns_server: None,
             members_file_interval: crate::cluster::members_watch::DEFAULT_FILE_INTERVAL,
             members_dns_interval: crate::cluster::members_watch::DEFAULT_DNS_INTERVAL,
             member_slots: distro_core::member::DEFAULT_MEMBER_SLOTS,
@@ -579,6 +583,7 @@ pub(crate) async fn start_with(
         fixed: config.members.clone(),
         file: config.members_file.clone(),
         dns: config.members_dns.clone(),
+        dns_server: config.members_dns_server,
         file_interval: config.members_file_interval,
         dns_interval: config.members_dns_interval,
     };

@@ -32,6 +32,11 @@ pub(super) struct PeerInfo {
     pub(super) loaded: bool,
     /// The peer's incarnation, as it reports it.
     pub(super) incarnation: u64,
+    /// Whether the peer's answer to the last probe was "not a member (yet)": it is alive
+    /// but has not read a member list naming this node. Its probes still count as failed
+    /// (it may go DOWN), but a node loading its snapshot waits for it rather than start
+    /// empty (see `snapshot`).
+    pub(super) not_listing_me: bool,
 }
 
 impl PeerInfo {
@@ -41,6 +46,7 @@ impl PeerInfo {
             health: PeerHealth::new(),
             loaded: true,
             incarnation: 0,
+            not_listing_me: false,
         }
     }
 }
@@ -221,6 +227,7 @@ impl Node {
         if let Ok(PeerResponse::ProbeAck(p)) = result {
             self.note_peer_report(to, *p);
         }
+        self.peers.lock()[to.index()].not_listing_me = matches!(result, Err(SendError::NotMember));
         self.on_probe(to, ok, now);
     }
 

@@ -28,7 +28,7 @@ impl Node {
         if !members.contains(from)
             && !matches!(request, PeerRequest::Sync(_) | PeerRequest::Probe(_))
         {
-            return PeerResponse::Refused(format!("{} is not a member", members.addr(from)));
+            return PeerResponse::NotMember;
         }
         drop(members);
         match request {
@@ -54,6 +54,7 @@ impl Node {
         }
         let result = match result {
             Ok(PeerResponse::Refused(_)) => Err(SendError::Rejected),
+            Ok(PeerResponse::NotMember) => Err(SendError::NotMember),
             other => other,
         };
         if result.is_ok() && !matches!(request, PeerRequest::Sync(_)) {

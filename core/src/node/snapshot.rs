@@ -19,7 +19,13 @@
 //! next. When a round ends without a load:
 //!
 //! * every peer is DOWN: nobody to load from, the node starts empty (it starts the
-//!   cluster's state, or it is cut off: verify repairs either case once peers return);
+//!   cluster's state, or it is cut off: verify repairs either case once peers return).
+//!   A peer whose last probe answer was "not a member (yet)" does not count as DOWN here,
+//!   however many probes it refused: it is alive and has not read a member list naming
+//!   this node yet (this node just joined, and the peers read the list at their own
+//!   moment: a members file every second, a DNS name every few seconds, behind DNS
+//!   caches). The node keeps waiting for it (no snapshot, not loaded, `/health` 503)
+//!   instead of starting empty beside peers that hold the cluster's state;
 //! * **cold start**: every peer that is not DOWN *refused* in this round, and none reports
 //!   itself loaded since: every reachable node is itself loading (the whole cluster
 //!   restarted together), so there is no state to lose and the node starts empty. Each
@@ -101,9 +107,10 @@ impl Node {
             out.push(Command::LoadSnapshot { from: m });
             return;
         }
+        let not_listing_me = |m: MemberId| self.peers.lock()[m.index()].not_listing_me;
         let reachable: Vec<MemberId> = states
             .iter()
-            .filter(|(m, s)| *m != self.me() && *s != MemberState::Down)
+            .filter(|(m, s)| *m != self.me() && (*s != MemberState::Down || not_listing_me(*m)))
             .map(|(m, _)| *m)
             .collect();
         if reachable.is_empty() {

@@ -464,4 +464,88 @@ fn a_replica_at_a_revision_of_a_previous_incarnation_gets_no_handover_grace() {
         new.registry().get(id.as_str()).is_none(),
         "dropped after the ordinary grace"
     );
+
+/// Ticks `n` every 100 ms from `from` to `to` (ms), answering each probe with `probe`
+/// and failing each snapshot pull (as a peer that refuses the sender does).
+fn drive_loading(
+    n: &Node,
+    from: u64,
+    to: u64,
+    probe: impl Fn() -> Result<crate::message::PeerResponse, crate::message::SendError>,
+) {
+    let mut now = from;
+    while now <= to {
+        for cmd in n.tick(now) {
+            match cmd {
+                Command::Send { to: p, request } if matches!(request, PeerRequest::Probe(_)) => {
+                    let _ = n.handle_response(p, request, probe(), now);
+                }
+                Command::LoadSnapshot { from: p } => n.load_finished(p, false, now),
+                _ => {}
+            }
+        }
+        now += 100;
+    }
+}
+
+/// A node that joins while its peers have not read a list naming it yet: they answer
+/// "not a member" for far longer than the DOWN window (probe interval x probes before
+/// DOWN), and it waits for them instead of starting empty; once they list it (and answer
+/// its probes), it loads a snapshot from one of them.
+#[test]
+fn a_joiner_refused_as_not_a_member_waits_for_its_snapshot_instead_of_starting_empty() {
+    use crate::member::MemberState;
+    use crate::message::{PeerResponse, Probe, SendError};
+    let n = node("10.0.0.3:8848", 3);
+    let window = n.config.probe_interval * u64::from(n.config.probe_down_after);
+    drive_loading(&n, 1_000, 1_000 + 4 * window, || Err(SendError::NotMember));
+    assert!(
+        n.member_states()
+            .iter()
+            .all(|(m, s)| *m == n.me() || *s == MemberState::Down),
+        "the refusals count as failed probes: {:?}",
+        n.member_states()
+    );
+    assert!(!n.is_loaded(), "started empty beside peers that are alive");
+    // The peers read the new list: probes answered, a snapshot pulled from one of them.
+    let start = 2_000 + 4 * window;
+    let ack = || {
+        Ok(PeerResponse::ProbeAck(Probe {
+            incarnation: 1,
+            loaded: true,
+        }))
+    };
+    let mut from = None;
+    let mut now = start;
+    while from.is_none() && now < start + 2 * window {
+        for cmd in n.tick(now) {
+            match cmd {
+                Command::Send { to, request } if matches!(request, PeerRequest::Probe(_)) => {
+                    let _ = n.handle_response(to, request, ack(), now);
+                }
+                Command::LoadSnapshot { from: p } => from = Some(p),
+                _ => {}
+            }
+        }
+        now += 100;
+    }
+    let from = from.expect("a snapshot pull once the peers list the node");
+    n.load_finished(from, true, now);
+    assert!(n.is_loaded());
+    assert_eq!(n.loaded_from(), Some(from));
+    assert!(!n.cold_started());
+}
+
+/// Peers that do not answer at all are DOWN after the window, and the node starts empty
+/// as before (it starts the cluster's state, or it is cut off).
+#[test]
+fn a_node_whose_peers_are_all_unreachable_starts_empty_after_the_down_window() {
+    use crate::message::SendError;
+    let n = node("10.0.0.3:8848", 3);
+    let window = n.config.probe_interval * u64::from(n.config.probe_down_after);
+    drive_loading(&n, 1_000, 1_000 + 2 * window, || {
+        Err(SendError::Unreachable)
+    });
+    assert!(n.is_loaded());
+    assert_eq!(n.loaded_from(), None);
 }

@@ -264,7 +264,7 @@ impl SimCluster {
                 let response = match self.id_on(to, from) {
                     Some(id) => node.handle_request(id, request, now),
                     // As the server's peer service: a sender it never knew is refused.
-                    None => PeerResponse::Refused("not a member".into()),
+                    None => PeerResponse::NotMember,
                 };
                 if self.rng.chance(self.cfg.net.loss) {
                     self.stats.lost += 1;

@@ -42,10 +42,13 @@ pub const FAULTS_COLUMNS: [&str; 17] = [
 pub struct FaultSummary {
     /// The schedule entry as written, e.g. `partition:1@60s-90s`.
     pub entry: String,
-    /// `kill`, `restart`, `partition` or `pause`.
+    /// `kill`, `restart`, `partition`, `pause`, `join` or `leave`.
     pub action: String,
-    /// The node, 1-based.
+    /// The node, 1-based (join and leave: the number of nodes).
     pub node: usize,
+    /// The nodes a join started or a leave stopped, 1-based (empty for other faults).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<usize>,
     /// When the schedule put it, seconds from the start of the hold phase.
     pub scheduled_s: f64,
     /// When it was applied.
@@ -99,6 +102,22 @@ impl FaultSummary {
         self.recovered && self.lost == 0 && self.failed.is_none()
     }
 
+    /// The entry, with the nodes a join or a leave moved, e.g. `join:2@5s (nodes 4, 5)`.
+    pub fn name(&self) -> String {
+        match self.nodes.as_slice() {
+            [] => self.entry.clone(),
+            [one] => format!("{} (node {one})", self.entry),
+            many => format!(
+                "{} (nodes {})",
+                self.entry,
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
     fn codes(&self) -> String {
         self.errors_by_code
             .iter()
@@ -135,7 +154,7 @@ pub(crate) fn table(faults: &[FaultSummary]) -> String {
     ]);
     for f in faults {
         t.row([
-            f.entry.clone(),
+            f.name(),
             format!("{:.1}s", f.start_s),
             format!("{:.1}s", f.end_s),
             f.errors.to_string(),
@@ -199,6 +218,7 @@ mod tests {
             entry: "pause:3@8s-9s".into(),
             action: "pause".into(),
             node: 3,
+            nodes: Vec::new(),
             scheduled_s: 8.0,
             start_s: 9.5,
             end_s: 10.5,
@@ -236,6 +256,18 @@ mod tests {
             Some(
                 "pause:3@8s-9s,pause,3,8.000,9.500,10.500,10.500,true,120.4,10.620,2,TIMEOUT=2,40,0,0,3,0"
             )
+        );
+        let join = FaultSummary {
+            entry: "join:2@5s".into(),
+            action: "join".into(),
+            node: 2,
+            nodes: vec![4, 5],
+            ..f.clone()
+        };
+        assert!(
+            table(std::slice::from_ref(&join)).contains("join:2@5s (nodes 4, 5)"),
+            "{}",
+            table(std::slice::from_ref(&join))
         );
         let unreplicated = FaultSummary {
             recovered: false,

@@ -440,7 +440,7 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
             start_s: f.start_s,
             end_s: f.end_s,
             settled_s: f.window_end_s,
-            label: f.entry.clone(),
+            label: f.name(),
         })
         .collect();
     let used = rec.used_ops();
@@ -884,7 +884,7 @@ fn faults_table(h: &mut String, faults: &[FaultSummary]) {
             "<tr><td class=\"l\">{}</td><td>{:.2} s</td><td>{:.2} s</td><td>{}</td>\
              <td class=\"l\">{}</td><td>{}</td><td>{recovered}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td></tr>",
-            escape(&f.entry),
+            escape(&f.name()),
             f.start_s,
             f.end_s,
             f.errors,

@@ -80,14 +80,23 @@ impl Embedded {
             }
         }
         let tls = config.node_tls.as_ref().map(|t| t.load()).transpose()?;
-        let c = embedded::start(config.nodes, config.node_runtime(), tls).await?;
+        let joining = config
+            .chaos
+            .as_ref()
+            .filter(|s| s.changes_members())
+            .map(|s| s.joined());
+        let c = embedded::start(config.nodes, config.node_runtime(), tls, joining).await?;
         Ok(Embedded::InProcess(Box::new(c)))
     }
 
-    /// The nodes' main addresses (`host:port`), as `--targets` takes them.
+    /// The nodes' main addresses (`host:port`), as `--targets` takes them: those running
+    /// (not the nodes that `--chaos` joins later).
     pub(crate) fn targets(&self) -> Vec<String> {
         match self {
-            Embedded::InProcess(c) => c.server_list(),
+            Embedded::InProcess(c) => (0..c.len())
+                .filter(|&i| c.is_running(i))
+                .map(|i| c.http_addr(i).to_string())
+                .collect(),
             Embedded::Process(p) => p.targets().to_vec(),
             #[cfg(feature = "etcd")]
             Embedded::Etcd(e) => e.targets().to_vec(),
@@ -121,7 +130,10 @@ impl Embedded {
     /// Stops the nodes (and the child process).
     pub(crate) async fn shutdown(self) {
         match self {
-            Embedded::InProcess(c) => (*c).shutdown().await,
+            Embedded::InProcess(c) => {
+                embedded::remove_members_file(&c);
+                (*c).shutdown().await
+            }
             Embedded::Process(p) => p.shutdown().await,
             #[cfg(feature = "etcd")]
             Embedded::Etcd(e) => e.shutdown().await,

@@ -269,7 +269,7 @@ pub async fn serve(
         Err(e) => eprintln!("loadgen cluster process: cannot read the open-file limit: {e}"),
     }
     let tls = tls.map(|t| t.load()).transpose()?;
-    let cluster = embedded::start(nodes, runtime, tls).await?;
+    let cluster = embedded::start(nodes, runtime, tls, None).await?;
     let cluster = Arc::new(cluster);
     {
         let mut out = std::io::stdout().lock();

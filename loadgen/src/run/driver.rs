@@ -84,6 +84,8 @@ pub struct Shared {
     pub states: Box<[AtomicU8]>,
     /// Failed requests by code since the start (warm-up included), for the fault windows.
     pub errors: Mutex<BTreeMap<String, u64>>,
+    /// Nodes that left the cluster (`--chaos leave`): no request goes to them any more.
+    left: Box<[AtomicBool]>,
 }
 
 impl Shared {
@@ -101,7 +103,29 @@ impl Shared {
             first_client: slice.start,
             states: (0..clients).map(|_| AtomicU8::new(NEW)).collect(),
             errors: Mutex::new(BTreeMap::new()),
+            left: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// Node `node` left the cluster: its clients move to the next node that has not, and
+    /// the probes no longer expect to see it (a node beyond the targets is ignored).
+    pub fn leave(&self, node: usize) {
+        if let Some(l) = self.left.get(node) {
+            l.store(true, Relaxed);
+        }
+    }
+
+    /// Whether node `node` left the cluster.
+    pub fn has_left(&self, node: usize) -> bool {
+        self.left.get(node).is_some_and(|l| l.load(Relaxed))
+    }
+
+    /// `node`, or the next node after it that has not left (`node` if every one has).
+    pub fn present(&self, node: usize) -> usize {
+        (0..self.nodes)
+            .map(|d| (node + d) % self.nodes.max(1))
+            .find(|&n| !self.has_left(n))
+            .unwrap_or(node)
     }
 
     /// What the run knows of client `client` (None: not in this run's slice).
@@ -381,7 +405,8 @@ impl<P: Protocol> Lane<P> {
 
     fn push(&mut self, item: Item) {
         let k = self.local(item.client);
-        let node = self.node[k] as usize;
+        let node = self.shared.present(self.node[k] as usize);
+        self.node[k] = node as u8;
         if item.kind == Kind::Beat {
             self.beats[node].push_back(item);
             self.queued_beats += 1;
@@ -600,6 +625,21 @@ impl<P: Protocol> Lane<P> {
     /// it. Returns when a lingering partial batch is due.
     fn dispatch(&mut self, now: Instant) -> Option<Instant> {
         let mut next = None;
+        // What waits for a node that left goes to the next one.
+        for node in 0..self.queues.len() {
+            if self.shared.has_left(node)
+                && (!self.queues[node].is_empty() || !self.beats[node].is_empty())
+            {
+                let beats = std::mem::take(&mut self.beats[node]);
+                let items = std::mem::take(&mut self.queues[node]);
+                self.queued -= beats.len() + items.len();
+                self.queued_beats -= beats.len();
+                self.queries[node] = 0;
+                for item in beats.into_iter().chain(items) {
+                    self.push(item);
+                }
+            }
+        }
         for node in 0..self.queues.len() {
             loop {
                 let beats = self.beats[node].len();

@@ -26,19 +26,52 @@ pub struct NodeRuntime {
 /// Starts `nodes` nodes running as `runtime` says, with the default configuration (and
 /// TLS on their main and SDK ports with `tls`), and waits until every one has loaded
 /// ([`wait_loaded`]).
+///
+/// With `joining` (`Some(k)`, for `--chaos` joins and leaves), the members come from a
+/// members file in a new temporary directory ([`LocalCluster::members_file`], removed by
+/// [`remove_members_file`]) that names the `nodes` started, and `k` more nodes have their
+/// ports reserved, to join later ([`LocalCluster::write_members`], then
+/// [`LocalCluster::restart`]).
 pub async fn start(
     nodes: usize,
     runtime: NodeRuntime,
     tls: Option<distro_server::tls::HttpTls>,
+    joining: Option<usize>,
 ) -> anyhow::Result<LocalCluster> {
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         http_tls: tls,
         sdk_reuseport: runtime.sdk_reuseport,
         ..ServerConfig::default()
     };
-    let cluster = LocalCluster::start(nodes, config, runtime.threads.max(1)).await?;
+    let threads = runtime.threads.max(1);
+    let Some(spare) = joining else {
+        let cluster = LocalCluster::start(nodes, config, threads).await?;
+        wait_loaded(&cluster).await?;
+        return Ok(cluster);
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("loadgen-members-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    config.members_file = Some(dir.join("cluster.conf"));
+    let cluster = LocalCluster::start_some(nodes + spare, config, threads, 0).await?;
+    let first: Vec<usize> = (0..nodes).collect();
+    cluster.write_members(&first)?;
+    for i in first {
+        cluster.restart(i).await?;
+    }
     wait_loaded(&cluster).await?;
     Ok(cluster)
+}
+
+/// Removes the members file of a cluster started by [`start`] with `joining`, and its
+/// directory (nothing without one).
+pub fn remove_members_file(cluster: &LocalCluster) {
+    if let Some(dir) = cluster.members_file().and_then(|f| f.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// Waits until every node of `cluster` has loaded its start-up snapshot (a loading node
@@ -61,7 +94,8 @@ pub async fn wait_loaded(cluster: &LocalCluster) -> anyhow::Result<()> {
 }
 
 /// Whether every running node of `cluster` holds the same clients: equal digests of every
-/// owner's clients and equal instance counts. Returns the instance counts.
+/// owner's clients and equal instance counts. Returns the instance counts. After joins and
+/// leaves the running nodes are the members present (a leaver stops once it has left).
 pub fn nodes_agree(cluster: &LocalCluster) -> (bool, Vec<usize>) {
     let nodes: Vec<_> = (0..cluster.len()).filter_map(|i| cluster.node(i)).collect();
     let counts: Vec<usize> = nodes

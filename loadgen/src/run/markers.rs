@@ -43,6 +43,9 @@ use crate::protocol::{Batch, Item, Kind, Outcome, Protocol, WatchEvent};
 /// Most markers awaiting visibility at once.
 pub const MAX_PENDING: usize = 20_000;
 
+/// Retries of a marker's registration, each on the next node after a backoff.
+const MARKER_RETRIES: u8 = 5;
+
 /// What a marker measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MarkerKind {
@@ -299,7 +302,14 @@ impl Tracker {
         let mut removed = 0;
         for (service, list) in g.by_service.iter_mut() {
             list.retain(|p| {
-                let complete = p.seen_count >= p.need && p.ack.is_some();
+                // A watcher of a node that left will not see it: it is not waited for.
+                let seen = p.seen_count >= p.need
+                    || self.watchers.iter().enumerate().all(|(w, watcher)| {
+                        (p.kind == MarkerKind::Probe && !watcher.probe)
+                            || p.seen.contains(w)
+                            || self.shared.has_left(watcher.node)
+                    });
+                let complete = seen && p.ack.is_some();
                 if !complete && now < p.deadline {
                     return true;
                 }
@@ -375,11 +385,18 @@ pub async fn run_markers<P: Protocol>(
     let mut final_deadline: Option<Instant> = None;
     let mut last_sweep = Instant::now();
     let lane = 0;
-    let send = |node: usize, item: Item| {
-        let mut b = Batch::new(node);
-        b.items.push(item);
-        b.sent = Instant::now();
-        proto.execute(lane, b)
+    // Sends `item` to `node` after `after` (a retry's backoff).
+    let send = |node: usize, item: Item, after: Duration| {
+        let proto = &proto;
+        async move {
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
+            let mut b = Batch::new(node);
+            b.items.push(item);
+            b.sent = Instant::now();
+            proto.execute(lane, b).await
+        }
     };
     loop {
         let now = Instant::now();
@@ -418,7 +435,7 @@ pub async fn run_markers<P: Protocol>(
             if !tracker.add(id, pop.addr(client), service, kind, intended) {
                 continue;
             }
-            let node = rng.below(cfg.nodes as u64) as usize;
+            let node = shared.present(rng.below(cfg.nodes as u64) as usize);
             inflight.push(send(
                 node,
                 Item {
@@ -428,13 +445,14 @@ pub async fn run_markers<P: Protocol>(
                     attempt: 0,
                     intended,
                 },
+                Duration::ZERO,
             ));
         }
         if now.duration_since(last_sweep) >= Duration::from_millis(50) {
             last_sweep = now;
             tracker.sweep(now, &mut finished);
             for f in finished.drain(..) {
-                let node = rng.below(cfg.nodes as u64) as usize;
+                let node = shared.present(rng.below(cfg.nodes as u64) as usize);
                 inflight.push(send(
                     node,
                     Item {
@@ -444,6 +462,7 @@ pub async fn run_markers<P: Protocol>(
                         attempt: 0,
                         intended: now,
                     },
+                    Duration::ZERO,
                 ));
             }
         }
@@ -462,10 +481,14 @@ pub async fn run_markers<P: Protocol>(
                     let id = item.client - MARKER_BASE;
                     match outcome {
                         Outcome::Ok => tracker.acked(id, item.service, b.done),
-                        Outcome::Retry(_) if item.attempt < 3 => {
+                        // As the clients retry (see the driver): on the next node, after
+                        // 50 ms, 100 ms, ... 800 ms, which outlasts the moment nodes disagree
+                        // on the owner while a member list changes (421 misdirected).
+                        Outcome::Retry(_) if item.attempt < MARKER_RETRIES => {
                             shared.failovers.fetch_add(1, Relaxed);
-                            let node = (b.node + 1) % cfg.nodes;
-                            inflight.push(send(node, Item { attempt: item.attempt + 1, ..*item }));
+                            let node = shared.present((b.node + 1) % cfg.nodes);
+                            let backoff = Duration::from_millis(50u64 << item.attempt.min(5));
+                            inflight.push(send(node, Item { attempt: item.attempt + 1, ..*item }, backoff));
                         }
                         _ => tracker.failed(id, item.service),
                     }

@@ -347,6 +347,11 @@ impl Forwarder {
             Item::Deregister(service, _) => write(self.node.deregister(&client, service, now)),
             Item::Beat(service, _) => match self.node.beat(&client, service, now) {
                 Ok(BeatResult::Ok) => ItemResult::ok(),
+                // A node still loading its snapshot (one that just joined) cannot say that
+                // a client is unknown: the client retries instead of registering again.
+                Ok(BeatResult::NotFound) if !self.node.is_loaded() => ItemResult::unavailable(
+                    format!("{ip}:{port}: this node is still loading its snapshot; retry"),
+                ),
                 Ok(BeatResult::NotFound) => ItemResult {
                     code: code::NOT_FOUND,
                     message: format!(

@@ -4,7 +4,8 @@
 //! The member list of a node is the union of three sources: `--members` (fixed), the
 //! lines of `--members-file`, and the addresses `--members-dns NAME:PORT` resolves to.
 //! [`watch`] reads the file every `file_interval` (1 s) and resolves the name every
-//! `dns_interval` (5 s); when the union changes it hands it to [`Node::set_members`],
+//! `dns_interval` (5 s), through the system's resolver or, with a `dns_server`, by asking
+//! that server ([`super::dns_query`]); when the union changes it hands it to [`Node::set_members`],
 //! which moves ownership (see `distro_core::node::membership`). A file that does not parse
 //! is logged with its line and reason, and the list in force is kept; so is a name that
 //! does not resolve, or resolves to nothing (more likely a DNS hiccup than a cluster
@@ -33,6 +34,8 @@ pub struct MemberSources {
     pub file: Option<PathBuf>,
     /// `--members-dns NAME:PORT`, resolved again every `dns_interval`.
     pub dns: Option<String>,
+    /// `--members-dns-server`: the DNS server to ask instead of the system's resolver.
+    pub dns_server: Option<std::net::SocketAddr>,
     /// Period of file reads.
     pub file_interval: Duration,
     /// Period of DNS resolutions.
@@ -77,8 +80,8 @@ pub fn read_members_file(path: &std::path::Path) -> Result<Vec<String>, String> 
     parse_members_file(&text)
 }
 
-/// Resolves `spec` (NAME:PORT) into sorted `ip:port` entries.
-pub async fn resolve(spec: &str) -> Result<Vec<String>, String> {
+/// Splits `spec` into NAME and PORT; an error says what is wrong.
+pub fn split_spec(spec: &str) -> Result<(&str, u16), String> {
     let (host, port) = spec
         .rsplit_once(':')
         .filter(|(h, _)| !h.is_empty())
@@ -88,11 +91,32 @@ pub async fn resolve(spec: &str) -> Result<Vec<String>, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("port {port:?} is not 1-65535"))?;
-    let found: BTreeSet<String> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|a| a.to_string())
-        .collect();
+    Ok((host, port))
+}
+
+/// Resolves `spec` (NAME:PORT) into sorted `ip:port` entries: through the system's
+/// resolver, or by asking `server` for the name's A records (an IP address as NAME is
+/// taken as it is).
+pub async fn resolve(
+    spec: &str,
+    server: Option<std::net::SocketAddr>,
+) -> Result<Vec<String>, String> {
+    let (host, port) = split_spec(spec)?;
+    let found: BTreeSet<String> = match server {
+        None => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|a| a.to_string())
+            .collect(),
+        Some(_) if host.parse::<std::net::IpAddr>().is_ok() => {
+            [format!("{host}:{port}")].into_iter().collect()
+        }
+        Some(server) => super::dns_query::query_a(server, host)
+            .await?
+            .into_iter()
+            .map(|ip| format!("{ip}:{port}"))
+            .collect(),
+    };
     Ok(found.into_iter().collect())
 }
 
@@ -162,7 +186,7 @@ pub async fn watch(
             && now >= next_dns
         {
             next_dns = now + sources.dns_interval;
-            match resolve(spec).await {
+            match resolve(spec, sources.dns_server).await {
                 Ok(entries) if !entries.is_empty() => dns_entries = Some(entries),
                 Ok(_) => tracing::warn!(name = %spec,
                     "--members-dns resolved to no address; keeping the member list in force"),
@@ -227,17 +251,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_resolves_with_its_port() {
-        let found = resolve("localhost:8848").await.unwrap();
+        let found = resolve("localhost:8848", None).await.unwrap();
         assert!(
             !found.is_empty() && found.iter().all(|a| a.ends_with(":8848")),
             "{found:?}"
         );
         assert!(
-            resolve("localhost")
+            resolve("localhost", None)
                 .await
                 .unwrap_err()
                 .contains("NAME:PORT")
         );
-        assert!(resolve("localhost:0").await.unwrap_err().contains("port"));
+        assert!(
+            resolve("localhost:0", None)
+                .await
+                .unwrap_err()
+                .contains("port")
+        );
     }
 }

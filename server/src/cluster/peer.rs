@@ -4,7 +4,10 @@
 //! is checked by [`TokenCheck`] on the request's metadata (compared in constant time)
 //! before tonic reads or decodes the body, so a caller without the token cannot make the
 //! node decode up to 64 MiB. Then the node's [`PeerGate`] must be open (a partitioned
-//! LocalCluster node refuses peers) and `from` must be a member. Then the request is
+//! LocalCluster node refuses peers) and `from` must be a member (otherwise
+//! `PERMISSION_DENIED` with a message starting [`NOT_A_MEMBER`], which the sender reads as
+//! "alive, but not listing me yet": see `distro_core::message::SendError::NotMember`).
+//! Then the request is
 //! validated like client input, handed to the core, and the answer encoded.
 //! A node that has not loaded its own snapshot refuses to serve one (status
 //! `FAILED_PRECONDITION`, message [`SNAPSHOT_NOT_LOADED`]); the loader then tries the next
@@ -34,6 +37,9 @@ use tonic::{Request, Response, Status};
 
 /// The message of a snapshot refusal by a node still loading its own.
 pub const SNAPSHOT_NOT_LOADED: &str = "snapshot refused: this node has not loaded its own yet";
+
+/// The start of the message of a refusal of a sender this node does not list (yet).
+pub const NOT_A_MEMBER: &str = "not a member of this node's list (yet)";
 
 /// Sync batches decoded and applied at once, each on a blocking thread.
 pub const SYNC_APPLIERS: usize = 2;
@@ -74,7 +80,7 @@ impl PeerService {
             return Err(Status::unavailable("peer traffic of this node is cut"));
         }
         let id = wire::member_id(&self.node, from)
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
+            .map_err(|e| Status::permission_denied(format!("{NOT_A_MEMBER}: {e}")))?;
         if id == self.node.me() {
             return Err(Status::permission_denied("a node cannot be its own peer"));
         }
@@ -89,6 +95,7 @@ impl PeerService {
 fn answer(r: PeerResponse) -> Result<PeerResponse, Status> {
     match r {
         PeerResponse::Refused(why) => Err(Status::failed_precondition(why)),
+        PeerResponse::NotMember => Err(Status::permission_denied(NOT_A_MEMBER)),
         r => Ok(r),
     }
 }

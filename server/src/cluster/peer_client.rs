@@ -175,6 +175,11 @@ impl PeerClients {
                 cause = %causes(e), "peer request failed");
         }
         result.map_err(|s| match s.code() {
+            tonic::Code::PermissionDenied
+                if s.message().starts_with(crate::cluster::peer::NOT_A_MEMBER) =>
+            {
+                SendError::NotMember
+            }
             tonic::Code::InvalidArgument
             | tonic::Code::Unauthenticated
             | tonic::Code::PermissionDenied

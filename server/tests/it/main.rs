@@ -6,6 +6,7 @@ mod cluster;
 mod faults;
 mod fuzz;
 mod limits;
+mod members_dns;
 mod membership;
 mod nacos;
 mod tls;

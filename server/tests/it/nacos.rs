@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 mod cluster_sdk;
 pub(crate) mod harness;
+mod leave_sdk;
 mod python_sdk;
 mod raw;
 pub(crate) mod sdk;

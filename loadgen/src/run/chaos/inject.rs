@@ -1,8 +1,11 @@
 //! Applying a schedule to the embedded cluster, and measuring each fault.
 //!
 //! [`run_schedule`] runs next to the lanes from the start of the hold phase. It applies
-//! each fault at its time (kill, restart, partition then heal, freeze then thaw), marks it
-//! on the timeline, and from the fault's convergence reference (its end; a kill's start)
+//! each fault at its time (kill, restart, partition then heal, freeze then thaw; a join
+//! rewrites the members file with new nodes and starts them, a leave rewrites it without
+//! the highest-numbered members, waits until they have handed everything over, then stops
+//! them), marks it on the timeline, and from the fault's convergence reference (its end; a
+//! kill's start; a join's or a leave's end: the joiners started, the leavers stopped)
 //! checks the cluster every [`CHECK_EVERY`] with a [`Census`] until every running node holds
 //! exactly the expected clients, or the convergence timeout passes. The last check gives
 //! the fault's lost and returned counts (0 once converged), the largest counts seen over
@@ -29,6 +32,9 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// How long a freeze may take to hold every thread of a node.
 const FREEZE_WITHIN: Duration = Duration::from_secs(5);
+
+/// How often a leave looks whether its nodes have handed everything over.
+const HANDOVER_POLL: Duration = Duration::from_millis(20);
 
 /// The run's counters at one instant.
 #[derive(Clone, Debug, Default)]
@@ -62,6 +68,8 @@ struct Live {
     gave_up: Option<Instant>,
     window_end: Option<(Instant, Counters)>,
     failed: Option<String>,
+    /// The nodes a join started or a leave stopped (0-based).
+    nodes: Vec<usize>,
 }
 
 impl Live {
@@ -121,6 +129,7 @@ pub async fn run_schedule(chaos: Chaos<'_>, mut phase: watch::Receiver<Phase>) -
                 gave_up: None,
                 window_end: None,
                 failed: None,
+                nodes: Vec::new(),
             })
             .collect(),
         hold_start: None,
@@ -275,7 +284,10 @@ async fn apply(chaos: &Chaos<'_>, faults: &mut [Live], step: Step) {
     let cluster = chaos.cluster;
     let started = Instant::now();
     let counters = Counters::now(&chaos.shared);
+    let mut changed = Vec::new();
     let result: Result<(), String> = match (f.action, step.start) {
+        (Action::Join, _) => join(chaos, f.node, &mut changed).await,
+        (Action::Leave, _) => leave(chaos, f.node, &mut changed).await,
         (Action::Kill, _) => {
             cluster.kill(i);
             mark(&chaos.shared, started, &format!("kill node {node}"));
@@ -313,6 +325,7 @@ async fn apply(chaos: &Chaos<'_>, faults: &mut [Live], step: Step) {
     };
     let action = f.action;
     let live = &mut faults[step.fault];
+    live.nodes = changed;
     if let Err(e) = result {
         eprintln!("loadgen: --chaos {}: {e}", live.fault.entry);
         live.failed = Some(e);
@@ -324,6 +337,11 @@ async fn apply(chaos: &Chaos<'_>, faults: &mut [Live], step: Step) {
     }
     match (action, step.start) {
         (Action::Kill, _) => live.reference = Some(started),
+        (Action::Join | Action::Leave, _) => {
+            let done = Instant::now();
+            live.ended = Some(done);
+            live.reference = Some(done);
+        }
         (Action::Restart, _) => {
             live.ended = Some(started);
             live.reference = Some(started);
@@ -341,6 +359,127 @@ async fn apply(chaos: &Chaos<'_>, faults: &mut [Live], step: Step) {
             live.reference = Some(started);
         }
     }
+}
+
+/// Node numbers (1-based) for messages and marks, e.g. `4, 5`.
+fn numbers(nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|i| (i + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `join:N`: the N lowest-numbered nodes that are neither members nor running join: the
+/// members file names them, then they start (each loads a snapshot from a member).
+async fn join(chaos: &Chaos<'_>, n: usize, changed: &mut Vec<usize>) -> Result<(), String> {
+    let cluster = chaos.cluster;
+    let mut members = cluster.member_nodes();
+    let new: Vec<usize> = (0..cluster.len())
+        .filter(|i| !members.contains(i) && !cluster.is_running(*i))
+        .take(n)
+        .collect();
+    if new.len() < n {
+        return Err(format!(
+            "only {} of the cluster's {} nodes are free to join",
+            new.len(),
+            cluster.len()
+        ));
+    }
+    members.extend(&new);
+    members.sort_unstable();
+    cluster
+        .write_members(&members)
+        .map_err(|e| format!("cannot rewrite the members file: {e:#}"))?;
+    mark(
+        &chaos.shared,
+        Instant::now(),
+        &format!("join node{} {}", plural(n), numbers(&new)),
+    );
+    changed.extend(&new);
+    for &i in &new {
+        cluster
+            .restart(i)
+            .await
+            .map_err(|e| format!("node {} did not start: {e:#}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// `leave:N`: the N highest-numbered members leave: the members file no longer names
+/// them; once each has read it (it owns nothing then), has no client left to hand over and
+/// no sync pending to a member, and the members that stay have read it too, it stops
+/// (gracefully). Waits at most the convergence
+/// timeout for the handover, then stops them anyway and says so.
+async fn leave(chaos: &Chaos<'_>, n: usize, changed: &mut Vec<usize>) -> Result<(), String> {
+    let cluster = chaos.cluster;
+    let mut members = cluster.member_nodes();
+    if members.len() <= n {
+        return Err(format!(
+            "the cluster has {} members: {n} cannot leave",
+            members.len()
+        ));
+    }
+    let gone = members.split_off(members.len() - n);
+    cluster
+        .write_members(&members)
+        .map_err(|e| format!("cannot rewrite the members file: {e:#}"))?;
+    mark(
+        &chaos.shared,
+        Instant::now(),
+        &format!("leave node{} {}", plural(n), numbers(&gone)),
+    );
+    changed.extend(&gone);
+    let deadline = Instant::now() + chaos.converge_timeout;
+    let handed_over = |i: usize| {
+        cluster.node(i).is_none_or(|node| {
+            let list = node.members();
+            list.is_leaving()
+                && node.owned_clients() == 0
+                && list.peers().all(|p| node.pending_sync(p) == 0)
+        })
+    };
+    // The members that stay have read the new list too (they route nothing to the
+    // leavers any more).
+    let read = || {
+        members.iter().all(|&m| {
+            cluster
+                .node(m)
+                .is_none_or(|node| node.members().len() == members.len())
+        })
+    };
+    let mut late = None;
+    while !(read() && gone.iter().all(|&i| handed_over(i))) {
+        if Instant::now() >= deadline {
+            let waiting: Vec<usize> = gone.iter().copied().filter(|&i| !handed_over(i)).collect();
+            late = Some(format!(
+                "node{} {} had not handed over within {:?}; stopped anyway",
+                plural(waiting.len()),
+                numbers(&waiting),
+                chaos.converge_timeout
+            ));
+            break;
+        }
+        tokio::time::sleep(HANDOVER_POLL).await;
+    }
+    // Like a load balancer taking a drained node out: its clients go elsewhere, then it
+    // stops.
+    for &i in &gone {
+        chaos.shared.leave(i);
+    }
+    for &i in &gone {
+        cluster.stop(i).await;
+    }
+    mark(
+        &chaos.shared,
+        Instant::now(),
+        &format!("node{} {} stopped", plural(n), numbers(&gone)),
+    );
+    late.map_or(Ok(()), Err)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 impl Outcome {
@@ -379,6 +518,7 @@ impl Outcome {
                     entry: f.fault.entry.clone(),
                     action: f.fault.action.name().to_owned(),
                     node: f.fault.node,
+                    nodes: f.nodes.iter().map(|i| i + 1).collect(),
                     scheduled_s: f.fault.at.as_secs_f64(),
                     start_s,
                     end_s,

@@ -1,12 +1,17 @@
 //! The `--chaos` schedule: its syntax and its checks.
 //!
 //! A schedule is a comma-separated list of entries `kill:N@T`, `restart:N@T`,
-//! `partition:N@T1-T2` and `pause:N@T1-T2`. `N` is a node number from 1 (the first node of
-//! the embedded cluster) to `--nodes`; times are durations (`500ms`, `20s`, `1m`) from the
-//! start of the hold phase (every client registered). [`Schedule::parse`] checks the
-//! syntax; [`Schedule::check`] checks the schedule against the run: nodes in range, every
-//! fault inside the hold phase, a restart only of a killed node, no two faults of one node
-//! at once, and at least one node running at any time.
+//! `partition:N@T1-T2` and `pause:N@T1-T2`, where `N` is a node number from 1 (the first
+//! node of the embedded cluster) to `--nodes`, and the membership changes `join:N@T` and
+//! `leave:N@T`, where `N` is a number of nodes (start N new nodes and add them to the
+//! member list; take the N highest-numbered members out of it, let them hand over, stop
+//! them). Times are durations (`500ms`, `20s`, `1m`) from the start of the hold phase
+//! (every client registered). [`Schedule::parse`] checks the syntax; [`Schedule::check`]
+//! checks the schedule against the run: nodes in range, every fault inside the hold phase,
+//! a restart only of a killed node, no two faults of one node at once, at least one node
+//! running and one member at any time, at most [`MAX_NODES`] nodes in all, and membership
+//! changes not mixed with node faults (a leave picks its nodes by number, which a kill or
+//! a partition of the same node would contradict).
 
 use std::fmt;
 use std::time::Duration;
@@ -24,7 +29,14 @@ pub enum Action {
     Partition,
     /// Freeze the node, as `kill -STOP` then `kill -CONT` would.
     Pause,
+    /// Start N new nodes and add them to every node's member list.
+    Join,
+    /// Take N members out of the list, let them hand over, then stop them.
+    Leave,
 }
+
+/// The most nodes a run may have, those that join included (as `--nodes`).
+pub const MAX_NODES: usize = 32;
 
 impl Action {
     /// Its name in a schedule.
@@ -34,7 +46,14 @@ impl Action {
             Action::Restart => "restart",
             Action::Partition => "partition",
             Action::Pause => "pause",
+            Action::Join => "join",
+            Action::Leave => "leave",
         }
+    }
+
+    /// Whether it changes the member list (its `N` is a number of nodes, not a node).
+    pub fn changes_members(self) -> bool {
+        matches!(self, Action::Join | Action::Leave)
     }
 
     /// Whether the entry takes a window `T1-T2` (otherwise an instant `T`).
@@ -48,6 +67,8 @@ impl Action {
             Action::Restart,
             Action::Partition,
             Action::Pause,
+            Action::Join,
+            Action::Leave,
         ]
         .into_iter()
         .find(|a| a.name() == s)
@@ -67,7 +88,7 @@ pub struct Fault {
     pub entry: String,
     /// What happens.
     pub action: Action,
-    /// The node, 1-based as written.
+    /// The node, 1-based as written (for join and leave: the number of nodes).
     pub node: usize,
     /// When it happens, from the start of the hold phase.
     pub at: Duration,
@@ -81,9 +102,14 @@ impl Fault {
         self.node.saturating_sub(1)
     }
 
-    /// A label for charts and tables, e.g. `pause node 3`.
+    /// A label for charts and tables, e.g. `pause node 3`, `join 2 nodes`.
     pub fn label(&self) -> String {
-        format!("{} node {}", self.action, self.node)
+        if self.action.changes_members() {
+            let s = if self.node == 1 { "" } else { "s" };
+            format!("{} {} node{s}", self.action, self.node)
+        } else {
+            format!("{} node {}", self.action, self.node)
+        }
     }
 }
 
@@ -118,21 +144,28 @@ impl Schedule {
             })?;
             let action = Action::parse(action.trim()).ok_or_else(|| {
                 at(format!(
-                    "unknown action {:?} (kill, restart, partition or pause)",
+                    "unknown action {:?} (kill, restart, partition, pause, join or leave)",
                     action.trim()
                 ))
             })?;
             let (node, when) = rest
                 .split_once('@')
                 .ok_or_else(|| at("missing @TIME after the node number".into()))?;
-            let node: usize = node.trim().parse().map_err(|_| {
-                at(format!(
-                    "{:?} is not a node number (1, 2, ...)",
-                    node.trim()
-                ))
-            })?;
+            let what = if action.changes_members() {
+                "a number of nodes"
+            } else {
+                "a node number"
+            };
+            let node: usize = node
+                .trim()
+                .parse()
+                .map_err(|_| at(format!("{:?} is not {what} (1, 2, ...)", node.trim())))?;
             if node == 0 {
-                return Err(at("node numbers start at 1".into()));
+                return Err(at(if action.changes_members() {
+                    format!("{action} takes a number of nodes from 1")
+                } else {
+                    "node numbers start at 1".into()
+                }));
             }
             let (start, until) = match (action.has_window(), when.split_once('-')) {
                 (true, Some((a, b))) => {
@@ -175,13 +208,62 @@ impl Schedule {
     /// in `1..=nodes`, every fault starting before and ending by the end of the hold, a
     /// restart only of a node killed before, a kill only of a running node, no two faults
     /// of one node overlapping (a killed node is under its kill until its restart), and
-    /// never every node down at once.
+    /// never every node down at once. Membership changes: not mixed with node faults, at
+    /// least one member left by every leave, at most [`MAX_NODES`] nodes in all.
     pub fn check(&self, nodes: usize, hold: Duration) -> Result<(), String> {
         let err = |f: &Fault, reason: String| format!("--chaos: entry {:?}: {reason}", f.entry);
+        let (changes, node_faults): (Vec<&Fault>, Vec<&Fault>) =
+            self.faults.iter().partition(|f| f.action.changes_members());
+        if let (Some(c), Some(f)) = (changes.first(), node_faults.first()) {
+            return Err(err(
+                c,
+                format!(
+                    "join and leave cannot be mixed with {} in one schedule (a leave picks its \
+                     nodes by number)",
+                    f.action
+                ),
+            ));
+        }
+        let mut members = nodes;
+        for f in &changes {
+            if f.at >= hold {
+                return Err(err(
+                    f,
+                    format!(
+                        "starts at {}, not before the end of the hold phase (--duration {})",
+                        secs(f.at),
+                        secs(hold)
+                    ),
+                ));
+            }
+            if f.action == Action::Leave {
+                if f.node >= members {
+                    return Err(err(
+                        f,
+                        format!(
+                            "leaves no member: the cluster has {members} then (--nodes and \
+                             the joins before)"
+                        ),
+                    ));
+                }
+                members -= f.node;
+            } else {
+                members += f.node;
+            }
+        }
+        let total = nodes + self.joined();
+        if let Some(last_join) = changes.iter().rev().find(|f| f.action == Action::Join)
+            && total > MAX_NODES
+        {
+            return Err(err(
+                last_join,
+                format!("{total} nodes in all (--nodes and every join): at most {MAX_NODES}"),
+            ));
+        }
         // The window each fault keeps its node busy: a kill until its restart (or the end).
         let mut busy: Vec<(usize, Duration, Duration, &Fault)> = Vec::new();
         let mut killed: Vec<Option<usize>> = vec![None; nodes];
-        for f in &self.faults {
+        for f in node_faults {
             if f.node > nodes {
                 return Err(err(
                     f,
@@ -240,6 +322,7 @@ impl Schedule {
                 Action::Partition | Action::Pause => {
                     busy.push((i, f.at, f.until.unwrap_or(hold), f));
                 }
+                Action::Join | Action::Leave => {}
             }
         }
         for (a, x) in busy.iter().enumerate() {
@@ -267,6 +350,20 @@ impl Schedule {
             }
         }
         Ok(())
+    }
+
+    /// How many nodes the joins start in all (the cluster reserves their ports).
+    pub fn joined(&self) -> usize {
+        self.faults
+            .iter()
+            .filter(|f| f.action == Action::Join)
+            .map(|f| f.node)
+            .sum()
+    }
+
+    /// Whether the schedule changes the member list (the nodes then read it from a file).
+    pub fn changes_members(&self) -> bool {
+        self.faults.iter().any(|f| f.action.changes_members())
     }
 }
 
@@ -402,5 +499,73 @@ mod tests {
         .expect("touching windows and separate nodes are fine");
         // A kill without a restart lasts to the end, and two nodes of three may be down.
         checked("kill:1@1s,kill:2@2s", 3, 60).expect("one node left");
+    }
+
+    #[test]
+    fn parses_joins_and_leaves_as_numbers_of_nodes() {
+        let sch = checked("leave:3@20s, join:2@5s", 3, 30).expect("valid");
+        let got: Vec<(Action, usize, Duration)> = sch
+            .faults
+            .iter()
+            .map(|f| (f.action, f.node, f.at))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(Action::Join, 2, s(5)), (Action::Leave, 3, s(20))]
+        );
+        assert_eq!(sch.joined(), 2);
+        assert!(sch.changes_members());
+        assert_eq!(sch.faults[0].label(), "join 2 nodes");
+        assert_eq!(
+            Schedule::parse("leave:1@1s").expect("one").faults[0].label(),
+            "leave 1 node"
+        );
+        assert!(
+            !Schedule::parse("kill:1@1s")
+                .expect("kill")
+                .changes_members()
+        );
+        // Several joins and leaves, down to one member.
+        checked("join:1@1s,join:1@2s,leave:4@3s,join:26@4s", 3, 10).expect("valid");
+    }
+
+    #[test]
+    fn rejects_bad_membership_changes_with_the_entry_and_the_reason() {
+        let cases = [
+            (
+                "join:0@2s",
+                "join:0@2s",
+                "join takes a number of nodes from 1",
+            ),
+            ("leave:x@2s", "leave:x@2s", "\"x\" is not a number of nodes"),
+            ("join:1@5s-6s", "join:1@5s-6s", "takes one time"),
+            (
+                "leave:3@2s",
+                "leave:3@2s",
+                "leaves no member: the cluster has 3",
+            ),
+            (
+                "join:1@1s,leave:2@2s,leave:2@3s",
+                "leave:2@3s",
+                "leaves no member: the cluster has 2",
+            ),
+            ("join:30@1s", "join:30@1s", "33 nodes in all"),
+            (
+                "join:1@60s",
+                "join:1@60s",
+                "not before the end of the hold phase",
+            ),
+            (
+                "kill:1@1s,join:1@2s",
+                "join:1@2s",
+                "cannot be mixed with kill",
+            ),
+        ];
+        for (text, entry, reason) in cases {
+            let e = checked(text, 3, 60).expect_err(text);
+            assert!(e.starts_with("--chaos: entry"), "{text}: {e}");
+            assert!(e.contains(entry), "{text}: {e} should name {entry}");
+            assert!(e.contains(reason), "{text}: {e} should say {reason}");
+        }
     }
 }

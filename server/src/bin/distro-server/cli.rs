@@ -63,6 +63,10 @@ pub(crate) struct Cli {
     /// How often --members-dns is resolved again.
     #[arg(long, env = "DISTRO_MEMBERS_DNS_INTERVAL", default_value = "5s", value_parser = duration)]
     members_dns_interval: Duration,
+    /// With --members-dns: ask this DNS server (IP:PORT, over UDP, A records) instead of
+    /// the system's resolver.
+    #[arg(long, env = "DISTRO_MEMBERS_DNS_SERVER", requires = "members_dns")]
+    members_dns_server: Option<std::net::SocketAddr>,
     /// Distinct member addresses this node can know over its life (members that join
     /// and leave included); each costs a row of the per-member tables.
     #[arg(long, env = "DISTRO_MEMBER_SLOTS", default_value_t = distro_core::member::DEFAULT_MEMBER_SLOTS)]
@@ -327,6 +331,7 @@ impl Cli {
             let port = self.port;
             members_dns_at_start.extend(crate::members_dns::resolve_members(
                 spec,
+                self.members_dns_server,
                 self.members_dns_expect,
                 self.members_dns_timeout,
                 |a| a.port() == port && std::net::UdpSocket::bind((a.ip(), 0)).is_ok(),
@@ -392,6 +397,7 @@ impl Cli {
             members_file_interval: self.members_file_interval,
             members_dns: self.members_dns,
             members_dns_at_start,
+            members_dns_server: self.members_dns_server,
             members_dns_interval: self.members_dns_interval,
             member_slots: self.member_slots,
             protocol,

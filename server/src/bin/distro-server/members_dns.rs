@@ -7,7 +7,8 @@
 //! until it returns at least `expect` addresses, one of them this machine's, or until
 //! `timeout` passes; then the node starts with what the name gave last. While the node
 //! runs, the name is resolved again periodically and the member list follows it
-//! (`distro_server::cluster::members_watch`).
+//! (`distro_server::cluster::members_watch`). With `--members-dns-server` the name is
+//! asked of that server (`distro_server::cluster::dns_query`), not the system's resolver.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -16,9 +17,11 @@ use std::time::{Duration, Instant};
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Resolves `spec` (NAME:PORT) into sorted, deduplicated `ip:port` member entries,
-/// waiting up to `timeout` for `expect` of them, one of them local (`is_local`).
+/// waiting up to `timeout` for `expect` of them, one of them local (`is_local`); asks
+/// `server` when given.
 pub(crate) fn resolve_members(
     spec: &str,
+    server: Option<SocketAddr>,
     expect: usize,
     timeout: Duration,
     is_local: impl Fn(&SocketAddr) -> bool,
@@ -35,9 +38,24 @@ pub(crate) fn resolve_members(
     let mut last_error = None;
     let mut found: Vec<SocketAddr> = Vec::new();
     loop {
-        match (host, port).to_socket_addrs() {
+        let resolved: Result<Vec<SocketAddr>, String> = match server {
+            None => (host, port)
+                .to_socket_addrs()
+                .map(Iterator::collect)
+                .map_err(|e| e.to_string()),
+            Some(_) if host.parse::<std::net::IpAddr>().is_ok() => (host, port)
+                .to_socket_addrs()
+                .map(Iterator::collect)
+                .map_err(|e| e.to_string()),
+            Some(s) => distro_server::cluster::dns_query::query_a_blocking(s, host).map(|ips| {
+                ips.into_iter()
+                    .map(|ip| SocketAddr::from((ip, port)))
+                    .collect()
+            }),
+        };
+        match resolved {
             Ok(addrs) => {
-                found = addrs.collect();
+                found = addrs;
                 found.sort();
                 found.dedup();
                 if found.len() >= expect && found.iter().any(&is_local) {
@@ -52,7 +70,7 @@ pub(crate) fn resolve_members(
         std::thread::sleep(RETRY);
     }
     if found.is_empty() {
-        let why = last_error.map_or_else(|| "no address".to_string(), |e| e.to_string());
+        let why = last_error.unwrap_or_else(|| "no address".to_string());
         anyhow::bail!("--members-dns {spec}: the name did not resolve within {timeout:?}: {why}");
     }
     if found.len() < expect {
@@ -72,7 +90,7 @@ mod tests {
 
     #[test]
     fn localhost_resolves_to_loopback_entries() {
-        let m = resolve_members("localhost:8848", 1, Duration::from_secs(5), |a| {
+        let m = resolve_members("localhost:8848", None, 1, Duration::from_secs(5), |a| {
             a.ip().is_loopback()
         })
         .unwrap();
@@ -92,7 +110,7 @@ mod tests {
             ("host:0", "1-65535"),
             ("host:http", "1-65535"),
         ] {
-            let e = resolve_members(spec, 1, Duration::ZERO, |_| true).unwrap_err();
+            let e = resolve_members(spec, None, 1, Duration::ZERO, |_| true).unwrap_err();
             let msg = e.to_string();
             assert!(
                 msg.contains("--members-dns") && msg.contains(why),
@@ -103,8 +121,10 @@ mod tests {
 
     #[test]
     fn a_name_that_does_not_resolve_is_an_error_after_the_timeout() {
-        let e =
-            resolve_members("no-such-host.invalid:8848", 1, Duration::ZERO, |_| true).unwrap_err();
+        let e = resolve_members("no-such-host.invalid:8848", None, 1, Duration::ZERO, |_| {
+            true
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("did not resolve"), "{e}");
     }
 }

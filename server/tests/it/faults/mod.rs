@@ -17,7 +17,7 @@
 mod check;
 mod load;
 mod net;
-mod procs;
+pub(crate) mod procs;
 mod report;
 
 use check::{check_all, describe, reader};

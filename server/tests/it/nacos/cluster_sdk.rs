@@ -33,7 +33,7 @@ fn node(c: &LocalCluster, i: usize) -> Arc<Node> {
 
 /// `(client id, owner)` of every connection client that publishes to `service` (namespace
 /// public, group DEFAULT_GROUP) in `node`'s registry.
-fn publishers(node: &Node, service: &str) -> Vec<(ClientId, MemberId)> {
+pub(crate) fn publishers(node: &Node, service: &str) -> Vec<(ClientId, MemberId)> {
     let mut v = Vec::new();
     node.registry().for_each(|c| {
         if c.id().kind() == ClientKind::Connection
@@ -49,7 +49,7 @@ fn publishers(node: &Node, service: &str) -> Vec<(ClientId, MemberId)> {
 }
 
 /// `ip:port` of every instance of `service` held by node `i`, sorted.
-fn held(c: &LocalCluster, i: usize, service: &str) -> Vec<String> {
+pub(crate) fn held(c: &LocalCluster, i: usize, service: &str) -> Vec<String> {
     let mut v: Vec<String> = node(c, i)
         .query(&distro_core::ServiceSpec::new("", "", service))
         .expect("valid service")
