@@ -464,6 +464,7 @@ fn a_replica_at_a_revision_of_a_previous_incarnation_gets_no_handover_grace() {
         new.registry().get(id.as_str()).is_none(),
         "dropped after the ordinary grace"
     );
+}
 
 /// Ticks `n` every 100 ms from `from` to `to` (ms), answering each probe with `probe`
 /// and failing each snapshot pull (as a peer that refuses the sender does).
