@@ -154,6 +154,12 @@ pub enum Command {
         /// The peer to load from.
         from: MemberId,
     },
+    /// The store freed a burst of clients, services and names and shrank its tables: ask
+    /// the allocator to give its free memory back to the operating system (the server's
+    /// `alloc-trim`). Sent by the periodic collection once at least
+    /// [`crate::node::RELEASE_AFTER_FREED`] things were freed and a round freed nothing
+    /// more, so once per burst, after it.
+    ReleaseMemory,
 }
 
 /// A chunk of a snapshot.

@@ -1,0 +1,81 @@
+//! Gives the allocator's free memory back to the operating system after the store shrank.
+//!
+//! The binaries allocate with mimalloc. mimalloc keeps the pages a thread freed in that
+//! thread's heap, and returns (purges) the ones it gave back to its arenas only on later
+//! allocations: a node that freed a burst of a million clients and then went idle keeps
+//! holding the memory. [`collect`] makes the calling thread's heap give back its free pages
+//! and purges the arenas of every thread; [`request`] asks every thread that calls
+//! [`collect_if_requested`] (the runtime's workers, from their park hook) to do the same
+//! once, the next time it is idle.
+//!
+//! This is the workspace's one unsafe call, kept in a crate of its own so that every
+//! other crate keeps `unsafe_code = "forbid"`.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Bumped by [`request`]; a thread that saw an older value collects.
+static REQUESTED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The last request this thread honoured.
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread's heap give its free pages back to the operating system and
+/// purges the free memory of mimalloc's arenas (which every thread's heap draws from).
+/// Costs time in proportion to the pages the thread holds: call it after a burst of
+/// frees, not per operation. Harmless when mimalloc is not the global allocator (it then
+/// collects its own, empty, heap).
+pub fn collect() {
+    // SAFETY: `mi_collect(bool force)` (mimalloc.h) takes no pointer and has no
+    // precondition: it frees only blocks and pages that are already free, of the calling
+    // thread's heap, and purges free arena memory, under mimalloc's own synchronization.
+    // mimalloc initializes itself on first use, so calling it before any allocation, from
+    // any thread, is valid. No Rust invariant is involved.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+}
+
+/// Asks every thread that calls [`collect_if_requested`] to [`collect`] once, and collects
+/// on the calling thread now.
+pub fn request() {
+    REQUESTED.fetch_add(1, Relaxed);
+    SEEN.with(|s| s.set(REQUESTED.load(Relaxed)));
+    collect();
+}
+
+/// [`collect`]s if a [`request`] came since this thread last did; one atomic load
+/// otherwise. Meant for a runtime's hook that runs when a worker thread goes idle
+/// (tokio's `on_thread_park`).
+pub fn collect_if_requested() {
+    let requested = REQUESTED.load(Relaxed);
+    if SEEN.with(|s| s.replace(requested)) != requested {
+        collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_honoured_once_per_thread() {
+        let before = REQUESTED.load(Relaxed);
+        request();
+        assert_eq!(REQUESTED.load(Relaxed), before + 1);
+        // This thread collected with the request: nothing more to do.
+        assert_eq!(SEEN.with(Cell::get), before + 1);
+        collect_if_requested();
+        // Another thread has not seen it yet, and honours it once.
+        std::thread::spawn(|| {
+            assert_ne!(SEEN.with(Cell::get), REQUESTED.load(Relaxed));
+            collect_if_requested();
+            assert_eq!(SEEN.with(Cell::get), REQUESTED.load(Relaxed));
+        })
+        .join()
+        .expect("thread");
+    }
+}
