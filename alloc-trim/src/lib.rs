@@ -8,11 +8,44 @@
 //! [`collect_if_requested`] (the runtime's workers, from their park hook) to do the same
 //! once, the next time it is idle.
 //!
+//! Before it collects, a thread runs the hooks registered with [`before_collect`]: the
+//! server's frees what its lock-free maps retired on that thread but had not freed yet
+//! (they free in batches per thread; a few entries left in each thread's batches of a
+//! thousand maps pin pages all over the heap).
+//!
 //! This is the workspace's one unsafe call, kept in a crate of its own so that every
 //! other crate keeps `unsafe_code = "forbid"`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Something to run on a thread before it collects.
+pub type Hook = dyn Fn() + Send + Sync;
+
+/// The hooks, held weakly: a hook whose owner dropped it is skipped and forgotten.
+static HOOKS: Mutex<Vec<Weak<Hook>>> = Mutex::new(Vec::new());
+
+/// Runs `hook` on every thread before it collects, for as long as the caller keeps it.
+pub fn before_collect(hook: &Arc<Hook>) {
+    HOOKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Arc::downgrade(hook));
+}
+
+fn run_hooks() {
+    let hooks: Vec<Arc<Hook>> = {
+        let mut all = HOOKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|h| h.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for hook in hooks {
+        hook();
+    }
+}
 
 /// Bumped by [`request`]; a thread that saw an older value collects.
 static REQUESTED: AtomicU64 = AtomicU64::new(0);
@@ -22,12 +55,13 @@ thread_local! {
     static SEEN: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Makes the calling thread's heap give its free pages back to the operating system and
-/// purges the free memory of mimalloc's arenas (which every thread's heap draws from).
-/// Costs time in proportion to the pages the thread holds: call it after a burst of
-/// frees, not per operation. Harmless when mimalloc is not the global allocator (it then
-/// collects its own, empty, heap).
+/// Runs the [`before_collect`] hooks, then makes the calling thread's heap give its free
+/// pages back to the operating system and purges the free memory of mimalloc's arenas
+/// (which every thread's heap draws from). Costs time in proportion to the pages the
+/// thread holds: call it after a burst of frees, not per operation. Harmless when mimalloc
+/// is not the global allocator (it then collects its own, empty, heap).
 pub fn collect() {
+    run_hooks();
     // SAFETY: `mi_collect(bool force)` (mimalloc.h) takes no pointer and has no
     // precondition: it frees only blocks and pages that are already free, of the calling
     // thread's heap, and purges free arena memory, under mimalloc's own synchronization.
@@ -60,6 +94,22 @@ pub fn collect_if_requested() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn hooks_run_before_a_collection_while_they_are_kept() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let hook: Arc<Hook> = Arc::new(move || {
+            counter.fetch_add(1, Relaxed);
+        });
+        before_collect(&hook);
+        collect();
+        assert_eq!(runs.load(Relaxed), 1);
+        drop(hook);
+        collect();
+        assert_eq!(runs.load(Relaxed), 1, "a dropped hook does not run");
+    }
 
     #[test]
     fn a_request_is_honoured_once_per_thread() {

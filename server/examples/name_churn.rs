@@ -173,7 +173,11 @@ async fn churn() -> anyhow::Result<()> {
     // seconds, so a count that stopped falling for 3 s alone is not the end).
     let mut last = usize::MAX;
     let mut steady_since = Instant::now();
+    let mut series = Vec::new();
     loop {
+        if series.len() < 1 + deregistered.elapsed().as_secs() as usize {
+            series.push(format!("{:.0}", rss_mib()));
+        }
         let names = registry.interner().len();
         if names < last {
             last = names;
@@ -202,6 +206,14 @@ async fn churn() -> anyhow::Result<()> {
         registry.tombstone_capacity(),
         deregistered.elapsed().as_secs_f64()
     );
+    println!(
+        "         RSS each second after the deregistrations, MiB: {}",
+        series.join(" ")
+    );
+    // An idle node a while later: what a worker parking, a later collection round or
+    // mimalloc's delayed purge still gave back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!("idle:    RSS {:8.1} MiB 10 s later", rss_mib());
     node.shutdown().await;
     Ok(())
 }
