@@ -158,7 +158,7 @@ pub enum Command {
     /// the allocator to give its free memory back to the operating system (the server's
     /// `alloc-trim`). Sent by the periodic collection once at least
     /// [`crate::node::RELEASE_AFTER_FREED`] things were freed and a round freed nothing
-    /// more, so once per burst, after it.
+    /// more, and again two rounds later: after a burst, not during it.
     ReleaseMemory,
 }
 
