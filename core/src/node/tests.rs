@@ -240,7 +240,7 @@ fn releases(cmds: &[Command]) -> usize {
 /// first round that frees nothing more, and once more two rounds later; not during the
 /// burst, and not for a few removals.
 #[test]
-fn a_burst_of_removals_asks_once_to_release_memory() {
+fn a_burst_of_removals_asks_to_release_memory_after_it() {
     let mut cfg = Config {
         shards: 64,
         ..Config::default()
