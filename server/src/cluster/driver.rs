@@ -180,6 +180,12 @@ impl Driver {
                 Command::ReleaseMemory => {
                     let start = Instant::now();
                     alloc_trim::request();
+                    // A worker that is asleep does not park again (and so run the park
+                    // hook) until it is woken: a task per worker wakes the idle ones to
+                    // steal it, and whichever worker runs one collects there.
+                    for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
+                        tokio::spawn(async { alloc_trim::collect_if_requested() });
+                    }
                     tracing::debug!(
                         millis = start.elapsed().as_millis() as u64,
                         "store shrank after a burst of removals: allocator collected"
