@@ -8,13 +8,13 @@
 //! ```
 //!
 //! The node keeps deletions' tombstones and empty services for 1 s here (60 s by default)
-//! so that the run takes seconds. What stays after that is what the store has not reclaimed
-//! yet (removed clients waiting in its reclamation batches: at most `--reclaim-batch`, 8, per
-//! shard map and thread that removed from it), the allocator's retained pages (mimalloc
-//! purges freed pages during later allocations; `MIMALLOC_PURGE_DELAY=0` purges at once)
-//! and the hash tables that do not shrink (the interner's set, the service index and the
-//! store's client maps; the tombstone tables do, and the last line says what they are sized
-//! for).
+//! so that the run takes seconds, and sends no heartbeats (their timeouts are an hour).
+//! Runs its runtime as `distro-server` does, with the park hook that gives the allocator's
+//! free pages back after a burst (`alloc-trim`). What stays after is what does not shrink:
+//! the service map and the store's client maps, sized for the peak (the interner's and
+//! the tombstone tables shrink; the last line but two says what they are sized for). The
+//! RSS each second after the deregistrations, and 10 s later, shows when memory came back.
+//! Figures: `results/memory.md`.
 
 use distro_server::proto::distro as pb;
 use distro_server::{Listeners, ServerConfig};
