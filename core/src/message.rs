@@ -158,6 +158,12 @@ pub enum Command {
         /// The peer to load from.
         from: MemberId,
     },
+    /// The store freed a burst of clients, services and names and shrank its tables: ask
+    /// the allocator to give its free memory back to the operating system (the server's
+    /// `alloc-trim`). Sent by the periodic collection once at least
+    /// [`crate::node::RELEASE_AFTER_FREED`] things were freed and a round freed nothing
+    /// more, and again two rounds later: after a burst, not during it.
+    ReleaseMemory,
 }
 
 /// A chunk of a snapshot.

@@ -7,9 +7,11 @@
 //! registering new service names, clusters or metadata keys does not grow the process
 //! without bound.
 
+use hashbrown::hash_table::{Entry, HashTable};
+use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -82,9 +84,22 @@ impl fmt::Display for Name {
     }
 }
 
-/// A concurrent set of interned strings. Lookups take no lock.
+/// Shards of the interner's set: a power of two, enough that threads interning at once
+/// rarely wait for each other.
+const SHARDS: usize = 64;
+
+/// A shard's table is shrunk when reclamation leaves it at most a quarter full (and it has
+/// room for more than this many names: small tables are not worth the rehash).
+const SHRINK_ABOVE: usize = 64;
+
+/// A concurrent set of interned strings: [`SHARDS`] hash tables, each behind its own
+/// mutex, chosen by the string's hash. Only writes intern (queries look names up in the
+/// store's maps, not here), and a lookup holds its shard's lock for one probe, so threads
+/// interning at once seldom meet. Unlike a lock-free table, a shard can shrink: after a
+/// burst of names came and went, [`Interner::reclaim`] gives the table back.
 pub struct Interner {
-    set: papaya::HashSet<Name, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+    shards: Box<[Mutex<HashTable<Name>>]>,
 }
 
 impl Default for Interner {
@@ -97,44 +112,64 @@ impl Interner {
     /// An empty interner.
     pub fn new() -> Self {
         Self {
-            set: papaya::HashSet::builder()
-                .hasher(foldhash::fast::RandomState::default())
-                .build(),
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
         }
+    }
+
+    fn hash(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    /// The shard of a hash: bits the table itself uses neither for its buckets (the low
+    /// ones) nor for its tags (the top seven).
+    fn shard(&self, hash: u64) -> &Mutex<HashTable<Name>> {
+        &self.shards[(hash >> 40) as usize & (SHARDS - 1)]
     }
 
     /// Returns the shared copy of `s`, inserting it on first use.
     pub fn intern(&self, s: &str) -> Name {
-        let set = self.set.pin();
-        if let Some(name) = set.get(s) {
-            return name.clone();
+        let hash = self.hash(s);
+        let mut table = self.shard(hash).lock();
+        match table.entry(hash, |n| n.as_str() == s, |n| self.hash(n)) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => e.insert(Name::new(s)).get().clone(),
         }
-        let name = Name::new(s);
-        set.insert(name.clone());
-        // Another thread may have inserted the same string first; return the stored copy.
-        set.get(s).cloned().unwrap_or(name)
     }
 
     /// Frees every interned name that nothing but the interner references; returns how
-    /// many. Lock-free next to [`Interner::intern`]: a name being handed out while it is
-    /// removed stays valid (the caller holds its own reference), and interning the same
-    /// string later makes a new copy; the two compare equal, since equality and hashing
-    /// are by content, so the only cost of that race is one duplicate string.
+    /// many. A shard left at most a quarter full is shrunk to twice what it holds, so a
+    /// burst of a million names leaves no table sized for them once they are gone. Each
+    /// shard is locked in turn: a name can only gain a holder through [`Interner::intern`],
+    /// under the same lock, so one counted unused here is unused.
     pub fn reclaim(&self) -> usize {
-        let set = self.set.pin();
-        let before = set.len();
-        set.retain(|name| Arc::strong_count(&name.0) > 1);
-        before.saturating_sub(set.len())
+        let mut freed = 0;
+        for shard in self.shards.iter() {
+            let mut table = shard.lock();
+            let before = table.len();
+            table.retain(|name| Arc::strong_count(&name.0) > 1);
+            freed += before - table.len();
+            if table.capacity() > SHRINK_ABOVE && table.len() <= table.capacity() / 4 {
+                let keep = table.len() * 2;
+                table.shrink_to(keep, |n| self.hash(n));
+            }
+        }
+        freed
+    }
+
+    /// Names the tables have room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().capacity()).sum()
     }
 
     /// Number of distinct strings interned.
     pub fn len(&self) -> usize {
-        self.set.len()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Whether nothing was interned yet.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.len() == 0
     }
 }
 
@@ -172,5 +207,29 @@ mod tests {
         // A reclaimed string interned again is a fresh copy that compares equal.
         let old = Name::new("service-1");
         assert_eq!(i.intern("service-1"), old);
+    }
+
+    #[test]
+    fn tables_shrink_once_a_burst_of_names_is_reclaimed() {
+        let i = Interner::new();
+        let kept: Vec<Name> = (0..100).map(|n| i.intern(&format!("kept-{n}"))).collect();
+        let burst: Vec<Name> = (0..100_000)
+            .map(|n| i.intern(&format!("burst-{n}")))
+            .collect();
+        assert!(i.capacity() >= 100_100);
+        drop(burst);
+        assert_eq!(i.reclaim(), 100_000);
+        assert_eq!(i.len(), 100);
+        // Each of the 64 shards keeps at most a small table.
+        assert!(
+            i.capacity() <= SHARDS * 2 * SHRINK_ABOVE,
+            "{}",
+            i.capacity()
+        );
+        // The names left are the ones handed out.
+        for (n, k) in kept.iter().enumerate() {
+            assert!(Arc::ptr_eq(&k.0, &i.intern(&format!("kept-{n}")).0));
+        }
+        assert_eq!(i.len(), 100);
     }
 }

@@ -149,7 +149,23 @@ struct Timers {
     next_gc: Option<Millis>,
     /// A second re-attribution pass after a routing change (see `Node::recompute_routing`).
     rehome_again: Option<Millis>,
+    /// Tombstones, services and names the collection freed since it last sent
+    /// [`Command::ReleaseMemory`].
+    freed_since_release: usize,
+    /// Collection rounds until [`Command::ReleaseMemory`] is sent once more after a burst
+    /// (0: none pending): the first release frees what the maps retired, which lets a
+    /// later round reclaim the names those entries held.
+    release_again_in: u8,
 }
+
+/// The periodic collection sends [`Command::ReleaseMemory`] once it freed at least this
+/// many tombstones, services and names together, at the first round that frees nothing
+/// more: after a burst, not during it, and not for the trickle of a steady state.
+pub const RELEASE_AFTER_FREED: usize = 10_000;
+
+/// Collection rounds after that release when it is sent once more: the first one frees
+/// the old client versions the maps retired, the next collection the names they held.
+const RELEASE_AGAIN_AFTER_ROUNDS: u8 = 2;
 
 /// A Distro node without I/O. See the module documentation.
 pub struct Node {
@@ -356,12 +372,25 @@ impl Node {
             self.check_heartbeats(now);
         }
         if gc {
-            self.registry.collect_tombstones(now);
-            self.registry
+            let mut freed = self.registry.collect_tombstones(now);
+            freed += self
+                .registry
                 .collect_empty_services(now, self.config.empty_service_ttl);
             // After the services: a collected index frees the names it held (once the
             // map's reclamation drops it, so possibly at a later round).
-            self.registry.reclaim_names();
+            freed += self.registry.reclaim_names();
+            let mut t = self.timers.lock();
+            t.freed_since_release += freed;
+            if freed == 0 && t.freed_since_release >= RELEASE_AFTER_FREED {
+                t.freed_since_release = 0;
+                t.release_again_in = RELEASE_AGAIN_AFTER_ROUNDS;
+                out.push(Command::ReleaseMemory);
+            } else if t.release_again_in > 0 {
+                t.release_again_in -= 1;
+                if t.release_again_in == 0 {
+                    out.push(Command::ReleaseMemory);
+                }
+            }
         }
         out
     }

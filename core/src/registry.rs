@@ -214,6 +214,19 @@ impl Registry {
         self.interner.reclaim()
     }
 
+    /// Frees what the store's lock-free maps retired on the calling thread but keep until
+    /// the thread's batch for that map fills (`Config::reclaim_batch`): after a burst of
+    /// removals, up to that many old client versions per map and thread, which pin the
+    /// pages they sit on and the names they use. Costs a process-wide memory barrier per
+    /// map (a thousand with the default shards): for after a burst, not per operation.
+    pub fn flush_retired(&self) {
+        use papaya::Guard as _;
+        for s in self.shards.iter() {
+            s.clients.guard().flush();
+        }
+        self.services.guard().flush();
+    }
+
     /// The interner for names stored in this registry.
     pub fn interner(&self) -> &Interner {
         &self.interner

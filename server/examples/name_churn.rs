@@ -8,13 +8,13 @@
 //! ```
 //!
 //! The node keeps deletions' tombstones and empty services for 1 s here (60 s by default)
-//! so that the run takes seconds. What stays after that is what the store has not reclaimed
-//! yet (removed clients waiting in its reclamation batches: at most `--reclaim-batch`, 8, per
-//! shard map and thread that removed from it), the allocator's retained pages (mimalloc
-//! purges freed pages during later allocations; `MIMALLOC_PURGE_DELAY=0` purges at once)
-//! and the hash tables that do not shrink (the interner's set, the service index and the
-//! store's client maps; the tombstone tables do, and the last line says what they are sized
-//! for).
+//! so that the run takes seconds, and sends no heartbeats (their timeouts are an hour).
+//! Runs its runtime as `distro-server` does, with the park hook that gives the allocator's
+//! free pages back after a burst (`alloc-trim`). What stays after is what does not shrink:
+//! the service map and the store's client maps, sized for the peak (the interner's and
+//! the tombstone tables shrink; the last line but two says what they are sized for). The
+//! RSS each second after the deregistrations, and 10 s later, shows when memory came back.
+//! Figures: `results/memory.md`.
 
 use distro_server::proto::distro as pb;
 use distro_server::{Listeners, ServerConfig};
@@ -93,8 +93,17 @@ async fn send_all(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // As distro-server builds its runtime: an idle worker gives the allocator's free
+    // pages back once after the store shrank.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(alloc_trim::collect_if_requested)
+        .build()?
+        .block_on(churn())
+}
+
+async fn churn() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let n: usize = args
         .next()
@@ -118,6 +127,11 @@ async fn main() -> anyhow::Result<()> {
     config.protocol.tombstone_ttl = 1_000;
     config.protocol.empty_service_ttl = 1_000;
     config.protocol.health_check_interval = 200;
+    // No heartbeats are sent: without these, on a slow machine the first clients would
+    // turn unhealthy and expire before the last registered, and the peak would not hold
+    // all of them.
+    config.protocol.heartbeat_timeout = 3_600_000;
+    config.protocol.delete_timeout = 3_600_000;
     config.protocol.reclaim_batch = reclaim_batch;
     config.protocol.max_clients = n.max(1);
     config.protocol.max_services_per_namespace = n.max(1);
@@ -159,7 +173,11 @@ async fn main() -> anyhow::Result<()> {
     // seconds, so a count that stopped falling for 3 s alone is not the end).
     let mut last = usize::MAX;
     let mut steady_since = Instant::now();
+    let mut series = Vec::new();
     loop {
+        if series.len() < 1 + deregistered.elapsed().as_secs() as usize {
+            series.push(format!("{:.0}", rss_mib()));
+        }
         let names = registry.interner().len();
         if names < last {
             last = names;
@@ -178,15 +196,24 @@ async fn main() -> anyhow::Result<()> {
     let stats = registry.stats();
     println!(
         "after:   RSS {after_rss:8.1} MiB, {last} names interned ({:.1} % of the peak's growth left; \
-         {} clients, {} services, {} tombstones held; the tombstone tables sized for {}; \
-         {:.0} s after the deregistrations)",
+         {} clients, {} services, {} tombstones held; the interner sized for {} names, the \
+         tombstone tables for {}; {:.0} s after the deregistrations)",
         100.0 * (after_rss - base_rss) / (peak_rss - base_rss).max(f64::MIN_POSITIVE),
         stats.clients,
         stats.services,
         stats.tombstones,
+        registry.interner().capacity(),
         registry.tombstone_capacity(),
         deregistered.elapsed().as_secs_f64()
     );
+    println!(
+        "         RSS each second after the deregistrations, MiB: {}",
+        series.join(" ")
+    );
+    // An idle node a while later: what a worker parking, a later collection round or
+    // mimalloc's delayed purge still gave back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!("idle:    RSS {:8.1} MiB 10 s later", rss_mib());
     node.shutdown().await;
     Ok(())
 }

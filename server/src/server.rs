@@ -364,6 +364,8 @@ pub struct RunningServer {
     sdk_addr: SocketAddr,
     cluster_addr: SocketAddr,
     flush: Duration,
+    /// Registered with `alloc_trim::before_collect`; runs while this is held.
+    _release_hook: Arc<alloc_trim::Hook>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -402,6 +404,17 @@ pub(crate) async fn start_with(
         );
     }
     let node = Arc::new(Node::new(config.protocol.clone(), members, clock())?);
+    // Before a thread gives memory back (after a burst of removals), it frees what the
+    // store's maps retired on it; kept as long as the server runs.
+    let release_hook: Arc<alloc_trim::Hook> = {
+        let node = Arc::downgrade(&node);
+        Arc::new(move || {
+            if let Some(node) = node.upgrade() {
+                node.registry().flush_retired();
+            }
+        })
+    };
+    alloc_trim::before_collect(&release_hook);
     let metrics = Arc::new(Metrics::default());
     let offset = config.peer_cluster_port_offset;
     let peers = Arc::new(PeerClients::new(
@@ -628,6 +641,7 @@ pub(crate) async fn start_with(
         sdk_addr,
         cluster_addr,
         flush: config.shutdown_flush,
+        _release_hook: release_hook,
     })
 }
 

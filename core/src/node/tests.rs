@@ -230,6 +230,63 @@ fn names_of_services_nobody_publishes_to_any_more_are_freed() {
     assert!(names < 300, "{names} names interned");
 }
 
+fn releases(cmds: &[Command]) -> usize {
+    cmds.iter()
+        .filter(|c| matches!(c, Command::ReleaseMemory))
+        .count()
+}
+
+/// After a burst of removals, the collection asks the runtime to give memory back at the
+/// first round that frees nothing more, and once more two rounds later; not during the
+/// burst, and not for a few removals.
+#[test]
+fn a_burst_of_removals_asks_to_release_memory_after_it() {
+    let mut cfg = Config {
+        shards: 64,
+        ..Config::default()
+    };
+    cfg.peer_timeout = 1_000;
+    cfg.tombstone_ttl = 1_000;
+    cfg.empty_service_ttl = 1_000;
+    cfg.health_check_interval = 100;
+    let me = "10.0.0.1:8848";
+    let n = Node::new(cfg, MemberList::new(me, &[me.to_string()]).unwrap(), 1_000).unwrap();
+    let mut now = 0;
+    let mut released = releases(&n.tick(now));
+    let burst = |n: &Node, count: usize, now: u64| {
+        for i in 0..count {
+            let ip = format!("10.{}.{}.1", i / 250, i % 250);
+            let id = ClientId::ip_port(&ip, 80);
+            let spec = InstanceSpec::new(&ip, 80);
+            let svc = ServiceSpec::new("", "", &format!("svc-{i}"));
+            n.register(&id, &svc, &spec, now).unwrap();
+            n.remove_client(&id, now);
+        }
+    };
+    // A few removals: nothing to release.
+    burst(&n, 100, now);
+    for _ in 0..50 {
+        now += 100;
+        released += releases(&n.tick(now));
+    }
+    assert_eq!(released, 0);
+    // A burst of 5,000 clients: 5,000 tombstones, services and 5,000 names at least.
+    burst(&n, 5_000, now);
+    let mut rounds = Vec::new();
+    for round in 0..50 {
+        now += 100;
+        if releases(&n.tick(now)) > 0 {
+            rounds.push(round);
+        }
+    }
+    // Once at the end of the burst, and once more two rounds later (for what the first
+    // release let the next collection free).
+    assert_eq!(rounds.len(), 2, "released at rounds {rounds:?}");
+    assert_eq!(rounds[1], rounds[0] + 2, "released at rounds {rounds:?}");
+    assert_eq!(n.registry().stats().tombstones, 0);
+    assert_eq!(n.registry().stats().services, 0);
+}
+
 /// A node of 3 with sync batches of at most `entries` clients, `inflight` in flight.
 fn small_batches(entries: usize, inflight: usize) -> Node {
     let addrs: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:8848")).collect();

@@ -470,9 +470,10 @@ fn concurrent_grouped_applies_converge_to_the_newest_states() {
 }
 
 /// After a burst of 20,000 services registered and deregistered, once the tombstones and
-/// the empty services expired, the tombstone tables are no longer sized for the burst.
+/// the empty services expired, neither the tombstone tables nor the interner's tables are
+/// sized for the burst any more.
 #[test]
-fn tombstone_tables_shrink_after_a_burst_expired() {
+fn tables_shrink_after_a_burst_expired() {
     let r = reg();
     let me = MemberId(0);
     let n = 20_000u32;
@@ -505,8 +506,15 @@ fn tombstone_tables_shrink_after_a_burst_expired() {
         r.tombstone_capacity()
     );
     assert_eq!(r.collect_empty_services(later, 0), 0, "first seen empty");
+    let names_capacity = r.interner().capacity();
+    assert!(names_capacity >= n as usize);
     assert_eq!(r.collect_empty_services(later + 1, 0), n as usize);
     r.reclaim_names();
     let left = r.interner().len();
     assert!(left < 100, "{left} names left");
+    assert!(
+        r.interner().capacity() <= names_capacity / 8,
+        "the interner has room for {} names (was {names_capacity})",
+        r.interner().capacity()
+    );
 }

@@ -192,6 +192,8 @@ impl SimCluster {
                     );
                     self.send_pull(load, SnapshotCursor::default());
                 }
+                // No allocator to trim in a simulation.
+                Command::ReleaseMemory => {}
             }
         }
     }

@@ -120,7 +120,7 @@ impl Driver {
                 .into_iter()
                 .filter_map(|c| match c {
                     Command::Send { to, request } => Some((to, request)),
-                    Command::LoadSnapshot { .. } => None,
+                    Command::LoadSnapshot { .. } | Command::ReleaseMemory => None,
                 })
                 .collect();
             if sends.is_empty() {
@@ -176,6 +176,20 @@ impl Driver {
                 Command::LoadSnapshot { from } => {
                     let me = self.clone();
                     tokio::spawn(async move { me.load(from).await });
+                }
+                Command::ReleaseMemory => {
+                    let start = Instant::now();
+                    alloc_trim::request();
+                    // A worker that is asleep does not park again (and so run the park
+                    // hook) until it is woken: a task per worker wakes the idle ones to
+                    // steal it, and whichever worker runs one collects there.
+                    for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
+                        tokio::spawn(async { alloc_trim::collect_if_requested() });
+                    }
+                    tracing::debug!(
+                        millis = start.elapsed().as_millis() as u64,
+                        "store shrank after a burst of removals: allocator collected"
+                    );
                 }
             }
         }

@@ -404,7 +404,7 @@ async fn idle_and_slow_keep_alive_connections_are_closed_busy_ones_stay() {
 /// tombstones and the empty services expire (here after half a second), except those of
 /// removed clients still waiting in the store's reclamation batches: at most
 /// `RETAINED_PER_SHARD_THREAD` per shard map and thread that removed from it (4 shards
-/// here; see the README, Security). The 1,000,000-name run with memory figures is
+/// here; see the README, Security); the interner's tables shrink with them. The 1,000,000-name run with memory figures is
 /// `cargo run --release -p distro-server --example name_churn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_of_deregistered_services_are_freed() {
@@ -477,6 +477,7 @@ async fn names_of_deregistered_services_are_freed() {
         names_full >= names_before + NAMES,
         "seed {seed}: {names_before} names before, {names_full} with {NAMES} services"
     );
+    let names_capacity_full = registry.interner().capacity();
     for batch in registrations.chunks(1000) {
         let r = client
             .deregister(pb::DeregisterRequest {
@@ -502,9 +503,16 @@ async fn names_of_deregistered_services_are_freed() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The interner's tables shrink with them, at the same collection.
+    let names_capacity_after = registry.interner().capacity();
     eprintln!(
         "seed {seed}: {names_before} names interned before, {names_full} with {NAMES} \
-         services, {names_after} after they were deregistered"
+         services, {names_after} after they were deregistered; the interner's tables had \
+         room for {names_capacity_full} names, then {names_capacity_after}"
+    );
+    assert!(
+        names_capacity_after <= names_capacity_full / 4,
+        "seed {seed}: the interner's tables still have room for {names_capacity_after} names"
     );
     assert_eq!(registry.namespace_service_count("public"), 0, "seed {seed}");
     s.shutdown().await;

@@ -67,6 +67,9 @@ fn main() -> std::process::ExitCode {
     tracing::info!(threads, "runtime worker threads");
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(threads);
+    // A worker going idle gives the allocator's free pages back once after the store
+    // shrank (see alloc_trim; one atomic load per park otherwise).
+    builder.on_thread_park(alloc_trim::collect_if_requested);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
