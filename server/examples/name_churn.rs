@@ -15,6 +15,10 @@
 //! the tombstone tables shrink; the last line but two says what they are sized for). The
 //! RSS each second after the deregistrations, and 10 s later, shows when memory came back.
 //! Figures: `results/memory.md`.
+//!
+//! With `NAME_CHURN_MAX_GROWTH_MIB=M` set, the run fails (exit 1) unless every name was
+//! reclaimed and the RSS 10 s after is within M MiB of the RSS before: `.ci/run` checks a
+//! run of 1,000,000 names that way.
 
 use distro_server::proto::distro as pb;
 use distro_server::{Listeners, ServerConfig};
@@ -213,7 +217,27 @@ async fn churn() -> anyhow::Result<()> {
     // An idle node a while later: what a worker parking, a later collection round or
     // mimalloc's delayed purge still gave back.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    println!("idle:    RSS {:8.1} MiB 10 s later", rss_mib());
+    let idle_rss = rss_mib();
+    println!("idle:    RSS {idle_rss:8.1} MiB 10 s later");
     node.shutdown().await;
+    if let Some(max) = std::env::var_os("NAME_CHURN_MAX_GROWTH_MIB") {
+        let max: f64 = max
+            .to_str()
+            .and_then(|m| m.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("NAME_CHURN_MAX_GROWTH_MIB: not a number of MiB"))?;
+        let growth = idle_rss - base_rss;
+        anyhow::ensure!(
+            last == base_names,
+            "{} names still interned after the churn (before: {base_names})",
+            last
+        );
+        anyhow::ensure!(
+            growth <= max,
+            "RSS 10 s after the churn is {growth:.1} MiB above the start, over the {max} MiB allowed"
+        );
+        println!(
+            "check:   RSS {growth:.1} MiB above the start (at most {max}), every name reclaimed"
+        );
+    }
     Ok(())
 }
