@@ -665,8 +665,10 @@ impl<P: Protocol> Lane<P> {
                 let from_beats = take.min(beats);
                 b.items.extend(self.beats[node].drain(..from_beats));
                 b.items.extend(self.queues[node].drain(..take - from_beats));
-                let taken = b.items.iter().filter(|i| i.kind == Kind::Query).count();
-                self.queries[node] -= taken;
+                if self.queries[node] > 0 {
+                    let taken = b.items.iter().filter(|i| i.kind == Kind::Query).count();
+                    self.queries[node] -= taken;
+                }
                 b.sent = now;
                 self.queued -= take;
                 self.queued_beats -= from_beats;

@@ -266,6 +266,26 @@ async fn lists(http: &reqwest::Client, i: usize, port: u16, members: &[usize]) -
     h["ready"] == true && got == want
 }
 
+/// Whether every node of `nodes` is ready and lists exactly `members`.
+async fn all_list(
+    http: &reqwest::Client,
+    nodes: std::ops::Range<usize>,
+    port: u16,
+    members: &[usize],
+) -> bool {
+    futures::future::join_all(nodes.map(|i| lists(http, i, port, members)))
+        .await
+        .into_iter()
+        .all(|b| b)
+}
+
+/// The log files of nodes 1..=n under `dir`.
+fn log_paths(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
+    (0..n)
+        .map(|i| dir.join(format!("node{}.log", i + 1)))
+        .collect()
+}
+
 async fn wait_for<F, Fut>(what: &str, deadline: Duration, logs: &[std::path::PathBuf], mut f: F)
 where
     F: FnMut() -> Fut,
@@ -364,19 +384,12 @@ async fn nodes_follow_a_dns_name_from_3_to_5_to_3_under_load() {
     for (i, p) in procs.iter_mut().enumerate().take(3) {
         *p = Some(Proc::start(i, port, 10, &dns_args(port, dns.addr, 3), &dir));
     }
-    let logs: Vec<std::path::PathBuf> = (0..5)
-        .map(|i| dir.join(format!("node{}.log", i + 1)))
-        .collect();
+    let logs: Vec<std::path::PathBuf> = log_paths(&dir, 5);
     wait_for(
         "3 nodes loaded, each listing 3",
         Duration::from_secs(30),
         &logs,
-        || async {
-            futures::future::join_all((0..3).map(|i| lists(&http, i, port, &[0, 1, 2])))
-                .await
-                .into_iter()
-                .all(|b| b)
-        },
+        || async { all_list(&http, 0..3, port, &[0, 1, 2]).await },
     )
     .await;
     let load = Arc::new(Load {
@@ -400,12 +413,7 @@ async fn nodes_follow_a_dns_name_from_3_to_5_to_3_under_load() {
         "5 nodes loaded, each listing 5",
         Duration::from_secs(30),
         &logs,
-        || async {
-            futures::future::join_all((0..5).map(|i| lists(&http, i, port, &all)))
-                .await
-                .into_iter()
-                .all(|b| b)
-        },
+        || async { all_list(&http, 0..5, port, &all).await },
     )
     .await;
     let joined_in = t.elapsed();
@@ -439,10 +447,7 @@ async fn nodes_follow_a_dns_name_from_3_to_5_to_3_under_load() {
         Duration::from_secs(30),
         &logs,
         || async {
-            let stay = futures::future::join_all((0..3).map(|i| lists(&http, i, port, &[0, 1, 2])))
-                .await
-                .into_iter()
-                .all(|b| b);
+            let stay = all_list(&http, 0..3, port, &[0, 1, 2]).await;
             let mut left = true;
             for i in 3..5 {
                 // A leaving node lists the members without itself and owns nothing.
@@ -526,9 +531,7 @@ async fn a_joiner_not_listed_yet_waits_for_a_snapshot_past_the_down_window() {
     let dns = TestDns::start(Vec::new()).await;
     dns.set(&[0, 1, 2]);
     let http = client();
-    let logs: Vec<std::path::PathBuf> = (0..4)
-        .map(|i| dir.join(format!("node{}.log", i + 1)))
-        .collect();
+    let logs: Vec<std::path::PathBuf> = log_paths(&dir, 4);
     let mut procs: Vec<Proc> = (0..3)
         .map(|i| Proc::start(i, port, 3, &dns_args(port, dns.addr, 3), &dir))
         .collect();
@@ -536,12 +539,7 @@ async fn a_joiner_not_listed_yet_waits_for_a_snapshot_past_the_down_window() {
         "3 nodes loaded, each listing 3",
         Duration::from_secs(30),
         &logs,
-        || async {
-            futures::future::join_all((0..3).map(|i| lists(&http, i, port, &[0, 1, 2])))
-                .await
-                .into_iter()
-                .all(|b| b)
-        },
+        || async { all_list(&http, 0..3, port, &[0, 1, 2]).await },
     )
     .await;
     for k in 0..50u32 {
@@ -588,12 +586,7 @@ async fn a_joiner_not_listed_yet_waits_for_a_snapshot_past_the_down_window() {
         "4 nodes loaded, each listing 4",
         Duration::from_secs(30),
         &logs,
-        || async {
-            futures::future::join_all((0..4).map(|i| lists(&http, i, port, &all)))
-                .await
-                .into_iter()
-                .all(|b| b)
-        },
+        || async { all_list(&http, 0..4, port, &all).await },
     )
     .await;
     let loaded_in = loaded_in.elapsed();

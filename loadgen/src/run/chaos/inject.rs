@@ -388,21 +388,35 @@ async fn join(chaos: &Chaos<'_>, n: usize, changed: &mut Vec<usize>) -> Result<(
     }
     members.extend(&new);
     members.sort_unstable();
-    cluster
-        .write_members(&members)
-        .map_err(|e| format!("cannot rewrite the members file: {e:#}"))?;
-    mark(
-        &chaos.shared,
-        Instant::now(),
-        &format!("join node{} {}", plural(n), numbers(&new)),
-    );
-    changed.extend(&new);
+    rewrite_members(chaos, &members, "join", &new, changed)?;
     for &i in &new {
         cluster
             .restart(i)
             .await
             .map_err(|e| format!("node {} did not start: {e:#}", i + 1))?;
     }
+    Ok(())
+}
+
+/// Writes `members` as the cluster's members file and marks the timeline with `what`
+/// (join, leave) and the nodes it moves, which are added to `changed`.
+fn rewrite_members(
+    chaos: &Chaos<'_>,
+    members: &[usize],
+    what: &str,
+    moved: &[usize],
+    changed: &mut Vec<usize>,
+) -> Result<(), String> {
+    chaos
+        .cluster
+        .write_members(members)
+        .map_err(|e| format!("cannot rewrite the members file: {e:#}"))?;
+    mark(
+        &chaos.shared,
+        Instant::now(),
+        &format!("{what} node{} {}", plural(moved.len()), numbers(moved)),
+    );
+    changed.extend(moved);
     Ok(())
 }
 
@@ -421,15 +435,7 @@ async fn leave(chaos: &Chaos<'_>, n: usize, changed: &mut Vec<usize>) -> Result<
         ));
     }
     let gone = members.split_off(members.len() - n);
-    cluster
-        .write_members(&members)
-        .map_err(|e| format!("cannot rewrite the members file: {e:#}"))?;
-    mark(
-        &chaos.shared,
-        Instant::now(),
-        &format!("leave node{} {}", plural(n), numbers(&gone)),
-    );
-    changed.extend(&gone);
+    rewrite_members(chaos, &members, "leave", &gone, changed)?;
     let deadline = Instant::now() + chaos.converge_timeout;
     let handed_over = |i: usize| {
         cluster.node(i).is_none_or(|node| {
