@@ -27,7 +27,8 @@
 //! removed.
 //!
 //! The parts: [`config`] says what a run does, [`driver`] holds the lanes that simulate
-//! the clients, [`markers`] the replication probes and push measurements, [`chaos`] the
+//! the clients (woken on time by [`pacer`] when their queries are due every few hundred
+//! microseconds), [`markers`] the replication probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
 //! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
@@ -45,6 +46,7 @@ pub mod interrupt;
 pub mod markers;
 pub(crate) mod member_processes;
 pub mod outages;
+pub mod pacer;
 pub mod preflight;
 pub mod server_usage;
 pub mod systems;
@@ -695,6 +697,20 @@ impl<'a, P: Protocol> Run<'a, P> {
             max_lag: config.max_lag,
             retries: config.retries,
             linger: Duration::from_millis(2),
+            lanes,
+        };
+        // Queries of their own on an open schedule are paced by a thread of their own
+        // (tokio's timer would send them up to a millisecond late; see `run::pacer`).
+        let pacer = if lane_cfg.own_request_queries() {
+            match pacer::Pacer::start() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("loadgen: no pacer thread ({e}); lanes use tokio's timer");
+                    None
+                }
+            }
+        } else {
+            None
         };
         let drain = config.timeout + Duration::from_secs(1);
         let span = u64::from(slice.end - slice.start);
@@ -711,6 +727,7 @@ impl<'a, P: Protocol> Run<'a, P> {
                     lo..hi,
                     self.phase_rx.clone(),
                     drain,
+                    pacer.as_ref().map(pacer::Pacer::timer),
                 ))
             })
             .collect()

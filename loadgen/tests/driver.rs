@@ -1,5 +1,6 @@
 //! The driver end to end, against embedded clusters on loopback: a smoke run, a stalled
-//! node seen by the corrected latency only, two shards merged, and `loadgen check` exiting
+//! node seen by the corrected latency only (and by the service time too for queries sent
+//! at their instants), two shards merged, and `loadgen check` exiting
 //! non-zero on a regression.
 
 use std::path::Path;
@@ -91,23 +92,14 @@ async fn a_query_run_with_batch_asks_many_services_per_request() {
     assert!(q.ok >= 16, "{d}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_node_shows_in_corrected_latency_only() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// Runs `cfg` (its targets set here) against a 3-node cluster whose node 0 stalls for
+/// one second once every one of `clients` is held by every node.
+async fn run_through_a_stall(mut cfg: RunConfig, clients: u64) -> RunOutcome {
     let cluster = Arc::new(
         LocalCluster::start(3, ServerConfig::default(), 1)
             .await
             .expect("cluster"),
     );
-    let clients = 600;
-    let mut cfg = small(dir.path(), Scenario::Steady, clients);
-    cfg.duration = Duration::from_secs(6);
-    cfg.heartbeat = Duration::from_secs(1);
-    // Small batches, so that the requests caught in flight by the stall are few (at most
-    // batch x concurrency) even when a loaded machine makes every request slow.
-    cfg.connections = 1;
-    cfg.concurrency = 2;
-    cfg.batch = 32;
     cfg.targets = cluster.server_list();
     let pop = Arc::new(Population::new(SEED, clients, 50, 1, 0).expect("population"));
     let ctx = Context {
@@ -146,6 +138,25 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
         staller.await.expect("staller"),
         "the cluster never held every client"
     );
+    if let Ok(c) = Arc::try_unwrap(cluster) {
+        c.shutdown().await;
+    }
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_shows_in_corrected_latency_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clients = 600;
+    let mut cfg = small(dir.path(), Scenario::Steady, clients);
+    cfg.duration = Duration::from_secs(6);
+    cfg.heartbeat = Duration::from_secs(1);
+    // Small batches, so that the requests caught in flight by the stall are few (at most
+    // batch x concurrency) even when a loaded machine makes every request slow.
+    cfg.connections = 1;
+    cfg.concurrency = 2;
+    cfg.batch = 32;
+    let o = run_through_a_stall(cfg, clients).await;
     let d = describe(&o);
     let beat = o.summary.op(Op::Beat).expect("beat figures");
     let corrected = beat.latency(LatencyKind::Corrected).expect("corrected");
@@ -156,7 +167,7 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
     // were due. Only the batch in flight when the stall began had a long service time.
     // (A busy shared machine also makes some requests slow; those count in both kinds,
     // the stall only in the corrected one.)
-    let (slow_corrected, slow_uncorrected) = slow_beats(dir.path(), 500_000);
+    let (slow_corrected, slow_uncorrected) = slow(dir.path(), "beat", 500_000);
     assert!(
         slow_corrected >= 60,
         "{slow_corrected} beats >= 500 ms corrected\n{d}"
@@ -176,22 +187,51 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
         uncorrected.p99_us,
         corrected.p99_us
     );
-    if let Ok(c) = Arc::try_unwrap(cluster) {
-        c.shutdown().await;
-    }
 }
 
-/// Beats at or above `us` microseconds, corrected and uncorrected, from the run's
-/// interval log (whole histograms, not percentiles).
-fn slow_beats(dir: &Path, us: u64) -> (u64, u64) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_of_their_own_go_out_at_their_instant_through_a_stall() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clients = 600;
+    let mut cfg = small(dir.path(), Scenario::Query, clients);
+    cfg.duration = Duration::from_secs(6);
+    cfg.heartbeat = Duration::from_secs(1);
+    cfg.rate = Some(300.0);
+    // One lane, one request in flight per node for the closed model: the queries are
+    // open-model requests of their own and are not held to it.
+    cfg.connections = 1;
+    cfg.concurrency = 1;
+    let o = run_through_a_stall(cfg, clients).await;
+    let d = describe(&o);
+    assert_eq!(o.summary.totals.errors, 0, "{d}");
+    let q = o.summary.op(Op::Query).expect("query figures");
+    assert_eq!(q.model, loadgen::Model::Open, "{d}");
+    // A third of the queries go to node 0: in the stall's first half second about 50 are
+    // due, and each is sent when due, so it waits on the node: slow in service time as
+    // in corrected time. Held back by a one-request limit, all but one would have waited
+    // in loadgen instead, slow only in corrected time.
+    let (slow_corrected, slow_uncorrected) = slow(dir.path(), "query", 500_000);
+    assert!(
+        slow_corrected >= 20,
+        "{slow_corrected} queries >= 500 ms corrected\n{d}"
+    );
+    assert!(
+        slow_uncorrected * 10 >= slow_corrected * 8,
+        "{slow_uncorrected} queries >= 500 ms uncorrected, {slow_corrected} corrected\n{d}"
+    );
+}
+
+/// Operations `op` (its histograms' tag) at or above `us` microseconds, corrected and
+/// uncorrected, from the run's interval log (whole histograms, not percentiles).
+fn slow(dir: &Path, op: &str, us: u64) -> (u64, u64) {
     let log = loadgen::IntervalLog::open(&dir.join(loadgen::INTERVAL_LOG_FILE)).expect("hlog");
     let (mut c, mut u) = (0, 0);
     for h in log.intervals() {
         let h = h.expect("interval");
         let above = h.histogram.len() - h.histogram.count_between(0, us.saturating_sub(1));
-        match h.tag.as_deref() {
-            Some("beat.corrected") => c += above,
-            Some("beat.uncorrected") => u += above,
+        match h.tag.as_deref().and_then(|t| t.strip_prefix(op)) {
+            Some(".corrected") => c += above,
+            Some(".uncorrected") => u += above,
             _ => {}
         }
     }

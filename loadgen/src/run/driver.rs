@@ -46,6 +46,7 @@ use crate::measure::op::Op;
 use crate::measure::recorder::{Recorder, Sample};
 use crate::population::{Population, Rng};
 use crate::protocol::{Batch, Item, Kind, Outcome, Protocol};
+use crate::run::pacer::Timer;
 
 /// The phase of a run, broadcast to every task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,7 +185,27 @@ pub struct LaneConfig {
     /// Shortest wait between two sends to a node that has a partial batch (lets items
     /// gather into batches).
     pub linger: Duration,
+    /// Lanes of the run: each lane's open-model sources start `index / lanes` of an
+    /// interval after the hold begins, so the lanes' items interleave instead of falling
+    /// due together.
+    pub lanes: usize,
 }
+
+impl LaneConfig {
+    /// Whether queries go out as requests of their own on an open schedule (`--rate`
+    /// or `--query-rate` without `--batch`): each is then sent alone, at its instant.
+    pub fn own_request_queries(&self) -> bool {
+        self.query_window == 1 && self.query_rate > 0.0 && !self.closed_queries
+    }
+}
+
+/// Queries sent as requests of their own that one lane keeps in flight to one node at
+/// most. They are not held to `concurrency`, the closed model's limit: each stands for
+/// an independent client's request, due at its instant whatever else is in flight. The
+/// bound only keeps a system that stops answering from piling up requests without end
+/// (what waits for it counts in the corrected latency; what falls `max_lag` behind is
+/// dropped).
+const OWN_QUERIES_IN_FLIGHT: usize = 256;
 
 const NEW: u8 = 0;
 const JOINING: u8 = 1;
@@ -365,6 +386,9 @@ struct Lane<P: Protocol> {
     /// Heartbeats waiting.
     queued_beats: usize,
     inflight: Vec<usize>,
+    /// Per node: queries in flight as requests of their own (see
+    /// [`OWN_QUERIES_IN_FLIGHT`]); not counted in `inflight` or the window.
+    own_queries: Vec<usize>,
     window: Vec<Window>,
     /// When the lane saw [`Phase::Stop`] (items intended later are not measured).
     stopped_at: Option<Instant>,
@@ -530,16 +554,20 @@ impl<P: Protocol> Lane<P> {
             });
         }
         if let Phase::Hold(at) = phase {
+            // Lane `index` of `lanes` starts `index / lanes` of an interval late, so the
+            // lanes' items interleave evenly instead of falling due together.
+            let phase = self.index as f64 / self.cfg.lanes.max(1) as f64;
+            let start = |rate: f64| at + Duration::from_secs_f64(phase / rate);
             if self.query.is_none() && self.cfg.query_rate > 0.0 {
                 self.query = Some(Rate {
-                    start: at,
+                    start: start(self.cfg.query_rate),
                     rate: self.cfg.query_rate,
                     next: 0,
                 });
             }
             if self.churn.is_none() && self.cfg.churn_rate > 0.0 {
                 self.churn = Some(Rate {
-                    start: at,
+                    start: start(self.cfg.churn_rate),
                     rate: self.cfg.churn_rate,
                     next: 0,
                 });
@@ -640,10 +668,41 @@ impl<P: Protocol> Lane<P> {
                 }
             }
         }
+        let own_mode = self.cfg.own_request_queries();
         for node in 0..self.queues.len() {
             loop {
+                // A query sent as a request of its own goes out alone and at once: a batch
+                // completes with its slowest request, so a query batched with others would
+                // be timed by theirs.
+                if own_mode
+                    && self.own_queries[node] < OWN_QUERIES_IN_FLIGHT
+                    && self.queues[node]
+                        .front()
+                        .is_some_and(|i| i.kind == Kind::Query)
+                {
+                    let mut b = self.spare.pop().unwrap_or_else(|| Batch::new(node));
+                    b.node = node;
+                    b.items.clear();
+                    b.items.extend(self.queues[node].pop_front());
+                    b.sent = now;
+                    self.queries[node] -= 1;
+                    self.queued -= 1;
+                    self.own_queries[node] += 1;
+                    self.ready.push(b);
+                    continue;
+                }
                 let beats = self.beats[node].len();
-                let len = beats + self.queues[node].len();
+                // With queries of their own, a batch stops before the first query.
+                let others = if own_mode && self.queries[node] > 0 {
+                    self.queues[node]
+                        .iter()
+                        .take(self.cfg.batch)
+                        .take_while(|i| i.kind != Kind::Query)
+                        .count()
+                } else {
+                    self.queues[node].len()
+                };
+                let len = beats + others;
                 if len == 0 || self.inflight[node] >= self.cfg.concurrency {
                     break;
                 }
@@ -651,7 +710,8 @@ impl<P: Protocol> Lane<P> {
                 if take == 0 {
                     break;
                 }
-                let own_requests = self.cfg.query_window == 1 && self.queries[node] > 0;
+                let own_requests =
+                    !own_mode && self.cfg.query_window == 1 && self.queries[node] > 0;
                 if lingers(len, take, self.cfg.batch, own_requests) {
                     let due = self.last_send[node] + self.cfg.linger;
                     if due > now {
@@ -690,11 +750,18 @@ impl<P: Protocol> Lane<P> {
     /// Records a batch's outcomes and reacts: state changes, failover and retry, rejoin.
     fn complete(&mut self, mut b: Batch) {
         let now = Instant::now();
-        self.inflight[b.node] -= 1;
-        let congested = b.done.saturating_duration_since(b.sent) > self.cfg.congestion_latency
-            || b.outcomes.iter().any(|o| overload(*o));
-        if self.window[b.node].complete(b.items.len(), b.sent, now, congested) {
-            self.shared.window_cuts.fetch_add(1, Relaxed);
+        // In own-request mode no other batch holds a query (see `dispatch`).
+        let own_query =
+            self.cfg.own_request_queries() && b.items.len() == 1 && b.items[0].kind == Kind::Query;
+        if own_query {
+            self.own_queries[b.node] -= 1;
+        } else {
+            self.inflight[b.node] -= 1;
+            let congested = b.done.saturating_duration_since(b.sent) > self.cfg.congestion_latency
+                || b.outcomes.iter().any(|o| overload(*o));
+            if self.window[b.node].complete(b.items.len(), b.sent, now, congested) {
+                self.shared.window_cuts.fetch_add(1, Relaxed);
+            }
         }
         for (i, item) in b.items.iter().enumerate() {
             let outcome = b
@@ -823,7 +890,16 @@ pub async fn run_lane<P: Protocol>(
     range: Range<u32>,
     mut phase: watch::Receiver<Phase>,
     drain: Duration,
+    mut timer: Option<Timer>,
 ) {
+    // With a pacer timer the lane wakes within microseconds of an item's instant (queries
+    // due every few hundred microseconds); without, on tokio's millisecond timer, and at
+    // most every 500 µs (heartbeats and writes gather into batches anyway).
+    let floor = if timer.is_some() {
+        Duration::from_micros(20)
+    } else {
+        Duration::from_micros(500)
+    };
     let nodes = shared.nodes;
     let offset = range.start.saturating_sub(shared.first_client) as usize;
     let node = (range.start..range.end)
@@ -857,6 +933,7 @@ pub async fn run_lane<P: Protocol>(
         queued: 0,
         queued_beats: 0,
         inflight: vec![0; nodes],
+        own_queries: vec![0; nodes],
         window,
         stopped_at: None,
         last_send: vec![now; nodes],
@@ -893,7 +970,7 @@ pub async fn run_lane<P: Protocol>(
             .flatten()
             .min()
             .unwrap_or(now + Duration::from_millis(100))
-            .max(now + Duration::from_micros(500));
+            .max(now + floor);
         let wake = match stop_deadline {
             Some(d) => wake.min(d),
             None => wake,
@@ -906,7 +983,12 @@ pub async fn run_lane<P: Protocol>(
                     lane.complete(b);
                 }
             }
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = async {
+                match timer.as_mut() {
+                    Some(t) => t.sleep_until(wake).await,
+                    None => tokio::time::sleep_until(wake.into()).await,
+                }
+            } => {}
             r = phase.changed(), if lane.stopped_at.is_none() => {
                 if r.is_err() {
                     lane.stopped_at = Some(Instant::now());
