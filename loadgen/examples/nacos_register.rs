@@ -21,6 +21,9 @@
 //! limits (`batch_max_entries`, `batch_max_bytes`, `max_inflight_batches`) instead of the
 //! defaults, to measure the replication pipeline's widths.
 //!
+//! `--client-threads N` (default 2) sets the runtime threads of the load side (the SDK
+//! clients), which share the machine with the cluster.
+//!
 //! `--split 1` (Nacos only) runs the cluster in a child process: with both ends of every
 //! connection in one process, 10,000 connections need more than a 20,000 open-file limit.
 
@@ -48,6 +51,8 @@ struct Args {
     batch: usize,
     channels: usize,
     node_threads: usize,
+    /// Runtime threads of the load (client) side.
+    client_threads: usize,
     /// The nodes' SDK ports on one `SO_REUSEPORT` socket per node thread.
     sdk_reuseport: bool,
     /// The nodes' `reclaim_batch` (removed store entries a thread gathers per shard before
@@ -92,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
         batch: 500,
         channels: 8,
         node_threads: 1,
+        client_threads: 2,
         sdk_reuseport: false,
         reclaim_batch: distro_core::config::DEFAULT_RECLAIM_BATCH,
         split: false,
@@ -119,6 +125,7 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => a.batch = num()?.max(1),
             "--channels" => a.channels = num()?.max(1),
             "--node-threads" => a.node_threads = num()?.max(1),
+            "--client-threads" => a.client_threads = num()?.max(1),
             "--sdk-reuseport" => a.sdk_reuseport = num()? != 0,
             "--reclaim-batch" => a.reclaim_batch = num()?.max(1),
             "--split" => a.split = num()? != 0,
@@ -135,7 +142,7 @@ fn parse_args() -> Result<Args, String> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.client_threads)
         .enable_all()
         .build()?;
     rt.block_on(run(args))

@@ -20,13 +20,15 @@
 //!
 //! Files: `connection` (the per-connection loop and the routing), `unary` (the Nacos unary
 //! call), `bridge` (streams handed to tonic services), `keep_alive` (PINGs), `grpc` (the
-//! message frame, response heads and statuses).
+//! message frame, response heads and statuses), `wakeups` (the connection task's waker,
+//! which drops the wake-ups it gives itself).
 
 mod bridge;
 mod connection;
 mod grpc;
 mod keep_alive;
 mod unary;
+mod wakeups;
 
 use crate::admission::Admission;
 use crate::nacos::NacosFrontend;

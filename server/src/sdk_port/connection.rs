@@ -12,18 +12,25 @@
 //! reads. The native API's unary calls (register, query, query batch, ...) are polled by
 //! this task too, in a set of their own; only the long-lived streams (the Nacos
 //! bi-stream, the native watch) get a task each.
+//!
+//! Everything is polled with the waker of [`Wakeups`]: the wake-up h2 gives the task when
+//! an inline answer is queued is dropped (the next round of the loop writes the answer),
+//! so a call costs one poll of the task, not two.
 
 use crate::sdk_port::grpc::{self, Code, Status};
 use crate::sdk_port::keep_alive::KeepAlive;
 use crate::sdk_port::unary::{self, ReadMessage};
+use crate::sdk_port::wakeups::Wakeups;
 use crate::sdk_port::{Inner, bridge};
 use crate::tls::HANDSHAKE_TIMEOUT;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
+use h2::RecvStream;
+use h2::server::SendResponse;
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::server::TcpConnectInfo;
@@ -97,62 +104,110 @@ pub(crate) async fn serve<T>(
     // Made once (not per turn of the loop): it stays registered with the watch.
     let stop_signal = async move { stopped(&mut stop).await };
     tokio::pin!(stop_signal);
+    let (wakeups, waker) = Wakeups::new();
     loop {
-        tokio::select! {
-            biased;
-            Some((respond, read)) = reads.next(), if !reads.is_empty() => {
-                unary::answer(&port.nacos, peer, respond, read);
-            }
-            Some(()) = calls.next(), if !calls.is_empty() => {}
-            accepted = poll_fn(|cx| conn.poll_accept(cx)) => match accepted {
-                Some(Ok((request, respond))) => {
-                    let path = request.uri().path().as_bytes();
-                    if path == NACOS_UNARY {
-                        let body = request.into_body();
-                        let mut read = ReadMessage::new(body, respond, port.max_message_bytes);
-                        // Poll once right here: the body is usually in already.
-                        match poll_fn(|cx| Poll::Ready(read.poll_unpin(cx))).await {
-                            Poll::Ready((respond, r)) => unary::answer(&port.nacos, peer, respond, r),
-                            Poll::Pending => reads.push(read),
-                        }
-                    } else if port.bridged.iter().any(|p| path.starts_with(p)) {
-                        let long_lived = SPAWNED.contains(&path);
-                        let call = bridge::call(&port.routes, request, respond, &info);
-                        if long_lived {
-                            tokio::spawn(call);
-                        } else {
-                            calls.push(call);
-                        }
-                    } else {
-                        let status = Status::new(
-                            Code::Unimplemented,
-                            format!("this port serves no method {}", request.uri().path()),
-                        );
-                        grpc::refuse(respond, &status);
+        // In this order (the first ready wins), as a biased select; the task's own
+        // wake-ups are dropped (see `wakeups`), so nothing below may yield.
+        let event = poll_fn(|cx| {
+            wakeups.poll(cx, &waker, |cx| {
+                if !reads.is_empty()
+                    && let Poll::Ready(Some(r)) = reads.poll_next_unpin(cx)
+                {
+                    return Poll::Ready(Event::Read(r));
+                }
+                if !calls.is_empty() && calls.poll_next_unpin(cx).is_ready() {
+                    return Poll::Ready(Event::CallDone);
+                }
+                if let Poll::Ready(a) = conn.poll_accept(cx) {
+                    return Poll::Ready(Event::Accepted(a));
+                }
+                if keep_alive.poll_dead(cx).is_ready() {
+                    return Poll::Ready(Event::Dead);
+                }
+                if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Stop);
+                }
+                if stopping && grace.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::GraceOver);
+                }
+                Poll::Pending
+            })
+        })
+        .await;
+        match event {
+            Event::Read((respond, read)) => unary::answer(&port.nacos, peer, respond, read),
+            Event::CallDone => {}
+            Event::Accepted(Some(Ok((request, respond)))) => {
+                let path = request.uri().path().as_bytes();
+                if path == NACOS_UNARY {
+                    let body = request.into_body();
+                    let mut read = ReadMessage::new(body, respond, port.max_message_bytes);
+                    // Poll once right here: the body is usually in already.
+                    match read.poll_unpin(&mut Context::from_waker(&waker)) {
+                        Poll::Ready((respond, r)) => unary::answer(&port.nacos, peer, respond, r),
+                        Poll::Pending => reads.push(read),
                     }
+                } else if port.bridged.iter().any(|p| path.starts_with(p)) {
+                    let long_lived = SPAWNED.contains(&path);
+                    let call = bridge::call(&port.routes, request, respond, &info);
+                    if long_lived {
+                        tokio::spawn(call);
+                    } else {
+                        calls.push(call);
+                    }
+                } else {
+                    let status = Status::new(
+                        Code::Unimplemented,
+                        format!("this port serves no method {}", request.uri().path()),
+                    );
+                    grpc::refuse(respond, &status);
                 }
-                Some(Err(e)) => {
-                    tracing::debug!(?peer, error = %e, "SDK-port connection failed");
-                    break;
-                }
-                None => break,
-            },
-            _ = poll_fn(|cx| keep_alive.poll_dead(cx)) => {
+            }
+            Event::Accepted(Some(Err(e))) => {
+                tracing::debug!(?peer, error = %e, "SDK-port connection failed");
+                break;
+            }
+            Event::Accepted(None) => break,
+            Event::Dead => {
                 tracing::debug!(?peer, timeout = ?keep_alive.timeout(),
                     "SDK-port connection closed: no answer to a keep-alive PING");
                 break;
             }
-            () = &mut stop_signal, if !stopping => {
+            Event::Stop => {
                 stopping = true;
                 conn.graceful_shutdown();
-                grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                grace
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             }
-            () = &mut grace, if stopping => {
-                tracing::debug!(?peer, "SDK-port connection closed: streams still open after the shutdown grace");
+            Event::GraceOver => {
+                tracing::debug!(
+                    ?peer,
+                    "SDK-port connection closed: streams still open after the shutdown grace"
+                );
                 break;
             }
         }
     }
+}
+
+/// A stream the client opened: its request (head and body) and the handle to answer it.
+type Stream = (http::Request<RecvStream>, SendResponse<Bytes>);
+
+/// What the connection's task found ready, in [`serve`]'s loop.
+enum Event {
+    /// A pending unary read completed.
+    Read((SendResponse<Bytes>, unary::Read)),
+    /// A native unary call completed.
+    CallDone,
+    /// A new stream, the connection's failure, or its end.
+    Accepted(Option<Result<Stream, h2::Error>>),
+    /// A keep-alive PING went unanswered.
+    Dead,
+    /// The port is stopping.
+    Stop,
+    /// The shutdown grace is over.
+    GraceOver,
 }
 
 /// Completes once the port stops (or is gone).
