@@ -133,7 +133,7 @@ impl Node {
             c.publications()
                 .iter()
                 .find(|p| p.service.key().as_str() == key)
-                .cloned()
+                .map(|p| p.publication().clone())
         });
         let Some(p) = found else {
             return Ok(WriteResult::Unchanged);
