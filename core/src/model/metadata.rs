@@ -44,20 +44,26 @@ impl Metadata {
         interner: &Interner,
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
-        let mut v: SmallVec<[(&str, &str); 8]> = pairs.into_iter().collect();
+        let mut v: SmallVec<[(&str, &str); 4]> = pairs.into_iter().collect();
         if v.is_empty() {
             return Metadata(None);
         }
-        // Stable: of a repeated key, the last value stays last.
-        v.sort_by(|a, b| a.0.cmp(b.0));
-        let mut out: SmallVec<[(&str, &str); 8]> = SmallVec::with_capacity(v.len());
-        for (k, val) in v {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = val,
-                _ => out.push((k, val)),
+        // Maps usually arrive sorted with distinct keys (every peer sends them so).
+        if !v.is_sorted_by(|a, b| a.0 < b.0) {
+            // Stable: of a repeated key, the last value stays last, and is kept.
+            v.sort_by(|a, b| a.0.cmp(b.0));
+            let mut kept = 0;
+            for i in 0..v.len() {
+                if kept > 0 && v[kept - 1].0 == v[i].0 {
+                    v[kept - 1].1 = v[i].1;
+                } else {
+                    v[kept] = v[i];
+                    kept += 1;
+                }
             }
+            v.truncate(kept);
         }
-        Metadata(Some(interner.metadata().get(interner, &out)))
+        Metadata(Some(interner.metadata().get(interner, &v)))
     }
 
     /// The pairs, sorted by key.
