@@ -103,6 +103,9 @@ pub struct Interner {
     hasher: foldhash::fast::RandomState,
     shards: Box<[Mutex<HashTable<Name>>]>,
     metadata: MetadataTable,
+    /// `DEFAULT`, the cluster of nearly every instance, handed out without a lookup. Held
+    /// apart from the tables: it is never reclaimed and not counted.
+    default_cluster: Name,
 }
 
 impl Default for Interner {
@@ -118,7 +121,14 @@ impl Interner {
             hasher: foldhash::fast::RandomState::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
             metadata: MetadataTable::new(),
+            default_cluster: Name::new(crate::model::DEFAULT_CLUSTER),
         }
+    }
+
+    /// The default cluster's name, `DEFAULT` (equal to what [`Interner::intern`] returns
+    /// for it, without the lookup).
+    pub fn default_cluster(&self) -> Name {
+        self.default_cluster.clone()
     }
 
     /// The distinct metadata maps held (see [`MetadataTable`]).
@@ -195,6 +205,18 @@ mod tests {
         assert!(Arc::ptr_eq(&a.0, &b.0));
         assert_eq!(i.len(), 1);
         assert_eq!(a, Name::new("DEFAULT_GROUP"));
+    }
+
+    #[test]
+    fn the_default_cluster_needs_no_lookup_and_is_not_counted() {
+        let i = Interner::new();
+        let d = i.default_cluster();
+        assert_eq!(d, i.intern("DEFAULT"));
+        assert_eq!(d.as_str(), crate::model::DEFAULT_CLUSTER);
+        drop(d);
+        assert_eq!(i.reclaim(), 1);
+        assert!(i.is_empty());
+        assert_eq!(i.default_cluster().as_str(), "DEFAULT");
     }
 
     #[test]

@@ -253,10 +253,10 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         service: &Service,
     ) -> Result<Instance, ValidationError> {
         self.validate()?;
-        let cluster = if self.cluster.is_empty() {
-            DEFAULT_CLUSTER
+        let cluster = if self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER {
+            interner.default_cluster()
         } else {
-            self.cluster
+            interner.intern(self.cluster)
         };
         let mut inst = Instance {
             ip: compact_str::CompactString::from(self.ip),
@@ -264,7 +264,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
             weight: self.weight,
             healthy: self.healthy,
             enabled: self.enabled,
-            cluster: interner.intern(cluster),
+            cluster,
             metadata: Metadata::from_pairs(interner, self.metadata.clone()),
             custom_id: None,
         };
