@@ -12,7 +12,8 @@
 //!
 //! This file holds the defaults and reserved metadata keys; the types are one file per
 //! concept under `model/`: `service.rs` (services and their names), `instance.rs`
-//! (instances, metadata, field validation), `client.rs` (client ids and publications),
+//! (instances, field validation), `metadata.rs` (metadata maps, each distinct one stored
+//! once), `client.rs` (client ids and publications),
 //! `revision.rs` (the hybrid-clock revisions).
 
 /// Default namespace id.
@@ -32,15 +33,14 @@ pub const META_HEARTBEAT_INTERVAL: &str = "preserved.heart.beat.interval";
 
 mod client;
 mod instance;
+mod metadata;
 mod revision;
 mod service;
 #[cfg(test)]
 mod tests;
 
 pub use client::{ClientId, ClientKind, Instances, Publication};
-pub use instance::{
-    Instance, InstanceFields, InstanceSpec, Metadata, MetadataEntry, MetadataList,
-    check_cluster_name, validate_metadata,
-};
+pub use instance::{Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_metadata};
+pub use metadata::{Metadata, MetadataEntry, MetadataList, MetadataTable};
 pub use revision::Revision;
 pub use service::{Service, ServiceSpec};

@@ -5,8 +5,10 @@
 //! interner holds the only reference) is freed by [`Interner::reclaim`], which the node's
 //! periodic collection calls after it removed empty services: a client that keeps
 //! registering new service names, clusters or metadata keys does not grow the process
-//! without bound.
+//! without bound. The interner also holds the table of distinct metadata maps
+//! ([`MetadataTable`]), reclaimed in the same pass.
 
+use crate::model::MetadataTable;
 use hashbrown::hash_table::{Entry, HashTable};
 use parking_lot::Mutex;
 use std::borrow::Borrow;
@@ -100,6 +102,10 @@ const SHRINK_ABOVE: usize = 64;
 pub struct Interner {
     hasher: foldhash::fast::RandomState,
     shards: Box<[Mutex<HashTable<Name>>]>,
+    metadata: MetadataTable,
+    /// `DEFAULT`, the cluster of nearly every instance, handed out without a lookup. Held
+    /// apart from the tables: it is never reclaimed and not counted.
+    default_cluster: Name,
 }
 
 impl Default for Interner {
@@ -114,7 +120,20 @@ impl Interner {
         Self {
             hasher: foldhash::fast::RandomState::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            metadata: MetadataTable::new(),
+            default_cluster: Name::new(crate::model::DEFAULT_CLUSTER),
         }
+    }
+
+    /// The default cluster's name, `DEFAULT` (equal to what [`Interner::intern`] returns
+    /// for it, without the lookup).
+    pub fn default_cluster(&self) -> Name {
+        self.default_cluster.clone()
+    }
+
+    /// The distinct metadata maps held (see [`MetadataTable`]).
+    pub fn metadata(&self) -> &MetadataTable {
+        &self.metadata
     }
 
     fn hash(&self, s: &str) -> u64 {
@@ -137,13 +156,14 @@ impl Interner {
         }
     }
 
-    /// Frees every interned name that nothing but the interner references; returns how
-    /// many. A shard left at most a quarter full is shrunk to twice what it holds, so a
+    /// Frees every metadata map and then every interned name that nothing but the
+    /// interner references (a map freed first releases its keys); returns how many of
+    /// both. A shard left at most a quarter full is shrunk to twice what it holds, so a
     /// burst of a million names leaves no table sized for them once they are gone. Each
     /// shard is locked in turn: a name can only gain a holder through [`Interner::intern`],
     /// under the same lock, so one counted unused here is unused.
     pub fn reclaim(&self) -> usize {
-        let mut freed = 0;
+        let mut freed = self.metadata.reclaim();
         for shard in self.shards.iter() {
             let mut table = shard.lock();
             let before = table.len();
@@ -185,6 +205,18 @@ mod tests {
         assert!(Arc::ptr_eq(&a.0, &b.0));
         assert_eq!(i.len(), 1);
         assert_eq!(a, Name::new("DEFAULT_GROUP"));
+    }
+
+    #[test]
+    fn the_default_cluster_needs_no_lookup_and_is_not_counted() {
+        let i = Interner::new();
+        let d = i.default_cluster();
+        assert_eq!(d, i.intern("DEFAULT"));
+        assert_eq!(d.as_str(), crate::model::DEFAULT_CLUSTER);
+        drop(d);
+        assert_eq!(i.reclaim(), 1);
+        assert!(i.is_empty());
+        assert_eq!(i.default_cluster().as_str(), "DEFAULT");
     }
 
     #[test]

@@ -36,12 +36,9 @@ use crate::model::{ClientId, ClientKind, Publication, Revision, Service};
 use crate::name::{Interner, Name};
 use crate::time::Millis;
 use parking_lot::{Mutex, RwLock};
-use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{
-    AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
-};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 mod client;
 mod index;
@@ -51,7 +48,8 @@ mod replica;
 mod tests;
 mod tombstone;
 
-pub use client::{Client, ClientChange, ClientRecord};
+use client::PublishedList;
+pub use client::{Client, ClientChange, ClientRecord, Published};
 pub use index::{ChangeListener, QueryFilter, ServiceIndex, ServiceView};
 pub use replica::{ApplyCounts, ReplicaChange};
 use tombstone::Tombstone;
@@ -307,29 +305,32 @@ impl Registry {
         old: Option<&Client>,
         now: Millis,
     ) -> Arc<Client> {
-        let beats: SmallVec<[AtomicU64; 1]> = pubs
-            .iter()
-            .map(|p| {
-                // Keep the beat time of a publication that is still there.
-                let prev = old.and_then(|o| {
-                    o.publications
-                        .binary_search_by(|q| q.service.cmp(&p.service))
-                        .ok()
-                        .map(|i| o.last_beat(i))
-                });
-                AtomicU64::new(prev.unwrap_or(now))
-            })
-            .collect();
-        let slots = pubs.iter().map(|_| AtomicU32::new(NO_SLOT)).collect();
+        let entry = |p: Arc<Publication>| {
+            // Keep the beat time of a publication that is still there.
+            let prev = old.and_then(|o| {
+                o.publications
+                    .binary_search_by(|q| q.service.cmp(&p.service))
+                    .ok()
+                    .map(|i| o.last_beat(i))
+            });
+            Published::new(p, prev.unwrap_or(now), NO_SLOT)
+        };
+        let publications = if pubs.len() == 1 {
+            let mut pubs = pubs;
+            match pubs.pop() {
+                Some(p) => PublishedList::One(entry(p)),
+                None => PublishedList::Many(Box::default()),
+            }
+        } else {
+            PublishedList::from_vec(pubs.into_iter().map(entry).collect())
+        };
         Arc::new(Client {
             id: id.clone(),
             revision,
-            shard,
-            slots,
-            publications: SmallVec::from_vec(pubs),
-            owner: AtomicU16::new(owner.0),
-            beats,
             lease_base: AtomicU64::new(now),
+            shard,
+            owner: AtomicU16::new(owner.0),
+            publications,
         })
     }
 
@@ -347,38 +348,38 @@ impl Registry {
         // Service index: free the slots of publications that went away, reuse the slot
         // of a service the client still publishes to, take a slot for a new one.
         if let Some(o) = old_ref {
-            for (i, p) in o.publications.iter().enumerate() {
+            for p in o.publications.iter() {
                 let still = new_ref.is_some_and(|n| {
                     n.publications
                         .binary_search_by(|q| q.service.cmp(&p.service))
                         .is_ok()
                 });
                 if !still {
-                    self.index_remove(&p.service, o.slots[i].load(Relaxed), p.instances.len());
+                    self.index_remove(&p.service, p.slot.load(Relaxed), p.instances.len());
                     changed.push(p.service.clone());
                 }
             }
         }
         if let Some(n) = new_ref {
-            for (i, p) in n.publications.iter().enumerate() {
+            for p in n.publications.iter() {
                 let before = old_ref.and_then(|o| {
                     o.publications
                         .binary_search_by(|q| q.service.cmp(&p.service))
                         .ok()
-                        .map(|j| (&o.publications[j], o.slots[j].load(Relaxed)))
+                        .map(|j| (&o.publications[j], o.publications[j].slot.load(Relaxed)))
                 });
                 let slot = match before {
                     Some((b, slot)) if Arc::ptr_eq(b, p) => slot,
                     Some((b, slot)) => {
                         changed.push(p.service.clone());
-                        self.index_insert(p.clone(), Some(slot), b.instances.len())
+                        self.index_insert(p.publication().clone(), Some(slot), b.instances.len())
                     }
                     None => {
                         changed.push(p.service.clone());
-                        self.index_insert(p.clone(), None, 0)
+                        self.index_insert(p.publication().clone(), None, 0)
                     }
                 };
-                n.slots[i].store(slot, Relaxed);
+                p.slot.store(slot, Relaxed);
             }
         }
         // Digests and counters.

@@ -690,7 +690,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
                     h.publications()
                         .iter()
                         .find(|p| p.service.name().as_str() == svc)
-                        .cloned()
+                        .map(|p| p.publication().clone())
                 });
                 if found.as_deref().and_then(version_of) != Some(*v) {
                     return Err(format!(
@@ -735,7 +735,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
                     h.publications()
                         .iter()
                         .find(|p| p.service.name().as_str() == svc)
-                        .cloned()
+                        .map(|p| p.publication().clone())
                 });
                 if found.as_deref().and_then(version_of) != Some(*v) {
                     return Err(format!(

@@ -1,17 +1,16 @@
-//! Instances: the stored form ([`Instance`], with its shared [`Metadata`]) and the forms
+//! Instances: the stored form ([`Instance`], with its shared [`Metadata`](super::Metadata)) and the forms
 //! a request gives ([`InstanceSpec`], owned; [`InstanceFields`], borrowed), with the
 //! validation of every field against the [`limits`](crate::limits).
 
 use super::{
     DEFAULT_CLUSTER, GROUP_SEPARATOR, META_DELETE_TIMEOUT, META_HEARTBEAT_INTERVAL,
-    META_HEARTBEAT_TIMEOUT, Service,
+    META_HEARTBEAT_TIMEOUT, Metadata, Service,
 };
 use crate::error::{Field, ValidationError};
 use crate::limits::*;
 use crate::name::{Interner, Name};
 use crate::time::Millis;
 use std::fmt;
-use std::sync::Arc;
 
 /// Whether `s` is a valid cluster name: `^[0-9a-zA-Z-]+$` (Nacos's rule), plus `_` and `.`
 /// which real deployments use, at most [`MAX_CLUSTER_LEN`] bytes.
@@ -35,83 +34,6 @@ pub fn check_cluster_name(s: &str) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
-}
-
-/// Instance metadata: sorted `(key, value)` pairs, shared between copies.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Metadata(Option<Arc<MetadataList>>);
-
-/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every instance).
-#[derive(PartialEq, Eq, Hash)]
-pub struct MetadataList(Box<[MetadataEntry]>);
-
-/// One metadata entry: an interned key and its value.
-pub type MetadataEntry = (Name, Box<str>);
-
-impl Metadata {
-    /// No metadata.
-    pub const EMPTY: Metadata = Metadata(None);
-
-    /// Builds metadata from pairs (sorted by key; the last value of a repeated key wins).
-    pub fn from_pairs<'a>(
-        interner: &Interner,
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Self {
-        let mut v: Vec<(Name, Box<str>)> = pairs
-            .into_iter()
-            .map(|(k, val)| (interner.intern(k), Box::from(val)))
-            .collect();
-        if v.is_empty() {
-            return Metadata(None);
-        }
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        // Keep the last value of each key.
-        let mut out: Vec<(Name, Box<str>)> = Vec::with_capacity(v.len());
-        for (k, val) in v {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = val,
-                _ => out.push((k, val)),
-            }
-        }
-        Metadata(Some(Arc::new(MetadataList(out.into_boxed_slice()))))
-    }
-
-    /// The pairs, sorted by key.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .flat_map(|a| a.0.iter())
-            .map(|(k, v)| (k.as_str(), &**v))
-    }
-
-    /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        let a = &self.0.as_ref()?.0;
-        a.binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| &*a[i].1)
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |a| a.0.len())
-    }
-
-    /// Whether there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A duration in milliseconds stored under `key`, if present and a number.
-    pub fn millis(&self, key: &str) -> Option<Millis> {
-        self.get(key).and_then(|v| v.trim().parse::<u64>().ok())
-    }
-}
-
-impl fmt::Debug for Metadata {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
-    }
 }
 
 /// A stored, validated instance. Always ephemeral: persistent instances are not Distro data.
@@ -331,10 +253,10 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         service: &Service,
     ) -> Result<Instance, ValidationError> {
         self.validate()?;
-        let cluster = if self.cluster.is_empty() {
-            DEFAULT_CLUSTER
+        let cluster = if self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER {
+            interner.default_cluster()
         } else {
-            self.cluster
+            interner.intern(self.cluster)
         };
         let mut inst = Instance {
             ip: compact_str::CompactString::from(self.ip),
@@ -342,7 +264,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
             weight: self.weight,
             healthy: self.healthy,
             enabled: self.enabled,
-            cluster: interner.intern(cluster),
+            cluster,
             metadata: Metadata::from_pairs(interner, self.metadata.clone()),
             custom_id: None,
         };

@@ -22,8 +22,15 @@ pub enum BeatResult {
 }
 
 impl Node {
+    /// The service a write names. A held service's name was checked when it was first
+    /// stored, so the checks of each part (which cost more than the lookup) run only for
+    /// a name the registry does not hold yet; the answer, error or not, is `resolve`'s.
     fn resolve_service(&self, spec: &ServiceSpec) -> Result<Service, ValidationError> {
-        let (ns, group, name) = spec.resolve()?;
+        let (ns, group, name) = ServiceSpec::split_parts(&spec.namespace, &spec.group, &spec.name)?;
+        if let Some(s) = self.registry.find_service(ns, group, name) {
+            return Ok(s);
+        }
+        ServiceSpec::check_parts(ns, group, name)?;
         Ok(self.registry.service(ns, group, name))
     }
 
@@ -133,7 +140,7 @@ impl Node {
             c.publications()
                 .iter()
                 .find(|p| p.service.key().as_str() == key)
-                .cloned()
+                .map(|p| p.publication().clone())
         });
         let Some(p) = found else {
             return Ok(WriteResult::Unchanged);

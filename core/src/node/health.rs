@@ -194,7 +194,7 @@ impl Node {
             set.extend(
                 doubtful
                     .iter()
-                    .flat_map(|c| c.publications().iter().map(Arc::as_ptr)),
+                    .flat_map(|c| c.publications().iter().map(|p| Arc::as_ptr(p))),
             );
             set
         };

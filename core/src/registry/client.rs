@@ -9,24 +9,85 @@
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
 use crate::time::Millis;
-use smallvec::SmallVec;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// A stored client: its full state at one revision.
+/// A stored client: its full state at one revision. One allocation for a client with
+/// one publication: the publication's pointer, heartbeat time and index slot sit inline.
 pub struct Client {
     pub(super) id: ClientId,
     pub(super) revision: Revision,
-    pub(super) shard: u32,
-    pub(super) publications: SmallVec<[Arc<Publication>; 1]>,
-    pub(super) owner: AtomicU16,
-    /// Last heartbeat per publication (ip:port clients; owner side).
-    pub(super) beats: SmallVec<[AtomicU64; 1]>,
-    /// The slot of each publication in its service's index (set while the client is
-    /// stored, under its shard lock).
-    pub(super) slots: SmallVec<[AtomicU32; 1]>,
-    /// Last time a sync, a per-client verify or an ownership change renewed the lease.
     pub(super) lease_base: AtomicU64,
+    pub(super) shard: u32,
+    pub(super) owner: AtomicU16,
+    /// What the client publishes, sorted by service.
+    pub(super) publications: PublishedList,
+}
+
+/// One publication of a stored client with what the store keeps beside it: the last
+/// heartbeat (ip:port clients; owner side) and the publication's slot in its service's
+/// index (set while the client is stored, under its shard lock). Dereferences to the
+/// publication.
+pub struct Published {
+    publication: Arc<Publication>,
+    pub(super) beat: AtomicU64,
+    pub(super) slot: AtomicU32,
+}
+
+impl Published {
+    pub(super) fn new(publication: Arc<Publication>, beat: Millis, slot: u32) -> Self {
+        Self {
+            publication,
+            beat: AtomicU64::new(beat),
+            slot: AtomicU32::new(slot),
+        }
+    }
+
+    /// The publication.
+    pub fn publication(&self) -> &Arc<Publication> {
+        &self.publication
+    }
+}
+
+impl Deref for Published {
+    type Target = Arc<Publication>;
+    fn deref(&self) -> &Arc<Publication> {
+        &self.publication
+    }
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.publication, f)
+    }
+}
+
+/// A client's publications: the single one inline (the common case), more in a slice.
+pub(super) enum PublishedList {
+    One(Published),
+    Many(Box<[Published]>),
+}
+
+impl PublishedList {
+    pub(super) fn from_vec(mut v: Vec<Published>) -> Self {
+        if v.len() == 1
+            && let Some(p) = v.pop()
+        {
+            return PublishedList::One(p);
+        }
+        PublishedList::Many(v.into_boxed_slice())
+    }
+}
+
+impl Deref for PublishedList {
+    type Target = [Published];
+    fn deref(&self) -> &[Published] {
+        match self {
+            PublishedList::One(p) => std::slice::from_ref(p),
+            PublishedList::Many(v) => v,
+        }
+    }
 }
 
 impl Client {
@@ -43,7 +104,7 @@ impl Client {
         self.shard
     }
     /// What the client publishes, sorted by service.
-    pub fn publications(&self) -> &[Arc<Publication>] {
+    pub fn publications(&self) -> &[Published] {
         &self.publications
     }
     /// The member this node attributes the client to.
@@ -56,7 +117,7 @@ impl Client {
     }
     /// Last heartbeat of publication `i`.
     pub(crate) fn last_beat(&self, i: usize) -> Millis {
-        self.beats[i].load(Relaxed)
+        self.publications[i].beat.load(Relaxed)
     }
     pub(crate) fn lease_base(&self) -> Millis {
         self.lease_base.load(Relaxed)
@@ -64,13 +125,24 @@ impl Client {
     pub(crate) fn renew_lease(&self, now: Millis) {
         self.lease_base.fetch_max(now, Relaxed);
     }
+    /// The publications' pointers, for a write that builds the next state.
+    pub(super) fn publication_arcs(&self) -> Vec<Arc<Publication>> {
+        self.publications
+            .iter()
+            .map(|p| p.publication.clone())
+            .collect()
+    }
     /// The full state as a record, for sync and snapshot.
     pub fn to_record(&self) -> ClientRecord {
         ClientRecord {
             id: self.id.clone(),
             revision: self.revision,
             owner: self.owner(),
-            publications: self.publications.to_vec(),
+            publications: self
+                .publications
+                .iter()
+                .map(|p| p.publication.clone())
+                .collect(),
         }
     }
 }
@@ -81,7 +153,7 @@ impl std::fmt::Debug for Client {
             .field("id", &self.id)
             .field("revision", &self.revision)
             .field("owner", &self.owner())
-            .field("publications", &self.publications)
+            .field("publications", &&*self.publications)
             .finish()
     }
 }

@@ -104,15 +104,21 @@ impl Registry {
         self.has_listener.store(true, Relaxed);
     }
 
+    /// The canonical [`Service`] of resolved parts, if the registry holds it (every
+    /// service it holds was validated when first stored).
+    pub fn find_service(&self, namespace: &str, group: &str, name: &str) -> Option<Service> {
+        let services = self.services.pin();
+        Service::with_key(namespace, group, name, |key| {
+            services.get(key).map(|idx| idx.service.clone())
+        })
+    }
+
     /// The canonical [`Service`] for validated parts, shared with the index.
     pub fn service(&self, namespace: &str, group: &str, name: &str) -> Service {
-        let services = self.services.pin();
-        let found = Service::with_key(namespace, group, name, |key| {
-            services.get(key).map(|idx| idx.service.clone())
-        });
-        if let Some(s) = found {
+        if let Some(s) = self.find_service(namespace, group, name) {
             return s;
         }
+        let services = self.services.pin();
         let service = Service::new(&self.interner, namespace, group, name);
         let idx = services.get_or_insert_with(service.key().clone(), || {
             let idx = ServiceIndex::new(service.clone());

@@ -44,13 +44,13 @@ impl Registry {
                 }
             }
             let mut pubs: Vec<Arc<Publication>> =
-                old.map(|c| c.publications.to_vec()).unwrap_or_default();
+                old.map(|c| c.publication_arcs()).unwrap_or_default();
             match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
                 Ok(i) => {
                     if *pubs[i] == *publication {
                         // The same registration again: a heartbeat, nothing to write.
                         if let Some(c) = old {
-                            c.beats[i].fetch_max(now, Relaxed);
+                            c.publications[i].beat.fetch_max(now, Relaxed);
                         }
                         return LocalAction::Nothing;
                     }
@@ -117,7 +117,7 @@ impl Registry {
             let Some(old) = old else {
                 return LocalAction::Nothing;
             };
-            let mut pubs = old.publications.to_vec();
+            let mut pubs = old.publication_arcs();
             match pubs.binary_search_by(|p| p.service.cmp(service)) {
                 Ok(i) => {
                     pubs.remove(i);
@@ -176,7 +176,7 @@ impl Registry {
             };
             match f(&old.publications[i]) {
                 Some(p) => {
-                    let mut pubs = old.publications.to_vec();
+                    let mut pubs = old.publication_arcs();
                     pubs[i] = Arc::new(p);
                     LocalAction::Put(pubs)
                 }
@@ -209,15 +209,15 @@ impl Registry {
             .publications
             .iter()
             .position(|p| p.service.is(namespace, group, name))?;
-        c.beats[i].fetch_max(now, Relaxed);
+        c.publications[i].beat.fetch_max(now, Relaxed);
         Some(c.publications[i].instances.iter().all(|i| i.healthy))
     }
 
     /// Sets every heartbeat of client `id` to at least `now` (grace after an ownership
     /// change, so a new owner does not expire instances whose beats went elsewhere).
     pub(crate) fn refresh_beats(&self, c: &Client, now: Millis) {
-        for b in c.beats.iter() {
-            b.fetch_max(now, Relaxed);
+        for p in c.publications.iter() {
+            p.beat.fetch_max(now, Relaxed);
         }
     }
 

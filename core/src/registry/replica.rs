@@ -170,7 +170,7 @@ impl Registry {
                     o.publications
                         .binary_search_by(|q| q.service.cmp(&p.service))
                         .ok()
-                        .map(|i| o.publications[i].clone())
+                        .map(|i| o.publications[i].publication().clone())
                 })
                 .filter(|q| **q == **p)
                 .unwrap_or_else(|| p.clone())

@@ -518,3 +518,14 @@ fn tables_shrink_after_a_burst_expired() {
         r.interner().capacity()
     );
 }
+
+/// The stored client of one publication stays one allocation of at most 80 bytes (64 and
+/// the `Arc`'s counts: mimalloc's 80-byte size class); see `results/memory.md`.
+#[test]
+fn a_stored_client_fits_its_size_class() {
+    assert!(
+        std::mem::size_of::<Client>() <= 64,
+        "{}",
+        std::mem::size_of::<Client>()
+    );
+}

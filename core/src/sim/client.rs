@@ -100,7 +100,7 @@ impl SimCluster {
             c.publications()
                 .iter()
                 .find(|p| p.service.name().as_str() == service)
-                .cloned()
+                .map(|p| p.publication().clone())
         });
         Some((r, current))
     }

@@ -1,0 +1,261 @@
+//! Instance metadata: the stored form ([`Metadata`], sorted pairs behind one shared
+//! pointer) and the table that stores each distinct map once ([`MetadataTable`]).
+//!
+//! Instances of one deployment mostly carry the same few maps (a version, a zone), so a
+//! map is looked up by content before anything is allocated: a registration whose map
+//! is already held costs a hash and a probe, and a million instances with the same map
+//! hold one copy. A map nothing uses any more is freed by [`MetadataTable::reclaim`]
+//! (called by [`Interner::reclaim`], before the names its keys hold).
+
+use crate::name::{Interner, Name};
+use crate::time::Millis;
+use hashbrown::hash_table::{Entry, HashTable};
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+/// Instance metadata: sorted `(key, value)` pairs, shared between copies (and between
+/// instances with the same map, see [`MetadataTable`]).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Metadata(Option<Arc<MetadataList>>);
+
+/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every instance).
+#[derive(PartialEq, Eq, Hash)]
+pub struct MetadataList(Box<[MetadataEntry]>);
+
+/// One metadata entry: an interned key and its value.
+pub type MetadataEntry = (Name, Box<str>);
+
+impl MetadataList {
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+}
+
+impl Metadata {
+    /// No metadata.
+    pub const EMPTY: Metadata = Metadata(None);
+
+    /// Builds metadata from pairs (sorted by key; the last value of a repeated key wins),
+    /// shared with every other holder of the same map (see [`MetadataTable`]).
+    pub fn from_pairs<'a>(
+        interner: &Interner,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        let mut v: SmallVec<[(&str, &str); 4]> = pairs.into_iter().collect();
+        if v.is_empty() {
+            return Metadata(None);
+        }
+        // Maps usually arrive sorted with distinct keys (every peer sends them so).
+        if !v.is_sorted_by(|a, b| a.0 < b.0) {
+            // Stable: of a repeated key, the last value stays last, and is kept.
+            v.sort_by(|a, b| a.0.cmp(b.0));
+            let mut kept = 0;
+            for i in 0..v.len() {
+                if kept > 0 && v[kept - 1].0 == v[i].0 {
+                    v[kept - 1].1 = v[i].1;
+                } else {
+                    v[kept] = v[i];
+                    kept += 1;
+                }
+            }
+            v.truncate(kept);
+        }
+        Metadata(Some(interner.metadata().get(interner, &v)))
+    }
+
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().flat_map(|a| a.pairs())
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let a = &self.0.as_ref()?.0;
+        a.binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| &*a[i].1)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |a| a.0.len())
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A duration in milliseconds stored under `key`, if present and a number.
+    pub fn millis(&self, key: &str) -> Option<Millis> {
+        self.get(key).and_then(|v| v.trim().parse::<u64>().ok())
+    }
+
+    /// Whether `self` and `other` share one stored map (or both are empty).
+    pub fn shares_storage(&self, other: &Metadata) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Shards of the table: a power of two (as the interner's).
+const SHARDS: usize = 16;
+
+/// A shard's table is shrunk when reclamation leaves it at most a quarter full (and it
+/// has room for more than this many maps).
+const SHRINK_ABOVE: usize = 64;
+
+/// The distinct metadata maps held, each once: [`SHARDS`] hash tables behind their own
+/// mutexes, chosen by the hash of the map's sorted pairs. Only writes look maps up here.
+pub struct MetadataTable {
+    hasher: foldhash::fast::RandomState,
+    shards: Box<[Mutex<HashTable<Arc<MetadataList>>>]>,
+}
+
+impl Default for MetadataTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MetadataTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self {
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+        }
+    }
+
+    /// The hash of sorted pairs: each key and value followed by 0xff, a byte UTF-8 never
+    /// contains, so two different maps never feed the hasher the same bytes.
+    fn hash<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for (k, v) in pairs {
+            h.write(k.as_bytes());
+            h.write_u8(0xff);
+            h.write(v.as_bytes());
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<HashTable<Arc<MetadataList>>> {
+        &self.shards[(hash >> 40) as usize & (SHARDS - 1)]
+    }
+
+    /// The shared copy of the map of `pairs` (sorted by key, keys distinct), stored on
+    /// first use with its keys interned in `names`.
+    fn get(&self, names: &Interner, pairs: &[(&str, &str)]) -> Arc<MetadataList> {
+        let hash = self.hash(pairs.iter().copied());
+        let mut table = self.shard(hash).lock();
+        let found = table.entry(
+            hash,
+            |l| l.0.len() == pairs.len() && l.pairs().eq(pairs.iter().copied()),
+            |l| self.hash(l.pairs()),
+        );
+        match found {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => {
+                let list = MetadataList(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (names.intern(k), Box::from(*v)))
+                        .collect(),
+                );
+                e.insert(Arc::new(list)).get().clone()
+            }
+        }
+    }
+
+    /// Frees every map that nothing but the table references; returns how many. Shrinks
+    /// a shard left at most a quarter full, as [`Interner::reclaim`] does.
+    pub fn reclaim(&self) -> usize {
+        let mut freed = 0;
+        for shard in self.shards.iter() {
+            let mut table = shard.lock();
+            let before = table.len();
+            table.retain(|l| Arc::strong_count(l) > 1);
+            freed += before - table.len();
+            if table.capacity() > SHRINK_ABOVE && table.len() <= table.capacity() / 4 {
+                let keep = table.len() * 2;
+                table.shrink_to(keep, |l| self.hash(l.pairs()));
+            }
+        }
+        freed
+    }
+
+    /// Number of distinct maps held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Whether no map is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_maps_are_stored_once_in_any_order() {
+        let i = Interner::new();
+        let a = Metadata::from_pairs(&i, [("zone", "a"), ("version", "1.4.2")]);
+        let b = Metadata::from_pairs(&i, [("version", "1.4.2"), ("zone", "a")]);
+        let c = Metadata::from_pairs(&i, [("zone", "b"), ("version", "1.4.2"), ("zone", "a")]);
+        assert!(a.shares_storage(&b) && a.shares_storage(&c));
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            [("version", "1.4.2"), ("zone", "a")]
+        );
+        // The last value of a repeated key wins.
+        let d = Metadata::from_pairs(&i, [("zone", "a"), ("zone", "b")]);
+        assert_eq!(d.get("zone"), Some("b"));
+        assert!(!d.shares_storage(&a));
+        assert_ne!(d, a);
+        // A key and value split differently is a different map.
+        let e = Metadata::from_pairs(&i, [("ab", "c")]);
+        let f = Metadata::from_pairs(&i, [("a", "bc")]);
+        assert_ne!(e, f);
+        assert_eq!(i.metadata().len(), 4);
+        assert!(Metadata::from_pairs(&i, []).shares_storage(&Metadata::EMPTY));
+    }
+
+    #[test]
+    fn unused_maps_and_their_keys_are_reclaimed() {
+        let i = Interner::new();
+        let kept = Metadata::from_pairs(&i, [("zone", "a")]);
+        for n in 0..100 {
+            let v = n.to_string();
+            drop(Metadata::from_pairs(
+                &i,
+                [("zone", "a"), ("key", v.as_str())],
+            ));
+        }
+        assert_eq!(i.metadata().len(), 101);
+        // One pass frees the maps and then the keys only they used.
+        assert_eq!(i.reclaim(), 100 + 1);
+        assert_eq!(i.metadata().len(), 1);
+        assert_eq!(i.len(), 1);
+        let again = Metadata::from_pairs(&i, [("zone", "a")]);
+        assert!(again.shares_storage(&kept));
+        drop((kept, again));
+        assert_eq!(i.reclaim(), 2);
+        assert!(i.is_empty() && i.metadata().is_empty());
+    }
+}
