@@ -46,7 +46,7 @@ use distro_core::model::{
 use distro_core::name::Name;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 /// The layout's version byte.
@@ -79,14 +79,22 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Whether `s` is `v` written in decimal the way `format!` writes it.
-fn is_decimal(s: &str, v: u64) -> bool {
+/// The value of `s` if it is a number written in decimal the way `format!` writes it
+/// (digits only, no leading zero, fits in 64 bits).
+fn canonical_decimal(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 20
-        && (b.len() == 1 || b[0] != b'0')
-        && b.iter().all(u8::is_ascii_digit)
-        && s.parse::<u64>() == Ok(v)
+    if b.is_empty() || b.len() > 20 || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
 }
 
 /// How an ip travels: packed when the text is the address's one canonical form.
@@ -97,9 +105,8 @@ enum PackedIp {
 }
 
 fn pack_ip(ip: &str) -> PackedIp {
-    // The parser takes exactly the form `Display` writes (no leading zeros).
-    if let Ok(a) = ip.parse::<Ipv4Addr>() {
-        return PackedIp::V4(a.octets());
+    if let Some(o) = canonical_ipv4(ip) {
+        return PackedIp::V4(o);
     }
     if ip.contains(':')
         && let Ok(a) = ip.parse::<Ipv6Addr>()
@@ -108,6 +115,24 @@ fn pack_ip(ip: &str) -> PackedIp {
         return PackedIp::V6(a.octets());
     }
     PackedIp::Text
+}
+
+/// The octets of `ip` if it is an IPv4 address in the one form [`Ipv4Text`] writes
+/// (four decimal octets, no leading zeros).
+fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
+    if ip.len() > 15 {
+        return None;
+    }
+    let mut o = [0u8; 4];
+    let mut parts = ip.split('.');
+    for x in &mut o {
+        let p = parts.next()?;
+        if p.len() > 3 {
+            return None;
+        }
+        *x = u8::try_from(canonical_decimal(p)?).ok()?;
+    }
+    parts.next().is_none().then_some(o)
 }
 
 /// The dotted form of an IPv4 address, written without the formatting machinery (at
@@ -396,7 +421,7 @@ fn id_form(id: &str, first: &Instance) -> IdForm {
     let ip = first.ip.as_str();
     if let Some(key) = id.strip_suffix("#true") {
         if let Some(port) = key.strip_prefix(ip).and_then(|r| r.strip_prefix(':'))
-            && is_decimal(port, u64::from(first.port))
+            && canonical_decimal(port) == Some(u64::from(first.port))
         {
             return IdForm::IpPort;
         }
@@ -405,12 +430,10 @@ fn id_form(id: &str, first: &Instance) -> IdForm {
     if let Some((head, port)) = id.rsplit_once('_')
         && let Some((millis, rest)) = head.split_once('_')
         && rest == ip
-        && let Ok(p) = port.parse::<u16>()
-        && is_decimal(port, u64::from(p))
-        && let Ok(m) = millis.parse::<u64>()
-        && is_decimal(millis, m)
+        && let Some(port) = canonical_decimal(port).and_then(|p| u16::try_from(p).ok())
+        && let Some(millis) = canonical_decimal(millis)
     {
-        return IdForm::Connection { millis: m, port: p };
+        return IdForm::Connection { millis, port };
     }
     IdForm::String
 }
@@ -1133,6 +1156,43 @@ mod tests {
         let mut b = vec![VERSION, 0, 0, 1, 2, 0xc3, 0x28];
         b.extend_from_slice(&[0, 0]);
         expect(&b, "at byte 5: a string is not UTF-8");
+    }
+
+    #[test]
+    fn an_ipv4_is_packed_only_in_its_one_written_form() {
+        for s in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "255.255.255.255",
+            "10.0.0.255",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1..2.3",
+            "1.2.3.4 ",
+            "+1.2.3.4",
+            "1.2.3.-4",
+            "0000000001.2.3.4",
+            "",
+        ] {
+            let std = s.parse::<std::net::Ipv4Addr>().ok();
+            let ours = canonical_ipv4(s);
+            assert_eq!(ours.map(std::net::Ipv4Addr::from), std, "{s:?}");
+            if let Some(o) = ours {
+                assert_eq!(Ipv4Text::new(o).as_str(), s);
+            }
+        }
+        for x in 0..=255u8 {
+            let o = [x, 255 - x, x / 3, 7];
+            let text = Ipv4Text::new(o);
+            assert_eq!(canonical_ipv4(text.as_str()), Some(o));
+            assert_eq!(text.as_str(), std::net::Ipv4Addr::from(o).to_string());
+        }
+        assert_eq!(canonical_decimal("0"), Some(0));
+        assert_eq!(canonical_decimal("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(canonical_decimal("18446744073709551616"), None);
+        assert_eq!(canonical_decimal("007"), None);
     }
 
     #[test]
