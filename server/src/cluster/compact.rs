@@ -97,6 +97,21 @@ fn canonical_decimal(s: &str) -> Option<u64> {
     Some(v)
 }
 
+/// Appends `v` in decimal.
+fn push_decimal(s: &mut String, mut v: u64) {
+    let mut b = [0u8; 20];
+    let mut k = b.len();
+    loop {
+        k -= 1;
+        b[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&b[k..]).expect("digits"));
+}
+
 /// How an ip travels: packed when the text is the address's one canonical form.
 enum PackedIp {
     V4([u8; 4]),
@@ -765,9 +780,11 @@ fn instance(
         None
     };
     // The scalar fields through the same validation as any input; cluster and metadata
-    // were validated once for the batch.
+    // were validated once for the batch, and a packed address is valid by construction
+    // (a valid stand-in spares parsing its text again).
+    let packed = flags & (IPV4 | IPV6) != 0;
     InstanceFields {
-        ip,
+        ip: if packed { "0.0.0.0" } else { ip },
         port: i64::from(port),
         weight,
         healthy: true,
@@ -866,7 +883,6 @@ fn derived_id(
 /// Decodes the changes of a sync batch, validating every field as any peer input; names
 /// are interned in `node`'s registry.
 pub fn decode_changes(node: &Node, b: &[u8]) -> Result<Vec<ClientChange>, WireError> {
-    use std::fmt::Write as _;
     let mut r = Reader { b, at: 0 };
     let version = r.u8("version")?;
     if version != VERSION {
@@ -918,10 +934,17 @@ pub fn decode_changes(node: &Node, b: &[u8]) -> Result<Vec<ClientChange>, WireEr
         let id = match (string_id, connection) {
             (Some(id), _) => id,
             (None, Some((millis, port))) => derived_id(&mut t, at, &publications, |s, i| {
-                let _ = write!(s, "{millis}_{}_{port}", i.ip);
+                push_decimal(s, millis);
+                s.push('_');
+                s.push_str(&i.ip);
+                s.push('_');
+                push_decimal(s, u64::from(port));
             })?,
             (None, None) => derived_id(&mut t, at, &publications, |s, i| {
-                let _ = write!(s, "{}:{}#true", i.ip, i.port);
+                s.push_str(&i.ip);
+                s.push(':');
+                push_decimal(s, u64::from(i.port));
+                s.push_str("#true");
             })?,
         };
         out.push(ClientChange::Upsert(ClientRecord {
@@ -1193,6 +1216,11 @@ mod tests {
         assert_eq!(canonical_decimal("18446744073709551615"), Some(u64::MAX));
         assert_eq!(canonical_decimal("18446744073709551616"), None);
         assert_eq!(canonical_decimal("007"), None);
+        for v in [0, 7, 10, 65535, 1 << 50, u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, v);
+            assert_eq!(s, format!("x{v}"));
+        }
     }
 
     #[test]
