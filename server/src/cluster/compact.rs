@@ -46,6 +46,7 @@ use distro_core::model::{
 use distro_core::name::Name;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
+use compact_str::CompactString;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
@@ -79,11 +80,11 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// The value of `s` if it is a number written in decimal the way `format!` writes it
-/// (digits only, no leading zero, fits in 64 bits).
-fn canonical_decimal(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.is_empty() || b.len() > 20 || (b.len() > 1 && b[0] == b'0') {
+/// The value of `b` if it is a number written in decimal the way `format!` writes it
+/// (digits only, no leading zero), of at most 19 digits (so no overflow check per digit;
+/// longer numbers are sent as text).
+fn decimal_bytes(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 19 || (b.len() > 1 && b[0] == b'0') {
         return None;
     }
     let mut v: u64 = 0;
@@ -92,7 +93,7 @@ fn canonical_decimal(s: &str) -> Option<u64> {
         if d > 9 {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
+        v = v * 10 + u64::from(d);
     }
     Some(v)
 }
@@ -109,7 +110,9 @@ fn push_decimal(s: &mut String, mut v: u64) {
             break;
         }
     }
-    s.push_str(std::str::from_utf8(&b[k..]).expect("digits"));
+    for &c in &b[k..] {
+        s.push(char::from(c));
+    }
 }
 
 /// How an ip travels: packed when the text is the address's one canonical form.
@@ -132,55 +135,46 @@ fn pack_ip(ip: &str) -> PackedIp {
     PackedIp::Text
 }
 
-/// The octets of `ip` if it is an IPv4 address in the one form [`Ipv4Text`] writes
+/// The octets of `ip` if it is an IPv4 address in the one form [`ipv4_text`] writes
 /// (four decimal octets, no leading zeros).
 fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
-    if ip.len() > 15 {
+    let b = ip.as_bytes();
+    if b.len() > 15 {
         return None;
     }
     let mut o = [0u8; 4];
-    let mut parts = ip.split('.');
-    for x in &mut o {
-        let p = parts.next()?;
-        if p.len() > 3 {
+    let (mut k, mut start) = (0, 0);
+    for i in 0..=b.len() {
+        if i < b.len() && b[i] != b'.' {
+            continue;
+        }
+        if k == 4 || i - start > 3 {
             return None;
         }
-        *x = u8::try_from(canonical_decimal(p)?).ok()?;
+        o[k] = u8::try_from(decimal_bytes(&b[start..i])?).ok()?;
+        k += 1;
+        start = i + 1;
     }
-    parts.next().is_none().then_some(o)
+    (k == 4).then_some(o)
 }
 
-/// The dotted form of an IPv4 address, written without the formatting machinery (at
-/// most 15 bytes, on the stack).
-struct Ipv4Text {
-    b: [u8; 15],
-    n: usize,
-}
-
-impl Ipv4Text {
-    fn new(o: [u8; 4]) -> Self {
-        let mut t = Ipv4Text { b: [0; 15], n: 0 };
-        for (k, x) in o.into_iter().enumerate() {
-            if k > 0 {
-                t.push(b'.');
-            }
-            if x >= 100 {
-                t.push(b'0' + x / 100);
-            }
-            if x >= 10 {
-                t.push(b'0' + x / 10 % 10);
-            }
-            t.push(b'0' + x % 10);
+/// The dotted form of an IPv4 address, written without the formatting machinery (inline
+/// in the string, no allocation).
+fn ipv4_text(o: [u8; 4]) -> CompactString {
+    let mut t = CompactString::const_new("");
+    for (k, x) in o.into_iter().enumerate() {
+        if k > 0 {
+            t.push('.');
         }
-        t
+        if x >= 100 {
+            t.push(char::from(b'0' + x / 100));
+        }
+        if x >= 10 {
+            t.push(char::from(b'0' + x / 10 % 10));
+        }
+        t.push(char::from(b'0' + x % 10));
     }
-    fn push(&mut self, c: u8) {
-        self.b[self.n] = c;
-        self.n += 1;
-    }
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.b[..self.n]).expect("digits and dots")
-    }
+    t
 }
 
 // ----- encoding ----------------------------------------------------------------------
@@ -206,7 +200,8 @@ struct Encoder<'a> {
     /// one), by address.
     last_service: Option<(*const u8, u32)>,
     last_cluster: Option<(*const u8, u32)>,
-    last_map: Option<(&'a Metadata, u32)>,
+    last_maps: [Option<(&'a Metadata, u32)>; 4],
+    next_map_slot: usize,
 }
 
 impl<'a> Encoder<'a> {
@@ -236,10 +231,12 @@ impl<'a> Encoder<'a> {
     }
 
     fn map(&mut self, m: &'a Metadata) -> u32 {
-        if let Some((last, i)) = self.last_map
-            && (std::ptr::eq(last, m) || last == m)
-        {
-            return i;
+        // The last few maps first (a batch holds runs of a few shapes), compared
+        // entry by entry (interned keys by address), before hashing the whole map.
+        for (last, i) in self.last_maps.iter().flatten() {
+            if std::ptr::eq(*last, m) || *last == m {
+                return *i;
+            }
         }
         let i = match self.maps.get(m) {
             Some(&i) => i,
@@ -256,7 +253,8 @@ impl<'a> Encoder<'a> {
                 i
             }
         };
-        self.last_map = Some((m, i));
+        self.last_maps[self.next_map_slot] = Some((m, i));
+        self.next_map_slot = (self.next_map_slot + 1) % self.last_maps.len();
         i
     }
 
@@ -433,20 +431,27 @@ enum IdForm {
 /// The form of `id` given the client's first instance: derived when the id is exactly
 /// what the replica will rebuild from it.
 fn id_form(id: &str, first: &Instance) -> IdForm {
-    let ip = first.ip.as_str();
-    if let Some(key) = id.strip_suffix("#true") {
-        if let Some(port) = key.strip_prefix(ip).and_then(|r| r.strip_prefix(':'))
-            && canonical_decimal(port) == Some(u64::from(first.port))
+    let (id, ip) = (id.as_bytes(), first.ip.as_bytes());
+    // ip:port: `<ip>:<port>#true`.
+    if let Some(key) = id.strip_suffix(b"#true") {
+        if key.len() > ip.len()
+            && key.starts_with(ip)
+            && key[ip.len()] == b':'
+            && decimal_bytes(&key[ip.len() + 1..]) == Some(u64::from(first.port))
         {
             return IdForm::IpPort;
         }
         return IdForm::String;
     }
-    if let Some((head, port)) = id.rsplit_once('_')
-        && let Some((millis, rest)) = head.split_once('_')
-        && rest == ip
-        && let Some(port) = canonical_decimal(port).and_then(|p| u16::try_from(p).ok())
-        && let Some(millis) = canonical_decimal(millis)
+    // Connection: `<millis>_<ip>_<port>`, millis and port in decimal.
+    let Some(m) = id.iter().position(|&c| c == b'_') else {
+        return IdForm::String;
+    };
+    let rest = &id[m + 1..];
+    if rest.len() > ip.len() + 1 && rest.starts_with(ip) && rest[ip.len()] == b'_'
+        && let Some(millis) = decimal_bytes(&id[..m])
+        && let Some(port) = decimal_bytes(&rest[ip.len() + 1..])
+        && let Ok(port) = u16::try_from(port)
     {
         return IdForm::Connection { millis, port };
     }
@@ -519,7 +524,17 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(a))
     }
     /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
+    #[inline]
     fn varint(&mut self, what: &str) -> Result<u64, WireError> {
+        if let Some(&b) = self.b.get(self.at)
+            && b < 0x80
+        {
+            self.at += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_long(what)
+    }
+    fn varint_long(&mut self, what: &str) -> Result<u64, WireError> {
         let at = self.at;
         let mut v = 0u64;
         for k in 0..10 {
@@ -736,22 +751,18 @@ fn instance(
     if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
         return Err(malformed(at, format!("instance flags {flags:#04x}")));
     }
-    let v4;
-    let v6;
-    let ip: &str = if flags & IPV4 != 0 {
+    let ip: CompactString = if flags & IPV4 != 0 {
         let b = r.take(4, "ip")?;
-        v4 = Ipv4Text::new([b[0], b[1], b[2], b[3]]);
-        v4.as_str()
+        ipv4_text([b[0], b[1], b[2], b[3]])
     } else if flags & IPV6 != 0 {
         let b = r.take(16, "ip")?;
         let mut o = [0u8; 16];
         o.copy_from_slice(b);
-        v6 = Ipv6Addr::from(o).to_string();
-        &v6
+        CompactString::from(Ipv6Addr::from(o).to_string())
     } else {
         let at = r.at;
         let i = r.index("ip")?;
-        t.string(at, i, "ip")?
+        CompactString::from(t.string(at, i, "ip")?)
     };
     let port = r.u16("port")?;
     let weight = if flags & WEIGHT != 0 {
@@ -784,7 +795,7 @@ fn instance(
     // (a valid stand-in spares parsing its text again).
     let packed = flags & (IPV4 | IPV6) != 0;
     InstanceFields {
-        ip: if packed { "0.0.0.0" } else { ip },
+        ip: if packed { "0.0.0.0" } else { ip.as_str() },
         port: i64::from(port),
         weight,
         healthy: true,
@@ -796,7 +807,7 @@ fn instance(
     .validate()
     .map_err(|e| malformed(at, format!("instance: {e}")))?;
     let mut i = Instance {
-        ip: ip.into(),
+        ip,
         port,
         weight,
         healthy: flags & HEALTHY != 0,
@@ -1203,19 +1214,21 @@ mod tests {
             let ours = canonical_ipv4(s);
             assert_eq!(ours.map(std::net::Ipv4Addr::from), std, "{s:?}");
             if let Some(o) = ours {
-                assert_eq!(Ipv4Text::new(o).as_str(), s);
+                assert_eq!(ipv4_text(o).as_str(), s);
             }
         }
         for x in 0..=255u8 {
             let o = [x, 255 - x, x / 3, 7];
-            let text = Ipv4Text::new(o);
+            let text = ipv4_text(o);
             assert_eq!(canonical_ipv4(text.as_str()), Some(o));
             assert_eq!(text.as_str(), std::net::Ipv4Addr::from(o).to_string());
         }
-        assert_eq!(canonical_decimal("0"), Some(0));
-        assert_eq!(canonical_decimal("18446744073709551615"), Some(u64::MAX));
-        assert_eq!(canonical_decimal("18446744073709551616"), None);
-        assert_eq!(canonical_decimal("007"), None);
+        assert_eq!(decimal_bytes(b"0"), Some(0));
+        assert_eq!(decimal_bytes(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+        assert_eq!(decimal_bytes(b"10000000000000000000"), None);
+        assert_eq!(decimal_bytes(b"007"), None);
+        assert_eq!(decimal_bytes(b""), None);
+        assert_eq!(decimal_bytes(b"1a"), None);
         for v in [0, 7, 10, 65535, 1 << 50, u64::MAX] {
             let mut s = String::from("x");
             push_decimal(&mut s, v);
