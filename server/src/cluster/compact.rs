@@ -39,14 +39,15 @@
 //! full) is no longer read.
 
 use crate::cluster::wire::WireError;
+use compact_str::CompactString;
+use distro_core::limits::{MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, ServiceSpec,
     check_cluster_name, validate_metadata,
 };
 use distro_core::name::Name;
-use distro_core::{ClientChange, ClientRecord, MemberId, Node};
+use distro_core::{ClientChange, ClientRecord, Field, MemberId, Node, ValidationError};
 use std::collections::HashMap;
-use compact_str::CompactString;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
@@ -98,21 +99,32 @@ fn decimal_bytes(b: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// Appends `v` in decimal.
-fn push_decimal(s: &mut String, mut v: u64) {
+/// The two-digit decimal forms of 0..100, back to back.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Appends `v` in decimal, two digits at a time.
+fn push_decimal(s: &mut Vec<u8>, mut v: u64) {
     let mut b = [0u8; 20];
     let mut k = b.len();
-    loop {
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        k -= 2;
+        b[k..k + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        k -= 2;
+        b[k..k + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    } else {
         k -= 1;
-        b[k] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        b[k] = b'0' + v as u8;
     }
-    for &c in &b[k..] {
-        s.push(char::from(c));
-    }
+    s.extend_from_slice(&b[k..]);
 }
 
 /// How an ip travels: packed when the text is the address's one canonical form.
@@ -158,23 +170,28 @@ fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
     (k == 4).then_some(o)
 }
 
-/// The dotted form of an IPv4 address, written without the formatting machinery (inline
-/// in the string, no allocation).
+/// The dotted form of an IPv4 address, written without the formatting machinery (on the
+/// stack, then inline in the string: no allocation).
 fn ipv4_text(o: [u8; 4]) -> CompactString {
-    let mut t = CompactString::const_new("");
+    let mut b = [0u8; 15];
+    let mut n = 0;
     for (k, x) in o.into_iter().enumerate() {
         if k > 0 {
-            t.push('.');
+            b[n] = b'.';
+            n += 1;
         }
         if x >= 100 {
-            t.push(char::from(b'0' + x / 100));
+            b[n] = b'0' + x / 100;
+            n += 1;
         }
         if x >= 10 {
-            t.push(char::from(b'0' + x / 10 % 10));
+            b[n] = b'0' + x / 10 % 10;
+            n += 1;
         }
-        t.push(char::from(b'0' + x % 10));
+        b[n] = b'0' + x % 10;
+        n += 1;
     }
-    t
+    CompactString::from(std::str::from_utf8(&b[..n]).expect("digits and dots"))
 }
 
 // ----- encoding ----------------------------------------------------------------------
@@ -196,12 +213,10 @@ struct Encoder<'a> {
     base: u64,
     /// Owners' string indices by member index.
     owners: Vec<u32>,
-    /// The last service, cluster and metadata map looked up (a batch is mostly runs of
-    /// one), by address.
+    /// The last service and cluster looked up (a batch is mostly runs of one), by the
+    /// address of their interned text.
     last_service: Option<(*const u8, u32)>,
     last_cluster: Option<(*const u8, u32)>,
-    last_maps: [Option<(&'a Metadata, u32)>; 4],
-    next_map_slot: usize,
 }
 
 impl<'a> Encoder<'a> {
@@ -231,30 +246,18 @@ impl<'a> Encoder<'a> {
     }
 
     fn map(&mut self, m: &'a Metadata) -> u32 {
-        // The last few maps first (a batch holds runs of a few shapes), compared
-        // entry by entry (interned keys by address), before hashing the whole map.
-        for (last, i) in self.last_maps.iter().flatten() {
-            if std::ptr::eq(*last, m) || *last == m {
-                return *i;
-            }
+        if let Some(&i) = self.maps.get(m) {
+            return i;
         }
-        let i = match self.maps.get(m) {
-            Some(&i) => i,
-            None => {
-                let i = self.maps.len() as u32;
-                let mut b = std::mem::take(&mut self.map_bytes);
-                put_varint(&mut b, m.len() as u64);
-                for (k, v) in m.iter() {
-                    put_varint(&mut b, u64::from(self.string(k)));
-                    put_varint(&mut b, u64::from(self.string(v)));
-                }
-                self.map_bytes = b;
-                self.maps.insert(m, i);
-                i
-            }
-        };
-        self.last_maps[self.next_map_slot] = Some((m, i));
-        self.next_map_slot = (self.next_map_slot + 1) % self.last_maps.len();
+        let i = self.maps.len() as u32;
+        let mut b = std::mem::take(&mut self.map_bytes);
+        put_varint(&mut b, m.len() as u64);
+        for (k, v) in m.iter() {
+            put_varint(&mut b, u64::from(self.string(k)));
+            put_varint(&mut b, u64::from(self.string(v)));
+        }
+        self.map_bytes = b;
+        self.maps.insert(m, i);
         i
     }
 
@@ -448,7 +451,9 @@ fn id_form(id: &str, first: &Instance) -> IdForm {
         return IdForm::String;
     };
     let rest = &id[m + 1..];
-    if rest.len() > ip.len() + 1 && rest.starts_with(ip) && rest[ip.len()] == b'_'
+    if rest.len() > ip.len() + 1
+        && rest.starts_with(ip)
+        && rest[ip.len()] == b'_'
         && let Some(millis) = decimal_bytes(&id[..m])
         && let Some(port) = decimal_bytes(&rest[ip.len() + 1..])
         && let Ok(port) = u16::try_from(port)
@@ -585,7 +590,7 @@ struct Tables<'a> {
     /// Member ids by string index, filled on first use.
     owners: Vec<Option<MemberId>>,
     /// Scratch for ids rebuilt from instances.
-    id: String,
+    id: Vec<u8>,
 }
 
 impl<'a> Tables<'a> {
@@ -673,7 +678,7 @@ impl<'a> Tables<'a> {
             strings,
             maps,
             services,
-            id: String::new(),
+            id: Vec::new(),
         })
     }
 
@@ -791,21 +796,40 @@ fn instance(
         None
     };
     // The scalar fields through the same validation as any input; cluster and metadata
-    // were validated once for the batch, and a packed address is valid by construction
-    // (a valid stand-in spares parsing its text again).
+    // were validated once for the batch. A packed address is valid by construction, and
+    // a port read as u16 needs only the zero check: with no custom id either, what is
+    // left to check is done here (same limits, same errors) without the whole pass.
     let packed = flags & (IPV4 | IPV6) != 0;
-    InstanceFields {
-        ip: if packed { "0.0.0.0" } else { ip.as_str() },
-        port: i64::from(port),
-        weight,
-        healthy: true,
-        enabled: true,
-        cluster: "",
-        metadata: std::iter::empty(),
-        instance_id: custom,
+    if packed && custom.is_none() {
+        if port == 0 {
+            return Err(malformed(
+                at,
+                ValidationError::new(Field::Port, "0 is outside 1..=65535"),
+            ));
+        }
+        if !weight.is_finite() || !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+            return Err(malformed(
+                at,
+                ValidationError::new(
+                    Field::Weight,
+                    format!("{weight} is outside {MIN_WEIGHT}..={MAX_WEIGHT}"),
+                ),
+            ));
+        }
+    } else {
+        InstanceFields {
+            ip: ip.as_str(),
+            port: i64::from(port),
+            weight,
+            healthy: true,
+            enabled: true,
+            cluster: "",
+            metadata: std::iter::empty(),
+            instance_id: custom,
+        }
+        .validate()
+        .map_err(|e| malformed(at, format!("instance: {e}")))?;
     }
-    .validate()
-    .map_err(|e| malformed(at, format!("instance: {e}")))?;
     let mut i = Instance {
         ip,
         port,
@@ -881,14 +905,15 @@ fn derived_id(
     t: &mut Tables<'_>,
     at: usize,
     publications: &[Arc<Publication>],
-    write: impl FnOnce(&mut String, &Instance),
+    write: impl FnOnce(&mut Vec<u8>, &Instance),
 ) -> Result<ClientId, WireError> {
     let Some(first) = publications.first().and_then(|p| p.instances.first()) else {
         return Err(malformed(at, "a derived client id without an instance"));
     };
     t.id.clear();
     write(&mut t.id, first);
-    ClientId::parse(&t.id).map_err(|e| malformed(at, format!("derived client id: {e}")))
+    let id = std::str::from_utf8(&t.id).expect("an ip, digits and separators");
+    ClientId::parse(id).map_err(|e| malformed(at, format!("derived client id: {e}")))
 }
 
 /// Decodes the changes of a sync batch, validating every field as any peer input; names
@@ -946,16 +971,16 @@ pub fn decode_changes(node: &Node, b: &[u8]) -> Result<Vec<ClientChange>, WireEr
             (Some(id), _) => id,
             (None, Some((millis, port))) => derived_id(&mut t, at, &publications, |s, i| {
                 push_decimal(s, millis);
-                s.push('_');
-                s.push_str(&i.ip);
-                s.push('_');
+                s.push(b'_');
+                s.extend_from_slice(i.ip.as_bytes());
+                s.push(b'_');
                 push_decimal(s, u64::from(port));
             })?,
             (None, None) => derived_id(&mut t, at, &publications, |s, i| {
-                s.push_str(&i.ip);
-                s.push(':');
+                s.extend_from_slice(i.ip.as_bytes());
+                s.push(b':');
                 push_decimal(s, u64::from(i.port));
-                s.push_str("#true");
+                s.extend_from_slice(b"#true");
             })?,
         };
         out.push(ClientChange::Upsert(ClientRecord {
@@ -1186,6 +1211,37 @@ mod tests {
         let mut b = header(1, &["10.0.0.1:8848"]);
         b.extend_from_slice(&[ID_IP_PORT << 1, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0]);
         expect(&b, "service 3 of 0");
+        // A packed instance with port 0, or a weight that is not a number.
+        let one = |flags: u8, port: u16, weight: Option<f64>| {
+            let mut b = vec![VERSION, 1, 0, 5];
+            let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT"];
+            for s in strings {
+                b.push(s.len() as u8);
+            }
+            for s in strings {
+                b.extend_from_slice(s.as_bytes());
+            }
+            b.extend_from_slice(&[0, 1, 1, 2, 3]); // no maps; service (ns "", g, svc)
+            b.extend_from_slice(&[ID_IP_PORT << 1, 0, 0, 0, 1, 0, 2, flags, 10, 0, 0, 9]);
+            b.extend_from_slice(&port.to_le_bytes());
+            if let Some(w) = weight {
+                b.extend_from_slice(&w.to_le_bytes());
+            }
+            b.push(4);
+            b
+        };
+        let good = one(HEALTHY | ENABLED | IPV4, 80, None);
+        let got = decode_changes(&replica, &good).expect("valid");
+        assert_eq!(got[0].id().as_str(), "10.0.0.9:80#true");
+        expect(
+            &one(HEALTHY | IPV4, 0, None),
+            "port: 0 is outside 1..=65535",
+        );
+        expect(
+            &one(IPV4 | WEIGHT, 80, Some(f64::NAN)),
+            "weight: NaN is outside 0..=10000",
+        );
+        expect(&one(IPV4 | WEIGHT, 80, Some(1e9)), "is outside 0..=10000");
         // A string that is not UTF-8.
         let mut b = vec![VERSION, 0, 0, 1, 2, 0xc3, 0x28];
         b.extend_from_slice(&[0, 0]);
@@ -1224,15 +1280,18 @@ mod tests {
             assert_eq!(text.as_str(), std::net::Ipv4Addr::from(o).to_string());
         }
         assert_eq!(decimal_bytes(b"0"), Some(0));
-        assert_eq!(decimal_bytes(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+        assert_eq!(
+            decimal_bytes(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
         assert_eq!(decimal_bytes(b"10000000000000000000"), None);
         assert_eq!(decimal_bytes(b"007"), None);
         assert_eq!(decimal_bytes(b""), None);
         assert_eq!(decimal_bytes(b"1a"), None);
-        for v in [0, 7, 10, 65535, 1 << 50, u64::MAX] {
-            let mut s = String::from("x");
+        for v in [0, 7, 10, 99, 100, 101, 65535, 1 << 50, u64::MAX] {
+            let mut s = b"x".to_vec();
             push_decimal(&mut s, v);
-            assert_eq!(s, format!("x{v}"));
+            assert_eq!(s, format!("x{v}").into_bytes());
         }
     }
 
