@@ -107,6 +107,9 @@ pub(crate) struct PeerQueue {
     pub(crate) consecutive_failures: AtomicU32,
     /// No batch is sent before this time (back-off after failures).
     pub(crate) paused_until: AtomicU64,
+    /// Until this time the peer's queue is in a burst (a full batch left early within
+    /// the last sync delay): a partial batch then waits a tenth of the delay, not all of it.
+    pub(crate) burst_until: AtomicU64,
     next_stripe: AtomicUsize,
 }
 
@@ -126,6 +129,7 @@ impl PeerQueue {
             inflight: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
             paused_until: AtomicU64::new(0),
+            burst_until: AtomicU64::new(0),
             next_stripe: AtomicUsize::new(0),
         }
     }

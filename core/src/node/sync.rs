@@ -52,7 +52,11 @@ impl Node {
     /// ignores the bound and sends everything pending). A batch holds the due clients,
     /// earliest first; once a whole batch is pending ([`Self::full_batch_entries`]) it
     /// takes clients that are not due yet too, so a full batch never waits out the delay.
-    /// Only a partial batch waits: its clients that are not due go back to the queue.
+    /// Only a partial batch waits: its clients that are not due go back to the queue. In
+    /// a burst (a full batch left early within the last sync delay) a partial batch waits
+    /// only [`Self::burst_linger`] since each client's first change: the changes of a
+    /// burst are merged by the full batches already, and the burst's tail need not hold
+    /// a whole delay. A trickle (no full batch within the delay) waits the whole delay.
     fn flush_peer(&self, p: MemberId, now: Millis, drain: bool, out: &mut Vec<Command>) {
         let q = self.sync.peer(p.index());
         if !drain && q.paused_until.load(Relaxed) > now {
@@ -75,10 +79,16 @@ impl Node {
             }
             let full = self.full_batch_entries();
             let early = !drain && self.sync.pending(p.index()) >= full;
+            // Due by `horizon`: due now, or in a burst pending for the linger.
+            let horizon = if q.burst_until.load(Relaxed) > now {
+                now.saturating_add(self.config.sync_delay - self.burst_linger())
+            } else {
+                now
+            };
             let taken = match (drain, early) {
                 (true, _) => self.sync.take(p.index(), Millis::MAX, max_entries),
-                (false, true) => self.sync.take_early(p.index(), now, full),
-                (false, false) => self.sync.take(p.index(), now, max_entries),
+                (false, true) => self.sync.take_early(p.index(), horizon, full),
+                (false, false) => self.sync.take(p.index(), horizon, max_entries),
             };
             let took_any = !taken.is_empty();
             // Sized once: a batch of records grown by doubling copies them ~twice over.
@@ -115,12 +125,16 @@ impl Node {
                 self.sync.put_back(p.index(), &id, due);
             }
             let is_full = overflow || batch.changes.len() >= full;
+            if early && is_full {
+                q.burst_until
+                    .fetch_max(now.saturating_add(self.config.sync_delay), Relaxed);
+            }
             if early && !is_full {
                 // Taken ahead of time but not a full batch after all (clients gone, or
                 // smaller than the estimate): what is not due yet waits out its delay.
                 let mut kept = SyncBatch::default();
                 for (change, due) in batch.changes.into_iter().zip(dues) {
-                    if due > now {
+                    if due > horizon {
                         self.sync.put_back(p.index(), change.id(), due);
                     } else {
                         kept.changes.push(change);
@@ -143,6 +157,12 @@ impl Node {
                 return;
             }
         }
+    }
+
+    /// How long a client waits in a burst before a partial batch takes it: a tenth of
+    /// the sync delay (100 ms by default, the driver's tick).
+    fn burst_linger(&self) -> Millis {
+        self.config.sync_delay / 10
     }
 
     /// How many pending clients make a full batch: `batch_max_entries`, or fewer when

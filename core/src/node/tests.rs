@@ -331,7 +331,7 @@ fn batch_sizes(cmds: &[Command]) -> Vec<(u16, usize)> {
 }
 
 #[test]
-fn a_full_batch_leaves_before_the_delay_and_a_partial_one_waits() {
+fn a_full_batch_leaves_before_the_delay_and_the_rest_of_its_burst_a_tick_later() {
     let n = small_batches(10, 4);
     n.tick(0);
     register_many(&n, 0, 25, 0, 10);
@@ -340,12 +340,20 @@ fn a_full_batch_leaves_before_the_delay_and_a_partial_one_waits() {
     sizes.sort_unstable();
     assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
     assert_eq!(n.pending_sync(MemberId(1)), 5);
-    // The partial rest waits out the delay of its first change (10 + 1000).
-    assert!(batch_sizes(&n.tick(1_009)).is_empty());
-    let mut sizes = batch_sizes(&n.tick(1_010));
+    // In the burst, the partial rest waits a tenth of the delay since its first change
+    // (10 + 100), not the whole delay.
+    assert!(batch_sizes(&n.tick(109)).is_empty());
+    let mut sizes = batch_sizes(&n.tick(110));
     sizes.sort_unstable();
     assert_eq!(sizes, vec![(1, 5), (2, 5)]);
     assert_eq!(n.pending_sync(MemberId(1)), 0);
+    // A delay after the last full batch the burst is over: a trickle waits it whole.
+    register_many(&n, 100, 3, 0, 2_000);
+    assert!(batch_sizes(&n.tick(2_100)).is_empty());
+    assert!(batch_sizes(&n.tick(2_999)).is_empty());
+    let mut sizes = batch_sizes(&n.tick(3_000));
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 3), (2, 3)]);
 }
 
 #[test]
@@ -411,8 +419,9 @@ fn an_answered_batch_frees_its_slot_for_the_next_full_one_at_once() {
         })
         .collect();
     let mut sent = 10;
-    // Each answer sends the next full batch right away, without a tick; then the partial
-    // rest of 5 waits for its delay.
+    // Each answer sends the next full batch right away, without a tick; the partial rest
+    // of 5, pending for longer than the burst's linger (100 ms), leaves with the last
+    // refill.
     while let Some(request) = to_peer_1.pop() {
         let ack = Ok(crate::message::PeerResponse::SyncAck {
             applied: 10,
@@ -427,10 +436,10 @@ fn an_answered_batch_frees_its_slot_for_the_next_full_one_at_once() {
             _ => None,
         }));
     }
-    assert_eq!(sent, 30);
-    assert_eq!(n.pending_sync(MemberId(1)), 5);
-    // At its delay the rest of peer 1 leaves; peer 2, which never answered, gets nothing.
-    assert_eq!(batch_sizes(&n.tick(1_010)), vec![(1, 5)]);
+    assert_eq!(sent, 35);
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+    // Peer 2, which never answered, gets nothing more: its one slot is busy.
+    assert!(batch_sizes(&n.tick(1_010)).is_empty());
     assert_eq!(n.pending_sync(MemberId(2)), 25);
 }
 
@@ -452,15 +461,16 @@ fn a_batch_full_by_bytes_leaves_before_the_delay() {
     // One client after the delay teaches the node the size of a change.
     register_many(&n, 0, 1, 1000, 10);
     assert_eq!(batch_sizes(&n.tick(1_010)), vec![(1, 1)]);
-    // Eight more of ~1 KB: 4 KB batches leave at once, and the partial rest waits.
-    register_many(&n, 1, 8, 1000, 2_000);
+    // Eight more of ~1 KB: 4 KB batches leave at once, and the partial rest waits the
+    // burst's linger (100 ms after its first change).
+    register_many(&n, 1, 8, 1000, 2_050);
     let sizes = batch_sizes(&n.tick(2_100));
     assert!(!sizes.is_empty(), "full batches left before the delay");
     let early: usize = sizes.iter().map(|s| s.1).sum();
     assert!(sizes.iter().all(|s| s.1 >= 2), "{sizes:?}");
     assert_eq!(n.pending_sync(MemberId(1)), 8 - early);
-    assert!(batch_sizes(&n.tick(2_999)).is_empty());
-    let rest: usize = batch_sizes(&n.tick(3_000)).iter().map(|s| s.1).sum();
+    assert!(batch_sizes(&n.tick(2_149)).is_empty());
+    let rest: usize = batch_sizes(&n.tick(2_150)).iter().map(|s| s.1).sum();
     assert_eq!(early + rest, 8);
 }
 

@@ -1087,8 +1087,7 @@ async fn malformed_requests_get_clear_errors_and_the_node_keeps_serving() {
     assert!(e.message().contains("clientId"), "{e}");
     // A compact batch whose record count runs past its end is refused likewise.
     let mut compact = vec![distro_server::cluster::compact::VERSION];
-    compact.extend_from_slice(&5u32.to_le_bytes());
-    compact.extend_from_slice(&0u32.to_le_bytes());
+    compact.extend_from_slice(&[5, 0, 0]);
     let garbage = distro_server::cluster::sync_codec::SyncRequest::from_compact(me, compact.into());
     let e = peer.sync(garbage).await.expect_err("refused");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);

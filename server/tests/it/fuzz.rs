@@ -283,6 +283,20 @@ fn peer_corpus() -> Vec<Vec<u8>> {
         .collect();
     n.register_batch(&ClientId::connection(5, "172.16.0.1", 1), &svc, &batch, 10)
         .expect("batch");
+    // The compact layout's other forms: an IPv6 instance, a host name, an id that only
+    // looks derivable (sent as a string).
+    for (id, ip, port) in [
+        (ClientId::ip_port("fe80::1", 7000), "fe80::1", 7000),
+        (ClientId::connection(7, "host-b", 2), "host-b", 3),
+        (
+            ClientId::parse("10.9.9.9:09#true").expect("id"),
+            "10.9.9.9",
+            9,
+        ),
+    ] {
+        n.register(&id, &svc, &InstanceSpec::new(ip, port), 10)
+            .expect("register");
+    }
     n.register(
         &ClientId::connection(6, "1.1.1.1", 1),
         &ServiceSpec::new("", "", "other"),
