@@ -290,6 +290,39 @@ fn register((node, requests): (&'static Node, Vec<Request>)) -> usize {
         .count()
 }
 
+/// A node owning 50 SDK connection clients that publish to 20 services each, and 1,000
+/// registrations that change one of those publications each (every client's every
+/// service once): the Nacos pattern of one connection registering many services.
+fn sdk_requests() -> (&'static Node, Vec<Request>) {
+    let node = leak(fixture::node(3, 0, Config::default()));
+    let (clients, services) = (50, 20);
+    let mut requests = Vec::with_capacity(clients * services);
+    for c in 0..clients {
+        for s in 0..services {
+            let mut r = Request::new(Kind::Connection, c, clients);
+            r.service = fixture::service_spec(s);
+            node.register(&r.client, &r.service, &r.instance, fixture::NOW_MS)
+                .expect("valid request");
+            r.change();
+            requests.push(r);
+        }
+    }
+    (node, requests)
+}
+
+#[library_benchmark]
+#[bench::services_20_changes_1000(setup = sdk_requests)]
+fn register_sdk((node, requests): (&'static Node, Vec<Request>)) -> usize {
+    let now = fixture::NOW_MS;
+    requests
+        .iter()
+        .filter(|r| {
+            node.register(&r.client, &r.service, &r.instance, now)
+                .is_ok()
+        })
+        .count()
+}
+
 #[library_benchmark]
 #[bench::beats_1000(setup = store_requests)]
 fn beat((node, requests): (&'static Node, Vec<Request>)) -> usize {
@@ -331,7 +364,7 @@ fn snapshot_chunk(node: &'static Node) -> usize {
 
 library_benchmark_group!(
     name = store;
-    benchmarks = register, beat, query, snapshot_chunk
+    benchmarks = register, register_sdk, beat, query, snapshot_chunk
 );
 
 // ----- sync --------------------------------------------------------------------------

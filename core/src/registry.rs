@@ -305,14 +305,22 @@ impl Registry {
         old: Option<&Client>,
         now: Millis,
     ) -> Arc<Client> {
-        let entry = |p: Arc<Publication>| {
-            // Keep the beat time of a publication that is still there.
-            let prev = old.and_then(|o| {
-                o.publications
-                    .binary_search_by(|q| q.service.cmp(&p.service))
-                    .ok()
-                    .map(|i| o.last_beat(i))
-            });
+        // Keep the beat time of a publication that is still there: both lists are sorted
+        // by service, so a cursor walks the old one once (an unchanged publication is the
+        // same pointer and costs no comparison of names).
+        let olds = old.map_or(&[][..], |o| &o.publications[..]);
+        let mut k = 0;
+        let mut entry = |p: Arc<Publication>| {
+            while olds
+                .get(k)
+                .is_some_and(|o| !Arc::ptr_eq(o.publication(), &p) && o.service < p.service)
+            {
+                k += 1;
+            }
+            let prev = olds
+                .get(k)
+                .filter(|o| Arc::ptr_eq(o.publication(), &p) || o.service == p.service)
+                .map(|o| o.beat.load(Relaxed));
             Published::new(p, prev.unwrap_or(now), NO_SLOT)
         };
         let publications = if pubs.len() == 1 {
@@ -345,41 +353,51 @@ impl Registry {
     ) {
         let old_ref = old.map(|c| &**c);
         let new_ref = new.as_deref();
-        // Service index: free the slots of publications that went away, reuse the slot
-        // of a service the client still publishes to, take a slot for a new one.
-        if let Some(o) = old_ref {
-            for p in o.publications.iter() {
-                let still = new_ref.is_some_and(|n| {
-                    n.publications
-                        .binary_search_by(|q| q.service.cmp(&p.service))
-                        .is_ok()
-                });
-                if !still {
-                    self.index_remove(&p.service, p.slot.load(Relaxed), p.instances.len());
-                    changed.push(p.service.clone());
+        // Service index: free the slots of publications that went away, keep the slot of
+        // one that did not change, move it for one that changed, take a slot for a new
+        // service. Both lists are sorted by service, so one walk over the two pairs them
+        // up (a client publishing to many services changes one at a time: the unchanged
+        // ones are the same pointers and cost no comparison of names).
+        let none: &[client::Published] = &[];
+        let olds = old_ref.map_or(none, |o| &o.publications[..]);
+        let news = new_ref.map_or(none, |n| &n.publications[..]);
+        let (mut i, mut j) = (0, 0);
+        while i < olds.len() || j < news.len() {
+            let order = match (olds.get(i), news.get(j)) {
+                (Some(o), Some(n)) if Arc::ptr_eq(o.publication(), n.publication()) => {
+                    std::cmp::Ordering::Equal
                 }
-            }
-        }
-        if let Some(n) = new_ref {
-            for p in n.publications.iter() {
-                let before = old_ref.and_then(|o| {
-                    o.publications
-                        .binary_search_by(|q| q.service.cmp(&p.service))
-                        .ok()
-                        .map(|j| (&o.publications[j], o.publications[j].slot.load(Relaxed)))
-                });
-                let slot = match before {
-                    Some((b, slot)) if Arc::ptr_eq(b, p) => slot,
-                    Some((b, slot)) => {
-                        changed.push(p.service.clone());
-                        self.index_insert(p.publication().clone(), Some(slot), b.instances.len())
-                    }
-                    None => {
-                        changed.push(p.service.clone());
-                        self.index_insert(p.publication().clone(), None, 0)
-                    }
-                };
-                p.slot.store(slot, Relaxed);
+                (Some(o), Some(n)) => o.service.cmp(&n.service),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, _) => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let o = &olds[i];
+                    self.index_remove(&o.service, o.slot.load(Relaxed), o.instances.len());
+                    changed.push(o.service.clone());
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    let n = &news[j];
+                    changed.push(n.service.clone());
+                    let slot = self.index_insert(n.publication().clone(), None, 0);
+                    n.slot.store(slot, Relaxed);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    let (o, n) = (&olds[i], &news[j]);
+                    let slot = o.slot.load(Relaxed);
+                    let slot = if Arc::ptr_eq(o.publication(), n.publication()) {
+                        slot
+                    } else {
+                        changed.push(n.service.clone());
+                        self.index_insert(n.publication().clone(), Some(slot), o.instances.len())
+                    };
+                    n.slot.store(slot, Relaxed);
+                    i += 1;
+                    j += 1;
+                }
             }
         }
         // Digests and counters.

@@ -529,3 +529,68 @@ fn a_stored_client_fits_its_size_class() {
         std::mem::size_of::<Client>()
     );
 }
+
+/// The ports each of `services` shows for the client's instances (one per service).
+fn ports(r: &Registry, services: &[String]) -> Vec<Vec<u16>> {
+    let all = QueryFilter {
+        clusters: &[],
+        healthy_only: false,
+        enabled_only: false,
+    };
+    services
+        .iter()
+        .map(|s| {
+            r.query("public", "DEFAULT_GROUP", s)
+                .map(|v| v.instances(all).map(|i| i.port).collect())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_of_many_services_changing_one_keeps_the_others_slots_and_beats() {
+    let r = reg();
+    let me = MemberId(0);
+    let id = ClientId::connection(1_700_000_000_000, "10.0.0.1", 5000);
+    let names: Vec<String> = (0..20).map(|i| format!("svc-{i:02}")).collect();
+    for (t, n) in names.iter().enumerate() {
+        r.publish(&id, publication(&r, n, "10.0.0.1", 80), me, 100 + t as u64)
+            .unwrap();
+    }
+    let beats = |r: &Registry| {
+        let c = r.get(id.as_str()).unwrap();
+        (0..c.publications().len())
+            .map(|i| c.last_beat(i))
+            .collect::<Vec<_>>()
+    };
+    let before = beats(&r);
+    assert_eq!(before, (100..120).collect::<Vec<_>>());
+    assert_eq!(ports(&r, &names), vec![vec![80]; 20]);
+    // Change one in the middle: only it moves; every other publication keeps its beat
+    // time and stays in its service's index.
+    r.publish(&id, publication(&r, &names[7], "10.0.0.1", 81), me, 500)
+        .unwrap();
+    let mut want = vec![vec![80]; 20];
+    want[7] = vec![81];
+    assert_eq!(ports(&r, &names), want);
+    assert_eq!(
+        beats(&r),
+        before,
+        "a changed publication keeps its beat too"
+    );
+    // Drop the first and the last, add one between two others.
+    let svc = |i: usize| r.service("public", "DEFAULT_GROUP", &names[i]);
+    r.unpublish(&id, &svc(0), me, 600, Origin::Client);
+    r.unpublish(&id, &svc(19), me, 601, Origin::Client);
+    let extra = "svc-07a".to_owned();
+    r.publish(&id, publication(&r, &extra, "10.0.0.1", 90), me, 700)
+        .unwrap();
+    want[0] = vec![];
+    want[19] = vec![];
+    assert_eq!(ports(&r, &names), want);
+    assert_eq!(ports(&r, std::slice::from_ref(&extra)), vec![vec![90]]);
+    let mut kept: Vec<u64> = before[1..19].to_vec();
+    kept.insert(7, 700);
+    assert_eq!(beats(&r), kept);
+    assert_eq!(r.stats().instances, 19);
+}
