@@ -261,6 +261,13 @@ pub struct RunArgs {
     /// Heartbeats and queries further behind schedule than this are dropped (counted).
     #[arg(help_heading = "Rates", long, default_value = "5s", value_parser = parse_duration)]
     pub max_lag: Duration,
+    /// Wake the lanes of open-model queries sent as requests of their own (`--rate` or
+    /// `--query-rate` without `--batch`) from a pacing thread, within microseconds of each
+    /// query's instant, instead of on tokio's millisecond timer. Each query then goes out
+    /// in a write of its own: more CPU for the generator, which shares the machine with an
+    /// embedded cluster (see the README). Off by default.
+    #[arg(help_heading = "Rates", long)]
+    pub pacer: bool,
     /// Replication probe period.
     #[arg(help_heading = "Faults and probes", long, default_value = "1s", value_parser = parse_duration)]
     pub probe_interval: Duration,
@@ -364,6 +371,7 @@ impl RunArgs {
             timeout: self.timeout,
             retries: self.retries,
             max_lag: self.max_lag,
+            pacer: self.pacer,
             probe_interval: self.probe_interval,
             converge_timeout: self.converge_timeout,
             shard: self.shard.unwrap_or_default(),

@@ -27,8 +27,8 @@
 //! removed.
 //!
 //! The parts: [`config`] says what a run does, [`driver`] holds the lanes that simulate
-//! the clients (woken on time by [`pacer`] when their queries are due every few hundred
-//! microseconds), [`markers`] the replication probes and push measurements, [`chaos`] the
+//! the clients (with `--pacer`, woken on time by [`pacer`] when their queries are due every
+//! few hundred microseconds), [`markers`] the replication probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
 //! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
@@ -699,9 +699,9 @@ impl<'a, P: Protocol> Run<'a, P> {
             linger: Duration::from_millis(2),
             lanes,
         };
-        // Queries of their own on an open schedule are paced by a thread of their own
-        // (tokio's timer would send them up to a millisecond late; see `run::pacer`).
-        let pacer = if lane_cfg.own_request_queries() {
+        // With `--pacer`, queries of their own on an open schedule are paced by a thread of
+        // their own (tokio's timer sends them up to a millisecond late; see `run::pacer`).
+        let pacer = if config.pacer && lane_cfg.own_request_queries() {
             match pacer::Pacer::start() {
                 Ok(p) => Some(p),
                 Err(e) => {

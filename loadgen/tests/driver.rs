@@ -191,6 +191,15 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_of_their_own_go_out_at_their_instant_through_a_stall() {
+    queries_through_a_stall(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_paced_by_the_pacer_go_out_at_their_instant_through_a_stall() {
+    queries_through_a_stall(true).await;
+}
+
+async fn queries_through_a_stall(pacer: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let clients = 600;
     let mut cfg = small(dir.path(), Scenario::Query, clients);
@@ -201,6 +210,7 @@ async fn queries_of_their_own_go_out_at_their_instant_through_a_stall() {
     // open-model requests of their own and are not held to it.
     cfg.connections = 1;
     cfg.concurrency = 1;
+    cfg.pacer = pacer;
     let o = run_through_a_stall(cfg, clients).await;
     let d = describe(&o);
     assert_eq!(o.summary.totals.errors, 0, "{d}");

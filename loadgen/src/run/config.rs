@@ -144,6 +144,9 @@ pub struct RunConfig {
     pub retries: u8,
     /// Heartbeats and queries further behind schedule are dropped.
     pub max_lag: Duration,
+    /// Open-model queries of their own are woken by a pacing thread within microseconds
+    /// of their instants instead of on tokio's millisecond timer (see `run::pacer`).
+    pub pacer: bool,
     /// Convergence probe period.
     pub probe_interval: Duration,
     /// Give up on a probe (or push) after this.
@@ -199,6 +202,7 @@ impl Default for RunConfig {
             timeout: Duration::from_secs(5),
             retries: 5,
             max_lag: Duration::from_secs(5),
+            pacer: false,
             probe_interval: Duration::from_secs(1),
             converge_timeout: Duration::from_secs(30),
             shard: Shard::default(),
