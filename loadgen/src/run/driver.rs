@@ -47,6 +47,9 @@ use crate::measure::recorder::{Recorder, Sample};
 use crate::population::{Population, Rng};
 use crate::protocol::{Batch, Item, Kind, Outcome, Protocol};
 use crate::run::pacer::Timer;
+use window::Window;
+
+mod window;
 
 /// The phase of a run, broadcast to every task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,65 +281,6 @@ struct Rate {
 impl Rate {
     fn intended(&self) -> Instant {
         self.start + Duration::from_secs_f64(self.next as f64 / self.rate)
-    }
-}
-
-/// The items one lane may have in flight to one node (AIMD; see the module docs).
-#[derive(Debug, Clone)]
-struct Window {
-    /// Current size, in items.
-    size: f64,
-    /// Ceiling (`batch × concurrency`).
-    max: f64,
-    /// Floor (a quarter of a batch).
-    min: f64,
-    /// Items per full batch.
-    batch: f64,
-    /// Items in flight now.
-    items: usize,
-    /// When the window was last cut: only batches sent later may cut it again.
-    cut_at: Instant,
-}
-
-impl Window {
-    fn new(batch: usize, concurrency: usize, now: Instant) -> Self {
-        let max = (batch * concurrency.max(1)) as f64;
-        Self {
-            size: max,
-            max,
-            min: (batch as f64 / 4.0).max(1.0),
-            batch: batch as f64,
-            items: 0,
-            cut_at: now,
-        }
-    }
-
-    /// Items the next batch may take now (0: wait), given `queued` items waiting and
-    /// batches of at most `batch`. One batch may always be in flight.
-    fn room(&self, batch: usize, queued: usize) -> usize {
-        let size = self.size as usize;
-        let want = queued.min(batch).min(size.max(1));
-        if self.items == 0 || self.items + want <= size {
-            want
-        } else {
-            0
-        }
-    }
-
-    /// A batch of `items` sent at `sent` completed at `now`; `overload` says whether it
-    /// signalled overload. Returns whether the window was cut.
-    fn complete(&mut self, items: usize, sent: Instant, now: Instant, overload: bool) -> bool {
-        self.items = self.items.saturating_sub(items);
-        if overload {
-            if sent >= self.cut_at {
-                self.size = (self.size / 2.0).max(self.min);
-                self.cut_at = now;
-                return true;
-            }
-        } else {
-            self.size = (self.size + self.batch * items as f64 / self.size).min(self.max);
-        }
-        false
     }
 }
 
@@ -1000,72 +944,4 @@ pub async fn run_lane<P: Protocol>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_halves_once_per_round_trip_and_grows_back() {
-        let t0 = Instant::now();
-        let mut w = Window::new(1000, 2, t0);
-        assert_eq!(w.size, 2000.0);
-        // Two batches in flight, both sent at t0.
-        assert_eq!(w.room(1000, 5000), 1000);
-        w.items += 1000;
-        assert_eq!(w.room(1000, 5000), 1000);
-        w.items += 1000;
-        assert_eq!(w.room(1000, 5000), 0, "the window is full");
-        let t1 = t0 + Duration::from_secs(6);
-        // Both time out: the first cuts, the second (sent before the cut) does not.
-        assert!(w.complete(1000, t0, t1, true));
-        assert!(!w.complete(1000, t0, t1, true));
-        assert_eq!(w.size, 1000.0);
-        // A batch sent after the cut may cut again, down to the floor (a quarter batch).
-        for i in 0..5 {
-            let sent = t1 + Duration::from_secs(i);
-            w.items += 250;
-            w.complete(250, sent, sent + Duration::from_millis(1), true);
-        }
-        assert_eq!(w.size, 250.0);
-        assert_eq!(w.room(1000, 5000), 250, "batches shrink to the window");
-        // Clean batches grow it back, never past the ceiling.
-        let mut t = t1 + Duration::from_secs(10);
-        for _ in 0..1000 {
-            w.items += 250;
-            w.complete(250, t, t, false);
-            t += Duration::from_millis(1);
-        }
-        assert_eq!(w.size, 2000.0);
-        assert_eq!(w.items, 0);
-    }
-
-    #[test]
-    fn one_batch_may_always_be_in_flight() {
-        let t0 = Instant::now();
-        let mut w = Window::new(100, 1, t0);
-        w.size = 1.0;
-        assert_eq!(w.room(100, 7), 1);
-        w.items = 1;
-        assert_eq!(w.room(100, 7), 0);
-    }
-
-    #[test]
-    fn only_partial_batches_without_own_request_queries_linger() {
-        // Heartbeats and registrations gather into batches.
-        assert!(lingers(3, 3, 1000, false));
-        // A full batch, or a queue the window cuts, goes at once.
-        assert!(!lingers(1000, 1000, 1000, false));
-        assert!(!lingers(3, 2, 1000, false));
-        // A query answered by a request of its own goes at once, with what queued beside it.
-        assert!(!lingers(1, 1, 1000, true));
-        assert!(!lingers(5, 5, 1000, true));
-    }
-
-    #[test]
-    fn overload_outcomes() {
-        assert!(overload(Outcome::Retry("timeout")));
-        assert!(overload(Outcome::Retry("503")));
-        assert!(!overload(Outcome::Retry("421")));
-        assert!(!overload(Outcome::Ok));
-        assert!(!overload(Outcome::Failed("400")));
-    }
-}
+mod tests;

@@ -1,0 +1,355 @@
+//! Unit tests of `compact`.
+
+use super::text::canonical_ipv4;
+use super::*;
+use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
+use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
+use distro_core::{Command, Config, MemberList, PeerRequest, SnapshotCursor};
+use prost::Message as _;
+
+fn members() -> Vec<String> {
+    (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect()
+}
+
+fn node(me: usize) -> Arc<Node> {
+    let m = members();
+    let cfg = Config {
+        sync_delay: 0,
+        ..Config::default()
+    };
+    Arc::new(Node::new(cfg, MemberList::new(&m[me], &m).unwrap(), 1).unwrap())
+}
+
+/// An owner with an ip:port client (metadata, custom id, weight, cluster), a batch
+/// client and a deleted client; returns it and its first sync batch.
+fn owner_and_batch() -> (Arc<Node>, Vec<ClientChange>) {
+    let node = node(0);
+    let svc = ServiceSpec::new("ns", "g", "svc");
+    let mut spec = InstanceSpec::new("10.1.2.3", 8080);
+    spec.weight = 2.5;
+    spec.cluster = "c-1".into();
+    spec.metadata = vec![("zone".into(), "a".into()), ("k".into(), String::new())];
+    spec.instance_id = Some("custom".into());
+    node.register(&ClientId::ip_port("10.1.2.3", 8080), &svc, &spec, 10)
+        .unwrap();
+    let mut specs: Vec<InstanceSpec> = (0..3)
+        .map(|p| InstanceSpec::new("172.16.0.1", 9000 + p))
+        .collect();
+    specs[1].healthy = false;
+    specs[2].enabled = false;
+    specs[0].metadata = spec.metadata;
+    node.register_batch(&ClientId::connection(5, "172.16.0.1", 1), &svc, &specs, 10)
+        .unwrap();
+    node.register(
+        &ClientId::connection(5, "172.16.0.1", 1),
+        &ServiceSpec::new("", "", "other"),
+        &InstanceSpec::new("172.16.0.1", 1),
+        10,
+    )
+    .unwrap();
+    let gone = ClientId::connection(6, "1.1.1.1", 1);
+    node.register(&gone, &svc, &InstanceSpec::new("1.1.1.1", 1), 10)
+        .unwrap();
+    node.remove_client(&gone, 11);
+    let batch = node
+        .tick(20)
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send {
+                request: PeerRequest::Sync(b),
+                ..
+            } => Some(b),
+            _ => None,
+        })
+        .expect("a batch");
+    assert_eq!(batch.changes.len(), 3);
+    (node, batch.changes)
+}
+
+#[test]
+fn a_batch_round_trips_through_the_compact_layout() {
+    let (owner, changes) = owner_and_batch();
+    let replica = node(1);
+    let bytes = encode_changes(&owner, &changes);
+    assert_eq!(record_count(&bytes), Some(3));
+    let decoded = decode_changes(&replica, &bytes).expect("decodes");
+    assert_eq!(decoded, changes);
+    // Through the message, as a node sends it.
+    let msg = SyncRequest::new(
+        &owner,
+        &distro_core::message::SyncBatch {
+            changes: changes.clone(),
+        },
+    );
+    let wire = msg.encode_to_vec();
+    assert_eq!(wire.len(), msg.encoded_len());
+    let back = SyncRequest::decode(&wire[..]).expect("decodes");
+    assert_eq!(back.decode_changes(&replica).expect("valid"), changes);
+    // A snapshot chunk likewise.
+    let chunk = owner.snapshot_chunk(SnapshotCursor::default());
+    let records = chunk.records.clone();
+    let msg = SnapshotChunk::new(&owner, &chunk);
+    assert_eq!(msg.len(), records.len());
+    let back = SnapshotChunk::decode(&msg.encode_to_vec()[..]).expect("decodes");
+    assert_eq!(back.len(), records.len());
+    assert_eq!(back.decode_records(&replica).expect("valid"), records);
+}
+
+#[test]
+fn every_malformed_batch_is_refused_with_a_reason_and_none_panics() {
+    let (owner, changes) = owner_and_batch();
+    let replica = node(1);
+    let good = encode_changes(&owner, &changes);
+    // A refusal says why (a malformed layout, or the field that failed validation).
+    let check = |b: &[u8]| {
+        if let Err(e) = decode_changes(&replica, b) {
+            assert!(e.to_string().len() > 10, "{e}");
+        }
+    };
+    // Every truncation is refused.
+    for n in 0..good.len() {
+        let e = decode_changes(&replica, &good[..n]).expect_err("truncated");
+        assert!(e.to_string().contains("malformed"), "{e}");
+    }
+    // Bytes after the last record, another version.
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(decode_changes(&replica, &longer).is_err());
+    let mut v2 = good.clone();
+    v2[0] = 1;
+    let e = decode_changes(&replica, &v2).expect_err("version");
+    assert!(
+        e.to_string()
+            .contains("version 1, this node reads version 2"),
+        "{e}"
+    );
+    // Every byte changed to a few values: refused or valid, never a panic.
+    for i in 0..good.len() {
+        for x in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+            let mut b = good.clone();
+            b[i] = x;
+            check(&b);
+        }
+    }
+    // A forged huge count is refused before anything is allocated for it.
+    let mut huge = vec![VERSION];
+    put_varint(&mut huge, u64::from(u32::MAX));
+    huge.extend_from_slice(&good[2..]);
+    let e = decode_changes(&replica, &huge).expect_err("count");
+    assert!(e.to_string().contains("do not fit"), "{e}");
+    // A varint longer than 64 bits.
+    let mut long = vec![VERSION];
+    long.extend_from_slice(&[0xff; 10]);
+    long.push(0);
+    let e = decode_changes(&replica, &long).expect_err("varint");
+    assert!(e.to_string().contains("at byte 1: records"), "{e}");
+    assert!(e.to_string().contains("exceeds 64 bits"), "{e}");
+}
+
+/// The byte offset and the field of a refusal, for a batch built by hand.
+#[test]
+fn a_refusal_names_the_byte_and_the_field() {
+    let replica = node(1);
+    let header = |records: u64, strings: &[&str]| {
+        let mut b = vec![VERSION];
+        put_varint(&mut b, records);
+        put_varint(&mut b, 7); // base
+        put_varint(&mut b, strings.len() as u64);
+        for s in strings {
+            put_varint(&mut b, s.len() as u64);
+        }
+        for s in strings {
+            b.extend_from_slice(s.as_bytes());
+        }
+        b.extend_from_slice(&[0, 0]); // no maps, no services
+        b
+    };
+    let expect = |b: &[u8], want: &str| {
+        let e = decode_changes(&replica, b).expect_err(want).to_string();
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    };
+    // A deletion whose id refers past the string table: byte 9 is the index.
+    let mut b = header(1, &["a:1#true"]);
+    assert_eq!(b.len(), 15);
+    b.extend_from_slice(&[DELETION, 5, 0, 0]);
+    expect(&b, "at byte 16: client id refers to string 5 of 1");
+    // A deletion with a derived id.
+    let mut b = header(1, &[]);
+    b.extend_from_slice(&[DELETION | ID_IP_PORT << 1, 0, 0]);
+    expect(&b, "at byte 6: a deletion with a derived client id");
+    // An unknown record head.
+    let mut b = header(1, &[]);
+    b.push(0x40);
+    expect(&b, "at byte 6: record head 0x40");
+    // A member past the revision's 10 bits.
+    let mut b = header(1, &["x"]);
+    b.extend_from_slice(&[DELETION, 0, 0, 0x80, 0x08]);
+    expect(&b, "revision member 1024");
+    // A state whose service refers past the (empty) service table.
+    let mut b = header(1, &["10.0.0.1:8848"]);
+    b.extend_from_slice(&[ID_IP_PORT << 1, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0]);
+    expect(&b, "service 3 of 0");
+    // A packed instance with port 0, or a weight that is not a number.
+    let one = |flags: u8, port: u16, weight: Option<f64>| {
+        let mut b = vec![VERSION, 1, 0, 5];
+        let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT"];
+        for s in strings {
+            b.push(s.len() as u8);
+        }
+        for s in strings {
+            b.extend_from_slice(s.as_bytes());
+        }
+        b.extend_from_slice(&[0, 1, 1, 2, 3]); // no maps; service (ns "", g, svc)
+        b.extend_from_slice(&[ID_IP_PORT << 1, 0, 0, 0, 1, 0, 2, flags, 10, 0, 0, 9]);
+        b.extend_from_slice(&port.to_le_bytes());
+        if let Some(w) = weight {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.push(4);
+        b
+    };
+    let good = one(HEALTHY | ENABLED | IPV4, 80, None);
+    let got = decode_changes(&replica, &good).expect("valid");
+    assert_eq!(got[0].id().as_str(), "10.0.0.9:80#true");
+    expect(
+        &one(HEALTHY | IPV4, 0, None),
+        "port: 0 is outside 1..=65535",
+    );
+    expect(
+        &one(IPV4 | WEIGHT, 80, Some(f64::NAN)),
+        "weight: NaN is outside 0..=10000",
+    );
+    expect(&one(IPV4 | WEIGHT, 80, Some(1e9)), "is outside 0..=10000");
+    // A string that is not UTF-8.
+    let mut b = vec![VERSION, 0, 0, 1, 2, 0xc3, 0x28];
+    b.extend_from_slice(&[0, 0]);
+    expect(&b, "at byte 5: a string is not UTF-8");
+}
+
+#[test]
+fn an_ipv4_is_packed_only_in_its_one_written_form() {
+    for s in [
+        "0.0.0.0",
+        "1.2.3.4",
+        "255.255.255.255",
+        "10.0.0.255",
+        "01.2.3.4",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.1.1.1",
+        "1..2.3",
+        "1.2.3.4 ",
+        "+1.2.3.4",
+        "1.2.3.-4",
+        "0000000001.2.3.4",
+        "",
+    ] {
+        let std = s.parse::<std::net::Ipv4Addr>().ok();
+        let ours = canonical_ipv4(s);
+        assert_eq!(ours.map(std::net::Ipv4Addr::from), std, "{s:?}");
+        if let Some(o) = ours {
+            assert_eq!(ipv4_text(o).as_str(), s);
+        }
+    }
+    for x in 0..=255u8 {
+        let o = [x, 255 - x, x / 3, 7];
+        let text = ipv4_text(o);
+        assert_eq!(canonical_ipv4(text.as_str()), Some(o));
+        assert_eq!(text.as_str(), std::net::Ipv4Addr::from(o).to_string());
+    }
+    assert_eq!(decimal_bytes(b"0"), Some(0));
+    assert_eq!(
+        decimal_bytes(b"9999999999999999999"),
+        Some(9_999_999_999_999_999_999)
+    );
+    assert_eq!(decimal_bytes(b"10000000000000000000"), None);
+    assert_eq!(decimal_bytes(b"007"), None);
+    assert_eq!(decimal_bytes(b""), None);
+    assert_eq!(decimal_bytes(b"1a"), None);
+    for v in [0, 7, 10, 99, 100, 101, 65535, 1 << 50, u64::MAX] {
+        let mut s = b"x".to_vec();
+        push_decimal(&mut s, v);
+        assert_eq!(s, format!("x{v}").into_bytes());
+    }
+}
+
+#[test]
+fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
+    let owner = node(0);
+    let replica = node(1);
+    let svc = ServiceSpec::new("", "", "svc");
+    // (client id, instance ip, port): derived ids, ids that only look derived,
+    // IPv6 in canonical and other forms, host names.
+    let cases: Vec<(ClientId, &str, u16)> = vec![
+        (ClientId::ip_port("10.0.0.1", 80), "10.0.0.1", 80),
+        (ClientId::ip_port("::1", 81), "::1", 81),
+        (ClientId::ip_port("2001:DB8::1", 82), "2001:DB8::1", 82),
+        (
+            ClientId::ip_port("host-a.example", 83),
+            "host-a.example",
+            83,
+        ),
+        (
+            ClientId::parse("10.0.0.2:084#true").unwrap(),
+            "10.0.0.2",
+            84,
+        ),
+        (
+            ClientId::parse("10.0.0.3:85#false").unwrap(),
+            "10.0.0.3",
+            85,
+        ),
+        (ClientId::connection(0, "10.0.0.6", 1), "10.0.0.6", 87),
+        (
+            ClientId::connection(1 << 50, "fe80::2", 65535),
+            "fe80::2",
+            88,
+        ),
+        (ClientId::parse("01_10.0.0.7_1").unwrap(), "10.0.0.7", 89),
+        (ClientId::parse("1_10.0.0.8_01").unwrap(), "10.0.0.8", 90),
+        (ClientId::parse("1_10.0.0.9_70000").unwrap(), "10.0.0.9", 91),
+        (ClientId::parse("1_h_x_2").unwrap(), "h_x", 92),
+        (ClientId::parse("plain").unwrap(), "255.255.255.255", 93),
+    ];
+    for (id, ip, port) in &cases {
+        let spec = InstanceSpec::new(ip, *port);
+        owner.register(id, &svc, &spec, 10).unwrap();
+    }
+    let records = owner.snapshot_chunk(SnapshotCursor::default()).records;
+    assert_eq!(records.len(), cases.len());
+    let bytes = encode_records(&owner, &records);
+    assert_eq!(decode_records(&replica, &bytes).expect("valid"), records);
+}
+
+#[test]
+fn the_compact_layout_is_smaller_than_protobuf() {
+    // 2,000 ip:port clients in 20 services, each with the same two metadata entries.
+    let owner = node(0);
+    for i in 0..2_000u32 {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        let mut spec = InstanceSpec::new(&ip, 8080);
+        spec.metadata = vec![
+            ("version".into(), "1.0.3".into()),
+            ("zone".into(), "zone-a".into()),
+        ];
+        let svc = ServiceSpec::new("", "DEFAULT_GROUP", &format!("svc-{}", i % 20));
+        owner
+            .register(&ClientId::ip_port(&ip, 8080), &svc, &spec, 10)
+            .unwrap();
+    }
+    let (mut proto, mut compact, mut cursor) = (0, 0, Some(SnapshotCursor::default()));
+    while let Some(c) = cursor {
+        let chunk = owner.snapshot_chunk(c);
+        cursor = chunk.next.clone();
+        proto += SnapshotChunk::protobuf(owner.clone(), chunk.clone()).encoded_len();
+        compact += SnapshotChunk::new(&owner, &chunk).encoded_len();
+    }
+    eprintln!(
+        "snapshot of 2,000 clients: protobuf {proto} bytes, compact {compact} bytes ({:.0} %)",
+        100.0 * compact as f64 / proto as f64
+    );
+    // Version 2 derives the ids, packs the ips and sends a weight of 1 as a flag:
+    // about 16 bytes per client here (version 1: 90).
+    assert!(compact < proto / 6, "{compact} vs {proto}");
+    assert!(compact < 2_000 * 20, "{compact} bytes for 2,000 clients");
+}

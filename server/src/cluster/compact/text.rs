@@ -1,0 +1,121 @@
+//! The text forms the compact layout packs and rebuilds: decimal numbers written the way
+//! `format!` writes them, and IP addresses in their one canonical form (an address that
+//! would not come back byte for byte travels as a string).
+
+use compact_str::CompactString;
+use std::net::Ipv6Addr;
+
+/// The value of `b` if it is a number written in decimal the way `format!` writes it
+/// (digits only, no leading zero), of at most 19 digits (so no overflow check per digit;
+/// longer numbers are sent as text).
+pub(super) fn decimal_bytes(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 19 || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    Some(v)
+}
+
+/// The two-digit decimal forms of 0..100, back to back.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Appends `v` in decimal, two digits at a time.
+pub(super) fn push_decimal(s: &mut Vec<u8>, mut v: u64) {
+    let mut b = [0u8; 20];
+    let mut k = b.len();
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        k -= 2;
+        b[k..k + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        k -= 2;
+        b[k..k + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    } else {
+        k -= 1;
+        b[k] = b'0' + v as u8;
+    }
+    s.extend_from_slice(&b[k..]);
+}
+
+/// How an ip travels: packed when the text is the address's one canonical form.
+pub(super) enum PackedIp {
+    V4([u8; 4]),
+    V6([u8; 16]),
+    Text,
+}
+
+pub(super) fn pack_ip(ip: &str) -> PackedIp {
+    if let Some(o) = canonical_ipv4(ip) {
+        return PackedIp::V4(o);
+    }
+    if ip.contains(':')
+        && let Ok(a) = ip.parse::<Ipv6Addr>()
+        && a.to_string() == ip
+    {
+        return PackedIp::V6(a.octets());
+    }
+    PackedIp::Text
+}
+
+/// The octets of `ip` if it is an IPv4 address in the one form [`ipv4_text`] writes
+/// (four decimal octets, no leading zeros).
+pub(super) fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
+    let b = ip.as_bytes();
+    if b.len() > 15 {
+        return None;
+    }
+    let mut o = [0u8; 4];
+    let (mut k, mut start) = (0, 0);
+    for i in 0..=b.len() {
+        if i < b.len() && b[i] != b'.' {
+            continue;
+        }
+        if k == 4 || i - start > 3 {
+            return None;
+        }
+        o[k] = u8::try_from(decimal_bytes(&b[start..i])?).ok()?;
+        k += 1;
+        start = i + 1;
+    }
+    (k == 4).then_some(o)
+}
+
+/// The dotted form of an IPv4 address, written without the formatting machinery (on the
+/// stack, then inline in the string: no allocation).
+pub(super) fn ipv4_text(o: [u8; 4]) -> CompactString {
+    let mut b = [0u8; 15];
+    let mut n = 0;
+    for (k, x) in o.into_iter().enumerate() {
+        if k > 0 {
+            b[n] = b'.';
+            n += 1;
+        }
+        if x >= 100 {
+            b[n] = b'0' + x / 100;
+            n += 1;
+        }
+        if x >= 10 {
+            b[n] = b'0' + x / 10 % 10;
+            n += 1;
+        }
+        b[n] = b'0' + x % 10;
+        n += 1;
+    }
+    CompactString::from(std::str::from_utf8(&b[..n]).expect("digits and dots"))
+}
+
+// ----- encoding ----------------------------------------------------------------------
