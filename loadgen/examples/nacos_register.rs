@@ -153,6 +153,10 @@ async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let limit = raise_nofile(args.connections as u64 + 4_096)?;
     eprintln!("cluster process: {limit}");
     let cluster = LocalCluster::start(3, args.server_config(), args.node_threads).await?;
+    // A node still loading its start-up snapshot turns Nacos clients away ("Server is
+    // starting"): connections planned for it would fail over to the others, and the probe
+    // of that node would find no connection to ask.
+    loadgen::run::embedded::wait_loaded(&cluster).await?;
     let sdk: Vec<String> = (0..3).map(|i| cluster.sdk_addr(i).to_string()).collect();
     println!("READY {}", sdk.join(","));
     use std::io::Write as _;
@@ -274,10 +278,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let limit = raise_nofile(2 * args.connections as u64 + 4_096)?;
     eprintln!("{limit}");
     let cluster = LocalCluster::start(3, args.server_config(), args.node_threads).await?;
+    // Loaded before the first connection, as in `serve`.
+    loadgen::run::embedded::wait_loaded(&cluster).await?;
     let nodes: Vec<_> = (0..3).filter_map(|i| cluster.node(i)).collect();
-    while !nodes.iter().all(|n| n.is_loaded()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let expected = match args.protocol.as_str() {
         "nacos" => args.connections * args.rounds,
         "native" => args.instances,
