@@ -81,6 +81,9 @@ pub struct NodeStats {
     pub verify_shards_mismatched: u64,
     /// Clients re-sent because verify found a replica lacking or stale.
     pub verify_repairs: u64,
+    /// Mismatches answered without lists because syncs to that peer were still on their
+    /// way (the mismatch is the replica being behind by them).
+    pub verify_lists_deferred: u64,
     /// Replica clients dropped because their owner no longer lists them.
     pub verify_removed: u64,
     /// Estimated bytes of verify requests sent.
@@ -122,6 +125,7 @@ struct Counters {
     verify_rounds: AtomicU64,
     verify_shards_mismatched: AtomicU64,
     verify_repairs: AtomicU64,
+    verify_lists_deferred: AtomicU64,
     verify_removed: AtomicU64,
     verify_bytes_sent: AtomicU64,
     lease_expired: AtomicU64,
@@ -287,6 +291,7 @@ impl Node {
             verify_rounds: l(&c.verify_rounds),
             verify_shards_mismatched: l(&c.verify_shards_mismatched),
             verify_repairs: l(&c.verify_repairs),
+            verify_lists_deferred: l(&c.verify_lists_deferred),
             verify_removed: l(&c.verify_removed),
             verify_bytes_sent: l(&c.verify_bytes_sent),
             lease_expired: l(&c.lease_expired),

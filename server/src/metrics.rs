@@ -404,6 +404,11 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
             s.verify_repairs,
         ),
         (
+            "distro_verify_lists_deferred",
+            "Mismatches answered without lists because syncs to that peer were still on their way.",
+            s.verify_lists_deferred,
+        ),
+        (
             "distro_verify_removed",
             "Replica clients dropped because their owner no longer has them.",
             s.verify_removed,

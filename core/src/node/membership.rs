@@ -37,6 +37,9 @@ pub(super) struct PeerInfo {
     /// (it may go DOWN), but a node loading its snapshot waits for it rather than start
     /// empty (see `snapshot`).
     pub(super) not_listing_me: bool,
+    /// Verify rounds in a row whose lists this node held back from the peer because
+    /// syncs to it were still on their way (see `Node::on_verify_mismatch`).
+    pub(super) lists_deferred: u32,
 }
 
 impl PeerInfo {
@@ -47,6 +50,7 @@ impl PeerInfo {
             loaded: true,
             incarnation: 0,
             not_listing_me: false,
+            lists_deferred: 0,
         }
     }
 }

@@ -617,3 +617,79 @@ fn a_node_whose_peers_are_all_unreachable_starts_empty_after_the_down_window() {
     assert!(n.is_loaded());
     assert_eq!(n.loaded_from(), None);
 }
+
+/// The lists a mismatch sends to `to`, if any: (requests, clients listed).
+fn lists_sent(cmds: &[Command]) -> (usize, usize) {
+    let lists: Vec<_> = sends(cmds)
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            PeerRequest::VerifyList(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    let clients = lists
+        .iter()
+        .flat_map(|l| &l.shards)
+        .map(|s| s.clients.len())
+        .sum();
+    (lists.len(), clients)
+}
+
+#[test]
+fn lists_wait_while_syncs_to_the_peer_are_on_their_way_but_at_most_two_rounds() {
+    use crate::message::{PeerResponse, VerifyDigests};
+    let n = node("10.0.0.1:8848", 3);
+    let id = ClientId::connection(1, "1.1.1.1", 1);
+    n.register(
+        &id,
+        &ServiceSpec::new("", "", "svc"),
+        &InstanceSpec::new("1.1.1.1", 80),
+        0,
+    )
+    .unwrap();
+    let shard = n.registry().shard_of(&id);
+    let mismatch = |now| {
+        n.handle_response(
+            MemberId(1),
+            PeerRequest::VerifyDigests(VerifyDigests { digests: vec![] }),
+            Ok(PeerResponse::VerifyMismatch {
+                shards: vec![shard],
+            }),
+            now,
+        )
+    };
+    // Pending for peer 1: the replica differs because the change has not left yet.
+    assert_eq!(n.pending_sync(MemberId(1)), 1);
+    assert_eq!(lists_sent(&mismatch(100)), (0, 0));
+    assert_eq!(lists_sent(&mismatch(5_100)), (0, 0));
+    assert_eq!(n.stats().verify_lists_deferred, 2);
+    // The third mismatch in a row sends them whatever is pending.
+    assert_eq!(lists_sent(&mismatch(10_100)), (1, 1));
+    assert_eq!(n.stats().verify_lists_deferred, 2);
+    // In flight counts as on its way too.
+    let batch: Vec<_> = n
+        .tick(10_200)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to: MemberId(1),
+                request: r @ PeerRequest::Sync(_),
+            } => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+    assert_eq!(lists_sent(&mismatch(10_300)), (0, 0));
+    assert_eq!(n.stats().verify_lists_deferred, 3);
+    // Answered: nothing on its way, so a mismatch is a replica that lost something, and
+    // the lists go at once.
+    let ack = Ok(PeerResponse::SyncAck {
+        applied: 1,
+        stale: 0,
+    });
+    let more = n.handle_response(MemberId(1), batch.into_iter().next().unwrap(), ack, 10_400);
+    assert!(sends(&more).is_empty());
+    assert_eq!(lists_sent(&mismatch(10_500)), (1, 1));
+    assert_eq!(n.stats().verify_lists_deferred, 3);
+}

@@ -25,6 +25,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// Verify rounds in a row a mismatched peer may go without lists while syncs to it are
+/// pending or in flight; the next mismatch sends them regardless (under continuous churn
+/// the queue is never empty).
+pub(crate) const MAX_DEFERRED_LISTS: u32 = 2;
+
 impl Node {
     /// Sends every loaded peer that is not DOWN this node's shard digests (or, per
     /// client, every owned client's revision).
@@ -95,7 +100,14 @@ impl Node {
     /// `to` found the shards `shards` of this node's clients differing from its copy:
     /// send it the `(client id, revision)` lists of those shards, unless the routing
     /// table changed since the round was sent (or this node is leaving, or settling
-    /// after a list change). `to` drops the replicas it attributes to this node that the
+    /// after a list change), or syncs to `to` are still pending or in flight and the
+    /// lists were not held back [`MAX_DEFERRED_LISTS`] rounds in a row already: a replica
+    /// behind by what is on its way differs for that reason alone, and lists of every
+    /// shard in the middle of a burst of registrations cost both nodes a walk of all
+    /// their clients (a million-client burst stalled both for seconds) to repair what the
+    /// queue delivers anyway. Leases do not depend on it (only a matching digest renews,
+    /// and the lease is many rounds long); a replica that lost state still gets the
+    /// lists within `MAX_DEFERRED_LISTS + 1` rounds. `to` drops the replicas it attributes to this node that the
     /// lists leave out: lists built after this node handed clients over (a member joined
     /// or came back, this node is leaving) leave out clients that `to`, not knowing of
     /// the change yet, still attributes to this node, and it would drop them, perhaps
@@ -111,6 +123,18 @@ impl Node {
         let moved = self.routing_changes.load(Relaxed) != self.verify_routing.load(Relaxed);
         if moved || self.members.load().is_leaving() || self.settling(now) {
             return;
+        }
+        let syncing = self.sync.pending(to.index()) > 0
+            || self.sync.peer(to.index()).inflight.load(Relaxed) > 0;
+        {
+            let mut peers = self.peers.lock();
+            let deferred = &mut peers[to.index()].lists_deferred;
+            if syncing && *deferred < MAX_DEFERRED_LISTS {
+                *deferred += 1;
+                inc(&self.counters.verify_lists_deferred, 1);
+                return;
+            }
+            *deferred = 0;
         }
         self.send_lists(to, shards, out);
     }
