@@ -362,7 +362,7 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
         "1 once the startup snapshot load finished.",
         &u32::from(node.is_loaded()),
     )?;
-    let counters: [(&str, &str, u64); 25] = [
+    let counters: [(&str, &str, u64); 26] = [
         (
             "distro_sync_batches_sent",
             "Sync batches sent.",
