@@ -64,7 +64,8 @@ pub use model::{
 };
 pub use node::{BeatResult, Node, NodeStats, Route};
 pub use registry::{
-    ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, WriteError, WriteResult,
+    ChangeRef, ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, StateRef,
+    WriteError, WriteResult,
 };
 pub use router::{Router, RouterKind};
 pub use time::Millis;

@@ -1,11 +1,12 @@
 //! Unit tests of `compact`.
 
-use super::text::canonical_ipv4;
+use super::text::{canonical_ipv4, ipv4_text, push_decimal};
 use super::*;
 use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::{Command, Config, MemberList, PeerRequest, SnapshotCursor};
 use prost::Message as _;
+use std::sync::Arc;
 
 fn members() -> Vec<String> {
     (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect()
