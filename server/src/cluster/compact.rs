@@ -87,9 +87,13 @@ struct Encoder<'a> {
     lens: Vec<u8>,
     n_strings: u32,
     blob: Vec<u8>,
-    maps: HashMap<&'a Metadata, u32, Fast>,
+    /// Metadata maps by the identity of their storage ([`Metadata::storage_key`]): the
+    /// store holds each distinct map once, so this finds a map without hashing its pairs
+    /// (two copies of one map, if ever, are two table entries: larger, not wrong).
+    maps: HashMap<usize, u32, Fast>,
     map_bytes: Vec<u8>,
-    services: HashMap<&'a str, u32, Fast>,
+    /// Services by the address of their interned key (likewise).
+    services: HashMap<usize, u32, Fast>,
     service_bytes: Vec<u8>,
     records: Vec<u8>,
     n_records: u32,
@@ -130,7 +134,8 @@ impl<'a> Encoder<'a> {
     }
 
     fn map(&mut self, m: &'a Metadata) -> u32 {
-        if let Some(&i) = self.maps.get(m) {
+        let key = m.storage_key();
+        if let Some(&i) = self.maps.get(&key) {
             return i;
         }
         let i = self.maps.len() as u32;
@@ -141,7 +146,7 @@ impl<'a> Encoder<'a> {
             put_varint(&mut b, u64::from(self.string(v)));
         }
         self.map_bytes = b;
-        self.maps.insert(m, i);
+        self.maps.insert(key, i);
         i
     }
 
@@ -152,7 +157,7 @@ impl<'a> Encoder<'a> {
         {
             return i;
         }
-        let i = match self.services.get(key) {
+        let i = match self.services.get(&(key.as_ptr() as usize)) {
             Some(&i) => i,
             None => {
                 let i = self.services.len() as u32;
@@ -164,7 +169,7 @@ impl<'a> Encoder<'a> {
                 for p in parts {
                     put_varint(&mut self.service_bytes, u64::from(p));
                 }
-                self.services.insert(key, i);
+                self.services.insert(key.as_ptr() as usize, i);
                 i
             }
         };
