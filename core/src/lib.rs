@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod compact_form;
 pub mod config;
 pub mod digest;
 pub mod error;

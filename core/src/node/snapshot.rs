@@ -36,6 +36,7 @@
 //!   round starts again after `load_retry_delay`.
 
 use super::{Node, inc};
+use crate::compact_form::ChunkSize;
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, SnapshotChunk, SnapshotCursor};
 use crate::model::ClientId;
@@ -214,7 +215,8 @@ impl Node {
     pub fn snapshot_chunk(&self, cursor: SnapshotCursor) -> SnapshotChunk {
         let shards = self.registry.shard_count();
         let mut records = Vec::new();
-        let mut bytes = 0;
+        let mut size = ChunkSize::new();
+        let mut bytes = size.head();
         let mut shard = cursor.shard;
         let mut after = cursor.after;
         while shard < shards {
@@ -224,8 +226,13 @@ impl Node {
                 .take()
                 .map_or(0, |k| clients.partition_point(|c| *c.id() <= k));
             for (i, c) in clients.iter().enumerate().skip(start) {
-                let rec = c.to_record();
-                let size = rec.size_hint();
+                let owner = c.owner();
+                let size = size.state(
+                    c.id().as_str(),
+                    owner,
+                    || self.member_addr(owner).len(),
+                    c.publications().iter().map(|p| &***p),
+                );
                 if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
                     // Resume after the client before this one (sent, or before the cursor).
                     let after = i.checked_sub(1).map(|j| clients[j].id().clone());
@@ -235,7 +242,7 @@ impl Node {
                     };
                 }
                 bytes += size;
-                records.push(rec);
+                records.push(c.to_record());
             }
             shard += 1;
         }

@@ -39,11 +39,12 @@
 //! full) is no longer read.
 
 use crate::cluster::wire::WireError;
-use distro_core::model::{ClientId, Instance, Metadata, Revision, Service};
+use distro_core::compact_form::{IdForm, id_form};
+use distro_core::model::{ClientId, Metadata, Revision, Service};
 use distro_core::name::Name;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
-use text::{PackedIp, decimal_bytes, pack_ip};
+use text::{PackedIp, pack_ip};
 
 mod decode;
 mod text;
@@ -311,45 +312,6 @@ impl<'a> Encoder<'a> {
         out.extend_from_slice(&self.records);
         out
     }
-}
-
-/// How a client id travels.
-enum IdForm {
-    String,
-    IpPort,
-    Connection { millis: u64, port: u16 },
-}
-
-/// The form of `id` given the client's first instance: derived when the id is exactly
-/// what the replica will rebuild from it.
-fn id_form(id: &str, first: &Instance) -> IdForm {
-    let (id, ip) = (id.as_bytes(), first.ip.as_bytes());
-    // ip:port: `<ip>:<port>#true`.
-    if let Some(key) = id.strip_suffix(b"#true") {
-        if key.len() > ip.len()
-            && key.starts_with(ip)
-            && key[ip.len()] == b':'
-            && decimal_bytes(&key[ip.len() + 1..]) == Some(u64::from(first.port))
-        {
-            return IdForm::IpPort;
-        }
-        return IdForm::String;
-    }
-    // Connection: `<millis>_<ip>_<port>`, millis and port in decimal.
-    let Some(m) = id.iter().position(|&c| c == b'_') else {
-        return IdForm::String;
-    };
-    let rest = &id[m + 1..];
-    if rest.len() > ip.len() + 1
-        && rest.starts_with(ip)
-        && rest[ip.len()] == b'_'
-        && let Some(millis) = decimal_bytes(&id[..m])
-        && let Some(port) = decimal_bytes(&rest[ip.len() + 1..])
-        && let Ok(port) = u16::try_from(port)
-    {
-        return IdForm::Connection { millis, port };
-    }
-    IdForm::String
 }
 
 fn lowest_logical<'a>(revisions: impl Iterator<Item = &'a Revision>) -> u64 {
