@@ -17,6 +17,7 @@ use std::collections::HashSet;
 /// The value of `b` if it is a number written in decimal the way `format!` writes it
 /// (digits only, no leading zero), of at most 19 digits (so no overflow check per digit;
 /// longer numbers are sent as text).
+#[inline]
 pub fn decimal_bytes(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 19 || (b.len() > 1 && b[0] == b'0') {
         return None;
@@ -34,6 +35,7 @@ pub fn decimal_bytes(b: &[u8]) -> Option<u64> {
 
 /// The octets of `ip` if it is an IPv4 address in its one canonical form (four decimal
 /// octets, no leading zeros), the form a replica writes back. One pass over the bytes.
+#[inline]
 pub fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
     let b = ip.as_bytes();
     if !(7..=15).contains(&b.len()) {
@@ -86,6 +88,7 @@ pub enum IdForm {
 
 /// The form of `id` given the client's first instance: derived when the id is exactly
 /// what the replica will rebuild from it.
+#[inline]
 pub fn id_form(id: &str, first: &Instance) -> IdForm {
     let (id, ip) = (id.as_bytes(), first.ip.as_bytes());
     // ip:port: `<ip>:<port>#true`.
