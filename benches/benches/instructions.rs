@@ -418,8 +418,7 @@ fn sync_encoded() -> (&'static Cluster, codec::Encoded) {
 #[bench::changes_1000(setup = sync_encoded)]
 fn decode_and_apply((cluster, encoded): (&'static Cluster, codec::Encoded)) -> PeerResponse {
     let (owner, replica) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let request = PeerRequest::Sync(codec::decode(replica, &encoded));
-    replica.handle_request(owner.me(), request, fixture::NOW_MS)
+    codec::apply(replica, owner.me(), &encoded, fixture::NOW_MS)
 }
 
 library_benchmark_group!(

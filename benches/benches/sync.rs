@@ -8,7 +8,7 @@
 //! * `sync/build_and_encode`: `Node::tick` on the owner takes the 1,000 due clients from
 //!   the sync scheduler and builds the batch (a full `ClientRecord` per client, size-hinted),
 //!   then `codec::encode` encodes it;
-//! * `sync/decode_and_apply`: `codec::decode` and `Node::handle_request(PeerRequest::Sync)`
+//! * `sync/decode_and_apply`: `codec::apply` (decode, then `Node::handle_sync`)
 //!   on the replica, which applies the 1,000 newer states (copy-on-write clients, service
 //!   index, digests).
 //!
@@ -79,11 +79,7 @@ fn round(cluster: &Cluster, pool: &mut [Request], next: &mut usize) -> (Duration
     black_box(encoded.len);
 
     let t = Instant::now();
-    let response = replica.handle_request(
-        owner.me(),
-        PeerRequest::Sync(codec::decode(replica, &encoded)),
-        now,
-    );
+    let response = codec::apply(replica, owner.me(), &encoded, now);
     let apply = t.elapsed();
     debug_assert!(matches!(response, PeerResponse::SyncAck { stale: 0, .. }));
     // Acknowledge, so the owner's in-flight window stays open.

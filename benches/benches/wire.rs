@@ -72,7 +72,7 @@ fn sync_batch(c: &mut Criterion) {
         b.iter(|| codec::encode(&owner, black_box(&batch)).len)
     });
     g.bench_function("protobuf_decode", |b| {
-        b.iter(|| codec::decode(&replica, black_box(&encoded)).changes.len())
+        b.iter(|| codec::decode(&replica, black_box(&encoded)).len())
     });
     g.finish();
     println!(

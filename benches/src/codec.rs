@@ -1,12 +1,13 @@
 //! The wire encoding of a sync batch: the server's codec (`distro.v1.SyncRequest`, the
 //! changes in the compact layout of `distro_server::cluster::compact`).
 //!
-//! The sync benches call [`encode`] on the owner and [`decode`] on the replica around the
+//! The sync benches call [`encode`] on the owner and [`apply`] on the replica around the
 //! core's work, so they measure what a node does per batch: build the records, encode
 //! them, decode them (with the same validation as any peer input) and apply them.
 
-use distro_core::Node;
-use distro_core::message::SyncBatch;
+use distro_core::message::{PeerResponse, SyncBatch};
+use distro_core::{MemberId, Millis, Node};
+use distro_server::cluster::compact::Decoded;
 use prost::Message as _;
 use std::sync::Arc;
 
@@ -29,11 +30,15 @@ pub fn encode(owner: &Arc<Node>, batch: &SyncBatch) -> Encoded {
     }
 }
 
-/// Decodes a batch received by `replica`, validating it as the peer service does.
-pub fn decode(replica: &Node, encoded: &Encoded) -> SyncBatch {
+/// Decodes a batch received by `replica`, validating it as the peer service does; the
+/// peer service then applies it with [`Node::handle_sync`] (see [`apply`]).
+pub fn decode(replica: &Node, encoded: &Encoded) -> Decoded {
     let msg = distro_server::sync_codec::SyncRequest::decode(&encoded.bytes[..])
         .expect("a batch this process encoded");
-    SyncBatch {
-        changes: msg.decode_changes(replica).expect("valid records"),
-    }
+    msg.decode_batch(replica).expect("valid records")
+}
+
+/// Decodes and applies a batch `replica` received from `from`, as the peer service does.
+pub fn apply(replica: &Node, from: MemberId, encoded: &Encoded, now: Millis) -> PeerResponse {
+    replica.handle_sync(from, decode(replica, encoded).changes(), now)
 }

@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod compact_form;
 pub mod config;
 pub mod digest;
 pub mod error;
@@ -64,7 +65,8 @@ pub use model::{
 };
 pub use node::{BeatResult, Node, NodeStats, Route};
 pub use registry::{
-    ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, WriteError, WriteResult,
+    ChangeRef, ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, StateRef,
+    WriteError, WriteResult,
 };
 pub use router::{Router, RouterKind};
 pub use time::Millis;

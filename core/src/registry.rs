@@ -51,7 +51,7 @@ mod tombstone;
 use client::PublishedList;
 pub use client::{Client, ClientChange, ClientRecord, Published};
 pub use index::{ChangeListener, QueryFilter, ServiceIndex, ServiceView};
-pub use replica::{ApplyCounts, ReplicaChange};
+pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateRef};
 use tombstone::Tombstone;
 
 const NO_SLOT: u32 = u32::MAX;

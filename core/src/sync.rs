@@ -81,10 +81,14 @@ impl Stripe {
                 }
                 self.heap.pop().expect("checked above").0
             };
-            // Skip queue entries made obsolete by a reschedule to an earlier time.
-            if self.pending.get(id.as_str()) == Some(&due) {
-                self.pending.remove(id.as_str());
-                out.push((id, due));
+            // Skip queue entries made obsolete by a reschedule to an earlier time (one
+            // map operation: the rare obsolete entry puts the pending one back).
+            match self.pending.remove(id.as_str()) {
+                Some(d) if d == due => out.push((id, due)),
+                Some(d) => {
+                    self.pending.insert(id, d);
+                }
+                None => {}
             }
         }
     }

@@ -101,8 +101,21 @@ pub enum ClientKind {
 pub struct ClientId(Name);
 
 impl ClientId {
-    /// Wraps an id string, checking its length and characters.
+    /// Wraps an id string, checking its length and characters ([`ClientId::check`]).
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        Self::check(s)?;
+        Ok(ClientId(Name::new(s)))
+    }
+
+    /// An id string [`ClientId::check`] accepted.
+    pub(crate) fn checked(s: &str) -> Self {
+        debug_assert!(Self::check(s).is_ok(), "unchecked client id {s:?}");
+        ClientId(Name::new(s))
+    }
+
+    /// Checks an id string as [`ClientId::parse`] does, without building the id (a
+    /// decoder checks ids it may never need to store).
+    pub fn check(s: &str) -> Result<(), ValidationError> {
         if s.is_empty() {
             return Err(ValidationError::new(Field::ClientId, "must not be empty"));
         }
@@ -115,13 +128,15 @@ impl ClientId {
                 ),
             ));
         }
-        if s.chars().any(|c| c.is_control()) {
+        // Printable ASCII (the usual id) in one pass; anything else by characters.
+        let printable = s.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if !printable && s.chars().any(|c| c.is_control()) {
             return Err(ValidationError::new(
                 Field::ClientId,
                 "contains a control character",
             ));
         }
-        Ok(ClientId(Name::new(s)))
+        Ok(())
     }
 
     /// The ephemeral ip:port client of `ip:port`: `ip:port#true`.

@@ -94,6 +94,13 @@ impl Metadata {
         self.get(key).and_then(|v| v.trim().parse::<u64>().ok())
     }
 
+    /// The identity of the stored map (0 for none): equal for metadata that
+    /// [`Metadata::shares_storage`], so an encoder can key a table of maps by it without
+    /// hashing the pairs.
+    pub fn storage_key(&self) -> usize {
+        self.0.as_ref().map_or(0, |a| Arc::as_ptr(a) as usize)
+    }
+
     /// Whether `self` and `other` share one stored map (or both are empty).
     pub fn shares_storage(&self, other: &Metadata) -> bool {
         match (&self.0, &other.0) {

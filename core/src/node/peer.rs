@@ -19,10 +19,10 @@ impl Node {
         request: PeerRequest,
         now: Millis,
     ) -> PeerResponse {
-        let members = self.members.load();
-        if from == self.me() || from.index() >= members.capacity() {
-            return PeerResponse::Refused(format!("unknown sender {from}"));
+        if let Some(refused) = self.unknown_sender(from) {
+            return refused;
         }
+        let members = self.members.load();
         // A member that left may still hand over what it owned (a leaving node's last
         // syncs) and learn who is alive; nothing else of it is taken.
         if !members.contains(from)
@@ -38,6 +38,12 @@ impl Node {
             PeerRequest::VerifyClients(v) => self.check_clients(v, now),
             PeerRequest::Probe(p) => self.answer_probe(from, p),
         }
+    }
+
+    /// The refusal of a request from `from` when it is this node or no member slot.
+    pub(super) fn unknown_sender(&self, from: MemberId) -> Option<PeerResponse> {
+        (from == self.me() || from.index() >= self.members.load().capacity())
+            .then(|| PeerResponse::Refused(format!("unknown sender {from}")))
     }
 
     /// Digests the outcome of `request`, which this node sent to `to`.

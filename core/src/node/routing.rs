@@ -7,7 +7,6 @@
 
 use super::Node;
 use crate::member::MemberId;
-use crate::model::ClientId;
 use crate::router::Router;
 
 /// Where a write for an `ip:port` client must go.
@@ -42,9 +41,11 @@ impl Node {
 
     /// The member a replicated client `id` is attributed to: the routing owner of an
     /// ip:port client, `sender` for a connection client.
-    pub(super) fn attribution(&self, id: &ClientId, sender: MemberId) -> MemberId {
-        match id.routing_key() {
-            Some(key) => self.owner_of(key),
+    /// (`id` is the id's text: an ip:port client's holds a `#`, its routing key is what
+    /// comes before, as [`crate::model::ClientId::routing_key`] says.)
+    pub(super) fn attribution(&self, id: &str, sender: MemberId) -> MemberId {
+        match id.split_once('#') {
+            Some((key, _)) => self.owner_of(key),
             None => sender,
         }
     }

@@ -36,10 +36,11 @@
 //!   round starts again after `load_retry_delay`.
 
 use super::{Node, inc};
+use crate::compact_form::ChunkSize;
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, SnapshotChunk, SnapshotCursor};
-use crate::model::ClientKind;
-use crate::registry::{ApplyOutcome, ClientRecord, ReplicaChange};
+use crate::model::ClientId;
+use crate::registry::{ApplyOutcome, ClientRecord, ReplicaChange, StateRef};
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -132,28 +133,42 @@ impl Node {
 
     /// Applies a chunk of the snapshot being loaded from `from`.
     pub fn load_chunk(&self, from: MemberId, records: &[ClientRecord], now: Millis) {
+        self.load_states(from, records.iter().map(StateRef::of), now);
+    }
+
+    /// [`Node::load_chunk`] of states borrowed from wherever the runtime decoded them
+    /// (the server decodes a chunk straight from its bytes, see [`StateRef`]).
+    pub fn load_states<'a>(
+        &self,
+        from: MemberId,
+        states: impl IntoIterator<Item = StateRef<'a>>,
+        now: Millis,
+    ) {
         let me = self.me();
         let mut ghosts = Vec::new();
         // Grouped by shard in the registry: one lock acquisition per shard per chunk.
-        let states = records.iter().filter_map(|r| {
-            let owner = match r.id.kind() {
-                ClientKind::IpPort => self.attribution(&r.id, from),
-                ClientKind::Connection => r.owner,
+        let states = states.into_iter().filter_map(|s| {
+            let connection = !s.id.contains('#');
+            let owner = if connection {
+                s.owner
+            } else {
+                self.attribution(s.id, from)
             };
-            if r.id.kind() == ClientKind::Connection && owner == me {
+            if connection && owner == me {
                 // A connection of this node's previous incarnation: it cannot exist any
                 // more. Delete it everywhere (above its revision).
-                ghosts.push(r.clone());
+                ghosts.push(s);
                 return None;
             }
-            Some(ReplicaChange::State(r, owner))
+            Some(ReplicaChange::State(s, owner))
         });
         let counts = self.registry.apply_many(states, now);
         inc(&self.counters.snapshot_clients, u64::from(counts.applied));
         for g in ghosts {
-            if self.registry.apply(&g, me, now) == ApplyOutcome::Applied {
-                let r = self.registry.remove_client(&g.id, me, now);
-                self.after_write(&g.id, r, now);
+            if self.registry.apply_state(g, me, now) == ApplyOutcome::Applied {
+                let id = ClientId::checked(g.id);
+                let r = self.registry.remove_client(&id, me, now);
+                self.after_write(&id, r, now);
             }
         }
     }
@@ -200,7 +215,8 @@ impl Node {
     pub fn snapshot_chunk(&self, cursor: SnapshotCursor) -> SnapshotChunk {
         let shards = self.registry.shard_count();
         let mut records = Vec::new();
-        let mut bytes = 0;
+        let mut size = ChunkSize::new();
+        let mut bytes = size.head();
         let mut shard = cursor.shard;
         let mut after = cursor.after;
         while shard < shards {
@@ -210,8 +226,13 @@ impl Node {
                 .take()
                 .map_or(0, |k| clients.partition_point(|c| *c.id() <= k));
             for (i, c) in clients.iter().enumerate().skip(start) {
-                let rec = c.to_record();
-                let size = rec.size_hint();
+                let owner = c.owner();
+                let size = size.state(
+                    c.id().as_str(),
+                    owner,
+                    || self.member_addr(owner).len(),
+                    c.publications().iter().map(|p| &***p),
+                );
                 if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
                     // Resume after the client before this one (sent, or before the cursor).
                     let after = i.checked_sub(1).map(|j| clients[j].id().clone());
@@ -221,7 +242,7 @@ impl Node {
                     };
                 }
                 bytes += size;
-                records.push(rec);
+                records.push(c.to_record());
             }
             shard += 1;
         }

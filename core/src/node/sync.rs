@@ -12,7 +12,7 @@
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
-use crate::registry::{ApplyCounts, ClientChange, ReplicaChange};
+use crate::registry::{ApplyCounts, ChangeRef, ClientChange, ReplicaChange};
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -252,10 +252,34 @@ impl Node {
         batch: &SyncBatch,
         now: Millis,
     ) -> PeerResponse {
+        self.apply_changes(from, batch.changes.iter().map(ChangeRef::of), now)
+    }
+
+    /// Answers a sync batch from peer `from` as [`Node::handle_request`] answers
+    /// `PeerRequest::Sync`, the changes borrowed from wherever the runtime decoded them
+    /// (the server decodes a batch straight from its bytes, see [`ChangeRef`]).
+    pub fn handle_sync<'a>(
+        &self,
+        from: MemberId,
+        changes: impl IntoIterator<Item = ChangeRef<'a>>,
+        now: Millis,
+    ) -> PeerResponse {
+        if let Some(refused) = self.unknown_sender(from) {
+            return refused;
+        }
+        self.apply_changes(from, changes, now)
+    }
+
+    fn apply_changes<'a>(
+        &self,
+        from: MemberId,
+        changes: impl IntoIterator<Item = ChangeRef<'a>>,
+        now: Millis,
+    ) -> PeerResponse {
         // Grouped by shard in the registry: one lock acquisition per shard per batch.
-        let changes = batch.changes.iter().map(|change| match change {
-            ClientChange::Upsert(r) => ReplicaChange::State(r, self.attribution(&r.id, from)),
-            ClientChange::Delete { id, revision } => ReplicaChange::Delete(id, *revision),
+        let changes = changes.into_iter().map(|change| match change {
+            ChangeRef::State(s) => ReplicaChange::State(s, self.attribution(s.id, from)),
+            ChangeRef::Delete(id, revision) => ReplicaChange::Delete(id, revision),
         });
         let ApplyCounts { applied, stale } = self.registry.apply_many(changes, now);
         inc(&self.counters.sync_changes_applied, u64::from(applied));

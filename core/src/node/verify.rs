@@ -207,7 +207,7 @@ impl Node {
                     // Adopt the newer change and propagate it as the owner.
                     let applied = match &change {
                         ClientChange::Upsert(r) => {
-                            let owner = self.attribution(&r.id, self.me());
+                            let owner = self.attribution(r.id.as_str(), self.me());
                             self.registry.apply(r, owner, now)
                         }
                         ClientChange::Delete { id, revision } => {

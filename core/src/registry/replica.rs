@@ -6,27 +6,86 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::{ApplyOutcome, Client, ClientRecord, Registry, Tombstone};
+use super::{ApplyOutcome, Client, ClientChange, ClientRecord, Registry, Tombstone};
+use crate::hash::shard_of;
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
 use crate::time::Millis;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// A replicated full state as the apply reads it, borrowed from wherever it was decoded
+/// (a [`ClientRecord`], or a received batch decoded straight from its bytes): nothing is
+/// copied before the apply knows it needs it (the id is stored only for a client not
+/// held yet; a held client keeps its id).
+#[derive(Debug, Clone, Copy)]
+pub struct StateRef<'a> {
+    /// The client id's text, which [`ClientId::check`] accepted.
+    pub id: &'a str,
+    /// Revision of this state.
+    pub revision: Revision,
+    /// The member the sender attributes the client to.
+    pub owner: MemberId,
+    /// What the client publishes, sorted by service, one publication per service.
+    pub publications: &'a [Arc<Publication>],
+}
+
+impl<'a> StateRef<'a> {
+    /// The state of a record.
+    pub fn of(r: &'a ClientRecord) -> Self {
+        Self {
+            id: r.id.as_str(),
+            revision: r.revision,
+            owner: r.owner,
+            publications: &r.publications,
+        }
+    }
+
+    /// The state as an owned record.
+    pub fn to_record(&self) -> ClientRecord {
+        ClientRecord {
+            id: ClientId::checked(self.id),
+            revision: self.revision,
+            owner: self.owner,
+            publications: self.publications.to_vec(),
+        }
+    }
+}
+
+/// One change of a sync batch as the apply reads it (see [`StateRef`]): a full state or
+/// a deletion.
+#[derive(Debug, Clone, Copy)]
+pub enum ChangeRef<'a> {
+    /// A full state.
+    State(StateRef<'a>),
+    /// A deletion at a revision; the id's text was accepted by [`ClientId::check`].
+    Delete(&'a str, Revision),
+}
+
+impl<'a> ChangeRef<'a> {
+    /// The change of a [`ClientChange`].
+    pub fn of(c: &'a ClientChange) -> Self {
+        match c {
+            ClientChange::Upsert(r) => ChangeRef::State(StateRef::of(r)),
+            ClientChange::Delete { id, revision } => ChangeRef::Delete(id.as_str(), *revision),
+        }
+    }
+}
+
 /// One replicated change for [`Registry::apply_many`]: a full state with the member to
 /// attribute the client to, or a deletion.
 #[derive(Debug, Clone, Copy)]
 pub enum ReplicaChange<'a> {
     /// A full state, attributed to the member.
-    State(&'a ClientRecord, MemberId),
+    State(StateRef<'a>, MemberId),
     /// A deletion at a revision.
-    Delete(&'a ClientId, Revision),
+    Delete(&'a str, Revision),
 }
 
 impl ReplicaChange<'_> {
-    fn id(&self) -> &ClientId {
+    fn id(&self) -> &str {
         match self {
-            ReplicaChange::State(r, _) => &r.id,
+            ReplicaChange::State(s, _) => s.id,
             ReplicaChange::Delete(id, _) => id,
         }
     }
@@ -49,7 +108,12 @@ impl Registry {
     /// Applies a replicated full state if it is newer than what is held (state or
     /// tombstone). `owner` is the member to attribute the client to.
     pub fn apply(&self, record: &ClientRecord, owner: MemberId, now: Millis) -> ApplyOutcome {
-        let shard_no = self.shard_of(&record.id);
+        self.apply_state(StateRef::of(record), owner, now)
+    }
+
+    /// [`Registry::apply`] of a borrowed state.
+    pub fn apply_state(&self, state: StateRef<'_>, owner: MemberId, now: Millis) -> ApplyOutcome {
+        let shard_no = shard_of(state.id, self.shard_count);
         let shard = &self.shards[shard_no as usize];
         let mut changed = Vec::new();
         let outcome = {
@@ -59,7 +123,7 @@ impl Registry {
                 &mut tombstones,
                 &clients,
                 shard_no,
-                record,
+                &state,
                 owner,
                 now,
                 &mut changed,
@@ -76,7 +140,14 @@ impl Registry {
         let outcome = {
             let mut tombstones = shard.write.lock();
             let clients = shard.clients.pin();
-            self.apply_delete_locked(&mut tombstones, &clients, id, revision, now, &mut changed)
+            self.apply_delete_locked(
+                &mut tombstones,
+                &clients,
+                id.as_str(),
+                revision,
+                now,
+                &mut changed,
+            )
         };
         self.notify(&changed);
         outcome
@@ -92,26 +163,30 @@ impl Registry {
         changes: impl IntoIterator<Item = ReplicaChange<'a>>,
         now: Millis,
     ) -> ApplyCounts {
-        let mut by_shard: Vec<(u32, ReplicaChange<'a>)> = changes
-            .into_iter()
-            .map(|c| (self.shard_of(c.id()), c))
+        let changes: Vec<ReplicaChange<'a>> = changes.into_iter().collect();
+        // The order of the apply as one integer per change, shard above position: sorted,
+        // the changes of one shard are consecutive and keep their order in the batch
+        // (two changes of one client, never in one batch today, stay in order).
+        let mut order: Vec<u64> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| u64::from(shard_of(c.id(), self.shard_count)) << 32 | i as u64)
             .collect();
-        // Stable: two changes of one client (never in one batch today) keep their order.
-        by_shard.sort_by_key(|(s, _)| *s);
+        order.sort_unstable();
         let mut counts = ApplyCounts::default();
         let mut changed = Vec::new();
-        for group in by_shard.chunk_by(|a, b| a.0 == b.0) {
-            let shard_no = group[0].0;
+        for group in order.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let shard_no = (group[0] >> 32) as u32;
             let shard = &self.shards[shard_no as usize];
             let mut tombstones = shard.write.lock();
             let clients = shard.clients.pin();
-            for (_, c) in group {
-                let outcome = match *c {
-                    ReplicaChange::State(record, owner) => self.apply_locked(
+            for &k in group {
+                let outcome = match changes[(k & u64::from(u32::MAX)) as usize] {
+                    ReplicaChange::State(ref state, owner) => self.apply_locked(
                         &mut tombstones,
                         &clients,
                         shard_no,
-                        record,
+                        state,
                         owner,
                         now,
                         &mut changed,
@@ -142,27 +217,29 @@ impl Registry {
         tombstones: &mut Tombstones,
         clients: &ClientsRef<'_>,
         shard_no: u32,
-        record: &ClientRecord,
+        state: &StateRef<'_>,
         owner: MemberId,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
-        let old = clients.get(record.id.as_str());
+        let old = clients.get(state.id);
         let current = old
             .map(|c| c.revision)
-            .max(tombstones.get(record.id.as_str()).map(|t| t.revision))
+            .max(tombstones.get(state.id).map(|t| t.revision))
             .unwrap_or(Revision::ZERO);
-        if record.revision <= current {
+        if state.revision <= current {
             if let Some(o) = old
-                && o.revision == record.revision
+                && o.revision == state.revision
             {
                 o.renew_lease(now);
             }
             return ApplyOutcome::Stale;
         }
-        tombstones.remove(record.id.as_str());
+        if !tombstones.is_empty() {
+            tombstones.remove(state.id);
+        }
         // Share identical publications with the old state to keep the index stable.
-        let pubs: Vec<Arc<Publication>> = record
+        let pubs: Vec<Arc<Publication>> = state
             .publications
             .iter()
             .map(|p| {
@@ -176,9 +253,11 @@ impl Registry {
                 .unwrap_or_else(|| p.clone())
             })
             .collect();
+        // A held client keeps its id: only a new one stores the text.
+        let id = old.map_or_else(|| ClientId::checked(state.id), |o| o.id.clone());
         let new = self.build_client(
-            &record.id,
-            record.revision,
+            &id,
+            state.revision,
             shard_no,
             pubs,
             owner,
@@ -194,27 +273,29 @@ impl Registry {
         &self,
         tombstones: &mut Tombstones,
         clients: &ClientsRef<'_>,
-        id: &ClientId,
+        id: &str,
         revision: Revision,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
-        let old = clients.get(id.as_str());
-        let current = old
-            .map(|c| c.revision)
-            .max(tombstones.get(id.as_str()).map(|t| t.revision))
-            .unwrap_or(Revision::ZERO);
+        let old = clients.get(id);
+        let held = tombstones.get(id).map(|t| t.revision);
+        let current = old.map(|c| c.revision).max(held).unwrap_or(Revision::ZERO);
         if revision <= current {
             return ApplyOutcome::Stale;
         }
-        tombstones.insert(
-            id.clone(),
-            Tombstone {
-                revision,
-                expires_at: now.saturating_add(self.tombstone_ttl()),
-                dropped: false,
-            },
-        );
+        let tombstone = Tombstone {
+            revision,
+            expires_at: now.saturating_add(self.tombstone_ttl()),
+            dropped: false,
+        };
+        match tombstones.get_mut(id) {
+            Some(t) => *t = tombstone,
+            None => {
+                let id = old.map_or_else(|| ClientId::checked(id), |o| o.id.clone());
+                tombstones.insert(id, tombstone);
+            }
+        }
         self.replace(clients, old, None, changed);
         ApplyOutcome::Applied
     }

@@ -387,10 +387,49 @@ fn replica_changes(r: &Registry, seed: u64) -> Vec<ClientChange> {
     out
 }
 
+#[test]
+fn a_borrowed_state_stores_a_new_clients_id_and_keeps_a_held_ones() {
+    let r = reg();
+    let text = String::from("10.0.0.1:80#true");
+    let pubs = [Arc::new(publication(&r, "a", "10.0.0.1", 80))];
+    let state = |revision| StateRef {
+        id: &text,
+        revision: Revision(revision),
+        owner: MemberId(1),
+        publications: &pubs,
+    };
+    assert_eq!(
+        r.apply_state(state(5), MemberId(1), 1),
+        ApplyOutcome::Applied
+    );
+    let stored = r.get(&text).unwrap().id().as_str().as_ptr();
+    assert_ne!(stored, text.as_ptr(), "a new client's id is stored");
+    assert_eq!(
+        r.apply_state(state(6), MemberId(1), 1),
+        ApplyOutcome::Applied
+    );
+    let held = r.get(&text).unwrap();
+    assert_eq!(held.revision(), Revision(6));
+    assert_eq!(
+        held.id().as_str().as_ptr(),
+        stored,
+        "a held client keeps its id"
+    );
+    assert_eq!(r.apply_state(state(6), MemberId(1), 1), ApplyOutcome::Stale);
+    let delete = [ReplicaChange::Delete(&text, Revision(7))];
+    assert_eq!(r.apply_many(delete, 2).applied, 1);
+    assert!(r.get(&text).is_none());
+    assert_eq!(r.apply_state(state(7), MemberId(1), 3), ApplyOutcome::Stale);
+    assert_eq!(
+        r.apply_state(state(8), MemberId(1), 3),
+        ApplyOutcome::Applied
+    );
+}
+
 fn as_replica(c: &ClientChange) -> ReplicaChange<'_> {
     match c {
-        ClientChange::Upsert(r) => ReplicaChange::State(r, r.owner),
-        ClientChange::Delete { id, revision } => ReplicaChange::Delete(id, *revision),
+        ClientChange::Upsert(r) => ReplicaChange::State(StateRef::of(r), r.owner),
+        ClientChange::Delete { id, revision } => ReplicaChange::Delete(id.as_str(), *revision),
     }
 }
 

@@ -336,7 +336,9 @@ fn failed_over_connection_clients_lift_self_preservation_of_a_dead_owner() {
 /// A restarted node loads a multi-chunk snapshot and verify stays quiet afterwards.
 #[test]
 fn restarted_node_loads_a_chunked_snapshot() {
-    let mut sim = SimCluster::new(SimConfig::default());
+    let mut cfg = SimConfig::default();
+    cfg.protocol.snapshot_chunk_bytes = 1024;
+    let mut sim = SimCluster::new(cfg);
     sim.run_for(1_000);
     for i in 0..300u16 {
         let ip = format!("10.2.{}.{}", i / 200, i % 200);
@@ -356,7 +358,7 @@ fn restarted_node_loads_a_chunked_snapshot() {
     assert_eq!(node.stats().snapshot_loads, 1);
     assert!(
         sim.stats().snapshot_chunks - chunks_before > 5,
-        "4 KiB chunks: many of them"
+        "1 KiB chunks: many of them"
     );
     assert_eq!(held(&sim, 1, &ids), 20);
     assert!(sim.converged(), "{}", sim.differences());
@@ -375,6 +377,8 @@ fn restarted_node_loads_a_chunked_snapshot() {
 fn a_snapshot_streamed_while_clients_deregister_skips_none() {
     let mut cfg = SimConfig::default();
     cfg.protocol.shards = 1;
+    // The smallest chunks (about 40 of these clients each in the compact layout's size).
+    cfg.protocol.snapshot_chunk_bytes = 1024;
     let mut sim = SimCluster::new(cfg);
     sim.run_for(1_000);
     let addrs: Vec<String> = (0..400)
@@ -414,7 +418,7 @@ fn a_snapshot_streamed_while_clients_deregister_skips_none() {
     assert_eq!(node.loaded_from(), Some(MemberId(0)));
     assert!(
         sim.stats().snapshot_chunks - chunks_before > 5,
-        "4 KiB chunks: many of them"
+        "1 KiB chunks: many of them"
     );
     assert!(
         removed.len() > 5,

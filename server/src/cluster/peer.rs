@@ -26,7 +26,7 @@ use crate::cluster::wire;
 use crate::fault::PeerGate;
 use crate::metrics::Metrics;
 use crate::proto::distro as pb;
-use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor, SyncBatch};
+use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor};
 use distro_core::{MemberId, Node};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -174,8 +174,8 @@ impl pb::peer_server::Peer for PeerService {
             .map_err(|_| Status::unavailable("the node is shutting down"))?;
         let response = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let changes = msg.decode_changes(&node)?;
-            answer(node.handle_request(from, PeerRequest::Sync(SyncBatch { changes }), clock()))
+            let batch = msg.decode_batch(&node)?;
+            answer(node.handle_sync(from, batch.changes(), clock()))
         })
         .await
         .map_err(|e| Status::internal(format!("applying the batch failed: {e}")))??;

@@ -15,7 +15,7 @@
 //! the per-change protobuf fields are still read, and written by
 //! [`SyncRequest::protobuf`] (tests and tools).
 
-use crate::cluster::compact;
+use crate::cluster::compact::{self, Decoded};
 use crate::cluster::wire::WireError;
 use distro_core::message::SyncBatch;
 use distro_core::model::{
@@ -234,16 +234,22 @@ impl SyncRequest {
         }
     }
 
-    /// The changes, decoded and validated (both forms; names interned in `node`).
-    pub fn decode_changes(&self, node: &Node) -> Result<Vec<ClientChange>, WireError> {
-        let mut out = match &self.compact {
-            Some(c) => compact::decode_changes(node, c)?,
-            None => Vec::with_capacity(self.changes.len()),
-        };
+    /// The changes, decoded and validated (both forms; names interned in `node`), ready
+    /// for [`Node::handle_sync`].
+    pub fn decode_batch(&self, node: &Node) -> Result<Decoded, WireError> {
+        let mut out = Decoded::default();
+        if let Some(c) = &self.compact {
+            compact::decode_into(node, c, &mut out)?;
+        }
         for c in &self.changes {
-            out.push(decode_change(node, c)?);
+            out.push(&decode_change(node, c)?);
         }
         Ok(out)
+    }
+
+    /// The changes as the core's owned changes (tests and tools).
+    pub fn decode_changes(&self, node: &Node) -> Result<Vec<ClientChange>, WireError> {
+        Ok(self.decode_batch(node)?.to_changes())
     }
 
     /// A request carrying already-encoded changes (tests, tools).
@@ -385,16 +391,23 @@ impl SnapshotChunk {
         }
     }
 
-    /// The records, decoded and validated (both forms; names interned in `node`).
-    pub fn decode_records(&self, node: &Node) -> Result<Vec<ClientRecord>, WireError> {
-        let mut out = match &self.compact {
-            Some(c) => compact::decode_records(node, c)?,
-            None => Vec::with_capacity(self.records.len()),
-        };
+    /// The records, decoded and validated (both forms; names interned in `node`), ready
+    /// for [`Node::load_states`] ([`Decoded::states`] refuses a deletion).
+    pub fn decode_chunk(&self, node: &Node) -> Result<Decoded, WireError> {
+        let mut out = Decoded::default();
+        if let Some(c) = &self.compact {
+            compact::decode_into(node, c, &mut out)?;
+        }
         for r in &self.records {
-            out.push(decode_record(node, r)?);
+            out.push(&ClientChange::Upsert(decode_record(node, r)?));
         }
         Ok(out)
+    }
+
+    /// The records as the core's owned records (tests and tools).
+    pub fn decode_records(&self, node: &Node) -> Result<Vec<ClientRecord>, WireError> {
+        let d = self.decode_chunk(node)?;
+        Ok(d.states()?.map(|s| s.to_record()).collect())
     }
 
     /// Number of records (as the compact form says; a decode checks it).

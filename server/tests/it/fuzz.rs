@@ -405,10 +405,10 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
         Ok(_) => accepted = true,
         Err(e) => clear(&e),
     }
-    match compact::decode_changes(replica, b) {
-        Ok(changes) => {
+    match compact::decode(replica, b) {
+        Ok(decoded) => {
             accepted = true;
-            handle(PeerRequest::Sync(SyncBatch { changes }));
+            let _ = replica.handle_sync(from, decoded.changes(), 1_000_000);
         }
         Err(e) => clear(&e),
     }
@@ -417,16 +417,13 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
         Err(e) => clear(&e),
     }
     match SyncRequest::decode(b) {
-        Ok(s) => {
-            let changes = s.decode_changes(replica);
-            match changes {
-                Ok(changes) => {
-                    accepted = true;
-                    handle(PeerRequest::Sync(SyncBatch { changes }));
-                }
-                Err(e) => clear(&e),
+        Ok(s) => match s.decode_batch(replica) {
+            Ok(decoded) => {
+                accepted = true;
+                let _ = replica.handle_sync(from, decoded.changes(), 1_000_000);
             }
-        }
+            Err(e) => clear(&e),
+        },
         Err(e) => clear(&e),
     }
     match SnapshotChunk::decode(b) {

@@ -1,11 +1,13 @@
 //! Unit tests of `compact`.
 
-use super::text::canonical_ipv4;
+use super::text::{ipv4_text, push_decimal};
 use super::*;
 use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
+use distro_core::compact_form::{canonical_ipv4, decimal_bytes};
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::{Command, Config, MemberList, PeerRequest, SnapshotCursor};
 use prost::Message as _;
+use std::sync::Arc;
 
 fn members() -> Vec<String> {
     (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect()
@@ -352,4 +354,59 @@ fn the_compact_layout_is_smaller_than_protobuf() {
     // about 16 bytes per client here (version 1: 90).
     assert!(compact < proto / 6, "{compact} vs {proto}");
     assert!(compact < 2_000 * 20, "{compact} bytes for 2,000 clients");
+}
+
+#[test]
+fn snapshot_chunks_are_cut_by_the_layouts_size_from_above() {
+    // Chunks of 4 KiB over connection and ip:port clients, some with a custom id, a
+    // host name or a weight, in 50 services with a few metadata maps: each chunk's
+    // records encode to at most the bound and, but for the last, to more than half of it.
+    let limit = 4 * 1024;
+    let m = members();
+    let cfg = Config {
+        sync_delay: 0,
+        snapshot_chunk_bytes: limit,
+        ..Config::default()
+    };
+    let owner = Arc::new(Node::new(cfg, MemberList::new(&m[0], &m).unwrap(), 1).unwrap());
+    for i in 0..3_000u32 {
+        let ip = if i % 97 == 0 {
+            format!("host-{i}.example")
+        } else {
+            format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)
+        };
+        let port = 8080 + (i % 7) as u16;
+        let mut spec = InstanceSpec::new(&ip, port);
+        spec.metadata = vec![("zone".into(), format!("zone-{}", i % 5))];
+        if i % 11 == 0 {
+            spec.instance_id = Some(format!("custom-{i}"));
+        }
+        if i % 13 == 0 {
+            spec.weight = 2.5;
+        }
+        let svc = ServiceSpec::new("", "DEFAULT_GROUP", &format!("svc-{}", i % 50));
+        let id = if i % 2 == 0 {
+            ClientId::ip_port(&ip, port)
+        } else {
+            ClientId::connection(1_700_000_000_000 + u64::from(i), &ip, 40_000)
+        };
+        owner.register(&id, &svc, &spec, 10).unwrap();
+    }
+    let (mut chunks, mut clients, mut cursor) = (Vec::new(), 0, Some(SnapshotCursor::default()));
+    while let Some(c) = cursor {
+        let chunk = owner.snapshot_chunk(c);
+        cursor = chunk.next.clone();
+        clients += chunk.records.len();
+        chunks.push(encode_records(&owner, &chunk.records).len());
+    }
+    eprintln!("3,000 clients in chunks of {limit} B: {chunks:?}");
+    assert_eq!(clients, 3_000);
+    let (last, full) = chunks.split_last().unwrap();
+    assert!(*last <= limit);
+    for &c in full {
+        assert!(
+            c <= limit && c > limit / 2,
+            "a chunk of {c} bytes, bound {limit}"
+        );
+    }
 }

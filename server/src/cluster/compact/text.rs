@@ -3,25 +3,8 @@
 //! would not come back byte for byte travels as a string).
 
 use compact_str::CompactString;
+use distro_core::compact_form::canonical_ipv4;
 use std::net::Ipv6Addr;
-
-/// The value of `b` if it is a number written in decimal the way `format!` writes it
-/// (digits only, no leading zero), of at most 19 digits (so no overflow check per digit;
-/// longer numbers are sent as text).
-pub(super) fn decimal_bytes(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 19 || (b.len() > 1 && b[0] == b'0') {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &c in b {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        v = v * 10 + u64::from(d);
-    }
-    Some(v)
-}
 
 /// The two-digit decimal forms of 0..100, back to back.
 const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
@@ -69,29 +52,6 @@ pub(super) fn pack_ip(ip: &str) -> PackedIp {
         return PackedIp::V6(a.octets());
     }
     PackedIp::Text
-}
-
-/// The octets of `ip` if it is an IPv4 address in the one form [`ipv4_text`] writes
-/// (four decimal octets, no leading zeros).
-pub(super) fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
-    let b = ip.as_bytes();
-    if b.len() > 15 {
-        return None;
-    }
-    let mut o = [0u8; 4];
-    let (mut k, mut start) = (0, 0);
-    for i in 0..=b.len() {
-        if i < b.len() && b[i] != b'.' {
-            continue;
-        }
-        if k == 4 || i - start > 3 {
-            return None;
-        }
-        o[k] = u8::try_from(decimal_bytes(&b[start..i])?).ok()?;
-        k += 1;
-        start = i + 1;
-    }
-    (k == 4).then_some(o)
 }
 
 /// The dotted form of an IPv4 address, written without the formatting machinery (on the

@@ -1,0 +1,276 @@
+//! What the compact peer layout (version 2, `distro_server::cluster::compact`) derives
+//! and packs, and how many bytes it takes for a client, estimated from above: shared by
+//! the server's encoder (which decides the forms) and the core's snapshot chunks (which
+//! are cut by the estimate, so a chunk of `snapshot_chunk_bytes` is about that size on
+//! the wire).
+//!
+//! A client id is derived, not sent, when it is exactly what a replica rebuilds from the
+//! client's first instance ([`id_form`]); an IPv4 address travels as 4 bytes when its
+//! text is the one canonical form ([`canonical_ipv4`]); the other strings, the services
+//! and the metadata maps sit once each in the chunk's tables, and records refer to them
+//! by varint index.
+
+use crate::member::MemberId;
+use crate::model::{Instance, Publication};
+use std::collections::HashSet;
+
+/// The value of `b` if it is a number written in decimal the way `format!` writes it
+/// (digits only, no leading zero), of at most 19 digits (so no overflow check per digit;
+/// longer numbers are sent as text).
+#[inline]
+pub fn decimal_bytes(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 19 || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    Some(v)
+}
+
+/// The octets of `ip` if it is an IPv4 address in its one canonical form (four decimal
+/// octets, no leading zeros), the form a replica writes back. One pass over the bytes.
+#[inline]
+pub fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
+    let b = ip.as_bytes();
+    if !(7..=15).contains(&b.len()) {
+        return None;
+    }
+    let mut o = [0u8; 4];
+    let (mut k, mut v, mut digits) = (0, 0u32, 0);
+    for &c in b {
+        if c == b'.' {
+            if digits == 0 || k == 3 {
+                return None;
+            }
+            o[k] = v as u8;
+            (k, v, digits) = (k + 1, 0, 0);
+            continue;
+        }
+        let d = c.wrapping_sub(b'0');
+        // A digit, not after a leading zero, at most three, at most 255.
+        if d > 9 || (digits == 1 && v == 0) || digits == 3 {
+            return None;
+        }
+        v = v * 10 + u32::from(d);
+        digits += 1;
+        if v > 255 {
+            return None;
+        }
+    }
+    if k != 3 || digits == 0 {
+        return None;
+    }
+    o[3] = v as u8;
+    Some(o)
+}
+
+/// How a client id travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdForm {
+    /// As a string.
+    String,
+    /// Derived: `ip:port#true` of the first instance.
+    IpPort,
+    /// Derived: `<millis>_<ip of the first instance>_<port>`, millis and port sent.
+    Connection {
+        /// The id's millis.
+        millis: u64,
+        /// The id's port.
+        port: u16,
+    },
+}
+
+/// The form of `id` given the client's first instance: derived when the id is exactly
+/// what the replica will rebuild from it.
+#[inline]
+pub fn id_form(id: &str, first: &Instance) -> IdForm {
+    let (id, ip) = (id.as_bytes(), first.ip.as_bytes());
+    // ip:port: `<ip>:<port>#true`.
+    if let Some(key) = id.strip_suffix(b"#true") {
+        if key.len() > ip.len()
+            && key.starts_with(ip)
+            && key[ip.len()] == b':'
+            && decimal_bytes(&key[ip.len() + 1..]) == Some(u64::from(first.port))
+        {
+            return IdForm::IpPort;
+        }
+        return IdForm::String;
+    }
+    // Connection: `<millis>_<ip>_<port>`, millis and port in decimal.
+    let Some(m) = id.iter().position(|&c| c == b'_') else {
+        return IdForm::String;
+    };
+    let rest = &id[m + 1..];
+    if rest.len() > ip.len() + 1
+        && rest.starts_with(ip)
+        && rest[ip.len()] == b'_'
+        && let Some(millis) = decimal_bytes(&id[..m])
+        && let Some(port) = decimal_bytes(&rest[ip.len() + 1..])
+        && let Ok(port) = u16::try_from(port)
+    {
+        return IdForm::Connection { millis, port };
+    }
+    IdForm::String
+}
+
+/// Bytes of an unsigned LEB128 varint of `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The fixed part of a chunk: version, record count, revision base and the three table
+/// counts, each at their widest.
+const HEAD: usize = 1 + 5 + 10 + 5 + 5 + 5;
+/// A record's revision: the distance from the chunk's lowest (at most 4 bytes for
+/// revisions within 17 years of each other), its low bits and the writer member.
+const REVISION: usize = 4 + 2 + 2;
+
+/// The encoded size of a chunk's records in the compact layout, estimated from above
+/// record by record: what the record itself takes (an index as wide as the tables are
+/// long so far, which no real index exceeds), plus what its strings, service and
+/// metadata map add to the tables the first time the chunk refers to them (by identity:
+/// two copies of one map count twice, and strings the layout shares between services
+/// or maps count once per service or map).
+pub(crate) struct ChunkSize {
+    strings: usize,
+    services: HashSet<usize, foldhash::fast::FixedState>,
+    maps: HashSet<usize, foldhash::fast::FixedState>,
+    clusters: HashSet<usize, foldhash::fast::FixedState>,
+    /// The cluster name looked up last (nearly every instance's is `DEFAULT`).
+    last_cluster: usize,
+    owners: Vec<bool>,
+}
+
+impl ChunkSize {
+    pub(crate) fn new() -> Self {
+        Self {
+            strings: 0,
+            services: HashSet::default(),
+            maps: HashSet::default(),
+            clusters: HashSet::default(),
+            last_cluster: 0,
+            owners: Vec::new(),
+        }
+    }
+
+    /// The chunk's fixed part.
+    pub(crate) fn head(&self) -> usize {
+        HEAD
+    }
+
+    /// A string added to the table.
+    fn string(&mut self, s: &str) -> usize {
+        self.strings += 1;
+        varint_len(s.len() as u64) + s.len()
+    }
+
+    /// An index into a table of `n` entries.
+    fn index(n: usize) -> usize {
+        varint_len(n as u64)
+    }
+
+    /// The bytes of one client's state: its id, revision, owner (`owner_addr`, the
+    /// member's address, the first time) and publications.
+    pub(crate) fn state<'p>(
+        &mut self,
+        id: &str,
+        owner: MemberId,
+        owner_addr: impl FnOnce() -> usize,
+        publications: impl ExactSizeIterator<Item = &'p Publication> + Clone,
+    ) -> usize {
+        let first = publications
+            .clone()
+            .next()
+            .and_then(|p| p.instances.first());
+        let mut n = 1 + REVISION + varint_len(publications.len() as u64);
+        n += match first.map_or(IdForm::String, |i| id_form(id, i)) {
+            IdForm::IpPort => 0,
+            IdForm::Connection { millis, .. } => varint_len(millis) + 2,
+            IdForm::String => self.string(id) + Self::index(self.strings),
+        };
+        if self.owners.len() <= owner.index() {
+            self.owners.resize(owner.index() + 1, false);
+        }
+        if !std::mem::replace(&mut self.owners[owner.index()], true) {
+            self.strings += 1;
+            n += 2 + owner_addr();
+        }
+        n += Self::index(self.strings);
+        for p in publications {
+            if self.services.insert(p.service.key().as_ptr() as usize) {
+                for part in [p.service.namespace(), p.service.group(), p.service.name()] {
+                    n += self.string(part) + Self::index(self.strings);
+                }
+            }
+            n += Self::index(self.services.len());
+            n += varint_len((p.instances.len() as u64) << 1 | 1);
+            for i in p.instances.iter() {
+                n += self.instance(i);
+            }
+        }
+        n
+    }
+
+    fn instance(&mut self, i: &Instance) -> usize {
+        // Flags, port, weight.
+        let mut n = 1
+            + 2
+            + if i.weight.to_bits() == 1f64.to_bits() {
+                0
+            } else {
+                8
+            };
+        n += if canonical_ipv4(&i.ip).is_some() {
+            4
+        } else if i.ip.contains(':') {
+            // IPv6: 16 bytes, or a string when the text is not the canonical form.
+            16.max(self.string(&i.ip) + Self::index(self.strings))
+        } else {
+            self.string(&i.ip) + Self::index(self.strings)
+        };
+        let cluster = i.cluster.as_ptr() as usize;
+        if cluster != self.last_cluster && self.clusters.insert(cluster) {
+            n += self.string(&i.cluster);
+        }
+        self.last_cluster = cluster;
+        n += Self::index(self.strings);
+        if !i.metadata.is_empty() {
+            if self.maps.insert(i.metadata.storage_key()) {
+                n += varint_len(i.metadata.len() as u64);
+                for (k, v) in i.metadata.iter() {
+                    n += self.string(k) + self.string(v) + 2 * Self::index(self.strings);
+                }
+            }
+            n += Self::index(self.maps.len());
+        }
+        if let Some(c) = i.custom_id.as_deref() {
+            n += self.string(c) + Self::index(self.strings);
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::varint_len;
+
+    #[test]
+    fn varint_lengths() {
+        for (v, n) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(v), n, "{v}");
+        }
+    }
+}

@@ -1,0 +1,686 @@
+//! Decoding the compact layout (the layout is the parent module's documentation): every
+//! length, count and index checked before use, into a [`Decoded`] the core applies
+//! borrowed.
+
+use super::text::{ipv4_text, push_decimal};
+use super::{
+    CUSTOM_ID, DELETION, ENABLED, FLOOR_SHIFT, HEALTHY, ID_CONNECTION, ID_STRING, IPV4, IPV6,
+    MEMBER_BITS, METADATA, VERSION, WEIGHT, malformed,
+};
+use crate::cluster::wire::WireError;
+use compact_str::CompactString;
+use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
+use distro_core::model::{
+    ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, ServiceSpec,
+    check_cluster_name, validate_metadata,
+};
+use distro_core::name::Name;
+use distro_core::{
+    ChangeRef, ClientChange, ClientRecord, Field, MemberId, Node, StateRef, ValidationError,
+};
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+/// A checked reader over the batch.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
+        if self.b.len() - self.at < n {
+            return Err(malformed(
+                self.at,
+                format!("{what}: {n} bytes needed, {} left", self.b.len() - self.at),
+            ));
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, WireError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, WireError> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
+    #[inline]
+    fn varint(&mut self, what: &str) -> Result<u64, WireError> {
+        if let Some(&b) = self.b.get(self.at)
+            && b < 0x80
+        {
+            self.at += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_long(what)
+    }
+    fn varint_long(&mut self, what: &str) -> Result<u64, WireError> {
+        let at = self.at;
+        let mut v = 0u64;
+        for k in 0..10 {
+            let Some(&b) = self.b.get(self.at) else {
+                return Err(malformed(
+                    at,
+                    format!("{what}: the varint runs past the end"),
+                ));
+            };
+            self.at += 1;
+            if k == 9 && b > 1 {
+                break;
+            }
+            v |= u64::from(b & 0x7f) << (7 * k);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(malformed(at, format!("{what}: the varint exceeds 64 bits")))
+    }
+    /// A varint that must fit in a `u32` (an index).
+    fn index(&mut self, what: &str) -> Result<u32, WireError> {
+        let at = self.at;
+        let v = self.varint(what)?;
+        u32::try_from(v).map_err(|_| malformed(at, format!("{what} {v} exceeds u32")))
+    }
+    /// A count whose items take at least `min_item` bytes each: refused if the rest of
+    /// the batch cannot hold them (so a forged count cannot make us allocate).
+    fn count(&mut self, what: &str, min_item: usize) -> Result<usize, WireError> {
+        let at = self.at;
+        let n = self.varint(what)?;
+        let left = (self.b.len() - self.at) as u64;
+        if n.saturating_mul(min_item as u64) > left {
+            return Err(malformed(at, format!("{what} {n} do not fit in the batch")));
+        }
+        Ok(n as usize)
+    }
+}
+
+/// The decoded tables of one batch.
+struct Tables<'a> {
+    base: u64,
+    strings: Vec<&'a str>,
+    maps: Vec<Metadata>,
+    services: Vec<Service>,
+    /// Interned cluster names by string index, filled on first use.
+    clusters: Vec<Option<Name>>,
+    /// Member ids by string index, filled on first use.
+    owners: Vec<Option<MemberId>>,
+}
+
+impl<'a> Tables<'a> {
+    fn read(node: &Node, r: &mut Reader<'a>, base: u64) -> Result<Self, WireError> {
+        let n = r.count("strings", 1)?;
+        let mut lens = Vec::with_capacity(n);
+        let mut total = 0usize;
+        for i in 0..n {
+            let at = r.at;
+            let len = r.varint("string length")?;
+            total = total.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+            if total > r.b.len() {
+                return Err(malformed(
+                    at,
+                    format!("string {i}: {len} bytes do not fit in the batch"),
+                ));
+            }
+            lens.push(len as usize);
+        }
+        let blob_at = r.at;
+        let blob = r.take(total, "string table")?;
+        let blob = std::str::from_utf8(blob)
+            .map_err(|e| malformed(blob_at + e.valid_up_to(), "a string is not UTF-8"))?;
+        let mut strings = Vec::with_capacity(n);
+        let mut start = 0;
+        for (i, len) in lens.into_iter().enumerate() {
+            let e = start + len;
+            if !blob.is_char_boundary(e) {
+                return Err(malformed(
+                    blob_at + e,
+                    format!("string {i} ends inside a character"),
+                ));
+            }
+            strings.push(&blob[start..e]);
+            start = e;
+        }
+        let string = |at: usize, i: u32, what: &str| -> Result<&'a str, WireError> {
+            strings
+                .get(i as usize)
+                .copied()
+                .ok_or_else(|| malformed(at, format!("{what} refers to string {i} of {n}")))
+        };
+        let n_maps = r.count("metadata maps", 1)?;
+        let mut maps = Vec::with_capacity(n_maps);
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for _ in 0..n_maps {
+            let at = r.at;
+            let entries = r.count("metadata entries", 2)?;
+            pairs.clear();
+            for _ in 0..entries {
+                let kat = r.at;
+                let k = r.index("metadata key")?;
+                let k = string(kat, k, "metadata key")?;
+                let vat = r.at;
+                let v = r.index("metadata value")?;
+                let v = string(vat, v, "metadata value")?;
+                pairs.push((k, v));
+            }
+            validate_metadata(pairs.iter().copied())
+                .map_err(|e| malformed(at, format!("metadata map: {e}")))?;
+            maps.push(Metadata::from_pairs(
+                node.registry().interner(),
+                pairs.iter().copied(),
+            ));
+        }
+        let n_services = r.count("services", 3)?;
+        let mut services = Vec::with_capacity(n_services);
+        for _ in 0..n_services {
+            let at = r.at;
+            let ns = r.index("namespace")?;
+            let ns = string(at, ns, "namespace")?;
+            let at = r.at;
+            let group = r.index("group")?;
+            let group = string(at, group, "group")?;
+            let at = r.at;
+            let name = r.index("service")?;
+            let name = string(at, name, "service")?;
+            let (ns, group, name) = ServiceSpec::resolve_parts(ns, group, name)?;
+            services.push(node.registry().service(ns, group, name));
+        }
+        Ok(Tables {
+            base,
+            clusters: vec![None; strings.len()],
+            owners: vec![None; strings.len()],
+            strings,
+            maps,
+            services,
+        })
+    }
+
+    /// The string that the index just read at `at` refers to.
+    fn string(&self, at: usize, i: u32, what: &str) -> Result<&'a str, WireError> {
+        self.strings.get(i as usize).copied().ok_or_else(|| {
+            malformed(
+                at,
+                format!("{what} refers to string {i} of {}", self.strings.len()),
+            )
+        })
+    }
+
+    fn cluster(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<Name, WireError> {
+        let at = r.at;
+        let i = r.index("cluster")?;
+        let s = self.string(at, i, "cluster")?;
+        if let Some(Some(c)) = self.clusters.get(i as usize) {
+            return Ok(c.clone());
+        }
+        check_cluster_name(s).map_err(|e| malformed(at, format!("cluster: {e}")))?;
+        let c = node.registry().interner().intern(s);
+        self.clusters[i as usize] = Some(c.clone());
+        Ok(c)
+    }
+
+    fn owner(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<MemberId, WireError> {
+        let at = r.at;
+        let i = r.index("owner")?;
+        let s = self.string(at, i, "owner")?;
+        if let Some(Some(m)) = self.owners.get(i as usize) {
+            return Ok(*m);
+        }
+        let m = crate::cluster::wire::owner_id(node, s)?;
+        self.owners[i as usize] = Some(m);
+        Ok(m)
+    }
+
+    fn revision(&self, r: &mut Reader<'_>) -> Result<Revision, WireError> {
+        let at = r.at;
+        let d = r.varint("revision")?;
+        let low = if d & 1 != 0 {
+            let lat = r.at;
+            let low = r.varint("revision low bits")?;
+            if low == 0 || low >= 1 << FLOOR_SHIFT {
+                return Err(malformed(lat, format!("revision low bits {low}")));
+            }
+            low
+        } else {
+            0
+        };
+        let mat = r.at;
+        let member = r.varint("revision member")?;
+        if member >= 1 << MEMBER_BITS {
+            return Err(malformed(mat, format!("revision member {member}")));
+        }
+        let logical = (d >> 1)
+            .checked_mul(1 << FLOOR_SHIFT)
+            .and_then(|x| x.checked_add(low))
+            .and_then(|x| x.checked_add(self.base))
+            .filter(|x| x.leading_zeros() >= MEMBER_BITS)
+            .ok_or_else(|| malformed(at, "revision exceeds 64 bits"))?;
+        Ok(Revision(logical << MEMBER_BITS | member))
+    }
+}
+
+fn instance(
+    node: &Node,
+    t: &mut Tables<'_>,
+    r: &mut Reader<'_>,
+    service: &Service,
+) -> Result<Instance, WireError> {
+    let at = r.at;
+    let flags = r.u8("flags")?;
+    if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
+        return Err(malformed(at, format!("instance flags {flags:#04x}")));
+    }
+    let ip: CompactString = if flags & IPV4 != 0 {
+        let b = r.take(4, "ip")?;
+        ipv4_text([b[0], b[1], b[2], b[3]])
+    } else if flags & IPV6 != 0 {
+        let b = r.take(16, "ip")?;
+        let mut o = [0u8; 16];
+        o.copy_from_slice(b);
+        CompactString::from(Ipv6Addr::from(o).to_string())
+    } else {
+        let at = r.at;
+        let i = r.index("ip")?;
+        CompactString::from(t.string(at, i, "ip")?)
+    };
+    let port = r.u16("port")?;
+    let weight = if flags & WEIGHT != 0 {
+        f64::from_bits(r.u64("weight")?)
+    } else {
+        1.0
+    };
+    let cluster = t.cluster(node, r)?;
+    let metadata = if flags & METADATA != 0 {
+        let at = r.at;
+        let map = r.index("metadata")?;
+        t.maps.get(map as usize).cloned().ok_or_else(|| {
+            malformed(
+                at,
+                format!("metadata refers to map {map} of {}", t.maps.len()),
+            )
+        })?
+    } else {
+        Metadata::EMPTY
+    };
+    let custom = if flags & CUSTOM_ID != 0 {
+        let at = r.at;
+        let i = r.index("custom id")?;
+        Some(t.string(at, i, "custom id")?)
+    } else {
+        None
+    };
+    // The scalar fields through the same validation as any input; cluster and metadata
+    // were validated once for the batch. A packed address is valid by construction, and
+    // a port read as u16 needs only the zero check: with no custom id either, what is
+    // left to check is done here (same limits, same errors) without the whole pass.
+    let packed = flags & (IPV4 | IPV6) != 0;
+    if packed && custom.is_none() {
+        if port == 0 {
+            return Err(malformed(
+                at,
+                ValidationError::new(Field::Port, "0 is outside 1..=65535"),
+            ));
+        }
+        if !weight.is_finite() || !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+            return Err(malformed(
+                at,
+                ValidationError::new(
+                    Field::Weight,
+                    format!("{weight} is outside {MIN_WEIGHT}..={MAX_WEIGHT}"),
+                ),
+            ));
+        }
+    } else {
+        InstanceFields {
+            ip: ip.as_str(),
+            port: i64::from(port),
+            weight,
+            healthy: true,
+            enabled: true,
+            cluster: "",
+            metadata: std::iter::empty(),
+            instance_id: custom,
+        }
+        .validate()
+        .map_err(|e| malformed(at, format!("instance: {e}")))?;
+    }
+    let mut i = Instance {
+        ip,
+        port,
+        weight,
+        healthy: flags & HEALTHY != 0,
+        enabled: flags & ENABLED != 0,
+        cluster,
+        metadata,
+        custom_id: None,
+    };
+    if let Some(id) = custom.filter(|s| !s.is_empty())
+        && id != i.instance_id(service)
+    {
+        i.custom_id = Some(Box::from(id));
+    }
+    Ok(i)
+}
+
+/// Reads the publications of a state record onto `out.publications`, then sorts the
+/// record's run by service (one publication per service, the first of a repeated one).
+fn publications(
+    node: &Node,
+    t: &mut Tables<'_>,
+    r: &mut Reader<'_>,
+    out: &mut Decoded,
+) -> Result<(), WireError> {
+    let n = r.count("publications", 3)?;
+    let start = out.publications.len();
+    out.publications.reserve(n);
+    for _ in 0..n {
+        let at = r.at;
+        let s = r.index("service")?;
+        let service = t
+            .services
+            .get(s as usize)
+            .cloned()
+            .ok_or_else(|| malformed(at, format!("service {s} of {}", t.services.len())))?;
+        let at = r.at;
+        let v = r.varint("instances")?;
+        let batch = v & 1 != 0;
+        let count = v >> 1;
+        if count == 0 {
+            return Err(malformed(at, "an empty publication"));
+        }
+        if count > distro_core::limits::MAX_BATCH_INSTANCES as u64 {
+            return Err(malformed(
+                at,
+                format!("{count} instances in one publication"),
+            ));
+        }
+        if !batch && count != 1 {
+            return Err(malformed(
+                at,
+                format!("a single publication with {count} instances"),
+            ));
+        }
+        let p = if batch {
+            let mut v = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                v.push(instance(node, t, r, &service)?);
+            }
+            Publication::batch(service, v)
+        } else {
+            let one = instance(node, t, r, &service)?;
+            Publication::single(service, one)
+        };
+        out.publications.push(Arc::new(p));
+    }
+    let run = &mut out.publications[start..];
+    if run.len() > 1 {
+        // Stable: of a repeated service, the first stays first, and is kept.
+        run.sort_by(|a, b| a.service.cmp(&b.service));
+        let mut kept = 1;
+        for i in 1..run.len() {
+            if run[i].service != run[kept - 1].service {
+                run.swap(kept, i);
+                kept += 1;
+            }
+        }
+        out.publications.truncate(start + kept);
+    }
+    Ok(())
+}
+
+// A derived id is digits, separators and a validated ip (an IP address or a host name:
+// printable ASCII, at most `MAX_IP_LEN` bytes), so it is a valid client id by
+// construction: at most 20 + 1 + `MAX_IP_LEN` + 1 + 5 bytes (a connection's), and no
+// control character.
+const _: () = assert!(20 + 1 + MAX_IP_LEN + 1 + 5 <= MAX_CLIENT_ID_LEN);
+
+/// Writes the id derived from the record's first instance (`write`) onto `ids`.
+fn derived_id(
+    ids: &mut Vec<u8>,
+    publications: &[Arc<Publication>],
+    at: usize,
+    write: impl FnOnce(&mut Vec<u8>, &Instance),
+) -> Result<(), WireError> {
+    let Some(first) = publications.first().and_then(|p| p.instances.first()) else {
+        return Err(malformed(at, "a derived client id without an instance"));
+    };
+    let start = ids.len();
+    write(ids, first);
+    debug_assert!(
+        std::str::from_utf8(&ids[start..]).is_ok_and(|s| ClientId::check(s).is_ok()),
+        "a derived id is valid by construction"
+    );
+    Ok(())
+}
+
+/// A decoded sync batch or snapshot chunk, every field validated as any peer input and
+/// every name interned, held for the apply without a structure per record: the ids'
+/// text back to back in one string, the publications in one vector (the only
+/// allocation per record is the `Arc` of each publication, which the store keeps), and
+/// per record its revision, owner and where its id and publications lie. The core
+/// applies it borrowed ([`Decoded::changes`], [`Node::handle_sync`]; [`Decoded::states`],
+/// [`Node::load_states`]), storing an id only for a client it does not hold yet.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    ids: String,
+    publications: Vec<Arc<Publication>>,
+    records: Vec<Record>,
+}
+
+/// Where one record of a [`Decoded`] lies.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    /// The end of the id in `ids` (it starts where the previous one ends).
+    id_end: u32,
+    /// The end of the publications in `publications` (likewise; none: a deletion).
+    pubs_end: u32,
+    revision: Revision,
+    /// The sender's attribution; `None`: a deletion.
+    owner: Option<MemberId>,
+}
+
+impl Decoded {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there is no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records as the core applies them.
+    pub fn changes(&self) -> impl Iterator<Item = ChangeRef<'_>> {
+        let (mut id, mut pubs) = (0, 0);
+        self.records.iter().map(move |r| {
+            let (ids, ps) = (id..r.id_end as usize, pubs..r.pubs_end as usize);
+            (id, pubs) = (ids.end, ps.end);
+            let text = &self.ids[ids];
+            match r.owner {
+                Some(owner) => ChangeRef::State(StateRef {
+                    id: text,
+                    revision: r.revision,
+                    owner,
+                    publications: &self.publications[ps],
+                }),
+                None => ChangeRef::Delete(text, r.revision),
+            }
+        })
+    }
+
+    /// The records of a snapshot chunk: every one a full state, or an error naming the
+    /// first deletion.
+    pub fn states(&self) -> Result<impl Iterator<Item = StateRef<'_>>, WireError> {
+        if let Some(ChangeRef::Delete(id, _)) =
+            self.changes().find(|c| matches!(c, ChangeRef::Delete(..)))
+        {
+            return Err(WireError::Malformed(format!(
+                "malformed compact chunk: a deletion of {id} in a snapshot"
+            )));
+        }
+        Ok(self.changes().filter_map(|c| match c {
+            ChangeRef::State(s) => Some(s),
+            ChangeRef::Delete(..) => None,
+        }))
+    }
+
+    /// Adds a change decoded by another path (the per-change protobuf fields).
+    pub fn push(&mut self, c: &ClientChange) {
+        self.ids.push_str(c.id().as_str());
+        let owner = match c {
+            ClientChange::Upsert(r) => {
+                self.publications.extend(r.publications.iter().cloned());
+                Some(r.owner)
+            }
+            ClientChange::Delete { .. } => None,
+        };
+        self.end_record(self.ids.len(), c.revision(), owner);
+    }
+
+    /// Ends a record whose id ends at `id_end`.
+    fn end_record(&mut self, id_end: usize, revision: Revision, owner: Option<MemberId>) {
+        self.records.push(Record {
+            id_end: u32::try_from(id_end).expect("a batch under 4 GiB"),
+            pubs_end: u32::try_from(self.publications.len()).expect("a batch under 4 GiB"),
+            revision,
+            owner,
+        });
+    }
+
+    /// The records as the core's owned changes (tests and tools).
+    pub fn to_changes(&self) -> Vec<ClientChange> {
+        self.changes()
+            .map(|c| match c {
+                ChangeRef::State(s) => ClientChange::Upsert(s.to_record()),
+                ChangeRef::Delete(id, revision) => ClientChange::Delete {
+                    id: ClientId::parse(id).expect("checked when decoded"),
+                    revision,
+                },
+            })
+            .collect()
+    }
+}
+
+/// Decodes the changes of a sync batch or the records of a snapshot chunk, validating
+/// every field as any peer input; names are interned in `node`'s registry. A malformed
+/// batch is refused whole (with the byte offset and the field).
+pub fn decode(node: &Node, b: &[u8]) -> Result<Decoded, WireError> {
+    let mut out = Decoded::default();
+    decode_into(node, b, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode`] onto `out` (which may hold records already).
+pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireError> {
+    let mut r = Reader { b, at: 0 };
+    let version = r.u8("version")?;
+    if version != VERSION {
+        return Err(malformed(
+            0,
+            format!(
+                "version {version}, this node reads version {VERSION} (all members must run \
+                 the same layout version)"
+            ),
+        ));
+    }
+    let n = r.count("records", 4)?;
+    let base = r.varint("revision base")?;
+    let mut t = Tables::read(node, &mut r, base)?;
+    out.records.reserve(n);
+    out.publications.reserve(n);
+    // The ids as bytes (digits are written without a UTF-8 check each), text again at
+    // the end: every piece is text.
+    let mut ids = std::mem::take(&mut out.ids).into_bytes();
+    // About an id per record (a derived id is longer than its bytes on the wire).
+    ids.reserve((n * 32).min(b.len() * 2));
+    for _ in 0..n {
+        let at = r.at;
+        let head = r.u8("record head")?;
+        if head > (ID_CONNECTION << 1) {
+            return Err(malformed(at, format!("record head {head:#04x}")));
+        }
+        let form = head >> 1;
+        let deletion = head & DELETION != 0;
+        let id_start = ids.len();
+        if form == ID_STRING {
+            let iat = r.at;
+            let i = r.index("client id")?;
+            let s = t.string(iat, i, "client id")?;
+            ClientId::check(s).map_err(|e| malformed(iat, format!("client id: {e}")))?;
+            ids.extend_from_slice(s.as_bytes());
+        } else if deletion {
+            return Err(malformed(at, "a deletion with a derived client id"));
+        }
+        let connection = if form == ID_CONNECTION {
+            let millis = r.varint("connection millis")?;
+            let port = r.u16("connection port")?;
+            Some((millis, port))
+        } else {
+            None
+        };
+        let revision = t.revision(&mut r)?;
+        if deletion {
+            out.end_record(ids.len(), revision, None);
+            continue;
+        }
+        let owner = t.owner(node, &mut r)?;
+        let pubs_start = out.publications.len();
+        publications(node, &mut t, &mut r, out)?;
+        let pubs = &out.publications[pubs_start..];
+        match (form, connection) {
+            (ID_STRING, _) => {}
+            (_, Some((millis, port))) => derived_id(&mut ids, pubs, at, |s, i| {
+                push_decimal(s, millis);
+                s.push(b'_');
+                s.extend_from_slice(i.ip.as_bytes());
+                s.push(b'_');
+                push_decimal(s, u64::from(port));
+            })?,
+            _ => derived_id(&mut ids, pubs, at, |s, i| {
+                s.extend_from_slice(i.ip.as_bytes());
+                s.push(b':');
+                push_decimal(s, u64::from(i.port));
+                s.extend_from_slice(b"#true");
+            })?,
+        }
+        debug_assert!(ids.len() > id_start);
+        out.end_record(ids.len(), revision, Some(owner));
+    }
+    if r.at != b.len() {
+        return Err(malformed(r.at, "bytes after the last record"));
+    }
+    out.ids = String::from_utf8(ids).expect("string ids, digits, separators and ips");
+    Ok(())
+}
+
+/// Decodes the changes of a sync batch into the core's owned changes (tests and tools;
+/// a node applies [`decode`]'s result borrowed).
+pub fn decode_changes(node: &Node, b: &[u8]) -> Result<Vec<ClientChange>, WireError> {
+    Ok(decode(node, b)?.to_changes())
+}
+
+/// The number of records an encoded batch says it holds (`None` if it is too short or
+/// of another version); a full decode checks it.
+pub fn record_count(b: &[u8]) -> Option<usize> {
+    match b {
+        [VERSION, rest @ ..] => {
+            let mut r = Reader { b: rest, at: 0 };
+            r.varint("records").ok().map(|n| n as usize)
+        }
+        _ => None,
+    }
+}
+
+/// Decodes the records of a snapshot chunk (every record a full state; tests and tools).
+pub fn decode_records(node: &Node, b: &[u8]) -> Result<Vec<ClientRecord>, WireError> {
+    let d = decode(node, b)?;
+    Ok(d.states()?.map(|s| s.to_record()).collect())
+}
