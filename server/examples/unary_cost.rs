@@ -171,7 +171,11 @@ fn main() -> anyhow::Result<()> {
                         "query" => query(),
                         _ => payload("HealthCheckRequest", "", b"{}".to_vec()),
                     };
-                    if client.request(p).await.is_ok_and(|r| succeeded(r.get_ref())) {
+                    if client
+                        .request(p)
+                        .await
+                        .is_ok_and(|r| succeeded(r.get_ref()))
+                    {
                         ok += 1;
                     }
                 }
@@ -242,7 +246,11 @@ async fn set_up(
     mut bi: BiRequestStreamClient<tonic::transport::Channel>,
     c: usize,
 ) -> anyhow::Result<()> {
-    let check = payload("ServerCheckRequest", "127.0.0.1", br#"{"headers":{},"module":"internal"}"#.to_vec());
+    let check = payload(
+        "ServerCheckRequest",
+        "127.0.0.1",
+        br#"{"headers":{},"module":"internal"}"#.to_vec(),
+    );
     client.request(check).await?;
     let setup = payload(
         "ConnectionSetupRequest",
@@ -259,7 +267,8 @@ async fn set_up(
         .into_inner();
     let ack = inbound.message().await?;
     anyhow::ensure!(
-        ack.and_then(|a| a.metadata).is_some_and(|m| m.r#type == "SetupAckRequest"),
+        ack.and_then(|a| a.metadata)
+            .is_some_and(|m| m.r#type == "SetupAckRequest"),
         "connection {c}: no SetupAckRequest"
     );
     tokio::spawn(async move {
@@ -267,6 +276,9 @@ async fn set_up(
         while let Ok(Some(_)) = inbound.message().await {}
     });
     let r = client.request(register(c, 0)).await?;
-    anyhow::ensure!(succeeded(r.get_ref()), "connection {c}: the first registration failed");
+    anyhow::ensure!(
+        succeeded(r.get_ref()),
+        "connection {c}: the first registration failed"
+    );
     Ok(())
 }

@@ -162,9 +162,16 @@ impl Envelope {
 
     /// Parses the body as `T`; the error text is what a 502 reply carries.
     pub(crate) fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, String> {
-        serde_json::from_slice(&self.body)
+        from_json(&self.body)
             .map_err(|e| format!("cannot parse the {} body: {e}", self.type_name()))
     }
+}
+
+/// Parses JSON `bytes` as `T`: the UTF-8 check once over the whole text, then serde_json
+/// on the `str` (which does not check each string again, as it does on a byte slice).
+pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("the JSON is not UTF-8: {e}"))?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// A `Payload` as the unary path reads it (see [`Envelope::decode`]); field numbers of
@@ -353,7 +360,8 @@ mod tests {
         let m = p.metadata.as_mut().unwrap();
         m.client_ip = "10.0.0.1".into();
         m.headers.insert("app".into(), "x".into());
-        m.headers.insert(crate::auth::TOKEN_PARAM.into(), "t0k".into());
+        m.headers
+            .insert(crate::auth::TOKEN_PARAM.into(), "t0k".into());
         p.body.as_mut().unwrap().type_url = "ignored".into();
         let e = Envelope::decode(Bytes::from(p.encode_to_vec())).unwrap();
         let want = Envelope::from_payload(p);
@@ -364,7 +372,9 @@ mod tests {
         // Not a payload, and a class name that is not UTF-8.
         assert!(Envelope::decode(Bytes::from_static(b"\xff\xff")).is_err());
         let bad = [0x12, 3, 0x1a, 1, 0xff];
-        let err = Envelope::decode(Bytes::copy_from_slice(&bad)).err().unwrap();
+        let err = Envelope::decode(Bytes::copy_from_slice(&bad))
+            .err()
+            .unwrap();
         assert!(err.contains("UTF-8"), "{err}");
     }
 
@@ -384,7 +394,10 @@ mod tests {
             let a = Answer::Json("X", json.to_vec());
             assert_eq!(a.into_payload().body.unwrap().value, json);
         }
-        let f = fixed("HealthCheckResponse", &serde_json::json!({"resultCode": 200}));
+        let f = fixed(
+            "HealthCheckResponse",
+            &serde_json::json!({"resultCode": 200}),
+        );
         let p = Answer::Fixed(f.clone()).into_payload();
         assert_eq!(p.metadata.unwrap().r#type, "HealthCheckResponse");
         assert_eq!(p.body.unwrap().value, br#"{"resultCode":200}"#);

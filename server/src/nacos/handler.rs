@@ -458,7 +458,7 @@ fn page<T>(items: &[T], page_no: i64, page_size: i64) -> &[T] {
 /// Decodes an `InstanceRequest` JSON body into the service and instance a registration
 /// would use (the front end's decode path, exposed for benchmarks and tools).
 pub fn decode_instance_request(json: &[u8]) -> Result<(ServiceSpec, InstanceSpec), String> {
-    let r: InstanceRequest = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let r: InstanceRequest = codec::from_json(json)?;
     let spec = service_spec(r.namespace, r.group_name, r.service_name);
     let instance =
         instance_spec(r.instance.ok_or("instance: is required")?).map_err(|e| e.message)?;
