@@ -1,8 +1,16 @@
 //! The server's cost of one Nacos unary call, for an instruction count under Callgrind:
 //! the SDK port's own transport (`--transport h2`, what the node serves) or the tonic
 //! server it replaced (`--transport tonic`), on a thread of its own named `server`, with
-//! the clients (`--connections` tonic channels, one `HealthCheckRequest` in flight each,
-//! `--calls` in all) on another thread.
+//! the clients (`--connections` tonic channels, one call in flight each, `--calls` in all)
+//! on another thread.
+//!
+//! `--request` picks the call: `health` (`HealthCheckRequest`, the default), `register`
+//! (`InstanceRequest` registering the same instance in one of 8 services in turn, the JSON
+//! loadgen's Nacos client sends) or `query` (`ServiceQueryRequest` of a service with one
+//! instance, answered from the answer cache). For `register` and `query` each connection
+//! first sets itself up as an SDK does (`ServerCheckRequest`, `ConnectionSetupRequest` on
+//! the bi-stream, wait for `SetupAckRequest`) and registers the queried instance; that is
+//! per-connection work, the same for both `--calls`, so the difference leaves it out.
 //!
 //! ```text
 //! cargo build --release -p distro-server --example unary_cost
@@ -25,6 +33,7 @@
 
 use distro_core::{Config, MemberList, Node};
 use distro_server::nacos::{NacosConfig, NacosFrontend};
+use distro_server::proto::nacos::bi_request_stream_client::BiRequestStreamClient;
 use distro_server::proto::nacos::request_client::RequestClient;
 use distro_server::proto::nacos::{Metadata, Payload};
 use std::sync::Arc;
@@ -38,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     let mut calls = 2000usize;
     let mut connections = 10usize;
     let mut tls = false;
+    let mut request = "health".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
@@ -49,8 +59,10 @@ fn main() -> anyhow::Result<()> {
             "--calls" => calls = value("--calls")?.parse()?,
             "--connections" => connections = value("--connections")?.parse()?,
             "--tls" => tls = true,
+            "--request" => request = value("--request")?,
             other => anyhow::bail!(
-                "unknown argument {other}: --transport h2|tonic, --calls N, --connections N, --tls"
+                "unknown argument {other}: --transport h2|tonic, --calls N, --connections N, \
+                 --tls, --request health|register|query"
             ),
         }
     }
@@ -59,6 +71,9 @@ fn main() -> anyhow::Result<()> {
     }
     if connections == 0 || calls < connections {
         anyhow::bail!("--connections must be at least 1 and at most --calls");
+    }
+    if !["health", "register", "query"].contains(&request.as_str()) {
+        anyhow::bail!("--request must be health, register or query, not {request}");
     }
     if tls && transport != "h2" {
         anyhow::bail!("--tls is for --transport h2 (the SDK port the node serves)");
@@ -128,6 +143,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let label = request.clone();
     let answered = rt.block_on(async move {
         let mut tasks = Vec::new();
         for c in 0..connections {
@@ -141,23 +157,25 @@ fn main() -> anyhow::Result<()> {
             }
             .connect()
             .await?;
-            let mut client = RequestClient::new(channel);
+            let mut client = RequestClient::new(channel.clone());
+            if request != "health" {
+                set_up(&mut client, BiRequestStreamClient::new(channel), c).await?;
+            }
             let n = calls / connections + usize::from(c < calls % connections);
+            let request = request.clone();
             tasks.push(tokio::spawn(async move {
                 let mut ok = 0usize;
-                for _ in 0..n {
-                    let p = Payload {
-                        metadata: Some(Metadata {
-                            r#type: "HealthCheckRequest".into(),
-                            client_ip: String::new(),
-                            headers: Default::default(),
-                        }),
-                        body: Some(prost_types::Any {
-                            type_url: String::new(),
-                            value: b"{}".to_vec(),
-                        }),
+                for k in 0..n {
+                    let p = match request.as_str() {
+                        "register" => register(c, k % 8),
+                        "query" => query(),
+                        _ => payload("HealthCheckRequest", "", b"{}".to_vec()),
                     };
-                    if client.request(p).await.is_ok() {
+                    if client
+                        .request(p)
+                        .await
+                        .is_ok_and(|r| succeeded(r.get_ref()))
+                    {
                         ok += 1;
                     }
                 }
@@ -168,12 +186,99 @@ fn main() -> anyhow::Result<()> {
         for t in tasks {
             answered += t.await?;
         }
+        // Stopped while this runtime still runs, so that the clients see their streams end.
+        let _ = stop_tx.send(());
+        tokio::task::spawn_blocking(move || server.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
         anyhow::Ok(answered)
     })?;
-    let _ = stop_tx.send(());
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
-    println!("calls={calls} answered={answered} connections={connections} tls={tls}");
+    println!(
+        "calls={calls} answered={answered} connections={connections} tls={tls} request={label}"
+    );
+    Ok(())
+}
+
+/// A request payload of class `type_name` from `client_ip` around `json`.
+fn payload(type_name: &str, client_ip: &str, json: Vec<u8>) -> Payload {
+    Payload {
+        metadata: Some(Metadata {
+            r#type: type_name.into(),
+            client_ip: client_ip.into(),
+            headers: Default::default(),
+        }),
+        body: Some(prost_types::Any {
+            type_url: String::new(),
+            value: json,
+        }),
+    }
+}
+
+/// Whether a reply is a success (`resultCode` 200), not an `ErrorResponse`.
+fn succeeded(reply: &Payload) -> bool {
+    reply
+        .body
+        .as_ref()
+        .is_some_and(|b| b.value.starts_with(br#"{"resultCode":200,"#))
+}
+
+/// Connection `c`'s registration of its instance in service `unary-cost-{service}`, the
+/// body loadgen's Nacos client sends (`loadgen/src/protocol/nacos/message.rs`).
+fn register(c: usize, service: usize) -> Payload {
+    let json = format!(
+        r#"{{"headers":{{}},"namespace":"public","serviceName":"unary-cost-{service}","groupName":"DEFAULT_GROUP","type":"registerInstance","instance":{{"ip":"10.0.{}.{}","port":8080,"weight":1.0,"healthy":true,"enabled":true,"ephemeral":true,"clusterName":"DEFAULT","metadata":{{}}}},"module":"naming"}}"#,
+        c >> 8,
+        c & 255
+    );
+    payload("InstanceRequest", "127.0.0.1", json.into_bytes())
+}
+
+/// The query of service `unary-cost-0` (every connection registers in it first).
+fn query() -> Payload {
+    let json = br#"{"headers":{},"namespace":"public","serviceName":"unary-cost-0","groupName":"DEFAULT_GROUP","cluster":"","healthyOnly":false,"udpPort":0,"module":"naming"}"#;
+    payload("ServiceQueryRequest", "127.0.0.1", json.to_vec())
+}
+
+/// Sets connection `c` up as an SDK does (server check, setup on the bi-stream, wait for
+/// the server's `SetupAckRequest`), then registers its instance in `unary-cost-0`.
+async fn set_up(
+    client: &mut RequestClient<tonic::transport::Channel>,
+    mut bi: BiRequestStreamClient<tonic::transport::Channel>,
+    c: usize,
+) -> anyhow::Result<()> {
+    let check = payload(
+        "ServerCheckRequest",
+        "127.0.0.1",
+        br#"{"headers":{},"module":"internal"}"#.to_vec(),
+    );
+    client.request(check).await?;
+    let setup = payload(
+        "ConnectionSetupRequest",
+        "127.0.0.1",
+        br#"{"headers":{},"clientVersion":"unary-cost","labels":{},"abilityTable":{},"tenant":"public","module":"internal"}"#
+            .to_vec(),
+    );
+    // The stream stays open (its sender is kept in the spawned task) as the connection's.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(setup).await?;
+    let mut inbound = bi
+        .request_bi_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let ack = inbound.message().await?;
+    anyhow::ensure!(
+        ack.and_then(|a| a.metadata)
+            .is_some_and(|m| m.r#type == "SetupAckRequest"),
+        "connection {c}: no SetupAckRequest"
+    );
+    tokio::spawn(async move {
+        let _tx = tx;
+        while let Ok(Some(_)) = inbound.message().await {}
+    });
+    let r = client.request(register(c, 0)).await?;
+    anyhow::ensure!(
+        succeeded(r.get_ref()),
+        "connection {c}: the first registration failed"
+    );
     Ok(())
 }

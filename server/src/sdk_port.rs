@@ -25,7 +25,7 @@
 
 mod bridge;
 mod connection;
-mod grpc;
+pub(crate) mod grpc;
 mod keep_alive;
 mod unary;
 mod wakeups;

@@ -96,13 +96,16 @@ impl NacosFrontend {
     }
 
     /// Answers one unary `Request/request` call from the connection of `peer` (for
-    /// transports that call the handler themselves, as the SDK port does).
-    pub(crate) fn handle_unary(
+    /// transports that call the handler themselves, as the SDK port does): `message` is the
+    /// request's protobuf `Payload`, the result the reply's whole gRPC message frame, or
+    /// why `message` is not a `Payload`.
+    pub(crate) fn answer_unary(
         &self,
         peer: Option<std::net::SocketAddr>,
-        payload: crate::proto::nacos::Payload,
-    ) -> crate::proto::nacos::Payload {
-        crate::nacos::handler::handle_unary(&self.shared, peer, payload)
+        message: bytes::Bytes,
+    ) -> Result<bytes::Bytes, String> {
+        let env = crate::nacos::codec::Envelope::decode(message)?;
+        Ok(crate::nacos::handler::handle_unary(&self.shared, peer, &env).into_frame())
     }
 
     /// The answer cache of the Nacos reads (listening to the node's registry), for other

@@ -20,7 +20,7 @@
 //! (Raft in Nacos), which Distro does not replicate.
 
 use crate::answers::{AnswerCache, Encoding, Form};
-use crate::nacos::codec::{self, Envelope, Kind};
+use crate::nacos::codec::{self, Answer, Envelope, Kind};
 use crate::nacos::config::DEFAULT_CACHE_MILLIS;
 use crate::nacos::connection::Connection;
 use crate::nacos::error::NacosError;
@@ -36,9 +36,27 @@ use distro_core::model::{DEFAULT_GROUP, DEFAULT_NAMESPACE, check_cluster_name};
 use distro_core::{InstanceSpec, Service, ServiceSpec};
 use prost::bytes::Bytes;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-type Handled = Result<Payload, NacosError>;
+type Handled = Result<Answer, NacosError>;
+
+/// The replies that are always the same, kept as their gRPC frames.
+static HEALTH_CHECKED: LazyLock<Bytes> =
+    LazyLock::new(|| codec::fixed("HealthCheckResponse", &Reply::ok(Empty {})));
+static REGISTERED: LazyLock<Bytes> = LazyLock::new(|| instance_reply("registerInstance"));
+static DEREGISTERED: LazyLock<Bytes> = LazyLock::new(|| instance_reply("deregisterInstance"));
+static BATCH_REGISTERED: LazyLock<Bytes> = LazyLock::new(|| {
+    codec::fixed(
+        "BatchInstanceResponse",
+        &Reply::ok(TypeBody {
+            kind: "batchRegisterInstance",
+        }),
+    )
+});
+
+fn instance_reply(kind: &str) -> Bytes {
+    codec::fixed("InstanceResponse", &Reply::ok(TypeBody { kind }))
+}
 
 /// Message of the refusal of persistent instances.
 pub(crate) const PERSISTENT_REFUSED: &str = "persistent instances are not supported: this \
@@ -46,14 +64,9 @@ pub(crate) const PERSISTENT_REFUSED: &str = "persistent instances are not suppor
     data (Raft in Nacos). Register the instance with ephemeral=true";
 
 /// Answers one unary request; never fails (errors become `ErrorResponse`s).
-pub(crate) fn handle_unary(shared: &Shared, addr: Option<SocketAddr>, payload: Payload) -> Payload {
-    let token = payload
-        .metadata
-        .as_ref()
-        .and_then(|m| m.headers.get(crate::auth::TOKEN_PARAM).cloned());
-    let env = Envelope::from_payload(payload);
+pub(crate) fn handle_unary(shared: &Shared, addr: Option<SocketAddr>, env: &Envelope) -> Answer {
     let kind = env.kind();
-    let result = dispatch(shared, addr, kind, &env, token.as_deref());
+    let result = dispatch(shared, addr, kind, env, env.token.as_deref());
     match result {
         Ok(p) => {
             shared.metrics.request(kind, Outcome::Ok);
@@ -61,9 +74,9 @@ pub(crate) fn handle_unary(shared: &Shared, addr: Option<SocketAddr>, payload: P
         }
         Err(e) => {
             shared.metrics.request(kind, Outcome::of_error(&e));
-            tracing::debug!(type_name = %env.type_name, code = e.error_code, message = %e.message,
+            tracing::debug!(type_name = env.type_name(), code = e.error_code, message = %e.message,
                 "nacos request failed");
-            codec::encode("ErrorResponse", &e.body())
+            codec::answer("ErrorResponse", &e.body())
         }
     }
 }
@@ -85,7 +98,7 @@ fn dispatch(
         Kind::ServerCheck => server_check(shared, addr),
         Kind::HealthCheck => health_check(shared, addr),
         Kind::ConnectionSetup | Kind::Response | Kind::Unknown => {
-            Err(NacosError::no_handler(&env.type_name))
+            Err(NacosError::no_handler(env.type_name()))
         }
         Kind::Instance
         | Kind::BatchInstance
@@ -166,7 +179,7 @@ fn health_check(shared: &Shared, addr: Option<SocketAddr>) -> Handled {
             None => {}
         }
     }
-    Ok(codec::encode("HealthCheckResponse", &Reply::ok(Empty {})))
+    Ok(Answer::Fixed(HEALTH_CHECKED.clone()))
 }
 
 fn server_check(shared: &Shared, addr: Option<SocketAddr>) -> Handled {
@@ -179,7 +192,7 @@ fn server_check(shared: &Shared, addr: Option<SocketAddr>) -> Handled {
             NacosError::over_threshold(connection_limit_message(full.max))
         })?;
     conn.touch(shared.connections.now_ms());
-    Ok(codec::encode(
+    Ok(codec::answer(
         "ServerCheckResponse",
         &Reply::ok(ServerCheckBody {
             connection_id: conn.id(),
@@ -208,7 +221,7 @@ fn naming(shared: &Shared, conn: &Arc<Connection>, kind: Kind, env: &Envelope) -
         Kind::ServiceQuery => service_query(shared, env),
         Kind::SubscribeService => subscribe(shared, conn, env),
         Kind::ServiceList => service_list(shared, env),
-        _ => Err(NacosError::no_handler(&env.type_name)),
+        _ => Err(NacosError::no_handler(env.type_name())),
     }
 }
 
@@ -244,7 +257,7 @@ fn instance(shared: &Shared, conn: &Connection, env: &Envelope) -> Handled {
     let r: InstanceRequest = parse(env)?;
     let spec = service_spec(r.namespace, r.group_name, r.service_name);
     let now = shared.now_wall();
-    let kind = match r.kind.as_deref().unwrap_or("") {
+    let reply = match r.kind.as_deref().unwrap_or("") {
         "registerInstance" => {
             let inst = r.instance.ok_or_else(|| {
                 NacosError::invalid("invalid instance: required by registerInstance")
@@ -252,11 +265,11 @@ fn instance(shared: &Shared, conn: &Connection, env: &Envelope) -> Handled {
             shared
                 .node
                 .register(&conn.client, &spec, &instance_spec(inst)?, now)?;
-            "registerInstance"
+            &REGISTERED
         }
         "deregisterInstance" => {
             shared.node.deregister(&conn.client, &spec, now)?;
-            "deregisterInstance"
+            &DEREGISTERED
         }
         other => {
             return Err(NacosError::invalid(format!(
@@ -265,10 +278,7 @@ fn instance(shared: &Shared, conn: &Connection, env: &Envelope) -> Handled {
             )));
         }
     };
-    Ok(codec::encode(
-        "InstanceResponse",
-        &Reply::ok(TypeBody { kind }),
-    ))
+    Ok(Answer::Fixed(Bytes::clone(reply)))
 }
 
 fn batch_instance(shared: &Shared, conn: &Connection, env: &Envelope) -> Handled {
@@ -290,12 +300,7 @@ fn batch_instance(shared: &Shared, conn: &Connection, env: &Envelope) -> Handled
     shared
         .node
         .register_batch(&conn.client, &spec, &instances, shared.now_wall())?;
-    Ok(codec::encode(
-        "BatchInstanceResponse",
-        &Reply::ok(TypeBody {
-            kind: "batchRegisterInstance",
-        }),
-    ))
+    Ok(Answer::Fixed(BATCH_REGISTERED.clone()))
 }
 
 fn service_query(shared: &Shared, env: &Envelope) -> Handled {
@@ -346,11 +351,11 @@ pub(crate) fn service_info_head(
 /// "success"`, as Nacos sets on the latter) around a `ServiceInfo` head, stamped
 /// `last_ref_time`: the JSON `Reply::ok(ServiceInfoBody { .. })` gives.
 fn service_info_reply(
-    type_name: &str,
+    type_name: &'static str,
     with_message: bool,
     head: &[u8],
     last_ref_time: u64,
-) -> Payload {
+) -> Answer {
     let mut v = Vec::with_capacity(head.len() + 192);
     v.extend_from_slice(br#"{"resultCode":200,"errorCode":0,"#);
     if with_message {
@@ -359,7 +364,7 @@ fn service_info_reply(
     v.extend_from_slice(br#""serviceInfo":"#);
     view::finish_service_info(head, last_ref_time, &mut v);
     v.extend_from_slice(br#","success":true}"#);
-    codec::payload(type_name, v)
+    Answer::Json(type_name, v)
 }
 
 fn check_clusters(clusters: &str) -> Result<(), NacosError> {
@@ -427,7 +432,7 @@ fn service_list(shared: &Shared, env: &Envelope) -> Handled {
     let services = shared.node.registry().services(&ns, Some(&group));
     let names: Vec<&str> = services.iter().map(|s| s.name().as_str()).collect();
     let page = page(&names, r.page_no.unwrap_or(1), page_size);
-    Ok(codec::encode(
+    Ok(codec::answer(
         "ServiceListResponse",
         &Reply::ok_with_message(ServiceListBody {
             count: names.len(),
@@ -453,7 +458,7 @@ fn page<T>(items: &[T], page_no: i64, page_size: i64) -> &[T] {
 /// Decodes an `InstanceRequest` JSON body into the service and instance a registration
 /// would use (the front end's decode path, exposed for benchmarks and tools).
 pub fn decode_instance_request(json: &[u8]) -> Result<(ServiceSpec, InstanceSpec), String> {
-    let r: InstanceRequest = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let r: InstanceRequest = codec::from_json(json)?;
     let spec = service_spec(r.namespace, r.group_name, r.service_name);
     let instance =
         instance_spec(r.instance.ok_or("instance: is required")?).map_err(|e| e.message)?;
@@ -479,7 +484,7 @@ pub fn encode_query_response(
         DEFAULT_CACHE_MILLIS,
         view::Timings::of(node.config()),
     );
-    service_info_reply("QueryServiceResponse", false, &head, last_ref_time)
+    service_info_reply("QueryServiceResponse", false, &head, last_ref_time).into_payload()
 }
 
 /// [`encode_query_response`] through an answer cache (listening to `node`'s registry):
@@ -509,7 +514,7 @@ pub fn encode_query_response_cached(
             view::Timings::of(node.config()),
         ))
     });
-    service_info_reply("QueryServiceResponse", false, &head, last_ref_time)
+    service_info_reply("QueryServiceResponse", false, &head, last_ref_time).into_payload()
 }
 
 /// Reads service `(ns, group, name)` from `node` and renders its `ServiceInfo` head.
@@ -566,20 +571,42 @@ mod tests {
         let info = view::service_info(view.as_ref(), sel, 9, 10, t);
         let head = view::service_info_head(view.as_ref(), sel, 10, t);
         let body = |p: Payload| String::from_utf8(p.body.unwrap().value).unwrap();
+        let answer = |a: Answer| body(a.into_payload());
         let want = codec::encode(
             "Q",
             &Reply::ok(ServiceInfoBody {
                 service_info: &info,
             }),
         );
-        assert_eq!(body(service_info_reply("Q", false, &head, 9)), body(want));
+        assert_eq!(answer(service_info_reply("Q", false, &head, 9)), body(want));
         let want = codec::encode(
             "S",
             &Reply::ok_with_message(ServiceInfoBody {
                 service_info: &info,
             }),
         );
-        assert_eq!(body(service_info_reply("S", true, &head, 9)), body(want));
+        assert_eq!(answer(service_info_reply("S", true, &head, 9)), body(want));
+    }
+
+    #[test]
+    fn fixed_replies_are_what_serde_writes() {
+        let same = |fixed: &Bytes, want: Payload| {
+            assert_eq!(Answer::Fixed(fixed.clone()).into_payload(), want);
+        };
+        same(
+            &HEALTH_CHECKED,
+            codec::encode("HealthCheckResponse", &Reply::ok(Empty {})),
+        );
+        for (fixed, kind) in [
+            (&REGISTERED, "registerInstance"),
+            (&DEREGISTERED, "deregisterInstance"),
+        ] {
+            let want = codec::encode("InstanceResponse", &Reply::ok(TypeBody { kind }));
+            same(fixed, want);
+        }
+        let kind = "batchRegisterInstance";
+        let want = codec::encode("BatchInstanceResponse", &Reply::ok(TypeBody { kind }));
+        same(&BATCH_REGISTERED, want);
     }
 
     #[test]

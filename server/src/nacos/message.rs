@@ -9,6 +9,7 @@
 //!
 //! `ServiceInfo` and the instance JSON live in `view.rs`.
 
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::HashMap;
 
@@ -120,20 +121,115 @@ impl StreamResponse {
 }
 
 /// A map whose values may be strings, numbers, booleans or `null` (skipped); `null` for the
-/// whole map reads as empty.
+/// whole map reads as empty. Read straight into pairs sorted by key (a repeated key: the
+/// last one wins, as in a map), without a map or a `serde_json::Value` per entry.
 fn lenient_map<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    let m: Option<HashMap<String, serde_json::Value>> = Option::deserialize(d)?;
-    let mut v: Vec<(String, String)> = m
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| match v {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some((k, s)),
-            other => Some((k, other.to_string())),
-        })
-        .collect();
-    v.sort();
-    Ok(v)
+    d.deserialize_option(LenientPairs)
+}
+
+struct LenientPairs;
+
+impl<'de> Visitor<'de> for LenientPairs {
+    type Value = Vec<(String, String)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of strings, numbers or booleans, or null")
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut all: Vec<(String, Option<String>)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Lenient(value) = map.next_value()?;
+            all.push((key, value));
+        }
+        // Stable: the entries of one key stay in order, and the last one is kept.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(all.len());
+        let mut it = all.into_iter().peekable();
+        while let Some((key, value)) = it.next() {
+            if it.peek().is_some_and(|(next, _)| *next == key) {
+                continue;
+            }
+            if let Some(v) = value {
+                pairs.push((key, v));
+            }
+        }
+        Ok(pairs)
+    }
+}
+
+/// A metadata value as text: a string as is, a number or boolean as JSON writes it, an
+/// array or object as its JSON text; `null` reads as absent.
+struct Lenient(Option<String>);
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LenientValue)
+    }
+}
+
+struct LenientValue;
+
+impl<'de> Visitor<'de> for LenientValue {
+    type Value = Lenient;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Lenient, E> {
+        Ok(Lenient(Some(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Lenient, E> {
+        Ok(Lenient(Some(v)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Lenient, E> {
+        Ok(Lenient(Some(v.to_string())))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Lenient, E> {
+        Ok(Lenient(Some(v.to_string())))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Lenient, E> {
+        Ok(Lenient(Some(v.to_string())))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Lenient, E> {
+        Ok(Lenient(Some(serde_json::Value::from(v).to_string())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_none<E>(self) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Lenient, A::Error> {
+        let v = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Lenient(Some(v.to_string())))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Lenient, A::Error> {
+        let v = serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Lenient(Some(v.to_string())))
+    }
 }
 
 /// A string or a number (`requestId` of hand-written clients), `null` reads as absent.
@@ -256,6 +352,39 @@ mod tests {
             vec![("n".into(), "3".into()), ("zone".into(), "a".into())]
         );
         assert_eq!(r.kind.as_deref(), Some("registerInstance"));
+    }
+
+    #[test]
+    fn lenient_maps_read_as_a_map_of_values_would() {
+        // What the map of `serde_json::Value`s this replaced gave.
+        fn via_values(json: &str) -> Vec<(String, String)> {
+            let m: Option<HashMap<String, serde_json::Value>> = serde_json::from_str(json).unwrap();
+            let mut v: Vec<(String, String)> = m
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some((k, s)),
+                    other => Some((k, other.to_string())),
+                })
+                .collect();
+            v.sort();
+            v
+        }
+        for json in [
+            "null",
+            "{}",
+            r#"{"zone":"a","n":3,"x":null}"#,
+            r#"{"b":"1","a":"2","b":"3","c":"x","c":null,"d":null,"d":"y"}"#,
+            r#"{"f":1.5,"g":-2,"h":true,"i":false,"j":1e300,"k":18446744073709551615}"#,
+            r#"{"l":[1,"two",{"x":null}],"m":{"n":[],"o":"p"},"q":"\u00e9\n"}"#,
+        ] {
+            let dto: InstanceDto =
+                serde_json::from_str(&format!(r#"{{"metadata":{json}}}"#)).unwrap();
+            assert_eq!(dto.metadata, via_values(json), "{json}");
+        }
+        assert!(serde_json::from_str::<InstanceDto>(r#"{"metadata":[1]}"#).is_err());
+        assert!(serde_json::from_str::<InstanceDto>(r#"{"metadata":"x"}"#).is_err());
     }
 
     #[test]

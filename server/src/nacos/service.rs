@@ -5,6 +5,7 @@
 //! (bi-stream). A unary call always gets a `Payload` back, errors included, as Nacos
 //! clients expect; only a stream that cannot be identified fails with a gRPC status.
 
+use crate::nacos::codec::Envelope;
 use crate::nacos::state::Shared;
 use crate::nacos::{handler, stream};
 use crate::proto::nacos::Payload;
@@ -28,11 +29,9 @@ impl NacosRequestService {
 impl Request for NacosRequestService {
     async fn request(&self, request: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
         let addr = request.remote_addr();
-        Ok(Response::new(handler::handle_unary(
-            &self.shared,
-            addr,
-            request.into_inner(),
-        )))
+        let env = Envelope::from_payload(request.into_inner());
+        let answer = handler::handle_unary(&self.shared, addr, &env);
+        Ok(Response::new(answer.into_payload()))
     }
 }
 

@@ -88,7 +88,7 @@ async fn read(
                         }
                     },
                     Kind::Response => response(&shared, addr, conn.as_ref(), &env),
-                    _ => tracing::debug!(%addr, type_name = %env.type_name,
+                    _ => tracing::debug!(%addr, type_name = env.type_name(),
                         "ignoring a request sent on the bi-stream"),
                 }
             }

@@ -1,13 +1,14 @@
-//! gRPC on HTTP/2, the few parts the SDK port writes by hand: the 5-byte message frame,
-//! the response head, and the statuses (`grpc-status` trailers, or a trailers-only
-//! response for a call refused before any message).
+//! gRPC on HTTP/2, the few parts the SDK port writes by hand: the 5-byte prefix of a
+//! message frame (`nacos::codec` frames the Nacos replies, writing the `Payload` without
+//! building one), the response head, and the statuses (`grpc-status` trailers, or a
+//! trailers-only response for a call refused before any message).
 //!
 //! See the gRPC HTTP/2 protocol: a message is a compressed flag (one byte), a big-endian
 //! `u32` length and the encoded message; a response is HEADERS (`:status 200`,
 //! `content-type: application/grpc`), DATA, then trailers carrying `grpc-status` and, on
 //! failure, a percent-encoded `grpc-message`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -78,17 +79,6 @@ pub(crate) fn refuse(mut respond: SendResponse<Bytes>, status: &Status) {
     let _ = respond.send_response(head, true);
 }
 
-/// Encodes `message` into one gRPC frame.
-pub(crate) fn frame(message: &impl prost::Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut b = BytesMut::with_capacity(PREFIX + len);
-    b.put_u8(0);
-    b.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    // The buffer has room for the whole message: encoding cannot fail.
-    let _ = message.encode(&mut b);
-    b.freeze()
-}
-
 /// Percent-encodes `s` for `grpc-message`: every byte outside printable ASCII, and `%`.
 pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -105,23 +95,6 @@ pub(crate) fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_are_framed_with_their_length() {
-        let p = crate::proto::nacos::Payload::default();
-        assert_eq!(&frame(&p)[..], &[0, 0, 0, 0, 0]);
-        let p = crate::proto::nacos::Payload {
-            metadata: Some(crate::proto::nacos::Metadata {
-                r#type: "HealthCheckRequest".into(),
-                ..Default::default()
-            }),
-            body: None,
-        };
-        let f = frame(&p);
-        assert_eq!(f[0], 0);
-        let len = u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize;
-        assert_eq!(len, f.len() - PREFIX);
-    }
 
     #[test]
     fn messages_are_percent_encoded() {

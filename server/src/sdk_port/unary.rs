@@ -6,12 +6,11 @@
 //! declared length against `--max-message-bytes` as soon as the 5-byte prefix is in, so
 //! an oversized message is refused with `RESOURCE_EXHAUSTED` before its body is read, and
 //! it never holds more than one message plus one DATA frame. [`answer`] decodes the
-//! `Payload`, calls the synchronous handler and writes the reply (HEADERS, DATA and the
+//! `Payload` (without copying it), calls the synchronous handler and writes the reply (HEADERS, DATA and the
 //! `grpc-status: 0` trailers) into the connection's send buffer; the connection writes
 //! whatever is ready in one go the next time it is polled.
 
 use crate::nacos::NacosFrontend;
-use crate::proto::nacos::Payload;
 use crate::sdk_port::grpc::{self, Code, PREFIX, Status};
 use bytes::{Buf, Bytes, BytesMut};
 use h2::RecvStream;
@@ -143,8 +142,8 @@ pub(crate) fn answer(
         Read::Refused(status) => return grpc::refuse(respond, &status),
         Read::Gone => return,
     };
-    let payload = match <Payload as prost::Message>::decode(message) {
-        Ok(p) => p,
+    let data = match nacos.answer_unary(peer, message) {
+        Ok(frame) => frame,
         Err(e) => {
             let status = Status::new(
                 Code::Internal,
@@ -153,8 +152,6 @@ pub(crate) fn answer(
             return grpc::refuse(respond, &status);
         }
     };
-    let reply = nacos.handle_unary(peer, payload);
-    let data = grpc::frame(&reply);
     // An error means the client reset the stream or went away: nobody to answer.
     let Ok(mut send) = respond.send_response(grpc::response_head(), false) else {
         return;
