@@ -58,6 +58,9 @@ const NO_SLOT: u32 = u32::MAX;
 
 pub(crate) type FastHash = foldhash::fast::SeedableRandomState;
 type Map<K, V> = papaya::HashMap<K, V, FastHash>;
+/// One shard's clients: a set of the stored clients, each found by its id (the entry is
+/// one pointer; a map from the id would hold the id a second time beside the pointer).
+type ClientSet = papaya::HashSet<Stored, FastHash>;
 
 /// The in-memory map hasher: random per process unless `seed` fixes it (the simulator
 /// fixes it so a seed replays exactly, iteration orders included).
@@ -78,9 +81,71 @@ fn new_map<K, V>(seed: Option<u64>, reclaim_batch: usize) -> Map<K, V> {
         .build()
 }
 
+/// [`new_map`]'s settings for a shard's client set.
+fn new_client_set(seed: Option<u64>, reclaim_batch: usize) -> ClientSet {
+    papaya::HashSet::builder()
+        .hasher(fast_hash(seed))
+        .resize_mode(papaya::ResizeMode::Blocking)
+        .collector(seize::Collector::new().batch_size(reclaim_batch.max(1)))
+        .build()
+}
+
+/// A stored client as the element of its shard's set: hashed and compared by its id (as
+/// the id's `str`, so a lookup by `&str` finds it). Inserting a client whose id is held
+/// replaces the element, the new client with it (papaya swaps the whole entry; a test
+/// pins it).
+#[derive(Clone)]
+struct Stored(Arc<Client>);
+
+impl std::hash::Hash for Stored {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.as_str().hash(state)
+    }
+}
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id.as_str() == other.0.id.as_str()
+    }
+}
+impl Eq for Stored {}
+impl std::borrow::Borrow<str> for Stored {
+    fn borrow(&self) -> &str {
+        self.0.id.as_str()
+    }
+}
+
+/// One shard's clients, pinned (the guard of a read or of a write under the shard lock).
+pub(super) struct ShardClients<'g>(papaya::HashSetRef<'g, Stored, FastHash, papaya::LocalGuard<'g>>);
+
+impl ShardClients<'_> {
+    /// The client `id`, if held.
+    pub(super) fn get(&self, id: &str) -> Option<&Arc<Client>> {
+        self.0.get(id).map(|s| &s.0)
+    }
+    /// Every client held.
+    fn iter(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.0.iter().map(|s| &s.0)
+    }
+    /// Stores `c`, replacing the client of the same id.
+    fn insert(&self, c: Arc<Client>) {
+        self.0.insert(Stored(c));
+    }
+    /// Removes the client `id`.
+    fn remove(&self, id: &str) {
+        self.0.remove(id);
+    }
+}
+
 struct StoreShard {
-    clients: Map<ClientId, Arc<Client>>,
+    clients: ClientSet,
     write: Mutex<HashMap<ClientId, Tombstone, FastHash>>,
+}
+
+impl StoreShard {
+    /// The shard's clients, pinned.
+    fn pin(&self) -> ShardClients<'_> {
+        ShardClients(self.clients.pin())
+    }
 }
 
 /// What applying a replicated change did.
@@ -178,7 +243,7 @@ impl Registry {
             shard_count: shards,
             shards: (0..shards)
                 .map(|_| StoreShard {
-                    clients: new_map(seed, config.reclaim_batch),
+                    clients: new_client_set(seed, config.reclaim_batch),
                     write: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
                 })
                 .collect(),
@@ -243,7 +308,7 @@ impl Registry {
     /// The client `id`, if held.
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
         let shard = &self.shards[shard_of(id, self.shard_count) as usize];
-        shard.clients.pin().get(id).cloned()
+        shard.pin().get(id).cloned()
     }
 
     /// Counters.
@@ -273,16 +338,16 @@ impl Registry {
 
     /// Calls `f` with every client of `shard` (a point-in-time-ish iteration).
     pub fn for_each_in_shard(&self, shard: u32, mut f: impl FnMut(&Arc<Client>)) {
-        let clients = self.shards[shard as usize].clients.pin();
-        for c in clients.values() {
+        let clients = self.shards[shard as usize].pin();
+        for c in clients.iter() {
             f(c);
         }
     }
 
     /// The clients of `shard`.
     pub fn shard_clients(&self, shard: u32) -> Vec<Arc<Client>> {
-        let clients = self.shards[shard as usize].clients.pin();
-        clients.values().cloned().collect()
+        let clients = self.shards[shard as usize].pin();
+        clients.iter().cloned().collect()
     }
 
     /// Calls `f` with every client.
@@ -346,7 +411,7 @@ impl Registry {
     /// Caller holds the shard lock.
     pub(super) fn replace(
         &self,
-        clients: &papaya::HashMapRef<'_, ClientId, Arc<Client>, FastHash, papaya::LocalGuard<'_>>,
+        clients: &ShardClients<'_>,
         old: Option<&Arc<Client>>,
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
@@ -414,7 +479,7 @@ impl Registry {
                 if old.is_none() {
                     self.clients.fetch_add(1, Relaxed);
                 }
-                clients.insert(n.id.clone(), n);
+                clients.insert(n);
             }
             None => {
                 if let Some(o) = old_ref {

@@ -203,7 +203,7 @@ impl Registry {
         now: Millis,
     ) -> Option<bool> {
         let shard = &self.shards[crate::hash::shard_of(id, self.shard_count) as usize];
-        let clients = shard.clients.pin();
+        let clients = shard.pin();
         let c = clients.get(id)?;
         let i = c
             .publications
@@ -236,7 +236,7 @@ impl Registry {
         let mut changed: Vec<Service> = Vec::new();
         let result = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             let old = clients.get(id.as_str());
             let action = f(old);
             let prev = old

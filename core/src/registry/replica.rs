@@ -6,7 +6,7 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::{ApplyOutcome, Client, ClientRecord, Registry, Tombstone};
+use super::{ApplyOutcome, ClientRecord, Registry, Tombstone};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
 use crate::time::Millis;
@@ -42,8 +42,7 @@ pub struct ApplyCounts {
 }
 
 type Tombstones = std::collections::HashMap<ClientId, Tombstone, super::FastHash>;
-type ClientsRef<'g> =
-    papaya::HashMapRef<'g, ClientId, Arc<Client>, super::FastHash, papaya::LocalGuard<'g>>;
+type ClientsRef<'g> = super::ShardClients<'g>;
 
 impl Registry {
     /// Applies a replicated full state if it is newer than what is held (state or
@@ -54,7 +53,7 @@ impl Registry {
         let mut changed = Vec::new();
         let outcome = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             self.apply_locked(
                 &mut tombstones,
                 &clients,
@@ -75,7 +74,7 @@ impl Registry {
         let mut changed = Vec::new();
         let outcome = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             self.apply_delete_locked(&mut tombstones, &clients, id, revision, now, &mut changed)
         };
         self.notify(&changed);
@@ -104,7 +103,7 @@ impl Registry {
             let shard_no = group[0].0;
             let shard = &self.shards[shard_no as usize];
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             for (_, c) in group {
                 let outcome = match *c {
                     ReplicaChange::State(record, owner) => self.apply_locked(
@@ -231,7 +230,7 @@ impl Registry {
         let mut changed = Vec::new();
         let dropped = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             match clients.get(id.as_str()) {
                 Some(c) if c.revision == expected => {
                     self.replace(&clients, Some(c), None, &mut changed);
@@ -256,7 +255,7 @@ impl Registry {
     pub fn set_owner(&self, id: &ClientId, owner: MemberId) -> bool {
         let shard = &self.shards[self.shard_of(id) as usize];
         let _lock = shard.write.lock();
-        let clients = shard.clients.pin();
+        let clients = shard.pin();
         match clients.get(id.as_str()) {
             Some(c) if c.owner() != owner => {
                 self.digests
