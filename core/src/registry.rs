@@ -38,7 +38,7 @@ use crate::time::Millis;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 mod client;
 mod index;
@@ -386,25 +386,25 @@ impl Registry {
                 .get(k)
                 .filter(|o| Arc::ptr_eq(o.publication(), &p) || o.service == p.service)
                 .map(|o| o.beat.load(Relaxed));
-            Published::new(p, prev.unwrap_or(now), NO_SLOT)
+            Published::new(p, prev.unwrap_or(now))
         };
         let publications = if pubs.len() == 1 {
             let mut pubs = pubs;
             match pubs.pop() {
                 Some(p) => PublishedList::One(entry(p)),
-                None => PublishedList::Many(Box::default()),
+                None => PublishedList::from_vec(Vec::new()),
             }
         } else {
             PublishedList::from_vec(pubs.into_iter().map(entry).collect())
         };
-        Arc::new(Client {
-            id: id.clone(),
+        Arc::new(Client::new(
+            id.clone(),
             revision,
-            lease_base: AtomicU64::new(now),
+            now,
+            owner,
             shard,
-            owner: AtomicU16::new(owner.0),
             publications,
-        })
+        ))
     }
 
     /// Swaps `old` for `new` in the client map, the service index and the digests.
@@ -426,6 +426,13 @@ impl Registry {
         let none: &[client::Published] = &[];
         let olds = old_ref.map_or(none, |o| &o.publications[..]);
         let news = new_ref.map_or(none, |n| &n.publications[..]);
+        // The slots of both, for the indexes of `olds` and `news` (present when they are).
+        let old_slot = |i: usize| old_ref.map_or(NO_SLOT, |o| o.slot(i).load(Relaxed));
+        let set_new_slot = |j: usize, slot: u32| {
+            if let Some(n) = new_ref {
+                n.slot(j).store(slot, Relaxed);
+            }
+        };
         let (mut i, mut j) = (0, 0);
         while i < olds.len() || j < news.len() {
             let order = match (olds.get(i), news.get(j)) {
@@ -439,7 +446,7 @@ impl Registry {
             match order {
                 std::cmp::Ordering::Less => {
                     let o = &olds[i];
-                    self.index_remove(&o.service, o.slot.load(Relaxed), o.instances.len());
+                    self.index_remove(&o.service, old_slot(i), o.instances.len());
                     changed.push(o.service.clone());
                     i += 1;
                 }
@@ -447,19 +454,19 @@ impl Registry {
                     let n = &news[j];
                     changed.push(n.service.clone());
                     let slot = self.index_insert(n.publication().clone(), None, 0);
-                    n.slot.store(slot, Relaxed);
+                    set_new_slot(j, slot);
                     j += 1;
                 }
                 std::cmp::Ordering::Equal => {
                     let (o, n) = (&olds[i], &news[j]);
-                    let slot = o.slot.load(Relaxed);
+                    let slot = old_slot(i);
                     let slot = if Arc::ptr_eq(o.publication(), n.publication()) {
                         slot
                     } else {
                         changed.push(n.service.clone());
                         self.index_insert(n.publication().clone(), Some(slot), o.instances.len())
                     };
-                    n.slot.store(slot, Relaxed);
+                    set_new_slot(j, slot);
                     i += 1;
                     j += 1;
                 }
@@ -468,13 +475,13 @@ impl Registry {
         // Digests and counters.
         if let Some(o) = old_ref {
             self.digests
-                .remove(o.owner(), o.shard, o.id.as_str(), o.revision);
+                .remove(o.owner(), o.shard(), o.id.as_str(), o.revision);
             self.instances.fetch_sub(o.instance_count(), Relaxed);
         }
         match new {
             Some(n) => {
                 self.digests
-                    .add(n.owner(), n.shard, n.id.as_str(), n.revision);
+                    .add(n.owner(), n.shard(), n.id.as_str(), n.revision);
                 self.instances.fetch_add(n.instance_count(), Relaxed);
                 if old.is_none() {
                     self.clients.fetch_add(1, Relaxed);

@@ -6,6 +6,7 @@
 //! same state as it travels in syncs and snapshots; [`ClientChange`] is one entry of a
 //! sync batch (a state or a deletion).
 
+use super::NO_SLOT;
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
 use crate::time::Millis;
@@ -13,34 +14,36 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// A stored client: its full state at one revision. One allocation for a client with
-/// one publication: the publication's pointer, heartbeat time and index slot sit inline.
+/// A stored client: its full state at one revision. One allocation of 64 bytes (80 with
+/// its reference counts) for a client with one publication: the id (inline up to 24
+/// bytes, see [`ClientId`]), the publication's pointer, heartbeat time and index slot sit
+/// in it. A test pins the size.
 pub struct Client {
     pub(super) id: ClientId,
     pub(super) revision: Revision,
     pub(super) lease_base: AtomicU64,
-    pub(super) shard: u32,
     pub(super) owner: AtomicU16,
+    /// The shard of the id (shards are at most 65,536, see [`crate::Config::shards`]).
+    pub(super) shard: u16,
+    /// The index slot of the single publication (a client with more keeps theirs beside
+    /// them, see `Many`).
+    slot: AtomicU32,
     /// What the client publishes, sorted by service.
     pub(super) publications: PublishedList,
 }
 
-/// One publication of a stored client with what the store keeps beside it: the last
-/// heartbeat (ip:port clients; owner side) and the publication's slot in its service's
-/// index (set while the client is stored, under its shard lock). Dereferences to the
-/// publication.
+/// One publication of a stored client with the last heartbeat the store keeps beside it
+/// (ip:port clients; owner side). Dereferences to the publication.
 pub struct Published {
     publication: Arc<Publication>,
     pub(super) beat: AtomicU64,
-    pub(super) slot: AtomicU32,
 }
 
 impl Published {
-    pub(super) fn new(publication: Arc<Publication>, beat: Millis, slot: u32) -> Self {
+    pub(super) fn new(publication: Arc<Publication>, beat: Millis) -> Self {
         Self {
             publication,
             beat: AtomicU64::new(beat),
-            slot: AtomicU32::new(slot),
         }
     }
 
@@ -63,20 +66,32 @@ impl std::fmt::Debug for Published {
     }
 }
 
-/// A client's publications: the single one inline (the common case), more in a slice.
+/// The publications of a client with more than one (or none), and their index slots.
+pub(super) struct Many {
+    publications: Box<[Published]>,
+    slots: Box<[AtomicU32]>,
+}
+
+/// A client's publications: the single one inline (the common case; its slot is the
+/// client's), more behind one pointer, so the list is two words.
 pub(super) enum PublishedList {
     One(Published),
-    Many(Box<[Published]>),
+    Many(Box<Many>),
 }
 
 impl PublishedList {
+    /// The list of `v`; every slot is `NO_SLOT` until the client is stored.
     pub(super) fn from_vec(mut v: Vec<Published>) -> Self {
         if v.len() == 1
             && let Some(p) = v.pop()
         {
             return PublishedList::One(p);
         }
-        PublishedList::Many(v.into_boxed_slice())
+        let slots = v.iter().map(|_| AtomicU32::new(NO_SLOT)).collect();
+        PublishedList::Many(Box::new(Many {
+            publications: v.into_boxed_slice(),
+            slots,
+        }))
     }
 }
 
@@ -85,12 +100,40 @@ impl Deref for PublishedList {
     fn deref(&self) -> &[Published] {
         match self {
             PublishedList::One(p) => std::slice::from_ref(p),
-            PublishedList::Many(v) => v,
+            PublishedList::Many(m) => &m.publications,
         }
     }
 }
 
 impl Client {
+    /// A client to be stored: its publications' slots are `NO_SLOT` until it is.
+    pub(super) fn new(
+        id: ClientId,
+        revision: Revision,
+        lease_base: Millis,
+        owner: MemberId,
+        shard: u32,
+        publications: PublishedList,
+    ) -> Self {
+        Self {
+            id,
+            revision,
+            lease_base: AtomicU64::new(lease_base),
+            owner: AtomicU16::new(owner.0),
+            shard: u16::try_from(shard).expect("at most 65,536 shards"),
+            slot: AtomicU32::new(NO_SLOT),
+            publications,
+        }
+    }
+
+    /// The index slot of publication `i` (in its service's index).
+    pub(super) fn slot(&self, i: usize) -> &AtomicU32 {
+        match &self.publications {
+            PublishedList::One(_) => &self.slot,
+            PublishedList::Many(m) => &m.slots[i],
+        }
+    }
+
     /// The client id.
     pub fn id(&self) -> &ClientId {
         &self.id
@@ -101,7 +144,7 @@ impl Client {
     }
     /// The shard of the client id.
     pub fn shard(&self) -> u32 {
-        self.shard
+        u32::from(self.shard)
     }
     /// What the client publishes, sorted by service.
     pub fn publications(&self) -> &[Published] {

@@ -259,9 +259,9 @@ impl Registry {
         match clients.get(id.as_str()) {
             Some(c) if c.owner() != owner => {
                 self.digests
-                    .remove(c.owner(), c.shard, c.id.as_str(), c.revision);
+                    .remove(c.owner(), c.shard(), c.id.as_str(), c.revision);
                 c.owner.store(owner.0, Relaxed);
-                self.digests.add(owner, c.shard, c.id.as_str(), c.revision);
+                self.digests.add(owner, c.shard(), c.id.as_str(), c.revision);
                 true
             }
             _ => false,
