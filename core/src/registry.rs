@@ -44,6 +44,7 @@ mod client;
 mod index;
 mod local;
 mod replica;
+mod slab;
 #[cfg(test)]
 mod tests;
 mod tombstone;
