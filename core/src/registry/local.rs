@@ -239,10 +239,15 @@ impl Registry {
             let clients = shard.pin();
             let old = clients.get(id.as_str());
             let action = f(old);
-            let prev = old
-                .map(|c| c.revision)
-                .max(tombstones.get(id.as_str()).map(|t| t.revision))
-                .unwrap_or(Revision::ZERO);
+            // A held client has no tombstone (storing a state removes it, a deletion or
+            // drop removes the client): only an absent one needs the lookup.
+            debug_assert!(old.is_none() || !tombstones.contains_key(id.as_str()));
+            let prev = match old {
+                Some(c) => c.revision,
+                None => tombstones
+                    .get(id.as_str())
+                    .map_or(Revision::ZERO, |t| t.revision),
+            };
             let floor = match origin {
                 Origin::Client => self.floor.load(Relaxed).max(Revision::floor(now)),
                 Origin::Timer => 0,
@@ -260,7 +265,9 @@ impl Registry {
                         old.map(|c| &**c),
                         now,
                     );
-                    tombstones.remove(id.as_str());
+                    if old.is_none() {
+                        tombstones.remove(id.as_str());
+                    }
                     self.replace(&clients, old, Some(new), &mut changed);
                     WriteResult::Changed(revision)
                 }
