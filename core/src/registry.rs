@@ -1,9 +1,9 @@
 //! The registry: a sharded, concurrent store of clients with a per-service index.
 //!
-//! * **Clients** live in `shards` lock-free maps (papaya), one per digest shard, keyed by
-//!   client id. A client is immutable once stored and replaced as a whole on change
-//!   (copy-on-write), except for its owner attribution, heartbeat times and lease, which
-//!   are atomics.
+//! * **Clients** live in `shards` lock-free sets (papaya), one per digest shard, of the
+//!   stored clients found by id. A client is immutable once stored and replaced as a
+//!   whole on change (copy-on-write), except for its owner attribution, heartbeat times,
+//!   index slots and lease, which are atomics.
 //! * **Services** map to a [`ServiceIndex`] holding the publications of every client that
 //!   publishes to them, so a query costs time in proportion to that service's instances.
 //! * **Digests** of each owner's clients per shard are updated with every change.
@@ -21,6 +21,7 @@
 //! |---|---|
 //! | `client.rs` | the stored client, and its replicated forms (record, change) |
 //! | `index.rs` | the per-service index, queries, change listeners |
+//! | `slab.rs` | the index's slots: an append-only array readers walk without a lock |
 //! | `local.rs` | local writes: publish, unpublish, remove, health changes, beats |
 //! | `replica.rs` | replicated writes: apply a state or a deletion, drop a replica, re-attribute |
 //! | `tombstone.rs` | tombstones and drop markers |
