@@ -133,11 +133,10 @@ impl Registry {
     pub fn query(&self, namespace: &str, group: &str, name: &str) -> Option<ServiceView> {
         let services = self.services.pin();
         let idx = Service::with_key(namespace, group, name, |key| services.get(key).cloned())?;
-        let publications: Vec<Arc<Publication>> = idx
-            .slots
-            .iter()
-            .filter_map(|s| s.load_full())
-            .collect();
+        let mut publications: Vec<Arc<Publication>> = Vec::with_capacity(idx.live.load(Relaxed));
+        for chunk in idx.slots.chunks() {
+            publications.extend(chunk.iter().filter_map(|s| s.load_full()));
+        }
         // Slot order: stable, roughly registration order (slots are reused).
         Some(ServiceView {
             service: idx.service.clone(),

@@ -67,14 +67,21 @@ impl Slab {
         s
     }
 
+    /// The slots handed out, in slot order (empty ones included), a chunk at a time.
+    pub(super) fn chunks(&self) -> impl Iterator<Item = &[Cell]> {
+        let mut left = self.len.load(Ordering::Acquire) as usize;
+        self.chunks.iter().map_while(move |c| {
+            let c = c.get().filter(|_| left > 0)?;
+            let n = left.min(c.len());
+            left -= n;
+            Some(&c[..n])
+        })
+    }
+
     /// The slots handed out, in slot order (empty ones included).
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Cell> {
-        let len = self.len.load(Ordering::Acquire) as usize;
-        self.chunks
-            .iter()
-            .map_while(|c| c.get())
-            .flat_map(|c| c.iter())
-            .take(len)
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = &Cell> {
+        self.chunks().flatten()
     }
 }
 
