@@ -14,10 +14,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// A stored client: its full state at one revision. One allocation of 64 bytes (80 with
-/// its reference counts) for a client with one publication: the id (inline up to 24
-/// bytes, see [`ClientId`]), the publication's pointer, heartbeat time and index slot sit
-/// in it. A test pins the size.
+/// A stored client: its full state at one revision. One allocation of 72 bytes (88 with
+/// its reference counts, size class 96) for a client with one publication: the id (inline
+/// up to 24 bytes, see [`ClientId`]), the publication's pointer, heartbeat time and index
+/// slot sit in it. A test pins the size.
 pub struct Client {
     pub(super) id: ClientId,
     pub(super) revision: Revision,
@@ -25,18 +25,18 @@ pub struct Client {
     pub(super) owner: AtomicU16,
     /// The shard of the id (shards are at most 65,536, see [`crate::Config::shards`]).
     pub(super) shard: u16,
-    /// The index slot of the single publication (a client with more keeps theirs beside
-    /// them, see `Many`).
-    slot: AtomicU32,
     /// What the client publishes, sorted by service.
     pub(super) publications: PublishedList,
 }
 
-/// One publication of a stored client with the last heartbeat the store keeps beside it
-/// (ip:port clients; owner side). Dereferences to the publication.
+/// One publication of a stored client with what the store keeps beside it: the last
+/// heartbeat (ip:port clients; owner side) and the publication's slot in its service's
+/// index (set while the client is stored, under its shard lock). Dereferences to the
+/// publication.
 pub struct Published {
     publication: Arc<Publication>,
     pub(super) beat: AtomicU64,
+    slot: AtomicU32,
 }
 
 impl Published {
@@ -44,6 +44,7 @@ impl Published {
         Self {
             publication,
             beat: AtomicU64::new(beat),
+            slot: AtomicU32::new(NO_SLOT),
         }
     }
 
@@ -66,32 +67,20 @@ impl std::fmt::Debug for Published {
     }
 }
 
-/// The publications of a client with more than one (or none), and their index slots.
-pub(super) struct Many {
-    publications: Box<[Published]>,
-    slots: Box<[AtomicU32]>,
-}
-
-/// A client's publications: the single one inline (the common case; its slot is the
-/// client's), more behind one pointer, so the list is two words.
+/// A client's publications: the single one inline (the common case), more in a slice.
 pub(super) enum PublishedList {
     One(Published),
-    Many(Box<Many>),
+    Many(Box<[Published]>),
 }
 
 impl PublishedList {
-    /// The list of `v`; every slot is `NO_SLOT` until the client is stored.
     pub(super) fn from_vec(mut v: Vec<Published>) -> Self {
         if v.len() == 1
             && let Some(p) = v.pop()
         {
             return PublishedList::One(p);
         }
-        let slots = v.iter().map(|_| AtomicU32::new(NO_SLOT)).collect();
-        PublishedList::Many(Box::new(Many {
-            publications: v.into_boxed_slice(),
-            slots,
-        }))
+        PublishedList::Many(v.into_boxed_slice())
     }
 }
 
@@ -100,13 +89,13 @@ impl Deref for PublishedList {
     fn deref(&self) -> &[Published] {
         match self {
             PublishedList::One(p) => std::slice::from_ref(p),
-            PublishedList::Many(m) => &m.publications,
+            PublishedList::Many(v) => v,
         }
     }
 }
 
 impl Client {
-    /// A client to be stored: its publications' slots are `NO_SLOT` until it is.
+    /// A client to be stored (its publications' slots are `NO_SLOT` until it is).
     pub(super) fn new(
         id: ClientId,
         revision: Revision,
@@ -121,17 +110,13 @@ impl Client {
             lease_base: AtomicU64::new(lease_base),
             owner: AtomicU16::new(owner.0),
             shard: u16::try_from(shard).expect("at most 65,536 shards"),
-            slot: AtomicU32::new(NO_SLOT),
             publications,
         }
     }
 
     /// The index slot of publication `i` (in its service's index).
     pub(super) fn slot(&self, i: usize) -> &AtomicU32 {
-        match &self.publications {
-            PublishedList::One(_) => &self.slot,
-            PublishedList::Many(m) => &m.slots[i],
-        }
+        &self.publications[i].slot
     }
 
     /// The client id.
