@@ -100,6 +100,7 @@ fn new_client_set(seed: Option<u64>, reclaim_batch: usize) -> ClientSet {
 struct Stored(Arc<Client>);
 
 impl std::hash::Hash for Stored {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.id.as_str().hash(state)
     }
@@ -123,6 +124,10 @@ impl ShardClients<'_> {
     /// The client `id`, if held.
     pub(super) fn get(&self, id: &str) -> Option<&Arc<Client>> {
         self.0.get(id).map(|s| &s.0)
+    }
+    /// How many clients are held.
+    fn len(&self) -> usize {
+        self.0.len()
     }
     /// Every client held.
     fn iter(&self) -> impl Iterator<Item = &Arc<Client>> {
@@ -349,7 +354,9 @@ impl Registry {
     /// The clients of `shard`.
     pub fn shard_clients(&self, shard: u32) -> Vec<Arc<Client>> {
         let clients = self.shards[shard as usize].pin();
-        clients.iter().cloned().collect()
+        let mut v = Vec::with_capacity(clients.len());
+        v.extend(clients.iter().cloned());
+        v
     }
 
     /// Calls `f` with every client.

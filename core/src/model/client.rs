@@ -169,6 +169,7 @@ impl ClientId {
     }
 
     /// The id string.
+    #[inline]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             IdRepr::Inline(s) => s.as_str(),
@@ -195,12 +196,14 @@ impl ClientId {
 }
 
 impl PartialEq for ClientId {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
     }
 }
 impl Eq for ClientId {}
 impl std::hash::Hash for ClientId {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.as_str().hash(state)
     }
