@@ -118,7 +118,9 @@ impl std::borrow::Borrow<str> for Stored {
 }
 
 /// One shard's clients, pinned (the guard of a read or of a write under the shard lock).
-pub(super) struct ShardClients<'g>(papaya::HashSetRef<'g, Stored, FastHash, papaya::LocalGuard<'g>>);
+pub(super) struct ShardClients<'g>(
+    papaya::HashSetRef<'g, Stored, FastHash, papaya::LocalGuard<'g>>,
+);
 
 impl ShardClients<'_> {
     /// The client `id`, if held.

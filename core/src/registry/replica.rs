@@ -261,7 +261,8 @@ impl Registry {
                 self.digests
                     .remove(c.owner(), c.shard(), c.id.as_str(), c.revision);
                 c.owner.store(owner.0, Relaxed);
-                self.digests.add(owner, c.shard(), c.id.as_str(), c.revision);
+                self.digests
+                    .add(owner, c.shard(), c.id.as_str(), c.revision);
                 true
             }
             _ => false,

@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(locate(1015), (6, 511));
         assert_eq!(locate(1016), (7, 0));
         let last = FIRST_CHUNK * ((1 << CHUNKS) - 1) - 1;
-        assert_eq!(locate(last), (CHUNKS - 1, (FIRST_CHUNK << (CHUNKS - 1)) - 1));
+        assert_eq!(
+            locate(last),
+            (CHUNKS - 1, (FIRST_CHUNK << (CHUNKS - 1)) - 1)
+        );
         assert!(u32::try_from(last).is_ok());
 
         let interner = Interner::new();
@@ -132,7 +135,12 @@ mod tests {
         assert_eq!(ports, (1..=1000).collect::<Vec<_>>());
         slab.get(3).unwrap().store(None);
         assert_eq!(slab.iter().filter(|c| c.load().is_some()).count(), 999);
-        let held: usize = slab.chunks.iter().filter_map(|c| c.get()).map(|c| c.len()).sum();
+        let held: usize = slab
+            .chunks
+            .iter()
+            .filter_map(|c| c.get())
+            .map(|c| c.len())
+            .sum();
         assert_eq!(held, 1016);
     }
 }
