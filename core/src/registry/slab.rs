@@ -119,8 +119,7 @@ mod tests {
         let slab = Slab::new();
         assert!(slab.get(0).is_none());
         assert_eq!(slab.iter().count(), 0);
-        let first = publication(1);
-        assert_eq!(slab.push(first.clone()), 0);
+        assert_eq!(slab.push(publication(1)), 0);
         let cell = slab.get(0).unwrap() as *const Cell;
         for n in 1..1000u16 {
             assert_eq!(slab.push(publication(n + 1)), u32::from(n));
