@@ -596,6 +596,10 @@ fn stored_layout_is_compact() {
     assert_eq!(size_of::<client::PublishedList>(), 24);
     assert_eq!(size_of::<Client>(), 72);
     assert_eq!(size_of::<Stored>(), 8);
+    // A publication of one instance: 80 bytes, 96 in its `Arc` (a size class).
+    assert_eq!(size_of::<Name>(), 8);
+    assert_eq!(size_of::<crate::model::Instance>(), 64);
+    assert_eq!(size_of::<Publication>(), 80);
     // ip:port ids of up to 24 bytes are inline; longer ones (and most connection ids)
     // are shared strings.
     assert!(ClientId::ip_port("10.0.0.1", 8080).is_inline());
