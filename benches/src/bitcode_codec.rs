@@ -248,7 +248,7 @@ fn instance<'a>(
     if let Some(id) = i.custom_id.filter(|s| !s.is_empty())
         && id != out.instance_id(service)
     {
-        out.custom_id = Some(Box::from(id));
+        out.custom_id = Some(Name::new(id));
     }
     Ok(out)
 }

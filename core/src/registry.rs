@@ -1,9 +1,9 @@
 //! The registry: a sharded, concurrent store of clients with a per-service index.
 //!
-//! * **Clients** live in `shards` lock-free maps (papaya), one per digest shard, keyed by
-//!   client id. A client is immutable once stored and replaced as a whole on change
-//!   (copy-on-write), except for its owner attribution, heartbeat times and lease, which
-//!   are atomics.
+//! * **Clients** live in `shards` lock-free sets (papaya), one per digest shard, of the
+//!   stored clients found by id. A client is immutable once stored and replaced as a
+//!   whole on change (copy-on-write), except for its owner attribution, heartbeat times,
+//!   index slots and lease, which are atomics.
 //! * **Services** map to a [`ServiceIndex`] holding the publications of every client that
 //!   publishes to them, so a query costs time in proportion to that service's instances.
 //! * **Digests** of each owner's clients per shard are updated with every change.
@@ -21,6 +21,7 @@
 //! |---|---|
 //! | `client.rs` | the stored client, and its replicated forms (record, change) |
 //! | `index.rs` | the per-service index, queries, change listeners |
+//! | `slab.rs` | the index's slots: an append-only array readers walk without a lock |
 //! | `local.rs` | local writes: publish, unpublish, remove, health changes, beats |
 //! | `replica.rs` | replicated writes: apply a state or a deletion, drop a replica, re-attribute |
 //! | `tombstone.rs` | tombstones and drop markers |
@@ -38,12 +39,13 @@ use crate::time::Millis;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 mod client;
 mod index;
 mod local;
 mod replica;
+mod slab;
 #[cfg(test)]
 mod tests;
 mod tombstone;
@@ -58,6 +60,9 @@ const NO_SLOT: u32 = u32::MAX;
 
 pub(crate) type FastHash = foldhash::fast::SeedableRandomState;
 type Map<K, V> = papaya::HashMap<K, V, FastHash>;
+/// One shard's clients: a set of the stored clients, each found by its id (the entry is
+/// one pointer; a map from the id would hold the id a second time beside the pointer).
+type ClientSet = papaya::HashSet<Stored, FastHash>;
 
 /// The in-memory map hasher: random per process unless `seed` fixes it (the simulator
 /// fixes it so a seed replays exactly, iteration orders included).
@@ -78,9 +83,78 @@ fn new_map<K, V>(seed: Option<u64>, reclaim_batch: usize) -> Map<K, V> {
         .build()
 }
 
+/// [`new_map`]'s settings for a shard's client set.
+fn new_client_set(seed: Option<u64>, reclaim_batch: usize) -> ClientSet {
+    papaya::HashSet::builder()
+        .hasher(fast_hash(seed))
+        .resize_mode(papaya::ResizeMode::Blocking)
+        .collector(seize::Collector::new().batch_size(reclaim_batch.max(1)))
+        .build()
+}
+
+/// A stored client as the element of its shard's set: hashed and compared by its id (as
+/// the id's `str`, so a lookup by `&str` finds it). Inserting a client whose id is held
+/// replaces the element, the new client with it (papaya swaps the whole entry; a test
+/// pins it).
+#[derive(Clone)]
+struct Stored(Arc<Client>);
+
+impl std::hash::Hash for Stored {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.as_str().hash(state)
+    }
+}
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id.as_str() == other.0.id.as_str()
+    }
+}
+impl Eq for Stored {}
+impl std::borrow::Borrow<str> for Stored {
+    fn borrow(&self) -> &str {
+        self.0.id.as_str()
+    }
+}
+
+/// One shard's clients, pinned (the guard of a read or of a write under the shard lock).
+pub(super) struct ShardClients<'g>(
+    papaya::HashSetRef<'g, Stored, FastHash, papaya::LocalGuard<'g>>,
+);
+
+impl ShardClients<'_> {
+    /// The client `id`, if held.
+    pub(super) fn get(&self, id: &str) -> Option<&Arc<Client>> {
+        self.0.get(id).map(|s| &s.0)
+    }
+    /// How many clients are held.
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Every client held.
+    fn iter(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.0.iter().map(|s| &s.0)
+    }
+    /// Stores `c`, replacing the client of the same id.
+    fn insert(&self, c: Arc<Client>) {
+        self.0.insert(Stored(c));
+    }
+    /// Removes the client `id`.
+    fn remove(&self, id: &str) {
+        self.0.remove(id);
+    }
+}
+
 struct StoreShard {
-    clients: Map<ClientId, Arc<Client>>,
+    clients: ClientSet,
     write: Mutex<HashMap<ClientId, Tombstone, FastHash>>,
+}
+
+impl StoreShard {
+    /// The shard's clients, pinned.
+    fn pin(&self) -> ShardClients<'_> {
+        ShardClients(self.clients.pin())
+    }
 }
 
 /// What applying a replicated change did.
@@ -178,7 +252,7 @@ impl Registry {
             shard_count: shards,
             shards: (0..shards)
                 .map(|_| StoreShard {
-                    clients: new_map(seed, config.reclaim_batch),
+                    clients: new_client_set(seed, config.reclaim_batch),
                     write: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
                 })
                 .collect(),
@@ -243,7 +317,7 @@ impl Registry {
     /// The client `id`, if held.
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
         let shard = &self.shards[shard_of(id, self.shard_count) as usize];
-        shard.clients.pin().get(id).cloned()
+        shard.pin().get(id).cloned()
     }
 
     /// Counters.
@@ -273,16 +347,18 @@ impl Registry {
 
     /// Calls `f` with every client of `shard` (a point-in-time-ish iteration).
     pub fn for_each_in_shard(&self, shard: u32, mut f: impl FnMut(&Arc<Client>)) {
-        let clients = self.shards[shard as usize].clients.pin();
-        for c in clients.values() {
+        let clients = self.shards[shard as usize].pin();
+        for c in clients.iter() {
             f(c);
         }
     }
 
     /// The clients of `shard`.
     pub fn shard_clients(&self, shard: u32) -> Vec<Arc<Client>> {
-        let clients = self.shards[shard as usize].clients.pin();
-        clients.values().cloned().collect()
+        let clients = self.shards[shard as usize].pin();
+        let mut v = Vec::with_capacity(clients.len());
+        v.extend(clients.iter().cloned());
+        v
     }
 
     /// Calls `f` with every client.
@@ -321,32 +397,32 @@ impl Registry {
                 .get(k)
                 .filter(|o| Arc::ptr_eq(o.publication(), &p) || o.service == p.service)
                 .map(|o| o.beat.load(Relaxed));
-            Published::new(p, prev.unwrap_or(now), NO_SLOT)
+            Published::new(p, prev.unwrap_or(now))
         };
         let publications = if pubs.len() == 1 {
             let mut pubs = pubs;
             match pubs.pop() {
                 Some(p) => PublishedList::One(entry(p)),
-                None => PublishedList::Many(Box::default()),
+                None => PublishedList::from_vec(Vec::new()),
             }
         } else {
             PublishedList::from_vec(pubs.into_iter().map(entry).collect())
         };
-        Arc::new(Client {
-            id: id.clone(),
+        Arc::new(Client::new(
+            id.clone(),
             revision,
-            lease_base: AtomicU64::new(now),
+            now,
+            owner,
             shard,
-            owner: AtomicU16::new(owner.0),
             publications,
-        })
+        ))
     }
 
     /// Swaps `old` for `new` in the client map, the service index and the digests.
     /// Caller holds the shard lock.
     pub(super) fn replace(
         &self,
-        clients: &papaya::HashMapRef<'_, ClientId, Arc<Client>, FastHash, papaya::LocalGuard<'_>>,
+        clients: &ShardClients<'_>,
         old: Option<&Arc<Client>>,
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
@@ -361,6 +437,13 @@ impl Registry {
         let none: &[client::Published] = &[];
         let olds = old_ref.map_or(none, |o| &o.publications[..]);
         let news = new_ref.map_or(none, |n| &n.publications[..]);
+        // The slots of both, for the indexes of `olds` and `news` (present when they are).
+        let old_slot = |i: usize| old_ref.map_or(NO_SLOT, |o| o.slot(i).load(Relaxed));
+        let set_new_slot = |j: usize, slot: u32| {
+            if let Some(n) = new_ref {
+                n.slot(j).store(slot, Relaxed);
+            }
+        };
         let (mut i, mut j) = (0, 0);
         while i < olds.len() || j < news.len() {
             let order = match (olds.get(i), news.get(j)) {
@@ -374,7 +457,7 @@ impl Registry {
             match order {
                 std::cmp::Ordering::Less => {
                     let o = &olds[i];
-                    self.index_remove(&o.service, o.slot.load(Relaxed), o.instances.len());
+                    self.index_remove(&o.service, old_slot(i), o.instances.len());
                     changed.push(o.service.clone());
                     i += 1;
                 }
@@ -382,19 +465,19 @@ impl Registry {
                     let n = &news[j];
                     changed.push(n.service.clone());
                     let slot = self.index_insert(n.publication().clone(), None, 0);
-                    n.slot.store(slot, Relaxed);
+                    set_new_slot(j, slot);
                     j += 1;
                 }
                 std::cmp::Ordering::Equal => {
                     let (o, n) = (&olds[i], &news[j]);
-                    let slot = o.slot.load(Relaxed);
+                    let slot = old_slot(i);
                     let slot = if Arc::ptr_eq(o.publication(), n.publication()) {
                         slot
                     } else {
                         changed.push(n.service.clone());
                         self.index_insert(n.publication().clone(), Some(slot), o.instances.len())
                     };
-                    n.slot.store(slot, Relaxed);
+                    set_new_slot(j, slot);
                     i += 1;
                     j += 1;
                 }
@@ -403,18 +486,18 @@ impl Registry {
         // Digests and counters.
         if let Some(o) = old_ref {
             self.digests
-                .remove(o.owner(), o.shard, o.id.as_str(), o.revision);
+                .remove(o.owner(), o.shard(), o.id.as_str(), o.revision);
             self.instances.fetch_sub(o.instance_count(), Relaxed);
         }
         match new {
             Some(n) => {
                 self.digests
-                    .add(n.owner(), n.shard, n.id.as_str(), n.revision);
+                    .add(n.owner(), n.shard(), n.id.as_str(), n.revision);
                 self.instances.fetch_add(n.instance_count(), Relaxed);
                 if old.is_none() {
                     self.clients.fetch_add(1, Relaxed);
                 }
-                clients.insert(n.id.clone(), n);
+                clients.insert(n);
             }
             None => {
                 if let Some(o) = old_ref {

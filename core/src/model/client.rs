@@ -97,20 +97,32 @@ pub enum ClientKind {
 }
 
 /// A client id: `<millis>_<ip>_<port>` (connection) or `ip:port#true` (ip:port).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(Name);
+///
+/// Held inline when it fits in 24 bytes (an ip:port client's id, but for the longest
+/// IPv4 addresses), in a shared string otherwise (a connection client's id, usually
+/// longer): an ip:port client costs no allocation for its id, and a clone of either form
+/// allocates nothing. Compared, ordered and hashed as its string.
+#[derive(Clone)]
+pub struct ClientId(IdRepr);
+
+#[derive(Clone)]
+enum IdRepr {
+    /// At most 24 bytes, inline (never on the heap: see [`ClientId::from_compact`]).
+    Inline(compact_str::CompactString),
+    Shared(Name),
+}
 
 impl ClientId {
     /// Wraps an id string, checking its length and characters ([`ClientId::check`]).
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         Self::check(s)?;
-        Ok(ClientId(Name::new(s)))
+        Ok(Self::of_valid(s))
     }
 
     /// An id string [`ClientId::check`] accepted.
     pub(crate) fn checked(s: &str) -> Self {
         debug_assert!(Self::check(s).is_ok(), "unchecked client id {s:?}");
-        ClientId(Name::new(s))
+        Self::of_valid(s)
     }
 
     /// Checks an id string as [`ClientId::parse`] does, without building the id (a
@@ -139,24 +151,50 @@ impl ClientId {
         Ok(())
     }
 
+    fn of_valid(s: &str) -> Self {
+        if s.len() <= std::mem::size_of::<compact_str::CompactString>() {
+            Self::from_compact(compact_str::CompactString::new(s))
+        } else {
+            ClientId(IdRepr::Shared(Name::new(s)))
+        }
+    }
+
+    /// Inline if `s` is (a string of up to 24 bytes is), shared otherwise.
+    fn from_compact(s: compact_str::CompactString) -> Self {
+        if s.is_heap_allocated() {
+            ClientId(IdRepr::Shared(Name::new(&s)))
+        } else {
+            ClientId(IdRepr::Inline(s))
+        }
+    }
+
     /// The ephemeral ip:port client of `ip:port`: `ip:port#true`.
     pub fn ip_port(ip: &str, port: u16) -> Self {
-        ClientId(Name::new(&format!("{ip}:{port}#true")))
+        Self::from_compact(compact_str::format_compact!("{ip}:{port}#true"))
     }
 
     /// A connection client id: `<millis>_<ip>_<port>`.
     pub fn connection(millis: Millis, ip: &str, port: u16) -> Self {
-        ClientId(Name::new(&format!("{millis}_{ip}_{port}")))
+        Self::from_compact(compact_str::format_compact!("{millis}_{ip}_{port}"))
+    }
+
+    /// Whether the id is held inline (no allocation of its own).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.0, IdRepr::Inline(_))
     }
 
     /// The id string.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        match &self.0 {
+            IdRepr::Inline(s) => s.as_str(),
+            IdRepr::Shared(s) => s.as_str(),
+        }
     }
 
     /// The kind, derived from the id.
     pub fn kind(&self) -> ClientKind {
-        if self.0.contains('#') {
+        if self.as_str().contains('#') {
             ClientKind::IpPort
         } else {
             ClientKind::Connection
@@ -166,26 +204,50 @@ impl ClientId {
     /// For an ip:port client, the routing key `ip:port` (the part before `#`).
     pub fn routing_key(&self) -> Option<&str> {
         match self.kind() {
-            ClientKind::IpPort => self.0.split_once('#').map(|(k, _)| k),
+            ClientKind::IpPort => self.as_str().split_once('#').map(|(k, _)| k),
             ClientKind::Connection => None,
         }
     }
 }
 
+impl PartialEq for ClientId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for ClientId {}
+impl std::hash::Hash for ClientId {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+impl PartialOrd for ClientId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ClientId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
 impl std::borrow::Borrow<str> for ClientId {
     fn borrow(&self) -> &str {
-        self.0.as_str()
+        self.as_str()
     }
 }
 
 impl fmt::Debug for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.as_str())
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.as_str())
+        f.write_str(self.as_str())
     }
 }

@@ -37,6 +37,7 @@ pub fn check_cluster_name(s: &str) -> Result<(), ValidationError> {
 }
 
 /// A stored, validated instance. Always ephemeral: persistent instances are not Distro data.
+/// 64 bytes (a test pins it): a publication of one instance is 80, 96 in its `Arc`.
 #[derive(Clone, PartialEq)]
 pub struct Instance {
     /// IP address or host name (stored inline up to 24 bytes: no allocation for IPs).
@@ -55,7 +56,7 @@ pub struct Instance {
     pub metadata: Metadata,
     /// A client-chosen instance id; `None` means the default
     /// `ip#port#cluster#group@@service`.
-    pub custom_id: Option<Box<str>>,
+    pub custom_id: Option<Name>,
 }
 
 impl Instance {
@@ -271,7 +272,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         if let Some(id) = self.instance_id.filter(|s| !s.is_empty())
             && id != inst.instance_id(service)
         {
-            inst.custom_id = Some(Box::from(id));
+            inst.custom_id = Some(Name::new(id));
         }
         Ok(inst)
     }
@@ -335,10 +336,13 @@ fn validate_ip(ip: &str) -> Result<(), ValidationError> {
             format!("is {} bytes long, the limit is {MAX_IP_LEN}", ip.len()),
         ));
     }
-    if ip.parse::<std::net::IpAddr>().is_ok() {
+    // A host name: letters, digits, '-', '_' and '.'. Checked before the address parse,
+    // which it makes unnecessary for every IPv4 address (digits and dots): what passes
+    // either check is valid, so the order changes nothing but the cost.
+    let host_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if ip.bytes().all(host_byte) || ip.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
-    // A host name: letters, digits, '-', '_' and '.'.
     if let Some(c) = ip
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))

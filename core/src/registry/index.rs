@@ -8,23 +8,24 @@
 //! mutex. Listeners ([`ChangeListener`]) hear of every change after it is visible.
 //! Indexes left empty are collected after a while.
 
+use super::slab::Slab;
 use super::{NO_SLOT, Registry};
 use crate::model::{Instance, Publication, Service};
 use crate::time::Millis;
-use arc_swap::ArcSwapOption;
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// The publications of one service: a slab of slots, one per publishing client.
 ///
-/// Readers iterate the slots without a lock (an append-only `boxcar::Vec` of
+/// Readers iterate the slots without a lock (an append-only `Slab` of
 /// `ArcSwapOption`s); writers hold the service's free-list mutex only to take or return a
 /// slot, and every client remembers its slot in each service, so an update is one atomic
-/// store. A slot costs about 16 bytes, a fraction of a hash-map entry.
+/// store. A slot costs 8 bytes (about 8 more held ahead at worst), a fraction of a
+/// hash-map entry.
 pub struct ServiceIndex {
     service: Service,
-    slots: boxcar::Vec<ArcSwapOption<Publication>>,
+    slots: Slab,
     free: Mutex<Vec<u32>>,
     live: AtomicUsize,
     revision: AtomicU64,
@@ -39,7 +40,7 @@ impl ServiceIndex {
     fn new(service: Service) -> Self {
         Self {
             service,
-            slots: boxcar::Vec::new(),
+            slots: Slab::new(),
             free: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             revision: AtomicU64::new(0),
@@ -132,11 +133,10 @@ impl Registry {
     pub fn query(&self, namespace: &str, group: &str, name: &str) -> Option<ServiceView> {
         let services = self.services.pin();
         let idx = Service::with_key(namespace, group, name, |key| services.get(key).cloned())?;
-        let publications: Vec<Arc<Publication>> = idx
-            .slots
-            .iter()
-            .filter_map(|(_, s)| s.load_full())
-            .collect();
+        let mut publications: Vec<Arc<Publication>> = Vec::with_capacity(idx.live.load(Relaxed));
+        for chunk in idx.slots.chunks() {
+            publications.extend(chunk.iter().filter_map(|s| s.load_full()));
+        }
         // Slot order: stable, roughly registration order (slots are reused).
         Some(ServiceView {
             service: idx.service.clone(),
@@ -206,7 +206,7 @@ impl Registry {
                             }
                             s
                         }
-                        None => idx.slots.push(ArcSwapOption::new(Some(p))) as u32,
+                        None => idx.slots.push(p),
                     };
                     // Under the free-list lock, so the namespace's count sees this
                     // service fill and empty in order.

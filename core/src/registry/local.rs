@@ -203,7 +203,7 @@ impl Registry {
         now: Millis,
     ) -> Option<bool> {
         let shard = &self.shards[crate::hash::shard_of(id, self.shard_count) as usize];
-        let clients = shard.clients.pin();
+        let clients = shard.pin();
         let c = clients.get(id)?;
         let i = c
             .publications
@@ -236,13 +236,18 @@ impl Registry {
         let mut changed: Vec<Service> = Vec::new();
         let result = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             let old = clients.get(id.as_str());
             let action = f(old);
-            let prev = old
-                .map(|c| c.revision)
-                .max(tombstones.get(id.as_str()).map(|t| t.revision))
-                .unwrap_or(Revision::ZERO);
+            // A held client has no tombstone (storing a state removes it, a deletion or
+            // drop removes the client): only an absent one needs the lookup.
+            debug_assert!(old.is_none() || !tombstones.contains_key(id.as_str()));
+            let prev = match old {
+                Some(c) => c.revision,
+                None => tombstones
+                    .get(id.as_str())
+                    .map_or(Revision::ZERO, |t| t.revision),
+            };
             let floor = match origin {
                 Origin::Client => self.floor.load(Relaxed).max(Revision::floor(now)),
                 Origin::Timer => 0,
@@ -260,7 +265,9 @@ impl Registry {
                         old.map(|c| &**c),
                         now,
                     );
-                    tombstones.remove(id.as_str());
+                    if old.is_none() {
+                        tombstones.remove(id.as_str());
+                    }
                     self.replace(&clients, old, Some(new), &mut changed);
                     WriteResult::Changed(revision)
                 }

@@ -6,7 +6,7 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::{ApplyOutcome, Client, ClientChange, ClientRecord, Registry, Tombstone};
+use super::{ApplyOutcome, ClientChange, ClientRecord, Registry, Tombstone};
 use crate::hash::shard_of;
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
@@ -101,8 +101,7 @@ pub struct ApplyCounts {
 }
 
 type Tombstones = std::collections::HashMap<ClientId, Tombstone, super::FastHash>;
-type ClientsRef<'g> =
-    papaya::HashMapRef<'g, ClientId, Arc<Client>, super::FastHash, papaya::LocalGuard<'g>>;
+type ClientsRef<'g> = super::ShardClients<'g>;
 
 impl Registry {
     /// Applies a replicated full state if it is newer than what is held (state or
@@ -118,7 +117,7 @@ impl Registry {
         let mut changed = Vec::new();
         let outcome = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             self.apply_locked(
                 &mut tombstones,
                 &clients,
@@ -139,7 +138,7 @@ impl Registry {
         let mut changed = Vec::new();
         let outcome = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             self.apply_delete_locked(
                 &mut tombstones,
                 &clients,
@@ -179,7 +178,7 @@ impl Registry {
             let shard_no = (group[0] >> 32) as u32;
             let shard = &self.shards[shard_no as usize];
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             for &k in group {
                 let outcome = match changes[(k & u64::from(u32::MAX)) as usize] {
                     ReplicaChange::State(ref state, owner) => self.apply_locked(
@@ -312,7 +311,7 @@ impl Registry {
         let mut changed = Vec::new();
         let dropped = {
             let mut tombstones = shard.write.lock();
-            let clients = shard.clients.pin();
+            let clients = shard.pin();
             match clients.get(id.as_str()) {
                 Some(c) if c.revision == expected => {
                     self.replace(&clients, Some(c), None, &mut changed);
@@ -337,13 +336,14 @@ impl Registry {
     pub fn set_owner(&self, id: &ClientId, owner: MemberId) -> bool {
         let shard = &self.shards[self.shard_of(id) as usize];
         let _lock = shard.write.lock();
-        let clients = shard.clients.pin();
+        let clients = shard.pin();
         match clients.get(id.as_str()) {
             Some(c) if c.owner() != owner => {
                 self.digests
-                    .remove(c.owner(), c.shard, c.id.as_str(), c.revision);
+                    .remove(c.owner(), c.shard(), c.id.as_str(), c.revision);
                 c.owner.store(owner.0, Relaxed);
-                self.digests.add(owner, c.shard, c.id.as_str(), c.revision);
+                self.digests
+                    .add(owner, c.shard(), c.id.as_str(), c.revision);
                 true
             }
             _ => false,

@@ -364,7 +364,7 @@ fn instance(
     if let Some(id) = custom.filter(|s| !s.is_empty())
         && id != i.instance_id(service)
     {
-        i.custom_id = Some(Box::from(id));
+        i.custom_id = Some(Name::new(id));
     }
     Ok(i)
 }
