@@ -390,7 +390,10 @@ fn replica_changes(r: &Registry, seed: u64) -> Vec<ClientChange> {
 #[test]
 fn a_borrowed_state_stores_a_new_clients_id_and_keeps_a_held_ones() {
     let r = reg();
-    let text = String::from("10.0.0.1:80#true");
+    // A connection client's id: longer than an inline id (24 bytes), so it is stored
+    // as a shared string whose address shows whether it was kept (an ip:port id is held
+    // inline in the client and copied with it).
+    let text = String::from("1700000000000_10.0.0.1_80");
     let pubs = [Arc::new(publication(&r, "a", "10.0.0.1", 80))];
     let state = |revision| StateRef {
         id: &text,
