@@ -704,9 +704,9 @@ mod tests {
         let mut out = String::new();
         page.render(&mut out);
         let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 47, "{out}");
-        assert_eq!(out.lines().count(), 425, "{out}");
-        assert_eq!(out.len(), 27_818, "the bytes of the page written by hand");
+        assert_eq!(types, 48, "{out}");
+        assert_eq!(out.lines().count(), 428, "{out}");
+        assert_eq!(out.len(), 28_033, "the bytes of the page written by hand");
         assert!(out.contains("distro_sync_pending{peer=\"127.0.0.2:8848\"} 0\n"));
         assert!(out.contains("distro_nacos_push_ack_seconds_bucket{le=\"0.001\"} 40\n"));
         assert!(out.contains("distro_nacos_pushes_total{result=\"failed\"} 10\n"));
