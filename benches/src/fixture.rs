@@ -372,13 +372,7 @@ pub fn changed_batch(clients: usize, changed: usize) -> (Cluster, distro_core::m
     let batch = cluster.nodes[0]
         .tick(NOW_MS)
         .into_iter()
-        .find_map(|c| match c {
-            distro_core::Command::Send {
-                request: distro_core::PeerRequest::Sync(b),
-                ..
-            } => Some(b),
-            _ => None,
-        })
+        .find_map(distro_core::Command::into_sync_batch)
         .expect("the changed clients are due");
     (cluster, batch)
 }

@@ -166,6 +166,19 @@ pub enum Command {
     ReleaseMemory,
 }
 
+impl Command {
+    /// The sync batch this command sends, if it sends one.
+    pub fn into_sync_batch(self) -> Option<SyncBatch> {
+        match self {
+            Command::Send {
+                request: PeerRequest::Sync(b),
+                ..
+            } => Some(b),
+            _ => None,
+        }
+    }
+}
+
 /// A chunk of a snapshot.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotChunk {

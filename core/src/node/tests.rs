@@ -26,8 +26,8 @@ fn sends(cmds: &[Command]) -> Vec<(&MemberId, &PeerRequest)> {
         .collect()
 }
 
-#[test]
-fn a_change_is_synced_to_every_peer_after_the_delay() {
+/// Member 1 of 3 holding one connection client, registered at 0 and pending for both peers.
+fn node_with_one_client() -> (Node, ClientId) {
     let n = node("10.0.0.1:8848", 3);
     let id = ClientId::connection(1, "1.1.1.1", 1);
     n.register(
@@ -37,6 +37,12 @@ fn a_change_is_synced_to_every_peer_after_the_delay() {
         0,
     )
     .unwrap();
+    (n, id)
+}
+
+#[test]
+fn a_change_is_synced_to_every_peer_after_the_delay() {
+    let (n, _) = node_with_one_client();
     n.tick(0);
     let before: Vec<_> = n
         .tick(999)
@@ -638,15 +644,7 @@ fn lists_sent(cmds: &[Command]) -> (usize, usize) {
 #[test]
 fn lists_wait_while_syncs_to_the_peer_are_on_their_way_but_at_most_two_rounds() {
     use crate::message::{PeerResponse, VerifyDigests};
-    let n = node("10.0.0.1:8848", 3);
-    let id = ClientId::connection(1, "1.1.1.1", 1);
-    n.register(
-        &id,
-        &ServiceSpec::new("", "", "svc"),
-        &InstanceSpec::new("1.1.1.1", 80),
-        0,
-    )
-    .unwrap();
+    let (n, id) = node_with_one_client();
     let shard = n.registry().shard_of(&id);
     let mismatch = |now| {
         n.handle_response(

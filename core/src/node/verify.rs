@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Verify rounds in a row a mismatched peer may go without lists while syncs to it are
 /// pending or in flight; the next mismatch sends them regardless (under continuous churn
 /// the queue is never empty).
-pub(crate) const MAX_DEFERRED_LISTS: u32 = 2;
+const MAX_DEFERRED_LISTS: u32 = 2;
 
 impl Node {
     /// Sends every loaded peer that is not DOWN this node's shard digests (or, per

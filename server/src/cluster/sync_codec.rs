@@ -772,7 +772,7 @@ mod tests {
     use super::*;
     use crate::proto::distro as pb;
     use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
-    use distro_core::{Command, Config, MemberList, PeerRequest, Revision};
+    use distro_core::{Command, Config, MemberList, Revision};
     use prost::Message as _;
 
     struct ExpectedSync {
@@ -837,13 +837,7 @@ mod tests {
         let batch = node
             .tick(20)
             .into_iter()
-            .find_map(|c| match c {
-                Command::Send {
-                    request: PeerRequest::Sync(b),
-                    ..
-                } => Some(b),
-                _ => None,
-            })
+            .find_map(Command::into_sync_batch)
             .expect("a batch");
         assert_eq!(batch.changes.len(), 3);
         let expected = ExpectedSync {

@@ -308,13 +308,7 @@ fn peer_corpus() -> Vec<Vec<u8>> {
     let sync = n
         .tick(20)
         .into_iter()
-        .find_map(|c| match c {
-            Command::Send {
-                request: PeerRequest::Sync(b),
-                ..
-            } => Some(b),
-            _ => None,
-        })
+        .find_map(Command::into_sync_batch)
         .expect("a batch");
     let mut out = vec![
         SyncRequest::new(&n, &sync).encode_to_vec(),

@@ -5,7 +5,7 @@ use super::*;
 use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
 use distro_core::compact_form::{canonical_ipv4, decimal_bytes};
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
-use distro_core::{Command, Config, MemberList, PeerRequest, SnapshotCursor};
+use distro_core::{Command, Config, MemberList, SnapshotCursor};
 use prost::Message as _;
 use std::sync::Arc;
 
@@ -56,13 +56,7 @@ fn owner_and_batch() -> (Arc<Node>, Vec<ClientChange>) {
     let batch = node
         .tick(20)
         .into_iter()
-        .find_map(|c| match c {
-            Command::Send {
-                request: PeerRequest::Sync(b),
-                ..
-            } => Some(b),
-            _ => None,
-        })
+        .find_map(Command::into_sync_batch)
         .expect("a batch");
     assert_eq!(batch.changes.len(), 3);
     (node, batch.changes)
