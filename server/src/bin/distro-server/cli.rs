@@ -193,7 +193,7 @@ pub(crate) struct Cli {
     /// Removed or replaced store entries a thread gathers per shard before they are freed
     /// (each batch costs one process-wide memory barrier); smaller holds less memory after
     /// a burst of writes.
-    #[arg(long, env = "DISTRO_RECLAIM_BATCH", default_value = "8", value_parser = count)]
+    #[arg(long, env = "DISTRO_RECLAIM_BATCH", default_value = "64", value_parser = count)]
     reclaim_batch: usize,
     /// Most services one client may publish to.
     #[arg(long, env = "DISTRO_MAX_SERVICES_PER_CLIENT", default_value = "1000", value_parser = count)]
