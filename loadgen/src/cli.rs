@@ -268,6 +268,11 @@ pub struct RunArgs {
     /// embedded cluster (see the README). Off by default.
     #[arg(help_heading = "Rates", long)]
     pub pacer: bool,
+    /// Let the kernel back this process's memory (the embedded cluster's nodes and the load
+    /// side; inherited by `--cluster-process` children) with transparent huge pages. Off by
+    /// default, as `distro-server`'s `--transparent-huge-pages` (see the README).
+    #[arg(help_heading = "Target", long)]
+    pub transparent_huge_pages: bool,
     /// Replication probe period.
     #[arg(help_heading = "Faults and probes", long, default_value = "1s", value_parser = parse_duration)]
     pub probe_interval: Duration,
