@@ -486,16 +486,21 @@ impl Registry {
                 }
             }
         }
-        // Digests and counters.
+        // Digests (one client: its id hashed once for the old term and the new) and
+        // counters.
+        if let Some(c) = old_ref.or(new_ref) {
+            self.digests.replace(
+                c.shard(),
+                c.id.as_str(),
+                old_ref.map(|o| (o.owner(), o.revision)),
+                new_ref.map(|n| (n.owner(), n.revision)),
+            );
+        }
         if let Some(o) = old_ref {
-            self.digests
-                .remove(o.owner(), o.shard(), o.id.as_str(), o.revision);
             self.instances.fetch_sub(o.instance_count(), Relaxed);
         }
         match new {
             Some(n) => {
-                self.digests
-                    .add(n.owner(), n.shard(), n.id.as_str(), n.revision);
                 self.instances.fetch_add(n.instance_count(), Relaxed);
                 if old.is_none() {
                     self.clients.fetch_add(1, Relaxed);
