@@ -6,7 +6,7 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::{ApplyOutcome, ClientChange, ClientRecord, Registry, Tombstone};
+use super::{ApplyOutcome, ClientRecord, Registry, Tombstone};
 use crate::hash::shard_of;
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
@@ -60,16 +60,6 @@ pub enum ChangeRef<'a> {
     State(StateRef<'a>),
     /// A deletion at a revision; the id's text was accepted by [`ClientId::check`].
     Delete(&'a str, Revision),
-}
-
-impl<'a> ChangeRef<'a> {
-    /// The change of a [`ClientChange`].
-    pub fn of(c: &'a ClientChange) -> Self {
-        match c {
-            ClientChange::Upsert(r) => ChangeRef::State(StateRef::of(r)),
-            ClientChange::Delete { id, revision } => ChangeRef::Delete(id.as_str(), *revision),
-        }
-    }
 }
 
 /// One replicated change for [`Registry::apply_many`]: a full state with the member to
