@@ -379,7 +379,7 @@ impl Registry {
         id: &ClientId,
         revision: Revision,
         shard: u32,
-        pubs: Vec<Arc<Publication>>,
+        pubs: impl IntoIterator<Item = Arc<Publication>, IntoIter: ExactSizeIterator>,
         owner: MemberId,
         old: Option<&Client>,
         now: Millis,
@@ -402,14 +402,16 @@ impl Registry {
                 .map(|o| o.beat.load(Relaxed));
             Published::new(p, prev.unwrap_or(now))
         };
+        // The single publication inline, without a list gathered first (a replica's
+        // apply passes its publications as they are mapped).
+        let mut pubs = pubs.into_iter();
         let publications = if pubs.len() == 1 {
-            let mut pubs = pubs;
-            match pubs.pop() {
+            match pubs.next() {
                 Some(p) => PublishedList::One(entry(p)),
                 None => PublishedList::from_vec(Vec::new()),
             }
         } else {
-            PublishedList::from_vec(pubs.into_iter().map(entry).collect())
+            PublishedList::from_vec(pubs.map(entry).collect())
         };
         Arc::new(Client::new(
             id.clone(),

@@ -252,21 +252,18 @@ impl Registry {
         if !tombstones.is_empty() {
             tombstones.remove(state.id);
         }
-        // Share identical publications with the old state to keep the index stable.
-        let pubs: Vec<Arc<Publication>> = state
-            .publications
-            .iter()
-            .map(|p| {
-                old.and_then(|o| {
-                    o.publications
-                        .binary_search_by(|q| q.service.cmp(&p.service))
-                        .ok()
-                        .map(|i| o.publications[i].publication().clone())
-                })
-                .filter(|q| **q == **p)
-                .unwrap_or_else(|| p.clone())
+        // Share identical publications with the old state to keep the index stable
+        // (mapped as the new client is built: no list gathered first).
+        let pubs = state.publications.iter().map(|p| {
+            old.and_then(|o| {
+                o.publications
+                    .binary_search_by(|q| q.service.cmp(&p.service))
+                    .ok()
+                    .map(|i| o.publications[i].publication().clone())
             })
-            .collect();
+            .filter(|q| **q == **p)
+            .unwrap_or_else(|| p.clone())
+        });
         // A held client keeps its id: only a new one stores the text.
         let id = old.map_or_else(|| ClientId::checked(state.id), |o| o.id.clone());
         let new = self.build_client(
