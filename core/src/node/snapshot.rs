@@ -44,6 +44,10 @@ use crate::registry::{ApplyOutcome, ClientRecord, ReplicaChange, StateRef};
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// About the fewest bytes a client's record takes in the compact layout (one instance of
+/// one service, an IPv4 address, the tables' indexes one byte each).
+const MIN_RECORD_BYTES: usize = 16;
+
 /// Progress of the startup snapshot load.
 pub(super) struct LoadState {
     pub(super) in_progress: Option<MemberId>,
@@ -214,7 +218,10 @@ impl Node {
     /// [`Node::serves_snapshot`] says so.
     pub fn snapshot_chunk(&self, cursor: SnapshotCursor) -> SnapshotChunk {
         let shards = self.registry.shard_count();
-        let mut records = Vec::new();
+        // Room for as many records as the chunk can hold at the smallest a record encodes
+        // to: grown by doubling, the vector was copied ~twice over (9 % of a chunk's
+        // instructions).
+        let mut records = Vec::with_capacity(self.config.snapshot_chunk_bytes / MIN_RECORD_BYTES);
         let mut size = ChunkSize::new();
         let mut bytes = size.head();
         let mut shard = cursor.shard;
