@@ -15,7 +15,7 @@ use distro_core::model::{
     check_cluster_name, validate_metadata,
 };
 use distro_core::name::Name;
-use distro_core::{ClientChange, ClientRecord, MemberId, Node};
+use distro_core::{ClientChange, ClientRecord, MemberId, MemberList, Node};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -63,37 +63,20 @@ pub fn encode(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
     let wire: Vec<WireChange<'_>> = changes
         .iter()
         .map(|c| match c {
-            ClientChange::Upsert(r) => WireChange {
-                id: r.id.as_str(),
-                revision: r.revision.0,
-                state: Some(WireState {
-                    owner: members.addr(r.owner).as_str(),
-                    publications: r
-                        .publications
-                        .iter()
-                        .map(|p| WirePublication {
-                            namespace: p.service.namespace().as_str(),
-                            group: p.service.group().as_str(),
-                            service: p.service.name().as_str(),
-                            batch: p.batch,
-                            instances: p
-                                .instances
-                                .iter()
-                                .map(|i| WireInstance {
-                                    ip: i.ip.as_str(),
-                                    port: i.port,
-                                    weight: i.weight,
-                                    healthy: i.healthy,
-                                    enabled: i.enabled,
-                                    cluster: i.cluster.as_str(),
-                                    metadata: i.metadata.iter().collect(),
-                                    custom_id: i.custom_id.as_deref(),
-                                })
-                                .collect(),
-                        })
-                        .collect(),
-                }),
-            },
+            ClientChange::Upsert(r) => {
+                let publications = r.publications.iter().map(|p| &**p);
+                wire_state(&members, r.id.as_str(), r.revision, r.owner, publications)
+            }
+            ClientChange::Stored(s) => {
+                let publications = s.publications().iter().map(|p| &***p);
+                wire_state(
+                    &members,
+                    s.id().as_str(),
+                    s.revision(),
+                    s.owner(),
+                    publications,
+                )
+            }
             ClientChange::Delete { id, revision } => WireChange {
                 id: id.as_str(),
                 revision: revision.0,
@@ -102,6 +85,45 @@ pub fn encode(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
         })
         .collect();
     bitcode::encode(&wire)
+}
+
+/// A full state in bitcode's structs.
+fn wire_state<'a>(
+    members: &'a MemberList,
+    id: &'a str,
+    revision: Revision,
+    owner: MemberId,
+    publications: impl Iterator<Item = &'a Publication>,
+) -> WireChange<'a> {
+    WireChange {
+        id,
+        revision: revision.0,
+        state: Some(WireState {
+            owner: members.addr(owner).as_str(),
+            publications: publications
+                .map(|p| WirePublication {
+                    namespace: p.service.namespace().as_str(),
+                    group: p.service.group().as_str(),
+                    service: p.service.name().as_str(),
+                    batch: p.batch,
+                    instances: p
+                        .instances
+                        .iter()
+                        .map(|i| WireInstance {
+                            ip: i.ip.as_str(),
+                            port: i.port,
+                            weight: i.weight,
+                            healthy: i.healthy,
+                            enabled: i.enabled,
+                            cluster: i.cluster.as_str(),
+                            metadata: i.metadata.iter().collect(),
+                            custom_id: i.custom_id.as_deref(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+    }
 }
 
 /// Decodes a batch into bitcode's own structs only (the library's share of the work).

@@ -86,33 +86,86 @@ pub enum IdForm {
     },
 }
 
+/// Whether `a` and `b` (of equal lengths) hold the same bytes: an address of 4 to 16
+/// bytes as two overlapping word comparisons, not a call to `memcmp`.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a == b,
+    }
+}
+
+/// The value of `b` if it is a port written as `format!` writes it (1 to 5 digits, no
+/// leading zero, at most 65,535).
+#[inline(always)]
+fn decimal_port(b: &[u8]) -> Option<u16> {
+    if b.is_empty() || b.len() > 5 || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u32::from(d);
+    }
+    u16::try_from(v).ok()
+}
+
 /// The form of `id` given the client's first instance: derived when the id is exactly
-/// what the replica will rebuild from it.
+/// what the replica will rebuild from it. One pass over the id: a connection id's millis
+/// are read while looking for the `_` that ends them, its ip compared a word at a time.
 #[inline]
 pub fn id_form(id: &str, first: &Instance) -> IdForm {
     let (id, ip) = (id.as_bytes(), first.ip.as_bytes());
     // ip:port: `<ip>:<port>#true`.
-    if let Some(key) = id.strip_suffix(b"#true") {
-        if key.len() > ip.len()
-            && key.starts_with(ip)
+    if id.len() >= 5 && id[id.len() - 5..] == *b"#true" {
+        let key = &id[..id.len() - 5];
+        if key.len() > ip.len() + 1
             && key[ip.len()] == b':'
-            && decimal_bytes(&key[ip.len() + 1..]) == Some(u64::from(first.port))
+            && same_bytes(&key[..ip.len()], ip)
+            && decimal_port(&key[ip.len() + 1..]) == Some(first.port)
         {
             return IdForm::IpPort;
         }
         return IdForm::String;
     }
-    // Connection: `<millis>_<ip>_<port>`, millis and port in decimal.
-    let Some(m) = id.iter().position(|&c| c == b'_') else {
+    // Connection: `<millis>_<ip>_<port>`, millis and port in decimal (at most 19 digits
+    // of millis, as `decimal_bytes` reads them, so no overflow check per digit).
+    let mut millis: u64 = 0;
+    let mut m = 0;
+    loop {
+        let Some(&c) = id.get(m) else {
+            return IdForm::String;
+        };
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            if c != b'_' {
+                return IdForm::String;
+            }
+            break;
+        }
+        if m == 19 {
+            return IdForm::String;
+        }
+        millis = millis * 10 + u64::from(d);
+        m += 1;
+    }
+    if m == 0 || (m > 1 && id[0] == b'0') {
         return IdForm::String;
-    };
+    }
     let rest = &id[m + 1..];
     if rest.len() > ip.len() + 1
-        && rest.starts_with(ip)
         && rest[ip.len()] == b'_'
-        && let Some(millis) = decimal_bytes(&id[..m])
-        && let Some(port) = decimal_bytes(&rest[ip.len() + 1..])
-        && let Ok(port) = u16::try_from(port)
+        && same_bytes(&rest[..ip.len()], ip)
+        && let Some(port) = decimal_port(&rest[ip.len() + 1..])
     {
         return IdForm::Connection { millis, port };
     }
@@ -258,7 +311,99 @@ impl ChunkSize {
 
 #[cfg(test)]
 mod tests {
-    use super::varint_len;
+    use super::*;
+    use crate::model::Metadata;
+    use crate::name::Interner;
+
+    /// The form as the layout defines it, written plainly (the function above is the
+    /// one-pass form of this).
+    fn reference(id: &str, first: &Instance) -> IdForm {
+        let (id, ip) = (id.as_bytes(), first.ip.as_bytes());
+        if let Some(key) = id.strip_suffix(b"#true") {
+            if key.len() > ip.len()
+                && key.starts_with(ip)
+                && key[ip.len()] == b':'
+                && decimal_bytes(&key[ip.len() + 1..]) == Some(u64::from(first.port))
+            {
+                return IdForm::IpPort;
+            }
+            return IdForm::String;
+        }
+        let Some(m) = id.iter().position(|&c| c == b'_') else {
+            return IdForm::String;
+        };
+        let rest = &id[m + 1..];
+        if rest.len() > ip.len() + 1
+            && rest.starts_with(ip)
+            && rest[ip.len()] == b'_'
+            && let Some(millis) = decimal_bytes(&id[..m])
+            && let Some(port) = decimal_bytes(&rest[ip.len() + 1..])
+            && let Ok(port) = u16::try_from(port)
+        {
+            return IdForm::Connection { millis, port };
+        }
+        IdForm::String
+    }
+
+    #[test]
+    fn the_one_pass_id_form_is_the_layouts() {
+        let interner = Interner::new();
+        let instance = |ip: &str, port: u16| Instance {
+            ip: ip.into(),
+            port,
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            cluster: interner.default_cluster(),
+            metadata: Metadata::EMPTY,
+            custom_id: None,
+        };
+        let ips = [
+            "10.0.0.7",
+            "1.2.3.4",
+            "255.255.255.255",
+            "fe80::1",
+            "host",
+            "a",
+            "",
+            "10.0.0.70",
+            "2001:db8:85a3:0:0:8a2e:370:7334",
+        ];
+        let mut ids: Vec<String> = Vec::new();
+        for ip in ips {
+            for port in ["8080", "1", "0", "65535", "65536", "080", "", "99999", "x"] {
+                ids.push(format!("{ip}:{port}#true"));
+                ids.push(format!("{ip}:{port}#false"));
+                for millis in [
+                    "1717000000000",
+                    "0",
+                    "01",
+                    "",
+                    "9999999999999999999",
+                    "10000000000000000000",
+                    "12a",
+                ] {
+                    ids.push(format!("{millis}_{ip}_{port}"));
+                    ids.push(format!("{millis}_{ip}__{port}"));
+                }
+            }
+            ids.push(format!("{ip}#true"));
+            ids.push(ip.to_string());
+        }
+        ids.extend(["#true", "_", "__", "1_", "1__", "x#true", ""].map(String::from));
+        let mut derived = 0;
+        for ip in ips {
+            for port in [8080, 1, 0, 65535] {
+                let first = instance(ip, port);
+                for id in &ids {
+                    let want = reference(id, &first);
+                    assert_eq!(id_form(id, &first), want, "{id:?} of {ip}:{port}");
+                    derived += usize::from(want != IdForm::String);
+                }
+            }
+        }
+        assert!(derived > 40, "{derived} derived forms tried");
+    }
 
     #[test]
     fn varint_lengths() {

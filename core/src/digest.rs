@@ -6,7 +6,7 @@
 //! or removing one client is two atomic additions, whatever the order of changes; two
 //! nodes holding the same pairs for an owner's shard have equal digests.
 
-use crate::hash::client_digest_hash;
+use crate::hash::{client_digest_hash, client_digest_term, stable_hash64};
 use crate::member::MemberId;
 use crate::model::Revision;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -73,19 +73,43 @@ impl DigestTable {
     }
 
     pub(crate) fn add(&self, owner: MemberId, shard: u32, id: &str, rev: Revision) {
-        let d = ShardDigest::of(id, rev);
-        let c = self.cell(owner, shard);
-        c.count.fetch_add(1, Relaxed);
-        c.lo.fetch_add(d.sum_lo, Relaxed);
-        c.hi.fetch_add(d.sum_hi, Relaxed);
+        self.add_term(owner, shard, client_digest_hash(id, rev.0));
     }
 
     pub(crate) fn remove(&self, owner: MemberId, shard: u32, id: &str, rev: Revision) {
-        let d = ShardDigest::of(id, rev);
+        self.remove_term(owner, shard, client_digest_hash(id, rev.0));
+    }
+
+    /// A change of client `id` of `shard`: its term at `old` (owner, revision) taken out,
+    /// its term at `new` put in, the id hashed once for both.
+    pub(crate) fn replace(
+        &self,
+        shard: u32,
+        id: &str,
+        old: Option<(MemberId, Revision)>,
+        new: Option<(MemberId, Revision)>,
+    ) {
+        let h = stable_hash64(id.as_bytes());
+        if let Some((owner, rev)) = old {
+            self.remove_term(owner, shard, client_digest_term(h, rev.0));
+        }
+        if let Some((owner, rev)) = new {
+            self.add_term(owner, shard, client_digest_term(h, rev.0));
+        }
+    }
+
+    fn add_term(&self, owner: MemberId, shard: u32, term: u128) {
+        let c = self.cell(owner, shard);
+        c.count.fetch_add(1, Relaxed);
+        c.lo.fetch_add(term as u64, Relaxed);
+        c.hi.fetch_add((term >> 64) as u64, Relaxed);
+    }
+
+    fn remove_term(&self, owner: MemberId, shard: u32, term: u128) {
         let c = self.cell(owner, shard);
         c.count.fetch_sub(1, Relaxed);
-        c.lo.fetch_sub(d.sum_lo, Relaxed);
-        c.hi.fetch_sub(d.sum_hi, Relaxed);
+        c.lo.fetch_sub(term as u64, Relaxed);
+        c.hi.fetch_sub((term >> 64) as u64, Relaxed);
     }
 
     pub(crate) fn get(&self, owner: MemberId, shard: u32) -> ShardDigest {
@@ -134,5 +158,16 @@ mod tests {
         assert_ne!(u.get(m, 2), ab);
         assert_eq!(t.owner_count(m), 2);
         assert_eq!(t.get(MemberId(0), 2), ShardDigest::default());
+        // A replacement is the removal and the addition.
+        let o = MemberId(0);
+        t.replace(2, "a", Some((m, Revision(5))), Some((o, Revision(9))));
+        u.remove(m, 2, "a", Revision(6));
+        u.add(o, 2, "a", Revision(9));
+        assert_eq!((t.get(m, 2), t.get(o, 2)), (u.get(m, 2), u.get(o, 2)));
+        t.replace(2, "b", Some((m, Revision(7))), None);
+        t.replace(2, "c", None, Some((m, Revision(1))));
+        u.remove(m, 2, "b", Revision(7));
+        u.add(m, 2, "c", Revision(1));
+        assert_eq!(t.get(m, 2), u.get(m, 2));
     }
 }

@@ -2,18 +2,19 @@
 //!
 //! * [`java_string_hash`] and [`distro_hash`] reproduce Nacos's `DistroMapper` bit for bit,
 //!   so a distro node routes an `ip:port` to the same member a Nacos node would.
-//! * [`stable_hash64`], [`client_digest_hash`] and [`shard_of`] use xxh3 with fixed seeds;
-//!   they decide shard membership and verify digests and must never change between
-//!   versions that talk to each other. Golden-value tests pin all of them.
+//! * [`stable_hash64`] and [`shard_of`] use xxh3 with a fixed seed, and
+//!   [`client_digest_hash`] mixes the id's [`stable_hash64`] with the revision; they
+//!   decide shard membership and verify digests and must never change between versions
+//!   that talk to each other. Golden-value tests pin all of them.
 //!
 //! In-memory maps use a process-seeded hasher instead (foldhash); those values never
 //! leave the process.
 
-use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128_with_seed};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Seed of [`stable_hash64`]. Part of the peer protocol: changing it changes every shard.
 pub const STABLE_SEED: u64 = 0x6469_7374_726f_2d31; // "distro-1"
-/// Seed of [`client_digest_hash`]. Part of the peer protocol.
+/// Seed of [`client_digest_hash`]'s revision mix. Part of the peer protocol.
 pub const DIGEST_SEED: u64 = 0x6469_6765_7374_2d31; // "digest-1"
 
 /// Java's `String.hashCode()`: `h = 31 * h + c` over the UTF-16 code units of `s`, with
@@ -57,21 +58,26 @@ pub fn shard_of(client_id: &str, shards: u32) -> u32 {
     }
 }
 
-/// The 128-bit digest term of one `(client id, revision)` pair: xxh3-128 with
-/// [`DIGEST_SEED`] over the id's bytes followed by the revision as 8 little-endian bytes.
+/// The 128-bit digest term of one `(client id, revision)` pair: the id's
+/// [`stable_hash64`] (the hash that picks its shard) mixed with the revision, see
+/// [`client_digest_term`].
 pub fn client_digest_hash(client_id: &str, revision: u64) -> u128 {
-    let mut buf = [0u8; 256 + 8];
-    let id = client_id.as_bytes();
-    if id.len() <= 256 {
-        buf[..id.len()].copy_from_slice(id);
-        buf[id.len()..id.len() + 8].copy_from_slice(&revision.to_le_bytes());
-        xxh3_128_with_seed(&buf[..id.len() + 8], DIGEST_SEED)
-    } else {
-        let mut v = Vec::with_capacity(id.len() + 8);
-        v.extend_from_slice(id);
-        v.extend_from_slice(&revision.to_le_bytes());
-        xxh3_128_with_seed(&v, DIGEST_SEED)
-    }
+    client_digest_term(stable_hash64(client_id.as_bytes()), revision)
+}
+
+/// The digest term of the pair `(id, revision)` from `h = stable_hash64(id)`:
+/// `r = mix64(revision ^ DIGEST_SEED)`, `lo = mix64(h ^ r)`,
+/// `hi = mix64(lo ^ h.rotate_left(32))`; the term is `hi << 64 | lo`. For one id, distinct
+/// revisions give distinct terms (`mix64` is a bijection); distinct ids differ by their
+/// 64-bit hash. One xxh3 of the id and three mixes: the first definition, an xxh3-128
+/// over the id and the revision copied into a buffer, cost more, and every change pays
+/// for two terms (the old one out, the new one in).
+#[inline]
+pub fn client_digest_term(h: u64, revision: u64) -> u128 {
+    let r = mix64(revision ^ DIGEST_SEED);
+    let lo = mix64(h ^ r);
+    let hi = mix64(lo ^ h.rotate_left(32));
+    u128::from(hi) << 64 | u128::from(lo)
 }
 
 /// A 64-bit finalizer (the "moremur" mix of Pelle Evensen), used to combine a key hash with
@@ -117,22 +123,24 @@ mod tests {
 
     #[test]
     fn stable_hashes_are_pinned() {
-        // Values computed independently with Python's `xxhash` package (xxh3_64_intdigest /
-        // xxh3_128_intdigest with the same seeds) and a Python transcription of mix64; a
-        // change here breaks compatibility between versions.
+        // Values computed independently with Python's `xxhash` package (xxh3_64_intdigest
+        // with the same seed) and a Python transcription of mix64 (the digest term from
+        // that hash, as `client_digest_term` documents it); a change here breaks
+        // compatibility between versions.
         assert_eq!(stable_hash64(b"10.0.0.7:8080#true"), STABLE_10_0_0_7);
         assert_eq!(
             shard_of("10.0.0.7:8080#true", 1024),
             (STABLE_10_0_0_7 % 1024) as u32
         );
         assert_eq!(
-            client_digest_hash("1717000000000_10.0.0.7_53122", 3),
-            DIGEST_CONN_3
+            client_digest_hash("10.0.0.7:8080#true", 3),
+            DIGEST_IP_PORT_3
         );
+        assert_eq!(client_digest_term(STABLE_10_0_0_7, 3), DIGEST_IP_PORT_3);
         assert_eq!(mix64(1), MIX64_1);
     }
 
     const STABLE_10_0_0_7: u64 = 0x3fa0_6ed1_762a_61fe;
-    const DIGEST_CONN_3: u128 = 0x5499_df04_a6b1_265b_afed_edfc_77c4_8c78;
+    const DIGEST_IP_PORT_3: u128 = 0x0ae2_1846_844e_cbac_973f_e510_a98d_319e;
     const MIX64_1: u64 = 0x3c02_aa47_7582_92bd;
 }

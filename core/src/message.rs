@@ -167,13 +167,21 @@ pub enum Command {
 }
 
 impl Command {
-    /// The sync batch this command sends, if it sends one.
+    /// The sync batch this command sends, if it sends one, with owned records (a flush
+    /// sends states shared with the store, [`ClientChange::Stored`]; tests and tools
+    /// compare records).
     pub fn into_sync_batch(self) -> Option<SyncBatch> {
         match self {
             Command::Send {
                 request: PeerRequest::Sync(b),
                 ..
-            } => Some(b),
+            } => Some(SyncBatch {
+                changes: b
+                    .changes
+                    .into_iter()
+                    .map(ClientChange::into_owned)
+                    .collect(),
+            }),
             _ => None,
         }
     }

@@ -379,7 +379,7 @@ impl Registry {
         id: &ClientId,
         revision: Revision,
         shard: u32,
-        pubs: Vec<Arc<Publication>>,
+        pubs: impl IntoIterator<Item = Arc<Publication>, IntoIter: ExactSizeIterator>,
         owner: MemberId,
         old: Option<&Client>,
         now: Millis,
@@ -402,14 +402,16 @@ impl Registry {
                 .map(|o| o.beat.load(Relaxed));
             Published::new(p, prev.unwrap_or(now))
         };
+        // The single publication inline, without a list gathered first (a replica's
+        // apply passes its publications as they are mapped).
+        let mut pubs = pubs.into_iter();
         let publications = if pubs.len() == 1 {
-            let mut pubs = pubs;
-            match pubs.pop() {
+            match pubs.next() {
                 Some(p) => PublishedList::One(entry(p)),
                 None => PublishedList::from_vec(Vec::new()),
             }
         } else {
-            PublishedList::from_vec(pubs.into_iter().map(entry).collect())
+            PublishedList::from_vec(pubs.map(entry).collect())
         };
         Arc::new(Client::new(
             id.clone(),
@@ -486,16 +488,21 @@ impl Registry {
                 }
             }
         }
-        // Digests and counters.
+        // Digests (one client: its id hashed once for the old term and the new) and
+        // counters.
+        if let Some(c) = old_ref.or(new_ref) {
+            self.digests.replace(
+                c.shard(),
+                c.id.as_str(),
+                old_ref.map(|o| (o.owner(), o.revision)),
+                new_ref.map(|n| (n.owner(), n.revision)),
+            );
+        }
         if let Some(o) = old_ref {
-            self.digests
-                .remove(o.owner(), o.shard(), o.id.as_str(), o.revision);
             self.instances.fetch_sub(o.instance_count(), Relaxed);
         }
         match new {
             Some(n) => {
-                self.digests
-                    .add(n.owner(), n.shard(), n.id.as_str(), n.revision);
                 self.instances.fetch_add(n.instance_count(), Relaxed);
                 if old.is_none() {
                     self.clients.fetch_add(1, Relaxed);

@@ -12,7 +12,9 @@
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
-use crate::registry::{ApplyCounts, ChangeRef, ClientChange, ReplicaChange};
+use crate::registry::{
+    ApplyCounts, ChangeRef, ClientChange, ClientRecord, ReplicaChange, StateRef,
+};
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -101,8 +103,9 @@ impl Node {
             let mut rest = taken.into_iter();
             let mut overflow = false;
             for (id, due) in rest.by_ref() {
+                // The stored client itself: the encoder reads it, no record is built.
                 let change = match self.registry.get(id.as_str()) {
-                    Some(c) => ClientChange::Upsert(c.to_record()),
+                    Some(c) => ClientChange::Stored(c),
                     None => match self.registry.tombstone(id.as_str()) {
                         Some(revision) => ClientChange::Delete { id, revision },
                         None => continue,
@@ -245,14 +248,33 @@ impl Node {
         }
     }
 
-    /// Applies a sync batch from peer `from` (the replica side).
+    /// Applies a sync batch from peer `from` (the replica side; a batch handed over in
+    /// one process, as the simulator does: a runtime decodes it, see
+    /// [`Node::handle_sync`]). A state shared with the sender's store is applied through
+    /// its record.
     pub(super) fn apply_batch(
         &self,
         from: MemberId,
         batch: &SyncBatch,
         now: Millis,
     ) -> PeerResponse {
-        self.apply_changes(from, batch.changes.iter().map(ChangeRef::of), now)
+        let records: Vec<ClientRecord> = batch
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                ClientChange::Stored(s) => Some(s.to_record()),
+                _ => None,
+            })
+            .collect();
+        let mut stored = records.iter();
+        let changes = batch.changes.iter().map(|c| match c {
+            ClientChange::Upsert(r) => ChangeRef::State(StateRef::of(r)),
+            ClientChange::Stored(_) => ChangeRef::State(StateRef::of(
+                stored.next().expect("a record per stored state"),
+            )),
+            ClientChange::Delete { id, revision } => ChangeRef::Delete(id.as_str(), *revision),
+        });
+        self.apply_changes(from, changes, now)
     }
 
     /// Answers a sync batch from peer `from` as [`Node::handle_request`] answers

@@ -384,13 +384,15 @@ fn clients_of_a_full_batch_are_each_sent_once_and_changes_still_merge() {
         assert_eq!(b.changes.len(), 10, "to {to}");
         for c in &b.changes {
             ids.push((to.0, c.id().clone()));
-            if let crate::registry::ClientChange::Upsert(r) = c {
-                let md = &r.publications[0].instances[0].metadata;
-                if r.id.as_str().contains("10.9.0.9") {
-                    continue;
-                }
-                assert_eq!(md.get("k").map(str::len), Some(2), "the latest state");
+            // A flush sends the stored clients themselves, no records.
+            let crate::registry::ClientChange::Stored(stored) = c else {
+                panic!("a flush sent {c:?}");
+            };
+            let md = &stored.publications()[0].instances[0].metadata;
+            if stored.id().as_str().contains("10.9.0.9") {
+                continue;
             }
+            assert_eq!(md.get("k").map(str::len), Some(2), "the latest state");
         }
     }
     ids.sort_unstable_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));

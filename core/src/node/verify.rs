@@ -19,7 +19,7 @@ use crate::message::{
     Command, Need, PeerRequest, PeerResponse, ShardList, VerifyClients, VerifyDigests, VerifyList,
 };
 use crate::model::{ClientId, ClientKind, Revision};
-use crate::registry::{ApplyOutcome, Client, ClientChange};
+use crate::registry::{ApplyOutcome, Client, ClientChange, ClientRecord};
 use crate::time::Millis;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -205,11 +205,13 @@ impl Node {
                 }
                 Need::Newer(change) => {
                     // Adopt the newer change and propagate it as the owner.
+                    let adopt = |r: &ClientRecord| {
+                        let owner = self.attribution(r.id.as_str(), self.me());
+                        self.registry.apply(r, owner, now)
+                    };
                     let applied = match &change {
-                        ClientChange::Upsert(r) => {
-                            let owner = self.attribution(r.id.as_str(), self.me());
-                            self.registry.apply(r, owner, now)
-                        }
+                        ClientChange::Upsert(r) => adopt(r),
+                        ClientChange::Stored(s) => adopt(&s.to_record()),
                         ClientChange::Delete { id, revision } => {
                             self.registry.apply_delete(id, *revision, now)
                         }

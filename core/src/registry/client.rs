@@ -4,7 +4,7 @@
 //! immutable once stored (a change replaces it whole), except for its owner attribution,
 //! heartbeat times, index slots and lease, which are atomics. [`ClientRecord`] is the
 //! same state as it travels in syncs and snapshots; [`ClientChange`] is one entry of a
-//! sync batch (a state or a deletion).
+//! sync batch (a state, owned or shared with the store, or a deletion).
 
 use super::NO_SLOT;
 use crate::member::MemberId;
@@ -175,6 +175,22 @@ impl Client {
     }
 }
 
+/// Two clients are equal when they hold the same state: id, revision, owner and
+/// publications (heartbeat times, lease and index slots aside), as their records are.
+impl PartialEq for Client {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.revision == other.revision
+            && self.owner() == other.owner()
+            && self.publications.len() == other.publications.len()
+            && self
+                .publications
+                .iter()
+                .zip(other.publications.iter())
+                .all(|(a, b)| a.publication == b.publication)
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -203,21 +219,26 @@ impl ClientRecord {
     /// An estimate of the record's encoded size in bytes (protobuf-like), used to bound
     /// batches and chunks. Errs on the high side.
     pub fn size_hint(&self) -> usize {
-        let mut n = 16 + self.id.as_str().len();
-        for p in &self.publications {
-            n += 16 + p.service.key().len();
-            for i in p.instances.iter() {
-                n += 32 + i.ip.len() + i.cluster.len();
-                n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
-                n += i
-                    .metadata
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 6)
-                    .sum::<usize>();
-            }
-        }
-        n
+        size_hint(&self.id, self.publications.iter().map(|p| &**p))
     }
+}
+
+/// [`ClientRecord::size_hint`] of a state's id and publications.
+fn size_hint<'a>(id: &ClientId, publications: impl Iterator<Item = &'a Publication>) -> usize {
+    let mut n = 16 + id.as_str().len();
+    for p in publications {
+        n += 16 + p.service.key().len();
+        for i in p.instances.iter() {
+            n += 32 + i.ip.len() + i.cluster.len();
+            n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
+            n += i
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>();
+        }
+    }
+    n
 }
 
 /// One entry of a sync batch: a client's full state or its deletion.
@@ -225,6 +246,10 @@ impl ClientRecord {
 pub enum ClientChange {
     /// The full state.
     Upsert(ClientRecord),
+    /// The full state as this node stores it, shared with the store: what a flush sends
+    /// (encoded straight from the stored client, without building a record). Its owner is
+    /// read when it is encoded. [`ClientChange::into_owned`] makes it an `Upsert`.
+    Stored(Arc<Client>),
     /// The client was deleted at `revision`.
     Delete {
         /// Client id.
@@ -239,6 +264,7 @@ impl ClientChange {
     pub fn id(&self) -> &ClientId {
         match self {
             ClientChange::Upsert(r) => &r.id,
+            ClientChange::Stored(c) => &c.id,
             ClientChange::Delete { id, .. } => id,
         }
     }
@@ -246,6 +272,7 @@ impl ClientChange {
     pub fn revision(&self) -> Revision {
         match self {
             ClientChange::Upsert(r) => r.revision,
+            ClientChange::Stored(c) => c.revision,
             ClientChange::Delete { revision, .. } => *revision,
         }
     }
@@ -253,7 +280,16 @@ impl ClientChange {
     pub fn size_hint(&self) -> usize {
         match self {
             ClientChange::Upsert(r) => r.size_hint(),
+            ClientChange::Stored(c) => size_hint(&c.id, c.publications.iter().map(|p| &***p)),
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),
+        }
+    }
+    /// The change with a stored state as an owned record (an `Upsert`), the others as
+    /// they are.
+    pub fn into_owned(self) -> ClientChange {
+        match self {
+            ClientChange::Stored(c) => ClientChange::Upsert(c.to_record()),
+            c => c,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::{ApplyOutcome, ClientChange, ClientRecord, Registry, Tombstone};
+use super::{ApplyOutcome, ClientRecord, Registry, Tombstone};
 use crate::hash::shard_of;
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
@@ -62,16 +62,6 @@ pub enum ChangeRef<'a> {
     Delete(&'a str, Revision),
 }
 
-impl<'a> ChangeRef<'a> {
-    /// The change of a [`ClientChange`].
-    pub fn of(c: &'a ClientChange) -> Self {
-        match c {
-            ClientChange::Upsert(r) => ChangeRef::State(StateRef::of(r)),
-            ClientChange::Delete { id, revision } => ChangeRef::Delete(id.as_str(), *revision),
-        }
-    }
-}
-
 /// One replicated change for [`Registry::apply_many`]: a full state with the member to
 /// attribute the client to, or a deletion.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +88,31 @@ pub struct ApplyCounts {
     pub applied: u32,
     /// Changes as old as or older than what was held; nothing changed.
     pub stale: u32,
+}
+
+/// `keys` (`shard << 32 | position`, positions ascending) sorted: by counting the keys
+/// of each shard when the batch is large beside the shard count (two passes, no
+/// comparison), by a comparison sort otherwise. Both give the one sorted order.
+fn by_shard(mut keys: Vec<u64>, shards: u32) -> Vec<u64> {
+    if keys.len() < 64 || keys.len() * 8 < shards as usize {
+        keys.sort_unstable();
+        return keys;
+    }
+    // `at[s]`: where shard s's keys start, then the next free place among them.
+    let mut at = vec![0u32; shards as usize + 1];
+    for k in &keys {
+        at[(k >> 32) as usize + 1] += 1;
+    }
+    for s in 1..at.len() {
+        at[s] += at[s - 1];
+    }
+    let mut out = vec![0u64; keys.len()];
+    for &k in &keys {
+        let s = &mut at[(k >> 32) as usize];
+        out[*s as usize] = k;
+        *s += 1;
+    }
+    out
 }
 
 type Tombstones = std::collections::HashMap<ClientId, Tombstone, super::FastHash>;
@@ -166,12 +181,12 @@ impl Registry {
         // The order of the apply as one integer per change, shard above position: sorted,
         // the changes of one shard are consecutive and keep their order in the batch
         // (two changes of one client, never in one batch today, stay in order).
-        let mut order: Vec<u64> = changes
+        let order: Vec<u64> = changes
             .iter()
             .enumerate()
             .map(|(i, c)| u64::from(shard_of(c.id(), self.shard_count)) << 32 | i as u64)
             .collect();
-        order.sort_unstable();
+        let order = by_shard(order, self.shard_count);
         let mut counts = ApplyCounts::default();
         let mut changed = Vec::new();
         for group in order.chunk_by(|a, b| a >> 32 == b >> 32) {
@@ -237,21 +252,18 @@ impl Registry {
         if !tombstones.is_empty() {
             tombstones.remove(state.id);
         }
-        // Share identical publications with the old state to keep the index stable.
-        let pubs: Vec<Arc<Publication>> = state
-            .publications
-            .iter()
-            .map(|p| {
-                old.and_then(|o| {
-                    o.publications
-                        .binary_search_by(|q| q.service.cmp(&p.service))
-                        .ok()
-                        .map(|i| o.publications[i].publication().clone())
-                })
-                .filter(|q| **q == **p)
-                .unwrap_or_else(|| p.clone())
+        // Share identical publications with the old state to keep the index stable
+        // (mapped as the new client is built: no list gathered first).
+        let pubs = state.publications.iter().map(|p| {
+            old.and_then(|o| {
+                o.publications
+                    .binary_search_by(|q| q.service.cmp(&p.service))
+                    .ok()
+                    .map(|i| o.publications[i].publication().clone())
             })
-            .collect();
+            .filter(|q| **q == **p)
+            .unwrap_or_else(|| p.clone())
+        });
         // A held client keeps its id: only a new one stores the text.
         let id = old.map_or_else(|| ClientId::checked(state.id), |o| o.id.clone());
         let new = self.build_client(
@@ -347,6 +359,27 @@ impl Registry {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_shard;
+
+    #[test]
+    fn sorting_by_shard_counts_or_compares_to_the_same_order() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for (n, shards) in [(0, 16), (10, 1024), (100, 16), (1_000, 1024), (5_000, 64)] {
+            let keys: Vec<u64> = (0..n as u64)
+                .map(|i| {
+                    x = crate::hash::mix64(x.wrapping_add(i));
+                    (x % u64::from(shards)) << 32 | i
+                })
+                .collect();
+            let mut want = keys.clone();
+            want.sort_unstable();
+            assert_eq!(by_shard(keys, shards), want, "{n} keys, {shards} shards");
         }
     }
 }

@@ -433,6 +433,7 @@ fn as_replica(c: &ClientChange) -> ReplicaChange<'_> {
     match c {
         ClientChange::Upsert(r) => ReplicaChange::State(StateRef::of(r), r.owner),
         ClientChange::Delete { id, revision } => ReplicaChange::Delete(id.as_str(), *revision),
+        ClientChange::Stored(_) => unreachable!("replica_changes builds records"),
     }
 }
 
@@ -455,6 +456,7 @@ fn applying_grouped_by_shard_decides_as_one_by_one() {
                 let outcome = match c {
                     ClientChange::Upsert(rec) => one.apply(rec, rec.owner, 5),
                     ClientChange::Delete { id, revision } => one.apply_delete(id, *revision, 5),
+                    ClientChange::Stored(_) => unreachable!("replica_changes builds records"),
                 };
                 match outcome {
                     ApplyOutcome::Applied => applied += 1,
@@ -487,6 +489,7 @@ fn concurrent_grouped_applies_converge_to_the_newest_states() {
         match c {
             ClientChange::Upsert(rec) => reference.apply(rec, rec.owner, 5),
             ClientChange::Delete { id, revision } => reference.apply_delete(id, *revision, 5),
+            ClientChange::Stored(_) => unreachable!("replica_changes builds records"),
         };
     }
     let r = Arc::new(reg());

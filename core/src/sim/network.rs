@@ -16,6 +16,18 @@ use crate::registry::{ClientChange, ClientRecord};
 use crate::time::Millis;
 use std::cmp::Reverse;
 
+/// Makes the states a sync batch shares with the sender's store records, as the server
+/// encodes a batch when it sends it: the state as it is then, not at delivery.
+fn own_states(request: &mut PeerRequest) {
+    if let PeerRequest::Sync(batch) = request {
+        for c in batch.changes.iter_mut() {
+            if let ClientChange::Stored(s) = c {
+                *c = ClientChange::Upsert(s.to_record());
+            }
+        }
+    }
+}
+
 /// Something the network does at a point of virtual time.
 pub(super) enum Event {
     Deliver {
@@ -98,9 +110,10 @@ impl SimCluster {
     /// [`SimCluster::translate`] for the records a request carries.
     fn translate_request(&self, from: usize, to: usize, request: &mut PeerRequest) -> bool {
         match request {
+            // Stored states were made records when sent (`own_states`).
             PeerRequest::Sync(batch) => batch.changes.iter_mut().all(|c| match c {
                 ClientChange::Upsert(r) => self.translate(from, to, std::slice::from_mut(r)),
-                ClientChange::Delete { .. } => true,
+                ClientChange::Stored(_) | ClientChange::Delete { .. } => true,
             }),
             _ => true,
         }
@@ -142,10 +155,14 @@ impl SimCluster {
     pub(super) fn execute(&mut self, from: usize, cmds: Vec<Command>) {
         for c in cmds {
             match c {
-                Command::Send { to: to_id, request } => {
+                Command::Send {
+                    to: to_id,
+                    mut request,
+                } => {
                     let Some(to) = self.node_of(from, to_id) else {
                         continue;
                     };
+                    own_states(&mut request);
                     self.seq += 1;
                     let id = self.seq;
                     self.stats.requests += 1;

@@ -40,8 +40,9 @@
 
 use crate::cluster::wire::WireError;
 use distro_core::compact_form::{IdForm, id_form};
-use distro_core::model::{ClientId, Metadata, Revision, Service};
+use distro_core::model::{ClientId, Metadata, Publication, Revision, Service};
 use distro_core::name::Name;
+use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
 use text::{PackedIp, pack_ip};
@@ -216,9 +217,29 @@ impl<'a> Encoder<'a> {
     }
 
     fn record(&mut self, node: &'a Node, r: &'a ClientRecord) {
+        let publications = r.publications.iter().map(|p| &**p);
+        self.state(node, r.id.as_str(), r.revision, r.owner, publications);
+    }
+
+    /// A state shared with the store, encoded straight from the stored client.
+    fn stored(&mut self, node: &'a Node, c: &'a Client) {
+        let publications = c.publications().iter().map(|p| &***p);
+        self.state(node, c.id().as_str(), c.revision(), c.owner(), publications);
+    }
+
+    fn state(
+        &mut self,
+        node: &'a Node,
+        id: &'a str,
+        revision: Revision,
+        owner: MemberId,
+        publications: impl ExactSizeIterator<Item = &'a Publication> + Clone,
+    ) {
         let mut out = std::mem::take(&mut self.records);
-        let id = r.id.as_str();
-        let first = r.publications.first().and_then(|p| p.instances.first());
+        let first = publications
+            .clone()
+            .next()
+            .and_then(|p| p.instances.first());
         let form = first.map_or(IdForm::String, |i| id_form(id, i));
         match form {
             IdForm::String => {
@@ -233,11 +254,11 @@ impl<'a> Encoder<'a> {
                 out.extend_from_slice(&port.to_le_bytes());
             }
         }
-        self.revision(&mut out, r.revision);
-        let owner = self.owner(node, r.owner);
+        self.revision(&mut out, revision);
+        let owner = self.owner(node, owner);
         put_varint(&mut out, u64::from(owner));
-        put_varint(&mut out, r.publications.len() as u64);
-        for p in &r.publications {
+        put_varint(&mut out, publications.len() as u64);
+        for p in publications {
             put_varint(&mut out, u64::from(self.service(&p.service)));
             put_varint(
                 &mut out,
@@ -314,20 +335,18 @@ impl<'a> Encoder<'a> {
     }
 }
 
-fn lowest_logical<'a>(revisions: impl Iterator<Item = &'a Revision>) -> u64 {
+fn lowest_logical(revisions: impl Iterator<Item = Revision>) -> u64 {
     revisions.map(|r| r.0 >> MEMBER_BITS).min().unwrap_or(0)
 }
 
 /// Encodes the changes of a sync batch of `node`.
 pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
-    let base = lowest_logical(changes.iter().map(|c| match c {
-        ClientChange::Upsert(r) => &r.revision,
-        ClientChange::Delete { revision, .. } => revision,
-    }));
+    let base = lowest_logical(changes.iter().map(ClientChange::revision));
     let mut e = Encoder::new(base, changes.len());
     for c in changes {
         match c {
             ClientChange::Upsert(r) => e.record(node, r),
+            ClientChange::Stored(s) => e.stored(node, s),
             ClientChange::Delete { id, revision } => e.deletion(id, *revision),
         }
     }
@@ -337,7 +356,7 @@ pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
 /// Encodes the records of a snapshot chunk of `node`.
 pub fn encode_records(node: &Node, records: &[ClientRecord]) -> Vec<u8> {
     let mut e = Encoder::new(
-        lowest_logical(records.iter().map(|r| &r.revision)),
+        lowest_logical(records.iter().map(|r| r.revision)),
         records.len(),
     );
     for r in records {

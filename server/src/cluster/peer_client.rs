@@ -199,7 +199,7 @@ impl PeerClients {
         let kind = req.kind();
         let out = match req {
             PeerRequest::Sync(batch) => {
-                // Encoded straight from the core's records (see `sync_codec`).
+                // Encoded straight from the stored clients (see `sync_codec`, `compact`).
                 let msg = SyncRequest::new(node, batch);
                 let len = prost::Message::encoded_len(&msg);
                 let r = c.sync(self.request(msg, self.timeout)).await;

@@ -161,6 +161,7 @@ fn put_record(node: &Node, r: &ClientRecord, buf: &mut impl BufMut) {
 fn change_len(node: &Node, c: &ClientChange) -> usize {
     match c {
         ClientChange::Upsert(r) => nested_len(1, record_len(node, r)),
+        ClientChange::Stored(s) => nested_len(1, record_len(node, &s.to_record())),
         ClientChange::Delete { id, revision } => {
             nested_len(2, str_len(1, id.as_str()) + u64_len(2, revision.0))
         }
@@ -172,6 +173,11 @@ fn put_change(node: &Node, c: &ClientChange, buf: &mut impl BufMut) {
         ClientChange::Upsert(r) => {
             put_nested(1, record_len(node, r), buf);
             put_record(node, r, buf);
+        }
+        ClientChange::Stored(s) => {
+            let r = s.to_record();
+            put_nested(1, record_len(node, &r), buf);
+            put_record(node, &r, buf);
         }
         ClientChange::Delete { id, revision } => {
             put_nested(2, str_len(1, id.as_str()) + u64_len(2, revision.0), buf);
@@ -216,6 +222,14 @@ impl SyncRequest {
     /// A request carrying `batch` of `node` as one protobuf `ClientChange` per change.
     pub fn protobuf(node: Arc<Node>, batch: SyncBatch) -> Self {
         let from = node.members().addr(node.me()).to_string();
+        // Records built once, not at every length computed for them.
+        let batch = SyncBatch {
+            changes: batch
+                .changes
+                .into_iter()
+                .map(ClientChange::into_owned)
+                .collect(),
+        };
         Self {
             from,
             outgoing: Some((node, batch)),

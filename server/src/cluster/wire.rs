@@ -200,6 +200,9 @@ pub fn change_to_proto(node: &Node, c: &ClientChange) -> pb::ClientChange {
     pb::ClientChange {
         change: Some(match c {
             ClientChange::Upsert(r) => pb::client_change::Change::Upsert(record_to_proto(node, r)),
+            ClientChange::Stored(s) => {
+                pb::client_change::Change::Upsert(record_to_proto(node, &s.to_record()))
+            }
             ClientChange::Delete { id, revision } => {
                 pb::client_change::Change::Delete(pb::Deletion {
                     id: id.as_str().to_string(),

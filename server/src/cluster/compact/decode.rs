@@ -540,6 +540,11 @@ impl Decoded {
                 self.publications.extend(r.publications.iter().cloned());
                 Some(r.owner)
             }
+            ClientChange::Stored(s) => {
+                let publications = s.publications().iter().map(|p| p.publication().clone());
+                self.publications.extend(publications);
+                Some(s.owner())
+            }
             ClientChange::Delete { .. } => None,
         };
         self.end_record(self.ids.len(), c.revision(), owner);

@@ -23,8 +23,57 @@ fn node(me: usize) -> Arc<Node> {
 }
 
 /// An owner with an ip:port client (metadata, custom id, weight, cluster), a batch
-/// client and a deleted client; returns it and its first sync batch.
+/// client and a deleted client; returns it and its first sync batch (as records).
 fn owner_and_batch() -> (Arc<Node>, Vec<ClientChange>) {
+    let node = owner();
+    let batch = node
+        .tick(20)
+        .into_iter()
+        .find_map(Command::into_sync_batch)
+        .expect("a batch");
+    assert_eq!(batch.changes.len(), 3);
+    (node, batch.changes)
+}
+
+#[test]
+fn a_flushed_batch_encodes_from_the_store_as_from_its_records() {
+    let sender = owner();
+    let sent = sender
+        .tick(20)
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send {
+                request: distro_core::PeerRequest::Sync(b),
+                ..
+            } => Some(b),
+            _ => None,
+        })
+        .expect("a batch");
+    // The flush shares the stored clients; the records are the same states.
+    let stored = sent.changes.iter();
+    assert_eq!(
+        stored
+            .filter(|c| matches!(c, ClientChange::Stored(_)))
+            .count(),
+        2
+    );
+    let owned: Vec<ClientChange> = sent
+        .changes
+        .iter()
+        .cloned()
+        .map(ClientChange::into_owned)
+        .collect();
+    assert_eq!(
+        encode_changes(&sender, &sent.changes),
+        encode_changes(&sender, &owned)
+    );
+    let replica = node(1);
+    let bytes = encode_changes(&sender, &sent.changes);
+    assert_eq!(decode_changes(&replica, &bytes).expect("decodes"), owned);
+}
+
+/// The owner of [`owner_and_batch`], its batch pending.
+fn owner() -> Arc<Node> {
     let node = node(0);
     let svc = ServiceSpec::new("ns", "g", "svc");
     let mut spec = InstanceSpec::new("10.1.2.3", 8080);
@@ -53,13 +102,7 @@ fn owner_and_batch() -> (Arc<Node>, Vec<ClientChange>) {
     node.register(&gone, &svc, &InstanceSpec::new("1.1.1.1", 1), 10)
         .unwrap();
     node.remove_client(&gone, 11);
-    let batch = node
-        .tick(20)
-        .into_iter()
-        .find_map(Command::into_sync_batch)
-        .expect("a batch");
-    assert_eq!(batch.changes.len(), 3);
-    (node, batch.changes)
+    node
 }
 
 #[test]

@@ -54,10 +54,17 @@ pub(super) fn pack_ip(ip: &str) -> PackedIp {
     PackedIp::Text
 }
 
+/// Sixteen bytes on a word boundary: UTF-8 validation checks such a buffer two words at a
+/// time, where the bytes of a shorter or unaligned one are checked one by one.
+#[repr(align(8))]
+struct Aligned([u8; 16]);
+
 /// The dotted form of an IPv4 address, written without the formatting machinery (on the
-/// stack, then inline in the string: no allocation).
+/// stack, then inline in the string: no allocation). The whole zero-padded buffer is
+/// validated (in one step, see [`Aligned`]), then the address's part taken.
 pub(super) fn ipv4_text(o: [u8; 4]) -> CompactString {
-    let mut b = [0u8; 15];
+    let mut a = Aligned([0u8; 16]);
+    let b = &mut a.0;
     let mut n = 0;
     for (k, x) in o.into_iter().enumerate() {
         if k > 0 {
@@ -75,7 +82,8 @@ pub(super) fn ipv4_text(o: [u8; 4]) -> CompactString {
         b[n] = b'0' + x % 10;
         n += 1;
     }
-    CompactString::from(std::str::from_utf8(&b[..n]).expect("digits and dots"))
+    let text = std::str::from_utf8(&a.0).expect("digits, dots and zeros");
+    CompactString::from(&text[..n])
 }
 
 // ----- encoding ----------------------------------------------------------------------
