@@ -261,13 +261,14 @@ pub struct RunArgs {
     /// Heartbeats and queries further behind schedule than this are dropped (counted).
     #[arg(help_heading = "Rates", long, default_value = "5s", value_parser = parse_duration)]
     pub max_lag: Duration,
-    /// Wake the lanes of open-model queries sent as requests of their own (`--rate` or
-    /// `--query-rate` without `--batch`) from a pacing thread, within microseconds of each
-    /// query's instant, instead of on tokio's millisecond timer. Each query then goes out
-    /// in a write of its own: more CPU for the generator, which shares the machine with an
-    /// embedded cluster (see the README). Off by default.
-    #[arg(help_heading = "Rates", long)]
-    pub pacer: bool,
+    /// How the lanes of open-model queries sent as requests of their own (`--rate` or
+    /// `--query-rate` without `--batch`) wake for them: `timerfd` (a timerfd per lane,
+    /// armed at the next query's instant, woken by the lane's own runtime worker from
+    /// epoll), `tick` (tokio's timer: 1 ms resolution, so a query goes out up to 1 ms
+    /// late) or `thread` (a pacing thread; costs a cross-thread wake-up per wake). The
+    /// summary's `lateness` rows say how late the sends were.
+    #[arg(help_heading = "Rates", long, value_enum, default_value_t = crate::run::timer::Pacing::default())]
+    pub pacer: crate::run::timer::Pacing,
     /// Replication probe period.
     #[arg(help_heading = "Faults and probes", long, default_value = "1s", value_parser = parse_duration)]
     pub probe_interval: Duration,
