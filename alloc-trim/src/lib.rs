@@ -13,8 +13,11 @@
 //! (they free in batches per thread; a few entries left in each thread's batches of a
 //! thousand maps pin pages all over the heap).
 //!
-//! This is the workspace's one unsafe call, kept in a crate of its own so that every
-//! other crate keeps `unsafe_code = "forbid"`.
+//! [`set_transparent_huge_pages`] switches the kernel's transparent huge pages for the
+//! process (the binaries turn them off).
+//!
+//! These are the workspace's unsafe calls to the allocator and the kernel, kept in a crate
+//! of their own so that every other crate (but `arc-slots`) keeps `unsafe_code = "forbid"`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -91,6 +94,73 @@ pub fn collect_if_requested() {
     }
 }
 
+/// Whether the kernel may back this process's memory with transparent huge pages (2 MiB
+/// pages, where the system allows them: `/sys/kernel/mm/transparent_hugepage/enabled`
+/// `always`, or `madvise` and mimalloc, which asks for them on its arenas). Affects every
+/// thread and the later page faults of memory already mapped; inherited by children.
+///
+/// Off is what the binaries choose by default: each huge page's first touch zeroes 2 MiB,
+/// and a process that allocates and frees in bursts (mimalloc gives freed pages back and
+/// touches them again) spent 27 % of its CPU zeroing them in a Nacos registration run on
+/// a 2-vCPU VM (`results/side-by-side-2026-12-05.md`); fewer TLB misses with huge pages
+/// did not make up for it. An error on kernels without `PR_SET_THP_DISABLE` (before 3.15)
+/// or off Linux.
+pub fn set_transparent_huge_pages(enabled: bool) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_THP_DISABLE, flag, 0, 0, 0) takes plain integers, touches no
+        // memory of ours and only sets a flag of the process (man 2 PR_SET_THP_DISABLE).
+        #[allow(unsafe_code)]
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_SET_THP_DISABLE,
+                libc::c_ulong::from(!enabled),
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = enabled;
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
+
+/// Whether transparent huge pages are disabled for this process (`PR_GET_THP_DISABLE`).
+pub fn transparent_huge_pages_disabled() -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) takes plain integers and returns
+        // the flag; it touches no memory of ours.
+        #[allow(unsafe_code)]
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_GET_THP_DISABLE,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r == 1)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +197,14 @@ mod tests {
         })
         .join()
         .expect("thread");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn huge_pages_are_switched_off_and_on_for_the_process() {
+        set_transparent_huge_pages(false).expect("PR_SET_THP_DISABLE");
+        assert!(transparent_huge_pages_disabled().expect("PR_GET_THP_DISABLE"));
+        set_transparent_huge_pages(true).expect("PR_SET_THP_DISABLE");
+        assert!(!transparent_huge_pages_disabled().expect("PR_GET_THP_DISABLE"));
     }
 }

@@ -21,7 +21,6 @@
 //! |---|---|
 //! | `client.rs` | the stored client, and its replicated forms (record, change) |
 //! | `index.rs` | the per-service index, queries, change listeners |
-//! | `slab.rs` | the index's slots: an append-only array readers walk without a lock |
 //! | `local.rs` | local writes: publish, unpublish, remove, health changes, beats |
 //! | `replica.rs` | replicated writes: apply a state or a deletion, drop a replica, re-attribute |
 //! | `tombstone.rs` | tombstones and drop markers |
@@ -45,7 +44,6 @@ mod client;
 mod index;
 mod local;
 mod replica;
-mod slab;
 #[cfg(test)]
 mod tests;
 mod tombstone;
@@ -225,6 +223,8 @@ pub struct Registry {
     shard_count: u32,
     shards: Box<[StoreShard]>,
     services: Map<Name, Arc<ServiceIndex>>,
+    /// Frees the publications the indexes' slots let go of (see `index.rs`).
+    slots: arc_slots::Reclaimer,
     digests: DigestTable,
     interner: Interner,
     listeners: RwLock<Vec<Arc<dyn ChangeListener>>>,
@@ -257,6 +257,7 @@ impl Registry {
                 })
                 .collect(),
             services: new_map(seed, config.reclaim_batch),
+            slots: arc_slots::Reclaimer::new(config.reclaim_batch),
             digests: DigestTable::new(members, shards),
             interner: Interner::new(),
             listeners: RwLock::new(Vec::new()),
@@ -288,7 +289,8 @@ impl Registry {
 
     /// Frees what the store's lock-free maps retired on the calling thread but keep until
     /// the thread's batch for that map fills (`Config::reclaim_batch`): after a burst of
-    /// removals, up to that many old client versions per map and thread, which pin the
+    /// removals, up to that many old client versions (and publications the indexes' slots
+    /// let go of) per map and thread, which pin the
     /// pages they sit on and the names they use. Costs a process-wide memory barrier per
     /// map (a thousand with the default shards): for after a burst, not per operation.
     pub fn flush_retired(&self) {
@@ -297,6 +299,7 @@ impl Registry {
             s.clients.guard().flush();
         }
         self.services.guard().flush();
+        self.slots.flush();
     }
 
     /// The interner for names stored in this registry.

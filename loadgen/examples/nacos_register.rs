@@ -141,6 +141,9 @@ fn parse_args() -> Result<Args, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    // As the binaries by default (`--transparent-huge-pages`): no 2 MiB page zeroed per
+    // first touch; `THP=1` keeps the system's setting.
+    alloc_trim::set_transparent_huge_pages(std::env::var_os("THP").is_some_and(|v| v == "1"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
         .enable_all()

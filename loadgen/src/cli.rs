@@ -269,6 +269,11 @@ pub struct RunArgs {
     /// summary's `lateness` rows say how late the sends were.
     #[arg(help_heading = "Rates", long, value_enum, default_value_t = crate::run::timer::Pacing::default())]
     pub pacer: crate::run::timer::Pacing,
+    /// Let the kernel back this process's memory (the embedded cluster's nodes and the load
+    /// side; inherited by `--cluster-process` children) with transparent huge pages. Off by
+    /// default, as `distro-server`'s `--transparent-huge-pages` (see the README).
+    #[arg(help_heading = "Target", long)]
+    pub transparent_huge_pages: bool,
     /// Replication probe period.
     #[arg(help_heading = "Faults and probes", long, default_value = "1s", value_parser = parse_duration)]
     pub probe_interval: Duration,

@@ -13,6 +13,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let huge_pages = match &cli.command {
+        Some(Command::Compare { run, .. }) => run.transparent_huge_pages,
+        _ => cli.run.transparent_huge_pages,
+    };
+    if let Err(e) = alloc_trim::set_transparent_huge_pages(huge_pages) {
+        eprintln!("loadgen: cannot switch transparent huge pages for the process: {e}");
+    }
     match cli.command {
         Some(Command::Merge { dirs, out }) => match loadgen::merge_runs(&dirs, &out) {
             Ok(summary) => {

@@ -1,31 +1,32 @@
 //! The per-service index: the publications of every client that publishes to a service,
 //! so a query costs time in proportion to that service's instances, not the registry's.
 //!
-//! Each service has a [`ServiceIndex`], a slab of slots, one per publishing client. The
+//! Each service has a [`ServiceIndex`], an array of slots, one per publishing client. The
 //! store keeps it in step with the clients (`Registry::replace`, in `registry.rs`, calls
 //! `index_insert` and `index_remove` under the client's shard lock): readers iterate the
 //! slots without a lock, writers take or return a slot under the service's free-list
 //! mutex. Listeners ([`ChangeListener`]) hear of every change after it is visible.
 //! Indexes left empty are collected after a while.
 
-use super::slab::Slab;
 use super::{NO_SLOT, Registry};
 use crate::model::{Instance, Publication, Service};
 use crate::time::Millis;
+use arc_slots::Slots;
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// The publications of one service: a slab of slots, one per publishing client.
+/// The publications of one service: an array of slots, one per publishing client.
 ///
-/// Readers iterate the slots without a lock (an append-only `Slab` of
-/// `ArcSwapOption`s); writers hold the service's free-list mutex only to take or return a
+/// Readers iterate the slots without a lock (an append-only [`Slots`] array, whose
+/// replaced publications the registry's `slots` reclaimer frees once no reader can see
+/// them); writers hold the service's free-list mutex only to take or return a
 /// slot, and every client remembers its slot in each service, so an update is one atomic
 /// store. A slot costs 8 bytes (about 8 more held ahead at worst), a fraction of a
 /// hash-map entry.
 pub struct ServiceIndex {
     service: Service,
-    slots: Slab,
+    slots: Slots<Publication>,
     free: Mutex<Vec<u32>>,
     live: AtomicUsize,
     revision: AtomicU64,
@@ -37,10 +38,10 @@ pub struct ServiceIndex {
 }
 
 impl ServiceIndex {
-    fn new(service: Service) -> Self {
+    fn new(service: Service, reclaimer: &arc_slots::Reclaimer) -> Self {
         Self {
             service,
-            slots: Slab::new(),
+            slots: Slots::new(reclaimer),
             free: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             revision: AtomicU64::new(0),
@@ -122,7 +123,7 @@ impl Registry {
         let services = self.services.pin();
         let service = Service::new(&self.interner, namespace, group, name);
         let idx = services.get_or_insert_with(service.key().clone(), || {
-            let idx = ServiceIndex::new(service.clone());
+            let idx = ServiceIndex::new(service.clone(), &self.slots);
             idx.empty_since.store(0, Relaxed);
             Arc::new(idx)
         });
@@ -134,9 +135,7 @@ impl Registry {
         let services = self.services.pin();
         let idx = Service::with_key(namespace, group, name, |key| services.get(key).cloned())?;
         let mut publications: Vec<Arc<Publication>> = Vec::with_capacity(idx.live.load(Relaxed));
-        for chunk in idx.slots.chunks() {
-            publications.extend(chunk.iter().filter_map(|s| s.load_full()));
-        }
+        idx.slots.collect_into(&mut publications, &self.slots.pin());
         // Slot order: stable, roughly registration order (slots are reused).
         Some(ServiceView {
             service: idx.service.clone(),
@@ -177,10 +176,11 @@ impl Registry {
         replaced_len: usize,
     ) -> u32 {
         let services = self.services.pin();
+        let pin = self.slots.pin();
         loop {
             let idx = services
                 .get_or_insert_with(p.service.key().clone(), || {
-                    Arc::new(ServiceIndex::new(p.service.clone()))
+                    Arc::new(ServiceIndex::new(p.service.clone(), &self.slots))
                 })
                 .clone();
             let retired = idx.retired.read();
@@ -192,21 +192,17 @@ impl Registry {
             let n = p.instances.len();
             let slot = match slot.filter(|s| *s != NO_SLOT) {
                 Some(s) => {
-                    if let Some(cell) = idx.slots.get(s as usize) {
-                        cell.store(Some(p));
-                    }
+                    idx.slots.replace(s as usize, Some(p), &pin);
                     s
                 }
                 None => {
                     let mut free = idx.free.lock();
                     let s = match free.pop() {
                         Some(s) => {
-                            if let Some(cell) = idx.slots.get(s as usize) {
-                                cell.store(Some(p));
-                            }
+                            idx.slots.replace(s as usize, Some(p), &pin);
                             s
                         }
-                        None => idx.slots.push(p),
+                        None => idx.slots.push(p, &pin),
                     };
                     // Under the free-list lock, so the namespace's count sees this
                     // service fill and empty in order.
@@ -233,9 +229,7 @@ impl Registry {
         let services = self.services.pin();
         if let Some(idx) = services.get(service.key().as_str()) {
             let _shared = idx.retired.read();
-            if let Some(cell) = idx.slots.get(slot as usize)
-                && cell.swap(None).is_some()
-            {
+            if idx.slots.replace(slot as usize, None, &self.slots.pin()) == Some(true) {
                 let mut free = idx.free.lock();
                 free.push(slot);
                 if idx.live.fetch_sub(1, Relaxed) == 1 {

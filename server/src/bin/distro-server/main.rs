@@ -54,6 +54,10 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    // Before the runtime's threads start allocating (see alloc_trim).
+    if let Err(e) = alloc_trim::set_transparent_huge_pages(cli.transparent_huge_pages) {
+        tracing::warn!(error = %e, "cannot switch transparent huge pages for the process");
+    }
     let cli_threads = cli.threads;
     let config = match cli.into_config() {
         Ok(c) => c,

@@ -1,0 +1,161 @@
+use super::*;
+use std::sync::atomic::AtomicUsize;
+
+/// A value that counts its drops.
+struct Counted {
+    n: u32,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn counted(n: u32, drops: &Arc<AtomicUsize>) -> Arc<Counted> {
+    Arc::new(Counted {
+        n,
+        drops: drops.clone(),
+    })
+}
+
+#[test]
+fn slots_are_chunked_by_doubling_and_never_move() {
+    // Chunk boundaries: 8, 8 + 16, 8 + 16 + 32, ...
+    assert_eq!(locate(0), (0, 0));
+    assert_eq!(locate(7), (0, 7));
+    assert_eq!(locate(8), (1, 0));
+    assert_eq!(locate(23), (1, 15));
+    assert_eq!(locate(24), (2, 0));
+    assert_eq!(locate(1015), (6, 511));
+    assert_eq!(locate(1016), (7, 0));
+    let last = FIRST_CHUNK * ((1 << CHUNKS) - 1) - 1;
+    assert_eq!(
+        locate(last),
+        (CHUNKS - 1, (FIRST_CHUNK << (CHUNKS - 1)) - 1)
+    );
+    assert!(u32::try_from(last).is_ok());
+
+    let reclaimer = Reclaimer::new(8);
+    let pin = reclaimer.pin();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(&reclaimer);
+    assert!(slots.is_empty());
+    assert!(slots.load(0, &pin).is_none());
+    assert_eq!(slots.push(counted(1, &drops), &pin), 0);
+    let first = slots.slot(0).map(ptr::from_ref);
+    for n in 1..1000u32 {
+        assert_eq!(slots.push(counted(n + 1, &drops), &pin), n);
+    }
+    // The first slot stayed where it was; every slot reads back in order.
+    assert_eq!(slots.slot(0).map(ptr::from_ref), first);
+    assert!(slots.load(1000, &pin).is_none());
+    assert!(slots.replace(1000, None, &pin).is_none());
+    let mut all = Vec::new();
+    slots.collect_into(&mut all, &pin);
+    assert_eq!(
+        all.iter().map(|c| c.n).collect::<Vec<_>>(),
+        (1..=1000).collect::<Vec<_>>()
+    );
+    drop(all);
+    assert_eq!(slots.replace(3, None, &pin), Some(true));
+    assert_eq!(slots.replace(3, None, &pin), Some(false));
+    assert_eq!(
+        slots.replace(4, Some(counted(5000, &drops)), &pin),
+        Some(true)
+    );
+    assert_eq!(slots.load(4, &pin).map(|c| c.n), Some(5000));
+    let mut all = Vec::new();
+    slots.collect_into(&mut all, &pin);
+    assert_eq!(all.len(), 999);
+    assert_eq!(slots.len(), 1000);
+    assert_eq!(slots.capacity(), 1016);
+    drop(all);
+    // Nothing replaced is freed while a pin that could have seen it is held.
+    assert_eq!(drops.load(Ordering::Relaxed), 0);
+    drop(pin);
+    drop(slots);
+    drop(reclaimer);
+    // Every value, held or replaced, freed exactly once.
+    assert_eq!(drops.load(Ordering::Relaxed), 1001);
+}
+
+#[test]
+fn a_value_a_reader_holds_outlives_its_replacement() {
+    let reclaimer = Reclaimer::new(1);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(&reclaimer);
+    let pin = reclaimer.pin();
+    slots.push(counted(1, &drops), &pin);
+    let held = slots.load(0, &pin);
+    drop(pin);
+    let pin = reclaimer.pin();
+    slots.replace(0, Some(counted(2, &drops)), &pin);
+    drop(pin);
+    reclaimer.flush();
+    // The slot let go of value 1, the reader still holds it.
+    assert_eq!(held.as_ref().map(|c| c.n), Some(1));
+    assert_eq!(drops.load(Ordering::Relaxed), 0);
+    drop(held);
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+#[should_panic(expected = "another reclaimer")]
+fn a_pin_of_another_reclaimer_is_refused() {
+    let ours = Reclaimer::new(8);
+    let theirs = Reclaimer::new(8);
+    let slots: Slots<u32> = Slots::new(&ours);
+    slots.push(Arc::new(1), &theirs.pin());
+}
+
+#[test]
+fn readers_and_a_writer_at_once_free_every_value_once() {
+    const SLOTS: u32 = 64;
+    const ROUNDS: u32 = 20_000;
+    let reclaimer = Reclaimer::new(8);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(&reclaimer);
+    {
+        let pin = reclaimer.pin();
+        for n in 0..SLOTS {
+            slots.push(counted(n, &drops), &pin);
+        }
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                let mut seen = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let pin = reclaimer.pin();
+                    seen.clear();
+                    slots.collect_into(&mut seen, &pin);
+                    // Every value read is one the writer stored in that slot at some time.
+                    for c in &seen {
+                        assert!(c.n < SLOTS + ROUNDS, "value {} was never stored", c.n);
+                    }
+                    if let Some(c) = slots.load(7, &pin) {
+                        assert!(c.n == 7 || (c.n >= SLOTS && (c.n - SLOTS) % SLOTS == 7));
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            for r in 0..ROUNDS {
+                let pin = reclaimer.pin();
+                let s = (r % SLOTS) as usize;
+                let v = (r % 5 != 0).then(|| counted(SLOTS + r, &drops));
+                slots.replace(s, v, &pin);
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+    });
+    drop(slots);
+    drop(reclaimer);
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        SLOTS as usize + (ROUNDS - ROUNDS / 5) as usize
+    );
+}
