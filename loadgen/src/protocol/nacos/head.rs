@@ -34,60 +34,74 @@ fn skip_space(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The bytes that start or end a nested value or a string.
+const STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
+
 /// The index after the string whose opening quote is at `i - 1`.
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        match *b.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
+        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[at] == b'"' {
+            return Some(at + 1);
         }
+        i = at + 2;
     }
 }
 
 /// The index after the value starting at `i` (not whitespace).
 fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => return skip_string(b, i + 1),
+        b'{' | b'[' => {}
+        _ => {
+            // A number or a literal: up to the next delimiter.
+            let len = b[i..]
+                .iter()
+                .position(|&c| c == b',' || c == b'}' || c == b']' || is_space(c))
+                .unwrap_or(b.len() - i);
+            return (len > 0).then_some(i + len);
+        }
+    }
     // One bit per open bracket, innermost lowest: 1 for an object, 0 for an array.
     let mut kinds: u64 = 0;
     let mut depth = 0u32;
     loop {
-        let c = *b.get(i)?;
-        match c {
-            b'"' => {
-                i = skip_string(b, i + 1)?;
-                if depth == 0 {
-                    return Some(i);
-                }
-                continue;
-            }
-            b'{' | b'[' => {
+        // At a structural byte.
+        match b[i] {
+            b'"' => i = skip_string(b, i + 1)?,
+            c @ (b'{' | b'[') => {
                 if depth == 64 {
                     return None;
                 }
                 kinds = (kinds << 1) | u64::from(c == b'{');
                 depth += 1;
+                i += 1;
             }
-            b'}' | b']' => {
+            c => {
                 if depth == 0 || (kinds & 1 == 1) != (c == b'}') {
                     return None;
                 }
                 kinds >>= 1;
                 depth -= 1;
+                i += 1;
                 if depth == 0 {
-                    return Some(i + 1);
+                    return Some(i);
                 }
             }
-            _ if depth == 0 => {
-                // A number or a literal: up to the next delimiter.
-                let len = b[i..]
-                    .iter()
-                    .position(|&c| c == b',' || c == b'}' || c == b']' || is_space(c))
-                    .unwrap_or(b.len() - i);
-                return (len > 0).then_some(i + len);
-            }
-            _ => {}
         }
-        i += 1;
+        // Numbers, literals, colons and commas are stepped over unread.
+        i += b
+            .get(i..)?
+            .iter()
+            .position(|&c| STRUCTURAL[usize::from(c)])?;
     }
 }
 
