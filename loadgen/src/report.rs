@@ -315,7 +315,11 @@ mod tests {
         let (rec, _) = run(dir.path(), false);
         let log = IntervalLog::open(&dir.path().join(INTERVAL_LOG_FILE)).expect("open");
         let intervals: Vec<_> = log.intervals().collect::<Result<_, _>>().expect("parses");
-        assert_eq!(intervals.len(), 7, "3 ops x 2 kinds + convergence");
+        assert_eq!(
+            intervals.len(),
+            10,
+            "3 ops x 3 kinds (lateness too) + replication lag"
+        );
         assert!(
             intervals
                 .iter()

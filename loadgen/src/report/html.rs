@@ -364,8 +364,7 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
                 "corrected",
                 o.corrected.as_ref(),
                 sub("uncorrected", o.uncorrected.as_ref())
-                    + &o
-                        .lateness
+                    + &o.lateness
                         .as_ref()
                         .map_or_else(String::new, |l| sub("lateness", Some(l))),
             ),
