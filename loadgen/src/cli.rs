@@ -262,11 +262,13 @@ pub struct RunArgs {
     #[arg(help_heading = "Rates", long, default_value = "5s", value_parser = parse_duration)]
     pub max_lag: Duration,
     /// How the lanes of open-model queries sent as requests of their own (`--rate` or
-    /// `--query-rate` without `--batch`) wake for them: `timerfd` (a timerfd per lane,
-    /// armed at the next query's instant, woken by the lane's own runtime worker from
-    /// epoll), `tick` (tokio's timer: 1 ms resolution, so a query goes out up to 1 ms
-    /// late) or `thread` (a pacing thread; costs a cross-thread wake-up per wake). The
-    /// summary's `lateness` rows say how late the sends were.
+    /// `--query-rate` without `--batch`) wake for them: `tick` (tokio's timer: 1 ms
+    /// resolution, so a query goes out up to about 1 ms late, and the queries due within a
+    /// tick share a wake-up), `timerfd` (a timerfd per lane, armed at the next query's
+    /// instant, woken by the lane's own runtime worker from epoll: each query goes out
+    /// within microseconds, at the price of a wake-up per query on both ends, see the
+    /// README) or `thread` (a pacing thread, as precise, with a cross-thread wake-up per
+    /// query besides). The summary's `lateness` rows say how late the sends were.
     #[arg(help_heading = "Rates", long, value_enum, default_value_t = crate::run::timer::Pacing::default())]
     pub pacer: crate::run::timer::Pacing,
     /// Let the kernel back this process's memory (the embedded cluster's nodes and the load

@@ -20,8 +20,8 @@ use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use rustix::time::{
-    ClockId, Itimerspec, Timespec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
-    clock_gettime, timerfd_create, timerfd_settime,
+    ClockId, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, clock_gettime,
+    timerfd_create, timerfd_settime,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -31,11 +31,12 @@ use super::pacer::{Pacer, Timer};
 /// How the lanes of open-model queries sent as requests of their own wake (`--pacer`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pacing {
-    /// tokio's timer: 1 ms resolution, deadlines rounded up to the next tick.
+    /// tokio's timer: 1 ms resolution, deadlines rounded up to the next tick. The default:
+    /// the cheapest in CPU per query (the queries due within a tick share a wake-up).
+    #[default]
     Tick,
     /// A timerfd per lane, armed at the next query's instant; woken by the lane's own
     /// runtime worker from epoll.
-    #[default]
     Timerfd,
     /// A pacing thread that wakes the lanes (futex timeouts, a cross-thread wake-up each).
     Thread,
