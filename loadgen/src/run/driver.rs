@@ -837,16 +837,14 @@ pub async fn run_lane<P: Protocol>(
     drain: Duration,
     mut timer: LaneTimer,
 ) {
-    // With a precise timer (a timerfd, the pacing thread) the lane wakes within
-    // microseconds of a query's instant (queries due every few hundred microseconds);
-    // for anything else, and with tokio's millisecond timer, at most every 500 µs
-    // (heartbeats and writes gather into batches anyway, and go with the next query).
+    // A lane wakes for its next query's instant itself (queries due every few hundred
+    // microseconds): within microseconds with a precise timer (a timerfd, the pacing
+    // thread), at tokio's next millisecond tick otherwise (a later floor would only add
+    // up to its length to each query's lateness: the tick already bounds the wake-ups).
+    // For anything else, at most every 500 µs: heartbeats and writes gather into batches
+    // anyway, and go with the next query.
     let coarse = Duration::from_micros(500);
-    let floor = if timer.is_precise() {
-        Duration::from_micros(20)
-    } else {
-        coarse
-    };
+    let floor = Duration::from_micros(20);
     let nodes = shared.nodes;
     let offset = range.start.saturating_sub(shared.first_client) as usize;
     let node = (range.start..range.end)
