@@ -261,13 +261,16 @@ pub struct RunArgs {
     /// Heartbeats and queries further behind schedule than this are dropped (counted).
     #[arg(help_heading = "Rates", long, default_value = "5s", value_parser = parse_duration)]
     pub max_lag: Duration,
-    /// Wake the lanes of open-model queries sent as requests of their own (`--rate` or
-    /// `--query-rate` without `--batch`) from a pacing thread, within microseconds of each
-    /// query's instant, instead of on tokio's millisecond timer. Each query then goes out
-    /// in a write of its own: more CPU for the generator, which shares the machine with an
-    /// embedded cluster (see the README). Off by default.
-    #[arg(help_heading = "Rates", long)]
-    pub pacer: bool,
+    /// How the lanes of open-model queries sent as requests of their own (`--rate` or
+    /// `--query-rate` without `--batch`) wake for them: `tick` (tokio's timer: 1 ms
+    /// resolution, so a query goes out up to about 1 ms late, and the queries due within a
+    /// tick share a wake-up), `timerfd` (a timerfd per lane, armed at the next query's
+    /// instant, woken by the lane's own runtime worker from epoll: each query goes out
+    /// within microseconds, at the price of a wake-up per query on both ends, see the
+    /// README) or `thread` (a pacing thread, as precise, with a cross-thread wake-up per
+    /// query besides). The summary's `lateness` rows say how late the sends were.
+    #[arg(help_heading = "Rates", long, value_enum, default_value_t = crate::run::timer::Pacing::default())]
+    pub pacer: crate::run::timer::Pacing,
     /// Let the kernel back this process's memory (the embedded cluster's nodes and the load
     /// side; inherited by `--cluster-process` children) with transparent huge pages. Off by
     /// default, as `distro-server`'s `--transparent-huge-pages` (see the README).

@@ -129,6 +129,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn histogram(recording: &Recording, series: Series) -> &hdrhistogram::Histogram<u64> {
     match series {
         Series::Latency(op, kind) => recording.op(op).histogram(kind),
+        Series::Lateness(op) => &recording.op(op).lateness,
         Series::ReplicationLag => &recording.replication_lag,
     }
 }
@@ -145,6 +146,7 @@ fn write_percentiles(path: &Path, recording: &Recording) -> Result<(), ReportErr
         }
         let (op, kind) = match series {
             Series::Latency(op, kind) => (op.name(), kind.name()),
+            Series::Lateness(op) => (op.name(), "lateness"),
             Series::ReplicationLag => ("replication_lag", REPLICATION_LAG_KIND),
         };
         for p in CSV_PERCENTILES {
@@ -242,7 +244,10 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("op,kind,percentile,latency_us"));
         let rows: Vec<&str> = lines.collect();
-        assert_eq!(rows.len(), 12 * (3 * 2 + 1));
+        // Three open-model operations (corrected, uncorrected, lateness) and the replication
+        // lag.
+        assert_eq!(rows.len(), 12 * (3 * 3 + 1));
+        assert!(rows.iter().any(|r| r.starts_with("query,lateness,50,")));
         assert!(
             rows.iter()
                 .any(|r| r.starts_with("replication_lag,ack_to_visible,50,"))
@@ -310,7 +315,11 @@ mod tests {
         let (rec, _) = run(dir.path(), false);
         let log = IntervalLog::open(&dir.path().join(INTERVAL_LOG_FILE)).expect("open");
         let intervals: Vec<_> = log.intervals().collect::<Result<_, _>>().expect("parses");
-        assert_eq!(intervals.len(), 7, "3 ops x 2 kinds + convergence");
+        assert_eq!(
+            intervals.len(),
+            10,
+            "3 ops x 3 kinds (lateness too) + replication lag"
+        );
         assert!(
             intervals
                 .iter()

@@ -27,8 +27,8 @@
 //! removed.
 //!
 //! The parts: [`config`] says what a run does, [`driver`] holds the lanes that simulate
-//! the clients (with `--pacer`, woken on time by [`pacer`] when their queries are due every
-//! few hundred microseconds), [`markers`] the replication probes and push measurements, [`chaos`] the
+//! the clients (woken as [`timer`] says: a timerfd of their own, tokio's timer or the
+//! pacing thread of [`pacer`], `--pacer`), [`markers`] the replication probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
 //! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
@@ -50,6 +50,7 @@ pub mod pacer;
 pub mod preflight;
 pub mod server_usage;
 pub mod systems;
+pub mod timer;
 pub mod zookeeper_cluster;
 
 use std::future::Future;
@@ -80,6 +81,7 @@ use cluster::Embedded;
 pub use config::{ProtocolKind, RunConfig, Scenario};
 use driver::{LaneConfig, Phase, Shared, run_lane};
 use markers::{MarkerConfig, Tracker, Watcher, run_markers};
+use timer::{Pacing, Timers};
 
 /// The connect phase's figures in a run directory (protocols with a connection per client).
 pub const CONNECT_FILE: &str = "connect.json";
@@ -699,19 +701,13 @@ impl<'a, P: Protocol> Run<'a, P> {
             linger: Duration::from_millis(2),
             lanes,
         };
-        // With `--pacer`, queries of their own on an open schedule are paced by a thread of
-        // their own (tokio's timer sends them up to a millisecond late; see `run::pacer`).
-        let pacer = if config.pacer && lane_cfg.own_request_queries() {
-            match pacer::Pacer::start() {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    eprintln!("loadgen: no pacer thread ({e}); lanes use tokio's timer");
-                    None
-                }
-            }
+        // Lanes of queries of their own on an open schedule wake as `--pacer` says (tokio's
+        // timer sends them up to a millisecond late; see `run::timer`); others on tokio's.
+        let timers = Timers::start(if lane_cfg.own_request_queries() {
+            config.pacer
         } else {
-            None
-        };
+            Pacing::Tick
+        });
         let drain = config.timeout + Duration::from_secs(1);
         let span = u64::from(slice.end - slice.start);
         (0..lanes)
@@ -727,7 +723,7 @@ impl<'a, P: Protocol> Run<'a, P> {
                     lo..hi,
                     self.phase_rx.clone(),
                     drain,
-                    pacer.as_ref().map(pacer::Pacer::timer),
+                    timers.lane(),
                 ))
             })
             .collect()

@@ -12,6 +12,7 @@ use loadgen::parse::Shard;
 use loadgen::population::Population;
 use loadgen::protocol::Context;
 use loadgen::protocol::native::NativeProtocol;
+use loadgen::run::timer::Pacing;
 use loadgen::run::{RunConfig, RunOutcome, Scenario, run, run_with};
 use loadgen::{LatencyKind, Op, SUMMARY_FILE};
 
@@ -191,15 +192,20 @@ async fn a_stalled_node_shows_in_corrected_latency_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_of_their_own_go_out_at_their_instant_through_a_stall() {
-    queries_through_a_stall(false).await;
+    queries_through_a_stall(Pacing::Timerfd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_on_tokios_timer_go_out_at_their_instant_through_a_stall() {
+    queries_through_a_stall(Pacing::Tick).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_paced_by_the_pacer_go_out_at_their_instant_through_a_stall() {
-    queries_through_a_stall(true).await;
+    queries_through_a_stall(Pacing::Thread).await;
 }
 
-async fn queries_through_a_stall(pacer: bool) {
+async fn queries_through_a_stall(pacer: Pacing) {
     let dir = tempfile::tempdir().expect("temp dir");
     let clients = 600;
     let mut cfg = small(dir.path(), Scenario::Query, clients);
@@ -216,6 +222,13 @@ async fn queries_through_a_stall(pacer: bool) {
     assert_eq!(o.summary.totals.errors, 0, "{d}");
     let q = o.summary.op(Op::Query).expect("query figures");
     assert_eq!(q.model, loadgen::Model::Open, "{d}");
+    // Every answered query has a send lateness (intended instant to send), which is part of
+    // its corrected latency.
+    let lateness = q.lateness.expect("lateness");
+    let corrected = q.latency(LatencyKind::Corrected).expect("corrected");
+    assert_eq!(lateness.count, corrected.count, "{d}");
+    assert!(lateness.p50_us <= corrected.p50_us, "{d}");
+    assert!(lateness.max_us <= corrected.max_us, "{d}");
     // A third of the queries go to node 0: in the stall's first half second about 50 are
     // due, and each is sent when due, so it waits on the node: slow in service time as
     // in corrected time. Held back by a one-request limit, all but one would have waited

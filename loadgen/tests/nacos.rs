@@ -122,6 +122,12 @@ async fn registered_through_node_1_is_visible_on_nodes_2_and_3() {
         .await
         .expect_err("refused");
     assert_eq!(err.code(), "400", "{err}");
+    // As does a query of an invalid service: the reply's result fields are read.
+    let err = a
+        .call(&a.requests().query(&ServiceName::new(""), "", false))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), "400", "{err}");
     c.shutdown().await;
 }
 

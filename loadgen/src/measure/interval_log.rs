@@ -2,7 +2,8 @@
 //! interval, in the format of Java's `HistogramLogWriter` (V2 compressed histograms,
 //! base64), so `HistogramLogProcessor` and `HistogramLogAnalyzer` read it as well as we do.
 //!
-//! Tags are `<op>.corrected`, `<op>.uncorrected` and `replication_lag`; values are
+//! Tags are `<op>.corrected`, `<op>.uncorrected`, `<op>.lateness` (intended instant to
+//! send, the generator's own delay) and `replication_lag`; values are
 //! microseconds; interval timestamps are seconds since the `BaseTime` header, which is the
 //! run's start. Only non-empty histograms are written. This file knows nothing of
 //! timelines or reports: it writes and reads histograms with tags and times.
@@ -25,11 +26,19 @@ use crate::error::ReportError;
 /// The tag of the replication lag histogram.
 pub(crate) const REPLICATION_LAG_TAG: &str = "replication_lag";
 
+/// The tag suffix of an operation's send lateness histogram.
+const LATENESS: &str = "lateness";
+
+/// The number of series ([`Series::all`]).
+pub(crate) const SERIES: usize = Op::ALL.len() * (LatencyKind::ALL.len() + 1) + 1;
+
 /// What a tag of our logs stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Series {
     /// An operation's latency of one kind.
     Latency(Op, LatencyKind),
+    /// An operation's send lateness: from a request's intended instant to its send.
+    Lateness(Op),
     /// Replication lag time.
     ReplicationLag,
 }
@@ -39,7 +48,12 @@ impl Series {
     pub(crate) fn all() -> impl Iterator<Item = Series> {
         Op::ALL
             .into_iter()
-            .flat_map(|op| LatencyKind::ALL.map(|k| Series::Latency(op, k)))
+            .flat_map(|op| {
+                LatencyKind::ALL
+                    .map(|k| Series::Latency(op, k))
+                    .into_iter()
+                    .chain([Series::Lateness(op)])
+            })
             .chain([Series::ReplicationLag])
     }
 
@@ -47,6 +61,7 @@ impl Series {
     pub(crate) fn tag(self) -> String {
         match self {
             Series::Latency(op, kind) => format!("{op}.{kind}"),
+            Series::Lateness(op) => format!("{op}.{LATENESS}"),
             Series::ReplicationLag => REPLICATION_LAG_TAG.to_owned(),
         }
     }
@@ -58,6 +73,9 @@ impl Series {
         }
         let (op, kind) = tag.split_once('.')?;
         let op = op.parse().ok()?;
+        if kind == LATENESS {
+            return Some(Series::Lateness(op));
+        }
         let kind = LatencyKind::ALL.into_iter().find(|k| k.name() == kind)?;
         Some(Series::Latency(op, kind))
     }
@@ -93,7 +111,7 @@ impl IntervalLogWriter {
         IntervalLogWriterBuilder::new()
             .add_comment(
                 "loadgen interval log: values in microseconds; tags <op>.corrected, \
-                 <op>.uncorrected, replication_lag; Interval_Max in microseconds",
+                 <op>.uncorrected, <op>.lateness, replication_lag; Interval_Max in microseconds",
             )
             .with_start_time(base_time)
             .with_base_time(base_time)
@@ -266,10 +284,12 @@ mod tests {
     #[test]
     fn tags_round_trip() {
         let tags: Vec<String> = Series::all().map(Series::tag).collect();
-        assert_eq!(tags.len(), 11);
+        assert_eq!(tags.len(), SERIES);
+        assert_eq!(tags.len(), 16);
         assert_eq!(tags[0], "register.corrected");
         assert_eq!(tags[1], "register.uncorrected");
-        assert_eq!(tags[10], "replication_lag");
+        assert_eq!(tags[2], "register.lateness");
+        assert_eq!(tags[15], "replication_lag");
         for s in Series::all() {
             assert_eq!(Series::from_tag(&s.tag()), Some(s));
         }

@@ -39,7 +39,7 @@ use crate::error::ReportError;
 pub const DEFAULT_LATE_THRESHOLD: Duration = Duration::from_millis(10);
 /// Default timeline interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-/// Upper bound of the default shard count (each shard holds 11 histograms of ~190 KB).
+/// Upper bound of the default shard count (each shard holds 16 histograms of ~190 KB).
 pub const MAX_DEFAULT_SHARDS: usize = 16;
 
 /// How a [`Recorder`] measures.
@@ -85,6 +85,8 @@ pub struct Sample {
 struct OpInterval {
     corrected: Histogram<u64>,
     uncorrected: Histogram<u64>,
+    /// Intended instant to send, of the successful requests.
+    lateness: Histogram<u64>,
     ok: u64,
     late: u64,
     dropped: u64,
@@ -98,6 +100,7 @@ impl OpInterval {
         Self {
             corrected: new_histogram(),
             uncorrected: new_histogram(),
+            lateness: new_histogram(),
             ok: 0,
             late: 0,
             dropped: 0,
@@ -161,6 +164,7 @@ impl IntervalData {
         for (from, to) in self.ops.iter_mut().zip(into.ops.iter_mut()) {
             drain_histogram(&mut from.corrected, &mut to.corrected);
             drain_histogram(&mut from.uncorrected, &mut to.uncorrected);
+            drain_histogram(&mut from.lateness, &mut to.lateness);
             to.ok += std::mem::take(&mut from.ok);
             to.late += std::mem::take(&mut from.late);
             to.dropped += std::mem::take(&mut from.dropped);
@@ -177,6 +181,7 @@ impl IntervalData {
         match series {
             Series::Latency(op, LatencyKind::Corrected) => &self.ops[op.index()].corrected,
             Series::Latency(op, LatencyKind::Uncorrected) => &self.ops[op.index()].uncorrected,
+            Series::Lateness(op) => &self.ops[op.index()].lateness,
             Series::ReplicationLag => &self.replication_lag,
         }
     }
@@ -327,11 +332,13 @@ impl Recorder {
         &shards[i].0
     }
 
-    /// Records one request of `op`: its latency (if it succeeded), whether it was sent
-    /// late, and its error code (if it failed).
+    /// Records one request of `op`: its latency and send lateness (if it succeeded),
+    /// whether it was sent late, and its error code (if it failed).
     pub fn record(&self, op: Op, sample: Sample, outcome: Result<(), &str>) {
-        let late = sample.sent.saturating_duration_since(sample.intended)
-            > self.inner.config.late_threshold;
+        let lateness = sample.sent.saturating_duration_since(sample.intended);
+        let late = lateness > self.inner.config.late_threshold;
+        // A closed model has no intended instant (it is the send): no lateness.
+        let open = !self.inner.closed[op.index()].load(Ordering::Relaxed);
         let mut shard = self.shard().lock();
         let slot = &mut shard.ops[op.index()];
         slot.late += u64::from(late);
@@ -344,6 +351,9 @@ impl Recorder {
                 ));
                 slot.uncorrected
                     .saturating_record(micros(sample.done.saturating_duration_since(sample.sent)));
+                if open {
+                    slot.lateness.saturating_record(micros(lateness));
+                }
             }
             Err(code) => match slot.errors.get_mut(code) {
                 Some(n) => *n += 1,
@@ -522,6 +532,7 @@ impl Recorder {
         for (data, total) in interval.ops.iter_mut().zip(agg.totals.iter_mut()) {
             drain_histogram(&mut data.corrected, &mut total.corrected);
             drain_histogram(&mut data.uncorrected, &mut total.uncorrected);
+            drain_histogram(&mut data.lateness, &mut total.lateness);
             total.ok += std::mem::take(&mut data.ok);
             total.late += std::mem::take(&mut data.late);
             total.dropped += std::mem::take(&mut data.dropped);

@@ -22,6 +22,10 @@ pub struct OpTotals {
     pub corrected: Histogram<u64>,
     /// Uncorrected latency (service time) of every successful request, microseconds.
     pub uncorrected: Histogram<u64>,
+    /// Send lateness of every successful request: from its intended instant to its send,
+    /// microseconds (the load generator's own delay, part of the corrected latency; 0
+    /// throughout in a closed model).
+    pub lateness: Histogram<u64>,
     /// Successful requests.
     pub ok: u64,
     /// Requests sent later than the late threshold after their intended time.
@@ -48,6 +52,7 @@ impl Default for OpTotals {
         Self {
             corrected: new_histogram(),
             uncorrected: new_histogram(),
+            lateness: new_histogram(),
             ok: 0,
             late: 0,
             dropped: 0,

@@ -9,8 +9,9 @@
 //! distro or a real Nacos 2.x server.
 //!
 //! Lean on the hot path: a request is encoded once ([`Requests`] → [`Prepared`]) and
-//! re-sent by reference count; replies are decoded without copying and read with borrowed
-//! JSON structs. Calls go straight to the `h2` crate (`h2.rs`), so each request leaves in
+//! re-sent by reference count; replies are decoded without copying, and a reply's result
+//! fields are read by a scan of its top-level object that steps over the rest (a query's
+//! `serviceInfo` is not parsed; `head.rs`). Calls go straight to the `h2` crate (`h2.rs`), so each request leaves in
 //! one write (HEADERS and DATA+END_STREAM together; a tonic client makes three).
 //!
 //! Scale: [`Dialer`] spreads connections over source addresses 127.0.0.2, 127.0.0.3, …
@@ -36,6 +37,7 @@ mod client;
 mod dial;
 mod error;
 mod h2;
+mod head;
 mod many;
 mod message;
 mod protocol;

@@ -5,7 +5,10 @@
 //! `Deregister` and one `Heartbeat` call (one entry per instance) plus one `Query` call
 //! per query item, sent concurrently. Write requests are encoded by hand straight from
 //! the population into one buffer (no per-item message objects or strings) and sent as
-//! pre-encoded bytes; responses are decoded with the generated types.
+//! pre-encoded bytes, as is each service's `QueryRequest` (encoded once); write responses
+//! are decoded with the generated types, query responses are only checked to be
+//! well-formed messages (their instances are stepped over, not decoded: the generated type
+//! would allocate every instance's strings and metadata map).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,7 +27,8 @@ use crate::population::{MARKER_BASE, Population};
 
 const CLUSTER: &str = "DEFAULT";
 
-/// Bytes already encoded as a protobuf message body.
+/// Bytes already encoded as a protobuf message body. Decoding one checks the message's
+/// framing (each field's tag, wire type and length) and keeps nothing.
 #[derive(Clone, Debug, Default)]
 struct Raw(Bytes);
 
@@ -131,6 +135,8 @@ struct Inner {
     channels: Vec<Vec<Channel>>,
     /// Encoded `ServiceRef` of each service.
     svc_refs: Vec<Vec<u8>>,
+    /// Encoded `QueryRequest` of each service (all clusters, not healthy-only).
+    query_bodies: Vec<Bytes>,
     by_name: HashMap<String, u32>,
     timeout: Duration,
     /// Services per `QueryBatch` call (1: one `Query` call per service).
@@ -180,7 +186,7 @@ impl NativeProtocol {
             }
         }
         let population = ctx.population.clone();
-        let svc_refs = population
+        let svc_refs: Vec<Vec<u8>> = population
             .service_names()
             .iter()
             .map(|n| {
@@ -189,12 +195,21 @@ impl NativeProtocol {
                 b
             })
             .collect();
+        let query_bodies = svc_refs
+            .iter()
+            .map(|r| {
+                let mut b = BytesMut::new();
+                put_ld(1, r, &mut b);
+                b.freeze()
+            })
+            .collect();
         let by_name = population.service_index();
         Ok(Self {
             inner: Arc::new(Inner {
                 population,
                 channels,
                 svc_refs,
+                query_bodies,
                 by_name,
                 timeout: ctx.timeout,
                 query_batch: ctx.query_batch,
@@ -288,23 +303,34 @@ impl Inner {
         any.then(|| out.freeze())
     }
 
+    /// One unary call of `path` with a pre-encoded request, its response decoded as `R`.
+    async fn unary<R: prost::Message + Default + Send + 'static>(
+        &self,
+        channel: Channel,
+        path: &'static str,
+        body: Bytes,
+    ) -> Result<R, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(distro_server::server::MAX_NATIVE_MESSAGE_BYTES);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(Raw(body));
+        req.set_timeout(self.timeout);
+        let codec = tonic_prost::ProstCodec::<Raw, R>::default();
+        let resp = grpc
+            .unary(req, PathAndQuery::from_static(path), codec)
+            .await?;
+        Ok(resp.into_inner())
+    }
+
     async fn write(
         &self,
         channel: Channel,
         path: &'static str,
         body: Bytes,
     ) -> Result<pb::WriteResponse, tonic::Status> {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut req = tonic::Request::new(Raw(body));
-        req.set_timeout(self.timeout);
-        let codec = tonic_prost::ProstCodec::<Raw, pb::WriteResponse>::default();
-        let resp = grpc
-            .unary(req, PathAndQuery::from_static(path), codec)
-            .await?;
-        Ok(resp.into_inner())
+        self.unary(channel, path, body).await
     }
 
     /// One `QueryBatch` call for `services`: one outcome per service.
@@ -361,20 +387,16 @@ impl Inner {
             .collect()
     }
 
+    /// One `Query` call: a success is an OK status with a well-formed `QueryResponse`
+    /// (its instances are stepped over, not decoded).
     async fn query(&self, channel: Channel, service: u32) -> Outcome {
-        let mut client = pb::registry_client::RegistryClient::new(channel)
-            .max_decoding_message_size(distro_server::server::MAX_NATIVE_MESSAGE_BYTES);
-        let mut req = tonic::Request::new(pb::QueryRequest {
-            service: Some(pb::ServiceRef {
-                namespace: String::new(),
-                group: String::new(),
-                name: self.population.service_name(service).to_owned(),
-            }),
-            clusters: Vec::new(),
-            healthy_only: false,
-        });
-        req.set_timeout(self.timeout);
-        match client.query(req).await {
+        let Some(body) = self.query_bodies.get(service as usize) else {
+            return Outcome::Failed("no-service");
+        };
+        let answer = self
+            .unary::<Raw>(channel, "/distro.v1.Registry/Query", body.clone())
+            .await;
+        match answer {
             Ok(_) => Outcome::Ok,
             Err(s) => status_outcome(&s),
         }

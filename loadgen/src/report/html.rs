@@ -352,15 +352,21 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
             bad(o.ok < o.scheduled),
             o.ok_percent()
         );
+        let sub = |kind: &str, stats: Option<&LatencyStats>| {
+            format!(
+                "<tr class=\"sub\"><td></td><td class=\"l\">{kind}</td><td></td><td></td>\
+                 <td></td><td></td><td></td><td></td><td></td>{}</tr>\n",
+                stat_cells(stats)
+            )
+        };
         let (first, first_stats, second) = match o.model {
             Model::Open => (
                 "corrected",
                 o.corrected.as_ref(),
-                format!(
-                    "<tr class=\"sub\"><td></td><td class=\"l\">uncorrected</td><td></td><td></td>\
-                     <td></td><td></td><td></td><td></td><td></td>{}</tr>\n",
-                    stat_cells(o.uncorrected.as_ref())
-                ),
+                sub("uncorrected", o.uncorrected.as_ref())
+                    + &o.lateness
+                        .as_ref()
+                        .map_or_else(String::new, |l| sub("lateness", Some(l))),
             ),
             Model::Closed => (
                 "service time (closed model)",
@@ -406,7 +412,10 @@ pub(crate) fn render(rec: &Recording, s: &Summary) -> Result<String, ReportError
         schedule fell behind (requests late or dropped). <b>corrected</b> latency is measured \
         from the time the open-model schedule intended to send the request, so waiting behind a \
         stalled server counts (this corrects coordinated omission); <b>uncorrected</b> is the \
-        service time from the actual send. A closed-model operation (no <code>--rate</code>: a \
+        service time from the actual send; <b>lateness</b> is the time from the intended \
+        instant to the send, the load generator's own part of the corrected latency (its \
+        timer and scheduling, and any wait for room in its window to a node). A closed-model \
+        operation (no <code>--rate</code>: a \
         request goes when a client is free) has no intended time, so only its service time is \
         shown. Latency covers successful requests only; failures are counted by code. \
         A send is <b>late</b> when it started more than the late threshold after its intended \

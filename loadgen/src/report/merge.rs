@@ -18,7 +18,9 @@ use hdrhistogram::Histogram;
 use super::summary::{Model, Summary};
 use super::{INTERVAL_LOG_FILE, SUMMARY_FILE, TIMELINE_FILE, write_report_with};
 use crate::error::ReportError;
-use crate::measure::interval_log::{IntervalHistogram, IntervalLog, IntervalLogWriter, Series};
+use crate::measure::interval_log::{
+    IntervalHistogram, IntervalLog, IntervalLogWriter, SERIES, Series,
+};
 use crate::measure::latency::{Quantiles, new_histogram};
 use crate::measure::machine::RunInfo;
 use crate::measure::op::LatencyKind;
@@ -125,6 +127,7 @@ pub fn merge_runs<P: AsRef<Path>>(
         match series {
             Series::Latency(op, LatencyKind::Corrected) => ops[op.index()].corrected = h,
             Series::Latency(op, LatencyKind::Uncorrected) => ops[op.index()].uncorrected = h,
+            Series::Lateness(op) => ops[op.index()].lateness = h,
             Series::ReplicationLag => replication_lag = h,
         }
     }
@@ -291,7 +294,7 @@ fn merge_logs(
     started_at: std::time::SystemTime,
     interval_s: f64,
     timeline: &mut BTreeMap<u64, TimelineRow>,
-) -> Result<[Histogram<u64>; 11], ReportError> {
+) -> Result<[Histogram<u64>; SERIES], ReportError> {
     let logs = shards
         .iter()
         .map(|s| IntervalLog::open(&s.dir.join(INTERVAL_LOG_FILE)))
@@ -309,8 +312,8 @@ fn merge_logs(
     for it in &mut iters {
         heads.push(it.next().transpose()?);
     }
-    let mut totals: [Histogram<u64>; 11] = std::array::from_fn(|_| new_histogram());
-    let mut current: [Histogram<u64>; 11] = std::array::from_fn(|_| new_histogram());
+    let mut totals: [Histogram<u64>; SERIES] = std::array::from_fn(|_| new_histogram());
+    let mut current: [Histogram<u64>; SERIES] = std::array::from_fn(|_| new_histogram());
     let mut writer = IntervalLogWriter::create(path, started_at)?;
     let add = |into: &mut Histogram<u64>, h: &Histogram<u64>, path: &Path| {
         into.add(h)
@@ -346,6 +349,8 @@ fn merge_logs(
                     row.ops[op.index()].uncorrected = q;
                 }
                 Series::ReplicationLag => row.replication_lag.latency = q,
+                // Timeline rows carry no lateness.
+                Series::Lateness(_) => {}
             }
             add(&mut totals[slot], h, path)?;
             h.reset();

@@ -82,6 +82,13 @@ pub struct OpSummary {
     pub corrected: Option<LatencyStats>,
     /// Latency from the actual send time (successful requests only).
     pub uncorrected: Option<LatencyStats>,
+    /// Send lateness of an open-model operation: from each successful request's intended
+    /// instant to its send, the load generator's own share of the corrected latency (its
+    /// timer, its scheduling, and a wait for room in its window to a node; a retry's counts
+    /// from the first attempt's instant). Absent for a closed model and in files written
+    /// before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness: Option<LatencyStats>,
 }
 
 /// How an operation's requests were paced.
@@ -242,6 +249,11 @@ impl Summary {
                 errors_by_code: o.errors.clone(),
                 corrected: LatencyStats::of(&o.corrected),
                 uncorrected: LatencyStats::of(&o.uncorrected),
+                lateness: if o.closed {
+                    None
+                } else {
+                    LatencyStats::of(&o.lateness)
+                },
             };
             totals.scheduled += s.scheduled;
             totals.ok += s.ok;
@@ -308,6 +320,31 @@ impl Summary {
         self.ops.get(&op)
     }
 
+    /// The sentence saying how late loadgen sent the open-model operations' requests
+    /// (None when none has a lateness figure).
+    pub fn lateness_line(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .ops
+            .iter()
+            .filter_map(|(op, s)| {
+                let l = s.lateness.as_ref()?;
+                Some(format!(
+                    "{op} p50 {} p99 {} max {}",
+                    human_us(l.p50_us),
+                    human_us(l.p99_us),
+                    human_us(l.max_us)
+                ))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| {
+            format!(
+                "send lateness (intended instant -> sent, loadgen's own part of corrected \
+                 latency): {}",
+                parts.join("; ")
+            )
+        })
+    }
+
     /// The plain-text table printed at the end of a run (also [`Display`](fmt::Display)).
     pub fn table(&self) -> String {
         let mut out = format!(
@@ -358,6 +395,12 @@ impl Summary {
                 cells.extend(ladder(s.uncorrected.as_ref()));
                 t.row(cells);
             }
+            if let Some(lateness) = &s.lateness {
+                let mut cells = vec![String::new(), "lateness".to_owned()];
+                cells.extend(std::iter::repeat_n(String::new(), 7));
+                cells.extend(ladder(Some(lateness)));
+                t.row(cells);
+            }
         }
         let c = &self.replication_lag;
         if c.count > 0 || c.unreplicated > 0 || c.visible_before_ack > 0 {
@@ -385,6 +428,10 @@ impl Summary {
             human_rate(self.totals.throughput_per_s)
         ));
         if let Some(line) = c.before_ack_line() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if let Some(line) = self.lateness_line() {
             out.push_str(&line);
             out.push('\n');
         }
@@ -631,6 +678,68 @@ mod tests {
         let back: Summary =
             serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("reads back");
         assert_eq!(back.op(Op::Register), s.op(Op::Register));
+    }
+
+    /// Queries sent 1..=1000 µs after their instants and answered 200 µs after the send:
+    /// the lateness figures are exactly that distribution (below 2,048 µs every value has a
+    /// bucket of its own), the corrected latency is lateness plus service time, and a
+    /// failed query leaves no lateness sample.
+    #[test]
+    fn lateness_is_the_time_from_the_intended_instant_to_the_send() {
+        let base = Instant::now();
+        let r = Recorder::starting_at(RecorderConfig::default(), base, fixture::wall())
+            .expect("recorder");
+        let at = |us: u64| base + Duration::from_micros(us);
+        for i in 1..=1000u64 {
+            let intended = at(i * 1000);
+            let sent = intended + Duration::from_micros(i);
+            let sample = Sample {
+                intended,
+                sent,
+                done: sent + Duration::from_micros(200),
+            };
+            r.record_ok(Op::Query, sample);
+        }
+        r.record_error(
+            Op::Query,
+            Sample {
+                intended: at(0),
+                sent: at(3_000_000),
+                done: at(3_000_100),
+            },
+            "timeout",
+        );
+        r.set_closed_model(Op::Register);
+        r.record_ok(
+            Op::Register,
+            Sample {
+                intended: at(10),
+                sent: at(10),
+                done: at(50),
+            },
+        );
+        let rec = r.finish_at(at(4_000_000)).expect("finish");
+        let s = Summary::new(&rec, &fixture::info("query"));
+        let q = s.op(Op::Query).expect("query");
+        let l = q.lateness.expect("lateness of an open model");
+        assert_eq!(
+            (l.count, l.min_us, l.p50_us, l.p99_us, l.max_us),
+            (1000, 1, 500, 990, 1000)
+        );
+        let c = q.corrected.expect("corrected");
+        assert_eq!((c.p50_us, c.p99_us, c.max_us), (700, 1190, 1200));
+        assert_eq!(q.late, 1, "the failed query was 3 s late");
+        // A closed model has no intended instant: no lateness.
+        assert_eq!(s.op(Op::Register).expect("register").lateness, None);
+        let t = s.table();
+        assert!(t.contains("lateness"), "{t}");
+        assert!(
+            t.contains("send lateness") && t.contains("query p50 500us p99 990us max 1.00ms"),
+            "{t}"
+        );
+        let back: Summary =
+            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("reads back");
+        assert_eq!(back, s);
     }
 
     #[test]

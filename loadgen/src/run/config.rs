@@ -144,9 +144,9 @@ pub struct RunConfig {
     pub retries: u8,
     /// Heartbeats and queries further behind schedule are dropped.
     pub max_lag: Duration,
-    /// Open-model queries of their own are woken by a pacing thread within microseconds
-    /// of their instants instead of on tokio's millisecond timer (see `run::pacer`).
-    pub pacer: bool,
+    /// How the lanes of open-model queries sent as requests of their own wake (see
+    /// `run::timer`).
+    pub pacer: super::timer::Pacing,
     /// Convergence probe period.
     pub probe_interval: Duration,
     /// Give up on a probe (or push) after this.
@@ -202,7 +202,7 @@ impl Default for RunConfig {
             timeout: Duration::from_secs(5),
             retries: 5,
             max_lag: Duration::from_secs(5),
-            pacer: false,
+            pacer: super::timer::Pacing::default(),
             probe_interval: Duration::from_secs(1),
             converge_timeout: Duration::from_secs(30),
             shard: Shard::default(),
@@ -291,6 +291,9 @@ impl RunConfig {
         put("heartbeat", secs(self.heartbeat));
         put("timeout", secs(self.timeout));
         put("retries", self.retries.to_string());
+        if self.own_request_queries() {
+            put("pacer", self.pacer.name().into());
+        }
         put("probe_interval", secs(self.probe_interval));
         put("shard", self.shard.to_string());
         if self.scenario == Scenario::Push {
@@ -301,6 +304,17 @@ impl RunConfig {
             put("chaos", entries.join(","));
         }
         p
+    }
+
+    /// Whether queries go out as requests of their own on an open schedule (`--rate` with
+    /// `--scenario query`, or `--query-rate`, without `--batch`): their lanes wake as
+    /// `--pacer` says.
+    pub fn own_request_queries(&self) -> bool {
+        let open = match self.scenario {
+            Scenario::Query => self.rate.is_some(),
+            _ => self.query_rate > 0.0,
+        };
+        open && self.query_batch <= 1
     }
 
     /// Clients leaving and coming back per second: `churn_rate`, or the scenario's default.

@@ -46,7 +46,7 @@ use crate::measure::op::Op;
 use crate::measure::recorder::{Recorder, Sample};
 use crate::population::{Population, Rng};
 use crate::protocol::{Batch, Item, Kind, Outcome, Protocol};
-use crate::run::pacer::Timer;
+use crate::run::timer::LaneTimer;
 use window::Window;
 
 mod window;
@@ -400,10 +400,11 @@ impl<P: Protocol> Lane<P> {
         self.start + period * (self.beat_round as u32) + Duration::from_nanos(off)
     }
 
-    /// Moves due items from the sources into the node queues; returns the next instant a
-    /// source has something due (None: nothing scheduled).
-    fn fill(&mut self, now: Instant, phase: Phase) -> Option<Instant> {
+    /// Moves due items from the sources into the node queues; returns the next instant the
+    /// other sources and the queries have something due (None: nothing scheduled).
+    fn fill(&mut self, now: Instant, phase: Phase) -> (Option<Instant>, Option<Instant>) {
         let mut next: Option<Instant> = None;
+        let mut next_query = None;
         let mut soon = |t: Instant| {
             next = Some(next.map_or(t, |n: Instant| n.min(t)));
         };
@@ -470,7 +471,7 @@ impl<P: Protocol> Lane<P> {
         // After the stop, only the heartbeats that keep the clients alive until the run has
         // checked the nodes (`Shared::finished`).
         if phase == Phase::Stop {
-            return next;
+            return (next, None);
         }
         // Registrations.
         while self.reg_next < self.n() && self.queued < cap {
@@ -530,7 +531,7 @@ impl<P: Protocol> Lane<P> {
                     q.intended()
                 };
                 if t > now {
-                    soon(t);
+                    next_query = Some(t);
                     break;
                 }
                 q.next += 1;
@@ -583,7 +584,7 @@ impl<P: Protocol> Lane<P> {
             }
             self.churn = Some(c);
         }
-        next
+        (next, next_query)
     }
 
     fn proto_services(&self) -> u32 {
@@ -834,16 +835,16 @@ pub async fn run_lane<P: Protocol>(
     range: Range<u32>,
     mut phase: watch::Receiver<Phase>,
     drain: Duration,
-    mut timer: Option<Timer>,
+    mut timer: LaneTimer,
 ) {
-    // With a pacer timer the lane wakes within microseconds of an item's instant (queries
-    // due every few hundred microseconds); without, on tokio's millisecond timer, and at
-    // most every 500 µs (heartbeats and writes gather into batches anyway).
-    let floor = if timer.is_some() {
-        Duration::from_micros(20)
-    } else {
-        Duration::from_micros(500)
-    };
+    // A lane wakes for its next query's instant itself (queries due every few hundred
+    // microseconds): within microseconds with a precise timer (a timerfd, the pacing
+    // thread), at tokio's next millisecond tick otherwise (a later floor would only add
+    // up to its length to each query's lateness: the tick already bounds the wake-ups).
+    // For anything else, at most every 500 µs: heartbeats and writes gather into batches
+    // anyway, and go with the next query.
+    let coarse = Duration::from_micros(500);
+    let floor = Duration::from_micros(20);
     let nodes = shared.nodes;
     let offset = range.start.saturating_sub(shared.first_client) as usize;
     let node = (range.start..range.end)
@@ -899,7 +900,7 @@ pub async fn run_lane<P: Protocol>(
         {
             stop_deadline = Some(now + drain);
         }
-        let next_source = lane.fill(now, ph);
+        let (next_source, next_query) = lane.fill(now, ph);
         let next_linger = lane.dispatch(now);
         for b in lane.ready.drain(..) {
             pending.push(lane.proto.execute(lane.index, b));
@@ -914,7 +915,8 @@ pub async fn run_lane<P: Protocol>(
             .flatten()
             .min()
             .unwrap_or(now + Duration::from_millis(100))
-            .max(now + floor);
+            .max(now + coarse);
+        let wake = next_query.map_or(wake, |q| wake.min(q.max(now + floor)));
         let wake = match stop_deadline {
             Some(d) => wake.min(d),
             None => wake,
@@ -927,12 +929,7 @@ pub async fn run_lane<P: Protocol>(
                     lane.complete(b);
                 }
             }
-            _ = async {
-                match timer.as_mut() {
-                    Some(t) => t.sleep_until(wake).await,
-                    None => tokio::time::sleep_until(wake.into()).await,
-                }
-            } => {}
+            () = timer.sleep_until(wake) => {}
             r = phase.changed(), if lane.stopped_at.is_none() => {
                 if r.is_err() {
                     lane.stopped_at = Some(Instant::now());

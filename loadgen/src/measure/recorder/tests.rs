@@ -232,8 +232,10 @@ fn streamed_interval_log_re_reads_as_the_totals() {
     assert_eq!(sums["query.corrected"], rec.op(Op::Query).corrected);
     assert_eq!(sums["query.uncorrected"], rec.op(Op::Query).uncorrected);
     assert_eq!(sums["register.corrected"], rec.op(Op::Register).corrected);
+    assert_eq!(sums["query.lateness"], rec.op(Op::Query).lateness);
+    assert_eq!(sums["register.lateness"], rec.op(Op::Register).lateness);
     assert_eq!(sums["replication_lag"], rec.replication_lag);
-    assert_eq!(sums.len(), 5, "{:?}", sums.keys().collect::<Vec<_>>());
+    assert_eq!(sums.len(), 7, "{:?}", sums.keys().collect::<Vec<_>>());
 }
 
 #[test]

@@ -185,7 +185,8 @@ fn service_info_of(body: &[u8]) -> Result<ServiceInfo<'_>, NacosError> {
 /// Checks a reply against the class `expect`ed; server errors become [`NacosError::Server`].
 fn check(reply: &Incoming, expect: &str) -> Result<Reply, NacosError> {
     let body = reply.body();
-    let head: Head<'_> = serde_json::from_slice(&body)
+    // The result fields only: a query's serviceInfo is stepped over, not parsed.
+    let head: Head<'_> = super::head::read(&body)
         .map_err(|e| NacosError::BadReply(format!("unreadable {} body: {e}", reply.type_str())))?;
     let t = reply.type_name();
     let expected = t == expect.as_bytes();

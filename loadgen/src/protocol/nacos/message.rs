@@ -5,7 +5,7 @@
 //! Requests are built once into a [`Prepared`] (an encoded payload plus the response class
 //! it expects) and sent as often as needed. Replies are read with borrowed, partial
 //! structs: only what a load generator checks (`resultCode`, `errorCode`, `message`, the
-//! hosts of a `serviceInfo`).
+//! hosts of a `serviceInfo`); `head.rs` reads the first three without parsing the rest.
 
 use super::wire::Encoded;
 use serde::{Deserialize, Serialize};

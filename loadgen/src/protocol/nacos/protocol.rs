@@ -12,7 +12,8 @@
 //! * `Beat`: a `HealthCheckRequest` (Nacos 2.x has no per-instance heartbeat: the
 //!   connection's health check keeps its instances). A closed connection answers
 //!   `NotFound`, so the driver registers the client again.
-//! * `Query`: a `ServiceQueryRequest` on one of the node's query connections.
+//! * `Query`: a `ServiceQueryRequest` on one of the node's query connections (each
+//!   service's encoded once per connection, on its first query).
 //!
 //! `watch` opens a subscriber connection to the node, subscribes to each service and turns
 //! every `NotifySubscriberRequest` (acked by the client) into a [`WatchEvent`].
@@ -32,7 +33,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -66,9 +67,16 @@ struct Inner {
     /// Marker clients' connections.
     markers: Mutex<HashMap<u32, Slot>>,
     /// `queries[node][lane]`: connections that carry queries.
-    queries: Vec<Vec<tokio::sync::OnceCell<Arc<NacosClient>>>>,
+    queries: Vec<Vec<tokio::sync::OnceCell<QueryConn>>>,
     services: Vec<ServiceName>,
     by_name: HashMap<String, u32>,
+}
+
+/// A connection that carries queries, and the `ServiceQueryRequest` of each service on it
+/// (encoded on first use, then re-sent).
+struct QueryConn {
+    conn: NacosClient,
+    prepared: Box<[OnceLock<Prepared>]>,
 }
 
 /// The Nacos 2.x protocol. See the module documentation.
@@ -313,22 +321,32 @@ impl Inner {
                 else {
                     return Outcome::Failed("no-node");
                 };
-                let conn = cell
+                let q = cell
                     .get_or_try_init(|| async {
                         let index = usize::MAX / 2 + node * 1024 + lane;
-                        NacosClient::connect(&self.config, &self.dialer, self.servers[node], index)
-                            .await
-                            .map(Arc::new)
+                        let conn = NacosClient::connect(
+                            &self.config,
+                            &self.dialer,
+                            self.servers[node],
+                            index,
+                        )
+                        .await?;
+                        let prepared = self.services.iter().map(|_| OnceLock::new()).collect();
+                        Ok::<_, NacosError>(QueryConn { conn, prepared })
                     })
                     .await;
-                let conn = match conn {
-                    Ok(c) => c,
+                let q = match q {
+                    Ok(q) => q,
                     Err(e) => return outcome(&e),
                 };
-                let Some(svc) = self.services.get(it.service as usize) else {
+                let (Some(svc), Some(slot)) = (
+                    self.services.get(it.service as usize),
+                    q.prepared.get(it.service as usize),
+                ) else {
                     return Outcome::Failed("no-service");
                 };
-                match conn.call(&conn.requests().query(svc, "", false)).await {
+                let request = slot.get_or_init(|| q.conn.requests().query(svc, "", false));
+                match q.conn.call(request).await {
                     Ok(_) => Outcome::Ok,
                     Err(e) => outcome(&e),
                 }

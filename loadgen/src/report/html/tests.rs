@@ -94,6 +94,13 @@ fn active_clients_end_at_the_number_registered() {
     let page = render(&rec, &s).expect("renders");
     assert!(page.contains("<h2>Active clients over time</h2>"));
     assert!(page.contains("<h2>Latency histogram</h2>"));
+    // Each open-model operation's send lateness has a row of the summary table.
+    let lateness_rows = page.matches("<td class=\"l\">lateness</td>").count();
+    assert_eq!(
+        lateness_rows,
+        s.ops.values().filter(|o| o.lateness.is_some()).count()
+    );
+    assert!(lateness_rows > 0);
     // Not drawn twice: the gauge has left the Gauges section.
     assert!(!page.contains("clients registered</b>"), "no gauge chart");
     assert!(active_clients_line(&[]).is_none(), "no gauge, no chart");
