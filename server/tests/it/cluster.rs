@@ -86,6 +86,22 @@ fn holds(node: &Node, ip: &str, port: u16) -> bool {
         .is_some()
 }
 
+/// The address node `i` goes by in the member list (what its peer messages carry).
+fn member_addr(c: &LocalCluster, i: usize) -> String {
+    let n = c.node(i).expect("runs");
+    n.members().addr(n.me()).to_string()
+}
+
+/// A peer-protocol client of node `i`'s cluster port.
+async fn peer_client(
+    c: &LocalCluster,
+    i: usize,
+) -> pb::peer_client::PeerClient<tonic::transport::Channel> {
+    pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{}", c.ports(i).cluster))
+        .await
+        .expect("connect")
+}
+
 pub(crate) fn all_hold(c: &LocalCluster, ip: &str, port: u16) -> bool {
     (0..c.len()).all(|i| c.node(i).is_some_and(|n| holds(&n, ip, port)))
 }
@@ -872,14 +888,8 @@ async fn a_forwarded_write_is_never_forwarded_again() {
     // Node 1 owns this address; a "forwarded" write sent to node 0 (as a peer whose view
     // diverged would send it) must not travel on: 421, counted, nothing applied.
     let (ip, port) = address_owned_by(&c, 1);
-    let from = {
-        let n = c.node(2).expect("runs");
-        n.members().addr(n.me()).to_string()
-    };
-    let mut peer =
-        pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{}", c.ports(0).cluster))
-            .await
-            .expect("connect");
+    let from = member_addr(&c, 2);
+    let mut peer = peer_client(&c, 0).await;
     let req = pb::ForwardRequest {
         from,
         registrations: vec![pb::Registration {

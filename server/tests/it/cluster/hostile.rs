@@ -10,21 +10,13 @@ async fn peers_need_the_cluster_token_and_the_peer_protocol_is_only_on_the_clust
     let mut config = fast_config();
     config.cluster_token = Some("s3cret".into());
     let c = cluster(2, config).await;
-    let cluster_port = c.ports(0).cluster;
-    let me = c
-        .node(1)
-        .expect("runs")
-        .members()
-        .addr(c.node(1).expect("runs").me())
-        .to_string();
+    let me = member_addr(&c, 1);
     let probe = |from: &str| pb::ProbeRequest {
         from: from.to_string(),
         incarnation: 1,
         loaded: true,
     };
-    let mut peer = pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{cluster_port}"))
-        .await
-        .expect("connect");
+    let mut peer = peer_client(&c, 0).await;
     let e = peer.probe(probe(&me)).await.expect_err("no token");
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
     let mut wrong = tonic::Request::new(probe(&me));
@@ -302,16 +294,8 @@ async fn malformed_requests_get_clear_errors_and_the_node_keeps_serving() {
         .expect_err("too many items");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     // Peer protocol: a malformed sync is refused with the reason.
-    let me = c
-        .node(1)
-        .expect("runs")
-        .members()
-        .addr(c.node(1).expect("runs").me())
-        .to_string();
-    let mut peer =
-        pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{}", c.ports(0).cluster))
-            .await
-            .expect("connect");
+    let me = member_addr(&c, 1);
+    let mut peer = peer_client(&c, 0).await;
     let change = pb::ClientChange {
         change: Some(pb::client_change::Change::Upsert(pb::ClientRecord {
             id: String::new(),
