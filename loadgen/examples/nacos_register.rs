@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p loadgen --example nacos_register -- \
 //!     --protocol nacos --connections 10000 --rounds 10 [--inflight 1] [--node-threads 1] \
-//!     [--sdk-reuseport 1]
+//!     [--sdk-reuseport 1] [--transparent-huge-pages 1]
 //! cargo run --release -p loadgen --example nacos_register -- \
 //!     --protocol native --instances 100000 [--batch 500] [--channels 8] [--inflight 4]
 //! ```
@@ -58,6 +58,9 @@ struct Args {
     /// The nodes' `reclaim_batch` (removed store entries a thread gathers per shard before
     /// they are freed).
     reclaim_batch: usize,
+    /// Transparent huge pages for the process (and the `--split` child), as the binaries'
+    /// `--transparent-huge-pages`; off by default like theirs.
+    huge_pages: bool,
     /// Run the cluster in a child process (each process has its own open-file limit).
     split: bool,
     /// Child mode: run the cluster, print its addresses, exit when stdin closes.
@@ -100,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
         client_threads: 2,
         sdk_reuseport: false,
         reclaim_batch: distro_core::config::DEFAULT_RECLAIM_BATCH,
+        huge_pages: false,
         split: false,
         serve: false,
         sync_batch: None,
@@ -128,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
             "--client-threads" => a.client_threads = num()?.max(1),
             "--sdk-reuseport" => a.sdk_reuseport = num()? != 0,
             "--reclaim-batch" => a.reclaim_batch = num()?.max(1),
+            "--transparent-huge-pages" => a.huge_pages = num()? != 0,
             "--split" => a.split = num()? != 0,
             "--serve" => a.serve = num()? != 0,
             "--sync-batch" => a.sync_batch = Some(num()?),
@@ -141,9 +146,8 @@ fn parse_args() -> Result<Args, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    // As the binaries by default (`--transparent-huge-pages`): no 2 MiB page zeroed per
-    // first touch; `THP=1` keeps the system's setting.
-    alloc_trim::set_transparent_huge_pages(std::env::var_os("THP").is_some_and(|v| v == "1"))?;
+    // As the binaries by default: no 2 MiB page zeroed per first touch.
+    alloc_trim::set_transparent_huge_pages(args.huge_pages)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
         .enable_all()
