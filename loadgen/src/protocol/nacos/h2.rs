@@ -377,3 +377,6 @@ async fn drive(shared: Arc<Shared>, mut read: Box<dyn AsyncRead + Send + Unpin>)
         w.wake();
     }
 }
+
+#[cfg(test)]
+mod tests;

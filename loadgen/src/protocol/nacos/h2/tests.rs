@@ -1,0 +1,493 @@
+//! The client connection against a scripted server on an in-memory pipe: what grpc-java
+//! may send (Huffman strings, a dynamic table, CONTINUATIONs, trailers-only answers), the
+//! peer's settings and windows, PING, RST_STREAM and GOAWAY.
+
+use super::*;
+use h2wire::frame::{ErrorCode, Frame};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, DuplexStream};
+
+/// The server's end of the pipe: reads frames, writes frames.
+struct Server {
+    io: DuplexStream,
+    buf: Vec<u8>,
+    decoder: hpack::Decoder,
+}
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+impl Server {
+    /// Connects a client; reads its preface, settings and window update.
+    async fn start() -> (H2, Server) {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let addr: SocketAddr = "127.0.0.1:8848".parse().expect("address");
+        let (h2, _task) = H2::handshake(client_io, addr, "http")
+            .await
+            .expect("handshake");
+        let mut s = Server {
+            io: server_io,
+            buf: Vec::new(),
+            decoder: hpack::Decoder::new(4096),
+        };
+        let mut preface = [0u8; 24];
+        s.io.read_exact(&mut preface).await.expect("preface");
+        assert_eq!(&preface[..], h2wire::PREFACE);
+        assert!(matches!(s.next().await, Frame::Settings { ack: false, .. }));
+        assert!(matches!(
+            s.next().await,
+            Frame::WindowUpdate { stream: 0, .. }
+        ));
+        (h2, s)
+    }
+
+    /// The next frame from the client, owned.
+    async fn next(&mut self) -> Frame<'static> {
+        loop {
+            if let Some((f, n)) = frame::parse(&self.buf, 1 << 20).expect("valid frame") {
+                let f = leak(f);
+                self.buf.drain(..n);
+                return f;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(DEADLINE, self.io.read(&mut chunk))
+                .await
+                .expect("a frame in time")
+                .expect("read");
+            assert!(n > 0, "the client closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next request: its stream, path, and DATA up to END_STREAM (or `data_len` bytes).
+    async fn request(&mut self, data_len: usize) -> (u32, String, Vec<u8>) {
+        let (stream, block) = loop {
+            match self.next().await {
+                Frame::Headers { stream, block, .. } => break (stream, block),
+                Frame::Settings { ack: true, .. } | Frame::WindowUpdate { .. } => {}
+                other => panic!("expected HEADERS, got {other:?}"),
+            }
+        };
+        let mut path = String::new();
+        self.decoder
+            .decode(block, usize::MAX, |n, v| {
+                if n == b":path" {
+                    path = String::from_utf8_lossy(v).into_owned();
+                }
+            })
+            .expect("a valid request head");
+        let mut data = Vec::new();
+        while data.len() < data_len {
+            match self.next().await {
+                Frame::Data {
+                    stream: s,
+                    data: d,
+                    end_stream,
+                    ..
+                } => {
+                    assert_eq!(s, stream);
+                    data.extend_from_slice(d);
+                    if end_stream {
+                        break;
+                    }
+                }
+                other => panic!("expected DATA, got {other:?}"),
+            }
+        }
+        (stream, path, data)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        self.io.write_all(bytes).await.expect("write");
+    }
+}
+
+/// A frame that outlives the buffer it was parsed from (tests only).
+fn leak(f: Frame<'_>) -> Frame<'static> {
+    let keep = |b: &[u8]| -> &'static [u8] { Box::leak(b.to_vec().into_boxed_slice()) };
+    match f {
+        Frame::Data {
+            stream,
+            end_stream,
+            data,
+            flow_len,
+        } => Frame::Data {
+            stream,
+            end_stream,
+            data: keep(data),
+            flow_len,
+        },
+        Frame::Headers {
+            stream,
+            end_stream,
+            end_headers,
+            block,
+        } => Frame::Headers {
+            stream,
+            end_stream,
+            end_headers,
+            block: keep(block),
+        },
+        Frame::Settings { ack, params } => Frame::Settings {
+            ack,
+            params: keep(params),
+        },
+        Frame::GoAway {
+            last_stream,
+            code,
+            debug,
+        } => Frame::GoAway {
+            last_stream,
+            code,
+            debug: keep(debug),
+        },
+        Frame::Continuation {
+            stream,
+            end_headers,
+            block,
+        } => Frame::Continuation {
+            stream,
+            end_headers,
+            block: keep(block),
+        },
+        Frame::Priority { stream } => Frame::Priority { stream },
+        Frame::RstStream { stream, code } => Frame::RstStream { stream, code },
+        Frame::PushPromise { stream } => Frame::PushPromise { stream },
+        Frame::Ping { ack, data } => Frame::Ping { ack, data },
+        Frame::WindowUpdate { stream, increment } => Frame::WindowUpdate { stream, increment },
+        Frame::Unknown { kind, stream } => Frame::Unknown { kind, stream },
+    }
+}
+
+fn grpc(message: &[u8]) -> Vec<u8> {
+    let mut m = vec![0];
+    m.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    m.extend_from_slice(message);
+    m
+}
+
+/// A literal field with incremental indexing and Huffman strings, as grpc-java sends.
+fn indexed_huffman(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    block.push(0x40);
+    for s in [name, value] {
+        let len = hpack::huffman_encoded_len(s);
+        assert!(len < 127);
+        block.push(0x80 | len as u8);
+        hpack::huffman_encode(s, block);
+    }
+}
+
+async fn call(h2: &H2, message: &[u8]) -> Result<Bytes, Status> {
+    tokio::time::timeout(DEADLINE, h2.unary(Bytes::from(grpc(message))))
+        .await
+        .expect("an answer in time")
+}
+
+#[tokio::test]
+async fn unary_calls_with_huffman_dynamic_table_and_continuation() {
+    let (h2, mut s) = Server::start().await;
+    let mut settings = Vec::new();
+    frame::write_settings(&mut settings, &[(frame::MAX_CONCURRENT_STREAMS, 100)]);
+    s.send(&settings).await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            let a = call(&h2, b"first").await;
+            let b = call(&h2, b"second").await;
+            (a, b)
+        }
+    });
+    let (id, path, data) = s.request(usize::MAX).await;
+    assert_eq!(path, "/Request/request");
+    assert_eq!(data, grpc(b"first"));
+    // Headers with indexing and Huffman, split over a CONTINUATION; trailers likewise.
+    let mut head = vec![0x88];
+    indexed_huffman(&mut head, b"content-type", b"application/grpc");
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &head, false, 8);
+    frame::write_data(&mut out, id, &grpc(b"reply-1")[..4], false);
+    frame::write_data(&mut out, id, &grpc(b"reply-1")[4..], false);
+    let mut trailers = Vec::new();
+    indexed_huffman(&mut trailers, b"grpc-status", b"0");
+    frame::write_headers(&mut out, id, &trailers, true, 1 << 14);
+    s.send(&out).await;
+    let (id2, _, data) = s.request(usize::MAX).await;
+    assert_eq!(data, grpc(b"second"));
+    assert!(id2 > id);
+    // The second answer refers to the dynamic table only.
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id2, &[0x88, 0xbf], false, 1 << 14);
+    frame::write_data(&mut out, id2, &grpc(b"reply-2"), false);
+    frame::write_headers(&mut out, id2, &[0xbe], true, 1 << 14);
+    s.send(&out).await;
+    let (a, b) = caller.await.expect("caller");
+    assert_eq!(&a.expect("first reply")[..], b"reply-1");
+    assert_eq!(&b.expect("second reply")[..], b"reply-2");
+}
+
+#[tokio::test]
+async fn errors_trailers_only_reset_and_http_status() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            (
+                call(&h2, b"a").await,
+                call(&h2, b"b").await,
+                call(&h2, b"c").await,
+                call(&h2, b"d").await,
+            )
+        }
+    });
+    // Trailers-only with an error.
+    let (id, _, _) = s.request(usize::MAX).await;
+    let mut block = vec![0x88];
+    hpack::encode_field(&mut block, b"grpc-status", b"8");
+    hpack::encode_field(&mut block, b"grpc-message", b"too many");
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    s.send(&out).await;
+    // A reset.
+    let (id, _, _) = s.request(usize::MAX).await;
+    out.clear();
+    frame::write_rst_stream(&mut out, id, ErrorCode::REFUSED_STREAM);
+    s.send(&out).await;
+    // An HTTP error.
+    let (id, _, _) = s.request(usize::MAX).await;
+    out.clear();
+    frame::write_headers(&mut out, id, &[0x8e], true, 1 << 14);
+    s.send(&out).await;
+    // A message, then an error in the trailers.
+    let (id, _, _) = s.request(usize::MAX).await;
+    out.clear();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    frame::write_data(&mut out, id, &grpc(b"x"), false);
+    let mut block = Vec::new();
+    hpack::encode_field(&mut block, b"grpc-status", b"13");
+    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    s.send(&out).await;
+    let (a, b, c, d) = caller.await.expect("caller");
+    let a = a.expect_err("trailers-only");
+    assert_eq!(
+        (a.code(), a.message()),
+        (Code::ResourceExhausted, "too many")
+    );
+    let b = b.expect_err("reset");
+    assert_eq!(b.code(), Code::Unavailable);
+    assert!(b.message().contains("REFUSED_STREAM"), "{b:?}");
+    let c = c.expect_err("HTTP 500");
+    assert_eq!(c.code(), Code::Unknown);
+    assert_eq!(c.message(), "HTTP status 500 Internal Server Error");
+    assert_eq!(d.expect_err("trailers").code(), Code::Internal);
+}
+
+#[tokio::test]
+async fn flow_control_frame_size_and_ping() {
+    let (h2, mut s) = Server::start().await;
+    // A 10-byte stream window and a ping.
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(frame::INITIAL_WINDOW_SIZE, 10)]);
+    frame::write_ping(&mut out, false, *b"pingpong");
+    s.send(&out).await;
+    loop {
+        match s.next().await {
+            Frame::Settings { ack: true, .. } => {}
+            Frame::Ping { ack: true, data } => {
+                assert_eq!(&data, b"pingpong");
+                break;
+            }
+            other => panic!("expected acks, got {other:?}"),
+        }
+    }
+    let message = vec![7u8; 100];
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        let message = message.clone();
+        async move { call(&h2, &message).await }
+    });
+    // Only 10 bytes may come before a WINDOW_UPDATE.
+    let (id, _, data) = s.request(10).await;
+    assert_eq!(data.len(), 10);
+    let mut out = Vec::new();
+    frame::write_window_update(&mut out, id, 1000);
+    s.send(&out).await;
+    let mut rest = Vec::new();
+    loop {
+        match s.next().await {
+            Frame::Data {
+                data, end_stream, ..
+            } => {
+                rest.extend_from_slice(data);
+                if end_stream {
+                    break;
+                }
+            }
+            other => panic!("expected DATA, got {other:?}"),
+        }
+    }
+    let mut all = data;
+    all.extend_from_slice(&rest);
+    assert_eq!(all, grpc(&message));
+    // A large reply comes back; the client gives the window back.
+    let big = vec![1u8; 40_000];
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    for chunk in grpc(&big).chunks(16_384) {
+        frame::write_data(&mut out, id, chunk, false);
+    }
+    let mut block = Vec::new();
+    hpack::encode_field(&mut block, b"grpc-status", b"0");
+    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    s.send(&out).await;
+    assert_eq!(caller.await.expect("caller").expect("reply"), big);
+}
+
+#[tokio::test]
+async fn goaway_fails_later_streams_and_new_calls() {
+    let (h2, mut s) = Server::start().await;
+    let first = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"one").await }
+    });
+    let (id1, _, _) = s.request(usize::MAX).await;
+    let second = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"two").await }
+    });
+    let (id2, _, _) = s.request(usize::MAX).await;
+    let mut out = Vec::new();
+    frame::write_goaway(&mut out, id1, ErrorCode::NO_ERROR, b"bye");
+    s.send(&out).await;
+    let e = second
+        .await
+        .expect("caller")
+        .expect_err("above last stream");
+    assert!(e.message().contains("GOAWAY"), "{e:?}");
+    assert!(id2 > id1);
+    let e = call(&h2, b"three").await.expect_err("no new calls");
+    assert_eq!(e.code(), Code::Unavailable);
+    // The first stream still completes.
+    answer(&mut s, id1, b"done").await;
+    assert_eq!(&first.await.expect("caller").expect("reply")[..], b"done");
+    // Then the server closes: nothing is re-opened, calls fail.
+    drop(s);
+    let e = call(&h2, b"four").await.expect_err("closed");
+    assert_eq!(e.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn a_protocol_error_closes_the_connection_with_goaway() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"x").await }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    // A malformed header block (index 0).
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x80], true, 1 << 14);
+    s.send(&out).await;
+    loop {
+        match s.next().await {
+            Frame::GoAway { code, .. } => {
+                assert_eq!(code, ErrorCode::COMPRESSION_ERROR);
+                break;
+            }
+            Frame::WindowUpdate { .. } | Frame::Settings { .. } => {}
+            other => panic!("expected GOAWAY, got {other:?}"),
+        }
+    }
+    let e = caller.await.expect("caller").expect_err("connection error");
+    assert_eq!(e.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn the_bi_stream_carries_messages_both_ways() {
+    let (h2, mut s) = Server::start().await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
+    let opening = tokio::spawn({
+        let h2 = h2.clone();
+        async move { h2.open_stream(rx).await }
+    });
+    let (id, path, data) = s.request(grpc(b"setup").len()).await;
+    assert_eq!(path, "/BiRequestStream/requestBiStream");
+    assert_eq!(data, grpc(b"setup"));
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    let two = [grpc(b"push-1"), grpc(b"push-2")].concat();
+    frame::write_data(&mut out, id, &two[..3], false);
+    frame::write_data(&mut out, id, &two[3..], false);
+    s.send(&out).await;
+    let mut stream = opening.await.expect("opener").expect("opened");
+    assert_eq!(
+        &stream.next().await.expect("one").expect("ok")[..],
+        b"push-1"
+    );
+    assert_eq!(
+        &stream.next().await.expect("two").expect("ok")[..],
+        b"push-2"
+    );
+    tx.send(Bytes::from(grpc(b"ack"))).await.expect("queued");
+    match s.next().await {
+        Frame::Data { data, .. } => assert_eq!(data, grpc(b"ack")),
+        other => panic!("expected DATA, got {other:?}"),
+    }
+    drop(tx);
+    assert!(matches!(
+        s.next().await,
+        Frame::Data {
+            end_stream: true,
+            ..
+        }
+    ));
+    let mut out = Vec::new();
+    let mut block = Vec::new();
+    hpack::encode_field(&mut block, b"grpc-status", b"0");
+    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    s.send(&out).await;
+    assert!(stream.next().await.is_none());
+}
+
+/// Answers stream `id` with `message` and an OK status.
+async fn answer(s: &mut Server, id: u32, message: &[u8]) {
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    frame::write_data(&mut out, id, &grpc(message), false);
+    let mut block = Vec::new();
+    hpack::encode_field(&mut block, b"grpc-status", b"0");
+    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    s.send(&out).await;
+}
+
+#[tokio::test]
+async fn max_concurrent_streams_holds_calls_back() {
+    let (h2, mut s) = Server::start().await;
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(frame::MAX_CONCURRENT_STREAMS, 1)]);
+    s.send(&out).await;
+    assert!(matches!(s.next().await, Frame::Settings { ack: true, .. }));
+    let calls: Vec<_> = (0..2u8)
+        .map(|i| {
+            let h2 = h2.clone();
+            tokio::spawn(async move { call(&h2, &[i]).await })
+        })
+        .collect();
+    let (id1, _, _) = s.request(usize::MAX).await;
+    // No second stream while the first is open.
+    let early = tokio::time::timeout(Duration::from_millis(100), s.next()).await;
+    assert!(early.is_err(), "a second stream opened: {early:?}");
+    answer(&mut s, id1, b"r1").await;
+    let (id2, _, _) = s.request(usize::MAX).await;
+    assert_eq!(id2, id1 + 2);
+    answer(&mut s, id2, b"r2").await;
+    let mut replies = Vec::new();
+    for c in calls {
+        replies.push(c.await.expect("caller").expect("reply"));
+    }
+    replies.sort();
+    assert_eq!(
+        replies,
+        [Bytes::from_static(b"r1"), Bytes::from_static(b"r2")]
+    );
+}
