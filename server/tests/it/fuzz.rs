@@ -1,7 +1,8 @@
 //! Bad-input fuzzing, driven by proptest strategies: the peer protocol's decoders (the
 //! compact layout of sync batches and snapshot chunks, the zero-copy `sync_codec` and
 //! the `wire` conversions, then the core's handling of what
-//! they accept), the Nacos 2.x JSON payloads over a real gRPC connection, and the HTTP
+//! they accept), the HTTP/2 frames and HPACK blocks of `h2wire` (`fuzz/h2wire.rs`), the
+//! Nacos 2.x JSON payloads over a real gRPC connection, and the HTTP
 //! Open API parameters over real HTTP. Inputs are mutations of valid messages
 //! (bit flips, byte changes, insertions, deletions, truncations, splices) and generated
 //! values; every input must give an answer or a clear error, never a panic, a hang, or a
@@ -14,6 +15,8 @@
 //! Every run draws a fresh seed (from the OS's randomness and the clock), so each CI run
 //! tries new inputs; each target prints it first, and every finding names it. Replay a
 //! run with `DISTRO_FUZZ_SEED=<seed>` (the same seed gives the same inputs).
+
+mod h2wire;
 
 use super::nacos::harness::{Raw, TestServer, decode, fast_config, raw_payload, register_body};
 use distro_core::message::{PeerRequest, SyncBatch};
