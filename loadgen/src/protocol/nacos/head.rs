@@ -34,21 +34,67 @@ fn skip_space(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The bytes that start or end a nested value or a string.
-const STRUCTURAL: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'"' as usize] = true;
-    t[b'{' as usize] = true;
-    t[b'}' as usize] = true;
-    t[b'[' as usize] = true;
-    t[b']' as usize] = true;
-    t
-};
+/// Eight bytes at a time (SWAR): a mask with the high bit of every byte of `x` that is
+/// zero. Bytes above the first zero byte may be flagged wrongly (a borrow), never the
+/// first one, so only the lowest flag is used.
+const LOW: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LOW) & !x & HIGH
+}
+
+fn bytes_equal(x: u64, c: u8) -> u64 {
+    zero_bytes(x ^ (LOW * u64::from(c)))
+}
+
+/// The index of the first byte at or after `i` for which `hit` (on eight bytes at a time)
+/// or `is` (on one) holds.
+fn find(
+    b: &[u8],
+    mut i: usize,
+    hit: impl Fn(u64) -> u64,
+    is: impl Fn(u8) -> bool,
+) -> Option<usize> {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let m = hit(x);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(|&c| is(c)).map(|p| i + p)
+}
+
+/// The next `"` or `\` at or after `i`.
+fn find_quote_or_escape(b: &[u8], i: usize) -> Option<usize> {
+    find(
+        b,
+        i,
+        |x| bytes_equal(x, b'"') | bytes_equal(x, b'\\'),
+        |c| c == b'"' || c == b'\\',
+    )
+}
+
+/// The next byte at or after `i` that starts or ends a nested value or a string: `"`,
+/// `{`, `}`, `[`, `]` (with bit 5 cleared, `{` is `[` and `}` is `]`, and no other byte is).
+fn find_structural(b: &[u8], i: usize) -> Option<usize> {
+    find(
+        b,
+        i,
+        |x| {
+            let folded = x & !(LOW * 0x20);
+            bytes_equal(x, b'"') | bytes_equal(folded, b'[') | bytes_equal(folded, b']')
+        },
+        |c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'),
+    )
+}
 
 /// The index after the string whose opening quote is at `i - 1`.
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        let at = find_quote_or_escape(b, i)?;
         if b[at] == b'"' {
             return Some(at + 1);
         }
@@ -98,10 +144,7 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
             }
         }
         // Numbers, literals, colons and commas are stepped over unread.
-        i += b
-            .get(i..)?
-            .iter()
-            .position(|&c| STRUCTURAL[usize::from(c)])?;
+        i = find_structural(b, i)?;
     }
 }
 
@@ -307,6 +350,49 @@ mod tests {
         for n in 0..body.len() {
             assert!(scan(&body[..n]).is_none(), "prefix of {n} bytes accepted");
             assert!(read(&body[..n]).is_err(), "prefix of {n} bytes accepted");
+        }
+    }
+
+    /// The eight-bytes-at-a-time searches find what a byte-by-byte search finds, on every
+    /// byte value at every alignment.
+    #[test]
+    fn word_searches_agree_with_bytewise_ones() {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let structural = |c: u8| matches!(c, b'"' | b'{' | b'}' | b'[' | b']');
+        let quote = |c: u8| c == b'"' || c == b'\\';
+        for _ in 0..2000 {
+            let len = (next() % 40) as usize;
+            // Mostly ordinary bytes, some of every value.
+            let b: Vec<u8> = (0..len)
+                .map(|_| match next() % 4 {
+                    0 => next() as u8,
+                    _ => b"ab_yz|{}[]\"\\\x7b\x5b\xfb\xdb\x80\x00"[(next() % 18) as usize],
+                })
+                .collect();
+            for i in 0..=len {
+                let naive =
+                    |f: &dyn Fn(u8) -> bool| b[i..].iter().position(|&c| f(c)).map(|p| i + p);
+                assert_eq!(
+                    find_structural(&b, i),
+                    naive(&structural),
+                    "seed {seed}: {b:02x?} from {i}"
+                );
+                assert_eq!(
+                    find_quote_or_escape(&b, i),
+                    naive(&quote),
+                    "seed {seed}: {b:02x?} from {i}"
+                );
+            }
         }
     }
 }

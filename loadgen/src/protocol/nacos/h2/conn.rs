@@ -273,7 +273,17 @@ impl Inner {
                 frame::write_headers(&mut self.out, id, &block, false, self.peer_max_frame);
             }
         }
-        if !first.is_empty() || end {
+        let fits = first.len() as i64 <= self.send_window.min(self.peer_initial_window)
+            && first.len() <= self.peer_max_frame as usize;
+        if fits && !first.is_empty() {
+            // The usual case: the whole message goes out at once.
+            frame::write_data(&mut self.out, id, first, end);
+            self.send_window -= first.len() as i64;
+            if let Some(slot) = self.slots.back_mut().and_then(Option::as_mut) {
+                slot.send_window -= first.len() as i64;
+                slot.local_end = end;
+            }
+        } else if !first.is_empty() || end {
             self.send(id, first, end);
         }
         Poll::Ready(Ok(id))
@@ -769,7 +779,11 @@ impl Inner {
             );
             return Ok(());
         } else {
-            slot.trailers = fields.grpc_status();
+            // Only an error is kept: an OK status adds nothing to the message.
+            slot.trailers = match fields.grpc_status {
+                None | Some(0) => None,
+                Some(_) => fields.grpc_status(),
+            };
         }
         let Some(slot) = self.slot(stream) else {
             return Ok(());
