@@ -53,4 +53,4 @@ pub use message::{
     ServiceInfo, ServiceName,
 };
 pub use protocol::{DESCRIPTOR_MARGIN, NacosProtocol};
-pub use wire::{Encoded, Incoming};
+pub use wire::{Encoded, Incoming, PayloadError};

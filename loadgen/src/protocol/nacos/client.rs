@@ -26,7 +26,6 @@ use super::message::{
 };
 use super::wire::Incoming;
 use bytes::Bytes;
-use prost::Message;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -518,7 +517,7 @@ async fn unary(
         .await
         .map_err(|_| NacosError::Timeout(timeout))??;
     state.touch();
-    Incoming::decode(reply).map_err(|e| NacosError::BadReply(format!("not a Payload: {e}")))
+    Incoming::parse(&reply).map_err(|e| NacosError::BadReply(format!("not a Payload: {e}")))
 }
 
 /// The bi-stream reader of one connection.
@@ -538,7 +537,7 @@ impl Reader {
         if let Ok(mut stream) = h2.open_stream(rx).await {
             while let Some(Ok(message)) = stream.next().await {
                 self.state.touch();
-                match Incoming::decode(message) {
+                match Incoming::parse(&message) {
                     Ok(m) => self.handle(m).await,
                     Err(_) => {
                         self.counters.unreadable.fetch_add(1, Relaxed);

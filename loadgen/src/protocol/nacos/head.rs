@@ -150,16 +150,23 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// A JSON integer without sign, exponent or leading zero beyond a lone `0`, as an `i32`.
 fn int(v: &[u8]) -> Option<i32> {
-    let digits = v.strip_prefix(b"-").unwrap_or(v);
-    let plain = match digits {
-        [b'0'] => true,
-        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
-        _ => false,
+    let (negative, digits) = match v.strip_prefix(b"-") {
+        Some(d) => (true, d),
+        None => (false, v),
     };
-    if !plain {
-        return None;
+    match digits {
+        [b'0'] => return Some(0),
+        [b'1'..=b'9', ..] if digits.len() <= 10 => {}
+        _ => return None,
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    let mut n = 0i64;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(c - b'0');
+    }
+    i32::try_from(if negative { -n } else { n }).ok()
 }
 
 /// `null`, or a string without escapes (borrowed).

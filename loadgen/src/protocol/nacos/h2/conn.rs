@@ -830,10 +830,10 @@ impl Fields {
     fn add(&mut self, name: &[u8], value: &[u8]) {
         match name {
             b":status" => {
-                self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+                self.status = digits(value).and_then(|n| u16::try_from(n).ok());
             }
             b"grpc-status" => {
-                self.grpc_status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+                self.grpc_status = digits(value).and_then(|n| i32::try_from(n).ok());
             }
             b"grpc-message" => {
                 // As an HTTP header value read as text: visible ASCII only.
@@ -857,6 +857,16 @@ impl Fields {
             self.grpc_message.take().unwrap_or_default(),
         ))
     }
+}
+
+/// A header value of ASCII digits only (at most nine) as a number.
+fn digits(v: &[u8]) -> Option<u32> {
+    if v.is_empty() || v.len() > 9 {
+        return None;
+    }
+    v.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
 }
 
 /// The first whole gRPC message at the start of `data`, if it holds one.
