@@ -11,8 +11,10 @@
 //! Lean on the hot path: a request is encoded once ([`Requests`] → [`Prepared`]) and
 //! re-sent by reference count; replies are decoded without copying, and a reply's result
 //! fields are read by a scan of its top-level object that steps over the rest (a query's
-//! `serviceInfo` is not parsed; `head.rs`). Calls go straight to the `h2` crate (`h2.rs`), so each request leaves in
-//! one write (HEADERS and DATA+END_STREAM together; a tonic client makes three).
+//! `serviceInfo` is not parsed; `head.rs`). HTTP/2 is a connection of our own on the
+//! `h2wire` crate (`h2.rs`, `h2/conn.rs`): the request heads are encoded once, and a call
+//! writes its HEADERS and DATA+END_STREAM from its own task in one write (a tonic client
+//! makes three, and hands each call to a connection task).
 //!
 //! Scale: [`Dialer`] spreads connections over source addresses 127.0.0.2, 127.0.0.3, …
 //! when the server is on loopback (one address has ~28,000 ephemeral ports), and
