@@ -20,7 +20,7 @@
 
 use super::dial::Dialer;
 use super::error::NacosError;
-use super::h2::H2;
+use super::h2::{CallError, H2};
 use super::message::{
     Head, Prepared, Requests, ServerCheck, ServerRequestHead, ServiceInfo, WithServiceInfo,
 };
@@ -513,9 +513,10 @@ async fn unary(
     timeout: Duration,
     state: &State,
 ) -> Result<Incoming, NacosError> {
-    let reply = tokio::time::timeout(timeout, h2.unary(frame))
-        .await
-        .map_err(|_| NacosError::Timeout(timeout))??;
+    let reply = h2.unary(frame, timeout).await.map_err(|e| match e {
+        CallError::Timeout => NacosError::Timeout(timeout),
+        CallError::Status(s) => NacosError::Transport(s),
+    })?;
     state.touch();
     Incoming::parse(&reply).map_err(|e| NacosError::BadReply(format!("not a Payload: {e}")))
 }

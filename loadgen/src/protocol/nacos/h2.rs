@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -36,6 +37,8 @@ const READ_BUFFER: usize = 64 * 1024;
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// Wakes the deadline task when a call with a deadline opens and none is armed.
+    deadlines: tokio::sync::Notify,
     /// The HPACK blocks of the two request heads.
     unary_head: Vec<u8>,
     stream_head: Vec<u8>,
@@ -103,19 +106,24 @@ impl H2 {
         let authority = server.to_string();
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
+            deadlines: tokio::sync::Notify::new(),
             unary_head: request_head(scheme, &authority, "/Request/request"),
             stream_head: request_head(scheme, &authority, "/BiRequestStream/requestBiStream"),
         });
-        let task = tokio::spawn(drive(shared.clone(), Box::new(read)));
+        let timers = tokio::spawn(deadlines(shared.clone())).abort_handle();
+        let task = tokio::spawn(drive(shared.clone(), Box::new(read), AbortOnDrop(timers)));
         Ok((H2 { shared }, task))
     }
 
-    /// A unary call with one pre-framed message; returns the reply's protobuf bytes.
-    pub(crate) async fn unary(&self, frame: Bytes) -> Result<Bytes, Status> {
+    /// A unary call with one pre-framed message; returns the reply's protobuf bytes, or
+    /// [`CallError::Timeout`] after `timeout` (the stream is then reset).
+    pub(crate) async fn unary(&self, frame: Bytes, timeout: Duration) -> Result<Bytes, CallError> {
         Call {
             shared: &self.shared,
             frame,
             id: 0,
+            deadline: Instant::now() + timeout,
+            waiting: None,
         }
         .await
     }
@@ -131,7 +139,7 @@ impl H2 {
         let shared = &self.shared;
         let id = poll_fn(|cx| {
             let mut inner = shared.inner.lock();
-            let opened = inner.open(cx, Kind::Stream, &shared.stream_head, &first, false);
+            let opened = inner.open(cx, Kind::Stream, &shared.stream_head, &first, false, None);
             if opened.is_ready() {
                 inner.flush_from_caller(cx);
             }
@@ -188,40 +196,113 @@ fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-/// One unary call in flight: `id` 0 until its stream is open. Dropped early (a timeout),
-/// it resets its stream.
+/// Why a unary call failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The transport, the stream or the server's gRPC status.
+    Status(Status),
+    /// No answer by the call's deadline.
+    Timeout,
+}
+
+impl From<Status> for CallError {
+    fn from(s: Status) -> CallError {
+        CallError::Status(s)
+    }
+}
+
+/// One unary call in flight: `id` 0 until its stream is open. Its deadline is kept by the
+/// connection's deadline task (no timer per call); while it waits for a stream (the peer's
+/// MAX_CONCURRENT_STREAMS), by a timer of its own. Dropped early, it resets its stream.
 struct Call<'a> {
     shared: &'a Arc<Shared>,
     frame: Bytes,
     id: u32,
+    deadline: Instant,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Future for Call<'_> {
-    type Output = Result<Bytes, Status>;
+    type Output = Result<Bytes, CallError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut inner = this.shared.inner.lock();
         if this.id == 0 {
-            match inner.open(cx, Kind::Unary, &this.shared.unary_head, &this.frame, true) {
+            let deadline = Some(this.deadline);
+            match inner.open(
+                cx,
+                Kind::Unary,
+                &this.shared.unary_head,
+                &this.frame,
+                true,
+                deadline,
+            ) {
                 Poll::Ready(Ok(id)) => this.id = id,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {
+                    drop(inner);
+                    let timer = this.waiting.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep_until(this.deadline.into()))
+                    });
+                    return match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Err(CallError::Timeout)),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+            this.waiting = None;
+            if !inner.timer_armed {
+                this.shared.deadlines.notify_one();
             }
             inner.flush_from_caller(cx);
         }
         let id = this.id;
         let Some(slot) = inner.slot(id) else {
-            return Poll::Ready(Err(Status::internal("the call's stream is gone")));
+            return Poll::Ready(Err(Status::internal("the call's stream is gone").into()));
         };
         if !slot.finished() {
             set_waker(&mut slot.waker, cx);
             return Poll::Pending;
         }
-        let result = unary_result(slot);
+        let result = if slot.timed_out && !slot.remote_end {
+            Err(CallError::Timeout)
+        } else {
+            unary_result(slot).map_err(CallError::Status)
+        };
         this.id = 0;
         inner.remove(id);
         Poll::Ready(result)
+    }
+}
+
+/// Fails the calls whose deadline passed: sleeps until the earliest deadline of the calls
+/// in flight, or, when none has one, until a call opens.
+async fn deadlines(shared: Arc<Shared>) {
+    let mut wake = Vec::new();
+    loop {
+        let next = {
+            let mut inner = shared.inner.lock();
+            let next = inner.expire(Instant::now(), &mut wake);
+            inner.timer_armed = next.is_some();
+            next
+        };
+        for w in wake.drain(..) {
+            w.wake();
+        }
+        match next {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => shared.deadlines.notified().await,
+        }
+    }
+}
+
+/// Aborts the deadline task when the reading task ends or is aborted.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -310,7 +391,11 @@ impl Drop for BiStream {
 
 /// Reads the connection: applies every frame, writes what must be written (acks, window
 /// updates, writes the calls left), until the connection ends; then fails what is left.
-async fn drive(shared: Arc<Shared>, mut read: Box<dyn AsyncRead + Send + Unpin>) {
+async fn drive(
+    shared: Arc<Shared>,
+    mut read: Box<dyn AsyncRead + Send + Unpin>,
+    _timers: AbortOnDrop,
+) {
     let mut buf = vec![0u8; READ_BUFFER];
     let mut filled = 0usize;
     let mut headers = Headers::new();

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 use tokio::io::AsyncWrite;
 use tonic::{Code, Status};
 
@@ -65,12 +66,15 @@ pub(super) struct Slot {
     pending_end: bool,
     /// Received bytes taken by the reader but not yet given back (the bi-stream).
     unacked: u32,
+    /// When a unary call gives up, and whether it has.
+    deadline: Option<Instant>,
+    pub(super) timed_out: bool,
 }
 
 impl Slot {
     /// Whether the caller has all it will get.
     pub(super) fn finished(&self) -> bool {
-        self.remote_end || self.error.is_some()
+        self.remote_end || self.error.is_some() || self.timed_out
     }
 
     fn fail(&mut self, status: Status) {
@@ -108,6 +112,8 @@ pub(super) struct Inner {
     /// Why the connection can take no new call.
     pub(super) closed: Option<Status>,
     spare: Vec<Vec<u8>>,
+    /// The deadline task sleeps until a call's deadline (else it waits to be notified).
+    pub(super) timer_armed: bool,
 }
 
 /// A connection error: the GOAWAY we send.
@@ -159,6 +165,7 @@ impl Inner {
             goaway: None,
             closed: None,
             spare: Vec::new(),
+            timer_armed: false,
         }
     }
 
@@ -228,6 +235,7 @@ impl Inner {
         head: &[u8],
         first: &[u8],
         end: bool,
+        deadline: Option<Instant>,
     ) -> Poll<Result<u32, Status>> {
         if let Some(why) = &self.closed {
             return Poll::Ready(Err(why.clone()));
@@ -262,6 +270,8 @@ impl Inner {
             pending: Vec::new(),
             pending_end: false,
             unacked: 0,
+            deadline,
+            timed_out: false,
         }));
         self.active += 1;
         match self.table_size_update.take() {
@@ -309,7 +319,9 @@ impl Inner {
         let max_frame = self.peer_max_frame as usize;
         let conn_window = self.send_window;
         let (out, slot) = {
-            let i = ((id - self.base) / 2) as usize;
+            let Some(i) = id.checked_sub(self.base).map(|d| (d / 2) as usize) else {
+                return;
+            };
             let Some(Some(slot)) = self.slots.get_mut(i) else {
                 return;
             };
@@ -413,6 +425,24 @@ impl Inner {
             frame::write_window_update(&mut self.out, id, n);
         }
         Some(Ok(message))
+    }
+
+    /// Marks the calls whose deadline passed (their wakers go to `wake`); returns the
+    /// earliest deadline still to come.
+    pub(super) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for slot in self.slots.iter_mut().flatten() {
+            let Some(d) = slot.deadline.filter(|_| !slot.finished()) else {
+                continue;
+            };
+            if d <= now {
+                slot.timed_out = true;
+                wake.extend(slot.waker.take());
+            } else {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        next
     }
 
     /// Ends the connection: every call not finished fails with `why`.
@@ -769,7 +799,11 @@ impl Inner {
                     status
                 });
             }
-            wake.extend(slot.waker.take());
+            // The bi-stream's opener waits for the headers; a unary call only for its end
+            // (or an error).
+            if slot.kind == Kind::Stream || slot.error.is_some() {
+                wake.extend(slot.waker.take());
+            }
         } else if !end_stream {
             self.reset(
                 stream,

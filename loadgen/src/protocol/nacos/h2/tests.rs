@@ -178,9 +178,11 @@ fn indexed_huffman(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 async fn call(h2: &H2, message: &[u8]) -> Result<Bytes, Status> {
-    tokio::time::timeout(DEADLINE, h2.unary(Bytes::from(grpc(message))))
-        .await
-        .expect("an answer in time")
+    match h2.unary(Bytes::from(grpc(message)), DEADLINE).await {
+        Ok(reply) => Ok(reply),
+        Err(CallError::Status(s)) => Err(s),
+        Err(CallError::Timeout) => panic!("no answer within {DEADLINE:?}"),
+    }
 }
 
 #[tokio::test]
@@ -490,4 +492,38 @@ async fn max_concurrent_streams_holds_calls_back() {
         replies,
         [Bytes::from_static(b"r1"), Bytes::from_static(b"r2")]
     );
+}
+
+#[tokio::test]
+async fn a_call_times_out_and_resets_its_stream() {
+    let (h2, mut s) = Server::start().await;
+    let started = std::time::Instant::now();
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            h2.unary(Bytes::from(grpc(b"late")), Duration::from_millis(200))
+                .await
+        }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    assert!(matches!(
+        caller.await.expect("caller"),
+        Err(CallError::Timeout)
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        s.next().await,
+        Frame::RstStream {
+            stream: id,
+            code: ErrorCode::CANCEL
+        }
+    );
+    // The connection still serves.
+    let next = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"again").await }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    answer(&mut s, id, b"fine").await;
+    assert_eq!(&next.await.expect("caller").expect("reply")[..], b"fine");
 }
