@@ -201,11 +201,13 @@ fn scan(b: &[u8]) -> Option<Head<'_>> {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let key_end = skip_string(b, i + 1)?;
-            let key = &b[i + 1..key_end - 1];
-            if key.contains(&b'\\') {
+            // A key ends at the first quote; an escape before it hands the body over.
+            let quote = find_quote_or_escape(b, i + 1)?;
+            if b[quote] != b'"' {
                 return None;
             }
+            let key = &b[i + 1..quote];
+            let key_end = quote + 1;
             i = skip_space(b, key_end);
             if b.get(i) != Some(&b':') {
                 return None;
