@@ -5,7 +5,7 @@
 //! state, decides, and stores the new state at the next revision (a hybrid clock, see
 //! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
 
-use super::{Client, Origin, Registry, Tombstone, WriteError, WriteResult};
+use super::{Client, IdKey, Origin, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision, Service};
@@ -202,9 +202,10 @@ impl Registry {
         name: &str,
         now: Millis,
     ) -> Option<bool> {
-        let shard = &self.shards[crate::hash::shard_of(id, self.shard_count) as usize];
+        let key = IdKey::new(id);
+        let shard = &self.shards[self.shard_of_key(key) as usize];
         let clients = shard.pin();
-        let c = clients.get(id)?;
+        let c = clients.get_key(key)?;
         let i = c
             .publications
             .iter()
@@ -231,13 +232,14 @@ impl Registry {
         origin: Origin,
         f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
     ) -> WriteResult {
-        let shard_no = self.shard_of(id);
+        let key = IdKey::new(id.as_str());
+        let shard_no = self.shard_of_key(key);
         let shard = &self.shards[shard_no as usize];
         let mut changed: Vec<Service> = Vec::new();
         let result = {
             let mut tombstones = shard.write.lock();
             let clients = shard.pin();
-            let old = clients.get(id.as_str());
+            let old = clients.get_key(key);
             let action = f(old);
             // A held client has no tombstone (storing a state removes it, a deletion or
             // drop removes the client): only an absent one needs the lookup.
@@ -258,6 +260,7 @@ impl Registry {
                 LocalAction::Put(pubs) => {
                     let new = self.build_client(
                         id,
+                        key.hash,
                         revision,
                         shard_no,
                         pubs,
