@@ -301,6 +301,8 @@ pub struct RegistryStats {
 
 /// The sharded client store with its service index and digests.
 pub struct Registry {
+    /// Unique in the process (services shared between registries tell theirs apart by it).
+    id: u64,
     me: MemberId,
     floor: AtomicU64,
     shard_count: u32,
@@ -329,7 +331,9 @@ impl Registry {
     pub fn new(me: MemberId, members: usize, incarnation_ms: Millis, config: &Config) -> Self {
         let shards = config.shards;
         let seed = config.hash_seed;
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: IDS.fetch_add(1, Relaxed),
             me,
             floor: AtomicU64::new(Revision::floor(incarnation_ms)),
             shard_count: shards,

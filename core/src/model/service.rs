@@ -6,9 +6,10 @@ use super::{DEFAULT_GROUP, DEFAULT_NAMESPACE, GROUP_SEPARATOR};
 use crate::error::{Field, ValidationError};
 use crate::limits::*;
 use crate::name::{Interner, Name};
+use crate::registry::ServiceIndex;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 /// A service: namespace, group and name, interned. Cheap to clone (one pointer).
 #[derive(Clone)]
@@ -19,6 +20,9 @@ struct ServiceInner {
     namespace: Name,
     group: Name,
     name: Name,
+    /// The registry's index of this service, set by the registry when it first stores a
+    /// publication of it: a write finds the index without looking the key up.
+    index: OnceLock<Weak<ServiceIndex>>,
 }
 
 impl Service {
@@ -29,7 +33,26 @@ impl Service {
             namespace: interner.intern(namespace),
             group: interner.intern(group),
             name: interner.intern(name),
+            index: OnceLock::new(),
         }))
+    }
+
+    /// The index the registry keeps for this service, if it set one and it is still held
+    /// (the registry checks that it is still in use: an emptied index may be retired).
+    #[inline]
+    pub(crate) fn cached_index(&self) -> Option<Arc<ServiceIndex>> {
+        self.0.index.get()?.upgrade()
+    }
+
+    /// Whether a registry cached its index here (even one since dropped).
+    pub(crate) fn has_cached_index(&self) -> bool {
+        self.0.index.get().is_some()
+    }
+
+    /// Remembers `index` as this service's (only the first time: a service whose index
+    /// was retired and replaced finds the new one by its key).
+    pub(crate) fn cache_index(&self, index: &Arc<ServiceIndex>) {
+        let _ = self.0.index.set(Arc::downgrade(index));
     }
 
     /// The map key of a service: `namespace \x1f group \x1f name` (the separator cannot

@@ -722,3 +722,36 @@ fn id_keys_pick_the_shard_of_the_stable_hash() {
     assert_eq!(c.id_hash, IdKey::new(id.as_str()).hash);
     assert_eq!(c.shard(), r.shard_of(&id));
 }
+
+/// A service caches its index: a retired index (emptied and collected, still held by the
+/// collector's batch) is not written to, and a service shared with another registry of
+/// the process (the simulator's nodes) finds that registry's own index.
+#[test]
+fn a_service_writes_to_its_registrys_live_index() {
+    let r = Registry::new(MemberId(0), 3, 1, &Config::default());
+    let other = Registry::new(MemberId(1), 3, 1, &Config::default());
+    let id = ClientId::parse("10.0.0.7:8080#true").unwrap();
+    let service = r.service("public", "DEFAULT_GROUP", "svc");
+    let inst = InstanceSpec::new("10.0.0.7", 8080)
+        .to_instance(r.interner(), &service)
+        .unwrap();
+    let p = Publication::single(service, inst);
+    let count = |r: &Registry| {
+        r.query("public", "DEFAULT_GROUP", "svc")
+            .map(|v| v.publications.len())
+    };
+    r.publish(&id, p.clone(), MemberId(0), 5).unwrap();
+    other.publish(&id, p.clone(), MemberId(1), 5).unwrap();
+    assert_eq!((count(&r), count(&other)), (Some(1), Some(1)));
+    other.remove_client(&id, MemberId(1), 6);
+    assert_eq!((count(&r), count(&other)), (Some(1), Some(0)));
+    // Emptied and collected (the first pass marks it, the second removes it).
+    r.remove_client(&id, MemberId(0), 6);
+    r.collect_empty_services(10, 0);
+    assert_eq!(r.collect_empty_services(20, 0), 1);
+    assert_eq!(count(&r), None);
+    r.publish(&id, p, MemberId(0), 30).unwrap();
+    assert_eq!(count(&r), Some(1));
+    r.remove_client(&id, MemberId(0), 31);
+    assert_eq!(count(&r), Some(0));
+}
