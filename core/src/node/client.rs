@@ -225,8 +225,8 @@ impl Node {
         if matches!(r, WriteResult::Unchanged) {
             return;
         }
-        for p in self.members.load().peers() {
-            self.sync.schedule(p.index(), client, now);
-        }
+        let peers = self.members.load();
+        self.sync
+            .schedule_all(peers.peers().map(|p| p.index()), client, now);
     }
 }
