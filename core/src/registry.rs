@@ -519,8 +519,9 @@ impl Registry {
         ))
     }
 
-    /// Swaps `old` for `new` in the client map, the service index and the digests.
-    /// Caller holds the shard lock.
+    /// Swaps `old` for `new` in the client map, the service index and the digests, and
+    /// adds the services whose publications changed to `changed` when a listener is to
+    /// hear of them (see [`Registry::notify`]). Caller holds the shard lock.
     pub(super) fn replace(
         &self,
         clients: &ShardClients<'_>,
@@ -528,6 +529,14 @@ impl Registry {
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
     ) {
+        // Without a listener nothing reads `changed`: no list is grown (an allocation per
+        // write otherwise).
+        let listened = self.has_listener.load(Relaxed);
+        let mut changed = |s: &Service| {
+            if listened {
+                changed.push(s.clone());
+            }
+        };
         let old_ref = old.map(|c| &**c);
         let new_ref = new.as_deref();
         // Service index: free the slots of publications that went away, keep the slot of
@@ -559,12 +568,12 @@ impl Registry {
                 std::cmp::Ordering::Less => {
                     let o = &olds[i];
                     self.index_remove(&o.service, old_slot(i), o.instances.len());
-                    changed.push(o.service.clone());
+                    changed(&o.service);
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
                     let n = &news[j];
-                    changed.push(n.service.clone());
+                    changed(&n.service);
                     let slot = self.index_insert(n.publication().clone(), None, 0);
                     set_new_slot(j, slot);
                     j += 1;
@@ -575,7 +584,7 @@ impl Registry {
                     let slot = if Arc::ptr_eq(o.publication(), n.publication()) {
                         slot
                     } else {
-                        changed.push(n.service.clone());
+                        changed(&n.service);
                         self.index_insert(n.publication().clone(), Some(slot), o.instances.len())
                     };
                     set_new_slot(j, slot);

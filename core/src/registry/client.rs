@@ -70,6 +70,10 @@ impl std::fmt::Debug for Published {
     }
 }
 
+/// A client's publications' pointers as a write gathers them for the next state: one or
+/// two without an allocation.
+pub(super) type PublicationArcs = smallvec::SmallVec<[Arc<Publication>; 2]>;
+
 /// A client's publications: the single one inline (the common case), more in a slice.
 pub(super) enum PublishedList {
     One(Published),
@@ -159,11 +163,14 @@ impl Client {
         self.lease_base.fetch_max(now, Relaxed);
     }
     /// The publications' pointers, for a write that builds the next state.
-    pub(super) fn publication_arcs(&self) -> Vec<Arc<Publication>> {
-        self.publications
-            .iter()
-            .map(|p| p.publication.clone())
-            .collect()
+    pub(super) fn publication_arcs(&self) -> PublicationArcs {
+        let arcs = self.publications.iter().map(|p| p.publication.clone());
+        if self.publications.len() <= 2 {
+            arcs.collect()
+        } else {
+            // A vector's own collect, kept as the small vector's heap (no copy).
+            PublicationArcs::from_vec(arcs.collect())
+        }
     }
     /// The full state as a record, for sync and snapshot.
     pub fn to_record(&self) -> ClientRecord {

@@ -5,6 +5,7 @@
 //! state, decides, and stores the new state at the next revision (a hybrid clock, see
 //! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
 
+use super::client::PublicationArcs;
 use super::{Client, IdKey, Origin, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
@@ -43,8 +44,7 @@ impl Registry {
                     return LocalAction::Nothing;
                 }
             }
-            let mut pubs: Vec<Arc<Publication>> =
-                old.map(|c| c.publication_arcs()).unwrap_or_default();
+            let mut pubs = old.map(|c| c.publication_arcs()).unwrap_or_default();
             match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
                 Ok(i) => {
                     if *pubs[i] == *publication {
@@ -258,16 +258,17 @@ impl Registry {
             match action {
                 LocalAction::Nothing => WriteResult::Unchanged,
                 LocalAction::Put(pubs) => {
-                    let new = self.build_client(
-                        id,
-                        key.hash,
-                        revision,
-                        shard_no,
-                        pubs,
-                        owner,
-                        old.map(|c| &**c),
-                        now,
-                    );
+                    let old_ref = old.map(|c| &**c);
+                    let hash = key.hash;
+                    // Moved out of the small vector when it spilled (a vector's own
+                    // iterator builds the list in one pass; the small vector's costs a
+                    // check per item).
+                    let new = if pubs.spilled() {
+                        let pubs = pubs.into_vec();
+                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
+                    } else {
+                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
+                    };
                     if old.is_none() {
                         tombstones.remove(id.as_str());
                     }
@@ -296,6 +297,6 @@ impl Registry {
 /// What a local write does to the client it reads.
 enum LocalAction {
     Nothing,
-    Put(Vec<Arc<Publication>>),
+    Put(PublicationArcs),
     Delete,
 }
