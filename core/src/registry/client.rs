@@ -166,7 +166,10 @@ impl Client {
     pub(super) fn publication_arcs(&self) -> PublicationArcs {
         let arcs = self.publications.iter().map(|p| p.publication.clone());
         if self.publications.len() <= 2 {
-            arcs.collect()
+            // Pushed one by one: the small vector's collect reserves and checks more.
+            let mut v = PublicationArcs::new();
+            arcs.for_each(|p| v.push(p));
+            v
         } else {
             // A vector's own collect, kept as the small vector's heap (no copy).
             PublicationArcs::from_vec(arcs.collect())
