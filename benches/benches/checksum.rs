@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::sync::LazyLock;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const SHARDS: u32 = 1024;
 

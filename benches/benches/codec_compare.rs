@@ -15,7 +15,7 @@ use gungraun::{library_benchmark, library_benchmark_group, main};
 use std::hint::black_box;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const CLIENTS: usize = 10_000;
 const BATCH: usize = 1_000;

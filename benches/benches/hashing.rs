@@ -21,7 +21,7 @@ use std::hash::BuildHasher;
 use std::hint::black_box;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const KEYS: usize = 1_024;
 

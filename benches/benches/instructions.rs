@@ -38,7 +38,7 @@ use std::hint::black_box;
 // The allocator of the server binary. Its per-size-class free lists also make allocation
 // costs far less dependent on the heap's history than glibc's bins.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 /// Clients of the store, sync and verify fixtures.
 const CLIENTS: usize = 10_000;

@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const KINDS: [RouterKind; 2] = [RouterKind::NacosModulo, RouterKind::Rendezvous];
 const KEYS: usize = 1_024;

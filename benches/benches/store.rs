@@ -27,7 +27,7 @@ use std::sync::{Barrier, LazyLock};
 use std::time::{Duration, Instant};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const POOL: usize = 65_536;
 const THREADS: [usize; 3] = [1, 2, 4];

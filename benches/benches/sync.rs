@@ -25,7 +25,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const BATCH: usize = 1_000;
 const POOL: usize = 65_536;

@@ -31,7 +31,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 static CLUSTER: LazyLock<Cluster> = LazyLock::new(|| {
     let started = Instant::now();

@@ -14,7 +14,7 @@ use distro_core::{Command, Config, PeerRequest, ServiceSpec};
 use std::hint::black_box;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const INSTANCE_REQUEST: &[u8] = br#"{"headers":{},"requestId":"17","namespace":"public","serviceName":"demo-svc","groupName":"DEFAULT_GROUP","type":"registerInstance","instance":{"ip":"10.0.0.7","port":8080,"weight":1.0,"healthy":true,"enabled":true,"ephemeral":true,"clusterName":"DEFAULT","metadata":{"zone":"a","version":"1.4.2"},"instanceHeartBeatInterval":5000,"instanceHeartBeatTimeOut":15000,"ipDeleteTimeout":30000}}"#;
 

@@ -11,7 +11,7 @@ use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::{Config, MemberList, Node};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 fn rss_bytes() -> f64 {
     std::fs::read_to_string("/proc/self/status")

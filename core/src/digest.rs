@@ -6,7 +6,7 @@
 //! or removing one client is two atomic additions, whatever the order of changes; two
 //! nodes holding the same pairs for an owner's shard have equal digests.
 
-use crate::hash::{client_digest_hash, client_digest_term, stable_hash64};
+use crate::hash::{client_digest_hash, client_digest_term};
 use crate::member::MemberId;
 use crate::model::Revision;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -80,16 +80,15 @@ impl DigestTable {
         self.remove_term(owner, shard, client_digest_hash(id, rev.0));
     }
 
-    /// A change of client `id` of `shard`: its term at `old` (owner, revision) taken out,
-    /// its term at `new` put in, the id hashed once for both.
+    /// A change of a client of `shard` whose id's [`crate::hash::stable_hash64`] is `h`:
+    /// its term at `old` (owner, revision) taken out, its term at `new` put in.
     pub(crate) fn replace(
         &self,
         shard: u32,
-        id: &str,
+        h: u64,
         old: Option<(MemberId, Revision)>,
         new: Option<(MemberId, Revision)>,
     ) {
-        let h = stable_hash64(id.as_bytes());
         if let Some((owner, rev)) = old {
             self.remove_term(owner, shard, client_digest_term(h, rev.0));
         }
@@ -160,12 +159,13 @@ mod tests {
         assert_eq!(t.get(MemberId(0), 2), ShardDigest::default());
         // A replacement is the removal and the addition.
         let o = MemberId(0);
-        t.replace(2, "a", Some((m, Revision(5))), Some((o, Revision(9))));
+        let h = |id: &str| crate::hash::stable_hash64(id.as_bytes());
+        t.replace(2, h("a"), Some((m, Revision(5))), Some((o, Revision(9))));
         u.remove(m, 2, "a", Revision(6));
         u.add(o, 2, "a", Revision(9));
         assert_eq!((t.get(m, 2), t.get(o, 2)), (u.get(m, 2), u.get(o, 2)));
-        t.replace(2, "b", Some((m, Revision(7))), None);
-        t.replace(2, "c", None, Some((m, Revision(1))));
+        t.replace(2, h("b"), Some((m, Revision(7))), None);
+        t.replace(2, h("c"), None, Some((m, Revision(1))));
         u.remove(m, 2, "b", Revision(7));
         u.add(m, 2, "c", Revision(1));
         assert_eq!(t.get(m, 2), u.get(m, 2));

@@ -39,6 +39,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use client::first_hash_sign;
 pub use client::{ClientId, ClientKind, Instances, Publication};
 pub use instance::{Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_metadata};
 pub use metadata::{Metadata, MetadataEntry, MetadataList, MetadataTable};

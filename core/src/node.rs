@@ -216,7 +216,12 @@ impl Node {
         let standalone = members.is_standalone();
         let peers = (0..n).map(|_| PeerInfo::new()).collect();
         Ok(Self {
-            sync: SyncScheduler::new(n, config.sync_delay, config.hash_seed),
+            sync: SyncScheduler::new(
+                n,
+                config.sync_delay,
+                config.batch_max_entries,
+                config.hash_seed,
+            ),
             renewed: (0..n * config.shards as usize)
                 .map(|_| AtomicU64::new(0))
                 .collect(),

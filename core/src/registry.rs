@@ -30,7 +30,7 @@
 use crate::config::Config;
 use crate::digest::{DigestTable, ShardDigest};
 use crate::error::ValidationError;
-use crate::hash::shard_of;
+use crate::hash::{mix64, stable_hash64};
 use crate::member::MemberId;
 use crate::model::{ClientId, ClientKind, Publication, Revision, Service};
 use crate::name::{Interner, Name};
@@ -60,7 +60,89 @@ pub(crate) type FastHash = foldhash::fast::SeedableRandomState;
 type Map<K, V> = papaya::HashMap<K, V, FastHash>;
 /// One shard's clients: a set of the stored clients, each found by its id (the entry is
 /// one pointer; a map from the id would hold the id a second time beside the pointer).
-type ClientSet = papaya::HashSet<Stored, FastHash>;
+type ClientSet = papaya::HashSet<Stored, IdHash>;
+
+/// A client id with its stable hash ([`stable_hash64`], the hash that picks its shard
+/// and makes its digest term): what a client is found by. Hashed once per operation:
+/// the shard, the lookup in the shard's set and the digest all use the one value (the
+/// stored client keeps it, so a replacement hashes nothing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdKey<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) hash: u64,
+}
+
+impl<'a> IdKey<'a> {
+    pub(crate) fn new(id: &'a str) -> Self {
+        Self {
+            id,
+            hash: stable_hash64(id.as_bytes()),
+        }
+    }
+}
+
+impl std::hash::Hash for IdKey<'_> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash)
+    }
+}
+
+impl papaya::Equivalent<Stored> for IdKey<'_> {
+    #[inline]
+    fn equivalent(&self, s: &Stored) -> bool {
+        s.0.id_hash == self.hash && s.0.id.as_str() == self.id
+    }
+}
+
+/// The hasher of the client sets: the id's stable hash (written by [`IdKey`] and
+/// [`Stored`]) mixed with a per-process seed. The seed keeps ids chosen to collide in a
+/// set's table from colliding in another process (all ids of a shard share the stable
+/// hash's low bits, which the mix spreads): only ids whose whole 64-bit stable hashes
+/// are equal collide everywhere.
+#[derive(Clone)]
+pub(crate) struct IdHash(u64);
+
+impl IdHash {
+    fn new(seed: Option<u64>) -> Self {
+        use std::hash::BuildHasher;
+        Self(fast_hash(seed).hash_one(0x0069_646b_6579_u64))
+    }
+}
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+/// See [`IdHash`].
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    #[inline]
+    fn write_u64(&mut self, h: u64) {
+        self.0 = mix64(self.0 ^ h);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.write_u64(stable_hash64(bytes));
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The shard of a stable hash (as [`crate::hash::shard_of`] computes it from the id).
+#[inline]
+fn shard_of_hash(h: u64, shards: u32) -> u32 {
+    if shards.is_power_of_two() {
+        (h & u64::from(shards - 1)) as u32
+    } else {
+        (h % u64::from(shards)) as u32
+    }
+}
 
 /// The in-memory map hasher: random per process unless `seed` fixes it (the simulator
 /// fixes it so a seed replays exactly, iteration orders included).
@@ -84,23 +166,23 @@ fn new_map<K, V>(seed: Option<u64>, reclaim_batch: usize) -> Map<K, V> {
 /// [`new_map`]'s settings for a shard's client set.
 fn new_client_set(seed: Option<u64>, reclaim_batch: usize) -> ClientSet {
     papaya::HashSet::builder()
-        .hasher(fast_hash(seed))
+        .hasher(IdHash::new(seed))
         .resize_mode(papaya::ResizeMode::Blocking)
         .collector(seize::Collector::new().batch_size(reclaim_batch.max(1)))
         .build()
 }
 
-/// A stored client as the element of its shard's set: hashed and compared by its id (as
-/// the id's `str`, so a lookup by `&str` finds it). Inserting a client whose id is held
-/// replaces the element, the new client with it (papaya swaps the whole entry; a test
-/// pins it).
+/// A stored client as the element of its shard's set: hashed by its id's stable hash and
+/// compared by its id, as an [`IdKey`] is (which finds it). Inserting a client whose id
+/// is held replaces the element, the new client with it (papaya swaps the whole entry; a
+/// test pins it).
 #[derive(Clone)]
 struct Stored(Arc<Client>);
 
 impl std::hash::Hash for Stored {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.id.as_str().hash(state)
+        state.write_u64(self.0.id_hash)
     }
 }
 impl PartialEq for Stored {
@@ -109,21 +191,19 @@ impl PartialEq for Stored {
     }
 }
 impl Eq for Stored {}
-impl std::borrow::Borrow<str> for Stored {
-    fn borrow(&self) -> &str {
-        self.0.id.as_str()
-    }
-}
 
 /// One shard's clients, pinned (the guard of a read or of a write under the shard lock).
-pub(super) struct ShardClients<'g>(
-    papaya::HashSetRef<'g, Stored, FastHash, papaya::LocalGuard<'g>>,
-);
+pub(super) struct ShardClients<'g>(papaya::HashSetRef<'g, Stored, IdHash, papaya::LocalGuard<'g>>);
 
 impl ShardClients<'_> {
     /// The client `id`, if held.
     pub(super) fn get(&self, id: &str) -> Option<&Arc<Client>> {
-        self.0.get(id).map(|s| &s.0)
+        self.get_key(IdKey::new(id))
+    }
+    /// The client of `key`, if held.
+    #[inline]
+    pub(super) fn get_key(&self, key: IdKey<'_>) -> Option<&Arc<Client>> {
+        self.0.get(&key).map(|s| &s.0)
     }
     /// How many clients are held.
     fn len(&self) -> usize {
@@ -137,9 +217,12 @@ impl ShardClients<'_> {
     fn insert(&self, c: Arc<Client>) {
         self.0.insert(Stored(c));
     }
-    /// Removes the client `id`.
-    fn remove(&self, id: &str) {
-        self.0.remove(id);
+    /// Removes the client `c` (the one of its id).
+    fn remove(&self, c: &Client) {
+        self.0.remove(&IdKey {
+            id: c.id.as_str(),
+            hash: c.id_hash,
+        });
     }
 }
 
@@ -218,6 +301,8 @@ pub struct RegistryStats {
 
 /// The sharded client store with its service index and digests.
 pub struct Registry {
+    /// Unique in the process (services shared between registries tell theirs apart by it).
+    id: u64,
     me: MemberId,
     floor: AtomicU64,
     shard_count: u32,
@@ -246,7 +331,9 @@ impl Registry {
     pub fn new(me: MemberId, members: usize, incarnation_ms: Millis, config: &Config) -> Self {
         let shards = config.shards;
         let seed = config.hash_seed;
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: IDS.fetch_add(1, Relaxed),
             me,
             floor: AtomicU64::new(Revision::floor(incarnation_ms)),
             shard_count: shards,
@@ -314,13 +401,20 @@ impl Registry {
 
     /// The shard of a client id.
     pub fn shard_of(&self, id: &ClientId) -> u32 {
-        shard_of(id.as_str(), self.shard_count)
+        self.shard_of_key(IdKey::new(id.as_str()))
+    }
+
+    /// The shard of a client's key.
+    #[inline]
+    pub(crate) fn shard_of_key(&self, key: IdKey<'_>) -> u32 {
+        shard_of_hash(key.hash, self.shard_count)
     }
 
     /// The client `id`, if held.
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
-        let shard = &self.shards[shard_of(id, self.shard_count) as usize];
-        shard.pin().get(id).cloned()
+        let key = IdKey::new(id);
+        let shard = &self.shards[self.shard_of_key(key) as usize];
+        shard.pin().get_key(key).cloned()
     }
 
     /// Counters.
@@ -377,6 +471,7 @@ impl Registry {
     pub(super) fn build_client(
         &self,
         id: &ClientId,
+        id_hash: u64,
         revision: Revision,
         shard: u32,
         pubs: impl IntoIterator<Item = Arc<Publication>, IntoIter: ExactSizeIterator>,
@@ -415,6 +510,7 @@ impl Registry {
         };
         Arc::new(Client::new(
             id.clone(),
+            id_hash,
             revision,
             now,
             owner,
@@ -423,8 +519,9 @@ impl Registry {
         ))
     }
 
-    /// Swaps `old` for `new` in the client map, the service index and the digests.
-    /// Caller holds the shard lock.
+    /// Swaps `old` for `new` in the client map, the service index and the digests, and
+    /// adds the services whose publications changed to `changed` when a listener is to
+    /// hear of them (see [`Registry::notify`]). Caller holds the shard lock.
     pub(super) fn replace(
         &self,
         clients: &ShardClients<'_>,
@@ -432,6 +529,14 @@ impl Registry {
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
     ) {
+        // Without a listener nothing reads `changed`: no list is grown (an allocation per
+        // write otherwise).
+        let listened = self.has_listener.load(Relaxed);
+        let mut changed = |s: &Service| {
+            if listened {
+                changed.push(s.clone());
+            }
+        };
         let old_ref = old.map(|c| &**c);
         let new_ref = new.as_deref();
         // Service index: free the slots of publications that went away, keep the slot of
@@ -463,12 +568,12 @@ impl Registry {
                 std::cmp::Ordering::Less => {
                     let o = &olds[i];
                     self.index_remove(&o.service, old_slot(i), o.instances.len());
-                    changed.push(o.service.clone());
+                    changed(&o.service);
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
                     let n = &news[j];
-                    changed.push(n.service.clone());
+                    changed(&n.service);
                     let slot = self.index_insert(n.publication().clone(), None, 0);
                     set_new_slot(j, slot);
                     j += 1;
@@ -479,7 +584,7 @@ impl Registry {
                     let slot = if Arc::ptr_eq(o.publication(), n.publication()) {
                         slot
                     } else {
-                        changed.push(n.service.clone());
+                        changed(&n.service);
                         self.index_insert(n.publication().clone(), Some(slot), o.instances.len())
                     };
                     set_new_slot(j, slot);
@@ -493,7 +598,7 @@ impl Registry {
         if let Some(c) = old_ref.or(new_ref) {
             self.digests.replace(
                 c.shard(),
-                c.id.as_str(),
+                c.id_hash,
                 old_ref.map(|o| (o.owner(), o.revision)),
                 new_ref.map(|n| (n.owner(), n.revision)),
             );
@@ -512,7 +617,7 @@ impl Registry {
             None => {
                 if let Some(o) = old_ref {
                     self.clients.fetch_sub(1, Relaxed);
-                    clients.remove(o.id.as_str());
+                    clients.remove(o);
                 }
             }
         }

@@ -19,9 +19,10 @@
 
 use crate::model::ClientId;
 use crate::time::Millis;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -29,28 +30,54 @@ use crate::registry::FastHash;
 
 const STRIPES: usize = 16;
 
+/// The stripe of an id's hash: bits the stripe's table does not index by (it takes its
+/// buckets from the low bits and its tags from the top seven).
+fn stripe_of(hash: u64) -> usize {
+    (hash >> 32) as usize % STRIPES
+}
+
 struct Stripe {
-    /// Due time of every pending client.
-    pending: HashMap<ClientId, Millis, FastHash>,
-    /// Entries scheduled with the regular sync delay: due times are nondecreasing.
-    fifo: VecDeque<(Millis, ClientId)>,
+    /// Due time of every pending client, found by its id's hash (`SyncScheduler::hash`).
+    pending: HashTable<(ClientId, Millis)>,
+    /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each
+    /// with its id's hash, so a take finds the pending entry without hashing again.
+    fifo: VecDeque<(Millis, u64, ClientId)>,
     /// Entries with other due times (retries, verify repairs, handovers).
     heap: BinaryHeap<Reverse<(Millis, ClientId)>>,
 }
 
 impl Stripe {
-    fn schedule(&mut self, id: &ClientId, due: Millis, regular: bool) -> bool {
-        match self.pending.get_mut(id.as_str()) {
-            Some(d) if *d <= due => false,
-            Some(d) => {
+    /// A stripe with room for `room` clients before its table and queue grow.
+    fn new(room: usize) -> Self {
+        Self {
+            pending: HashTable::with_capacity(room),
+            fifo: VecDeque::with_capacity(room),
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn schedule(
+        &mut self,
+        hasher: &FastHash,
+        hash: u64,
+        id: &ClientId,
+        due: Millis,
+        regular: bool,
+    ) -> bool {
+        match self.pending.find_mut(hash, |(k, _)| k == id) {
+            Some((_, d)) if *d <= due => false,
+            Some((_, d)) => {
                 *d = due;
                 self.heap.push(Reverse((due, id.clone())));
                 false
             }
             None => {
-                self.pending.insert(id.clone(), due);
-                if regular && self.fifo.back().is_none_or(|(d, _)| *d <= due) {
-                    self.fifo.push_back((due, id.clone()));
+                self.pending
+                    .insert_unique(hash, (id.clone(), due), |(k, _)| {
+                        hasher.hash_one(k.as_str())
+                    });
+                if regular && self.fifo.back().is_none_or(|(d, _, _)| *d <= due) {
+                    self.fifo.push_back((due, hash, id.clone()));
                 } else {
                     self.heap.push(Reverse((due, id.clone())));
                 }
@@ -60,16 +87,22 @@ impl Stripe {
     }
 
     /// Pops up to `max` clients due at `now` (with their due times), earliest first.
-    fn take_due(&mut self, now: Millis, max: usize, out: &mut Vec<(ClientId, Millis)>) {
+    fn take_due(
+        &mut self,
+        hasher: &FastHash,
+        now: Millis,
+        max: usize,
+        out: &mut Vec<(ClientId, Millis)>,
+    ) {
         while out.len() < max {
             let from_fifo = match (self.fifo.front(), self.heap.peek()) {
-                (Some((a, _)), Some(Reverse((b, _)))) => a <= b,
+                (Some((a, _, _)), Some(Reverse((b, _)))) => a <= b,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => return,
             };
-            let (due, id) = if from_fifo {
-                let (d, _) = self.fifo.front().expect("checked above");
+            let (due, hash, id) = if from_fifo {
+                let (d, _, _) = self.fifo.front().expect("checked above");
                 if *d > now {
                     return;
                 }
@@ -79,22 +112,22 @@ impl Stripe {
                 if *d > now {
                     return;
                 }
-                self.heap.pop().expect("checked above").0
+                let (due, id) = self.heap.pop().expect("checked above").0;
+                (due, hasher.hash_one(id.as_str()), id)
             };
-            // Skip queue entries made obsolete by a reschedule to an earlier time (one
-            // map operation: the rare obsolete entry puts the pending one back).
-            match self.pending.remove(id.as_str()) {
-                Some(d) if d == due => out.push((id, due)),
-                Some(d) => {
-                    self.pending.insert(id, d);
-                }
-                None => {}
+            // Skip queue entries made obsolete by a reschedule to an earlier time (the
+            // pending entry stays, due when the earlier entry says).
+            if let Ok(entry) = self.pending.find_entry(hash, |(k, _)| *k == id)
+                && entry.get().1 == due
+            {
+                entry.remove();
+                out.push((id, due));
             }
         }
     }
 
     fn next_due(&self) -> Option<Millis> {
-        let a = self.fifo.front().map(|(d, _)| *d);
+        let a = self.fifo.front().map(|(d, _, _)| *d);
         let b = self.heap.peek().map(|Reverse((d, _))| *d);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -118,16 +151,10 @@ pub(crate) struct PeerQueue {
 }
 
 impl PeerQueue {
-    fn new(seed: Option<u64>) -> Self {
+    fn new(room: usize) -> Self {
         Self {
             stripes: (0..STRIPES)
-                .map(|_| {
-                    Mutex::new(Stripe {
-                        pending: HashMap::with_hasher(crate::registry::fast_hash(seed)),
-                        fifo: VecDeque::new(),
-                        heap: BinaryHeap::new(),
-                    })
-                })
+                .map(|_| Mutex::new(Stripe::new(room)))
                 .collect(),
             pending: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
@@ -136,10 +163,6 @@ impl PeerQueue {
             burst_until: AtomicU64::new(0),
             next_stripe: AtomicUsize::new(0),
         }
-    }
-
-    fn stripe(&self, id: &ClientId, hasher: &FastHash) -> &Mutex<Stripe> {
-        &self.stripes[(hasher.hash_one(id.as_str()) as usize) % STRIPES]
     }
 }
 
@@ -151,12 +174,20 @@ pub(crate) struct SyncScheduler {
 }
 
 impl SyncScheduler {
-    pub(crate) fn new(members: usize, delay: Millis, seed: Option<u64>) -> Self {
+    /// Queues for `members` peers, each with room for a batch of `batch` clients before it
+    /// grows (a burst after a quiet spell fills a batch without regrowing from empty).
+    pub(crate) fn new(members: usize, delay: Millis, batch: usize, seed: Option<u64>) -> Self {
+        let room = batch.div_ceil(STRIPES) * 5 / 4;
         Self {
-            peers: (0..members).map(|_| PeerQueue::new(seed)).collect(),
+            peers: (0..members).map(|_| PeerQueue::new(room)).collect(),
             hasher: crate::registry::fast_hash(seed),
             delay,
         }
+    }
+
+    /// The hash an id is found by in every peer's queues.
+    fn hash(&self, id: &ClientId) -> u64 {
+        self.hasher.hash_one(id.as_str())
     }
 
     pub(crate) fn peer(&self, peer: usize) -> &PeerQueue {
@@ -164,14 +195,38 @@ impl SyncScheduler {
     }
 
     /// Schedules `id` for `peer` after the regular sync delay (merging with a pending entry).
+    #[cfg(test)]
     pub(crate) fn schedule(&self, peer: usize, id: &ClientId, now: Millis) {
-        self.schedule_at(peer, id, now.saturating_add(self.delay), true);
+        self.schedule_all([peer], id, now);
+    }
+
+    /// Schedules `id` for each of `peers` after the regular sync delay (merging with a
+    /// pending entry); the id is hashed once for all.
+    pub(crate) fn schedule_all(
+        &self,
+        peers: impl IntoIterator<Item = usize>,
+        id: &ClientId,
+        now: Millis,
+    ) {
+        let hash = self.hash(id);
+        let due = now.saturating_add(self.delay);
+        for peer in peers {
+            self.schedule_hashed(peer, hash, id, due, true);
+        }
     }
 
     /// Schedules `id` for `peer` at `due` (retries, repairs): never later than a pending entry.
     pub(crate) fn schedule_at(&self, peer: usize, id: &ClientId, due: Millis, regular: bool) {
+        self.schedule_hashed(peer, self.hash(id), id, due, regular);
+    }
+
+    fn schedule_hashed(&self, peer: usize, hash: u64, id: &ClientId, due: Millis, regular: bool) {
         let q = &self.peers[peer];
-        if q.stripe(id, &self.hasher).lock().schedule(id, due, regular) {
+        let scheduled =
+            q.stripes[stripe_of(hash)]
+                .lock()
+                .schedule(&self.hasher, hash, id, due, regular);
+        if scheduled {
             q.pending.fetch_add(1, Relaxed);
         }
     }
@@ -214,9 +269,12 @@ impl SyncScheduler {
                 } else {
                     max
                 };
-                q.stripes[(start + k) % STRIPES]
-                    .lock()
-                    .take_due(now, limit, &mut out);
+                q.stripes[(start + k) % STRIPES].lock().take_due(
+                    &self.hasher,
+                    now,
+                    limit,
+                    &mut out,
+                );
             }
         }
         q.pending.fetch_sub(out.len(), Relaxed);
@@ -272,7 +330,7 @@ mod tests {
 
     #[test]
     fn changes_merge_within_the_delay_anchored_at_the_first() {
-        let s = SyncScheduler::new(2, 1000, None);
+        let s = SyncScheduler::new(2, 1000, 100, None);
         s.schedule(1, &id("a"), 0);
         s.schedule(1, &id("a"), 500);
         s.schedule(1, &id("a"), 999);
@@ -291,7 +349,7 @@ mod tests {
 
     #[test]
     fn retries_never_delay_pending_state() {
-        let s = SyncScheduler::new(2, 1000, None);
+        let s = SyncScheduler::new(2, 1000, 100, None);
         s.schedule(1, &id("a"), 0); // due 1000
         s.schedule_at(1, &id("a"), 3000, false); // a failed batch's retry: keeps 1000
         assert_eq!(s.take_due(1, 1000, 10), vec![id("a")]);
@@ -304,7 +362,7 @@ mod tests {
 
     #[test]
     fn take_due_is_bounded_and_ordered() {
-        let s = SyncScheduler::new(2, 0, None);
+        let s = SyncScheduler::new(2, 0, 100, None);
         for i in 0..100 {
             s.schedule(1, &id(&format!("c{i}")), i);
         }
@@ -316,7 +374,7 @@ mod tests {
 
     #[test]
     fn taking_early_goes_in_due_order_and_put_back_keeps_the_due_time() {
-        let s = SyncScheduler::new(2, 1000, None);
+        let s = SyncScheduler::new(2, 1000, 100, None);
         for i in 0..10 {
             s.schedule(1, &id(&format!("c{i}")), i * 10);
         }

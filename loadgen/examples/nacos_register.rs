@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 // As the server binary: the cluster in this process allocates as it would in production.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 struct Args {
     protocol: String,

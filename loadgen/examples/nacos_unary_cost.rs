@@ -22,7 +22,7 @@ use distro_server::{LocalCluster, ServerConfig};
 use loadgen::protocol::nacos::{ClientConfig, Dialer, Instance, NacosClient, ServiceName};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 fn main() -> anyhow::Result<()> {
     let mut request = "register".to_string();

@@ -28,7 +28,7 @@ use loadgen::protocol::native::NativeProtocol;
 use loadgen::protocol::{Batch, Context, Item, Kind, Outcome, Protocol};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 struct Args {
     protocol: String,

@@ -9,7 +9,7 @@ use loadgen::cli::{Cli, Command, thresholds};
 // As the server binary: the embedded cluster (in this process or in the child of
 // --cluster-process) allocates as it would in production, and so does the load side.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -13,7 +13,7 @@ use distro_server::{LocalCluster, ServerConfig};
 use std::time::{Duration, Instant};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 const BATCH: usize = 1_000;
 const STREAMS: usize = 8;

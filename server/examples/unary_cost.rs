@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 fn main() -> anyhow::Result<()> {
     let mut transport = "h2".to_string();

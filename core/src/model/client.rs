@@ -194,7 +194,7 @@ impl ClientId {
 
     /// The kind, derived from the id.
     pub fn kind(&self) -> ClientKind {
-        if self.as_str().contains('#') {
+        if first_hash_sign(self.as_str().as_bytes()).is_some() {
             ClientKind::IpPort
         } else {
             ClientKind::Connection
@@ -203,10 +203,9 @@ impl ClientId {
 
     /// For an ip:port client, the routing key `ip:port` (the part before `#`).
     pub fn routing_key(&self) -> Option<&str> {
-        match self.kind() {
-            ClientKind::IpPort => self.as_str().split_once('#').map(|(k, _)| k),
-            ClientKind::Connection => None,
-        }
+        let s = self.as_str();
+        // `#` is ASCII: the position is a char boundary.
+        first_hash_sign(s.as_bytes()).map(|k| &s[..k])
     }
 }
 
@@ -249,5 +248,56 @@ impl fmt::Debug for ClientId {
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The position of the first `#` in `b`, eight bytes at a time (an ip:port client's id
+/// holds one, see [`ClientId::kind`]: asked of every id a replica applies and of every
+/// registration; `str::split_once` walks a char searcher).
+pub(crate) fn first_hash_sign(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const HASHES: u64 = ONES * b'#' as u64;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in chunks.by_ref() {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ HASHES;
+        // The lowest byte of `w` that is zero sets the lowest high bit here (a borrow can
+        // set a higher one only above a zero byte).
+        let zero = w.wrapping_sub(ONES) & !w & HIGHS;
+        if zero != 0 {
+            return Some(at + zero.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'#')
+        .map(|k| at + k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_hash_sign;
+
+    #[test]
+    fn the_first_hash_sign_is_found_at_every_position() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut b = vec![b'a'; len];
+                if at < len {
+                    b[at] = b'#';
+                    // Later ones, and bytes a borrow could confuse, change nothing.
+                    for (k, c) in b.iter_mut().enumerate().skip(at + 1) {
+                        *c = if k % 3 == 0 { b'#' } else { b'"' };
+                    }
+                }
+                let want = b.iter().position(|&c| c == b'#');
+                assert_eq!(first_hash_sign(&b), want, "{len} bytes, # at {at}");
+            }
+        }
+        assert_eq!(first_hash_sign(b"10.0.0.7:8080#true"), Some(13));
+        assert_eq!(first_hash_sign("é#".as_bytes()), Some(2));
     }
 }

@@ -6,9 +6,10 @@ use super::{DEFAULT_GROUP, DEFAULT_NAMESPACE, GROUP_SEPARATOR};
 use crate::error::{Field, ValidationError};
 use crate::limits::*;
 use crate::name::{Interner, Name};
+use crate::registry::ServiceIndex;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 /// A service: namespace, group and name, interned. Cheap to clone (one pointer).
 #[derive(Clone)]
@@ -19,6 +20,9 @@ struct ServiceInner {
     namespace: Name,
     group: Name,
     name: Name,
+    /// The registry's index of this service, set by the registry when it first stores a
+    /// publication of it: a write finds the index without looking the key up.
+    index: OnceLock<Weak<ServiceIndex>>,
 }
 
 impl Service {
@@ -29,7 +33,26 @@ impl Service {
             namespace: interner.intern(namespace),
             group: interner.intern(group),
             name: interner.intern(name),
+            index: OnceLock::new(),
         }))
+    }
+
+    /// The index the registry keeps for this service, if it set one and it is still held
+    /// (the registry checks that it is still in use: an emptied index may be retired).
+    #[inline]
+    pub(crate) fn cached_index(&self) -> Option<Arc<ServiceIndex>> {
+        self.0.index.get()?.upgrade()
+    }
+
+    /// Whether a registry cached its index here (even one since dropped).
+    pub(crate) fn has_cached_index(&self) -> bool {
+        self.0.index.get().is_some()
+    }
+
+    /// Remembers `index` as this service's (only the first time: a service whose index
+    /// was retired and replaced finds the new one by its key).
+    pub(crate) fn cache_index(&self, index: &Arc<ServiceIndex>) {
+        let _ = self.0.index.set(Arc::downgrade(index));
     }
 
     /// The map key of a service: `namespace \x1f group \x1f name` (the separator cannot
@@ -167,6 +190,7 @@ impl ServiceSpec {
     /// `group@@name` rule only. For a lookup that validates only when it finds nothing
     /// (every stored name was valid, so a hit proves the parts valid); the parts must go
     /// through [`ServiceSpec::check_parts`] before anything is stored or refused.
+    #[inline]
     pub fn split_parts<'a>(
         namespace: &'a str,
         group: &'a str,
@@ -226,20 +250,32 @@ fn split_separator(s: &str) -> Option<(&str, &str)> {
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     const ATS: u64 = u64::from_le_bytes([b'@'; 8]);
     let b = s.as_bytes();
+    // A zero byte of `x` is an '@' of the word; the lowest flagged byte is the first zero
+    // byte exactly (borrows only flag bytes above a real zero).
+    let flagged = |word: &[u8]| {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ ATS;
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
     let mut from = 0;
+    let mut found = false;
     while let Some(word) = b.get(from..from + 8) {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            break;
-        };
-        // A zero byte of `x` is an '@' of the word; the lowest flagged byte is the first
-        // zero byte exactly (borrows only flag bytes above a real zero).
-        let x = u64::from_le_bytes(word) ^ ATS;
-        let flagged = x.wrapping_sub(ONES) & !x & HIGHS;
-        if flagged != 0 {
-            from += (flagged.trailing_zeros() / 8) as usize;
+        let f = flagged(word);
+        if f != 0 {
+            from += (f.trailing_zeros() / 8) as usize;
+            found = true;
             break;
         }
         from += 8;
+    }
+    // The last bytes as the word that ends the name (its bytes before `from` hold no '@',
+    // so its first '@' is the name's), not byte by byte.
+    if !found && from < b.len() && b.len() >= 8 {
+        let start = b.len() - 8;
+        let f = flagged(&b[start..]);
+        if f == 0 {
+            return None;
+        }
+        from = start + (f.trailing_zeros() / 8) as usize;
     }
     while let Some(p) = b[from..].iter().position(|&c| c == b'@') {
         let at = from + p;

@@ -101,9 +101,12 @@ impl Node {
         port: u16,
     ) -> Result<(), ValidationError> {
         if let Some(key) = client.routing_key() {
-            let matches = key
-                .rsplit_once(':')
-                .is_some_and(|(i, p)| i == ip && p.parse::<u16>() == Ok(port));
+            // `key` is `<ip>:<port>`: the ip is a prefix, then `:` (the last one: the
+            // port holds none), then the port.
+            let matches = key.len() > ip.len()
+                && key.as_bytes()[..ip.len()] == *ip.as_bytes()
+                && key.as_bytes()[ip.len()] == b':'
+                && key[ip.len() + 1..].parse::<u16>() == Ok(port);
             if !matches {
                 return Err(ValidationError::new(
                     Field::ClientId,
@@ -225,8 +228,8 @@ impl Node {
         if matches!(r, WriteResult::Unchanged) {
             return;
         }
-        for p in self.members.load().peers() {
-            self.sync.schedule(p.index(), client, now);
-        }
+        let peers = self.members.load();
+        self.sync
+            .schedule_all(peers.peers().map(|p| p.index()), client, now);
     }
 }

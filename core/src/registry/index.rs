@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// store. A slot costs 8 bytes (about 8 more held ahead at worst), a fraction of a
 /// hash-map entry.
 pub struct ServiceIndex {
+    /// The registry holding it (see `Registry::id`): a service may be shared between
+    /// registries of one process (the simulator's nodes), its cached index is one of them.
+    registry: u64,
     service: Service,
     slots: Slots<Publication>,
     free: Mutex<Vec<u32>>,
@@ -38,8 +41,9 @@ pub struct ServiceIndex {
 }
 
 impl ServiceIndex {
-    fn new(service: Service, reclaimer: &arc_slots::Reclaimer) -> Self {
+    fn new(registry: u64, service: Service, reclaimer: &arc_slots::Reclaimer) -> Self {
         Self {
+            registry,
             service,
             slots: Slots::new(reclaimer),
             free: Mutex::new(Vec::new()),
@@ -123,7 +127,7 @@ impl Registry {
         let services = self.services.pin();
         let service = Service::new(&self.interner, namespace, group, name);
         let idx = services.get_or_insert_with(service.key().clone(), || {
-            let idx = ServiceIndex::new(service.clone(), &self.slots);
+            let idx = ServiceIndex::new(self.id, service.clone(), &self.slots);
             idx.empty_since.store(0, Relaxed);
             Arc::new(idx)
         });
@@ -167,6 +171,30 @@ impl Registry {
         v
     }
 
+    /// `service` to name a new index of this registry: itself unless it caches another
+    /// registry's index (a publication applied from another node of the process, in the
+    /// simulator), then a copy of this registry's, so that the services it hands out
+    /// (the index's) cache its own index.
+    fn own_service(&self, service: &Service) -> Service {
+        let ours = !service.has_cached_index() || self.cached_index(service).is_some();
+        if ours {
+            service.clone()
+        } else {
+            Service::new(
+                &self.interner,
+                service.namespace(),
+                service.group(),
+                service.name(),
+            )
+        }
+    }
+
+    /// The index `service` cached, if it is one of this registry's (it may be retired).
+    #[inline]
+    fn cached_index(&self, service: &Service) -> Option<Arc<ServiceIndex>> {
+        service.cached_index().filter(|idx| idx.registry == self.id)
+    }
+
     /// Stores `p` in its service's index, in `slot` if the client already had one there;
     /// returns the slot.
     pub(super) fn index_insert(
@@ -175,17 +203,28 @@ impl Registry {
         slot: Option<u32>,
         replaced_len: usize,
     ) -> u32 {
-        let services = self.services.pin();
         let pin = self.slots.pin();
+        let mut cached = self.cached_index(&p.service);
         loop {
-            let idx = services
-                .get_or_insert_with(p.service.key().clone(), || {
-                    Arc::new(ServiceIndex::new(p.service.clone(), &self.slots))
-                })
-                .clone();
+            let idx = match cached.take() {
+                Some(idx) => idx,
+                None => {
+                    let idx = self
+                        .services
+                        .pin()
+                        .get_or_insert_with(p.service.key().clone(), || {
+                            let service = self.own_service(&p.service);
+                            Arc::new(ServiceIndex::new(self.id, service, &self.slots))
+                        })
+                        .clone();
+                    idx.service.cache_index(&idx);
+                    p.service.cache_index(&idx);
+                    idx
+                }
+            };
             let retired = idx.retired.read();
             if *retired {
-                // The collector removed this index after we looked it up; look again.
+                // The collector removed this index after we found it; look it up again.
                 drop(retired);
                 continue;
             }
@@ -226,8 +265,13 @@ impl Registry {
 
     /// Frees `slot` of `service`'s index (a publication of `len` instances went away).
     pub(super) fn index_remove(&self, service: &Service, slot: u32, len: usize) {
-        let services = self.services.pin();
-        if let Some(idx) = services.get(service.key().as_str()) {
+        // The slot is in the service's index that is not retired (one holding a slot in
+        // use is not: it has a live publication), the cached one unless that was retired.
+        let idx = self
+            .cached_index(service)
+            .filter(|idx| !*idx.retired.read())
+            .or_else(|| self.services.pin().get(service.key().as_str()).cloned());
+        if let Some(idx) = idx {
             let _shared = idx.retired.read();
             if idx.slots.replace(slot as usize, None, &self.slots.pin()) == Some(true) {
                 let mut free = idx.free.lock();

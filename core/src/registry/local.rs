@@ -5,7 +5,8 @@
 //! state, decides, and stores the new state at the next revision (a hybrid clock, see
 //! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
 
-use super::{Client, Origin, Registry, Tombstone, WriteError, WriteResult};
+use super::client::PublicationArcs;
+use super::{Client, IdKey, Origin, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision, Service};
@@ -43,8 +44,7 @@ impl Registry {
                     return LocalAction::Nothing;
                 }
             }
-            let mut pubs: Vec<Arc<Publication>> =
-                old.map(|c| c.publication_arcs()).unwrap_or_default();
+            let mut pubs = old.map(|c| c.publication_arcs()).unwrap_or_default();
             match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
                 Ok(i) => {
                     if *pubs[i] == *publication {
@@ -202,9 +202,10 @@ impl Registry {
         name: &str,
         now: Millis,
     ) -> Option<bool> {
-        let shard = &self.shards[crate::hash::shard_of(id, self.shard_count) as usize];
+        let key = IdKey::new(id);
+        let shard = &self.shards[self.shard_of_key(key) as usize];
         let clients = shard.pin();
-        let c = clients.get(id)?;
+        let c = clients.get_key(key)?;
         let i = c
             .publications
             .iter()
@@ -231,13 +232,14 @@ impl Registry {
         origin: Origin,
         f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
     ) -> WriteResult {
-        let shard_no = self.shard_of(id);
+        let key = IdKey::new(id.as_str());
+        let shard_no = self.shard_of_key(key);
         let shard = &self.shards[shard_no as usize];
         let mut changed: Vec<Service> = Vec::new();
         let result = {
             let mut tombstones = shard.write.lock();
             let clients = shard.pin();
-            let old = clients.get(id.as_str());
+            let old = clients.get_key(key);
             let action = f(old);
             // A held client has no tombstone (storing a state removes it, a deletion or
             // drop removes the client): only an absent one needs the lookup.
@@ -256,15 +258,17 @@ impl Registry {
             match action {
                 LocalAction::Nothing => WriteResult::Unchanged,
                 LocalAction::Put(pubs) => {
-                    let new = self.build_client(
-                        id,
-                        revision,
-                        shard_no,
-                        pubs,
-                        owner,
-                        old.map(|c| &**c),
-                        now,
-                    );
+                    let old_ref = old.map(|c| &**c);
+                    let hash = key.hash;
+                    // Moved out of the small vector when it spilled (a vector's own
+                    // iterator builds the list in one pass; the small vector's costs a
+                    // check per item).
+                    let new = if pubs.spilled() {
+                        let pubs = pubs.into_vec();
+                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
+                    } else {
+                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
+                    };
                     if old.is_none() {
                         tombstones.remove(id.as_str());
                     }
@@ -293,6 +297,6 @@ impl Registry {
 /// What a local write does to the client it reads.
 enum LocalAction {
     Nothing,
-    Put(Vec<Arc<Publication>>),
+    Put(PublicationArcs),
     Delete,
 }

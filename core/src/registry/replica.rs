@@ -6,8 +6,8 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::{ApplyOutcome, ClientRecord, Registry, Tombstone};
-use crate::hash::shard_of;
+use super::{ApplyOutcome, ClientRecord, IdKey, Registry, Tombstone};
+use crate::hash::stable_hash64;
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
 use crate::time::Millis;
@@ -127,7 +127,8 @@ impl Registry {
 
     /// [`Registry::apply`] of a borrowed state.
     pub fn apply_state(&self, state: StateRef<'_>, owner: MemberId, now: Millis) -> ApplyOutcome {
-        let shard_no = shard_of(state.id, self.shard_count);
+        let key = IdKey::new(state.id);
+        let shard_no = self.shard_of_key(key);
         let shard = &self.shards[shard_no as usize];
         let mut changed = Vec::new();
         let outcome = {
@@ -137,6 +138,7 @@ impl Registry {
                 &mut tombstones,
                 &clients,
                 shard_no,
+                key,
                 &state,
                 owner,
                 now,
@@ -149,19 +151,13 @@ impl Registry {
 
     /// Applies a replicated deletion if it is newer than what is held.
     pub fn apply_delete(&self, id: &ClientId, revision: Revision, now: Millis) -> ApplyOutcome {
-        let shard = &self.shards[self.shard_of(id) as usize];
+        let key = IdKey::new(id.as_str());
+        let shard = &self.shards[self.shard_of_key(key) as usize];
         let mut changed = Vec::new();
         let outcome = {
             let mut tombstones = shard.write.lock();
             let clients = shard.pin();
-            self.apply_delete_locked(
-                &mut tombstones,
-                &clients,
-                id.as_str(),
-                revision,
-                now,
-                &mut changed,
-            )
+            self.apply_delete_locked(&mut tombstones, &clients, key, revision, now, &mut changed)
         };
         self.notify(&changed);
         outcome
@@ -178,13 +174,18 @@ impl Registry {
         now: Millis,
     ) -> ApplyCounts {
         let changes: Vec<ReplicaChange<'a>> = changes.into_iter().collect();
+        // Each id hashed once: its shard, its lookup and its digest term.
+        let hashes: Vec<u64> = changes
+            .iter()
+            .map(|c| stable_hash64(c.id().as_bytes()))
+            .collect();
         // The order of the apply as one integer per change, shard above position: sorted,
         // the changes of one shard are consecutive and keep their order in the batch
         // (two changes of one client, never in one batch today, stay in order).
-        let order: Vec<u64> = changes
+        let order: Vec<u64> = hashes
             .iter()
             .enumerate()
-            .map(|(i, c)| u64::from(shard_of(c.id(), self.shard_count)) << 32 | i as u64)
+            .map(|(i, &h)| u64::from(super::shard_of_hash(h, self.shard_count)) << 32 | i as u64)
             .collect();
         let order = by_shard(order, self.shard_count);
         let mut counts = ApplyCounts::default();
@@ -195,11 +196,16 @@ impl Registry {
             let mut tombstones = shard.write.lock();
             let clients = shard.pin();
             for &k in group {
-                let outcome = match changes[(k & u64::from(u32::MAX)) as usize] {
+                let i = (k & u64::from(u32::MAX)) as usize;
+                let outcome = match changes[i] {
                     ReplicaChange::State(ref state, owner) => self.apply_locked(
                         &mut tombstones,
                         &clients,
                         shard_no,
+                        IdKey {
+                            id: state.id,
+                            hash: hashes[i],
+                        },
                         state,
                         owner,
                         now,
@@ -208,7 +214,10 @@ impl Registry {
                     ReplicaChange::Delete(id, revision) => self.apply_delete_locked(
                         &mut tombstones,
                         &clients,
-                        id,
+                        IdKey {
+                            id,
+                            hash: hashes[i],
+                        },
                         revision,
                         now,
                         &mut changed,
@@ -231,12 +240,13 @@ impl Registry {
         tombstones: &mut Tombstones,
         clients: &ClientsRef<'_>,
         shard_no: u32,
+        key: IdKey<'_>,
         state: &StateRef<'_>,
         owner: MemberId,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
-        let old = clients.get(state.id);
+        let old = clients.get_key(key);
         let current = old
             .map(|c| c.revision)
             .max(tombstones.get(state.id).map(|t| t.revision))
@@ -268,6 +278,7 @@ impl Registry {
         let id = old.map_or_else(|| ClientId::checked(state.id), |o| o.id.clone());
         let new = self.build_client(
             &id,
+            key.hash,
             state.revision,
             shard_no,
             pubs,
@@ -284,12 +295,13 @@ impl Registry {
         &self,
         tombstones: &mut Tombstones,
         clients: &ClientsRef<'_>,
-        id: &str,
+        key: IdKey<'_>,
         revision: Revision,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
-        let old = clients.get(id);
+        let id = key.id;
+        let old = clients.get_key(key);
         let held = tombstones.get(id).map(|t| t.revision);
         let current = old.map(|c| c.revision).max(held).unwrap_or(Revision::ZERO);
         if revision <= current {

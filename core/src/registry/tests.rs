@@ -632,7 +632,7 @@ fn a_client_of_many_services_changing_one_keeps_the_others_slots_and_beats() {
     assert_eq!(r.stats().instances, 19);
 }
 
-/// The stored layout: a client with one publication is one 72-byte allocation (88 with
+/// The stored layout: a client with one publication is one 80-byte allocation (96 with
 /// its reference counts, in mimalloc's 96-byte class) whose id sits inline (it was 64
 /// bytes, in the 80-byte class, plus its id's own 48-byte allocation), and a shard's set
 /// holds one pointer per client; see `results/memory.md`. Pinned so that a field added by accident shows here.
@@ -642,7 +642,7 @@ fn stored_layout_is_compact() {
     assert_eq!(size_of::<ClientId>(), 24);
     assert_eq!(size_of::<Published>(), 24);
     assert_eq!(size_of::<client::PublishedList>(), 24);
-    assert_eq!(size_of::<Client>(), 72);
+    assert_eq!(size_of::<Client>(), 80);
     assert_eq!(size_of::<Stored>(), 8);
     // A publication of one instance: 80 bytes, 96 in its `Arc` (a size class).
     assert_eq!(size_of::<Name>(), 8);
@@ -692,4 +692,66 @@ fn a_change_replaces_the_stored_client() {
     r.for_each(|c| seen.push((c.id().clone(), c.revision())));
     assert_eq!(seen, vec![(id, second)]);
     assert_eq!(r.stats().clients, 1);
+}
+
+/// A client's key picks the shard `hash::shard_of` names (shard counts of both kinds),
+/// and finds the stored client through its shard's set.
+#[test]
+fn id_keys_pick_the_shard_of_the_stable_hash() {
+    for shards in [1, 7, 16, 1000, 1024] {
+        for i in 0..200 {
+            let id = format!("10.0.{}.{}:8080#true", i / 250, i % 250);
+            let key = IdKey::new(&id);
+            assert_eq!(
+                shard_of_hash(key.hash, shards),
+                crate::hash::shard_of(&id, shards),
+                "{id} of {shards} shards"
+            );
+        }
+    }
+    let r = Registry::new(MemberId(0), 3, 1, &Config::default());
+    let id = ClientId::parse("10.0.0.7:8080#true").unwrap();
+    assert!(r.get(id.as_str()).is_none());
+    let service = r.service("public", "DEFAULT_GROUP", "svc");
+    let inst = crate::model::InstanceSpec::new("10.0.0.7", 8080)
+        .to_instance(r.interner(), &service)
+        .unwrap();
+    r.publish(&id, Publication::single(service, inst), MemberId(0), 5)
+        .unwrap();
+    let c = r.get(id.as_str()).expect("stored");
+    assert_eq!(c.id_hash, IdKey::new(id.as_str()).hash);
+    assert_eq!(c.shard(), r.shard_of(&id));
+}
+
+/// A service caches its index: a retired index (emptied and collected, still held by the
+/// collector's batch) is not written to, and a service shared with another registry of
+/// the process (the simulator's nodes) finds that registry's own index.
+#[test]
+fn a_service_writes_to_its_registrys_live_index() {
+    let r = Registry::new(MemberId(0), 3, 1, &Config::default());
+    let other = Registry::new(MemberId(1), 3, 1, &Config::default());
+    let id = ClientId::parse("10.0.0.7:8080#true").unwrap();
+    let service = r.service("public", "DEFAULT_GROUP", "svc");
+    let inst = InstanceSpec::new("10.0.0.7", 8080)
+        .to_instance(r.interner(), &service)
+        .unwrap();
+    let p = Publication::single(service, inst);
+    let count = |r: &Registry| {
+        r.query("public", "DEFAULT_GROUP", "svc")
+            .map(|v| v.publications.len())
+    };
+    r.publish(&id, p.clone(), MemberId(0), 5).unwrap();
+    other.publish(&id, p.clone(), MemberId(1), 5).unwrap();
+    assert_eq!((count(&r), count(&other)), (Some(1), Some(1)));
+    other.remove_client(&id, MemberId(1), 6);
+    assert_eq!((count(&r), count(&other)), (Some(1), Some(0)));
+    // Emptied and collected (the first pass marks it, the second removes it).
+    r.remove_client(&id, MemberId(0), 6);
+    r.collect_empty_services(10, 0);
+    assert_eq!(r.collect_empty_services(20, 0), 1);
+    assert_eq!(count(&r), None);
+    r.publish(&id, p, MemberId(0), 30).unwrap();
+    assert_eq!(count(&r), Some(1));
+    r.remove_client(&id, MemberId(0), 31);
+    assert_eq!(count(&r), Some(0));
 }

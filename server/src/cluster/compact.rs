@@ -113,7 +113,7 @@ impl<'a> Encoder<'a> {
     fn new(base: u64, records: usize) -> Self {
         Self {
             base,
-            records: Vec::with_capacity(records * 24),
+            records: Vec::with_capacity(records * 40),
             ..Self::default()
         }
     }

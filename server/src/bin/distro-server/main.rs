@@ -9,7 +9,7 @@ use clap::Parser as _;
 use distro_server::ServerConfig;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
 
 /// Raises the soft open-file limit towards what `--max-tcp-connections` on three ports
 /// needs (and the hard limit when allowed, as root); warns when it stays below, since

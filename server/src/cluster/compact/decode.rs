@@ -28,29 +28,43 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    // The readers of fixed widths and indices are inlined into the record loop (a call
+    // each cost more than the read); their errors are built out of line.
+    #[inline]
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
-        if self.b.len() - self.at < n {
-            return Err(malformed(
-                self.at,
-                format!("{what}: {n} bytes needed, {} left", self.b.len() - self.at),
-            ));
+        match self.b.get(self.at..self.at.saturating_add(n)) {
+            Some(s) => {
+                self.at += n;
+                Ok(s)
+            }
+            None => Err(self.short(n, what)),
         }
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
-        Ok(s)
     }
+    #[cold]
+    #[inline(never)]
+    fn short(&self, n: usize, what: &str) -> WireError {
+        malformed(
+            self.at,
+            format!("{what}: {n} bytes needed, {} left", self.b.len() - self.at),
+        )
+    }
+    /// `N` bytes.
+    #[inline]
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], WireError> {
+        let b = self.take(N, what)?;
+        Ok(b.try_into().expect("N bytes taken"))
+    }
+    #[inline]
     fn u8(&mut self, what: &str) -> Result<u8, WireError> {
-        Ok(self.take(1, what)?[0])
+        Ok(self.array::<1>(what)?[0])
     }
+    #[inline]
     fn u16(&mut self, what: &str) -> Result<u16, WireError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        Ok(u16::from_le_bytes(self.array(what)?))
     }
+    #[inline]
     fn u64(&mut self, what: &str) -> Result<u64, WireError> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array(what)?))
     }
     /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
     #[inline]
@@ -85,10 +99,11 @@ impl<'a> Reader<'a> {
         Err(malformed(at, format!("{what}: the varint exceeds 64 bits")))
     }
     /// A varint that must fit in a `u32` (an index).
+    #[inline]
     fn index(&mut self, what: &str) -> Result<u32, WireError> {
         let at = self.at;
         let v = self.varint(what)?;
-        u32::try_from(v).map_err(|_| malformed(at, format!("{what} {v} exceeds u32")))
+        u32::try_from(v).map_err(|_| too_wide(at, what, v))
     }
     /// A count whose items take at least `min_item` bytes each: refused if the rest of
     /// the batch cannot hold them (so a forged count cannot make us allocate).
@@ -101,6 +116,12 @@ impl<'a> Reader<'a> {
         }
         Ok(n as usize)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn too_wide(at: usize, what: &str, v: u64) -> WireError {
+    malformed(at, format!("{what} {v} exceeds u32"))
 }
 
 /// The decoded tables of one batch.
