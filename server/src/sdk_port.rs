@@ -25,7 +25,9 @@
 
 mod bridge;
 mod connection;
+mod fields;
 pub(crate) mod grpc;
+mod http2;
 mod keep_alive;
 mod unary;
 mod wakeups;
@@ -52,8 +54,6 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 const WINDOW: u32 = 1024 * 1024;
 /// Largest header list a client may send (hyper's default, 16 KiB).
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// Largest DATA the server buffers per stream before waiting for the client's window.
-const MAX_SEND_BUFFER: usize = 400 * 1024;
 
 /// The SDK port: the Nacos front end, the tonic services beside it, and the admission
 /// policy of its connections. Build it, add services, then [`SdkPort::serve`].
@@ -73,7 +73,6 @@ pub(crate) struct Inner {
     pub(crate) routes: Routes,
     /// `/<service>/` of every service in `routes`.
     pub(crate) bridged: Vec<Vec<u8>>,
-    pub(crate) h2: h2::server::Builder,
     pub(crate) max_message_bytes: usize,
     pub(crate) keep_alive_interval: Duration,
     pub(crate) keep_alive_timeout: Duration,
@@ -149,18 +148,11 @@ impl SdkPort {
     /// [`crate::ServerConfig::sdk_reuseport`]): one accept loop per socket, each a task of
     /// its own, sharing the admission's connection cap.
     pub async fn serve_all(self, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
-        let mut h2 = h2::server::Builder::new();
-        h2.initial_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(MAX_HEADER_LIST)
-            .max_send_buffer_size(MAX_SEND_BUFFER);
         let inner = Arc::new(Inner {
             max_message_bytes: self.nacos.config().max_message_bytes,
             nacos: self.nacos,
             routes: self.routes.prepare(),
             bridged: self.bridged,
-            h2,
             keep_alive_interval: self.keep_alive_interval,
             keep_alive_timeout: self.keep_alive_timeout,
             tls: self.tls,
