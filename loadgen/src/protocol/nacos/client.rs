@@ -535,8 +535,8 @@ struct Reader {
 
 impl Reader {
     async fn run(mut self, h2: H2, rx: mpsc::Receiver<Bytes>) {
-        if let Ok((mut body, mut frames)) = h2.open_stream(rx).await {
-            while let Some(Ok(message)) = frames.next(&mut body).await {
+        if let Ok(mut stream) = h2.open_stream(rx).await {
+            while let Some(Ok(message)) = stream.next().await {
                 self.state.touch();
                 match Incoming::decode(message) {
                     Ok(m) => self.handle(m).await,

@@ -1,38 +1,50 @@
-//! gRPC calls on one HTTP/2 connection, straight over the `h2` crate.
+//! gRPC calls on one HTTP/2 connection of our own, on the frames and HPACK of `h2wire`.
 //!
 //! Nacos needs two methods only (`/Request/request` unary, `/BiRequestStream/
-//! requestBiStream` bidirectional), with pre-framed messages. Going straight to `h2`
-//! (neither a tonic `Channel` nor hyper's client) keeps a call on the caller's task: the
-//! HEADERS and the one DATA+END_STREAM frame are queued on the connection together, with no
-//! hop through a dispatch channel and task per request, so that the connection task writes
-//! them in one `writev` and, when several calls are in flight on the connection, the
-//! frames of all of them in one. It also means the connection is never silently
-//! re-opened: when it is gone, calls fail.
+//! requestBiStream` bidirectional), with pre-framed messages, so the connection is built
+//! for exactly that: the request head of each method is encoded once per connection
+//! (stateless HPACK: constant bytes); a call, on the caller's task, appends its HEADERS and
+//! its one DATA+END_STREAM to the connection's send buffer and writes every frame ready
+//! (its own and any other call's) in one write; one task per connection reads the socket,
+//! decodes the responses (full HPACK: the server may be grpc-java with Huffman and a
+//! dynamic table) and wakes the finished calls. Flow control both ways, the peer's
+//! settings (frame size, initial window, concurrent streams), PING and SETTINGS acks,
+//! GOAWAY (calls above its last stream fail, new calls fail) and RST_STREAM are handled
+//! in `conn.rs`.
+//!
+//! The connection is never silently re-opened: when it is gone, calls fail.
 
-use bytes::{Buf, Bytes, BytesMut};
-use h2::RecvStream;
-use h2::client::SendRequest;
-use hyper::header::{CONTENT_TYPE, HeaderValue, TE};
-use hyper::{HeaderMap, Method, Request, Uri};
+mod conn;
+
+use bytes::Bytes;
+use conn::{Headers, Inner, Kind};
+use h2wire::frame;
+use h2wire::hpack;
+use parking_lot::Mutex;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Code, Status};
 
-use super::wire::GRPC_PREFIX;
+/// The read buffer: any frame we allow (16 KiB and its head) fits several times.
+const READ_BUFFER: usize = 64 * 1024;
 
-/// Receive windows: large enough that window updates are rare (one per ~half a MiB
-/// received) whatever the number of calls in flight.
-const STREAM_WINDOW: u32 = 1 << 20;
-const CONNECTION_WINDOW: u32 = 2 << 20;
+struct Shared {
+    inner: Mutex<Inner>,
+    /// The HPACK blocks of the two request heads.
+    unary_head: Vec<u8>,
+    stream_head: Vec<u8>,
+}
 
 /// One HTTP/2 connection to a Nacos SDK port. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct H2 {
-    send: SendRequest<Bytes>,
-    unary: Request<()>,
-    stream: Request<()>,
+    shared: Arc<Shared>,
 }
 
 fn unavailable(e: &(dyn std::error::Error + 'static)) -> Status {
@@ -51,28 +63,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-fn request(uri: Uri) -> Request<()> {
-    let mut r = Request::new(());
-    *r.method_mut() = Method::POST;
-    *r.uri_mut() = uri;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert(TE, HeaderValue::from_static("trailers"));
-    r
-}
-
-/// A copy of a prepared request head (a clone of its parts: refcounts and one small map).
-fn copy(r: &Request<()>) -> Request<()> {
-    let mut c = Request::new(());
-    *c.method_mut() = r.method().clone();
-    *c.uri_mut() = r.uri().clone();
-    *c.headers_mut() = r.headers().clone();
-    c
+/// The HPACK block of a gRPC POST to `path`.
+fn request_head(scheme: &str, authority: &str, path: &str) -> Vec<u8> {
+    let mut block = Vec::with_capacity(96);
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", scheme),
+        (":authority", authority),
+        (":path", path),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
+    }
+    block
 }
 
 impl H2 {
-    /// HTTP/2 handshake on `io` (a TCP stream, or a TLS stream when `scheme` is `https`);
-    /// returns the connection and the task that drives it.
+    /// HTTP/2 handshake on `io` (a TCP stream, or a TLS stream when `scheme` is `https`):
+    /// sends the preface and our settings; returns the connection and the task that reads
+    /// it.
     pub(crate) async fn handshake<IO>(
         io: IO,
         server: SocketAddr,
@@ -81,84 +91,33 @@ impl H2 {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .enable_push(false)
-            .handshake::<_, Bytes>(io)
+        let (read, mut write) = tokio::io::split(io);
+        let mut preface = Vec::new();
+        conn::preface(&mut preface);
+        write
+            .write_all(&preface)
             .await
             .map_err(|e| unavailable(&e))?;
-        let task = tokio::spawn(async move {
-            let _ = conn.await;
+        write.flush().await.map_err(|e| unavailable(&e))?;
+        let inner = Inner::new(Box::new(write));
+        let authority = server.to_string();
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            unary_head: request_head(scheme, &authority, "/Request/request"),
+            stream_head: request_head(scheme, &authority, "/BiRequestStream/requestBiStream"),
         });
-        let uri = |path: &str| {
-            Uri::try_from(format!("{scheme}://{server}{path}"))
-                .map_err(|e| Status::invalid_argument(format!("bad server address: {e}")))
-        };
-        Ok((
-            H2 {
-                send,
-                unary: request(uri("/Request/request")?),
-                stream: request(uri("/BiRequestStream/requestBiStream")?),
-            },
-            task,
-        ))
-    }
-
-    /// Opens a stream with `head`; `first` (if any) is queued with the HEADERS and ends the
-    /// request when `end` is true. Returns the response body and, when the request stays
-    /// open, its send half.
-    async fn open(
-        &self,
-        head: &Request<()>,
-        first: Bytes,
-        end: bool,
-    ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
-        let mut send = self
-            .send
-            .clone()
-            .ready()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let (response, mut out) = send
-            .send_request(copy(head), false)
-            .map_err(|e| unavailable(&e))?;
-        out.send_data(first, end).map_err(|e| unavailable(&e))?;
-        Ok((response, out))
-    }
-
-    async fn response(response: h2::client::ResponseFuture) -> Result<RecvStream, Status> {
-        let response = response.await.map_err(|e| unavailable(&e))?;
-        let (parts, body) = response.into_parts();
-        if parts.status != hyper::StatusCode::OK {
-            return Err(Status::unknown(format!("HTTP status {}", parts.status)));
-        }
-        // A trailers-only response (an error before any message).
-        if let Some(status) = grpc_status(&parts.headers) {
-            return Err(if status.code() == Code::Ok {
-                Status::internal("the call ended without a message")
-            } else {
-                status
-            });
-        }
-        Ok(body)
+        let task = tokio::spawn(drive(shared.clone(), Box::new(read)));
+        Ok((H2 { shared }, task))
     }
 
     /// A unary call with one pre-framed message; returns the reply's protobuf bytes.
     pub(crate) async fn unary(&self, frame: Bytes) -> Result<Bytes, Status> {
-        let (response, _out) = self.open(&self.unary, frame, true).await?;
-        let mut body = Self::response(response).await?;
-        let mut reader = FrameReader::default();
-        let message = reader.next(&mut body).await.transpose()?;
-        // Read on to the trailers, which carry the status.
-        while let Some(r) = reader.next(&mut body).await {
-            r?;
+        Call {
+            shared: &self.shared,
+            frame,
+            id: 0,
         }
-        match (message, reader.status) {
-            (_, Some(s)) if s.code() != Code::Ok => Err(s),
-            (Some(m), _) => Ok(m),
-            (None, _) => Err(Status::internal("the call ended without a message")),
-        }
+        .await
     }
 
     /// Opens the bi-stream; frames sent on `outbound` go to the server (the first one is
@@ -167,98 +126,254 @@ impl H2 {
     pub(crate) async fn open_stream(
         &self,
         mut outbound: mpsc::Receiver<Bytes>,
-    ) -> Result<(RecvStream, FrameReader), Status> {
+    ) -> Result<BiStream, Status> {
         let first = outbound.recv().await.unwrap_or_default();
-        let (response, mut out) = self.open(&self.stream, first, false).await?;
+        let shared = &self.shared;
+        let id = poll_fn(|cx| {
+            let mut inner = shared.inner.lock();
+            let opened = inner.open(cx, Kind::Stream, &shared.stream_head, &first, false);
+            if opened.is_ready() {
+                inner.flush_from_caller(cx);
+            }
+            opened
+        })
+        .await?;
+        let stream = BiStream {
+            shared: shared.clone(),
+            id,
+        };
+        // The response headers (or a trailers-only error).
+        poll_fn(|cx| {
+            let mut inner = shared.inner.lock();
+            let Some(slot) = inner.slot(id) else {
+                return Poll::Ready(Err(Status::internal("the stream is gone")));
+            };
+            if let Some(e) = &slot.error {
+                return Poll::Ready(Err(e.clone()));
+            }
+            if slot.headers {
+                return Poll::Ready(Ok(()));
+            }
+            set_waker(&mut slot.waker, cx);
+            Poll::Pending
+        })
+        .await?;
+        let shared = shared.clone();
         tokio::spawn(async move {
             while let Some(frame) = outbound.recv().await {
-                if out.send_data(frame, false).is_err() {
+                if !send_on(&shared, id, &frame, false) {
                     return;
                 }
             }
-            let _ = out.send_data(Bytes::new(), true);
+            send_on(&shared, id, &[], true);
         });
-        Ok((Self::response(response).await?, FrameReader::default()))
+        Ok(stream)
     }
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<Status> {
-    let code = headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .parse::<i32>()
-        .ok()?;
-    let message = headers
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    Some(Status::new(Code::from_i32(code), message))
+/// Queues DATA on stream `id` and has it written; false when the stream is gone.
+fn send_on(shared: &Shared, id: u32, data: &[u8], end: bool) -> bool {
+    let mut inner = shared.inner.lock();
+    let queued = inner.send(id, data, end);
+    if inner.has_output() {
+        inner.wake_task();
+    }
+    queued
 }
 
-fn exactly_one_message(data: &[u8]) -> bool {
-    data.len() >= GRPC_PREFIX
-        && data[0] == 0
-        && u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize
-            == data.len() - GRPC_PREFIX
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
 }
 
-/// Splits a response body into gRPC messages.
-#[derive(Default)]
-pub(crate) struct FrameReader {
-    buf: BytesMut,
-    /// The body (and trailers) were read to the end.
-    ended: bool,
-    /// The status from the trailers, once read.
-    pub(crate) status: Option<Status>,
+/// One unary call in flight: `id` 0 until its stream is open. Dropped early (a timeout),
+/// it resets its stream.
+struct Call<'a> {
+    shared: &'a Arc<Shared>,
+    frame: Bytes,
+    id: u32,
 }
 
-impl FrameReader {
-    /// The next message, or `None` at the end of the body (then see `status`).
-    pub(crate) async fn next(&mut self, body: &mut RecvStream) -> Option<Result<Bytes, Status>> {
-        loop {
-            if self.buf.len() >= GRPC_PREFIX {
-                if self.buf[0] != 0 {
-                    return Some(Err(Status::internal(
-                        "compressed gRPC messages are not supported",
-                    )));
-                }
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
-                    as usize;
-                if self.buf.len() >= GRPC_PREFIX + len {
-                    let mut frame = self.buf.split_to(GRPC_PREFIX + len);
-                    frame.advance(GRPC_PREFIX);
-                    return Some(Ok(frame.freeze()));
-                }
+impl Future for Call<'_> {
+    type Output = Result<Bytes, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut inner = this.shared.inner.lock();
+        if this.id == 0 {
+            match inner.open(cx, Kind::Unary, &this.shared.unary_head, &this.frame, true) {
+                Poll::Ready(Ok(id)) => this.id = id,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
-            if self.ended {
-                return None;
-            }
-            match body.data().await {
-                None => {
-                    self.ended = true;
-                    match body.trailers().await {
-                        Ok(Some(trailers)) => self.status = grpc_status(&trailers),
-                        Ok(None) => {}
-                        Err(e) => return Some(Err(unavailable(&e))),
-                    }
-                    if !self.buf.is_empty() {
-                        return Some(Err(Status::internal("the body ended inside a message")));
-                    }
-                    return None;
-                }
-                Some(Err(e)) => return Some(Err(unavailable(&e))),
-                Some(Ok(data)) => {
-                    // Give the window back at once (the data is ours now).
-                    let _ = body.flow_control().release_capacity(data.len());
-                    if self.buf.is_empty() && exactly_one_message(&data) {
-                        // The usual case: take the chunk without copying.
-                        return Some(Ok(data.slice(GRPC_PREFIX..)));
-                    }
-                    self.buf.extend_from_slice(&data);
-                }
+            inner.flush_from_caller(cx);
+        }
+        let id = this.id;
+        let Some(slot) = inner.slot(id) else {
+            return Poll::Ready(Err(Status::internal("the call's stream is gone")));
+        };
+        if !slot.finished() {
+            set_waker(&mut slot.waker, cx);
+            return Poll::Pending;
+        }
+        let result = unary_result(slot);
+        this.id = 0;
+        inner.remove(id);
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            self.shared.inner.lock().remove(self.id);
+        }
+    }
+}
+
+/// The outcome of a finished unary stream: its error, else its one message unless the
+/// trailers carry an error.
+fn unary_result(slot: &conn::Slot) -> Result<Bytes, Status> {
+    if let Some(e) = &slot.error {
+        return Err(e.clone());
+    }
+    let data = &slot.data[slot.taken..];
+    let message = conn::next_message(data)?;
+    if let Some(m) = message {
+        // Messages after the first are read (they must be whole) but not kept.
+        let mut rest = &data[m.len() + 5..];
+        while !rest.is_empty() {
+            match conn::next_message(rest)? {
+                Some(next) => rest = &rest[next.len() + 5..],
+                None => return Err(Status::internal("the body ended inside a message")),
             }
         }
+    } else if !data.is_empty() {
+        return Err(Status::internal("the body ended inside a message"));
+    }
+    match (message, &slot.trailers) {
+        (_, Some(s)) if s.code() != Code::Ok => Err(s.clone()),
+        (Some(m), _) => Ok(Bytes::copy_from_slice(m)),
+        (None, _) => Err(Status::internal("the call ended without a message")),
+    }
+}
+
+/// The response side of the bi-stream. Dropped, it resets the stream.
+pub(crate) struct BiStream {
+    shared: Arc<Shared>,
+    id: u32,
+}
+
+impl BiStream {
+    /// The next message, or `None` at the end of the stream.
+    pub(crate) async fn next(&mut self) -> Option<Result<Bytes, Status>> {
+        poll_fn(|cx| {
+            let mut inner = self.shared.inner.lock();
+            let id = self.id;
+            if let Some(m) = inner.take_message(id) {
+                if inner.has_output() {
+                    inner.flush_from_caller(cx);
+                }
+                return Poll::Ready(Some(m));
+            }
+            let Some(slot) = inner.slot(id) else {
+                return Poll::Ready(None);
+            };
+            if let Some(e) = slot.error.take() {
+                // Reported once; the stream is over.
+                slot.remote_end = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+            if slot.remote_end {
+                if slot.taken < slot.data.len() {
+                    slot.taken = slot.data.len();
+                    return Poll::Ready(Some(Err(Status::internal(
+                        "the body ended inside a message",
+                    ))));
+                }
+                return Poll::Ready(None);
+            }
+            set_waker(&mut slot.waker, cx);
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for BiStream {
+    fn drop(&mut self) {
+        self.shared.inner.lock().remove(self.id);
+    }
+}
+
+/// Reads the connection: applies every frame, writes what must be written (acks, window
+/// updates, writes the calls left), until the connection ends; then fails what is left.
+async fn drive(shared: Arc<Shared>, mut read: Box<dyn AsyncRead + Send + Unpin>) {
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut filled = 0usize;
+    let mut headers = Headers::new();
+    let mut wake: Vec<Waker> = Vec::new();
+    let why = poll_fn(|cx| {
+        loop {
+            {
+                let mut inner = shared.inner.lock();
+                set_waker(&mut inner.task, cx);
+                if inner.has_output()
+                    && let Poll::Ready(Err(e)) = inner.flush(cx)
+                {
+                    return Poll::Ready(unavailable(&e));
+                }
+            }
+            let mut rb = ReadBuf::new(&mut buf[filled..]);
+            match Pin::new(&mut read).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(unavailable(&e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    return Poll::Ready(Status::unavailable("the server closed the connection"));
+                }
+                Poll::Ready(Ok(())) => filled += rb.filled().len(),
+            }
+            let mut inner = shared.inner.lock();
+            let mut at = 0;
+            let failed = loop {
+                match frame::parse(&buf[at..filled], frame::DEFAULT_MAX_FRAME_SIZE) {
+                    Ok(Some((f, n))) => {
+                        at += n;
+                        if let Err(e) = inner.frame(f, &mut headers, &mut wake) {
+                            break Some((e.code, e.reason));
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some((e.code, e.reason)),
+                }
+            };
+            if let Some((code, reason)) = failed {
+                inner.goaway(code, reason);
+                let _ = inner.flush(cx);
+                drop(inner);
+                for w in wake.drain(..) {
+                    w.wake();
+                }
+                return Poll::Ready(Status::unavailable(format!(
+                    "HTTP/2 connection error: {reason} ({code})"
+                )));
+            }
+            buf.copy_within(at..filled, 0);
+            filled -= at;
+            drop(inner);
+            for w in wake.drain(..) {
+                w.wake();
+            }
+        }
+    })
+    .await;
+    let mut inner = shared.inner.lock();
+    inner.close(&why, &mut wake);
+    inner.shut();
+    drop(inner);
+    for w in wake.drain(..) {
+        w.wake();
     }
 }

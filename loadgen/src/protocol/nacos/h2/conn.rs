@@ -1,0 +1,860 @@
+//! The state of one client HTTP/2 connection, shared by the calling tasks and the task
+//! that reads the socket: the send buffer and the write half of the socket, the streams in
+//! flight, both directions' flow-control windows, the peer's settings, GOAWAY.
+//!
+//! Every write to the socket goes through [`Inner::flush`] under the connection's lock,
+//! from whichever task has frames to send: a call writes its own HEADERS and DATA at once
+//! (and the frames of any call queued meanwhile), and hands a write that would block to the
+//! reading task. The reading task applies frames with [`Inner::frame`]. No I/O waits while
+//! the lock is held: writes are single non-blocking polls.
+
+use bytes::Bytes;
+use h2wire::frame::{self, ErrorCode, Frame};
+use h2wire::hpack;
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use tokio::io::AsyncWrite;
+use tonic::{Code, Status};
+
+use super::super::wire::GRPC_PREFIX;
+
+/// Receive windows: large enough that window updates are rare (one per ~half a MiB
+/// received) whatever the number of calls in flight.
+pub(super) const STREAM_WINDOW: u32 = 1 << 20;
+pub(super) const CONNECTION_WINDOW: u32 = 2 << 20;
+/// The largest header list accepted from the server (a larger one fails its call).
+const MAX_HEADER_LIST: usize = 1 << 20;
+/// Buffers of finished streams kept for new ones.
+const SPARE_BUFFERS: usize = 16;
+
+pub(super) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What a stream is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// One request message, one reply message.
+    Unary,
+    /// The bi-stream: messages both ways for the connection's life.
+    Stream,
+}
+
+/// One stream in flight.
+pub(super) struct Slot {
+    pub(super) kind: Kind,
+    /// We sent END_STREAM (or reset).
+    local_end: bool,
+    /// The server sent END_STREAM (or reset).
+    pub(super) remote_end: bool,
+    /// The stream no longer counts against MAX_CONCURRENT_STREAMS.
+    closed: bool,
+    /// The response headers arrived.
+    pub(super) headers: bool,
+    /// Response DATA not yet taken, from `taken` on.
+    pub(super) data: Vec<u8>,
+    pub(super) taken: usize,
+    /// Why the call failed (reset, GOAWAY, a bad response, the connection's end).
+    pub(super) error: Option<Status>,
+    /// The status from the trailers.
+    pub(super) trailers: Option<Status>,
+    pub(super) waker: Option<Waker>,
+    send_window: i64,
+    /// DATA the windows did not let out yet, and whether END_STREAM follows it.
+    pending: Vec<u8>,
+    pending_end: bool,
+    /// Received bytes taken by the reader but not yet given back (the bi-stream).
+    unacked: u32,
+}
+
+impl Slot {
+    /// Whether the caller has all it will get.
+    pub(super) fn finished(&self) -> bool {
+        self.remote_end || self.error.is_some()
+    }
+
+    fn fail(&mut self, status: Status) {
+        if self.error.is_none() && !self.remote_end {
+            self.error = Some(status);
+        }
+    }
+}
+
+pub(super) struct Inner {
+    w: Option<Writer>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Bytes written since the last flush of the writer (TLS buffers them).
+    unflushed: bool,
+    /// The reading task, to hand it a write that would block.
+    pub(super) task: Option<Waker>,
+    next_id: u32,
+    /// Streams by id: `slots[i]` is stream `base + 2 i`; `None` once finished and taken.
+    slots: VecDeque<Option<Slot>>,
+    base: u32,
+    /// Open streams, against the peer's MAX_CONCURRENT_STREAMS.
+    active: u32,
+    max_concurrent: u32,
+    /// Calls waiting for a stream.
+    waiting: Vec<Waker>,
+    send_window: i64,
+    peer_initial_window: i64,
+    peer_max_frame: u32,
+    /// A dynamic table size update owed at the start of our next header block.
+    table_size_update: Option<usize>,
+    /// Received connection-level bytes not yet given back.
+    recv_unacked: u32,
+    goaway: Option<u32>,
+    /// Why the connection can take no new call.
+    pub(super) closed: Option<Status>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// A connection error: the GOAWAY we send.
+pub(super) struct ConnError {
+    pub(super) code: ErrorCode,
+    pub(super) reason: &'static str,
+}
+
+fn conn_error(code: ErrorCode, reason: &'static str) -> ConnError {
+    ConnError { code, reason }
+}
+
+fn stream_error(code: ErrorCode, reason: &str) -> Status {
+    Status::unavailable(format!("stream error: {reason} ({code})"))
+}
+
+/// The connection preface, our settings and the connection window.
+pub(super) fn preface(out: &mut Vec<u8>) {
+    out.extend_from_slice(h2wire::PREFACE);
+    frame::write_settings(
+        out,
+        &[
+            (frame::ENABLE_PUSH, 0),
+            (frame::INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+        ],
+    );
+    frame::write_window_update(out, 0, CONNECTION_WINDOW - frame::DEFAULT_WINDOW);
+}
+
+impl Inner {
+    pub(super) fn new(w: Writer) -> Inner {
+        Inner {
+            w: Some(w),
+            out: Vec::with_capacity(4096),
+            out_pos: 0,
+            unflushed: false,
+            task: None,
+            next_id: 1,
+            slots: VecDeque::new(),
+            base: 1,
+            active: 0,
+            max_concurrent: u32::MAX,
+            waiting: Vec::new(),
+            send_window: i64::from(frame::DEFAULT_WINDOW),
+            peer_initial_window: i64::from(frame::DEFAULT_WINDOW),
+            peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
+            table_size_update: None,
+            recv_unacked: 0,
+            goaway: None,
+            closed: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Queues a GOAWAY for a connection error of ours.
+    pub(super) fn goaway(&mut self, code: ErrorCode, reason: &str) {
+        frame::write_goaway(&mut self.out, 0, code, reason.as_bytes());
+    }
+
+    pub(super) fn has_output(&self) -> bool {
+        self.out_pos < self.out.len() || self.unflushed
+    }
+
+    /// Writes the send buffer out, then flushes the writer. `Pending` leaves the rest for
+    /// the next call (the waker of `cx` is woken when the socket takes more).
+    pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(w) = self.w.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        while self.out_pos < self.out.len() {
+            match Pin::new(&mut *w).poll_write(cx, &self.out[self.out_pos..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.out_pos += n;
+                    self.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        if self.unflushed {
+            match Pin::new(&mut *w).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes what is queued from a calling task: what would block (or fail) is left to
+    /// the reading task, which is woken.
+    pub(super) fn flush_from_caller(&mut self, cx: &mut Context<'_>) {
+        if !matches!(self.flush(cx), Poll::Ready(Ok(()))) {
+            self.wake_task();
+        }
+    }
+
+    pub(super) fn wake_task(&self) {
+        if let Some(t) = &self.task {
+            t.wake_by_ref();
+        }
+    }
+
+    pub(super) fn slot(&mut self, id: u32) -> Option<&mut Slot> {
+        let i = (id.checked_sub(self.base)? / 2) as usize;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    /// Opens a stream: HEADERS with `head`, then `first` as DATA (END_STREAM when `end`).
+    /// `Pending` (the waker kept) while the peer's MAX_CONCURRENT_STREAMS are all open.
+    pub(super) fn open(
+        &mut self,
+        cx: &mut Context<'_>,
+        kind: Kind,
+        head: &[u8],
+        first: &[u8],
+        end: bool,
+    ) -> Poll<Result<u32, Status>> {
+        if let Some(why) = &self.closed {
+            return Poll::Ready(Err(why.clone()));
+        }
+        if self.active >= self.max_concurrent {
+            self.waiting.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let id = self.next_id;
+        if id > frame::MAX_WINDOW {
+            return Poll::Ready(Err(Status::unavailable(
+                "the connection has used all its stream ids",
+            )));
+        }
+        self.next_id += 2;
+        if self.slots.is_empty() {
+            self.base = id;
+        }
+        let data = self.spare.pop().unwrap_or_default();
+        self.slots.push_back(Some(Slot {
+            kind,
+            local_end: false,
+            remote_end: false,
+            closed: false,
+            headers: false,
+            data,
+            taken: 0,
+            error: None,
+            trailers: None,
+            waker: None,
+            send_window: self.peer_initial_window,
+            pending: Vec::new(),
+            pending_end: false,
+            unacked: 0,
+        }));
+        self.active += 1;
+        match self.table_size_update.take() {
+            None => frame::write_headers(&mut self.out, id, head, false, self.peer_max_frame),
+            Some(size) => {
+                let mut block = Vec::with_capacity(head.len() + 4);
+                hpack::encode_table_size_update(&mut block, size);
+                block.extend_from_slice(head);
+                frame::write_headers(&mut self.out, id, &block, false, self.peer_max_frame);
+            }
+        }
+        if !first.is_empty() || end {
+            self.send(id, first, end);
+        }
+        Poll::Ready(Ok(id))
+    }
+
+    /// Queues `data` on stream `id` as far as the windows allow, keeping the rest for
+    /// WINDOW_UPDATEs. False when the stream is gone or ended.
+    pub(super) fn send(&mut self, id: u32, data: &[u8], end: bool) -> bool {
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
+        if slot.local_end || slot.error.is_some() {
+            return false;
+        }
+        slot.pending.extend_from_slice(data);
+        slot.pending_end |= end;
+        self.send_pending(id);
+        true
+    }
+
+    /// Sends what the windows allow of stream `id`'s pending DATA.
+    fn send_pending(&mut self, id: u32) {
+        let max_frame = self.peer_max_frame as usize;
+        let conn_window = self.send_window;
+        let (out, slot) = {
+            let i = ((id - self.base) / 2) as usize;
+            let Some(Some(slot)) = self.slots.get_mut(i) else {
+                return;
+            };
+            (&mut self.out, slot)
+        };
+        if slot.local_end {
+            return;
+        }
+        let allowed = conn_window.min(slot.send_window).max(0) as usize;
+        let n = slot.pending.len().min(allowed);
+        let all = n == slot.pending.len();
+        let mut sent = 0;
+        while sent < n {
+            let len = (n - sent).min(max_frame);
+            let last = sent + len == n;
+            frame::write_data(
+                out,
+                id,
+                &slot.pending[sent..sent + len],
+                last && all && slot.pending_end,
+            );
+            sent += len;
+        }
+        if all && slot.pending_end && n == 0 {
+            frame::write_data(out, id, &[], true);
+        }
+        slot.pending.drain(..n);
+        slot.send_window -= n as i64;
+        if all && slot.pending_end {
+            slot.local_end = true;
+        }
+        self.send_window -= n as i64;
+        self.close_if_done(id);
+    }
+
+    /// Counts the stream out of MAX_CONCURRENT_STREAMS once both sides ended.
+    fn close_if_done(&mut self, id: u32) {
+        let Some(slot) = self.slot(id) else {
+            return;
+        };
+        if slot.closed || !(slot.local_end && slot.remote_end) {
+            return;
+        }
+        slot.closed = true;
+        self.active -= 1;
+        if let Some(w) = self.waiting.pop() {
+            w.wake();
+        }
+    }
+
+    /// Removes stream `id` (its caller is done with it): a stream still open is reset
+    /// (CANCEL).
+    pub(super) fn remove(&mut self, id: u32) {
+        let Some(i) = id.checked_sub(self.base).map(|d| (d / 2) as usize) else {
+            return;
+        };
+        let Some(mut slot) = self.slots.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        if !slot.closed {
+            if !(slot.local_end && slot.remote_end) && self.closed.is_none() {
+                frame::write_rst_stream(&mut self.out, id, ErrorCode::CANCEL);
+                self.wake_task();
+            }
+            self.active -= 1;
+            if let Some(w) = self.waiting.pop() {
+                w.wake();
+            }
+        }
+        if self.spare.len() < SPARE_BUFFERS && slot.data.capacity() <= STREAM_WINDOW as usize {
+            slot.data.clear();
+            self.spare.push(std::mem::take(&mut slot.data));
+        }
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 2;
+        }
+    }
+
+    /// Takes the next whole message of a bi-stream, giving its bytes back to the
+    /// stream's window.
+    pub(super) fn take_message(&mut self, id: u32) -> Option<Result<Bytes, Status>> {
+        let slot = self.slot(id)?;
+        let message = match next_message(&slot.data[slot.taken..]) {
+            Ok(Some(m)) => Bytes::copy_from_slice(m),
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let used = GRPC_PREFIX + message.len();
+        slot.taken += used;
+        if slot.taken == slot.data.len() {
+            slot.data.clear();
+            slot.taken = 0;
+        } else if slot.taken > slot.data.len() / 2 {
+            slot.data.drain(..slot.taken);
+            slot.taken = 0;
+        }
+        slot.unacked += used as u32;
+        if slot.unacked >= STREAM_WINDOW / 2 && !slot.remote_end {
+            let n = std::mem::take(&mut slot.unacked);
+            frame::write_window_update(&mut self.out, id, n);
+        }
+        Some(Ok(message))
+    }
+
+    /// Ends the connection: every call not finished fails with `why`.
+    pub(super) fn close(&mut self, why: &Status, wake: &mut Vec<Waker>) {
+        if self.closed.is_none() {
+            self.closed = Some(why.clone());
+        }
+        for slot in self.slots.iter_mut().flatten() {
+            slot.fail(why.clone());
+            wake.extend(slot.waker.take());
+        }
+        wake.append(&mut self.waiting);
+    }
+
+    /// Drops the write half (the socket closes once the reading task ends too).
+    pub(super) fn shut(&mut self) {
+        self.w = None;
+    }
+
+    /// Applies one frame from the server; wakers of the calls it finishes go to `wake`.
+    pub(super) fn frame(
+        &mut self,
+        f: Frame<'_>,
+        headers: &mut Headers,
+        wake: &mut Vec<Waker>,
+    ) -> Result<(), ConnError> {
+        if headers.stream != 0 && !matches!(f, Frame::Continuation { .. }) {
+            return Err(conn_error(
+                ErrorCode::PROTOCOL_ERROR,
+                "a frame between HEADERS and their CONTINUATION",
+            ));
+        }
+        match f {
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                flow_len,
+            } => self.data(stream, end_stream, data, flow_len, wake)?,
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                block,
+            } => {
+                if stream >= self.next_id || stream.is_multiple_of(2) {
+                    return Err(conn_error(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "HEADERS on a stream we did not open",
+                    ));
+                }
+                headers.block.clear();
+                headers.block.extend_from_slice(block);
+                headers.stream = stream;
+                headers.end_stream = end_stream;
+                if end_headers {
+                    self.header_block(headers, wake)?;
+                }
+            }
+            Frame::Continuation {
+                stream,
+                end_headers,
+                block,
+            } => {
+                if headers.stream == 0 || stream != headers.stream {
+                    return Err(conn_error(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "CONTINUATION without HEADERS",
+                    ));
+                }
+                headers.block.extend_from_slice(block);
+                if end_headers {
+                    self.header_block(headers, wake)?;
+                }
+            }
+            Frame::RstStream { stream, code } => {
+                if let Some(slot) = self.slot(stream) {
+                    slot.fail(Status::unavailable(format!(
+                        "stream reset by the server: {code}"
+                    )));
+                    slot.local_end = true;
+                    slot.remote_end = true;
+                    wake.extend(slot.waker.take());
+                    self.close_if_done(stream);
+                }
+            }
+            Frame::Settings { ack: true, .. } => {}
+            Frame::Settings { ack: false, params } => {
+                for (id, value) in frame::settings_params(params) {
+                    self.setting(id, value)?;
+                }
+                frame::write_settings_ack(&mut self.out);
+            }
+            Frame::Ping { ack: false, data } => frame::write_ping(&mut self.out, true, data),
+            Frame::Ping { ack: true, .. } => {}
+            Frame::GoAway {
+                last_stream,
+                code,
+                debug,
+            } => {
+                let why = Status::unavailable(format!(
+                    "the server sent GOAWAY ({code}): {}",
+                    String::from_utf8_lossy(debug)
+                ));
+                self.goaway = Some(last_stream.min(self.goaway.unwrap_or(u32::MAX)));
+                for (i, slot) in self.slots.iter_mut().enumerate() {
+                    let id = self.base + 2 * i as u32;
+                    if let Some(slot) = slot.as_mut().filter(|_| id > last_stream) {
+                        slot.fail(why.clone());
+                        wake.extend(slot.waker.take());
+                    }
+                }
+                if self.closed.is_none() {
+                    self.closed = Some(why);
+                }
+                wake.append(&mut self.waiting);
+            }
+            Frame::WindowUpdate {
+                stream: 0,
+                increment,
+            } => {
+                self.send_window += i64::from(increment);
+                if self.send_window > i64::from(frame::MAX_WINDOW) {
+                    return Err(conn_error(
+                        ErrorCode::FLOW_CONTROL_ERROR,
+                        "connection window over 2^31-1",
+                    ));
+                }
+                self.send_all_pending();
+            }
+            Frame::WindowUpdate { stream, increment } => {
+                let Some(slot) = self.slot(stream) else {
+                    return Ok(());
+                };
+                let bad = if increment == 0 {
+                    Some((ErrorCode::PROTOCOL_ERROR, "zero WINDOW_UPDATE increment"))
+                } else {
+                    slot.send_window += i64::from(increment);
+                    (slot.send_window > i64::from(frame::MAX_WINDOW))
+                        .then_some((ErrorCode::FLOW_CONTROL_ERROR, "stream window over 2^31-1"))
+                };
+                match bad {
+                    Some((code, reason)) => self.reset(stream, code, reason, wake),
+                    None => self.send_pending(stream),
+                }
+            }
+            Frame::PushPromise { .. } => {
+                return Err(conn_error(
+                    ErrorCode::PROTOCOL_ERROR,
+                    "PUSH_PROMISE with push disabled",
+                ));
+            }
+            Frame::Priority { .. } | Frame::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Resets stream `id` from our side and fails its call.
+    fn reset(&mut self, id: u32, code: ErrorCode, reason: &str, wake: &mut Vec<Waker>) {
+        frame::write_rst_stream(&mut self.out, id, code);
+        if let Some(slot) = self.slot(id) {
+            slot.fail(stream_error(code, reason));
+            slot.local_end = true;
+            slot.remote_end = true;
+            wake.extend(slot.waker.take());
+        }
+        self.close_if_done(id);
+    }
+
+    fn setting(&mut self, id: u16, value: u32) -> Result<(), ConnError> {
+        match id {
+            // We never index, but a lowered limit must be acknowledged in our next header
+            // block (RFC 7541 §4.2).
+            frame::HEADER_TABLE_SIZE if (value as usize) < hpack::DEFAULT_TABLE_SIZE => {
+                self.table_size_update = Some(value as usize);
+            }
+            frame::ENABLE_PUSH if value > 1 => {
+                return Err(conn_error(
+                    ErrorCode::PROTOCOL_ERROR,
+                    "ENABLE_PUSH not 0 or 1",
+                ));
+            }
+            frame::MAX_CONCURRENT_STREAMS => {
+                self.max_concurrent = value;
+                // More room: let waiting calls try again.
+                for w in self.waiting.drain(..) {
+                    w.wake();
+                }
+            }
+            frame::INITIAL_WINDOW_SIZE => {
+                if value > frame::MAX_WINDOW {
+                    return Err(conn_error(
+                        ErrorCode::FLOW_CONTROL_ERROR,
+                        "INITIAL_WINDOW_SIZE over 2^31-1",
+                    ));
+                }
+                let delta = i64::from(value) - self.peer_initial_window;
+                self.peer_initial_window = i64::from(value);
+                for slot in self.slots.iter_mut().flatten() {
+                    slot.send_window += delta;
+                    if slot.send_window > i64::from(frame::MAX_WINDOW) {
+                        return Err(conn_error(
+                            ErrorCode::FLOW_CONTROL_ERROR,
+                            "stream window over 2^31-1",
+                        ));
+                    }
+                }
+                if delta > 0 {
+                    self.send_all_pending();
+                }
+            }
+            frame::MAX_FRAME_SIZE => {
+                if !(frame::DEFAULT_MAX_FRAME_SIZE..=0xff_ffff).contains(&value) {
+                    return Err(conn_error(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "MAX_FRAME_SIZE out of range",
+                    ));
+                }
+                self.peer_max_frame = value;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn send_all_pending(&mut self) {
+        let ids: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.as_ref()
+                    .is_some_and(|s| !s.local_end && !s.pending.is_empty())
+            })
+            .map(|(i, _)| self.base + 2 * i as u32)
+            .collect();
+        for id in ids {
+            self.send_pending(id);
+        }
+    }
+
+    fn data(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        data: &[u8],
+        flow_len: u32,
+        wake: &mut Vec<Waker>,
+    ) -> Result<(), ConnError> {
+        if stream >= self.next_id || stream.is_multiple_of(2) {
+            return Err(conn_error(
+                ErrorCode::PROTOCOL_ERROR,
+                "DATA on a stream we did not open",
+            ));
+        }
+        // The connection window is given back at once: what arrives is buffered with its
+        // call (a stream's own window bounds that).
+        self.recv_unacked += flow_len;
+        if self.recv_unacked >= CONNECTION_WINDOW / 2 {
+            let n = std::mem::take(&mut self.recv_unacked);
+            frame::write_window_update(&mut self.out, 0, n);
+        }
+        let Some(slot) = self.slot(stream) else {
+            return Ok(());
+        };
+        if slot.remote_end {
+            self.reset(
+                stream,
+                ErrorCode::STREAM_CLOSED,
+                "DATA after the end of the stream",
+                wake,
+            );
+            return Ok(());
+        }
+        if !slot.headers {
+            self.reset(
+                stream,
+                ErrorCode::PROTOCOL_ERROR,
+                "DATA before the response headers",
+                wake,
+            );
+            return Ok(());
+        }
+        slot.data.extend_from_slice(data);
+        if slot.kind == Kind::Unary {
+            // A unary reply is taken whole at its end: its window is given back as it
+            // arrives.
+            slot.unacked += flow_len;
+            if slot.unacked >= STREAM_WINDOW / 2 && !end_stream {
+                let n = std::mem::take(&mut slot.unacked);
+                frame::write_window_update(&mut self.out, stream, n);
+            }
+        }
+        let Some(slot) = self.slot(stream) else {
+            return Ok(());
+        };
+        if end_stream {
+            slot.remote_end = true;
+            wake.extend(slot.waker.take());
+            self.close_if_done(stream);
+        } else if slot.kind == Kind::Stream {
+            wake.extend(slot.waker.take());
+        }
+        Ok(())
+    }
+
+    /// A whole header block (HEADERS and any CONTINUATIONs) of `headers.stream`.
+    fn header_block(
+        &mut self,
+        headers: &mut Headers,
+        wake: &mut Vec<Waker>,
+    ) -> Result<(), ConnError> {
+        let stream = std::mem::take(&mut headers.stream);
+        let end_stream = headers.end_stream;
+        let mut fields = Fields::default();
+        let decoded = headers
+            .decoder
+            .decode(&headers.block, MAX_HEADER_LIST, |name, value| {
+                fields.add(name, value)
+            });
+        if let Err(e) = decoded {
+            if e.kind == hpack::HpackErrorKind::Compression {
+                return Err(conn_error(ErrorCode::COMPRESSION_ERROR, e.reason));
+            }
+            self.reset(stream, ErrorCode::PROTOCOL_ERROR, e.reason, wake);
+            return Ok(());
+        }
+        let Some(slot) = self.slot(stream) else {
+            return Ok(());
+        };
+        if slot.remote_end {
+            self.reset(
+                stream,
+                ErrorCode::STREAM_CLOSED,
+                "HEADERS after the end of the stream",
+                wake,
+            );
+            return Ok(());
+        }
+        if !slot.headers {
+            slot.headers = true;
+            if fields.status != Some(200) {
+                let status = fields.status.unwrap_or(0);
+                slot.fail(Status::unknown(format!(
+                    "HTTP status {}",
+                    tonic::codegen::http::StatusCode::from_u16(status)
+                        .map_or_else(|_| status.to_string(), |s| s.to_string())
+                )));
+            } else if let Some(status) = fields.grpc_status() {
+                // A trailers-only response: an error before any message.
+                slot.fail(if status.code() == Code::Ok {
+                    Status::internal("the call ended without a message")
+                } else {
+                    status
+                });
+            }
+            wake.extend(slot.waker.take());
+        } else if !end_stream {
+            self.reset(
+                stream,
+                ErrorCode::PROTOCOL_ERROR,
+                "trailers without END_STREAM",
+                wake,
+            );
+            return Ok(());
+        } else {
+            slot.trailers = fields.grpc_status();
+        }
+        let Some(slot) = self.slot(stream) else {
+            return Ok(());
+        };
+        if end_stream {
+            slot.remote_end = true;
+            wake.extend(slot.waker.take());
+            self.close_if_done(stream);
+        }
+        Ok(())
+    }
+}
+
+/// The header block being received (HEADERS then CONTINUATIONs) and the decoder of every
+/// block of the connection; the reading task's own.
+pub(super) struct Headers {
+    pub(super) decoder: hpack::Decoder,
+    /// The stream of the block in progress; 0 when none is.
+    stream: u32,
+    end_stream: bool,
+    block: Vec<u8>,
+}
+
+impl Headers {
+    pub(super) fn new() -> Headers {
+        Headers {
+            decoder: hpack::Decoder::new(hpack::DEFAULT_TABLE_SIZE),
+            stream: 0,
+            end_stream: false,
+            block: Vec::new(),
+        }
+    }
+}
+
+/// The fields of a response head or trailers that matter to a gRPC call.
+#[derive(Default)]
+struct Fields {
+    status: Option<u16>,
+    grpc_status: Option<i32>,
+    grpc_message: Option<String>,
+}
+
+impl Fields {
+    fn add(&mut self, name: &[u8], value: &[u8]) {
+        match name {
+            b":status" => {
+                self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+            }
+            b"grpc-status" => {
+                self.grpc_status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+            }
+            b"grpc-message" => {
+                // As an HTTP header value read as text: visible ASCII only.
+                let text = value
+                    .iter()
+                    .all(|&c| c == b'\t' || (0x20..0x7f).contains(&c));
+                self.grpc_message = Some(if text {
+                    String::from_utf8_lossy(value).into_owned()
+                } else {
+                    String::new()
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn grpc_status(&mut self) -> Option<Status> {
+        let code = self.grpc_status?;
+        Some(Status::new(
+            Code::from_i32(code),
+            self.grpc_message.take().unwrap_or_default(),
+        ))
+    }
+}
+
+/// The first whole gRPC message at the start of `data`, if it holds one.
+pub(super) fn next_message(data: &[u8]) -> Result<Option<&[u8]>, Status> {
+    if data.len() < GRPC_PREFIX {
+        return Ok(None);
+    }
+    if data[0] != 0 {
+        return Err(Status::internal(
+            "compressed gRPC messages are not supported",
+        ));
+    }
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    Ok(data.get(GRPC_PREFIX..GRPC_PREFIX + len))
+}
