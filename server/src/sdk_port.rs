@@ -1,26 +1,31 @@
-//! The SDK port (main port + 1000): HTTP/2 served with the `h2` crate directly, one task
-//! per connection and no task per unary call.
+//! The SDK port (main port + 1000): HTTP/2 served by a connection of its own on `h2wire`
+//! (frames and HPACK, no I/O), one task per connection and no task per stream.
 //!
 //! ```text
 //!  accept (one loop per socket) ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
-//!     connection task: TLS handshake (--tls-cert), h2 handshake, then per stream, by :path
-//!       /Request/request        read + decode + handler + reply, inline (unary)
-//!       /BiRequestStream/…      tonic service, a task per stream (bridge)
-//!       /distro.v1.Registry/…   tonic service: unary calls polled here, Watch a task (bridge)
-//!       anything else           UNIMPLEMENTED
+//!     connection task: TLS handshake (--tls-cert), then rounds of: read, handle every whole
+//!     frame, poll the woken bridged streams, write every ready frame in one write
+//!       per stream, by :path (bytes, no header map)
+//!       /Request/request        message read + decode + handler + reply, inline (unary)
+//!       /BiRequestStream/…      tonic service, polled on the connection's task (bridge)
+//!       /distro.v1.Registry/…   tonic service, polled on the connection's task (bridge)
+//!       anything else           trailers-only UNIMPLEMENTED
 //!     PINGs every 30 s, closed when one is unanswered for 20 s (keep_alive)
 //! ```
 //!
-//! hyper (under tonic) spawns a task for every HTTP/2 stream; the Nacos SDKs send every
-//! registration, query and health check as one unary call, so that task, its allocations
-//! and the hand-offs between it and the connection's task were a large share of the cost
-//! of a call. Here the connection's task reads the call's body, calls the synchronous
-//! Nacos handler and writes the reply into the connection's send buffer, which goes out,
-//! with every other ready reply, the next time the connection is polled.
+//! hyper (under tonic) spawns a task for every HTTP/2 stream, and the `h2` crate decodes
+//! every header block into a header map and keeps a general stream store; the Nacos SDKs
+//! send every registration, query and health check as one unary call, so those were most
+//! of the cost of a call. Here the connection's task reads the call's message, calls the
+//! synchronous Nacos handler and appends the reply (constant HPACK blocks around the
+//! DATA) to the connection's output, which goes out, with every other ready frame, at the
+//! end of the round.
 //!
-//! Files: `connection` (the per-connection loop and the routing), `unary` (the Nacos unary
-//! call), `bridge` (streams handed to tonic services), `keep_alive` (PINGs), `grpc` (the
-//! message frame, response heads and statuses), `wakeups` (the connection task's waker,
+//! Files: `connection` (the task's loop: I/O, back-pressure, keep-alive, shutdown),
+//! `http2` (the HTTP/2 server state: streams, settings, flow control, routing, errors),
+//! `fields` (a request's header fields, checked), `unary` (the Nacos unary message),
+//! `bridge` (streams handed to tonic services), `keep_alive` (PING timing), `grpc` (the
+//! message prefix, response blocks and statuses), `wakeups` (the connection task's waker,
 //! which drops the wake-ups it gives itself).
 
 mod bridge;
@@ -97,7 +102,7 @@ impl SdkPort {
     }
 
     /// Serves the tonic service `svc` (such as the native `distro.v1.Registry`) beside the
-    /// Nacos services, one task per stream.
+    /// Nacos services, its streams polled on their connection's task.
     pub fn add_service<S>(mut self, svc: S) -> Self
     where
         S: Service<http::Request<tonic::body::Body>, Error = Infallible>

@@ -12,11 +12,11 @@
 //! Everything is polled with the waker of [`Wakeups`], which drops the wake-ups the task
 //! gives itself while it is polling.
 
+use crate::sdk_port::Inner;
 use crate::sdk_port::bridge::Woken;
 use crate::sdk_port::http2::{Conn, ConnError, MAX_FRAME};
 use crate::sdk_port::keep_alive::{Due, KeepAlive};
 use crate::sdk_port::wakeups::Wakeups;
-use crate::sdk_port::Inner;
 use crate::tls::HANDSHAKE_TIMEOUT;
 use h2wire::frame;
 use std::future::{Future, poll_fn};
@@ -174,7 +174,9 @@ pub(crate) async fn serve<T>(
             if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
                 stopping = true;
                 conn.go_away();
-                grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                grace
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             }
             if stopping && grace.as_mut().poll(cx).is_ready() {
                 tracing::debug!(
@@ -205,8 +207,12 @@ pub(crate) async fn serve<T>(
                             input.end += n;
                             progress = true;
                             if let Err(e) = input.process(&mut conn) {
-                                tracing::debug!(?peer, code = e.code.name(), reason = e.reason,
-                                    "SDK-port connection error");
+                                tracing::debug!(
+                                    ?peer,
+                                    code = e.code.name(),
+                                    reason = e.reason,
+                                    "SDK-port connection error"
+                                );
                                 conn.fail(e);
                                 return Poll::Ready(End::Close);
                             }

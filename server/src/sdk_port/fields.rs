@@ -105,7 +105,9 @@ impl Fields {
         const BAD: &str = "a field tonic cannot take";
         let mut uri = http::Uri::builder();
         if !self.authority.is_empty() {
-            uri = uri.scheme(self.scheme.as_slice()).authority(self.authority.as_slice());
+            uri = uri
+                .scheme(self.scheme.as_slice())
+                .authority(self.authority.as_slice());
         }
         let uri = uri
             .path_and_query(self.path.as_slice())
@@ -120,7 +122,8 @@ impl Fields {
         let headers = request.headers_mut();
         let mut start = 0;
         for &(name_end, end) in &self.list {
-            let name = http::HeaderName::from_bytes(&self.arena[start..name_end]).map_err(|_| BAD)?;
+            let name =
+                http::HeaderName::from_bytes(&self.arena[start..name_end]).map_err(|_| BAD)?;
             let value =
                 http::HeaderValue::from_bytes(&self.arena[name_end..end]).map_err(|_| BAD)?;
             headers.append(name, value);
@@ -168,7 +171,10 @@ mod tests {
             (&[(":status", "200")], "unknown"),
             (&[(":path", "/a"), (":path", "/b")], "twice"),
             (&[(":path", "/a"), ("Upper", "x")], "uppercase"),
-            (&[(":path", "/a"), ("connection", "close")], "connection-specific"),
+            (
+                &[(":path", "/a"), ("connection", "close")],
+                "connection-specific",
+            ),
         ];
         for (list, why) in cases {
             let f = fields(list);

@@ -96,7 +96,9 @@ mod tests {
         let block = Status::new(Code::Unimplemented, "no such method").trailers_only();
         let mut fields = Vec::new();
         h2wire::hpack::Decoder::new(4096)
-            .decode(&block, 16 * 1024, |n, v| fields.push((n.to_vec(), v.to_vec())))
+            .decode(&block, 16 * 1024, |n, v| {
+                fields.push((n.to_vec(), v.to_vec()))
+            })
             .map_err(|e| e.reason)
             .unwrap();
         let want: Vec<(Vec<u8>, Vec<u8>)> = [

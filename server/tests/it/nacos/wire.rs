@@ -20,12 +20,31 @@ use tokio::net::TcpStream;
 /// A frame as read, owned.
 #[derive(Debug, Clone, PartialEq)]
 enum Got {
-    Headers { stream: u32, end: bool, fields: Vec<(String, String)> },
-    Data { stream: u32, end: bool, len: usize, data: Vec<u8> },
-    Reset { stream: u32, code: ErrorCode },
-    GoAway { code: ErrorCode, debug: String },
-    WindowUpdate { stream: u32 },
-    Settings { ack: bool },
+    Headers {
+        stream: u32,
+        end: bool,
+        fields: Vec<(String, String)>,
+    },
+    Data {
+        stream: u32,
+        end: bool,
+        len: usize,
+        data: Vec<u8>,
+    },
+    Reset {
+        stream: u32,
+        code: ErrorCode,
+    },
+    GoAway {
+        code: ErrorCode,
+        debug: String,
+    },
+    WindowUpdate {
+        stream: u32,
+    },
+    Settings {
+        ack: bool,
+    },
     Ping,
     /// The server closed the connection.
     Closed,
@@ -84,7 +103,12 @@ impl Wire {
     fn parse(&mut self) -> Option<(Got, usize)> {
         let (f, n) = frame::parse(&self.buf, 1 << 24).expect("a valid frame")?;
         let got = match f {
-            Frame::Headers { stream, end_stream, block, .. } => {
+            Frame::Headers {
+                stream,
+                end_stream,
+                block,
+                ..
+            } => {
                 let mut fields = Vec::new();
                 self.decoder
                     .decode(block, 1 << 20, |n, v| {
@@ -95,9 +119,18 @@ impl Wire {
                     })
                     .map_err(|e| e.reason)
                     .expect("a valid header block");
-                Got::Headers { stream, end: end_stream, fields }
+                Got::Headers {
+                    stream,
+                    end: end_stream,
+                    fields,
+                }
             }
-            Frame::Data { stream, end_stream, data, .. } => Got::Data {
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                ..
+            } => Got::Data {
                 stream,
                 end: end_stream,
                 len: data.len(),
@@ -143,13 +176,22 @@ impl Wire {
         let (mut fields, mut data) = (Vec::new(), Vec::new());
         loop {
             match self.next_interesting().await {
-                Got::Headers { stream, end, fields: f } if stream == id => {
+                Got::Headers {
+                    stream,
+                    end,
+                    fields: f,
+                } if stream == id => {
                     fields.extend(f);
                     if end {
                         return (fields, data);
                     }
                 }
-                Got::Data { stream, end, data: d, .. } if stream == id => {
+                Got::Data {
+                    stream,
+                    end,
+                    data: d,
+                    ..
+                } if stream == id => {
                     data.extend(d);
                     if end {
                         return (fields, data);
@@ -189,7 +231,13 @@ fn server_check() -> Vec<u8> {
 /// A whole unary call of a `ServerCheckRequest` on stream `id`.
 fn check_call(id: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    frame::write_headers(&mut out, id, &request_block("/Request/request"), false, 16_384);
+    frame::write_headers(
+        &mut out,
+        id,
+        &request_block("/Request/request"),
+        false,
+        16_384,
+    );
     frame::write_data(&mut out, id, &server_check(), true);
     out
 }
@@ -237,7 +285,9 @@ async fn malformed_frames_and_header_blocks_get_goaway_and_the_server_keeps_serv
         ),
         (
             "HEADERS on an even stream",
-            frames(&|v| frame::write_headers(v, 2, &request_block("/Request/request"), true, 16_384)),
+            frames(&|v| {
+                frame::write_headers(v, 2, &request_block("/Request/request"), true, 16_384)
+            }),
             ErrorCode::PROTOCOL_ERROR,
         ),
         (
@@ -301,7 +351,8 @@ async fn malformed_frames_and_header_blocks_get_goaway_and_the_server_keeps_serv
     // Not HTTP/2 at all.
     let mut w = Wire::raw(server.addr).await;
     w.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    w.expect_goaway(ErrorCode::PROTOCOL_ERROR, "an HTTP/1.1 request").await;
+    w.expect_goaway(ErrorCode::PROTOCOL_ERROR, "an HTTP/1.1 request")
+        .await;
     still_serving(server.addr).await;
     server.stop().await;
 }
@@ -321,14 +372,29 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     hpack::encode_field(&mut block, b":scheme", b"http");
     frame::write_headers(&mut out, 3, &block, true, 16_384);
     w.send(&out).await;
-    assert_eq!(w.next_interesting().await, rst(1, ErrorCode::PROTOCOL_ERROR));
-    assert_eq!(w.next_interesting().await, rst(3, ErrorCode::PROTOCOL_ERROR));
+    assert_eq!(
+        w.next_interesting().await,
+        rst(1, ErrorCode::PROTOCOL_ERROR)
+    );
+    assert_eq!(
+        w.next_interesting().await,
+        rst(3, ErrorCode::PROTOCOL_ERROR)
+    );
     // A WINDOW_UPDATE of zero on an open stream.
     let mut out = Vec::new();
-    frame::write_headers(&mut out, 5, &request_block("/Request/request"), false, 16_384);
+    frame::write_headers(
+        &mut out,
+        5,
+        &request_block("/Request/request"),
+        false,
+        16_384,
+    );
     frame::write_window_update(&mut out, 5, 0);
     w.send(&out).await;
-    assert_eq!(w.next_interesting().await, rst(5, ErrorCode::PROTOCOL_ERROR));
+    assert_eq!(
+        w.next_interesting().await,
+        rst(5, ErrorCode::PROTOCOL_ERROR)
+    );
     // A header list over the advertised 16 KiB: refused, the stream only.
     let mut block = request_block("/Request/request");
     hpack::encode_field(&mut block, b"big", "x".repeat(17 * 1024).as_bytes());
@@ -347,12 +413,24 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     out.extend_from_slice(a);
     frame::write_head(&mut out, b.len() as u32, frame::CONTINUATION, 0, 9);
     out.extend_from_slice(b);
-    frame::write_head(&mut out, c.len() as u32, frame::CONTINUATION, frame::END_HEADERS, 9);
+    frame::write_head(
+        &mut out,
+        c.len() as u32,
+        frame::CONTINUATION,
+        frame::END_HEADERS,
+        9,
+    );
     out.extend_from_slice(c);
     let message = server_check();
     let pad = 10u8;
     let len = 1 + message.len() as u32 + u32::from(pad);
-    frame::write_head(&mut out, len, frame::DATA, frame::PADDED | frame::END_STREAM, 9);
+    frame::write_head(
+        &mut out,
+        len,
+        frame::DATA,
+        frame::PADDED | frame::END_STREAM,
+        9,
+    );
     out.push(pad);
     out.extend_from_slice(&message);
     out.extend(std::iter::repeat_n(0, pad as usize));
@@ -388,7 +466,10 @@ async fn streams_beyond_the_concurrent_limit_are_refused_and_the_rest_answered()
         let got = w.next_interesting().await;
         assert_eq!(
             got,
-            Got::Reset { stream: 2 * i + 1, code: ErrorCode::REFUSED_STREAM }
+            Got::Reset {
+                stream: 2 * i + 1,
+                code: ErrorCode::REFUSED_STREAM
+            }
         );
     }
     // The open ones complete (in order: the connection window holds all the answers),
@@ -417,11 +498,27 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
     let mut w = Wire::open(server.addr, &[(frame::INITIAL_WINDOW_SIZE, 10)]).await;
     w.send(&check_call(1)).await;
     let head = w.next_interesting().await;
-    assert!(matches!(head, Got::Headers { stream: 1, end: false, .. }), "{head:?}");
+    assert!(
+        matches!(
+            head,
+            Got::Headers {
+                stream: 1,
+                end: false,
+                ..
+            }
+        ),
+        "{head:?}"
+    );
     let mut data = Vec::new();
     loop {
         let got = w.next_interesting().await;
-        let Got::Data { stream: 1, end: false, len, data: d } = got else {
+        let Got::Data {
+            stream: 1,
+            end: false,
+            len,
+            data: d,
+        } = got
+        else {
             panic!("{got:?}");
         };
         assert!(len <= 10, "{len} bytes beyond a 10-byte window");
@@ -461,7 +558,10 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
             Ok(other) => panic!("{other:?}"),
         }
     }
-    assert!(sent <= 65_535, "{sent} bytes of DATA beyond the connection window");
+    assert!(
+        sent <= 65_535,
+        "{sent} bytes of DATA beyond the connection window"
+    );
     assert!(ended < calls, "every answer fit the window: make them more");
     let mut more = Vec::new();
     frame::write_window_update(&mut more, 0, 1 << 30);
@@ -532,7 +632,10 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let now = written.load(Ordering::SeqCst);
-        assert!(now < requests as usize, "the server read every request unanswered");
+        assert!(
+            now < requests as usize,
+            "the server read every request unanswered"
+        );
         if now == last {
             break;
         }
@@ -552,7 +655,10 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
         buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
         while let Some((f, len)) = frame::parse(&buf[at..], 1 << 24).expect("a frame") {
-            if let Frame::Headers { end_stream, block, .. } = f {
+            if let Frame::Headers {
+                end_stream, block, ..
+            } = f
+            {
                 let mut status = String::new();
                 decoder
                     .decode(block, 1 << 20, |n, v| {
