@@ -434,7 +434,10 @@ impl Conn {
                         s.recv = Recv::Answered;
                         self.answer(id, message);
                     }
-                    Progress::Refused(status) => return Ok(self.refuse(id, &status)),
+                    Progress::Refused(status) => {
+                        self.refuse(id, &status);
+                        return Ok(());
+                    }
                 }
             }
             Recv::Answered => s.recv_unacked += flow_len,
@@ -490,7 +493,7 @@ impl Conn {
     }
 
     fn on_headers(&mut self, id: u32, end_stream: bool, block: &[u8]) -> Result<(), ConnError> {
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err(protocol("HEADERS on an even stream id"));
         }
         let fields = &mut self.fields;
@@ -535,7 +538,8 @@ impl Conn {
                 Code::ResourceExhausted,
                 format!("the request's header list is over {MAX_HEADER_LIST} bytes"),
             );
-            return Ok(self.refuse_new(id, end_stream, &status));
+            self.refuse_new(id, end_stream, &status);
+            return Ok(());
         }
         if let Some(why) = self.fields.malformed() {
             tracing::debug!(peer = ?self.peer, stream = id, why, "malformed request");

@@ -88,15 +88,14 @@ impl Wire {
                 self.buf.drain(..n);
                 return got;
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = tokio::time::timeout(DEADLINE, self.tcp.read(&mut chunk))
+            self.buf.reserve(16 * 1024);
+            let n = tokio::time::timeout(DEADLINE, self.tcp.read_buf(&mut self.buf))
                 .await
                 .expect("a frame in time")
                 .unwrap_or(0);
             if n == 0 {
                 return Got::Closed;
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -646,13 +645,12 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
     let mut answered = 0u32;
     let mut decoder = hpack::Decoder::new(4096);
     while answered < requests {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = tokio::time::timeout(DEADLINE, reader.read(&mut chunk))
+        buf.reserve(64 * 1024);
+        let n = tokio::time::timeout(DEADLINE, reader.read_buf(&mut buf))
             .await
             .expect("answers in time")
             .expect("read");
         assert!(n > 0, "closed after {answered} answers");
-        buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
         while let Some((f, len)) = frame::parse(&buf[at..], 1 << 24).expect("a frame") {
             if let Frame::Headers {
