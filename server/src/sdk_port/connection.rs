@@ -33,6 +33,8 @@ use tonic::transport::server::TcpConnectInfo;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Output waiting to be written above which the connection stops reading.
 const HIGH_WATER: usize = 256 * 1024;
+/// Capacity of the output buffer kept once it is drained.
+const KEPT_OUTPUT: usize = 16 * 1024;
 /// The read buffer's first size; it grows to hold the largest frame.
 const READ_BUFFER: usize = 8 * 1024;
 /// How long the last frames (a GOAWAY) may take to be written at the end.
@@ -238,9 +240,15 @@ pub(crate) async fn serve<T>(
                             if written == conn.out.len() {
                                 conn.out.clear();
                                 written = 0;
-                                if conn.out.capacity() > HIGH_WATER {
-                                    conn.out.shrink_to(READ_BUFFER);
+                                // An idle connection keeps a small buffer.
+                                if conn.out.capacity() > KEPT_OUTPUT {
+                                    conn.out.shrink_to(KEPT_OUTPUT);
                                 }
+                            } else if written >= HIGH_WATER {
+                                // Never fully drained (a busy, slow client): drop what
+                                // went out, so the buffer stays bounded.
+                                conn.out.drain(..written);
+                                written = 0;
                             }
                         }
                         Poll::Pending => {}

@@ -695,18 +695,18 @@ impl Conn {
         self.to_poll.sort_unstable();
         self.to_poll.dedup();
         let mut ids = std::mem::take(&mut self.to_poll);
-        let mut deferred = Vec::new();
-        for id in ids.drain(..) {
+        let mut polled = 0;
+        for &id in &ids {
             if self.out.len() >= high_water {
-                deferred.push(id);
-                continue;
+                break;
             }
             self.poll_stream(id);
+            polled += 1;
         }
-        deferred.append(&mut self.to_poll);
-        self.to_poll = deferred;
-        // Kept for its capacity next time.
-        ids.clear();
+        // The rest wait for the next round, with the streams woken meanwhile.
+        ids.drain(..polled);
+        ids.append(&mut self.to_poll);
+        self.to_poll = ids;
     }
 
     fn poll_stream(&mut self, id: u32) {
