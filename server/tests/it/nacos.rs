@@ -10,4 +10,4 @@ mod raw;
 pub(crate) mod sdk;
 mod sdk_tls;
 mod transport;
-mod wire;
+pub(crate) mod wire;

@@ -203,7 +203,7 @@ impl Wire {
 }
 
 /// The HPACK block of a gRPC request to `path`.
-fn request_block(path: &str) -> Vec<u8> {
+pub(crate) fn request_block(path: &str) -> Vec<u8> {
     let mut b = Vec::new();
     for (n, v) in [
         (":method", "POST"),
@@ -219,7 +219,7 @@ fn request_block(path: &str) -> Vec<u8> {
 }
 
 /// A gRPC message frame of a Nacos `ServerCheckRequest`.
-fn server_check() -> Vec<u8> {
+pub(crate) fn server_check() -> Vec<u8> {
     let p = raw_payload("ServerCheckRequest", b"{}");
     let mut m = vec![0];
     m.extend_from_slice(&(p.encoded_len() as u32).to_be_bytes());
@@ -228,7 +228,7 @@ fn server_check() -> Vec<u8> {
 }
 
 /// A whole unary call of a `ServerCheckRequest` on stream `id`.
-fn check_call(id: u32) -> Vec<u8> {
+pub(crate) fn check_call(id: u32) -> Vec<u8> {
     let mut out = Vec::new();
     frame::write_headers(
         &mut out,
@@ -256,7 +256,7 @@ fn assert_checked(fields: &[(String, String)], data: &[u8]) {
 }
 
 /// A new connection serves a call: the server is still up.
-async fn still_serving(addr: SocketAddr) {
+pub(crate) async fn still_serving(addr: SocketAddr) {
     let mut w = Wire::open(addr, &[]).await;
     w.send(&check_call(1)).await;
     let (fields, data) = w.answer(1).await;
@@ -445,6 +445,48 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     assert_eq!(field(&fields, "grpc-status"), "12", "{fields:?}");
     let (fields, data) = w.answer(13).await;
     assert_checked(&fields, &data);
+    // A stream the client resets before its body: its late DATA is dropped, the
+    // connection serves on.
+    let mut out = Vec::new();
+    frame::write_headers(
+        &mut out,
+        15,
+        &request_block("/Request/request"),
+        false,
+        16_384,
+    );
+    frame::write_rst_stream(&mut out, 15, ErrorCode::CANCEL);
+    frame::write_data(&mut out, 15, &server_check(), true);
+    out.extend(check_call(17));
+    w.send(&out).await;
+    let (fields, data) = w.answer(17).await;
+    assert_checked(&fields, &data);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_goaway_closes_the_connection_once_its_streams_are_done() {
+    let server = TestServer::start(fast_config()).await;
+    let mut w = Wire::open(server.addr, &[]).await;
+    // A call still open (its body not sent), then the client's GOAWAY.
+    let mut out = Vec::new();
+    frame::write_headers(
+        &mut out,
+        1,
+        &request_block("/Request/request"),
+        false,
+        16_384,
+    );
+    frame::write_goaway(&mut out, 0, ErrorCode::NO_ERROR, b"bye");
+    w.send(&out).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(200), w.next_interesting()).await;
+    assert!(quiet.is_err(), "closed with a stream open: {quiet:?}");
+    let mut out = Vec::new();
+    frame::write_data(&mut out, 1, &server_check(), true);
+    w.send(&out).await;
+    let (fields, data) = w.answer(1).await;
+    assert_checked(&fields, &data);
+    assert_eq!(w.next_interesting().await, Got::Closed);
     server.stop().await;
 }
 
