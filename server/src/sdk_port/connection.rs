@@ -34,7 +34,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Output waiting to be written above which the connection stops reading.
 const HIGH_WATER: usize = 256 * 1024;
 /// Capacity of the output buffer kept once it is drained.
-const KEPT_OUTPUT: usize = 16 * 1024;
+const KEPT_OUTPUT: usize = 4 * 1024;
 /// The read buffer's first size; it grows to hold the largest frame.
 const READ_BUFFER: usize = 8 * 1024;
 /// How long the last frames (a GOAWAY) may take to be written at the end.
