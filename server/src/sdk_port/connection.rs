@@ -33,7 +33,7 @@ use tonic::transport::server::TcpConnectInfo;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Output waiting to be written above which the connection stops reading.
 const HIGH_WATER: usize = 256 * 1024;
-/// Capacity of the output buffer kept once it is drained.
+/// Capacity of the output buffer kept once it is drained (from over 4 times as much).
 const KEPT_OUTPUT: usize = 4 * 1024;
 /// The read buffer's first size; it grows to hold the largest frame.
 const READ_BUFFER: usize = 8 * 1024;
@@ -240,8 +240,9 @@ pub(crate) async fn serve<T>(
                             if written == conn.out.len() {
                                 conn.out.clear();
                                 written = 0;
-                                // An idle connection keeps a small buffer.
-                                if conn.out.capacity() > KEPT_OUTPUT {
+                                // An idle connection keeps a small buffer (and one
+                                // that writes a little each round is not reallocated).
+                                if conn.out.capacity() > 4 * KEPT_OUTPUT {
                                     conn.out.shrink_to(KEPT_OUTPUT);
                                 }
                             } else if written >= HIGH_WATER {
