@@ -36,6 +36,10 @@ pub(crate) const MAX_FRAME: u32 = 16_384;
 const MAX_WINDOW: i64 = 0x7fff_ffff;
 /// The window of a connection or stream before SETTINGS change it.
 const DEFAULT_WINDOW: i64 = 65_535;
+/// The highest stream id (the first GOAWAY of a graceful close names it).
+const MAX_STREAM_ID: u32 = 0x7fff_ffff;
+/// The payload of the PING sent with that GOAWAY (keep-alive PINGs count from 1).
+const DRAIN_PING: [u8; 8] = *b"draining";
 /// The largest header block (HEADERS and its CONTINUATIONs) buffered before it is decoded.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
@@ -144,7 +148,10 @@ pub(crate) struct Conn {
     /// Bridged streams to poll.
     to_poll: Vec<u32>,
     fields: Fields,
-    /// We sent GOAWAY: no new streams.
+    /// The first GOAWAY of a graceful close is out (streams still accepted until the
+    /// client acknowledges the PING sent with it).
+    draining: bool,
+    /// We sent the final GOAWAY: no new streams.
     stopping: bool,
     /// The client sent GOAWAY.
     peer_away: bool,
@@ -184,6 +191,7 @@ impl Conn {
             woken,
             to_poll: Vec::new(),
             fields: Fields::default(),
+            draining: false,
             stopping: false,
             peer_away: false,
             pong: None,
@@ -195,12 +203,25 @@ impl Conn {
         (self.stopping || self.peer_away) && self.streams.is_empty()
     }
 
-    /// A graceful close: GOAWAY, no new streams, the open ones finish.
+    /// A graceful close, in two steps as RFC 9113 §6.8 advises: a GOAWAY naming the
+    /// highest stream id possible, with a PING; once the client acknowledges that PING
+    /// (so it has seen the GOAWAY, and every stream it opened before is in), the final
+    /// GOAWAY names the last stream taken, and newer ones are refused. The open streams
+    /// finish. A request the client sent while the first GOAWAY was on its way is thus
+    /// served, not refused.
     pub(crate) fn go_away(&mut self) {
-        if !self.stopping {
-            self.stopping = true;
-            frame::write_goaway(&mut self.out, self.last_stream, ErrorCode::NO_ERROR, b"");
+        if !self.draining && !self.stopping {
+            self.draining = true;
+            frame::write_goaway(&mut self.out, MAX_STREAM_ID, ErrorCode::NO_ERROR, b"");
+            frame::write_ping(&mut self.out, false, DRAIN_PING);
         }
+    }
+
+    /// The client acknowledged the PING of the first GOAWAY: the final one.
+    fn drained(&mut self) {
+        self.draining = false;
+        self.stopping = true;
+        frame::write_goaway(&mut self.out, self.last_stream, ErrorCode::NO_ERROR, b"");
     }
 
     /// The GOAWAY of a connection error.
@@ -282,7 +303,11 @@ impl Conn {
                 Ok(())
             }
             Frame::Ping { ack: true, data } => {
-                self.pong = Some(data);
+                if data == DRAIN_PING && self.draining {
+                    self.drained();
+                } else {
+                    self.pong = Some(data);
+                }
                 Ok(())
             }
             Frame::GoAway { .. } => {

@@ -45,7 +45,10 @@ enum Got {
     Settings {
         ack: bool,
     },
-    Ping,
+    Ping {
+        ack: bool,
+        data: [u8; 8],
+    },
     /// The server closed the connection.
     Closed,
 }
@@ -142,7 +145,7 @@ impl Wire {
             },
             Frame::WindowUpdate { stream, .. } => Got::WindowUpdate { stream },
             Frame::Settings { ack, .. } => Got::Settings { ack },
-            Frame::Ping { .. } => Got::Ping,
+            Frame::Ping { ack, data } => Got::Ping { ack, data },
             other => panic!("the server sent {other:?}"),
         };
         Some((got, n))
@@ -152,7 +155,7 @@ impl Wire {
     async fn next_interesting(&mut self) -> Got {
         loop {
             match self.next().await {
-                Got::Settings { .. } | Got::WindowUpdate { .. } | Got::Ping => {}
+                Got::Settings { .. } | Got::WindowUpdate { .. } | Got::Ping { .. } => {}
                 got => return got,
             }
         }
@@ -461,6 +464,9 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     w.send(&out).await;
     let (fields, data) = w.answer(17).await;
     assert_checked(&fields, &data);
+    // Closed first: a client that never answers the PING of the graceful close would
+    // hold the shutdown for its grace.
+    drop(w);
     server.stop().await;
 }
 
@@ -529,6 +535,9 @@ async fn streams_beyond_the_concurrent_limit_are_refused_and_the_rest_answered()
     w.send(&check_call(id)).await;
     let (fields, data) = w.answer(id).await;
     assert_checked(&fields, &data);
+    // Closed first: a client that never answers the PING of the graceful close would
+    // hold the shutdown for its grace.
+    drop(w);
     server.stop().await;
 }
 
@@ -579,6 +588,7 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
     let (fields, rest) = w.answer(1).await;
     assert!(rest.is_empty());
     assert_checked(&fields, &data);
+    drop(w);
     // The connection window (65,535 until the client grows it): many answers stop at it,
     // and all complete once it grows.
     let mut w = Wire::open(server.addr, &[(frame::INITIAL_WINDOW_SIZE, 1 << 20)]).await;
@@ -612,6 +622,9 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
             ended += 1;
         }
     }
+    // Closed first: a client that never answers the PING of the graceful close would
+    // hold the shutdown for its grace.
+    drop(w);
     server.stop().await;
 }
 
@@ -716,6 +729,48 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
         }
         buf.drain(..at);
     }
-    writing.await.expect("writer");
+    drop((writing.await.expect("writer"), reader));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_close_serves_what_the_client_sent_before_it_saw_the_goaway() {
+    let server = TestServer::start(fast_config()).await;
+    let mut w = Wire::open(server.addr, &[]).await;
+    w.send(&check_call(1)).await;
+    let (fields, data) = w.answer(1).await;
+    assert_checked(&fields, &data);
+    let stopping = tokio::spawn(server.stop());
+    // First a GOAWAY naming the highest stream id, and a PING.
+    let got = w.next_interesting().await;
+    assert!(
+        matches!(
+            got,
+            Got::GoAway {
+                code: ErrorCode::NO_ERROR,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    let ping = loop {
+        match w.next().await {
+            Got::Ping { ack: false, data } => break data,
+            Got::Settings { .. } | Got::WindowUpdate { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    // A call sent before the client acknowledges it is still served (by a front end
+    // that is stopping: its answer says so, but it is an answer, not a refused stream).
+    w.send(&check_call(3)).await;
+    let (fields, data) = w.answer(3).await;
+    assert_eq!(field(&fields, "grpc-status"), "0", "{fields:?}");
+    assert!(!data.is_empty());
+    // After the acknowledgement: the final GOAWAY, then the end of the connection.
+    let mut out = Vec::new();
+    frame::write_ping(&mut out, true, ping);
+    w.send(&out).await;
+    w.expect_goaway(ErrorCode::NO_ERROR, "the final GOAWAY")
+        .await;
+    stopping.await.expect("stopped");
 }
