@@ -37,6 +37,8 @@ mod keep_alive;
 mod unary;
 mod wakeups;
 
+pub use connection::{connection_panics, largest_buffers};
+
 use crate::admission::Admission;
 use crate::nacos::NacosFrontend;
 use std::convert::Infallible;

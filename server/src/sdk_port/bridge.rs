@@ -90,7 +90,9 @@ struct BodyQ {
     chunks: VecDeque<Bytes>,
     end: bool,
     reset: bool,
-    /// Bytes read and not yet handed back to the client as window.
+    /// The service dropped the body: DATA is no longer kept.
+    abandoned: bool,
+    /// Bytes read (or dropped with the body) and not yet handed back to the client as window.
     consumed: u32,
     reader: Option<Waker>,
 }
@@ -117,9 +119,17 @@ impl BodyShared {
         }
     }
 
-    /// A DATA frame's payload arrived.
-    pub(crate) fn push(&self, data: Bytes) {
-        self.update(|q| q.chunks.push_back(data));
+    /// A DATA frame's payload arrived; `false`: the body was dropped, and so is `data`.
+    pub(crate) fn push(&self, data: Bytes) -> bool {
+        let mut kept = true;
+        self.update(|q| {
+            if q.abandoned {
+                kept = false;
+            } else {
+                q.chunks.push_back(data);
+            }
+        });
+        kept
     }
 
     /// The client ended the stream.
@@ -140,6 +150,22 @@ impl BodyShared {
 
 /// A bridged stream's request body as an [`http_body::Body`].
 pub(crate) struct InBody(pub(crate) Arc<BodyShared>);
+
+impl Drop for InBody {
+    /// The service is done with the body: what it did not read counts as read (the
+    /// connection hands it back to the client), and later DATA is dropped.
+    fn drop(&mut self) {
+        let mut q = self.0.q.lock();
+        q.abandoned = true;
+        let dropped: usize = q.chunks.drain(..).map(|c| c.len()).sum();
+        if dropped == 0 {
+            return;
+        }
+        q.consumed += dropped as u32;
+        drop(q);
+        self.0.conn.wake_by_ref();
+    }
+}
 
 /// The body's error: the stream is gone before its end.
 #[derive(Debug)]
@@ -301,5 +327,21 @@ fn encode_headers(block: &mut Vec<u8>, headers: &http::HeaderMap) {
             continue;
         }
         encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_body_counts_its_unread_data_as_read_and_drops_later_data() {
+        let shared = BodyShared::new(Waker::noop().clone(), false);
+        assert!(shared.push(Bytes::from_static(b"abc")));
+        drop(InBody(shared.clone()));
+        assert_eq!(shared.take_consumed(), 3);
+        assert!(!shared.push(Bytes::from_static(b"de")));
+        assert_eq!(shared.take_consumed(), 0);
+        assert!(shared.q.lock().chunks.is_empty());
     }
 }

@@ -5,9 +5,12 @@
 //! every frame that is ready in one write; it closes gracefully (GOAWAY, then the open
 //! streams finish, for at most [`SHUTDOWN_GRACE`]) when the port stops.
 //!
-//! Back-pressure: while more than [`HIGH_WATER`] bytes wait to be written (a client that
-//! does not read), the loop neither reads nor polls the bridged streams, so nothing is
-//! buffered without bound; the client's own flow-control windows bound the DATA.
+//! Back-pressure: once more than [`HIGH_WATER`] bytes wait to be written (a client that
+//! does not read), the loop stops handling frames (between two frames: the rest wait in
+//! the input, handled once the output has room, with no new read), stops reading, polling
+//! the bridged streams and writing stream DATA; so the output exceeds the mark by at most
+//! what one frame or one stream's answer adds (a header block, a refusal), and the input
+//! holds one read.
 //!
 //! Everything is polled with the waker of [`Wakeups`], which drops the wake-ups the task
 //! gives itself while it is polling.
@@ -18,10 +21,12 @@ use crate::sdk_port::http2::{Conn, ConnError, MAX_FRAME};
 use crate::sdk_port::keep_alive::{Due, KeepAlive};
 use crate::sdk_port::wakeups::Wakeups;
 use crate::tls::HANDSHAKE_TIMEOUT;
+use futures::FutureExt as _;
 use h2wire::frame;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -54,14 +59,48 @@ pub(crate) async fn run<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(acceptor) = port.tls.clone() else {
-        return serve(io, info, port, stop, alive).await;
-    };
     let peer = info.remote_addr;
+    let Some(acceptor) = port.tls.clone() else {
+        return unwound(serve(io, info, port, stop, alive), peer).await;
+    };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(Ok(tls)) => serve(tls, info, port, stop, alive).await,
+        Ok(Ok(tls)) => unwound(serve(tls, info, port, stop, alive), peer).await,
         Ok(Err(e)) => tracing::warn!(port = "SDK", ?peer, error = %e, "TLS handshake refused"),
         Err(_) => tracing::warn!(port = "SDK", ?peer, "TLS handshake timed out"),
+    }
+}
+
+/// Connections whose task panicked (a bug: the fuzz test asserts there is none).
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// The most output one connection ever had waiting to be written, and its input buffer's
+/// largest size (noted only above [`HIGH_WATER`] and [`READ_BUFFER`]: tests assert the
+/// bounds).
+static LARGEST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// The largest output waiting and the largest input buffer of any SDK-port connection in
+/// this process, if over 256 KiB and 8 KiB (else 0).
+pub fn largest_buffers() -> (usize, usize) {
+    (
+        LARGEST[0].load(Ordering::Relaxed),
+        LARGEST[1].load(Ordering::Relaxed),
+    )
+}
+
+/// How many SDK-port connection tasks have panicked in this process.
+pub fn connection_panics() -> usize {
+    PANICS.load(Ordering::Relaxed)
+}
+
+/// Runs `serve`, counting and logging a panic (which closes only this connection).
+async fn unwound(serve: impl Future<Output = ()>, peer: Option<std::net::SocketAddr>) {
+    if std::panic::AssertUnwindSafe(serve)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(port = "SDK", ?peer, "an SDK-port connection panicked");
     }
 }
 
@@ -71,6 +110,9 @@ struct Input {
     start: usize,
     end: usize,
     preface: bool,
+    /// Whole frames may be left: the last [`Input::process`] stopped at the output's
+    /// high-water mark.
+    more: bool,
 }
 
 impl Input {
@@ -80,6 +122,7 @@ impl Input {
             start: 0,
             end: 0,
             preface: false,
+            more: false,
         }
     }
 
@@ -97,13 +140,15 @@ impl Input {
             } else {
                 let len = self.buf.len() * 2;
                 self.buf.resize(len, 0);
+                LARGEST[1].fetch_max(len, Ordering::Relaxed);
             }
         }
         &mut self.buf[self.end..]
     }
 
-    /// Hands every whole frame to `conn`.
+    /// Hands every whole frame to `conn`, until its output is at the high-water mark.
     fn process(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        self.more = false;
         if !self.preface {
             let got = &self.buf[self.start..self.end];
             let n = got.len().min(h2wire::PREFACE.len());
@@ -120,6 +165,10 @@ impl Input {
             self.preface = true;
         }
         loop {
+            if conn.over() {
+                self.more = true;
+                return Ok(());
+            }
             match frame::parse(&self.buf[self.start..self.end], MAX_FRAME) {
                 Ok(None) => return Ok(()),
                 Ok(Some((f, n))) => {
@@ -138,11 +187,23 @@ impl Input {
 }
 
 /// How the connection ends.
-enum End {
+enum Ending {
     /// Write what is left (a GOAWAY), then close.
     Close,
     /// Close at once (the socket failed or the client vanished).
     Drop,
+}
+
+/// A connection error: its GOAWAY, then the end.
+fn failed(conn: &mut Conn, e: ConnError, peer: Option<std::net::SocketAddr>) -> Ending {
+    tracing::debug!(
+        ?peer,
+        code = e.code.name(),
+        reason = e.reason,
+        "SDK-port connection error"
+    );
+    conn.fail(e);
+    Ending::Close
 }
 
 /// Serves `io` until the connection closes. `_alive` is dropped at the end, which tells
@@ -185,43 +246,45 @@ pub(crate) async fn serve<T>(
                     ?peer,
                     "SDK-port connection closed: streams still open after the shutdown grace"
                 );
-                return Poll::Ready(End::Drop);
+                return Poll::Ready(Ending::Drop);
             }
             match keep_alive.poll(cx) {
                 Poll::Ready(Due::Ping(payload)) => frame::write_ping(&mut conn.out, false, payload),
                 Poll::Ready(Due::Dead) => {
                     tracing::debug!(?peer, timeout = ?keep_alive.timeout(),
                         "SDK-port connection closed: no answer to a keep-alive PING");
-                    return Poll::Ready(End::Drop);
+                    return Poll::Ready(Ending::Drop);
                 }
                 Poll::Pending => {}
             }
             for _ in 0..ROUNDS {
                 let mut progress = false;
-                if conn.out.len() - written < HIGH_WATER {
+                conn.limit = written + HIGH_WATER;
+                if input.more && !conn.over() {
+                    // Frames left by a read that filled the output.
+                    let start = input.start;
+                    if let Err(e) = input.process(&mut conn) {
+                        return Poll::Ready(failed(&mut conn, e, peer));
+                    }
+                    progress |= input.start != start;
+                }
+                if !input.more && !conn.over() {
                     let mut buf = ReadBuf::new(input.space());
                     match Pin::new(&mut io).poll_read(cx, &mut buf) {
                         Poll::Ready(Ok(())) => {
                             let n = buf.filled().len();
                             if n == 0 {
-                                return Poll::Ready(End::Close);
+                                return Poll::Ready(Ending::Close);
                             }
                             input.end += n;
                             progress = true;
                             if let Err(e) = input.process(&mut conn) {
-                                tracing::debug!(
-                                    ?peer,
-                                    code = e.code.name(),
-                                    reason = e.reason,
-                                    "SDK-port connection error"
-                                );
-                                conn.fail(e);
-                                return Poll::Ready(End::Close);
+                                return Poll::Ready(failed(&mut conn, e, peer));
                             }
                         }
                         Poll::Ready(Err(e)) => {
                             tracing::debug!(?peer, error = %e, "SDK-port connection failed");
-                            return Poll::Ready(End::Drop);
+                            return Poll::Ready(Ending::Drop);
                         }
                         Poll::Pending => {}
                     }
@@ -229,10 +292,15 @@ pub(crate) async fn serve<T>(
                 if let Some(payload) = conn.pong.take() {
                     keep_alive.pong(payload);
                 }
-                conn.poll_bridged(written + HIGH_WATER);
+                conn.poll_bridged();
+                if conn.out.len() - written > HIGH_WATER {
+                    LARGEST[0].fetch_max(conn.out.len() - written, Ordering::Relaxed);
+                }
                 if written < conn.out.len() {
                     match Pin::new(&mut io).poll_write(cx, &conn.out[written..]) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(End::Drop),
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(Ending::Drop);
+                        }
                         Poll::Ready(Ok(n)) => {
                             written += n;
                             progress = true;
@@ -258,12 +326,12 @@ pub(crate) async fn serve<T>(
                 if unflushed {
                     match Pin::new(&mut io).poll_flush(cx) {
                         Poll::Ready(Ok(())) => unflushed = false,
-                        Poll::Ready(Err(_)) => return Poll::Ready(End::Drop),
+                        Poll::Ready(Err(_)) => return Poll::Ready(Ending::Drop),
                         Poll::Pending => {}
                     }
                 }
                 if conn.finished() && conn.out.is_empty() && !unflushed {
-                    return Poll::Ready(End::Close);
+                    return Poll::Ready(Ending::Close);
                 }
                 if !progress {
                     return Poll::Pending;
@@ -275,7 +343,7 @@ pub(crate) async fn serve<T>(
         })
     })
     .await;
-    if let End::Close = end {
+    if let Ending::Close = end {
         let rest = &conn.out[written..];
         let _ = tokio::time::timeout(LAST_WRITE, async {
             io.write_all(rest).await?;

@@ -8,14 +8,26 @@
 //!   moment its message is whole; the tonic services' paths become [`Bridged`] streams,
 //!   polled when their waker fires; any other path gets a trailers-only `UNIMPLEMENTED`.
 //! * Flow control, receiving: the windows we advertise are 1 MiB (stream and
-//!   connection). The connection window is handed back as DATA arrives (what a stream may
-//!   buffer is bounded by its own window, or by the message limit for a unary call); a
-//!   stream's window as its body is read, in halves of the window. Sending: a stream's DATA
-//!   goes out only within the client's stream and connection windows; the rest waits in
-//!   the stream (one body frame at most: a bridged body is not polled again until it is
-//!   out), and goes when a WINDOW_UPDATE or a larger SETTINGS_INITIAL_WINDOW_SIZE comes.
+//!   connection). What the connection buffers is bounded per connection: a bridged
+//!   stream's DATA is handed back to the connection window only once the service has read
+//!   it (so every bridged body of a connection together holds at most 1 MiB); a unary
+//!   message being assembled is handed back as it arrives while the unary messages of the
+//!   connection together hold at most the message limit (or 1 MiB), beyond that only once
+//!   one is whole or gone. A stream's window comes back as its body is read, in halves of
+//!   the window. Sending: a stream's DATA goes out only within the client's stream and
+//!   connection windows and while the output is under its high-water mark ([`Conn::limit`]);
+//!   the rest waits in the stream (one body frame at most: a bridged body is not polled
+//!   again until it is out), and goes when a WINDOW_UPDATE, a larger
+//!   SETTINGS_INITIAL_WINDOW_SIZE or room in the output comes.
 //! * Errors: a connection error ([`ConnError`]) becomes a GOAWAY and the connection's end;
-//!   a stream error a RST_STREAM, and the connection keeps serving.
+//!   a stream error a RST_STREAM, and the connection keeps serving. Streams reset with an
+//!   error or refused (REFUSED_STREAM, malformed requests, flow-control and state errors)
+//!   and streams the client resets before they are answered count against the
+//!   connection, less one for every stream answered: past [`MAX_STRIKES`] the connection
+//!   ends with ENHANCE_YOUR_CALM (h2's `max_local_error_reset_streams`, and the "rapid
+//!   reset" attack, CVE-2023-44487: a client opening streams and resetting them at once).
+//!   A trailers-only gRPC refusal (UNIMPLEMENTED, RESOURCE_EXHAUSTED) is an answer, not
+//!   counted; the path it repeats is cut at [`MAX_ECHOED_PATH`] bytes.
 
 use crate::sdk_port::bridge::{BodyShared, Bridged, InBody, Out, Woken};
 use crate::sdk_port::connection::NACOS_UNARY;
@@ -24,24 +36,33 @@ use crate::sdk_port::grpc::{self, Code, Status};
 use crate::sdk_port::unary::{self, Message, Progress};
 use crate::sdk_port::{Inner, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST, WINDOW};
 use bytes::{Buf as _, Bytes};
-use h2wire::frame::{self, ErrorCode, Frame};
+use h2wire::frame::{self, DEFAULT_WINDOW, ErrorCode, Frame, MAX_WINDOW};
 use h2wire::hpack::{self, HpackErrorKind};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::transport::server::TcpConnectInfo;
 
 /// The largest frame we accept (the default: we do not advertise another).
 pub(crate) const MAX_FRAME: u32 = 16_384;
-/// The largest flow-control window RFC 9113 allows.
-const MAX_WINDOW: i64 = 0x7fff_ffff;
-/// The window of a connection or stream before SETTINGS change it.
-const DEFAULT_WINDOW: i64 = 65_535;
 /// The highest stream id (the first GOAWAY of a graceful close names it).
 const MAX_STREAM_ID: u32 = 0x7fff_ffff;
 /// The payload of the PING sent with that GOAWAY (keep-alive PINGs count from 1).
 const DRAIN_PING: [u8; 8] = *b"draining";
 /// The largest header block (HEADERS and its CONTINUATIONs) buffered before it is decoded.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// The most of a request's path an UNIMPLEMENTED answer repeats.
+const MAX_ECHOED_PATH: usize = 128;
+/// Streams reset (by us with an error, or by the client before their answer), net of
+/// those answered, past which the connection ends with ENHANCE_YOUR_CALM (h2's
+/// `max_local_error_reset_streams` is 1,024 too).
+pub(crate) const MAX_STRIKES: u32 = 1024;
+/// How many of the streams we closed while the client was still sending are remembered:
+/// their late DATA and trailers are dropped (RFC 9113 §5.1, "closed"), while a frame on
+/// any other closed stream is a connection error.
+const RECENT: usize = 128;
+/// An HPACK dynamic table size update to 0 (RFC 7541 §6.3).
+const TABLE_SIZE_ZERO: u8 = 0x20;
 
 /// A connection error: GOAWAY with this code, then the connection's end.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +95,11 @@ struct Stream {
     end: Option<End>,
     send_closed: bool,
     bridged: Option<Box<Bridged>>,
+    /// Bytes of this stream the connection holds: a unary message being assembled, or a
+    /// bridged body not yet read (see the module documentation).
+    held: u32,
+    /// In `Conn::to_poll`.
+    queued: bool,
 }
 
 enum Recv {
@@ -104,6 +130,8 @@ impl Stream {
             end: None,
             send_closed: false,
             bridged: None,
+            held: 0,
+            queued: false,
         }
     }
 }
@@ -123,10 +151,38 @@ struct Partial {
     block: Vec<u8>,
 }
 
+/// Writes our header blocks: after the client lowered SETTINGS_HEADER_TABLE_SIZE, the
+/// next block starts with a table size update to 0 (RFC 7541 §4.2; the encoder never
+/// indexes, so 0 is always right).
+struct Heads {
+    size_update: bool,
+    /// The client's SETTINGS_MAX_FRAME_SIZE.
+    max_frame: u32,
+}
+
+impl Heads {
+    fn write(&mut self, out: &mut Vec<u8>, id: u32, block: &[u8], end: bool) {
+        if self.size_update {
+            self.size_update = false;
+            let mut b = Vec::with_capacity(block.len() + 1);
+            b.push(TABLE_SIZE_ZERO);
+            b.extend_from_slice(block);
+            frame::write_headers(out, id, &b, end, self.max_frame);
+        } else {
+            frame::write_headers(out, id, block, end, self.max_frame);
+        }
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct Conn {
     /// Frames to write, in order.
     pub(crate) out: Vec<u8>,
+    /// The length of `out` at which frames stop being parsed, stream DATA stops being
+    /// written and bridged streams stop being polled (the connection's task sets it).
+    pub(crate) limit: usize,
+    /// A stream's DATA waits in `blocked` for room in the output.
+    out_stalled: bool,
     port: Arc<Inner>,
     info: TcpConnectInfo,
     peer: Option<SocketAddr>,
@@ -137,16 +193,28 @@ pub(crate) struct Conn {
     send_window: i64,
     recv_window: i64,
     recv_unacked: u32,
-    /// The client's SETTINGS_INITIAL_WINDOW_SIZE and SETTINGS_MAX_FRAME_SIZE.
+    /// The bytes of the unary messages being assembled, and the connection window not
+    /// handed back because they are over the budget.
+    unary_held: usize,
+    deferred: u32,
+    /// The client's SETTINGS_INITIAL_WINDOW_SIZE.
     peer_window: i64,
-    peer_max_frame: u32,
+    heads: Heads,
     got_settings: bool,
+    /// Streams reset (see [`MAX_STRIKES`]), less those answered.
+    strikes: u32,
+    /// Streams we closed while the client was still sending (newest last).
+    recent: VecDeque<u32>,
+    /// The stream id the final GOAWAY named.
+    final_id: Option<u32>,
     partial: Option<Partial>,
     /// Streams with DATA waiting for window.
     blocked: Vec<u32>,
     woken: Arc<Woken>,
-    /// Bridged streams to poll.
+    /// Bridged streams to poll, in order (each at most once: `Stream::queued`).
     to_poll: Vec<u32>,
+    /// The streams just woken (kept for its allocation).
+    woken_ids: Vec<u32>,
     fields: Fields,
     /// The first GOAWAY of a graceful close is out (streams still accepted until the
     /// client acknowledges the PING sent with it).
@@ -171,31 +239,47 @@ impl Conn {
                 (frame::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST),
             ],
         );
-        frame::write_window_update(&mut out, 0, WINDOW - DEFAULT_WINDOW as u32);
+        frame::write_window_update(&mut out, 0, WINDOW - DEFAULT_WINDOW);
         Self {
             out,
+            limit: usize::MAX,
+            out_stalled: false,
             port,
             peer: info.remote_addr,
             info,
             decoder: hpack::Decoder::new(4096),
             streams: Map::default(),
             last_stream: 0,
-            send_window: DEFAULT_WINDOW,
+            send_window: i64::from(DEFAULT_WINDOW),
             recv_window: i64::from(WINDOW),
             recv_unacked: 0,
-            peer_window: DEFAULT_WINDOW,
-            peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
+            unary_held: 0,
+            deferred: 0,
+            peer_window: i64::from(DEFAULT_WINDOW),
+            heads: Heads {
+                size_update: false,
+                max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
+            },
             got_settings: false,
+            strikes: 0,
+            recent: VecDeque::new(),
+            final_id: None,
             partial: None,
             blocked: Vec::new(),
             woken,
             to_poll: Vec::new(),
+            woken_ids: Vec::new(),
             fields: Fields::default(),
             draining: false,
             stopping: false,
             peer_away: false,
             pong: None,
         }
+    }
+
+    /// The output is at its high-water mark.
+    pub(crate) fn over(&self) -> bool {
+        self.out.len() >= self.limit
     }
 
     /// Nothing more will happen: a side sent GOAWAY and every stream is done.
@@ -221,16 +305,30 @@ impl Conn {
     fn drained(&mut self) {
         self.draining = false;
         self.stopping = true;
+        self.final_id = Some(self.last_stream);
         frame::write_goaway(&mut self.out, self.last_stream, ErrorCode::NO_ERROR, b"");
     }
 
-    /// The GOAWAY of a connection error.
+    /// The GOAWAY of a connection error (naming the same stream as the final GOAWAY if
+    /// that is out: a later GOAWAY must not name a higher one).
     pub(crate) fn fail(&mut self, e: ConnError) {
-        frame::write_goaway(&mut self.out, self.last_stream, e.code, e.reason.as_bytes());
+        let last = self.final_id.unwrap_or(self.last_stream);
+        frame::write_goaway(&mut self.out, last, e.code, e.reason.as_bytes());
     }
 
     /// One frame from the client.
     pub(crate) fn handle(&mut self, f: Frame<'_>) -> Result<(), ConnError> {
+        let r = self.on_frame(f);
+        if self.strikes > MAX_STRIKES {
+            return Err(ConnError {
+                code: ErrorCode::ENHANCE_YOUR_CALM,
+                reason: "too many streams refused or reset",
+            });
+        }
+        r
+    }
+
+    fn on_frame(&mut self, f: Frame<'_>) -> Result<(), ConnError> {
         if let Some(p) = self.partial.as_mut() {
             let Frame::Continuation {
                 stream,
@@ -289,7 +387,13 @@ impl Conn {
                 if stream > self.last_stream {
                     return Err(protocol("RST_STREAM on a stream never opened"));
                 }
-                self.remove(stream);
+                if let Some(s) = self.streams.remove(&stream) {
+                    if !s.send_closed {
+                        // Cancelled before it was answered.
+                        self.strikes += 1;
+                    }
+                    self.forget(stream, s);
+                }
                 Ok(())
             }
             Frame::Settings { ack: true, .. } => Ok(()),
@@ -323,7 +427,7 @@ impl Conn {
         let mut window = self.peer_window;
         for (id, value) in frame::settings_params(params) {
             match id {
-                frame::INITIAL_WINDOW_SIZE if i64::from(value) > MAX_WINDOW => {
+                frame::INITIAL_WINDOW_SIZE if value > MAX_WINDOW => {
                     return Err(ConnError {
                         code: ErrorCode::FLOW_CONTROL_ERROR,
                         reason: "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
@@ -333,10 +437,11 @@ impl Conn {
                 frame::MAX_FRAME_SIZE if !(16_384..=16_777_215).contains(&value) => {
                     return Err(protocol("SETTINGS_MAX_FRAME_SIZE out of range"));
                 }
-                frame::MAX_FRAME_SIZE => self.peer_max_frame = value,
+                frame::MAX_FRAME_SIZE => self.heads.max_frame = value,
                 frame::ENABLE_PUSH if value > 1 => {
                     return Err(protocol("SETTINGS_ENABLE_PUSH neither 0 nor 1"));
                 }
+                frame::HEADER_TABLE_SIZE if value < 4096 => self.heads.size_update = true,
                 _ => {}
             }
         }
@@ -346,7 +451,7 @@ impl Conn {
         if delta != 0 {
             for s in self.streams.values_mut() {
                 s.send_window += delta;
-                if s.send_window > MAX_WINDOW {
+                if s.send_window > i64::from(MAX_WINDOW) {
                     return Err(ConnError {
                         code: ErrorCode::FLOW_CONTROL_ERROR,
                         reason: "a stream window over 2^31-1",
@@ -363,7 +468,7 @@ impl Conn {
     fn on_window_update(&mut self, id: u32, increment: u32) -> Result<(), ConnError> {
         if id == 0 {
             self.send_window += i64::from(increment);
-            if self.send_window > MAX_WINDOW {
+            if self.send_window > i64::from(MAX_WINDOW) {
                 return Err(ConnError {
                     code: ErrorCode::FLOW_CONTROL_ERROR,
                     reason: "the connection window over 2^31-1",
@@ -379,11 +484,13 @@ impl Conn {
             return Ok(());
         };
         if increment == 0 {
+            self.strikes += 1;
             self.reset(id, ErrorCode::PROTOCOL_ERROR);
             return Ok(());
         }
         s.send_window += i64::from(increment);
-        if s.send_window > MAX_WINDOW {
+        if s.send_window > i64::from(MAX_WINDOW) {
+            self.strikes += 1;
             self.reset(id, ErrorCode::FLOW_CONTROL_ERROR);
             return Ok(());
         }
@@ -409,7 +516,46 @@ impl Conn {
             && s.end.is_none()
             && s.bridged.is_some()
         {
+            self.queue(id);
+        }
+    }
+
+    /// Queues bridged stream `id` to be polled (once).
+    fn queue(&mut self, id: u32) {
+        if let Some(s) = self.streams.get_mut(&id)
+            && !s.queued
+        {
+            s.queued = true;
             self.to_poll.push(id);
+        }
+    }
+
+    /// `n` bytes received are no longer held: hands them back to the client's connection
+    /// window, in halves of the window.
+    fn credit(&mut self, n: u32) {
+        self.recv_unacked += n;
+        if self.recv_unacked >= WINDOW / 2 {
+            frame::write_window_update(&mut self.out, 0, self.recv_unacked);
+            self.recv_window += i64::from(self.recv_unacked);
+            self.recv_unacked = 0;
+        }
+    }
+
+    /// What the unary messages being assembled may hold on one connection.
+    fn unary_budget(&self) -> usize {
+        self.port.max_message_bytes.max(WINDOW as usize)
+    }
+
+    /// A stream lets go of the `held` bytes the connection held for it.
+    fn unhold(&mut self, bridged: bool, held: u32) {
+        if bridged {
+            self.credit(held);
+            return;
+        }
+        self.unary_held -= held as usize;
+        if self.deferred > 0 && self.unary_held <= self.unary_budget() {
+            let n = std::mem::take(&mut self.deferred);
+            self.credit(n);
         }
     }
 
@@ -427,39 +573,57 @@ impl Conn {
                 reason: "DATA beyond the connection window",
             });
         }
-        // Handed back at once: what a stream buffers is bounded on its own.
-        self.recv_unacked += flow_len;
-        if self.recv_unacked >= WINDOW / 2 {
-            frame::write_window_update(&mut self.out, 0, self.recv_unacked);
-            self.recv_window += i64::from(self.recv_unacked);
-            self.recv_unacked = 0;
-        }
+        let budget = self.unary_budget();
         let Some(s) = self.streams.get_mut(&id) else {
             if id > self.last_stream {
                 return Err(protocol("DATA on a stream never opened"));
             }
-            // A stream already answered or reset: its late frames are dropped.
+            if !self.recent.contains(&id) {
+                return Err(ConnError {
+                    code: ErrorCode::STREAM_CLOSED,
+                    reason: "DATA on a closed stream",
+                });
+            }
+            // A stream we closed while the client was sending: its late DATA is dropped.
+            self.credit(flow_len);
             return Ok(());
         };
         if s.recv_closed {
+            self.credit(flow_len);
+            self.strikes += 1;
             self.reset(id, ErrorCode::STREAM_CLOSED);
             return Ok(());
         }
         s.recv_window -= i64::from(flow_len);
         if s.recv_window < 0 {
+            self.credit(flow_len);
+            self.strikes += 1;
             self.reset(id, ErrorCode::FLOW_CONTROL_ERROR);
             return Ok(());
         }
+        // What goes back to the connection window now.
+        let mut free = flow_len;
         match &mut s.recv {
             Recv::Unary(m) => {
                 s.recv_unacked += flow_len;
+                s.held += flow_len;
+                self.unary_held += flow_len as usize;
+                if self.unary_held > budget {
+                    self.deferred += flow_len;
+                    free = 0;
+                }
                 match m.push(data, self.port.max_message_bytes) {
                     Progress::More => {}
                     Progress::Whole(message) => {
                         s.recv = Recv::Answered;
+                        let held = std::mem::take(&mut s.held);
+                        self.credit(free);
+                        self.unhold(false, held);
                         self.answer(id, message);
+                        free = 0;
                     }
                     Progress::Refused(status) => {
+                        self.credit(free);
                         self.refuse(id, &status);
                         return Ok(());
                     }
@@ -467,13 +631,21 @@ impl Conn {
             }
             Recv::Answered => s.recv_unacked += flow_len,
             Recv::Bridged(body) => {
-                // The padding now, the payload once the service has read it.
-                s.recv_unacked += flow_len - data.len() as u32;
+                // The padding now, the payload once the service has read it (or at once
+                // if the service dropped the body).
+                let pad = flow_len - data.len() as u32;
+                s.recv_unacked += pad;
                 if !data.is_empty() {
-                    body.push(Bytes::copy_from_slice(data));
+                    if body.push(Bytes::copy_from_slice(data)) {
+                        s.held += data.len() as u32;
+                        free = pad;
+                    } else {
+                        s.recv_unacked += data.len() as u32;
+                    }
                 }
             }
         }
+        self.credit(free);
         if end_stream {
             self.end_recv(id);
         } else {
@@ -503,15 +675,12 @@ impl Conn {
         s.recv_closed = true;
         match &s.recv {
             Recv::Unary(_) => self.refuse(id, &unary::ended_early()),
-            Recv::Answered => {
-                if s.send_closed {
-                    self.streams.remove(&id);
+            Recv::Answered | Recv::Bridged(_) => {
+                if let Recv::Bridged(body) = &s.recv {
+                    body.end();
                 }
-            }
-            Recv::Bridged(body) => {
-                body.end();
                 if s.send_closed {
-                    self.streams.remove(&id);
+                    self.remove(id);
                 }
             }
         }
@@ -541,8 +710,10 @@ impl Conn {
         if let Some(s) = self.streams.get(&id) {
             // Trailers.
             if !end_stream {
+                self.strikes += 1;
                 self.reset(id, ErrorCode::PROTOCOL_ERROR);
             } else if s.recv_closed {
+                self.strikes += 1;
                 self.reset(id, ErrorCode::STREAM_CLOSED);
             } else {
                 self.end_recv(id);
@@ -550,12 +721,22 @@ impl Conn {
             return Ok(());
         }
         if id <= self.last_stream {
-            // A stream already answered or reset.
-            return Ok(());
+            // Trailers of a stream we closed while the client was sending are dropped
+            // (the block is decoded above, for the HPACK state); on any other stream, a
+            // new id lower than the highest or a closed stream, a connection error
+            // (RFC 9113 §5.1, §5.1.1).
+            if self.recent.contains(&id) {
+                return Ok(());
+            }
+            return Err(protocol(
+                "HEADERS on a closed stream or an id lower than the highest",
+            ));
         }
         self.last_stream = id;
         if self.stopping || self.streams.len() >= MAX_CONCURRENT_STREAMS as usize {
+            self.strikes += 1;
             frame::write_rst_stream(&mut self.out, id, ErrorCode::REFUSED_STREAM);
+            self.remember(id, end_stream);
             return Ok(());
         }
         if too_large {
@@ -568,7 +749,9 @@ impl Conn {
         }
         if let Some(why) = self.fields.malformed() {
             tracing::debug!(peer = ?self.peer, stream = id, why, "malformed request");
+            self.strikes += 1;
             frame::write_rst_stream(&mut self.out, id, ErrorCode::PROTOCOL_ERROR);
+            self.remember(id, end_stream);
             return Ok(());
         }
         let path = &self.fields.path;
@@ -583,7 +766,9 @@ impl Conn {
                 Ok(r) => r,
                 Err(why) => {
                     tracing::debug!(peer = ?self.peer, stream = id, why, "malformed request");
+                    self.strikes += 1;
                     frame::write_rst_stream(&mut self.out, id, ErrorCode::PROTOCOL_ERROR);
+                    self.remember(id, end_stream);
                     return Ok(());
                 }
             };
@@ -599,13 +784,14 @@ impl Conn {
                 waker,
             )));
             self.streams.insert(id, s);
-            self.to_poll.push(id);
+            self.queue(id);
         } else {
+            let echoed = &path[..path.len().min(MAX_ECHOED_PATH)];
             let status = Status::new(
                 Code::Unimplemented,
                 format!(
                     "this port serves no method {}",
-                    String::from_utf8_lossy(path)
+                    String::from_utf8_lossy(echoed)
                 ),
             );
             self.refuse_new(id, end_stream, &status);
@@ -625,13 +811,8 @@ impl Conn {
                 return self.refuse(id, &status);
             }
         };
-        frame::write_headers(
-            &mut self.out,
-            id,
-            &grpc::RESPONSE_HEAD,
-            false,
-            self.peer_max_frame,
-        );
+        self.heads
+            .write(&mut self.out, id, &grpc::RESPONSE_HEAD, false);
         if let Some(s) = self.streams.get_mut(&id) {
             s.pending = data;
             s.end = Some(End::Ok);
@@ -642,22 +823,20 @@ impl Conn {
     /// Refuses a stream never stored: a trailers-only response, and RST_STREAM(NO_ERROR)
     /// when the client is still sending.
     fn refuse_new(&mut self, id: u32, end_stream: bool, status: &Status) {
-        frame::write_headers(
-            &mut self.out,
-            id,
-            &status.trailers_only(),
-            true,
-            self.peer_max_frame,
-        );
+        self.heads
+            .write(&mut self.out, id, &status.trailers_only(), true);
         if !end_stream {
             frame::write_rst_stream(&mut self.out, id, ErrorCode::NO_ERROR);
+            self.remember(id, false);
         }
     }
 
     /// Refuses stream `id` with a trailers-only response and forgets it.
     fn refuse(&mut self, id: u32, status: &Status) {
         if let Some(s) = self.streams.remove(&id) {
-            self.refuse_new(id, s.recv_closed, status);
+            let end_stream = s.recv_closed;
+            self.forget(id, s);
+            self.refuse_new(id, end_stream, status);
         }
     }
 
@@ -668,12 +847,55 @@ impl Conn {
     }
 
     fn remove(&mut self, id: u32) {
-        if self.streams.remove(&id).is_some() {
-            self.blocked.retain(|b| *b != id);
+        if let Some(s) = self.streams.remove(&id) {
+            self.forget(id, s);
         }
     }
 
-    /// Writes the pending DATA of stream `id` as far as the windows allow, then its end.
+    /// Lets go of removed stream `s`: what the connection held for it, its place in
+    /// `blocked`, and, when the client may still be sending, a place in `recent`.
+    fn forget(&mut self, id: u32, mut s: Stream) {
+        if !s.pending.is_empty() {
+            self.blocked.retain(|b| *b != id);
+        }
+        let held = std::mem::take(&mut s.held);
+        if held > 0 {
+            self.unhold(matches!(s.recv, Recv::Bridged(_)), held);
+        }
+        self.remember(id, s.recv_closed);
+    }
+
+    /// Stream `id` is closed while the client may still send on it (`recv_closed`
+    /// false): its late frames are to be dropped, for a while.
+    fn remember(&mut self, id: u32, recv_closed: bool) {
+        if recv_closed {
+            return;
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
+    }
+
+    /// Our side of stream `id` is done (the stream answered): forget it if the client's
+    /// side is done too; otherwise a bridged stream's service is done with it, and the
+    /// client may stop sending (RST_STREAM(NO_ERROR)); a unary stream waits for the
+    /// client's END_STREAM.
+    fn sent_all(&mut self, id: u32) {
+        self.strikes = self.strikes.saturating_sub(1);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        s.send_closed = true;
+        if s.recv_closed {
+            self.remove(id);
+        } else if s.bridged.is_some() {
+            self.reset(id, ErrorCode::NO_ERROR);
+        }
+    }
+
+    /// Writes the pending DATA of stream `id` as far as the windows and the output's
+    /// high-water mark allow, then its end.
     fn flush(&mut self, id: u32) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -682,8 +904,9 @@ impl Conn {
             let n = (s.pending.len() as i64)
                 .min(self.send_window)
                 .min(s.send_window)
-                .min(i64::from(self.peer_max_frame));
-            if n <= 0 {
+                .min(i64::from(self.heads.max_frame.min(MAX_FRAME)));
+            if n <= 0 || self.out.len() >= self.limit {
+                self.out_stalled |= n > 0;
                 if !self.blocked.contains(&id) {
                     self.blocked.push(id);
                 }
@@ -695,40 +918,47 @@ impl Conn {
             s.send_window -= n;
         }
         let Some(end) = s.end.take() else { return };
-        let max = self.peer_max_frame;
         match &end {
-            End::Ok => frame::write_headers(&mut self.out, id, &grpc::OK_TRAILERS, true, max),
-            End::Trailers(block) => frame::write_headers(&mut self.out, id, block, true, max),
+            End::Ok => self
+                .heads
+                .write(&mut self.out, id, &grpc::OK_TRAILERS, true),
+            End::Trailers(block) => self.heads.write(&mut self.out, id, block, true),
             End::Data => frame::write_data(&mut self.out, id, &[], true),
         }
-        s.send_closed = true;
-        if s.recv_closed {
-            self.streams.remove(&id);
-        } else if s.bridged.is_some() {
-            // The service is done with the stream: the client may stop sending.
-            self.reset(id, ErrorCode::NO_ERROR);
-        }
+        self.sent_all(id);
     }
 
-    /// Polls the bridged streams that were woken, writing what they have, while the
-    /// output is under `high_water` bytes (the rest wait for the next round).
-    pub(crate) fn poll_bridged(&mut self, high_water: usize) {
-        self.woken.drain_into(&mut self.to_poll);
+    /// Polls the bridged streams queued and woken, in the order they were queued (those
+    /// left over from the last round first), writing what they have, while the output is
+    /// under its high-water mark (the rest wait for the next round). Streams whose DATA
+    /// waited for room in the output go first.
+    pub(crate) fn poll_bridged(&mut self) {
+        if self.out_stalled && !self.over() {
+            self.out_stalled = false;
+            self.unblock_all();
+        }
+        let mut fresh = std::mem::take(&mut self.woken_ids);
+        self.woken.drain_into(&mut fresh);
+        for id in fresh.drain(..) {
+            self.queue(id);
+        }
+        self.woken_ids = fresh;
         if self.to_poll.is_empty() {
             return;
         }
-        self.to_poll.sort_unstable();
-        self.to_poll.dedup();
         let mut ids = std::mem::take(&mut self.to_poll);
         let mut polled = 0;
         for &id in &ids {
-            if self.out.len() >= high_water {
+            if self.over() {
                 break;
             }
-            self.poll_stream(id);
             polled += 1;
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.queued = false;
+                self.poll_stream(id);
+            }
         }
-        // The rest wait for the next round, with the streams woken meanwhile.
+        // The rest first next round, then the streams queued meanwhile.
         ids.drain(..polled);
         ids.append(&mut self.to_poll);
         self.to_poll = ids;
@@ -743,9 +973,16 @@ impl Conn {
             _ => 0,
         };
         if read > 0 {
+            let held = read.min(s.held);
+            s.held -= held;
+            self.credit(held);
             self.release(id, read);
         }
         loop {
+            if self.over() {
+                // Again once the output has room.
+                return self.queue(id);
+            }
             let Some(s) = self.streams.get_mut(&id) else {
                 return;
             };
@@ -756,15 +993,9 @@ impl Conn {
             match b.poll() {
                 Out::Pending => return,
                 Out::Head(block, end) => {
-                    frame::write_headers(&mut self.out, id, &block, end, self.peer_max_frame);
+                    self.heads.write(&mut self.out, id, &block, end);
                     if end {
-                        s.send_closed = true;
-                        if s.recv_closed {
-                            self.streams.remove(&id);
-                        } else {
-                            self.reset(id, ErrorCode::NO_ERROR);
-                        }
-                        return;
+                        return self.sent_all(id);
                     }
                 }
                 Out::Data(data) => {
@@ -779,7 +1010,10 @@ impl Conn {
                     s.end = Some(End::Data);
                     self.flush(id);
                 }
-                Out::Failed => return self.reset(id, ErrorCode::INTERNAL_ERROR),
+                Out::Failed => {
+                    self.strikes += 1;
+                    return self.reset(id, ErrorCode::INTERNAL_ERROR);
+                }
             }
         }
     }

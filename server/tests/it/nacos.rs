@@ -11,3 +11,4 @@ pub(crate) mod sdk;
 mod sdk_tls;
 mod transport;
 pub(crate) mod wire;
+mod wire_bounds;

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 /// A frame as read, owned.
 #[derive(Debug, Clone, PartialEq)]
-enum Got {
+pub(crate) enum Got {
     Headers {
         stream: u32,
         end: bool,
@@ -36,11 +36,13 @@ enum Got {
         code: ErrorCode,
     },
     GoAway {
+        last_stream: u32,
         code: ErrorCode,
         debug: String,
     },
     WindowUpdate {
         stream: u32,
+        increment: u32,
     },
     Settings {
         ack: bool,
@@ -54,15 +56,15 @@ enum Got {
 }
 
 /// A raw HTTP/2 client connection.
-struct Wire {
-    tcp: TcpStream,
+pub(crate) struct Wire {
+    pub(crate) tcp: TcpStream,
     buf: Vec<u8>,
     decoder: hpack::Decoder,
 }
 
 impl Wire {
     /// Connects and sends the preface and SETTINGS with `settings`.
-    async fn open(addr: SocketAddr, settings: &[(u16, u32)]) -> Wire {
+    pub(crate) async fn open(addr: SocketAddr, settings: &[(u16, u32)]) -> Wire {
         let mut w = Wire::raw(addr).await;
         let mut out = h2wire::PREFACE.to_vec();
         frame::write_settings(&mut out, settings);
@@ -80,12 +82,12 @@ impl Wire {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.tcp.write_all(bytes).await.expect("write");
     }
 
     /// The next frame from the server.
-    async fn next(&mut self) -> Got {
+    pub(crate) async fn next(&mut self) -> Got {
         loop {
             if let Some((got, n)) = self.parse() {
                 self.buf.drain(..n);
@@ -139,11 +141,16 @@ impl Wire {
                 data: data.to_vec(),
             },
             Frame::RstStream { stream, code } => Got::Reset { stream, code },
-            Frame::GoAway { code, debug, .. } => Got::GoAway {
+            Frame::GoAway {
+                last_stream,
+                code,
+                debug,
+            } => Got::GoAway {
+                last_stream,
                 code,
                 debug: String::from_utf8_lossy(debug).into_owned(),
             },
-            Frame::WindowUpdate { stream, .. } => Got::WindowUpdate { stream },
+            Frame::WindowUpdate { stream, increment } => Got::WindowUpdate { stream, increment },
             Frame::Settings { ack, .. } => Got::Settings { ack },
             Frame::Ping { ack, data } => Got::Ping { ack, data },
             other => panic!("the server sent {other:?}"),
@@ -152,7 +159,7 @@ impl Wire {
     }
 
     /// The next frame that is not SETTINGS, WINDOW_UPDATE or PING.
-    async fn next_interesting(&mut self) -> Got {
+    pub(crate) async fn next_interesting(&mut self) -> Got {
         loop {
             match self.next().await {
                 Got::Settings { .. } | Got::WindowUpdate { .. } | Got::Ping { .. } => {}
@@ -162,7 +169,7 @@ impl Wire {
     }
 
     /// Expects a GOAWAY with `code`, then the end of the connection.
-    async fn expect_goaway(&mut self, code: ErrorCode, what: &str) {
+    pub(crate) async fn expect_goaway(&mut self, code: ErrorCode, what: &str) {
         let got = self.next_interesting().await;
         assert!(
             matches!(&got, Got::GoAway { code: c, .. } if *c == code),
@@ -174,7 +181,7 @@ impl Wire {
 
     /// The frames of stream `id` until it ends: its header fields (head and trailers) and
     /// its DATA.
-    async fn answer(&mut self, id: u32) -> (Vec<(String, String)>, Vec<u8>) {
+    pub(crate) async fn answer(&mut self, id: u32) -> (Vec<(String, String)>, Vec<u8>) {
         let (mut fields, mut data) = (Vec::new(), Vec::new());
         loop {
             match self.next_interesting().await {
@@ -244,7 +251,7 @@ pub(crate) fn check_call(id: u32) -> Vec<u8> {
     out
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
     fields
         .iter()
         .find(|(n, _)| n == name)
@@ -252,7 +259,7 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 /// Asserts that `data` is one `ServerCheckResponse` and the call ended with status 0.
-fn assert_checked(fields: &[(String, String)], data: &[u8]) {
+pub(crate) fn assert_checked(fields: &[(String, String)], data: &[u8]) {
     assert_eq!(field(fields, "grpc-status"), "0", "{fields:?}");
     let p = distro_server::proto::nacos::Payload::decode(&data[5..]).expect("a Payload");
     assert_eq!(decode(&p).0, "ServerCheckResponse");
@@ -629,7 +636,7 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
 }
 
 /// HPACK integer with a `prefix`-bit prefix and `flags` in the first byte (RFC 7541 §5.1).
-fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix: u8, mut n: usize) {
+pub(crate) fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix: u8, mut n: usize) {
     let max = (1usize << prefix) - 1;
     if n < max {
         out.push(flags | n as u8);
@@ -681,7 +688,15 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
         }
         writer
     });
-    // Not reading: the writes stall once the buffers between are full.
+    until_stalled(&written, requests).await;
+    read_refusals(&mut reader, requests, "12").await;
+    drop((writing.await.expect("writer"), reader));
+    server.stop().await;
+}
+
+/// Waits (not reading) until the writer's count `written` stops growing: the buffers
+/// between are full; it must stall before all `requests` are out.
+pub(crate) async fn until_stalled(written: &AtomicUsize, requests: u32) {
     let mut last = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -691,11 +706,18 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
             "the server read every request unanswered"
         );
         if now == last {
-            break;
+            return;
         }
         last = now;
     }
-    // Reading again: every request is answered.
+}
+
+/// Reads `requests` trailers-only answers, each with `grpc-status` `status`.
+pub(crate) async fn read_refusals(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    requests: u32,
+    status: &str,
+) {
     let mut buf = Vec::new();
     let mut answered = 0u32;
     let mut decoder = hpack::Decoder::new(4096);
@@ -712,25 +734,26 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
                 end_stream, block, ..
             } = f
             {
-                let mut status = String::new();
+                let mut got = String::new();
                 decoder
                     .decode(block, 1 << 20, |n, v| {
                         if n == b"grpc-status" {
-                            status = String::from_utf8_lossy(v).into_owned();
+                            got = String::from_utf8_lossy(v).into_owned();
+                        }
+                        if n == b"grpc-message" {
+                            assert!(v.len() <= 2048, "a grpc-message of {} bytes", v.len());
                         }
                     })
                     .map_err(|e| e.reason)
                     .expect("a header block");
                 assert!(end_stream);
-                assert_eq!(status, "12");
+                assert_eq!(got, status);
                 answered += 1;
             }
             at += len;
         }
         buf.drain(..at);
     }
-    drop((writing.await.expect("writer"), reader));
-    server.stop().await;
 }
 
 #[tokio::test]
@@ -747,6 +770,7 @@ async fn a_graceful_close_serves_what_the_client_sent_before_it_saw_the_goaway()
         matches!(
             got,
             Got::GoAway {
+                last_stream: 0x7fff_ffff,
                 code: ErrorCode::NO_ERROR,
                 ..
             }
@@ -770,7 +794,18 @@ async fn a_graceful_close_serves_what_the_client_sent_before_it_saw_the_goaway()
     let mut out = Vec::new();
     frame::write_ping(&mut out, true, ping);
     w.send(&out).await;
-    w.expect_goaway(ErrorCode::NO_ERROR, "the final GOAWAY")
-        .await;
+    let got = w.next_interesting().await;
+    assert!(
+        matches!(
+            got,
+            Got::GoAway {
+                last_stream: 3,
+                code: ErrorCode::NO_ERROR,
+                ..
+            }
+        ),
+        "the final GOAWAY names the last stream: {got:?}"
+    );
+    assert_eq!(w.next_interesting().await, Got::Closed);
     stopping.await.expect("stopped");
 }
