@@ -2,7 +2,10 @@
 //! client sends after the connection preface (its SETTINGS, header blocks, DATA, PINGs,
 //! WINDOW_UPDATEs, resets), mutated, sent on a connection of its own, then the client's
 //! write side closed. The server must answer or refuse, and close the connection within
-//! the deadline (never hang, never panic), and keep serving well-formed clients. Seeded
+//! the deadline (never hang), never panic (a connection task's panic is caught and
+//! counted: the count must stay 0), and keep serving well-formed clients. One case in
+//! eight keeps its write side open for a moment instead, then drops the connection, so
+//! that what waits for the client (streams half sent, output not read) is dropped mid-way. Seeded
 //! as `fuzz` is (`DISTRO_FUZZ_SEED` replays a run, `DISTRO_FUZZ_CASES` and
 //! `DISTRO_FUZZ_SECS` set the budget).
 
@@ -10,7 +13,10 @@ use crate::fuzz::{Budget, Tally, input, runner, sample, seed};
 use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
 use crate::nacos::wire::{check_call, request_block, server_check, still_serving};
 use h2wire::frame::{self, ErrorCode};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a case left half open waits for the server before it drops the connection.
+const HALF_OPEN: Duration = Duration::from_millis(20);
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Well-formed client byte streams (after the preface), to mutate.
@@ -103,6 +109,13 @@ async fn sdk_port_http2_frames() {
         out.extend_from_slice(&bytes);
         // The server may close before it has read it all: a failed write is an answer.
         let _ = tcp.write_all(&out).await;
+        if tally.executions % 8 == 7 {
+            // Left open a moment, then dropped.
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(HALF_OPEN, tcp.read_to_end(&mut got)).await;
+            tally.record(!refused(&got), t.elapsed());
+            continue;
+        }
         let _ = tcp.shutdown().await;
         let mut got = Vec::new();
         let read = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut got)).await;
@@ -116,5 +129,11 @@ async fn sdk_port_http2_frames() {
     }
     tally.print("SDK-port HTTP/2", start);
     still_serving(server.addr).await;
+    assert_eq!(
+        distro_server::sdk_port::connection_panics(),
+        0,
+        "FINDING: a connection task panicked (seed {})",
+        seed()
+    );
     server.stop().await;
 }
