@@ -256,3 +256,71 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
         .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_error_after_the_final_goaway_names_the_same_last_stream() {
+    let server = TestServer::start(fast_config()).await;
+    let mut w = Wire::open(server.addr, &[]).await;
+    let stopping = tokio::spawn(server.stop());
+    let ping = loop {
+        match w.next().await {
+            Got::Ping { ack: false, data } => break data,
+            Got::Closed => panic!("closed"),
+            _ => {}
+        }
+    };
+    // A stream left open, so the connection outlives the final GOAWAY.
+    let mut out = Vec::new();
+    frame::write_headers(
+        &mut out,
+        1,
+        &request_block("/Request/request"),
+        false,
+        16_384,
+    );
+    frame::write_ping(&mut out, true, ping);
+    w.send(&out).await;
+    let got = w.next_interesting().await;
+    assert!(
+        matches!(
+            got,
+            Got::GoAway {
+                last_stream: 1,
+                code: ErrorCode::NO_ERROR,
+                ..
+            }
+        ),
+        "the final GOAWAY: {got:?}"
+    );
+    // A newer stream, refused; then a connection error.
+    let mut out = Vec::new();
+    frame::write_headers(
+        &mut out,
+        3,
+        &request_block("/Request/request"),
+        true,
+        16_384,
+    );
+    frame::write_head(&mut out, 0, frame::CONTINUATION, frame::END_HEADERS, 1);
+    w.send(&out).await;
+    assert_eq!(
+        w.next_interesting().await,
+        Got::Reset {
+            stream: 3,
+            code: ErrorCode::REFUSED_STREAM
+        }
+    );
+    let got = w.next_interesting().await;
+    assert!(
+        matches!(
+            got,
+            Got::GoAway {
+                last_stream: 1,
+                code: ErrorCode::PROTOCOL_ERROR,
+                ..
+            }
+        ),
+        "the error's GOAWAY names stream 1 still: {got:?}"
+    );
+    stopping.await.expect("stopped");
+}
