@@ -22,7 +22,8 @@
 //! end of the round.
 //!
 //! Files: `connection` (the task's loop: I/O, back-pressure, keep-alive, shutdown),
-//! `http2` (the HTTP/2 server state: streams, settings, flow control, routing, errors),
+//! `http2` (the HTTP/2 server state: streams, settings, flow control, routing, errors;
+//! `http2/recv` its receiving side of flow control),
 //! `fields` (a request's header fields, checked), `unary` (the Nacos unary message),
 //! `bridge` (streams handed to tonic services), `keep_alive` (PING timing), `grpc` (the
 //! message prefix, response blocks and statuses), `wakeups` (the connection task's waker,
