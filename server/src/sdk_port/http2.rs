@@ -79,6 +79,8 @@ fn protocol(reason: &'static str) -> ConnError {
 }
 
 mod recv;
+#[cfg(test)]
+mod tests;
 
 type Map<V> = std::collections::HashMap<u32, V, foldhash::fast::FixedState>;
 
