@@ -250,48 +250,40 @@ pub fn parse(buf: &[u8], max_frame_size: u32) -> Result<Option<(Frame<'_>, usize
     let frame = match kind {
         DATA => {
             let data = unpad(payload, flags, 0)?;
-            {
-                needs_stream()?;
-                Frame::Data {
-                    stream,
-                    end_stream: flags & END_STREAM != 0,
-                    data,
-                    flow_len: len,
-                }
+            needs_stream()?;
+            Frame::Data {
+                stream,
+                end_stream: flags & END_STREAM != 0,
+                data,
+                flow_len: len,
             }
         }
         HEADERS => {
             let fixed = if flags & PRIORITY_FLAG != 0 { 5 } else { 0 };
             let block = unpad(payload, flags, fixed)?;
-            {
-                needs_stream()?;
-                Frame::Headers {
-                    stream,
-                    end_stream: flags & END_STREAM != 0,
-                    end_headers: flags & END_HEADERS != 0,
-                    block,
-                }
+            needs_stream()?;
+            Frame::Headers {
+                stream,
+                end_stream: flags & END_STREAM != 0,
+                end_headers: flags & END_HEADERS != 0,
+                block,
             }
         }
         PRIORITY => {
             if len != 5 {
                 return Err(size_error("PRIORITY frame not 5 bytes long"));
             }
-            {
-                needs_stream()?;
-                Frame::Priority { stream }
-            }
+            needs_stream()?;
+            Frame::Priority { stream }
         }
         RST_STREAM => {
             if len != 4 {
                 return Err(size_error("RST_STREAM frame not 4 bytes long"));
             }
-            {
-                needs_stream()?;
-                Frame::RstStream {
-                    stream,
-                    code: ErrorCode(be32(payload)),
-                }
+            needs_stream()?;
+            Frame::RstStream {
+                stream,
+                code: ErrorCode(be32(payload)),
             }
         }
         SETTINGS => {
@@ -302,12 +294,10 @@ pub fn parse(buf: &[u8], max_frame_size: u32) -> Result<Option<(Frame<'_>, usize
             if !len.is_multiple_of(6) {
                 return Err(size_error("SETTINGS payload not a multiple of 6 bytes"));
             }
-            {
-                connection_only()?;
-                Frame::Settings {
-                    ack,
-                    params: payload,
-                }
+            connection_only()?;
+            Frame::Settings {
+                ack,
+                params: payload,
             }
         }
         PUSH_PROMISE => {
@@ -320,25 +310,21 @@ pub fn parse(buf: &[u8], max_frame_size: u32) -> Result<Option<(Frame<'_>, usize
             }
             let mut data = [0; 8];
             data.copy_from_slice(payload);
-            {
-                connection_only()?;
-                Frame::Ping {
-                    ack: flags & ACK != 0,
-                    data,
-                }
+            connection_only()?;
+            Frame::Ping {
+                ack: flags & ACK != 0,
+                data,
             }
         }
         GOAWAY => {
             if len < 8 {
                 return Err(size_error("GOAWAY frame shorter than 8 bytes"));
             }
-            {
-                connection_only()?;
-                Frame::GoAway {
-                    last_stream: be32(payload) & MAX_WINDOW,
-                    code: ErrorCode(be32(&payload[4..])),
-                    debug: &payload[8..],
-                }
+            connection_only()?;
+            Frame::GoAway {
+                last_stream: be32(payload) & MAX_WINDOW,
+                code: ErrorCode(be32(&payload[4..])),
+                debug: &payload[8..],
             }
         }
         WINDOW_UPDATE => {

@@ -1,8 +1,8 @@
 //! The server's cost of one Nacos unary call, for an instruction count under Callgrind:
-//! the SDK port's own transport (`--transport h2`, what the node serves) or the tonic
-//! server it replaced (`--transport tonic`), on a thread of its own named `server`, with
-//! the clients (`--connections` tonic channels, one call in flight each, `--calls` in all)
-//! on another thread.
+//! the SDK port's own transport (`--transport h2`: its HTTP/2 on h2wire, what the node
+//! serves) or the tonic server it replaced (`--transport tonic`), on a thread of its own
+//! named `server`, with the clients (`--connections` tonic channels, one call in flight
+//! each, `--calls` in all) on another thread.
 //!
 //! `--request` picks the call: `health` (`HealthCheckRequest`, the default), `register`
 //! (`InstanceRequest` registering the same instance in one of 8 services in turn, the JSON

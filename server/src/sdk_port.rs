@@ -1,34 +1,44 @@
-//! The SDK port (main port + 1000): HTTP/2 served with the `h2` crate directly, one task
-//! per connection and no task per unary call.
+//! The SDK port (main port + 1000): HTTP/2 served by a connection of its own on `h2wire`
+//! (frames and HPACK, no I/O), one task per connection and no task per stream.
 //!
 //! ```text
 //!  accept (one loop per socket) ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
-//!     connection task: TLS handshake (--tls-cert), h2 handshake, then per stream, by :path
-//!       /Request/request        read + decode + handler + reply, inline (unary)
-//!       /BiRequestStream/…      tonic service, a task per stream (bridge)
-//!       /distro.v1.Registry/…   tonic service: unary calls polled here, Watch a task (bridge)
-//!       anything else           UNIMPLEMENTED
+//!     connection task: TLS handshake (--tls-cert), then rounds of: read, handle every whole
+//!     frame, poll the woken bridged streams, write every ready frame in one write
+//!       per stream, by :path (bytes, no header map)
+//!       /Request/request        message read + decode + handler + reply, inline (unary)
+//!       /BiRequestStream/…      tonic service, polled on the connection's task (bridge)
+//!       /distro.v1.Registry/…   tonic service, polled on the connection's task (bridge)
+//!       anything else           trailers-only UNIMPLEMENTED
 //!     PINGs every 30 s, closed when one is unanswered for 20 s (keep_alive)
 //! ```
 //!
-//! hyper (under tonic) spawns a task for every HTTP/2 stream; the Nacos SDKs send every
-//! registration, query and health check as one unary call, so that task, its allocations
-//! and the hand-offs between it and the connection's task were a large share of the cost
-//! of a call. Here the connection's task reads the call's body, calls the synchronous
-//! Nacos handler and writes the reply into the connection's send buffer, which goes out,
-//! with every other ready reply, the next time the connection is polled.
+//! hyper (under tonic) spawns a task for every HTTP/2 stream, and the `h2` crate decodes
+//! every header block into a header map and keeps a general stream store; the Nacos SDKs
+//! send every registration, query and health check as one unary call, so those were most
+//! of the cost of a call. Here the connection's task reads the call's message, calls the
+//! synchronous Nacos handler and appends the reply (constant HPACK blocks around the
+//! DATA) to the connection's output, which goes out, with every other ready frame, at the
+//! end of the round.
 //!
-//! Files: `connection` (the per-connection loop and the routing), `unary` (the Nacos unary
-//! call), `bridge` (streams handed to tonic services), `keep_alive` (PINGs), `grpc` (the
-//! message frame, response heads and statuses), `wakeups` (the connection task's waker,
+//! Files: `connection` (the task's loop: I/O, back-pressure, keep-alive, shutdown),
+//! `http2` (the HTTP/2 server state: streams, settings, flow control, routing, errors;
+//! `http2/recv` its receiving side of flow control),
+//! `fields` (a request's header fields, checked), `unary` (the Nacos unary message),
+//! `bridge` (streams handed to tonic services), `keep_alive` (PING timing), `grpc` (the
+//! message prefix, response blocks and statuses), `wakeups` (the connection task's waker,
 //! which drops the wake-ups it gives itself).
 
 mod bridge;
 mod connection;
+mod fields;
 pub(crate) mod grpc;
+mod http2;
 mod keep_alive;
 mod unary;
 mod wakeups;
+
+pub use connection::{connection_panics, largest_buffers};
 
 use crate::admission::Admission;
 use crate::nacos::NacosFrontend;
@@ -52,8 +62,6 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 const WINDOW: u32 = 1024 * 1024;
 /// Largest header list a client may send (hyper's default, 16 KiB).
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// Largest DATA the server buffers per stream before waiting for the client's window.
-const MAX_SEND_BUFFER: usize = 400 * 1024;
 
 /// The SDK port: the Nacos front end, the tonic services beside it, and the admission
 /// policy of its connections. Build it, add services, then [`SdkPort::serve`].
@@ -73,7 +81,6 @@ pub(crate) struct Inner {
     pub(crate) routes: Routes,
     /// `/<service>/` of every service in `routes`.
     pub(crate) bridged: Vec<Vec<u8>>,
-    pub(crate) h2: h2::server::Builder,
     pub(crate) max_message_bytes: usize,
     pub(crate) keep_alive_interval: Duration,
     pub(crate) keep_alive_timeout: Duration,
@@ -98,7 +105,7 @@ impl SdkPort {
     }
 
     /// Serves the tonic service `svc` (such as the native `distro.v1.Registry`) beside the
-    /// Nacos services, one task per stream.
+    /// Nacos services, its streams polled on their connection's task.
     pub fn add_service<S>(mut self, svc: S) -> Self
     where
         S: Service<http::Request<tonic::body::Body>, Error = Infallible>
@@ -149,18 +156,11 @@ impl SdkPort {
     /// [`crate::ServerConfig::sdk_reuseport`]): one accept loop per socket, each a task of
     /// its own, sharing the admission's connection cap.
     pub async fn serve_all(self, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
-        let mut h2 = h2::server::Builder::new();
-        h2.initial_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(MAX_HEADER_LIST)
-            .max_send_buffer_size(MAX_SEND_BUFFER);
         let inner = Arc::new(Inner {
             max_message_bytes: self.nacos.config().max_message_bytes,
             nacos: self.nacos,
             routes: self.routes.prepare(),
             bridged: self.bridged,
-            h2,
             keep_alive_interval: self.keep_alive_interval,
             keep_alive_timeout: self.keep_alive_timeout,
             tls: self.tls,

@@ -1,51 +1,53 @@
 //! One SDK-port connection, driven on its own task: the TLS handshake when the port has
-//! TLS, the HTTP/2 handshake, then a loop that
-//! accepts streams, answers the Nacos unary calls inline, hands the other streams to the
-//! tonic services ([`bridge`](super::bridge)), keeps the connection alive with PINGs, and
-//! closes gracefully (GOAWAY, then the open streams finish) when the port stops.
+//! TLS, then a loop that reads what the client sent, hands every whole frame to the
+//! connection's HTTP/2 state ([`Conn`]: streams, flow control, the inline Nacos answers),
+//! polls the bridged streams that were woken, sends the keep-alive PINGs, and writes
+//! every frame that is ready in one write; it closes gracefully (GOAWAY, then the open
+//! streams finish, for at most [`SHUTDOWN_GRACE`]) when the port stops.
 //!
-//! Streams are routed on the `:path` bytes: `/Request/request` is read and answered here
-//! ([`unary`](super::unary)); `/BiRequestStream/…` and `/distro.v1.Registry/…` go to the
-//! services; anything else is refused with `UNIMPLEMENTED`. A Nacos unary call whose body
-//! is already in (the usual case: HEADERS and DATA arrive together) is answered before
-//! the next stream is accepted; the others wait, polled by this task, in a set of pending
-//! reads. The native API's unary calls (register, query, query batch, ...) are polled by
-//! this task too, in a set of their own; only the long-lived streams (the Nacos
-//! bi-stream, the native watch) get a task each.
+//! Back-pressure: once more than [`HIGH_WATER`] bytes wait to be written (a client that
+//! does not read), the loop stops handling frames (between two frames: the rest wait in
+//! the input, handled once the output has room, with no new read), stops reading, polling
+//! the bridged streams and writing stream DATA; so the output exceeds the mark by at most
+//! what one frame or one stream's answer adds (a header block, a refusal), and the input
+//! holds one read.
 //!
-//! Everything is polled with the waker of [`Wakeups`]: the wake-up h2 gives the task when
-//! an inline answer is queued is dropped (the next round of the loop writes the answer),
-//! so a call costs one poll of the task, not two.
+//! Everything is polled with the waker of [`Wakeups`], which drops the wake-ups the task
+//! gives itself while it is polling.
 
-use crate::sdk_port::grpc::{self, Code, Status};
-use crate::sdk_port::keep_alive::KeepAlive;
-use crate::sdk_port::unary::{self, ReadMessage};
+use crate::sdk_port::Inner;
+use crate::sdk_port::bridge::Woken;
+use crate::sdk_port::http2::{Conn, ConnError, MAX_FRAME};
+use crate::sdk_port::keep_alive::{Due, KeepAlive};
 use crate::sdk_port::wakeups::Wakeups;
-use crate::sdk_port::{Inner, bridge};
 use crate::tls::HANDSHAKE_TIMEOUT;
-use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt as _, StreamExt as _};
-use h2::RecvStream;
-use h2::server::SendResponse;
-use std::future::poll_fn;
+use futures::FutureExt as _;
+use h2wire::frame;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::server::TcpConnectInfo;
 
 /// How long open streams may take to finish once the port stops; then the connection is
 /// dropped (a client that never completes a request cannot hold the shutdown).
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-/// Streams that live as long as their client wants (the Nacos bi-stream, the native
-/// watch): a task each. Every other call of a service is polled on the connection's task.
-const SPAWNED: [&[u8]; 2] = [
-    b"/BiRequestStream/requestBiStream",
-    b"/distro.v1.Registry/Watch",
-];
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Output waiting to be written above which the connection stops reading.
+const HIGH_WATER: usize = 256 * 1024;
+/// Capacity of the output buffer kept once it is drained (from over 4 times as much).
+const KEPT_OUTPUT: usize = 4 * 1024;
+/// The read buffer's first size; it grows to hold the largest frame.
+const READ_BUFFER: usize = 8 * 1024;
+/// How long the last frames (a GOAWAY) may take to be written at the end.
+const LAST_WRITE: Duration = Duration::from_secs(1);
+/// Rounds of the loop in one poll before the task yields to others.
+const ROUNDS: usize = 32;
 /// The Nacos unary method.
-const NACOS_UNARY: &[u8] = b"/Request/request";
+pub(crate) const NACOS_UNARY: &[u8] = b"/Request/request";
 
 /// Runs a connection: the TLS handshake first when the port has TLS, then [`serve`].
 pub(crate) async fn run<T>(
@@ -57,21 +59,157 @@ pub(crate) async fn run<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(acceptor) = port.tls.clone() else {
-        return serve(io, info, port, stop, alive).await;
-    };
     let peer = info.remote_addr;
+    let Some(acceptor) = port.tls.clone() else {
+        return unwound(serve(io, info, port, stop, alive), peer).await;
+    };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(Ok(tls)) => serve(tls, info, port, stop, alive).await,
+        Ok(Ok(tls)) => unwound(serve(tls, info, port, stop, alive), peer).await,
         Ok(Err(e)) => tracing::warn!(port = "SDK", ?peer, error = %e, "TLS handshake refused"),
         Err(_) => tracing::warn!(port = "SDK", ?peer, "TLS handshake timed out"),
     }
 }
 
+/// Connections whose task panicked (a bug: the fuzz test asserts there is none).
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// The most output one connection ever had waiting to be written, and its input buffer's
+/// largest size (noted only above [`HIGH_WATER`] and [`READ_BUFFER`]: tests assert the
+/// bounds).
+static LARGEST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// The largest output waiting and the largest input buffer of any SDK-port connection in
+/// this process, if over 256 KiB and 8 KiB (else 0).
+pub fn largest_buffers() -> (usize, usize) {
+    (
+        LARGEST[0].load(Ordering::Relaxed),
+        LARGEST[1].load(Ordering::Relaxed),
+    )
+}
+
+/// How many SDK-port connection tasks have panicked in this process.
+pub fn connection_panics() -> usize {
+    PANICS.load(Ordering::Relaxed)
+}
+
+/// Runs `serve`, counting and logging a panic (which closes only this connection).
+async fn unwound(serve: impl Future<Output = ()>, peer: Option<std::net::SocketAddr>) {
+    if std::panic::AssertUnwindSafe(serve)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(port = "SDK", ?peer, "an SDK-port connection panicked");
+    }
+}
+
+/// What the client sent and the connection has not handled yet.
+struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    preface: bool,
+    /// Whole frames may be left: the last [`Input::process`] stopped at the output's
+    /// high-water mark.
+    more: bool,
+}
+
+impl Input {
+    fn new() -> Self {
+        Self {
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+            preface: false,
+            more: false,
+        }
+    }
+
+    /// Room to read into (made by moving the unread bytes to the front, or growing).
+    fn space(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let len = self.buf.len() * 2;
+                self.buf.resize(len, 0);
+                LARGEST[1].fetch_max(len, Ordering::Relaxed);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Hands every whole frame to `conn`, until its output is at the high-water mark.
+    fn process(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        self.more = false;
+        if !self.preface {
+            let got = &self.buf[self.start..self.end];
+            let n = got.len().min(h2wire::PREFACE.len());
+            if got[..n] != h2wire::PREFACE[..n] {
+                return Err(ConnError {
+                    code: h2wire::frame::ErrorCode::PROTOCOL_ERROR,
+                    reason: "not the HTTP/2 connection preface",
+                });
+            }
+            if n < h2wire::PREFACE.len() {
+                return Ok(());
+            }
+            self.start += n;
+            self.preface = true;
+        }
+        loop {
+            if conn.over() {
+                self.more = true;
+                return Ok(());
+            }
+            match frame::parse(&self.buf[self.start..self.end], MAX_FRAME) {
+                Ok(None) => return Ok(()),
+                Ok(Some((f, n))) => {
+                    conn.handle(f)?;
+                    self.start += n;
+                }
+                Err(e) => {
+                    return Err(ConnError {
+                        code: e.code,
+                        reason: e.reason,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// How the connection ends.
+enum Ending {
+    /// Write what is left (a GOAWAY), then close.
+    Close,
+    /// Close at once (the socket failed or the client vanished).
+    Drop,
+}
+
+/// A connection error: its GOAWAY, then the end.
+fn failed(conn: &mut Conn, e: ConnError, peer: Option<std::net::SocketAddr>) -> Ending {
+    tracing::debug!(
+        ?peer,
+        code = e.code.name(),
+        reason = e.reason,
+        "SDK-port connection error"
+    );
+    conn.fail(e);
+    Ending::Close
+}
+
 /// Serves `io` until the connection closes. `_alive` is dropped at the end, which tells
 /// the port this connection is done.
 pub(crate) async fn serve<T>(
-    io: T,
+    mut io: T,
     info: TcpConnectInfo,
     port: Arc<Inner>,
     mut stop: watch::Receiver<bool>,
@@ -80,137 +218,137 @@ pub(crate) async fn serve<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.remote_addr;
-    let handshake = port.h2.handshake::<T, Bytes>(io);
-    let mut conn = tokio::select! {
-        r = handshake => match r {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(?peer, error = %e, "SDK-port HTTP/2 handshake failed");
-                return;
-            }
-        },
-        () = stopped(&mut stop) => return,
-    };
-    let mut keep_alive = KeepAlive::new(
-        conn.ping_pong(),
-        port.keep_alive_interval,
-        port.keep_alive_timeout,
-    );
-    let mut reads: FuturesUnordered<ReadMessage> = FuturesUnordered::new();
-    let mut calls: FuturesUnordered<bridge::Call> = FuturesUnordered::new();
+    let (wakeups, waker) = Wakeups::new();
+    let mut conn = Conn::new(port.clone(), info, Woken::new(waker.clone()));
+    let mut input = Input::new();
+    let mut written = 0;
+    let mut unflushed = false;
+    let mut keep_alive = KeepAlive::new(port.keep_alive_interval, port.keep_alive_timeout);
     let mut stopping = false;
-    let grace = tokio::time::sleep(std::time::Duration::MAX);
+    let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
     // Made once (not per turn of the loop): it stays registered with the watch.
-    let stop_signal = async move { stopped(&mut stop).await };
+    let stop_signal = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
     tokio::pin!(stop_signal);
-    let (wakeups, waker) = Wakeups::new();
-    loop {
-        // In this order (the first ready wins), as a biased select; the task's own
-        // wake-ups are dropped (see `wakeups`), so nothing below may yield.
-        let event = poll_fn(|cx| {
-            wakeups.poll(cx, &waker, |cx| {
-                if !reads.is_empty()
-                    && let Poll::Ready(Some(r)) = reads.poll_next_unpin(cx)
-                {
-                    return Poll::Ready(Event::Read(r));
-                }
-                if !calls.is_empty() && calls.poll_next_unpin(cx).is_ready() {
-                    return Poll::Ready(Event::CallDone);
-                }
-                if let Poll::Ready(a) = conn.poll_accept(cx) {
-                    return Poll::Ready(Event::Accepted(a));
-                }
-                if keep_alive.poll_dead(cx).is_ready() {
-                    return Poll::Ready(Event::Dead);
-                }
-                if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Stop);
-                }
-                if stopping && grace.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::GraceOver);
-                }
-                Poll::Pending
-            })
-        })
-        .await;
-        match event {
-            Event::Read((respond, read)) => unary::answer(&port.nacos, peer, respond, read),
-            Event::CallDone => {}
-            Event::Accepted(Some(Ok((request, respond)))) => {
-                let path = request.uri().path().as_bytes();
-                if path == NACOS_UNARY {
-                    let body = request.into_body();
-                    let mut read = ReadMessage::new(body, respond, port.max_message_bytes);
-                    // Poll once right here: the body is usually in already.
-                    match read.poll_unpin(&mut Context::from_waker(&waker)) {
-                        Poll::Ready((respond, r)) => unary::answer(&port.nacos, peer, respond, r),
-                        Poll::Pending => reads.push(read),
-                    }
-                } else if port.bridged.iter().any(|p| path.starts_with(p)) {
-                    let long_lived = SPAWNED.contains(&path);
-                    let call = bridge::call(&port.routes, request, respond, &info);
-                    if long_lived {
-                        tokio::spawn(call);
-                    } else {
-                        calls.push(call);
-                    }
-                } else {
-                    let status = Status::new(
-                        Code::Unimplemented,
-                        format!("this port serves no method {}", request.uri().path()),
-                    );
-                    grpc::refuse(respond, &status);
-                }
-            }
-            Event::Accepted(Some(Err(e))) => {
-                tracing::debug!(?peer, error = %e, "SDK-port connection failed");
-                break;
-            }
-            Event::Accepted(None) => break,
-            Event::Dead => {
-                tracing::debug!(?peer, timeout = ?keep_alive.timeout(),
-                    "SDK-port connection closed: no answer to a keep-alive PING");
-                break;
-            }
-            Event::Stop => {
+    let end = poll_fn(|cx| {
+        wakeups.poll(cx, &waker, |cx| {
+            if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
                 stopping = true;
-                conn.graceful_shutdown();
+                conn.go_away();
                 grace
                     .as_mut()
                     .reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             }
-            Event::GraceOver => {
+            if stopping && grace.as_mut().poll(cx).is_ready() {
                 tracing::debug!(
                     ?peer,
                     "SDK-port connection closed: streams still open after the shutdown grace"
                 );
-                break;
+                return Poll::Ready(Ending::Drop);
             }
-        }
+            match keep_alive.poll(cx) {
+                Poll::Ready(Due::Ping(payload)) => frame::write_ping(&mut conn.out, false, payload),
+                Poll::Ready(Due::Dead) => {
+                    tracing::debug!(?peer, timeout = ?keep_alive.timeout(),
+                        "SDK-port connection closed: no answer to a keep-alive PING");
+                    return Poll::Ready(Ending::Drop);
+                }
+                Poll::Pending => {}
+            }
+            for _ in 0..ROUNDS {
+                let mut progress = false;
+                conn.limit = written + HIGH_WATER;
+                if input.more && !conn.over() {
+                    // Frames left by a read that filled the output.
+                    let start = input.start;
+                    if let Err(e) = input.process(&mut conn) {
+                        return Poll::Ready(failed(&mut conn, e, peer));
+                    }
+                    progress |= input.start != start;
+                }
+                if !input.more && !conn.over() {
+                    let mut buf = ReadBuf::new(input.space());
+                    match Pin::new(&mut io).poll_read(cx, &mut buf) {
+                        Poll::Ready(Ok(())) => {
+                            let n = buf.filled().len();
+                            if n == 0 {
+                                return Poll::Ready(Ending::Close);
+                            }
+                            input.end += n;
+                            progress = true;
+                            if let Err(e) = input.process(&mut conn) {
+                                return Poll::Ready(failed(&mut conn, e, peer));
+                            }
+                        }
+                        Poll::Ready(Err(e)) => {
+                            tracing::debug!(?peer, error = %e, "SDK-port connection failed");
+                            return Poll::Ready(Ending::Drop);
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if let Some(payload) = conn.pong.take() {
+                    keep_alive.pong(payload);
+                }
+                conn.poll_bridged();
+                if conn.out.len() - written > HIGH_WATER {
+                    LARGEST[0].fetch_max(conn.out.len() - written, Ordering::Relaxed);
+                }
+                if written < conn.out.len() {
+                    match Pin::new(&mut io).poll_write(cx, &conn.out[written..]) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(Ending::Drop);
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            written += n;
+                            progress = true;
+                            unflushed = true;
+                            if written == conn.out.len() {
+                                conn.out.clear();
+                                written = 0;
+                                // An idle connection keeps a small buffer (and one
+                                // that writes a little each round is not reallocated).
+                                if conn.out.capacity() > 4 * KEPT_OUTPUT {
+                                    conn.out.shrink_to(KEPT_OUTPUT);
+                                }
+                            } else if written >= HIGH_WATER {
+                                // Never fully drained (a busy, slow client): drop what
+                                // went out, so the buffer stays bounded.
+                                conn.out.drain(..written);
+                                written = 0;
+                            }
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if unflushed {
+                    match Pin::new(&mut io).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => unflushed = false,
+                        Poll::Ready(Err(_)) => return Poll::Ready(Ending::Drop),
+                        Poll::Pending => {}
+                    }
+                }
+                if conn.finished() && conn.out.is_empty() && !unflushed {
+                    return Poll::Ready(Ending::Close);
+                }
+                if !progress {
+                    return Poll::Pending;
+                }
+            }
+            // Busy: let the runtime's other tasks run, and come back.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    })
+    .await;
+    if let Ending::Close = end {
+        let rest = &conn.out[written..];
+        let _ = tokio::time::timeout(LAST_WRITE, async {
+            io.write_all(rest).await?;
+            io.shutdown().await
+        })
+        .await;
     }
-}
-
-/// A stream the client opened: its request (head and body) and the handle to answer it.
-type Stream = (http::Request<RecvStream>, SendResponse<Bytes>);
-
-/// What the connection's task found ready, in [`serve`]'s loop.
-enum Event {
-    /// A pending unary read completed.
-    Read((SendResponse<Bytes>, unary::Read)),
-    /// A native unary call completed.
-    CallDone,
-    /// A new stream, the connection's failure, or its end.
-    Accepted(Option<Result<Stream, h2::Error>>),
-    /// A keep-alive PING went unanswered.
-    Dead,
-    /// The port is stopping.
-    Stop,
-    /// The shutdown grace is over.
-    GraceOver,
-}
-
-/// Completes once the port stops (or is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }

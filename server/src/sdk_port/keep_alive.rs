@@ -2,8 +2,10 @@
 //! PING; a connection that does not answer within `timeout` is dead and gets closed (what
 //! the tonic server did with `http2_keepalive_interval(30 s)` and its default 20 s
 //! timeout). It finds half-open TCP connections whose client vanished without a FIN.
+//!
+//! This is only the timing: the connection writes the PING [`KeepAlive::poll`] asks for
+//! and hands every PING acknowledgement to [`KeepAlive::pong`].
 
-use h2::{Ping, PingPong};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,59 +17,56 @@ pub(crate) const INTERVAL: Duration = Duration::from_secs(30);
 /// How long a PING may go unanswered.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What the keep-alive asks of the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Send a PING with this payload.
+    Ping([u8; 8]),
+    /// The last PING went unanswered for the timeout: close the connection.
+    Dead,
+}
+
 /// The keep-alive state of one connection.
 pub(crate) struct KeepAlive {
-    ping: Option<PingPong>,
     timer: Pin<Box<Sleep>>,
-    waiting: bool,
+    /// The payload of the PING in flight.
+    waiting: Option<[u8; 8]>,
+    sent: u64,
     interval: Duration,
     timeout: Duration,
 }
 
 impl KeepAlive {
-    /// Keep-alive on `ping` (`None`: never pings, never fires).
-    pub(crate) fn new(ping: Option<PingPong>, interval: Duration, timeout: Duration) -> Self {
+    pub(crate) fn new(interval: Duration, timeout: Duration) -> Self {
         Self {
-            ping,
             timer: Box::pin(tokio::time::sleep(interval)),
-            waiting: false,
+            waiting: None,
+            sent: 0,
             interval,
             timeout,
         }
     }
 
-    /// Ready once the peer has left a PING unanswered for `timeout`.
-    pub(crate) fn poll_dead(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(ping) = self.ping.as_mut() else {
+    /// Ready when a PING is due or the peer has left one unanswered for the timeout.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
+        if self.timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
-        };
-        loop {
-            if self.waiting {
-                match ping.poll_pong(cx) {
-                    Poll::Ready(Ok(_)) => {
-                        self.waiting = false;
-                        self.timer.as_mut().reset(Instant::now() + self.interval);
-                    }
-                    Poll::Ready(Err(_)) => {
-                        // The connection is failing: its own error ends it.
-                        self.ping = None;
-                        return Poll::Pending;
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if self.waiting {
-                return Poll::Ready(());
-            }
-            if ping.send_ping(Ping::opaque()).is_err() {
-                self.ping = None;
-                return Poll::Pending;
-            }
-            self.waiting = true;
-            self.timer.as_mut().reset(Instant::now() + self.timeout);
+        }
+        if self.waiting.is_some() {
+            return Poll::Ready(Due::Dead);
+        }
+        self.sent += 1;
+        let payload = self.sent.to_be_bytes();
+        self.waiting = Some(payload);
+        self.timer.as_mut().reset(Instant::now() + self.timeout);
+        Poll::Ready(Due::Ping(payload))
+    }
+
+    /// The peer acknowledged a PING with `payload`.
+    pub(crate) fn pong(&mut self, payload: [u8; 8]) {
+        if self.waiting == Some(payload) {
+            self.waiting = None;
+            self.timer.as_mut().reset(Instant::now() + self.interval);
         }
     }
 

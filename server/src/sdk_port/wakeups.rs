@@ -1,15 +1,15 @@
-//! The waker of everything an SDK-port connection polls on its own task (the h2
-//! connection, the pending reads, the native unary calls, the keep-alive timer), which
-//! drops the wake-ups the task gives itself.
+//! The waker of everything an SDK-port connection polls on its own task (the socket, the
+//! bridged streams' services and bodies, the keep-alive and shutdown timers), which drops
+//! the wake-ups the task gives itself.
 //!
-//! Answering a unary call inline queues its frames in h2, and h2 wakes the connection's
-//! task so that they get written; but the task polls the connection again right after
-//! the answer anyway (that poll writes them). Passed straight to the runtime, that
-//! wake-up cost a second poll of the whole task per call, finding nothing to do. Here a
-//! wake-up that arrives while the task is polling only sets a flag; before the task
-//! returns `Pending` it checks the flag and polls once more if it was set after the last
-//! round began, so no wake-up is lost (a wake-up from another thread is either seen by
-//! that check or, once the task has stopped polling, passed to the runtime).
+//! A bridged stream's service often wakes the task from within the task's own poll (a
+//! request body read, a message queued to the response stream the same round polls), and
+//! the round that follows handles it anyway. Passed straight to the runtime, such a
+//! wake-up costs a second poll of the whole task, finding nothing to do. Here a wake-up
+//! that arrives while the task is polling only sets a flag; before the task returns
+//! `Pending` it checks the flag and polls once more if it was set after the last round
+//! began, so no wake-up is lost (a wake-up from another thread is either seen by that
+//! check or, once the task has stopped polling, passed to the runtime).
 //!
 //! tokio's cooperative budget returns `Pending` and wakes the task at once when the
 //! task has done its share of I/O; a second flagged round without progress hands that

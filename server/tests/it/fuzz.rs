@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a target runs.
-struct Budget {
+pub(crate) struct Budget {
     cases: u64,
     until: Option<Instant>,
 }
@@ -51,7 +51,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 impl Budget {
-    fn from_env(default_cases: u64) -> Budget {
+    pub(crate) fn from_env(default_cases: u64) -> Budget {
         let secs = env_u64("DISTRO_FUZZ_SECS");
         let cases = env_u64("DISTRO_FUZZ_CASES").unwrap_or(if secs.is_some() {
             u64::MAX
@@ -64,14 +64,14 @@ impl Budget {
         }
     }
 
-    fn more(&self, done: u64) -> bool {
+    pub(crate) fn more(&self, done: u64) -> bool {
         done < self.cases && self.until.is_none_or(|u| Instant::now() < u)
     }
 }
 
 /// The run's seed: `DISTRO_FUZZ_SEED` to replay a run, otherwise drawn once per process
 /// from the OS's randomness (std's `RandomState` keys) mixed with the clock.
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *SEED.get_or_init(|| {
         env_u64("DISTRO_FUZZ_SEED").unwrap_or_else(|| {
@@ -89,7 +89,7 @@ fn seed() -> u64 {
 
 /// The input generator of `target`, seeded from the run's seed, which it prints first (a
 /// failing test shows it with its output).
-fn runner(target: &str) -> TestRunner {
+pub(crate) fn runner(target: &str) -> TestRunner {
     println!(
         "fuzz {target}: seed {s} (replay with DISTRO_FUZZ_SEED={s})",
         s = seed()
@@ -106,7 +106,7 @@ fn runner(target: &str) -> TestRunner {
     )
 }
 
-fn sample<T: std::fmt::Debug>(r: &mut TestRunner, s: &impl Strategy<Value = T>) -> T {
+pub(crate) fn sample<T: std::fmt::Debug>(r: &mut TestRunner, s: &impl Strategy<Value = T>) -> T {
     s.new_tree(r).expect("strategy generates").current()
 }
 
@@ -189,7 +189,7 @@ fn mutate(mut b: Vec<u8>, ms: &[Mutation]) -> Vec<u8> {
 }
 
 /// A corpus entry mutated 0-4 times, or (1 in 8) random bytes.
-fn input(corpus: &[Vec<u8>]) -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn input(corpus: &[Vec<u8>]) -> impl Strategy<Value = Vec<u8>> {
     let corpus = corpus.to_vec();
     let n = corpus.len();
     prop_oneof![
@@ -201,15 +201,15 @@ fn input(corpus: &[Vec<u8>]) -> impl Strategy<Value = Vec<u8>> {
 
 /// Tallies of one target.
 #[derive(Default)]
-struct Tally {
-    executions: u64,
+pub(crate) struct Tally {
+    pub(crate) executions: u64,
     accepted: u64,
     refused: u64,
     slowest: Duration,
 }
 
 impl Tally {
-    fn record(&mut self, ok: bool, took: Duration) {
+    pub(crate) fn record(&mut self, ok: bool, took: Duration) {
         self.executions += 1;
         if ok {
             self.accepted += 1;
@@ -219,7 +219,7 @@ impl Tally {
         self.slowest = self.slowest.max(took);
     }
 
-    fn print(&self, target: &str, start: Instant) {
+    pub(crate) fn print(&self, target: &str, start: Instant) {
         println!(
             "fuzz {target}: {} executions in {:.1} s ({} accepted, {} refused with an error), \
              slowest case {:.1} ms, 0 findings (seed {}; DISTRO_FUZZ_SEED replays it)",

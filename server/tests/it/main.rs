@@ -5,6 +5,7 @@ pub(crate) mod binary;
 mod cluster;
 mod faults;
 mod fuzz;
+mod fuzz_h2;
 mod limits;
 mod members_dns;
 mod membership;

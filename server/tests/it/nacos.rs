@@ -10,3 +10,5 @@ mod raw;
 pub(crate) mod sdk;
 mod sdk_tls;
 mod transport;
+pub(crate) mod wire;
+mod wire_bounds;
