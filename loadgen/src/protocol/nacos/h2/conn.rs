@@ -11,7 +11,9 @@
 use bytes::Bytes;
 use h2wire::frame::{self, ErrorCode, Frame};
 use h2wire::hpack;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -66,8 +68,7 @@ pub(super) struct Slot {
     pending_end: bool,
     /// Received bytes taken by the reader but not yet given back (the bi-stream).
     unacked: u32,
-    /// When a unary call gives up, and whether it has.
-    deadline: Option<Instant>,
+    /// The call's deadline passed.
     pub(super) timed_out: bool,
 }
 
@@ -93,9 +94,11 @@ pub(super) struct Inner {
     /// The reading task, to hand it a write that would block.
     pub(super) task: Option<Waker>,
     next_id: u32,
-    /// Streams by id: `slots[i]` is stream `base + 2 i`; `None` once finished and taken.
-    slots: VecDeque<Option<Slot>>,
-    base: u32,
+    /// The streams in flight (the bi-stream among them) by id, until their caller is done.
+    slots: HashMap<u32, Slot, BuildHasherDefault<IdHash>>,
+    /// The deadlines of the unary calls, earliest first; an entry whose stream is gone or
+    /// finished is dropped when it reaches the top.
+    deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
     /// Open streams, against the peer's MAX_CONCURRENT_STREAMS.
     active: u32,
     max_concurrent: u32,
@@ -152,8 +155,8 @@ impl Inner {
             unflushed: false,
             task: None,
             next_id: 1,
-            slots: VecDeque::new(),
-            base: 1,
+            slots: HashMap::default(),
+            deadlines: BinaryHeap::new(),
             active: 0,
             max_concurrent: u32::MAX,
             waiting: Vec::new(),
@@ -222,8 +225,7 @@ impl Inner {
     }
 
     pub(super) fn slot(&mut self, id: u32) -> Option<&mut Slot> {
-        let i = (id.checked_sub(self.base)? / 2) as usize;
-        self.slots.get_mut(i)?.as_mut()
+        self.slots.get_mut(&id)
     }
 
     /// Opens a stream: HEADERS with `head`, then `first` as DATA (END_STREAM when `end`).
@@ -251,11 +253,8 @@ impl Inner {
             )));
         }
         self.next_id += 2;
-        if self.slots.is_empty() {
-            self.base = id;
-        }
         let data = self.spare.pop().unwrap_or_default();
-        self.slots.push_back(Some(Slot {
+        let mut slot = Slot {
             kind,
             local_end: false,
             remote_end: false,
@@ -270,9 +269,8 @@ impl Inner {
             pending: Vec::new(),
             pending_end: false,
             unacked: 0,
-            deadline,
             timed_out: false,
-        }));
+        };
         self.active += 1;
         match self.table_size_update.take() {
             None => frame::write_headers(&mut self.out, id, head, false, self.peer_max_frame),
@@ -289,12 +287,17 @@ impl Inner {
             // The usual case: the whole message goes out at once.
             frame::write_data(&mut self.out, id, first, end);
             self.send_window -= first.len() as i64;
-            if let Some(slot) = self.slots.back_mut().and_then(Option::as_mut) {
-                slot.send_window -= first.len() as i64;
-                slot.local_end = end;
+            slot.send_window -= first.len() as i64;
+            slot.local_end = end;
+            self.slots.insert(id, slot);
+        } else {
+            self.slots.insert(id, slot);
+            if !first.is_empty() || end {
+                self.send(id, first, end);
             }
-        } else if !first.is_empty() || end {
-            self.send(id, first, end);
+        }
+        if let Some(d) = deadline {
+            self.deadlines.push(Reverse((d, id)));
         }
         Poll::Ready(Ok(id))
     }
@@ -318,14 +321,9 @@ impl Inner {
     fn send_pending(&mut self, id: u32) {
         let max_frame = self.peer_max_frame as usize;
         let conn_window = self.send_window;
-        let (out, slot) = {
-            let Some(i) = id.checked_sub(self.base).map(|d| (d / 2) as usize) else {
-                return;
-            };
-            let Some(Some(slot)) = self.slots.get_mut(i) else {
-                return;
-            };
-            (&mut self.out, slot)
+        let out = &mut self.out;
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
         };
         if slot.local_end {
             return;
@@ -375,10 +373,7 @@ impl Inner {
     /// Removes stream `id` (its caller is done with it): a stream still open is reset
     /// (CANCEL).
     pub(super) fn remove(&mut self, id: u32) {
-        let Some(i) = id.checked_sub(self.base).map(|d| (d / 2) as usize) else {
-            return;
-        };
-        let Some(mut slot) = self.slots.get_mut(i).and_then(Option::take) else {
+        let Some(mut slot) = self.slots.remove(&id) else {
             return;
         };
         if !slot.closed {
@@ -395,10 +390,7 @@ impl Inner {
             slot.data.clear();
             self.spare.push(std::mem::take(&mut slot.data));
         }
-        while let Some(None) = self.slots.front() {
-            self.slots.pop_front();
-            self.base += 2;
-        }
+        self.prune_deadlines();
     }
 
     /// Takes the next whole message of a bi-stream, giving its bytes back to the
@@ -430,19 +422,34 @@ impl Inner {
     /// Marks the calls whose deadline passed (their wakers go to `wake`); returns the
     /// earliest deadline still to come.
     pub(super) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        for slot in self.slots.iter_mut().flatten() {
-            let Some(d) = slot.deadline.filter(|_| !slot.finished()) else {
-                continue;
-            };
-            if d <= now {
+        while let Some(&Reverse((d, id))) = self.deadlines.peek() {
+            if d > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(slot) = self.slots.get_mut(&id).filter(|s| !s.finished()) {
                 slot.timed_out = true;
                 wake.extend(slot.waker.take());
-            } else {
-                next = Some(next.map_or(d, |n| n.min(d)));
             }
         }
-        next
+        self.prune_deadlines();
+        self.deadlines.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Drops the earliest deadlines while their calls are gone or finished.
+    fn prune_deadlines(&mut self) {
+        while let Some(&Reverse((_, id))) = self.deadlines.peek() {
+            if self.slots.get(&id).is_some_and(|s| !s.finished()) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    /// The number of streams kept (tests).
+    #[cfg(test)]
+    pub(super) fn table_len(&self) -> (usize, usize) {
+        (self.slots.len(), self.deadlines.len())
     }
 
     /// Ends the connection: every call not finished fails with `why`.
@@ -450,7 +457,7 @@ impl Inner {
         if self.closed.is_none() {
             self.closed = Some(why.clone());
         }
-        for slot in self.slots.iter_mut().flatten() {
+        for slot in self.slots.values_mut() {
             slot.fail(why.clone());
             wake.extend(slot.waker.take());
         }
@@ -548,12 +555,9 @@ impl Inner {
                     String::from_utf8_lossy(debug)
                 ));
                 self.goaway = Some(last_stream.min(self.goaway.unwrap_or(u32::MAX)));
-                for (i, slot) in self.slots.iter_mut().enumerate() {
-                    let id = self.base + 2 * i as u32;
-                    if let Some(slot) = slot.as_mut().filter(|_| id > last_stream) {
-                        slot.fail(why.clone());
-                        wake.extend(slot.waker.take());
-                    }
+                for (_, slot) in self.slots.iter_mut().filter(|(id, _)| **id > last_stream) {
+                    slot.fail(why.clone());
+                    wake.extend(slot.waker.take());
                 }
                 if self.closed.is_none() {
                     self.closed = Some(why);
@@ -641,7 +645,7 @@ impl Inner {
                 }
                 let delta = i64::from(value) - self.peer_initial_window;
                 self.peer_initial_window = i64::from(value);
-                for slot in self.slots.iter_mut().flatten() {
+                for slot in self.slots.values_mut() {
                     slot.send_window += delta;
                     if slot.send_window > i64::from(frame::MAX_WINDOW) {
                         return Err(conn_error(
@@ -672,12 +676,8 @@ impl Inner {
         let ids: Vec<u32> = self
             .slots
             .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                s.as_ref()
-                    .is_some_and(|s| !s.local_end && !s.pending.is_empty())
-            })
-            .map(|(i, _)| self.base + 2 * i as u32)
+            .filter(|(_, s)| !s.local_end && !s.pending.is_empty())
+            .map(|(id, _)| *id)
             .collect();
         for id in ids {
             self.send_pending(id);
@@ -915,4 +915,25 @@ pub(super) fn next_message(data: &[u8]) -> Result<Option<&[u8]>, Status> {
     }
     let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
     Ok(data.get(GRPC_PREFIX..GRPC_PREFIX + len))
+}
+
+/// The hasher of the stream table: stream ids are distinct small numbers, so one
+/// multiplication spreads them (the table uses the high bits).
+#[derive(Default)]
+pub(super) struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }

@@ -527,3 +527,47 @@ async fn a_call_times_out_and_resets_its_stream() {
     answer(&mut s, id, b"fine").await;
     assert_eq!(&next.await.expect("caller").expect("reply")[..], b"fine");
 }
+
+/// Opens the bi-stream and has the server answer its headers.
+async fn open_bi_stream(h2: &H2, s: &mut Server) -> (u32, BiStream, mpsc::Sender<Bytes>) {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
+    let opening = tokio::spawn({
+        let h2 = h2.clone();
+        async move { h2.open_stream(rx).await }
+    });
+    let (id, _, _) = s.request(grpc(b"setup").len()).await;
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    s.send(&out).await;
+    let stream = opening.await.expect("opener").expect("opened");
+    (id, stream, tx)
+}
+
+#[tokio::test]
+async fn the_stream_table_stays_small_while_the_bi_stream_is_open() {
+    let (h2, mut s) = Server::start().await;
+    let (_bi, _stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    const CALLS: usize = 3000;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            let mut largest = (0, 0);
+            for i in 0..CALLS {
+                let reply = call(&h2, &(i as u32).to_be_bytes()).await.expect("reply");
+                assert_eq!(&reply[..], &(i as u32).to_be_bytes());
+                let len = h2.shared.inner.lock().table_len();
+                largest = (largest.0.max(len.0), largest.1.max(len.1));
+            }
+            largest
+        }
+    });
+    for _ in 0..CALLS {
+        let (id, _, data) = s.request(usize::MAX).await;
+        answer(&mut s, id, &data[5..]).await;
+    }
+    let (streams, deadlines) = caller.await.expect("caller");
+    // The bi-stream, and at most the call in flight.
+    assert!(streams <= 2, "{streams} streams kept");
+    assert!(deadlines <= 1, "{deadlines} deadlines kept");
+}
