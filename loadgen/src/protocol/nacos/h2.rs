@@ -17,6 +17,8 @@
 mod conn;
 
 use bytes::Bytes;
+#[cfg(test)]
+use conn::{CONNECTION_WINDOW, STREAM_WINDOW};
 use conn::{Headers, Inner, Kind};
 use h2wire::frame;
 use h2wire::hpack;

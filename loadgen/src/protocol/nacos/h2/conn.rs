@@ -29,6 +29,9 @@ pub(super) const STREAM_WINDOW: u32 = 1 << 20;
 pub(super) const CONNECTION_WINDOW: u32 = 2 << 20;
 /// The largest header list accepted from the server (a larger one fails its call).
 const MAX_HEADER_LIST: usize = 1 << 20;
+/// The largest message accepted from the server (as the Nacos Java client): a larger one
+/// resets its stream.
+pub(super) const MAX_MESSAGE: usize = 10 << 20;
 /// Buffers of finished streams kept for new ones.
 const SPARE_BUFFERS: usize = 16;
 
@@ -411,12 +414,30 @@ impl Inner {
             slot.data.drain(..slot.taken);
             slot.taken = 0;
         }
-        slot.unacked += used as u32;
-        if slot.unacked >= STREAM_WINDOW / 2 && !slot.remote_end {
-            let n = std::mem::take(&mut slot.unacked);
-            frame::write_window_update(&mut self.out, id, n);
-        }
+        self.give_back(id);
         Some(Ok(message))
+    }
+
+    /// Gives the bytes received on stream `id` back to its window once half of it is used:
+    /// always for a unary call (its size is bounded by [`MAX_MESSAGE`]) and for the
+    /// bi-stream while its reader keeps up (less than a window buffered) or while the
+    /// message buffered is not whole yet (its reader cannot make room).
+    fn give_back(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if slot.unacked < STREAM_WINDOW / 2 || slot.remote_end {
+            return;
+        }
+        let buffered = &slot.data[slot.taken..];
+        if slot.kind == Kind::Stream
+            && buffered.len() >= STREAM_WINDOW as usize
+            && matches!(next_message(buffered), Ok(Some(_)))
+        {
+            return;
+        }
+        let n = std::mem::take(&mut slot.unacked);
+        frame::write_window_update(&mut self.out, id, n);
     }
 
     /// Marks the calls whose deadline passed (their wakers go to `wake`); returns the
@@ -606,9 +627,14 @@ impl Inner {
 
     /// Resets stream `id` from our side and fails its call.
     fn reset(&mut self, id: u32, code: ErrorCode, reason: &str, wake: &mut Vec<Waker>) {
+        self.reset_with(id, code, stream_error(code, reason), wake);
+    }
+
+    /// Resets stream `id` from our side and fails its call with `why`.
+    fn reset_with(&mut self, id: u32, code: ErrorCode, why: Status, wake: &mut Vec<Waker>) {
         frame::write_rst_stream(&mut self.out, id, code);
         if let Some(slot) = self.slot(id) {
-            slot.fail(stream_error(code, reason));
+            slot.fail(why);
             slot.local_end = true;
             slot.remote_end = true;
             wake.extend(slot.waker.take());
@@ -727,14 +753,25 @@ impl Inner {
             return Ok(());
         }
         slot.data.extend_from_slice(data);
-        if slot.kind == Kind::Unary {
-            // A unary reply is taken whole at its end: its window is given back as it
-            // arrives.
-            slot.unacked += flow_len;
-            if slot.unacked >= STREAM_WINDOW / 2 && !end_stream {
-                let n = std::mem::take(&mut slot.unacked);
-                frame::write_window_update(&mut self.out, stream, n);
-            }
+        // Padding included.
+        slot.unacked += flow_len;
+        let buffered = &slot.data[slot.taken..];
+        let too_large = if slot.kind == Kind::Unary {
+            buffered.len() > GRPC_PREFIX + MAX_MESSAGE
+        } else {
+            buffered.len() >= GRPC_PREFIX
+                && u32::from_be_bytes([buffered[1], buffered[2], buffered[3], buffered[4]]) as usize
+                    > MAX_MESSAGE
+        };
+        if too_large {
+            let why = Status::resource_exhausted(format!(
+                "a message from the server over {MAX_MESSAGE} bytes"
+            ));
+            self.reset_with(stream, ErrorCode::CANCEL, why, wake);
+            return Ok(());
+        }
+        if !end_stream {
+            self.give_back(stream);
         }
         let Some(slot) = self.slot(stream) else {
             return Ok(());

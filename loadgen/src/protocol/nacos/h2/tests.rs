@@ -571,3 +571,83 @@ async fn the_stream_table_stays_small_while_the_bi_stream_is_open() {
     assert!(streams <= 2, "{streams} streams kept");
     assert!(deadlines <= 1, "{deadlines} deadlines kept");
 }
+
+/// A DATA frame with `pad` bytes of padding.
+fn padded_data(out: &mut Vec<u8>, stream: u32, data: &[u8], pad: u8) {
+    let len = data.len() + 1 + usize::from(pad);
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[0x0, 0x8]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.push(pad);
+    out.extend_from_slice(data);
+    out.extend(std::iter::repeat_n(0u8, usize::from(pad)));
+}
+
+/// Sends `body` on stream `id` in padded DATA frames within the client's windows, reading
+/// its WINDOW_UPDATEs as needed.
+async fn send_within_windows(s: &mut Server, id: u32, body: &[u8]) {
+    const PAD: u8 = 200;
+    let (mut conn, mut stream) = (i64::from(CONNECTION_WINDOW), i64::from(STREAM_WINDOW));
+    for chunk in body.chunks(16_000) {
+        let flow = (chunk.len() + 1 + usize::from(PAD)) as i64;
+        while flow > conn.min(stream) {
+            match s.next().await {
+                Frame::WindowUpdate {
+                    stream: 0,
+                    increment,
+                } => conn += i64::from(increment),
+                Frame::WindowUpdate {
+                    stream: s,
+                    increment,
+                } if s == id => stream += i64::from(increment),
+                other => panic!("expected WINDOW_UPDATE, got {other:?}"),
+            }
+        }
+        let mut out = Vec::new();
+        padded_data(&mut out, id, chunk, PAD);
+        s.send(&out).await;
+        conn -= flow;
+        stream -= flow;
+    }
+}
+
+#[tokio::test]
+async fn a_push_larger_than_the_window_arrives_in_padded_frames() {
+    let (h2, mut s) = Server::start().await;
+    let (id, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    let big: Vec<u8> = (0..3 << 19).map(|i| i as u8).collect();
+    let reader = tokio::spawn(async move {
+        let first = stream.next().await.expect("a message").expect("ok");
+        let second = stream.next().await.expect("a message").expect("ok");
+        (first, second)
+    });
+    send_within_windows(&mut s, id, &grpc(&big)).await;
+    send_within_windows(&mut s, id, &grpc(b"later")).await;
+    let (first, second) = reader.await.expect("reader");
+    assert_eq!(first, big);
+    assert_eq!(&second[..], b"later");
+}
+
+#[tokio::test]
+async fn a_push_over_the_largest_message_resets_the_bi_stream() {
+    let (h2, mut s) = Server::start().await;
+    let (id, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    let mut out = Vec::new();
+    let mut head = vec![0];
+    head.extend_from_slice(&(conn::MAX_MESSAGE as u32 + 1).to_be_bytes());
+    frame::write_data(&mut out, id, &head, false);
+    s.send(&out).await;
+    assert_eq!(
+        s.next().await,
+        Frame::RstStream {
+            stream: id,
+            code: ErrorCode::CANCEL
+        }
+    );
+    let e = stream
+        .next()
+        .await
+        .expect("an error")
+        .expect_err("too large");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+}
