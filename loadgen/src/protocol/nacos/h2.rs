@@ -15,6 +15,7 @@
 //! The connection is never silently re-opened: when it is gone, calls fail.
 
 mod conn;
+mod waiters;
 
 use bytes::Bytes;
 #[cfg(test)]
@@ -125,6 +126,7 @@ impl H2 {
             frame,
             id: 0,
             deadline: Instant::now() + timeout,
+            ticket: 0,
             waiting: None,
         }
         .await
@@ -139,9 +141,18 @@ impl H2 {
     ) -> Result<BiStream, Status> {
         let first = outbound.recv().await.unwrap_or_default();
         let shared = &self.shared;
+        let mut ticket = Ticket { shared, ticket: 0 };
         let id = poll_fn(|cx| {
             let mut inner = shared.inner.lock();
-            let opened = inner.open(cx, Kind::Stream, &shared.stream_head, &first, false, None);
+            let opened = inner.open(
+                cx,
+                &mut ticket.ticket,
+                Kind::Stream,
+                &shared.stream_head,
+                &first,
+                false,
+                None,
+            );
             if opened.is_ready() {
                 inner.flush_from_caller(cx);
             }
@@ -178,6 +189,20 @@ impl H2 {
             send_on(&shared, id, &[], true);
         });
         Ok(stream)
+    }
+}
+
+/// The place of the bi-stream's opener in the queue for a stream, left when it is dropped.
+struct Ticket<'a> {
+    shared: &'a Shared,
+    ticket: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.ticket != 0 {
+            self.shared.inner.lock().leave(&mut self.ticket);
+        }
     }
 }
 
@@ -221,6 +246,8 @@ struct Call<'a> {
     frame: Bytes,
     id: u32,
     deadline: Instant,
+    /// The call's place in the queue for a stream (0: none).
+    ticket: u64,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -234,6 +261,7 @@ impl Future for Call<'_> {
             let deadline = Some(this.deadline);
             match inner.open(
                 cx,
+                &mut this.ticket,
                 Kind::Unary,
                 &this.shared.unary_head,
                 &this.frame,
@@ -247,10 +275,11 @@ impl Future for Call<'_> {
                     let timer = this.waiting.get_or_insert_with(|| {
                         Box::pin(tokio::time::sleep_until(this.deadline.into()))
                     });
-                    return match timer.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Err(CallError::Timeout)),
-                        Poll::Pending => Poll::Pending,
-                    };
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.shared.inner.lock().leave(&mut this.ticket);
+                    return Poll::Ready(Err(CallError::Timeout));
                 }
             }
             this.waiting = None;
@@ -312,6 +341,8 @@ impl Drop for Call<'_> {
     fn drop(&mut self) {
         if self.id != 0 {
             self.shared.inner.lock().remove(self.id);
+        } else if self.ticket != 0 {
+            self.shared.inner.lock().leave(&mut self.ticket);
         }
     }
 }

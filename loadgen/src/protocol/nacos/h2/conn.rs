@@ -22,6 +22,7 @@ use tokio::io::AsyncWrite;
 use tonic::{Code, Status};
 
 use super::super::wire::GRPC_PREFIX;
+use super::waiters::Waiters;
 
 /// Receive windows: large enough that window updates are rare (one per ~half a MiB
 /// received) whatever the number of calls in flight.
@@ -106,7 +107,7 @@ pub(super) struct Inner {
     active: u32,
     max_concurrent: u32,
     /// Calls waiting for a stream.
-    waiting: Vec<Waker>,
+    waiting: Waiters,
     send_window: i64,
     peer_initial_window: i64,
     peer_max_frame: u32,
@@ -162,7 +163,7 @@ impl Inner {
             deadlines: BinaryHeap::new(),
             active: 0,
             max_concurrent: u32::MAX,
-            waiting: Vec::new(),
+            waiting: Waiters::default(),
             send_window: i64::from(frame::DEFAULT_WINDOW),
             peer_initial_window: i64::from(frame::DEFAULT_WINDOW),
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -232,23 +233,30 @@ impl Inner {
     }
 
     /// Opens a stream: HEADERS with `head`, then `first` as DATA (END_STREAM when `end`).
-    /// `Pending` (the waker kept) while the peer's MAX_CONCURRENT_STREAMS are all open.
+    /// `Pending` while the peer's MAX_CONCURRENT_STREAMS are all open, the caller queued
+    /// under `ticket` (see [`Waiters`]).
     pub(super) fn open(
         &mut self,
         cx: &mut Context<'_>,
+        ticket: &mut u64,
         kind: Kind,
         head: &[u8],
         first: &[u8],
         end: bool,
         deadline: Option<Instant>,
     ) -> Poll<Result<u32, Status>> {
-        if let Some(why) = &self.closed {
-            return Poll::Ready(Err(why.clone()));
+        if let Some(why) = self.closed.clone() {
+            self.leave(ticket);
+            return Poll::Ready(Err(why));
         }
-        if self.active >= self.max_concurrent {
-            self.waiting.push(cx.waker().clone());
+        if !self
+            .waiting
+            .has_room(*ticket, self.active, self.max_concurrent)
+        {
+            self.waiting.wait(ticket, cx);
             return Poll::Pending;
         }
+        self.waiting.leave(ticket);
         let id = self.next_id;
         if id > frame::MAX_WINDOW {
             return Poll::Ready(Err(Status::unavailable(
@@ -368,8 +376,13 @@ impl Inner {
         }
         slot.closed = true;
         self.active -= 1;
-        if let Some(w) = self.waiting.pop() {
-            w.wake();
+        self.waiting.grant(self.active, self.max_concurrent);
+    }
+
+    /// Takes a call waiting for a stream out of the queue (it gave up or failed).
+    pub(super) fn leave(&mut self, ticket: &mut u64) {
+        if self.waiting.leave(ticket) {
+            self.waiting.grant(self.active, self.max_concurrent);
         }
     }
 
@@ -385,9 +398,7 @@ impl Inner {
                 self.wake_task();
             }
             self.active -= 1;
-            if let Some(w) = self.waiting.pop() {
-                w.wake();
-            }
+            self.waiting.grant(self.active, self.max_concurrent);
         }
         if self.spare.len() < SPARE_BUFFERS && slot.data.capacity() <= STREAM_WINDOW as usize {
             slot.data.clear();
@@ -482,7 +493,7 @@ impl Inner {
             slot.fail(why.clone());
             wake.extend(slot.waker.take());
         }
-        wake.append(&mut self.waiting);
+        self.waiting.wake_all(wake);
     }
 
     /// Drops the write half (the socket closes once the reading task ends too).
@@ -583,7 +594,7 @@ impl Inner {
                 if self.closed.is_none() {
                     self.closed = Some(why);
                 }
-                wake.append(&mut self.waiting);
+                self.waiting.wake_all(wake);
             }
             Frame::WindowUpdate {
                 stream: 0,
@@ -657,10 +668,7 @@ impl Inner {
             }
             frame::MAX_CONCURRENT_STREAMS => {
                 self.max_concurrent = value;
-                // More room: let waiting calls try again.
-                for w in self.waiting.drain(..) {
-                    w.wake();
-                }
+                self.waiting.grant(self.active, self.max_concurrent);
             }
             frame::INITIAL_WINDOW_SIZE => {
                 if value > frame::MAX_WINDOW {

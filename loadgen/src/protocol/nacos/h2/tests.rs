@@ -651,3 +651,43 @@ async fn a_push_over_the_largest_message_resets_the_bi_stream() {
         .expect_err("too large");
     assert_eq!(e.code(), Code::ResourceExhausted);
 }
+
+#[tokio::test]
+async fn a_waiter_that_times_out_passes_the_freed_stream_on() {
+    let (h2, mut s) = Server::start().await;
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(frame::MAX_CONCURRENT_STREAMS, 1)]);
+    s.send(&out).await;
+    assert!(matches!(s.next().await, Frame::Settings { ack: true, .. }));
+    let first = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"first").await }
+    });
+    let (id1, _, _) = s.request(usize::MAX).await;
+    // A waiter that gives up, then one that waits on.
+    let quitter = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            h2.unary(Bytes::from(grpc(b"quitter")), Duration::from_millis(100))
+                .await
+        }
+    });
+    tokio::task::yield_now().await;
+    let patient = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"patient").await }
+    });
+    assert!(matches!(
+        quitter.await.expect("quitter"),
+        Err(CallError::Timeout)
+    ));
+    answer(&mut s, id1, b"r1").await;
+    assert_eq!(&first.await.expect("first").expect("reply")[..], b"r1");
+    // The freed stream goes to the patient call at once, not at its deadline.
+    let (id2, _, data) = tokio::time::timeout(Duration::from_secs(1), s.request(usize::MAX))
+        .await
+        .expect("the waiting call opens its stream");
+    assert_eq!(data, grpc(b"patient"));
+    answer(&mut s, id2, b"r2").await;
+    assert_eq!(&patient.await.expect("patient").expect("reply")[..], b"r2");
+}
