@@ -150,7 +150,6 @@ impl H2 {
                 Kind::Stream,
                 &shared.stream_head,
                 &first,
-                false,
                 None,
             );
             if opened.is_ready() {
@@ -265,7 +264,6 @@ impl Future for Call<'_> {
                 Kind::Unary,
                 &this.shared.unary_head,
                 &this.frame,
-                true,
                 deadline,
             ) {
                 Poll::Ready(Ok(id)) => this.id = id,

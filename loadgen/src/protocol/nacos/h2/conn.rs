@@ -232,7 +232,8 @@ impl Inner {
         self.slots.get_mut(&id)
     }
 
-    /// Opens a stream: HEADERS with `head`, then `first` as DATA (END_STREAM when `end`).
+    /// Opens a stream: HEADERS with `head`, then `first` as DATA (with END_STREAM for a
+    /// unary call, which has a `deadline`).
     /// `Pending` while the peer's MAX_CONCURRENT_STREAMS are all open, the caller queued
     /// under `ticket` (see [`Waiters`]).
     pub(super) fn open(
@@ -242,9 +243,9 @@ impl Inner {
         kind: Kind,
         head: &[u8],
         first: &[u8],
-        end: bool,
         deadline: Option<Instant>,
     ) -> Poll<Result<u32, Status>> {
+        let end = kind == Kind::Unary;
         if let Some(why) = self.closed.clone() {
             self.leave(ticket);
             return Poll::Ready(Err(why));
