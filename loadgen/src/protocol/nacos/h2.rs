@@ -40,7 +40,8 @@ const READ_BUFFER: usize = 64 * 1024;
 
 struct Shared {
     inner: Mutex<Inner>,
-    /// Wakes the deadline task when a call with a deadline opens and none is armed.
+    /// Wakes the deadline task when a call opens with a deadline earlier than the one it
+    /// sleeps until (or it sleeps until none).
     deadlines: tokio::sync::Notify,
     /// The HPACK blocks of the two request heads.
     unary_head: Vec<u8>,
@@ -281,7 +282,8 @@ impl Future for Call<'_> {
                 }
             }
             this.waiting = None;
-            if !inner.timer_armed {
+            if inner.armed.is_none_or(|at| this.deadline < at) {
+                inner.armed = Some(this.deadline);
                 this.shared.deadlines.notify_one();
             }
             inner.flush_from_caller(cx);
@@ -306,21 +308,23 @@ impl Future for Call<'_> {
 }
 
 /// Fails the calls whose deadline passed: sleeps until the earliest deadline of the calls
-/// in flight, or, when none has one, until a call opens.
+/// in flight, or until a call opens with an earlier one.
 async fn deadlines(shared: Arc<Shared>) {
     let mut wake = Vec::new();
     loop {
         let next = {
             let mut inner = shared.inner.lock();
             let next = inner.expire(Instant::now(), &mut wake);
-            inner.timer_armed = next.is_some();
+            inner.armed = next;
             next
         };
         for w in wake.drain(..) {
             w.wake();
         }
         match next {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at.into(), shared.deadlines.notified()).await;
+            }
             None => shared.deadlines.notified().await,
         }
     }

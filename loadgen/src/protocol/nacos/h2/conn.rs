@@ -119,8 +119,8 @@ pub(super) struct Inner {
     /// Why the connection can take no new call.
     pub(super) closed: Option<Status>,
     spare: Vec<Vec<u8>>,
-    /// The deadline task sleeps until a call's deadline (else it waits to be notified).
-    pub(super) timer_armed: bool,
+    /// The deadline the deadline task sleeps until (it is notified of an earlier one).
+    pub(super) armed: Option<Instant>,
 }
 
 /// A connection error: the GOAWAY we send.
@@ -172,7 +172,7 @@ impl Inner {
             goaway: None,
             closed: None,
             spare: Vec::new(),
-            timer_armed: false,
+            armed: None,
         }
     }
 

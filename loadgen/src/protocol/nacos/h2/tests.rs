@@ -691,3 +691,28 @@ async fn a_waiter_that_times_out_passes_the_freed_stream_on() {
     answer(&mut s, id2, b"r2").await;
     assert_eq!(&patient.await.expect("patient").expect("reply")[..], b"r2");
 }
+
+#[tokio::test]
+async fn a_call_with_an_earlier_deadline_times_out_on_time() {
+    let (h2, mut s) = Server::start().await;
+    let slow = tokio::spawn({
+        let h2 = h2.clone();
+        async move { h2.unary(Bytes::from(grpc(b"slow")), DEADLINE).await }
+    });
+    let (_, _, _) = s.request(usize::MAX).await;
+    let started = std::time::Instant::now();
+    let quick = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            h2.unary(Bytes::from(grpc(b"quick")), Duration::from_millis(100))
+                .await
+        }
+    });
+    let (_, _, _) = s.request(usize::MAX).await;
+    let quick = tokio::time::timeout(Duration::from_secs(2), quick)
+        .await
+        .expect("the quick call times out before the slow one's deadline");
+    assert!(matches!(quick.expect("quick"), Err(CallError::Timeout)));
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    slow.abort();
+}
