@@ -528,12 +528,7 @@ impl Inner {
                 end_headers,
                 block,
             } => {
-                if stream >= self.next_id || stream.is_multiple_of(2) {
-                    return Err(conn_error(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "HEADERS on a stream we did not open",
-                    ));
-                }
+                self.opened(stream, "HEADERS on a stream we did not open")?;
                 headers.block.clear();
                 headers.block.extend_from_slice(block);
                 headers.stream = stream;
@@ -559,6 +554,7 @@ impl Inner {
                 }
             }
             Frame::RstStream { stream, code } => {
+                self.opened(stream, "RST_STREAM on a stream we did not open")?;
                 if let Some(slot) = self.slot(stream) {
                     slot.fail(Status::unavailable(format!(
                         "stream reset by the server: {code}"
@@ -611,6 +607,7 @@ impl Inner {
                 self.send_all_pending();
             }
             Frame::WindowUpdate { stream, increment } => {
+                self.opened(stream, "WINDOW_UPDATE on a stream we did not open")?;
                 let Some(slot) = self.slot(stream) else {
                     return Ok(());
                 };
@@ -633,6 +630,15 @@ impl Inner {
                 ));
             }
             Frame::Priority { .. } | Frame::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A connection error unless `stream` is one of ours (odd: no push) already opened: a
+    /// frame on any other is on an idle stream (RFC 9113 §5.1).
+    fn opened(&self, stream: u32, what: &'static str) -> Result<(), ConnError> {
+        if stream >= self.next_id || stream.is_multiple_of(2) {
+            return Err(conn_error(ErrorCode::PROTOCOL_ERROR, what));
         }
         Ok(())
     }
@@ -727,12 +733,7 @@ impl Inner {
         flow_len: u32,
         wake: &mut Vec<Waker>,
     ) -> Result<(), ConnError> {
-        if stream >= self.next_id || stream.is_multiple_of(2) {
-            return Err(conn_error(
-                ErrorCode::PROTOCOL_ERROR,
-                "DATA on a stream we did not open",
-            ));
-        }
+        self.opened(stream, "DATA on a stream we did not open")?;
         // The connection window is given back at once: what arrives is buffered with its
         // call (a stream's own window bounds that).
         self.recv_unacked += flow_len;

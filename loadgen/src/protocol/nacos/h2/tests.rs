@@ -716,3 +716,34 @@ async fn a_call_with_an_earlier_deadline_times_out_on_time() {
     assert!(started.elapsed() >= Duration::from_millis(100));
     slow.abort();
 }
+
+/// Reads frames until the client's GOAWAY; returns its code.
+async fn goaway_code(s: &mut Server) -> ErrorCode {
+    loop {
+        match s.next().await {
+            Frame::GoAway { code, .. } => return code,
+            Frame::WindowUpdate { .. } | Frame::Settings { .. } | Frame::RstStream { .. } => {}
+            other => panic!("expected GOAWAY, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_on_streams_the_client_did_not_open_are_protocol_errors() {
+    for (kind, even) in [(0u8, true), (0, false), (1, true), (1, false)] {
+        let (h2, mut s) = Server::start().await;
+        let (id, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+        // Even: the stream after the bi-stream's (no push); odd: one not opened yet.
+        let other = if even { id + 1 } else { id + 2 };
+        let mut out = Vec::new();
+        if kind == 0 {
+            frame::write_rst_stream(&mut out, other, ErrorCode::CANCEL);
+        } else {
+            frame::write_window_update(&mut out, other, 100);
+        }
+        s.send(&out).await;
+        assert_eq!(goaway_code(&mut s).await, ErrorCode::PROTOCOL_ERROR);
+        let e = stream.next().await.expect("an error").expect_err("closed");
+        assert!(e.message().contains("did not open"), "{e:?}");
+    }
+}
