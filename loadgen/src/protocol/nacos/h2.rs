@@ -15,6 +15,7 @@
 //! The connection is never silently re-opened: when it is gone, calls fail.
 
 mod conn;
+mod grpc;
 mod waiters;
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::{Code, Status};
+use tonic::Status;
 
 /// The read buffer: any frame we allow (16 KiB and its head) fits several times.
 const READ_BUFFER: usize = 64 * 1024;
@@ -299,7 +300,7 @@ impl Future for Call<'_> {
         let result = if slot.timed_out && !slot.remote_end {
             Err(CallError::Timeout)
         } else {
-            unary_result(slot).map_err(CallError::Status)
+            grpc::unary_result(slot).map_err(CallError::Status)
         };
         this.id = 0;
         inner.remove(id);
@@ -346,33 +347,6 @@ impl Drop for Call<'_> {
         } else if self.ticket != 0 {
             self.shared.inner.lock().leave(&mut self.ticket);
         }
-    }
-}
-
-/// The outcome of a finished unary stream: its error, else its one message unless the
-/// trailers carry an error.
-fn unary_result(slot: &conn::Slot) -> Result<Bytes, Status> {
-    if let Some(e) = &slot.error {
-        return Err(e.clone());
-    }
-    let data = &slot.data[slot.taken..];
-    let message = conn::next_message(data)?;
-    if let Some(m) = message {
-        // Messages after the first are read (they must be whole) but not kept.
-        let mut rest = &data[m.len() + 5..];
-        while !rest.is_empty() {
-            match conn::next_message(rest)? {
-                Some(next) => rest = &rest[next.len() + 5..],
-                None => return Err(Status::internal("the body ended inside a message")),
-            }
-        }
-    } else if !data.is_empty() {
-        return Err(Status::internal("the body ended inside a message"));
-    }
-    match (message, &slot.trailers) {
-        (_, Some(s)) if s.code() != Code::Ok => Err(s.clone()),
-        (Some(m), _) => Ok(Bytes::copy_from_slice(m)),
-        (None, _) => Err(Status::internal("the call ended without a message")),
     }
 }
 

@@ -6,6 +6,7 @@ use super::*;
 use h2wire::frame::{ErrorCode, Frame};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, DuplexStream};
+use tonic::Code;
 
 /// The server's end of the pipe: reads frames, writes frames.
 struct Server {
