@@ -414,10 +414,15 @@ async fn drive(
             {
                 let mut inner = shared.inner.lock();
                 set_waker(&mut inner.task, cx);
-                if inner.has_output()
-                    && let Poll::Ready(Err(e)) = inner.flush(cx)
-                {
-                    return Poll::Ready(unavailable(&e));
+                if inner.has_output() {
+                    match inner.flush(cx) {
+                        Poll::Ready(Err(e)) => return Poll::Ready(unavailable(&e)),
+                        // Read on once the server takes some of what is queued.
+                        Poll::Pending if inner.backlog() > conn::OUT_HIGH_WATER => {
+                            return Poll::Pending;
+                        }
+                        _ => {}
+                    }
                 }
             }
             let mut rb = ReadBuf::new(&mut buf[filled..]);

@@ -29,6 +29,12 @@ use super::waiters::Waiters;
 /// received) whatever the number of calls in flight.
 pub(super) const STREAM_WINDOW: u32 = 1 << 20;
 pub(super) const CONNECTION_WINDOW: u32 = 2 << 20;
+/// The largest header block (HEADERS and CONTINUATIONs) accepted from the server: a
+/// larger one is a connection error.
+const MAX_HEADER_BLOCK: usize = 64 << 10;
+/// Bytes queued to the server over which the reading task stops reading (a server that
+/// sends PINGs or SETTINGS but does not read our acks cannot grow the send buffer further).
+pub(super) const OUT_HIGH_WATER: usize = 256 << 10;
 /// The largest header list accepted from the server (a larger one fails its call).
 const MAX_HEADER_LIST: usize = 1 << 20;
 /// The largest message accepted from the server (as the Nacos Java client): a larger one
@@ -180,6 +186,11 @@ impl Inner {
     /// Queues a GOAWAY for a connection error of ours.
     pub(super) fn goaway(&mut self, code: ErrorCode, reason: &str) {
         frame::write_goaway(&mut self.out, 0, code, reason.as_bytes());
+    }
+
+    /// Bytes queued and not written yet.
+    pub(super) fn backlog(&self) -> usize {
+        self.out.len() - self.out_pos
     }
 
     pub(super) fn has_output(&self) -> bool {
@@ -549,6 +560,12 @@ impl Inner {
                         "CONTINUATION without HEADERS",
                     ));
                 }
+                if headers.block.len() + block.len() > MAX_HEADER_BLOCK {
+                    return Err(conn_error(
+                        ErrorCode::ENHANCE_YOUR_CALM,
+                        "a header block over 64 KiB",
+                    ));
+                }
                 headers.block.extend_from_slice(block);
                 if end_headers {
                     self.header_block(headers, wake)?;
@@ -735,6 +752,13 @@ impl Inner {
         wake: &mut Vec<Waker>,
     ) -> Result<(), ConnError> {
         self.opened(stream, "DATA on a stream we did not open")?;
+        // Bytes not given back yet are the windows the server used.
+        if self.recv_unacked + flow_len > CONNECTION_WINDOW {
+            return Err(conn_error(
+                ErrorCode::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection window",
+            ));
+        }
         // The connection window is given back at once: what arrives is buffered with its
         // call (a stream's own window bounds that).
         self.recv_unacked += flow_len;
@@ -745,6 +769,12 @@ impl Inner {
         let Some(slot) = self.slot(stream) else {
             return Ok(());
         };
+        if slot.unacked + flow_len > STREAM_WINDOW {
+            return Err(conn_error(
+                ErrorCode::FLOW_CONTROL_ERROR,
+                "DATA beyond the stream window",
+            ));
+        }
         if slot.remote_end {
             self.reset(
                 stream,

@@ -748,3 +748,62 @@ async fn frames_on_streams_the_client_did_not_open_are_protocol_errors() {
         assert!(e.message().contains("did not open"), "{e:?}");
     }
 }
+
+#[tokio::test]
+async fn data_beyond_the_stream_window_is_a_flow_control_error() {
+    let (h2, mut s) = Server::start().await;
+    let (id, _stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    // Whole messages the reader does not take (its window is then not given back), sent
+    // without waiting for WINDOW_UPDATEs: twice the window.
+    let message = grpc(&[0; 16_384 - 5]);
+    let mut out = Vec::new();
+    for _ in 0..2 * STREAM_WINDOW as usize / message.len() {
+        frame::write_data(&mut out, id, &message, false);
+    }
+    // The client closes the connection before it has read all.
+    use tokio::io::AsyncWriteExt as _;
+    let _ = s.io.write_all(&out).await;
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::FLOW_CONTROL_ERROR);
+}
+
+#[tokio::test]
+async fn a_header_block_over_64_kib_is_a_connection_error() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"x").await }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    // The HEADERS frame without END_HEADERS, then CONTINUATIONs that never end.
+    out[4] &= !0x4;
+    for _ in 0..5 {
+        out.extend_from_slice(&[0, 0x40, 0, 0x9, 0]);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&[0x88; 16_384]);
+    }
+    s.send(&out).await;
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::ENHANCE_YOUR_CALM);
+    assert!(caller.await.expect("caller").is_err());
+}
+
+#[tokio::test]
+async fn a_server_that_floods_pings_and_does_not_read_is_not_buffered_for() {
+    let (h2, s) = Server::start().await;
+    let Server { io, .. } = s;
+    let (_read, mut write) = tokio::io::split(io);
+    let mut pings = Vec::new();
+    for _ in 0..(4 << 20) / 17 {
+        frame::write_ping(&mut pings, false, *b"flooding");
+    }
+    use tokio::io::AsyncWriteExt as _;
+    // The client stops reading: the flood cannot all be written.
+    let written = tokio::time::timeout(Duration::from_secs(2), write.write_all(&pings)).await;
+    assert!(written.is_err(), "the client read the whole flood");
+    let backlog = h2.shared.inner.lock().backlog();
+    assert!(
+        backlog <= conn::OUT_HIGH_WATER + READ_BUFFER,
+        "{backlog} bytes queued"
+    );
+}
