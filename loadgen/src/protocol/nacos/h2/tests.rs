@@ -807,3 +807,91 @@ async fn a_server_that_floods_pings_and_does_not_read_is_not_buffered_for() {
         "{backlog} bytes queued"
     );
 }
+
+#[tokio::test]
+async fn trailers_without_grpc_status_fail_the_call() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"x").await }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    frame::write_data(&mut out, id, &grpc(b"reply"), false);
+    let mut block = Vec::new();
+    hpack::encode_field(&mut block, b"x-other", b"1");
+    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    s.send(&out).await;
+    let e = caller.await.expect("caller").expect_err("no status");
+    assert_eq!(e.code(), Code::Internal);
+}
+
+#[tokio::test]
+async fn enable_push_from_the_server_is_a_protocol_error() {
+    let (_h2, mut s) = Server::start().await;
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(frame::ENABLE_PUSH, 1)]);
+    s.send(&out).await;
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::PROTOCOL_ERROR);
+}
+
+#[tokio::test]
+async fn after_goaway_a_call_below_the_last_stream_still_resets_its_stream() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            h2.unary(Bytes::from(grpc(b"late")), Duration::from_millis(100))
+                .await
+        }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    let mut out = Vec::new();
+    frame::write_goaway(&mut out, id, ErrorCode::NO_ERROR, b"draining");
+    s.send(&out).await;
+    assert!(matches!(
+        caller.await.expect("caller"),
+        Err(CallError::Timeout)
+    ));
+    assert_eq!(
+        s.next().await,
+        Frame::RstStream {
+            stream: id,
+            code: ErrorCode::CANCEL
+        }
+    );
+}
+
+#[tokio::test]
+async fn calls_in_flight_fail_when_the_connection_drops_after_goaway() {
+    let (h2, mut s) = Server::start().await;
+    let (bi, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    let calls: Vec<_> = (0..3u8)
+        .map(|i| {
+            let h2 = h2.clone();
+            tokio::spawn(async move { call(&h2, &[i]).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s.request(usize::MAX).await.0);
+    }
+    ids.sort_unstable();
+    // The first call and the bi-stream are below the last stream; the others fail now.
+    let mut out = Vec::new();
+    frame::write_goaway(&mut out, ids[0], ErrorCode::NO_ERROR, b"bye");
+    s.send(&out).await;
+    tokio::task::yield_now().await;
+    drop(s);
+    for c in calls {
+        let e = c
+            .await
+            .expect("caller")
+            .expect_err("the connection dropped");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    }
+    let e = stream.next().await.expect("an error").expect_err("dropped");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?} (stream {bi})");
+    assert!(stream.next().await.is_none());
+}
