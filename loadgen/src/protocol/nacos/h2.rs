@@ -217,7 +217,7 @@ fn send_on(shared: &Shared, id: u32, data: &[u8], end: bool) -> bool {
     queued
 }
 
-fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+pub(super) fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
@@ -361,32 +361,11 @@ impl BiStream {
     pub(crate) async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         poll_fn(|cx| {
             let mut inner = self.shared.inner.lock();
-            let id = self.id;
-            if let Some(m) = inner.take_message(id) {
-                if inner.has_output() {
-                    inner.flush_from_caller(cx);
-                }
-                return Poll::Ready(Some(m));
+            let next = inner.poll_message(self.id, cx);
+            if next.is_ready() && inner.has_output() {
+                inner.flush_from_caller(cx);
             }
-            let Some(slot) = inner.slot(id) else {
-                return Poll::Ready(None);
-            };
-            if let Some(e) = slot.error.take() {
-                // Reported once; the stream is over.
-                slot.remote_end = true;
-                return Poll::Ready(Some(Err(e)));
-            }
-            if slot.remote_end {
-                if slot.taken < slot.data.len() {
-                    slot.taken = slot.data.len();
-                    return Poll::Ready(Some(Err(Status::internal(
-                        "the body ended inside a message",
-                    ))));
-                }
-                return Poll::Ready(None);
-            }
-            set_waker(&mut slot.waker, cx);
-            Poll::Pending
+            next
         })
         .await
     }

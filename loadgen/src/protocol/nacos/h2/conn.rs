@@ -418,9 +418,39 @@ impl Inner {
         self.prune_deadlines();
     }
 
-    /// Takes the next whole message of a bi-stream, giving its bytes back to the
-    /// stream's window.
-    pub(super) fn take_message(&mut self, id: u32) -> Option<Result<Bytes, Status>> {
+    /// The bi-stream's next message, its error (reported once: the stream is then over),
+    /// or `None` at its end; `Pending` (the waker kept) until one of them.
+    pub(super) fn poll_message(
+        &mut self,
+        id: u32,
+        cx: &Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Status>>> {
+        if let Some(m) = self.take_message(id) {
+            return Poll::Ready(Some(m));
+        }
+        let Some(slot) = self.slot(id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(e) = slot.error.take() {
+            slot.remote_end = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        if slot.remote_end {
+            if slot.taken < slot.data.len() {
+                slot.taken = slot.data.len();
+                return Poll::Ready(Some(Err(Status::internal(
+                    "the body ended inside a message",
+                ))));
+            }
+            return Poll::Ready(None);
+        }
+        super::set_waker(&mut slot.waker, cx);
+        Poll::Pending
+    }
+
+    /// Takes the next whole message of a bi-stream (its window is given back as it
+    /// arrived, or now if the reader was behind: see [`Inner::give_back`]).
+    fn take_message(&mut self, id: u32) -> Option<Result<Bytes, Status>> {
         let slot = self.slot(id)?;
         let message = match next_message(&slot.data[slot.taken..]) {
             Ok(Some(m)) => Bytes::copy_from_slice(m),

@@ -216,7 +216,7 @@ async fn unary_calls_with_huffman_dynamic_table_and_continuation() {
     s.send(&out).await;
     let (id2, _, data) = s.request(usize::MAX).await;
     assert_eq!(data, grpc(b"second"));
-    assert!(id2 > id);
+    assert_eq!(id2, id + 2);
     // The second answer refers to the dynamic table only.
     let mut out = Vec::new();
     frame::write_headers(&mut out, id2, &[0x88, 0xbf], false, 1 << 14);
@@ -302,7 +302,8 @@ async fn flow_control_frame_size_and_ping() {
             other => panic!("expected acks, got {other:?}"),
         }
     }
-    let message = vec![7u8; 100];
+    // Larger than a frame (the server's MAX_FRAME_SIZE is the default 16 KiB).
+    let message = vec![7u8; 40_000];
     let caller = tokio::spawn({
         let h2 = h2.clone();
         let message = message.clone();
@@ -312,7 +313,7 @@ async fn flow_control_frame_size_and_ping() {
     let (id, _, data) = s.request(10).await;
     assert_eq!(data.len(), 10);
     let mut out = Vec::new();
-    frame::write_window_update(&mut out, id, 1000);
+    frame::write_window_update(&mut out, id, 100_000);
     s.send(&out).await;
     let mut rest = Vec::new();
     loop {
@@ -320,6 +321,7 @@ async fn flow_control_frame_size_and_ping() {
             Frame::Data {
                 data, end_stream, ..
             } => {
+                assert!(data.len() <= 16_384, "a {}-byte DATA frame", data.len());
                 rest.extend_from_slice(data);
                 if end_stream {
                     break;
@@ -331,13 +333,23 @@ async fn flow_control_frame_size_and_ping() {
     let mut all = data;
     all.extend_from_slice(&rest);
     assert_eq!(all, grpc(&message));
-    // A large reply comes back; the client gives the window back.
-    let big = vec![1u8; 40_000];
+    // A reply over half the stream window: the client gives the window back.
+    let big = vec![1u8; STREAM_WINDOW as usize / 2 + 40_000];
     let mut out = Vec::new();
     frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
-    for chunk in grpc(&big).chunks(16_384) {
+    let body = grpc(&big);
+    for chunk in body.chunks(16_384) {
         frame::write_data(&mut out, id, chunk, false);
     }
+    s.send(&out).await;
+    let mut given = 0;
+    while given < STREAM_WINDOW / 2 {
+        match s.next().await {
+            Frame::WindowUpdate { stream, increment } if stream == id => given += increment,
+            other => panic!("expected a WINDOW_UPDATE of stream {id}, got {other:?}"),
+        }
+    }
+    let mut out = Vec::new();
     let mut block = Vec::new();
     hpack::encode_field(&mut block, b"grpc-status", b"0");
     frame::write_headers(&mut out, id, &block, true, 1 << 14);
@@ -366,7 +378,7 @@ async fn goaway_fails_later_streams_and_new_calls() {
         .expect("caller")
         .expect_err("above last stream");
     assert!(e.message().contains("GOAWAY"), "{e:?}");
-    assert!(id2 > id1);
+    assert_eq!(id2, id1 + 2);
     let e = call(&h2, b"three").await.expect_err("no new calls");
     assert_eq!(e.code(), Code::Unavailable);
     // The first stream still completes.
