@@ -128,6 +128,34 @@ pub(super) struct Inner {
     pub(super) armed: Option<Instant>,
 }
 
+/// Writes as much of `data` as `window` allows as DATA frames of stream `id` (of at most
+/// `max_frame` bytes), END_STREAM on the last when `end` and all of it went; returns the
+/// bytes written.
+fn write_within(
+    out: &mut Vec<u8>,
+    id: u32,
+    data: &[u8],
+    end: bool,
+    window: i64,
+    max_frame: usize,
+) -> usize {
+    let n = data.len().min(window.max(0) as usize);
+    let end = end && n == data.len();
+    if n == 0 {
+        if end {
+            frame::write_data(out, id, &[], true);
+        }
+        return 0;
+    }
+    let mut sent = 0;
+    while sent < n {
+        let len = (n - sent).min(max_frame);
+        frame::write_data(out, id, &data[sent..sent + len], end && sent + len == n);
+        sent += len;
+    }
+    n
+}
+
 /// A connection error: the GOAWAY we send.
 pub(super) struct ConnError {
     pub(super) code: ErrorCode,
@@ -302,21 +330,19 @@ impl Inner {
                 frame::write_headers(&mut self.out, id, &block, false, self.peer_max_frame);
             }
         }
-        let fits = first.len() as i64 <= self.send_window.min(self.peer_initial_window)
-            && first.len() <= self.peer_max_frame as usize;
-        if fits && !first.is_empty() {
-            // The usual case: the whole message goes out at once.
-            frame::write_data(&mut self.out, id, first, end);
-            self.send_window -= first.len() as i64;
-            slot.send_window -= first.len() as i64;
+        // Usually the whole message goes out at once; what the windows hold back waits.
+        let window = self.send_window.min(slot.send_window);
+        let max_frame = self.peer_max_frame as usize;
+        let n = write_within(&mut self.out, id, first, end, window, max_frame);
+        self.send_window -= n as i64;
+        slot.send_window -= n as i64;
+        if n == first.len() {
             slot.local_end = end;
-            self.slots.insert(id, slot);
         } else {
-            self.slots.insert(id, slot);
-            if !first.is_empty() || end {
-                self.send(id, first, end);
-            }
+            slot.pending.extend_from_slice(&first[n..]);
+            slot.pending_end = end;
         }
+        self.slots.insert(id, slot);
         if let Some(d) = deadline {
             self.deadlines.push(Reverse((d, id)));
         }
@@ -349,29 +375,13 @@ impl Inner {
         if slot.local_end {
             return;
         }
-        let allowed = conn_window.min(slot.send_window).max(0) as usize;
-        let n = slot.pending.len().min(allowed);
-        let all = n == slot.pending.len();
-        let mut sent = 0;
-        while sent < n {
-            let len = (n - sent).min(max_frame);
-            let last = sent + len == n;
-            frame::write_data(
-                out,
-                id,
-                &slot.pending[sent..sent + len],
-                last && all && slot.pending_end,
-            );
-            sent += len;
-        }
-        if all && slot.pending_end && n == 0 {
-            frame::write_data(out, id, &[], true);
+        let window = conn_window.min(slot.send_window);
+        let n = write_within(out, id, &slot.pending, slot.pending_end, window, max_frame);
+        if n == slot.pending.len() && slot.pending_end {
+            slot.local_end = true;
         }
         slot.pending.drain(..n);
         slot.send_window -= n as i64;
-        if all && slot.pending_end {
-            slot.local_end = true;
-        }
         self.send_window -= n as i64;
         self.close_if_done(id);
     }
@@ -601,14 +611,9 @@ impl Inner {
             }
             Frame::RstStream { stream, code } => {
                 self.opened(stream, "RST_STREAM on a stream we did not open")?;
-                if let Some(slot) = self.slot(stream) {
-                    slot.fail(Status::unavailable(format!(
-                        "stream reset by the server: {code}"
-                    )));
-                    slot.local_end = true;
-                    slot.remote_end = true;
-                    wake.extend(slot.waker.take());
-                    self.close_if_done(stream);
+                if self.slots.contains_key(&stream) {
+                    let why = Status::unavailable(format!("stream reset by the server: {code}"));
+                    self.end_stream(stream, why, wake);
                 }
             }
             Frame::Settings { ack: true, .. } => {}
@@ -697,6 +702,11 @@ impl Inner {
     /// Resets stream `id` from our side and fails its call with `why`.
     fn reset_with(&mut self, id: u32, code: ErrorCode, why: Status, wake: &mut Vec<Waker>) {
         frame::write_rst_stream(&mut self.out, id, code);
+        self.end_stream(id, why, wake);
+    }
+
+    /// Ends stream `id` both ways (a reset) and fails its call with `why`.
+    fn end_stream(&mut self, id: u32, why: Status, wake: &mut Vec<Waker>) {
         if let Some(slot) = self.slot(id) {
             slot.fail(why);
             slot.local_end = true;
