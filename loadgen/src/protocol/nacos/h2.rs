@@ -16,6 +16,7 @@
 
 mod conn;
 mod grpc;
+mod stream;
 mod waiters;
 
 use bytes::Bytes;

@@ -13,7 +13,7 @@ use h2wire::frame::{self, ErrorCode, Frame};
 use h2wire::hpack;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -23,6 +23,8 @@ use tonic::{Code, Status};
 
 use super::super::wire::GRPC_PREFIX;
 use super::grpc::{Fields, next_message};
+use super::stream::{IdHash, write_within};
+pub(super) use super::stream::{Kind, Slot};
 use super::waiters::Waiters;
 
 /// Receive windows: large enough that window updates are rare (one per ~half a MiB
@@ -44,55 +46,6 @@ pub(super) const MAX_MESSAGE: usize = 10 << 20;
 const SPARE_BUFFERS: usize = 16;
 
 pub(super) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// What a stream is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// One request message, one reply message.
-    Unary,
-    /// The bi-stream: messages both ways for the connection's life.
-    Stream,
-}
-
-/// One stream in flight.
-pub(super) struct Slot {
-    pub(super) kind: Kind,
-    /// We sent END_STREAM (or reset).
-    local_end: bool,
-    /// The server sent END_STREAM (or reset).
-    pub(super) remote_end: bool,
-    /// The stream no longer counts against MAX_CONCURRENT_STREAMS.
-    closed: bool,
-    /// The response headers arrived.
-    pub(super) headers: bool,
-    /// Response DATA not yet taken, from `taken` on.
-    pub(super) data: Vec<u8>,
-    pub(super) taken: usize,
-    /// Why the call failed (reset, GOAWAY, a bad response, the connection's end).
-    pub(super) error: Option<Status>,
-    pub(super) waker: Option<Waker>,
-    send_window: i64,
-    /// DATA the windows did not let out yet, and whether END_STREAM follows it.
-    pending: Vec<u8>,
-    pending_end: bool,
-    /// Received bytes taken by the reader but not yet given back (the bi-stream).
-    unacked: u32,
-    /// The call's deadline passed.
-    pub(super) timed_out: bool,
-}
-
-impl Slot {
-    /// Whether the caller has all it will get.
-    pub(super) fn finished(&self) -> bool {
-        self.remote_end || self.error.is_some() || self.timed_out
-    }
-
-    fn fail(&mut self, status: Status) {
-        if self.error.is_none() && !self.remote_end {
-            self.error = Some(status);
-        }
-    }
-}
 
 pub(super) struct Inner {
     w: Option<Writer>,
@@ -126,34 +79,6 @@ pub(super) struct Inner {
     spare: Vec<Vec<u8>>,
     /// The deadline the deadline task sleeps until (it is notified of an earlier one).
     pub(super) armed: Option<Instant>,
-}
-
-/// Writes as much of `data` as `window` allows as DATA frames of stream `id` (of at most
-/// `max_frame` bytes), END_STREAM on the last when `end` and all of it went; returns the
-/// bytes written.
-fn write_within(
-    out: &mut Vec<u8>,
-    id: u32,
-    data: &[u8],
-    end: bool,
-    window: i64,
-    max_frame: usize,
-) -> usize {
-    let n = data.len().min(window.max(0) as usize);
-    let end = end && n == data.len();
-    if n == 0 {
-        if end {
-            frame::write_data(out, id, &[], true);
-        }
-        return 0;
-    }
-    let mut sent = 0;
-    while sent < n {
-        let len = (n - sent).min(max_frame);
-        frame::write_data(out, id, &data[sent..sent + len], end && sent + len == n);
-        sent += len;
-    }
-    n
 }
 
 /// A connection error: the GOAWAY we send.
@@ -967,26 +892,5 @@ impl Headers {
             end_stream: false,
             block: Vec::new(),
         }
-    }
-}
-
-/// The hasher of the stream table: stream ids are distinct small numbers, so one
-/// multiplication spreads them (the table uses the high bits).
-#[derive(Default)]
-pub(super) struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
