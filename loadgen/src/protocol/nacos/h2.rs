@@ -15,8 +15,13 @@
 //! The connection is never silently re-opened: when it is gone, calls fail.
 
 mod conn;
+mod grpc;
+mod stream;
+mod waiters;
 
 use bytes::Bytes;
+#[cfg(test)]
+use conn::{CONNECTION_WINDOW, STREAM_WINDOW};
 use conn::{Headers, Inner, Kind};
 use h2wire::frame;
 use h2wire::hpack;
@@ -30,14 +35,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::{Code, Status};
+use tonic::Status;
 
 /// The read buffer: any frame we allow (16 KiB and its head) fits several times.
 const READ_BUFFER: usize = 64 * 1024;
 
 struct Shared {
     inner: Mutex<Inner>,
-    /// Wakes the deadline task when a call with a deadline opens and none is armed.
+    /// Wakes the deadline task when a call opens with a deadline earlier than the one it
+    /// sleeps until (or it sleeps until none).
     deadlines: tokio::sync::Notify,
     /// The HPACK blocks of the two request heads.
     unary_head: Vec<u8>,
@@ -123,6 +129,7 @@ impl H2 {
             frame,
             id: 0,
             deadline: Instant::now() + timeout,
+            ticket: 0,
             waiting: None,
         }
         .await
@@ -137,9 +144,17 @@ impl H2 {
     ) -> Result<BiStream, Status> {
         let first = outbound.recv().await.unwrap_or_default();
         let shared = &self.shared;
+        let mut ticket = Ticket { shared, ticket: 0 };
         let id = poll_fn(|cx| {
             let mut inner = shared.inner.lock();
-            let opened = inner.open(cx, Kind::Stream, &shared.stream_head, &first, false, None);
+            let opened = inner.open(
+                cx,
+                &mut ticket.ticket,
+                Kind::Stream,
+                &shared.stream_head,
+                &first,
+                None,
+            );
             if opened.is_ready() {
                 inner.flush_from_caller(cx);
             }
@@ -179,6 +194,20 @@ impl H2 {
     }
 }
 
+/// The place of the bi-stream's opener in the queue for a stream, left when it is dropped.
+struct Ticket<'a> {
+    shared: &'a Shared,
+    ticket: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.ticket != 0 {
+            self.shared.inner.lock().leave(&mut self.ticket);
+        }
+    }
+}
+
 /// Queues DATA on stream `id` and has it written; false when the stream is gone.
 fn send_on(shared: &Shared, id: u32, data: &[u8], end: bool) -> bool {
     let mut inner = shared.inner.lock();
@@ -189,7 +218,7 @@ fn send_on(shared: &Shared, id: u32, data: &[u8], end: bool) -> bool {
     queued
 }
 
-fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+pub(super) fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
@@ -219,6 +248,8 @@ struct Call<'a> {
     frame: Bytes,
     id: u32,
     deadline: Instant,
+    /// The call's place in the queue for a stream (0: none).
+    ticket: u64,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -232,10 +263,10 @@ impl Future for Call<'_> {
             let deadline = Some(this.deadline);
             match inner.open(
                 cx,
+                &mut this.ticket,
                 Kind::Unary,
                 &this.shared.unary_head,
                 &this.frame,
-                true,
                 deadline,
             ) {
                 Poll::Ready(Ok(id)) => this.id = id,
@@ -245,14 +276,16 @@ impl Future for Call<'_> {
                     let timer = this.waiting.get_or_insert_with(|| {
                         Box::pin(tokio::time::sleep_until(this.deadline.into()))
                     });
-                    return match timer.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Err(CallError::Timeout)),
-                        Poll::Pending => Poll::Pending,
-                    };
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.shared.inner.lock().leave(&mut this.ticket);
+                    return Poll::Ready(Err(CallError::Timeout));
                 }
             }
             this.waiting = None;
-            if !inner.timer_armed {
+            if inner.armed.is_none_or(|at| this.deadline < at) {
+                inner.armed = Some(this.deadline);
                 this.shared.deadlines.notify_one();
             }
             inner.flush_from_caller(cx);
@@ -268,7 +301,7 @@ impl Future for Call<'_> {
         let result = if slot.timed_out && !slot.remote_end {
             Err(CallError::Timeout)
         } else {
-            unary_result(slot).map_err(CallError::Status)
+            grpc::unary_result(slot).map_err(CallError::Status)
         };
         this.id = 0;
         inner.remove(id);
@@ -277,21 +310,23 @@ impl Future for Call<'_> {
 }
 
 /// Fails the calls whose deadline passed: sleeps until the earliest deadline of the calls
-/// in flight, or, when none has one, until a call opens.
+/// in flight, or until a call opens with an earlier one.
 async fn deadlines(shared: Arc<Shared>) {
     let mut wake = Vec::new();
     loop {
         let next = {
             let mut inner = shared.inner.lock();
             let next = inner.expire(Instant::now(), &mut wake);
-            inner.timer_armed = next.is_some();
+            inner.armed = next;
             next
         };
         for w in wake.drain(..) {
             w.wake();
         }
         match next {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at.into(), shared.deadlines.notified()).await;
+            }
             None => shared.deadlines.notified().await,
         }
     }
@@ -310,34 +345,9 @@ impl Drop for Call<'_> {
     fn drop(&mut self) {
         if self.id != 0 {
             self.shared.inner.lock().remove(self.id);
+        } else if self.ticket != 0 {
+            self.shared.inner.lock().leave(&mut self.ticket);
         }
-    }
-}
-
-/// The outcome of a finished unary stream: its error, else its one message unless the
-/// trailers carry an error.
-fn unary_result(slot: &conn::Slot) -> Result<Bytes, Status> {
-    if let Some(e) = &slot.error {
-        return Err(e.clone());
-    }
-    let data = &slot.data[slot.taken..];
-    let message = conn::next_message(data)?;
-    if let Some(m) = message {
-        // Messages after the first are read (they must be whole) but not kept.
-        let mut rest = &data[m.len() + 5..];
-        while !rest.is_empty() {
-            match conn::next_message(rest)? {
-                Some(next) => rest = &rest[next.len() + 5..],
-                None => return Err(Status::internal("the body ended inside a message")),
-            }
-        }
-    } else if !data.is_empty() {
-        return Err(Status::internal("the body ended inside a message"));
-    }
-    match (message, &slot.trailers) {
-        (_, Some(s)) if s.code() != Code::Ok => Err(s.clone()),
-        (Some(m), _) => Ok(Bytes::copy_from_slice(m)),
-        (None, _) => Err(Status::internal("the call ended without a message")),
     }
 }
 
@@ -352,32 +362,11 @@ impl BiStream {
     pub(crate) async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         poll_fn(|cx| {
             let mut inner = self.shared.inner.lock();
-            let id = self.id;
-            if let Some(m) = inner.take_message(id) {
-                if inner.has_output() {
-                    inner.flush_from_caller(cx);
-                }
-                return Poll::Ready(Some(m));
+            let next = inner.poll_message(self.id, cx);
+            if next.is_ready() && inner.has_output() {
+                inner.flush_from_caller(cx);
             }
-            let Some(slot) = inner.slot(id) else {
-                return Poll::Ready(None);
-            };
-            if let Some(e) = slot.error.take() {
-                // Reported once; the stream is over.
-                slot.remote_end = true;
-                return Poll::Ready(Some(Err(e)));
-            }
-            if slot.remote_end {
-                if slot.taken < slot.data.len() {
-                    slot.taken = slot.data.len();
-                    return Poll::Ready(Some(Err(Status::internal(
-                        "the body ended inside a message",
-                    ))));
-                }
-                return Poll::Ready(None);
-            }
-            set_waker(&mut slot.waker, cx);
-            Poll::Pending
+            next
         })
         .await
     }
@@ -405,10 +394,15 @@ async fn drive(
             {
                 let mut inner = shared.inner.lock();
                 set_waker(&mut inner.task, cx);
-                if inner.has_output()
-                    && let Poll::Ready(Err(e)) = inner.flush(cx)
-                {
-                    return Poll::Ready(unavailable(&e));
+                if inner.has_output() {
+                    match inner.flush(cx) {
+                        Poll::Ready(Err(e)) => return Poll::Ready(unavailable(&e)),
+                        // Read on once the server takes some of what is queued.
+                        Poll::Pending if inner.backlog() > conn::OUT_HIGH_WATER => {
+                            return Poll::Pending;
+                        }
+                        _ => {}
+                    }
                 }
             }
             let mut rb = ReadBuf::new(&mut buf[filled..]);

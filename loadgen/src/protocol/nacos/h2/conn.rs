@@ -11,7 +11,9 @@
 use bytes::Bytes;
 use h2wire::frame::{self, ErrorCode, Frame};
 use h2wire::hpack;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -20,69 +22,30 @@ use tokio::io::AsyncWrite;
 use tonic::{Code, Status};
 
 use super::super::wire::GRPC_PREFIX;
+use super::grpc::{Fields, next_message};
+use super::stream::{IdHash, write_within};
+pub(super) use super::stream::{Kind, Slot};
+use super::waiters::Waiters;
 
 /// Receive windows: large enough that window updates are rare (one per ~half a MiB
 /// received) whatever the number of calls in flight.
 pub(super) const STREAM_WINDOW: u32 = 1 << 20;
 pub(super) const CONNECTION_WINDOW: u32 = 2 << 20;
+/// The largest header block (HEADERS and CONTINUATIONs) accepted from the server: a
+/// larger one is a connection error.
+const MAX_HEADER_BLOCK: usize = 64 << 10;
+/// Bytes queued to the server over which the reading task stops reading (a server that
+/// sends PINGs or SETTINGS but does not read our acks cannot grow the send buffer further).
+pub(super) const OUT_HIGH_WATER: usize = 256 << 10;
 /// The largest header list accepted from the server (a larger one fails its call).
 const MAX_HEADER_LIST: usize = 1 << 20;
+/// The largest message accepted from the server (as the Nacos Java client): a larger one
+/// resets its stream.
+pub(super) const MAX_MESSAGE: usize = 10 << 20;
 /// Buffers of finished streams kept for new ones.
 const SPARE_BUFFERS: usize = 16;
 
 pub(super) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// What a stream is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// One request message, one reply message.
-    Unary,
-    /// The bi-stream: messages both ways for the connection's life.
-    Stream,
-}
-
-/// One stream in flight.
-pub(super) struct Slot {
-    pub(super) kind: Kind,
-    /// We sent END_STREAM (or reset).
-    local_end: bool,
-    /// The server sent END_STREAM (or reset).
-    pub(super) remote_end: bool,
-    /// The stream no longer counts against MAX_CONCURRENT_STREAMS.
-    closed: bool,
-    /// The response headers arrived.
-    pub(super) headers: bool,
-    /// Response DATA not yet taken, from `taken` on.
-    pub(super) data: Vec<u8>,
-    pub(super) taken: usize,
-    /// Why the call failed (reset, GOAWAY, a bad response, the connection's end).
-    pub(super) error: Option<Status>,
-    /// The status from the trailers.
-    pub(super) trailers: Option<Status>,
-    pub(super) waker: Option<Waker>,
-    send_window: i64,
-    /// DATA the windows did not let out yet, and whether END_STREAM follows it.
-    pending: Vec<u8>,
-    pending_end: bool,
-    /// Received bytes taken by the reader but not yet given back (the bi-stream).
-    unacked: u32,
-    /// When a unary call gives up, and whether it has.
-    deadline: Option<Instant>,
-    pub(super) timed_out: bool,
-}
-
-impl Slot {
-    /// Whether the caller has all it will get.
-    pub(super) fn finished(&self) -> bool {
-        self.remote_end || self.error.is_some() || self.timed_out
-    }
-
-    fn fail(&mut self, status: Status) {
-        if self.error.is_none() && !self.remote_end {
-            self.error = Some(status);
-        }
-    }
-}
 
 pub(super) struct Inner {
     w: Option<Writer>,
@@ -93,14 +56,16 @@ pub(super) struct Inner {
     /// The reading task, to hand it a write that would block.
     pub(super) task: Option<Waker>,
     next_id: u32,
-    /// Streams by id: `slots[i]` is stream `base + 2 i`; `None` once finished and taken.
-    slots: VecDeque<Option<Slot>>,
-    base: u32,
+    /// The streams in flight (the bi-stream among them) by id, until their caller is done.
+    slots: HashMap<u32, Slot, BuildHasherDefault<IdHash>>,
+    /// The deadlines of the unary calls, earliest first; an entry whose stream is gone or
+    /// finished is dropped when it reaches the top.
+    deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
     /// Open streams, against the peer's MAX_CONCURRENT_STREAMS.
     active: u32,
     max_concurrent: u32,
     /// Calls waiting for a stream.
-    waiting: Vec<Waker>,
+    waiting: Waiters,
     send_window: i64,
     peer_initial_window: i64,
     peer_max_frame: u32,
@@ -112,8 +77,8 @@ pub(super) struct Inner {
     /// Why the connection can take no new call.
     pub(super) closed: Option<Status>,
     spare: Vec<Vec<u8>>,
-    /// The deadline task sleeps until a call's deadline (else it waits to be notified).
-    pub(super) timer_armed: bool,
+    /// The deadline the deadline task sleeps until (it is notified of an earlier one).
+    pub(super) armed: Option<Instant>,
 }
 
 /// A connection error: the GOAWAY we send.
@@ -152,11 +117,11 @@ impl Inner {
             unflushed: false,
             task: None,
             next_id: 1,
-            slots: VecDeque::new(),
-            base: 1,
+            slots: HashMap::default(),
+            deadlines: BinaryHeap::new(),
             active: 0,
             max_concurrent: u32::MAX,
-            waiting: Vec::new(),
+            waiting: Waiters::default(),
             send_window: i64::from(frame::DEFAULT_WINDOW),
             peer_initial_window: i64::from(frame::DEFAULT_WINDOW),
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -165,13 +130,18 @@ impl Inner {
             goaway: None,
             closed: None,
             spare: Vec::new(),
-            timer_armed: false,
+            armed: None,
         }
     }
 
     /// Queues a GOAWAY for a connection error of ours.
     pub(super) fn goaway(&mut self, code: ErrorCode, reason: &str) {
         frame::write_goaway(&mut self.out, 0, code, reason.as_bytes());
+    }
+
+    /// Bytes queued and not written yet.
+    pub(super) fn backlog(&self) -> usize {
+        self.out.len() - self.out_pos
     }
 
     pub(super) fn has_output(&self) -> bool {
@@ -222,28 +192,35 @@ impl Inner {
     }
 
     pub(super) fn slot(&mut self, id: u32) -> Option<&mut Slot> {
-        let i = (id.checked_sub(self.base)? / 2) as usize;
-        self.slots.get_mut(i)?.as_mut()
+        self.slots.get_mut(&id)
     }
 
-    /// Opens a stream: HEADERS with `head`, then `first` as DATA (END_STREAM when `end`).
-    /// `Pending` (the waker kept) while the peer's MAX_CONCURRENT_STREAMS are all open.
+    /// Opens a stream: HEADERS with `head`, then `first` as DATA (with END_STREAM for a
+    /// unary call, which has a `deadline`).
+    /// `Pending` while the peer's MAX_CONCURRENT_STREAMS are all open, the caller queued
+    /// under `ticket` (see [`Waiters`]).
     pub(super) fn open(
         &mut self,
         cx: &mut Context<'_>,
+        ticket: &mut u64,
         kind: Kind,
         head: &[u8],
         first: &[u8],
-        end: bool,
         deadline: Option<Instant>,
     ) -> Poll<Result<u32, Status>> {
-        if let Some(why) = &self.closed {
-            return Poll::Ready(Err(why.clone()));
+        let end = kind == Kind::Unary;
+        if let Some(why) = self.closed.clone() {
+            self.leave(ticket);
+            return Poll::Ready(Err(why));
         }
-        if self.active >= self.max_concurrent {
-            self.waiting.push(cx.waker().clone());
+        if !self
+            .waiting
+            .has_room(*ticket, self.active, self.max_concurrent)
+        {
+            self.waiting.wait(ticket, cx);
             return Poll::Pending;
         }
+        self.waiting.leave(ticket);
         let id = self.next_id;
         if id > frame::MAX_WINDOW {
             return Poll::Ready(Err(Status::unavailable(
@@ -251,11 +228,8 @@ impl Inner {
             )));
         }
         self.next_id += 2;
-        if self.slots.is_empty() {
-            self.base = id;
-        }
         let data = self.spare.pop().unwrap_or_default();
-        self.slots.push_back(Some(Slot {
+        let mut slot = Slot {
             kind,
             local_end: false,
             remote_end: false,
@@ -264,15 +238,13 @@ impl Inner {
             data,
             taken: 0,
             error: None,
-            trailers: None,
             waker: None,
             send_window: self.peer_initial_window,
             pending: Vec::new(),
             pending_end: false,
             unacked: 0,
-            deadline,
             timed_out: false,
-        }));
+        };
         self.active += 1;
         match self.table_size_update.take() {
             None => frame::write_headers(&mut self.out, id, head, false, self.peer_max_frame),
@@ -283,18 +255,21 @@ impl Inner {
                 frame::write_headers(&mut self.out, id, &block, false, self.peer_max_frame);
             }
         }
-        let fits = first.len() as i64 <= self.send_window.min(self.peer_initial_window)
-            && first.len() <= self.peer_max_frame as usize;
-        if fits && !first.is_empty() {
-            // The usual case: the whole message goes out at once.
-            frame::write_data(&mut self.out, id, first, end);
-            self.send_window -= first.len() as i64;
-            if let Some(slot) = self.slots.back_mut().and_then(Option::as_mut) {
-                slot.send_window -= first.len() as i64;
-                slot.local_end = end;
-            }
-        } else if !first.is_empty() || end {
-            self.send(id, first, end);
+        // Usually the whole message goes out at once; what the windows hold back waits.
+        let window = self.send_window.min(slot.send_window);
+        let max_frame = self.peer_max_frame as usize;
+        let n = write_within(&mut self.out, id, first, end, window, max_frame);
+        self.send_window -= n as i64;
+        slot.send_window -= n as i64;
+        if n == first.len() {
+            slot.local_end = end;
+        } else {
+            slot.pending.extend_from_slice(&first[n..]);
+            slot.pending_end = end;
+        }
+        self.slots.insert(id, slot);
+        if let Some(d) = deadline {
+            self.deadlines.push(Reverse((d, id)));
         }
         Poll::Ready(Ok(id))
     }
@@ -318,41 +293,20 @@ impl Inner {
     fn send_pending(&mut self, id: u32) {
         let max_frame = self.peer_max_frame as usize;
         let conn_window = self.send_window;
-        let (out, slot) = {
-            let Some(i) = id.checked_sub(self.base).map(|d| (d / 2) as usize) else {
-                return;
-            };
-            let Some(Some(slot)) = self.slots.get_mut(i) else {
-                return;
-            };
-            (&mut self.out, slot)
+        let out = &mut self.out;
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
         };
         if slot.local_end {
             return;
         }
-        let allowed = conn_window.min(slot.send_window).max(0) as usize;
-        let n = slot.pending.len().min(allowed);
-        let all = n == slot.pending.len();
-        let mut sent = 0;
-        while sent < n {
-            let len = (n - sent).min(max_frame);
-            let last = sent + len == n;
-            frame::write_data(
-                out,
-                id,
-                &slot.pending[sent..sent + len],
-                last && all && slot.pending_end,
-            );
-            sent += len;
-        }
-        if all && slot.pending_end && n == 0 {
-            frame::write_data(out, id, &[], true);
+        let window = conn_window.min(slot.send_window);
+        let n = write_within(out, id, &slot.pending, slot.pending_end, window, max_frame);
+        if n == slot.pending.len() && slot.pending_end {
+            slot.local_end = true;
         }
         slot.pending.drain(..n);
         slot.send_window -= n as i64;
-        if all && slot.pending_end {
-            slot.local_end = true;
-        }
         self.send_window -= n as i64;
         self.close_if_done(id);
     }
@@ -367,43 +321,71 @@ impl Inner {
         }
         slot.closed = true;
         self.active -= 1;
-        if let Some(w) = self.waiting.pop() {
-            w.wake();
+        self.waiting.grant(self.active, self.max_concurrent);
+    }
+
+    /// Takes a call waiting for a stream out of the queue (it gave up or failed).
+    pub(super) fn leave(&mut self, ticket: &mut u64) {
+        if self.waiting.leave(ticket) {
+            self.waiting.grant(self.active, self.max_concurrent);
         }
     }
 
     /// Removes stream `id` (its caller is done with it): a stream still open is reset
     /// (CANCEL).
     pub(super) fn remove(&mut self, id: u32) {
-        let Some(i) = id.checked_sub(self.base).map(|d| (d / 2) as usize) else {
-            return;
-        };
-        let Some(mut slot) = self.slots.get_mut(i).and_then(Option::take) else {
+        let Some(mut slot) = self.slots.remove(&id) else {
             return;
         };
         if !slot.closed {
-            if !(slot.local_end && slot.remote_end) && self.closed.is_none() {
+            // After a GOAWAY too: only a connection gone takes no RST_STREAM.
+            if !(slot.local_end && slot.remote_end) && self.w.is_some() {
                 frame::write_rst_stream(&mut self.out, id, ErrorCode::CANCEL);
                 self.wake_task();
             }
             self.active -= 1;
-            if let Some(w) = self.waiting.pop() {
-                w.wake();
-            }
+            self.waiting.grant(self.active, self.max_concurrent);
         }
         if self.spare.len() < SPARE_BUFFERS && slot.data.capacity() <= STREAM_WINDOW as usize {
             slot.data.clear();
             self.spare.push(std::mem::take(&mut slot.data));
         }
-        while let Some(None) = self.slots.front() {
-            self.slots.pop_front();
-            self.base += 2;
-        }
+        self.prune_deadlines();
     }
 
-    /// Takes the next whole message of a bi-stream, giving its bytes back to the
-    /// stream's window.
-    pub(super) fn take_message(&mut self, id: u32) -> Option<Result<Bytes, Status>> {
+    /// The bi-stream's next message, its error (reported once: the stream is then over),
+    /// or `None` at its end; `Pending` (the waker kept) until one of them.
+    pub(super) fn poll_message(
+        &mut self,
+        id: u32,
+        cx: &Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Status>>> {
+        if let Some(m) = self.take_message(id) {
+            return Poll::Ready(Some(m));
+        }
+        let Some(slot) = self.slot(id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(e) = slot.error.take() {
+            slot.remote_end = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        if slot.remote_end {
+            if slot.taken < slot.data.len() {
+                slot.taken = slot.data.len();
+                return Poll::Ready(Some(Err(Status::internal(
+                    "the body ended inside a message",
+                ))));
+            }
+            return Poll::Ready(None);
+        }
+        super::set_waker(&mut slot.waker, cx);
+        Poll::Pending
+    }
+
+    /// Takes the next whole message of a bi-stream (its window is given back as it
+    /// arrived, or now if the reader was behind: see [`Inner::give_back`]).
+    fn take_message(&mut self, id: u32) -> Option<Result<Bytes, Status>> {
         let slot = self.slot(id)?;
         let message = match next_message(&slot.data[slot.taken..]) {
             Ok(Some(m)) => Bytes::copy_from_slice(m),
@@ -419,30 +401,63 @@ impl Inner {
             slot.data.drain(..slot.taken);
             slot.taken = 0;
         }
-        slot.unacked += used as u32;
-        if slot.unacked >= STREAM_WINDOW / 2 && !slot.remote_end {
-            let n = std::mem::take(&mut slot.unacked);
-            frame::write_window_update(&mut self.out, id, n);
-        }
+        self.give_back(id);
         Some(Ok(message))
+    }
+
+    /// Gives the bytes received on stream `id` back to its window once half of it is used:
+    /// always for a unary call (its size is bounded by [`MAX_MESSAGE`]) and for the
+    /// bi-stream while its reader keeps up (less than a window buffered) or while the
+    /// message buffered is not whole yet (its reader cannot make room).
+    fn give_back(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if slot.unacked < STREAM_WINDOW / 2 || slot.remote_end {
+            return;
+        }
+        let buffered = &slot.data[slot.taken..];
+        if slot.kind == Kind::Stream
+            && buffered.len() >= STREAM_WINDOW as usize
+            && matches!(next_message(buffered), Ok(Some(_)))
+        {
+            return;
+        }
+        let n = std::mem::take(&mut slot.unacked);
+        frame::write_window_update(&mut self.out, id, n);
     }
 
     /// Marks the calls whose deadline passed (their wakers go to `wake`); returns the
     /// earliest deadline still to come.
     pub(super) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        for slot in self.slots.iter_mut().flatten() {
-            let Some(d) = slot.deadline.filter(|_| !slot.finished()) else {
-                continue;
-            };
-            if d <= now {
+        while let Some(&Reverse((d, id))) = self.deadlines.peek() {
+            if d > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(slot) = self.slots.get_mut(&id).filter(|s| !s.finished()) {
                 slot.timed_out = true;
                 wake.extend(slot.waker.take());
-            } else {
-                next = Some(next.map_or(d, |n| n.min(d)));
             }
         }
-        next
+        self.prune_deadlines();
+        self.deadlines.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Drops the earliest deadlines while their calls are gone or finished.
+    fn prune_deadlines(&mut self) {
+        while let Some(&Reverse((_, id))) = self.deadlines.peek() {
+            if self.slots.get(&id).is_some_and(|s| !s.finished()) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    /// The number of streams kept (tests).
+    #[cfg(test)]
+    pub(super) fn table_len(&self) -> (usize, usize) {
+        (self.slots.len(), self.deadlines.len())
     }
 
     /// Ends the connection: every call not finished fails with `why`.
@@ -450,11 +465,11 @@ impl Inner {
         if self.closed.is_none() {
             self.closed = Some(why.clone());
         }
-        for slot in self.slots.iter_mut().flatten() {
+        for slot in self.slots.values_mut() {
             slot.fail(why.clone());
             wake.extend(slot.waker.take());
         }
-        wake.append(&mut self.waiting);
+        self.waiting.wake_all(wake);
     }
 
     /// Drops the write half (the socket closes once the reading task ends too).
@@ -488,12 +503,7 @@ impl Inner {
                 end_headers,
                 block,
             } => {
-                if stream >= self.next_id || stream.is_multiple_of(2) {
-                    return Err(conn_error(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "HEADERS on a stream we did not open",
-                    ));
-                }
+                self.opened(stream, "HEADERS on a stream we did not open")?;
                 headers.block.clear();
                 headers.block.extend_from_slice(block);
                 headers.stream = stream;
@@ -513,20 +523,22 @@ impl Inner {
                         "CONTINUATION without HEADERS",
                     ));
                 }
+                if headers.block.len() + block.len() > MAX_HEADER_BLOCK {
+                    return Err(conn_error(
+                        ErrorCode::ENHANCE_YOUR_CALM,
+                        "a header block over 64 KiB",
+                    ));
+                }
                 headers.block.extend_from_slice(block);
                 if end_headers {
                     self.header_block(headers, wake)?;
                 }
             }
             Frame::RstStream { stream, code } => {
-                if let Some(slot) = self.slot(stream) {
-                    slot.fail(Status::unavailable(format!(
-                        "stream reset by the server: {code}"
-                    )));
-                    slot.local_end = true;
-                    slot.remote_end = true;
-                    wake.extend(slot.waker.take());
-                    self.close_if_done(stream);
+                self.opened(stream, "RST_STREAM on a stream we did not open")?;
+                if self.slots.contains_key(&stream) {
+                    let why = Status::unavailable(format!("stream reset by the server: {code}"));
+                    self.end_stream(stream, why, wake);
                 }
             }
             Frame::Settings { ack: true, .. } => {}
@@ -548,17 +560,14 @@ impl Inner {
                     String::from_utf8_lossy(debug)
                 ));
                 self.goaway = Some(last_stream.min(self.goaway.unwrap_or(u32::MAX)));
-                for (i, slot) in self.slots.iter_mut().enumerate() {
-                    let id = self.base + 2 * i as u32;
-                    if let Some(slot) = slot.as_mut().filter(|_| id > last_stream) {
-                        slot.fail(why.clone());
-                        wake.extend(slot.waker.take());
-                    }
+                for (_, slot) in self.slots.iter_mut().filter(|(id, _)| **id > last_stream) {
+                    slot.fail(why.clone());
+                    wake.extend(slot.waker.take());
                 }
                 if self.closed.is_none() {
                     self.closed = Some(why);
                 }
-                wake.append(&mut self.waiting);
+                self.waiting.wake_all(wake);
             }
             Frame::WindowUpdate {
                 stream: 0,
@@ -574,6 +583,7 @@ impl Inner {
                 self.send_all_pending();
             }
             Frame::WindowUpdate { stream, increment } => {
+                self.opened(stream, "WINDOW_UPDATE on a stream we did not open")?;
                 let Some(slot) = self.slot(stream) else {
                     return Ok(());
                 };
@@ -600,11 +610,30 @@ impl Inner {
         Ok(())
     }
 
+    /// A connection error unless `stream` is one of ours (odd: no push) already opened: a
+    /// frame on any other is on an idle stream (RFC 9113 §5.1).
+    fn opened(&self, stream: u32, what: &'static str) -> Result<(), ConnError> {
+        if stream >= self.next_id || stream.is_multiple_of(2) {
+            return Err(conn_error(ErrorCode::PROTOCOL_ERROR, what));
+        }
+        Ok(())
+    }
+
     /// Resets stream `id` from our side and fails its call.
     fn reset(&mut self, id: u32, code: ErrorCode, reason: &str, wake: &mut Vec<Waker>) {
+        self.reset_with(id, code, stream_error(code, reason), wake);
+    }
+
+    /// Resets stream `id` from our side and fails its call with `why`.
+    fn reset_with(&mut self, id: u32, code: ErrorCode, why: Status, wake: &mut Vec<Waker>) {
         frame::write_rst_stream(&mut self.out, id, code);
+        self.end_stream(id, why, wake);
+    }
+
+    /// Ends stream `id` both ways (a reset) and fails its call with `why`.
+    fn end_stream(&mut self, id: u32, why: Status, wake: &mut Vec<Waker>) {
         if let Some(slot) = self.slot(id) {
-            slot.fail(stream_error(code, reason));
+            slot.fail(why);
             slot.local_end = true;
             slot.remote_end = true;
             wake.extend(slot.waker.take());
@@ -619,18 +648,16 @@ impl Inner {
             frame::HEADER_TABLE_SIZE if (value as usize) < hpack::DEFAULT_TABLE_SIZE => {
                 self.table_size_update = Some(value as usize);
             }
-            frame::ENABLE_PUSH if value > 1 => {
+            // A server may not enable push (RFC 9113 §6.5.2).
+            frame::ENABLE_PUSH if value != 0 => {
                 return Err(conn_error(
                     ErrorCode::PROTOCOL_ERROR,
-                    "ENABLE_PUSH not 0 or 1",
+                    "ENABLE_PUSH from a server not 0",
                 ));
             }
             frame::MAX_CONCURRENT_STREAMS => {
                 self.max_concurrent = value;
-                // More room: let waiting calls try again.
-                for w in self.waiting.drain(..) {
-                    w.wake();
-                }
+                self.waiting.grant(self.active, self.max_concurrent);
             }
             frame::INITIAL_WINDOW_SIZE => {
                 if value > frame::MAX_WINDOW {
@@ -641,7 +668,7 @@ impl Inner {
                 }
                 let delta = i64::from(value) - self.peer_initial_window;
                 self.peer_initial_window = i64::from(value);
-                for slot in self.slots.iter_mut().flatten() {
+                for slot in self.slots.values_mut() {
                     slot.send_window += delta;
                     if slot.send_window > i64::from(frame::MAX_WINDOW) {
                         return Err(conn_error(
@@ -672,12 +699,8 @@ impl Inner {
         let ids: Vec<u32> = self
             .slots
             .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                s.as_ref()
-                    .is_some_and(|s| !s.local_end && !s.pending.is_empty())
-            })
-            .map(|(i, _)| self.base + 2 * i as u32)
+            .filter(|(_, s)| !s.local_end && !s.pending.is_empty())
+            .map(|(id, _)| *id)
             .collect();
         for id in ids {
             self.send_pending(id);
@@ -692,10 +715,12 @@ impl Inner {
         flow_len: u32,
         wake: &mut Vec<Waker>,
     ) -> Result<(), ConnError> {
-        if stream >= self.next_id || stream.is_multiple_of(2) {
+        self.opened(stream, "DATA on a stream we did not open")?;
+        // Bytes not given back yet are the windows the server used.
+        if self.recv_unacked + flow_len > CONNECTION_WINDOW {
             return Err(conn_error(
-                ErrorCode::PROTOCOL_ERROR,
-                "DATA on a stream we did not open",
+                ErrorCode::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection window",
             ));
         }
         // The connection window is given back at once: what arrives is buffered with its
@@ -708,6 +733,12 @@ impl Inner {
         let Some(slot) = self.slot(stream) else {
             return Ok(());
         };
+        if slot.unacked + flow_len > STREAM_WINDOW {
+            return Err(conn_error(
+                ErrorCode::FLOW_CONTROL_ERROR,
+                "DATA beyond the stream window",
+            ));
+        }
         if slot.remote_end {
             self.reset(
                 stream,
@@ -727,14 +758,25 @@ impl Inner {
             return Ok(());
         }
         slot.data.extend_from_slice(data);
-        if slot.kind == Kind::Unary {
-            // A unary reply is taken whole at its end: its window is given back as it
-            // arrives.
-            slot.unacked += flow_len;
-            if slot.unacked >= STREAM_WINDOW / 2 && !end_stream {
-                let n = std::mem::take(&mut slot.unacked);
-                frame::write_window_update(&mut self.out, stream, n);
-            }
+        // Padding included.
+        slot.unacked += flow_len;
+        let buffered = &slot.data[slot.taken..];
+        let too_large = if slot.kind == Kind::Unary {
+            buffered.len() > GRPC_PREFIX + MAX_MESSAGE
+        } else {
+            buffered.len() >= GRPC_PREFIX
+                && u32::from_be_bytes([buffered[1], buffered[2], buffered[3], buffered[4]]) as usize
+                    > MAX_MESSAGE
+        };
+        if too_large {
+            let why = Status::resource_exhausted(format!(
+                "a message from the server over {MAX_MESSAGE} bytes"
+            ));
+            self.reset_with(stream, ErrorCode::CANCEL, why, wake);
+            return Ok(());
+        }
+        if !end_stream {
+            self.give_back(stream);
         }
         let Some(slot) = self.slot(stream) else {
             return Ok(());
@@ -813,11 +855,12 @@ impl Inner {
             );
             return Ok(());
         } else {
-            // Only an error is kept: an OK status adds nothing to the message.
-            slot.trailers = match fields.grpc_status {
-                None | Some(0) => None,
-                Some(_) => fields.grpc_status(),
-            };
+            // An OK status adds nothing to the message; without a status the call failed.
+            match fields.grpc_status() {
+                Some(status) if status.code() == Code::Ok => {}
+                Some(status) => slot.fail(status),
+                None => slot.fail(Status::internal("trailers without grpc-status")),
+            }
         }
         let Some(slot) = self.slot(stream) else {
             return Ok(());
@@ -850,69 +893,4 @@ impl Headers {
             block: Vec::new(),
         }
     }
-}
-
-/// The fields of a response head or trailers that matter to a gRPC call.
-#[derive(Default)]
-struct Fields {
-    status: Option<u16>,
-    grpc_status: Option<i32>,
-    grpc_message: Option<String>,
-}
-
-impl Fields {
-    fn add(&mut self, name: &[u8], value: &[u8]) {
-        match name {
-            b":status" => {
-                self.status = digits(value).and_then(|n| u16::try_from(n).ok());
-            }
-            b"grpc-status" => {
-                self.grpc_status = digits(value).and_then(|n| i32::try_from(n).ok());
-            }
-            b"grpc-message" => {
-                // As an HTTP header value read as text: visible ASCII only.
-                let text = value
-                    .iter()
-                    .all(|&c| c == b'\t' || (0x20..0x7f).contains(&c));
-                self.grpc_message = Some(if text {
-                    String::from_utf8_lossy(value).into_owned()
-                } else {
-                    String::new()
-                });
-            }
-            _ => {}
-        }
-    }
-
-    fn grpc_status(&mut self) -> Option<Status> {
-        let code = self.grpc_status?;
-        Some(Status::new(
-            Code::from_i32(code),
-            self.grpc_message.take().unwrap_or_default(),
-        ))
-    }
-}
-
-/// A header value of ASCII digits only (at most nine) as a number.
-fn digits(v: &[u8]) -> Option<u32> {
-    if v.is_empty() || v.len() > 9 {
-        return None;
-    }
-    v.iter().try_fold(0u32, |n, &c| {
-        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-    })
-}
-
-/// The first whole gRPC message at the start of `data`, if it holds one.
-pub(super) fn next_message(data: &[u8]) -> Result<Option<&[u8]>, Status> {
-    if data.len() < GRPC_PREFIX {
-        return Ok(None);
-    }
-    if data[0] != 0 {
-        return Err(Status::internal(
-            "compressed gRPC messages are not supported",
-        ));
-    }
-    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-    Ok(data.get(GRPC_PREFIX..GRPC_PREFIX + len))
 }

@@ -6,6 +6,7 @@ use super::*;
 use h2wire::frame::{ErrorCode, Frame};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, DuplexStream};
+use tonic::Code;
 
 /// The server's end of the pipe: reads frames, writes frames.
 struct Server {
@@ -215,7 +216,7 @@ async fn unary_calls_with_huffman_dynamic_table_and_continuation() {
     s.send(&out).await;
     let (id2, _, data) = s.request(usize::MAX).await;
     assert_eq!(data, grpc(b"second"));
-    assert!(id2 > id);
+    assert_eq!(id2, id + 2);
     // The second answer refers to the dynamic table only.
     let mut out = Vec::new();
     frame::write_headers(&mut out, id2, &[0x88, 0xbf], false, 1 << 14);
@@ -301,7 +302,8 @@ async fn flow_control_frame_size_and_ping() {
             other => panic!("expected acks, got {other:?}"),
         }
     }
-    let message = vec![7u8; 100];
+    // Larger than a frame (the server's MAX_FRAME_SIZE is the default 16 KiB).
+    let message = vec![7u8; 40_000];
     let caller = tokio::spawn({
         let h2 = h2.clone();
         let message = message.clone();
@@ -311,7 +313,7 @@ async fn flow_control_frame_size_and_ping() {
     let (id, _, data) = s.request(10).await;
     assert_eq!(data.len(), 10);
     let mut out = Vec::new();
-    frame::write_window_update(&mut out, id, 1000);
+    frame::write_window_update(&mut out, id, 100_000);
     s.send(&out).await;
     let mut rest = Vec::new();
     loop {
@@ -319,6 +321,7 @@ async fn flow_control_frame_size_and_ping() {
             Frame::Data {
                 data, end_stream, ..
             } => {
+                assert!(data.len() <= 16_384, "a {}-byte DATA frame", data.len());
                 rest.extend_from_slice(data);
                 if end_stream {
                     break;
@@ -330,13 +333,23 @@ async fn flow_control_frame_size_and_ping() {
     let mut all = data;
     all.extend_from_slice(&rest);
     assert_eq!(all, grpc(&message));
-    // A large reply comes back; the client gives the window back.
-    let big = vec![1u8; 40_000];
+    // A reply over half the stream window: the client gives the window back.
+    let big = vec![1u8; STREAM_WINDOW as usize / 2 + 40_000];
     let mut out = Vec::new();
     frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
-    for chunk in grpc(&big).chunks(16_384) {
+    let body = grpc(&big);
+    for chunk in body.chunks(16_384) {
         frame::write_data(&mut out, id, chunk, false);
     }
+    s.send(&out).await;
+    let mut given = 0;
+    while given < STREAM_WINDOW / 2 {
+        match s.next().await {
+            Frame::WindowUpdate { stream, increment } if stream == id => given += increment,
+            other => panic!("expected a WINDOW_UPDATE of stream {id}, got {other:?}"),
+        }
+    }
+    let mut out = Vec::new();
     let mut block = Vec::new();
     hpack::encode_field(&mut block, b"grpc-status", b"0");
     frame::write_headers(&mut out, id, &block, true, 1 << 14);
@@ -365,7 +378,7 @@ async fn goaway_fails_later_streams_and_new_calls() {
         .expect("caller")
         .expect_err("above last stream");
     assert!(e.message().contains("GOAWAY"), "{e:?}");
-    assert!(id2 > id1);
+    assert_eq!(id2, id1 + 2);
     let e = call(&h2, b"three").await.expect_err("no new calls");
     assert_eq!(e.code(), Code::Unavailable);
     // The first stream still completes.
@@ -526,4 +539,371 @@ async fn a_call_times_out_and_resets_its_stream() {
     let (id, _, _) = s.request(usize::MAX).await;
     answer(&mut s, id, b"fine").await;
     assert_eq!(&next.await.expect("caller").expect("reply")[..], b"fine");
+}
+
+/// Opens the bi-stream and has the server answer its headers.
+async fn open_bi_stream(h2: &H2, s: &mut Server) -> (u32, BiStream, mpsc::Sender<Bytes>) {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
+    let opening = tokio::spawn({
+        let h2 = h2.clone();
+        async move { h2.open_stream(rx).await }
+    });
+    let (id, _, _) = s.request(grpc(b"setup").len()).await;
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    s.send(&out).await;
+    let stream = opening.await.expect("opener").expect("opened");
+    (id, stream, tx)
+}
+
+#[tokio::test]
+async fn the_stream_table_stays_small_while_the_bi_stream_is_open() {
+    let (h2, mut s) = Server::start().await;
+    let (_bi, _stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    const CALLS: usize = 3000;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            let mut largest = (0, 0);
+            for i in 0..CALLS {
+                let reply = call(&h2, &(i as u32).to_be_bytes()).await.expect("reply");
+                assert_eq!(&reply[..], &(i as u32).to_be_bytes());
+                let len = h2.shared.inner.lock().table_len();
+                largest = (largest.0.max(len.0), largest.1.max(len.1));
+            }
+            largest
+        }
+    });
+    for _ in 0..CALLS {
+        let (id, _, data) = s.request(usize::MAX).await;
+        answer(&mut s, id, &data[5..]).await;
+    }
+    let (streams, deadlines) = caller.await.expect("caller");
+    // The bi-stream, and at most the call in flight.
+    assert!(streams <= 2, "{streams} streams kept");
+    assert!(deadlines <= 1, "{deadlines} deadlines kept");
+}
+
+/// A DATA frame with `pad` bytes of padding.
+fn padded_data(out: &mut Vec<u8>, stream: u32, data: &[u8], pad: u8) {
+    let len = data.len() + 1 + usize::from(pad);
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[0x0, 0x8]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.push(pad);
+    out.extend_from_slice(data);
+    out.extend(std::iter::repeat_n(0u8, usize::from(pad)));
+}
+
+/// Sends `body` on stream `id` in padded DATA frames within the client's windows, reading
+/// its WINDOW_UPDATEs as needed.
+async fn send_within_windows(s: &mut Server, id: u32, body: &[u8]) {
+    const PAD: u8 = 200;
+    let (mut conn, mut stream) = (i64::from(CONNECTION_WINDOW), i64::from(STREAM_WINDOW));
+    for chunk in body.chunks(16_000) {
+        let flow = (chunk.len() + 1 + usize::from(PAD)) as i64;
+        while flow > conn.min(stream) {
+            match s.next().await {
+                Frame::WindowUpdate {
+                    stream: 0,
+                    increment,
+                } => conn += i64::from(increment),
+                Frame::WindowUpdate {
+                    stream: s,
+                    increment,
+                } if s == id => stream += i64::from(increment),
+                other => panic!("expected WINDOW_UPDATE, got {other:?}"),
+            }
+        }
+        let mut out = Vec::new();
+        padded_data(&mut out, id, chunk, PAD);
+        s.send(&out).await;
+        conn -= flow;
+        stream -= flow;
+    }
+}
+
+#[tokio::test]
+async fn a_push_larger_than_the_window_arrives_in_padded_frames() {
+    let (h2, mut s) = Server::start().await;
+    let (id, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    let big: Vec<u8> = (0..3 << 19).map(|i| i as u8).collect();
+    let reader = tokio::spawn(async move {
+        let first = stream.next().await.expect("a message").expect("ok");
+        let second = stream.next().await.expect("a message").expect("ok");
+        (first, second)
+    });
+    send_within_windows(&mut s, id, &grpc(&big)).await;
+    send_within_windows(&mut s, id, &grpc(b"later")).await;
+    let (first, second) = reader.await.expect("reader");
+    assert_eq!(first, big);
+    assert_eq!(&second[..], b"later");
+}
+
+#[tokio::test]
+async fn a_push_over_the_largest_message_resets_the_bi_stream() {
+    let (h2, mut s) = Server::start().await;
+    let (id, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    let mut out = Vec::new();
+    let mut head = vec![0];
+    head.extend_from_slice(&(conn::MAX_MESSAGE as u32 + 1).to_be_bytes());
+    frame::write_data(&mut out, id, &head, false);
+    s.send(&out).await;
+    assert_eq!(
+        s.next().await,
+        Frame::RstStream {
+            stream: id,
+            code: ErrorCode::CANCEL
+        }
+    );
+    let e = stream
+        .next()
+        .await
+        .expect("an error")
+        .expect_err("too large");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn a_waiter_that_times_out_passes_the_freed_stream_on() {
+    let (h2, mut s) = Server::start().await;
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(frame::MAX_CONCURRENT_STREAMS, 1)]);
+    s.send(&out).await;
+    assert!(matches!(s.next().await, Frame::Settings { ack: true, .. }));
+    let first = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"first").await }
+    });
+    let (id1, _, _) = s.request(usize::MAX).await;
+    // A waiter that gives up, then one that waits on.
+    let quitter = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            h2.unary(Bytes::from(grpc(b"quitter")), Duration::from_millis(100))
+                .await
+        }
+    });
+    tokio::task::yield_now().await;
+    let patient = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"patient").await }
+    });
+    assert!(matches!(
+        quitter.await.expect("quitter"),
+        Err(CallError::Timeout)
+    ));
+    answer(&mut s, id1, b"r1").await;
+    assert_eq!(&first.await.expect("first").expect("reply")[..], b"r1");
+    // The freed stream goes to the patient call at once, not at its deadline.
+    let (id2, _, data) = tokio::time::timeout(Duration::from_secs(1), s.request(usize::MAX))
+        .await
+        .expect("the waiting call opens its stream");
+    assert_eq!(data, grpc(b"patient"));
+    answer(&mut s, id2, b"r2").await;
+    assert_eq!(&patient.await.expect("patient").expect("reply")[..], b"r2");
+}
+
+#[tokio::test]
+async fn a_call_with_an_earlier_deadline_times_out_on_time() {
+    let (h2, mut s) = Server::start().await;
+    let slow = tokio::spawn({
+        let h2 = h2.clone();
+        async move { h2.unary(Bytes::from(grpc(b"slow")), DEADLINE).await }
+    });
+    let (_, _, _) = s.request(usize::MAX).await;
+    let started = std::time::Instant::now();
+    let quick = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            h2.unary(Bytes::from(grpc(b"quick")), Duration::from_millis(100))
+                .await
+        }
+    });
+    let (_, _, _) = s.request(usize::MAX).await;
+    let quick = tokio::time::timeout(Duration::from_secs(2), quick)
+        .await
+        .expect("the quick call times out before the slow one's deadline");
+    assert!(matches!(quick.expect("quick"), Err(CallError::Timeout)));
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    slow.abort();
+}
+
+/// Reads frames until the client's GOAWAY; returns its code.
+async fn goaway_code(s: &mut Server) -> ErrorCode {
+    loop {
+        match s.next().await {
+            Frame::GoAway { code, .. } => return code,
+            Frame::WindowUpdate { .. } | Frame::Settings { .. } | Frame::RstStream { .. } => {}
+            other => panic!("expected GOAWAY, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_on_streams_the_client_did_not_open_are_protocol_errors() {
+    for (kind, even) in [(0u8, true), (0, false), (1, true), (1, false)] {
+        let (h2, mut s) = Server::start().await;
+        let (id, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+        // Even: the stream after the bi-stream's (no push); odd: one not opened yet.
+        let other = if even { id + 1 } else { id + 2 };
+        let mut out = Vec::new();
+        if kind == 0 {
+            frame::write_rst_stream(&mut out, other, ErrorCode::CANCEL);
+        } else {
+            frame::write_window_update(&mut out, other, 100);
+        }
+        s.send(&out).await;
+        assert_eq!(goaway_code(&mut s).await, ErrorCode::PROTOCOL_ERROR);
+        let e = stream.next().await.expect("an error").expect_err("closed");
+        assert!(e.message().contains("did not open"), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn data_beyond_the_stream_window_is_a_flow_control_error() {
+    let (h2, mut s) = Server::start().await;
+    let (id, _stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    // Whole messages the reader does not take (its window is then not given back), sent
+    // without waiting for WINDOW_UPDATEs: twice the window.
+    let message = grpc(&[0; 16_384 - 5]);
+    let mut out = Vec::new();
+    for _ in 0..2 * STREAM_WINDOW as usize / message.len() {
+        frame::write_data(&mut out, id, &message, false);
+    }
+    // The client closes the connection before it has read all.
+    use tokio::io::AsyncWriteExt as _;
+    let _ = s.io.write_all(&out).await;
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::FLOW_CONTROL_ERROR);
+}
+
+#[tokio::test]
+async fn a_header_block_over_64_kib_is_a_connection_error() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"x").await }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    // The HEADERS frame without END_HEADERS, then CONTINUATIONs that never end.
+    out[4] &= !0x4;
+    for _ in 0..5 {
+        out.extend_from_slice(&[0, 0x40, 0, 0x9, 0]);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&[0x88; 16_384]);
+    }
+    s.send(&out).await;
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::ENHANCE_YOUR_CALM);
+    assert!(caller.await.expect("caller").is_err());
+}
+
+#[tokio::test]
+async fn a_server_that_floods_pings_and_does_not_read_is_not_buffered_for() {
+    let (h2, s) = Server::start().await;
+    let Server { io, .. } = s;
+    let (_read, mut write) = tokio::io::split(io);
+    let mut pings = Vec::new();
+    for _ in 0..(4 << 20) / 17 {
+        frame::write_ping(&mut pings, false, *b"flooding");
+    }
+    use tokio::io::AsyncWriteExt as _;
+    // The client stops reading: the flood cannot all be written.
+    let written = tokio::time::timeout(Duration::from_secs(2), write.write_all(&pings)).await;
+    assert!(written.is_err(), "the client read the whole flood");
+    let backlog = h2.shared.inner.lock().backlog();
+    assert!(
+        backlog <= conn::OUT_HIGH_WATER + READ_BUFFER,
+        "{backlog} bytes queued"
+    );
+}
+
+#[tokio::test]
+async fn trailers_without_grpc_status_fail_the_call() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move { call(&h2, b"x").await }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    frame::write_data(&mut out, id, &grpc(b"reply"), false);
+    let mut block = Vec::new();
+    hpack::encode_field(&mut block, b"x-other", b"1");
+    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    s.send(&out).await;
+    let e = caller.await.expect("caller").expect_err("no status");
+    assert_eq!(e.code(), Code::Internal);
+}
+
+#[tokio::test]
+async fn enable_push_from_the_server_is_a_protocol_error() {
+    let (_h2, mut s) = Server::start().await;
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(frame::ENABLE_PUSH, 1)]);
+    s.send(&out).await;
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::PROTOCOL_ERROR);
+}
+
+#[tokio::test]
+async fn after_goaway_a_call_below_the_last_stream_still_resets_its_stream() {
+    let (h2, mut s) = Server::start().await;
+    let caller = tokio::spawn({
+        let h2 = h2.clone();
+        async move {
+            h2.unary(Bytes::from(grpc(b"late")), Duration::from_millis(100))
+                .await
+        }
+    });
+    let (id, _, _) = s.request(usize::MAX).await;
+    let mut out = Vec::new();
+    frame::write_goaway(&mut out, id, ErrorCode::NO_ERROR, b"draining");
+    s.send(&out).await;
+    assert!(matches!(
+        caller.await.expect("caller"),
+        Err(CallError::Timeout)
+    ));
+    assert_eq!(
+        s.next().await,
+        Frame::RstStream {
+            stream: id,
+            code: ErrorCode::CANCEL
+        }
+    );
+}
+
+#[tokio::test]
+async fn calls_in_flight_fail_when_the_connection_drops_after_goaway() {
+    let (h2, mut s) = Server::start().await;
+    let (bi, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
+    let calls: Vec<_> = (0..3u8)
+        .map(|i| {
+            let h2 = h2.clone();
+            tokio::spawn(async move { call(&h2, &[i]).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s.request(usize::MAX).await.0);
+    }
+    ids.sort_unstable();
+    // The first call and the bi-stream are below the last stream; the others fail now.
+    let mut out = Vec::new();
+    frame::write_goaway(&mut out, ids[0], ErrorCode::NO_ERROR, b"bye");
+    s.send(&out).await;
+    tokio::task::yield_now().await;
+    drop(s);
+    for c in calls {
+        let e = c
+            .await
+            .expect("caller")
+            .expect_err("the connection dropped");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    }
+    let e = stream.next().await.expect("an error").expect_err("dropped");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?} (stream {bi})");
+    assert!(stream.next().await.is_none());
 }
