@@ -4,15 +4,7 @@
 //! limit, and seeded random round trips against an independent model of the table.
 
 use super::*;
-use crate::test_rng::{Rng, seed};
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
+use crate::test_rng::{Rng, hex, seed};
 
 type Fields = Vec<(String, String)>;
 

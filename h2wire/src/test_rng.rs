@@ -1,4 +1,5 @@
-//! Seeded randomness for the tests: `H2WIRE_SEED=<seed>` replays a run; failures print the seed.
+//! Test helpers: seeded randomness (`H2WIRE_SEED=<seed>` replays a run; failures print the
+//! seed) and hex text of the RFC's examples.
 
 /// A small deterministic generator (xorshift64*), seeded per test run.
 pub(crate) struct Rng(pub(crate) u64);
@@ -25,4 +26,13 @@ pub(crate) fn seed() -> u64 {
                 .map_or(1, |d| d.as_nanos() as u64)
                 | 1
         })
+}
+
+/// Bytes from hex text (whitespace ignored), as the RFC's examples print them.
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }

@@ -174,6 +174,7 @@ pub fn encoded_len(src: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::hex;
 
     /// Codes from RFC 7541 Appendix B ("code as hex aligned to LSB"), a sample over every
     /// length, checked against the codes derived from the lengths.
@@ -215,14 +216,6 @@ mod tests {
             .map(|&l| 1u64 << (MAX_LEN - l as usize))
             .sum();
         assert_eq!(kraft, 1 << MAX_LEN);
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
     }
 
     /// The Huffman strings of RFC 7541 Appendix C.4 and C.6 (spec text).
