@@ -251,30 +251,42 @@ impl fmt::Display for ClientId {
     }
 }
 
-/// The position of the first `#` in `b`, eight bytes at a time (an ip:port client's id
-/// holds one, see [`ClientId::kind`]: asked of every id a replica applies and of every
-/// registration; `str::split_once` walks a char searcher).
+/// The position of the first `#` in `b` (an ip:port client's id holds one, see
+/// [`ClientId::kind`]: asked of every id a replica applies and of every registration;
+/// `str::split_once` walks a char searcher).
 pub(crate) fn first_hash_sign(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const HASHES: u64 = ONES * b'#' as u64;
-    let mut chunks = b.chunks_exact(8);
+    first_byte(b, b'#')
+}
+
+/// The position of the first `needle` in `b`, eight bytes at a time: a word holding none
+/// is skipped with a few operations, and the bytes after the last whole word are read as
+/// the word that ends `b` (its bytes before them hold no `needle`), not byte by byte.
+pub(crate) fn first_byte(b: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let needles = ONES * u64::from(needle);
+    // A zero byte of `x` is a `needle` of the word; the lowest flagged byte is the first
+    // zero byte exactly (a borrow can flag a byte only above a real zero).
+    let first = |word: &[u8]| {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ needles;
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        (zero != 0).then(|| zero.trailing_zeros() as usize / 8)
+    };
     let mut at = 0;
-    for c in chunks.by_ref() {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ HASHES;
-        // The lowest byte of `w` that is zero sets the lowest high bit here (a borrow can
-        // set a higher one only above a zero byte).
-        let zero = w.wrapping_sub(ONES) & !w & HIGHS;
-        if zero != 0 {
-            return Some(at + zero.trailing_zeros() as usize / 8);
+    while let Some(word) = b.get(at..at + 8) {
+        if let Some(k) = first(word) {
+            return Some(at + k);
         }
         at += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&c| c == b'#')
-        .map(|k| at + k)
+    if at == b.len() {
+        None
+    } else if b.len() >= 8 {
+        let start = b.len() - 8;
+        first(&b[start..]).map(|k| start + k)
+    } else {
+        b.iter().position(|&c| c == needle)
+    }
 }
 
 #[cfg(test)]
