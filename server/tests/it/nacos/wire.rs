@@ -228,6 +228,11 @@ pub(crate) fn request_block(path: &str) -> Vec<u8> {
     b
 }
 
+/// Appends the HEADERS of a gRPC request to `path` on stream `id`.
+pub(crate) fn request_headers(out: &mut Vec<u8>, id: u32, path: &str, end_stream: bool) {
+    frame::write_headers(out, id, &request_block(path), end_stream, 16_384);
+}
+
 /// A gRPC message frame of a Nacos `ServerCheckRequest`.
 pub(crate) fn server_check() -> Vec<u8> {
     let p = raw_payload("ServerCheckRequest", b"{}");
@@ -240,13 +245,7 @@ pub(crate) fn server_check() -> Vec<u8> {
 /// A whole unary call of a `ServerCheckRequest` on stream `id`.
 pub(crate) fn check_call(id: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        id,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, id, "/Request/request", false);
     frame::write_data(&mut out, id, &server_check(), true);
     out
 }
@@ -294,9 +293,7 @@ async fn malformed_frames_and_header_blocks_get_goaway_and_the_server_keeps_serv
         ),
         (
             "HEADERS on an even stream",
-            frames(&|v| {
-                frame::write_headers(v, 2, &request_block("/Request/request"), true, 16_384)
-            }),
+            frames(&|v| request_headers(v, 2, "/Request/request", true)),
             ErrorCode::PROTOCOL_ERROR,
         ),
         (
@@ -391,13 +388,7 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     );
     // A WINDOW_UPDATE of zero on an open stream.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        5,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 5, "/Request/request", false);
     frame::write_window_update(&mut out, 5, 0);
     w.send(&out).await;
     assert_eq!(
@@ -448,7 +439,7 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     assert_checked(&fields, &data);
     // An unknown path, and the connection still serves.
     let mut out = Vec::new();
-    frame::write_headers(&mut out, 11, &request_block("/No/such"), true, 16_384);
+    request_headers(&mut out, 11, "/No/such", true);
     out.extend(check_call(13));
     w.send(&out).await;
     let (fields, _) = w.answer(11).await;
@@ -458,13 +449,7 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     // A stream the client resets before its body: its late DATA is dropped, the
     // connection serves on.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        15,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 15, "/Request/request", false);
     frame::write_rst_stream(&mut out, 15, ErrorCode::CANCEL);
     frame::write_data(&mut out, 15, &server_check(), true);
     out.extend(check_call(17));
@@ -483,13 +468,7 @@ async fn a_client_goaway_closes_the_connection_once_its_streams_are_done() {
     let mut w = Wire::open(server.addr, &[]).await;
     // A call still open (its body not sent), then the client's GOAWAY.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        1,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 1, "/Request/request", false);
     frame::write_goaway(&mut out, 0, ErrorCode::NO_ERROR, b"bye");
     w.send(&out).await;
     let quiet = tokio::time::timeout(Duration::from_millis(200), w.next_interesting()).await;

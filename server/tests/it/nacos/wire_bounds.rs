@@ -6,7 +6,8 @@
 
 use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
 use crate::nacos::wire::{
-    Got, Wire, assert_checked, check_call, hpack_int, read_refusals, request_block, until_stalled,
+    Got, Wire, assert_checked, check_call, hpack_int, read_refusals, request_block,
+    request_headers, until_stalled,
 };
 use h2wire::frame::{self, ErrorCode};
 use h2wire::hpack;
@@ -104,13 +105,7 @@ async fn unary_messages_kept_half_sent_stop_getting_connection_window() {
         while window >= chunk + 5 {
             // A message declared 8 MiB long, 200 KiB of it sent.
             let mut out = Vec::new();
-            frame::write_headers(
-                &mut out,
-                id,
-                &request_block("/Request/request"),
-                false,
-                16_384,
-            );
+            request_headers(&mut out, id, "/Request/request", false);
             let mut message = vec![0];
             message.extend_from_slice(&(8u32 << 20).to_be_bytes());
             message.resize(chunk + 5, 7);
@@ -197,7 +192,7 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     // trailers are dropped, and the connection serves on.
     let mut w = Wire::open(server.addr, &[]).await;
     let mut out = Vec::new();
-    frame::write_headers(&mut out, 1, &request_block("/no/such"), false, 16_384);
+    request_headers(&mut out, 1, "/no/such", false);
     w.send(&out).await;
     assert!(matches!(
         w.next_interesting().await,
@@ -216,20 +211,14 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     );
     let mut out = Vec::new();
     frame::write_data(&mut out, 1, b"late", false);
-    frame::write_headers(&mut out, 1, &request_block("/no/such"), true, 16_384);
+    request_headers(&mut out, 1, "/no/such", true);
     out.extend(check_call(3));
     w.send(&out).await;
     let (fields, data) = w.answer(3).await;
     assert_checked(&fields, &data);
     // A stream answered and closed on both sides: HEADERS on it again.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        3,
-        &request_block("/Request/request"),
-        true,
-        16_384,
-    );
+    request_headers(&mut out, 3, "/Request/request", true);
     w.send(&out).await;
     w.expect_goaway(ErrorCode::PROTOCOL_ERROR, "HEADERS on a closed stream")
         .await;
@@ -271,13 +260,7 @@ async fn an_error_after_the_final_goaway_names_the_same_last_stream() {
     };
     // A stream left open, so the connection outlives the final GOAWAY.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        1,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 1, "/Request/request", false);
     frame::write_ping(&mut out, true, ping);
     w.send(&out).await;
     let got = w.next_interesting().await;
@@ -294,13 +277,7 @@ async fn an_error_after_the_final_goaway_names_the_same_last_stream() {
     );
     // A newer stream, refused; then a connection error.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        3,
-        &request_block("/Request/request"),
-        true,
-        16_384,
-    );
+    request_headers(&mut out, 3, "/Request/request", true);
     frame::write_head(&mut out, 0, frame::CONTINUATION, frame::END_HEADERS, 1);
     w.send(&out).await;
     assert_eq!(
