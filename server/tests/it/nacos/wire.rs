@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
 
 /// A frame as read, owned.
 #[derive(Debug, Clone, PartialEq)]
@@ -638,7 +640,7 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
         &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)],
     )
     .await;
-    let (mut reader, mut writer) = tcp.into_split();
+    let (mut reader, writer) = tcp.into_split();
     // Requests of 4 KiB, each refused with a 3.5 KB answer: an unknown 3,500-byte path,
     // put in the HPACK dynamic table once (literal with incremental indexing of `:path`,
     // static index 4), then sent as one byte (dynamic index 62) beside 4 KiB of padding
@@ -655,6 +657,21 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
     hpack_int(&mut later, 0x80, 7, 62);
     hpack::encode_field(&mut later, b"x-pad", "x".repeat(4096).as_bytes());
     let requests = 50_000u32;
+    let writing = write_until_stalled(writer, requests, first, later).await;
+    read_refusals(&mut reader, requests, "12").await;
+    drop((writing.await.expect("writer"), reader));
+    server.stop().await;
+}
+
+/// Spawns a writer of `requests` requests (HEADERS ending the stream, header block
+/// `first` then `later`, on streams 1, 3, ...) and waits, not reading, until it stalls;
+/// returns the writer's task, which ends with the write half once all are written.
+pub(crate) async fn write_until_stalled(
+    mut writer: OwnedWriteHalf,
+    requests: u32,
+    first: Vec<u8>,
+    later: Vec<u8>,
+) -> JoinHandle<OwnedWriteHalf> {
     let written = Arc::new(AtomicUsize::new(0));
     let progress = written.clone();
     let writing = tokio::spawn(async move {
@@ -668,14 +685,12 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
         writer
     });
     until_stalled(&written, requests).await;
-    read_refusals(&mut reader, requests, "12").await;
-    drop((writing.await.expect("writer"), reader));
-    server.stop().await;
+    writing
 }
 
 /// Waits (not reading) until the writer's count `written` stops growing: the buffers
 /// between are full; it must stall before all `requests` are out.
-pub(crate) async fn until_stalled(written: &AtomicUsize, requests: u32) {
+async fn until_stalled(written: &AtomicUsize, requests: u32) {
     let mut last = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -692,11 +707,7 @@ pub(crate) async fn until_stalled(written: &AtomicUsize, requests: u32) {
 }
 
 /// Reads `requests` trailers-only answers, each with `grpc-status` `status`.
-pub(crate) async fn read_refusals(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    requests: u32,
-    status: &str,
-) {
+pub(crate) async fn read_refusals(reader: &mut OwnedReadHalf, requests: u32, status: &str) {
     let mut buf = Vec::new();
     let mut answered = 0u32;
     let mut decoder = hpack::Decoder::new(4096);

@@ -7,12 +7,10 @@
 use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
 use crate::nacos::wire::{
     Got, Wire, assert_checked, check_call, hpack_int, read_refusals, request_block,
-    request_headers, until_stalled,
+    request_headers, write_until_stalled,
 };
 use h2wire::frame::{self, ErrorCode};
 use h2wire::hpack;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The output the server lets wait before it stops handling frames (connection.rs).
@@ -26,7 +24,7 @@ async fn tiny_requests_with_large_refusals_to_a_client_that_does_not_read_stay_b
         &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)],
     )
     .await;
-    let (mut reader, mut writer) = tcp.into_split();
+    let (mut reader, writer) = tcp.into_split();
     // A 4,000-byte :path of 0xFF put in the HPACK dynamic table once (literal with
     // incremental indexing of static index 4), then requests of 12 bytes: :method POST
     // and :scheme http (static 3 and 6) and the path (dynamic 62). Each answer is an
@@ -35,22 +33,10 @@ async fn tiny_requests_with_large_refusals_to_a_client_that_does_not_read_stay_b
     hpack_int(&mut first, 0x40, 6, 4);
     hpack_int(&mut first, 0, 7, 4000);
     first.extend_from_slice(&[0xff; 4000]);
-    let later = [0x83, 0x86, 0xbe];
+    let later = vec![0x83, 0x86, 0xbe];
     // More than the socket buffers between hold: the writes must stall.
     let requests = 10_000_000u32;
-    let written = Arc::new(AtomicUsize::new(0));
-    let progress = written.clone();
-    let writing = tokio::spawn(async move {
-        for i in 0..requests {
-            let block: &[u8] = if i == 0 { &first } else { &later };
-            let mut out = Vec::new();
-            frame::write_headers(&mut out, 2 * i + 1, block, true, 16_384);
-            writer.write_all(&out).await.expect("write");
-            progress.store(i as usize + 1, Ordering::SeqCst);
-        }
-        writer
-    });
-    until_stalled(&written, requests).await;
+    let writing = write_until_stalled(writer, requests, first, later).await;
     let (output, input) = distro_server::sdk_port::largest_buffers();
     assert!(
         output < HIGH_WATER + 64 * 1024,
