@@ -14,10 +14,10 @@ use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
 use crate::nacos::wire::{check_call, request_block, request_headers, server_check, still_serving};
 use h2wire::frame::{self, ErrorCode};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a case left half open waits for the server before it drops the connection.
 const HALF_OPEN: Duration = Duration::from_millis(20);
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Well-formed client byte streams (after the preface), to mutate.
 fn corpus() -> Vec<Vec<u8>> {
