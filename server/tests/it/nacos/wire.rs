@@ -65,6 +65,20 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
+    /// Reads the answer on stream `id` and asserts it a `ServerCheckResponse` with
+    /// status 0 (`assert_checked`).
+    pub(crate) async fn answer_checked(&mut self, id: u32) {
+        let (fields, data) = self.answer(id).await;
+        assert_checked(&fields, &data);
+    }
+
+    /// Closes the connection, then stops `server`: closed first, since a client that
+    /// never answers the PING of the graceful close would hold the shutdown for its grace.
+    pub(crate) async fn close_then_stop(self, server: TestServer) {
+        drop(self);
+        server.stop().await;
+    }
+
     /// Connects and sends the preface and SETTINGS with `settings`.
     pub(crate) async fn open(addr: SocketAddr, settings: &[(u16, u32)]) -> Wire {
         let mut w = Wire::raw(addr).await;
@@ -270,8 +284,7 @@ pub(crate) fn assert_checked(fields: &[(String, String)], data: &[u8]) {
 pub(crate) async fn still_serving(addr: SocketAddr) {
     let mut w = Wire::open(addr, &[]).await;
     w.send(&check_call(1)).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
 }
 
 #[tokio::test]
@@ -437,8 +450,7 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     out.extend_from_slice(&message);
     out.extend(std::iter::repeat_n(0, pad as usize));
     w.send(&out).await;
-    let (fields, data) = w.answer(9).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(9).await;
     // An unknown path, and the connection still serves.
     let mut out = Vec::new();
     request_headers(&mut out, 11, "/No/such", true);
@@ -446,8 +458,7 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     w.send(&out).await;
     let (fields, _) = w.answer(11).await;
     assert_eq!(field(&fields, "grpc-status"), "12", "{fields:?}");
-    let (fields, data) = w.answer(13).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(13).await;
     // A stream the client resets before its body: its late DATA is dropped, the
     // connection serves on.
     let mut out = Vec::new();
@@ -456,12 +467,8 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     frame::write_data(&mut out, 15, &server_check(), true);
     out.extend(check_call(17));
     w.send(&out).await;
-    let (fields, data) = w.answer(17).await;
-    assert_checked(&fields, &data);
-    // Closed first: a client that never answers the PING of the graceful close would
-    // hold the shutdown for its grace.
-    drop(w);
-    server.stop().await;
+    w.answer_checked(17).await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -478,8 +485,7 @@ async fn a_client_goaway_closes_the_connection_once_its_streams_are_done() {
     let mut out = Vec::new();
     frame::write_data(&mut out, 1, &server_check(), true);
     w.send(&out).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
     assert_eq!(w.next_interesting().await, Got::Closed);
     server.stop().await;
 }
@@ -516,17 +522,12 @@ async fn streams_beyond_the_concurrent_limit_are_refused_and_the_rest_answered()
     }
     w.send(&out).await;
     for i in 0..limit {
-        let (fields, data) = w.answer(2 * i + 1).await;
-        assert_checked(&fields, &data);
+        w.answer_checked(2 * i + 1).await;
     }
     let id = 2 * (limit + extra) + 1;
     w.send(&check_call(id)).await;
-    let (fields, data) = w.answer(id).await;
-    assert_checked(&fields, &data);
-    // Closed first: a client that never answers the PING of the graceful close would
-    // hold the shutdown for its grace.
-    drop(w);
-    server.stop().await;
+    w.answer_checked(id).await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -610,10 +611,7 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
             ended += 1;
         }
     }
-    // Closed first: a client that never answers the PING of the graceful close would
-    // hold the shutdown for its grace.
-    drop(w);
-    server.stop().await;
+    w.close_then_stop(server).await;
 }
 
 /// HPACK integer with a `prefix`-bit prefix and `flags` in the first byte (RFC 7541 §5.1).
@@ -751,8 +749,7 @@ async fn a_graceful_close_serves_what_the_client_sent_before_it_saw_the_goaway()
     let server = TestServer::start(fast_config()).await;
     let mut w = Wire::open(server.addr, &[]).await;
     w.send(&check_call(1)).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
     let stopping = tokio::spawn(server.stop());
     // First a GOAWAY naming the highest stream id, and a PING.
     let got = w.next_interesting().await;

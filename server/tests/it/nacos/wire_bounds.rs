@@ -6,8 +6,8 @@
 
 use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
 use crate::nacos::wire::{
-    Got, Wire, assert_checked, check_call, hpack_int, read_refusals, request_block,
-    request_headers, write_until_stalled,
+    Got, Wire, check_call, hpack_int, read_refusals, request_block, request_headers,
+    write_until_stalled,
 };
 use h2wire::frame::{self, ErrorCode};
 use h2wire::hpack;
@@ -134,8 +134,7 @@ async fn unary_messages_kept_half_sent_stop_getting_connection_window() {
         sent > budget,
         "stalled at {sent} bytes, under the budget {budget}"
     );
-    drop(w);
-    server.stop().await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -167,8 +166,7 @@ async fn a_lowered_header_table_size_starts_the_next_header_block_with_a_size_up
             .map_err(|e| e.reason)
             .expect("a block a decoder with a table of 0 takes");
     }
-    drop(w);
-    server.stop().await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -200,8 +198,7 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     request_headers(&mut out, 1, "/no/such", true);
     out.extend(check_call(3));
     w.send(&out).await;
-    let (fields, data) = w.answer(3).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(3).await;
     // A stream answered and closed on both sides: HEADERS on it again.
     let mut out = Vec::new();
     request_headers(&mut out, 3, "/Request/request", true);
@@ -211,8 +208,7 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     // A new stream id lower than the highest opened.
     let mut w = Wire::open(server.addr, &[]).await;
     w.send(&check_call(5)).await;
-    let (fields, data) = w.answer(5).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(5).await;
     w.send(&check_call(3)).await;
     w.expect_goaway(
         ErrorCode::PROTOCOL_ERROR,
@@ -222,8 +218,7 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     // DATA on a stream answered and closed on both sides.
     let mut w = Wire::open(server.addr, &[]).await;
     w.send(&check_call(1)).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
     let mut out = Vec::new();
     frame::write_data(&mut out, 1, b"late", true);
     w.send(&out).await;
