@@ -65,20 +65,6 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
-    /// Reads the answer on stream `id` and asserts it a `ServerCheckResponse` with
-    /// status 0 (`assert_checked`).
-    pub(crate) async fn answer_checked(&mut self, id: u32) {
-        let (fields, data) = self.answer(id).await;
-        assert_checked(&fields, &data);
-    }
-
-    /// Closes the connection, then stops `server`: closed first, since a client that
-    /// never answers the PING of the graceful close would hold the shutdown for its grace.
-    pub(crate) async fn close_then_stop(self, server: TestServer) {
-        drop(self);
-        server.stop().await;
-    }
-
     /// Connects and sends the preface and SETTINGS with `settings`.
     pub(crate) async fn open(addr: SocketAddr, settings: &[(u16, u32)]) -> Wire {
         let mut w = Wire::raw(addr).await;
@@ -86,6 +72,13 @@ impl Wire {
         frame::write_settings(&mut out, settings);
         w.send(&out).await;
         w
+    }
+
+    /// Connects with the largest stream window, split for a client that writes and
+    /// reads on its own schedule.
+    pub(crate) async fn open_split(addr: SocketAddr) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let w = Wire::open(addr, &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)]).await;
+        w.tcp.into_split()
     }
 
     /// Connects and sends nothing.
@@ -225,6 +218,20 @@ impl Wire {
                 other => panic!("stream {id}: {other:?}"),
             }
         }
+    }
+
+    /// Reads the answer on stream `id` and asserts it a `ServerCheckResponse` with
+    /// status 0 (`assert_checked`).
+    pub(crate) async fn answer_checked(&mut self, id: u32) {
+        let (fields, data) = self.answer(id).await;
+        assert_checked(&fields, &data);
+    }
+
+    /// Closes the connection, then stops `server`: closed first, since a client that
+    /// never answers the PING of the graceful close would hold the shutdown for its grace.
+    pub(crate) async fn close_then_stop(self, server: TestServer) {
+        drop(self);
+        server.stop().await;
     }
 }
 
@@ -633,12 +640,7 @@ pub(crate) fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix: u8, mut n: usize) 
 #[tokio::test]
 async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_reads() {
     let server = TestServer::start(fast_config()).await;
-    let Wire { tcp, .. } = Wire::open(
-        server.addr,
-        &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)],
-    )
-    .await;
-    let (mut reader, writer) = tcp.into_split();
+    let (mut reader, writer) = Wire::open_split(server.addr).await;
     // Requests of 4 KiB, each refused with a 3.5 KB answer: an unknown 3,500-byte path,
     // put in the HPACK dynamic table once (literal with incremental indexing of `:path`,
     // static index 4), then sent as one byte (dynamic index 62) beside 4 KiB of padding

@@ -19,12 +19,7 @@ const HIGH_WATER: usize = 256 * 1024;
 #[tokio::test]
 async fn tiny_requests_with_large_refusals_to_a_client_that_does_not_read_stay_bounded() {
     let server = TestServer::start(fast_config()).await;
-    let Wire { tcp, .. } = Wire::open(
-        server.addr,
-        &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)],
-    )
-    .await;
-    let (mut reader, writer) = tcp.into_split();
+    let (mut reader, writer) = Wire::open_split(server.addr).await;
     // A 4,000-byte :path of 0xFF put in the HPACK dynamic table once (literal with
     // incremental indexing of static index 4), then requests of 12 bytes: :method POST
     // and :scheme http (static 3 and 6) and the path (dynamic 62). Each answer is an
