@@ -10,6 +10,7 @@
 //! failure, a percent-encoded `grpc-message`.
 
 use h2wire::hpack::encode_field;
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 /// Length of a message frame's prefix (flag + length).
@@ -75,7 +76,8 @@ pub(crate) fn percent_encode(s: &str) -> String {
         if (0x20..=0x7e).contains(&b) && b != b'%' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out

@@ -601,9 +601,7 @@ impl Conn {
         }
         self.last_stream = id;
         if self.stopping || self.streams.len() >= MAX_CONCURRENT_STREAMS as usize {
-            self.strikes += 1;
-            frame::write_rst_stream(&mut self.out, id, ErrorCode::REFUSED_STREAM);
-            self.remember(id, end_stream);
+            self.reset_new(id, end_stream, ErrorCode::REFUSED_STREAM);
             return Ok(());
         }
         if too_large {
@@ -615,10 +613,7 @@ impl Conn {
             return Ok(());
         }
         if let Some(why) = self.fields.malformed() {
-            tracing::debug!(peer = ?self.peer, stream = id, why, "malformed request");
-            self.strikes += 1;
-            frame::write_rst_stream(&mut self.out, id, ErrorCode::PROTOCOL_ERROR);
-            self.remember(id, end_stream);
+            self.malformed(id, end_stream, why);
             return Ok(());
         }
         let path = &self.fields.path;
@@ -632,10 +627,7 @@ impl Conn {
             let request = match self.fields.request() {
                 Ok(r) => r,
                 Err(why) => {
-                    tracing::debug!(peer = ?self.peer, stream = id, why, "malformed request");
-                    self.strikes += 1;
-                    frame::write_rst_stream(&mut self.out, id, ErrorCode::PROTOCOL_ERROR);
-                    self.remember(id, end_stream);
+                    self.malformed(id, end_stream, why);
                     return Ok(());
                 }
             };
@@ -664,6 +656,19 @@ impl Conn {
             self.refuse_new(id, end_stream, &status);
         }
         Ok(())
+    }
+
+    /// Resets a stream never stored with `code`, a strike (see [`MAX_STRIKES`]).
+    fn reset_new(&mut self, id: u32, end_stream: bool, code: ErrorCode) {
+        self.strikes += 1;
+        frame::write_rst_stream(&mut self.out, id, code);
+        self.remember(id, end_stream);
+    }
+
+    /// Resets a new stream whose request is malformed (`why`).
+    fn malformed(&mut self, id: u32, end_stream: bool, why: &'static str) {
+        tracing::debug!(peer = ?self.peer, stream = id, why, "malformed request");
+        self.reset_new(id, end_stream, ErrorCode::PROTOCOL_ERROR);
     }
 
     /// Answers the unary call of stream `id`, whose message is `message`.

@@ -11,13 +11,13 @@
 
 use crate::fuzz::{Budget, Tally, input, runner, sample, seed};
 use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
-use crate::nacos::wire::{check_call, request_block, server_check, still_serving};
+use crate::nacos::wire::{check_call, request_block, request_headers, server_check, still_serving};
 use h2wire::frame::{self, ErrorCode};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a case left half open waits for the server before it drops the connection.
 const HALF_OPEN: Duration = Duration::from_millis(20);
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Well-formed client byte streams (after the preface), to mutate.
 fn corpus() -> Vec<Vec<u8>> {
@@ -59,22 +59,10 @@ fn corpus() -> Vec<Vec<u8>> {
     ]);
     frame::write_ping(&mut control, false, [7; 8]);
     frame::write_window_update(&mut control, 0, 1000);
-    frame::write_headers(
-        &mut control,
-        1,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut control, 1, "/Request/request", false);
     frame::write_window_update(&mut control, 1, 1000);
     frame::write_rst_stream(&mut control, 1, ErrorCode::CANCEL);
-    frame::write_headers(
-        &mut control,
-        3,
-        &request_block("/distro.v1.Registry/Query"),
-        true,
-        16_384,
-    );
+    request_headers(&mut control, 3, "/distro.v1.Registry/Query", true);
     frame::write_goaway(&mut control, 0, ErrorCode::NO_ERROR, b"");
     vec![calls, split, control]
 }

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
 
 /// A frame as read, owned.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +72,13 @@ impl Wire {
         frame::write_settings(&mut out, settings);
         w.send(&out).await;
         w
+    }
+
+    /// Connects with the largest stream window, split for a client that writes and
+    /// reads on its own schedule.
+    pub(crate) async fn open_split(addr: SocketAddr) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let w = Wire::open(addr, &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)]).await;
+        w.tcp.into_split()
     }
 
     /// Connects and sends nothing.
@@ -210,6 +219,20 @@ impl Wire {
             }
         }
     }
+
+    /// Reads the answer on stream `id` and asserts it a `ServerCheckResponse` with
+    /// status 0 (`assert_checked`).
+    pub(crate) async fn answer_checked(&mut self, id: u32) {
+        let (fields, data) = self.answer(id).await;
+        assert_checked(&fields, &data);
+    }
+
+    /// Closes the connection, then stops `server`: closed first, since a client that
+    /// never answers the PING of the graceful close would hold the shutdown for its grace.
+    pub(crate) async fn close_then_stop(self, server: TestServer) {
+        drop(self);
+        server.stop().await;
+    }
 }
 
 /// The HPACK block of a gRPC request to `path`.
@@ -228,6 +251,11 @@ pub(crate) fn request_block(path: &str) -> Vec<u8> {
     b
 }
 
+/// Appends the HEADERS of a gRPC request to `path` on stream `id`.
+pub(crate) fn request_headers(out: &mut Vec<u8>, id: u32, path: &str, end_stream: bool) {
+    frame::write_headers(out, id, &request_block(path), end_stream, 16_384);
+}
+
 /// A gRPC message frame of a Nacos `ServerCheckRequest`.
 pub(crate) fn server_check() -> Vec<u8> {
     let p = raw_payload("ServerCheckRequest", b"{}");
@@ -240,13 +268,7 @@ pub(crate) fn server_check() -> Vec<u8> {
 /// A whole unary call of a `ServerCheckRequest` on stream `id`.
 pub(crate) fn check_call(id: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        id,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, id, "/Request/request", false);
     frame::write_data(&mut out, id, &server_check(), true);
     out
 }
@@ -269,8 +291,7 @@ pub(crate) fn assert_checked(fields: &[(String, String)], data: &[u8]) {
 pub(crate) async fn still_serving(addr: SocketAddr) {
     let mut w = Wire::open(addr, &[]).await;
     w.send(&check_call(1)).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
 }
 
 #[tokio::test]
@@ -294,9 +315,7 @@ async fn malformed_frames_and_header_blocks_get_goaway_and_the_server_keeps_serv
         ),
         (
             "HEADERS on an even stream",
-            frames(&|v| {
-                frame::write_headers(v, 2, &request_block("/Request/request"), true, 16_384)
-            }),
+            frames(&|v| request_headers(v, 2, "/Request/request", true)),
             ErrorCode::PROTOCOL_ERROR,
         ),
         (
@@ -391,13 +410,7 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     );
     // A WINDOW_UPDATE of zero on an open stream.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        5,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 5, "/Request/request", false);
     frame::write_window_update(&mut out, 5, 0);
     w.send(&out).await;
     assert_eq!(
@@ -444,37 +457,25 @@ async fn malformed_requests_get_rst_stream_and_padding_and_continuation_are_read
     out.extend_from_slice(&message);
     out.extend(std::iter::repeat_n(0, pad as usize));
     w.send(&out).await;
-    let (fields, data) = w.answer(9).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(9).await;
     // An unknown path, and the connection still serves.
     let mut out = Vec::new();
-    frame::write_headers(&mut out, 11, &request_block("/No/such"), true, 16_384);
+    request_headers(&mut out, 11, "/No/such", true);
     out.extend(check_call(13));
     w.send(&out).await;
     let (fields, _) = w.answer(11).await;
     assert_eq!(field(&fields, "grpc-status"), "12", "{fields:?}");
-    let (fields, data) = w.answer(13).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(13).await;
     // A stream the client resets before its body: its late DATA is dropped, the
     // connection serves on.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        15,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 15, "/Request/request", false);
     frame::write_rst_stream(&mut out, 15, ErrorCode::CANCEL);
     frame::write_data(&mut out, 15, &server_check(), true);
     out.extend(check_call(17));
     w.send(&out).await;
-    let (fields, data) = w.answer(17).await;
-    assert_checked(&fields, &data);
-    // Closed first: a client that never answers the PING of the graceful close would
-    // hold the shutdown for its grace.
-    drop(w);
-    server.stop().await;
+    w.answer_checked(17).await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -483,13 +484,7 @@ async fn a_client_goaway_closes_the_connection_once_its_streams_are_done() {
     let mut w = Wire::open(server.addr, &[]).await;
     // A call still open (its body not sent), then the client's GOAWAY.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        1,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 1, "/Request/request", false);
     frame::write_goaway(&mut out, 0, ErrorCode::NO_ERROR, b"bye");
     w.send(&out).await;
     let quiet = tokio::time::timeout(Duration::from_millis(200), w.next_interesting()).await;
@@ -497,8 +492,7 @@ async fn a_client_goaway_closes_the_connection_once_its_streams_are_done() {
     let mut out = Vec::new();
     frame::write_data(&mut out, 1, &server_check(), true);
     w.send(&out).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
     assert_eq!(w.next_interesting().await, Got::Closed);
     server.stop().await;
 }
@@ -535,17 +529,12 @@ async fn streams_beyond_the_concurrent_limit_are_refused_and_the_rest_answered()
     }
     w.send(&out).await;
     for i in 0..limit {
-        let (fields, data) = w.answer(2 * i + 1).await;
-        assert_checked(&fields, &data);
+        w.answer_checked(2 * i + 1).await;
     }
     let id = 2 * (limit + extra) + 1;
     w.send(&check_call(id)).await;
-    let (fields, data) = w.answer(id).await;
-    assert_checked(&fields, &data);
-    // Closed first: a client that never answers the PING of the graceful close would
-    // hold the shutdown for its grace.
-    drop(w);
-    server.stop().await;
+    w.answer_checked(id).await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -629,10 +618,7 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
             ended += 1;
         }
     }
-    // Closed first: a client that never answers the PING of the graceful close would
-    // hold the shutdown for its grace.
-    drop(w);
-    server.stop().await;
+    w.close_then_stop(server).await;
 }
 
 /// HPACK integer with a `prefix`-bit prefix and `flags` in the first byte (RFC 7541 §5.1).
@@ -654,12 +640,7 @@ pub(crate) fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix: u8, mut n: usize) 
 #[tokio::test]
 async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_reads() {
     let server = TestServer::start(fast_config()).await;
-    let Wire { tcp, .. } = Wire::open(
-        server.addr,
-        &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)],
-    )
-    .await;
-    let (mut reader, mut writer) = tcp.into_split();
+    let (mut reader, writer) = Wire::open_split(server.addr).await;
     // Requests of 4 KiB, each refused with a 3.5 KB answer: an unknown 3,500-byte path,
     // put in the HPACK dynamic table once (literal with incremental indexing of `:path`,
     // static index 4), then sent as one byte (dynamic index 62) beside 4 KiB of padding
@@ -676,6 +657,21 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
     hpack_int(&mut later, 0x80, 7, 62);
     hpack::encode_field(&mut later, b"x-pad", "x".repeat(4096).as_bytes());
     let requests = 50_000u32;
+    let writing = write_until_stalled(writer, requests, first, later).await;
+    read_refusals(&mut reader, requests, "12").await;
+    drop((writing.await.expect("writer"), reader));
+    server.stop().await;
+}
+
+/// Spawns a writer of `requests` requests (HEADERS ending the stream, header block
+/// `first` then `later`, on streams 1, 3, ...) and waits, not reading, until it stalls;
+/// returns the writer's task, which ends with the write half once all are written.
+pub(crate) async fn write_until_stalled(
+    mut writer: OwnedWriteHalf,
+    requests: u32,
+    first: Vec<u8>,
+    later: Vec<u8>,
+) -> JoinHandle<OwnedWriteHalf> {
     let written = Arc::new(AtomicUsize::new(0));
     let progress = written.clone();
     let writing = tokio::spawn(async move {
@@ -689,14 +685,12 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
         writer
     });
     until_stalled(&written, requests).await;
-    read_refusals(&mut reader, requests, "12").await;
-    drop((writing.await.expect("writer"), reader));
-    server.stop().await;
+    writing
 }
 
 /// Waits (not reading) until the writer's count `written` stops growing: the buffers
 /// between are full; it must stall before all `requests` are out.
-pub(crate) async fn until_stalled(written: &AtomicUsize, requests: u32) {
+async fn until_stalled(written: &AtomicUsize, requests: u32) {
     let mut last = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -713,11 +707,7 @@ pub(crate) async fn until_stalled(written: &AtomicUsize, requests: u32) {
 }
 
 /// Reads `requests` trailers-only answers, each with `grpc-status` `status`.
-pub(crate) async fn read_refusals(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    requests: u32,
-    status: &str,
-) {
+pub(crate) async fn read_refusals(reader: &mut OwnedReadHalf, requests: u32, status: &str) {
     let mut buf = Vec::new();
     let mut answered = 0u32;
     let mut decoder = hpack::Decoder::new(4096);
@@ -761,8 +751,7 @@ async fn a_graceful_close_serves_what_the_client_sent_before_it_saw_the_goaway()
     let server = TestServer::start(fast_config()).await;
     let mut w = Wire::open(server.addr, &[]).await;
     w.send(&check_call(1)).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
     let stopping = tokio::spawn(server.stop());
     // First a GOAWAY naming the highest stream id, and a PING.
     let got = w.next_interesting().await;

@@ -6,12 +6,11 @@
 
 use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
 use crate::nacos::wire::{
-    Got, Wire, assert_checked, check_call, hpack_int, read_refusals, request_block, until_stalled,
+    Got, Wire, check_call, hpack_int, read_refusals, request_block, request_headers,
+    write_until_stalled,
 };
 use h2wire::frame::{self, ErrorCode};
 use h2wire::hpack;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The output the server lets wait before it stops handling frames (connection.rs).
@@ -20,12 +19,7 @@ const HIGH_WATER: usize = 256 * 1024;
 #[tokio::test]
 async fn tiny_requests_with_large_refusals_to_a_client_that_does_not_read_stay_bounded() {
     let server = TestServer::start(fast_config()).await;
-    let Wire { tcp, .. } = Wire::open(
-        server.addr,
-        &[(frame::INITIAL_WINDOW_SIZE, frame::MAX_WINDOW)],
-    )
-    .await;
-    let (mut reader, mut writer) = tcp.into_split();
+    let (mut reader, writer) = Wire::open_split(server.addr).await;
     // A 4,000-byte :path of 0xFF put in the HPACK dynamic table once (literal with
     // incremental indexing of static index 4), then requests of 12 bytes: :method POST
     // and :scheme http (static 3 and 6) and the path (dynamic 62). Each answer is an
@@ -34,22 +28,10 @@ async fn tiny_requests_with_large_refusals_to_a_client_that_does_not_read_stay_b
     hpack_int(&mut first, 0x40, 6, 4);
     hpack_int(&mut first, 0, 7, 4000);
     first.extend_from_slice(&[0xff; 4000]);
-    let later = [0x83, 0x86, 0xbe];
+    let later = vec![0x83, 0x86, 0xbe];
     // More than the socket buffers between hold: the writes must stall.
     let requests = 10_000_000u32;
-    let written = Arc::new(AtomicUsize::new(0));
-    let progress = written.clone();
-    let writing = tokio::spawn(async move {
-        for i in 0..requests {
-            let block: &[u8] = if i == 0 { &first } else { &later };
-            let mut out = Vec::new();
-            frame::write_headers(&mut out, 2 * i + 1, block, true, 16_384);
-            writer.write_all(&out).await.expect("write");
-            progress.store(i as usize + 1, Ordering::SeqCst);
-        }
-        writer
-    });
-    until_stalled(&written, requests).await;
+    let writing = write_until_stalled(writer, requests, first, later).await;
     let (output, input) = distro_server::sdk_port::largest_buffers();
     assert!(
         output < HIGH_WATER + 64 * 1024,
@@ -104,13 +86,7 @@ async fn unary_messages_kept_half_sent_stop_getting_connection_window() {
         while window >= chunk + 5 {
             // A message declared 8 MiB long, 200 KiB of it sent.
             let mut out = Vec::new();
-            frame::write_headers(
-                &mut out,
-                id,
-                &request_block("/Request/request"),
-                false,
-                16_384,
-            );
+            request_headers(&mut out, id, "/Request/request", false);
             let mut message = vec![0];
             message.extend_from_slice(&(8u32 << 20).to_be_bytes());
             message.resize(chunk + 5, 7);
@@ -153,8 +129,7 @@ async fn unary_messages_kept_half_sent_stop_getting_connection_window() {
         sent > budget,
         "stalled at {sent} bytes, under the budget {budget}"
     );
-    drop(w);
-    server.stop().await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -186,8 +161,7 @@ async fn a_lowered_header_table_size_starts_the_next_header_block_with_a_size_up
             .map_err(|e| e.reason)
             .expect("a block a decoder with a table of 0 takes");
     }
-    drop(w);
-    server.stop().await;
+    w.close_then_stop(server).await;
 }
 
 #[tokio::test]
@@ -197,7 +171,7 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     // trailers are dropped, and the connection serves on.
     let mut w = Wire::open(server.addr, &[]).await;
     let mut out = Vec::new();
-    frame::write_headers(&mut out, 1, &request_block("/no/such"), false, 16_384);
+    request_headers(&mut out, 1, "/no/such", false);
     w.send(&out).await;
     assert!(matches!(
         w.next_interesting().await,
@@ -216,28 +190,20 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     );
     let mut out = Vec::new();
     frame::write_data(&mut out, 1, b"late", false);
-    frame::write_headers(&mut out, 1, &request_block("/no/such"), true, 16_384);
+    request_headers(&mut out, 1, "/no/such", true);
     out.extend(check_call(3));
     w.send(&out).await;
-    let (fields, data) = w.answer(3).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(3).await;
     // A stream answered and closed on both sides: HEADERS on it again.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        3,
-        &request_block("/Request/request"),
-        true,
-        16_384,
-    );
+    request_headers(&mut out, 3, "/Request/request", true);
     w.send(&out).await;
     w.expect_goaway(ErrorCode::PROTOCOL_ERROR, "HEADERS on a closed stream")
         .await;
     // A new stream id lower than the highest opened.
     let mut w = Wire::open(server.addr, &[]).await;
     w.send(&check_call(5)).await;
-    let (fields, data) = w.answer(5).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(5).await;
     w.send(&check_call(3)).await;
     w.expect_goaway(
         ErrorCode::PROTOCOL_ERROR,
@@ -247,8 +213,7 @@ async fn frames_on_closed_streams_are_connection_errors_unless_we_closed_them_re
     // DATA on a stream answered and closed on both sides.
     let mut w = Wire::open(server.addr, &[]).await;
     w.send(&check_call(1)).await;
-    let (fields, data) = w.answer(1).await;
-    assert_checked(&fields, &data);
+    w.answer_checked(1).await;
     let mut out = Vec::new();
     frame::write_data(&mut out, 1, b"late", true);
     w.send(&out).await;
@@ -271,13 +236,7 @@ async fn an_error_after_the_final_goaway_names_the_same_last_stream() {
     };
     // A stream left open, so the connection outlives the final GOAWAY.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        1,
-        &request_block("/Request/request"),
-        false,
-        16_384,
-    );
+    request_headers(&mut out, 1, "/Request/request", false);
     frame::write_ping(&mut out, true, ping);
     w.send(&out).await;
     let got = w.next_interesting().await;
@@ -294,13 +253,7 @@ async fn an_error_after_the_final_goaway_names_the_same_last_stream() {
     );
     // A newer stream, refused; then a connection error.
     let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        3,
-        &request_block("/Request/request"),
-        true,
-        16_384,
-    );
+    request_headers(&mut out, 3, "/Request/request", true);
     frame::write_head(&mut out, 0, frame::CONTINUATION, frame::END_HEADERS, 1);
     w.send(&out).await;
     assert_eq!(
