@@ -384,9 +384,9 @@ impl Inner {
     }
 
     /// Takes the next whole message of a bi-stream (its window is given back as it
-    /// arrived, or now if the reader was behind: see [`Inner::give_back`]).
+    /// arrived, or now if the reader was behind: see [`give_back`]).
     fn take_message(&mut self, id: u32) -> Option<Result<Bytes, Status>> {
-        let slot = self.slot(id)?;
+        let slot = self.slots.get_mut(&id)?;
         let message = match next_message(&slot.data[slot.taken..]) {
             Ok(Some(m)) => Bytes::copy_from_slice(m),
             Ok(None) => return None,
@@ -401,30 +401,8 @@ impl Inner {
             slot.data.drain(..slot.taken);
             slot.taken = 0;
         }
-        self.give_back(id);
+        give_back(slot, id, &mut self.out);
         Some(Ok(message))
-    }
-
-    /// Gives the bytes received on stream `id` back to its window once half of it is used:
-    /// always for a unary call (its size is bounded by [`MAX_MESSAGE`]) and for the
-    /// bi-stream while its reader keeps up (less than a window buffered) or while the
-    /// message buffered is not whole yet (its reader cannot make room).
-    fn give_back(&mut self, id: u32) {
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return;
-        };
-        if slot.unacked < STREAM_WINDOW / 2 || slot.remote_end {
-            return;
-        }
-        let buffered = &slot.data[slot.taken..];
-        if slot.kind == Kind::Stream
-            && buffered.len() >= STREAM_WINDOW as usize
-            && matches!(next_message(buffered), Ok(Some(_)))
-        {
-            return;
-        }
-        let n = std::mem::take(&mut slot.unacked);
-        frame::write_window_update(&mut self.out, id, n);
     }
 
     /// Marks the calls whose deadline passed (their wakers go to `wake`); returns the
@@ -730,7 +708,7 @@ impl Inner {
             let n = std::mem::take(&mut self.recv_unacked);
             frame::write_window_update(&mut self.out, 0, n);
         }
-        let Some(slot) = self.slot(stream) else {
+        let Some(slot) = self.slots.get_mut(&stream) else {
             return Ok(());
         };
         if slot.unacked + flow_len > STREAM_WINDOW {
@@ -776,11 +754,8 @@ impl Inner {
             return Ok(());
         }
         if !end_stream {
-            self.give_back(stream);
+            give_back(slot, stream, &mut self.out);
         }
-        let Some(slot) = self.slot(stream) else {
-            return Ok(());
-        };
         if end_stream {
             slot.remote_end = true;
             wake.extend(slot.waker.take());
@@ -862,9 +837,6 @@ impl Inner {
                 None => slot.fail(Status::internal("trailers without grpc-status")),
             }
         }
-        let Some(slot) = self.slot(stream) else {
-            return Ok(());
-        };
         if end_stream {
             slot.remote_end = true;
             wake.extend(slot.waker.take());
@@ -872,6 +844,25 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Gives the bytes received on stream `id` (its `slot`) back to its window once half of it
+/// is used: always for a unary call (its size is bounded by [`MAX_MESSAGE`]) and for the
+/// bi-stream while its reader keeps up (less than a window buffered) or while the message
+/// buffered is not whole yet (its reader cannot make room).
+fn give_back(slot: &mut Slot, id: u32, out: &mut Vec<u8>) {
+    if slot.unacked < STREAM_WINDOW / 2 || slot.remote_end {
+        return;
+    }
+    let buffered = &slot.data[slot.taken..];
+    if slot.kind == Kind::Stream
+        && buffered.len() >= STREAM_WINDOW as usize
+        && matches!(next_message(buffered), Ok(Some(_)))
+    {
+        return;
+    }
+    let n = std::mem::take(&mut slot.unacked);
+    frame::write_window_update(out, id, n);
 }
 
 /// The header block being received (HEADERS then CONTINUATIONs) and the decoder of every
