@@ -597,6 +597,13 @@ impl Inner {
         Ok(())
     }
 
+    /// `what` (a frame) on stream `id` after the server ended it: a stream error (RFC 9113
+    /// §5.1, half-closed (remote)).
+    fn after_end(&mut self, id: u32, what: &str, wake: &mut Vec<Waker>) {
+        let reason = format!("{what} after the end of the stream");
+        self.reset(id, ErrorCode::STREAM_CLOSED, &reason, wake);
+    }
+
     /// Resets stream `id` from our side and fails its call.
     fn reset(&mut self, id: u32, code: ErrorCode, reason: &str, wake: &mut Vec<Waker>) {
         self.reset_with(id, code, stream_error(code, reason), wake);
@@ -718,12 +725,7 @@ impl Inner {
             ));
         }
         if slot.remote_end {
-            self.reset(
-                stream,
-                ErrorCode::STREAM_CLOSED,
-                "DATA after the end of the stream",
-                wake,
-            );
+            self.after_end(stream, "DATA", wake);
             return Ok(());
         }
         if !slot.headers {
@@ -757,8 +759,7 @@ impl Inner {
             give_back(slot, stream, &mut self.out);
         }
         if end_stream {
-            slot.remote_end = true;
-            wake.extend(slot.waker.take());
+            slot.end_remote(wake);
             self.close_if_done(stream);
         } else if slot.kind == Kind::Stream {
             wake.extend(slot.waker.take());
@@ -791,12 +792,7 @@ impl Inner {
             return Ok(());
         };
         if slot.remote_end {
-            self.reset(
-                stream,
-                ErrorCode::STREAM_CLOSED,
-                "HEADERS after the end of the stream",
-                wake,
-            );
+            self.after_end(stream, "HEADERS", wake);
             return Ok(());
         }
         if !slot.headers {
@@ -838,8 +834,7 @@ impl Inner {
             }
         }
         if end_stream {
-            slot.remote_end = true;
-            wake.extend(slot.waker.take());
+            slot.end_remote(wake);
             self.close_if_done(stream);
         }
         Ok(())
