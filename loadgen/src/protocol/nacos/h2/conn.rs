@@ -22,7 +22,7 @@ use tokio::io::AsyncWrite;
 use tonic::{Code, Status};
 
 use super::super::wire::GRPC_PREFIX;
-use super::grpc::{Fields, next_message};
+use super::grpc::{Fields, message_len, next_message};
 use super::stream::{IdHash, write_within};
 pub(super) use super::stream::{Kind, Slot};
 use super::waiters::Waiters;
@@ -744,9 +744,7 @@ impl Inner {
         let too_large = if slot.kind == Kind::Unary {
             buffered.len() > GRPC_PREFIX + MAX_MESSAGE
         } else {
-            buffered.len() >= GRPC_PREFIX
-                && u32::from_be_bytes([buffered[1], buffered[2], buffered[3], buffered[4]]) as usize
-                    > MAX_MESSAGE
+            buffered.len() >= GRPC_PREFIX && message_len(buffered) > MAX_MESSAGE
         };
         if too_large {
             let why = Status::resource_exhausted(format!(
