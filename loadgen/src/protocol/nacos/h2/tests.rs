@@ -412,12 +412,7 @@ async fn a_protocol_error_closes_the_connection_with_goaway() {
 #[tokio::test]
 async fn the_bi_stream_carries_messages_both_ways() {
     let (h2, mut s) = Server::start().await;
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
-    let opening = tokio::spawn({
-        let h2 = h2.clone();
-        async move { h2.open_stream(rx).await }
-    });
+    let (tx, opening) = spawn_open(&h2).await;
     let (id, path, data) = s.request(grpc(b"setup").len()).await;
     assert_eq!(path, "/BiRequestStream/requestBiStream");
     assert_eq!(data, grpc(b"setup"));
@@ -525,14 +520,22 @@ async fn a_call_times_out_and_resets_its_stream() {
     assert_eq!(&next.await.expect("caller").expect("reply")[..], b"fine");
 }
 
-/// Opens the bi-stream and has the server answer its headers.
-async fn open_bi_stream(h2: &H2, s: &mut Server) -> (u32, BiStream, mpsc::Sender<Bytes>) {
+/// Opens the bi-stream on a task of its own, "setup" its first message.
+async fn spawn_open(
+    h2: &H2,
+) -> (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<Result<BiStream, Status>>,
+) {
     let (tx, rx) = mpsc::channel(4);
     tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
-    let opening = tokio::spawn({
-        let h2 = h2.clone();
-        async move { h2.open_stream(rx).await }
-    });
+    let h2 = h2.clone();
+    (tx, tokio::spawn(async move { h2.open_stream(rx).await }))
+}
+
+/// Opens the bi-stream and has the server answer its headers.
+async fn open_bi_stream(h2: &H2, s: &mut Server) -> (u32, BiStream, mpsc::Sender<Bytes>) {
+    let (tx, opening) = spawn_open(h2).await;
     let (id, _, _) = s.request(grpc(b"setup").len()).await;
     let mut out = Vec::new();
     head(&mut out, id);
