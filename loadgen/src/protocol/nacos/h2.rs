@@ -320,9 +320,7 @@ async fn deadlines(shared: Arc<Shared>) {
             inner.armed = next;
             next
         };
-        for w in wake.drain(..) {
-            w.wake();
-        }
+        wake_all(&mut wake);
         match next {
             Some(at) => {
                 let _ = tokio::time::timeout_at(at.into(), shared.deadlines.notified()).await;
@@ -432,9 +430,7 @@ async fn drive(
                 inner.goaway(code, reason);
                 let _ = inner.flush(cx);
                 drop(inner);
-                for w in wake.drain(..) {
-                    w.wake();
-                }
+                wake_all(&mut wake);
                 return Poll::Ready(Status::unavailable(format!(
                     "HTTP/2 connection error: {reason} ({code})"
                 )));
@@ -442,9 +438,7 @@ async fn drive(
             buf.copy_within(at..filled, 0);
             filled -= at;
             drop(inner);
-            for w in wake.drain(..) {
-                w.wake();
-            }
+            wake_all(&mut wake);
         }
     })
     .await;
@@ -452,6 +446,11 @@ async fn drive(
     inner.close(&why, &mut wake);
     inner.shut();
     drop(inner);
+    wake_all(&mut wake);
+}
+
+/// Wakes the tasks collected under the lock (after it is released).
+fn wake_all(wake: &mut Vec<Waker>) {
     for w in wake.drain(..) {
         w.wake();
     }

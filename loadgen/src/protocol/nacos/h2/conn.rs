@@ -22,7 +22,7 @@ use tokio::io::AsyncWrite;
 use tonic::{Code, Status};
 
 use super::super::wire::GRPC_PREFIX;
-use super::grpc::{Fields, next_message};
+use super::grpc::{Fields, message_len, next_message};
 use super::stream::{IdHash, write_within};
 pub(super) use super::stream::{Kind, Slot};
 use super::waiters::Waiters;
@@ -384,9 +384,9 @@ impl Inner {
     }
 
     /// Takes the next whole message of a bi-stream (its window is given back as it
-    /// arrived, or now if the reader was behind: see [`Inner::give_back`]).
+    /// arrived, or now if the reader was behind: see [`give_back`]).
     fn take_message(&mut self, id: u32) -> Option<Result<Bytes, Status>> {
-        let slot = self.slot(id)?;
+        let slot = self.slots.get_mut(&id)?;
         let message = match next_message(&slot.data[slot.taken..]) {
             Ok(Some(m)) => Bytes::copy_from_slice(m),
             Ok(None) => return None,
@@ -401,30 +401,8 @@ impl Inner {
             slot.data.drain(..slot.taken);
             slot.taken = 0;
         }
-        self.give_back(id);
+        give_back(slot, id, &mut self.out);
         Some(Ok(message))
-    }
-
-    /// Gives the bytes received on stream `id` back to its window once half of it is used:
-    /// always for a unary call (its size is bounded by [`MAX_MESSAGE`]) and for the
-    /// bi-stream while its reader keeps up (less than a window buffered) or while the
-    /// message buffered is not whole yet (its reader cannot make room).
-    fn give_back(&mut self, id: u32) {
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return;
-        };
-        if slot.unacked < STREAM_WINDOW / 2 || slot.remote_end {
-            return;
-        }
-        let buffered = &slot.data[slot.taken..];
-        if slot.kind == Kind::Stream
-            && buffered.len() >= STREAM_WINDOW as usize
-            && matches!(next_message(buffered), Ok(Some(_)))
-        {
-            return;
-        }
-        let n = std::mem::take(&mut slot.unacked);
-        frame::write_window_update(&mut self.out, id, n);
     }
 
     /// Marks the calls whose deadline passed (their wakers go to `wake`); returns the
@@ -619,6 +597,13 @@ impl Inner {
         Ok(())
     }
 
+    /// `what` (a frame) on stream `id` after the server ended it: a stream error (RFC 9113
+    /// §5.1, half-closed (remote)).
+    fn after_end(&mut self, id: u32, what: &str, wake: &mut Vec<Waker>) {
+        let reason = format!("{what} after the end of the stream");
+        self.reset(id, ErrorCode::STREAM_CLOSED, &reason, wake);
+    }
+
     /// Resets stream `id` from our side and fails its call.
     fn reset(&mut self, id: u32, code: ErrorCode, reason: &str, wake: &mut Vec<Waker>) {
         self.reset_with(id, code, stream_error(code, reason), wake);
@@ -730,7 +715,7 @@ impl Inner {
             let n = std::mem::take(&mut self.recv_unacked);
             frame::write_window_update(&mut self.out, 0, n);
         }
-        let Some(slot) = self.slot(stream) else {
+        let Some(slot) = self.slots.get_mut(&stream) else {
             return Ok(());
         };
         if slot.unacked + flow_len > STREAM_WINDOW {
@@ -740,12 +725,7 @@ impl Inner {
             ));
         }
         if slot.remote_end {
-            self.reset(
-                stream,
-                ErrorCode::STREAM_CLOSED,
-                "DATA after the end of the stream",
-                wake,
-            );
+            self.after_end(stream, "DATA", wake);
             return Ok(());
         }
         if !slot.headers {
@@ -764,9 +744,7 @@ impl Inner {
         let too_large = if slot.kind == Kind::Unary {
             buffered.len() > GRPC_PREFIX + MAX_MESSAGE
         } else {
-            buffered.len() >= GRPC_PREFIX
-                && u32::from_be_bytes([buffered[1], buffered[2], buffered[3], buffered[4]]) as usize
-                    > MAX_MESSAGE
+            buffered.len() >= GRPC_PREFIX && message_len(buffered) > MAX_MESSAGE
         };
         if too_large {
             let why = Status::resource_exhausted(format!(
@@ -776,14 +754,10 @@ impl Inner {
             return Ok(());
         }
         if !end_stream {
-            self.give_back(stream);
+            give_back(slot, stream, &mut self.out);
         }
-        let Some(slot) = self.slot(stream) else {
-            return Ok(());
-        };
         if end_stream {
-            slot.remote_end = true;
-            wake.extend(slot.waker.take());
+            slot.end_remote(wake);
             self.close_if_done(stream);
         } else if slot.kind == Kind::Stream {
             wake.extend(slot.waker.take());
@@ -816,12 +790,7 @@ impl Inner {
             return Ok(());
         };
         if slot.remote_end {
-            self.reset(
-                stream,
-                ErrorCode::STREAM_CLOSED,
-                "HEADERS after the end of the stream",
-                wake,
-            );
+            self.after_end(stream, "HEADERS", wake);
             return Ok(());
         }
         if !slot.headers {
@@ -862,16 +831,31 @@ impl Inner {
                 None => slot.fail(Status::internal("trailers without grpc-status")),
             }
         }
-        let Some(slot) = self.slot(stream) else {
-            return Ok(());
-        };
         if end_stream {
-            slot.remote_end = true;
-            wake.extend(slot.waker.take());
+            slot.end_remote(wake);
             self.close_if_done(stream);
         }
         Ok(())
     }
+}
+
+/// Gives the bytes received on stream `id` (its `slot`) back to its window once half of it
+/// is used: always for a unary call (its size is bounded by [`MAX_MESSAGE`]) and for the
+/// bi-stream while its reader keeps up (less than a window buffered) or while the message
+/// buffered is not whole yet (its reader cannot make room).
+fn give_back(slot: &mut Slot, id: u32, out: &mut Vec<u8>) {
+    if slot.unacked < STREAM_WINDOW / 2 || slot.remote_end {
+        return;
+    }
+    let buffered = &slot.data[slot.taken..];
+    if slot.kind == Kind::Stream
+        && buffered.len() >= STREAM_WINDOW as usize
+        && matches!(next_message(buffered), Ok(Some(_)))
+    {
+        return;
+    }
+    let n = std::mem::take(&mut slot.unacked);
+    frame::write_window_update(out, id, n);
 }
 
 /// The header block being received (HEADERS then CONTINUATIONs) and the decoder of every

@@ -68,8 +68,13 @@ pub(super) fn next_message(data: &[u8]) -> Result<Option<&[u8]>, Status> {
             "compressed gRPC messages are not supported",
         ));
     }
-    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-    Ok(data.get(GRPC_PREFIX..GRPC_PREFIX + len))
+    Ok(data.get(GRPC_PREFIX..GRPC_PREFIX + message_len(data)))
+}
+
+/// The length of the message whose prefix `data` starts with (at least [`GRPC_PREFIX`]
+/// bytes).
+pub(super) fn message_len(data: &[u8]) -> usize {
+    u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize
 }
 
 /// The outcome of a finished unary stream: its error, else its one message unless the
@@ -82,10 +87,10 @@ pub(super) fn unary_result(slot: &Slot) -> Result<Bytes, Status> {
     let message = next_message(data)?;
     if let Some(m) = message {
         // Messages after the first are read (they must be whole) but not kept.
-        let mut rest = &data[m.len() + 5..];
+        let mut rest = &data[m.len() + GRPC_PREFIX..];
         while !rest.is_empty() {
             match next_message(rest)? {
-                Some(next) => rest = &rest[next.len() + 5..],
+                Some(next) => rest = &rest[next.len() + GRPC_PREFIX..],
                 None => return Err(Status::internal("the body ended inside a message")),
             }
         }

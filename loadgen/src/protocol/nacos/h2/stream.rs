@@ -53,6 +53,12 @@ impl Slot {
             self.error = Some(status);
         }
     }
+
+    /// The server ended the stream: its caller is woken.
+    pub(super) fn end_remote(&mut self, wake: &mut Vec<Waker>) {
+        self.remote_end = true;
+        wake.extend(self.waker.take());
+    }
 }
 
 /// Writes as much of `data` as `window` allows as DATA frames of stream `id` (of at most

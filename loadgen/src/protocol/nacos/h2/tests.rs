@@ -76,8 +76,14 @@ impl Server {
                 }
             })
             .expect("a valid request head");
+        let data = self.data(stream, data_len).await;
+        (stream, path, data)
+    }
+
+    /// DATA of `stream` up to END_STREAM (or `limit` bytes), in frames of the default size.
+    async fn data(&mut self, stream: u32, limit: usize) -> Vec<u8> {
         let mut data = Vec::new();
-        while data.len() < data_len {
+        while data.len() < limit {
             match self.next().await {
                 Frame::Data {
                     stream: s,
@@ -86,6 +92,7 @@ impl Server {
                     ..
                 } => {
                     assert_eq!(s, stream);
+                    assert!(d.len() <= 16_384, "a {}-byte DATA frame", d.len());
                     data.extend_from_slice(d);
                     if end_stream {
                         break;
@@ -94,7 +101,18 @@ impl Server {
                 other => panic!("expected DATA, got {other:?}"),
             }
         }
-        (stream, path, data)
+        data
+    }
+
+    /// Sends SETTINGS and reads the client's acknowledgement.
+    async fn settings(&mut self, params: &[(u16, u32)]) {
+        let mut out = Vec::new();
+        frame::write_settings(&mut out, params);
+        self.send(&out).await;
+        assert!(matches!(
+            self.next().await,
+            Frame::Settings { ack: true, .. }
+        ));
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -186,6 +204,22 @@ async fn call(h2: &H2, message: &[u8]) -> Result<Bytes, Status> {
     }
 }
 
+/// `call` on a task of its own.
+fn spawn_call(h2: &H2, message: &[u8]) -> tokio::task::JoinHandle<Result<Bytes, Status>> {
+    let (h2, message) = (h2.clone(), message.to_vec());
+    tokio::spawn(async move { call(&h2, &message).await })
+}
+
+/// A unary call with deadline `within` on a task of its own.
+fn spawn_unary(
+    h2: &H2,
+    message: &[u8],
+    within: Duration,
+) -> tokio::task::JoinHandle<Result<Bytes, CallError>> {
+    let (h2, message) = (h2.clone(), Bytes::from(grpc(message)));
+    tokio::spawn(async move { h2.unary(message, within).await })
+}
+
 #[tokio::test]
 async fn unary_calls_with_huffman_dynamic_table_and_continuation() {
     let (h2, mut s) = Server::start().await;
@@ -263,11 +297,9 @@ async fn errors_trailers_only_reset_and_http_status() {
     // A message, then an error in the trailers.
     let (id, _, _) = s.request(usize::MAX).await;
     out.clear();
-    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    head(&mut out, id);
     frame::write_data(&mut out, id, &grpc(b"x"), false);
-    let mut block = Vec::new();
-    hpack::encode_field(&mut block, b"grpc-status", b"13");
-    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    trailers(&mut out, id, b"grpc-status", b"13");
     s.send(&out).await;
     let (a, b, c, d) = caller.await.expect("caller");
     let a = a.expect_err("trailers-only");
@@ -304,39 +336,20 @@ async fn flow_control_frame_size_and_ping() {
     }
     // Larger than a frame (the server's MAX_FRAME_SIZE is the default 16 KiB).
     let message = vec![7u8; 40_000];
-    let caller = tokio::spawn({
-        let h2 = h2.clone();
-        let message = message.clone();
-        async move { call(&h2, &message).await }
-    });
+    let caller = spawn_call(&h2, &message);
     // Only 10 bytes may come before a WINDOW_UPDATE.
     let (id, _, data) = s.request(10).await;
     assert_eq!(data.len(), 10);
     let mut out = Vec::new();
     frame::write_window_update(&mut out, id, 100_000);
     s.send(&out).await;
-    let mut rest = Vec::new();
-    loop {
-        match s.next().await {
-            Frame::Data {
-                data, end_stream, ..
-            } => {
-                assert!(data.len() <= 16_384, "a {}-byte DATA frame", data.len());
-                rest.extend_from_slice(data);
-                if end_stream {
-                    break;
-                }
-            }
-            other => panic!("expected DATA, got {other:?}"),
-        }
-    }
     let mut all = data;
-    all.extend_from_slice(&rest);
+    all.extend_from_slice(&s.data(id, usize::MAX).await);
     assert_eq!(all, grpc(&message));
     // A reply over half the stream window: the client gives the window back.
     let big = vec![1u8; STREAM_WINDOW as usize / 2 + 40_000];
     let mut out = Vec::new();
-    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    head(&mut out, id);
     let body = grpc(&big);
     for chunk in body.chunks(16_384) {
         frame::write_data(&mut out, id, chunk, false);
@@ -350,9 +363,7 @@ async fn flow_control_frame_size_and_ping() {
         }
     }
     let mut out = Vec::new();
-    let mut block = Vec::new();
-    hpack::encode_field(&mut block, b"grpc-status", b"0");
-    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    trailers(&mut out, id, b"grpc-status", b"0");
     s.send(&out).await;
     assert_eq!(caller.await.expect("caller").expect("reply"), big);
 }
@@ -360,15 +371,9 @@ async fn flow_control_frame_size_and_ping() {
 #[tokio::test]
 async fn goaway_fails_later_streams_and_new_calls() {
     let (h2, mut s) = Server::start().await;
-    let first = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"one").await }
-    });
+    let first = spawn_call(&h2, b"one");
     let (id1, _, _) = s.request(usize::MAX).await;
-    let second = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"two").await }
-    });
+    let second = spawn_call(&h2, b"two");
     let (id2, _, _) = s.request(usize::MAX).await;
     let mut out = Vec::new();
     frame::write_goaway(&mut out, id1, ErrorCode::NO_ERROR, b"bye");
@@ -393,25 +398,13 @@ async fn goaway_fails_later_streams_and_new_calls() {
 #[tokio::test]
 async fn a_protocol_error_closes_the_connection_with_goaway() {
     let (h2, mut s) = Server::start().await;
-    let caller = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"x").await }
-    });
+    let caller = spawn_call(&h2, b"x");
     let (id, _, _) = s.request(usize::MAX).await;
     // A malformed header block (index 0).
     let mut out = Vec::new();
     frame::write_headers(&mut out, id, &[0x80], true, 1 << 14);
     s.send(&out).await;
-    loop {
-        match s.next().await {
-            Frame::GoAway { code, .. } => {
-                assert_eq!(code, ErrorCode::COMPRESSION_ERROR);
-                break;
-            }
-            Frame::WindowUpdate { .. } | Frame::Settings { .. } => {}
-            other => panic!("expected GOAWAY, got {other:?}"),
-        }
-    }
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::COMPRESSION_ERROR);
     let e = caller.await.expect("caller").expect_err("connection error");
     assert_eq!(e.code(), Code::Unavailable);
 }
@@ -419,17 +412,12 @@ async fn a_protocol_error_closes_the_connection_with_goaway() {
 #[tokio::test]
 async fn the_bi_stream_carries_messages_both_ways() {
     let (h2, mut s) = Server::start().await;
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
-    let opening = tokio::spawn({
-        let h2 = h2.clone();
-        async move { h2.open_stream(rx).await }
-    });
+    let (tx, opening) = spawn_open(&h2).await;
     let (id, path, data) = s.request(grpc(b"setup").len()).await;
     assert_eq!(path, "/BiRequestStream/requestBiStream");
     assert_eq!(data, grpc(b"setup"));
     let mut out = Vec::new();
-    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    head(&mut out, id);
     let two = [grpc(b"push-1"), grpc(b"push-2")].concat();
     frame::write_data(&mut out, id, &two[..3], false);
     frame::write_data(&mut out, id, &two[3..], false);
@@ -457,9 +445,7 @@ async fn the_bi_stream_carries_messages_both_ways() {
         }
     ));
     let mut out = Vec::new();
-    let mut block = Vec::new();
-    hpack::encode_field(&mut block, b"grpc-status", b"0");
-    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    trailers(&mut out, id, b"grpc-status", b"0");
     s.send(&out).await;
     assert!(stream.next().await.is_none());
 }
@@ -467,27 +453,29 @@ async fn the_bi_stream_carries_messages_both_ways() {
 /// Answers stream `id` with `message` and an OK status.
 async fn answer(s: &mut Server, id: u32, message: &[u8]) {
     let mut out = Vec::new();
-    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    head(&mut out, id);
     frame::write_data(&mut out, id, &grpc(message), false);
-    let mut block = Vec::new();
-    hpack::encode_field(&mut block, b"grpc-status", b"0");
-    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    trailers(&mut out, id, b"grpc-status", b"0");
     s.send(&out).await;
+}
+
+/// A response head (`:status: 200`) on stream `id`, without END_STREAM.
+fn head(out: &mut Vec<u8>, id: u32) {
+    frame::write_headers(out, id, &[0x88], false, 1 << 14);
+}
+
+/// Trailers of one field on stream `id`, with END_STREAM.
+fn trailers(out: &mut Vec<u8>, id: u32, name: &[u8], value: &[u8]) {
+    let mut block = Vec::new();
+    hpack::encode_field(&mut block, name, value);
+    frame::write_headers(out, id, &block, true, 1 << 14);
 }
 
 #[tokio::test]
 async fn max_concurrent_streams_holds_calls_back() {
     let (h2, mut s) = Server::start().await;
-    let mut out = Vec::new();
-    frame::write_settings(&mut out, &[(frame::MAX_CONCURRENT_STREAMS, 1)]);
-    s.send(&out).await;
-    assert!(matches!(s.next().await, Frame::Settings { ack: true, .. }));
-    let calls: Vec<_> = (0..2u8)
-        .map(|i| {
-            let h2 = h2.clone();
-            tokio::spawn(async move { call(&h2, &[i]).await })
-        })
-        .collect();
+    s.settings(&[(frame::MAX_CONCURRENT_STREAMS, 1)]).await;
+    let calls: Vec<_> = (0..2u8).map(|i| spawn_call(&h2, &[i])).collect();
     let (id1, _, _) = s.request(usize::MAX).await;
     // No second stream while the first is open.
     let early = tokio::time::timeout(Duration::from_millis(100), s.next()).await;
@@ -511,13 +499,7 @@ async fn max_concurrent_streams_holds_calls_back() {
 async fn a_call_times_out_and_resets_its_stream() {
     let (h2, mut s) = Server::start().await;
     let started = std::time::Instant::now();
-    let caller = tokio::spawn({
-        let h2 = h2.clone();
-        async move {
-            h2.unary(Bytes::from(grpc(b"late")), Duration::from_millis(200))
-                .await
-        }
-    });
+    let caller = spawn_unary(&h2, b"late", Duration::from_millis(200));
     let (id, _, _) = s.request(usize::MAX).await;
     assert!(matches!(
         caller.await.expect("caller"),
@@ -532,26 +514,31 @@ async fn a_call_times_out_and_resets_its_stream() {
         }
     );
     // The connection still serves.
-    let next = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"again").await }
-    });
+    let next = spawn_call(&h2, b"again");
     let (id, _, _) = s.request(usize::MAX).await;
     answer(&mut s, id, b"fine").await;
     assert_eq!(&next.await.expect("caller").expect("reply")[..], b"fine");
 }
 
-/// Opens the bi-stream and has the server answer its headers.
-async fn open_bi_stream(h2: &H2, s: &mut Server) -> (u32, BiStream, mpsc::Sender<Bytes>) {
+/// Opens the bi-stream on a task of its own, "setup" its first message.
+async fn spawn_open(
+    h2: &H2,
+) -> (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<Result<BiStream, Status>>,
+) {
     let (tx, rx) = mpsc::channel(4);
     tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
-    let opening = tokio::spawn({
-        let h2 = h2.clone();
-        async move { h2.open_stream(rx).await }
-    });
+    let h2 = h2.clone();
+    (tx, tokio::spawn(async move { h2.open_stream(rx).await }))
+}
+
+/// Opens the bi-stream and has the server answer its headers.
+async fn open_bi_stream(h2: &H2, s: &mut Server) -> (u32, BiStream, mpsc::Sender<Bytes>) {
+    let (tx, opening) = spawn_open(h2).await;
     let (id, _, _) = s.request(grpc(b"setup").len()).await;
     let mut out = Vec::new();
-    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    head(&mut out, id);
     s.send(&out).await;
     let stream = opening.await.expect("opener").expect("opened");
     (id, stream, tx)
@@ -588,9 +575,7 @@ async fn the_stream_table_stays_small_while_the_bi_stream_is_open() {
 /// A DATA frame with `pad` bytes of padding.
 fn padded_data(out: &mut Vec<u8>, stream: u32, data: &[u8], pad: u8) {
     let len = data.len() + 1 + usize::from(pad);
-    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
-    out.extend_from_slice(&[0x0, 0x8]);
-    out.extend_from_slice(&stream.to_be_bytes());
+    frame::write_head(out, len as u32, frame::DATA, frame::PADDED, stream);
     out.push(pad);
     out.extend_from_slice(data);
     out.extend(std::iter::repeat_n(0u8, usize::from(pad)));
@@ -668,28 +653,13 @@ async fn a_push_over_the_largest_message_resets_the_bi_stream() {
 #[tokio::test]
 async fn a_waiter_that_times_out_passes_the_freed_stream_on() {
     let (h2, mut s) = Server::start().await;
-    let mut out = Vec::new();
-    frame::write_settings(&mut out, &[(frame::MAX_CONCURRENT_STREAMS, 1)]);
-    s.send(&out).await;
-    assert!(matches!(s.next().await, Frame::Settings { ack: true, .. }));
-    let first = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"first").await }
-    });
+    s.settings(&[(frame::MAX_CONCURRENT_STREAMS, 1)]).await;
+    let first = spawn_call(&h2, b"first");
     let (id1, _, _) = s.request(usize::MAX).await;
     // A waiter that gives up, then one that waits on.
-    let quitter = tokio::spawn({
-        let h2 = h2.clone();
-        async move {
-            h2.unary(Bytes::from(grpc(b"quitter")), Duration::from_millis(100))
-                .await
-        }
-    });
+    let quitter = spawn_unary(&h2, b"quitter", Duration::from_millis(100));
     tokio::task::yield_now().await;
-    let patient = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"patient").await }
-    });
+    let patient = spawn_call(&h2, b"patient");
     assert!(matches!(
         quitter.await.expect("quitter"),
         Err(CallError::Timeout)
@@ -708,19 +678,10 @@ async fn a_waiter_that_times_out_passes_the_freed_stream_on() {
 #[tokio::test]
 async fn a_call_with_an_earlier_deadline_times_out_on_time() {
     let (h2, mut s) = Server::start().await;
-    let slow = tokio::spawn({
-        let h2 = h2.clone();
-        async move { h2.unary(Bytes::from(grpc(b"slow")), DEADLINE).await }
-    });
+    let slow = spawn_unary(&h2, b"slow", DEADLINE);
     let (_, _, _) = s.request(usize::MAX).await;
     let started = std::time::Instant::now();
-    let quick = tokio::spawn({
-        let h2 = h2.clone();
-        async move {
-            h2.unary(Bytes::from(grpc(b"quick")), Duration::from_millis(100))
-                .await
-        }
-    });
+    let quick = spawn_unary(&h2, b"quick", Duration::from_millis(100));
     let (_, _, _) = s.request(usize::MAX).await;
     let quick = tokio::time::timeout(Duration::from_secs(2), quick)
         .await
@@ -781,18 +742,14 @@ async fn data_beyond_the_stream_window_is_a_flow_control_error() {
 #[tokio::test]
 async fn a_header_block_over_64_kib_is_a_connection_error() {
     let (h2, mut s) = Server::start().await;
-    let caller = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"x").await }
-    });
+    let caller = spawn_call(&h2, b"x");
     let (id, _, _) = s.request(usize::MAX).await;
     let mut out = Vec::new();
-    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    head(&mut out, id);
     // The HEADERS frame without END_HEADERS, then CONTINUATIONs that never end.
     out[4] &= !0x4;
     for _ in 0..5 {
-        out.extend_from_slice(&[0, 0x40, 0, 0x9, 0]);
-        out.extend_from_slice(&id.to_be_bytes());
+        frame::write_head(&mut out, 16_384, frame::CONTINUATION, 0, id);
         out.extend_from_slice(&[0x88; 16_384]);
     }
     s.send(&out).await;
@@ -823,17 +780,12 @@ async fn a_server_that_floods_pings_and_does_not_read_is_not_buffered_for() {
 #[tokio::test]
 async fn trailers_without_grpc_status_fail_the_call() {
     let (h2, mut s) = Server::start().await;
-    let caller = tokio::spawn({
-        let h2 = h2.clone();
-        async move { call(&h2, b"x").await }
-    });
+    let caller = spawn_call(&h2, b"x");
     let (id, _, _) = s.request(usize::MAX).await;
     let mut out = Vec::new();
-    frame::write_headers(&mut out, id, &[0x88], false, 1 << 14);
+    head(&mut out, id);
     frame::write_data(&mut out, id, &grpc(b"reply"), false);
-    let mut block = Vec::new();
-    hpack::encode_field(&mut block, b"x-other", b"1");
-    frame::write_headers(&mut out, id, &block, true, 1 << 14);
+    trailers(&mut out, id, b"x-other", b"1");
     s.send(&out).await;
     let e = caller.await.expect("caller").expect_err("no status");
     assert_eq!(e.code(), Code::Internal);
@@ -851,13 +803,7 @@ async fn enable_push_from_the_server_is_a_protocol_error() {
 #[tokio::test]
 async fn after_goaway_a_call_below_the_last_stream_still_resets_its_stream() {
     let (h2, mut s) = Server::start().await;
-    let caller = tokio::spawn({
-        let h2 = h2.clone();
-        async move {
-            h2.unary(Bytes::from(grpc(b"late")), Duration::from_millis(100))
-                .await
-        }
-    });
+    let caller = spawn_unary(&h2, b"late", Duration::from_millis(100));
     let (id, _, _) = s.request(usize::MAX).await;
     let mut out = Vec::new();
     frame::write_goaway(&mut out, id, ErrorCode::NO_ERROR, b"draining");
@@ -879,12 +825,7 @@ async fn after_goaway_a_call_below_the_last_stream_still_resets_its_stream() {
 async fn calls_in_flight_fail_when_the_connection_drops_after_goaway() {
     let (h2, mut s) = Server::start().await;
     let (bi, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
-    let calls: Vec<_> = (0..3u8)
-        .map(|i| {
-            let h2 = h2.clone();
-            tokio::spawn(async move { call(&h2, &[i]).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3u8).map(|i| spawn_call(&h2, &[i])).collect();
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(s.request(usize::MAX).await.0);
