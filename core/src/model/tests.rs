@@ -124,6 +124,18 @@ fn client_ids_know_their_kind() {
     assert_eq!(c.as_str(), "1717000000000_10.0.0.7_53122");
     assert_eq!(c.kind(), ClientKind::Connection);
     assert!(ClientId::parse("").is_err());
+    // Every width of port, and ids past the inline 24 bytes, read as their text.
+    for port in [0, 7, 65535] {
+        let ip = "fdaa:bbbb:cccc:dddd:eeee:ffff:1111:2222";
+        assert_eq!(
+            ClientId::ip_port(ip, port).as_str(),
+            format!("{ip}:{port}#true")
+        );
+        assert_eq!(
+            ClientId::connection(u64::MAX, ip, port).as_str(),
+            format!("{}_{ip}_{port}", u64::MAX)
+        );
+    }
 }
 
 #[test]
