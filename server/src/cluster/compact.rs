@@ -111,8 +111,14 @@ struct Encoder<'a> {
 
 impl<'a> Encoder<'a> {
     fn new(base: u64, records: usize) -> Self {
+        // Sized for a batch of distinct services (each adds a few strings) and a few
+        // dozen metadata maps: growing the tables by doubling rehashes them ~5 times.
+        let services = records / 4;
         Self {
             base,
+            strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
+            services: HashMap::with_capacity_and_hasher(services, Fast::default()),
+            maps: HashMap::with_capacity_and_hasher(32, Fast::default()),
             records: Vec::with_capacity(records * 40),
             ..Self::default()
         }
