@@ -76,40 +76,44 @@ fn eight_digits(x: u64) -> Option<u64> {
 }
 
 /// The octets of `ip` if it is an IPv4 address in its one canonical form (four decimal
-/// octets, no leading zeros), the form a replica writes back. One pass over the bytes.
+/// octets, no leading zeros), the form a replica writes back. One pass, an octet at a
+/// time: its first digit, up to two more unless the first is 0, then a `.` or the end.
 #[inline]
 pub fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
     let b = ip.as_bytes();
     if !(7..=15).contains(&b.len()) {
         return None;
     }
+    let digit = |at: usize| {
+        b.get(at)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|d| *d <= 9)
+            .map(u32::from)
+    };
     let mut o = [0u8; 4];
-    let (mut k, mut v, mut digits) = (0, 0u32, 0);
-    for &c in b {
-        if c == b'.' {
-            if digits == 0 || k == 3 {
+    let mut at = 0;
+    for (k, octet) in o.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(at) != Some(&b'.') {
                 return None;
             }
-            o[k] = v as u8;
-            (k, v, digits) = (k + 1, 0, 0);
-            continue;
+            at += 1;
         }
-        let d = c.wrapping_sub(b'0');
-        // A digit, not after a leading zero, at most three, at most 255.
-        if d > 9 || (digits == 1 && v == 0) || digits == 3 {
-            return None;
+        let mut v = digit(at)?;
+        at += 1;
+        if v != 0
+            && let Some(d) = digit(at)
+        {
+            v = v * 10 + d;
+            at += 1;
+            if let Some(d) = digit(at) {
+                v = v * 10 + d;
+                at += 1;
+            }
         }
-        v = v * 10 + u32::from(d);
-        digits += 1;
-        if v > 255 {
-            return None;
-        }
+        *octet = u8::try_from(v).ok()?;
     }
-    if k != 3 || digits == 0 {
-        return None;
-    }
-    o[3] = v as u8;
-    Some(o)
+    (at == b.len()).then_some(o)
 }
 
 /// How a client id travels.
@@ -485,6 +489,49 @@ mod tests {
             assert_eq!(decimal_bytes(s.as_bytes()), s.parse().ok(), "{s}");
         }
         assert!(tried > 3000);
+    }
+
+    #[test]
+    fn canonical_ipv4_is_the_text_std_writes_back() {
+        // Strings over digits and dots (and a few other bytes), each compared with std's
+        // parse of it written back; a fixed LCG, the seed printed on failure.
+        let alphabet = b"0123456789...12x:";
+        let mut x: u64 = 0x5eed_1234;
+        let mut canonical = 0;
+        for _ in 0..200_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let n = (x >> 59) as usize % 17;
+            let s: String = (0..n)
+                .map(|k| alphabet[((x >> (k * 3 % 56)) as usize ^ k) % alphabet.len()] as char)
+                .collect();
+            let want = s
+                .parse::<std::net::Ipv4Addr>()
+                .ok()
+                .filter(|a| a.to_string() == s)
+                .map(|a| a.octets());
+            assert_eq!(canonical_ipv4(&s), want, "{s:?} (lcg state {x})");
+            canonical += usize::from(want.is_some());
+        }
+        for o in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 0, 100, 9],
+            [1, 22, 199, 250],
+        ] {
+            let s = std::net::Ipv4Addr::from(o).to_string();
+            assert_eq!(canonical_ipv4(&s), Some(o), "{s}");
+        }
+        for s in [
+            "256.1.1.1",
+            "1.2.3.04",
+            "1.2.3.4.",
+            ".1.2.3",
+            "1.2.3.1000",
+            "00.1.2.3",
+        ] {
+            assert_eq!(canonical_ipv4(s), None, "{s}");
+        }
+        assert!(canonical > 10, "{canonical} canonical addresses tried");
     }
 
     #[test]
