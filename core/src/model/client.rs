@@ -178,22 +178,28 @@ impl ClientId {
     pub fn ip_port(ip: &str, port: u16) -> Self {
         // Pieces pushed, not `format!`: the formatting machinery cost ~800 instructions
         // per id on the write path (the native API builds one per item).
-        let mut id = compact_str::CompactString::with_capacity(ip.len() + 11);
+        // Sized exactly: a capacity above 24 bytes would put a short id on the heap.
+        let mut port_text = itoa::Buffer::new();
+        let port = port_text.format(port);
+        let mut id = compact_str::CompactString::with_capacity(ip.len() + port.len() + 6);
         id.push_str(ip);
         id.push(':');
-        id.push_str(itoa::Buffer::new().format(port));
+        id.push_str(port);
         id.push_str("#true");
         Self::from_compact(id)
     }
 
     /// A connection client id: `<millis>_<ip>_<port>`.
     pub fn connection(millis: Millis, ip: &str, port: u16) -> Self {
-        let mut id = compact_str::CompactString::with_capacity(ip.len() + 28);
-        id.push_str(itoa::Buffer::new().format(millis));
+        let (mut millis_text, mut port_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (millis, port) = (millis_text.format(millis), port_text.format(port));
+        let mut id =
+            compact_str::CompactString::with_capacity(millis.len() + ip.len() + port.len() + 2);
+        id.push_str(millis);
         id.push('_');
         id.push_str(ip);
         id.push('_');
-        id.push_str(itoa::Buffer::new().format(port));
+        id.push_str(port);
         Self::from_compact(id)
     }
 
