@@ -16,58 +16,104 @@ use std::collections::HashSet;
 
 /// The value of `b` if it is a number written in decimal the way `format!` writes it
 /// (digits only, no leading zero), of at most 19 digits (so no overflow check per digit;
-/// longer numbers are sent as text).
+/// longer numbers are sent as text). Eight digits at a time ([`eight_digits`]): a
+/// connection id's millis are thirteen.
 #[inline]
 pub fn decimal_bytes(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 19 || (b.len() > 1 && b[0] == b'0') {
+    let n = b.len();
+    if n == 0 || n > 19 || (n > 1 && b[0] == b'0') {
         return None;
     }
-    let mut v: u64 = 0;
-    for &c in b {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
+    if n < 8 {
+        let mut v: u64 = 0;
+        for &c in b {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
         }
-        v = v * 10 + u64::from(d);
+        return Some(v);
+    }
+    // The first n % 8 digits as one word padded with leading '0's, then whole words.
+    let head = n % 8;
+    let mut v = if head == 0 {
+        0
+    } else {
+        let x = word(b, 0) << ((8 - head) * 8) | ZEROS >> (head * 8);
+        eight_digits(x)?
+    };
+    for at in (head..n).step_by(8) {
+        v = v * 100_000_000 + eight_digits(word(b, at))?;
     }
     Some(v)
 }
 
+/// Eight ASCII '0's, one per byte.
+const ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// The eight bytes of `b` at `at`, as a little-endian word.
+#[inline(always)]
+fn word(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The value of eight decimal digits loaded little-endian (the first digit in the lowest
+/// byte), if all eight are digits: the digits checked a word at a time (every byte is
+/// 0x30 to 0x39 when its high nibble is 3, and still 3 after adding 6), then combined by
+/// three multiplications: each byte with the next into pairs, pairs into quads, quads
+/// into the whole (the usual SWAR parse of eight digits).
+#[inline(always)]
+fn eight_digits(x: u64) -> Option<u64> {
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    if x & HIGH != ZEROS || x.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    let d = x - ZEROS;
+    let d = (d.wrapping_mul(10 << 8 | 1) >> 8) & 0x00ff_00ff_00ff_00ff;
+    let d = (d.wrapping_mul(100 << 16 | 1) >> 16) & 0x0000_ffff_0000_ffff;
+    Some(d.wrapping_mul(10_000 << 32 | 1) >> 32)
+}
+
 /// The octets of `ip` if it is an IPv4 address in its one canonical form (four decimal
-/// octets, no leading zeros), the form a replica writes back. One pass over the bytes.
+/// octets, no leading zeros), the form a replica writes back. One pass, an octet at a
+/// time: its first digit, up to two more unless the first is 0, then a `.` or the end.
 #[inline]
 pub fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
     let b = ip.as_bytes();
     if !(7..=15).contains(&b.len()) {
         return None;
     }
+    let digit = |at: usize| {
+        b.get(at)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|d| *d <= 9)
+            .map(u32::from)
+    };
     let mut o = [0u8; 4];
-    let (mut k, mut v, mut digits) = (0, 0u32, 0);
-    for &c in b {
-        if c == b'.' {
-            if digits == 0 || k == 3 {
+    let mut at = 0;
+    for (k, octet) in o.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(at) != Some(&b'.') {
                 return None;
             }
-            o[k] = v as u8;
-            (k, v, digits) = (k + 1, 0, 0);
-            continue;
+            at += 1;
         }
-        let d = c.wrapping_sub(b'0');
-        // A digit, not after a leading zero, at most three, at most 255.
-        if d > 9 || (digits == 1 && v == 0) || digits == 3 {
-            return None;
+        let mut v = digit(at)?;
+        at += 1;
+        if v != 0
+            && let Some(d) = digit(at)
+        {
+            v = v * 10 + d;
+            at += 1;
+            if let Some(d) = digit(at) {
+                v = v * 10 + d;
+                at += 1;
+            }
         }
-        v = v * 10 + u32::from(d);
-        digits += 1;
-        if v > 255 {
-            return None;
-        }
+        *octet = u8::try_from(v).ok()?;
     }
-    if k != 3 || digits == 0 {
-        return None;
-    }
-    o[3] = v as u8;
-    Some(o)
+    (at == b.len()).then_some(o)
 }
 
 /// How a client id travels.
@@ -120,14 +166,17 @@ fn decimal_port(b: &[u8]) -> Option<u16> {
 }
 
 /// The form of `id` given the client's first instance: derived when the id is exactly
-/// what the replica will rebuild from it. One pass over the id: a connection id's millis
-/// are read while looking for the `_` that ends them, its ip compared a word at a time.
+/// what the replica will rebuild from it. A connection id is read from its end: the port
+/// after the last `_` (within the last six bytes), the instance's ip before it (compared
+/// a word at a time), the millis before that (read eight digits at a time); no pass
+/// looks at a byte twice.
 #[inline]
 pub fn id_form(id: &str, first: &Instance) -> IdForm {
     let (id, ip) = (id.as_bytes(), first.ip.as_bytes());
+    let n = id.len();
     // ip:port: `<ip>:<port>#true`.
-    if id.len() >= 5 && id[id.len() - 5..] == *b"#true" {
-        let key = &id[..id.len() - 5];
+    if n >= 5 && id[n - 5..] == *b"#true" {
+        let key = &id[..n - 5];
         if key.len() > ip.len() + 1
             && key[ip.len()] == b':'
             && same_bytes(&key[..ip.len()], ip)
@@ -138,38 +187,29 @@ pub fn id_form(id: &str, first: &Instance) -> IdForm {
         return IdForm::String;
     }
     // Connection: `<millis>_<ip>_<port>`, millis and port in decimal (at most 19 digits
-    // of millis, as `decimal_bytes` reads them, so no overflow check per digit).
-    let mut millis: u64 = 0;
-    let mut m = 0;
-    loop {
-        let Some(&c) = id.get(m) else {
-            return IdForm::String;
-        };
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            if c != b'_' {
-                return IdForm::String;
-            }
-            break;
-        }
-        if m == 19 {
-            return IdForm::String;
-        }
-        millis = millis * 10 + u64::from(d);
-        m += 1;
-    }
-    if m == 0 || (m > 1 && id[0] == b'0') {
+    // of millis, as `decimal_bytes` reads them). A port has no `_`: the last one ends
+    // the ip.
+    let tail = n.saturating_sub(6);
+    let Some(q) = id[tail..]
+        .iter()
+        .rposition(|&c| c == b'_')
+        .map(|k| tail + k)
+    else {
+        return IdForm::String;
+    };
+    let Some(port) = decimal_port(&id[q + 1..]) else {
+        return IdForm::String;
+    };
+    let Some(m) = q.checked_sub(ip.len() + 1) else {
+        return IdForm::String;
+    };
+    if id[m] != b'_' || !same_bytes(&id[m + 1..q], ip) {
         return IdForm::String;
     }
-    let rest = &id[m + 1..];
-    if rest.len() > ip.len() + 1
-        && rest[ip.len()] == b'_'
-        && same_bytes(&rest[..ip.len()], ip)
-        && let Some(port) = decimal_port(&rest[ip.len() + 1..])
-    {
-        return IdForm::Connection { millis, port };
+    match decimal_bytes(&id[..m]) {
+        Some(millis) => IdForm::Connection { millis, port },
+        None => IdForm::String,
     }
-    IdForm::String
 }
 
 /// Bytes of an unsigned LEB128 varint of `v`.
@@ -368,10 +408,14 @@ mod tests {
             "",
             "10.0.0.70",
             "2001:db8:85a3:0:0:8a2e:370:7334",
+            "a_b",
+            "_",
         ];
         let mut ids: Vec<String> = Vec::new();
         for ip in ips {
-            for port in ["8080", "1", "0", "65535", "65536", "080", "", "99999", "x"] {
+            for port in [
+                "8080", "1", "0", "65535", "65536", "080", "", "99999", "x", "_1", "1_", "123456",
+            ] {
                 ids.push(format!("{ip}:{port}#true"));
                 ids.push(format!("{ip}:{port}#false"));
                 for millis in [
@@ -382,6 +426,10 @@ mod tests {
                     "9999999999999999999",
                     "10000000000000000000",
                     "12a",
+                    "12345678",
+                    "1234567812345678",
+                    "17170000000a0",
+                    "_",
                 ] {
                     ids.push(format!("{millis}_{ip}_{port}"));
                     ids.push(format!("{millis}_{ip}__{port}"));
@@ -403,6 +451,87 @@ mod tests {
             }
         }
         assert!(derived > 40, "{derived} derived forms tried");
+    }
+
+    /// `decimal_bytes` as plainly written: digits one by one.
+    fn plain_decimal(b: &[u8]) -> Option<u64> {
+        if b.is_empty() || b.len() > 19 || (b.len() > 1 && b[0] == b'0') {
+            return None;
+        }
+        b.iter().try_fold(0u64, |v, &c| {
+            c.is_ascii_digit().then(|| v * 10 + u64::from(c - b'0'))
+        })
+    }
+
+    #[test]
+    fn decimals_read_a_word_at_a_time_are_the_plain_ones() {
+        // Every length, every digit at every place, and each place spoiled by the bytes
+        // next to the digits (and ones whose high nibble is 3).
+        let mut tried = 0;
+        for n in 0..=21 {
+            for place in 0..n.max(1) {
+                for c in (0u8..=9).map(|d| b'0' + d).chain(*b"/:;?_ \xff") {
+                    let mut b: Vec<u8> = (0..n).map(|k| b'1' + (k % 9) as u8).collect();
+                    if n > 0 {
+                        b[place] = c;
+                    }
+                    assert_eq!(decimal_bytes(&b), plain_decimal(&b), "{b:?}");
+                    tried += 1;
+                }
+            }
+        }
+        for s in [
+            "9999999999999999999",
+            "1000000000000000000",
+            "1717000000000",
+            "12345678",
+        ] {
+            assert_eq!(decimal_bytes(s.as_bytes()), s.parse().ok(), "{s}");
+        }
+        assert!(tried > 3000);
+    }
+
+    #[test]
+    fn canonical_ipv4_is_the_text_std_writes_back() {
+        // Strings over digits and dots (and a few other bytes), each compared with std's
+        // parse of it written back; a fixed LCG, the seed printed on failure.
+        let alphabet = b"0123456789...12x:";
+        let mut x: u64 = 0x5eed_1234;
+        let mut canonical = 0;
+        for _ in 0..200_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let n = (x >> 59) as usize % 17;
+            let s: String = (0..n)
+                .map(|k| alphabet[((x >> (k * 3 % 56)) as usize ^ k) % alphabet.len()] as char)
+                .collect();
+            let want = s
+                .parse::<std::net::Ipv4Addr>()
+                .ok()
+                .filter(|a| a.to_string() == s)
+                .map(|a| a.octets());
+            assert_eq!(canonical_ipv4(&s), want, "{s:?} (lcg state {x})");
+            canonical += usize::from(want.is_some());
+        }
+        for o in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 0, 100, 9],
+            [1, 22, 199, 250],
+        ] {
+            let s = std::net::Ipv4Addr::from(o).to_string();
+            assert_eq!(canonical_ipv4(&s), Some(o), "{s}");
+        }
+        for s in [
+            "256.1.1.1",
+            "1.2.3.04",
+            "1.2.3.4.",
+            ".1.2.3",
+            "1.2.3.1000",
+            "00.1.2.3",
+        ] {
+            assert_eq!(canonical_ipv4(s), None, "{s}");
+        }
+        assert!(canonical > 10, "{canonical} canonical addresses tried");
     }
 
     #[test]

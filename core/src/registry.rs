@@ -412,7 +412,11 @@ impl Registry {
 
     /// The client `id`, if held.
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
-        let key = IdKey::new(id);
+        self.get_key(IdKey::new(id))
+    }
+
+    /// The client of `key` (an id with its stable hash, known to the caller), if held.
+    pub(crate) fn get_key(&self, key: IdKey<'_>) -> Option<Arc<Client>> {
         let shard = &self.shards[self.shard_of_key(key) as usize];
         shard.pin().get_key(key).cloned()
     }

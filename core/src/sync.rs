@@ -17,31 +17,62 @@
 //!
 //! Queues are striped by client id so concurrent writers rarely meet on one mutex.
 
+use crate::hash::{mix64, stable_hash64};
 use crate::model::ClientId;
 use crate::time::Millis;
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as Slot;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::registry::FastHash;
-
 const STRIPES: usize = 16;
 
-/// The stripe of an id's hash: bits the stripe's table does not index by (it takes its
-/// buckets from the low bits and its tags from the top seven).
-fn stripe_of(hash: u64) -> usize {
-    (hash >> 32) as usize % STRIPES
+/// The stripe of an id's table hash: bits the stripe's table does not index by (it takes
+/// its buckets from the low bits and its tags from the top seven).
+fn stripe_of(slot: u64) -> usize {
+    (slot >> 32) as usize % STRIPES
+}
+
+/// A client taken from the queue: its id, due time and the id's stable hash (the
+/// registry's, [`stable_hash64`]: the flush finds the client without hashing its id).
+#[derive(Debug, Clone)]
+pub(crate) struct Taken {
+    pub(crate) id: ClientId,
+    pub(crate) due: Millis,
+    pub(crate) hash: u64,
+}
+
+/// A pending client: its id, when it is due and its id's stable hash.
+struct Pending {
+    id: ClientId,
+    due: Millis,
+    hash: u64,
+}
+
+/// How the queues hash: an id's stable hash (computed once per schedule, for every peer,
+/// and handed to the flush) mixed with a per-process key, so that ids chosen to collide
+/// in one process's tables do not in another's (as the registry's client sets do).
+#[derive(Clone, Copy)]
+struct Mix(u64);
+
+impl Mix {
+    #[inline]
+    fn slot(self, hash: u64) -> u64 {
+        mix64(self.0 ^ hash)
+    }
 }
 
 struct Stripe {
-    /// Due time of every pending client, found by its id's hash (`SyncScheduler::hash`).
-    pending: HashTable<(ClientId, Millis)>,
-    /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each
-    /// with its id's hash, so a take finds the pending entry without hashing again.
-    fifo: VecDeque<(Millis, u64, ClientId)>,
+    /// Every pending client, found by its table hash ([`Mix::slot`]).
+    pending: HashTable<Pending>,
+    /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each is
+    /// a due time and a stable hash, no id: a take removes the pending entry of that hash
+    /// due at that time (an entry rescheduled earlier since is not; were two ids' whole
+    /// 64-bit hashes equal, each entry is still taken once, at its own due time).
+    fifo: VecDeque<(Millis, u64)>,
     /// Entries with other due times (retries, verify repairs, handovers).
     heap: BinaryHeap<Reverse<(Millis, ClientId)>>,
 }
@@ -56,28 +87,29 @@ impl Stripe {
         }
     }
 
-    fn schedule(
-        &mut self,
-        hasher: &FastHash,
-        hash: u64,
-        id: &ClientId,
-        due: Millis,
-        regular: bool,
-    ) -> bool {
-        match self.pending.find_mut(hash, |(k, _)| k == id) {
-            Some((_, d)) if *d <= due => false,
-            Some((_, d)) => {
-                *d = due;
-                self.heap.push(Reverse((due, id.clone())));
+    fn schedule(&mut self, mix: Mix, hash: u64, id: &ClientId, due: Millis, regular: bool) -> bool {
+        let slot = self.pending.entry(
+            mix.slot(hash),
+            |p| p.hash == hash && p.id == *id,
+            |p| mix.slot(p.hash),
+        );
+        match slot {
+            Slot::Occupied(mut o) => {
+                let p = o.get_mut();
+                if p.due > due {
+                    p.due = due;
+                    self.heap.push(Reverse((due, id.clone())));
+                }
                 false
             }
-            None => {
-                self.pending
-                    .insert_unique(hash, (id.clone(), due), |(k, _)| {
-                        hasher.hash_one(k.as_str())
-                    });
-                if regular && self.fifo.back().is_none_or(|(d, _, _)| *d <= due) {
-                    self.fifo.push_back((due, hash, id.clone()));
+            Slot::Vacant(v) => {
+                v.insert(Pending {
+                    id: id.clone(),
+                    due,
+                    hash,
+                });
+                if regular && self.fifo.back().is_none_or(|(d, _)| *d <= due) {
+                    self.fifo.push_back((due, hash));
                 } else {
                     self.heap.push(Reverse((due, id.clone())));
                 }
@@ -86,48 +118,49 @@ impl Stripe {
         }
     }
 
-    /// Pops up to `max` clients due at `now` (with their due times), earliest first.
-    fn take_due(
-        &mut self,
-        hasher: &FastHash,
-        now: Millis,
-        max: usize,
-        out: &mut Vec<(ClientId, Millis)>,
-    ) {
+    /// Pops up to `max` clients due at `now`, earliest first.
+    fn take_due(&mut self, mix: Mix, now: Millis, max: usize, out: &mut Vec<Taken>) {
         while out.len() < max {
             let from_fifo = match (self.fifo.front(), self.heap.peek()) {
-                (Some((a, _, _)), Some(Reverse((b, _)))) => a <= b,
+                (Some((a, _)), Some(Reverse((b, _)))) => a <= b,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => return,
             };
-            let (due, hash, id) = if from_fifo {
-                let (d, _, _) = self.fifo.front().expect("checked above");
-                if *d > now {
+            // Skip queue entries made obsolete by a reschedule to an earlier time (the
+            // pending entry stays, due when the earlier entry says).
+            let found = if from_fifo {
+                let (due, hash) = *self.fifo.front().expect("checked above");
+                if due > now {
                     return;
                 }
-                self.fifo.pop_front().expect("checked above")
+                self.fifo.pop_front();
+                self.pending
+                    .find_entry(mix.slot(hash), |p| p.hash == hash && p.due == due)
             } else {
-                let Reverse((d, _)) = self.heap.peek().expect("checked above");
-                if *d > now {
+                let Reverse((due, _)) = self.heap.peek().expect("checked above");
+                if *due > now {
                     return;
                 }
                 let (due, id) = self.heap.pop().expect("checked above").0;
-                (due, hasher.hash_one(id.as_str()), id)
+                let hash = stable_hash64(id.as_str().as_bytes());
+                self.pending.find_entry(mix.slot(hash), |p| {
+                    p.hash == hash && p.due == due && p.id == id
+                })
             };
-            // Skip queue entries made obsolete by a reschedule to an earlier time (the
-            // pending entry stays, due when the earlier entry says).
-            if let Ok(entry) = self.pending.find_entry(hash, |(k, _)| *k == id)
-                && entry.get().1 == due
-            {
-                entry.remove();
-                out.push((id, due));
+            if let Ok(entry) = found {
+                let (p, _) = entry.remove();
+                out.push(Taken {
+                    id: p.id,
+                    due: p.due,
+                    hash: p.hash,
+                });
             }
         }
     }
 
     fn next_due(&self) -> Option<Millis> {
-        let a = self.fifo.front().map(|(d, _, _)| *d);
+        let a = self.fifo.front().map(|(d, _)| *d);
         let b = self.heap.peek().map(|Reverse((d, _))| *d);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -169,7 +202,7 @@ impl PeerQueue {
 /// Pending syncs of every peer.
 pub(crate) struct SyncScheduler {
     peers: Vec<PeerQueue>,
-    hasher: FastHash,
+    mix: Mix,
     delay: Millis,
 }
 
@@ -180,14 +213,14 @@ impl SyncScheduler {
         let room = batch.div_ceil(STRIPES) * 5 / 4;
         Self {
             peers: (0..members).map(|_| PeerQueue::new(room)).collect(),
-            hasher: crate::registry::fast_hash(seed),
+            mix: Mix(crate::registry::fast_hash(seed).hash_one(0x7379_6e63_u64)),
             delay,
         }
     }
 
-    /// The hash an id is found by in every peer's queues.
-    fn hash(&self, id: &ClientId) -> u64 {
-        self.hasher.hash_one(id.as_str())
+    /// The stable hash of an id (the registry's), which its queue entries keep.
+    fn hash(id: &ClientId) -> u64 {
+        stable_hash64(id.as_str().as_bytes())
     }
 
     pub(crate) fn peer(&self, peer: usize) -> &PeerQueue {
@@ -208,7 +241,7 @@ impl SyncScheduler {
         id: &ClientId,
         now: Millis,
     ) {
-        let hash = self.hash(id);
+        let hash = Self::hash(id);
         let due = now.saturating_add(self.delay);
         for peer in peers {
             self.schedule_hashed(peer, hash, id, due, true);
@@ -217,15 +250,14 @@ impl SyncScheduler {
 
     /// Schedules `id` for `peer` at `due` (retries, repairs): never later than a pending entry.
     pub(crate) fn schedule_at(&self, peer: usize, id: &ClientId, due: Millis, regular: bool) {
-        self.schedule_hashed(peer, self.hash(id), id, due, regular);
+        self.schedule_hashed(peer, Self::hash(id), id, due, regular);
     }
 
     fn schedule_hashed(&self, peer: usize, hash: u64, id: &ClientId, due: Millis, regular: bool) {
         let q = &self.peers[peer];
-        let scheduled =
-            q.stripes[stripe_of(hash)]
-                .lock()
-                .schedule(&self.hasher, hash, id, due, regular);
+        let scheduled = q.stripes[stripe_of(self.mix.slot(hash))]
+            .lock()
+            .schedule(self.mix, hash, id, due, regular);
         if scheduled {
             q.pending.fetch_add(1, Relaxed);
         }
@@ -234,12 +266,7 @@ impl SyncScheduler {
     /// Takes up to `max` clients for `peer` whether due or not: first those due at `now`,
     /// then the earliest pending of each stripe in turn. The flush does so when a whole
     /// batch is pending, and puts back with [`Self::put_back`] what it does not send.
-    pub(crate) fn take_early(
-        &self,
-        peer: usize,
-        now: Millis,
-        max: usize,
-    ) -> Vec<(ClientId, Millis)> {
+    pub(crate) fn take_early(&self, peer: usize, now: Millis, max: usize) -> Vec<Taken> {
         let mut out = self.take(peer, now, max);
         if out.len() < max {
             out.extend(self.take(peer, Millis::MAX, max - out.len()));
@@ -249,7 +276,7 @@ impl SyncScheduler {
 
     /// Takes up to `max` clients due for `peer` at `now` (with their due times), fairly
     /// across stripes.
-    pub(crate) fn take(&self, peer: usize, now: Millis, max: usize) -> Vec<(ClientId, Millis)> {
+    pub(crate) fn take(&self, peer: usize, now: Millis, max: usize) -> Vec<Taken> {
         let q = &self.peers[peer];
         let pending = q.pending.load(Relaxed);
         if pending == 0 {
@@ -269,12 +296,9 @@ impl SyncScheduler {
                 } else {
                     max
                 };
-                q.stripes[(start + k) % STRIPES].lock().take_due(
-                    &self.hasher,
-                    now,
-                    limit,
-                    &mut out,
-                );
+                q.stripes[(start + k) % STRIPES]
+                    .lock()
+                    .take_due(self.mix, now, limit, &mut out);
             }
         }
         q.pending.fetch_sub(out.len(), Relaxed);
@@ -287,11 +311,16 @@ impl SyncScheduler {
         self.schedule_at(peer, id, due, true);
     }
 
+    /// [`Self::put_back`] of a client taken with its hash.
+    pub(crate) fn put_back_taken(&self, peer: usize, t: &Taken) {
+        self.schedule_hashed(peer, t.hash, &t.id, t.due, true);
+    }
+
     /// Every client pending for `peer`, with its due time (in no particular order).
     pub(crate) fn pending_clients(&self, peer: usize) -> Vec<(ClientId, Millis)> {
         let mut out = Vec::new();
         for s in self.peers[peer].stripes.iter() {
-            out.extend(s.lock().pending.iter().map(|(id, due)| (id.clone(), *due)));
+            out.extend(s.lock().pending.iter().map(|p| (p.id.clone(), p.due)));
         }
         out
     }
@@ -323,9 +352,60 @@ mod tests {
         fn take_due(&self, peer: usize, now: Millis, max: usize) -> Vec<ClientId> {
             self.take(peer, now, max)
                 .into_iter()
-                .map(|(id, _)| id)
+                .map(|t| t.id)
                 .collect()
         }
+    }
+
+    #[test]
+    fn taken_clients_carry_the_registrys_hash() {
+        let s = SyncScheduler::new(2, 0, 100, None);
+        s.schedule(1, &id("1717000000000_10.0.0.7_8080"), 0);
+        s.schedule_at(1, &id("10.0.0.7:80#true"), 5, false);
+        let taken = s.take(1, 10, 10);
+        assert_eq!(taken.len(), 2);
+        for t in taken {
+            let key = crate::registry::IdKey::new(t.id.as_str());
+            assert_eq!(t.hash, key.hash, "{:?}", t.id);
+        }
+    }
+
+    #[test]
+    fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
+        // Queue entries hold no id: two ids whose hashes are equal (forced here) must still
+        // be taken once each, each when due, even with an obsolete entry of one of them.
+        let mix = Mix(7);
+        let mut stripe = Stripe::new(4);
+        let (a, b) = (id("a"), id("b"));
+        // b is given a's hash (b is only ever queued in the fifo, which keeps no id; a heap
+        // entry is hashed again from its id).
+        let h = stable_hash64(b"a");
+        assert!(stripe.schedule(mix, h, &a, 10, true));
+        assert!(stripe.schedule(mix, h, &b, 20, true));
+        assert!(!stripe.schedule(mix, h, &a, 5, false)); // a earlier: its fifo entry is obsolete
+        assert!(!stripe.schedule(mix, h, &b, 30, true)); // b later: merges, stays due at 20
+        let mut out = Vec::new();
+        stripe.take_due(mix, 9, 10, &mut out);
+        assert_eq!(
+            out.iter()
+                .map(|t| (t.id.clone(), t.due))
+                .collect::<Vec<_>>(),
+            [(a.clone(), 5)]
+        );
+        stripe.take_due(mix, 19, 10, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "a's obsolete entry took nothing, b is not due"
+        );
+        stripe.take_due(mix, 100, 10, &mut out);
+        assert_eq!(
+            out.iter()
+                .map(|t| (t.id.clone(), t.due))
+                .collect::<Vec<_>>(),
+            [(a, 5), (b, 20)]
+        );
+        assert!(stripe.pending.is_empty() && stripe.next_due().is_none());
     }
 
     #[test]
@@ -388,16 +468,16 @@ mod tests {
         }
         // Early or not, what is due comes first.
         let early = s.take_early(1, 1020, 4);
-        let mut dues: Vec<Millis> = early.iter().map(|(_, d)| *d).collect();
+        let mut dues: Vec<Millis> = early.iter().map(|t| t.due).collect();
         dues.sort_unstable();
         assert_eq!(dues[..3], [1000, 1010, 1020]);
         assert!(dues[3] > 1020);
         assert_eq!(s.pending(1), 6);
         // Put back, each is due when it was; a change since then keeps the earlier time.
-        let first = early.iter().find(|(_, d)| *d == 1000).unwrap().0.clone();
+        let first = early.iter().find(|t| t.due == 1000).unwrap().id.clone();
         s.schedule(1, &first, 700); // due 1700: merges, the put-back 1000 wins
-        for (c, d) in &early {
-            s.put_back(1, c, *d);
+        for t in &early {
+            s.put_back(1, &t.id, t.due);
         }
         assert_eq!(s.pending(1), 10);
         assert!(s.take(1, 999, 10).is_empty());

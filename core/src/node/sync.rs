@@ -13,7 +13,7 @@ use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
 use crate::registry::{
-    ApplyCounts, ChangeRef, ClientChange, ClientRecord, ReplicaChange, StateRef,
+    ApplyCounts, ChangeRef, ClientChange, ClientRecord, IdKey, ReplicaChange, StateRef,
 };
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
@@ -102,30 +102,35 @@ impl Node {
             let mut bytes = 8;
             let mut rest = taken.into_iter();
             let mut overflow = false;
-            for (id, due) in rest.by_ref() {
-                // The stored client itself: the encoder reads it, no record is built.
-                let change = match self.registry.get(id.as_str()) {
+            for t in rest.by_ref() {
+                // The stored client itself: the encoder reads it, no record is built. Found
+                // by the hash the queue kept, not by hashing the id again.
+                let key = IdKey {
+                    id: t.id.as_str(),
+                    hash: t.hash,
+                };
+                let change = match self.registry.get_key(key) {
                     Some(c) => ClientChange::Stored(c),
-                    None => match self.registry.tombstone(id.as_str()) {
-                        Some(revision) => ClientChange::Delete { id, revision },
+                    None => match self.registry.tombstone(t.id.as_str()) {
+                        Some(revision) => ClientChange::Delete { id: t.id, revision },
                         None => continue,
                     },
                 };
                 let size = change.size_hint();
                 if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
                     // Full by bytes: this one and the rest go back, due as they were.
-                    self.sync.put_back(p.index(), change.id(), due);
+                    self.sync.put_back(p.index(), change.id(), t.due);
                     overflow = true;
                     break;
                 }
                 bytes += size;
                 batch.changes.push(change);
                 if early {
-                    dues.push(due);
+                    dues.push(t.due);
                 }
             }
-            for (id, due) in rest {
-                self.sync.put_back(p.index(), &id, due);
+            for t in rest {
+                self.sync.put_back_taken(p.index(), &t);
             }
             let is_full = overflow || batch.changes.len() >= full;
             if early && is_full {

@@ -103,16 +103,29 @@ struct Encoder<'a> {
     base: u64,
     /// Owners' string indices by member index.
     owners: Vec<u32>,
-    /// The last service and cluster looked up (a batch is mostly runs of one), by the
-    /// address of their interned text.
+    /// The last service looked up (a batch is mostly runs of one), by the address of its
+    /// interned key.
     last_service: Option<(*const u8, u32)>,
-    last_cluster: Option<(*const u8, u32)>,
+    /// The last namespace, group and cluster looked up (nearly all are one of each), by
+    /// the address and length of their interned text.
+    last_names: [Option<(*const u8, usize, u32)>; 3],
 }
+
+/// [`Encoder::last_names`] slots.
+const NAMESPACE: usize = 0;
+const GROUP: usize = 1;
+const CLUSTER: usize = 2;
 
 impl<'a> Encoder<'a> {
     fn new(base: u64, records: usize) -> Self {
+        // Sized for a batch of distinct services (each adds a few strings) and a few
+        // dozen metadata maps: growing the tables by doubling rehashes them ~5 times.
+        let services = records / 4;
         Self {
             base,
+            strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
+            services: HashMap::with_capacity_and_hasher(services, Fast::default()),
+            maps: HashMap::with_capacity_and_hasher(32, Fast::default()),
             records: Vec::with_capacity(records * 40),
             ..Self::default()
         }
@@ -164,8 +177,8 @@ impl<'a> Encoder<'a> {
             None => {
                 let i = self.services.len() as u32;
                 let parts = [
-                    self.string(s.namespace()),
-                    self.string(s.group()),
+                    self.name(NAMESPACE, s.namespace()),
+                    self.name(GROUP, s.group()),
                     self.string(s.name()),
                 ];
                 for p in parts {
@@ -179,15 +192,17 @@ impl<'a> Encoder<'a> {
         i
     }
 
-    fn cluster(&mut self, c: &'a Name) -> u32 {
-        let s = c.as_str();
-        if let Some((p, i)) = self.last_cluster
+    /// The index of an interned name, remembered in `last_names[slot]`.
+    fn name(&mut self, slot: usize, n: &'a Name) -> u32 {
+        let s = n.as_str();
+        if let Some((p, len, i)) = self.last_names[slot]
             && p == s.as_ptr()
+            && len == s.len()
         {
             return i;
         }
         let i = self.string(s);
-        self.last_cluster = Some((s.as_ptr(), i));
+        self.last_names[slot] = Some((s.as_ptr(), s.len(), i));
         i
     }
 
@@ -289,7 +304,7 @@ impl<'a> Encoder<'a> {
                 if flags & WEIGHT != 0 {
                     out.extend_from_slice(&i.weight.to_le_bytes());
                 }
-                put_varint(&mut out, u64::from(self.cluster(&i.cluster)));
+                put_varint(&mut out, u64::from(self.name(CLUSTER, &i.cluster)));
                 if flags & METADATA != 0 {
                     put_varint(&mut out, u64::from(self.map(&i.metadata)));
                 }

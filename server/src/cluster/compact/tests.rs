@@ -137,6 +137,39 @@ fn a_batch_round_trips_through_the_compact_layout() {
 }
 
 #[test]
+fn names_remembered_by_the_encoder_come_back_when_they_alternate() {
+    // The encoder remembers the last namespace, group and cluster it looked up: clients
+    // alternating between two of each (and runs of one) must each come back with theirs.
+    let owner = node(0);
+    for k in 0..12u16 {
+        let svc = ServiceSpec::new(
+            ["", "ns-b"][usize::from(k % 2)],
+            ["", "g-b"][usize::from(k / 2 % 2)],
+            "svc",
+        );
+        let mut spec = InstanceSpec::new("10.9.0.1", 7000 + k);
+        spec.cluster = ["DEFAULT", "c-b"][usize::from(k / 3 % 2)].into();
+        owner
+            .register(
+                &ClientId::connection(9, "10.9.0.1", 7000 + k),
+                &svc,
+                &spec,
+                10,
+            )
+            .unwrap();
+    }
+    let batch = owner
+        .tick(20)
+        .into_iter()
+        .find_map(Command::into_sync_batch)
+        .expect("a batch");
+    assert_eq!(batch.changes.len(), 12);
+    let bytes = encode_changes(&owner, &batch.changes);
+    let decoded = decode_changes(&node(1), &bytes).expect("decodes");
+    assert_eq!(decoded, batch.changes);
+}
+
+#[test]
 fn every_malformed_batch_is_refused_with_a_reason_and_none_panics() {
     let (owner, changes) = owner_and_batch();
     let replica = node(1);
