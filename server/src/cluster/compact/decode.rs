@@ -11,7 +11,7 @@ use crate::cluster::wire::WireError;
 use compact_str::CompactString;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
-    ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, ServiceSpec,
+    ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service,
     check_cluster_name, validate_metadata,
 };
 use distro_core::name::Name;
@@ -211,8 +211,7 @@ impl<'a> Tables<'a> {
             let at = r.at;
             let name = r.index("service")?;
             let name = string(at, name, "service")?;
-            let (ns, group, name) = ServiceSpec::resolve_parts(ns, group, name)?;
-            services.push(node.registry().service(ns, group, name));
+            services.push(node.registry().resolve_service(ns, group, name)?);
         }
         Ok(Tables {
             base,
