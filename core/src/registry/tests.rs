@@ -767,7 +767,7 @@ fn resolve_service_answers_as_resolve_parts_checked_only_on_a_miss() {
         ("ns", "", "g@@svc"),
         ("ns", "g", "g@@svc"),
         ("ns", "other", "g@@svc"),
-        ("ns", "g", "bad name"),
+        ("ns", "g", "bad\u{1}name"),
         ("ns", "g", &long),
         ("ns", "g@@x", "svc"),
     ];
@@ -791,5 +791,5 @@ fn resolve_service_answers_as_resolve_parts_checked_only_on_a_miss() {
             }
         }
     }
-    assert!(r.find_service("ns", "g", "bad name").is_none());
+    assert!(r.find_service("ns", "g", "bad\u{1}name").is_none());
 }
