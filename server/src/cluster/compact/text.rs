@@ -2,8 +2,8 @@
 //! `format!` writes them, and IP addresses in their one canonical form (an address that
 //! would not come back byte for byte travels as a string).
 
-use compact_str::CompactString;
 use distro_core::compact_form::canonical_ipv4;
+use distro_core::model::SmallStr;
 use std::net::Ipv6Addr;
 
 /// Appends `v` in decimal (`itoa`: four digits at a time, no bounds checks).
@@ -68,7 +68,7 @@ const OCTETS: [([u8; 4], u8); 256] = {
 /// stack, then inline in the string: no allocation): each octet's digits and dot copied
 /// from a table as one four-byte word. The whole zero-padded buffer is validated (in one
 /// step, see [`Aligned`]), then the address's part taken.
-pub(super) fn ipv4_text(o: [u8; 4]) -> CompactString {
+pub(super) fn ipv4_text(o: [u8; 4]) -> SmallStr {
     let mut a = Aligned([0u8; 16]);
     let mut n = 0;
     for x in o {
@@ -79,7 +79,7 @@ pub(super) fn ipv4_text(o: [u8; 4]) -> CompactString {
     }
     let text = std::str::from_utf8(&a.0).expect("digits, dots and zeros");
     // Without the last octet's dot.
-    CompactString::from(&text[..n - 1])
+    SmallStr::new(&text[..n - 1])
 }
 
 // ----- encoding ----------------------------------------------------------------------

@@ -76,6 +76,8 @@ pub(super) struct Inner {
     goaway: Option<u32>,
     /// Why the connection can take no new call.
     pub(super) closed: Option<Status>,
+    /// Shut the write half down once everything queued is written (our GOAWAY).
+    shut_after_flush: bool,
     spare: Vec<Vec<u8>>,
     /// The deadline the deadline task sleeps until (it is notified of an earlier one).
     pub(super) armed: Option<Instant>,
@@ -117,6 +119,7 @@ impl Inner {
             unflushed: false,
             task: None,
             next_id: 1,
+            shut_after_flush: false,
             slots: HashMap::default(),
             deadlines: BinaryHeap::new(),
             active: 0,
@@ -174,6 +177,16 @@ impl Inner {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        if self.shut_after_flush {
+            match Pin::new(&mut *w).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.shut_after_flush = false;
+                    self.w = None;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -223,9 +236,19 @@ impl Inner {
         self.waiting.leave(ticket);
         let id = self.next_id;
         if id > frame::MAX_WINDOW {
-            return Poll::Ready(Err(Status::unavailable(
-                "the connection has used all its stream ids",
-            )));
+            // No stream can be opened here any more: the connection ends (GOAWAY, then
+            // the write half closes once it is written), as a connection error would end
+            // it. The server closes its side, the bi-stream ends with it and the client
+            // stops being open, so a scenario reconnects as an SDK does. Calls in flight
+            // are answered or fail when the reading task ends.
+            let why = Status::unavailable("the connection has used all its stream ids");
+            if self.closed.is_none() {
+                self.closed = Some(why.clone());
+                self.goaway(ErrorCode::NO_ERROR, "stream ids exhausted");
+                self.shut_after_flush = true;
+                self.wake_task();
+            }
+            return Poll::Ready(Err(why));
         }
         self.next_id += 2;
         let data = self.spare.pop().unwrap_or_default();
@@ -430,6 +453,12 @@ impl Inner {
             }
             self.deadlines.pop();
         }
+    }
+
+    /// Makes `next` the id of the next stream opened (tests of running out of ids).
+    #[cfg(test)]
+    pub(super) fn skip_stream_ids(&mut self, next: u32) {
+        self.next_id = next;
     }
 
     /// The number of streams kept (tests).

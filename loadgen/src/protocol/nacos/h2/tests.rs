@@ -848,3 +848,27 @@ async fn calls_in_flight_fail_when_the_connection_drops_after_goaway() {
     assert_eq!(e.code(), Code::Unavailable, "{e:?} (stream {bi})");
     assert!(stream.next().await.is_none());
 }
+
+#[tokio::test]
+async fn a_connection_out_of_stream_ids_sends_goaway_and_closes() {
+    let (h2, mut s) = Server::start().await;
+    h2.shared.inner.lock().skip_stream_ids(frame::MAX_WINDOW);
+    let last = spawn_call(&h2, b"last");
+    let (id, _, _) = s.request(usize::MAX).await;
+    assert_eq!(id, frame::MAX_WINDOW, "the largest stream id is used");
+    answer(&mut s, id, b"ok").await;
+    assert_eq!(&last.await.expect("caller").expect("reply")[..], b"ok");
+    let e = call(&h2, b"one more").await.expect_err("no stream id left");
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("stream ids"), "{e:?}");
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::NO_ERROR);
+    // Then the client's side of the connection ends (so the server closes it, and a
+    // Nacos client reconnects), and calls keep failing.
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, s.io.read_to_end(&mut rest))
+        .await
+        .expect("the client closed its side in time")
+        .expect("read");
+    let e = call(&h2, b"after").await.expect_err("closed");
+    assert_eq!(e.code(), Code::Unavailable);
+}
