@@ -178,22 +178,25 @@ impl ClientId {
     pub fn ip_port(ip: &str, port: u16) -> Self {
         // Pieces pushed, not `format!`: the formatting machinery cost ~800 instructions
         // per id on the write path (the native API builds one per item).
-        let mut id = compact_str::CompactString::with_capacity(ip.len() + 11);
-        id.push_str(ip);
-        id.push(':');
-        id.push_str(itoa::Buffer::new().format(port));
-        id.push_str("#true");
-        Self::from_compact(id)
+        let mut digits = itoa::Buffer::new();
+        let port = digits.format(port);
+        Self::from_pieces(&[ip, ":", port, "#true"])
     }
 
     /// A connection client id: `<millis>_<ip>_<port>`.
     pub fn connection(millis: Millis, ip: &str, port: u16) -> Self {
-        let mut id = compact_str::CompactString::with_capacity(ip.len() + 28);
-        id.push_str(itoa::Buffer::new().format(millis));
-        id.push('_');
-        id.push_str(ip);
-        id.push('_');
-        id.push_str(itoa::Buffer::new().format(port));
+        let (mut m, mut p) = (itoa::Buffer::new(), itoa::Buffer::new());
+        Self::from_pieces(&[m.format(millis), "_", ip, "_", p.format(port)])
+    }
+
+    /// The id of the pieces' concatenation, sized exactly: a capacity over 24 bytes
+    /// would put even a short id on the heap.
+    fn from_pieces(pieces: &[&str]) -> Self {
+        let mut id =
+            compact_str::CompactString::with_capacity(pieces.iter().map(|p| p.len()).sum());
+        for p in pieces {
+            id.push_str(p);
+        }
         Self::from_compact(id)
     }
 

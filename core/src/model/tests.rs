@@ -124,6 +124,14 @@ fn client_ids_know_their_kind() {
     assert_eq!(c.as_str(), "1717000000000_10.0.0.7_53122");
     assert_eq!(c.kind(), ClientKind::Connection);
     assert!(ClientId::parse("").is_err());
+    // Inline exactly when at most 24 bytes, whatever the lengths of the pieces.
+    for ip in ["10.0.0.7", "192.168.100.10", "192.168.100.200"] {
+        for port in [80, 8080, 65535] {
+            let c = ClientId::ip_port(ip, port);
+            assert_eq!(c.is_inline(), c.as_str().len() <= 24, "{c:?}");
+        }
+    }
+    assert!(ClientId::ip_port("192.168.100.10", 8080).is_inline());
     // Every width of port, and ids past the inline 24 bytes, read as their text.
     for port in [0, 7, 65535] {
         let ip = "fdaa:bbbb:cccc:dddd:eeee:ffff:1111:2222";

@@ -76,11 +76,21 @@ pub(super) struct Inner {
     goaway: Option<u32>,
     /// Why the connection can take no new call.
     pub(super) closed: Option<Status>,
-    /// Shut the write half down once everything queued is written (our GOAWAY).
-    shut_after_flush: bool,
+    /// Where the write half is in closing after our GOAWAY (out of stream ids).
+    shut: Shut,
     spare: Vec<Vec<u8>>,
     /// The deadline the deadline task sleeps until (it is notified of an earlier one).
     pub(super) armed: Option<Instant>,
+}
+
+/// Closing our write half after a GOAWAY of ours (out of stream ids).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shut {
+    No,
+    /// Once every unary call open has its answer and everything queued is written.
+    AfterCalls,
+    /// Done: what is queued later (acks, window updates) is dropped.
+    Done,
 }
 
 /// A connection error: the GOAWAY we send.
@@ -119,7 +129,7 @@ impl Inner {
             unflushed: false,
             task: None,
             next_id: 1,
-            shut_after_flush: false,
+            shut: Shut::No,
             slots: HashMap::default(),
             deadlines: BinaryHeap::new(),
             active: 0,
@@ -148,13 +158,27 @@ impl Inner {
     }
 
     pub(super) fn has_output(&self) -> bool {
-        self.out_pos < self.out.len() || self.unflushed
+        self.out_pos < self.out.len() || self.unflushed || self.shut == Shut::AfterCalls
+    }
+
+    /// Whether a unary call is still waiting for its answer.
+    fn unary_open(&self) -> bool {
+        self.slots
+            .values()
+            .any(|s| s.kind == Kind::Unary && !s.finished())
     }
 
     /// Writes the send buffer out, then flushes the writer. `Pending` leaves the rest for
     /// the next call (the waker of `cx` is woken when the socket takes more).
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shut_now = self.shut == Shut::AfterCalls && !self.unary_open();
         let Some(w) = self.w.as_mut() else {
+            if self.shut == Shut::Done {
+                // Our side is closed on purpose: nothing more is sent.
+                self.out.clear();
+                self.out_pos = 0;
+                return Poll::Ready(Ok(()));
+            }
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
         while self.out_pos < self.out.len() {
@@ -177,10 +201,10 @@ impl Inner {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.shut_after_flush {
+        if shut_now {
             match Pin::new(&mut *w).poll_shutdown(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.shut_after_flush = false;
+                    self.shut = Shut::Done;
                     self.w = None;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -236,16 +260,15 @@ impl Inner {
         self.waiting.leave(ticket);
         let id = self.next_id;
         if id > frame::MAX_WINDOW {
-            // No stream can be opened here any more: the connection ends (GOAWAY, then
-            // the write half closes once it is written), as a connection error would end
-            // it. The server closes its side, the bi-stream ends with it and the client
-            // stops being open, so a scenario reconnects as an SDK does. Calls in flight
-            // are answered or fail when the reading task ends.
+            // No stream can be opened here any more: the connection ends. A GOAWAY now;
+            // once the unary calls in flight have their answers, our write half closes,
+            // the server closes its side, the bi-stream ends with it and the client stops
+            // being open, so a scenario reconnects as an SDK does.
             let why = Status::unavailable("the connection has used all its stream ids");
             if self.closed.is_none() {
                 self.closed = Some(why.clone());
                 self.goaway(ErrorCode::NO_ERROR, "stream ids exhausted");
-                self.shut_after_flush = true;
+                self.shut = Shut::AfterCalls;
                 self.wake_task();
             }
             return Poll::Ready(Err(why));
