@@ -134,7 +134,12 @@ impl PartialOrd for Service {
     }
 }
 impl Ord for Service {
+    /// By key; one canonical service (the registry's, shared by every publication to it)
+    /// is equal to itself without a comparison of its text.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
         self.0.key.cmp(&other.0.key)
     }
 }

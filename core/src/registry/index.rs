@@ -119,6 +119,26 @@ impl Registry {
         })
     }
 
+    /// The canonical [`Service`] of a name's parts as received (from a peer): the defaults
+    /// and the `group@@name` rule applied, then looked up; the checks of each part (which
+    /// cost more than the lookup) run only for a name the registry does not hold yet (a
+    /// held name was checked when first stored). The answer, error or not, is
+    /// [`crate::model::ServiceSpec::resolve_parts`]'s.
+    pub fn resolve_service(
+        &self,
+        namespace: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Service, crate::ValidationError> {
+        use crate::model::ServiceSpec;
+        let (ns, group, name) = ServiceSpec::split_parts(namespace, group, name)?;
+        if let Some(s) = self.find_service(ns, group, name) {
+            return Ok(s);
+        }
+        ServiceSpec::check_parts(ns, group, name)?;
+        Ok(self.service(ns, group, name))
+    }
+
     /// The canonical [`Service`] for validated parts, shared with the index.
     pub fn service(&self, namespace: &str, group: &str, name: &str) -> Service {
         if let Some(s) = self.find_service(namespace, group, name) {

@@ -173,20 +173,18 @@ impl Registry {
         changes: impl IntoIterator<Item = ReplicaChange<'a>>,
         now: Millis,
     ) -> ApplyCounts {
-        let changes: Vec<ReplicaChange<'a>> = changes.into_iter().collect();
-        // Each id hashed once: its shard, its lookup and its digest term.
-        let hashes: Vec<u64> = changes
-            .iter()
-            .map(|c| stable_hash64(c.id().as_bytes()))
-            .collect();
-        // The order of the apply as one integer per change, shard above position: sorted,
+        // One pass: each id hashed once (its shard, its lookup and its digest term), and
+        // the order of the apply as one integer per change, shard above position: sorted,
         // the changes of one shard are consecutive and keep their order in the batch
         // (two changes of one client, never in one batch today, stay in order).
-        let order: Vec<u64> = hashes
-            .iter()
-            .enumerate()
-            .map(|(i, &h)| u64::from(super::shard_of_hash(h, self.shard_count)) << 32 | i as u64)
-            .collect();
+        let changes = changes.into_iter();
+        let n = changes.size_hint().0;
+        let (mut hashed, mut order) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (i, c) in changes.enumerate() {
+            let h = stable_hash64(c.id().as_bytes());
+            order.push(u64::from(super::shard_of_hash(h, self.shard_count)) << 32 | i as u64);
+            hashed.push((c, h));
+        }
         let order = by_shard(order, self.shard_count);
         let mut counts = ApplyCounts::default();
         let mut changed = Vec::new();
@@ -197,15 +195,13 @@ impl Registry {
             let clients = shard.pin();
             for &k in group {
                 let i = (k & u64::from(u32::MAX)) as usize;
-                let outcome = match changes[i] {
+                let (ref change, hash) = hashed[i];
+                let outcome = match *change {
                     ReplicaChange::State(ref state, owner) => self.apply_locked(
                         &mut tombstones,
                         &clients,
                         shard_no,
-                        IdKey {
-                            id: state.id,
-                            hash: hashes[i],
-                        },
+                        IdKey { id: state.id, hash },
                         state,
                         owner,
                         now,
@@ -214,10 +210,7 @@ impl Registry {
                     ReplicaChange::Delete(id, revision) => self.apply_delete_locked(
                         &mut tombstones,
                         &clients,
-                        IdKey {
-                            id,
-                            hash: hashes[i],
-                        },
+                        IdKey { id, hash },
                         revision,
                         now,
                         &mut changed,

@@ -758,3 +758,41 @@ fn a_service_writes_to_its_registrys_live_index() {
     r.remove_client(&id, MemberId(0), 31);
     assert_eq!(count(&r), Some(0));
 }
+
+#[test]
+fn resolve_service_answers_as_resolve_parts_checked_only_on_a_miss() {
+    use crate::model::ServiceSpec;
+    let r = reg();
+    let long = "s".repeat(crate::limits::MAX_SERVICE_NAME_LEN + 1);
+    let cases: [(&str, &str, &str); 8] = [
+        ("", "", "svc"),
+        ("public", "DEFAULT_GROUP", "svc"),
+        ("ns", "", "g@@svc"),
+        ("ns", "g", "g@@svc"),
+        ("ns", "other", "g@@svc"),
+        ("ns", "g", "bad\u{1}name"),
+        ("ns", "g", &long),
+        ("ns", "g@@x", "svc"),
+    ];
+    // Twice: first every name is new (checked), then the valid ones are held (looked up).
+    for round in 0..2 {
+        for (ns, group, name) in cases {
+            let want = ServiceSpec::resolve_parts(ns, group, name)
+                .map(|(ns, group, name)| r.service(ns, group, name));
+            let got = r.resolve_service(ns, group, name);
+            assert_eq!(got, want, "round {round}: {ns:?} {group:?} {name:?}");
+            if let Ok(s) = got {
+                // The registry's canonical service (the one its index names), not a copy.
+                let held = r
+                    .find_service(
+                        s.namespace().as_str(),
+                        s.group().as_str(),
+                        s.name().as_str(),
+                    )
+                    .unwrap();
+                assert_eq!(held.key().as_str().as_ptr(), s.key().as_str().as_ptr());
+            }
+        }
+    }
+    assert!(r.find_service("ns", "g", "bad\u{1}name").is_none());
+}

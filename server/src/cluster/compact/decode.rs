@@ -10,8 +10,8 @@ use super::{
 use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
-    ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, ServiceSpec,
-    SmallStr, check_cluster_name, validate_metadata,
+    ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, SmallStr,
+    check_cluster_name, validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -106,6 +106,7 @@ impl<'a> Reader<'a> {
     }
     /// A count whose items take at least `min_item` bytes each: refused if the rest of
     /// the batch cannot hold them (so a forged count cannot make us allocate).
+    #[inline]
     fn count(&mut self, what: &str, min_item: usize) -> Result<usize, WireError> {
         let at = self.at;
         let n = self.varint(what)?;
@@ -210,8 +211,7 @@ impl<'a> Tables<'a> {
             let at = r.at;
             let name = r.index("service")?;
             let name = string(at, name, "service")?;
-            let (ns, group, name) = ServiceSpec::resolve_parts(ns, group, name)?;
-            services.push(node.registry().service(ns, group, name));
+            services.push(node.registry().resolve_service(ns, group, name)?);
         }
         Ok(Tables {
             base,
@@ -708,4 +708,62 @@ pub fn record_count(b: &[u8]) -> Option<usize> {
 pub fn decode_records(node: &Node, b: &[u8]) -> Result<Vec<ClientRecord>, WireError> {
     let d = decode(node, b)?;
     Ok(d.states()?.map(|s| s.to_record()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reader;
+    use crate::cluster::compact::put_varint;
+    /// The reader's varints: every width up to the 64-bit limit comes back; one that runs
+    /// past the end, or whose tenth byte goes past 64 bits, is refused at its first byte.
+    #[test]
+    fn varints_of_every_width_and_their_refusals() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            1 << 35,
+            (1 << 63) - 1,
+            1 << 63,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            // Alone (the window ends with the batch) and followed by more bytes.
+            for tail in [&[][..], &[0xff; 12][..]] {
+                let mut with = b.clone();
+                with.extend_from_slice(tail);
+                let mut r = Reader { b: &with, at: 0 };
+                assert_eq!(r.varint("v").expect("valid"), v, "{v}");
+                assert_eq!(r.at, b.len(), "{v}");
+            }
+            // Cut short: runs past the end.
+            let mut r = Reader {
+                b: &b[..b.len() - 1],
+                at: 0,
+            };
+            if !b[..b.len() - 1].is_empty() {
+                let e = r.varint("v").expect_err("short").to_string();
+                assert!(
+                    e.contains("at byte 0: v: the varint runs past the end"),
+                    "{e}"
+                );
+            }
+        }
+        let mut too_wide = vec![0xffu8; 9];
+        too_wide.push(0x02);
+        let e = Reader {
+            b: &too_wide,
+            at: 0,
+        }
+        .varint("v")
+        .expect_err("65 bits")
+        .to_string();
+        assert!(
+            e.contains("at byte 0: v: the varint exceeds 64 bits"),
+            "{e}"
+        );
+    }
 }

@@ -482,3 +482,38 @@ fn snapshot_chunks_are_cut_by_the_layouts_size_from_above() {
         );
     }
 }
+
+/// A service of the table is checked before it is stored (the registry's lookup comes
+/// first, so a held name costs no check; a new one that is invalid refuses the batch and
+/// is not stored).
+#[test]
+fn a_table_service_is_checked_unless_the_registry_holds_it() {
+    let replica = node(1);
+    let table = |ns: &str, group: &str, name: &str| {
+        let mut b = vec![VERSION, 0, 0, 3];
+        for s in [ns, group, name] {
+            b.push(s.len() as u8);
+        }
+        for s in [ns, group, name] {
+            b.extend_from_slice(s.as_bytes());
+        }
+        b.extend_from_slice(&[0, 1, 0, 1, 2]); // no maps; one service; no records
+        b
+    };
+    let registry = replica.registry();
+    for (group, name) in [("g", "bad\u{1}name"), ("g@@h", "svc"), ("h", "g@@svc")] {
+        let e = decode_changes(&replica, &table("ns", group, name))
+            .expect_err(name)
+            .to_string();
+        assert!(e.contains("ervice") || e.contains("roup"), "{e}");
+        assert!(registry.find_service("ns", group, name).is_none());
+    }
+    // New and valid: stored; then held: found.
+    for _ in 0..2 {
+        decode_changes(&replica, &table("ns", "g", "svc")).expect("valid");
+        assert!(registry.find_service("ns", "g", "svc").is_some());
+    }
+    // Defaults applied before the lookup: "" is the public namespace.
+    decode_changes(&replica, &table("", "g", "svc")).expect("valid");
+    assert!(registry.find_service("public", "g", "svc").is_some());
+}

@@ -37,31 +37,49 @@ pub(super) fn pack_ip(ip: &str) -> PackedIp {
 #[repr(align(8))]
 struct Aligned([u8; 16]);
 
+/// Each octet's decimal digits followed by a dot, left-aligned in four bytes, and the
+/// number of digits.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut t = [([0u8; 4], 0u8); 256];
+    let mut x = 0;
+    while x < 256 {
+        let (d, n) = if x >= 100 {
+            (
+                [
+                    b'0' + (x / 100) as u8,
+                    b'0' + (x / 10 % 10) as u8,
+                    b'0' + (x % 10) as u8,
+                    b'.',
+                ],
+                3,
+            )
+        } else if x >= 10 {
+            ([b'0' + (x / 10) as u8, b'0' + (x % 10) as u8, b'.', 0], 2)
+        } else {
+            ([b'0' + x as u8, b'.', 0, 0], 1)
+        };
+        t[x] = (d, n);
+        x += 1;
+    }
+    t
+};
+
 /// The dotted form of an IPv4 address, written without the formatting machinery (on the
-/// stack, then inline in the string: no allocation). The whole zero-padded buffer is
-/// validated (in one step, see [`Aligned`]), then the address's part taken.
+/// stack, then inline in the string: no allocation): each octet's digits and dot copied
+/// from a table as one four-byte word. The whole zero-padded buffer is validated (in one
+/// step, see [`Aligned`]), then the address's part taken.
 pub(super) fn ipv4_text(o: [u8; 4]) -> SmallStr {
     let mut a = Aligned([0u8; 16]);
-    let b = &mut a.0;
     let mut n = 0;
-    for (k, x) in o.into_iter().enumerate() {
-        if k > 0 {
-            b[n] = b'.';
-            n += 1;
-        }
-        if x >= 100 {
-            b[n] = b'0' + x / 100;
-            n += 1;
-        }
-        if x >= 10 {
-            b[n] = b'0' + x / 10 % 10;
-            n += 1;
-        }
-        b[n] = b'0' + x % 10;
-        n += 1;
+    for x in o {
+        let (d, len) = OCTETS[usize::from(x)];
+        // At most 3 × 4 bytes before the last octet: its four bytes fit.
+        a.0[n..n + 4].copy_from_slice(&d);
+        n += usize::from(len) + 1;
     }
     let text = std::str::from_utf8(&a.0).expect("digits, dots and zeros");
-    SmallStr::new(&text[..n])
+    // Without the last octet's dot.
+    SmallStr::new(&text[..n - 1])
 }
 
 // ----- encoding ----------------------------------------------------------------------
