@@ -5,11 +5,14 @@
 use super::{DEFAULT_GROUP, DEFAULT_NAMESPACE, GROUP_SEPARATOR};
 use crate::error::{Field, ValidationError};
 use crate::limits::*;
-use crate::name::{Interner, Name};
+use crate::name::{Interner, Name, short_eq};
 use crate::registry::ServiceIndex;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock, Weak};
+
+/// The byte between the parts of a service's key (it cannot occur in a valid name).
+const SEPARATOR: u8 = 0x1f;
 
 /// A service: namespace, group and name, interned. Cheap to clone (one pointer).
 #[derive(Clone)]
@@ -60,9 +63,9 @@ impl Service {
     pub fn key_of(namespace: &str, group: &str, name: &str) -> String {
         let mut k = String::with_capacity(namespace.len() + group.len() + name.len() + 2);
         k.push_str(namespace);
-        k.push('\x1f');
+        k.push(char::from(SEPARATOR));
         k.push_str(group);
-        k.push('\x1f');
+        k.push(char::from(SEPARATOR));
         k.push_str(name);
         k
     }
@@ -77,9 +80,9 @@ impl Service {
             Ok(mut buf) => {
                 buf.clear();
                 buf.push_str(namespace);
-                buf.push('\x1f');
+                buf.push(char::from(SEPARATOR));
                 buf.push_str(group);
-                buf.push('\x1f');
+                buf.push(char::from(SEPARATOR));
                 buf.push_str(name);
                 f(&buf)
             }
@@ -90,9 +93,38 @@ impl Service {
     /// Whether this is the service `namespace`/`group`/`name` (resolved parts, see
     /// [`ServiceSpec::resolve`]); compares the name first, which differs most often.
     pub fn is(&self, namespace: &str, group: &str, name: &str) -> bool {
-        self.0.name.as_str() == name
-            && self.0.group.as_str() == group
-            && self.0.namespace.as_str() == namespace
+        short_eq(&self.0.name, name)
+            && short_eq(&self.0.group, group)
+            && short_eq(&self.0.namespace, namespace)
+    }
+
+    /// Orders this service against the resolved parts `namespace`/`group`/`name` as
+    /// [`Ord`] orders services (by key), without building the parts' key: a write finds
+    /// the held publication of the service it names by a binary search over the client's
+    /// sorted publications. `Equal` means exactly these parts: a held key has two
+    /// separators, and parts holding a separator byte (never valid) would add to them.
+    pub fn cmp_parts(&self, namespace: &str, group: &str, name: &str) -> std::cmp::Ordering {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let mut k = self.0.key.as_bytes();
+        for (i, part) in [namespace, group, name].into_iter().enumerate() {
+            if i > 0 {
+                match k.split_first() {
+                    None => return Less,
+                    Some((&b, rest)) => match b.cmp(&SEPARATOR) {
+                        Equal => k = rest,
+                        o => return o,
+                    },
+                }
+            }
+            let p = part.as_bytes();
+            let n = p.len().min(k.len());
+            match k[..n].cmp(&p[..n]) {
+                Equal if k.len() < p.len() => return Less,
+                Equal => k = &k[n..],
+                o => return o,
+            }
+        }
+        if k.is_empty() { Equal } else { Greater }
     }
 
     /// The unique key of this service.
@@ -135,6 +167,9 @@ impl PartialOrd for Service {
 }
 impl Ord for Service {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
         self.0.key.cmp(&other.0.key)
     }
 }
@@ -223,6 +258,30 @@ impl ServiceSpec {
             ),
         };
         Ok((namespace, group, name))
+    }
+
+    /// The parts as given with their defaults, the name not split at `@@`: what
+    /// [`ServiceSpec::split_parts`] gives for every name without the separator, and the
+    /// only thing a lookup among held services needs to try first (a held name never
+    /// holds it, so a hit proves it absent and these parts the split ones; on a miss the
+    /// caller splits and looks again).
+    #[inline]
+    pub fn given_parts<'a>(
+        namespace: &'a str,
+        group: &'a str,
+        name: &'a str,
+    ) -> (&'a str, &'a str, &'a str) {
+        let namespace = if namespace.is_empty() {
+            DEFAULT_NAMESPACE
+        } else {
+            namespace
+        };
+        let group = if group.is_empty() {
+            DEFAULT_GROUP
+        } else {
+            group
+        };
+        (namespace, group, name)
     }
 
     /// The checks of each part of a split service name (see [`ServiceSpec::split_parts`]).
