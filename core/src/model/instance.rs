@@ -294,14 +294,9 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         let cluster = held
             .map(|h| &h.cluster)
             .filter(|c| !default_cluster && short_eq(c, self.cluster));
-        let metadata = held.map(|h| &h.metadata).filter(|m| {
-            let mut given = self.metadata.clone();
-            m.iter().all(|(k, v)| {
-                given
-                    .next()
-                    .is_some_and(|(gk, gv)| short_eq(k, gk) && short_eq(v, gv))
-            }) && given.next().is_none()
-        });
+        let metadata = held
+            .map(|h| &h.metadata)
+            .filter(|m| m.is(self.metadata.clone()));
         self.check(Checks {
             ip: ip.is_none(),
             cluster: cluster.is_none(),
