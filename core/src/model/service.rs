@@ -101,30 +101,22 @@ impl Service {
     /// Orders this service against the resolved parts `namespace`/`group`/`name` as
     /// [`Ord`] orders services (by key), without building the parts' key: a write finds
     /// the held publication of the service it names by a binary search over the client's
-    /// sorted publications. `Equal` means exactly these parts: a held key has two
-    /// separators, and parts holding a separator byte (never valid) would add to them.
+    /// sorted publications. A valid name holds no byte below `0x20` (control characters
+    /// are refused) and the key joins the parts with `0x1f`, so the keys' order is the
+    /// order of the `(namespace, group, name)` tuples, compared part by part (the equal
+    /// leading parts of a client's services cost a few word compares). `Equal` means
+    /// exactly these parts, whatever they hold.
     pub fn cmp_parts(&self, namespace: &str, group: &str, name: &str) -> std::cmp::Ordering {
-        use std::cmp::Ordering::{Equal, Greater, Less};
-        let mut k = self.0.key.as_bytes();
-        for (i, part) in [namespace, group, name].into_iter().enumerate() {
-            if i > 0 {
-                match k.split_first() {
-                    None => return Less,
-                    Some((&b, rest)) => match b.cmp(&SEPARATOR) {
-                        Equal => k = rest,
-                        o => return o,
-                    },
-                }
+        let part = |held: &Name, given: &str| {
+            if short_eq(held, given) {
+                std::cmp::Ordering::Equal
+            } else {
+                held.as_str().cmp(given)
             }
-            let p = part.as_bytes();
-            let n = p.len().min(k.len());
-            match k[..n].cmp(&p[..n]) {
-                Equal if k.len() < p.len() => return Less,
-                Equal => k = &k[n..],
-                o => return o,
-            }
-        }
-        if k.is_empty() { Equal } else { Greater }
+        };
+        part(&self.0.namespace, namespace)
+            .then_with(|| part(&self.0.group, group))
+            .then_with(|| self.0.name.as_str().cmp(name))
     }
 
     /// The unique key of this service.
