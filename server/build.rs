@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost messages decoded from one `Bytes` rather than tonic's `BytesMut` (see
+        // src/proto/codec.rs).
+        .codec_path("crate::proto::codec::Codec")
         // The two bulk peer messages are our own types: encoded straight from the core's
         // records and decoded straight into them (see src/cluster/sync_codec.rs).
         .extern_path(

@@ -15,7 +15,13 @@
 //! the array holds at most about twice the slots in use, 8 bytes each.
 //!
 //! This crate holds the pointer handling, the only unsafe code besides `alloc-trim`; every
-//! other crate keeps `unsafe_code = "forbid"`.
+//! other crate keeps `unsafe_code = "forbid"`. For the same reason it holds [`SmallStr`],
+//! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
+//! `str` without a second UTF-8 check.
+
+mod small_str;
+
+pub use small_str::SmallStr;
 
 use seize::{Collector, Guard, LocalGuard};
 use std::ptr;

@@ -1,14 +1,22 @@
 //! Memory per registered instance on one node: the RSS growth of a process holding N
 //! ip:port clients (one instance each, in 1,000 services), measured two ways: clients
-//! this node owns (registered locally) and replicas (applied from another node's records),
-//! which is what two thirds of a 3-node cluster's clients are on every node.
+//! this node owns (registered locally) and replicas (another node's clients, received as
+//! encoded sync batches, decoded and applied), which is what two thirds of a 3-node
+//! cluster's clients are on every node.
 //!
 //! ```sh
 //! cargo run --release -p distro-benches --example memory -- 1000000
 //! ```
 
+use distro_benches::codec;
+use distro_core::message::SyncBatch;
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
+use distro_core::registry::ClientChange;
 use distro_core::{Config, MemberList, Node};
+use std::sync::Arc;
+
+/// Changes per sync batch (the benches' batch).
+const BATCH: usize = 1000;
 
 #[global_allocator]
 static GLOBAL: alloc_trim::Mimalloc = alloc_trim::Mimalloc;
@@ -39,12 +47,14 @@ fn main() {
     let members: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:8848")).collect();
     let now = 1_700_000_000_000;
     // Standalone: no sync is pending, so this is the steady-state cost of the store.
-    let owner = Node::new(
-        Config::default(),
-        MemberList::new(&members[0], &[]).expect("valid"),
-        now,
-    )
-    .expect("valid config");
+    let owner = Arc::new(
+        Node::new(
+            Config::default(),
+            MemberList::new(&members[0], &[]).expect("valid"),
+            now,
+        )
+        .expect("valid config"),
+    );
     let services: Vec<ServiceSpec> = (0..1000)
         .map(|s| ServiceSpec::new("", "", &format!("service-{s}")))
         .collect();
@@ -72,30 +82,43 @@ fn main() {
         "         {} clients, {} instances, {} services",
         stats.clients, stats.instances, stats.services
     );
-    // Replicas: a second node applies the owner's records.
+    // Replicas: a second node gets the owner's clients as a real replica does: sync
+    // batches of the owner's stored clients, encoded with the server's peer codec
+    // (`distro.v1.SyncRequest`, the compact layout), decoded (validated) and applied, so
+    // it holds its own copies of every id, publication and instance.
     let replica = Node::new(
         Config::default(),
         MemberList::new(&members[1], &members).expect("valid"),
         now,
     )
     .expect("valid config");
-    let mut records = Vec::with_capacity(10_000);
+    let mut changes = Vec::with_capacity(BATCH);
     let before = rss_bytes();
     let mut applied = 0;
+    let send = |changes: &mut Vec<ClientChange>| {
+        let batch = SyncBatch {
+            changes: std::mem::take(changes),
+        };
+        let encoded = codec::encode(&owner, &batch);
+        drop(batch);
+        codec::apply(&replica, owner.me(), &encoded, now);
+    };
     owner.registry().for_each(|c| {
-        records.push(c.to_record());
-        if records.len() == 10_000 {
-            replica.load_chunk(owner.me(), &records, now);
-            applied += records.len();
-            records.clear();
+        changes.push(ClientChange::Stored(c.clone()));
+        if changes.len() == BATCH {
+            applied += changes.len();
+            send(&mut changes);
+            changes.reserve(BATCH);
         }
     });
-    replica.load_chunk(owner.me(), &records, now);
-    applied += records.len();
-    drop(records);
+    applied += changes.len();
+    send(&mut changes);
+    drop(changes);
     let replicas = rss_bytes() - before;
+    let stats = replica.registry().stats();
+    assert_eq!(stats.clients, n, "every client reached the replica");
     println!(
-        "replica: {applied} clients, RSS +{:.1} MiB, {:.0} bytes per instance (records share publications with the first node here, so this is a lower bound)",
+        "replica: {applied} clients, RSS +{:.1} MiB, {:.0} bytes per instance (decoded from the owner's encoded sync batches: its own copies)",
         replicas / 1048576.0,
         replicas / applied as f64
     );

@@ -105,7 +105,7 @@ fn wire_state<'a>(
                     namespace: p.service.namespace().as_str(),
                     group: p.service.group().as_str(),
                     service: p.service.name().as_str(),
-                    batch: p.batch,
+                    batch: p.is_batch(),
                     instances: p
                         .instances
                         .iter()

@@ -39,6 +39,8 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+/// An instance's IP (or host name) as stored: 16 bytes, inline up to 15.
+pub use arc_slots::SmallStr;
 pub(crate) use client::first_hash_sign;
 pub use client::{ClientId, ClientKind, Instances, Publication};
 pub use instance::{Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_metadata};

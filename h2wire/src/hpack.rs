@@ -274,8 +274,9 @@ fn static_find(name: &[u8], value: &[u8]) -> StaticMatch {
     found
 }
 
-/// Appends an integer with an `n`-bit prefix whose other bits are `high`.
-fn put_integer(out: &mut Vec<u8>, high: u8, n: u32, mut value: usize) {
+/// Appends an integer with an `n`-bit prefix whose other bits are `high` (RFC 7541 §5.1):
+/// for callers writing their own field representations (tests of a peer's decoder).
+pub fn put_integer(out: &mut Vec<u8>, high: u8, n: u32, mut value: usize) {
     let mask = (1usize << n) - 1;
     if value < mask {
         out.push(high | value as u8);

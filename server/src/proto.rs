@@ -1,4 +1,6 @@
-//! Generated protobuf and gRPC code.
+//! Generated protobuf and gRPC code, and the gRPC [`codec`] it uses.
+
+pub mod codec;
 
 /// The Nacos 2.x `Payload`, `Metadata` and the `Request` / `BiRequestStream` services
 /// (the proto has no package).

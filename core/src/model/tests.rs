@@ -124,6 +124,26 @@ fn client_ids_know_their_kind() {
     assert_eq!(c.as_str(), "1717000000000_10.0.0.7_53122");
     assert_eq!(c.kind(), ClientKind::Connection);
     assert!(ClientId::parse("").is_err());
+    // Inline exactly when at most 24 bytes, whatever the lengths of the pieces.
+    for ip in ["10.0.0.7", "192.168.100.10", "192.168.100.200"] {
+        for port in [80, 8080, 65535] {
+            let c = ClientId::ip_port(ip, port);
+            assert_eq!(c.is_inline(), c.as_str().len() <= 24, "{c:?}");
+        }
+    }
+    assert!(ClientId::ip_port("192.168.100.10", 8080).is_inline());
+    // Every width of port, and ids past the inline 24 bytes, read as their text.
+    for port in [0, 7, 65535] {
+        let ip = "fdaa:bbbb:cccc:dddd:eeee:ffff:1111:2222";
+        assert_eq!(
+            ClientId::ip_port(ip, port).as_str(),
+            format!("{ip}:{port}#true")
+        );
+        assert_eq!(
+            ClientId::connection(u64::MAX, ip, port).as_str(),
+            format!("{}_{ip}_{port}", u64::MAX)
+        );
+    }
 }
 
 #[test]
@@ -233,4 +253,42 @@ fn a_conversion_from_a_held_instance_shares_what_is_unchanged_and_checks_what_ch
     c.weight = 3.0;
     let inst = c.to_instance_from(&i, &s, Some(&held)).unwrap();
     assert_eq!(inst.instance_id(&s), "my-id");
+}
+
+/// Whether a publication is a batch is the form of its instances: a batch of one stays a
+/// batch (replaced as a whole), and differs from the single registration of the same
+/// instance.
+#[test]
+fn a_batch_of_one_is_a_batch() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let inst = InstanceSpec::new("10.0.0.7", 8080)
+        .to_instance(&i, &s)
+        .unwrap();
+    let single = Publication::single(s.clone(), inst.clone());
+    let batch = Publication::batch(s.clone(), vec![inst.clone()]);
+    assert!(!single.is_batch());
+    assert!(batch.is_batch());
+    assert_ne!(single, batch);
+    assert_eq!(&*single.instances, &*batch.instances);
+    assert!(Publication::batch(s, vec![inst.clone(), inst]).is_batch());
+}
+
+/// IPs of up to 15 bytes (every IPv4 address) are held inline; longer ones (IPv6, host
+/// names) keep their text exactly.
+#[test]
+fn instance_ips_keep_their_text() {
+    let i = Interner::new();
+    let s = svc(&i);
+    for (ip, inline) in [
+        ("10.0.0.7", true),
+        ("255.255.255.255", true),
+        ("2001:db8::8a2e:370:7334", false),
+        ("node-17.eu-west.example.com", false),
+    ] {
+        let inst = InstanceSpec::new(ip, 8080).to_instance(&i, &s).unwrap();
+        assert_eq!(&*inst.ip, ip);
+        assert_eq!(inst.ip.is_inline(), inline, "{ip}");
+        assert_eq!(inst.address(), format!("{ip}:8080"));
+    }
 }

@@ -91,7 +91,9 @@ impl Node {
                     }
                 };
                 // A batch is replaced as a whole: its instances are not this one's.
-                let held_instance = held.filter(|p| !p.batch).and_then(|p| p.instances.first());
+                let held_instance = held
+                    .filter(|p| !p.is_batch())
+                    .and_then(|p| p.instances.first());
                 let inst =
                     instance.to_instance_from(self.registry.interner(), &service, held_instance)?;
                 if held_instance.is_none_or(|h| h.ip != inst.ip || h.port != inst.port) {

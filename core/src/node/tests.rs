@@ -769,7 +769,7 @@ fn a_re_registration_is_built_from_the_held_state() {
     n.register(&id, &a, &InstanceSpec::new("1.1.1.1", 81), 8)
         .unwrap();
     let p = view(&a).publications[0].clone();
-    assert!(!p.batch);
+    assert!(!p.is_batch());
     assert_eq!(p.instances.len(), 1);
     // An ip:port client holding its address cannot move it elsewhere.
     let ip_port = ClientId::ip_port("2.2.2.2", 80);

@@ -644,10 +644,13 @@ fn stored_layout_is_compact() {
     assert_eq!(size_of::<client::PublishedList>(), 24);
     assert_eq!(size_of::<Client>(), 80);
     assert_eq!(size_of::<Stored>(), 8);
-    // A publication of one instance: 80 bytes, 96 in its `Arc` (a size class).
+    // A publication of one instance: 64 bytes, 80 in its `Arc` (a size class; 96 with
+    // a 24-byte IP string or a batch flag beside the instances).
     assert_eq!(size_of::<Name>(), 8);
-    assert_eq!(size_of::<crate::model::Instance>(), 64);
-    assert_eq!(size_of::<Publication>(), 80);
+    assert_eq!(size_of::<crate::model::SmallStr>(), 16);
+    assert_eq!(size_of::<crate::model::Instance>(), 56);
+    assert_eq!(size_of::<crate::model::Instances>(), 56);
+    assert_eq!(size_of::<Publication>(), 64);
     // ip:port ids of up to 24 bytes are inline; longer ones (and most connection ids)
     // are shared strings.
     assert!(ClientId::ip_port("10.0.0.1", 8080).is_inline());

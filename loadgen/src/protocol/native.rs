@@ -317,7 +317,7 @@ impl Inner {
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut req = tonic::Request::new(Raw(body));
         req.set_timeout(self.timeout);
-        let codec = tonic_prost::ProstCodec::<Raw, R>::default();
+        let codec = distro_server::proto::codec::Codec::<Raw, R>::default();
         let resp = grpc
             .unary(req, PathAndQuery::from_static(path), codec)
             .await?;

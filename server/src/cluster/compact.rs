@@ -262,7 +262,7 @@ impl<'a> Encoder<'a> {
             put_varint(&mut out, u64::from(self.service(&p.service)));
             put_varint(
                 &mut out,
-                (p.instances.len() as u64) << 1 | u64::from(p.batch),
+                (p.instances.len() as u64) << 1 | u64::from(p.is_batch()),
             );
             for i in p.instances.iter() {
                 let ip = pack_ip(&i.ip);

@@ -240,10 +240,15 @@ impl Forwarder {
         for (i, item) in items.iter().enumerate() {
             match item.address() {
                 Err(e) => results[i] = Some(e),
-                Ok((ip, port)) => match self.node.route(&format!("{ip}:{port}")) {
-                    Route::Local => results[i] = Some(self.apply_owned(item, &ip, port)),
-                    Route::Remote(owner) => remote.entry(owner).or_default().push(i),
-                },
+                Ok((ip, port)) => {
+                    let client = ClientId::ip_port(&ip, port);
+                    match self.node.route(routing_key(&client)) {
+                        Route::Local => {
+                            results[i] = Some(self.apply_owned(item, &client, &ip, port));
+                        }
+                        Route::Remote(owner) => remote.entry(owner).or_default().push(i),
+                    }
+                }
             }
         }
         let calls = remote.into_iter().map(|(owner, idx)| {
@@ -296,20 +301,23 @@ impl Forwarder {
         let one = |item: Result<Item, ItemResult>| -> pb::ItemResult {
             let result = match item.and_then(|item| Ok((item.address()?, item))) {
                 Err(e) => e,
-                Ok(((ip, port), item)) => match self.node.route(&format!("{ip}:{port}")) {
-                    Route::Local => self.apply_owned(&item, &ip, port),
-                    Route::Remote(owner) => {
-                        self.metrics.forwarded(Outcome::Misdirected, 1);
-                        ItemResult {
-                            code: code::MISDIRECTED,
-                            message: format!(
-                                "receive invalid redirect request from peer {}: this node routes {ip}:{port} to {} (divergent member views); retry",
-                                req.from,
-                                self.node.members().addr(owner)
-                            ),
+                Ok(((ip, port), item)) => {
+                    let client = ClientId::ip_port(&ip, port);
+                    match self.node.route(routing_key(&client)) {
+                        Route::Local => self.apply_owned(&item, &client, &ip, port),
+                        Route::Remote(owner) => {
+                            self.metrics.forwarded(Outcome::Misdirected, 1);
+                            ItemResult {
+                                code: code::MISDIRECTED,
+                                message: format!(
+                                    "receive invalid redirect request from peer {}: this node routes {ip}:{port} to {} (divergent member views); retry",
+                                    req.from,
+                                    self.node.members().addr(owner)
+                                ),
+                            }
                         }
                     }
-                },
+                }
             };
             result.into_proto()
         };
@@ -332,20 +340,19 @@ impl Forwarder {
         }
     }
 
-    /// Applies an item this node owns.
-    fn apply_owned(&self, item: &Item, ip: &str, port: u16) -> ItemResult {
+    /// Applies an item this node owns (`client` is `ip:port`'s client).
+    fn apply_owned(&self, item: &Item, client: &ClientId, ip: &str, port: u16) -> ItemResult {
         let now = (self.clock)();
-        let client = ClientId::ip_port(ip, port);
         let write = |r: Result<distro_core::WriteResult, WriteError>| match r {
             Ok(_) => ItemResult::ok(),
             Err(e) => ItemResult::invalid(&e.to_string()),
         };
         match item {
             Item::Register(service, instance) => {
-                write(self.node.register(&client, service, instance, now))
+                write(self.node.register(client, service, instance, now))
             }
-            Item::Deregister(service, _) => write(self.node.deregister(&client, service, now)),
-            Item::Beat(service, _) => match self.node.beat(&client, service, now) {
+            Item::Deregister(service, _) => write(self.node.deregister(client, service, now)),
+            Item::Beat(service, _) => match self.node.beat(client, service, now) {
                 Ok(BeatResult::Ok) => ItemResult::ok(),
                 // A node still loading its snapshot (one that just joined) cannot say that
                 // a client is unknown: the client retries instead of registering again.
@@ -362,4 +369,11 @@ impl Forwarder {
             },
         }
     }
+}
+
+/// The routing key of `ClientId::ip_port(ip, port)`: `ip:port`, its id without the
+/// `#true` (exactly, even for an address not validated yet).
+fn routing_key(client: &ClientId) -> &str {
+    let id = client.as_str();
+    id.strip_suffix("#true").unwrap_or(id)
 }

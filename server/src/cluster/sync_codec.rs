@@ -119,7 +119,7 @@ fn put_instance(i: &Instance, buf: &mut impl BufMut) {
 }
 
 fn publication_len(p: &Publication) -> usize {
-    let mut n = nested_len(1, service_len(&p.service)) + bool_len(2, p.batch);
+    let mut n = nested_len(1, service_len(&p.service)) + bool_len(2, p.is_batch());
     for i in p.instances.iter() {
         n += nested_len(3, instance_len(i));
     }
@@ -131,7 +131,7 @@ fn put_publication(p: &Publication, buf: &mut impl BufMut) {
     put_str(1, p.service.namespace(), buf);
     put_str(2, p.service.group(), buf);
     put_str(3, p.service.name(), buf);
-    put_bool(2, p.batch, buf);
+    put_bool(2, p.is_batch(), buf);
     for i in p.instances.iter() {
         put_nested(3, instance_len(i), buf);
         put_instance(i, buf);

@@ -137,7 +137,7 @@ pub fn record_to_proto(node: &Node, r: &ClientRecord) -> pb::ClientRecord {
             .iter()
             .map(|p| pb::Publication {
                 service: Some(service_to_proto(&p.service)),
-                batch: p.batch,
+                batch: p.is_batch(),
                 instances: p.instances.iter().map(instance_to_proto).collect(),
             })
             .collect(),

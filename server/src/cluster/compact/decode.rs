@@ -8,11 +8,10 @@ use super::{
     MEMBER_BITS, METADATA, VERSION, WEIGHT, malformed,
 };
 use crate::cluster::wire::WireError;
-use compact_str::CompactString;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, ServiceSpec,
-    check_cluster_name, validate_metadata,
+    SmallStr, check_cluster_name, validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -298,18 +297,18 @@ fn instance(
     if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
         return Err(malformed(at, format!("instance flags {flags:#04x}")));
     }
-    let ip: CompactString = if flags & IPV4 != 0 {
+    let ip: SmallStr = if flags & IPV4 != 0 {
         let b = r.take(4, "ip")?;
         ipv4_text([b[0], b[1], b[2], b[3]])
     } else if flags & IPV6 != 0 {
         let b = r.take(16, "ip")?;
         let mut o = [0u8; 16];
         o.copy_from_slice(b);
-        CompactString::from(Ipv6Addr::from(o).to_string())
+        SmallStr::from(Ipv6Addr::from(o).to_string())
     } else {
         let at = r.at;
         let i = r.index("ip")?;
-        CompactString::from(t.string(at, i, "ip")?)
+        SmallStr::new(t.string(at, i, "ip")?)
     };
     let port = r.u16("port")?;
     let weight = if flags & WEIGHT != 0 {

@@ -91,10 +91,12 @@ fn owner() -> Arc<Node> {
     specs[0].metadata = spec.metadata;
     node.register_batch(&ClientId::connection(5, "172.16.0.1", 1), &svc, &specs, 10)
         .unwrap();
-    node.register(
+    // A batch of one: it must come back a batch (replaced as a whole), not a single
+    // registration (the records compare their publications' form).
+    node.register_batch(
         &ClientId::connection(5, "172.16.0.1", 1),
         &ServiceSpec::new("", "", "other"),
-        &InstanceSpec::new("172.16.0.1", 1),
+        &[InstanceSpec::new("172.16.0.1", 1)],
         10,
     )
     .unwrap();

@@ -2,8 +2,8 @@
 //! `format!` writes them, and IP addresses in their one canonical form (an address that
 //! would not come back byte for byte travels as a string).
 
-use compact_str::CompactString;
 use distro_core::compact_form::canonical_ipv4;
+use distro_core::model::SmallStr;
 use std::net::Ipv6Addr;
 
 /// Appends `v` in decimal (`itoa`: four digits at a time, no bounds checks).
@@ -40,7 +40,7 @@ struct Aligned([u8; 16]);
 /// The dotted form of an IPv4 address, written without the formatting machinery (on the
 /// stack, then inline in the string: no allocation). The whole zero-padded buffer is
 /// validated (in one step, see [`Aligned`]), then the address's part taken.
-pub(super) fn ipv4_text(o: [u8; 4]) -> CompactString {
+pub(super) fn ipv4_text(o: [u8; 4]) -> SmallStr {
     let mut a = Aligned([0u8; 16]);
     let b = &mut a.0;
     let mut n = 0;
@@ -61,7 +61,7 @@ pub(super) fn ipv4_text(o: [u8; 4]) -> CompactString {
         n += 1;
     }
     let text = std::str::from_utf8(&a.0).expect("digits, dots and zeros");
-    CompactString::from(&text[..n])
+    SmallStr::new(&text[..n])
 }
 
 // ----- encoding ----------------------------------------------------------------------

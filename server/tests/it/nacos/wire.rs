@@ -621,22 +621,6 @@ async fn answers_stay_within_the_clients_stream_and_connection_windows() {
     w.close_then_stop(server).await;
 }
 
-/// HPACK integer with a `prefix`-bit prefix and `flags` in the first byte (RFC 7541 §5.1).
-pub(crate) fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix: u8, mut n: usize) {
-    let max = (1usize << prefix) - 1;
-    if n < max {
-        out.push(flags | n as u8);
-        return;
-    }
-    out.push(flags | max as u8);
-    n -= max;
-    while n >= 128 {
-        out.push((n % 128) as u8 | 0x80);
-        n /= 128;
-    }
-    out.push(n as u8);
-}
-
 #[tokio::test]
 async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_reads() {
     let server = TestServer::start(fast_config()).await;
@@ -651,10 +635,10 @@ async fn a_client_that_does_not_read_stops_being_read_and_is_served_once_it_read
         hpack::encode_field(&mut first, n.as_bytes(), v.as_bytes());
     }
     let mut later = first.clone();
-    hpack_int(&mut first, 0x40, 6, 4);
-    hpack_int(&mut first, 0, 7, path.len());
+    hpack::put_integer(&mut first, 0x40, 6, 4);
+    hpack::put_integer(&mut first, 0, 7, path.len());
     first.extend_from_slice(path.as_bytes());
-    hpack_int(&mut later, 0x80, 7, 62);
+    hpack::put_integer(&mut later, 0x80, 7, 62);
     hpack::encode_field(&mut later, b"x-pad", "x".repeat(4096).as_bytes());
     let requests = 50_000u32;
     let writing = write_until_stalled(writer, requests, first, later).await;

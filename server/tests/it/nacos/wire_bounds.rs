@@ -6,8 +6,7 @@
 
 use crate::nacos::harness::{DEADLINE, TestServer, fast_config};
 use crate::nacos::wire::{
-    Got, Wire, check_call, hpack_int, read_refusals, request_block, request_headers,
-    write_until_stalled,
+    Got, Wire, check_call, read_refusals, request_block, request_headers, write_until_stalled,
 };
 use h2wire::frame::{self, ErrorCode};
 use h2wire::hpack;
@@ -25,8 +24,8 @@ async fn tiny_requests_with_large_refusals_to_a_client_that_does_not_read_stay_b
     // and :scheme http (static 3 and 6) and the path (dynamic 62). Each answer is an
     // UNIMPLEMENTED naming the path, where each 0xFF would take 9 bytes.
     let mut first = vec![0x83, 0x86];
-    hpack_int(&mut first, 0x40, 6, 4);
-    hpack_int(&mut first, 0, 7, 4000);
+    hpack::put_integer(&mut first, 0x40, 6, 4);
+    hpack::put_integer(&mut first, 0, 7, 4000);
     first.extend_from_slice(&[0xff; 4000]);
     let later = vec![0x83, 0x86, 0xbe];
     // More than the socket buffers between hold: the writes must stall.

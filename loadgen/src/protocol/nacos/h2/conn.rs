@@ -76,9 +76,21 @@ pub(super) struct Inner {
     goaway: Option<u32>,
     /// Why the connection can take no new call.
     pub(super) closed: Option<Status>,
+    /// Where the write half is in closing after our GOAWAY (out of stream ids).
+    shut: Shut,
     spare: Vec<Vec<u8>>,
     /// The deadline the deadline task sleeps until (it is notified of an earlier one).
     pub(super) armed: Option<Instant>,
+}
+
+/// Closing our write half after a GOAWAY of ours (out of stream ids).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shut {
+    No,
+    /// Once every unary call open has its answer and everything queued is written.
+    AfterCalls,
+    /// Done: what is queued later (acks, window updates) is dropped.
+    Done,
 }
 
 /// A connection error: the GOAWAY we send.
@@ -117,6 +129,7 @@ impl Inner {
             unflushed: false,
             task: None,
             next_id: 1,
+            shut: Shut::No,
             slots: HashMap::default(),
             deadlines: BinaryHeap::new(),
             active: 0,
@@ -145,13 +158,27 @@ impl Inner {
     }
 
     pub(super) fn has_output(&self) -> bool {
-        self.out_pos < self.out.len() || self.unflushed
+        self.out_pos < self.out.len() || self.unflushed || self.shut == Shut::AfterCalls
+    }
+
+    /// Whether a unary call is still waiting for its answer.
+    fn unary_open(&self) -> bool {
+        self.slots
+            .values()
+            .any(|s| s.kind == Kind::Unary && !s.finished())
     }
 
     /// Writes the send buffer out, then flushes the writer. `Pending` leaves the rest for
     /// the next call (the waker of `cx` is woken when the socket takes more).
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shut_now = self.shut == Shut::AfterCalls && !self.unary_open();
         let Some(w) = self.w.as_mut() else {
+            if self.shut == Shut::Done {
+                // Our side is closed on purpose: nothing more is sent.
+                self.out.clear();
+                self.out_pos = 0;
+                return Poll::Ready(Ok(()));
+            }
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
         while self.out_pos < self.out.len() {
@@ -170,6 +197,16 @@ impl Inner {
         if self.unflushed {
             match Pin::new(&mut *w).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if shut_now {
+            match Pin::new(&mut *w).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.shut = Shut::Done;
+                    self.w = None;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -223,9 +260,18 @@ impl Inner {
         self.waiting.leave(ticket);
         let id = self.next_id;
         if id > frame::MAX_WINDOW {
-            return Poll::Ready(Err(Status::unavailable(
-                "the connection has used all its stream ids",
-            )));
+            // No stream can be opened here any more: the connection ends. A GOAWAY now;
+            // once the unary calls in flight have their answers, our write half closes,
+            // the server closes its side, the bi-stream ends with it and the client stops
+            // being open, so a scenario reconnects as an SDK does.
+            let why = Status::unavailable("the connection has used all its stream ids");
+            if self.closed.is_none() {
+                self.closed = Some(why.clone());
+                self.goaway(ErrorCode::NO_ERROR, "stream ids exhausted");
+                self.shut = Shut::AfterCalls;
+                self.wake_task();
+            }
+            return Poll::Ready(Err(why));
         }
         self.next_id += 2;
         let data = self.spare.pop().unwrap_or_default();
@@ -430,6 +476,12 @@ impl Inner {
             }
             self.deadlines.pop();
         }
+    }
+
+    /// Makes `next` the id of the next stream opened (tests of running out of ids).
+    #[cfg(test)]
+    pub(super) fn skip_stream_ids(&mut self, next: u32) {
+        self.next_id = next;
     }
 
     /// The number of streams kept (tests).

@@ -848,3 +848,48 @@ async fn calls_in_flight_fail_when_the_connection_drops_after_goaway() {
     assert_eq!(e.code(), Code::Unavailable, "{e:?} (stream {bi})");
     assert!(stream.next().await.is_none());
 }
+
+#[tokio::test]
+async fn a_connection_out_of_stream_ids_sends_goaway_and_closes() {
+    let (h2, mut s) = Server::start().await;
+    h2.shared
+        .inner
+        .lock()
+        .skip_stream_ids(frame::MAX_WINDOW - 2);
+    let answered = spawn_call(&h2, b"answered");
+    let (first, _, _) = s.request(usize::MAX).await;
+    answer(&mut s, first, b"ok").await;
+    assert_eq!(&answered.await.expect("caller").expect("reply")[..], b"ok");
+    // The last id goes to a call still in flight when the ids run out.
+    let in_flight = spawn_call(&h2, b"in flight");
+    let (last, _, _) = s.request(usize::MAX).await;
+    assert_eq!(last, frame::MAX_WINDOW, "the largest stream id is used");
+    let e = call(&h2, b"one more").await.expect_err("no stream id left");
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("stream ids"), "{e:?}");
+    assert_eq!(goaway_code(&mut s).await, ErrorCode::NO_ERROR);
+    // The write half stays open while the call is in flight: no end of stream yet.
+    let mut chunk = [0u8; 4096];
+    while let Ok(read) =
+        tokio::time::timeout(Duration::from_millis(100), s.io.read(&mut chunk)).await
+    {
+        let n = read.expect("read");
+        assert!(n > 0, "the client closed its side with a call in flight");
+        s.buf.extend_from_slice(&chunk[..n]);
+    }
+    // The call in flight is still answered.
+    answer(&mut s, last, b"late").await;
+    assert_eq!(
+        &in_flight.await.expect("caller").expect("reply")[..],
+        b"late"
+    );
+    // Then the client's side of the connection ends (so the server closes it, and a
+    // Nacos client reconnects), and calls keep failing.
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, s.io.read_to_end(&mut rest))
+        .await
+        .expect("the client closed its side in time")
+        .expect("read");
+    let e = call(&h2, b"after").await.expect_err("closed");
+    assert_eq!(e.code(), Code::Unavailable);
+}

@@ -1,0 +1,248 @@
+//! [`SmallStr`]: an immutable string of 16 bytes, its text inline up to 15 bytes (every
+//! IPv4 address, most host names), in a shared heap string beyond.
+//!
+//! The registry stores one per instance (its IP): `compact_str`'s 24-byte string made an
+//! instance 64 bytes and a single-instance publication 96 in its `Arc` (a size class of
+//! the allocator); with this one they are 56 and 80. Here because reading the inline text
+//! as a `str` without checking it again takes an `unsafe` block (it was a `str` when it
+//! was copied in).
+
+use std::sync::Arc;
+
+/// Bytes held inline.
+const INLINE: usize = 15;
+
+/// The length of an inline text, 0..=15: a byte whose other 240 values are free for the
+/// heap form's tag (so the string is 16 bytes, not 24).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Len {
+    L0,
+    L1,
+    L2,
+    L3,
+    L4,
+    L5,
+    L6,
+    L7,
+    L8,
+    L9,
+    L10,
+    L11,
+    L12,
+    L13,
+    L14,
+    L15,
+}
+
+impl Len {
+    const ALL: [Len; INLINE + 1] = [
+        Len::L0,
+        Len::L1,
+        Len::L2,
+        Len::L3,
+        Len::L4,
+        Len::L5,
+        Len::L6,
+        Len::L7,
+        Len::L8,
+        Len::L9,
+        Len::L10,
+        Len::L11,
+        Len::L12,
+        Len::L13,
+        Len::L14,
+        Len::L15,
+    ];
+}
+
+/// The inline form: the length first, so the heap form's pointer fits after it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Inline {
+    len: Len,
+    bytes: [u8; INLINE],
+}
+
+#[derive(Clone)]
+enum Repr {
+    Inline(Inline),
+    /// Longer than 15 bytes: shared, so a clone allocates nothing (one pointer wide).
+    Heap(Arc<Box<str>>),
+}
+
+/// An immutable string, 16 bytes: inline up to 15 bytes, a shared heap string beyond.
+/// Dereferences to `str`; compared, ordered and hashed as its text.
+#[derive(Clone)]
+pub struct SmallStr(Repr);
+
+impl SmallStr {
+    /// The string of `s` (no allocation up to 15 bytes).
+    #[inline]
+    pub fn new(s: &str) -> Self {
+        let len = s.len();
+        if len <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..len].copy_from_slice(s.as_bytes());
+            SmallStr(Repr::Inline(Inline {
+                len: Len::ALL[len],
+                bytes,
+            }))
+        } else {
+            SmallStr(Repr::Heap(Arc::new(Box::from(s))))
+        }
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline(i) => {
+                let bytes = &i.bytes[..i.len as usize];
+                #[allow(unsafe_code)]
+                // SAFETY: `new` copied these bytes from a whole `str` (all of its
+                // `len` bytes), so they are valid UTF-8; they never change after.
+                unsafe {
+                    std::str::from_utf8_unchecked(bytes)
+                }
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+
+    /// Whether the text is inline (no allocation of its own).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.0, Repr::Inline(_))
+    }
+}
+
+impl Default for SmallStr {
+    fn default() -> Self {
+        SmallStr::new("")
+    }
+}
+
+impl std::ops::Deref for SmallStr {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for SmallStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for SmallStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for SmallStr {
+    fn from(s: &str) -> Self {
+        SmallStr::new(s)
+    }
+}
+
+impl From<&String> for SmallStr {
+    fn from(s: &String) -> Self {
+        SmallStr::new(s)
+    }
+}
+
+impl From<String> for SmallStr {
+    fn from(s: String) -> Self {
+        SmallStr::new(&s)
+    }
+}
+
+impl PartialEq for SmallStr {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for SmallStr {}
+
+impl PartialEq<str> for SmallStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for SmallStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+impl PartialEq<SmallStr> for str {
+    fn eq(&self, other: &SmallStr) -> bool {
+        self == other.as_str()
+    }
+}
+impl PartialEq<SmallStr> for &str {
+    fn eq(&self, other: &SmallStr) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialOrd for SmallStr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SmallStr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+impl std::hash::Hash for SmallStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::fmt::Debug for SmallStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+impl std::fmt::Display for SmallStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SmallStr;
+
+    #[test]
+    fn is_16_bytes_and_an_option_of_it_too() {
+        assert_eq!(size_of::<SmallStr>(), 16);
+        assert_eq!(size_of::<Option<SmallStr>>(), 16);
+    }
+
+    #[test]
+    fn holds_every_length_inline_up_to_15_bytes_and_shared_beyond() {
+        let text = "255.255.255.255:65535-é-and-some-more";
+        for end in (0..=text.len()).filter(|&e| text.is_char_boundary(e)) {
+            let s = SmallStr::new(&text[..end]);
+            assert_eq!(s.as_str(), &text[..end]);
+            assert_eq!(&*s, &text[..end]);
+            assert_eq!(s.is_inline(), end <= 15, "{end} bytes");
+            let c = s.clone();
+            assert_eq!(c, s);
+            assert_eq!(c.len(), end);
+            assert_eq!(format!("{c}"), &text[..end]);
+            assert_eq!(format!("{c:?}"), format!("{:?}", &text[..end]));
+        }
+        assert!(SmallStr::new("10.0.0.1") < SmallStr::new("10.0.0.2"));
+        assert!(SmallStr::new("fe80::1:2:3:4:5:6") == "fe80::1:2:3:4:5:6");
+        assert_ne!(SmallStr::new("10.0.0.1"), SmallStr::new("10.0.0.10"));
+        assert_eq!(SmallStr::default(), "");
+    }
+}
