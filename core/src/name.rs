@@ -89,6 +89,42 @@ impl fmt::Display for Name {
     }
 }
 
+/// `a == b` for the short strings the hot paths compare (service parts, client ids, IP
+/// addresses: mostly 6 to 32 bytes), in a few word loads instead of a call to `memcmp`
+/// (whose setup costs more than such a comparison). Longer strings go to `memcmp`.
+#[inline(always)]
+pub fn short_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // The first and last word of each (overlapping when the length is not a multiple),
+    // compared at once: a difference anywhere shows in the or of the xors.
+    fn head<const W: usize>(s: &[u8]) -> [u8; W] {
+        s.first_chunk().map_or([0; W], |c| *c)
+    }
+    fn tail<const W: usize>(s: &[u8]) -> [u8; W] {
+        s.last_chunk().map_or([0; W], |c| *c)
+    }
+    let x8 = |a: &[u8], b: &[u8]| {
+        (u64::from_ne_bytes(head(a)) ^ u64::from_ne_bytes(head(b)))
+            | (u64::from_ne_bytes(tail(a)) ^ u64::from_ne_bytes(tail(b)))
+    };
+    match n {
+        0 => true,
+        1..4 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..8 => {
+            (u32::from_ne_bytes(head(a)) ^ u32::from_ne_bytes(head(b)))
+                | (u32::from_ne_bytes(tail(a)) ^ u32::from_ne_bytes(tail(b)))
+                == 0
+        }
+        8..=16 => x8(a, b) == 0,
+        17..=32 => x8(&a[..16], &b[..16]) | x8(&a[n - 16..], &b[n - 16..]) == 0,
+        _ => a == b,
+    }
+}
+
 /// Shards of the interner's set: a power of two, enough that threads interning at once
 /// rarely wait for each other.
 const SHARDS: usize = 64;
@@ -199,6 +235,25 @@ impl Interner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_eq_is_eq() {
+        let base: String = (0..40u8).map(|i| char::from(b'a' + i % 26)).collect();
+        for n in 0..=40 {
+            let a = &base[..n];
+            assert!(short_eq(a, a));
+            assert!(short_eq(a, &String::from(a)));
+            for m in 0..=40 {
+                assert_eq!(short_eq(a, &base[..m]), n == m);
+            }
+            // One byte changed anywhere.
+            for i in 0..n {
+                let mut b = a.as_bytes().to_vec();
+                b[i] = b'#';
+                assert!(!short_eq(a, std::str::from_utf8(&b).unwrap()), "{n} {i}");
+            }
+        }
+    }
 
     #[test]
     fn interned_names_share_storage() {

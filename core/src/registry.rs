@@ -91,7 +91,7 @@ impl std::hash::Hash for IdKey<'_> {
 impl papaya::Equivalent<Stored> for IdKey<'_> {
     #[inline]
     fn equivalent(&self, s: &Stored) -> bool {
-        s.0.id_hash == self.hash && s.0.id.as_str() == self.id
+        s.0.id_hash == self.hash && crate::name::short_eq(s.0.id.as_str(), self.id)
     }
 }
 

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::error::{Field, ValidationError};
 use crate::limits::*;
-use crate::name::{Interner, Name};
+use crate::name::{Interner, Name, short_eq};
 use crate::time::Millis;
 use std::fmt;
 
@@ -184,6 +184,17 @@ impl InstanceSpec {
     ) -> Result<Instance, ValidationError> {
         self.fields().to_instance(interner, service)
     }
+
+    /// [`InstanceFields::to_instance_from`]: the conversion for a client that holds
+    /// `held` in `service`, which checks and looks up only the fields that differ.
+    pub fn to_instance_from(
+        &self,
+        interner: &Interner,
+        service: &Service,
+        held: Option<&Instance>,
+    ) -> Result<Instance, ValidationError> {
+        self.fields().to_instance_from(interner, service, held)
+    }
 }
 
 /// An instance as given in a request, borrowed: what decoders validate and convert
@@ -211,7 +222,16 @@ pub struct InstanceFields<'a, M> {
 impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
     /// Checks every field against the limits of [`crate::limits`].
     pub fn validate(&self) -> Result<(), ValidationError> {
-        validate_ip(self.ip)?;
+        self.check(Checks::ALL)
+    }
+
+    /// Checks the fields `which` names, and the cheap ones (port, weight, instance id)
+    /// always, in the order of [`InstanceFields::validate`] (so the first invalid field
+    /// is the one reported whichever others are skipped).
+    fn check(&self, which: Checks) -> Result<(), ValidationError> {
+        if which.ip {
+            validate_ip(self.ip)?;
+        }
         if !(1..=65535).contains(&self.port) {
             return Err(ValidationError::new(
                 Field::Port,
@@ -224,10 +244,12 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
                 format!("{} is outside {MIN_WEIGHT}..={MAX_WEIGHT}", self.weight),
             ));
         }
-        if !self.cluster.is_empty() {
+        if which.cluster && !self.cluster.is_empty() {
             check_cluster_name(self.cluster)?;
         }
-        validate_metadata(self.metadata.clone())?;
+        if which.metadata {
+            validate_metadata(self.metadata.clone())?;
+        }
         if let Some(id) = self.instance_id {
             if id.len() > MAX_INSTANCE_ID_LEN {
                 return Err(ValidationError::new(
@@ -255,29 +277,78 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         interner: &Interner,
         service: &Service,
     ) -> Result<Instance, ValidationError> {
-        self.validate()?;
-        let cluster = if self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER {
-            interner.default_cluster()
-        } else {
-            interner.intern(self.cluster)
+        self.to_instance_from(interner, service, None)
+    }
+
+    /// [`InstanceFields::to_instance`] for a client that holds `held` in `service`: a
+    /// field equal to `held`'s was valid when stored, so it is neither checked again nor
+    /// looked up (the stored address, cluster name and metadata map are shared as they
+    /// are). A re-registration usually changes a scalar or nothing: it then costs
+    /// comparisons, no hashing and no allocation.
+    pub fn to_instance_from(
+        &self,
+        interner: &Interner,
+        service: &Service,
+        held: Option<&Instance>,
+    ) -> Result<Instance, ValidationError> {
+        let ip = held.map(|h| &h.ip).filter(|ip| short_eq(ip, self.ip));
+        let default_cluster = self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER;
+        let cluster = held
+            .map(|h| &h.cluster)
+            .filter(|c| !default_cluster && short_eq(c, self.cluster));
+        let metadata = held
+            .map(|h| &h.metadata)
+            .filter(|m| m.is(self.metadata.clone()));
+        self.check(Checks {
+            ip: ip.is_none(),
+            cluster: cluster.is_none(),
+            metadata: metadata.is_none(),
+        })?;
+        let cluster = match cluster {
+            Some(c) => c.clone(),
+            None if default_cluster => interner.default_cluster(),
+            None => interner.intern(self.cluster),
         };
         let mut inst = Instance {
-            ip: super::SmallStr::new(self.ip),
+            ip: ip.map_or_else(|| super::SmallStr::new(self.ip), Clone::clone),
             port: self.port as u16,
             weight: self.weight,
             healthy: self.healthy,
             enabled: self.enabled,
             cluster,
-            metadata: Metadata::from_pairs(interner, self.metadata.clone()),
+            metadata: metadata.map_or_else(
+                || Metadata::from_pairs(interner, self.metadata.clone()),
+                Clone::clone,
+            ),
             custom_id: None,
         };
         if let Some(id) = self.instance_id.filter(|s| !s.is_empty())
             && id != inst.instance_id(service)
         {
-            inst.custom_id = Some(Name::new(id));
+            let held_id = held.and_then(|h| h.custom_id.as_ref());
+            inst.custom_id = Some(match held_id.filter(|h| h.as_str() == id) {
+                Some(h) => h.clone(),
+                None => Name::new(id),
+            });
         }
         Ok(inst)
     }
+}
+
+/// Which of the costly checks [`InstanceFields::check`] runs.
+#[derive(Clone, Copy)]
+struct Checks {
+    ip: bool,
+    cluster: bool,
+    metadata: bool,
+}
+
+impl Checks {
+    const ALL: Checks = Checks {
+        ip: true,
+        cluster: true,
+        metadata: true,
+    };
 }
 
 /// Checks metadata pairs against the limits of [`crate::limits`] (entries, bytes, key

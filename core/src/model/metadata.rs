@@ -7,7 +7,7 @@
 //! hold one copy. A map nothing uses any more is freed by [`MetadataTable::reclaim`]
 //! (called by [`Interner::reclaim`], before the names its keys hold).
 
-use crate::name::{Interner, Name};
+use crate::name::{Interner, Name, short_eq};
 use crate::time::Millis;
 use hashbrown::hash_table::{Entry, HashTable};
 use parking_lot::Mutex;
@@ -64,6 +64,25 @@ impl Metadata {
             v.truncate(kept);
         }
         Metadata(Some(interner.metadata().get(interner, &v)))
+    }
+
+    /// The entries, sorted by key.
+    pub fn entries(&self) -> &[MetadataEntry] {
+        self.0.as_ref().map_or(&[], |a| &a.0)
+    }
+
+    /// Whether `pairs`, as given, are exactly these entries in order (then they are this
+    /// map: sorted, keys distinct). Compares, allocates nothing, hashes nothing.
+    pub fn is<'a>(&self, mut pairs: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        let held = self.entries();
+        if pairs.size_hint().1.is_some_and(|n| n < held.len()) {
+            return false;
+        }
+        held.iter().all(|(k, v)| {
+            pairs
+                .next()
+                .is_some_and(|(gk, gv)| short_eq(k, gk) && short_eq(v, gv))
+        }) && pairs.next().is_none()
     }
 
     /// The pairs, sorted by key.
@@ -241,6 +260,20 @@ mod tests {
         assert_ne!(e, f);
         assert_eq!(i.metadata().len(), 4);
         assert!(Metadata::from_pairs(&i, []).shares_storage(&Metadata::EMPTY));
+    }
+
+    #[test]
+    fn is_compares_the_pairs_as_given() {
+        let i = Interner::new();
+        let m = Metadata::from_pairs(&i, [("version", "1"), ("zone", "a")]);
+        assert!(m.is([("version", "1"), ("zone", "a")].into_iter()));
+        assert!(!m.is([("zone", "a"), ("version", "1")].into_iter()));
+        assert!(!m.is([("version", "1")].into_iter()));
+        assert!(!m.is([("version", "1"), ("zone", "a"), ("x", "y")].into_iter()));
+        assert!(!m.is([("version", "1"), ("zone", "b")].into_iter()));
+        assert!(!m.is(std::iter::empty()));
+        assert!(Metadata::EMPTY.is(std::iter::empty()));
+        assert!(!Metadata::EMPTY.is([("a", "b")].into_iter()));
     }
 
     #[test]

@@ -5,11 +5,14 @@
 use super::{DEFAULT_GROUP, DEFAULT_NAMESPACE, GROUP_SEPARATOR};
 use crate::error::{Field, ValidationError};
 use crate::limits::*;
-use crate::name::{Interner, Name};
+use crate::name::{Interner, Name, short_eq};
 use crate::registry::ServiceIndex;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock, Weak};
+
+/// The byte between the parts of a service's key (it cannot occur in a valid name).
+const SEPARATOR: u8 = 0x1f;
 
 /// A service: namespace, group and name, interned. Cheap to clone (one pointer).
 #[derive(Clone)]
@@ -60,9 +63,9 @@ impl Service {
     pub fn key_of(namespace: &str, group: &str, name: &str) -> String {
         let mut k = String::with_capacity(namespace.len() + group.len() + name.len() + 2);
         k.push_str(namespace);
-        k.push('\x1f');
+        k.push(char::from(SEPARATOR));
         k.push_str(group);
-        k.push('\x1f');
+        k.push(char::from(SEPARATOR));
         k.push_str(name);
         k
     }
@@ -77,9 +80,9 @@ impl Service {
             Ok(mut buf) => {
                 buf.clear();
                 buf.push_str(namespace);
-                buf.push('\x1f');
+                buf.push(char::from(SEPARATOR));
                 buf.push_str(group);
-                buf.push('\x1f');
+                buf.push(char::from(SEPARATOR));
                 buf.push_str(name);
                 f(&buf)
             }
@@ -90,9 +93,30 @@ impl Service {
     /// Whether this is the service `namespace`/`group`/`name` (resolved parts, see
     /// [`ServiceSpec::resolve`]); compares the name first, which differs most often.
     pub fn is(&self, namespace: &str, group: &str, name: &str) -> bool {
-        self.0.name.as_str() == name
-            && self.0.group.as_str() == group
-            && self.0.namespace.as_str() == namespace
+        short_eq(&self.0.name, name)
+            && short_eq(&self.0.group, group)
+            && short_eq(&self.0.namespace, namespace)
+    }
+
+    /// Orders this service against the resolved parts `namespace`/`group`/`name` as
+    /// [`Ord`] orders services (by key), without building the parts' key: a write finds
+    /// the held publication of the service it names by a binary search over the client's
+    /// sorted publications. A valid name holds no byte below `0x20` (control characters
+    /// are refused) and the key joins the parts with `0x1f`, so the keys' order is the
+    /// order of the `(namespace, group, name)` tuples, compared part by part (the equal
+    /// leading parts of a client's services cost a few word compares). `Equal` means
+    /// exactly these parts, whatever they hold.
+    pub fn cmp_parts(&self, namespace: &str, group: &str, name: &str) -> std::cmp::Ordering {
+        let part = |held: &Name, given: &str| {
+            if short_eq(held, given) {
+                std::cmp::Ordering::Equal
+            } else {
+                held.as_str().cmp(given)
+            }
+        };
+        part(&self.0.namespace, namespace)
+            .then_with(|| part(&self.0.group, group))
+            .then_with(|| self.0.name.as_str().cmp(name))
     }
 
     /// The unique key of this service.
@@ -228,6 +252,30 @@ impl ServiceSpec {
             ),
         };
         Ok((namespace, group, name))
+    }
+
+    /// The parts as given with their defaults, the name not split at `@@`: what
+    /// [`ServiceSpec::split_parts`] gives for every name without the separator, and the
+    /// only thing a lookup among held services needs to try first (a held name never
+    /// holds it, so a hit proves it absent and these parts the split ones; on a miss the
+    /// caller splits and looks again).
+    #[inline]
+    pub fn given_parts<'a>(
+        namespace: &'a str,
+        group: &'a str,
+        name: &'a str,
+    ) -> (&'a str, &'a str, &'a str) {
+        let namespace = if namespace.is_empty() {
+            DEFAULT_NAMESPACE
+        } else {
+            namespace
+        };
+        let group = if group.is_empty() {
+            DEFAULT_GROUP
+        } else {
+            group
+        };
+        (namespace, group, name)
     }
 
     /// The checks of each part of a split service name (see [`ServiceSpec::split_parts`]).

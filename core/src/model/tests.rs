@@ -161,6 +161,100 @@ fn revisions_never_go_backwards_across_restarts() {
     assert_ne!(other, second);
 }
 
+#[test]
+fn cmp_parts_orders_as_the_keys_do() {
+    let i = Interner::new();
+    let parts = [
+        ("public", "DEFAULT_GROUP", "svc"),
+        ("public", "DEFAULT_GROUP", "svc-a"),
+        ("public", "DEFAULT_GROUP", "sv"),
+        ("public", "DEFAULT", "svc"),
+        ("public", "DEFAULT_GROUPX", "svc"),
+        ("publi", "c", "svc"),
+        ("public", "G", "a"),
+        ("pub", "lic", "G"),
+        ("dev", "DEFAULT_GROUP", "svc"),
+        ("public!", "DEFAULT_GROUP", "svc"),
+    ];
+    for (n, g, s) in parts {
+        let held = Service::new(&i, n, g, s);
+        for (pn, pg, ps) in parts {
+            let want = held.key().as_str().cmp(&Service::key_of(pn, pg, ps));
+            assert_eq!(
+                held.cmp_parts(pn, pg, ps),
+                want,
+                "{n}/{g}/{s} vs {pn}/{pg}/{ps}"
+            );
+        }
+    }
+    // Parts holding the separator byte never equal a held service, whatever their split.
+    let held = Service::new(&i, "a", "b", "c");
+    assert_eq!(held.cmp_parts("a", "b", "c"), std::cmp::Ordering::Equal);
+    for (pn, pg, ps) in [
+        ("a\x1fb", "c", ""),
+        ("a", "b\x1fc", ""),
+        ("", "a", "b\x1fc"),
+    ] {
+        assert_ne!(held.cmp_parts(pn, pg, ps), std::cmp::Ordering::Equal);
+    }
+}
+
+#[test]
+fn a_conversion_from_a_held_instance_shares_what_is_unchanged_and_checks_what_changed() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let mut spec = InstanceSpec::new("10.0.0.7", 8080);
+    spec.cluster = "c1".into();
+    spec.metadata = vec![("version".into(), "1".into()), ("zone".into(), "a".into())];
+    let held = spec.to_instance(&i, &s).unwrap();
+    // A changed scalar: the stored address, cluster and metadata map are shared.
+    let mut w = spec.clone();
+    w.weight = 2.0;
+    let inst = w.to_instance_from(&i, &s, Some(&held)).unwrap();
+    assert_eq!(inst, w.to_instance(&i, &s).unwrap());
+    assert!(inst.metadata.shares_storage(&held.metadata));
+    assert_eq!(inst.weight, 2.0);
+    // Any change gives what a conversion without a held instance gives: the same
+    // instance, or an error on the same field.
+    let variants: [&dyn Fn(&mut InstanceSpec); 14] = [
+        &|_| {},
+        &|s| s.ip = "10.0.0.8".into(),
+        &|s| s.ip = "a b".into(),
+        &|s| s.port = 0,
+        &|s| s.weight = -1.0,
+        &|s| s.cluster = String::new(),
+        &|s| s.cluster = "DEFAULT".into(),
+        &|s| s.cluster = "c 2".into(),
+        &|s| s.metadata.reverse(),
+        &|s| s.metadata.push(("zone".into(), "b".into())),
+        &|s| s.metadata.pop().map_or((), drop),
+        &|s| s.metadata.push((String::new(), "x".into())),
+        &|s| s.instance_id = Some("my-id".into()),
+        &|s| s.instance_id = Some("10.0.0.7#8080#c1#DEFAULT_GROUP@@demo-svc".into()),
+    ];
+    for (n, f) in variants.iter().enumerate() {
+        let mut v = spec.clone();
+        f(&mut v);
+        let from_held = v.to_instance_from(&i, &s, Some(&held));
+        match (from_held, v.to_instance(&i, &s)) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a, b, "variant {n}");
+                assert_eq!(a.instance_id(&s), b.instance_id(&s), "variant {n}");
+                assert!(a.metadata.shares_storage(&b.metadata), "variant {n}");
+            }
+            (Err(a), Err(b)) => assert_eq!(a.field, b.field, "variant {n}"),
+            (a, b) => panic!("variant {n}: {a:?} from the held instance, {b:?} without"),
+        }
+    }
+    // A held custom id is kept while it differs from the default id.
+    let mut c = spec;
+    c.instance_id = Some("my-id".into());
+    let held = c.to_instance(&i, &s).unwrap();
+    c.weight = 3.0;
+    let inst = c.to_instance_from(&i, &s, Some(&held)).unwrap();
+    assert_eq!(inst.instance_id(&s), "my-id");
+}
+
 /// Whether a publication is a batch is the form of its instances: a batch of one stays a
 /// batch (replaced as a whole), and differs from the single registration of the same
 /// instance.

@@ -7,9 +7,11 @@
 
 use super::Node;
 use crate::error::{Field, ValidationError};
+use crate::member::MemberList;
 use crate::model::{ClientId, ClientKind, InstanceSpec, Publication, Service, ServiceSpec};
 use crate::registry::{Origin, ServiceView, WriteError, WriteResult};
 use crate::time::Millis;
+use std::sync::Arc;
 
 /// The result of a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,11 @@ impl Node {
     /// a name the registry does not hold yet; the answer, error or not, is `resolve`'s.
     fn resolve_service(&self, spec: &ServiceSpec) -> Result<Service, ValidationError> {
         let (ns, group, name) = ServiceSpec::split_parts(&spec.namespace, &spec.group, &spec.name)?;
+        self.resolve_parts(ns, group, name)
+    }
+
+    /// [`Node::resolve_service`] of split parts.
+    fn resolve_parts(&self, ns: &str, group: &str, name: &str) -> Result<Service, ValidationError> {
         if let Some(s) = self.registry.find_service(ns, group, name) {
             return Ok(s);
         }
@@ -36,20 +43,65 @@ impl Node {
 
     /// Registers one instance for `client` in `service` (replacing what the client
     /// published to that service).
+    ///
+    /// Built from what the client holds (under its shard's lock, in the one lookup of the
+    /// write): a client that publishes to the service already names it by its held
+    /// [`Service`] (no lookup of the name, no checks of its parts), and the instance is
+    /// compared with the held one field by field, so only the fields that changed are
+    /// checked and looked up (see [`InstanceSpec::to_instance_from`]).
     pub fn register(
         &self,
         client: &ClientId,
-        service: &ServiceSpec,
+        spec: &ServiceSpec,
         instance: &InstanceSpec,
         now: Millis,
     ) -> Result<WriteResult, WriteError> {
-        let service = self.resolve_service(service)?;
-        let inst = instance.to_instance(self.registry.interner(), &service)?;
-        self.check_ip_port_client(client, &inst.ip, inst.port)?;
-        let r =
-            self.registry
-                .publish(client, Publication::single(service, inst), self.me(), now)?;
-        self.after_write(client, r, now);
+        // The name as given first (see `ServiceSpec::given_parts`): split at `@@` when no
+        // held publication has it.
+        let given = ServiceSpec::given_parts(&spec.namespace, &spec.group, &spec.name);
+        // One load of the members for the owner attribution and the peers to sync to.
+        let members = self.members.load();
+        let r = self
+            .registry
+            .publish_with(client, members.me(), now, |old| {
+                let find = |(ns, group, name): (&str, &str, &str)| {
+                    let pubs = old?.publications();
+                    let p = match pubs {
+                        // Most clients publish to one service: an equality is cheaper.
+                        [p] => Some(p).filter(|p| p.service.is(ns, group, name))?,
+                        _ => {
+                            let i = pubs
+                                .binary_search_by(|p| p.service.cmp_parts(ns, group, name))
+                                .ok()?;
+                            &pubs[i]
+                        }
+                    };
+                    Some(&**p.publication())
+                };
+                let (held, service) = match find(given) {
+                    Some(p) => (Some(p), p.service.clone()),
+                    None => {
+                        let (ns, group, name) =
+                            ServiceSpec::split_parts(&spec.namespace, &spec.group, &spec.name)?;
+                        let split = !std::ptr::eq(name, spec.name.as_str());
+                        match split.then(|| find((ns, group, name))).flatten() {
+                            Some(p) => (Some(p), p.service.clone()),
+                            None => (None, self.resolve_parts(ns, group, name)?),
+                        }
+                    }
+                };
+                // A batch is replaced as a whole: its instances are not this one's.
+                let held_instance = held
+                    .filter(|p| !p.is_batch())
+                    .and_then(|p| p.instances.first());
+                let inst =
+                    instance.to_instance_from(self.registry.interner(), &service, held_instance)?;
+                if held_instance.is_none_or(|h| h.ip != inst.ip || h.port != inst.port) {
+                    self.check_ip_port_client(client, &inst.ip, inst.port)?;
+                }
+                Ok(Arc::new(Publication::single(service, inst)))
+            })?;
+        self.schedule_sync(&members, client, r, now);
         Ok(r)
     }
 
@@ -175,10 +227,27 @@ impl Node {
         service: &ServiceSpec,
         now: Millis,
     ) -> Result<BeatResult, ValidationError> {
-        // Validated only on a miss: a stored service name was valid when stored.
+        // Validated only on a miss: a stored service name was valid when stored. The
+        // name as given first (see `ServiceSpec::given_parts`), split at `@@` on a miss.
         let (ns, group, name) =
-            ServiceSpec::split_parts(&service.namespace, &service.group, &service.name)?;
-        match self.registry.beat(client.as_str(), ns, group, name, now) {
+            ServiceSpec::given_parts(&service.namespace, &service.group, &service.name);
+        let (found, (ns, group, name)) =
+            match self.registry.beat(client.as_str(), ns, group, name, now) {
+                Some(healthy) => (Some(healthy), (ns, group, name)),
+                None => {
+                    let (ns, group, name) = ServiceSpec::split_parts(
+                        &service.namespace,
+                        &service.group,
+                        &service.name,
+                    )?;
+                    let split = !std::ptr::eq(name, service.name.as_str());
+                    let found = split
+                        .then(|| self.registry.beat(client.as_str(), ns, group, name, now))
+                        .flatten();
+                    (found, (ns, group, name))
+                }
+            };
+        match found {
             None => {
                 ServiceSpec::check_parts(ns, group, name)?;
                 Ok(BeatResult::NotFound)
@@ -225,11 +294,16 @@ impl Node {
     }
 
     pub(super) fn after_write(&self, client: &ClientId, r: WriteResult, now: Millis) {
+        self.schedule_sync(&self.members.load(), client, r, now);
+    }
+
+    /// Schedules a write's change of `client` for every peer of `members` (nothing for
+    /// an unchanged client).
+    fn schedule_sync(&self, members: &MemberList, client: &ClientId, r: WriteResult, now: Millis) {
         if matches!(r, WriteResult::Unchanged) {
             return;
         }
-        let peers = self.members.load();
         self.sync
-            .schedule_all(peers.peers().map(|p| p.index()), client, now);
+            .schedule_all(members.peers().map(|p| p.index()), client, now);
     }
 }

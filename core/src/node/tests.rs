@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::member::{MemberId, MemberList};
 use crate::message::{Command, PeerRequest};
 use crate::model::{ClientId, InstanceSpec, ServiceSpec};
+use crate::registry::WriteResult;
 
 fn node(me: &str, n: usize) -> Node {
     let addrs: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect();
@@ -692,4 +693,90 @@ fn lists_wait_while_syncs_to_the_peer_are_on_their_way_but_at_most_two_rounds() 
     assert!(sends(&more).is_empty());
     assert_eq!(lists_sent(&mismatch(10_500)), (1, 1));
     assert_eq!(n.stats().verify_lists_deferred, 3);
+}
+
+#[test]
+fn a_re_registration_is_built_from_the_held_state() {
+    let n = node("10.0.0.1:8848", 1);
+    let id = ClientId::connection(1, "1.1.1.1", 1);
+    let (a, b) = (
+        ServiceSpec::new("", "", "a"),
+        ServiceSpec::new("", "G", "b"),
+    );
+    let mut spec = InstanceSpec::new("1.1.1.1", 80);
+    spec.metadata = vec![("zone".into(), "x".into())];
+    for s in [&a, &b] {
+        n.register(&id, s, &spec, 1).unwrap();
+    }
+    let view = |s: &ServiceSpec| n.query(s).unwrap().unwrap();
+    let held_service = view(&a).service;
+    // The same registration again writes nothing.
+    assert_eq!(
+        n.register(&id, &a, &spec, 2).unwrap(),
+        WriteResult::Unchanged
+    );
+    // A changed weight is stored; the other publication and the service stay.
+    spec.weight = 5.0;
+    assert!(matches!(
+        n.register(&id, &a, &spec, 3).unwrap(),
+        WriteResult::Changed(_)
+    ));
+    assert_eq!(view(&a).publications[0].instances[0].weight, 5.0);
+    assert_eq!(view(&b).publications[0].instances[0].weight, 1.0);
+    assert_eq!(view(&a).service, held_service);
+    // A change of a field that was valid is checked again, and refused when invalid:
+    // nothing changes.
+    let mut bad = spec.clone();
+    bad.cluster = "no spaces".into();
+    let e = n.register(&id, &a, &bad, 4).unwrap_err();
+    assert!(e.to_string().contains("cluster"), "{e}");
+    bad = spec.clone();
+    bad.ip = "1.1.1.1 ".into();
+    assert!(n.register(&id, &a, &bad, 4).is_err());
+    assert_eq!(view(&a).publications[0].instances[0].ip, "1.1.1.1");
+    // Changed metadata is stored.
+    spec.metadata = vec![("zone".into(), "y".into())];
+    n.register(&id, &b, &spec, 5).unwrap();
+    assert_eq!(
+        view(&b).publications[0].instances[0].metadata.get("zone"),
+        Some("y")
+    );
+    assert_eq!(
+        view(&a).publications[0].instances[0].metadata.get("zone"),
+        Some("x")
+    );
+    // A group given both ways names the held service.
+    let grouped = ServiceSpec::new("", "", "G@@b");
+    assert_eq!(
+        n.register(&id, &grouped, &spec, 6).unwrap(),
+        WriteResult::Unchanged
+    );
+    // A beat names the service either way too; a name split at `@@` is checked.
+    let beat = |s: ServiceSpec| n.beat(&id, &s, 6);
+    assert_eq!(beat(grouped), Ok(BeatResult::Ok));
+    assert_eq!(beat(ServiceSpec::new("", "G", "b")), Ok(BeatResult::Ok));
+    assert_eq!(
+        beat(ServiceSpec::new("", "", "b")),
+        Ok(BeatResult::NotFound)
+    );
+    assert!(beat(ServiceSpec::new("", "X", "G@@b")).is_err());
+    // A batch publication is replaced by a single one.
+    let batch = [
+        InstanceSpec::new("1.1.1.1", 81),
+        InstanceSpec::new("1.1.1.1", 82),
+    ];
+    n.register_batch(&id, &a, &batch, 7).unwrap();
+    n.register(&id, &a, &InstanceSpec::new("1.1.1.1", 81), 8)
+        .unwrap();
+    let p = view(&a).publications[0].clone();
+    assert!(!p.is_batch());
+    assert_eq!(p.instances.len(), 1);
+    // An ip:port client holding its address cannot move it elsewhere.
+    let ip_port = ClientId::ip_port("2.2.2.2", 80);
+    n.register(&ip_port, &a, &InstanceSpec::new("2.2.2.2", 80), 9)
+        .unwrap();
+    let e = n
+        .register(&ip_port, &a, &InstanceSpec::new("2.2.2.2", 81), 10)
+        .unwrap_err();
+    assert!(e.to_string().contains("clientId"), "{e}");
 }

@@ -24,10 +24,30 @@ impl Registry {
         owner: MemberId,
         now: Millis,
     ) -> Result<WriteResult, WriteError> {
+        let publication = Arc::new(publication);
+        self.publish_with(id, owner, now, |_| Ok(publication))
+    }
+
+    /// Publishes the publication `build` makes from what client `id` holds now (read
+    /// under the shard lock, so it is the state the write replaces), as
+    /// [`Registry::publish`] does. A refusal of `build` is the write's.
+    pub fn publish_with(
+        &self,
+        id: &ClientId,
+        owner: MemberId,
+        now: Millis,
+        build: impl FnOnce(Option<&Client>) -> Result<Arc<Publication>, ValidationError>,
+    ) -> Result<WriteResult, WriteError> {
         let max = self.max_services_per_client;
         let mut result = Ok(());
-        let publication = Arc::new(publication);
         let out = self.write_local(id, owner, now, Origin::Client, |old| {
+            let publication = match build(old.map(|c| &**c)) {
+                Ok(p) => p,
+                Err(e) => {
+                    result = Err(e);
+                    return LocalAction::Nothing;
+                }
+            };
             // Every client held (replicas too) bounds the owned ones: the sum over the
             // digest shards is needed only when the node holds that many.
             if old.is_none() && self.clients.load(Relaxed) as u64 >= self.max_clients {
@@ -54,7 +74,7 @@ impl Registry {
                         }
                         return LocalAction::Nothing;
                     }
-                    pubs[i] = publication.clone();
+                    pubs[i] = publication;
                 }
                 Err(i) => {
                     if pubs.len() >= max {
@@ -71,7 +91,7 @@ impl Registry {
                         result = Err(e);
                         return LocalAction::Nothing;
                     }
-                    pubs.insert(i, publication.clone());
+                    pubs.insert(i, publication);
                 }
             }
             LocalAction::Put(pubs)
