@@ -28,17 +28,8 @@ impl Node {
     /// stored, so the checks of each part (which cost more than the lookup) run only for
     /// a name the registry does not hold yet; the answer, error or not, is `resolve`'s.
     fn resolve_service(&self, spec: &ServiceSpec) -> Result<Service, ValidationError> {
-        let (ns, group, name) = ServiceSpec::split_parts(&spec.namespace, &spec.group, &spec.name)?;
-        self.resolve_parts(ns, group, name)
-    }
-
-    /// [`Node::resolve_service`] of split parts.
-    fn resolve_parts(&self, ns: &str, group: &str, name: &str) -> Result<Service, ValidationError> {
-        if let Some(s) = self.registry.find_service(ns, group, name) {
-            return Ok(s);
-        }
-        ServiceSpec::check_parts(ns, group, name)?;
-        Ok(self.registry.service(ns, group, name))
+        self.registry
+            .resolve_service(&spec.namespace, &spec.group, &spec.name)
     }
 
     /// Registers one instance for `client` in `service` (replacing what the client
@@ -86,7 +77,7 @@ impl Node {
                         let split = !std::ptr::eq(name, spec.name.as_str());
                         match split.then(|| find((ns, group, name))).flatten() {
                             Some(p) => (Some(p), p.service.clone()),
-                            None => (None, self.resolve_parts(ns, group, name)?),
+                            None => (None, self.registry.resolve_split(ns, group, name)?),
                         }
                     }
                 };

@@ -130,12 +130,22 @@ impl Registry {
         group: &str,
         name: &str,
     ) -> Result<Service, crate::ValidationError> {
-        use crate::model::ServiceSpec;
-        let (ns, group, name) = ServiceSpec::split_parts(namespace, group, name)?;
+        let (ns, group, name) = crate::model::ServiceSpec::split_parts(namespace, group, name)?;
+        self.resolve_split(ns, group, name)
+    }
+
+    /// [`Registry::resolve_service`] of parts already split (defaults applied, `@@`
+    /// resolved): looked up, checked only when not held.
+    pub fn resolve_split(
+        &self,
+        ns: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Service, crate::ValidationError> {
         if let Some(s) = self.find_service(ns, group, name) {
             return Ok(s);
         }
-        ServiceSpec::check_parts(ns, group, name)?;
+        crate::model::ServiceSpec::check_parts(ns, group, name)?;
         Ok(self.service(ns, group, name))
     }
 
