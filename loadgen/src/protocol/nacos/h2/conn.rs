@@ -13,7 +13,6 @@ use h2wire::frame::{self, ErrorCode, Frame};
 use h2wire::hpack;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::BuildHasherDefault;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -23,7 +22,7 @@ use tonic::{Code, Status};
 
 use super::super::wire::GRPC_PREFIX;
 use super::grpc::{Fields, message_len, next_message};
-use super::stream::{IdHash, write_within};
+use super::stream::write_within;
 pub(super) use super::stream::{Kind, Slot};
 use super::waiters::Waiters;
 
@@ -57,7 +56,7 @@ pub(super) struct Inner {
     pub(super) task: Option<Waker>,
     next_id: u32,
     /// The streams in flight (the bi-stream among them) by id, until their caller is done.
-    slots: HashMap<u32, Slot, BuildHasherDefault<IdHash>>,
+    slots: HashMap<u32, Slot, foldhash::fast::FixedState>,
     /// The deadlines of the unary calls, earliest first; an entry whose stream is gone or
     /// finished is dropped when it reaches the top.
     deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
@@ -73,7 +72,6 @@ pub(super) struct Inner {
     table_size_update: Option<usize>,
     /// Received connection-level bytes not yet given back.
     recv_unacked: u32,
-    goaway: Option<u32>,
     /// Why the connection can take no new call.
     pub(super) closed: Option<Status>,
     /// Where the write half is in closing after our GOAWAY (out of stream ids).
@@ -140,7 +138,6 @@ impl Inner {
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             table_size_update: None,
             recv_unacked: 0,
-            goaway: None,
             closed: None,
             spare: Vec::new(),
             armed: None,
@@ -589,7 +586,6 @@ impl Inner {
                     "the server sent GOAWAY ({code}): {}",
                     String::from_utf8_lossy(debug)
                 ));
-                self.goaway = Some(last_stream.min(self.goaway.unwrap_or(u32::MAX)));
                 for (_, slot) in self.slots.iter_mut().filter(|(id, _)| **id > last_stream) {
                     slot.fail(why.clone());
                     wake.extend(slot.waker.take());
@@ -805,14 +801,14 @@ impl Inner {
             self.reset_with(stream, ErrorCode::CANCEL, why, wake);
             return Ok(());
         }
-        if !end_stream {
-            give_back(slot, stream, &mut self.out);
-        }
         if end_stream {
             slot.end_remote(wake);
             self.close_if_done(stream);
-        } else if slot.kind == Kind::Stream {
-            wake.extend(slot.waker.take());
+        } else {
+            give_back(slot, stream, &mut self.out);
+            if slot.kind == Kind::Stream {
+                wake.extend(slot.waker.take());
+            }
         }
         Ok(())
     }

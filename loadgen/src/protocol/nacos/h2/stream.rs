@@ -2,7 +2,6 @@
 //! DATA within the flow-control windows.
 
 use h2wire::frame;
-use std::hash::Hasher;
 use std::task::Waker;
 use tonic::Status;
 
@@ -87,25 +86,4 @@ pub(super) fn write_within(
         sent += len;
     }
     n
-}
-
-/// The hasher of the stream table: stream ids are distinct small numbers, so one
-/// multiplication spreads them (the table uses the high bits).
-#[derive(Default)]
-pub(super) struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
 }
