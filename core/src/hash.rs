@@ -48,8 +48,13 @@ pub fn stable_hash64(bytes: &[u8]) -> u64 {
 
 /// The shard of a client id among `shards` shards: `stable_hash64(id) % shards`.
 pub fn shard_of(client_id: &str, shards: u32) -> u32 {
+    shard_of_hash(stable_hash64(client_id.as_bytes()), shards)
+}
+
+/// [`shard_of`] of an id whose [`stable_hash64`] is `h` (a stored client keeps it).
+#[inline]
+pub fn shard_of_hash(h: u64, shards: u32) -> u32 {
     debug_assert!(shards > 0);
-    let h = stable_hash64(client_id.as_bytes());
     if shards.is_power_of_two() {
         // The same value as the modulo, without a 64-bit division.
         (h & u64::from(shards - 1)) as u32

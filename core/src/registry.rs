@@ -30,7 +30,7 @@
 use crate::config::Config;
 use crate::digest::{DigestTable, ShardDigest};
 use crate::error::ValidationError;
-use crate::hash::{mix64, stable_hash64};
+use crate::hash::{mix64, shard_of_hash, stable_hash64};
 use crate::member::MemberId;
 use crate::model::{ClientId, ClientKind, Publication, Revision, Service};
 use crate::name::{Interner, Name};
@@ -131,16 +131,6 @@ impl std::hash::Hasher for IdHasher {
     #[inline]
     fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-/// The shard of a stable hash (as [`crate::hash::shard_of`] computes it from the id).
-#[inline]
-fn shard_of_hash(h: u64, shards: u32) -> u32 {
-    if shards.is_power_of_two() {
-        (h & u64::from(shards - 1)) as u32
-    } else {
-        (h % u64::from(shards)) as u32
     }
 }
 

@@ -182,7 +182,7 @@ impl Registry {
         let (mut hashed, mut order) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (i, c) in changes.enumerate() {
             let h = stable_hash64(c.id().as_bytes());
-            order.push(u64::from(super::shard_of_hash(h, self.shard_count)) << 32 | i as u64);
+            order.push(u64::from(crate::hash::shard_of_hash(h, self.shard_count)) << 32 | i as u64);
             hashed.push((c, h));
         }
         let order = by_shard(order, self.shard_count);
