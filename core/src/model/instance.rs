@@ -301,7 +301,8 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
             .filter(|m| m.is(self.metadata.clone()));
         self.check(Checks {
             ip: ip.is_none(),
-            cluster: cluster.is_none(),
+            // The default cluster's name is valid: no check for it.
+            cluster: cluster.is_none() && !default_cluster,
             metadata: metadata.is_none(),
         })?;
         let cluster = match cluster {
