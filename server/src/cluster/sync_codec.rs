@@ -18,9 +18,7 @@
 use crate::cluster::compact::{self, Decoded};
 use crate::cluster::wire::WireError;
 use distro_core::message::SyncBatch;
-use distro_core::model::{
-    ClientId, Instance, InstanceFields, Publication, Revision, Service, ServiceSpec,
-};
+use distro_core::model::{ClientId, Instance, InstanceFields, Publication, Revision, Service};
 use distro_core::{ClientChange, ClientRecord, Node};
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{
@@ -673,8 +671,8 @@ fn parse_publication(node: &Node, id: &ClientId, b: &[u8]) -> Result<Publication
         }
         Ok(())
     })?;
-    let (ns, group, name) = ServiceSpec::resolve_parts(ns, group, name)?;
-    let service: Service = node.registry().service(ns, group, name);
+    // Checked only when the registry does not hold the name yet.
+    let service: Service = node.registry().resolve_service(ns, group, name)?;
     let count = raw_instances.len();
     if count == 0 {
         return Err(WireError::Malformed(format!(

@@ -155,8 +155,9 @@ pub fn record_from_proto(node: &Node, r: pb::ClientRecord) -> Result<ClientRecor
     let mut publications = Vec::with_capacity(r.publications.len());
     for p in r.publications {
         let spec = service_spec(p.service.as_ref());
-        let (ns, group, name) = spec.resolve()?;
-        let service = node.registry().service(ns, group, name);
+        let service = node
+            .registry()
+            .resolve_service(&spec.namespace, &spec.group, &spec.name)?;
         if p.instances.is_empty() {
             return Err(WireError::Malformed(format!(
                 "client {id}: empty publication"
