@@ -37,6 +37,8 @@ pub const MAX_HEADER_LIST_SIZE: u16 = 6;
 pub const HEAD_LEN: usize = 9;
 /// The initial SETTINGS_MAX_FRAME_SIZE (and its smallest legal value).
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16_384;
+/// The largest legal SETTINGS_MAX_FRAME_SIZE (2^24 - 1).
+pub const LARGEST_MAX_FRAME_SIZE: u32 = 16_777_215;
 /// The initial flow-control window of a connection and of each stream.
 pub const DEFAULT_WINDOW: u32 = 65_535;
 /// The largest legal flow-control window (2^31 - 1).

@@ -320,10 +320,7 @@ impl Bridged {
 /// Appends `headers` to an HPACK block, leaving out the fields HTTP/2 forbids.
 fn encode_headers(block: &mut Vec<u8>, headers: &http::HeaderMap) {
     for (name, value) in headers {
-        if matches!(
-            name.as_str(),
-            "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
-        ) {
+        if super::fields::connection_specific(name.as_str().as_bytes()) {
             continue;
         }
         encode_field(block, name.as_str().as_bytes(), value.as_bytes());

@@ -70,9 +70,10 @@ impl Fields {
         if name.iter().any(u8::is_ascii_uppercase) {
             return self.malformed = Some("an uppercase field name");
         }
+        if connection_specific(name) {
+            return self.malformed = Some("a connection-specific field");
+        }
         match name {
-            b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
-            | b"upgrade" => return self.malformed = Some("a connection-specific field"),
             b"te" if value != b"trailers" => {
                 return self.malformed = Some("te other than trailers");
             }
@@ -131,6 +132,15 @@ impl Fields {
         }
         Ok(request)
     }
+}
+
+/// Whether `name` is one of the connection-specific fields HTTP/2 forbids (RFC 9113
+/// §8.2.2): refused from a client, left out of what we send.
+pub(super) fn connection_specific(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade"
+    )
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use tonic::transport::server::TcpConnectInfo;
 
 /// The largest frame we accept (the default: we do not advertise another).
-pub(crate) const MAX_FRAME: u32 = 16_384;
+pub(crate) const MAX_FRAME: u32 = frame::DEFAULT_MAX_FRAME_SIZE;
 /// The highest stream id (the first GOAWAY of a graceful close names it).
 const MAX_STREAM_ID: u32 = 0x7fff_ffff;
 /// The payload of the PING sent with that GOAWAY (keep-alive PINGs count from 1).
@@ -61,8 +61,6 @@ pub(crate) const MAX_STRIKES: u32 = 1024;
 /// their late DATA and trailers are dropped (RFC 9113 §5.1, "closed"), while a frame on
 /// any other closed stream is a connection error.
 const RECENT: usize = 128;
-/// An HPACK dynamic table size update to 0 (RFC 7541 §6.3).
-const TABLE_SIZE_ZERO: u8 = 0x20;
 
 /// A connection error: GOAWAY with this code, then the connection's end.
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +167,7 @@ impl Heads {
         if self.size_update {
             self.size_update = false;
             let mut b = Vec::with_capacity(block.len() + 1);
-            b.push(TABLE_SIZE_ZERO);
+            hpack::encode_table_size_update(&mut b, 0);
             b.extend_from_slice(block);
             frame::write_headers(out, id, &b, end, self.max_frame);
         } else {
@@ -251,7 +249,7 @@ impl Conn {
             port,
             peer: info.remote_addr,
             info,
-            decoder: hpack::Decoder::new(4096),
+            decoder: hpack::Decoder::new(hpack::DEFAULT_TABLE_SIZE),
             streams: Map::default(),
             last_stream: 0,
             send_window: i64::from(DEFAULT_WINDOW),
@@ -438,14 +436,19 @@ impl Conn {
                     });
                 }
                 frame::INITIAL_WINDOW_SIZE => window = i64::from(value),
-                frame::MAX_FRAME_SIZE if !(16_384..=16_777_215).contains(&value) => {
+                frame::MAX_FRAME_SIZE
+                    if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::LARGEST_MAX_FRAME_SIZE)
+                        .contains(&value) =>
+                {
                     return Err(protocol("SETTINGS_MAX_FRAME_SIZE out of range"));
                 }
                 frame::MAX_FRAME_SIZE => self.heads.max_frame = value,
                 frame::ENABLE_PUSH if value > 1 => {
                     return Err(protocol("SETTINGS_ENABLE_PUSH neither 0 nor 1"));
                 }
-                frame::HEADER_TABLE_SIZE if value < 4096 => self.heads.size_update = true,
+                frame::HEADER_TABLE_SIZE if (value as usize) < hpack::DEFAULT_TABLE_SIZE => {
+                    self.heads.size_update = true
+                }
                 _ => {}
             }
         }

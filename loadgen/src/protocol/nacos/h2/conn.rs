@@ -715,7 +715,8 @@ impl Inner {
                 }
             }
             frame::MAX_FRAME_SIZE => {
-                if !(frame::DEFAULT_MAX_FRAME_SIZE..=0xff_ffff).contains(&value) {
+                if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::LARGEST_MAX_FRAME_SIZE).contains(&value)
+                {
                     return Err(conn_error(
                         ErrorCode::PROTOCOL_ERROR,
                         "MAX_FRAME_SIZE out of range",
