@@ -93,9 +93,13 @@ struct Encoder<'a> {
     /// store holds each distinct map once, so this finds a map without hashing its pairs
     /// (two copies of one map, if ever, are two table entries: larger, not wrong).
     maps: HashMap<usize, u32, Fast>,
+    /// The maps looked up lately, in front of `maps`.
+    recent_maps: AddrMemo,
     map_bytes: Vec<u8>,
     /// Services by the address of their interned key (likewise).
     services: HashMap<usize, u32, Fast>,
+    /// The services looked up lately, in front of `services`.
+    recent_services: AddrMemo,
     service_bytes: Vec<u8>,
     records: Vec<u8>,
     n_records: u32,
@@ -103,12 +107,43 @@ struct Encoder<'a> {
     base: u64,
     /// Owners' string indices by member index.
     owners: Vec<u32>,
-    /// The last service looked up (a batch is mostly runs of one), by the address of its
-    /// interned key.
-    last_service: Option<(*const u8, u32)>,
     /// The last namespace, group and cluster looked up (nearly all are one of each), by
     /// the address and length of their interned text.
     last_names: [Option<(*const u8, usize, u32)>; 3],
+}
+
+/// A direct-mapped memo of table indices by the address they are keyed by (a service's
+/// interned key, a metadata map's storage): a multiplication and one comparison find an
+/// index looked up before, where a hash map costs several times that. A slot holds the
+/// last address that mapped to it; a miss (an address not seen, or displaced) falls back
+/// to the table's map. Address 0 (no map) is never looked up.
+struct AddrMemo(Box<[(usize, u32); MEMO_SLOTS]>);
+
+const MEMO_SLOTS: usize = 256;
+
+impl Default for AddrMemo {
+    fn default() -> Self {
+        Self(Box::new([(0, 0); MEMO_SLOTS]))
+    }
+}
+
+impl AddrMemo {
+    /// The slot of `addr`: the top bits of a multiplicative hash (Fibonacci hashing).
+    #[inline(always)]
+    fn slot(addr: usize) -> usize {
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+    }
+
+    #[inline(always)]
+    fn get(&self, addr: usize) -> Option<u32> {
+        let (a, i) = self.0[Self::slot(addr)];
+        (a == addr).then_some(i)
+    }
+
+    #[inline(always)]
+    fn set(&mut self, addr: usize, i: u32) {
+        self.0[Self::slot(addr)] = (addr, i);
+    }
 }
 
 /// [`Encoder::last_names`] slots.
@@ -148,9 +183,20 @@ impl<'a> Encoder<'a> {
         i
     }
 
+    /// The index of a metadata map: [`AddrMemo`] first, the table's map on a miss.
+    #[inline(always)]
     fn map(&mut self, m: &'a Metadata) -> u32 {
         let key = m.storage_key();
+        match self.recent_maps.get(key) {
+            Some(i) => i,
+            None => self.map_slow(key, m),
+        }
+    }
+
+    #[inline(never)]
+    fn map_slow(&mut self, key: usize, m: &'a Metadata) -> u32 {
         if let Some(&i) = self.maps.get(&key) {
+            self.recent_maps.set(key, i);
             return i;
         }
         let i = self.maps.len() as u32;
@@ -162,17 +208,23 @@ impl<'a> Encoder<'a> {
         }
         self.map_bytes = b;
         self.maps.insert(key, i);
+        self.recent_maps.set(key, i);
         i
     }
 
+    /// The index of a service: [`AddrMemo`] first, the table's map on a miss.
+    #[inline(always)]
     fn service(&mut self, s: &'a Service) -> u32 {
-        let key = s.key().as_str();
-        if let Some((p, i)) = self.last_service
-            && p == key.as_ptr()
-        {
-            return i;
+        let key = s.key().as_str().as_ptr() as usize;
+        match self.recent_services.get(key) {
+            Some(i) => i,
+            None => self.service_slow(key, s),
         }
-        let i = match self.services.get(&(key.as_ptr() as usize)) {
+    }
+
+    #[inline(never)]
+    fn service_slow(&mut self, key: usize, s: &'a Service) -> u32 {
+        let i = match self.services.get(&key) {
             Some(&i) => i,
             None => {
                 let i = self.services.len() as u32;
@@ -184,11 +236,11 @@ impl<'a> Encoder<'a> {
                 for p in parts {
                     put_varint(&mut self.service_bytes, u64::from(p));
                 }
-                self.services.insert(key.as_ptr() as usize, i);
+                self.services.insert(key, i);
                 i
             }
         };
-        self.last_service = Some((key.as_ptr(), i));
+        self.recent_services.set(key, i);
         i
     }
 
