@@ -87,9 +87,18 @@ impl Stripe {
         }
     }
 
-    fn schedule(&mut self, mix: Mix, hash: u64, id: &ClientId, due: Millis, regular: bool) -> bool {
+    /// Schedules `id` (of stable hash `hash`, table hash `slot`) at `due`; whether it was
+    /// not pending before.
+    fn schedule(
+        &mut self,
+        mix: Mix,
+        (hash, slot): (u64, u64),
+        id: &ClientId,
+        due: Millis,
+        regular: bool,
+    ) -> bool {
         let slot = self.pending.entry(
-            mix.slot(hash),
+            slot,
             |p| p.hash == hash && p.id == *id,
             |p| mix.slot(p.hash),
         );
@@ -242,9 +251,10 @@ impl SyncScheduler {
         now: Millis,
     ) {
         let hash = Self::hash(id);
+        let keys = (hash, self.mix.slot(hash));
         let due = now.saturating_add(self.delay);
         for peer in peers {
-            self.schedule_hashed(peer, hash, id, due, true);
+            self.schedule_keyed(peer, keys, id, due, true);
         }
     }
 
@@ -254,10 +264,22 @@ impl SyncScheduler {
     }
 
     fn schedule_hashed(&self, peer: usize, hash: u64, id: &ClientId, due: Millis, regular: bool) {
+        self.schedule_keyed(peer, (hash, self.mix.slot(hash)), id, due, regular);
+    }
+
+    /// [`Self::schedule_hashed`] with the table hash computed too (once for all peers).
+    fn schedule_keyed(
+        &self,
+        peer: usize,
+        keys: (u64, u64),
+        id: &ClientId,
+        due: Millis,
+        regular: bool,
+    ) {
         let q = &self.peers[peer];
-        let scheduled = q.stripes[stripe_of(self.mix.slot(hash))]
+        let scheduled = q.stripes[stripe_of(keys.1)]
             .lock()
-            .schedule(self.mix, hash, id, due, regular);
+            .schedule(self.mix, keys, id, due, regular);
         if scheduled {
             q.pending.fetch_add(1, Relaxed);
         }
@@ -380,10 +402,10 @@ mod tests {
         // b is given a's hash (b is only ever queued in the fifo, which keeps no id; a heap
         // entry is hashed again from its id).
         let h = stable_hash64(b"a");
-        assert!(stripe.schedule(mix, h, &a, 10, true));
-        assert!(stripe.schedule(mix, h, &b, 20, true));
-        assert!(!stripe.schedule(mix, h, &a, 5, false)); // a earlier: its fifo entry is obsolete
-        assert!(!stripe.schedule(mix, h, &b, 30, true)); // b later: merges, stays due at 20
+        assert!(stripe.schedule(mix, (h, mix.slot(h)), &a, 10, true));
+        assert!(stripe.schedule(mix, (h, mix.slot(h)), &b, 20, true));
+        assert!(!stripe.schedule(mix, (h, mix.slot(h)), &a, 5, false)); // a earlier: its fifo entry is obsolete
+        assert!(!stripe.schedule(mix, (h, mix.slot(h)), &b, 30, true)); // b later: merges, stays due at 20
         let mut out = Vec::new();
         stripe.take_due(mix, 9, 10, &mut out);
         assert_eq!(
