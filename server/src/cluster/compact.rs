@@ -380,12 +380,19 @@ impl<'a> Encoder<'a> {
     }
 
     fn finish(self) -> Vec<u8> {
+        let (mut out, records) = self.finish_parts();
+        out.extend_from_slice(&records);
+        out
+    }
+
+    /// The encoded batch in two parts, to be sent one after the other: its head and
+    /// tables, and its records (as written: not copied).
+    fn finish_parts(self) -> (Vec<u8>, Vec<u8>) {
         let mut out = Vec::with_capacity(
             32 + self.lens.len()
                 + self.blob.len()
                 + self.map_bytes.len()
-                + self.service_bytes.len()
-                + self.records.len(),
+                + self.service_bytes.len(),
         );
         out.push(VERSION);
         put_varint(&mut out, u64::from(self.n_records));
@@ -397,8 +404,7 @@ impl<'a> Encoder<'a> {
         out.extend_from_slice(&self.map_bytes);
         put_varint(&mut out, self.services.len() as u64);
         out.extend_from_slice(&self.service_bytes);
-        out.extend_from_slice(&self.records);
-        out
+        (out, self.records)
     }
 }
 
@@ -408,6 +414,15 @@ fn lowest_logical(revisions: impl Iterator<Item = Revision>) -> u64 {
 
 /// Encodes the changes of a sync batch of `node`.
 pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
+    let (mut out, records) = encode_changes_parts(node, changes);
+    out.extend_from_slice(&records);
+    out
+}
+
+/// [`encode_changes`] in two parts, the batch being their concatenation: its head and
+/// tables, then its records (which a message writes after the first part, without
+/// copying them behind it first).
+pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, Vec<u8>) {
     let base = lowest_logical(changes.iter().map(ClientChange::revision));
     let mut e = Encoder::new(base, changes.len());
     for c in changes {
@@ -417,7 +432,7 @@ pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
             ClientChange::Delete { id, revision } => e.deletion(id, *revision),
         }
     }
-    e.finish()
+    e.finish_parts()
 }
 
 /// Encodes the records of a snapshot chunk of `node`.

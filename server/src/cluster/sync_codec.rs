@@ -202,18 +202,29 @@ pub struct SyncRequest {
     pub changes: Vec<Bytes>,
     /// The changes in the compact layout ([`compact`]), field 3.
     pub compact: Option<Bytes>,
+    /// To encode: field 3 in two parts as the encoder left them (its head and tables,
+    /// then its records), written one after the other into the message's buffer: the
+    /// records are copied once, not first behind the tables and then into the message.
+    compact_parts: Option<[Bytes; 2]>,
 }
 
 impl SyncRequest {
     /// A request carrying `batch` of `node`, in the compact layout.
     pub fn new(node: &Node, batch: &SyncBatch) -> Self {
         let from = node.members().addr(node.me()).to_string();
-        let compact = compact::encode_changes(node, &batch.changes);
+        let (head, records) = compact::encode_changes_parts(node, &batch.changes);
         Self {
             from,
-            outgoing: None,
-            changes: Vec::new(),
-            compact: Some(Bytes::from(compact)),
+            compact_parts: Some([Bytes::from(head), Bytes::from(records)]),
+            ..Self::default()
+        }
+    }
+
+    /// The compact changes, in one piece (field 3 as it is on the wire).
+    fn compact_bytes(&self) -> Option<Bytes> {
+        match &self.compact_parts {
+            Some([a, b]) => Some(Bytes::from([&a[..], &b[..]].concat())),
+            None => self.compact.clone(),
         }
     }
 
@@ -231,8 +242,7 @@ impl SyncRequest {
         Self {
             from,
             outgoing: Some((node, batch)),
-            changes: Vec::new(),
-            compact: None,
+            ..Self::default()
         }
     }
 
@@ -240,9 +250,8 @@ impl SyncRequest {
     pub fn from_compact(from: String, compact: Bytes) -> Self {
         Self {
             from,
-            outgoing: None,
-            changes: Vec::new(),
             compact: Some(compact),
+            ..Self::default()
         }
     }
 
@@ -250,7 +259,7 @@ impl SyncRequest {
     /// for [`Node::handle_sync`].
     pub fn decode_batch(&self, node: &Node) -> Result<Decoded, WireError> {
         let mut out = Decoded::default();
-        if let Some(c) = &self.compact {
+        if let Some(c) = &self.compact_bytes() {
             compact::decode_into(node, c, &mut out)?;
         }
         for c in &self.changes {
@@ -268,9 +277,8 @@ impl SyncRequest {
     pub fn from_raw(from: String, changes: Vec<Bytes>) -> Self {
         Self {
             from,
-            outgoing: None,
             changes,
-            compact: None,
+            ..Self::default()
         }
     }
 }
@@ -294,7 +302,7 @@ impl PartialEq for SyncRequest {
     fn eq(&self, other: &Self) -> bool {
         self.from == other.from
             && self.changes == other.changes
-            && self.compact == other.compact
+            && self.compact_bytes() == other.compact_bytes()
             && self.outgoing.is_none()
             && other.outgoing.is_none()
     }
@@ -314,6 +322,11 @@ impl prost::Message for SyncRequest {
         }
         if let Some(c) = &self.compact {
             put_bytes_field(3, c, buf);
+        }
+        if let Some([a, b]) = &self.compact_parts {
+            put_nested(3, a.len() + b.len(), buf);
+            buf.put_slice(a);
+            buf.put_slice(b);
         }
     }
 
@@ -357,6 +370,10 @@ impl prost::Message for SyncRequest {
             .map(|c| nested_len(2, c.len()))
             .sum::<usize>()
             + self.compact.as_ref().map_or(0, |c| nested_len(3, c.len()))
+            + self
+                .compact_parts
+                .as_ref()
+                .map_or(0, |[a, b]| nested_len(3, a.len() + b.len()))
     }
 
     fn clear(&mut self) {

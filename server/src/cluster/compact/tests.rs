@@ -7,6 +7,7 @@ use distro_core::compact_form::{canonical_ipv4, decimal_bytes};
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::{Command, Config, MemberList, SnapshotCursor};
 use prost::Message as _;
+use prost::bytes::Bytes;
 use std::sync::Arc;
 
 fn members() -> Vec<String> {
@@ -124,7 +125,12 @@ fn a_batch_round_trips_through_the_compact_layout() {
     );
     let wire = msg.encode_to_vec();
     assert_eq!(wire.len(), msg.encoded_len());
+    // Written in two parts, the same bytes as the batch in one piece.
+    let whole = SyncRequest::from_compact(msg.from.clone(), Bytes::from(bytes));
+    assert_eq!(wire, whole.encode_to_vec());
+    assert_eq!(msg, whole);
     let back = SyncRequest::decode(&wire[..]).expect("decodes");
+    assert_eq!(back, msg);
     assert_eq!(back.decode_changes(&replica).expect("valid"), changes);
     // A snapshot chunk likewise.
     let chunk = owner.snapshot_chunk(SnapshotCursor::default());
