@@ -572,7 +572,7 @@ fn long_records_and_many_services_and_maps_round_trip() {
     let one = [batch
         .changes
         .iter()
-        .find(|c| c.id() == &big)
+        .find(|c| c.id().as_str() == big.as_str())
         .expect("sent")
         .clone()];
     let bytes = encode_changes(&owner, &one);
