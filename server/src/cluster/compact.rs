@@ -83,7 +83,6 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Builds the tables while records are written to their own buffer.
-#[derive(Default)]
 struct Encoder<'a> {
     strings: HashMap<&'a str, u32, Fast>,
     lens: Vec<u8>,
@@ -116,33 +115,45 @@ struct Encoder<'a> {
 /// interned key, a metadata map's storage): a multiplication and one comparison find an
 /// index looked up before, where a hash map costs several times that. A slot holds the
 /// last address that mapped to it; a miss (an address not seen, or displaced) falls back
-/// to the table's map. Address 0 (no map) is never looked up.
-struct AddrMemo(Box<[(usize, u32); MEMO_SLOTS]>);
-
-const MEMO_SLOTS: usize = 256;
-
-impl Default for AddrMemo {
-    fn default() -> Self {
-        Self(Box::new([(0, 0); MEMO_SLOTS]))
-    }
+/// to the table's map. Sized by the batch (16 slots for a record or two, 256 from 128
+/// records on), so a small batch does not allocate and fill a large one; free slots hold
+/// [`FREE`], an address nothing is stored at.
+struct AddrMemo {
+    slots: Box<[(usize, u32)]>,
+    /// log2 of the slot count.
+    bits: u32,
 }
 
+/// The address of a free memo slot.
+const FREE: usize = usize::MAX;
+
 impl AddrMemo {
+    /// A memo for a batch of `records` records: twice as many slots, 16 to 256.
+    fn for_records(records: usize) -> Self {
+        let n = (2 * records).next_power_of_two().clamp(16, 256);
+        Self {
+            slots: vec![(FREE, 0); n].into_boxed_slice(),
+            bits: n.trailing_zeros(),
+        }
+    }
+
     /// The slot of `addr`: the top bits of a multiplicative hash (Fibonacci hashing).
     #[inline(always)]
-    fn slot(addr: usize) -> usize {
-        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+    fn slot(&self, addr: usize) -> usize {
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
     }
 
     #[inline(always)]
     fn get(&self, addr: usize) -> Option<u32> {
-        let (a, i) = self.0[Self::slot(addr)];
+        debug_assert_ne!(addr, FREE);
+        let (a, i) = self.slots[self.slot(addr)];
         (a == addr).then_some(i)
     }
 
     #[inline(always)]
     fn set(&mut self, addr: usize, i: u32) {
-        self.0[Self::slot(addr)] = (addr, i);
+        let at = self.slot(addr);
+        self.slots[at] = (addr, i);
     }
 }
 
@@ -159,10 +170,19 @@ impl<'a> Encoder<'a> {
         Self {
             base,
             strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
-            services: HashMap::with_capacity_and_hasher(services, Fast::default()),
+            lens: Vec::new(),
+            n_strings: 0,
+            blob: Vec::new(),
             maps: HashMap::with_capacity_and_hasher(32, Fast::default()),
+            recent_maps: AddrMemo::for_records(records),
+            map_bytes: Vec::new(),
+            services: HashMap::with_capacity_and_hasher(services, Fast::default()),
+            recent_services: AddrMemo::for_records(records),
+            service_bytes: Vec::new(),
             records: Vec::with_capacity(records * 40),
-            ..Self::default()
+            n_records: 0,
+            owners: Vec::new(),
+            last_names: [None; 3],
         }
     }
 

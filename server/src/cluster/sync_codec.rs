@@ -200,7 +200,9 @@ pub struct SyncRequest {
     outgoing: Option<(Arc<Node>, SyncBatch)>,
     /// Decoded: each change's bytes, parsed by [`decode_change`].
     pub changes: Vec<Bytes>,
-    /// The changes in the compact layout ([`compact`]), field 3.
+    /// The changes in the compact layout ([`compact`]), field 3, as decoded or given to
+    /// [`SyncRequest::from_compact`] (`None` in a request built by [`SyncRequest::new`],
+    /// which holds them in two parts).
     pub compact: Option<Bytes>,
     /// To encode: field 3 in two parts as the encoder left them (its head and tables,
     /// then its records), written one after the other into the message's buffer: the
@@ -220,7 +222,9 @@ impl SyncRequest {
         }
     }
 
-    /// The compact changes, in one piece (field 3 as it is on the wire).
+    /// The compact changes, in one piece (field 3 as it is on the wire): a copy of the
+    /// two parts for a request built by [`SyncRequest::new`] (decoded locally only in
+    /// tests and tools).
     fn compact_bytes(&self) -> Option<Bytes> {
         match &self.compact_parts {
             Some([a, b]) => Some(Bytes::from([&a[..], &b[..]].concat())),
