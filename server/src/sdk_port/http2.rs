@@ -102,6 +102,8 @@ struct Stream {
     held: u32,
     /// In `Conn::to_poll`.
     queued: bool,
+    /// In `Conn::blocked`.
+    listed: bool,
 }
 
 enum Recv {
@@ -134,6 +136,7 @@ impl Stream {
             bridged: None,
             held: 0,
             queued: false,
+            listed: false,
         }
     }
 }
@@ -210,8 +213,12 @@ pub(crate) struct Conn {
     /// The stream id the final GOAWAY named.
     final_id: Option<u32>,
     partial: Option<Partial>,
-    /// Streams with DATA waiting for window.
+    /// Streams with DATA waiting for window, each at most once (`Stream::listed`). A
+    /// stream resumed or removed keeps its place until the next sweep (resuming a stream
+    /// with nothing waiting does nothing), so no change of a stream searches the list.
     blocked: Vec<u32>,
+    /// Places in `blocked` of streams since removed.
+    blocked_gone: usize,
     woken: Arc<Woken>,
     /// Bridged streams to poll, in order (each at most once: `Stream::queued`).
     to_poll: Vec<u32>,
@@ -268,6 +275,7 @@ impl Conn {
             final_id: None,
             partial: None,
             blocked: Vec::new(),
+            blocked_gone: 0,
             woken,
             to_poll: Vec::new(),
             woken_ids: Vec::new(),
@@ -502,7 +510,6 @@ impl Conn {
             return Ok(());
         }
         if !s.pending.is_empty() {
-            self.blocked.retain(|b| *b != id);
             self.resume(id);
         }
         Ok(())
@@ -510,8 +517,12 @@ impl Conn {
 
     /// Flushes every stream waiting for window, as far as the windows go.
     fn unblock_all(&mut self) {
+        self.blocked_gone = 0;
         for id in std::mem::take(&mut self.blocked) {
-            self.resume(id);
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.listed = false;
+                self.resume(id);
+            }
         }
     }
 
@@ -730,8 +741,13 @@ impl Conn {
     /// Lets go of removed stream `s`: what the connection held for it, its place in
     /// `blocked`, and, when the client may still be sending, a place in `recent`.
     fn forget(&mut self, id: u32, mut s: Stream) {
-        if !s.pending.is_empty() {
-            self.blocked.retain(|b| *b != id);
+        if s.listed {
+            self.blocked_gone += 1;
+            if self.blocked_gone > 16 && self.blocked_gone * 2 > self.blocked.len() {
+                let streams = &self.streams;
+                self.blocked.retain(|b| streams.contains_key(b));
+                self.blocked_gone = 0;
+            }
         }
         let held = std::mem::take(&mut s.held);
         if held > 0 {
@@ -782,7 +798,8 @@ impl Conn {
                 .min(i64::from(self.heads.max_frame.min(MAX_FRAME)));
             if n <= 0 || self.out.len() >= self.limit {
                 self.out_stalled |= n > 0;
-                if !self.blocked.contains(&id) {
+                if !s.listed {
+                    s.listed = true;
                     self.blocked.push(id);
                 }
                 return;
