@@ -159,8 +159,8 @@ pub fn settings_params(params: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
     })
 }
 
-/// A connection error found in one frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A connection error: found in one frame, or the GOAWAY a connection ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameError {
     pub code: ErrorCode,
     pub reason: &'static str,
@@ -174,18 +174,24 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-fn size_error(reason: &'static str) -> FrameError {
-    FrameError {
-        code: ErrorCode::FRAME_SIZE_ERROR,
-        reason,
+impl FrameError {
+    /// A connection error of `code`, for `reason`.
+    pub fn new(code: ErrorCode, reason: &'static str) -> Self {
+        Self { code, reason }
+    }
+
+    /// A PROTOCOL_ERROR for `reason`.
+    pub fn protocol(reason: &'static str) -> Self {
+        Self::new(ErrorCode::PROTOCOL_ERROR, reason)
     }
 }
 
+fn size_error(reason: &'static str) -> FrameError {
+    FrameError::new(ErrorCode::FRAME_SIZE_ERROR, reason)
+}
+
 fn protocol_error(reason: &'static str) -> FrameError {
-    FrameError {
-        code: ErrorCode::PROTOCOL_ERROR,
-        reason,
-    }
+    FrameError::protocol(reason)
 }
 
 fn be32(b: &[u8]) -> u32 {

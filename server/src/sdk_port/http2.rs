@@ -63,17 +63,10 @@ pub(crate) const MAX_STRIKES: u32 = 1024;
 const RECENT: usize = 128;
 
 /// A connection error: GOAWAY with this code, then the connection's end.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnError {
-    pub(crate) code: ErrorCode,
-    pub(crate) reason: &'static str,
-}
+pub(crate) type ConnError = h2wire::frame::FrameError;
 
 fn protocol(reason: &'static str) -> ConnError {
-    ConnError {
-        code: ErrorCode::PROTOCOL_ERROR,
-        reason,
-    }
+    ConnError::protocol(reason)
 }
 
 mod recv;

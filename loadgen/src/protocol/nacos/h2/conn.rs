@@ -92,13 +92,10 @@ enum Shut {
 }
 
 /// A connection error: the GOAWAY we send.
-pub(super) struct ConnError {
-    pub(super) code: ErrorCode,
-    pub(super) reason: &'static str,
-}
+pub(super) type ConnError = h2wire::frame::FrameError;
 
 fn conn_error(code: ErrorCode, reason: &'static str) -> ConnError {
-    ConnError { code, reason }
+    ConnError::new(code, reason)
 }
 
 fn stream_error(code: ErrorCode, reason: &str) -> Status {
