@@ -149,6 +149,26 @@ pub enum Frame<'a> {
     },
 }
 
+/// Checks a SETTINGS value against the ranges RFC 9113 §6.5.2 gives every endpoint:
+/// SETTINGS_ENABLE_PUSH 0 or 1, SETTINGS_INITIAL_WINDOW_SIZE at most 2^31-1 (a
+/// FLOW_CONTROL_ERROR), SETTINGS_MAX_FRAME_SIZE from 2^14 to 2^24-1. Unknown identifiers
+/// pass (they are ignored).
+pub fn check_setting(id: u16, value: u32) -> Result<(), FrameError> {
+    match id {
+        ENABLE_PUSH if value > 1 => {
+            Err(FrameError::protocol("SETTINGS_ENABLE_PUSH neither 0 nor 1"))
+        }
+        INITIAL_WINDOW_SIZE if value > MAX_WINDOW => Err(FrameError::new(
+            ErrorCode::FLOW_CONTROL_ERROR,
+            "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
+        )),
+        MAX_FRAME_SIZE if !(DEFAULT_MAX_FRAME_SIZE..=LARGEST_MAX_FRAME_SIZE).contains(&value) => {
+            Err(FrameError::protocol("SETTINGS_MAX_FRAME_SIZE out of range"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The (identifier, value) pairs of a SETTINGS payload, in order.
 pub fn settings_params(params: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
     params.chunks_exact(6).map(|e| {

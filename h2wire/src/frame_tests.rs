@@ -314,3 +314,28 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// The ranges of RFC 9113 §6.5.2, at their edges; unknown identifiers pass.
+#[test]
+fn settings_values_are_checked_at_the_edges_of_their_ranges() {
+    let code = |id, value| check_setting(id, value).map_err(|e| e.code);
+    assert_eq!(code(ENABLE_PUSH, 0), Ok(()));
+    assert_eq!(code(ENABLE_PUSH, 1), Ok(()));
+    assert_eq!(code(ENABLE_PUSH, 2), Err(ErrorCode::PROTOCOL_ERROR));
+    assert_eq!(code(INITIAL_WINDOW_SIZE, MAX_WINDOW), Ok(()));
+    assert_eq!(
+        code(INITIAL_WINDOW_SIZE, MAX_WINDOW + 1),
+        Err(ErrorCode::FLOW_CONTROL_ERROR)
+    );
+    assert_eq!(code(MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE), Ok(()));
+    assert_eq!(code(MAX_FRAME_SIZE, LARGEST_MAX_FRAME_SIZE), Ok(()));
+    assert_eq!(
+        code(MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE - 1),
+        Err(ErrorCode::PROTOCOL_ERROR)
+    );
+    assert_eq!(
+        code(MAX_FRAME_SIZE, LARGEST_MAX_FRAME_SIZE + 1),
+        Err(ErrorCode::PROTOCOL_ERROR)
+    );
+    assert_eq!(code(0x99, u32::MAX), Ok(()));
+}

@@ -429,24 +429,10 @@ impl Conn {
     fn on_settings(&mut self, params: &[u8]) -> Result<(), ConnError> {
         let mut window = self.peer_window;
         for (id, value) in frame::settings_params(params) {
+            frame::check_setting(id, value)?;
             match id {
-                frame::INITIAL_WINDOW_SIZE if value > MAX_WINDOW => {
-                    return Err(ConnError {
-                        code: ErrorCode::FLOW_CONTROL_ERROR,
-                        reason: "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
-                    });
-                }
                 frame::INITIAL_WINDOW_SIZE => window = i64::from(value),
-                frame::MAX_FRAME_SIZE
-                    if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::LARGEST_MAX_FRAME_SIZE)
-                        .contains(&value) =>
-                {
-                    return Err(protocol("SETTINGS_MAX_FRAME_SIZE out of range"));
-                }
                 frame::MAX_FRAME_SIZE => self.heads.max_frame = value,
-                frame::ENABLE_PUSH if value > 1 => {
-                    return Err(protocol("SETTINGS_ENABLE_PUSH neither 0 nor 1"));
-                }
                 frame::HEADER_TABLE_SIZE if (value as usize) < hpack::DEFAULT_TABLE_SIZE => {
                     self.heads.size_update = true
                 }

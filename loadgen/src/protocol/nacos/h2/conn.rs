@@ -672,6 +672,7 @@ impl Inner {
     }
 
     fn setting(&mut self, id: u16, value: u32) -> Result<(), ConnError> {
+        frame::check_setting(id, value)?;
         match id {
             // We never index, but a lowered limit must be acknowledged in our next header
             // block (RFC 7541 §4.2).
@@ -690,12 +691,6 @@ impl Inner {
                 self.waiting.grant(self.active, self.max_concurrent);
             }
             frame::INITIAL_WINDOW_SIZE => {
-                if value > frame::MAX_WINDOW {
-                    return Err(conn_error(
-                        ErrorCode::FLOW_CONTROL_ERROR,
-                        "INITIAL_WINDOW_SIZE over 2^31-1",
-                    ));
-                }
                 let delta = i64::from(value) - self.peer_initial_window;
                 self.peer_initial_window = i64::from(value);
                 for slot in self.slots.values_mut() {
@@ -711,16 +706,7 @@ impl Inner {
                     self.send_all_pending();
                 }
             }
-            frame::MAX_FRAME_SIZE => {
-                if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::LARGEST_MAX_FRAME_SIZE).contains(&value)
-                {
-                    return Err(conn_error(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "MAX_FRAME_SIZE out of range",
-                    ));
-                }
-                self.peer_max_frame = value;
-            }
+            frame::MAX_FRAME_SIZE => self.peer_max_frame = value,
             _ => {}
         }
         Ok(())
