@@ -528,12 +528,14 @@ impl Inner {
                 block,
             } => {
                 self.opened(stream, "HEADERS on a stream we did not open")?;
-                headers.block.clear();
-                headers.block.extend_from_slice(block);
-                headers.stream = stream;
-                headers.end_stream = end_stream;
                 if end_headers {
-                    self.header_block(headers, wake)?;
+                    // The whole block in one frame (the usual case): decoded where it is.
+                    self.header_block(&mut headers.decoder, stream, end_stream, block, wake)?;
+                } else {
+                    headers.block.clear();
+                    headers.block.extend_from_slice(block);
+                    headers.stream = stream;
+                    headers.end_stream = end_stream;
                 }
             }
             Frame::Continuation {
@@ -555,7 +557,14 @@ impl Inner {
                 }
                 headers.block.extend_from_slice(block);
                 if end_headers {
-                    self.header_block(headers, wake)?;
+                    let stream = std::mem::take(&mut headers.stream);
+                    let Headers {
+                        decoder,
+                        end_stream,
+                        block,
+                        ..
+                    } = headers;
+                    self.header_block(decoder, stream, *end_stream, block, wake)?;
                 }
             }
             Frame::RstStream { stream, code } => {
@@ -797,20 +806,19 @@ impl Inner {
         Ok(())
     }
 
-    /// A whole header block (HEADERS and any CONTINUATIONs) of `headers.stream`.
+    /// A whole header block (HEADERS and any CONTINUATIONs) of `stream`.
     fn header_block(
         &mut self,
-        headers: &mut Headers,
+        decoder: &mut hpack::Decoder,
+        stream: u32,
+        end_stream: bool,
+        block: &[u8],
         wake: &mut Vec<Waker>,
     ) -> Result<(), ConnError> {
-        let stream = std::mem::take(&mut headers.stream);
-        let end_stream = headers.end_stream;
         let mut fields = Fields::default();
-        let decoded = headers
-            .decoder
-            .decode(&headers.block, MAX_HEADER_LIST, |name, value| {
-                fields.add(name, value)
-            });
+        let decoded = decoder.decode(block, MAX_HEADER_LIST, |name, value| {
+            fields.add(name, value)
+        });
         if let Err(e) = decoded {
             if e.kind == hpack::HpackErrorKind::Compression {
                 return Err(conn_error(ErrorCode::COMPRESSION_ERROR, e.reason));
