@@ -454,6 +454,19 @@ pub fn write_window_update(out: &mut Vec<u8>, stream: u32, increment: u32) {
     out.extend_from_slice(&(increment & MAX_WINDOW).to_be_bytes());
 }
 
+/// Adds `n` bytes no longer held to `unacked`, what stream `stream` (0: the connection)
+/// has received and not handed back; once that reaches half of `window`, writes a
+/// WINDOW_UPDATE handing it all back and returns how much (0 when nothing was written).
+pub fn hand_back(out: &mut Vec<u8>, stream: u32, unacked: &mut u32, n: u32, window: u32) -> u32 {
+    *unacked += n;
+    if *unacked < window / 2 {
+        return 0;
+    }
+    let n = std::mem::take(unacked);
+    write_window_update(out, stream, n);
+    n
+}
+
 pub fn write_rst_stream(out: &mut Vec<u8>, stream: u32, code: ErrorCode) {
     write_head(out, 4, RST_STREAM, 0, stream);
     out.extend_from_slice(&code.0.to_be_bytes());

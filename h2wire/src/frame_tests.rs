@@ -339,3 +339,22 @@ fn settings_values_are_checked_at_the_edges_of_their_ranges() {
     );
     assert_eq!(code(0x99, u32::MAX), Ok(()));
 }
+
+/// Bytes are handed back once half the window is unacknowledged, all of them at once.
+#[test]
+fn received_bytes_are_handed_back_in_halves_of_the_window() {
+    let mut out = Vec::new();
+    let mut unacked = 0;
+    assert_eq!(hand_back(&mut out, 3, &mut unacked, 49, 100), 0);
+    assert!(out.is_empty());
+    assert_eq!(unacked, 49);
+    assert_eq!(hand_back(&mut out, 3, &mut unacked, 2, 100), 51);
+    assert_eq!(unacked, 0);
+    assert_eq!(
+        one(&out),
+        Frame::WindowUpdate {
+            stream: 3,
+            increment: 51
+        }
+    );
+}

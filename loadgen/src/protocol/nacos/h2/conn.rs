@@ -751,11 +751,13 @@ impl Inner {
         }
         // The connection window is given back at once: what arrives is buffered with its
         // call (a stream's own window bounds that).
-        self.recv_unacked += flow_len;
-        if self.recv_unacked >= CONNECTION_WINDOW / 2 {
-            let n = std::mem::take(&mut self.recv_unacked);
-            frame::write_window_update(&mut self.out, 0, n);
-        }
+        frame::hand_back(
+            &mut self.out,
+            0,
+            &mut self.recv_unacked,
+            flow_len,
+            CONNECTION_WINDOW,
+        );
         let Some(slot) = self.slots.get_mut(&stream) else {
             return Ok(());
         };
