@@ -200,6 +200,19 @@ impl ClientId {
         Self::from_compact(id)
     }
 
+    /// The id of a stored text (shared with it, whatever its length).
+    pub(crate) fn of_name(n: &Name) -> Self {
+        ClientId(IdRepr::Shared(n.clone()))
+    }
+
+    /// The shared text of the id, if it is not inline.
+    pub(crate) fn shared_name(&self) -> Option<&Name> {
+        match &self.0 {
+            IdRepr::Inline(_) => None,
+            IdRepr::Shared(n) => Some(n),
+        }
+    }
+
     /// Whether the id is held inline (no allocation of its own).
     pub fn is_inline(&self) -> bool {
         matches!(self.0, IdRepr::Inline(_))

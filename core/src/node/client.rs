@@ -57,17 +57,17 @@ impl Node {
             .publish_with(client, members.me(), now, |old| {
                 let find = |(ns, group, name): (&str, &str, &str)| {
                     let pubs = old?.publications();
-                    let p = match pubs {
+                    let p = match pubs.only() {
                         // Most clients publish to one service: an equality is cheaper.
-                        [p] => Some(p).filter(|p| p.service.is(ns, group, name))?,
-                        _ => {
+                        Some(p) => Some(p).filter(|p| p.service.is(ns, group, name))?,
+                        None => {
                             let i = pubs
                                 .binary_search_by(|p| p.service.cmp_parts(ns, group, name))
                                 .ok()?;
-                            &pubs[i]
+                            pubs.get(i)?
                         }
                     };
-                    Some(&**p.publication())
+                    Some(p.publication())
                 };
                 let (held, service) = match find(given) {
                     Some(p) => (Some(p), p.service.clone()),

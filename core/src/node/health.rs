@@ -152,7 +152,7 @@ impl Node {
         if !superseded.is_empty() {
             let mut pres = self.preservation.lock();
             for c in &superseded {
-                if self.registry.drop_replica(c.id(), c.revision(), now) {
+                if self.registry.drop_replica(&c.id(), c.revision(), now) {
                     inc(&self.counters.lease_superseded, 1);
                     pres[c.owner().index()].lifted = true;
                 }
@@ -191,11 +191,11 @@ impl Node {
         let hasher = crate::registry::fast_hash(self.config.hash_seed);
         let suspect: HashSet<*const Publication, _> = {
             let mut set = HashSet::with_hasher(hasher.clone());
-            set.extend(
-                doubtful
+            set.extend(doubtful.iter().flat_map(|c| {
+                c.publications()
                     .iter()
-                    .flat_map(|c| c.publications().iter().map(|p| Arc::as_ptr(p))),
-            );
+                    .map(|p| std::ptr::from_ref(p.publication()))
+            }));
             set
         };
         // The doubtful clients' publications, by service: each service is read once.
@@ -217,7 +217,7 @@ impl Node {
             let mut live: HashMap<(&str, u16), Vec<&crate::model::Instance>, _> =
                 HashMap::with_hasher(hasher.clone());
             for q in view.iter().flat_map(|v| v.publications.iter()) {
-                if suspect.contains(&Arc::as_ptr(q)) {
+                if suspect.contains(&std::ptr::from_ref(q.publication())) {
                     continue;
                 }
                 for i in q.instances.iter() {

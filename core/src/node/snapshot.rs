@@ -247,17 +247,17 @@ impl Node {
                 .collect();
             // In id order: the first eight bytes compared as one integer, the rest only
             // when those are equal.
-            clients.sort_unstable_by(|(p, a), (q, b)| p.cmp(q).then_with(|| a.id().cmp(b.id())));
+            clients.sort_unstable_by(|(p, a), (q, b)| p.cmp(q).then_with(|| a.id().cmp(&b.id())));
             let start = after
                 .take()
-                .map_or(0, |k| clients.partition_point(|(_, c)| *c.id() <= k));
+                .map_or(0, |k| clients.partition_point(|(_, c)| c.id() <= k));
             for (i, (_, c)) in clients.iter().enumerate().skip(start) {
                 let owner = c.owner();
                 let size = size.state(
                     c.id().as_str(),
                     owner,
                     || self.member_addr(owner).len(),
-                    c.publications().iter().map(|p| &***p),
+                    c.publications().iter().map(|p| &**p),
                 );
                 if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
                     // Resume after the client before this one (sent, or before the cursor).

@@ -5,7 +5,7 @@
 //! state, decides, and stores the new state at the next revision (a hybrid clock, see
 //! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
 
-use super::client::PublicationArcs;
+use super::client::{Next, NextList};
 use super::{Client, IdKey, Origin, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
@@ -64,17 +64,18 @@ impl Registry {
                     return LocalAction::Nothing;
                 }
             }
-            let mut pubs = old.map(|c| c.publication_arcs()).unwrap_or_default();
-            match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
+            let mut pubs = old.map(|c| c.next_list()).unwrap_or_default();
+            let held = old.map(|c| c.publications());
+            match held.map_or(Err(0), |h| h.find(&publication.service)) {
                 Ok(i) => {
-                    if *pubs[i] == *publication {
+                    if let Some(c) = old
+                        && c.publications()[i].publication() == &*publication
+                    {
                         // The same registration again: a heartbeat, nothing to write.
-                        if let Some(c) = old {
-                            c.publications[i].beat.fetch_max(now, Relaxed);
-                        }
+                        c.publications()[i].beat.fetch_max(now, Relaxed);
                         return LocalAction::Nothing;
                     }
-                    pubs[i] = publication;
+                    pubs[i] = Next::New(publication);
                 }
                 Err(i) => {
                     if pubs.len() >= max {
@@ -91,7 +92,7 @@ impl Registry {
                         result = Err(e);
                         return LocalAction::Nothing;
                     }
-                    pubs.insert(i, publication);
+                    pubs.insert(i, Next::New(publication));
                 }
             }
             LocalAction::Put(pubs)
@@ -137,9 +138,9 @@ impl Registry {
             let Some(old) = old else {
                 return LocalAction::Nothing;
             };
-            let mut pubs = old.publication_arcs();
-            match pubs.binary_search_by(|p| p.service.cmp(service)) {
+            match old.publications().find(service) {
                 Ok(i) => {
+                    let mut pubs = old.next_list();
                     pubs.remove(i);
                     if pubs.is_empty() {
                         LocalAction::Delete
@@ -188,16 +189,13 @@ impl Registry {
             let Some(old) = old else {
                 return LocalAction::Nothing;
             };
-            let Ok(i) = old
-                .publications
-                .binary_search_by(|p| p.service.cmp(service))
-            else {
+            let Ok(i) = old.publications().find(service) else {
                 return LocalAction::Nothing;
             };
-            match f(&old.publications[i]) {
+            match f(&old.publications()[i]) {
                 Some(p) => {
-                    let mut pubs = old.publication_arcs();
-                    pubs[i] = Arc::new(p);
+                    let mut pubs = old.next_list();
+                    pubs[i] = Next::New(Arc::new(p));
                     LocalAction::Put(pubs)
                 }
                 None => LocalAction::Nothing,
@@ -226,18 +224,18 @@ impl Registry {
         let shard = &self.shards[self.shard_of_key(key) as usize];
         let clients = shard.pin();
         let c = clients.get_key(key)?;
-        let i = c
-            .publications
+        let p = c
+            .publications()
             .iter()
-            .position(|p| p.service.is(namespace, group, name))?;
-        c.publications[i].beat.fetch_max(now, Relaxed);
-        Some(c.publications[i].instances.iter().all(|i| i.healthy))
+            .find(|p| p.service.is(namespace, group, name))?;
+        p.beat.fetch_max(now, Relaxed);
+        Some(p.instances.iter().all(|i| i.healthy))
     }
 
     /// Sets every heartbeat of client `id` to at least `now` (grace after an ownership
     /// change, so a new owner does not expire instances whose beats went elsewhere).
     pub(crate) fn refresh_beats(&self, c: &Client, now: Millis) {
-        for p in c.publications.iter() {
+        for p in c.publications().iter() {
             p.beat.fetch_max(now, Relaxed);
         }
     }
@@ -283,11 +281,16 @@ impl Registry {
                     // Moved out of the small vector when it spilled (a vector's own
                     // iterator builds the list in one pass; the small vector's costs a
                     // check per item).
+                    let (s, shared) = (id.as_str(), id.shared_name());
                     let new = if pubs.spilled() {
                         let pubs = pubs.into_vec();
-                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
+                        self.build_client(
+                            s, shared, hash, revision, shard_no, pubs, owner, old_ref, now,
+                        )
                     } else {
-                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
+                        self.build_client(
+                            s, shared, hash, revision, shard_no, pubs, owner, old_ref, now,
+                        )
                     };
                     if old.is_none() {
                         tombstones.remove(id.as_str());
@@ -317,6 +320,6 @@ impl Registry {
 /// What a local write does to the client it reads.
 enum LocalAction {
     Nothing,
-    Put(PublicationArcs),
+    Put(NextList),
     Delete,
 }
