@@ -48,7 +48,7 @@ impl Node {
         }
         let mut acts: Vec<(ClientId, Act)> = Vec::new();
         self.registry.for_each(|c| {
-            if c.owner() != me || c.id().kind() != ClientKind::IpPort {
+            if c.owner() != me || c.kind() != ClientKind::IpPort {
                 return;
             }
             for (i, p) in c.publications().iter().enumerate() {
@@ -60,11 +60,11 @@ impl Node {
                 if expire && hold_expiry {
                     inc(&self.counters.heartbeat_expiry_held, 1);
                 } else if expire {
-                    acts.push((c.id().clone(), Act::Expire(p.service.clone())));
+                    acts.push((c.id(), Act::Expire(p.service.clone())));
                 } else if p.instances.iter().any(|inst| {
                     inst.healthy && idle > inst.heartbeat_timeout(cfg.heartbeat_timeout)
                 }) {
-                    acts.push((c.id().clone(), Act::Unhealthy(p.service.clone())));
+                    acts.push((c.id(), Act::Unhealthy(p.service.clone())));
                 }
             }
         });
@@ -134,17 +134,14 @@ impl Node {
             if owner == me {
                 return;
             }
-            if any_unreachable
-                && unreachable[owner.index()]
-                && c.id().kind() == ClientKind::Connection
-            {
+            if any_unreachable && unreachable[owner.index()] && c.kind() == ClientKind::Connection {
                 doubtful.push(c.clone());
             }
             let base = c
                 .lease_base()
                 .max(self.renewed_at(owner, c.shard()).load(Relaxed));
             if now.saturating_sub(base) > lease {
-                candidates.push((owner, c.id().clone(), c.revision()));
+                candidates.push((owner, c.id(), c.revision()));
             }
         });
         self.update_preservation(now, &states);

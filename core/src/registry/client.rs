@@ -17,10 +17,10 @@
 //! moves one slot. A test pins the sizes.
 
 use super::NO_SLOT;
-use crate::compact_form::{IdForm, id_form};
+use crate::compact_form::{ZEROS, eight_digits};
 use crate::member::MemberId;
-use crate::model::{ClientId, Instance, Publication, Revision, Service};
-use crate::name::Name;
+use crate::model::{ClientId, ClientKind, Instance, Instances, Publication, Revision, Service};
+use crate::name::{Name, short_eq};
 use crate::time::Millis;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub struct Client {
     /// The index slot of the publication held inline ([`Body::One`]), set while it is
     /// stored, under its shard lock.
     pub(super) slot: AtomicU32,
-    body: Body,
+    pub(super) body: Body,
 }
 
 /// What a client publishes: one publication inline, or its parts (each a client of one
@@ -120,12 +120,12 @@ impl<'a> Publications<'a> {
         self.get(0)
     }
     /// Every publication, in order.
+    #[inline]
     pub fn iter(&self) -> PublicationsIter<'a> {
-        PublicationsIter {
-            list: *self,
-            next: 0,
-            end: self.len(),
-        }
+        PublicationsIter(match self.0 {
+            Body::One(p) => IterRepr::One(Some(p)),
+            Body::Many(v) => IterRepr::Many(v.iter()),
+        })
     }
     /// Binary search by `f` (the publications are sorted by service), as
     /// `slice::binary_search_by` does.
@@ -174,24 +174,29 @@ impl std::fmt::Debug for Publications<'_> {
 
 /// The iterator of [`Publications`].
 #[derive(Clone)]
-pub struct PublicationsIter<'a> {
-    list: Publications<'a>,
-    next: usize,
-    end: usize,
+pub struct PublicationsIter<'a>(IterRepr<'a>);
+
+#[derive(Clone)]
+enum IterRepr<'a> {
+    One(Option<&'a Published>),
+    Many(std::slice::Iter<'a, Arc<Client>>),
 }
 
 impl<'a> Iterator for PublicationsIter<'a> {
     type Item = &'a Published;
     #[inline]
     fn next(&mut self) -> Option<&'a Published> {
-        if self.next >= self.end {
-            return None;
+        match &mut self.0 {
+            IterRepr::One(p) => p.take(),
+            IterRepr::Many(it) => it.next().map(|c| c.single()),
         }
-        self.next += 1;
-        self.list.get(self.next - 1)
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.end - self.next;
+        let n = match &self.0 {
+            IterRepr::One(p) => usize::from(p.is_some()),
+            IterRepr::Many(it) => it.len(),
+        };
         (n, Some(n))
     }
 }
@@ -200,11 +205,10 @@ impl ExactSizeIterator for PublicationsIter<'_> {}
 
 impl DoubleEndedIterator for PublicationsIter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        if self.next >= self.end {
-            return None;
+        match &mut self.0 {
+            IterRepr::One(p) => p.take(),
+            IterRepr::Many(it) => it.next_back().map(|c| c.single()),
         }
-        self.end -= 1;
-        self.list.get(self.end)
     }
 }
 
@@ -225,10 +229,54 @@ pub(super) type NextList = smallvec::SmallVec<[Next; 2]>;
 /// id that would be longer is stored).
 pub(super) const DERIVED_MAX: usize = 24;
 
-/// Whether `s` is the id `ip:port#true` of `inst`, of at most [`DERIVED_MAX`] bytes.
+/// Whether `s` is the id `ip:port#true` of `inst` ([`ClientId::ip_port`]'s text: the
+/// port in decimal without a leading zero), of at most [`DERIVED_MAX`] bytes: what a
+/// client derives instead of storing its id. Compared without writing the id out (every
+/// lookup of a client with a derived id asks it once): the lengths, the `:`, the suffix
+/// as one word, the port's digits as one word ([`eight_digits`]), the ip a word at a
+/// time.
 #[inline]
-fn is_derived_id(s: &str, inst: &Instance) -> bool {
-    s.len() <= DERIVED_MAX && id_form(s, inst) == IdForm::IpPort
+pub(super) fn is_derived_id(s: &str, inst: &Instance) -> bool {
+    let ip = inst.ip.as_str();
+    let (b, l) = (s.as_bytes(), ip.len());
+    let n = b.len();
+    // `:`, one to five digits (the first not `0`), `#true`.
+    let k = n.wrapping_sub(l + 6);
+    if !(1..=5).contains(&k) || n > DERIVED_MAX || b[l] != b':' || b[l + 1] == b'0' {
+        return false;
+    }
+    if n < 13 {
+        // A host name of under seven bytes: the digits do not end a whole word.
+        return is_derived_id_bytewise(b, l, inst.port) && short_eq(&s[..l], ip);
+    }
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    const SUFFIX: u64 = u64::from_le_bytes(*b"\0\0\0#true");
+    if word(n - 8) >> 24 != SUFFIX >> 24 {
+        return false;
+    }
+    // The word that ends with the digits, the bytes before them made leading '0's.
+    let keep = u64::MAX << ((8 - k) * 8);
+    let digits = (word(n - 13) & keep) | (ZEROS & !keep);
+    // `b[l]` is ASCII: `l` is a char boundary.
+    eight_digits(digits) == Some(u64::from(inst.port)) && short_eq(&s[..l], ip)
+}
+
+/// [`is_derived_id`]'s port and suffix check a byte at a time, for ids too short to read
+/// by words; `b[l]` is the `:`.
+fn is_derived_id_bytewise(b: &[u8], l: usize, port: u16) -> bool {
+    let n = b.len();
+    if b[n - 5..] != *b"#true" {
+        return false;
+    }
+    let mut v: u32 = 0;
+    for &c in &b[l + 1..n - 5] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return false;
+        }
+        v = v * 10 + u32::from(d);
+    }
+    v == u32::from(port)
 }
 
 impl Body {
@@ -364,7 +412,14 @@ impl Client {
     /// The first instance of the first publication.
     #[inline]
     fn first_instance(&self) -> Option<&Instance> {
-        self.publications().first()?.instances.first()
+        let p = match &self.body {
+            Body::One(p) => p,
+            Body::Many(parts) => parts.first()?.single(),
+        };
+        match &p.instances {
+            Instances::One(i) => Some(i),
+            Instances::Many(v) => v.first(),
+        }
     }
 
     /// The client id (written out when it is derived from the first instance: see the
@@ -377,8 +432,19 @@ impl Client {
         }
     }
 
+    /// The kind of the client, derived from its id (without writing a derived id out:
+    /// that is an ip:port client's).
+    #[inline]
+    pub fn kind(&self) -> ClientKind {
+        match &self.id {
+            None => ClientKind::IpPort,
+            Some(n) if crate::model::first_hash_sign(n.as_bytes()).is_some() => ClientKind::IpPort,
+            Some(_) => ClientKind::Connection,
+        }
+    }
+
     /// Whether the id is `ip:port#true` of the first instance, not stored (its compact
-    /// form is [`IdForm::IpPort`]).
+    /// form is `IdForm::IpPort`).
     #[inline]
     pub fn id_is_derived(&self) -> bool {
         self.id.is_none()
@@ -389,12 +455,13 @@ impl Client {
         self.id.as_ref()
     }
 
-    /// Whether the id is `s` (compared without writing a derived id out).
-    #[inline]
+    /// Whether the id is `s` (compared without writing a derived id out). Not inlined:
+    /// a lookup that inlines it grows past what the set's probe loop inlines into.
+    #[inline(never)]
     pub fn id_is(&self, s: &str) -> bool {
         match (&self.id, self.first_instance()) {
-            (Some(n), _) => crate::name::short_eq(n, s),
-            (None, Some(i)) => id_form(s, i) == IdForm::IpPort,
+            (Some(n), _) => short_eq(n, s),
+            (None, Some(i)) => is_derived_id(s, i),
             (None, None) => false,
         }
     }
@@ -445,12 +512,22 @@ impl Client {
     }
     /// The held publications, unchanged, for a write that builds the next state.
     pub(super) fn next_list(&self) -> NextList {
-        (0..self.publications().len()).map(Next::Held).collect()
+        let mut v = NextList::new();
+        match &self.body {
+            Body::One(_) => v.push(Next::Held(0)),
+            Body::Many(parts) => v.extend((0..parts.len()).map(Next::Held)),
+        }
+        v
     }
     /// The full state as a record, for sync and snapshot.
     pub fn to_record(&self) -> ClientRecord {
+        self.record_with(self.id())
+    }
+    /// [`Client::to_record`] with the id written out already.
+    pub fn record_with(&self, id: ClientId) -> ClientRecord {
+        debug_assert!(self.id_is(id.as_str()));
         ClientRecord {
-            id: self.id(),
+            id,
             revision: self.revision,
             owner: self.owner(),
             publications: self
@@ -585,6 +662,70 @@ impl ClientChange {
         match self {
             ClientChange::Stored(c) => ClientChange::Upsert(c.to_record()),
             c => c,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DERIVED_MAX, is_derived_id};
+    use crate::model::{ClientId, InstanceSpec};
+    use crate::name::Interner;
+
+    /// The word-wise comparison says an id is derived exactly when it is the text
+    /// `ClientId::ip_port` writes (of at most `DERIVED_MAX` bytes): for host names short
+    /// and long, every port length, and every one-byte change, cut and extension.
+    #[test]
+    fn a_derived_id_is_exactly_the_ip_port_text() {
+        let interner = Interner::new();
+        let service = crate::model::Service::new(&interner, "public", "DEFAULT_GROUP", "s");
+        let ips = [
+            "a",
+            "ab",
+            "h1",
+            "10.0.0.1",
+            "1.2.3.4",
+            "192.168.100.10",
+            "192.168.100.100",
+            "::1",
+            "fe80::1",
+            "host-name",
+        ];
+        let ports = [
+            1, 7, 9, 10, 80, 99, 100, 443, 999, 1000, 8080, 9999, 10000, 50000, 65535,
+        ];
+        for ip in ips {
+            for port in ports {
+                let inst = InstanceSpec::new(ip, port)
+                    .to_instance(&interner, &service)
+                    .unwrap();
+                let id = ClientId::ip_port(ip, port);
+                let text = id.as_str().to_string();
+                let want = |s: &str| s == text && s.len() <= DERIVED_MAX;
+                let mut cases = vec![
+                    text.clone(),
+                    format!("{ip}:0{port}#true"),
+                    format!("{ip}:{port}#false"),
+                    format!("{ip}:{port}#truE"),
+                    format!("{ip}:{}#true", u32::from(port) + 1),
+                    format!("{ip}:{}#true", u32::from(port) + 65536),
+                    format!("{ip}{port}#true"),
+                    format!("{ip}:#true"),
+                    format!("x{ip}:{port}#true"),
+                    format!("{ip}:{port}#true "),
+                    text[..text.len() - 1].to_string(),
+                ];
+                for k in 0..text.len() {
+                    for c in [b'0', b'9', b':', b'#', b'x', b'/'] {
+                        let mut b = text.clone().into_bytes();
+                        b[k] = c;
+                        cases.push(String::from_utf8(b).unwrap());
+                    }
+                }
+                for s in &cases {
+                    assert_eq!(is_derived_id(s, &inst), want(s), "{s:?} of {ip}:{port}");
+                }
+            }
         }
     }
 }
