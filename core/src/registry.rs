@@ -475,7 +475,7 @@ impl Registry {
         // A held client's stored id text is shared, not copied.
         let shared = shared.or_else(|| old.and_then(|o| o.stored_id()));
         Arc::new(Client::new(
-            id, shared, id_hash, revision, now, owner, shard, body,
+            id, shared, old, id_hash, revision, now, owner, shard, body,
         ))
     }
 

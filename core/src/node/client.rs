@@ -11,7 +11,6 @@ use crate::member::MemberList;
 use crate::model::{ClientId, ClientKind, InstanceSpec, Publication, Service, ServiceSpec};
 use crate::registry::{Origin, ServiceView, WriteError, WriteResult};
 use crate::time::Millis;
-use std::sync::Arc;
 
 /// The result of a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +89,7 @@ impl Node {
                 if held_instance.is_none_or(|h| h.ip != inst.ip || h.port != inst.port) {
                     self.check_ip_port_client(client, &inst.ip, inst.port)?;
                 }
-                Ok(Arc::new(Publication::single(service, inst)))
+                Ok(Publication::single(service, inst))
             })?;
         self.schedule_sync(&members, client, r, now);
         Ok(r)

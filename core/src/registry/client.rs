@@ -216,14 +216,12 @@ impl DoubleEndedIterator for PublicationsIter<'_> {
 pub(super) enum Next {
     /// Publication `i` of the held state, unchanged (its part, or its beat time, kept).
     Held(usize),
-    /// A publication the held state does not have as it is (moved out of its `Arc` when
-    /// that is the only reference, copied otherwise).
-    New(Arc<Publication>),
+    /// A publication the held state does not have as it is.
+    New(Publication),
 }
 
-/// The next state's publications as a write gathers them: one or two without an
-/// allocation.
-pub(super) type NextList = smallvec::SmallVec<[Next; 2]>;
+/// The next state's publications as a write gathers them: one without an allocation.
+pub(super) type NextList = smallvec::SmallVec<[Next; 1]>;
 
 /// The longest derived id: `ip:port#true` of up to 24 bytes (the inline [`ClientId`]; an
 /// id that would be longer is stored).
@@ -311,8 +309,7 @@ impl Body {
                         beat: AtomicU64::new(p.beat.load(Relaxed)),
                     }
                 }
-                Next::New(p) => {
-                    let publication = Arc::unwrap_or_clone(p);
+                Next::New(publication) => {
                     let beat = AtomicU64::new(beat_of(&publication.service));
                     Published { publication, beat }
                 }
@@ -327,8 +324,7 @@ impl Body {
                         Client::part(p.publication.clone(), p.beat.load(Relaxed))
                     }
                 },
-                Next::New(p) => {
-                    let publication = Arc::unwrap_or_clone(p);
+                Next::New(publication) => {
                     let beat = beat_of(&publication.service);
                     Client::part(publication, beat)
                 }
@@ -341,11 +337,13 @@ impl Body {
 impl Client {
     /// A client to be stored (its slots are `NO_SLOT` until it is). The id is stored only
     /// if the first instance does not imply it; `shared` is a stored text of the same id
-    /// to share, if there is one.
+    /// to share, if there is one; `old` the state it replaces (of the same id), whose
+    /// derived id is this one's if its first instance has the same ip and port.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: &str,
         shared: Option<&Name>,
+        old: Option<&Client>,
         id_hash: u64,
         revision: Revision,
         lease_base: Millis,
@@ -363,7 +361,19 @@ impl Client {
             slot: AtomicU32::new(NO_SLOT),
             body,
         };
-        if !c.first_instance().is_some_and(|i| is_derived_id(id, i)) {
+        let first = c.first_instance();
+        let derived = match (old.filter(|o| o.id.is_none()), first) {
+            // The same id, derived from the same ip and port: no need to read it.
+            (Some(o), Some(i))
+                if o.first_instance()
+                    .is_some_and(|h| h.port == i.port && h.ip == i.ip) =>
+            {
+                true
+            }
+            (_, Some(i)) => is_derived_id(id, i),
+            (_, None) => false,
+        };
+        if !derived {
             c.id = Some(match shared {
                 Some(n) if n.as_str() == id => n.clone(),
                 _ => Name::new(id),

@@ -197,10 +197,9 @@ impl Registry {
     pub fn query(&self, namespace: &str, group: &str, name: &str) -> Option<ServiceView> {
         let services = self.services.pin();
         let idx = Service::with_key(namespace, group, name, |key| services.get(key).cloned())?;
-        let mut holders: Vec<Arc<Client>> = Vec::with_capacity(idx.live.load(Relaxed));
-        idx.slots.collect_into(&mut holders, &self.slots.pin());
-        // Wrapped in place (the same layout: the vector is reused).
-        let publications = holders.into_iter().map(PublicationRef).collect();
+        let mut publications = Vec::with_capacity(idx.live.load(Relaxed));
+        idx.slots
+            .collect_map_into(&mut publications, PublicationRef, &self.slots.pin());
         // Slot order: stable, roughly registration order (slots are reused).
         Some(ServiceView {
             service: idx.service.clone(),

@@ -24,7 +24,6 @@ impl Registry {
         owner: MemberId,
         now: Millis,
     ) -> Result<WriteResult, WriteError> {
-        let publication = Arc::new(publication);
         self.publish_with(id, owner, now, |_| Ok(publication))
     }
 
@@ -36,7 +35,7 @@ impl Registry {
         id: &ClientId,
         owner: MemberId,
         now: Millis,
-        build: impl FnOnce(Option<&Client>) -> Result<Arc<Publication>, ValidationError>,
+        build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
     ) -> Result<WriteResult, WriteError> {
         let max = self.max_services_per_client;
         let mut result = Ok(());
@@ -69,7 +68,7 @@ impl Registry {
             match held.map_or(Err(0), |h| h.find(&publication.service)) {
                 Ok(i) => {
                     if let Some(c) = old
-                        && c.publications()[i].publication() == &*publication
+                        && c.publications()[i].publication() == &publication
                     {
                         // The same registration again: a heartbeat, nothing to write.
                         c.publications()[i].beat.fetch_max(now, Relaxed);
@@ -195,7 +194,7 @@ impl Registry {
             match f(&old.publications()[i]) {
                 Some(p) => {
                     let mut pubs = old.next_list();
-                    pubs[i] = Next::New(Arc::new(p));
+                    pubs[i] = Next::New(p);
                     LocalAction::Put(pubs)
                 }
                 None => LocalAction::Nothing,

@@ -265,7 +265,7 @@ impl Registry {
                     .ok()
                     .filter(|&i| held[i].publication() == &**p)
             })
-            .map_or_else(|| Next::New(p.clone()), Next::Held)
+            .map_or_else(|| Next::New((**p).clone()), Next::Held)
         });
         // A held client keeps its stored id text (`build_client` shares it).
         let new = self.build_client(
