@@ -48,7 +48,7 @@ mod replica;
 mod tests;
 mod tombstone;
 
-use client::{Body, Next};
+use client::Body;
 pub use client::{Client, ClientChange, ClientRecord, Publications, PublicationsIter, Published};
 pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
 pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateRef};
@@ -456,8 +456,8 @@ impl Registry {
         }
     }
 
-    /// The stored form of a client's new state at `revision`: `pubs` in order (see
-    /// [`Next`]); a publication of a service `old` still has keeps its heartbeat time.
+    /// The stored form of a client's new state at `revision` publishing `body` (built
+    /// from `old`, the state it replaces, see [`Body::build`]).
     #[allow(clippy::too_many_arguments)]
     fn build_client(
         &self,
@@ -466,12 +466,11 @@ impl Registry {
         id_hash: u64,
         revision: Revision,
         shard: u32,
-        pubs: impl IntoIterator<Item = Next, IntoIter: ExactSizeIterator>,
+        body: Body,
         owner: MemberId,
         old: Option<&Client>,
         now: Millis,
     ) -> Arc<Client> {
-        let body = Body::build(pubs, old, now);
         // A held client's stored id text is shared, not copied.
         let shared = shared.or_else(|| old.and_then(|o| o.stored_id()));
         Arc::new(Client::new(

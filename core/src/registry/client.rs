@@ -212,16 +212,16 @@ impl DoubleEndedIterator for PublicationsIter<'_> {
     }
 }
 
-/// One publication of a client's next state, for `Registry::build_client`.
+/// One publication of a replicated state, for [`Body::build`].
 pub(super) enum Next {
     /// Publication `i` of the held state, unchanged (its part, or its beat time, kept).
     Held(usize),
-    /// A publication the held state does not have as it is.
+    /// A new state of publication `i` of the held state (of the same service: its beat
+    /// time kept).
+    Replace(usize, Publication),
+    /// A publication of a service the held state does not publish to.
     New(Publication),
 }
-
-/// The next state's publications as a write gathers them: one without an allocation.
-pub(super) type NextList = smallvec::SmallVec<[Next; 1]>;
 
 /// The longest derived id: `ip:port#true` of up to 24 bytes (the inline [`ClientId`]; an
 /// id that would be longer is stored).
@@ -278,59 +278,58 @@ fn is_derived_id_bytewise(b: &[u8], l: usize, port: u16) -> bool {
 }
 
 impl Body {
-    /// The body of a client's next state: `pubs` in order, `old` the held state (its
-    /// publications' beat times kept for the services it still publishes to, its parts
-    /// shared where unchanged).
+    /// The body of a client's next state: `pubs` in order, `old` the held state (a
+    /// replaced publication keeps its beat time, an unchanged one its part).
     pub(super) fn build(
         pubs: impl IntoIterator<Item = Next, IntoIter: ExactSizeIterator>,
         old: Option<&Client>,
         now: Millis,
     ) -> Body {
-        let beat_of = |service: &Service| {
-            old.and_then(|o| {
-                let ps = o.publications();
-                ps.find(service).ok().map(|i| ps[i].beat.load(Relaxed))
-            })
-            .unwrap_or(now)
-        };
-        let held = |i: usize| match old.map(|o| o.publications().get(i)) {
-            Some(Some(p)) => p,
-            _ => panic!("held publication {i} of a client that has none such"),
-        };
         let mut pubs = pubs.into_iter();
         if pubs.len() == 1
             && let Some(next) = pubs.next()
         {
-            return Body::One(match next {
-                Next::Held(i) => {
-                    let p = held(i);
-                    Published {
-                        publication: p.publication.clone(),
-                        beat: AtomicU64::new(p.beat.load(Relaxed)),
-                    }
-                }
-                Next::New(publication) => {
-                    let beat = AtomicU64::new(beat_of(&publication.service));
-                    Published { publication, beat }
-                }
-            });
+            return Body::One(Self::one(next, old, now));
         }
         Body::Many(
-            pubs.map(|next| match next {
-                Next::Held(i) => match old.map(|o| &o.body) {
-                    Some(Body::Many(parts)) => parts[i].clone(),
-                    _ => {
-                        let p = held(i);
-                        Client::part(p.publication.clone(), p.beat.load(Relaxed))
-                    }
-                },
-                Next::New(publication) => {
-                    let beat = beat_of(&publication.service);
-                    Client::part(publication, beat)
+            pubs.map(|next| match (next, old.map(|o| &o.body)) {
+                (Next::Held(i), Some(Body::Many(parts))) => parts[i].clone(),
+                (next, _) => {
+                    let p = Self::one(next, old, now);
+                    Client::part(p.publication, p.beat.into_inner())
                 }
             })
             .collect(),
         )
+    }
+
+    /// The body of a new client publishing `publication`.
+    pub(super) fn first(publication: Publication, now: Millis) -> Body {
+        Body::One(Published {
+            publication,
+            beat: AtomicU64::new(now),
+        })
+    }
+
+    /// The publication `next` stands for, with its beat time.
+    #[inline]
+    fn one(next: Next, old: Option<&Client>, now: Millis) -> Published {
+        let held = |i: usize| match old.map(|o| o.publications().get(i)) {
+            Some(Some(p)) => p,
+            _ => panic!("held publication {i} of a client that has none such"),
+        };
+        let (publication, beat) = match next {
+            Next::Held(i) => {
+                let p = held(i);
+                (p.publication.clone(), p.beat.load(Relaxed))
+            }
+            Next::Replace(i, publication) => (publication, held(i).beat.load(Relaxed)),
+            Next::New(publication) => (publication, now),
+        };
+        Published {
+            publication,
+            beat: AtomicU64::new(beat),
+        }
     }
 }
 
@@ -520,15 +519,58 @@ impl Client {
     pub(crate) fn renew_lease(&self, now: Millis) {
         self.lease_base.fetch_max(now, Relaxed);
     }
-    /// The held publications, unchanged, for a write that builds the next state.
-    pub(super) fn next_list(&self) -> NextList {
-        let mut v = NextList::new();
+    /// The body of the next state with publication `i` replaced by `p` (of the same
+    /// service: its beat time kept); the other parts shared.
+    pub(super) fn body_replacing(&self, i: usize, p: Publication) -> Body {
         match &self.body {
-            Body::One(_) => v.push(Next::Held(0)),
-            Body::Many(parts) => v.extend((0..parts.len()).map(Next::Held)),
+            Body::One(o) => Body::One(Published {
+                publication: p,
+                beat: AtomicU64::new(o.beat.load(Relaxed)),
+            }),
+            Body::Many(parts) => {
+                let mut p = Some(p);
+                Body::Many(
+                    parts
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| match p.take_if(|_| k == i) {
+                            Some(p) => Client::part(p, c.single().beat.load(Relaxed)),
+                            None => c.clone(),
+                        })
+                        .collect(),
+                )
+            }
         }
-        v
     }
+
+    /// The body of the next state with `p` (of a service this one does not publish to)
+    /// inserted at `i`.
+    pub(super) fn body_inserting(&self, i: usize, p: Publication, now: Millis) -> Body {
+        let mut parts: Vec<Arc<Client>> = match &self.body {
+            Body::One(o) => vec![Client::part(o.publication.clone(), o.beat.load(Relaxed))],
+            Body::Many(parts) => parts.to_vec(),
+        };
+        parts.insert(i, Client::part(p, now));
+        Body::Many(parts.into_boxed_slice())
+    }
+
+    /// The body of the next state without publication `i` (of at least two).
+    pub(super) fn body_removing(&self, i: usize) -> Body {
+        let Body::Many(parts) = &self.body else {
+            panic!("removing the only publication is a deletion")
+        };
+        if parts.len() == 2 {
+            let left = parts[1 - i].single();
+            return Body::One(Published {
+                publication: left.publication.clone(),
+                beat: AtomicU64::new(left.beat.load(Relaxed)),
+            });
+        }
+        let mut v = parts.to_vec();
+        v.remove(i);
+        Body::Many(v.into_boxed_slice())
+    }
+
     /// The full state as a record, for sync and snapshot.
     pub fn to_record(&self) -> ClientRecord {
         self.record_with(self.id())

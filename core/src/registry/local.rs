@@ -5,7 +5,7 @@
 //! state, decides, and stores the new state at the next revision (a hybrid clock, see
 //! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
 
-use super::client::{Next, NextList};
+use super::client::Body;
 use super::{Client, IdKey, Origin, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
@@ -63,26 +63,28 @@ impl Registry {
                     return LocalAction::Nothing;
                 }
             }
-            let mut pubs = old.map(|c| c.next_list()).unwrap_or_default();
             let held = old.map(|c| c.publications());
             match held.map_or(Err(0), |h| h.find(&publication.service)) {
                 Ok(i) => {
-                    if let Some(c) = old
-                        && c.publications()[i].publication() == &publication
-                    {
+                    let Some(c) = old else {
+                        unreachable!("a held publication without a client")
+                    };
+                    let p = &c.publications()[i];
+                    if p.publication() == &publication {
                         // The same registration again: a heartbeat, nothing to write.
-                        c.publications()[i].beat.fetch_max(now, Relaxed);
+                        p.beat.fetch_max(now, Relaxed);
                         return LocalAction::Nothing;
                     }
-                    pubs[i] = Next::New(publication);
+                    LocalAction::Put(c.body_replacing(i, publication))
                 }
                 Err(i) => {
-                    if pubs.len() >= max {
+                    let held = held.map_or(0, |h| h.len());
+                    if held >= max {
                         result = Err(ValidationError::new(
                             Field::Services,
                             format!(
                                 "client {id} already publishes to {} services, the limit is {max}",
-                                pubs.len()
+                                held
                             ),
                         ));
                         return LocalAction::Nothing;
@@ -91,10 +93,12 @@ impl Registry {
                         result = Err(e);
                         return LocalAction::Nothing;
                     }
-                    pubs.insert(i, Next::New(publication));
+                    LocalAction::Put(match old {
+                        Some(c) => c.body_inserting(i, publication, now),
+                        None => Body::first(publication, now),
+                    })
                 }
             }
-            LocalAction::Put(pubs)
         });
         result?;
         Ok(out)
@@ -138,15 +142,8 @@ impl Registry {
                 return LocalAction::Nothing;
             };
             match old.publications().find(service) {
-                Ok(i) => {
-                    let mut pubs = old.next_list();
-                    pubs.remove(i);
-                    if pubs.is_empty() {
-                        LocalAction::Delete
-                    } else {
-                        LocalAction::Put(pubs)
-                    }
-                }
+                Ok(_) if old.publications().len() == 1 => LocalAction::Delete,
+                Ok(i) => LocalAction::Put(old.body_removing(i)),
                 Err(_) => LocalAction::Nothing,
             }
         })
@@ -192,11 +189,7 @@ impl Registry {
                 return LocalAction::Nothing;
             };
             match f(&old.publications()[i]) {
-                Some(p) => {
-                    let mut pubs = old.next_list();
-                    pubs[i] = Next::New(p);
-                    LocalAction::Put(pubs)
-                }
+                Some(p) => LocalAction::Put(old.body_replacing(i, p)),
                 None => LocalAction::Nothing,
             }
         })
@@ -274,23 +267,16 @@ impl Registry {
             let revision = Revision::next(prev, floor, self.me);
             match action {
                 LocalAction::Nothing => WriteResult::Unchanged,
-                LocalAction::Put(pubs) => {
+                LocalAction::Put(body) => {
                     let old_ref = old.map(|c| &**c);
                     let hash = key.hash;
                     // Moved out of the small vector when it spilled (a vector's own
                     // iterator builds the list in one pass; the small vector's costs a
                     // check per item).
                     let (s, shared) = (id.as_str(), id.shared_name());
-                    let new = if pubs.spilled() {
-                        let pubs = pubs.into_vec();
-                        self.build_client(
-                            s, shared, hash, revision, shard_no, pubs, owner, old_ref, now,
-                        )
-                    } else {
-                        self.build_client(
-                            s, shared, hash, revision, shard_no, pubs, owner, old_ref, now,
-                        )
-                    };
+                    let new = self.build_client(
+                        s, shared, hash, revision, shard_no, body, owner, old_ref, now,
+                    );
                     if old.is_none() {
                         tombstones.remove(id.as_str());
                     }
@@ -319,6 +305,6 @@ impl Registry {
 /// What a local write does to the client it reads.
 enum LocalAction {
     Nothing,
-    Put(NextList),
+    Put(Body),
     Delete,
 }

@@ -6,7 +6,7 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::client::Next;
+use super::client::{Body, Next};
 use super::{ApplyOutcome, ClientRecord, IdKey, Registry, Tombstone};
 use crate::hash::stable_hash64;
 use crate::member::MemberId;
@@ -259,14 +259,14 @@ impl Registry {
         // Share identical publications with the old state to keep the index stable
         // (mapped as the new client is built: no list gathered first).
         let pubs = state.publications.iter().map(|p| {
-            old.and_then(|o| {
-                let held = o.publications();
-                held.find(&p.service)
-                    .ok()
-                    .filter(|&i| held[i].publication() == &**p)
-            })
-            .map_or_else(|| Next::New((**p).clone()), Next::Held)
+            let held = old.map(|o| o.publications());
+            match held.map(|h| (h.find(&p.service), h)) {
+                Some((Ok(i), h)) if h[i].publication() == &**p => Next::Held(i),
+                Some((Ok(i), _)) => Next::Replace(i, (**p).clone()),
+                _ => Next::New((**p).clone()),
+            }
         });
+        let body = Body::build(pubs, old.map(|c| &**c), now);
         // A held client keeps its stored id text (`build_client` shares it).
         let new = self.build_client(
             state.id,
@@ -274,7 +274,7 @@ impl Registry {
             key.hash,
             state.revision,
             shard_no,
-            pubs,
+            body,
             owner,
             old.map(|c| &**c),
             now,
