@@ -536,7 +536,7 @@ impl Registry {
                 (std::cmp::Ordering::Equal, Some(o), Some(n)) => {
                     if !Arc::ptr_eq(o, n) {
                         let (op, np) = (o.single(), n.single());
-                        let same = op.publication() == np.publication();
+                        let same = op.get() == np.get();
                         if !same {
                             changed(&np.service);
                         }

@@ -66,7 +66,7 @@ impl Node {
                             pubs.get(i)?
                         }
                     };
-                    Some(p.publication())
+                    Some(p.get())
                 };
                 let (held, service) = match find(given) {
                     Some(p) => (Some(p), p.service.clone()),
@@ -185,7 +185,7 @@ impl Node {
             c.publications()
                 .iter()
                 .find(|p| p.service.key().as_str() == key)
-                .map(|p| p.publication().clone())
+                .map(|p| p.get().clone())
         });
         let Some(p) = found else {
             return Ok(WriteResult::Unchanged);

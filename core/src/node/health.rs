@@ -188,11 +188,11 @@ impl Node {
         let hasher = crate::registry::fast_hash(self.config.hash_seed);
         let suspect: HashSet<*const Publication, _> = {
             let mut set = HashSet::with_hasher(hasher.clone());
-            set.extend(doubtful.iter().flat_map(|c| {
-                c.publications()
+            set.extend(
+                doubtful
                     .iter()
-                    .map(|p| std::ptr::from_ref(p.publication()))
-            }));
+                    .flat_map(|c| c.publications().iter().map(|p| std::ptr::from_ref(p.get()))),
+            );
             set
         };
         // The doubtful clients' publications, by service: each service is read once.

@@ -20,7 +20,7 @@ use super::NO_SLOT;
 use crate::compact_form::{ZEROS, eight_digits};
 use crate::member::MemberId;
 use crate::model::{ClientId, ClientKind, Instance, Instances, Publication, Revision, Service};
-use crate::name::{Name, short_eq};
+use crate::name::{Name, short_eq, short_eq_bytes};
 use crate::time::Millis;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -61,8 +61,24 @@ pub struct Published {
 
 impl Published {
     /// The publication.
-    pub fn publication(&self) -> &Publication {
+    #[inline]
+    pub fn get(&self) -> &Publication {
         &self.publication
+    }
+
+    /// Itself, which dereferences to the publication: what a caller that held an
+    /// `Arc<Publication>` from this accessor clones (a clone copies the publication).
+    pub fn publication(&self) -> &Published {
+        self
+    }
+}
+
+impl Clone for Published {
+    fn clone(&self) -> Self {
+        Self {
+            publication: self.publication.clone(),
+            beat: AtomicU64::new(self.beat.load(Relaxed)),
+        }
     }
 }
 
@@ -235,17 +251,24 @@ pub(super) const DERIVED_MAX: usize = 24;
 /// time.
 #[inline]
 pub(super) fn is_derived_id(s: &str, inst: &Instance) -> bool {
-    let ip = inst.ip.as_str();
+    s.len() <= DERIVED_MAX && is_ip_port_text(s, inst)
+}
+
+/// Whether `s` is `ip:port#true` of `inst`, of any length: [`is_derived_id`] of a client
+/// whose id is derived (so at most [`DERIVED_MAX`] bytes, as `s` is if it is equal).
+#[inline]
+fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
+    let ip = inst.ip.as_str().as_bytes();
     let (b, l) = (s.as_bytes(), ip.len());
     let n = b.len();
     // `:`, one to five digits (the first not `0`), `#true`.
     let k = n.wrapping_sub(l + 6);
-    if !(1..=5).contains(&k) || n > DERIVED_MAX || b[l] != b':' || b[l + 1] == b'0' {
+    if !(1..=5).contains(&k) || b[l] != b':' || b[l + 1] == b'0' {
         return false;
     }
     if n < 13 {
         // A host name of under seven bytes: the digits do not end a whole word.
-        return is_derived_id_bytewise(b, l, inst.port) && short_eq(&s[..l], ip);
+        return is_derived_id_bytewise(b, l, inst.port) && short_eq_bytes(&b[..l], ip);
     }
     let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     const SUFFIX: u64 = u64::from_le_bytes(*b"\0\0\0#true");
@@ -255,8 +278,7 @@ pub(super) fn is_derived_id(s: &str, inst: &Instance) -> bool {
     // The word that ends with the digits, the bytes before them made leading '0's.
     let keep = u64::MAX << ((8 - k) * 8);
     let digits = (word(n - 13) & keep) | (ZEROS & !keep);
-    // `b[l]` is ASCII: `l` is a char boundary.
-    eight_digits(digits) == Some(u64::from(inst.port)) && short_eq(&s[..l], ip)
+    eight_digits(digits) == Some(u64::from(inst.port)) && short_eq_bytes(&b[..l], ip)
 }
 
 /// [`is_derived_id`]'s port and suffix check a byte at a time, for ids too short to read
@@ -470,7 +492,7 @@ impl Client {
     pub fn id_is(&self, s: &str) -> bool {
         match (&self.id, self.first_instance()) {
             (Some(n), _) => short_eq(n, s),
-            (None, Some(i)) => is_derived_id(s, i),
+            (None, Some(i)) => is_ip_port_text(s, i),
             (None, None) => false,
         }
     }

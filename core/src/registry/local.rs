@@ -70,7 +70,7 @@ impl Registry {
                         unreachable!("a held publication without a client")
                     };
                     let p = &c.publications()[i];
-                    if p.publication() == &publication {
+                    if p.get() == &publication {
                         // The same registration again: a heartbeat, nothing to write.
                         p.beat.fetch_max(now, Relaxed);
                         return LocalAction::Nothing;

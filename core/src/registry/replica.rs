@@ -261,7 +261,7 @@ impl Registry {
         let pubs = state.publications.iter().map(|p| {
             let held = old.map(|o| o.publications());
             match held.map(|h| (h.find(&p.service), h)) {
-                Some((Ok(i), h)) if h[i].publication() == &**p => Next::Held(i),
+                Some((Ok(i), h)) if h[i].get() == &**p => Next::Held(i),
                 Some((Ok(i), _)) => Next::Replace(i, (**p).clone()),
                 _ => Next::New((**p).clone()),
             }
