@@ -263,7 +263,11 @@ fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
     let n = b.len();
     // `:`, one to five digits (the first not `0`), `#true`.
     let k = n.wrapping_sub(l + 6);
-    if !(1..=5).contains(&k) || b[l] != b':' || b[l + 1] == b'0' {
+    if k.wrapping_sub(1) > 4 {
+        return false;
+    }
+    let (colon, first) = (b[l], b[l + 1]);
+    if colon != b':' || first == b'0' {
         return false;
     }
     if n < 13 {
@@ -486,14 +490,14 @@ impl Client {
         self.id.as_ref()
     }
 
-    /// Whether the id is `s` (compared without writing a derived id out). Not inlined:
-    /// a lookup that inlines it grows past what the set's probe loop inlines into.
+    /// Whether the id is `s` (compared without writing a derived id out).
+    /// Not inlined: a lookup that inlines it grows past what the set's probe loop
+    /// inlines into.
     #[inline(never)]
     pub fn id_is(&self, s: &str) -> bool {
-        match (&self.id, self.first_instance()) {
-            (Some(n), _) => short_eq(n, s),
-            (None, Some(i)) => is_ip_port_text(s, i),
-            (None, None) => false,
+        match &self.id {
+            Some(n) => short_eq(n, s),
+            None => self.first_instance().is_some_and(|i| is_ip_port_text(s, i)),
         }
     }
 

@@ -6,7 +6,7 @@
 //! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
 
 use super::client::Body;
-use super::{Client, IdKey, Origin, Registry, Tombstone, WriteError, WriteResult};
+use super::{Client, IdKey, Origin, Published, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision, Service};
@@ -216,10 +216,13 @@ impl Registry {
         let shard = &self.shards[self.shard_of_key(key) as usize];
         let clients = shard.pin();
         let c = clients.get_key(key)?;
-        let p = c
-            .publications()
-            .iter()
-            .find(|p| p.service.is(namespace, group, name))?;
+        let is = |p: &&Published| p.service.is(namespace, group, name);
+        // Most clients publish to one service: no iterator for them.
+        let ps = c.publications();
+        let p = match ps.only() {
+            Some(p) => Some(p).filter(is)?,
+            None => ps.iter().find(is)?,
+        };
         p.beat.fetch_max(now, Relaxed);
         Some(p.instances.iter().all(|i| i.healthy))
     }
