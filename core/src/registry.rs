@@ -584,7 +584,7 @@ impl Registry {
     /// Every client's kind counted: `(connection, ip_port)`.
     pub fn kind_counts(&self) -> (usize, usize) {
         let mut c = (0, 0);
-        self.for_each(|cl| match cl.id().kind() {
+        self.for_each(|cl| match cl.kind() {
             ClientKind::Connection => c.0 += 1,
             ClientKind::IpPort => c.1 += 1,
         });

@@ -10,8 +10,9 @@ use crate::time::Millis;
 use std::fmt;
 
 /// What a client publishes to one service: one instance, or a batch of them. 64 bytes
-/// for one instance (80 in its `Arc`): whether it is a batch is the form of its
-/// instances ([`Publication::is_batch`]), not a field of its own.
+/// for one instance (stored inline in its client, see `registry::Client`): whether it
+/// is a batch is the form of its instances ([`Publication::is_batch`]), not a field of
+/// its own.
 #[derive(Clone, PartialEq)]
 pub struct Publication {
     /// The service.

@@ -185,12 +185,11 @@ impl Node {
             c.publications()
                 .iter()
                 .find(|p| p.service.key().as_str() == key)
-                .map(|p| p.get().clone())
+                .map(|p| p.service.clone())
         });
-        let Some(p) = found else {
+        let Some(svc) = found else {
             return Ok(WriteResult::Unchanged);
         };
-        let svc = p.service.clone();
         let r = self
             .registry
             .unpublish(client, &svc, self.me(), now, Origin::Client);

@@ -60,14 +60,23 @@ pub struct Published {
 }
 
 impl Published {
+    fn new(publication: Publication, beat: Millis) -> Self {
+        Self {
+            publication,
+            beat: AtomicU64::new(beat),
+        }
+    }
+
     /// The publication.
     #[inline]
     pub fn get(&self) -> &Publication {
         &self.publication
     }
 
-    /// Itself, which dereferences to the publication: what a caller that held an
-    /// `Arc<Publication>` from this accessor clones (a clone copies the publication).
+    /// Itself, which dereferences to the publication: kept for callers that cloned the
+    /// `Arc<Publication>` this returned before the publication moved into its client
+    /// (the simulation test does; a clone copies the publication and its beat time).
+    /// Use [`Published::get`] for the publication.
     pub fn publication(&self) -> &Published {
         self
     }
@@ -75,10 +84,7 @@ impl Published {
 
 impl Clone for Published {
     fn clone(&self) -> Self {
-        Self {
-            publication: self.publication.clone(),
-            beat: AtomicU64::new(self.beat.load(Relaxed)),
-        }
+        Self::new(self.publication.clone(), self.beat.load(Relaxed))
     }
 }
 
@@ -331,10 +337,7 @@ impl Body {
 
     /// The body of a new client publishing `publication`.
     pub(super) fn first(publication: Publication, now: Millis) -> Body {
-        Body::One(Published {
-            publication,
-            beat: AtomicU64::new(now),
-        })
+        Body::One(Published::new(publication, now))
     }
 
     /// The publication `next` stands for, with its beat time.
@@ -352,10 +355,7 @@ impl Body {
             Next::Replace(i, publication) => (publication, held(i).beat.load(Relaxed)),
             Next::New(publication) => (publication, now),
         };
-        Published {
-            publication,
-            beat: AtomicU64::new(beat),
-        }
+        Published::new(publication, beat)
     }
 }
 
@@ -418,10 +418,7 @@ impl Client {
             owner: AtomicU16::new(0),
             shard: 0,
             slot: AtomicU32::new(NO_SLOT),
-            body: Body::One(Published {
-                publication,
-                beat: AtomicU64::new(beat),
-            }),
+            body: Body::One(Published::new(publication, beat)),
         })
     }
 
@@ -549,10 +546,7 @@ impl Client {
     /// service: its beat time kept); the other parts shared.
     pub(super) fn body_replacing(&self, i: usize, p: Publication) -> Body {
         match &self.body {
-            Body::One(o) => Body::One(Published {
-                publication: p,
-                beat: AtomicU64::new(o.beat.load(Relaxed)),
-            }),
+            Body::One(o) => Body::One(Published::new(p, o.beat.load(Relaxed))),
             Body::Many(parts) => {
                 let mut p = Some(p);
                 Body::Many(
@@ -587,10 +581,10 @@ impl Client {
         };
         if parts.len() == 2 {
             let left = parts[1 - i].single();
-            return Body::One(Published {
-                publication: left.publication.clone(),
-                beat: AtomicU64::new(left.beat.load(Relaxed)),
-            });
+            return Body::One(Published::new(
+                left.publication.clone(),
+                left.beat.load(Relaxed),
+            ));
         }
         let mut v = parts.to_vec();
         v.remove(i);
@@ -746,7 +740,7 @@ impl ClientChange {
 
 #[cfg(test)]
 mod tests {
-    use super::{DERIVED_MAX, is_derived_id};
+    use super::{DERIVED_MAX, is_derived_id, is_ip_port_text};
     use crate::model::{ClientId, InstanceSpec};
     use crate::name::Interner;
 
@@ -802,6 +796,12 @@ mod tests {
                 }
                 for s in &cases {
                     assert_eq!(is_derived_id(s, &inst), want(s), "{s:?} of {ip}:{port}");
+                    // Without the length cap: the text equality alone.
+                    assert_eq!(
+                        is_ip_port_text(s, &inst),
+                        *s == text,
+                        "{s:?} of {ip}:{port}"
+                    );
                 }
             }
         }

@@ -273,9 +273,6 @@ impl Registry {
                 LocalAction::Put(body) => {
                     let old_ref = old.map(|c| &**c);
                     let hash = key.hash;
-                    // Moved out of the small vector when it spilled (a vector's own
-                    // iterator builds the list in one pass; the small vector's costs a
-                    // check per item).
                     let (s, shared) = (id.as_str(), id.shared_name());
                     let new = self.build_client(
                         s, shared, hash, revision, shard_no, body, owner, old_ref, now,

@@ -646,8 +646,7 @@ fn stored_layout_is_compact() {
     assert_eq!(size_of::<client::Body>(), 72);
     assert_eq!(size_of::<Client>(), 112);
     assert_eq!(size_of::<Stored>(), 8);
-    // A publication of one instance: 64 bytes, 80 in its `Arc` (a size class; 96 with
-    // a 24-byte IP string or a batch flag beside the instances).
+    // A publication of one instance: 64 bytes, inline in its client (the 112 above).
     assert_eq!(size_of::<Name>(), 8);
     assert_eq!(size_of::<crate::model::SmallStr>(), 16);
     assert_eq!(size_of::<crate::model::Instance>(), 56);
@@ -896,4 +895,30 @@ fn a_client_of_several_publications_moves_one_slot_per_change() {
     assert!(matches!(one.body, Body::One(_)));
     assert_eq!(view("b").publications[0].instances[0].weight, 3.0);
     assert_eq!(r.stats().instances, 1);
+}
+
+/// A client whose id is derived from its instance and which then publishes first (by
+/// service order) an instance of another address stores its id from then on (the id is
+/// not that instance's), and derives it again once its first instance implies it.
+#[test]
+fn a_derived_id_is_stored_when_the_first_instance_no_longer_implies_it() {
+    let r = reg();
+    let me = MemberId(0);
+    let id = ClientId::ip_port("10.0.0.5", 50);
+    r.publish(&id, publication(&r, "m", "10.0.0.5", 50), me, 10)
+        .unwrap();
+    assert!(r.get(id.as_str()).unwrap().id_is_derived());
+    // "a" sorts before "m": the first instance is 10.0.0.6:60's.
+    r.publish(&id, publication(&r, "a", "10.0.0.6", 60), me, 11)
+        .unwrap();
+    let c = r.get(id.as_str()).expect("found by its id");
+    assert!(!c.id_is_derived());
+    assert_eq!(c.id(), id);
+    assert!(r.get(ClientId::ip_port("10.0.0.6", 60).as_str()).is_none());
+    let a = r.service("public", "DEFAULT_GROUP", "a");
+    r.unpublish(&id, &a, me, 12, Origin::Client);
+    let c = r.get(id.as_str()).expect("found by its id");
+    assert!(c.id_is_derived());
+    assert_eq!(c.id(), id);
+    assert_eq!(r.stats().clients, 1);
 }
