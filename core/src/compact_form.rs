@@ -165,6 +165,47 @@ fn decimal_port(b: &[u8]) -> Option<u16> {
     u16::try_from(v).ok()
 }
 
+/// Where the last `_` of `id` is, within its last six bytes, and the port after it (as
+/// [`decimal_port`] reads it). An id of eight bytes or more is read as one word (its
+/// last eight bytes): the `_` found by a zero-byte test of the word xor `_` (exact: a
+/// byte is flagged only when it is `_`), the port's digits checked and combined as
+/// [`eight_digits`] does, padded with leading '0's.
+#[inline(always)]
+fn port_tail(id: &[u8]) -> Option<(usize, u16)> {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    let n = id.len();
+    if n < 8 {
+        let tail = n.saturating_sub(6);
+        let q = tail + id[tail..].iter().rposition(|&c| c == b'_')?;
+        return Some((q, decimal_port(&id[q + 1..])?));
+    }
+    let w = word(id, n - 8);
+    let x = w ^ 0x5f5f_5f5f_5f5f_5f5f;
+    // 0x80 in each byte that is 0 in x (no carries cross bytes: each byte's low seven
+    // bits plus 0x7f stay within it).
+    let unders = !(((x & LOW7) + LOW7) | x | LOW7) & 0x8080_8080_8080_0000;
+    if unders == 0 {
+        return None;
+    }
+    let j = (63 - unders.leading_zeros() as usize) / 8;
+    let p = 7 - j;
+    if p == 0 {
+        return None;
+    }
+    let digits = w >> (8 * (j + 1));
+    let mask = (1u64 << (8 * p)) - 1;
+    let zeros = ZEROS & mask;
+    if digits & HIGH != zeros
+        || digits.wrapping_add(0x0606_0606_0606_0606) & HIGH & mask != zeros
+        || (p > 1 && digits & 0xff == u64::from(b'0'))
+    {
+        return None;
+    }
+    let v = eight_digits(digits << (8 * (8 - p)) | ZEROS >> (8 * p))?;
+    Some((n - 1 - p, u16::try_from(v).ok()?))
+}
+
 /// The form of `id` given the client's first instance: derived when the id is exactly
 /// what the replica will rebuild from it. A connection id is read from its end: the port
 /// after the last `_` (within the last six bytes), the instance's ip before it (compared
@@ -189,15 +230,7 @@ pub fn id_form(id: &str, first: &Instance) -> IdForm {
     // Connection: `<millis>_<ip>_<port>`, millis and port in decimal (at most 19 digits
     // of millis, as `decimal_bytes` reads them). A port has no `_`: the last one ends
     // the ip.
-    let tail = n.saturating_sub(6);
-    let Some(q) = id[tail..]
-        .iter()
-        .rposition(|&c| c == b'_')
-        .map(|k| tail + k)
-    else {
-        return IdForm::String;
-    };
-    let Some(port) = decimal_port(&id[q + 1..]) else {
+    let Some((q, port)) = port_tail(id) else {
         return IdForm::String;
     };
     let Some(m) = q.checked_sub(ip.len() + 1) else {
@@ -413,9 +446,20 @@ mod tests {
         ];
         let mut ids: Vec<String> = Vec::new();
         for ip in ips {
-            for port in [
+            // And tails with the bytes a word-at-a-time reading could mistake: '^' ('_' ^
+            // 1), '/' and ':' (either side of the digits), bytes that overflow when added
+            // to, multi-byte UTF-8.
+            let tricky = [
+                "00", "^1", "1^", "_^", "^_1", "9/", "/9", ":1", "1:", "1é", "é1",
+            ];
+            let plain = [
                 "8080", "1", "0", "65535", "65536", "080", "", "99999", "x", "_1", "1_", "123456",
-            ] {
+            ];
+            for port in plain
+                .into_iter()
+                .chain(tricky)
+                .chain(["\u{7f}1", "6553\u{ff}"])
+            {
                 ids.push(format!("{ip}:{port}#true"));
                 ids.push(format!("{ip}:{port}#false"));
                 for millis in [

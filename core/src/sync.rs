@@ -63,6 +63,22 @@ impl Mix {
     fn slot(self, hash: u64) -> u64 {
         mix64(self.0 ^ hash)
     }
+
+    /// An id's stable hash with its table hash, mixed once for all of its peers' queues.
+    #[inline]
+    fn keys(self, hash: u64) -> Keys {
+        Keys {
+            hash,
+            slot: self.slot(hash),
+        }
+    }
+}
+
+/// An id's stable hash and its table hash ([`Mix::slot`] of it).
+#[derive(Clone, Copy)]
+struct Keys {
+    hash: u64,
+    slot: u64,
 }
 
 struct Stripe {
@@ -87,13 +103,23 @@ impl Stripe {
         }
     }
 
-    fn schedule(&mut self, mix: Mix, hash: u64, id: &ClientId, due: Millis, regular: bool) -> bool {
-        let slot = self.pending.entry(
-            mix.slot(hash),
+    /// Schedules `id` (of `keys`) at `due`; whether it was not pending before.
+    fn schedule(
+        &mut self,
+        mix: Mix,
+        keys: Keys,
+        id: &ClientId,
+        due: Millis,
+        regular: bool,
+    ) -> bool {
+        debug_assert_eq!(keys.slot, mix.slot(keys.hash));
+        let hash = keys.hash;
+        let entry = self.pending.entry(
+            keys.slot,
             |p| p.hash == hash && p.id == *id,
             |p| mix.slot(p.hash),
         );
-        match slot {
+        match entry {
             Slot::Occupied(mut o) => {
                 let p = o.get_mut();
                 if p.due > due {
@@ -242,9 +268,10 @@ impl SyncScheduler {
         now: Millis,
     ) {
         let hash = Self::hash(id);
+        let keys = self.mix.keys(hash);
         let due = now.saturating_add(self.delay);
         for peer in peers {
-            self.schedule_hashed(peer, hash, id, due, true);
+            self.schedule_keyed(peer, keys, id, due, true);
         }
     }
 
@@ -254,10 +281,15 @@ impl SyncScheduler {
     }
 
     fn schedule_hashed(&self, peer: usize, hash: u64, id: &ClientId, due: Millis, regular: bool) {
+        self.schedule_keyed(peer, self.mix.keys(hash), id, due, regular);
+    }
+
+    /// [`Self::schedule_hashed`] with the table hash computed too (once for all peers).
+    fn schedule_keyed(&self, peer: usize, keys: Keys, id: &ClientId, due: Millis, regular: bool) {
         let q = &self.peers[peer];
-        let scheduled = q.stripes[stripe_of(self.mix.slot(hash))]
+        let scheduled = q.stripes[stripe_of(keys.slot)]
             .lock()
-            .schedule(self.mix, hash, id, due, regular);
+            .schedule(self.mix, keys, id, due, regular);
         if scheduled {
             q.pending.fetch_add(1, Relaxed);
         }
@@ -380,10 +412,10 @@ mod tests {
         // b is given a's hash (b is only ever queued in the fifo, which keeps no id; a heap
         // entry is hashed again from its id).
         let h = stable_hash64(b"a");
-        assert!(stripe.schedule(mix, h, &a, 10, true));
-        assert!(stripe.schedule(mix, h, &b, 20, true));
-        assert!(!stripe.schedule(mix, h, &a, 5, false)); // a earlier: its fifo entry is obsolete
-        assert!(!stripe.schedule(mix, h, &b, 30, true)); // b later: merges, stays due at 20
+        assert!(stripe.schedule(mix, mix.keys(h), &a, 10, true));
+        assert!(stripe.schedule(mix, mix.keys(h), &b, 20, true));
+        assert!(!stripe.schedule(mix, mix.keys(h), &a, 5, false)); // a earlier: its fifo entry is obsolete
+        assert!(!stripe.schedule(mix, mix.keys(h), &b, 30, true)); // b later: merges, stays due at 20
         let mut out = Vec::new();
         stripe.take_due(mix, 9, 10, &mut out);
         assert_eq!(

@@ -83,7 +83,6 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Builds the tables while records are written to their own buffer.
-#[derive(Default)]
 struct Encoder<'a> {
     strings: HashMap<&'a str, u32, Fast>,
     lens: Vec<u8>,
@@ -93,9 +92,13 @@ struct Encoder<'a> {
     /// store holds each distinct map once, so this finds a map without hashing its pairs
     /// (two copies of one map, if ever, are two table entries: larger, not wrong).
     maps: HashMap<usize, u32, Fast>,
+    /// The maps looked up lately, in front of `maps`.
+    recent_maps: AddrMemo,
     map_bytes: Vec<u8>,
     /// Services by the address of their interned key (likewise).
     services: HashMap<usize, u32, Fast>,
+    /// The services looked up lately, in front of `services`.
+    recent_services: AddrMemo,
     service_bytes: Vec<u8>,
     records: Vec<u8>,
     n_records: u32,
@@ -103,12 +106,55 @@ struct Encoder<'a> {
     base: u64,
     /// Owners' string indices by member index.
     owners: Vec<u32>,
-    /// The last service looked up (a batch is mostly runs of one), by the address of its
-    /// interned key.
-    last_service: Option<(*const u8, u32)>,
     /// The last namespace, group and cluster looked up (nearly all are one of each), by
     /// the address and length of their interned text.
     last_names: [Option<(*const u8, usize, u32)>; 3],
+}
+
+/// A direct-mapped memo of table indices by the address they are keyed by (a service's
+/// interned key, a metadata map's storage): a multiplication and one comparison find an
+/// index looked up before, where a hash map costs several times that. A slot holds the
+/// last address that mapped to it; a miss (an address not seen, or displaced) falls back
+/// to the table's map. Sized by the batch (16 slots for a record or two, 256 from 128
+/// records on), so a small batch does not allocate and fill a large one; free slots hold
+/// [`FREE`], an address nothing is stored at.
+struct AddrMemo {
+    slots: Box<[(usize, u32)]>,
+    /// log2 of the slot count.
+    bits: u32,
+}
+
+/// The address of a free memo slot.
+const FREE: usize = usize::MAX;
+
+impl AddrMemo {
+    /// A memo for a batch of `records` records: twice as many slots, 16 to 256.
+    fn for_records(records: usize) -> Self {
+        let n = (2 * records).next_power_of_two().clamp(16, 256);
+        Self {
+            slots: vec![(FREE, 0); n].into_boxed_slice(),
+            bits: n.trailing_zeros(),
+        }
+    }
+
+    /// The slot of `addr`: the top bits of a multiplicative hash (Fibonacci hashing).
+    #[inline(always)]
+    fn slot(&self, addr: usize) -> usize {
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
+    }
+
+    #[inline(always)]
+    fn get(&self, addr: usize) -> Option<u32> {
+        debug_assert_ne!(addr, FREE);
+        let (a, i) = self.slots[self.slot(addr)];
+        (a == addr).then_some(i)
+    }
+
+    #[inline(always)]
+    fn set(&mut self, addr: usize, i: u32) {
+        let at = self.slot(addr);
+        self.slots[at] = (addr, i);
+    }
 }
 
 /// [`Encoder::last_names`] slots.
@@ -124,10 +170,19 @@ impl<'a> Encoder<'a> {
         Self {
             base,
             strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
-            services: HashMap::with_capacity_and_hasher(services, Fast::default()),
+            lens: Vec::new(),
+            n_strings: 0,
+            blob: Vec::new(),
             maps: HashMap::with_capacity_and_hasher(32, Fast::default()),
+            recent_maps: AddrMemo::for_records(records),
+            map_bytes: Vec::new(),
+            services: HashMap::with_capacity_and_hasher(services, Fast::default()),
+            recent_services: AddrMemo::for_records(records),
+            service_bytes: Vec::new(),
             records: Vec::with_capacity(records * 40),
-            ..Self::default()
+            n_records: 0,
+            owners: Vec::new(),
+            last_names: [None; 3],
         }
     }
 
@@ -148,9 +203,20 @@ impl<'a> Encoder<'a> {
         i
     }
 
+    /// The index of a metadata map: [`AddrMemo`] first, the table's map on a miss.
+    #[inline(always)]
     fn map(&mut self, m: &'a Metadata) -> u32 {
         let key = m.storage_key();
+        match self.recent_maps.get(key) {
+            Some(i) => i,
+            None => self.map_slow(key, m),
+        }
+    }
+
+    #[inline(never)]
+    fn map_slow(&mut self, key: usize, m: &'a Metadata) -> u32 {
         if let Some(&i) = self.maps.get(&key) {
+            self.recent_maps.set(key, i);
             return i;
         }
         let i = self.maps.len() as u32;
@@ -162,17 +228,23 @@ impl<'a> Encoder<'a> {
         }
         self.map_bytes = b;
         self.maps.insert(key, i);
+        self.recent_maps.set(key, i);
         i
     }
 
+    /// The index of a service: [`AddrMemo`] first, the table's map on a miss.
+    #[inline(always)]
     fn service(&mut self, s: &'a Service) -> u32 {
-        let key = s.key().as_str();
-        if let Some((p, i)) = self.last_service
-            && p == key.as_ptr()
-        {
-            return i;
+        let key = s.key().as_str().as_ptr() as usize;
+        match self.recent_services.get(key) {
+            Some(i) => i,
+            None => self.service_slow(key, s),
         }
-        let i = match self.services.get(&(key.as_ptr() as usize)) {
+    }
+
+    #[inline(never)]
+    fn service_slow(&mut self, key: usize, s: &'a Service) -> u32 {
+        let i = match self.services.get(&key) {
             Some(&i) => i,
             None => {
                 let i = self.services.len() as u32;
@@ -184,11 +256,11 @@ impl<'a> Encoder<'a> {
                 for p in parts {
                     put_varint(&mut self.service_bytes, u64::from(p));
                 }
-                self.services.insert(key.as_ptr() as usize, i);
+                self.services.insert(key, i);
                 i
             }
         };
-        self.last_service = Some((key.as_ptr(), i));
+        self.recent_services.set(key, i);
         i
     }
 
@@ -335,12 +407,19 @@ impl<'a> Encoder<'a> {
     }
 
     fn finish(self) -> Vec<u8> {
+        let (mut out, records) = self.finish_parts();
+        out.extend_from_slice(&records);
+        out
+    }
+
+    /// The encoded batch in two parts, to be sent one after the other: its head and
+    /// tables, and its records (as written: not copied).
+    fn finish_parts(self) -> (Vec<u8>, Vec<u8>) {
         let mut out = Vec::with_capacity(
             32 + self.lens.len()
                 + self.blob.len()
                 + self.map_bytes.len()
-                + self.service_bytes.len()
-                + self.records.len(),
+                + self.service_bytes.len(),
         );
         out.push(VERSION);
         put_varint(&mut out, u64::from(self.n_records));
@@ -352,8 +431,7 @@ impl<'a> Encoder<'a> {
         out.extend_from_slice(&self.map_bytes);
         put_varint(&mut out, self.services.len() as u64);
         out.extend_from_slice(&self.service_bytes);
-        out.extend_from_slice(&self.records);
-        out
+        (out, self.records)
     }
 }
 
@@ -363,6 +441,15 @@ fn lowest_logical(revisions: impl Iterator<Item = Revision>) -> u64 {
 
 /// Encodes the changes of a sync batch of `node`.
 pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
+    let (mut out, records) = encode_changes_parts(node, changes);
+    out.extend_from_slice(&records);
+    out
+}
+
+/// [`encode_changes`] in two parts, the batch being their concatenation: its head and
+/// tables, then its records (which a message writes after the first part, without
+/// copying them behind it first).
+pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, Vec<u8>) {
     let base = lowest_logical(changes.iter().map(ClientChange::revision));
     let mut e = Encoder::new(base, changes.len());
     for c in changes {
@@ -372,7 +459,7 @@ pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
             ClientChange::Delete { id, revision } => e.deletion(id, *revision),
         }
     }
-    e.finish()
+    e.finish_parts()
 }
 
 /// Encodes the records of a snapshot chunk of `node`.

@@ -200,20 +200,35 @@ pub struct SyncRequest {
     outgoing: Option<(Arc<Node>, SyncBatch)>,
     /// Decoded: each change's bytes, parsed by [`decode_change`].
     pub changes: Vec<Bytes>,
-    /// The changes in the compact layout ([`compact`]), field 3.
+    /// The changes in the compact layout ([`compact`]), field 3, as decoded or given to
+    /// [`SyncRequest::from_compact`] (`None` in a request built by [`SyncRequest::new`],
+    /// which holds them in two parts).
     pub compact: Option<Bytes>,
+    /// To encode: field 3 in two parts as the encoder left them (its head and tables,
+    /// then its records), written one after the other into the message's buffer: the
+    /// records are copied once, not first behind the tables and then into the message.
+    compact_parts: Option<[Bytes; 2]>,
 }
 
 impl SyncRequest {
     /// A request carrying `batch` of `node`, in the compact layout.
     pub fn new(node: &Node, batch: &SyncBatch) -> Self {
         let from = node.members().addr(node.me()).to_string();
-        let compact = compact::encode_changes(node, &batch.changes);
+        let (head, records) = compact::encode_changes_parts(node, &batch.changes);
         Self {
             from,
-            outgoing: None,
-            changes: Vec::new(),
-            compact: Some(Bytes::from(compact)),
+            compact_parts: Some([Bytes::from(head), Bytes::from(records)]),
+            ..Self::default()
+        }
+    }
+
+    /// The compact changes, in one piece (field 3 as it is on the wire): a copy of the
+    /// two parts for a request built by [`SyncRequest::new`] (decoded locally only in
+    /// tests and tools).
+    fn compact_bytes(&self) -> Option<Bytes> {
+        match &self.compact_parts {
+            Some([a, b]) => Some(Bytes::from([&a[..], &b[..]].concat())),
+            None => self.compact.clone(),
         }
     }
 
@@ -231,8 +246,7 @@ impl SyncRequest {
         Self {
             from,
             outgoing: Some((node, batch)),
-            changes: Vec::new(),
-            compact: None,
+            ..Self::default()
         }
     }
 
@@ -240,9 +254,8 @@ impl SyncRequest {
     pub fn from_compact(from: String, compact: Bytes) -> Self {
         Self {
             from,
-            outgoing: None,
-            changes: Vec::new(),
             compact: Some(compact),
+            ..Self::default()
         }
     }
 
@@ -250,7 +263,7 @@ impl SyncRequest {
     /// for [`Node::handle_sync`].
     pub fn decode_batch(&self, node: &Node) -> Result<Decoded, WireError> {
         let mut out = Decoded::default();
-        if let Some(c) = &self.compact {
+        if let Some(c) = &self.compact_bytes() {
             compact::decode_into(node, c, &mut out)?;
         }
         for c in &self.changes {
@@ -268,9 +281,8 @@ impl SyncRequest {
     pub fn from_raw(from: String, changes: Vec<Bytes>) -> Self {
         Self {
             from,
-            outgoing: None,
             changes,
-            compact: None,
+            ..Self::default()
         }
     }
 }
@@ -294,7 +306,7 @@ impl PartialEq for SyncRequest {
     fn eq(&self, other: &Self) -> bool {
         self.from == other.from
             && self.changes == other.changes
-            && self.compact == other.compact
+            && self.compact_bytes() == other.compact_bytes()
             && self.outgoing.is_none()
             && other.outgoing.is_none()
     }
@@ -314,6 +326,11 @@ impl prost::Message for SyncRequest {
         }
         if let Some(c) = &self.compact {
             put_bytes_field(3, c, buf);
+        }
+        if let Some([a, b]) = &self.compact_parts {
+            put_nested(3, a.len() + b.len(), buf);
+            buf.put_slice(a);
+            buf.put_slice(b);
         }
     }
 
@@ -357,6 +374,10 @@ impl prost::Message for SyncRequest {
             .map(|c| nested_len(2, c.len()))
             .sum::<usize>()
             + self.compact.as_ref().map_or(0, |c| nested_len(3, c.len()))
+            + self
+                .compact_parts
+                .as_ref()
+                .map_or(0, |[a, b]| nested_len(3, a.len() + b.len()))
     }
 
     fn clear(&mut self) {

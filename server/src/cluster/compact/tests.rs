@@ -7,6 +7,7 @@ use distro_core::compact_form::{canonical_ipv4, decimal_bytes};
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::{Command, Config, MemberList, SnapshotCursor};
 use prost::Message as _;
+use prost::bytes::Bytes;
 use std::sync::Arc;
 
 fn members() -> Vec<String> {
@@ -124,7 +125,12 @@ fn a_batch_round_trips_through_the_compact_layout() {
     );
     let wire = msg.encode_to_vec();
     assert_eq!(wire.len(), msg.encoded_len());
+    // Written in two parts, the same bytes as the batch in one piece.
+    let whole = SyncRequest::from_compact(msg.from.clone(), Bytes::from(bytes));
+    assert_eq!(wire, whole.encode_to_vec());
+    assert_eq!(msg, whole);
     let back = SyncRequest::decode(&wire[..]).expect("decodes");
+    assert_eq!(back, msg);
     assert_eq!(back.decode_changes(&replica).expect("valid"), changes);
     // A snapshot chunk likewise.
     let chunk = owner.snapshot_chunk(SnapshotCursor::default());
@@ -516,4 +522,59 @@ fn a_table_service_is_checked_unless_the_registry_holds_it() {
     // Defaults applied before the lookup: "" is the public namespace.
     decode_changes(&replica, &table("", "g", "svc")).expect("valid");
     assert!(registry.find_service("public", "g", "svc").is_some());
+}
+
+#[test]
+fn long_records_and_many_services_and_maps_round_trip() {
+    // One client of 40 publications, each a batch of 6 IPv6 instances with metadata (a
+    // record of several kilobytes), and clients alternating between services and maps:
+    // every service and map found again, through the encoder's memo or behind it.
+    let owner = node(0);
+    let big = ClientId::connection(7, "fe80::1", 9);
+    for s in 0..40 {
+        let svc = ServiceSpec::new("", "", &format!("svc-{s}"));
+        let instances: Vec<InstanceSpec> = (0..6)
+            .map(|k| {
+                let mut spec = InstanceSpec::new(&format!("fe80::{:x}", s * 8 + k + 1), 80);
+                spec.metadata = vec![("k".into(), format!("v{}", (s + k) % 5))];
+                spec.weight = 3.0;
+                spec
+            })
+            .collect();
+        owner.register_batch(&big, &svc, &instances, 10).unwrap();
+    }
+    for c in 0..30u16 {
+        let svc = ServiceSpec::new("", "", &format!("svc-{}", c % 7));
+        let mut spec = InstanceSpec::new("10.1.0.1", 7000 + c);
+        spec.metadata = vec![("m".into(), format!("{}", c % 4))];
+        owner
+            .register(
+                &ClientId::connection(9, "10.1.0.1", 7000 + c),
+                &svc,
+                &spec,
+                10,
+            )
+            .unwrap();
+    }
+    let batch = owner
+        .tick(20)
+        .into_iter()
+        .find_map(Command::into_sync_batch)
+        .expect("a batch");
+    assert_eq!(batch.changes.len(), 31);
+    let replica = node(1);
+    let bytes = encode_changes(&owner, &batch.changes);
+    assert_eq!(
+        decode_changes(&replica, &bytes).expect("decodes"),
+        batch.changes
+    );
+    // The big client alone: a batch of one record with 40 services.
+    let one = [batch
+        .changes
+        .iter()
+        .find(|c| c.id().as_str() == big.as_str())
+        .expect("sent")
+        .clone()];
+    let bytes = encode_changes(&owner, &one);
+    assert_eq!(decode_changes(&replica, &bytes).expect("decodes"), one);
 }
