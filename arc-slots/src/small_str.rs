@@ -93,6 +93,25 @@ impl SmallStr {
         }
     }
 
+    /// The string of the first `len` bytes of `bytes` when every one of the 15 bytes is
+    /// ASCII (and `len` at most 15), checked as two overlapping words, not byte by byte:
+    /// for text built in a buffer (an address written from its octets), without the
+    /// UTF-8 validation a `str` would need first. `None` otherwise.
+    #[inline]
+    pub fn from_ascii(bytes: [u8; INLINE], len: usize) -> Option<Self> {
+        let word = |at: usize| {
+            u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 of the 15 bytes"))
+        };
+        if len > INLINE || (word(0) | word(INLINE - 8)) & 0x8080_8080_8080_8080 != 0 {
+            return None;
+        }
+        // The bytes past `len` are held but never read (the text is the first `len`).
+        Some(SmallStr(Repr::Inline(Inline {
+            len: Len::ALL[len],
+            bytes,
+        })))
+    }
+
     /// The text.
     #[inline]
     pub fn as_str(&self) -> &str {
@@ -101,7 +120,8 @@ impl SmallStr {
                 let bytes = &i.bytes[..i.len as usize];
                 #[allow(unsafe_code)]
                 // SAFETY: `new` copied these bytes from a whole `str` (all of its
-                // `len` bytes), so they are valid UTF-8; they never change after.
+                // `len` bytes), and `from_ascii` only ASCII bytes, so they are valid
+                // UTF-8; they never change after.
                 unsafe {
                     std::str::from_utf8_unchecked(bytes)
                 }
@@ -244,5 +264,33 @@ mod tests {
         assert!(SmallStr::new("fe80::1:2:3:4:5:6") == "fe80::1:2:3:4:5:6");
         assert_ne!(SmallStr::new("10.0.0.1"), SmallStr::new("10.0.0.10"));
         assert_eq!(SmallStr::default(), "");
+    }
+
+    #[test]
+    fn from_ascii_takes_the_first_bytes_of_an_all_ascii_buffer_only() {
+        let mut b = *b"10.0.0.1\0\0\0\0\0\0x";
+        for len in 0..=15 {
+            let s = SmallStr::from_ascii(b, len).expect("ASCII");
+            assert_eq!(s.as_str().as_bytes(), &b[..len]);
+            assert!(s.is_inline());
+            assert_eq!(
+                s,
+                SmallStr::new(std::str::from_utf8(&b[..len]).expect("ASCII"))
+            );
+        }
+        assert!(
+            SmallStr::from_ascii(b, 16).is_none(),
+            "longer than the buffer"
+        );
+        // A byte outside ASCII anywhere in the buffer, inside the text or past it, is
+        // refused (each of the two overlapping words).
+        for at in [0, 6, 7, 8, 14] {
+            let mut bad = b;
+            bad[at] = 0xc3;
+            assert!(SmallStr::from_ascii(bad, 15).is_none(), "byte {at}");
+            assert!(SmallStr::from_ascii(bad, 1).is_none(), "byte {at}");
+        }
+        b[14] = b'9';
+        assert_eq!(SmallStr::from_ascii(b, 15).expect("ASCII").len(), 15);
     }
 }

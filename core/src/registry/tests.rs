@@ -447,7 +447,9 @@ fn replica_state(r: &Registry) -> (Vec<ShardDigest>, RegistryStats, Vec<(String,
 
 #[test]
 fn applying_grouped_by_shard_decides_as_one_by_one() {
-    for seed in 0..20 {
+    // Batches of 100 changes over 16 shards are grouped by shard, of 10 applied in order
+    // (see `GROUPED_PER_SHARD`): both decide as one by one.
+    for (seed, size) in (0..20).flat_map(|s| [(s, 100), (s, 10)]) {
         let (one, many) = (reg(), reg());
         let changes = replica_changes(&one, seed);
         let (mut applied, mut stale) = (0, 0);
@@ -465,7 +467,7 @@ fn applying_grouped_by_shard_decides_as_one_by_one() {
             }
         }
         let mut counts = ApplyCounts::default();
-        for batch in changes.chunks(100) {
+        for batch in changes.chunks(size) {
             let c = many.apply_many(batch.iter().map(as_replica), 5);
             counts.applied += c.applied;
             counts.stale += c.stale;
@@ -473,9 +475,13 @@ fn applying_grouped_by_shard_decides_as_one_by_one() {
         assert_eq!(
             (counts.applied, counts.stale),
             (applied, stale),
-            "seed {seed}"
+            "seed {seed}, batches of {size}"
         );
-        assert_eq!(replica_state(&many), replica_state(&one), "seed {seed}");
+        assert_eq!(
+            replica_state(&many),
+            replica_state(&one),
+            "seed {seed}, batches of {size}"
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! length, count and index checked before use, into a [`Decoded`] the core applies
 //! borrowed.
 
-use super::text::{ipv4_text, push_decimal};
+use super::text::{IdBuf, ipv4_text, push_decimal};
 use super::{
     CUSTOM_ID, DELETION, ENABLED, FLOOR_SHIFT, HEALTHY, ID_CONNECTION, ID_STRING, IPV4, IPV6,
     MEMBER_BITS, METADATA, VERSION, WEIGHT, malformed,
@@ -74,7 +74,35 @@ impl<'a> Reader<'a> {
             self.at += 1;
             return Ok(u64::from(b));
         }
-        self.varint_long(what)
+        self.varint_multi(what)
+    }
+    /// A varint of more than one byte: as one word when it can be, else byte by byte.
+    #[inline(never)]
+    fn varint_multi(&mut self, what: &str) -> Result<u64, WireError> {
+        match self.varint_word() {
+            Some(v) => Ok(v),
+            None => self.varint_long(what),
+        }
+    }
+    /// A varint of 2 to 8 bytes read as one word when eight bytes are left: its length
+    /// from the first byte without the continuation bit, its 7-bit groups packed by
+    /// halving the lanes three times (the value [`Reader::varint_long`] reads).
+    #[inline]
+    fn varint_word(&mut self) -> Option<u64> {
+        let w = self.b.get(self.at..self.at + 8)?;
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        let ends = !w & 0x8080_8080_8080_8080;
+        if ends == 0 {
+            return None;
+        }
+        // The last byte's continuation bit is bit 8n - 1 of the word.
+        let n = (ends.trailing_zeros() / 8 + 1) as usize;
+        let x = if n == 8 { w } else { w & ((1 << (8 * n)) - 1) };
+        let x = (x & 0x007f_007f_007f_007f) | (x & 0x7f00_7f00_7f00_7f00) >> 1;
+        let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x3fff_0000_3fff_0000) >> 2;
+        let x = (x & 0x0000_0000_0fff_ffff) | (x & 0x0fff_ffff_0000_0000) >> 4;
+        self.at += n;
+        Some(x)
     }
     fn varint_long(&mut self, what: &str) -> Result<u64, WireError> {
         let at = self.at;
@@ -461,18 +489,59 @@ fn publications(
 // control character.
 const _: () = assert!(20 + 1 + MAX_IP_LEN + 1 + 5 <= MAX_CLIENT_ID_LEN);
 
-/// Writes the id derived from the record's first instance (`write`) onto `ids`.
+/// `#true`, the end of an ip:port client's id, as the low bytes of a word.
+const TRUE: u64 = u64::from_le_bytes(*b"#true\0\0\0");
+
+/// Writes the id derived from the record's first instance onto `ids`: a connection
+/// client's (`<millis>_<ip>_<port>`, millis and port from the record) or an ip:port
+/// client's (`<ip>:<port>#true`). Built on the stack with word stores, then copied once
+/// (an ip longer than [`IdBuf::MAX_IP`], a host name, piece by piece).
 fn derived_id(
     ids: &mut Vec<u8>,
     publications: &[Arc<Publication>],
     at: usize,
-    write: impl FnOnce(&mut Vec<u8>, &Instance),
+    connection: Option<(u64, u16)>,
 ) -> Result<(), WireError> {
     let Some(first) = publications.first().and_then(|p| p.instances.first()) else {
         return Err(malformed(at, "a derived client id without an instance"));
     };
     let start = ids.len();
-    write(ids, first);
+    let ip = first.ip.as_bytes();
+    if ip.len() <= IdBuf::MAX_IP {
+        let mut b = IdBuf::new();
+        match connection {
+            Some((millis, port)) => {
+                b.decimal(millis);
+                b.byte(b'_');
+                b.text(ip);
+                b.byte(b'_');
+                b.decimal(u64::from(port));
+            }
+            None => {
+                b.text(ip);
+                b.byte(b':');
+                b.decimal(u64::from(first.port));
+                b.word(TRUE, 5);
+            }
+        }
+        ids.extend_from_slice(b.as_bytes());
+    } else {
+        match connection {
+            Some((millis, port)) => {
+                push_decimal(ids, millis);
+                ids.push(b'_');
+                ids.extend_from_slice(ip);
+                ids.push(b'_');
+                push_decimal(ids, u64::from(port));
+            }
+            None => {
+                ids.extend_from_slice(ip);
+                ids.push(b':');
+                push_decimal(ids, u64::from(first.port));
+                ids.extend_from_slice(b"#true");
+            }
+        }
+    }
     debug_assert!(
         std::str::from_utf8(&ids[start..]).is_ok_and(|s| ClientId::check(s).is_ok()),
         "a derived id is valid by construction"
@@ -660,21 +729,8 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
         let pubs_start = out.publications.len();
         publications(node, &mut t, &mut r, out)?;
         let pubs = &out.publications[pubs_start..];
-        match (form, connection) {
-            (ID_STRING, _) => {}
-            (_, Some((millis, port))) => derived_id(&mut ids, pubs, at, |s, i| {
-                push_decimal(s, millis);
-                s.push(b'_');
-                s.extend_from_slice(i.ip.as_bytes());
-                s.push(b'_');
-                push_decimal(s, u64::from(port));
-            })?,
-            _ => derived_id(&mut ids, pubs, at, |s, i| {
-                s.extend_from_slice(i.ip.as_bytes());
-                s.push(b':');
-                push_decimal(s, u64::from(i.port));
-                s.extend_from_slice(b"#true");
-            })?,
+        if form != ID_STRING {
+            derived_id(&mut ids, pubs, at, connection)?;
         }
         debug_assert!(ids.len() > id_start);
         out.end_record(ids.len(), revision, Some(owner));
@@ -725,6 +781,12 @@ mod tests {
             128,
             300,
             1 << 35,
+            // Seven and eight bytes (the widest read as one word), then nine.
+            1 << 48,
+            (1 << 49) - 1,
+            1 << 55,
+            (1 << 56) - 1,
+            1 << 56,
             (1 << 63) - 1,
             1 << 63,
             u64::MAX,

@@ -1,6 +1,6 @@
 //! Unit tests of `compact`.
 
-use super::text::{ipv4_text, push_decimal};
+use super::text::{IdBuf, ipv4_text, push_decimal};
 use super::*;
 use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
 use distro_core::compact_form::{canonical_ipv4, decimal_bytes};
@@ -350,6 +350,46 @@ fn an_ipv4_is_packed_only_in_its_one_written_form() {
         let mut s = b"x".to_vec();
         push_decimal(&mut s, v);
         assert_eq!(s, format!("x{v}").into_bytes());
+    }
+}
+
+/// The stack buffer of derived ids writes decimals as `format!` does on both sides of
+/// every width boundary (one word, two words, the long form), and texts of every length
+/// it takes, each piece right after the last.
+#[test]
+fn id_buffer_writes_decimals_and_texts_as_format_does() {
+    let mut values = vec![0, 1, 9, u64::MAX, u64::MAX - 1];
+    for d in 1..20 {
+        let p = 10u64.pow(d);
+        values.extend([p - 1, p, p + 1, p / 3 * 2]);
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..2_000 {
+        x = distro_core::hash::mix64(x);
+        values.push(x >> (x % 64));
+    }
+    for v in values {
+        let mut b = IdBuf::new();
+        b.byte(b'<');
+        b.decimal(v);
+        b.byte(b'_');
+        b.decimal(v % 65_536);
+        b.byte(b'>');
+        let want = format!("<{v}_{}>", v % 65_536);
+        assert_eq!(b.as_bytes(), want.as_bytes(), "{v}");
+    }
+    let text = "0123456789abcdefghijklmnopqrstuvwxyz.:-_";
+    assert_eq!(text.len(), IdBuf::MAX_IP);
+    for n in 0..=IdBuf::MAX_IP {
+        let mut b = IdBuf::new();
+        b.decimal(1_733_000_000_000);
+        b.byte(b'_');
+        b.text(&text.as_bytes()[..n]);
+        b.byte(b'_');
+        b.decimal(65_535);
+        b.word(u64::from_le_bytes(*b"#true\0\0\0"), 5);
+        let want = format!("1733000000000_{}_65535#true", &text[..n]);
+        assert_eq!(b.as_bytes(), want.as_bytes(), "{n}");
     }
 }
 

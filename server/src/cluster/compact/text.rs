@@ -12,6 +12,120 @@ pub(super) fn push_decimal(s: &mut Vec<u8>, v: u64) {
     s.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// The eight decimal digits of `x` (below 10^8, zero-padded), leading digit in the low
+/// byte, as digit values 0..=9 (not yet ASCII): all eight at once in one word, by
+/// halving the lanes twice (SWAR: a 4-digit half per 32-bit lane, then 2 digits per
+/// 16-bit lane, then one per byte; each division by 100 or 10 a multiplication that is
+/// exact over its lane's range and does not spill into the next lane).
+#[inline]
+fn eight_digits(x: u32) -> u64 {
+    debug_assert!(x < 100_000_000);
+    let x = u64::from(x);
+    // Lanes of 32 bits: the first four digits, the last four.
+    let z = (x / 10_000) | ((x % 10_000) << 32);
+    // Each lane below 10^4: its hundreds by `* 10486 >> 20` (exact below 43,699).
+    let hundreds = ((z * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    let z = hundreds | (z - hundreds * 100) << 16;
+    // Each 16-bit lane below 100: its tens by `* 103 >> 10` (exact below 179).
+    let tens = ((z * 103) >> 10) & 0x000f_000f_000f_000f;
+    tens | (z - tens * 10) << 8
+}
+
+/// The decimal form of `x` (below 10^8) as `format!` writes it: the digits in the low
+/// bytes of the word (to be stored little-endian) and their number.
+#[inline]
+fn decimal_word(x: u32) -> (u64, usize) {
+    let d = eight_digits(x);
+    // Leading zeros are the low zero bytes of the digit values (one digit kept for 0).
+    let zeros = ((d | 1 << 56).trailing_zeros() / 8) as usize;
+    ((d | 0x3030_3030_3030_3030) >> (8 * zeros), 8 - zeros)
+}
+
+/// A text of at most [`IdBuf::CAP`] bytes built on the stack with fixed-width stores (no
+/// call to copy a piece; each store writes a whole word, and the length then moves by
+/// the piece's length).
+pub(super) struct IdBuf {
+    b: [u8; IdBuf::CAP + 8],
+    n: usize,
+}
+
+impl IdBuf {
+    /// The longest text the buffer takes: a derived id whose ip is at most
+    /// [`IdBuf::MAX_IP`] bytes.
+    pub(super) const CAP: usize = 20 + 1 + IdBuf::MAX_IP + 1 + 5 + 6;
+    /// The longest ip it takes (longer ones are written another way by the caller).
+    pub(super) const MAX_IP: usize = 40;
+
+    #[inline]
+    pub(super) fn new() -> Self {
+        Self {
+            b: [0; IdBuf::CAP + 8],
+            n: 0,
+        }
+    }
+
+    /// The word `w`'s low `len` bytes (stored little-endian; the rest of the word is
+    /// overwritten by what follows, or not part of the text).
+    #[inline]
+    pub(super) fn word(&mut self, w: u64, len: usize) {
+        self.b[self.n..self.n + 8].copy_from_slice(&w.to_le_bytes());
+        self.n += len;
+    }
+
+    #[inline]
+    pub(super) fn byte(&mut self, c: u8) {
+        self.b[self.n] = c;
+        self.n += 1;
+    }
+
+    /// `v` in decimal, as `format!` writes it.
+    #[inline(always)]
+    pub(super) fn decimal(&mut self, v: u64) {
+        if v < 100_000_000 {
+            let (w, len) = decimal_word(v as u32);
+            self.word(w, len);
+        } else if v < 10_000_000_000_000_000 {
+            // The high part (below 10^8) as written, then the low eight digits in full.
+            let (w, len) = decimal_word((v / 100_000_000) as u32);
+            self.word(w, len);
+            let low = eight_digits((v % 100_000_000) as u32) | 0x3030_3030_3030_3030;
+            self.word(low, 8);
+        } else {
+            for &c in itoa::Buffer::new().format(v).as_bytes() {
+                self.byte(c);
+            }
+        }
+    }
+
+    /// `s` (at most [`IdBuf::MAX_IP`] bytes): as two overlapping words when it is 8 to
+    /// 16 bytes long (every IPv4 address of 8 bytes or more), byte by byte otherwise.
+    #[inline(always)]
+    pub(super) fn text(&mut self, s: &[u8]) {
+        let n = s.len();
+        assert!(
+            n <= IdBuf::MAX_IP,
+            "an ip of at most {} bytes",
+            IdBuf::MAX_IP
+        );
+        if (8..=16).contains(&n) {
+            let at = self.n;
+            self.b[at..at + 8].copy_from_slice(&s[..8]);
+            self.b[at + n - 8..at + n].copy_from_slice(&s[n - 8..]);
+            self.n += n;
+        } else {
+            for &c in s {
+                self.byte(c);
+            }
+        }
+    }
+
+    /// The bytes written.
+    #[inline]
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
 /// How an ip travels: packed when the text is the address's one canonical form.
 pub(super) enum PackedIp {
     V4([u8; 4]),
@@ -31,11 +145,6 @@ pub(super) fn pack_ip(ip: &str) -> PackedIp {
     }
     PackedIp::Text
 }
-
-/// Sixteen bytes on a word boundary: UTF-8 validation checks such a buffer two words at a
-/// time, where the bytes of a shorter or unaligned one are checked one by one.
-#[repr(align(8))]
-struct Aligned([u8; 16]);
 
 /// Each octet's decimal digits followed by a dot, left-aligned in four bytes, and the
 /// number of digits.
@@ -66,20 +175,20 @@ const OCTETS: [([u8; 4], u8); 256] = {
 
 /// The dotted form of an IPv4 address, written without the formatting machinery (on the
 /// stack, then inline in the string: no allocation): each octet's digits and dot copied
-/// from a table as one four-byte word. The whole zero-padded buffer is validated (in one
-/// step, see [`Aligned`]), then the address's part taken.
+/// from a table as one four-byte word, the text then taken as ASCII (checked as two
+/// words, see [`SmallStr::from_ascii`]) without the last octet's dot.
 pub(super) fn ipv4_text(o: [u8; 4]) -> SmallStr {
-    let mut a = Aligned([0u8; 16]);
+    let mut a = [0u8; 16];
     let mut n = 0;
     for x in o {
         let (d, len) = OCTETS[usize::from(x)];
         // At most 3 × 4 bytes before the last octet: its four bytes fit.
-        a.0[n..n + 4].copy_from_slice(&d);
+        a[n..n + 4].copy_from_slice(&d);
         n += usize::from(len) + 1;
     }
-    let text = std::str::from_utf8(&a.0).expect("digits, dots and zeros");
-    // Without the last octet's dot.
-    SmallStr::new(&text[..n - 1])
+    let text: [u8; 15] = a[..15].try_into().expect("15 of 16 bytes");
+    // At most "255.255.255.255": 15 bytes.
+    SmallStr::from_ascii(text, n - 1).expect("digits, dots and zeros")
 }
 
 // ----- encoding ----------------------------------------------------------------------
