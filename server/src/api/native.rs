@@ -212,10 +212,18 @@ impl RegistryService {
             })
             .collect();
         let elapsed = start.elapsed();
-        // One observation per item, with the batch's latency.
+        // One observation per item, with the batch's latency: counted per outcome first
+        // (a batch's items mostly share one), then one update of the counters per outcome.
+        let mut tally: Vec<(Outcome, u64)> = Vec::with_capacity(1);
         for r in &results {
-            self.metrics
-                .observe("native", op, Outcome::of_code(r.code), elapsed);
+            let o = Outcome::of_code(r.code);
+            match tally.iter_mut().find(|(x, _)| *x == o) {
+                Some((_, n)) => *n += 1,
+                None => tally.push((o, 1)),
+            }
+        }
+        for (o, n) in tally {
+            self.metrics.observe_n("native", op, o, elapsed, n);
         }
         Ok(Response::new(pb::WriteResponse { results }))
     }
