@@ -54,7 +54,7 @@ pub enum Item {
 }
 
 impl Item {
-    fn address(&self) -> Result<(String, u16), ItemResult> {
+    fn address(&self) -> Result<(&str, u16), ItemResult> {
         let (ip, port) = match self {
             Item::Register(_, i) => (&i.ip, i.port),
             Item::Deregister(_, t) | Item::Beat(_, t) => (&t.ip, i64::from(t.port)),
@@ -65,7 +65,15 @@ impl Item {
         let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
             ItemResult::invalid(&format!("invalid port: {port} is outside 1..=65535"))
         })?;
-        Ok((ip.clone(), port))
+        Ok((ip, port))
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Item::Register(..) => Kind::Register,
+            Item::Deregister(..) => Kind::Deregister,
+            Item::Beat(..) => Kind::Beat,
+        }
     }
 
     /// A registration received as protobuf (native API, forwarded writes).
@@ -114,6 +122,14 @@ impl Item {
             Item::Beat(..) => "beat",
         }
     }
+}
+
+/// Which list of a `Peer.Forward` exchange an item travels in.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Register,
+    Deregister,
+    Beat,
 }
 
 /// The answer to one item: a code of [`code`] and, unless it is `OK`, why.
@@ -165,38 +181,46 @@ impl ItemResult {
     }
 }
 
-/// The `Peer.Forward` request of `items` (their addresses checked, so ports fit).
-fn forward_request<'a>(items: impl Iterator<Item = &'a Item>) -> pb::ForwardRequest {
+/// The `Peer.Forward` request of `items` (their addresses checked, so ports fit), their
+/// strings moved into it.
+fn forward_request(items: impl Iterator<Item = Item>) -> pb::ForwardRequest {
     let mut req = pb::ForwardRequest::default();
+    let service = |s: ServiceSpec| {
+        Some(pb::ServiceRef {
+            namespace: s.namespace,
+            group: s.group,
+            name: s.name,
+        })
+    };
     for item in items {
         match item {
-            Item::Register(service, i) => req.registrations.push(pb::Registration {
-                service: Some(wire::service_spec_to_proto(service)),
+            Item::Register(s, i) => req.registrations.push(pb::Registration {
+                service: service(s),
                 instance: Some(pb::Instance {
-                    ip: i.ip.clone(),
                     port: u32::try_from(i.port).unwrap_or_default(),
                     weight: i.weight,
                     healthy: i.healthy,
                     enabled: i.enabled,
-                    cluster: i.cluster.clone(),
-                    metadata: i.metadata.iter().cloned().collect(),
-                    instance_id: i.instance_id.clone().unwrap_or_default(),
+                    metadata: i.metadata.into_iter().collect(),
+                    instance_id: i.instance_id.unwrap_or_default(),
+                    ip: i.ip,
+                    cluster: i.cluster,
                 }),
             }),
-            Item::Deregister(service, t) => req.deregistrations.push(pb::Registration {
-                service: Some(wire::service_spec_to_proto(service)),
+            Item::Deregister(s, t) => req.deregistrations.push(pb::Registration {
+                service: service(s),
                 instance: Some(pb::Instance {
-                    ip: t.ip.clone(),
+                    ip: t.ip,
                     port: t.port,
-                    cluster: t.cluster.clone(),
+                    cluster: t.cluster,
                     ..Default::default()
                 }),
             }),
-            Item::Beat(service, t) => req.beats.push(pb::Beat {
-                service: Some(wire::service_spec_to_proto(service)),
-                ip: t.ip.clone(),
+            Item::Beat(s, t) => req.beats.push(pb::Beat {
+                service: service(s),
+                ip: t.ip,
                 port: t.port,
-                cluster: t.cluster.clone(),
+                cluster: t.cluster,
             }),
         }
     }
@@ -236,24 +260,36 @@ impl Forwarder {
     /// batch per owner, concurrently). Results are in the order of `items`.
     pub async fn apply(&self, items: Vec<Item>) -> Vec<ItemResult> {
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
-        let mut remote: BTreeMap<MemberId, Vec<usize>> = BTreeMap::new();
-        for (i, item) in items.iter().enumerate() {
-            match item.address() {
-                Err(e) => results[i] = Some(e),
-                Ok((ip, port)) => {
-                    let client = ClientId::ip_port(&ip, port);
-                    match self.node.route(routing_key(&client)) {
-                        Route::Local => {
-                            results[i] = Some(self.apply_owned(item, &client, &ip, port));
-                        }
-                        Route::Remote(owner) => remote.entry(owner).or_default().push(i),
+        // Per owner: the items' positions and kinds, and the items themselves.
+        let mut remote: BTreeMap<MemberId, (Vec<(usize, Kind)>, Vec<Item>)> = BTreeMap::new();
+        {
+            // One load of the routing table for the batch (not held across the await).
+            let routes = self.node.routes();
+            for (i, item) in items.into_iter().enumerate() {
+                let owner = match item.address() {
+                    Err(e) => {
+                        results[i] = Some(e);
+                        continue;
                     }
-                }
+                    Ok((ip, port)) => {
+                        let client = ClientId::ip_port(ip, port);
+                        match routes.route(routing_key(&client)) {
+                            Route::Local => {
+                                results[i] = Some(self.apply_owned(&item, &client, ip, port));
+                                continue;
+                            }
+                            Route::Remote(owner) => owner,
+                        }
+                    }
+                };
+                let (idx, batch) = remote.entry(owner).or_default();
+                idx.push((i, item.kind()));
+                batch.push(item);
             }
         }
-        let calls = remote.into_iter().map(|(owner, idx)| {
+        let calls = remote.into_iter().map(|(owner, (idx, batch))| {
             // Only here, on the way to another node, does a write become protobuf.
-            let req = forward_request(idx.iter().map(|&i| &items[i]));
+            let req = forward_request(batch.into_iter());
             async move { (owner, idx, self.peers.forward(owner, req).await) }
         });
         for (owner, idx, res) in futures::future::join_all(calls).await {
@@ -264,11 +300,11 @@ impl Forwarder {
                         resp.deregistrations.into_iter(),
                         resp.beats.into_iter(),
                     );
-                    for i in idx {
-                        let next = match &items[i] {
-                            Item::Register(..) => r.next(),
-                            Item::Deregister(..) => d.next(),
-                            Item::Beat(..) => b.next(),
+                    for (i, kind) in idx {
+                        let next = match kind {
+                            Kind::Register => r.next(),
+                            Kind::Deregister => d.next(),
+                            Kind::Beat => b.next(),
                         };
                         let result = next.map(ItemResult::from_proto).unwrap_or_else(|| {
                             ItemResult::unavailable("the owner's answer had too few results".into())
@@ -281,7 +317,7 @@ impl Forwarder {
                     let addr = self.node.members().addr(owner).to_string();
                     self.metrics
                         .forwarded(Outcome::Unavailable, idx.len() as u64);
-                    for i in idx {
+                    for (i, _) in idx {
                         results[i] = Some(ItemResult::unavailable(format!(
                             "owner {addr} unreachable ({}); retry",
                             status.message()
@@ -298,13 +334,19 @@ impl Forwarder {
 
     /// Applies a forwarded batch: every item must be owned here (never forwarded again).
     pub fn apply_forwarded(&self, req: pb::ForwardRequest) -> pb::ForwardResponse {
+        // One load of the routing table for the batch.
+        let routes = self.node.routes();
         let one = |item: Result<Item, ItemResult>| -> pb::ItemResult {
-            let result = match item.and_then(|item| Ok((item.address()?, item))) {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => return e.into_proto(),
+            };
+            let result = match item.address() {
                 Err(e) => e,
-                Ok(((ip, port), item)) => {
-                    let client = ClientId::ip_port(&ip, port);
-                    match self.node.route(routing_key(&client)) {
-                        Route::Local => self.apply_owned(&item, &client, &ip, port),
+                Ok((ip, port)) => {
+                    let client = ClientId::ip_port(ip, port);
+                    match routes.route(routing_key(&client)) {
+                        Route::Local => self.apply_owned(&item, &client, ip, port),
                         Route::Remote(owner) => {
                             self.metrics.forwarded(Outcome::Misdirected, 1);
                             ItemResult {
