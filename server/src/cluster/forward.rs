@@ -265,22 +265,23 @@ impl Forwarder {
         {
             // One load of the routing table for the batch (not held across the await).
             let routes = self.node.routes();
+            // The routing keys spelled in one buffer: an item forwarded elsewhere needs no
+            // client id here.
+            let mut key = String::new();
             for (i, item) in items.into_iter().enumerate() {
                 let owner = match item.address() {
                     Err(e) => {
                         results[i] = Some(e);
                         continue;
                     }
-                    Ok((ip, port)) => {
-                        let client = ClientId::ip_port(ip, port);
-                        match routes.route(routing_key(&client)) {
-                            Route::Local => {
-                                results[i] = Some(self.apply_owned(&item, &client, ip, port));
-                                continue;
-                            }
-                            Route::Remote(owner) => owner,
+                    Ok((ip, port)) => match routes.route(spell_key(&mut key, ip, port)) {
+                        Route::Local => {
+                            let client = ClientId::ip_port(ip, port);
+                            results[i] = Some(self.apply_owned(&item, &client, ip, port));
+                            continue;
                         }
-                    }
+                        Route::Remote(owner) => owner,
+                    },
                 };
                 let (idx, batch) = remote.entry(owner).or_default();
                 idx.push((i, item.kind()));
@@ -413,9 +414,43 @@ impl Forwarder {
     }
 }
 
+/// `ip:port` spelled into `buf` (reused across a batch): the routing key of
+/// `ClientId::ip_port(ip, port)` ([`routing_key`]) without building the id.
+fn spell_key<'b>(buf: &'b mut String, ip: &str, port: u16) -> &'b str {
+    buf.clear();
+    buf.push_str(ip);
+    buf.push(':');
+    buf.push_str(itoa::Buffer::new().format(port));
+    buf
+}
+
 /// The routing key of `ClientId::ip_port(ip, port)`: `ip:port`, its id without the
 /// `#true` (exactly, even for an address not validated yet).
 fn routing_key(client: &ClientId) -> &str {
     let id = client.as_str();
     id.strip_suffix("#true").unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spelled_key_is_the_client_ids_routing_key() {
+        let mut buf = String::new();
+        for (ip, port) in [
+            ("10.0.0.7", 8080),
+            ("192.168.1.1", 1),
+            ("host.example#true", 65535),
+            ("::1", 80),
+            ("", 7),
+        ] {
+            let id = ClientId::ip_port(ip, port);
+            assert_eq!(
+                spell_key(&mut buf, ip, port),
+                routing_key(&id),
+                "{ip}:{port}"
+            );
+        }
+    }
 }
