@@ -132,6 +132,9 @@ enum Kind {
     Beat = 2,
 }
 
+/// The items forwarded to one owner: their positions in the batch and kinds, and the items.
+type Outgoing = (Vec<(usize, Kind)>, Vec<Item>);
+
 /// The answer to one item: a code of [`code`] and, unless it is `OK`, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemResult {
@@ -272,7 +275,7 @@ impl Forwarder {
     pub async fn apply(&self, items: Vec<Item>) -> Vec<ItemResult> {
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
         // Per owner: the items' positions and kinds, and the items themselves.
-        let mut remote: BTreeMap<MemberId, (Vec<(usize, Kind)>, Vec<Item>)> = BTreeMap::new();
+        let mut remote: BTreeMap<MemberId, Outgoing> = BTreeMap::new();
         {
             // One load of the routing table for the batch (not held across the await).
             let routes = self.node.routes();
