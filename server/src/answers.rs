@@ -144,7 +144,7 @@ impl AnswerCache {
                     match services.try_insert_with(key.into(), Default::default) {
                         Ok(inserted) => inserted.clone(),
                         Err(present) => {
-                            self.entries.fetch_sub(1, Ordering::Relaxed);
+                            self.entries.fetch_sub(1, Ordering::Release);
                             present.clone()
                         }
                     }
@@ -200,7 +200,9 @@ impl AnswerCache {
         slot: &Arc<Mutex<Slot>>,
     ) {
         if let Ok(Some(_)) = services.remove_if(key, |_, v| Arc::ptr_eq(v, slot)) {
-            self.entries.fetch_sub(1, Ordering::Relaxed);
+            // Release, paired with the Acquire in `invalidate`: a change that reads the
+            // count this leaves also sees the removal (on x86 both are plain accesses).
+            self.entries.fetch_sub(1, Ordering::Release);
         }
     }
 
@@ -221,7 +223,9 @@ impl AnswerCache {
 
     fn invalidate(&self, key: &str) {
         fence(Ordering::SeqCst);
-        if self.entries.load(Ordering::Relaxed) == 0 {
+        // Acquire, paired with the Release of the decrements: at 0, every removal that
+        // brought the count there is visible, so no entry is left behind unseen.
+        if self.entries.load(Ordering::Acquire) == 0 {
             return;
         }
         let services = self.services.pin();

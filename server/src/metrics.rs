@@ -46,7 +46,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    /// Every outcome, in declaration order ([`Outcome::index`]).
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::Invalid,
         Outcome::NotFound,
@@ -67,6 +68,11 @@ impl Outcome {
             Outcome::Limited => "limited",
             Outcome::Error => "error",
         }
+    }
+
+    /// The position of the outcome in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// The outcome of an item result code (HTTP-like).
@@ -147,7 +153,7 @@ impl Metrics {
                 .get_or_insert_with((api, op), || Arc::new(OpStat::default()))
                 .clone(),
         };
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
+        let i = outcome.index();
         stat.outcomes[i].fetch_add(n, Relaxed);
         let secs = elapsed.as_secs_f64();
         if let Some(b) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
@@ -160,13 +166,13 @@ impl Metrics {
 
     /// Records `n` forwarded writes with `outcome`.
     pub fn forwarded(&self, outcome: Outcome, n: u64) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
+        let i = outcome.index();
         self.forwarded[i].fetch_add(n, Relaxed);
     }
 
     /// Number of forwarded writes with `outcome`.
     pub fn forwarded_count(&self, outcome: Outcome) -> u64 {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
+        let i = outcome.index();
         self.forwarded[i].load(Relaxed)
     }
 
@@ -182,7 +188,7 @@ impl Metrics {
 
     /// Requests of `op` through `api` with `outcome` so far.
     pub fn count(&self, api: &'static str, op: &'static str, outcome: Outcome) -> u64 {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
+        let i = outcome.index();
         self.ops
             .pin()
             .get(&(api, op))
@@ -584,6 +590,13 @@ mod tests {
              # TYPE distro_requests_total counter\n"
         ));
         assert!(out.contains("# TYPE distro_clients gauge\ndistro_clients 0\n"));
+    }
+
+    #[test]
+    fn an_outcomes_index_is_its_position() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i, "{}", o.as_str());
+        }
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub enum Route {
 /// The routing table and this node's id, loaded once to route a batch: each load is an
 /// `ArcSwap` read (~100 instructions), and a write batch or a sync batch routes every
 /// item. Hold it for one batch only (not across an `await`): a table built after it was
-/// taken is not seen. A replica batch attributed under a table that changed meanwhile is
-/// mended by the re-homing pass that follows every change (`rehome_again`).
+/// taken is not seen. Whatever a batch applies under a table that changed meanwhile (an
+/// owner's local writes, a replica's attributions) is mended by the re-homing pass that
+/// follows every change (`rehome_again`), as for a single write routed just before it.
 pub struct Routes {
     table: Guard<Arc<RoutingTable>>,
     me: MemberId,
@@ -34,7 +35,7 @@ impl Routes {
     /// The owner of routing key `ip:port` (this node when no member is routable).
     #[inline]
     pub fn owner_of(&self, key: &str) -> MemberId {
-        self.table.owner(key).unwrap_or(self.me)
+        owner_in(&self.table, key, || self.me)
     }
 
     /// Where a write for the ip:port client `key` (`"ip:port"`) must go.
@@ -53,7 +54,7 @@ impl Routes {
     /// (`id` is the id's text: an ip:port client's holds a `#`, its routing key is what
     /// comes before, as [`crate::model::ClientId::routing_key`] says.)
     #[inline]
-    pub fn attribution(&self, id: &str, sender: MemberId) -> MemberId {
+    pub(crate) fn attribution(&self, id: &str, sender: MemberId) -> MemberId {
         match crate::model::first_hash_sign(id.as_bytes()) {
             Some(k) => self.owner_of(&id[..k]),
             None => sender,
@@ -72,7 +73,7 @@ impl Node {
 
     /// The owner of routing key `ip:port` under the current routing table.
     pub fn owner_of(&self, key: &str) -> MemberId {
-        self.routing.load().owner(key).unwrap_or_else(|| self.me())
+        owner_in(&self.routing.load(), key, || self.me())
     }
 
     /// Where a write for the ip:port client `key` (`"ip:port"`) must go.
@@ -89,4 +90,10 @@ impl Node {
     pub(super) fn attribution(&self, id: &str, sender: MemberId) -> MemberId {
         self.routes().attribution(id, sender)
     }
+}
+
+/// The owner of `key` under `table`, `me` when no member is routable.
+#[inline]
+fn owner_in(table: &RoutingTable, key: &str, me: impl FnOnce() -> MemberId) -> MemberId {
+    table.owner(key).unwrap_or_else(me)
 }

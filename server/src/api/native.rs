@@ -214,15 +214,11 @@ impl RegistryService {
         let elapsed = start.elapsed();
         // One observation per item, with the batch's latency: counted per outcome first
         // (a batch's items mostly share one), then one update of the counters per outcome.
-        let mut tally: Vec<(Outcome, u64)> = Vec::with_capacity(1);
+        let mut tally = [0u64; Outcome::ALL.len()];
         for r in &results {
-            let o = Outcome::of_code(r.code);
-            match tally.iter_mut().find(|(x, _)| *x == o) {
-                Some((_, n)) => *n += 1,
-                None => tally.push((o, 1)),
-            }
+            tally[Outcome::of_code(r.code).index()] += 1;
         }
-        for (o, n) in tally {
+        for (o, n) in Outcome::ALL.into_iter().zip(tally) {
             self.metrics.observe_n("native", op, o, elapsed, n);
         }
         Ok(Response::new(pb::WriteResponse { results }))

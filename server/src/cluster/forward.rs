@@ -199,17 +199,10 @@ fn forward_request(items: Vec<Item>) -> pb::ForwardRequest {
         beats: Vec::with_capacity(counts[Kind::Beat as usize]),
         ..Default::default()
     };
-    let service = |s: ServiceSpec| {
-        Some(pb::ServiceRef {
-            namespace: s.namespace,
-            group: s.group,
-            name: s.name,
-        })
-    };
     for item in items {
         match item {
             Item::Register(s, i) => req.registrations.push(pb::Registration {
-                service: service(s),
+                service: Some(wire::service_spec_into_proto(s)),
                 instance: Some(pb::Instance {
                     port: u32::try_from(i.port).unwrap_or_default(),
                     weight: i.weight,
@@ -222,7 +215,7 @@ fn forward_request(items: Vec<Item>) -> pb::ForwardRequest {
                 }),
             }),
             Item::Deregister(s, t) => req.deregistrations.push(pb::Registration {
-                service: service(s),
+                service: Some(wire::service_spec_into_proto(s)),
                 instance: Some(pb::Instance {
                     ip: t.ip,
                     port: t.port,
@@ -231,7 +224,7 @@ fn forward_request(items: Vec<Item>) -> pb::ForwardRequest {
                 }),
             }),
             Item::Beat(s, t) => req.beats.push(pb::Beat {
-                service: service(s),
+                service: Some(wire::service_spec_into_proto(s)),
                 ip: t.ip,
                 port: t.port,
                 cluster: t.cluster,
@@ -275,33 +268,39 @@ impl Forwarder {
     pub async fn apply(&self, items: Vec<Item>) -> Vec<ItemResult> {
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
         // Per owner: the items' positions and kinds, and the items themselves.
-        let mut remote: BTreeMap<MemberId, Outgoing> = BTreeMap::new();
+        // The owner of each item forwarded elsewhere (`None`: answered here).
+        let mut owners: Vec<Option<MemberId>> = vec![None; items.len()];
         {
             // One load of the routing table for the batch (not held across the await).
             let routes = self.node.routes();
             // The routing keys spelled in one buffer: an item forwarded elsewhere needs no
             // client id here.
             let mut key = String::new();
-            let n = items.len();
-            for (i, item) in items.into_iter().enumerate() {
-                let owner = match item.address() {
-                    Err(e) => {
-                        results[i] = Some(e);
-                        continue;
-                    }
+            for (i, item) in items.iter().enumerate() {
+                match item.address() {
+                    Err(e) => results[i] = Some(e),
                     Ok((ip, port)) => match routes.route(spell_key(&mut key, ip, port)) {
                         Route::Local => {
                             let client = ClientId::ip_port(ip, port);
-                            results[i] = Some(self.apply_owned(&item, &client, ip, port));
-                            continue;
+                            results[i] = Some(self.apply_owned(item, &client, ip, port));
                         }
-                        Route::Remote(owner) => owner,
+                        Route::Remote(owner) => owners[i] = Some(owner),
                     },
-                };
-                // Sized for the rest of the batch: no regrowth, a transient overestimate.
-                let (idx, batch) = remote
-                    .entry(owner)
-                    .or_insert_with(|| (Vec::with_capacity(n - i), Vec::with_capacity(n - i)));
+                }
+            }
+        }
+        // Per owner: the items' positions and kinds, and the items themselves, each list
+        // sized once (counted first: no regrowth of ~200-byte items, no overestimate).
+        let mut counts: BTreeMap<MemberId, usize> = BTreeMap::new();
+        for owner in owners.iter().flatten() {
+            *counts.entry(*owner).or_default() += 1;
+        }
+        let mut remote: BTreeMap<MemberId, Outgoing> = counts
+            .into_iter()
+            .map(|(owner, n)| (owner, (Vec::with_capacity(n), Vec::with_capacity(n))))
+            .collect();
+        for ((i, item), owner) in items.into_iter().enumerate().zip(owners) {
+            if let Some((idx, batch)) = owner.and_then(|o| remote.get_mut(&o)) {
                 idx.push((i, item.kind()));
                 batch.push(item);
             }
