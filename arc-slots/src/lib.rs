@@ -202,6 +202,18 @@ impl<T: Send + Sync> Slots<T> {
 
     /// Appends every value held, in slot order, to `out` (new references).
     pub fn collect_into(&self, out: &mut Vec<Arc<T>>, pin: &Pin<'_>) {
+        self.collect_map_into(out, |v| v, pin);
+    }
+
+    /// Appends `f` of every value held, in slot order, to `out` (new references, handed
+    /// to `f`: a wrapper of the reference costs no second pass).
+    #[inline]
+    pub fn collect_map_into<U>(
+        &self,
+        out: &mut Vec<U>,
+        mut f: impl FnMut(Arc<T>) -> U,
+        pin: &Pin<'_>,
+    ) {
         self.check(pin);
         let mut left = self.len();
         for chunk in &self.chunks {
@@ -210,7 +222,11 @@ impl<T: Send + Sync> Slots<T> {
             };
             let n = left.min(c.len());
             left -= n;
-            out.extend(c[..n].iter().filter_map(|slot| Self::load_slot(slot, pin)));
+            out.extend(
+                c[..n]
+                    .iter()
+                    .filter_map(|slot| Self::load_slot(slot, pin).map(&mut f)),
+            );
         }
     }
 

@@ -60,18 +60,28 @@ struct WireInstance<'a> {
 /// Encodes the changes of a sync batch of `node` with bitcode.
 pub fn encode(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
     let members = node.members();
-    let wire: Vec<WireChange<'_>> = changes
+    // A stored client's id may be derived from its instance: written out first, to be
+    // borrowed by the wire structs.
+    let ids: Vec<Option<distro_core::ClientId>> = changes
         .iter()
         .map(|c| match c {
+            ClientChange::Stored(s) => Some(s.id()),
+            _ => None,
+        })
+        .collect();
+    let wire: Vec<WireChange<'_>> = changes
+        .iter()
+        .zip(&ids)
+        .map(|(c, id)| match c {
             ClientChange::Upsert(r) => {
                 let publications = r.publications.iter().map(|p| &**p);
                 wire_state(&members, r.id.as_str(), r.revision, r.owner, publications)
             }
             ClientChange::Stored(s) => {
-                let publications = s.publications().iter().map(|p| &***p);
+                let publications = s.publications().iter().map(|p| &**p);
                 wire_state(
                     &members,
-                    s.id().as_str(),
+                    id.as_ref().map_or("", |id| id.as_str()),
                     s.revision(),
                     s.owner(),
                     publications,

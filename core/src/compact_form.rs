@@ -50,7 +50,7 @@ pub fn decimal_bytes(b: &[u8]) -> Option<u64> {
 }
 
 /// Eight ASCII '0's, one per byte.
-const ZEROS: u64 = 0x3030_3030_3030_3030;
+pub(crate) const ZEROS: u64 = 0x3030_3030_3030_3030;
 
 /// The eight bytes of `b` at `at`, as a little-endian word.
 #[inline(always)]
@@ -64,7 +64,7 @@ fn word(b: &[u8], at: usize) -> u64 {
 /// three multiplications: each byte with the next into pairs, pairs into quads, quads
 /// into the whole (the usual SWAR parse of eight digits).
 #[inline(always)]
-fn eight_digits(x: u64) -> Option<u64> {
+pub(crate) fn eight_digits(x: u64) -> Option<u64> {
     const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
     if x & HIGH != ZEROS || x.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
         return None;

@@ -94,7 +94,12 @@ impl fmt::Display for Name {
 /// (whose setup costs more than such a comparison). Longer strings go to `memcmp`.
 #[inline(always)]
 pub fn short_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    short_eq_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`short_eq`] of byte strings.
+#[inline(always)]
+pub(crate) fn short_eq_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;

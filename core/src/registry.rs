@@ -32,7 +32,7 @@ use crate::digest::{DigestTable, ShardDigest};
 use crate::error::ValidationError;
 use crate::hash::{mix64, shard_of_hash, stable_hash64};
 use crate::member::MemberId;
-use crate::model::{ClientId, ClientKind, Publication, Revision, Service};
+use crate::model::{ClientId, ClientKind, Revision, Service};
 use crate::name::{Interner, Name};
 use crate::time::Millis;
 use parking_lot::{Mutex, RwLock};
@@ -48,9 +48,9 @@ mod replica;
 mod tests;
 mod tombstone;
 
-use client::PublishedList;
-pub use client::{Client, ClientChange, ClientRecord, Published};
-pub use index::{ChangeListener, QueryFilter, ServiceIndex, ServiceView};
+use client::Body;
+pub use client::{Client, ClientChange, ClientRecord, Publications, PublicationsIter, Published};
+pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
 pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateRef};
 use tombstone::Tombstone;
 
@@ -91,7 +91,7 @@ impl std::hash::Hash for IdKey<'_> {
 impl papaya::Equivalent<Stored> for IdKey<'_> {
     #[inline]
     fn equivalent(&self, s: &Stored) -> bool {
-        s.0.id_hash == self.hash && crate::name::short_eq(s.0.id.as_str(), self.id)
+        s.0.id_hash == self.hash && s.0.id_is(self.id)
     }
 }
 
@@ -177,7 +177,7 @@ impl std::hash::Hash for Stored {
 }
 impl PartialEq for Stored {
     fn eq(&self, other: &Self) -> bool {
-        self.0.id.as_str() == other.0.id.as_str()
+        self.0.id_hash == other.0.id_hash && self.0.same_id(&other.0)
     }
 }
 impl Eq for Stored {}
@@ -208,11 +208,8 @@ impl ShardClients<'_> {
         self.0.insert(Stored(c));
     }
     /// Removes the client `c` (the one of its id).
-    fn remove(&self, c: &Client) {
-        self.0.remove(&IdKey {
-            id: c.id.as_str(),
-            hash: c.id_hash,
-        });
+    fn remove(&self, c: &Arc<Client>) {
+        self.0.remove(&Stored(c.clone()));
     }
 }
 
@@ -459,57 +456,25 @@ impl Registry {
         }
     }
 
-    /// The stored form of a client's new state at `revision`; a publication it still has
-    /// keeps its heartbeat time from `old`.
+    /// The stored form of a client's new state at `revision` publishing `body` (built
+    /// from `old`, the state it replaces, see [`Body::build`]).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn build_client(
+    fn build_client(
         &self,
-        id: &ClientId,
+        id: &str,
+        shared: Option<&Name>,
         id_hash: u64,
         revision: Revision,
         shard: u32,
-        pubs: impl IntoIterator<Item = Arc<Publication>, IntoIter: ExactSizeIterator>,
+        body: Body,
         owner: MemberId,
         old: Option<&Client>,
         now: Millis,
     ) -> Arc<Client> {
-        // Keep the beat time of a publication that is still there: both lists are sorted
-        // by service, so a cursor walks the old one once (an unchanged publication is the
-        // same pointer and costs no comparison of names).
-        let olds = old.map_or(&[][..], |o| &o.publications[..]);
-        let mut k = 0;
-        let mut entry = |p: Arc<Publication>| {
-            while olds
-                .get(k)
-                .is_some_and(|o| !Arc::ptr_eq(o.publication(), &p) && o.service < p.service)
-            {
-                k += 1;
-            }
-            let prev = olds
-                .get(k)
-                .filter(|o| Arc::ptr_eq(o.publication(), &p) || o.service == p.service)
-                .map(|o| o.beat.load(Relaxed));
-            Published::new(p, prev.unwrap_or(now))
-        };
-        // The single publication inline, without a list gathered first (a replica's
-        // apply passes its publications as they are mapped).
-        let mut pubs = pubs.into_iter();
-        let publications = if pubs.len() == 1 {
-            match pubs.next() {
-                Some(p) => PublishedList::One(entry(p)),
-                None => PublishedList::from_vec(Vec::new()),
-            }
-        } else {
-            PublishedList::from_vec(pubs.map(entry).collect())
-        };
+        // A held client's stored id text is shared, not copied.
+        let shared = shared.or_else(|| old.and_then(|o| o.stored_id()));
         Arc::new(Client::new(
-            id.clone(),
-            id_hash,
-            revision,
-            now,
-            owner,
-            shard,
-            publications,
+            id, shared, old, id_hash, revision, now, owner, shard, body,
         ))
     }
 
@@ -534,57 +499,56 @@ impl Registry {
         let old_ref = old.map(|c| &**c);
         let new_ref = new.as_deref();
         // Service index: free the slots of publications that went away, keep the slot of
-        // one that did not change, move it for one that changed, take a slot for a new
-        // service. Both lists are sorted by service, so one walk over the two pairs them
-        // up (a client publishing to many services changes one at a time: the unchanged
-        // ones are the same pointers and cost no comparison of names).
-        let none: &[client::Published] = &[];
-        let olds = old_ref.map_or(none, |o| &o.publications[..]);
-        let news = new_ref.map_or(none, |n| &n.publications[..]);
-        // The slots of both, for the indexes of `olds` and `news` (present when they are).
-        let old_slot = |i: usize| old_ref.map_or(NO_SLOT, |o| o.slot(i).load(Relaxed));
-        let set_new_slot = |j: usize, slot: u32| {
-            if let Some(n) = new_ref {
-                n.slot(j).store(slot, Relaxed);
-            }
-        };
+        // one held by the same part, point it at the new holder of one that is still
+        // there (a client of one publication is its own holder: its slot moves with each
+        // state), take a slot for a new service. Both lists are sorted by service, so one
+        // walk over the two pairs them up (the unchanged parts of a client publishing to
+        // many services are the same pointers and cost no comparison of names).
+        let olds = old_ref.map(|o| o.publications());
+        let news = new_ref.map(|n| n.publications());
+        let (old_len, new_len) = (olds.map_or(0, |p| p.len()), news.map_or(0, |p| p.len()));
         let (mut i, mut j) = (0, 0);
-        while i < olds.len() || j < news.len() {
-            let order = match (olds.get(i), news.get(j)) {
-                (Some(o), Some(n)) if Arc::ptr_eq(o.publication(), n.publication()) => {
-                    std::cmp::Ordering::Equal
-                }
-                (Some(o), Some(n)) => o.service.cmp(&n.service),
+        while i < old_len || j < new_len {
+            let o_holder = old.filter(|_| i < old_len).map(|o| Client::holder(o, i));
+            let n_holder = new
+                .as_ref()
+                .filter(|_| j < new_len)
+                .map(|n| Client::holder(n, j));
+            let order = match (o_holder, n_holder) {
+                (Some(o), Some(n)) if Arc::ptr_eq(o, n) => std::cmp::Ordering::Equal,
+                (Some(o), Some(n)) => o.single().service.cmp(&n.single().service),
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, _) => std::cmp::Ordering::Greater,
             };
-            match order {
-                std::cmp::Ordering::Less => {
-                    let o = &olds[i];
-                    self.index_remove(&o.service, old_slot(i), o.instances.len());
-                    changed(&o.service);
+            match (order, o_holder, n_holder) {
+                (std::cmp::Ordering::Less, Some(o), _) => {
+                    let p = o.single();
+                    self.index_remove(&p.service, o.slot.load(Relaxed), p.instances.len());
+                    changed(&p.service);
                     i += 1;
                 }
-                std::cmp::Ordering::Greater => {
-                    let n = &news[j];
-                    changed(&n.service);
-                    let slot = self.index_insert(n.publication().clone(), None, 0);
-                    set_new_slot(j, slot);
+                (std::cmp::Ordering::Greater, _, Some(n)) => {
+                    changed(&n.single().service);
+                    let slot = self.index_insert(n.clone(), None, 0, true);
+                    n.slot.store(slot, Relaxed);
                     j += 1;
                 }
-                std::cmp::Ordering::Equal => {
-                    let (o, n) = (&olds[i], &news[j]);
-                    let slot = old_slot(i);
-                    let slot = if Arc::ptr_eq(o.publication(), n.publication()) {
-                        slot
-                    } else {
-                        changed(&n.service);
-                        self.index_insert(n.publication().clone(), Some(slot), o.instances.len())
-                    };
-                    set_new_slot(j, slot);
+                (std::cmp::Ordering::Equal, Some(o), Some(n)) => {
+                    if !Arc::ptr_eq(o, n) {
+                        let (op, np) = (o.single(), n.single());
+                        let same = op.get() == np.get();
+                        if !same {
+                            changed(&np.service);
+                        }
+                        let slot = o.slot.load(Relaxed);
+                        let slot =
+                            self.index_insert(n.clone(), Some(slot), op.instances.len(), !same);
+                        n.slot.store(slot, Relaxed);
+                    }
                     i += 1;
                     j += 1;
                 }
+                _ => unreachable!("an order without its publication"),
             }
         }
         // Digests (one client: its id hashed once for the old term and the new) and
@@ -609,7 +573,7 @@ impl Registry {
                 clients.insert(n);
             }
             None => {
-                if let Some(o) = old_ref {
+                if let Some(o) = old {
                     self.clients.fetch_sub(1, Relaxed);
                     clients.remove(o);
                 }
@@ -620,7 +584,7 @@ impl Registry {
     /// Every client's kind counted: `(connection, ip_port)`.
     pub fn kind_counts(&self) -> (usize, usize) {
         let mut c = (0, 0);
-        self.for_each(|cl| match cl.id.kind() {
+        self.for_each(|cl| match cl.kind() {
             ClientKind::Connection => c.0 += 1,
             ClientKind::IpPort => c.1 += 1,
         });

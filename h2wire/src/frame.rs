@@ -149,6 +149,26 @@ pub enum Frame<'a> {
     },
 }
 
+/// Checks a SETTINGS value against the ranges RFC 9113 §6.5.2 gives every endpoint:
+/// SETTINGS_ENABLE_PUSH 0 or 1, SETTINGS_INITIAL_WINDOW_SIZE at most 2^31-1 (a
+/// FLOW_CONTROL_ERROR), SETTINGS_MAX_FRAME_SIZE from 2^14 to 2^24-1. Unknown identifiers
+/// pass (they are ignored).
+pub fn check_setting(id: u16, value: u32) -> Result<(), FrameError> {
+    match id {
+        ENABLE_PUSH if value > 1 => {
+            Err(FrameError::protocol("SETTINGS_ENABLE_PUSH neither 0 nor 1"))
+        }
+        INITIAL_WINDOW_SIZE if value > MAX_WINDOW => Err(FrameError::new(
+            ErrorCode::FLOW_CONTROL_ERROR,
+            "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
+        )),
+        MAX_FRAME_SIZE if !(DEFAULT_MAX_FRAME_SIZE..=LARGEST_MAX_FRAME_SIZE).contains(&value) => {
+            Err(FrameError::protocol("SETTINGS_MAX_FRAME_SIZE out of range"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The (identifier, value) pairs of a SETTINGS payload, in order.
 pub fn settings_params(params: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
     params.chunks_exact(6).map(|e| {
@@ -159,8 +179,8 @@ pub fn settings_params(params: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
     })
 }
 
-/// A connection error found in one frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A connection error: found in one frame, or the GOAWAY a connection ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameError {
     pub code: ErrorCode,
     pub reason: &'static str,
@@ -174,18 +194,24 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-fn size_error(reason: &'static str) -> FrameError {
-    FrameError {
-        code: ErrorCode::FRAME_SIZE_ERROR,
-        reason,
+impl FrameError {
+    /// A connection error of `code`, for `reason`.
+    pub fn new(code: ErrorCode, reason: &'static str) -> Self {
+        Self { code, reason }
+    }
+
+    /// A PROTOCOL_ERROR for `reason`.
+    pub fn protocol(reason: &'static str) -> Self {
+        Self::new(ErrorCode::PROTOCOL_ERROR, reason)
     }
 }
 
+fn size_error(reason: &'static str) -> FrameError {
+    FrameError::new(ErrorCode::FRAME_SIZE_ERROR, reason)
+}
+
 fn protocol_error(reason: &'static str) -> FrameError {
-    FrameError {
-        code: ErrorCode::PROTOCOL_ERROR,
-        reason,
-    }
+    FrameError::protocol(reason)
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -426,6 +452,19 @@ pub fn write_ping(out: &mut Vec<u8>, ack: bool, data: [u8; 8]) {
 pub fn write_window_update(out: &mut Vec<u8>, stream: u32, increment: u32) {
     write_head(out, 4, WINDOW_UPDATE, 0, stream);
     out.extend_from_slice(&(increment & MAX_WINDOW).to_be_bytes());
+}
+
+/// Adds `n` bytes no longer held to `unacked`, what stream `stream` (0: the connection)
+/// has received and not handed back; once that reaches half of `window`, writes a
+/// WINDOW_UPDATE handing it all back and returns how much (0 when nothing was written).
+pub fn hand_back(out: &mut Vec<u8>, stream: u32, unacked: &mut u32, n: u32, window: u32) -> u32 {
+    *unacked += n;
+    if *unacked < window / 2 {
+        return 0;
+    }
+    let n = std::mem::take(unacked);
+    write_window_update(out, stream, n);
+    n
 }
 
 pub fn write_rst_stream(out: &mut Vec<u8>, stream: u32, code: ErrorCode) {

@@ -314,3 +314,47 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// The ranges of RFC 9113 §6.5.2, at their edges; unknown identifiers pass.
+#[test]
+fn settings_values_are_checked_at_the_edges_of_their_ranges() {
+    let code = |id, value| check_setting(id, value).map_err(|e| e.code);
+    assert_eq!(code(ENABLE_PUSH, 0), Ok(()));
+    assert_eq!(code(ENABLE_PUSH, 1), Ok(()));
+    assert_eq!(code(ENABLE_PUSH, 2), Err(ErrorCode::PROTOCOL_ERROR));
+    assert_eq!(code(INITIAL_WINDOW_SIZE, MAX_WINDOW), Ok(()));
+    assert_eq!(
+        code(INITIAL_WINDOW_SIZE, MAX_WINDOW + 1),
+        Err(ErrorCode::FLOW_CONTROL_ERROR)
+    );
+    assert_eq!(code(MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE), Ok(()));
+    assert_eq!(code(MAX_FRAME_SIZE, LARGEST_MAX_FRAME_SIZE), Ok(()));
+    assert_eq!(
+        code(MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE - 1),
+        Err(ErrorCode::PROTOCOL_ERROR)
+    );
+    assert_eq!(
+        code(MAX_FRAME_SIZE, LARGEST_MAX_FRAME_SIZE + 1),
+        Err(ErrorCode::PROTOCOL_ERROR)
+    );
+    assert_eq!(code(0x99, u32::MAX), Ok(()));
+}
+
+/// Bytes are handed back once half the window is unacknowledged, all of them at once.
+#[test]
+fn received_bytes_are_handed_back_in_halves_of_the_window() {
+    let mut out = Vec::new();
+    let mut unacked = 0;
+    assert_eq!(hand_back(&mut out, 3, &mut unacked, 49, 100), 0);
+    assert!(out.is_empty());
+    assert_eq!(unacked, 49);
+    assert_eq!(hand_back(&mut out, 3, &mut unacked, 2, 100), 51);
+    assert_eq!(unacked, 0);
+    assert_eq!(
+        one(&out),
+        Frame::WindowUpdate {
+            stream: 3,
+            increment: 51
+        }
+    );
+}

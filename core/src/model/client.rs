@@ -10,8 +10,9 @@ use crate::time::Millis;
 use std::fmt;
 
 /// What a client publishes to one service: one instance, or a batch of them. 64 bytes
-/// for one instance (80 in its `Arc`): whether it is a batch is the form of its
-/// instances ([`Publication::is_batch`]), not a field of its own.
+/// for one instance (stored inline in its client, see `registry::Client`): whether it
+/// is a batch is the form of its instances ([`Publication::is_batch`]), not a field of
+/// its own.
 #[derive(Clone, PartialEq)]
 pub struct Publication {
     /// The service.
@@ -198,6 +199,19 @@ impl ClientId {
             id.push_str(p);
         }
         Self::from_compact(id)
+    }
+
+    /// The id of a stored text (shared with it, whatever its length).
+    pub(crate) fn of_name(n: &Name) -> Self {
+        ClientId(IdRepr::Shared(n.clone()))
+    }
+
+    /// The shared text of the id, if it is not inline.
+    pub(crate) fn shared_name(&self) -> Option<&Name> {
+        match &self.0 {
+            IdRepr::Inline(_) => None,
+            IdRepr::Shared(n) => Some(n),
+        }
     }
 
     /// Whether the id is held inline (no allocation of its own).

@@ -11,7 +11,6 @@ use crate::member::MemberList;
 use crate::model::{ClientId, ClientKind, InstanceSpec, Publication, Service, ServiceSpec};
 use crate::registry::{Origin, ServiceView, WriteError, WriteResult};
 use crate::time::Millis;
-use std::sync::Arc;
 
 /// The result of a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +56,17 @@ impl Node {
             .publish_with(client, members.me(), now, |old| {
                 let find = |(ns, group, name): (&str, &str, &str)| {
                     let pubs = old?.publications();
-                    let p = match pubs {
+                    let p = match pubs.only() {
                         // Most clients publish to one service: an equality is cheaper.
-                        [p] => Some(p).filter(|p| p.service.is(ns, group, name))?,
-                        _ => {
+                        Some(p) => Some(p).filter(|p| p.service.is(ns, group, name))?,
+                        None => {
                             let i = pubs
                                 .binary_search_by(|p| p.service.cmp_parts(ns, group, name))
                                 .ok()?;
-                            &pubs[i]
+                            pubs.get(i)?
                         }
                     };
-                    Some(&**p.publication())
+                    Some(p.get())
                 };
                 let (held, service) = match find(given) {
                     Some(p) => (Some(p), p.service.clone()),
@@ -90,7 +89,7 @@ impl Node {
                 if held_instance.is_none_or(|h| h.ip != inst.ip || h.port != inst.port) {
                     self.check_ip_port_client(client, &inst.ip, inst.port)?;
                 }
-                Ok(Arc::new(Publication::single(service, inst)))
+                Ok(Publication::single(service, inst))
             })?;
         self.schedule_sync(&members, client, r, now);
         Ok(r)
@@ -186,12 +185,11 @@ impl Node {
             c.publications()
                 .iter()
                 .find(|p| p.service.key().as_str() == key)
-                .map(|p| p.publication().clone())
+                .map(|p| p.service.clone())
         });
-        let Some(p) = found else {
+        let Some(svc) = found else {
             return Ok(WriteResult::Unchanged);
         };
-        let svc = p.service.clone();
         let r = self
             .registry
             .unpublish(client, &svc, self.me(), now, Origin::Client);

@@ -48,7 +48,7 @@ impl Node {
         }
         let mut acts: Vec<(ClientId, Act)> = Vec::new();
         self.registry.for_each(|c| {
-            if c.owner() != me || c.id().kind() != ClientKind::IpPort {
+            if c.owner() != me || c.kind() != ClientKind::IpPort {
                 return;
             }
             for (i, p) in c.publications().iter().enumerate() {
@@ -60,11 +60,11 @@ impl Node {
                 if expire && hold_expiry {
                     inc(&self.counters.heartbeat_expiry_held, 1);
                 } else if expire {
-                    acts.push((c.id().clone(), Act::Expire(p.service.clone())));
+                    acts.push((c.id(), Act::Expire(p.service.clone())));
                 } else if p.instances.iter().any(|inst| {
                     inst.healthy && idle > inst.heartbeat_timeout(cfg.heartbeat_timeout)
                 }) {
-                    acts.push((c.id().clone(), Act::Unhealthy(p.service.clone())));
+                    acts.push((c.id(), Act::Unhealthy(p.service.clone())));
                 }
             }
         });
@@ -134,17 +134,14 @@ impl Node {
             if owner == me {
                 return;
             }
-            if any_unreachable
-                && unreachable[owner.index()]
-                && c.id().kind() == ClientKind::Connection
-            {
+            if any_unreachable && unreachable[owner.index()] && c.kind() == ClientKind::Connection {
                 doubtful.push(c.clone());
             }
             let base = c
                 .lease_base()
                 .max(self.renewed_at(owner, c.shard()).load(Relaxed));
             if now.saturating_sub(base) > lease {
-                candidates.push((owner, c.id().clone(), c.revision()));
+                candidates.push((owner, c.id(), c.revision()));
             }
         });
         self.update_preservation(now, &states);
@@ -152,7 +149,7 @@ impl Node {
         if !superseded.is_empty() {
             let mut pres = self.preservation.lock();
             for c in &superseded {
-                if self.registry.drop_replica(c.id(), c.revision(), now) {
+                if self.registry.drop_replica(&c.id(), c.revision(), now) {
                     inc(&self.counters.lease_superseded, 1);
                     pres[c.owner().index()].lifted = true;
                 }
@@ -194,7 +191,7 @@ impl Node {
             set.extend(
                 doubtful
                     .iter()
-                    .flat_map(|c| c.publications().iter().map(|p| Arc::as_ptr(p))),
+                    .flat_map(|c| c.publications().iter().map(|p| std::ptr::from_ref(p.get()))),
             );
             set
         };
@@ -217,7 +214,7 @@ impl Node {
             let mut live: HashMap<(&str, u16), Vec<&crate::model::Instance>, _> =
                 HashMap::with_hasher(hasher.clone());
             for q in view.iter().flat_map(|v| v.publications.iter()) {
-                if suspect.contains(&Arc::as_ptr(q)) {
+                if suspect.contains(&std::ptr::from_ref(q.publication())) {
                     continue;
                 }
                 for i in q.instances.iter() {

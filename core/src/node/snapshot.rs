@@ -239,36 +239,41 @@ impl Node {
         let mut shard = cursor.shard;
         let mut after = cursor.after;
         while shard < shards {
-            let mut clients: Vec<(u64, Arc<Client>)> = self
+            // Each id written out once (a derived one is not stored, see `Client::id`).
+            let mut clients: Vec<(u64, ClientId, Arc<Client>)> = self
                 .registry
                 .shard_clients(shard)
                 .into_iter()
-                .map(|c| (id_prefix(c.id().as_str()), c))
+                .map(|c| {
+                    let id = c.id();
+                    (id_prefix(id.as_str()), id, c)
+                })
                 .collect();
             // In id order: the first eight bytes compared as one integer, the rest only
             // when those are equal.
-            clients.sort_unstable_by(|(p, a), (q, b)| p.cmp(q).then_with(|| a.id().cmp(b.id())));
+            clients.sort_unstable_by(|(p, a, _), (q, b, _)| p.cmp(q).then_with(|| a.cmp(b)));
             let start = after
                 .take()
-                .map_or(0, |k| clients.partition_point(|(_, c)| *c.id() <= k));
-            for (i, (_, c)) in clients.iter().enumerate().skip(start) {
+                .map_or(0, |k| clients.partition_point(|(_, id, _)| *id <= k));
+            for i in start..clients.len() {
+                let (_, id, c) = &clients[i];
                 let owner = c.owner();
                 let size = size.state(
-                    c.id().as_str(),
+                    id.as_str(),
                     owner,
                     || self.member_addr(owner).len(),
-                    c.publications().iter().map(|p| &***p),
+                    c.publications().iter().map(|p| &**p),
                 );
                 if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
                     // Resume after the client before this one (sent, or before the cursor).
-                    let after = i.checked_sub(1).map(|j| clients[j].1.id().clone());
+                    let after = i.checked_sub(1).map(|j| clients[j].1.clone());
                     return SnapshotChunk {
                         records,
                         next: Some(SnapshotCursor { shard, after }),
                     };
                 }
                 bytes += size;
-                records.push(c.to_record());
+                records.push(c.record_with(id.clone()));
             }
             shard += 1;
         }

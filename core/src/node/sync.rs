@@ -119,7 +119,7 @@ impl Node {
                 let size = change.size_hint();
                 if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
                     // Full by bytes: this one and the rest go back, due as they were.
-                    self.sync.put_back(p.index(), change.id(), t.due);
+                    self.sync.put_back(p.index(), &change.id(), t.due);
                     overflow = true;
                     break;
                 }
@@ -143,7 +143,7 @@ impl Node {
                 let mut kept = SyncBatch::default();
                 for (change, due) in batch.changes.into_iter().zip(dues) {
                     if due > horizon {
-                        self.sync.put_back(p.index(), change.id(), due);
+                        self.sync.put_back(p.index(), &change.id(), due);
                     } else {
                         kept.changes.push(change);
                     }
@@ -237,7 +237,7 @@ impl Node {
             q.paused_until.store(now + delay, Relaxed);
             for change in &batch.changes {
                 self.sync
-                    .schedule_at(to.index(), change.id(), now + delay, false);
+                    .schedule_at(to.index(), &change.id(), now + delay, false);
             }
         }
     }

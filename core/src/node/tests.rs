@@ -384,7 +384,7 @@ fn clients_of_a_full_batch_are_each_sent_once_and_changes_still_merge() {
         let PeerRequest::Sync(b) = r else { continue };
         assert_eq!(b.changes.len(), 10, "to {to}");
         for c in &b.changes {
-            ids.push((to.0, c.id().clone()));
+            ids.push((to.0, c.id()));
             // A flush sends the stored clients themselves, no records.
             let crate::registry::ClientChange::Stored(stored) = c else {
                 panic!("a flush sent {c:?}");

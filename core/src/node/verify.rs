@@ -75,7 +75,7 @@ impl Node {
                 let mut owned = Vec::new();
                 self.registry.for_each(|c| {
                     if c.owner() == me {
-                        owned.push((c.id().clone(), c.revision()));
+                        owned.push((c.id(), c.revision()));
                     }
                 });
                 for p in targets {
@@ -161,10 +161,10 @@ impl Node {
             // listing another's would re-attribute it to this node.)
             let mut clients = Vec::new();
             self.registry.for_each_in_shard(s, |c| {
-                let routed = c.id().kind() == ClientKind::IpPort;
+                let routed = c.kind() == ClientKind::IpPort;
                 let vouched = routed && (c.owner() == to || issued_here(c.revision()));
                 if c.owner() == me || vouched {
-                    clients.push((c.id().clone(), c.revision()));
+                    clients.push((c.id(), c.revision()));
                 }
             });
             let size: usize = 8 + clients
@@ -331,11 +331,11 @@ impl Node {
                     } else {
                         grace
                     };
-                    if c.owner() == from
-                        && !listed.contains_key(c.id().as_str())
-                        && now.saturating_sub(c.lease_base()) > grace
-                    {
-                        extras.push((c.id().clone(), c.revision()));
+                    if c.owner() == from && now.saturating_sub(c.lease_base()) > grace {
+                        let id = c.id();
+                        if !listed.contains_key(id.as_str()) {
+                            extras.push((id, c.revision()));
+                        }
                     }
                 });
             for (id, rev) in extras {

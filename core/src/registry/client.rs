@@ -5,21 +5,32 @@
 //! heartbeat times, index slots and lease, which are atomics. [`ClientRecord`] is the
 //! same state as it travels in syncs and snapshots; [`ClientChange`] is one entry of a
 //! sync batch (a state, owned or shared with the store, or a deletion).
+//!
+//! A client of one publication (nearly all of them) is one allocation of 112 bytes (128
+//! with its reference counts, a size class of the allocator): the publication, its
+//! heartbeat time and its index slot sit in it, and the service's index points at the
+//! client itself. An ip:port client's id is not stored when it is the one its first
+//! instance implies (`ip:port#true`, up to [`DERIVED_MAX`] bytes): [`Client::id`] writes
+//! it out. A client of several publications holds each in a client of one publication of
+//! its own (its *parts*, shared between its versions while unchanged), so that an index
+//! slot always points at a client of one publication and a change of one publication
+//! moves one slot. A test pins the sizes.
 
 use super::NO_SLOT;
+use crate::compact_form::{ZEROS, eight_digits};
 use crate::member::MemberId;
-use crate::model::{ClientId, Publication, Revision};
+use crate::model::{ClientId, ClientKind, Instance, Instances, Publication, Revision, Service};
+use crate::name::{Name, short_eq, short_eq_bytes};
 use crate::time::Millis;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// A stored client: its full state at one revision. One allocation of 80 bytes (96 with
-/// its reference counts, size class 96) for a client with one publication: the id (inline
-/// up to 24 bytes, see [`ClientId`]) and its hash, the publication's pointer, heartbeat
-/// time and index slot sit in it. A test pins the size.
+/// A stored client: its full state at one revision (see the module's documentation).
 pub struct Client {
-    pub(super) id: ClientId,
+    /// The id's text, or `None` when it is the one the first instance implies
+    /// (`ip:port#true`, at most [`DERIVED_MAX`] bytes).
+    id: Option<Name>,
     /// The id's stable hash (see `IdKey`): its shard, its place in the shard's set and
     /// its digest term, computed once for the client's first state.
     pub(super) id_hash: u64,
@@ -28,110 +39,478 @@ pub struct Client {
     pub(super) owner: AtomicU16,
     /// The shard of the id (shards are at most 65,536, see [`crate::Config::shards`]).
     pub(super) shard: u16,
-    /// What the client publishes, sorted by service.
-    pub(super) publications: PublishedList,
+    /// The index slot of the publication held inline ([`Body::One`]), set while it is
+    /// stored, under its shard lock.
+    pub(super) slot: AtomicU32,
+    pub(super) body: Body,
 }
 
-/// One publication of a stored client with what the store keeps beside it: the last
-/// heartbeat (ip:port clients; owner side) and the publication's slot in its service's
-/// index (set while the client is stored, under its shard lock). Dereferences to the
-/// publication.
+/// What a client publishes: one publication inline, or its parts (each a client of one
+/// publication), sorted by service.
+pub(super) enum Body {
+    One(Published),
+    Many(Box<[Arc<Client>]>),
+}
+
+/// One publication of a stored client with its last heartbeat (ip:port clients; owner
+/// side). Dereferences to the publication.
 pub struct Published {
-    publication: Arc<Publication>,
+    publication: Publication,
     pub(super) beat: AtomicU64,
-    slot: AtomicU32,
 }
 
 impl Published {
-    pub(super) fn new(publication: Arc<Publication>, beat: Millis) -> Self {
+    fn new(publication: Publication, beat: Millis) -> Self {
         Self {
             publication,
             beat: AtomicU64::new(beat),
-            slot: AtomicU32::new(NO_SLOT),
         }
     }
 
     /// The publication.
-    pub fn publication(&self) -> &Arc<Publication> {
+    #[inline]
+    pub fn get(&self) -> &Publication {
         &self.publication
+    }
+
+    /// Itself, which dereferences to the publication: kept for callers that cloned the
+    /// `Arc<Publication>` this returned before the publication moved into its client
+    /// (the simulation test does; a clone copies the publication and its beat time).
+    /// Use [`Published::get`] for the publication.
+    pub fn publication(&self) -> &Published {
+        self
+    }
+}
+
+impl Clone for Published {
+    fn clone(&self) -> Self {
+        Self::new(self.publication.clone(), self.beat.load(Relaxed))
     }
 }
 
 impl Deref for Published {
-    type Target = Arc<Publication>;
-    fn deref(&self) -> &Arc<Publication> {
+    type Target = Publication;
+    fn deref(&self) -> &Publication {
         &self.publication
     }
 }
 
 impl std::fmt::Debug for Published {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&*self.publication, f)
+        std::fmt::Debug::fmt(&self.publication, f)
     }
 }
 
-/// A client's publications' pointers as a write gathers them for the next state: one or
-/// two without an allocation.
-pub(super) type PublicationArcs = smallvec::SmallVec<[Arc<Publication>; 2]>;
+/// The publications of a stored client, sorted by service: indexable, iterable.
+#[derive(Clone, Copy)]
+pub struct Publications<'a>(&'a Body);
 
-/// A client's publications: the single one inline (the common case), more in a slice.
-pub(super) enum PublishedList {
-    One(Published),
-    Many(Box<[Published]>),
+impl<'a> Publications<'a> {
+    /// Number of publications.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self.0 {
+            Body::One(_) => 1,
+            Body::Many(v) => v.len(),
+        }
+    }
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Publication `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&'a Published> {
+        match self.0 {
+            Body::One(p) => (i == 0).then_some(p),
+            Body::Many(v) => v.get(i).map(|c| c.single()),
+        }
+    }
+    /// The only publication, if there is exactly one.
+    #[inline]
+    pub fn only(&self) -> Option<&'a Published> {
+        match self.0 {
+            Body::One(p) => Some(p),
+            Body::Many(v) => match &v[..] {
+                [c] => Some(c.single()),
+                _ => None,
+            },
+        }
+    }
+    /// The first publication.
+    pub fn first(&self) -> Option<&'a Published> {
+        self.get(0)
+    }
+    /// Every publication, in order.
+    #[inline]
+    pub fn iter(&self) -> PublicationsIter<'a> {
+        PublicationsIter(match self.0 {
+            Body::One(p) => IterRepr::One(Some(p)),
+            Body::Many(v) => IterRepr::Many(v.iter()),
+        })
+    }
+    /// Binary search by `f` (the publications are sorted by service), as
+    /// `slice::binary_search_by` does.
+    pub fn binary_search_by(
+        &self,
+        mut f: impl FnMut(&'a Published) -> std::cmp::Ordering,
+    ) -> Result<usize, usize> {
+        match self.0 {
+            Body::One(p) => match f(p) {
+                std::cmp::Ordering::Equal => Ok(0),
+                std::cmp::Ordering::Less => Err(1),
+                std::cmp::Ordering::Greater => Err(0),
+            },
+            Body::Many(v) => v.binary_search_by(|c| f(c.single())),
+        }
+    }
+    /// The place of `service`'s publication, or where it would go.
+    pub fn find(&self, service: &Service) -> Result<usize, usize> {
+        self.binary_search_by(|p| p.service.cmp(service))
+    }
 }
 
-impl PublishedList {
-    pub(super) fn from_vec(mut v: Vec<Published>) -> Self {
-        if v.len() == 1
-            && let Some(p) = v.pop()
+impl std::ops::Index<usize> for Publications<'_> {
+    type Output = Published;
+    fn index(&self, i: usize) -> &Published {
+        match self.get(i) {
+            Some(p) => p,
+            None => panic!("publication {i} of {}", self.len()),
+        }
+    }
+}
+
+impl<'a> IntoIterator for Publications<'a> {
+    type Item = &'a Published;
+    type IntoIter = PublicationsIter<'a>;
+    fn into_iter(self) -> PublicationsIter<'a> {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for Publications<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// The iterator of [`Publications`].
+#[derive(Clone)]
+pub struct PublicationsIter<'a>(IterRepr<'a>);
+
+#[derive(Clone)]
+enum IterRepr<'a> {
+    One(Option<&'a Published>),
+    Many(std::slice::Iter<'a, Arc<Client>>),
+}
+
+impl<'a> Iterator for PublicationsIter<'a> {
+    type Item = &'a Published;
+    #[inline]
+    fn next(&mut self) -> Option<&'a Published> {
+        match &mut self.0 {
+            IterRepr::One(p) => p.take(),
+            IterRepr::Many(it) => it.next().map(|c| c.single()),
+        }
+    }
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match &self.0 {
+            IterRepr::One(p) => usize::from(p.is_some()),
+            IterRepr::Many(it) => it.len(),
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for PublicationsIter<'_> {}
+
+impl DoubleEndedIterator for PublicationsIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            IterRepr::One(p) => p.take(),
+            IterRepr::Many(it) => it.next_back().map(|c| c.single()),
+        }
+    }
+}
+
+/// One publication of a replicated state, for [`Body::build`].
+pub(super) enum Next {
+    /// Publication `i` of the held state, unchanged (its part, or its beat time, kept).
+    Held(usize),
+    /// A new state of publication `i` of the held state (of the same service: its beat
+    /// time kept).
+    Replace(usize, Publication),
+    /// A publication of a service the held state does not publish to.
+    New(Publication),
+}
+
+/// The longest derived id: `ip:port#true` of up to 24 bytes (the inline [`ClientId`]; an
+/// id that would be longer is stored).
+pub(super) const DERIVED_MAX: usize = 24;
+
+/// Whether `s` is the id `ip:port#true` of `inst` ([`ClientId::ip_port`]'s text: the
+/// port in decimal without a leading zero), of at most [`DERIVED_MAX`] bytes: what a
+/// client derives instead of storing its id. Compared without writing the id out (every
+/// lookup of a client with a derived id asks it once): the lengths, the `:`, the suffix
+/// as one word, the port's digits as one word ([`eight_digits`]), the ip a word at a
+/// time.
+#[inline]
+pub(super) fn is_derived_id(s: &str, inst: &Instance) -> bool {
+    s.len() <= DERIVED_MAX && is_ip_port_text(s, inst)
+}
+
+/// Whether `s` is `ip:port#true` of `inst`, of any length: [`is_derived_id`] of a client
+/// whose id is derived (so at most [`DERIVED_MAX`] bytes, as `s` is if it is equal).
+#[inline]
+fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
+    let ip = inst.ip.as_str().as_bytes();
+    let (b, l) = (s.as_bytes(), ip.len());
+    let n = b.len();
+    // `:`, one to five digits (the first not `0`), `#true`.
+    let k = n.wrapping_sub(l + 6);
+    if k.wrapping_sub(1) > 4 {
+        return false;
+    }
+    let (colon, first) = (b[l], b[l + 1]);
+    if colon != b':' || first == b'0' {
+        return false;
+    }
+    if n < 13 {
+        // A host name of under seven bytes: the digits do not end a whole word.
+        return is_derived_id_bytewise(b, l, inst.port) && short_eq_bytes(&b[..l], ip);
+    }
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    const SUFFIX: u64 = u64::from_le_bytes(*b"\0\0\0#true");
+    if word(n - 8) >> 24 != SUFFIX >> 24 {
+        return false;
+    }
+    // The word that ends with the digits, the bytes before them made leading '0's.
+    let keep = u64::MAX << ((8 - k) * 8);
+    let digits = (word(n - 13) & keep) | (ZEROS & !keep);
+    eight_digits(digits) == Some(u64::from(inst.port)) && short_eq_bytes(&b[..l], ip)
+}
+
+/// [`is_derived_id`]'s port and suffix check a byte at a time, for ids too short to read
+/// by words; `b[l]` is the `:`.
+fn is_derived_id_bytewise(b: &[u8], l: usize, port: u16) -> bool {
+    let n = b.len();
+    if b[n - 5..] != *b"#true" {
+        return false;
+    }
+    let mut v: u32 = 0;
+    for &c in &b[l + 1..n - 5] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return false;
+        }
+        v = v * 10 + u32::from(d);
+    }
+    v == u32::from(port)
+}
+
+impl Body {
+    /// The body of a client's next state: `pubs` in order, `old` the held state (a
+    /// replaced publication keeps its beat time, an unchanged one its part).
+    pub(super) fn build(
+        pubs: impl IntoIterator<Item = Next, IntoIter: ExactSizeIterator>,
+        old: Option<&Client>,
+        now: Millis,
+    ) -> Body {
+        let mut pubs = pubs.into_iter();
+        if pubs.len() == 1
+            && let Some(next) = pubs.next()
         {
-            return PublishedList::One(p);
+            return Body::One(Self::one(next, old, now));
         }
-        PublishedList::Many(v.into_boxed_slice())
+        Body::Many(
+            pubs.map(|next| match (next, old.map(|o| &o.body)) {
+                (Next::Held(i), Some(Body::Many(parts))) => parts[i].clone(),
+                (next, _) => {
+                    let p = Self::one(next, old, now);
+                    Client::part(p.publication, p.beat.into_inner())
+                }
+            })
+            .collect(),
+        )
     }
-}
 
-impl Deref for PublishedList {
-    type Target = [Published];
-    fn deref(&self) -> &[Published] {
-        match self {
-            PublishedList::One(p) => std::slice::from_ref(p),
-            PublishedList::Many(v) => v,
-        }
+    /// The body of a new client publishing `publication`.
+    pub(super) fn first(publication: Publication, now: Millis) -> Body {
+        Body::One(Published::new(publication, now))
+    }
+
+    /// The publication `next` stands for, with its beat time.
+    #[inline]
+    fn one(next: Next, old: Option<&Client>, now: Millis) -> Published {
+        let held = |i: usize| match old.map(|o| o.publications().get(i)) {
+            Some(Some(p)) => p,
+            _ => panic!("held publication {i} of a client that has none such"),
+        };
+        let (publication, beat) = match next {
+            Next::Held(i) => {
+                let p = held(i);
+                (p.publication.clone(), p.beat.load(Relaxed))
+            }
+            Next::Replace(i, publication) => (publication, held(i).beat.load(Relaxed)),
+            Next::New(publication) => (publication, now),
+        };
+        Published::new(publication, beat)
     }
 }
 
 impl Client {
-    /// A client to be stored (its publications' slots are `NO_SLOT` until it is).
+    /// A client to be stored (its slots are `NO_SLOT` until it is). The id is stored only
+    /// if the first instance does not imply it; `shared` is a stored text of the same id
+    /// to share, if there is one; `old` the state it replaces (of the same id), whose
+    /// derived id is this one's if its first instance has the same ip and port.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        id: ClientId,
+        id: &str,
+        shared: Option<&Name>,
+        old: Option<&Client>,
         id_hash: u64,
         revision: Revision,
         lease_base: Millis,
         owner: MemberId,
         shard: u32,
-        publications: PublishedList,
+        body: Body,
     ) -> Self {
-        Self {
-            id,
+        let mut c = Self {
+            id: None,
             id_hash,
             revision,
             lease_base: AtomicU64::new(lease_base),
             owner: AtomicU16::new(owner.0),
             shard: u16::try_from(shard).expect("at most 65,536 shards"),
-            publications,
+            slot: AtomicU32::new(NO_SLOT),
+            body,
+        };
+        let first = c.first_instance();
+        let derived = match (old.filter(|o| o.id.is_none()), first) {
+            // The same id, derived from the same ip and port: no need to read it.
+            (Some(o), Some(i))
+                if o.first_instance()
+                    .is_some_and(|h| h.port == i.port && h.ip == i.ip) =>
+            {
+                true
+            }
+            (_, Some(i)) => is_derived_id(id, i),
+            (_, None) => false,
+        };
+        if !derived {
+            c.id = Some(match shared {
+                Some(n) if n.as_str() == id => n.clone(),
+                _ => Name::new(id),
+            });
+        }
+        c
+    }
+
+    /// A part of a client of several publications: a client of just `publication`, held
+    /// by its service's index (it has no id, revision or owner of its own).
+    fn part(publication: Publication, beat: Millis) -> Arc<Self> {
+        Arc::new(Self {
+            id: None,
+            id_hash: 0,
+            revision: Revision::ZERO,
+            lease_base: AtomicU64::new(0),
+            owner: AtomicU16::new(0),
+            shard: 0,
+            slot: AtomicU32::new(NO_SLOT),
+            body: Body::One(Published::new(publication, beat)),
+        })
+    }
+
+    /// The publication of a client of one (a part, or what an index slot holds).
+    #[inline]
+    pub(super) fn single(&self) -> &Published {
+        match &self.body {
+            Body::One(p) => p,
+            Body::Many(_) => panic!("a client of several publications in an index slot"),
         }
     }
 
-    /// The index slot of publication `i` (in its service's index).
-    pub(super) fn slot(&self, i: usize) -> &AtomicU32 {
-        &self.publications[i].slot
+    /// The client of one publication that holds publication `i` of `this` (itself, or
+    /// its part): what `i`'s index slot points at.
+    #[inline]
+    pub(super) fn holder(this: &Arc<Client>, i: usize) -> &Arc<Client> {
+        match &this.body {
+            Body::One(_) => this,
+            Body::Many(parts) => &parts[i],
+        }
     }
 
-    /// The client id.
-    pub fn id(&self) -> &ClientId {
-        &self.id
+    /// The first instance of the first publication.
+    #[inline]
+    fn first_instance(&self) -> Option<&Instance> {
+        let p = match &self.body {
+            Body::One(p) => p,
+            Body::Many(parts) => parts.first()?.single(),
+        };
+        match &p.instances {
+            Instances::One(i) => Some(i),
+            Instances::Many(v) => v.first(),
+        }
     }
+
+    /// The client id (written out when it is derived from the first instance: see the
+    /// module's documentation; such an id is inline, no allocation).
+    pub fn id(&self) -> ClientId {
+        match (&self.id, self.first_instance()) {
+            (Some(n), _) => ClientId::of_name(n),
+            (None, Some(i)) => ClientId::ip_port(&i.ip, i.port),
+            (None, None) => unreachable!("a derived id without an instance"),
+        }
+    }
+
+    /// The kind of the client, derived from its id (without writing a derived id out:
+    /// that is an ip:port client's).
+    #[inline]
+    pub fn kind(&self) -> ClientKind {
+        match &self.id {
+            None => ClientKind::IpPort,
+            Some(n) if crate::model::first_hash_sign(n.as_bytes()).is_some() => ClientKind::IpPort,
+            Some(_) => ClientKind::Connection,
+        }
+    }
+
+    /// Whether the id is `ip:port#true` of the first instance, not stored (its compact
+    /// form is `IdForm::IpPort`).
+    #[inline]
+    pub fn id_is_derived(&self) -> bool {
+        self.id.is_none()
+    }
+
+    /// The stored id text (`None` when it is derived).
+    pub fn stored_id(&self) -> Option<&Name> {
+        self.id.as_ref()
+    }
+
+    /// Whether the id is `s` (compared without writing a derived id out).
+    /// Not inlined: a lookup that inlines it grows past what the set's probe loop
+    /// inlines into.
+    #[inline(never)]
+    pub fn id_is(&self, s: &str) -> bool {
+        match &self.id {
+            Some(n) => short_eq(n, s),
+            None => self.first_instance().is_some_and(|i| is_ip_port_text(s, i)),
+        }
+    }
+
+    /// Whether `other` has the same id (compared without writing a derived id out).
+    pub(super) fn same_id(&self, other: &Client) -> bool {
+        match (&self.id, &other.id) {
+            (Some(a), Some(b)) => a == b,
+            (Some(a), None) => other.id_is(a),
+            (None, Some(b)) => self.id_is(b),
+            (None, None) => match (self.first_instance(), other.first_instance()) {
+                (Some(a), Some(b)) => a.port == b.port && a.ip == b.ip,
+                _ => false,
+            },
+        }
+    }
+
     /// The revision of this state.
     pub fn revision(&self) -> Revision {
         self.revision
@@ -141,8 +520,9 @@ impl Client {
         u32::from(self.shard)
     }
     /// What the client publishes, sorted by service.
-    pub fn publications(&self) -> &[Published] {
-        &self.publications
+    #[inline]
+    pub fn publications(&self) -> Publications<'_> {
+        Publications(&self.body)
     }
     /// The member this node attributes the client to.
     pub fn owner(&self) -> MemberId {
@@ -150,11 +530,11 @@ impl Client {
     }
     /// Number of instances published.
     pub fn instance_count(&self) -> usize {
-        self.publications.iter().map(|p| p.instances.len()).sum()
+        self.publications().iter().map(|p| p.instances.len()).sum()
     }
     /// Last heartbeat of publication `i`.
     pub(crate) fn last_beat(&self, i: usize) -> Millis {
-        self.publications[i].beat.load(Relaxed)
+        self.publications()[i].beat.load(Relaxed)
     }
     pub(crate) fn lease_base(&self) -> Millis {
         self.lease_base.load(Relaxed)
@@ -162,29 +542,70 @@ impl Client {
     pub(crate) fn renew_lease(&self, now: Millis) {
         self.lease_base.fetch_max(now, Relaxed);
     }
-    /// The publications' pointers, for a write that builds the next state.
-    pub(super) fn publication_arcs(&self) -> PublicationArcs {
-        let arcs = self.publications.iter().map(|p| p.publication.clone());
-        if self.publications.len() <= 2 {
-            // Pushed one by one: the small vector's collect reserves and checks more.
-            let mut v = PublicationArcs::new();
-            arcs.for_each(|p| v.push(p));
-            v
-        } else {
-            // A vector's own collect, kept as the small vector's heap (no copy).
-            PublicationArcs::from_vec(arcs.collect())
+    /// The body of the next state with publication `i` replaced by `p` (of the same
+    /// service: its beat time kept); the other parts shared.
+    pub(super) fn body_replacing(&self, i: usize, p: Publication) -> Body {
+        match &self.body {
+            Body::One(o) => Body::One(Published::new(p, o.beat.load(Relaxed))),
+            Body::Many(parts) => {
+                let mut p = Some(p);
+                Body::Many(
+                    parts
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| match p.take_if(|_| k == i) {
+                            Some(p) => Client::part(p, c.single().beat.load(Relaxed)),
+                            None => c.clone(),
+                        })
+                        .collect(),
+                )
+            }
         }
     }
+
+    /// The body of the next state with `p` (of a service this one does not publish to)
+    /// inserted at `i`.
+    pub(super) fn body_inserting(&self, i: usize, p: Publication, now: Millis) -> Body {
+        let mut parts: Vec<Arc<Client>> = match &self.body {
+            Body::One(o) => vec![Client::part(o.publication.clone(), o.beat.load(Relaxed))],
+            Body::Many(parts) => parts.to_vec(),
+        };
+        parts.insert(i, Client::part(p, now));
+        Body::Many(parts.into_boxed_slice())
+    }
+
+    /// The body of the next state without publication `i` (of at least two).
+    pub(super) fn body_removing(&self, i: usize) -> Body {
+        let Body::Many(parts) = &self.body else {
+            panic!("removing the only publication is a deletion")
+        };
+        if parts.len() == 2 {
+            let left = parts[1 - i].single();
+            return Body::One(Published::new(
+                left.publication.clone(),
+                left.beat.load(Relaxed),
+            ));
+        }
+        let mut v = parts.to_vec();
+        v.remove(i);
+        Body::Many(v.into_boxed_slice())
+    }
+
     /// The full state as a record, for sync and snapshot.
     pub fn to_record(&self) -> ClientRecord {
+        self.record_with(self.id())
+    }
+    /// [`Client::to_record`] with the id written out already.
+    pub fn record_with(&self, id: ClientId) -> ClientRecord {
+        debug_assert!(self.id_is(id.as_str()));
         ClientRecord {
-            id: self.id.clone(),
+            id,
             revision: self.revision,
             owner: self.owner(),
             publications: self
-                .publications
+                .publications()
                 .iter()
-                .map(|p| p.publication.clone())
+                .map(|p| Arc::new(p.publication.clone()))
                 .collect(),
         }
     }
@@ -194,14 +615,13 @@ impl Client {
 /// publications (heartbeat times, lease and index slots aside), as their records are.
 impl PartialEq for Client {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        let (a, b) = (self.publications(), other.publications());
+        self.same_id(other)
             && self.revision == other.revision
             && self.owner() == other.owner()
-            && self.publications.len() == other.publications.len()
-            && self
-                .publications
-                .iter()
-                .zip(other.publications.iter())
+            && a.len() == b.len()
+            && a.iter()
+                .zip(b.iter())
                 .all(|(a, b)| a.publication == b.publication)
     }
 }
@@ -209,10 +629,10 @@ impl PartialEq for Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("revision", &self.revision)
             .field("owner", &self.owner())
-            .field("publications", &&*self.publications)
+            .field("publications", &self.publications())
             .finish()
     }
 }
@@ -234,13 +654,16 @@ impl ClientRecord {
     /// An estimate of the record's encoded size in bytes (protobuf-like), used to bound
     /// batches and chunks. Errs on the high side.
     pub fn size_hint(&self) -> usize {
-        size_hint(&self.id, self.publications.iter().map(|p| &**p))
+        size_hint(
+            self.id.as_str().len(),
+            self.publications.iter().map(|p| &**p),
+        )
     }
 }
 
 /// [`ClientRecord::size_hint`] of a state's id and publications.
-fn size_hint<'a>(id: &ClientId, publications: impl Iterator<Item = &'a Publication>) -> usize {
-    let mut n = 16 + id.as_str().len();
+fn size_hint<'a>(id_len: usize, publications: impl Iterator<Item = &'a Publication>) -> usize {
+    let mut n = 16 + id_len;
     for p in publications {
         n += 16 + p.service.key().len();
         for i in p.instances.iter() {
@@ -275,12 +698,12 @@ pub enum ClientChange {
 }
 
 impl ClientChange {
-    /// The client id.
-    pub fn id(&self) -> &ClientId {
+    /// The client id (written out for a stored client's derived id: see [`Client::id`]).
+    pub fn id(&self) -> ClientId {
         match self {
-            ClientChange::Upsert(r) => &r.id,
-            ClientChange::Stored(c) => &c.id,
-            ClientChange::Delete { id, .. } => id,
+            ClientChange::Upsert(r) => r.id.clone(),
+            ClientChange::Stored(c) => c.id(),
+            ClientChange::Delete { id, .. } => id.clone(),
         }
     }
     /// The revision.
@@ -295,7 +718,13 @@ impl ClientChange {
     pub fn size_hint(&self) -> usize {
         match self {
             ClientChange::Upsert(r) => r.size_hint(),
-            ClientChange::Stored(c) => size_hint(&c.id, c.publications.iter().map(|p| &***p)),
+            ClientChange::Stored(c) => {
+                let id_len = match c.stored_id() {
+                    Some(n) => n.len(),
+                    None => c.id().as_str().len(),
+                };
+                size_hint(id_len, c.publications().iter().map(|p| &**p))
+            }
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),
         }
     }
@@ -305,6 +734,76 @@ impl ClientChange {
         match self {
             ClientChange::Stored(c) => ClientChange::Upsert(c.to_record()),
             c => c,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DERIVED_MAX, is_derived_id, is_ip_port_text};
+    use crate::model::{ClientId, InstanceSpec};
+    use crate::name::Interner;
+
+    /// The word-wise comparison says an id is derived exactly when it is the text
+    /// `ClientId::ip_port` writes (of at most `DERIVED_MAX` bytes): for host names short
+    /// and long, every port length, and every one-byte change, cut and extension.
+    #[test]
+    fn a_derived_id_is_exactly_the_ip_port_text() {
+        let interner = Interner::new();
+        let service = crate::model::Service::new(&interner, "public", "DEFAULT_GROUP", "s");
+        let ips = [
+            "a",
+            "ab",
+            "h1",
+            "10.0.0.1",
+            "1.2.3.4",
+            "192.168.100.10",
+            "192.168.100.100",
+            "::1",
+            "fe80::1",
+            "host-name",
+        ];
+        let ports = [
+            1, 7, 9, 10, 80, 99, 100, 443, 999, 1000, 8080, 9999, 10000, 50000, 65535,
+        ];
+        for ip in ips {
+            for port in ports {
+                let inst = InstanceSpec::new(ip, port)
+                    .to_instance(&interner, &service)
+                    .unwrap();
+                let id = ClientId::ip_port(ip, port);
+                let text = id.as_str().to_string();
+                let want = |s: &str| s == text && s.len() <= DERIVED_MAX;
+                let mut cases = vec![
+                    text.clone(),
+                    format!("{ip}:0{port}#true"),
+                    format!("{ip}:{port}#false"),
+                    format!("{ip}:{port}#truE"),
+                    format!("{ip}:{}#true", u32::from(port) + 1),
+                    format!("{ip}:{}#true", u32::from(port) + 65536),
+                    format!("{ip}{port}#true"),
+                    format!("{ip}:#true"),
+                    format!("x{ip}:{port}#true"),
+                    format!("{ip}:{port}#true "),
+                    text[..text.len() - 1].to_string(),
+                ];
+                for k in 0..text.len() {
+                    for c in [b'0', b'9', b':', b'#', b'x', b'/'] {
+                        let mut b = text.clone().into_bytes();
+                        b[k] = c;
+                        cases.push(String::from_utf8(b).unwrap());
+                    }
+                }
+                for s in &cases {
+                    assert_eq!(is_derived_id(s, &inst), want(s), "{s:?} of {ip}:{port}");
+                    // Without the length cap: the text equality alone.
+                    assert_eq!(
+                        is_ip_port_text(s, &inst),
+                        *s == text,
+                        "{s:?} of {ip}:{port}"
+                    );
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! mutex. Listeners ([`ChangeListener`]) hear of every change after it is visible.
 //! Indexes left empty are collected after a while.
 
-use super::{NO_SLOT, Registry};
+use super::{Client, NO_SLOT, Registry};
 use crate::model::{Instance, Publication, Service};
 use crate::time::Millis;
 use arc_slots::Slots;
@@ -29,7 +29,9 @@ pub struct ServiceIndex {
     /// registries of one process (the simulator's nodes), its cached index is one of them.
     registry: u64,
     service: Service,
-    slots: Slots<Publication>,
+    /// The holders of the publications: clients of one publication (a client itself, or
+    /// a part of a client of several; see `client.rs`).
+    slots: Slots<Client>,
     free: Mutex<Vec<u32>>,
     live: AtomicUsize,
     revision: AtomicU64,
@@ -64,7 +66,34 @@ pub struct ServiceView {
     /// Increments on every change of the service's publications.
     pub revision: u64,
     /// The publications, one per publishing client.
-    pub publications: Vec<Arc<Publication>>,
+    pub publications: Vec<PublicationRef>,
+}
+
+/// A publication as a service's index holds it: shared with the stored client (it sits
+/// in the client, or in a part of it). Dereferences to the publication.
+#[derive(Clone)]
+pub struct PublicationRef(Arc<Client>);
+
+impl PublicationRef {
+    /// The publication.
+    #[inline]
+    pub fn publication(&self) -> &Publication {
+        self.0.single()
+    }
+}
+
+impl std::ops::Deref for PublicationRef {
+    type Target = Publication;
+    #[inline]
+    fn deref(&self) -> &Publication {
+        self.0.single()
+    }
+}
+
+impl std::fmt::Debug for PublicationRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.publication(), f)
+    }
 }
 
 /// Which instances a query wants.
@@ -168,8 +197,9 @@ impl Registry {
     pub fn query(&self, namespace: &str, group: &str, name: &str) -> Option<ServiceView> {
         let services = self.services.pin();
         let idx = Service::with_key(namespace, group, name, |key| services.get(key).cloned())?;
-        let mut publications: Vec<Arc<Publication>> = Vec::with_capacity(idx.live.load(Relaxed));
-        idx.slots.collect_into(&mut publications, &self.slots.pin());
+        let mut publications = Vec::with_capacity(idx.live.load(Relaxed));
+        idx.slots
+            .collect_map_into(&mut publications, PublicationRef, &self.slots.pin());
         // Slot order: stable, roughly registration order (slots are reused).
         Some(ServiceView {
             service: idx.service.clone(),
@@ -225,15 +255,18 @@ impl Registry {
         service.cached_index().filter(|idx| idx.registry == self.id)
     }
 
-    /// Stores `p` in its service's index, in `slot` if the client already had one there;
-    /// returns the slot.
+    /// Stores `holder` (a client of one publication) in its service's index, in `slot` if
+    /// the client already had one there; returns the slot. `changed` tells whether the
+    /// publication differs from the one replaced (the service's revision moves then).
     pub(super) fn index_insert(
         &self,
-        p: Arc<Publication>,
+        holder: Arc<Client>,
         slot: Option<u32>,
         replaced_len: usize,
+        changed: bool,
     ) -> u32 {
         let pin = self.slots.pin();
+        let p = holder.single();
         let mut cached = self.cached_index(&p.service);
         loop {
             let idx = match cached.take() {
@@ -261,17 +294,17 @@ impl Registry {
             let n = p.instances.len();
             let slot = match slot.filter(|s| *s != NO_SLOT) {
                 Some(s) => {
-                    idx.slots.replace(s as usize, Some(p), &pin);
+                    idx.slots.replace(s as usize, Some(holder), &pin);
                     s
                 }
                 None => {
                     let mut free = idx.free.lock();
                     let s = match free.pop() {
                         Some(s) => {
-                            idx.slots.replace(s as usize, Some(p), &pin);
+                            idx.slots.replace(s as usize, Some(holder), &pin);
                             s
                         }
-                        None => idx.slots.push(p, &pin),
+                        None => idx.slots.push(holder, &pin),
                     };
                     // Under the free-list lock, so the namespace's count sees this
                     // service fill and empty in order.
@@ -286,9 +319,11 @@ impl Registry {
                     s
                 }
             };
-            idx.instances.fetch_add(n, Relaxed);
-            idx.instances.fetch_sub(replaced_len, Relaxed);
-            idx.revision.fetch_add(1, Relaxed);
+            if changed {
+                idx.instances.fetch_add(n, Relaxed);
+                idx.instances.fetch_sub(replaced_len, Relaxed);
+                idx.revision.fetch_add(1, Relaxed);
+            }
             return slot;
         }
     }

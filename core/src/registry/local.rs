@@ -5,8 +5,8 @@
 //! state, decides, and stores the new state at the next revision (a hybrid clock, see
 //! [`Origin`] for how a health change is ordered) or a tombstone for a deletion.
 
-use super::client::PublicationArcs;
-use super::{Client, IdKey, Origin, Registry, Tombstone, WriteError, WriteResult};
+use super::client::Body;
+use super::{Client, IdKey, Origin, Published, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision, Service};
@@ -24,7 +24,6 @@ impl Registry {
         owner: MemberId,
         now: Millis,
     ) -> Result<WriteResult, WriteError> {
-        let publication = Arc::new(publication);
         self.publish_with(id, owner, now, |_| Ok(publication))
     }
 
@@ -36,7 +35,7 @@ impl Registry {
         id: &ClientId,
         owner: MemberId,
         now: Millis,
-        build: impl FnOnce(Option<&Client>) -> Result<Arc<Publication>, ValidationError>,
+        build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
     ) -> Result<WriteResult, WriteError> {
         let max = self.max_services_per_client;
         let mut result = Ok(());
@@ -64,25 +63,28 @@ impl Registry {
                     return LocalAction::Nothing;
                 }
             }
-            let mut pubs = old.map(|c| c.publication_arcs()).unwrap_or_default();
-            match pubs.binary_search_by(|p| p.service.cmp(&publication.service)) {
+            let held = old.map(|c| c.publications());
+            match held.map_or(Err(0), |h| h.find(&publication.service)) {
                 Ok(i) => {
-                    if *pubs[i] == *publication {
+                    let Some(c) = old else {
+                        unreachable!("a held publication without a client")
+                    };
+                    let p = &c.publications()[i];
+                    if p.get() == &publication {
                         // The same registration again: a heartbeat, nothing to write.
-                        if let Some(c) = old {
-                            c.publications[i].beat.fetch_max(now, Relaxed);
-                        }
+                        p.beat.fetch_max(now, Relaxed);
                         return LocalAction::Nothing;
                     }
-                    pubs[i] = publication;
+                    LocalAction::Put(c.body_replacing(i, publication))
                 }
                 Err(i) => {
-                    if pubs.len() >= max {
+                    let held = held.map_or(0, |h| h.len());
+                    if held >= max {
                         result = Err(ValidationError::new(
                             Field::Services,
                             format!(
                                 "client {id} already publishes to {} services, the limit is {max}",
-                                pubs.len()
+                                held
                             ),
                         ));
                         return LocalAction::Nothing;
@@ -91,10 +93,12 @@ impl Registry {
                         result = Err(e);
                         return LocalAction::Nothing;
                     }
-                    pubs.insert(i, publication);
+                    LocalAction::Put(match old {
+                        Some(c) => c.body_inserting(i, publication, now),
+                        None => Body::first(publication, now),
+                    })
                 }
             }
-            LocalAction::Put(pubs)
         });
         result?;
         Ok(out)
@@ -137,16 +141,9 @@ impl Registry {
             let Some(old) = old else {
                 return LocalAction::Nothing;
             };
-            let mut pubs = old.publication_arcs();
-            match pubs.binary_search_by(|p| p.service.cmp(service)) {
-                Ok(i) => {
-                    pubs.remove(i);
-                    if pubs.is_empty() {
-                        LocalAction::Delete
-                    } else {
-                        LocalAction::Put(pubs)
-                    }
-                }
+            match old.publications().find(service) {
+                Ok(_) if old.publications().len() == 1 => LocalAction::Delete,
+                Ok(i) => LocalAction::Put(old.body_removing(i)),
                 Err(_) => LocalAction::Nothing,
             }
         })
@@ -188,18 +185,11 @@ impl Registry {
             let Some(old) = old else {
                 return LocalAction::Nothing;
             };
-            let Ok(i) = old
-                .publications
-                .binary_search_by(|p| p.service.cmp(service))
-            else {
+            let Ok(i) = old.publications().find(service) else {
                 return LocalAction::Nothing;
             };
-            match f(&old.publications[i]) {
-                Some(p) => {
-                    let mut pubs = old.publication_arcs();
-                    pubs[i] = Arc::new(p);
-                    LocalAction::Put(pubs)
-                }
+            match f(&old.publications()[i]) {
+                Some(p) => LocalAction::Put(old.body_replacing(i, p)),
                 None => LocalAction::Nothing,
             }
         })
@@ -226,18 +216,21 @@ impl Registry {
         let shard = &self.shards[self.shard_of_key(key) as usize];
         let clients = shard.pin();
         let c = clients.get_key(key)?;
-        let i = c
-            .publications
-            .iter()
-            .position(|p| p.service.is(namespace, group, name))?;
-        c.publications[i].beat.fetch_max(now, Relaxed);
-        Some(c.publications[i].instances.iter().all(|i| i.healthy))
+        let is = |p: &&Published| p.service.is(namespace, group, name);
+        // Most clients publish to one service: no iterator for them.
+        let ps = c.publications();
+        let p = match ps.only() {
+            Some(p) => Some(p).filter(is)?,
+            None => ps.iter().find(is)?,
+        };
+        p.beat.fetch_max(now, Relaxed);
+        Some(p.instances.iter().all(|i| i.healthy))
     }
 
     /// Sets every heartbeat of client `id` to at least `now` (grace after an ownership
     /// change, so a new owner does not expire instances whose beats went elsewhere).
     pub(crate) fn refresh_beats(&self, c: &Client, now: Millis) {
-        for p in c.publications.iter() {
+        for p in c.publications().iter() {
             p.beat.fetch_max(now, Relaxed);
         }
     }
@@ -277,18 +270,13 @@ impl Registry {
             let revision = Revision::next(prev, floor, self.me);
             match action {
                 LocalAction::Nothing => WriteResult::Unchanged,
-                LocalAction::Put(pubs) => {
+                LocalAction::Put(body) => {
                     let old_ref = old.map(|c| &**c);
                     let hash = key.hash;
-                    // Moved out of the small vector when it spilled (a vector's own
-                    // iterator builds the list in one pass; the small vector's costs a
-                    // check per item).
-                    let new = if pubs.spilled() {
-                        let pubs = pubs.into_vec();
-                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
-                    } else {
-                        self.build_client(id, hash, revision, shard_no, pubs, owner, old_ref, now)
-                    };
+                    let (s, shared) = (id.as_str(), id.shared_name());
+                    let new = self.build_client(
+                        s, shared, hash, revision, shard_no, body, owner, old_ref, now,
+                    );
                     if old.is_none() {
                         tombstones.remove(id.as_str());
                     }
@@ -317,6 +305,6 @@ impl Registry {
 /// What a local write does to the client it reads.
 enum LocalAction {
     Nothing,
-    Put(PublicationArcs),
+    Put(Body),
     Delete,
 }

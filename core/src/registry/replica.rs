@@ -6,6 +6,7 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
+use super::client::{Body, Next};
 use super::{ApplyOutcome, ClientRecord, IdKey, Registry, Tombstone};
 use crate::hash::stable_hash64;
 use crate::member::MemberId;
@@ -258,23 +259,22 @@ impl Registry {
         // Share identical publications with the old state to keep the index stable
         // (mapped as the new client is built: no list gathered first).
         let pubs = state.publications.iter().map(|p| {
-            old.and_then(|o| {
-                o.publications
-                    .binary_search_by(|q| q.service.cmp(&p.service))
-                    .ok()
-                    .map(|i| o.publications[i].publication().clone())
-            })
-            .filter(|q| **q == **p)
-            .unwrap_or_else(|| p.clone())
+            let held = old.map(|o| o.publications());
+            match held.map(|h| (h.find(&p.service), h)) {
+                Some((Ok(i), h)) if h[i].get() == &**p => Next::Held(i),
+                Some((Ok(i), _)) => Next::Replace(i, (**p).clone()),
+                _ => Next::New((**p).clone()),
+            }
         });
-        // A held client keeps its id: only a new one stores the text.
-        let id = old.map_or_else(|| ClientId::checked(state.id), |o| o.id.clone());
+        let body = Body::build(pubs, old.map(|c| &**c), now);
+        // A held client keeps its stored id text (`build_client` shares it).
         let new = self.build_client(
-            &id,
+            state.id,
+            None,
             key.hash,
             state.revision,
             shard_no,
-            pubs,
+            body,
             owner,
             old.map(|c| &**c),
             now,
@@ -308,7 +308,7 @@ impl Registry {
         match tombstones.get_mut(id) {
             Some(t) => *t = tombstone,
             None => {
-                let id = old.map_or_else(|| ClientId::checked(id), |o| o.id.clone());
+                let id = old.map_or_else(|| ClientId::checked(id), |o| o.id());
                 tombstones.insert(id, tombstone);
             }
         }
@@ -357,10 +357,9 @@ impl Registry {
         match clients.get(id.as_str()) {
             Some(c) if c.owner() != owner => {
                 self.digests
-                    .remove(c.owner(), c.shard(), c.id.as_str(), c.revision);
+                    .remove(c.owner(), c.shard(), id.as_str(), c.revision);
                 c.owner.store(owner.0, Relaxed);
-                self.digests
-                    .add(owner, c.shard(), c.id.as_str(), c.revision);
+                self.digests.add(owner, c.shard(), id.as_str(), c.revision);
                 true
             }
             _ => false,

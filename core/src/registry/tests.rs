@@ -3,7 +3,7 @@
 //! concurrent writers keeping the index and digests consistent.
 
 use super::*;
-use crate::model::InstanceSpec;
+use crate::model::{InstanceSpec, Publication};
 
 fn cfg(shards: u32, max_services: usize) -> Config {
     Config {
@@ -632,20 +632,21 @@ fn a_client_of_many_services_changing_one_keeps_the_others_slots_and_beats() {
     assert_eq!(r.stats().instances, 19);
 }
 
-/// The stored layout: a client with one publication is one 80-byte allocation (96 with
-/// its reference counts, in mimalloc's 96-byte class) whose id sits inline (it was 64
-/// bytes, in the 80-byte class, plus its id's own 48-byte allocation), and a shard's set
-/// holds one pointer per client; see `results/memory.md`. Pinned so that a field added by accident shows here.
+/// The stored layout: a client with one publication is one 112-byte allocation (128
+/// with its reference counts, mimalloc's 128-byte class) holding its publication, and an
+/// ip:port id it derives from its instance is not stored (it was an 80-byte client, 96
+/// in its class, with its id inline, plus the publication's own 80-byte allocation); a
+/// shard's set holds one pointer per client; see `results/memory.md`. Pinned so that a
+/// field added by accident shows here.
 #[test]
 fn stored_layout_is_compact() {
     use std::mem::size_of;
     assert_eq!(size_of::<ClientId>(), 24);
-    assert_eq!(size_of::<Published>(), 24);
-    assert_eq!(size_of::<client::PublishedList>(), 24);
-    assert_eq!(size_of::<Client>(), 80);
+    assert_eq!(size_of::<Published>(), 72);
+    assert_eq!(size_of::<client::Body>(), 72);
+    assert_eq!(size_of::<Client>(), 112);
     assert_eq!(size_of::<Stored>(), 8);
-    // A publication of one instance: 64 bytes, 80 in its `Arc` (a size class; 96 with
-    // a 24-byte IP string or a batch flag beside the instances).
+    // A publication of one instance: 64 bytes, inline in its client (the 112 above).
     assert_eq!(size_of::<Name>(), 8);
     assert_eq!(size_of::<crate::model::SmallStr>(), 16);
     assert_eq!(size_of::<crate::model::Instance>(), 56);
@@ -692,7 +693,7 @@ fn a_change_replaces_the_stored_client() {
     assert_eq!(held.revision(), second);
     assert_eq!(held.publications()[0].instances[0].weight, 2.0);
     let mut seen = Vec::new();
-    r.for_each(|c| seen.push((c.id().clone(), c.revision())));
+    r.for_each(|c| seen.push((c.id(), c.revision())));
     assert_eq!(seen, vec![(id, second)]);
     assert_eq!(r.stats().clients, 1);
 }
@@ -795,4 +796,129 @@ fn resolve_service_answers_as_resolve_parts_checked_only_on_a_miss() {
         }
     }
     assert!(r.find_service("ns", "g", "bad\u{1}name").is_none());
+}
+
+/// A client stores its id only when its first instance does not imply it: an ip:port id
+/// of its instance is derived (and found, compared and written out as the text), an
+/// ip:port id of another address, a connection id and a long IPv6 id are stored. Each
+/// is found by its id, not by another's, and replicates with its id.
+#[test]
+fn ids_are_derived_only_from_their_own_instance() {
+    let r = reg();
+    let me = MemberId(0);
+    let cases = [
+        (ClientId::ip_port("10.0.0.1", 80), "10.0.0.1", 80, true),
+        (ClientId::ip_port("10.0.0.1", 81), "10.0.0.2", 81, false),
+        (
+            ClientId::parse("1700000000000_10.0.0.3_5").unwrap(),
+            "10.0.0.3",
+            5,
+            false,
+        ),
+        (
+            ClientId::ip_port("fe80::10:20:30:40", 65535),
+            "fe80::10:20:30:40",
+            65535,
+            false,
+        ),
+        (ClientId::ip_port("h", 7), "h", 7, true),
+    ];
+    for (k, (id, ip, port, derived)) in cases.iter().enumerate() {
+        let p = publication(&r, &format!("s{k}"), ip, *port);
+        r.publish(id, p, me, 10).unwrap();
+        let c = r.get(id.as_str()).expect("found by its id");
+        assert_eq!(c.id_is_derived(), *derived, "{id}");
+        assert_eq!(c.id(), *id);
+        assert!(c.id_is(id.as_str()));
+        assert_eq!(c.kind(), id.kind(), "{id}");
+        assert_eq!(c.to_record().id, *id);
+    }
+    // The derived id of 10.0.0.2:81 is not the stored client's id.
+    assert!(r.get(ClientId::ip_port("10.0.0.2", 81).as_str()).is_none());
+    assert_eq!(r.stats().clients, cases.len());
+    // A replica holds the same ids.
+    let replica = reg();
+    r.for_each(|c| {
+        assert_eq!(replica.apply(&c.to_record(), me, 20), ApplyOutcome::Applied);
+    });
+    for (id, ..) in &cases {
+        assert_eq!(replica.get(id.as_str()).unwrap().id(), *id);
+    }
+}
+
+/// A client of several publications holds each in a part the service's index points at:
+/// a change of one publication replaces its part and slot only (the other parts are the
+/// same pointers), queries see each publication, and going back to one publication
+/// holds it inline again.
+#[test]
+fn a_client_of_several_publications_moves_one_slot_per_change() {
+    let r = reg();
+    let me = MemberId(0);
+    let id = ClientId::ip_port("10.0.0.9", 90);
+    for svc in ["a", "b", "c"] {
+        r.publish(&id, publication(&r, svc, "10.0.0.9", 90), me, 10)
+            .unwrap();
+    }
+    let before = r.get(id.as_str()).unwrap();
+    assert!(before.id_is_derived());
+    let view = |svc: &str| r.query("public", "DEFAULT_GROUP", svc).unwrap();
+    let mut p = publication(&r, "b", "10.0.0.9", 90);
+    if let crate::model::Instances::One(i) = &mut p.instances {
+        i.weight = 3.0;
+    }
+    let (rev_a, rev_b) = (view("a").revision, view("b").revision);
+    r.publish(&id, p, me, 11).unwrap();
+    let after = r.get(id.as_str()).unwrap();
+    let Body::Many(old_parts) = &before.body else {
+        panic!("three publications are parts")
+    };
+    let Body::Many(new_parts) = &after.body else {
+        panic!("three publications are parts")
+    };
+    assert!(Arc::ptr_eq(&old_parts[0], &new_parts[0]));
+    assert!(!Arc::ptr_eq(&old_parts[1], &new_parts[1]));
+    assert!(Arc::ptr_eq(&old_parts[2], &new_parts[2]));
+    assert_eq!(view("a").revision, rev_a);
+    assert!(view("b").revision > rev_b);
+    assert_eq!(view("b").publications[0].instances[0].weight, 3.0);
+    for svc in ["a", "c"] {
+        assert_eq!(view(svc).publications.len(), 1);
+        assert_eq!(view(svc).publications[0].instances[0].weight, 1.0);
+    }
+    // Back to one: inline, its slot kept, the other services' slots freed.
+    for svc in ["a", "c"] {
+        let s = r.service("public", "DEFAULT_GROUP", svc);
+        r.unpublish(&id, &s, me, 12, Origin::Client);
+        assert_eq!(view(svc).publications.len(), 0);
+    }
+    let one = r.get(id.as_str()).unwrap();
+    assert!(matches!(one.body, Body::One(_)));
+    assert_eq!(view("b").publications[0].instances[0].weight, 3.0);
+    assert_eq!(r.stats().instances, 1);
+}
+
+/// A client whose id is derived from its instance and which then publishes first (by
+/// service order) an instance of another address stores its id from then on (the id is
+/// not that instance's), and derives it again once its first instance implies it.
+#[test]
+fn a_derived_id_is_stored_when_the_first_instance_no_longer_implies_it() {
+    let r = reg();
+    let me = MemberId(0);
+    let id = ClientId::ip_port("10.0.0.5", 50);
+    r.publish(&id, publication(&r, "m", "10.0.0.5", 50), me, 10)
+        .unwrap();
+    assert!(r.get(id.as_str()).unwrap().id_is_derived());
+    // "a" sorts before "m": the first instance is 10.0.0.6:60's.
+    r.publish(&id, publication(&r, "a", "10.0.0.6", 60), me, 11)
+        .unwrap();
+    let c = r.get(id.as_str()).expect("found by its id");
+    assert!(!c.id_is_derived());
+    assert_eq!(c.id(), id);
+    assert!(r.get(ClientId::ip_port("10.0.0.6", 60).as_str()).is_none());
+    let a = r.service("public", "DEFAULT_GROUP", "a");
+    r.unpublish(&id, &a, me, 12, Origin::Client);
+    let c = r.get(id.as_str()).expect("found by its id");
+    assert!(c.id_is_derived());
+    assert_eq!(c.id(), id);
+    assert_eq!(r.stats().clients, 1);
 }

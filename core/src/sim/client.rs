@@ -100,7 +100,7 @@ impl SimCluster {
             c.publications()
                 .iter()
                 .find(|p| p.service.name().as_str() == service)
-                .map(|p| p.publication().clone())
+                .map(|p| std::sync::Arc::new(p.get().clone()))
         });
         Some((r, current))
     }

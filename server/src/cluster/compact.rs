@@ -233,19 +233,23 @@ impl<'a> Encoder<'a> {
 
     fn record(&mut self, node: &'a Node, r: &'a ClientRecord) {
         let publications = r.publications.iter().map(|p| &**p);
-        self.state(node, r.id.as_str(), r.revision, r.owner, publications);
+        self.state(node, Some(r.id.as_str()), r.revision, r.owner, publications);
     }
 
-    /// A state shared with the store, encoded straight from the stored client.
+    /// A state shared with the store, encoded straight from the stored client (an id it
+    /// derives from its first instance is derived here too, not written out).
     fn stored(&mut self, node: &'a Node, c: &'a Client) {
-        let publications = c.publications().iter().map(|p| &***p);
-        self.state(node, c.id().as_str(), c.revision(), c.owner(), publications);
+        let publications = c.publications().iter().map(|p| &**p);
+        let id = c.stored_id().map(|n| n.as_str());
+        self.state(node, id, c.revision(), c.owner(), publications);
     }
 
+    /// Encodes a state; `id` is `None` for a stored client's derived id (`ip:port#true`
+    /// of the first instance: the ip:port form).
     fn state(
         &mut self,
         node: &'a Node,
-        id: &'a str,
+        id: Option<&'a str>,
         revision: Revision,
         owner: MemberId,
         publications: impl ExactSizeIterator<Item = &'a Publication> + Clone,
@@ -255,15 +259,18 @@ impl<'a> Encoder<'a> {
             .clone()
             .next()
             .and_then(|p| p.instances.first());
-        let form = first.map_or(IdForm::String, |i| id_form(id, i));
-        match form {
-            IdForm::String => {
+        let form = match id {
+            Some(id) => first.map_or(IdForm::String, |i| id_form(id, i)),
+            None => IdForm::IpPort,
+        };
+        match (form, id) {
+            (IdForm::String, Some(id)) => {
                 out.push(ID_STRING << 1);
                 let s = self.push_string(id);
                 put_varint(&mut out, u64::from(s));
             }
-            IdForm::IpPort => out.push(ID_IP_PORT << 1),
-            IdForm::Connection { millis, port } => {
+            (IdForm::IpPort, _) | (IdForm::String, None) => out.push(ID_IP_PORT << 1),
+            (IdForm::Connection { millis, port }, _) => {
                 out.push(ID_CONNECTION << 1);
                 put_varint(&mut out, millis);
                 out.extend_from_slice(&port.to_le_bytes());

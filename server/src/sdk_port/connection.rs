@@ -175,12 +175,7 @@ impl Input {
                     conn.handle(f)?;
                     self.start += n;
                 }
-                Err(e) => {
-                    return Err(ConnError {
-                        code: e.code,
-                        reason: e.reason,
-                    });
-                }
+                Err(e) => return Err(e),
             }
         }
     }

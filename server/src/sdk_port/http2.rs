@@ -63,17 +63,10 @@ pub(crate) const MAX_STRIKES: u32 = 1024;
 const RECENT: usize = 128;
 
 /// A connection error: GOAWAY with this code, then the connection's end.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnError {
-    pub(crate) code: ErrorCode,
-    pub(crate) reason: &'static str,
-}
+pub(crate) type ConnError = h2wire::frame::FrameError;
 
 fn protocol(reason: &'static str) -> ConnError {
-    ConnError {
-        code: ErrorCode::PROTOCOL_ERROR,
-        reason,
-    }
+    ConnError::protocol(reason)
 }
 
 mod recv;
@@ -102,6 +95,8 @@ struct Stream {
     held: u32,
     /// In `Conn::to_poll`.
     queued: bool,
+    /// In `Conn::blocked`.
+    listed: bool,
 }
 
 enum Recv {
@@ -134,6 +129,7 @@ impl Stream {
             bridged: None,
             held: 0,
             queued: false,
+            listed: false,
         }
     }
 }
@@ -210,8 +206,12 @@ pub(crate) struct Conn {
     /// The stream id the final GOAWAY named.
     final_id: Option<u32>,
     partial: Option<Partial>,
-    /// Streams with DATA waiting for window.
+    /// Streams with DATA waiting for window, each at most once (`Stream::listed`). A
+    /// stream resumed or removed keeps its place until the next sweep (resuming a stream
+    /// with nothing waiting does nothing), so no change of a stream searches the list.
     blocked: Vec<u32>,
+    /// Places in `blocked` of streams since removed.
+    blocked_gone: usize,
     woken: Arc<Woken>,
     /// Bridged streams to poll, in order (each at most once: `Stream::queued`).
     to_poll: Vec<u32>,
@@ -268,6 +268,7 @@ impl Conn {
             final_id: None,
             partial: None,
             blocked: Vec::new(),
+            blocked_gone: 0,
             woken,
             to_poll: Vec::new(),
             woken_ids: Vec::new(),
@@ -428,24 +429,10 @@ impl Conn {
     fn on_settings(&mut self, params: &[u8]) -> Result<(), ConnError> {
         let mut window = self.peer_window;
         for (id, value) in frame::settings_params(params) {
+            frame::check_setting(id, value)?;
             match id {
-                frame::INITIAL_WINDOW_SIZE if value > MAX_WINDOW => {
-                    return Err(ConnError {
-                        code: ErrorCode::FLOW_CONTROL_ERROR,
-                        reason: "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
-                    });
-                }
                 frame::INITIAL_WINDOW_SIZE => window = i64::from(value),
-                frame::MAX_FRAME_SIZE
-                    if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::LARGEST_MAX_FRAME_SIZE)
-                        .contains(&value) =>
-                {
-                    return Err(protocol("SETTINGS_MAX_FRAME_SIZE out of range"));
-                }
                 frame::MAX_FRAME_SIZE => self.heads.max_frame = value,
-                frame::ENABLE_PUSH if value > 1 => {
-                    return Err(protocol("SETTINGS_ENABLE_PUSH neither 0 nor 1"));
-                }
                 frame::HEADER_TABLE_SIZE if (value as usize) < hpack::DEFAULT_TABLE_SIZE => {
                     self.heads.size_update = true
                 }
@@ -502,7 +489,6 @@ impl Conn {
             return Ok(());
         }
         if !s.pending.is_empty() {
-            self.blocked.retain(|b| *b != id);
             self.resume(id);
         }
         Ok(())
@@ -510,8 +496,12 @@ impl Conn {
 
     /// Flushes every stream waiting for window, as far as the windows go.
     fn unblock_all(&mut self) {
+        self.blocked_gone = 0;
         for id in std::mem::take(&mut self.blocked) {
-            self.resume(id);
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.listed = false;
+                self.resume(id);
+            }
         }
     }
 
@@ -730,8 +720,13 @@ impl Conn {
     /// Lets go of removed stream `s`: what the connection held for it, its place in
     /// `blocked`, and, when the client may still be sending, a place in `recent`.
     fn forget(&mut self, id: u32, mut s: Stream) {
-        if !s.pending.is_empty() {
-            self.blocked.retain(|b| *b != id);
+        if s.listed {
+            self.blocked_gone += 1;
+            if self.blocked_gone > 16 && self.blocked_gone * 2 > self.blocked.len() {
+                let streams = &self.streams;
+                self.blocked.retain(|b| streams.contains_key(b));
+                self.blocked_gone = 0;
+            }
         }
         let held = std::mem::take(&mut s.held);
         if held > 0 {
@@ -782,7 +777,8 @@ impl Conn {
                 .min(i64::from(self.heads.max_frame.min(MAX_FRAME)));
             if n <= 0 || self.out.len() >= self.limit {
                 self.out_stalled |= n > 0;
-                if !self.blocked.contains(&id) {
+                if !s.listed {
+                    s.listed = true;
                     self.blocked.push(id);
                 }
                 return;

@@ -561,7 +561,7 @@ impl Decoded {
                 Some(r.owner)
             }
             ClientChange::Stored(s) => {
-                let publications = s.publications().iter().map(|p| p.publication().clone());
+                let publications = s.publications().iter().map(|p| Arc::new(p.get().clone()));
                 self.publications.extend(publications);
                 Some(s.owner())
             }

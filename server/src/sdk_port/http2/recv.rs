@@ -12,12 +12,8 @@ impl Conn {
     /// `n` bytes received are no longer held: hands them back to the client's connection
     /// window, in halves of the window.
     pub(super) fn credit(&mut self, n: u32) {
-        self.recv_unacked += n;
-        if self.recv_unacked >= WINDOW / 2 {
-            frame::write_window_update(&mut self.out, 0, self.recv_unacked);
-            self.recv_window += i64::from(self.recv_unacked);
-            self.recv_unacked = 0;
-        }
+        let n = frame::hand_back(&mut self.out, 0, &mut self.recv_unacked, n, WINDOW);
+        self.recv_window += i64::from(n);
     }
 
     /// What the unary messages being assembled may hold on one connection.
@@ -138,11 +134,11 @@ impl Conn {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        s.recv_unacked += read;
-        if s.recv_unacked >= WINDOW / 2 && !s.recv_closed {
-            frame::write_window_update(&mut self.out, id, s.recv_unacked);
-            s.recv_window += i64::from(s.recv_unacked);
-            s.recv_unacked = 0;
+        if s.recv_closed {
+            s.recv_unacked += read;
+            return;
         }
+        let n = frame::hand_back(&mut self.out, id, &mut s.recv_unacked, read, WINDOW);
+        s.recv_window += i64::from(n);
     }
 }

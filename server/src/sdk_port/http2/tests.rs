@@ -58,3 +58,41 @@ async fn bridged_streams_are_polled_in_queue_order_not_by_id() {
     c.poll_bridged();
     assert_eq!(c.to_poll, [5, 1, 3, 7]);
 }
+
+/// A stream whose DATA waits for window is listed once however often it is flushed; the
+/// places of removed streams are swept once they are most of the list (no change of a
+/// stream searches the list); a window update writes a listed stream's DATA.
+#[tokio::test]
+async fn streams_waiting_for_window_are_listed_once_and_swept_when_gone() {
+    let mut c = conn();
+    let ids: Vec<u32> = (1..=99).step_by(2).collect();
+    for &id in &ids {
+        let mut s = Stream::new(Recv::Answered, 0);
+        s.pending = bytes::Bytes::from_static(b"data");
+        c.streams.insert(id, s);
+        c.flush(id);
+        c.flush(id);
+    }
+    c.last_stream = 99;
+    assert_eq!(c.blocked, ids);
+    // 40 of the 50 go: a sweep after the 26th leaves 24 places, then 14 more go.
+    for &id in &ids[..40] {
+        c.remove(id);
+    }
+    assert_eq!(c.blocked.len(), 24, "{:?}", c.blocked);
+    assert_eq!(c.blocked_gone, 14);
+    // A window update on a listed stream writes its DATA and does not list it again.
+    let out = c.out.len();
+    c.on_window_update(81, 100).expect("a valid update");
+    assert!(c.streams[&81].pending.is_empty());
+    assert!(c.out.len() > out);
+    assert_eq!(c.blocked.len(), 24);
+    // The connection's window opening resumes what is listed and empties the list.
+    for &id in &ids[41..] {
+        c.streams.get_mut(&id).expect("held").send_window = 100;
+    }
+    c.on_window_update(0, 100).expect("a valid update");
+    assert!(c.blocked.is_empty());
+    assert_eq!(c.blocked_gone, 0);
+    assert!(ids[40..].iter().all(|id| c.streams[id].pending.is_empty()));
+}

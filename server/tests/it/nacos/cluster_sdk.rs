@@ -41,7 +41,7 @@ pub(crate) fn publishers(node: &Node, service: &str) -> Vec<(ClientId, MemberId)
                 .iter()
                 .any(|p| p.service.name().as_str() == service)
         {
-            v.push((c.id().clone(), c.owner()));
+            v.push((c.id(), c.owner()));
         }
     });
     v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));

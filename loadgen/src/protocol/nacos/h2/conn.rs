@@ -92,13 +92,10 @@ enum Shut {
 }
 
 /// A connection error: the GOAWAY we send.
-pub(super) struct ConnError {
-    pub(super) code: ErrorCode,
-    pub(super) reason: &'static str,
-}
+pub(super) type ConnError = h2wire::frame::FrameError;
 
 fn conn_error(code: ErrorCode, reason: &'static str) -> ConnError {
-    ConnError { code, reason }
+    ConnError::new(code, reason)
 }
 
 fn stream_error(code: ErrorCode, reason: &str) -> Status {
@@ -531,12 +528,14 @@ impl Inner {
                 block,
             } => {
                 self.opened(stream, "HEADERS on a stream we did not open")?;
-                headers.block.clear();
-                headers.block.extend_from_slice(block);
-                headers.stream = stream;
-                headers.end_stream = end_stream;
                 if end_headers {
-                    self.header_block(headers, wake)?;
+                    // The whole block in one frame (the usual case): decoded where it is.
+                    self.header_block(&mut headers.decoder, stream, end_stream, block, wake)?;
+                } else {
+                    headers.block.clear();
+                    headers.block.extend_from_slice(block);
+                    headers.stream = stream;
+                    headers.end_stream = end_stream;
                 }
             }
             Frame::Continuation {
@@ -558,7 +557,14 @@ impl Inner {
                 }
                 headers.block.extend_from_slice(block);
                 if end_headers {
-                    self.header_block(headers, wake)?;
+                    let stream = std::mem::take(&mut headers.stream);
+                    let Headers {
+                        decoder,
+                        end_stream,
+                        block,
+                        ..
+                    } = headers;
+                    self.header_block(decoder, stream, *end_stream, block, wake)?;
                 }
             }
             Frame::RstStream { stream, code } => {
@@ -675,6 +681,7 @@ impl Inner {
     }
 
     fn setting(&mut self, id: u16, value: u32) -> Result<(), ConnError> {
+        frame::check_setting(id, value)?;
         match id {
             // We never index, but a lowered limit must be acknowledged in our next header
             // block (RFC 7541 §4.2).
@@ -693,12 +700,6 @@ impl Inner {
                 self.waiting.grant(self.active, self.max_concurrent);
             }
             frame::INITIAL_WINDOW_SIZE => {
-                if value > frame::MAX_WINDOW {
-                    return Err(conn_error(
-                        ErrorCode::FLOW_CONTROL_ERROR,
-                        "INITIAL_WINDOW_SIZE over 2^31-1",
-                    ));
-                }
                 let delta = i64::from(value) - self.peer_initial_window;
                 self.peer_initial_window = i64::from(value);
                 for slot in self.slots.values_mut() {
@@ -714,16 +715,7 @@ impl Inner {
                     self.send_all_pending();
                 }
             }
-            frame::MAX_FRAME_SIZE => {
-                if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::LARGEST_MAX_FRAME_SIZE).contains(&value)
-                {
-                    return Err(conn_error(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "MAX_FRAME_SIZE out of range",
-                    ));
-                }
-                self.peer_max_frame = value;
-            }
+            frame::MAX_FRAME_SIZE => self.peer_max_frame = value,
             _ => {}
         }
         Ok(())
@@ -759,11 +751,13 @@ impl Inner {
         }
         // The connection window is given back at once: what arrives is buffered with its
         // call (a stream's own window bounds that).
-        self.recv_unacked += flow_len;
-        if self.recv_unacked >= CONNECTION_WINDOW / 2 {
-            let n = std::mem::take(&mut self.recv_unacked);
-            frame::write_window_update(&mut self.out, 0, n);
-        }
+        frame::hand_back(
+            &mut self.out,
+            0,
+            &mut self.recv_unacked,
+            flow_len,
+            CONNECTION_WINDOW,
+        );
         let Some(slot) = self.slots.get_mut(&stream) else {
             return Ok(());
         };
@@ -814,20 +808,19 @@ impl Inner {
         Ok(())
     }
 
-    /// A whole header block (HEADERS and any CONTINUATIONs) of `headers.stream`.
+    /// A whole header block (HEADERS and any CONTINUATIONs) of `stream`.
     fn header_block(
         &mut self,
-        headers: &mut Headers,
+        decoder: &mut hpack::Decoder,
+        stream: u32,
+        end_stream: bool,
+        block: &[u8],
         wake: &mut Vec<Waker>,
     ) -> Result<(), ConnError> {
-        let stream = std::mem::take(&mut headers.stream);
-        let end_stream = headers.end_stream;
         let mut fields = Fields::default();
-        let decoded = headers
-            .decoder
-            .decode(&headers.block, MAX_HEADER_LIST, |name, value| {
-                fields.add(name, value)
-            });
+        let decoded = decoder.decode(block, MAX_HEADER_LIST, |name, value| {
+            fields.add(name, value)
+        });
         if let Err(e) = decoded {
             if e.kind == hpack::HpackErrorKind::Compression {
                 return Err(conn_error(ErrorCode::COMPRESSION_ERROR, e.reason));
