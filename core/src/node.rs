@@ -57,7 +57,7 @@ mod verify;
 pub use client::BeatResult;
 use health::Preservation;
 use membership::PeerInfo;
-pub use routing::Route;
+pub use routing::{Route, Routes};
 use snapshot::LoadState;
 
 /// Counters of a node, for metrics and tests.

@@ -27,6 +27,7 @@ use distro_core::Service;
 use distro_core::registry::ChangeListener;
 use parking_lot::Mutex;
 use prost::bytes::Bytes;
+use std::collections::hash_map::RandomState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 
@@ -91,6 +92,10 @@ struct Slot {
 #[derive(Default)]
 pub struct AnswerCache {
     services: papaya::HashMap<Arc<str>, Arc<Mutex<Slot>>>,
+    /// At least the number of entries in `services`: counted before an entry is inserted,
+    /// uncounted after one is removed. At 0 (nothing read since the last changes: a
+    /// write-only phase) a change has nothing to drop and skips the map.
+    entries: AtomicUsize,
     /// Bytes of every kept form (an estimate after a reset: a reader racing it may add
     /// bytes kept in an entry that was just dropped).
     kept_bytes: AtomicUsize,
@@ -134,9 +139,15 @@ impl AnswerCache {
                     if services.len() >= MAX_SERVICES {
                         self.reset();
                     }
-                    services
-                        .get_or_insert_with(key.into(), Default::default)
-                        .clone()
+                    // Counted first: a change that does not see the count finds no entry.
+                    self.entries.fetch_add(1, Ordering::SeqCst);
+                    match services.try_insert_with(key.into(), Default::default) {
+                        Ok(inserted) => inserted.clone(),
+                        Err(present) => {
+                            self.entries.fetch_sub(1, Ordering::Release);
+                            present.clone()
+                        }
+                    }
                 }
             }
         };
@@ -174,8 +185,25 @@ impl AnswerCache {
 
     /// Drops every entry (the cache is over one of its bounds).
     fn reset(&self) {
-        self.services.pin().clear();
+        let services = self.services.pin();
+        for (key, slot) in services.iter() {
+            self.remove(&services, key, slot);
+        }
         self.kept_bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Removes `key`'s entry if it is still `slot`, uncounting it.
+    fn remove<G: papaya::Guard>(
+        &self,
+        services: &papaya::HashMapRef<'_, Arc<str>, Arc<Mutex<Slot>>, RandomState, G>,
+        key: &str,
+        slot: &Arc<Mutex<Slot>>,
+    ) {
+        if let Ok(Some(_)) = services.remove_if(key, |_, v| Arc::ptr_eq(v, slot)) {
+            // Release, paired with the Acquire in `invalidate`: a change that reads the
+            // count this leaves also sees the removal (on x86 both are plain accesses).
+            self.entries.fetch_sub(1, Ordering::Release);
+        }
     }
 
     /// Bytes of kept answers (an estimate, see the field).
@@ -195,6 +223,11 @@ impl AnswerCache {
 
     fn invalidate(&self, key: &str) {
         fence(Ordering::SeqCst);
+        // Acquire, paired with the Release of the decrements: at 0, every removal that
+        // brought the count there is visible, so no entry is left behind unseen.
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let services = self.services.pin();
         if let Some(slot) = services.get(key) {
             let mut s = slot.lock();
@@ -208,7 +241,7 @@ impl AnswerCache {
                 });
             // Out of the map while locked: a reader still holding this entry stores nothing
             // (the generation moved); the next reader inserts a fresh one.
-            let _ = services.remove_if(key, |_, v| Arc::ptr_eq(v, slot));
+            self.remove(&services, key, slot);
         }
     }
 }
@@ -246,6 +279,31 @@ mod tests {
         let (b, how) = c.get_counted("k", json(""), || Bytes::from_static(b"4"));
         assert_eq!((&b[..], how), (&b"4"[..], Served::Rendered));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn the_entry_count_follows_the_map() {
+        let c = AnswerCache::default();
+        let count = |c: &AnswerCache| c.entries.load(Ordering::SeqCst);
+        // A change with nothing read skips the map; nothing is counted.
+        c.invalidate("k");
+        assert_eq!((count(&c), c.len()), (0, 0));
+        c.get("k", json(""), || Bytes::from_static(b"1"));
+        c.get("k", json("a"), || Bytes::from_static(b"2"));
+        c.get("j", json(""), || Bytes::from_static(b"3"));
+        assert_eq!((count(&c), c.len()), (2, 2));
+        c.invalidate("k");
+        assert_eq!((count(&c), c.len()), (1, 1));
+        // Still dropped when the count is not 0: the next read renders afresh.
+        let (b, how) = c.get_counted("j", json(""), || Bytes::from_static(b"4"));
+        assert_eq!((&b[..], how), (&b"3"[..], Served::Hit));
+        c.invalidate("j");
+        let (b, how) = c.get_counted("j", json(""), || Bytes::from_static(b"5"));
+        assert_eq!((&b[..], how), (&b"5"[..], Served::Rendered));
+        c.get("k", json(""), || Bytes::from_static(b"6"));
+        assert_eq!((count(&c), c.len()), (2, 2));
+        c.reset();
+        assert_eq!((count(&c), c.len()), (0, 0));
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    /// Every outcome, in declaration order ([`Outcome::index`]).
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::Invalid,
         Outcome::NotFound,
@@ -67,6 +68,11 @@ impl Outcome {
             Outcome::Limited => "limited",
             Outcome::Error => "error",
         }
+    }
+
+    /// The position of the outcome in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// The outcome of an item result code (HTTP-like).
@@ -124,6 +130,22 @@ impl Metrics {
         outcome: Outcome,
         elapsed: Duration,
     ) {
+        self.observe_n(api, op, outcome, elapsed, 1);
+    }
+
+    /// Records `n` requests of `op` through `api`, each with `outcome` and `elapsed` (the
+    /// items of one batch: one look-up of the counters for all of them).
+    pub fn observe_n(
+        &self,
+        api: &'static str,
+        op: &'static str,
+        outcome: Outcome,
+        elapsed: Duration,
+        n: u64,
+    ) {
+        if n == 0 {
+            return;
+        }
         let ops = self.ops.pin();
         let stat = match ops.get(&(api, op)) {
             Some(s) => s.clone(),
@@ -131,26 +153,26 @@ impl Metrics {
                 .get_or_insert_with((api, op), || Arc::new(OpStat::default()))
                 .clone(),
         };
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
-        stat.outcomes[i].fetch_add(1, Relaxed);
+        let i = outcome.index();
+        stat.outcomes[i].fetch_add(n, Relaxed);
         let secs = elapsed.as_secs_f64();
         if let Some(b) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
-            stat.buckets[b].fetch_add(1, Relaxed);
+            stat.buckets[b].fetch_add(n, Relaxed);
         }
         stat.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Relaxed);
-        stat.count.fetch_add(1, Relaxed);
+            .fetch_add((elapsed.as_micros() as u64).saturating_mul(n), Relaxed);
+        stat.count.fetch_add(n, Relaxed);
     }
 
     /// Records `n` forwarded writes with `outcome`.
     pub fn forwarded(&self, outcome: Outcome, n: u64) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
+        let i = outcome.index();
         self.forwarded[i].fetch_add(n, Relaxed);
     }
 
     /// Number of forwarded writes with `outcome`.
     pub fn forwarded_count(&self, outcome: Outcome) -> u64 {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
+        let i = outcome.index();
         self.forwarded[i].load(Relaxed)
     }
 
@@ -166,7 +188,7 @@ impl Metrics {
 
     /// Requests of `op` through `api` with `outcome` so far.
     pub fn count(&self, api: &'static str, op: &'static str, outcome: Outcome) -> u64 {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(6);
+        let i = outcome.index();
         self.ops
             .pin()
             .get(&(api, op))
@@ -568,6 +590,42 @@ mod tests {
              # TYPE distro_requests_total counter\n"
         ));
         assert!(out.contains("# TYPE distro_clients gauge\ndistro_clients 0\n"));
+    }
+
+    #[test]
+    fn an_outcomes_index_is_its_position() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i, "{}", o.as_str());
+        }
+    }
+
+    #[test]
+    fn observe_n_counts_as_n_observations() {
+        let (one_by_one, at_once) = (Metrics::default(), Metrics::default());
+        let took = Duration::from_micros(700);
+        for _ in 0..3 {
+            one_by_one.observe("native", "register", Outcome::Invalid, took);
+        }
+        at_once.observe_n("native", "register", Outcome::Invalid, took, 3);
+        at_once.observe_n("native", "register", Outcome::Ok, took, 0);
+        let page = |m: Metrics| {
+            let node = Node::new(
+                distro_core::Config::default(),
+                distro_core::MemberList::new("127.0.0.1:8848", &[]).unwrap(),
+                0,
+            )
+            .unwrap();
+            let mut out = String::new();
+            Page::new(Arc::new(node), Arc::new(m), None).render(&mut out);
+            out
+        };
+        assert_eq!(at_once.count("native", "register", Outcome::Invalid), 3);
+        assert_eq!(at_once.count("native", "register", Outcome::Ok), 0);
+        let out = page(at_once);
+        assert!(
+            out.contains("distro_request_duration_seconds_count{api=\"native\",op=\"register\"} 3")
+        );
+        assert_eq!(out, page(one_by_one));
     }
 
     /// A node of three members whose request metrics, peer counters and Nacos counters

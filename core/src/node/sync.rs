@@ -303,9 +303,11 @@ impl Node {
         changes: impl IntoIterator<Item = ChangeRef<'a>>,
         now: Millis,
     ) -> PeerResponse {
-        // Grouped by shard in the registry: one lock acquisition per shard per batch.
+        // Grouped by shard in the registry: one lock acquisition per shard per batch;
+        // attributed under one load of the routing table.
+        let routes = self.routes();
         let changes = changes.into_iter().map(|change| match change {
-            ChangeRef::State(s) => ReplicaChange::State(s, self.attribution(s.id, from)),
+            ChangeRef::State(s) => ReplicaChange::State(s, routes.attribution(s.id, from)),
             ChangeRef::Delete(id, revision) => ReplicaChange::Delete(id, revision),
         });
         let ApplyCounts { applied, stale } = self.registry.apply_many(changes, now);

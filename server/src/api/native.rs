@@ -212,10 +212,14 @@ impl RegistryService {
             })
             .collect();
         let elapsed = start.elapsed();
-        // One observation per item, with the batch's latency.
+        // One observation per item, with the batch's latency: counted per outcome first
+        // (a batch's items mostly share one), then one update of the counters per outcome.
+        let mut tally = [0u64; Outcome::ALL.len()];
         for r in &results {
-            self.metrics
-                .observe("native", op, Outcome::of_code(r.code), elapsed);
+            tally[Outcome::of_code(r.code).index()] += 1;
+        }
+        for (o, n) in Outcome::ALL.into_iter().zip(tally) {
+            self.metrics.observe_n("native", op, o, elapsed, n);
         }
         Ok(Response::new(pb::WriteResponse { results }))
     }

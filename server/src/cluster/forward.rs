@@ -54,7 +54,7 @@ pub enum Item {
 }
 
 impl Item {
-    fn address(&self) -> Result<(String, u16), ItemResult> {
+    fn address(&self) -> Result<(&str, u16), ItemResult> {
         let (ip, port) = match self {
             Item::Register(_, i) => (&i.ip, i.port),
             Item::Deregister(_, t) | Item::Beat(_, t) => (&t.ip, i64::from(t.port)),
@@ -65,7 +65,15 @@ impl Item {
         let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
             ItemResult::invalid(&format!("invalid port: {port} is outside 1..=65535"))
         })?;
-        Ok((ip.clone(), port))
+        Ok((ip, port))
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Item::Register(..) => Kind::Register,
+            Item::Deregister(..) => Kind::Deregister,
+            Item::Beat(..) => Kind::Beat,
+        }
     }
 
     /// A registration received as protobuf (native API, forwarded writes).
@@ -116,6 +124,17 @@ impl Item {
     }
 }
 
+/// Which list of a `Peer.Forward` exchange an item travels in.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Register = 0,
+    Deregister = 1,
+    Beat = 2,
+}
+
+/// The items forwarded to one owner: their positions in the batch and kinds, and the items.
+type Outgoing = (Vec<(usize, Kind)>, Vec<Item>);
+
 /// The answer to one item: a code of [`code`] and, unless it is `OK`, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemResult {
@@ -165,38 +184,50 @@ impl ItemResult {
     }
 }
 
-/// The `Peer.Forward` request of `items` (their addresses checked, so ports fit).
-fn forward_request<'a>(items: impl Iterator<Item = &'a Item>) -> pb::ForwardRequest {
-    let mut req = pb::ForwardRequest::default();
+/// The `Peer.Forward` request of `items` (their addresses checked, so ports fit), their
+/// strings moved into it.
+fn forward_request(items: Vec<Item>) -> pb::ForwardRequest {
+    // Each list sized once (a Registration is ~200 bytes: grown one push at a time, a
+    // batch of hundreds is copied over and over).
+    let mut counts = [0usize; 3];
+    for item in &items {
+        counts[item.kind() as usize] += 1;
+    }
+    let mut req = pb::ForwardRequest {
+        registrations: Vec::with_capacity(counts[Kind::Register as usize]),
+        deregistrations: Vec::with_capacity(counts[Kind::Deregister as usize]),
+        beats: Vec::with_capacity(counts[Kind::Beat as usize]),
+        ..Default::default()
+    };
     for item in items {
         match item {
-            Item::Register(service, i) => req.registrations.push(pb::Registration {
-                service: Some(wire::service_spec_to_proto(service)),
+            Item::Register(s, i) => req.registrations.push(pb::Registration {
+                service: Some(wire::service_spec_into_proto(s)),
                 instance: Some(pb::Instance {
-                    ip: i.ip.clone(),
                     port: u32::try_from(i.port).unwrap_or_default(),
                     weight: i.weight,
                     healthy: i.healthy,
                     enabled: i.enabled,
-                    cluster: i.cluster.clone(),
-                    metadata: i.metadata.iter().cloned().collect(),
-                    instance_id: i.instance_id.clone().unwrap_or_default(),
+                    metadata: i.metadata.into_iter().collect(),
+                    instance_id: i.instance_id.unwrap_or_default(),
+                    ip: i.ip,
+                    cluster: i.cluster,
                 }),
             }),
-            Item::Deregister(service, t) => req.deregistrations.push(pb::Registration {
-                service: Some(wire::service_spec_to_proto(service)),
+            Item::Deregister(s, t) => req.deregistrations.push(pb::Registration {
+                service: Some(wire::service_spec_into_proto(s)),
                 instance: Some(pb::Instance {
-                    ip: t.ip.clone(),
+                    ip: t.ip,
                     port: t.port,
-                    cluster: t.cluster.clone(),
+                    cluster: t.cluster,
                     ..Default::default()
                 }),
             }),
-            Item::Beat(service, t) => req.beats.push(pb::Beat {
-                service: Some(wire::service_spec_to_proto(service)),
-                ip: t.ip.clone(),
+            Item::Beat(s, t) => req.beats.push(pb::Beat {
+                service: Some(wire::service_spec_into_proto(s)),
+                ip: t.ip,
                 port: t.port,
-                cluster: t.cluster.clone(),
+                cluster: t.cluster,
             }),
         }
     }
@@ -236,24 +267,47 @@ impl Forwarder {
     /// batch per owner, concurrently). Results are in the order of `items`.
     pub async fn apply(&self, items: Vec<Item>) -> Vec<ItemResult> {
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
-        let mut remote: BTreeMap<MemberId, Vec<usize>> = BTreeMap::new();
-        for (i, item) in items.iter().enumerate() {
-            match item.address() {
-                Err(e) => results[i] = Some(e),
-                Ok((ip, port)) => {
-                    let client = ClientId::ip_port(&ip, port);
-                    match self.node.route(routing_key(&client)) {
+        // Per owner: the items' positions and kinds, and the items themselves.
+        // The owner of each item forwarded elsewhere (`None`: answered here).
+        let mut owners: Vec<Option<MemberId>> = vec![None; items.len()];
+        {
+            // One load of the routing table for the batch (not held across the await).
+            let routes = self.node.routes();
+            // The routing keys spelled in one buffer: an item forwarded elsewhere needs no
+            // client id here.
+            let mut key = String::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.address() {
+                    Err(e) => results[i] = Some(e),
+                    Ok((ip, port)) => match routes.route(spell_key(&mut key, ip, port)) {
                         Route::Local => {
-                            results[i] = Some(self.apply_owned(item, &client, &ip, port));
+                            let client = ClientId::ip_port(ip, port);
+                            results[i] = Some(self.apply_owned(item, &client, ip, port));
                         }
-                        Route::Remote(owner) => remote.entry(owner).or_default().push(i),
-                    }
+                        Route::Remote(owner) => owners[i] = Some(owner),
+                    },
                 }
             }
         }
-        let calls = remote.into_iter().map(|(owner, idx)| {
+        // Per owner: the items' positions and kinds, and the items themselves, each list
+        // sized once (counted first: no regrowth of ~200-byte items, no overestimate).
+        let mut counts: BTreeMap<MemberId, usize> = BTreeMap::new();
+        for owner in owners.iter().flatten() {
+            *counts.entry(*owner).or_default() += 1;
+        }
+        let mut remote: BTreeMap<MemberId, Outgoing> = counts
+            .into_iter()
+            .map(|(owner, n)| (owner, (Vec::with_capacity(n), Vec::with_capacity(n))))
+            .collect();
+        for ((i, item), owner) in items.into_iter().enumerate().zip(owners) {
+            if let Some((idx, batch)) = owner.and_then(|o| remote.get_mut(&o)) {
+                idx.push((i, item.kind()));
+                batch.push(item);
+            }
+        }
+        let calls = remote.into_iter().map(|(owner, (idx, batch))| {
             // Only here, on the way to another node, does a write become protobuf.
-            let req = forward_request(idx.iter().map(|&i| &items[i]));
+            let req = forward_request(batch);
             async move { (owner, idx, self.peers.forward(owner, req).await) }
         });
         for (owner, idx, res) in futures::future::join_all(calls).await {
@@ -264,11 +318,11 @@ impl Forwarder {
                         resp.deregistrations.into_iter(),
                         resp.beats.into_iter(),
                     );
-                    for i in idx {
-                        let next = match &items[i] {
-                            Item::Register(..) => r.next(),
-                            Item::Deregister(..) => d.next(),
-                            Item::Beat(..) => b.next(),
+                    for (i, kind) in idx {
+                        let next = match kind {
+                            Kind::Register => r.next(),
+                            Kind::Deregister => d.next(),
+                            Kind::Beat => b.next(),
                         };
                         let result = next.map(ItemResult::from_proto).unwrap_or_else(|| {
                             ItemResult::unavailable("the owner's answer had too few results".into())
@@ -281,7 +335,7 @@ impl Forwarder {
                     let addr = self.node.members().addr(owner).to_string();
                     self.metrics
                         .forwarded(Outcome::Unavailable, idx.len() as u64);
-                    for i in idx {
+                    for (i, _) in idx {
                         results[i] = Some(ItemResult::unavailable(format!(
                             "owner {addr} unreachable ({}); retry",
                             status.message()
@@ -298,13 +352,19 @@ impl Forwarder {
 
     /// Applies a forwarded batch: every item must be owned here (never forwarded again).
     pub fn apply_forwarded(&self, req: pb::ForwardRequest) -> pb::ForwardResponse {
+        // One load of the routing table for the batch.
+        let routes = self.node.routes();
         let one = |item: Result<Item, ItemResult>| -> pb::ItemResult {
-            let result = match item.and_then(|item| Ok((item.address()?, item))) {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => return e.into_proto(),
+            };
+            let result = match item.address() {
                 Err(e) => e,
-                Ok(((ip, port), item)) => {
-                    let client = ClientId::ip_port(&ip, port);
-                    match self.node.route(routing_key(&client)) {
-                        Route::Local => self.apply_owned(&item, &client, &ip, port),
+                Ok((ip, port)) => {
+                    let client = ClientId::ip_port(ip, port);
+                    match routes.route(routing_key(&client)) {
+                        Route::Local => self.apply_owned(&item, &client, ip, port),
                         Route::Remote(owner) => {
                             self.metrics.forwarded(Outcome::Misdirected, 1);
                             ItemResult {
@@ -371,9 +431,43 @@ impl Forwarder {
     }
 }
 
+/// `ip:port` spelled into `buf` (reused across a batch): the routing key of
+/// `ClientId::ip_port(ip, port)` ([`routing_key`]) without building the id.
+fn spell_key<'b>(buf: &'b mut String, ip: &str, port: u16) -> &'b str {
+    buf.clear();
+    buf.push_str(ip);
+    buf.push(':');
+    buf.push_str(itoa::Buffer::new().format(port));
+    buf
+}
+
 /// The routing key of `ClientId::ip_port(ip, port)`: `ip:port`, its id without the
 /// `#true` (exactly, even for an address not validated yet).
 fn routing_key(client: &ClientId) -> &str {
     let id = client.as_str();
     id.strip_suffix("#true").unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spelled_key_is_the_client_ids_routing_key() {
+        let mut buf = String::new();
+        for (ip, port) in [
+            ("10.0.0.7", 8080),
+            ("192.168.1.1", 1),
+            ("host.example#true", 65535),
+            ("::1", 80),
+            ("", 7),
+        ] {
+            let id = ClientId::ip_port(ip, port);
+            assert_eq!(
+                spell_key(&mut buf, ip, port),
+                routing_key(&id),
+                "{ip}:{port}"
+            );
+        }
+    }
 }

@@ -86,6 +86,15 @@ pub fn service_spec_to_proto(s: &ServiceSpec) -> pb::ServiceRef {
     }
 }
 
+/// The proto reference of a service spec (as given, unresolved), taking its strings.
+pub fn service_spec_into_proto(s: ServiceSpec) -> pb::ServiceRef {
+    pb::ServiceRef {
+        namespace: s.namespace,
+        group: s.group,
+        name: s.name,
+    }
+}
+
 /// The proto reference of a service.
 pub fn service_to_proto(s: &distro_core::Service) -> pb::ServiceRef {
     pb::ServiceRef {
