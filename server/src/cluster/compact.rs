@@ -45,6 +45,7 @@ use distro_core::name::Name;
 use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
+use std::sync::Arc;
 use text::{PackedIp, pack_ip};
 
 mod decode;
@@ -462,14 +463,15 @@ pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, 
     e.finish_parts()
 }
 
-/// Encodes the records of a snapshot chunk of `node`.
-pub fn encode_records(node: &Node, records: &[ClientRecord]) -> Vec<u8> {
+/// Encodes the records of a snapshot chunk of `node`: its stored clients, encoded as a
+/// sync batch's [`ClientChange::Stored`] are (the same bytes as their records).
+pub fn encode_records(node: &Node, records: &[Arc<Client>]) -> Vec<u8> {
     let mut e = Encoder::new(
-        lowest_logical(records.iter().map(|r| r.revision)),
+        lowest_logical(records.iter().map(|c| c.revision())),
         records.len(),
     );
-    for r in records {
-        e.record(node, r);
+    for c in records {
+        e.stored(node, c);
     }
     e.finish()
 }

@@ -418,7 +418,9 @@ impl SnapshotChunk {
         Self {
             next_shard: chunk.next.as_ref().map(|c| c.shard),
             next_after: next_after(&chunk),
-            outgoing: Some((node, chunk.records)),
+            // Records built once, not at every length computed for them (as
+            // `SyncRequest::protobuf` does).
+            outgoing: Some((node, chunk.records.iter().map(|c| c.to_record()).collect())),
             records: Vec::new(),
             compact: None,
         }
