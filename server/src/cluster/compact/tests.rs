@@ -484,7 +484,7 @@ fn the_compact_layout_is_smaller_than_protobuf() {
     while let Some(c) = cursor {
         let chunk = owner.snapshot_chunk(c);
         cursor = chunk.next.clone();
-        proto += SnapshotChunk::protobuf(owner.clone(), chunk.clone()).encoded_len();
+        proto += SnapshotChunk::protobuf(owner.clone(), &chunk).encoded_len();
         compact += SnapshotChunk::new(&owner, &chunk).encoded_len();
     }
     eprintln!(
