@@ -8,7 +8,8 @@
 use crate::digest::ShardDigest;
 use crate::member::MemberId;
 use crate::model::{ClientId, Revision};
-use crate::registry::{ClientChange, ClientRecord};
+use crate::registry::{Client, ClientChange};
+use std::sync::Arc;
 
 /// A request from one node to another.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,8 +191,10 @@ impl Command {
 /// A chunk of a snapshot.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotChunk {
-    /// Full states of clients.
-    pub records: Vec<ClientRecord>,
+    /// Full states of clients, shared with the store (as a sync batch's
+    /// [`ClientChange::Stored`]: serving a chunk copies no publication; a runtime encodes
+    /// them, the simulator turns them into records with [`Client::to_record`]).
+    pub records: Vec<Arc<Client>>,
     /// Where the next chunk starts; `None` on the last chunk.
     pub next: Option<SnapshotCursor>,
 }

@@ -273,7 +273,7 @@ impl Node {
                     };
                 }
                 bytes += size;
-                records.push(c.record_with(id.clone()));
+                records.push(Arc::clone(c));
             }
             shard += 1;
         }

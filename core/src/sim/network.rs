@@ -369,7 +369,8 @@ impl SimCluster {
                     l.chunks += 1;
                 }
                 self.stats.snapshot_chunks += 1;
-                let mut records = chunk.records;
+                // As records (owned: the loader's member ids are not the source's).
+                let mut records: Vec<_> = chunk.records.iter().map(|c| c.to_record()).collect();
                 if !self.translate(source, loader, &mut records) {
                     // A chunk the loader cannot decode fails the load, as on the server
                     // (the LoadTimeout pending for it no longer matches the chunk count,

@@ -45,6 +45,7 @@ use distro_core::name::Name;
 use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
+use std::sync::Arc;
 use text::{PackedIp, pack_ip};
 
 mod decode;
@@ -309,7 +310,10 @@ impl<'a> Encoder<'a> {
     }
 
     /// A state shared with the store, encoded straight from the stored client (an id it
-    /// derives from its first instance is derived here too, not written out).
+    /// derives from its first instance is derived here too, not written out). Inlined,
+    /// with [`Encoder::state`], into both callers (a flush's batch and a snapshot
+    /// chunk): outlined once they had two, a flush's encoding cost 2-3 % more.
+    #[inline(always)]
     fn stored(&mut self, node: &'a Node, c: &'a Client) {
         let publications = c.publications().iter().map(|p| &**p);
         let id = c.stored_id().map(|n| n.as_str());
@@ -318,6 +322,7 @@ impl<'a> Encoder<'a> {
 
     /// Encodes a state; `id` is `None` for a stored client's derived id (`ip:port#true`
     /// of the first instance: the ip:port form).
+    #[inline(always)]
     fn state(
         &mut self,
         node: &'a Node,
@@ -462,14 +467,15 @@ pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, 
     e.finish_parts()
 }
 
-/// Encodes the records of a snapshot chunk of `node`.
-pub fn encode_records(node: &Node, records: &[ClientRecord]) -> Vec<u8> {
+/// Encodes the records of a snapshot chunk of `node`: its stored clients, encoded as a
+/// sync batch's [`ClientChange::Stored`] are (the same bytes as their records).
+pub fn encode_records(node: &Node, records: &[Arc<Client>]) -> Vec<u8> {
     let mut e = Encoder::new(
-        lowest_logical(records.iter().map(|r| r.revision)),
+        lowest_logical(records.iter().map(|c| c.revision())),
         records.len(),
     );
-    for r in records {
-        e.record(node, r);
+    for c in records {
+        e.stored(node, c);
     }
     e.finish()
 }

@@ -414,11 +414,13 @@ impl SnapshotChunk {
     }
 
     /// A chunk of `node`'s snapshot as one protobuf `ClientRecord` per record.
-    pub fn protobuf(node: Arc<Node>, chunk: distro_core::SnapshotChunk) -> Self {
+    pub fn protobuf(node: Arc<Node>, chunk: &distro_core::SnapshotChunk) -> Self {
         Self {
             next_shard: chunk.next.as_ref().map(|c| c.shard),
-            next_after: next_after(&chunk),
-            outgoing: Some((node, chunk.records)),
+            next_after: next_after(chunk),
+            // Records built once, not at every length computed for them (as
+            // `SyncRequest::protobuf` does).
+            outgoing: Some((node, chunk.records.iter().map(|c| c.to_record()).collect())),
             records: Vec::new(),
             compact: None,
         }
@@ -912,7 +914,7 @@ mod tests {
         // A snapshot chunk round-trips too.
         let chunk = node.snapshot_chunk(distro_core::SnapshotCursor::default());
         let n = chunk.records.len();
-        let enc = SnapshotChunk::protobuf(node, chunk).encode_to_vec();
+        let enc = SnapshotChunk::protobuf(node, &chunk).encode_to_vec();
         let dec = SnapshotChunk::decode(&enc[..]).expect("decodes");
         assert_eq!(dec.records.len(), n);
         assert_eq!(dec.next_shard, None);

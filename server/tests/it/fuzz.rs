@@ -332,7 +332,7 @@ fn peer_corpus() -> Vec<Vec<u8>> {
     }
     let chunk = n.snapshot_chunk(distro_core::SnapshotCursor::default());
     out.push(compact::encode_records(&n, &chunk.records));
-    out.push(SnapshotChunk::protobuf(n.clone(), chunk.clone()).encode_to_vec());
+    out.push(SnapshotChunk::protobuf(n.clone(), &chunk).encode_to_vec());
     out.push(SnapshotChunk::new(&n, &chunk).encode_to_vec());
     let versions = vec![
         pb::ClientVersion {

@@ -10,6 +10,21 @@ use prost::Message as _;
 use prost::bytes::Bytes;
 use std::sync::Arc;
 
+/// A snapshot chunk's stored clients as records.
+fn as_records(stored: &[Arc<Client>]) -> Vec<ClientRecord> {
+    stored.iter().map(|c| c.to_record()).collect()
+}
+
+/// A chunk's clients encoded as their records are (`Encoder::record`, as chunks were
+/// before they carried the stored clients): the same bytes as [`encode_records`].
+fn encode_as_records(node: &Node, stored: &[Arc<Client>]) -> Vec<u8> {
+    let upserts: Vec<ClientChange> = as_records(stored)
+        .into_iter()
+        .map(ClientChange::Upsert)
+        .collect();
+    encode_changes(node, &upserts)
+}
+
 fn members() -> Vec<String> {
     (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect()
 }
@@ -134,7 +149,11 @@ fn a_batch_round_trips_through_the_compact_layout() {
     assert_eq!(back.decode_changes(&replica).expect("valid"), changes);
     // A snapshot chunk likewise.
     let chunk = owner.snapshot_chunk(SnapshotCursor::default());
-    let records = chunk.records.clone();
+    let records = as_records(&chunk.records);
+    assert_eq!(
+        encode_records(&owner, &chunk.records),
+        encode_as_records(&owner, &chunk.records)
+    );
     let msg = SnapshotChunk::new(&owner, &chunk);
     assert_eq!(msg.len(), records.len());
     let back = SnapshotChunk::decode(&msg.encode_to_vec()[..]).expect("decodes");
@@ -435,10 +454,14 @@ fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
         let spec = InstanceSpec::new(ip, *port);
         owner.register(id, &svc, &spec, 10).unwrap();
     }
-    let records = owner.snapshot_chunk(SnapshotCursor::default()).records;
-    assert_eq!(records.len(), cases.len());
-    let bytes = encode_records(&owner, &records);
-    assert_eq!(decode_records(&replica, &bytes).expect("valid"), records);
+    let stored = owner.snapshot_chunk(SnapshotCursor::default()).records;
+    assert_eq!(stored.len(), cases.len());
+    let bytes = encode_records(&owner, &stored);
+    assert_eq!(bytes, encode_as_records(&owner, &stored));
+    assert_eq!(
+        decode_records(&replica, &bytes).expect("valid"),
+        as_records(&stored)
+    );
 }
 
 #[test]
@@ -461,7 +484,7 @@ fn the_compact_layout_is_smaller_than_protobuf() {
     while let Some(c) = cursor {
         let chunk = owner.snapshot_chunk(c);
         cursor = chunk.next.clone();
-        proto += SnapshotChunk::protobuf(owner.clone(), chunk.clone()).encoded_len();
+        proto += SnapshotChunk::protobuf(owner.clone(), &chunk).encoded_len();
         compact += SnapshotChunk::new(&owner, &chunk).encoded_len();
     }
     eprintln!(
@@ -515,7 +538,9 @@ fn snapshot_chunks_are_cut_by_the_layouts_size_from_above() {
         let chunk = owner.snapshot_chunk(c);
         cursor = chunk.next.clone();
         clients += chunk.records.len();
-        chunks.push(encode_records(&owner, &chunk.records).len());
+        let bytes = encode_records(&owner, &chunk.records);
+        assert_eq!(bytes, encode_as_records(&owner, &chunk.records));
+        chunks.push(bytes.len());
     }
     eprintln!("3,000 clients in chunks of {limit} B: {chunks:?}");
     assert_eq!(clients, 3_000);
