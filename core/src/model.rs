@@ -43,7 +43,9 @@ mod tests;
 pub use arc_slots::SmallStr;
 pub(crate) use client::first_hash_sign;
 pub use client::{ClientId, ClientKind, Instances, Publication};
-pub use instance::{Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_metadata};
+pub use instance::{
+    Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_ip, validate_metadata,
+};
 pub use metadata::{Metadata, MetadataEntry, MetadataList, MetadataTable};
 pub use revision::Revision;
 pub use service::{Service, ServiceSpec};

@@ -400,7 +400,9 @@ pub fn validate_metadata<'a>(
     Ok(())
 }
 
-fn validate_ip(ip: &str) -> Result<(), ValidationError> {
+/// Whether `ip` is a valid instance address: an IP address or a host name (letters,
+/// digits, '-', '_' and '.'), at most [`MAX_IP_LEN`] bytes.
+pub fn validate_ip(ip: &str) -> Result<(), ValidationError> {
     if ip.is_empty() {
         return Err(ValidationError::new(Field::Ip, "must not be empty"));
     }

@@ -57,7 +57,15 @@ impl Item {
     fn address(&self) -> Result<(&str, u16), ItemResult> {
         let (ip, port) = match self {
             Item::Register(_, i) => (&i.ip, i.port),
-            Item::Deregister(_, t) | Item::Beat(_, t) => (&t.ip, i64::from(t.port)),
+            Item::Deregister(_, t) | Item::Beat(_, t) => {
+                // A registration's conversion checks its address; a deregistration's or a
+                // beat's is checked here, so an address the core refuses is never routed
+                // (the key routed on, `ip:port`, and the core's `ClientId::routing_key`, up
+                // to the first '#', agree for every address it accepts).
+                distro_core::model::validate_ip(&t.ip)
+                    .map_err(|e| ItemResult::invalid(&e.to_string()))?;
+                (&t.ip, i64::from(t.port))
+            }
         };
         if ip.is_empty() {
             return Err(ItemResult::invalid("invalid ip: must not be empty"));
@@ -468,6 +476,37 @@ mod tests {
                 routing_key(&id),
                 "{ip}:{port}"
             );
+        }
+    }
+
+    /// A deregistration's or a beat's address is checked before it is routed: one the
+    /// core would refuse (a '#' makes the core's routing key differ from `ip:port`) gets
+    /// an error naming the field; a valid one is routed.
+    #[test]
+    fn deregistrations_and_beats_of_invalid_addresses_are_refused_before_routing() {
+        let target = |ip: &str| Target {
+            ip: ip.to_string(),
+            port: 80,
+            cluster: String::new(),
+        };
+        let service = || ServiceSpec::new("", "", "svc");
+        for ip in ["10.0.0.1#x", "a b", "", "10.0.0.1:80"] {
+            for item in [
+                Item::Deregister(service(), target(ip)),
+                Item::Beat(service(), target(ip)),
+            ] {
+                let e = item.address().expect_err(ip);
+                assert_eq!(e.code, code::INVALID, "{ip:?}");
+                assert!(
+                    e.message.starts_with("invalid ip: "),
+                    "{ip:?}: {}",
+                    e.message
+                );
+            }
+        }
+        for ip in ["10.0.0.1", "host-1.example", "::1"] {
+            let item = Item::Beat(service(), target(ip));
+            assert_eq!(item.address().map_err(|e| e.message), Ok((ip, 80)));
         }
     }
 }
