@@ -559,14 +559,7 @@ mod tests {
             Outcome::Invalid,
             Duration::from_millis(3),
         );
-        let node = Node::new(
-            distro_core::Config::default(),
-            distro_core::MemberList::new("127.0.0.1:8848", &[]).unwrap(),
-            0,
-        )
-        .unwrap();
-        let mut out = String::new();
-        Page::new(Arc::new(node), Arc::new(m), None).render(&mut out);
+        let out = rendered(m);
         assert!(
             out.contains(
                 "distro_requests_total{api=\"http\",op=\"register\",outcome=\"invalid\"} 1"
@@ -592,6 +585,19 @@ mod tests {
         assert!(out.contains("# TYPE distro_clients gauge\ndistro_clients 0\n"));
     }
 
+    /// The metrics page of `m` beside a standalone node.
+    fn rendered(m: Metrics) -> String {
+        let node = Node::new(
+            distro_core::Config::default(),
+            distro_core::MemberList::new("127.0.0.1:8848", &[]).unwrap(),
+            0,
+        )
+        .unwrap();
+        let mut out = String::new();
+        Page::new(Arc::new(node), Arc::new(m), None).render(&mut out);
+        out
+    }
+
     #[test]
     fn an_outcomes_index_is_its_position() {
         for (i, o) in Outcome::ALL.iter().enumerate() {
@@ -608,24 +614,13 @@ mod tests {
         }
         at_once.observe_n("native", "register", Outcome::Invalid, took, 3);
         at_once.observe_n("native", "register", Outcome::Ok, took, 0);
-        let page = |m: Metrics| {
-            let node = Node::new(
-                distro_core::Config::default(),
-                distro_core::MemberList::new("127.0.0.1:8848", &[]).unwrap(),
-                0,
-            )
-            .unwrap();
-            let mut out = String::new();
-            Page::new(Arc::new(node), Arc::new(m), None).render(&mut out);
-            out
-        };
         assert_eq!(at_once.count("native", "register", Outcome::Invalid), 3);
         assert_eq!(at_once.count("native", "register", Outcome::Ok), 0);
-        let out = page(at_once);
+        let out = rendered(at_once);
         assert!(
             out.contains("distro_request_duration_seconds_count{api=\"native\",op=\"register\"} 3")
         );
-        assert_eq!(out, page(one_by_one));
+        assert_eq!(out, rendered(one_by_one));
     }
 
     /// A node of three members whose request metrics, peer counters and Nacos counters

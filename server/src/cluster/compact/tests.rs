@@ -42,13 +42,18 @@ fn node(me: usize) -> Arc<Node> {
 /// client and a deleted client; returns it and its first sync batch (as records).
 fn owner_and_batch() -> (Arc<Node>, Vec<ClientChange>) {
     let node = owner();
-    let batch = node
-        .tick(20)
+    let changes = first_batch(&node);
+    assert_eq!(changes.len(), 3);
+    (node, changes)
+}
+
+/// The changes of the first sync batch `node` flushes at its tick at 20 ms.
+fn first_batch(node: &Node) -> Vec<ClientChange> {
+    node.tick(20)
         .into_iter()
         .find_map(Command::into_sync_batch)
-        .expect("a batch");
-    assert_eq!(batch.changes.len(), 3);
-    (node, batch.changes)
+        .expect("a batch")
+        .changes
 }
 
 #[test]
@@ -183,15 +188,11 @@ fn names_remembered_by_the_encoder_come_back_when_they_alternate() {
             )
             .unwrap();
     }
-    let batch = owner
-        .tick(20)
-        .into_iter()
-        .find_map(Command::into_sync_batch)
-        .expect("a batch");
-    assert_eq!(batch.changes.len(), 12);
-    let bytes = encode_changes(&owner, &batch.changes);
+    let changes = first_batch(&owner);
+    assert_eq!(changes.len(), 12);
+    let bytes = encode_changes(&owner, &changes);
     let decoded = decode_changes(&node(1), &bytes).expect("decodes");
-    assert_eq!(decoded, batch.changes);
+    assert_eq!(decoded, changes);
 }
 
 #[test]
@@ -621,21 +622,13 @@ fn long_records_and_many_services_and_maps_round_trip() {
             )
             .unwrap();
     }
-    let batch = owner
-        .tick(20)
-        .into_iter()
-        .find_map(Command::into_sync_batch)
-        .expect("a batch");
-    assert_eq!(batch.changes.len(), 31);
+    let changes = first_batch(&owner);
+    assert_eq!(changes.len(), 31);
     let replica = node(1);
-    let bytes = encode_changes(&owner, &batch.changes);
-    assert_eq!(
-        decode_changes(&replica, &bytes).expect("decodes"),
-        batch.changes
-    );
+    let bytes = encode_changes(&owner, &changes);
+    assert_eq!(decode_changes(&replica, &bytes).expect("decodes"), changes);
     // The big client alone: a batch of one record with 40 services.
-    let one = [batch
-        .changes
+    let one = [changes
         .iter()
         .find(|c| c.id().as_str() == big.as_str())
         .expect("sent")
