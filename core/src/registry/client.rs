@@ -137,10 +137,6 @@ impl<'a> Publications<'a> {
             },
         }
     }
-    /// The first publication.
-    pub fn first(&self) -> Option<&'a Published> {
-        self.get(0)
-    }
     /// Every publication, in order.
     #[inline]
     pub fn iter(&self) -> PublicationsIter<'a> {
@@ -224,15 +220,6 @@ impl<'a> Iterator for PublicationsIter<'a> {
 }
 
 impl ExactSizeIterator for PublicationsIter<'_> {}
-
-impl DoubleEndedIterator for PublicationsIter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            IterRepr::One(p) => p.take(),
-            IterRepr::Many(it) => it.next_back().map(|c| c.single()),
-        }
-    }
-}
 
 /// One publication of a replicated state, for [`Body::build`].
 pub(super) enum Next {
