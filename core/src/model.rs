@@ -43,6 +43,9 @@ mod tests;
 pub use arc_slots::SmallStr;
 pub(crate) use client::first_hash_sign;
 pub use client::{ClientId, ClientKind, Instances, Publication};
+pub(crate) use client::{decimal_digits, decimal_len};
+#[cfg(test)]
+pub(crate) use client::{publish_samples, sample_ids};
 pub use instance::{
     Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_ip, validate_metadata,
 };

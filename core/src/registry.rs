@@ -49,7 +49,9 @@ mod tests;
 mod tombstone;
 
 use client::Body;
-pub use client::{Client, ClientChange, ClientRecord, Publications, PublicationsIter, Published};
+pub use client::{
+    Client, ClientChange, ClientRecord, IdBuf, Publications, PublicationsIter, Published,
+};
 pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
 pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateRef};
 use tombstone::Tombstone;
