@@ -245,6 +245,17 @@ impl ClientId {
     }
 }
 
+/// An ip:port client's routing key `ip:port` (its id's text before the first `#`, see
+/// [`ClientId::routing_key`]): the text, or its pieces (the key of a stored client whose id
+/// is derived from its first instance, which is not written out to route it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingKey<'a> {
+    /// The key's text.
+    Text(&'a str),
+    /// `ip:port` of an `ip` holding no `#`, the port in decimal.
+    IpPort(&'a str, u16),
+}
+
 /// The number of decimal digits of `v`.
 #[inline]
 pub(crate) fn decimal_len(v: u16) -> usize {
@@ -267,6 +278,18 @@ pub(crate) fn decimal_digits(v: u16) -> ([u8; 8], usize) {
     let d = (v / 10_000) | ((v / 1_000 % 10) << 8) | ((v / 100 % 10) << 16) | ((v / 10 % 10) << 24);
     let d = (d | (v % 10) << 32) + 0x30_3030_3030;
     ((d >> ((5 - n) * 8)).to_le_bytes(), n)
+}
+
+/// Writes `ip:port` (the port in decimal, as [`ClientId::ip_port`] does) at the start of
+/// `buf`, which must have room; the length written.
+#[inline]
+pub(crate) fn write_ip_port(buf: &mut [u8], ip: &[u8], port: u16) -> usize {
+    let l = ip.len();
+    let (digits, n) = decimal_digits(port);
+    buf[..l].copy_from_slice(ip);
+    buf[l] = b':';
+    buf[l + 1..l + 1 + n].copy_from_slice(&digits[..n]);
+    l + 1 + n
 }
 
 impl PartialEq for ClientId {

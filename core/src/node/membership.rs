@@ -289,8 +289,9 @@ impl Node {
         let members = self.members.load_full();
         let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
         self.registry.for_each(|c| {
-            if let Some(key) = c.id().routing_key() {
-                let owner = self.owner_of(key);
+            // The routing key without writing a derived id out (see `Client::id`).
+            if let Some(key) = c.routing_key() {
+                let owner = self.owner_of_key(key);
                 if owner != c.owner() {
                     moves.push((c.clone(), owner));
                 } else if rejoined && owner == me {

@@ -20,8 +20,8 @@ use super::NO_SLOT;
 use crate::compact_form::{ZEROS, eight_digits};
 use crate::member::MemberId;
 use crate::model::{
-    ClientId, ClientKind, Instance, Instances, Publication, Revision, Service, decimal_digits,
-    decimal_len,
+    ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, Service,
+    decimal_digits, decimal_len,
 };
 use crate::name::{Name, short_eq, short_eq_bytes};
 use crate::time::Millis;
@@ -566,6 +566,23 @@ impl Client {
         match (&self.id, self.first_instance()) {
             (Some(n), _) => n.len(),
             (None, Some(i)) => i.ip.len() + 1 + decimal_len(i.port) + IP_PORT_SUFFIX.len(),
+            (None, None) => unreachable!("a derived id without an instance"),
+        }
+    }
+
+    /// For an ip:port client, its routing key ([`ClientId::routing_key`] of its id),
+    /// without writing a derived id out: the pieces of `ip:port` (or the ip's text
+    /// before a `#` it would hold, where the id's first `#` would be).
+    #[inline]
+    pub fn routing_key(&self) -> Option<RoutingKey<'_>> {
+        match (&self.id, self.first_instance()) {
+            (Some(n), _) => {
+                crate::model::first_hash_sign(n.as_bytes()).map(|k| RoutingKey::Text(&n[..k]))
+            }
+            (None, Some(i)) => Some(match crate::model::first_hash_sign(i.ip.as_bytes()) {
+                Some(k) => RoutingKey::Text(&i.ip.as_str()[..k]),
+                None => RoutingKey::IpPort(i.ip.as_str(), i.port),
+            }),
             (None, None) => unreachable!("a derived id without an instance"),
         }
     }

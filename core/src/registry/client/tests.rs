@@ -3,12 +3,12 @@
 use super::{DERIVED_MAX, IdBuf, id_prefix, is_derived_id, is_ip_port_text};
 use crate::config::Config;
 use crate::member::MemberId;
-use crate::model::{ClientId, InstanceSpec, publish_samples, sample_ids};
+use crate::model::{ClientId, InstanceSpec, RoutingKey, publish_samples, sample_ids};
 use crate::name::Interner;
 use crate::registry::Registry;
 
 /// What a stored client computes from its pieces (its id's bytes, length, first
-/// sixteen bytes) is what its written-out id says, for ids of every form,
+/// sixteen bytes, routing key) is what its written-out id says, for ids of every form,
 /// derived or stored.
 #[test]
 fn a_clients_id_pieces_say_what_its_written_id_says() {
@@ -30,6 +30,11 @@ fn a_clients_id_pieces_say_what_its_written_id_says() {
         );
         assert_eq!(c.id_prefix(), want, "{text:?}");
         assert_eq!(id_prefix(text.as_bytes()), want, "{text:?}");
+        let key = c.routing_key().map(|k| match k {
+            RoutingKey::Text(s) => s.to_string(),
+            RoutingKey::IpPort(ip, port) => format!("{ip}:{port}"),
+        });
+        assert_eq!(key.as_deref(), id.routing_key(), "{text:?}");
     });
     // Both kinds of client were there.
     assert!(derived > 100 && derived + 100 < samples.len(), "{derived}");
