@@ -14,13 +14,19 @@
 //! slot is taken, so a slot never moves (a writer stores into it while readers walk) and
 //! the array holds at most about twice the slots in use, 8 bytes each.
 //!
+//! [`IdTable`] is the other structure of the kind: a hash table of `Arc<T>` values found by
+//! a 64-bit hash, written under its lock and read without one (the registry's clients,
+//! one table per shard), whose replaced values go to a [`Reclaimer`] too (see its module).
+//!
 //! This crate holds the pointer handling, the only unsafe code besides `alloc-trim`; every
 //! other crate keeps `unsafe_code = "forbid"`. For the same reason it holds [`SmallStr`],
 //! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
 //! `str` without a second UTF-8 check.
 
+mod id_table;
 mod small_str;
 
+pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use small_str::SmallStr;
 
 use seize::{Collector, Guard, LocalGuard};
