@@ -256,6 +256,7 @@ impl<T: Send + Sync + 'static> Core<T> {
         Some(value)
     }
 
+    #[inline]
     fn get<'a>(
         &'a self,
         hash: u64,

@@ -53,6 +53,7 @@ impl Reclaimer {
 
     /// Marks this thread as reading until the pin is dropped: values loaded under it stay
     /// valid even if a writer replaces them meanwhile. Cheap; pins nest.
+    #[inline]
     pub fn pin(&self) -> Pin<'_> {
         Pin(self.0.enter())
     }

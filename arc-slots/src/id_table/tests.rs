@@ -60,6 +60,12 @@ fn get(
 }
 
 #[test]
+fn a_slot_is_16_bytes_and_a_loan_one_pointer() {
+    assert_eq!(size_of::<Slot<Counted>>(), 16);
+    assert_eq!(size_of::<ArcRef<'_, Counted>>(), 8);
+}
+
+#[test]
 fn values_are_set_found_replaced_removed_and_freed_once() {
     let reclaimer = Reclaimer::new(8);
     let drops = Arc::new(AtomicUsize::new(0));
