@@ -50,6 +50,8 @@ mod index;
 mod local;
 mod replica;
 #[cfg(test)]
+mod table_tests;
+#[cfg(test)]
 mod tests;
 mod tombstone;
 

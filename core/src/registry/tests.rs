@@ -17,7 +17,7 @@ fn reg() -> Registry {
     Registry::new(MemberId(0), 3, 1_000, &cfg(16, 100))
 }
 
-fn publication(r: &Registry, svc: &str, ip: &str, port: u16) -> Publication {
+pub(super) fn publication(r: &Registry, svc: &str, ip: &str, port: u16) -> Publication {
     let s = r.service("public", "DEFAULT_GROUP", svc);
     let i = InstanceSpec::new(ip, port)
         .to_instance(r.interner(), &s)
