@@ -131,7 +131,8 @@ impl<T> Deref for ArcRef<'_, T> {
 /// Hashes are the caller's and must be spread over all 64 bits (positions come from the
 /// high bits); values that can be chosen by others should be hashed with a per-process
 /// seed mixed in, so that they cannot be made to collide. Values of equal hashes are told
-/// apart by the equality the caller gives each lookup.
+/// apart by the equality the caller gives each lookup. `T: 'static`: a value let go of is
+/// dropped whenever the reclaimer (which may outlive any borrow) gets to it.
 pub struct IdTable<T: Send + Sync + 'static, W = ()> {
     core: Core<T>,
     lock: Mutex<Locked<W>>,

@@ -97,15 +97,16 @@ fn locate(s: usize) -> (usize, usize) {
 /// An append-only array of optional `Arc<T>` slots (see the crate's documentation).
 ///
 /// Every non-null pointer in a slot came from `Arc::into_raw` and stands for one strong
-/// reference that the slot owns.
-pub struct Slots<T: Send + Sync> {
+/// reference that the slot owns. `T: 'static`: a replaced value is dropped whenever the
+/// reclaimer (which may outlive any borrow) gets to it.
+pub struct Slots<T: Send + Sync + 'static> {
     chunks: [OnceLock<Box<[AtomicPtr<T>]>>; CHUNKS],
     /// Slots handed out: every slot below is in an allocated chunk.
     len: AtomicU32,
     reclaimer: Arc<Collector>,
 }
 
-impl<T: Send + Sync> Slots<T> {
+impl<T: Send + Sync + 'static> Slots<T> {
     /// An empty array whose replaced values `reclaimer` frees.
     pub fn new(reclaimer: &Reclaimer) -> Self {
         Self {
@@ -247,7 +248,7 @@ impl<T: Send + Sync> Slots<T> {
     }
 }
 
-impl<T: Send + Sync> Drop for Slots<T> {
+impl<T: Send + Sync + 'static> Drop for Slots<T> {
     fn drop(&mut self) {
         for chunk in self.chunks.iter_mut().filter_map(OnceLock::get_mut) {
             for slot in chunk.iter_mut() {
