@@ -498,6 +498,11 @@ impl Client {
         }
     }
 
+    /// The id's stable hash ([`crate::hash::stable_hash64`] of the id, as `IdKey` has it).
+    #[inline]
+    pub(crate) fn id_hash(&self) -> u64 {
+        self.id_hash
+    }
     /// The revision of this state.
     pub fn revision(&self) -> Revision {
         self.revision
@@ -699,6 +704,13 @@ impl ClientChange {
             ClientChange::Upsert(r) => r.revision,
             ClientChange::Stored(c) => c.revision,
             ClientChange::Delete { revision, .. } => *revision,
+        }
+    }
+    /// The state shared with the store, if it is one.
+    pub fn stored(&self) -> Option<&Arc<Client>> {
+        match self {
+            ClientChange::Stored(c) => Some(c),
+            _ => None,
         }
     }
     /// Estimated encoded size in bytes.
