@@ -655,12 +655,17 @@ impl ClientRecord {
 
 /// [`ClientRecord::size_hint`] of a state's id and publications.
 fn size_hint<'a>(id_len: usize, publications: impl Iterator<Item = &'a Publication>) -> usize {
-    let mut n = 16 + id_len;
-    for p in publications {
-        n += 16 + p.service.key().len();
-        for i in p.instances.iter() {
-            n += 32 + i.ip.len() + i.cluster.len();
-            n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
+    16 + id_len + publications.map(publication_hint).sum::<usize>()
+}
+
+/// What a publication adds to [`size_hint`].
+#[inline]
+fn publication_hint(p: &Publication) -> usize {
+    let mut n = 16 + p.service.key().len();
+    for i in p.instances.iter() {
+        n += 32 + i.ip.len() + i.cluster.len();
+        n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
+        if !i.metadata.is_empty() {
             n += i
                 .metadata
                 .iter()
@@ -669,6 +674,18 @@ fn size_hint<'a>(id_len: usize, publications: impl Iterator<Item = &'a Publicati
         }
     }
     n
+}
+
+/// The length of `ip:port#true` of `i` (a derived id, not written out).
+fn derived_id_len(i: &Instance) -> usize {
+    let digits = match i.port {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    i.ip.len() + 1 + digits + "#true".len()
 }
 
 /// One entry of a sync batch: a client's full state or its deletion.
@@ -718,11 +735,19 @@ impl ClientChange {
         match self {
             ClientChange::Upsert(r) => r.size_hint(),
             ClientChange::Stored(c) => {
-                let id_len = match c.stored_id() {
-                    Some(n) => n.len(),
-                    None => c.id().as_str().len(),
+                // The derived id's length without writing it out; one publication
+                // (nearly every client) without an iterator.
+                let id_len = match (c.stored_id(), c.first_instance()) {
+                    (Some(n), _) => n.len(),
+                    (None, Some(i)) => derived_id_len(i),
+                    (None, None) => c.id().as_str().len(),
                 };
-                size_hint(id_len, c.publications().iter().map(|p| &**p))
+                let ps = c.publications();
+                16 + id_len
+                    + match ps.only() {
+                        Some(p) => publication_hint(p),
+                        None => ps.iter().map(|p| publication_hint(p)).sum(),
+                    }
             }
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),
         }
@@ -742,6 +767,45 @@ mod tests {
     use super::{DERIVED_MAX, is_derived_id, is_ip_port_text};
     use crate::model::{ClientId, InstanceSpec};
     use crate::name::Interner;
+
+    /// A stored client's size estimate is its record's, the derived id's length counted
+    /// without writing the id out: ports of every length, one and two publications.
+    #[test]
+    fn a_stored_clients_size_hint_is_its_records() {
+        use crate::model::Publication;
+        use crate::registry::{ClientChange, Registry};
+        use crate::{Config, member::MemberId};
+        let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+        let (a, b) = (
+            r.service("public", "DEFAULT_GROUP", "a"),
+            r.service("public", "DEFAULT_GROUP", "b"),
+        );
+        let mut tried = 0;
+        for ip in ["10.0.0.7", "fe80::1", "host"] {
+            for port in [1, 80, 443, 8080, 65535] {
+                let id = ClientId::ip_port(ip, port);
+                for s in [&a, &b] {
+                    let mut spec = InstanceSpec::new(ip, port);
+                    spec.metadata = vec![("k".into(), "v".into())];
+                    let i = spec.to_instance(r.interner(), s).unwrap();
+                    r.publish(&id, Publication::single(s.clone(), i), MemberId(0), 1)
+                        .unwrap();
+                    let c = r.get(id.as_str()).unwrap();
+                    assert!(c.id_is_derived(), "{id}");
+                    let stored = ClientChange::Stored(c.clone()).size_hint();
+                    let record = ClientChange::Upsert(c.to_record()).size_hint();
+                    assert_eq!(
+                        stored,
+                        record,
+                        "{id}, {} publications",
+                        c.publications().len()
+                    );
+                    tried += 1;
+                }
+            }
+        }
+        assert_eq!(tried, 30);
+    }
 
     /// The word-wise comparison says an id is derived exactly when it is the text
     /// `ClientId::ip_port` writes (of at most `DERIVED_MAX` bytes): for host names short
