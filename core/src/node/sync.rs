@@ -98,8 +98,8 @@ impl Node {
             let mut batch = SyncBatch {
                 changes: Vec::with_capacity(taken.len()),
             };
-            // Ids, hashes and due times matter only to put back what an early batch does
-            // not send.
+            // Hashes and due times matter only to put back what an early batch does not
+            // send (the ids are the changes').
             let mut dues = Vec::with_capacity(if early { taken.len() } else { 0 });
             let mut bytes = 8;
             let mut rest = taken.into_iter();
@@ -141,7 +141,7 @@ impl Node {
                 bytes += size;
                 batch.changes.push(change);
                 if early {
-                    dues.push((id, hash, due));
+                    dues.push((hash, due));
                 }
             }
             for t in rest {
@@ -156,10 +156,15 @@ impl Node {
                 // Taken ahead of time but not a full batch after all (clients gone, or
                 // smaller than the estimate): what is not due yet waits out its delay.
                 let mut kept = SyncBatch::default();
-                for (change, (id, hash, due)) in batch.changes.into_iter().zip(dues) {
+                for (change, (hash, due)) in batch.changes.into_iter().zip(dues) {
                     if due > horizon {
-                        self.sync
-                            .put_back_parts(p.index(), &id, hash, due, change.stored());
+                        self.sync.put_back_parts(
+                            p.index(),
+                            &change.id(),
+                            hash,
+                            due,
+                            change.stored(),
+                        );
                     } else {
                         kept.changes.push(change);
                     }
