@@ -407,6 +407,58 @@ fn clients_of_a_full_batch_are_each_sent_once_and_changes_still_merge() {
     );
 }
 
+/// The changes a flush at `now` sends to peer 1: (id, whether a state, revision).
+fn sent_to_peer_1(n: &Node, now: u64) -> Vec<(String, bool, crate::model::Revision)> {
+    use crate::registry::ClientChange;
+    let cmds = n.tick(now);
+    let mut out = Vec::new();
+    for (to, r) in sends(&cmds) {
+        let PeerRequest::Sync(b) = r else { continue };
+        if to.0 != 1 {
+            continue;
+        }
+        for c in &b.changes {
+            let state = matches!(c, ClientChange::Stored(_) | ClientChange::Upsert(_));
+            out.push((c.id().as_str().to_string(), state, c.revision()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_flush_sends_the_newest_of_a_registration_and_a_deletion_merged() {
+    // A registration's pending entry holds its stored state; a deletion after it (or a
+    // registration after a deletion) within the delay sends what is newest.
+    let n = small_batches(10, 4);
+    n.tick(0);
+    let (svc, spec) = (
+        ServiceSpec::new("", "", "svc"),
+        InstanceSpec::new("10.9.0.1", 80),
+    );
+    let id = ClientId::connection(1, "10.9.0.1", 1);
+    let WriteResult::Changed(first) = n.register(&id, &svc, &spec, 10).unwrap() else {
+        panic!("a registration")
+    };
+    let WriteResult::Deleted(deleted) = n.deregister(&id, &svc, 20).unwrap() else {
+        panic!("a deletion")
+    };
+    assert!(deleted > first);
+    let name = id.as_str().to_string();
+    assert_eq!(
+        sent_to_peer_1(&n, 1_010),
+        vec![(name.clone(), false, deleted)]
+    );
+    // Registered again after the deletion, and changed: the last state is sent.
+    n.register(&id, &svc, &spec, 2_010).unwrap();
+    let mut changed = spec;
+    changed.weight = 2.0;
+    let WriteResult::Changed(last) = n.register(&id, &svc, &changed, 2_020).unwrap() else {
+        panic!("a change")
+    };
+    assert_eq!(sent_to_peer_1(&n, 3_010), vec![(name, true, last)]);
+    assert!(sent_to_peer_1(&n, 9_000).is_empty());
+}
+
 #[test]
 fn an_answered_batch_frees_its_slot_for_the_next_full_one_at_once() {
     let n = small_batches(10, 1);

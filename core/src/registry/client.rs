@@ -634,6 +634,11 @@ impl Client {
         }
     }
 
+    /// The id's stable hash ([`crate::hash::stable_hash64`] of the id, as `IdKey` has it).
+    #[inline]
+    pub(crate) fn id_hash(&self) -> u64 {
+        self.id_hash
+    }
     /// The revision of this state.
     pub fn revision(&self) -> Revision {
         self.revision
@@ -786,12 +791,17 @@ impl ClientRecord {
 
 /// [`ClientRecord::size_hint`] of a state's id and publications.
 fn size_hint<'a>(id_len: usize, publications: impl Iterator<Item = &'a Publication>) -> usize {
-    let mut n = 16 + id_len;
-    for p in publications {
-        n += 16 + p.service.key().len();
-        for i in p.instances.iter() {
-            n += 32 + i.ip.len() + i.cluster.len();
-            n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
+    16 + id_len + publications.map(publication_hint).sum::<usize>()
+}
+
+/// What a publication adds to [`size_hint`].
+#[inline]
+fn publication_hint(p: &Publication) -> usize {
+    let mut n = 16 + p.service.key().len();
+    for i in p.instances.iter() {
+        n += 32 + i.ip.len() + i.cluster.len();
+        n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
+        if !i.metadata.is_empty() {
             n += i
                 .metadata
                 .iter()
@@ -837,11 +847,27 @@ impl ClientChange {
             ClientChange::Delete { revision, .. } => *revision,
         }
     }
+    /// The state shared with the store, if it is one.
+    pub fn stored(&self) -> Option<&Arc<Client>> {
+        match self {
+            ClientChange::Stored(c) => Some(c),
+            _ => None,
+        }
+    }
     /// Estimated encoded size in bytes.
     pub fn size_hint(&self) -> usize {
         match self {
             ClientChange::Upsert(r) => r.size_hint(),
-            ClientChange::Stored(c) => size_hint(c.id_len(), c.publications().iter().map(|p| &**p)),
+            ClientChange::Stored(c) => {
+                // The derived id's length without writing it out; one publication
+                // (nearly every client) without an iterator.
+                let ps = c.publications();
+                16 + c.id_len()
+                    + match ps.only() {
+                        Some(p) => publication_hint(p),
+                        None => ps.iter().map(|p| publication_hint(p)).sum(),
+                    }
+            }
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),
         }
     }

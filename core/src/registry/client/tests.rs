@@ -144,3 +144,42 @@ fn a_derived_id_is_exactly_the_ip_port_text() {
         }
     }
 }
+
+/// A stored client's size estimate is its record's, the derived id's length counted
+/// without writing the id out: ports of every length, one and two publications.
+#[test]
+fn a_stored_clients_size_hint_is_its_records() {
+    use crate::model::Publication;
+    use crate::registry::{ClientChange, Registry};
+    use crate::{Config, member::MemberId};
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let (a, b) = (
+        r.service("public", "DEFAULT_GROUP", "a"),
+        r.service("public", "DEFAULT_GROUP", "b"),
+    );
+    let mut tried = 0;
+    for ip in ["10.0.0.7", "fe80::1", "host"] {
+        for port in [1, 80, 443, 8080, 65535] {
+            let id = ClientId::ip_port(ip, port);
+            for s in [&a, &b] {
+                let mut spec = InstanceSpec::new(ip, port);
+                spec.metadata = vec![("k".into(), "v".into())];
+                let i = spec.to_instance(r.interner(), s).unwrap();
+                r.publish(&id, Publication::single(s.clone(), i), MemberId(0), 1)
+                    .unwrap();
+                let c = r.get(id.as_str()).unwrap();
+                assert!(c.id_is_derived(), "{id}");
+                let stored = ClientChange::Stored(c.clone()).size_hint();
+                let record = ClientChange::Upsert(c.to_record()).size_hint();
+                assert_eq!(
+                    stored,
+                    record,
+                    "{id}, {} publications",
+                    c.publications().len()
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 30);
+}
