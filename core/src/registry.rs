@@ -51,7 +51,7 @@ mod tombstone;
 use client::Body;
 pub use client::{Client, ClientChange, ClientRecord, Publications, PublicationsIter, Published};
 pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
-pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateRef};
+pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateMut, StateRef};
 use tombstone::Tombstone;
 
 const NO_SLOT: u32 = u32::MAX;
