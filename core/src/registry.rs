@@ -471,8 +471,7 @@ impl Registry {
         old: Option<&Client>,
         now: Millis,
     ) -> Arc<Client> {
-        // A held client's stored id text is shared, not copied.
-        let shared = shared.or_else(|| old.and_then(|o| o.stored_id()));
+        // A held client's stored id text is shared, not copied (see `Client::new`).
         Arc::new(Client::new(
             id, shared, old, id_hash, revision, now, owner, shard, body,
         ))

@@ -348,8 +348,8 @@ impl Body {
 
 impl Client {
     /// A client to be stored (its slots are `NO_SLOT` until it is). The id is stored only
-    /// if the first instance does not imply it; `shared` is a stored text of the same id
-    /// to share, if there is one; `old` the state it replaces (of the same id), whose
+    /// if the first instance does not imply it, as `shared` (a stored text of the same id
+    /// to share, if there is one) or else the text `old` stores; `old` the state it replaces (of the same id), whose
     /// derived id is this one's if its first instance has the same ip and port.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
@@ -386,8 +386,12 @@ impl Client {
             (_, None) => false,
         };
         if !derived {
-            c.id = Some(match shared {
-                Some(n) if n.as_str() == id => n.clone(),
+            // The held state's stored text is this id's (it is of the same id): shared
+            // without a comparison.
+            let held = old.and_then(|o| o.id.as_ref());
+            c.id = Some(match (shared, held) {
+                (Some(n), _) if n.as_str() == id => n.clone(),
+                (_, Some(n)) => n.clone(),
                 _ => Name::new(id),
             });
         }

@@ -7,7 +7,7 @@
 //! another owner) never remove a newer state that raced with them.
 
 use super::client::{Body, Next};
-use super::{ApplyOutcome, ClientRecord, IdKey, Registry, Tombstone};
+use super::{ApplyOutcome, ClientRecord, IdKey, Publications, Registry, Tombstone};
 use crate::hash::{shard_of_hash, stable_hash64};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
@@ -408,7 +408,12 @@ impl Registry {
         let held = old.map(|o| o.publications());
         let pubs = (0..publications.len()).map(|k| {
             let p = publications.get(k);
-            match held.map(|h| (h.find(&p.service), h)) {
+            // One publication for one of the same service (nearly every change): no search.
+            let find = |h: Publications<'_>| match h.only() {
+                Some(o) if o.service == p.service => Ok(0),
+                _ => h.find(&p.service),
+            };
+            match held.map(|h| (find(h), h)) {
                 Some((Ok(i), h)) if h[i].get() == p => Next::Held(i),
                 Some((Ok(i), _)) => Next::Replace(i, publications.take(k)),
                 _ => Next::New(publications.take(k)),
