@@ -171,7 +171,7 @@ impl Node {
             let Some(sent) = s.owner() else {
                 return Some(s.attributed(me));
             };
-            let connection = !s.id().contains('#');
+            let connection = s.is_connection();
             let owner = if connection {
                 sent
             } else {

@@ -305,6 +305,8 @@ impl Node {
         // attributed under one load of the routing table.
         let routes = self.routes();
         let changes = changes.into_iter().map(|change| match change.owner() {
+            // A connection client is attributed to the sender (`Routes::attribution`).
+            Some(_) if change.known_connection() => change.attributed(from),
             Some(_) => {
                 let owner = routes.attribution(change.id(), from);
                 change.attributed(owner)

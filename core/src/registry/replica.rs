@@ -68,6 +68,10 @@ pub struct StateMut<'a> {
     /// What the client publishes, sorted by service, one publication per service, every
     /// one `Some` (the apply takes those it stores).
     pub publications: &'a mut [Option<Publication>],
+    /// The id is known to be a connection client's (its decoder wrote it as
+    /// `<millis>_<ip>_<port>`, with no `#`: a validated ip has none), so it is attributed
+    /// to the sender without a scan of its text; `false`: not known.
+    pub connection: bool,
 }
 
 /// One change of a sync batch as the apply reads it (see [`StateRef`], [`StateMut`]): a
@@ -111,6 +115,21 @@ impl<'a> ChangeRef<'a> {
             ChangeRef::Moved(s) => Some(s.owner),
             ChangeRef::Delete(..) => None,
         }
+    }
+
+    /// Whether the id is a connection client's (no `#`), read from the text unless the
+    /// decoder said so ([`StateMut::connection`]).
+    pub fn is_connection(&self) -> bool {
+        match self {
+            ChangeRef::Moved(s) if s.connection => true,
+            c => !c.id().contains('#'),
+        }
+    }
+
+    /// Whether the id is known to be a connection client's without reading it (see
+    /// [`StateMut::connection`]).
+    pub fn known_connection(&self) -> bool {
+        matches!(self, ChangeRef::Moved(s) if s.connection)
     }
 
     /// The change to apply, a state attributed to `owner`.
@@ -567,6 +586,7 @@ mod tests {
                     revision: Revision(revision),
                     owner: MemberId(1),
                     publications: &mut owned,
+                    connection: true,
                 },
                 MemberId(1),
             );

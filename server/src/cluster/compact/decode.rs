@@ -584,6 +584,8 @@ struct Record {
     revision: Revision,
     /// The sender's attribution; `None`: a deletion.
     owner: Option<MemberId>,
+    /// The id was derived as a connection client's (see [`StateMut::connection`]).
+    connection: bool,
 }
 
 impl Decoded {
@@ -613,6 +615,7 @@ impl Decoded {
                     revision: r.revision,
                     owner,
                     publications: ps,
+                    connection: r.connection,
                 }),
                 None => ChangeRef::Delete(text, r.revision),
             }
@@ -660,16 +663,23 @@ impl Decoded {
             }
             ClientChange::Delete { .. } => None,
         };
-        self.end_record(self.ids.len(), revision, owner);
+        self.end_record(self.ids.len(), revision, owner, false);
     }
 
     /// Ends a record whose id ends at `id_end`.
-    fn end_record(&mut self, id_end: usize, revision: Revision, owner: Option<MemberId>) {
+    fn end_record(
+        &mut self,
+        id_end: usize,
+        revision: Revision,
+        owner: Option<MemberId>,
+        connection: bool,
+    ) {
         self.records.push(Record {
             id_end: u32::try_from(id_end).expect("a batch under 4 GiB"),
             pubs_end: u32::try_from(self.publications.len()).expect("a batch under 4 GiB"),
             revision,
             owner,
+            connection,
         });
     }
 
@@ -747,7 +757,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
         };
         let revision = t.revision(&mut r)?;
         if deletion {
-            out.end_record(ids.len(), revision, None);
+            out.end_record(ids.len(), revision, None, false);
             continue;
         }
         let owner = t.owner(node, &mut r)?;
@@ -758,7 +768,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
             derived_id(&mut ids, pubs, at, connection)?;
         }
         debug_assert!(ids.len() > id_start);
-        out.end_record(ids.len(), revision, Some(owner));
+        out.end_record(ids.len(), revision, Some(owner), form == ID_CONNECTION);
     }
     if r.at != b.len() {
         return Err(malformed(r.at, "bytes after the last record"));
@@ -797,6 +807,7 @@ fn record_of(s: StateMut<'_>) -> ClientRecord {
         revision,
         owner,
         publications,
+        ..
     } = s;
     ClientRecord {
         id: ClientId::parse(id).expect("checked when decoded"),
