@@ -421,10 +421,14 @@ impl Registry {
         if !tombstones.is_empty() {
             tombstones.remove(key.id);
         }
-        // Share identical publications with the old state to keep the index stable
-        // (mapped as the new client is built: no list gathered first); the others are
-        // copied, or moved when handed over.
+        // Share identical publications with the old state's parts to keep the index
+        // stable (mapped as the new client is built: no list gathered first); the others
+        // are copied, or moved when handed over. A held client of one publication has no
+        // part to share (its slot points at the client, which the new one replaces): a
+        // publication of its service is taken as sent, without comparing the two (an
+        // equal one would be copied from the held state, to the same effect).
         let held = old.map(|o| o.publications());
+        let parts = old.is_some_and(|o| matches!(o.body, Body::Many(_)));
         let pubs = (0..publications.len()).map(|k| {
             let p = publications.get(k);
             // One publication for one of the same service (nearly every change): no search.
@@ -433,7 +437,7 @@ impl Registry {
                 _ => h.find(&p.service),
             };
             match held.map(|h| (find(h), h)) {
-                Some((Ok(i), h)) if h[i].get() == p => Next::Held(i),
+                Some((Ok(i), h)) if parts && h[i].get() == p => Next::Held(i),
                 Some((Ok(i), _)) => Next::Replace(i, publications.take(k)),
                 _ => Next::New(publications.take(k)),
             }
@@ -549,9 +553,9 @@ mod tests {
     use std::sync::Arc;
 
     /// A decoded state's publications are moved into the store: a new client's and a
-    /// changed one's are taken (and stored as sent), one the held state already has, or
-    /// one of a stale state, is left; the store then holds what the borrowed form of the
-    /// same states would have stored.
+    /// changed one's are taken (and stored as sent), one a held part already has, or one
+    /// of a stale state, is left; the store then holds what the borrowed form of the same
+    /// states would have stored.
     #[test]
     fn a_handed_over_state_moves_what_it_stores() {
         let (moved, borrowed) = (
@@ -568,12 +572,14 @@ mod tests {
         let id = "1700000000000_10.0.0.1_80";
         // The revision, the services and ports, whether it applies, which are taken.
         type Step = (u64, &'static [(&'static str, u16)], bool, &'static [bool]);
-        let steps: [Step; 5] = [
+        let steps: [Step; 6] = [
             (5, &[("a", 80)], true, &[true]),
             (6, &[("a", 81)], true, &[true]),
-            (7, &[("a", 81), ("b", 90)], true, &[false, true]),
-            (7, &[("a", 82)], false, &[false]),
-            (8, &[("b", 90)], true, &[false]),
+            // A held client of one publication shares no part: both taken.
+            (7, &[("a", 81), ("b", 90)], true, &[true, true]),
+            (8, &[("a", 81), ("b", 91)], true, &[false, true]),
+            (8, &[("a", 82)], false, &[false]),
+            (9, &[("b", 91)], true, &[false]),
         ];
         for (revision, pubs, applied, taken) in steps {
             let mut owned: Vec<Option<Publication>> = pubs
