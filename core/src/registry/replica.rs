@@ -6,8 +6,8 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::client::{Body, Next};
-use super::{ApplyOutcome, ClientRecord, IdKey, Publications, Registry, Tombstone};
+use super::client::{Body, Client, Next};
+use super::{ApplyOutcome, ClientRecord, IdKey, Registry, Tombstone};
 use crate::hash::{shard_of_hash, stable_hash64};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
@@ -421,28 +421,16 @@ impl Registry {
         if !tombstones.is_empty() {
             tombstones.remove(key.id);
         }
-        // Share identical publications with the old state's parts to keep the index
-        // stable (mapped as the new client is built: no list gathered first); the others
-        // are copied, or moved when handed over. A held client of one publication has no
-        // part to share (its slot points at the client, which the new one replaces): a
-        // publication of its service is taken as sent, without comparing the two (an
-        // equal one would be copied from the held state, to the same effect).
-        let held = old.map(|o| o.publications());
-        let parts = old.is_some_and(|o| matches!(o.body, Body::Many(_)));
-        let pubs = (0..publications.len()).map(|k| {
-            let p = publications.get(k);
-            // One publication for one of the same service (nearly every change): no search.
-            let find = |h: Publications<'_>| match h.only() {
-                Some(o) if o.service == p.service => Ok(0),
-                _ => h.find(&p.service),
-            };
-            match held.map(|h| (find(h), h)) {
-                Some((Ok(i), h)) if parts && h[i].get() == p => Next::Held(i),
-                Some((Ok(i), _)) => Next::Replace(i, publications.take(k)),
-                _ => Next::New(publications.take(k)),
+        let body = match (old.map(|o| &o.body), publications.len()) {
+            // One publication for a held one of the same service (nearly every change), or
+            // for none: stored as sent, the held heartbeat time kept (what the general
+            // build below makes of it, without pairing the lists).
+            (Some(Body::One(h)), 1) if h.service == publications.get(0).service => {
+                Body::first(publications.take(0), h.beat.load(Relaxed))
             }
-        });
-        let body = Body::build(pubs, old.map(|c| &**c), now);
+            (None, 1) => Body::first(publications.take(0), now),
+            _ => Self::next_body(old, publications, now),
+        };
         // A held client keeps its stored id text (`build_client` shares it).
         let new = self.build_client(
             key.id,
@@ -457,6 +445,28 @@ impl Registry {
         );
         self.replace(clients, old, Some(new), changed);
         ApplyOutcome::Applied
+    }
+
+    /// The body of the next state of `old` publishing `publications` (see
+    /// [`Body::build`]).
+    fn next_body(old: Option<&Arc<Client>>, mut publications: Pubs<'_>, now: Millis) -> Body {
+        // Share identical publications with the old state's parts to keep the index
+        // stable (mapped as the new client is built: no list gathered first); the others
+        // are copied, or moved when handed over. A held client of one publication has no
+        // part to share (its slot points at the client, which the new one replaces): a
+        // publication of its service is taken as sent, without comparing the two (an
+        // equal one would be copied from the held state, to the same effect).
+        let held = old.map(|o| o.publications());
+        let parts = old.is_some_and(|o| matches!(o.body, Body::Many(_)));
+        let pubs = (0..publications.len()).map(|k| {
+            let p = publications.get(k);
+            match held.map(|h| (h.find(&p.service), h)) {
+                Some((Ok(i), h)) if parts && h[i].get() == p => Next::Held(i),
+                Some((Ok(i), _)) => Next::Replace(i, publications.take(k)),
+                _ => Next::New(publications.take(k)),
+            }
+        });
+        Body::build(pubs, old.map(|c| &**c), now)
     }
 
     /// [`Registry::apply_delete`] under the shard's lock.
@@ -600,7 +610,8 @@ mod tests {
                 applied: u32::from(applied),
                 stale: u32::from(!applied),
             };
-            assert_eq!(moved.apply_many([change], 10), want, "revision {revision}");
+            let now = revision * 10;
+            assert_eq!(moved.apply_many([change], now), want, "revision {revision}");
             let left: Vec<bool> = owned.iter().map(Option::is_none).collect();
             assert_eq!(left, taken, "revision {revision}: which were taken");
             let shared: Vec<Arc<Publication>> = pubs
@@ -613,10 +624,20 @@ mod tests {
                 owner: MemberId(1),
                 publications: &shared,
             };
-            let outcome = borrowed.apply_state(state, MemberId(1), 10);
+            let outcome = borrowed.apply_state(state, MemberId(1), now);
             assert_eq!(outcome == ApplyOutcome::Applied, applied);
             let (m, b) = (moved.get(id).unwrap(), borrowed.get(id).unwrap());
             assert_eq!(m.to_record(), b.to_record(), "revision {revision}");
+            if applied {
+                assert_eq!(b.to_record(), state.to_record(), "revision {revision}");
+            }
+            // A publication keeps the heartbeat time of its service's first state (a at
+            // revision 5, b at 7), in either form.
+            for (k, &(svc, _)) in pubs.iter().enumerate().filter(|_| applied) {
+                let first = if svc == "a" { 50 } else { 70 };
+                assert_eq!(m.last_beat(k), first, "revision {revision}, {svc}");
+                assert_eq!(b.last_beat(k), first, "revision {revision}, {svc}");
+            }
         }
     }
 
