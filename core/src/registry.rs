@@ -472,9 +472,7 @@ impl Registry {
         now: Millis,
     ) -> Arc<Client> {
         // A held client's stored id text is shared, not copied (see `Client::new`).
-        Arc::new(Client::new(
-            id, shared, old, id_hash, revision, now, owner, shard, body,
-        ))
+        Client::new(id, shared, old, id_hash, revision, now, owner, shard, body)
     }
 
     /// Swaps `old` for `new` in the client map, the service index and the digests, and
