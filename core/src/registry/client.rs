@@ -31,7 +31,7 @@ pub struct Client {
     /// The id's text, or `None` when it is the one the first instance implies
     /// (`ip:port#true`, at most [`DERIVED_MAX`] bytes).
     id: Option<Name>,
-    /// The id's stable hash (see `IdKey`): its shard, its place in the shard's set and
+    /// The id's stable hash (see `IdKey`): its shard, its place in the shard's table and
     /// its digest term, computed once for the client's first state.
     pub(super) id_hash: u64,
     pub(super) revision: Revision,
@@ -483,7 +483,7 @@ impl Client {
     }
 
     /// Whether the id is `s` (compared without writing a derived id out).
-    /// Not inlined: a lookup that inlines it grows past what the set's probe loop
+    /// Not inlined: a lookup that inlines it grows past what the table's probe loop
     /// inlines into.
     #[inline(never)]
     pub fn id_is(&self, s: &str) -> bool {

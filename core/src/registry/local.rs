@@ -213,9 +213,8 @@ impl Registry {
         now: Millis,
     ) -> Option<bool> {
         let key = IdKey::new(id);
-        let shard = &self.shards[self.shard_of_key(key) as usize];
-        let clients = shard.pin();
-        let c = clients.get_key(key)?;
+        let pin = self.pin();
+        let c = self.clients(self.shard_of_key(key), &pin).get_key(key)?;
         let is = |p: &&Published| p.service.is(namespace, group, name);
         // Most clients publish to one service: no iterator for them.
         let ps = c.publications();
@@ -250,9 +249,11 @@ impl Registry {
         let shard = &self.shards[shard_no as usize];
         let mut changed: Vec<Service> = Vec::new();
         let result = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
-            let old = clients.get_key(key);
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
+            let held = clients.get_key(key);
+            let old = held.as_deref();
             let action = f(old);
             // A held client has no tombstone (storing a state removes it, a deletion or
             // drop removes the client): only an absent one needs the lookup.
@@ -280,7 +281,7 @@ impl Registry {
                     if old.is_none() {
                         tombstones.remove(id.as_str());
                     }
-                    self.replace(&clients, old, Some(new), &mut changed);
+                    self.replace(&mut clients, old, Some(new), &mut changed);
                     WriteResult::Changed(revision)
                 }
                 LocalAction::Delete => {
@@ -292,7 +293,7 @@ impl Registry {
                             dropped: false,
                         },
                     );
-                    self.replace(&clients, old, None, &mut changed);
+                    self.replace(&mut clients, old, None, &mut changed);
                     WriteResult::Deleted(revision)
                 }
             }

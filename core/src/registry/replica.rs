@@ -237,8 +237,8 @@ fn by_shard(mut keys: Vec<u64>, shards: u32) -> Vec<u64> {
 /// hold several changes each.
 const GROUPED_PER_SHARD: usize = 4;
 
-type Tombstones = std::collections::HashMap<ClientId, Tombstone, super::FastHash>;
-type ClientsRef<'g> = super::ShardClients<'g>;
+use super::Tombstones;
+type ClientsRef<'g, 'a> = super::ShardWriter<'g, 'a>;
 
 impl Registry {
     /// Applies a replicated full state if it is newer than what is held (state or
@@ -254,11 +254,12 @@ impl Registry {
         let shard = &self.shards[shard_no as usize];
         let mut changed = Vec::new();
         let outcome = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
             self.apply_locked(
-                &mut tombstones,
-                &clients,
+                tombstones,
+                &mut clients,
                 shard_no,
                 key,
                 state.revision,
@@ -278,9 +279,10 @@ impl Registry {
         let shard = &self.shards[self.shard_of_key(key) as usize];
         let mut changed = Vec::new();
         let outcome = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
-            self.apply_delete_locked(&mut tombstones, &clients, key, revision, now, &mut changed)
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
+            self.apply_delete_locked(tombstones, &mut clients, key, revision, now, &mut changed)
         };
         self.notify(&changed);
         outcome
@@ -333,22 +335,22 @@ impl Registry {
     ) -> ApplyCounts {
         let mut counts = ApplyCounts::default();
         let mut changed = Vec::new();
-        // The shard held: its number, its pinned clients, its lock (dropped in that
-        // order: unpinned, then unlocked).
+        // One pin for the batch, and the shard held: its number and its lock.
+        let pin = self.pin();
         let mut held = None;
         for i in order {
             let (ref mut change, hash) = hashed[i];
             let shard_no = shard_of_hash(hash, self.shard_count);
-            let (_, clients, tombstones) = match held {
-                Some((s, _, _)) if s == shard_no => held.as_mut().expect("held"),
+            let (_, lock) = match held {
+                Some((s, _)) if s == shard_no => held.as_mut().expect("held"),
                 _ => {
                     // The previous shard's let go before this one's is taken.
                     held = None;
-                    let shard = &self.shards[shard_no as usize];
-                    let lock = shard.write.lock();
-                    held.insert((shard_no, shard.pin(), lock))
+                    held.insert((shard_no, self.shards[shard_no as usize].write()))
                 }
             };
+            let (tombstones, mut clients) = self.writer(lock, &pin);
+            let clients = &mut clients;
             let outcome = match *change {
                 ReplicaChange::State(ref state, owner) => self.apply_locked(
                     tombstones,
@@ -396,7 +398,7 @@ impl Registry {
     fn apply_locked(
         &self,
         tombstones: &mut Tombstones,
-        clients: &ClientsRef<'_>,
+        clients: &mut ClientsRef<'_, '_>,
         shard_no: u32,
         key: IdKey<'_>,
         revision: Revision,
@@ -405,7 +407,8 @@ impl Registry {
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
-        let old = clients.get_key(key);
+        let held = clients.get_key(key);
+        let old = held.as_deref();
         let current = old
             .map(|c| c.revision)
             .max(tombstones.get(key.id).map(|t| t.revision))
@@ -473,14 +476,15 @@ impl Registry {
     fn apply_delete_locked(
         &self,
         tombstones: &mut Tombstones,
-        clients: &ClientsRef<'_>,
+        clients: &mut ClientsRef<'_, '_>,
         key: IdKey<'_>,
         revision: Revision,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
         let id = key.id;
-        let old = clients.get_key(key);
+        let held = clients.get_key(key);
+        let old = held.as_deref();
         let held = tombstones.get(id).map(|t| t.revision);
         let current = old.map(|c| c.revision).max(held).unwrap_or(Revision::ZERO);
         if revision <= current {
@@ -513,11 +517,12 @@ impl Registry {
         let shard = &self.shards[self.shard_of(id) as usize];
         let mut changed = Vec::new();
         let dropped = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
             match clients.get(id.as_str()) {
                 Some(c) if c.revision == expected => {
-                    self.replace(&clients, Some(c), None, &mut changed);
+                    self.replace(&mut clients, Some(&c), None, &mut changed);
                     tombstones.insert(
                         id.clone(),
                         Tombstone {
@@ -537,10 +542,10 @@ impl Registry {
 
     /// Re-attributes client `id` to `owner`, moving it between digests.
     pub fn set_owner(&self, id: &ClientId, owner: MemberId) -> bool {
-        let shard = &self.shards[self.shard_of(id) as usize];
-        let _lock = shard.write.lock();
-        let clients = shard.pin();
-        match clients.get(id.as_str()) {
+        let shard_no = self.shard_of(id);
+        let _lock = self.shards[shard_no as usize].write();
+        let pin = self.pin();
+        match self.clients(shard_no, &pin).get(id.as_str()) {
             Some(c) if c.owner() != owner => {
                 self.digests
                     .remove(c.owner(), c.shard(), id.as_str(), c.revision);
