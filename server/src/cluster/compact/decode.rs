@@ -76,6 +76,15 @@ impl<'a> Reader<'a> {
         }
         self.varint_multi(what)
     }
+    /// A varint that is mostly several bytes long (a connection's millis): read as one
+    /// word in line when it can be, else as [`Reader::varint`] reads it.
+    #[inline]
+    fn wide_varint(&mut self, what: &str) -> Result<u64, WireError> {
+        match self.varint_word() {
+            Some(v) => Ok(v),
+            None => self.varint_multi(what),
+        }
+    }
     /// A varint of more than one byte: as one word when it can be, else byte by byte.
     #[inline(never)]
     fn varint_multi(&mut self, what: &str) -> Result<u64, WireError> {
@@ -749,7 +758,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
             return Err(malformed(at, "a deletion with a derived client id"));
         }
         let connection = if form == ID_CONNECTION {
-            let millis = r.varint("connection millis")?;
+            let millis = r.wide_varint("connection millis")?;
             let port = r.u16("connection port")?;
             Some((millis, port))
         } else {
@@ -824,8 +833,9 @@ fn record_of(s: StateMut<'_>) -> ClientRecord {
 mod tests {
     use super::Reader;
     use crate::cluster::compact::put_varint;
-    /// The reader's varints: every width up to the 64-bit limit comes back; one that runs
-    /// past the end, or whose tenth byte goes past 64 bits, is refused at its first byte.
+    /// The reader's varints (and the wide reader's): every width up to the 64-bit limit
+    /// comes back; one that runs past the end, or whose tenth byte goes past 64 bits, is
+    /// refused at its first byte.
     #[test]
     fn varints_of_every_width_and_their_refusals() {
         for v in [
@@ -854,6 +864,10 @@ mod tests {
                 let mut r = Reader { b: &with, at: 0 };
                 assert_eq!(r.varint("v").expect("valid"), v, "{v}");
                 assert_eq!(r.at, b.len(), "{v}");
+                // The wide reader (a connection's millis) reads the same.
+                let mut r = Reader { b: &with, at: 0 };
+                assert_eq!(r.wide_varint("v").expect("valid"), v, "{v}");
+                assert_eq!(r.at, b.len(), "{v}");
             }
             // Cut short: runs past the end.
             let mut r = Reader {
@@ -862,6 +876,17 @@ mod tests {
             };
             if !b[..b.len() - 1].is_empty() {
                 let e = r.varint("v").expect_err("short").to_string();
+                assert!(
+                    e.contains("at byte 0: v: the varint runs past the end"),
+                    "{e}"
+                );
+                let e = Reader {
+                    b: &b[..b.len() - 1],
+                    at: 0,
+                }
+                .wide_varint("v")
+                .expect_err("short")
+                .to_string();
                 assert!(
                     e.contains("at byte 0: v: the varint runs past the end"),
                     "{e}"
@@ -875,6 +900,17 @@ mod tests {
             at: 0,
         }
         .varint("v")
+        .expect_err("65 bits")
+        .to_string();
+        assert!(
+            e.contains("at byte 0: v: the varint exceeds 64 bits"),
+            "{e}"
+        );
+        let e = Reader {
+            b: &too_wide,
+            at: 0,
+        }
+        .wide_varint("v")
         .expect_err("65 bits")
         .to_string();
         assert!(
