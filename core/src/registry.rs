@@ -60,7 +60,7 @@ pub use client::{
     Client, ClientChange, ClientRecord, IdBuf, Publications, PublicationsIter, Published,
 };
 pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
-pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateRef};
+pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateMut, StateRef};
 use tombstone::Tombstone;
 
 const NO_SLOT: u32 = u32::MAX;
@@ -493,11 +493,8 @@ impl Registry {
         old: Option<&Client>,
         now: Millis,
     ) -> Arc<Client> {
-        // A held client's stored id text is shared, not copied.
-        let shared = shared.or_else(|| old.and_then(|o| o.stored_id()));
-        Arc::new(Client::new(
-            id, shared, old, id_hash, revision, now, owner, shard, body,
-        ))
+        // A held client's stored id text is shared, not copied (see `Client::new`).
+        Client::new(id, shared, old, id_hash, revision, now, owner, shard, body)
     }
 
     /// Swaps `old` (the client held, as `clients` found it) for `new` in the shard's

@@ -40,7 +40,7 @@ use crate::compact_form::ChunkSize;
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, SnapshotChunk, SnapshotCursor};
 use crate::model::ClientId;
-use crate::registry::{ApplyOutcome, Client, ClientRecord, IdBuf, ReplicaChange, StateRef};
+use crate::registry::{ChangeRef, Client, ClientRecord, IdBuf, StateRef};
 use crate::time::Millis;
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -153,21 +153,28 @@ impl Node {
 
     /// [`Node::load_chunk`] of states borrowed from wherever the runtime decoded them
     /// (the server decodes a chunk straight from its bytes, see [`StateRef`]).
-    pub fn load_states<'a>(
+    /// The states are borrowed ([`StateRef`]) or handed over ([`crate::StateMut`]: their
+    /// publications are moved into the store); a deletion, which a chunk does not hold,
+    /// would be applied as one.
+    pub fn load_states<'a, S: Into<ChangeRef<'a>>>(
         &self,
         from: MemberId,
-        states: impl IntoIterator<Item = StateRef<'a>>,
+        states: impl IntoIterator<Item = S>,
         now: Millis,
     ) {
         let me = self.me();
         let mut ghosts = Vec::new();
         // Grouped by shard in the registry: one lock acquisition per shard per chunk.
         let states = states.into_iter().filter_map(|s| {
-            let connection = !s.id.contains('#');
+            let s = s.into();
+            let Some(sent) = s.owner() else {
+                return Some(s.attributed(me));
+            };
+            let connection = s.is_connection();
             let owner = if connection {
-                s.owner
+                sent
             } else {
-                self.attribution(s.id, from)
+                self.attribution(s.id(), from)
             };
             if connection && owner == me {
                 // A connection of this node's previous incarnation: it cannot exist any
@@ -175,13 +182,14 @@ impl Node {
                 ghosts.push(s);
                 return None;
             }
-            Some(ReplicaChange::State(s, owner))
+            Some(s.attributed(owner))
         });
         let counts = self.registry.apply_many(states, now);
         inc(&self.counters.snapshot_clients, u64::from(counts.applied));
         for g in ghosts {
-            if self.registry.apply_state(g, me, now) == ApplyOutcome::Applied {
-                let id = ClientId::checked(g.id);
+            let id = g.id();
+            if self.registry.apply_many([g.attributed(me)], now).applied == 1 {
+                let id = ClientId::checked(id);
                 let r = self.registry.remove_client(&id, me, now);
                 self.after_write(&id, r, now);
             }

@@ -12,9 +12,7 @@
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
-use crate::registry::{
-    ApplyCounts, ChangeRef, ClientChange, ClientRecord, IdKey, ReplicaChange, StateRef,
-};
+use crate::registry::{ApplyCounts, ChangeRef, ClientChange, ClientRecord, IdKey, StateRef};
 use crate::sync::Taken;
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
@@ -327,9 +325,14 @@ impl Node {
         // Grouped by shard in the registry: one lock acquisition per shard per batch;
         // attributed under one load of the routing table.
         let routes = self.routes();
-        let changes = changes.into_iter().map(|change| match change {
-            ChangeRef::State(s) => ReplicaChange::State(s, routes.attribution(s.id, from)),
-            ChangeRef::Delete(id, revision) => ReplicaChange::Delete(id, revision),
+        let changes = changes.into_iter().map(|change| match change.owner() {
+            // A connection client is attributed to the sender (`Routes::attribution`).
+            Some(_) if change.known_connection() => change.attributed(from),
+            Some(_) => {
+                let owner = routes.attribution(change.id(), from);
+                change.attributed(owner)
+            }
+            None => change.attributed(from),
         });
         let ApplyCounts { applied, stale } = self.registry.apply_many(changes, now);
         inc(&self.counters.sync_changes_applied, u64::from(applied));

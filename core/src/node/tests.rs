@@ -832,3 +832,58 @@ fn a_re_registration_is_built_from_the_held_state() {
         .unwrap_err();
     assert!(e.to_string().contains("clientId"), "{e}");
 }
+
+/// A handed-over state (as the server's decoder gives them) is attributed as a borrowed
+/// one is: a connection client the decoder marked as one to the sender, an ip:port
+/// client by routing; a snapshot's connection of this node's own is a ghost, removed.
+#[test]
+fn handed_over_states_are_attributed_by_their_id() {
+    use crate::model::{Publication, Revision};
+    use crate::registry::{ChangeRef, StateMut};
+    let n = node("10.0.0.1:8848", 3);
+    let (me, from) = (n.me(), MemberId(1));
+    let publication = |ip: &str| {
+        let s = n.registry().service("public", "DEFAULT_GROUP", "svc");
+        let i = InstanceSpec::new(ip, 80)
+            .to_instance(n.registry().interner(), &s)
+            .unwrap();
+        Some(Publication::single(s, i))
+    };
+    let (conn, ip_port) = ("1700000000000_10.0.0.5_80", "10.0.0.6:80#true");
+    let (mut a, mut b) = ([publication("10.0.0.5")], [publication("10.0.0.6")]);
+    let changes = [
+        ChangeRef::Moved(StateMut {
+            id: conn,
+            revision: Revision(1 << 20),
+            owner: MemberId(2),
+            publications: &mut a,
+            connection: true,
+        }),
+        ChangeRef::Moved(StateMut {
+            id: ip_port,
+            revision: Revision(1 << 20),
+            owner: from,
+            publications: &mut b,
+            connection: false,
+        }),
+    ];
+    n.handle_sync(from, changes, 5_000);
+    let owner = |id: &str| n.registry().get(id).map(|c| c.owner());
+    assert_eq!(owner(conn), Some(from), "a connection: the sender's");
+    assert_eq!(owner(ip_port), Some(n.owner_of("10.0.0.6:80")), "routed");
+    let ghost = "1700000000000_10.0.0.7_80";
+    let mut c = [publication("10.0.0.7")];
+    let state = StateMut {
+        id: ghost,
+        revision: Revision(1 << 20),
+        owner: me,
+        publications: &mut c,
+        connection: true,
+    };
+    n.load_states(from, [state], 5_000);
+    assert_eq!(
+        owner(ghost),
+        None,
+        "a connection of this node's own: removed"
+    );
+}

@@ -403,6 +403,19 @@ impl Body {
         )
     }
 
+    /// The first instance of the first publication.
+    #[inline]
+    fn first_instance(&self) -> Option<&Instance> {
+        let p = match self {
+            Body::One(p) => p,
+            Body::Many(parts) => parts.first()?.single(),
+        };
+        match &p.instances {
+            Instances::One(i) => Some(i),
+            Instances::Many(v) => v.first(),
+        }
+    }
+
     /// The body of a new client publishing `publication`.
     pub(super) fn first(publication: Publication, now: Millis) -> Body {
         Body::One(Published::new(publication, now))
@@ -428,10 +441,11 @@ impl Body {
 }
 
 impl Client {
-    /// A client to be stored (its slots are `NO_SLOT` until it is). The id is stored only
-    /// if the first instance does not imply it; `shared` is a stored text of the same id
-    /// to share, if there is one; `old` the state it replaces (of the same id), whose
-    /// derived id is this one's if its first instance has the same ip and port.
+    /// A client to be stored (its slots are `NO_SLOT` until it is), built in its `Arc`.
+    /// The id is stored only if the first instance does not imply it, as `shared` (a
+    /// stored text of the same id to share, if there is one) or else the text `old`
+    /// stores; `old` is the state it replaces (of the same id), whose derived id is this
+    /// one's if its first instance has the same ip and port.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: &str,
@@ -443,18 +457,8 @@ impl Client {
         owner: MemberId,
         shard: u32,
         body: Body,
-    ) -> Self {
-        let mut c = Self {
-            id: None,
-            id_hash,
-            revision,
-            lease_base: AtomicU64::new(lease_base),
-            owner: AtomicU16::new(owner.0),
-            shard: u16::try_from(shard).expect("at most 65,536 shards"),
-            slot: AtomicU32::new(NO_SLOT),
-            body,
-        };
-        let first = c.first_instance();
+    ) -> Arc<Self> {
+        let first = body.first_instance();
         let derived = match (old.filter(|o| o.id.is_none()), first) {
             // The same id, derived from the same ip and port: no need to read it.
             (Some(o), Some(i))
@@ -466,13 +470,24 @@ impl Client {
             (_, Some(i)) => is_derived_id(id, i),
             (_, None) => false,
         };
-        if !derived {
-            c.id = Some(match shared {
-                Some(n) if n.as_str() == id => n.clone(),
-                _ => Name::new(id),
-            });
-        }
-        c
+        // The held state's stored text is this id's (it is of the same id): shared
+        // without a comparison.
+        let held = old.and_then(|o| o.id.as_ref());
+        let id = (!derived).then(|| match (shared, held) {
+            (Some(n), _) if n.as_str() == id => n.clone(),
+            (_, Some(n)) => n.clone(),
+            _ => Name::new(id),
+        });
+        Arc::new(Self {
+            id,
+            id_hash,
+            revision,
+            lease_base: AtomicU64::new(lease_base),
+            owner: AtomicU16::new(owner.0),
+            shard: u16::try_from(shard).expect("at most 65,536 shards"),
+            slot: AtomicU32::new(NO_SLOT),
+            body,
+        })
     }
 
     /// A part of a client of several publications: a client of just `publication`, held
@@ -512,14 +527,7 @@ impl Client {
     /// The first instance of the first publication.
     #[inline]
     fn first_instance(&self) -> Option<&Instance> {
-        let p = match &self.body {
-            Body::One(p) => p,
-            Body::Many(parts) => parts.first()?.single(),
-        };
-        match &p.instances {
-            Instances::One(i) => Some(i),
-            Instances::Many(v) => v.first(),
-        }
+        self.body.first_instance()
     }
 
     /// The client id (written out when it is derived from the first instance: see the
