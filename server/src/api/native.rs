@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Instant;
 use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
@@ -55,10 +55,17 @@ type WatcherList = Vec<(u64, Arc<Watcher>)>;
 pub struct WatchHub {
     watchers: Mutex<HashMap<String, WatcherList>>,
     next_id: AtomicU64,
+    /// Open watch streams: the listener's first question, one load instead of the lock
+    /// while nobody watches (counted before a stream sends its first state, so a change
+    /// after that read is seen).
+    streams: AtomicUsize,
 }
 
 impl ChangeListener for WatchHub {
     fn service_changed(&self, service: &Service) {
+        if self.streams.load(SeqCst) == 0 {
+            return;
+        }
         let w = self.watchers.lock();
         if let Some(list) = w.get(service.key().as_str()) {
             for (_, watcher) in list {
@@ -76,11 +83,13 @@ impl WatchHub {
         for k in keys {
             w.entry(k.clone()).or_default().push((id, watcher.clone()));
         }
+        self.streams.fetch_add(1, SeqCst);
         id
     }
 
     fn remove(&self, keys: &[String], id: u64) {
         let mut w = self.watchers.lock();
+        self.streams.fetch_sub(1, SeqCst);
         for k in keys {
             if let Some(list) = w.get_mut(k) {
                 list.retain(|(i, _)| *i != id);
@@ -523,5 +532,41 @@ impl pb::registry_server::Registry for RegistryService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distro_core::name::Interner;
+
+    /// The hub marks a watched service dirty while a stream watches it, and skips its
+    /// lookup once the last stream is gone (a change of it then marks nothing).
+    #[test]
+    fn the_hub_reaches_watchers_while_streams_are_open() {
+        let interner = Interner::new();
+        let svc = Service::new(&interner, "public", "DEFAULT_GROUP", "a");
+        let other = Service::new(&interner, "public", "DEFAULT_GROUP", "b");
+        let hub = WatchHub::default();
+        hub.service_changed(&svc);
+        let keys = vec![svc.key().to_string()];
+        let watcher = Arc::new(Watcher {
+            dirty: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+        });
+        let id = hub.add(&keys, &watcher);
+        hub.service_changed(&other);
+        assert!(watcher.dirty.lock().is_empty(), "not watched");
+        hub.service_changed(&svc);
+        assert_eq!(
+            watcher.dirty.lock().drain().collect::<Vec<_>>(),
+            keys,
+            "a change of a watched service"
+        );
+        hub.remove(&keys, id);
+        assert!(hub.is_empty());
+        assert_eq!(hub.streams.load(SeqCst), 0);
+        hub.service_changed(&svc);
+        assert!(watcher.dirty.lock().is_empty(), "no stream left");
     }
 }
