@@ -17,11 +17,12 @@ use crate::answers::{AnswerCache, Encoding, Form};
 use crate::api::query_answer::QueryResponse;
 use crate::auth::{Action, Auth, AuthError};
 use crate::clock::Clock;
-use crate::cluster::forward::{Forwarder, Item, ItemResult};
+use crate::cluster::forward::{Forwarder, Item, ItemResult, Kind};
 use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
+use crate::proto::writes::{self, Received};
 use distro_core::registry::{ChangeListener, QueryFilter};
 use distro_core::{Node, Service};
 use parking_lot::Mutex;
@@ -158,7 +159,7 @@ impl RegistryService {
     fn authorize<'a, T>(
         &self,
         req: &Request<T>,
-        services: impl IntoIterator<Item = Option<&'a pb::ServiceRef>>,
+        services: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
         action: Action,
     ) -> Result<(), Status> {
         let Some((auth, clock)) = &self.auth else {
@@ -170,12 +171,10 @@ impl RegistryService {
             .and_then(|v| v.to_str().ok());
         let now = clock();
         let mut checked = false;
-        for s in services {
+        for (namespace, group, name) in services {
             checked = true;
-            let r = s.map_or(["", "", ""], |s| {
-                [s.namespace.as_str(), s.group.as_str(), s.name.as_str()]
-            });
-            auth.authorize(token, r, action, now).map_err(refusal)?;
+            auth.authorize(token, [namespace, group, name], action, now)
+                .map_err(refusal)?;
         }
         if !checked {
             auth.authorize(token, ["", "", "*"], action, now)
@@ -184,11 +183,12 @@ impl RegistryService {
         Ok(())
     }
 
-    /// Applies `items` (an `Err` is an item that could not be read, answered as it is).
+    /// Applies the received `items` of `kind`.
     async fn write(
         &self,
         op: &'static str,
-        items: Vec<Result<Item, ItemResult>>,
+        kind: Kind,
+        items: Vec<Received>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         if items.len() > MAX_ITEMS_PER_REQUEST {
             self.metrics
@@ -200,25 +200,13 @@ impl RegistryService {
         }
         self.gate.hold().await;
         let start = Instant::now();
-        let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
-        let mut readable = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Ok(item) => {
-                    readable.push(item);
-                    results.push(None);
-                }
-                Err(refused) => results.push(Some(refused)),
-            }
-        }
-        let mut applied = self.forwarder.apply(readable).await.into_iter();
-        let results: Vec<pb::ItemResult> = results
+        let items = items.into_iter().map(|r| Item::Received(kind, r)).collect();
+        let results: Vec<pb::ItemResult> = self
+            .forwarder
+            .apply(items)
+            .await
             .into_iter()
-            .map(|r| {
-                r.or_else(|| applied.next())
-                    .unwrap_or_else(|| ItemResult::invalid("internal: no result"))
-                    .into_proto()
-            })
+            .map(ItemResult::into_proto)
             .collect();
         let elapsed = start.elapsed();
         // One observation per item, with the batch's latency: counted per outcome first
@@ -287,6 +275,11 @@ fn view_of(node: &Node, s: &Service, filter: QueryFilter<'_>) -> (Vec<pb::Instan
     }
 }
 
+/// The parts of a service reference (empty when absent).
+fn service_parts(s: Option<&pb::ServiceRef>) -> (&str, &str, &str) {
+    s.map_or(("", "", ""), |s| (&s.namespace, &s.group, &s.name))
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
 /// A token refusal is `UNAUTHENTICATED`, a permission refusal `PERMISSION_DENIED`.
@@ -336,66 +329,43 @@ fn refusal(e: AuthError) -> Status {
 impl pb::registry_server::Registry for RegistryService {
     async fn register(
         &self,
-        request: Request<pb::RegisterRequest>,
+        request: Request<writes::RegisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = &request.get_ref().registrations;
-        self.authorize(
-            &request,
-            r.iter().map(|r| r.service.as_ref()),
-            Action::Write,
-        )?;
-        let items = request
-            .into_inner()
-            .registrations
-            .into_iter()
-            .map(Item::registration_from_proto)
-            .collect();
-        self.write("register", items).await
+        self.authorize(&request, r.iter().map(Received::service), Action::Write)?;
+        let items = request.into_inner().registrations;
+        self.write("register", Kind::Register, items).await
     }
 
     async fn deregister(
         &self,
-        request: Request<pb::DeregisterRequest>,
+        request: Request<writes::DeregisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = &request.get_ref().registrations;
-        self.authorize(
-            &request,
-            r.iter().map(|r| r.service.as_ref()),
-            Action::Write,
-        )?;
-        let items = request
-            .into_inner()
-            .registrations
-            .into_iter()
-            .map(Item::deregistration_from_proto)
-            .collect();
-        self.write("deregister", items).await
+        self.authorize(&request, r.iter().map(Received::service), Action::Write)?;
+        let items = request.into_inner().registrations;
+        self.write("deregister", Kind::Deregister, items).await
     }
 
     async fn heartbeat(
         &self,
-        request: Request<pb::HeartbeatRequest>,
+        request: Request<writes::HeartbeatRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let b = &request.get_ref().beats;
-        self.authorize(
-            &request,
-            b.iter().map(|b| b.service.as_ref()),
-            Action::Write,
-        )?;
-        let items = request
-            .into_inner()
-            .beats
-            .into_iter()
-            .map(|b| Ok(Item::beat_from_proto(b)))
-            .collect();
-        self.write("beat", items).await
+        self.authorize(&request, b.iter().map(Received::service), Action::Write)?;
+        let items = request.into_inner().beats;
+        self.write("beat", Kind::Beat, items).await
     }
 
     async fn query(
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
-        self.authorize(&request, [request.get_ref().service.as_ref()], Action::Read)?;
+        self.authorize(
+            &request,
+            [service_parts(request.get_ref().service.as_ref())],
+            Action::Read,
+        )?;
         self.gate.hold().await;
         let start = Instant::now();
         let q = request.into_inner();
@@ -436,7 +406,11 @@ impl pb::registry_server::Registry for RegistryService {
             )));
         }
         // With auth on, the user must be allowed to read every service of the batch.
-        let services = request.get_ref().queries.iter().map(|q| q.service.as_ref());
+        let services = request
+            .get_ref()
+            .queries
+            .iter()
+            .map(|q| service_parts(q.service.as_ref()));
         self.authorize(&request, services, Action::Read)?;
         let queries = request.into_inner().queries;
         let node = self.forwarder.node();
@@ -474,7 +448,11 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let s = &request.get_ref().services;
-        self.authorize(&request, s.iter().map(Some), Action::Read)?;
+        self.authorize(
+            &request,
+            s.iter().map(|s| service_parts(Some(s))),
+            Action::Read,
+        )?;
         let req = request.into_inner();
         if req.services.is_empty() || req.services.len() > MAX_WATCHED_SERVICES {
             return Err(Status::invalid_argument(format!(
