@@ -302,7 +302,7 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn forward(
         &self,
-        request: Request<pb::ForwardRequest>,
+        request: Request<crate::proto::writes::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         self.admit(&request.get_ref().from)?;
         Ok(Response::new(
