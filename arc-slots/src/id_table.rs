@@ -131,7 +131,14 @@ impl<T> Deref for ArcRef<'_, T> {
 /// Hashes are the caller's and must be spread over all 64 bits (positions come from the
 /// high bits); values that can be chosen by others should be hashed with a per-process
 /// seed mixed in, so that they cannot be made to collide. Values of equal hashes are told
-/// apart by the equality the caller gives each lookup. `T: 'static`: a value let go of is
+/// apart by the equality the caller gives each lookup, which must compare the whole key
+/// even where hashes never collide: a reader can meet a slot whose tag is still a removed
+/// key's while its pointer is already another key's value (a tombstone taken by an
+/// insert), and only the equality tells them apart.
+///
+/// A panic in the caller's equality (or anywhere a writer holds the lock) leaves the table
+/// as it was before the `set` (the equality runs before anything changes), and the lock is
+/// taken again afterwards as if nothing happened (its poisoning is ignored). `T: 'static`: a value let go of is
 /// dropped whenever the reclaimer (which may outlive any borrow) gets to it.
 pub struct IdTable<T: Send + Sync + 'static, W = ()> {
     core: Core<T>,
@@ -181,7 +188,8 @@ impl<T: Send + Sync + 'static, W> IdTable<T, W> {
         }
     }
 
-    /// The value of hash `hash` for which `eq` holds, if any.
+    /// The value of hash `hash` for which `eq` holds, if any. `eq` must compare the whole
+    /// key (see [`IdTable`]).
     #[inline]
     pub fn get<'a>(
         &'a self,
@@ -193,8 +201,10 @@ impl<T: Send + Sync + 'static, W> IdTable<T, W> {
     }
 
     /// Every value held, in no particular order: a walk of the array as it is when the
-    /// walk starts (values replaced meanwhile may be seen old or new, and values added
-    /// meanwhile may be missed if the array is rebuilt).
+    /// walk starts. Values replaced meanwhile may be seen old or new; values added meanwhile
+    /// may be seen or not; a key removed and set again meanwhile may be seen twice (its old
+    /// slot before the removal, the tombstone it took after) or not at all (the other way
+    /// round). Values held throughout and not removed are seen exactly once.
     pub fn iter<'a>(&'a self, pin: &'a Pin<'_>) -> Iter<'a, T> {
         self.core.iter(pin)
     }
@@ -517,8 +527,9 @@ impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
 }
 
 impl<T> Array<T> {
-    /// Puts `p` into the first free slot of `tag`'s probe (of an array not yet published,
-    /// or under the lock for an insert that fits: see [`Writer::set`]).
+    /// Puts `p` into the first empty slot of `tag`'s probe, the pointer before the tag (as
+    /// any insert): for an array without tombstones, one [`Writer::rebuild`] builds (before
+    /// it publishes it, and the one insert after), under the lock.
     fn insert_raw(&self, tag: u64, p: *mut T) {
         let mut i = self.home(tag);
         while self.slots[i].tag.load(Ordering::Relaxed) != 0 {

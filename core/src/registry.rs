@@ -185,12 +185,25 @@ impl<'a> ShardWriter<'_, 'a> {
         self.table.get(h, |c| key.is(c), self.pin)
     }
     /// Puts `new` in the place of `old`, the client of its id that is held (or inserts it
-    /// if `old` is `None`, when none is), or removes `old` if `new` is `None`.
+    /// if `old` is `None`), or removes `old` if `new` is `None`. `old` is what this writer
+    /// found for the id (under the same lock, so still held): `None` only if no client of
+    /// the id is held, as the caller found (the insert does not look again; a debug build
+    /// checks).
     fn swap(&mut self, old: Option<&Client>, new: Option<Arc<Client>>) {
         let Some(id_hash) = old.or(new.as_deref()).map(|c| c.id_hash) else {
             return;
         };
         let h = table_hash(self.seed, id_hash);
+        debug_assert!(
+            old.is_some()
+                || new.as_deref().is_some_and(|n| {
+                    let held =
+                        self.table
+                            .get(h, |c| c.id_hash == id_hash && c.same_id(n), self.pin);
+                    held.is_none()
+                }),
+            "an insert of a client whose id is held"
+        );
         // The client held is `old` itself: found by its address, no id compared.
         let is_old = |c: &Client| old.is_some_and(|o| std::ptr::eq(c, o));
         let let_go = self.table.set(h, is_old, new, self.pin);

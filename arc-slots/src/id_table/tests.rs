@@ -351,3 +351,81 @@ fn readers_find_every_value_while_a_writer_replaces_grows_and_shrinks() {
         created.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn readers_of_keys_that_come_and_go_find_only_their_own() {
+    // Keys come and go through a small table, reusing each other's tombstones: a reader
+    // can meet a removed key's tag with another key's value, which the equality refuses.
+    const KEYS: u64 = 32;
+    const ROUNDS: u64 = 20_000;
+    let reclaimer = Reclaimer::new(8);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let table = IdTable::new(&reclaimer, Vec::new());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for r in 0..2u64 {
+            let (table, reclaimer, done) = (&table, &reclaimer, &done);
+            s.spawn(move || {
+                let mut k = r;
+                while !done.load(Ordering::Relaxed) {
+                    let pin = reclaimer.pin();
+                    k = (k + 5) % KEYS;
+                    if let Some(c) = table.get(spread(k), key_is(k), &pin) {
+                        assert_eq!(c.key, k, "a lookup of {k} found {}", c.key);
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            let pin = reclaimer.pin();
+            for round in 0..ROUNDS {
+                let k = round % KEYS;
+                set(&table, spread, k, Some(counted(k, round, &drops)), &pin);
+                let gone = (round * 7) % KEYS;
+                set(&table, spread, gone, None, &pin);
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+    });
+    drop(table);
+    drop(reclaimer);
+    assert_eq!(drops.load(Ordering::Relaxed), ROUNDS as usize);
+}
+
+#[test]
+fn a_panic_in_the_equality_leaves_the_table_as_it_was() {
+    let reclaimer = Reclaimer::new(8);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let table = IdTable::new(&reclaimer, Vec::new());
+    let pin = reclaimer.pin();
+    for k in 0..20 {
+        set(&table, spread, k, Some(counted(k, 0, &drops)), &pin);
+    }
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut guard = table.lock();
+        let (log, mut w) = guard.split();
+        log.push(99);
+        w.set(
+            spread(5),
+            |_: &Counted| panic!("an equality that fails"),
+            Some(counted(5, 1, &drops)),
+            &pin,
+        );
+    }));
+    assert!(panicked.is_err());
+    // The lock is taken again; nothing changed but what the caller did under it.
+    assert_eq!(table.lock().last(), Some(&99));
+    assert_eq!(table.len(), 20);
+    for k in 0..20 {
+        assert_eq!(get(&table, spread, k, &pin), Some(0), "key {k}");
+    }
+    assert_eq!(
+        set(&table, spread, 5, Some(counted(5, 2, &drops)), &pin),
+        Some(0)
+    );
+    drop(pin);
+    drop(table);
+    drop(reclaimer);
+    // The value the failed set was given was dropped with it.
+    assert_eq!(drops.load(Ordering::Relaxed), 22);
+}
