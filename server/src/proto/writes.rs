@@ -352,6 +352,8 @@ impl<'a> Reader<'a> {
     }
 
     fn instance(&mut self, i: &mut InstanceSpans) -> Option<()> {
+        // Entries held before repeated keys are folded (see `fold_metadata`).
+        let mut fold_at = FOLD_METADATA_AT;
         while let Some((tag, wire_type)) = self.key()? {
             match (tag, wire_type) {
                 (1, WireType::LengthDelimited) => i.ip = self.string()?,
@@ -373,6 +375,10 @@ impl<'a> Reader<'a> {
                         Some(())
                     })?;
                     i.metadata.push((k, v));
+                    if i.metadata.len() >= fold_at {
+                        fold_metadata(self.all, &mut i.metadata);
+                        fold_at = FOLD_METADATA_AT.max(2 * i.metadata.len());
+                    }
                 }
                 (8, WireType::LengthDelimited) => i.instance_id = self.string()?,
                 _ => return None,
@@ -394,6 +400,29 @@ impl<'a> Reader<'a> {
         let start = self.offset(body);
         Some(Some((tag, whole.slice(start..start + body.len()))))
     }
+}
+
+/// How many metadata entries an instance's spans hold before repeated keys are folded.
+/// A map holds each key once (prost's decoding keeps the last entry of a key), so a
+/// request of millions of entries of one key must not be held entry by entry: folding
+/// whenever the held entries double keeps them within twice the distinct keys.
+const FOLD_METADATA_AT: usize = 4 * distro_core::limits::MAX_METADATA_ENTRIES;
+
+/// Keeps the last entry of each key of `m` (spans into `all`), sorted by key: what a map
+/// of them holds, as [`InstanceRef::metadata`] reads it.
+fn fold_metadata(all: &[u8], m: &mut Vec<(Span, Span)>) {
+    // Stable: entries of one key stay in the order received.
+    m.sort_by(|a, b| text(all, a.0).cmp(text(all, b.0)));
+    let mut kept = 0;
+    for j in 0..m.len() {
+        if kept > 0 && text(all, m[kept - 1].0) == text(all, m[j].0) {
+            m[kept - 1] = m[j];
+        } else {
+            m[kept] = m[j];
+            kept += 1;
+        }
+    }
+    m.truncate(kept);
 }
 
 /// One kind of list of a request: the generated type of its items, and how they read.
@@ -713,6 +742,61 @@ mod tests {
 
     fn same_list(r: &[Received], g: &[pb::Registration]) -> bool {
         r.len() == g.len() && r.iter().zip(g).all(|(r, g)| same_registration(r, g))
+    }
+
+    /// A registration request of one instance holding `entries` metadata entries, written
+    /// by hand (a generated map cannot repeat a key).
+    fn with_metadata(entries: impl Iterator<Item = (String, String)>) -> Vec<u8> {
+        use prost::encoding::{encode_key, encode_varint};
+        fn delimited(tag: u32, body: &[u8], out: &mut Vec<u8>) {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(body.len() as u64, out);
+            out.extend_from_slice(body);
+        }
+        let mut instance = registration(1, &[], "").instance.unwrap().encode_to_vec();
+        for (k, v) in entries {
+            let mut entry = Vec::new();
+            delimited(1, k.as_bytes(), &mut entry);
+            delimited(2, v.as_bytes(), &mut entry);
+            delimited(7, &entry, &mut instance);
+        }
+        let mut reg = Vec::new();
+        delimited(
+            1,
+            &registration(1, &[], "").service.unwrap().encode_to_vec(),
+            &mut reg,
+        );
+        delimited(2, &instance, &mut reg);
+        let mut req = Vec::new();
+        delimited(1, &reg, &mut req);
+        req
+    }
+
+    /// Millions of entries of a few keys are held folded (each key once, the last value),
+    /// not entry by entry, and read as prost reads them; many distinct keys are all kept.
+    #[test]
+    fn repeated_metadata_keys_are_folded_while_reading() {
+        let n = 100_000;
+        let bytes = with_metadata((0..n).map(|j| (format!("k{}", j % 3), format!("v{j}"))));
+        agree(&bytes).unwrap();
+        let r = RegisterRequest::decode(Bytes::from(bytes)).unwrap();
+        let held = r.registrations[0].instance.as_ref().unwrap().metadata.len();
+        assert!(held <= FOLD_METADATA_AT, "{held} entries held");
+        let want: Vec<(String, String)> = (n - 3..n)
+            .map(|j| (format!("k{}", j % 3), format!("v{j}")))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        assert_eq!(r.registrations[0].instance().unwrap().metadata(), want);
+
+        let distinct = 3 * FOLD_METADATA_AT;
+        let bytes = with_metadata((0..distinct).map(|j| (format!("key-{j}"), "v".into())));
+        agree(&bytes).unwrap();
+        let r = RegisterRequest::decode(Bytes::from(bytes)).unwrap();
+        assert_eq!(
+            r.registrations[0].instance().unwrap().metadata().len(),
+            distinct
+        );
     }
 
     /// Decodes `bytes` both ways: accepted by both with the same items, or refused by
