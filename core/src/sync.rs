@@ -9,7 +9,12 @@
 //! client's latest full state (or its deletion) from the registry. An entry holding a
 //! state keeps the one of the highest revision of those scheduled; a schedule without a
 //! state (a deletion, a retry, a repair) makes the entry read the registry, which holds
-//! whatever is newest. So a batch never carries anything older than what is pending.
+//! whatever is newest. So a batch never carries anything older than what is pending. A
+//! held state can be older than the registry's, though: a writer that stored revision 5
+//! may schedule it after revision 6 was scheduled and sent, or the registry may change
+//! without a schedule here (a replica's apply after a re-homing). Such a batch carries
+//! a stale state, which a peer refuses by its revision; the newest state is always sent
+//! at least once, because every stored state schedules itself.
 //!
 //! A failed batch puts its clients back with a growing retry delay; a client that is
 //! already pending again keeps the earlier of the two due times, and its newer state is
@@ -74,7 +79,7 @@ fn merge(held: &mut Option<Arc<Client>>, new: Option<&Arc<Client>>) {
 
 /// How the queues hash: an id's stable hash (computed once per schedule, for every peer,
 /// and handed to the flush) mixed with a per-process key, so that ids chosen to collide
-/// in one process's tables do not in another's (as the registry's client sets do).
+/// in one process's tables do not in another's (as the shards' tables' seeded hash tags do).
 #[derive(Clone, Copy)]
 struct Mix(u64);
 

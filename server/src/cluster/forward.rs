@@ -73,8 +73,10 @@ impl Item {
                 (ip, i64::from(port))
             }
             Item::Deregister(_, t) | Item::Beat(_, t) => {
-                // A registration's conversion checks its address; a deregistration's or a
-                // beat's is checked here, so an address the core refuses is never routed
+                // A registration's address is checked by its owner's core, which refuses
+                // it whichever node that is (nothing unchecked is stored); a
+                // deregistration's or a beat's is checked here, so an address the core
+                // refuses is never routed
                 // (the key routed on, `ip:port`, and the core's `ClientId::routing_key`, up
                 // to the first '#', agree for every address it accepts).
                 distro_core::model::validate_ip(&t.ip)
@@ -138,16 +140,6 @@ impl Item {
                 }
             }
         })
-    }
-
-    /// The service the item names, as given.
-    pub fn service(&self) -> (&str, &str, &str) {
-        match self {
-            Item::Register(s, _) | Item::Deregister(s, _) | Item::Beat(s, _) => {
-                (&s.namespace, &s.group, &s.name)
-            }
-            Item::Received(_, r) => r.service(),
-        }
     }
 
     /// The operation name for metrics.
