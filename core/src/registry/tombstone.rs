@@ -33,7 +33,8 @@ impl Registry {
     pub fn tombstone(&self, id: &str) -> Option<Revision> {
         let shard = &self.shards[shard_of(id, self.shard_count) as usize];
         shard
-            .write()
+            .write
+            .lock()
             .get(id)
             .filter(|t| !t.dropped)
             .map(|t| t.revision)
@@ -43,7 +44,7 @@ impl Registry {
     /// client at that revision, so the drop was wrong); whether one was removed.
     pub fn clear_drop_marker(&self, id: &str, revision: Revision) -> bool {
         let shard = &self.shards[shard_of(id, self.shard_count) as usize];
-        let mut t = shard.write();
+        let mut t = shard.write.lock();
         if t.get(id)
             .is_some_and(|t| t.dropped && t.revision == revision)
         {
@@ -62,7 +63,7 @@ impl Registry {
     pub fn collect_tombstones(&self, now: Millis) -> usize {
         let mut n = 0;
         for s in self.shards.iter() {
-            let mut t = s.write();
+            let mut t = s.write.lock();
             let before = t.len();
             t.retain(|_, t| t.expires_at > now);
             n += before - t.len();
@@ -76,6 +77,6 @@ impl Registry {
 
     /// Tombstones the shards' tables have room for without growing.
     pub fn tombstone_capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.write().capacity()).sum()
+        self.shards.iter().map(|s| s.write.lock().capacity()).sum()
     }
 }
