@@ -14,13 +14,19 @@
 //! slot is taken, so a slot never moves (a writer stores into it while readers walk) and
 //! the array holds at most about twice the slots in use, 8 bytes each.
 //!
+//! [`IdTable`] is the other structure of the kind: a hash table of `Arc<T>` values found by
+//! a 64-bit hash, written under its lock and read without one (the registry's clients,
+//! one table per shard), whose replaced values go to a [`Reclaimer`] too (see its module).
+//!
 //! This crate holds the pointer handling, the only unsafe code besides `alloc-trim`; every
 //! other crate keeps `unsafe_code = "forbid"`. For the same reason it holds [`SmallStr`],
 //! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
 //! `str` without a second UTF-8 check.
 
+mod id_table;
 mod small_str;
 
+pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use small_str::SmallStr;
 
 use seize::{Collector, Guard, LocalGuard};
@@ -47,6 +53,7 @@ impl Reclaimer {
 
     /// Marks this thread as reading until the pin is dropped: values loaded under it stay
     /// valid even if a writer replaces them meanwhile. Cheap; pins nest.
+    #[inline]
     pub fn pin(&self) -> Pin<'_> {
         Pin(self.0.enter())
     }
@@ -90,15 +97,16 @@ fn locate(s: usize) -> (usize, usize) {
 /// An append-only array of optional `Arc<T>` slots (see the crate's documentation).
 ///
 /// Every non-null pointer in a slot came from `Arc::into_raw` and stands for one strong
-/// reference that the slot owns.
-pub struct Slots<T: Send + Sync> {
+/// reference that the slot owns. `T: 'static`: a replaced value is dropped whenever the
+/// reclaimer (which may outlive any borrow) gets to it.
+pub struct Slots<T: Send + Sync + 'static> {
     chunks: [OnceLock<Box<[AtomicPtr<T>]>>; CHUNKS],
     /// Slots handed out: every slot below is in an allocated chunk.
     len: AtomicU32,
     reclaimer: Arc<Collector>,
 }
 
-impl<T: Send + Sync> Slots<T> {
+impl<T: Send + Sync + 'static> Slots<T> {
     /// An empty array whose replaced values `reclaimer` frees.
     pub fn new(reclaimer: &Reclaimer) -> Self {
         Self {
@@ -240,7 +248,7 @@ impl<T: Send + Sync> Slots<T> {
     }
 }
 
-impl<T: Send + Sync> Drop for Slots<T> {
+impl<T: Send + Sync + 'static> Drop for Slots<T> {
     fn drop(&mut self) {
         for chunk in self.chunks.iter_mut().filter_map(OnceLock::get_mut) {
             for slot in chunk.iter_mut() {

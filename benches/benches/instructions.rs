@@ -28,8 +28,8 @@ use distro_core::message::{SyncBatch, VerifyDigests, VerifyList};
 use distro_core::name::Interner;
 use distro_core::router::RoutingTable;
 use distro_core::{
-    ClientId, Command, Config, Instance, MemberId, Node, PeerRequest, PeerResponse, Revision,
-    Router, RouterKind, ServiceSpec, ShardDigest, SnapshotCursor,
+    ClientId, Command, Config, Instance, MemberId, MemberState, Node, PeerRequest, PeerResponse,
+    Revision, Router, RouterKind, ServiceSpec, ShardDigest, SnapshotCursor,
 };
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use std::hash::BuildHasher;
@@ -188,9 +188,33 @@ fn reattribute(r: &'static Reattribute) -> usize {
         .count()
 }
 
+/// A node of a 3-member cluster holding 10,000 ip:port clients, attributed by `kind`'s
+/// routing table.
+fn rehome_node(kind: RouterKind) -> &'static Node {
+    let config = Config {
+        router: kind,
+        ..Config::default()
+    };
+    let node = leak(fixture::node(3, 0, config));
+    fixture::populate(node.registry(), CLIENTS, Kind::IpPort, |_, id| {
+        node.owner_of(id.routing_key().expect("ip:port client"))
+    });
+    node
+}
+
+// Member 2 goes DOWN: the routing table is rebuilt and the re-homing pass re-attributes
+// every ip:port client (its routing key's owner), moving those whose owner changed (about
+// 2/3 under modulo, 1/3 under rendezvous: handed over, scheduled for sync).
+#[library_benchmark]
+#[bench::modulo_10k(args = (RouterKind::NacosModulo), setup = rehome_node)]
+#[bench::rendezvous_10k(args = (RouterKind::Rendezvous), setup = rehome_node)]
+fn rehome(node: &'static Node) {
+    node.set_member_state(MemberId(2), MemberState::Down, fixture::NOW_MS + 1);
+}
+
 library_benchmark_group!(
     name = routing;
-    benchmarks = owner_64, build_modulo, build_rendezvous, reattribute
+    benchmarks = owner_64, build_modulo, build_rendezvous, reattribute, rehome
 );
 
 // ----- checksum and digests ----------------------------------------------------------

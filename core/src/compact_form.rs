@@ -301,11 +301,12 @@ impl ChunkSize {
         varint_len(n as u64)
     }
 
-    /// The bytes of one client's state: its id, revision, owner (`owner_addr`, the
-    /// member's address, the first time) and publications.
+    /// The bytes of one client's state: its id (`stored_id`, `None` when it is the one
+    /// its first instance implies, `ip:port#true`: see `Client::id_is_derived`), revision,
+    /// owner (`owner_addr`, the member's address, the first time) and publications.
     pub(crate) fn state<'p>(
         &mut self,
-        id: &str,
+        stored_id: Option<&str>,
         owner: MemberId,
         owner_addr: impl FnOnce() -> usize,
         publications: impl ExactSizeIterator<Item = &'p Publication> + Clone,
@@ -315,10 +316,13 @@ impl ChunkSize {
             .next()
             .and_then(|p| p.instances.first());
         let mut n = 1 + REVISION + varint_len(publications.len() as u64);
-        n += match first.map_or(IdForm::String, |i| id_form(id, i)) {
-            IdForm::IpPort => 0,
-            IdForm::Connection { millis, .. } => varint_len(millis) + 2,
-            IdForm::String => self.string(id) + Self::index(self.strings),
+        n += match (stored_id, first) {
+            (None, _) => 0,
+            (Some(id), first) => match first.map_or(IdForm::String, |i| id_form(id, i)) {
+                IdForm::IpPort => 0,
+                IdForm::Connection { millis, .. } => varint_len(millis) + 2,
+                IdForm::String => self.string(id) + Self::index(self.strings),
+            },
         };
         if self.owners.len() <= owner.index() {
             self.owners.resize(owner.index() + 1, false);

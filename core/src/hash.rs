@@ -19,8 +19,16 @@ pub const DIGEST_SEED: u64 = 0x6469_6765_7374_2d31; // "digest-1"
 
 /// Java's `String.hashCode()`: `h = 31 * h + c` over the UTF-16 code units of `s`, with
 /// 32-bit wrap-around.
+#[inline]
 pub fn java_string_hash(s: &str) -> i32 {
-    let mut h: i32 = 0;
+    java_string_hash_from(0, s)
+}
+
+/// [`java_string_hash`] of a text continued by `s`, from `h`, the hash of the text before
+/// it: `java_string_hash(a + b) == java_string_hash_from(java_string_hash(a), b)`, so a
+/// concatenation is hashed piece by piece without being written out.
+#[inline]
+pub fn java_string_hash_from(mut h: i32, s: &str) -> i32 {
     if s.is_ascii() {
         for &b in s.as_bytes() {
             h = h.wrapping_mul(31).wrapping_add(i32::from(b));
@@ -33,12 +41,29 @@ pub fn java_string_hash(s: &str) -> i32 {
     h
 }
 
+/// [`java_string_hash_from`] of ASCII bytes (one UTF-16 code unit each).
+#[inline]
+pub(crate) fn java_ascii_hash_from(mut h: i32, ascii: &[u8]) -> i32 {
+    debug_assert!(ascii.is_ascii());
+    for &b in ascii {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(b));
+    }
+    h
+}
+
 /// Nacos's `DistroMapper.distroHash`: `Math.abs(tag.hashCode() % Integer.MAX_VALUE)`.
 ///
 /// Java's `%` keeps the sign of the dividend, as Rust's does, and the remainder lies in
 /// `(-2^31+1, 2^31-1)`, so `abs` cannot overflow and the result is never negative.
+#[inline]
 pub fn distro_hash(tag: &str) -> u32 {
-    (java_string_hash(tag) % i32::MAX).unsigned_abs()
+    distro_hash_of(java_string_hash(tag))
+}
+
+/// [`distro_hash`] of a tag whose [`java_string_hash`] is `h`.
+#[inline]
+pub fn distro_hash_of(h: i32) -> u32 {
+    (h % i32::MAX).unsigned_abs()
 }
 
 /// A stable 64-bit hash of `bytes` (xxh3 with [`STABLE_SEED`]).

@@ -1,16 +1,20 @@
 //! The registry: a sharded, concurrent store of clients with a per-service index.
 //!
-//! * **Clients** live in `shards` lock-free sets (papaya), one per digest shard, of the
-//!   stored clients found by id. A client is immutable once stored and replaced as a
-//!   whole on change (copy-on-write), except for its owner attribution, heartbeat times,
-//!   index slots and lease, which are atomics.
+//! * **Clients** live in `shards` tables ([`arc_slots::IdTable`]), one per digest shard,
+//!   of the stored clients found by their id's hash and compared by id. A client is
+//!   immutable once stored and replaced as a whole on change (copy-on-write: one pointer
+//!   stored into its slot), except for its owner attribution, heartbeat times, index
+//!   slots and lease, which are atomics.
 //! * **Services** map to a [`ServiceIndex`] holding the publications of every client that
 //!   publishes to them, so a query costs time in proportion to that service's instances.
 //! * **Digests** of each owner's clients per shard are updated with every change.
 //!
-//! Reads (queries, lookups, iteration) take no lock. Writes take the mutex of the
-//! client's shard, which serializes changes of one client (and its tombstone) with the
-//! index and digest updates they imply; writes to different shards run in parallel.
+//! Reads (queries, lookups, iteration) take no lock: they pin the registry's one
+//! reclaimer, which frees the clients and index entries writers let go of once no pin
+//! that could have seen them is held. Writes take the lock of the client's shard (its
+//! table's own, which also guards the shard's tombstones), which serializes changes of
+//! one client (and its tombstone) with the index and digest updates they imply; writes
+//! to different shards run in parallel.
 //! The registry knows nothing of routing or peers: [`crate::Node`] decides who owns what.
 //!
 //! This file holds the store itself (the shards, lookups, iteration, the swap of a
@@ -35,6 +39,7 @@ use crate::member::MemberId;
 use crate::model::{ClientId, ClientKind, Revision, Service};
 use crate::name::{Interner, Name};
 use crate::time::Millis;
+use arc_slots::Pin;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,26 +50,36 @@ mod index;
 mod local;
 mod replica;
 #[cfg(test)]
+mod table_tests;
+#[cfg(test)]
 mod tests;
 mod tombstone;
 
 use client::Body;
-pub use client::{Client, ClientChange, ClientRecord, Publications, PublicationsIter, Published};
+pub use client::{
+    Client, ClientChange, ClientRecord, IdBuf, Publications, PublicationsIter, Published,
+};
 pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
-pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateRef};
+pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateMut, StateRef};
 use tombstone::Tombstone;
 
 const NO_SLOT: u32 = u32::MAX;
 
 pub(crate) type FastHash = foldhash::fast::SeedableRandomState;
 type Map<K, V> = papaya::HashMap<K, V, FastHash>;
-/// One shard's clients: a set of the stored clients, each found by its id (the entry is
-/// one pointer; a map from the id would hold the id a second time beside the pointer).
-type ClientSet = papaya::HashSet<Stored, IdHash>;
+/// One shard's tombstones and drop markers, kept under the shard's lock.
+type Tombstones = HashMap<ClientId, Tombstone, FastHash>;
+/// One shard's clients: a table of the stored clients, each found by its id's hash (see
+/// [`IdKey`]); its lock is the shard's write lock, which guards the shard's tombstones.
+type ClientTable = arc_slots::IdTable<Client, Tombstones>;
+/// A shard's write lock, held.
+type ShardLock<'a> = arc_slots::WriteGuard<'a, Client, Tombstones>;
+/// A stored client on loan to a reader of its shard (dereferences to its `Arc`).
+type ClientRef<'a> = arc_slots::ArcRef<'a, Client>;
 
 /// A client id with its stable hash ([`stable_hash64`], the hash that picks its shard
 /// and makes its digest term): what a client is found by. Hashed once per operation:
-/// the shard, the lookup in the shard's set and the digest all use the one value (the
+/// the shard, the lookup in the shard's table and the digest all use the one value (the
 /// stored client keeps it, so a replacement hashes nothing).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IdKey<'a> {
@@ -79,59 +94,28 @@ impl<'a> IdKey<'a> {
             hash: stable_hash64(id.as_bytes()),
         }
     }
-}
 
-impl std::hash::Hash for IdKey<'_> {
+    /// Whether `c` is the client of this id.
     #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash)
+    fn is(&self, c: &Client) -> bool {
+        c.id_hash == self.hash && c.id_is(self.id)
     }
 }
 
-impl papaya::Equivalent<Stored> for IdKey<'_> {
-    #[inline]
-    fn equivalent(&self, s: &Stored) -> bool {
-        s.0.id_hash == self.hash && s.0.id_is(self.id)
-    }
+/// The seed of the shards' tables: a client is placed by its id's stable hash mixed with
+/// it ([`table_hash`]). Per process (fixed with the config's seed): ids chosen to collide
+/// in a table do not collide in another process (all ids of a shard share the stable
+/// hash's low bits, which the mix spreads); only ids whose whole 64-bit stable hashes are
+/// equal collide everywhere, and a lookup tells them apart by the id.
+fn table_seed(seed: Option<u64>) -> u64 {
+    use std::hash::BuildHasher;
+    fast_hash(seed).hash_one(0x0069_646b_6579_u64)
 }
 
-/// The hasher of the client sets: the id's stable hash (written by [`IdKey`] and
-/// [`Stored`]) mixed with a per-process seed. The seed keeps ids chosen to collide in a
-/// set's table from colliding in another process (all ids of a shard share the stable
-/// hash's low bits, which the mix spreads): only ids whose whole 64-bit stable hashes
-/// are equal collide everywhere.
-#[derive(Clone)]
-pub(crate) struct IdHash(u64);
-
-impl IdHash {
-    fn new(seed: Option<u64>) -> Self {
-        use std::hash::BuildHasher;
-        Self(fast_hash(seed).hash_one(0x0069_646b_6579_u64))
-    }
-}
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(self.0)
-    }
-}
-
-/// See [`IdHash`].
-pub(crate) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    #[inline]
-    fn write_u64(&mut self, h: u64) {
-        self.0 = mix64(self.0 ^ h);
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.write_u64(stable_hash64(bytes));
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// The hash a client of id hash `id_hash` is placed by in its shard's table.
+#[inline]
+fn table_hash(seed: u64, id_hash: u64) -> u64 {
+    mix64(seed ^ id_hash)
 }
 
 /// The in-memory map hasher: random per process unless `seed` fixes it (the simulator
@@ -153,75 +137,89 @@ fn new_map<K, V>(seed: Option<u64>, reclaim_batch: usize) -> Map<K, V> {
         .build()
 }
 
-/// [`new_map`]'s settings for a shard's client set.
-fn new_client_set(seed: Option<u64>, reclaim_batch: usize) -> ClientSet {
-    papaya::HashSet::builder()
-        .hasher(IdHash::new(seed))
-        .resize_mode(papaya::ResizeMode::Blocking)
-        .collector(seize::Collector::new().batch_size(reclaim_batch.max(1)))
-        .build()
+/// One shard's clients, read under a pin of the registry's reclaimer (no lock).
+struct ShardClients<'a> {
+    table: &'a ClientTable,
+    seed: u64,
+    pin: &'a Pin<'a>,
 }
 
-/// A stored client as the element of its shard's set: hashed by its id's stable hash and
-/// compared by its id, as an [`IdKey`] is (which finds it). Inserting a client whose id
-/// is held replaces the element, the new client with it (papaya swaps the whole entry; a
-/// test pins it).
-#[derive(Clone)]
-struct Stored(Arc<Client>);
-
-impl std::hash::Hash for Stored {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.id_hash)
-    }
-}
-impl PartialEq for Stored {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.id_hash == other.0.id_hash && self.0.same_id(&other.0)
-    }
-}
-impl Eq for Stored {}
-
-/// One shard's clients, pinned (the guard of a read or of a write under the shard lock).
-pub(super) struct ShardClients<'g>(papaya::HashSetRef<'g, Stored, IdHash, papaya::LocalGuard<'g>>);
-
-impl ShardClients<'_> {
+impl<'a> ShardClients<'a> {
     /// The client `id`, if held.
-    pub(super) fn get(&self, id: &str) -> Option<&Arc<Client>> {
+    fn get(&self, id: &str) -> Option<ClientRef<'a>> {
         self.get_key(IdKey::new(id))
     }
     /// The client of `key`, if held.
     #[inline]
-    pub(super) fn get_key(&self, key: IdKey<'_>) -> Option<&Arc<Client>> {
-        self.0.get(&key).map(|s| &s.0)
+    fn get_key(&self, key: IdKey<'_>) -> Option<ClientRef<'a>> {
+        let h = table_hash(self.seed, key.hash);
+        self.table.get(h, |c| key.is(c), self.pin)
     }
     /// How many clients are held.
     fn len(&self) -> usize {
-        self.0.len()
+        self.table.len()
     }
     /// Every client held.
-    fn iter(&self) -> impl Iterator<Item = &Arc<Client>> {
-        self.0.iter().map(|s| &s.0)
+    fn iter(&self) -> impl Iterator<Item = ClientRef<'a>> + use<'a> {
+        self.table.iter(self.pin)
     }
-    /// Stores `c`, replacing the client of the same id.
-    fn insert(&self, c: Arc<Client>) {
-        self.0.insert(Stored(c));
+}
+
+/// One shard's clients under the shard's lock: read as [`ShardClients`], changed only by
+/// [`Registry::replace`].
+struct ShardWriter<'g, 'a> {
+    table: arc_slots::Writer<'g, 'a, Client>,
+    seed: u64,
+    pin: &'a Pin<'a>,
+}
+
+impl<'a> ShardWriter<'_, 'a> {
+    /// The client `id`, if held.
+    fn get(&self, id: &str) -> Option<ClientRef<'a>> {
+        self.get_key(IdKey::new(id))
     }
-    /// Removes the client `c` (the one of its id).
-    fn remove(&self, c: &Arc<Client>) {
-        self.0.remove(&Stored(c.clone()));
+    /// The client of `key`, if held.
+    #[inline]
+    fn get_key(&self, key: IdKey<'_>) -> Option<ClientRef<'a>> {
+        let h = table_hash(self.seed, key.hash);
+        self.table.get(h, |c| key.is(c), self.pin)
+    }
+    /// Puts `new` in the place of `old`, the client of its id that is held (or inserts it
+    /// if `old` is `None`), or removes `old` if `new` is `None`. `old` is what this writer
+    /// found for the id (under the same lock, so still held): `None` only if no client of
+    /// the id is held, as the caller found (the insert does not look again; a debug build
+    /// checks).
+    fn swap(&mut self, old: Option<&Client>, new: Option<Arc<Client>>) {
+        let Some(id_hash) = old.or(new.as_deref()).map(|c| c.id_hash) else {
+            return;
+        };
+        let h = table_hash(self.seed, id_hash);
+        debug_assert!(
+            old.is_some()
+                || new.as_deref().is_some_and(|n| {
+                    let held =
+                        self.table
+                            .get(h, |c| c.id_hash == id_hash && c.same_id(n), self.pin);
+                    held.is_none()
+                }),
+            "an insert of a client whose id is held"
+        );
+        // The client held is `old` itself: found by its address, no id compared.
+        let is_old = |c: &Client| old.is_some_and(|o| std::ptr::eq(c, o));
+        let let_go = self.table.set(h, is_old, new, self.pin);
+        debug_assert_eq!(let_go.is_some(), old.is_some(), "`old` is the client held");
     }
 }
 
 struct StoreShard {
-    clients: ClientSet,
-    write: Mutex<HashMap<ClientId, Tombstone, FastHash>>,
+    clients: ClientTable,
 }
 
 impl StoreShard {
-    /// The shard's clients, pinned.
-    fn pin(&self) -> ShardClients<'_> {
-        ShardClients(self.clients.pin())
+    /// The shard's write lock, which guards its tombstones (what it dereferences to) and
+    /// the changes of its clients ([`Registry::writer`]).
+    fn write(&self) -> ShardLock<'_> {
+        self.clients.lock()
     }
 }
 
@@ -294,8 +292,11 @@ pub struct Registry {
     floor: AtomicU64,
     shard_count: u32,
     shards: Box<[StoreShard]>,
+    /// The seed the shards' tables place clients by (see [`table_seed`]).
+    table_seed: u64,
     services: Map<Name, Arc<ServiceIndex>>,
-    /// Frees the publications the indexes' slots let go of (see `index.rs`).
+    /// Frees the clients the shards' tables let go of and the publications the indexes'
+    /// slots let go of (see `index.rs`); its pins cover reads of both.
     slots: arc_slots::Reclaimer,
     digests: DigestTable,
     interner: Interner,
@@ -319,6 +320,7 @@ impl Registry {
         let shards = config.shards;
         let seed = config.hash_seed;
         static IDS: AtomicU64 = AtomicU64::new(0);
+        let slots = arc_slots::Reclaimer::new(config.reclaim_batch);
         Self {
             id: IDS.fetch_add(1, Relaxed),
             me,
@@ -326,12 +328,12 @@ impl Registry {
             shard_count: shards,
             shards: (0..shards)
                 .map(|_| StoreShard {
-                    clients: new_client_set(seed, config.reclaim_batch),
-                    write: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
+                    clients: ClientTable::new(&slots, HashMap::with_hasher(fast_hash(seed))),
                 })
                 .collect(),
+            table_seed: table_seed(seed),
             services: new_map(seed, config.reclaim_batch),
-            slots: arc_slots::Reclaimer::new(config.reclaim_batch),
+            slots,
             digests: DigestTable::new(members, shards),
             interner: Interner::new(),
             listeners: RwLock::new(Vec::new()),
@@ -361,17 +363,14 @@ impl Registry {
         self.interner.reclaim()
     }
 
-    /// Frees what the store's lock-free maps retired on the calling thread but keep until
-    /// the thread's batch for that map fills (`Config::reclaim_batch`): after a burst of
-    /// removals, up to that many old client versions (and publications the indexes' slots
-    /// let go of) per map and thread, which pin the
-    /// pages they sit on and the names they use. Costs a process-wide memory barrier per
-    /// map (a thousand with the default shards): for after a burst, not per operation.
+    /// Frees what the store retired on the calling thread but keeps until the thread's
+    /// batch fills (`Config::reclaim_batch`): after a burst of removals, up to that many
+    /// old client versions and index entries (one batch for the shards' tables and the
+    /// indexes' slots, one for the service map) per thread, which pin the pages they sit
+    /// on and the names they use. Costs a process-wide memory barrier per batch: for
+    /// after a burst, not per operation.
     pub fn flush_retired(&self) {
         use papaya::Guard as _;
-        for s in self.shards.iter() {
-            s.clients.guard().flush();
-        }
         self.services.guard().flush();
         self.slots.flush();
     }
@@ -404,8 +403,43 @@ impl Registry {
 
     /// The client of `key` (an id with its stable hash, known to the caller), if held.
     pub(crate) fn get_key(&self, key: IdKey<'_>) -> Option<Arc<Client>> {
-        let shard = &self.shards[self.shard_of_key(key) as usize];
-        shard.pin().get_key(key).cloned()
+        let pin = self.slots.pin();
+        let c = self.clients(self.shard_of_key(key), &pin).get_key(key);
+        c.map(|c| Arc::clone(&c))
+    }
+
+    /// The clients of `shard`, read under `pin` (a pin of [`Registry::pin`]).
+    #[inline]
+    fn clients<'a>(&'a self, shard: u32, pin: &'a Pin<'a>) -> ShardClients<'a> {
+        ShardClients {
+            table: &self.shards[shard as usize].clients,
+            seed: self.table_seed,
+            pin,
+        }
+    }
+
+    /// A pin of the registry's reclaimer: what is read under it stays valid until it is
+    /// dropped.
+    #[inline]
+    fn pin(&self) -> Pin<'_> {
+        self.slots.pin()
+    }
+
+    /// The tombstones and the clients' writer of the shard whose lock is `lock`, the
+    /// clients read under `pin` (a pin of [`Registry::pin`]).
+    #[inline]
+    fn writer<'g, 'a>(
+        &self,
+        lock: &'g mut ShardLock<'a>,
+        pin: &'a Pin<'a>,
+    ) -> (&'g mut Tombstones, ShardWriter<'g, 'a>) {
+        let (tombstones, table) = lock.split();
+        let writer = ShardWriter {
+            table,
+            seed: self.table_seed,
+            pin,
+        };
+        (tombstones, writer)
     }
 
     /// Counters.
@@ -414,7 +448,7 @@ impl Registry {
             clients: self.clients.load(Relaxed),
             instances: self.instances.load(Relaxed),
             services: self.services.len(),
-            tombstones: self.shards.iter().map(|s| s.write.lock().len()).sum(),
+            tombstones: self.shards.iter().map(|s| s.write().len()).sum(),
         }
     }
 
@@ -435,17 +469,18 @@ impl Registry {
 
     /// Calls `f` with every client of `shard` (a point-in-time-ish iteration).
     pub fn for_each_in_shard(&self, shard: u32, mut f: impl FnMut(&Arc<Client>)) {
-        let clients = self.shards[shard as usize].pin();
-        for c in clients.iter() {
-            f(c);
+        let pin = self.slots.pin();
+        for c in self.clients(shard, &pin).iter() {
+            f(&c);
         }
     }
 
     /// The clients of `shard`.
     pub fn shard_clients(&self, shard: u32) -> Vec<Arc<Client>> {
-        let clients = self.shards[shard as usize].pin();
+        let pin = self.slots.pin();
+        let clients = self.clients(shard, &pin);
         let mut v = Vec::with_capacity(clients.len());
-        v.extend(clients.iter().cloned());
+        v.extend(clients.iter().map(|c| Arc::clone(&c)));
         v
     }
 
@@ -471,19 +506,17 @@ impl Registry {
         old: Option<&Client>,
         now: Millis,
     ) -> Arc<Client> {
-        // A held client's stored id text is shared, not copied.
-        let shared = shared.or_else(|| old.and_then(|o| o.stored_id()));
-        Arc::new(Client::new(
-            id, shared, old, id_hash, revision, now, owner, shard, body,
-        ))
+        // A held client's stored id text is shared, not copied (see `Client::new`).
+        Client::new(id, shared, old, id_hash, revision, now, owner, shard, body)
     }
 
-    /// Swaps `old` for `new` in the client map, the service index and the digests, and
-    /// adds the services whose publications changed to `changed` when a listener is to
-    /// hear of them (see [`Registry::notify`]). Caller holds the shard lock.
-    pub(super) fn replace(
+    /// Swaps `old` (the client held, as `clients` found it) for `new` in the shard's
+    /// clients, the service index and the digests, and adds the services whose
+    /// publications changed to `changed` when a listener is to hear of them (see
+    /// [`Registry::notify`]).
+    fn replace(
         &self,
-        clients: &ShardClients<'_>,
+        clients: &mut ShardWriter<'_, '_>,
         old: Option<&Arc<Client>>,
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
@@ -564,21 +597,19 @@ impl Registry {
         if let Some(o) = old_ref {
             self.instances.fetch_sub(o.instance_count(), Relaxed);
         }
-        match new {
-            Some(n) => {
+        match (old_ref, &new) {
+            (_, Some(n)) => {
                 self.instances.fetch_add(n.instance_count(), Relaxed);
                 if old.is_none() {
                     self.clients.fetch_add(1, Relaxed);
                 }
-                clients.insert(n);
             }
-            None => {
-                if let Some(o) = old {
-                    self.clients.fetch_sub(1, Relaxed);
-                    clients.remove(o);
-                }
+            (Some(_), None) => {
+                self.clients.fetch_sub(1, Relaxed);
             }
+            (None, None) => {}
         }
+        clients.swap(old_ref, new);
     }
 
     /// Every client's kind counted: `(connection, ip_port)`.

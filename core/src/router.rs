@@ -13,8 +13,11 @@
 //! agree on every owner. Connection clients are never routed: their owner is the node
 //! holding the connection.
 
-use crate::hash::{distro_hash, mix64, stable_hash64};
+use crate::hash::{
+    distro_hash, distro_hash_of, java_ascii_hash_from, java_string_hash_from, mix64, stable_hash64,
+};
 use crate::member::{MemberId, MemberList};
+use crate::model::{RoutingKey, decimal_digits, write_ip_port};
 
 /// Maps a routing key (`"ip:port"`) to its owner among the routable members.
 pub trait Router: Send + Sync {
@@ -79,13 +82,23 @@ impl ModuloRouter {
     }
 }
 
+impl ModuloRouter {
+    /// The owner of a key whose [`distro_hash`] is `h`.
+    #[inline]
+    fn owner_by_hash(&self, h: u32) -> Option<MemberId> {
+        if self.members.is_empty() {
+            return None;
+        }
+        Some(self.members[h as usize % self.members.len()])
+    }
+}
+
 impl Router for ModuloRouter {
     fn owner(&self, key: &str) -> Option<MemberId> {
         if self.members.is_empty() {
             return None;
         }
-        let i = distro_hash(key) as usize % self.members.len();
-        Some(self.members[i])
+        self.owner_by_hash(distro_hash(key))
     }
 
     fn members(&self) -> &[MemberId] {
@@ -113,7 +126,18 @@ impl RendezvousRouter {
 
 impl Router for RendezvousRouter {
     fn owner(&self, key: &str) -> Option<MemberId> {
-        let k = stable_hash64(key.as_bytes());
+        self.owner_by_hash(stable_hash64(key.as_bytes()))
+    }
+
+    fn members(&self) -> &[MemberId] {
+        &self.members
+    }
+}
+
+impl RendezvousRouter {
+    /// The owner of a key whose [`stable_hash64`] is `k`.
+    #[inline]
+    fn owner_by_hash(&self, k: u64) -> Option<MemberId> {
         let mut best: Option<(u64, MemberId)> = None;
         for (&m, &h) in self.members.iter().zip(&self.hashes) {
             let score = mix64(k ^ h);
@@ -122,10 +146,6 @@ impl Router for RendezvousRouter {
             }
         }
         best.map(|(_, m)| m)
-    }
-
-    fn members(&self) -> &[MemberId] {
-        &self.members
     }
 }
 
@@ -136,6 +156,35 @@ pub enum RoutingTable {
     Modulo(ModuloRouter),
     /// See [`RendezvousRouter`].
     Rendezvous(RendezvousRouter),
+}
+
+/// The longest ip an `ip:port` key is written on the stack for (longer: on the heap).
+const STACK_IP: usize = 58;
+
+impl RoutingTable {
+    /// [`Router::owner`] of a routing key given as its text or as its pieces (the same
+    /// member either way): the modulo router's Java hash is computed piece by piece, the
+    /// rendezvous router's xxh3 reads `ip:port` written on the stack; no allocation.
+    pub fn owner_of_key(&self, key: RoutingKey<'_>) -> Option<MemberId> {
+        let (ip, port) = match key {
+            RoutingKey::Text(s) => return self.owner(s),
+            RoutingKey::IpPort(ip, port) => (ip, port),
+        };
+        match self {
+            Self::Modulo(r) => {
+                let (digits, n) = decimal_digits(port);
+                let h = java_string_hash_from(0, ip);
+                let h = java_ascii_hash_from(h, b":");
+                r.owner_by_hash(distro_hash_of(java_ascii_hash_from(h, &digits[..n])))
+            }
+            Self::Rendezvous(r) if ip.len() <= STACK_IP => {
+                let mut buf = [0u8; STACK_IP + 6];
+                let n = write_ip_port(&mut buf, ip.as_bytes(), port);
+                r.owner_by_hash(stable_hash64(&buf[..n]))
+            }
+            Self::Rendezvous(r) => r.owner(&format!("{ip}:{port}")),
+        }
+    }
 }
 
 impl Router for RoutingTable {
@@ -196,6 +245,51 @@ mod tests {
         let r2 = RouterKind::NacosModulo.build(&l, &[MemberId(0), MemberId(2)]);
         assert_eq!(r2.owner("1.2.3.4:5"), Some(MemberId(2)));
         assert_eq!(RouterKind::NacosModulo.build(&l, &[]).owner("x"), None);
+    }
+
+    /// A key given as its pieces has the owner of its text, under either router: ips of
+    /// every form (a non-ASCII one hashed by UTF-16 units, one too long for the stack),
+    /// ports of every length.
+    #[test]
+    fn a_key_in_pieces_has_the_owner_of_its_text() {
+        let long = "h".repeat(STACK_IP + 1);
+        let mut ips = vec![
+            "10.0.0.1",
+            "1.2.3.4",
+            "::1",
+            "fe80::1:2",
+            "a",
+            "host-1",
+            "é",
+        ];
+        ips.push(&long);
+        ips.push(&long[1..]);
+        let l = list(5);
+        for kind in [RouterKind::NacosModulo, RouterKind::Rendezvous] {
+            for n in [1, 3, 5] {
+                let ids: Vec<MemberId> = l.ids().take(n).collect();
+                let r = kind.build(&l, &ids);
+                for ip in &ips {
+                    for port in [1, 9, 10, 80, 999, 1000, 8080, 10000, 65535] {
+                        let text = format!("{ip}:{port}");
+                        let want = r.owner(&text);
+                        assert_eq!(r.owner_of_key(RoutingKey::IpPort(ip, port)), want, "{text}");
+                        assert_eq!(r.owner_of_key(RoutingKey::Text(&text)), want, "{text}");
+                    }
+                }
+                // Over enough keys, each member owns some: the hashes are not constant.
+                let owners: std::collections::HashSet<_> = (0..1000u16)
+                    .map(|p| r.owner_of_key(RoutingKey::IpPort("10.0.0.1", p + 1)))
+                    .collect();
+                assert_eq!(owners.len(), n, "{kind:?}");
+            }
+        }
+        assert_eq!(
+            RouterKind::NacosModulo
+                .build(&l, &[])
+                .owner_of_key(RoutingKey::IpPort("a", 1)),
+            None
+        );
     }
 
     #[test]

@@ -4,8 +4,17 @@
 //! client pending for a peer is one entry, whatever the number of changes: the entry
 //! keeps the due time of the *first* pending change (`first + sync delay`), so changes
 //! within the delay merge and continuous churn cannot postpone replication. The entry
-//! holds no state: a flush reads the client's latest full state (or its deletion) from
-//! the registry, so a batch never carries anything older than what is pending.
+//! holds the newest state scheduled with it (a registration's stored client: the flush
+//! sends it without finding it in the registry again), or none: then the flush reads the
+//! client's latest full state (or its deletion) from the registry. An entry holding a
+//! state keeps the one of the highest revision of those scheduled; a schedule without a
+//! state (a deletion, a retry, a repair) makes the entry read the registry, which holds
+//! whatever is newest. So a batch never carries anything older than what is pending. A
+//! held state can be older than the registry's, though: a writer that stored revision 5
+//! may schedule it after revision 6 was scheduled and sent, or the registry may change
+//! without a schedule here (a replica's apply after a re-homing). Such a batch carries
+//! a stale state, which a peer refuses by its revision; the newest state is always sent
+//! at least once, because every stored state schedules itself.
 //!
 //! A failed batch puts its clients back with a growing retry delay; a client that is
 //! already pending again keeps the earlier of the two due times, and its newer state is
@@ -19,6 +28,7 @@
 
 use crate::hash::{mix64, stable_hash64};
 use crate::model::ClientId;
+use crate::registry::Client;
 use crate::time::Millis;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as Slot;
@@ -26,6 +36,7 @@ use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 const STRIPES: usize = 16;
@@ -36,25 +47,39 @@ fn stripe_of(slot: u64) -> usize {
     (slot >> 32) as usize % STRIPES
 }
 
-/// A client taken from the queue: its id, due time and the id's stable hash (the
-/// registry's, [`stable_hash64`]: the flush finds the client without hashing its id).
+/// A client taken from the queue: its id, due time, the id's stable hash (the
+/// registry's, [`stable_hash64`]: the flush finds the client without hashing its id) and
+/// the state to send, if the entry holds one (else the flush reads the registry).
 #[derive(Debug, Clone)]
 pub(crate) struct Taken {
     pub(crate) id: ClientId,
     pub(crate) due: Millis,
     pub(crate) hash: u64,
+    pub(crate) state: Option<Arc<Client>>,
 }
 
-/// A pending client: its id, when it is due and its id's stable hash.
+/// A pending client: its id, when it is due, its id's stable hash and the state to send
+/// (`None`: whatever the registry holds when it is sent).
 struct Pending {
     id: ClientId,
     due: Millis,
     hash: u64,
+    state: Option<Arc<Client>>,
+}
+
+/// What an entry holding `held` holds once `new` is scheduled into it: the state of the
+/// higher revision if both are states, else none (the registry's state, the newest).
+fn merge(held: &mut Option<Arc<Client>>, new: Option<&Arc<Client>>) {
+    match (held.as_ref(), new) {
+        (Some(h), Some(n)) if n.revision() > h.revision() => *held = Some(n.clone()),
+        (Some(_), Some(_)) | (None, _) => {}
+        (Some(_), None) => *held = None,
+    }
 }
 
 /// How the queues hash: an id's stable hash (computed once per schedule, for every peer,
 /// and handed to the flush) mixed with a per-process key, so that ids chosen to collide
-/// in one process's tables do not in another's (as the registry's client sets do).
+/// in one process's tables do not in another's (as the shards' tables' seeded hash tags do).
 #[derive(Clone, Copy)]
 struct Mix(u64);
 
@@ -103,12 +128,27 @@ impl Stripe {
         }
     }
 
-    /// Schedules `id` (of `keys`) at `due`; whether it was not pending before.
+    /// Schedules `id` (of `keys`) at `due` without a state; whether it was not pending.
+    #[cfg(test)]
     fn schedule(
         &mut self,
         mix: Mix,
         keys: Keys,
         id: &ClientId,
+        due: Millis,
+        regular: bool,
+    ) -> bool {
+        self.schedule_state(mix, keys, id, None, due, regular)
+    }
+
+    /// Schedules `id` (of `keys`) at `due` with `state` (see [`merge`]); whether it was
+    /// not pending before.
+    fn schedule_state(
+        &mut self,
+        mix: Mix,
+        keys: Keys,
+        id: &ClientId,
+        state: Option<&Arc<Client>>,
         due: Millis,
         regular: bool,
     ) -> bool {
@@ -122,6 +162,7 @@ impl Stripe {
         match entry {
             Slot::Occupied(mut o) => {
                 let p = o.get_mut();
+                merge(&mut p.state, state);
                 if p.due > due {
                     p.due = due;
                     self.heap.push(Reverse((due, id.clone())));
@@ -133,6 +174,7 @@ impl Stripe {
                     id: id.clone(),
                     due,
                     hash,
+                    state: state.cloned(),
                 });
                 if regular && self.fifo.back().is_none_or(|(d, _)| *d <= due) {
                     self.fifo.push_back((due, hash));
@@ -180,6 +222,7 @@ impl Stripe {
                     id: p.id,
                     due: p.due,
                     hash: p.hash,
+                    state: p.state,
                 });
             }
         }
@@ -256,40 +299,49 @@ impl SyncScheduler {
     /// Schedules `id` for `peer` after the regular sync delay (merging with a pending entry).
     #[cfg(test)]
     pub(crate) fn schedule(&self, peer: usize, id: &ClientId, now: Millis) {
-        self.schedule_all([peer], id, now);
+        self.schedule_all([peer], id, None, now);
     }
 
     /// Schedules `id` for each of `peers` after the regular sync delay (merging with a
-    /// pending entry); the id is hashed once for all.
+    /// pending entry), with the state the change stored if the caller has it (see the
+    /// module's documentation); the id is hashed once for all (a stored state knows its
+    /// id's hash: then not at all).
     pub(crate) fn schedule_all(
         &self,
         peers: impl IntoIterator<Item = usize>,
         id: &ClientId,
+        state: Option<&Arc<Client>>,
         now: Millis,
     ) {
-        let hash = Self::hash(id);
+        let hash = state.map_or_else(|| Self::hash(id), |c| c.id_hash());
+        debug_assert_eq!(hash, Self::hash(id));
         let keys = self.mix.keys(hash);
         let due = now.saturating_add(self.delay);
         for peer in peers {
-            self.schedule_keyed(peer, keys, id, due, true);
+            self.schedule_keyed(peer, keys, id, state, due, true);
         }
     }
 
-    /// Schedules `id` for `peer` at `due` (retries, repairs): never later than a pending entry.
+    /// Schedules `id` for `peer` at `due` (retries, repairs): never later than a pending
+    /// entry. The flush reads the client's state from the registry.
     pub(crate) fn schedule_at(&self, peer: usize, id: &ClientId, due: Millis, regular: bool) {
-        self.schedule_hashed(peer, Self::hash(id), id, due, regular);
+        self.schedule_keyed(peer, self.mix.keys(Self::hash(id)), id, None, due, regular);
     }
 
-    fn schedule_hashed(&self, peer: usize, hash: u64, id: &ClientId, due: Millis, regular: bool) {
-        self.schedule_keyed(peer, self.mix.keys(hash), id, due, regular);
-    }
-
-    /// [`Self::schedule_hashed`] with the table hash computed too (once for all peers).
-    fn schedule_keyed(&self, peer: usize, keys: Keys, id: &ClientId, due: Millis, regular: bool) {
+    /// Schedules `id` (of `keys`) for `peer` at `due` with `state`.
+    fn schedule_keyed(
+        &self,
+        peer: usize,
+        keys: Keys,
+        id: &ClientId,
+        state: Option<&Arc<Client>>,
+        due: Millis,
+        regular: bool,
+    ) {
         let q = &self.peers[peer];
         let scheduled = q.stripes[stripe_of(keys.slot)]
             .lock()
-            .schedule(self.mix, keys, id, due, regular);
+            .schedule_state(self.mix, keys, id, state, due, regular);
         if scheduled {
             q.pending.fetch_add(1, Relaxed);
         }
@@ -339,13 +391,26 @@ impl SyncScheduler {
 
     /// Returns a client taken by [`Self::take`] but not sent, due at its old due time
     /// (merging with anything scheduled for it since: the earlier due time wins).
+    #[cfg(test)]
     pub(crate) fn put_back(&self, peer: usize, id: &ClientId, due: Millis) {
         self.schedule_at(peer, id, due, true);
     }
 
-    /// [`Self::put_back`] of a client taken with its hash.
+    /// [`Self::put_back`] of a client taken, with its hash and the state it held.
     pub(crate) fn put_back_taken(&self, peer: usize, t: &Taken) {
-        self.schedule_hashed(peer, t.hash, &t.id, t.due, true);
+        self.put_back_parts(peer, &t.id, t.hash, t.due, t.state.as_ref());
+    }
+
+    /// [`Self::put_back_taken`] of a taken client's parts.
+    pub(crate) fn put_back_parts(
+        &self,
+        peer: usize,
+        id: &ClientId,
+        hash: u64,
+        due: Millis,
+        state: Option<&Arc<Client>>,
+    ) {
+        self.schedule_keyed(peer, self.mix.keys(hash), id, state, due, true);
     }
 
     /// Every client pending for `peer`, with its due time (in no particular order).
@@ -387,6 +452,57 @@ mod tests {
                 .map(|t| t.id)
                 .collect()
         }
+    }
+
+    /// The states of one client at successive revisions (ports 1, 2, ...), as a
+    /// registry stores them.
+    fn states(n: u16) -> (ClientId, Vec<Arc<Client>>) {
+        use crate::model::{InstanceSpec, Publication};
+        use crate::{Config, MemberId, registry::Registry};
+        let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+        let id = id("1717000000000_10.0.0.7_8080");
+        let s = r.service("public", "DEFAULT_GROUP", "svc");
+        let states = (1..=n)
+            .map(|port| {
+                let i = InstanceSpec::new("10.0.0.7", port)
+                    .to_instance(r.interner(), &s)
+                    .unwrap();
+                let p = Publication::single(s.clone(), i);
+                let (_, stored) = r
+                    .publish_stored(&id, MemberId(0), u64::from(port), |_| Ok(p))
+                    .unwrap();
+                stored.expect("a change stores a state")
+            })
+            .collect();
+        (id, states)
+    }
+
+    #[test]
+    fn an_entry_holds_the_newest_state_scheduled_or_none() {
+        let (a, v) = states(3);
+        assert!(v[0].revision() < v[1].revision() && v[1].revision() < v[2].revision());
+        let revision = |t: &Taken| t.state.as_ref().map(|c| c.revision());
+        let s = SyncScheduler::new(2, 0, 100, None);
+        // Scheduled out of order (two writers racing): the higher revision stays.
+        s.schedule_all([1], &a, Some(&v[1]), 0);
+        s.schedule_all([1], &a, Some(&v[0]), 0);
+        let t = s.take(1, 10, 10);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].hash, SyncScheduler::hash(&a));
+        assert_eq!(revision(&t[0]), Some(v[1].revision()));
+        // Put back, then a newer change: the newer state is sent.
+        s.put_back_taken(1, &t[0]);
+        s.schedule_all([1], &a, Some(&v[2]), 5);
+        let t = s.take(1, 10, 10);
+        assert_eq!(revision(&t[0]), Some(v[2].revision()));
+        // A schedule without a state (a deletion, a repair) makes the flush read the
+        // registry, whatever states come after it.
+        s.schedule_all([1], &a, Some(&v[0]), 0);
+        s.schedule_at(1, &a, 0, false);
+        s.schedule_all([1], &a, Some(&v[2]), 0);
+        let t = s.take(1, 10, 10);
+        assert_eq!((t.len(), revision(&t[0])), (1, None));
+        assert!(s.take(1, Millis::MAX, 10).is_empty());
     }
 
     #[test]

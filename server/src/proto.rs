@@ -1,6 +1,8 @@
-//! Generated protobuf and gRPC code, and the gRPC [`codec`] it uses.
+//! Generated protobuf and gRPC code, the gRPC [`codec`] it uses, and the write requests
+//! the servers read by hand ([`writes`]).
 
 pub mod codec;
+pub mod writes;
 
 /// The Nacos 2.x `Payload`, `Metadata` and the `Request` / `BiRequestStream` services
 /// (the proto has no package).
@@ -10,8 +12,16 @@ pub mod nacos {
 }
 
 /// distro's own protocol: the peer service and the native client API
-/// (`server/proto/distro.proto`).
+/// (`server/proto/distro.proto`): messages, clients, and the servers (in [`distro::server`]
+/// re-exported: `peer_server` and `registry_server`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod distro {
     include!(concat!(env!("OUT_DIR"), "/distro.v1.rs"));
+
+    /// The servers, generated on their own: the write requests they take are
+    /// [`crate::proto::writes`]'s types, the other messages the ones above.
+    pub mod server {
+        include!(concat!(env!("OUT_DIR"), "/distro-server/distro.v1.rs"));
+    }
+    pub use server::{peer_server, registry_server};
 }

@@ -245,6 +245,53 @@ impl ClientId {
     }
 }
 
+/// An ip:port client's routing key `ip:port` (its id's text before the first `#`, see
+/// [`ClientId::routing_key`]): the text, or its pieces (the key of a stored client whose id
+/// is derived from its first instance, which is not written out to route it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingKey<'a> {
+    /// The key's text.
+    Text(&'a str),
+    /// `ip:port` of an `ip` holding no `#`, the port in decimal.
+    IpPort(&'a str, u16),
+}
+
+/// The number of decimal digits of `v`.
+#[inline]
+pub(crate) fn decimal_len(v: u16) -> usize {
+    match v {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    }
+}
+
+/// The decimal digits of `v` (no leading zero) at the start of the array (the rest is
+/// zeros), and their count: one word, stored whole.
+#[inline]
+pub(crate) fn decimal_digits(v: u16) -> ([u8; 8], usize) {
+    let n = decimal_len(v);
+    let v = u64::from(v);
+    // Five digits, the first in the lowest byte, then the leading zeros shifted out.
+    let d = (v / 10_000) | ((v / 1_000 % 10) << 8) | ((v / 100 % 10) << 16) | ((v / 10 % 10) << 24);
+    let d = (d | (v % 10) << 32) + 0x30_3030_3030;
+    ((d >> ((5 - n) * 8)).to_le_bytes(), n)
+}
+
+/// Writes `ip:port` (the port in decimal, as [`ClientId::ip_port`] does) at the start of
+/// `buf`, which must have room; the length written.
+#[inline]
+pub(crate) fn write_ip_port(buf: &mut [u8], ip: &[u8], port: u16) -> usize {
+    let l = ip.len();
+    let (digits, n) = decimal_digits(port);
+    buf[..l].copy_from_slice(ip);
+    buf[l] = b':';
+    buf[l + 1..l + 1 + n].copy_from_slice(&digits[..n]);
+    l + 1 + n
+}
+
 impl PartialEq for ClientId {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
@@ -323,6 +370,69 @@ pub(crate) fn first_byte(b: &[u8], needle: u8) -> Option<usize> {
     } else {
         b.iter().position(|&c| c == needle)
     }
+}
+
+/// Client ids of every form with the instance each client publishes (tests of what is
+/// computed from a client's pieces instead of its written-out id): ip:port ids derived
+/// from their instance (IPv4 short and long, IPv6, host names, ports of every length,
+/// ips that differ in a last digit so that `:` sorts after a digit), ip:port ids that are
+/// not their instance's (stored), ids too long to derive, connection ids and others.
+#[cfg(test)]
+pub(crate) fn sample_ids() -> Vec<(ClientId, super::InstanceSpec)> {
+    use super::InstanceSpec;
+    let ips = [
+        "10.0.0.1",
+        "10.0.0.10",
+        "10.0.0.100",
+        "10.0.0.11",
+        "1.2.3.4",
+        "192.168.100.100",
+        "::1",
+        "fe80::1",
+        "fe80::1:2",
+        "2001:db8:85a3::8a2e:370:7334",
+        "a",
+        "host-1",
+        "host-1.example",
+        "very-long-host-name.example.org",
+    ];
+    let ports = [1, 9, 10, 80, 443, 999, 1000, 8080, 9999, 10000, 65535];
+    let mut v = Vec::new();
+    for (k, ip) in ips.iter().enumerate() {
+        for (j, &port) in ports.iter().enumerate() {
+            v.push((ClientId::ip_port(ip, port), InstanceSpec::new(ip, port)));
+            let millis = 1_717_000_000_000 + (k * 31 + j) as u64 % 7;
+            let conn = ClientId::connection(millis, ip, port);
+            v.push((conn, InstanceSpec::new(ip, port)));
+        }
+        // An ip:port id another instance publishes: stored, not derived.
+        let other = ips[(k + 1) % ips.len()];
+        v.push((ClientId::ip_port(ip, 81), InstanceSpec::new(other, 81)));
+        v.push((ClientId::ip_port(ip, 82), InstanceSpec::new(ip, 83)));
+    }
+    for s in ["x", "x#y", "10.0.0.1:80#false", "10.0.0.1#80", "~", "é#1"] {
+        v.push((
+            ClientId::parse(s).unwrap(),
+            InstanceSpec::new("10.9.9.9", 7),
+        ));
+    }
+    v
+}
+
+/// Publishes every [`sample_ids`] client to service `svc` of `r`, owned by member 0 (a
+/// replica's way: an ip:port id that is not its instance's is held); their ids.
+#[cfg(test)]
+pub(crate) fn publish_samples(r: &crate::registry::Registry) -> Vec<ClientId> {
+    let service = r.service("public", "DEFAULT_GROUP", "svc");
+    sample_ids()
+        .into_iter()
+        .map(|(id, spec)| {
+            let inst = spec.to_instance(r.interner(), &service).unwrap();
+            let p = Publication::single(service.clone(), inst);
+            r.publish(&id, p, crate::member::MemberId(0), 1).unwrap();
+            id
+        })
+        .collect()
 }
 
 #[cfg(test)]

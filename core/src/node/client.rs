@@ -9,8 +9,9 @@ use super::Node;
 use crate::error::{Field, ValidationError};
 use crate::member::MemberList;
 use crate::model::{ClientId, ClientKind, InstanceSpec, Publication, Service, ServiceSpec};
-use crate::registry::{Origin, ServiceView, WriteError, WriteResult};
+use crate::registry::{Client, Origin, ServiceView, WriteError, WriteResult};
 use crate::time::Millis;
+use std::sync::Arc;
 
 /// The result of a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +52,9 @@ impl Node {
         let given = ServiceSpec::given_parts(&spec.namespace, &spec.group, &spec.name);
         // One load of the members for the owner attribution and the peers to sync to.
         let members = self.members.load();
-        let r = self
+        let (r, stored) = self
             .registry
-            .publish_with(client, members.me(), now, |old| {
+            .publish_stored(client, members.me(), now, |old| {
                 let find = |(ns, group, name): (&str, &str, &str)| {
                     let pubs = old?.publications();
                     let p = match pubs.only() {
@@ -91,7 +92,7 @@ impl Node {
                 }
                 Ok(Publication::single(service, inst))
             })?;
-        self.schedule_sync(&members, client, r, now);
+        self.schedule_sync(&members, client, r, stored.as_ref(), now);
         Ok(r)
     }
 
@@ -129,10 +130,12 @@ impl Node {
                 })?;
             v.push(inst);
         }
-        let r = self
+        let members = self.members.load();
+        let batch = Publication::batch(svc, v);
+        let (r, stored) = self
             .registry
-            .publish(client, Publication::batch(svc, v), self.me(), now)?;
-        self.after_write(client, r, now);
+            .publish_stored(client, members.me(), now, |_| Ok(batch))?;
+        self.schedule_sync(&members, client, r, stored.as_ref(), now);
         Ok(r)
     }
 
@@ -283,16 +286,25 @@ impl Node {
     }
 
     pub(super) fn after_write(&self, client: &ClientId, r: WriteResult, now: Millis) {
-        self.schedule_sync(&self.members.load(), client, r, now);
+        self.schedule_sync(&self.members.load(), client, r, None, now);
     }
 
     /// Schedules a write's change of `client` for every peer of `members` (nothing for
-    /// an unchanged client).
-    fn schedule_sync(&self, members: &MemberList, client: &ClientId, r: WriteResult, now: Millis) {
+    /// an unchanged client), with the state the write stored if the caller has it (the
+    /// flush then sends it without finding it again; without it, the flush reads the
+    /// client's state or tombstone from the registry).
+    fn schedule_sync(
+        &self,
+        members: &MemberList,
+        client: &ClientId,
+        r: WriteResult,
+        stored: Option<&Arc<Client>>,
+        now: Millis,
+    ) {
         if matches!(r, WriteResult::Unchanged) {
             return;
         }
         self.sync
-            .schedule_all(members.peers().map(|p| p.index()), client, now);
+            .schedule_all(members.peers().map(|p| p.index()), client, stored, now);
     }
 }

@@ -289,8 +289,9 @@ impl Node {
         let members = self.members.load_full();
         let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
         self.registry.for_each(|c| {
-            if let Some(key) = c.id().routing_key() {
-                let owner = self.owner_of(key);
+            // The routing key without writing a derived id out (see `Client::id`).
+            if let Some(key) = c.routing_key() {
+                let owner = self.owner_of_key(key);
                 if owner != c.owner() {
                     moves.push((c.clone(), owner));
                 } else if rejoined && owner == me {
@@ -301,7 +302,9 @@ impl Node {
         for (c, owner) in moves {
             let previous = c.owner();
             let was_mine = previous == me;
-            if !self.registry.set_owner(&c.id(), owner) {
+            // Written out once (a derived id is not stored, see `Client::id`).
+            let id = c.id();
+            if !self.registry.set_owner(&id, owner) {
                 continue;
             }
             if owner == me {
@@ -309,12 +312,12 @@ impl Node {
                 inc(&self.counters.clients_adopted, 1);
             } else if was_mine {
                 inc(&self.counters.clients_released, 1);
-                self.sync.schedule_at(owner.index(), &c.id(), now, false);
+                self.sync.schedule_at(owner.index(), &id, now, false);
             } else if !members.contains(previous) {
                 // Its owner left the list: this copy may be the only one the new owner
                 // can get (the old owner's last syncs may have reached only some nodes).
                 // The new owner applies it only if it is newer than what it holds.
-                self.sync.schedule_at(owner.index(), &c.id(), now, false);
+                self.sync.schedule_at(owner.index(), &id, now, false);
             }
             c.renew_lease(now);
         }

@@ -40,8 +40,9 @@ use crate::compact_form::ChunkSize;
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, SnapshotChunk, SnapshotCursor};
 use crate::model::ClientId;
-use crate::registry::{ApplyOutcome, Client, ClientRecord, ReplicaChange, StateRef};
+use crate::registry::{ChangeRef, Client, ClientRecord, IdBuf, StateRef};
 use crate::time::Millis;
+use std::cmp::Ordering;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -49,15 +50,13 @@ use std::sync::atomic::Ordering::Relaxed;
 /// one service, an IPv4 address, the tables' indexes one byte each).
 const MIN_RECORD_BYTES: usize = 16;
 
-/// The first eight bytes of a client id as a big-endian integer (zeros after a shorter
-/// id): ordered as the ids' bytes are, up to a tie (an id holds no NUL, so a shorter id
-/// that is another's start orders first, as it does by bytes).
-fn id_prefix(id: &str) -> u64 {
-    let mut a = [0u8; 8];
-    for (d, s) in a.iter_mut().zip(id.as_bytes()) {
-        *d = *s;
-    }
-    u64::from_be_bytes(a)
+/// A client of a shard to send, with its id's first sixteen bytes ([`Client::id_prefix`]).
+type Keyed = ((u64, u64), Arc<Client>);
+
+/// The order of two clients' ids' bytes (derived ids written on the stack).
+fn id_order(a: &Client, b: &Client) -> Ordering {
+    a.id_bytes(&mut IdBuf::new())
+        .cmp(b.id_bytes(&mut IdBuf::new()))
 }
 
 /// Progress of the startup snapshot load.
@@ -154,21 +153,28 @@ impl Node {
 
     /// [`Node::load_chunk`] of states borrowed from wherever the runtime decoded them
     /// (the server decodes a chunk straight from its bytes, see [`StateRef`]).
-    pub fn load_states<'a>(
+    /// The states are borrowed ([`StateRef`]) or handed over ([`crate::StateMut`]: their
+    /// publications are moved into the store); a deletion, which a chunk does not hold,
+    /// would be applied as one.
+    pub fn load_states<'a, S: Into<ChangeRef<'a>>>(
         &self,
         from: MemberId,
-        states: impl IntoIterator<Item = StateRef<'a>>,
+        states: impl IntoIterator<Item = S>,
         now: Millis,
     ) {
         let me = self.me();
         let mut ghosts = Vec::new();
         // Grouped by shard in the registry: one lock acquisition per shard per chunk.
         let states = states.into_iter().filter_map(|s| {
-            let connection = !s.id.contains('#');
+            let s = s.into();
+            let Some(sent) = s.owner() else {
+                return Some(s.attributed(me));
+            };
+            let connection = s.is_connection();
             let owner = if connection {
-                s.owner
+                sent
             } else {
-                self.attribution(s.id, from)
+                self.attribution(s.id(), from)
             };
             if connection && owner == me {
                 // A connection of this node's previous incarnation: it cannot exist any
@@ -176,13 +182,14 @@ impl Node {
                 ghosts.push(s);
                 return None;
             }
-            Some(ReplicaChange::State(s, owner))
+            Some(s.attributed(owner))
         });
         let counts = self.registry.apply_many(states, now);
         inc(&self.counters.snapshot_clients, u64::from(counts.applied));
         for g in ghosts {
-            if self.registry.apply_state(g, me, now) == ApplyOutcome::Applied {
-                let id = ClientId::checked(g.id);
+            let id = g.id();
+            if self.registry.apply_many([g.attributed(me)], now).applied == 1 {
+                let id = ClientId::checked(id);
                 let r = self.registry.remove_client(&id, me, now);
                 self.after_write(&id, r, now);
             }
@@ -238,35 +245,32 @@ impl Node {
         let mut bytes = size.head();
         let mut shard = cursor.shard;
         let mut after = cursor.after;
+        // One shard's clients at a time, sorted (the vector reused from shard to shard).
+        let mut clients: Vec<Keyed> = Vec::new();
         while shard < shards {
-            // Each id written out once (a derived one is not stored, see `Client::id`).
-            let mut clients: Vec<(u64, ClientId, Arc<Client>)> = self
-                .registry
-                .shard_clients(shard)
-                .into_iter()
-                .map(|c| {
-                    let id = c.id();
-                    (id_prefix(id.as_str()), id, c)
-                })
-                .collect();
-            // In id order: the first eight bytes compared as one integer, the rest only
-            // when those are equal.
-            clients.sort_unstable_by(|(p, a, _), (q, b, _)| p.cmp(q).then_with(|| a.cmp(b)));
-            let start = after
-                .take()
-                .map_or(0, |k| clients.partition_point(|(_, id, _)| *id <= k));
+            // In id order without building the ids (a derived one is not stored, see
+            // `Client::id`): the first sixteen bytes compared as integers, the whole ids
+            // only when those are equal.
+            clients.clear();
+            self.registry
+                .for_each_in_shard(shard, |c| clients.push((c.id_prefix(), c.clone())));
+            clients.sort_unstable_by(|(p, a), (q, b)| p.cmp(q).then_with(|| id_order(a, b)));
+            let start = after.take().map_or(0, |k| {
+                let k = k.as_str().as_bytes();
+                clients.partition_point(|(_, c)| c.id_bytes(&mut IdBuf::new()) <= k)
+            });
             for i in start..clients.len() {
-                let (_, id, c) = &clients[i];
+                let c = &clients[i].1;
                 let owner = c.owner();
                 let size = size.state(
-                    id.as_str(),
+                    c.stored_id().map(|n| n.as_str()),
                     owner,
                     || self.member_addr(owner).len(),
                     c.publications().iter().map(|p| &**p),
                 );
                 if !records.is_empty() && bytes + size > self.config.snapshot_chunk_bytes {
                     // Resume after the client before this one (sent, or before the cursor).
-                    let after = i.checked_sub(1).map(|j| clients[j].1.clone());
+                    let after = i.checked_sub(1).map(|j| clients[j].1.id());
                     return SnapshotChunk {
                         records,
                         next: Some(SnapshotCursor { shard, after }),
@@ -286,29 +290,63 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::id_prefix;
+    use crate::config::Config;
+    use crate::member::MemberList;
+    use crate::message::SnapshotCursor;
+    use crate::model::{ClientId, publish_samples};
+    use crate::node::Node;
 
+    /// Chunks pulled one after the other (each resumed at the cursor the last returned,
+    /// mid-shard) give every client exactly once, shard by shard and in each shard in the
+    /// byte order of the ids' full text, for ids of every form (derived ip:port ids
+    /// included, which are not stored but ordered as if written out).
     #[test]
-    fn ids_ordered_by_prefix_then_whole_are_in_byte_order() {
-        let mut ids = vec![
-            "",
-            "a",
-            "ab",
-            "abcdefgh",
-            "abcdefg",
-            "abcdefgh1",
-            "abcdefgh0",
-            "b",
-            "10.0.0.7:80#true",
-            "10.0.0.7:8080#true",
-            "10.0.0.70:80#true",
-            "1717000000000_10.0.0.7_1",
-            "é",
-            "~",
-        ];
-        let mut by_prefix = ids.clone();
-        by_prefix.sort_unstable_by(|a, b| id_prefix(a).cmp(&id_prefix(b)).then_with(|| a.cmp(b)));
-        ids.sort_unstable();
-        assert_eq!(by_prefix, ids);
+    fn chunks_resumed_at_their_cursors_give_every_client_once_in_id_order() {
+        for (shards, chunk_bytes) in [(1, 1_024), (2, 1_024), (8, 2_048)] {
+            let cfg = Config {
+                shards,
+                snapshot_chunk_bytes: chunk_bytes,
+                ..Config::default()
+            };
+            let addrs = ["10.0.0.1:8848".to_string()];
+            let node = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1).unwrap();
+            let samples = publish_samples(node.registry());
+            let mut want: Vec<(u32, String)> = samples
+                .iter()
+                .map(|id| (node.registry().shard_of(id), id.to_string()))
+                .collect();
+            want.sort();
+            let (mut got, mut cursor, mut chunks) = (Vec::new(), SnapshotCursor::default(), 0);
+            loop {
+                let chunk = node.snapshot_chunk(cursor);
+                chunks += 1;
+                assert!(!chunk.records.is_empty());
+                for c in &chunk.records {
+                    got.push((c.shard(), c.id().to_string()));
+                }
+                match chunk.next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            assert_eq!(got, want, "{shards} shards, chunks of {chunk_bytes} bytes");
+            assert!(chunks >= 4, "{chunks} chunks");
+            // A cursor after an id no client has resumes at the next id in byte order.
+            let after = ClientId::parse("10.0.0.1:8#true").unwrap();
+            let shard = node.registry().shard_of(&after);
+            let chunk = node.snapshot_chunk(SnapshotCursor {
+                shard,
+                after: Some(after.clone()),
+            });
+            let first = chunk
+                .records
+                .first()
+                .map(|c| (c.shard(), c.id().to_string()));
+            let next = want
+                .iter()
+                .find(|(s, id)| (*s, id.as_str()) > (shard, after.as_str()))
+                .cloned();
+            assert_eq!(first, next);
+        }
     }
 }

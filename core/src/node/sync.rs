@@ -12,9 +12,8 @@
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
-use crate::registry::{
-    ApplyCounts, ChangeRef, ClientChange, ClientRecord, IdKey, ReplicaChange, StateRef,
-};
+use crate::registry::{ApplyCounts, ChangeRef, ClientChange, ClientRecord, IdKey, StateRef};
+use crate::sync::Taken;
 use crate::time::Millis;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -97,36 +96,50 @@ impl Node {
             let mut batch = SyncBatch {
                 changes: Vec::with_capacity(taken.len()),
             };
-            // Due times matter only to put back what an early batch does not send.
+            // Hashes and due times matter only to put back what an early batch does not
+            // send (the ids are the changes').
             let mut dues = Vec::with_capacity(if early { taken.len() } else { 0 });
             let mut bytes = 8;
             let mut rest = taken.into_iter();
             let mut overflow = false;
-            for t in rest.by_ref() {
-                // The stored client itself: the encoder reads it, no record is built. Found
-                // by the hash the queue kept, not by hashing the id again.
-                let key = IdKey {
-                    id: t.id.as_str(),
-                    hash: t.hash,
-                };
-                let change = match self.registry.get_key(key) {
+            for Taken {
+                id,
+                due,
+                hash,
+                state,
+            } in rest.by_ref()
+            {
+                // The stored client itself: the encoder reads it, no record is built. The
+                // state the queue held, or else found by the hash the queue kept, not by
+                // hashing the id again.
+                let change = match state {
                     Some(c) => ClientChange::Stored(c),
-                    None => match self.registry.tombstone(t.id.as_str()) {
-                        Some(revision) => ClientChange::Delete { id: t.id, revision },
-                        None => continue,
+                    None => match self.registry.get_key(IdKey {
+                        id: id.as_str(),
+                        hash,
+                    }) {
+                        Some(c) => ClientChange::Stored(c),
+                        None => match self.registry.tombstone(id.as_str()) {
+                            Some(revision) => ClientChange::Delete {
+                                id: id.clone(),
+                                revision,
+                            },
+                            None => continue,
+                        },
                     },
                 };
                 let size = change.size_hint();
                 if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
                     // Full by bytes: this one and the rest go back, due as they were.
-                    self.sync.put_back(p.index(), &change.id(), t.due);
+                    self.sync
+                        .put_back_parts(p.index(), &id, hash, due, change.stored());
                     overflow = true;
                     break;
                 }
                 bytes += size;
                 batch.changes.push(change);
                 if early {
-                    dues.push(t.due);
+                    dues.push((hash, due));
                 }
             }
             for t in rest {
@@ -141,9 +154,15 @@ impl Node {
                 // Taken ahead of time but not a full batch after all (clients gone, or
                 // smaller than the estimate): what is not due yet waits out its delay.
                 let mut kept = SyncBatch::default();
-                for (change, due) in batch.changes.into_iter().zip(dues) {
+                for (change, (hash, due)) in batch.changes.into_iter().zip(dues) {
                     if due > horizon {
-                        self.sync.put_back(p.index(), &change.id(), due);
+                        self.sync.put_back_parts(
+                            p.index(),
+                            &change.id(),
+                            hash,
+                            due,
+                            change.stored(),
+                        );
                     } else {
                         kept.changes.push(change);
                     }
@@ -306,9 +325,14 @@ impl Node {
         // Grouped by shard in the registry: one lock acquisition per shard per batch;
         // attributed under one load of the routing table.
         let routes = self.routes();
-        let changes = changes.into_iter().map(|change| match change {
-            ChangeRef::State(s) => ReplicaChange::State(s, routes.attribution(s.id, from)),
-            ChangeRef::Delete(id, revision) => ReplicaChange::Delete(id, revision),
+        let changes = changes.into_iter().map(|change| match change.owner() {
+            // A connection client is attributed to the sender (`Routes::attribution`).
+            Some(_) if change.known_connection() => change.attributed(from),
+            Some(_) => {
+                let owner = routes.attribution(change.id(), from);
+                change.attributed(owner)
+            }
+            None => change.attributed(from),
         });
         let ApplyCounts { applied, stale } = self.registry.apply_many(changes, now);
         inc(&self.counters.sync_changes_applied, u64::from(applied));

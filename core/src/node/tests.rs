@@ -407,6 +407,58 @@ fn clients_of_a_full_batch_are_each_sent_once_and_changes_still_merge() {
     );
 }
 
+/// The changes a flush at `now` sends to peer 1: (id, whether a state, revision).
+fn sent_to_peer_1(n: &Node, now: u64) -> Vec<(String, bool, crate::model::Revision)> {
+    use crate::registry::ClientChange;
+    let cmds = n.tick(now);
+    let mut out = Vec::new();
+    for (to, r) in sends(&cmds) {
+        let PeerRequest::Sync(b) = r else { continue };
+        if to.0 != 1 {
+            continue;
+        }
+        for c in &b.changes {
+            let state = matches!(c, ClientChange::Stored(_) | ClientChange::Upsert(_));
+            out.push((c.id().as_str().to_string(), state, c.revision()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_flush_sends_the_newest_of_a_registration_and_a_deletion_merged() {
+    // A registration's pending entry holds its stored state; a deletion after it (or a
+    // registration after a deletion) within the delay sends what is newest.
+    let n = small_batches(10, 4);
+    n.tick(0);
+    let (svc, spec) = (
+        ServiceSpec::new("", "", "svc"),
+        InstanceSpec::new("10.9.0.1", 80),
+    );
+    let id = ClientId::connection(1, "10.9.0.1", 1);
+    let WriteResult::Changed(first) = n.register(&id, &svc, &spec, 10).unwrap() else {
+        panic!("a registration")
+    };
+    let WriteResult::Deleted(deleted) = n.deregister(&id, &svc, 20).unwrap() else {
+        panic!("a deletion")
+    };
+    assert!(deleted > first);
+    let name = id.as_str().to_string();
+    assert_eq!(
+        sent_to_peer_1(&n, 1_010),
+        vec![(name.clone(), false, deleted)]
+    );
+    // Registered again after the deletion, and changed: the last state is sent.
+    n.register(&id, &svc, &spec, 2_010).unwrap();
+    let mut changed = spec;
+    changed.weight = 2.0;
+    let WriteResult::Changed(last) = n.register(&id, &svc, &changed, 2_020).unwrap() else {
+        panic!("a change")
+    };
+    assert_eq!(sent_to_peer_1(&n, 3_010), vec![(name, true, last)]);
+    assert!(sent_to_peer_1(&n, 9_000).is_empty());
+}
+
 #[test]
 fn an_answered_batch_frees_its_slot_for_the_next_full_one_at_once() {
     let n = small_batches(10, 1);
@@ -779,4 +831,59 @@ fn a_re_registration_is_built_from_the_held_state() {
         .register(&ip_port, &a, &InstanceSpec::new("2.2.2.2", 81), 10)
         .unwrap_err();
     assert!(e.to_string().contains("clientId"), "{e}");
+}
+
+/// A handed-over state (as the server's decoder gives them) is attributed as a borrowed
+/// one is: a connection client the decoder marked as one to the sender, an ip:port
+/// client by routing; a snapshot's connection of this node's own is a ghost, removed.
+#[test]
+fn handed_over_states_are_attributed_by_their_id() {
+    use crate::model::{Publication, Revision};
+    use crate::registry::{ChangeRef, StateMut};
+    let n = node("10.0.0.1:8848", 3);
+    let (me, from) = (n.me(), MemberId(1));
+    let publication = |ip: &str| {
+        let s = n.registry().service("public", "DEFAULT_GROUP", "svc");
+        let i = InstanceSpec::new(ip, 80)
+            .to_instance(n.registry().interner(), &s)
+            .unwrap();
+        Some(Publication::single(s, i))
+    };
+    let (conn, ip_port) = ("1700000000000_10.0.0.5_80", "10.0.0.6:80#true");
+    let (mut a, mut b) = ([publication("10.0.0.5")], [publication("10.0.0.6")]);
+    let changes = [
+        ChangeRef::Moved(StateMut {
+            id: conn,
+            revision: Revision(1 << 20),
+            owner: MemberId(2),
+            publications: &mut a,
+            connection: true,
+        }),
+        ChangeRef::Moved(StateMut {
+            id: ip_port,
+            revision: Revision(1 << 20),
+            owner: from,
+            publications: &mut b,
+            connection: false,
+        }),
+    ];
+    n.handle_sync(from, changes, 5_000);
+    let owner = |id: &str| n.registry().get(id).map(|c| c.owner());
+    assert_eq!(owner(conn), Some(from), "a connection: the sender's");
+    assert_eq!(owner(ip_port), Some(n.owner_of("10.0.0.6:80")), "routed");
+    let ghost = "1700000000000_10.0.0.7_80";
+    let mut c = [publication("10.0.0.7")];
+    let state = StateMut {
+        id: ghost,
+        revision: Revision(1 << 20),
+        owner: me,
+        publications: &mut c,
+        connection: true,
+    };
+    n.load_states(from, [state], 5_000);
+    assert_eq!(
+        owner(ghost),
+        None,
+        "a connection of this node's own: removed"
+    );
 }

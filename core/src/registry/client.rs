@@ -19,7 +19,10 @@
 use super::NO_SLOT;
 use crate::compact_form::{ZEROS, eight_digits};
 use crate::member::MemberId;
-use crate::model::{ClientId, ClientKind, Instance, Instances, Publication, Revision, Service};
+use crate::model::{
+    ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, Service,
+    decimal_digits, decimal_len,
+};
 use crate::name::{Name, short_eq, short_eq_bytes};
 use crate::time::Millis;
 use std::ops::Deref;
@@ -31,7 +34,7 @@ pub struct Client {
     /// The id's text, or `None` when it is the one the first instance implies
     /// (`ip:port#true`, at most [`DERIVED_MAX`] bytes).
     id: Option<Name>,
-    /// The id's stable hash (see `IdKey`): its shard, its place in the shard's set and
+    /// The id's stable hash (see `IdKey`): its shard, its place in the shard's table and
     /// its digest term, computed once for the client's first state.
     pub(super) id_hash: u64,
     pub(super) revision: Revision,
@@ -236,6 +239,84 @@ pub(super) enum Next {
 /// id that would be longer is stored).
 pub(super) const DERIVED_MAX: usize = 24;
 
+/// What ends an ip:port client's id (`ip:port#true`).
+const IP_PORT_SUFFIX: &[u8] = b"#true";
+
+/// Room for a derived id's text, for [`Client::id_bytes`]: [`DERIVED_MAX`] bytes and a
+/// word, for the pieces are stored a word at a time (no copy of variable length).
+pub struct IdBuf([u8; DERIVED_MAX + 8]);
+
+impl IdBuf {
+    /// An empty buffer.
+    #[inline]
+    pub fn new() -> Self {
+        IdBuf([0; DERIVED_MAX + 8])
+    }
+
+    /// Writes `ip:port#true`, the text of a derived id (which fits); its length.
+    #[inline]
+    fn ip_port(&mut self, ip: &[u8], port: u16) -> usize {
+        const SUFFIX: [u8; 8] = *b"#true\0\0\0";
+        let b = &mut self.0;
+        let l = ip.len();
+        copy_short(b, ip);
+        b[l] = b':';
+        let (digits, n) = decimal_digits(port);
+        b[l + 1..l + 9].copy_from_slice(&digits);
+        b[l + 1 + n..l + 9 + n].copy_from_slice(&SUFFIX);
+        l + 1 + n + IP_PORT_SUFFIX.len()
+    }
+
+    /// The first sixteen bytes of a text of `len` bytes written here, as a big-endian
+    /// pair, zeros after `len`.
+    #[inline]
+    fn prefix(&self, len: usize) -> (u64, u64) {
+        let word = |at: usize| u64::from_be_bytes(self.0[at..at + 8].try_into().expect("8"));
+        // The bytes from `len` on cleared (what was stored past the text's end).
+        let keep = |from: usize| match len.saturating_sub(from) {
+            0 => 0,
+            k @ 1..8 => !(u64::MAX >> (k * 8)),
+            _ => u64::MAX,
+        };
+        (word(0) & keep(0), word(8) & keep(8))
+    }
+}
+
+/// Copies `src` (which fits) to the start of `dst`: up to sixteen bytes as two words that
+/// may overlap (a copy of variable length calls `memcpy`), more by a copy.
+#[inline]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let l = src.len();
+    if (8..=16).contains(&l) {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[l - 8..l].copy_from_slice(&src[l - 8..]);
+    } else if (4..8).contains(&l) {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[l - 4..l].copy_from_slice(&src[l - 4..]);
+    } else {
+        dst[..l].copy_from_slice(src);
+    }
+}
+
+/// The first sixteen bytes of `id` as a big-endian pair, zeros after a shorter id:
+/// ordered as the ids' bytes are, up to a tie (an id holds no NUL, so a shorter id that
+/// is another's start orders first, as it does by bytes).
+fn id_prefix(id: &[u8]) -> (u64, u64) {
+    let word = |at: usize| u64::from_be_bytes(id[at..at + 8].try_into().expect("8 bytes"));
+    if id.len() >= 16 {
+        return (word(0), word(8));
+    }
+    let mut b = IdBuf::new();
+    copy_short(&mut b.0, id);
+    b.prefix(id.len())
+}
+
+impl Default for IdBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Whether `s` is the id `ip:port#true` of `inst` ([`ClientId::ip_port`]'s text: the
 /// port in decimal without a leading zero), of at most [`DERIVED_MAX`] bytes: what a
 /// client derives instead of storing its id. Compared without writing the id out (every
@@ -322,6 +403,19 @@ impl Body {
         )
     }
 
+    /// The first instance of the first publication.
+    #[inline]
+    fn first_instance(&self) -> Option<&Instance> {
+        let p = match self {
+            Body::One(p) => p,
+            Body::Many(parts) => parts.first()?.single(),
+        };
+        match &p.instances {
+            Instances::One(i) => Some(i),
+            Instances::Many(v) => v.first(),
+        }
+    }
+
     /// The body of a new client publishing `publication`.
     pub(super) fn first(publication: Publication, now: Millis) -> Body {
         Body::One(Published::new(publication, now))
@@ -347,10 +441,11 @@ impl Body {
 }
 
 impl Client {
-    /// A client to be stored (its slots are `NO_SLOT` until it is). The id is stored only
-    /// if the first instance does not imply it; `shared` is a stored text of the same id
-    /// to share, if there is one; `old` the state it replaces (of the same id), whose
-    /// derived id is this one's if its first instance has the same ip and port.
+    /// A client to be stored (its slots are `NO_SLOT` until it is), built in its `Arc`.
+    /// The id is stored only if the first instance does not imply it, as `shared` (a
+    /// stored text of the same id to share, if there is one) or else the text `old`
+    /// stores; `old` is the state it replaces (of the same id), whose derived id is this
+    /// one's if its first instance has the same ip and port.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: &str,
@@ -362,18 +457,8 @@ impl Client {
         owner: MemberId,
         shard: u32,
         body: Body,
-    ) -> Self {
-        let mut c = Self {
-            id: None,
-            id_hash,
-            revision,
-            lease_base: AtomicU64::new(lease_base),
-            owner: AtomicU16::new(owner.0),
-            shard: u16::try_from(shard).expect("at most 65,536 shards"),
-            slot: AtomicU32::new(NO_SLOT),
-            body,
-        };
-        let first = c.first_instance();
+    ) -> Arc<Self> {
+        let first = body.first_instance();
         let derived = match (old.filter(|o| o.id.is_none()), first) {
             // The same id, derived from the same ip and port: no need to read it.
             (Some(o), Some(i))
@@ -385,13 +470,24 @@ impl Client {
             (_, Some(i)) => is_derived_id(id, i),
             (_, None) => false,
         };
-        if !derived {
-            c.id = Some(match shared {
-                Some(n) if n.as_str() == id => n.clone(),
-                _ => Name::new(id),
-            });
-        }
-        c
+        // The held state's stored text is this id's (it is of the same id): shared
+        // without a comparison.
+        let held = old.and_then(|o| o.id.as_ref());
+        let id = (!derived).then(|| match (shared, held) {
+            (Some(n), _) if n.as_str() == id => n.clone(),
+            (_, Some(n)) => n.clone(),
+            _ => Name::new(id),
+        });
+        Arc::new(Self {
+            id,
+            id_hash,
+            revision,
+            lease_base: AtomicU64::new(lease_base),
+            owner: AtomicU16::new(owner.0),
+            shard: u16::try_from(shard).expect("at most 65,536 shards"),
+            slot: AtomicU32::new(NO_SLOT),
+            body,
+        })
     }
 
     /// A part of a client of several publications: a client of just `publication`, held
@@ -431,14 +527,7 @@ impl Client {
     /// The first instance of the first publication.
     #[inline]
     fn first_instance(&self) -> Option<&Instance> {
-        let p = match &self.body {
-            Body::One(p) => p,
-            Body::Many(parts) => parts.first()?.single(),
-        };
-        match &p.instances {
-            Instances::One(i) => Some(i),
-            Instances::Many(v) => v.first(),
-        }
+        self.body.first_instance()
     }
 
     /// The client id (written out when it is derived from the first instance: see the
@@ -447,6 +536,61 @@ impl Client {
         match (&self.id, self.first_instance()) {
             (Some(n), _) => ClientId::of_name(n),
             (None, Some(i)) => ClientId::ip_port(&i.ip, i.port),
+            (None, None) => unreachable!("a derived id without an instance"),
+        }
+    }
+
+    /// The id's text ([`Client::id`]'s) as bytes: the stored text, or a derived id
+    /// written into `buf` (on the stack: no allocation, no formatting machinery).
+    #[inline]
+    pub fn id_bytes<'a>(&'a self, buf: &'a mut IdBuf) -> &'a [u8] {
+        match (&self.id, self.first_instance()) {
+            (Some(n), _) => n.as_bytes(),
+            (None, Some(i)) => {
+                let len = buf.ip_port(i.ip.as_bytes(), i.port);
+                &buf.0[..len]
+            }
+            (None, None) => unreachable!("a derived id without an instance"),
+        }
+    }
+
+    /// [`id_prefix`] of the id (a derived one written on the stack, a word at a time).
+    #[inline]
+    pub fn id_prefix(&self) -> (u64, u64) {
+        match (&self.id, self.first_instance()) {
+            (Some(n), _) => id_prefix(n.as_bytes()),
+            (None, Some(i)) => {
+                let mut b = IdBuf::new();
+                let len = b.ip_port(i.ip.as_bytes(), i.port);
+                b.prefix(len)
+            }
+            (None, None) => unreachable!("a derived id without an instance"),
+        }
+    }
+
+    /// The id's length in bytes (without writing a derived id out).
+    #[inline]
+    pub fn id_len(&self) -> usize {
+        match (&self.id, self.first_instance()) {
+            (Some(n), _) => n.len(),
+            (None, Some(i)) => i.ip.len() + 1 + decimal_len(i.port) + IP_PORT_SUFFIX.len(),
+            (None, None) => unreachable!("a derived id without an instance"),
+        }
+    }
+
+    /// For an ip:port client, its routing key ([`ClientId::routing_key`] of its id),
+    /// without writing a derived id out: the pieces of `ip:port` (or the ip's text
+    /// before a `#` it would hold, where the id's first `#` would be).
+    #[inline]
+    pub fn routing_key(&self) -> Option<RoutingKey<'_>> {
+        match (&self.id, self.first_instance()) {
+            (Some(n), _) => {
+                crate::model::first_hash_sign(n.as_bytes()).map(|k| RoutingKey::Text(&n[..k]))
+            }
+            (None, Some(i)) => Some(match crate::model::first_hash_sign(i.ip.as_bytes()) {
+                Some(k) => RoutingKey::Text(&i.ip.as_str()[..k]),
+                None => RoutingKey::IpPort(i.ip.as_str(), i.port),
+            }),
             (None, None) => unreachable!("a derived id without an instance"),
         }
     }
@@ -475,7 +619,7 @@ impl Client {
     }
 
     /// Whether the id is `s` (compared without writing a derived id out).
-    /// Not inlined: a lookup that inlines it grows past what the set's probe loop
+    /// Not inlined: a lookup that inlines it grows past what the table's probe loop
     /// inlines into.
     #[inline(never)]
     pub fn id_is(&self, s: &str) -> bool {
@@ -498,6 +642,11 @@ impl Client {
         }
     }
 
+    /// The id's stable hash ([`crate::hash::stable_hash64`] of the id, as `IdKey` has it).
+    #[inline]
+    pub(crate) fn id_hash(&self) -> u64 {
+        self.id_hash
+    }
     /// The revision of this state.
     pub fn revision(&self) -> Revision {
         self.revision
@@ -650,12 +799,17 @@ impl ClientRecord {
 
 /// [`ClientRecord::size_hint`] of a state's id and publications.
 fn size_hint<'a>(id_len: usize, publications: impl Iterator<Item = &'a Publication>) -> usize {
-    let mut n = 16 + id_len;
-    for p in publications {
-        n += 16 + p.service.key().len();
-        for i in p.instances.iter() {
-            n += 32 + i.ip.len() + i.cluster.len();
-            n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
+    16 + id_len + publications.map(publication_hint).sum::<usize>()
+}
+
+/// What a publication adds to [`size_hint`].
+#[inline]
+fn publication_hint(p: &Publication) -> usize {
+    let mut n = 16 + p.service.key().len();
+    for i in p.instances.iter() {
+        n += 32 + i.ip.len() + i.cluster.len();
+        n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
+        if !i.metadata.is_empty() {
             n += i
                 .metadata
                 .iter()
@@ -701,16 +855,26 @@ impl ClientChange {
             ClientChange::Delete { revision, .. } => *revision,
         }
     }
+    /// The state shared with the store, if it is one.
+    pub fn stored(&self) -> Option<&Arc<Client>> {
+        match self {
+            ClientChange::Stored(c) => Some(c),
+            _ => None,
+        }
+    }
     /// Estimated encoded size in bytes.
     pub fn size_hint(&self) -> usize {
         match self {
             ClientChange::Upsert(r) => r.size_hint(),
             ClientChange::Stored(c) => {
-                let id_len = match c.stored_id() {
-                    Some(n) => n.len(),
-                    None => c.id().as_str().len(),
-                };
-                size_hint(id_len, c.publications().iter().map(|p| &**p))
+                // The derived id's length without writing it out; one publication
+                // (nearly every client) without an iterator.
+                let ps = c.publications();
+                16 + c.id_len()
+                    + match ps.only() {
+                        Some(p) => publication_hint(p),
+                        None => ps.iter().map(|p| publication_hint(p)).sum(),
+                    }
             }
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),
         }
@@ -726,71 +890,4 @@ impl ClientChange {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{DERIVED_MAX, is_derived_id, is_ip_port_text};
-    use crate::model::{ClientId, InstanceSpec};
-    use crate::name::Interner;
-
-    /// The word-wise comparison says an id is derived exactly when it is the text
-    /// `ClientId::ip_port` writes (of at most `DERIVED_MAX` bytes): for host names short
-    /// and long, every port length, and every one-byte change, cut and extension.
-    #[test]
-    fn a_derived_id_is_exactly_the_ip_port_text() {
-        let interner = Interner::new();
-        let service = crate::model::Service::new(&interner, "public", "DEFAULT_GROUP", "s");
-        let ips = [
-            "a",
-            "ab",
-            "h1",
-            "10.0.0.1",
-            "1.2.3.4",
-            "192.168.100.10",
-            "192.168.100.100",
-            "::1",
-            "fe80::1",
-            "host-name",
-        ];
-        let ports = [
-            1, 7, 9, 10, 80, 99, 100, 443, 999, 1000, 8080, 9999, 10000, 50000, 65535,
-        ];
-        for ip in ips {
-            for port in ports {
-                let inst = InstanceSpec::new(ip, port)
-                    .to_instance(&interner, &service)
-                    .unwrap();
-                let id = ClientId::ip_port(ip, port);
-                let text = id.as_str().to_string();
-                let want = |s: &str| s == text && s.len() <= DERIVED_MAX;
-                let mut cases = vec![
-                    text.clone(),
-                    format!("{ip}:0{port}#true"),
-                    format!("{ip}:{port}#false"),
-                    format!("{ip}:{port}#truE"),
-                    format!("{ip}:{}#true", u32::from(port) + 1),
-                    format!("{ip}:{}#true", u32::from(port) + 65536),
-                    format!("{ip}{port}#true"),
-                    format!("{ip}:#true"),
-                    format!("x{ip}:{port}#true"),
-                    format!("{ip}:{port}#true "),
-                    text[..text.len() - 1].to_string(),
-                ];
-                for k in 0..text.len() {
-                    for c in [b'0', b'9', b':', b'#', b'x', b'/'] {
-                        let mut b = text.clone().into_bytes();
-                        b[k] = c;
-                        cases.push(String::from_utf8(b).unwrap());
-                    }
-                }
-                for s in &cases {
-                    assert_eq!(is_derived_id(s, &inst), want(s), "{s:?} of {ip}:{port}");
-                    // Without the length cap: the text equality alone.
-                    assert_eq!(
-                        is_ip_port_text(s, &inst),
-                        *s == text,
-                        "{s:?} of {ip}:{port}"
-                    );
-                }
-            }
-        }
-    }
-}
+mod tests;

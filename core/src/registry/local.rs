@@ -37,9 +37,21 @@ impl Registry {
         now: Millis,
         build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
     ) -> Result<WriteResult, WriteError> {
+        Ok(self.publish_stored(id, owner, now, build)?.0)
+    }
+
+    /// [`Registry::publish_with`], with the state it stored (for a change): what the
+    /// node's sync scheduler holds for the flush, which then need not find it again.
+    pub(crate) fn publish_stored(
+        &self,
+        id: &ClientId,
+        owner: MemberId,
+        now: Millis,
+        build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
+    ) -> Result<(WriteResult, Option<Arc<Client>>), WriteError> {
         let max = self.max_services_per_client;
         let mut result = Ok(());
-        let out = self.write_local(id, owner, now, Origin::Client, |old| {
+        let out = self.write_stored(id, owner, now, Origin::Client, |old| {
             let publication = match build(old.map(|c| &**c)) {
                 Ok(p) => p,
                 Err(e) => {
@@ -213,9 +225,8 @@ impl Registry {
         now: Millis,
     ) -> Option<bool> {
         let key = IdKey::new(id);
-        let shard = &self.shards[self.shard_of_key(key) as usize];
-        let clients = shard.pin();
-        let c = clients.get_key(key)?;
+        let pin = self.pin();
+        let c = self.clients(self.shard_of_key(key), &pin).get_key(key)?;
         let is = |p: &&Published| p.service.is(namespace, group, name);
         // Most clients publish to one service: no iterator for them.
         let ps = c.publications();
@@ -245,14 +256,28 @@ impl Registry {
         origin: Origin,
         f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
     ) -> WriteResult {
+        self.write_stored(id, owner, now, origin, f).0
+    }
+
+    /// [`Registry::write_local`], with the state it stored (for a change).
+    fn write_stored(
+        &self,
+        id: &ClientId,
+        owner: MemberId,
+        now: Millis,
+        origin: Origin,
+        f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
+    ) -> (WriteResult, Option<Arc<Client>>) {
         let key = IdKey::new(id.as_str());
         let shard_no = self.shard_of_key(key);
         let shard = &self.shards[shard_no as usize];
         let mut changed: Vec<Service> = Vec::new();
         let result = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
-            let old = clients.get_key(key);
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
+            let held = clients.get_key(key);
+            let old = held.as_deref();
             let action = f(old);
             // A held client has no tombstone (storing a state removes it, a deletion or
             // drop removes the client): only an absent one needs the lookup.
@@ -269,7 +294,7 @@ impl Registry {
             };
             let revision = Revision::next(prev, floor, self.me);
             match action {
-                LocalAction::Nothing => WriteResult::Unchanged,
+                LocalAction::Nothing => (WriteResult::Unchanged, None),
                 LocalAction::Put(body) => {
                     let old_ref = old.map(|c| &**c);
                     let hash = key.hash;
@@ -280,8 +305,8 @@ impl Registry {
                     if old.is_none() {
                         tombstones.remove(id.as_str());
                     }
-                    self.replace(&clients, old, Some(new), &mut changed);
-                    WriteResult::Changed(revision)
+                    self.replace(&mut clients, old, Some(new.clone()), &mut changed);
+                    (WriteResult::Changed(revision), Some(new))
                 }
                 LocalAction::Delete => {
                     tombstones.insert(
@@ -292,8 +317,8 @@ impl Registry {
                             dropped: false,
                         },
                     );
-                    self.replace(&clients, old, None, &mut changed);
-                    WriteResult::Deleted(revision)
+                    self.replace(&mut clients, old, None, &mut changed);
+                    (WriteResult::Deleted(revision), None)
                 }
             }
         };

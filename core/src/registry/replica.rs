@@ -6,7 +6,7 @@
 //! replica's own decisions (dropping an expired or unlisted client, moving a client to
 //! another owner) never remove a newer state that raced with them.
 
-use super::client::{Body, Next};
+use super::client::{Body, Client, Next};
 use super::{ApplyOutcome, ClientRecord, IdKey, Registry, Tombstone};
 use crate::hash::{shard_of_hash, stable_hash64};
 use crate::member::MemberId;
@@ -53,22 +53,103 @@ impl<'a> StateRef<'a> {
     }
 }
 
-/// One change of a sync batch as the apply reads it (see [`StateRef`]): a full state or
-/// a deletion.
-#[derive(Debug, Clone, Copy)]
+/// A replicated full state decoded for this apply alone (a received batch or snapshot
+/// chunk), as [`StateRef`] but with its publications handed over: the apply moves each one
+/// it stores into the stored client instead of copying it (one the held state already
+/// has is left where it is, and dropped with the batch).
+#[derive(Debug)]
+pub struct StateMut<'a> {
+    /// The client id's text, which [`ClientId::check`] accepted.
+    pub id: &'a str,
+    /// Revision of this state.
+    pub revision: Revision,
+    /// The member the sender attributes the client to.
+    pub owner: MemberId,
+    /// What the client publishes, sorted by service, one publication per service, every
+    /// one `Some` (the apply takes those it stores).
+    pub publications: &'a mut [Option<Publication>],
+    /// The id is known to be a connection client's (its decoder wrote it as
+    /// `<millis>_<ip>_<port>`, with no `#`: a validated ip has none), so it is attributed
+    /// to the sender without a scan of its text; `false`: not known.
+    pub connection: bool,
+}
+
+/// One change of a sync batch as the apply reads it (see [`StateRef`], [`StateMut`]): a
+/// full state, borrowed or handed over, or a deletion.
+#[derive(Debug)]
 pub enum ChangeRef<'a> {
     /// A full state.
     State(StateRef<'a>),
+    /// A full state whose publications the apply moves into the store.
+    Moved(StateMut<'a>),
     /// A deletion at a revision; the id's text was accepted by [`ClientId::check`].
     Delete(&'a str, Revision),
 }
 
+impl<'a> From<StateRef<'a>> for ChangeRef<'a> {
+    fn from(s: StateRef<'a>) -> Self {
+        ChangeRef::State(s)
+    }
+}
+
+impl<'a> From<StateMut<'a>> for ChangeRef<'a> {
+    fn from(s: StateMut<'a>) -> Self {
+        ChangeRef::Moved(s)
+    }
+}
+
+impl<'a> ChangeRef<'a> {
+    /// The client id's text.
+    pub fn id(&self) -> &'a str {
+        match self {
+            ChangeRef::State(s) => s.id,
+            ChangeRef::Moved(s) => s.id,
+            ChangeRef::Delete(id, _) => id,
+        }
+    }
+
+    /// The member the sender attributes a state to (`None`: a deletion).
+    pub fn owner(&self) -> Option<MemberId> {
+        match self {
+            ChangeRef::State(s) => Some(s.owner),
+            ChangeRef::Moved(s) => Some(s.owner),
+            ChangeRef::Delete(..) => None,
+        }
+    }
+
+    /// Whether the id is a connection client's (no `#`), read from the text unless the
+    /// decoder said so ([`StateMut::connection`]).
+    pub fn is_connection(&self) -> bool {
+        match self {
+            ChangeRef::Moved(s) if s.connection => true,
+            c => !c.id().contains('#'),
+        }
+    }
+
+    /// Whether the id is known to be a connection client's without reading it (see
+    /// [`StateMut::connection`]).
+    pub fn known_connection(&self) -> bool {
+        matches!(self, ChangeRef::Moved(s) if s.connection)
+    }
+
+    /// The change to apply, a state attributed to `owner`.
+    pub fn attributed(self, owner: MemberId) -> ReplicaChange<'a> {
+        match self {
+            ChangeRef::State(s) => ReplicaChange::State(s, owner),
+            ChangeRef::Moved(s) => ReplicaChange::Moved(s, owner),
+            ChangeRef::Delete(id, revision) => ReplicaChange::Delete(id, revision),
+        }
+    }
+}
+
 /// One replicated change for [`Registry::apply_many`]: a full state with the member to
 /// attribute the client to, or a deletion.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum ReplicaChange<'a> {
     /// A full state, attributed to the member.
     State(StateRef<'a>, MemberId),
+    /// A full state handed over (see [`StateMut`]), attributed to the member.
+    Moved(StateMut<'a>, MemberId),
     /// A deletion at a revision.
     Delete(&'a str, Revision),
 }
@@ -77,7 +158,41 @@ impl ReplicaChange<'_> {
     fn id(&self) -> &str {
         match self {
             ReplicaChange::State(s, _) => s.id,
+            ReplicaChange::Moved(s, _) => s.id,
             ReplicaChange::Delete(id, _) => id,
+        }
+    }
+}
+
+/// The publications of a state being applied: borrowed (copied when stored) or handed
+/// over (moved when stored).
+enum Pubs<'s> {
+    Shared(&'s [Arc<Publication>]),
+    Owned(&'s mut [Option<Publication>]),
+}
+
+impl Pubs<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Pubs::Shared(p) => p.len(),
+            Pubs::Owned(p) => p.len(),
+        }
+    }
+    /// Publication `i`.
+    #[inline]
+    fn get(&self, i: usize) -> &Publication {
+        match self {
+            Pubs::Shared(p) => &p[i],
+            Pubs::Owned(p) => p[i].as_ref().expect("a publication is taken once"),
+        }
+    }
+    /// Publication `i` to store (taken at most once).
+    #[inline]
+    fn take(&mut self, i: usize) -> Publication {
+        match self {
+            Pubs::Shared(p) => (*p[i]).clone(),
+            Pubs::Owned(p) => p[i].take().expect("a publication is taken once"),
         }
     }
 }
@@ -122,8 +237,8 @@ fn by_shard(mut keys: Vec<u64>, shards: u32) -> Vec<u64> {
 /// hold several changes each.
 const GROUPED_PER_SHARD: usize = 4;
 
-type Tombstones = std::collections::HashMap<ClientId, Tombstone, super::FastHash>;
-type ClientsRef<'g> = super::ShardClients<'g>;
+use super::Tombstones;
+type ClientsRef<'g, 'a> = super::ShardWriter<'g, 'a>;
 
 impl Registry {
     /// Applies a replicated full state if it is newer than what is held (state or
@@ -139,14 +254,16 @@ impl Registry {
         let shard = &self.shards[shard_no as usize];
         let mut changed = Vec::new();
         let outcome = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
             self.apply_locked(
-                &mut tombstones,
-                &clients,
+                tombstones,
+                &mut clients,
                 shard_no,
                 key,
-                &state,
+                state.revision,
+                Pubs::Shared(state.publications),
                 owner,
                 now,
                 &mut changed,
@@ -162,9 +279,10 @@ impl Registry {
         let shard = &self.shards[self.shard_of_key(key) as usize];
         let mut changed = Vec::new();
         let outcome = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
-            self.apply_delete_locked(&mut tombstones, &clients, key, revision, now, &mut changed)
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
+            self.apply_delete_locked(tombstones, &mut clients, key, revision, now, &mut changed)
         };
         self.notify(&changed);
         outcome
@@ -191,7 +309,8 @@ impl Registry {
             (c, h)
         }));
         if hashed.len() < GROUPED_PER_SHARD * self.shard_count as usize {
-            return self.apply_in_order(&hashed, 0..hashed.len(), now);
+            let n = hashed.len();
+            return self.apply_in_order(&mut hashed, 0..n, now);
         }
         // The order of the apply as one integer per change, shard above position:
         // sorted, the changes of one shard are consecutive and keep their order in the
@@ -203,42 +322,54 @@ impl Registry {
             .collect();
         let order = by_shard(order, self.shard_count);
         let positions = order.iter().map(|k| (k & u64::from(u32::MAX)) as usize);
-        self.apply_in_order(&hashed, positions, now)
+        self.apply_in_order(&mut hashed, positions, now)
     }
 
     /// Applies `hashed[i]` for each `i` of `order`, holding a shard's lock (and its
     /// pinned clients) across a run of changes of that shard.
     fn apply_in_order(
         &self,
-        hashed: &[(ReplicaChange<'_>, u64)],
+        hashed: &mut [(ReplicaChange<'_>, u64)],
         order: impl Iterator<Item = usize>,
         now: Millis,
     ) -> ApplyCounts {
         let mut counts = ApplyCounts::default();
         let mut changed = Vec::new();
-        // The shard held: its number, its pinned clients, its lock (dropped in that
-        // order: unpinned, then unlocked).
+        // One pin for the batch, and the shard held: its number and its lock.
+        let pin = self.pin();
         let mut held = None;
         for i in order {
-            let (ref change, hash) = hashed[i];
+            let (ref mut change, hash) = hashed[i];
             let shard_no = shard_of_hash(hash, self.shard_count);
-            let (_, clients, tombstones) = match held {
-                Some((s, _, _)) if s == shard_no => held.as_mut().expect("held"),
+            let (_, lock) = match held {
+                Some((s, _)) if s == shard_no => held.as_mut().expect("held"),
                 _ => {
                     // The previous shard's let go before this one's is taken.
                     held = None;
-                    let shard = &self.shards[shard_no as usize];
-                    let lock = shard.write.lock();
-                    held.insert((shard_no, shard.pin(), lock))
+                    held.insert((shard_no, self.shards[shard_no as usize].write()))
                 }
             };
+            let (tombstones, mut clients) = self.writer(lock, &pin);
+            let clients = &mut clients;
             let outcome = match *change {
                 ReplicaChange::State(ref state, owner) => self.apply_locked(
                     tombstones,
                     clients,
                     shard_no,
                     IdKey { id: state.id, hash },
-                    state,
+                    state.revision,
+                    Pubs::Shared(state.publications),
+                    owner,
+                    now,
+                    &mut changed,
+                ),
+                ReplicaChange::Moved(ref mut state, owner) => self.apply_locked(
+                    tombstones,
+                    clients,
+                    shard_no,
+                    IdKey { id: state.id, hash },
+                    state.revision,
+                    Pubs::Owned(state.publications),
                     owner,
                     now,
                     &mut changed,
@@ -267,47 +398,48 @@ impl Registry {
     fn apply_locked(
         &self,
         tombstones: &mut Tombstones,
-        clients: &ClientsRef<'_>,
+        clients: &mut ClientsRef<'_, '_>,
         shard_no: u32,
         key: IdKey<'_>,
-        state: &StateRef<'_>,
+        revision: Revision,
+        mut publications: Pubs<'_>,
         owner: MemberId,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
-        let old = clients.get_key(key);
+        let held = clients.get_key(key);
+        let old = held.as_deref();
         let current = old
             .map(|c| c.revision)
-            .max(tombstones.get(state.id).map(|t| t.revision))
+            .max(tombstones.get(key.id).map(|t| t.revision))
             .unwrap_or(Revision::ZERO);
-        if state.revision <= current {
+        if revision <= current {
             if let Some(o) = old
-                && o.revision == state.revision
+                && o.revision == revision
             {
                 o.renew_lease(now);
             }
             return ApplyOutcome::Stale;
         }
         if !tombstones.is_empty() {
-            tombstones.remove(state.id);
+            tombstones.remove(key.id);
         }
-        // Share identical publications with the old state to keep the index stable
-        // (mapped as the new client is built: no list gathered first).
-        let pubs = state.publications.iter().map(|p| {
-            let held = old.map(|o| o.publications());
-            match held.map(|h| (h.find(&p.service), h)) {
-                Some((Ok(i), h)) if h[i].get() == &**p => Next::Held(i),
-                Some((Ok(i), _)) => Next::Replace(i, (**p).clone()),
-                _ => Next::New((**p).clone()),
+        let body = match (old.map(|o| &o.body), publications.len()) {
+            // One publication for a held one of the same service (nearly every change), or
+            // for none: stored as sent, the held heartbeat time kept (what the general
+            // build below makes of it, without pairing the lists).
+            (Some(Body::One(h)), 1) if h.service == publications.get(0).service => {
+                Body::first(publications.take(0), h.beat.load(Relaxed))
             }
-        });
-        let body = Body::build(pubs, old.map(|c| &**c), now);
+            (None, 1) => Body::first(publications.take(0), now),
+            _ => Self::next_body(old, publications, now),
+        };
         // A held client keeps its stored id text (`build_client` shares it).
         let new = self.build_client(
-            state.id,
+            key.id,
             None,
             key.hash,
-            state.revision,
+            revision,
             shard_no,
             body,
             owner,
@@ -318,18 +450,41 @@ impl Registry {
         ApplyOutcome::Applied
     }
 
+    /// The body of the next state of `old` publishing `publications` (see
+    /// [`Body::build`]).
+    fn next_body(old: Option<&Arc<Client>>, mut publications: Pubs<'_>, now: Millis) -> Body {
+        // Share identical publications with the old state's parts to keep the index
+        // stable (mapped as the new client is built: no list gathered first); the others
+        // are copied, or moved when handed over. A held client of one publication has no
+        // part to share (its slot points at the client, which the new one replaces): a
+        // publication of its service is taken as sent, without comparing the two (an
+        // equal one would be copied from the held state, to the same effect).
+        let held = old.map(|o| o.publications());
+        let parts = old.is_some_and(|o| matches!(o.body, Body::Many(_)));
+        let pubs = (0..publications.len()).map(|k| {
+            let p = publications.get(k);
+            match held.map(|h| (h.find(&p.service), h)) {
+                Some((Ok(i), h)) if parts && h[i].get() == p => Next::Held(i),
+                Some((Ok(i), _)) => Next::Replace(i, publications.take(k)),
+                _ => Next::New(publications.take(k)),
+            }
+        });
+        Body::build(pubs, old.map(|c| &**c), now)
+    }
+
     /// [`Registry::apply_delete`] under the shard's lock.
     fn apply_delete_locked(
         &self,
         tombstones: &mut Tombstones,
-        clients: &ClientsRef<'_>,
+        clients: &mut ClientsRef<'_, '_>,
         key: IdKey<'_>,
         revision: Revision,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
     ) -> ApplyOutcome {
         let id = key.id;
-        let old = clients.get_key(key);
+        let held = clients.get_key(key);
+        let old = held.as_deref();
         let held = tombstones.get(id).map(|t| t.revision);
         let current = old.map(|c| c.revision).max(held).unwrap_or(Revision::ZERO);
         if revision <= current {
@@ -362,11 +517,12 @@ impl Registry {
         let shard = &self.shards[self.shard_of(id) as usize];
         let mut changed = Vec::new();
         let dropped = {
-            let mut tombstones = shard.write.lock();
-            let clients = shard.pin();
+            let pin = self.pin();
+            let mut lock = shard.write();
+            let (tombstones, mut clients) = self.writer(&mut lock, &pin);
             match clients.get(id.as_str()) {
                 Some(c) if c.revision == expected => {
-                    self.replace(&clients, Some(c), None, &mut changed);
+                    self.replace(&mut clients, Some(&c), None, &mut changed);
                     tombstones.insert(
                         id.clone(),
                         Tombstone {
@@ -386,10 +542,10 @@ impl Registry {
 
     /// Re-attributes client `id` to `owner`, moving it between digests.
     pub fn set_owner(&self, id: &ClientId, owner: MemberId) -> bool {
-        let shard = &self.shards[self.shard_of(id) as usize];
-        let _lock = shard.write.lock();
-        let clients = shard.pin();
-        match clients.get(id.as_str()) {
+        let shard_no = self.shard_of(id);
+        let _lock = self.shards[shard_no as usize].write();
+        let pin = self.pin();
+        match self.clients(shard_no, &pin).get(id.as_str()) {
             Some(c) if c.owner() != owner => {
                 self.digests
                     .remove(c.owner(), c.shard(), id.as_str(), c.revision);
@@ -404,7 +560,91 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::by_shard;
+    use super::{ApplyCounts, ReplicaChange, StateMut, StateRef, by_shard};
+    use crate::config::Config;
+    use crate::member::MemberId;
+    use crate::model::{InstanceSpec, Publication, Revision};
+    use crate::registry::{ApplyOutcome, Registry};
+    use std::sync::Arc;
+
+    /// A decoded state's publications are moved into the store: a new client's and a
+    /// changed one's are taken (and stored as sent), one a held part already has, or one
+    /// of a stale state, is left; the store then holds what the borrowed form of the same
+    /// states would have stored.
+    #[test]
+    fn a_handed_over_state_moves_what_it_stores() {
+        let (moved, borrowed) = (
+            Registry::new(MemberId(0), 3, 1_000, &Config::default()),
+            Registry::new(MemberId(0), 3, 1_000, &Config::default()),
+        );
+        let publication = |r: &Registry, svc: &str, port: u16| {
+            let s = r.service("public", "DEFAULT_GROUP", svc);
+            let i = InstanceSpec::new("10.0.0.1", port)
+                .to_instance(r.interner(), &s)
+                .unwrap();
+            Publication::single(s, i)
+        };
+        let id = "1700000000000_10.0.0.1_80";
+        // The revision, the services and ports, whether it applies, which are taken.
+        type Step = (u64, &'static [(&'static str, u16)], bool, &'static [bool]);
+        let steps: [Step; 6] = [
+            (5, &[("a", 80)], true, &[true]),
+            (6, &[("a", 81)], true, &[true]),
+            // A held client of one publication shares no part: both taken.
+            (7, &[("a", 81), ("b", 90)], true, &[true, true]),
+            (8, &[("a", 81), ("b", 91)], true, &[false, true]),
+            (8, &[("a", 82)], false, &[false]),
+            (9, &[("b", 91)], true, &[false]),
+        ];
+        for (revision, pubs, applied, taken) in steps {
+            let mut owned: Vec<Option<Publication>> = pubs
+                .iter()
+                .map(|&(s, port)| Some(publication(&moved, s, port)))
+                .collect();
+            let change = ReplicaChange::Moved(
+                StateMut {
+                    id,
+                    revision: Revision(revision),
+                    owner: MemberId(1),
+                    publications: &mut owned,
+                    connection: true,
+                },
+                MemberId(1),
+            );
+            let want = ApplyCounts {
+                applied: u32::from(applied),
+                stale: u32::from(!applied),
+            };
+            let now = revision * 10;
+            assert_eq!(moved.apply_many([change], now), want, "revision {revision}");
+            let left: Vec<bool> = owned.iter().map(Option::is_none).collect();
+            assert_eq!(left, taken, "revision {revision}: which were taken");
+            let shared: Vec<Arc<Publication>> = pubs
+                .iter()
+                .map(|&(s, port)| Arc::new(publication(&borrowed, s, port)))
+                .collect();
+            let state = StateRef {
+                id,
+                revision: Revision(revision),
+                owner: MemberId(1),
+                publications: &shared,
+            };
+            let outcome = borrowed.apply_state(state, MemberId(1), now);
+            assert_eq!(outcome == ApplyOutcome::Applied, applied);
+            let (m, b) = (moved.get(id).unwrap(), borrowed.get(id).unwrap());
+            assert_eq!(m.to_record(), b.to_record(), "revision {revision}");
+            if applied {
+                assert_eq!(b.to_record(), state.to_record(), "revision {revision}");
+            }
+            // A publication keeps the heartbeat time of its service's first state (a at
+            // revision 5, b at 7), in either form.
+            for (k, &(svc, _)) in pubs.iter().enumerate().filter(|_| applied) {
+                let first = if svc == "a" { 50 } else { 70 };
+                assert_eq!(m.last_beat(k), first, "revision {revision}, {svc}");
+                assert_eq!(b.last_beat(k), first, "revision {revision}, {svc}");
+            }
+        }
+    }
 
     #[test]
     fn sorting_by_shard_counts_or_compares_to_the_same_order() {

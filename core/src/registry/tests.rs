@@ -17,7 +17,7 @@ fn reg() -> Registry {
     Registry::new(MemberId(0), 3, 1_000, &cfg(16, 100))
 }
 
-fn publication(r: &Registry, svc: &str, ip: &str, port: u16) -> Publication {
+pub(super) fn publication(r: &Registry, svc: &str, ip: &str, port: u16) -> Publication {
     let s = r.service("public", "DEFAULT_GROUP", svc);
     let i = InstanceSpec::new(ip, port)
         .to_instance(r.interner(), &s)
@@ -642,8 +642,9 @@ fn a_client_of_many_services_changing_one_keeps_the_others_slots_and_beats() {
 /// with its reference counts, mimalloc's 128-byte class) holding its publication, and an
 /// ip:port id it derives from its instance is not stored (it was an 80-byte client, 96
 /// in its class, with its id inline, plus the publication's own 80-byte allocation); a
-/// shard's set holds one pointer per client; see `results/memory.md`. Pinned so that a
-/// field added by accident shows here.
+/// shard's table holds a 16-byte slot per client (its hash and its pointer, pinned in
+/// `arc-slots`) and lends a reader the pointer alone; see `results/memory.md`. Pinned so
+/// that a field added by accident shows here.
 #[test]
 fn stored_layout_is_compact() {
     use std::mem::size_of;
@@ -651,7 +652,7 @@ fn stored_layout_is_compact() {
     assert_eq!(size_of::<Published>(), 72);
     assert_eq!(size_of::<client::Body>(), 72);
     assert_eq!(size_of::<Client>(), 112);
-    assert_eq!(size_of::<Stored>(), 8);
+    assert_eq!(size_of::<ClientRef<'_>>(), 8);
     // A publication of one instance: 64 bytes, inline in its client (the 112 above).
     assert_eq!(size_of::<Name>(), 8);
     assert_eq!(size_of::<crate::model::SmallStr>(), 16);
@@ -674,8 +675,8 @@ fn stored_layout_is_compact() {
     }
 }
 
-/// A change replaces the stored client (the set swaps the whole element, the new client
-/// with it), and lookups find the new one.
+/// A change replaces the stored client (the table swaps the pointer in its slot), and
+/// lookups find the new one.
 #[test]
 fn a_change_replaces_the_stored_client() {
     let r = reg();
@@ -705,7 +706,7 @@ fn a_change_replaces_the_stored_client() {
 }
 
 /// A client's key picks the shard `hash::shard_of` names (shard counts of both kinds),
-/// and finds the stored client through its shard's set.
+/// and finds the stored client through its shard's table.
 #[test]
 fn id_keys_pick_the_shard_of_the_stable_hash() {
     for shards in [1, 7, 16, 1000, 1024] {

@@ -33,8 +33,7 @@ impl Registry {
     pub fn tombstone(&self, id: &str) -> Option<Revision> {
         let shard = &self.shards[shard_of(id, self.shard_count) as usize];
         shard
-            .write
-            .lock()
+            .write()
             .get(id)
             .filter(|t| !t.dropped)
             .map(|t| t.revision)
@@ -44,7 +43,7 @@ impl Registry {
     /// client at that revision, so the drop was wrong); whether one was removed.
     pub fn clear_drop_marker(&self, id: &str, revision: Revision) -> bool {
         let shard = &self.shards[shard_of(id, self.shard_count) as usize];
-        let mut t = shard.write.lock();
+        let mut t = shard.write();
         if t.get(id)
             .is_some_and(|t| t.dropped && t.revision == revision)
         {
@@ -63,7 +62,7 @@ impl Registry {
     pub fn collect_tombstones(&self, now: Millis) -> usize {
         let mut n = 0;
         for s in self.shards.iter() {
-            let mut t = s.write.lock();
+            let mut t = s.write();
             let before = t.len();
             t.retain(|_, t| t.expires_at > now);
             n += before - t.len();
@@ -77,6 +76,6 @@ impl Registry {
 
     /// Tombstones the shards' tables have room for without growing.
     pub fn tombstone_capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.write.lock().capacity()).sum()
+        self.shards.iter().map(|s| s.write().capacity()).sum()
     }
 }

@@ -16,9 +16,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use distro_server::proto::codec::Raw;
 use distro_server::proto::distro as pb;
-use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
-use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint};
+use prost::bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{WireType, encode_key, encode_varint};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
@@ -26,35 +27,6 @@ use super::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
 use crate::population::{MARKER_BASE, Population};
 
 const CLUSTER: &str = "DEFAULT";
-
-/// Bytes already encoded as a protobuf message body. Decoding one checks the message's
-/// framing (each field's tag, wire type and length) and keeps nothing.
-#[derive(Clone, Debug, Default)]
-struct Raw(Bytes);
-
-impl prost::Message for Raw {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0 = Bytes::new();
-    }
-}
 
 fn put_ld(tag: u32, body: &[u8], buf: &mut impl BufMut) {
     encode_key(tag, WireType::LengthDelimited, buf);

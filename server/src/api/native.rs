@@ -17,11 +17,12 @@ use crate::answers::{AnswerCache, Encoding, Form};
 use crate::api::query_answer::QueryResponse;
 use crate::auth::{Action, Auth, AuthError};
 use crate::clock::Clock;
-use crate::cluster::forward::{Forwarder, Item, ItemResult};
+use crate::cluster::forward::{Forwarder, Item, ItemResult, Kind};
 use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
+use crate::proto::writes::{self, Received};
 use distro_core::registry::{ChangeListener, QueryFilter};
 use distro_core::{Node, Service};
 use parking_lot::Mutex;
@@ -30,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Instant;
 use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
@@ -55,10 +56,17 @@ type WatcherList = Vec<(u64, Arc<Watcher>)>;
 pub struct WatchHub {
     watchers: Mutex<HashMap<String, WatcherList>>,
     next_id: AtomicU64,
+    /// Open watch streams: the listener's first question, one load instead of the lock
+    /// while nobody watches (counted before a stream sends its first state, so a change
+    /// after that read is seen).
+    streams: AtomicUsize,
 }
 
 impl ChangeListener for WatchHub {
     fn service_changed(&self, service: &Service) {
+        if self.streams.load(SeqCst) == 0 {
+            return;
+        }
         let w = self.watchers.lock();
         if let Some(list) = w.get(service.key().as_str()) {
             for (_, watcher) in list {
@@ -76,11 +84,13 @@ impl WatchHub {
         for k in keys {
             w.entry(k.clone()).or_default().push((id, watcher.clone()));
         }
+        self.streams.fetch_add(1, SeqCst);
         id
     }
 
     fn remove(&self, keys: &[String], id: u64) {
         let mut w = self.watchers.lock();
+        self.streams.fetch_sub(1, SeqCst);
         for k in keys {
             if let Some(list) = w.get_mut(k) {
                 list.retain(|(i, _)| *i != id);
@@ -149,7 +159,7 @@ impl RegistryService {
     fn authorize<'a, T>(
         &self,
         req: &Request<T>,
-        services: impl IntoIterator<Item = Option<&'a pb::ServiceRef>>,
+        services: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
         action: Action,
     ) -> Result<(), Status> {
         let Some((auth, clock)) = &self.auth else {
@@ -161,12 +171,10 @@ impl RegistryService {
             .and_then(|v| v.to_str().ok());
         let now = clock();
         let mut checked = false;
-        for s in services {
+        for (namespace, group, name) in services {
             checked = true;
-            let r = s.map_or(["", "", ""], |s| {
-                [s.namespace.as_str(), s.group.as_str(), s.name.as_str()]
-            });
-            auth.authorize(token, r, action, now).map_err(refusal)?;
+            auth.authorize(token, [namespace, group, name], action, now)
+                .map_err(refusal)?;
         }
         if !checked {
             auth.authorize(token, ["", "", "*"], action, now)
@@ -175,11 +183,12 @@ impl RegistryService {
         Ok(())
     }
 
-    /// Applies `items` (an `Err` is an item that could not be read, answered as it is).
+    /// Applies the received `items` of `kind`.
     async fn write(
         &self,
         op: &'static str,
-        items: Vec<Result<Item, ItemResult>>,
+        kind: Kind,
+        items: Vec<Received>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         if items.len() > MAX_ITEMS_PER_REQUEST {
             self.metrics
@@ -191,25 +200,13 @@ impl RegistryService {
         }
         self.gate.hold().await;
         let start = Instant::now();
-        let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
-        let mut readable = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Ok(item) => {
-                    readable.push(item);
-                    results.push(None);
-                }
-                Err(refused) => results.push(Some(refused)),
-            }
-        }
-        let mut applied = self.forwarder.apply(readable).await.into_iter();
-        let results: Vec<pb::ItemResult> = results
+        let items = items.into_iter().map(|r| Item::Received(kind, r)).collect();
+        let results: Vec<pb::ItemResult> = self
+            .forwarder
+            .apply(items)
+            .await
             .into_iter()
-            .map(|r| {
-                r.or_else(|| applied.next())
-                    .unwrap_or_else(|| ItemResult::invalid("internal: no result"))
-                    .into_proto()
-            })
+            .map(ItemResult::into_proto)
             .collect();
         let elapsed = start.elapsed();
         // One observation per item, with the batch's latency: counted per outcome first
@@ -278,6 +275,11 @@ fn view_of(node: &Node, s: &Service, filter: QueryFilter<'_>) -> (Vec<pb::Instan
     }
 }
 
+/// The parts of a service reference (empty when absent).
+fn service_parts(s: Option<&pb::ServiceRef>) -> (&str, &str, &str) {
+    s.map_or(("", "", ""), |s| (&s.namespace, &s.group, &s.name))
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
 /// A token refusal is `UNAUTHENTICATED`, a permission refusal `PERMISSION_DENIED`.
@@ -327,66 +329,43 @@ fn refusal(e: AuthError) -> Status {
 impl pb::registry_server::Registry for RegistryService {
     async fn register(
         &self,
-        request: Request<pb::RegisterRequest>,
+        request: Request<writes::RegisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = &request.get_ref().registrations;
-        self.authorize(
-            &request,
-            r.iter().map(|r| r.service.as_ref()),
-            Action::Write,
-        )?;
-        let items = request
-            .into_inner()
-            .registrations
-            .into_iter()
-            .map(Item::registration_from_proto)
-            .collect();
-        self.write("register", items).await
+        self.authorize(&request, r.iter().map(Received::service), Action::Write)?;
+        let items = request.into_inner().registrations;
+        self.write("register", Kind::Register, items).await
     }
 
     async fn deregister(
         &self,
-        request: Request<pb::DeregisterRequest>,
+        request: Request<writes::DeregisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = &request.get_ref().registrations;
-        self.authorize(
-            &request,
-            r.iter().map(|r| r.service.as_ref()),
-            Action::Write,
-        )?;
-        let items = request
-            .into_inner()
-            .registrations
-            .into_iter()
-            .map(Item::deregistration_from_proto)
-            .collect();
-        self.write("deregister", items).await
+        self.authorize(&request, r.iter().map(Received::service), Action::Write)?;
+        let items = request.into_inner().registrations;
+        self.write("deregister", Kind::Deregister, items).await
     }
 
     async fn heartbeat(
         &self,
-        request: Request<pb::HeartbeatRequest>,
+        request: Request<writes::HeartbeatRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let b = &request.get_ref().beats;
-        self.authorize(
-            &request,
-            b.iter().map(|b| b.service.as_ref()),
-            Action::Write,
-        )?;
-        let items = request
-            .into_inner()
-            .beats
-            .into_iter()
-            .map(|b| Ok(Item::beat_from_proto(b)))
-            .collect();
-        self.write("beat", items).await
+        self.authorize(&request, b.iter().map(Received::service), Action::Write)?;
+        let items = request.into_inner().beats;
+        self.write("beat", Kind::Beat, items).await
     }
 
     async fn query(
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
-        self.authorize(&request, [request.get_ref().service.as_ref()], Action::Read)?;
+        self.authorize(
+            &request,
+            [service_parts(request.get_ref().service.as_ref())],
+            Action::Read,
+        )?;
         self.gate.hold().await;
         let start = Instant::now();
         let q = request.into_inner();
@@ -427,7 +406,11 @@ impl pb::registry_server::Registry for RegistryService {
             )));
         }
         // With auth on, the user must be allowed to read every service of the batch.
-        let services = request.get_ref().queries.iter().map(|q| q.service.as_ref());
+        let services = request
+            .get_ref()
+            .queries
+            .iter()
+            .map(|q| service_parts(q.service.as_ref()));
         self.authorize(&request, services, Action::Read)?;
         let queries = request.into_inner().queries;
         let node = self.forwarder.node();
@@ -465,7 +448,11 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let s = &request.get_ref().services;
-        self.authorize(&request, s.iter().map(Some), Action::Read)?;
+        self.authorize(
+            &request,
+            s.iter().map(|s| service_parts(Some(s))),
+            Action::Read,
+        )?;
         let req = request.into_inner();
         if req.services.is_empty() || req.services.len() > MAX_WATCHED_SERVICES {
             return Err(Status::invalid_argument(format!(
@@ -523,5 +510,41 @@ impl pb::registry_server::Registry for RegistryService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distro_core::name::Interner;
+
+    /// The hub marks a watched service dirty while a stream watches it, and skips its
+    /// lookup once the last stream is gone (a change of it then marks nothing).
+    #[test]
+    fn the_hub_reaches_watchers_while_streams_are_open() {
+        let interner = Interner::new();
+        let svc = Service::new(&interner, "public", "DEFAULT_GROUP", "a");
+        let other = Service::new(&interner, "public", "DEFAULT_GROUP", "b");
+        let hub = WatchHub::default();
+        hub.service_changed(&svc);
+        let keys = vec![svc.key().to_string()];
+        let watcher = Arc::new(Watcher {
+            dirty: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+        });
+        let id = hub.add(&keys, &watcher);
+        hub.service_changed(&other);
+        assert!(watcher.dirty.lock().is_empty(), "not watched");
+        hub.service_changed(&svc);
+        assert_eq!(
+            watcher.dirty.lock().drain().collect::<Vec<_>>(),
+            keys,
+            "a change of a watched service"
+        );
+        hub.remove(&keys, id);
+        assert!(hub.is_empty());
+        assert_eq!(hub.streams.load(SeqCst), 0);
+        hub.service_changed(&svc);
+        assert!(watcher.dirty.lock().is_empty(), "no stream left");
     }
 }

@@ -276,7 +276,7 @@ impl Driver {
                 .map_err(|e| e.to_string())?;
             applying.spawn_blocking(move || {
                 let _permit = permit;
-                let records = chunk.decode_chunk(&node).map_err(|e| e.to_string())?;
+                let mut records = chunk.decode_chunk(&node).map_err(|e| e.to_string())?;
                 node.load_states(from, records.states().map_err(|e| e.to_string())?, now);
                 Ok::<_, String>(())
             });

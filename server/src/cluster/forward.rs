@@ -12,7 +12,8 @@ use crate::cluster::peer_client::PeerClients;
 use crate::cluster::wire;
 use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
-use distro_core::model::ClientId;
+use crate::proto::writes::{self, Received};
+use distro_core::model::{ClientId, DEFAULT_CLUSTER};
 use distro_core::{BeatResult, InstanceSpec, MemberId, Node, Route, ServiceSpec, WriteError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,20 +52,36 @@ pub enum Item {
     Deregister(ServiceSpec, Target),
     /// Heartbeat.
     Beat(ServiceSpec, Target),
+    /// A write of `Kind` received as protobuf, kept as its bytes: applied here in core
+    /// types ([`Item::owned`]), forwarded as it came.
+    Received(Kind, Received),
 }
 
 impl Item {
     fn address(&self) -> Result<(&str, u16), ItemResult> {
         let (ip, port) = match self {
-            Item::Register(_, i) => (&i.ip, i.port),
+            Item::Register(_, i) => (i.ip.as_str(), i.port),
+            Item::Received(kind, r) => {
+                let (ip, port) = r
+                    .address()
+                    .ok_or_else(|| ItemResult::invalid("instance: is required"))?;
+                if *kind != Kind::Register {
+                    // As a deregistration's or a beat's below.
+                    distro_core::model::validate_ip(ip)
+                        .map_err(|e| ItemResult::invalid(&e.to_string()))?;
+                }
+                (ip, i64::from(port))
+            }
             Item::Deregister(_, t) | Item::Beat(_, t) => {
-                // A registration's conversion checks its address; a deregistration's or a
-                // beat's is checked here, so an address the core refuses is never routed
+                // A registration's address is checked by its owner's core, which refuses
+                // it whichever node that is (nothing unchecked is stored); a
+                // deregistration's or a beat's is checked here, so an address the core
+                // refuses is never routed
                 // (the key routed on, `ip:port`, and the core's `ClientId::routing_key`, up
                 // to the first '#', agree for every address it accepts).
                 distro_core::model::validate_ip(&t.ip)
                     .map_err(|e| ItemResult::invalid(&e.to_string()))?;
-                (&t.ip, i64::from(t.port))
+                (t.ip.as_str(), i64::from(t.port))
             }
         };
         if ip.is_empty() {
@@ -81,67 +98,82 @@ impl Item {
             Item::Register(..) => Kind::Register,
             Item::Deregister(..) => Kind::Deregister,
             Item::Beat(..) => Kind::Beat,
+            Item::Received(kind, _) => *kind,
         }
     }
 
-    /// A registration received as protobuf (native API, forwarded writes).
-    pub fn registration_from_proto(r: pb::Registration) -> Result<Item, ItemResult> {
-        let instance = r
-            .instance
-            .ok_or_else(|| ItemResult::invalid("instance: is required"))?;
-        Ok(Item::Register(
-            wire::service_spec_owned(r.service),
-            wire::instance_spec_owned(instance),
-        ))
-    }
-
-    /// A deregistration received as protobuf (only the instance's address counts).
-    pub fn deregistration_from_proto(r: pb::Registration) -> Result<Item, ItemResult> {
-        let i = r
-            .instance
-            .ok_or_else(|| ItemResult::invalid("instance: is required"))?;
-        Ok(Item::Deregister(
-            wire::service_spec_owned(r.service),
-            Target {
-                ip: i.ip,
-                port: i.port,
-                cluster: i.cluster,
-            },
-        ))
-    }
-
-    /// A heartbeat received as protobuf.
-    pub fn beat_from_proto(b: pb::Beat) -> Item {
-        Item::Beat(
-            wire::service_spec_owned(b.service),
-            Target {
-                ip: b.ip,
-                port: b.port,
-                cluster: b.cluster,
-            },
-        )
+    /// A received item in core types (`None`: a registration or deregistration without
+    /// its instance, refused by [`Item::address`] before it gets here).
+    fn owned(kind: Kind, r: &Received) -> Option<Item> {
+        let (ns, group, name) = r.service();
+        let service = ServiceSpec::new(ns, group, name);
+        let i = r.instance()?;
+        Some(match kind {
+            Kind::Register => Item::Register(
+                service,
+                InstanceSpec {
+                    ip: i.ip.to_owned(),
+                    port: i64::from(i.port),
+                    weight: i.weight,
+                    healthy: i.healthy,
+                    enabled: i.enabled,
+                    // Empty means `DEFAULT` (see `InstanceSpec::cluster`): no copy of it.
+                    cluster: if i.cluster == DEFAULT_CLUSTER {
+                        String::new()
+                    } else {
+                        i.cluster.to_owned()
+                    },
+                    metadata: i.metadata(),
+                    instance_id: (!i.instance_id.is_empty()).then(|| i.instance_id.to_owned()),
+                },
+            ),
+            Kind::Deregister | Kind::Beat => {
+                let target = Target {
+                    ip: i.ip.to_owned(),
+                    port: i.port,
+                    cluster: i.cluster.to_owned(),
+                };
+                if matches!(kind, Kind::Beat) {
+                    Item::Beat(service, target)
+                } else {
+                    Item::Deregister(service, target)
+                }
+            }
+        })
     }
 
     /// The operation name for metrics.
     pub fn op(&self) -> &'static str {
-        match self {
-            Item::Register(..) => "register",
-            Item::Deregister(..) => "deregister",
-            Item::Beat(..) => "beat",
+        match self.kind() {
+            Kind::Register => "register",
+            Kind::Deregister => "deregister",
+            Kind::Beat => "beat",
         }
     }
 }
 
-/// Which list of a `Peer.Forward` exchange an item travels in.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
+/// Which list of a `Peer.Forward` exchange an item travels in (and what a received
+/// item is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A registration.
     Register = 0,
+    /// A deregistration.
     Deregister = 1,
+    /// A heartbeat.
     Beat = 2,
 }
 
-/// The items forwarded to one owner: their positions in the batch and kinds, and the items.
-type Outgoing = (Vec<(usize, Kind)>, Vec<Item>);
+impl Kind {
+    /// The field of its list in `ForwardRequest`.
+    fn forward_tag(self) -> u32 {
+        self as u32 + 2
+    }
+}
+
+/// The items forwarded to one owner: their positions in the batch and kinds, and the
+/// items encoded as its `ForwardRequest` (without `from`).
+type Outgoing = (Vec<(usize, Kind)>, Vec<u8>);
 
 /// The answer to one item: a code of [`code`] and, unless it is `OK`, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,24 +224,14 @@ impl ItemResult {
     }
 }
 
-/// The `Peer.Forward` request of `items` (their addresses checked, so ports fit), their
-/// strings moved into it.
-fn forward_request(items: Vec<Item>) -> pb::ForwardRequest {
-    // Each list sized once (a Registration is ~200 bytes: grown one push at a time, a
-    // batch of hundreds is copied over and over).
-    let mut counts = [0usize; 3];
-    for item in &items {
-        counts[item.kind() as usize] += 1;
-    }
-    let mut req = pb::ForwardRequest {
-        registrations: Vec::with_capacity(counts[Kind::Register as usize]),
-        deregistrations: Vec::with_capacity(counts[Kind::Deregister as usize]),
-        beats: Vec::with_capacity(counts[Kind::Beat as usize]),
-        ..Default::default()
-    };
-    for item in items {
-        match item {
-            Item::Register(s, i) => req.registrations.push(pb::Registration {
+/// Appends `item` (its address checked, so its port fits) to a `Peer.Forward` request: a
+/// received item as the bytes it came in, any other encoded from its core types.
+fn put_forward(item: Item, buf: &mut Vec<u8>) {
+    let tag = item.kind().forward_tag();
+    match item {
+        Item::Received(_, r) => writes::put_delimited(tag, r.as_bytes(), buf),
+        Item::Register(s, i) => {
+            let r = pb::Registration {
                 service: Some(wire::service_spec_into_proto(s)),
                 instance: Some(pb::Instance {
                     port: u32::try_from(i.port).unwrap_or_default(),
@@ -221,8 +243,11 @@ fn forward_request(items: Vec<Item>) -> pb::ForwardRequest {
                     ip: i.ip,
                     cluster: i.cluster,
                 }),
-            }),
-            Item::Deregister(s, t) => req.deregistrations.push(pb::Registration {
+            };
+            prost::encoding::message::encode(tag, &r, buf);
+        }
+        Item::Deregister(s, t) => {
+            let r = pb::Registration {
                 service: Some(wire::service_spec_into_proto(s)),
                 instance: Some(pb::Instance {
                     ip: t.ip,
@@ -230,16 +255,30 @@ fn forward_request(items: Vec<Item>) -> pb::ForwardRequest {
                     cluster: t.cluster,
                     ..Default::default()
                 }),
-            }),
-            Item::Beat(s, t) => req.beats.push(pb::Beat {
+            };
+            prost::encoding::message::encode(tag, &r, buf);
+        }
+        Item::Beat(s, t) => {
+            let b = pb::Beat {
                 service: Some(wire::service_spec_into_proto(s)),
                 ip: t.ip,
                 port: t.port,
                 cluster: t.cluster,
-            }),
+            };
+            prost::encoding::message::encode(tag, &b, buf);
         }
     }
-    req
+}
+
+impl Item {
+    /// About the bytes the item takes in a `Peer.Forward` request (exact for a received
+    /// one), to size the request once.
+    fn forward_size(&self) -> usize {
+        match self {
+            Item::Received(_, r) => r.as_bytes().len() + 4,
+            _ => 128,
+        }
+    }
 }
 
 /// Applies and forwards ip:port writes.
@@ -297,26 +336,29 @@ impl Forwarder {
                 }
             }
         }
-        // Per owner: the items' positions and kinds, and the items themselves, each list
-        // sized once (counted first: no regrowth of ~200-byte items, no overestimate).
-        let mut counts: BTreeMap<MemberId, usize> = BTreeMap::new();
-        for owner in owners.iter().flatten() {
-            *counts.entry(*owner).or_default() += 1;
-        }
-        let mut remote: BTreeMap<MemberId, Outgoing> = counts
-            .into_iter()
-            .map(|(owner, n)| (owner, (Vec::with_capacity(n), Vec::with_capacity(n))))
-            .collect();
-        for ((i, item), owner) in items.into_iter().enumerate().zip(owners) {
-            if let Some((idx, batch)) = owner.and_then(|o| remote.get_mut(&o)) {
-                idx.push((i, item.kind()));
-                batch.push(item);
+        // Per owner: the items' positions and kinds, and their request, each sized once
+        // (counted first: no regrowth).
+        let mut sizes: BTreeMap<MemberId, (usize, usize)> = BTreeMap::new();
+        for (item, owner) in items.iter().zip(&owners) {
+            if let Some(owner) = owner {
+                let (n, bytes) = sizes.entry(*owner).or_default();
+                *n += 1;
+                *bytes += item.forward_size();
             }
         }
-        let calls = remote.into_iter().map(|(owner, (idx, batch))| {
-            // Only here, on the way to another node, does a write become protobuf.
-            let req = forward_request(batch);
-            async move { (owner, idx, self.peers.forward(owner, req).await) }
+        let mut remote: BTreeMap<MemberId, Outgoing> = sizes
+            .into_iter()
+            .map(|(owner, (n, bytes))| (owner, (Vec::with_capacity(n), Vec::with_capacity(bytes))))
+            .collect();
+        for ((i, item), owner) in items.into_iter().enumerate().zip(owners) {
+            if let Some((idx, req)) = owner.and_then(|o| remote.get_mut(&o)) {
+                idx.push((i, item.kind()));
+                // Only here, on the way to another node, does a write become protobuf.
+                put_forward(item, req);
+            }
+        }
+        let calls = remote.into_iter().map(|(owner, (idx, req))| async move {
+            (owner, idx, self.peers.forward(owner, req).await)
         });
         for (owner, idx, res) in futures::future::join_all(calls).await {
             match res {
@@ -359,14 +401,10 @@ impl Forwarder {
     }
 
     /// Applies a forwarded batch: every item must be owned here (never forwarded again).
-    pub fn apply_forwarded(&self, req: pb::ForwardRequest) -> pb::ForwardResponse {
+    pub fn apply_forwarded(&self, req: writes::ForwardRequest) -> pb::ForwardResponse {
         // One load of the routing table for the batch.
         let routes = self.node.routes();
-        let one = |item: Result<Item, ItemResult>| -> pb::ItemResult {
-            let item = match item {
-                Ok(item) => item,
-                Err(e) => return e.into_proto(),
-            };
+        let one = |item: Item| -> pb::ItemResult {
             let result = match item.address() {
                 Err(e) => e,
                 Ok((ip, port)) => {
@@ -389,27 +427,32 @@ impl Forwarder {
             };
             result.into_proto()
         };
+        let list = |kind: Kind, items: Vec<Received>| -> Vec<pb::ItemResult> {
+            items
+                .into_iter()
+                .map(|r| one(Item::Received(kind, r)))
+                .collect()
+        };
         pb::ForwardResponse {
-            registrations: req
-                .registrations
-                .into_iter()
-                .map(|r| one(Item::registration_from_proto(r)))
-                .collect(),
-            deregistrations: req
-                .deregistrations
-                .into_iter()
-                .map(|r| one(Item::deregistration_from_proto(r)))
-                .collect(),
-            beats: req
-                .beats
-                .into_iter()
-                .map(|b| one(Ok(Item::beat_from_proto(b))))
-                .collect(),
+            registrations: list(Kind::Register, req.registrations),
+            deregistrations: list(Kind::Deregister, req.deregistrations),
+            beats: list(Kind::Beat, req.beats),
         }
     }
 
     /// Applies an item this node owns (`client` is `ip:port`'s client).
     fn apply_owned(&self, item: &Item, client: &ClientId, ip: &str, port: u16) -> ItemResult {
+        let owned;
+        let item = match item {
+            Item::Received(kind, r) => match Item::owned(*kind, r) {
+                Some(i) => {
+                    owned = i;
+                    &owned
+                }
+                None => return ItemResult::invalid("instance: is required"),
+            },
+            item => item,
+        };
         let now = (self.clock)();
         let write = |r: Result<distro_core::WriteResult, WriteError>| match r {
             Ok(_) => ItemResult::ok(),
@@ -435,6 +478,7 @@ impl Forwarder {
                 },
                 Err(e) => ItemResult::invalid(&e.to_string()),
             },
+            Item::Received(..) => ItemResult::invalid("internal: a received item left as such"),
         }
     }
 }

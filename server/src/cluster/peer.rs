@@ -174,7 +174,7 @@ impl pb::peer_server::Peer for PeerService {
             .map_err(|_| Status::unavailable("the node is shutting down"))?;
         let response = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let batch = msg.decode_batch(&node)?;
+            let mut batch = msg.decode_batch(&node)?;
             answer(node.handle_sync(from, batch.changes(), clock()))
         })
         .await
@@ -302,7 +302,7 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn forward(
         &self,
-        request: Request<pb::ForwardRequest>,
+        request: Request<crate::proto::writes::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         self.admit(&request.get_ref().from)?;
         Ok(Response::new(

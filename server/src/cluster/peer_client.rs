@@ -8,6 +8,7 @@ use crate::cluster::sync_codec::SyncRequest;
 use crate::cluster::wire;
 use crate::fault::PeerGate;
 use crate::metrics::Metrics;
+use crate::proto::codec::{Codec, Raw};
 use crate::proto::distro as pb;
 use crate::proto::distro::peer_client::PeerClient;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
@@ -15,6 +16,7 @@ use distro_core::{MemberId, Node};
 use prost::Message as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -48,7 +50,7 @@ struct Connector {
 
 impl Connector {
     /// A lazily connecting client of the member at `addr` (its main port).
-    fn connect(&self, addr: &str) -> anyhow::Result<PeerClient<Channel>> {
+    fn connect(&self, addr: &str) -> anyhow::Result<Channel> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let uri = format!("{scheme}://{}", (self.cluster_addr)(addr));
         let mut endpoint = Endpoint::from_shared(uri.clone())
@@ -65,17 +67,22 @@ impl Connector {
             .keep_alive_timeout(Duration::from_secs(10))
             .local_address(self.local)
             .connect_lazy();
-        Ok(PeerClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+        Ok(channel)
     }
+}
+
+/// The generated client on `channel`, with the peer protocol's message limits.
+fn peer_client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
 }
 
 /// Clients of every peer's `distro.v1.Peer` service: one per member id, made when the
 /// member is first addressed (members that join later included).
 pub struct PeerClients {
     node: Arc<Node>,
-    clients: Box<[OnceLock<PeerClient<Channel>>]>,
+    clients: Box<[OnceLock<Channel>]>,
     connector: Connector,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     timeout: Duration,
@@ -105,7 +112,7 @@ impl PeerClients {
             tls: tls.map(|t| t.client_config()),
             timeout,
         };
-        let clients: Box<[OnceLock<PeerClient<Channel>>]> = (0..node.members().capacity())
+        let clients: Box<[OnceLock<Channel>]> = (0..node.members().capacity())
             .map(|_| OnceLock::new())
             .collect();
         // The members given at start are checked now (a bad address fails the start).
@@ -133,6 +140,10 @@ impl PeerClients {
     }
 
     fn client(&self, to: MemberId) -> Result<PeerClient<Channel>, tonic::Status> {
+        self.channel(to).map(peer_client)
+    }
+
+    fn channel(&self, to: MemberId) -> Result<Channel, tonic::Status> {
         if !self.gate.is_open() {
             return Err(tonic::Status::unavailable(
                 "peer traffic of this node is cut",
@@ -272,16 +283,30 @@ impl PeerClients {
         Ok(out)
     }
 
-    /// Forwards client writes to their owner `to`.
+    /// Forwards client writes to their owner `to`: `req` is the `ForwardRequest` without
+    /// its `from`, which is added here; it is sent as it is (the generated client would
+    /// take the generated struct).
     pub async fn forward(
         &self,
         to: MemberId,
-        mut req: pb::ForwardRequest,
+        mut req: Vec<u8>,
     ) -> Result<pb::ForwardResponse, tonic::Status> {
-        let mut c = self.client(to)?;
-        req.from = self.me.clone();
-        let len = req.encoded_len();
-        let r = c.forward(self.request(req, self.timeout)).await;
+        let mut grpc = tonic::client::Grpc::new(self.channel(to)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        // Fields may come in any order: `from` goes last, after the items.
+        crate::proto::writes::put_delimited(1, self.me.as_bytes(), &mut req);
+        let len = req.len();
+        let r = async {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+            let codec = Codec::<Raw, pb::ForwardResponse>::default();
+            let path = PathAndQuery::from_static("/distro.v1.Peer/Forward");
+            grpc.unary(self.request(Raw(req.into()), self.timeout), path, codec)
+                .await
+        }
+        .await;
         self.metrics.peer_request("forward", len, r.is_ok());
         Ok(r?.into_inner())
     }

@@ -267,14 +267,14 @@ impl SyncRequest {
             compact::decode_into(node, c, &mut out)?;
         }
         for c in &self.changes {
-            out.push(&decode_change(node, c)?);
+            out.push(decode_change(node, c)?);
         }
         Ok(out)
     }
 
     /// The changes as the core's owned changes (tests and tools).
     pub fn decode_changes(&self, node: &Node) -> Result<Vec<ClientChange>, WireError> {
-        Ok(self.decode_batch(node)?.to_changes())
+        Ok(self.decode_batch(node)?.into_changes())
     }
 
     /// A request carrying already-encoded changes (tests, tools).
@@ -434,15 +434,14 @@ impl SnapshotChunk {
             compact::decode_into(node, c, &mut out)?;
         }
         for r in &self.records {
-            out.push(&ClientChange::Upsert(decode_record(node, r)?));
+            out.push(ClientChange::Upsert(decode_record(node, r)?));
         }
         Ok(out)
     }
 
     /// The records as the core's owned records (tests and tools).
     pub fn decode_records(&self, node: &Node) -> Result<Vec<ClientRecord>, WireError> {
-        let d = self.decode_chunk(node)?;
-        Ok(d.states()?.map(|s| s.to_record()).collect())
+        self.decode_chunk(node)?.into_records()
     }
 
     /// Number of records (as the compact form says; a decode checks it).

@@ -68,15 +68,6 @@ pub fn service_spec(s: Option<&pb::ServiceRef>) -> ServiceSpec {
     })
 }
 
-/// The spec of a proto service reference, taking its strings.
-pub fn service_spec_owned(s: Option<pb::ServiceRef>) -> ServiceSpec {
-    s.map_or_else(ServiceSpec::default, |s| ServiceSpec {
-        namespace: s.namespace,
-        group: s.group,
-        name: s.name,
-    })
-}
-
 /// The proto reference of a service spec (as given, unresolved).
 pub fn service_spec_to_proto(s: &ServiceSpec) -> pb::ServiceRef {
     pb::ServiceRef {

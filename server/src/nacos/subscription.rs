@@ -13,6 +13,7 @@ use crate::nacos::connection::Connection;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// One subscription.
 #[derive(Clone)]
@@ -50,6 +51,11 @@ pub(crate) struct Round {
 #[derive(Default)]
 pub(crate) struct SubscriberIndex {
     services: papaya::HashMap<Arc<str>, Entry>,
+    /// Subscriptions held (of every service): the change listener's first question, one
+    /// load instead of a lookup while nobody subscribes (a node serving only the native
+    /// API or Open API). Counted under the service's entry lock, with the same ordering
+    /// as the map's own insert (a locked read-modify-write) and load.
+    subscriptions: AtomicUsize,
 }
 
 /// The next `lastRefTime`: the wall clock, or one more than the last one if that is not
@@ -92,7 +98,10 @@ impl SubscriberIndex {
                 clusters: clusters.into(),
             };
             return match e.by_conn.insert(conn.serial, new) {
-                None => true,
+                None => {
+                    self.subscriptions.fetch_add(1, SeqCst);
+                    true
+                }
                 Some(old) => &*old.clusters != clusters,
             };
         }
@@ -106,6 +115,9 @@ impl SubscriberIndex {
         };
         let mut e = entry.lock();
         let removed = e.by_conn.remove(&serial).is_some();
+        if removed {
+            self.subscriptions.fetch_sub(1, SeqCst);
+        }
         if e.by_conn.is_empty() && !e.gone {
             // Out of the index while locked, so no subscriber can join it meanwhile.
             e.gone = true;
@@ -115,8 +127,11 @@ impl SubscriberIndex {
     }
 
     /// The shared key of `key` if the service has subscribers (the change listener's
-    /// question; allocation-free).
+    /// question; allocation-free, and one load while nobody subscribes to anything).
     pub(crate) fn subscribed_key(&self, key: &str) -> Option<Arc<str>> {
+        if self.subscriptions.load(SeqCst) == 0 {
+            return None;
+        }
         self.services
             .pin()
             .get_key_value(key)
@@ -223,5 +238,32 @@ mod tests {
         assert!(idx.unsubscribe(&key, b.serial));
         assert!(idx.subscribed_key(&key).is_none());
         assert_eq!(idx.service_count(), 0);
+    }
+
+    /// The count that lets the listener skip its lookup follows the subscriptions: a
+    /// filter change is no new subscription, the last one leaving brings it to zero, and a
+    /// subscriber of another service is found while the first is still held.
+    #[tokio::test]
+    async fn the_subscription_count_follows_subscribes_and_unsubscribes() {
+        let table = ConnectionTable::new();
+        let a = table
+            .get_or_create(SocketAddr::from(([127, 0, 0, 1], 1)), 1, 10)
+            .unwrap();
+        let idx = SubscriberIndex::default();
+        let (k1, k2): (Arc<str>, Arc<str>) =
+            ("public\x1fG\x1fs1".into(), "public\x1fG\x1fs2".into());
+        assert!(idx.subscribed_key(&k1).is_none());
+        assert!(idx.subscribe(&k1, ("public", "G", "s1"), &a, ""));
+        assert!(idx.subscribe(&k1, ("public", "G", "s1"), &a, "c1"));
+        assert!(idx.subscribe(&k2, ("public", "G", "s2"), &a, ""));
+        assert_eq!(idx.subscriptions.load(SeqCst), 2);
+        assert!(idx.unsubscribe(&k1, a.serial));
+        assert!(idx.subscribed_key(&k1).is_none());
+        assert_eq!(idx.subscribed_key(&k2).as_deref(), Some(&*k2));
+        assert!(idx.unsubscribe(&k2, a.serial));
+        assert!(!idx.unsubscribe(&k2, a.serial));
+        assert_eq!(idx.subscriptions.load(SeqCst), 0);
+        assert!(idx.subscribe(&k2, ("public", "G", "s2"), &a, ""));
+        assert_eq!(idx.subscribed_key(&k2).as_deref(), Some(&*k2));
     }
 }

@@ -15,6 +15,36 @@ use std::marker::PhantomData;
 use tonic::Status;
 use tonic::codec::{DecodeBuf, Decoder};
 
+/// Bytes already encoded as a protobuf message body (a request built by hand). Decoding
+/// one checks the message's framing (each field's tag, wire type and length) and keeps
+/// nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Raw(pub Bytes);
+
+impl Message for Raw {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
 /// `application/grpc+proto` with prost messages (the path `build.rs` gives the generated
 /// code).
 #[derive(Debug, Clone)]

@@ -403,7 +403,7 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
         Err(e) => clear(&e),
     }
     match compact::decode(replica, b) {
-        Ok(decoded) => {
+        Ok(mut decoded) => {
             accepted = true;
             let _ = replica.handle_sync(from, decoded.changes(), 1_000_000);
         }
@@ -415,7 +415,7 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
     }
     match SyncRequest::decode(b) {
         Ok(s) => match s.decode_batch(replica) {
-            Ok(decoded) => {
+            Ok(mut decoded) => {
                 accepted = true;
                 let _ = replica.handle_sync(from, decoded.changes(), 1_000_000);
             }

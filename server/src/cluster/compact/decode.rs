@@ -15,7 +15,7 @@ use distro_core::model::{
 };
 use distro_core::name::Name;
 use distro_core::{
-    ChangeRef, ClientChange, ClientRecord, Field, MemberId, Node, StateRef, ValidationError,
+    ChangeRef, ClientChange, ClientRecord, Field, MemberId, Node, StateMut, ValidationError,
 };
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -75,6 +75,15 @@ impl<'a> Reader<'a> {
             return Ok(u64::from(b));
         }
         self.varint_multi(what)
+    }
+    /// A varint that is mostly several bytes long (a connection's millis): read as one
+    /// word in line when it can be, else as [`Reader::varint`] reads it.
+    #[inline]
+    fn wide_varint(&mut self, what: &str) -> Result<u64, WireError> {
+        match self.varint_word() {
+            Some(v) => Ok(v),
+            None => self.varint_multi(what),
+        }
     }
     /// A varint of more than one byte: as one word when it can be, else byte by byte.
     #[inline(never)]
@@ -465,15 +474,15 @@ fn publications(
             let one = instance(node, t, r, &service)?;
             Publication::single(service, one)
         };
-        out.publications.push(Arc::new(p));
+        out.publications.push(Some(p));
     }
     let run = &mut out.publications[start..];
     if run.len() > 1 {
         // Stable: of a repeated service, the first stays first, and is kept.
-        run.sort_by(|a, b| a.service.cmp(&b.service));
+        run.sort_by(|a, b| service_of(a).cmp(service_of(b)));
         let mut kept = 1;
         for i in 1..run.len() {
-            if run[i].service != run[kept - 1].service {
+            if service_of(&run[i]) != service_of(&run[kept - 1]) {
                 run.swap(kept, i);
                 kept += 1;
             }
@@ -498,11 +507,15 @@ const TRUE: u64 = u64::from_le_bytes(*b"#true\0\0\0");
 /// (an ip longer than [`IdBuf::MAX_IP`], a host name, piece by piece).
 fn derived_id(
     ids: &mut Vec<u8>,
-    publications: &[Arc<Publication>],
+    publications: &[Option<Publication>],
     at: usize,
     connection: Option<(u64, u16)>,
 ) -> Result<(), WireError> {
-    let Some(first) = publications.first().and_then(|p| p.instances.first()) else {
+    let Some(first) = publications
+        .first()
+        .and_then(|p| p.as_ref())
+        .and_then(|p| p.instances.first())
+    else {
         return Err(malformed(at, "a derived client id without an instance"));
     };
     let start = ids.len();
@@ -551,16 +564,23 @@ fn derived_id(
 
 /// A decoded sync batch or snapshot chunk, every field validated as any peer input and
 /// every name interned, held for the apply without a structure per record: the ids'
-/// text back to back in one string, the publications in one vector (the only
-/// allocation per record is the `Arc` of each publication, which the store keeps), and
-/// per record its revision, owner and where its id and publications lie. The core
-/// applies it borrowed ([`Decoded::changes`], [`Node::handle_sync`]; [`Decoded::states`],
-/// [`Node::load_states`]), storing an id only for a client it does not hold yet.
+/// text back to back in one string, the publications in one vector (no allocation per
+/// record: a publication of one instance holds it inline), and per record its revision,
+/// owner and where its id and publications lie. The core applies it with the
+/// publications handed over ([`Decoded::changes`], [`Node::handle_sync`];
+/// [`Decoded::states`], [`Node::load_states`]): each one it stores is moved into the
+/// stored client, not copied; an id is stored only for a client it does not hold yet.
 #[derive(Debug, Default)]
 pub struct Decoded {
     ids: String,
-    publications: Vec<Arc<Publication>>,
+    /// Every one `Some` until the apply takes it.
+    publications: Vec<Option<Publication>>,
     records: Vec<Record>,
+}
+
+/// The service of a decoded publication (not taken yet).
+fn service_of(p: &Option<Publication>) -> &Service {
+    &p.as_ref().expect("decoded, not taken yet").service
 }
 
 /// Where one record of a [`Decoded`] lies.
@@ -573,6 +593,8 @@ struct Record {
     revision: Revision,
     /// The sender's attribution; `None`: a deletion.
     owner: Option<MemberId>,
+    /// The id was derived as a connection client's (see [`StateMut::connection`]).
+    connection: bool,
 }
 
 impl Decoded {
@@ -586,73 +608,95 @@ impl Decoded {
         self.records.is_empty()
     }
 
-    /// The records as the core applies them.
-    pub fn changes(&self) -> impl Iterator<Item = ChangeRef<'_>> {
-        let (mut id, mut pubs) = (0, 0);
+    /// The records as the core applies them, the publications handed over (the apply
+    /// takes those it stores: a second call finds them gone).
+    pub fn changes(&mut self) -> impl Iterator<Item = ChangeRef<'_>> {
+        let (mut ids, mut pubs) = (self.ids.as_str(), self.publications.as_mut_slice());
+        let (mut id_at, mut pubs_at) = (0, 0);
         self.records.iter().map(move |r| {
-            let (ids, ps) = (id..r.id_end as usize, pubs..r.pubs_end as usize);
-            (id, pubs) = (ids.end, ps.end);
-            let text = &self.ids[ids];
+            let (id_end, pubs_end) = (r.id_end as usize, r.pubs_end as usize);
+            let (text, rest) = ids.split_at(id_end - id_at);
+            let (ps, rest_pubs) = std::mem::take(&mut pubs).split_at_mut(pubs_end - pubs_at);
+            (ids, pubs, id_at, pubs_at) = (rest, rest_pubs, id_end, pubs_end);
             match r.owner {
-                Some(owner) => ChangeRef::State(StateRef {
+                Some(owner) => ChangeRef::Moved(StateMut {
                     id: text,
                     revision: r.revision,
                     owner,
-                    publications: &self.publications[ps],
+                    publications: ps,
+                    connection: r.connection,
                 }),
                 None => ChangeRef::Delete(text, r.revision),
             }
         })
     }
 
-    /// The records of a snapshot chunk: every one a full state, or an error naming the
-    /// first deletion.
-    pub fn states(&self) -> Result<impl Iterator<Item = StateRef<'_>>, WireError> {
-        if let Some(ChangeRef::Delete(id, _)) =
-            self.changes().find(|c| matches!(c, ChangeRef::Delete(..)))
-        {
+    /// The records of a snapshot chunk (every one a full state, handed over as by
+    /// [`Decoded::changes`]), or an error naming the first deletion.
+    pub fn states(&mut self) -> Result<impl Iterator<Item = StateMut<'_>>, WireError> {
+        if let Some(at) = self.records.iter().position(|r| r.owner.is_none()) {
+            let start = at
+                .checked_sub(1)
+                .map_or(0, |p| self.records[p].id_end as usize);
+            let id = &self.ids[start..self.records[at].id_end as usize];
             return Err(WireError::Malformed(format!(
                 "malformed compact chunk: a deletion of {id} in a snapshot"
             )));
         }
         Ok(self.changes().filter_map(|c| match c {
-            ChangeRef::State(s) => Some(s),
-            ChangeRef::Delete(..) => None,
+            ChangeRef::Moved(s) => Some(s),
+            ChangeRef::State(_) | ChangeRef::Delete(..) => None,
         }))
     }
 
+    /// The records of a snapshot chunk as the core's owned records (tests and tools), or
+    /// an error naming the first deletion.
+    pub fn into_records(mut self) -> Result<Vec<ClientRecord>, WireError> {
+        Ok(self.states()?.map(record_of).collect())
+    }
+
     /// Adds a change decoded by another path (the per-change protobuf fields).
-    pub fn push(&mut self, c: &ClientChange) {
+    pub fn push(&mut self, c: ClientChange) {
         self.ids.push_str(c.id().as_str());
+        let revision = c.revision();
         let owner = match c {
             ClientChange::Upsert(r) => {
-                self.publications.extend(r.publications.iter().cloned());
+                let publications = r.publications.into_iter().map(Arc::unwrap_or_clone);
+                self.publications.extend(publications.map(Some));
                 Some(r.owner)
             }
             ClientChange::Stored(s) => {
-                let publications = s.publications().iter().map(|p| Arc::new(p.get().clone()));
+                let publications = s.publications().iter().map(|p| Some(p.get().clone()));
                 self.publications.extend(publications);
                 Some(s.owner())
             }
             ClientChange::Delete { .. } => None,
         };
-        self.end_record(self.ids.len(), c.revision(), owner);
+        self.end_record(self.ids.len(), revision, owner, false);
     }
 
     /// Ends a record whose id ends at `id_end`.
-    fn end_record(&mut self, id_end: usize, revision: Revision, owner: Option<MemberId>) {
+    fn end_record(
+        &mut self,
+        id_end: usize,
+        revision: Revision,
+        owner: Option<MemberId>,
+        connection: bool,
+    ) {
         self.records.push(Record {
             id_end: u32::try_from(id_end).expect("a batch under 4 GiB"),
             pubs_end: u32::try_from(self.publications.len()).expect("a batch under 4 GiB"),
             revision,
             owner,
+            connection,
         });
     }
 
     /// The records as the core's owned changes (tests and tools).
-    pub fn to_changes(&self) -> Vec<ClientChange> {
+    pub fn into_changes(mut self) -> Vec<ClientChange> {
         self.changes()
             .map(|c| match c {
+                ChangeRef::Moved(s) => ClientChange::Upsert(record_of(s)),
                 ChangeRef::State(s) => ClientChange::Upsert(s.to_record()),
                 ChangeRef::Delete(id, revision) => ClientChange::Delete {
                     id: ClientId::parse(id).expect("checked when decoded"),
@@ -714,7 +758,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
             return Err(malformed(at, "a deletion with a derived client id"));
         }
         let connection = if form == ID_CONNECTION {
-            let millis = r.varint("connection millis")?;
+            let millis = r.wide_varint("connection millis")?;
             let port = r.u16("connection port")?;
             Some((millis, port))
         } else {
@@ -722,7 +766,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
         };
         let revision = t.revision(&mut r)?;
         if deletion {
-            out.end_record(ids.len(), revision, None);
+            out.end_record(ids.len(), revision, None, false);
             continue;
         }
         let owner = t.owner(node, &mut r)?;
@@ -733,7 +777,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
             derived_id(&mut ids, pubs, at, connection)?;
         }
         debug_assert!(ids.len() > id_start);
-        out.end_record(ids.len(), revision, Some(owner));
+        out.end_record(ids.len(), revision, Some(owner), form == ID_CONNECTION);
     }
     if r.at != b.len() {
         return Err(malformed(r.at, "bytes after the last record"));
@@ -745,7 +789,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
 /// Decodes the changes of a sync batch into the core's owned changes (tests and tools;
 /// a node applies [`decode`]'s result borrowed).
 pub fn decode_changes(node: &Node, b: &[u8]) -> Result<Vec<ClientChange>, WireError> {
-    Ok(decode(node, b)?.to_changes())
+    Ok(decode(node, b)?.into_changes())
 }
 
 /// The number of records an encoded batch says it holds (`None` if it is too short or
@@ -762,16 +806,36 @@ pub fn record_count(b: &[u8]) -> Option<usize> {
 
 /// Decodes the records of a snapshot chunk (every record a full state; tests and tools).
 pub fn decode_records(node: &Node, b: &[u8]) -> Result<Vec<ClientRecord>, WireError> {
-    let d = decode(node, b)?;
-    Ok(d.states()?.map(|s| s.to_record()).collect())
+    decode(node, b)?.into_records()
+}
+
+/// A decoded state as an owned record (tests and tools).
+fn record_of(s: StateMut<'_>) -> ClientRecord {
+    let StateMut {
+        id,
+        revision,
+        owner,
+        publications,
+        ..
+    } = s;
+    ClientRecord {
+        id: ClientId::parse(id).expect("checked when decoded"),
+        revision,
+        owner,
+        publications: publications
+            .iter_mut()
+            .map(|p| Arc::new(p.take().expect("decoded, not taken yet")))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Reader;
     use crate::cluster::compact::put_varint;
-    /// The reader's varints: every width up to the 64-bit limit comes back; one that runs
-    /// past the end, or whose tenth byte goes past 64 bits, is refused at its first byte.
+    /// The reader's varints (and the wide reader's): every width up to the 64-bit limit
+    /// comes back; one that runs past the end, or whose tenth byte goes past 64 bits, is
+    /// refused at its first byte.
     #[test]
     fn varints_of_every_width_and_their_refusals() {
         for v in [
@@ -800,6 +864,10 @@ mod tests {
                 let mut r = Reader { b: &with, at: 0 };
                 assert_eq!(r.varint("v").expect("valid"), v, "{v}");
                 assert_eq!(r.at, b.len(), "{v}");
+                // The wide reader (a connection's millis) reads the same.
+                let mut r = Reader { b: &with, at: 0 };
+                assert_eq!(r.wide_varint("v").expect("valid"), v, "{v}");
+                assert_eq!(r.at, b.len(), "{v}");
             }
             // Cut short: runs past the end.
             let mut r = Reader {
@@ -808,6 +876,17 @@ mod tests {
             };
             if !b[..b.len() - 1].is_empty() {
                 let e = r.varint("v").expect_err("short").to_string();
+                assert!(
+                    e.contains("at byte 0: v: the varint runs past the end"),
+                    "{e}"
+                );
+                let e = Reader {
+                    b: &b[..b.len() - 1],
+                    at: 0,
+                }
+                .wide_varint("v")
+                .expect_err("short")
+                .to_string();
                 assert!(
                     e.contains("at byte 0: v: the varint runs past the end"),
                     "{e}"
@@ -821,6 +900,17 @@ mod tests {
             at: 0,
         }
         .varint("v")
+        .expect_err("65 bits")
+        .to_string();
+        assert!(
+            e.contains("at byte 0: v: the varint exceeds 64 bits"),
+            "{e}"
+        );
+        let e = Reader {
+            b: &too_wide,
+            at: 0,
+        }
+        .wide_varint("v")
         .expect_err("65 bits")
         .to_string();
         assert!(

@@ -1,0 +1,185 @@
+//! Unit tests of a stored client's id: what it computes from its pieces.
+
+use super::{DERIVED_MAX, IdBuf, id_prefix, is_derived_id, is_ip_port_text};
+use crate::config::Config;
+use crate::member::MemberId;
+use crate::model::{ClientId, InstanceSpec, RoutingKey, publish_samples, sample_ids};
+use crate::name::Interner;
+use crate::registry::Registry;
+
+/// What a stored client computes from its pieces (its id's bytes, length, first
+/// sixteen bytes, routing key) is what its written-out id says, for ids of every form,
+/// derived or stored.
+#[test]
+fn a_clients_id_pieces_say_what_its_written_id_says() {
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let samples = publish_samples(&r);
+    let mut derived = 0;
+    r.for_each(|c| {
+        let id = c.id();
+        let text = id.as_str();
+        derived += usize::from(c.id_is_derived());
+        assert_eq!(c.id_bytes(&mut IdBuf::new()), text.as_bytes(), "{text:?}");
+        assert_eq!(c.id_len(), text.len(), "{text:?}");
+        let mut a = [0u8; 16];
+        let n = text.len().min(16);
+        a[..n].copy_from_slice(&text.as_bytes()[..n]);
+        let want = (
+            u64::from_be_bytes(a[..8].try_into().unwrap()),
+            u64::from_be_bytes(a[8..].try_into().unwrap()),
+        );
+        assert_eq!(c.id_prefix(), want, "{text:?}");
+        assert_eq!(id_prefix(text.as_bytes()), want, "{text:?}");
+        let key = c.routing_key().map(|k| match k {
+            RoutingKey::Text(s) => s.to_string(),
+            RoutingKey::IpPort(ip, port) => format!("{ip}:{port}"),
+        });
+        assert_eq!(key.as_deref(), id.routing_key(), "{text:?}");
+    });
+    // Both kinds of client were there.
+    assert!(derived > 100 && derived + 100 < samples.len(), "{derived}");
+}
+
+/// Ids ordered by their first sixteen bytes, then whole, are in byte order, whatever
+/// their lengths (a shorter id that is another's start first; `:` after digits).
+#[test]
+fn ids_ordered_by_prefix_then_whole_are_in_byte_order() {
+    let mut ids: Vec<String> = sample_ids()
+        .into_iter()
+        .map(|(id, _)| id.as_str().to_string())
+        .collect();
+    for s in [
+        "",
+        "a",
+        "ab",
+        "abcdefgh",
+        "abcdefg",
+        "abcdefgh1",
+        "abcdefgh0",
+        "b",
+    ] {
+        ids.push(s.to_string());
+    }
+    // Every cut of a long id, and bytes changed at either side of the 16th.
+    let long = "1717000000000_10.0.0.7_1";
+    for k in 0..=long.len() {
+        ids.push(long[..k].to_string());
+    }
+    for k in [7, 8, 14, 15, 16, 17] {
+        for c in ['0', '9', ':', '_'] {
+            let mut s = long.to_string();
+            s.replace_range(k..k + 1, &c.to_string());
+            ids.push(s);
+        }
+    }
+    let mut by_prefix = ids.clone();
+    by_prefix.sort_unstable_by(|a, b| {
+        id_prefix(a.as_bytes())
+            .cmp(&id_prefix(b.as_bytes()))
+            .then_with(|| a.cmp(b))
+    });
+    ids.sort_unstable();
+    assert_eq!(by_prefix, ids);
+}
+
+/// The word-wise comparison says an id is derived exactly when it is the text
+/// `ClientId::ip_port` writes (of at most `DERIVED_MAX` bytes): for host names short
+/// and long, every port length, and every one-byte change, cut and extension.
+#[test]
+fn a_derived_id_is_exactly_the_ip_port_text() {
+    let interner = Interner::new();
+    let service = crate::model::Service::new(&interner, "public", "DEFAULT_GROUP", "s");
+    let ips = [
+        "a",
+        "ab",
+        "h1",
+        "10.0.0.1",
+        "1.2.3.4",
+        "192.168.100.10",
+        "192.168.100.100",
+        "::1",
+        "fe80::1",
+        "host-name",
+    ];
+    let ports = [
+        1, 7, 9, 10, 80, 99, 100, 443, 999, 1000, 8080, 9999, 10000, 50000, 65535,
+    ];
+    for ip in ips {
+        for port in ports {
+            let inst = InstanceSpec::new(ip, port)
+                .to_instance(&interner, &service)
+                .unwrap();
+            let id = ClientId::ip_port(ip, port);
+            let text = id.as_str().to_string();
+            let want = |s: &str| s == text && s.len() <= DERIVED_MAX;
+            let mut cases = vec![
+                text.clone(),
+                format!("{ip}:0{port}#true"),
+                format!("{ip}:{port}#false"),
+                format!("{ip}:{port}#truE"),
+                format!("{ip}:{}#true", u32::from(port) + 1),
+                format!("{ip}:{}#true", u32::from(port) + 65536),
+                format!("{ip}{port}#true"),
+                format!("{ip}:#true"),
+                format!("x{ip}:{port}#true"),
+                format!("{ip}:{port}#true "),
+                text[..text.len() - 1].to_string(),
+            ];
+            for k in 0..text.len() {
+                for c in [b'0', b'9', b':', b'#', b'x', b'/'] {
+                    let mut b = text.clone().into_bytes();
+                    b[k] = c;
+                    cases.push(String::from_utf8(b).unwrap());
+                }
+            }
+            for s in &cases {
+                assert_eq!(is_derived_id(s, &inst), want(s), "{s:?} of {ip}:{port}");
+                // Without the length cap: the text equality alone.
+                assert_eq!(
+                    is_ip_port_text(s, &inst),
+                    *s == text,
+                    "{s:?} of {ip}:{port}"
+                );
+            }
+        }
+    }
+}
+
+/// A stored client's size estimate is its record's, the derived id's length counted
+/// without writing the id out: ports of every length, one and two publications.
+#[test]
+fn a_stored_clients_size_hint_is_its_records() {
+    use crate::model::Publication;
+    use crate::registry::{ClientChange, Registry};
+    use crate::{Config, member::MemberId};
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let (a, b) = (
+        r.service("public", "DEFAULT_GROUP", "a"),
+        r.service("public", "DEFAULT_GROUP", "b"),
+    );
+    let mut tried = 0;
+    for ip in ["10.0.0.7", "fe80::1", "host"] {
+        for port in [1, 80, 443, 8080, 65535] {
+            let id = ClientId::ip_port(ip, port);
+            for s in [&a, &b] {
+                let mut spec = InstanceSpec::new(ip, port);
+                spec.metadata = vec![("k".into(), "v".into())];
+                let i = spec.to_instance(r.interner(), s).unwrap();
+                r.publish(&id, Publication::single(s.clone(), i), MemberId(0), 1)
+                    .unwrap();
+                let c = r.get(id.as_str()).unwrap();
+                assert!(c.id_is_derived(), "{id}");
+                let stored = ClientChange::Stored(c.clone()).size_hint();
+                let record = ClientChange::Upsert(c.to_record()).size_hint();
+                assert_eq!(
+                    stored,
+                    record,
+                    "{id}, {} publications",
+                    c.publications().len()
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 30);
+}

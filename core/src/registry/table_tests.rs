@@ -1,0 +1,113 @@
+//! The shards' client tables ([`arc_slots::IdTable`]) as the registry uses them.
+
+use super::tests::publication;
+use super::*;
+
+/// A shard's table through growth, in-place changes, removals that shrink it and
+/// re-insertions into its tombstones: every client is found by id, walked once and
+/// counted, while a reader keeps finding the clients no write touches.
+#[test]
+fn a_shards_table_keeps_every_client_through_growth_and_shrinking() {
+    let r = Registry::new(
+        MemberId(0),
+        3,
+        1_000,
+        &Config {
+            shards: 2,
+            ..Config::default()
+        },
+    );
+    let me = MemberId(0);
+    let ids: Vec<ClientId> = (0..3_000u32)
+        .map(|i| ClientId::ip_port(&format!("10.1.{}.{}", i / 250, i % 250), 80))
+        .collect();
+    let put = |i: usize, port: u16, now: Millis| {
+        let ip = ids[i].as_str().split(':').next().unwrap().to_owned();
+        let mut p = publication(&r, "svc", &ip, 80);
+        if let crate::model::Instances::One(inst) = &mut p.instances {
+            inst.weight = f64::from(port);
+        }
+        r.publish(&ids[i], p, me, now).unwrap()
+    };
+    let weight = |i: usize| {
+        r.get(ids[i].as_str())
+            .map(|c| c.publications()[0].instances[0].weight)
+    };
+    let walked = || {
+        let mut v = Vec::new();
+        r.for_each(|c| v.push(c.id()));
+        v.sort();
+        v
+    };
+    let capacity = || {
+        let pin = r.pin();
+        r.shards
+            .iter()
+            .map(|s| s.clients.capacity(&pin))
+            .sum::<usize>()
+    };
+    /// Stops the reader when the writer's part ends, failed or not.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _done = Done(&done);
+        for i in 0..10 {
+            put(i, 1, 10);
+        }
+        s.spawn(|| {
+            while !done.load(Relaxed) {
+                for (i, id) in ids[..10].iter().enumerate() {
+                    assert_eq!(weight(i), Some(1.0), "{id} missed");
+                }
+            }
+        });
+        for i in 10..3_000 {
+            put(i, 2, 20);
+        }
+        assert_eq!(r.stats().clients, 3_000);
+        let grown = capacity();
+        assert!((3_750..=5_000).contains(&grown), "{grown}");
+        // Changed in place: the new state is found, nothing is added.
+        for i in (10..3_000).step_by(2) {
+            assert!(matches!(put(i, 3, 30), WriteResult::Changed(_)));
+        }
+        for i in 10..3_000 {
+            assert_eq!(weight(i), Some(if i % 2 == 0 { 3.0 } else { 2.0 }), "{i}");
+        }
+        let mut all = ids.clone();
+        all.sort();
+        assert_eq!(walked(), all);
+        // Removed down to the ten: the tables shrink, what is left is still found.
+        for id in &ids[10..] {
+            assert!(matches!(
+                r.remove_client(id, me, 40),
+                WriteResult::Deleted(_)
+            ));
+        }
+        assert_eq!(r.stats().clients, 10);
+        assert_eq!(r.shard_clients(0).len() + r.shard_clients(1).len(), 10);
+        let mut first = ids[..10].to_vec();
+        first.sort();
+        assert_eq!(walked(), first);
+        assert!(capacity() < 100, "{}", capacity());
+        for (i, id) in ids.iter().enumerate().skip(10) {
+            assert_eq!(weight(i), None, "{id}");
+            assert!(r.tombstone(id.as_str()).is_some());
+        }
+        // Back again (over their tombstones).
+        for i in 10..1_000 {
+            put(i, 4, 50);
+        }
+    });
+    for i in 10..1_000 {
+        assert_eq!(weight(i), Some(4.0), "{i}");
+    }
+    assert_eq!(r.stats().clients, 1_000);
+    assert_eq!(r.owner_count(me), 1_000);
+    assert_eq!(walked().len(), 1_000);
+}

@@ -1,0 +1,991 @@
+//! The write requests the servers receive, `distro.v1.Registry`'s `RegisterRequest`,
+//! `DeregisterRequest` and `HeartbeatRequest` and `distro.v1.Peer`'s `ForwardRequest`,
+//! read straight from the request's bytes.
+//!
+//! Decoded with the generated types, every registration became five `String`s, a
+//! `HashMap` and two nested structs, and every forwarded one was encoded again field by
+//! field for its owner, which decoded it into the same structs once more. Here each item
+//! ([`Received`]) is its encoded message, a slice of the request's buffer (no copy), and
+//! where its fields lie in it: the receiving node reads the ip:port to route it, builds
+//! the core's types only for the items it owns, and forwards the others as the bytes it
+//! received.
+//!
+//! Acceptance and errors are prost's: the fast reader takes the messages as the generated
+//! code writes them (known fields, each of its wire type, strings valid UTF-8) and gives up
+//! on anything else (unknown fields, malformed input), and then the whole request is
+//! decoded field by field with the generated item types (their [`Message::merge_field`]
+//! below), which accepts what prost accepts and fails with prost's own error (message and
+//! field named). The servers use these types (`build.rs` maps them for the generated
+//! servers only); clients keep the generated structs.
+
+use crate::proto::distro as pb;
+use prost::bytes::{Buf, BufMut, Bytes};
+use prost::encoding::{DecodeContext, WireType, decode_varint, skip_field};
+use prost::{DecodeError, Message};
+
+/// A range of an item's bytes, checked to be UTF-8 when the item was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// Where the `ServiceRef` fields lie.
+#[derive(Clone, Debug, Default)]
+struct ServiceSpans {
+    namespace: Span,
+    group: Span,
+    name: Span,
+}
+
+/// Where the `Instance` fields lie, and its scalars (a `Beat` fills the address fields).
+#[derive(Clone, Debug)]
+struct InstanceSpans {
+    ip: Span,
+    port: u32,
+    weight: f64,
+    healthy: bool,
+    enabled: bool,
+    cluster: Span,
+    /// `(key, value)` entries in the order received (a later key wins, as in a map).
+    metadata: Vec<(Span, Span)>,
+    instance_id: Span,
+}
+
+impl Default for InstanceSpans {
+    /// Protobuf's defaults (not the core's).
+    fn default() -> Self {
+        Self {
+            ip: Span::default(),
+            port: 0,
+            weight: 0.0,
+            healthy: false,
+            enabled: false,
+            cluster: Span::default(),
+            metadata: Vec::new(),
+            instance_id: Span::default(),
+        }
+    }
+}
+
+/// One received `Registration` or `Beat`: its encoded message and where its fields are.
+#[derive(Clone, Debug)]
+pub struct Received {
+    bytes: Bytes,
+    service: ServiceSpans,
+    /// `None`: a registration without its `instance`.
+    instance: Option<InstanceSpans>,
+}
+
+/// The borrowed fields of a received instance (a beat's: the address fields, the others
+/// at protobuf's defaults).
+#[derive(Clone, Debug)]
+pub struct InstanceRef<'a> {
+    /// `ip`.
+    pub ip: &'a str,
+    /// `port`.
+    pub port: u32,
+    /// `weight`.
+    pub weight: f64,
+    /// `healthy`.
+    pub healthy: bool,
+    /// `enabled`.
+    pub enabled: bool,
+    /// `cluster`.
+    pub cluster: &'a str,
+    /// `instance_id`.
+    pub instance_id: &'a str,
+    spans: &'a InstanceSpans,
+    bytes: &'a [u8],
+}
+
+impl<'a> InstanceRef<'a> {
+    /// The metadata entries as a map holds them: each key once, with the value of its last
+    /// entry, sorted by key.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        if self.spans.metadata.is_empty() {
+            return Vec::new();
+        }
+        let mut pairs: Vec<(String, String)> = self
+            .spans
+            .metadata
+            .iter()
+            .map(|&(k, v)| {
+                (
+                    text(self.bytes, k).to_owned(),
+                    text(self.bytes, v).to_owned(),
+                )
+            })
+            .collect();
+        // Stable: entries of one key stay in the order received; the last one is kept.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => out.push((k, v)),
+            }
+        }
+        out
+    }
+}
+
+/// The text of `span` (checked when the item was read; a span never covers anything else).
+fn text(bytes: &[u8], span: Span) -> &str {
+    if span.start == span.end {
+        return "";
+    }
+    bytes
+        .get(span.start as usize..span.end as usize)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+impl Received {
+    /// The encoded `Registration` or `Beat`, as received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The service's namespace, group and name, as given (empty when absent).
+    pub fn service(&self) -> (&str, &str, &str) {
+        let s = &self.service;
+        (
+            text(&self.bytes, s.namespace),
+            text(&self.bytes, s.group),
+            text(&self.bytes, s.name),
+        )
+    }
+
+    /// The instance's `ip` and `port` (`None`: a registration without its instance).
+    pub fn address(&self) -> Option<(&str, u32)> {
+        let i = self.instance.as_ref()?;
+        Some((text(&self.bytes, i.ip), i.port))
+    }
+
+    /// The instance (`None`: a registration without one).
+    pub fn instance(&self) -> Option<InstanceRef<'_>> {
+        let i = self.instance.as_ref()?;
+        let t = |s| text(&self.bytes, s);
+        Some(InstanceRef {
+            ip: t(i.ip),
+            port: i.port,
+            weight: i.weight,
+            healthy: i.healthy,
+            enabled: i.enabled,
+            cluster: t(i.cluster),
+            instance_id: t(i.instance_id),
+            spans: i,
+            bytes: &self.bytes,
+        })
+    }
+
+    /// Reads a `Registration` the way the generated code writes it, or `None`.
+    fn registration(bytes: Bytes) -> Option<Self> {
+        let mut service = ServiceSpans::default();
+        let mut instance = None;
+        let mut r = Reader::new(&bytes);
+        while let Some((tag, wire_type)) = r.key()? {
+            match (tag, wire_type) {
+                (1, WireType::LengthDelimited) => r.nested(|r| r.service(&mut service))?,
+                (2, WireType::LengthDelimited) => {
+                    let i = instance.get_or_insert_with(InstanceSpans::default);
+                    r.nested(|r| r.instance(i))?;
+                }
+                _ => return None,
+            }
+        }
+        Some(Self {
+            bytes,
+            service,
+            instance,
+        })
+    }
+
+    /// Reads a `Beat` the way the generated code writes it, or `None`.
+    fn beat(bytes: Bytes) -> Option<Self> {
+        let mut service = ServiceSpans::default();
+        let mut target = InstanceSpans::default();
+        let mut r = Reader::new(&bytes);
+        while let Some((tag, wire_type)) = r.key()? {
+            match (tag, wire_type) {
+                (1, WireType::LengthDelimited) => r.nested(|r| r.service(&mut service))?,
+                (2, WireType::LengthDelimited) => target.ip = r.string()?,
+                (3, WireType::Varint) => target.port = r.varint()? as u32,
+                (4, WireType::LengthDelimited) => target.cluster = r.string()?,
+                _ => return None,
+            }
+        }
+        Some(Self {
+            bytes,
+            service,
+            instance: Some(target),
+        })
+    }
+
+    /// A generated message (decoded by prost on the slow path) as a received item: its
+    /// encoding read back.
+    fn reencoded(m: &impl Message, read: fn(Bytes) -> Option<Self>) -> Result<Self, DecodeError> {
+        read(m.encode_to_vec().into()).ok_or_else(|| {
+            #[allow(deprecated)] // prost's way for a message implementation to fail
+            DecodeError::new("an item prost decoded could not be read back")
+        })
+    }
+}
+
+/// A cursor over an item's bytes; every reading method returns `None` on anything the
+/// fast path does not take.
+struct Reader<'a> {
+    /// The whole item (spans are offsets into it).
+    all: &'a [u8],
+    /// What is left of the message being read.
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(all: &'a [u8]) -> Self {
+        Self { all, rest: all }
+    }
+
+    /// The offset of `part` (a slice of `all`) in `all`.
+    fn offset(&self, part: &[u8]) -> usize {
+        part.as_ptr() as usize - self.all.as_ptr() as usize
+    }
+
+    #[inline(always)]
+    fn varint(&mut self) -> Option<u64> {
+        // One byte (every key, most lengths): read here; longer ones by prost, whose
+        // limits they keep.
+        match self.rest.split_first() {
+            Some((&b, tail)) if b < 0x80 => {
+                self.rest = tail;
+                Some(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Option<u64> {
+        decode_varint(&mut self.rest).ok()
+    }
+
+    /// The next field's key, `Some(None)` at the end.
+    #[inline(always)]
+    fn key(&mut self) -> Option<Option<(u32, WireType)>> {
+        if self.rest.is_empty() {
+            return Some(None);
+        }
+        // prost's checks: a key fits in 32 bits, a known wire type, a tag of at least 1.
+        let key = u32::try_from(self.varint()?).ok()?;
+        let wire_type = match key & 7 {
+            0 => WireType::Varint,
+            1 => WireType::SixtyFourBit,
+            2 => WireType::LengthDelimited,
+            5 => WireType::ThirtyTwoBit,
+            _ => return None,
+        };
+        let tag = key >> 3;
+        (tag >= 1).then_some(Some((tag, wire_type)))
+    }
+
+    /// A length-delimited field's bytes.
+    #[inline(always)]
+    fn delimited(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        if len > self.rest.len() {
+            return None;
+        }
+        let (body, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Some(body)
+    }
+
+    #[inline(always)]
+    fn string(&mut self) -> Option<Span> {
+        let b = self.delimited()?;
+        // ASCII (addresses, names) checked byte by byte, cheaper than the general check.
+        if !b.iter().all(u8::is_ascii) {
+            std::str::from_utf8(b).ok()?;
+        }
+        let start = self.offset(b);
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(start + b.len()).ok()?,
+        })
+    }
+
+    #[inline(always)]
+    fn bool(&mut self) -> Option<bool> {
+        Some(self.varint()? != 0)
+    }
+
+    #[inline(always)]
+    fn double(&mut self) -> Option<f64> {
+        let (b, tail) = self.rest.split_first_chunk::<8>()?;
+        self.rest = tail;
+        Some(f64::from_le_bytes(*b))
+    }
+
+    /// Reads a nested message with `read`, which must end exactly at its end.
+    #[inline(always)]
+    fn nested(&mut self, read: impl FnOnce(&mut Self) -> Option<()>) -> Option<()> {
+        let body = self.delimited()?;
+        let mut inner = Reader {
+            all: self.all,
+            rest: body,
+        };
+        read(&mut inner)?;
+        inner.rest.is_empty().then_some(())
+    }
+
+    fn service(&mut self, s: &mut ServiceSpans) -> Option<()> {
+        while let Some((tag, wire_type)) = self.key()? {
+            match (tag, wire_type) {
+                (1, WireType::LengthDelimited) => s.namespace = self.string()?,
+                (2, WireType::LengthDelimited) => s.group = self.string()?,
+                (3, WireType::LengthDelimited) => s.name = self.string()?,
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+
+    fn instance(&mut self, i: &mut InstanceSpans) -> Option<()> {
+        // Entries held before repeated keys are folded (see `fold_metadata`).
+        let mut fold_at = FOLD_METADATA_AT;
+        while let Some((tag, wire_type)) = self.key()? {
+            match (tag, wire_type) {
+                (1, WireType::LengthDelimited) => i.ip = self.string()?,
+                (2, WireType::Varint) => i.port = self.varint()? as u32,
+                (3, WireType::SixtyFourBit) => i.weight = self.double()?,
+                (4, WireType::Varint) => i.healthy = self.bool()?,
+                (5, WireType::Varint) => i.enabled = self.bool()?,
+                (6, WireType::LengthDelimited) => i.cluster = self.string()?,
+                (7, WireType::LengthDelimited) => {
+                    let (mut k, mut v) = (Span::default(), Span::default());
+                    self.nested(|r| {
+                        while let Some((tag, wire_type)) = r.key()? {
+                            match (tag, wire_type) {
+                                (1, WireType::LengthDelimited) => k = r.string()?,
+                                (2, WireType::LengthDelimited) => v = r.string()?,
+                                _ => return None,
+                            }
+                        }
+                        Some(())
+                    })?;
+                    i.metadata.push((k, v));
+                    if i.metadata.len() >= fold_at {
+                        fold_metadata(self.all, &mut i.metadata);
+                        fold_at = FOLD_METADATA_AT.max(2 * i.metadata.len());
+                    }
+                }
+                (8, WireType::LengthDelimited) => i.instance_id = self.string()?,
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+
+    /// The next top-level item: its field's tag and its bytes (a slice of `whole`, which
+    /// `all` is).
+    fn item(&mut self, whole: &Bytes) -> Option<Option<(u32, Bytes)>> {
+        let Some((tag, wire_type)) = self.key()? else {
+            return Some(None);
+        };
+        if wire_type != WireType::LengthDelimited {
+            return None;
+        }
+        let body = self.delimited()?;
+        let start = self.offset(body);
+        Some(Some((tag, whole.slice(start..start + body.len()))))
+    }
+}
+
+/// How many metadata entries an instance's spans hold before repeated keys are folded.
+/// A map holds each key once (prost's decoding keeps the last entry of a key), so a
+/// request of millions of entries of one key must not be held entry by entry: folding
+/// whenever the held entries double keeps them within twice the distinct keys.
+const FOLD_METADATA_AT: usize = 4 * distro_core::limits::MAX_METADATA_ENTRIES;
+
+/// Keeps the last entry of each key of `m` (spans into `all`), sorted by key: what a map
+/// of them holds, as [`InstanceRef::metadata`] reads it.
+fn fold_metadata(all: &[u8], m: &mut Vec<(Span, Span)>) {
+    // Stable: entries of one key stay in the order received.
+    m.sort_by(|a, b| text(all, a.0).cmp(text(all, b.0)));
+    let mut kept = 0;
+    for j in 0..m.len() {
+        if kept > 0 && text(all, m[kept - 1].0) == text(all, m[j].0) {
+            m[kept - 1] = m[j];
+        } else {
+            m[kept] = m[j];
+            kept += 1;
+        }
+    }
+    m.truncate(kept);
+}
+
+/// One kind of list of a request: the generated type of its items, and how they read.
+trait List: Message + Default {
+    fn read(bytes: Bytes) -> Option<Received>;
+}
+
+impl List for pb::Registration {
+    fn read(bytes: Bytes) -> Option<Received> {
+        Received::registration(bytes)
+    }
+}
+
+impl List for pb::Beat {
+    fn read(bytes: Bytes) -> Option<Received> {
+        Received::beat(bytes)
+    }
+}
+
+/// Merges one occurrence of a repeated item field the slow way: prost decodes it as the
+/// generated `M` (its errors, with `message.field` pushed as prost's generated code does).
+fn merge_items<M: List>(
+    items: &mut Vec<Received>,
+    (message, field): (&'static str, &'static str),
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<(), DecodeError> {
+    let mut decoded: Vec<M> = Vec::new();
+    prost::encoding::message::merge_repeated(wire_type, &mut decoded, buf, ctx).map_err(
+        |mut e| {
+            e.push(message, field);
+            e
+        },
+    )?;
+    for m in &decoded {
+        items.push(Received::reencoded(m, M::read)?);
+    }
+    Ok(())
+}
+
+/// Decodes `bytes` as `T`: the fast reader, or prost's decoding field by field.
+fn decode_with<T: Message + Default>(
+    bytes: Bytes,
+    fast: impl FnOnce(&Bytes) -> Option<T>,
+) -> Result<T, DecodeError> {
+    if let Some(t) = fast(&bytes) {
+        return Ok(t);
+    }
+    let mut t = T::default();
+    t.merge(bytes)?;
+    Ok(t)
+}
+
+/// Writes `items` as repeated field `tag`.
+fn put_items(tag: u32, items: &[Received], buf: &mut impl BufMut) {
+    for i in items {
+        put_delimited(tag, i.as_bytes(), buf);
+    }
+}
+
+fn items_len(tag: u32, items: &[Received]) -> usize {
+    items.iter().map(|i| delimited_len(tag, i.as_bytes())).sum()
+}
+
+/// Writes `body` as length-delimited field `tag`.
+pub fn put_delimited(tag: u32, body: &[u8], buf: &mut impl BufMut) {
+    prost::encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    prost::encoding::encode_varint(body.len() as u64, buf);
+    buf.put_slice(body);
+}
+
+fn delimited_len(tag: u32, body: &[u8]) -> usize {
+    prost::encoding::key_len(tag)
+        + prost::encoding::encoded_len_varint(body.len() as u64)
+        + body.len()
+}
+
+/// A request of one repeated field 1 of items (`M`: their generated type).
+macro_rules! item_request {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $item:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default)]
+        pub struct $name {
+            /// The items, in request order.
+            pub $field: Vec<Received>,
+        }
+
+        impl Message for $name {
+            fn encode_raw(&self, buf: &mut impl BufMut) {
+                put_items(1, &self.$field, buf);
+            }
+
+            fn merge_field(
+                &mut self,
+                tag: u32,
+                wire_type: WireType,
+                buf: &mut impl Buf,
+                ctx: DecodeContext,
+            ) -> Result<(), DecodeError> {
+                match tag {
+                    1 => merge_items::<$item>(
+                        &mut self.$field,
+                        (stringify!($name), stringify!($field)),
+                        wire_type,
+                        buf,
+                        ctx,
+                    ),
+                    _ => skip_field(wire_type, tag, buf, ctx),
+                }
+            }
+
+            fn encoded_len(&self) -> usize {
+                items_len(1, &self.$field)
+            }
+
+            fn clear(&mut self) {
+                self.$field.clear();
+            }
+
+            fn decode(mut buf: impl Buf) -> Result<Self, DecodeError> {
+                let bytes = buf.copy_to_bytes(buf.remaining());
+                decode_with(bytes, |whole| {
+                    let mut r = Reader::new(whole);
+                    let mut items = Vec::new();
+                    while let Some((tag, item)) = r.item(whole)? {
+                        if tag != 1 {
+                            return None;
+                        }
+                        items.push(<$item as List>::read(item)?);
+                    }
+                    Some(Self { $field: items })
+                })
+            }
+        }
+    };
+}
+
+item_request!(
+    /// `distro.v1.RegisterRequest`, as the server reads it.
+    RegisterRequest,
+    registrations,
+    pb::Registration
+);
+item_request!(
+    /// `distro.v1.DeregisterRequest`, as the server reads it.
+    DeregisterRequest,
+    registrations,
+    pb::Registration
+);
+item_request!(
+    /// `distro.v1.HeartbeatRequest`, as the server reads it.
+    HeartbeatRequest,
+    beats,
+    pb::Beat
+);
+
+/// `distro.v1.ForwardRequest`, as the server reads it.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardRequest {
+    /// The sender's member address.
+    pub from: String,
+    /// Registrations, in request order.
+    pub registrations: Vec<Received>,
+    /// Deregistrations, in request order.
+    pub deregistrations: Vec<Received>,
+    /// Heartbeats, in request order.
+    pub beats: Vec<Received>,
+}
+
+impl Message for ForwardRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        prost::encoding::string::encode(1, &self.from, buf);
+        put_items(2, &self.registrations, buf);
+        put_items(3, &self.deregistrations, buf);
+        put_items(4, &self.beats, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        const NAME: &str = "ForwardRequest";
+        match tag {
+            1 => prost::encoding::string::merge(wire_type, &mut self.from, buf, ctx).map_err(
+                |mut e| {
+                    e.push(NAME, "from");
+                    e
+                },
+            ),
+            2 => merge_items::<pb::Registration>(
+                &mut self.registrations,
+                (NAME, "registrations"),
+                wire_type,
+                buf,
+                ctx,
+            ),
+            3 => merge_items::<pb::Registration>(
+                &mut self.deregistrations,
+                (NAME, "deregistrations"),
+                wire_type,
+                buf,
+                ctx,
+            ),
+            4 => merge_items::<pb::Beat>(&mut self.beats, (NAME, "beats"), wire_type, buf, ctx),
+            _ => skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let from = if self.from.is_empty() {
+            0
+        } else {
+            delimited_len(1, self.from.as_bytes())
+        };
+        from + items_len(2, &self.registrations)
+            + items_len(3, &self.deregistrations)
+            + items_len(4, &self.beats)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn decode(mut buf: impl Buf) -> Result<Self, DecodeError> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        decode_with(bytes, |whole| {
+            let mut r = Reader::new(whole);
+            let mut req = Self::default();
+            while let Some((tag, item)) = r.item(whole)? {
+                match tag {
+                    1 => req.from = std::str::from_utf8(&item).ok()?.to_owned(),
+                    2 => req.registrations.push(Received::registration(item)?),
+                    3 => req.deregistrations.push(Received::registration(item)?),
+                    4 => req.beats.push(Received::beat(item)?),
+                    _ => return None,
+                }
+            }
+            Some(req)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn registration(i: u32, metadata: &[(&str, &str)], id: &str) -> pb::Registration {
+        pb::Registration {
+            service: Some(pb::ServiceRef {
+                namespace: if i.is_multiple_of(3) {
+                    "ns".into()
+                } else {
+                    String::new()
+                },
+                group: if i.is_multiple_of(2) {
+                    "G".into()
+                } else {
+                    String::new()
+                },
+                name: format!("svc-{i}"),
+            }),
+            instance: Some(pb::Instance {
+                ip: format!("10.0.{}.{}", i / 256, i % 256),
+                port: 8080 + i,
+                weight: f64::from(i) / 2.0,
+                healthy: i.is_multiple_of(2),
+                enabled: !i.is_multiple_of(3),
+                cluster: if i.is_multiple_of(4) {
+                    String::new()
+                } else {
+                    "c1".into()
+                },
+                metadata: metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                instance_id: id.into(),
+            }),
+        }
+    }
+
+    /// `r` holds what the generated `g` holds.
+    fn same_registration(r: &Received, g: &pb::Registration) -> bool {
+        let s = g.service.clone().unwrap_or_default();
+        if r.service() != (s.namespace.as_str(), s.group.as_str(), s.name.as_str()) {
+            return false;
+        }
+        match (r.instance(), &g.instance) {
+            (None, None) => true,
+            (Some(i), Some(g)) => {
+                let mut metadata: Vec<(String, String)> = g.metadata.clone().into_iter().collect();
+                metadata.sort();
+                i.ip == g.ip
+                    && i.port == g.port
+                    && i.weight.to_bits() == g.weight.to_bits()
+                    && i.healthy == g.healthy
+                    && i.enabled == g.enabled
+                    && i.cluster == g.cluster
+                    && i.instance_id == g.instance_id
+                    && i.metadata() == metadata
+            }
+            _ => false,
+        }
+    }
+
+    fn same_beat(r: &Received, g: &pb::Beat) -> bool {
+        let s = g.service.clone().unwrap_or_default();
+        let i = r.instance().expect("a beat has its address");
+        r.service() == (s.namespace.as_str(), s.group.as_str(), s.name.as_str())
+            && (i.ip, i.port, i.cluster) == (g.ip.as_str(), g.port, g.cluster.as_str())
+    }
+
+    fn same_list(r: &[Received], g: &[pb::Registration]) -> bool {
+        r.len() == g.len() && r.iter().zip(g).all(|(r, g)| same_registration(r, g))
+    }
+
+    /// A registration request of one instance holding `entries` metadata entries, written
+    /// by hand (a generated map cannot repeat a key).
+    fn with_metadata(entries: impl Iterator<Item = (String, String)>) -> Vec<u8> {
+        use prost::encoding::{encode_key, encode_varint};
+        fn delimited(tag: u32, body: &[u8], out: &mut Vec<u8>) {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(body.len() as u64, out);
+            out.extend_from_slice(body);
+        }
+        let mut instance = registration(1, &[], "").instance.unwrap().encode_to_vec();
+        for (k, v) in entries {
+            let mut entry = Vec::new();
+            delimited(1, k.as_bytes(), &mut entry);
+            delimited(2, v.as_bytes(), &mut entry);
+            delimited(7, &entry, &mut instance);
+        }
+        let mut reg = Vec::new();
+        delimited(
+            1,
+            &registration(1, &[], "").service.unwrap().encode_to_vec(),
+            &mut reg,
+        );
+        delimited(2, &instance, &mut reg);
+        let mut req = Vec::new();
+        delimited(1, &reg, &mut req);
+        req
+    }
+
+    /// Millions of entries of a few keys are held folded (each key once, the last value),
+    /// not entry by entry, and read as prost reads them; many distinct keys are all kept.
+    #[test]
+    fn repeated_metadata_keys_are_folded_while_reading() {
+        let n = 100_000;
+        let bytes = with_metadata((0..n).map(|j| (format!("k{}", j % 3), format!("v{j}"))));
+        agree(&bytes).unwrap();
+        let r = RegisterRequest::decode(Bytes::from(bytes)).unwrap();
+        let held = r.registrations[0].instance.as_ref().unwrap().metadata.len();
+        assert!(held <= FOLD_METADATA_AT, "{held} entries held");
+        let want: Vec<(String, String)> = (n - 3..n)
+            .map(|j| (format!("k{}", j % 3), format!("v{j}")))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        assert_eq!(r.registrations[0].instance().unwrap().metadata(), want);
+
+        let distinct = 3 * FOLD_METADATA_AT;
+        let bytes = with_metadata((0..distinct).map(|j| (format!("key-{j}"), "v".into())));
+        agree(&bytes).unwrap();
+        let r = RegisterRequest::decode(Bytes::from(bytes)).unwrap();
+        assert_eq!(
+            r.registrations[0].instance().unwrap().metadata().len(),
+            distinct
+        );
+    }
+
+    /// Decodes `bytes` both ways: accepted by both with the same items, or refused by
+    /// both with the same error.
+    fn agree(bytes: &[u8]) -> Result<(), String> {
+        let b = || Bytes::copy_from_slice(bytes);
+        let check =
+            |ours: Result<bool, DecodeError>, theirs: Result<(), DecodeError>| match (ours, theirs)
+            {
+                (Ok(true), Ok(())) => Ok(()),
+                (Err(a), Err(b)) if a.to_string() == b.to_string() => Ok(()),
+                (a, b) => Err(format!("ours {a:?}, prost {b:?} on {bytes:02x?}")),
+            };
+        let g = pb::RegisterRequest::decode(b());
+        check(
+            RegisterRequest::decode(b()).map(|r| {
+                same_list(
+                    &r.registrations,
+                    &g.clone().unwrap_or_default().registrations,
+                )
+            }),
+            g.map(drop),
+        )?;
+        let g = pb::DeregisterRequest::decode(b());
+        check(
+            DeregisterRequest::decode(b()).map(|r| {
+                same_list(
+                    &r.registrations,
+                    &g.clone().unwrap_or_default().registrations,
+                )
+            }),
+            g.map(drop),
+        )?;
+        let g = pb::HeartbeatRequest::decode(b());
+        check(
+            HeartbeatRequest::decode(b()).map(|r| {
+                let g = g.clone().unwrap_or_default();
+                r.beats.len() == g.beats.len()
+                    && r.beats.iter().zip(&g.beats).all(|(r, g)| same_beat(r, g))
+            }),
+            g.map(drop),
+        )?;
+        let g = pb::ForwardRequest::decode(b());
+        check(
+            ForwardRequest::decode(b()).map(|r| {
+                let g = g.clone().unwrap_or_default();
+                r.from == g.from
+                    && same_list(&r.registrations, &g.registrations)
+                    && same_list(&r.deregistrations, &g.deregistrations)
+                    && r.beats.len() == g.beats.len()
+                    && r.beats.iter().zip(&g.beats).all(|(r, g)| same_beat(r, g))
+            }),
+            g.map(drop),
+        )
+    }
+
+    fn sample_forward() -> pb::ForwardRequest {
+        pb::ForwardRequest {
+            from: "10.0.0.1:8848".into(),
+            registrations: (0..4)
+                .map(|i| registration(i, &[("k", "v"), ("a", "b")], ""))
+                .collect(),
+            deregistrations: vec![registration(7, &[], "custom")],
+            beats: vec![pb::Beat {
+                service: Some(pb::ServiceRef {
+                    name: "b".into(),
+                    ..Default::default()
+                }),
+                ip: "10.1.1.1".into(),
+                port: 80,
+                cluster: "c".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn requests_read_as_the_generated_code_reads_them_and_forward_as_received() {
+        let req = pb::RegisterRequest {
+            registrations: (0..50)
+                .map(|i| registration(i, &[("k", "v"), ("z", "1")], if i == 3 { "x" } else { "" }))
+                .collect(),
+        };
+        let bytes = req.encode_to_vec();
+        let ours = RegisterRequest::decode(&bytes[..]).expect("valid");
+        assert!(same_list(&ours.registrations, &req.registrations));
+        // Each item is its message as received: re-encoded, the request is the same bytes.
+        assert_eq!(ours.encode_to_vec(), bytes);
+        assert_eq!(
+            pb::Registration::decode(ours.registrations[3].as_bytes()).expect("an item"),
+            req.registrations[3]
+        );
+        let f = sample_forward();
+        let bytes = f.encode_to_vec();
+        let ours = ForwardRequest::decode(&bytes[..]).expect("valid");
+        assert_eq!(ours.encode_to_vec(), bytes);
+        assert_eq!(pb::ForwardRequest::decode(&ours.encode_to_vec()[..]), Ok(f));
+        agree(&bytes).unwrap();
+    }
+
+    /// What the fast reader leaves to prost (unknown fields, a nested message given twice,
+    /// which merges) still reads as prost reads it; a registration without its instance
+    /// has none.
+    #[test]
+    fn unusual_but_valid_encodings_read_as_prost_reads_them() {
+        let r = registration(1, &[("k", "v")], "");
+        let mut item = r.encode_to_vec();
+        // A second `instance` that changes the port and adds metadata (merged by prost).
+        let second = pb::Instance {
+            port: 9,
+            metadata: [("k".to_string(), "w".to_string()), ("a".into(), "b".into())].into(),
+            ..Default::default()
+        };
+        prost::encoding::message::encode(2, &second, &mut item);
+        let mut req = Vec::new();
+        put_delimited(1, &item, &mut req);
+        let ours = RegisterRequest::decode(&req[..]).expect("valid");
+        let i = ours.registrations[0].instance().expect("instance");
+        assert_eq!((i.ip, i.port), ("10.0.0.1", 9));
+        assert_eq!(
+            i.metadata(),
+            vec![("a".into(), "b".into()), ("k".into(), "w".into())]
+        );
+        agree(&req).unwrap();
+        // An unknown field in an item and at the top level.
+        let mut item = r.encode_to_vec();
+        prost::encoding::uint64::encode(15, &7, &mut item);
+        let mut req = Vec::new();
+        put_delimited(1, &item, &mut req);
+        prost::encoding::string::encode(9, &"x".to_string(), &mut req);
+        let ours = RegisterRequest::decode(&req[..]).expect("valid");
+        assert!(same_registration(&ours.registrations[0], &r));
+        agree(&req).unwrap();
+        let bare = pb::RegisterRequest {
+            registrations: vec![pb::Registration {
+                service: None,
+                instance: None,
+            }],
+        };
+        let ours = RegisterRequest::decode(&bare.encode_to_vec()[..]).expect("valid");
+        assert!(ours.registrations[0].instance().is_none());
+        assert_eq!(ours.registrations[0].service(), ("", "", ""));
+    }
+
+    #[test]
+    fn malformed_requests_fail_with_prosts_errors() {
+        let bytes = sample_forward().encode_to_vec();
+        for cut in [1, 5, 17, bytes.len() / 2, bytes.len() - 1] {
+            agree(&bytes[..cut]).unwrap();
+        }
+        // Invalid UTF-8 in an ip.
+        let mut r = registration(1, &[], "").encode_to_vec();
+        let at = r.windows(4).position(|w| w == b"10.0").expect("the ip");
+        r[at] = 0xff;
+        let mut req = Vec::new();
+        put_delimited(1, &r, &mut req);
+        let e = RegisterRequest::decode(&req[..]).expect_err("not UTF-8");
+        assert_eq!(
+            e.to_string(),
+            "failed to decode Protobuf message: Instance.ip: Registration.instance: \
+             RegisterRequest.registrations: invalid string value: data is not UTF-8 encoded"
+        );
+        agree(&req).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes: both readers accept the same inputs, with the same items, and refuse
+        /// the others with the same error.
+        #[test]
+        fn any_bytes_read_as_prost_reads_them(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(agree(&bytes), Ok(()));
+        }
+
+        /// Valid requests with bytes flipped, cut or inserted (mostly near-valid input).
+        #[test]
+        fn damaged_requests_read_as_prost_reads_them(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            how in 0..3u8,
+        ) {
+            let mut bytes = sample_forward().encode_to_vec();
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] = byte,
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, byte),
+            }
+            prop_assert_eq!(agree(&bytes), Ok(()));
+        }
+    }
+}
