@@ -151,23 +151,28 @@ pub async fn watch(
         _ => sources.dns_interval,
     }
     .max(Duration::from_millis(10));
-    let mut interval = tokio::time::interval(period);
+    // Sources fall due by the ticks' scheduled instants, never by when this task woke:
+    // with the wake-up time, a tick that woke a few microseconds earlier after its
+    // deadline than the one before it found the source not yet due and skipped it for a
+    // whole period, so one node read a changed file a second after the others (their
+    // views of the members, hence their routing, stayed apart for up to two periods).
+    let start = tokio::time::Instant::now();
+    let mut interval = tokio::time::interval_at(start, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut file_entries: Option<Vec<String>> = None;
     let mut file_error: Option<String> = None;
     let mut dns_entries: Option<Vec<String>> = None;
-    let mut next_file = tokio::time::Instant::now();
-    let mut next_dns = tokio::time::Instant::now();
+    let mut next_file = start;
+    let mut next_dns = start;
     loop {
-        tokio::select! {
+        let tick = tokio::select! {
             _ = &mut stop => return,
-            _ = interval.tick() => {}
-        }
-        let now = tokio::time::Instant::now();
+            tick = interval.tick() => tick,
+        };
         if let Some(path) = &sources.file
-            && now >= next_file
+            && tick >= next_file
         {
-            next_file = now + sources.file_interval;
+            next_file = tick + sources.file_interval;
             match read_stable(path).await {
                 Ok(entries) => {
                     file_error = None;
@@ -183,9 +188,9 @@ pub async fn watch(
             }
         }
         if let Some(spec) = &sources.dns
-            && now >= next_dns
+            && tick >= next_dns
         {
-            next_dns = now + sources.dns_interval;
+            next_dns = tick + sources.dns_interval;
             match resolve(spec, sources.dns_server).await {
                 Ok(entries) if !entries.is_empty() => dns_entries = Some(entries),
                 Ok(_) => tracing::warn!(name = %spec,
@@ -268,5 +273,82 @@ mod tests {
                 .unwrap_err()
                 .contains("port")
         );
+    }
+
+    /// A tick that woke later after its deadline than the next one did must not make the
+    /// next read of the file wait a whole period: every node reads a changed file within
+    /// one period. (Before the fix a source fell due by the wake-up time: the read at the
+    /// 2 s tick, woken on time after a 1 s tick woken 3 ms late, was skipped until 3 s.)
+    /// Paused time: the clock moves only when the test advances it.
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_woken_late_does_not_delay_the_next_read() {
+        use distro_core::{Config, MemberList};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("members");
+        let me = "127.0.0.1:8848";
+        let write = |n: u16| {
+            let lines: Vec<String> = (0..n)
+                .map(|i| format!("127.0.0.1:{}\n", 8848 + i))
+                .collect();
+            std::fs::write(&file, lines.concat()).expect("members file");
+        };
+        write(2);
+        let node = Arc::new(
+            Node::new(
+                Config::default(),
+                MemberList::new(me, &[]).expect("list"),
+                1,
+            )
+            .expect("node"),
+        );
+        let sources = MemberSources {
+            fixed: vec![me.to_string()],
+            file: Some(file.clone()),
+            dns: None,
+            dns_server: None,
+            file_interval: Duration::from_secs(1),
+            dns_interval: Duration::from_secs(5),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(watch(
+            node.clone(),
+            sources,
+            crate::clock::system(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        // Lets the watch run until it waits on a timer again (the clock does not move).
+        async fn settle() {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let read = Duration::from_millis(50); // read_stable's second read
+        // 0 s: the first tick reads the file.
+        settle().await;
+        tokio::time::advance(read).await;
+        settle().await;
+        assert_eq!(node.members().len(), 2);
+        // The 1 s tick wakes 3 ms late and reads the changed file.
+        write(3);
+        tokio::time::advance(Duration::from_millis(1003) - read).await;
+        settle().await;
+        tokio::time::advance(read).await;
+        settle().await;
+        assert_eq!(node.members().len(), 3);
+        // The 2 s tick wakes on time: the file is due again.
+        write(4);
+        tokio::time::advance(Duration::from_millis(2000 - 1003) - read).await;
+        settle().await;
+        tokio::time::advance(read).await;
+        settle().await;
+        assert_eq!(
+            node.members().len(),
+            4,
+            "the 2 s tick skipped the file: its read waits until the 3 s tick"
+        );
+        stop.send(()).expect("the watch runs");
+        task.await.expect("the watch stops");
     }
 }
