@@ -134,6 +134,24 @@ async fn read_stable(path: &std::path::Path) -> Result<Vec<String>, String> {
     Err("it kept changing while being read".to_string())
 }
 
+/// Where the watch's ticks come from: a timer, or (tests) instants handed in.
+enum Ticks {
+    Every(tokio::time::Interval),
+    #[cfg(test)]
+    Fed(tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>),
+}
+
+impl Ticks {
+    /// The next tick's scheduled instant (None: no more ticks).
+    async fn next(&mut self) -> Option<tokio::time::Instant> {
+        match self {
+            Ticks::Every(interval) => Some(interval.tick().await),
+            #[cfg(test)]
+            Ticks::Fed(rx) => rx.recv().await,
+        }
+    }
+}
+
 /// Watches `sources` and hands every change of the union to `node`, until `stop`.
 pub async fn watch(
     node: Arc<Node>,
@@ -144,21 +162,33 @@ pub async fn watch(
     if !sources.is_dynamic() {
         return;
     }
-    tokio::pin!(stop);
     let period = match (&sources.file, &sources.dns) {
         (Some(_), Some(_)) => sources.file_interval.min(sources.dns_interval),
         (Some(_), None) => sources.file_interval,
         _ => sources.dns_interval,
     }
     .max(Duration::from_millis(10));
+    let start = tokio::time::Instant::now();
+    let mut interval = tokio::time::interval_at(start, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    watch_ticks(node, sources, clock, stop, start, Ticks::Every(interval)).await;
+}
+
+/// [`watch`] on `ticks`, the first at `start`.
+async fn watch_ticks(
+    node: Arc<Node>,
+    sources: MemberSources,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+    start: tokio::time::Instant,
+    mut ticks: Ticks,
+) {
+    tokio::pin!(stop);
     // Sources fall due by the ticks' scheduled instants, never by when this task woke:
     // with the wake-up time, a tick that woke a few microseconds earlier after its
     // deadline than the one before it found the source not yet due and skipped it for a
     // whole period, so one node read a changed file a second after the others (their
     // views of the members, hence their routing, stayed apart for up to two periods).
-    let start = tokio::time::Instant::now();
-    let mut interval = tokio::time::interval_at(start, period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut file_entries: Option<Vec<String>> = None;
     let mut file_error: Option<String> = None;
     let mut dns_entries: Option<Vec<String>> = None;
@@ -167,7 +197,10 @@ pub async fn watch(
     loop {
         let tick = tokio::select! {
             _ = &mut stop => return,
-            tick = interval.tick() => tick,
+            tick = ticks.next() => match tick {
+                Some(tick) => tick,
+                None => return,
+            },
         };
         if let Some(path) = &sources.file
             && tick >= next_file
@@ -275,13 +308,13 @@ mod tests {
         );
     }
 
-    /// A tick that woke later after its deadline than the next one did must not make the
-    /// next read of the file wait a whole period: every node reads a changed file within
-    /// one period. (Before the fix a source fell due by the wake-up time: the read at the
-    /// 2 s tick, woken on time after a 1 s tick woken 3 ms late, was skipped until 3 s.)
-    /// Paused time: the clock moves only when the test advances it.
-    #[tokio::test(start_paused = true)]
-    async fn a_tick_woken_late_does_not_delay_the_next_read() {
+    /// Every tick at which the file falls due reads it, whenever the task wakes: the
+    /// ticks below are handed in at once (their task wakes "early", long before the
+    /// instants they stand for, as a tick woken less late than the one before it did).
+    /// Before the fix a source fell due by the wake-up time, and the second tick skipped
+    /// the file: a node then read a changed file a period after the others.
+    #[tokio::test]
+    async fn the_file_is_read_at_every_tick_it_falls_due_however_late_the_task_wakes() {
         use distro_core::{Config, MemberList};
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("members");
@@ -301,54 +334,46 @@ mod tests {
             )
             .expect("node"),
         );
+        let every = Duration::from_secs(1);
         let sources = MemberSources {
             fixed: vec![me.to_string()],
             file: Some(file.clone()),
             dns: None,
             dns_server: None,
-            file_interval: Duration::from_secs(1),
+            file_interval: every,
             dns_interval: Duration::from_secs(5),
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(watch(
+        let (tick, ticks) = tokio::sync::mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(watch_ticks(
             node.clone(),
             sources,
             crate::clock::system(),
-            async {
-                let _ = stopped.await;
-            },
+            std::future::pending(),
+            start,
+            Ticks::Fed(ticks),
         ));
-        // Lets the watch run until it waits on a timer again (the clock does not move).
-        async fn settle() {
-            for _ in 0..100 {
-                tokio::task::yield_now().await;
+        // Waits (10 s at most) until the node has `n` members.
+        let members = |n: usize| {
+            let node = node.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while node.members().len() != n {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the file naming {n} members was not read: the node has {}",
+                        node.members().len()
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
+        };
+        for k in 0..4u32 {
+            write(2 + k as u16);
+            tick.send(start + every * k).expect("the watch runs");
+            members(2 + k as usize).await;
         }
-        let read = Duration::from_millis(50); // read_stable's second read
-        // 0 s: the first tick reads the file.
-        settle().await;
-        tokio::time::advance(read).await;
-        settle().await;
-        assert_eq!(node.members().len(), 2);
-        // The 1 s tick wakes 3 ms late and reads the changed file.
-        write(3);
-        tokio::time::advance(Duration::from_millis(1003) - read).await;
-        settle().await;
-        tokio::time::advance(read).await;
-        settle().await;
-        assert_eq!(node.members().len(), 3);
-        // The 2 s tick wakes on time: the file is due again.
-        write(4);
-        tokio::time::advance(Duration::from_millis(2000 - 1003) - read).await;
-        settle().await;
-        tokio::time::advance(read).await;
-        settle().await;
-        assert_eq!(
-            node.members().len(),
-            4,
-            "the 2 s tick skipped the file: its read waits until the 3 s tick"
-        );
-        stop.send(()).expect("the watch runs");
-        task.await.expect("the watch stops");
+        drop(tick);
+        task.await.expect("the watch ends with its ticks");
     }
 }
