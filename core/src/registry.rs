@@ -556,13 +556,18 @@ impl Registry {
             match (order, o_holder, n_holder) {
                 (std::cmp::Ordering::Less, Some(o), _) => {
                     let p = o.single();
-                    self.index_remove(&p.service, o.slot.load(Relaxed), p.instances.len());
+                    self.index_remove(
+                        &p.service,
+                        o.slot.load(Relaxed),
+                        p.instances.len(),
+                        clients.pin,
+                    );
                     changed(&p.service);
                     i += 1;
                 }
                 (std::cmp::Ordering::Greater, _, Some(n)) => {
                     changed(&n.single().service);
-                    let slot = self.index_insert(n.clone(), None, 0, true);
+                    let slot = self.index_insert(n.clone(), None, 0, true, clients.pin);
                     n.slot.store(slot, Relaxed);
                     j += 1;
                 }
@@ -574,8 +579,13 @@ impl Registry {
                             changed(&np.service);
                         }
                         let slot = o.slot.load(Relaxed);
-                        let slot =
-                            self.index_insert(n.clone(), Some(slot), op.instances.len(), !same);
+                        let slot = self.index_insert(
+                            n.clone(),
+                            Some(slot),
+                            op.instances.len(),
+                            !same,
+                            clients.pin,
+                        );
                         n.slot.store(slot, Relaxed);
                     }
                     i += 1;

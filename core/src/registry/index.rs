@@ -11,10 +11,10 @@
 use super::{Client, NO_SLOT, Registry};
 use crate::model::{Instance, Publication, Service};
 use crate::time::Millis;
-use arc_slots::Slots;
+use arc_slots::{Pin, Slots};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// The publications of one service: an array of slots, one per publishing client.
 ///
@@ -36,9 +36,14 @@ pub struct ServiceIndex {
     live: AtomicUsize,
     revision: AtomicU64,
     instances: AtomicUsize,
-    /// Writers hold it shared; the empty-service collector holds it exclusively and sets
-    /// the flag once it removed the index from the map.
+    /// Writers that take a slot hold it shared; the empty-service collector holds it
+    /// exclusively and sets the flag once it removed the index from the map.
     retired: RwLock<bool>,
+    /// `retired`'s flag, readable without the lock, set with it (under the exclusive
+    /// lock). A writer that changes a slot it holds reads only this: an index with a slot
+    /// in use has a live publication, so the collector cannot retire it meanwhile, and
+    /// the one index of a service that is not retired is the one holding that slot.
+    gone: AtomicBool,
     empty_since: AtomicU64,
 }
 
@@ -53,6 +58,7 @@ impl ServiceIndex {
             revision: AtomicU64::new(0),
             instances: AtomicUsize::new(0),
             retired: RwLock::new(false),
+            gone: AtomicBool::new(false),
             empty_since: AtomicU64::new(0),
         }
     }
@@ -258,15 +264,28 @@ impl Registry {
     /// Stores `holder` (a client of one publication) in its service's index, in `slot` if
     /// the client already had one there; returns the slot. `changed` tells whether the
     /// publication differs from the one replaced (the service's revision moves then).
+    /// `pin` is the caller's pin of the registry's reclaimer (its shard writer's).
     pub(super) fn index_insert(
         &self,
         holder: Arc<Client>,
         slot: Option<u32>,
         replaced_len: usize,
         changed: bool,
+        pin: &Pin<'_>,
     ) -> u32 {
-        let pin = self.slots.pin();
         let p = holder.single();
+        let n = p.instances.len();
+        // A slot held: it is in the service's one index that is not retired, which
+        // cannot be retired while the slot is in use (see `ServiceIndex::gone`).
+        if let Some(s) = slot.filter(|s| *s != NO_SLOT)
+            && let Some(idx) = self.live_index(&p.service)
+        {
+            idx.slots.replace(s as usize, Some(holder), pin);
+            if changed {
+                Self::count_change(&idx, n, replaced_len);
+            }
+            return s;
+        }
         let mut cached = self.cached_index(&p.service);
         loop {
             let idx = match cached.take() {
@@ -291,20 +310,19 @@ impl Registry {
                 drop(retired);
                 continue;
             }
-            let n = p.instances.len();
             let slot = match slot.filter(|s| *s != NO_SLOT) {
                 Some(s) => {
-                    idx.slots.replace(s as usize, Some(holder), &pin);
+                    idx.slots.replace(s as usize, Some(holder), pin);
                     s
                 }
                 None => {
                     let mut free = idx.free.lock();
                     let s = match free.pop() {
                         Some(s) => {
-                            idx.slots.replace(s as usize, Some(holder), &pin);
+                            idx.slots.replace(s as usize, Some(holder), pin);
                             s
                         }
-                        None => idx.slots.push(holder, &pin),
+                        None => idx.slots.push(holder, pin),
                     };
                     // Under the free-list lock, so the namespace's count sees this
                     // service fill and empty in order.
@@ -320,41 +338,59 @@ impl Registry {
                 }
             };
             if changed {
-                idx.instances.fetch_add(n, Relaxed);
-                idx.instances.fetch_sub(replaced_len, Relaxed);
-                idx.revision.fetch_add(1, Relaxed);
+                Self::count_change(&idx, n, replaced_len);
             }
             return slot;
         }
     }
 
+    /// The index `service` cached if it is this registry's and not retired: for a writer
+    /// that holds a slot in the service's index, the index holding it.
+    #[inline]
+    fn live_index(&self, service: &Service) -> Option<Arc<ServiceIndex>> {
+        self.cached_index(service)
+            .filter(|idx| !idx.gone.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// A publication of `replaced` instances became one of `n`, different: the service's
+    /// instance count and revision move.
+    #[inline]
+    fn count_change(idx: &ServiceIndex, n: usize, replaced: usize) {
+        if n > replaced {
+            idx.instances.fetch_add(n - replaced, Relaxed);
+        } else if n < replaced {
+            idx.instances.fetch_sub(replaced - n, Relaxed);
+        }
+        idx.revision.fetch_add(1, Relaxed);
+    }
+
     /// Frees `slot` of `service`'s index (a publication of `len` instances went away).
-    pub(super) fn index_remove(&self, service: &Service, slot: u32, len: usize) {
+    /// `pin` is the caller's pin of the registry's reclaimer.
+    pub(super) fn index_remove(&self, service: &Service, slot: u32, len: usize, pin: &Pin<'_>) {
         // The slot is in the service's index that is not retired (one holding a slot in
-        // use is not: it has a live publication), the cached one unless that was retired.
+        // use is not: it has a live publication, and cannot be retired while it has; see
+        // `ServiceIndex::gone`), the cached one unless that was retired.
         let idx = self
-            .cached_index(service)
-            .filter(|idx| !*idx.retired.read())
+            .live_index(service)
             .or_else(|| self.services.pin().get(service.key().as_str()).cloned());
-        if let Some(idx) = idx {
-            let _shared = idx.retired.read();
-            if idx.slots.replace(slot as usize, None, &self.slots.pin()) == Some(true) {
-                let mut free = idx.free.lock();
-                free.push(slot);
-                if idx.live.fetch_sub(1, Relaxed) == 1 {
-                    let mut counts = self.namespace_services.lock();
-                    let ns = idx.service.namespace().as_str();
-                    if let Some(n) = counts.get_mut(ns) {
-                        *n -= 1;
-                        if *n == 0 {
-                            counts.remove(ns);
-                        }
+        if let Some(idx) = idx
+            && idx.slots.replace(slot as usize, None, pin) == Some(true)
+        {
+            let mut free = idx.free.lock();
+            free.push(slot);
+            if idx.live.fetch_sub(1, Relaxed) == 1 {
+                let mut counts = self.namespace_services.lock();
+                let ns = idx.service.namespace().as_str();
+                if let Some(n) = counts.get_mut(ns) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(ns);
                     }
                 }
-                drop(free);
-                idx.instances.fetch_sub(len, Relaxed);
-                idx.revision.fetch_add(1, Relaxed);
             }
+            drop(free);
+            idx.instances.fetch_sub(len, Relaxed);
+            idx.revision.fetch_add(1, Relaxed);
         }
     }
 
@@ -390,6 +426,7 @@ impl Registry {
             let mut retired = idx.retired.write();
             if idx.live.load(Relaxed) == 0 {
                 *retired = true;
+                idx.gone.store(true, std::sync::atomic::Ordering::Release);
                 services.remove(key.as_str());
                 removed += 1;
             }

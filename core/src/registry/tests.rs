@@ -761,9 +761,22 @@ fn a_service_writes_to_its_registrys_live_index() {
     r.collect_empty_services(10, 0);
     assert_eq!(r.collect_empty_services(20, 0), 1);
     assert_eq!(count(&r), None);
-    r.publish(&id, p, MemberId(0), 30).unwrap();
+    r.publish(&id, p.clone(), MemberId(0), 30).unwrap();
     assert_eq!(count(&r), Some(1));
-    r.remove_client(&id, MemberId(0), 31);
+    // A change in the slot the client holds goes to the live index, not to the retired
+    // one the service still caches (held by the collector's batch).
+    let mut changed = p;
+    if let crate::model::Instances::One(i) = &mut changed.instances {
+        i.weight = 7.0;
+    }
+    r.publish(&id, changed, MemberId(0), 31).unwrap();
+    let view = r.query("public", "DEFAULT_GROUP", "svc").expect("live");
+    let weights: Vec<f64> = view
+        .instances(Default::default())
+        .map(|i| i.weight)
+        .collect();
+    assert_eq!(weights, [7.0]);
+    r.remove_client(&id, MemberId(0), 32);
     assert_eq!(count(&r), Some(0));
 }
 
