@@ -6,15 +6,17 @@
 //! once per process (behind a `LazyLock`), in parallel with rayon; the size comes from
 //! [`clients`], which honours `DISTRO_BENCH_CLIENTS` and criterion's `--test` mode.
 //!
-//! The fixtures bypass the sync scheduler (they write through [`Registry::publish`] and
-//! [`Registry::apply`]) so that building them leaves no pending work behind that a
-//! measured operation would then pay for.
+//! The fixtures bypass the sync scheduler (owners write through [`Registry::publish`],
+//! replicas take the owner's records through the peer codec and `Node::handle_sync`) so
+//! that building them leaves no pending work behind that a measured operation would then
+//! pay for.
 
 use distro_core::hash::mix64;
+use distro_core::message::SyncBatch;
 use distro_core::model::Metadata;
 use distro_core::{
-    ClientId, Config, Instance, InstanceSpec, MemberId, MemberList, Node, Publication, Registry,
-    Service, ServiceSpec,
+    ClientChange, ClientId, Config, Instance, InstanceSpec, MemberId, MemberList, Node,
+    Publication, Registry, Service, ServiceSpec,
 };
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -290,6 +292,9 @@ pub fn node(members: usize, me: usize, mut config: Config) -> Node {
     Node::new(config, member_list(members, me), INCARNATION_MS).expect("valid config")
 }
 
+/// Clients per batch when a replica's copy is built.
+const COPY_BATCH: usize = 1_000;
+
 /// A cluster of nodes in which node 0 owns `n` connection clients and every other node
 /// holds a replica of them, except the clients `skip(node, i)` returns true for.
 pub struct Cluster {
@@ -312,23 +317,33 @@ impl Cluster {
             .collect();
         let owner = &nodes[0];
         populate(owner.registry(), n, Kind::Connection, |_, _| owner.me());
+        // Each replica gets its copy as a real one does: the owner's records encoded by
+        // the peer codec and decoded into the replica's registry, so the replica holds its
+        // own services and names (copying the records themselves shared the owner's, and
+        // every compare of a decoded service or name with a held one then went to the text).
         for replica in &nodes[1..] {
             let k = replica.me().index();
-            let copy = |i: usize| {
-                if skip(k, i) {
-                    return;
-                }
-                let record = owner
-                    .registry()
-                    .get(connection_client(i).as_str())
-                    .expect("populated above")
-                    .to_record();
-                replica.registry().apply(&record, owner.me(), NOW_MS);
+            let copy = |chunk: &[usize]| {
+                let changes = chunk
+                    .iter()
+                    .filter(|&&i| !skip(k, i))
+                    .map(|&i| {
+                        let record = owner
+                            .registry()
+                            .get(connection_client(i).as_str())
+                            .expect("populated above")
+                            .to_record();
+                        ClientChange::Upsert(record)
+                    })
+                    .collect();
+                let encoded = crate::codec::encode(owner, &SyncBatch { changes });
+                crate::codec::apply(replica, owner.me(), &encoded, NOW_MS);
             };
+            let all: Vec<usize> = (0..n).collect();
             if n >= PARALLEL_FROM {
-                (0..n).into_par_iter().for_each(copy);
+                all.par_chunks(COPY_BATCH).for_each(copy);
             } else {
-                (0..n).for_each(copy);
+                all.chunks(COPY_BATCH).for_each(copy);
             }
         }
         Self { nodes, clients: n }
