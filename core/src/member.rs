@@ -305,12 +305,12 @@ impl MemberList {
     }
 
     /// All current members, this node included, in address order.
-    pub fn ids(&self) -> impl Iterator<Item = MemberId> + '_ {
+    pub fn ids(&self) -> impl Iterator<Item = MemberId> + Clone + '_ {
         self.current.iter().copied()
     }
 
     /// All current members except this node.
-    pub fn peers(&self) -> impl Iterator<Item = MemberId> + '_ {
+    pub fn peers(&self) -> impl Iterator<Item = MemberId> + Clone + '_ {
         let me = self.me;
         self.ids().filter(move |&m| m != me)
     }
