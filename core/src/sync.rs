@@ -447,17 +447,40 @@ impl SyncScheduler {
         state: Option<&Arc<Client>>,
         now: Millis,
     ) {
+        self.schedule_keyed(peers, self.regular(id, state, now));
+    }
+
+    /// [`Self::schedule_all`] for the peers in `mask`: bit `i` for peer `i` (the peers'
+    /// mask a member list keeps when all of them are below 64, so that a change does not
+    /// walk the list).
+    pub(crate) fn schedule_mask(
+        &self,
+        mask: u64,
+        id: &ClientId,
+        state: Option<&Arc<Client>>,
+        now: Millis,
+    ) {
+        let c = self.regular(id, state, now);
+        let mut stripe = self.stripes[stripe_of(c.keys.slot)].lock();
+        self.schedule_group(&mut stripe, &c, 0, mask);
+    }
+
+    /// A change of `id` storing `state` at `now`, due after the regular sync delay.
+    fn regular<'a>(
+        &self,
+        id: &'a ClientId,
+        state: Option<&'a Arc<Client>>,
+        now: Millis,
+    ) -> Change<'a> {
         let hash = state.map_or_else(|| Self::hash(id), |c| c.id_hash());
         debug_assert_eq!(hash, Self::hash(id));
-        let due = now.saturating_add(self.delay);
-        let c = Change {
+        Change {
             keys: self.mix.keys(hash),
             id,
             state,
-            due,
+            due: now.saturating_add(self.delay),
             regular: true,
-        };
-        self.schedule_keyed(peers, c);
+        }
     }
 
     /// Schedules `id` for `peer` at `due` (retries, repairs): never later than a pending

@@ -162,6 +162,28 @@ fn one_entry_serves_every_peer_until_their_due_times_part() {
 }
 
 #[test]
+fn a_mask_schedules_as_the_peers_it_names() {
+    let (a, b) = (id("a"), id("b"));
+    let s = SyncScheduler::new(4, 1000, 100, None);
+    s.schedule_mask(0b1010, &a, None, 0);
+    s.schedule_all([1, 3], &b, None, 0);
+    assert_eq!(entries(&s), 2);
+    s.schedule_mask(0b1010, &b, None, 10);
+    s.schedule_all([3, 1], &a, None, 10);
+    assert_eq!(entries(&s), 2, "merged into the entries of the same peers");
+    assert_eq!(
+        [s.pending(0), s.pending(1), s.pending(2), s.pending(3)],
+        [0, 2, 0, 2]
+    );
+    for p in [1, 3] {
+        let mut t = due_of(&s.take(p, 1000, 10));
+        t.sort();
+        assert_eq!(t, [(a.clone(), 1000), (b.clone(), 1000)], "peer {p}");
+    }
+    assert_eq!(entries(&s), 0);
+}
+
+#[test]
 fn a_peer_rescheduled_earlier_or_put_back_parts_from_the_others() {
     let (a, v) = states(2);
     let s = SyncScheduler::new(3, 1000, 100, None);
