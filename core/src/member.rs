@@ -86,6 +86,9 @@ pub struct MemberList {
     current: Vec<MemberId>,
     me: MemberId,
     version: u64,
+    /// The peers as a bit mask, when every one's index is below 64 (what the sync
+    /// scheduler takes, see [`MemberList::peer_mask`]).
+    peer_mask: Option<u64>,
 }
 
 /// Why a member list was rejected.
@@ -139,6 +142,16 @@ fn normalize(me: &str, addrs: &[String], need_me: bool) -> Result<Vec<String>, M
     Ok(all)
 }
 
+/// `current` but `me` as a bit mask, if every index is below 64.
+fn peer_mask(current: &[MemberId], me: MemberId) -> Option<u64> {
+    current
+        .iter()
+        .filter(|&&m| m != me)
+        .try_fold(0u64, |mask, m| {
+            1u64.checked_shl(u32::from(m.0)).map(|b| mask | b)
+        })
+}
+
 impl MemberList {
     /// Builds the list from `addrs` (any order, duplicates allowed) and this node's address,
     /// with [`DEFAULT_MEMBER_SLOTS`] slots (or as many as `addrs` needs). An empty `addrs`
@@ -160,11 +173,14 @@ impl MemberList {
             .iter()
             .position(|a| a == me)
             .expect("normalize checked this node is listed");
+        let current: Vec<MemberId> = (0..all.len()).map(|i| MemberId(i as u16)).collect();
+        let me = MemberId(idx as u16);
         Ok(Self {
             slots: Arc::new(table),
             assigned: all.len(),
-            current: (0..all.len()).map(|i| MemberId(i as u16)).collect(),
-            me: MemberId(idx as u16),
+            peer_mask: peer_mask(&current, me),
+            current,
+            me,
             version: 0,
         })
     }
@@ -199,10 +215,12 @@ impl MemberList {
             }
         }
         // `all` is in address order, and so is `current`.
+        let current: Vec<MemberId> = current.into_iter().map(|(_, id)| id).collect();
         Ok(Self {
             slots: self.slots.clone(),
             assigned,
-            current: current.into_iter().map(|(_, id)| id).collect(),
+            peer_mask: peer_mask(&current, self.me),
+            current,
             me: self.me,
             version: self.version + 1,
         })
@@ -305,12 +323,18 @@ impl MemberList {
     }
 
     /// All current members, this node included, in address order.
-    pub fn ids(&self) -> impl Iterator<Item = MemberId> + '_ {
+    pub fn ids(&self) -> impl Iterator<Item = MemberId> + Clone + '_ {
         self.current.iter().copied()
     }
 
+    /// The peers ([`MemberList::peers`]) as a bit mask (bit `i` for the member of index
+    /// `i`), if every one's index is below 64.
+    pub(crate) fn peer_mask(&self) -> Option<u64> {
+        self.peer_mask
+    }
+
     /// All current members except this node.
-    pub fn peers(&self) -> impl Iterator<Item = MemberId> + '_ {
+    pub fn peers(&self) -> impl Iterator<Item = MemberId> + Clone + '_ {
         let me = self.me;
         self.ids().filter(move |&m| m != me)
     }
@@ -377,6 +401,30 @@ mod tests {
         assert_eq!(l.addr(MemberId(0)).as_str(), "10.0.0.1:8848");
         assert_eq!(l.find("10.0.0.3:8848"), Some(MemberId(2)));
         assert_eq!(l.peers().count(), 2);
+    }
+
+    #[test]
+    fn the_peer_mask_is_the_peers_below_64() {
+        let addrs = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("10.0.{}.{}:8848", i / 200, i % 200))
+                .collect()
+        };
+        let mask = |l: &MemberList| l.peers().fold(0u64, |m, p| m | 1 << p.0);
+        let l = MemberList::with_slots("10.0.0.1:8848", &addrs(3), 100).unwrap();
+        assert_eq!(l.peer_mask(), Some(mask(&l)));
+        assert_eq!(l.peer_mask().map(u64::count_ones), Some(2));
+        // Members up to slot 63 fit; one at slot 64 does not.
+        let l = l.update(&addrs(64)).unwrap();
+        assert_eq!(l.peer_mask(), Some(mask(&l)));
+        assert_eq!(l.peer_mask().map(u64::count_ones), Some(63));
+        let l = l.update(&addrs(65)).unwrap();
+        assert!(l.peers().any(|p| p.0 == 64));
+        assert_eq!(l.peer_mask(), None);
+        // Back below: the mask again, without the one that left.
+        let l = l.update(&addrs(3)).unwrap();
+        assert_eq!(l.peer_mask(), Some(mask(&l)));
+        assert_eq!(l.peer_mask().map(u64::count_ones), Some(2));
     }
 
     #[test]

@@ -16,6 +16,16 @@
 //! a stale state, which a peer refuses by its revision; the newest state is always sent
 //! at least once, because every stored state schedules itself.
 //!
+//! One entry serves every peer a change is scheduled for: it carries the set of peers
+//! (of one group of 64, [`GROUP`]) it is pending for, so a change is hashed, found and
+//! stored once, not once per peer; each peer has its own queue of due times (a *lane*)
+//! pointing at the entries. Peers part ways only when their due times do: a peer that
+//! took the client is scheduled again by the next change in an entry of its own, while
+//! the others keep the earlier due time of the first; a peer rescheduled earlier (a
+//! retry, a repair, a put-back) splits off into an entry of its own. A schedule merges
+//! its state into the entry it meets, for all of that entry's peers: a peer may so send
+//! a newer state than was scheduled for it, or read the registry (none), never an older one.
+//!
 //! A failed batch puts its clients back with a growing retry delay; a client that is
 //! already pending again keeps the earlier of the two due times, and its newer state is
 //! what the next flush sends.
@@ -24,9 +34,10 @@
 //! whole batch is pending (see [`SyncScheduler::take`]): a full batch has nothing left to
 //! merge into it, so it leaves at once; what is taken back is put back with its due time.
 //!
-//! Queues are striped by client id so concurrent writers rarely meet on one mutex.
+//! Entries are striped by client id so concurrent writers rarely meet on one mutex.
 
 use crate::hash::{mix64, stable_hash64};
+use crate::member::MAX_MEMBERS;
 use crate::model::ClientId;
 use crate::registry::Client;
 use crate::time::Millis;
@@ -40,6 +51,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 const STRIPES: usize = 16;
+
+/// Peers per group: an entry's peers are a bit mask over one group's.
+const GROUP: usize = 64;
+
+/// The group of `peer` and its bit in that group's masks.
+fn group_bit(peer: usize) -> (u16, u64) {
+    ((peer / GROUP) as u16, 1 << (peer % GROUP))
+}
+
+/// The peers of `group` in `mask`.
+fn peers_of(group: u16, mask: u64) -> PeersOf {
+    PeersOf {
+        base: usize::from(group) * GROUP,
+        bits: mask,
+    }
+}
+
+struct PeersOf {
+    base: usize,
+    bits: u64,
+}
+
+impl Iterator for PeersOf {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        if self.bits == 0 {
+            return None;
+        }
+        let b = self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(self.base + b)
+    }
+}
 
 /// The stripe of an id's table hash: bits the stripe's table does not index by (it takes
 /// its buckets from the low bits and its tags from the top seven).
@@ -58,13 +104,17 @@ pub(crate) struct Taken {
     pub(crate) state: Option<Arc<Client>>,
 }
 
-/// A pending client: its id, when it is due, its id's stable hash and the state to send
-/// (`None`: whatever the registry holds when it is sent).
+/// A pending client: its id, when it is due, its id's stable hash, the state to send
+/// (`None`: whatever the registry holds when it is sent) and the peers it is pending
+/// for. Every peer is in at most one entry of a client.
 struct Pending {
     id: ClientId,
     due: Millis,
     hash: u64,
     state: Option<Arc<Client>>,
+    /// The peers of `group` it is pending for: bit `peer % GROUP`.
+    mask: u64,
+    group: u16,
 }
 
 /// What an entry holding `held` holds once `new` is scheduled into it: the state of the
@@ -77,9 +127,9 @@ fn merge(held: &mut Option<Arc<Client>>, new: Option<&Arc<Client>>) {
     }
 }
 
-/// How the queues hash: an id's stable hash (computed once per schedule, for every peer,
-/// and handed to the flush) mixed with a per-process key, so that ids chosen to collide
-/// in one process's tables do not in another's (as the shards' tables' seeded hash tags do).
+/// How the queues hash: an id's stable hash (computed once per schedule and handed to
+/// the flush) mixed with a per-process key, so that ids chosen to collide in one
+/// process's tables do not in another's (as the shards' tables' seeded hash tags do).
 #[derive(Clone, Copy)]
 struct Mix(u64);
 
@@ -89,7 +139,7 @@ impl Mix {
         mix64(self.0 ^ hash)
     }
 
-    /// An id's stable hash with its table hash, mixed once for all of its peers' queues.
+    /// An id's stable hash with its table hash.
     #[inline]
     fn keys(self, hash: u64) -> Keys {
         Keys {
@@ -106,126 +156,56 @@ struct Keys {
     slot: u64,
 }
 
-struct Stripe {
-    /// Every pending client, found by its table hash ([`Mix::slot`]).
-    pending: HashTable<Pending>,
+/// One schedule of a client: its keys and id, the state it stored (if any), when it is
+/// due and whether in the regular due order (after the sync delay).
+#[derive(Clone, Copy)]
+struct Change<'a> {
+    keys: Keys,
+    id: &'a ClientId,
+    state: Option<&'a Arc<Client>>,
+    due: Millis,
+    regular: bool,
+}
+
+impl Change<'_> {
+    /// A new entry of this change for the peers of `group` in `mask`.
+    fn pending(&self, group: u16, mask: u64) -> Pending {
+        Pending {
+            id: self.id.clone(),
+            due: self.due,
+            hash: self.keys.hash,
+            state: self.state.cloned(),
+            mask,
+            group,
+        }
+    }
+}
+
+/// One peer's due times in a stripe.
+struct Lane {
     /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each is
-    /// a due time and a stable hash, no id: a take removes the pending entry of that hash
-    /// due at that time (an entry rescheduled earlier since is not; were two ids' whole
-    /// 64-bit hashes equal, each entry is still taken once, at its own due time).
+    /// a due time and a stable hash, no id: a take removes the peer from the pending entry
+    /// of that hash due at that time (an entry rescheduled earlier since is not; were two
+    /// ids' whole 64-bit hashes equal, each entry is still taken once, at its own due time).
     fifo: VecDeque<(Millis, u64)>,
     /// Entries with other due times (retries, verify repairs, handovers).
     heap: BinaryHeap<Reverse<(Millis, ClientId)>>,
 }
 
-impl Stripe {
-    /// A stripe with room for `room` clients before its table and queue grow.
-    fn new(room: usize) -> Self {
-        Self {
-            pending: HashTable::with_capacity(room),
-            fifo: VecDeque::with_capacity(room),
-            heap: BinaryHeap::new(),
+impl Lane {
+    /// Queues an entry of `id` due at `due` for this lane's peer.
+    #[inline]
+    fn push(&mut self, id: &ClientId, hash: u64, due: Millis, regular: bool) {
+        if regular && self.fifo.back().is_none_or(|(d, _)| *d <= due) {
+            self.fifo.push_back((due, hash));
+        } else {
+            self.push_heap(id, due);
         }
     }
 
-    /// Schedules `id` (of `keys`) at `due` without a state; whether it was not pending.
-    #[cfg(test)]
-    fn schedule(
-        &mut self,
-        mix: Mix,
-        keys: Keys,
-        id: &ClientId,
-        due: Millis,
-        regular: bool,
-    ) -> bool {
-        self.schedule_state(mix, keys, id, None, due, regular)
-    }
-
-    /// Schedules `id` (of `keys`) at `due` with `state` (see [`merge`]); whether it was
-    /// not pending before.
-    fn schedule_state(
-        &mut self,
-        mix: Mix,
-        keys: Keys,
-        id: &ClientId,
-        state: Option<&Arc<Client>>,
-        due: Millis,
-        regular: bool,
-    ) -> bool {
-        debug_assert_eq!(keys.slot, mix.slot(keys.hash));
-        let hash = keys.hash;
-        let entry = self.pending.entry(
-            keys.slot,
-            |p| p.hash == hash && p.id == *id,
-            |p| mix.slot(p.hash),
-        );
-        match entry {
-            Slot::Occupied(mut o) => {
-                let p = o.get_mut();
-                merge(&mut p.state, state);
-                if p.due > due {
-                    p.due = due;
-                    self.heap.push(Reverse((due, id.clone())));
-                }
-                false
-            }
-            Slot::Vacant(v) => {
-                v.insert(Pending {
-                    id: id.clone(),
-                    due,
-                    hash,
-                    state: state.cloned(),
-                });
-                if regular && self.fifo.back().is_none_or(|(d, _)| *d <= due) {
-                    self.fifo.push_back((due, hash));
-                } else {
-                    self.heap.push(Reverse((due, id.clone())));
-                }
-                true
-            }
-        }
-    }
-
-    /// Pops up to `max` clients due at `now`, earliest first.
-    fn take_due(&mut self, mix: Mix, now: Millis, max: usize, out: &mut Vec<Taken>) {
-        while out.len() < max {
-            let from_fifo = match (self.fifo.front(), self.heap.peek()) {
-                (Some((a, _)), Some(Reverse((b, _)))) => a <= b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => return,
-            };
-            // Skip queue entries made obsolete by a reschedule to an earlier time (the
-            // pending entry stays, due when the earlier entry says).
-            let found = if from_fifo {
-                let (due, hash) = *self.fifo.front().expect("checked above");
-                if due > now {
-                    return;
-                }
-                self.fifo.pop_front();
-                self.pending
-                    .find_entry(mix.slot(hash), |p| p.hash == hash && p.due == due)
-            } else {
-                let Reverse((due, _)) = self.heap.peek().expect("checked above");
-                if *due > now {
-                    return;
-                }
-                let (due, id) = self.heap.pop().expect("checked above").0;
-                let hash = stable_hash64(id.as_str().as_bytes());
-                self.pending.find_entry(mix.slot(hash), |p| {
-                    p.hash == hash && p.due == due && p.id == id
-                })
-            };
-            if let Ok(entry) = found {
-                let (p, _) = entry.remove();
-                out.push(Taken {
-                    id: p.id,
-                    due: p.due,
-                    hash: p.hash,
-                    state: p.state,
-                });
-            }
-        }
+    #[inline(never)]
+    fn push_heap(&mut self, id: &ClientId, due: Millis) {
+        self.heap.push(Reverse((due, id.clone())));
     }
 
     fn next_due(&self) -> Option<Millis> {
@@ -238,9 +218,162 @@ impl Stripe {
     }
 }
 
-/// The pending syncs to one peer.
+struct Stripe {
+    /// Every pending client, found by its table hash ([`Mix::slot`]).
+    pending: HashTable<Pending>,
+    /// Each peer's due times, by peer index.
+    lanes: Box<[Lane]>,
+}
+
+impl Stripe {
+    /// A stripe for `peers` peers with room for `room` clients before its table and
+    /// queues grow.
+    fn new(peers: usize, room: usize) -> Self {
+        Self {
+            pending: HashTable::with_capacity(room),
+            lanes: (0..peers)
+                .map(|_| Lane {
+                    fifo: VecDeque::with_capacity(room),
+                    heap: BinaryHeap::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Schedules `c` for the peers of `group` in `mask`; returns those it was not
+    /// pending for before. A client pending for some of them is merged into their
+    /// entries (a peer due later split off into one of its own); the others get a new
+    /// entry.
+    fn schedule(&mut self, mix: Mix, c: &Change<'_>, group: u16, mut mask: u64) -> u64 {
+        debug_assert_eq!(c.keys.slot, mix.slot(c.keys.hash));
+        let hash = c.keys.hash;
+        loop {
+            let Self { pending, lanes } = self;
+            // An entry of the client pending for some of the peers.
+            let entry = pending.entry(
+                c.keys.slot,
+                |p| p.hash == hash && p.group == group && p.mask & mask != 0 && p.id == *c.id,
+                |p| mix.slot(p.hash),
+            );
+            let split = match entry {
+                Slot::Vacant(v) => {
+                    v.insert(c.pending(group, mask));
+                    for peer in peers_of(group, mask) {
+                        lanes[peer].push(c.id, hash, c.due, c.regular);
+                    }
+                    return mask;
+                }
+                Slot::Occupied(mut o) => {
+                    let p = o.get_mut();
+                    let common = p.mask & mask;
+                    mask &= !common;
+                    merge(&mut p.state, c.state);
+                    if p.due > c.due {
+                        Self::earlier(p, lanes, c, common)
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(s) = split {
+                pending.insert_unique(c.keys.slot, s, |p| mix.slot(p.hash));
+            }
+            if mask == 0 {
+                return 0;
+            }
+        }
+    }
+
+    /// Makes `p` due earlier, at `c`'s due time, for its peers in `common`: the whole
+    /// entry, or a new one split off for them (returned). Their queue entries of `p`
+    /// become obsolete (they no longer match its due time, or its peers).
+    #[cold]
+    fn earlier(
+        p: &mut Pending,
+        lanes: &mut [Lane],
+        c: &Change<'_>,
+        common: u64,
+    ) -> Option<Pending> {
+        for peer in peers_of(p.group, common) {
+            lanes[peer].push_heap(c.id, c.due);
+        }
+        if p.mask == common {
+            p.due = c.due;
+            None
+        } else {
+            p.mask &= !common;
+            Some(Pending {
+                state: p.state.clone(),
+                ..c.pending(p.group, common)
+            })
+        }
+    }
+
+    /// Pops up to `max` clients due for `peer` at `now`, earliest first.
+    fn take_due(&mut self, mix: Mix, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
+        let (group, bit) = group_bit(peer);
+        let Self { pending, lanes } = self;
+        let lane = &mut lanes[peer];
+        while out.len() < max {
+            let from_fifo = match (lane.fifo.front(), lane.heap.peek()) {
+                (Some((a, _)), Some(Reverse((b, _)))) => a <= b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return,
+            };
+            // Skip queue entries made obsolete by a reschedule to an earlier time (the
+            // pending entry stays, due when the earlier entry says).
+            let found = if from_fifo {
+                let (due, hash) = *lane.fifo.front().expect("checked above");
+                if due > now {
+                    return;
+                }
+                lane.fifo.pop_front();
+                pending.find_entry(mix.slot(hash), |p| {
+                    p.hash == hash && p.due == due && p.group == group && p.mask & bit != 0
+                })
+            } else {
+                let Reverse((due, _)) = lane.heap.peek().expect("checked above");
+                if *due > now {
+                    return;
+                }
+                let (due, id) = lane.heap.pop().expect("checked above").0;
+                let hash = stable_hash64(id.as_str().as_bytes());
+                pending.find_entry(mix.slot(hash), |p| {
+                    p.hash == hash
+                        && p.due == due
+                        && p.group == group
+                        && p.mask & bit != 0
+                        && p.id == id
+                })
+            };
+            let Ok(mut entry) = found else { continue };
+            let p = entry.get_mut();
+            let taken = if p.mask == bit {
+                let (p, _) = entry.remove();
+                Taken {
+                    id: p.id,
+                    due: p.due,
+                    hash: p.hash,
+                    state: p.state,
+                }
+            } else {
+                // Still pending for other peers.
+                p.mask &= !bit;
+                Taken {
+                    id: p.id.clone(),
+                    due: p.due,
+                    hash: p.hash,
+                    state: p.state.clone(),
+                }
+            };
+            out.push(taken);
+        }
+    }
+}
+
+/// A peer's sync counters and flow control.
 pub(crate) struct PeerQueue {
-    stripes: Box<[Mutex<Stripe>]>,
     pending: AtomicUsize,
     pub(crate) inflight: AtomicUsize,
     pub(crate) consecutive_failures: AtomicU32,
@@ -253,11 +386,8 @@ pub(crate) struct PeerQueue {
 }
 
 impl PeerQueue {
-    fn new(room: usize) -> Self {
+    fn new() -> Self {
         Self {
-            stripes: (0..STRIPES)
-                .map(|_| Mutex::new(Stripe::new(room)))
-                .collect(),
             pending: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -270,18 +400,22 @@ impl PeerQueue {
 
 /// Pending syncs of every peer.
 pub(crate) struct SyncScheduler {
+    stripes: Box<[Mutex<Stripe>]>,
     peers: Vec<PeerQueue>,
     mix: Mix,
     delay: Millis,
 }
 
 impl SyncScheduler {
-    /// Queues for `members` peers, each with room for a batch of `batch` clients before it
-    /// grows (a burst after a quiet spell fills a batch without regrowing from empty).
+    /// Queues for `members` peers, with room for a batch of `batch` clients before they
+    /// grow (a burst after a quiet spell fills a batch without regrowing from empty).
     pub(crate) fn new(members: usize, delay: Millis, batch: usize, seed: Option<u64>) -> Self {
         let room = batch.div_ceil(STRIPES) * 5 / 4;
         Self {
-            peers: (0..members).map(|_| PeerQueue::new(room)).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| Mutex::new(Stripe::new(members, room)))
+                .collect(),
+            peers: (0..members).map(|_| PeerQueue::new()).collect(),
             mix: Mix(crate::registry::fast_hash(seed).hash_one(0x7379_6e63_u64)),
             delay,
         }
@@ -304,46 +438,115 @@ impl SyncScheduler {
 
     /// Schedules `id` for each of `peers` after the regular sync delay (merging with a
     /// pending entry), with the state the change stored if the caller has it (see the
-    /// module's documentation); the id is hashed once for all (a stored state knows its
-    /// id's hash: then not at all).
+    /// module's documentation): one entry for all of them, the id hashed once (a stored
+    /// state knows its id's hash: then not at all).
     pub(crate) fn schedule_all(
         &self,
-        peers: impl IntoIterator<Item = usize>,
+        peers: impl IntoIterator<Item = usize, IntoIter: Clone>,
         id: &ClientId,
         state: Option<&Arc<Client>>,
         now: Millis,
     ) {
+        self.schedule_keyed(peers, self.regular(id, state, now));
+    }
+
+    /// [`Self::schedule_all`] for the peers in `mask`: bit `i` for peer `i` (the peers'
+    /// mask a member list keeps when all of them are below 64, so that a change does not
+    /// walk the list).
+    pub(crate) fn schedule_mask(
+        &self,
+        mask: u64,
+        id: &ClientId,
+        state: Option<&Arc<Client>>,
+        now: Millis,
+    ) {
+        let c = self.regular(id, state, now);
+        let mut stripe = self.stripes[stripe_of(c.keys.slot)].lock();
+        self.schedule_group(&mut stripe, &c, 0, mask);
+    }
+
+    /// A change of `id` storing `state` at `now`, due after the regular sync delay.
+    fn regular<'a>(
+        &self,
+        id: &'a ClientId,
+        state: Option<&'a Arc<Client>>,
+        now: Millis,
+    ) -> Change<'a> {
         let hash = state.map_or_else(|| Self::hash(id), |c| c.id_hash());
         debug_assert_eq!(hash, Self::hash(id));
-        let keys = self.mix.keys(hash);
-        let due = now.saturating_add(self.delay);
-        for peer in peers {
-            self.schedule_keyed(peer, keys, id, state, due, true);
+        Change {
+            keys: self.mix.keys(hash),
+            id,
+            state,
+            due: now.saturating_add(self.delay),
+            regular: true,
         }
     }
 
     /// Schedules `id` for `peer` at `due` (retries, repairs): never later than a pending
     /// entry. The flush reads the client's state from the registry.
     pub(crate) fn schedule_at(&self, peer: usize, id: &ClientId, due: Millis, regular: bool) {
-        self.schedule_keyed(peer, self.mix.keys(Self::hash(id)), id, None, due, regular);
+        let c = Change {
+            keys: self.mix.keys(Self::hash(id)),
+            id,
+            state: None,
+            due,
+            regular,
+        };
+        self.schedule_keyed([peer], c);
     }
 
-    /// Schedules `id` (of `keys`) for `peer` at `due` with `state`.
-    fn schedule_keyed(
+    /// Schedules `c` for `peers`: one entry per group of peers (see [`GROUP`]).
+    fn schedule_keyed<I>(&self, peers: I, c: Change<'_>)
+    where
+        I: IntoIterator<Item = usize>,
+        I::IntoIter: Clone,
+    {
+        // The peers' groups: one, unless there are 64 members or more.
+        let peers = peers.into_iter();
+        let (mut group, mut mask, mut more) = (0, 0, false);
+        for peer in peers.clone() {
+            let (g, bit) = group_bit(peer);
+            if mask == 0 || g == group {
+                (group, mask) = (g, mask | bit);
+            } else {
+                more = true;
+            }
+        }
+        let mut stripe = self.stripes[stripe_of(c.keys.slot)].lock();
+        self.schedule_group(&mut stripe, &c, group, mask);
+        if more {
+            self.schedule_more(&mut stripe, peers, &c, group);
+        }
+    }
+
+    /// Schedules `c` for the peers of `group` in `mask`, counting those it is new for
+    /// (under the stripe's lock: a take that finds the entry counts it after).
+    #[inline(always)]
+    fn schedule_group(&self, stripe: &mut Stripe, c: &Change<'_>, group: u16, mask: u64) {
+        if mask != 0 {
+            let new = stripe.schedule(self.mix, c, group, mask);
+            for peer in peers_of(group, new) {
+                self.peers[peer].pending.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// [`Self::schedule_keyed`] for the peers not in group `done`.
+    #[cold]
+    fn schedule_more(
         &self,
-        peer: usize,
-        keys: Keys,
-        id: &ClientId,
-        state: Option<&Arc<Client>>,
-        due: Millis,
-        regular: bool,
+        stripe: &mut Stripe,
+        peers: impl Iterator<Item = usize>,
+        c: &Change<'_>,
+        done: u16,
     ) {
-        let q = &self.peers[peer];
-        let scheduled = q.stripes[stripe_of(keys.slot)]
-            .lock()
-            .schedule_state(self.mix, keys, id, state, due, regular);
-        if scheduled {
-            q.pending.fetch_add(1, Relaxed);
+        let mut masks = [0u64; MAX_MEMBERS.div_ceil(GROUP)];
+        for (g, bit) in peers.map(group_bit).filter(|(g, _)| *g != done) {
+            masks[usize::from(g)] |= bit;
+        }
+        for (g, mask) in masks.into_iter().enumerate() {
+            self.schedule_group(stripe, c, g as u16, mask);
         }
     }
 
@@ -380,9 +583,9 @@ impl SyncScheduler {
                 } else {
                     max
                 };
-                q.stripes[(start + k) % STRIPES]
+                self.stripes[(start + k) % STRIPES]
                     .lock()
-                    .take_due(self.mix, now, limit, &mut out);
+                    .take_due(self.mix, peer, now, limit, &mut out);
             }
         }
         q.pending.fetch_sub(out.len(), Relaxed);
@@ -410,14 +613,28 @@ impl SyncScheduler {
         due: Millis,
         state: Option<&Arc<Client>>,
     ) {
-        self.schedule_keyed(peer, self.mix.keys(hash), id, state, due, true);
+        let c = Change {
+            keys: self.mix.keys(hash),
+            id,
+            state,
+            due,
+            regular: true,
+        };
+        self.schedule_keyed([peer], c);
     }
 
     /// Every client pending for `peer`, with its due time (in no particular order).
     pub(crate) fn pending_clients(&self, peer: usize) -> Vec<(ClientId, Millis)> {
+        let (group, bit) = group_bit(peer);
         let mut out = Vec::new();
-        for s in self.peers[peer].stripes.iter() {
-            out.extend(s.lock().pending.iter().map(|p| (p.id.clone(), p.due)));
+        for s in self.stripes.iter() {
+            out.extend(
+                s.lock()
+                    .pending
+                    .iter()
+                    .filter(|p| p.group == group && p.mask & bit != 0)
+                    .map(|p| (p.id.clone(), p.due)),
+            );
         }
         out
     }
@@ -429,209 +646,12 @@ impl SyncScheduler {
 
     /// The earliest due time pending for `peer`.
     pub(crate) fn next_due(&self, peer: usize) -> Option<Millis> {
-        self.peers[peer]
-            .stripes
+        self.stripes
             .iter()
-            .filter_map(|s| s.lock().next_due())
+            .filter_map(|s| s.lock().lanes[peer].next_due())
             .min()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(s: &str) -> ClientId {
-        ClientId::parse(s).unwrap()
-    }
-
-    impl SyncScheduler {
-        fn take_due(&self, peer: usize, now: Millis, max: usize) -> Vec<ClientId> {
-            self.take(peer, now, max)
-                .into_iter()
-                .map(|t| t.id)
-                .collect()
-        }
-    }
-
-    /// The states of one client at successive revisions (ports 1, 2, ...), as a
-    /// registry stores them.
-    fn states(n: u16) -> (ClientId, Vec<Arc<Client>>) {
-        use crate::model::{InstanceSpec, Publication};
-        use crate::{Config, MemberId, registry::Registry};
-        let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
-        let id = id("1717000000000_10.0.0.7_8080");
-        let s = r.service("public", "DEFAULT_GROUP", "svc");
-        let states = (1..=n)
-            .map(|port| {
-                let i = InstanceSpec::new("10.0.0.7", port)
-                    .to_instance(r.interner(), &s)
-                    .unwrap();
-                let p = Publication::single(s.clone(), i);
-                let (_, stored) = r
-                    .publish_stored(&id, MemberId(0), u64::from(port), |_| Ok(p))
-                    .unwrap();
-                stored.expect("a change stores a state")
-            })
-            .collect();
-        (id, states)
-    }
-
-    #[test]
-    fn an_entry_holds_the_newest_state_scheduled_or_none() {
-        let (a, v) = states(3);
-        assert!(v[0].revision() < v[1].revision() && v[1].revision() < v[2].revision());
-        let revision = |t: &Taken| t.state.as_ref().map(|c| c.revision());
-        let s = SyncScheduler::new(2, 0, 100, None);
-        // Scheduled out of order (two writers racing): the higher revision stays.
-        s.schedule_all([1], &a, Some(&v[1]), 0);
-        s.schedule_all([1], &a, Some(&v[0]), 0);
-        let t = s.take(1, 10, 10);
-        assert_eq!(t.len(), 1);
-        assert_eq!(t[0].hash, SyncScheduler::hash(&a));
-        assert_eq!(revision(&t[0]), Some(v[1].revision()));
-        // Put back, then a newer change: the newer state is sent.
-        s.put_back_taken(1, &t[0]);
-        s.schedule_all([1], &a, Some(&v[2]), 5);
-        let t = s.take(1, 10, 10);
-        assert_eq!(revision(&t[0]), Some(v[2].revision()));
-        // A schedule without a state (a deletion, a repair) makes the flush read the
-        // registry, whatever states come after it.
-        s.schedule_all([1], &a, Some(&v[0]), 0);
-        s.schedule_at(1, &a, 0, false);
-        s.schedule_all([1], &a, Some(&v[2]), 0);
-        let t = s.take(1, 10, 10);
-        assert_eq!((t.len(), revision(&t[0])), (1, None));
-        assert!(s.take(1, Millis::MAX, 10).is_empty());
-    }
-
-    #[test]
-    fn taken_clients_carry_the_registrys_hash() {
-        let s = SyncScheduler::new(2, 0, 100, None);
-        s.schedule(1, &id("1717000000000_10.0.0.7_8080"), 0);
-        s.schedule_at(1, &id("10.0.0.7:80#true"), 5, false);
-        let taken = s.take(1, 10, 10);
-        assert_eq!(taken.len(), 2);
-        for t in taken {
-            let key = crate::registry::IdKey::new(t.id.as_str());
-            assert_eq!(t.hash, key.hash, "{:?}", t.id);
-        }
-    }
-
-    #[test]
-    fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
-        // Queue entries hold no id: two ids whose hashes are equal (forced here) must still
-        // be taken once each, each when due, even with an obsolete entry of one of them.
-        let mix = Mix(7);
-        let mut stripe = Stripe::new(4);
-        let (a, b) = (id("a"), id("b"));
-        // b is given a's hash (b is only ever queued in the fifo, which keeps no id; a heap
-        // entry is hashed again from its id).
-        let h = stable_hash64(b"a");
-        assert!(stripe.schedule(mix, mix.keys(h), &a, 10, true));
-        assert!(stripe.schedule(mix, mix.keys(h), &b, 20, true));
-        assert!(!stripe.schedule(mix, mix.keys(h), &a, 5, false)); // a earlier: its fifo entry is obsolete
-        assert!(!stripe.schedule(mix, mix.keys(h), &b, 30, true)); // b later: merges, stays due at 20
-        let mut out = Vec::new();
-        stripe.take_due(mix, 9, 10, &mut out);
-        assert_eq!(
-            out.iter()
-                .map(|t| (t.id.clone(), t.due))
-                .collect::<Vec<_>>(),
-            [(a.clone(), 5)]
-        );
-        stripe.take_due(mix, 19, 10, &mut out);
-        assert_eq!(
-            out.len(),
-            1,
-            "a's obsolete entry took nothing, b is not due"
-        );
-        stripe.take_due(mix, 100, 10, &mut out);
-        assert_eq!(
-            out.iter()
-                .map(|t| (t.id.clone(), t.due))
-                .collect::<Vec<_>>(),
-            [(a, 5), (b, 20)]
-        );
-        assert!(stripe.pending.is_empty() && stripe.next_due().is_none());
-    }
-
-    #[test]
-    fn changes_merge_within_the_delay_anchored_at_the_first() {
-        let s = SyncScheduler::new(2, 1000, 100, None);
-        s.schedule(1, &id("a"), 0);
-        s.schedule(1, &id("a"), 500);
-        s.schedule(1, &id("a"), 999);
-        assert_eq!(s.pending(1), 1);
-        assert!(s.take_due(1, 999, 10).is_empty());
-        assert_eq!(s.take_due(1, 1000, 10), vec![id("a")]);
-        assert_eq!(s.pending(1), 0);
-        // Continuous churn: a change every 100 ms still flushes every second.
-        let mut flushed = 0;
-        for t in (2000..10_000).step_by(100) {
-            s.schedule(1, &id("b"), t);
-            flushed += s.take_due(1, t, 10).len();
-        }
-        assert!(flushed >= 7, "churn starved replication: {flushed} flushes");
-    }
-
-    #[test]
-    fn retries_never_delay_pending_state() {
-        let s = SyncScheduler::new(2, 1000, 100, None);
-        s.schedule(1, &id("a"), 0); // due 1000
-        s.schedule_at(1, &id("a"), 3000, false); // a failed batch's retry: keeps 1000
-        assert_eq!(s.take_due(1, 1000, 10), vec![id("a")]);
-        assert!(s.take_due(1, 5000, 10).is_empty(), "no duplicate entry");
-        s.schedule_at(1, &id("b"), 4000, false);
-        s.schedule(1, &id("b"), 2500); // regular change due 3500 comes first
-        assert_eq!(s.take_due(1, 3500, 10), vec![id("b")]);
-        assert!(s.take_due(1, 9000, 10).is_empty());
-    }
-
-    #[test]
-    fn take_due_is_bounded_and_ordered() {
-        let s = SyncScheduler::new(2, 0, 100, None);
-        for i in 0..100 {
-            s.schedule(1, &id(&format!("c{i}")), i);
-        }
-        assert_eq!(s.take_due(1, 1000, 30).len(), 30);
-        assert_eq!(s.pending(1), 70);
-        assert_eq!(s.next_due(1).map(|d| d <= 1000), Some(true));
-        assert_eq!(s.take_due(1, 1000, 1000).len(), 70);
-    }
-
-    #[test]
-    fn taking_early_goes_in_due_order_and_put_back_keeps_the_due_time() {
-        let s = SyncScheduler::new(2, 1000, 100, None);
-        for i in 0..10 {
-            s.schedule(1, &id(&format!("c{i}")), i * 10);
-        }
-        // Nothing is due at 500, but the earliest pending can be taken ahead of time.
-        assert!(s.take(1, 500, 10).is_empty());
-        assert_eq!(s.take_early(1, 500, 4).len(), 4);
-        assert_eq!(s.pending(1), 6);
-        assert_eq!(s.take_early(1, 500, 100).len(), 6);
-        for i in 0..10 {
-            s.schedule(1, &id(&format!("c{i}")), i * 10);
-        }
-        // Early or not, what is due comes first.
-        let early = s.take_early(1, 1020, 4);
-        let mut dues: Vec<Millis> = early.iter().map(|t| t.due).collect();
-        dues.sort_unstable();
-        assert_eq!(dues[..3], [1000, 1010, 1020]);
-        assert!(dues[3] > 1020);
-        assert_eq!(s.pending(1), 6);
-        // Put back, each is due when it was; a change since then keeps the earlier time.
-        let first = early.iter().find(|t| t.due == 1000).unwrap().id.clone();
-        s.schedule(1, &first, 700); // due 1700: merges, the put-back 1000 wins
-        for t in &early {
-            s.put_back(1, &t.id, t.due);
-        }
-        assert_eq!(s.pending(1), 10);
-        assert!(s.take(1, 999, 10).is_empty());
-        let at_due = s.take_due(1, 1000, 10);
-        assert_eq!(at_due, vec![first]);
-        assert_eq!(s.take(1, Millis::MAX, 100).len(), 9);
-        assert!(s.take(1, Millis::MAX, 100).is_empty(), "no duplicate entry");
-    }
-}
+mod tests;

@@ -304,7 +304,11 @@ impl Node {
         if matches!(r, WriteResult::Unchanged) {
             return;
         }
-        self.sync
-            .schedule_all(members.peers().map(|p| p.index()), client, stored, now);
+        match members.peer_mask() {
+            Some(mask) => self.sync.schedule_mask(mask, client, stored, now),
+            None => self
+                .sync
+                .schedule_all(members.peers().map(|p| p.index()), client, stored, now),
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Sync, the node's side: flushing due clients to peers in batches, retrying failed
 //! batches, and applying the batches peers send.
 //!
-//! What is pending and when it is due is [`crate::sync`]'s (one entry per peer and
-//! client, due a sync delay after its first pending change). Here a flush turns due
+//! What is pending and when it is due is [`crate::sync`]'s (a client pending once per
+//! peer, due a sync delay after its first pending change). Here a flush turns due
 //! clients into batches: each client's latest full state (or its tombstone), packed up to
 //! `batch_max_entries` and `batch_max_bytes`, at most `max_inflight_batches` in flight per
 //! peer, never to a DOWN peer. A failed batch pauses that peer and reschedules its

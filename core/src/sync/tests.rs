@@ -1,0 +1,427 @@
+use super::*;
+
+fn id(s: &str) -> ClientId {
+    ClientId::parse(s).unwrap()
+}
+
+impl SyncScheduler {
+    fn take_due(&self, peer: usize, now: Millis, max: usize) -> Vec<ClientId> {
+        self.take(peer, now, max)
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    }
+}
+
+/// The states of one client at successive revisions (ports 1, 2, ...), as a
+/// registry stores them.
+fn states(n: u16) -> (ClientId, Vec<Arc<Client>>) {
+    use crate::model::{InstanceSpec, Publication};
+    use crate::{Config, MemberId, registry::Registry};
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let id = id("1717000000000_10.0.0.7_8080");
+    let s = r.service("public", "DEFAULT_GROUP", "svc");
+    let states = (1..=n)
+        .map(|port| {
+            let i = InstanceSpec::new("10.0.0.7", port)
+                .to_instance(r.interner(), &s)
+                .unwrap();
+            let p = Publication::single(s.clone(), i);
+            let (_, stored) = r
+                .publish_stored(&id, MemberId(0), u64::from(port), |_| Ok(p))
+                .unwrap();
+            stored.expect("a change stores a state")
+        })
+        .collect();
+    (id, states)
+}
+
+#[test]
+fn an_entry_holds_the_newest_state_scheduled_or_none() {
+    let (a, v) = states(3);
+    assert!(v[0].revision() < v[1].revision() && v[1].revision() < v[2].revision());
+    let revision = |t: &Taken| t.state.as_ref().map(|c| c.revision());
+    let s = SyncScheduler::new(2, 0, 100, None);
+    // Scheduled out of order (two writers racing): the higher revision stays.
+    s.schedule_all([1], &a, Some(&v[1]), 0);
+    s.schedule_all([1], &a, Some(&v[0]), 0);
+    let t = s.take(1, 10, 10);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].hash, SyncScheduler::hash(&a));
+    assert_eq!(revision(&t[0]), Some(v[1].revision()));
+    // Put back, then a newer change: the newer state is sent.
+    s.put_back_taken(1, &t[0]);
+    s.schedule_all([1], &a, Some(&v[2]), 5);
+    let t = s.take(1, 10, 10);
+    assert_eq!(revision(&t[0]), Some(v[2].revision()));
+    // A schedule without a state (a deletion, a repair) makes the flush read the
+    // registry, whatever states come after it.
+    s.schedule_all([1], &a, Some(&v[0]), 0);
+    s.schedule_at(1, &a, 0, false);
+    s.schedule_all([1], &a, Some(&v[2]), 0);
+    let t = s.take(1, 10, 10);
+    assert_eq!((t.len(), revision(&t[0])), (1, None));
+    assert!(s.take(1, Millis::MAX, 10).is_empty());
+}
+
+#[test]
+fn taken_clients_carry_the_registrys_hash() {
+    let s = SyncScheduler::new(2, 0, 100, None);
+    s.schedule(1, &id("1717000000000_10.0.0.7_8080"), 0);
+    s.schedule_at(1, &id("10.0.0.7:80#true"), 5, false);
+    let taken = s.take(1, 10, 10);
+    assert_eq!(taken.len(), 2);
+    for t in taken {
+        let key = crate::registry::IdKey::new(t.id.as_str());
+        assert_eq!(t.hash, key.hash, "{:?}", t.id);
+    }
+}
+
+#[test]
+fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
+    // Queue entries hold no id: two ids whose hashes are equal (forced here) must still
+    // be taken once each, each when due, even with an obsolete entry of one of them.
+    let mix = Mix(7);
+    let mut stripe = Stripe::new(2, 4);
+    let (a, b) = (id("a"), id("b"));
+    // b is given a's hash (b is only ever queued in the fifo, which keeps no id; a heap
+    // entry is hashed again from its id).
+    let h = stable_hash64(b"a");
+    let (g, bit) = group_bit(1);
+    let schedule = |stripe: &mut Stripe, id: &ClientId, due, regular| {
+        let c = Change {
+            keys: mix.keys(h),
+            id,
+            state: None,
+            due,
+            regular,
+        };
+        stripe.schedule(mix, &c, g, bit) != 0
+    };
+    assert!(schedule(&mut stripe, &a, 10, true));
+    assert!(schedule(&mut stripe, &b, 20, true));
+    assert!(!schedule(&mut stripe, &a, 5, false)); // a earlier: its fifo entry is obsolete
+    assert!(!schedule(&mut stripe, &b, 30, true)); // b later: merges, stays due at 20
+    let mut out = Vec::new();
+    stripe.take_due(mix, 1, 9, 10, &mut out);
+    assert_eq!(
+        out.iter()
+            .map(|t| (t.id.clone(), t.due))
+            .collect::<Vec<_>>(),
+        [(a.clone(), 5)]
+    );
+    stripe.take_due(mix, 1, 19, 10, &mut out);
+    assert_eq!(
+        out.len(),
+        1,
+        "a's obsolete entry took nothing, b is not due"
+    );
+    stripe.take_due(mix, 1, 100, 10, &mut out);
+    assert_eq!(
+        out.iter()
+            .map(|t| (t.id.clone(), t.due))
+            .collect::<Vec<_>>(),
+        [(a, 5), (b, 20)]
+    );
+    assert!(stripe.pending.is_empty() && stripe.lanes[1].next_due().is_none());
+}
+
+/// Entries in the scheduler's tables (one per client and group of peers that share
+/// a due time).
+fn entries(s: &SyncScheduler) -> usize {
+    s.stripes.iter().map(|t| t.lock().pending.len()).sum()
+}
+
+fn due_of(t: &[Taken]) -> Vec<(ClientId, Millis)> {
+    t.iter().map(|t| (t.id.clone(), t.due)).collect()
+}
+
+#[test]
+fn one_entry_serves_every_peer_until_their_due_times_part() {
+    let a = id("a");
+    let s = SyncScheduler::new(4, 1000, 100, None);
+    s.schedule_all([1, 2, 3], &a, None, 0);
+    assert_eq!(entries(&s), 1);
+    assert_eq!([s.pending(1), s.pending(2), s.pending(3)], [1, 1, 1]);
+    assert_eq!(due_of(&s.take(1, 1000, 10)), [(a.clone(), 1000)]);
+    assert_eq!([s.pending(1), s.pending(2), s.pending(3)], [0, 1, 1]);
+    // Peer 1 took it: the next change is due for it a delay later, while the others
+    // keep the due time of the first change.
+    s.schedule_all([1, 2, 3], &a, None, 500);
+    assert_eq!(entries(&s), 2);
+    assert_eq!([s.pending(1), s.pending(2), s.pending(3)], [1, 1, 1]);
+    assert_eq!(s.next_due(1), Some(1500));
+    assert_eq!(due_of(&s.take(2, 1000, 10)), [(a.clone(), 1000)]);
+    assert!(s.take(1, 1000, 10).is_empty());
+    assert_eq!(due_of(&s.take(3, 1000, 10)), [(a.clone(), 1000)]);
+    assert_eq!(entries(&s), 1);
+    assert_eq!(due_of(&s.take(1, 1500, 10)), [(a, 1500)]);
+    assert_eq!(entries(&s), 0);
+    assert_eq!([s.pending(1), s.pending(2), s.pending(3)], [0, 0, 0]);
+    assert!((1..4).all(|p| s.next_due(p).is_none()));
+}
+
+#[test]
+fn a_mask_schedules_as_the_peers_it_names() {
+    let (a, b) = (id("a"), id("b"));
+    let s = SyncScheduler::new(4, 1000, 100, None);
+    s.schedule_mask(0b1010, &a, None, 0);
+    s.schedule_all([1, 3], &b, None, 0);
+    assert_eq!(entries(&s), 2);
+    s.schedule_mask(0b1010, &b, None, 10);
+    s.schedule_all([3, 1], &a, None, 10);
+    assert_eq!(entries(&s), 2, "merged into the entries of the same peers");
+    assert_eq!(
+        [s.pending(0), s.pending(1), s.pending(2), s.pending(3)],
+        [0, 2, 0, 2]
+    );
+    for p in [1, 3] {
+        let mut t = due_of(&s.take(p, 1000, 10));
+        t.sort();
+        assert_eq!(t, [(a.clone(), 1000), (b.clone(), 1000)], "peer {p}");
+    }
+    assert_eq!(entries(&s), 0);
+}
+
+#[test]
+fn a_peer_rescheduled_earlier_or_put_back_parts_from_the_others() {
+    let (a, v) = states(2);
+    let s = SyncScheduler::new(3, 1000, 100, None);
+    s.schedule_all([1, 2], &a, Some(&v[0]), 0);
+    // A repair for peer 1 only: due earlier for it, not for peer 2.
+    s.schedule_at(1, &a, 200, false);
+    assert_eq!(entries(&s), 2);
+    assert_eq!(s.pending_clients(1), [(a.clone(), 200)]);
+    assert_eq!(s.pending_clients(2), [(a.clone(), 1000)]);
+    let t = s.take(1, 200, 10);
+    assert_eq!(
+        (due_of(&t), t[0].state.is_none()),
+        (vec![(a.clone(), 200)], true)
+    );
+    assert!(s.take(2, 999, 10).is_empty());
+    // Peer 2 still holds the state (or reads the registry: never an older one).
+    s.schedule_all([2], &a, Some(&v[1]), 100);
+    let t = s.take_early(2, 0, 1);
+    assert_eq!(due_of(&t), [(a.clone(), 1000)]);
+    let held = t[0].state.as_ref().map(|c| c.revision());
+    assert!(held.is_none_or(|r| r == v[1].revision()), "{held:?}");
+    // Put back for peer 2 while a change is pending for peer 1: both get it once.
+    s.schedule_all([1], &a, None, 300);
+    s.put_back_taken(2, &t[0]);
+    assert_eq!([s.pending(1), s.pending(2)], [1, 1]);
+    assert_eq!(due_of(&s.take(2, 1000, 10)), [(a.clone(), 1000)]);
+    assert_eq!(due_of(&s.take(1, 1300, 10)), [(a, 1300)]);
+    assert_eq!(entries(&s), 0);
+}
+
+#[test]
+fn peers_beyond_the_first_group_share_entries_of_their_group() {
+    let a = id("a");
+    let s = SyncScheduler::new(200, 0, 100, None);
+    s.schedule_all([130, 1, 70, 2, 71], &a, None, 10);
+    assert_eq!(entries(&s), 3, "groups 0, 1 and 2");
+    for p in [1, 2, 70, 71, 130] {
+        assert_eq!(s.pending(p), 1);
+        assert_eq!(s.pending_clients(p), [(a.clone(), 10)]);
+    }
+    assert!(s.take(3, Millis::MAX, 10).is_empty());
+    assert_eq!(s.pending_clients(64), []);
+    for p in [70, 1, 130, 71, 2] {
+        assert_eq!(due_of(&s.take(p, 10, 10)), [(a.clone(), 10)], "peer {p}");
+        assert!(s.take(p, Millis::MAX, 10).is_empty(), "peer {p}");
+    }
+    assert_eq!(entries(&s), 0);
+}
+
+/// What one peer should have pending for one client: its due time and what its state
+/// may be (`None`: the registry's, since a schedule without a state; else at least
+/// this revision, or the registry's).
+type Expect = (Millis, Option<crate::model::Revision>);
+
+fn expect_merge(
+    model: &mut std::collections::BTreeMap<ClientId, Expect>,
+    id: &ClientId,
+    due: Millis,
+    state: Option<&Arc<Client>>,
+) {
+    let rev = state.map(|c| c.revision());
+    model
+        .entry(id.clone())
+        .and_modify(|(d, r)| {
+            *d = (*d).min(due);
+            *r = match (*r, rev) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        })
+        .or_insert((due, rev));
+}
+
+/// Random schedules, repairs, takes and put-backs for three peers (two sharing a
+/// group), against a model of one queue per peer: every peer takes each of its
+/// clients once, at the due time it would have alone, with a state no older.
+#[test]
+fn shared_entries_behave_as_one_queue_per_peer() {
+    use std::collections::BTreeMap;
+    let (sid, v) = states(8);
+    let ids: Vec<ClientId> = std::iter::once(sid)
+        .chain((0..5).map(|i| id(&format!("c{i}"))))
+        .collect();
+    let peers = [1, 2, 65];
+    for seed in 0..60u64 {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let s = SyncScheduler::new(70, 100, 4, Some(seed));
+        let mut model: Vec<BTreeMap<ClientId, Expect>> = vec![BTreeMap::new(); 3];
+        let mut taken: Vec<(usize, Taken)> = Vec::new();
+        let mut now = 0;
+        for step in 0..400 {
+            let ctx = format!("seed {seed} step {step}");
+            now += next(40);
+            let k = next(ids.len() as u64) as usize;
+            let id = &ids[k];
+            let p = next(3) as usize;
+            match next(6) {
+                0 | 1 => {
+                    let who: Vec<usize> = (0..3).filter(|_| next(4) != 0).collect();
+                    let state = (k == 0 && next(3) != 0).then(|| &v[next(8) as usize]);
+                    s.schedule_all(who.iter().map(|&i| peers[i]), id, state, now);
+                    for i in who {
+                        expect_merge(&mut model[i], id, now + 100, state);
+                    }
+                }
+                2 => {
+                    let due = now + next(300);
+                    s.schedule_at(peers[p], id, due, next(2) == 0);
+                    expect_merge(&mut model[p], id, due, None);
+                }
+                3 if !taken.is_empty() => {
+                    let (i, t) = taken.swap_remove(next(taken.len() as u64) as usize);
+                    s.put_back_taken(peers[i], &t);
+                    expect_merge(&mut model[i], &t.id, t.due, t.state.as_ref());
+                }
+                _ => {
+                    let max = 1 + next(4) as usize;
+                    let early = next(3) == 0;
+                    let got = if early {
+                        s.take_early(peers[p], now, max)
+                    } else {
+                        s.take(peers[p], now, max)
+                    };
+                    let due = model[p].values().filter(|(d, _)| *d <= now).count();
+                    let want = if early { model[p].len() } else { due }.min(max);
+                    assert_eq!(got.len(), want, "{ctx}");
+                    let on_time = got.iter().filter(|t| t.due <= now).count();
+                    assert_eq!(on_time, due.min(max), "{ctx}: due ones first");
+                    for t in got {
+                        let (d, rev) = model[p].remove(&t.id).expect("pending");
+                        assert_eq!(t.due, d, "{ctx} {:?}", t.id);
+                        let held = t.state.as_ref().map(|c| c.revision());
+                        match (rev, held) {
+                            (_, None) => {}
+                            (Some(r), Some(h)) => assert!(h >= r, "{ctx}: older state"),
+                            (None, Some(_)) => panic!("{ctx}: a state after none"),
+                        }
+                        taken.push((p, t));
+                    }
+                }
+            }
+            for (i, m) in model.iter().enumerate() {
+                assert_eq!(s.pending(peers[i]), m.len(), "{ctx} peer {}", peers[i]);
+                let mut listed = s.pending_clients(peers[i]);
+                listed.sort();
+                let want: Vec<_> = m.iter().map(|(id, (d, _))| (id.clone(), *d)).collect();
+                assert_eq!(listed, want, "{ctx} peer {}", peers[i]);
+                let next_due = m.values().map(|(d, _)| *d).min();
+                assert!(
+                    s.next_due(peers[i]).is_some_and(|d| Some(d) <= next_due) || next_due.is_none(),
+                    "{ctx}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn changes_merge_within_the_delay_anchored_at_the_first() {
+    let s = SyncScheduler::new(2, 1000, 100, None);
+    s.schedule(1, &id("a"), 0);
+    s.schedule(1, &id("a"), 500);
+    s.schedule(1, &id("a"), 999);
+    assert_eq!(s.pending(1), 1);
+    assert!(s.take_due(1, 999, 10).is_empty());
+    assert_eq!(s.take_due(1, 1000, 10), vec![id("a")]);
+    assert_eq!(s.pending(1), 0);
+    // Continuous churn: a change every 100 ms still flushes every second.
+    let mut flushed = 0;
+    for t in (2000..10_000).step_by(100) {
+        s.schedule(1, &id("b"), t);
+        flushed += s.take_due(1, t, 10).len();
+    }
+    assert!(flushed >= 7, "churn starved replication: {flushed} flushes");
+}
+
+#[test]
+fn retries_never_delay_pending_state() {
+    let s = SyncScheduler::new(2, 1000, 100, None);
+    s.schedule(1, &id("a"), 0); // due 1000
+    s.schedule_at(1, &id("a"), 3000, false); // a failed batch's retry: keeps 1000
+    assert_eq!(s.take_due(1, 1000, 10), vec![id("a")]);
+    assert!(s.take_due(1, 5000, 10).is_empty(), "no duplicate entry");
+    s.schedule_at(1, &id("b"), 4000, false);
+    s.schedule(1, &id("b"), 2500); // regular change due 3500 comes first
+    assert_eq!(s.take_due(1, 3500, 10), vec![id("b")]);
+    assert!(s.take_due(1, 9000, 10).is_empty());
+}
+
+#[test]
+fn take_due_is_bounded_and_ordered() {
+    let s = SyncScheduler::new(2, 0, 100, None);
+    for i in 0..100 {
+        s.schedule(1, &id(&format!("c{i}")), i);
+    }
+    assert_eq!(s.take_due(1, 1000, 30).len(), 30);
+    assert_eq!(s.pending(1), 70);
+    assert_eq!(s.next_due(1).map(|d| d <= 1000), Some(true));
+    assert_eq!(s.take_due(1, 1000, 1000).len(), 70);
+}
+
+#[test]
+fn taking_early_goes_in_due_order_and_put_back_keeps_the_due_time() {
+    let s = SyncScheduler::new(2, 1000, 100, None);
+    for i in 0..10 {
+        s.schedule(1, &id(&format!("c{i}")), i * 10);
+    }
+    // Nothing is due at 500, but the earliest pending can be taken ahead of time.
+    assert!(s.take(1, 500, 10).is_empty());
+    assert_eq!(s.take_early(1, 500, 4).len(), 4);
+    assert_eq!(s.pending(1), 6);
+    assert_eq!(s.take_early(1, 500, 100).len(), 6);
+    for i in 0..10 {
+        s.schedule(1, &id(&format!("c{i}")), i * 10);
+    }
+    // Early or not, what is due comes first.
+    let early = s.take_early(1, 1020, 4);
+    let mut dues: Vec<Millis> = early.iter().map(|t| t.due).collect();
+    dues.sort_unstable();
+    assert_eq!(dues[..3], [1000, 1010, 1020]);
+    assert!(dues[3] > 1020);
+    assert_eq!(s.pending(1), 6);
+    // Put back, each is due when it was; a change since then keeps the earlier time.
+    let first = early.iter().find(|t| t.due == 1000).unwrap().id.clone();
+    s.schedule(1, &first, 700); // due 1700: merges, the put-back 1000 wins
+    for t in &early {
+        s.put_back(1, &t.id, t.due);
+    }
+    assert_eq!(s.pending(1), 10);
+    assert!(s.take(1, 999, 10).is_empty());
+    let at_due = s.take_due(1, 1000, 10);
+    assert_eq!(at_due, vec![first]);
+    assert_eq!(s.take(1, Millis::MAX, 100).len(), 9);
+    assert!(s.take(1, Millis::MAX, 100).is_empty(), "no duplicate entry");
+}
