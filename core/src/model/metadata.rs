@@ -21,9 +21,11 @@ use std::sync::Arc;
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Metadata(Option<Arc<MetadataList>>);
 
-/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every instance).
+/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every
+/// instance), and the bytes of their keys and values together (for size estimates,
+/// without walking the entries; stored once per distinct map).
 #[derive(PartialEq, Eq, Hash)]
-pub struct MetadataList(Box<[MetadataEntry]>);
+pub struct MetadataList(Box<[MetadataEntry]>, usize);
 
 /// One metadata entry: an interned key and its value.
 pub type MetadataEntry = (Name, Box<str>);
@@ -106,6 +108,12 @@ impl Metadata {
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes of every key and value together (without walking the entries).
+    #[inline]
+    pub fn text_len(&self) -> usize {
+        self.0.as_ref().map_or(0, |a| a.1)
     }
 
     /// A duration in milliseconds stored under `key`, if present and a number.
@@ -200,6 +208,7 @@ impl MetadataTable {
                         .iter()
                         .map(|(k, v)| (names.intern(k), Box::from(*v)))
                         .collect(),
+                    pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
                 );
                 e.insert(Arc::new(list)).get().clone()
             }
