@@ -45,6 +45,7 @@ use distro_core::name::Name;
 use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use text::{PackedIp, pack_ip};
 
@@ -195,13 +196,18 @@ impl<'a> Encoder<'a> {
         i
     }
 
+    /// The index of `s`, added to the table if it is not there yet (hashed once).
     fn string(&mut self, s: &'a str) -> u32 {
-        if let Some(&i) = self.strings.get(s) {
-            return i;
+        match self.strings.entry(s) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let i = self.n_strings;
+                put_varint(&mut self.lens, s.len() as u64);
+                self.blob.extend_from_slice(s.as_bytes());
+                self.n_strings += 1;
+                *e.insert(i)
+            }
         }
-        let i = self.push_string(s);
-        self.strings.insert(s, i);
-        i
     }
 
     /// The index of a metadata map: [`AddrMemo`] first, the table's map on a miss.
@@ -245,10 +251,11 @@ impl<'a> Encoder<'a> {
 
     #[inline(never)]
     fn service_slow(&mut self, key: usize, s: &'a Service) -> u32 {
-        let i = match self.services.get(&key) {
-            Some(&i) => i,
-            None => {
-                let i = self.services.len() as u32;
+        let n = self.services.len() as u32;
+        let i = match self.services.entry(key) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                e.insert(n);
                 let parts = [
                     self.name(NAMESPACE, s.namespace()),
                     self.name(GROUP, s.group()),
@@ -257,8 +264,7 @@ impl<'a> Encoder<'a> {
                 for p in parts {
                     put_varint(&mut self.service_bytes, u64::from(p));
                 }
-                self.services.insert(key, i);
-                i
+                n
             }
         };
         self.recent_services.set(key, i);
@@ -294,6 +300,7 @@ impl<'a> Encoder<'a> {
         i
     }
 
+    #[inline(always)]
     fn revision(&mut self, out: &mut Vec<u8>, r: Revision) {
         let d = (r.0 >> MEMBER_BITS) - self.base;
         let low = d & ((1 << FLOOR_SHIFT) - 1);
