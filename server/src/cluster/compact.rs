@@ -387,19 +387,22 @@ impl<'a> Encoder<'a> {
                     | (u8::from(!i.metadata.is_empty()) * METADATA);
                 match ip {
                     PackedIp::V4(o) => {
-                        out.push(flags | IPV4);
-                        out.extend_from_slice(&o);
+                        // Flags, address and port as one seven-byte write.
+                        let [a, b, c, d] = o;
+                        let [p0, p1] = i.port.to_le_bytes();
+                        out.extend_from_slice(&[flags | IPV4, a, b, c, d, p0, p1]);
                     }
                     PackedIp::V6(o) => {
                         out.push(flags | IPV6);
                         out.extend_from_slice(&o);
+                        out.extend_from_slice(&i.port.to_le_bytes());
                     }
                     PackedIp::Text => {
                         out.push(flags);
                         put_varint(&mut out, u64::from(self.string(&i.ip)));
+                        out.extend_from_slice(&i.port.to_le_bytes());
                     }
                 }
-                out.extend_from_slice(&i.port.to_le_bytes());
                 if flags & WEIGHT != 0 {
                     out.extend_from_slice(&i.weight.to_le_bytes());
                 }
