@@ -256,10 +256,14 @@ impl<'a> Encoder<'a> {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
                 e.insert(n);
+                // The name is added without looking it up: a service's name is distinct
+                // within a batch but for one published in several namespaces or groups
+                // (then it is sent once for each: a few bytes more, not wrong), and
+                // hashing every name to find none cost more than the table saved.
                 let parts = [
                     self.name(NAMESPACE, s.namespace()),
                     self.name(GROUP, s.group()),
-                    self.string(s.name()),
+                    self.push_string(s.name()),
                 ];
                 for p in parts {
                     put_varint(&mut self.service_bytes, u64::from(p));
