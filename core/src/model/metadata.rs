@@ -23,9 +23,23 @@ pub struct Metadata(Option<Arc<MetadataList>>);
 
 /// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every
 /// instance), and the bytes of their keys and values together (for size estimates,
-/// without walking the entries; stored once per distinct map).
-#[derive(PartialEq, Eq, Hash)]
+/// without walking the entries; stored once per distinct map). Compared and hashed by
+/// the entries alone (the byte count follows from them).
 pub struct MetadataList(Box<[MetadataEntry]>, usize);
+
+impl PartialEq for MetadataList {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for MetadataList {}
+
+impl std::hash::Hash for MetadataList {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// One metadata entry: an interned key and its value.
 pub type MetadataEntry = (Name, Box<str>);
