@@ -78,42 +78,54 @@ pub(crate) fn eight_digits(x: u64) -> Option<u64> {
 /// The octets of `ip` if it is an IPv4 address in its one canonical form (four decimal
 /// octets, no leading zeros), the form a replica writes back. One pass, an octet at a
 /// time: its first digit, up to two more unless the first is 0, then a `.` or the end.
+/// The text (7 to 15 bytes) is read from a copy padded with zeros to sixteen bytes, at
+/// positions taken modulo 16: no bounds check per byte, and a padding byte is neither a
+/// digit nor a `.`, so it ends the text as its end does.
 #[inline]
 pub fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
     let b = ip.as_bytes();
-    if !(7..=15).contains(&b.len()) {
+    let n = b.len();
+    if !(7..=15).contains(&n) {
         return None;
     }
-    let digit = |at: usize| {
-        b.get(at)
-            .map(|c| c.wrapping_sub(b'0'))
-            .filter(|d| *d <= 9)
-            .map(u32::from)
-    };
+    let mut t = [0u8; 16];
+    if n >= 8 {
+        t[..8].copy_from_slice(&b[..8]);
+        t[n - 8..n].copy_from_slice(&b[n - 8..]);
+    } else {
+        t[..4].copy_from_slice(&b[..4]);
+        t[n - 4..n].copy_from_slice(&b[n - 4..]);
+    }
+    let digit = |at: usize| u32::from(t[at & 15].wrapping_sub(b'0'));
     let mut o = [0u8; 4];
     let mut at = 0;
     for (k, octet) in o.iter_mut().enumerate() {
         if k > 0 {
-            if b.get(at) != Some(&b'.') {
+            if t[at & 15] != b'.' {
                 return None;
             }
             at += 1;
         }
-        let mut v = digit(at)?;
+        let mut v = digit(at);
+        if v > 9 {
+            return None;
+        }
         at += 1;
-        if v != 0
-            && let Some(d) = digit(at)
-        {
-            v = v * 10 + d;
-            at += 1;
-            if let Some(d) = digit(at) {
+        if v != 0 {
+            let d = digit(at);
+            if d <= 9 {
                 v = v * 10 + d;
                 at += 1;
+                let d = digit(at);
+                if d <= 9 {
+                    v = v * 10 + d;
+                    at += 1;
+                }
             }
         }
         *octet = u8::try_from(v).ok()?;
     }
-    (at == b.len()).then_some(o)
+    (at == n).then_some(o)
 }
 
 /// How a client id travels.

@@ -21,9 +21,25 @@ use std::sync::Arc;
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Metadata(Option<Arc<MetadataList>>);
 
-/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every instance).
-#[derive(PartialEq, Eq, Hash)]
-pub struct MetadataList(Box<[MetadataEntry]>);
+/// The entries of a non-empty [`Metadata`], sorted by key (one pointer in every
+/// instance), and the bytes of their keys and values together (for size estimates,
+/// without walking the entries; stored once per distinct map). Compared and hashed by
+/// the entries alone (the byte count follows from them).
+pub struct MetadataList(Box<[MetadataEntry]>, usize);
+
+impl PartialEq for MetadataList {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for MetadataList {}
+
+impl std::hash::Hash for MetadataList {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// One metadata entry: an interned key and its value.
 pub type MetadataEntry = (Name, Box<str>);
@@ -106,6 +122,12 @@ impl Metadata {
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes of every key and value together (without walking the entries).
+    #[inline]
+    pub fn text_len(&self) -> usize {
+        self.0.as_ref().map_or(0, |a| a.1)
     }
 
     /// A duration in milliseconds stored under `key`, if present and a number.
@@ -200,6 +222,7 @@ impl MetadataTable {
                         .iter()
                         .map(|(k, v)| (names.intern(k), Box::from(*v)))
                         .collect(),
+                    pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
                 );
                 e.insert(Arc::new(list)).get().clone()
             }

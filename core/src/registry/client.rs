@@ -571,10 +571,12 @@ impl Client {
     /// The id's length in bytes (without writing a derived id out).
     #[inline]
     pub fn id_len(&self) -> usize {
-        match (&self.id, self.first_instance()) {
-            (Some(n), _) => n.len(),
-            (None, Some(i)) => i.ip.len() + 1 + decimal_len(i.port) + IP_PORT_SUFFIX.len(),
-            (None, None) => unreachable!("a derived id without an instance"),
+        match &self.id {
+            Some(n) => n.len(),
+            None => match self.first_instance() {
+                Some(i) => i.ip.len() + 1 + decimal_len(i.port) + IP_PORT_SUFFIX.len(),
+                None => unreachable!("a derived id without an instance"),
+            },
         }
     }
 
@@ -802,22 +804,26 @@ fn size_hint<'a>(id_len: usize, publications: impl Iterator<Item = &'a Publicati
     16 + id_len + publications.map(publication_hint).sum::<usize>()
 }
 
-/// What a publication adds to [`size_hint`].
+/// What a publication adds to [`size_hint`] (one instance, nearly every publication,
+/// without an iterator).
 #[inline]
 fn publication_hint(p: &Publication) -> usize {
-    let mut n = 16 + p.service.key().len();
-    for i in p.instances.iter() {
-        n += 32 + i.ip.len() + i.cluster.len();
-        n += i.custom_id.as_ref().map_or(0, |s| s.len() + 2);
-        if !i.metadata.is_empty() {
-            n += i
-                .metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 6)
-                .sum::<usize>();
+    16 + p.service.key().len()
+        + match &p.instances {
+            Instances::One(i) => instance_hint(i),
+            Instances::Many(v) => v.iter().map(instance_hint).sum(),
         }
+}
+
+/// What an instance adds to [`size_hint`].
+#[inline(always)]
+fn instance_hint(i: &Instance) -> usize {
+    let mut n = 32 + i.ip.len() + i.cluster.len();
+    if let Some(s) = &i.custom_id {
+        n += s.len() + 2;
     }
-    n
+    // Each entry's key and value, and 6 bytes (without walking the entries).
+    n + i.metadata.text_len() + 6 * i.metadata.len()
 }
 
 /// One entry of a sync batch: a client's full state or its deletion.
@@ -869,11 +875,12 @@ impl ClientChange {
             ClientChange::Stored(c) => {
                 // The derived id's length without writing it out; one publication
                 // (nearly every client) without an iterator.
-                let ps = c.publications();
                 16 + c.id_len()
-                    + match ps.only() {
-                        Some(p) => publication_hint(p),
-                        None => ps.iter().map(|p| publication_hint(p)).sum(),
+                    + match &c.body {
+                        Body::One(p) => publication_hint(p),
+                        Body::Many(parts) => {
+                            parts.iter().map(|c| publication_hint(c.single())).sum()
+                        }
                     }
             }
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),

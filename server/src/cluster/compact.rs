@@ -45,6 +45,7 @@ use distro_core::name::Name;
 use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use text::{PackedIp, pack_ip};
 
@@ -195,13 +196,18 @@ impl<'a> Encoder<'a> {
         i
     }
 
+    /// The index of `s`, added to the table if it is not there yet (hashed once).
     fn string(&mut self, s: &'a str) -> u32 {
-        if let Some(&i) = self.strings.get(s) {
-            return i;
+        match self.strings.entry(s) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let i = self.n_strings;
+                put_varint(&mut self.lens, s.len() as u64);
+                self.blob.extend_from_slice(s.as_bytes());
+                self.n_strings += 1;
+                *e.insert(i)
+            }
         }
-        let i = self.push_string(s);
-        self.strings.insert(s, i);
-        i
     }
 
     /// The index of a metadata map: [`AddrMemo`] first, the table's map on a miss.
@@ -245,20 +251,24 @@ impl<'a> Encoder<'a> {
 
     #[inline(never)]
     fn service_slow(&mut self, key: usize, s: &'a Service) -> u32 {
-        let i = match self.services.get(&key) {
-            Some(&i) => i,
-            None => {
-                let i = self.services.len() as u32;
+        let n = self.services.len() as u32;
+        let i = match self.services.entry(key) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                e.insert(n);
+                // The name is added without looking it up: a service's name is distinct
+                // within a batch but for one published in several namespaces or groups
+                // (then it is sent once for each: a few bytes more, not wrong), and
+                // hashing every name to find none cost more than the table saved.
                 let parts = [
                     self.name(NAMESPACE, s.namespace()),
                     self.name(GROUP, s.group()),
-                    self.string(s.name()),
+                    self.push_string(s.name()),
                 ];
                 for p in parts {
                     put_varint(&mut self.service_bytes, u64::from(p));
                 }
-                self.services.insert(key, i);
-                i
+                n
             }
         };
         self.recent_services.set(key, i);
@@ -294,6 +304,7 @@ impl<'a> Encoder<'a> {
         i
     }
 
+    #[inline(always)]
     fn revision(&mut self, out: &mut Vec<u8>, r: Revision) {
         let d = (r.0 >> MEMBER_BITS) - self.base;
         let low = d & ((1 << FLOOR_SHIFT) - 1);
@@ -315,9 +326,17 @@ impl<'a> Encoder<'a> {
     /// chunk): outlined once they had two, a flush's encoding cost 2-3 % more.
     #[inline(always)]
     fn stored(&mut self, node: &'a Node, c: &'a Client) {
-        let publications = c.publications().iter().map(|p| &**p);
         let id = c.stored_id().map(|n| n.as_str());
-        self.state(node, id, c.revision(), c.owner(), publications);
+        let ps = c.publications();
+        // One publication (nearly every client) without the iterator over a client's
+        // parts.
+        match ps.only() {
+            Some(p) => self.state(node, id, c.revision(), c.owner(), std::iter::once(&**p)),
+            None => {
+                let publications = ps.iter().map(|p| &**p);
+                self.state(node, id, c.revision(), c.owner(), publications);
+            }
+        }
     }
 
     /// Encodes a state; `id` is `None` for a stored client's derived id (`ip:port#true`
@@ -372,19 +391,22 @@ impl<'a> Encoder<'a> {
                     | (u8::from(!i.metadata.is_empty()) * METADATA);
                 match ip {
                     PackedIp::V4(o) => {
-                        out.push(flags | IPV4);
-                        out.extend_from_slice(&o);
+                        // Flags, address and port as one seven-byte write.
+                        let [a, b, c, d] = o;
+                        let [p0, p1] = i.port.to_le_bytes();
+                        out.extend_from_slice(&[flags | IPV4, a, b, c, d, p0, p1]);
                     }
                     PackedIp::V6(o) => {
                         out.push(flags | IPV6);
                         out.extend_from_slice(&o);
+                        out.extend_from_slice(&i.port.to_le_bytes());
                     }
                     PackedIp::Text => {
                         out.push(flags);
                         put_varint(&mut out, u64::from(self.string(&i.ip)));
+                        out.extend_from_slice(&i.port.to_le_bytes());
                     }
                 }
-                out.extend_from_slice(&i.port.to_le_bytes());
                 if flags & WEIGHT != 0 {
                     out.extend_from_slice(&i.weight.to_le_bytes());
                 }

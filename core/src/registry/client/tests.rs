@@ -183,3 +183,85 @@ fn a_stored_clients_size_hint_is_its_records() {
     }
     assert_eq!(tried, 30);
 }
+
+/// The size estimate counts every field of every instance, as written plainly here:
+/// metadata maps of several sizes (their bytes kept with the stored map), custom ids,
+/// one and several instances, one and two publications.
+#[test]
+fn size_hints_count_every_field() {
+    use crate::model::{Instance, Publication};
+    use crate::registry::{ClientChange, Registry};
+    use crate::{Config, member::MemberId};
+    fn plain(id: &str, publications: &[&Publication]) -> usize {
+        let instance = |i: &Instance| {
+            32 + i.ip.len()
+                + i.cluster.len()
+                + i.custom_id.as_ref().map_or(0, |c| c.len() + 2)
+                + i.metadata
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 6)
+                    .sum::<usize>()
+        };
+        16 + id.len()
+            + publications
+                .iter()
+                .map(|p| {
+                    16 + p.service.key().len() + p.instances.iter().map(instance).sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let services = [
+        r.service("public", "DEFAULT_GROUP", "a"),
+        r.service("ns", "G", "bb"),
+    ];
+    let maps: [Vec<(String, String)>; 4] = [
+        vec![],
+        vec![("k".into(), "v".into())],
+        vec![
+            ("version".into(), "1.2.3".into()),
+            ("zone".into(), "eu-west-1a".into()),
+        ],
+        (0..9)
+            .map(|k| (format!("key{k}"), "x".repeat(k * 7)))
+            .collect(),
+    ];
+    let mut tried = 0;
+    for (n, map) in maps.iter().enumerate() {
+        let instance = |s, port: u16, custom: bool| {
+            let mut spec = InstanceSpec::new("10.1.2.3", port);
+            spec.metadata = map.clone();
+            spec.cluster = ["DEFAULT", "c1"][n % 2].into();
+            spec.instance_id = custom.then(|| format!("custom-{port}"));
+            spec.to_instance(r.interner(), s).unwrap()
+        };
+        let id = ClientId::parse(&format!("1717000000000_10.1.2.3_{}", 1000 + n)).unwrap();
+        let mut held: Vec<Publication> = Vec::new();
+        for (k, s) in services.iter().enumerate() {
+            let p = if k == 0 {
+                Publication::single(s.clone(), instance(s, 80, n % 2 == 1))
+            } else {
+                Publication::batch(
+                    s.clone(),
+                    vec![instance(s, 81, false), instance(s, 82, true)],
+                )
+            };
+            r.publish(&id, p.clone(), MemberId(0), 1).unwrap();
+            held.push(p);
+            let c = r.get(id.as_str()).unwrap();
+            let want = plain(id.as_str(), &held.iter().collect::<Vec<_>>());
+            assert_eq!(
+                ClientChange::Stored(c.clone()).size_hint(),
+                want,
+                "{id}, map {n}"
+            );
+            assert_eq!(
+                ClientChange::Upsert(c.to_record()).size_hint(),
+                want,
+                "{id}, map {n}"
+            );
+            tried += 1;
+        }
+    }
+    assert_eq!(tried, 8);
+}

@@ -636,3 +636,32 @@ fn long_records_and_many_services_and_maps_round_trip() {
     let bytes = encode_changes(&owner, &one);
     assert_eq!(decode_changes(&replica, &bytes).expect("decodes"), one);
 }
+
+#[test]
+fn a_service_name_shared_with_other_strings_comes_back_with_each() {
+    // Service names are added to the string table without a lookup: one name in several
+    // groups, and equal to a cluster name, a metadata key and value and a custom id
+    // (which are looked up, and may find the name's entry), each must come back.
+    let owner = node(0);
+    for k in 0..8u16 {
+        let svc = ServiceSpec::new("", ["g-a", "g-b", "svc"][usize::from(k % 3)], "svc");
+        let mut spec = InstanceSpec::new("10.9.0.2", 7100 + k);
+        spec.cluster = ["svc", "DEFAULT"][usize::from(k % 2)].into();
+        spec.metadata = vec![("svc".into(), ["svc", "g-a"][usize::from(k / 2 % 2)].into())];
+        if k % 4 == 3 {
+            spec.instance_id = Some("svc".into());
+        }
+        owner
+            .register(
+                &ClientId::connection(9, "10.9.0.2", 7100 + k),
+                &svc,
+                &spec,
+                10,
+            )
+            .unwrap();
+    }
+    let changes = first_batch(&owner);
+    assert_eq!(changes.len(), 8);
+    let bytes = encode_changes(&owner, &changes);
+    assert_eq!(decode_changes(&node(1), &bytes).expect("decodes"), changes);
+}
