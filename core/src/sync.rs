@@ -184,28 +184,34 @@ impl Change<'_> {
 /// One peer's due times in a stripe.
 struct Lane {
     /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each is
-    /// a due time and a stable hash, no id: a take removes the peer from the pending entry
+    /// a due time and a stable hash, no id: a take removes the peer from a pending entry
     /// of that hash due at that time (an entry rescheduled earlier since is not; were two
     /// ids' whole 64-bit hashes equal, each entry is still taken once, at its own due time).
     fifo: VecDeque<(Millis, u64)>,
-    /// Entries with other due times (retries, verify repairs, handovers).
-    heap: BinaryHeap<Reverse<(Millis, ClientId)>>,
+    /// Entries with other due times (retries, verify repairs, handovers), as due times and
+    /// stable hashes too: a pointer takes any one entry of its peer, hash and due time, as
+    /// a fifo pointer does, so for every (peer, hash, due time) there are at least as many
+    /// pointers as entries. (Matching the id here lost a schedule for good when two ids'
+    /// hashes were equal: a fifo pointer of one took the other's entry, whose own heap
+    /// pointer then found nothing, and later schedules merged into the entry left behind
+    /// without a pointer.)
+    heap: BinaryHeap<Reverse<(Millis, u64)>>,
 }
 
 impl Lane {
     /// Queues an entry of `id` due at `due` for this lane's peer.
     #[inline]
-    fn push(&mut self, id: &ClientId, hash: u64, due: Millis, regular: bool) {
+    fn push(&mut self, hash: u64, due: Millis, regular: bool) {
         if regular && self.fifo.back().is_none_or(|(d, _)| *d <= due) {
             self.fifo.push_back((due, hash));
         } else {
-            self.push_heap(id, due);
+            self.push_heap(hash, due);
         }
     }
 
     #[inline(never)]
-    fn push_heap(&mut self, id: &ClientId, due: Millis) {
-        self.heap.push(Reverse((due, id.clone())));
+    fn push_heap(&mut self, hash: u64, due: Millis) {
+        self.heap.push(Reverse((due, hash)));
     }
 
     fn next_due(&self) -> Option<Millis> {
@@ -259,7 +265,7 @@ impl Stripe {
                 Slot::Vacant(v) => {
                     v.insert(c.pending(group, mask));
                     for peer in peers_of(group, mask) {
-                        lanes[peer].push(c.id, hash, c.due, c.regular);
+                        lanes[peer].push(hash, c.due, c.regular);
                     }
                     return mask;
                 }
@@ -295,7 +301,7 @@ impl Stripe {
         common: u64,
     ) -> Option<Pending> {
         for peer in peers_of(p.group, common) {
-            lanes[peer].push_heap(c.id, c.due);
+            lanes[peer].push_heap(c.keys.hash, c.due);
         }
         if p.mask == common {
             p.due = c.due;
@@ -337,14 +343,9 @@ impl Stripe {
                 if *due > now {
                     return;
                 }
-                let (due, id) = lane.heap.pop().expect("checked above").0;
-                let hash = stable_hash64(id.as_str().as_bytes());
+                let (due, hash) = lane.heap.pop().expect("checked above").0;
                 pending.find_entry(mix.slot(hash), |p| {
-                    p.hash == hash
-                        && p.due == due
-                        && p.group == group
-                        && p.mask & bit != 0
-                        && p.id == id
+                    p.hash == hash && p.due == due && p.group == group && p.mask & bit != 0
                 })
             };
             let Ok(mut entry) = found else { continue };

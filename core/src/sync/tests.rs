@@ -84,8 +84,7 @@ fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
     let mix = Mix(7);
     let mut stripe = Stripe::new(2, 4);
     let (a, b) = (id("a"), id("b"));
-    // b is given a's hash (b is only ever queued in the fifo, which keeps no id; a heap
-    // entry is hashed again from its id).
+    // b is given a's hash (queue entries, fifo and heap, keep hashes, not ids).
     let h = stable_hash64(b"a");
     let (g, bit) = group_bit(1);
     let schedule = |stripe: &mut Stripe, id: &ClientId, due, regular| {
@@ -124,6 +123,40 @@ fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
         [(a, 5), (b, 20)]
     );
     assert!(stripe.pending.is_empty() && stripe.lanes[1].next_due().is_none());
+}
+
+#[test]
+fn ids_of_one_hash_due_at_one_time_from_the_heap_and_the_fifo_are_both_taken() {
+    // a waits in the heap and b in the fifo, both due at 10, their hashes equal (forced):
+    // either pointer may take either entry, and both must leave at 10 (when the heap's
+    // pointer matched its id, the fifo's could take a first; the heap's then found
+    // nothing and b stayed pending with no pointer, never sent again).
+    let mix = Mix(7);
+    let mut stripe = Stripe::new(2, 4);
+    let (a, b) = (id("a"), id("b"));
+    let h = stable_hash64(b"a");
+    let (g, bit) = group_bit(1);
+    let schedule = |stripe: &mut Stripe, id: &ClientId, due, regular| {
+        let c = Change {
+            keys: mix.keys(h),
+            id,
+            state: None,
+            due,
+            regular,
+        };
+        stripe.schedule(mix, &c, g, bit) != 0
+    };
+    for first_in_heap in [true, false] {
+        let (heap, fifo) = if first_in_heap { (&a, &b) } else { (&b, &a) };
+        assert!(schedule(&mut stripe, heap, 10, false));
+        assert!(schedule(&mut stripe, fifo, 10, true));
+        let mut out = Vec::new();
+        stripe.take_due(mix, 1, 10, 10, &mut out);
+        let mut got: Vec<ClientId> = out.into_iter().map(|t| t.id).collect();
+        got.sort();
+        assert_eq!(got, [a.clone(), b.clone()], "first in the heap: {heap:?}");
+        assert!(stripe.pending.is_empty() && stripe.lanes[1].next_due().is_none());
+    }
 }
 
 /// Entries in the scheduler's tables (one per client and group of peers that share
