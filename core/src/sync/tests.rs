@@ -77,26 +77,29 @@ fn taken_clients_carry_the_registrys_hash() {
     }
 }
 
+/// Schedules `id` for peer 1 in `stripe` under the hash of "a", whatever `id` is (two
+/// ids of one hash, forced); returns whether a new entry was made.
+fn schedule_as_a(stripe: &mut Stripe, id: &ClientId, due: Millis, regular: bool) -> bool {
+    let mix = Mix(7);
+    let (g, bit) = group_bit(1);
+    let c = Change {
+        keys: mix.keys(stable_hash64(b"a")),
+        id,
+        state: None,
+        due,
+        regular,
+    };
+    stripe.schedule(mix, &c, g, bit) != 0
+}
+
 #[test]
 fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
     // Queue entries hold no id: two ids whose hashes are equal (forced here) must still
     // be taken once each, each when due, even with an obsolete entry of one of them.
-    let mix = Mix(7);
+    // b is given a's hash (queue entries, fifo and heap, keep hashes, not ids).
+    let (mix, schedule) = (Mix(7), schedule_as_a);
     let mut stripe = Stripe::new(2, 4);
     let (a, b) = (id("a"), id("b"));
-    // b is given a's hash (queue entries, fifo and heap, keep hashes, not ids).
-    let h = stable_hash64(b"a");
-    let (g, bit) = group_bit(1);
-    let schedule = |stripe: &mut Stripe, id: &ClientId, due, regular| {
-        let c = Change {
-            keys: mix.keys(h),
-            id,
-            state: None,
-            due,
-            regular,
-        };
-        stripe.schedule(mix, &c, g, bit) != 0
-    };
     assert!(schedule(&mut stripe, &a, 10, true));
     assert!(schedule(&mut stripe, &b, 20, true));
     assert!(!schedule(&mut stripe, &a, 5, false)); // a earlier: its fifo entry is obsolete
@@ -131,21 +134,9 @@ fn ids_of_one_hash_due_at_one_time_from_the_heap_and_the_fifo_are_both_taken() {
     // either pointer may take either entry, and both must leave at 10 (when the heap's
     // pointer matched its id, the fifo's could take a first; the heap's then found
     // nothing and b stayed pending with no pointer, never sent again).
-    let mix = Mix(7);
+    let (mix, schedule) = (Mix(7), schedule_as_a);
     let mut stripe = Stripe::new(2, 4);
     let (a, b) = (id("a"), id("b"));
-    let h = stable_hash64(b"a");
-    let (g, bit) = group_bit(1);
-    let schedule = |stripe: &mut Stripe, id: &ClientId, due, regular| {
-        let c = Change {
-            keys: mix.keys(h),
-            id,
-            state: None,
-            due,
-            regular,
-        };
-        stripe.schedule(mix, &c, g, bit) != 0
-    };
     for first_in_heap in [true, false] {
         let (heap, fifo) = if first_in_heap { (&a, &b) } else { (&b, &a) };
         assert!(schedule(&mut stripe, heap, 10, false));
