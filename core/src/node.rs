@@ -364,6 +364,7 @@ impl Node {
         };
         if rehome {
             self.rehome(now, false);
+            self.drop_former_members_syncs();
         }
         if !self.members.load().is_standalone() {
             if probe {

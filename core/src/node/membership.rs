@@ -145,15 +145,31 @@ impl Node {
                 }
             }
         }
-        for m in old.peers().filter(|&m| !new.contains(m)) {
-            // Nothing more goes to it; if it returns, it loads a snapshot and verify
-            // repairs what it lacks.
+        let left: Vec<MemberId> = old.peers().filter(|&m| !new.contains(m)).collect();
+        self.members.store(Arc::new(new));
+        // Nothing more goes to a member that left (if it returns, it loads a snapshot and
+        // verify repairs what it lacks): its queue is dropped once the new list is in
+        // force, and again at the re-homing pass that follows (`drop_former_members_syncs`),
+        // for what a writer that still held the old list queued meanwhile.
+        for m in left {
             drop(self.sync.take(m.index(), Millis::MAX, usize::MAX));
         }
-        self.members.store(Arc::new(new));
         self.list_changed_at.store(now.max(1), Relaxed);
         self.recompute_routing(now);
         Ok(true)
+    }
+
+    /// Drops whatever is queued for a slot that is not a current member (see
+    /// [`Node::set_members`]): entries left for a member that never returns would hold
+    /// their client states for good.
+    pub(super) fn drop_former_members_syncs(&self) {
+        let members = self.members.load();
+        for i in 0..members.capacity() {
+            let m = MemberId(i as u16);
+            if m != self.me() && !members.contains(m) && self.sync.pending(i) > 0 {
+                drop(self.sync.take(i, Millis::MAX, usize::MAX));
+            }
+        }
     }
 
     /// The member id of the owner at `addr`, as a record received from a peer names it

@@ -254,6 +254,10 @@ impl Node {
                 .saturating_mul(1u64 << (failures - 1).min(20))
                 .min(self.config.sync_retry_max_delay);
             q.paused_until.store(now + delay, Relaxed);
+            if !self.members.load().contains(to) {
+                // It left while the batch was out: nothing goes to it any more.
+                return;
+            }
             for change in &batch.changes {
                 self.sync
                     .schedule_at(to.index(), &change.id(), now + delay, false);
