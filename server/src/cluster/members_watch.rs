@@ -134,24 +134,6 @@ async fn read_stable(path: &std::path::Path) -> Result<Vec<String>, String> {
     Err("it kept changing while being read".to_string())
 }
 
-/// Where the watch's ticks come from: a timer, or (tests) instants handed in.
-enum Ticks {
-    Every(tokio::time::Interval),
-    #[cfg(test)]
-    Fed(tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>),
-}
-
-impl Ticks {
-    /// The next tick's scheduled instant (None: no more ticks).
-    async fn next(&mut self) -> Option<tokio::time::Instant> {
-        match self {
-            Ticks::Every(interval) => Some(interval.tick().await),
-            #[cfg(test)]
-            Ticks::Fed(rx) => rx.recv().await,
-        }
-    }
-}
-
 /// Watches `sources` and hands every change of the union to `node`, until `stop`.
 pub async fn watch(
     node: Arc<Node>,
@@ -171,19 +153,23 @@ pub async fn watch(
     let start = tokio::time::Instant::now();
     let mut interval = tokio::time::interval_at(start, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    watch_ticks(node, sources, clock, stop, start, Ticks::Every(interval)).await;
+    let ticks = tokio_stream::wrappers::IntervalStream::new(interval);
+    watch_ticks(node, sources, clock, stop, start, ticks).await;
 }
 
-/// [`watch`] on `ticks`, the first at `start`.
+/// [`watch`] on `ticks` (the ticks' scheduled instants, the first at `start`), until
+/// `stop` or the last tick.
 async fn watch_ticks(
     node: Arc<Node>,
     sources: MemberSources,
     clock: Clock,
     stop: impl std::future::Future<Output = ()>,
     start: tokio::time::Instant,
-    mut ticks: Ticks,
+    ticks: impl tokio_stream::Stream<Item = tokio::time::Instant>,
 ) {
+    use tokio_stream::StreamExt as _;
     tokio::pin!(stop);
+    tokio::pin!(ticks);
     // Sources fall due by the ticks' scheduled instants, never by when this task woke:
     // with the wake-up time, a tick that woke a few microseconds earlier after its
     // deadline than the one before it found the source not yet due and skipped it for a
@@ -351,7 +337,7 @@ mod tests {
             crate::clock::system(),
             std::future::pending(),
             start,
-            Ticks::Fed(ticks),
+            tokio_stream::wrappers::UnboundedReceiverStream::new(ticks),
         ));
         // Waits (10 s at most) until the node has `n` members.
         let members = |n: usize| {
