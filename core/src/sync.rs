@@ -215,11 +215,28 @@ impl Lane {
     }
 
     fn next_due(&self) -> Option<Millis> {
-        let a = self.fifo.front().map(|(d, _)| *d);
-        let b = self.heap.peek().map(|Reverse((d, _))| *d);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        self.front().map(|(due, _, _)| due)
+    }
+
+    /// The earliest queue entry: its due time, its hash and whether it heads the fifo
+    /// (else the heap; the fifo's on a tie).
+    #[inline]
+    fn front(&self) -> Option<(Millis, u64, bool)> {
+        match (self.fifo.front(), self.heap.peek()) {
+            (Some(&(a, h)), Some(Reverse((b, _)))) if a <= *b => Some((a, h, true)),
+            (_, Some(&Reverse((b, h)))) => Some((b, h, false)),
+            (Some(&(a, h)), None) => Some((a, h, true)),
+            (None, None) => None,
+        }
+    }
+
+    /// Removes the entry [`Lane::front`] returned.
+    #[inline]
+    fn pop_front(&mut self, fifo: bool) {
+        if fifo {
+            self.fifo.pop_front();
+        } else {
+            self.heap.pop();
         }
     }
 }
@@ -321,33 +338,18 @@ impl Stripe {
         let Self { pending, lanes } = self;
         let lane = &mut lanes[peer];
         while out.len() < max {
-            let from_fifo = match (lane.fifo.front(), lane.heap.peek()) {
-                (Some((a, _)), Some(Reverse((b, _)))) => a <= b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => return,
+            let Some((due, hash, fifo)) = lane.front() else {
+                return;
             };
+            if due > now {
+                return;
+            }
+            lane.pop_front(fifo);
             // Skip queue entries made obsolete by a reschedule to an earlier time (the
             // pending entry stays, due when the earlier entry says).
-            let found = if from_fifo {
-                let (due, hash) = *lane.fifo.front().expect("checked above");
-                if due > now {
-                    return;
-                }
-                lane.fifo.pop_front();
-                pending.find_entry(mix.slot(hash), |p| {
-                    p.hash == hash && p.due == due && p.group == group && p.mask & bit != 0
-                })
-            } else {
-                let Reverse((due, _)) = lane.heap.peek().expect("checked above");
-                if *due > now {
-                    return;
-                }
-                let (due, hash) = lane.heap.pop().expect("checked above").0;
-                pending.find_entry(mix.slot(hash), |p| {
-                    p.hash == hash && p.due == due && p.group == group && p.mask & bit != 0
-                })
-            };
+            let found = pending.find_entry(mix.slot(hash), |p| {
+                p.hash == hash && p.due == due && p.group == group && p.mask & bit != 0
+            });
             let Ok(mut entry) = found else { continue };
             let p = entry.get_mut();
             let taken = if p.mask == bit {

@@ -145,15 +145,12 @@ impl Node {
                 }
             }
         }
-        let left: Vec<MemberId> = old.peers().filter(|&m| !new.contains(m)).collect();
         self.members.store(Arc::new(new));
         // Nothing more goes to a member that left (if it returns, it loads a snapshot and
         // verify repairs what it lacks): its queue is dropped once the new list is in
-        // force, and again at the re-homing pass that follows (`drop_former_members_syncs`),
-        // for what a writer that still held the old list queued meanwhile.
-        for m in left {
-            drop(self.sync.take(m.index(), Millis::MAX, usize::MAX));
-        }
+        // force, and again at the re-homing pass that follows, for what a writer that
+        // still held the old list queued meanwhile.
+        self.drop_former_members_syncs();
         self.list_changed_at.store(now.max(1), Relaxed);
         self.recompute_routing(now);
         Ok(true)
@@ -166,7 +163,7 @@ impl Node {
         let members = self.members.load();
         for i in 0..members.capacity() {
             let m = MemberId(i as u16);
-            if m != self.me() && !members.contains(m) && self.sync.pending(i) > 0 {
+            if self.sync.pending(i) > 0 && m != members.me() && !members.contains(m) {
                 drop(self.sync.take(i, Millis::MAX, usize::MAX));
             }
         }

@@ -293,13 +293,8 @@ fn shared_entries_behave_as_one_queue_per_peer() {
         .collect();
     let peers = [1, 2, 65];
     for seed in 0..60u64 {
-        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut next = |n: u64| rng.below(n);
         let s = SyncScheduler::new(70, 100, 4, Some(seed));
         let mut model: Vec<BTreeMap<ClientId, Expect>> = vec![BTreeMap::new(); 3];
         let mut taken: Vec<(usize, Taken)> = Vec::new();
