@@ -30,13 +30,10 @@ pub fn java_string_hash(s: &str) -> i32 {
 #[inline]
 pub fn java_string_hash_from(mut h: i32, s: &str) -> i32 {
     if s.is_ascii() {
-        for &b in s.as_bytes() {
-            h = h.wrapping_mul(31).wrapping_add(i32::from(b));
-        }
-    } else {
-        for unit in s.encode_utf16() {
-            h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
-        }
+        return java_ascii_hash_from(h, s.as_bytes());
+    }
+    for unit in s.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
     }
     h
 }

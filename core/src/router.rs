@@ -95,9 +95,6 @@ impl ModuloRouter {
 
 impl Router for ModuloRouter {
     fn owner(&self, key: &str) -> Option<MemberId> {
-        if self.members.is_empty() {
-            return None;
-        }
         self.owner_by_hash(distro_hash(key))
     }
 
