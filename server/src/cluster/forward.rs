@@ -102,8 +102,10 @@ impl Item {
         }
     }
 
-    /// A received item in core types (`None`: a registration or deregistration without
-    /// its instance, refused by [`Item::address`] before it gets here).
+    /// A received item in core types, to apply it here (`None`: a registration or
+    /// deregistration without its instance, refused by [`Item::address`] before it gets
+    /// here). A deregistration's or heartbeat's target carries its port only: its owner
+    /// applies it by client id and service, and the ip and cluster are not copied.
     fn owned(kind: Kind, r: &Received) -> Option<Item> {
         let (ns, group, name) = r.service();
         let service = ServiceSpec::new(ns, group, name);
@@ -129,9 +131,8 @@ impl Item {
             ),
             Kind::Deregister | Kind::Beat => {
                 let target = Target {
-                    ip: i.ip.to_owned(),
                     port: i.port,
-                    cluster: i.cluster.to_owned(),
+                    ..Target::default()
                 };
                 if matches!(kind, Kind::Beat) {
                     Item::Beat(service, target)

@@ -82,7 +82,7 @@ impl<'a> Reader<'a> {
     fn wide_varint(&mut self, what: &str) -> Result<u64, WireError> {
         match self.varint_word() {
             Some(v) => Ok(v),
-            None => self.varint_multi(what),
+            None => self.varint_long(what),
         }
     }
     /// A varint of more than one byte: as one word when it can be, else byte by byte.
