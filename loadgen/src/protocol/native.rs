@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use distro_server::proto::codec::Raw;
 use distro_server::proto::distro as pb;
+use distro_server::proto::writes::put_delimited;
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{WireType, encode_key, encode_varint};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -28,15 +29,9 @@ use crate::population::{MARKER_BASE, Population};
 
 const CLUSTER: &str = "DEFAULT";
 
-fn put_ld(tag: u32, body: &[u8], buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(body.len() as u64, buf);
-    buf.put_slice(body);
-}
-
 fn put_str(tag: u32, s: &str, buf: &mut impl BufMut) {
     if !s.is_empty() {
-        put_ld(tag, s.as_bytes(), buf);
+        put_delimited(tag, s.as_bytes(), buf);
     }
 }
 
@@ -84,20 +79,20 @@ impl Encoder {
         put_bool(5, true, &mut self.inner);
         put_str(6, CLUSTER, &mut self.inner);
         self.outer.clear();
-        put_ld(1, svc_ref, &mut self.outer);
-        put_ld(2, &self.inner, &mut self.outer);
-        put_ld(1, &self.outer, out);
+        put_delimited(1, svc_ref, &mut self.outer);
+        put_delimited(2, &self.inner, &mut self.outer);
+        put_delimited(1, &self.outer, out);
     }
 
     /// Appends one `Beat` (field 1 of HeartbeatRequest) to `out`.
     fn beat(&mut self, svc_ref: &[u8], addr: SocketAddrV4, out: &mut BytesMut) {
         self.ip(*addr.ip());
         self.outer.clear();
-        put_ld(1, svc_ref, &mut self.outer);
+        put_delimited(1, svc_ref, &mut self.outer);
         put_str(2, &self.ip, &mut self.outer);
         put_u32(3, u32::from(addr.port()), &mut self.outer);
         put_str(4, CLUSTER, &mut self.outer);
-        put_ld(1, &self.outer, out);
+        put_delimited(1, &self.outer, out);
     }
 }
 
@@ -171,7 +166,7 @@ impl NativeProtocol {
             .iter()
             .map(|r| {
                 let mut b = BytesMut::new();
-                put_ld(1, r, &mut b);
+                put_delimited(1, r, &mut b);
                 b.freeze()
             })
             .collect();

@@ -17,6 +17,7 @@
 
 use crate::cluster::compact::{self, Decoded};
 use crate::cluster::wire::WireError;
+use crate::proto::writes::put_delimited;
 use distro_core::message::SyncBatch;
 use distro_core::model::{ClientId, Instance, InstanceFields, Publication, Revision, Service};
 use distro_core::{ClientChange, ClientRecord, Node};
@@ -69,7 +70,8 @@ fn put_bool(tag: u32, v: bool, buf: &mut impl BufMut) {
     }
 }
 
-fn nested_len(tag: u32, len: usize) -> usize {
+/// The encoded length of a length-delimited field `tag` of `len` bytes.
+pub(crate) fn nested_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
@@ -183,12 +185,6 @@ fn put_change(node: &Node, c: &ClientChange, buf: &mut impl BufMut) {
             put_u64(2, revision.0, buf);
         }
     }
-}
-
-fn put_bytes_field(tag: u32, b: &[u8], buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(b.len() as u64, buf);
-    buf.put_slice(b);
 }
 
 /// `distro.v1.SyncRequest`: encoded from a core batch, decoded as raw changes.
@@ -322,10 +318,10 @@ impl prost::Message for SyncRequest {
             }
         }
         for c in &self.changes {
-            put_bytes_field(2, c, buf);
+            put_delimited(2, c, buf);
         }
         if let Some(c) = &self.compact {
-            put_bytes_field(3, c, buf);
+            put_delimited(3, c, buf);
         }
         if let Some([a, b]) = &self.compact_parts {
             put_nested(3, a.len() + b.len(), buf);
@@ -490,7 +486,7 @@ impl prost::Message for SnapshotChunk {
             }
         }
         for r in &self.records {
-            put_bytes_field(1, r, buf);
+            put_delimited(1, r, buf);
         }
         if let Some(s) = self.next_shard {
             encode_key(2, WireType::Varint, buf);
@@ -500,7 +496,7 @@ impl prost::Message for SnapshotChunk {
             prost::encoding::string::encode(5, &self.next_after, buf);
         }
         if let Some(c) = &self.compact {
-            put_bytes_field(4, c, buf);
+            put_delimited(4, c, buf);
         }
     }
 

@@ -496,9 +496,7 @@ pub fn put_delimited(tag: u32, body: &[u8], buf: &mut impl BufMut) {
 }
 
 fn delimited_len(tag: u32, body: &[u8]) -> usize {
-    prost::encoding::key_len(tag)
-        + prost::encoding::encoded_len_varint(body.len() as u64)
-        + body.len()
+    crate::cluster::sync_codec::nested_len(tag, body.len())
 }
 
 /// A request of one repeated field 1 of items (`M`: their generated type).
@@ -747,12 +745,7 @@ mod tests {
     /// A registration request of one instance holding `entries` metadata entries, written
     /// by hand (a generated map cannot repeat a key).
     fn with_metadata(entries: impl Iterator<Item = (String, String)>) -> Vec<u8> {
-        use prost::encoding::{encode_key, encode_varint};
-        fn delimited(tag: u32, body: &[u8], out: &mut Vec<u8>) {
-            encode_key(tag, WireType::LengthDelimited, out);
-            encode_varint(body.len() as u64, out);
-            out.extend_from_slice(body);
-        }
+        let delimited = |tag, body: &[u8], out: &mut Vec<u8>| put_delimited(tag, body, out);
         let mut instance = registration(1, &[], "").instance.unwrap().encode_to_vec();
         for (k, v) in entries {
             let mut entry = Vec::new();
