@@ -106,27 +106,16 @@ impl<'a> InstanceRef<'a> {
         if self.spans.metadata.is_empty() {
             return Vec::new();
         }
-        let mut pairs: Vec<(String, String)> = self
-            .spans
-            .metadata
-            .iter()
-            .map(|&(k, v)| {
+        let mut kept = self.spans.metadata.clone();
+        fold_metadata(self.bytes, &mut kept);
+        kept.into_iter()
+            .map(|(k, v)| {
                 (
                     text(self.bytes, k).to_owned(),
                     text(self.bytes, v).to_owned(),
                 )
             })
-            .collect();
-        // Stable: entries of one key stay in the order received; the last one is kept.
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
-        for (k, v) in pairs {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => out.push((k, v)),
-            }
-        }
-        out
+            .collect()
     }
 }
 
@@ -411,11 +400,14 @@ const FOLD_METADATA_AT: usize = 4 * distro_core::limits::MAX_METADATA_ENTRIES;
 /// Keeps the last entry of each key of `m` (spans into `all`), sorted by key: what a map
 /// of them holds, as [`InstanceRef::metadata`] reads it.
 fn fold_metadata(all: &[u8], m: &mut Vec<(Span, Span)>) {
+    // The spans' bytes compare as their text does (UTF-8, checked when read, orders as
+    // `str` does), without checking it again at every comparison.
+    let key = |s: Span| &all[s.start as usize..s.end as usize];
     // Stable: entries of one key stay in the order received.
-    m.sort_by(|a, b| text(all, a.0).cmp(text(all, b.0)));
+    m.sort_by(|a, b| key(a.0).cmp(key(b.0)));
     let mut kept = 0;
     for j in 0..m.len() {
-        if kept > 0 && text(all, m[kept - 1].0) == text(all, m[j].0) {
+        if kept > 0 && key(m[kept - 1].0) == key(m[j].0) {
             m[kept - 1] = m[j];
         } else {
             m[kept] = m[j];
