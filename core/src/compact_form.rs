@@ -49,6 +49,22 @@ pub fn decimal_bytes(b: &[u8]) -> Option<u64> {
     Some(v)
 }
 
+/// Copies `src` (which fits) to the start of `dst`: up to sixteen bytes as two words that
+/// may overlap (a copy of variable length calls `memcpy`), more by a copy.
+#[inline]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let l = src.len();
+    if (8..=16).contains(&l) {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[l - 8..l].copy_from_slice(&src[l - 8..]);
+    } else if (4..8).contains(&l) {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[l - 4..l].copy_from_slice(&src[l - 4..]);
+    } else {
+        dst[..l].copy_from_slice(src);
+    }
+}
+
 /// Eight ASCII '0's, one per byte.
 pub(crate) const ZEROS: u64 = 0x3030_3030_3030_3030;
 
@@ -89,13 +105,7 @@ pub fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
         return None;
     }
     let mut t = [0u8; 16];
-    if n >= 8 {
-        t[..8].copy_from_slice(&b[..8]);
-        t[n - 8..n].copy_from_slice(&b[n - 8..]);
-    } else {
-        t[..4].copy_from_slice(&b[..4]);
-        t[n - 4..n].copy_from_slice(&b[n - 4..]);
-    }
+    copy_short(&mut t, b);
     let digit = |at: usize| u32::from(t[at & 15].wrapping_sub(b'0'));
     let mut o = [0u8; 4];
     let mut at = 0;

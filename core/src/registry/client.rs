@@ -17,7 +17,7 @@
 //! moves one slot. A test pins the sizes.
 
 use super::NO_SLOT;
-use crate::compact_form::{ZEROS, eight_digits};
+use crate::compact_form::{ZEROS, copy_short, eight_digits};
 use crate::member::MemberId;
 use crate::model::{
     ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, Service,
@@ -279,22 +279,6 @@ impl IdBuf {
             _ => u64::MAX,
         };
         (word(0) & keep(0), word(8) & keep(8))
-    }
-}
-
-/// Copies `src` (which fits) to the start of `dst`: up to sixteen bytes as two words that
-/// may overlap (a copy of variable length calls `memcpy`), more by a copy.
-#[inline]
-fn copy_short(dst: &mut [u8], src: &[u8]) {
-    let l = src.len();
-    if (8..=16).contains(&l) {
-        dst[..8].copy_from_slice(&src[..8]);
-        dst[l - 8..l].copy_from_slice(&src[l - 8..]);
-    } else if (4..8).contains(&l) {
-        dst[..4].copy_from_slice(&src[..4]);
-        dst[l - 4..l].copy_from_slice(&src[l - 4..]);
-    } else {
-        dst[..l].copy_from_slice(src);
     }
 }
 
