@@ -37,12 +37,13 @@ pub struct ServiceIndex {
     revision: AtomicU64,
     instances: AtomicUsize,
     /// Writers that take a slot hold it shared; the empty-service collector holds it
-    /// exclusively and sets the flag once it removed the index from the map.
-    retired: RwLock<bool>,
-    /// `retired`'s flag, readable without the lock, set with it (under the exclusive
-    /// lock). A writer that changes a slot it holds reads only this: an index with a slot
-    /// in use has a live publication, so the collector cannot retire it meanwhile, and
-    /// the one index of a service that is not retired is the one holding that slot.
+    /// exclusively while it removes the index from the map and sets `gone`.
+    retired: RwLock<()>,
+    /// Whether the collector retired this index: set under `retired`'s exclusive lock,
+    /// read under its shared lock by writers that take a slot, and without it by a writer
+    /// that changes a slot it holds: an index with a slot in use has a live publication,
+    /// so the collector cannot retire it meanwhile, and the one index of a service that
+    /// is not retired is the one holding that slot.
     gone: AtomicBool,
     empty_since: AtomicU64,
 }
@@ -57,7 +58,7 @@ impl ServiceIndex {
             live: AtomicUsize::new(0),
             revision: AtomicU64::new(0),
             instances: AtomicUsize::new(0),
-            retired: RwLock::new(false),
+            retired: RwLock::new(()),
             gone: AtomicBool::new(false),
             empty_since: AtomicU64::new(0),
         }
@@ -304,10 +305,9 @@ impl Registry {
                     idx
                 }
             };
-            let retired = idx.retired.read();
-            if *retired {
+            let _shared = idx.retired.read();
+            if idx.gone.load(std::sync::atomic::Ordering::Relaxed) {
                 // The collector removed this index after we found it; look it up again.
-                drop(retired);
                 continue;
             }
             let slot = match slot.filter(|s| *s != NO_SLOT) {
@@ -423,9 +423,8 @@ impl Registry {
             if now.saturating_sub(since) < min_age {
                 continue;
             }
-            let mut retired = idx.retired.write();
+            let _exclusive = idx.retired.write();
             if idx.live.load(Relaxed) == 0 {
-                *retired = true;
                 idx.gone.store(true, std::sync::atomic::Ordering::Release);
                 services.remove(key.as_str());
                 removed += 1;
