@@ -301,10 +301,12 @@ impl Node {
         let me = self.me();
         let members = self.members.load_full();
         let mut moves: Vec<(Arc<Client>, MemberId)> = Vec::new();
+        // One load of the routing table for the pass.
+        let routing = self.routing.load();
         self.registry.for_each(|c| {
             // The routing key without writing a derived id out (see `Client::id`).
             if let Some(key) = c.routing_key() {
-                let owner = self.owner_of_key(key);
+                let owner = routing.owner_of_key(key).unwrap_or(me);
                 if owner != c.owner() {
                     moves.push((c.clone(), owner));
                 } else if rejoined && owner == me {

@@ -7,7 +7,6 @@
 
 use super::Node;
 use crate::member::MemberId;
-use crate::model::RoutingKey;
 use crate::router::{Router, RoutingTable};
 use arc_swap::Guard;
 use std::sync::Arc;
@@ -75,15 +74,6 @@ impl Node {
     /// The owner of routing key `ip:port` under the current routing table.
     pub fn owner_of(&self, key: &str) -> MemberId {
         owner_in(&self.routing.load(), key, || self.me())
-    }
-
-    /// [`Node::owner_of`] of a routing key given as its text or as its pieces (see
-    /// `Client::routing_key`: a stored client's derived id is not written out to route it).
-    pub(crate) fn owner_of_key(&self, key: RoutingKey<'_>) -> MemberId {
-        self.routing
-            .load()
-            .owner_of_key(key)
-            .unwrap_or_else(|| self.me())
     }
 
     /// Where a write for the ip:port client `key` (`"ip:port"`) must go.
