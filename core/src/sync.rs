@@ -222,11 +222,10 @@ impl Lane {
     /// (else the heap; the fifo's on a tie).
     #[inline]
     fn front(&self) -> Option<(Millis, u64, bool)> {
-        match (self.fifo.front(), self.heap.peek()) {
-            (Some(&(a, h)), Some(Reverse((b, _)))) if a <= *b => Some((a, h, true)),
-            (_, Some(&Reverse((b, h)))) => Some((b, h, false)),
-            (Some(&(a, h)), None) => Some((a, h, true)),
-            (None, None) => None,
+        let fifo = self.fifo.front().copied();
+        match self.heap.peek() {
+            Some(&Reverse((b, h))) if fifo.is_none_or(|(a, _)| a > b) => Some((b, h, false)),
+            _ => fifo.map(|(a, h)| (a, h, true)),
         }
     }
 
