@@ -317,7 +317,12 @@ impl<'a> Encoder<'a> {
 
     fn record(&mut self, node: &'a Node, r: &'a ClientRecord) {
         let publications = r.publications.iter().map(|p| &**p);
-        self.state(node, Some(r.id.as_str()), r.revision, r.owner, publications);
+        let id = r.id.as_str();
+        let form = match r.publications.first().and_then(|p| p.instances.first()) {
+            Some(first) => id_form(id, first),
+            None => IdForm::String,
+        };
+        self.state(node, form, Some(id), r.revision, r.owner, publications);
     }
 
     /// A state shared with the store, encoded straight from the stored client (an id it
@@ -326,39 +331,36 @@ impl<'a> Encoder<'a> {
     /// chunk): outlined once they had two, a flush's encoding cost 2-3 % more.
     #[inline(always)]
     fn stored(&mut self, node: &'a Node, c: &'a Client) {
-        let id = c.stored_id().map(|n| n.as_str());
+        // The form from the parts stored with the id's text (not parsed again).
+        let (form, id) = (c.id_form(), c.stored_id());
         let ps = c.publications();
         // One publication (nearly every client) without the iterator over a client's
         // parts.
         match ps.only() {
-            Some(p) => self.state(node, id, c.revision(), c.owner(), std::iter::once(&**p)),
+            Some(p) => {
+                let one = std::iter::once(&**p);
+                self.state(node, form, id, c.revision(), c.owner(), one);
+            }
             None => {
                 let publications = ps.iter().map(|p| &**p);
-                self.state(node, id, c.revision(), c.owner(), publications);
+                self.state(node, form, id, c.revision(), c.owner(), publications);
             }
         }
     }
 
-    /// Encodes a state; `id` is `None` for a stored client's derived id (`ip:port#true`
-    /// of the first instance: the ip:port form).
+    /// Encodes a state whose id travels in `form` (`id`, its text, is sent in the string
+    /// form; `None` for a stored client's derived id, which travels in the ip:port form).
     #[inline(always)]
     fn state(
         &mut self,
         node: &'a Node,
+        form: IdForm,
         id: Option<&'a str>,
         revision: Revision,
         owner: MemberId,
-        publications: impl ExactSizeIterator<Item = &'a Publication> + Clone,
+        publications: impl ExactSizeIterator<Item = &'a Publication>,
     ) {
         let mut out = std::mem::take(&mut self.records);
-        let first = publications
-            .clone()
-            .next()
-            .and_then(|p| p.instances.first());
-        let form = match id {
-            Some(id) => first.map_or(IdForm::String, |i| id_form(id, i)),
-            None => IdForm::IpPort,
-        };
         match (form, id) {
             (IdForm::String, Some(id)) => {
                 out.push(ID_STRING << 1);
