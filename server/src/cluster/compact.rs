@@ -44,12 +44,14 @@ use distro_core::model::{ClientId, Metadata, Publication, Revision, Service};
 use distro_core::name::Name;
 use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
+use scratch::Scratch;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use text::{PackedIp, pack_ip};
 
 mod decode;
+mod scratch;
 mod text;
 
 pub use decode::{Decoded, decode, decode_changes, decode_into, decode_records, record_count};
@@ -305,24 +307,24 @@ impl<'a> Encoder<'a> {
     }
 
     #[inline(always)]
-    fn revision(&mut self, out: &mut Vec<u8>, r: Revision) {
+    fn revision(&mut self, out: &mut Scratch, r: Revision) {
         let d = (r.0 >> MEMBER_BITS) - self.base;
         let low = d & ((1 << FLOOR_SHIFT) - 1);
-        put_varint(out, (d >> FLOOR_SHIFT) << 1 | u64::from(low != 0));
+        out.varint((d >> FLOOR_SHIFT) << 1 | u64::from(low != 0));
         if low != 0 {
-            put_varint(out, low);
+            out.varint(low);
         }
-        put_varint(out, r.0 & ((1 << MEMBER_BITS) - 1));
+        out.varint(r.0 & ((1 << MEMBER_BITS) - 1));
     }
 
-    fn record(&mut self, node: &'a Node, r: &'a ClientRecord) {
+    fn record(&mut self, out: &mut Scratch, node: &'a Node, r: &'a ClientRecord) {
         let publications = r.publications.iter().map(|p| &**p);
         let id = r.id.as_str();
         let form = match r.publications.first().and_then(|p| p.instances.first()) {
             Some(first) => id_form(id, first),
             None => IdForm::String,
         };
-        self.state(node, form, Some(id), r.revision, r.owner, publications);
+        self.state(out, node, form, Some(id), r.revision, r.owner, publications);
     }
 
     /// A state shared with the store, encoded straight from the stored client (an id it
@@ -330,7 +332,7 @@ impl<'a> Encoder<'a> {
     /// with [`Encoder::state`], into both callers (a flush's batch and a snapshot
     /// chunk): outlined once they had two, a flush's encoding cost 2-3 % more.
     #[inline(always)]
-    fn stored(&mut self, node: &'a Node, c: &'a Client) {
+    fn stored(&mut self, out: &mut Scratch, node: &'a Node, c: &'a Client) {
         // The form from the parts stored with the id's text (not parsed again).
         let (form, id) = (c.id_form(), c.stored_id());
         let ps = c.publications();
@@ -339,11 +341,11 @@ impl<'a> Encoder<'a> {
         match ps.only() {
             Some(p) => {
                 let one = std::iter::once(&**p);
-                self.state(node, form, id, c.revision(), c.owner(), one);
+                self.state(out, node, form, id, c.revision(), c.owner(), one);
             }
             None => {
                 let publications = ps.iter().map(|p| &**p);
-                self.state(node, form, id, c.revision(), c.owner(), publications);
+                self.state(out, node, form, id, c.revision(), c.owner(), publications);
             }
         }
     }
@@ -351,8 +353,10 @@ impl<'a> Encoder<'a> {
     /// Encodes a state whose id travels in `form` (`id`, its text, is sent in the string
     /// form; `None` for a stored client's derived id, which travels in the ip:port form).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn state(
         &mut self,
+        out: &mut Scratch,
         node: &'a Node,
         form: IdForm,
         id: Option<&'a str>,
@@ -360,31 +364,35 @@ impl<'a> Encoder<'a> {
         owner: MemberId,
         publications: impl ExactSizeIterator<Item = &'a Publication>,
     ) {
-        let mut out = std::mem::take(&mut self.records);
+        // The record in the scratch (`out`, the batch's), copied to the records as it
+        // ends; a step of it at a time (its head, a publication's, an instance) at most
+        // `STEP` bytes.
+        const _: () = assert!(1 + 10 + 2 + 3 * 10 + 5 + 10 <= scratch::STEP);
         match (form, id) {
             (IdForm::String, Some(id)) => {
-                out.push(ID_STRING << 1);
+                out.byte(ID_STRING << 1);
                 let s = self.push_string(id);
-                put_varint(&mut out, u64::from(s));
+                out.varint(u64::from(s));
             }
-            (IdForm::IpPort, _) | (IdForm::String, None) => out.push(ID_IP_PORT << 1),
+            (IdForm::IpPort, _) | (IdForm::String, None) => out.byte(ID_IP_PORT << 1),
             (IdForm::Connection { millis, port }, _) => {
-                out.push(ID_CONNECTION << 1);
-                put_varint(&mut out, millis);
-                out.extend_from_slice(&port.to_le_bytes());
+                out.byte(ID_CONNECTION << 1);
+                out.varint(millis);
+                out.bytes(port.to_le_bytes());
             }
         }
-        self.revision(&mut out, revision);
+        self.revision(out, revision);
         let owner = self.owner(node, owner);
-        put_varint(&mut out, u64::from(owner));
-        put_varint(&mut out, publications.len() as u64);
+        out.varint(u64::from(owner));
+        out.varint(publications.len() as u64);
         for p in publications {
-            put_varint(&mut out, u64::from(self.service(&p.service)));
-            put_varint(
-                &mut out,
-                (p.instances.len() as u64) << 1 | u64::from(p.is_batch()),
-            );
+            out.room(&mut self.records);
+            out.varint(u64::from(self.service(&p.service)));
+            out.varint((p.instances.len() as u64) << 1 | u64::from(p.is_batch()));
             for i in p.instances.iter() {
+                // Flags, ip, port, weight, cluster, map and custom id: 1 + 16 + 2 + 8 +
+                // 3 × 5 bytes at most.
+                out.room(&mut self.records);
                 let ip = pack_ip(&i.ip);
                 let flags = (u8::from(i.healthy) * HEALTHY)
                     | (u8::from(i.enabled) * ENABLED)
@@ -393,45 +401,45 @@ impl<'a> Encoder<'a> {
                     | (u8::from(!i.metadata.is_empty()) * METADATA);
                 match ip {
                     PackedIp::V4(o) => {
-                        // Flags, address and port as one seven-byte write.
+                        // Flags, address and port as one eight-byte store (the eighth byte
+                        // is overwritten by what follows).
                         let [a, b, c, d] = o;
                         let [p0, p1] = i.port.to_le_bytes();
-                        out.extend_from_slice(&[flags | IPV4, a, b, c, d, p0, p1]);
+                        out.bytes([flags | IPV4, a, b, c, d, p0, p1]);
                     }
                     PackedIp::V6(o) => {
-                        out.push(flags | IPV6);
-                        out.extend_from_slice(&o);
-                        out.extend_from_slice(&i.port.to_le_bytes());
+                        out.byte(flags | IPV6);
+                        out.bytes(o);
+                        out.bytes(i.port.to_le_bytes());
                     }
                     PackedIp::Text => {
-                        out.push(flags);
-                        put_varint(&mut out, u64::from(self.string(&i.ip)));
-                        out.extend_from_slice(&i.port.to_le_bytes());
+                        out.byte(flags);
+                        out.varint(u64::from(self.string(&i.ip)));
+                        out.bytes(i.port.to_le_bytes());
                     }
                 }
                 if flags & WEIGHT != 0 {
-                    out.extend_from_slice(&i.weight.to_le_bytes());
+                    out.bytes(i.weight.to_le_bytes());
                 }
-                put_varint(&mut out, u64::from(self.name(CLUSTER, &i.cluster)));
+                out.varint(u64::from(self.name(CLUSTER, &i.cluster)));
                 if flags & METADATA != 0 {
-                    put_varint(&mut out, u64::from(self.map(&i.metadata)));
+                    out.varint(u64::from(self.map(&i.metadata)));
                 }
                 if let Some(c) = i.custom_id.as_deref() {
-                    put_varint(&mut out, u64::from(self.string(c)));
+                    out.varint(u64::from(self.string(c)));
                 }
             }
         }
-        self.records = out;
+        out.finish(&mut self.records);
         self.n_records += 1;
     }
 
-    fn deletion(&mut self, id: &'a ClientId, revision: Revision) {
-        let mut out = std::mem::take(&mut self.records);
-        out.push(DELETION | ID_STRING << 1);
+    fn deletion(&mut self, out: &mut Scratch, id: &'a ClientId, revision: Revision) {
+        out.byte(DELETION | ID_STRING << 1);
         let s = self.push_string(id.as_str());
-        put_varint(&mut out, u64::from(s));
-        self.revision(&mut out, revision);
-        self.records = out;
+        out.varint(u64::from(s));
+        self.revision(out, revision);
+        out.finish(&mut self.records);
         self.n_records += 1;
     }
 
@@ -481,11 +489,12 @@ pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
 pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, Vec<u8>) {
     let base = lowest_logical(changes.iter().map(ClientChange::revision));
     let mut e = Encoder::new(base, changes.len());
+    let out = &mut Scratch::new();
     for c in changes {
         match c {
-            ClientChange::Upsert(r) => e.record(node, r),
-            ClientChange::Stored(s) => e.stored(node, s),
-            ClientChange::Delete { id, revision } => e.deletion(id, *revision),
+            ClientChange::Upsert(r) => e.record(out, node, r),
+            ClientChange::Stored(s) => e.stored(out, node, s),
+            ClientChange::Delete { id, revision } => e.deletion(out, id, *revision),
         }
     }
     e.finish_parts()
@@ -498,8 +507,9 @@ pub fn encode_records(node: &Node, records: &[Arc<Client>]) -> Vec<u8> {
         lowest_logical(records.iter().map(|c| c.revision())),
         records.len(),
     );
+    let out = &mut Scratch::new();
     for c in records {
-        e.stored(node, c);
+        e.stored(out, node, c);
     }
     e.finish()
 }
