@@ -732,6 +732,18 @@ impl Client {
         Body::Many(v.into_boxed_slice())
     }
 
+    /// [`ClientChange::size_hint`] of the change that sends this state (inlined into the
+    /// flush, which asks it of every client it sends): the derived id's length without
+    /// writing it out; one publication (nearly every client) without an iterator.
+    #[inline]
+    pub fn size_hint(&self) -> usize {
+        16 + self.id_len()
+            + match &self.body {
+                Body::One(p) => publication_hint(p),
+                Body::Many(parts) => parts.iter().map(|c| publication_hint(c.single())).sum(),
+            }
+    }
+
     /// The full state as a record, for sync and snapshot.
     pub fn to_record(&self) -> ClientRecord {
         self.record_with(self.id())
@@ -875,17 +887,7 @@ impl ClientChange {
     pub fn size_hint(&self) -> usize {
         match self {
             ClientChange::Upsert(r) => r.size_hint(),
-            ClientChange::Stored(c) => {
-                // The derived id's length without writing it out; one publication
-                // (nearly every client) without an iterator.
-                16 + c.id_len()
-                    + match &c.body {
-                        Body::One(p) => publication_hint(p),
-                        Body::Many(parts) => {
-                            parts.iter().map(|c| publication_hint(c.single())).sum()
-                        }
-                    }
-            }
+            ClientChange::Stored(c) => c.size_hint(),
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),
         }
     }

@@ -401,11 +401,11 @@ impl<'a> Encoder<'a> {
                     | (u8::from(!i.metadata.is_empty()) * METADATA);
                 match ip {
                     PackedIp::V4(o) => {
-                        // Flags, address and port as one eight-byte store (the eighth byte
-                        // is overwritten by what follows).
-                        let [a, b, c, d] = o;
-                        let [p0, p1] = i.port.to_le_bytes();
-                        out.bytes([flags | IPV4, a, b, c, d, p0, p1]);
+                        // Flags, address and port: seven bytes of one word.
+                        let w = u64::from(flags | IPV4)
+                            | u64::from(u32::from_le_bytes(o)) << 8
+                            | u64::from(i.port) << 40;
+                        out.word(w, 7);
                     }
                     PackedIp::V6(o) => {
                         out.byte(flags | IPV6);

@@ -50,6 +50,16 @@ impl Scratch {
         self.n += N;
     }
 
+    /// The low `len` (at most 8) bytes of `w`, little-endian: one eight-byte store (the
+    /// bytes past `len` are overwritten by what follows, or not part of the record).
+    #[inline(always)]
+    pub(super) fn word(&mut self, w: u64, len: usize) {
+        debug_assert!(len <= 8);
+        let at = self.at();
+        self.b[at..at + 8].copy_from_slice(&w.to_le_bytes());
+        self.n += len;
+    }
+
     /// An unsigned LEB128 varint (one byte below 128, nearly every index and count).
     #[inline(always)]
     pub(super) fn varint(&mut self, v: u64) {
@@ -118,7 +128,13 @@ mod tests {
                 let mut left = STEP;
                 while left >= 10 + 16 {
                     let r = next();
-                    match r % 4 {
+                    match r % 5 {
+                        4 => {
+                            let (w, len) = (next(), (r >> 8) as usize % 9);
+                            s.word(w, len);
+                            want.extend_from_slice(&w.to_le_bytes()[..len]);
+                            left -= 8;
+                        }
                         0 => {
                             let v = next() >> (next() % 64);
                             s.varint(v);
