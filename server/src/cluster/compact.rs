@@ -170,19 +170,22 @@ impl<'a> Encoder<'a> {
     fn new(base: u64, records: usize) -> Self {
         // Sized for a batch of distinct services (each adds a few strings) and a few
         // dozen metadata maps: growing the tables by doubling rehashes them ~5 times.
+        // The tables' bytes likewise (a string's length a byte, its text a dozen, a
+        // service three indices, a map a few): grown by doubling, they were copied
+        // ~8 times each.
         let services = records / 4;
         Self {
             base,
             strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
-            lens: Vec::new(),
+            lens: Vec::with_capacity(services + 64),
             n_strings: 0,
-            blob: Vec::new(),
+            blob: Vec::with_capacity(12 * (services + 64)),
             maps: HashMap::with_capacity_and_hasher(32, Fast::default()),
             recent_maps: AddrMemo::for_records(records),
-            map_bytes: Vec::new(),
+            map_bytes: Vec::with_capacity(8 * 32),
             services: HashMap::with_capacity_and_hasher(services, Fast::default()),
             recent_services: AddrMemo::for_records(records),
-            service_bytes: Vec::new(),
+            service_bytes: Vec::with_capacity(3 * services),
             records: Vec::with_capacity(records * 40),
             n_records: 0,
             owners: Vec::new(),
