@@ -612,7 +612,7 @@ impl Client {
     /// How the id travels in the compact peer layout
     /// ([`crate::compact_form::id_form`] of the id and the first instance), read from
     /// the parts stored with the text: the ip:port form when the id is derived.
-    #[inline]
+    #[inline(always)]
     pub fn id_form(&self) -> IdForm {
         match &self.id {
             None => IdForm::IpPort,
