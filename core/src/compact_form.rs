@@ -11,7 +11,7 @@
 //! by varint index.
 
 use crate::member::MemberId;
-use crate::model::{Instance, Publication};
+use crate::model::{Instance, Publication, decimal_len};
 use std::collections::HashSet;
 
 /// The value of `b` if it is a number written in decimal the way `format!` writes it
@@ -267,6 +267,65 @@ pub fn id_form(id: &str, first: &Instance) -> IdForm {
     }
 }
 
+/// [`pack_connection`]'s value for a text that is no connection id, nor an ip:port one
+/// (whatever the instance, its form is [`IdForm::String`]).
+const NOT_DERIVED: u64 = 1;
+/// The widest millis packed: 43 bits (the year 2248); a connection id of later millis
+/// is read as any other text.
+const PACKED_MILLIS_BITS: u32 = 43;
+
+/// What [`id_form`] reads of a connection id `<millis>_<ip>_<port>` without the instance,
+/// packed in a word for [`form_of_packed`]: the port in bits 0-15, the millis' length
+/// (1 to 19, so a packed id is not 0) in bits 16-20, the millis from bit 21; or
+/// [`NOT_DERIVED`] when `id` is neither a connection id nor `…#true`; or 0 when its form
+/// is to be found from the text ([`id_form`]: an ip:port id, or millis that do not pack).
+/// The ip is the text between the first `_` (the millis are digits) and the last (the
+/// port is digits): which ip it must be is the instance's to say.
+pub(crate) fn pack_connection(id: &[u8]) -> u64 {
+    if id.ends_with(b"#true") {
+        return 0;
+    }
+    let Some((q, port)) = port_tail(id) else {
+        return NOT_DERIVED;
+    };
+    let Some(m) = id[..q].iter().position(|&c| c == b'_') else {
+        return NOT_DERIVED;
+    };
+    match decimal_bytes(&id[..m]) {
+        Some(millis) if millis >> PACKED_MILLIS_BITS == 0 => {
+            millis << 21 | (m as u64) << 16 | u64::from(port)
+        }
+        Some(_) => 0,
+        None => NOT_DERIVED,
+    }
+}
+
+/// [`id_form`] of `id` given the instance, from `packed`, its [`pack_connection`]: a
+/// connection id's ip is compared, nothing else of the text is read.
+#[inline]
+pub(crate) fn form_of_packed(packed: u64, id: &str, first: &Instance) -> IdForm {
+    let m = (packed >> 16 & 31) as usize;
+    if m == 0 {
+        return if packed == NOT_DERIVED {
+            IdForm::String
+        } else {
+            id_form(id, first)
+        };
+    }
+    let port = packed as u16;
+    let (b, ip) = (id.as_bytes(), first.ip.as_bytes());
+    // The ip is between the millis' `_` and the port's.
+    let q = b.len() - 1 - decimal_len(port);
+    if q - (m + 1) == ip.len() && same_bytes(&b[m + 1..q], ip) {
+        IdForm::Connection {
+            millis: packed >> 21,
+            port,
+        }
+    } else {
+        IdForm::String
+    }
+}
+
 /// Bytes of an unsigned LEB128 varint of `v`.
 fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
@@ -323,28 +382,24 @@ impl ChunkSize {
         varint_len(n as u64)
     }
 
-    /// The bytes of one client's state: its id (`stored_id`, `None` when it is the one
-    /// its first instance implies, `ip:port#true`: see `Client::id_is_derived`), revision,
-    /// owner (`owner_addr`, the member's address, the first time) and publications.
+    /// The bytes of one client's state: its id (`form`, `Client::id_form`, and
+    /// `stored_id`, the text sent in the string form), revision, owner (`owner_addr`, the
+    /// member's address, the first time) and publications.
     pub(crate) fn state<'p>(
         &mut self,
+        form: IdForm,
         stored_id: Option<&str>,
         owner: MemberId,
         owner_addr: impl FnOnce() -> usize,
         publications: impl ExactSizeIterator<Item = &'p Publication> + Clone,
     ) -> usize {
-        let first = publications
-            .clone()
-            .next()
-            .and_then(|p| p.instances.first());
         let mut n = 1 + REVISION + varint_len(publications.len() as u64);
-        n += match (stored_id, first) {
-            (None, _) => 0,
-            (Some(id), first) => match first.map_or(IdForm::String, |i| id_form(id, i)) {
-                IdForm::IpPort => 0,
-                IdForm::Connection { millis, .. } => varint_len(millis) + 2,
-                IdForm::String => self.string(id) + Self::index(self.strings),
-            },
+        n += match form {
+            IdForm::IpPort => 0,
+            IdForm::Connection { millis, .. } => varint_len(millis) + 2,
+            IdForm::String => {
+                self.string(stored_id.unwrap_or_default()) + Self::index(self.strings)
+            }
         };
         if self.owners.len() <= owner.index() {
             self.owners.resize(owner.index() + 1, false);
@@ -444,8 +499,8 @@ mod tests {
         IdForm::String
     }
 
-    #[test]
-    fn the_one_pass_id_form_is_the_layouts() {
+    /// Ids of every form and near misses, and the first instances they are tried with.
+    fn ids_and_instances() -> (Vec<String>, Vec<Instance>) {
         let interner = Interner::new();
         let instance = |ip: &str, port: u16| Instance {
             ip: ip.into(),
@@ -509,18 +564,62 @@ mod tests {
             ids.push(ip.to_string());
         }
         ids.extend(["#true", "_", "__", "1_", "1__", "x#true", ""].map(String::from));
+        // Millis that do not pack (from 2^43 on), around the bound.
+        for millis in [(1u64 << 43) - 1, 1 << 43, u64::MAX / 10] {
+            ids.push(format!("{millis}_10.0.0.7_8080"));
+        }
+        let firsts = ips
+            .iter()
+            .flat_map(|ip| [8080, 1, 0, 65535].map(|port| instance(ip, port)))
+            .collect();
+        (ids, firsts)
+    }
+
+    #[test]
+    fn the_one_pass_id_form_is_the_layouts() {
+        let (ids, firsts) = ids_and_instances();
         let mut derived = 0;
-        for ip in ips {
-            for port in [8080, 1, 0, 65535] {
-                let first = instance(ip, port);
-                for id in &ids {
-                    let want = reference(id, &first);
-                    assert_eq!(id_form(id, &first), want, "{id:?} of {ip}:{port}");
-                    derived += usize::from(want != IdForm::String);
-                }
+        for first in &firsts {
+            for id in &ids {
+                let want = reference(id, first);
+                assert_eq!(
+                    id_form(id, first),
+                    want,
+                    "{id:?} of {}:{}",
+                    first.ip,
+                    first.port
+                );
+                derived += usize::from(want != IdForm::String);
             }
         }
         assert!(derived > 40, "{derived} derived forms tried");
+    }
+
+    #[test]
+    fn the_packed_form_is_the_texts() {
+        let (ids, firsts) = ids_and_instances();
+        let (mut packed, mut connections) = (0, 0);
+        for id in &ids {
+            let p = pack_connection(id.as_bytes());
+            packed += usize::from(p != 0 && p != NOT_DERIVED);
+            for first in &firsts {
+                let want = id_form(id, first);
+                let got = form_of_packed(p, id, first);
+                assert_eq!(got, want, "{id:?} of {}:{}", first.ip, first.port);
+                connections += usize::from(matches!(got, IdForm::Connection { .. }));
+            }
+        }
+        assert!(
+            packed > 100 && connections > 40,
+            "{packed} packed, {connections}"
+        );
+        // Millis of 43 bits and more are read from the text.
+        let big = format!("{}_10.0.0.7_8080", 1u64 << 43);
+        assert_eq!(pack_connection(big.as_bytes()), 0);
+        assert_eq!(
+            pack_connection(b"1717000000000_h_1"),
+            1717000000000 << 21 | 13 << 16 | 1
+        );
     }
 
     /// `decimal_bytes` as plainly written: digits one by one.

@@ -16,6 +16,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A shared, immutable string, usually obtained from an [`Interner`].
 ///
@@ -25,37 +26,96 @@ use std::sync::Arc;
 ///
 /// One pointer wide (the string sits behind a second one): every stored instance holds
 /// its cluster's name, and the 8 bytes saved there make an instance 64 bytes.
+///
+/// A stored client's id text is a `Name` too (shared with the request that named the
+/// client): beside the text sits what the compact peer layout reads of a client id
+/// ([`Name::id_parts`]), found once by the client that stores it, not at every flush
+/// (8 bytes more per name: the shared part is 40 bytes, a size class of the allocator).
 #[derive(Clone)]
-pub struct Name(Arc<Box<str>>);
+pub struct Name(Arc<Text>);
+
+/// What a [`Name`] points at.
+struct Text {
+    text: Box<str>,
+    /// [`crate::compact_form::pack_connection`] of the text, or [`UNKNOWN`] until a client
+    /// that stores it as its id asks.
+    id_parts: AtomicU64,
+}
+
+/// [`Text::id_parts`] not found yet (no packed form is all ones: its millis' length is
+/// at most 19 of 31).
+const UNKNOWN: u64 = u64::MAX;
 
 impl Name {
     /// Builds a name that is not interned (tests, one-off values).
     pub fn new(s: &str) -> Self {
-        Name(Arc::new(Box::from(s)))
+        Name(Arc::new(Text {
+            text: Box::from(s),
+            id_parts: AtomicU64::new(UNKNOWN),
+        }))
     }
 
     /// The string.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.text
+    }
+
+    /// What the compact peer layout reads of the text as a client id, without the
+    /// client's instance ([`crate::compact_form::pack_connection`]): read from the text
+    /// the first time, kept after (two threads asking at once both read it, and store the
+    /// same word).
+    #[inline]
+    pub(crate) fn id_parts(&self) -> u64 {
+        match self.0.id_parts.load(Relaxed) {
+            UNKNOWN => self.find_id_parts(),
+            p => p,
+        }
+    }
+
+    /// Finds [`Name::id_parts`] now if it is not known yet: taken from `same` (a name of
+    /// the same text, such as the one a client's held state stores) when that knows it.
+    #[inline]
+    pub(crate) fn find_id_parts_now(&self, same: Option<&Name>) {
+        if self.0.id_parts.load(Relaxed) != UNKNOWN {
+            return;
+        }
+        match same.map(|n| n.0.id_parts.load(Relaxed)) {
+            Some(p) if p != UNKNOWN => {
+                debug_assert_eq!(self.0.text, same.expect("a name").0.text);
+                self.0.id_parts.store(p, Relaxed);
+            }
+            _ => {
+                self.find_id_parts();
+            }
+        }
+    }
+
+    #[cold]
+    fn find_id_parts(&self) -> u64 {
+        let p = crate::compact_form::pack_connection(self.0.text.as_bytes());
+        self.0.id_parts.store(p, Relaxed);
+        p
     }
 }
 
 impl Deref for Name {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
-        &self.0
+        &self.0.text
     }
 }
 
 impl Borrow<str> for Name {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.0.text
     }
 }
 
 impl PartialEq for Name {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+        Arc::ptr_eq(&self.0, &other.0) || self.0.text == other.0.text
     }
 }
 impl Eq for Name {}
@@ -67,25 +127,25 @@ impl PartialOrd for Name {
 }
 impl Ord for Name {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
+        self.0.text.cmp(&other.0.text)
     }
 }
 
 impl Hash for Name {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state)
+        self.0.text.hash(state)
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.0.text, f)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.text)
     }
 }
 

@@ -263,7 +263,8 @@ impl Node {
                 let c = &clients[i].1;
                 let owner = c.owner();
                 let size = size.state(
-                    c.stored_id().map(|n| n.as_str()),
+                    c.id_form(),
+                    c.stored_id(),
                     owner,
                     || self.member_addr(owner).len(),
                     c.publications().iter().map(|p| &**p),

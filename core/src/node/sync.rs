@@ -112,23 +112,26 @@ impl Node {
                 // The stored client itself: the encoder reads it, no record is built. The
                 // state the queue held, or else found by the hash the queue kept, not by
                 // hashing the id again.
-                let change = match state {
-                    Some(c) => ClientChange::Stored(c),
-                    None => match self.registry.get_key(IdKey {
-                        id: id.as_str(),
-                        hash,
-                    }) {
-                        Some(c) => ClientChange::Stored(c),
-                        None => match self.registry.tombstone(id.as_str()) {
-                            Some(revision) => ClientChange::Delete {
-                                id: id.clone(),
-                                revision,
+                let (size, change) = match state {
+                    // Sized as a stored state without asking what the change is.
+                    Some(c) => (c.size_hint(), ClientChange::Stored(c)),
+                    None => {
+                        let change = match self.registry.get_key(IdKey {
+                            id: id.as_str(),
+                            hash,
+                        }) {
+                            Some(c) => ClientChange::Stored(c),
+                            None => match self.registry.tombstone(id.as_str()) {
+                                Some(revision) => ClientChange::Delete {
+                                    id: id.clone(),
+                                    revision,
+                                },
+                                None => continue,
                             },
-                            None => continue,
-                        },
-                    },
+                        };
+                        (change.size_hint(), change)
+                    }
                 };
-                let size = change.size_hint();
                 if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
                     // Full by bytes: this one and the rest go back, due as they were.
                     self.sync

@@ -17,7 +17,7 @@
 //! moves one slot. A test pins the sizes.
 
 use super::NO_SLOT;
-use crate::compact_form::{ZEROS, copy_short, eight_digits};
+use crate::compact_form::{IdForm, ZEROS, copy_short, eight_digits, form_of_packed};
 use crate::member::MemberId;
 use crate::model::{
     ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, Service,
@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A stored client: its full state at one revision (see the module's documentation).
 pub struct Client {
-    /// The id's text, or `None` when it is the one the first instance implies
-    /// (`ip:port#true`, at most [`DERIVED_MAX`] bytes).
+    /// The id's text (its compact form's parts found, see [`Name::id_parts`]), or `None`
+    /// when it is the one the first instance implies (`ip:port#true`, at most
+    /// [`DERIVED_MAX`] bytes).
     id: Option<Name>,
     /// The id's stable hash (see `IdKey`): its shard, its place in the shard's table and
     /// its digest term, computed once for the client's first state.
@@ -429,7 +430,8 @@ impl Client {
     /// The id is stored only if the first instance does not imply it, as `shared` (a
     /// stored text of the same id to share, if there is one) or else the text `old`
     /// stores; `old` is the state it replaces (of the same id), whose derived id is this
-    /// one's if its first instance has the same ip and port.
+    /// one's if its first instance has the same ip and port. A text not stored before
+    /// has its compact parts found here ([`Name::id_parts`]), once, not by every flush.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: &str,
@@ -462,6 +464,9 @@ impl Client {
             (_, Some(n)) => n.clone(),
             _ => Name::new(id),
         });
+        if let Some(n) = &id {
+            n.find_id_parts_now(held);
+        }
         Arc::new(Self {
             id,
             id_hash,
@@ -600,8 +605,22 @@ impl Client {
     }
 
     /// The stored id text (`None` when it is derived).
-    pub fn stored_id(&self) -> Option<&Name> {
-        self.id.as_ref()
+    pub fn stored_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// How the id travels in the compact peer layout
+    /// ([`crate::compact_form::id_form`] of the id and the first instance), read from
+    /// the parts stored with the text: the ip:port form when the id is derived.
+    #[inline(always)]
+    pub fn id_form(&self) -> IdForm {
+        match &self.id {
+            None => IdForm::IpPort,
+            Some(n) => match self.first_instance() {
+                Some(first) => form_of_packed(n.id_parts(), n, first),
+                None => IdForm::String,
+            },
+        }
     }
 
     /// Whether the id is `s` (compared without writing a derived id out).
@@ -711,6 +730,18 @@ impl Client {
         let mut v = parts.to_vec();
         v.remove(i);
         Body::Many(v.into_boxed_slice())
+    }
+
+    /// [`ClientChange::size_hint`] of the change that sends this state (inlined into the
+    /// flush, which asks it of every client it sends): the derived id's length without
+    /// writing it out; one publication (nearly every client) without an iterator.
+    #[inline]
+    pub fn size_hint(&self) -> usize {
+        16 + self.id_len()
+            + match &self.body {
+                Body::One(p) => publication_hint(p),
+                Body::Many(parts) => parts.iter().map(|c| publication_hint(c.single())).sum(),
+            }
     }
 
     /// The full state as a record, for sync and snapshot.
@@ -856,17 +887,7 @@ impl ClientChange {
     pub fn size_hint(&self) -> usize {
         match self {
             ClientChange::Upsert(r) => r.size_hint(),
-            ClientChange::Stored(c) => {
-                // The derived id's length without writing it out; one publication
-                // (nearly every client) without an iterator.
-                16 + c.id_len()
-                    + match &c.body {
-                        Body::One(p) => publication_hint(p),
-                        Body::Many(parts) => {
-                            parts.iter().map(|c| publication_hint(c.single())).sum()
-                        }
-                    }
-            }
+            ClientChange::Stored(c) => c.size_hint(),
             ClientChange::Delete { id, .. } => 16 + id.as_str().len(),
         }
     }

@@ -44,12 +44,14 @@ use distro_core::model::{ClientId, Metadata, Publication, Revision, Service};
 use distro_core::name::Name;
 use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
+use scratch::Scratch;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use text::{PackedIp, pack_ip};
 
 mod decode;
+mod scratch;
 mod text;
 
 pub use decode::{Decoded, decode, decode_changes, decode_into, decode_records, record_count};
@@ -168,19 +170,22 @@ impl<'a> Encoder<'a> {
     fn new(base: u64, records: usize) -> Self {
         // Sized for a batch of distinct services (each adds a few strings) and a few
         // dozen metadata maps: growing the tables by doubling rehashes them ~5 times.
+        // The tables' bytes likewise (a string's length a byte, its text a dozen, a
+        // service three indices, a map a few): grown by doubling, they were copied
+        // ~8 times each.
         let services = records / 4;
         Self {
             base,
             strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
-            lens: Vec::new(),
+            lens: Vec::with_capacity(services + 64),
             n_strings: 0,
-            blob: Vec::new(),
+            blob: Vec::with_capacity(12 * (services + 64)),
             maps: HashMap::with_capacity_and_hasher(32, Fast::default()),
             recent_maps: AddrMemo::for_records(records),
-            map_bytes: Vec::new(),
+            map_bytes: Vec::with_capacity(8 * 32),
             services: HashMap::with_capacity_and_hasher(services, Fast::default()),
             recent_services: AddrMemo::for_records(records),
-            service_bytes: Vec::new(),
+            service_bytes: Vec::with_capacity(3 * services),
             records: Vec::with_capacity(records * 40),
             n_records: 0,
             owners: Vec::new(),
@@ -305,19 +310,24 @@ impl<'a> Encoder<'a> {
     }
 
     #[inline(always)]
-    fn revision(&mut self, out: &mut Vec<u8>, r: Revision) {
+    fn revision(&mut self, out: &mut Scratch, r: Revision) {
         let d = (r.0 >> MEMBER_BITS) - self.base;
         let low = d & ((1 << FLOOR_SHIFT) - 1);
-        put_varint(out, (d >> FLOOR_SHIFT) << 1 | u64::from(low != 0));
+        out.varint((d >> FLOOR_SHIFT) << 1 | u64::from(low != 0));
         if low != 0 {
-            put_varint(out, low);
+            out.varint(low);
         }
-        put_varint(out, r.0 & ((1 << MEMBER_BITS) - 1));
+        out.varint(r.0 & ((1 << MEMBER_BITS) - 1));
     }
 
-    fn record(&mut self, node: &'a Node, r: &'a ClientRecord) {
+    fn record(&mut self, out: &mut Scratch, node: &'a Node, r: &'a ClientRecord) {
         let publications = r.publications.iter().map(|p| &**p);
-        self.state(node, Some(r.id.as_str()), r.revision, r.owner, publications);
+        let id = r.id.as_str();
+        let form = match r.publications.first().and_then(|p| p.instances.first()) {
+            Some(first) => id_form(id, first),
+            None => IdForm::String,
+        };
+        self.state(out, node, form, Some(id), r.revision, r.owner, publications);
     }
 
     /// A state shared with the store, encoded straight from the stored client (an id it
@@ -325,64 +335,67 @@ impl<'a> Encoder<'a> {
     /// with [`Encoder::state`], into both callers (a flush's batch and a snapshot
     /// chunk): outlined once they had two, a flush's encoding cost 2-3 % more.
     #[inline(always)]
-    fn stored(&mut self, node: &'a Node, c: &'a Client) {
-        let id = c.stored_id().map(|n| n.as_str());
+    fn stored(&mut self, out: &mut Scratch, node: &'a Node, c: &'a Client) {
+        // The form from the parts stored with the id's text (not parsed again).
+        let (form, id) = (c.id_form(), c.stored_id());
         let ps = c.publications();
         // One publication (nearly every client) without the iterator over a client's
         // parts.
         match ps.only() {
-            Some(p) => self.state(node, id, c.revision(), c.owner(), std::iter::once(&**p)),
+            Some(p) => {
+                let one = std::iter::once(&**p);
+                self.state(out, node, form, id, c.revision(), c.owner(), one);
+            }
             None => {
                 let publications = ps.iter().map(|p| &**p);
-                self.state(node, id, c.revision(), c.owner(), publications);
+                self.state(out, node, form, id, c.revision(), c.owner(), publications);
             }
         }
     }
 
-    /// Encodes a state; `id` is `None` for a stored client's derived id (`ip:port#true`
-    /// of the first instance: the ip:port form).
+    /// Encodes a state whose id travels in `form` (`id`, its text, is sent in the string
+    /// form; `None` for a stored client's derived id, which travels in the ip:port form).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn state(
         &mut self,
+        out: &mut Scratch,
         node: &'a Node,
+        form: IdForm,
         id: Option<&'a str>,
         revision: Revision,
         owner: MemberId,
-        publications: impl ExactSizeIterator<Item = &'a Publication> + Clone,
+        publications: impl ExactSizeIterator<Item = &'a Publication>,
     ) {
-        let mut out = std::mem::take(&mut self.records);
-        let first = publications
-            .clone()
-            .next()
-            .and_then(|p| p.instances.first());
-        let form = match id {
-            Some(id) => first.map_or(IdForm::String, |i| id_form(id, i)),
-            None => IdForm::IpPort,
-        };
+        // The record in the scratch (`out`, the batch's), copied to the records as it
+        // ends; a step of it at a time (its head, a publication's, an instance) at most
+        // `STEP` bytes.
+        const _: () = assert!(1 + 10 + 2 + 3 * 10 + 5 + 10 <= scratch::STEP);
         match (form, id) {
             (IdForm::String, Some(id)) => {
-                out.push(ID_STRING << 1);
+                out.byte(ID_STRING << 1);
                 let s = self.push_string(id);
-                put_varint(&mut out, u64::from(s));
+                out.varint(u64::from(s));
             }
-            (IdForm::IpPort, _) | (IdForm::String, None) => out.push(ID_IP_PORT << 1),
+            (IdForm::IpPort, _) | (IdForm::String, None) => out.byte(ID_IP_PORT << 1),
             (IdForm::Connection { millis, port }, _) => {
-                out.push(ID_CONNECTION << 1);
-                put_varint(&mut out, millis);
-                out.extend_from_slice(&port.to_le_bytes());
+                out.byte(ID_CONNECTION << 1);
+                out.varint(millis);
+                out.bytes(port.to_le_bytes());
             }
         }
-        self.revision(&mut out, revision);
+        self.revision(out, revision);
         let owner = self.owner(node, owner);
-        put_varint(&mut out, u64::from(owner));
-        put_varint(&mut out, publications.len() as u64);
+        out.varint(u64::from(owner));
+        out.varint(publications.len() as u64);
         for p in publications {
-            put_varint(&mut out, u64::from(self.service(&p.service)));
-            put_varint(
-                &mut out,
-                (p.instances.len() as u64) << 1 | u64::from(p.is_batch()),
-            );
+            out.room(&mut self.records);
+            out.varint(u64::from(self.service(&p.service)));
+            out.varint((p.instances.len() as u64) << 1 | u64::from(p.is_batch()));
             for i in p.instances.iter() {
+                // Flags, ip, port, weight, cluster, map and custom id: 1 + 16 + 2 + 8 +
+                // 3 × 5 bytes at most.
+                out.room(&mut self.records);
                 let ip = pack_ip(&i.ip);
                 let flags = (u8::from(i.healthy) * HEALTHY)
                     | (u8::from(i.enabled) * ENABLED)
@@ -391,45 +404,45 @@ impl<'a> Encoder<'a> {
                     | (u8::from(!i.metadata.is_empty()) * METADATA);
                 match ip {
                     PackedIp::V4(o) => {
-                        // Flags, address and port as one seven-byte write.
-                        let [a, b, c, d] = o;
-                        let [p0, p1] = i.port.to_le_bytes();
-                        out.extend_from_slice(&[flags | IPV4, a, b, c, d, p0, p1]);
+                        // Flags, address and port: seven bytes of one word.
+                        let w = u64::from(flags | IPV4)
+                            | u64::from(u32::from_le_bytes(o)) << 8
+                            | u64::from(i.port) << 40;
+                        out.word(w, 7);
                     }
                     PackedIp::V6(o) => {
-                        out.push(flags | IPV6);
-                        out.extend_from_slice(&o);
-                        out.extend_from_slice(&i.port.to_le_bytes());
+                        out.byte(flags | IPV6);
+                        out.bytes(o);
+                        out.bytes(i.port.to_le_bytes());
                     }
                     PackedIp::Text => {
-                        out.push(flags);
-                        put_varint(&mut out, u64::from(self.string(&i.ip)));
-                        out.extend_from_slice(&i.port.to_le_bytes());
+                        out.byte(flags);
+                        out.varint(u64::from(self.string(&i.ip)));
+                        out.bytes(i.port.to_le_bytes());
                     }
                 }
                 if flags & WEIGHT != 0 {
-                    out.extend_from_slice(&i.weight.to_le_bytes());
+                    out.bytes(i.weight.to_le_bytes());
                 }
-                put_varint(&mut out, u64::from(self.name(CLUSTER, &i.cluster)));
+                out.varint(u64::from(self.name(CLUSTER, &i.cluster)));
                 if flags & METADATA != 0 {
-                    put_varint(&mut out, u64::from(self.map(&i.metadata)));
+                    out.varint(u64::from(self.map(&i.metadata)));
                 }
                 if let Some(c) = i.custom_id.as_deref() {
-                    put_varint(&mut out, u64::from(self.string(c)));
+                    out.varint(u64::from(self.string(c)));
                 }
             }
         }
-        self.records = out;
+        out.finish(&mut self.records);
         self.n_records += 1;
     }
 
-    fn deletion(&mut self, id: &'a ClientId, revision: Revision) {
-        let mut out = std::mem::take(&mut self.records);
-        out.push(DELETION | ID_STRING << 1);
+    fn deletion(&mut self, out: &mut Scratch, id: &'a ClientId, revision: Revision) {
+        out.byte(DELETION | ID_STRING << 1);
         let s = self.push_string(id.as_str());
-        put_varint(&mut out, u64::from(s));
-        self.revision(&mut out, revision);
-        self.records = out;
+        out.varint(u64::from(s));
+        self.revision(out, revision);
+        out.finish(&mut self.records);
         self.n_records += 1;
     }
 
@@ -479,11 +492,12 @@ pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
 pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, Vec<u8>) {
     let base = lowest_logical(changes.iter().map(ClientChange::revision));
     let mut e = Encoder::new(base, changes.len());
+    let out = &mut Scratch::new();
     for c in changes {
         match c {
-            ClientChange::Upsert(r) => e.record(node, r),
-            ClientChange::Stored(s) => e.stored(node, s),
-            ClientChange::Delete { id, revision } => e.deletion(id, *revision),
+            ClientChange::Upsert(r) => e.record(out, node, r),
+            ClientChange::Stored(s) => e.stored(out, node, s),
+            ClientChange::Delete { id, revision } => e.deletion(out, id, *revision),
         }
     }
     e.finish_parts()
@@ -496,8 +510,9 @@ pub fn encode_records(node: &Node, records: &[Arc<Client>]) -> Vec<u8> {
         lowest_logical(records.iter().map(|c| c.revision())),
         records.len(),
     );
+    let out = &mut Scratch::new();
     for c in records {
-        e.stored(node, c);
+        e.stored(out, node, c);
     }
     e.finish()
 }

@@ -1,9 +1,10 @@
 //! Unit tests of a stored client's id: what it computes from its pieces.
 
 use super::{DERIVED_MAX, IdBuf, id_prefix, is_derived_id, is_ip_port_text};
+use crate::compact_form::{IdForm, id_form};
 use crate::config::Config;
 use crate::member::MemberId;
-use crate::model::{ClientId, InstanceSpec, RoutingKey, publish_samples, sample_ids};
+use crate::model::{ClientId, InstanceSpec, Publication, RoutingKey, publish_samples, sample_ids};
 use crate::name::Interner;
 use crate::registry::Registry;
 
@@ -38,6 +39,58 @@ fn a_clients_id_pieces_say_what_its_written_id_says() {
     });
     // Both kinds of client were there.
     assert!(derived > 100 && derived + 100 < samples.len(), "{derived}");
+}
+
+/// The compact form a stored client reads from the parts kept with its id's text
+/// ([`crate::name::Name::id_parts`]) is the one its id and first instance have
+/// ([`id_form`]): when first stored, once its first instance moved to another ip (the
+/// text and its parts kept), and once back under an id of a fresh text (the parts taken
+/// from the held text's).
+#[test]
+fn a_stored_clients_id_form_is_its_texts() {
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let ids = publish_samples(&r);
+    let service = r.service("public", "DEFAULT_GROUP", "svc");
+    let check = |what: &str| {
+        let mut connections = 0;
+        for id in &ids {
+            let c = r.get(id.as_str()).expect("stored");
+            let ps = c.publications();
+            let first = ps[0].instances.first().expect("an instance");
+            let want = match c.id_is_derived() {
+                true => IdForm::IpPort,
+                false => id_form(id.as_str(), first),
+            };
+            assert_eq!(c.id_form(), want, "{what}: {id} of {}", first.ip);
+            connections += usize::from(matches!(want, IdForm::Connection { .. }));
+        }
+        connections
+    };
+    let publish = |id: &ClientId, ip: &str, port: u16, now: u64| {
+        let inst = InstanceSpec::new(ip, port)
+            .to_instance(r.interner(), &service)
+            .unwrap();
+        let p = Publication::single(service.clone(), inst);
+        r.publish(id, p, MemberId(0), now).unwrap();
+    };
+    assert!(check("first stored") > 100);
+    let firsts: Vec<(String, u16)> = ids
+        .iter()
+        .map(|id| {
+            let c = r.get(id.as_str()).unwrap();
+            let ps = c.publications();
+            let i = ps[0].instances.first().unwrap();
+            (i.ip.as_str().to_string(), i.port)
+        })
+        .collect();
+    for id in &ids {
+        publish(id, "10.200.0.1", 8080, 2);
+    }
+    assert_eq!(check("moved"), 0);
+    for (id, (ip, port)) in ids.iter().zip(&firsts) {
+        publish(&ClientId::parse(id.as_str()).unwrap(), ip, *port, 3);
+    }
+    assert!(check("back, fresh texts") > 100);
 }
 
 /// Ids ordered by their first sixteen bytes, then whole, are in byte order, whatever

@@ -1,0 +1,174 @@
+//! [`Scratch`]: a record's bytes written on the stack, then copied to the batch at once.
+
+/// Bytes the scratch holds.
+const CAP: usize = 128;
+/// The most one step of a record (its head, a publication's head, an instance) writes:
+/// [`Scratch::room`] before each keeps the cursor below [`CAP`].
+pub(super) const STEP: usize = 64;
+/// A record this long or shorter is copied as this many bytes ([`Scratch::finish`]).
+const SHORT: usize = 32;
+
+/// A record written a field at a time on the stack: a store and a move of the cursor per
+/// field (the cursor masked to the buffer, which it never leaves, so no bounds check),
+/// where a push to a `Vec` checks its capacity and updates its length for every byte;
+/// copied to the records when it ends ([`Scratch::finish`]) or runs short of room. One
+/// serves every record of a batch (not zeroed again for each).
+pub(super) struct Scratch {
+    /// `CAP` bytes, and room for a fixed-width field written at the last position.
+    b: [u8; CAP + 16],
+    n: usize,
+}
+
+impl Scratch {
+    #[inline(always)]
+    pub(super) fn new() -> Self {
+        Self {
+            b: [0; CAP + 16],
+            n: 0,
+        }
+    }
+
+    /// The cursor, within the buffer (as it always is: see [`STEP`]).
+    #[inline(always)]
+    fn at(&self) -> usize {
+        debug_assert!(self.n < CAP);
+        self.n & (CAP - 1)
+    }
+
+    #[inline(always)]
+    pub(super) fn byte(&mut self, c: u8) {
+        let at = self.at();
+        self.b[at] = c;
+        self.n += 1;
+    }
+
+    /// `N` (at most 16) bytes.
+    #[inline(always)]
+    pub(super) fn bytes<const N: usize>(&mut self, s: [u8; N]) {
+        let at = self.at();
+        self.b[at..at + N].copy_from_slice(&s);
+        self.n += N;
+    }
+
+    /// The low `len` (at most 8) bytes of `w`, little-endian: one eight-byte store (the
+    /// bytes past `len` are overwritten by what follows, or not part of the record).
+    #[inline(always)]
+    pub(super) fn word(&mut self, w: u64, len: usize) {
+        debug_assert!(len <= 8);
+        let at = self.at();
+        self.b[at..at + 8].copy_from_slice(&w.to_le_bytes());
+        self.n += len;
+    }
+
+    /// An unsigned LEB128 varint (one byte below 128, nearly every index and count).
+    #[inline(always)]
+    pub(super) fn varint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.byte(v as u8);
+        } else {
+            self.varint_long(v);
+        }
+    }
+
+    #[inline]
+    fn varint_long(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    /// Room for a step of [`STEP`] bytes: what is written is copied to `out` first when
+    /// less is left.
+    #[inline(always)]
+    pub(super) fn room(&mut self, out: &mut Vec<u8>) {
+        if self.n >= CAP - STEP {
+            self.finish(out);
+        }
+    }
+
+    /// Copies what is written to `out`, and starts over. A record of up to 32 bytes (the
+    /// usual one) is copied as 32 bytes of fixed width, then cut to its length: no call
+    /// to copy a length known only now.
+    #[inline(always)]
+    pub(super) fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.n <= SHORT {
+            let len = out.len();
+            out.extend_from_slice(&self.b[..SHORT]);
+            out.truncate(len + self.n);
+        } else {
+            out.extend_from_slice(&self.b[..self.n]);
+        }
+        self.n = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::compact::put_varint;
+
+    /// Records of every length up to several times the scratch, in steps of up to
+    /// [`STEP`] bytes (varints of every width, fixed-width fields), come out as the same
+    /// fields pushed to a `Vec` one at a time; a fixed LCG, its state printed on failure.
+    #[test]
+    fn a_record_written_in_the_scratch_is_the_one_pushed() {
+        let mut x: u64 = 0x5c7a_7c41;
+        let mut next = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x
+        };
+        let (mut out, mut want) = (Vec::new(), Vec::new());
+        let mut s = Scratch::new();
+        for record in 0..2_000 {
+            let steps = next() % 12;
+            for _ in 0..steps {
+                s.room(&mut out);
+                let mut left = STEP;
+                while left >= 10 + 16 {
+                    let r = next();
+                    match r % 5 {
+                        4 => {
+                            let (w, len) = (next(), (r >> 8) as usize % 9);
+                            s.word(w, len);
+                            want.extend_from_slice(&w.to_le_bytes()[..len]);
+                            left -= 8;
+                        }
+                        0 => {
+                            let v = next() >> (next() % 64);
+                            s.varint(v);
+                            put_varint(&mut want, v);
+                            left -= 10;
+                        }
+                        1 => {
+                            let b = (next() as u8) & 0x7f;
+                            s.byte(b);
+                            want.push(b);
+                            left -= 1;
+                        }
+                        2 => {
+                            let b = next().to_le_bytes();
+                            s.bytes(b);
+                            want.extend_from_slice(&b);
+                            left -= 8;
+                        }
+                        _ => {
+                            let b: [u8; 16] = std::array::from_fn(|k| (r >> (k % 8)) as u8);
+                            s.bytes(b);
+                            want.extend_from_slice(&b);
+                            left -= 16;
+                        }
+                    }
+                    assert!(s.n < CAP, "record {record} (lcg value {r})");
+                }
+            }
+            s.finish(&mut out);
+            assert!(
+                out == want,
+                "record {record} differs (lcg seed 0x5c7a_7c41)"
+            );
+        }
+        assert!(out.len() > 100_000, "{} bytes", out.len());
+    }
+}
