@@ -276,7 +276,7 @@ const PACKED_MILLIS_BITS: u32 = 43;
 
 /// What [`id_form`] reads of a connection id `<millis>_<ip>_<port>` without the instance,
 /// packed in a word for [`form_of_packed`]: the port in bits 0-15, the millis' length
-/// (1 to 19, so a packed id is not 0) in bits 16-20, the millis from bit 21; or
+/// (1 to 13, as the millis are below 2^43; so a packed id is not 0) in bits 16-20, the millis from bit 21; or
 /// [`NOT_DERIVED`] when `id` is neither a connection id nor `…#true`; or 0 when its form
 /// is to be found from the text ([`id_form`]: an ip:port id, or millis that do not pack).
 /// The ip is the text between the first `_` (the millis are digits) and the last (the

@@ -91,6 +91,12 @@ impl Name {
         }
     }
 
+    /// Whether [`Name::id_parts`] is known (found, not left for the next reader to find).
+    #[cfg(test)]
+    pub(crate) fn id_parts_known(&self) -> bool {
+        self.0.id_parts.load(Relaxed) != UNKNOWN
+    }
+
     #[cold]
     fn find_id_parts(&self) -> u64 {
         let p = crate::compact_form::pack_connection(self.0.text.as_bytes());

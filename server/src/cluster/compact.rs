@@ -395,6 +395,7 @@ impl<'a> Encoder<'a> {
             for i in p.instances.iter() {
                 // Flags, ip, port, weight, cluster, map and custom id: 1 + 16 + 2 + 8 +
                 // 3 × 5 bytes at most.
+                const _: () = assert!(1 + 16 + 2 + 8 + 3 * 5 <= scratch::STEP);
                 out.room(&mut self.records);
                 let ip = pack_ip(&i.ip);
                 let flags = (u8::from(i.healthy) * HEALTHY)

@@ -73,6 +73,13 @@ fn a_stored_clients_id_form_is_its_texts() {
         let p = Publication::single(service.clone(), inst);
         r.publish(id, p, MemberId(0), now).unwrap();
     };
+    // The parts were found when the client was stored, not left to the first flush.
+    for id in &ids {
+        let c = r.get(id.as_str()).expect("stored");
+        if let Some(n) = &c.id {
+            assert!(n.id_parts_known(), "{id}: parts not found when stored");
+        }
+    }
     assert!(check("first stored") > 100);
     let firsts: Vec<(String, u16)> = ids
         .iter()
