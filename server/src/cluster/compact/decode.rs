@@ -2,7 +2,7 @@
 //! length, count and index checked before use, into a [`Decoded`] the core applies
 //! borrowed.
 
-use super::text::{IdBuf, ipv4_text, push_decimal};
+use super::text::{IdBuf, MillisHigh, ipv4_text, push_decimal};
 use super::{
     CUSTOM_ID, DELETION, ENABLED, FLOOR_SHIFT, HEALTHY, ID_CONNECTION, ID_STRING, IPV4, IPV6,
     MEMBER_BITS, METADATA, VERSION, WEIGHT, malformed,
@@ -510,6 +510,7 @@ fn derived_id(
     publications: &[Option<Publication>],
     at: usize,
     connection: Option<(u64, u16)>,
+    last: &mut MillisHigh,
 ) -> Result<(), WireError> {
     let Some(first) = publications
         .first()
@@ -524,16 +525,16 @@ fn derived_id(
         let mut b = IdBuf::new();
         match connection {
             Some((millis, port)) => {
-                b.decimal(millis);
+                b.millis(millis, last);
                 b.byte(b'_');
                 b.text(ip);
                 b.byte(b'_');
-                b.decimal(u64::from(port));
+                b.port(port);
             }
             None => {
                 b.text(ip);
                 b.byte(b':');
-                b.decimal(u64::from(first.port));
+                b.port(first.port);
                 b.word(TRUE, 5);
             }
         }
@@ -739,6 +740,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
     let mut ids = std::mem::take(&mut out.ids).into_bytes();
     // About an id per record (a derived id is longer than its bytes on the wire).
     ids.reserve((n * 32).min(b.len() * 2));
+    let mut last_millis = MillisHigh::new();
     for _ in 0..n {
         let at = r.at;
         let head = r.u8("record head")?;
@@ -774,7 +776,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
         publications(node, &mut t, &mut r, out)?;
         let pubs = &out.publications[pubs_start..];
         if form != ID_STRING {
-            derived_id(&mut ids, pubs, at, connection)?;
+            derived_id(&mut ids, pubs, at, connection, &mut last_millis)?;
         }
         debug_assert!(ids.len() > id_start);
         out.end_record(ids.len(), revision, Some(owner), form == ID_CONNECTION);
