@@ -323,12 +323,9 @@ impl<'a> Tables<'a> {
     }
 }
 
-fn instance(
-    node: &Node,
-    t: &mut Tables<'_>,
-    r: &mut Reader<'_>,
-    service: &Service,
-) -> Result<Instance, WireError> {
+/// An instance's flags, ip and port read field by field (see [`instance`]).
+#[inline(never)]
+fn flags_ip_port(t: &Tables<'_>, r: &mut Reader<'_>) -> Result<(u8, SmallStr, u16), WireError> {
     let at = r.at;
     let flags = r.u8("flags")?;
     if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
@@ -348,6 +345,25 @@ fn instance(
         SmallStr::new(t.string(at, i, "ip")?)
     };
     let port = r.u16("port")?;
+    Ok((flags, ip, port))
+}
+
+fn instance(
+    node: &Node,
+    t: &mut Tables<'_>,
+    r: &mut Reader<'_>,
+    service: &Service,
+) -> Result<Instance, WireError> {
+    let at = r.at;
+    // The flags, a packed IPv4 address and the port (nearly every instance) in one read
+    // when the batch holds them; else field by field.
+    let (flags, ip, port) = match r.b.get(at..at + 7) {
+        Some(&[flags, a, b, c, d, p0, p1]) if flags & (0x80 | IPV4 | IPV6) == IPV4 => {
+            r.at = at + 7;
+            (flags, ipv4_text([a, b, c, d]), u16::from_le_bytes([p0, p1]))
+        }
+        _ => flags_ip_port(t, r)?,
+    };
     let weight = if flags & WEIGHT != 0 {
         f64::from_bits(r.u64("weight")?)
     } else {
