@@ -273,10 +273,11 @@ impl<'a> Tables<'a> {
     fn cluster(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<Name, WireError> {
         let at = r.at;
         let i = r.index("cluster")?;
-        let s = self.string(at, i, "cluster")?;
+        // Interned on first use (the cache is as long as the strings: a hit is in range).
         if let Some(Some(c)) = self.clusters.get(i as usize) {
             return Ok(c.clone());
         }
+        let s = self.string(at, i, "cluster")?;
         check_cluster_name(s).map_err(|e| malformed(at, format!("cluster: {e}")))?;
         let c = node.registry().interner().intern(s);
         self.clusters[i as usize] = Some(c.clone());
@@ -286,10 +287,10 @@ impl<'a> Tables<'a> {
     fn owner(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<MemberId, WireError> {
         let at = r.at;
         let i = r.index("owner")?;
-        let s = self.string(at, i, "owner")?;
         if let Some(Some(m)) = self.owners.get(i as usize) {
             return Ok(*m);
         }
+        let s = self.string(at, i, "owner")?;
         let m = crate::cluster::wire::owner_id(node, s)?;
         self.owners[i as usize] = Some(m);
         Ok(m)
