@@ -320,6 +320,16 @@ fn a_refusal_names_the_byte_and_the_field() {
         "weight: NaN is outside 0..=10000",
     );
     expect(&one(IPV4 | WEIGHT, 80, Some(1e9)), "is outside 0..=10000");
+    // Flags, address and port are read at once only when the batch holds all three: an
+    // instance cut inside them, or with flags no instance has, is refused naming the
+    // field, as when each is read alone.
+    let cut = |n: usize| good[..good.len() - n].to_vec();
+    expect(&cut(2), "port: 2 bytes needed, 1 left");
+    expect(&cut(3), "port: 2 bytes needed, 0 left");
+    expect(&cut(4), "ip: 4 bytes needed, 3 left");
+    expect(&cut(7), "ip: 4 bytes needed, 0 left");
+    expect(&one(0x80 | IPV4, 80, None), "instance flags 0x90");
+    expect(&one(IPV4 | IPV6, 80, None), "instance flags 0x30");
     // A string that is not UTF-8.
     let mut b = vec![VERSION, 0, 0, 1, 2, 0xc3, 0x28];
     b.extend_from_slice(&[0, 0]);
