@@ -425,19 +425,31 @@ fn instance(
         .validate()
         .map_err(|e| malformed(at, format!("instance: {e}")))?;
     }
+    let (healthy, enabled) = (flags & HEALTHY != 0, flags & ENABLED != 0);
+    // Without a custom id (nearly every instance) built where it is returned.
+    let Some(id) = custom.filter(|s| !s.is_empty()) else {
+        return Ok(Instance {
+            ip,
+            port,
+            weight,
+            healthy,
+            enabled,
+            cluster,
+            metadata,
+            custom_id: None,
+        });
+    };
     let mut i = Instance {
         ip,
         port,
         weight,
-        healthy: flags & HEALTHY != 0,
-        enabled: flags & ENABLED != 0,
+        healthy,
+        enabled,
         cluster,
         metadata,
         custom_id: None,
     };
-    if let Some(id) = custom.filter(|s| !s.is_empty())
-        && id != i.instance_id(service)
-    {
+    if id != i.instance_id(service) {
         i.custom_id = Some(Name::new(id));
     }
     Ok(i)
