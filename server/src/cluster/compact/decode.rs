@@ -493,17 +493,17 @@ fn publications(
                 format!("a single publication with {count} instances"),
             ));
         }
-        let p = if batch {
+        if batch {
             let mut v = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 v.push(instance(node, t, r, &service)?);
             }
-            Publication::batch(service, v)
+            out.publications.push(Some(Publication::batch(service, v)));
         } else {
             let one = instance(node, t, r, &service)?;
-            Publication::single(service, one)
-        };
-        out.publications.push(Some(p));
+            out.publications
+                .push(Some(Publication::single(service, one)));
+        }
     }
     let run = &mut out.publications[start..];
     if run.len() > 1 {
