@@ -188,7 +188,7 @@ impl Pubs<'_> {
         }
     }
     /// Publication `i` to store (taken at most once).
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, i: usize) -> Publication {
         match self {
             Pubs::Shared(p) => (*p[i]).clone(),

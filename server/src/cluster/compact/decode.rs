@@ -2,7 +2,7 @@
 //! length, count and index checked before use, into a [`Decoded`] the core applies
 //! borrowed.
 
-use super::text::{IdBuf, ipv4_text, push_decimal};
+use super::text::{IdBuf, MillisHigh, ipv4_text, push_decimal};
 use super::{
     CUSTOM_ID, DELETION, ENABLED, FLOOR_SHIFT, HEALTHY, ID_CONNECTION, ID_STRING, IPV4, IPV6,
     MEMBER_BITS, METADATA, VERSION, WEIGHT, malformed,
@@ -273,10 +273,11 @@ impl<'a> Tables<'a> {
     fn cluster(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<Name, WireError> {
         let at = r.at;
         let i = r.index("cluster")?;
-        let s = self.string(at, i, "cluster")?;
+        // Interned on first use (the cache is as long as the strings: a hit is in range).
         if let Some(Some(c)) = self.clusters.get(i as usize) {
             return Ok(c.clone());
         }
+        let s = self.string(at, i, "cluster")?;
         check_cluster_name(s).map_err(|e| malformed(at, format!("cluster: {e}")))?;
         let c = node.registry().interner().intern(s);
         self.clusters[i as usize] = Some(c.clone());
@@ -286,10 +287,10 @@ impl<'a> Tables<'a> {
     fn owner(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<MemberId, WireError> {
         let at = r.at;
         let i = r.index("owner")?;
-        let s = self.string(at, i, "owner")?;
         if let Some(Some(m)) = self.owners.get(i as usize) {
             return Ok(*m);
         }
+        let s = self.string(at, i, "owner")?;
         let m = crate::cluster::wire::owner_id(node, s)?;
         self.owners[i as usize] = Some(m);
         Ok(m)
@@ -323,12 +324,9 @@ impl<'a> Tables<'a> {
     }
 }
 
-fn instance(
-    node: &Node,
-    t: &mut Tables<'_>,
-    r: &mut Reader<'_>,
-    service: &Service,
-) -> Result<Instance, WireError> {
+/// An instance's flags, ip and port read field by field (see [`instance`]).
+#[inline(never)]
+fn flags_ip_port(t: &Tables<'_>, r: &mut Reader<'_>) -> Result<(u8, SmallStr, u16), WireError> {
     let at = r.at;
     let flags = r.u8("flags")?;
     if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
@@ -348,6 +346,25 @@ fn instance(
         SmallStr::new(t.string(at, i, "ip")?)
     };
     let port = r.u16("port")?;
+    Ok((flags, ip, port))
+}
+
+fn instance(
+    node: &Node,
+    t: &mut Tables<'_>,
+    r: &mut Reader<'_>,
+    service: &Service,
+) -> Result<Instance, WireError> {
+    let at = r.at;
+    // The flags, a packed IPv4 address and the port (nearly every instance) in one read
+    // when the batch holds them; else field by field.
+    let (flags, ip, port) = match r.b.get(at..at + 7) {
+        Some(&[flags, a, b, c, d, p0, p1]) if flags & (0x80 | IPV4 | IPV6) == IPV4 => {
+            r.at = at + 7;
+            (flags, ipv4_text([a, b, c, d]), u16::from_le_bytes([p0, p1]))
+        }
+        _ => flags_ip_port(t, r)?,
+    };
     let weight = if flags & WEIGHT != 0 {
         f64::from_bits(r.u64("weight")?)
     } else {
@@ -408,19 +425,31 @@ fn instance(
         .validate()
         .map_err(|e| malformed(at, format!("instance: {e}")))?;
     }
+    let (healthy, enabled) = (flags & HEALTHY != 0, flags & ENABLED != 0);
+    // Without a custom id (nearly every instance) built where it is returned.
+    let Some(id) = custom.filter(|s| !s.is_empty()) else {
+        return Ok(Instance {
+            ip,
+            port,
+            weight,
+            healthy,
+            enabled,
+            cluster,
+            metadata,
+            custom_id: None,
+        });
+    };
     let mut i = Instance {
         ip,
         port,
         weight,
-        healthy: flags & HEALTHY != 0,
-        enabled: flags & ENABLED != 0,
+        healthy,
+        enabled,
         cluster,
         metadata,
         custom_id: None,
     };
-    if let Some(id) = custom.filter(|s| !s.is_empty())
-        && id != i.instance_id(service)
-    {
+    if id != i.instance_id(service) {
         i.custom_id = Some(Name::new(id));
     }
     Ok(i)
@@ -464,17 +493,17 @@ fn publications(
                 format!("a single publication with {count} instances"),
             ));
         }
-        let p = if batch {
+        if batch {
             let mut v = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 v.push(instance(node, t, r, &service)?);
             }
-            Publication::batch(service, v)
+            out.publications.push(Some(Publication::batch(service, v)));
         } else {
             let one = instance(node, t, r, &service)?;
-            Publication::single(service, one)
-        };
-        out.publications.push(Some(p));
+            out.publications
+                .push(Some(Publication::single(service, one)));
+        }
     }
     let run = &mut out.publications[start..];
     if run.len() > 1 {
@@ -510,6 +539,7 @@ fn derived_id(
     publications: &[Option<Publication>],
     at: usize,
     connection: Option<(u64, u16)>,
+    last: &mut MillisHigh,
 ) -> Result<(), WireError> {
     let Some(first) = publications
         .first()
@@ -524,16 +554,16 @@ fn derived_id(
         let mut b = IdBuf::new();
         match connection {
             Some((millis, port)) => {
-                b.decimal(millis);
+                b.millis(millis, last);
                 b.byte(b'_');
                 b.text(ip);
                 b.byte(b'_');
-                b.decimal(u64::from(port));
+                b.port(port);
             }
             None => {
                 b.text(ip);
                 b.byte(b':');
-                b.decimal(u64::from(first.port));
+                b.port(first.port);
                 b.word(TRUE, 5);
             }
         }
@@ -739,6 +769,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
     let mut ids = std::mem::take(&mut out.ids).into_bytes();
     // About an id per record (a derived id is longer than its bytes on the wire).
     ids.reserve((n * 32).min(b.len() * 2));
+    let mut last_millis = MillisHigh::new();
     for _ in 0..n {
         let at = r.at;
         let head = r.u8("record head")?;
@@ -774,7 +805,7 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
         publications(node, &mut t, &mut r, out)?;
         let pubs = &out.publications[pubs_start..];
         if form != ID_STRING {
-            derived_id(&mut ids, pubs, at, connection)?;
+            derived_id(&mut ids, pubs, at, connection, &mut last_millis)?;
         }
         debug_assert!(ids.len() > id_start);
         out.end_record(ids.len(), revision, Some(owner), form == ID_CONNECTION);

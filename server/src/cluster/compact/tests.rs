@@ -1,6 +1,6 @@
 //! Unit tests of `compact`.
 
-use super::text::{IdBuf, ipv4_text, push_decimal};
+use super::text::{IdBuf, MillisHigh, ipv4_text, push_decimal};
 use super::*;
 use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
 use distro_core::compact_form::{canonical_ipv4, decimal_bytes};
@@ -320,6 +320,16 @@ fn a_refusal_names_the_byte_and_the_field() {
         "weight: NaN is outside 0..=10000",
     );
     expect(&one(IPV4 | WEIGHT, 80, Some(1e9)), "is outside 0..=10000");
+    // Flags, address and port are read at once only when the batch holds all three: an
+    // instance cut inside them, or with flags no instance has, is refused naming the
+    // field, as when each is read alone.
+    let cut = |n: usize| good[..good.len() - n].to_vec();
+    expect(&cut(2), "port: 2 bytes needed, 1 left");
+    expect(&cut(3), "port: 2 bytes needed, 0 left");
+    expect(&cut(4), "ip: 4 bytes needed, 3 left");
+    expect(&cut(7), "ip: 4 bytes needed, 0 left");
+    expect(&one(0x80 | IPV4, 80, None), "instance flags 0x90");
+    expect(&one(IPV4 | IPV6, 80, None), "instance flags 0x30");
     // A string that is not UTF-8.
     let mut b = vec![VERSION, 0, 0, 1, 2, 0xc3, 0x28];
     b.extend_from_slice(&[0, 0]);
@@ -388,7 +398,7 @@ fn id_buffer_writes_decimals_and_texts_as_format_does() {
         x = distro_core::hash::mix64(x);
         values.push(x >> (x % 64));
     }
-    for v in values {
+    for &v in &values {
         let mut b = IdBuf::new();
         b.byte(b'<');
         b.decimal(v);
@@ -397,6 +407,28 @@ fn id_buffer_writes_decimals_and_texts_as_format_does() {
         b.byte(b'>');
         let want = format!("<{v}_{}>", v % 65_536);
         assert_eq!(b.as_bytes(), want.as_bytes(), "{v}");
+    }
+    // Millis and ports by their own writers: the same text, a millis whose high digits
+    // are those of the last one written too (its high part taken as written then).
+    let mut last = MillisHigh::new();
+    let mut previous = None;
+    for v in values
+        .iter()
+        .flat_map(|&v| [v, v.wrapping_add(1), v / 7 * 7])
+    {
+        let port = (v % 65_536) as u16;
+        let mut b = IdBuf::new();
+        b.millis(v, &mut last);
+        b.byte(b'_');
+        b.port(port);
+        let want = format!("{v}_{port}");
+        assert_eq!(b.as_bytes(), want.as_bytes(), "{v} after {previous:?}");
+        previous = Some(v);
+    }
+    for port in (0..=u16::MAX).step_by(7).chain([9_999, 10_000, 65_535]) {
+        let mut b = IdBuf::new();
+        b.port(port);
+        assert_eq!(b.as_bytes(), port.to_string().as_bytes(), "{port}");
     }
     let text = "0123456789abcdefghijklmnopqrstuvwxyz.:-_";
     assert_eq!(text.len(), IdBuf::MAX_IP);

@@ -31,6 +31,40 @@ fn eight_digits(x: u32) -> u64 {
     tens | (z - tens * 10) << 8
 }
 
+/// The four decimal digits of `x` (below 10^4, zero-padded), leading digit in the low
+/// byte, as digit values 0..=9 (the last two steps of [`eight_digits`] on one lane).
+#[inline]
+fn four_digits(x: u16) -> u32 {
+    debug_assert!(x < 10_000);
+    let x = u32::from(x);
+    // Its hundreds by `* 10486 >> 20` (exact below 43,699), then 2 digits per 16-bit lane.
+    let hundreds = (x * 10_486) >> 20;
+    let z = hundreds | (x - hundreds * 100) << 16;
+    let tens = ((z * 103) >> 10) & 0x000f_000f;
+    tens | (z - tens * 10) << 8
+}
+
+/// The part of a connection's millis above its low eight digits, and its text, as last
+/// written by [`IdBuf::millis`]: the connections of one node mostly share it (10^8 ms is
+/// about 28 hours), so a batch formats it once per run of equal ones.
+pub(super) struct MillisHigh {
+    high: u64,
+    word: u64,
+    len: usize,
+}
+
+impl MillisHigh {
+    /// None written yet.
+    pub(super) fn new() -> Self {
+        Self {
+            // Above any high part (those are below 10^8).
+            high: u64::MAX,
+            word: 0,
+            len: 0,
+        }
+    }
+}
+
 /// The decimal form of `x` (below 10^8) as `format!` writes it: the digits in the low
 /// bytes of the word (to be stored little-endian) and their number.
 #[inline]
@@ -94,6 +128,38 @@ impl IdBuf {
             for &c in itoa::Buffer::new().format(v).as_bytes() {
                 self.byte(c);
             }
+        }
+    }
+
+    /// `v` in decimal as [`IdBuf::decimal`] writes it, the digits above the low eight
+    /// (a millis of 9 to 16 digits) taken from `last` when they are the last ones written.
+    #[inline(always)]
+    pub(super) fn millis(&mut self, v: u64, last: &mut MillisHigh) {
+        if (100_000_000..10_000_000_000_000_000).contains(&v) {
+            let high = v / 100_000_000;
+            if high != last.high {
+                let (word, len) = decimal_word(high as u32);
+                *last = MillisHigh { high, word, len };
+            }
+            self.word(last.word, last.len);
+            let low = eight_digits((v % 100_000_000) as u32) | 0x3030_3030_3030_3030;
+            self.word(low, 8);
+        } else {
+            self.decimal(v);
+        }
+    }
+
+    /// A port in decimal, as [`IdBuf::decimal`] writes it: five digits (most ports) as
+    /// the first and four more, fewer as any number.
+    #[inline(always)]
+    pub(super) fn port(&mut self, p: u16) {
+        if p >= 10_000 {
+            let rest = four_digits(p % 10_000) | 0x3030_3030;
+            let first = u64::from(p / 10_000) | 0x30;
+            self.word(first | u64::from(rest) << 8, 5);
+        } else {
+            let (w, len) = decimal_word(u32::from(p));
+            self.word(w, len);
         }
     }
 
