@@ -746,8 +746,25 @@ pub fn decode(node: &Node, b: &[u8]) -> Result<Decoded, WireError> {
     Ok(out)
 }
 
+/// The most client id text one [`Decoded`] holds: 1 GiB. A record's id can be far longer
+/// than its bytes on the wire (a 256-byte string id is named by a 1-byte index, a derived
+/// one by its millis and port), so a peer message within the size limit could otherwise
+/// make a replica allocate gigabytes, past the 32-bit offsets of [`Decoded`]'s records.
+/// A 1 MiB sync batch or snapshot chunk holds at most ~90 MiB of ids.
+pub(super) const MAX_DECODED_ID_BYTES: usize = 1 << 30;
+
 /// [`decode`] onto `out` (which may hold records already).
 pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireError> {
+    decode_into_within(node, b, out, MAX_DECODED_ID_BYTES)
+}
+
+/// [`decode_into`] with at most `max_ids` bytes of client ids in `out`.
+pub(super) fn decode_into_within(
+    node: &Node,
+    b: &[u8],
+    out: &mut Decoded,
+    max_ids: usize,
+) -> Result<(), WireError> {
     let mut r = Reader { b, at: 0 };
     let version = r.u8("version")?;
     if version != VERSION {
@@ -784,6 +801,12 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
             let i = r.index("client id")?;
             let s = t.string(iat, i, "client id")?;
             ClientId::check(s).map_err(|e| malformed(iat, format!("client id: {e}")))?;
+            if ids.len() + s.len() > max_ids {
+                return Err(malformed(
+                    iat,
+                    format!("client id: the batch's ids pass {max_ids} bytes"),
+                ));
+            }
             ids.extend_from_slice(s.as_bytes());
         } else if deletion {
             return Err(malformed(at, "a deletion with a derived client id"));
@@ -806,6 +829,12 @@ pub fn decode_into(node: &Node, b: &[u8], out: &mut Decoded) -> Result<(), WireE
         let pubs = &out.publications[pubs_start..];
         if form != ID_STRING {
             derived_id(&mut ids, pubs, at, connection, &mut last_millis)?;
+            if ids.len() > max_ids {
+                return Err(malformed(
+                    at,
+                    format!("client id: the batch's ids pass {max_ids} bytes"),
+                ));
+            }
         }
         debug_assert!(ids.len() > id_start);
         out.end_record(ids.len(), revision, Some(owner), form == ID_CONNECTION);

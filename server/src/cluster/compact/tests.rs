@@ -231,6 +231,19 @@ fn every_malformed_batch_is_refused_with_a_reason_and_none_panics() {
             check(&b);
         }
     }
+    // Ids far longer than their bytes on the wire are bounded: past the limit, a clear
+    // refusal (the node's limit is 1 GiB; here the batch's own length, and one less).
+    let total: usize = changes.iter().map(|c| c.id().as_str().len()).sum();
+    let mut out = decode::Decoded::default();
+    decode::decode_into_within(&replica, &good, &mut out, total).expect("within the limit");
+    let mut out = decode::Decoded::default();
+    let e = decode::decode_into_within(&replica, &good, &mut out, total - 1)
+        .expect_err("past the limit")
+        .to_string();
+    assert!(
+        e.contains(&format!("the batch's ids pass {} bytes", total - 1)),
+        "{e}"
+    );
     // A forged huge count is refused before anything is allocated for it.
     let mut huge = vec![VERSION];
     put_varint(&mut huge, u64::from(u32::MAX));
