@@ -438,7 +438,7 @@ fn id_buffer_writes_decimals_and_texts_as_format_does() {
         assert_eq!(b.as_bytes(), want.as_bytes(), "{v} after {previous:?}");
         previous = Some(v);
     }
-    for port in (0..=u16::MAX).step_by(7).chain([9_999, 10_000, 65_535]) {
+    for port in 0..=u16::MAX {
         let mut b = IdBuf::new();
         b.port(port);
         assert_eq!(b.as_bytes(), port.to_string().as_bytes(), "{port}");
