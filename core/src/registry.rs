@@ -586,7 +586,9 @@ impl Registry {
     /// [`Registry::replace`]): both lists are sorted by service, so one walk over the two
     /// pairs them up (the unchanged parts of a client publishing to many services are the
     /// same pointers and cost no comparison of names). What the slots let go of is
-    /// retired on its own.
+    /// retired on its own. Not inlined: the loop, inlined into `replace`, made the fast
+    /// path of a client of one publication dearer.
+    #[inline(never)]
     fn index_walk<'a>(
         &self,
         old: Option<&Arc<Client>>,
