@@ -79,6 +79,20 @@ impl<'a, T: Send + Sync + 'static> Unlinked<'a, T> {
     }
 }
 
+impl<T: Send + Sync + 'static> Unlinked<'_, T> {
+    /// Retires it, as dropping it does (a call that inlines where the drop glue may not).
+    #[inline]
+    pub fn retire(self) {
+        let pin = self.pin;
+        let p = self.into_raw();
+        // SAFETY: `p` stands for our reference (given up above), unlinked from its
+        // structure before now (see `new`); seize runs `release` once every pin active now
+        // is dropped, and `pin` is of the reclaimer readers pin.
+        #[allow(unsafe_code)]
+        let () = unsafe { pin.0.defer_retire(p, release::<T>) };
+    }
+}
+
 impl<T: Send + Sync + 'static> Deref for Unlinked<'_, T> {
     type Target = Arc<T>;
     #[inline]

@@ -547,6 +547,11 @@ impl Registry {
             (Some(o), Some(n)) if one(o) && one(n) && o.single().service == n.single().service => {
                 self.index_move(o, n, &mut changed, clients.pin)
             }
+            // A new client of one publication (an insert: a replica's apply, a repair).
+            (None, Some(n)) if one(n) => {
+                self.index_add(n, &mut changed, clients.pin);
+                None
+            }
             _ => {
                 self.index_walk(old, new.as_ref(), &mut changed, clients.pin);
                 None
@@ -577,8 +582,16 @@ impl Registry {
             }
             (None, None) => {}
         }
-        if let (Some(table), Some(slot)) = (clients.swap(old_ref, new), let_go) {
-            table.retire_with(slot);
+        match (clients.swap(old_ref, new), let_go) {
+            (Some(table), Some(slot)) => table.retire_with(slot),
+            (table, slot) => {
+                if let Some(t) = table {
+                    t.retire();
+                }
+                if let Some(s) = slot {
+                    s.retire();
+                }
+            }
         }
     }
 
@@ -611,25 +624,22 @@ impl Registry {
             match (order, o_holder, n_holder) {
                 (std::cmp::Ordering::Less, Some(o), _) => {
                     let p = o.single();
-                    drop(self.index_remove(
-                        &p.service,
-                        o.slot.load(Relaxed),
-                        p.instances.len(),
-                        pin,
-                    ));
+                    let len = p.instances.len();
+                    if let Some(u) = self.index_remove(&p.service, o.slot.load(Relaxed), len, pin) {
+                        u.retire();
+                    }
                     changed(&p.service);
                     i += 1;
                 }
                 (std::cmp::Ordering::Greater, _, Some(n)) => {
-                    changed(&n.single().service);
-                    let (slot, let_go) = self.index_insert(n.clone(), None, 0, true, pin);
-                    drop(let_go);
-                    n.slot.store(slot, Relaxed);
+                    self.index_add(n, changed, pin);
                     j += 1;
                 }
                 (std::cmp::Ordering::Equal, Some(o), Some(n)) => {
-                    if !Arc::ptr_eq(o, n) {
-                        drop(self.index_move(o, n, changed, pin));
+                    if !Arc::ptr_eq(o, n)
+                        && let Some(u) = self.index_move(o, n, changed, pin)
+                    {
+                        u.retire();
                     }
                     i += 1;
                     j += 1;
@@ -637,6 +647,19 @@ impl Registry {
                 _ => unreachable!("an order without its publication"),
             }
         }
+    }
+
+    /// Takes a slot of its service's index for `n`, a client of one publication (or a
+    /// part) new to it.
+    #[inline]
+    fn index_add(&self, n: &Arc<Client>, changed: &mut impl FnMut(&Service), pin: &Pin<'_>) {
+        changed(&n.single().service);
+        // A slot new to the client holds nothing (a free slot was emptied when freed).
+        let (slot, let_go) = self.index_insert(n.clone(), None, 0, true, pin);
+        if let Some(u) = let_go {
+            u.retire();
+        }
+        n.slot.store(slot, Relaxed);
     }
 
     /// Moves the index slot of `o`, a client of one publication, to `n`, its new state
