@@ -16,8 +16,9 @@
 //! while a reader probes is always found: the slots before it stay non-empty.
 //!
 //! * Replacing a value is one atomic store of the new pointer into its slot; the old
-//!   value is retired through the [`Reclaimer`] the table was made with, which frees it
-//!   once no reader that could have loaded it is still inside its [`Pin`].
+//!   value is handed back as an [`Unlinked`], retired (when dropped) through the
+//!   [`Reclaimer`] the table was made with, which frees it once no reader that could have
+//!   loaded it is still inside its [`Pin`].
 //! * Growth, shrinking and the clearing of tombstones build a new array, publish it and
 //!   retire the old one (its values move to the new array: only the array is freed). A
 //!   reader still walking the old array reads the values as they were when it was
