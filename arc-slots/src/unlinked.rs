@@ -56,6 +56,18 @@ impl<'a, T: Send + Sync + 'static> Unlinked<'a, T> {
         Arc::as_ptr(&this.arc).cast_mut()
     }
 
+    /// Retires it, as dropping it does (a call that inlines where the drop glue may not).
+    #[inline]
+    pub fn retire(self) {
+        let pin = self.pin;
+        let p = self.into_raw();
+        // SAFETY: `p` stands for our reference (given up above), unlinked from its
+        // structure before now (see `new`); seize runs `release` once every pin active now
+        // is dropped, and `pin` is of the reclaimer readers pin.
+        #[allow(unsafe_code)]
+        let () = unsafe { pin.0.defer_retire(p, release::<T>) };
+    }
+
     /// Retires this and `other` together: one entry in the reclaimer's batch when they are
     /// references to the same value let go of under pins of the same reclaimer (then both
     /// are released at once, once no pin active now is held), else each as if dropped.
@@ -76,20 +88,6 @@ impl<'a, T: Send + Sync + 'static> Unlinked<'a, T> {
         // that may have reached it through either) is dropped.
         #[allow(unsafe_code)]
         let () = unsafe { pin.0.defer_retire(p, release_two::<T>) };
-    }
-}
-
-impl<T: Send + Sync + 'static> Unlinked<'_, T> {
-    /// Retires it, as dropping it does (a call that inlines where the drop glue may not).
-    #[inline]
-    pub fn retire(self) {
-        let pin = self.pin;
-        let p = self.into_raw();
-        // SAFETY: `p` stands for our reference (given up above), unlinked from its
-        // structure before now (see `new`); seize runs `release` once every pin active now
-        // is dropped, and `pin` is of the reclaimer readers pin.
-        #[allow(unsafe_code)]
-        let () = unsafe { pin.0.defer_retire(p, release::<T>) };
     }
 }
 
