@@ -16,8 +16,9 @@
 //! while a reader probes is always found: the slots before it stay non-empty.
 //!
 //! * Replacing a value is one atomic store of the new pointer into its slot; the old
-//!   value is retired through the [`Reclaimer`] the table was made with, which frees it
-//!   once no reader that could have loaded it is still inside its [`Pin`].
+//!   value is handed back as an [`Unlinked`], retired (when dropped) through the
+//!   [`Reclaimer`] the table was made with, which frees it once no reader that could have
+//!   loaded it is still inside its [`Pin`].
 //! * Growth, shrinking and the clearing of tombstones build a new array, publish it and
 //!   retire the old one (its values move to the new array: only the array is freed). A
 //!   reader still walking the old array reads the values as they were when it was
@@ -26,7 +27,7 @@
 //!   capacity works and the table grows by a third, not double: the load stays between
 //!   [`MIN_LOAD`] and [`MAX_LOAD`].
 
-use super::{Pin, Reclaimer, release};
+use super::{Pin, Reclaimer, Unlinked};
 use seize::{Collector, Guard};
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
@@ -386,15 +387,15 @@ impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
 
     /// Sets the value of hash `hash` for which `eq` holds to `value`: replaces it in its
     /// slot, removes it (`None`), or inserts `value` if none is held. Returns the value
-    /// let go of, which is freed once no reader can see it (it stays valid under `pin`).
+    /// let go of, retired when dropped (see [`crate::Unlinked`]).
     /// A replacement must have the same hash and satisfy `eq` (or lookups may miss it).
     pub fn set<'a>(
         &mut self,
         hash: u64,
         mut eq: impl FnMut(&T) -> bool,
         value: Option<Arc<T>>,
-        pin: &'a Pin<'_>,
-    ) -> Option<ArcRef<'a, T>>
+        pin: &'a Pin<'a>,
+    ) -> Option<Unlinked<'a, T>>
     where
         't: 'a,
     {
@@ -444,13 +445,12 @@ impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
                 let slot = &array.slots[i];
                 let p = pin.0.swap(&slot.ptr, new, Ordering::AcqRel);
                 debug_assert!(ptr::eq(p, Arc::as_ptr(&old)));
-                // SAFETY: `p` left the slot in the swap above, so no reader that pins after
-                // this can load it; the slot's reference is handed to `release`, which
-                // seize runs once every pin active now (ours included, which `old` borrows
-                // from) is dropped. `pin` is of this table's collector (checked by
-                // `array`), the one readers pin.
                 #[allow(unsafe_code)]
-                let () = unsafe { pin.0.defer_retire(p, release::<T>) };
+                // SAFETY: `p` (not null: `old` was loaded from it under the lock) came from
+                // `Arc::into_raw` and stands for the slot's reference, which left the slot
+                // in the swap above: no reader that pins after this can load it. `pin` is
+                // of this table's collector (checked by `array`), the one readers pin.
+                let old = unsafe { Unlinked::new(p, pin) };
                 if removed {
                     core.len.store(len - 1, Ordering::Relaxed);
                     // A table mostly emptied shrinks (its tombstones go with it).
@@ -458,7 +458,7 @@ impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
                         self.rebuild(len - 1, pin);
                     }
                 }
-                Some(old)
+                old
             }
             (None, None) => None,
             (None, Some(v)) => {

@@ -18,6 +18,12 @@
 //! a 64-bit hash, written under its lock and read without one (the registry's clients,
 //! one table per shard), whose replaced values go to a [`Reclaimer`] too (see its module).
 //!
+//! A writer of either gets back what it let go of as an [`Unlinked`]: one reference that
+//! readers pinned before may still see, retired when it is dropped. A value let go of by
+//! two structures in one write (the registry's client, by its shard's table and by its
+//! service's index slot) is retired once for both ([`Unlinked::retire_with`]): one entry
+//! in the reclaimer's batch, not two.
+//!
 //! This crate holds the pointer handling, the only unsafe code besides `alloc-trim`; every
 //! other crate keeps `unsafe_code = "forbid"`. For the same reason it holds [`SmallStr`],
 //! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
@@ -25,9 +31,11 @@
 
 mod id_table;
 mod small_str;
+mod unlinked;
 
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use small_str::SmallStr;
+pub use unlinked::Unlinked;
 
 use seize::{Collector, Guard, LocalGuard};
 use std::ptr;
@@ -173,22 +181,38 @@ impl<T: Send + Sync + 'static> Slots<T> {
     pub fn replace(&self, s: usize, value: Option<Arc<T>>, pin: &Pin<'_>) -> Option<bool> {
         self.check(pin);
         let slot = self.slot(s)?;
-        Some(self.swap_into(slot, value, pin))
+        Some(Self::swap_into(slot, value, pin).is_some())
     }
 
-    fn swap_into(&self, slot: &AtomicPtr<T>, value: Option<Arc<T>>, pin: &Pin<'_>) -> bool {
+    /// Puts `value` into slot `s`; returns the value the slot held before, to retire (see
+    /// [`Unlinked`]), or `None` if it held none or was never handed out (then `value` is
+    /// dropped).
+    pub fn exchange<'a>(
+        &self,
+        s: usize,
+        value: Option<Arc<T>>,
+        pin: &'a Pin<'a>,
+    ) -> Option<Unlinked<'a, T>> {
+        self.check(pin);
+        Self::swap_into(self.slot(s)?, value, pin)
+    }
+
+    /// Swaps `value` into `slot`; returns what it held. `pin` is of this array's collector
+    /// (checked by the caller), the one readers pin.
+    fn swap_into<'a>(
+        slot: &AtomicPtr<T>,
+        value: Option<Arc<T>>,
+        pin: &'a Pin<'_>,
+    ) -> Option<Unlinked<'a, T>> {
         let new = value.map_or(ptr::null_mut(), |v| Arc::into_raw(v).cast_mut());
         let old = pin.0.swap(slot, new, Ordering::AcqRel);
-        if old.is_null() {
-            return false;
-        }
-        // SAFETY: `old` left the slot in the swap above, so no reader that pins after this
-        // can load it; the slot's reference is handed to `release`, which seize runs once
-        // every pin active now is dropped. `pin` is of this array's collector (checked by
-        // the caller), the one readers pin.
         #[allow(unsafe_code)]
-        let () = unsafe { pin.0.defer_retire(old, release::<T>) };
-        true
+        // SAFETY: `old` (if not null) came from `Arc::into_raw` and stands for the slot's
+        // reference, which the slot let go of in the swap above: no reader that pins after
+        // this can load it, and `pin` is of the collector readers pin.
+        unsafe {
+            Unlinked::new(old, pin)
+        }
     }
 
     /// Takes the next slot for `value`; returns its number. Callers serialize pushes (two
@@ -202,7 +226,8 @@ impl<T: Send + Sync + 'static> Slots<T> {
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect()
         });
-        self.swap_into(&chunk[i], Some(value), pin);
+        // The slot was never handed out: it held nothing.
+        drop(Self::swap_into(&chunk[i], Some(value), pin));
         // Release: a reader that sees the new length sees the chunk and the pointer.
         self.len.store(s + 1, Ordering::Release);
         s

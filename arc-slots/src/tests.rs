@@ -159,3 +159,99 @@ fn readers_and_a_writer_at_once_free_every_value_once() {
         SLOTS as usize + (ROUNDS - ROUNDS / 5) as usize
     );
 }
+
+/// A value held by a table and a slot, let go of by both in one write and retired once
+/// for both (`Unlinked::retire_with`): not freed while a reader that could have seen it
+/// (through either) is pinned, freed exactly once after, and its two references released
+/// together (a second one left over would keep it alive: counted below).
+#[test]
+fn a_value_let_go_of_by_a_table_and_a_slot_is_retired_once_for_both() {
+    let reclaimer = Reclaimer::new(1);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(&reclaimer);
+    let table: IdTable<Counted, ()> = IdTable::new(&reclaimer, ());
+    let is = |n: u32| move |c: &Counted| c.n == n;
+    {
+        let pin = reclaimer.pin();
+        let v = counted(1, &drops);
+        assert!(
+            table
+                .lock()
+                .writer()
+                .set(7, is(1), Some(v.clone()), &pin)
+                .is_none()
+        );
+        assert_eq!(slots.push(v, &pin), 0);
+    }
+    let (seen, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let pin = reclaimer.pin();
+            // Borrowed from the table (no reference of the reader's own).
+            let held = table.get(7, is(1), &pin).expect("stored");
+            seen.wait();
+            release.wait();
+            // Still valid: the reader's pin held back the retirement.
+            assert_eq!(held.n, 1);
+            assert_eq!(drops.load(Ordering::Relaxed), 0);
+        });
+        seen.wait();
+        {
+            let pin = reclaimer.pin();
+            let from_table = table
+                .lock()
+                .writer()
+                .set(7, is(1), Some(counted(1, &drops)), &pin)
+                .expect("held");
+            let from_slot = slots
+                .exchange(0, Some(counted(2, &drops)), &pin)
+                .expect("held");
+            assert!(Arc::ptr_eq(&from_table, &from_slot));
+            from_table.retire_with(from_slot);
+        }
+        reclaimer.flush();
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            0,
+            "freed under a reader's pin"
+        );
+        release.wait();
+        reader.join().expect("the reader's checks");
+    });
+    // The reader's pin is gone: the next batch of this thread frees it.
+    reclaimer.flush();
+    {
+        let pin = reclaimer.pin();
+        drop(slots.exchange(0, None, &pin));
+    }
+    reclaimer.flush();
+    assert!(drops.load(Ordering::Relaxed) >= 1);
+    drop(table);
+    drop(slots);
+    drop(reclaimer);
+    // The three values, each freed exactly once.
+    assert_eq!(drops.load(Ordering::Relaxed), 3);
+}
+
+/// Two different values retired together are each retired on their own, freed once.
+#[test]
+fn different_values_retired_together_are_retired_each() {
+    let reclaimer = Reclaimer::new(1);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(&reclaimer);
+    let (kept_1, kept_2) = (counted(1, &drops), counted(2, &drops));
+    {
+        let pin = reclaimer.pin();
+        slots.push(kept_1.clone(), &pin);
+        slots.push(kept_2.clone(), &pin);
+        let a = slots.exchange(0, None, &pin).expect("held");
+        let b = slots.exchange(1, None, &pin).expect("held");
+        a.retire_with(b);
+    }
+    reclaimer.flush();
+    // Each slot's reference released once: only ours are left.
+    assert_eq!(Arc::strong_count(&kept_1), 1);
+    assert_eq!(Arc::strong_count(&kept_2), 1);
+    drop((kept_1, kept_2));
+    assert_eq!(drops.load(Ordering::Relaxed), 2);
+}

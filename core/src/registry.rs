@@ -39,7 +39,7 @@ use crate::member::MemberId;
 use crate::model::{ClientId, ClientKind, Revision, Service};
 use crate::name::{Interner, Name};
 use crate::time::Millis;
-use arc_slots::Pin;
+use arc_slots::{Pin, Unlinked};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -188,11 +188,13 @@ impl<'a> ShardWriter<'_, 'a> {
     /// if `old` is `None`), or removes `old` if `new` is `None`. `old` is what this writer
     /// found for the id (under the same lock, so still held): `None` only if no client of
     /// the id is held, as the caller found (the insert does not look again; a debug build
-    /// checks).
-    fn swap(&mut self, old: Option<&Client>, new: Option<Arc<Client>>) {
-        let Some(id_hash) = old.or(new.as_deref()).map(|c| c.id_hash) else {
-            return;
-        };
+    /// checks). Returns the client let go of (`old`), to retire.
+    fn swap(
+        &mut self,
+        old: Option<&Client>,
+        new: Option<Arc<Client>>,
+    ) -> Option<Unlinked<'a, Client>> {
+        let id_hash = old.or(new.as_deref()).map(|c| c.id_hash)?;
         let h = table_hash(self.seed, id_hash);
         debug_assert!(
             old.is_some()
@@ -208,6 +210,7 @@ impl<'a> ShardWriter<'_, 'a> {
         let is_old = |c: &Client| old.is_some_and(|o| std::ptr::eq(c, o));
         let let_go = self.table.set(h, is_old, new, self.pin);
         debug_assert_eq!(let_go.is_some(), old.is_some(), "`old` is the client held");
+        let_go
     }
 }
 
@@ -514,9 +517,9 @@ impl Registry {
     /// clients, the service index and the digests, and adds the services whose
     /// publications changed to `changed` when a listener is to hear of them (see
     /// [`Registry::notify`]).
-    fn replace(
+    fn replace<'a>(
         &self,
-        clients: &mut ShardWriter<'_, '_>,
+        clients: &mut ShardWriter<'_, 'a>,
         old: Option<&Arc<Client>>,
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
@@ -534,66 +537,26 @@ impl Registry {
         // Service index: free the slots of publications that went away, keep the slot of
         // one held by the same part, point it at the new holder of one that is still
         // there (a client of one publication is its own holder: its slot moves with each
-        // state), take a slot for a new service. Both lists are sorted by service, so one
-        // walk over the two pairs them up (the unchanged parts of a client publishing to
-        // many services are the same pointers and cost no comparison of names).
-        let olds = old_ref.map(|o| o.publications());
-        let news = new_ref.map(|n| n.publications());
-        let (old_len, new_len) = (olds.map_or(0, |p| p.len()), news.map_or(0, |p| p.len()));
-        let (mut i, mut j) = (0, 0);
-        while i < old_len || j < new_len {
-            let o_holder = old.filter(|_| i < old_len).map(|o| Client::holder(o, i));
-            let n_holder = new
-                .as_ref()
-                .filter(|_| j < new_len)
-                .map(|n| Client::holder(n, j));
-            let order = match (o_holder, n_holder) {
-                (Some(o), Some(n)) if Arc::ptr_eq(o, n) => std::cmp::Ordering::Equal,
-                (Some(o), Some(n)) => o.single().service.cmp(&n.single().service),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, _) => std::cmp::Ordering::Greater,
-            };
-            match (order, o_holder, n_holder) {
-                (std::cmp::Ordering::Less, Some(o), _) => {
-                    let p = o.single();
-                    self.index_remove(
-                        &p.service,
-                        o.slot.load(Relaxed),
-                        p.instances.len(),
-                        clients.pin,
-                    );
-                    changed(&p.service);
-                    i += 1;
-                }
-                (std::cmp::Ordering::Greater, _, Some(n)) => {
-                    changed(&n.single().service);
-                    let slot = self.index_insert(n.clone(), None, 0, true, clients.pin);
-                    n.slot.store(slot, Relaxed);
-                    j += 1;
-                }
-                (std::cmp::Ordering::Equal, Some(o), Some(n)) => {
-                    if !Arc::ptr_eq(o, n) {
-                        let (op, np) = (o.single(), n.single());
-                        let same = op.get() == np.get();
-                        if !same {
-                            changed(&np.service);
-                        }
-                        let slot = o.slot.load(Relaxed);
-                        let slot = self.index_insert(
-                            n.clone(),
-                            Some(slot),
-                            op.instances.len(),
-                            !same,
-                            clients.pin,
-                        );
-                        n.slot.store(slot, Relaxed);
-                    }
-                    i += 1;
-                    j += 1;
-                }
-                _ => unreachable!("an order without its publication"),
+        // state), take a slot for a new service. A client of one publication replaced by
+        // one of the same service (nearly every write) moves its slot, and the old state,
+        // which the slot and the shard's table both let go of, is retired once for both
+        // (below).
+        let one =
+            |c: &Arc<Client>| c.publications().len() == 1 && Arc::ptr_eq(Client::holder(c, 0), c);
+        let let_go = match (old, &new) {
+            (Some(o), Some(n)) if one(o) && one(n) && o.single().service == n.single().service => {
+                self.index_move(o, n, &mut changed, clients.pin)
             }
-        }
+            // A new client of one publication (an insert: a replica's apply, a repair).
+            (None, Some(n)) if one(n) => {
+                self.index_add(n, &mut changed, clients.pin);
+                None
+            }
+            _ => {
+                self.index_walk(old, new.as_ref(), &mut changed, clients.pin);
+                None
+            }
+        };
         // Digests (one client: its id hashed once for the old term and the new) and
         // counters.
         if let Some(c) = old_ref.or(new_ref) {
@@ -619,7 +582,113 @@ impl Registry {
             }
             (None, None) => {}
         }
-        clients.swap(old_ref, new);
+        match (clients.swap(old_ref, new), let_go) {
+            (Some(table), Some(slot)) => table.retire_with(slot),
+            (table, slot) => {
+                if let Some(t) = table {
+                    t.retire();
+                }
+                if let Some(s) = slot {
+                    s.retire();
+                }
+            }
+        }
+    }
+
+    /// The index changes of a client's publications `old` -> `new` (see
+    /// [`Registry::replace`]): both lists are sorted by service, so one walk over the two
+    /// pairs them up (the unchanged parts of a client publishing to many services are the
+    /// same pointers and cost no comparison of names). What the slots let go of is
+    /// retired on its own. Not inlined: the loop, inlined into `replace`, made the fast
+    /// path of a client of one publication dearer.
+    #[inline(never)]
+    fn index_walk<'a>(
+        &self,
+        old: Option<&Arc<Client>>,
+        new: Option<&Arc<Client>>,
+        changed: &mut impl FnMut(&Service),
+        pin: &'a Pin<'a>,
+    ) {
+        let len = |c: Option<&Arc<Client>>| c.map_or(0, |c| c.publications().len());
+        let (old_len, new_len) = (len(old), len(new));
+        let (mut i, mut j) = (0, 0);
+        while i < old_len || j < new_len {
+            let o_holder = old.filter(|_| i < old_len).map(|o| Client::holder(o, i));
+            let n_holder = new.filter(|_| j < new_len).map(|n| Client::holder(n, j));
+            let order = match (o_holder, n_holder) {
+                (Some(o), Some(n)) if Arc::ptr_eq(o, n) => std::cmp::Ordering::Equal,
+                (Some(o), Some(n)) => o.single().service.cmp(&n.single().service),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, _) => std::cmp::Ordering::Greater,
+            };
+            match (order, o_holder, n_holder) {
+                (std::cmp::Ordering::Less, Some(o), _) => {
+                    let p = o.single();
+                    let len = p.instances.len();
+                    if let Some(u) = self.index_remove(&p.service, o.slot.load(Relaxed), len, pin) {
+                        u.retire();
+                    }
+                    changed(&p.service);
+                    i += 1;
+                }
+                (std::cmp::Ordering::Greater, _, Some(n)) => {
+                    self.index_add(n, changed, pin);
+                    j += 1;
+                }
+                (std::cmp::Ordering::Equal, Some(o), Some(n)) => {
+                    if !Arc::ptr_eq(o, n)
+                        && let Some(u) = self.index_move(o, n, changed, pin)
+                    {
+                        u.retire();
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                _ => unreachable!("an order without its publication"),
+            }
+        }
+    }
+
+    /// Takes a slot of its service's index for `n`, a client of one publication (or a
+    /// part) new to it. Not inlined (an insert is rare next to a change), so that
+    /// `replace` stays small around its fast path.
+    #[inline(never)]
+    fn index_add(&self, n: &Arc<Client>, changed: &mut impl FnMut(&Service), pin: &Pin<'_>) {
+        changed(&n.single().service);
+        // A slot new to the client holds nothing (a free slot was emptied when freed).
+        let (slot, let_go) = self.index_insert(n.clone(), None, 0, true, pin);
+        if let Some(u) = let_go {
+            u.retire();
+        }
+        n.slot.store(slot, Relaxed);
+    }
+
+    /// Moves the index slot of `o`, a client of one publication, to `n`, its new state
+    /// (of the same service); returns what the slot let go of (`o`), to retire. Inlined
+    /// into both callers (`replace`'s fast path, nearly every write, and the walk): a call
+    /// cost ~35 a write.
+    #[inline(always)]
+    fn index_move<'a>(
+        &self,
+        o: &Arc<Client>,
+        n: &Arc<Client>,
+        changed: &mut impl FnMut(&Service),
+        pin: &'a Pin<'a>,
+    ) -> Option<Unlinked<'a, Client>> {
+        let (op, np) = (o.single(), n.single());
+        let same = op.get() == np.get();
+        if !same {
+            changed(&np.service);
+        }
+        let (slot, let_go) = self.index_insert(
+            n.clone(),
+            Some(o.slot.load(Relaxed)),
+            op.instances.len(),
+            !same,
+            pin,
+        );
+        n.slot.store(slot, Relaxed);
+        let_go
     }
 
     /// Every client's kind counted: `(connection, ip_port)`.

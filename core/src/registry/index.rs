@@ -11,7 +11,7 @@
 use super::{Client, NO_SLOT, Registry};
 use crate::model::{Instance, Publication, Service};
 use crate::time::Millis;
-use arc_slots::{Pin, Slots};
+use arc_slots::{Pin, Slots, Unlinked};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -263,17 +263,18 @@ impl Registry {
     }
 
     /// Stores `holder` (a client of one publication) in its service's index, in `slot` if
-    /// the client already had one there; returns the slot. `changed` tells whether the
-    /// publication differs from the one replaced (the service's revision moves then).
-    /// `pin` is the caller's pin of the registry's reclaimer (its shard writer's).
-    pub(super) fn index_insert(
+    /// the client already had one there; returns the slot and what it held before (to
+    /// retire). `changed` tells whether the publication differs from the one replaced (the
+    /// service's revision moves then). `pin` is the caller's pin of the registry's
+    /// reclaimer (its shard writer's).
+    pub(super) fn index_insert<'a>(
         &self,
         holder: Arc<Client>,
         slot: Option<u32>,
         replaced_len: usize,
         changed: bool,
-        pin: &Pin<'_>,
-    ) -> u32 {
+        pin: &'a Pin<'a>,
+    ) -> (u32, Option<Unlinked<'a, Client>>) {
         let p = holder.single();
         let n = p.instances.len();
         // A slot held: it is in the service's one index that is not retired, which
@@ -281,11 +282,11 @@ impl Registry {
         if let Some(s) = slot.filter(|s| *s != NO_SLOT)
             && let Some(idx) = self.live_index(&p.service)
         {
-            idx.slots.replace(s as usize, Some(holder), pin);
+            let let_go = idx.slots.exchange(s as usize, Some(holder), pin);
             if changed {
                 Self::count_change(&idx, n, replaced_len);
             }
-            return s;
+            return (s, let_go);
         }
         let mut cached = self.cached_index(&p.service);
         loop {
@@ -310,19 +311,13 @@ impl Registry {
                 // The collector removed this index after we found it; look it up again.
                 continue;
             }
-            let slot = match slot.filter(|s| *s != NO_SLOT) {
-                Some(s) => {
-                    idx.slots.replace(s as usize, Some(holder), pin);
-                    s
-                }
+            let (slot, let_go) = match slot.filter(|s| *s != NO_SLOT) {
+                Some(s) => (s, idx.slots.exchange(s as usize, Some(holder), pin)),
                 None => {
                     let mut free = idx.free.lock();
-                    let s = match free.pop() {
-                        Some(s) => {
-                            idx.slots.replace(s as usize, Some(holder), pin);
-                            s
-                        }
-                        None => idx.slots.push(holder, pin),
+                    let (s, let_go) = match free.pop() {
+                        Some(s) => (s, idx.slots.exchange(s as usize, Some(holder), pin)),
+                        None => (idx.slots.push(holder, pin), None),
                     };
                     // Under the free-list lock, so the namespace's count sees this
                     // service fill and empty in order.
@@ -334,13 +329,13 @@ impl Registry {
                             .or_insert(0) += 1;
                     }
                     drop(free);
-                    s
+                    (s, let_go)
                 }
             };
             if changed {
                 Self::count_change(&idx, n, replaced_len);
             }
-            return slot;
+            return (slot, let_go);
         }
     }
 
@@ -364,18 +359,25 @@ impl Registry {
         idx.revision.fetch_add(1, Relaxed);
     }
 
-    /// Frees `slot` of `service`'s index (a publication of `len` instances went away).
-    /// `pin` is the caller's pin of the registry's reclaimer.
-    pub(super) fn index_remove(&self, service: &Service, slot: u32, len: usize, pin: &Pin<'_>) {
+    /// Frees `slot` of `service`'s index (a publication of `len` instances went away);
+    /// returns what it held (to retire). `pin` is the caller's pin of the registry's
+    /// reclaimer.
+    pub(super) fn index_remove<'a>(
+        &self,
+        service: &Service,
+        slot: u32,
+        len: usize,
+        pin: &'a Pin<'a>,
+    ) -> Option<Unlinked<'a, Client>> {
         // The slot is in the service's index that is not retired (one holding a slot in
         // use is not: it has a live publication, and cannot be retired while it has; see
         // `ServiceIndex::gone`), the cached one unless that was retired.
         let idx = self
             .live_index(service)
             .or_else(|| self.services.pin().get(service.key().as_str()).cloned());
-        if let Some(idx) = idx
-            && idx.slots.replace(slot as usize, None, pin) == Some(true)
-        {
+        let idx = idx?;
+        let let_go = idx.slots.exchange(slot as usize, None, pin);
+        if let_go.is_some() {
             let mut free = idx.free.lock();
             free.push(slot);
             if idx.live.fetch_sub(1, Relaxed) == 1 {
@@ -392,6 +394,7 @@ impl Registry {
             idx.instances.fetch_sub(len, Relaxed);
             idx.revision.fetch_add(1, Relaxed);
         }
+        let_go
     }
 
     /// Tells the listeners about `changed` services.

@@ -942,3 +942,57 @@ fn a_derived_id_is_stored_when_the_first_instance_no_longer_implies_it() {
     assert_eq!(c.id(), id);
     assert_eq!(r.stats().clients, 1);
 }
+
+/// The states of a client as the store lets go of them: replaced by a state of the same
+/// service (the shard table's and the index slot's references to it retired once for
+/// both), by one of two publications and back (each retired on its own), and deleted.
+/// Once the retirements ran, nothing holds an old state but this test: every reference
+/// the store held was released, none twice (the count would be off, or the state freed
+/// under the test's own reference).
+#[test]
+fn replaced_states_are_released_by_the_table_and_the_index() {
+    let config = Config {
+        reclaim_batch: 1,
+        ..cfg(4, 100)
+    };
+    let r = Registry::new(MemberId(0), 3, 1_000, &config);
+    let me = MemberId(0);
+    let id = ClientId::ip_port("10.0.0.1", 80);
+    let weighted = |svc: &str, w: f64| {
+        let mut p = publication(&r, svc, "10.0.0.1", 80);
+        if let crate::model::Instances::One(inst) = &mut p.instances {
+            inst.weight = w;
+        }
+        p
+    };
+    let mut held = Vec::new();
+    for (now, svc, w) in [
+        (10, "a", 1.0),
+        (11, "a", 2.0),
+        (12, "a", 3.0),
+        (13, "b", 1.0),
+    ] {
+        r.publish(&id, weighted(svc, w), me, now).unwrap();
+        held.push(r.get(id.as_str()).expect("stored"));
+    }
+    let b = r.find_service("public", "DEFAULT_GROUP", "b").unwrap();
+    r.unpublish(&id, &b, me, 14, Origin::Client);
+    held.push(r.get(id.as_str()).expect("stored"));
+    r.publish(&id, weighted("a", 4.0), me, 15).unwrap();
+    let newest = r.get(id.as_str()).expect("stored");
+    assert_eq!(newest.publications()[0].instances[0].weight, 4.0);
+    let view = r.query("public", "DEFAULT_GROUP", "a").unwrap();
+    assert_eq!(view.instance_count(), 1);
+    assert_eq!(view.publications[0].instances[0].weight, 4.0);
+    drop(view);
+    r.flush_retired();
+    for (i, c) in held.iter().enumerate() {
+        assert_eq!(Arc::strong_count(c), 1, "state {i} still held by the store");
+    }
+    // The newest: the test's, the table's and the index slot's.
+    assert_eq!(Arc::strong_count(&newest), 3);
+    let a = r.find_service("public", "DEFAULT_GROUP", "a").unwrap();
+    r.unpublish(&id, &a, me, 16, Origin::Client);
+    r.flush_retired();
+    assert_eq!(Arc::strong_count(&newest), 1);
+}
