@@ -183,40 +183,42 @@ fn a_value_let_go_of_by_a_table_and_a_slot_is_retired_once_for_both() {
         );
         assert_eq!(slots.push(v, &pin), 0);
     }
-    let (seen, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    // Channels, not barriers: a side that fails drops its sender, so the other one stops
+    // waiting and the test fails instead of hanging.
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (table_ref, slots_ref, reclaimer_ref, drops_ref) = (&table, &slots, &reclaimer, &drops);
     std::thread::scope(|s| {
-        let reader = s.spawn(|| {
-            let pin = reclaimer.pin();
+        let reader = s.spawn(move || {
+            let pin = reclaimer_ref.pin();
             // Borrowed from the table (no reference of the reader's own).
-            let held = table.get(7, is(1), &pin).expect("stored");
-            seen.wait();
-            release.wait();
+            let held = table_ref.get(7, is(1), &pin).expect("stored");
+            seen_tx.send(()).expect("the writer waits");
+            // Released, or the writer failed (its sender dropped): go on either way.
+            let _ = release_rx.recv();
             // Still valid: the reader's pin held back the retirement.
             assert_eq!(held.n, 1);
-            assert_eq!(drops.load(Ordering::Relaxed), 0);
+            assert_eq!(drops_ref.load(Ordering::Relaxed), 0);
         });
-        seen.wait();
+        seen_rx.recv().expect("the reader took the value");
         {
-            let pin = reclaimer.pin();
-            let from_table = table
+            let pin = reclaimer_ref.pin();
+            let from_table = table_ref
                 .lock()
                 .writer()
-                .set(7, is(1), Some(counted(1, &drops)), &pin)
+                .set(7, is(1), Some(counted(1, drops_ref)), &pin)
                 .expect("held");
-            let from_slot = slots
-                .exchange(0, Some(counted(2, &drops)), &pin)
+            let from_slot = slots_ref
+                .exchange(0, Some(counted(2, drops_ref)), &pin)
                 .expect("held");
             assert!(Arc::ptr_eq(&from_table, &from_slot));
             from_table.retire_with(from_slot);
         }
-        reclaimer.flush();
-        assert_eq!(
-            drops.load(Ordering::Relaxed),
-            0,
-            "freed under a reader's pin"
-        );
-        release.wait();
+        reclaimer_ref.flush();
+        let freed_early = drops_ref.load(Ordering::Relaxed);
+        release_tx.send(()).expect("the reader waits");
         reader.join().expect("the reader's checks");
+        assert_eq!(freed_early, 0, "freed under a reader's pin");
     });
     // The reader's pin is gone: the next batch of this thread frees it.
     reclaimer.flush();
