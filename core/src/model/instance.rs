@@ -239,7 +239,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
     /// Checks the fields `which` names, and the cheap ones (port, weight, instance id)
     /// always, in the order of [`InstanceFields::validate`] (so the first invalid field
     /// is the one reported whichever others are skipped).
-    #[inline]
+    #[inline(always)]
     fn check(&self, which: Checks) -> Result<(), ValidationError> {
         if which.ip {
             validate_ip(self.ip)?;
@@ -312,7 +312,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
     /// [`InstanceFields::to_instance_from`], which tells a request equal to `held` in
     /// every field ([`Conversion::Held`], after the same checks: nothing is built, the
     /// caller keeps what it holds) from one that makes a different instance.
-    #[inline]
+    #[inline(always)]
     pub fn convert(
         &self,
         interner: &Interner,
@@ -355,8 +355,12 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         {
             return Ok(Conversion::Held);
         }
+        let ip = match ip {
+            Some(ip) => ip.clone(),
+            None => super::SmallStr::new(self.ip),
+        };
         let mut inst = Instance {
-            ip: ip.map_or_else(|| super::SmallStr::new(self.ip), Clone::clone),
+            ip,
             port: self.port as u16,
             weight: self.weight,
             healthy: self.healthy,
