@@ -309,7 +309,7 @@ fn a_conversion_tells_the_held_instance_from_a_changed_one() {
         Conversion::New(_)
     ));
     // An invalid changed field is refused as without a held instance.
-    let mut bad = spec.clone();
+    let mut bad = spec;
     bad.weight = -1.0;
     let e = bad.convert(&i, &s, Some(&held)).unwrap_err();
     assert_eq!(e.field, Field::Weight);
