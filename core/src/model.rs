@@ -42,12 +42,13 @@ mod tests;
 /// An instance's IP (or host name) as stored: 16 bytes, inline up to 15.
 pub use arc_slots::SmallStr;
 pub(crate) use client::first_hash_sign;
+pub(crate) use client::{Built, decimal_digits, decimal_len, write_ip_port};
 pub use client::{ClientId, ClientKind, Instances, Publication, RoutingKey};
-pub(crate) use client::{decimal_digits, decimal_len, write_ip_port};
 #[cfg(test)]
 pub(crate) use client::{publish_samples, sample_ids};
 pub use instance::{
-    Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_ip, validate_metadata,
+    Conversion, Instance, InstanceFields, InstanceSpec, check_cluster_name, validate_ip,
+    validate_metadata,
 };
 pub use metadata::{Metadata, MetadataEntry, MetadataList, MetadataTable};
 pub use revision::Revision;

@@ -22,6 +22,19 @@ pub struct Publication {
     pub instances: Instances,
 }
 
+/// What a write built from the publications of the client it changes (the indices are of
+/// those publications): see `Registry::publish_built`.
+pub(crate) enum Built {
+    /// A publication, stored in the place of its service's (which it replaces unless it
+    /// is equal to it).
+    New(Publication),
+    /// Publication `i` again, equal to it: a heartbeat, nothing to write.
+    Held(usize),
+    /// A publication of the service of publication `i` that differs from it: it replaces
+    /// it.
+    Changed(usize, Publication),
+}
+
 /// The instances of a publication: the single instance is stored inline (the common
 /// case, no extra allocation), a batch in its own slice (a batch of one too: the form
 /// tells whether the publication is a batch). Dereferences to `[Instance]`.

@@ -195,6 +195,17 @@ impl InstanceSpec {
     ) -> Result<Instance, ValidationError> {
         self.fields().to_instance_from(interner, service, held)
     }
+
+    /// [`InstanceFields::convert`]: [`InstanceSpec::to_instance_from`], which tells a
+    /// request equal to `held` from one that makes a different instance.
+    pub fn convert(
+        &self,
+        interner: &Interner,
+        service: &Service,
+        held: Option<&Instance>,
+    ) -> Result<Conversion, ValidationError> {
+        self.fields().convert(interner, service, held)
+    }
 }
 
 /// An instance as given in a request, borrowed: what decoders validate and convert
@@ -228,6 +239,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
     /// Checks the fields `which` names, and the cheap ones (port, weight, instance id)
     /// always, in the order of [`InstanceFields::validate`] (so the first invalid field
     /// is the one reported whichever others are skipped).
+    #[inline(always)]
     fn check(&self, which: Checks) -> Result<(), ValidationError> {
         if which.ip {
             validate_ip(self.ip)?;
@@ -291,6 +303,22 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         service: &Service,
         held: Option<&Instance>,
     ) -> Result<Instance, ValidationError> {
+        Ok(match self.convert(interner, service, held)? {
+            Conversion::Held => held.cloned().expect("only a held instance is `Held`"),
+            Conversion::New(inst) => inst,
+        })
+    }
+
+    /// [`InstanceFields::to_instance_from`], which tells a request equal to `held` in
+    /// every field ([`Conversion::Held`], after the same checks: nothing is built, the
+    /// caller keeps what it holds) from one that makes a different instance.
+    #[inline(always)]
+    pub fn convert(
+        &self,
+        interner: &Interner,
+        service: &Service,
+        held: Option<&Instance>,
+    ) -> Result<Conversion, ValidationError> {
         let ip = held.map(|h| &h.ip).filter(|ip| short_eq(ip, self.ip));
         let default_cluster = self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER;
         let cluster = held
@@ -305,13 +333,34 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
             cluster: cluster.is_none() && !default_cluster,
             metadata: metadata.is_none(),
         })?;
+        let custom_id = self.instance_id.filter(|s| !s.is_empty());
         let cluster = match cluster {
             Some(c) => c.clone(),
             None if default_cluster => interner.default_cluster(),
             None => interner.intern(self.cluster),
         };
+        // Equal in every field (the ip and metadata compared above, the cluster by its
+        // interned name; a custom id is decided below, after the default id it may
+        // equal): nothing to build.
+        if let Some(h) = held
+            && ip.is_some()
+            && metadata.is_some()
+            && custom_id.is_none()
+            && h.custom_id.is_none()
+            && h.port as i64 == self.port
+            && h.weight == self.weight
+            && h.healthy == self.healthy
+            && h.enabled == self.enabled
+            && h.cluster == cluster
+        {
+            return Ok(Conversion::Held);
+        }
+        let ip = match ip {
+            Some(ip) => ip.clone(),
+            None => super::SmallStr::new(self.ip),
+        };
         let mut inst = Instance {
-            ip: ip.map_or_else(|| super::SmallStr::new(self.ip), Clone::clone),
+            ip,
             port: self.port as u16,
             weight: self.weight,
             healthy: self.healthy,
@@ -323,7 +372,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
             ),
             custom_id: None,
         };
-        if let Some(id) = self.instance_id.filter(|s| !s.is_empty())
+        if let Some(id) = custom_id
             && id != inst.instance_id(service)
         {
             let held_id = held.and_then(|h| h.custom_id.as_ref());
@@ -332,8 +381,21 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
                 None => Name::new(id),
             });
         }
-        Ok(inst)
+        // A custom id (rare) is compared as built.
+        if custom_id.is_some() && held == Some(&inst) {
+            return Ok(Conversion::Held);
+        }
+        Ok(Conversion::New(inst))
     }
+}
+
+/// What [`InstanceFields::convert`] makes of a request.
+#[derive(Debug)]
+pub enum Conversion {
+    /// The held instance, equal in every field.
+    Held,
+    /// A different instance (or the first one).
+    New(Instance),
 }
 
 /// Which of the costly checks [`InstanceFields::check`] runs.

@@ -91,14 +91,17 @@ impl Metadata {
     /// map: sorted, keys distinct). Compares, allocates nothing, hashes nothing.
     pub fn is<'a>(&self, mut pairs: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
         let held = self.entries();
-        if pairs.size_hint().1.is_some_and(|n| n < held.len()) {
+        let (least, most) = pairs.size_hint();
+        if least > held.len() || most.is_some_and(|n| n < held.len()) {
             return false;
         }
-        held.iter().all(|(k, v)| {
-            pairs
-                .next()
-                .is_some_and(|(gk, gv)| short_eq(k, gk) && short_eq(v, gv))
-        }) && pairs.next().is_none()
+        for (k, v) in held {
+            match pairs.next() {
+                Some((gk, gv)) if short_eq(k, gk) && short_eq(v, gv) => {}
+                _ => return false,
+            }
+        }
+        pairs.next().is_none()
     }
 
     /// The pairs, sorted by key.

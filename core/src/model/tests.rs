@@ -255,6 +255,66 @@ fn a_conversion_from_a_held_instance_shares_what_is_unchanged_and_checks_what_ch
     assert_eq!(inst.instance_id(&s), "my-id");
 }
 
+/// A conversion from a held instance tells a request equal to it in every field (it builds
+/// nothing) from one that makes another instance, whichever field differs.
+#[test]
+fn a_conversion_tells_the_held_instance_from_a_changed_one() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let mut spec = InstanceSpec::new("10.0.0.7", 8080);
+    spec.metadata = vec![("version".into(), "1".into()), ("zone".into(), "a".into())];
+    let held = spec.to_instance(&i, &s).unwrap();
+    let is_held = |v: &InstanceSpec, held: &Instance| match v.convert(&i, &s, Some(held)).unwrap() {
+        Conversion::Held => true,
+        Conversion::New(inst) => {
+            assert_ne!(&inst, held, "{v:?}: equal, yet built");
+            assert_eq!(inst, v.to_instance(&i, &s).unwrap(), "{v:?}");
+            false
+        }
+    };
+    assert!(is_held(&spec, &held));
+    // The default cluster named either way is the held one.
+    let mut v = spec.clone();
+    v.cluster = "DEFAULT".into();
+    assert!(is_held(&v, &held));
+    // A custom id equal to the default one is the default.
+    v.instance_id = Some(held.instance_id(&s));
+    assert!(is_held(&v, &held));
+    let changes: [&dyn Fn(&mut InstanceSpec); 10] = [
+        &|s| s.ip = "10.0.0.8".into(),
+        &|s| s.port = 8081,
+        &|s| s.weight = 2.0,
+        &|s| s.healthy = false,
+        &|s| s.enabled = false,
+        &|s| s.cluster = "c1".into(),
+        &|s| s.metadata[1].1 = "b".into(),
+        &|s| s.metadata.pop().map_or((), drop),
+        &|s| s.metadata.push(("zz".into(), "b".into())),
+        &|s| s.instance_id = Some("my-id".into()),
+    ];
+    for (n, f) in changes.iter().enumerate() {
+        let mut v = spec.clone();
+        f(&mut v);
+        assert!(!is_held(&v, &held), "change {n}");
+    }
+    // A held custom id: the same request is the held instance, one without it is not.
+    let mut c = spec.clone();
+    c.instance_id = Some("my-id".into());
+    let held = c.to_instance(&i, &s).unwrap();
+    assert!(is_held(&c, &held));
+    assert!(!is_held(&spec, &held));
+    // Without a held instance, every request builds one.
+    assert!(matches!(
+        spec.convert(&i, &s, None).unwrap(),
+        Conversion::New(_)
+    ));
+    // An invalid changed field is refused as without a held instance.
+    let mut bad = spec;
+    bad.weight = -1.0;
+    let e = bad.convert(&i, &s, Some(&held)).unwrap_err();
+    assert_eq!(e.field, Field::Weight);
+}
+
 /// Whether a publication is a batch is the form of its instances: a batch of one stays a
 /// batch (replaced as a whole), and differs from the single registration of the same
 /// instance.

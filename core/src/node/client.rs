@@ -8,7 +8,9 @@
 use super::Node;
 use crate::error::{Field, ValidationError};
 use crate::member::MemberList;
-use crate::model::{ClientId, ClientKind, InstanceSpec, Publication, Service, ServiceSpec};
+use crate::model::{
+    Built, ClientId, ClientKind, Conversion, InstanceSpec, Publication, Service, ServiceSpec,
+};
 use crate::registry::{Client, Origin, ServiceView, WriteError, WriteResult};
 use crate::time::Millis;
 use std::sync::Arc;
@@ -39,7 +41,8 @@ impl Node {
     /// write): a client that publishes to the service already names it by its held
     /// [`Service`] (no lookup of the name, no checks of its parts), and the instance is
     /// compared with the held one field by field, so only the fields that changed are
-    /// checked and looked up (see [`InstanceSpec::to_instance_from`]).
+    /// checked and looked up (see [`InstanceSpec::convert`]); a request equal to the held
+    /// instance builds nothing (a heartbeat), and the registry does not compare it again.
     pub fn register(
         &self,
         client: &ClientId,
@@ -54,43 +57,58 @@ impl Node {
         let members = self.members.load();
         let (r, stored) = self
             .registry
-            .publish_stored(client, members.me(), now, |old| {
+            .publish_built(client, members.me(), now, |old| {
+                // The held publication of the service named, and its index.
                 let find = |(ns, group, name): (&str, &str, &str)| {
                     let pubs = old?.publications();
-                    let p = match pubs.only() {
+                    let (i, p) = match pubs.only() {
                         // Most clients publish to one service: an equality is cheaper.
-                        Some(p) => Some(p).filter(|p| p.service.is(ns, group, name))?,
+                        Some(p) => (0, Some(p).filter(|p| p.service.is(ns, group, name))?),
                         None => {
                             let i = pubs
                                 .binary_search_by(|p| p.service.cmp_parts(ns, group, name))
                                 .ok()?;
-                            pubs.get(i)?
+                            (i, pubs.get(i)?)
                         }
                     };
-                    Some(p.get())
+                    Some((i, p.get()))
                 };
                 let (held, service) = match find(given) {
-                    Some(p) => (Some(p), p.service.clone()),
+                    Some((i, p)) => (Some((i, p)), p.service.clone()),
                     None => {
                         let (ns, group, name) =
                             ServiceSpec::split_parts(&spec.namespace, &spec.group, &spec.name)?;
                         let split = !std::ptr::eq(name, spec.name.as_str());
                         match split.then(|| find((ns, group, name))).flatten() {
-                            Some(p) => (Some(p), p.service.clone()),
+                            Some((i, p)) => (Some((i, p)), p.service.clone()),
                             None => (None, self.registry.resolve_split(ns, group, name)?),
                         }
                     }
                 };
                 // A batch is replaced as a whole: its instances are not this one's.
                 let held_instance = held
-                    .filter(|p| !p.is_batch())
-                    .and_then(|p| p.instances.first());
+                    .filter(|(_, p)| !p.is_batch())
+                    .and_then(|(_, p)| p.instances.first());
                 let inst =
-                    instance.to_instance_from(self.registry.interner(), &service, held_instance)?;
+                    match instance.convert(self.registry.interner(), &service, held_instance)? {
+                        // Equal to the held single instance: the held publication again
+                        // (`held_instance` is only of a held publication).
+                        Conversion::Held => match held {
+                            Some((i, _)) => return Ok(Built::Held(i)),
+                            None => unreachable!("`Held` without a held instance"),
+                        },
+                        Conversion::New(inst) => inst,
+                    };
                 if held_instance.is_none_or(|h| h.ip != inst.ip || h.port != inst.port) {
                     self.check_ip_port_client(client, &inst.ip, inst.port)?;
                 }
-                Ok(Publication::single(service, inst))
+                let publication = Publication::single(service, inst);
+                // A single instance that differs from the held single one, or replaces a
+                // held batch (a different form): a change of publication `i`.
+                Ok(match held {
+                    Some((i, _)) => Built::Changed(i, publication),
+                    None => Built::New(publication),
+                })
             })?;
         self.schedule_sync(&members, client, r, stored.as_ref(), now);
         Ok(r)

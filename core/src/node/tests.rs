@@ -823,6 +823,16 @@ fn a_re_registration_is_built_from_the_held_state() {
     let p = view(&a).publications[0].clone();
     assert!(!p.is_batch());
     assert_eq!(p.instances.len(), 1);
+    // ... and a batch of one by the same instance as a single registration (another form).
+    let one = InstanceSpec::new("1.1.1.1", 81);
+    n.register_batch(&id, &a, std::slice::from_ref(&one), 9)
+        .unwrap();
+    assert!(view(&a).publications[0].is_batch());
+    assert!(matches!(
+        n.register(&id, &a, &one, 9).unwrap(),
+        WriteResult::Changed(_)
+    ));
+    assert!(!view(&a).publications[0].is_batch());
     // An ip:port client holding its address cannot move it elsewhere.
     let ip_port = ClientId::ip_port("2.2.2.2", 80);
     n.register(&ip_port, &a, &InstanceSpec::new("2.2.2.2", 80), 9)

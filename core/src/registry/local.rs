@@ -9,7 +9,7 @@ use super::client::Body;
 use super::{Client, IdKey, Origin, Published, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
-use crate::model::{ClientId, Publication, Revision, Service};
+use crate::model::{Built, ClientId, Publication, Revision, Service};
 use crate::time::Millis;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,7 +37,9 @@ impl Registry {
         now: Millis,
         build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
     ) -> Result<WriteResult, WriteError> {
-        Ok(self.publish_stored(id, owner, now, build)?.0)
+        Ok(self
+            .publish_built(id, owner, now, |c| build(c).map(Built::New))?
+            .0)
     }
 
     /// [`Registry::publish_with`], with the state it stored (for a change): what the
@@ -49,11 +51,40 @@ impl Registry {
         now: Millis,
         build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
     ) -> Result<(WriteResult, Option<Arc<Client>>), WriteError> {
+        self.publish_built(id, owner, now, |c| build(c).map(Built::New))
+    }
+
+    /// [`Registry::publish_stored`] of what `build` made of the held client: a new
+    /// publication, or (from a comparison `build` made already, which this one then does
+    /// not repeat) a held one again or a change of a held one.
+    pub(crate) fn publish_built(
+        &self,
+        id: &ClientId,
+        owner: MemberId,
+        now: Millis,
+        build: impl FnOnce(Option<&Client>) -> Result<Built, ValidationError>,
+    ) -> Result<(WriteResult, Option<Arc<Client>>), WriteError> {
         let max = self.max_services_per_client;
         let mut result = Ok(());
         let out = self.write_stored(id, owner, now, Origin::Client, |old| {
             let publication = match build(old.map(|c| &**c)) {
-                Ok(p) => p,
+                Ok(Built::New(p)) => p,
+                Ok(Built::Held(i)) => {
+                    let Some(c) = old else {
+                        unreachable!("a held publication without a client")
+                    };
+                    // The same registration again: a heartbeat, nothing to write.
+                    c.publications()[i].beat.fetch_max(now, Relaxed);
+                    return LocalAction::Nothing;
+                }
+                Ok(Built::Changed(i, p)) => {
+                    let Some(c) = old else {
+                        unreachable!("a held publication without a client")
+                    };
+                    debug_assert!(c.publications()[i].service == p.service);
+                    debug_assert!(c.publications()[i].get() != &p);
+                    return LocalAction::Put(c.body_replacing(i, p));
+                }
                 Err(e) => {
                     result = Err(e);
                     return LocalAction::Nothing;
