@@ -66,14 +66,9 @@ impl Instance {
     pub fn instance_id(&self, service: &Service) -> String {
         match &self.custom_id {
             Some(id) => id.to_string(),
-            None => format!(
-                "{}#{}#{}#{}{GROUP_SEPARATOR}{}",
-                self.ip,
-                self.port,
-                self.cluster,
-                service.group(),
-                service.name()
-            ),
+            None => {
+                default_instance_id(self.ip.as_str(), self.port, self.cluster.as_str(), service)
+            }
         }
     }
 
@@ -491,4 +486,14 @@ pub fn validate_ip(ip: &str) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
+}
+
+/// The id Nacos gives an instance of `service` without a custom one:
+/// `ip#port#cluster#group@@service`.
+pub fn default_instance_id(ip: &str, port: u16, cluster: &str, service: &Service) -> String {
+    format!(
+        "{ip}#{port}#{cluster}#{}{GROUP_SEPARATOR}{}",
+        service.group(),
+        service.name()
+    )
 }

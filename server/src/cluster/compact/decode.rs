@@ -11,7 +11,7 @@ use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, SmallStr,
-    check_cluster_name, validate_metadata,
+    check_cluster_name, default_instance_id, validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -426,20 +426,15 @@ fn instance(
         .map_err(|e| malformed(at, format!("instance: {e}")))?;
     }
     let (healthy, enabled) = (flags & HEALTHY != 0, flags & ENABLED != 0);
-    // Without a custom id (nearly every instance) built where it is returned.
-    let Some(id) = custom.filter(|s| !s.is_empty()) else {
-        return Ok(Instance {
-            ip,
-            port,
-            weight,
-            healthy,
-            enabled,
-            cluster,
-            metadata,
-            custom_id: None,
-        });
+    // A custom id is kept only if it is not the one the instance implies; the instance is
+    // built where it is returned (no copy from a local).
+    let custom_id = match custom.filter(|s| !s.is_empty()) {
+        Some(id) if id != default_instance_id(ip.as_str(), port, cluster.as_str(), service) => {
+            Some(Name::new(id))
+        }
+        _ => None,
     };
-    let mut i = Instance {
+    Ok(Instance {
         ip,
         port,
         weight,
@@ -447,12 +442,8 @@ fn instance(
         enabled,
         cluster,
         metadata,
-        custom_id: None,
-    };
-    if id != i.instance_id(service) {
-        i.custom_id = Some(Name::new(id));
-    }
-    Ok(i)
+        custom_id,
+    })
 }
 
 /// Reads the publications of a state record onto `out.publications`, then sorts the
