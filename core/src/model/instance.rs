@@ -180,19 +180,8 @@ impl InstanceSpec {
         self.fields().to_instance(interner, service)
     }
 
-    /// [`InstanceFields::to_instance_from`]: the conversion for a client that holds
-    /// `held` in `service`, which checks and looks up only the fields that differ.
-    pub fn to_instance_from(
-        &self,
-        interner: &Interner,
-        service: &Service,
-        held: Option<&Instance>,
-    ) -> Result<Instance, ValidationError> {
-        self.fields().to_instance_from(interner, service, held)
-    }
-
-    /// [`InstanceFields::convert`]: [`InstanceSpec::to_instance_from`], which tells a
-    /// request equal to `held` from one that makes a different instance.
+    /// [`InstanceFields::convert`] of this spec: tells a request equal to `held` from one
+    /// that makes a different instance.
     pub fn convert(
         &self,
         interner: &Interner,

@@ -210,7 +210,7 @@ fn a_conversion_from_a_held_instance_shares_what_is_unchanged_and_checks_what_ch
     // A changed scalar: the stored address, cluster and metadata map are shared.
     let mut w = spec.clone();
     w.weight = 2.0;
-    let inst = w.to_instance_from(&i, &s, Some(&held)).unwrap();
+    let inst = w.fields().to_instance_from(&i, &s, Some(&held)).unwrap();
     assert_eq!(inst, w.to_instance(&i, &s).unwrap());
     assert!(inst.metadata.shares_storage(&held.metadata));
     assert_eq!(inst.weight, 2.0);
@@ -235,7 +235,7 @@ fn a_conversion_from_a_held_instance_shares_what_is_unchanged_and_checks_what_ch
     for (n, f) in variants.iter().enumerate() {
         let mut v = spec.clone();
         f(&mut v);
-        let from_held = v.to_instance_from(&i, &s, Some(&held));
+        let from_held = v.fields().to_instance_from(&i, &s, Some(&held));
         match (from_held, v.to_instance(&i, &s)) {
             (Ok(a), Ok(b)) => {
                 assert_eq!(a, b, "variant {n}");
@@ -251,7 +251,7 @@ fn a_conversion_from_a_held_instance_shares_what_is_unchanged_and_checks_what_ch
     c.instance_id = Some("my-id".into());
     let held = c.to_instance(&i, &s).unwrap();
     c.weight = 3.0;
-    let inst = c.to_instance_from(&i, &s, Some(&held)).unwrap();
+    let inst = c.fields().to_instance_from(&i, &s, Some(&held)).unwrap();
     assert_eq!(inst.instance_id(&s), "my-id");
 }
 
@@ -264,14 +264,15 @@ fn a_conversion_tells_the_held_instance_from_a_changed_one() {
     let mut spec = InstanceSpec::new("10.0.0.7", 8080);
     spec.metadata = vec![("version".into(), "1".into()), ("zone".into(), "a".into())];
     let held = spec.to_instance(&i, &s).unwrap();
-    let is_held = |v: &InstanceSpec, held: &Instance| match v.convert(&i, &s, Some(held)).unwrap() {
-        Conversion::Held => true,
-        Conversion::New(inst) => {
-            assert_ne!(&inst, held, "{v:?}: equal, yet built");
-            assert_eq!(inst, v.to_instance(&i, &s).unwrap(), "{v:?}");
-            false
-        }
-    };
+    let is_held =
+        |v: &InstanceSpec, held: &Instance| match v.fields().convert(&i, &s, Some(held)).unwrap() {
+            Conversion::Held => true,
+            Conversion::New(inst) => {
+                assert_ne!(&inst, held, "{v:?}: equal, yet built");
+                assert_eq!(inst, v.to_instance(&i, &s).unwrap(), "{v:?}");
+                false
+            }
+        };
     assert!(is_held(&spec, &held));
     // The default cluster named either way is the held one.
     let mut v = spec.clone();
@@ -305,13 +306,13 @@ fn a_conversion_tells_the_held_instance_from_a_changed_one() {
     assert!(!is_held(&spec, &held));
     // Without a held instance, every request builds one.
     assert!(matches!(
-        spec.convert(&i, &s, None).unwrap(),
+        spec.fields().convert(&i, &s, None).unwrap(),
         Conversion::New(_)
     ));
     // An invalid changed field is refused as without a held instance.
     let mut bad = spec;
     bad.weight = -1.0;
-    let e = bad.convert(&i, &s, Some(&held)).unwrap_err();
+    let e = bad.fields().convert(&i, &s, Some(&held)).unwrap_err();
     assert_eq!(e.field, Field::Weight);
 }
 
