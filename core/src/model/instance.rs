@@ -365,8 +365,10 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
                 None => Name::new(id),
             });
         }
-        // A custom id (rare) is compared as built.
-        if custom_id.is_some() && held == Some(&inst) {
+        // A custom id (rare) is compared as built, and so is metadata given in another
+        // order or with a repeated key (`Metadata::is` matches the stored pairs in their
+        // order; `from_pairs` sorts them and keeps a key's last value): the same map.
+        if (custom_id.is_some() || metadata.is_none()) && held == Some(&inst) {
             return Ok(Conversion::Held);
         }
         Ok(Conversion::New(inst))

@@ -281,6 +281,14 @@ fn a_conversion_tells_the_held_instance_from_a_changed_one() {
     // A custom id equal to the default one is the default.
     v.instance_id = Some(held.instance_id(&s));
     assert!(is_held(&v, &held));
+    // The same metadata in another order, or with a key repeated (its last value
+    // kept), is the held map.
+    let mut v = spec.clone();
+    v.metadata.reverse();
+    assert!(is_held(&v, &held));
+    let mut v = spec.clone();
+    v.metadata.insert(0, ("zone".into(), "old".into()));
+    assert!(is_held(&v, &held));
     let changes: [&dyn Fn(&mut InstanceSpec); 10] = [
         &|s| s.ip = "10.0.0.8".into(),
         &|s| s.port = 8081,

@@ -762,11 +762,21 @@ fn a_re_registration_is_built_from_the_held_state() {
     }
     let view = |s: &ServiceSpec| n.query(s).unwrap().unwrap();
     let held_service = view(&a).service;
-    // The same registration again writes nothing.
+    // The same registration again writes nothing, nor does the same metadata given in
+    // another order.
     assert_eq!(
         n.register(&id, &a, &spec, 2).unwrap(),
         WriteResult::Unchanged
     );
+    let mut unsorted = spec.clone();
+    unsorted.metadata = vec![("app".into(), "y".into()), ("zone".into(), "x".into())];
+    n.register(&id, &a, &unsorted, 2).unwrap();
+    unsorted.metadata.reverse();
+    assert_eq!(
+        n.register(&id, &a, &unsorted, 2).unwrap(),
+        WriteResult::Unchanged
+    );
+    n.register(&id, &a, &spec, 2).unwrap();
     // A changed weight is stored; the other publication and the service stay.
     spec.weight = 5.0;
     assert!(matches!(
