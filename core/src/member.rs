@@ -152,6 +152,28 @@ fn peer_mask(current: &[MemberId], me: MemberId) -> Option<u64> {
         })
 }
 
+/// Peers a [`MemberList::word`] holds: those of the slots below this (bits `0..58`);
+/// `me` takes the six bits above.
+pub(crate) const WORD_PEERS: u32 = 58;
+
+/// `me` in a word is below this (`63` would make [`NO_WORD`] a valid word).
+const WORD_ME_MAX: u64 = 63;
+
+/// The word of a list whose peers or `me` do not fit one.
+pub(crate) const NO_WORD: u64 = u64::MAX;
+
+/// This node's id and the peer mask of a [`MemberList::word`] (`None` for [`NO_WORD`]).
+#[inline]
+pub(crate) fn unpack_word(word: u64) -> Option<(MemberId, u64)> {
+    if word == NO_WORD {
+        return None;
+    }
+    Some((
+        MemberId((word >> WORD_PEERS) as u16),
+        word & ((1 << WORD_PEERS) - 1),
+    ))
+}
+
 impl MemberList {
     /// Builds the list from `addrs` (any order, duplicates allowed) and this node's address,
     /// with [`DEFAULT_MEMBER_SLOTS`] slots (or as many as `addrs` needs). An empty `addrs`
@@ -333,6 +355,19 @@ impl MemberList {
         self.peer_mask
     }
 
+    /// This node's id and the peer mask packed in one word ([`unpack_word`]), or
+    /// [`NO_WORD`] when they do not fit (a peer at slot [`WORD_PEERS`] or above, or no
+    /// mask): what a write loads instead of the whole list (one atomic load, not a guarded
+    /// pointer's).
+    pub(crate) fn word(&self) -> u64 {
+        match self.peer_mask {
+            Some(mask) if mask >> WORD_PEERS == 0 && u64::from(self.me.0) < WORD_ME_MAX => {
+                mask | u64::from(self.me.0) << WORD_PEERS
+            }
+            _ => NO_WORD,
+        }
+    }
+
     /// All current members except this node.
     pub fn peers(&self) -> impl Iterator<Item = MemberId> + Clone + '_ {
         let me = self.me;
@@ -401,6 +436,47 @@ mod tests {
         assert_eq!(l.addr(MemberId(0)).as_str(), "10.0.0.1:8848");
         assert_eq!(l.find("10.0.0.3:8848"), Some(MemberId(2)));
         assert_eq!(l.peers().count(), 2);
+    }
+
+    #[test]
+    fn the_word_holds_me_and_the_peer_mask_below_slot_58() {
+        let addrs = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("10.0.{}.{}:8848", i / 200, i % 200))
+                .collect()
+        };
+        let l = MemberList::with_slots("10.0.0.1:8848", &addrs(3), 100).unwrap();
+        assert_eq!(
+            unpack_word(l.word()),
+            Some((l.me(), l.peer_mask().unwrap()))
+        );
+        // Up to slot 57 fit; a member at slot 58 does not (the mask does).
+        let l = l.update(&addrs(58)).unwrap();
+        assert_eq!(
+            unpack_word(l.word()),
+            Some((l.me(), l.peer_mask().unwrap()))
+        );
+        let l = l.update(&addrs(59)).unwrap();
+        assert!(l.peer_mask().is_some());
+        assert_eq!(l.word(), NO_WORD);
+        assert_eq!(unpack_word(NO_WORD), None);
+        // Back below: a word again.
+        let l = l.update(&addrs(3)).unwrap();
+        assert_eq!(
+            unpack_word(l.word()),
+            Some((l.me(), l.peer_mask().unwrap()))
+        );
+        // `me` at any slot below 63 fits, at 63 it does not (the word would be `NO_WORD`).
+        let all = addrs(64);
+        for me in &all {
+            let l = MemberList::with_slots(me, &all, 100).unwrap();
+            let peer = if *me == all[0] { &all[1] } else { &all[0] };
+            let l = l.update(&[peer.clone(), me.clone()]).unwrap();
+            let p = l.peers().next().unwrap();
+            let fits = l.me().0 < 63 && p.0 < 58;
+            let expect = fits.then(|| (l.me(), 1u64 << p.0));
+            assert_eq!(unpack_word(l.word()), expect, "me {:?}, peer {p:?}", l.me());
+        }
     }
 
     #[test]

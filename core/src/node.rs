@@ -175,6 +175,9 @@ const RELEASE_AGAIN_AFTER_ROUNDS: u8 = 2;
 pub struct Node {
     config: Config,
     members: ArcSwap<MemberList>,
+    /// `members`' [`MemberList::word`]: what a write loads (set with every list, see
+    /// [`Node::store_members`]).
+    member_word: AtomicU64,
     /// The address of every member id (shared with every version of `members`).
     slots: std::sync::Arc<crate::member::Slots>,
     /// Serializes member list changes ([`Node::set_members`]).
@@ -242,6 +245,7 @@ impl Node {
             counters: Counters::default(),
             config,
             slots: members.slots(),
+            member_word: AtomicU64::new(members.word()),
             members: ArcSwap::from_pointee(members),
             member_change: Mutex::new(()),
             list_changed_at: AtomicU64::new(0),

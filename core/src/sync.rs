@@ -196,13 +196,20 @@ struct Lane {
     /// pointer then found nothing, and later schedules merged into the entry left behind
     /// without a pointer.)
     heap: BinaryHeap<Reverse<(Millis, u64)>>,
+    /// The due time last pushed to `fifo` (0 before any): a push keeps `fifo`
+    /// nondecreasing by comparing with it, not with `fifo`'s back (which costs the deque's
+    /// index arithmetic). It is at least the back's due time, so a due time not below it
+    /// is not below any in `fifo`; one below it (a put-back after `fifo` emptied, say)
+    /// goes to `heap`, which takes any due time.
+    last: Millis,
 }
 
 impl Lane {
     /// Queues an entry of `id` due at `due` for this lane's peer.
     #[inline]
     fn push(&mut self, hash: u64, due: Millis, regular: bool) {
-        if regular && self.fifo.back().is_none_or(|(d, _)| *d <= due) {
+        if regular && self.last <= due {
+            self.last = due;
             self.fifo.push_back((due, hash));
         } else {
             self.push_heap(hash, due);
@@ -257,6 +264,7 @@ impl Stripe {
                 .map(|_| Lane {
                     fifo: VecDeque::with_capacity(room),
                     heap: BinaryHeap::new(),
+                    last: 0,
                 })
                 .collect(),
         }

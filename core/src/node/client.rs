@@ -7,13 +7,14 @@
 
 use super::Node;
 use crate::error::{Field, ValidationError};
-use crate::member::MemberList;
+use crate::member::{MemberId, MemberList, unpack_word};
 use crate::model::{
     Built, ClientId, ClientKind, Conversion, InstanceSpec, Publication, Service, ServiceSpec,
 };
 use crate::registry::{Client, Origin, ServiceView, WriteError, WriteResult};
 use crate::time::Millis;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The result of a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl Node {
         // held publication has it.
         let given = ServiceSpec::given_parts(&spec.namespace, &spec.group, &spec.name);
         // One load of the members for the owner attribution and the peers to sync to.
-        let members = self.members.load();
+        let members = self.write_members();
         let (r, stored) = self
             .registry
             .publish_built(client, members.me(), now, |old| {
@@ -148,7 +149,7 @@ impl Node {
                 })?;
             v.push(inst);
         }
-        let members = self.members.load();
+        let members = self.write_members();
         let batch = Publication::batch(svc, v);
         let (r, stored) = self
             .registry
@@ -304,7 +305,17 @@ impl Node {
     }
 
     pub(super) fn after_write(&self, client: &ClientId, r: WriteResult, now: Millis) {
-        self.schedule_sync(&self.members.load(), client, r, None, now);
+        self.schedule_sync(&self.write_members(), client, r, None, now);
+    }
+
+    /// What a write needs of the member list: the one-word copy of this node's id and its
+    /// peers when the list fits one ([`MemberList::word`]), else the list.
+    #[inline]
+    pub(super) fn write_members(&self) -> WriteMembers {
+        match unpack_word(self.member_word.load(Relaxed)) {
+            Some((me, mask)) => WriteMembers::Word(me, mask),
+            None => WriteMembers::List(self.members.load()),
+        }
     }
 
     /// Schedules a write's change of `client` for every peer of `members` (nothing for
@@ -313,7 +324,7 @@ impl Node {
     /// client's state or tombstone from the registry).
     fn schedule_sync(
         &self,
-        members: &MemberList,
+        members: &WriteMembers,
         client: &ClientId,
         r: WriteResult,
         stored: Option<&Arc<Client>>,
@@ -322,11 +333,36 @@ impl Node {
         if matches!(r, WriteResult::Unchanged) {
             return;
         }
-        match members.peer_mask() {
+        let list = match members {
+            WriteMembers::Word(_, mask) => {
+                return self.sync.schedule_mask(*mask, client, stored, now);
+            }
+            WriteMembers::List(list) => list,
+        };
+        match list.peer_mask() {
             Some(mask) => self.sync.schedule_mask(mask, client, stored, now),
             None => self
                 .sync
-                .schedule_all(members.peers().map(|p| p.index()), client, stored, now),
+                .schedule_all(list.peers().map(|p| p.index()), client, stored, now),
+        }
+    }
+}
+
+/// The members a write loaded ([`Node::write_members`]).
+pub(super) enum WriteMembers {
+    /// This node's id and the peers' mask (bit `i` for peer `i`).
+    Word(MemberId, u64),
+    /// The list (its peers do not fit a word).
+    List(arc_swap::Guard<Arc<MemberList>>),
+}
+
+impl WriteMembers {
+    /// This node's id.
+    #[inline]
+    pub(super) fn me(&self) -> MemberId {
+        match self {
+            WriteMembers::Word(me, _) => *me,
+            WriteMembers::List(list) => list.me(),
         }
     }
 }

@@ -15,7 +15,7 @@
 //! node losing them hands them to the new owner at once).
 
 use super::{Node, inc};
-use crate::member::{MemberId, MemberListError, MemberState, PeerHealth};
+use crate::member::{MemberId, MemberList, MemberListError, MemberState, PeerHealth};
 use crate::message::{Command, PeerRequest, PeerResponse, Probe, SendError};
 use crate::registry::Client;
 use crate::router::Router;
@@ -145,7 +145,7 @@ impl Node {
                 }
             }
         }
-        self.members.store(Arc::new(new));
+        self.store_members(new);
         // Nothing more goes to a member that left (if it returns, it loads a snapshot and
         // verify repairs what it lacks): its queue is dropped once the new list is in
         // force, and again at the re-homing pass that follows, for what a writer that
@@ -154,6 +154,15 @@ impl Node {
         self.list_changed_at.store(now.max(1), Relaxed);
         self.recompute_routing(now);
         Ok(true)
+    }
+
+    /// Makes `new` the member list, and its word ([`MemberList::word`]) what writes load.
+    /// A write that loads the word just before it changes schedules for the old list's
+    /// peers, as one that loaded the old list just before the store does.
+    fn store_members(&self, new: MemberList) {
+        let word = new.word();
+        self.members.store(Arc::new(new));
+        self.member_word.store(word, Relaxed);
     }
 
     /// Drops whatever is queued for a slot that is not a current member (see
@@ -183,7 +192,7 @@ impl Node {
         let _one_at_a_time = self.member_change.lock();
         let old = self.members.load_full();
         let (new, id) = old.learn(addr)?;
-        self.members.store(Arc::new(new));
+        self.store_members(new);
         Ok(id)
     }
 

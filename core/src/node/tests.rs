@@ -933,3 +933,41 @@ fn nothing_stays_queued_for_a_member_that_left() {
     n.tick(5_001 + n.config.peer_timeout);
     assert_eq!(n.pending_sync(gone), 0, "the re-homing pass left it queued");
 }
+
+/// A registration schedules its change for every peer whatever form the member list's
+/// peers take for a write: the one word of `me` and the peers (all below slot 58), the
+/// list's mask (below 64) or the list itself; and the word follows the list through
+/// `set_members` (a joiner, or a member above slot 57, is not left out).
+#[test]
+fn a_registration_is_scheduled_for_every_peer_of_any_member_list() {
+    let addrs = |n: usize| -> Vec<String> { (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect() };
+    let me = "10.0.0.1:8848";
+    let list = MemberList::with_slots(me, &addrs(3), 100).unwrap();
+    let n = Node::new(Config::default(), list, 1_000).unwrap();
+    let mut top = 0;
+    for (step, members) in [3, 58, 59, 64, 65, 70, 3, 2].into_iter().enumerate() {
+        if step > 0 {
+            assert!(n.set_members(&addrs(members), 1).expect("valid list"));
+        }
+        let id = ClientId::connection(1, "1.1.1.1", 1 + step as u16);
+        n.register(
+            &id,
+            &ServiceSpec::new("", "", "svc"),
+            &InstanceSpec::new("1.1.1.1", 80),
+            2,
+        )
+        .unwrap();
+        let peers: Vec<MemberId> = n.members().peers().collect();
+        assert_eq!(peers.len(), members - 1);
+        top = top.max(peers.iter().map(|p| p.0).max().unwrap_or(0));
+        for p in peers {
+            let pending = n.sync.pending_clients(p.index());
+            assert!(
+                pending.iter().any(|(c, _)| *c == id),
+                "{members} members: client {id} not scheduled for peer {p:?}"
+            );
+        }
+    }
+    // The lists went past slot 58 (no word) and slot 64 (no mask).
+    assert!(top >= 64, "{top}");
+}

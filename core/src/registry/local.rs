@@ -353,7 +353,10 @@ impl Registry {
                 }
             }
         };
-        self.notify(&changed);
+        // Nothing was collected without a listener (see `Registry::replace`): no call.
+        if !changed.is_empty() {
+            self.notify(&changed);
+        }
         result
     }
 }

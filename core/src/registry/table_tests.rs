@@ -111,3 +111,46 @@ fn a_shards_table_keeps_every_client_through_growth_and_shrinking() {
     assert_eq!(r.owner_count(me), 1_000);
     assert_eq!(walked().len(), 1_000);
 }
+
+/// A listener hears of every local write that changes a service's publications (a
+/// write skips the call only when nothing was collected for a listener), and of nothing
+/// when a write changes nothing.
+#[test]
+fn a_listener_hears_of_every_local_change_and_only_of_those() {
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl ChangeListener for Count {
+        fn service_changed(&self, s: &Service) {
+            assert_eq!(s.name().as_str(), "svc");
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let heard = Arc::new(Count(Default::default()));
+    let me = MemberId(0);
+    let id = ClientId::ip_port("10.0.0.1", 80);
+    let p = publication(&r, "svc", "10.0.0.1", 80);
+    // Before a listener is added nothing is collected; after, every change is heard.
+    r.publish(&id, p.clone(), me, 1).unwrap();
+    r.add_listener(heard.clone());
+    let count = || heard.0.load(Relaxed);
+    assert_eq!(count(), 0);
+    let mut changed = p.clone();
+    changed.instances[0].weight = 2.0;
+    assert!(matches!(
+        r.publish(&id, changed.clone(), me, 2).unwrap(),
+        WriteResult::Changed(_)
+    ));
+    assert_eq!(count(), 1);
+    // The same publication again: unchanged, nothing heard.
+    assert_eq!(
+        r.publish(&id, changed, me, 3).unwrap(),
+        WriteResult::Unchanged
+    );
+    assert_eq!(count(), 1);
+    let svc = p.service;
+    assert!(matches!(
+        r.unpublish(&id, &svc, me, 4, Origin::Client),
+        WriteResult::Deleted(_)
+    ));
+    assert_eq!(count(), 2);
+}

@@ -444,3 +444,49 @@ fn taking_early_goes_in_due_order_and_put_back_keeps_the_due_time() {
     assert_eq!(s.take(1, Millis::MAX, 100).len(), 9);
     assert!(s.take(1, Millis::MAX, 100).is_empty(), "no duplicate entry");
 }
+
+/// A lane's fifo is kept nondecreasing against the last due time it took, not its back:
+/// a regular schedule due before that (a put-back after the fifo emptied) goes to the
+/// lane's heap, and everything is still taken in due order.
+#[test]
+fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_order() {
+    let mix = Mix(7);
+    let (g, bit) = group_bit(1);
+    let mut stripe = Stripe::new(2, 4);
+    let push = |stripe: &mut Stripe, name: &str, due: Millis| {
+        let i = id(name);
+        let c = Change {
+            keys: mix.keys(SyncScheduler::hash(&i)),
+            id: &i,
+            state: None,
+            due,
+            regular: true,
+        };
+        assert_eq!(stripe.schedule(mix, &c, g, bit), bit);
+    };
+    let taken = |stripe: &mut Stripe, now: Millis| {
+        let mut out = Vec::new();
+        stripe.take_due(mix, 1, now, 10, &mut out);
+        out.into_iter()
+            .map(|t| (t.id.as_str().to_string(), t.due))
+            .collect::<Vec<_>>()
+    };
+    push(&mut stripe, "a", 10);
+    assert_eq!(taken(&mut stripe, 10), [("a".to_string(), 10)]);
+    assert!(stripe.lanes[1].fifo.is_empty());
+    // Due before the last push (10), into an empty fifo: the heap takes them.
+    push(&mut stripe, "c", 5);
+    push(&mut stripe, "d", 7);
+    push(&mut stripe, "b", 20);
+    let lane = &stripe.lanes[1];
+    assert_eq!((lane.heap.len(), lane.fifo.len()), (2, 1));
+    assert_eq!(
+        taken(&mut stripe, 100),
+        [
+            ("c".to_string(), 5),
+            ("d".to_string(), 7),
+            ("b".to_string(), 20)
+        ]
+    );
+    assert!(stripe.pending.is_empty() && stripe.lanes[1].next_due().is_none());
+}
