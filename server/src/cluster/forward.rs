@@ -102,14 +102,15 @@ impl Item {
         }
     }
 
-    /// A received item in core types, to apply it here (`None`: a registration or
+    /// A received item in core types, to apply it here (`ip`: its address's, as
+    /// [`Item::address`] read it; `None`: a registration or
     /// deregistration without its instance, refused by [`Item::address`] before it gets
     /// here). A deregistration's or heartbeat's target carries its port only: its owner
     /// applies it by client id and service, and the ip and cluster are not copied.
-    fn owned(kind: Kind, r: &Received) -> Option<Item> {
+    fn owned(kind: Kind, r: &Received, ip: &str) -> Option<Item> {
         let (ns, group, name) = r.service();
         let service = ServiceSpec::new(ns, group, name);
-        let i = r.instance()?;
+        let i = r.instance_at(ip)?;
         Some(match kind {
             Kind::Register => Item::Register(
                 service,
@@ -445,7 +446,7 @@ impl Forwarder {
     fn apply_owned(&self, item: &Item, client: &ClientId, ip: &str, port: u16) -> ItemResult {
         let owned;
         let item = match item {
-            Item::Received(kind, r) => match Item::owned(*kind, r) {
+            Item::Received(kind, r) => match Item::owned(*kind, r, ip) {
                 Some(i) => {
                     owned = i;
                     &owned
