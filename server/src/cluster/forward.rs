@@ -102,14 +102,15 @@ impl Item {
         }
     }
 
-    /// A received item in core types, to apply it here (`None`: a registration or
+    /// A received item in core types, to apply it here (`ip`: its address's, as
+    /// [`Item::address`] read it; `None`: a registration or
     /// deregistration without its instance, refused by [`Item::address`] before it gets
     /// here). A deregistration's or heartbeat's target carries its port only: its owner
     /// applies it by client id and service, and the ip and cluster are not copied.
-    fn owned(kind: Kind, r: &Received) -> Option<Item> {
+    fn owned(kind: Kind, r: &Received, ip: &str) -> Option<Item> {
         let (ns, group, name) = r.service();
         let service = ServiceSpec::new(ns, group, name);
-        let i = r.instance()?;
+        let i = r.instance_at(ip)?;
         Some(match kind {
             Kind::Register => Item::Register(
                 service,
@@ -319,8 +320,10 @@ impl Forwarder {
         // The owner of each item forwarded elsewhere (`None`: answered here).
         let mut owners: Vec<Option<MemberId>> = vec![None; items.len()];
         {
-            // One load of the routing table for the batch (not held across the await).
+            // One load of the routing table for the batch (not held across the await), and
+            // one reading of the clock: the batch's items are applied at one time.
             let routes = self.node.routes();
+            let now = (self.clock)();
             // The routing keys spelled in one buffer: an item forwarded elsewhere needs no
             // client id here.
             let mut key = String::new();
@@ -330,7 +333,7 @@ impl Forwarder {
                     Ok((ip, port)) => match routes.route(spell_key(&mut key, ip, port)) {
                         Route::Local => {
                             let client = ClientId::ip_port(ip, port);
-                            results[i] = Some(self.apply_owned(item, &client, ip, port));
+                            results[i] = Some(self.apply_owned(item, &client, ip, port, now));
                         }
                         Route::Remote(owner) => owners[i] = Some(owner),
                     },
@@ -403,15 +406,16 @@ impl Forwarder {
 
     /// Applies a forwarded batch: every item must be owned here (never forwarded again).
     pub fn apply_forwarded(&self, req: writes::ForwardRequest) -> pb::ForwardResponse {
-        // One load of the routing table for the batch.
+        // One load of the routing table and one reading of the clock for the batch.
         let routes = self.node.routes();
+        let now = (self.clock)();
         let one = |item: Item| -> pb::ItemResult {
             let result = match item.address() {
                 Err(e) => e,
                 Ok((ip, port)) => {
                     let client = ClientId::ip_port(ip, port);
                     match routes.route(routing_key(&client)) {
-                        Route::Local => self.apply_owned(&item, &client, ip, port),
+                        Route::Local => self.apply_owned(&item, &client, ip, port, now),
                         Route::Remote(owner) => {
                             self.metrics.forwarded(Outcome::Misdirected, 1);
                             ItemResult {
@@ -441,11 +445,18 @@ impl Forwarder {
         }
     }
 
-    /// Applies an item this node owns (`client` is `ip:port`'s client).
-    fn apply_owned(&self, item: &Item, client: &ClientId, ip: &str, port: u16) -> ItemResult {
+    /// Applies an item this node owns (`client` is `ip:port`'s client) at `now`.
+    fn apply_owned(
+        &self,
+        item: &Item,
+        client: &ClientId,
+        ip: &str,
+        port: u16,
+        now: distro_core::time::Millis,
+    ) -> ItemResult {
         let owned;
         let item = match item {
-            Item::Received(kind, r) => match Item::owned(*kind, r) {
+            Item::Received(kind, r) => match Item::owned(*kind, r, ip) {
                 Some(i) => {
                     owned = i;
                     &owned
@@ -454,7 +465,6 @@ impl Forwarder {
             },
             item => item,
         };
-        let now = (self.clock)();
         let write = |r: Result<distro_core::WriteResult, WriteError>| match r {
             Ok(_) => ItemResult::ok(),
             Err(e) => ItemResult::invalid(&e.to_string()),
@@ -522,6 +532,62 @@ mod tests {
                 "{ip}:{port}"
             );
         }
+    }
+
+    /// A batch reads the clock once: its items are applied at one time (a forwarded
+    /// batch's too).
+    #[test]
+    fn a_batch_reads_the_clock_once() {
+        use crate::fault::PeerGate;
+        use distro_core::{Config, MemberList};
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        let node = Arc::new(
+            Node::new(
+                Config::default(),
+                MemberList::new("127.0.0.1:8848", &[]).unwrap(),
+                1,
+            )
+            .unwrap(),
+        );
+        let metrics = Arc::new(Metrics::default());
+        let peers = Arc::new(
+            PeerClients::new(
+                node.clone(),
+                |a: &str| a.to_string(),
+                None,
+                None,
+                None,
+                Arc::new(PeerGate::default()),
+                metrics.clone(),
+            )
+            .unwrap(),
+        );
+        let reads = Arc::new(AtomicU64::new(0));
+        let counted = reads.clone();
+        let clock: Clock = Arc::new(move || 1_000 + counted.fetch_add(1, SeqCst));
+        let f = Forwarder::new(node, clock, peers, metrics);
+        let items = |n: u32| -> Vec<Item> {
+            (0..n)
+                .map(|i| {
+                    Item::Register(
+                        ServiceSpec::new("", "", "svc"),
+                        InstanceSpec::new(&format!("10.0.0.{i}"), 80),
+                    )
+                })
+                .collect()
+        };
+        let results = futures::executor::block_on(f.apply(items(5)));
+        assert!(results.iter().all(|r| r.code == code::OK), "{results:?}");
+        assert_eq!(reads.load(SeqCst), 1);
+        let mut req = Vec::new();
+        for item in items(3) {
+            put_forward(item, &mut req);
+        }
+        let req = <writes::ForwardRequest as prost::Message>::decode(&req[..]).unwrap();
+        let answer = f.apply_forwarded(req);
+        assert!(answer.registrations.iter().all(|r| r.code == code::OK));
+        assert_eq!(answer.registrations.len(), 3);
+        assert_eq!(reads.load(SeqCst), 2);
     }
 
     /// A deregistration's or a beat's address is checked before it is routed: one the

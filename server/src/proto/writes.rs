@@ -19,6 +19,7 @@
 //! servers only); clients keep the generated structs.
 
 use crate::proto::distro as pb;
+use distro_core::model::DEFAULT_CLUSTER;
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{DecodeContext, WireType, decode_varint, skip_field};
 use prost::{DecodeError, Message};
@@ -130,6 +131,16 @@ fn text(bytes: &[u8], span: Span) -> &str {
         .unwrap_or_default()
 }
 
+/// The text of `span`, `known` itself when the span holds its bytes (then not checked
+/// again: the common value of a field taken without a second UTF-8 check).
+#[inline]
+fn known_or_text<'a>(bytes: &'a [u8], span: Span, known: &'static str) -> &'a str {
+    match bytes.get(span.start as usize..span.end as usize) {
+        Some(b) if b == known.as_bytes() => known,
+        _ => text(bytes, span),
+    }
+}
+
 impl Received {
     /// The encoded `Registration` or `Beat`, as received.
     pub fn as_bytes(&self) -> &[u8] {
@@ -155,18 +166,36 @@ impl Received {
     /// The instance (`None`: a registration without one).
     pub fn instance(&self) -> Option<InstanceRef<'_>> {
         let i = self.instance.as_ref()?;
+        Some(self.instance_ref(i, text(&self.bytes, i.ip)))
+    }
+
+    /// [`Received::instance`], given its `ip` as [`Received::address`] returned it: that
+    /// text is not checked again (an `ip` that is not the one `address` returned is read
+    /// from the item as `instance` reads it).
+    pub fn instance_at<'a>(&'a self, ip: &'a str) -> Option<InstanceRef<'a>> {
+        let i = self.instance.as_ref()?;
+        let held = self.bytes.get(i.ip.start as usize..i.ip.end as usize);
+        let ip = if held.is_some_and(|b| std::ptr::eq(b, ip.as_bytes())) {
+            ip
+        } else {
+            text(&self.bytes, i.ip)
+        };
+        Some(self.instance_ref(i, ip))
+    }
+
+    fn instance_ref<'a>(&'a self, i: &'a InstanceSpans, ip: &'a str) -> InstanceRef<'a> {
         let t = |s| text(&self.bytes, s);
-        Some(InstanceRef {
-            ip: t(i.ip),
+        InstanceRef {
+            ip,
             port: i.port,
             weight: i.weight,
             healthy: i.healthy,
             enabled: i.enabled,
-            cluster: t(i.cluster),
+            cluster: known_or_text(&self.bytes, i.cluster, DEFAULT_CLUSTER),
             instance_id: t(i.instance_id),
             spans: i,
             bytes: &self.bytes,
-        })
+        }
     }
 
     /// Reads a `Registration` the way the generated code writes it, or `None`.
@@ -293,8 +322,8 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     fn string(&mut self) -> Option<Span> {
         let b = self.delimited()?;
-        // ASCII (addresses, names) checked byte by byte, cheaper than the general check.
-        if !b.iter().all(u8::is_ascii) {
+        // ASCII (addresses, names) checked a word at a time, cheaper than the general check.
+        if !b.is_ascii() {
             std::str::from_utf8(b).ok()?;
         }
         let start = self.offset(b);
@@ -491,6 +520,23 @@ fn delimited_len(tag: u32, body: &[u8]) -> usize {
     crate::cluster::sync_codec::nested_len(tag, body.len())
 }
 
+/// How many length-delimited top-level fields of each tag 1..=4 `whole` holds (index 0
+/// unused), to size the lists before they are read; a scan of keys and lengths that stops
+/// at the first field it does not take (the reading that follows refuses it).
+fn count_items(whole: &[u8]) -> [usize; 5] {
+    let mut n = [0; 5];
+    let mut r = Reader::new(whole);
+    while let Some(Some((tag, WireType::LengthDelimited))) = r.key() {
+        if r.delimited().is_none() {
+            break;
+        }
+        if let Some(c) = n.get_mut(tag as usize) {
+            *c += 1;
+        }
+    }
+    n
+}
+
 /// A request of one repeated field 1 of items (`M`: their generated type).
 macro_rules! item_request {
     ($(#[$doc:meta])* $name:ident, $field:ident, $item:ty) => {
@@ -537,7 +583,8 @@ macro_rules! item_request {
                 let bytes = buf.copy_to_bytes(buf.remaining());
                 decode_with(bytes, |whole| {
                     let mut r = Reader::new(whole);
-                    let mut items = Vec::new();
+                    // Sized once (no regrowth copying the items).
+                    let mut items = Vec::with_capacity(count_items(whole)[1]);
                     while let Some((tag, item)) = r.item(whole)? {
                         if tag != 1 {
                             return None;
@@ -644,7 +691,14 @@ impl Message for ForwardRequest {
         let bytes = buf.copy_to_bytes(buf.remaining());
         decode_with(bytes, |whole| {
             let mut r = Reader::new(whole);
-            let mut req = Self::default();
+            // Each list sized once (no regrowth copying the items).
+            let n = count_items(whole);
+            let mut req = Self {
+                from: String::new(),
+                registrations: Vec::with_capacity(n[2]),
+                deregistrations: Vec::with_capacity(n[3]),
+                beats: Vec::with_capacity(n[4]),
+            };
             while let Some((tag, item)) = r.item(whole)? {
                 match tag {
                     1 => req.from = std::str::from_utf8(&item).ok()?.to_owned(),
@@ -944,6 +998,78 @@ mod tests {
              RegisterRequest.registrations: invalid string value: data is not UTF-8 encoded"
         );
         agree(&req).unwrap();
+    }
+
+    /// Text fields beyond ASCII (checked in full when read) are the generated code's
+    /// strings, in requests and forwarded ones.
+    #[test]
+    fn non_ascii_text_reads_back_as_sent() {
+        let mut r = registration(5, &[("clé", "välue"), ("ключ", "値")], "id-ü");
+        let s = r.service.as_mut().unwrap();
+        (s.namespace, s.group, s.name) = ("ñs".into(), "grüppe".into(), "服务-😀".into());
+        r.instance.as_mut().unwrap().cluster = "clüster".into();
+        let req = pb::RegisterRequest {
+            registrations: vec![r.clone(), registration(6, &[], "")],
+        };
+        let bytes = req.encode_to_vec();
+        agree(&bytes).unwrap();
+        let ours = RegisterRequest::decode(&bytes[..]).expect("valid");
+        assert!(same_list(&ours.registrations, &req.registrations));
+        let i = ours.registrations[0].instance().unwrap();
+        assert_eq!((i.cluster, i.instance_id), ("clüster", "id-ü"));
+        assert_eq!(ours.registrations[0].service(), ("ñs", "grüppe", "服务-😀"));
+        // The ip as `address` gave it, or any other text (read from the item instead).
+        let (ip, _) = ours.registrations[0].address().unwrap();
+        let copy = ip.to_string();
+        for given in [ip, "10.9.9.9", copy.as_str()] {
+            let at = ours.registrations[0].instance_at(given).unwrap();
+            assert_eq!((at.ip, at.cluster), (ip, "clüster"));
+        }
+        // The default cluster's name, taken without a check, and names that only start
+        // like it.
+        for cluster in ["DEFAULT", "DEFAULT2", "DEFAUL", ""] {
+            let mut r = registration(1, &[], "");
+            r.instance.as_mut().unwrap().cluster = cluster.into();
+            let req = pb::RegisterRequest {
+                registrations: vec![r],
+            };
+            let ours = RegisterRequest::decode(&req.encode_to_vec()[..]).expect("valid");
+            assert_eq!(ours.registrations[0].instance().unwrap().cluster, cluster);
+        }
+        let f = pb::ForwardRequest {
+            from: "nöde:1".into(),
+            registrations: vec![r],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        agree(&f).unwrap();
+    }
+
+    /// The lists are sized once from a scan of the request (exactly, for valid input),
+    /// and a scan of damaged input stops without failing.
+    #[test]
+    fn lists_are_sized_by_a_scan_of_the_request() {
+        let req = pb::RegisterRequest {
+            registrations: (0..5).map(|i| registration(i, &[], "")).collect(),
+        };
+        let ours = RegisterRequest::decode(&req.encode_to_vec()[..]).expect("valid");
+        assert_eq!(ours.registrations.capacity(), 5);
+        let mut f = sample_forward();
+        f.registrations.push(registration(9, &[], ""));
+        let bytes = f.encode_to_vec();
+        assert_eq!(count_items(&bytes), [0, 1, 5, 1, 1]);
+        let ours = ForwardRequest::decode(&bytes[..]).expect("valid");
+        assert_eq!(
+            (
+                ours.registrations.capacity(),
+                ours.deregistrations.capacity(),
+                ours.beats.capacity()
+            ),
+            (5, 1, 1)
+        );
+        for cut in 0..bytes.len() {
+            assert!(count_items(&bytes[..cut]).iter().sum::<usize>() <= 8);
+        }
     }
 
     proptest! {
