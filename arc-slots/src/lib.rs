@@ -175,13 +175,19 @@ impl<T: Send + Sync + 'static> Slots<T> {
         Some(value)
     }
 
-    /// Puts `value` into slot `s`; returns whether the slot held a value before (freed once
-    /// no reader can see it) or `None` if the slot was never handed out (then `value` is
-    /// dropped).
-    pub fn replace(&self, s: usize, value: Option<Arc<T>>, pin: &Pin<'_>) -> Option<bool> {
+    /// Puts `value` into slot `s`; returns what the slot held before, if anything, to
+    /// retire (see [`Unlinked`]: freed once no reader can see it), or `None` if the slot
+    /// was never handed out (then `value` is dropped). [`Slots::exchange`] is the same
+    /// without telling the two `None`s apart.
+    pub fn replace<'a>(
+        &self,
+        s: usize,
+        value: Option<Arc<T>>,
+        pin: &'a Pin<'a>,
+    ) -> Option<Option<Unlinked<'a, T>>> {
         self.check(pin);
         let slot = self.slot(s)?;
-        Some(Self::swap_into(slot, value, pin).is_some())
+        Some(Self::swap_into(slot, value, pin))
     }
 
     /// Puts `value` into slot `s`; returns the value the slot held before, to retire (see

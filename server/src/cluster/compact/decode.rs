@@ -558,7 +558,7 @@ fn derived_id(
                 b.word(TRUE, 5);
             }
         }
-        ids.extend_from_slice(b.as_bytes());
+        b.append_to(ids);
     } else {
         match connection {
             Some((millis, port)) => {

@@ -455,6 +455,20 @@ fn id_buffer_writes_decimals_and_texts_as_format_does() {
         b.word(u64::from_le_bytes(*b"#true\0\0\0"), 5);
         let want = format!("1733000000000_{}_65535#true", &text[..n]);
         assert_eq!(b.as_bytes(), want.as_bytes(), "{n}");
+        // Appended after what is there: of up to `SHORT` bytes by the fixed copy cut
+        // back, longer as they are (the ids of every length from 25 to 65 bytes).
+        let mut out = b"before|".to_vec();
+        b.append_to(&mut out);
+        assert_eq!(out, format!("before|{want}").into_bytes(), "{n}");
+    }
+    for n in 0..=IdBuf::SHORT + 1 {
+        let mut b = IdBuf::new();
+        b.text(&text.as_bytes()[..n.min(IdBuf::MAX_IP)]);
+        let mut out = vec![b'x'; n % 3];
+        b.append_to(&mut out);
+        let mut want = vec![b'x'; n % 3];
+        want.extend_from_slice(&text.as_bytes()[..n]);
+        assert_eq!(out, want, "{n}");
     }
 }
 

@@ -190,7 +190,28 @@ impl IdBuf {
     pub(super) fn as_bytes(&self) -> &[u8] {
         &self.b[..self.n]
     }
+
+    /// Appends the bytes written to `out`: as a fixed [`IdBuf::SHORT`] bytes (a copy of
+    /// known width, in line, where a copy of the text's length is a call) cut back to the
+    /// text, when it is that short (nearly every derived id); else as they are.
+    #[inline]
+    pub(super) fn append_to(&self, out: &mut Vec<u8>) {
+        if self.n <= IdBuf::SHORT {
+            let end = out.len() + self.n;
+            out.extend_from_slice(&self.b[..IdBuf::SHORT]);
+            out.truncate(end);
+        } else {
+            out.extend_from_slice(self.as_bytes());
+        }
+    }
+
+    /// The width [`IdBuf::append_to`] copies in line: a connection id of 13-digit millis,
+    /// an IPv4 address of up to 12 bytes and a five-digit port.
+    pub(super) const SHORT: usize = 32;
 }
+
+// `IdBuf::append_to`'s fixed copy reads within the buffer.
+const _: () = assert!(IdBuf::SHORT <= IdBuf::CAP + 8);
 
 /// How an ip travels: packed when the text is the address's one canonical form.
 pub(super) enum PackedIp {
@@ -251,7 +272,9 @@ const OCTETS: [([u8; 4], u8); 256] = {
 /// The dotted form of an IPv4 address, written without the formatting machinery (on the
 /// stack, then inline in the string: no allocation): each octet's digits and dot copied
 /// from a table as one four-byte word, the text then taken as ASCII (checked as two
-/// words, see [`SmallStr::from_ascii`]) without the last octet's dot.
+/// words, see [`SmallStr::from_ascii`]) without the last octet's dot. Inlined into the
+/// instance's read (nearly every instance's address): a call cost its spills.
+#[inline]
 pub(super) fn ipv4_text(o: [u8; 4]) -> SmallStr {
     let mut a = [0u8; 16];
     let mut n = 0;
