@@ -78,12 +78,27 @@ fn malformed(at: usize, what: impl std::fmt::Display) -> WireError {
     WireError::Malformed(format!("malformed compact batch at byte {at}: {what}"))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Where an encoder writes bytes one at a time: a `Vec` (the tables) or the stack
+/// scratch of a record ([`Scratch`]).
+trait ByteSink {
+    fn put(&mut self, c: u8);
+}
+
+impl ByteSink for Vec<u8> {
+    #[inline(always)]
+    fn put(&mut self, c: u8) {
+        self.push(c);
+    }
+}
+
+/// An unsigned LEB128 varint.
+#[inline]
+fn put_varint(out: &mut impl ByteSink, mut v: u64) {
     while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+        out.put(v as u8 | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.put(v as u8);
 }
 
 /// Builds the tables while records are written to their own buffer.

@@ -19,6 +19,13 @@ pub(super) struct Scratch {
     n: usize,
 }
 
+impl super::ByteSink for Scratch {
+    #[inline(always)]
+    fn put(&mut self, c: u8) {
+        self.byte(c);
+    }
+}
+
 impl Scratch {
     #[inline(always)]
     pub(super) fn new() -> Self {
@@ -71,12 +78,8 @@ impl Scratch {
     }
 
     #[inline]
-    fn varint_long(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte(v as u8 | 0x80);
-            v >>= 7;
-        }
-        self.byte(v as u8);
+    fn varint_long(&mut self, v: u64) {
+        super::put_varint(self, v);
     }
 
     /// Room for a step of [`STEP`] bytes: what is written is copied to `out` first when
@@ -107,7 +110,16 @@ impl Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::compact::put_varint;
+
+    /// An unsigned LEB128 varint, written out here as the reference (not the encoders'
+    /// shared loop).
+    fn put_varint(out: &mut Vec<u8>, v: u64) {
+        let n = (64 - (v | 1).leading_zeros()).div_ceil(7);
+        for k in 0..n {
+            let more = if k + 1 < n { 0x80 } else { 0 };
+            out.push((v >> (7 * k)) as u8 & 0x7f | more);
+        }
+    }
 
     /// Records of every length up to several times the scratch, in steps of up to
     /// [`STEP`] bytes (varints of every width, fixed-width fields), come out as the same
