@@ -269,6 +269,7 @@ fn instance<'a>(
     .map_err(|e| e.to_string())?;
     let mut out = Instance {
         ip: i.ip.into(),
+        ipv4: distro_core::model::Ipv4Bits::of(i.ip),
         port: i.port,
         weight: i.weight,
         healthy: i.healthy,

@@ -206,6 +206,7 @@ pub fn requests(kind: Kind, n: usize, count: usize) -> Vec<Request> {
 pub fn bare_instance(interner: &distro_core::name::Interner, i: usize) -> Instance {
     Instance {
         ip: ip(i).into(),
+        ipv4: distro_core::model::Ipv4Bits::of(&ip(i)),
         port: port(i),
         weight: 1.0,
         healthy: !i.is_multiple_of(10),

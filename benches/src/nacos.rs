@@ -82,9 +82,11 @@ mod tests {
         let interner = Interner::new();
         let mut a = crate::fixture::bare_instance(&interner, 1);
         a.ip = "10.0.0.2".into();
+        a.ipv4 = distro_core::model::Ipv4Bits::of(&a.ip);
         a.port = 8080;
         let mut b = crate::fixture::bare_instance(&interner, 0);
         b.ip = "10.0.0.1".into();
+        b.ipv4 = distro_core::model::Ipv4Bits::of(&b.ip);
         b.port = 80;
         b.weight = 0.5;
         b.metadata = Default::default();

@@ -504,6 +504,7 @@ mod tests {
         let interner = Interner::new();
         let instance = |ip: &str, port: u16| Instance {
             ip: ip.into(),
+            ipv4: crate::model::Ipv4Bits::of(ip),
             port,
             weight: 1.0,
             healthy: true,

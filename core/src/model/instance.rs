@@ -44,6 +44,11 @@ pub struct Instance {
     /// IP address or host name (16 bytes, stored inline up to 15: no allocation for IPv4
     /// addresses).
     pub ip: super::SmallStr,
+    /// `ip` packed when it is an IPv4 address in its canonical form (what the compact peer
+    /// layout sends as 4 bytes): a function of `ip` alone, [`Ipv4Bits::of`] it (or
+    /// [`Ipv4Bits::from_octets`] where the text is written from the octets), kept in the
+    /// struct's padding so the encoder loads it instead of parsing the text per peer.
+    pub ipv4: Ipv4Bits,
     /// Port, 1..=65535.
     pub port: u16,
     /// Weight, 0..=10000.
@@ -87,6 +92,40 @@ impl Instance {
     /// Timeout without heartbeats after which the instance is deleted.
     pub fn delete_timeout(&self, default: Millis) -> Millis {
         self.metadata.millis(META_DELETE_TIMEOUT).unwrap_or(default)
+    }
+}
+
+/// An instance's ip packed as an IPv4 address ([`Instance::ipv4`]): the octets (as a
+/// little-endian `u32`) of an ip that is a canonical IPv4 address other than `0.0.0.0`
+/// (which packs to 0, the value of none), none for any other text. Four bytes, in the
+/// padding of [`Instance`] (which stays 56). Made only from the text (or from the octets
+/// the text is written from), so instances of equal ips hold equal bits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ipv4Bits(Option<std::num::NonZeroU32>);
+
+impl Ipv4Bits {
+    /// The bits of `ip` (a parse of the text: see
+    /// [`canonical_ipv4`](crate::compact_form::canonical_ipv4)).
+    #[inline]
+    pub fn of(ip: &str) -> Self {
+        match crate::compact_form::canonical_ipv4(ip) {
+            Some(o) => Ipv4Bits::from_octets(o),
+            None => Ipv4Bits(None),
+        }
+    }
+
+    /// The bits of the ip whose text is the canonical form of the address `o` (the
+    /// caller's to ensure: the text is written from these octets).
+    #[inline(always)]
+    pub fn from_octets(o: [u8; 4]) -> Self {
+        Ipv4Bits(std::num::NonZeroU32::new(u32::from_le_bytes(o)))
+    }
+
+    /// The octets as a little-endian `u32`, or `None` (the ip is no canonical IPv4
+    /// address, or is `0.0.0.0`: the text decides).
+    #[inline(always)]
+    pub fn get(self) -> Option<u32> {
+        self.0.map(std::num::NonZeroU32::get)
     }
 }
 
@@ -303,7 +342,8 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         service: &Service,
         held: Option<&Instance>,
     ) -> Result<Conversion, ValidationError> {
-        let ip = held.map(|h| &h.ip).filter(|ip| short_eq(ip, self.ip));
+        // The held instance when its ip is the request's (its text and bits are kept).
+        let ip = held.filter(|h| short_eq(&h.ip, self.ip));
         let default_cluster = self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER;
         let cluster = held
             .map(|h| &h.cluster)
@@ -339,12 +379,13 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         {
             return Ok(Conversion::Held);
         }
-        let ip = match ip {
-            Some(ip) => ip.clone(),
-            None => super::SmallStr::new(self.ip),
+        let (ip, ipv4) = match ip {
+            Some(h) => (h.ip.clone(), h.ipv4),
+            None => (super::SmallStr::new(self.ip), Ipv4Bits::of(self.ip)),
         };
         let mut inst = Instance {
             ip,
+            ipv4,
             port: self.port as u16,
             weight: self.weight,
             healthy: self.healthy,

@@ -121,11 +121,13 @@ impl Metadata {
     }
 
     /// Number of entries.
+    #[inline]
     pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |a| a.0.len())
     }
 
     /// Whether there are no entries.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -144,6 +146,7 @@ impl Metadata {
     /// The identity of the stored map (0 for none): equal for metadata that
     /// [`Metadata::shares_storage`], so an encoder can key a table of maps by it without
     /// hashing the pairs.
+    #[inline]
     pub fn storage_key(&self) -> usize {
         self.0.as_ref().map_or(0, |a| Arc::as_ptr(a) as usize)
     }

@@ -255,6 +255,44 @@ fn a_conversion_from_a_held_instance_shares_what_is_unchanged_and_checks_what_ch
     assert_eq!(inst.instance_id(&s), "my-id");
 }
 
+/// An instance's IPv4 bits are its ip's, whichever way it is converted: parsed for a new
+/// ip (none for `0.0.0.0`, a non-canonical form, a host name or an IPv6 address), kept
+/// from the held instance only while the ip is the held one.
+#[test]
+fn an_instance_holds_the_ipv4_bits_of_its_ip() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let ips = [
+        ("10.0.0.7", Some([10, 0, 0, 7])),
+        ("255.255.255.255", Some([255; 4])),
+        ("1.22.199.250", Some([1, 22, 199, 250])),
+        ("0.0.0.0", None),
+        ("010.0.0.7", None),
+        ("10.0.0", None),
+        ("host-a", None),
+        ("::1", None),
+        ("::ffff:10.0.0.7", None),
+    ];
+    for (ip, octets) in ips {
+        let want = octets.map(u32::from_le_bytes);
+        assert_eq!(Ipv4Bits::of(ip).get(), want, "{ip}");
+        let inst = InstanceSpec::new(ip, 80).to_instance(&i, &s).unwrap();
+        assert_eq!(inst.ipv4.get(), want, "{ip}");
+        if let Some(o) = octets {
+            assert_eq!(Ipv4Bits::from_octets(o), inst.ipv4, "{ip}");
+        }
+        // From a held instance: of the same ip (its bits kept), of every other ip.
+        for (held_ip, _) in ips {
+            let held = InstanceSpec::new(held_ip, 80).to_instance(&i, &s).unwrap();
+            let mut spec = InstanceSpec::new(ip, 80);
+            spec.weight = 2.0;
+            let inst = spec.fields().to_instance_from(&i, &s, Some(&held)).unwrap();
+            assert_eq!(inst.ipv4.get(), want, "{ip} from {held_ip}");
+        }
+    }
+    assert_eq!(Ipv4Bits::from_octets([0; 4]).get(), None);
+}
+
 /// A conversion from a held instance tells a request equal to it in every field (it builds
 /// nothing) from one that makes another instance, whichever field differs.
 #[test]

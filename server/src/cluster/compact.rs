@@ -39,7 +39,7 @@
 //! full) is no longer read.
 
 use crate::cluster::wire::WireError;
-use distro_core::compact_form::{IdForm, id_form};
+use distro_core::compact_form::{IdForm, canonical_ipv4, id_form};
 use distro_core::model::{ClientId, Metadata, Publication, Revision, Service};
 use distro_core::name::Name;
 use distro_core::registry::Client;
@@ -78,12 +78,27 @@ fn malformed(at: usize, what: impl std::fmt::Display) -> WireError {
     WireError::Malformed(format!("malformed compact batch at byte {at}: {what}"))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Where an encoder writes bytes one at a time: a `Vec` (the tables) or the stack
+/// scratch of a record ([`Scratch`]).
+trait ByteSink {
+    fn put(&mut self, c: u8);
+}
+
+impl ByteSink for Vec<u8> {
+    #[inline(always)]
+    fn put(&mut self, c: u8) {
+        self.push(c);
+    }
+}
+
+/// An unsigned LEB128 varint.
+#[inline]
+fn put_varint(out: &mut impl ByteSink, mut v: u64) {
     while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+        out.put(v as u8 | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.put(v as u8);
 }
 
 /// Builds the tables while records are written to their own buffer.
@@ -397,7 +412,15 @@ impl<'a> Encoder<'a> {
                 // 3 × 5 bytes at most.
                 const _: () = assert!(1 + 16 + 2 + 8 + 3 * 5 <= scratch::STEP);
                 out.room(&mut self.records);
-                let ip = pack_ip(&i.ip);
+                // A canonical IPv4 address is packed in the instance (its bits loaded,
+                // not parsed from the text); any other text is packed here.
+                let ip = match i.ipv4.get() {
+                    Some(v4) => {
+                        debug_assert_eq!(Some(v4.to_le_bytes()), canonical_ipv4(&i.ip));
+                        PackedIp::V4(v4.to_le_bytes())
+                    }
+                    None => pack_ip(&i.ip),
+                };
                 let flags = (u8::from(i.healthy) * HEALTHY)
                     | (u8::from(i.enabled) * ENABLED)
                     | (u8::from(i.custom_id.is_some()) * CUSTOM_ID)

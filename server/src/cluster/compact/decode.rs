@@ -10,8 +10,8 @@ use super::{
 use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
-    ClientId, Instance, InstanceFields, Metadata, Publication, Revision, Service, SmallStr,
-    check_cluster_name, default_instance_id, validate_metadata,
+    ClientId, Instance, InstanceFields, Ipv4Bits, Metadata, Publication, Revision, Service,
+    SmallStr, check_cluster_name, default_instance_id, validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -358,12 +358,18 @@ fn instance(
     let at = r.at;
     // The flags, a packed IPv4 address and the port (nearly every instance) in one read
     // when the batch holds them; else field by field.
-    let (flags, ip, port) = match r.b.get(at..at + 7) {
+    let (flags, ip, ipv4, port) = match r.b.get(at..at + 7) {
         Some(&[flags, a, b, c, d, p0, p1]) if flags & (0x80 | IPV4 | IPV6) == IPV4 => {
             r.at = at + 7;
-            (flags, ipv4_text([a, b, c, d]), u16::from_le_bytes([p0, p1]))
+            let o = [a, b, c, d];
+            let port = u16::from_le_bytes([p0, p1]);
+            (flags, ipv4_text(o), Ipv4Bits::from_octets(o), port)
         }
-        _ => flags_ip_port(t, r)?,
+        _ => {
+            let (flags, ip, port) = flags_ip_port(t, r)?;
+            let ipv4 = Ipv4Bits::of(&ip);
+            (flags, ip, ipv4, port)
+        }
     };
     let weight = if flags & WEIGHT != 0 {
         f64::from_bits(r.u64("weight")?)
@@ -436,6 +442,7 @@ fn instance(
     };
     Ok(Instance {
         ip,
+        ipv4,
         port,
         weight,
         healthy,

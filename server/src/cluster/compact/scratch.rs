@@ -19,6 +19,13 @@ pub(super) struct Scratch {
     n: usize,
 }
 
+impl super::ByteSink for Scratch {
+    #[inline(always)]
+    fn put(&mut self, c: u8) {
+        self.byte(c);
+    }
+}
+
 impl Scratch {
     #[inline(always)]
     pub(super) fn new() -> Self {
@@ -70,13 +77,16 @@ impl Scratch {
         }
     }
 
+    /// A varint of two bytes or more: below 2^56 (a connection's millis, six bytes) as
+    /// one word ([`spread_varint`]), longer ones a byte at a time.
     #[inline]
-    fn varint_long(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte(v as u8 | 0x80);
-            v >>= 7;
+    fn varint_long(&mut self, v: u64) {
+        if v < 1 << 56 {
+            let (w, len) = spread_varint(v);
+            self.word(w, len);
+        } else {
+            super::put_varint(self, v);
         }
-        self.byte(v as u8);
     }
 
     /// Room for a step of [`STEP`] bytes: what is written is copied to `out` first when
@@ -104,10 +114,56 @@ impl Scratch {
     }
 }
 
+/// The varint of `v` (128 to 2^56 - 1) as the low bytes of a word, and their number
+/// (2 to 8): its 7-bit groups spread one to a byte by halving the lanes three times (28
+/// bits to each 32-bit half, 14 to each 16-bit quarter, 7 to each byte), the
+/// continuation bit set in every byte but the last.
+#[inline(always)]
+fn spread_varint(v: u64) -> (u64, usize) {
+    debug_assert!((0x80..1 << 56).contains(&v));
+    let len = (70 - v.leading_zeros() as usize) / 7;
+    let x = (v & 0x0fff_ffff) | (v & 0x00ff_ffff_f000_0000) << 4;
+    let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x0fff_c000_0fff_c000) << 2;
+    let x = (x & 0x007f_007f_007f_007f) | (x & 0x3f80_3f80_3f80_3f80) << 1;
+    let more = 0x8080_8080_8080_8080 & ((1 << (8 * (len - 1))) - 1);
+    (x | more, len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::compact::put_varint;
+
+    /// An unsigned LEB128 varint, written out here as the reference (not the encoders'
+    /// shared loop).
+    fn put_varint(out: &mut Vec<u8>, v: u64) {
+        let n = (64 - (v | 1).leading_zeros()).div_ceil(7);
+        for k in 0..n {
+            let more = if k + 1 < n { 0x80 } else { 0 };
+            out.push((v >> (7 * k)) as u8 & 0x7f | more);
+        }
+    }
+
+    /// A varint spread in one word is the one written a byte at a time, on both sides of
+    /// every width boundary from two bytes to eight, and with every group's bits set.
+    #[test]
+    fn a_varint_spread_in_a_word_is_the_bytewise_one() {
+        for bits in 8..=56 {
+            let top = (1u64 << bits) - 1;
+            for v in [
+                1 << (bits - 1),
+                (1 << (bits - 1)) + 1,
+                top,
+                top & 0x5555_5555_5555_5555 | 1 << (bits - 1),
+            ] {
+                let (w, len) = spread_varint(v);
+                let mut want = Vec::new();
+                put_varint(&mut want, v);
+                assert_eq!(&w.to_le_bytes()[..len], &want[..], "{v:#x}");
+                let past = w.checked_shr(8 * len as u32).unwrap_or(0);
+                assert_eq!(past, 0, "{v:#x}: bytes past the varint");
+            }
+        }
+    }
 
     /// Records of every length up to several times the scratch, in steps of up to
     /// [`STEP`] bytes (varints of every width, fixed-width fields), come out as the same

@@ -4,7 +4,7 @@ use super::text::{IdBuf, MillisHigh, ipv4_text, push_decimal};
 use super::*;
 use crate::cluster::sync_codec::{SnapshotChunk, SyncRequest};
 use distro_core::compact_form::{canonical_ipv4, decimal_bytes};
-use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
+use distro_core::model::{ClientId, InstanceSpec, Ipv4Bits, ServiceSpec};
 use distro_core::{Command, Config, MemberList, SnapshotCursor};
 use prost::Message as _;
 use prost::bytes::Bytes;
@@ -509,6 +509,14 @@ fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
         (ClientId::parse("1_10.0.0.9_70000").unwrap(), "10.0.0.9", 91),
         (ClientId::parse("1_h_x_2").unwrap(), "h_x", 92),
         (ClientId::parse("plain").unwrap(), "255.255.255.255", 93),
+        // No IPv4 bits stored: packed from the text (0.0.0.0), sent as text (the rest).
+        (ClientId::connection(2, "0.0.0.0", 94), "0.0.0.0", 94),
+        (ClientId::ip_port("010.0.0.1", 95), "010.0.0.1", 95),
+        (
+            ClientId::ip_port("::ffff:10.0.0.2", 96),
+            "::ffff:10.0.0.2",
+            96,
+        ),
     ];
     for (id, ip, port) in &cases {
         let spec = InstanceSpec::new(ip, *port);
@@ -518,10 +526,17 @@ fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
     assert_eq!(stored.len(), cases.len());
     let bytes = encode_records(&owner, &stored);
     assert_eq!(bytes, encode_as_records(&owner, &stored));
-    assert_eq!(
-        decode_records(&replica, &bytes).expect("valid"),
-        as_records(&stored)
-    );
+    let decoded = decode_records(&replica, &bytes).expect("valid");
+    assert_eq!(decoded, as_records(&stored));
+    // The instances' IPv4 bits (compared above too) are their ips', on both sides.
+    let stored = as_records(&stored);
+    for r in stored.iter().chain(&decoded) {
+        for i in r.publications.iter().flat_map(|p| p.instances.iter()) {
+            assert_eq!(i.ipv4, Ipv4Bits::of(&i.ip), "{}", i.ip);
+        }
+    }
+    // 0.0.0.0 (no bits) is packed all the same: four bytes, not its text.
+    assert!(!bytes.windows(7).any(|w| w == b"0.0.0.0"));
 }
 
 #[test]
