@@ -37,9 +37,7 @@ impl Registry {
         now: Millis,
         build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
     ) -> Result<WriteResult, WriteError> {
-        Ok(self
-            .publish_built(id, owner, now, |c| build(c).map(Built::New))?
-            .0)
+        Ok(self.publish_stored(id, owner, now, build)?.0)
     }
 
     /// [`Registry::publish_with`], with the state it stored (for a change): what the
@@ -353,10 +351,7 @@ impl Registry {
                 }
             }
         };
-        // Nothing was collected without a listener (see `Registry::replace`): no call.
-        if !changed.is_empty() {
-            self.notify(&changed);
-        }
+        self.notify(&changed);
         result
     }
 }
