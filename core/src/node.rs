@@ -153,6 +153,11 @@ struct Timers {
     next_gc: Option<Millis>,
     /// A second re-attribution pass after a routing change (see `Node::recompute_routing`).
     rehome_again: Option<Millis>,
+    /// A second drop of what is queued for members that left, after a change of the
+    /// member list (see `Node::set_members`): the re-homing pass does it too, but it does
+    /// not follow a change that leaves the routing table as it was (a member that was
+    /// already DOWN when it left).
+    drop_former_again: Option<Millis>,
     /// Tombstones, services and names the collection freed since it last sent
     /// [`Command::ReleaseMemory`].
     freed_since_release: usize,
@@ -356,18 +361,24 @@ impl Node {
                 ),
             )
         };
-        let rehome = {
+        let (rehome, drop_former) = {
             let mut t = self.timers.lock();
-            match t.rehome_again {
+            let take_due = |timer: &mut Option<Millis>| match *timer {
                 Some(at) if at <= now => {
-                    t.rehome_again = None;
+                    *timer = None;
                     true
                 }
                 _ => false,
-            }
+            };
+            (
+                take_due(&mut t.rehome_again),
+                take_due(&mut t.drop_former_again),
+            )
         };
         if rehome {
             self.rehome(now, false);
+        }
+        if rehome || drop_former {
             self.drop_former_members_syncs();
         }
         if !self.members.load().is_standalone() {

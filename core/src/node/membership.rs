@@ -148,9 +148,11 @@ impl Node {
         self.store_members(new);
         // Nothing more goes to a member that left (if it returns, it loads a snapshot and
         // verify repairs what it lacks): its queue is dropped once the new list is in
-        // force, and again at the re-homing pass that follows, for what a writer that
-        // still held the old list queued meanwhile.
+        // force, and again a peer timeout later, for what a writer that still held the
+        // old list queued meanwhile (with the re-homing pass when routing changed; on a
+        // timer of its own otherwise, as when the member was already DOWN).
         self.drop_former_members_syncs();
+        self.timers.lock().drop_former_again = Some(now + self.config.peer_timeout);
         self.list_changed_at.store(now.max(1), Relaxed);
         self.recompute_routing(now);
         Ok(true)
