@@ -336,8 +336,16 @@ impl Stripe {
     /// Schedules `c` for the peers of `group` in `mask`; returns those it was not
     /// pending for before. A client pending for some of them is merged into their
     /// entries (a peer due later split off into one of its own); the others get a new
-    /// entry.
-    fn schedule(&mut self, mix: Mix, c: &Change<'_>, group: u16, mut mask: u64) -> u64 {
+    /// entry. `on_new` is called for each of those peers as its lane gets the entry (the
+    /// caller counts them in the same walk over the peers).
+    fn schedule(
+        &mut self,
+        mix: Mix,
+        c: &Change<'_>,
+        group: u16,
+        mut mask: u64,
+        mut on_new: impl FnMut(usize),
+    ) -> u64 {
         debug_assert_eq!(c.keys.slot, mix.slot(c.keys.hash));
         let hash = c.keys.hash;
         loop {
@@ -353,6 +361,7 @@ impl Stripe {
                     v.insert(c.pending(group, mask));
                     for peer in peers_of(group, mask) {
                         lanes[peer].push(hash, c.due, c.regular);
+                        on_new(peer);
                     }
                     return mask;
                 }
@@ -598,10 +607,9 @@ impl SyncScheduler {
     #[inline(always)]
     fn schedule_group(&self, stripe: &mut Stripe, c: &Change<'_>, group: u16, mask: u64) {
         if mask != 0 {
-            let new = stripe.schedule(self.mix, c, group, mask);
-            for peer in peers_of(group, new) {
+            stripe.schedule(self.mix, c, group, mask, |peer| {
                 self.peers[peer].pending.fetch_add(1, Relaxed);
-            }
+            });
         }
     }
 

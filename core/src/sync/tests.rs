@@ -89,7 +89,7 @@ fn schedule_as_a(stripe: &mut Stripe, id: &ClientId, due: Millis, regular: bool)
         due,
         regular,
     };
-    stripe.schedule(mix, &c, g, bit) != 0
+    stripe.schedule(mix, &c, g, bit, |_| {}) != 0
 }
 
 #[test]
