@@ -462,7 +462,9 @@ fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_or
             due,
             regular: true,
         };
-        assert_eq!(stripe.schedule(mix, &c, g, bit), bit);
+        let mut new = Vec::new();
+        assert_eq!(stripe.schedule(mix, &c, g, bit, |p| new.push(p)), bit);
+        assert_eq!(new, [1], "the new peer is reported once");
     };
     let taken = |stripe: &mut Stripe, now: Millis| {
         let mut out = Vec::new();
