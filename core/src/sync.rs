@@ -45,7 +45,7 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as Slot;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -181,13 +181,76 @@ impl Change<'_> {
     }
 }
 
+/// A lane's queue of due times and hashes in push order: a vector and the index of its
+/// front. A push is a vector push (no ring index to wrap, as a `VecDeque`'s has); a pop
+/// moves the front. The vector is cleared when the front reaches its end, and the taken
+/// entries are dropped from its start once they are at least [`Fifo::COMPACT`] and as
+/// many as those left, so it holds at most twice what is queued (plus that many).
+struct Fifo {
+    items: Vec<(Millis, u64)>,
+    head: usize,
+}
+
+impl Fifo {
+    /// The taken entries kept before the vector is compacted.
+    const COMPACT: usize = 64;
+
+    fn with_capacity(room: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(room),
+            head: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn push_back(&mut self, item: (Millis, u64)) {
+        self.items.push(item);
+    }
+
+    #[inline(always)]
+    fn front(&self) -> Option<&(Millis, u64)> {
+        self.items.get(self.head)
+    }
+
+    /// Removes the front entry (if any).
+    #[inline]
+    fn pop_front(&mut self) {
+        if self.head >= self.items.len() {
+            return;
+        }
+        self.head += 1;
+        if self.head == self.items.len() {
+            self.items.clear();
+            self.head = 0;
+        } else if self.head >= Self::COMPACT && self.head * 2 >= self.items.len() {
+            self.compact();
+        }
+    }
+
+    #[cold]
+    fn compact(&mut self) {
+        self.items.drain(..self.head);
+        self.head = 0;
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.items.len() - self.head
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One peer's due times in a stripe.
 struct Lane {
     /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each is
     /// a due time and a stable hash, no id: a take removes the peer from a pending entry
     /// of that hash due at that time (an entry rescheduled earlier since is not; were two
     /// ids' whole 64-bit hashes equal, each entry is still taken once, at its own due time).
-    fifo: VecDeque<(Millis, u64)>,
+    fifo: Fifo,
     /// Entries with other due times (retries, verify repairs, handovers), as due times and
     /// stable hashes too: a pointer takes any one entry of its peer, hash and due time, as
     /// a fifo pointer does, so for every (peer, hash, due time) there are at least as many
@@ -262,7 +325,7 @@ impl Stripe {
             pending: HashTable::with_capacity(room),
             lanes: (0..peers)
                 .map(|_| Lane {
-                    fifo: VecDeque::with_capacity(room),
+                    fifo: Fifo::with_capacity(room),
                     heap: BinaryHeap::new(),
                     last: 0,
                 })
@@ -273,8 +336,16 @@ impl Stripe {
     /// Schedules `c` for the peers of `group` in `mask`; returns those it was not
     /// pending for before. A client pending for some of them is merged into their
     /// entries (a peer due later split off into one of its own); the others get a new
-    /// entry.
-    fn schedule(&mut self, mix: Mix, c: &Change<'_>, group: u16, mut mask: u64) -> u64 {
+    /// entry. `on_new` is called for each of those peers as its lane gets the entry (the
+    /// caller counts them in the same walk over the peers).
+    fn schedule(
+        &mut self,
+        mix: Mix,
+        c: &Change<'_>,
+        group: u16,
+        mut mask: u64,
+        mut on_new: impl FnMut(usize),
+    ) -> u64 {
         debug_assert_eq!(c.keys.slot, mix.slot(c.keys.hash));
         let hash = c.keys.hash;
         loop {
@@ -290,6 +361,7 @@ impl Stripe {
                     v.insert(c.pending(group, mask));
                     for peer in peers_of(group, mask) {
                         lanes[peer].push(hash, c.due, c.regular);
+                        on_new(peer);
                     }
                     return mask;
                 }
@@ -535,10 +607,9 @@ impl SyncScheduler {
     #[inline(always)]
     fn schedule_group(&self, stripe: &mut Stripe, c: &Change<'_>, group: u16, mask: u64) {
         if mask != 0 {
-            let new = stripe.schedule(self.mix, c, group, mask);
-            for peer in peers_of(group, new) {
+            stripe.schedule(self.mix, c, group, mask, |peer| {
                 self.peers[peer].pending.fetch_add(1, Relaxed);
-            }
+            });
         }
     }
 

@@ -67,6 +67,18 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Whether `other` has the same ip and port. The ips' [`Ipv4Bits`] decide when
+    /// either has some (the bits are a function of the text: equal texts have equal bits,
+    /// and equal bits of a canonical IPv4 address have one text); only two ips without
+    /// bits (host names, IPv6, non-canonical text) compare their text.
+    #[inline(always)]
+    pub fn same_address(&self, other: &Instance) -> bool {
+        if self.port != other.port || self.ipv4 != other.ipv4 {
+            return false;
+        }
+        self.ipv4.get().is_some() || self.ip == other.ip
+    }
+
     /// The instance id: the custom id, or `ip#port#cluster#group@@service`.
     pub fn instance_id(&self, service: &Service) -> String {
         match &self.custom_id {

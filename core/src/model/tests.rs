@@ -293,6 +293,37 @@ fn an_instance_holds_the_ipv4_bits_of_its_ip() {
     assert_eq!(Ipv4Bits::from_octets([0; 4]).get(), None);
 }
 
+/// `same_address` answers as comparing the texts and ports does, for ips with and
+/// without IPv4 bits (the bits decide when either has some, the text otherwise).
+#[test]
+fn same_address_is_the_ip_text_and_port_compared() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let ips = [
+        "10.0.0.7",
+        "10.0.0.70",
+        "255.255.255.255",
+        "0.0.0.0",
+        "010.0.0.7",
+        "host-a",
+        "host-b",
+        "::1",
+        "::ffff:10.0.0.7",
+        "a-host-name-longer-than-15",
+        "a-host-name-longer-than-16",
+    ];
+    for a in ips {
+        for b in ips {
+            for (pa, pb) in [(80, 80), (80, 81)] {
+                let x = InstanceSpec::new(a, pa).to_instance(&i, &s).unwrap();
+                let y = InstanceSpec::new(b, pb).to_instance(&i, &s).unwrap();
+                let want = a == b && pa == pb;
+                assert_eq!(x.same_address(&y), want, "{a}:{pa} and {b}:{pb}");
+            }
+        }
+    }
+}
+
 /// A conversion from a held instance tells a request equal to it in every field (it builds
 /// nothing) from one that makes another instance, whichever field differs.
 #[test]

@@ -100,7 +100,7 @@ impl Node {
                         },
                         Conversion::New(inst) => inst,
                     };
-                if held_instance.is_none_or(|h| h.ip != inst.ip || h.port != inst.port) {
+                if held_instance.is_none_or(|h| !h.same_address(&inst)) {
                     self.check_ip_port_client(client, &inst.ip, inst.port)?;
                 }
                 let publication = Publication::single(service, inst);

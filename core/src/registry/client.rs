@@ -447,12 +447,7 @@ impl Client {
         let first = body.first_instance();
         let derived = match (old.filter(|o| o.id.is_none()), first) {
             // The same id, derived from the same ip and port: no need to read it.
-            (Some(o), Some(i))
-                if o.first_instance()
-                    .is_some_and(|h| h.port == i.port && h.ip == i.ip) =>
-            {
-                true
-            }
+            (Some(o), Some(i)) if o.first_instance().is_some_and(|h| h.same_address(i)) => true,
             (_, Some(i)) => is_derived_id(id, i),
             (_, None) => false,
         };

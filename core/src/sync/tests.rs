@@ -89,7 +89,7 @@ fn schedule_as_a(stripe: &mut Stripe, id: &ClientId, due: Millis, regular: bool)
         due,
         regular,
     };
-    stripe.schedule(mix, &c, g, bit) != 0
+    stripe.schedule(mix, &c, g, bit, |_| {}) != 0
 }
 
 #[test]
@@ -462,7 +462,9 @@ fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_or
             due,
             regular: true,
         };
-        assert_eq!(stripe.schedule(mix, &c, g, bit), bit);
+        let mut new = Vec::new();
+        assert_eq!(stripe.schedule(mix, &c, g, bit, |p| new.push(p)), bit);
+        assert_eq!(new, [1], "the new peer is reported once");
     };
     let taken = |stripe: &mut Stripe, now: Millis| {
         let mut out = Vec::new();
@@ -489,4 +491,49 @@ fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_or
         ]
     );
     assert!(stripe.pending.is_empty() && stripe.lanes[1].next_due().is_none());
+}
+
+/// The lane's fifo answers as a `VecDeque` does over interleaved pushes and pops,
+/// through its clears and compactions, and holds at most twice what is queued (plus
+/// `Fifo::COMPACT`).
+#[test]
+fn a_fifo_is_a_queue_and_keeps_a_bounded_vector() {
+    use std::collections::VecDeque;
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut fifo, mut model) = (super::Fifo::with_capacity(4), VecDeque::new());
+    let (mut compactions, mut clears) = (0, 0);
+    for round in 0..20_000u64 {
+        // Phases that grow and phases that drain, so both the clear and the compaction run.
+        let push = if (round / 500) % 2 == 0 { 3 } else { 1 };
+        if next() % 4 < push {
+            let item = (round, next());
+            fifo.push_back(item);
+            model.push_back(item);
+        } else {
+            let head = fifo.head;
+            fifo.pop_front();
+            model.pop_front();
+            if fifo.head == 0 && head > 0 {
+                if fifo.items.is_empty() {
+                    clears += 1;
+                } else {
+                    compactions += 1;
+                }
+            }
+        }
+        assert_eq!(fifo.front(), model.front(), "round {round}");
+        assert_eq!(fifo.len(), model.len());
+        assert_eq!(fifo.is_empty(), model.is_empty());
+        assert!(fifo.items.len() <= 2 * model.len() + super::Fifo::COMPACT);
+    }
+    assert!(
+        compactions > 0 && clears > 0,
+        "{compactions} compactions, {clears} clears"
+    );
 }
