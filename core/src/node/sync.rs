@@ -96,9 +96,11 @@ impl Node {
             let mut batch = SyncBatch {
                 changes: Vec::with_capacity(room),
             };
-            // Hashes and due times matter only to put back what an early batch does not
-            // send (the ids are the changes').
-            let mut dues = Vec::with_capacity(if early { room } else { 0 });
+            // The clients an early take took before they were due (by their place in the
+            // batch, with their hashes and due times): what it puts back if the batch is
+            // not full after all. Most batches hold none (a burst's are due by the time a
+            // whole batch is pending): nothing is recorded of the others.
+            let mut not_due: Vec<(usize, u64, Millis)> = Vec::new();
             let mut bytes = 8;
             let mut overflow = false;
             let max_bytes = self.config.batch_max_bytes;
@@ -119,11 +121,11 @@ impl Node {
                             ..t
                         });
                     } else {
+                        if early && t.due > horizon {
+                            not_due.push((batch.changes.len(), t.hash, t.due));
+                        }
                         bytes += size;
                         batch.changes.push(ClientChange::Stored(c));
-                        if early {
-                            dues.push((t.hash, t.due));
-                        }
                     }
                 }
                 state => later.push(Taken { state, ..t }),
@@ -172,11 +174,11 @@ impl Node {
                     overflow = true;
                     continue;
                 }
+                if early && due > horizon {
+                    not_due.push((batch.changes.len(), hash, due));
+                }
                 bytes += size;
                 batch.changes.push(change);
-                if early {
-                    dues.push((hash, due));
-                }
             }
             let is_full = overflow || batch.changes.len() >= full;
             if early && is_full {
@@ -187,17 +189,17 @@ impl Node {
                 // Taken ahead of time but not a full batch after all (clients gone, or
                 // smaller than the estimate): what is not due yet waits out its delay.
                 let mut kept = SyncBatch::default();
-                for (change, (hash, due)) in batch.changes.into_iter().zip(dues) {
-                    if due > horizon {
-                        self.sync.put_back_parts(
+                let mut back = not_due.into_iter().peekable();
+                for (i, change) in batch.changes.into_iter().enumerate() {
+                    match back.next_if(|&(at, _, _)| at == i) {
+                        Some((_, hash, due)) => self.sync.put_back_parts(
                             p.index(),
                             &change.id(),
                             hash,
                             due,
                             change.stored(),
-                        );
-                    } else {
-                        kept.changes.push(change);
+                        ),
+                        None => kept.changes.push(change),
                     }
                 }
                 bytes = kept.size_hint();

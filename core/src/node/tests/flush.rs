@@ -64,3 +64,48 @@ fn batches_cut_by_bytes_send_held_states_and_deletions_once_each() {
     assert_eq!(seen.values().filter(|d| !**d).count(), 40);
     assert_eq!(n.pending_sync(MemberId(1)), 0);
 }
+
+/// An early take (a whole batch pending) that is not a full batch after all (some of its
+/// clients are gone: neither state nor tombstone) sends what is due and puts back
+/// exactly the clients it took before they were due, found by their place in the batch.
+#[test]
+fn an_early_batch_that_is_not_full_puts_back_what_was_not_due() {
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_entries: 10,
+        ..Config::default()
+    };
+    let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
+    n.tick(0);
+    let id = |i: usize| ClientId::connection(1, &format!("10.9.0.{i}"), 1);
+    // Three due at 1010, three at 1500, and four due at 1010 that no longer exist.
+    register_many(&n, 0, 3, 0, 10);
+    register_many(&n, 3, 3, 0, 500);
+    for i in 100..104 {
+        n.sync.schedule_at(1, &id(i), 1_010, true);
+    }
+    assert_eq!(n.pending_sync(MemberId(1)), 10);
+    let sent = |cmds: &[crate::message::Command]| {
+        let mut ids: Vec<String> = sends(cmds)
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                PeerRequest::Sync(b) => Some(b.changes.iter().map(|c| c.id().to_string())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let want = |r: std::ops::Range<usize>| {
+        let mut v: Vec<String> = r.map(|i| id(i).to_string()).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(sent(&n.tick(1_010)), want(0..3));
+    assert_eq!(n.pending_sync(MemberId(1)), 3);
+    assert!(sent(&n.tick(1_499)).is_empty());
+    assert_eq!(sent(&n.tick(1_500)), want(3..6));
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+}
