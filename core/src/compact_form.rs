@@ -301,8 +301,10 @@ pub(crate) fn pack_connection(id: &[u8]) -> u64 {
 }
 
 /// [`id_form`] of `id` given the instance, from `packed`, its [`pack_connection`]: a
-/// connection id's ip is compared, nothing else of the text is read.
-#[inline]
+/// connection id's ip is compared, nothing else of the text is read. Inlined always into
+/// [`Client::id_form`](crate::registry::Client::id_form) and so into the encoder, which
+/// asks it of every client it sends: called, it cost its prologue and spills per client.
+#[inline(always)]
 pub(crate) fn form_of_packed(packed: u64, id: &str, first: &Instance) -> IdForm {
     let m = (packed >> 16 & 31) as usize;
     if m == 0 {

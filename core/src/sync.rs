@@ -411,12 +411,30 @@ impl Stripe {
         }
     }
 
-    /// Pops up to `max` clients due for `peer` at `now`, earliest first.
+    /// Pops up to `max` clients due for `peer` at `now`, earliest first (until `out` holds
+    /// `max`).
+    #[cfg(test)]
     fn take_due(&mut self, mix: Mix, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
+        let mut taken = out.len();
+        self.take_due_into(mix, peer, now, max, &mut taken, &mut |t| out.push(t));
+    }
+
+    /// Pops clients due for `peer` at `now`, earliest first, into `sink`, until `*taken`
+    /// (counting them) reaches `max`.
+    #[inline(always)]
+    fn take_due_into(
+        &mut self,
+        mix: Mix,
+        peer: usize,
+        now: Millis,
+        max: usize,
+        taken: &mut usize,
+        sink: &mut impl FnMut(Taken),
+    ) {
         let (group, bit) = group_bit(peer);
         let Self { pending, lanes } = self;
         let lane = &mut lanes[peer];
-        while out.len() < max {
+        while *taken < max {
             let Some((due, hash, fifo)) = lane.front() else {
                 return;
             };
@@ -431,7 +449,7 @@ impl Stripe {
             });
             let Ok(mut entry) = found else { continue };
             let p = entry.get_mut();
-            let taken = if p.mask == bit {
+            let t = if p.mask == bit {
                 let (p, _) = entry.remove();
                 Taken {
                     id: p.id,
@@ -449,7 +467,8 @@ impl Stripe {
                     state: p.state.clone(),
                 }
             };
-            out.push(taken);
+            *taken += 1;
+            sink(t);
         }
     }
 }
@@ -634,43 +653,75 @@ impl SyncScheduler {
     /// Takes up to `max` clients for `peer` whether due or not: first those due at `now`,
     /// then the earliest pending of each stripe in turn. The flush does so when a whole
     /// batch is pending, and puts back with [`Self::put_back`] what it does not send.
+    #[cfg(test)]
     pub(crate) fn take_early(&self, peer: usize, now: Millis, max: usize) -> Vec<Taken> {
-        let mut out = self.take(peer, now, max);
-        if out.len() < max {
-            out.extend(self.take(peer, Millis::MAX, max - out.len()));
-        }
+        let mut out = Vec::new();
+        self.take_early_into(peer, now, max, &mut |t| out.push(t));
         out
+    }
+
+    /// [`Self::take_early`] into `sink` (see [`Self::take_into`]); returns how many
+    /// were taken.
+    pub(crate) fn take_early_into(
+        &self,
+        peer: usize,
+        now: Millis,
+        max: usize,
+        sink: &mut impl FnMut(Taken),
+    ) -> usize {
+        let n = self.take_into(peer, now, max, sink);
+        if n < max {
+            n + self.take_into(peer, Millis::MAX, max - n, sink)
+        } else {
+            n
+        }
     }
 
     /// Takes up to `max` clients due for `peer` at `now` (with their due times), fairly
     /// across stripes.
     pub(crate) fn take(&self, peer: usize, now: Millis, max: usize) -> Vec<Taken> {
+        let mut out = Vec::with_capacity(max.min(self.pending(peer)));
+        self.take_into(peer, now, max, &mut |t| out.push(t));
+        out
+    }
+
+    /// [`Self::take`] into `sink`, one client at a time as it leaves its queue (the flush
+    /// builds its batch there, without a vector of taken clients between); returns how
+    /// many were taken. `sink` runs under a stripe's lock: it must not call into the
+    /// scheduler, nor take a lock a scheduling writer may hold.
+    #[inline]
+    pub(crate) fn take_into(
+        &self,
+        peer: usize,
+        now: Millis,
+        max: usize,
+        sink: &mut impl FnMut(Taken),
+    ) -> usize {
         let q = &self.peers[peer];
-        let pending = q.pending.load(Relaxed);
-        if pending == 0 {
-            return Vec::new();
+        if q.pending.load(Relaxed) == 0 {
+            return 0;
         }
-        let mut out = Vec::with_capacity(max.min(pending));
+        let mut taken = 0;
         let start = q.next_stripe.fetch_add(1, Relaxed);
         // Two passes: first a fair share from each stripe, then fill up.
         let share = max.div_ceil(STRIPES).max(1);
         for pass in 0..2 {
             for k in 0..STRIPES {
-                if out.len() >= max {
+                if taken >= max {
                     break;
                 }
                 let limit = if pass == 0 {
-                    (out.len() + share).min(max)
+                    (taken + share).min(max)
                 } else {
                     max
                 };
                 self.stripes[(start + k) % STRIPES]
                     .lock()
-                    .take_due(self.mix, peer, now, limit, &mut out);
+                    .take_due_into(self.mix, peer, now, limit, &mut taken, sink);
             }
         }
-        q.pending.fetch_sub(out.len(), Relaxed);
-        out
+        q.pending.fetch_sub(taken, Relaxed);
+        taken
     }
 
     /// Returns a client taken by [`Self::take`] but not sent, due at its old due time
@@ -681,11 +732,13 @@ impl SyncScheduler {
     }
 
     /// [`Self::put_back`] of a client taken, with its hash and the state it held.
+    #[cfg(test)]
     pub(crate) fn put_back_taken(&self, peer: usize, t: &Taken) {
         self.put_back_parts(peer, &t.id, t.hash, t.due, t.state.as_ref());
     }
 
-    /// [`Self::put_back_taken`] of a taken client's parts.
+    /// Returns a client taken but not sent (its id, hash, due time and the state it
+    /// held), as [`Self::put_back`] does.
     pub(crate) fn put_back_parts(
         &self,
         peer: usize,

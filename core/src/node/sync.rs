@@ -86,67 +86,99 @@ impl Node {
             } else {
                 now
             };
-            let taken = match (drain, early) {
-                (true, _) => self.sync.take(p.index(), Millis::MAX, max_entries),
-                (false, true) => self.sync.take_early(p.index(), horizon, full),
-                (false, false) => self.sync.take(p.index(), horizon, max_entries),
+            let (now_for, max) = match (drain, early) {
+                (true, _) => (Millis::MAX, max_entries),
+                (false, true) => (horizon, full),
+                (false, false) => (horizon, max_entries),
             };
-            let took_any = !taken.is_empty();
             // Sized once: a batch of records grown by doubling copies them ~twice over.
+            let room = max.min(self.sync.pending(p.index()));
             let mut batch = SyncBatch {
-                changes: Vec::with_capacity(taken.len()),
+                changes: Vec::with_capacity(room),
             };
-            // Hashes and due times matter only to put back what an early batch does not
-            // send (the ids are the changes').
-            let mut dues = Vec::with_capacity(if early { taken.len() } else { 0 });
+            // The clients an early take took before they were due (by their place in the
+            // batch, with their hashes and due times): what it puts back if the batch is
+            // not full after all. Most batches hold none (a burst's are due by the time a
+            // whole batch is pending): nothing is recorded of the others.
+            let mut not_due: Vec<(usize, u64, Millis)> = Vec::new();
             let mut bytes = 8;
-            let mut rest = taken.into_iter();
             let mut overflow = false;
+            let max_bytes = self.config.batch_max_bytes;
+            // Clients the queue held no state for (read from the registry once the
+            // scheduler's locks are let go), and any taken after the batch was full.
+            let mut later = Vec::new();
+            // A state the queue held goes into the batch as it is taken: the stored
+            // client itself (the encoder reads it, no record is built), sized without
+            // asking what the change is. Under a stripe's lock: nothing here locks.
+            let mut sink = |t: Taken| match t.state {
+                Some(c) if !overflow => {
+                    let size = c.size_hint();
+                    if !batch.changes.is_empty() && bytes + size > max_bytes {
+                        // Full by bytes: this one and the rest go back, due as they were.
+                        overflow = true;
+                        later.push(Taken {
+                            state: Some(c),
+                            ..t
+                        });
+                    } else {
+                        if early && t.due > horizon {
+                            not_due.push((batch.changes.len(), t.hash, t.due));
+                        }
+                        bytes += size;
+                        batch.changes.push(ClientChange::Stored(c));
+                    }
+                }
+                state => later.push(Taken { state, ..t }),
+            };
+            let took = if early {
+                self.sync
+                    .take_early_into(p.index(), now_for, max, &mut sink)
+            } else {
+                self.sync.take_into(p.index(), now_for, max, &mut sink)
+            };
+            let took_any = took > 0;
             for Taken {
                 id,
                 due,
                 hash,
                 state,
-            } in rest.by_ref()
+            } in later
             {
-                // The stored client itself: the encoder reads it, no record is built. The
-                // state the queue held, or else found by the hash the queue kept, not by
-                // hashing the id again.
-                let (size, change) = match state {
-                    // Sized as a stored state without asking what the change is.
-                    Some(c) => (c.size_hint(), ClientChange::Stored(c)),
-                    None => {
-                        let change = match self.registry.get_key(IdKey {
-                            id: id.as_str(),
-                            hash,
-                        }) {
-                            Some(c) => ClientChange::Stored(c),
-                            None => match self.registry.tombstone(id.as_str()) {
-                                Some(revision) => ClientChange::Delete {
-                                    id: id.clone(),
-                                    revision,
-                                },
-                                None => continue,
+                if overflow {
+                    self.sync
+                        .put_back_parts(p.index(), &id, hash, due, state.as_ref());
+                    continue;
+                }
+                // Found by the hash the queue kept, not by hashing the id again.
+                let change = match state {
+                    Some(c) => ClientChange::Stored(c),
+                    None => match self.registry.get_key(IdKey {
+                        id: id.as_str(),
+                        hash,
+                    }) {
+                        Some(c) => ClientChange::Stored(c),
+                        None => match self.registry.tombstone(id.as_str()) {
+                            Some(revision) => ClientChange::Delete {
+                                id: id.clone(),
+                                revision,
                             },
-                        };
-                        (change.size_hint(), change)
-                    }
+                            None => continue,
+                        },
+                    },
                 };
-                if !batch.changes.is_empty() && bytes + size > self.config.batch_max_bytes {
+                let size = change.size_hint();
+                if !batch.changes.is_empty() && bytes + size > max_bytes {
                     // Full by bytes: this one and the rest go back, due as they were.
                     self.sync
                         .put_back_parts(p.index(), &id, hash, due, change.stored());
                     overflow = true;
-                    break;
+                    continue;
+                }
+                if early && due > horizon {
+                    not_due.push((batch.changes.len(), hash, due));
                 }
                 bytes += size;
                 batch.changes.push(change);
-                if early {
-                    dues.push((hash, due));
-                }
-            }
-            for t in rest {
-                self.sync.put_back_taken(p.index(), &t);
             }
             let is_full = overflow || batch.changes.len() >= full;
             if early && is_full {
@@ -157,17 +189,17 @@ impl Node {
                 // Taken ahead of time but not a full batch after all (clients gone, or
                 // smaller than the estimate): what is not due yet waits out its delay.
                 let mut kept = SyncBatch::default();
-                for (change, (hash, due)) in batch.changes.into_iter().zip(dues) {
-                    if due > horizon {
-                        self.sync.put_back_parts(
+                let mut back = not_due.into_iter().peekable();
+                for (i, change) in batch.changes.into_iter().enumerate() {
+                    match back.next_if(|&(at, _, _)| at == i) {
+                        Some((_, hash, due)) => self.sync.put_back_parts(
                             p.index(),
                             &change.id(),
                             hash,
                             due,
                             change.stored(),
-                        );
-                    } else {
-                        kept.changes.push(change);
+                        ),
+                        None => kept.changes.push(change),
                     }
                 }
                 bytes = kept.size_hint();

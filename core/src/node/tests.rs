@@ -9,6 +9,8 @@ use crate::message::{Command, PeerRequest};
 use crate::model::{ClientId, InstanceSpec, ServiceSpec};
 use crate::registry::WriteResult;
 
+mod flush;
+
 fn node(me: &str, n: usize) -> Node {
     let addrs: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect();
     let cfg = Config {

@@ -326,13 +326,21 @@ impl<'a> Encoder<'a> {
 
     #[inline(always)]
     fn revision(&mut self, out: &mut Scratch, r: Revision) {
+        let member = self.revision_distance(out, r);
+        out.varint(member);
+    }
+
+    /// The revision's distance from the batch's base and its low bits; returns its member
+    /// (the varint that ends the revision), for the caller to write.
+    #[inline(always)]
+    fn revision_distance(&mut self, out: &mut Scratch, r: Revision) -> u64 {
         let d = (r.0 >> MEMBER_BITS) - self.base;
         let low = d & ((1 << FLOOR_SHIFT) - 1);
         out.varint((d >> FLOOR_SHIFT) << 1 | u64::from(low != 0));
         if low != 0 {
             out.varint(low);
         }
-        out.varint(r.0 & ((1 << MEMBER_BITS) - 1));
+        r.0 & ((1 << MEMBER_BITS) - 1)
     }
 
     fn record(&mut self, out: &mut Scratch, node: &'a Node, r: &'a ClientRecord) {
@@ -399,14 +407,18 @@ impl<'a> Encoder<'a> {
                 out.bytes(port.to_le_bytes());
             }
         }
-        self.revision(out, revision);
+        // The revision's distance and low bits, then its member with the owner and the
+        // publication count.
+        let member = self.revision_distance(out, revision);
         let owner = self.owner(node, owner);
-        out.varint(u64::from(owner));
-        out.varint(publications.len() as u64);
+        out.varints3(member, u64::from(owner), publications.len() as u64);
         for p in publications {
             out.room(&mut self.records);
-            out.varint(u64::from(self.service(&p.service)));
-            out.varint((p.instances.len() as u64) << 1 | u64::from(p.is_batch()));
+            let service = self.service(&p.service);
+            out.varints2(
+                u64::from(service),
+                (p.instances.len() as u64) << 1 | u64::from(p.is_batch()),
+            );
             for i in p.instances.iter() {
                 // Flags, ip, port, weight, cluster, map and custom id: 1 + 16 + 2 + 8 +
                 // 3 × 5 bytes at most.

@@ -77,6 +77,33 @@ impl Scratch {
         }
     }
 
+    /// The varints of `a`, `b` and `c` one after the other: as one three-byte store when
+    /// all three are below 128 (a record's writer member, owner and publication count,
+    /// nearly always), else one at a time.
+    #[inline(always)]
+    pub(super) fn varints3(&mut self, a: u64, b: u64, c: u64) {
+        if (a | b | c) < 0x80 {
+            self.word(a | b << 8 | c << 16, 3);
+        } else {
+            self.varint(a);
+            self.varint(b);
+            self.varint(c);
+        }
+    }
+
+    /// The varints of `a` and `b` one after the other: as one two-byte store when both
+    /// are below 128 (a publication's service and instance count, in a batch of fewer
+    /// than 128 services), else one at a time.
+    #[inline(always)]
+    pub(super) fn varints2(&mut self, a: u64, b: u64) {
+        if (a | b) < 0x80 {
+            self.word(a | b << 8, 2);
+        } else {
+            self.varint(a);
+            self.varint(b);
+        }
+    }
+
     /// A varint of two bytes or more: below 2^56 (a connection's millis, six bytes) as
     /// one word ([`spread_varint`]), longer ones a byte at a time.
     #[inline]
@@ -161,6 +188,37 @@ mod tests {
                 assert_eq!(&w.to_le_bytes()[..len], &want[..], "{v:#x}");
                 let past = w.checked_shr(8 * len as u32).unwrap_or(0);
                 assert_eq!(past, 0, "{v:#x}: bytes past the varint");
+            }
+        }
+    }
+
+    /// Two or three varints written together are the ones written one at a time, whether
+    /// all are below 128 (one store) or any is not (each on its own).
+    #[test]
+    fn varints_written_together_are_the_ones_written_apart() {
+        let values = [
+            0,
+            1,
+            0x7f,
+            0x80,
+            0x3fff,
+            0x4000,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ];
+        for &a in &values {
+            for &b in &values {
+                for &c in &values {
+                    let (mut out, mut want) = (Vec::new(), Vec::new());
+                    let mut s = Scratch::new();
+                    s.varints3(a, b, c);
+                    s.varints2(b, a);
+                    s.finish(&mut out);
+                    for v in [a, b, c, b, a] {
+                        put_varint(&mut want, v);
+                    }
+                    assert_eq!(out, want, "{a:#x} {b:#x} {c:#x}");
+                }
             }
         }
     }

@@ -1,0 +1,111 @@
+//! The flush's batch built as clients leave the scheduler's queues: states the queue
+//! held go into the batch under the stripe's lock, the others (read from the registry)
+//! and whatever comes after a batch is full by bytes are handled once the locks are let
+//! go.
+
+use super::{register_many, sends};
+use crate::config::Config;
+use crate::member::{MemberId, MemberList};
+use crate::message::PeerRequest;
+use crate::model::ClientId;
+use crate::node::Node;
+use crate::registry::ClientChange;
+use std::collections::HashMap;
+
+/// Clients of ~1 KB states mixed with deletions (whose queue entries hold no state), in
+/// batches of at most 4 KB: every batch is cut by bytes, often with deletions taken
+/// before the state that overflowed it. Each client leaves exactly once, as what it last
+/// was, and nothing stays pending: a deletion deferred past the locks and then put back
+/// with the overflow is sent by a later batch, not lost nor sent twice.
+#[test]
+fn batches_cut_by_bytes_send_held_states_and_deletions_once_each() {
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_bytes: 4096,
+        ..Config::default()
+    };
+    let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
+    n.tick(0);
+    register_many(&n, 0, 60, 1000, 10);
+    // Every third one removed again: its entry is pending without a state.
+    let removed: Vec<ClientId> = (0..60)
+        .step_by(3)
+        .map(|i| ClientId::connection(1, &format!("10.9.{}.{}", i / 250, i % 250), 1))
+        .collect();
+    for id in &removed {
+        n.remove_client(id, 20);
+    }
+    assert_eq!(n.pending_sync(MemberId(1)), 60);
+    let cmds = n.drain(30);
+    let mut seen: HashMap<String, bool> = HashMap::new();
+    let mut batches = 0;
+    for (to, r) in sends(&cmds) {
+        let PeerRequest::Sync(b) = r else { continue };
+        assert_eq!(*to, MemberId(1));
+        batches += 1;
+        let states = b.changes.iter().filter(|c| c.stored().is_some()).count();
+        assert!(states <= 3, "a batch of {states} states of ~1 KB");
+        for c in &b.changes {
+            let deletion = matches!(c, ClientChange::Delete { .. });
+            let again = seen.insert(c.id().as_str().to_string(), deletion);
+            assert!(again.is_none(), "{} sent twice", c.id());
+        }
+    }
+    assert!(batches >= 14, "{batches} batches");
+    assert_eq!(seen.len(), 60);
+    for id in &removed {
+        assert_eq!(
+            seen.get(id.as_str()),
+            Some(&true),
+            "{id} sent as a deletion"
+        );
+    }
+    assert_eq!(seen.values().filter(|d| !**d).count(), 40);
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+}
+
+/// An early take (a whole batch pending) that is not a full batch after all (some of its
+/// clients are gone: neither state nor tombstone) sends what is due and puts back
+/// exactly the clients it took before they were due, found by their place in the batch.
+#[test]
+fn an_early_batch_that_is_not_full_puts_back_what_was_not_due() {
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_entries: 10,
+        ..Config::default()
+    };
+    let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
+    n.tick(0);
+    let id = |i: usize| ClientId::connection(1, &format!("10.9.0.{i}"), 1);
+    // Three due at 1010, three at 1500, and four due at 1010 that no longer exist.
+    register_many(&n, 0, 3, 0, 10);
+    register_many(&n, 3, 3, 0, 500);
+    for i in 100..104 {
+        n.sync.schedule_at(1, &id(i), 1_010, true);
+    }
+    assert_eq!(n.pending_sync(MemberId(1)), 10);
+    let sent = |cmds: &[crate::message::Command]| {
+        let mut ids: Vec<String> = sends(cmds)
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                PeerRequest::Sync(b) => Some(b.changes.iter().map(|c| c.id().to_string())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let want = |r: std::ops::Range<usize>| {
+        let mut v: Vec<String> = r.map(|i| id(i).to_string()).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(sent(&n.tick(1_010)), want(0..3));
+    assert_eq!(n.pending_sync(MemberId(1)), 3);
+    assert!(sent(&n.tick(1_499)).is_empty());
+    assert_eq!(sent(&n.tick(1_500)), want(3..6));
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+}
