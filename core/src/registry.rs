@@ -59,7 +59,9 @@ use client::Body;
 pub use client::{
     Client, ClientChange, ClientRecord, IdBuf, Publications, PublicationsIter, Published,
 };
-pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
+pub use index::{
+    ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceResolver, ServiceView,
+};
 pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateMut, StateRef};
 use tombstone::Tombstone;
 

@@ -104,3 +104,34 @@ fn the_live_check_reads_the_cached_index_or_the_live_one() {
             .is_err()
     );
 }
+
+/// A resolver answers as `resolve_service`, errors included, for held names and for new
+/// ones it stores while its pin is held (and finds them after, under the same pin).
+#[test]
+fn a_resolver_answers_as_resolve_service() {
+    use crate::model::ServiceSpec;
+    let r = Registry::new(MemberId(0), 3, 0, &Config::default());
+    let cases: [(&str, &str, &str); 7] = [
+        ("", "", "svc"),
+        ("public", "DEFAULT_GROUP", "svc"),
+        ("ns", "", "g@@svc"),
+        ("ns", "g", "g@@svc"),
+        ("ns", "other", "g@@svc"),
+        ("ns", "g", "bad\u{1}name"),
+        ("ns", "g@@x", "svc"),
+    ];
+    let resolver = r.service_resolver();
+    for round in 0..2 {
+        for (ns, group, name) in cases {
+            let got = resolver.resolve(ns, group, name);
+            let want = ServiceSpec::resolve_parts(ns, group, name)
+                .map(|(ns, group, name)| r.service(ns, group, name));
+            assert_eq!(got, want, "round {round}: {ns:?} {group:?} {name:?}");
+            if let (Ok(got), Ok(want)) = (&got, &want) {
+                // The registry's canonical service.
+                assert_eq!(got.key().as_str().as_ptr(), want.key().as_str().as_ptr());
+            }
+        }
+    }
+    assert!(r.find_service("ns", "g", "bad\u{1}name").is_none());
+}
