@@ -59,7 +59,9 @@ use client::Body;
 pub use client::{
     Client, ClientChange, ClientRecord, IdBuf, Publications, PublicationsIter, Published,
 };
-pub use index::{ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceView};
+pub use index::{
+    ChangeListener, PublicationRef, QueryFilter, ServiceIndex, ServiceResolver, ServiceView,
+};
 pub use replica::{ApplyCounts, ChangeRef, ReplicaChange, StateMut, StateRef};
 use tombstone::Tombstone;
 
@@ -297,7 +299,8 @@ pub struct Registry {
     shards: Box<[StoreShard]>,
     /// The seed the shards' tables place clients by (see [`table_seed`]).
     table_seed: u64,
-    services: Map<Name, Arc<ServiceIndex>>,
+    /// The service indexes, by service (looked up by a name's parts: see `index.rs`).
+    services: Map<index::ServiceKey, Arc<ServiceIndex>>,
     /// Frees the clients the shards' tables let go of and the publications the indexes'
     /// slots let go of (see `index.rs`); its pins cover reads of both.
     slots: arc_slots::Reclaimer,

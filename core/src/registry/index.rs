@@ -10,9 +10,11 @@
 
 use super::{Client, NO_SLOT, Registry};
 use crate::model::{Instance, Publication, Service};
+use crate::name::short_eq;
 use crate::time::Millis;
 use arc_slots::{Pin, Slots, Unlinked};
 use parking_lot::{Mutex, RwLock};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -62,6 +64,102 @@ impl ServiceIndex {
             gone: AtomicBool::new(false),
             empty_since: AtomicU64::new(0),
         }
+    }
+}
+
+/// The key of the registry's map of services: the index's own [`Service`] (the one
+/// [`Registry::find_service`] hands out), hashed part by part, so that a name is looked up
+/// by its parts ([`Parts`]) without joining them into the service's key first.
+#[derive(Clone)]
+pub(crate) struct ServiceKey(Service);
+
+/// The parts `namespace`, `group`, `name` of a service's name, resolved (defaults applied,
+/// `@@` split): what the map of services is looked up by.
+#[derive(Clone, Copy)]
+struct Parts<'a>(&'a str, &'a str, &'a str);
+
+impl<'a> Parts<'a> {
+    fn of(service: &'a Service) -> Self {
+        Parts(service.namespace(), service.group(), service.name())
+    }
+}
+
+/// The one hash of a service's name, from its parts (each written on its own: a map key
+/// and a lookup hash the same parts the same way; the hasher's `write` is not streaming,
+/// so a key joined from the parts would hash differently).
+#[inline]
+fn hash_parts<H: Hasher>(state: &mut H, namespace: &str, group: &str, name: &str) {
+    state.write(name.as_bytes());
+    state.write(group.as_bytes());
+    state.write(namespace.as_bytes());
+}
+
+impl Hash for ServiceKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(state, self.0.namespace(), self.0.group(), self.0.name())
+    }
+}
+
+impl Hash for Parts<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(state, self.0, self.1, self.2)
+    }
+}
+
+/// The parts of one key equal (the hash's notion of equality: two services of equal
+/// parts are the same service).
+impl PartialEq for ServiceKey {
+    fn eq(&self, other: &Self) -> bool {
+        papaya::Equivalent::equivalent(&Parts::of(&self.0), other)
+    }
+}
+impl Eq for ServiceKey {}
+
+impl papaya::Equivalent<ServiceKey> for Parts<'_> {
+    #[inline]
+    fn equivalent(&self, key: &ServiceKey) -> bool {
+        // `Service::is`, inlined here (a call cost ~30 a lookup); the name first, which
+        // differs most often.
+        let s = &key.0;
+        short_eq(s.name(), self.2) && short_eq(s.group(), self.1) && short_eq(s.namespace(), self.0)
+    }
+}
+
+/// [`Registry::find_service`] in a pinned map.
+#[inline]
+fn find_in(services: &Services<'_>, namespace: &str, group: &str, name: &str) -> Option<Service> {
+    services
+        .get_key_value(&Parts(namespace, group, name))
+        .map(|(key, _)| key.0.clone())
+}
+
+/// The registry's map of services, pinned.
+type Services<'r> =
+    papaya::HashMapRef<'r, ServiceKey, Arc<ServiceIndex>, super::FastHash, seize::LocalGuard<'r>>;
+
+/// Resolves the names of services as [`Registry::resolve_service`] does, under one pin
+/// of the registry's map of services (entering and leaving a pin costs each lookup two
+/// fences and a tenth of its instructions). Hold it for a batch, not longer: what the
+/// map lets go of meanwhile is freed only after.
+pub struct ServiceResolver<'r> {
+    registry: &'r Registry,
+    services: Services<'r>,
+}
+
+impl ServiceResolver<'_> {
+    /// [`Registry::resolve_service`].
+    pub fn resolve(
+        &self,
+        namespace: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Service, crate::ValidationError> {
+        let (ns, group, name) = crate::model::ServiceSpec::split_parts(namespace, group, name)?;
+        if let Some(s) = find_in(&self.services, ns, group, name) {
+            return Ok(s);
+        }
+        self.registry.resolve_split(ns, group, name)
     }
 }
 
@@ -147,12 +245,19 @@ impl Registry {
     }
 
     /// The canonical [`Service`] of resolved parts, if the registry holds it (every
-    /// service it holds was validated when first stored).
+    /// service it holds was validated when first stored). Looked up by the parts (see
+    /// [`ServiceKey`]); the service handed out is the map's key, the index's own.
     pub fn find_service(&self, namespace: &str, group: &str, name: &str) -> Option<Service> {
-        let services = self.services.pin();
-        Service::with_key(namespace, group, name, |key| {
-            services.get(key).map(|idx| idx.service.clone())
-        })
+        find_in(&self.services.pin(), namespace, group, name)
+    }
+
+    /// A [`ServiceResolver`]: [`Registry::resolve_service`] for many names (a decoded
+    /// batch's table of services) under one pin of the map.
+    pub fn service_resolver(&self) -> ServiceResolver<'_> {
+        ServiceResolver {
+            registry: self,
+            services: self.services.pin(),
+        }
     }
 
     /// The canonical [`Service`] of a name's parts as received (from a peer): the defaults
@@ -192,18 +297,23 @@ impl Registry {
         }
         let services = self.services.pin();
         let service = Service::new(&self.interner, namespace, group, name);
-        let idx = services.get_or_insert_with(service.key().clone(), || {
-            let idx = ServiceIndex::new(self.id, service.clone(), &self.slots);
+        let idx = services.get_or_insert_with(ServiceKey(service.clone()), || {
+            let idx = ServiceIndex::new(self.id, service, &self.slots);
             idx.empty_since.store(0, Relaxed);
             Arc::new(idx)
         });
+        // The service handed out finds its index without a lookup (see `index_insert`).
+        idx.service.cache_index(idx);
         idx.service.clone()
     }
 
     /// The publications of a service.
     pub fn query(&self, namespace: &str, group: &str, name: &str) -> Option<ServiceView> {
-        let services = self.services.pin();
-        let idx = Service::with_key(namespace, group, name, |key| services.get(key).cloned())?;
+        let idx = self
+            .services
+            .pin()
+            .get(&Parts(namespace, group, name))
+            .cloned()?;
         let mut publications = Vec::with_capacity(idx.live.load(Relaxed));
         idx.slots
             .collect_map_into(&mut publications, PublicationRef, &self.slots.pin());
@@ -215,12 +325,15 @@ impl Registry {
         })
     }
 
-    /// Whether `service` has at least one publication.
+    /// Whether `service` has at least one publication: read from the index it cached
+    /// when that is this registry's and not retired (the one index of the service in the
+    /// map then), looked up by its parts otherwise.
     pub(super) fn service_is_live(&self, service: &Service) -> bool {
-        self.services
-            .pin()
-            .get(service.key().as_str())
-            .is_some_and(|idx| idx.live.load(Relaxed) > 0)
+        let live = |idx: &ServiceIndex| idx.live.load(Relaxed) > 0;
+        match self.live_index(service) {
+            Some(idx) => live(&idx),
+            None => self.mapped_index(service).is_some_and(|idx| live(&idx)),
+        }
     }
 
     /// Services of `namespace` (and of `group`, when given), sorted by name.
@@ -292,19 +405,7 @@ impl Registry {
         loop {
             let idx = match cached.take() {
                 Some(idx) => idx,
-                None => {
-                    let idx = self
-                        .services
-                        .pin()
-                        .get_or_insert_with(p.service.key().clone(), || {
-                            let service = self.own_service(&p.service);
-                            Arc::new(ServiceIndex::new(self.id, service, &self.slots))
-                        })
-                        .clone();
-                    idx.service.cache_index(&idx);
-                    p.service.cache_index(&idx);
-                    idx
-                }
+                None => self.index_of(&p.service),
             };
             let _shared = idx.retired.read();
             if idx.gone.load(std::sync::atomic::Ordering::Relaxed) {
@@ -337,6 +438,35 @@ impl Registry {
             }
             return (slot, let_go);
         }
+    }
+
+    /// The index of `service` in the map (made if there is none), cached in `service` if
+    /// it caches none yet: for a write whose service did not cache this registry's index,
+    /// or cached one since retired.
+    #[cold]
+    #[inline(never)]
+    fn index_of(&self, service: &Service) -> Arc<ServiceIndex> {
+        // The key is the index's service (see `ServiceKey`).
+        let own = self.own_service(service);
+        let idx = self
+            .services
+            .pin()
+            .get_or_insert_with(ServiceKey(own.clone()), || {
+                Arc::new(ServiceIndex::new(self.id, own, &self.slots))
+            })
+            .clone();
+        idx.service.cache_index(&idx);
+        service.cache_index(&idx);
+        idx
+    }
+
+    /// The index of `service` in the map, if any (for a service that cached none of this
+    /// registry's, or a retired one). Not inlined: the walk over a client's publications
+    /// inlines its callers.
+    #[cold]
+    #[inline(never)]
+    fn mapped_index(&self, service: &Service) -> Option<Arc<ServiceIndex>> {
+        self.services.pin().get(&Parts::of(service)).cloned()
     }
 
     /// The index `service` cached if it is this registry's and not retired: for a writer
@@ -374,7 +504,7 @@ impl Registry {
         // `ServiceIndex::gone`), the cached one unless that was retired.
         let idx = self
             .live_index(service)
-            .or_else(|| self.services.pin().get(service.key().as_str()).cloned());
+            .or_else(|| self.mapped_index(service));
         let idx = idx?;
         let let_go = idx.slots.exchange(slot as usize, None, pin);
         if let_go.is_some() {
@@ -436,10 +566,13 @@ impl Registry {
             let _exclusive = idx.retired.write();
             if idx.live.load(Relaxed) == 0 {
                 idx.gone.store(true, std::sync::atomic::Ordering::Release);
-                services.remove(key.as_str());
+                services.remove(key);
                 removed += 1;
             }
         }
         removed
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -238,6 +238,7 @@ impl<'a> Tables<'a> {
         }
         let n_services = r.count("services", 3)?;
         let mut services = Vec::with_capacity(n_services);
+        let resolver = node.registry().service_resolver();
         for _ in 0..n_services {
             let at = r.at;
             let ns = r.index("namespace")?;
@@ -248,7 +249,7 @@ impl<'a> Tables<'a> {
             let at = r.at;
             let name = r.index("service")?;
             let name = string(at, name, "service")?;
-            services.push(node.registry().resolve_service(ns, group, name)?);
+            services.push(resolver.resolve(ns, group, name)?);
         }
         Ok(Tables {
             base,

@@ -1,0 +1,137 @@
+//! Tests of the map of services: found by the parts of their names, and the live check
+//! of a new service read from the index a service cached.
+
+use super::super::tests::publication;
+use super::*;
+use crate::config::Config;
+use crate::member::MemberId;
+use crate::model::{ClientId, InstanceSpec};
+use crate::registry::Origin;
+
+/// Parts of every length class `short_eq` tells apart (empty aside: a held part is never
+/// empty), and parts that differ from a held one only where two parts meet.
+#[test]
+fn services_are_found_by_their_parts_across_resizes() {
+    let r = Registry::new(MemberId(0), 3, 0, &Config::default());
+    let word = |n: usize, k: usize| format!("{k:0>n$}");
+    // The same service object (its key's text is not copied by a clone).
+    let same = |a: &Service, b: &Service| a.key().as_str().as_ptr() == b.key().as_str().as_ptr();
+    let mut held = Vec::new();
+    // Enough services that the map grows several times: each lookup after a resize
+    // hashes its parts as the moved keys were hashed (`ServiceKey`'s hash).
+    for k in 0..2_000 {
+        let ns = word([3, 6, 12][k % 3], k % 5);
+        let group = word([2, 7, 16, 20][k % 4], k % 7);
+        let name = word([1, 5, 9, 17, 33, 40][k % 6], k);
+        let s = r.service(&ns, &group, &name);
+        held.push((ns, group, name, s));
+    }
+    for (ns, group, name, s) in &held {
+        let found = r.find_service(ns, group, name).expect("held");
+        assert!(same(&found, s), "{s:?}");
+        // The map's key is the index's service.
+        let view = r.query(ns, group, name).expect("held");
+        assert!(same(&view.service, s));
+        // One byte moved from a part to the next, or changed: another service.
+        let moved = |a: &str, b: &str| {
+            (
+                a[..a.len() - 1].to_string(),
+                format!("{}{b}", &a[a.len() - 1..]),
+            )
+        };
+        let (ns2, group2) = moved(ns, group);
+        assert!(r.find_service(&ns2, &group2, name).is_none());
+        let (group3, name3) = moved(group, name);
+        assert!(r.find_service(ns, &group3, &name3).is_none());
+        let mut other = name.clone().into_bytes();
+        *other.last_mut().unwrap() ^= 0x40;
+        let other = String::from_utf8(other).unwrap();
+        assert!(r.find_service(ns, group, &other).is_none());
+        assert!(r.find_service(group, ns, name).is_none() || ns == group);
+    }
+}
+
+/// A new publication's service is live when its index (cached in the service) holds a
+/// publication; a service whose cached index was retired is looked up: another index of
+/// it may be live, and then it is no new service for the namespace's limit.
+#[test]
+fn the_live_check_reads_the_cached_index_or_the_live_one() {
+    let config = Config {
+        shards: 4,
+        max_services_per_namespace: 1,
+        ..Config::default()
+    };
+    let r = Registry::new(MemberId(0), 2, 0, &config);
+    let (a, b, c) = (
+        ClientId::ip_port("10.0.0.1", 80),
+        ClientId::ip_port("10.0.0.2", 80),
+        ClientId::ip_port("10.0.0.3", 80),
+    );
+    // The service the registry hands out caches its index (made, not published yet).
+    let first = publication(&r, "s1", "10.0.0.1", 80);
+    let old = first.service.clone();
+    assert!(r.cached_index(&old).is_some());
+    assert!(!r.service_is_live(&old));
+    r.publish(&a, first, MemberId(0), 1).unwrap();
+    assert!(r.service_is_live(&old));
+    // Emptied and collected: `old` caches a retired index.
+    r.unpublish(&a, &old, MemberId(0), 2, Origin::Client);
+    r.collect_empty_services(10, 0);
+    assert_eq!(r.collect_empty_services(20, 0), 1);
+    assert!(r.live_index(&old).is_none());
+    assert!(!r.service_is_live(&old));
+    // Another client brings the service back, in a new index.
+    r.publish(&b, publication(&r, "s1", "10.0.0.2", 80), MemberId(0), 3)
+        .unwrap();
+    assert!(r.live_index(&old).is_none());
+    assert!(r.service_is_live(&old));
+    // A publication naming the service by `old` joins a live service: no new service,
+    // allowed at the namespace's limit; another service is refused.
+    let inst = InstanceSpec::new("10.0.0.3", 80)
+        .to_instance(r.interner(), &old)
+        .unwrap();
+    r.publish(&c, Publication::single(old, inst), MemberId(0), 4)
+        .unwrap();
+    assert_eq!(
+        r.query("public", "DEFAULT_GROUP", "s1")
+            .unwrap()
+            .publications
+            .len(),
+        2
+    );
+    assert!(
+        r.publish(&c, publication(&r, "s2", "10.0.0.3", 80), MemberId(0), 5)
+            .is_err()
+    );
+}
+
+/// A resolver answers as `resolve_service`, errors included, for held names and for new
+/// ones it stores while its pin is held (and finds them after, under the same pin).
+#[test]
+fn a_resolver_answers_as_resolve_service() {
+    use crate::model::ServiceSpec;
+    let r = Registry::new(MemberId(0), 3, 0, &Config::default());
+    let cases: [(&str, &str, &str); 7] = [
+        ("", "", "svc"),
+        ("public", "DEFAULT_GROUP", "svc"),
+        ("ns", "", "g@@svc"),
+        ("ns", "g", "g@@svc"),
+        ("ns", "other", "g@@svc"),
+        ("ns", "g", "bad\u{1}name"),
+        ("ns", "g@@x", "svc"),
+    ];
+    let resolver = r.service_resolver();
+    for round in 0..2 {
+        for (ns, group, name) in cases {
+            let got = resolver.resolve(ns, group, name);
+            let want = ServiceSpec::resolve_parts(ns, group, name)
+                .map(|(ns, group, name)| r.service(ns, group, name));
+            assert_eq!(got, want, "round {round}: {ns:?} {group:?} {name:?}");
+            if let (Ok(got), Ok(want)) = (&got, &want) {
+                // The registry's canonical service.
+                assert_eq!(got.key().as_str().as_ptr(), want.key().as_str().as_ptr());
+            }
+        }
+    }
+    assert!(r.find_service("ns", "g", "bad\u{1}name").is_none());
+}
