@@ -444,7 +444,58 @@ impl Client {
         shard: u32,
         body: Body,
     ) -> Arc<Self> {
-        let first = body.first_instance();
+        let id = Self::id_to_store(id, shared, old, body.first_instance());
+        Arc::new(Self {
+            id,
+            id_hash,
+            revision,
+            lease_base: AtomicU64::new(lease_base),
+            owner: AtomicU16::new(owner.0),
+            shard: u16::try_from(shard).expect("at most 65,536 shards"),
+            slot: AtomicU32::new(NO_SLOT),
+            body,
+        })
+    }
+
+    /// [`Client::new`] of the body `body` makes, made in the client as it is built (a
+    /// publication taken from a decoded batch goes into the client without passing
+    /// through the caller's frames: two copies of it fewer).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn new_with(
+        id: &str,
+        shared: Option<&Name>,
+        old: Option<&Client>,
+        id_hash: u64,
+        revision: Revision,
+        lease_base: Millis,
+        owner: MemberId,
+        shard: u32,
+        body: impl FnOnce() -> Body,
+    ) -> Arc<Self> {
+        let mut this = Self {
+            id: None,
+            id_hash,
+            revision,
+            lease_base: AtomicU64::new(lease_base),
+            owner: AtomicU16::new(owner.0),
+            shard: u16::try_from(shard).expect("at most 65,536 shards"),
+            slot: AtomicU32::new(NO_SLOT),
+            body: body(),
+        };
+        this.id = Self::id_to_store(id, shared, old, this.body.first_instance());
+        Arc::new(this)
+    }
+
+    /// The id a new client stores (see [`Client::new`]): `None` if `first`, its first
+    /// instance, implies it; else `shared`, the text `old` stores, or a new text.
+    #[inline(always)]
+    fn id_to_store(
+        id: &str,
+        shared: Option<&Name>,
+        old: Option<&Client>,
+        first: Option<&Instance>,
+    ) -> Option<Name> {
         let derived = match (old.filter(|o| o.id.is_none()), first) {
             // The same id, derived from the same ip and port: no need to read it.
             (Some(o), Some(i)) if o.first_instance().is_some_and(|h| h.same_address(i)) => true,
@@ -462,16 +513,7 @@ impl Client {
         if let Some(n) = &id {
             n.find_id_parts_now(held);
         }
-        Arc::new(Self {
-            id,
-            id_hash,
-            revision,
-            lease_base: AtomicU64::new(lease_base),
-            owner: AtomicU16::new(owner.0),
-            shard: u16::try_from(shard).expect("at most 65,536 shards"),
-            slot: AtomicU32::new(NO_SLOT),
-            body,
-        })
+        id
     }
 
     /// A part of a client of several publications: a client of just `publication`, held

@@ -380,6 +380,9 @@ impl Registry {
     /// retire). `changed` tells whether the publication differs from the one replaced (the
     /// service's revision moves then). `pin` is the caller's pin of the registry's
     /// reclaimer (its shard writer's).
+    /// Inlined: a slot held in the index the service caches (nearly every change) is
+    /// changed in line, the rest out of line ([`Registry::index_insert_slow`]).
+    #[inline(always)]
     pub(super) fn index_insert<'a>(
         &self,
         holder: Arc<Client>,
@@ -389,18 +392,34 @@ impl Registry {
         pin: &'a Pin<'a>,
     ) -> (u32, Option<Unlinked<'a, Client>>) {
         let p = holder.single();
-        let n = p.instances.len();
         // A slot held: it is in the service's one index that is not retired, which
         // cannot be retired while the slot is in use (see `ServiceIndex::gone`).
         if let Some(s) = slot.filter(|s| *s != NO_SLOT)
             && let Some(idx) = self.live_index(&p.service)
         {
+            let n = p.instances.len();
             let let_go = idx.slots.exchange(s as usize, Some(holder), pin);
             if changed {
                 Self::count_change(&idx, n, replaced_len);
             }
             return (s, let_go);
         }
+        self.index_insert_slow(holder, slot, replaced_len, changed, pin)
+    }
+
+    /// [`Registry::index_insert`] of a client without a slot, or whose service's index
+    /// is not cached (or retired): the index found or made, a slot taken.
+    #[inline(never)]
+    fn index_insert_slow<'a>(
+        &self,
+        holder: Arc<Client>,
+        slot: Option<u32>,
+        replaced_len: usize,
+        changed: bool,
+        pin: &'a Pin<'a>,
+    ) -> (u32, Option<Unlinked<'a, Client>>) {
+        let p = holder.single();
+        let n = p.instances.len();
         let mut cached = self.cached_index(&p.service);
         loop {
             let idx = match cached.take() {

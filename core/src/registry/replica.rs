@@ -424,27 +424,31 @@ impl Registry {
         if !tombstones.is_empty() {
             tombstones.remove(key.id);
         }
-        let body = match (old.map(|o| &o.body), publications.len()) {
-            // One publication for a held one of the same service (nearly every change), or
-            // for none: stored as sent, the held heartbeat time kept (what the general
-            // build below makes of it, without pairing the lists).
+        // One publication for a held one of the same service (nearly every change), or
+        // for none: stored as sent, the held heartbeat time kept (what the general build
+        // makes of it, without pairing the lists).
+        let one = match (old.map(|o| &o.body), publications.len()) {
             (Some(Body::One(h)), 1) if h.service == publications.get(0).service => {
-                Body::first(publications.take(0), h.beat.load(Relaxed))
+                Some(h.beat.load(Relaxed))
             }
-            (None, 1) => Body::first(publications.take(0), now),
-            _ => Self::next_body(old, publications, now),
+            (None, 1) => Some(now),
+            _ => None,
         };
-        // A held client keeps its stored id text (`build_client` shares it).
-        let new = self.build_client(
+        // A held client keeps its stored id text (`Client::new` shares it); the body is
+        // made in the client as it is built (a publication moved once).
+        let new = Client::new_with(
             key.id,
             None,
+            old.map(|c| &**c),
             key.hash,
             revision,
-            shard_no,
-            body,
-            owner,
-            old.map(|c| &**c),
             now,
+            owner,
+            shard_no,
+            move || match one {
+                Some(beat) => Body::first(publications.take(0), beat),
+                None => Self::next_body(old, publications, now),
+            },
         );
         self.replace(clients, old, Some(new), changed);
         ApplyOutcome::Applied

@@ -271,6 +271,9 @@ impl<'a> Tables<'a> {
         })
     }
 
+    /// The cluster name an instance names: a name of the batch's cache in line, its first
+    /// use out of line (a call of the whole, with its error paths, cost ~40 a record).
+    #[inline(always)]
     fn cluster(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<Name, WireError> {
         let at = r.at;
         let i = r.index("cluster")?;
@@ -278,6 +281,14 @@ impl<'a> Tables<'a> {
         if let Some(Some(c)) = self.clusters.get(i as usize) {
             return Ok(c.clone());
         }
+        self.first_cluster(node, at, i)
+    }
+
+    /// String `i` (read at `at`) checked as a cluster name and interned, cached for the
+    /// batch's other instances.
+    #[cold]
+    #[inline(never)]
+    fn first_cluster(&mut self, node: &Node, at: usize, i: u32) -> Result<Name, WireError> {
         let s = self.string(at, i, "cluster")?;
         check_cluster_name(s).map_err(|e| malformed(at, format!("cluster: {e}")))?;
         let c = node.registry().interner().intern(s);
@@ -350,6 +361,9 @@ fn flags_ip_port(t: &Tables<'_>, r: &mut Reader<'_>) -> Result<(u8, SmallStr, u1
     Ok((flags, ip, port))
 }
 
+// Inlined into its two callers (a publication of one instance, and each of a batch):
+// the call's register saves and the copy of the returned instance cost ~17 a record.
+#[inline(always)]
 fn instance(
     node: &Node,
     t: &mut Tables<'_>,

@@ -333,6 +333,24 @@ fn a_refusal_names_the_byte_and_the_field() {
         "weight: NaN is outside 0..=10000",
     );
     expect(&one(IPV4 | WEIGHT, 80, Some(1e9)), "is outside 0..=10000");
+    // A cluster is checked and interned on its first use in a batch (out of line), then
+    // taken from the batch's cache: one past the strings, or not a cluster name, is
+    // refused naming its byte (the last, 52).
+    let cluster = |i: u8| {
+        let mut b = good.clone();
+        *b.last_mut().expect("a cluster") = i;
+        b
+    };
+    assert_eq!(good.len(), 53);
+    expect(&cluster(9), "at byte 52: cluster refers to string 9 of 5");
+    expect(
+        &cluster(1),
+        "at byte 52: cluster: invalid clusterName: must not be empty",
+    );
+    expect(
+        &cluster(0),
+        "at byte 52: cluster: invalid clusterName: \"10.0.0.1:8848\" contains ':'",
+    );
     // Flags, address and port are read at once only when the batch holds all three: an
     // instance cut inside them, or with flags no instance has, is refused naming the
     // field, as when each is read alone.
