@@ -30,9 +30,11 @@
 //! already pending again keeps the earlier of the two due times, and its newer state is
 //! what the next flush sends.
 //!
-//! The flush takes clients in due order, and takes them *before* they are due once a
-//! whole batch is pending (see [`SyncScheduler::take`]): a full batch has nothing left to
-//! merge into it, so it leaves at once; what is taken back is put back with its due time.
+//! The flush takes clients in due order (within each stripe; the stripe a take starts at
+//! rotates), and takes them *before* they are due once a whole batch is pending (see
+//! [`SyncScheduler::take_early_into`]): a full batch has nothing left to merge into it, so
+//! it leaves at once; what is taken back is put back with its due time. A batch is built
+//! in take order: what a full batch puts back was taken after what it sends.
 //!
 //! Entries are striped by client id so concurrent writers rarely meet on one mutex.
 
@@ -260,8 +262,8 @@ struct Lane {
     /// without a pointer.)
     heap: BinaryHeap<Reverse<(Millis, u64)>>,
     /// The due time last pushed to `fifo` (0 before any): a push keeps `fifo`
-    /// nondecreasing by comparing with it, not with `fifo`'s back (which costs the deque's
-    /// index arithmetic). It is at least the back's due time, so a due time not below it
+    /// nondecreasing by comparing with it, not with `fifo`'s back (an index computation
+    /// and a load, and no back at all once `fifo` is drained). It is at least the back's due time, so a due time not below it
     /// is not below any in `fifo`; one below it (a put-back after `fifo` emptied, say)
     /// goes to `heap`, which takes any due time.
     last: Millis,
@@ -650,9 +652,7 @@ impl SyncScheduler {
         }
     }
 
-    /// Takes up to `max` clients for `peer` whether due or not: first those due at `now`,
-    /// then the earliest pending of each stripe in turn. The flush does so when a whole
-    /// batch is pending, and puts back with [`Self::put_back`] what it does not send.
+    /// [`Self::take_early_into`] into a vector (tests).
     #[cfg(test)]
     pub(crate) fn take_early(&self, peer: usize, now: Millis, max: usize) -> Vec<Taken> {
         let mut out = Vec::new();
@@ -660,8 +660,10 @@ impl SyncScheduler {
         out
     }
 
-    /// [`Self::take_early`] into `sink` (see [`Self::take_into`]); returns how many
-    /// were taken.
+    /// Takes up to `max` clients for `peer` whether due or not, into `sink` (see
+    /// [`Self::take_into`]): first those due at `now`, then the earliest pending of each
+    /// stripe in turn; returns how many were taken. The flush does so when a whole batch
+    /// is pending, and puts back with [`Self::put_back_parts`] what it does not send.
     pub(crate) fn take_early_into(
         &self,
         peer: usize,

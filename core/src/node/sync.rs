@@ -110,8 +110,12 @@ impl Node {
             // A state the queue held goes into the batch as it is taken: the stored
             // client itself (the encoder reads it, no record is built), sized without
             // asking what the change is. Under a stripe's lock: nothing here locks.
+            // Once a client waits in `later`, every one taken after it waits too: the
+            // batch is built in take order, so a full batch puts back only what was taken
+            // after the client that overflowed it (a deletion taken first is not put back
+            // while states taken after it fill the batch, flush after flush).
             let mut sink = |t: Taken| match t.state {
-                Some(c) if !overflow => {
+                Some(c) if !overflow && later.is_empty() => {
                     let size = c.size_hint();
                     if !batch.changes.is_empty() && bytes + size > max_bytes {
                         // Full by bytes: this one and the rest go back, due as they were.

@@ -351,12 +351,15 @@ impl Registry {
         v
     }
 
-    /// `service` to name a new index of this registry: itself unless it caches another
-    /// registry's index (a publication applied from another node of the process, in the
-    /// simulator), then a copy of this registry's, so that the services it hands out
-    /// (the index's) cache its own index.
+    /// `service` to name a new index of this registry: itself unless it caches an index
+    /// it cannot cache the new one in place of (another registry's, from a publication
+    /// applied from another node of the process in the simulator; or a retired one of
+    /// this registry's, from a service resolved before it was collected), then a copy,
+    /// so that the services the map hands out (the index's) cache their own index: a
+    /// key caching a retired index would send every write of the service down the slow
+    /// path until it is collected again.
     fn own_service(&self, service: &Service) -> Service {
-        let ours = !service.has_cached_index() || self.cached_index(service).is_some();
+        let ours = !service.has_cached_index() || self.live_index(service).is_some();
         if ours {
             service.clone()
         } else {
@@ -465,15 +468,20 @@ impl Registry {
     #[cold]
     #[inline(never)]
     fn index_of(&self, service: &Service) -> Arc<ServiceIndex> {
-        // The key is the index's service (see `ServiceKey`).
-        let own = self.own_service(service);
-        let idx = self
-            .services
-            .pin()
-            .get_or_insert_with(ServiceKey(own.clone()), || {
-                Arc::new(ServiceIndex::new(self.id, own, &self.slots))
-            })
-            .clone();
+        let services = self.services.pin();
+        // Held: no copy of the service is needed (nor built).
+        let idx = match services.get(&Parts::of(service)) {
+            Some(idx) => idx.clone(),
+            None => {
+                // The key is the index's service (see `ServiceKey`).
+                let own = self.own_service(service);
+                services
+                    .get_or_insert_with(ServiceKey(own.clone()), || {
+                        Arc::new(ServiceIndex::new(self.id, own, &self.slots))
+                    })
+                    .clone()
+            }
+        };
         idx.service.cache_index(&idx);
         service.cache_index(&idx);
         idx

@@ -109,3 +109,69 @@ fn an_early_batch_that_is_not_full_puts_back_what_was_not_due() {
     assert_eq!(sent(&n.tick(1_500)), want(3..6));
     assert_eq!(n.pending_sync(MemberId(1)), 0);
 }
+
+/// A client whose entry holds no state (a deletion) keeps its turn when the states taken
+/// after it fill the batch: a batch is built in take order, so what was taken before the
+/// overflow leaves. (When the states taken under the locks went straight into the batch
+/// and only the state-less ones waited for the locks to be let go, the deletion went back
+/// with the overflow at every flush, at the head of its queue, while states arriving as
+/// fast as batches left kept filling the batches: it never left.) Each round here brings
+/// ~12 KB of new states for one batch of 4 KB; the take's first stripe rotates, so the
+/// deletion is taken early in a take within one turn of the stripes.
+#[test]
+fn a_deletion_is_not_starved_by_states_taken_after_it() {
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_bytes: 4096,
+        max_inflight_batches: 1,
+        ..Config::default()
+    };
+    let delay = cfg.sync_delay;
+    let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
+    n.tick(0);
+    let peer = MemberId(1);
+    // Small changes sent first: the estimate of a full batch is then many entries, so
+    // each take takes more ~1 KB states than one batch holds (a burst of larger states
+    // than the average so far).
+    register_many(&n, 10_000, 2_000, 0, 0);
+    let drained = n.drain(0);
+    for (_, r) in sends(&drained) {
+        let PeerRequest::Sync(b) = r else { continue };
+        let applied = b.changes.len() as u32;
+        let ack = Ok(crate::message::PeerResponse::SyncAck { applied, stale: 0 });
+        n.handle_response(peer, r.clone(), ack, 0);
+    }
+    assert_eq!(n.pending_sync(peer), 0);
+    register_many(&n, 0, 1, 0, 0);
+    let first = ClientId::connection(1, "10.9.0.0", 1);
+    n.remove_client(&first, 1);
+    let syncs = |cmds: &[crate::message::Command]| -> Vec<PeerRequest> {
+        sends(cmds)
+            .into_iter()
+            .filter(|(_, r)| matches!(r, PeerRequest::Sync(_)))
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    let mut now = 2;
+    // The batch in flight: sent by a tick, or by the refill after an answer.
+    let mut inflight: Vec<PeerRequest> = Vec::new();
+    for round in 0..40 {
+        register_many(&n, 1 + round * 12, 12, 1000, now);
+        now += delay;
+        inflight.extend(syncs(&n.tick(now)));
+        assert_eq!(inflight.len(), 1, "round {round}: one batch in flight");
+        let request = inflight.pop().expect("a batch");
+        let PeerRequest::Sync(b) = &request else {
+            unreachable!()
+        };
+        if b.changes.iter().any(|c| c.id() == first) {
+            assert!(round <= 17, "sent at round {round} only");
+            return;
+        }
+        let applied = b.changes.len() as u32;
+        let ack = Ok(crate::message::PeerResponse::SyncAck { applied, stale: 0 });
+        inflight = syncs(&n.handle_response(peer, request, ack, now));
+    }
+    panic!("the deletion due first was not sent in 40 rounds");
+}

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::member::MemberId;
 use crate::model::{ClientId, InstanceSpec};
 use crate::registry::Origin;
+use std::sync::Arc;
 
 /// Parts of every length class `short_eq` tells apart (empty aside: a held part is never
 /// empty), and parts that differ from a held one only where two parts meet.
@@ -105,6 +106,50 @@ fn the_live_check_reads_the_cached_index_or_the_live_one() {
     );
 }
 
+/// A service resolved before it was collected (it caches the retired index) that brings
+/// the service back makes a new index whose key caches that new index: the service the
+/// registry hands out afterwards takes the fast path of a write (its cached index is
+/// live), instead of every write of the service going through the map.
+#[test]
+fn a_service_brought_back_by_a_stale_service_caches_its_new_index() {
+    let config = Config {
+        shards: 4,
+        ..Config::default()
+    };
+    let r = Registry::new(MemberId(0), 2, 0, &config);
+    let (a, b) = (
+        ClientId::ip_port("10.0.0.1", 80),
+        ClientId::ip_port("10.0.0.2", 80),
+    );
+    let first = publication(&r, "s1", "10.0.0.1", 80);
+    let old = first.service.clone();
+    r.publish(&a, first, MemberId(0), 1).unwrap();
+    // The retired index stays alive while something holds it.
+    let retired = r.cached_index(&old).expect("cached");
+    r.unpublish(&a, &old, MemberId(0), 2, Origin::Client);
+    r.collect_empty_services(10, 0);
+    assert_eq!(r.collect_empty_services(20, 0), 1);
+    assert!(r.live_index(&old).is_none());
+    // Brought back by a publication naming the service by `old`.
+    let inst = InstanceSpec::new("10.0.0.2", 80)
+        .to_instance(r.interner(), &old)
+        .unwrap();
+    r.publish(&b, Publication::single(old, inst), MemberId(0), 3)
+        .unwrap();
+    let found = r
+        .find_service("public", "DEFAULT_GROUP", "s1")
+        .expect("held");
+    let live = r.live_index(&found).expect("the key caches its live index");
+    assert!(!Arc::ptr_eq(&live, &retired));
+    assert_eq!(
+        r.query("public", "DEFAULT_GROUP", "s1")
+            .unwrap()
+            .publications
+            .len(),
+        1
+    );
+}
+
 /// A resolver answers as `resolve_service`, errors included, for held names and for new
 /// ones it stores while its pin is held (and finds them after, under the same pin).
 #[test]
@@ -134,4 +179,39 @@ fn a_resolver_answers_as_resolve_service() {
         }
     }
     assert!(r.find_service("ns", "g", "bad\u{1}name").is_none());
+}
+
+/// A key is equivalent to exactly its own parts: each part compared (a change of any
+/// one part, of its length or of one byte, tells them apart), and two keys are equal
+/// when their parts are. A lookup could not catch a part left out of the comparison
+/// unless two names' hashes met; this checks the comparison itself.
+#[test]
+fn a_key_is_equivalent_to_its_parts_and_only_to_them() {
+    use papaya::Equivalent;
+    let config = Config {
+        shards: 4,
+        ..Config::default()
+    };
+    let r = Registry::new(MemberId(0), 2, 0, &config);
+    let held = ServiceKey(r.service("ns-a", "group-a", "name-a"));
+    assert!(Parts("ns-a", "group-a", "name-a").equivalent(&held));
+    for parts in [
+        Parts("ns-b", "group-a", "name-a"),
+        Parts("ns-a", "group-b", "name-a"),
+        Parts("ns-a", "group-a", "name-b"),
+        Parts("ns-a", "group-a", "name-a2"),
+        Parts("", "group-a", "name-a"),
+        Parts("ns-a", "group-aname-a", ""),
+    ] {
+        assert!(
+            !parts.equivalent(&held),
+            "{} / {} / {}",
+            parts.0,
+            parts.1,
+            parts.2
+        );
+    }
+    assert!(held == ServiceKey(r.service("ns-a", "group-a", "name-a")));
+    assert!(held != ServiceKey(r.service("ns-a", "group-b", "name-a")));
+    assert!(held != ServiceKey(r.service("ns-b", "group-a", "name-a")));
 }
