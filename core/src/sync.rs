@@ -224,9 +224,23 @@ impl Fifo {
         if self.head == self.items.len() {
             self.items.clear();
             self.head = 0;
+            if self.items.capacity() > Self::SHRINK_ABOVE {
+                self.shrink();
+            }
         } else if self.head >= Self::COMPACT && self.head * 2 >= self.items.len() {
             self.compact();
         }
+    }
+
+    /// Drained after a backlog of more than this many entries (1 MiB; a peer that lagged
+    /// by a million clients or more), the vector lets its memory go: it grows to ~4x its
+    /// high-water mark (twice what is queued before a compaction, then doubled), and a
+    /// lane is kept per peer and stripe for as long as the peer is a member.
+    const SHRINK_ABOVE: usize = 1 << 16;
+
+    #[cold]
+    fn shrink(&mut self) {
+        self.items.shrink_to(Self::COMPACT * 64);
     }
 
     #[cold]

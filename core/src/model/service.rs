@@ -23,8 +23,10 @@ struct ServiceInner {
     namespace: Name,
     group: Name,
     name: Name,
-    /// The registry's index of this service, set by the registry when it first stores a
-    /// publication of it: a write finds the index without looking the key up.
+    /// The registry's index of this service, set by the registry when it makes the
+    /// service or first stores a publication of it: a write finds the index without
+    /// looking the name up. Set once: a service that caches a retired index is not the
+    /// key of its name's next index (see `Registry::own_service`).
     index: OnceLock<Weak<ServiceIndex>>,
 }
 

@@ -383,6 +383,7 @@ impl Registry {
     /// retire). `changed` tells whether the publication differs from the one replaced (the
     /// service's revision moves then). `pin` is the caller's pin of the registry's
     /// reclaimer (its shard writer's).
+    ///
     /// Inlined: a slot held in the index the service caches (nearly every change) is
     /// changed in line, the rest out of line ([`Registry::index_insert_slow`]).
     #[inline(always)]

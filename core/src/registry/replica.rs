@@ -434,7 +434,7 @@ impl Registry {
             (None, 1) => Some(now),
             _ => None,
         };
-        // A held client keeps its stored id text (`Client::new` shares it); the body is
+        // A held client keeps its stored id text (`Client::new_with` shares it); the body is
         // made in the client as it is built (a publication moved once).
         let new = Client::new_with(
             key.id,

@@ -537,3 +537,33 @@ fn a_fifo_is_a_queue_and_keeps_a_bounded_vector() {
         "{compactions} compactions, {clears} clears"
     );
 }
+
+/// A fifo drained after a backlog of more than `SHRINK_ABOVE` entries lets its memory go;
+/// one drained after a smaller backlog keeps its vector for the next burst.
+#[test]
+fn a_fifo_drained_after_a_large_backlog_shrinks() {
+    let mut fifo = super::Fifo::with_capacity(4);
+    for i in 0..1_000u64 {
+        fifo.push_back((i, i));
+    }
+    while !fifo.is_empty() {
+        fifo.pop_front();
+    }
+    let kept = fifo.items.capacity();
+    assert!(kept >= 1_000, "{kept}");
+    let big = super::Fifo::SHRINK_ABOVE as u64 + 1;
+    for i in 0..big {
+        fifo.push_back((i, i));
+    }
+    assert!(fifo.items.capacity() > super::Fifo::SHRINK_ABOVE);
+    while !fifo.is_empty() {
+        fifo.pop_front();
+    }
+    assert!(
+        fifo.items.capacity() <= super::Fifo::COMPACT * 64,
+        "{}",
+        fifo.items.capacity()
+    );
+    fifo.push_back((1, 1));
+    assert_eq!(fifo.front(), Some(&(1, 1)));
+}
