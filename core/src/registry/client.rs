@@ -432,6 +432,8 @@ impl Client {
     /// stores; `old` is the state it replaces (of the same id), whose derived id is this
     /// one's if its first instance has the same ip and port. A text not stored before
     /// has its compact parts found here ([`Name::id_parts`]), once, not by every flush.
+    /// (Its literal repeats [`Client::new_with`]'s: `new` written as `new_with` of a
+    /// closure returning `body` cost a registration 16 instructions, +0.7 %.)
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: &str,
