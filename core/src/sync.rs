@@ -277,9 +277,9 @@ struct Lane {
     heap: BinaryHeap<Reverse<(Millis, u64)>>,
     /// The due time last pushed to `fifo` (0 before any): a push keeps `fifo`
     /// nondecreasing by comparing with it, not with `fifo`'s back (an index computation
-    /// and a load, and no back at all once `fifo` is drained). It is at least the back's due time, so a due time not below it
-    /// is not below any in `fifo`; one below it (a put-back after `fifo` emptied, say)
-    /// goes to `heap`, which takes any due time.
+    /// and a load, and no back at all once `fifo` is drained). It is at least the back's
+    /// due time, so a due time not below it is not below any in `fifo`; one below it (a
+    /// put-back after `fifo` emptied, say) goes to `heap`, which takes any due time.
     last: Millis,
 }
 
