@@ -72,26 +72,6 @@ impl Service {
         k
     }
 
-    /// Calls `f` with the key of a service without allocating (a thread-local buffer,
-    /// or a fresh string if the buffer is in use).
-    pub fn with_key<R>(namespace: &str, group: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
-        thread_local! {
-            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        BUF.with(|b| match b.try_borrow_mut() {
-            Ok(mut buf) => {
-                buf.clear();
-                buf.push_str(namespace);
-                buf.push(char::from(SEPARATOR));
-                buf.push_str(group);
-                buf.push(char::from(SEPARATOR));
-                buf.push_str(name);
-                f(&buf)
-            }
-            Err(_) => f(&Self::key_of(namespace, group, name)),
-        })
-    }
-
     /// Whether this is the service `namespace`/`group`/`name` (resolved parts, see
     /// [`ServiceSpec::resolve`]); compares the name first, which differs most often.
     pub fn is(&self, namespace: &str, group: &str, name: &str) -> bool {

@@ -203,12 +203,11 @@ impl Node {
             self.after_write(client, r, now);
             return Ok(r);
         };
-        let found = Service::with_key(ns, group, name, |key| {
-            c.publications()
-                .iter()
-                .find(|p| p.service.key().as_str() == key)
-                .map(|p| p.service.clone())
-        });
+        let found = c
+            .publications()
+            .iter()
+            .find(|p| p.service.is(ns, group, name))
+            .map(|p| p.service.clone());
         let Some(svc) = found else {
             return Ok(WriteResult::Unchanged);
         };
