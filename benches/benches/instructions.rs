@@ -312,11 +312,21 @@ fn register_all(node: &Node, requests: &[Request]) -> usize {
         .count()
 }
 
+/// 1,000 registrations of clients the node does not hold yet, each into one of the held
+/// services: the owner's path in a registration burst.
+fn store_new_requests() -> (&'static Node, &'static [Request]) {
+    let requests = (CLIENTS..CLIENTS + 1_000)
+        .map(|i| Request::new(Kind::IpPort, i, CLIENTS))
+        .collect();
+    (store_node(), Vec::leak(requests))
+}
+
 // 1,000 registrations that change an existing client (new revision, index, digest, sync
 // scheduling). A thousand rather than a hundred, so that the maps' seed-dependent costs
-// average out to well under the 2 % warning.
+// average out to well under the 2 % warning. `new_1000`: 1,000 new clients instead.
 #[library_benchmark]
 #[bench::changes_1000(setup = store_requests)]
+#[bench::new_1000(setup = store_new_requests)]
 fn register((node, requests): (&'static Node, &'static [Request])) -> usize {
     register_all(node, requests)
 }
@@ -412,6 +422,24 @@ fn sync_cluster() -> &'static Cluster {
     cluster
 }
 
+/// As [`sync_cluster`], but the owner's 1,000 due clients are new ones (in held services):
+/// the replica's path in a registration burst.
+fn sync_cluster_new() -> &'static Cluster {
+    let config = Config {
+        sync_delay: 0,
+        batch_max_entries: BATCH,
+        ..Config::default()
+    };
+    let cluster = leak(Cluster::new(2, CLIENTS, &config, |_, _| false));
+    for i in CLIENTS..CLIENTS + BATCH {
+        let r = Request::new(Kind::Connection, i, CLIENTS);
+        cluster.nodes[0]
+            .register(&r.client, &r.service, &r.instance, fixture::NOW_MS)
+            .expect("valid request");
+    }
+    cluster
+}
+
 fn sync_batch(cluster: &Cluster) -> SyncBatch {
     cluster.nodes[0]
         .tick(fixture::NOW_MS)
@@ -434,14 +462,23 @@ fn build_and_encode(cluster: &'static Cluster) -> usize {
 }
 
 fn sync_encoded() -> (&'static Cluster, codec::Encoded) {
-    let cluster = sync_cluster();
+    encoded_batch(sync_cluster())
+}
+
+fn sync_encoded_new() -> (&'static Cluster, codec::Encoded) {
+    encoded_batch(sync_cluster_new())
+}
+
+fn encoded_batch(cluster: &'static Cluster) -> (&'static Cluster, codec::Encoded) {
     let encoded = codec::encode(&cluster.nodes[0], &sync_batch(cluster));
     (cluster, encoded)
 }
 
-// The replica decodes the batch and applies 1,000 newer client states.
+// The replica decodes the batch and applies 1,000 newer client states (`new_1000`: 1,000
+// clients it does not hold yet).
 #[library_benchmark]
 #[bench::changes_1000(setup = sync_encoded)]
+#[bench::new_1000(setup = sync_encoded_new)]
 fn decode_and_apply((cluster, encoded): (&'static Cluster, codec::Encoded)) -> PeerResponse {
     let (owner, replica) = (&cluster.nodes[0], &cluster.nodes[1]);
     codec::apply(replica, owner.me(), &encoded, fixture::NOW_MS)
