@@ -20,7 +20,10 @@ use distro_core::{
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-/// A checked reader over the batch.
+/// A checked reader over the batch. Copied, not borrowed, into what is called out of
+/// line (its slow and error paths), so the record loop keeps its position in a register:
+/// a reader whose address escapes lives in memory, a load and a store a field.
+#[derive(Clone, Copy)]
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
@@ -29,7 +32,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     // The readers of fixed widths and indices are inlined into the record loop (a call
     // each cost more than the read); their errors are built out of line.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
         match self.b.get(self.at..self.at.saturating_add(n)) {
             Some(s) => {
@@ -41,32 +44,32 @@ impl<'a> Reader<'a> {
     }
     #[cold]
     #[inline(never)]
-    fn short(&self, n: usize, what: &str) -> WireError {
+    fn short(self, n: usize, what: &str) -> WireError {
         malformed(
             self.at,
             format!("{what}: {n} bytes needed, {} left", self.b.len() - self.at),
         )
     }
     /// `N` bytes.
-    #[inline]
+    #[inline(always)]
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], WireError> {
         let b = self.take(N, what)?;
         Ok(b.try_into().expect("N bytes taken"))
     }
-    #[inline]
+    #[inline(always)]
     fn u8(&mut self, what: &str) -> Result<u8, WireError> {
         Ok(self.array::<1>(what)?[0])
     }
-    #[inline]
+    #[inline(always)]
     fn u16(&mut self, what: &str) -> Result<u16, WireError> {
         Ok(u16::from_le_bytes(self.array(what)?))
     }
-    #[inline]
+    #[inline(always)]
     fn u64(&mut self, what: &str) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
     /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, what: &str) -> Result<u64, WireError> {
         if let Some(&b) = self.b.get(self.at)
             && b < 0x80
@@ -74,29 +77,36 @@ impl<'a> Reader<'a> {
             self.at += 1;
             return Ok(u64::from(b));
         }
-        self.varint_multi(what)
+        let (v, at) = self.varint_multi(what)?;
+        self.at = at;
+        Ok(v)
     }
     /// A varint that is mostly several bytes long (a connection's millis): read as one
     /// word in line when it can be, else as [`Reader::varint`] reads it.
-    #[inline]
+    #[inline(always)]
     fn wide_varint(&mut self, what: &str) -> Result<u64, WireError> {
         match self.varint_word() {
             Some(v) => Ok(v),
-            None => self.varint_long(what),
+            None => {
+                let (v, at) = self.varint_long(what)?;
+                self.at = at;
+                Ok(v)
+            }
         }
     }
-    /// A varint of more than one byte: as one word when it can be, else byte by byte.
+    /// A varint of more than one byte: as one word when it can be, else byte by byte;
+    /// with the position after it.
     #[inline(never)]
-    fn varint_multi(&mut self, what: &str) -> Result<u64, WireError> {
+    fn varint_multi(mut self, what: &str) -> Result<(u64, usize), WireError> {
         match self.varint_word() {
-            Some(v) => Ok(v),
+            Some(v) => Ok((v, self.at)),
             None => self.varint_long(what),
         }
     }
     /// A varint of 2 to 8 bytes read as one word when eight bytes are left: its length
     /// from the first byte without the continuation bit, its 7-bit groups packed by
     /// halving the lanes three times (the value [`Reader::varint_long`] reads).
-    #[inline]
+    #[inline(always)]
     fn varint_word(&mut self) -> Option<u64> {
         let w = self.b.get(self.at..self.at + 8)?;
         let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
@@ -113,7 +123,8 @@ impl<'a> Reader<'a> {
         self.at += n;
         Some(x)
     }
-    fn varint_long(&mut self, what: &str) -> Result<u64, WireError> {
+    /// A varint read byte by byte, with the position after it.
+    fn varint_long(mut self, what: &str) -> Result<(u64, usize), WireError> {
         let at = self.at;
         let mut v = 0u64;
         for k in 0..10 {
@@ -129,13 +140,13 @@ impl<'a> Reader<'a> {
             }
             v |= u64::from(b & 0x7f) << (7 * k);
             if b < 0x80 {
-                return Ok(v);
+                return Ok((v, self.at));
             }
         }
         Err(malformed(at, format!("{what}: the varint exceeds 64 bits")))
     }
     /// A varint that must fit in a `u32` (an index).
-    #[inline]
+    #[inline(always)]
     fn index(&mut self, what: &str) -> Result<u32, WireError> {
         let at = self.at;
         let v = self.varint(what)?;
@@ -143,7 +154,7 @@ impl<'a> Reader<'a> {
     }
     /// A count whose items take at least `min_item` bytes each: refused if the rest of
     /// the batch cannot hold them (so a forged count cannot make us allocate).
-    #[inline]
+    #[inline(always)]
     fn count(&mut self, what: &str, min_item: usize) -> Result<usize, WireError> {
         let at = self.at;
         let n = self.varint(what)?;
@@ -174,7 +185,9 @@ struct Tables<'a> {
 }
 
 impl<'a> Tables<'a> {
-    fn read(node: &Node, r: &mut Reader<'a>, base: u64) -> Result<Self, WireError> {
+    /// The tables at the reader's position, and the position after them.
+    fn read(node: &Node, mut r: Reader<'a>, base: u64) -> Result<(Self, usize), WireError> {
+        let r = &mut r;
         let n = r.count("strings", 1)?;
         let mut lens = Vec::with_capacity(n);
         let mut total = 0usize;
@@ -251,14 +264,15 @@ impl<'a> Tables<'a> {
             let name = string(at, name, "service")?;
             services.push(resolver.resolve(ns, group, name)?);
         }
-        Ok(Tables {
+        let t = Tables {
             base,
             clusters: vec![None; strings.len()],
             owners: vec![None; strings.len()],
             strings,
             maps,
             services,
-        })
+        };
+        Ok((t, r.at))
     }
 
     /// The string that the index just read at `at` refers to.
@@ -296,6 +310,7 @@ impl<'a> Tables<'a> {
         Ok(c)
     }
 
+    #[inline(always)]
     fn owner(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<MemberId, WireError> {
         let at = r.at;
         let i = r.index("owner")?;
@@ -308,6 +323,7 @@ impl<'a> Tables<'a> {
         Ok(m)
     }
 
+    #[inline(always)]
     fn revision(&self, r: &mut Reader<'_>) -> Result<Revision, WireError> {
         let at = r.at;
         let d = r.varint("revision")?;
@@ -338,7 +354,13 @@ impl<'a> Tables<'a> {
 
 /// An instance's flags, ip and port read field by field (see [`instance`]).
 #[inline(never)]
-fn flags_ip_port(t: &Tables<'_>, r: &mut Reader<'_>) -> Result<(u8, SmallStr, u16), WireError> {
+/// Returns the position after them too (the reader is copied: see [`Reader`]).
+#[allow(clippy::type_complexity)]
+fn flags_ip_port(
+    t: &Tables<'_>,
+    mut r: Reader<'_>,
+) -> Result<(u8, SmallStr, u16, usize), WireError> {
+    let r = &mut r;
     let at = r.at;
     let flags = r.u8("flags")?;
     if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
@@ -358,7 +380,7 @@ fn flags_ip_port(t: &Tables<'_>, r: &mut Reader<'_>) -> Result<(u8, SmallStr, u1
         SmallStr::new(t.string(at, i, "ip")?)
     };
     let port = r.u16("port")?;
-    Ok((flags, ip, port))
+    Ok((flags, ip, port, r.at))
 }
 
 // Inlined into its two callers (a publication of one instance, and each of a batch):
@@ -381,7 +403,8 @@ fn instance(
             (flags, ipv4_text(o), Ipv4Bits::from_octets(o), port)
         }
         _ => {
-            let (flags, ip, port) = flags_ip_port(t, r)?;
+            let (flags, ip, port, after) = flags_ip_port(t, *r)?;
+            r.at = after;
             let ipv4 = Ipv4Bits::of(&ip);
             (flags, ip, ipv4, port)
         }
@@ -470,6 +493,7 @@ fn instance(
 
 /// Reads the publications of a state record onto `out.publications`, then sorts the
 /// record's run by service (one publication per service, the first of a repeated one).
+#[inline(always)]
 fn publications(
     node: &Node,
     t: &mut Tables<'_>,
@@ -791,7 +815,8 @@ pub(super) fn decode_into_within(
     }
     let n = r.count("records", 4)?;
     let base = r.varint("revision base")?;
-    let mut t = Tables::read(node, &mut r, base)?;
+    let (mut t, after) = Tables::read(node, r, base)?;
+    r.at = after;
     out.records.reserve(n);
     out.publications.reserve(n);
     // The ids as bytes (digits are written without a UTF-8 check each), text again at
