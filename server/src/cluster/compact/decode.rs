@@ -446,7 +446,11 @@ fn instance(
                 ValidationError::new(Field::Port, "0 is outside 1..=65535"),
             ));
         }
-        if !weight.is_finite() || !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+        // A weight of 1 (no weight sent) is in range; a sent one is compared with the
+        // bounds only: they are finite, so NaN and the infinities fall outside (as
+        // `InstanceFields::validate`'s finiteness check refuses them).
+        const _: () = assert!(MIN_WEIGHT.is_finite() && MAX_WEIGHT.is_finite());
+        if flags & WEIGHT != 0 && !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
             return Err(malformed(
                 at,
                 ValidationError::new(

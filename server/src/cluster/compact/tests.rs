@@ -333,6 +333,19 @@ fn a_refusal_names_the_byte_and_the_field() {
         "weight: NaN is outside 0..=10000",
     );
     expect(&one(IPV4 | WEIGHT, 80, Some(1e9)), "is outside 0..=10000");
+    // Compared with the finite bounds only: the infinities and negative weights fall
+    // outside, and a weight sent in range (-0 and the bounds too, as the full check
+    // takes them) is kept.
+    for w in [f64::INFINITY, f64::NEG_INFINITY, -1.0, 10_000.5] {
+        expect(&one(IPV4 | WEIGHT, 80, Some(w)), "is outside 0..=10000");
+    }
+    for w in [-0.0, 0.0, 2.5, 10_000.0] {
+        let got = decode_changes(&replica, &one(IPV4 | WEIGHT, 80, Some(w))).expect("valid");
+        let ClientChange::Upsert(r) = &got[0] else {
+            panic!("a state")
+        };
+        assert_eq!(r.publications[0].instances[0].weight.to_bits(), w.to_bits());
+    }
     // A cluster is checked and interned on its first use in a batch (out of line), then
     // taken from the batch's cache: one past the strings, or not a cluster name, is
     // refused naming its byte (the last, 52).
