@@ -505,9 +505,40 @@ fn publications(
     out: &mut Decoded,
 ) -> Result<(), WireError> {
     let n = r.count("publications", 3)?;
+    // One (nearly every record): no loop, reservation or sort.
+    if n == 1 {
+        return publication(node, t, r, out);
+    }
     let start = out.publications.len();
     out.publications.reserve(n);
     for _ in 0..n {
+        publication(node, t, r, out)?;
+    }
+    let run = &mut out.publications[start..];
+    if run.len() > 1 {
+        // Stable: of a repeated service, the first stays first, and is kept.
+        run.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+        let mut kept = 1;
+        for i in 1..run.len() {
+            if service_of(&run[i]) != service_of(&run[kept - 1]) {
+                run.swap(kept, i);
+                kept += 1;
+            }
+        }
+        out.publications.truncate(start + kept);
+    }
+    Ok(())
+}
+
+/// Reads one publication onto `out.publications`.
+#[inline(always)]
+fn publication(
+    node: &Node,
+    t: &mut Tables<'_>,
+    r: &mut Reader<'_>,
+    out: &mut Decoded,
+) -> Result<(), WireError> {
+    {
         let at = r.at;
         let s = r.index("service")?;
         let service = t
@@ -545,19 +576,6 @@ fn publications(
             out.publications
                 .push(Some(Publication::single(service, one)));
         }
-    }
-    let run = &mut out.publications[start..];
-    if run.len() > 1 {
-        // Stable: of a repeated service, the first stays first, and is kept.
-        run.sort_by(|a, b| service_of(a).cmp(service_of(b)));
-        let mut kept = 1;
-        for i in 1..run.len() {
-            if service_of(&run[i]) != service_of(&run[kept - 1]) {
-                run.swap(kept, i);
-                kept += 1;
-            }
-        }
-        out.publications.truncate(start + kept);
     }
     Ok(())
 }
