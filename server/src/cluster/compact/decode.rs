@@ -220,12 +220,7 @@ impl<'a> Tables<'a> {
             strings.push(&blob[start..e]);
             start = e;
         }
-        let string = |at: usize, i: u32, what: &str| -> Result<&'a str, WireError> {
-            strings
-                .get(i as usize)
-                .copied()
-                .ok_or_else(|| malformed(at, format!("{what} refers to string {i} of {n}")))
-        };
+        let string = |at: usize, i: u32, what: &str| string_of(&strings, at, i, what);
         let n_maps = r.count("metadata maps", 1)?;
         let mut maps = Vec::with_capacity(n_maps);
         let mut pairs: Vec<(&str, &str)> = Vec::new();
@@ -276,13 +271,9 @@ impl<'a> Tables<'a> {
     }
 
     /// The string that the index just read at `at` refers to.
+    #[inline(always)]
     fn string(&self, at: usize, i: u32, what: &str) -> Result<&'a str, WireError> {
-        self.strings.get(i as usize).copied().ok_or_else(|| {
-            malformed(
-                at,
-                format!("{what} refers to string {i} of {}", self.strings.len()),
-            )
-        })
+        string_of(&self.strings, at, i, what)
     }
 
     /// The cluster name an instance names: a name of the batch's cache in line, its first
@@ -350,6 +341,22 @@ impl<'a> Tables<'a> {
             .ok_or_else(|| malformed(at, "revision exceeds 64 bits"))?;
         Ok(Revision(logical << MEMBER_BITS | member))
     }
+}
+
+/// String `i` of `strings`, read at `at` (in line: a call cost more than the lookup; the
+/// error out of line).
+#[inline(always)]
+fn string_of<'a>(strings: &[&'a str], at: usize, i: u32, what: &str) -> Result<&'a str, WireError> {
+    match strings.get(i as usize) {
+        Some(&s) => Ok(s),
+        None => Err(no_string(at, i, what, strings.len())),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn no_string(at: usize, i: u32, what: &str, n: usize) -> WireError {
+    malformed(at, format!("{what} refers to string {i} of {n}"))
 }
 
 /// An instance's flags, ip and port read field by field (see [`instance`]).
