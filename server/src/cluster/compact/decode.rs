@@ -20,23 +20,38 @@ use distro_core::{
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-/// A checked reader over the batch. Copied, not borrowed, into what is called out of
-/// line (its slow and error paths), so the record loop keeps its position in a register:
-/// a reader whose address escapes lives in memory, a load and a store a field.
+/// A checked reader over the batch: what is left of it, a slice that each read shortens
+/// (a length check, a load and a pointer bump a field; a position is computed only for
+/// an error). Copied, not borrowed, into what is called out of line (its slow and error
+/// paths), so the record loop keeps it in registers: a reader whose address escapes
+/// lives in memory, a load and a store a field.
 #[derive(Clone, Copy)]
 struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+    /// What is left to read.
+    rest: &'a [u8],
+    /// The batch's length (a position is this less what is left).
+    len: usize,
 }
 
 impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self {
+            rest: b,
+            len: b.len(),
+        }
+    }
+    /// The position of the next byte in the batch.
+    #[inline(always)]
+    fn at(&self) -> usize {
+        self.len - self.rest.len()
+    }
     // The readers of fixed widths and indices are inlined into the record loop (a call
     // each cost more than the read); their errors are built out of line.
     #[inline(always)]
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
-        match self.b.get(self.at..self.at.saturating_add(n)) {
-            Some(s) => {
-                self.at += n;
+        match self.rest.split_at_checked(n) {
+            Some((s, rest)) => {
+                self.rest = rest;
                 Ok(s)
             }
             None => Err(self.short(n, what)),
@@ -46,15 +61,20 @@ impl<'a> Reader<'a> {
     #[inline(never)]
     fn short(self, n: usize, what: &str) -> WireError {
         malformed(
-            self.at,
-            format!("{what}: {n} bytes needed, {} left", self.b.len() - self.at),
+            self.at(),
+            format!("{what}: {n} bytes needed, {} left", self.rest.len()),
         )
     }
     /// `N` bytes.
     #[inline(always)]
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], WireError> {
-        let b = self.take(N, what)?;
-        Ok(b.try_into().expect("N bytes taken"))
+        match self.rest.split_first_chunk::<N>() {
+            Some((s, rest)) => {
+                self.rest = rest;
+                Ok(*s)
+            }
+            None => Err(self.short(N, what)),
+        }
     }
     #[inline(always)]
     fn u8(&mut self, what: &str) -> Result<u8, WireError> {
@@ -71,14 +91,14 @@ impl<'a> Reader<'a> {
     /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
     #[inline(always)]
     fn varint(&mut self, what: &str) -> Result<u64, WireError> {
-        if let Some(&b) = self.b.get(self.at)
+        if let Some((&b, rest)) = self.rest.split_first()
             && b < 0x80
         {
-            self.at += 1;
+            self.rest = rest;
             return Ok(u64::from(b));
         }
-        let (v, at) = self.varint_multi(what)?;
-        self.at = at;
+        let (v, rest) = self.varint_multi(what)?;
+        self.rest = rest;
         Ok(v)
     }
     /// A varint that is mostly several bytes long (a connection's millis): read as one
@@ -88,18 +108,18 @@ impl<'a> Reader<'a> {
         match self.varint_word() {
             Some(v) => Ok(v),
             None => {
-                let (v, at) = self.varint_long(what)?;
-                self.at = at;
+                let (v, rest) = self.varint_long(what)?;
+                self.rest = rest;
                 Ok(v)
             }
         }
     }
     /// A varint of more than one byte: as one word when it can be, else byte by byte;
-    /// with the position after it.
+    /// with what is left after it.
     #[inline(never)]
-    fn varint_multi(mut self, what: &str) -> Result<(u64, usize), WireError> {
+    fn varint_multi(mut self, what: &str) -> Result<(u64, &'a [u8]), WireError> {
         match self.varint_word() {
-            Some(v) => Ok((v, self.at)),
+            Some(v) => Ok((v, self.rest)),
             None => self.varint_long(what),
         }
     }
@@ -108,8 +128,7 @@ impl<'a> Reader<'a> {
     /// halving the lanes three times (the value [`Reader::varint_long`] reads).
     #[inline(always)]
     fn varint_word(&mut self) -> Option<u64> {
-        let w = self.b.get(self.at..self.at + 8)?;
-        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        let w = u64::from_le_bytes(*self.rest.first_chunk::<8>()?);
         let ends = !w & 0x8080_8080_8080_8080;
         if ends == 0 {
             return None;
@@ -120,27 +139,27 @@ impl<'a> Reader<'a> {
         let x = (x & 0x007f_007f_007f_007f) | (x & 0x7f00_7f00_7f00_7f00) >> 1;
         let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x3fff_0000_3fff_0000) >> 2;
         let x = (x & 0x0000_0000_0fff_ffff) | (x & 0x0fff_ffff_0000_0000) >> 4;
-        self.at += n;
+        self.rest = &self.rest[n..];
         Some(x)
     }
-    /// A varint read byte by byte, with the position after it.
-    fn varint_long(mut self, what: &str) -> Result<(u64, usize), WireError> {
-        let at = self.at;
+    /// A varint read byte by byte, with what is left after it.
+    fn varint_long(mut self, what: &str) -> Result<(u64, &'a [u8]), WireError> {
+        let at = self.at();
         let mut v = 0u64;
         for k in 0..10 {
-            let Some(&b) = self.b.get(self.at) else {
+            let Some((&b, rest)) = self.rest.split_first() else {
                 return Err(malformed(
                     at,
                     format!("{what}: the varint runs past the end"),
                 ));
             };
-            self.at += 1;
+            self.rest = rest;
             if k == 9 && b > 1 {
                 break;
             }
             v |= u64::from(b & 0x7f) << (7 * k);
             if b < 0x80 {
-                return Ok((v, self.at));
+                return Ok((v, self.rest));
             }
         }
         Err(malformed(at, format!("{what}: the varint exceeds 64 bits")))
@@ -148,7 +167,7 @@ impl<'a> Reader<'a> {
     /// A varint that must fit in a `u32` (an index).
     #[inline(always)]
     fn index(&mut self, what: &str) -> Result<u32, WireError> {
-        let at = self.at;
+        let at = self.at();
         let v = self.varint(what)?;
         u32::try_from(v).map_err(|_| too_wide(at, what, v))
     }
@@ -156,9 +175,9 @@ impl<'a> Reader<'a> {
     /// the batch cannot hold them (so a forged count cannot make us allocate).
     #[inline(always)]
     fn count(&mut self, what: &str, min_item: usize) -> Result<usize, WireError> {
-        let at = self.at;
+        let at = self.at();
         let n = self.varint(what)?;
-        let left = (self.b.len() - self.at) as u64;
+        let left = self.rest.len() as u64;
         if n.saturating_mul(min_item as u64) > left {
             return Err(malformed(at, format!("{what} {n} do not fit in the batch")));
         }
@@ -185,17 +204,17 @@ struct Tables<'a> {
 }
 
 impl<'a> Tables<'a> {
-    /// The tables at the reader's position, and the position after them.
-    fn read(node: &Node, mut r: Reader<'a>, base: u64) -> Result<(Self, usize), WireError> {
+    /// The tables at the reader's position, and the reader after them.
+    fn read(node: &Node, mut r: Reader<'a>, base: u64) -> Result<(Self, Reader<'a>), WireError> {
         let r = &mut r;
         let n = r.count("strings", 1)?;
         let mut lens = Vec::with_capacity(n);
         let mut total = 0usize;
         for i in 0..n {
-            let at = r.at;
+            let at = r.at();
             let len = r.varint("string length")?;
             total = total.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-            if total > r.b.len() {
+            if total > r.len {
                 return Err(malformed(
                     at,
                     format!("string {i}: {len} bytes do not fit in the batch"),
@@ -203,7 +222,7 @@ impl<'a> Tables<'a> {
             }
             lens.push(len as usize);
         }
-        let blob_at = r.at;
+        let blob_at = r.at();
         let blob = r.take(total, "string table")?;
         let blob = std::str::from_utf8(blob)
             .map_err(|e| malformed(blob_at + e.valid_up_to(), "a string is not UTF-8"))?;
@@ -225,14 +244,14 @@ impl<'a> Tables<'a> {
         let mut maps = Vec::with_capacity(n_maps);
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for _ in 0..n_maps {
-            let at = r.at;
+            let at = r.at();
             let entries = r.count("metadata entries", 2)?;
             pairs.clear();
             for _ in 0..entries {
-                let kat = r.at;
+                let kat = r.at();
                 let k = r.index("metadata key")?;
                 let k = string(kat, k, "metadata key")?;
-                let vat = r.at;
+                let vat = r.at();
                 let v = r.index("metadata value")?;
                 let v = string(vat, v, "metadata value")?;
                 pairs.push((k, v));
@@ -248,13 +267,13 @@ impl<'a> Tables<'a> {
         let mut services = Vec::with_capacity(n_services);
         let resolver = node.registry().service_resolver();
         for _ in 0..n_services {
-            let at = r.at;
+            let at = r.at();
             let ns = r.index("namespace")?;
             let ns = string(at, ns, "namespace")?;
-            let at = r.at;
+            let at = r.at();
             let group = r.index("group")?;
             let group = string(at, group, "group")?;
-            let at = r.at;
+            let at = r.at();
             let name = r.index("service")?;
             let name = string(at, name, "service")?;
             services.push(resolver.resolve(ns, group, name)?);
@@ -267,7 +286,7 @@ impl<'a> Tables<'a> {
             maps,
             services,
         };
-        Ok((t, r.at))
+        Ok((t, *r))
     }
 
     /// The string that the index just read at `at` refers to.
@@ -280,7 +299,7 @@ impl<'a> Tables<'a> {
     /// use out of line (a call of the whole, with its error paths, cost ~40 a record).
     #[inline(always)]
     fn cluster(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<Name, WireError> {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("cluster")?;
         // Interned on first use (the cache is as long as the strings: a hit is in range).
         if let Some(Some(c)) = self.clusters.get(i as usize) {
@@ -303,7 +322,7 @@ impl<'a> Tables<'a> {
 
     #[inline(always)]
     fn owner(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<MemberId, WireError> {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("owner")?;
         if let Some(Some(m)) = self.owners.get(i as usize) {
             return Ok(*m);
@@ -316,10 +335,10 @@ impl<'a> Tables<'a> {
 
     #[inline(always)]
     fn revision(&self, r: &mut Reader<'_>) -> Result<Revision, WireError> {
-        let at = r.at;
+        let at = r.at();
         let d = r.varint("revision")?;
         let low = if d & 1 != 0 {
-            let lat = r.at;
+            let lat = r.at();
             let low = r.varint("revision low bits")?;
             if low == 0 || low >= 1 << FLOOR_SHIFT {
                 return Err(malformed(lat, format!("revision low bits {low}")));
@@ -328,7 +347,7 @@ impl<'a> Tables<'a> {
         } else {
             0
         };
-        let mat = r.at;
+        let mat = r.at();
         let member = r.varint("revision member")?;
         if member >= 1 << MEMBER_BITS {
             return Err(malformed(mat, format!("revision member {member}")));
@@ -363,12 +382,12 @@ fn no_string(at: usize, i: u32, what: &str, n: usize) -> WireError {
 #[inline(never)]
 /// Returns the position after them too (the reader is copied: see [`Reader`]).
 #[allow(clippy::type_complexity)]
-fn flags_ip_port(
+fn flags_ip_port<'a>(
     t: &Tables<'_>,
-    mut r: Reader<'_>,
-) -> Result<(u8, SmallStr, u16, usize), WireError> {
+    mut r: Reader<'a>,
+) -> Result<(u8, SmallStr, u16, Reader<'a>), WireError> {
     let r = &mut r;
-    let at = r.at;
+    let at = r.at();
     let flags = r.u8("flags")?;
     if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
         return Err(malformed(at, format!("instance flags {flags:#04x}")));
@@ -382,12 +401,12 @@ fn flags_ip_port(
         o.copy_from_slice(b);
         SmallStr::from(Ipv6Addr::from(o).to_string())
     } else {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("ip")?;
         SmallStr::new(t.string(at, i, "ip")?)
     };
     let port = r.u16("port")?;
-    Ok((flags, ip, port, r.at))
+    Ok((flags, ip, port, *r))
 }
 
 // Inlined into its two callers (a publication of one instance, and each of a batch):
@@ -399,19 +418,19 @@ fn instance(
     r: &mut Reader<'_>,
     service: &Service,
 ) -> Result<Instance, WireError> {
-    let at = r.at;
+    let at = r.at();
     // The flags, a packed IPv4 address and the port (nearly every instance) in one read
     // when the batch holds them; else field by field.
-    let (flags, ip, ipv4, port) = match r.b.get(at..at + 7) {
-        Some(&[flags, a, b, c, d, p0, p1]) if flags & (0x80 | IPV4 | IPV6) == IPV4 => {
-            r.at = at + 7;
+    let (flags, ip, ipv4, port) = match r.rest.split_first_chunk::<7>() {
+        Some((&[flags, a, b, c, d, p0, p1], rest)) if flags & (0x80 | IPV4 | IPV6) == IPV4 => {
+            r.rest = rest;
             let o = [a, b, c, d];
             let port = u16::from_le_bytes([p0, p1]);
             (flags, ipv4_text(o), Ipv4Bits::from_octets(o), port)
         }
         _ => {
             let (flags, ip, port, after) = flags_ip_port(t, *r)?;
-            r.at = after;
+            *r = after;
             let ipv4 = Ipv4Bits::of(&ip);
             (flags, ip, ipv4, port)
         }
@@ -423,7 +442,7 @@ fn instance(
     };
     let cluster = t.cluster(node, r)?;
     let metadata = if flags & METADATA != 0 {
-        let at = r.at;
+        let at = r.at();
         let map = r.index("metadata")?;
         t.maps.get(map as usize).cloned().ok_or_else(|| {
             malformed(
@@ -435,7 +454,7 @@ fn instance(
         Metadata::EMPTY
     };
     let custom = if flags & CUSTOM_ID != 0 {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("custom id")?;
         Some(t.string(at, i, "custom id")?)
     } else {
@@ -546,14 +565,14 @@ fn publication(
     out: &mut Decoded,
 ) -> Result<(), WireError> {
     {
-        let at = r.at;
+        let at = r.at();
         let s = r.index("service")?;
         let service = t
             .services
             .get(s as usize)
             .cloned()
             .ok_or_else(|| malformed(at, format!("service {s} of {}", t.services.len())))?;
-        let at = r.at;
+        let at = r.at();
         let v = r.varint("instances")?;
         let batch = v & 1 != 0;
         let count = v >> 1;
@@ -831,7 +850,7 @@ pub(super) fn decode_into_within(
     out: &mut Decoded,
     max_ids: usize,
 ) -> Result<(), WireError> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     let version = r.u8("version")?;
     if version != VERSION {
         return Err(malformed(
@@ -845,7 +864,7 @@ pub(super) fn decode_into_within(
     let n = r.count("records", 4)?;
     let base = r.varint("revision base")?;
     let (mut t, after) = Tables::read(node, r, base)?;
-    r.at = after;
+    r = after;
     out.records.reserve(n);
     out.publications.reserve(n);
     // The ids as bytes (digits are written without a UTF-8 check each), text again at
@@ -855,7 +874,7 @@ pub(super) fn decode_into_within(
     ids.reserve((n * 32).min(b.len() * 2));
     let mut last_millis = MillisHigh::new();
     for _ in 0..n {
-        let at = r.at;
+        let at = r.at();
         let head = r.u8("record head")?;
         if head > (ID_CONNECTION << 1) {
             return Err(malformed(at, format!("record head {head:#04x}")));
@@ -864,7 +883,7 @@ pub(super) fn decode_into_within(
         let deletion = head & DELETION != 0;
         let id_start = ids.len();
         if form == ID_STRING {
-            let iat = r.at;
+            let iat = r.at();
             let i = r.index("client id")?;
             let s = t.string(iat, i, "client id")?;
             ClientId::check(s).map_err(|e| malformed(iat, format!("client id: {e}")))?;
@@ -906,8 +925,8 @@ pub(super) fn decode_into_within(
         debug_assert!(ids.len() > id_start);
         out.end_record(ids.len(), revision, Some(owner), form == ID_CONNECTION);
     }
-    if r.at != b.len() {
-        return Err(malformed(r.at, "bytes after the last record"));
+    if !r.rest.is_empty() {
+        return Err(malformed(r.at(), "bytes after the last record"));
     }
     out.ids = String::from_utf8(ids).expect("string ids, digits, separators and ips");
     Ok(())
@@ -924,7 +943,7 @@ pub fn decode_changes(node: &Node, b: &[u8]) -> Result<Vec<ClientChange>, WireEr
 pub fn record_count(b: &[u8]) -> Option<usize> {
     match b {
         [VERSION, rest @ ..] => {
-            let mut r = Reader { b: rest, at: 0 };
+            let mut r = Reader::new(rest);
             r.varint("records").ok().map(|n| n as usize)
         }
         _ => None,
@@ -988,32 +1007,26 @@ mod tests {
             for tail in [&[][..], &[0xff; 12][..]] {
                 let mut with = b.clone();
                 with.extend_from_slice(tail);
-                let mut r = Reader { b: &with, at: 0 };
+                let mut r = Reader::new(&with);
                 assert_eq!(r.varint("v").expect("valid"), v, "{v}");
-                assert_eq!(r.at, b.len(), "{v}");
+                assert_eq!(r.at(), b.len(), "{v}");
                 // The wide reader (a connection's millis) reads the same.
-                let mut r = Reader { b: &with, at: 0 };
+                let mut r = Reader::new(&with);
                 assert_eq!(r.wide_varint("v").expect("valid"), v, "{v}");
-                assert_eq!(r.at, b.len(), "{v}");
+                assert_eq!(r.at(), b.len(), "{v}");
             }
             // Cut short: runs past the end.
-            let mut r = Reader {
-                b: &b[..b.len() - 1],
-                at: 0,
-            };
+            let mut r = Reader::new(&b[..b.len() - 1]);
             if !b[..b.len() - 1].is_empty() {
                 let e = r.varint("v").expect_err("short").to_string();
                 assert!(
                     e.contains("at byte 0: v: the varint runs past the end"),
                     "{e}"
                 );
-                let e = Reader {
-                    b: &b[..b.len() - 1],
-                    at: 0,
-                }
-                .wide_varint("v")
-                .expect_err("short")
-                .to_string();
+                let e = Reader::new(&b[..b.len() - 1])
+                    .wide_varint("v")
+                    .expect_err("short")
+                    .to_string();
                 assert!(
                     e.contains("at byte 0: v: the varint runs past the end"),
                     "{e}"
@@ -1022,24 +1035,18 @@ mod tests {
         }
         let mut too_wide = vec![0xffu8; 9];
         too_wide.push(0x02);
-        let e = Reader {
-            b: &too_wide,
-            at: 0,
-        }
-        .varint("v")
-        .expect_err("65 bits")
-        .to_string();
+        let e = Reader::new(&too_wide)
+            .varint("v")
+            .expect_err("65 bits")
+            .to_string();
         assert!(
             e.contains("at byte 0: v: the varint exceeds 64 bits"),
             "{e}"
         );
-        let e = Reader {
-            b: &too_wide,
-            at: 0,
-        }
-        .wide_varint("v")
-        .expect_err("65 bits")
-        .to_string();
+        let e = Reader::new(&too_wide)
+            .wide_varint("v")
+            .expect_err("65 bits")
+            .to_string();
         assert!(
             e.contains("at byte 0: v: the varint exceeds 64 bits"),
             "{e}"
