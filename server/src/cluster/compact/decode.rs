@@ -20,146 +20,9 @@ use distro_core::{
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-/// A checked reader over the batch.
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
+mod reader;
 
-impl<'a> Reader<'a> {
-    // The readers of fixed widths and indices are inlined into the record loop (a call
-    // each cost more than the read); their errors are built out of line.
-    #[inline]
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
-        match self.b.get(self.at..self.at.saturating_add(n)) {
-            Some(s) => {
-                self.at += n;
-                Ok(s)
-            }
-            None => Err(self.short(n, what)),
-        }
-    }
-    #[cold]
-    #[inline(never)]
-    fn short(&self, n: usize, what: &str) -> WireError {
-        malformed(
-            self.at,
-            format!("{what}: {n} bytes needed, {} left", self.b.len() - self.at),
-        )
-    }
-    /// `N` bytes.
-    #[inline]
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], WireError> {
-        let b = self.take(N, what)?;
-        Ok(b.try_into().expect("N bytes taken"))
-    }
-    #[inline]
-    fn u8(&mut self, what: &str) -> Result<u8, WireError> {
-        Ok(self.array::<1>(what)?[0])
-    }
-    #[inline]
-    fn u16(&mut self, what: &str) -> Result<u16, WireError> {
-        Ok(u16::from_le_bytes(self.array(what)?))
-    }
-    #[inline]
-    fn u64(&mut self, what: &str) -> Result<u64, WireError> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-    /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
-    #[inline]
-    fn varint(&mut self, what: &str) -> Result<u64, WireError> {
-        if let Some(&b) = self.b.get(self.at)
-            && b < 0x80
-        {
-            self.at += 1;
-            return Ok(u64::from(b));
-        }
-        self.varint_multi(what)
-    }
-    /// A varint that is mostly several bytes long (a connection's millis): read as one
-    /// word in line when it can be, else as [`Reader::varint`] reads it.
-    #[inline]
-    fn wide_varint(&mut self, what: &str) -> Result<u64, WireError> {
-        match self.varint_word() {
-            Some(v) => Ok(v),
-            None => self.varint_long(what),
-        }
-    }
-    /// A varint of more than one byte: as one word when it can be, else byte by byte.
-    #[inline(never)]
-    fn varint_multi(&mut self, what: &str) -> Result<u64, WireError> {
-        match self.varint_word() {
-            Some(v) => Ok(v),
-            None => self.varint_long(what),
-        }
-    }
-    /// A varint of 2 to 8 bytes read as one word when eight bytes are left: its length
-    /// from the first byte without the continuation bit, its 7-bit groups packed by
-    /// halving the lanes three times (the value [`Reader::varint_long`] reads).
-    #[inline]
-    fn varint_word(&mut self) -> Option<u64> {
-        let w = self.b.get(self.at..self.at + 8)?;
-        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-        let ends = !w & 0x8080_8080_8080_8080;
-        if ends == 0 {
-            return None;
-        }
-        // The last byte's continuation bit is bit 8n - 1 of the word.
-        let n = (ends.trailing_zeros() / 8 + 1) as usize;
-        let x = if n == 8 { w } else { w & ((1 << (8 * n)) - 1) };
-        let x = (x & 0x007f_007f_007f_007f) | (x & 0x7f00_7f00_7f00_7f00) >> 1;
-        let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x3fff_0000_3fff_0000) >> 2;
-        let x = (x & 0x0000_0000_0fff_ffff) | (x & 0x0fff_ffff_0000_0000) >> 4;
-        self.at += n;
-        Some(x)
-    }
-    fn varint_long(&mut self, what: &str) -> Result<u64, WireError> {
-        let at = self.at;
-        let mut v = 0u64;
-        for k in 0..10 {
-            let Some(&b) = self.b.get(self.at) else {
-                return Err(malformed(
-                    at,
-                    format!("{what}: the varint runs past the end"),
-                ));
-            };
-            self.at += 1;
-            if k == 9 && b > 1 {
-                break;
-            }
-            v |= u64::from(b & 0x7f) << (7 * k);
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(malformed(at, format!("{what}: the varint exceeds 64 bits")))
-    }
-    /// A varint that must fit in a `u32` (an index).
-    #[inline]
-    fn index(&mut self, what: &str) -> Result<u32, WireError> {
-        let at = self.at;
-        let v = self.varint(what)?;
-        u32::try_from(v).map_err(|_| too_wide(at, what, v))
-    }
-    /// A count whose items take at least `min_item` bytes each: refused if the rest of
-    /// the batch cannot hold them (so a forged count cannot make us allocate).
-    #[inline]
-    fn count(&mut self, what: &str, min_item: usize) -> Result<usize, WireError> {
-        let at = self.at;
-        let n = self.varint(what)?;
-        let left = (self.b.len() - self.at) as u64;
-        if n.saturating_mul(min_item as u64) > left {
-            return Err(malformed(at, format!("{what} {n} do not fit in the batch")));
-        }
-        Ok(n as usize)
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn too_wide(at: usize, what: &str, v: u64) -> WireError {
-    malformed(at, format!("{what} {v} exceeds u32"))
-}
+use reader::Reader;
 
 /// The decoded tables of one batch.
 struct Tables<'a> {
@@ -174,15 +37,17 @@ struct Tables<'a> {
 }
 
 impl<'a> Tables<'a> {
-    fn read(node: &Node, r: &mut Reader<'a>, base: u64) -> Result<Self, WireError> {
+    /// The tables at the reader's position, and the reader after them.
+    fn read(node: &Node, mut r: Reader<'a>, base: u64) -> Result<(Self, Reader<'a>), WireError> {
+        let r = &mut r;
         let n = r.count("strings", 1)?;
         let mut lens = Vec::with_capacity(n);
         let mut total = 0usize;
         for i in 0..n {
-            let at = r.at;
+            let at = r.at();
             let len = r.varint("string length")?;
             total = total.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-            if total > r.b.len() {
+            if total > r.len {
                 return Err(malformed(
                     at,
                     format!("string {i}: {len} bytes do not fit in the batch"),
@@ -190,7 +55,7 @@ impl<'a> Tables<'a> {
             }
             lens.push(len as usize);
         }
-        let blob_at = r.at;
+        let blob_at = r.at();
         let blob = r.take(total, "string table")?;
         let blob = std::str::from_utf8(blob)
             .map_err(|e| malformed(blob_at + e.valid_up_to(), "a string is not UTF-8"))?;
@@ -207,24 +72,19 @@ impl<'a> Tables<'a> {
             strings.push(&blob[start..e]);
             start = e;
         }
-        let string = |at: usize, i: u32, what: &str| -> Result<&'a str, WireError> {
-            strings
-                .get(i as usize)
-                .copied()
-                .ok_or_else(|| malformed(at, format!("{what} refers to string {i} of {n}")))
-        };
+        let string = |at: usize, i: u32, what: &str| string_of(&strings, at, i, what);
         let n_maps = r.count("metadata maps", 1)?;
         let mut maps = Vec::with_capacity(n_maps);
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for _ in 0..n_maps {
-            let at = r.at;
+            let at = r.at();
             let entries = r.count("metadata entries", 2)?;
             pairs.clear();
             for _ in 0..entries {
-                let kat = r.at;
+                let kat = r.at();
                 let k = r.index("metadata key")?;
                 let k = string(kat, k, "metadata key")?;
-                let vat = r.at;
+                let vat = r.at();
                 let v = r.index("metadata value")?;
                 let v = string(vat, v, "metadata value")?;
                 pairs.push((k, v));
@@ -240,42 +100,39 @@ impl<'a> Tables<'a> {
         let mut services = Vec::with_capacity(n_services);
         let resolver = node.registry().service_resolver();
         for _ in 0..n_services {
-            let at = r.at;
+            let at = r.at();
             let ns = r.index("namespace")?;
             let ns = string(at, ns, "namespace")?;
-            let at = r.at;
+            let at = r.at();
             let group = r.index("group")?;
             let group = string(at, group, "group")?;
-            let at = r.at;
+            let at = r.at();
             let name = r.index("service")?;
             let name = string(at, name, "service")?;
             services.push(resolver.resolve(ns, group, name)?);
         }
-        Ok(Tables {
+        let t = Tables {
             base,
             clusters: vec![None; strings.len()],
             owners: vec![None; strings.len()],
             strings,
             maps,
             services,
-        })
+        };
+        Ok((t, *r))
     }
 
     /// The string that the index just read at `at` refers to.
+    #[inline(always)]
     fn string(&self, at: usize, i: u32, what: &str) -> Result<&'a str, WireError> {
-        self.strings.get(i as usize).copied().ok_or_else(|| {
-            malformed(
-                at,
-                format!("{what} refers to string {i} of {}", self.strings.len()),
-            )
-        })
+        string_of(&self.strings, at, i, what)
     }
 
     /// The cluster name an instance names: a name of the batch's cache in line, its first
     /// use out of line (a call of the whole, with its error paths, cost ~40 a record).
     #[inline(always)]
     fn cluster(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<Name, WireError> {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("cluster")?;
         // Interned on first use (the cache is as long as the strings: a hit is in range).
         if let Some(Some(c)) = self.clusters.get(i as usize) {
@@ -296,8 +153,9 @@ impl<'a> Tables<'a> {
         Ok(c)
     }
 
+    #[inline(always)]
     fn owner(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<MemberId, WireError> {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("owner")?;
         if let Some(Some(m)) = self.owners.get(i as usize) {
             return Ok(*m);
@@ -308,11 +166,12 @@ impl<'a> Tables<'a> {
         Ok(m)
     }
 
+    #[inline(always)]
     fn revision(&self, r: &mut Reader<'_>) -> Result<Revision, WireError> {
-        let at = r.at;
+        let at = r.at();
         let d = r.varint("revision")?;
         let low = if d & 1 != 0 {
-            let lat = r.at;
+            let lat = r.at();
             let low = r.varint("revision low bits")?;
             if low == 0 || low >= 1 << FLOOR_SHIFT {
                 return Err(malformed(lat, format!("revision low bits {low}")));
@@ -321,7 +180,7 @@ impl<'a> Tables<'a> {
         } else {
             0
         };
-        let mat = r.at;
+        let mat = r.at();
         let member = r.varint("revision member")?;
         if member >= 1 << MEMBER_BITS {
             return Err(malformed(mat, format!("revision member {member}")));
@@ -336,10 +195,32 @@ impl<'a> Tables<'a> {
     }
 }
 
+/// String `i` of `strings`, read at `at` (in line: a call cost more than the lookup; the
+/// error out of line).
+#[inline(always)]
+fn string_of<'a>(strings: &[&'a str], at: usize, i: u32, what: &str) -> Result<&'a str, WireError> {
+    match strings.get(i as usize) {
+        Some(&s) => Ok(s),
+        None => Err(no_string(at, i, what, strings.len())),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn no_string(at: usize, i: u32, what: &str, n: usize) -> WireError {
+    malformed(at, format!("{what} refers to string {i} of {n}"))
+}
+
 /// An instance's flags, ip and port read field by field (see [`instance`]).
 #[inline(never)]
-fn flags_ip_port(t: &Tables<'_>, r: &mut Reader<'_>) -> Result<(u8, SmallStr, u16), WireError> {
-    let at = r.at;
+/// Returns the position after them too (the reader is copied: see [`Reader`]).
+#[allow(clippy::type_complexity)]
+fn flags_ip_port<'a>(
+    t: &Tables<'_>,
+    mut r: Reader<'a>,
+) -> Result<(u8, SmallStr, u16, Reader<'a>), WireError> {
+    let r = &mut r;
+    let at = r.at();
     let flags = r.u8("flags")?;
     if flags & 0x80 != 0 || flags & (IPV4 | IPV6) == IPV4 | IPV6 {
         return Err(malformed(at, format!("instance flags {flags:#04x}")));
@@ -353,12 +234,12 @@ fn flags_ip_port(t: &Tables<'_>, r: &mut Reader<'_>) -> Result<(u8, SmallStr, u1
         o.copy_from_slice(b);
         SmallStr::from(Ipv6Addr::from(o).to_string())
     } else {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("ip")?;
         SmallStr::new(t.string(at, i, "ip")?)
     };
     let port = r.u16("port")?;
-    Ok((flags, ip, port))
+    Ok((flags, ip, port, *r))
 }
 
 // Inlined into its two callers (a publication of one instance, and each of a batch):
@@ -370,18 +251,19 @@ fn instance(
     r: &mut Reader<'_>,
     service: &Service,
 ) -> Result<Instance, WireError> {
-    let at = r.at;
+    let at = r.at();
     // The flags, a packed IPv4 address and the port (nearly every instance) in one read
     // when the batch holds them; else field by field.
-    let (flags, ip, ipv4, port) = match r.b.get(at..at + 7) {
-        Some(&[flags, a, b, c, d, p0, p1]) if flags & (0x80 | IPV4 | IPV6) == IPV4 => {
-            r.at = at + 7;
+    let (flags, ip, ipv4, port) = match r.rest.split_first_chunk::<7>() {
+        Some((&[flags, a, b, c, d, p0, p1], rest)) if flags & (0x80 | IPV4 | IPV6) == IPV4 => {
+            r.rest = rest;
             let o = [a, b, c, d];
             let port = u16::from_le_bytes([p0, p1]);
             (flags, ipv4_text(o), Ipv4Bits::from_octets(o), port)
         }
         _ => {
-            let (flags, ip, port) = flags_ip_port(t, r)?;
+            let (flags, ip, port, after) = flags_ip_port(t, *r)?;
+            *r = after;
             let ipv4 = Ipv4Bits::of(&ip);
             (flags, ip, ipv4, port)
         }
@@ -393,7 +275,7 @@ fn instance(
     };
     let cluster = t.cluster(node, r)?;
     let metadata = if flags & METADATA != 0 {
-        let at = r.at;
+        let at = r.at();
         let map = r.index("metadata")?;
         t.maps.get(map as usize).cloned().ok_or_else(|| {
             malformed(
@@ -405,7 +287,7 @@ fn instance(
         Metadata::EMPTY
     };
     let custom = if flags & CUSTOM_ID != 0 {
-        let at = r.at;
+        let at = r.at();
         let i = r.index("custom id")?;
         Some(t.string(at, i, "custom id")?)
     } else {
@@ -423,7 +305,11 @@ fn instance(
                 ValidationError::new(Field::Port, "0 is outside 1..=65535"),
             ));
         }
-        if !weight.is_finite() || !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+        // A weight of 1 (no weight sent) is in range; a sent one is compared with the
+        // bounds only: they are finite, so NaN and the infinities fall outside (as
+        // `InstanceFields::validate`'s finiteness check refuses them).
+        const _: () = assert!(MIN_WEIGHT.is_finite() && MAX_WEIGHT.is_finite());
+        if flags & WEIGHT != 0 && !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
             return Err(malformed(
                 at,
                 ValidationError::new(
@@ -470,6 +356,7 @@ fn instance(
 
 /// Reads the publications of a state record onto `out.publications`, then sorts the
 /// record's run by service (one publication per service, the first of a repeated one).
+#[inline(always)]
 fn publications(
     node: &Node,
     t: &mut Tables<'_>,
@@ -477,17 +364,48 @@ fn publications(
     out: &mut Decoded,
 ) -> Result<(), WireError> {
     let n = r.count("publications", 3)?;
+    // One (nearly every record): no loop, reservation or sort.
+    if n == 1 {
+        return publication(node, t, r, out);
+    }
     let start = out.publications.len();
     out.publications.reserve(n);
     for _ in 0..n {
-        let at = r.at;
+        publication(node, t, r, out)?;
+    }
+    let run = &mut out.publications[start..];
+    if run.len() > 1 {
+        // Stable: of a repeated service, the first stays first, and is kept.
+        run.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+        let mut kept = 1;
+        for i in 1..run.len() {
+            if service_of(&run[i]) != service_of(&run[kept - 1]) {
+                run.swap(kept, i);
+                kept += 1;
+            }
+        }
+        out.publications.truncate(start + kept);
+    }
+    Ok(())
+}
+
+/// Reads one publication onto `out.publications`.
+#[inline(always)]
+fn publication(
+    node: &Node,
+    t: &mut Tables<'_>,
+    r: &mut Reader<'_>,
+    out: &mut Decoded,
+) -> Result<(), WireError> {
+    {
+        let at = r.at();
         let s = r.index("service")?;
         let service = t
             .services
             .get(s as usize)
             .cloned()
             .ok_or_else(|| malformed(at, format!("service {s} of {}", t.services.len())))?;
-        let at = r.at;
+        let at = r.at();
         let v = r.varint("instances")?;
         let batch = v & 1 != 0;
         let count = v >> 1;
@@ -517,19 +435,6 @@ fn publications(
             out.publications
                 .push(Some(Publication::single(service, one)));
         }
-    }
-    let run = &mut out.publications[start..];
-    if run.len() > 1 {
-        // Stable: of a repeated service, the first stays first, and is kept.
-        run.sort_by(|a, b| service_of(a).cmp(service_of(b)));
-        let mut kept = 1;
-        for i in 1..run.len() {
-            if service_of(&run[i]) != service_of(&run[kept - 1]) {
-                run.swap(kept, i);
-                kept += 1;
-            }
-        }
-        out.publications.truncate(start + kept);
     }
     Ok(())
 }
@@ -778,7 +683,7 @@ pub(super) fn decode_into_within(
     out: &mut Decoded,
     max_ids: usize,
 ) -> Result<(), WireError> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     let version = r.u8("version")?;
     if version != VERSION {
         return Err(malformed(
@@ -791,7 +696,8 @@ pub(super) fn decode_into_within(
     }
     let n = r.count("records", 4)?;
     let base = r.varint("revision base")?;
-    let mut t = Tables::read(node, &mut r, base)?;
+    let (mut t, after) = Tables::read(node, r, base)?;
+    r = after;
     out.records.reserve(n);
     out.publications.reserve(n);
     // The ids as bytes (digits are written without a UTF-8 check each), text again at
@@ -801,7 +707,7 @@ pub(super) fn decode_into_within(
     ids.reserve((n * 32).min(b.len() * 2));
     let mut last_millis = MillisHigh::new();
     for _ in 0..n {
-        let at = r.at;
+        let at = r.at();
         let head = r.u8("record head")?;
         if head > (ID_CONNECTION << 1) {
             return Err(malformed(at, format!("record head {head:#04x}")));
@@ -810,7 +716,7 @@ pub(super) fn decode_into_within(
         let deletion = head & DELETION != 0;
         let id_start = ids.len();
         if form == ID_STRING {
-            let iat = r.at;
+            let iat = r.at();
             let i = r.index("client id")?;
             let s = t.string(iat, i, "client id")?;
             ClientId::check(s).map_err(|e| malformed(iat, format!("client id: {e}")))?;
@@ -852,8 +758,8 @@ pub(super) fn decode_into_within(
         debug_assert!(ids.len() > id_start);
         out.end_record(ids.len(), revision, Some(owner), form == ID_CONNECTION);
     }
-    if r.at != b.len() {
-        return Err(malformed(r.at, "bytes after the last record"));
+    if !r.rest.is_empty() {
+        return Err(malformed(r.at(), "bytes after the last record"));
     }
     out.ids = String::from_utf8(ids).expect("string ids, digits, separators and ips");
     Ok(())
@@ -870,7 +776,7 @@ pub fn decode_changes(node: &Node, b: &[u8]) -> Result<Vec<ClientChange>, WireEr
 pub fn record_count(b: &[u8]) -> Option<usize> {
     match b {
         [VERSION, rest @ ..] => {
-            let mut r = Reader { b: rest, at: 0 };
+            let mut r = Reader::new(rest);
             r.varint("records").ok().map(|n| n as usize)
         }
         _ => None,
@@ -899,96 +805,5 @@ fn record_of(s: StateMut<'_>) -> ClientRecord {
             .iter_mut()
             .map(|p| Arc::new(p.take().expect("decoded, not taken yet")))
             .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Reader;
-    use crate::cluster::compact::put_varint;
-    /// The reader's varints (and the wide reader's): every width up to the 64-bit limit
-    /// comes back; one that runs past the end, or whose tenth byte goes past 64 bits, is
-    /// refused at its first byte.
-    #[test]
-    fn varints_of_every_width_and_their_refusals() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            300,
-            1 << 35,
-            // Seven and eight bytes (the widest read as one word), then nine.
-            1 << 48,
-            (1 << 49) - 1,
-            1 << 55,
-            (1 << 56) - 1,
-            1 << 56,
-            (1 << 63) - 1,
-            1 << 63,
-            u64::MAX,
-        ] {
-            let mut b = Vec::new();
-            put_varint(&mut b, v);
-            // Alone (the window ends with the batch) and followed by more bytes.
-            for tail in [&[][..], &[0xff; 12][..]] {
-                let mut with = b.clone();
-                with.extend_from_slice(tail);
-                let mut r = Reader { b: &with, at: 0 };
-                assert_eq!(r.varint("v").expect("valid"), v, "{v}");
-                assert_eq!(r.at, b.len(), "{v}");
-                // The wide reader (a connection's millis) reads the same.
-                let mut r = Reader { b: &with, at: 0 };
-                assert_eq!(r.wide_varint("v").expect("valid"), v, "{v}");
-                assert_eq!(r.at, b.len(), "{v}");
-            }
-            // Cut short: runs past the end.
-            let mut r = Reader {
-                b: &b[..b.len() - 1],
-                at: 0,
-            };
-            if !b[..b.len() - 1].is_empty() {
-                let e = r.varint("v").expect_err("short").to_string();
-                assert!(
-                    e.contains("at byte 0: v: the varint runs past the end"),
-                    "{e}"
-                );
-                let e = Reader {
-                    b: &b[..b.len() - 1],
-                    at: 0,
-                }
-                .wide_varint("v")
-                .expect_err("short")
-                .to_string();
-                assert!(
-                    e.contains("at byte 0: v: the varint runs past the end"),
-                    "{e}"
-                );
-            }
-        }
-        let mut too_wide = vec![0xffu8; 9];
-        too_wide.push(0x02);
-        let e = Reader {
-            b: &too_wide,
-            at: 0,
-        }
-        .varint("v")
-        .expect_err("65 bits")
-        .to_string();
-        assert!(
-            e.contains("at byte 0: v: the varint exceeds 64 bits"),
-            "{e}"
-        );
-        let e = Reader {
-            b: &too_wide,
-            at: 0,
-        }
-        .wide_varint("v")
-        .expect_err("65 bits")
-        .to_string();
-        assert!(
-            e.contains("at byte 0: v: the varint exceeds 64 bits"),
-            "{e}"
-        );
     }
 }

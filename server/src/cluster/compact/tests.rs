@@ -333,6 +333,19 @@ fn a_refusal_names_the_byte_and_the_field() {
         "weight: NaN is outside 0..=10000",
     );
     expect(&one(IPV4 | WEIGHT, 80, Some(1e9)), "is outside 0..=10000");
+    // Compared with the finite bounds only: the infinities and negative weights fall
+    // outside, and a weight sent in range (-0 and the bounds too, as the full check
+    // takes them) is kept.
+    for w in [f64::INFINITY, f64::NEG_INFINITY, -1.0, 10_000.5] {
+        expect(&one(IPV4 | WEIGHT, 80, Some(w)), "is outside 0..=10000");
+    }
+    for w in [-0.0, 0.0, 2.5, 10_000.0] {
+        let got = decode_changes(&replica, &one(IPV4 | WEIGHT, 80, Some(w))).expect("valid");
+        let ClientChange::Upsert(r) = &got[0] else {
+            panic!("a state")
+        };
+        assert_eq!(r.publications[0].instances[0].weight.to_bits(), w.to_bits());
+    }
     // A cluster is checked and interned on its first use in a batch (out of line), then
     // taken from the batch's cache: one past the strings, or not a cluster name, is
     // refused naming its byte (the last, 52).
@@ -756,4 +769,49 @@ fn a_service_name_shared_with_other_strings_comes_back_with_each() {
     assert_eq!(changes.len(), 8);
     let bytes = encode_changes(&owner, &changes);
     assert_eq!(decode_changes(&node(1), &bytes).expect("decodes"), changes);
+}
+
+/// A record's publications come back one per service, ordered by service, the first of a
+/// repeated service kept; the derived id is the first one's (after the ordering). A
+/// record of one publication (read without the loop) comes back as it was sent.
+#[test]
+fn a_records_publications_come_back_one_per_service_in_order() {
+    let replica = node(1);
+    let batch = |pubs: &[(u8, u16)]| {
+        let mut b = vec![VERSION, 1, 0, 6];
+        let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT", "svc2"];
+        for s in strings {
+            b.push(s.len() as u8);
+        }
+        for s in strings {
+            b.extend_from_slice(s.as_bytes());
+        }
+        // No maps; services 0 (ns "", g, svc) and 1 (ns "", g, svc2).
+        b.extend_from_slice(&[0, 2, 1, 2, 3, 1, 2, 5]);
+        b.extend_from_slice(&[ID_IP_PORT << 1, 0, 0, 0, pubs.len() as u8]);
+        for &(service, port) in pubs {
+            b.extend_from_slice(&[service, 2, HEALTHY | ENABLED | IPV4, 10, 0, 0, 9]);
+            b.extend_from_slice(&port.to_le_bytes());
+            b.push(4);
+        }
+        b
+    };
+    let decoded = |pubs: &[(u8, u16)]| {
+        let got = decode_changes(&replica, &batch(pubs)).expect("valid");
+        let ClientChange::Upsert(r) = &got[0] else {
+            panic!("a state")
+        };
+        let parts: Vec<(String, u16)> = r
+            .publications
+            .iter()
+            .map(|p| (p.service.name().to_string(), p.instances[0].port))
+            .collect();
+        (r.id.as_str().to_string(), parts)
+    };
+    let (id, parts) = decoded(&[(1, 80), (0, 81), (1, 82)]);
+    assert_eq!(id, "10.0.0.9:81#true");
+    assert_eq!(parts, [("svc".to_string(), 81), ("svc2".to_string(), 80)]);
+    let (id, parts) = decoded(&[(1, 83)]);
+    assert_eq!(id, "10.0.0.9:83#true");
+    assert_eq!(parts, [("svc2".to_string(), 83)]);
 }
