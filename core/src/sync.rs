@@ -185,9 +185,10 @@ impl Change<'_> {
 
 /// A lane's queue of due times and hashes in push order: a vector and the index of its
 /// front. A push is a vector push (no ring index to wrap, as a `VecDeque`'s has); a pop
-/// moves the front. The vector is cleared when the front reaches its end, and the taken
-/// entries are dropped from its start once they are at least [`Fifo::COMPACT`] and as
-/// many as those left, so it holds at most twice what is queued (plus that many).
+/// moves the front. Once a take stops ([`Fifo::settle`]), the vector is cleared when the
+/// front reached its end, and the taken entries are dropped from its start once they are
+/// at least [`Fifo::COMPACT`] and as many as those left, so between takes it holds at
+/// most twice what is queued (plus that many).
 struct Fifo {
     items: Vec<(Millis, u64)>,
     head: usize,
@@ -215,12 +216,28 @@ impl Fifo {
     }
 
     /// Removes the front entry (if any).
-    #[inline]
+    #[cfg(test)]
     fn pop_front(&mut self) {
         if self.head >= self.items.len() {
             return;
         }
+        self.skip();
+        self.settle();
+    }
+
+    /// Moves the front past the front entry, which the caller has seen: nothing is let go
+    /// until [`Fifo::settle`] (a take pops many entries, and settles once it stops).
+    #[inline(always)]
+    fn skip(&mut self) {
+        debug_assert!(self.head < self.items.len());
         self.head += 1;
+    }
+
+    /// Lets the taken entries go: the vector is cleared once the front reaches its end,
+    /// and compacted once the taken ones are at least [`Fifo::COMPACT`] and as many as
+    /// those left.
+    #[inline]
+    fn settle(&mut self) {
         if self.head == self.items.len() {
             self.items.clear();
             self.head = 0;
@@ -315,11 +332,12 @@ impl Lane {
         }
     }
 
-    /// Removes the entry [`Lane::front`] returned.
+    /// Removes the entry [`Lane::front`] returned (from the fifo: let go of at the
+    /// take's end, [`Fifo::settle`]).
     #[inline]
     fn pop_front(&mut self, fifo: bool) {
         if fifo {
-            self.fifo.pop_front();
+            self.fifo.skip();
         } else {
             self.heap.pop();
         }
@@ -452,10 +470,10 @@ impl Stripe {
         let lane = &mut lanes[peer];
         while *taken < max {
             let Some((due, hash, fifo)) = lane.front() else {
-                return;
+                break;
             };
             if due > now {
-                return;
+                break;
             }
             lane.pop_front(fifo);
             // Skip queue entries made obsolete by a reschedule to an earlier time (the
@@ -486,6 +504,8 @@ impl Stripe {
             *taken += 1;
             sink(t);
         }
+        // The fifo entries taken are let go of once, not at every pop.
+        lane.fifo.settle();
     }
 }
 

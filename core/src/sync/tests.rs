@@ -567,3 +567,45 @@ fn a_fifo_drained_after_a_large_backlog_shrinks() {
     fifo.push_back((1, 1));
     assert_eq!(fifo.front(), Some(&(1, 1)));
 }
+
+/// A take pops its fifo entries by moving the front only, and lets them go once it
+/// stops: after a take that stops short of the end the vector is compacted (at most
+/// twice what is queued plus `Fifo::COMPACT`), after one that reaches the end it is
+/// cleared.
+#[test]
+fn a_take_lets_the_fifo_entries_it_took_go_once_it_stops() {
+    let mix = Mix(11);
+    let (g, bit) = group_bit(1);
+    let mut stripe = Stripe::new(2, 4);
+    let ids: Vec<ClientId> = (0..300).map(|i| id(&format!("c{i}"))).collect();
+    for (due, i) in ids.iter().enumerate() {
+        let c = Change {
+            keys: mix.keys(SyncScheduler::hash(i)),
+            id: i,
+            state: None,
+            due: due as Millis,
+            regular: true,
+        };
+        assert_eq!(stripe.schedule(mix, &c, g, bit, |_| {}), bit);
+    }
+    let mut out = Vec::new();
+    // Stopped by the count: 200 of 300 taken, the rest compacted to the start.
+    stripe.take_due(mix, 1, Millis::MAX, 200, &mut out);
+    assert_eq!(out.len(), 200);
+    let fifo = &stripe.lanes[1].fifo;
+    assert_eq!((fifo.head, fifo.items.len()), (0, 100));
+    // Stopped by the due time: 30 more taken (due 200 to 229), fewer than `COMPACT`.
+    stripe.take_due(mix, 1, 229, 1_000, &mut out);
+    assert_eq!(out.len(), 230);
+    let fifo = &stripe.lanes[1].fifo;
+    assert_eq!((fifo.head, fifo.items.len()), (30, 100));
+    assert_eq!(stripe.lanes[1].next_due(), Some(230));
+    // Stopped by the end of the queue: cleared.
+    stripe.take_due(mix, 1, Millis::MAX, 1_000, &mut out);
+    assert_eq!(out.len(), 300);
+    let fifo = &stripe.lanes[1].fifo;
+    assert_eq!((fifo.head, fifo.items.len()), (0, 0));
+    let taken: Vec<&str> = out.iter().map(|t| t.id.as_str()).collect();
+    let expected: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+    assert_eq!(taken, expected, "in due order");
+}
