@@ -8,31 +8,36 @@ pub(super) const STEP: usize = 64;
 /// A record this long or shorter is copied as this many bytes ([`Scratch::finish`]).
 const SHORT: usize = 32;
 
+/// The bytes of a [`Scratch`]: `CAP` bytes, and room for a fixed-width field written at
+/// the last position.
+pub(super) type Bytes = [u8; CAP + 16];
+
+/// A zeroed buffer for [`Scratch`]es: one serves every record of a batch (not zeroed
+/// again for each).
+#[inline(always)]
+pub(super) fn buffer() -> Bytes {
+    [0; CAP + 16]
+}
+
 /// A record written a field at a time on the stack: a store and a move of the cursor per
 /// field (the cursor masked to the buffer, which it never leaves, so no bounds check),
 /// where a push to a `Vec` checks its capacity and updates its length for every byte;
-/// copied to the records when it ends ([`Scratch::finish`]) or runs short of room. One
-/// serves every record of a batch (not zeroed again for each).
-pub(super) struct Scratch {
-    /// `CAP` bytes, and room for a fixed-width field written at the last position.
-    b: [u8; CAP + 16],
+/// copied to the records when it ends ([`Scratch::finish`]) or runs short of room.
+///
+/// The buffer is borrowed, not held: the cursor is then a value of its own, which the
+/// compiler keeps in a register through a record's writes (held next to the buffer,
+/// which is written at offsets known only at run time, it was loaded from and stored to
+/// the stack at every field).
+pub(super) struct Scratch<'b> {
+    b: &'b mut Bytes,
     n: usize,
 }
 
-impl super::ByteSink for Scratch {
+impl<'b> Scratch<'b> {
+    /// A record's scratch in `b` (a batch's [`buffer`]), empty.
     #[inline(always)]
-    fn put(&mut self, c: u8) {
-        self.byte(c);
-    }
-}
-
-impl Scratch {
-    #[inline(always)]
-    pub(super) fn new() -> Self {
-        Self {
-            b: [0; CAP + 16],
-            n: 0,
-        }
+    pub(super) fn new(b: &'b mut Bytes) -> Self {
+        Self { b, n: 0 }
     }
 
     /// The cursor, within the buffer (as it always is: see [`STEP`]).
@@ -105,14 +110,19 @@ impl Scratch {
     }
 
     /// A varint of two bytes or more: below 2^56 (a connection's millis, six bytes) as
-    /// one word ([`spread_varint`]), longer ones a byte at a time.
-    #[inline]
-    fn varint_long(&mut self, v: u64) {
+    /// one word ([`spread_varint`]), longer ones a byte at a time (here, not through the
+    /// shared loop: a call given the scratch would keep its cursor on the stack).
+    #[inline(always)]
+    fn varint_long(&mut self, mut v: u64) {
         if v < 1 << 56 {
             let (w, len) = spread_varint(v);
             self.word(w, len);
         } else {
-            super::put_varint(self, v);
+            while v >= 0x80 {
+                self.byte(v as u8 | 0x80);
+                v >>= 7;
+            }
+            self.byte(v as u8);
         }
     }
 
@@ -210,7 +220,8 @@ mod tests {
             for &b in &values {
                 for &c in &values {
                     let (mut out, mut want) = (Vec::new(), Vec::new());
-                    let mut s = Scratch::new();
+                    let mut buf = buffer();
+                    let mut s = Scratch::new(&mut buf);
                     s.varints3(a, b, c);
                     s.varints2(b, a);
                     s.finish(&mut out);
@@ -234,7 +245,8 @@ mod tests {
             x
         };
         let (mut out, mut want) = (Vec::new(), Vec::new());
-        let mut s = Scratch::new();
+        let mut buf = buffer();
+        let mut s = Scratch::new(&mut buf);
         for record in 0..2_000 {
             let steps = next() % 12;
             for _ in 0..steps {
