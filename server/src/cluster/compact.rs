@@ -403,7 +403,7 @@ impl<'a> Encoder<'a> {
             (IdForm::IpPort, _) | (IdForm::String, None) => out.byte(ID_IP_PORT << 1),
             (IdForm::Connection { millis, port }, _) => {
                 out.byte(ID_CONNECTION << 1);
-                out.varint(millis);
+                out.millis(millis);
                 out.bytes(port.to_le_bytes());
             }
         }
