@@ -106,6 +106,30 @@ pub(crate) struct Taken {
     pub(crate) state: Option<Arc<Client>>,
 }
 
+/// Where a take hands the clients it takes, one at a time as they leave the queue (under
+/// the stripe's lock: see [`SyncScheduler::take_into`]). A closure taking [`Taken`] is one
+/// that takes every client whole.
+pub(crate) trait TakeSink {
+    /// A client whose entry held `state`, due at `due`, of stable hash `hash`: taken in
+    /// (`None`: the entry's id is dropped, never moved), or handed back to be passed
+    /// whole to [`TakeSink::taken`].
+    #[inline(always)]
+    fn held(&mut self, state: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+        let _ = (due, hash);
+        Some(state)
+    }
+
+    /// A client taken, whole.
+    fn taken(&mut self, t: Taken);
+}
+
+impl<F: FnMut(Taken)> TakeSink for F {
+    #[inline(always)]
+    fn taken(&mut self, t: Taken) {
+        self(t);
+    }
+}
+
 /// A pending client: its id, when it is due, its id's stable hash, the state to send
 /// (`None`: whatever the registry holds when it is sent) and the peers it is pending
 /// for. Every peer is in at most one entry of a client.
@@ -463,7 +487,7 @@ impl Stripe {
         now: Millis,
         max: usize,
         taken: &mut usize,
-        sink: &mut impl FnMut(Taken),
+        sink: &mut impl TakeSink,
     ) {
         let (group, bit) = group_bit(peer);
         let Self { pending, lanes } = self;
@@ -483,26 +507,40 @@ impl Stripe {
             });
             let Ok(mut entry) = found else { continue };
             let p = entry.get_mut();
-            let t = if p.mask == bit {
+            *taken += 1;
+            if p.mask == bit {
                 let (p, _) = entry.remove();
-                Taken {
+                // A held state is offered alone: the id goes along only if it is refused.
+                let state = match p.state {
+                    Some(c) => match sink.held(c, p.due, p.hash) {
+                        None => continue,
+                        refused => refused,
+                    },
+                    None => None,
+                };
+                sink.taken(Taken {
                     id: p.id,
                     due: p.due,
                     hash: p.hash,
-                    state: p.state,
-                }
+                    state,
+                });
             } else {
                 // Still pending for other peers.
                 p.mask &= !bit;
-                Taken {
+                let state = match &p.state {
+                    Some(c) => match sink.held(c.clone(), p.due, p.hash) {
+                        None => continue,
+                        refused => refused,
+                    },
+                    None => None,
+                };
+                sink.taken(Taken {
                     id: p.id.clone(),
                     due: p.due,
                     hash: p.hash,
-                    state: p.state.clone(),
-                }
-            };
-            *taken += 1;
-            sink(t);
+                    state,
+                });
+            }
         }
         // The fifo entries taken are let go of once, not at every pop.
         lane.fifo.settle();
@@ -703,7 +741,7 @@ impl SyncScheduler {
         peer: usize,
         now: Millis,
         max: usize,
-        sink: &mut impl FnMut(Taken),
+        sink: &mut impl TakeSink,
     ) -> usize {
         let n = self.take_into(peer, now, max, sink);
         if n < max {
@@ -731,7 +769,7 @@ impl SyncScheduler {
         peer: usize,
         now: Millis,
         max: usize,
-        sink: &mut impl FnMut(Taken),
+        sink: &mut impl TakeSink,
     ) -> usize {
         let q = &self.peers[peer];
         if q.pending.load(Relaxed) == 0 {
