@@ -259,7 +259,7 @@ mod tests {
         for bound in [1u64 << 35, 1 << 42] {
             values.extend([bound - 2, bound - 1, bound, bound + 1]);
         }
-        values.extend((0..64).map(|k| (1u64 << 35) + (k * 0x1234_5678_9ab) % (127 << 35)));
+        values.extend((0..64).map(|k| (1u64 << 35) + (k * 0x0123_4567_89ab) % (127 << 35)));
         for v in values {
             let (mut out, mut want) = (Vec::new(), Vec::new());
             let mut buf = buffer();
