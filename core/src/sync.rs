@@ -106,6 +106,30 @@ pub(crate) struct Taken {
     pub(crate) state: Option<Arc<Client>>,
 }
 
+/// Where a take hands the clients it takes, one at a time as they leave the queue (under
+/// the stripe's lock: see [`SyncScheduler::take_into`]). A closure taking [`Taken`] is one
+/// that takes every client whole.
+pub(crate) trait TakeSink {
+    /// A client whose entry held `state`, due at `due`, of stable hash `hash`: taken in
+    /// (`None`: the entry's id is dropped, never moved), or handed back to be passed
+    /// whole to [`TakeSink::taken`].
+    #[inline(always)]
+    fn held(&mut self, state: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+        let _ = (due, hash);
+        Some(state)
+    }
+
+    /// A client taken, whole.
+    fn taken(&mut self, t: Taken);
+}
+
+impl<F: FnMut(Taken)> TakeSink for F {
+    #[inline(always)]
+    fn taken(&mut self, t: Taken) {
+        self(t);
+    }
+}
+
 /// A pending client: its id, when it is due, its id's stable hash, the state to send
 /// (`None`: whatever the registry holds when it is sent) and the peers it is pending
 /// for. Every peer is in at most one entry of a client.
@@ -185,9 +209,10 @@ impl Change<'_> {
 
 /// A lane's queue of due times and hashes in push order: a vector and the index of its
 /// front. A push is a vector push (no ring index to wrap, as a `VecDeque`'s has); a pop
-/// moves the front. The vector is cleared when the front reaches its end, and the taken
-/// entries are dropped from its start once they are at least [`Fifo::COMPACT`] and as
-/// many as those left, so it holds at most twice what is queued (plus that many).
+/// moves the front. Once a take stops ([`Fifo::settle`]), the vector is cleared when the
+/// front reached its end, and the taken entries are dropped from its start once they are
+/// at least [`Fifo::COMPACT`] and as many as those left, so between takes it holds at
+/// most twice what is queued (plus that many).
 struct Fifo {
     items: Vec<(Millis, u64)>,
     head: usize,
@@ -215,12 +240,28 @@ impl Fifo {
     }
 
     /// Removes the front entry (if any).
-    #[inline]
+    #[cfg(test)]
     fn pop_front(&mut self) {
         if self.head >= self.items.len() {
             return;
         }
+        self.skip();
+        self.settle();
+    }
+
+    /// Moves the front past the front entry, which the caller has seen: nothing is let go
+    /// until [`Fifo::settle`] (a take pops many entries, and settles once it stops).
+    #[inline(always)]
+    fn skip(&mut self) {
+        debug_assert!(self.head < self.items.len());
         self.head += 1;
+    }
+
+    /// Lets the taken entries go: the vector is cleared once the front reaches its end,
+    /// and compacted once the taken ones are at least [`Fifo::COMPACT`] and as many as
+    /// those left.
+    #[inline]
+    fn settle(&mut self) {
         if self.head == self.items.len() {
             self.items.clear();
             self.head = 0;
@@ -315,11 +356,12 @@ impl Lane {
         }
     }
 
-    /// Removes the entry [`Lane::front`] returned.
+    /// Removes the entry [`Lane::front`] returned (from the fifo: let go of at the
+    /// take's end, [`Fifo::settle`]).
     #[inline]
     fn pop_front(&mut self, fifo: bool) {
         if fifo {
-            self.fifo.pop_front();
+            self.fifo.skip();
         } else {
             self.heap.pop();
         }
@@ -445,17 +487,17 @@ impl Stripe {
         now: Millis,
         max: usize,
         taken: &mut usize,
-        sink: &mut impl FnMut(Taken),
+        sink: &mut impl TakeSink,
     ) {
         let (group, bit) = group_bit(peer);
         let Self { pending, lanes } = self;
         let lane = &mut lanes[peer];
         while *taken < max {
             let Some((due, hash, fifo)) = lane.front() else {
-                return;
+                break;
             };
             if due > now {
-                return;
+                break;
             }
             lane.pop_front(fifo);
             // Skip queue entries made obsolete by a reschedule to an earlier time (the
@@ -465,27 +507,43 @@ impl Stripe {
             });
             let Ok(mut entry) = found else { continue };
             let p = entry.get_mut();
-            let t = if p.mask == bit {
+            *taken += 1;
+            if p.mask == bit {
                 let (p, _) = entry.remove();
-                Taken {
+                // A held state is offered alone: the id goes along only if it is refused.
+                let state = match p.state {
+                    Some(c) => match sink.held(c, p.due, p.hash) {
+                        None => continue,
+                        refused => refused,
+                    },
+                    None => None,
+                };
+                sink.taken(Taken {
                     id: p.id,
                     due: p.due,
                     hash: p.hash,
-                    state: p.state,
-                }
+                    state,
+                });
             } else {
                 // Still pending for other peers.
                 p.mask &= !bit;
-                Taken {
+                let state = match &p.state {
+                    Some(c) => match sink.held(c.clone(), p.due, p.hash) {
+                        None => continue,
+                        refused => refused,
+                    },
+                    None => None,
+                };
+                sink.taken(Taken {
                     id: p.id.clone(),
                     due: p.due,
                     hash: p.hash,
-                    state: p.state.clone(),
-                }
-            };
-            *taken += 1;
-            sink(t);
+                    state,
+                });
+            }
         }
+        // The fifo entries taken are let go of once, not at every pop.
+        lane.fifo.settle();
     }
 }
 
@@ -683,7 +741,7 @@ impl SyncScheduler {
         peer: usize,
         now: Millis,
         max: usize,
-        sink: &mut impl FnMut(Taken),
+        sink: &mut impl TakeSink,
     ) -> usize {
         let n = self.take_into(peer, now, max, sink);
         if n < max {
@@ -711,7 +769,7 @@ impl SyncScheduler {
         peer: usize,
         now: Millis,
         max: usize,
-        sink: &mut impl FnMut(Taken),
+        sink: &mut impl TakeSink,
     ) -> usize {
         let q = &self.peers[peer];
         if q.pending.load(Relaxed) == 0 {

@@ -12,10 +12,63 @@
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
-use crate::registry::{ApplyCounts, ChangeRef, ClientChange, ClientRecord, IdKey, StateRef};
-use crate::sync::Taken;
+use crate::registry::{
+    ApplyCounts, ChangeRef, Client, ClientChange, ClientRecord, IdKey, StateRef,
+};
+use crate::sync::{TakeSink, Taken};
 use crate::time::Millis;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+
+/// A batch being filled by a take ([`TakeSink`]). A state the queue held goes into the
+/// batch as it is taken: the stored client itself (the encoder reads it, no record is
+/// built), sized without asking what the change is, and its entry's id never moved.
+/// Under a stripe's lock: nothing here locks. Once a client waits in `later`, every one
+/// taken after it waits too: the batch is built in take order, so a full batch puts back
+/// only what was taken after the client that overflowed it (a deletion taken first is
+/// not put back while states taken after it fill the batch, flush after flush).
+struct Filling {
+    batch: SyncBatch,
+    /// The batch's size estimate.
+    bytes: usize,
+    max_bytes: usize,
+    /// Full by bytes: what is taken from now on goes back, due as it was.
+    overflow: bool,
+    /// Clients the queue held no state for (read from the registry once the scheduler's
+    /// locks are let go), and any taken after the batch was full.
+    later: Vec<Taken>,
+    /// The clients an early take took before they were due, by their place in the batch.
+    not_due: Vec<(usize, u64, Millis)>,
+    /// An early take, and the time past which a client taken was not due yet.
+    early: bool,
+    horizon: Millis,
+}
+
+impl TakeSink for Filling {
+    #[inline(always)]
+    fn held(&mut self, c: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+        if self.overflow || !self.later.is_empty() {
+            return Some(c);
+        }
+        let size = c.size_hint();
+        if !self.batch.changes.is_empty() && self.bytes + size > self.max_bytes {
+            // Full by bytes: this one and the rest go back, due as they were.
+            self.overflow = true;
+            return Some(c);
+        }
+        if self.early && due > self.horizon {
+            self.not_due.push((self.batch.changes.len(), hash, due));
+        }
+        self.bytes += size;
+        self.batch.changes.push(ClientChange::Stored(c));
+        None
+    }
+
+    #[inline(always)]
+    fn taken(&mut self, t: Taken) {
+        self.later.push(t);
+    }
+}
 
 impl Node {
     /// Sends everything pending now, regardless of the sync delay (graceful shutdown).
@@ -93,53 +146,37 @@ impl Node {
             };
             // Sized once: a batch of records grown by doubling copies them ~twice over.
             let room = max.min(self.sync.pending(p.index()));
-            let mut batch = SyncBatch {
-                changes: Vec::with_capacity(room),
-            };
             // The clients an early take took before they were due (by their place in the
             // batch, with their hashes and due times): what it puts back if the batch is
             // not full after all. Most batches hold none (a burst's are due by the time a
             // whole batch is pending): nothing is recorded of the others.
-            let mut not_due: Vec<(usize, u64, Millis)> = Vec::new();
-            let mut bytes = 8;
-            let mut overflow = false;
-            let max_bytes = self.config.batch_max_bytes;
-            // Clients the queue held no state for (read from the registry once the
-            // scheduler's locks are let go), and any taken after the batch was full.
-            let mut later = Vec::new();
-            // A state the queue held goes into the batch as it is taken: the stored
-            // client itself (the encoder reads it, no record is built), sized without
-            // asking what the change is. Under a stripe's lock: nothing here locks.
-            // Once a client waits in `later`, every one taken after it waits too: the
-            // batch is built in take order, so a full batch puts back only what was taken
-            // after the client that overflowed it (a deletion taken first is not put back
-            // while states taken after it fill the batch, flush after flush).
-            let mut sink = |t: Taken| match t.state {
-                Some(c) if !overflow && later.is_empty() => {
-                    let size = c.size_hint();
-                    if !batch.changes.is_empty() && bytes + size > max_bytes {
-                        // Full by bytes: this one and the rest go back, due as they were.
-                        overflow = true;
-                        later.push(Taken {
-                            state: Some(c),
-                            ..t
-                        });
-                    } else {
-                        if early && t.due > horizon {
-                            not_due.push((batch.changes.len(), t.hash, t.due));
-                        }
-                        bytes += size;
-                        batch.changes.push(ClientChange::Stored(c));
-                    }
-                }
-                state => later.push(Taken { state, ..t }),
+            let mut fill = Filling {
+                batch: SyncBatch {
+                    changes: Vec::with_capacity(room),
+                },
+                bytes: 8,
+                max_bytes: self.config.batch_max_bytes,
+                overflow: false,
+                later: Vec::new(),
+                not_due: Vec::new(),
+                early,
+                horizon,
             };
             let took = if early {
                 self.sync
-                    .take_early_into(p.index(), now_for, max, &mut sink)
+                    .take_early_into(p.index(), now_for, max, &mut fill)
             } else {
-                self.sync.take_into(p.index(), now_for, max, &mut sink)
+                self.sync.take_into(p.index(), now_for, max, &mut fill)
             };
+            let Filling {
+                mut batch,
+                mut bytes,
+                max_bytes,
+                mut overflow,
+                later,
+                mut not_due,
+                ..
+            } = fill;
             let took_any = took > 0;
             for Taken {
                 id,

@@ -704,7 +704,9 @@ impl Client {
     pub fn publications(&self) -> Publications<'_> {
         Publications(&self.body)
     }
-    /// The member this node attributes the client to.
+    /// The member this node attributes the client to. Inlined: the encoder asks it of
+    /// every client it sends (called across the crates, it cost the call and spills).
+    #[inline]
     pub fn owner(&self) -> MemberId {
         MemberId(self.owner.load(Relaxed))
     }

@@ -567,3 +567,112 @@ fn a_fifo_drained_after_a_large_backlog_shrinks() {
     fifo.push_back((1, 1));
     assert_eq!(fifo.front(), Some(&(1, 1)));
 }
+
+/// A take pops its fifo entries by moving the front only, and lets them go once it
+/// stops: after a take that stops short of the end the vector is compacted (at most
+/// twice what is queued plus `Fifo::COMPACT`), after one that reaches the end it is
+/// cleared.
+#[test]
+fn a_take_lets_the_fifo_entries_it_took_go_once_it_stops() {
+    let mix = Mix(11);
+    let (g, bit) = group_bit(1);
+    let mut stripe = Stripe::new(2, 4);
+    let ids: Vec<ClientId> = (0..300).map(|i| id(&format!("c{i}"))).collect();
+    for (due, i) in ids.iter().enumerate() {
+        let c = Change {
+            keys: mix.keys(SyncScheduler::hash(i)),
+            id: i,
+            state: None,
+            due: due as Millis,
+            regular: true,
+        };
+        assert_eq!(stripe.schedule(mix, &c, g, bit, |_| {}), bit);
+    }
+    let mut out = Vec::new();
+    // Stopped by the count: 200 of 300 taken, the rest compacted to the start.
+    stripe.take_due(mix, 1, Millis::MAX, 200, &mut out);
+    assert_eq!(out.len(), 200);
+    let fifo = &stripe.lanes[1].fifo;
+    assert_eq!((fifo.head, fifo.items.len()), (0, 100));
+    // Stopped by the due time: 30 more taken (due 200 to 229), fewer than `COMPACT`.
+    stripe.take_due(mix, 1, 229, 1_000, &mut out);
+    assert_eq!(out.len(), 230);
+    let fifo = &stripe.lanes[1].fifo;
+    assert_eq!((fifo.head, fifo.items.len()), (30, 100));
+    assert_eq!(stripe.lanes[1].next_due(), Some(230));
+    // Stopped by the end of the queue: cleared.
+    stripe.take_due(mix, 1, Millis::MAX, 1_000, &mut out);
+    assert_eq!(out.len(), 300);
+    let fifo = &stripe.lanes[1].fifo;
+    assert_eq!((fifo.head, fifo.items.len()), (0, 0));
+    let taken: Vec<&str> = out.iter().map(|t| t.id.as_str()).collect();
+    let expected: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+    assert_eq!(taken, expected, "in due order");
+}
+
+/// A take offers a held state alone (`TakeSink::held`): one taken in is counted and
+/// gone from the peer's queue without its id; one handed back reaches `taken` whole,
+/// with its id; an entry with no state goes to `taken` at once. Entries pending for one
+/// peer (removed) and for two (kept for the other) behave alike.
+#[test]
+fn a_take_offers_held_states_alone_and_passes_refused_ones_whole() {
+    struct Sink {
+        accept: usize,
+        held: Vec<(u64, Millis)>,
+        whole: Vec<Taken>,
+    }
+    impl TakeSink for Sink {
+        fn held(&mut self, state: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+            if self.accept == 0 {
+                return Some(state);
+            }
+            self.accept -= 1;
+            assert_eq!(hash, state.id_hash());
+            self.held.push((hash, due));
+            None
+        }
+        fn taken(&mut self, t: Taken) {
+            self.whole.push(t);
+        }
+    }
+    let (a, v) = states(1);
+    let b = id("1717000000001_10.0.0.8_8080");
+    let s = SyncScheduler::new(3, 0, 100, None);
+    // a holds a state, pending for peers 1 and 2; b holds none, pending for peer 1.
+    s.schedule_all([1, 2], &a, Some(&v[0]), 0);
+    s.schedule_all([1], &b, None, 5);
+    // Peer 1 accepts a's state (the entry stays for peer 2), and takes b whole.
+    let mut sink = Sink {
+        accept: 1,
+        held: Vec::new(),
+        whole: Vec::new(),
+    };
+    assert_eq!(s.take_into(1, 10, 10, &mut sink), 2);
+    assert_eq!(sink.held, [(SyncScheduler::hash(&a), 0)]);
+    assert_eq!(sink.whole.len(), 1);
+    assert_eq!(
+        (sink.whole[0].id.as_str(), sink.whole[0].due),
+        (b.as_str(), 5)
+    );
+    assert!(sink.whole[0].state.is_none());
+    assert_eq!(s.pending(1), 0);
+    // Peer 2 refuses it (the entry is removed): it comes whole, id and state.
+    let mut sink = Sink {
+        accept: 0,
+        held: Vec::new(),
+        whole: Vec::new(),
+    };
+    assert_eq!(s.take_into(2, 10, 10, &mut sink), 1);
+    assert!(sink.held.is_empty());
+    let t = &sink.whole[0];
+    assert_eq!(
+        (t.id.as_str(), t.due, t.hash),
+        (a.as_str(), 0, SyncScheduler::hash(&a))
+    );
+    assert_eq!(
+        t.state.as_ref().map(|c| c.revision()),
+        Some(v[0].revision())
+    );
+    assert_eq!(s.pending(2), 0);
+    assert!(s.take(1, Millis::MAX, 10).is_empty() && s.take(2, Millis::MAX, 10).is_empty());
+}

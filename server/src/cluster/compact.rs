@@ -78,8 +78,8 @@ fn malformed(at: usize, what: impl std::fmt::Display) -> WireError {
     WireError::Malformed(format!("malformed compact batch at byte {at}: {what}"))
 }
 
-/// Where an encoder writes bytes one at a time: a `Vec` (the tables) or the stack
-/// scratch of a record ([`Scratch`]).
+/// Where an encoder writes bytes one at a time: a `Vec` (the tables; the stack scratch of
+/// a record, [`Scratch`], writes its own varints).
 trait ByteSink {
     fn put(&mut self, c: u8);
 }
@@ -325,7 +325,7 @@ impl<'a> Encoder<'a> {
     }
 
     #[inline(always)]
-    fn revision(&mut self, out: &mut Scratch, r: Revision) {
+    fn revision(&mut self, out: &mut Scratch<'_>, r: Revision) {
         let member = self.revision_distance(out, r);
         out.varint(member);
     }
@@ -333,7 +333,7 @@ impl<'a> Encoder<'a> {
     /// The revision's distance from the batch's base and its low bits; returns its member
     /// (the varint that ends the revision), for the caller to write.
     #[inline(always)]
-    fn revision_distance(&mut self, out: &mut Scratch, r: Revision) -> u64 {
+    fn revision_distance(&mut self, out: &mut Scratch<'_>, r: Revision) -> u64 {
         let d = (r.0 >> MEMBER_BITS) - self.base;
         let low = d & ((1 << FLOOR_SHIFT) - 1);
         out.varint((d >> FLOOR_SHIFT) << 1 | u64::from(low != 0));
@@ -343,7 +343,7 @@ impl<'a> Encoder<'a> {
         r.0 & ((1 << MEMBER_BITS) - 1)
     }
 
-    fn record(&mut self, out: &mut Scratch, node: &'a Node, r: &'a ClientRecord) {
+    fn record(&mut self, out: &mut Scratch<'_>, node: &'a Node, r: &'a ClientRecord) {
         let publications = r.publications.iter().map(|p| &**p);
         let id = r.id.as_str();
         let form = match r.publications.first().and_then(|p| p.instances.first()) {
@@ -358,7 +358,7 @@ impl<'a> Encoder<'a> {
     /// with [`Encoder::state`], into both callers (a flush's batch and a snapshot
     /// chunk): outlined once they had two, a flush's encoding cost 2-3 % more.
     #[inline(always)]
-    fn stored(&mut self, out: &mut Scratch, node: &'a Node, c: &'a Client) {
+    fn stored(&mut self, out: &mut Scratch<'_>, node: &'a Node, c: &'a Client) {
         // The form from the parts stored with the id's text (not parsed again).
         let (form, id) = (c.id_form(), c.stored_id());
         let ps = c.publications();
@@ -382,7 +382,7 @@ impl<'a> Encoder<'a> {
     #[allow(clippy::too_many_arguments)]
     fn state(
         &mut self,
-        out: &mut Scratch,
+        out: &mut Scratch<'_>,
         node: &'a Node,
         form: IdForm,
         id: Option<&'a str>,
@@ -403,7 +403,7 @@ impl<'a> Encoder<'a> {
             (IdForm::IpPort, _) | (IdForm::String, None) => out.byte(ID_IP_PORT << 1),
             (IdForm::Connection { millis, port }, _) => {
                 out.byte(ID_CONNECTION << 1);
-                out.varint(millis);
+                out.millis(millis);
                 out.bytes(port.to_le_bytes());
             }
         }
@@ -473,7 +473,7 @@ impl<'a> Encoder<'a> {
         self.n_records += 1;
     }
 
-    fn deletion(&mut self, out: &mut Scratch, id: &'a ClientId, revision: Revision) {
+    fn deletion(&mut self, out: &mut Scratch<'_>, id: &'a ClientId, revision: Revision) {
         out.byte(DELETION | ID_STRING << 1);
         let s = self.push_string(id.as_str());
         out.varint(u64::from(s));
@@ -528,12 +528,16 @@ pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
 pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, Vec<u8>) {
     let base = lowest_logical(changes.iter().map(ClientChange::revision));
     let mut e = Encoder::new(base, changes.len());
-    let out = &mut Scratch::new();
+    // One buffer, a cursor per record: the stored state's, which nothing is called with,
+    // stays in a register (the others are given to calls).
+    let b = &mut scratch::buffer();
     for c in changes {
         match c {
-            ClientChange::Upsert(r) => e.record(out, node, r),
-            ClientChange::Stored(s) => e.stored(out, node, s),
-            ClientChange::Delete { id, revision } => e.deletion(out, id, *revision),
+            ClientChange::Upsert(r) => e.record(&mut Scratch::new(b), node, r),
+            ClientChange::Stored(s) => e.stored(&mut Scratch::new(b), node, s),
+            ClientChange::Delete { id, revision } => {
+                e.deletion(&mut Scratch::new(b), id, *revision);
+            }
         }
     }
     e.finish_parts()
@@ -546,9 +550,9 @@ pub fn encode_records(node: &Node, records: &[Arc<Client>]) -> Vec<u8> {
         lowest_logical(records.iter().map(|c| c.revision())),
         records.len(),
     );
-    let out = &mut Scratch::new();
+    let b = &mut scratch::buffer();
     for c in records {
-        e.stored(out, node, c);
+        e.stored(&mut Scratch::new(b), node, c);
     }
     e.finish()
 }

@@ -8,31 +8,36 @@ pub(super) const STEP: usize = 64;
 /// A record this long or shorter is copied as this many bytes ([`Scratch::finish`]).
 const SHORT: usize = 32;
 
+/// The bytes of a [`Scratch`]: `CAP` bytes, and room for a fixed-width field written at
+/// the last position.
+pub(super) type Bytes = [u8; CAP + 16];
+
+/// A zeroed buffer for [`Scratch`]es: one serves every record of a batch (not zeroed
+/// again for each).
+#[inline(always)]
+pub(super) fn buffer() -> Bytes {
+    [0; CAP + 16]
+}
+
 /// A record written a field at a time on the stack: a store and a move of the cursor per
 /// field (the cursor masked to the buffer, which it never leaves, so no bounds check),
 /// where a push to a `Vec` checks its capacity and updates its length for every byte;
-/// copied to the records when it ends ([`Scratch::finish`]) or runs short of room. One
-/// serves every record of a batch (not zeroed again for each).
-pub(super) struct Scratch {
-    /// `CAP` bytes, and room for a fixed-width field written at the last position.
-    b: [u8; CAP + 16],
+/// copied to the records when it ends ([`Scratch::finish`]) or runs short of room.
+///
+/// The buffer is borrowed, not held: the cursor is then a value of its own, which the
+/// compiler keeps in a register through a record's writes (held next to the buffer,
+/// which is written at offsets known only at run time, it was loaded from and stored to
+/// the stack at every field).
+pub(super) struct Scratch<'b> {
+    b: &'b mut Bytes,
     n: usize,
 }
 
-impl super::ByteSink for Scratch {
+impl<'b> Scratch<'b> {
+    /// A record's scratch in `b` (a batch's [`buffer`]), empty.
     #[inline(always)]
-    fn put(&mut self, c: u8) {
-        self.byte(c);
-    }
-}
-
-impl Scratch {
-    #[inline(always)]
-    pub(super) fn new() -> Self {
-        Self {
-            b: [0; CAP + 16],
-            n: 0,
-        }
+    pub(super) fn new(b: &'b mut Bytes) -> Self {
+        Self { b, n: 0 }
     }
 
     /// The cursor, within the buffer (as it always is: see [`STEP`]).
@@ -104,15 +109,32 @@ impl Scratch {
         }
     }
 
+    /// A connection's millis as a varint ([`Scratch::varint`]'s bytes): six bytes for
+    /// every time from 1971 to 2109 (2^35 to 2^42 - 1 ms), whose width is known without
+    /// counting the value's bits; any other value through [`Scratch::varint`].
+    #[inline(always)]
+    pub(super) fn millis(&mut self, v: u64) {
+        if (v >> 35).wrapping_sub(1) < (1 << 7) - 1 {
+            self.word(spread_groups(v) | 0x80_8080_8080, 6);
+        } else {
+            self.varint(v);
+        }
+    }
+
     /// A varint of two bytes or more: below 2^56 (a connection's millis, six bytes) as
-    /// one word ([`spread_varint`]), longer ones a byte at a time.
-    #[inline]
-    fn varint_long(&mut self, v: u64) {
+    /// one word ([`spread_varint`]), longer ones a byte at a time (here, not through the
+    /// shared loop: a call given the scratch would keep its cursor on the stack).
+    #[inline(always)]
+    fn varint_long(&mut self, mut v: u64) {
         if v < 1 << 56 {
             let (w, len) = spread_varint(v);
             self.word(w, len);
         } else {
-            super::put_varint(self, v);
+            while v >= 0x80 {
+                self.byte(v as u8 | 0x80);
+                v >>= 7;
+            }
+            self.byte(v as u8);
         }
     }
 
@@ -142,18 +164,23 @@ impl Scratch {
 }
 
 /// The varint of `v` (128 to 2^56 - 1) as the low bytes of a word, and their number
-/// (2 to 8): its 7-bit groups spread one to a byte by halving the lanes three times (28
-/// bits to each 32-bit half, 14 to each 16-bit quarter, 7 to each byte), the
+/// (2 to 8): its 7-bit groups spread one to a byte ([`spread_groups`]), the
 /// continuation bit set in every byte but the last.
 #[inline(always)]
 fn spread_varint(v: u64) -> (u64, usize) {
     debug_assert!((0x80..1 << 56).contains(&v));
     let len = (70 - v.leading_zeros() as usize) / 7;
+    let more = 0x8080_8080_8080_8080 & ((1 << (8 * (len - 1))) - 1);
+    (spread_groups(v) | more, len)
+}
+
+/// The 7-bit groups of `v` (below 2^56) one to a byte, by halving the lanes three times
+/// (28 bits to each 32-bit half, 14 to each 16-bit quarter, 7 to each byte).
+#[inline(always)]
+fn spread_groups(v: u64) -> u64 {
     let x = (v & 0x0fff_ffff) | (v & 0x00ff_ffff_f000_0000) << 4;
     let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x0fff_c000_0fff_c000) << 2;
-    let x = (x & 0x007f_007f_007f_007f) | (x & 0x3f80_3f80_3f80_3f80) << 1;
-    let more = 0x8080_8080_8080_8080 & ((1 << (8 * (len - 1))) - 1);
-    (x | more, len)
+    (x & 0x007f_007f_007f_007f) | (x & 0x3f80_3f80_3f80_3f80) << 1
 }
 
 #[cfg(test)]
@@ -210,7 +237,8 @@ mod tests {
             for &b in &values {
                 for &c in &values {
                     let (mut out, mut want) = (Vec::new(), Vec::new());
-                    let mut s = Scratch::new();
+                    let mut buf = buffer();
+                    let mut s = Scratch::new(&mut buf);
                     s.varints3(a, b, c);
                     s.varints2(b, a);
                     s.finish(&mut out);
@@ -220,6 +248,28 @@ mod tests {
                     assert_eq!(out, want, "{a:#x} {b:#x} {c:#x}");
                 }
             }
+        }
+    }
+
+    /// A millis value is written as the varint of it, on both sides of the six-byte
+    /// range's bounds and across the range.
+    #[test]
+    fn millis_are_written_as_their_varint() {
+        let mut values = vec![0, 1, 0x7f, 0x80, 1_717_000_000_000, u64::MAX];
+        for bound in [1u64 << 35, 1 << 42] {
+            values.extend([bound - 2, bound - 1, bound, bound + 1]);
+        }
+        values.extend((0..64).map(|k| (1u64 << 35) + (k * 0x0123_4567_89ab) % (127 << 35)));
+        for v in values {
+            let (mut out, mut want) = (Vec::new(), Vec::new());
+            let mut buf = buffer();
+            let mut s = Scratch::new(&mut buf);
+            s.millis(v);
+            s.byte(0x55);
+            s.finish(&mut out);
+            put_varint(&mut want, v);
+            want.push(0x55);
+            assert_eq!(out, want, "{v:#x}");
         }
     }
 
@@ -234,7 +284,8 @@ mod tests {
             x
         };
         let (mut out, mut want) = (Vec::new(), Vec::new());
-        let mut s = Scratch::new();
+        let mut buf = buffer();
+        let mut s = Scratch::new(&mut buf);
         for record in 0..2_000 {
             let steps = next() % 12;
             for _ in 0..steps {
