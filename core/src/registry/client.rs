@@ -743,6 +743,54 @@ impl Client {
         }
     }
 
+    /// The next state of this client (of id `id`, see [`Client::new`]) with publication
+    /// `i` replaced by the single-instance publication of `service` whose instance `slot`
+    /// holds (taken from it). The id is decided first, so that the client is one literal
+    /// made in `Arc::new`'s argument, the instance moved into it from the slot (through
+    /// `Client::new` or `new_with`, the instance and the body were copied three times
+    /// more).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn replacing_one(
+        &self,
+        i: usize,
+        service: Service,
+        slot: &mut Option<Instance>,
+        id: &str,
+        shared: Option<&Name>,
+        revision: Revision,
+        lease_base: Millis,
+        owner: MemberId,
+        shard: u32,
+    ) -> Arc<Self> {
+        let written = slot.as_ref().expect("a written instance");
+        // The new state's first instance: the written one, unless a part before the
+        // replaced one comes first.
+        let first = match &self.body {
+            Body::Many(parts) if i > 0 => parts[0].first_instance(),
+            _ => Some(written),
+        };
+        let id = Self::id_to_store(id, shared, Some(self), first);
+        let p = Publication::single(service, slot.take().expect("a written instance"));
+        let body = match &self.body {
+            Body::One(o) => {
+                debug_assert!(i == 0 && o.publication != p);
+                Body::One(Published::new(p, o.beat.load(Relaxed)))
+            }
+            Body::Many(_) => self.body_replacing(i, p),
+        };
+        Arc::new(Self {
+            id,
+            id_hash: self.id_hash,
+            revision,
+            lease_base: AtomicU64::new(lease_base),
+            owner: AtomicU16::new(owner.0),
+            shard: u16::try_from(shard).expect("at most 65,536 shards"),
+            slot: AtomicU32::new(NO_SLOT),
+            body,
+        })
+    }
+
     /// The body of the next state with `p` (of a service this one does not publish to)
     /// inserted at `i`.
     pub(super) fn body_inserting(&self, i: usize, p: Publication, now: Millis) -> Body {
