@@ -748,7 +748,8 @@ impl Client {
     /// holds (taken from it). The id is decided first, so that the client is one literal
     /// made in `Arc::new`'s argument, the instance moved into it from the slot (through
     /// `Client::new` or `new_with`, the instance and the body were copied three times
-    /// more).
+    /// more; the body's literal written out, not through `Published::new` and
+    /// `Publication::single`: 7 fewer a registration).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn replacing_one(
@@ -771,13 +772,21 @@ impl Client {
             _ => Some(written),
         };
         let id = Self::id_to_store(id, shared, Some(self), first);
-        let p = Publication::single(service, slot.take().expect("a written instance"));
+        let taken = slot.take().expect("a written instance");
+        debug_assert!(match &self.body {
+            Body::One(o) => i == 0 && (o.is_batch() || o.instances[0] != taken),
+            Body::Many(parts) =>
+                parts[i].single().is_batch() || parts[i].single().instances[0] != taken,
+        });
         let body = match &self.body {
-            Body::One(o) => {
-                debug_assert!(i == 0 && o.publication != p);
-                Body::One(Published::new(p, o.beat.load(Relaxed)))
-            }
-            Body::Many(_) => self.body_replacing(i, p),
+            Body::One(o) => Body::One(Published {
+                publication: Publication {
+                    service,
+                    instances: Instances::One(taken),
+                },
+                beat: AtomicU64::new(o.beat.load(Relaxed)),
+            }),
+            Body::Many(_) => self.body_replacing(i, Publication::single(service, taken)),
         };
         Arc::new(Self {
             id,
