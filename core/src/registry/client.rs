@@ -743,13 +743,11 @@ impl Client {
         }
     }
 
-    /// The next state of this client (of id `id`, see [`Client::new`]) with publication
-    /// `i` replaced by the single-instance publication of `service` whose instance `slot`
-    /// holds (taken from it). The id is decided first, so that the client is one literal
-    /// made in `Arc::new`'s argument, the instance moved into it from the slot (through
-    /// `Client::new` or `new_with`, the instance and the body were copied three times
-    /// more; the body's literal written out, not through `Published::new` and
-    /// `Publication::single`: 7 fewer a registration).
+    /// The next state (of id `id`, see [`Client::new`]) with publication `i` replaced by
+    /// the single-instance one of `service` whose instance `slot` holds (taken). The id
+    /// is decided first: the client is one literal in `Arc::new`'s argument, the instance
+    /// moved into it from the slot (through `Client::new` or `new_with` it and the body
+    /// were copied three times more; through `Published::new`, 7 instructions more).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn replacing_one(
