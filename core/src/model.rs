@@ -47,7 +47,7 @@ pub use client::{ClientId, ClientKind, Instances, Publication, RoutingKey};
 #[cfg(test)]
 pub(crate) use client::{publish_samples, sample_ids};
 pub use instance::{
-    Conversion, Instance, InstanceFields, InstanceSpec, Ipv4Bits, check_cluster_name,
+    Conversion, Converted, Instance, InstanceFields, InstanceSpec, Ipv4Bits, check_cluster_name,
     default_instance_id, validate_ip, validate_metadata,
 };
 pub use metadata::{Metadata, MetadataEntry, MetadataList, MetadataTable};

@@ -30,9 +30,10 @@ pub(crate) enum Built {
     New(Publication),
     /// Publication `i` again, equal to it: a heartbeat, nothing to write.
     Held(usize),
-    /// A publication of the service of publication `i` that differs from it: it replaces
-    /// it.
-    Changed(usize, Publication),
+    /// The single-instance publication of this service, the service of publication `i`,
+    /// which it replaces (it differs from it): its instance is the one the build wrote
+    /// into the slot it was given, moved from there into the stored client as it is made.
+    ChangedOne(usize, Service),
 }
 
 /// The instances of a publication: the single instance is stored inline (the common

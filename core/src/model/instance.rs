@@ -241,6 +241,18 @@ impl InstanceSpec {
     ) -> Result<Conversion, ValidationError> {
         self.fields().convert(interner, service, held)
     }
+
+    /// [`InstanceFields::convert_into`] of this spec: a different instance is written
+    /// into `out`, the caller's slot, not returned.
+    pub fn convert_into(
+        &self,
+        interner: &Interner,
+        service: &Service,
+        held: Option<&Instance>,
+        out: &mut Option<Instance>,
+    ) -> Result<Converted, ValidationError> {
+        self.fields().convert_into(interner, service, held, out)
+    }
 }
 
 /// An instance as given in a request, borrowed: what decoders validate and convert
@@ -354,15 +366,38 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         service: &Service,
         held: Option<&Instance>,
     ) -> Result<Conversion, ValidationError> {
+        let mut out = None;
+        Ok(
+            match self.convert_into(interner, service, held, &mut out)? {
+                Converted::Held => Conversion::Held,
+                Converted::New => Conversion::New(out.expect("`New` fills the slot")),
+            },
+        )
+    }
+
+    /// [`InstanceFields::convert`], which writes a different instance into `out` (left
+    /// as it is for [`Converted::Held`] and on an error) instead of returning it: the
+    /// owner's registration builds it in a slot of its own frame, from which it moves
+    /// once into the stored client, not through the layers of enums (`Result`,
+    /// [`Conversion`], the publication) a returned instance is copied through.
+    #[inline(always)]
+    pub fn convert_into(
+        &self,
+        interner: &Interner,
+        service: &Service,
+        held: Option<&Instance>,
+        out: &mut Option<Instance>,
+    ) -> Result<Converted, ValidationError> {
         // The held instance when its ip is the request's (its text and bits are kept).
         let ip = held.filter(|h| short_eq(&h.ip, self.ip));
         let default_cluster = self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER;
         let cluster = held
             .map(|h| &h.cluster)
             .filter(|c| !default_cluster && short_eq(c, self.cluster));
-        let metadata = held
-            .map(|h| &h.metadata)
-            .filter(|m| m.is(self.metadata.clone()));
+        let metadata = match held {
+            Some(h) if h.metadata.is(self.metadata.clone()) => Some(&h.metadata),
+            _ => None,
+        };
         self.check(Checks {
             ip: ip.is_none(),
             // The default cluster's name is valid: no check for it.
@@ -389,13 +424,13 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
             && h.enabled == self.enabled
             && h.cluster == cluster
         {
-            return Ok(Conversion::Held);
+            return Ok(Converted::Held);
         }
         let (ip, ipv4) = match ip {
             Some(h) => (h.ip.clone(), h.ipv4),
             None => (super::SmallStr::new(self.ip), Ipv4Bits::of(self.ip)),
         };
-        let mut inst = Instance {
+        let inst = out.insert(Instance {
             ip,
             ipv4,
             port: self.port as u16,
@@ -408,7 +443,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
                 Clone::clone,
             ),
             custom_id: None,
-        };
+        });
         if let Some(id) = custom_id
             && id != inst.instance_id(service)
         {
@@ -421,11 +456,21 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         // A custom id (rare) is compared as built, and so is metadata given in another
         // order or with a repeated key (`Metadata::is` matches the stored pairs in their
         // order; `from_pairs` sorts them and keeps a key's last value): the same map.
-        if (custom_id.is_some() || metadata.is_none()) && held == Some(&inst) {
-            return Ok(Conversion::Held);
+        if (custom_id.is_some() || metadata.is_none()) && held == Some(&*inst) {
+            *out = None;
+            return Ok(Converted::Held);
         }
-        Ok(Conversion::New(inst))
+        Ok(Converted::New)
     }
+}
+
+/// What [`InstanceFields::convert_into`] made of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Converted {
+    /// The held instance, equal in every field: nothing written.
+    Held,
+    /// A different instance (or the first one), written into the caller's slot.
+    New,
 }
 
 /// What [`InstanceFields::convert`] makes of a request.

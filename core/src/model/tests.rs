@@ -430,3 +430,44 @@ fn instance_ips_keep_their_text() {
         assert_eq!(inst.address(), format!("{ip}:8080"));
     }
 }
+
+/// `convert_into` writes a different instance into the caller's slot (what `convert`
+/// returns), and leaves the slot empty for the held instance (also when it was found
+/// equal only once built: a custom id, or metadata in another order) and on an error.
+#[test]
+fn a_conversion_into_a_slot_fills_it_only_for_a_new_instance() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let mut spec = InstanceSpec::new("10.0.0.7", 8080);
+    spec.metadata = vec![("version".into(), "1".into()), ("zone".into(), "a".into())];
+    spec.instance_id = Some("my-id".into());
+    let held = spec.to_instance(&i, &s).unwrap();
+    let mut reordered = spec.clone();
+    reordered.metadata.reverse();
+    for v in [&spec, &reordered] {
+        let mut slot = None;
+        let r = v.convert_into(&i, &s, Some(&held), &mut slot).unwrap();
+        assert_eq!(r, Converted::Held, "{v:?}");
+        assert!(slot.is_none(), "{v:?}");
+    }
+    let mut changed = spec;
+    changed.weight = 2.0;
+    for held in [Some(&held), None] {
+        let mut slot = None;
+        let r = changed.convert_into(&i, &s, held, &mut slot).unwrap();
+        assert_eq!(r, Converted::New);
+        assert_eq!(slot, Some(changed.to_instance(&i, &s).unwrap()));
+        assert!(matches!(
+            changed.convert(&i, &s, held).unwrap(),
+            Conversion::New(inst) if Some(&inst) == slot.as_ref()
+        ));
+    }
+    let mut bad = changed;
+    bad.port = 0;
+    let mut slot = None;
+    let e = bad
+        .convert_into(&i, &s, Some(&held), &mut slot)
+        .unwrap_err();
+    assert_eq!(e.field, Field::Port);
+    assert!(slot.is_none());
+}

@@ -9,7 +9,7 @@ use super::Node;
 use crate::error::{Field, ValidationError};
 use crate::member::{MemberId, MemberList, unpack_word};
 use crate::model::{
-    Built, ClientId, ClientKind, Conversion, InstanceSpec, Publication, Service, ServiceSpec,
+    Built, ClientId, ClientKind, Converted, InstanceSpec, Publication, Service, ServiceSpec,
 };
 use crate::registry::{Client, Origin, ServiceView, WriteError, WriteResult};
 use crate::time::Millis;
@@ -58,7 +58,7 @@ impl Node {
         let members = self.write_members();
         let (r, stored) = self
             .registry
-            .publish_built(client, members.me(), now, |old| {
+            .publish_built(client, members.me(), now, |old, slot| {
                 // The held publication of the service named, and its index.
                 let find = |(ns, group, name): (&str, &str, &str)| {
                     let pubs = old?.publications();
@@ -90,25 +90,29 @@ impl Node {
                 let held_instance = held
                     .filter(|(_, p)| !p.is_batch())
                     .and_then(|(_, p)| p.instances.first());
-                let inst =
-                    match instance.convert(self.registry.interner(), &service, held_instance)? {
-                        // Equal to the held single instance: the held publication again
-                        // (`held_instance` is only of a held publication).
-                        Conversion::Held => match held {
-                            Some((i, _)) => return Ok(Built::Held(i)),
-                            None => unreachable!("`Held` without a held instance"),
-                        },
-                        Conversion::New(inst) => inst,
-                    };
-                if held_instance.is_none_or(|h| !h.same_address(&inst)) {
+                // The instance is written into `slot`, from which the registry moves it
+                // into the stored client.
+                let interner = self.registry.interner();
+                match instance.convert_into(interner, &service, held_instance, slot)? {
+                    // Equal to the held single instance: the held publication again
+                    // (`held_instance` is only of a held publication).
+                    Converted::Held => match held {
+                        Some((i, _)) => return Ok(Built::Held(i)),
+                        None => unreachable!("`Held` without a held instance"),
+                    },
+                    Converted::New => {}
+                }
+                let Some(inst) = slot.as_ref() else {
+                    unreachable!("`New` fills the slot")
+                };
+                if held_instance.is_none_or(|h| !h.same_address(inst)) {
                     self.check_ip_port_client(client, &inst.ip, inst.port)?;
                 }
-                let publication = Publication::single(service, inst);
                 // A single instance that differs from the held single one, or replaces a
                 // held batch (a different form): a change of publication `i`.
                 Ok(match held {
-                    Some((i, _)) => Built::Changed(i, publication),
-                    None => Built::New(publication),
+                    Some((i, _)) => Built::ChangedOne(i, service),
+                    None => Built::New(Publication::single(service, slot.take().expect("filled"))),
                 })
             })?;
         self.schedule_sync(&members, client, r, stored.as_ref(), now);

@@ -12,6 +12,7 @@ use crate::registry::WriteResult;
 mod deregister;
 mod flush;
 mod leave;
+mod register;
 
 fn node(me: &str, n: usize) -> Node {
     let addrs: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect();

@@ -9,7 +9,7 @@ use super::client::Body;
 use super::{Client, IdKey, Origin, Published, Registry, Tombstone, WriteError, WriteResult};
 use crate::error::{Field, ValidationError};
 use crate::member::MemberId;
-use crate::model::{Built, ClientId, Publication, Revision, Service};
+use crate::model::{Built, ClientId, Instance, Publication, Revision, Service};
 use crate::time::Millis;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -49,23 +49,26 @@ impl Registry {
         now: Millis,
         build: impl FnOnce(Option<&Client>) -> Result<Publication, ValidationError>,
     ) -> Result<(WriteResult, Option<Arc<Client>>), WriteError> {
-        self.publish_built(id, owner, now, |c| build(c).map(Built::New))
+        self.publish_built(id, owner, now, |c, _| build(c).map(Built::New))
     }
 
     /// [`Registry::publish_stored`] of what `build` made of the held client: a new
     /// publication, or (from a comparison `build` made already, which this one then does
-    /// not repeat) a held one again or a change of a held one.
+    /// not repeat) a held one again or a change of a held one. `build` may write the
+    /// instance of a single-instance publication into the slot it is given
+    /// ([`Built::ChangedOne`]), from which it moves into the stored client.
     pub(crate) fn publish_built(
         &self,
         id: &ClientId,
         owner: MemberId,
         now: Millis,
-        build: impl FnOnce(Option<&Client>) -> Result<Built, ValidationError>,
+        build: impl FnOnce(Option<&Client>, &mut Option<Instance>) -> Result<Built, ValidationError>,
     ) -> Result<(WriteResult, Option<Arc<Client>>), WriteError> {
         let max = self.max_services_per_client;
         let mut result = Ok(());
+        let mut slot = None;
         let out = self.write_stored(id, owner, now, Origin::Client, |old| {
-            let publication = match build(old.map(|c| &**c)) {
+            let publication = match build(old.map(|c| &**c), &mut slot) {
                 Ok(Built::New(p)) => p,
                 Ok(Built::Held(i)) => {
                     let Some(c) = old else {
@@ -75,13 +78,9 @@ impl Registry {
                     c.publications()[i].beat.fetch_max(now, Relaxed);
                     return LocalAction::Nothing;
                 }
-                Ok(Built::Changed(i, p)) => {
-                    let Some(c) = old else {
-                        unreachable!("a held publication without a client")
-                    };
-                    debug_assert!(c.publications()[i].service == p.service);
-                    debug_assert!(c.publications()[i].get() != &p);
-                    return LocalAction::Put(c.body_replacing(i, p));
+                Ok(Built::ChangedOne(i, service)) => {
+                    debug_assert!(old.is_some_and(|c| c.publications()[i].service == service));
+                    return LocalAction::Replace(i, service, &mut slot);
                 }
                 Err(e) => {
                     result = Err(e);
@@ -283,19 +282,19 @@ impl Registry {
         owner: MemberId,
         now: Millis,
         origin: Origin,
-        f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
+        f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction<'static>,
     ) -> WriteResult {
         self.write_stored(id, owner, now, origin, f).0
     }
 
     /// [`Registry::write_local`], with the state it stored (for a change).
-    fn write_stored(
+    fn write_stored<'s>(
         &self,
         id: &ClientId,
         owner: MemberId,
         now: Millis,
         origin: Origin,
-        f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction,
+        f: impl FnOnce(Option<&Arc<Client>>) -> LocalAction<'s>,
     ) -> (WriteResult, Option<Arc<Client>>) {
         let key = IdKey::new(id.as_str());
         let shard_no = self.shard_of_key(key);
@@ -337,6 +336,17 @@ impl Registry {
                     self.replace(&mut clients, old, Some(new.clone()), &mut changed);
                     (WriteResult::Changed(revision), Some(new))
                 }
+                LocalAction::Replace(i, service, slot) => {
+                    let Some(c) = old else {
+                        unreachable!("a held publication without a client")
+                    };
+                    debug_assert_eq!(c.id_hash, key.hash);
+                    let (s, shared) = (id.as_str(), id.shared_name());
+                    let new = c
+                        .replacing_one(i, service, slot, s, shared, revision, now, owner, shard_no);
+                    self.replace(&mut clients, old, Some(new.clone()), &mut changed);
+                    (WriteResult::Changed(revision), Some(new))
+                }
                 LocalAction::Delete => {
                     tombstones.insert(
                         id.clone(),
@@ -357,8 +367,11 @@ impl Registry {
 }
 
 /// What a local write does to the client it reads.
-enum LocalAction {
+enum LocalAction<'s> {
     Nothing,
     Put(Body),
+    /// Publication `i` replaced by the single-instance publication of the service whose
+    /// instance is in the slot (taken from there as the new client is made).
+    Replace(usize, Service, &'s mut Option<Instance>),
     Delete,
 }
