@@ -192,6 +192,7 @@ impl<'a> ShardWriter<'_, 'a> {
     /// found for the id (under the same lock, so still held): `None` only if no client of
     /// the id is held, as the caller found (the insert does not look again; a debug build
     /// checks). Returns the client let go of (`old`), to retire.
+    #[inline(always)]
     fn swap(
         &mut self,
         old: Option<&Client>,
