@@ -434,7 +434,7 @@ impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
     /// in line (one tag, one pointer and `eq` checked: the slot holds the value of `hash`
     /// for which `eq` holds, the only one, so the probe would find it there); anything
     /// else probes (out of line).
-    #[inline]
+    #[inline(always)]
     pub fn set<'a>(
         &mut self,
         hash: u64,
