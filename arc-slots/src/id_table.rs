@@ -15,7 +15,8 @@
 //! which lookups walk past). A tag never returns to 0 in an array, so a value present
 //! while a reader probes is always found: the slots before it stay non-empty.
 //!
-//! * Replacing a value is one atomic store of the new pointer into its slot; the old
+//! * Replacing a value is one atomic store of the new pointer into its slot (the slot the
+//!   writer's last lookup found it in, when that is the value replaced: no second probe); the old
 //!   value is handed back as an [`Unlinked`], retired (when dropped) through the
 //!   [`Reclaimer`] the table was made with, which frees it once no reader that could have
 //!   loaded it is still inside its [`Pin`].
@@ -30,6 +31,7 @@
 use super::{Pin, Reclaimer, Unlinked};
 use parking_lot::{Mutex, MutexGuard};
 use seize::{Collector, Guard};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -299,6 +301,36 @@ impl<T: Send + Sync + 'static> Core<T> {
         None
     }
 
+    /// [`Core::get`], with the value's slot (for the writer, see [`Writer::get`]). The
+    /// same walk written again: through one shared walk, `get` stopped being inlined into
+    /// the registry's heartbeat (+44 a beat).
+    #[inline]
+    fn get_at<'a>(
+        &'a self,
+        hash: u64,
+        mut eq: impl FnMut(&T) -> bool,
+        pin: &'a Pin<'_>,
+    ) -> Option<(usize, ArcRef<'a, T>)> {
+        let array = self.array(pin)?;
+        let tag = hash | 1;
+        let mut i = array.home(tag);
+        for _ in 0..array.slots.len() {
+            let slot = &array.slots[i];
+            let t = slot.tag.load(Ordering::Acquire);
+            if t == 0 {
+                return None;
+            }
+            if t == tag
+                && let Some(v) = self.load(slot, pin)
+                && eq(&v)
+            {
+                return Some((i, v));
+            }
+            i = array.next(i);
+        }
+        None
+    }
+
     fn iter<'a>(&'a self, pin: &'a Pin<'_>) -> Iter<'a, T> {
         let slots = self.array(pin).map_or(&[][..], |a| &a.slots[..]);
         Iter {
@@ -343,6 +375,7 @@ impl<'t, T: Send + Sync + 'static, W> WriteGuard<'t, T, W> {
             Writer {
                 core: self.core,
                 used,
+                found: Cell::new(usize::MAX),
             },
         )
     }
@@ -370,10 +403,13 @@ impl<T: Send + Sync + 'static, W> DerefMut for WriteGuard<'_, T, W> {
 pub struct Writer<'g, 't, T: Send + Sync + 'static> {
     core: &'t Core<T>,
     used: &'g mut usize,
+    /// The slot [`Writer::get`] last found a value in (`usize::MAX`: none), where
+    /// [`Writer::set`] looks first: a write nearly always replaces what it just read.
+    found: Cell<usize>,
 }
 
 impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
-    /// [`IdTable::get`].
+    /// [`IdTable::get`] (the slot of the value found noted for [`Writer::set`]).
     #[inline]
     pub fn get<'a>(
         &self,
@@ -384,13 +420,21 @@ impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
     where
         't: 'a,
     {
-        self.core.get(hash, eq, pin)
+        let (i, v) = self.core.get_at(hash, eq, pin)?;
+        self.found.set(i);
+        Some(v)
     }
 
     /// Sets the value of hash `hash` for which `eq` holds to `value`: replaces it in its
     /// slot, removes it (`None`), or inserts `value` if none is held. Returns the value
     /// let go of, retired when dropped (see [`crate::Unlinked`]).
     /// A replacement must have the same hash and satisfy `eq` (or lookups may miss it).
+    ///
+    /// A replacement of the value the last [`Writer::get`] found looks in its slot first,
+    /// in line (one tag, one pointer and `eq` checked: the slot holds the value of `hash`
+    /// for which `eq` holds, the only one, so the probe would find it there); anything
+    /// else probes (out of line).
+    #[inline(always)]
     pub fn set<'a>(
         &mut self,
         hash: u64,
@@ -401,6 +445,41 @@ impl<'t, T: Send + Sync + 'static> Writer<'_, 't, T> {
     where
         't: 'a,
     {
+        let tag = hash | 1;
+        if value.is_some()
+            && let Some(array) = self.core.array(pin)
+            && let Some(slot) = array.slots.get(self.found.get())
+            && slot.tag.load(Ordering::Relaxed) == tag
+            && let Some(old) = self.core.load(slot, pin)
+            && eq(&old)
+        {
+            let new = value.map_or(ptr::null_mut(), |v| Arc::into_raw(v).cast_mut());
+            let p = pin.0.swap(&slot.ptr, new, Ordering::AcqRel);
+            debug_assert!(ptr::eq(p, Arc::as_ptr(&old)));
+            #[allow(unsafe_code)]
+            // SAFETY: as in `set_probed`'s replacement: `p` (not null: `old` was loaded from
+            // it under the lock) came from `Arc::into_raw` and stands for the slot's
+            // reference, which left the slot in the swap above; `pin` is of this table's
+            // collector (checked by `array`), the one readers pin.
+            return unsafe { Unlinked::new(p, pin) };
+        }
+        self.set_probed(hash, eq, value, pin)
+    }
+
+    /// [`Writer::set`] by a probe from the hash's home slot.
+    #[inline(never)]
+    fn set_probed<'a>(
+        &mut self,
+        hash: u64,
+        mut eq: impl FnMut(&T) -> bool,
+        value: Option<Arc<T>>,
+        pin: &'a Pin<'a>,
+    ) -> Option<Unlinked<'a, T>>
+    where
+        't: 'a,
+    {
+        #[cfg(test)]
+        tests::PROBED.with(|p| p.set(p.get() + 1));
         let core = self.core;
         let tag = hash | 1;
         let Some(array) = core.array(pin) else {

@@ -22,7 +22,9 @@
 //! readers pinned before may still see, retired when it is dropped. A value let go of by
 //! two structures in one write (the registry's client, by its shard's table and by its
 //! service's index slot) is retired once for both ([`Unlinked::retire_with`]): one entry
-//! in the reclaimer's batch, not two.
+//! in the reclaimer's batch, not two. The values a writer lets go of across many writes
+//! under one pin (a replicated batch) can be retired together ([`RetireBatch`]): one entry
+//! for all of them.
 //!
 //! This crate holds the pointer handling, the only unsafe code besides `alloc-trim`; every
 //! other crate keeps `unsafe_code = "forbid"`. For the same reason it holds [`SmallStr`],
@@ -35,7 +37,7 @@ mod unlinked;
 
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use small_str::SmallStr;
-pub use unlinked::Unlinked;
+pub use unlinked::{RetireBatch, Unlinked};
 
 use seize::{Collector, Guard, LocalGuard};
 use std::ptr;
@@ -50,13 +52,28 @@ const CHUNKS: usize = 26;
 /// The collector that frees values replaced in the [`Slots`] made with it; share one
 /// between many arrays (a thread's [`Pin`] then covers reads of all of them).
 #[derive(Clone)]
-pub struct Reclaimer(Arc<Collector>);
+pub struct Reclaimer(Arc<Collector>, usize);
 
 impl Reclaimer {
     /// A collector that frees retired values in batches of `batch` per thread (seize's
     /// batch size; smaller frees sooner and costs more).
     pub fn new(batch: usize) -> Self {
-        Self(Arc::new(Collector::new().batch_size(batch.max(1))))
+        let batch = batch.max(1);
+        Self(Arc::new(Collector::new().batch_size(batch)), batch)
+    }
+
+    /// An empty [`RetireBatch`] for values let go of under `pin` (a pin of this
+    /// reclaimer), with room for `capacity` of them.
+    pub fn retire_batch<'a, T: Send + Sync + 'static>(
+        &self,
+        pin: &'a Pin<'a>,
+        capacity: usize,
+    ) -> RetireBatch<'a, T> {
+        assert!(
+            ptr::eq(pin.0.collector(), &*self.0),
+            "a pin of another reclaimer"
+        );
+        RetireBatch::new(pin, capacity, self.1)
     }
 
     /// Marks this thread as reading until the pin is dropped: values loaded under it stay

@@ -39,7 +39,7 @@ use crate::member::MemberId;
 use crate::model::{ClientId, ClientKind, Revision, Service};
 use crate::name::{Interner, Name};
 use crate::time::Millis;
-use arc_slots::{Pin, Unlinked};
+use arc_slots::{Pin, RetireBatch, Unlinked};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,8 +180,9 @@ impl<'a> ShardWriter<'_, 'a> {
     fn get(&self, id: &str) -> Option<ClientRef<'a>> {
         self.get_key(IdKey::new(id))
     }
-    /// The client of `key`, if held.
-    #[inline]
+    /// The client of `key`, if held (its slot noted for the write that follows: see
+    /// [`arc_slots::Writer::set`]). Always inlined: called, it cost a write ~6.
+    #[inline(always)]
     fn get_key(&self, key: IdKey<'_>) -> Option<ClientRef<'a>> {
         let h = table_hash(self.seed, key.hash);
         self.table.get(h, |c| key.is(c), self.pin)
@@ -191,6 +192,7 @@ impl<'a> ShardWriter<'_, 'a> {
     /// found for the id (under the same lock, so still held): `None` only if no client of
     /// the id is held, as the caller found (the insert does not look again; a debug build
     /// checks). Returns the client let go of (`old`), to retire.
+    #[inline(always)]
     fn swap(
         &mut self,
         old: Option<&Client>,
@@ -213,6 +215,41 @@ impl<'a> ShardWriter<'_, 'a> {
         let let_go = self.table.set(h, is_old, new, self.pin);
         debug_assert_eq!(let_go.is_some(), old.is_some(), "`old` is the client held");
         let_go
+    }
+}
+
+/// What [`Registry::replace_with`] does with a client let go of: retire it at once
+/// ([`RetireNow`]), or with the rest of a batch ([`RetireBatch`]).
+trait Retire<'a> {
+    /// `u`, let go of by one structure.
+    fn one(&mut self, u: Unlinked<'a, Client>);
+    /// `a` and `b`, let go of by the shard's table and an index slot (one client when the
+    /// slot moved to its new state, see [`Unlinked::retire_with`]).
+    fn both(&mut self, a: Unlinked<'a, Client>, b: Unlinked<'a, Client>);
+}
+
+/// Retires what it is given at once.
+struct RetireNow;
+
+impl<'a> Retire<'a> for RetireNow {
+    #[inline(always)]
+    fn one(&mut self, u: Unlinked<'a, Client>) {
+        u.retire();
+    }
+    #[inline(always)]
+    fn both(&mut self, a: Unlinked<'a, Client>, b: Unlinked<'a, Client>) {
+        a.retire_with(b);
+    }
+}
+
+impl<'a> Retire<'a> for RetireBatch<'a, Client> {
+    #[inline(always)]
+    fn one(&mut self, u: Unlinked<'a, Client>) {
+        self.push(u);
+    }
+    #[inline(always)]
+    fn both(&mut self, a: Unlinked<'a, Client>, b: Unlinked<'a, Client>) {
+        self.push_with(a, b);
     }
 }
 
@@ -519,13 +556,40 @@ impl Registry {
     /// Swaps `old` (the client held, as `clients` found it) for `new` in the shard's
     /// clients, the service index and the digests, and adds the services whose
     /// publications changed to `changed` when a listener is to hear of them (see
-    /// [`Registry::notify`]).
+    /// [`Registry::notify`]). The client let go of is retired at once.
     fn replace<'a>(
         &self,
         clients: &mut ShardWriter<'_, 'a>,
         old: Option<&Arc<Client>>,
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
+    ) {
+        self.replace_with(clients, old, new, changed, &mut RetireNow);
+    }
+
+    /// [`Registry::replace`], the client let go of added to `retired`, to retire with the
+    /// rest of a replicated batch.
+    fn replace_batched<'a>(
+        &self,
+        clients: &mut ShardWriter<'_, 'a>,
+        old: Option<&Arc<Client>>,
+        new: Option<Arc<Client>>,
+        changed: &mut Vec<Service>,
+        retired: &mut RetireBatch<'a, Client>,
+    ) {
+        self.replace_with(clients, old, new, changed, retired);
+    }
+
+    /// [`Registry::replace`] and [`Registry::replace_batched`]: one body, made twice (a
+    /// test of which to do cost the owner's path ~7 instructions a write).
+    #[inline(always)]
+    fn replace_with<'a>(
+        &self,
+        clients: &mut ShardWriter<'_, 'a>,
+        old: Option<&Arc<Client>>,
+        new: Option<Arc<Client>>,
+        changed: &mut Vec<Service>,
+        retired: &mut impl Retire<'a>,
     ) {
         // Without a listener nothing reads `changed`: no list is grown (an allocation per
         // write otherwise).
@@ -586,13 +650,13 @@ impl Registry {
             (None, None) => {}
         }
         match (clients.swap(old_ref, new), let_go) {
-            (Some(table), Some(slot)) => table.retire_with(slot),
+            (Some(table), Some(slot)) => retired.both(table, slot),
             (table, slot) => {
                 if let Some(t) = table {
-                    t.retire();
+                    retired.one(t);
                 }
                 if let Some(s) = slot {
-                    s.retire();
+                    retired.one(s);
                 }
             }
         }

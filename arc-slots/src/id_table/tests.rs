@@ -1,6 +1,15 @@
 use super::*;
 use std::sync::atomic::AtomicBool;
 
+thread_local! {
+    /// Writes that probed ([`Writer::set`] without the slot of the last get) on this thread.
+    pub(super) static PROBED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn probed() -> usize {
+    PROBED.with(std::cell::Cell::get)
+}
+
 /// A value with a key and a version, that counts its drops.
 struct Counted {
     key: u64,
@@ -428,4 +437,63 @@ fn a_panic_in_the_equality_leaves_the_table_as_it_was() {
     drop(reclaimer);
     // The value the failed set was given was dropped with it.
     assert_eq!(drops.load(Ordering::Relaxed), 22);
+}
+
+/// A replacement of the value the writer's last get found goes to its slot without a
+/// probe; any other write probes: an insert, a removal, a replacement of another key
+/// (of another hash, or of the same hash told apart by the equality), and one whose slot
+/// moved (the array rebuilt since the get). Every one of them leaves the table as a
+/// probe would.
+#[test]
+fn a_write_of_what_the_writer_just_found_takes_its_slot_and_others_probe() {
+    let reclaimer = Reclaimer::new(8);
+    let pin = reclaimer.pin();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let table: IdTable<Counted, ()> = IdTable::new(&reclaimer, ());
+    // Keys 1 and 2 share a hash; the others are spread.
+    let hash = |k: u64| if k <= 2 { spread(1) } else { spread(k) };
+    let mut guard = table.lock();
+    let mut w = guard.writer();
+    let before = probed();
+    for k in 1..=4 {
+        assert!(
+            w.set(hash(k), key_is(k), Some(counted(k, 1, &drops)), &pin)
+                .is_none()
+        );
+    }
+    assert_eq!(probed() - before, 4, "inserts probe");
+    // Found, then replaced: no probe.
+    let before = probed();
+    for k in 1..=4 {
+        assert_eq!(w.get(hash(k), key_is(k), &pin).map(|c| c.version), Some(1));
+        let old = w.set(hash(k), key_is(k), Some(counted(k, 2, &drops)), &pin);
+        assert_eq!(old.map(|o| o.version), Some(1));
+    }
+    assert_eq!(probed(), before, "a found value's replacement probed");
+    // Found one, wrote another: of the same hash (the equality tells them apart), of
+    // another hash; then a removal of the one found.
+    let before = probed();
+    w.get(hash(1), key_is(1), &pin).expect("held");
+    let old = w.set(hash(2), key_is(2), Some(counted(2, 3, &drops)), &pin);
+    assert_eq!(old.map(|o| o.version), Some(2));
+    let old = w.set(hash(3), key_is(3), Some(counted(3, 3, &drops)), &pin);
+    assert_eq!(old.map(|o| o.version), Some(2));
+    let old = w.set(hash(1), key_is(1), None, &pin);
+    assert_eq!(old.map(|o| o.version), Some(2));
+    assert_eq!(probed() - before, 3);
+    // Found, then the array rebuilt by inserts: the old slot number is not trusted.
+    w.get(hash(4), key_is(4), &pin).expect("held");
+    for k in 10..40 {
+        drop(w.set(hash(k), key_is(k), Some(counted(k, 1, &drops)), &pin));
+    }
+    let old = w.set(hash(4), key_is(4), Some(counted(4, 3, &drops)), &pin);
+    assert_eq!(old.map(|o| o.version), Some(2));
+    drop(guard);
+    let versions: Vec<_> = (1..=4)
+        .map(|k| table.get(hash(k), key_is(k), &pin).map(|c| c.version))
+        .collect();
+    assert_eq!(versions, [None, Some(3), Some(3), Some(3)]);
+    for k in 10..40 {
+        assert!(table.get(hash(k), key_is(k), &pin).is_some());
+    }
 }

@@ -12,6 +12,7 @@ use crate::hash::{shard_of_hash, stable_hash64};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
 use crate::time::Millis;
+use arc_slots::RetireBatch;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -255,6 +256,7 @@ impl Registry {
         let mut changed = Vec::new();
         let outcome = {
             let pin = self.pin();
+            let mut retired = self.slots.retire_batch(&pin, 0);
             let mut lock = shard.write();
             let (tombstones, mut clients) = self.writer(&mut lock, &pin);
             self.apply_locked(
@@ -267,6 +269,7 @@ impl Registry {
                 owner,
                 now,
                 &mut changed,
+                &mut retired,
             )
         };
         self.notify(&changed);
@@ -280,9 +283,18 @@ impl Registry {
         let mut changed = Vec::new();
         let outcome = {
             let pin = self.pin();
+            let mut retired = self.slots.retire_batch(&pin, 0);
             let mut lock = shard.write();
             let (tombstones, mut clients) = self.writer(&mut lock, &pin);
-            self.apply_delete_locked(tombstones, &mut clients, key, revision, now, &mut changed)
+            self.apply_delete_locked(
+                tombstones,
+                &mut clients,
+                key,
+                revision,
+                now,
+                &mut changed,
+                &mut retired,
+            )
         };
         self.notify(&changed);
         outcome
@@ -335,8 +347,10 @@ impl Registry {
     ) -> ApplyCounts {
         let mut counts = ApplyCounts::default();
         let mut changed = Vec::new();
-        // One pin for the batch, and the shard held: its number and its lock.
+        // One pin for the batch, and the shard held: its number and its lock. The clients
+        // let go of are retired together once every shard is done (see `RetireBatch`).
         let pin = self.pin();
+        let mut retired = self.slots.retire_batch(&pin, hashed.len());
         let mut held = None;
         for i in order {
             let (ref mut change, hash) = hashed[i];
@@ -362,6 +376,7 @@ impl Registry {
                     owner,
                     now,
                     &mut changed,
+                    &mut retired,
                 ),
                 ReplicaChange::Moved(ref mut state, owner) => self.apply_locked(
                     tombstones,
@@ -373,6 +388,7 @@ impl Registry {
                     owner,
                     now,
                     &mut changed,
+                    &mut retired,
                 ),
                 ReplicaChange::Delete(id, revision) => self.apply_delete_locked(
                     tombstones,
@@ -381,6 +397,7 @@ impl Registry {
                     revision,
                     now,
                     &mut changed,
+                    &mut retired,
                 ),
             };
             match outcome {
@@ -389,16 +406,18 @@ impl Registry {
             }
         }
         drop(held);
+        retired.retire();
         self.notify(&changed);
         counts
     }
 
-    /// [`Registry::apply`] under the shard's lock.
+    /// [`Registry::apply`] under the shard's lock; the client let go of goes to
+    /// `retired`.
     #[allow(clippy::too_many_arguments)]
-    fn apply_locked(
+    fn apply_locked<'a>(
         &self,
         tombstones: &mut Tombstones,
-        clients: &mut ClientsRef<'_, '_>,
+        clients: &mut ClientsRef<'_, 'a>,
         shard_no: u32,
         key: IdKey<'_>,
         revision: Revision,
@@ -406,6 +425,7 @@ impl Registry {
         owner: MemberId,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
+        retired: &mut RetireBatch<'a, Client>,
     ) -> ApplyOutcome {
         let held = clients.get_key(key);
         let old = held.as_deref();
@@ -450,7 +470,7 @@ impl Registry {
                 None => Self::next_body(old, publications, now),
             },
         );
-        self.replace(clients, old, Some(new), changed);
+        self.replace_batched(clients, old, Some(new), changed, retired);
         ApplyOutcome::Applied
     }
 
@@ -476,15 +496,18 @@ impl Registry {
         Body::build(pubs, old.map(|c| &**c), now)
     }
 
-    /// [`Registry::apply_delete`] under the shard's lock.
-    fn apply_delete_locked(
+    /// [`Registry::apply_delete`] under the shard's lock; the client let go of goes to
+    /// `retired`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_delete_locked<'a>(
         &self,
         tombstones: &mut Tombstones,
-        clients: &mut ClientsRef<'_, '_>,
+        clients: &mut ClientsRef<'_, 'a>,
         key: IdKey<'_>,
         revision: Revision,
         now: Millis,
         changed: &mut Vec<crate::model::Service>,
+        retired: &mut RetireBatch<'a, Client>,
     ) -> ApplyOutcome {
         let id = key.id;
         let held = clients.get_key(key);
@@ -506,7 +529,7 @@ impl Registry {
                 tombstones.insert(id, tombstone);
             }
         }
-        self.replace(clients, old, None, changed);
+        self.replace_batched(clients, old, None, changed, retired);
         ApplyOutcome::Applied
     }
 
@@ -647,6 +670,68 @@ mod tests {
                 assert_eq!(m.last_beat(k), first, "revision {revision}, {svc}");
                 assert_eq!(b.last_beat(k), first, "revision {revision}, {svc}");
             }
+        }
+    }
+
+    /// The states a replicated batch replaces (of one publication: the table's and the
+    /// index slot's references retired as one) and deletes are retired with the batch:
+    /// as one unit for a batch of at least the reclaim batch size (3 here), one by one
+    /// for a smaller one. Once the retirements ran, nothing holds an old state but this
+    /// test (every reference the store held released, none twice), and the newest
+    /// states are the store's.
+    #[test]
+    fn the_states_a_batch_lets_go_of_are_released_once() {
+        let config = Config {
+            reclaim_batch: 3,
+            shards: 4,
+            ..Config::default()
+        };
+        let r = Registry::new(MemberId(0), 3, 1_000, &config);
+        let s = r.service("public", "DEFAULT_GROUP", "a");
+        let state = |port: u16| {
+            let i = InstanceSpec::new("10.0.0.1", port)
+                .to_instance(r.interner(), &s)
+                .unwrap();
+            Arc::new(Publication::single(s.clone(), i))
+        };
+        let ids: Vec<String> = (0..6)
+            .map(|i| format!("1700000000000_10.0.0.{i}_80"))
+            .collect();
+        let mut held = Vec::new();
+        // Revision 1 stores them (nothing let go of); 2 replaces all six (a unit); 3
+        // replaces two (one by one); 4 deletes one and replaces another (one by one).
+        for (revision, which) in [(1, 0..6), (2, 0..6), (3, 0..2), (4, 4..6)] {
+            let pubs: Vec<Vec<Arc<Publication>>> =
+                which.clone().map(|_| vec![state(80 + revision)]).collect();
+            let changes = which.clone().zip(&pubs).map(|(k, p)| {
+                let id = ids[k].as_str();
+                if revision == 4 && k == 4 {
+                    return ReplicaChange::Delete(id, Revision(4));
+                }
+                let state = StateRef {
+                    id,
+                    revision: Revision(u64::from(revision)),
+                    owner: MemberId(1),
+                    publications: p,
+                };
+                ReplicaChange::State(state, MemberId(1))
+            });
+            let counts = r.apply_many(changes, 10);
+            assert_eq!(counts.applied as usize, which.len());
+            held.extend(which.filter_map(|k| r.get(&ids[k])));
+        }
+        r.flush_retired();
+        let newest: Vec<_> = ids.iter().filter_map(|id| r.get(id)).collect();
+        assert_eq!(newest.len(), 5);
+        for (i, c) in held.iter().enumerate() {
+            let store = if newest.iter().any(|n| Arc::ptr_eq(n, c)) {
+                2
+            } else {
+                0
+            };
+            // The test's in `held`, the store's (table and slot), and `newest`'s.
+            let want = 1 + store + usize::from(store > 0);
+            assert_eq!(Arc::strong_count(c), want, "state {i}");
         }
     }
 
