@@ -16,8 +16,8 @@
 //! while a reader probes is always found: the slots before it stay non-empty.
 //!
 //! * Replacing a value is one atomic store of the new pointer into its slot (the slot the
-//!   writer's last lookup found it in, when that is the value replaced: no second probe); the old
-//!   value is handed back as an [`Unlinked`], retired (when dropped) through the
+//!   writer's last lookup found it in, when that is the value replaced: no second probe);
+//!   the old value is handed back as an [`Unlinked`], retired (when dropped) through the
 //!   [`Reclaimer`] the table was made with, which frees it once no reader that could have
 //!   loaded it is still inside its [`Pin`].
 //! * Growth, shrinking and the clearing of tombstones build a new array, publish it and
@@ -404,7 +404,8 @@ pub struct Writer<'g, 't, T: Send + Sync + 'static> {
     core: &'t Core<T>,
     used: &'g mut usize,
     /// The slot [`Writer::get`] last found a value in (`usize::MAX`: none), where
-    /// [`Writer::set`] looks first: a write nearly always replaces what it just read.
+    /// [`Writer::set`] looks first: a write nearly always replaces what it just read. Only
+    /// a hint, checked at every use (in the current array, its tag and the value's `eq`).
     found: Cell<usize>,
 }
 

@@ -139,12 +139,14 @@ unsafe fn release_two<T>(ptr: *mut T, collector: &Collector) {
 /// instructions to add and ~10 to walk; a push here ~5). Made by
 /// [`crate::Reclaimer::retire_batch`].
 ///
-/// A batch of at least the reclaimer's batch size is retired as one entry and the
-/// thread's batch of the reclaimer flushed with it (a process-wide barrier, which the
-/// values retired one by one would have cost once per reclaimer batch size of them): the
-/// values are freed once the pins active now are dropped, as soon as they would have
-/// been. A smaller one retires each value on its own (as [`Unlinked`] does), so that the
-/// values waiting in a thread's batch stay as few as without it.
+/// A batch of at least the reclaimer's batch size (and at least [`MIN_UNIT_ENTRIES`]
+/// values) is retired as one entry, padded with entries that free nothing to that many:
+/// the thread's batch of the reclaimer fills and is retired with it (one process-wide
+/// barrier, which the values retired one by one would have cost once per reclaimer batch
+/// size of them), and goes with as many threads pinned as a batch of values one by one
+/// would. The values are freed once the pins active then are dropped, as soon as they
+/// would have been. A smaller one retires each value on its own (as [`Unlinked`] does),
+/// so that the values waiting in a thread's batch stay as few as without it.
 ///
 /// Readers pinned before a value was let go of may still use it: nothing in the batch is
 /// released before every pin active when the batch is retired is dropped, and every value
@@ -159,8 +161,10 @@ pub struct RetireBatch<'a, T: Send + Sync + 'static> {
     /// A pin of the reclaimer the structures' readers pin, under which every value was let
     /// go of (checked as each is pushed).
     pin: &'a Pin<'a>,
-    /// The reclaimer's batch size: see the type's documentation.
-    flush_at: usize,
+    /// The entries the batch counts as when retired as one: the reclaimer's batch size,
+    /// at least [`MIN_UNIT_ENTRIES`] (see the type's documentation and its `Drop`). A
+    /// smaller batch retires its values one by one.
+    unit: usize,
 }
 
 impl<'a, T: Send + Sync + 'static> RetireBatch<'a, T> {
@@ -168,7 +172,7 @@ impl<'a, T: Send + Sync + 'static> RetireBatch<'a, T> {
         Self {
             ptrs: Vec::with_capacity(capacity),
             pin,
-            flush_at,
+            unit: flush_at.max(MIN_UNIT_ENTRIES),
         }
     }
 
@@ -222,7 +226,7 @@ impl<'a, T: Send + Sync + 'static> RetireBatch<'a, T> {
 
 impl<T: Send + Sync + 'static> Drop for RetireBatch<'_, T> {
     fn drop(&mut self) {
-        if self.ptrs.len() < self.flush_at {
+        if self.ptrs.len() < self.unit {
             for &p in &self.ptrs {
                 let release = if p.addr() & 1 == 0 {
                     release::<T>
@@ -247,11 +251,19 @@ impl<T: Send + Sync + 'static> Drop for RetireBatch<'_, T> {
         // once every pin active now (those that may have reached them) is dropped.
         #[allow(unsafe_code)]
         let () = unsafe { self.pin.0.defer_retire(ptrs, release_batch::<T>) };
-        // Seize links a batch into the list of every thread pinned when it is retired, one
-        // entry per thread: with fewer entries than pinned threads it waits for more. The
-        // unit's entry alone would wait whenever another thread is pinned; entries that
-        // free nothing let it go at once with up to `UNIT_ENTRIES` threads pinned.
-        for _ in 1..UNIT_ENTRIES {
+        // Seize retires a thread's batch once it holds its batch size of entries (the
+        // reclaimer's), linking it into the list of every thread pinned then, one entry
+        // per thread: with fewer entries than pinned threads it waits for more. Alone, the
+        // unit's one entry would wait whenever another thread is pinned. So it counts as
+        // `unit` entries (the reclaimer's batch size, at least `MIN_UNIT_ENTRIES`),
+        // entries that free nothing filling it up, never more than the values one by one
+        // would have added: the thread's batch reaches its size while they are added (an
+        // add that brings a batch to its size or past it retires it), is retired then, and
+        // goes with as many threads pinned as a batch of values one by one would. Nothing
+        // waits longer than it would have one by one, and no barrier is added; what is
+        // added after the retirement (entries that free nothing) goes with the thread's
+        // next batch.
+        for _ in 1..self.unit {
             // SAFETY: nothing is freed or read through the pointer (`release_nothing`).
             #[allow(unsafe_code)]
             let () = unsafe {
@@ -260,13 +272,12 @@ impl<T: Send + Sync + 'static> Drop for RetireBatch<'_, T> {
                     .defer_retire(ptr::NonNull::<u8>::dangling().as_ptr(), release_nothing)
             };
         }
-        self.pin.0.flush();
     }
 }
 
-/// The entries a [`RetireBatch`] retired as one adds to the reclaimer's batch (see its
-/// `Drop`): as many threads as this may be pinned for it to go at once.
-const UNIT_ENTRIES: usize = 8;
+/// The fewest entries a [`RetireBatch`] retired as one counts as (see its `Drop`): with a
+/// small reclaimer batch size, as many threads as this may be pinned for it to go at once.
+const MIN_UNIT_ENTRIES: usize = 8;
 
 /// Frees nothing: an entry that only lets a [`RetireBatch`]'s go (see its `Drop`).
 ///

@@ -167,8 +167,8 @@ impl<'a> ShardClients<'a> {
     }
 }
 
-/// One shard's clients under the shard's lock: read as [`ShardClients`], changed only by
-/// [`Registry::replace`].
+/// One shard's clients under the shard's lock: read as [`ShardClients`], changed only
+/// through `Registry::replace_with` (by [`Registry::replace`] and `replace_batched`).
 struct ShardWriter<'g, 'a> {
     table: arc_slots::Writer<'g, 'a, Client>,
     seed: u64,

@@ -130,16 +130,24 @@ fn an_empty_batch_retires_nothing() {
 /// A batch retired as one while other threads are pinned goes as soon as they leave: it
 /// is linked into each pinned thread's list when it is retired (seize needs an entry per
 /// pinned thread; with the batch's one entry alone it would wait for this thread's next
-/// retirements), so the last reader to leave frees it, with no flush after.
+/// retirements), so the last reader to leave frees it, with no flush after. It counts as
+/// the reclaimer's batch size of entries: with 12 readers and a batch size of 16, a unit
+/// of 8 entries waited.
 #[test]
 fn a_batch_retired_as_one_goes_when_the_pinned_readers_leave() {
-    const READERS: usize = 3;
-    let reclaimer = Reclaimer::new(2);
+    retired_as_one_with_readers(2, 8, 3);
+    retired_as_one_with_readers(16, 16, 12);
+}
+
+/// `values` values retired as one batch (a reclaimer of batch size `batch`) while
+/// `readers` other threads are pinned: none freed before they leave, all after.
+fn retired_as_one_with_readers(batch: usize, values: u32, readers: usize) {
+    let reclaimer = Reclaimer::new(batch);
     let drops = Arc::new(AtomicUsize::new(0));
     let slots = Slots::new(&reclaimer);
     {
         let pin = reclaimer.pin();
-        for n in 0..4 {
+        for n in 0..values {
             slots.push(counted(n, &drops), &pin);
         }
         // Anything this thread retired before: gone, so the batch goes by itself.
@@ -150,7 +158,7 @@ fn a_batch_retired_as_one_goes_when_the_pinned_readers_leave() {
     let go_rx = std::sync::Mutex::new(go_rx);
     let (reclaimer_ref, go_ref) = (&reclaimer, &go_rx);
     std::thread::scope(|s| {
-        let readers: Vec<_> = (0..READERS)
+        let handles: Vec<_> = (0..readers)
             .map(|_| {
                 let pinned = pinned_tx.clone();
                 s.spawn(move || {
@@ -160,28 +168,32 @@ fn a_batch_retired_as_one_goes_when_the_pinned_readers_leave() {
                 })
             })
             .collect();
-        for _ in 0..READERS {
+        for _ in 0..readers {
             pinned_rx.recv().expect("a reader pinned");
         }
         {
             let pin = reclaimer.pin();
-            let mut retired = reclaimer.retire_batch(&pin, 4);
-            for n in 0..4 {
-                retired.push(slots.exchange(n, None, &pin).expect("held"));
+            let mut retired = reclaimer.retire_batch(&pin, values as usize);
+            for n in 0..values {
+                retired.push(slots.exchange(n as usize, None, &pin).expect("held"));
             }
             retired.retire();
         }
         assert_eq!(
             drops.load(Ordering::Relaxed),
             0,
-            "freed under the readers' pins"
+            "freed under the readers' pins (batch {batch})"
         );
-        for _ in 0..READERS {
+        for _ in 0..readers {
             go_tx.send(()).expect("a reader waits");
         }
-        for r in readers {
+        for r in handles {
             r.join().expect("a reader");
         }
     });
-    assert_eq!(drops.load(Ordering::Relaxed), 4);
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        values as usize,
+        "{values} values retired as one with {readers} readers pinned (batch {batch})"
+    );
 }
