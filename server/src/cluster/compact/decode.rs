@@ -211,9 +211,9 @@ fn no_string(at: usize, i: u32, what: &str, n: usize) -> WireError {
     malformed(at, format!("{what} refers to string {i} of {n}"))
 }
 
-/// An instance's flags, ip and port read field by field (see [`instance`]).
+/// An instance's flags, ip and port read field by field (see [`instance`]). Returns the
+/// reader after them too (the reader is copied: see [`Reader`]).
 #[inline(never)]
-/// Returns the position after them too (the reader is copied: see [`Reader`]).
 #[allow(clippy::type_complexity)]
 fn flags_ip_port<'a>(
     t: &Tables<'_>,
@@ -308,7 +308,12 @@ fn instance(
         // A weight of 1 (no weight sent) is in range; a sent one is compared with the
         // bounds only: they are finite, so NaN and the infinities fall outside (as
         // `InstanceFields::validate`'s finiteness check refuses them).
-        const _: () = assert!(MIN_WEIGHT.is_finite() && MAX_WEIGHT.is_finite());
+        const _: () = assert!(
+            MIN_WEIGHT.is_finite()
+                && MAX_WEIGHT.is_finite()
+                && MIN_WEIGHT <= 1.0
+                && 1.0 <= MAX_WEIGHT
+        );
         if flags & WEIGHT != 0 && !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
             return Err(malformed(
                 at,

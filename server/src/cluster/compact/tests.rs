@@ -214,7 +214,14 @@ fn every_malformed_batch_is_refused_with_a_reason_and_none_panics() {
     // Bytes after the last record, another version.
     let mut longer = good.clone();
     longer.push(0);
-    assert!(decode_changes(&replica, &longer).is_err());
+    let e = decode_changes(&replica, &longer).expect_err("longer");
+    assert!(
+        e.to_string().contains(&format!(
+            "at byte {}: bytes after the last record",
+            good.len()
+        )),
+        "{e}"
+    );
     let mut v2 = good.clone();
     v2[0] = 1;
     let e = decode_changes(&replica, &v2).expect_err("version");
@@ -366,14 +373,21 @@ fn a_refusal_names_the_byte_and_the_field() {
     );
     // Flags, address and port are read at once only when the batch holds all three: an
     // instance cut inside them, or with flags no instance has, is refused naming the
-    // field, as when each is read alone.
+    // field and the byte it starts at, as when each is read alone (flags at byte 45, the
+    // address at 46, the port at 50).
     let cut = |n: usize| good[..good.len() - n].to_vec();
-    expect(&cut(2), "port: 2 bytes needed, 1 left");
-    expect(&cut(3), "port: 2 bytes needed, 0 left");
-    expect(&cut(4), "ip: 4 bytes needed, 3 left");
-    expect(&cut(7), "ip: 4 bytes needed, 0 left");
-    expect(&one(0x80 | IPV4, 80, None), "instance flags 0x90");
-    expect(&one(IPV4 | IPV6, 80, None), "instance flags 0x30");
+    expect(&cut(2), "at byte 50: port: 2 bytes needed, 1 left");
+    expect(&cut(3), "at byte 50: port: 2 bytes needed, 0 left");
+    expect(&cut(4), "at byte 46: ip: 4 bytes needed, 3 left");
+    expect(&cut(7), "at byte 46: ip: 4 bytes needed, 0 left");
+    expect(
+        &one(0x80 | IPV4, 80, None),
+        "at byte 45: instance flags 0x90",
+    );
+    expect(
+        &one(IPV4 | IPV6, 80, None),
+        "at byte 45: instance flags 0x30",
+    );
     // A string that is not UTF-8.
     let mut b = vec![VERSION, 0, 0, 1, 2, 0xc3, 0x28];
     b.extend_from_slice(&[0, 0]);
