@@ -208,8 +208,8 @@ impl Change<'_> {
 }
 
 /// A lane's queue of due times and hashes in push order: a vector and the index of its
-/// front. A push is a vector push (no ring index to wrap, as a `VecDeque`'s has); a pop
-/// moves the front. Once a take stops ([`Fifo::settle`]), the vector is cleared when the
+/// front. A push is a vector push (no ring index to wrap, as a `VecDeque`'s has); a take
+/// moves the front past what it takes ([`Fifo::skip`]). Once a take stops ([`Fifo::settle`]), the vector is cleared when the
 /// front reached its end, and the taken entries are dropped from its start once they are
 /// at least [`Fifo::COMPACT`] and as many as those left, so between takes it holds at
 /// most twice what is queued (plus that many).

@@ -614,6 +614,63 @@ fn a_take_lets_the_fifo_entries_it_took_go_once_it_stops() {
 /// gone from the peer's queue without its id; one handed back reaches `taken` whole,
 /// with its id; an entry with no state goes to `taken` at once. Entries pending for one
 /// peer (removed) and for two (kept for the other) behave alike.
+/// The other two cases of a held state offered alone: taken in from an entry pending for
+/// that peer only (the entry removed with its id), and refused from an entry still
+/// pending for another peer (passed whole, and kept, with its state, for the other).
+#[test]
+fn a_held_state_taken_from_an_entry_removed_or_refused_from_one_kept() {
+    struct Sink {
+        accept: usize,
+        held: Vec<(u64, Millis, crate::model::Revision)>,
+        whole: Vec<Taken>,
+    }
+    impl TakeSink for Sink {
+        fn held(&mut self, state: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+            if self.accept == 0 {
+                return Some(state);
+            }
+            self.accept -= 1;
+            self.held.push((hash, due, state.revision()));
+            None
+        }
+        fn taken(&mut self, t: Taken) {
+            self.whole.push(t);
+        }
+    }
+    let sink = |accept| Sink {
+        accept,
+        held: Vec::new(),
+        whole: Vec::new(),
+    };
+    let (a, v) = states(2);
+    let s = SyncScheduler::new(3, 0, 100, None);
+    // Pending for peer 1 only: taken in, the entry gone.
+    s.schedule_all([1], &a, Some(&v[0]), 3);
+    let mut k = sink(1);
+    assert_eq!(s.take_into(1, 10, 10, &mut k), 1);
+    assert_eq!(k.held, [(SyncScheduler::hash(&a), 3, v[0].revision())]);
+    assert!(k.whole.is_empty());
+    assert_eq!((s.pending(1), s.pending(2)), (0, 0));
+    assert!(s.take(1, Millis::MAX, 10).is_empty() && s.take(2, Millis::MAX, 10).is_empty());
+    // Pending for peers 1 and 2: peer 1 refuses it, and gets it whole; peer 2 still has
+    // it, state and all.
+    s.schedule_all([1, 2], &a, Some(&v[1]), 4);
+    let mut k = sink(0);
+    assert_eq!(s.take_into(1, 10, 10, &mut k), 1);
+    assert!(k.held.is_empty());
+    let t = &k.whole[0];
+    assert_eq!((t.id.as_str(), t.due), (a.as_str(), 4));
+    assert_eq!(
+        t.state.as_ref().map(|c| c.revision()),
+        Some(v[1].revision())
+    );
+    assert_eq!((s.pending(1), s.pending(2)), (0, 1));
+    let mut k = sink(1);
+    assert_eq!(s.take_into(2, 10, 10, &mut k), 1);
+    assert_eq!(k.held, [(SyncScheduler::hash(&a), 4, v[1].revision())]);
+    assert_eq!((s.pending(1), s.pending(2)), (0, 0));
+}
+
 #[test]
 fn a_take_offers_held_states_alone_and_passes_refused_ones_whole() {
     struct Sink {

@@ -121,9 +121,9 @@ impl<'b> Scratch<'b> {
         }
     }
 
-    /// A varint of two bytes or more: below 2^56 (a connection's millis, six bytes) as
-    /// one word ([`spread_varint`]), longer ones a byte at a time (here, not through the
-    /// shared loop: a call given the scratch would keep its cursor on the stack).
+    /// A varint of two bytes or more: below 2^56 (e.g. a revision) as one word
+    /// ([`spread_varint`]), longer ones a byte at a time (here, not through the shared
+    /// loop: a call given the scratch would keep its cursor on the stack).
     #[inline(always)]
     fn varint_long(&mut self, mut v: u64) {
         if v < 1 << 56 {
