@@ -82,6 +82,17 @@ fn a_changed_registration_among_a_clients_others_replaces_only_it() {
             } else {
                 assert_eq!(a[i].get(), b[i].get(), "{name}: publication {i}");
             }
+            // The index answers every service with what the client holds now.
+            let port = if i <= k { 1000 + i as u16 } else { 80 };
+            let view = n
+                .query(&ServiceSpec::new("", "", names[i]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(view.instance_count(), 1, "{name}: service {i}");
+            assert_eq!(
+                view.publications[0].instances[0].port, port,
+                "{name}: service {i}"
+            );
         }
     }
     // A held batch of one, replaced by the single registration of the same instance.
