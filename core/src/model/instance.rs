@@ -375,8 +375,9 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         )
     }
 
-    /// [`InstanceFields::convert`], which writes a different instance into `out` (left
-    /// as it is for [`Converted::Held`] and on an error) instead of returning it: the
+    /// [`InstanceFields::convert`], which writes a different instance into `out` (`None`
+    /// on entry; `None` again for [`Converted::Held`], left as it is on an error) instead
+    /// of returning it: the
     /// owner's registration builds it in a slot of its own frame, from which it moves
     /// once into the stored client, not through the layers of enums (`Result`,
     /// [`Conversion`], the publication) a returned instance is copied through.
@@ -388,6 +389,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
         held: Option<&Instance>,
         out: &mut Option<Instance>,
     ) -> Result<Converted, ValidationError> {
+        debug_assert!(out.is_none(), "the slot is empty on entry");
         // The held instance when its ip is the request's (its text and bits are kept).
         let ip = held.filter(|h| short_eq(&h.ip, self.ip));
         let default_cluster = self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER;

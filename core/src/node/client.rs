@@ -42,7 +42,7 @@ impl Node {
     /// write): a client that publishes to the service already names it by its held
     /// [`Service`] (no lookup of the name, no checks of its parts), and the instance is
     /// compared with the held one field by field, so only the fields that changed are
-    /// checked and looked up (see [`InstanceSpec::convert`]); a request equal to the held
+    /// checked and looked up (see [`InstanceSpec::convert_into`]); a request equal to the held
     /// instance builds nothing (a heartbeat), and the registry does not compare it again.
     pub fn register(
         &self,
@@ -112,7 +112,7 @@ impl Node {
                 // held batch (a different form): a change of publication `i`.
                 Ok(match held {
                     Some((i, _)) => Built::ChangedOne(i, service),
-                    None => Built::New(Publication::single(service, slot.take().expect("filled"))),
+                    None => Built::NewOne(service),
                 })
             })?;
         self.schedule_sync(&members, client, r, stored.as_ref(), now);
