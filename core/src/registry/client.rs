@@ -316,7 +316,7 @@ pub(super) fn is_derived_id(s: &str, inst: &Instance) -> bool {
 /// Whether `s` is `ip:port#true` of `inst`, of any length: [`is_derived_id`] of a client
 /// whose id is derived (so at most [`DERIVED_MAX`] bytes, as `s` is if it is equal).
 #[inline]
-fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
+pub(crate) fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
     let ip = inst.ip.as_str().as_bytes();
     let (b, l) = (s.as_bytes(), ip.len());
     let n = b.len();

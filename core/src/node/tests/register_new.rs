@@ -6,7 +6,7 @@
 use super::node;
 use crate::config::Config;
 use crate::member::MemberList;
-use crate::model::{ClientId, InstanceSpec, ServiceSpec};
+use crate::model::{ClientId, ClientKind, InstanceSpec, ServiceSpec};
 use crate::node::Node;
 use crate::registry::WriteResult;
 
@@ -109,4 +109,46 @@ fn a_new_service_or_client_is_added_or_refused_by_the_limits() {
         .unwrap_err();
     assert!(e.to_string().contains("(max_clients)"), "{e}");
     assert!(n.registry().get(c3.as_str()).is_none());
+}
+
+/// An ip:port client publishes only its id's address: an id `ip:port#true` of the
+/// instance passes as compared by words, another id of the instance's address (`#false`)
+/// through the parse of its key; an instance whose ip or port differs from the id's by a
+/// digit, a prefix or a suffix is refused either way, and nothing is stored.
+#[test]
+fn a_new_ip_port_client_publishes_only_its_ids_address() {
+    let n = node("10.0.0.1:8848", 1);
+    let svc = ServiceSpec::new("", "", "a");
+    let ok = [
+        ("1.1.1.1:80#true", "1.1.1.1", 80),
+        ("1.1.1.1:80#false", "1.1.1.1", 80),
+        ("host-a:65535#true", "host-a", 65535),
+        ("h:1#false", "h", 1),
+    ];
+    for (id, ip, port) in ok {
+        let id = ClientId::parse(id).unwrap();
+        assert_eq!(id.kind(), ClientKind::IpPort, "{id}");
+        let r = n.register(&id, &svc, &InstanceSpec::new(ip, port), 100);
+        assert!(matches!(r, Ok(WriteResult::Changed(_))), "{id}: {r:?}");
+    }
+    let refused = [
+        ("2.2.2.2:80#true", "2.2.2.2", 8),
+        ("2.2.2.2:8#true", "2.2.2.2", 80),
+        ("2.2.2.2:80#true", "2.2.2.22", 80),
+        ("2.2.2.22:80#true", "2.2.2.2", 80),
+        ("2.2.2.2:80#false", "2.2.2.2", 81),
+        ("2.2.2.2:80#false", "2.2.2.3", 80),
+        ("h:1#true", "g", 1),
+    ];
+    for (id, ip, port) in refused {
+        let id = ClientId::parse(id).unwrap();
+        let e = n
+            .register(&id, &svc, &InstanceSpec::new(ip, port), 100)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("cannot publish instance"),
+            "{id}: {e}"
+        );
+        assert!(n.registry().get(id.as_str()).is_none(), "{id}");
+    }
 }
