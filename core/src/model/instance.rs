@@ -548,6 +548,18 @@ pub fn validate_metadata<'a>(
     Ok(())
 }
 
+/// Whether a byte may be in a host name: an ASCII letter or digit, `-`, `_` or `.`.
+static HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+        b += 1;
+    }
+    t
+};
+
 /// Whether `ip` is a valid instance address: an IP address or a host name (letters,
 /// digits, '-', '_' and '.'), at most [`MAX_IP_LEN`] bytes.
 pub fn validate_ip(ip: &str) -> Result<(), ValidationError> {
@@ -563,8 +575,8 @@ pub fn validate_ip(ip: &str) -> Result<(), ValidationError> {
     // A host name: letters, digits, '-', '_' and '.'. Checked before the address parse,
     // which it makes unnecessary for every IPv4 address (digits and dots): what passes
     // either check is valid, so the order changes nothing but the cost.
-    let host_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
-    if ip.bytes().all(host_byte) || ip.parse::<std::net::IpAddr>().is_ok() {
+    // The bytes are looked up in a table (a load and a test each, not the four ranges).
+    if ip.bytes().all(|b| HOST_BYTES[usize::from(b)]) || ip.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
     if let Some(c) = ip
