@@ -56,6 +56,7 @@ mod tests;
 mod tombstone;
 
 use client::Body;
+pub(crate) use client::is_ip_port_text;
 pub use client::{
     Client, ClientChange, ClientRecord, IdBuf, Publications, PublicationsIter, Published,
 };

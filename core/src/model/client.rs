@@ -33,7 +33,13 @@ pub(crate) enum Built {
     /// The single-instance publication of this service, the service of publication `i`,
     /// which it replaces (it differs from it): its instance is the one the build wrote
     /// into the slot it was given, moved from there into the stored client as it is made.
+    /// Valid only after `InstanceSpec::convert_into` returned `Converted::New` (which
+    /// filled the slot).
     ChangedOne(usize, Service),
+    /// The single-instance publication of this service, which the client does not publish
+    /// to (or a client not held): its instance is in the slot, as for
+    /// [`Built::ChangedOne`] (valid only after `convert_into` returned `Converted::New`).
+    NewOne(Service),
 }
 
 /// The instances of a publication: the single instance is stored inline (the common

@@ -471,3 +471,28 @@ fn a_conversion_into_a_slot_fills_it_only_for_a_new_instance() {
     assert_eq!(e.field, Field::Port);
     assert!(slot.is_none());
 }
+
+/// `validate_ip`'s table of host-name bytes holds exactly the letters, digits, `-`, `_`
+/// and `.` (every byte value looked up); host names and addresses pass, others not.
+#[test]
+fn validate_ip_takes_host_names_and_addresses_only() {
+    for b in 0..=255u8 {
+        let host = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        let text = [b'a', b];
+        let ok = std::str::from_utf8(&text).is_ok_and(|s| super::validate_ip(s).is_ok());
+        assert_eq!(ok, host, "byte {b:#04x}");
+    }
+    for ok in [
+        "10.0.0.1",
+        "host-a_b.example",
+        "::1",
+        "fe80::1",
+        "0.0.0.0",
+        "A9",
+    ] {
+        assert!(super::validate_ip(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "a b", "10.0.0.1/8", "h#1", "é", &"a".repeat(1_000)] {
+        assert!(super::validate_ip(bad).is_err(), "{bad:?}");
+    }
+}

@@ -9,9 +9,10 @@ use super::Node;
 use crate::error::{Field, ValidationError};
 use crate::member::{MemberId, MemberList, unpack_word};
 use crate::model::{
-    Built, ClientId, ClientKind, Converted, InstanceSpec, Publication, Service, ServiceSpec,
+    Built, ClientId, ClientKind, Converted, Instance, InstanceSpec, Publication, Service,
+    ServiceSpec,
 };
-use crate::registry::{Client, Origin, ServiceView, WriteError, WriteResult};
+use crate::registry::{Client, Origin, ServiceView, WriteError, WriteResult, is_ip_port_text};
 use crate::time::Millis;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -42,7 +43,7 @@ impl Node {
     /// write): a client that publishes to the service already names it by its held
     /// [`Service`] (no lookup of the name, no checks of its parts), and the instance is
     /// compared with the held one field by field, so only the fields that changed are
-    /// checked and looked up (see [`InstanceSpec::convert`]); a request equal to the held
+    /// checked and looked up (see [`InstanceSpec::convert_into`]); a request equal to the held
     /// instance builds nothing (a heartbeat), and the registry does not compare it again.
     pub fn register(
         &self,
@@ -106,13 +107,13 @@ impl Node {
                     unreachable!("`New` fills the slot")
                 };
                 if held_instance.is_none_or(|h| !h.same_address(inst)) {
-                    self.check_ip_port_client(client, &inst.ip, inst.port)?;
+                    self.check_ip_port_client(client, inst)?;
                 }
                 // A single instance that differs from the held single one, or replaces a
                 // held batch (a different form): a change of publication `i`.
                 Ok(match held {
                     Some((i, _)) => Built::ChangedOne(i, service),
-                    None => Built::New(Publication::single(service, slot.take().expect("filled"))),
+                    None => Built::NewOne(service),
                 })
             })?;
         self.schedule_sync(&members, client, r, stored.as_ref(), now);
@@ -162,12 +163,20 @@ impl Node {
         Ok(r)
     }
 
+    /// Refuses an instance an ip:port client may not publish: one whose ip and port are
+    /// not its id's. An id `ip:port#true` of the instance (the one a new ip:port client
+    /// has most often) passes as compared by words ([`is_ip_port_text`]), without the
+    /// search for the key's end and the parse of its port.
+    #[inline]
     fn check_ip_port_client(
         &self,
         client: &ClientId,
-        ip: &str,
-        port: u16,
+        inst: &Instance,
     ) -> Result<(), ValidationError> {
+        if is_ip_port_text(client.as_str(), inst) {
+            return Ok(());
+        }
+        let (ip, port) = (inst.ip.as_str(), inst.port);
         if let Some(key) = client.routing_key() {
             // `key` is `<ip>:<port>`: the ip is a prefix, then `:` (the last one: the
             // port holds none), then the port.

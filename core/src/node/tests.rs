@@ -13,6 +13,7 @@ mod deregister;
 mod flush;
 mod leave;
 mod register;
+mod register_new;
 
 fn node(me: &str, n: usize) -> Node {
     let addrs: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8848")).collect();

@@ -316,7 +316,7 @@ pub(super) fn is_derived_id(s: &str, inst: &Instance) -> bool {
 /// Whether `s` is `ip:port#true` of `inst`, of any length: [`is_derived_id`] of a client
 /// whose id is derived (so at most [`DERIVED_MAX`] bytes, as `s` is if it is equal).
 #[inline]
-fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
+pub(crate) fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
     let ip = inst.ip.as_str().as_bytes();
     let (b, l) = (s.as_bytes(), ip.len());
     let n = b.len();
@@ -745,61 +745,6 @@ impl Client {
         }
     }
 
-    /// The next state (of id `id`, see [`Client::new`]) with publication `i` replaced by
-    /// the single-instance one of `service` whose instance `slot` holds (taken). The id
-    /// is decided first: the client is one literal in `Arc::new`'s argument, the instance
-    /// moved into it from the slot (through `Client::new` or `new_with` it and the body
-    /// were copied three times more; through `Published::new`, 7 instructions more).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    pub(super) fn replacing_one(
-        &self,
-        i: usize,
-        service: Service,
-        slot: &mut Option<Instance>,
-        id: &str,
-        shared: Option<&Name>,
-        revision: Revision,
-        lease_base: Millis,
-        owner: MemberId,
-        shard: u32,
-    ) -> Arc<Self> {
-        let written = slot.as_ref().expect("a written instance");
-        // The new state's first instance: the written one, unless a part before the
-        // replaced one comes first.
-        let first = match &self.body {
-            Body::Many(parts) if i > 0 => parts[0].first_instance(),
-            _ => Some(written),
-        };
-        let id = Self::id_to_store(id, shared, Some(self), first);
-        let taken = slot.take().expect("a written instance");
-        debug_assert!(match &self.body {
-            Body::One(o) => i == 0 && (o.is_batch() || o.instances[0] != taken),
-            Body::Many(parts) =>
-                parts[i].single().is_batch() || parts[i].single().instances[0] != taken,
-        });
-        let body = match &self.body {
-            Body::One(o) => Body::One(Published {
-                publication: Publication {
-                    service,
-                    instances: Instances::One(taken),
-                },
-                beat: AtomicU64::new(o.beat.load(Relaxed)),
-            }),
-            Body::Many(_) => self.body_replacing(i, Publication::single(service, taken)),
-        };
-        Arc::new(Self {
-            id,
-            id_hash: self.id_hash,
-            revision,
-            lease_base: AtomicU64::new(lease_base),
-            owner: AtomicU16::new(owner.0),
-            shard: u16::try_from(shard).expect("at most 65,536 shards"),
-            slot: AtomicU32::new(NO_SLOT),
-            body,
-        })
-    }
-
     /// The body of the next state with `p` (of a service this one does not publish to)
     /// inserted at `i`.
     pub(super) fn body_inserting(&self, i: usize, p: Publication, now: Millis) -> Body {
@@ -997,5 +942,6 @@ impl ClientChange {
     }
 }
 
+mod one;
 #[cfg(test)]
 mod tests;

@@ -82,26 +82,31 @@ impl Registry {
                     debug_assert!(old.is_some_and(|c| c.publications()[i].service == service));
                     return LocalAction::Replace(i, service, &mut slot);
                 }
+                // A held client's new service: a publication, inserted among its others.
+                Ok(Built::NewOne(service)) if old.is_some() => {
+                    Publication::single(service, slot.take().expect("a written instance"))
+                }
+                // A new client: made from the slot (see `Client::first_one`).
+                Ok(Built::NewOne(service)) => {
+                    if let Err(e) = self
+                        .admit_client(id, owner)
+                        .and_then(|()| self.check_new_service(&service))
+                    {
+                        result = Err(e);
+                        return LocalAction::Nothing;
+                    }
+                    return LocalAction::First(service, &mut slot);
+                }
                 Err(e) => {
                     result = Err(e);
                     return LocalAction::Nothing;
                 }
             };
-            // Every client held (replicas too) bounds the owned ones: the sum over the
-            // digest shards is needed only when the node holds that many.
-            if old.is_none() && self.clients.load(Relaxed) as u64 >= self.max_clients {
-                let held = self.owner_count(owner);
-                if held >= self.max_clients {
-                    result = Err(ValidationError::new(
-                        Field::ClientId,
-                        format!(
-                            "client {id} refused: this node already owns {held} clients, \
-                             the limit is {} (max_clients)",
-                            self.max_clients
-                        ),
-                    ));
-                    return LocalAction::Nothing;
-                }
+            if old.is_none()
+                && let Err(e) = self.admit_client(id, owner)
+            {
+                result = Err(e);
+                return LocalAction::Nothing;
             }
             let held = old.map(|c| c.publications());
             match held.map_or(Err(0), |h| h.find(&publication.service)) {
@@ -142,6 +147,27 @@ impl Registry {
         });
         result?;
         Ok(out)
+    }
+
+    /// Refuses a new client when this node owns `max_clients` already. Every client held
+    /// (replicas too) bounds the owned ones: the sum over the digest shards is needed
+    /// only when the node holds that many.
+    #[inline]
+    fn admit_client(&self, id: &ClientId, owner: MemberId) -> Result<(), ValidationError> {
+        if self.clients.load(Relaxed) as u64 >= self.max_clients {
+            let held = self.owner_count(owner);
+            if held >= self.max_clients {
+                return Err(ValidationError::new(
+                    Field::ClientId,
+                    format!(
+                        "client {id} refused: this node already owns {held} clients, \
+                         the limit is {} (max_clients)",
+                        self.max_clients
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a publication that would add a service to a namespace holding
@@ -347,6 +373,16 @@ impl Registry {
                     self.replace(&mut clients, old, Some(new.clone()), &mut changed);
                     (WriteResult::Changed(revision), Some(new))
                 }
+                LocalAction::First(service, slot) => {
+                    debug_assert!(old.is_none());
+                    let (s, shared) = (id.as_str(), id.shared_name());
+                    let new = Client::first_one(
+                        service, slot, s, shared, key.hash, revision, now, owner, shard_no,
+                    );
+                    tombstones.remove(id.as_str());
+                    self.replace(&mut clients, None, Some(new.clone()), &mut changed);
+                    (WriteResult::Changed(revision), Some(new))
+                }
                 LocalAction::Delete => {
                     tombstones.insert(
                         id.clone(),
@@ -373,5 +409,8 @@ enum LocalAction<'s> {
     /// Publication `i` replaced by the single-instance publication of the service whose
     /// instance is in the slot (taken from there as the new client is made).
     Replace(usize, Service, &'s mut Option<Instance>),
+    /// A new client, of the single-instance publication of the service whose instance is
+    /// in the slot (taken from there as the client is made).
+    First(Service, &'s mut Option<Instance>),
     Delete,
 }
