@@ -377,10 +377,9 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
 
     /// [`InstanceFields::convert`], which writes a different instance into `out` (`None`
     /// on entry; `None` again for [`Converted::Held`], left as it is on an error) instead
-    /// of returning it: the
-    /// owner's registration builds it in a slot of its own frame, from which it moves
-    /// once into the stored client, not through the layers of enums (`Result`,
-    /// [`Conversion`], the publication) a returned instance is copied through.
+    /// of returning it: the owner's registration builds it in a slot of its own frame,
+    /// from which it moves once into the stored client, not through the layers of enums
+    /// (`Result`, [`Conversion`], the publication) a returned instance is copied through.
     #[inline(always)]
     pub fn convert_into(
         &self,
@@ -549,7 +548,7 @@ pub fn validate_metadata<'a>(
 }
 
 /// Whether a byte may be in a host name: an ASCII letter or digit, `-`, `_` or `.`.
-static HOST_BYTES: [bool; 256] = {
+pub(super) static HOST_BYTES: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {

@@ -481,7 +481,17 @@ fn validate_ip_takes_host_names_and_addresses_only() {
         let text = [b'a', b];
         let ok = std::str::from_utf8(&text).is_ok_and(|s| super::validate_ip(s).is_ok());
         assert_eq!(ok, host, "byte {b:#04x}");
+        // Bytes past ASCII are not UTF-8 alone: the table itself, for every byte.
+        assert_eq!(
+            super::instance::HOST_BYTES[usize::from(b)],
+            host,
+            "table byte {b:#04x}"
+        );
     }
+    // The longest host name passes, one byte more does not.
+    let longest = "a".repeat(crate::limits::MAX_IP_LEN);
+    assert!(super::validate_ip(&longest).is_ok());
+    assert!(super::validate_ip(&format!("{longest}a")).is_err());
     for ok in [
         "10.0.0.1",
         "host-a_b.example",

@@ -166,7 +166,8 @@ impl Node {
     /// Refuses an instance an ip:port client may not publish: one whose ip and port are
     /// not its id's. An id `ip:port#true` of the instance (the one a new ip:port client
     /// has most often) passes as compared by words ([`is_ip_port_text`]), without the
-    /// search for the key's end and the parse of its port.
+    /// search for the key's end and the parse of its port. The check below passes it too:
+    /// a valid ip holds no `#`, so the key is exactly `ip:port`; any other id goes to it.
     #[inline]
     fn check_ip_port_client(
         &self,

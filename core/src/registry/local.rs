@@ -56,7 +56,8 @@ impl Registry {
     /// publication, or (from a comparison `build` made already, which this one then does
     /// not repeat) a held one again or a change of a held one. `build` may write the
     /// instance of a single-instance publication into the slot it is given
-    /// ([`Built::ChangedOne`]), from which it moves into the stored client.
+    /// ([`Built::ChangedOne`], [`Built::NewOne`]), from which it moves into the stored
+    /// client.
     pub(crate) fn publish_built(
         &self,
         id: &ClientId,
@@ -86,7 +87,9 @@ impl Registry {
                 Ok(Built::NewOne(service)) if old.is_some() => {
                     Publication::single(service, slot.take().expect("a written instance"))
                 }
-                // A new client: made from the slot (see `Client::first_one`).
+                // A new client: made from the slot (see `Client::first_one`). Its one
+                // service is within the per-client limit, which is at least 1
+                // (`Config::validate`), so only the node's limits are checked.
                 Ok(Built::NewOne(service)) => {
                     if let Err(e) = self
                         .admit_client(id, owner)
