@@ -2,8 +2,8 @@ use super::*;
 use std::sync::atomic::AtomicUsize;
 
 /// A value that counts its drops.
-struct Counted {
-    n: u32,
+pub(crate) struct Counted {
+    pub(crate) n: u32,
     drops: Arc<AtomicUsize>,
 }
 
@@ -13,7 +13,7 @@ impl Drop for Counted {
     }
 }
 
-fn counted(n: u32, drops: &Arc<AtomicUsize>) -> Arc<Counted> {
+pub(crate) fn counted(n: u32, drops: &Arc<AtomicUsize>) -> Arc<Counted> {
     Arc::new(Counted {
         n,
         drops: drops.clone(),

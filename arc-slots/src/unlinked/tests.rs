@@ -1,25 +1,7 @@
+use crate::tests::{Counted, counted};
 use crate::{IdTable, Reclaimer, Slots};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A value that counts its drops.
-struct Counted {
-    n: u32,
-    drops: Arc<AtomicUsize>,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn counted(n: u32, drops: &Arc<AtomicUsize>) -> Arc<Counted> {
-    Arc::new(Counted {
-        n,
-        drops: drops.clone(),
-    })
-}
 
 /// Values let go of under one pin and retired as a [`crate::RetireBatch`]: three held by
 /// a table and a slot at once (two references each, retired as one), two removed from the
