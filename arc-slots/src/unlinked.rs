@@ -258,9 +258,10 @@ impl<T: Send + Sync + 'static> Drop for RetireBatch<'_, T> {
         // `unit` entries (the reclaimer's batch size, at least `MIN_UNIT_ENTRIES`),
         // entries that free nothing filling it up, never more than the values one by one
         // would have added: the thread's batch reaches its size while they are added (an
-        // add that brings a batch to its size or past it retires it), is retired then, and
-        // goes with as many threads pinned as a batch of values one by one would. Nothing
-        // waits longer than it would have one by one, and no barrier is added; what is
+        // add that brings a batch to its size or past it retires it), is retired then, with
+        // one barrier, and goes with up to that many threads pinned, as a batch of values
+        // one by one does. With more pinned, it waits for the thread's next retirements
+        // (values one by one would have waited too, for their own later ones). What is
         // added after the retirement (entries that free nothing) goes with the thread's
         // next batch.
         for _ in 1..self.unit {
