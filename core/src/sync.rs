@@ -130,13 +130,16 @@ impl<F: FnMut(Taken)> TakeSink for F {
     }
 }
 
-/// A pending client: its id, when it is due, its id's stable hash, the state to send
-/// (`None`: whatever the registry holds when it is sent) and the peers it is pending
-/// for. Every peer is in at most one entry of a client.
+/// A pending client: its id, when it is due, its id's stable hash and table hash, the
+/// state to send (`None`: whatever the registry holds when it is sent) and the peers it
+/// is pending for. Every peer is in at most one entry of a client.
 struct Pending {
     id: ClientId,
     due: Millis,
     hash: u64,
+    /// The table hash, [`Mix::slot`] of `hash` (kept: a take finds the entry by it, as
+    /// the lanes hold it, without mixing the stable hash again; a rehash reads it).
+    slot: u64,
     state: Option<Arc<Client>>,
     /// The peers of `group` it is pending for: bit `peer % GROUP`.
     mask: u64,
@@ -200,6 +203,7 @@ impl Change<'_> {
             id: self.id.clone(),
             due: self.due,
             hash: self.keys.hash,
+            slot: self.keys.slot,
             state: self.state.cloned(),
             mask,
             group,
@@ -304,12 +308,15 @@ impl Fifo {
 /// One peer's due times in a stripe.
 struct Lane {
     /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each is
-    /// a due time and a stable hash, no id: a take removes the peer from a pending entry
-    /// of that hash due at that time (an entry rescheduled earlier since is not; were two
-    /// ids' whole 64-bit hashes equal, each entry is still taken once, at its own due time).
+    /// a due time and a table hash ([`Mix::slot`] of the id's stable hash: a take looks
+    /// the entry up by it without mixing), no id: a take removes the peer from a pending
+    /// entry of that hash due at that time (an entry rescheduled earlier since is not).
+    /// The mix is a bijection, so table hashes are equal exactly when stable hashes are:
+    /// were two ids' whole 64-bit hashes equal, each entry is still taken once, at its
+    /// own due time.
     fifo: Fifo,
     /// Entries with other due times (retries, verify repairs, handovers), as due times and
-    /// stable hashes too: a pointer takes any one entry of its peer, hash and due time, as
+    /// table hashes too: a pointer takes any one entry of its peer, hash and due time, as
     /// a fifo pointer does, so for every (peer, hash, due time) there are at least as many
     /// pointers as entries. (Matching the id here lost a schedule for good when two ids'
     /// hashes were equal: a fifo pointer of one took the other's entry, whose own heap
@@ -325,27 +332,27 @@ struct Lane {
 }
 
 impl Lane {
-    /// Queues an entry of `id` due at `due` for this lane's peer.
+    /// Queues an entry of table hash `slot` due at `due` for this lane's peer.
     #[inline]
-    fn push(&mut self, hash: u64, due: Millis, regular: bool) {
+    fn push(&mut self, slot: u64, due: Millis, regular: bool) {
         if regular && self.last <= due {
             self.last = due;
-            self.fifo.push_back((due, hash));
+            self.fifo.push_back((due, slot));
         } else {
-            self.push_heap(hash, due);
+            self.push_heap(slot, due);
         }
     }
 
     #[inline(never)]
-    fn push_heap(&mut self, hash: u64, due: Millis) {
-        self.heap.push(Reverse((due, hash)));
+    fn push_heap(&mut self, slot: u64, due: Millis) {
+        self.heap.push(Reverse((due, slot)));
     }
 
     fn next_due(&self) -> Option<Millis> {
         self.front().map(|(due, _, _)| due)
     }
 
-    /// The earliest queue entry: its due time, its hash and whether it heads the fifo
+    /// The earliest queue entry: its due time, its table hash and whether it heads the fifo
     /// (else the heap; the fifo's on a tie).
     #[inline]
     fn front(&self) -> Option<(Millis, u64, bool)> {
@@ -412,13 +419,13 @@ impl Stripe {
             let entry = pending.entry(
                 c.keys.slot,
                 |p| p.hash == hash && p.group == group && p.mask & mask != 0 && p.id == *c.id,
-                |p| mix.slot(p.hash),
+                |p| p.slot,
             );
             let split = match entry {
                 Slot::Vacant(v) => {
                     v.insert(c.pending(group, mask));
                     for peer in peers_of(group, mask) {
-                        lanes[peer].push(hash, c.due, c.regular);
+                        lanes[peer].push(c.keys.slot, c.due, c.regular);
                         on_new(peer);
                     }
                     return mask;
@@ -436,7 +443,7 @@ impl Stripe {
                 }
             };
             if let Some(s) = split {
-                pending.insert_unique(c.keys.slot, s, |p| mix.slot(p.hash));
+                pending.insert_unique(c.keys.slot, s, |p| p.slot);
             }
             if mask == 0 {
                 return 0;
@@ -455,7 +462,7 @@ impl Stripe {
         common: u64,
     ) -> Option<Pending> {
         for peer in peers_of(p.group, common) {
-            lanes[peer].push_heap(c.keys.hash, c.due);
+            lanes[peer].push_heap(c.keys.slot, c.due);
         }
         if p.mask == common {
             p.due = c.due;
@@ -472,9 +479,9 @@ impl Stripe {
     /// Pops up to `max` clients due for `peer` at `now`, earliest first (until `out` holds
     /// `max`).
     #[cfg(test)]
-    fn take_due(&mut self, mix: Mix, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
+    fn take_due(&mut self, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
         let mut taken = out.len();
-        self.take_due_into(mix, peer, now, max, &mut taken, &mut |t| out.push(t));
+        self.take_due_into(peer, now, max, &mut taken, &mut |t| out.push(t));
     }
 
     /// Pops clients due for `peer` at `now`, earliest first, into `sink`, until `*taken`
@@ -482,7 +489,6 @@ impl Stripe {
     #[inline(always)]
     fn take_due_into(
         &mut self,
-        mix: Mix,
         peer: usize,
         now: Millis,
         max: usize,
@@ -493,7 +499,7 @@ impl Stripe {
         let Self { pending, lanes } = self;
         let lane = &mut lanes[peer];
         while *taken < max {
-            let Some((due, hash, fifo)) = lane.front() else {
+            let Some((due, slot, fifo)) = lane.front() else {
                 break;
             };
             if due > now {
@@ -502,8 +508,8 @@ impl Stripe {
             lane.pop_front(fifo);
             // Skip queue entries made obsolete by a reschedule to an earlier time (the
             // pending entry stays, due when the earlier entry says).
-            let found = pending.find_entry(mix.slot(hash), |p| {
-                p.hash == hash && p.due == due && p.group == group && p.mask & bit != 0
+            let found = pending.find_entry(slot, |p| {
+                p.slot == slot && p.due == due && p.group == group && p.mask & bit != 0
             });
             let Ok(mut entry) = found else { continue };
             let p = entry.get_mut();
@@ -791,7 +797,7 @@ impl SyncScheduler {
                 };
                 self.stripes[(start + k) % STRIPES]
                     .lock()
-                    .take_due_into(self.mix, peer, now, limit, &mut taken, sink);
+                    .take_due_into(peer, now, limit, &mut taken, sink);
             }
         }
         q.pending.fetch_sub(taken, Relaxed);
