@@ -130,15 +130,16 @@ impl<F: FnMut(Taken)> TakeSink for F {
     }
 }
 
-/// A pending client: its id, when it is due, its id's stable hash and table hash, the
-/// state to send (`None`: whatever the registry holds when it is sent) and the peers it
-/// is pending for. Every peer is in at most one entry of a client.
+/// A pending client: its id, when it is due, its table hash, the state to send (`None`:
+/// whatever the registry holds when it is sent) and the peers it is pending for. Every
+/// peer is in at most one entry of a client.
 struct Pending {
     id: ClientId,
     due: Millis,
-    hash: u64,
-    /// The table hash, [`Mix::slot`] of `hash` (kept: a take finds the entry by it, as
-    /// the lanes hold it, without mixing the stable hash again; a rehash reads it).
+    /// The table hash, [`Mix::slot`] of the id's stable hash, kept (not the stable hash:
+    /// the lanes hold it, so a take finds the entry by it without mixing, and a rehash
+    /// reads it). A take gives the stable hash from the state (the client keeps it) or
+    /// unmixes it ([`Mix::unslot`]), so the entry stays 64 bytes.
     slot: u64,
     state: Option<Arc<Client>>,
     /// The peers of `group` it is pending for: bit `peer % GROUP`.
@@ -168,6 +169,19 @@ impl Mix {
         mix64(self.0 ^ hash)
     }
 
+    /// The stable hash whose table hash is `slot`: [`Mix::slot`] undone (the mix is a
+    /// bijection: its xor-shifts and odd multiplications each have an inverse).
+    #[inline]
+    fn unslot(self, slot: u64) -> u64 {
+        let mut x = slot;
+        x ^= x >> 27 ^ x >> 54;
+        x = x.wrapping_mul(const { inverse(0x1C69_B3F7_4AC4_AE35) });
+        x ^= x >> 33;
+        x = x.wrapping_mul(const { inverse(0x3C79_AC49_2BA7_B653) });
+        x ^= x >> 27 ^ x >> 54;
+        x ^ self.0
+    }
+
     /// An id's stable hash with its table hash.
     #[inline]
     fn keys(self, hash: u64) -> Keys {
@@ -176,6 +190,19 @@ impl Mix {
             slot: self.slot(hash),
         }
     }
+}
+
+/// The inverse of an odd `a` modulo 2^64 (Newton's iteration: `a` is its own inverse
+/// modulo 8, and each step doubles the bits that are right).
+const fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    let mut k = 0;
+    while k < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        k += 1;
+    }
+    assert!(a.wrapping_mul(x) == 1);
+    x
 }
 
 /// An id's stable hash and its table hash ([`Mix::slot`] of it).
@@ -202,7 +229,6 @@ impl Change<'_> {
         Pending {
             id: self.id.clone(),
             due: self.due,
-            hash: self.keys.hash,
             slot: self.keys.slot,
             state: self.state.cloned(),
             mask,
@@ -412,20 +438,20 @@ impl Stripe {
         mut on_new: impl FnMut(usize),
     ) -> u64 {
         debug_assert_eq!(c.keys.slot, mix.slot(c.keys.hash));
-        let hash = c.keys.hash;
+        let slot = c.keys.slot;
         loop {
             let Self { pending, lanes } = self;
             // An entry of the client pending for some of the peers.
             let entry = pending.entry(
                 c.keys.slot,
-                |p| p.hash == hash && p.group == group && p.mask & mask != 0 && p.id == *c.id,
+                |p| p.slot == slot && p.group == group && p.mask & mask != 0 && p.id == *c.id,
                 |p| p.slot,
             );
             let split = match entry {
                 Slot::Vacant(v) => {
                     v.insert(c.pending(group, mask));
                     for peer in peers_of(group, mask) {
-                        lanes[peer].push(c.keys.slot, c.due, c.regular);
+                        lanes[peer].push(slot, c.due, c.regular);
                         on_new(peer);
                     }
                     return mask;
@@ -479,9 +505,9 @@ impl Stripe {
     /// Pops up to `max` clients due for `peer` at `now`, earliest first (until `out` holds
     /// `max`).
     #[cfg(test)]
-    fn take_due(&mut self, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
+    fn take_due(&mut self, mix: Mix, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
         let mut taken = out.len();
-        self.take_due_into(peer, now, max, &mut taken, &mut |t| out.push(t));
+        self.take_due_into(mix, peer, now, max, &mut taken, &mut |t| out.push(t));
     }
 
     /// Pops clients due for `peer` at `now`, earliest first, into `sink`, until `*taken`
@@ -489,6 +515,7 @@ impl Stripe {
     #[inline(always)]
     fn take_due_into(
         &mut self,
+        mix: Mix,
         peer: usize,
         now: Millis,
         max: usize,
@@ -517,33 +544,42 @@ impl Stripe {
             if p.mask == bit {
                 let (p, _) = entry.remove();
                 // A held state is offered alone: the id goes along only if it is refused.
-                let state = match p.state {
-                    Some(c) => match sink.held(c, p.due, p.hash) {
-                        None => continue,
-                        refused => refused,
-                    },
-                    None => None,
+                // Its stable hash is the state's, else the table hash's unmixed.
+                let (state, hash) = match p.state {
+                    Some(c) => {
+                        let hash = c.id_hash();
+                        debug_assert_eq!(hash, mix.unslot(p.slot));
+                        match sink.held(c, p.due, hash) {
+                            None => continue,
+                            refused => (refused, hash),
+                        }
+                    }
+                    None => (None, mix.unslot(p.slot)),
                 };
                 sink.taken(Taken {
                     id: p.id,
                     due: p.due,
-                    hash: p.hash,
+                    hash,
                     state,
                 });
             } else {
                 // Still pending for other peers.
                 p.mask &= !bit;
-                let state = match &p.state {
-                    Some(c) => match sink.held(c.clone(), p.due, p.hash) {
-                        None => continue,
-                        refused => refused,
-                    },
-                    None => None,
+                let (state, hash) = match &p.state {
+                    Some(c) => {
+                        let hash = c.id_hash();
+                        debug_assert_eq!(hash, mix.unslot(p.slot));
+                        match sink.held(c.clone(), p.due, hash) {
+                            None => continue,
+                            refused => (refused, hash),
+                        }
+                    }
+                    None => (None, mix.unslot(p.slot)),
                 };
                 sink.taken(Taken {
                     id: p.id.clone(),
                     due: p.due,
-                    hash: p.hash,
+                    hash,
                     state,
                 });
             }
@@ -797,7 +833,7 @@ impl SyncScheduler {
                 };
                 self.stripes[(start + k) % STRIPES]
                     .lock()
-                    .take_due_into(peer, now, limit, &mut taken, sink);
+                    .take_due_into(self.mix, peer, now, limit, &mut taken, sink);
             }
         }
         q.pending.fetch_sub(taken, Relaxed);

@@ -97,7 +97,7 @@ fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
     // Queue entries hold no id: two ids whose hashes are equal (forced here) must still
     // be taken once each, each when due, even with an obsolete entry of one of them.
     // b is given a's hash (queue entries, fifo and heap, keep hashes, not ids).
-    let schedule = schedule_as_a;
+    let (mix, schedule) = (Mix(7), schedule_as_a);
     let mut stripe = Stripe::new(2, 4);
     let (a, b) = (id("a"), id("b"));
     assert!(schedule(&mut stripe, &a, 10, true));
@@ -105,20 +105,20 @@ fn ids_of_one_hash_are_each_taken_once_at_their_due_time() {
     assert!(!schedule(&mut stripe, &a, 5, false)); // a earlier: its fifo entry is obsolete
     assert!(!schedule(&mut stripe, &b, 30, true)); // b later: merges, stays due at 20
     let mut out = Vec::new();
-    stripe.take_due(1, 9, 10, &mut out);
+    stripe.take_due(mix, 1, 9, 10, &mut out);
     assert_eq!(
         out.iter()
             .map(|t| (t.id.clone(), t.due))
             .collect::<Vec<_>>(),
         [(a.clone(), 5)]
     );
-    stripe.take_due(1, 19, 10, &mut out);
+    stripe.take_due(mix, 1, 19, 10, &mut out);
     assert_eq!(
         out.len(),
         1,
         "a's obsolete entry took nothing, b is not due"
     );
-    stripe.take_due(1, 100, 10, &mut out);
+    stripe.take_due(mix, 1, 100, 10, &mut out);
     assert_eq!(
         out.iter()
             .map(|t| (t.id.clone(), t.due))
@@ -134,7 +134,7 @@ fn ids_of_one_hash_due_at_one_time_from_the_heap_and_the_fifo_are_both_taken() {
     // either pointer may take either entry, and both must leave at 10 (when the heap's
     // pointer matched its id, the fifo's could take a first; the heap's then found
     // nothing and b stayed pending with no pointer, never sent again).
-    let schedule = schedule_as_a;
+    let (mix, schedule) = (Mix(7), schedule_as_a);
     let mut stripe = Stripe::new(2, 4);
     let (a, b) = (id("a"), id("b"));
     for first_in_heap in [true, false] {
@@ -142,7 +142,7 @@ fn ids_of_one_hash_due_at_one_time_from_the_heap_and_the_fifo_are_both_taken() {
         assert!(schedule(&mut stripe, heap, 10, false));
         assert!(schedule(&mut stripe, fifo, 10, true));
         let mut out = Vec::new();
-        stripe.take_due(1, 10, 10, &mut out);
+        stripe.take_due(mix, 1, 10, 10, &mut out);
         let mut got: Vec<ClientId> = out.into_iter().map(|t| t.id).collect();
         got.sort();
         assert_eq!(got, [a.clone(), b.clone()], "first in the heap: {heap:?}");
@@ -468,7 +468,7 @@ fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_or
     };
     let taken = |stripe: &mut Stripe, now: Millis| {
         let mut out = Vec::new();
-        stripe.take_due(1, now, 10, &mut out);
+        stripe.take_due(mix, 1, now, 10, &mut out);
         out.into_iter()
             .map(|t| (t.id.as_str().to_string(), t.due))
             .collect::<Vec<_>>()
@@ -590,18 +590,18 @@ fn a_take_lets_the_fifo_entries_it_took_go_once_it_stops() {
     }
     let mut out = Vec::new();
     // Stopped by the count: 200 of 300 taken, the rest compacted to the start.
-    stripe.take_due(1, Millis::MAX, 200, &mut out);
+    stripe.take_due(mix, 1, Millis::MAX, 200, &mut out);
     assert_eq!(out.len(), 200);
     let fifo = &stripe.lanes[1].fifo;
     assert_eq!((fifo.head, fifo.items.len()), (0, 100));
     // Stopped by the due time: 30 more taken (due 200 to 229), fewer than `COMPACT`.
-    stripe.take_due(1, 229, 1_000, &mut out);
+    stripe.take_due(mix, 1, 229, 1_000, &mut out);
     assert_eq!(out.len(), 230);
     let fifo = &stripe.lanes[1].fifo;
     assert_eq!((fifo.head, fifo.items.len()), (30, 100));
     assert_eq!(stripe.lanes[1].next_due(), Some(230));
     // Stopped by the end of the queue: cleared.
-    stripe.take_due(1, Millis::MAX, 1_000, &mut out);
+    stripe.take_due(mix, 1, Millis::MAX, 1_000, &mut out);
     assert_eq!(out.len(), 300);
     let fifo = &stripe.lanes[1].fifo;
     assert_eq!((fifo.head, fifo.items.len()), (0, 0));
@@ -757,9 +757,9 @@ fn a_lane_and_its_entry_keep_the_table_hash() {
     assert_eq!(lane.fifo.front(), Some(&(10, keys.slot)));
     assert_eq!(lane.heap.peek(), Some(&Reverse((5, keys.slot))));
     let p = stripe.pending.iter().next().unwrap();
-    assert_eq!((p.hash, p.slot), (keys.hash, mix.slot(keys.hash)));
+    assert_eq!(p.slot, mix.slot(keys.hash));
     let mut out = Vec::new();
-    stripe.take_due(1, 100, 10, &mut out);
+    stripe.take_due(mix, 1, 100, 10, &mut out);
     assert_eq!(
         out.iter()
             .map(|t| (t.id.clone(), t.due, t.hash))
@@ -767,4 +767,22 @@ fn a_lane_and_its_entry_keep_the_table_hash() {
         [(a, 5, keys.hash)]
     );
     assert!(stripe.pending.is_empty());
+}
+
+/// A take gives the stable hash of an entry without a state by unmixing its table hash:
+/// the inverse of the mix for any key and hash.
+#[test]
+fn a_table_hash_unmixes_to_its_stable_hash() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..10_000 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let (key, hash) = (x.rotate_left(17), x ^ x >> 29);
+        let mix = Mix(key);
+        assert_eq!(mix.unslot(mix.slot(hash)), hash, "{key:#x} {hash:#x}");
+    }
+    for hash in [0, 1, u64::MAX, 1 << 63, stable_hash64(b"a")] {
+        assert_eq!(Mix(7).unslot(Mix(7).slot(hash)), hash);
+    }
 }
