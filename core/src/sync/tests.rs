@@ -786,3 +786,10 @@ fn a_table_hash_unmixes_to_its_stable_hash() {
         assert_eq!(Mix(7).unslot(Mix(7).slot(hash)), hash);
     }
 }
+
+/// A pending entry keeps its table hash, not the stable hash too: one cache line.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_pending_entry_is_64_bytes() {
+    assert_eq!(std::mem::size_of::<Pending>(), 64);
+}
