@@ -130,13 +130,17 @@ impl<F: FnMut(Taken)> TakeSink for F {
     }
 }
 
-/// A pending client: its id, when it is due, its id's stable hash, the state to send
-/// (`None`: whatever the registry holds when it is sent) and the peers it is pending
-/// for. Every peer is in at most one entry of a client.
+/// A pending client: its id, when it is due, its table hash, the state to send (`None`:
+/// whatever the registry holds when it is sent) and the peers it is pending for. Every
+/// peer is in at most one entry of a client.
 struct Pending {
     id: ClientId,
     due: Millis,
-    hash: u64,
+    /// The table hash, [`Mix::slot`] of the id's stable hash, kept (not the stable hash:
+    /// the lanes hold it, so a take finds the entry by it without mixing, and a rehash
+    /// reads it). A take gives the stable hash from the state (the client keeps it) or
+    /// unmixes it ([`Mix::unslot`]), so the entry stays 64 bytes.
+    slot: u64,
     state: Option<Arc<Client>>,
     /// The peers of `group` it is pending for: bit `peer % GROUP`.
     mask: u64,
@@ -165,6 +169,19 @@ impl Mix {
         mix64(self.0 ^ hash)
     }
 
+    /// The stable hash whose table hash is `slot`: [`Mix::slot`] undone (the mix is a
+    /// bijection: its xor-shifts and odd multiplications each have an inverse).
+    #[inline]
+    fn unslot(self, slot: u64) -> u64 {
+        let mut x = slot;
+        x ^= x >> 27 ^ x >> 54;
+        x = x.wrapping_mul(const { inverse(0x1C69_B3F7_4AC4_AE35) });
+        x ^= x >> 33;
+        x = x.wrapping_mul(const { inverse(0x3C79_AC49_2BA7_B653) });
+        x ^= x >> 27 ^ x >> 54;
+        x ^ self.0
+    }
+
     /// An id's stable hash with its table hash.
     #[inline]
     fn keys(self, hash: u64) -> Keys {
@@ -173,6 +190,19 @@ impl Mix {
             slot: self.slot(hash),
         }
     }
+}
+
+/// The inverse of an odd `a` modulo 2^64 (Newton's iteration: `a` is its own inverse
+/// modulo 8, and each step doubles the bits that are right).
+const fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    let mut k = 0;
+    while k < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        k += 1;
+    }
+    assert!(a.wrapping_mul(x) == 1);
+    x
 }
 
 /// An id's stable hash and its table hash ([`Mix::slot`] of it).
@@ -199,7 +229,7 @@ impl Change<'_> {
         Pending {
             id: self.id.clone(),
             due: self.due,
-            hash: self.keys.hash,
+            slot: self.keys.slot,
             state: self.state.cloned(),
             mask,
             group,
@@ -304,12 +334,15 @@ impl Fifo {
 /// One peer's due times in a stripe.
 struct Lane {
     /// Entries scheduled with the regular sync delay: due times are nondecreasing. Each is
-    /// a due time and a stable hash, no id: a take removes the peer from a pending entry
-    /// of that hash due at that time (an entry rescheduled earlier since is not; were two
-    /// ids' whole 64-bit hashes equal, each entry is still taken once, at its own due time).
+    /// a due time and a table hash ([`Mix::slot`] of the id's stable hash: a take looks
+    /// the entry up by it without mixing), no id: a take removes the peer from a pending
+    /// entry of that hash due at that time (an entry rescheduled earlier since is not).
+    /// The mix is a bijection, so table hashes are equal exactly when stable hashes are:
+    /// were two ids' whole 64-bit hashes equal, each entry is still taken once, at its
+    /// own due time.
     fifo: Fifo,
     /// Entries with other due times (retries, verify repairs, handovers), as due times and
-    /// stable hashes too: a pointer takes any one entry of its peer, hash and due time, as
+    /// table hashes too: a pointer takes any one entry of its peer, hash and due time, as
     /// a fifo pointer does, so for every (peer, hash, due time) there are at least as many
     /// pointers as entries. (Matching the id here lost a schedule for good when two ids'
     /// hashes were equal: a fifo pointer of one took the other's entry, whose own heap
@@ -325,27 +358,27 @@ struct Lane {
 }
 
 impl Lane {
-    /// Queues an entry of `id` due at `due` for this lane's peer.
+    /// Queues an entry of table hash `slot` due at `due` for this lane's peer.
     #[inline]
-    fn push(&mut self, hash: u64, due: Millis, regular: bool) {
+    fn push(&mut self, slot: u64, due: Millis, regular: bool) {
         if regular && self.last <= due {
             self.last = due;
-            self.fifo.push_back((due, hash));
+            self.fifo.push_back((due, slot));
         } else {
-            self.push_heap(hash, due);
+            self.push_heap(slot, due);
         }
     }
 
     #[inline(never)]
-    fn push_heap(&mut self, hash: u64, due: Millis) {
-        self.heap.push(Reverse((due, hash)));
+    fn push_heap(&mut self, slot: u64, due: Millis) {
+        self.heap.push(Reverse((due, slot)));
     }
 
     fn next_due(&self) -> Option<Millis> {
         self.front().map(|(due, _, _)| due)
     }
 
-    /// The earliest queue entry: its due time, its hash and whether it heads the fifo
+    /// The earliest queue entry: its due time, its table hash and whether it heads the fifo
     /// (else the heap; the fifo's on a tie).
     #[inline]
     fn front(&self) -> Option<(Millis, u64, bool)> {
@@ -405,20 +438,20 @@ impl Stripe {
         mut on_new: impl FnMut(usize),
     ) -> u64 {
         debug_assert_eq!(c.keys.slot, mix.slot(c.keys.hash));
-        let hash = c.keys.hash;
+        let slot = c.keys.slot;
         loop {
             let Self { pending, lanes } = self;
             // An entry of the client pending for some of the peers.
             let entry = pending.entry(
                 c.keys.slot,
-                |p| p.hash == hash && p.group == group && p.mask & mask != 0 && p.id == *c.id,
-                |p| mix.slot(p.hash),
+                |p| p.slot == slot && p.group == group && p.mask & mask != 0 && p.id == *c.id,
+                |p| p.slot,
             );
             let split = match entry {
                 Slot::Vacant(v) => {
                     v.insert(c.pending(group, mask));
                     for peer in peers_of(group, mask) {
-                        lanes[peer].push(hash, c.due, c.regular);
+                        lanes[peer].push(slot, c.due, c.regular);
                         on_new(peer);
                     }
                     return mask;
@@ -436,7 +469,7 @@ impl Stripe {
                 }
             };
             if let Some(s) = split {
-                pending.insert_unique(c.keys.slot, s, |p| mix.slot(p.hash));
+                pending.insert_unique(c.keys.slot, s, |p| p.slot);
             }
             if mask == 0 {
                 return 0;
@@ -455,7 +488,7 @@ impl Stripe {
         common: u64,
     ) -> Option<Pending> {
         for peer in peers_of(p.group, common) {
-            lanes[peer].push_heap(c.keys.hash, c.due);
+            lanes[peer].push_heap(c.keys.slot, c.due);
         }
         if p.mask == common {
             p.due = c.due;
@@ -493,7 +526,7 @@ impl Stripe {
         let Self { pending, lanes } = self;
         let lane = &mut lanes[peer];
         while *taken < max {
-            let Some((due, hash, fifo)) = lane.front() else {
+            let Some((due, slot, fifo)) = lane.front() else {
                 break;
             };
             if due > now {
@@ -502,8 +535,8 @@ impl Stripe {
             lane.pop_front(fifo);
             // Skip queue entries made obsolete by a reschedule to an earlier time (the
             // pending entry stays, due when the earlier entry says).
-            let found = pending.find_entry(mix.slot(hash), |p| {
-                p.hash == hash && p.due == due && p.group == group && p.mask & bit != 0
+            let found = pending.find_entry(slot, |p| {
+                p.slot == slot && p.due == due && p.group == group && p.mask & bit != 0
             });
             let Ok(mut entry) = found else { continue };
             let p = entry.get_mut();
@@ -511,33 +544,42 @@ impl Stripe {
             if p.mask == bit {
                 let (p, _) = entry.remove();
                 // A held state is offered alone: the id goes along only if it is refused.
-                let state = match p.state {
-                    Some(c) => match sink.held(c, p.due, p.hash) {
-                        None => continue,
-                        refused => refused,
-                    },
-                    None => None,
+                // Its stable hash is the state's, else the table hash's unmixed.
+                let (state, hash) = match p.state {
+                    Some(c) => {
+                        let hash = c.id_hash();
+                        debug_assert_eq!(hash, mix.unslot(p.slot));
+                        match sink.held(c, p.due, hash) {
+                            None => continue,
+                            refused => (refused, hash),
+                        }
+                    }
+                    None => (None, mix.unslot(p.slot)),
                 };
                 sink.taken(Taken {
                     id: p.id,
                     due: p.due,
-                    hash: p.hash,
+                    hash,
                     state,
                 });
             } else {
                 // Still pending for other peers.
                 p.mask &= !bit;
-                let state = match &p.state {
-                    Some(c) => match sink.held(c.clone(), p.due, p.hash) {
-                        None => continue,
-                        refused => refused,
-                    },
-                    None => None,
+                let (state, hash) = match &p.state {
+                    Some(c) => {
+                        let hash = c.id_hash();
+                        debug_assert_eq!(hash, mix.unslot(p.slot));
+                        match sink.held(c.clone(), p.due, hash) {
+                            None => continue,
+                            refused => (refused, hash),
+                        }
+                    }
+                    None => (None, mix.unslot(p.slot)),
                 };
                 sink.taken(Taken {
                     id: p.id.clone(),
                     due: p.due,
-                    hash: p.hash,
+                    hash,
                     state,
                 });
             }

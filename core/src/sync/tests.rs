@@ -733,3 +733,63 @@ fn a_take_offers_held_states_alone_and_passes_refused_ones_whole() {
     assert_eq!(s.pending(2), 0);
     assert!(s.take(1, Millis::MAX, 10).is_empty() && s.take(2, Millis::MAX, 10).is_empty());
 }
+
+/// A lane holds each entry's table hash, and the entry keeps it: a take looks the entry
+/// up by it without mixing the stable hash again, and a rehash reads it.
+#[test]
+fn a_lane_and_its_entry_keep_the_table_hash() {
+    let mix = Mix(13);
+    let (g, bit) = group_bit(1);
+    let mut stripe = Stripe::new(2, 4);
+    let a = id("a");
+    let keys = mix.keys(SyncScheduler::hash(&a));
+    for (due, regular) in [(10, true), (5, false)] {
+        let c = Change {
+            keys,
+            id: &a,
+            state: None,
+            due,
+            regular,
+        };
+        stripe.schedule(mix, &c, g, bit, |_| {});
+    }
+    let lane = &stripe.lanes[1];
+    assert_eq!(lane.fifo.front(), Some(&(10, keys.slot)));
+    assert_eq!(lane.heap.peek(), Some(&Reverse((5, keys.slot))));
+    let p = stripe.pending.iter().next().unwrap();
+    assert_eq!(p.slot, mix.slot(keys.hash));
+    let mut out = Vec::new();
+    stripe.take_due(mix, 1, 100, 10, &mut out);
+    assert_eq!(
+        out.iter()
+            .map(|t| (t.id.clone(), t.due, t.hash))
+            .collect::<Vec<_>>(),
+        [(a, 5, keys.hash)]
+    );
+    assert!(stripe.pending.is_empty());
+}
+
+/// A take gives the stable hash of an entry without a state by unmixing its table hash:
+/// the inverse of the mix for any key and hash.
+#[test]
+fn a_table_hash_unmixes_to_its_stable_hash() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..10_000 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let (key, hash) = (x.rotate_left(17), x ^ x >> 29);
+        let mix = Mix(key);
+        assert_eq!(mix.unslot(mix.slot(hash)), hash, "{key:#x} {hash:#x}");
+    }
+    for hash in [0, 1, u64::MAX, 1 << 63, stable_hash64(b"a")] {
+        assert_eq!(Mix(7).unslot(Mix(7).slot(hash)), hash);
+    }
+}
+
+/// A pending entry keeps its table hash, not the stable hash too: one cache line.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_pending_entry_is_64_bytes() {
+    assert_eq!(std::mem::size_of::<Pending>(), 64);
+}
