@@ -114,6 +114,7 @@ unsafe fn release<T>(ptr: *mut T, _: &Collector) {
 }
 
 /// The chunk of slot `s` and its place in it.
+#[inline]
 fn locate(s: usize) -> (usize, usize) {
     let k = (s / FIRST_CHUNK + 1).ilog2() as usize;
     (k, s - FIRST_CHUNK * ((1 << k) - 1))
