@@ -260,3 +260,35 @@ fn different_values_retired_together_are_retired_each() {
     drop((kept_1, kept_2));
     assert_eq!(drops.load(Ordering::Relaxed), 2);
 }
+
+/// A value made in place is the one `make` returned, held by one `Arc` of its own (no
+/// weak reference), dropped once with its last reference; a `make` that panics drops
+/// nothing it did not make, and the allocation goes with the unwinding.
+#[test]
+fn a_value_made_in_place_is_made_once_and_dropped_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let big = [7u64; 20];
+    let made = arc_made_in_place(|| {
+        (
+            Counted {
+                n: 41,
+                drops: drops.clone(),
+            },
+            big,
+        )
+    });
+    assert_eq!((made.0.n, made.1), (41, big));
+    assert_eq!((Arc::strong_count(&made), Arc::weak_count(&made)), (1, 0));
+    let other = Arc::clone(&made);
+    drop(made);
+    assert_eq!(drops.load(Ordering::Relaxed), 0);
+    assert_eq!(other.0.n, 41);
+    drop(other);
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+
+    let unwound = std::panic::catch_unwind(|| {
+        arc_made_in_place::<Counted>(|| panic!("the value cannot be made"))
+    });
+    assert!(unwound.is_err());
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+}

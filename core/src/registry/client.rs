@@ -461,7 +461,9 @@ impl Client {
 
     /// [`Client::new`] of the body `body` makes, made in the client as it is built (a
     /// publication taken from a decoded batch goes into the client without passing
-    /// through the caller's frames: two copies of it fewer).
+    /// through the caller's frames: two copies of it fewer), and the client made in its
+    /// allocation ([`arc_slots::arc_made_in_place`]: not built on the stack and copied
+    /// twice on its way into the `Arc`).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(super) fn new_with(
@@ -475,18 +477,20 @@ impl Client {
         shard: u32,
         body: impl FnOnce() -> Body,
     ) -> Arc<Self> {
-        let mut this = Self {
-            id: None,
-            id_hash,
-            revision,
-            lease_base: AtomicU64::new(lease_base),
-            owner: AtomicU16::new(owner.0),
-            shard: u16::try_from(shard).expect("at most 65,536 shards"),
-            slot: AtomicU32::new(NO_SLOT),
-            body: body(),
-        };
-        this.id = Self::id_to_store(id, shared, old, this.body.first_instance());
-        Arc::new(this)
+        let shard = u16::try_from(shard).expect("at most 65,536 shards");
+        arc_slots::arc_made_in_place(|| {
+            let body = body();
+            Self {
+                id: Self::id_to_store(id, shared, old, body.first_instance()),
+                id_hash,
+                revision,
+                lease_base: AtomicU64::new(lease_base),
+                owner: AtomicU16::new(owner.0),
+                shard,
+                slot: AtomicU32::new(NO_SLOT),
+                body,
+            }
+        })
     }
 
     /// The id a new client stores (see [`Client::new`]): `None` if `first`, its first
