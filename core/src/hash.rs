@@ -111,16 +111,65 @@ pub fn client_digest_term(h: u64, revision: u64) -> u128 {
 /// a member hash in rendezvous routing. Bijective, so distinct inputs never collide.
 pub fn mix64(mut x: u64) -> u64 {
     x ^= x >> 27;
-    x = x.wrapping_mul(0x3C79_AC49_2BA7_B653);
+    x = x.wrapping_mul(MIX64_A);
     x ^= x >> 33;
-    x = x.wrapping_mul(0x1C69_B3F7_4AC4_AE35);
+    x = x.wrapping_mul(MIX64_B);
     x ^= x >> 27;
+    x
+}
+
+/// [`mix64`]'s multipliers (odd, so each has an inverse modulo 2^64).
+const MIX64_A: u64 = 0x3C79_AC49_2BA7_B653;
+const MIX64_B: u64 = 0x1C69_B3F7_4AC4_AE35;
+
+/// [`mix64`] undone: `unmix64(mix64(x)) == x` for every `x` (each xor-shift and odd
+/// multiplication has an inverse; a shift by 27 is undone by xoring the shifts by 27 and
+/// 54, one by 33 by itself).
+#[inline]
+pub fn unmix64(mut x: u64) -> u64 {
+    x ^= x >> 27 ^ x >> 54;
+    x = x.wrapping_mul(const { inverse(MIX64_B) });
+    x ^= x >> 33;
+    x = x.wrapping_mul(const { inverse(MIX64_A) });
+    x ^= x >> 27 ^ x >> 54;
+    x
+}
+
+/// The inverse of an odd `a` modulo 2^64 (Newton's iteration: `a` is its own inverse
+/// modulo 8, and each step doubles the bits that are right).
+const fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    let mut k = 0;
+    while k < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        k += 1;
+    }
+    assert!(a.wrapping_mul(x) == 1);
     x
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `unmix64` undoes `mix64` for random inputs, single bits and the edges.
+    #[test]
+    fn unmix64_undoes_mix64() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            assert_eq!(unmix64(mix64(x)), x, "{x:#x}");
+            assert_eq!(mix64(unmix64(x)), x, "{x:#x}");
+        }
+        for b in 0..64 {
+            assert_eq!(unmix64(mix64(1 << b)), 1 << b);
+            assert_eq!(unmix64(mix64(!(1 << b))), !(1 << b));
+        }
+        assert_eq!(unmix64(mix64(0)), 0);
+        assert_eq!(unmix64(mix64(u64::MAX)), u64::MAX);
+    }
 
     /// Golden values printed by a real JVM (OpenJDK 17, `jshell`):
     /// `"<s>".hashCode()` and `Math.abs("<s>".hashCode() % Integer.MAX_VALUE)`.

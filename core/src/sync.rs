@@ -38,7 +38,7 @@
 //!
 //! Entries are striped by client id so concurrent writers rarely meet on one mutex.
 
-use crate::hash::{mix64, stable_hash64};
+use crate::hash::{mix64, stable_hash64, unmix64};
 use crate::member::MAX_MEMBERS;
 use crate::model::ClientId;
 use crate::registry::Client;
@@ -170,16 +170,10 @@ impl Mix {
     }
 
     /// The stable hash whose table hash is `slot`: [`Mix::slot`] undone (the mix is a
-    /// bijection: its xor-shifts and odd multiplications each have an inverse).
+    /// bijection, [`unmix64`]).
     #[inline]
     fn unslot(self, slot: u64) -> u64 {
-        let mut x = slot;
-        x ^= x >> 27 ^ x >> 54;
-        x = x.wrapping_mul(const { inverse(0x1C69_B3F7_4AC4_AE35) });
-        x ^= x >> 33;
-        x = x.wrapping_mul(const { inverse(0x3C79_AC49_2BA7_B653) });
-        x ^= x >> 27 ^ x >> 54;
-        x ^ self.0
+        unmix64(slot) ^ self.0
     }
 
     /// An id's stable hash with its table hash.
@@ -190,19 +184,6 @@ impl Mix {
             slot: self.slot(hash),
         }
     }
-}
-
-/// The inverse of an odd `a` modulo 2^64 (Newton's iteration: `a` is its own inverse
-/// modulo 8, and each step doubles the bits that are right).
-const fn inverse(a: u64) -> u64 {
-    let mut x = a;
-    let mut k = 0;
-    while k < 5 {
-        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
-        k += 1;
-    }
-    assert!(a.wrapping_mul(x) == 1);
-    x
 }
 
 /// An id's stable hash and its table hash ([`Mix::slot`] of it).
@@ -638,7 +619,8 @@ impl SyncScheduler {
         }
     }
 
-    /// The stable hash of an id (the registry's), which its queue entries keep.
+    /// The stable hash of an id (the registry's); its queue entries keep its table hash
+    /// ([`Mix::slot`] of it), from which [`Mix::unslot`] gives it back.
     fn hash(id: &ClientId) -> u64 {
         stable_hash64(id.as_str().as_bytes())
     }
