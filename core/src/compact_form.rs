@@ -398,7 +398,14 @@ impl ChunkSize {
         let mut n = 1 + REVISION + varint_len(publications.len() as u64);
         n += match form {
             IdForm::IpPort => 0,
-            IdForm::Connection { millis, .. } => varint_len(millis) + 2,
+            // The millis and port in one word; millis of 2^48 - 1 or more after it.
+            IdForm::Connection { millis, .. } => {
+                8 + if millis >= (1 << 48) - 1 {
+                    varint_len(millis)
+                } else {
+                    0
+                }
+            }
             IdForm::String => {
                 self.string(stored_id.unwrap_or_default()) + Self::index(self.strings)
             }

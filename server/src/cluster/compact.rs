@@ -13,19 +13,21 @@
 //! malformed batch is refused with the byte offset and the field, and nothing of it is
 //! applied.
 //!
-//! Layout, version 2 (`v` = unsigned LEB128 varint, at most 10 bytes; fixed-width
+//! Layout, version 3 (`v` = unsigned LEB128 varint, at most 10 bytes; fixed-width
 //! integers little-endian). A node reads only its own version: the members of a cluster
 //! must run the same version of the layout.
 //!
 //! ```text
-//! u8 version = 2, v n_records, v base (the batch's lowest logical revision)
+//! u8 version = 3, v n_records, v base (the batch's lowest logical revision)
 //! v n_strings, v len[n_strings], blob      string i is the next len[i] bytes, UTF-8
 //! v n_maps, per map: v n, n × (v key, v value)         metadata maps (string indices)
 //! v n_services, per service: v namespace, v group, v name
 //! per record:
 //!   u8 head: bit 0 deletion; bits 1-2 the id's form: 0 a string (v string index),
 //!     1 ip:port (`ip:port#true` of the first instance; states only),
-//!     2 connection (`<v millis>_<ip of the first instance>_<u16 port>`; states only)
+//!     2 connection (`<millis>_<ip of the first instance>_<port>`; states only): u64
+//!       millis in bits 0-47, port in bits 48-63; millis of 2^48 - 1 or more as bits 0-47
+//!       all set, then v millis
 //!   [id], v d, [v low], v member: the revision is ((base + (d >> 1 << 12) + low) << 10)
 //!     | member, low present when d & 1
 //!   state: v owner (string index), v n_publications, per publication:
@@ -35,8 +37,9 @@
 //!       u16 port, [f64 weight], v cluster, [v metadata map], [v custom id]
 //! ```
 //!
-//! Version 1 (every index a `u32`, ids and ips as strings, revisions and weights in
-//! full) is no longer read.
+//! Version 2 (a connection's millis as a varint before its u16 port) and version 1
+//! (every index a `u32`, ids and ips as strings, revisions and weights in full) are no
+//! longer read.
 
 use crate::cluster::wire::WireError;
 use distro_core::compact_form::{IdForm, canonical_ipv4, id_form};
@@ -57,7 +60,7 @@ mod text;
 pub use decode::{Decoded, decode, decode_changes, decode_into, decode_records, record_count};
 
 /// The layout's version byte.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const DELETION: u8 = 1;
 const ID_STRING: u8 = 0;
 const ID_IP_PORT: u8 = 1;
@@ -71,6 +74,9 @@ const IPV6: u8 = 32;
 const METADATA: u8 = 64;
 const MEMBER_BITS: u32 = 10;
 const FLOOR_SHIFT: u32 = 12;
+/// A connection's millis in its id's word: this value and above are sent after the word
+/// (as a varint), the word's 48 bits of millis all set.
+const MILLIS_ESCAPE: u64 = (1 << 48) - 1;
 
 type Fast = foldhash::fast::FixedState;
 
@@ -393,7 +399,7 @@ impl<'a> Encoder<'a> {
         // The record in the scratch (`out`, the batch's), copied to the records as it
         // ends; a step of it at a time (its head, a publication's, an instance) at most
         // `STEP` bytes.
-        const _: () = assert!(1 + 10 + 2 + 3 * 10 + 5 + 10 <= scratch::STEP);
+        const _: () = assert!(1 + 8 + 10 + 3 * 10 + 5 + 10 <= scratch::STEP);
         match (form, id) {
             (IdForm::String, Some(id)) => {
                 out.byte(ID_STRING << 1);
@@ -403,8 +409,7 @@ impl<'a> Encoder<'a> {
             (IdForm::IpPort, _) | (IdForm::String, None) => out.byte(ID_IP_PORT << 1),
             (IdForm::Connection { millis, port }, _) => {
                 out.byte(ID_CONNECTION << 1);
-                out.millis(millis);
-                out.bytes(port.to_le_bytes());
+                out.connection(millis, port);
             }
         }
         // The revision's distance and low bits, then its member with the owner and the

@@ -5,7 +5,7 @@
 use super::text::{IdBuf, MillisHigh, ipv4_text, push_decimal};
 use super::{
     CUSTOM_ID, DELETION, ENABLED, FLOOR_SHIFT, HEALTHY, ID_CONNECTION, ID_STRING, IPV4, IPV6,
-    MEMBER_BITS, METADATA, VERSION, WEIGHT, malformed,
+    MEMBER_BITS, METADATA, MILLIS_ESCAPE, VERSION, WEIGHT, malformed,
 };
 use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
@@ -736,9 +736,16 @@ pub(super) fn decode_into_within(
             return Err(malformed(at, "a deletion with a derived client id"));
         }
         let connection = if form == ID_CONNECTION {
-            let millis = r.wide_varint("connection millis")?;
-            let port = r.u16("connection port")?;
-            Some((millis, port))
+            // One word: the millis' 48 bits and the port; millis past them after it.
+            let w = r.u64("connection millis and port")?;
+            let (millis, port) = (w & MILLIS_ESCAPE, (w >> 48) as u16);
+            if millis == MILLIS_ESCAPE {
+                let (millis, after) = escaped_millis(r)?;
+                r = after;
+                Some((millis, port))
+            } else {
+                Some((millis, port))
+            }
         } else {
             None
         };
@@ -768,6 +775,22 @@ pub(super) fn decode_into_within(
     }
     out.ids = String::from_utf8(ids).expect("string ids, digits, separators and ips");
     Ok(())
+}
+
+/// A connection's millis sent after its word (those of [`MILLIS_ESCAPE`] or more), and the
+/// reader after them (out of line: no connection of this era has them).
+#[cold]
+#[inline(never)]
+fn escaped_millis(mut r: Reader<'_>) -> Result<(u64, Reader<'_>), WireError> {
+    let at = r.at();
+    let millis = r.varint("connection millis")?;
+    if millis < MILLIS_ESCAPE {
+        return Err(malformed(
+            at,
+            format!("connection millis {millis} sent after the word"),
+        ));
+    }
+    Ok((millis, r))
 }
 
 /// Decodes the changes of a sync batch into the core's owned changes (tests and tools;

@@ -1,5 +1,7 @@
 //! [`Scratch`]: a record's bytes written on the stack, then copied to the batch at once.
 
+use super::MILLIS_ESCAPE;
+
 /// Bytes the scratch holds.
 const CAP: usize = 128;
 /// The most one step of a record (its head, a publication's head, an instance) writes:
@@ -109,15 +111,18 @@ impl<'b> Scratch<'b> {
         }
     }
 
-    /// A connection's millis as a varint ([`Scratch::varint`]'s bytes): six bytes for
-    /// every time from 1971 to 2109 (2^35 to 2^42 - 1 ms), whose width is known without
-    /// counting the value's bits; any other value through [`Scratch::varint`].
+    /// A connection id's millis and port: one eight-byte word (the millis in the low 48
+    /// bits, the port in the high 16) when the millis are below [`MILLIS_ESCAPE`] (every
+    /// time until the year 10889); else the word with those bits all set, then the millis
+    /// as a varint.
     #[inline(always)]
-    pub(super) fn millis(&mut self, v: u64) {
-        if (v >> 35).wrapping_sub(1) < (1 << 7) - 1 {
-            self.word(spread_groups(v) | 0x80_8080_8080, 6);
+    pub(super) fn connection(&mut self, millis: u64, port: u16) {
+        let port = u64::from(port) << 48;
+        if millis < MILLIS_ESCAPE {
+            self.word(millis | port, 8);
         } else {
-            self.varint(v);
+            self.word(MILLIS_ESCAPE | port, 8);
+            self.varint(millis);
         }
     }
 
@@ -251,25 +256,31 @@ mod tests {
         }
     }
 
-    /// A millis value is written as the varint of it, on both sides of the six-byte
-    /// range's bounds and across the range.
+    /// A connection's millis and port are one little-endian word, millis in the low 48
+    /// bits, below the escape; from the escape up, the word with those bits set and the
+    /// millis' varint after it.
     #[test]
-    fn millis_are_written_as_their_varint() {
+    fn a_connections_millis_and_port_are_one_word_or_escaped() {
         let mut values = vec![0, 1, 0x7f, 0x80, 1_717_000_000_000, u64::MAX];
-        for bound in [1u64 << 35, 1 << 42] {
+        for bound in [1u64 << 35, 1 << 42, MILLIS_ESCAPE, 1 << 48] {
             values.extend([bound - 2, bound - 1, bound, bound + 1]);
         }
-        values.extend((0..64).map(|k| (1u64 << 35) + (k * 0x0123_4567_89ab) % (127 << 35)));
         for v in values {
-            let (mut out, mut want) = (Vec::new(), Vec::new());
-            let mut buf = buffer();
-            let mut s = Scratch::new(&mut buf);
-            s.millis(v);
-            s.byte(0x55);
-            s.finish(&mut out);
-            put_varint(&mut want, v);
-            want.push(0x55);
-            assert_eq!(out, want, "{v:#x}");
+            for port in [0u16, 1, 40_000, u16::MAX] {
+                let (mut out, mut want) = (Vec::new(), Vec::new());
+                let mut buf = buffer();
+                let mut s = Scratch::new(&mut buf);
+                s.connection(v, port);
+                s.byte(0x55);
+                s.finish(&mut out);
+                want.extend_from_slice(&v.min(MILLIS_ESCAPE).to_le_bytes()[..6]);
+                want.extend_from_slice(&port.to_le_bytes());
+                if v >= MILLIS_ESCAPE {
+                    put_varint(&mut want, v);
+                }
+                want.push(0x55);
+                assert_eq!(out, want, "{v:#x} {port}");
+            }
         }
     }
 

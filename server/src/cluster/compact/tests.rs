@@ -222,14 +222,16 @@ fn every_malformed_batch_is_refused_with_a_reason_and_none_panics() {
         )),
         "{e}"
     );
-    let mut v2 = good.clone();
-    v2[0] = 1;
-    let e = decode_changes(&replica, &v2).expect_err("version");
-    assert!(
-        e.to_string()
-            .contains("version 1, this node reads version 2"),
-        "{e}"
-    );
+    for old in [1, 2] {
+        let mut older = good.clone();
+        older[0] = old;
+        let e = decode_changes(&replica, &older).expect_err("version");
+        assert!(
+            e.to_string()
+                .contains(&format!("version {old}, this node reads version 3")),
+            "{e}"
+        );
+    }
     // Every byte changed to a few values: refused or valid, never a panic.
     for i in 0..good.len() {
         for x in [0x00, 0x01, 0x7f, 0x80, 0xff] {
@@ -301,6 +303,33 @@ fn a_refusal_names_the_byte_and_the_field() {
     let mut b = header(1, &[]);
     b.push(0x40);
     expect(&b, "at byte 6: record head 0x40");
+    // A connection's word cut short; its escaped millis cut short, or below the escape
+    // (one encoding per value).
+    let mut b = header(1, &[]);
+    b.extend_from_slice(&[ID_CONNECTION << 1, 1, 2, 3, 4, 5, 6, 7]);
+    expect(
+        &b,
+        "at byte 7: connection millis and port: 8 bytes needed, 7 left",
+    );
+    let mut b = header(1, &[]);
+    b.push(ID_CONNECTION << 1);
+    b.extend_from_slice(&(MILLIS_ESCAPE | 9 << 48).to_le_bytes());
+    b.push(0x80);
+    expect(
+        &b,
+        "at byte 15: connection millis: the varint runs past the end",
+    );
+    let mut b = header(1, &[]);
+    b.push(ID_CONNECTION << 1);
+    b.extend_from_slice(&(MILLIS_ESCAPE | 9 << 48).to_le_bytes());
+    put_varint(&mut b, MILLIS_ESCAPE - 1);
+    expect(
+        &b,
+        &format!(
+            "at byte 15: connection millis {} sent after the word",
+            MILLIS_ESCAPE - 1
+        ),
+    );
     // A member past the revision's 10 bits.
     let mut b = header(1, &["x"]);
     b.extend_from_slice(&[DELETION, 0, 0, 0x80, 0x08]);
@@ -544,6 +573,22 @@ fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
             85,
         ),
         (ClientId::connection(0, "10.0.0.6", 1), "10.0.0.6", 87),
+        // Millis on both sides of the word's escape (those from it up sent after it).
+        (
+            ClientId::connection(MILLIS_ESCAPE - 1, "10.0.0.6", 2),
+            "10.0.0.6",
+            87,
+        ),
+        (
+            ClientId::connection(MILLIS_ESCAPE, "10.0.0.6", 3),
+            "10.0.0.6",
+            87,
+        ),
+        (
+            ClientId::connection(u64::MAX, "10.0.0.6", 65535),
+            "10.0.0.6",
+            87,
+        ),
         (
             ClientId::connection(1 << 50, "fe80::2", 65535),
             "fe80::2",

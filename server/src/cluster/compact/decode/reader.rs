@@ -85,19 +85,6 @@ impl<'a> Reader<'a> {
         self.rest = rest;
         Ok(v)
     }
-    /// A varint that is mostly several bytes long (a connection's millis): read as one
-    /// word in line when it can be, else as [`Reader::varint`] reads it.
-    #[inline(always)]
-    pub(super) fn wide_varint(&mut self, what: &str) -> Result<u64, WireError> {
-        match self.varint_word() {
-            Some(v) => Ok(v),
-            None => {
-                let (v, rest) = self.varint_long(what)?;
-                self.rest = rest;
-                Ok(v)
-            }
-        }
-    }
     /// A varint of more than one byte: as one word when it can be, else byte by byte;
     /// with what is left after it.
     #[inline(never)]
@@ -179,7 +166,7 @@ fn too_wide(at: usize, what: &str, v: u64) -> WireError {
 mod tests {
     use super::Reader;
     use crate::cluster::compact::put_varint;
-    /// The reader's varints (and the wide reader's): every width up to the 64-bit limit
+    /// The reader's varints: every width up to the 64-bit limit
     /// comes back; one that runs past the end, or whose tenth byte goes past 64 bits, is
     /// refused at its first byte.
     #[test]
@@ -210,23 +197,11 @@ mod tests {
                 let mut r = Reader::new(&with);
                 assert_eq!(r.varint("v").expect("valid"), v, "{v}");
                 assert_eq!(r.at(), b.len(), "{v}");
-                // The wide reader (a connection's millis) reads the same.
-                let mut r = Reader::new(&with);
-                assert_eq!(r.wide_varint("v").expect("valid"), v, "{v}");
-                assert_eq!(r.at(), b.len(), "{v}");
             }
             // Cut short: runs past the end.
             let mut r = Reader::new(&b[..b.len() - 1]);
             if !b[..b.len() - 1].is_empty() {
                 let e = r.varint("v").expect_err("short").to_string();
-                assert!(
-                    e.contains("at byte 0: v: the varint runs past the end"),
-                    "{e}"
-                );
-                let e = Reader::new(&b[..b.len() - 1])
-                    .wide_varint("v")
-                    .expect_err("short")
-                    .to_string();
                 assert!(
                     e.contains("at byte 0: v: the varint runs past the end"),
                     "{e}"
@@ -237,14 +212,6 @@ mod tests {
         too_wide.push(0x02);
         let e = Reader::new(&too_wide)
             .varint("v")
-            .expect_err("65 bits")
-            .to_string();
-        assert!(
-            e.contains("at byte 0: v: the varint exceeds 64 bits"),
-            "{e}"
-        );
-        let e = Reader::new(&too_wide)
-            .wide_varint("v")
             .expect_err("65 bits")
             .to_string();
         assert!(
