@@ -29,7 +29,9 @@
 //! This crate holds the pointer handling, the only unsafe code besides `alloc-trim`; every
 //! other crate keeps `unsafe_code = "forbid"`. For the same reason it holds [`SmallStr`],
 //! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
-//! `str` without a second UTF-8 check.
+//! `str` without a second UTF-8 check, and [`arc_made_in_place`], which writes a value
+//! into its `Arc`'s allocation (the replica's new client, not built on the stack and
+//! copied into the `Arc`).
 
 mod id_table;
 mod small_str;
@@ -124,8 +126,11 @@ pub fn arc_made_in_place<T>(make: impl FnOnce() -> T) -> Arc<T> {
     let arc = Arc::new(std::mem::MaybeUninit::<T>::uninit());
     let at = Arc::as_ptr(&arc).cast_mut();
     // SAFETY: `arc` was made just above and is not shared: no other pointer to its value
-    // exists, so writing through `at` (derived from the allocation's pointer, not from a
-    // shared reference) aliases nothing; writing a `MaybeUninit` drops nothing.
+    // exists, so writing through `at` aliases nothing; writing a `MaybeUninit` drops
+    // nothing. This relies on `Arc::as_ptr` deriving its pointer from the allocation's
+    // pointer, not from a shared reference (std does so on purpose, for `into_raw` then
+    // `get_mut`; its docs do not promise it). `Arc::get_mut` would be the documented way,
+    // at the cost of an atomic compare-and-swap and store per value.
     #[allow(unsafe_code)]
     unsafe {
         at.write(std::mem::MaybeUninit::new(make()));
