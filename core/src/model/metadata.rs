@@ -56,30 +56,49 @@ impl Metadata {
 
     /// Builds metadata from pairs (sorted by key; the last value of a repeated key wins),
     /// shared with every other holder of the same map (see [`MetadataTable`]).
-    pub fn from_pairs<'a>(
-        interner: &Interner,
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Self {
-        let mut v: SmallVec<[(&str, &str); 4]> = pairs.into_iter().collect();
-        if v.is_empty() {
+    pub fn from_pairs<'a, I>(interner: &Interner, pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I::IntoIter: Clone,
+    {
+        let pairs = pairs.into_iter();
+        // Maps usually arrive sorted with distinct keys (every peer sends them so): looked
+        // up as given, not collected first.
+        let mut rest = pairs.clone();
+        let Some(mut last) = rest.next() else {
             return Metadata(None);
-        }
-        // Maps usually arrive sorted with distinct keys (every peer sends them so).
-        if !v.is_sorted_by(|a, b| a.0 < b.0) {
-            // Stable: of a repeated key, the last value stays last, and is kept.
-            v.sort_by(|a, b| a.0.cmp(b.0));
-            let mut kept = 0;
-            for i in 0..v.len() {
-                if kept > 0 && v[kept - 1].0 == v[i].0 {
-                    v[kept - 1].1 = v[i].1;
-                } else {
-                    v[kept] = v[i];
-                    kept += 1;
-                }
+        };
+        let mut len = 1;
+        let mut sorted = true;
+        for p in rest {
+            if last.0 >= p.0 {
+                sorted = false;
+                break;
             }
-            v.truncate(kept);
+            last = p;
+            len += 1;
         }
-        Metadata(Some(interner.metadata().get(interner, &v)))
+        if sorted {
+            return Metadata(Some(interner.metadata().get(interner, pairs, len)));
+        }
+        let mut v: SmallVec<[(&str, &str); 4]> = pairs.collect();
+        // Stable: of a repeated key, the last value stays last, and is kept.
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        let mut kept = 0;
+        for i in 0..v.len() {
+            if kept > 0 && v[kept - 1].0 == v[i].0 {
+                v[kept - 1].1 = v[i].1;
+            } else {
+                v[kept] = v[i];
+                kept += 1;
+            }
+        }
+        v.truncate(kept);
+        Metadata(Some(interner.metadata().get(
+            interner,
+            v.iter().copied(),
+            kept,
+        )))
     }
 
     /// The entries, sorted by key.
@@ -197,15 +216,14 @@ impl MetadataTable {
         }
     }
 
-    /// The hash of sorted pairs: each key and value followed by 0xff, a byte UTF-8 never
-    /// contains, so two different maps never feed the hasher the same bytes.
+    /// The hash of sorted pairs: each key and value written on its own (the hasher's
+    /// `write` mixes in the length of what it writes, so a key and value split
+    /// differently hash differently; equality is decided by comparing the entries).
     fn hash<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
         let mut h = self.hasher.build_hasher();
         for (k, v) in pairs {
             h.write(k.as_bytes());
-            h.write_u8(0xff);
             h.write(v.as_bytes());
-            h.write_u8(0xff);
         }
         h.finish()
     }
@@ -214,27 +232,38 @@ impl MetadataTable {
         &self.shards[(hash >> 40) as usize & (SHARDS - 1)]
     }
 
-    /// The shared copy of the map of `pairs` (sorted by key, keys distinct), stored on
-    /// first use with its keys interned in `names`.
-    fn get(&self, names: &Interner, pairs: &[(&str, &str)]) -> Arc<MetadataList> {
-        let hash = self.hash(pairs.iter().copied());
+    /// The shared copy of the map of the `len` `pairs` (sorted by key, keys distinct),
+    /// stored on first use with its keys interned in `names`. The entries are compared as
+    /// [`Metadata::is`] does (word loads for short strings, not `memcmp`).
+    fn get<'a>(
+        &self,
+        names: &Interner,
+        pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+        len: usize,
+    ) -> Arc<MetadataList> {
+        let hash = self.hash(pairs.clone());
         let mut table = self.shard(hash).lock();
         let found = table.entry(
             hash,
-            |l| l.0.len() == pairs.len() && l.pairs().eq(pairs.iter().copied()),
+            |l| {
+                l.0.len() == len
+                    && l.0
+                        .iter()
+                        .zip(pairs.clone())
+                        .all(|((k, v), (gk, gv))| short_eq(k, gk) && short_eq(v, gv))
+            },
             |l| self.hash(l.pairs()),
         );
         match found {
             Entry::Occupied(e) => e.get().clone(),
             Entry::Vacant(e) => {
-                let list = MetadataList(
-                    pairs
-                        .iter()
-                        .map(|(k, v)| (names.intern(k), Box::from(*v)))
-                        .collect(),
-                    pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
-                );
-                e.insert(Arc::new(list)).get().clone()
+                let entries: Box<[MetadataEntry]> = pairs
+                    .map(|(k, v)| (names.intern(k), Box::from(v)))
+                    .collect();
+                let bytes = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+                e.insert(Arc::new(MetadataList(entries, bytes)))
+                    .get()
+                    .clone()
             }
         }
     }
@@ -293,6 +322,37 @@ mod tests {
         assert_ne!(e, f);
         assert_eq!(i.metadata().len(), 4);
         assert!(Metadata::from_pairs(&i, []).shares_storage(&Metadata::EMPTY));
+    }
+
+    /// Sorted pairs are looked up as given (not collected), others sorted and deduplicated
+    /// first: both find the one stored map, with its byte count, past the collection's
+    /// inline size too.
+    #[test]
+    fn sorted_and_unsorted_pairs_find_one_map() {
+        let i = Interner::new();
+        let sorted = [
+            ("a", "1"),
+            ("b", "22"),
+            ("c", "333"),
+            ("d", "4"),
+            ("e", "55"),
+        ];
+        let mut reversed = sorted;
+        reversed.reverse();
+        let m = Metadata::from_pairs(&i, sorted);
+        let r = Metadata::from_pairs(&i, reversed);
+        assert!(m.shares_storage(&r));
+        assert_eq!(m.iter().collect::<Vec<_>>(), sorted);
+        assert_eq!(m.text_len(), 5 + 1 + 2 + 3 + 1 + 2);
+        // A repeated key, even in sorted order, keeps its last value.
+        let d = Metadata::from_pairs(&i, [("a", "x"), ("a", "1"), ("b", "22")]);
+        let e = Metadata::from_pairs(&i, [("a", "1"), ("b", "22")]);
+        assert!(d.shares_storage(&e));
+        assert_eq!(d.text_len(), 5);
+        // A map whose entries only begin like a stored one's is another map.
+        let f = Metadata::from_pairs(&i, [("a", "1"), ("b", "2")]);
+        assert!(!f.shares_storage(&e));
+        assert_eq!(i.metadata().len(), 3);
     }
 
     #[test]

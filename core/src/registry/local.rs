@@ -339,11 +339,13 @@ impl Registry {
             // A held client has no tombstone (storing a state removes it, a deletion or
             // drop removes the client): only an absent one needs the lookup.
             debug_assert!(old.is_none() || !tombstones.contains_key(id.as_str()));
-            let prev = match old {
-                Some(c) => c.revision,
+            // Whether an absent client has a tombstone: only then has a store to remove it
+            // (a removal hashes the id and probes even when there is nothing to remove).
+            let (prev, tombstoned) = match old {
+                Some(c) => (c.revision, false),
                 None => tombstones
                     .get(id.as_str())
-                    .map_or(Revision::ZERO, |t| t.revision),
+                    .map_or((Revision::ZERO, false), |t| (t.revision, true)),
             };
             let floor = match origin {
                 Origin::Client => self.floor.load(Relaxed).max(Revision::floor(now)),
@@ -359,7 +361,7 @@ impl Registry {
                     let new = self.build_client(
                         s, shared, hash, revision, shard_no, body, owner, old_ref, now,
                     );
-                    if old.is_none() {
+                    if tombstoned {
                         tombstones.remove(id.as_str());
                     }
                     self.replace(&mut clients, old, Some(new.clone()), &mut changed);
@@ -382,7 +384,9 @@ impl Registry {
                     let new = Client::first_one(
                         service, slot, s, shared, key.hash, revision, now, owner, shard_no,
                     );
-                    tombstones.remove(id.as_str());
+                    if tombstoned {
+                        tombstones.remove(id.as_str());
+                    }
                     self.replace(&mut clients, None, Some(new.clone()), &mut changed);
                     (WriteResult::Changed(revision), Some(new))
                 }
