@@ -1,4 +1,4 @@
-//! What the compact peer layout (version 2, `distro_server::cluster::compact`) derives
+//! What the compact peer layout (version 3, `distro_server::cluster::compact`) derives
 //! and packs, and how many bytes it takes for a client, estimated from above: shared by
 //! the server's encoder (which decides the forms) and the core's snapshot chunks (which
 //! are cut by the estimate, so a chunk of `snapshot_chunk_bytes` is about that size on
@@ -137,6 +137,12 @@ pub fn canonical_ipv4(ip: &str) -> Option<[u8; 4]> {
     }
     (at == n).then_some(o)
 }
+
+/// The escape of a connection id's millis in the layout's word of millis and port: a
+/// millis below it travels in the word's low 48 bits; it and above travel as those 48 bits
+/// all set, then the millis as a varint (so each value has one encoding). Shared by the
+/// encoder and the snapshot chunks' size estimate.
+pub const MILLIS_ESCAPE: u64 = (1 << 48) - 1;
 
 /// How a client id travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,7 +406,7 @@ impl ChunkSize {
             IdForm::IpPort => 0,
             // The millis and port in one word; millis of 2^48 - 1 or more after it.
             IdForm::Connection { millis, .. } => {
-                8 + if millis >= (1 << 48) - 1 {
+                8 + if millis >= MILLIS_ESCAPE {
                     varint_len(millis)
                 } else {
                     0

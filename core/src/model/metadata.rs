@@ -55,7 +55,9 @@ impl Metadata {
     pub const EMPTY: Metadata = Metadata(None);
 
     /// Builds metadata from pairs (sorted by key; the last value of a repeated key wins),
-    /// shared with every other holder of the same map (see [`MetadataTable`]).
+    /// shared with every other holder of the same map (see [`MetadataTable`]). The pairs
+    /// are walked several times (the order check, the hash, each candidate's comparison,
+    /// the copy): a clone of the iterator must replay the same pairs, cheaply.
     pub fn from_pairs<'a, I>(interner: &Interner, pairs: I) -> Self
     where
         I: IntoIterator<Item = (&'a str, &'a str)>,
@@ -216,9 +218,11 @@ impl MetadataTable {
         }
     }
 
-    /// The hash of sorted pairs: each key and value written on its own (the hasher's
-    /// `write` mixes in the length of what it writes, so a key and value split
-    /// differently hash differently; equality is decided by comparing the entries).
+    /// The hash of sorted pairs: each key and value written on its own. foldhash 0.2's
+    /// `write` mixes in the length of what it writes, so a key and value split differently
+    /// hash differently (a test pins it: a streaming hasher would hash every split of one
+    /// text alike, and a client could fill one bucket chain). Only the lookup's cost
+    /// depends on it: equality is decided by comparing the entries.
     fn hash<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
         let mut h = self.hasher.build_hasher();
         for (k, v) in pairs {
@@ -327,6 +331,27 @@ mod tests {
     /// Sorted pairs are looked up as given (not collected), others sorted and deduplicated
     /// first: both find the one stored map, with its byte count, past the collection's
     /// inline size too.
+    /// A key and value split differently hash differently (the table's hasher mixes in
+    /// each write's length): maps of one text do not share a bucket chain.
+    #[test]
+    fn pairs_of_one_text_split_differently_hash_differently() {
+        let t = MetadataTable::new();
+        let splits = [
+            ("abc", "d"),
+            ("ab", "cd"),
+            ("a", "bcd"),
+            ("", "abcd"),
+            ("abcd", ""),
+        ];
+        let hashes: std::collections::HashSet<u64> =
+            splits.iter().map(|&p| t.hash([p].into_iter())).collect();
+        assert_eq!(hashes.len(), splits.len());
+        assert_ne!(
+            t.hash([("a", "b"), ("c", "d")].into_iter()),
+            t.hash([("ab", "cd")].into_iter())
+        );
+    }
+
     #[test]
     fn sorted_and_unsorted_pairs_find_one_map() {
         let i = Interner::new();

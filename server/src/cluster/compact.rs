@@ -42,7 +42,7 @@
 //! longer read.
 
 use crate::cluster::wire::WireError;
-use distro_core::compact_form::{IdForm, canonical_ipv4, id_form};
+use distro_core::compact_form::{IdForm, MILLIS_ESCAPE, canonical_ipv4, id_form};
 use distro_core::model::{ClientId, Metadata, Publication, Revision, Service};
 use distro_core::name::Name;
 use distro_core::registry::Client;
@@ -74,9 +74,6 @@ const IPV6: u8 = 32;
 const METADATA: u8 = 64;
 const MEMBER_BITS: u32 = 10;
 const FLOOR_SHIFT: u32 = 12;
-/// A connection's millis in its id's word: this value and above are sent after the word
-/// (as a varint), the word's 48 bits of millis all set.
-const MILLIS_ESCAPE: u64 = (1 << 48) - 1;
 
 type Fast = foldhash::fast::FixedState;
 

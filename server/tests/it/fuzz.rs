@@ -287,9 +287,15 @@ fn peer_corpus() -> Vec<Vec<u8>> {
     n.register_batch(&ClientId::connection(5, "172.16.0.1", 1), &svc, &batch, 10)
         .expect("batch");
     // The compact layout's other forms: an IPv6 instance, a host name, an id that only
-    // looks derivable (sent as a string).
+    // looks derivable (sent as a string), a connection's millis sent escaped after its
+    // word (2^48 - 1 and above).
     for (id, ip, port) in [
         (ClientId::ip_port("fe80::1", 7000), "fe80::1", 7000),
+        (
+            ClientId::connection((1 << 48) + 5, "172.16.0.2", 4),
+            "172.16.0.2",
+            4,
+        ),
         (ClientId::connection(7, "host-b", 2), "host-b", 3),
         (
             ClientId::parse("10.9.9.9:09#true").expect("id"),

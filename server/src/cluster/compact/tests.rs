@@ -584,6 +584,13 @@ fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
             "10.0.0.6",
             87,
         ),
+        // The largest millis a derived id carries (19 digits: a 10-byte varint after the
+        // word); one more digit and the id travels as a string.
+        (
+            ClientId::connection(9_999_999_999_999_999_999, "10.0.0.6", 65535),
+            "10.0.0.6",
+            87,
+        ),
         (
             ClientId::connection(u64::MAX, "10.0.0.6", 65535),
             "10.0.0.6",
@@ -618,6 +625,17 @@ fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
     assert_eq!(bytes, encode_as_records(&owner, &stored));
     let decoded = decode_records(&replica, &bytes).expect("valid");
     assert_eq!(decoded, as_records(&stored));
+    // The escaped millis travel derived (no id text in the batch), the 20-digit one as text.
+    let sent = |millis: u64, port: u16| {
+        let text = ClientId::connection(millis, "10.0.0.6", port);
+        bytes
+            .windows(text.as_str().len())
+            .any(|w| w == text.as_str().as_bytes())
+    };
+    assert!(!sent(MILLIS_ESCAPE - 1, 2));
+    assert!(!sent(MILLIS_ESCAPE, 3));
+    assert!(!sent(9_999_999_999_999_999_999, 65535));
+    assert!(sent(u64::MAX, 65535));
     // The instances' IPv4 bits (compared above too) are their ips', on both sides.
     let stored = as_records(&stored);
     for r in stored.iter().chain(&decoded) {
@@ -656,10 +674,44 @@ fn the_compact_layout_is_smaller_than_protobuf() {
         "snapshot of 2,000 clients: protobuf {proto} bytes, compact {compact} bytes ({:.0} %)",
         100.0 * compact as f64 / proto as f64
     );
-    // Version 2 derives the ids, packs the ips and sends a weight of 1 as a flag:
+    // The layout (since version 2) derives the ids, packs the ips and sends a weight of 1
+    // as a flag:
     // about 16 bytes per client here (version 1: 90).
     assert!(compact < proto / 6, "{compact} vs {proto}");
     assert!(compact < 2_000 * 20, "{compact} bytes for 2,000 clients");
+}
+
+#[test]
+fn chunks_of_connection_clients_count_the_word_of_millis_and_port() {
+    // Connection clients alone, with millis short (a varint of 1 to 3 bytes would have
+    // been counted) and escaped (the word, then the varint): the estimate counts the 8-byte
+    // word, so no chunk goes over its bound.
+    let limit = 2 * 1024;
+    let m = members();
+    let cfg = Config {
+        sync_delay: 0,
+        snapshot_chunk_bytes: limit,
+        ..Config::default()
+    };
+    let owner = Arc::new(Node::new(cfg, MemberList::new(&m[0], &m).unwrap(), 1).unwrap());
+    let svc = ServiceSpec::new("", "", "svc");
+    for i in 0..2_000u64 {
+        let ip = format!("10.0.{}.{}", i >> 8, i & 255);
+        let millis = if i % 2 == 0 { i } else { MILLIS_ESCAPE + i };
+        let id = ClientId::connection(millis, &ip, 1);
+        owner
+            .register(&id, &svc, &InstanceSpec::new(&ip, 80), 10)
+            .unwrap();
+    }
+    let (mut cursor, mut clients) = (Some(SnapshotCursor::default()), 0);
+    while let Some(c) = cursor {
+        let chunk = owner.snapshot_chunk(c);
+        cursor = chunk.next.clone();
+        clients += chunk.records.len();
+        let bytes = encode_records(&owner, &chunk.records).len();
+        assert!(bytes <= limit, "a chunk of {bytes} bytes, bound {limit}");
+    }
+    assert_eq!(clients, 2_000);
 }
 
 #[test]
@@ -694,7 +746,15 @@ fn snapshot_chunks_are_cut_by_the_layouts_size_from_above() {
         let id = if i % 2 == 0 {
             ClientId::ip_port(&ip, port)
         } else {
-            ClientId::connection(1_700_000_000_000 + u64::from(i), &ip, 40_000)
+            // Millis of today, short ones (3 to 7 bytes as a varint, 8 in the word) and
+            // escaped ones (the word, then a varint of 7 or 10 bytes).
+            let millis = match i % 7 {
+                1 => u64::from(i),
+                3 => MILLIS_ESCAPE + u64::from(i),
+                5 => 9_999_999_999_999_999_000 + u64::from(i),
+                _ => 1_700_000_000_000 + u64::from(i),
+            };
+            ClientId::connection(millis, &ip, 40_000)
         };
         owner.register(&id, &svc, &spec, 10).unwrap();
     }
