@@ -31,10 +31,12 @@
 //! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
 //! `str` without a second UTF-8 check.
 
+mod arc_new;
 mod id_table;
 mod small_str;
 mod unlinked;
 
+pub use arc_new::ArcPlace;
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use small_str::SmallStr;
 pub use unlinked::{RetireBatch, Unlinked};

@@ -260,3 +260,33 @@ fn different_values_retired_together_are_retired_each() {
     drop((kept_1, kept_2));
     assert_eq!(drops.load(Ordering::Relaxed), 2);
 }
+
+/// An `ArcPlace` written holds the value (a large one too) with one reference, and drops
+/// it once; one dropped unwritten drops nothing.
+#[test]
+fn an_arc_place_holds_the_value_written_into_it() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let a = ArcPlace::new().write(Counted {
+        n: 7,
+        drops: drops.clone(),
+    });
+    assert_eq!(a.n, 7);
+    assert_eq!(Arc::strong_count(&a), 1);
+    assert_eq!(Arc::weak_count(&a), 0);
+    let b = a.clone();
+    drop(a);
+    assert_eq!(drops.load(Ordering::Relaxed), 0);
+    drop(b);
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+
+    let place = ArcPlace::new();
+    let mut v = [0u64; 32];
+    v.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = i as u64 * 3);
+    let big = place.write(v);
+    assert!(big.iter().enumerate().all(|(i, x)| *x == i as u64 * 3));
+
+    drop(ArcPlace::<Counted>::new());
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+}

@@ -79,12 +79,16 @@ impl Client {
             _ => Some(written),
         };
         let id = Self::id_to_store(id, shared, Some(self), first);
-        let taken = slot.take().expect("a written instance");
-        debug_assert!(match &self.body {
-            Body::One(o) => i == 0 && (o.is_batch() || o.instances[0] != taken),
-            Body::Many(parts) =>
-                parts[i].single().is_batch() || parts[i].single().instances[0] != taken,
+        debug_assert!(match (&self.body, slot.as_ref()) {
+            (Body::One(o), Some(w)) => i == 0 && (o.is_batch() || o.instances[0] != *w),
+            (Body::Many(parts), Some(w)) =>
+                parts[i].single().is_batch() || parts[i].single().instances[0] != *w,
+            (_, None) => false,
         });
+        // Allocated first (`ArcPlace`), the client is written into its allocation: the
+        // instance goes from the slot into it, not through this frame.
+        let place = arc_slots::ArcPlace::new();
+        let taken = slot.take().expect("a written instance");
         let body = match &self.body {
             Body::One(o) => Body::One(Published {
                 publication: Publication {
@@ -95,7 +99,7 @@ impl Client {
             }),
             Body::Many(_) => self.body_replacing(i, Publication::single(service, taken)),
         };
-        Arc::new(Self::literal(
+        place.write(Self::literal(
             id,
             self.id_hash,
             revision,
