@@ -651,20 +651,21 @@ impl Registry {
                 new_ref.map(|n| (n.owner(), n.revision)),
             );
         }
-        if let Some(o) = old_ref {
-            self.instances.fetch_sub(o.instance_count(), Relaxed);
+        // The instance count moves by the difference, once, and not at all when it is the
+        // same (a change of a held client's instance): no write to the shared counter.
+        let count = |c: Option<&Client>| c.map_or(0, Client::instance_count);
+        let delta = count(new_ref).wrapping_sub(count(old_ref));
+        if delta != 0 {
+            self.instances.fetch_add(delta, Relaxed);
         }
-        match (old_ref, &new) {
-            (_, Some(n)) => {
-                self.instances.fetch_add(n.instance_count(), Relaxed);
-                if old.is_none() {
-                    self.clients.fetch_add(1, Relaxed);
-                }
+        match (old_ref, new_ref) {
+            (None, Some(_)) => {
+                self.clients.fetch_add(1, Relaxed);
             }
             (Some(_), None) => {
                 self.clients.fetch_sub(1, Relaxed);
             }
-            (None, None) => {}
+            _ => {}
         }
         match (clients.swap(old_ref, new), let_go) {
             (Some(table), Some(slot)) => retired.both(table, slot),
