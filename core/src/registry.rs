@@ -651,21 +651,25 @@ impl Registry {
                 new_ref.map(|n| (n.owner(), n.revision)),
             );
         }
-        // The instance count moves by the difference, once, and not at all when it is the
-        // same (a change of a held client's instance): no write to the shared counter.
-        let count = |c: Option<&Client>| c.map_or(0, Client::instance_count);
-        let delta = count(new_ref).wrapping_sub(count(old_ref));
-        if delta != 0 {
-            self.instances.fetch_add(delta, Relaxed);
-        }
+        // A replacement moves the instance count by the difference, once, and not at all
+        // when it is the same (a change of a held client's instance): no write to the
+        // shared counter.
         match (old_ref, new_ref) {
-            (None, Some(_)) => {
+            (Some(o), Some(n)) => {
+                let delta = n.instance_count().wrapping_sub(o.instance_count());
+                if delta != 0 {
+                    self.instances.fetch_add(delta, Relaxed);
+                }
+            }
+            (None, Some(n)) => {
+                self.instances.fetch_add(n.instance_count(), Relaxed);
                 self.clients.fetch_add(1, Relaxed);
             }
-            (Some(_), None) => {
+            (Some(o), None) => {
+                self.instances.fetch_sub(o.instance_count(), Relaxed);
                 self.clients.fetch_sub(1, Relaxed);
             }
-            _ => {}
+            (None, None) => {}
         }
         match (clients.swap(old_ref, new), let_go) {
             (Some(table), Some(slot)) => retired.both(table, slot),
