@@ -29,14 +29,15 @@
 //! This crate holds the pointer handling, the only unsafe code besides `alloc-trim`; every
 //! other crate keeps `unsafe_code = "forbid"`. For the same reason it holds [`SmallStr`],
 //! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
-//! `str` without a second UTF-8 check, and [`arc_made_in_place`], which writes a value
-//! into its `Arc`'s allocation (the replica's new client, not built on the stack and
-//! copied into the `Arc`).
+//! `str` without a second UTF-8 check, and [`ArcPlace`], an `Arc`'s allocation its value
+//! is written into (a client, not built on the stack and copied into the `Arc`).
 
+mod arc_new;
 mod id_table;
 mod small_str;
 mod unlinked;
 
+pub use arc_new::ArcPlace;
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use small_str::SmallStr;
 pub use unlinked::{RetireBatch, Unlinked};
@@ -113,33 +114,6 @@ unsafe fn release<T>(ptr: *mut T, _: &Collector) {
     // every pin that was active when it was retired has been dropped).
     let value = unsafe { Arc::from_raw(ptr) };
     drop(value);
-}
-
-/// `Arc::new(make())`, the value made after its allocation and written into it: `Arc::new`
-/// of a value made first builds it on the stack, moves it into the `Arc`'s inner value
-/// and copies that into the allocation (a 112-byte client: two copies of it). A panic in
-/// `make` frees the allocation and leaks nothing.
-#[inline(always)]
-pub fn arc_made_in_place<T>(make: impl FnOnce() -> T) -> Arc<T> {
-    // `Arc::new` of an uninitialized value (its copies cost nothing), not `new_uninit`
-    // (whose layout is computed by a call).
-    let arc = Arc::new(std::mem::MaybeUninit::<T>::uninit());
-    let at = Arc::as_ptr(&arc).cast_mut();
-    // SAFETY: `arc` was made just above and is not shared: no other pointer to its value
-    // exists, so writing through `at` aliases nothing; writing a `MaybeUninit` drops
-    // nothing. This relies on `Arc::as_ptr` deriving its pointer from the allocation's
-    // pointer, not from a shared reference (std does so on purpose, for `into_raw` then
-    // `get_mut`; its docs do not promise it). `Arc::get_mut` would be the documented way,
-    // at the cost of an atomic compare-and-swap and store per value.
-    #[allow(unsafe_code)]
-    unsafe {
-        at.write(std::mem::MaybeUninit::new(make()));
-    }
-    // SAFETY: the value was fully written just above (`make` returned a whole `T`).
-    #[allow(unsafe_code)]
-    unsafe {
-        arc.assume_init()
-    }
 }
 
 /// The chunk of slot `s` and its place in it.

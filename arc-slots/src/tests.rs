@@ -261,33 +261,39 @@ fn different_values_retired_together_are_retired_each() {
     assert_eq!(drops.load(Ordering::Relaxed), 2);
 }
 
-/// A value made in place is the one `make` returned, held by one `Arc` of its own (no
-/// weak reference), dropped once with its last reference; a `make` that panics drops
-/// nothing it did not make, and the allocation goes with the unwinding.
+/// An `ArcPlace` written holds the value (a large one too) with one reference, and drops
+/// it once; one dropped unwritten drops nothing.
 #[test]
-fn a_value_made_in_place_is_made_once_and_dropped_once() {
+fn an_arc_place_holds_the_value_written_into_it() {
     let drops = Arc::new(AtomicUsize::new(0));
-    let big = [7u64; 20];
-    let made = arc_made_in_place(|| {
-        (
-            Counted {
-                n: 41,
-                drops: drops.clone(),
-            },
-            big,
-        )
+    let a = ArcPlace::new().write(Counted {
+        n: 7,
+        drops: drops.clone(),
     });
-    assert_eq!((made.0.n, made.1), (41, big));
-    assert_eq!((Arc::strong_count(&made), Arc::weak_count(&made)), (1, 0));
-    let other = Arc::clone(&made);
-    drop(made);
+    assert_eq!(a.n, 7);
+    assert_eq!(Arc::strong_count(&a), 1);
+    assert_eq!(Arc::weak_count(&a), 0);
+    let b = a.clone();
+    drop(a);
     assert_eq!(drops.load(Ordering::Relaxed), 0);
-    assert_eq!(other.0.n, 41);
-    drop(other);
+    drop(b);
     assert_eq!(drops.load(Ordering::Relaxed), 1);
 
+    let place = ArcPlace::new();
+    let mut v = [0u64; 32];
+    v.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = i as u64 * 3);
+    let big = place.write(v);
+    assert!(big.iter().enumerate().all(|(i, x)| *x == i as u64 * 3));
+
+    drop(ArcPlace::<Counted>::new());
+    // A value that cannot be made: the place made before it goes with the unwinding.
     let unwound = std::panic::catch_unwind(|| {
-        arc_made_in_place::<Counted>(|| panic!("the value cannot be made"))
+        let place = ArcPlace::<Counted>::new();
+        let made: Counted = panic!("the value cannot be made");
+        #[allow(unreachable_code)]
+        place.write(made)
     });
     assert!(unwound.is_err());
     assert_eq!(drops.load(Ordering::Relaxed), 1);

@@ -565,7 +565,21 @@ impl Registry {
         new: Option<Arc<Client>>,
         changed: &mut Vec<Service>,
     ) {
-        self.replace_with(clients, old, new, changed, &mut RetireNow);
+        self.replace_with::<false>(clients, old, new, changed, &mut RetireNow);
+    }
+
+    /// [`Registry::replace`] of `old` by `new` that the caller knows to differ in a
+    /// publication of the same service (`LocalAction::Replace`: the instance written is
+    /// not the held one, see `InstanceSpec::convert_into`): a client of one publication
+    /// moves its index slot without comparing the two publications again.
+    fn replace_changed<'a>(
+        &self,
+        clients: &mut ShardWriter<'_, 'a>,
+        old: &Arc<Client>,
+        new: Arc<Client>,
+        changed: &mut Vec<Service>,
+    ) {
+        self.replace_with::<true>(clients, Some(old), Some(new), changed, &mut RetireNow);
     }
 
     /// [`Registry::replace`], the client let go of added to `retired`, to retire with the
@@ -578,13 +592,15 @@ impl Registry {
         changed: &mut Vec<Service>,
         retired: &mut RetireBatch<'a, Client>,
     ) {
-        self.replace_with(clients, old, new, changed, retired);
+        self.replace_with::<false>(clients, old, new, changed, retired);
     }
 
-    /// [`Registry::replace`] and [`Registry::replace_batched`]: one body, made twice (a
-    /// test of which to do cost the owner's path ~7 instructions a write).
+    /// [`Registry::replace`], [`Registry::replace_changed`] and
+    /// [`Registry::replace_batched`]: one body, made for each (a test of which to do cost
+    /// the owner's path ~7 instructions a write). `DIFFERS`: the caller knows that `new`'s
+    /// publication differs from `old`'s (see [`Registry::replace_changed`]).
     #[inline(always)]
-    fn replace_with<'a>(
+    fn replace_with<'a, const DIFFERS: bool>(
         &self,
         clients: &mut ShardWriter<'_, 'a>,
         old: Option<&Arc<Client>>,
@@ -613,7 +629,7 @@ impl Registry {
             |c: &Arc<Client>| c.publications().len() == 1 && Arc::ptr_eq(Client::holder(c, 0), c);
         let let_go = match (old, &new) {
             (Some(o), Some(n)) if one(o) && one(n) && o.single().service == n.single().service => {
-                self.index_move(o, n, &mut changed, clients.pin)
+                self.index_move::<DIFFERS>(o, n, &mut changed, clients.pin)
             }
             // A new client of one publication (an insert: a replica's apply, a repair).
             (None, Some(n)) if one(n) => {
@@ -635,17 +651,22 @@ impl Registry {
                 new_ref.map(|n| (n.owner(), n.revision)),
             );
         }
-        if let Some(o) = old_ref {
-            self.instances.fetch_sub(o.instance_count(), Relaxed);
-        }
-        match (old_ref, &new) {
-            (_, Some(n)) => {
-                self.instances.fetch_add(n.instance_count(), Relaxed);
-                if old.is_none() {
-                    self.clients.fetch_add(1, Relaxed);
+        // A replacement moves the instance count by the difference, once, and not at all
+        // when it is the same (a change of a held client's instance): no write to the
+        // shared counter.
+        match (old_ref, new_ref) {
+            (Some(o), Some(n)) => {
+                let delta = n.instance_count().wrapping_sub(o.instance_count());
+                if delta != 0 {
+                    self.instances.fetch_add(delta, Relaxed);
                 }
             }
-            (Some(_), None) => {
+            (None, Some(n)) => {
+                self.instances.fetch_add(n.instance_count(), Relaxed);
+                self.clients.fetch_add(1, Relaxed);
+            }
+            (Some(o), None) => {
+                self.instances.fetch_sub(o.instance_count(), Relaxed);
                 self.clients.fetch_sub(1, Relaxed);
             }
             (None, None) => {}
@@ -705,7 +726,7 @@ impl Registry {
                 }
                 (std::cmp::Ordering::Equal, Some(o), Some(n)) => {
                     if !Arc::ptr_eq(o, n)
-                        && let Some(u) = self.index_move(o, n, changed, pin)
+                        && let Some(u) = self.index_move::<false>(o, n, changed, pin)
                     {
                         u.retire();
                     }
@@ -736,7 +757,7 @@ impl Registry {
     /// into both callers (`replace`'s fast path, nearly every write, and the walk): a call
     /// cost ~35 a write.
     #[inline(always)]
-    fn index_move<'a>(
+    fn index_move<'a, const DIFFERS: bool>(
         &self,
         o: &Arc<Client>,
         n: &Arc<Client>,
@@ -744,7 +765,8 @@ impl Registry {
         pin: &'a Pin<'a>,
     ) -> Option<Unlinked<'a, Client>> {
         let (op, np) = (o.single(), n.single());
-        let same = op.get() == np.get();
+        debug_assert!(!DIFFERS || op.get() != np.get());
+        let same = !DIFFERS && op.get() == np.get();
         if !same {
             changed(&np.service);
         }

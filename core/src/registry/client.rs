@@ -432,8 +432,8 @@ impl Client {
     /// stores; `old` is the state it replaces (of the same id), whose derived id is this
     /// one's if its first instance has the same ip and port. A text not stored before
     /// has its compact parts found here ([`Name::id_parts`]), once, not by every flush.
-    /// (Its literal repeats [`Client::new_with`]'s: `new` written as `new_with` of a
-    /// closure returning `body` cost a registration 16 instructions, +0.7 %.)
+    /// (Not written as `new_with` of a closure returning `body`: that cost a registration
+    /// 16 instructions, +0.7 %.)
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: &str,
@@ -447,7 +447,25 @@ impl Client {
         body: Body,
     ) -> Arc<Self> {
         let id = Self::id_to_store(id, shared, old, body.first_instance());
-        Arc::new(Self {
+        Arc::new(Self::literal(
+            id, id_hash, revision, lease_base, owner, shard, body,
+        ))
+    }
+
+    /// The client of these fields, not yet stored (its slot `NO_SLOT`): the one literal
+    /// of every constructor, always inlined so that each builds its client in place.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn literal(
+        id: Option<Name>,
+        id_hash: u64,
+        revision: Revision,
+        lease_base: Millis,
+        owner: MemberId,
+        shard: u32,
+        body: Body,
+    ) -> Self {
+        Self {
             id,
             id_hash,
             revision,
@@ -456,14 +474,14 @@ impl Client {
             shard: u16::try_from(shard).expect("at most 65,536 shards"),
             slot: AtomicU32::new(NO_SLOT),
             body,
-        })
+        }
     }
 
     /// [`Client::new`] of the body `body` makes, made in the client as it is built (a
     /// publication taken from a decoded batch goes into the client without passing
     /// through the caller's frames: two copies of it fewer), and the client made in its
-    /// allocation ([`arc_slots::arc_made_in_place`]: not built on the stack and copied
-    /// twice on its way into the `Arc`).
+    /// allocation ([`arc_slots::ArcPlace`]: not built on the stack and copied twice on its
+    /// way into the `Arc`).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(super) fn new_with(
@@ -477,20 +495,12 @@ impl Client {
         shard: u32,
         body: impl FnOnce() -> Body,
     ) -> Arc<Self> {
-        let shard = u16::try_from(shard).expect("at most 65,536 shards");
-        arc_slots::arc_made_in_place(|| {
-            let body = body();
-            Self {
-                id: Self::id_to_store(id, shared, old, body.first_instance()),
-                id_hash,
-                revision,
-                lease_base: AtomicU64::new(lease_base),
-                owner: AtomicU16::new(owner.0),
-                shard,
-                slot: AtomicU32::new(NO_SLOT),
-                body,
-            }
-        })
+        let place = arc_slots::ArcPlace::new();
+        let body = body();
+        let id = Self::id_to_store(id, shared, old, body.first_instance());
+        place.write(Self::literal(
+            id, id_hash, revision, lease_base, owner, shard, body,
+        ))
     }
 
     /// The id a new client stores (see [`Client::new`]): `None` if `first`, its first
@@ -525,16 +535,15 @@ impl Client {
     /// A part of a client of several publications: a client of just `publication`, held
     /// by its service's index (it has no id, revision or owner of its own).
     fn part(publication: Publication, beat: Millis) -> Arc<Self> {
-        Arc::new(Self {
-            id: None,
-            id_hash: 0,
-            revision: Revision::ZERO,
-            lease_base: AtomicU64::new(0),
-            owner: AtomicU16::new(0),
-            shard: 0,
-            slot: AtomicU32::new(NO_SLOT),
-            body: Body::One(Published::new(publication, beat)),
-        })
+        Arc::new(Self::literal(
+            None,
+            0,
+            Revision::ZERO,
+            0,
+            MemberId(0),
+            0,
+            Body::One(Published::new(publication, beat)),
+        ))
     }
 
     /// The publication of a client of one (a part, or what an index slot holds).

@@ -375,7 +375,7 @@ impl Registry {
                     let (s, shared) = (id.as_str(), id.shared_name());
                     let new = c
                         .replacing_one(i, service, slot, s, shared, revision, now, owner, shard_no);
-                    self.replace(&mut clients, old, Some(new.clone()), &mut changed);
+                    self.replace_changed(&mut clients, c, new.clone(), &mut changed);
                     (WriteResult::Changed(revision), Some(new))
                 }
                 LocalAction::First(service, slot) => {
