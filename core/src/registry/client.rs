@@ -452,8 +452,9 @@ impl Client {
         ))
     }
 
-    /// The client of these fields, not yet stored (its slot `NO_SLOT`): the one literal
-    /// of every constructor, always inlined so that each builds its client in place.
+    /// The client of these fields, not yet stored (its slot `NO_SLOT`): the literal of
+    /// every constructor but [`Client::first_one`] (through it a new client cost 4
+    /// instructions more), always inlined so that each builds its client in place.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn literal(

@@ -1,6 +1,6 @@
-//! The owner's registration of one instance: a client made as one literal in `Arc::new`'s
-//! argument, its instance moved into it from the slot the registration wrote it into
-//! (see `InstanceSpec::convert_into`).
+//! The owner's registration of one instance: a client made as one literal (a new one in
+//! `Arc::new`'s argument, a replacement written into an `ArcPlace`), its instance moved
+//! into it from the slot the registration wrote it into (see `InstanceSpec::convert_into`).
 
 use super::{Body, Client, Published};
 use crate::member::MemberId;
@@ -54,8 +54,8 @@ impl Client {
 
     /// The next state (of id `id`, see [`Client::new`]) with publication `i` replaced by
     /// the single-instance one of `service` whose instance `slot` holds (taken). The id
-    /// is decided first: the client is one literal in `Arc::new`'s argument, the instance
-    /// moved into it from the slot (through `Client::new` or `new_with` it and the body
+    /// is decided first: the client is [`Client::literal`] written into an
+    /// [`arc_slots::ArcPlace`] allocated before it, the instance moved into it from the slot (through `Client::new` or `new_with` it and the body
     /// were copied three times more; through `Published::new`, 7 instructions more).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
