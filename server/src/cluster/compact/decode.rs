@@ -455,10 +455,12 @@ const TRUE: u64 = u64::from_le_bytes(*b"#true\0\0\0");
 
 /// Writes the id derived from the record's first instance onto `ids`: a connection
 /// client's (`<millis>_<ip>_<port>`, millis and port from the record) or an ip:port
-/// client's (`<ip>:<port>#true`). Built on the stack with word stores, then copied once
-/// (an ip longer than [`IdBuf::MAX_IP`], a host name, piece by piece).
+/// client's (`<ip>:<port>#true`). Built in `b` (the batch's buffer on the stack, zeroed
+/// once for the batch) with word stores, then copied once (an ip longer than
+/// [`IdBuf::MAX_IP`], a host name, piece by piece).
 fn derived_id(
     ids: &mut Vec<u8>,
+    b: &mut IdBuf,
     publications: &[Option<Publication>],
     at: usize,
     connection: Option<(u64, u16)>,
@@ -474,7 +476,7 @@ fn derived_id(
     let start = ids.len();
     let ip = first.ip.as_bytes();
     if ip.len() <= IdBuf::MAX_IP {
-        let mut b = IdBuf::new();
+        b.clear();
         match connection {
             Some((millis, port)) => {
                 b.millis(millis, last);
@@ -711,6 +713,7 @@ pub(super) fn decode_into_within(
     // About an id per record (a derived id is longer than its bytes on the wire).
     ids.reserve((n * 32).min(b.len() * 2));
     let mut last_millis = MillisHigh::new();
+    let mut id_buf = IdBuf::new();
     for _ in 0..n {
         let at = r.at();
         let head = r.u8("record head")?;
@@ -759,7 +762,14 @@ pub(super) fn decode_into_within(
         publications(node, &mut t, &mut r, out)?;
         let pubs = &out.publications[pubs_start..];
         if form != ID_STRING {
-            derived_id(&mut ids, pubs, at, connection, &mut last_millis)?;
+            derived_id(
+                &mut ids,
+                &mut id_buf,
+                pubs,
+                at,
+                connection,
+                &mut last_millis,
+            )?;
             if ids.len() > max_ids {
                 return Err(malformed(
                     at,

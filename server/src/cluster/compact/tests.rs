@@ -535,8 +535,11 @@ fn id_buffer_writes_decimals_and_texts_as_format_does() {
         b.append_to(&mut out);
         assert_eq!(out, format!("before|{want}").into_bytes(), "{n}");
     }
-    for n in 0..=IdBuf::SHORT + 1 {
-        let mut b = IdBuf::new();
+    // One buffer for all (as a batch's ids use it): each text cleared before the next,
+    // the longer ones' bytes left behind not part of it.
+    let mut b = IdBuf::new();
+    for n in (0..=IdBuf::SHORT + 1).rev() {
+        b.clear();
         b.text(&text.as_bytes()[..n.min(IdBuf::MAX_IP)]);
         let mut out = vec![b'x'; n % 3];
         b.append_to(&mut out);
@@ -551,9 +554,21 @@ fn ids_and_ips_travel_derived_or_packed_and_come_back_exact() {
     let owner = node(0);
     let replica = node(1);
     let svc = ServiceSpec::new("", "", "svc");
+    // Host names in derived ids: of 17 bytes (past the two-word copy), the longest (past
+    // the stack buffer: the id built piece by piece).
+    let host_17 = "host-b.example.io";
+    let host_max = "h".repeat(distro_core::limits::MAX_IP_LEN);
     // (client id, instance ip, port): derived ids, ids that only look derived,
     // IPv6 in canonical and other forms, host names.
     let cases: Vec<(ClientId, &str, u16)> = vec![
+        (ClientId::ip_port(host_17, 97), host_17, 97),
+        (ClientId::connection(1 << 40, host_17, 98), host_17, 98),
+        (ClientId::ip_port(&host_max, 99), &host_max, 99),
+        (
+            ClientId::connection(1 << 40, &host_max, 100),
+            &host_max,
+            100,
+        ),
         (ClientId::ip_port("10.0.0.1", 80), "10.0.0.1", 80),
         (ClientId::ip_port("::1", 81), "::1", 81),
         (ClientId::ip_port("2001:DB8::1", 82), "2001:DB8::1", 82),

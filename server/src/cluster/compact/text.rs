@@ -98,6 +98,12 @@ impl IdBuf {
         }
     }
 
+    /// Empties the text (the bytes stay: what is written next overwrites them).
+    #[inline]
+    pub(super) fn clear(&mut self) {
+        self.n = 0;
+    }
+
     /// The word `w`'s low `len` bytes (stored little-endian; the rest of the word is
     /// overwritten by what follows, or not part of the text).
     #[inline]
