@@ -91,11 +91,30 @@ impl DigestTable {
         old: Option<(MemberId, Revision)>,
         new: Option<(MemberId, Revision)>,
     ) {
-        if let Some((owner, rev)) = old {
-            self.remove_term(owner, shard, client_digest_term(h, rev.0));
-        }
-        if let Some((owner, rev)) = new {
-            self.add_term(owner, shard, client_digest_term(h, rev.0));
+        match (old, new) {
+            // One owner (nearly every change): its cell found once, the count left as it
+            // is and each half moved by the difference of the two terms (the halves are
+            // independent wrapping sums, so this is the removal and the addition).
+            (Some((o, old_rev)), Some((n, new_rev))) if o == n => {
+                let (old, new) = (
+                    client_digest_term(h, old_rev.0),
+                    client_digest_term(h, new_rev.0),
+                );
+                let c = self.cell(n, shard);
+                c.lo.fetch_add((new as u64).wrapping_sub(old as u64), Relaxed);
+                c.hi.fetch_add(
+                    ((new >> 64) as u64).wrapping_sub((old >> 64) as u64),
+                    Relaxed,
+                );
+            }
+            _ => {
+                if let Some((owner, rev)) = old {
+                    self.remove_term(owner, shard, client_digest_term(h, rev.0));
+                }
+                if let Some((owner, rev)) = new {
+                    self.add_term(owner, shard, client_digest_term(h, rev.0));
+                }
+            }
         }
     }
 
@@ -171,5 +190,17 @@ mod tests {
         u.remove(m, 2, "b", Revision(7));
         u.add(m, 2, "c", Revision(1));
         assert_eq!(t.get(m, 2), u.get(m, 2));
+        // A replacement within one owner (the differences of the halves added in one
+        // cell) is the removal and the addition too, whatever the halves' carries (b's
+        // term at revision 0 was never added: the sums take it out all the same).
+        for (id, from, to) in [("c", 1, 4), ("b", 0, u64::MAX), ("c", 4, 3)] {
+            let before = t.get(m, 2);
+            t.replace(2, h(id), Some((m, Revision(from))), Some((m, Revision(to))));
+            u.remove(m, 2, id, Revision(from));
+            u.add(m, 2, id, Revision(to));
+            assert_eq!(t.get(m, 2), u.get(m, 2), "{id} {from} -> {to}");
+            assert_ne!(t.get(m, 2), before);
+            assert_eq!(t.get(o, 2), u.get(o, 2));
+        }
     }
 }

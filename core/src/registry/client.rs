@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A stored client: its full state at one revision (see the module's documentation).
 pub struct Client {
-    /// The id's text (its compact form's parts found, see [`Name::id_parts`]), or `None`
+    /// The id's text (its compact form's parts found when an owner stores it, or at the
+    /// first encoding of a replica's, see [`Name::id_parts`]), or `None`
     /// when it is the one the first instance implies (`ip:port#true`, at most
     /// [`DERIVED_MAX`] bytes).
     id: Option<Name>,
@@ -498,16 +499,34 @@ impl Client {
     ) -> Arc<Self> {
         let place = arc_slots::ArcPlace::new();
         let body = body();
-        let id = Self::id_to_store(id, shared, old, body.first_instance());
+        let id = Self::id_stored::<false>(id, shared, old, body.first_instance());
         place.write(Self::literal(
             id, id_hash, revision, lease_base, owner, shard, body,
         ))
     }
 
     /// The id a new client stores (see [`Client::new`]): `None` if `first`, its first
-    /// instance, implies it; else `shared`, the text `old` stores, or a new text.
+    /// instance, implies it; else `shared`, the text `old` stores, or a new text, its
+    /// compact parts ([`Name::id_parts`]) found now (an owner's client: its flushes read
+    /// them).
     #[inline(always)]
     fn id_to_store(
+        id: &str,
+        shared: Option<&Name>,
+        old: Option<&Client>,
+        first: Option<&Instance>,
+    ) -> Option<Name> {
+        Self::id_stored::<true>(id, shared, old, first)
+    }
+
+    /// [`Client::id_to_store`], the compact parts of the text found (`FIND`) or not: a
+    /// replica's client ([`Client::new_with`]) leaves them, as no flush of this node reads
+    /// them while another member owns it. A new text's parts are then found at its first
+    /// encoding ([`Name::id_parts`]: a snapshot chunk, or the flush of a client this node
+    /// took over), not for every new client a replica stores (a parse of ~290
+    /// instructions); a held client's text keeps what it knows.
+    #[inline(always)]
+    fn id_stored<const FIND: bool>(
         id: &str,
         shared: Option<&Name>,
         old: Option<&Client>,
@@ -527,7 +546,7 @@ impl Client {
             (_, Some(n)) => n.clone(),
             _ => Name::new(id),
         });
-        if let Some(n) = &id {
+        if FIND && let Some(n) = &id {
             n.find_id_parts_now(held);
         }
         id

@@ -325,3 +325,51 @@ fn size_hints_count_every_field() {
     }
     assert_eq!(tried, 8);
 }
+
+/// A replica's new client stores its id's text without finding its compact parts (no
+/// flush of the replica reads them while another member owns the client): they are
+/// found at the text's first encoding, and are then what its id and first instance say
+/// ([`id_form`]); the next state of the client shares the text and what it knows.
+#[test]
+fn a_replicas_client_finds_its_ids_parts_when_first_encoded() {
+    use crate::model::Revision;
+    use crate::registry::StateRef;
+    use std::sync::Arc;
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let service = r.service("public", "DEFAULT_GROUP", "svc");
+    let mut stored = 0;
+    for (id, spec) in sample_ids() {
+        let inst = spec.to_instance(r.interner(), &service).unwrap();
+        let first = inst.clone();
+        let pubs = [Arc::new(Publication::single(service.clone(), inst))];
+        let state = |revision| StateRef {
+            id: id.as_str(),
+            revision: Revision(revision),
+            owner: MemberId(1),
+            publications: &pubs,
+        };
+        r.apply_state(state(1), MemberId(1), 10);
+        let c = r.get(id.as_str()).expect("stored");
+        let Some(n) = c.id.clone() else {
+            assert_eq!(c.id_form(), IdForm::IpPort, "{id}");
+            continue;
+        };
+        stored += 1;
+        assert!(
+            !n.id_parts_known(),
+            "{id}: parts found when a replica stored it"
+        );
+        assert_eq!(c.id_form(), id_form(id.as_str(), &first), "{id}");
+        assert!(n.id_parts_known(), "{id}: parts not kept once encoded");
+        r.apply_state(state(2), MemberId(1), 20);
+        let next = r.get(id.as_str()).expect("stored");
+        let m = next.id.as_ref().expect("a stored text");
+        assert!(
+            std::ptr::eq(m.as_str(), n.as_str()),
+            "{id}: the held text shared"
+        );
+        assert!(m.id_parts_known(), "{id}");
+        assert_eq!(next.id_form(), id_form(id.as_str(), &first), "{id}");
+    }
+    assert!(stored > 100, "{stored}");
+}
