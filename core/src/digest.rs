@@ -191,8 +191,9 @@ mod tests {
         u.add(m, 2, "c", Revision(1));
         assert_eq!(t.get(m, 2), u.get(m, 2));
         // A replacement within one owner (the differences of the halves added in one
-        // cell) is the removal and the addition too, whatever the halves' carries (b's
-        // term at revision 0 was never added: the sums take it out all the same).
+        // cell) is the removal and the addition too, with wrapping sums (each half is a
+        // sum of its own: no carry passes between them; b's term at revision 0 was never
+        // added: the sums take it out all the same).
         for (id, from, to) in [("c", 1, 4), ("b", 0, u64::MAX), ("c", 4, 3)] {
             let before = t.get(m, 2);
             t.replace(2, h(id), Some((m, Revision(from))), Some((m, Revision(to))));

@@ -29,16 +29,17 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 ///
 /// A stored client's id text is a `Name` too (shared with the request that named the
 /// client): beside the text sits what the compact peer layout reads of a client id
-/// ([`Name::id_parts`]), found once by the client that stores it, not at every flush
-/// (8 bytes more per name: the shared part is 40 bytes, a size class of the allocator).
+/// ([`Name::id_parts`]), found once, not at every flush: when an owner stores the client,
+/// or at the first encoding of a client a replica stored (8 bytes more per name: the
+/// shared part is 40 bytes, a size class of the allocator).
 #[derive(Clone)]
 pub struct Name(Arc<Text>);
 
 /// What a [`Name`] points at.
 struct Text {
     text: Box<str>,
-    /// [`crate::compact_form::pack_connection`] of the text, or [`UNKNOWN`] until a client
-    /// that stores it as its id asks.
+    /// [`crate::compact_form::pack_connection`] of the text, or [`UNKNOWN`] until it is
+    /// found (by an owner storing a client of this id, or at the first encoding of it).
     id_parts: AtomicU64,
 }
 

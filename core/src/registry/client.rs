@@ -479,7 +479,8 @@ impl Client {
         }
     }
 
-    /// [`Client::new`] of the body `body` makes, made in the client as it is built (a
+    /// [`Client::new`] of the body `body` makes (but the id text's compact parts left to be
+    /// found at its first encoding: see [`Client::id_stored`]), made in the client as it is built (a
     /// publication taken from a decoded batch goes into the client without passing
     /// through the caller's frames: two copies of it fewer), and the client made in its
     /// allocation ([`arc_slots::ArcPlace`]: not built on the stack and copied twice on its

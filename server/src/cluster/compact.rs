@@ -362,7 +362,8 @@ impl<'a> Encoder<'a> {
     /// chunk): outlined once they had two, a flush's encoding cost 2-3 % more.
     #[inline(always)]
     fn stored(&mut self, out: &mut Scratch<'_>, node: &'a Node, c: &'a Client) {
-        // The form from the parts stored with the id's text (not parsed again).
+        // The form from the parts stored with the id's text (parsed once: when an owner
+        // stored it, or here at its first encoding for a client a replica stored).
         let (form, id) = (c.id_form(), c.stored_id());
         let ps = c.publications();
         // One publication (nearly every client) without the iterator over a client's
