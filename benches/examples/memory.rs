@@ -98,6 +98,7 @@ fn main() {
     let send = |changes: &mut Vec<ClientChange>| {
         let batch = SyncBatch {
             changes: std::mem::take(changes),
+            lowest: None,
         };
         let encoded = codec::encode(&owner, &batch);
         drop(batch);

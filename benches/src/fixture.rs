@@ -337,7 +337,13 @@ impl Cluster {
                         ClientChange::Upsert(record)
                     })
                     .collect();
-                let encoded = crate::codec::encode(owner, &SyncBatch { changes });
+                let encoded = crate::codec::encode(
+                    owner,
+                    &SyncBatch {
+                        changes,
+                        lowest: None,
+                    },
+                );
                 crate::codec::apply(replica, owner.me(), &encoded, NOW_MS);
             };
             let all: Vec<usize> = (0..n).collect();

@@ -40,10 +40,22 @@ impl PeerRequest {
 }
 
 /// A batch of changes.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncBatch {
     /// The changes, at most one per client.
     pub changes: Vec<ClientChange>,
+    /// At most the lowest revision of `changes`, when whoever built the batch knew it (a
+    /// flush reads every state it takes, so it keeps the lowest as it goes; the compact
+    /// encoder then need not walk the batch for it first), else `None`. Whoever adds a
+    /// change below it must lower it or set it to `None`: the encoder relies on it.
+    /// Not part of a batch's equality (a cache of what `changes` say).
+    pub lowest: Option<Revision>,
+}
+
+impl PartialEq for SyncBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.changes == other.changes
+    }
 }
 
 impl SyncBatch {
@@ -182,6 +194,7 @@ impl Command {
                     .into_iter()
                     .map(ClientChange::into_owned)
                     .collect(),
+                lowest: b.lowest,
             }),
             _ => None,
         }

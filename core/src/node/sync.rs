@@ -12,6 +12,7 @@
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
+use crate::model::Revision;
 use crate::registry::{
     ApplyCounts, ChangeRef, Client, ClientChange, ClientRecord, IdKey, StateRef,
 };
@@ -31,6 +32,10 @@ struct Filling {
     batch: SyncBatch,
     /// The batch's size estimate.
     bytes: usize,
+    /// The lowest revision taken into the batch so far (`u64::MAX`: none), for
+    /// [`SyncBatch::lowest`]: read here from the state in hand, where the encoder would
+    /// walk the whole batch for it again.
+    lowest: u64,
     max_bytes: usize,
     /// Full by bytes: what is taken from now on goes back, due as it was.
     overflow: bool,
@@ -60,6 +65,7 @@ impl TakeSink for Filling {
             self.not_due.push((self.batch.changes.len(), hash, due));
         }
         self.bytes += size;
+        self.lowest = self.lowest.min(c.revision().0);
         self.batch.changes.push(ClientChange::Stored(c));
         None
     }
@@ -153,8 +159,10 @@ impl Node {
             let mut fill = Filling {
                 batch: SyncBatch {
                     changes: Vec::with_capacity(room),
+                    lowest: None,
                 },
                 bytes: 8,
+                lowest: u64::MAX,
                 max_bytes: self.config.batch_max_bytes,
                 overflow: false,
                 later: Vec::new(),
@@ -171,6 +179,7 @@ impl Node {
             let Filling {
                 mut batch,
                 mut bytes,
+                mut lowest,
                 max_bytes,
                 mut overflow,
                 later,
@@ -219,8 +228,12 @@ impl Node {
                     not_due.push((batch.changes.len(), hash, due));
                 }
                 bytes += size;
+                lowest = lowest.min(change.revision().0);
                 batch.changes.push(change);
             }
+            // Every change of the batch is at or above it (an early take's put-backs below
+            // only remove changes).
+            batch.lowest = (!batch.changes.is_empty()).then_some(Revision(lowest));
             let is_full = overflow || batch.changes.len() >= full;
             if early && is_full {
                 q.burst_until
@@ -229,7 +242,10 @@ impl Node {
             if early && !is_full {
                 // Taken ahead of time but not a full batch after all (clients gone, or
                 // smaller than the estimate): what is not due yet waits out its delay.
-                let mut kept = SyncBatch::default();
+                let mut kept = SyncBatch {
+                    lowest: batch.lowest,
+                    ..SyncBatch::default()
+                };
                 let mut back = not_due.into_iter().peekable();
                 for (i, change) in batch.changes.into_iter().enumerate() {
                     match back.next_if(|&(at, _, _)| at == i) {

@@ -43,6 +43,7 @@
 
 use crate::cluster::wire::WireError;
 use distro_core::compact_form::{IdForm, MILLIS_ESCAPE, canonical_ipv4, id_form};
+use distro_core::message::SyncBatch;
 use distro_core::model::{ClientId, Metadata, Publication, Revision, Service};
 use distro_core::name::Name;
 use distro_core::registry::Client;
@@ -529,7 +530,32 @@ pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
 /// tables, then its records (which a message writes after the first part, without
 /// copying them behind it first).
 pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, Vec<u8>) {
-    let base = lowest_logical(changes.iter().map(ClientChange::revision));
+    encode_parts(node, changes, None)
+}
+
+/// [`encode_changes_parts`] of a batch, whose [`SyncBatch::lowest`] (a flush's: kept as
+/// it took the states) spares the walk over the changes for their lowest revision.
+pub fn encode_batch_parts(node: &Node, batch: &SyncBatch) -> (Vec<u8>, Vec<u8>) {
+    encode_parts(node, &batch.changes, batch.lowest)
+}
+
+/// The batch's parts, relative to `lowest` if given (at most every change's revision),
+/// else to the lowest revision of `changes`.
+fn encode_parts(
+    node: &Node,
+    changes: &[ClientChange],
+    lowest: Option<Revision>,
+) -> (Vec<u8>, Vec<u8>) {
+    let base = match lowest {
+        Some(r) => {
+            debug_assert!(
+                changes.iter().all(|c| c.revision() >= r),
+                "a batch below its lowest"
+            );
+            r.0 >> MEMBER_BITS
+        }
+        None => lowest_logical(changes.iter().map(ClientChange::revision)),
+    };
     let mut e = Encoder::new(base, changes.len());
     // One buffer, a cursor per record: the stored state's, which nothing is called with,
     // stays in a register (the others are given to calls).

@@ -210,7 +210,7 @@ impl SyncRequest {
     /// A request carrying `batch` of `node`, in the compact layout.
     pub fn new(node: &Node, batch: &SyncBatch) -> Self {
         let from = node.members().addr(node.me()).to_string();
-        let (head, records) = compact::encode_changes_parts(node, &batch.changes);
+        let (head, records) = compact::encode_batch_parts(node, batch);
         Self {
             from,
             compact_parts: Some([Bytes::from(head), Bytes::from(records)]),
@@ -238,6 +238,7 @@ impl SyncRequest {
                 .into_iter()
                 .map(ClientChange::into_owned)
                 .collect(),
+            lowest: batch.lowest,
         };
         Self {
             from,

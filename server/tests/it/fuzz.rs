@@ -400,7 +400,10 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
     match sync_codec::decode_change(replica, b) {
         Ok(c) => {
             accepted = true;
-            handle(PeerRequest::Sync(SyncBatch { changes: vec![c] }));
+            handle(PeerRequest::Sync(SyncBatch {
+                changes: vec![c],
+                lowest: None,
+            }));
         }
         Err(e) => clear(&e),
     }

@@ -103,7 +103,12 @@ fn an_early_batch_that_is_not_full_puts_back_what_was_not_due() {
         v.sort_unstable();
         v
     };
-    assert_eq!(sent(&n.tick(1_010)), want(0..3));
+    let cmds = n.tick(1_010);
+    assert_eq!(sent(&cmds), want(0..3));
+    // The batch kept after the put-back is at or above the lowest it took.
+    for (lowest, min) in lowest_of_batches(&cmds) {
+        assert!(lowest.is_some() && lowest <= min, "{lowest:?} {min:?}");
+    }
     assert_eq!(n.pending_sync(MemberId(1)), 3);
     assert!(sent(&n.tick(1_499)).is_empty());
     assert_eq!(sent(&n.tick(1_500)), want(3..6));
@@ -174,4 +179,59 @@ fn a_deletion_is_not_starved_by_states_taken_after_it() {
         inflight = syncs(&n.handle_response(peer, request, ack, now));
     }
     panic!("the deletion due first was not sent in 40 rounds");
+}
+
+/// The lowest revision of each sync batch among `cmds` and the lowest of its changes.
+fn lowest_of_batches(
+    cmds: &[crate::message::Command],
+) -> Vec<(
+    Option<crate::model::Revision>,
+    Option<crate::model::Revision>,
+)> {
+    sends(cmds)
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            PeerRequest::Sync(b) => Some((b.lowest, b.changes.iter().map(|c| c.revision()).min())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A flushed batch carries the lowest revision of its changes (`SyncBatch::lowest`, which
+/// the encoder takes as its base instead of walking the batch): kept as the take reads
+/// held states, and as the deletions and states read after the locks join; batches cut by
+/// bytes, early full batches and their partial rest alike.
+#[test]
+fn a_flushed_batch_carries_the_lowest_revision_of_its_changes() {
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_bytes: 4096,
+        ..Config::default()
+    };
+    let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
+    n.tick(0);
+    // Every third client removed: its deletion is read from the registry after the locks.
+    register_many(&n, 0, 60, 1000, 10);
+    for i in (0..60).step_by(3) {
+        let id = ClientId::connection(1, &format!("10.9.{}.{}", i / 250, i % 250), 1);
+        n.remove_client(&id, 20);
+    }
+    let batches = lowest_of_batches(&n.drain(30));
+    assert!(batches.len() >= 14, "{} batches", batches.len());
+    for (lowest, min) in batches {
+        assert!(min.is_some());
+        assert_eq!(lowest, min);
+    }
+    // Early full batches, then their partial rest.
+    let n = super::small_batches(10, 4);
+    n.tick(0);
+    register_many(&n, 0, 25, 0, 10);
+    let mut batches = lowest_of_batches(&n.tick(100));
+    batches.extend(lowest_of_batches(&n.tick(110)));
+    assert_eq!(batches.len(), 6);
+    for (lowest, min) in batches {
+        assert!(min.is_some());
+        assert_eq!(lowest, min);
+    }
 }

@@ -91,6 +91,24 @@ fn a_flushed_batch_encodes_from_the_store_as_from_its_records() {
     let replica = node(1);
     let bytes = encode_changes(&sender, &sent.changes);
     assert_eq!(decode_changes(&replica, &bytes).expect("decodes"), owned);
+    // The flush's lowest revision is the batch's base: the same bytes as found by a walk
+    // over the changes; a base below it (a batch that gave some back) decodes the same.
+    assert!(sent.lowest.is_some());
+    let joined = |(mut head, records): (Vec<u8>, Vec<u8>)| {
+        head.extend_from_slice(&records);
+        head
+    };
+    assert_eq!(joined(encode_batch_parts(&sender, &sent)), bytes);
+    let lower = distro_core::message::SyncBatch {
+        changes: sent.changes.clone(),
+        lowest: sent.lowest.map(|r| Revision(r.0 - (5 << 10))),
+    };
+    let lower_bytes = joined(encode_batch_parts(&sender, &lower));
+    assert_ne!(lower_bytes, bytes);
+    assert_eq!(
+        decode_changes(&replica, &lower_bytes).expect("decodes"),
+        owned
+    );
 }
 
 /// The owner of [`owner_and_batch`], its batch pending.
@@ -141,6 +159,7 @@ fn a_batch_round_trips_through_the_compact_layout() {
         &owner,
         &distro_core::message::SyncBatch {
             changes: changes.clone(),
+            lowest: None,
         },
     );
     let wire = msg.encode_to_vec();
