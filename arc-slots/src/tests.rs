@@ -289,12 +289,11 @@ fn an_arc_place_holds_the_value_written_into_it() {
 
     drop(ArcPlace::<Counted>::new());
     // A value that cannot be made: the place made before it goes with the unwinding.
-    let unwound = std::panic::catch_unwind(|| {
-        let place = ArcPlace::<Counted>::new();
-        let made: Counted = panic!("the value cannot be made");
-        #[allow(unreachable_code)]
-        place.write(made)
-    });
+    fn cannot_be_made() -> Counted {
+        panic!("the value cannot be made")
+    }
+    // The place is made first (the receiver), then the value's making unwinds.
+    let unwound = std::panic::catch_unwind(|| ArcPlace::new().write(cannot_be_made()));
     assert!(unwound.is_err());
     assert_eq!(drops.load(Ordering::Relaxed), 1);
 }
