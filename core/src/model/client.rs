@@ -39,10 +39,7 @@ pub(crate) enum Built {
     /// The single-instance publication of this service, which the client does not publish
     /// to (or a client not held): its instance is in the slot, as for
     /// [`Built::ChangedOne`] (valid only after `convert_into` returned `Converted::New`).
-    /// The flag: whether the client's id is `ip:port#true` of that instance (as
-    /// `is_ip_port_text` answers it; the build compared it already), so a new client's
-    /// id is derived without a second comparison.
-    NewOne(Service, bool),
+    NewOne(Service),
 }
 
 /// The instances of a publication: the single instance is stored inline (the common

@@ -106,19 +106,14 @@ impl Node {
                 let Some(inst) = slot.as_ref() else {
                     unreachable!("`New` fills the slot")
                 };
+                if held_instance.is_none_or(|h| !h.same_address(inst)) {
+                    self.check_ip_port_client(client, inst)?;
+                }
+                // A single instance that differs from the held single one, or replaces a
+                // held batch (a different form): a change of publication `i`.
                 Ok(match held {
-                    // A single instance that differs from the held single one, or replaces
-                    // a held batch (a different form): a change of publication `i`.
-                    Some((i, _)) => {
-                        if held_instance.is_none_or(|h| !h.same_address(inst)) {
-                            self.check_ip_port_client(client, inst)?;
-                        }
-                        Built::ChangedOne(i, service)
-                    }
-                    // No held publication (so no held instance): the address checked, and
-                    // whether the id is `ip:port#true` of the instance handed on (a new
-                    // client's id is then derived, not stored: see `Built::NewOne`).
-                    None => Built::NewOne(service, self.check_ip_port_client(client, inst)?),
+                    Some((i, _)) => Built::ChangedOne(i, service),
+                    None => Built::NewOne(service),
                 })
             })?;
         self.schedule_sync(&members, client, r, stored.as_ref(), now);
@@ -173,16 +168,14 @@ impl Node {
     /// has most often) passes as compared by words ([`is_ip_port_text`]), without the
     /// search for the key's end and the parse of its port. The check below passes it too:
     /// a valid ip holds no `#`, so the key is exactly `ip:port`; any other id goes to it.
-    /// Answers whether the id is that `ip:port#true` text (a new client's store need not
-    /// compare it again).
     #[inline]
     fn check_ip_port_client(
         &self,
         client: &ClientId,
         inst: &Instance,
-    ) -> Result<bool, ValidationError> {
+    ) -> Result<(), ValidationError> {
         if is_ip_port_text(client.as_str(), inst) {
-            return Ok(true);
+            return Ok(());
         }
         let (ip, port) = (inst.ip.as_str(), inst.port);
         if let Some(key) = client.routing_key() {
@@ -199,7 +192,7 @@ impl Node {
                 ));
             }
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Removes what `client` publishes to `service`. Deregistering something that is not

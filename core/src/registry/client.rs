@@ -508,20 +508,9 @@ impl Client {
             (_, Some(i)) => is_derived_id(id, i),
             (_, None) => false,
         };
-        Self::id_text_to_store(id, shared, old.and_then(|o| o.id.as_ref()), derived)
-    }
-
-    /// The id a new client stores, `None` if `derived` (see [`Client::id_to_store`]);
-    /// else `shared`, `held` (the text the client's held state stores) or a new text.
-    #[inline(always)]
-    pub(super) fn id_text_to_store(
-        id: &str,
-        shared: Option<&Name>,
-        held: Option<&Name>,
-        derived: bool,
-    ) -> Option<Name> {
         // The held state's stored text is this id's (it is of the same id): shared
         // without a comparison.
+        let held = old.and_then(|o| o.id.as_ref());
         let id = (!derived).then(|| match (shared, held) {
             (Some(n), _) if n.as_str() == id => n.clone(),
             (_, Some(n)) => n.clone(),

@@ -84,13 +84,13 @@ impl Registry {
                     return LocalAction::Replace(i, service, &mut slot);
                 }
                 // A held client's new service: a publication, inserted among its others.
-                Ok(Built::NewOne(service, _)) if old.is_some() => {
+                Ok(Built::NewOne(service)) if old.is_some() => {
                     Publication::single(service, slot.take().expect("a written instance"))
                 }
                 // A new client: made from the slot (see `Client::first_one`). Its one
                 // service is within the per-client limit, which is at least 1
                 // (`Config::validate`), so only the node's limits are checked.
-                Ok(Built::NewOne(service, ip_port_id)) => {
+                Ok(Built::NewOne(service)) => {
                     if let Err(e) = self
                         .admit_client(id, owner)
                         .and_then(|()| self.check_new_service(&service))
@@ -98,7 +98,7 @@ impl Registry {
                         result = Err(e);
                         return LocalAction::Nothing;
                     }
-                    return LocalAction::First(service, &mut slot, ip_port_id);
+                    return LocalAction::First(service, &mut slot);
                 }
                 Err(e) => {
                     result = Err(e);
@@ -378,12 +378,11 @@ impl Registry {
                     self.replace(&mut clients, old, Some(new.clone()), &mut changed);
                     (WriteResult::Changed(revision), Some(new))
                 }
-                LocalAction::First(service, slot, ip_port_id) => {
+                LocalAction::First(service, slot) => {
                     debug_assert!(old.is_none());
                     let (s, shared) = (id.as_str(), id.shared_name());
                     let new = Client::first_one(
-                        service, slot, ip_port_id, s, shared, key.hash, revision, now, owner,
-                        shard_no,
+                        service, slot, s, shared, key.hash, revision, now, owner, shard_no,
                     );
                     if tombstoned {
                         tombstones.remove(id.as_str());
@@ -418,8 +417,7 @@ enum LocalAction<'s> {
     /// instance is in the slot (taken from there as the new client is made).
     Replace(usize, Service, &'s mut Option<Instance>),
     /// A new client, of the single-instance publication of the service whose instance is
-    /// in the slot (taken from there as the client is made); whether its id is
-    /// `ip:port#true` of that instance (see [`Built::NewOne`]).
-    First(Service, &'s mut Option<Instance>, bool),
+    /// in the slot (taken from there as the client is made).
+    First(Service, &'s mut Option<Instance>),
     Delete,
 }

@@ -54,32 +54,6 @@ fn a_new_client_is_made_from_the_written_instance() {
     assert_eq!(n.registry().get(ip_port.as_str()).unwrap().revision(), back);
 }
 
-/// A new client's id is derived (not stored) exactly when it is `ip:port#true` of its
-/// instance and at most `DERIVED_MAX` (24) bytes: the register's address check answers the
-/// first, the store checks the length. An ip:port id of a long host name is stored, and so
-/// is an id of another form (with the same ip and port in it).
-#[test]
-fn a_new_client_derives_its_id_only_from_a_short_ip_port_text() {
-    let n = node("10.0.0.1:8848", 3);
-    let svc = ServiceSpec::new("", "", "a");
-    let host = "a-long-host-name.example";
-    let long = ClientId::ip_port(host, 8080);
-    assert!(long.as_str().len() > 24);
-    let short = ClientId::ip_port("10.9.0.2", 8080);
-    let other = ClientId::parse("10.9.0.2_8080").unwrap();
-    for (id, ip, stored) in [
-        (&long, host, Some(long.as_str())),
-        (&short, "10.9.0.2", None),
-        (&other, "10.9.0.2", Some(other.as_str())),
-    ] {
-        n.register(id, &svc, &InstanceSpec::new(ip, 8080), 100)
-            .unwrap();
-        let c = n.registry().get(id.as_str()).unwrap();
-        assert_eq!(c.stored_id(), stored, "{id}");
-        assert_eq!(c.id(), *id);
-    }
-}
-
 /// A held client's registration in another service adds a publication in its sorted
 /// place (the others kept, with their beat times); a new client past `max_clients` or
 /// with a new service past `max_services_per_namespace` is refused and not stored.

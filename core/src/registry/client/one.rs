@@ -17,14 +17,12 @@ impl Client {
     /// of `service` whose instance `slot` holds (taken), its lease and beat at
     /// `lease_base`: made as one literal, the instance moved into it once (through
     /// `Body::first` and `Client::new` it was copied through the publication, the body
-    /// and the argument). `ip_port_id`: whether `id` is `ip:port#true` of that instance
-    /// (as [`is_ip_port_text`](super::is_ip_port_text) answers; the caller compared it).
+    /// and the argument).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(in crate::registry) fn first_one(
         service: Service,
         slot: &mut Option<Instance>,
-        ip_port_id: bool,
         id: &str,
         shared: Option<&Name>,
         id_hash: u64,
@@ -33,14 +31,7 @@ impl Client {
         owner: MemberId,
         shard: u32,
     ) -> Arc<Self> {
-        debug_assert_eq!(
-            ip_port_id,
-            slot.as_ref().is_some_and(|i| super::is_ip_port_text(id, i)),
-            "the caller's comparison of the id"
-        );
-        // Derived if it is that text and short enough ([`super::is_derived_id`]).
-        let derived = ip_port_id && id.len() <= super::DERIVED_MAX;
-        let id = Self::id_text_to_store(id, shared, None, derived);
+        let id = Self::id_to_store(id, shared, None, slot.as_ref());
         let taken = slot.take().expect("a written instance");
         Arc::new(Self {
             id,
