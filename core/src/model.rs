@@ -52,4 +52,5 @@ pub use instance::{
 };
 pub use metadata::{Metadata, MetadataEntry, MetadataList, MetadataTable};
 pub use revision::Revision;
+pub(crate) use service::WeakService;
 pub use service::{Service, ServiceSpec};

@@ -104,6 +104,18 @@ impl Service {
             .then_with(|| self.0.name.as_str().cmp(name))
     }
 
+    /// Whether `other` is this very service (one allocation), not only an equal one.
+    #[inline]
+    pub(crate) fn same(&self, other: &Service) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// A reference to this service that does not keep it (its names) alive.
+    #[inline]
+    pub(crate) fn downgrade(&self) -> WeakService {
+        WeakService(Arc::downgrade(&self.0))
+    }
+
     /// The unique key of this service.
     pub fn key(&self) -> &Name {
         &self.0.key
@@ -123,6 +135,19 @@ impl Service {
     /// `group@@name`, as Nacos names a service in instance ids and the HTTP API.
     pub fn grouped_name(&self) -> String {
         format!("{}{GROUP_SEPARATOR}{}", self.0.group, self.0.name)
+    }
+}
+
+/// A [`Service`] held without keeping it alive (see [`Service::downgrade`]): once the
+/// last service is dropped its names are, and only the allocation stays.
+#[derive(Clone, Default)]
+pub(crate) struct WeakService(Weak<ServiceInner>);
+
+impl WeakService {
+    /// The service, if it is still alive.
+    #[inline]
+    pub(crate) fn upgrade(&self) -> Option<Service> {
+        self.0.upgrade().map(Service)
     }
 }
 

@@ -9,11 +9,12 @@
 //! Indexes left empty are collected after a while.
 
 use super::{Client, NO_SLOT, Registry};
-use crate::model::{Instance, Publication, Service};
+use crate::model::{Instance, Publication, Service, WeakService};
 use crate::name::short_eq;
 use crate::time::Millis;
 use arc_slots::{Pin, Slots, Unlinked};
 use parking_lot::{Mutex, RwLock};
+use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -119,11 +120,54 @@ impl Eq for ServiceKey {}
 impl papaya::Equivalent<ServiceKey> for Parts<'_> {
     #[inline]
     fn equivalent(&self, key: &ServiceKey) -> bool {
-        // `Service::is`, inlined here (a call cost ~30 a lookup); the name first, which
-        // differs most often.
-        let s = &key.0;
+        self.are(&key.0)
+    }
+}
+
+impl Parts<'_> {
+    /// Whether these are `s`'s parts: `Service::is`, inlined (a call cost ~30 a lookup);
+    /// the name first, which differs most often.
+    #[inline(always)]
+    fn are(self, s: &Service) -> bool {
         short_eq(s.name(), self.2) && short_eq(s.group(), self.1) && short_eq(s.namespace(), self.0)
     }
+}
+
+/// How many services each thread's memo of [`Registry::find_service`] holds (a power of
+/// two).
+const MEMO_SLOTS: usize = 1 << 10;
+
+thread_local! {
+    /// The services this thread's [`Registry::find_service`] found lately, each in the slot
+    /// [`memo_slot`] picks for its parts (the last found takes a slot): a burst of new
+    /// clients into many services finds a held name without hashing its three parts,
+    /// pinning and probing the map (~330 instructions). An entry is only a candidate,
+    /// taken if it has the parts asked for and is still the key of the asking registry's
+    /// live index of them ([`Registry::memo_holds`]); so any registry may use any entry,
+    /// and a service its registry collected is not answered. An entry does not keep its
+    /// service alive (a collected service's names are reclaimed as without the memo):
+    /// only the service's allocation stays until the entry is replaced, at most
+    /// `MEMO_SLOTS` per thread.
+    static FOUND: RefCell<Vec<WeakService>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The slot of [`FOUND`] for a name's parts: from the name's first and last eight bytes
+/// and the three lengths (a cheap pick, not a hash of the whole text: two names that
+/// share a slot only take it from each other).
+#[inline(always)]
+fn memo_slot(namespace: &str, group: &str, name: &str) -> usize {
+    let b = name.as_bytes();
+    let n = b.len();
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let w = if n >= 8 {
+        word(0) ^ word(n - 8).rotate_left(29)
+    } else {
+        let mut t = [0u8; 8];
+        crate::compact_form::copy_short(&mut t, b);
+        u64::from_le_bytes(t)
+    };
+    let lens = (n as u64) << 56 ^ (group.len() as u64) << 48 ^ (namespace.len() as u64) << 40;
+    ((w ^ lens).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
 }
 
 /// [`Registry::find_service`] in a pinned map.
@@ -247,8 +291,37 @@ impl Registry {
     /// The canonical [`Service`] of resolved parts, if the registry holds it (every
     /// service it holds was validated when first stored). Looked up by the parts (see
     /// [`ServiceKey`]); the service handed out is the map's key, the index's own.
+    ///
+    /// A service found lately by this thread is answered from its memo ([`FOUND`]) if it
+    /// still is that key.
     pub fn find_service(&self, namespace: &str, group: &str, name: &str) -> Option<Service> {
-        find_in(&self.services.pin(), namespace, group, name)
+        let at = memo_slot(namespace, group, name);
+        let hit = FOUND.try_with(|m| {
+            let s = m.borrow().get(at)?.upgrade()?;
+            (Parts(namespace, group, name).are(&s) && self.memo_holds(&s)).then_some(s)
+        });
+        if let Ok(Some(s)) = hit {
+            return Some(s);
+        }
+        let found = find_in(&self.services.pin(), namespace, group, name)?;
+        // What the slot held is dropped after the borrow ends.
+        let _old = FOUND.try_with(|m| {
+            let mut m = m.borrow_mut();
+            if m.is_empty() {
+                m.resize(MEMO_SLOTS, WeakService::default());
+            }
+            std::mem::replace(&mut m[at], found.downgrade())
+        });
+        Some(found)
+    }
+
+    /// Whether `s` is the key of this registry's live index of its name (what
+    /// [`Registry::find_service`] answers for its parts): the index `s` caches is this
+    /// registry's, not retired (the collector sets `gone` before it removes the index
+    /// from the map), and `s` is its service (a key caches its own index).
+    #[inline]
+    fn memo_holds(&self, s: &Service) -> bool {
+        self.live_index(s).is_some_and(|idx| idx.service.same(s))
     }
 
     /// A [`ServiceResolver`]: [`Registry::resolve_service`] for many names (a decoded
