@@ -47,7 +47,9 @@ pub struct SyncBatch {
     /// At most the lowest revision of `changes`, when whoever built the batch knew it (a
     /// flush reads every state it takes, so it keeps the lowest as it goes; the compact
     /// encoder then need not walk the batch for it first), else `None`. Whoever adds a
-    /// change below it must lower it or set it to `None`: the encoder relies on it.
+    /// change below it must lower it or set it to `None`: the encoder relies on it (a
+    /// change below it would be encoded as a revision past 64 bits, which the peer refuses
+    /// as malformed: the batch's clients are rescheduled and the next flush takes it anew).
     /// Not part of a batch's equality (a cache of what `changes` say).
     pub lowest: Option<Revision>,
 }
