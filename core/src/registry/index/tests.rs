@@ -223,20 +223,17 @@ fn a_key_is_equivalent_to_its_parts_and_only_to_them() {
 /// names that share a memo slot answer each their own.
 #[test]
 fn the_memo_of_found_services_answers_only_live_keys_of_its_registry() {
+    // `r`'s lookup of `name` answers `s` itself.
+    let finds = |r: &Registry, name: &str, s: &Service| {
+        r.find_service("public", "DEFAULT_GROUP", name)
+            .is_some_and(|f| f.same(s))
+    };
     let r = Registry::new(MemberId(0), 3, 0, &Config::default());
     let other = Registry::new(MemberId(0), 3, 0, &Config::default());
     let s = r.service("public", "DEFAULT_GROUP", "memo");
-    assert!(
-        r.find_service("public", "DEFAULT_GROUP", "memo")
-            .unwrap()
-            .same(&s)
-    );
+    assert!(finds(&r, "memo", &s));
     // From the memo now (the slot holds it): the same answer.
-    assert!(
-        r.find_service("public", "DEFAULT_GROUP", "memo")
-            .unwrap()
-            .same(&s)
-    );
+    assert!(finds(&r, "memo", &s));
     let at = memo_slot("public", "DEFAULT_GROUP", "memo");
     assert!(FOUND.with_borrow(|m| m[at].upgrade().is_some_and(|m| m.same(&s))));
     // Another registry's lookup of the same parts: not the first one's key.
@@ -247,39 +244,18 @@ fn the_memo_of_found_services_answers_only_live_keys_of_its_registry() {
     );
     let o = other.service("public", "DEFAULT_GROUP", "memo");
     assert!(!o.same(&s));
-    assert!(
-        other
-            .find_service("public", "DEFAULT_GROUP", "memo")
-            .unwrap()
-            .same(&o)
-    );
-    assert!(
-        r.find_service("public", "DEFAULT_GROUP", "memo")
-            .unwrap()
-            .same(&s)
-    );
+    assert!(finds(&other, "memo", &o));
+    assert!(finds(&r, "memo", &s));
     // Collected (empty long enough): not found, though the memo still holds it.
-    assert!(
-        r.find_service("public", "DEFAULT_GROUP", "memo")
-            .unwrap()
-            .same(&s)
-    );
+    assert!(finds(&r, "memo", &s));
     assert_eq!(r.collect_empty_services(1_000, 0), 0);
     assert_eq!(r.collect_empty_services(2_000, 0), 1);
     assert!(FOUND.with_borrow(|m| m[at].upgrade().is_some_and(|m| m.same(&s))));
     assert!(r.find_service("public", "DEFAULT_GROUP", "memo").is_none());
     let again = r.service("public", "DEFAULT_GROUP", "memo");
     assert!(!again.same(&s));
-    assert!(
-        r.find_service("public", "DEFAULT_GROUP", "memo")
-            .unwrap()
-            .same(&again)
-    );
-    assert!(
-        r.find_service("public", "DEFAULT_GROUP", "memo")
-            .unwrap()
-            .same(&again)
-    );
+    assert!(finds(&r, "memo", &again));
+    assert!(finds(&r, "memo", &again));
     // Two names of one slot (found by trying): each answers its own, in turns.
     let first = format!("memo-{}", 0);
     let slot = memo_slot("public", "DEFAULT_GROUP", &first);
@@ -290,21 +266,9 @@ fn the_memo_of_found_services_answers_only_live_keys_of_its_registry() {
     let a = r.service("public", "DEFAULT_GROUP", &first);
     let b = r.service("public", "DEFAULT_GROUP", &second);
     for _ in 0..2 {
-        assert!(
-            r.find_service("public", "DEFAULT_GROUP", &first)
-                .unwrap()
-                .same(&a)
-        );
-        assert!(
-            r.find_service("public", "DEFAULT_GROUP", &second)
-                .unwrap()
-                .same(&b)
-        );
-        assert!(
-            r.find_service("public", "DEFAULT_GROUP", &second)
-                .unwrap()
-                .same(&b)
-        );
+        assert!(finds(&r, &first, &a));
+        assert!(finds(&r, &second, &b));
+        assert!(finds(&r, &second, &b));
     }
     // Parts of other lengths in the other places: not the memo's.
     assert!(r.find_service("public", "DEFAULT_GROU", "memo").is_none());
