@@ -69,8 +69,7 @@ fn publish_query_unpublish() {
     };
     assert!(rev3 > rev2);
     // The store removed the tombstone (only an absent client with one removes it).
-    assert_eq!(r.tombstone(id.as_str()), None);
-    assert_eq!(r.stats().tombstones, 0);
+    assert_eq!((r.tombstone(id.as_str()), r.stats().tombstones), (None, 0));
 }
 
 /// An owner `a` (member 0) that wrote client `id` twice (`rec1`, then `rec2`), and an
