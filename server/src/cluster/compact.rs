@@ -521,20 +521,15 @@ fn lowest_logical(revisions: impl Iterator<Item = Revision>) -> u64 {
 
 /// Encodes the changes of a sync batch of `node`.
 pub fn encode_changes(node: &Node, changes: &[ClientChange]) -> Vec<u8> {
-    let (mut out, records) = encode_changes_parts(node, changes);
+    let (mut out, records) = encode_parts(node, changes, None);
     out.extend_from_slice(&records);
     out
 }
 
-/// [`encode_changes`] in two parts, the batch being their concatenation: its head and
+/// A batch encoded in two parts, the batch being their concatenation: its head and
 /// tables, then its records (which a message writes after the first part, without
-/// copying them behind it first).
-pub fn encode_changes_parts(node: &Node, changes: &[ClientChange]) -> (Vec<u8>, Vec<u8>) {
-    encode_parts(node, changes, None)
-}
-
-/// [`encode_changes_parts`] of a batch, whose [`SyncBatch::lowest`] (a flush's: kept as
-/// it took the states) spares the walk over the changes for their lowest revision.
+/// copying them behind it first). Its [`SyncBatch::lowest`] (a flush's: kept as it took
+/// the states) spares the walk over the changes for their lowest revision.
 pub fn encode_batch_parts(node: &Node, batch: &SyncBatch) -> (Vec<u8>, Vec<u8>) {
     encode_parts(node, &batch.changes, batch.lowest)
 }
