@@ -526,16 +526,8 @@ impl Stripe {
                 let (p, _) = entry.remove();
                 // A held state is offered alone: the id goes along only if it is refused.
                 // Its stable hash is the state's, else the table hash's unmixed.
-                let (state, hash) = match p.state {
-                    Some(c) => {
-                        let hash = c.id_hash();
-                        debug_assert_eq!(hash, mix.unslot(p.slot));
-                        match sink.held(c, p.due, hash) {
-                            None => continue,
-                            refused => (refused, hash),
-                        }
-                    }
-                    None => (None, mix.unslot(p.slot)),
+                let Some((state, hash)) = offer(sink, mix, p.state, p.slot, p.due) else {
+                    continue;
                 };
                 sink.taken(Taken {
                     id: p.id,
@@ -546,16 +538,8 @@ impl Stripe {
             } else {
                 // Still pending for other peers.
                 p.mask &= !bit;
-                let (state, hash) = match &p.state {
-                    Some(c) => {
-                        let hash = c.id_hash();
-                        debug_assert_eq!(hash, mix.unslot(p.slot));
-                        match sink.held(c.clone(), p.due, hash) {
-                            None => continue,
-                            refused => (refused, hash),
-                        }
-                    }
-                    None => (None, mix.unslot(p.slot)),
+                let Some((state, hash)) = offer(sink, mix, p.state.clone(), p.slot, p.due) else {
+                    continue;
                 };
                 sink.taken(Taken {
                     id: p.id.clone(),
@@ -567,6 +551,27 @@ impl Stripe {
         }
         // The fifo entries taken are let go of once, not at every pop.
         lane.fifo.settle();
+    }
+}
+
+/// A taken entry's held state offered to `sink` alone: `None` if the sink took it, else
+/// the state it refused (or none held) and the id's stable hash (the state's, else the
+/// table hash `slot` unmixed), to go to [`TakeSink::taken`] with the id.
+#[inline(always)]
+fn offer(
+    sink: &mut impl TakeSink,
+    mix: Mix,
+    state: Option<Arc<Client>>,
+    slot: u64,
+    due: Millis,
+) -> Option<(Option<Arc<Client>>, u64)> {
+    match state {
+        Some(c) => {
+            let hash = c.id_hash();
+            debug_assert_eq!(hash, mix.unslot(slot));
+            sink.held(c, due, hash).map(|refused| (Some(refused), hash))
+        }
+        None => Some((None, mix.unslot(slot))),
     }
 }
 
