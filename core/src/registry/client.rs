@@ -506,6 +506,17 @@ impl Client {
         ))
     }
 
+    /// The id a replica's client of `id` stores when its first instance is `first` and
+    /// it replaces `old` (see [`Client::new_with`]: the text's compact parts not found).
+    #[inline(always)]
+    pub(super) fn replica_id(
+        id: &str,
+        old: Option<&Client>,
+        first: Option<&Instance>,
+    ) -> Option<Name> {
+        Self::id_stored::<false>(id, None, old, first)
+    }
+
     /// The id a new client stores (see [`Client::new`]): `None` if `first`, its first
     /// instance, implies it; else `shared`, the text `old` stores, or a new text, its
     /// compact parts ([`Name::id_parts`]) found now (an owner's client: its flushes read
