@@ -755,9 +755,14 @@ impl Client {
     pub fn owner(&self) -> MemberId {
         MemberId(self.owner.load(Relaxed))
     }
-    /// Number of instances published.
+    /// Number of instances published (a client of one publication read without the
+    /// iterator over its publications).
+    #[inline]
     pub fn instance_count(&self) -> usize {
-        self.publications().iter().map(|p| p.instances.len()).sum()
+        match &self.body {
+            Body::One(p) => p.instances.len(),
+            Body::Many(_) => self.publications().iter().map(|p| p.instances.len()).sum(),
+        }
     }
     /// Last heartbeat of publication `i`.
     pub(crate) fn last_beat(&self, i: usize) -> Millis {
