@@ -23,7 +23,7 @@ use crate::model::{
     ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, Service,
     decimal_digits, decimal_len,
 };
-use crate::name::{Name, short_eq, short_eq_bytes};
+use crate::name::{Name, id_eq, short_eq_bytes};
 use crate::time::Millis;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -713,7 +713,7 @@ impl Client {
     #[inline(never)]
     pub fn id_is(&self, s: &str) -> bool {
         match &self.id {
-            Some(n) => short_eq(n, s),
+            Some(n) => id_eq(n, s),
             None => self.first_instance().is_some_and(|i| is_ip_port_text(s, i)),
         }
     }
