@@ -197,6 +197,19 @@ pub(crate) fn short_eq_bytes(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// [`short_eq`] for client ids: a connection id (`<millis>_<ip>_<port>`) is 17 to 32
+/// bytes long, so that length is tested first, not after the shorter ones (`short_eq`'s
+/// order suits the shorter strings its other callers compare).
+#[inline(always)]
+pub(crate) fn id_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n == b.len() && n.wrapping_sub(17) < 16 {
+        return short_eq_bytes(&a[..16], &b[..16]) && short_eq_bytes(&a[n - 16..], &b[n - 16..]);
+    }
+    short_eq_bytes(a, b)
+}
+
 /// Shards of the interner's set: a power of two, enough that threads interning at once
 /// rarely wait for each other.
 const SHARDS: usize = 64;
@@ -307,6 +320,26 @@ impl Interner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_eq_is_eq() {
+        let base: String = (0..40u8).map(|i| char::from(b'a' + i % 26)).collect();
+        for n in 0..=40 {
+            let a = &base[..n];
+            assert!(id_eq(a, &String::from(a)));
+            for m in 0..=40 {
+                assert_eq!(id_eq(a, &base[..m]), n == m);
+            }
+            for i in 0..n {
+                let mut b = a.as_bytes().to_vec();
+                b[i] ^= 1;
+                assert!(
+                    !id_eq(a, std::str::from_utf8(&b).unwrap()),
+                    "{n} bytes, {i}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn short_eq_is_eq() {

@@ -23,7 +23,7 @@ use crate::model::{
     ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, Service,
     decimal_digits, decimal_len,
 };
-use crate::name::{Name, short_eq, short_eq_bytes};
+use crate::name::{Name, id_eq, short_eq_bytes};
 use crate::time::Millis;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -506,6 +506,17 @@ impl Client {
         ))
     }
 
+    /// The id a replica's client of `id` stores when its first instance is `first` and
+    /// it replaces `old` (see [`Client::new_with`]: the text's compact parts not found).
+    #[inline(always)]
+    pub(super) fn replica_id(
+        id: &str,
+        old: Option<&Client>,
+        first: Option<&Instance>,
+    ) -> Option<Name> {
+        Self::id_stored::<false>(id, None, old, first)
+    }
+
     /// The id a new client stores (see [`Client::new`]): `None` if `first`, its first
     /// instance, implies it; else `shared`, the text `old` stores, or a new text, its
     /// compact parts ([`Name::id_parts`]) found now (an owner's client: its flushes read
@@ -702,7 +713,7 @@ impl Client {
     #[inline(never)]
     pub fn id_is(&self, s: &str) -> bool {
         match &self.id {
-            Some(n) => short_eq(n, s),
+            Some(n) => id_eq(n, s),
             None => self.first_instance().is_some_and(|i| is_ip_port_text(s, i)),
         }
     }
@@ -744,9 +755,14 @@ impl Client {
     pub fn owner(&self) -> MemberId {
         MemberId(self.owner.load(Relaxed))
     }
-    /// Number of instances published.
+    /// Number of instances published (a client of one publication read without the
+    /// iterator over its publications).
+    #[inline]
     pub fn instance_count(&self) -> usize {
-        self.publications().iter().map(|p| p.instances.len()).sum()
+        match &self.body {
+            Body::One(p) => p.instances.len(),
+            Body::Many(_) => self.publications().iter().map(|p| p.instances.len()).sum(),
+        }
     }
     /// Last heartbeat of publication `i`.
     pub(crate) fn last_beat(&self, i: usize) -> Millis {
