@@ -11,7 +11,7 @@ use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Ipv4Bits, Metadata, Publication, Revision, Service,
-    SmallStr, check_cluster_name, default_instance_id, validate_metadata,
+    SmallStr, check_cluster_name, default_instance_id, push_within_capacity, validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -473,8 +473,12 @@ fn publication_of(
             out.publications.push(Some(Publication::batch(service, v)));
         } else {
             let one = instance(node, t, r, &service)?;
-            out.publications
-                .push(Some(Publication::single(service, one)));
+            let one = Some(Publication::single(service, one));
+            // In line where the decode reserved room (a publication per record), stored
+            // into the vector, not built in the frame and copied through `Vec::push`.
+            if let Err(one) = push_within_capacity(&mut out.publications, one) {
+                out.publications.push(one);
+            }
         }
     }
     Ok(())
