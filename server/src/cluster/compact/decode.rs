@@ -11,7 +11,7 @@ use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Ipv4Bits, Metadata, Publication, Revision, Service,
-    SmallStr, check_cluster_name, default_instance_id, validate_metadata,
+    SmallStr, check_cluster_name, default_instance_id, push_within_capacity, validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -21,6 +21,8 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 mod reader;
+#[cfg(test)]
+mod tests;
 
 use reader::Reader;
 
@@ -157,6 +159,12 @@ impl<'a> Tables<'a> {
     fn owner(&mut self, node: &Node, r: &mut Reader<'_>) -> Result<MemberId, WireError> {
         let at = r.at();
         let i = r.index("owner")?;
+        self.owner_of(node, at, i)
+    }
+
+    /// The member that string `i` (an index read at `at`) names.
+    #[inline(always)]
+    fn owner_of(&mut self, node: &Node, at: usize, i: u32) -> Result<MemberId, WireError> {
         if let Some(Some(m)) = self.owners.get(i as usize) {
             return Ok(*m);
         }
@@ -182,6 +190,20 @@ impl<'a> Tables<'a> {
         };
         let mat = r.at();
         let member = r.varint("revision member")?;
+        self.revision_of(at, d, low, mat, member)
+    }
+
+    /// The revision of the varints `d` (read at `at`), `low` (0: none sent) and `member`
+    /// (read at `mat`), checked.
+    #[inline(always)]
+    fn revision_of(
+        &self,
+        at: usize,
+        d: u64,
+        low: u64,
+        mat: usize,
+        member: u64,
+    ) -> Result<Revision, WireError> {
         if member >= 1 << MEMBER_BITS {
             return Err(malformed(mat, format!("revision member {member}")));
         }
@@ -402,16 +424,30 @@ fn publication(
     r: &mut Reader<'_>,
     out: &mut Decoded,
 ) -> Result<(), WireError> {
+    let sat = r.at();
+    let s = r.index("service")?;
+    let vat = r.at();
+    let v = r.varint("instances")?;
+    publication_of(node, t, r, out, (sat, s), (vat, v))
+}
+
+/// [`publication`] once its service index `s` (read at `sat`) and its instance varint `v`
+/// (read at `vat`) are read: the instances at the reader's position.
+#[inline(always)]
+fn publication_of(
+    node: &Node,
+    t: &mut Tables<'_>,
+    r: &mut Reader<'_>,
+    out: &mut Decoded,
+    (sat, s): (usize, u32),
+    (at, v): (usize, u64),
+) -> Result<(), WireError> {
     {
-        let at = r.at();
-        let s = r.index("service")?;
         let service = t
             .services
             .get(s as usize)
             .cloned()
-            .ok_or_else(|| malformed(at, format!("service {s} of {}", t.services.len())))?;
-        let at = r.at();
-        let v = r.varint("instances")?;
+            .ok_or_else(|| malformed(sat, format!("service {s} of {}", t.services.len())))?;
         let batch = v & 1 != 0;
         let count = v >> 1;
         if count == 0 {
@@ -437,8 +473,12 @@ fn publication(
             out.publications.push(Some(Publication::batch(service, v)));
         } else {
             let one = instance(node, t, r, &service)?;
-            out.publications
-                .push(Some(Publication::single(service, one)));
+            let one = Some(Publication::single(service, one));
+            // In line where the decode reserved room (a publication per record), stored
+            // into the vector, not built in the frame and copied through `Vec::push`.
+            if let Err(one) = push_within_capacity(&mut out.publications, one) {
+                out.publications.push(one);
+            }
         }
     }
     Ok(())
@@ -752,14 +792,32 @@ pub(super) fn decode_into_within(
         } else {
             None
         };
-        let revision = t.revision(&mut r)?;
-        if deletion {
-            out.end_record(ids.len(), revision, None, false);
-            continue;
-        }
-        let owner = t.owner(node, &mut r)?;
         let pubs_start = out.publications.len();
-        publications(node, &mut t, &mut r, out)?;
+        let (revision, owner);
+        // Nearly every state record: a revision of one byte and no low bits, its member,
+        // owner, one publication, its service and "one instance" each one byte. Taken
+        // from one word, as the field by field reads below would take them (same checks,
+        // same errors at the same offsets); any other record field by field.
+        if let Some(w) = r.rest.first_chunk::<8>().map(|w| u64::from_le_bytes(*w))
+            && !deletion
+            && w & SINGLE_MASK == SINGLE
+        {
+            let at = r.at();
+            let [d, member, o, _, s, v, ..] = w.to_le_bytes();
+            r.rest = &r.rest[6..];
+            revision = t.revision_of(at, u64::from(d), 0, at + 1, u64::from(member))?;
+            owner = t.owner_of(node, at + 2, u32::from(o))?;
+            let (service, instances) = ((at + 4, u32::from(s)), (at + 5, u64::from(v)));
+            publication_of(node, &mut t, &mut r, out, service, instances)?;
+        } else {
+            revision = t.revision(&mut r)?;
+            if deletion {
+                out.end_record(ids.len(), revision, None, false);
+                continue;
+            }
+            owner = t.owner(node, &mut r)?;
+            publications(node, &mut t, &mut r, out)?;
+        }
         let pubs = &out.publications[pubs_start..];
         if form != ID_STRING {
             derived_id(
@@ -786,6 +844,16 @@ pub(super) fn decode_into_within(
     out.ids = String::from_utf8(ids).expect("string ids, digits, separators and ips");
     Ok(())
 }
+
+/// The bytes of a state record after its id that [`decode_into_within`] reads as one
+/// word: bytes 0 to 5 under [`SINGLE_MASK`] equal to [`SINGLE`] when they are a revision
+/// varint of one byte without low bits (bit 0 clear), a member, an owner index, a count of
+/// 1 publication, a service index and an instance varint of 2 (one, not a batch), each a
+/// varint of one byte (bit 7 clear). The two bytes after them belong to the instance; a
+/// record of one instance has at least five (a flags byte, an ip index, a port, a cluster).
+const SINGLE_MASK: u64 = 0x0000_ff80_ff80_8081;
+/// See [`SINGLE_MASK`].
+const SINGLE: u64 = 0x0000_0200_0100_0000;
 
 /// A connection's millis sent after its word (those of [`MILLIS_ESCAPE`] or more), and the
 /// reader after them (out of line: no connection of this era has them).

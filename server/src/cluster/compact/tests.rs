@@ -29,7 +29,7 @@ fn members() -> Vec<String> {
     (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect()
 }
 
-fn node(me: usize) -> Arc<Node> {
+pub(super) fn node(me: usize) -> Arc<Node> {
     let m = members();
     let cfg = Config {
         sync_delay: 0,

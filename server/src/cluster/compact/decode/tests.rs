@@ -1,0 +1,100 @@
+//! Tests of the record loop's one-word read of a state record's common fields
+//! ([`super::SINGLE`]): the same records, checks and refusals as field by field.
+
+use super::super::tests::node;
+use super::super::{ENABLED, HEALTHY, ID_IP_PORT, IPV4, VERSION, put_varint};
+use super::{SINGLE, SINGLE_MASK, decode_changes};
+
+/// A batch of one ip:port state record of base `base` (strings: an owner, "", "g", "svc",
+/// "DEFAULT"; one service ("", g, svc)): the record's fields after its head (revision,
+/// member, owner, publications, service, instances) as the bytes given, then one packed
+/// instance (10.0.0.9:80, cluster DEFAULT). Returns it and the offset of the fields.
+fn batch(base: u64, fields: [&[u8]; 6]) -> (Vec<u8>, usize) {
+    let mut b = vec![VERSION, 1];
+    put_varint(&mut b, base);
+    b.push(5);
+    let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT"];
+    for s in strings {
+        b.push(s.len() as u8);
+    }
+    for s in strings {
+        b.extend_from_slice(s.as_bytes());
+    }
+    b.extend_from_slice(&[0, 1, 1, 2, 3]); // no maps; service (ns "", g, svc)
+    b.push(ID_IP_PORT << 1);
+    let at = b.len();
+    for f in fields {
+        b.extend_from_slice(f);
+    }
+    b.extend_from_slice(&[HEALTHY | ENABLED | IPV4, 10, 0, 0, 9]);
+    b.extend_from_slice(&80u16.to_le_bytes());
+    b.push(4);
+    (b, at)
+}
+
+/// The record's fields as the encoder writes them (each a varint of one byte).
+const FIELDS: [&[u8]; 6] = [&[6], &[1], &[0], &[1], &[0], &[2]];
+
+/// The field `k` of [`FIELDS`] as a varint of two bytes (the same value, longer): the
+/// record is then read field by field.
+fn longer(k: usize) -> [Vec<u8>; 6] {
+    let mut f = FIELDS.map(<[u8]>::to_vec);
+    f[k] = vec![f[k][0] | 0x80, 0];
+    f
+}
+
+fn of(f: &[Vec<u8>; 6]) -> [&[u8]; 6] {
+    f.each_ref().map(Vec::as_slice)
+}
+
+#[test]
+fn a_record_read_as_one_word_comes_back_as_read_field_by_field() {
+    let replica = node(1);
+    let (b, at) = batch(7, FIELDS);
+    let w = u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    assert_eq!(
+        w & SINGLE_MASK,
+        SINGLE,
+        "the encoder's form is read as one word"
+    );
+    let got = decode_changes(&replica, &b).expect("valid");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id().as_str(), "10.0.0.9:80#true");
+    // Revision (3 << 12 | 7) << 10 | member 1.
+    assert_eq!(got[0].revision().0, (3 << 12 | 7) << 10 | 1);
+    for k in 0..6 {
+        let f = longer(k);
+        let (slow, sat) = batch(7, of(&f));
+        let w = u64::from_le_bytes(slow[sat..sat + 8].try_into().expect("8 bytes"));
+        assert_ne!(w & SINGLE_MASK, SINGLE, "field {k} longer: field by field");
+        assert_eq!(decode_changes(&replica, &slow).expect("valid"), got, "{k}");
+    }
+}
+
+#[test]
+fn a_record_read_as_one_word_is_refused_at_the_fields_bytes() {
+    let replica = node(1);
+    let expect = |b: &[u8], want: String| {
+        let e = decode_changes(&replica, b).expect_err(&want).to_string();
+        assert!(e.contains(&want), "{e:?} lacks {want:?}");
+    };
+    // Each refusal names the byte of its field, in the one-word form and with the
+    // revision one byte longer (field by field, every field after it one byte later).
+    for longer_revision in [false, true] {
+        let revision: &[u8] = if longer_revision { &[0x86, 0] } else { &[6] };
+        let shift = usize::from(longer_revision);
+        let (b, at) = batch(7, [revision, &[1], &[9], &[1], &[0], &[2]]);
+        expect(
+            &b,
+            format!("at byte {}: owner refers to string 9 of 5", at + 2 + shift),
+        );
+        // An owner that is not a member is refused naming it (no byte).
+        let (b, _) = batch(7, [revision, &[1], &[3], &[1], &[0], &[2]]);
+        expect(&b, "owner \"svc\": member address \"svc\"".to_string());
+        let (b, at) = batch(7, [revision, &[1], &[0], &[1], &[3], &[2]]);
+        expect(&b, format!("at byte {}: service 3 of 1", at + 4 + shift));
+        // A base that leaves no room for the revision's member bits.
+        let (b, at) = batch(1 << 54, [revision, &[1], &[0], &[1], &[0], &[2]]);
+        expect(&b, format!("at byte {at}: revision exceeds 64 bits"));
+    }
+}
