@@ -39,9 +39,10 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-/// An instance's IP (or host name) as stored: 16 bytes, inline up to 15; and a push onto
-/// a `Vec` with room, written in line (the peer decoder's publications).
-pub use arc_slots::{SmallStr, push_within_capacity};
+/// An instance's IP (or host name) as stored: 16 bytes, inline up to 15.
+pub use arc_slots::SmallStr;
+/// A push onto a `Vec` with room, written in line (the peer decoder's publications).
+pub use arc_slots::push_within_capacity;
 pub(crate) use client::first_hash_sign;
 pub(crate) use client::{Built, decimal_digits, decimal_len, write_ip_port};
 pub use client::{ClientId, ClientKind, Instances, Publication, RoutingKey};

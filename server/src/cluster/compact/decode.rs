@@ -162,6 +162,15 @@ impl<'a> Tables<'a> {
         self.owner_of(node, at, i)
     }
 
+    /// Service `s` of the batch's table (an index read at `at`).
+    #[inline(always)]
+    fn service_of(&self, at: usize, s: u32) -> Result<Service, WireError> {
+        self.services
+            .get(s as usize)
+            .cloned()
+            .ok_or_else(|| malformed(at, format!("service {s} of {}", self.services.len())))
+    }
+
     /// The member that string `i` (an index read at `at`) names.
     #[inline(always)]
     fn owner_of(&mut self, node: &Node, at: usize, i: u32) -> Result<MemberId, WireError> {
@@ -426,28 +435,24 @@ fn publication(
 ) -> Result<(), WireError> {
     let sat = r.at();
     let s = r.index("service")?;
+    let service = t.service_of(sat, s)?;
     let vat = r.at();
     let v = r.varint("instances")?;
-    publication_of(node, t, r, out, (sat, s), (vat, v))
+    publication_of(node, t, r, out, service, (vat, v))
 }
 
-/// [`publication`] once its service index `s` (read at `sat`) and its instance varint `v`
-/// (read at `vat`) are read: the instances at the reader's position.
+/// [`publication`] once its service is found and its instance varint `v` (read at `at`)
+/// read: the instances at the reader's position.
 #[inline(always)]
 fn publication_of(
     node: &Node,
     t: &mut Tables<'_>,
     r: &mut Reader<'_>,
     out: &mut Decoded,
-    (sat, s): (usize, u32),
+    service: Service,
     (at, v): (usize, u64),
 ) -> Result<(), WireError> {
     {
-        let service = t
-            .services
-            .get(s as usize)
-            .cloned()
-            .ok_or_else(|| malformed(sat, format!("service {s} of {}", t.services.len())))?;
         let batch = v & 1 != 0;
         let count = v >> 1;
         if count == 0 {
@@ -474,8 +479,9 @@ fn publication_of(
         } else {
             let one = instance(node, t, r, &service)?;
             let one = Some(Publication::single(service, one));
-            // In line where the decode reserved room (a publication per record), stored
-            // into the vector, not built in the frame and copied through `Vec::push`.
+            // Stored into the vector's spare room, not built in the frame and copied
+            // through `Vec::push` (the decode reserves a publication per record; a
+            // record of several publications can use up a later one's, then it grows).
             if let Err(one) = push_within_capacity(&mut out.publications, one) {
                 out.publications.push(one);
             }
@@ -807,8 +813,8 @@ pub(super) fn decode_into_within(
             r.rest = &r.rest[6..];
             revision = t.revision_of(at, u64::from(d), 0, at + 1, u64::from(member))?;
             owner = t.owner_of(node, at + 2, u32::from(o))?;
-            let (service, instances) = ((at + 4, u32::from(s)), (at + 5, u64::from(v)));
-            publication_of(node, &mut t, &mut r, out, service, instances)?;
+            let service = t.service_of(at + 4, u32::from(s))?;
+            publication_of(node, &mut t, &mut r, out, service, (at + 5, u64::from(v)))?;
         } else {
             revision = t.revision(&mut r)?;
             if deletion {

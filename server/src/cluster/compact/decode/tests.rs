@@ -98,3 +98,68 @@ fn a_record_read_as_one_word_is_refused_at_the_fields_bytes() {
         expect(&b, format!("at byte {at}: revision exceeds 64 bits"));
     }
 }
+
+#[test]
+fn a_record_with_revision_low_bits_is_read_field_by_field() {
+    let replica = node(1);
+    // Revision 7: bit 0 set, low bits 5 follow; the rest as the encoder writes it.
+    let (b, at) = batch(7, [&[7, 5], &[1], &[0], &[1], &[0], &[2]]);
+    let w = u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    assert_ne!(w & SINGLE_MASK, SINGLE, "low bits: field by field");
+    let got = decode_changes(&replica, &b).expect("valid");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id().as_str(), "10.0.0.9:80#true");
+    // (3 << 12) + low 5 + base 7, then member 1.
+    assert_eq!(got[0].revision().0, ((3 << 12) + 5 + 7) << 10 | 1);
+}
+
+#[test]
+fn a_service_out_of_range_is_named_before_the_instances_on_both_paths() {
+    let replica = node(1);
+    // Field by field (a revision of two bytes), the batch cut inside the instance count's
+    // varint: the service is refused before that count is read.
+    let (mut b, at) = batch(7, [&[0x86, 0], &[1], &[0], &[1], &[3], &[0xff, 0xff]]);
+    b.truncate(at + 8);
+    let e = decode_changes(&replica, &b)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains(&format!("at byte {}: service 3 of 1", at + 5)),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_deletion_is_never_read_as_one_word() {
+    let replica = node(1);
+    // Two string-id records: a deletion of "a", then a state of "b". The deletion's
+    // revision and member with the state's first four bytes fit the one-word mask (6, 1,
+    // head 0, id 1, revision 6, member 2): read as a state, the deletion would take the
+    // state's bytes as its owner and service.
+    let mut b = vec![VERSION, 2];
+    put_varint(&mut b, 7);
+    let strings = ["10.0.0.1:8848", "b", "a", "", "g", "svc", "DEFAULT"];
+    b.push(strings.len() as u8);
+    for s in strings {
+        b.push(s.len() as u8);
+    }
+    for s in strings {
+        b.extend_from_slice(s.as_bytes());
+    }
+    b.extend_from_slice(&[0, 1, 3, 4, 5]); // no maps; service (ns "", g, svc)
+    b.extend_from_slice(&[1, 2]); // a deletion, id "a"
+    let at = b.len();
+    b.extend_from_slice(&[6, 1]); // its revision and member
+    b.extend_from_slice(&[0, 1, 6, 2, 0, 1, 0, 2]); // a state of "b", member 2, owner 0
+    b.extend_from_slice(&[HEALTHY | ENABLED | IPV4, 10, 0, 0, 9]);
+    b.extend_from_slice(&80u16.to_le_bytes());
+    b.push(6);
+    let w = u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    assert_eq!(w & SINGLE_MASK, SINGLE, "the deletion's bytes fit the mask");
+    let got = decode_changes(&replica, &b).expect("valid");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id().as_str(), "a");
+    assert_eq!(got[0].revision().0, (3 << 12 | 7) << 10 | 1);
+    assert_eq!(got[1].id().as_str(), "b");
+    assert_eq!(got[1].revision().0, (3 << 12 | 7) << 10 | 2);
+}
