@@ -759,9 +759,15 @@ impl Client {
     pub fn owner(&self) -> MemberId {
         MemberId(self.owner.load(Relaxed))
     }
-    /// Number of instances published.
+    /// Number of instances published. A client of one publication (nearly every one) is
+    /// read without the walk (every replacement counts the old state's and the new one's:
+    /// the walk cost ~15 instructions a count).
+    #[inline]
     pub fn instance_count(&self) -> usize {
-        self.publications().iter().map(|p| p.instances.len()).sum()
+        match &self.body {
+            Body::One(p) => p.instances.len(),
+            Body::Many(_) => self.publications().iter().map(|p| p.instances.len()).sum(),
+        }
     }
     /// Last heartbeat of publication `i`.
     pub(crate) fn last_beat(&self, i: usize) -> Millis {
