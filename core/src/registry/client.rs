@@ -321,8 +321,7 @@ pub(crate) fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
     ip_port_text_is(s, inst)
 }
 
-/// [`is_ip_port_text`], always inlined: into `Client::derived_id_is` (every lookup of a
-/// client with a derived id).
+/// [`is_ip_port_text`], inlined into `Client::derived_id_is` (every derived id's lookup).
 #[inline(always)]
 fn ip_port_text_is(s: &str, inst: &Instance) -> bool {
     let ip = inst.ip.as_str().as_bytes();
@@ -714,9 +713,8 @@ impl Client {
         }
     }
 
-    /// [`Client::id_is`] of a derived id: its own function, which `id_is` jumps to (a
-    /// stored id's compare does not pay for this one's registers), with the compare of
-    /// [`is_ip_port_text`] inlined (a call of its own cost ~10 instructions a lookup).
+    /// [`Client::id_is`] of a derived id, jumped to (a stored id's compare does not pay for
+    /// its registers), [`is_ip_port_text`] inlined (its call cost ~10 a lookup).
     #[inline(never)]
     fn derived_id_is(&self, s: &str) -> bool {
         self.first_instance().is_some_and(|i| ip_port_text_is(s, i))
@@ -759,9 +757,8 @@ impl Client {
     pub fn owner(&self) -> MemberId {
         MemberId(self.owner.load(Relaxed))
     }
-    /// Number of instances published. A client of one publication (nearly every one) is
-    /// read without the walk (every replacement counts the old state's and the new one's:
-    /// the walk cost ~15 instructions a count).
+    /// Number of instances published; a client of one publication's without the walk
+    /// (every replacement counts two states: the walk cost ~15 a count).
     #[inline]
     pub fn instance_count(&self) -> usize {
         match &self.body {
