@@ -197,9 +197,10 @@ pub(crate) fn short_eq_bytes(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// [`short_eq`] for client ids: a connection id (`<millis>_<ip>_<port>`) is 17 to 32
-/// bytes long, so that length is tested first, not after the shorter ones (`short_eq`'s
-/// order suits the shorter strings its other callers compare).
+/// [`short_eq`] for client ids: 17 to 32 bytes (most ids: an ip:port id's text, a
+/// connection id `<millis>_<ip>_<port>` of 23 to 35 bytes with an IPv4 address up to its
+/// length) tested first, not after the shorter ones (`short_eq`'s order suits the shorter
+/// strings its other callers compare); longer ids are compared whole.
 #[inline(always)]
 pub(crate) fn id_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

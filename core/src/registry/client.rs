@@ -20,8 +20,8 @@ use super::NO_SLOT;
 use crate::compact_form::{IdForm, ZEROS, copy_short, eight_digits, form_of_packed};
 use crate::member::MemberId;
 use crate::model::{
-    ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, Service,
-    decimal_digits, decimal_len,
+    ClientId, ClientKind, Instance, Instances, Publication, Revision, RoutingKey, decimal_digits,
+    decimal_len,
 };
 use crate::name::{Name, id_eq, short_eq_bytes};
 use crate::time::Millis;
@@ -105,126 +105,6 @@ impl std::fmt::Debug for Published {
         std::fmt::Debug::fmt(&self.publication, f)
     }
 }
-
-/// The publications of a stored client, sorted by service: indexable, iterable.
-#[derive(Clone, Copy)]
-pub struct Publications<'a>(&'a Body);
-
-impl<'a> Publications<'a> {
-    /// Number of publications.
-    #[inline]
-    pub fn len(&self) -> usize {
-        match self.0 {
-            Body::One(_) => 1,
-            Body::Many(v) => v.len(),
-        }
-    }
-    /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Publication `i`.
-    #[inline]
-    pub fn get(&self, i: usize) -> Option<&'a Published> {
-        match self.0 {
-            Body::One(p) => (i == 0).then_some(p),
-            Body::Many(v) => v.get(i).map(|c| c.single()),
-        }
-    }
-    /// The only publication, if there is exactly one.
-    #[inline]
-    pub fn only(&self) -> Option<&'a Published> {
-        match self.0 {
-            Body::One(p) => Some(p),
-            Body::Many(v) => match &v[..] {
-                [c] => Some(c.single()),
-                _ => None,
-            },
-        }
-    }
-    /// Every publication, in order.
-    #[inline]
-    pub fn iter(&self) -> PublicationsIter<'a> {
-        PublicationsIter(match self.0 {
-            Body::One(p) => IterRepr::One(Some(p)),
-            Body::Many(v) => IterRepr::Many(v.iter()),
-        })
-    }
-    /// Binary search by `f` (the publications are sorted by service), as
-    /// `slice::binary_search_by` does.
-    pub fn binary_search_by(
-        &self,
-        mut f: impl FnMut(&'a Published) -> std::cmp::Ordering,
-    ) -> Result<usize, usize> {
-        match self.0 {
-            Body::One(p) => match f(p) {
-                std::cmp::Ordering::Equal => Ok(0),
-                std::cmp::Ordering::Less => Err(1),
-                std::cmp::Ordering::Greater => Err(0),
-            },
-            Body::Many(v) => v.binary_search_by(|c| f(c.single())),
-        }
-    }
-    /// The place of `service`'s publication, or where it would go.
-    pub fn find(&self, service: &Service) -> Result<usize, usize> {
-        self.binary_search_by(|p| p.service.cmp(service))
-    }
-}
-
-impl std::ops::Index<usize> for Publications<'_> {
-    type Output = Published;
-    fn index(&self, i: usize) -> &Published {
-        match self.get(i) {
-            Some(p) => p,
-            None => panic!("publication {i} of {}", self.len()),
-        }
-    }
-}
-
-impl<'a> IntoIterator for Publications<'a> {
-    type Item = &'a Published;
-    type IntoIter = PublicationsIter<'a>;
-    fn into_iter(self) -> PublicationsIter<'a> {
-        self.iter()
-    }
-}
-
-impl std::fmt::Debug for Publications<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-/// The iterator of [`Publications`].
-#[derive(Clone)]
-pub struct PublicationsIter<'a>(IterRepr<'a>);
-
-#[derive(Clone)]
-enum IterRepr<'a> {
-    One(Option<&'a Published>),
-    Many(std::slice::Iter<'a, Arc<Client>>),
-}
-
-impl<'a> Iterator for PublicationsIter<'a> {
-    type Item = &'a Published;
-    #[inline]
-    fn next(&mut self) -> Option<&'a Published> {
-        match &mut self.0 {
-            IterRepr::One(p) => p.take(),
-            IterRepr::Many(it) => it.next().map(|c| c.single()),
-        }
-    }
-    #[inline]
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = match &self.0 {
-            IterRepr::One(p) => usize::from(p.is_some()),
-            IterRepr::Many(it) => it.len(),
-        };
-        (n, Some(n))
-    }
-}
-
-impl ExactSizeIterator for PublicationsIter<'_> {}
 
 /// One publication of a replicated state, for [`Body::build`].
 pub(super) enum Next {
@@ -318,6 +198,12 @@ pub(super) fn is_derived_id(s: &str, inst: &Instance) -> bool {
 /// whose id is derived (so at most [`DERIVED_MAX`] bytes, as `s` is if it is equal).
 #[inline]
 pub(crate) fn is_ip_port_text(s: &str, inst: &Instance) -> bool {
+    ip_port_text_is(s, inst)
+}
+
+/// [`is_ip_port_text`], inlined into `Client::derived_id_is` (every derived id's lookup).
+#[inline(always)]
+fn ip_port_text_is(s: &str, inst: &Instance) -> bool {
     let ip = inst.ip.as_str().as_bytes();
     let (b, l) = (s.as_bytes(), ip.len());
     let n = b.len();
@@ -480,9 +366,9 @@ impl Client {
     }
 
     /// [`Client::new`] of the body `body` makes (but the id text's compact parts left to be
-    /// found at its first encoding: see [`Client::id_stored`]), made in the client as it is built (a
-    /// publication taken from a decoded batch goes into the client without passing
-    /// through the caller's frames: two copies of it fewer), and the client made in its
+    /// found at its first encoding: see [`Client::id_stored`]), made in the client as it is
+    /// built (a replica's state of several publications, or of a new service: a body of
+    /// one publication goes through `replica.rs`'s `new_one`), and the client made in its
     /// allocation ([`arc_slots::ArcPlace`]: not built on the stack and copied twice on its
     /// way into the `Arc`).
     #[allow(clippy::too_many_arguments)]
@@ -532,7 +418,7 @@ impl Client {
     }
 
     /// [`Client::id_to_store`], the compact parts of the text found (`FIND`) or not: a
-    /// replica's client ([`Client::new_with`]) leaves them, as no flush of this node reads
+    /// replica's client ([`Client::new_with`], [`Client::replica_id`]) leaves them, as no flush of this node reads
     /// them while another member owns it. A new text's parts are then found at its first
     /// encoding ([`Name::id_parts`]: a snapshot chunk, or the flush of a client this node
     /// took over), not for every new client a replica stores (a parse of ~290
@@ -714,8 +600,15 @@ impl Client {
     pub fn id_is(&self, s: &str) -> bool {
         match &self.id {
             Some(n) => id_eq(n, s),
-            None => self.first_instance().is_some_and(|i| is_ip_port_text(s, i)),
+            None => self.derived_id_is(s),
         }
+    }
+
+    /// [`Client::id_is`] of a derived id, jumped to (a stored id's compare does not pay for
+    /// its registers), [`is_ip_port_text`] inlined (its call cost ~10 a lookup).
+    #[inline(never)]
+    fn derived_id_is(&self, s: &str) -> bool {
+        self.first_instance().is_some_and(|i| ip_port_text_is(s, i))
     }
 
     /// Whether `other` has the same id (compared without writing a derived id out).
@@ -755,8 +648,8 @@ impl Client {
     pub fn owner(&self) -> MemberId {
         MemberId(self.owner.load(Relaxed))
     }
-    /// Number of instances published (a client of one publication read without the
-    /// iterator over its publications).
+    /// Number of instances published; a client of one publication's without the walk
+    /// (every replacement counts two states: the walk cost ~15 a count).
     #[inline]
     pub fn instance_count(&self) -> usize {
         match &self.body {
@@ -994,5 +887,7 @@ impl ClientChange {
 }
 
 mod one;
+mod publications;
+pub use publications::{Publications, PublicationsIter};
 #[cfg(test)]
 mod tests;

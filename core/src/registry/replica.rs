@@ -486,8 +486,9 @@ impl Registry {
             (None, 1) => Some(now),
             _ => None,
         };
-        // A held client keeps its stored id text (`Client::new_with` shares it); the body is
-        // made in the client as it is built (a publication moved once).
+        // A held client keeps its stored id text (`Client::replica_id` and
+        // `Client::new_with` share it); the body is made in the client as it is built (a
+        // publication moved once).
         let new = match one {
             // The publication goes from where it was decoded into the new client's
             // allocation (`new_one`), its first instance read for the id first.

@@ -373,3 +373,45 @@ fn a_replicas_client_finds_its_ids_parts_when_first_encoded() {
     }
     assert!(stored > 100, "{stored}");
 }
+
+/// A client's instance count (read directly for a client of one publication) is the sum
+/// over its publications, and `id_is` (a derived id compared apart) knows its own id and
+/// no other, for samples of every form: one publication of one instance or of a batch,
+/// several publications, derived and stored ids.
+#[test]
+fn a_clients_instance_count_and_id_compare_hold_for_every_form() {
+    let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());
+    let ids = publish_samples(&r);
+    // A batch of three for the first sample, a second service for the second.
+    let inst = |port| InstanceSpec::new("10.9.0.1", port);
+    let svc = r.service("public", "DEFAULT_GROUP", "svc");
+    let batch: Vec<_> = (1..=3)
+        .map(|p| inst(p).to_instance(r.interner(), &svc).unwrap())
+        .collect();
+    let p = Publication::batch(svc, batch);
+    r.publish(&ids[0], p, MemberId(0), 2).unwrap();
+    let other = r.service("public", "DEFAULT_GROUP", "other");
+    let i = inst(9).to_instance(r.interner(), &other).unwrap();
+    let p = Publication::single(other, i);
+    r.publish(&ids[1], p, MemberId(0), 2).unwrap();
+    let (mut one, mut many, mut batch, mut derived) = (0, 0, 0, 0);
+    r.for_each(|c| {
+        let pubs = c.publications();
+        let sum: usize = pubs.iter().map(|p| p.instances.len()).sum();
+        assert_eq!(c.instance_count(), sum);
+        one += usize::from(pubs.len() == 1);
+        many += usize::from(pubs.len() > 1);
+        batch += usize::from(pubs.len() == 1 && sum > 1);
+        derived += usize::from(c.id_is_derived());
+        let id = c.id();
+        assert!(c.id_is(id.as_str()), "{id}");
+        assert!(!c.id_is(&format!("{id}x")), "{id}");
+        if let Some(rest) = id.as_str().get(1..) {
+            assert!(!c.id_is(rest), "{id}");
+        }
+    });
+    assert!(
+        one > 0 && many > 0 && batch > 0 && derived > 0,
+        "{one} {many} {batch} {derived}"
+    );
+}
