@@ -130,8 +130,9 @@ struct Encoder<'a> {
     /// Owners' string indices by member index.
     owners: Vec<u32>,
     /// The last namespace, group and cluster looked up (nearly all are one of each), by
-    /// the address and length of their interned text.
-    last_names: [Option<(*const u8, usize, u32)>; 3],
+    /// the address and length of their interned text; none yet: a null address, which no
+    /// text has (not an `Option`, whose tag was one more compare per lookup).
+    last_names: [(*const u8, usize, u32); 3],
 }
 
 /// A direct-mapped memo of table indices by the address they are keyed by (a service's
@@ -143,8 +144,9 @@ struct Encoder<'a> {
 /// [`FREE`], an address nothing is stored at.
 struct AddrMemo {
     slots: Box<[(usize, u32)]>,
-    /// log2 of the slot count.
-    bits: u32,
+    /// 64 - log2 of the slot count: the shift that leaves a slot's bits (kept, not
+    /// subtracted at every lookup).
+    shift: u32,
 }
 
 /// The address of a free memo slot.
@@ -156,14 +158,14 @@ impl AddrMemo {
         let n = (2 * records).next_power_of_two().clamp(16, 256);
         Self {
             slots: vec![(FREE, 0); n].into_boxed_slice(),
-            bits: n.trailing_zeros(),
+            shift: 64 - n.trailing_zeros(),
         }
     }
 
     /// The slot of `addr`: the top bits of a multiplicative hash (Fibonacci hashing).
     #[inline(always)]
     fn slot(&self, addr: usize) -> usize {
-        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
     #[inline(always)]
@@ -208,7 +210,7 @@ impl<'a> Encoder<'a> {
             records: Vec::with_capacity(records * 40),
             n_records: 0,
             owners: Vec::new(),
-            last_names: [None; 3],
+            last_names: [(std::ptr::null(), 0, 0); 3],
         }
     }
 
@@ -302,14 +304,12 @@ impl<'a> Encoder<'a> {
     /// The index of an interned name, remembered in `last_names[slot]`.
     fn name(&mut self, slot: usize, n: &'a Name) -> u32 {
         let s = n.as_str();
-        if let Some((p, len, i)) = self.last_names[slot]
-            && p == s.as_ptr()
-            && len == s.len()
-        {
+        let (p, len, i) = self.last_names[slot];
+        if p == s.as_ptr() && len == s.len() {
             return i;
         }
         let i = self.string(s);
-        self.last_names[slot] = Some((s.as_ptr(), s.len(), i));
+        self.last_names[slot] = (s.as_ptr(), s.len(), i);
         i
     }
 
