@@ -428,38 +428,39 @@ impl<'a> Encoder<'a> {
                 // 3 × 5 bytes at most.
                 const _: () = assert!(1 + 16 + 2 + 8 + 3 * 5 <= scratch::STEP);
                 out.room(&mut self.records);
-                // A canonical IPv4 address is packed in the instance (its bits loaded,
-                // not parsed from the text); any other text is packed here.
-                let ip = match i.ipv4.get() {
-                    Some(v4) => {
-                        debug_assert_eq!(Some(v4.to_le_bytes()), canonical_ipv4(&i.ip));
-                        PackedIp::V4(v4.to_le_bytes())
-                    }
-                    None => pack_ip(&i.ip),
-                };
                 let flags = (u8::from(i.healthy) * HEALTHY)
                     | (u8::from(i.enabled) * ENABLED)
                     | (u8::from(i.custom_id.is_some()) * CUSTOM_ID)
                     | (u8::from(i.weight.to_bits() != 1f64.to_bits()) * WEIGHT)
                     | (u8::from(!i.metadata.is_empty()) * METADATA);
-                match ip {
-                    PackedIp::V4(o) => {
-                        // Flags, address and port: seven bytes of one word.
-                        let w = u64::from(flags | IPV4)
-                            | u64::from(u32::from_le_bytes(o)) << 8
-                            | u64::from(i.port) << 40;
-                        out.word(w, 7);
+                // Flags, IPv4 address and port: seven bytes of one word.
+                let v4 = |o: [u8; 4]| {
+                    u64::from(flags | IPV4)
+                        | u64::from(u32::from_le_bytes(o)) << 8
+                        | u64::from(i.port) << 40
+                };
+                // A canonical IPv4 address is packed in the instance (its bits loaded,
+                // not parsed from the text), and written as it is read (a packed form
+                // matched again after, it went through the stack); any other text is
+                // packed here.
+                match i.ipv4.get() {
+                    Some(bits) => {
+                        debug_assert_eq!(Some(bits.to_le_bytes()), canonical_ipv4(&i.ip));
+                        out.word(v4(bits.to_le_bytes()), 7);
                     }
-                    PackedIp::V6(o) => {
-                        out.byte(flags | IPV6);
-                        out.bytes(o);
-                        out.bytes(i.port.to_le_bytes());
-                    }
-                    PackedIp::Text => {
-                        out.byte(flags);
-                        out.varint(u64::from(self.string(&i.ip)));
-                        out.bytes(i.port.to_le_bytes());
-                    }
+                    None => match pack_ip(&i.ip) {
+                        PackedIp::V4(o) => out.word(v4(o), 7),
+                        PackedIp::V6(o) => {
+                            out.byte(flags | IPV6);
+                            out.bytes(o);
+                            out.bytes(i.port.to_le_bytes());
+                        }
+                        PackedIp::Text => {
+                            out.byte(flags);
+                            out.varint(u64::from(self.string(&i.ip)));
+                            out.bytes(i.port.to_le_bytes());
+                        }
+                    },
                 }
                 if flags & WEIGHT != 0 {
                     out.bytes(i.weight.to_le_bytes());
