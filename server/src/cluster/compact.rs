@@ -354,7 +354,8 @@ impl<'a> Encoder<'a> {
             Some(first) => id_form(id, first),
             None => IdForm::String,
         };
-        self.state(out, node, form, Some(id), r.revision, r.owner, publications);
+        self.id_head(out, form, Some(id));
+        self.state(out, node, r.revision, r.owner, publications);
     }
 
     /// A state shared with the store, encoded straight from the stored client (an id it
@@ -365,40 +366,29 @@ impl<'a> Encoder<'a> {
     fn stored(&mut self, out: &mut Scratch<'_>, node: &'a Node, c: &'a Client) {
         // The form from the parts stored with the id's text (parsed once: when an owner
         // stored it, or here at its first encoding for a client a replica stored).
-        let (form, id) = (c.id_form(), c.stored_id());
+        // Written as soon as it is found (carried into the two arms below, the form went
+        // through the stack).
+        self.id_head(out, c.id_form(), c.stored_id());
         let ps = c.publications();
         // One publication (nearly every client) without the iterator over a client's
         // parts.
         match ps.only() {
             Some(p) => {
                 let one = std::iter::once(&**p);
-                self.state(out, node, form, id, c.revision(), c.owner(), one);
+                self.state(out, node, c.revision(), c.owner(), one);
             }
             None => {
                 let publications = ps.iter().map(|p| &**p);
-                self.state(out, node, form, id, c.revision(), c.owner(), publications);
+                self.state(out, node, c.revision(), c.owner(), publications);
             }
         }
     }
 
-    /// Encodes a state whose id travels in `form` (`id`, its text, is sent in the string
-    /// form; `None` for a stored client's derived id, which travels in the ip:port form).
+    /// A state's head byte and id, which travels in `form` (`id`, its text, is sent in
+    /// the string form; `None` for a stored client's derived id, which travels in the
+    /// ip:port form). The first step of the record ([`Encoder::state`] writes the rest).
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn state(
-        &mut self,
-        out: &mut Scratch<'_>,
-        node: &'a Node,
-        form: IdForm,
-        id: Option<&'a str>,
-        revision: Revision,
-        owner: MemberId,
-        publications: impl ExactSizeIterator<Item = &'a Publication>,
-    ) {
-        // The record in the scratch (`out`, the batch's), copied to the records as it
-        // ends; a step of it at a time (its head, a publication's, an instance) at most
-        // `STEP` bytes.
-        const _: () = assert!(1 + 8 + 10 + 3 * 10 + 5 + 10 <= scratch::STEP);
+    fn id_head(&mut self, out: &mut Scratch<'_>, form: IdForm, id: Option<&'a str>) {
         match (form, id) {
             (IdForm::String, Some(id)) => {
                 out.byte(ID_STRING << 1);
@@ -411,6 +401,22 @@ impl<'a> Encoder<'a> {
                 out.connection(millis, port);
             }
         }
+    }
+
+    /// Encodes a state after its head and id ([`Encoder::id_head`]).
+    #[inline(always)]
+    fn state(
+        &mut self,
+        out: &mut Scratch<'_>,
+        node: &'a Node,
+        revision: Revision,
+        owner: MemberId,
+        publications: impl ExactSizeIterator<Item = &'a Publication>,
+    ) {
+        // The record in the scratch (`out`, the batch's), copied to the records as it
+        // ends; a step of it at a time (its head, a publication's, an instance) at most
+        // `STEP` bytes.
+        const _: () = assert!(1 + 8 + 10 + 3 * 10 + 5 + 10 <= scratch::STEP);
         // The revision's distance and low bits, then its member with the owner and the
         // publication count.
         let member = self.revision_distance(out, revision);
