@@ -47,9 +47,9 @@ struct Filling {
     later: Vec<Taken>,
     /// The clients an early take took before they were due, by their place in the batch.
     not_due: Vec<(usize, u64, Millis)>,
-    /// An early take, and the time past which a client taken was not due yet.
-    early: bool,
-    horizon: Millis,
+    /// In an early take, the time past which a client taken was not due yet (else
+    /// `Millis::MAX`: one compare per client, where the flag and the time were two).
+    not_due_after: Millis,
 }
 
 impl TakeSink for Filling {
@@ -66,7 +66,7 @@ impl TakeSink for Filling {
             self.refuse = true;
             return Some(c);
         }
-        if self.early && due > self.horizon {
+        if due > self.not_due_after {
             self.not_due.push((self.batch.changes.len(), hash, due));
         }
         self.bytes += size;
@@ -174,8 +174,7 @@ impl Node {
                 refuse: false,
                 later: Vec::new(),
                 not_due: Vec::new(),
-                early,
-                horizon,
+                not_due_after: if early { horizon } else { Millis::MAX },
             };
             let took = if early {
                 self.sync
