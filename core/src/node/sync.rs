@@ -39,29 +39,34 @@ struct Filling {
     max_bytes: usize,
     /// Full by bytes: what is taken from now on goes back, due as it was.
     overflow: bool,
+    /// Held states are refused: the batch is full by bytes, or a client waits in
+    /// `later` (one flag, read for every client taken, where the two were two reads).
+    refuse: bool,
     /// Clients the queue held no state for (read from the registry once the scheduler's
     /// locks are let go), and any taken after the batch was full.
     later: Vec<Taken>,
     /// The clients an early take took before they were due, by their place in the batch.
     not_due: Vec<(usize, u64, Millis)>,
-    /// An early take, and the time past which a client taken was not due yet.
-    early: bool,
-    horizon: Millis,
+    /// In an early take, the time past which a client taken was not due yet (else
+    /// `Millis::MAX`: one compare per client, where the flag and the time were two).
+    not_due_after: Millis,
 }
 
 impl TakeSink for Filling {
     #[inline(always)]
     fn held(&mut self, c: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
-        if self.overflow || !self.later.is_empty() {
+        if self.refuse {
             return Some(c);
         }
         let size = c.size_hint();
-        if !self.batch.changes.is_empty() && self.bytes + size > self.max_bytes {
+        // The bound first: it is rarely passed, and the batch is rarely empty.
+        if self.bytes + size > self.max_bytes && !self.batch.changes.is_empty() {
             // Full by bytes: this one and the rest go back, due as they were.
             self.overflow = true;
+            self.refuse = true;
             return Some(c);
         }
-        if self.early && due > self.horizon {
+        if due > self.not_due_after {
             self.not_due.push((self.batch.changes.len(), hash, due));
         }
         self.bytes += size;
@@ -72,6 +77,7 @@ impl TakeSink for Filling {
 
     #[inline(always)]
     fn taken(&mut self, t: Taken) {
+        self.refuse = true;
         self.later.push(t);
     }
 }
@@ -165,10 +171,10 @@ impl Node {
                 lowest: u64::MAX,
                 max_bytes: self.config.batch_max_bytes,
                 overflow: false,
+                refuse: false,
                 later: Vec::new(),
                 not_due: Vec::new(),
-                early,
-                horizon,
+                not_due_after: if early { horizon } else { Millis::MAX },
             };
             let took = if early {
                 self.sync

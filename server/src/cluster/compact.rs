@@ -130,8 +130,9 @@ struct Encoder<'a> {
     /// Owners' string indices by member index.
     owners: Vec<u32>,
     /// The last namespace, group and cluster looked up (nearly all are one of each), by
-    /// the address and length of their interned text.
-    last_names: [Option<(*const u8, usize, u32)>; 3],
+    /// the address and length of their interned text; none yet: a null address, which no
+    /// text has (not an `Option`, whose tag was one more compare per lookup).
+    last_names: [(*const u8, usize, u32); 3],
 }
 
 /// A direct-mapped memo of table indices by the address they are keyed by (a service's
@@ -143,8 +144,9 @@ struct Encoder<'a> {
 /// [`FREE`], an address nothing is stored at.
 struct AddrMemo {
     slots: Box<[(usize, u32)]>,
-    /// log2 of the slot count.
-    bits: u32,
+    /// 64 - log2 of the slot count: the shift that leaves a slot's bits (kept, not
+    /// subtracted at every lookup).
+    shift: u32,
 }
 
 /// The address of a free memo slot.
@@ -156,14 +158,14 @@ impl AddrMemo {
         let n = (2 * records).next_power_of_two().clamp(16, 256);
         Self {
             slots: vec![(FREE, 0); n].into_boxed_slice(),
-            bits: n.trailing_zeros(),
+            shift: 64 - n.trailing_zeros(),
         }
     }
 
     /// The slot of `addr`: the top bits of a multiplicative hash (Fibonacci hashing).
     #[inline(always)]
     fn slot(&self, addr: usize) -> usize {
-        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
     #[inline(always)]
@@ -208,7 +210,7 @@ impl<'a> Encoder<'a> {
             records: Vec::with_capacity(records * 40),
             n_records: 0,
             owners: Vec::new(),
-            last_names: [None; 3],
+            last_names: [(std::ptr::null(), 0, 0); 3],
         }
     }
 
@@ -302,14 +304,12 @@ impl<'a> Encoder<'a> {
     /// The index of an interned name, remembered in `last_names[slot]`.
     fn name(&mut self, slot: usize, n: &'a Name) -> u32 {
         let s = n.as_str();
-        if let Some((p, len, i)) = self.last_names[slot]
-            && p == s.as_ptr()
-            && len == s.len()
-        {
+        let (p, len, i) = self.last_names[slot];
+        if p == s.as_ptr() && len == s.len() {
             return i;
         }
         let i = self.string(s);
-        self.last_names[slot] = Some((s.as_ptr(), s.len(), i));
+        self.last_names[slot] = (s.as_ptr(), s.len(), i);
         i
     }
 
@@ -354,7 +354,8 @@ impl<'a> Encoder<'a> {
             Some(first) => id_form(id, first),
             None => IdForm::String,
         };
-        self.state(out, node, form, Some(id), r.revision, r.owner, publications);
+        self.id_head(out, form, Some(id));
+        self.state(out, node, r.revision, r.owner, publications);
     }
 
     /// A state shared with the store, encoded straight from the stored client (an id it
@@ -365,40 +366,29 @@ impl<'a> Encoder<'a> {
     fn stored(&mut self, out: &mut Scratch<'_>, node: &'a Node, c: &'a Client) {
         // The form from the parts stored with the id's text (parsed once: when an owner
         // stored it, or here at its first encoding for a client a replica stored).
-        let (form, id) = (c.id_form(), c.stored_id());
+        // Written as soon as it is found (carried into the two arms below, the form went
+        // through the stack).
+        self.id_head(out, c.id_form(), c.stored_id());
         let ps = c.publications();
         // One publication (nearly every client) without the iterator over a client's
         // parts.
         match ps.only() {
             Some(p) => {
                 let one = std::iter::once(&**p);
-                self.state(out, node, form, id, c.revision(), c.owner(), one);
+                self.state(out, node, c.revision(), c.owner(), one);
             }
             None => {
                 let publications = ps.iter().map(|p| &**p);
-                self.state(out, node, form, id, c.revision(), c.owner(), publications);
+                self.state(out, node, c.revision(), c.owner(), publications);
             }
         }
     }
 
-    /// Encodes a state whose id travels in `form` (`id`, its text, is sent in the string
-    /// form; `None` for a stored client's derived id, which travels in the ip:port form).
+    /// A state's head byte and id, which travels in `form` (`id`, its text, is sent in
+    /// the string form; `None` for a stored client's derived id, which travels in the
+    /// ip:port form). The first step of the record ([`Encoder::state`] writes the rest).
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn state(
-        &mut self,
-        out: &mut Scratch<'_>,
-        node: &'a Node,
-        form: IdForm,
-        id: Option<&'a str>,
-        revision: Revision,
-        owner: MemberId,
-        publications: impl ExactSizeIterator<Item = &'a Publication>,
-    ) {
-        // The record in the scratch (`out`, the batch's), copied to the records as it
-        // ends; a step of it at a time (its head, a publication's, an instance) at most
-        // `STEP` bytes.
-        const _: () = assert!(1 + 8 + 10 + 3 * 10 + 5 + 10 <= scratch::STEP);
+    fn id_head(&mut self, out: &mut Scratch<'_>, form: IdForm, id: Option<&'a str>) {
         match (form, id) {
             (IdForm::String, Some(id)) => {
                 out.byte(ID_STRING << 1);
@@ -411,6 +401,22 @@ impl<'a> Encoder<'a> {
                 out.connection(millis, port);
             }
         }
+    }
+
+    /// Encodes a state after its head and id ([`Encoder::id_head`]).
+    #[inline(always)]
+    fn state(
+        &mut self,
+        out: &mut Scratch<'_>,
+        node: &'a Node,
+        revision: Revision,
+        owner: MemberId,
+        publications: impl ExactSizeIterator<Item = &'a Publication>,
+    ) {
+        // The record in the scratch (`out`, the batch's), copied to the records as it
+        // ends; a step of it at a time (its head, a publication's, an instance) at most
+        // `STEP` bytes.
+        const _: () = assert!(1 + 8 + 10 + 3 * 10 + 5 + 10 <= scratch::STEP);
         // The revision's distance and low bits, then its member with the owner and the
         // publication count.
         let member = self.revision_distance(out, revision);
@@ -428,38 +434,39 @@ impl<'a> Encoder<'a> {
                 // 3 × 5 bytes at most.
                 const _: () = assert!(1 + 16 + 2 + 8 + 3 * 5 <= scratch::STEP);
                 out.room(&mut self.records);
-                // A canonical IPv4 address is packed in the instance (its bits loaded,
-                // not parsed from the text); any other text is packed here.
-                let ip = match i.ipv4.get() {
-                    Some(v4) => {
-                        debug_assert_eq!(Some(v4.to_le_bytes()), canonical_ipv4(&i.ip));
-                        PackedIp::V4(v4.to_le_bytes())
-                    }
-                    None => pack_ip(&i.ip),
-                };
                 let flags = (u8::from(i.healthy) * HEALTHY)
                     | (u8::from(i.enabled) * ENABLED)
                     | (u8::from(i.custom_id.is_some()) * CUSTOM_ID)
                     | (u8::from(i.weight.to_bits() != 1f64.to_bits()) * WEIGHT)
                     | (u8::from(!i.metadata.is_empty()) * METADATA);
-                match ip {
-                    PackedIp::V4(o) => {
-                        // Flags, address and port: seven bytes of one word.
-                        let w = u64::from(flags | IPV4)
-                            | u64::from(u32::from_le_bytes(o)) << 8
-                            | u64::from(i.port) << 40;
-                        out.word(w, 7);
+                // Flags, IPv4 address and port: seven bytes of one word.
+                let v4 = |o: [u8; 4]| {
+                    u64::from(flags | IPV4)
+                        | u64::from(u32::from_le_bytes(o)) << 8
+                        | u64::from(i.port) << 40
+                };
+                // A canonical IPv4 address is packed in the instance (its bits loaded,
+                // not parsed from the text), and written as it is read (a packed form
+                // matched again after, it went through the stack); any other text is
+                // packed here.
+                match i.ipv4.get() {
+                    Some(bits) => {
+                        debug_assert_eq!(Some(bits.to_le_bytes()), canonical_ipv4(&i.ip));
+                        out.word(v4(bits.to_le_bytes()), 7);
                     }
-                    PackedIp::V6(o) => {
-                        out.byte(flags | IPV6);
-                        out.bytes(o);
-                        out.bytes(i.port.to_le_bytes());
-                    }
-                    PackedIp::Text => {
-                        out.byte(flags);
-                        out.varint(u64::from(self.string(&i.ip)));
-                        out.bytes(i.port.to_le_bytes());
-                    }
+                    None => match pack_ip(&i.ip) {
+                        PackedIp::V4(o) => out.word(v4(o), 7),
+                        PackedIp::V6(o) => {
+                            out.byte(flags | IPV6);
+                            out.bytes(o);
+                            out.bytes(i.port.to_le_bytes());
+                        }
+                        PackedIp::Text => {
+                            out.byte(flags);
+                            out.varint(u64::from(self.string(&i.ip)));
+                            out.bytes(i.port.to_le_bytes());
+                        }
+                    },
                 }
                 if flags & WEIGHT != 0 {
                     out.bytes(i.weight.to_le_bytes());

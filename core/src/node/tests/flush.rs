@@ -235,3 +235,29 @@ fn a_flushed_batch_carries_the_lowest_revision_of_its_changes() {
         assert_eq!(lowest, min);
     }
 }
+
+/// A state larger than `batch_max_bytes` leaves alone in its batch, never held back by
+/// the bound (the first change of a batch is taken whatever its size); states taken after
+/// it go in the next batches, one each.
+#[test]
+fn a_state_over_the_byte_bound_leaves_alone_in_its_batch() {
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_bytes: 1024,
+        ..Config::default()
+    };
+    let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
+    n.tick(0);
+    register_many(&n, 0, 3, 2000, 10);
+    let cmds = n.drain(30);
+    let sizes: Vec<usize> = sends(&cmds)
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            PeerRequest::Sync(b) => Some(b.changes.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [1, 1, 1]);
+    assert_eq!(n.pending_sync(MemberId(1)), 0);
+}
