@@ -254,7 +254,8 @@ impl std::fmt::Display for SmallStr {
 
 #[cfg(test)]
 mod tests {
-    use super::SmallStr;
+    use super::{Repr, SmallStr};
+    use std::sync::Arc;
 
     #[test]
     fn is_16_bytes_and_an_option_of_it_too() {
@@ -278,9 +279,22 @@ mod tests {
                 end > 15,
                 "{end} bytes"
             );
+            // A heap clone holds a count of its own (a bitwise copy would not: dropping
+            // both would free the text twice).
+            if let Repr::Heap(a) = &s.0 {
+                assert_eq!(Arc::strong_count(a), 2, "{end} bytes: shared by the clone");
+            }
             assert_eq!(c.len(), end);
             assert_eq!(format!("{c}"), &text[..end]);
             assert_eq!(format!("{c:?}"), format!("{:?}", &text[..end]));
+            drop(c);
+            if let Repr::Heap(a) = &s.0 {
+                assert_eq!(
+                    Arc::strong_count(a),
+                    1,
+                    "{end} bytes: the clone's count gone"
+                );
+            }
         }
         assert!(SmallStr::new("10.0.0.1") < SmallStr::new("10.0.0.2"));
         assert!(SmallStr::new("fe80::1:2:3:4:5:6") == "fe80::1:2:3:4:5:6");

@@ -243,8 +243,9 @@ impl InstanceSpec {
     }
 
     /// [`InstanceFields::convert_into`] of this spec: a different instance is written
-    /// into `out`, the caller's slot, not returned.
-    pub fn convert_into(
+    /// into `out`, the caller's slot (empty on entry: a value in it would be leaked, not
+    /// dropped), not returned. Crate-private for that contract.
+    pub(crate) fn convert_into(
         &self,
         interner: &Interner,
         service: &Service,
@@ -380,8 +381,9 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
     /// of returning it: the owner's registration builds it in a slot of its own frame,
     /// from which it moves once into the stored client, not through the layers of enums
     /// (`Result`, [`Conversion`], the publication) a returned instance is copied through.
+    /// A value in `out` on entry would be leaked, not dropped: crate-private for that.
     #[inline(always)]
-    pub fn convert_into(
+    pub(crate) fn convert_into(
         &self,
         interner: &Interner,
         service: &Service,
@@ -431,8 +433,9 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
             Some(h) => (h.ip.clone(), h.ipv4),
             None => (super::SmallStr::new(self.ip), Ipv4Bits::of(self.ip)),
         };
-        // The slot is empty (see above): what `insert` would drop is nothing, so it is
-        // forgotten, not dropped (a call of the drop glue otherwise, ~13 instructions).
+        // The slot is empty (the callers' contract, asserted above in debug builds): what
+        // `insert` would drop is nothing, so it is forgotten, not dropped (a call of the
+        // drop glue otherwise, ~13 instructions).
         std::mem::forget(out.replace(Instance {
             ip,
             ipv4,

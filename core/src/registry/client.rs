@@ -418,11 +418,11 @@ impl Client {
     }
 
     /// [`Client::id_to_store`], the compact parts of the text found (`FIND`) or not: a
-    /// replica's client ([`Client::new_with`], [`Client::replica_id`]) leaves them, as no flush of this node reads
-    /// them while another member owns it. A new text's parts are then found at its first
-    /// encoding ([`Name::id_parts`]: a snapshot chunk, or the flush of a client this node
-    /// took over), not for every new client a replica stores (a parse of ~290
-    /// instructions); a held client's text keeps what it knows.
+    /// replica's client ([`Client::new_with`], [`Client::replica_id`]) leaves them, as no
+    /// flush of this node reads them while another member owns it. A new text's parts are
+    /// then found at its first encoding ([`Name::id_parts`]: a snapshot chunk, or the
+    /// flush of a client this node took over), not for every new client a replica stores
+    /// (a parse of ~290 instructions); a held client's text keeps what it knows.
     #[inline(always)]
     fn id_stored<const FIND: bool>(
         id: &str,

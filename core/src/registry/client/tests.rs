@@ -409,6 +409,14 @@ fn a_clients_instance_count_and_id_compare_hold_for_every_form() {
         if let Some(rest) = id.as_str().get(1..) {
             assert!(!c.id_is(rest), "{id}");
         }
+        // Of the same length, one byte changed (an ip byte, a port digit, the suffix):
+        // the word compares, not the length, refuse it.
+        for k in (0..id.as_str().len()).filter(|&k| id.as_str().as_bytes()[k].is_ascii()) {
+            let mut b = id.as_str().as_bytes().to_vec();
+            b[k] = if b[k] == b'0' { b'1' } else { b'0' };
+            let other = String::from_utf8(b).expect("ascii");
+            assert!(!c.id_is(&other), "{id} against {other}");
+        }
     });
     assert!(
         one > 0 && many > 0 && batch > 0 && derived > 0,
