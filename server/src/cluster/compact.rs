@@ -589,4 +589,6 @@ pub fn encode_records(node: &Node, records: &[Arc<Client>]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
 mod tests;
