@@ -2,9 +2,10 @@
 //!
 //! Every replica decodes every change of every owner, and a starting node decodes every
 //! client of the cluster, so the layout is shaped for decoding and for size: the batch's
-//! distinct strings once each in a table (validated as UTF-8 in one pass), its distinct
-//! services and metadata maps once each (resolved, validated and interned once per
-//! batch, not once per instance), then records that refer to them by index. What a
+//! strings in a table (validated as UTF-8 in one pass), each once but for string client
+//! ids and service names (added without a lookup: such a text can appear twice, which
+//! the decoder accepts), its distinct services and metadata maps once each (resolved,
+//! validated and interned once per batch, not once per instance), then records that refer to them by index. What a
 //! replica can derive is not sent: an ip:port client's id (`ip:port#true`) comes from
 //! its instance, a connection client's id (`<millis>_<ip>_<port>`) from its instance's
 //! ip; IPv4 and IPv6 addresses travel as 4 and 16 bytes (host names as strings);
@@ -18,7 +19,7 @@
 //! must run the same version of the layout.
 //!
 //! ```text
-//! u8 version = 3, v n_records, v base (the batch's lowest logical revision)
+//! u8 version = 3, v n_records, v base (at most the batch's lowest logical revision)
 //! v n_strings, v len[n_strings], blob      string i is the next len[i] bytes, UTF-8
 //! v n_maps, per map: v n, n × (v key, v value)         metadata maps (string indices)
 //! v n_services, per service: v namespace, v group, v name
