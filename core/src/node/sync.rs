@@ -42,8 +42,10 @@ struct Filling {
     /// Held states are refused: the batch is full by bytes, or a client waits in
     /// `later` (one flag, read for every client taken, where the two were two reads).
     refuse: bool,
-    /// Clients the queue held no state for (read from the registry once the scheduler's
-    /// locks are let go), and any taken after the batch was full.
+    /// Clients taken whole, in take order, for after the scheduler's locks are let go:
+    /// those the queue held no state for (read from the registry then), held states
+    /// refused because an earlier client waits here (they must not pass it), and all
+    /// taken once the batch was full by bytes (they go back, due as they were).
     later: Vec<Taken>,
     /// The clients an early take took before they were due, by their place in the batch.
     not_due: Vec<(usize, u64, Millis)>,
@@ -55,6 +57,7 @@ struct Filling {
 impl TakeSink for Filling {
     #[inline(always)]
     fn held(&mut self, c: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+        debug_assert_eq!(self.refuse, self.overflow || !self.later.is_empty());
         if self.refuse {
             return Some(c);
         }
