@@ -276,10 +276,11 @@ pub enum RoutingKey<'a> {
     IpPort(&'a str, u16),
 }
 
-/// The number of decimal digits of `v`: [`DECIMAL_LEN`]'s entry for its bit length
-/// added to it, the count in the high half (a load and an add where comparing with each
-/// power of ten cost a compare and a branch each, ~12 instructions a port the compact
-/// encoder checks a connection id's ip by).
+/// The number of decimal digits of `v`: `v` plus [`DECIMAL_LEN`]'s entry for its bit
+/// length, whose high half is the count. One load and one add, where comparing `v` with
+/// each power of ten cost a compare and a branch each. The compact encoder counts the
+/// port's digits for every connection id it sends (to find where the id's ip ends), so
+/// this saves it ~12 instructions a client.
 #[inline]
 pub(crate) fn decimal_len(v: u16) -> usize {
     let bits = 16 - (v | 1).leading_zeros();

@@ -42,8 +42,10 @@ struct Filling {
     /// Held states are refused: the batch is full by bytes, or a client waits in
     /// `later` (one flag, read for every client taken, where the two were two reads).
     refuse: bool,
-    /// Clients the queue held no state for (read from the registry once the scheduler's
-    /// locks are let go), and any taken after the batch was full.
+    /// Clients taken whole, in take order, for after the scheduler's locks are let go:
+    /// those the queue held no state for (read from the registry then), held states
+    /// refused because an earlier client waits here (they must not pass it), and all
+    /// taken once the batch was full by bytes (they go back, due as they were).
     later: Vec<Taken>,
     /// The clients an early take took before they were due, by their place in the batch.
     not_due: Vec<(usize, u64, Millis)>,
@@ -55,6 +57,7 @@ struct Filling {
 impl TakeSink for Filling {
     #[inline(always)]
     fn held(&mut self, c: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+        debug_assert_eq!(self.refuse, self.overflow || !self.later.is_empty());
         if self.refuse {
             return Some(c);
         }
@@ -440,5 +443,95 @@ impl Node {
         inc(&self.counters.sync_changes_applied, u64::from(applied));
         inc(&self.counters.sync_changes_stale, u64::from(stale));
         PeerResponse::SyncAck { applied, stale }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Filling;
+    use crate::config::Config;
+    use crate::member::MemberList;
+    use crate::message::SyncBatch;
+    use crate::model::{ClientId, InstanceSpec, ServiceSpec};
+    use crate::node::Node;
+    use crate::registry::Client;
+    use crate::sync::{TakeSink, Taken};
+    use crate::time::Millis;
+    use std::sync::Arc;
+
+    /// A node holding one client per entry of `metadata` (that many bytes of metadata
+    /// each), and those clients' stored states, in order.
+    fn states(metadata: &[usize]) -> (Node, Vec<Arc<Client>>) {
+        let addrs: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+        let n = Node::new(
+            Config::default(),
+            MemberList::new(&addrs[0], &addrs).unwrap(),
+            1_000,
+        )
+        .unwrap();
+        let states = metadata
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| {
+                let ip = format!("10.9.0.{i}");
+                let id = ClientId::connection(1, &ip, 1);
+                let mut spec = InstanceSpec::new(&ip, 80);
+                spec.metadata = vec![("k".into(), "v".repeat(m))];
+                n.register(&id, &ServiceSpec::new("", "", "svc"), &spec, 0)
+                    .unwrap();
+                n.registry.get(id.as_str()).unwrap()
+            })
+            .collect();
+        (n, states)
+    }
+
+    fn filling(max_bytes: usize) -> Filling {
+        Filling {
+            batch: SyncBatch::default(),
+            bytes: 8,
+            lowest: u64::MAX,
+            max_bytes,
+            overflow: false,
+            refuse: false,
+            later: Vec::new(),
+            not_due: Vec::new(),
+            not_due_after: Millis::MAX,
+        }
+    }
+
+    /// A held state that overflows the batch by bytes is refused, and so is every smaller
+    /// one taken after it though it would fit: they go back behind it, in take order,
+    /// and none joins the batch ahead of the big one.
+    #[test]
+    fn smaller_states_taken_after_an_overflow_do_not_pass_it() {
+        let (_n, s) = states(&[100, 4000, 100, 100]);
+        assert!(s[1].size_hint() > 4096 - 8 - s[0].size_hint());
+        let mut f = filling(4096);
+        assert!(f.held(s[0].clone(), 0, s[0].id_hash()).is_none());
+        for c in &s[1..] {
+            let back = f.held(c.clone(), 0, c.id_hash()).expect("refused");
+            assert!(Arc::ptr_eq(&back, c));
+        }
+        assert!(f.overflow && f.refuse);
+        assert_eq!(f.batch.changes.len(), 1);
+        assert!(Arc::ptr_eq(f.batch.changes[0].stored().unwrap(), &s[0]));
+        assert_eq!(f.lowest, s[0].revision().0);
+    }
+
+    /// A held state taken after a client that waits in `later` (its state to be read
+    /// from the registry) is refused though the batch has room: it must not pass it.
+    #[test]
+    fn a_held_state_taken_after_a_waiting_client_waits_too() {
+        let (_n, s) = states(&[10, 10]);
+        let mut f = filling(4096);
+        f.taken(Taken {
+            id: s[0].id(),
+            due: 0,
+            hash: s[0].id_hash(),
+            state: None,
+        });
+        assert!(f.refuse && !f.overflow);
+        assert!(f.held(s[1].clone(), 0, s[1].id_hash()).is_some());
+        assert!(f.batch.changes.is_empty());
     }
 }
