@@ -517,6 +517,8 @@ impl Registry {
                     now,
                     owner,
                     shard_no,
+                    // Inlined: called, the publication was moved out and back (~8).
+                    #[inline(always)]
                     || publications.take(0),
                     beat,
                 )
