@@ -368,7 +368,7 @@ impl Client {
     /// [`Client::new`] of the body `body` makes (but the id text's compact parts left to be
     /// found at its first encoding: see [`Client::id_stored`]), made in the client as it is
     /// built (a replica's state of several publications, or of a new service: a body of
-    /// one publication goes through `replica.rs`'s `new_one`), and the client made in its
+    /// one publication goes through [`Client::replica_one`]), and the client made in its
     /// allocation ([`arc_slots::ArcPlace`]: not built on the stack and copied twice on its
     /// way into the `Arc`).
     #[allow(clippy::too_many_arguments)]

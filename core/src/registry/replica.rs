@@ -11,7 +11,6 @@ use super::{ApplyOutcome, ClientRecord, IdKey, Registry, Tombstone};
 use crate::hash::{shard_of_hash, stable_hash64};
 use crate::member::MemberId;
 use crate::model::{ClientId, Publication, Revision};
-use crate::name::Name;
 use crate::time::Millis;
 use arc_slots::RetireBatch;
 use std::sync::Arc;
@@ -231,37 +230,6 @@ fn by_shard(mut keys: Vec<u64>, shards: u32) -> Vec<u64> {
         *s += 1;
     }
     out
-}
-
-/// [`Client::new_with`] of a body of one publication with its beat time, the id already
-/// made ([`Client::replica_id`]): the publication, taken from where it was decoded, is
-/// written into the client's allocation as it is taken, not first into a body on the
-/// stack (`new_with` makes the body first, to read its first instance for the id), and
-/// nothing that can fail comes between the take and the write (the shard's check is done
-/// before), so no copy of it is kept for an unwind.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn new_one(
-    id: Option<Name>,
-    id_hash: u64,
-    revision: Revision,
-    lease_base: Millis,
-    owner: MemberId,
-    shard: u32,
-    publication: impl FnOnce() -> Publication,
-    beat: Millis,
-) -> Arc<Client> {
-    let shard = u16::try_from(shard).expect("at most 65,536 shards");
-    let place = arc_slots::ArcPlace::new();
-    place.write(Client::literal(
-        id,
-        id_hash,
-        revision,
-        lease_base,
-        owner,
-        u32::from(shard),
-        Body::first(publication(), beat),
-    ))
 }
 
 impl ApplyCounts {
@@ -506,11 +474,11 @@ impl Registry {
         // publication moved once).
         let new = match one {
             // The publication goes from where it was decoded into the new client's
-            // allocation (`new_one`), its first instance read for the id first.
+            // allocation (`Client::replica_one`), its first instance read for the id first.
             Some(beat) => {
                 let first = publications.get(0).instances.first();
                 let id = Client::replica_id(key.id, old.map(|c| &**c), first);
-                new_one(
+                Client::replica_one(
                     id,
                     key.hash,
                     revision,

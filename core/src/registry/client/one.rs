@@ -1,6 +1,8 @@
-//! The owner's registration of one instance: a client made as one literal (a new one in
-//! `Arc::new`'s argument, a replacement written into an `ArcPlace`), its instance moved
-//! into it from the slot the registration wrote it into (see `InstanceSpec::convert_into`).
+//! Clients of one publication made as one literal. The owner's registration of one
+//! instance (a new one in `Arc::new`'s argument, a replacement written into an
+//! `ArcPlace`): its instance moved into it from the slot the registration wrote it into
+//! (see `InstanceSpec::convert_into`). A replica's state of one publication
+//! ([`Client::replica_one`]): its publication moved from where it was decoded.
 
 use super::{Body, Client, Published};
 use crate::member::MemberId;
@@ -107,6 +109,37 @@ impl Client {
             owner,
             shard,
             body,
+        ))
+    }
+
+    /// [`Client::new_with`] of a body of one publication with its beat time, the id already
+    /// made ([`Client::replica_id`]): the publication, taken from where it was decoded, is
+    /// written into the client's allocation as it is taken, not first into a body on the
+    /// stack (`new_with` makes the body first, to read its first instance for the id), and
+    /// nothing that can fail comes between the take and the write (the shard's check is done
+    /// before), so no copy of it is kept for an unwind.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(in crate::registry) fn replica_one(
+        id: Option<Name>,
+        id_hash: u64,
+        revision: Revision,
+        lease_base: Millis,
+        owner: MemberId,
+        shard: u32,
+        publication: impl FnOnce() -> Publication,
+        beat: Millis,
+    ) -> Arc<Self> {
+        let shard = u16::try_from(shard).expect("at most 65,536 shards");
+        let place = arc_slots::ArcPlace::new();
+        place.write(Self::literal(
+            id,
+            id_hash,
+            revision,
+            lease_base,
+            owner,
+            u32::from(shard),
+            Body::first(publication(), beat),
         ))
     }
 }
