@@ -61,6 +61,12 @@ type StdListeners = (
 
 struct Slot {
     ports: NodePorts,
+    /// The node's three ports held for the cluster's life by sockets bound with
+    /// `SO_REUSEADDR` that never listen ([`hold_port`]): while the node is killed no
+    /// outgoing connection of any process can take one as its ephemeral port (which would
+    /// fail the restart's bind for as long as it lives, and 60 s more in `TIME_WAIT`), and
+    /// a connection to the port is refused as it would be by a killed process.
+    _held: [tokio::net::TcpSocket; 3],
     gate: Arc<PeerGate>,
     running: Mutex<Option<Running>>,
     /// The listeners of a node not started yet ([`LocalCluster::start_some`]).
@@ -115,16 +121,35 @@ pub struct LocalCluster {
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// Binds three ports `p`, `p + 1000`, `p + 1001` on 127.0.0.1, `p` chosen by the OS (the
-/// SDK port with `SO_REUSEPORT` when `sdk_reuseport`).
-fn reserve_ports(sdk_reuseport: bool) -> anyhow::Result<(NodePorts, Listeners)> {
+/// A socket bound to `port` on 127.0.0.1 with `SO_REUSEADDR` that never listens: a node's
+/// listener can still bind the port (Linux refuses a reusable bind only beside a listening
+/// socket), while the kernel never hands the port out as an ephemeral one (`connect`'s
+/// automatic bind skips every port bound explicitly) nor to a bind of port 0.
+fn hold_port(port: u16) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(LOCALHOST, port))?;
+    Ok(socket)
+}
+
+/// A node's ports and their holders, and its listeners.
+type Reserved = (NodePorts, [tokio::net::TcpSocket; 3], Listeners);
+
+/// Holds three ports `p`, `p + 1000`, `p + 1001` on 127.0.0.1 ([`hold_port`]), `p` chosen
+/// by the OS, and binds the node's listeners on them (the SDK port with `SO_REUSEPORT` when
+/// `sdk_reuseport`).
+fn reserve_ports(sdk_reuseport: bool) -> anyhow::Result<Reserved> {
     for _ in 0..200 {
-        let http = bind_reusable(SocketAddr::new(LOCALHOST, 0))?;
-        let p = http.local_addr()?.port();
+        let first = hold_port(0)?;
+        let p = first.local_addr()?.port();
         let (Some(sp), Some(cp)) = (p.checked_add(1000), p.checked_add(1001)) else {
             continue;
         };
-        let (Ok(sdk), Ok(cluster)) = (
+        let (Ok(sdk_hold), Ok(cluster_hold)) = (hold_port(sp), hold_port(cp)) else {
+            continue;
+        };
+        let (Ok(http), Ok(sdk), Ok(cluster)) = (
+            bind_reusable(SocketAddr::new(LOCALHOST, p)),
             bind_sdk(SocketAddr::new(LOCALHOST, sp), sdk_reuseport),
             bind_reusable(SocketAddr::new(LOCALHOST, cp)),
         ) else {
@@ -136,6 +161,7 @@ fn reserve_ports(sdk_reuseport: bool) -> anyhow::Result<(NodePorts, Listeners)> 
                 sdk: sp,
                 cluster: cp,
             },
+            [first, sdk_hold, cluster_hold],
             Listeners { http, sdk, cluster },
         ));
     }
@@ -169,22 +195,26 @@ impl LocalCluster {
         for _ in 0..n {
             reserved.push(reserve_ports(template.sdk_reuseport)?);
         }
+        let mut listeners = Vec::new();
+        let mut slots = Vec::new();
+        for (ports, held, l) in reserved {
+            listeners.push(l);
+            slots.push(Slot {
+                ports,
+                _held: held,
+                gate: Arc::new(PeerGate::default()),
+                running: Mutex::new(None),
+                reserved: Mutex::new(None),
+            });
+        }
         let cluster = LocalCluster {
-            slots: reserved
-                .iter()
-                .map(|(ports, _)| Slot {
-                    ports: *ports,
-                    gate: Arc::new(PeerGate::default()),
-                    running: Mutex::new(None),
-                    reserved: Mutex::new(None),
-                })
-                .collect(),
+            slots,
             template,
             threads_per_node: threads_per_node.max(1),
             clock: system(),
             member_nodes: Mutex::new(Vec::new()),
         };
-        for (i, (_, listeners)) in reserved.into_iter().enumerate() {
+        for (i, listeners) in listeners.into_iter().enumerate() {
             // Listeners were bound on the caller's runtime; hand them over as std sockets.
             let l = (
                 listeners.http.into_std()?,
@@ -509,5 +539,42 @@ impl Drop for LocalCluster {
                 r.kill();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A killed node's ports stay taken while it is down (a connection is refused, and a
+    /// bind without `SO_REUSEADDR`, like every `connect`'s automatic bind, finds the port
+    /// in use), and its restart gets them back and serves on them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_nodes_ports_stay_held_and_refuse_until_it_restarts() {
+        let c = LocalCluster::start(1, ServerConfig::default(), 1)
+            .await
+            .expect("starts");
+        let p = c.ports(0);
+        let addrs = [p.http, p.sdk, p.cluster].map(|port| SocketAddr::new(LOCALHOST, port));
+        c.kill(0);
+        // The killed runtime closes its listeners asynchronously: wait until all are gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !addrs.iter().all(|a| {
+            std::net::TcpStream::connect(a)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        }) {
+            assert!(Instant::now() < deadline, "the killed node still accepts");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for a in addrs {
+            let plain = tokio::net::TcpSocket::new_v4().expect("a socket");
+            let e = plain.bind(a).expect_err("the killed node's port is held");
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{a}: {e}");
+        }
+        c.restart(0).await.expect("restarts on its ports");
+        for a in addrs {
+            std::net::TcpStream::connect(a).expect("the restarted node listens");
+        }
+        c.shutdown().await;
     }
 }
