@@ -548,12 +548,21 @@ mod tests {
 
     /// A killed node's ports stay taken while it is down (a connection is refused, and a
     /// bind without `SO_REUSEADDR`, like every `connect`'s automatic bind, finds the port
-    /// in use), and its restart gets them back and serves on them.
+    /// in use), and its restart gets them back and serves on them; with one SDK socket
+    /// per worker thread (`sdk_reuseport`) too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_killed_nodes_ports_stay_held_and_refuse_until_it_restarts() {
-        let c = LocalCluster::start(1, ServerConfig::default(), 1)
-            .await
-            .expect("starts");
+        for sdk_reuseport in [false, true] {
+            let config = ServerConfig {
+                sdk_reuseport,
+                ..ServerConfig::default()
+            };
+            kill_and_restart(config).await;
+        }
+    }
+
+    async fn kill_and_restart(config: ServerConfig) {
+        let c = LocalCluster::start(1, config, 2).await.expect("starts");
         let p = c.ports(0);
         let addrs = [p.http, p.sdk, p.cluster].map(|port| SocketAddr::new(LOCALHOST, port));
         c.kill(0);
