@@ -93,15 +93,18 @@ pub fn client_digest_hash(client_id: &str, revision: u64) -> u128 {
 }
 
 /// The digest term of the pair `(id, revision)` from `h = stable_hash64(id)`:
-/// `r = mix64(revision ^ DIGEST_SEED)`, `lo = mix64(h ^ r)`,
+/// `r = (revision ^ DIGEST_SEED) * MIX64_A` (wrapping), `lo = mix64(h ^ r)`,
 /// `hi = mix64(lo ^ h.rotate_left(32))`; the term is `hi << 64 | lo`. For one id, distinct
-/// revisions give distinct terms (`mix64` is a bijection); distinct ids differ by their
-/// 64-bit hash. One xxh3 of the id and three mixes: the first definition, an xxh3-128
-/// over the id and the revision copied into a buffer, cost more, and every change pays
-/// for two terms (the old one out, the new one in).
+/// revisions give distinct terms (`r` is a bijection of the revision: a xor and a
+/// multiplication by an odd constant; `mix64` is one too); distinct ids differ by their
+/// 64-bit hash (two pairs whose `lo` agree differ in `hi`). One xxh3 of the id and two
+/// mixes: the first definition, an xxh3-128 over the id and the revision copied into a
+/// buffer, cost more, and so did a third mix for `r` (~9 instructions a term; every
+/// change pays for two terms, the old one out and the new one in). `r` need not be
+/// mixed: `mix64` spreads every bit of `h ^ r`.
 #[inline]
 pub fn client_digest_term(h: u64, revision: u64) -> u128 {
-    let r = mix64(revision ^ DIGEST_SEED);
+    let r = (revision ^ DIGEST_SEED).wrapping_mul(MIX64_A);
     let lo = mix64(h ^ r);
     let hi = mix64(lo ^ h.rotate_left(32));
     u128::from(hi) << 64 | u128::from(lo)
@@ -197,12 +200,47 @@ mod tests {
         );
     }
 
+    /// A digest term's properties: for one id, distinct revisions give distinct terms
+    /// (already in their low half: the revision's transform and `mix64` are bijections);
+    /// two ids that swap their revisions change the sum of their terms (the revision is
+    /// mixed with the id, not added beside it).
+    #[test]
+    fn digest_terms_tell_revisions_and_their_pairing_apart() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            x
+        };
+        for h in [0, u64::MAX, STABLE_10_0_0_7, next()] {
+            let revisions = (0..4_096).chain([u64::MAX, 1 << 63, DIGEST_SEED, !DIGEST_SEED]);
+            let mut lows: Vec<u64> = revisions.map(|r| client_digest_term(h, r) as u64).collect();
+            lows.sort_unstable();
+            lows.dedup();
+            assert_eq!(lows.len(), 4_100, "{h:#x}");
+        }
+        for _ in 0..1_000 {
+            let (a, b, r, s) = (next(), next(), next() >> 40, next() >> 40);
+            let sum = |p: u128, q: u128| {
+                let lo = (p as u64).wrapping_add(q as u64);
+                let hi = ((p >> 64) as u64).wrapping_add((q >> 64) as u64);
+                (lo, hi)
+            };
+            let t = |h, rev| client_digest_term(h, rev);
+            if r != s {
+                assert_ne!(sum(t(a, r), t(b, s)), sum(t(a, s), t(b, r)));
+            }
+        }
+    }
+
     #[test]
     fn stable_hashes_are_pinned() {
         // Values computed independently with Python's `xxhash` package (xxh3_64_intdigest
         // with the same seed) and a Python transcription of mix64 (the digest term from
-        // that hash, as `client_digest_term` documents it); a change here breaks
-        // compatibility between versions.
+        // that hash, as `client_digest_term` documents it: the revision multiplied, not
+        // mixed, since the nineteenth session); a change here breaks compatibility between
+        // versions.
         assert_eq!(stable_hash64(b"10.0.0.7:8080#true"), STABLE_10_0_0_7);
         assert_eq!(
             shard_of("10.0.0.7:8080#true", 1024),
@@ -214,9 +252,11 @@ mod tests {
         );
         assert_eq!(client_digest_term(STABLE_10_0_0_7, 3), DIGEST_IP_PORT_3);
         assert_eq!(mix64(1), MIX64_1);
+        // The registry's shard writer starts from it (its last lookup's hash, `(0, 0)`).
+        assert_eq!(mix64(0), 0);
     }
 
     const STABLE_10_0_0_7: u64 = 0x3fa0_6ed1_762a_61fe;
-    const DIGEST_IP_PORT_3: u128 = 0x0ae2_1846_844e_cbac_973f_e510_a98d_319e;
+    const DIGEST_IP_PORT_3: u128 = 0xebed_e45b_0e7e_6698_6b44_913c_0462_6914;
     const MIX64_1: u64 = 0x3c02_aa47_7582_92bd;
 }

@@ -152,8 +152,19 @@ impl WeakService {
 }
 
 impl PartialEq for Service {
+    /// The same service object (nearly always: one canonical service per registry) without
+    /// a call; two objects compared by key out of line.
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.key == other.0.key
+        Arc::ptr_eq(&self.0, &other.0) || self.key_eq(other)
+    }
+}
+
+impl Service {
+    /// Whether `other`, another object, has the same key (see `eq`).
+    #[inline(never)]
+    fn key_eq(&self, other: &Service) -> bool {
+        self.0.key == other.0.key
     }
 }
 impl Eq for Service {}
@@ -386,6 +397,32 @@ mod separator_tests {
                     assert_eq!(split_separator(&s), s.split_once(GROUP_SEPARATOR), "{s:?}");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod eq_tests {
+    use super::*;
+
+    /// One service object equals itself without its key compared; two objects (two
+    /// interners: a replica's and a decoder's) are equal exactly when their keys are.
+    #[test]
+    fn services_are_equal_by_object_or_by_key() {
+        let (a, b) = (Interner::default(), Interner::default());
+        let s = Service::new(&a, "public", "DEFAULT_GROUP", "svc");
+        assert!(s == s.clone());
+        let same = Service::new(&b, "public", "DEFAULT_GROUP", "svc");
+        assert!(!s.same(&same));
+        assert!(s == same);
+        assert!(same == s);
+        for other in [
+            Service::new(&b, "public", "DEFAULT_GROUP", "svd"),
+            Service::new(&b, "public", "OTHER_GROUP", "svc"),
+            Service::new(&b, "prod", "DEFAULT_GROUP", "svc"),
+        ] {
+            assert!(s != other);
+            assert!(other != s);
         }
     }
 }

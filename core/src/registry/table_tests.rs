@@ -154,3 +154,50 @@ fn a_listener_hears_of_every_local_change_and_only_of_those() {
     ));
     assert_eq!(count(), 2);
 }
+
+/// A shard writer places a write by its last lookup's hash only when the write is of the
+/// id it looked up: one with no lookup before it, or after a lookup of another id, is
+/// placed by its own id's hash (found where it was put, its old state let go of).
+#[test]
+fn a_write_is_placed_by_its_own_ids_hash_whatever_was_looked_up_before() {
+    let r = Registry::new(
+        MemberId(0),
+        3,
+        1_000,
+        &Config {
+            shards: 1,
+            ..Config::default()
+        },
+    );
+    let ids: Vec<ClientId> = (1..=2)
+        .map(|i| ClientId::ip_port(&format!("10.2.0.{i}"), 80))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let ip = format!("10.2.0.{}", i + 1);
+        r.publish(id, publication(&r, "svc", &ip, 80), MemberId(0), 10)
+            .unwrap();
+    }
+    let (a, b) = (
+        r.get(ids[0].as_str()).unwrap(),
+        r.get(ids[1].as_str()).unwrap(),
+    );
+    // No lookup, a lookup of the other id, a lookup of the same id.
+    for look in [None, Some(&a), Some(&b)] {
+        let pin = r.pin();
+        let mut lock = r.shards[0].write();
+        let (_, mut w) = r.writer(&mut lock, &pin);
+        if let Some(c) = look {
+            let id = c.id();
+            let key = IdKey::new(id.as_str());
+            assert!(w.get_key(key).is_some_and(|f| Arc::ptr_eq(&f, c)));
+        }
+        let let_go = w.swap(Some(&b), Some(b.clone())).expect("b was held");
+        assert!(Arc::ptr_eq(&let_go, &b));
+        let_go.retire();
+        drop(lock);
+        for c in [&a, &b] {
+            let found = r.get(c.id().as_str()).expect("held");
+            assert!(Arc::ptr_eq(&found, c));
+        }
+    }
+}
