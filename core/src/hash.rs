@@ -5,7 +5,10 @@
 //! * [`stable_hash64`] and [`shard_of`] use xxh3 with a fixed seed, and
 //!   [`client_digest_hash`] mixes the id's [`stable_hash64`] with the revision; they
 //!   decide shard membership and verify digests and must never change between versions
-//!   that talk to each other. Golden-value tests pin all of them.
+//!   that talk to each other. Golden-value tests pin all of them. The digest term changed
+//!   twice (the seventh session and the nineteenth, see [`client_digest_term`]): nodes of
+//!   builds on either side of a change compute different digests and must not share a
+//!   cluster (the README says what happens if they do).
 //!
 //! In-memory maps use a process-seeded hasher instead (foldhash); those values never
 //! leave the process.

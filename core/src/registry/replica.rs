@@ -343,8 +343,10 @@ impl Registry {
     ///
     /// A small batch whose length `changes` tells exactly (its `size_hint`) is applied as
     /// it is iterated, each change as it comes (not gathered into a list first): the
-    /// iterator may then run while a shard's lock is held, so it must not write to this
-    /// registry (the node's attribution of a change does not).
+    /// iterator may then run while a shard's lock is held, so it must not call anything
+    /// of this registry that takes a shard's lock (a write, [`Registry::tombstone`],
+    /// `stats`: parking_lot's locks are not reentrant, the thread would wait on itself);
+    /// lock-free reads are fine, and the node's attribution of a change takes no lock.
     pub fn apply_many<'a>(
         &self,
         changes: impl IntoIterator<Item = ReplicaChange<'a>>,
@@ -403,7 +405,8 @@ impl Registry {
 
     /// Applies `change`, whose id's stable hash is `hash`, as part of `batch`: under its
     /// shard's lock, which the batch keeps for the next change if it is of the same shard.
-    /// Inlined into both loops of [`Registry::apply_many`].
+    /// Inlined into the loops of [`Registry::apply_many`] (a small batch of known length)
+    /// and `apply_in_order` (every other batch, in its order or grouped by shard).
     #[inline(always)]
     fn apply_one<'a>(
         &'a self,
