@@ -45,6 +45,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+#[cfg(test)]
+mod apply_tests;
 mod client;
 mod index;
 mod local;

@@ -1,0 +1,133 @@
+//! The replica's batched apply (`Registry::apply_many`): grouped by shard, in order as
+//! iterated, or gathered first, it decides every change as one by one, and concurrent
+//! appliers converge to the newest states.
+
+use super::tests::{publication, reg};
+use super::*;
+
+/// Replicated changes of 300 clients over 16 shards, with repeats at older and newer
+/// revisions and deletions, in an order fixed by `seed`.
+fn replica_changes(r: &Registry, seed: u64) -> Vec<ClientChange> {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    let mut out = Vec::new();
+    for round in 0..3u64 {
+        for i in 0..300u16 {
+            let ip = format!("10.1.{}.{}", i / 250, i % 250);
+            let id = ClientId::ip_port(&ip, 1000 + i);
+            let revision = Revision(1_000 + round * 10 + rng.below(10));
+            if rng.below(5) == 0 {
+                out.push(ClientChange::Delete { id, revision });
+            } else {
+                let p = publication(r, &format!("s{}", i % 7), &ip, 1000 + i);
+                out.push(ClientChange::Upsert(ClientRecord {
+                    id,
+                    revision,
+                    owner: MemberId(1),
+                    publications: vec![Arc::new(p)],
+                }));
+            }
+        }
+    }
+    // Shuffle so that older revisions often come after newer ones.
+    for i in (1..out.len()).rev() {
+        out.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    out
+}
+
+fn as_replica(c: &ClientChange) -> ReplicaChange<'_> {
+    match c {
+        ClientChange::Upsert(r) => ReplicaChange::State(StateRef::of(r), r.owner),
+        ClientChange::Delete { id, revision } => ReplicaChange::Delete(id.as_str(), *revision),
+        ClientChange::Stored(_) => unreachable!("replica_changes builds records"),
+    }
+}
+
+/// Everything a replica's state is compared by: digests, counters, the stored revisions.
+fn replica_state(r: &Registry) -> (Vec<ShardDigest>, RegistryStats, Vec<(String, u64)>) {
+    let mut held = Vec::new();
+    r.for_each(|c| held.push((c.id().as_str().to_string(), c.revision().0)));
+    held.sort();
+    (r.owner_digests(MemberId(1)), r.stats(), held)
+}
+
+#[test]
+fn applying_grouped_by_shard_decides_as_one_by_one() {
+    // Batches of 100 changes over 16 shards are grouped by shard, of 10 applied in order
+    // (see `GROUPED_PER_SHARD`): as they are iterated, or gathered first when their
+    // iterator does not tell its length exactly (a filter); all decide as one by one.
+    let modes = |s| [(s, 100, true), (s, 10, true), (s, 10, false)];
+    for (seed, size, exact) in (0..20).flat_map(modes) {
+        let (one, many) = (reg(), reg());
+        let changes = replica_changes(&one, seed);
+        let (mut applied, mut stale) = (0, 0);
+        for batch in changes.chunks(100) {
+            for c in batch {
+                let outcome = match c {
+                    ClientChange::Upsert(rec) => one.apply(rec, rec.owner, 5),
+                    ClientChange::Delete { id, revision } => one.apply_delete(id, *revision, 5),
+                    ClientChange::Stored(_) => unreachable!("replica_changes builds records"),
+                };
+                match outcome {
+                    ApplyOutcome::Applied => applied += 1,
+                    ApplyOutcome::Stale => stale += 1,
+                }
+            }
+        }
+        let mut counts = ApplyCounts::default();
+        for batch in changes.chunks(size) {
+            let c = if exact {
+                many.apply_many(batch.iter().map(as_replica), 5)
+            } else {
+                many.apply_many(batch.iter().map(as_replica).filter(|_| true), 5)
+            };
+            counts.applied += c.applied;
+            counts.stale += c.stale;
+        }
+        assert_eq!(
+            (counts.applied, counts.stale),
+            (applied, stale),
+            "seed {seed}, batches of {size}, exact length {exact}"
+        );
+        assert_eq!(
+            replica_state(&many),
+            replica_state(&one),
+            "seed {seed}, batches of {size}, exact length {exact}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_grouped_applies_converge_to_the_newest_states() {
+    // Four appliers take the same changes in different batches and orders at once (as
+    // syncs and a snapshot chunk on worker threads can); newest revision wins either way.
+    let reference = reg();
+    let all = replica_changes(&reference, 99);
+    for c in &all {
+        match c {
+            ClientChange::Upsert(rec) => reference.apply(rec, rec.owner, 5),
+            ClientChange::Delete { id, revision } => reference.apply_delete(id, *revision, 5),
+            ClientChange::Stored(_) => unreachable!("replica_changes builds records"),
+        };
+    }
+    let r = Arc::new(reg());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let r = r.clone();
+            let mut changes = all.clone();
+            let mut rng = crate::rng::SplitMix64::new(t);
+            for i in (1..changes.len()).rev() {
+                changes.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            std::thread::spawn(move || {
+                for batch in changes.chunks(37) {
+                    r.apply_many(batch.iter().map(as_replica), 5);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(replica_state(&r), replica_state(&reference));
+}
