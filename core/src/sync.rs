@@ -523,15 +523,18 @@ impl Stripe {
             let p = entry.get_mut();
             *taken += 1;
             if p.mask == bit {
-                let (p, _) = entry.remove();
+                // The fields are moved out of the removed entry as it is read (bound
+                // whole, it was copied once more on the stack). Its due time and table
+                // hash are the queue's (the lookup matched them).
+                let (Pending { id, state, .. }, _) = entry.remove();
                 // A held state is offered alone: the id goes along only if it is refused.
                 // Its stable hash is the state's, else the table hash's unmixed.
-                let Some((state, hash)) = offer(sink, mix, p.state, p.slot, p.due) else {
+                let Some((state, hash)) = offer(sink, mix, state, slot, due) else {
                     continue;
                 };
                 sink.taken(Taken {
-                    id: p.id,
-                    due: p.due,
+                    id,
+                    due,
                     hash,
                     state,
                 });

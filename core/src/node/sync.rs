@@ -74,7 +74,14 @@ impl TakeSink for Filling {
         }
         self.bytes += size;
         self.lowest = self.lowest.min(c.revision().0);
-        self.batch.changes.push(ClientChange::Stored(c));
+        // The change written straight into the batch's room (sized for the take: nearly
+        // always there), its tag and pointer alone: built for `Vec::push`, whose growth
+        // it passes, the whole change was built in the frame and copied.
+        if let Err(change) =
+            crate::model::push_within_capacity(&mut self.batch.changes, ClientChange::Stored(c))
+        {
+            self.batch.changes.push(change);
+        }
         None
     }
 
@@ -516,6 +523,26 @@ mod tests {
         assert_eq!(f.batch.changes.len(), 1);
         assert!(Arc::ptr_eq(f.batch.changes[0].stored().unwrap(), &s[0]));
         assert_eq!(f.lowest, s[0].revision().0);
+    }
+
+    /// Held states join the batch in take order, written into its room while there is
+    /// some and pushed past it (a take sizes the batch for what it counted pending;
+    /// clients scheduled meanwhile may outnumber it).
+    #[test]
+    fn held_states_join_the_batch_within_and_past_its_room() {
+        let (_n, s) = states(&[10, 10, 10]);
+        let mut f = filling(4096);
+        f.batch.changes = Vec::with_capacity(1);
+        let room = f.batch.changes.capacity();
+        for c in &s {
+            assert!(f.held(c.clone(), 0, c.id_hash()).is_none());
+        }
+        assert!(room < s.len());
+        assert_eq!(f.batch.changes.len(), s.len());
+        for (change, c) in f.batch.changes.iter().zip(&s) {
+            assert!(Arc::ptr_eq(change.stored().unwrap(), c));
+        }
+        assert_eq!(f.lowest, s.iter().map(|c| c.revision().0).min().unwrap());
     }
 
     /// A held state taken after a client that waits in `later` (its state to be read
