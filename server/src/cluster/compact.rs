@@ -144,10 +144,9 @@ struct Encoder<'a> {
 ///
 /// [`MEMO_SLOTS`] slots whatever the batch, chosen by the hash's top byte: the index is
 /// below the array's length by its type, so a lookup has no bounds check and no shift or
-/// length to load (sized by the batch, 16 slots for a record or two to 256 from 128
-/// records on, a lookup loaded both and compared: ~4 instructions more, twice per
-/// client). A batch of fewer than 128 records fills more slots than it did (at most 480
-/// more for the two memos, a record or two: ~1,000 instructions a batch).
+/// length to load (a memo sized by the batch cost ~4 instructions more a lookup, twice
+/// per client). The price is a fill of 256 slots per memo and batch, which a batch of
+/// fewer than 65 records pays beyond what it needs.
 struct AddrMemo {
     slots: Box<[(usize, u32); MEMO_SLOTS]>,
 }
