@@ -11,7 +11,8 @@ use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Ipv4Bits, Metadata, Publication, Revision, Service,
-    SmallStr, check_cluster_name, default_instance_id, push_within_capacity, validate_metadata,
+    SmallStr, ascii_string, check_cluster_name, default_instance_id, push_within_capacity,
+    validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -849,7 +850,12 @@ pub(super) fn decode_into_within(
     if !r.rest.is_empty() {
         return Err(malformed(r.at(), "bytes after the last record"));
     }
-    out.ids = String::from_utf8(ids).expect("string ids, digits, separators and ips");
+    // Nearly always ASCII (derived ids, and string ids of ASCII): taken after an ASCII
+    // scan; else checked whole.
+    out.ids = match ascii_string(ids) {
+        Ok(ids) => ids,
+        Err(ids) => String::from_utf8(ids).expect("string ids, digits, separators and ips"),
+    };
     Ok(())
 }
 
