@@ -40,7 +40,9 @@ struct Tables<'a> {
 }
 
 impl<'a> Tables<'a> {
-    /// The tables at the reader's position, and the reader after them.
+    /// The tables at the reader's position, and the reader after them (out of line: once
+    /// a batch).
+    #[inline(never)]
     fn read(node: &Node, mut r: Reader<'a>, base: u64) -> Result<(Self, Reader<'a>), WireError> {
         let r = &mut r;
         let n = r.count("strings", 1)?;
