@@ -31,15 +31,18 @@
 //! the registry's 16-byte string (an instance's IP), whose inline text is read back as a
 //! `str` without a second UTF-8 check, and [`ArcPlace`], an `Arc`'s allocation its value
 //! is written into (a client, not built on the stack and copied into the `Arc`), and
-//! [`push_within_capacity`], a push onto a `Vec` with room that is written in line.
+//! [`push_within_capacity`], a push onto a `Vec` with room that is written in line, and
+//! [`ascii_string`], ASCII bytes taken as a `String` without the UTF-8 decoder.
 
 mod arc_new;
+mod ascii;
 mod id_table;
 mod push;
 mod small_str;
 mod unlinked;
 
 pub use arc_new::ArcPlace;
+pub use ascii::ascii_string;
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use push::push_within_capacity;
 pub use small_str::SmallStr;

@@ -11,7 +11,8 @@ use crate::cluster::wire::WireError;
 use distro_core::limits::{MAX_CLIENT_ID_LEN, MAX_IP_LEN, MAX_WEIGHT, MIN_WEIGHT};
 use distro_core::model::{
     ClientId, Instance, InstanceFields, Ipv4Bits, Metadata, Publication, Revision, Service,
-    SmallStr, check_cluster_name, default_instance_id, push_within_capacity, validate_metadata,
+    SmallStr, ascii_string, check_cluster_name, default_instance_id, push_within_capacity,
+    validate_metadata,
 };
 use distro_core::name::Name;
 use distro_core::{
@@ -39,7 +40,9 @@ struct Tables<'a> {
 }
 
 impl<'a> Tables<'a> {
-    /// The tables at the reader's position, and the reader after them.
+    /// The tables at the reader's position, and the reader after them (out of line: once
+    /// a batch).
+    #[inline(never)]
     fn read(node: &Node, mut r: Reader<'a>, base: u64) -> Result<(Self, Reader<'a>), WireError> {
         let r = &mut r;
         let n = r.count("strings", 1)?;
@@ -816,13 +819,15 @@ pub(super) fn decode_into_within(
             let service = t.service_of(at + 4, u32::from(s))?;
             publication_of(node, &mut t, &mut r, out, service, (at + 5, u64::from(v)))?;
         } else {
-            revision = t.revision(&mut r)?;
-            if deletion {
-                out.end_record(ids.len(), revision, None, false);
-                continue;
+            let (fields, after) = record_fields(node, &mut t, r, out, deletion)?;
+            r = after;
+            match fields {
+                (rev, Some(o)) => (revision, owner) = (rev, o),
+                (rev, None) => {
+                    out.end_record(ids.len(), rev, None, false);
+                    continue;
+                }
             }
-            owner = t.owner(node, &mut r)?;
-            publications(node, &mut t, &mut r, out)?;
         }
         let pubs = &out.publications[pubs_start..];
         if form != ID_STRING {
@@ -847,8 +852,34 @@ pub(super) fn decode_into_within(
     if !r.rest.is_empty() {
         return Err(malformed(r.at(), "bytes after the last record"));
     }
-    out.ids = String::from_utf8(ids).expect("string ids, digits, separators and ips");
+    // Nearly always ASCII (derived ids, and string ids of ASCII): taken after an ASCII
+    // scan; else checked whole.
+    out.ids = match ascii_string(ids) {
+        Ok(ids) => ids,
+        Err(ids) => String::from_utf8(ids).expect("string ids, digits, separators and ips"),
+    };
     Ok(())
+}
+
+/// A record's revision, owner and publications read field by field (any record that
+/// [`SINGLE`] does not match), out of line: the record loop's common path keeps its
+/// registers. The owner is `None` for a deletion (nothing after its revision). Returns
+/// the reader after them too (copied: see [`Reader`]).
+#[inline(never)]
+fn record_fields<'a>(
+    node: &Node,
+    t: &mut Tables<'_>,
+    mut r: Reader<'a>,
+    out: &mut Decoded,
+    deletion: bool,
+) -> Result<((Revision, Option<MemberId>), Reader<'a>), WireError> {
+    let revision = t.revision(&mut r)?;
+    if deletion {
+        return Ok(((revision, None), r));
+    }
+    let owner = t.owner(node, &mut r)?;
+    publications(node, t, &mut r, out)?;
+    Ok(((revision, Some(owner)), r))
 }
 
 /// The bytes of a state record after its id that [`decode_into_within`] reads as one

@@ -11,7 +11,7 @@ use prost::bytes::Bytes;
 use std::sync::Arc;
 
 /// A snapshot chunk's stored clients as records.
-fn as_records(stored: &[Arc<Client>]) -> Vec<ClientRecord> {
+pub(super) fn as_records(stored: &[Arc<Client>]) -> Vec<ClientRecord> {
     stored.iter().map(|c| c.to_record()).collect()
 }
 

@@ -1,9 +1,13 @@
 //! Tests of the record loop's one-word read of a state record's common fields
-//! ([`super::SINGLE`]): the same records, checks and refusals as field by field.
+//! ([`super::SINGLE`]): the same records, checks and refusals as field by field; of the
+//! IPv4 text it writes and of the batch's ids taken as text.
 
-use super::super::tests::node;
-use super::super::{ENABLED, HEALTHY, ID_IP_PORT, IPV4, VERSION, put_varint};
-use super::{SINGLE, SINGLE_MASK, decode_changes};
+use super::super::tests::{as_records, node};
+use super::super::text::ipv4_text;
+use super::super::{ENABLED, HEALTHY, ID_IP_PORT, IPV4, VERSION, encode_records, put_varint};
+use super::{SINGLE, SINGLE_MASK, decode_changes, decode_records};
+use distro_core::SnapshotCursor;
+use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 
 /// A batch of one ip:port state record of base `base` (strings: an owner, "", "g", "svc",
 /// "DEFAULT"; one service ("", g, svc)): the record's fields after its head (revision,
@@ -162,4 +166,56 @@ fn a_deletion_is_never_read_as_one_word() {
     assert_eq!(got[0].revision().0, (3 << 12 | 7) << 10 | 1);
     assert_eq!(got[1].id().as_str(), "b");
     assert_eq!(got[1].revision().0, (3 << 12 | 7) << 10 | 2);
+}
+
+/// The IPv4 text from the octets' table is `Ipv4Addr`'s: every octet value in every
+/// position, beside others of every digit count and at their edges (0, 9, 10, 99, 100,
+/// 255): every length of text and every offset of each octet's four-byte store.
+#[test]
+fn ipv4_text_is_the_standard_form_for_every_octet_in_every_position() {
+    let edges = [0u8, 9, 10, 99, 100, 255, 1, 42, 200];
+    for at in 0..4 {
+        for x in 0..=255u8 {
+            for &p in &edges {
+                for &q in &edges {
+                    for &r in &edges {
+                        let mut others = [p, q, r].into_iter();
+                        let o: [u8; 4] =
+                            std::array::from_fn(
+                                |i| if i == at { x } else { others.next().unwrap() },
+                            );
+                        let text = ipv4_text(o);
+                        assert_eq!(text.as_str(), std::net::Ipv4Addr::from(o).to_string());
+                        assert!(text.is_inline());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A batch whose ids are not all ASCII (a string id of other UTF-8 characters beside
+/// derived ones) comes back exact: its ids are checked as UTF-8 whole, not taken after
+/// the ASCII scan.
+#[test]
+fn a_batch_with_an_id_outside_ascii_comes_back_exact() {
+    let owner = node(0);
+    let replica = node(1);
+    let svc = ServiceSpec::new("", "", "svc");
+    let cases = [
+        (ClientId::connection(1 << 40, "10.0.0.1", 7), "10.0.0.1"),
+        (ClientId::parse("客户-é-1").unwrap(), "10.0.0.2"),
+        (ClientId::ip_port("10.0.0.3", 9), "10.0.0.3"),
+    ];
+    for (id, ip) in &cases {
+        owner
+            .register(id, &svc, &InstanceSpec::new(ip, 9), 10)
+            .unwrap();
+    }
+    let stored = owner.snapshot_chunk(SnapshotCursor::default()).records;
+    assert_eq!(stored.len(), cases.len());
+    let bytes = encode_records(&owner, &stored);
+    let decoded = decode_records(&replica, &bytes).expect("valid");
+    assert_eq!(decoded, as_records(&stored));
+    assert!(decoded.iter().any(|r| r.id.as_str() == "客户-é-1"));
 }
