@@ -805,8 +805,8 @@ pub(super) fn decode_into_within(
         let (revision, owner);
         // Nearly every state record: a revision of one byte and no low bits, its member,
         // owner, one publication, its service and "one instance" each one byte. Taken
-        // from one word, as the field by field reads below would take them (same checks,
-        // same errors at the same offsets); any other record field by field.
+        // from one word, as `record_fields` would take them field by field (same checks,
+        // same errors at the same offsets); any other record, and every deletion, there.
         if let Some(w) = r.rest.first_chunk::<8>().map(|w| u64::from_le_bytes(*w))
             && !deletion
             && w & SINGLE_MASK == SINGLE
@@ -861,8 +861,8 @@ pub(super) fn decode_into_within(
     Ok(())
 }
 
-/// A record's revision, owner and publications read field by field (any record that
-/// [`SINGLE`] does not match), out of line: the record loop's common path keeps its
+/// A record's revision, owner and publications read field by field (a deletion, or a
+/// record that [`SINGLE`] does not match), out of line: the record loop's common path keeps its
 /// registers. The owner is `None` for a deletion (nothing after its revision). Returns
 /// the reader after them too (copied: see [`Reader`]).
 #[inline(never)]
