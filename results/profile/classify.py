@@ -17,10 +17,16 @@ RULES = [
      r"ForwardRequest|ForwardResponse|PeerClients::forward|Forwarder::apply_forwarded|Peer>::forward|PeerService.*forward"),
     ("watch hub", r"WatchHub|service_changed|ChangeListener"),
     ("metrics", r"distro_server::metrics::"),
-    ("replica: sync decode", r"sync_codec::decode|sync_codec::parse|SyncRequest as prost::Message>::merge|decode_change|decode_record|parse_publication"),
-    ("replica: sync apply (core)", r"Registry::apply|Node::apply_sync|Node::handle_request"),
+    # The compact decoder (and the service resolution it calls) and the replica's apply, by
+    # today's symbols: until 2026-12-06 these two rules named functions that no longer
+    # existed, so the decoder's samples fell to "sync: encode" (its caller
+    # `SyncRequest::decode_batch` matched `SyncRequest`) and the apply's to "core store";
+    # `Node::x` patterns did not match the symbols of methods in `impl Node` blocks of other
+    # modules (`<impl distro_core::node::Node>::x`): `Node>?::` matches both.
+    ("replica: sync decode", r"compact::decode|SyncRequest::decode|SnapshotChunk::decode|decode_batch|decode_records|ServiceResolver|resolve_service|SyncRequest as prost::Message>::merge|decode_change|decode_record|parse_publication"),
+    ("replica: sync apply (core)", r"registry::replica::|Registry::replace_batched|Node>?::handle_sync|Node>?::apply_changes|Node>?::load_states|Node>?::apply_sync"),
     ("sync: encode", r"sync_codec::|SyncRequest"),
-    ("sync: build/schedule (core)", r"Node::flush|to_record|SyncScheduler|Node::after_write|distro_core::sync::"),
+    ("sync: build/schedule (core)", r"Node>?::flush|to_record|SyncScheduler|Node>?::after_write|distro_core::sync::"),
     ("core store: register/beat", r"distro_core::"),
     ("server: ops/routing/validation", r"distro_server::cluster::forward::|distro_server::cluster::wire::|distro_server::api::native::"),
     ("server: proto decode/encode", r"distro_server::proto::"),
@@ -57,10 +63,10 @@ def samples(lines):
 
 
 CONTEXTS = [
-    ("replica: Peer.Sync handler", r"PeerService as distro_server::proto::distro::peer_server::Peer>::sync|peer_server::Peer>::sync"),
+    ("replica: Peer.Sync handler and its apply thread", r"PeerService as distro_server::proto::distro::peer_server::Peer>::sync|peer_server::Peer>::sync|cluster::peer::\{impl#\d+\}::sync|Node>?::handle_sync|SyncRequest::decode_batch"),
     ("owner: Peer.Forward handler", r"Peer>::forward|apply_forwarded"),
     ("owner: client write handler (Registry.Register)", r"RegistryService as distro_server::proto::distro::registry_server::Registry>::|Registry>::register|Registry>::heartbeat|RegistryService::write|Forwarder::apply"),
-    ("owner: sync tick (Node::tick / flush)", r"Node::tick|Node::flush|Driver::run"),
+    ("owner: sync tick (Node::tick / flush)", r"Node>?::tick|Node>?::flush|Driver::run"),
     ("owner: peer call (sync send)", r"PeerClients::call|Driver::execute"),
     ("loadgen driver/protocol", r"loadgen::(run::)?driver|loadgen::(protocol::)?native|loadgen::run|loadgen::(measure::)?recorder|loadgen::(run::)?markers"),
     ("cluster teardown (drop)", r"drop_in_place<distro_server::local_cluster|LocalCluster::|drop_in_place<distro_core::node::Node"),

@@ -54,7 +54,10 @@ type WatcherList = Vec<(u64, Arc<Watcher>)>;
 /// Tells watch streams which services changed.
 #[derive(Default)]
 pub struct WatchHub {
-    watchers: Mutex<HashMap<String, WatcherList>>,
+    /// By service key. foldhash, not std's SipHash: every changed service of every write and
+    /// replicated batch is looked up here while a stream is open (SipHash was 1.7 % of the
+    /// 1 M burst's CPU with one watch stream, `results/profile/burst-1m-2026-12-06.md`).
+    watchers: Mutex<foldhash::HashMap<String, WatcherList>>,
     next_id: AtomicU64,
     /// Open watch streams: the listener's first question, one load instead of the lock
     /// while nobody watches (counted before a stream sends its first state, so a change
