@@ -2,15 +2,15 @@
 //!
 //! Every replica decodes every change of every owner, and a starting node decodes every
 //! client of the cluster, so the layout is shaped for decoding and for size: the batch's
-//! strings in a table (validated as UTF-8 in one pass), each once but for string client
-//! ids and service names (added without a lookup: such a text can appear twice, which
-//! the decoder accepts), its distinct services and metadata maps once each (resolved,
-//! validated and interned once per batch, not once per instance), then records that refer to them by index. What a
-//! replica can derive is not sent: an ip:port client's id (`ip:port#true`) comes from
-//! its instance, a connection client's id (`<millis>_<ip>_<port>`) from its instance's
-//! ip; IPv4 and IPv6 addresses travel as 4 and 16 bytes (host names as strings);
-//! revisions as the distance from the batch's lowest; a weight of 1 and absent metadata
-//! or custom ids as a flag bit. Every length, count and index is checked before use; a
+//! strings in a table (validated as UTF-8 in one pass), each once but for string client ids
+//! and service names (added without a lookup: such a text can appear twice, which the
+//! decoder accepts), its distinct services and metadata maps once each (resolved, validated
+//! and interned once per batch, not once per instance), then records that refer to them by
+//! index. What a replica can derive is not sent: an ip:port client's id (`ip:port#true`)
+//! comes from its instance, a connection client's id (`<millis>_<ip>_<port>`) from its
+//! instance's ip; IPv4 and IPv6 addresses travel as 4 and 16 bytes (host names as strings);
+//! revisions as the distance from the batch's lowest; a weight of 1 and absent metadata or
+//! custom ids as a flag bit. Every length, count and index is checked before use; a
 //! malformed batch is refused with the byte offset and the field, and nothing of it is
 //! applied.
 //!

@@ -359,15 +359,7 @@ fn a_refusal_names_the_byte_and_the_field() {
     expect(&b, "service 3 of 0");
     // A packed instance with port 0, or a weight that is not a number.
     let one = |flags: u8, port: u16, weight: Option<f64>| {
-        let mut b = vec![VERSION, 1, 0, 5];
-        let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT"];
-        for s in strings {
-            b.push(s.len() as u8);
-        }
-        for s in strings {
-            b.extend_from_slice(s.as_bytes());
-        }
-        b.extend_from_slice(&[0, 1, 1, 2, 3]); // no maps; service (ns "", g, svc)
+        let mut b = one_service_tables(0);
         b.extend_from_slice(&[ID_IP_PORT << 1, 0, 0, 0, 1, 0, 2, flags, 10, 0, 0, 9]);
         b.extend_from_slice(&port.to_le_bytes());
         if let Some(w) = weight {
@@ -969,4 +961,21 @@ fn a_records_publications_come_back_one_per_service_in_order() {
     let (id, parts) = decoded(&[(1, 83)]);
     assert_eq!(id, "10.0.0.9:83#true");
     assert_eq!(parts, [("svc2".to_string(), 83)]);
+}
+
+/// The head and tables of a batch of one record, of base `base`: strings an owner, "",
+/// "g", "svc", "DEFAULT"; no maps; one service ("", g, svc). The record's bytes follow.
+pub(super) fn one_service_tables(base: u64) -> Vec<u8> {
+    let mut b = vec![VERSION, 1];
+    put_varint(&mut b, base);
+    let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT"];
+    b.push(strings.len() as u8);
+    for s in strings {
+        b.push(s.len() as u8);
+    }
+    for s in strings {
+        b.extend_from_slice(s.as_bytes());
+    }
+    b.extend_from_slice(&[0, 1, 1, 2, 3]); // no maps; service (ns "", g, svc)
+    b
 }

@@ -2,7 +2,7 @@
 //! ([`super::SINGLE`]): the same records, checks and refusals as field by field; of the
 //! IPv4 text it writes and of the batch's ids taken as text.
 
-use super::super::tests::{as_records, node};
+use super::super::tests::{as_records, node, one_service_tables};
 use super::super::text::ipv4_text;
 use super::super::{ENABLED, HEALTHY, ID_IP_PORT, IPV4, VERSION, encode_records, put_varint};
 use super::{SINGLE, SINGLE_MASK, decode_changes, decode_records};
@@ -14,17 +14,7 @@ use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 /// member, owner, publications, service, instances) as the bytes given, then one packed
 /// instance (10.0.0.9:80, cluster DEFAULT). Returns it and the offset of the fields.
 fn batch(base: u64, fields: [&[u8]; 6]) -> (Vec<u8>, usize) {
-    let mut b = vec![VERSION, 1];
-    put_varint(&mut b, base);
-    b.push(5);
-    let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT"];
-    for s in strings {
-        b.push(s.len() as u8);
-    }
-    for s in strings {
-        b.extend_from_slice(s.as_bytes());
-    }
-    b.extend_from_slice(&[0, 1, 1, 2, 3]); // no maps; service (ns "", g, svc)
+    let mut b = one_service_tables(base);
     b.push(ID_IP_PORT << 1);
     let at = b.len();
     for f in fields {
