@@ -126,6 +126,9 @@ pub struct SimCluster {
     nodes: Vec<Option<Node>>,
     generation: Vec<u64>,
     isolated: Vec<bool>,
+    /// Nodes that play a node of another build, whose verify digests differ from the
+    /// others' for the same clients (see [`SimCluster::set_other_build`]).
+    other_build: Vec<bool>,
     events: BinaryHeap<Reverse<(Millis, u64)>>,
     payloads: HashMap<u64, Event>,
     seq: u64,
@@ -150,6 +153,7 @@ impl SimCluster {
             nodes: (0..cfg.nodes).map(|_| None).collect(),
             generation: vec![0; cfg.nodes],
             isolated: vec![false; cfg.nodes],
+            other_build: vec![false; cfg.nodes],
             events: BinaryHeap::new(),
             payloads: HashMap::new(),
             seq: 0,
@@ -209,6 +213,7 @@ impl SimCluster {
         self.nodes.push(None);
         self.generation.push(0);
         self.isolated.push(false);
+        self.other_build.push(false);
         i
     }
 
@@ -299,6 +304,14 @@ impl SimCluster {
     /// Ends node `i`'s isolation.
     pub fn heal(&mut self, i: usize) {
         self.isolated[i] = false;
+    }
+
+    /// Makes node `i` play a node of another build whose digest term differs (as builds
+    /// on either side of a change of the term do, see the README): every `VerifyDigests`
+    /// between it and a node of this build differs in every shard that holds a client,
+    /// as it would on the wire; between nodes of one kind they agree as before.
+    pub fn set_other_build(&mut self, i: usize) {
+        self.other_build[i] = true;
     }
 
     /// Whether node `i` is isolated.

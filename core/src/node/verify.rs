@@ -105,9 +105,10 @@ impl Node {
     /// behind by what is on its way differs for that reason alone, and lists of every
     /// shard in the middle of a burst of registrations cost both nodes a walk of all
     /// their clients (a million-client burst stalled both for seconds) to repair what the
-    /// queue delivers anyway. Leases do not depend on it (only a matching digest renews,
-    /// and the lease is many rounds long); a replica that lost state still gets the
-    /// lists within `MAX_DEFERRED_LISTS + 1` rounds. `to` drops the replicas it attributes to this node that the
+    /// queue delivers anyway. Leases can wait for it: they are many rounds long, and the
+    /// lists, when they go, renew them as a matching digest does (a cluster of mixed
+    /// builds, whose digests never match, keeps its clients by them); a replica that lost
+    /// state still gets the lists within `MAX_DEFERRED_LISTS + 1` rounds. `to` drops the replicas it attributes to this node that the
     /// lists leave out: lists built after this node handed clients over (a member joined
     /// or came back, this node is leaving) leave out clients that `to`, not knowing of
     /// the change yet, still attributes to this node, and it would drop them, perhaps

@@ -518,4 +518,5 @@ fn a_cluster_restarted_together_cold_starts() {
     }
 }
 
+mod builds;
 mod membership;
