@@ -11,6 +11,7 @@ pub(crate) mod encode;
 
 use crate::nacos::NacosStats;
 use distro_core::Node;
+use distro_core::hash::DIGEST_VERSION;
 use encode::{encode_counter, encode_gauge};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet, prometheus_text};
@@ -119,6 +120,10 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Connections closed for not sending their first request in time.
     pub connections_timed_out: AtomicU64,
+    /// Verify exchanges with a peer that computes its digests by another definition.
+    pub verify_other_digests: AtomicU64,
+    /// The peers (by address) whose other digest definition was logged, with it.
+    other_digests_logged: parking_lot::Mutex<Vec<(String, u32)>>,
 }
 
 impl Metrics {
@@ -184,6 +189,32 @@ impl Metrics {
         let r = self.peer_requests.pin();
         r.get_or_insert_with((kind, ok), || Arc::new(AtomicU64::new(0)))
             .fetch_add(1, Relaxed);
+    }
+
+    /// Notes the digest definition peer `peer` sent or answered with in a verify exchange
+    /// ([`DIGEST_VERSION`]; 0 from a build before it was sent, which is taken as unknown,
+    /// not as different). A different one is counted, and logged once per peer and
+    /// version: every verify round between the two finds every shard different and falls
+    /// back to the owner's lists (which keep every client, at the cost of a walk of all
+    /// of them each round) until all nodes run one build.
+    pub fn digest_version_of(&self, peer: &str, version: u32) {
+        if version == 0 || version == DIGEST_VERSION {
+            return;
+        }
+        self.verify_other_digests.fetch_add(1, Relaxed);
+        let mut logged = self.other_digests_logged.lock();
+        if logged.iter().any(|(p, v)| p == peer && *v == version) {
+            return;
+        }
+        logged.push((peer.to_string(), version));
+        tracing::warn!(
+            peer,
+            peer_digest_version = version,
+            digest_version = DIGEST_VERSION,
+            "this peer computes verify digests by another definition (a build on the other \
+             side of a digest change): every verify round with it sends lists of every shard \
+             until all nodes run one build (no client is dropped meanwhile)"
+        );
     }
 
     /// Requests of `op` through `api` with `outcome` so far.
@@ -384,7 +415,7 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
         "1 once the startup snapshot load finished.",
         &u32::from(node.is_loaded()),
     )?;
-    let counters: [(&str, &str, u64); 26] = [
+    let counters: [(&str, &str, u64); 27] = [
         (
             "distro_sync_batches_sent",
             "Sync batches sent.",
@@ -486,6 +517,11 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
             m.snapshots_refused.load(Relaxed),
         ),
         (
+            "distro_verify_other_digests",
+            "Verify exchanges with a peer whose digests are of another definition (a build on the other side of a digest change): each falls back to lists.",
+            m.verify_other_digests.load(Relaxed),
+        ),
+        (
             "distro_peer_unauthenticated",
             "Peer requests refused for a wrong or missing cluster token.",
             m.peer_unauthenticated.load(Relaxed),
@@ -548,6 +584,31 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another digest definition is counted every time and logged once per peer and
+    /// version; this build's and none (0: a build before the version was sent) are not.
+    #[test]
+    fn other_digest_definitions_are_counted_and_logged_once_per_peer() {
+        let m = Metrics::default();
+        m.digest_version_of("10.0.0.2:7848", DIGEST_VERSION);
+        m.digest_version_of("10.0.0.2:7848", 0);
+        assert_eq!(m.verify_other_digests.load(Relaxed), 0);
+        for _ in 0..3 {
+            m.digest_version_of("10.0.0.2:7848", DIGEST_VERSION + 1);
+        }
+        m.digest_version_of("10.0.0.3:7848", DIGEST_VERSION + 1);
+        m.digest_version_of("10.0.0.3:7848", DIGEST_VERSION + 2);
+        assert_eq!(m.verify_other_digests.load(Relaxed), 5);
+        let logged = m.other_digests_logged.lock().clone();
+        assert_eq!(
+            logged,
+            [
+                ("10.0.0.2:7848".to_string(), DIGEST_VERSION + 1),
+                ("10.0.0.3:7848".to_string(), DIGEST_VERSION + 1),
+                ("10.0.0.3:7848".to_string(), DIGEST_VERSION + 2),
+            ]
+        );
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
@@ -757,9 +818,9 @@ mod tests {
         let mut out = String::new();
         page.render(&mut out);
         let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 48, "{out}");
-        assert_eq!(out.lines().count(), 428, "{out}");
-        assert_eq!(out.len(), 28_033, "the bytes of the page written by hand");
+        assert_eq!(types, 49, "{out}");
+        assert_eq!(out.lines().count(), 431, "{out}");
+        assert_eq!(out.len(), 28_302, "the bytes of the page written by hand");
         assert!(out.contains("distro_sync_pending{peer=\"127.0.0.2:8848\"} 0\n"));
         assert!(out.contains("distro_nacos_push_ack_seconds_bucket{le=\"0.001\"} 40\n"));
         assert!(out.contains("distro_nacos_pushes_total{result=\"failed\"} 10\n"));

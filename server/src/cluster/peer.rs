@@ -26,6 +26,7 @@ use crate::cluster::wire;
 use crate::fault::PeerGate;
 use crate::metrics::Metrics;
 use crate::proto::distro as pb;
+use distro_core::hash::DIGEST_VERSION;
 use distro_core::message::{PeerRequest, PeerResponse, SnapshotCursor};
 use distro_core::{MemberId, Node};
 use std::pin::Pin;
@@ -192,11 +193,14 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<pb::VerifyDigestsRequest>,
     ) -> Result<Response<pb::VerifyDigestsResponse>, Status> {
         let from = self.admit(&request.get_ref().from)?;
+        self.metrics
+            .digest_version_of(&request.get_ref().from, request.get_ref().digest_version);
         let digests = wire::digests_from_proto(&request.get_ref().digests);
         match self.handle(from, PeerRequest::VerifyDigests(digests))? {
             PeerResponse::VerifyMismatch { shards } => {
                 Ok(Response::new(pb::VerifyDigestsResponse {
                     mismatched_shards: shards,
+                    digest_version: DIGEST_VERSION,
                 }))
             }
             _ => Err(unexpected("verify digests")),

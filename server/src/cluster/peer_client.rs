@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::proto::codec::{Codec, Raw};
 use crate::proto::distro as pb;
 use crate::proto::distro::peer_client::PeerClient;
+use distro_core::hash::DIGEST_VERSION;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
 use distro_core::{MemberId, Node};
 use prost::Message as _;
@@ -225,12 +226,16 @@ impl PeerClients {
                 let msg = pb::VerifyDigestsRequest {
                     from,
                     digests: wire::digests_to_proto(v),
+                    digest_version: DIGEST_VERSION,
                 };
                 let len = msg.encoded_len();
                 let r = c.verify_digests(self.request(msg, self.timeout)).await;
                 self.metrics.peer_request(kind, len, r.is_ok());
+                let r = r?.into_inner();
+                self.metrics
+                    .digest_version_of(node.members().addr(to), r.digest_version);
                 PeerResponse::VerifyMismatch {
-                    shards: r?.into_inner().mismatched_shards,
+                    shards: r.mismatched_shards,
                 }
             }
             PeerRequest::VerifyList(l) => {

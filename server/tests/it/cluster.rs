@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod hostile;
+mod versions;
 pub(crate) use hostile::RawBytes;
 
 pub(crate) fn fast_config() -> ServerConfig {

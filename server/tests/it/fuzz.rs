@@ -360,6 +360,7 @@ fn peer_corpus() -> Vec<Vec<u8>> {
                     sum_hi: 1,
                 })
                 .collect(),
+            digest_version: 3,
         }
         .encode_to_vec(),
     );
