@@ -4,6 +4,11 @@
 //! encoded sync batches, decoded and applied), which is what two thirds of a 3-node
 //! cluster's clients are on every node.
 //!
+//! It also prints how long each step took per client, one thread doing it all on a quiet
+//! process (the registrations; the replica's encode, and its decode and apply): the
+//! store's cost without the rest of a cluster around it, beside which the 1 M burst's
+//! profile (`results/profile/`) shows what the same steps cost inside a running cluster.
+//!
 //! ```sh
 //! cargo run --release -p distro-benches --example memory -- 1000000
 //! ```
@@ -14,6 +19,7 @@ use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
 use distro_core::registry::ClientChange;
 use distro_core::{Config, MemberList, Node};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Changes per sync batch (the benches' batch).
 const BATCH: usize = 1000;
@@ -59,6 +65,7 @@ fn main() {
         .map(|s| ServiceSpec::new("", "", &format!("service-{s}")))
         .collect();
     let base = rss_bytes();
+    let started = Instant::now();
     for k in 0..n {
         let (ip, port) = address(k);
         let spec = InstanceSpec::new(&ip, port);
@@ -71,6 +78,7 @@ fn main() {
             )
             .expect("valid");
     }
+    let registering = started.elapsed();
     let owned = rss_bytes() - base;
     println!(
         "store:   {n} clients, RSS +{:.1} MiB, {:.0} bytes per instance",
@@ -95,14 +103,19 @@ fn main() {
     let mut changes = Vec::with_capacity(BATCH);
     let before = rss_bytes();
     let mut applied = 0;
-    let send = |changes: &mut Vec<ClientChange>| {
+    let (mut encoding, mut applying) = (Duration::ZERO, Duration::ZERO);
+    let mut send = |changes: &mut Vec<ClientChange>| {
         let batch = SyncBatch {
             changes: std::mem::take(changes),
             lowest: None,
         };
+        let t = Instant::now();
         let encoded = codec::encode(&owner, &batch);
+        encoding += t.elapsed();
         drop(batch);
+        let t = Instant::now();
         codec::apply(&replica, owner.me(), &encoded, now);
+        applying += t.elapsed();
     };
     owner.registry().for_each(|c| {
         changes.push(ClientChange::Stored(c.clone()));
@@ -122,5 +135,12 @@ fn main() {
         "replica: {applied} clients, RSS +{:.1} MiB, {:.0} bytes per instance (decoded from the owner's encoded sync batches: its own copies)",
         replicas / 1048576.0,
         replicas / applied as f64
+    );
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
+    println!(
+        "time:    {:.0} ns per registration; {:.0} ns per client to encode and {:.0} ns to decode and apply (one thread)",
+        per(registering),
+        per(encoding),
+        per(applying)
     );
 }
