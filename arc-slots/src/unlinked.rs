@@ -139,7 +139,7 @@ unsafe fn release_two<T>(ptr: *mut T, collector: &Collector) {
 /// instructions to add and ~10 to walk; a push here ~5). Made by
 /// [`crate::Reclaimer::retire_batch`].
 ///
-/// A batch of at least the reclaimer's batch size (and at least [`MIN_UNIT_ENTRIES`]
+/// A batch of at least the reclaimer's batch size (and at least `MIN_UNIT_ENTRIES`
 /// values) is retired as one entry, padded with entries that free nothing to that many:
 /// the thread's batch of the reclaimer fills and is retired with it (one process-wide
 /// barrier, which the values retired one by one would have cost once per reclaimer batch

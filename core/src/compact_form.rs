@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 /// The value of `b` if it is a number written in decimal the way `format!` writes it
 /// (digits only, no leading zero), of at most 19 digits (so no overflow check per digit;
-/// longer numbers are sent as text). Eight digits at a time ([`eight_digits`]): a
+/// longer numbers are sent as text). Eight digits at a time (`eight_digits`): a
 /// connection id's millis are thirteen.
 #[inline]
 pub fn decimal_bytes(b: &[u8]) -> Option<u64> {

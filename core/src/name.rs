@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 ///
 /// A stored client's id text is a `Name` too (shared with the request that named the
 /// client): beside the text sits what the compact peer layout reads of a client id
-/// ([`Name::id_parts`]), found once, not at every flush: when an owner stores the client,
+/// (`Name::id_parts`), found once, not at every flush: when an owner stores the client,
 /// or at the first encoding of a client a replica stored (8 bytes more per name: the
 /// shared part is 40 bytes, a size class of the allocator).
 #[derive(Clone)]
@@ -219,7 +219,7 @@ const SHARDS: usize = 64;
 /// room for more than this many names: small tables are not worth the rehash).
 const SHRINK_ABOVE: usize = 64;
 
-/// A concurrent set of interned strings: [`SHARDS`] hash tables, each behind its own
+/// A concurrent set of interned strings: `SHARDS` hash tables, each behind its own
 /// mutex, chosen by the string's hash. Only writes intern (queries look names up in the
 /// store's maps, not here), and a lookup holds its shard's lock for one probe, so threads
 /// interning at once seldom meet. Unlike a lock-free table, a shard can shrink: after a

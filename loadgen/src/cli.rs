@@ -38,7 +38,7 @@ Formats of every output file: loadgen/REPORTS.md";
 ///
 /// With no subcommand, runs a scenario: with no --targets against an embedded cluster
 /// started in this process, otherwise against the given nodes. Writes a report under
-/// results/runs/<timestamp>-<scenario>/ and prints a summary table.
+/// `results/runs/<timestamp>-<scenario>/` and prints a summary table.
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
@@ -286,7 +286,7 @@ pub struct RunArgs {
     /// Run slice i of n of the client id space (several loadgen processes, one cluster).
     #[arg(help_heading = "Workload", long, value_parser = parse_shard)]
     pub shard: Option<Shard>,
-    /// Output directory (default: results/runs/<timestamp>-<scenario>).
+    /// Output directory (default: `results/runs/<timestamp>-<scenario>`).
     #[arg(help_heading = "Output", long)]
     pub out: Option<PathBuf>,
     /// History file the run's row is appended to.

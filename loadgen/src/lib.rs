@@ -28,8 +28,9 @@
 //!   HTML page and its charts, the history row, `merge`, `check` and the progress line.
 //! * [`protocol`]: the seam between the driver and a wire protocol, and the protocols:
 //!   [`protocol::native`] (the server's own gRPC API), [`protocol::nacos`] (a Nacos 2.x
-//!   SDK connection per client), [`protocol::etcd`] (etcd v3) and [`protocol::zookeeper`]
-//!   (ZooKeeper), the last two for comparison, with the connect phase they report.
+//!   SDK connection per client), `protocol::etcd` (etcd v3; the `etcd` feature) and
+//!   [`protocol::zookeeper`] (ZooKeeper), the last two for comparison, with the connect
+//!   phase they report.
 //! * [`run`]: running a scenario. [`run::run`] runs one ([`run::RunConfig`]) against an
 //!   embedded cluster or external targets; [`run::driver`] holds the lanes that simulate
 //!   the clients, [`run::markers`] the replication probes and push measurements,

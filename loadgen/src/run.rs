@@ -31,8 +31,9 @@
 //! pacing thread of [`pacer`], `--pacer`), [`markers`] the replication probes and push measurements, [`chaos`] the
 //! faults applied to the embedded cluster during a run (`--chaos`), [`cluster_process`]
 //! the embedded cluster in a child process (`--cluster-process`), [`embedded`] its nodes
-//! (wherever they run), [`etcd_cluster`] the embedded etcd cluster of `--protocol etcd`,
-//! [`zookeeper_cluster`] the embedded ZooKeeper ensemble of `--protocol zookeeper`.
+//! (wherever they run), `etcd_cluster` the embedded etcd cluster of `--protocol etcd` (the
+//! `etcd` feature), [`zookeeper_cluster`] the embedded ZooKeeper ensemble of
+//! `--protocol zookeeper`.
 
 pub mod chaos;
 pub mod cluster;

@@ -473,7 +473,8 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
     }
 }
 
-/// What [`InstanceFields::convert_into`] made of a request.
+/// What `InstanceFields::convert_into` (crate-private) made of a request: a
+/// [`Conversion`] without the instance, which it writes into the caller's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Converted {
     /// The held instance, equal in every field: nothing written.

@@ -196,7 +196,7 @@ const SHARDS: usize = 16;
 /// has room for more than this many maps).
 const SHRINK_ABOVE: usize = 64;
 
-/// The distinct metadata maps held, each once: [`SHARDS`] hash tables behind their own
+/// The distinct metadata maps held, each once: `SHARDS` hash tables behind their own
 /// mutexes, chosen by the hash of the map's sorted pairs. Only writes look maps up here.
 pub struct MetadataTable {
     hasher: foldhash::fast::RandomState,

@@ -43,7 +43,7 @@ impl Node {
     /// write): a client that publishes to the service already names it by its held
     /// [`Service`] (no lookup of the name, no checks of its parts), and the instance is
     /// compared with the held one field by field, so only the fields that changed are
-    /// checked and looked up (see [`InstanceSpec::convert_into`]); a request equal to the held
+    /// checked and looked up (see [`InstanceSpec::convert`]); a request equal to the held
     /// instance builds nothing (a heartbeat), and the registry does not compare it again.
     pub fn register(
         &self,

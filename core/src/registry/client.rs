@@ -124,7 +124,7 @@ pub(super) const DERIVED_MAX: usize = 24;
 /// What ends an ip:port client's id (`ip:port#true`).
 const IP_PORT_SUFFIX: &[u8] = b"#true";
 
-/// Room for a derived id's text, for [`Client::id_bytes`]: [`DERIVED_MAX`] bytes and a
+/// Room for a derived id's text, for [`Client::id_bytes`]: `DERIVED_MAX` bytes and a
 /// word, for the pieces are stored a word at a time (no copy of variable length).
 pub struct IdBuf([u8; DERIVED_MAX + 8]);
 
@@ -513,7 +513,9 @@ impl Client {
         }
     }
 
-    /// [`id_prefix`] of the id (a derived one written on the stack, a word at a time).
+    /// The first sixteen bytes of the id as a big-endian pair, zeros after a shorter id:
+    /// ordered as the ids' bytes are, up to a tie (a derived id is written on the stack,
+    /// a word at a time).
     #[inline]
     pub fn id_prefix(&self) -> (u64, u64) {
         match (&self.id, self.first_instance()) {

@@ -290,9 +290,9 @@ impl Registry {
 
     /// The canonical [`Service`] of resolved parts, if the registry holds it (every
     /// service it holds was validated when first stored). Looked up by the parts (see
-    /// [`ServiceKey`]); the service handed out is the map's key, the index's own.
+    /// `ServiceKey`); the service handed out is the map's key, the index's own.
     ///
-    /// A service found lately by this thread is answered from its memo ([`FOUND`]) if it
+    /// A service found lately by this thread is answered from its memo (`FOUND`) if it
     /// still is that key.
     pub fn find_service(&self, namespace: &str, group: &str, name: &str) -> Option<Service> {
         let at = memo_slot(namespace, group, name);

@@ -333,7 +333,7 @@ impl Registry {
     }
 
     /// Applies the changes of a sync batch or snapshot chunk, each shard's lock taken once
-    /// for a run of its changes: for a batch of at least [`GROUPED_PER_SHARD`] changes
+    /// for a run of its changes: for a batch of at least `GROUPED_PER_SHARD` changes
     /// per shard, grouped by shard first (each shard's lock once for all of its changes,
     /// in their order in `changes`); for a smaller one, in the batch's order (sorting
     /// would cost more than the locks it saves: a shard then holds about one change).

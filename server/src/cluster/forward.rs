@@ -53,7 +53,7 @@ pub enum Item {
     /// Heartbeat.
     Beat(ServiceSpec, Target),
     /// A write of `Kind` received as protobuf, kept as its bytes: applied here in core
-    /// types ([`Item::owned`]), forwarded as it came.
+    /// types (`Item::owned`), forwarded as it came.
     Received(Kind, Received),
 }
 
