@@ -8,8 +8,9 @@
 //!   that talk to each other. Golden-value tests pin all of them. The digest term changed
 //!   twice (the seventh session and the nineteenth, see [`client_digest_term`]): nodes of
 //!   builds on either side of a change compute different digests, so between them every
-//!   verify round falls back to the owners' lists (which renew leases too: no client is
-//!   dropped, but each round walks every client; the README says more).
+//!   verify round falls back to the owners' lists (which renew leases too, but each round
+//!   walks every client). Whether two builds can share a cluster at all is decided by the
+//!   peer layout version first (the README says more).
 //!
 //! In-memory maps use a process-seeded hasher instead (foldhash); those values never
 //! leave the process.

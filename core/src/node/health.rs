@@ -6,7 +6,8 @@
 //!   node that reaches at most half of the members holds its expiries back: it is more
 //!   likely cut off than its clients dead.
 //! * **Leases** (replica side): a replica drops a client whose lease neither a sync nor
-//!   a matching verify renewed within `lease`.
+//!   a verify (a matching digest, or the owner's list naming it at its revision) renewed
+//!   within `lease`.
 //! * **Self-preservation**: while a peer is not UP, at most `self_preservation_fraction`
 //!   of the clients it owned may expire, however long the outage.
 //! * **Supersession**: a connection client of a peer that is not UP whose every instance

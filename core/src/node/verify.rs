@@ -4,9 +4,10 @@
 //! Every verify interval ([`Node::tick`]) an owner sends each loaded peer that is not
 //! DOWN its shard digests. The peer answers with the shards that differ from its copy of
 //! the owner's clients and renews the leases of the clients in the matching shards. For
-//! the differing shards the owner sends `(client id, revision)` lists; the peer reports
-//! what it lacks or holds stale, drops what the owner no longer lists, and returns any
-//! newer state it holds, which the owner adopts and propagates. The owner then sends
+//! the differing shards the owner sends `(client id, revision)` lists; the peer renews
+//! the leases of the listed clients it holds at the listed revision (and the listed
+//! shards'), reports what it lacks or holds stale, drops what the owner no longer lists,
+//! and returns any newer state it holds, which the owner adopts and propagates. The owner then sends
 //! exactly the lacking clients, through the sync queue. Nacos's one request per client
 //! (`VerifyMode::PerClient`) is here too, to be measured against the digests.
 //!
@@ -108,11 +109,12 @@ impl Node {
     /// queue delivers anyway. Leases can wait for it: they are many rounds long, and the
     /// lists, when they go, renew them as a matching digest does (a cluster of mixed
     /// builds, whose digests never match, keeps its clients by them); a replica that lost
-    /// state still gets the lists within `MAX_DEFERRED_LISTS + 1` rounds. `to` drops the replicas it attributes to this node that the
-    /// lists leave out: lists built after this node handed clients over (a member joined
-    /// or came back, this node is leaving) leave out clients that `to`, not knowing of
-    /// the change yet, still attributes to this node, and it would drop them, perhaps
-    /// the copy their new owner needs. The next round verifies under the new table.
+    /// state still gets the lists within `MAX_DEFERRED_LISTS + 1` rounds. `to` drops the
+    /// replicas it attributes to this node that the lists leave out: lists built after
+    /// this node handed clients over (a member joined or came back, this node is leaving)
+    /// leave out clients that `to`, not knowing of the change yet, still attributes to
+    /// this node, and it would drop them, perhaps the copy their new owner needs. The next
+    /// round verifies under the new table.
     pub(super) fn on_verify_mismatch(
         &self,
         to: MemberId,

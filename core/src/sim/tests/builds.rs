@@ -1,7 +1,8 @@
 //! A cluster of mixed builds: nodes whose verify digests differ for the same clients (the
 //! digest term changed between builds, see the README). Every verify round then differs
-//! in every shard, the owners send their lists, and the lists renew the replicas'
-//! leases: no client may vanish from any node while the builds are mixed.
+//! in every shard, the owners send their lists (held back while syncs are on their way,
+//! at most two rounds), and the lists renew the replicas' leases: no client may vanish
+//! from any node while the builds are mixed.
 
 use super::*;
 
@@ -39,10 +40,24 @@ fn no_client_vanishes_while_one_node_runs_another_build() {
         let lease = sim.node(0).unwrap().config().lease;
         let verify = sim.node(0).unwrap().config().verify_interval;
         // Three leases, checked after every verify round: a drop at a lease's end would
-        // show until the next lists brought the client back.
+        // show until the next lists brought the client back. Meanwhile other clients come
+        // and go every 250 ms, so syncs are often on their way when a round finds the
+        // shards different, and the lists are held back (at most two rounds in a row).
         let end = sim.now() + 3 * lease;
+        let mut churn = 0u32;
         while sim.now() < end {
-            sim.run_for(verify);
+            for _ in 0..verify / 250 {
+                let entry = (churn % 3) as usize;
+                let ip = format!("10.9.{}.{}", churn / 250 % 250, churn % 250);
+                sim.register_ip_port(entry, "churn", &ip, 8080);
+                if churn >= 8 {
+                    let old = churn - 8;
+                    let ip = format!("10.9.{}.{}", old / 250 % 250, old % 250);
+                    sim.deregister_ip_port(entry, "churn", &ip, 8080);
+                }
+                churn += 1;
+                sim.run_for(250);
+            }
             for n in 0..3 {
                 assert_eq!(
                     held(&sim, n, &ids),
@@ -52,6 +67,7 @@ fn no_client_vanishes_while_one_node_runs_another_build() {
                 );
             }
         }
+        let mut deferred = 0;
         for n in 0..3 {
             let stats = sim.node(n).unwrap().stats();
             assert_eq!(stats.lease_expired, 0, "seed {seed}: node {n}");
@@ -59,7 +75,11 @@ fn no_client_vanishes_while_one_node_runs_another_build() {
                 stats.verify_shards_mismatched > 0,
                 "seed {seed}: node {n} met the other build's digests"
             );
+            deferred += stats.verify_lists_deferred;
         }
+        assert!(deferred > 0, "seed {seed}: no lists were held back");
+        // The last changes reach every node once the churn stops.
+        sim.run_for(verify);
         assert!(sim.converged(), "seed {seed}: {}", sim.differences());
     }
 }
