@@ -152,8 +152,9 @@ impl<'a> Encoder<'a> {
         // dozen metadata maps: growing the tables by doubling rehashes them ~5 times.
         // The tables' bytes likewise (a string's length a byte, its text a dozen, a
         // service three indices, a map a few): grown by doubling, they were copied
-        // ~8 times each.
-        let services = records / 4;
+        // ~8 times each. A small batch's records are mostly of distinct services (a
+        // quarter of 8 grew the table twice).
+        let services = (records / 4).max(records.min(16));
         Self {
             base,
             strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
