@@ -404,16 +404,24 @@ library_benchmark_group!(
 // ----- sync --------------------------------------------------------------------------
 
 const BATCH: usize = 1_000;
+/// The changed clients of a small ("trickle") batch: a steady cluster's sync, a few
+/// changes every sync delay.
+const TRICKLE: usize = 8;
 
 fn sync_cluster() -> &'static Cluster {
+    sync_cluster_changed(BATCH)
+}
+
+/// Two nodes holding 10,000 clients, `changed` of the owner's changed since the last sync:
+/// due for the replica at once, in one batch.
+fn sync_cluster_changed(changed: usize) -> &'static Cluster {
     let config = Config {
         sync_delay: 0,
         batch_max_entries: BATCH,
         ..Config::default()
     };
     let cluster = leak(Cluster::new(2, CLIENTS, &config, |_, _| false));
-    // Change 1,000 of the owner's clients: they are due for the replica at once.
-    for mut r in fixture::requests(Kind::Connection, CLIENTS, BATCH) {
+    for mut r in fixture::requests(Kind::Connection, CLIENTS, changed) {
         r.change();
         cluster.nodes[0]
             .register(&r.client, &r.service, &r.instance, fixture::NOW_MS)
@@ -454,9 +462,11 @@ fn sync_batch(cluster: &Cluster) -> SyncBatch {
         .expect("the changed clients are due")
 }
 
-// The owner's flush: take 1,000 due clients, build their records, encode the batch.
+// The owner's flush: take 1,000 due clients, build their records, encode the batch
+// (`changes_8`: a small batch of 8, where the batch's fixed costs show).
 #[library_benchmark]
 #[bench::changes_1000(setup = sync_cluster)]
+#[bench::changes_8(args = (TRICKLE), setup = sync_cluster_changed)]
 fn build_and_encode(cluster: &'static Cluster) -> usize {
     codec::encode(&cluster.nodes[0], &sync_batch(cluster)).len
 }

@@ -131,3 +131,55 @@ fn concurrent_grouped_applies_converge_to_the_newest_states() {
     }
     assert_eq!(replica_state(&r), replica_state(&reference));
 }
+
+#[test]
+fn a_small_batch_whose_iterator_panics_tells_the_listeners_what_it_applied() {
+    // A small batch of known length is applied as it is iterated (the iterator runs
+    // between changes, the shard's lock held): one whose iterator panics after five
+    // changes keeps those five stored, its listeners hear of their services, and the
+    // shard's lock is let go of (a write to it afterwards does not wait forever).
+    struct Heard(std::sync::Mutex<Vec<String>>);
+    impl ChangeListener for Heard {
+        fn service_changed(&self, s: &Service) {
+            self.0.lock().unwrap().push(s.name().as_str().to_string());
+        }
+    }
+    let r = reg();
+    let heard = Arc::new(Heard(Default::default()));
+    r.add_listener(heard.clone());
+    let records: Vec<ClientRecord> = (0..10u16)
+        .map(|i| {
+            let ip = format!("10.2.0.{i}");
+            ClientRecord {
+                id: ClientId::ip_port(&ip, 1000 + i),
+                revision: Revision(1_000),
+                owner: MemberId(1),
+                publications: vec![Arc::new(publication(&r, &format!("p{i}"), &ip, 1000 + i))],
+            }
+        })
+        .collect();
+    let changes = (0..records.len()).map(|i| {
+        assert!(i < 5, "the batch's source fails midway");
+        ReplicaChange::State(StateRef::of(&records[i]), records[i].owner)
+    });
+    assert_eq!(
+        changes.size_hint(),
+        (10, Some(10)),
+        "a small batch of known length"
+    );
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.apply_many(changes, 5)));
+    assert!(panicked.is_err());
+    let mut names = heard.0.lock().unwrap().clone();
+    names.sort();
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    assert_eq!(r.stats().clients, 5);
+    // The last shard written to is free: a newer state of its client applies, alone and
+    // in a batch.
+    let mut newer = records[4].clone();
+    newer.revision = Revision(1_001);
+    assert_eq!(r.apply(&newer, newer.owner, 6), ApplyOutcome::Applied);
+    newer.revision = Revision(1_002);
+    let counts = r.apply_many([ReplicaChange::State(StateRef::of(&newer), newer.owner)], 7);
+    assert_eq!(counts.applied, 1);
+}

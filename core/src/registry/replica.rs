@@ -255,7 +255,12 @@ type ClientsRef<'g, 'a> = super::ShardWriter<'g, 'a>;
 /// A batch of [`Registry::apply_many`] being applied under one pin: the shard held (its
 /// number and its lock), the clients let go of (retired together once every shard is
 /// done, see `RetireBatch`), the services changed and the counts.
+///
+/// Dropped, it ends the batch (see its `Drop`): as it is applied ([`Registry::applied`])
+/// or when the batch stops midway (a panic of the iterator of a small batch, which runs
+/// between its changes): what it applied is stored, and its listeners hear of it.
 struct Applying<'a> {
+    registry: &'a Registry,
     held: Option<(u32, super::ShardLock<'a>)>,
     retired: RetireBatch<'a, Client>,
     changed: Vec<crate::model::Service>,
@@ -263,13 +268,24 @@ struct Applying<'a> {
 }
 
 impl<'a> Applying<'a> {
-    fn new(retired: RetireBatch<'a, Client>) -> Self {
+    fn new(registry: &'a Registry, retired: RetireBatch<'a, Client>) -> Self {
         Self {
+            registry,
             held: None,
             retired,
             changed: Vec::new(),
             counts: ApplyCounts::default(),
         }
+    }
+}
+
+impl Drop for Applying<'_> {
+    /// Ends the batch: its shard let go of (a listener must not run under its lock, nor a
+    /// later write of this thread wait on it), the listeners told of the changed services,
+    /// then (the field dropped) what it let go of retired as one (see `RetireBatch`).
+    fn drop(&mut self) {
+        self.held = None;
+        self.registry.notify(&self.changed);
     }
 }
 
@@ -347,6 +363,8 @@ impl Registry {
     /// of this registry that takes a shard's lock (a write, [`Registry::tombstone`],
     /// `stats`: parking_lot's locks are not reentrant, the thread would wait on itself);
     /// lock-free reads are fine, and the node's attribution of a change takes no lock.
+    /// Should the iterator panic, the changes applied before stay applied, and the
+    /// listeners hear of their services (the shard's lock let go of first).
     pub fn apply_many<'a>(
         &self,
         changes: impl IntoIterator<Item = ReplicaChange<'a>>,
@@ -357,7 +375,7 @@ impl Registry {
         let (len, most) = changes.size_hint();
         if most == Some(len) && len < GROUPED_PER_SHARD * self.shard_count as usize {
             let pin = self.pin();
-            let mut batch = Applying::new(self.slots.retire_batch(&pin, len));
+            let mut batch = Applying::new(self, self.slots.retire_batch(&pin, len));
             for mut change in changes {
                 let hash = stable_hash64(change.id().as_bytes());
                 self.apply_one(&mut batch, &pin, &mut change, hash, now);
@@ -395,7 +413,7 @@ impl Registry {
         now: Millis,
     ) -> ApplyCounts {
         let pin = self.pin();
-        let mut batch = Applying::new(self.slots.retire_batch(&pin, hashed.len()));
+        let mut batch = Applying::new(self, self.slots.retire_batch(&pin, hashed.len()));
         for i in order {
             let (ref mut change, hash) = hashed[i];
             self.apply_one(&mut batch, &pin, change, hash, now);
@@ -472,18 +490,11 @@ impl Registry {
         batch.counts.count(outcome);
     }
 
-    /// Ends `batch`: its shard let go of, what it let go of retired (as one, see
-    /// `RetireBatch`), the listeners told of the changed services.
+    /// Ends `batch` (its `Drop`: its shard let go of, the listeners told of the changed
+    /// services, what it let go of retired as one); its counts.
     fn applied(&self, batch: Applying<'_>) -> ApplyCounts {
-        let Applying {
-            held,
-            retired,
-            changed,
-            counts,
-        } = batch;
-        drop(held);
-        retired.retire();
-        self.notify(&changed);
+        let counts = batch.counts;
+        drop(batch);
         counts
     }
 

@@ -49,6 +49,7 @@ use distro_core::model::{ClientId, Metadata, Publication, Revision, Service};
 use distro_core::name::Name;
 use distro_core::registry::Client;
 use distro_core::{ClientChange, ClientRecord, MemberId, Node};
+use memo::AddrMemo;
 use scratch::Scratch;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -56,6 +57,7 @@ use std::sync::Arc;
 use text::{PackedIp, pack_ip};
 
 mod decode;
+mod memo;
 mod scratch;
 mod text;
 
@@ -116,12 +118,14 @@ struct Encoder<'a> {
     /// store holds each distinct map once, so this finds a map without hashing its pairs
     /// (two copies of one map, if ever, are two table entries: larger, not wrong).
     maps: HashMap<usize, u32, Fast>,
-    /// The maps looked up lately, in front of `maps`.
-    recent_maps: AddrMemo,
     map_bytes: Vec<u8>,
     /// Services by the address of their interned key (likewise).
     services: HashMap<usize, u32, Fast>,
-    /// The services looked up lately, in front of `services`.
+    /// The maps looked up lately, in front of `maps`: the thread's spare ([`memo::take`]),
+    /// free when the batch starts, freed and given back when it ends
+    /// ([`Encoder::finish_parts`]).
+    recent_maps: AddrMemo,
+    /// The services looked up lately, in front of `services` (likewise).
     recent_services: AddrMemo,
     service_bytes: Vec<u8>,
     records: Vec<u8>,
@@ -136,55 +140,6 @@ struct Encoder<'a> {
     last_names: [(*const u8, usize, u32); 3],
 }
 
-/// A direct-mapped memo of table indices by the address they are keyed by (a service's
-/// interned key, a metadata map's storage): a multiplication and one comparison find an
-/// index looked up before, where a hash map costs several times that. A slot holds the
-/// last address that mapped to it; a miss (an address not seen, or displaced) falls back
-/// to the table's map. Free slots hold [`FREE`], an address nothing is stored at.
-///
-/// [`MEMO_SLOTS`] slots whatever the batch, chosen by the hash's top byte: the index is
-/// below the array's length by its type, so a lookup has no bounds check and no shift or
-/// length to load (a memo sized by the batch cost ~4 instructions more a lookup, twice
-/// per client). The price is a fill of 256 slots per memo and batch, which a batch of
-/// fewer than 65 records pays beyond what it needs.
-struct AddrMemo {
-    slots: Box<[(usize, u32); MEMO_SLOTS]>,
-}
-
-/// The slots of an [`AddrMemo`]: one for each value of a byte.
-const MEMO_SLOTS: usize = 256;
-
-/// The address of a free memo slot.
-const FREE: usize = usize::MAX;
-
-impl AddrMemo {
-    fn new() -> Self {
-        // Filled in place (`Box::new` of the array built it in the frame and copied it).
-        let slots = vec![(FREE, 0); MEMO_SLOTS].into_boxed_slice();
-        Self {
-            slots: slots.try_into().expect("MEMO_SLOTS slots"),
-        }
-    }
-
-    /// The slot of `addr`: the top byte of a multiplicative hash (Fibonacci hashing).
-    #[inline(always)]
-    fn slot(addr: usize) -> usize {
-        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
-    }
-
-    #[inline(always)]
-    fn get(&self, addr: usize) -> Option<u32> {
-        debug_assert_ne!(addr, FREE);
-        let (a, i) = self.slots[Self::slot(addr)];
-        (a == addr).then_some(i)
-    }
-
-    #[inline(always)]
-    fn set(&mut self, addr: usize, i: u32) {
-        self.slots[Self::slot(addr)] = (addr, i);
-    }
-}
-
 /// [`Encoder::last_names`] slots.
 const NAMESPACE: usize = 0;
 const GROUP: usize = 1;
@@ -192,12 +147,14 @@ const CLUSTER: usize = 2;
 
 impl<'a> Encoder<'a> {
     fn new(base: u64, records: usize) -> Self {
+        let [recent_maps, recent_services] = memo::take();
         // Sized for a batch of distinct services (each adds a few strings) and a few
         // dozen metadata maps: growing the tables by doubling rehashes them ~5 times.
         // The tables' bytes likewise (a string's length a byte, its text a dozen, a
         // service three indices, a map a few): grown by doubling, they were copied
-        // ~8 times each.
-        let services = records / 4;
+        // ~8 times each. A small batch's records are mostly of distinct services (a
+        // quarter of 8 grew the table twice).
+        let services = (records / 4).max(records.min(16));
         Self {
             base,
             strings: HashMap::with_capacity_and_hasher(services + 64, Fast::default()),
@@ -205,10 +162,10 @@ impl<'a> Encoder<'a> {
             n_strings: 0,
             blob: Vec::with_capacity(12 * (services + 64)),
             maps: HashMap::with_capacity_and_hasher(32, Fast::default()),
-            recent_maps: AddrMemo::new(),
             map_bytes: Vec::with_capacity(8 * 32),
             services: HashMap::with_capacity_and_hasher(services, Fast::default()),
-            recent_services: AddrMemo::new(),
+            recent_maps,
+            recent_services,
             service_bytes: Vec::with_capacity(3 * services),
             records: Vec::with_capacity(records * 40),
             n_records: 0,
@@ -239,7 +196,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// The index of a metadata map: [`AddrMemo`] first, the table's map on a miss.
+    /// The index of a metadata map: the memo ([`memo::AddrMemo`]) first, the table's map on a miss.
     #[inline(always)]
     fn map(&mut self, m: &'a Metadata) -> u32 {
         let key = m.storage_key();
@@ -268,7 +225,7 @@ impl<'a> Encoder<'a> {
         i
     }
 
-    /// The index of a service: [`AddrMemo`] first, the table's map on a miss.
+    /// The index of a service: the memo ([`memo::AddrMemo`]) first, the table's map on a miss.
     #[inline(always)]
     fn service(&mut self, s: &'a Service) -> u32 {
         let key = s.key().as_str().as_ptr() as usize;
@@ -505,6 +462,10 @@ impl<'a> Encoder<'a> {
     /// The encoded batch in two parts, to be sent one after the other: its head and
     /// tables, and its records (as written: not copied).
     fn finish_parts(self) -> (Vec<u8>, Vec<u8>) {
+        memo::give_back([
+            (self.recent_maps, self.maps.keys().copied()),
+            (self.recent_services, self.services.keys().copied()),
+        ]);
         let mut out = Vec::with_capacity(
             32 + self.lens.len()
                 + self.blob.len()
@@ -595,34 +556,3 @@ pub fn encode_records(node: &Node, records: &[Arc<Client>]) -> Vec<u8> {
 mod golden_tests;
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod memo_tests {
-    use super::{AddrMemo, FREE, MEMO_SLOTS};
-
-    /// A memo answers for the last address set in a slot, and only for that address:
-    /// one displaced by another of the same slot (or never set) is a miss, and a free
-    /// slot answers no address.
-    #[test]
-    fn the_memo_answers_only_for_the_address_its_slot_holds() {
-        let mut m = AddrMemo::new();
-        assert!(m.slots.iter().all(|&(a, _)| a == FREE));
-        // Addresses 8 bytes apart, as the heap's are: enough to fill every slot.
-        let addrs: Vec<usize> = (1..=4 * MEMO_SLOTS).map(|k| 0x10_0000 + 8 * k).collect();
-        for (i, &a) in addrs.iter().enumerate() {
-            assert_eq!(m.get(a), None);
-            m.set(a, i as u32);
-            assert_eq!(m.get(a), Some(i as u32));
-        }
-        let mut last = vec![None; MEMO_SLOTS];
-        for (i, &a) in addrs.iter().enumerate() {
-            last[AddrMemo::slot(a)] = Some((a, i as u32));
-        }
-        assert!(last.iter().filter(|s| s.is_some()).count() > MEMO_SLOTS / 2);
-        for (i, &a) in addrs.iter().enumerate() {
-            let held = last[AddrMemo::slot(a)].expect("set");
-            let want = (held.0 == a).then_some(i as u32);
-            assert_eq!(m.get(a), want, "address {a:#x}");
-        }
-    }
-}

@@ -48,7 +48,7 @@ fn owner_and_batch() -> (Arc<Node>, Vec<ClientChange>) {
 }
 
 /// The changes of the first sync batch `node` flushes at its tick at 20 ms.
-fn first_batch(node: &Node) -> Vec<ClientChange> {
+pub(super) fn first_batch(node: &Node) -> Vec<ClientChange> {
     node.tick(20)
         .into_iter()
         .find_map(Command::into_sync_batch)
