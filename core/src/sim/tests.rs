@@ -35,6 +35,18 @@ fn a_registration_replicates_to_every_node() {
     assert!(sim.converged(), "{}", sim.differences());
 }
 
+/// The default configuration with seed `seed`, whose ip:port instances neither turn
+/// unhealthy nor expire during a test (no heartbeats needed: registrations stay).
+fn no_expiry(seed: u64) -> SimConfig {
+    let mut cfg = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
+    cfg.protocol.heartbeat_timeout = 3_600_000;
+    cfg.protocol.delete_timeout = 3_600_000;
+    cfg
+}
+
 fn connection_clients_on(sim: &mut SimCluster, node: usize, n: usize) -> Vec<ClientId> {
     let start = sim.now();
     (0..n)

@@ -7,13 +7,8 @@
 use super::*;
 
 fn config(seed: u64) -> SimConfig {
-    let mut cfg = SimConfig {
-        seed,
-        ..SimConfig::default()
-    };
     // ip:port clients stay without heartbeats during the test.
-    cfg.protocol.heartbeat_timeout = 3_600_000;
-    cfg.protocol.delete_timeout = 3_600_000;
+    let mut cfg = no_expiry(seed);
     // A lease of twelve verify rounds, so the run covers several.
     cfg.protocol.lease = 60_000;
     cfg

@@ -8,12 +8,7 @@ use crate::member::MemberState;
 
 /// A configuration without heartbeat expiry during the test (registrations stay).
 fn config(seed: u64) -> SimConfig {
-    let mut cfg = SimConfig {
-        seed,
-        ..SimConfig::default()
-    };
-    cfg.protocol.heartbeat_timeout = 3_600_000;
-    cfg.protocol.delete_timeout = 3_600_000;
+    let mut cfg = no_expiry(seed);
     // Nodes learn a list at most 1 s apart here.
     cfg.protocol.member_change_settle = 2_000;
     cfg
