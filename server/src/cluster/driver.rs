@@ -1,9 +1,11 @@
 //! The driver: runs the core's timers and carries out its commands.
 //!
 //! Every tick (100 ms, as Nacos's delay engine) it calls [`Node::tick`] with the wall
-//! clock and executes the returned [`Command`]s: each peer request runs in its own task
-//! (bounded per peer), and its answer or failure goes back to
-//! [`Node::handle_response`], whose commands are executed in turn. A snapshot load
+//! clock, on the blocking pool (a tick's health check walks every client), and executes
+//! the returned [`Command`]s: each peer request runs in its own task (bounded per peer),
+//! and its answer or failure goes back to [`Node::handle_response`] (a verify answer's on
+//! the blocking pool too: it may build lists of whole shards), whose commands are
+//! executed in turn. A snapshot load
 //! streams chunks from the chosen peer, decoding and applying each on the blocking pool.
 //! The driver also logs member state changes, one line each.
 
@@ -12,7 +14,7 @@ use crate::cluster::peer::SNAPSHOT_NOT_LOADED;
 use crate::cluster::peer_client::PeerClients;
 use crate::cluster::sync_codec::SnapshotChunk;
 use crate::metrics::Metrics;
-use distro_core::message::{Command, SnapshotCursor};
+use distro_core::message::{Command, PeerRequest, SnapshotCursor};
 use distro_core::{MemberId, MemberState, Node};
 use prost::Message as _;
 use std::sync::Arc;
@@ -78,7 +80,16 @@ impl Driver {
                 _ = &mut stop => return,
                 _ = interval.tick() => {}
             }
-            let cmds = self.node.tick((self.clock)());
+            // On a blocking thread, not the runtime's: a tick's health check and lease
+            // sweep walk every client (a million-client node spends a few hundred ms
+            // there every 5 s), and the runtime's threads answer clients and peers
+            // meanwhile. The next tick waits for this one, as before.
+            let me = self.clone();
+            let cmds = match tokio::task::spawn_blocking(move || me.node.tick((me.clock)())).await {
+                Ok(cmds) => cmds,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return, // the runtime is shutting down
+            };
             self.execute(cmds);
             let now_states = self.node.member_states();
             for (m, after) in &now_states {
@@ -169,7 +180,24 @@ impl Driver {
                             return;
                         };
                         let r = me.peers.call(to, &request).await;
-                        let more = me.node.handle_response(to, request, r, (me.clock)());
+                        // A verify answer can make this node walk every client of the
+                        // shards that differ (to build their lists): off the runtime's
+                        // threads, as a tick (see `run`). Other answers are handled here.
+                        let more = if matches!(request, PeerRequest::VerifyDigests(_)) {
+                            let node = me.node.clone();
+                            let now = (me.clock)();
+                            match tokio::task::spawn_blocking(move || {
+                                node.handle_response(to, request, r, now)
+                            })
+                            .await
+                            {
+                                Ok(more) => more,
+                                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                                Err(_) => return,
+                            }
+                        } else {
+                            me.node.handle_response(to, request, r, (me.clock)())
+                        };
                         me.execute(more);
                     });
                 }

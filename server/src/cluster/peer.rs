@@ -91,6 +91,20 @@ impl PeerService {
     fn handle(&self, from: MemberId, req: PeerRequest) -> Result<PeerResponse, Status> {
         answer(self.node.handle_request(from, req, (self.clock)()))
     }
+
+    /// [`Self::handle`] on the blocking pool, for a request whose handling walks many
+    /// clients (a verify list): the runtime's threads keep answering clients and peers.
+    async fn handle_blocking(
+        &self,
+        from: MemberId,
+        req: PeerRequest,
+    ) -> Result<PeerResponse, Status> {
+        let node = self.node.clone();
+        let now = (self.clock)();
+        tokio::task::spawn_blocking(move || answer(node.handle_request(from, req, now)))
+            .await
+            .map_err(|e| Status::internal(format!("handling the request failed: {e}")))?
+    }
 }
 
 fn answer(r: PeerResponse) -> Result<PeerResponse, Status> {
@@ -213,7 +227,12 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::VerifyListResponse>, Status> {
         let from = self.admit(&request.get_ref().from)?;
         let list = wire::list_from_proto(&request.get_ref().shards)?;
-        match self.handle(from, PeerRequest::VerifyList(list))? {
+        // Off the runtime's threads, as a sync batch's apply: a list of whole shards is
+        // checked client by client, and every client the node holds in them is walked.
+        match self
+            .handle_blocking(from, PeerRequest::VerifyList(list))
+            .await?
+        {
             PeerResponse::VerifyReport { needs, removed } => {
                 Ok(Response::new(pb::VerifyListResponse {
                     needs: wire::needs_to_proto(&self.node, &needs),
@@ -230,7 +249,10 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::VerifyClientsResponse>, Status> {
         let from = self.admit(&request.get_ref().from)?;
         let v = wire::verify_clients_from_proto(&request.get_ref().clients)?;
-        match self.handle(from, PeerRequest::VerifyClients(v))? {
+        match self
+            .handle_blocking(from, PeerRequest::VerifyClients(v))
+            .await?
+        {
             PeerResponse::VerifyClientsResult { failed } => {
                 Ok(Response::new(pb::VerifyClientsResponse {
                     failed: failed.iter().map(|id| id.as_str().to_string()).collect(),
