@@ -16,7 +16,9 @@
 //! is decoded and applied on a blocking thread too, at most [`SYNC_APPLIERS`] at once: a
 //! replica catching up keeps its runtime threads for heartbeats and queries, and further
 //! batches wait for a free applier (their senders bound what they have in flight), so
-//! nothing queues without limit.
+//! nothing queues without limit. A verify list (or a per-client verify), which walks
+//! whole shards, is checked on a blocking thread as well, at most [`VERIFY_WALKERS`] at
+//! once.
 
 use crate::clock::Clock;
 use crate::cluster::forward::Forwarder;
@@ -45,10 +47,15 @@ pub const NOT_A_MEMBER: &str = "not a member of this node's list (yet)";
 /// Sync batches decoded and applied at once, each on a blocking thread.
 pub const SYNC_APPLIERS: usize = 2;
 
+/// Verify lists (or per-client verifies) checked at once, each on a blocking thread: a
+/// list walks whole shards, and more lists at once would only take more threads.
+pub const VERIFY_WALKERS: usize = 1;
+
 /// The `distro.v1.Peer` service of one node.
 pub struct PeerService {
     node: Arc<Node>,
     appliers: Arc<tokio::sync::Semaphore>,
+    walkers: Arc<tokio::sync::Semaphore>,
     forwarder: Arc<Forwarder>,
     clock: Clock,
     gate: Arc<PeerGate>,
@@ -67,6 +74,7 @@ impl PeerService {
         Self {
             node,
             appliers: Arc::new(tokio::sync::Semaphore::new(SYNC_APPLIERS)),
+            walkers: Arc::new(tokio::sync::Semaphore::new(VERIFY_WALKERS)),
             forwarder,
             clock,
             gate,
@@ -94,16 +102,27 @@ impl PeerService {
 
     /// [`Self::handle`] on the blocking pool, for a request whose handling walks many
     /// clients (a verify list): the runtime's threads keep answering clients and peers.
+    /// At most [`VERIFY_WALKERS`] at once (the others wait for a free one), so peers
+    /// sending many at once cannot take a thread each.
     async fn handle_blocking(
         &self,
         from: MemberId,
         req: PeerRequest,
     ) -> Result<PeerResponse, Status> {
+        let permit = self
+            .walkers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
         let node = self.node.clone();
         let now = (self.clock)();
-        tokio::task::spawn_blocking(move || answer(node.handle_request(from, req, now)))
-            .await
-            .map_err(|e| Status::internal(format!("handling the request failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            answer(node.handle_request(from, req, now))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("handling the request failed: {e}")))?
     }
 }
 
