@@ -471,7 +471,9 @@ impl LocalCluster {
     /// Freezes node `i` as `kill -STOP` would: every worker thread of its runtime is held,
     /// so it answers no client on any protocol (connections are accepted by the kernel and
     /// wait), sends and answers no peer traffic, and runs no timer, until [`Self::thaw`].
-    /// (Its blocking-pool threads, used for snapshot streams, are not held.) Returns once
+    /// (Its blocking-pool threads are not held: a snapshot stream, a sync batch's apply, a
+    /// verify list or a tick already running there finishes, and a tick's commands run
+    /// after the thaw; no new one starts, as only a worker starts them.) Returns once
     /// every worker thread is held; an error if node `i` does not run, is already frozen,
     /// or its threads were not all held within `within`.
     pub async fn freeze(&self, i: usize, within: Duration) -> anyhow::Result<()> {

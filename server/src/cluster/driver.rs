@@ -83,9 +83,19 @@ impl Driver {
             // On a blocking thread, not the runtime's: a tick's health check and lease
             // sweep walk every client (a million-client node spends a few hundred ms
             // there every 5 s), and the runtime's threads answer clients and peers
-            // meanwhile. The next tick waits for this one, as before.
+            // meanwhile. The next tick waits for this one, as before. What the tick
+            // retired (expired clients, services and names nobody uses any more) is
+            // freed from its thread's batch at once: a blocking thread has no park hook
+            // to flush it when memory is to be given back, and the next tick may run on
+            // another one (a memory barrier per tick, ten a second).
             let me = self.clone();
-            let cmds = match tokio::task::spawn_blocking(move || me.node.tick((me.clock)())).await {
+            let cmds = match tokio::task::spawn_blocking(move || {
+                let cmds = me.node.tick((me.clock)());
+                me.node.registry().flush_retired();
+                cmds
+            })
+            .await
+            {
                 Ok(cmds) => cmds,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => return, // the runtime is shutting down
@@ -185,9 +195,9 @@ impl Driver {
                         // threads, as a tick (see `run`). Other answers are handled here.
                         let more = if matches!(request, PeerRequest::VerifyDigests(_)) {
                             let node = me.node.clone();
-                            let now = (me.clock)();
+                            let clock = me.clock.clone();
                             match tokio::task::spawn_blocking(move || {
-                                node.handle_response(to, request, r, now)
+                                node.handle_response(to, request, r, clock())
                             })
                             .await
                             {
