@@ -5,8 +5,8 @@
 //! the returned [`Command`]s: each peer request runs in its own task (bounded per peer),
 //! and its answer or failure goes back to [`Node::handle_response`] (a verify answer's on
 //! the blocking pool too: it may build lists of whole shards), whose commands are
-//! executed in turn. A snapshot load
-//! streams chunks from the chosen peer, decoding and applying each on the blocking pool.
+//! executed in turn. A snapshot load streams chunks from the chosen peer, decoding and
+//! applying each on the blocking pool.
 //! The driver also logs member state changes, one line each.
 
 use crate::clock::Clock;
@@ -89,16 +89,14 @@ impl Driver {
             // to flush it when memory is to be given back, and the next tick may run on
             // another one (a memory barrier per tick, ten a second).
             let me = self.clone();
-            let cmds = match tokio::task::spawn_blocking(move || {
+            let Some(cmds) = blocking(move || {
                 let cmds = me.node.tick((me.clock)());
                 me.node.registry().flush_retired();
                 cmds
             })
             .await
-            {
-                Ok(cmds) => cmds,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => return, // the runtime is shutting down
+            else {
+                return;
             };
             self.execute(cmds);
             let now_states = self.node.member_states();
@@ -194,17 +192,11 @@ impl Driver {
                         // shards that differ (to build their lists): off the runtime's
                         // threads, as a tick (see `run`). Other answers are handled here.
                         let more = if matches!(request, PeerRequest::VerifyDigests(_)) {
-                            let node = me.node.clone();
-                            let clock = me.clock.clone();
-                            match tokio::task::spawn_blocking(move || {
-                                node.handle_response(to, request, r, clock())
-                            })
-                            .await
-                            {
-                                Ok(more) => more,
-                                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                                Err(_) => return,
-                            }
+                            let (node, clock) = (me.node.clone(), me.clock.clone());
+                            let answer =
+                                blocking(move || node.handle_response(to, request, r, clock()));
+                            let Some(more) = answer.await else { return };
+                            more
                         } else {
                             me.node.handle_response(to, request, r, (me.clock)())
                         };
@@ -329,5 +321,15 @@ impl Driver {
                 return Ok((clients, bytes, chunks));
             }
         }
+    }
+}
+
+/// Runs `work` on the blocking pool and waits for it, as if it ran here: its panic goes
+/// on unwinding in the caller; `None` if the runtime shuts down before it ran.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(t) => Some(t),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }

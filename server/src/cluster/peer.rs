@@ -101,30 +101,43 @@ impl PeerService {
 
     /// [`Self::handle`] on the blocking pool, for a request whose handling walks many
     /// clients (a verify list): the runtime's threads keep answering clients and peers.
-    /// At most [`VERIFY_WALKERS`] at once (the others wait for a free one), so peers
-    /// sending many at once cannot take a thread each.
+    /// At most [`VERIFY_WALKERS`] at once (see [`limited_blocking`]), so peers sending
+    /// many at once cannot take a thread each.
     async fn handle_blocking(
         &self,
         from: MemberId,
         req: PeerRequest,
     ) -> Result<PeerResponse, Status> {
-        let permit = self
-            .walkers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Status::unavailable("the node is shutting down"))?;
         let node = self.node.clone();
         let clock = self.clock.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            // The time it is handled at (a renewal stores it: never one from before a
-            // wait in the pool's queue).
+        // The time it is handled at (a renewal stores it: never one from before a wait
+        // in the pool's queue).
+        limited_blocking(&self.walkers, "handling the request", move || {
             answer(node.handle_request(from, req, clock()))
         })
         .await
-        .map_err(|e| Status::internal(format!("handling the request failed: {e}")))?
     }
+}
+
+/// Runs `work` on the blocking pool once one of `limit`'s permits is free (held until it
+/// ends: the others wait, so nothing takes a thread beyond the limit), and hands back its
+/// answer; a failure of the task is an internal error naming `what`.
+async fn limited_blocking<T: Send + 'static>(
+    limit: &Arc<tokio::sync::Semaphore>,
+    what: &str,
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    let permit = limit
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Status::unavailable("the node is shutting down"))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(|e| Status::internal(format!("{what} failed: {e}")))?
 }
 
 fn answer(r: PeerResponse) -> Result<PeerResponse, Status> {
@@ -201,19 +214,11 @@ impl pb::peer_server::Peer for PeerService {
         let clock = self.clock.clone();
         let msg = request.into_inner();
         // Wait for a free applier (backpressure), then decode and apply off the runtime.
-        let permit = self
-            .appliers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Status::unavailable("the node is shutting down"))?;
-        let response = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let response = limited_blocking(&self.appliers, "applying the batch", move || {
             let mut batch = msg.decode_batch(&node)?;
             answer(node.handle_sync(from, batch.changes(), clock()))
         })
-        .await
-        .map_err(|e| Status::internal(format!("applying the batch failed: {e}")))??;
+        .await?;
         match response {
             PeerResponse::SyncAck { applied, stale } => {
                 Ok(Response::new(pb::SyncResponse { applied, stale }))

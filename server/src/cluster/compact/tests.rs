@@ -966,9 +966,20 @@ fn a_records_publications_come_back_one_per_service_in_order() {
 /// The head and tables of a batch of one record, of base `base`: strings an owner, "",
 /// "g", "svc", "DEFAULT"; no maps; one service ("", g, svc). The record's bytes follow.
 pub(super) fn one_service_tables(base: u64) -> Vec<u8> {
-    let mut b = vec![VERSION, 1];
+    tables(
+        1,
+        base,
+        &["10.0.0.1:8848", "", "g", "svc", "DEFAULT"],
+        [1, 2, 3],
+    )
+}
+
+/// The head and tables of a batch of `records` records, of base `base`: `strings`, no
+/// maps, one service of the strings `service` (namespace, group, name). The records'
+/// bytes follow.
+pub(super) fn tables(records: u8, base: u64, strings: &[&str], service: [u8; 3]) -> Vec<u8> {
+    let mut b = vec![VERSION, records];
     put_varint(&mut b, base);
-    let strings = ["10.0.0.1:8848", "", "g", "svc", "DEFAULT"];
     b.push(strings.len() as u8);
     for s in strings {
         b.push(s.len() as u8);
@@ -976,6 +987,7 @@ pub(super) fn one_service_tables(base: u64) -> Vec<u8> {
     for s in strings {
         b.extend_from_slice(s.as_bytes());
     }
-    b.extend_from_slice(&[0, 1, 1, 2, 3]); // no maps; service (ns "", g, svc)
+    b.extend_from_slice(&[0, 1]); // no maps; one service
+    b.extend_from_slice(&service);
     b
 }

@@ -2,9 +2,9 @@
 //! ([`super::SINGLE`]): the same records, checks and refusals as field by field; of the
 //! IPv4 text it writes and of the batch's ids taken as text.
 
-use super::super::tests::{as_records, node, one_service_tables};
+use super::super::tests::{as_records, node, one_service_tables, tables};
 use super::super::text::ipv4_text;
-use super::super::{ENABLED, HEALTHY, ID_IP_PORT, IPV4, VERSION, encode_records, put_varint};
+use super::super::{ENABLED, HEALTHY, ID_IP_PORT, IPV4, encode_records};
 use super::{SINGLE, SINGLE_MASK, decode_changes, decode_records};
 use distro_core::SnapshotCursor;
 use distro_core::model::{ClientId, InstanceSpec, ServiceSpec};
@@ -130,17 +130,8 @@ fn a_deletion_is_never_read_as_one_word() {
     // revision and member with the state's first four bytes fit the one-word mask (6, 1,
     // head 0, id 1, revision 6, member 2): read as a state, the deletion would take the
     // state's bytes as its owner and service.
-    let mut b = vec![VERSION, 2];
-    put_varint(&mut b, 7);
     let strings = ["10.0.0.1:8848", "b", "a", "", "g", "svc", "DEFAULT"];
-    b.push(strings.len() as u8);
-    for s in strings {
-        b.push(s.len() as u8);
-    }
-    for s in strings {
-        b.extend_from_slice(s.as_bytes());
-    }
-    b.extend_from_slice(&[0, 1, 3, 4, 5]); // no maps; service (ns "", g, svc)
+    let mut b = tables(2, 7, &strings, [3, 4, 5]); // service (ns "", g, svc)
     b.extend_from_slice(&[1, 2]); // a deletion, id "a"
     let at = b.len();
     b.extend_from_slice(&[6, 1]); // its revision and member
