@@ -793,3 +793,36 @@ fn a_table_hash_unmixes_to_its_stable_hash() {
 fn a_pending_entry_is_64_bytes() {
     assert_eq!(std::mem::size_of::<Pending>(), 64);
 }
+
+#[test]
+fn each_peers_count_sums_its_stripes_past_the_first_line_of_peers() {
+    // 20 peers: three lines of counts per stripe. 200 clients fall into every stripe.
+    let s = SyncScheduler::new(20, 1000, 100, None);
+    let ids: Vec<ClientId> = (0..200).map(|i| id(&format!("c{i}"))).collect();
+    let stripes: std::collections::HashSet<usize> = ids
+        .iter()
+        .map(|c| stripe_of(s.mix.keys(SyncScheduler::hash(c)).slot))
+        .collect();
+    assert_eq!(stripes.len(), STRIPES, "the clients cover every stripe");
+    for c in &ids {
+        s.schedule_all([0, 9, 17, 19], c, None, 0);
+    }
+    for c in &ids[..50] {
+        s.schedule_all([8], c, None, 0);
+    }
+    let counts = |s: &SyncScheduler| [0, 1, 8, 9, 17, 19].map(|p| s.pending(p));
+    assert_eq!(counts(&s), [200, 0, 50, 200, 200, 200]);
+    // A take counts down only its peer, in the stripes it took from.
+    assert_eq!(s.take(17, 1000, 130).len(), 130);
+    assert_eq!(counts(&s), [200, 0, 50, 200, 70, 200]);
+    assert_eq!(s.take(8, 1000, 1000).len(), 50);
+    assert_eq!(s.take(17, 1000, 1000).len(), 70);
+    assert_eq!(counts(&s), [200, 0, 0, 200, 0, 200]);
+    // Rescheduled while pending: merged, not counted again.
+    s.schedule_all([0], &ids[0], None, 500);
+    assert_eq!(s.pending(0), 200);
+    for p in [0, 9, 19] {
+        assert_eq!(s.take(p, 1000, 1000).len(), 200);
+    }
+    assert_eq!(counts(&s), [0; 6]);
+}
