@@ -3,9 +3,10 @@
 //! Every tick (100 ms, as Nacos's delay engine) it calls [`Node::tick`] with the wall
 //! clock, on the blocking pool (a tick's health check walks every client), and executes
 //! the returned [`Command`]s: each peer request runs in its own task (bounded per peer),
-//! and its answer or failure goes back to [`Node::handle_response`] (a verify answer's on
-//! the blocking pool too: it may build lists of whole shards), whose commands are
-//! executed in turn. A snapshot load streams chunks from the chosen peer, decoding and
+//! and its answer or failure goes back to [`Node::handle_response`] (a verify answer's and
+//! a long verify report's on the blocking pool too: the one may build lists of whole
+//! shards, the other adopt or repair thousands of clients), whose commands are executed
+//! in turn. A snapshot load streams chunks from the chosen peer, decoding and
 //! applying each on the blocking pool.
 //! The driver also logs member state changes, one line each.
 
@@ -14,7 +15,7 @@ use crate::cluster::peer::SNAPSHOT_NOT_LOADED;
 use crate::cluster::peer_client::PeerClients;
 use crate::cluster::sync_codec::SnapshotChunk;
 use crate::metrics::Metrics;
-use distro_core::message::{Command, PeerRequest, SnapshotCursor};
+use distro_core::message::{Command, PeerRequest, PeerResponse, SnapshotCursor};
 use distro_core::{MemberId, MemberState, Node};
 use prost::Message as _;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ use tokio::sync::Semaphore;
 
 /// Most requests in flight to one peer (per-client verify can emit one per client).
 const MAX_INFLIGHT_PER_PEER: usize = 256;
+/// A verify report with more entries than this is handled on the blocking pool (each
+/// entry may adopt a newer state or schedule a repair: up to a whole list's, thousands).
+const INLINE_REPORT_ENTRIES: usize = 64;
 /// How long a snapshot load may wait for its next chunk (Nacos: 30 s load timeout).
 const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -189,9 +193,18 @@ impl Driver {
                         };
                         let r = me.peers.call(to, &request).await;
                         // A verify answer can make this node walk every client of the
-                        // shards that differ (to build their lists): off the runtime's
+                        // shards that differ (to build their lists), and a long verify
+                        // report adopt or repair thousands of clients: off the runtime's
                         // threads, as a tick (see `run`). Other answers are handled here.
-                        let more = if matches!(request, PeerRequest::VerifyDigests(_)) {
+                        let long = match (&request, &r) {
+                            (PeerRequest::VerifyDigests(_), _) => true,
+                            (
+                                PeerRequest::VerifyList(_),
+                                Ok(PeerResponse::VerifyReport { needs, .. }),
+                            ) => needs.len() > INLINE_REPORT_ENTRIES,
+                            _ => false,
+                        };
+                        let more = if long {
                             let (node, clock) = (me.node.clone(), me.clock.clone());
                             let answer =
                                 blocking(move || node.handle_response(to, request, r, clock()));

@@ -701,6 +701,48 @@ async fn a_replica_that_lost_clients_is_repaired_by_verify() {
     c.shutdown().await;
 }
 
+/// A replica that lost hundreds of an owner's clients at once: the verify report lists
+/// more of them than the driver handles on the runtime's thread (it goes to the blocking
+/// pool), and every one is repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_hundreds_of_clients_is_repaired_by_one_long_report() {
+    let c = cluster(3, fast_config()).await;
+    let owner = c.node(0).expect("runs");
+    let owned: Vec<String> = (0..20_000u32)
+        .map(|i| format!("10.8.{}.{}", i / 250, i % 250))
+        .filter(|ip| owner.route(&format!("{ip}:8080")) == Route::Local)
+        .take(300)
+        .collect();
+    assert_eq!(owned.len(), 300);
+    for ip in &owned {
+        assert_eq!(register_http(&c, 0, "bulk", ip, 8080).await.0, 200);
+    }
+    eventually("replicated", Duration::from_secs(10), || {
+        owned.iter().all(|ip| all_hold(&c, ip, 8080))
+    })
+    .await;
+    let replica = c.node(2).expect("runs");
+    let repairs_before = owner.stats().verify_repairs;
+    for ip in &owned {
+        let id = ClientId::ip_port(ip, 8080);
+        let rev = replica
+            .registry()
+            .get(id.as_str())
+            .expect("held")
+            .revision();
+        assert!(replica.registry().drop_replica(&id, rev, wall_ms()));
+    }
+    assert!(owned.iter().all(|ip| !holds(&replica, ip, 8080)));
+    eventually(
+        "verify restored every client",
+        Duration::from_secs(15),
+        || owned.iter().all(|ip| holds(&replica, ip, 8080)),
+    )
+    .await;
+    assert!(owner.stats().verify_repairs >= repairs_before + 300);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_heartbeat_removes_the_instance_everywhere() {
     let c = cluster(3, fast_config()).await;
