@@ -630,6 +630,7 @@ impl PendingCounts {
     }
 
     fn cell(&self, stripe: usize, peer: usize) -> &AtomicUsize {
+        debug_assert!(peer < self.rows * 8, "peer {peer} beyond the counts' lines");
         &self.lines[stripe * self.rows + peer / 8].0[peer % 8]
     }
 

@@ -706,7 +706,12 @@ async fn a_replica_that_lost_clients_is_repaired_by_verify() {
 /// pool), and every one is repaired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_lost_hundreds_of_clients_is_repaired_by_one_long_report() {
-    let c = cluster(3, fast_config()).await;
+    // The clients send no beats: their health must not change while the test runs (a
+    // newer revision synced by the owner would restore them before verify does).
+    let mut config = fast_config();
+    config.protocol.heartbeat_timeout = 60_000;
+    config.protocol.delete_timeout = 120_000;
+    let c = cluster(3, config).await;
     let owner = c.node(0).expect("runs");
     let owned: Vec<String> = (0..20_000u32)
         .map(|i| format!("10.8.{}.{}", i / 250, i % 250))
