@@ -38,6 +38,15 @@ pub(crate) fn fast_config() -> ServerConfig {
     c
 }
 
+/// [`fast_config`] for tests whose clients send no heartbeats: their instances stay as
+/// registered (healthy, held) for the test's whole length.
+fn no_beats_config() -> ServerConfig {
+    let mut c = fast_config();
+    c.protocol.heartbeat_timeout = 120_000;
+    c.protocol.delete_timeout = 240_000;
+    c
+}
+
 /// Polls `f` every 50 ms until it holds or `deadline` passes; panics with `what`.
 pub(crate) async fn eventually(
     what: &str,
@@ -563,11 +572,7 @@ async fn a_killed_node_restarts_loads_the_snapshot_and_converges() {
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_restarted_together_load_from_the_node_that_kept_the_state() {
-    let mut config = fast_config();
-    // No heartbeats in this test: keep the instances for its whole length.
-    config.protocol.heartbeat_timeout = 120_000;
-    config.protocol.delete_timeout = 240_000;
-    let c = cluster(3, config).await;
+    let c = cluster(3, no_beats_config()).await;
     for i in 0..90u16 {
         let ip = format!("10.5.0.{}", i % 250);
         let (s, body) = register_http(&c, (i % 3) as usize, "catalog", &ip, 9000 + i).await;
@@ -706,12 +711,9 @@ async fn a_replica_that_lost_clients_is_repaired_by_verify() {
 /// pool), and every one is repaired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_lost_hundreds_of_clients_is_repaired_by_one_long_report() {
-    // The clients send no beats: their health must not change while the test runs (a
-    // newer revision synced by the owner would restore them before verify does).
-    let mut config = fast_config();
-    config.protocol.heartbeat_timeout = 60_000;
-    config.protocol.delete_timeout = 120_000;
-    let c = cluster(3, config).await;
+    // The clients' health must not change while the test runs (a newer revision synced by
+    // the owner would restore them before verify does).
+    let c = cluster(3, no_beats_config()).await;
     let owner = c.node(0).expect("runs");
     let owned: Vec<String> = (0..20_000u32)
         .map(|i| format!("10.8.{}.{}", i / 250, i % 250))
