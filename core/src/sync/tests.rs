@@ -795,8 +795,8 @@ fn a_pending_entry_is_64_bytes() {
 }
 
 #[test]
-fn each_peers_count_sums_its_stripes_past_the_first_line_of_peers() {
-    // 20 peers: three lines of counts per stripe. 200 clients fall into every stripe.
+fn each_peers_pending_count_holds_across_every_stripe_and_twenty_peers() {
+    // 200 clients fall into every stripe; peers past the first eight are counted too.
     let s = SyncScheduler::new(20, 1000, 100, Some(21));
     let ids: Vec<ClientId> = (0..200).map(|i| id(&format!("c{i}"))).collect();
     let stripes: std::collections::HashSet<usize> = ids
