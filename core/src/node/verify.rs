@@ -22,7 +22,7 @@ use crate::message::{
 use crate::model::{ClientId, ClientKind, Revision};
 use crate::registry::{ApplyOutcome, Client, ClientChange, ClientRecord, FastHash};
 use crate::time::Millis;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -282,11 +282,11 @@ impl Node {
             // Hashed with the registry's seeded hasher, not std's per-process random one:
             // with a fixed `hash_seed` the walk is the same in every run (the instruction
             // gate's verify round varied by up to 4 % with std's), and foldhash is cheaper.
-            let mut listed: HashMap<&str, Revision, FastHash> = HashMap::with_capacity_and_hasher(
+            let mut listed: HashSet<&str, FastHash> = HashSet::with_capacity_and_hasher(
                 sl.clients.len(),
                 crate::registry::fast_hash(self.config.hash_seed),
             );
-            listed.extend(sl.clients.iter().map(|(id, r)| (id.as_str(), *r)));
+            listed.extend(sl.clients.iter().map(|(id, _)| id.as_str()));
             for (id, rev) in &sl.clients {
                 match self.registry.get(id.as_str()) {
                     None => match self.registry.tombstone(id.as_str()) {
@@ -342,7 +342,7 @@ impl Node {
                     };
                     if c.owner() == from && now.saturating_sub(c.lease_base()) > grace {
                         let id = c.id();
-                        if !listed.contains_key(id.as_str()) {
+                        if !listed.contains(id.as_str()) {
                             extras.push((id, c.revision()));
                         }
                     }
