@@ -42,7 +42,7 @@ mod small_str;
 mod unlinked;
 
 pub use arc_new::ArcPlace;
-pub use ascii::ascii_string;
+pub use ascii::{ascii_str, ascii_string};
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
 pub use push::push_within_capacity;
 pub use small_str::SmallStr;

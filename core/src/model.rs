@@ -41,10 +41,11 @@ mod tests;
 
 /// An instance's IP (or host name) as stored: 16 bytes, inline up to 15.
 pub use arc_slots::SmallStr;
-/// ASCII bytes as a `String` without the UTF-8 decoder (the peer decoder's client ids).
-pub use arc_slots::ascii_string;
 /// A push onto a `Vec` with room, written in line (the peer decoder's publications).
 pub use arc_slots::push_within_capacity;
+/// ASCII bytes as a `String` or a `&str` without the UTF-8 decoder (the peer decoder's client
+/// ids, the native API's received texts).
+pub use arc_slots::{ascii_str, ascii_string};
 pub(crate) use client::first_hash_sign;
 pub(crate) use client::{Built, decimal_digits, decimal_len, write_ip_port};
 pub use client::{ClientId, ClientKind, Instances, Publication, RoutingKey};

@@ -132,6 +132,18 @@ fn client_ids_know_their_kind() {
         }
     }
     assert!(ClientId::ip_port("192.168.100.10", 8080).is_inline());
+    // The id written on the stack and the one pushed piece by piece agree at every length
+    // around the inline limit, every width of port, and for text that is not ASCII.
+    for len in 0..=22 {
+        for ip in ["9".repeat(len), "ü".repeat(len / 2)] {
+            for port in [0, 9, 10, 99, 100, 999, 1_000, 9_999, 10_000, 65_535] {
+                let c = ClientId::ip_port(&ip, port);
+                let want = format!("{ip}:{port}#true");
+                assert_eq!(c.as_str(), want);
+                assert_eq!(c.is_inline(), want.len() <= 24, "{want}");
+            }
+        }
+    }
     // Every width of port, and ids past the inline 24 bytes, read as their text.
     for port in [0, 7, 65535] {
         let ip = "fdaa:bbbb:cccc:dddd:eeee:ffff:1111:2222";

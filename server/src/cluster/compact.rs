@@ -62,6 +62,7 @@ mod scratch;
 mod text;
 
 pub use decode::{Decoded, decode, decode_changes, decode_into, decode_records, record_count};
+pub use text::ipv4_text;
 
 /// The layout's version byte.
 pub const VERSION: u8 = 3;

@@ -280,9 +280,10 @@ const OCTETS: [([u8; 4], u8); 256] = {
 /// from a table as one four-byte word, the text then taken as ASCII (checked as two
 /// words, see [`SmallStr::from_ascii`]) without the last octet's dot. Inlined always
 /// into the instance's read (nearly every instance's address): `#[inline]` left it a
-/// call, ~1.4 a record more once the batch's tables were read out of line.
+/// call, ~1.4 a record more once the batch's tables were read out of line. Public for the
+/// load generator, which writes every simulated client's address into its requests.
 #[inline(always)]
-pub(super) fn ipv4_text(o: [u8; 4]) -> SmallStr {
+pub fn ipv4_text(o: [u8; 4]) -> SmallStr {
     let mut a = [0u8; 16];
     let mut n = 0;
     for x in o {
