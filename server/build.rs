@@ -70,8 +70,17 @@ const SHARED_EXTERN: &[(&str, &str)] = &[
     ),
 ];
 
-/// Requests the servers read with their own types (src/proto/writes.rs).
+/// Requests the servers read with their own types (src/proto/writes.rs), and responses
+/// they write with their own (src/proto/results.rs).
 const SERVER_EXTERN: &[(&str, &str)] = &[
+    (
+        ".distro.v1.WriteResponse",
+        "crate::proto::results::WriteResponse",
+    ),
+    (
+        ".distro.v1.ForwardResponse",
+        "crate::proto::results::ForwardResponse",
+    ),
     (
         ".distro.v1.RegisterRequest",
         "crate::proto::writes::RegisterRequest",

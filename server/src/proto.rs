@@ -1,7 +1,8 @@
-//! Generated protobuf and gRPC code, the gRPC [`codec`] it uses, and the write requests
-//! the servers read by hand ([`writes`]).
+//! Generated protobuf and gRPC code, the gRPC [`codec`] it uses, the write requests the
+//! servers read by hand ([`writes`]) and the responses they write by hand ([`results`]).
 
 pub mod codec;
+pub mod results;
 pub mod writes;
 
 /// The Nacos 2.x `Payload`, `Metadata` and the `Request` / `BiRequestStream` services

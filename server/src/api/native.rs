@@ -22,6 +22,7 @@ use crate::cluster::wire::{instance_to_proto, service_spec, service_to_proto};
 use crate::fault::PeerGate;
 use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
+use crate::proto::results::WriteResponse;
 use crate::proto::writes::{self, Received};
 use distro_core::registry::{ChangeListener, QueryFilter};
 use distro_core::{Node, Service};
@@ -192,7 +193,7 @@ impl RegistryService {
         op: &'static str,
         kind: Kind,
         items: Vec<Received>,
-    ) -> Result<Response<pb::WriteResponse>, Status> {
+    ) -> Result<Response<WriteResponse>, Status> {
         if items.len() > MAX_ITEMS_PER_REQUEST {
             self.metrics
                 .observe("native", op, Outcome::Limited, Default::default());
@@ -221,7 +222,7 @@ impl RegistryService {
         for (o, n) in Outcome::ALL.into_iter().zip(tally) {
             self.metrics.observe_n("native", op, o, elapsed, n);
         }
-        Ok(Response::new(pb::WriteResponse { results }))
+        Ok(Response::new(WriteResponse { results }))
     }
 }
 
@@ -333,7 +334,7 @@ impl pb::registry_server::Registry for RegistryService {
     async fn register(
         &self,
         request: Request<writes::RegisterRequest>,
-    ) -> Result<Response<pb::WriteResponse>, Status> {
+    ) -> Result<Response<WriteResponse>, Status> {
         let r = &request.get_ref().registrations;
         self.authorize(&request, r.iter().map(Received::service), Action::Write)?;
         let items = request.into_inner().registrations;
@@ -343,7 +344,7 @@ impl pb::registry_server::Registry for RegistryService {
     async fn deregister(
         &self,
         request: Request<writes::DeregisterRequest>,
-    ) -> Result<Response<pb::WriteResponse>, Status> {
+    ) -> Result<Response<WriteResponse>, Status> {
         let r = &request.get_ref().registrations;
         self.authorize(&request, r.iter().map(Received::service), Action::Write)?;
         let items = request.into_inner().registrations;
@@ -353,7 +354,7 @@ impl pb::registry_server::Registry for RegistryService {
     async fn heartbeat(
         &self,
         request: Request<writes::HeartbeatRequest>,
-    ) -> Result<Response<pb::WriteResponse>, Status> {
+    ) -> Result<Response<WriteResponse>, Status> {
         let b = &request.get_ref().beats;
         self.authorize(&request, b.iter().map(Received::service), Action::Write)?;
         let items = request.into_inner().beats;

@@ -12,6 +12,7 @@ use crate::cluster::peer_client::PeerClients;
 use crate::cluster::wire;
 use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
+use crate::proto::results::ForwardResponse;
 use crate::proto::writes::{self, Received};
 use distro_core::model::{ClientId, DEFAULT_CLUSTER};
 use distro_core::{BeatResult, InstanceSpec, MemberId, Node, Route, ServiceSpec, WriteError};
@@ -405,7 +406,7 @@ impl Forwarder {
     }
 
     /// Applies a forwarded batch: every item must be owned here (never forwarded again).
-    pub fn apply_forwarded(&self, req: writes::ForwardRequest) -> pb::ForwardResponse {
+    pub fn apply_forwarded(&self, req: writes::ForwardRequest) -> ForwardResponse {
         // One load of the routing table and one reading of the clock for the batch.
         let routes = self.node.routes();
         let now = (self.clock)();
@@ -438,7 +439,7 @@ impl Forwarder {
                 .map(|r| one(Item::Received(kind, r)))
                 .collect()
         };
-        pb::ForwardResponse {
+        ForwardResponse {
             registrations: list(Kind::Register, req.registrations),
             deregistrations: list(Kind::Deregister, req.deregistrations),
             beats: list(Kind::Beat, req.beats),

@@ -353,7 +353,7 @@ impl pb::peer_server::Peer for PeerService {
     async fn forward(
         &self,
         request: Request<crate::proto::writes::ForwardRequest>,
-    ) -> Result<Response<pb::ForwardResponse>, Status> {
+    ) -> Result<Response<crate::proto::results::ForwardResponse>, Status> {
         self.admit(&request.get_ref().from)?;
         Ok(Response::new(
             self.forwarder.apply_forwarded(request.into_inner()),
