@@ -55,8 +55,9 @@ pub fn java_string_hash_from(mut h: i32, s: &str) -> i32 {
 ///
 /// Four bytes a step: `h·31⁴ + a·31³ + b·31² + c·31 + d` is the value of four steps of
 /// `h = 31·h + c` (modulo 2³², as Java's `int`), with one multiplication of `h` in the
-/// dependency chain instead of four; a routing key (`ip:port`, ~15 bytes) is hashed by
-/// every node it passes, up to four times per registration.
+/// dependency chain instead of four. A routing key is hashed by every node it passes, up to
+/// four times per registration (as `ip:port`, ~15 bytes, or its ip, `:` and port digits
+/// piece by piece: the ip's quads gain there).
 #[inline]
 pub(crate) fn java_ascii_hash_from(mut h: i32, ascii: &[u8]) -> i32 {
     debug_assert!(ascii.is_ascii());
@@ -233,7 +234,8 @@ mod tests {
         for len in 0..=40 {
             for _ in 0..50 {
                 let bytes: Vec<u8> = (0..len).map(|_| (next() % 128) as u8).collect();
-                let start = next() as i32;
+                // Either sign: the shifted value's low 32 bits.
+                let start = (next() << 1) as i32;
                 let want = bytes
                     .iter()
                     .fold(start, |h, &b| h.wrapping_mul(31).wrapping_add(i32::from(b)));

@@ -200,9 +200,10 @@ impl ClientId {
 
     /// The ephemeral ip:port client of `ip:port`: `ip:port#true`.
     pub fn ip_port(ip: &str, port: u16) -> Self {
-        // Written on the stack and taken inline in one step, not pushed piece by piece
-        // (~420 instructions an id, each push checking where the string lives) nor
-        // `format!`ed (~800): the native API builds one per item it owns.
+        // Written on the stack and taken as one string (inline up to 24 bytes, as before),
+        // not pushed piece by piece (~420 instructions an id, each push checking where
+        // the string lives) nor `format!`ed (~800): the native API builds one per item
+        // it owns.
         const SUFFIX: &[u8] = b"#true";
         if ip.len() <= INLINE_ID - 1 - SUFFIX.len() {
             let mut buf = [0u8; INLINE_ID + 5];

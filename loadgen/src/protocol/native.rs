@@ -28,10 +28,10 @@ use super::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
 use crate::population::{MARKER_BASE, Population};
 
 const CLUSTER: &str = "DEFAULT";
-/// About the most a write entry takes besides its service reference (a capacity hint): a
-/// registration's entry, reference and instance tags and lengths (3 + 2 + 2), an address
-/// of up to 15 bytes (17), a port (4), a weight (9), two flags (4) and the cluster (9): 50.
-const ENTRY_BYTES: usize = 56;
+/// The most a write entry takes besides its service reference (a capacity hint): the
+/// entry's key and length (up to 3), the reference's (up to 3), the instance's (2), its
+/// address and the constant fields after it.
+const ENTRY_BYTES: usize = 3 + 3 + 2 + ADDRESS_MAX + REGISTRATION_TAIL.len();
 
 fn put_str(tag: u32, s: &str, buf: &mut impl BufMut) {
     if !s.is_empty() {
@@ -49,6 +49,8 @@ const REGISTRATION_TAIL: [u8; 22] = {
         c[1], c[2], c[3], c[4], c[5], c[6],
     ]
 };
+// The tails spell the cluster's length as 7.
+const _: () = assert!(CLUSTER.len() == 7);
 /// A beat's `cluster` (field 4).
 const BEAT_TAIL: [u8; 9] = {
     let c = CLUSTER.as_bytes();
@@ -578,7 +580,7 @@ mod tests {
     }
 
     /// Entries written byte by byte are what prost writes for the same messages, for
-    /// addresses of every length and ports of every varint width (0 omitted, as protobuf
+    /// addresses of 7, 8, 12 and 15 bytes and ports of every varint width (0 omitted, as protobuf
     /// omits a default), and service names whose lengths take one and two varint bytes.
     #[test]
     fn written_entries_are_protobufs_encoding_of_the_same_messages() {
