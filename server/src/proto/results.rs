@@ -8,6 +8,7 @@
 //! forwarded. Clients decode them with the generated types (the same encoding).
 
 use crate::proto::distro as pb;
+use crate::proto::writes::short_key;
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{DecodeContext, WireType, message, skip_field};
 use prost::{DecodeError, Message};
@@ -19,7 +20,7 @@ const OK: u32 = 200;
 /// code's key and 200 as a varint.
 const fn ok_entry(tag: u8) -> [u8; 5] {
     [
-        tag << 3 | WireType::LengthDelimited as u8,
+        short_key(tag, WireType::LengthDelimited),
         3,
         0x08,
         0xc8,

@@ -255,8 +255,9 @@ impl Received {
     }
 }
 
-/// The one-byte keys (`tag << 3 | wire type`) of the fields the items' readers take.
-const fn short_key(tag: u8, wire_type: WireType) -> u8 {
+/// The one-byte key (`tag << 3 | wire type`) of field `tag` (1 to 15): those of the fields
+/// the items' readers take, below, and of the results' fields (`proto/results.rs`).
+pub(super) const fn short_key(tag: u8, wire_type: WireType) -> u8 {
     tag << 3 | wire_type as u8
 }
 const LEN_1: u8 = short_key(1, WireType::LengthDelimited);
