@@ -8,7 +8,7 @@
 # run takes ~13 s there, near the 15 s interval; past it the beats of the registered
 # clients pile up and the run stops measuring registrations). Takes ~2 minutes.
 set -eu
-bin=$1
+bin=$(realpath "$1")
 small=${2:-40000}
 big=${3:-80000}
 here=$(cd "$(dirname "$0")" && pwd)

@@ -6,7 +6,9 @@
 //! per query item, sent concurrently. Write requests are encoded by hand straight from
 //! the population into one buffer (no per-item message objects or strings) and sent as
 //! pre-encoded bytes, as is each service's `QueryRequest` (encoded once); write responses
-//! are decoded with the generated types, query responses are only checked to be
+//! are decoded with the servers' own type (an OK result's five bytes taken without prost's
+//! field loop, anything else as the generated types decode it), query responses are only
+//! checked to be
 //! well-formed messages (their instances are stepped over, not decoded: the generated type
 //! would allocate every instance's strings and metadata map).
 
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use distro_server::cluster::compact::ipv4_text;
 use distro_server::proto::codec::Raw;
 use distro_server::proto::distro as pb;
+use distro_server::proto::results::WriteResponse;
 use distro_server::proto::writes::put_delimited;
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
@@ -332,7 +335,7 @@ impl Inner {
         channel: Channel,
         path: &'static str,
         body: Bytes,
-    ) -> Result<pb::WriteResponse, tonic::Status> {
+    ) -> Result<WriteResponse, tonic::Status> {
         self.unary(channel, path, body).await
     }
 
@@ -406,7 +409,7 @@ impl Inner {
     }
 
     /// Writes the outcomes of a write call into the batch.
-    fn apply(&self, kind: Kind, res: Result<pb::WriteResponse, tonic::Status>, batch: &mut Batch) {
+    fn apply(&self, kind: Kind, res: Result<WriteResponse, tonic::Status>, batch: &mut Batch) {
         match res {
             Err(s) => {
                 let o = status_outcome(&s);

@@ -295,7 +295,7 @@ impl PeerClients {
         &self,
         to: MemberId,
         mut req: Vec<u8>,
-    ) -> Result<pb::ForwardResponse, tonic::Status> {
+    ) -> Result<crate::proto::results::ForwardResponse, tonic::Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel(to)?)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -306,7 +306,7 @@ impl PeerClients {
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
-            let codec = Codec::<Raw, pb::ForwardResponse>::default();
+            let codec = Codec::<Raw, crate::proto::results::ForwardResponse>::default();
             let path = PathAndQuery::from_static("/distro.v1.Peer/Forward");
             grpc.unary(self.request(Raw(req.into()), self.timeout), path, codec)
                 .await

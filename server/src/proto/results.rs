@@ -5,7 +5,9 @@
 //! The generated types computed each result's length twice (once for the response's, once
 //! for the item's key) and wrote its code field by field: ~350 instructions a registration
 //! of a burst, answered once by the node that received it and once more by its owner when
-//! forwarded. Clients decode them with the generated types (the same encoding).
+//! forwarded. Clients may decode them with the generated types (the same encoding); the
+//! load generator and a node reading its forwards' answers use these, which take an OK
+//! result's five bytes without prost's field loop.
 
 use crate::proto::distro as pb;
 use crate::proto::writes::short_key;
@@ -57,7 +59,10 @@ fn results_len(tag: u8, results: &[pb::ItemResult]) -> usize {
         .sum()
 }
 
-/// Merges one occurrence of repeated field `field` of `name` as prost's generated code does.
+/// Merges one occurrence of repeated field `field` of `name` as prost's generated code does;
+/// an OK result written as the servers write it (its length 3, then `code: 200`) is taken
+/// without prost's field loop (the same value; used at the top level of a response only,
+/// where the buffer ends where the message does).
 fn merge_results(
     results: &mut Vec<pb::ItemResult>,
     (name, field): (&'static str, &'static str),
@@ -65,6 +70,15 @@ fn merge_results(
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
+    const OK_BODY: [u8; 4] = [3, 0x08, 0xc8, 0x01];
+    if wire_type == WireType::LengthDelimited && buf.chunk().starts_with(&OK_BODY) {
+        buf.advance(OK_BODY.len());
+        results.push(pb::ItemResult {
+            code: OK,
+            message: String::new(),
+        });
+        return Ok(());
+    }
     message::merge_repeated(wire_type, results, buf, ctx).map_err(|mut e| {
         e.push(name, field);
         e
@@ -231,6 +245,28 @@ mod tests {
             assert_eq!(ours.encoded_len(), bytes.len());
             assert_eq!(pb::ForwardResponse::decode(&bytes[..]), Ok(generated));
             assert_eq!(ForwardResponse::decode(&bytes[..]), Ok(ours));
+        }
+    }
+
+    /// Results that look like an OK one up to a point: each decodes as prost decodes it.
+    #[test]
+    fn near_ok_results_decode_as_the_generated_types_decode_them() {
+        for bytes in [
+            &[0x0a, 0x03, 0x08, 0xc8, 0x01][..],
+            &[0x0a, 0x03, 0x08, 0xc8, 0x02],
+            &[0x0a, 0x03, 0x08, 0xc9, 0x01],
+            &[0x0a, 0x05, 0x08, 0xc8, 0x01, 0x12, 0x00],
+            &[0x0a, 0x04, 0x08, 0xc8, 0x81, 0x00],
+            &[0x0a, 0x00],
+            &[0x0a, 0x03, 0x08, 0xc8],
+            &[0x0a, 0x03, 0x08],
+        ] {
+            let want = pb::WriteResponse::decode(bytes).map(|g| g.results);
+            let got = WriteResponse::decode(bytes).map(|o| o.results);
+            assert_eq!(got.is_ok(), want.is_ok(), "{bytes:x?}");
+            if let (Ok(got), Ok(want)) = (got, want) {
+                assert_eq!(got, want, "{bytes:x?}");
+            }
         }
     }
 
