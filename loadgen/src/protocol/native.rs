@@ -278,21 +278,13 @@ impl Inner {
     }
 
     fn encode(&self, kind: Kind, items: &[Item]) -> Option<Bytes> {
-        let mut out = BytesMut::new();
-        let mut any = false;
-        for it in items.iter().filter(|i| i.kind == kind) {
-            if !any {
-                // Sized once for the whole request (entries of one kind differ only in
-                // their service and address): grown by doubling, the buffer was copied
-                // ~10 times per batch.
-                let entries: usize = items
-                    .iter()
-                    .filter(|i| i.kind == kind)
-                    .map(|i| self.entries(i))
-                    .sum();
-                out.reserve(entries * (self.longest_ref + ENTRY_BYTES));
-            }
-            any = true;
+        let of_kind = || items.iter().filter(move |i| i.kind == kind);
+        of_kind().next()?;
+        // Sized once for the whole request (entries of one kind differ only in their
+        // service and address): grown by doubling, the buffer was copied ~10 times a batch.
+        let entries: usize = of_kind().map(|i| self.entries(i)).sum();
+        let mut out = BytesMut::with_capacity(entries * (self.longest_ref + ENTRY_BYTES));
+        for it in of_kind() {
             let addr = self.population.addr(it.client);
             let one = |s: u32, out: &mut BytesMut| match kind {
                 Kind::Beat => put_beat(self.svc_ref(s), addr, out),
@@ -306,7 +298,7 @@ impl Inner {
                 }
             }
         }
-        any.then(|| out.freeze())
+        Some(out.freeze())
     }
 
     /// One unary call of `path` with a pre-encoded request, its response decoded as `R`.
