@@ -7,7 +7,8 @@
 //! * extract each benchmark's Callgrind instruction count ([`parse_gungraun`]),
 //! * compare the counts with a reference, the committed [`Baseline`] or a re-measurement of
 //!   the commit it measured ([`compare`]): a benchmark whose count grew by more than
-//!   [`FAIL_PCT`] % fails the gate, more than [`WARN_PCT`] % warns; a benchmark of the
+//!   [`FAIL_PCT`] % fails the gate (a benchmark of [`LOOSER`]: by more than its own
+//!   threshold), more than [`WARN_PCT`] % warns; a benchmark of the
 //!   baseline missing from the run fails too ([`Report::require`]), until the baseline is
 //!   re-blessed without it; a new one is reported and recorded at the next bless,
 //! * and write a new baseline when the change is intended (`.ci/perf-gate --bless`).
@@ -24,6 +25,22 @@ use std::fmt::Write;
 pub const FAIL_PCT: f64 = 5.0;
 /// Growth (percent) above which a benchmark is reported as a warning.
 pub const WARN_PCT: f64 = 2.0;
+/// Benchmarks whose count moves by more than [`FAIL_PCT`] % from one build to the next
+/// with none of their code changed, and the growth (percent) above which each fails
+/// instead. `wire::encode_query_response.instances_100` spends over a third of its
+/// instructions in serde_json's `format_escaped_str`, a generic function compiled into
+/// whichever of the crate's codegen units the partitioning puts it: with the same code it
+/// read 857,383 to 901,530 across builds (+5.15 %, a CI failure on 22cc9e0, where an
+/// unrelated change moved it). Its warning threshold stays [`WARN_PCT`].
+pub const LOOSER: &[(&str, f64)] = &[("wire::encode_query_response.instances_100", 10.0)];
+
+/// The growth (percent) above which `name` fails: [`FAIL_PCT`] unless [`LOOSER`] says.
+pub fn fail_pct(name: &str) -> f64 {
+    LOOSER
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(FAIL_PCT, |&(_, p)| p)
+}
 /// Version of the baseline file's layout.
 pub const FORMAT: u32 = 1;
 
@@ -145,7 +162,7 @@ pub enum Verdict {
     Missing,
     /// Grew by more than [`WARN_PCT`] %.
     Warn,
-    /// Grew by more than [`FAIL_PCT`] %.
+    /// Grew by more than [`FAIL_PCT`] % (or its [`LOOSER`] threshold).
     Fail,
 }
 
@@ -200,7 +217,7 @@ pub fn compare(reference: &BTreeMap<String, u64>, current: &BTreeMap<String, u64
             let verdict = match (r, c, change_pct) {
                 (None, _, _) => Verdict::New,
                 (_, None, _) => Verdict::Missing,
-                (_, _, Some(p)) if p > FAIL_PCT => Verdict::Fail,
+                (_, _, Some(p)) if p > fail_pct(name) => Verdict::Fail,
                 (_, _, Some(p)) if p > WARN_PCT => Verdict::Warn,
                 _ => Verdict::Ok,
             };
@@ -282,9 +299,10 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "{} benchmarks: {} failed (> +{FAIL_PCT}%), {} warned (> +{WARN_PCT}%), {} new, {} missing",
+            "{} benchmarks: {} failed (> +{FAIL_PCT}%{}), {} warned (> +{WARN_PCT}%), {} new, {} missing",
             self.rows.len(),
             self.count(Verdict::Fail),
+            looser_note(),
             self.count(Verdict::Warn),
             self.count(Verdict::New),
             self.count(Verdict::Missing),
@@ -304,6 +322,14 @@ impl Report {
         }
         s
     }
+}
+
+/// The [`LOOSER`] thresholds as the summary line names them: `; NAME > +P%`.
+fn looser_note() -> String {
+    LOOSER
+        .iter()
+        .map(|(n, p)| format!("; {n} > +{p}%"))
+        .collect()
 }
 
 fn group_thousands(n: u64) -> String {
@@ -366,6 +392,30 @@ mod tests {
         assert!(t.contains("FAIL"), "{t}");
         assert!(t.contains("1 failed"), "{t}");
         assert!(!compare(&base, &base).failed());
+    }
+
+    #[test]
+    fn a_looser_row_fails_only_above_its_own_threshold() {
+        let (name, pct) = LOOSER[0];
+        assert!(pct > FAIL_PCT);
+        let base = map(&[(name, 1_000_000), ("other", 1_000_000)]);
+        let grown = |by: u64| map(&[(name, 1_000_000 + by), ("other", 1_000_000 + by)]);
+        let at = |by: u64, row: &str| {
+            compare(&base, &grown(by))
+                .rows
+                .iter()
+                .find(|r| r.name == row)
+                .map(|r| r.verdict)
+        };
+        // +5.15 % (the CI failure's growth): the looser row warns, any other fails.
+        assert_eq!(at(51_500, name), Some(Verdict::Warn));
+        assert_eq!(at(51_500, "other"), Some(Verdict::Fail));
+        // Above its own threshold it fails too.
+        let over = (pct * 10_000.0) as u64 + 1;
+        assert_eq!(at(over, name), Some(Verdict::Fail));
+        assert!(compare(&base, &grown(over)).failed());
+        assert!(!compare(&base, &map(&[(name, 1_051_500), ("other", 1_000_000)])).failed());
+        assert_eq!(fail_pct("other"), FAIL_PCT);
     }
 
     #[test]
