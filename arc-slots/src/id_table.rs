@@ -224,6 +224,33 @@ impl<T: Send + Sync + 'static, W> IdTable<T, W> {
         self.len() == 0
     }
 
+    /// Asks the processor to fetch the table itself (the pointer to its array, its lock)
+    /// into its cache: the first of three hints ahead of a write of a known hash, each
+    /// a step further along the chain a lookup follows (see [`crate::prefetch`]); this one
+    /// reads nothing.
+    #[inline(always)]
+    pub fn prefetch_table(&self) {
+        crate::prefetch(&raw const self.core.array);
+        crate::prefetch(&raw const self.lock);
+    }
+
+    /// Asks the processor to fetch the header of the table's current array (where its
+    /// slots are, how many): the second hint. Reads the array's pointer, which
+    /// [`IdTable::prefetch_table`] fetched.
+    #[inline(always)]
+    pub fn prefetch_array(&self) {
+        crate::prefetch(self.core.array.load(Ordering::Relaxed));
+    }
+
+    /// Asks the processor to fetch the slot a lookup or insert of `hash` starts at: the
+    /// third hint. Reads the array's header, which [`IdTable::prefetch_array`] fetched.
+    #[inline(always)]
+    pub fn prefetch_slot(&self, hash: u64, pin: &Pin<'_>) {
+        if let Some(array) = self.core.array(pin) {
+            crate::prefetch(&raw const array.slots[array.home(hash | 1)]);
+        }
+    }
+
     /// Slots of the current array: the table's footprint is 16 bytes each.
     pub fn capacity(&self, pin: &Pin<'_>) -> usize {
         self.core.array(pin).map_or(0, |a| a.slots.len())

@@ -32,11 +32,13 @@
 //! `str` without a second UTF-8 check, and [`ArcPlace`], an `Arc`'s allocation its value
 //! is written into (a client, not built on the stack and copied into the `Arc`), and
 //! [`push_within_capacity`], a push onto a `Vec` with room that is written in line, and
-//! [`ascii_string`], ASCII bytes taken as a `String` without the UTF-8 decoder.
+//! [`ascii_string`], ASCII bytes taken as a `String` without the UTF-8 decoder, and
+//! [`prefetch`], the processor's cache hint (an instruction only `unsafe` reaches).
 
 mod arc_new;
 mod ascii;
 mod id_table;
+mod prefetch;
 mod push;
 mod small_str;
 mod unlinked;
@@ -44,6 +46,7 @@ mod unlinked;
 pub use arc_new::ArcPlace;
 pub use ascii::{ascii_str, ascii_string};
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
+pub use prefetch::prefetch;
 pub use push::push_within_capacity;
 pub use small_str::SmallStr;
 pub use unlinked::{RetireBatch, Unlinked};

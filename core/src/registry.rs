@@ -459,6 +459,36 @@ impl Registry {
         shard_of_hash(key.hash, self.shard_count)
     }
 
+    /// The shard of the client whose id's stable hash is `hash`.
+    #[inline(always)]
+    fn shard_of_id_hash(&self, hash: u64) -> &StoreShard {
+        &self.shards[shard_of_hash(hash, self.shard_count) as usize]
+    }
+
+    /// Hints for a write of the client whose id's stable hash is `hash`, a few changes
+    /// ahead of it (see [`arc_slots::prefetch`]): the first brings its shard (the table's
+    /// array pointer and lock) into the cache, the second its table's array header (read
+    /// through the first), the third the slot its lookup starts at (read through the
+    /// second). Each reads only what the one before fetched; they change nothing.
+    #[inline(always)]
+    pub(crate) fn prefetch_shard(&self, hash: u64) {
+        self.shard_of_id_hash(hash).clients.prefetch_table();
+    }
+
+    /// The second hint (see [`Registry::prefetch_shard`]).
+    #[inline(always)]
+    pub(crate) fn prefetch_array(&self, hash: u64) {
+        self.shard_of_id_hash(hash).clients.prefetch_array();
+    }
+
+    /// The third hint (see [`Registry::prefetch_shard`]).
+    #[inline(always)]
+    pub(crate) fn prefetch_slot(&self, hash: u64, pin: &Pin<'_>) {
+        self.shard_of_id_hash(hash)
+            .clients
+            .prefetch_slot(table_hash(self.table_seed, hash), pin);
+    }
+
     /// The client `id`, if held.
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
         self.get_key(IdKey::new(id))

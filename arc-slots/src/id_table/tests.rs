@@ -497,3 +497,47 @@ fn a_write_of_what_the_writer_just_found_takes_its_slot_and_others_probe() {
         assert!(table.get(hash(k), key_is(k), &pin).is_some());
     }
 }
+
+#[test]
+fn the_hints_change_nothing_and_take_any_table() {
+    // The three hints run on an empty table (no array yet: nothing to fetch), on a held
+    // one, and for hashes present or not; what the table holds is unchanged. The bare
+    // hint takes any address, null and dangling ones included.
+    crate::prefetch(std::ptr::null::<u64>());
+    crate::prefetch(std::ptr::dangling::<[u8; 64]>());
+    let reclaimer = Reclaimer::new(8);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let table = IdTable::new(&reclaimer, Vec::new());
+    let pin = reclaimer.pin();
+    let hint = |k: u64| {
+        table.prefetch_table();
+        table.prefetch_array();
+        table.prefetch_slot(spread(k), &pin);
+    };
+    hint(1);
+    assert_eq!(table.capacity(&pin), 0, "a hint allocates nothing");
+    for k in 0..50 {
+        set(&table, spread, k, Some(counted(k, 0, &drops)), &pin);
+    }
+    for k in 0..100 {
+        hint(k);
+    }
+    assert_eq!(table.len(), 50);
+    for k in 0..100 {
+        assert_eq!(
+            get(&table, spread, k, &pin),
+            (k < 50).then_some(0),
+            "key {k}"
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "another reclaimer")]
+fn a_slot_hint_refuses_a_pin_of_another_reclaimer() {
+    let ours = Reclaimer::new(8);
+    let theirs = Reclaimer::new(8);
+    let table: IdTable<u32> = IdTable::new(&ours, ());
+    let pin = theirs.pin();
+    table.prefetch_slot(1, &pin);
+}
