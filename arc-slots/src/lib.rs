@@ -137,11 +137,17 @@ fn locate(s: usize) -> (usize, usize) {
 /// Every non-null pointer in a slot came from `Arc::into_raw` and stands for one strong
 /// reference that the slot owns. `T: 'static`: a replaced value is dropped whenever the
 /// reclaimer (which may outlive any borrow) gets to it.
+///
+/// Laid out in the order written (`repr(C)`): the length and the reclaimer, which every
+/// push reads, then the first chunks, so that a push into a small array touches one or
+/// two cache lines of it (the array is embedded in a larger value: see the registry's
+/// `ServiceIndex`).
+#[repr(C)]
 pub struct Slots<T: Send + Sync + 'static> {
-    chunks: [OnceLock<Box<[AtomicPtr<T>]>>; CHUNKS],
     /// Slots handed out: every slot below is in an allocated chunk.
     len: AtomicU32,
     reclaimer: Arc<Collector>,
+    chunks: [OnceLock<Box<[AtomicPtr<T>]>>; CHUNKS],
 }
 
 impl<T: Send + Sync + 'static> Slots<T> {

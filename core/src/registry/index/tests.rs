@@ -274,3 +274,15 @@ fn the_memo_of_found_services_answers_only_live_keys_of_its_registry() {
     assert!(r.find_service("public", "DEFAULT_GROU", "memo").is_none());
     assert!(r.find_service("publi", "DEFAULT_GROUP", "memo").is_none());
 }
+
+#[test]
+fn what_a_slot_write_touches_sits_in_the_first_lines_of_an_index() {
+    use std::mem::{offset_of, size_of};
+    // An `Arc`'s value follows its two counts.
+    let at = |offset: usize| 2 * size_of::<usize>() + offset;
+    // Line one: the counts, `registry`, `retired` and `free`.
+    assert!(at(offset_of!(ServiceIndex, free) + size_of::<Mutex<Vec<u32>>>()) <= 64);
+    // Line two: the counters, `gone` and the slots' length (their first field).
+    assert!(at(offset_of!(ServiceIndex, gone)) < 128);
+    assert!(at(offset_of!(ServiceIndex, slots) + size_of::<u32>()) <= 128);
+}
