@@ -66,7 +66,7 @@ pub use model::{
 pub use node::{BeatResult, Node, NodeStats, Route, Routes};
 pub use registry::{
     ChangeRef, ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, StateMut,
-    StateRef, WriteError, WriteResult,
+    StateRef, WriteError, WriteHints, WriteResult,
 };
 pub use router::{Router, RouterKind};
 pub use time::Millis;

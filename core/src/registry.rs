@@ -285,6 +285,26 @@ impl StoreShard {
     }
 }
 
+/// Hints that ask for the memory a client's write waits on first, a write or so ahead
+/// of it: a handler applying a batch of writes names the next client while it applies
+/// the current one ([`WriteHints::client`]), and the slot the next lookup starts at (a
+/// miss in a large registry) is fetched meanwhile. Holds a pin of the registry's
+/// reclaimer: keep it for a batch, not longer.
+pub struct WriteHints<'r> {
+    registry: &'r Registry,
+    pin: Pin<'r>,
+}
+
+impl WriteHints<'_> {
+    /// Asks for the slot a write of `id` looks up first (and the two lines that lead to
+    /// it: its shard's table and array header, read here). Changes nothing.
+    #[inline]
+    pub fn client(&self, id: &ClientId) {
+        let hash = stable_hash64(id.as_str().as_bytes());
+        self.registry.prefetch_slot(hash, &self.pin);
+    }
+}
+
 /// What applying a replicated change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -473,6 +493,14 @@ impl Registry {
     #[inline(always)]
     pub(crate) fn prefetch_shard(&self, hash: u64) {
         self.shard_of_id_hash(hash).clients.prefetch_table();
+    }
+
+    /// Hints for the writes of a batch (see [`WriteHints`]), valid while they live.
+    pub fn write_hints(&self) -> WriteHints<'_> {
+        WriteHints {
+            registry: self,
+            pin: self.pin(),
+        }
     }
 
     /// The second hint (see [`Registry::prefetch_shard`]).

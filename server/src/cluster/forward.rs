@@ -326,19 +326,25 @@ impl Forwarder {
             let routes = self.node.routes();
             let now = (self.clock)();
             // The routing keys spelled in one buffer: an item forwarded elsewhere needs no
-            // client id here.
+            // client id here. The items owned here are applied after the walk, each
+            // with the next one's memory asked for ahead of it (`WriteHints`).
             let mut key = String::new();
+            let mut local = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 match item.address() {
                     Err(e) => results[i] = Some(e),
                     Ok((ip, port)) => match routes.route(spell_key(&mut key, ip, port)) {
-                        Route::Local => {
-                            let client = ClientId::ip_port(ip, port);
-                            results[i] = Some(self.apply_owned(item, &client, ip, port, now));
-                        }
+                        Route::Local => local.push((i, ClientId::ip_port(ip, port), ip, port)),
                         Route::Remote(owner) => owners[i] = Some(owner),
                     },
                 }
+            }
+            let hints = self.node.registry().write_hints();
+            for (k, (i, client, ip, port)) in local.iter().enumerate() {
+                if let Some((_, next, ..)) = local.get(k + 1) {
+                    hints.client(next);
+                }
+                results[*i] = Some(self.apply_owned(&items[*i], client, ip, *port, now));
             }
         }
         // Per owner: the items' positions and kinds, and their request, each sized once
@@ -410,33 +416,45 @@ impl Forwarder {
         // One load of the routing table and one reading of the clock for the batch.
         let routes = self.node.routes();
         let now = (self.clock)();
-        let one = |item: Item| -> pb::ItemResult {
-            let result = match item.address() {
-                Err(e) => e,
-                Ok((ip, port)) => {
-                    let client = ClientId::ip_port(ip, port);
-                    match routes.route(routing_key(&client)) {
-                        Route::Local => self.apply_owned(&item, &client, ip, port, now),
-                        Route::Remote(owner) => {
-                            self.metrics.forwarded(Outcome::Misdirected, 1);
-                            ItemResult {
-                                code: code::MISDIRECTED,
-                                message: format!(
-                                    "receive invalid redirect request from peer {}: this node routes {ip}:{port} to {} (divergent member views); retry",
-                                    req.from,
-                                    self.node.members().addr(owner)
-                                ),
-                            }
+        let one = |item: &Item, at: &Result<(&str, u16, ClientId), ItemResult>| {
+            let result = match at {
+                Err(e) => e.clone(),
+                Ok((ip, port, client)) => match routes.route(routing_key(client)) {
+                    Route::Local => self.apply_owned(item, client, ip, *port, now),
+                    Route::Remote(owner) => {
+                        self.metrics.forwarded(Outcome::Misdirected, 1);
+                        ItemResult {
+                            code: code::MISDIRECTED,
+                            message: format!(
+                                "receive invalid redirect request from peer {}: this node routes {ip}:{port} to {} (divergent member views); retry",
+                                req.from,
+                                self.node.members().addr(owner)
+                            ),
                         }
                     }
-                }
+                },
             };
             result.into_proto()
         };
+        // Each item's address and client taken before the first is applied, so that the
+        // next one's memory is asked for while an item is applied (`WriteHints`).
+        let hints = self.node.registry().write_hints();
         let list = |kind: Kind, items: Vec<Received>| -> Vec<pb::ItemResult> {
-            items
-                .into_iter()
-                .map(|r| one(Item::Received(kind, r)))
+            let items: Vec<Item> = items.into_iter().map(|r| Item::Received(kind, r)).collect();
+            let at: Vec<Result<(&str, u16, ClientId), ItemResult>> = items
+                .iter()
+                .map(|i| {
+                    i.address()
+                        .map(|(ip, port)| (ip, port, ClientId::ip_port(ip, port)))
+                })
+                .collect();
+            (0..items.len())
+                .map(|k| {
+                    if let Some(Ok((_, _, next))) = at.get(k + 1) {
+                        hints.client(next);
+                    }
+                    one(&items[k], &at[k])
+                })
                 .collect()
         };
         ForwardResponse {
