@@ -292,16 +292,26 @@ impl StoreShard {
 /// reclaimer: keep it for a batch, not longer.
 pub struct WriteHints<'r> {
     registry: &'r Registry,
-    pin: Pin<'r>,
+    /// `None`: inactive (a registry below [`Config::prefetch_from`] clients).
+    pin: Option<Pin<'r>>,
 }
 
 impl WriteHints<'_> {
     /// Asks for the slot a write of `id` looks up first (and the two lines that lead to
-    /// it: its shard's table and array header, read here). Changes nothing.
+    /// it: its shard's table and array header, read here), if the hints are active.
+    /// Changes nothing.
     #[inline]
     pub fn client(&self, id: &ClientId) {
-        let hash = stable_hash64(id.as_str().as_bytes());
-        self.registry.prefetch_slot(hash, &self.pin);
+        if let Some(pin) = &self.pin {
+            let hash = stable_hash64(id.as_str().as_bytes());
+            self.registry.prefetch_slot(hash, pin);
+        }
+    }
+
+    /// Whether the hints ask for anything (the registry held
+    /// [`Config::prefetch_from`] clients or more when they were made).
+    pub fn active(&self) -> bool {
+        self.pin.is_some()
     }
 }
 
@@ -388,6 +398,8 @@ pub struct Registry {
     clients: AtomicUsize,
     instances: AtomicUsize,
     max_services_per_client: usize,
+    /// [`Config::prefetch_from`].
+    prefetch_from: usize,
     max_clients: u64,
     max_services_per_namespace: usize,
     /// Services with at least one publication, per namespace (namespaces with none are
@@ -424,6 +436,7 @@ impl Registry {
             clients: AtomicUsize::new(0),
             instances: AtomicUsize::new(0),
             max_services_per_client: config.max_services_per_client,
+            prefetch_from: config.prefetch_from,
             max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),
             max_services_per_namespace: config.max_services_per_namespace,
             namespace_services: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
@@ -495,11 +508,20 @@ impl Registry {
         self.shard_of_id_hash(hash).clients.prefetch_table();
     }
 
-    /// Hints for the writes of a batch (see [`WriteHints`]), valid while they live.
+    /// Whether writes ask for their memory ahead: the registry holds
+    /// [`Config::prefetch_from`] clients or more.
+    #[inline]
+    pub(crate) fn prefetching(&self) -> bool {
+        self.clients.load(Relaxed) >= self.prefetch_from
+    }
+
+    /// Hints for the writes of a batch (see [`WriteHints`]), valid while they live:
+    /// active if the registry holds [`Config::prefetch_from`] clients or more, else
+    /// they do nothing (not even hash the ids).
     pub fn write_hints(&self) -> WriteHints<'_> {
         WriteHints {
             registry: self,
-            pin: self.pin(),
+            pin: self.prefetching().then(|| self.pin()),
         }
     }
 

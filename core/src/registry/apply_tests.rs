@@ -2,7 +2,7 @@
 //! iterated, or gathered first, it decides every change as one by one, and concurrent
 //! appliers converge to the newest states.
 
-use super::tests::{publication, reg};
+use super::tests::{publication, reg, reg_prefetching};
 use super::*;
 
 /// Replicated changes of 300 clients over 16 shards, with repeats at older and newer
@@ -56,9 +56,13 @@ fn applying_grouped_by_shard_decides_as_one_by_one() {
     // Batches of 100 changes over 16 shards are grouped by shard, of 10 applied in order
     // (see `GROUPED_PER_SHARD`): as they are iterated, or gathered first when their
     // iterator does not tell its length exactly (a filter); all decide as one by one.
+    // Each also with the memory of every change asked for ahead (`prefetch_from` 0), and
+    // from 150 clients held (the registry switches midway).
     let modes = |s| [(s, 100, true), (s, 10, true), (s, 10, false)];
-    for (seed, size, exact) in (0..20).flat_map(modes) {
-        let (one, many) = (reg(), reg());
+    let prefetch = [usize::MAX, 0, 150];
+    let all = (0..20).flat_map(modes);
+    for ((seed, size, exact), from) in all.flat_map(|m| prefetch.map(|f| (m, f))) {
+        let (one, many) = (reg(), reg_prefetching(from));
         let changes = replica_changes(&one, seed);
         let (mut applied, mut stale) = (0, 0);
         for batch in changes.chunks(100) {
@@ -87,12 +91,12 @@ fn applying_grouped_by_shard_decides_as_one_by_one() {
         assert_eq!(
             (counts.applied, counts.stale),
             (applied, stale),
-            "seed {seed}, batches of {size}, exact length {exact}"
+            "seed {seed}, batches of {size}, exact length {exact}, prefetch from {from}"
         );
         assert_eq!(
             replica_state(&many),
             replica_state(&one),
-            "seed {seed}, batches of {size}, exact length {exact}"
+            "seed {seed}, batches of {size}, exact length {exact}, prefetch from {from}"
         );
     }
 }
@@ -110,11 +114,23 @@ fn concurrent_grouped_applies_converge_to_the_newest_states() {
             ClientChange::Stored(_) => unreachable!("replica_changes builds records"),
         };
     }
-    let r = Arc::new(reg());
+    for from in [usize::MAX, 0] {
+        let r = Arc::new(reg_prefetching(from));
+        converge(&r, &all);
+        assert_eq!(
+            replica_state(&r),
+            replica_state(&reference),
+            "prefetch from {from}"
+        );
+    }
+}
+
+/// Applies `all` from four threads, each in its own order and batches of 37.
+fn converge(r: &Arc<Registry>, all: &[ClientChange]) {
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let r = r.clone();
-            let mut changes = all.clone();
+            let mut changes = all.to_vec();
             let mut rng = crate::rng::SplitMix64::new(t);
             for i in (1..changes.len()).rev() {
                 changes.swap(i, rng.below(i as u64 + 1) as usize);
@@ -129,15 +145,14 @@ fn concurrent_grouped_applies_converge_to_the_newest_states() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(replica_state(&r), replica_state(&reference));
 }
 
 #[test]
-fn a_batch_whose_iterator_panics_applies_nothing_and_holds_no_lock() {
-    // A batch is gathered before any change is applied (so that each change's memory can
-    // be asked for ahead of it): one whose iterator panics after five changes stores
-    // none of them, no listener hears of anything, and no shard's lock is held (a write
-    // afterwards does not wait forever).
+fn a_small_batch_whose_iterator_panics_tells_the_listeners_what_it_applied() {
+    // A small batch of known length is applied as it is iterated (the iterator runs
+    // between changes, the shard's lock held): one whose iterator panics after five
+    // changes keeps those five stored, its listeners hear of their services, and the
+    // shard's lock is let go of (a write to it afterwards does not wait forever).
     struct Heard(std::sync::Mutex<Vec<String>>);
     impl ChangeListener for Heard {
         fn service_changed(&self, s: &Service) {
@@ -162,26 +177,24 @@ fn a_batch_whose_iterator_panics_applies_nothing_and_holds_no_lock() {
         assert!(i < 5, "the batch's source fails midway");
         ReplicaChange::State(StateRef::of(&records[i]), records[i].owner)
     });
+    assert_eq!(
+        changes.size_hint(),
+        (10, Some(10)),
+        "a small batch of known length"
+    );
     let panicked =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.apply_many(changes, 5)));
     assert!(panicked.is_err());
-    assert!(heard.0.lock().unwrap().is_empty());
-    assert_eq!(r.stats().clients, 0);
-    // Every shard is free: the states apply, alone and in a batch, and are heard of.
+    let mut names = heard.0.lock().unwrap().clone();
+    names.sort();
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    assert_eq!(r.stats().clients, 5);
+    // The last shard written to is free: a newer state of its client applies, alone and
+    // in a batch.
     let mut newer = records[4].clone();
     newer.revision = Revision(1_001);
     assert_eq!(r.apply(&newer, newer.owner, 6), ApplyOutcome::Applied);
     newer.revision = Revision(1_002);
-    let counts = r.apply_many(
-        records[..4]
-            .iter()
-            .map(|c| ReplicaChange::State(StateRef::of(c), c.owner)),
-        7,
-    );
-    assert_eq!(counts.applied, 4);
-    let mut names = heard.0.lock().unwrap().clone();
-    names.sort();
-    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
     let counts = r.apply_many([ReplicaChange::State(StateRef::of(&newer), newer.owner)], 7);
     assert_eq!(counts.applied, 1);
 }

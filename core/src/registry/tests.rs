@@ -17,6 +17,39 @@ pub(super) fn reg() -> Registry {
     Registry::new(MemberId(0), 3, 1_000, &cfg(16, 100))
 }
 
+/// [`reg`] whose writes ask for their memory ahead from `from` clients held
+/// (`Config::prefetch_from`).
+pub(super) fn reg_prefetching(from: usize) -> Registry {
+    let config = Config {
+        prefetch_from: from,
+        ..cfg(16, 100)
+    };
+    Registry::new(MemberId(0), 3, 1_000, &config)
+}
+
+#[test]
+fn write_hints_start_at_their_threshold_and_change_nothing() {
+    let r = reg_prefetching(2);
+    let id = |i: u16| ClientId::ip_port(&format!("10.9.0.{i}"), 80);
+    assert!(!r.write_hints().active(), "no client held");
+    for i in 0..2u16 {
+        let hints = r.write_hints();
+        hints.client(&id(i));
+        let p = publication(&r, "hinted", &format!("10.9.0.{i}"), 80);
+        r.publish(&id(i), p, MemberId(0), 10).unwrap();
+    }
+    let hints = r.write_hints();
+    assert!(hints.active(), "two clients held");
+    for i in 0..4 {
+        hints.client(&id(i));
+    }
+    drop(hints);
+    assert_eq!(r.stats().clients, 2);
+    assert!(r.get(id(0).as_str()).is_some() && r.get(id(3).as_str()).is_none());
+    assert!(reg_prefetching(0).write_hints().active());
+    assert!(!reg_prefetching(usize::MAX).write_hints().active());
+}
+
 pub(super) fn publication(r: &Registry, svc: &str, ip: &str, port: u16) -> Publication {
     let s = r.service("public", "DEFAULT_GROUP", svc);
     let i = InstanceSpec::new(ip, port)

@@ -195,6 +195,10 @@ pub(crate) struct Cli {
     /// a burst of writes.
     #[arg(long, env = "DISTRO_RECLAIM_BATCH", default_value = "64", value_parser = count)]
     reclaim_batch: usize,
+    /// Clients held from which a replica's apply and an owner's batch of writes ask for
+    /// each write's memory ahead (cache prefetch hints); 0: always.
+    #[arg(long, env = "DISTRO_PREFETCH_FROM", default_value = "65536", value_parser = count)]
+    prefetch_from: usize,
     /// Most services one client may publish to.
     #[arg(long, env = "DISTRO_MAX_SERVICES_PER_CLIENT", default_value = "1000", value_parser = count)]
     max_services_per_client: usize,
@@ -368,6 +372,7 @@ impl Cli {
             tombstone_ttl: self.tombstone_ttl,
             empty_service_ttl: self.empty_service_ttl,
             reclaim_batch: self.reclaim_batch,
+            prefetch_from: self.prefetch_from,
             self_preservation_fraction: self.self_preservation,
             probe_interval: self.probe_interval,
             probe_down_after: self.probe_down_after,
