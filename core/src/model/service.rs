@@ -49,6 +49,21 @@ impl Service {
         self.0.index.get()?.upgrade()
     }
 
+    /// Asks the processor to fetch the first line of the index cached here, if any (its
+    /// `Arc`'s counts and the fields a write that takes a slot touches first: see
+    /// `ServiceIndex`), ahead of a write into it. Reads no more than the cache's pointer
+    /// (the hint needs no live index: it reads nothing through the address).
+    #[inline]
+    pub(crate) fn prefetch_index(&self) {
+        if let Some(w) = self.0.index.get() {
+            // An `Arc`'s value follows its two counts: the allocation starts 16 bytes
+            // before the pointer `Weak::as_ptr` gives.
+            let value = w.as_ptr().cast::<u8>();
+            arc_slots::prefetch(value.wrapping_sub(2 * std::mem::size_of::<usize>()));
+            arc_slots::prefetch(value.wrapping_add(64 - 2 * std::mem::size_of::<usize>()));
+        }
+    }
+
     /// Whether a registry cached its index here (even one since dropped).
     pub(crate) fn has_cached_index(&self) -> bool {
         self.0.index.get().is_some()

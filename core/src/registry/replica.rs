@@ -163,6 +163,25 @@ impl ReplicaChange<'_> {
             ReplicaChange::Delete(id, _) => id,
         }
     }
+
+    /// The hint for the index of the change's first publication's service (see
+    /// [`crate::model::Service`]'s `prefetch_index`): a replicated client publishes
+    /// nearly always to one service, whose index its apply then writes.
+    #[inline(always)]
+    fn prefetch_service_index(&self) {
+        let service = match self {
+            ReplicaChange::State(s, _) => s.publications.first().map(|p| &p.service),
+            ReplicaChange::Moved(s, _) => s
+                .publications
+                .first()
+                .and_then(|p| p.as_ref())
+                .map(|p| &p.service),
+            ReplicaChange::Delete(..) => None,
+        };
+        if let Some(s) = service {
+            s.prefetch_index();
+        }
+    }
 }
 
 /// The publications of a state being applied: borrowed (copied when stored) or handed
@@ -458,7 +477,9 @@ impl Registry {
                 self.prefetch_array(hashed[at(k + 2)].1);
             }
             if k + 1 < n {
-                self.prefetch_slot(hashed[at(k + 1)].1, &pin);
+                let (ref next, hash) = hashed[at(k + 1)];
+                self.prefetch_slot(hash, &pin);
+                next.prefetch_service_index();
             }
             let (ref mut change, hash) = hashed[at(k)];
             self.apply_one(&mut batch, &pin, change, hash, now);

@@ -286,3 +286,18 @@ fn what_a_slot_write_touches_sits_in_the_first_lines_of_an_index() {
     assert!(at(offset_of!(ServiceIndex, gone)) < 128);
     assert!(at(offset_of!(ServiceIndex, slots) + size_of::<u32>()) <= 128);
 }
+
+#[test]
+fn the_index_hint_takes_a_service_with_or_without_an_index() {
+    let r = Registry::new(MemberId(0), 3, 0, &Config::default());
+    let s = r.service("public", "DEFAULT_GROUP", "hinted");
+    s.prefetch_index();
+    let id = ClientId::ip_port("10.3.0.1", 80);
+    let p = publication(&r, "hinted", "10.3.0.1", 80);
+    r.publish(&id, p, MemberId(0), 10).unwrap();
+    let held = r.find_service("public", "DEFAULT_GROUP", "hinted").unwrap();
+    assert!(held.has_cached_index());
+    held.prefetch_index();
+    let view = r.query("public", "DEFAULT_GROUP", "hinted").expect("held");
+    assert_eq!(view.publications.len(), 1);
+}
