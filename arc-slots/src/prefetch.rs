@@ -9,7 +9,7 @@
 
 /// Asks the processor to fetch the cache line of `p` into its caches. Only a hint: it
 /// reads nothing the program sees, so any address is fine (dangling, null, unmapped), and
-/// it does nothing on targets without the instruction here (only x86-64 has it).
+/// it does nothing on other targets (only x86-64's `prefetcht0` is wired up here).
 #[inline(always)]
 pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]

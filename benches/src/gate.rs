@@ -253,8 +253,9 @@ impl Report {
         self.rows.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    /// Whether the gate fails: a count grew by more than [`FAIL_PCT`] %, or a benchmark
-    /// of the reference is missing from the run.
+    /// Whether the gate fails: a count grew by more than [`FAIL_PCT`] % (a [`LOOSER`]
+    /// row's: by more than its own threshold), or a benchmark of the reference is missing
+    /// from the run.
     pub fn failed(&self) -> bool {
         self.rows
             .iter()
@@ -416,6 +417,29 @@ mod tests {
         assert!(compare(&base, &grown(over)).failed());
         assert!(!compare(&base, &map(&[(name, 1_051_500), ("other", 1_000_000)])).failed());
         assert_eq!(fail_pct("other"), FAIL_PCT);
+        let t = compare(&base, &grown(51_500)).table("baseline");
+        assert!(
+            t.contains(&format!("failed (> +{FAIL_PCT}%; {name} > +{pct}%)")),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn every_looser_row_is_a_benchmark_of_the_baseline() {
+        // A renamed benchmark would lose its threshold while the summary still named it.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../results/instructions/baseline.json"
+        );
+        let baseline: Baseline =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("the baseline"))
+                .expect("parses");
+        for (name, _) in LOOSER {
+            assert!(
+                baseline.benchmarks.contains_key(*name),
+                "{name} is not in {path}"
+            );
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Service {
         self.0.index.get()?.upgrade()
     }
 
-    /// Asks the processor to fetch the first line of the index cached here, if any (its
+    /// Asks the processor to fetch the first two lines of the index cached here, if any (its
     /// `Arc`'s counts and the fields a write that takes a slot touches first: see
     /// `ServiceIndex`), ahead of a write into it. Reads no more than the cache's pointer
     /// (the hint needs no live index: it reads nothing through the address).

@@ -98,6 +98,9 @@ fn applying_grouped_by_shard_decides_as_one_by_one() {
             replica_state(&one),
             "seed {seed}, batches of {size}, exact length {exact}, prefetch from {from}"
         );
+        if from == 150 {
+            assert!(many.stats().clients >= 150, "the hints started midway");
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// (the `Arc`'s counts before the fields, `registry`, `retired`, `free`, then `live`,
 /// `revision`, `instances`, `gone`, then the slots' length and first chunks) sits in the
 /// first two or three cache lines of the allocation, not spread over ten by the
-/// compiler's order (the 560-byte `slots` between them): in a million-client burst each
+/// compiler's order (the 640-byte `slots` between them): in a million-client burst each
 /// of those lines is a miss of its own.
 #[repr(C)]
 pub struct ServiceIndex {

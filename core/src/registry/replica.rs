@@ -457,8 +457,9 @@ impl Registry {
     /// misses in a large registry) asked for ahead of it, a step of the chain per change
     /// ([`Registry::prefetch_shard`] three changes ahead, then the array two ahead, then
     /// the slot one ahead), so that each is in the cache when its change comes. In a
-    /// million-client burst the replicas' apply fell from 10.8 % of the CPU to 4.9 %; the
-    /// hints cost ~120 instructions a change, which a registry whose tables fit the
+    /// million-client burst the replicas' apply fell from 10.8 % of the burst's samples to
+    /// 5.1 %; the gather and the hints cost ~160 instructions a change (~70 and ~85), which
+    /// a registry whose tables fit the
     /// caches does not win back (see [`Config::prefetch_from`](crate::config::Config::prefetch_from)).
     fn apply_prefetching(
         &self,

@@ -300,4 +300,12 @@ fn the_index_hint_takes_a_service_with_or_without_an_index() {
     held.prefetch_index();
     let view = r.query("public", "DEFAULT_GROUP", "hinted").expect("held");
     assert_eq!(view.publications.len(), 1);
+    // Emptied and collected: the service caches a retired index (dropped once the
+    // reclaimer frees it; the hint reads nothing through the address either way).
+    r.unpublish(&id, &held, MemberId(0), 11, Origin::Client);
+    r.collect_empty_services(20, 0);
+    assert_eq!(r.collect_empty_services(30, 0), 1);
+    assert!(held.has_cached_index() && r.live_index(&held).is_none());
+    held.prefetch_index();
+    assert!(r.query("public", "DEFAULT_GROUP", "hinted").is_none());
 }

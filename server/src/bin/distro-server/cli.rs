@@ -196,7 +196,8 @@ pub(crate) struct Cli {
     #[arg(long, env = "DISTRO_RECLAIM_BATCH", default_value = "64", value_parser = count)]
     reclaim_batch: usize,
     /// Clients held from which a replica's apply and an owner's batch of writes ask for
-    /// each write's memory ahead (cache prefetch hints); 0: always.
+    /// each write's memory ahead (cache prefetch hints); 0: always; a count above any
+    /// registry (1g): never.
     #[arg(long, env = "DISTRO_PREFETCH_FROM", default_value = "65536", value_parser = count)]
     prefetch_from: usize,
     /// Most services one client may publish to.
