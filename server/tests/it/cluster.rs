@@ -66,6 +66,21 @@ pub(crate) async fn eventually(
     }
 }
 
+/// A native registration of a healthy, enabled instance `ip:port` of weight 1 in `svc`.
+pub(crate) fn registration(svc: &pb::ServiceRef, ip: String, port: u32) -> pb::Registration {
+    pb::Registration {
+        service: Some(svc.clone()),
+        instance: Some(pb::Instance {
+            ip,
+            port,
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            ..Default::default()
+        }),
+    }
+}
+
 pub(crate) async fn cluster(n: usize, config: ServerConfig) -> LocalCluster {
     let c = LocalCluster::start(n, config, 1)
         .await
@@ -404,17 +419,7 @@ async fn native_batches_are_split_by_owner_and_watched_from_any_node() {
         .await
         .expect("connect");
     let registrations: Vec<pb::Registration> = (0..300u32)
-        .map(|i| pb::Registration {
-            service: Some(svc.clone()),
-            instance: Some(pb::Instance {
-                ip: format!("10.2.{}.{}", i / 200, i % 200),
-                port: 7000,
-                weight: 1.0,
-                healthy: true,
-                enabled: true,
-                ..Default::default()
-            }),
-        })
+        .map(|i| registration(&svc, format!("10.2.{}.{}", i / 200, i % 200), 7000))
         .collect();
     let r = client
         .register(pb::RegisterRequest { registrations })

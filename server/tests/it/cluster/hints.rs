@@ -3,7 +3,7 @@
 //! two loops (the items a node owns of a client's batch, a forwarded batch) keep every
 //! result in its item's place, and the clients end where they end without the hints.
 
-use super::{cluster, eventually, fast_config};
+use super::{cluster, eventually, fast_config, registration};
 use distro_server::proto::distro as pb;
 use std::time::Duration;
 
@@ -27,19 +27,8 @@ async fn native_batches_answer_the_same_with_the_hints_on() {
             pb::registry_client::RegistryClient::connect(format!("http://{}", c.sdk_addr(0)))
                 .await
                 .expect("connect");
-        let mut registrations: Vec<pb::Registration> = (0..60)
-            .map(|i| pb::Registration {
-                service: Some(svc.clone()),
-                instance: Some(pb::Instance {
-                    ip: ip(i),
-                    port: 7000,
-                    weight: 1.0,
-                    healthy: true,
-                    enabled: true,
-                    ..Default::default()
-                }),
-            })
-            .collect();
+        let mut registrations: Vec<pb::Registration> =
+            (0..60).map(|i| registration(&svc, ip(i), 7000)).collect();
         // Three bad items among the good ones, at places the results must keep.
         registrations[7].instance = None;
         registrations[20].instance.as_mut().expect("set").ip = "not an ip".into();
