@@ -25,14 +25,20 @@ use std::fmt::Write;
 pub const FAIL_PCT: f64 = 5.0;
 /// Growth (percent) above which a benchmark is reported as a warning.
 pub const WARN_PCT: f64 = 2.0;
-/// Benchmarks whose count moves by more than [`FAIL_PCT`] % from one build to the next
-/// with none of their code changed, and the growth (percent) above which each fails
-/// instead. `wire::encode_query_response.instances_100` spends over a third of its
-/// instructions in serde_json's `format_escaped_str`, a generic function compiled into
-/// whichever of the crate's codegen units the partitioning puts it: with the same code it
-/// read 857,383 to 901,530 across builds (+5.15 %, a CI failure on 22cc9e0, where an
-/// unrelated change moved it). Its warning threshold stays [`WARN_PCT`].
-pub const LOOSER: &[(&str, f64)] = &[("wire::encode_query_response.instances_100", 10.0)];
+/// Benchmarks whose count moves by nearly [`FAIL_PCT`] % or more with none of their code
+/// changed, and the growth (percent) above which each fails instead; their warning
+/// threshold stays [`WARN_PCT`]. `wire::encode_query_response.instances_100` spends over a
+/// third of its instructions in serde_json's `format_escaped_str`, a generic function
+/// compiled into whichever of the crate's codegen units the partitioning puts it: with the
+/// same code it read 857,383 to 901,530 across builds (+5.15 %, a CI failure on 22cc9e0,
+/// where an unrelated change moved it). `verify::verify_round.diverged_1pct_in_1pct_shards`
+/// reads one of two counts from one run of the same binary to the next, 195,979 or
+/// 204,729-204,827 (+4.5 %; seen in three local runs and a CI run on 2807d35; the cause,
+/// outside the fixture's seeded maps, not found yet).
+pub const LOOSER: &[(&str, f64)] = &[
+    ("verify::verify_round.diverged_1pct_in_1pct_shards", 10.0),
+    ("wire::encode_query_response.instances_100", 10.0),
+];
 
 /// The growth (percent) above which `name` fails: [`FAIL_PCT`] unless [`LOOSER`] says.
 pub fn fail_pct(name: &str) -> f64 {
@@ -418,10 +424,10 @@ mod tests {
         assert!(!compare(&base, &map(&[(name, 1_051_500), ("other", 1_000_000)])).failed());
         assert_eq!(fail_pct("other"), FAIL_PCT);
         let t = compare(&base, &grown(51_500)).table("baseline");
-        assert!(
-            t.contains(&format!("failed (> +{FAIL_PCT}%; {name} > +{pct}%)")),
-            "{t}"
-        );
+        assert!(t.contains(&format!("failed (> +{FAIL_PCT}%; ")), "{t}");
+        for (n, p) in LOOSER {
+            assert!(t.contains(&format!("; {n} > +{p}%")), "{t}");
+        }
     }
 
     #[test]
