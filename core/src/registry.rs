@@ -508,6 +508,20 @@ impl Registry {
         self.shard_of_id_hash(hash).clients.prefetch_table();
     }
 
+    /// The second hint (see [`Registry::prefetch_shard`]).
+    #[inline(always)]
+    pub(crate) fn prefetch_array(&self, hash: u64) {
+        self.shard_of_id_hash(hash).clients.prefetch_array();
+    }
+
+    /// The third hint (see [`Registry::prefetch_shard`]).
+    #[inline(always)]
+    pub(crate) fn prefetch_slot(&self, hash: u64, pin: &Pin<'_>) {
+        self.shard_of_id_hash(hash)
+            .clients
+            .prefetch_slot(table_hash(self.table_seed, hash), pin);
+    }
+
     /// Whether writes ask for their memory ahead: the registry holds
     /// [`Config::prefetch_from`] clients or more.
     #[inline]
@@ -523,20 +537,6 @@ impl Registry {
             registry: self,
             pin: self.prefetching().then(|| self.pin()),
         }
-    }
-
-    /// The second hint (see [`Registry::prefetch_shard`]).
-    #[inline(always)]
-    pub(crate) fn prefetch_array(&self, hash: u64) {
-        self.shard_of_id_hash(hash).clients.prefetch_array();
-    }
-
-    /// The third hint (see [`Registry::prefetch_shard`]).
-    #[inline(always)]
-    pub(crate) fn prefetch_slot(&self, hash: u64, pin: &Pin<'_>) {
-        self.shard_of_id_hash(hash)
-            .clients
-            .prefetch_slot(table_hash(self.table_seed, hash), pin);
     }
 
     /// The client `id`, if held.

@@ -18,15 +18,19 @@ use prost::{DecodeError, Message};
 /// The code of a result that needs no message (see `ItemResult` in the `.proto`).
 const OK: u32 = 200;
 
-/// `ItemResult { code: 200 }` as field `tag` (1 to 15): its key, its length (3), the
-/// code's key and 200 as a varint.
+/// An `ItemResult { code: 200 }`'s length-delimited body: its length (3), the code's key
+/// and 200 as a varint.
+const OK_BODY: [u8; 4] = [3, 0x08, 0xc8, 0x01];
+
+/// `ItemResult { code: 200 }` as field `tag` (1 to 15): its key, then [`OK_BODY`].
 const fn ok_entry(tag: u8) -> [u8; 5] {
+    let [len, key, low, high] = OK_BODY;
     [
         short_key(tag, WireType::LengthDelimited),
-        3,
-        0x08,
-        0xc8,
-        0x01,
+        len,
+        key,
+        low,
+        high,
     ]
 }
 
@@ -70,7 +74,6 @@ fn merge_results(
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
-    const OK_BODY: [u8; 4] = [3, 0x08, 0xc8, 0x01];
     if wire_type == WireType::LengthDelimited && buf.chunk().starts_with(&OK_BODY) {
         buf.advance(OK_BODY.len());
         results.push(pb::ItemResult {
