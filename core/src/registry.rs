@@ -308,36 +308,6 @@ impl WriteHints<'_> {
         }
     }
 
-    /// Asks for the entry of this thread's memo of services (see
-    /// [`Registry::find_service`]) that a write into the service named `namespace`,
-    /// `group`, `name` (as received: defaults and `group@@name` applied here) looks at
-    /// first, if the hints are active. Two writes ahead: [`WriteHints::service`] reads
-    /// the entry one write ahead.
-    #[inline]
-    pub fn service_entry(&self, namespace: &str, group: &str, name: &str) {
-        if self.pin.is_some()
-            && let Some(at) = Self::memo_slot(namespace, group, name)
-        {
-            index::memo_prefetch_entry(at);
-        }
-    }
-
-    /// Asks for the service that entry holds (reading the entry), if the hints are active.
-    #[inline]
-    pub fn service(&self, namespace: &str, group: &str, name: &str) {
-        if self.pin.is_some()
-            && let Some(at) = Self::memo_slot(namespace, group, name)
-        {
-            index::memo_prefetch_service(at);
-        }
-    }
-
-    fn memo_slot(namespace: &str, group: &str, name: &str) -> Option<usize> {
-        let (ns, group, name) =
-            crate::model::ServiceSpec::split_parts(namespace, group, name).ok()?;
-        Some(index::memo_slot(ns, group, name))
-    }
-
     /// Whether the hints ask for anything (the registry held
     /// [`Config::prefetch_from`] clients or more when they were made).
     pub fn active(&self) -> bool {

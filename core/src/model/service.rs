@@ -164,16 +164,6 @@ impl WeakService {
     pub(crate) fn upgrade(&self) -> Option<Service> {
         self.0.upgrade().map(Service)
     }
-
-    /// Asks the processor to fetch the service's allocation (its `Arc`'s counts and its
-    /// fields: one line), ahead of an upgrade. Reads nothing through the address (a `Weak`
-    /// keeps the allocation; one never pointed anywhere gives an address the hint ignores).
-    #[inline]
-    pub(crate) fn prefetch(&self) {
-        // An `Arc`'s value follows its two counts.
-        let value = self.0.as_ptr().cast::<u8>();
-        arc_slots::prefetch(value.wrapping_sub(2 * std::mem::size_of::<usize>()));
-    }
 }
 
 impl PartialEq for Service {

@@ -10,7 +10,7 @@
 
 use super::{Client, NO_SLOT, Registry};
 use crate::model::{Instance, Publication, Service, WeakService};
-use crate::name::{short_eq, short_eq_bytes};
+use crate::name::short_eq;
 use crate::time::Millis;
 use arc_slots::{Pin, Slots, Unlinked};
 use parking_lot::{Mutex, RwLock};
@@ -141,111 +141,29 @@ impl Parts<'_> {
     }
 }
 
-/// How many sets of [`MEMO_WAYS`] entries each thread's memo of
-/// [`Registry::find_service`] holds (a power of two).
+/// How many services each thread's memo of [`Registry::find_service`] holds (a power of
+/// two).
 const MEMO_SLOTS: usize = 1 << 10;
 
-/// Entries a set of the memo holds: the parts of a name pick a set, the name takes
-/// either entry of it. With one entry a set, two names of one set took it from each
-/// other in turn: of the 1 M burst's 1,000 services in 1,024 sets, ~60 % shared theirs
-/// and missed about every other time; with two, ~10 % sit in a set of three or more.
-const MEMO_WAYS: usize = 2;
-
 thread_local! {
-    /// The services this thread's [`Registry::find_service`] found lately, each in the set
-    /// [`memo_slot`] picks for its parts (the last taken from the map takes the set's first
-    /// entry and moves the one there to the second; a hit moves nothing): a burst of new clients into many services
-    /// finds a held name without hashing its three parts, pinning and probing the map
-    /// (~330 instructions). An entry is only a candidate, taken if it has the parts asked
-    /// for and is still the key of the asking registry's live index of them
-    /// ([`Registry::memo_holds`]); so any registry may use any entry, and a service its
-    /// registry collected is not answered. An entry does not keep its service alive (a
-    /// collected service's names are reclaimed as without the memo): only the service's
-    /// allocation stays until the entry is replaced, at most `MEMO_SLOTS * MEMO_WAYS` per
-    /// thread (128 KiB of entries).
-    static FOUND: RefCell<Vec<[Memo; MEMO_WAYS]>> = const { RefCell::new(Vec::new()) };
+    /// The services this thread's [`Registry::find_service`] found lately, each in the slot
+    /// [`memo_slot`] picks for its parts (the last found takes a slot): a burst of new
+    /// clients into many services finds a held name without hashing its three parts,
+    /// pinning and probing the map (~330 instructions). An entry is only a candidate,
+    /// taken if it has the parts asked for and is still the key of the asking registry's
+    /// live index of them ([`Registry::memo_holds`]); so any registry may use any entry,
+    /// and a service its registry collected is not answered. An entry does not keep its
+    /// service alive (a collected service's names are reclaimed as without the memo):
+    /// only the service's allocation stays until the entry is replaced, at most
+    /// `MEMO_SLOTS` per thread.
+    static FOUND: RefCell<Vec<WeakService>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The bytes of a name's three parts an entry of [`FOUND`] holds inline.
-const MEMO_TEXT: usize = 52;
-
-/// An entry of [`FOUND`]: a service found lately, and its parts inline when they fit
-/// (namespace, group and name end to end, [`MEMO_TEXT`] bytes in all), so that a lookup
-/// compares them in the entry's one cache line, not through the service's names (the
-/// service's allocation, each name's and its text's: in the 1 M burst, with the caches
-/// full of clients, three misses one after the other, ~5 % of the samples between the
-/// owners' `find_service` and the replicas' [`ServiceResolver::resolve`]). Longer parts are
-/// compared through the service, as before.
-#[derive(Clone)]
-#[repr(C, align(64))]
-struct Memo {
-    service: WeakService,
-    /// The parts' lengths, if `text` holds them.
-    lens: Option<[u8; 3]>,
-    text: [u8; MEMO_TEXT],
-}
-
-impl Default for Memo {
-    fn default() -> Self {
-        Memo {
-            service: WeakService::default(),
-            lens: None,
-            text: [0; MEMO_TEXT],
-        }
-    }
-}
-
-impl Memo {
-    /// The entry of `s`, found by its parts.
-    fn of(s: &Service) -> Self {
-        let parts = [
-            s.namespace().as_bytes(),
-            s.group().as_bytes(),
-            s.name().as_bytes(),
-        ];
-        let mut memo = Memo {
-            service: s.downgrade(),
-            lens: None,
-            text: [0; MEMO_TEXT],
-        };
-        if parts.iter().map(|p| p.len()).sum::<usize>() <= MEMO_TEXT {
-            let mut at = 0;
-            for p in parts {
-                memo.text[at..at + p.len()].copy_from_slice(p);
-                at += p.len();
-            }
-            // Each part is at most MEMO_TEXT bytes here.
-            memo.lens = Some(parts.map(|p| p.len() as u8));
-        }
-        memo
-    }
-
-    /// The service of this entry if it has the parts `p` and is alive (not yet whether it is
-    /// a registry's key: see [`Registry::memo_holds`]). Inline parts are compared here, the
-    /// name first (it differs most often); others through the service.
-    #[inline(always)]
-    fn service_of(&self, p: Parts<'_>) -> Option<Service> {
-        let Some([a, b, c]) = self.lens else {
-            let s = self.service.upgrade()?;
-            return p.are(&s).then_some(s);
-        };
-        let (a, b, c) = (usize::from(a), usize::from(b), usize::from(c));
-        let t = &self.text;
-        let same = p.0.len() == a
-            && p.1.len() == b
-            && p.2.len() == c
-            && short_eq_bytes(&t[a + b..a + b + c], p.2.as_bytes())
-            && short_eq_bytes(&t[a..a + b], p.1.as_bytes())
-            && short_eq_bytes(&t[..a], p.0.as_bytes());
-        if same { self.service.upgrade() } else { None }
-    }
-}
-
-/// The set of [`FOUND`] for a name's parts: from the name's first and last eight bytes
+/// The slot of [`FOUND`] for a name's parts: from the name's first and last eight bytes
 /// and the three lengths (a cheap pick, not a hash of the whole text: two names that
 /// share a slot only take it from each other).
 #[inline(always)]
-pub(super) fn memo_slot(namespace: &str, group: &str, name: &str) -> usize {
+fn memo_slot(namespace: &str, group: &str, name: &str) -> usize {
     let b = name.as_bytes();
     let n = b.len();
     let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
@@ -258,45 +176,6 @@ pub(super) fn memo_slot(namespace: &str, group: &str, name: &str) -> usize {
     };
     let lens = (n as u64) << 56 ^ (group.len() as u64) << 48 ^ (namespace.len() as u64) << 40;
     ((w ^ lens).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
-}
-
-/// Remembers `found` in set `at` of this thread's memo, in its first entry (what was
-/// there moves to the second; what the second held is dropped after the borrow ends).
-fn memo_keep(at: usize, found: &Service) {
-    let _old = FOUND.try_with(|m| {
-        let mut m = m.borrow_mut();
-        if m.is_empty() {
-            m.resize(MEMO_SLOTS, Default::default());
-        }
-        let set = &mut m[at];
-        let first = std::mem::replace(&mut set[0], Memo::of(found));
-        std::mem::replace(&mut set[1], first)
-    });
-}
-
-/// Asks for set `at` of this thread's memo (computes its address, reads nothing).
-#[inline]
-pub(super) fn memo_prefetch_entry(at: usize) {
-    let _ = FOUND.try_with(|m| {
-        if let Some(set) = m.borrow().get(at) {
-            for e in set {
-                arc_slots::prefetch(std::ptr::from_ref(e));
-            }
-        }
-    });
-}
-
-/// Asks for the services that set `at` of this thread's memo holds (reads the set: ask
-/// for it first, [`memo_prefetch_entry`]).
-#[inline]
-pub(super) fn memo_prefetch_service(at: usize) {
-    let _ = FOUND.try_with(|m| {
-        if let Some(set) = m.borrow().get(at) {
-            for e in set {
-                e.service.prefetch();
-            }
-        }
-    });
 }
 
 /// [`Registry::find_service`] in a pinned map.
@@ -321,47 +200,6 @@ pub struct ServiceResolver<'r> {
 }
 
 impl ServiceResolver<'_> {
-    /// [`ServiceResolver::resolve`] of each of `names` (namespace, group, name as received),
-    /// in order, into `out`; the first error ends it. While one is resolved, the memo
-    /// entry of the one two places on and the service of the next are asked for (the
-    /// lookups of a batch's table of services, ~600 services in a 1,000-client batch
-    /// of the 1 M burst, miss the caches one after the other otherwise), in a registry of
-    /// [`Config::prefetch_from`](crate::Config::prefetch_from) clients or more (below, its
-    /// memory fits the caches: each is resolved as it comes).
-    pub fn resolve_all(
-        &self,
-        names: &[[&str; 3]],
-        out: &mut Vec<Service>,
-    ) -> Result<(), crate::ValidationError> {
-        // Each name's parts split (defaults, `group@@name`) and its memo slot; a name that
-        // does not split gets no slot here, and its error comes in its turn below.
-        let slot = |[ns, group, name]: [&str; 3]| {
-            crate::model::ServiceSpec::split_parts(ns, group, name)
-                .ok()
-                .map(|(ns, group, name)| memo_slot(ns, group, name))
-        };
-        if !self.registry.prefetching() {
-            for [ns, group, name] in names {
-                out.push(self.resolve(ns, group, name)?);
-            }
-            return Ok(());
-        }
-        let slots: Vec<Option<usize>> = names.iter().map(|n| slot(*n)).collect();
-        for at in slots.iter().take(2).flatten() {
-            memo_prefetch_entry(*at);
-        }
-        for (k, [ns, group, name]) in names.iter().enumerate() {
-            if let Some(Some(at)) = slots.get(k + 2) {
-                memo_prefetch_entry(*at);
-            }
-            if let Some(Some(at)) = slots.get(k + 1) {
-                memo_prefetch_service(*at);
-            }
-            out.push(self.resolve(ns, group, name)?);
-        }
-        Ok(())
-    }
-
     /// [`Registry::resolve_service`].
     pub fn resolve(
         &self,
@@ -370,12 +208,7 @@ impl ServiceResolver<'_> {
         name: &str,
     ) -> Result<Service, crate::ValidationError> {
         let (ns, group, name) = crate::model::ServiceSpec::split_parts(namespace, group, name)?;
-        let at = memo_slot(ns, group, name);
-        if let Some(s) = self.registry.memo_find(at, Parts(ns, group, name)) {
-            return Ok(s);
-        }
         if let Some(s) = find_in(&self.services, ns, group, name) {
-            memo_keep(at, &s);
             return Ok(s);
         }
         self.registry.resolve_split(ns, group, name)
@@ -471,27 +304,23 @@ impl Registry {
     /// still is that key.
     pub fn find_service(&self, namespace: &str, group: &str, name: &str) -> Option<Service> {
         let at = memo_slot(namespace, group, name);
-        if let Some(s) = self.memo_find(at, Parts(namespace, group, name)) {
+        let hit = FOUND.try_with(|m| {
+            let s = m.borrow().get(at)?.upgrade()?;
+            (Parts(namespace, group, name).are(&s) && self.memo_holds(&s)).then_some(s)
+        });
+        if let Ok(Some(s)) = hit {
             return Some(s);
         }
         let found = find_in(&self.services.pin(), namespace, group, name)?;
-        memo_keep(at, &found);
+        // What the slot held is dropped after the borrow ends.
+        let _old = FOUND.try_with(|m| {
+            let mut m = m.borrow_mut();
+            if m.is_empty() {
+                m.resize(MEMO_SLOTS, WeakService::default());
+            }
+            std::mem::replace(&mut m[at], found.downgrade())
+        });
         Some(found)
-    }
-
-    /// The service of parts `p` from this thread's memo (slot `at`, [`memo_slot`] of
-    /// them) if the entry there has them and is this registry's key of them.
-    #[inline]
-    fn memo_find(&self, at: usize, p: Parts<'_>) -> Option<Service> {
-        FOUND
-            .try_with(|m| {
-                let m = m.borrow();
-                let set = m.get(at)?;
-                let s = set[0].service_of(p).or_else(|| set[1].service_of(p))?;
-                self.memo_holds(&s).then_some(s)
-            })
-            .ok()
-            .flatten()
     }
 
     /// Whether `s` is the key of this registry's live index of its name (what

@@ -43,20 +43,8 @@ fn write_hints_start_at_their_threshold_and_change_nothing() {
     for i in 0..4 {
         hints.client(&id(i));
     }
-    // Services: held, not held, in the memo or not, names that do not resolve.
-    for (ns, group, name) in [
-        ("", "", "hinted"),
-        ("public", "DEFAULT_GROUP", "hinted"),
-        ("", "", "never"),
-        ("", "g@@x", "hinted"),
-        ("", "", ""),
-    ] {
-        hints.service_entry(ns, group, name);
-        hints.service(ns, group, name);
-    }
     drop(hints);
     assert_eq!(r.stats().clients, 2);
-    assert!(r.find_service("public", "DEFAULT_GROUP", "never").is_none());
     assert!(r.get(id(0).as_str()).is_some() && r.get(id(3).as_str()).is_none());
     assert!(reg_prefetching(0).write_hints().active());
     assert!(!reg_prefetching(usize::MAX).write_hints().active());

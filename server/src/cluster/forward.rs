@@ -59,17 +59,6 @@ pub enum Item {
 }
 
 impl Item {
-    /// The service's name as the item gives it: namespace, group, name (before the defaults
-    /// and `group@@name`).
-    fn service_parts(&self) -> (&str, &str, &str) {
-        match self {
-            Item::Register(s, _) | Item::Deregister(s, _) | Item::Beat(s, _) => {
-                (&s.namespace, &s.group, &s.name)
-            }
-            Item::Received(_, r) => r.service(),
-        }
-    }
-
     fn address(&self) -> Result<(&str, u16), ItemResult> {
         let (ip, port) = match self {
             Item::Register(_, i) => (i.ip.as_str(), i.port),
@@ -351,18 +340,9 @@ impl Forwarder {
                 }
             }
             let hints = self.node.registry().write_hints();
-            let service = |k: usize| local.get(k).map(|l| items[l.0].service_parts());
-            if let Some((ns, group, name)) = service(0) {
-                hints.service_entry(ns, group, name);
-            }
             for (k, (i, client, ip, port)) in local.iter().enumerate() {
-                if let Some((ns, group, name)) = service(k + 2) {
-                    hints.service_entry(ns, group, name);
-                }
                 if let Some((_, next, ..)) = local.get(k + 1) {
                     hints.client(next);
-                    let (ns, group, name) = items[local[k + 1].0].service_parts();
-                    hints.service(ns, group, name);
                 }
                 results[*i] = Some(self.apply_owned(&items[*i], client, ip, *port, now));
             }
@@ -468,20 +448,10 @@ impl Forwarder {
                         .map(|(ip, port)| (ip, port, ClientId::ip_port(ip, port)))
                 })
                 .collect();
-            if let Some(i) = items.first() {
-                let (ns, group, name) = i.service_parts();
-                hints.service_entry(ns, group, name);
-            }
             (0..items.len())
                 .map(|k| {
-                    if let Some(i) = items.get(k + 2) {
-                        let (ns, group, name) = i.service_parts();
-                        hints.service_entry(ns, group, name);
-                    }
                     if let Some(Ok((_, _, next))) = at.get(k + 1) {
                         hints.client(next);
-                        let (ns, group, name) = items[k + 1].service_parts();
-                        hints.service(ns, group, name);
                     }
                     one(&items[k], &at[k])
                 })

@@ -102,9 +102,8 @@ impl<'a> Tables<'a> {
             ));
         }
         let n_services = r.count("services", 3)?;
-        // The names read first, then resolved together (each one's lookup asked for ahead
-        // of it: `ServiceResolver::resolve_all`).
-        let mut names = Vec::with_capacity(n_services);
+        let mut services = Vec::with_capacity(n_services);
+        let resolver = node.registry().service_resolver();
         for _ in 0..n_services {
             let at = r.at();
             let ns = r.index("namespace")?;
@@ -115,12 +114,8 @@ impl<'a> Tables<'a> {
             let at = r.at();
             let name = r.index("service")?;
             let name = string(at, name, "service")?;
-            names.push([ns, group, name]);
+            services.push(resolver.resolve(ns, group, name)?);
         }
-        let mut services = Vec::with_capacity(n_services);
-        node.registry()
-            .service_resolver()
-            .resolve_all(&names, &mut services)?;
         let t = Tables {
             base,
             clusters: vec![None; strings.len()],
