@@ -51,8 +51,9 @@ pub(crate) use client::{Built, decimal_digits, decimal_len, write_ip_port};
 pub use client::{ClientId, ClientKind, Instances, Publication, RoutingKey};
 #[cfg(test)]
 pub(crate) use client::{publish_samples, sample_ids};
+pub(crate) use instance::Converted;
 pub use instance::{
-    Conversion, Converted, Instance, InstanceFields, InstanceSpec, Ipv4Bits, check_cluster_name,
+    Conversion, Instance, InstanceFields, InstanceSpec, Ipv4Bits, check_cluster_name,
     default_instance_id, validate_ip, validate_metadata,
 };
 pub use metadata::{Metadata, MetadataEntry, MetadataList, MetadataTable};

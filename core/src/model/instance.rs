@@ -476,7 +476,7 @@ impl<'a, M: Iterator<Item = (&'a str, &'a str)> + Clone> InstanceFields<'a, M> {
 /// What `InstanceFields::convert_into` (crate-private) made of a request: a
 /// [`Conversion`] without the instance, which it writes into the caller's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Converted {
+pub(crate) enum Converted {
     /// The held instance, equal in every field: nothing written.
     Held,
     /// A different instance (or the first one), written into the caller's slot.
