@@ -137,7 +137,8 @@ pub struct Config {
     pub reclaim_batch: usize,
     /// Clients held from which a replica's apply and an owner's batch of writes ask for
     /// each write's memory a write or so ahead (cache prefetch hints: its shard, its
-    /// table's array, the slot its lookup starts at). In a large registry those are
+    /// table's array, the slot its lookup starts at; on a replica also its service's
+    /// index). In a large registry those are
     /// misses that the hints overlap with the write before; in a small one they are in
     /// the cache anyway and the hints only cost instructions (~160 a replicated change: the
     /// batch gathered first ~70, the hints ~85).

@@ -396,7 +396,9 @@ impl Registry {
         let changes = changes.into_iter();
         let (len, most) = changes.size_hint();
         let prefetch = self.prefetching();
-        if !prefetch && most == Some(len) && len < GROUPED_PER_SHARD * self.shard_count as usize {
+        // Below this many changes a batch is applied in its order, not grouped by shard.
+        let grouped_from = GROUPED_PER_SHARD * self.shard_count as usize;
+        if !prefetch && most == Some(len) && len < grouped_from {
             let pin = self.pin();
             let mut batch = Applying::new(self, self.slots.retire_batch(&pin, len));
             for mut change in changes {
@@ -411,7 +413,7 @@ impl Registry {
             (c, h)
         }));
         let n = hashed.len();
-        if n < GROUPED_PER_SHARD * self.shard_count as usize {
+        if n < grouped_from {
             return if prefetch {
                 self.apply_prefetching(&mut hashed, |k| k, now)
             } else {
