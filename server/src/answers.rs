@@ -222,12 +222,23 @@ impl AnswerCache {
     }
 
     fn invalidate(&self, key: &str) {
+        if self.any_kept() {
+            self.invalidate_kept(key);
+        }
+    }
+
+    /// Whether any answer may be kept, asked after the change it follows is stored (the
+    /// fence orders that store before this load). A change listener asks it before it
+    /// reads the changed service's key, so a cache holding nothing costs no read of it.
+    fn any_kept(&self) -> bool {
         fence(Ordering::SeqCst);
         // Acquire, paired with the Release of the decrements: at 0, every removal that
         // brought the count there is visible, so no entry is left behind unseen.
-        if self.entries.load(Ordering::Acquire) == 0 {
-            return;
-        }
+        self.entries.load(Ordering::Acquire) != 0
+    }
+
+    /// [`AnswerCache::invalidate`] once [`AnswerCache::any_kept`] said yes.
+    fn invalidate_kept(&self, key: &str) {
         let services = self.services.pin();
         if let Some(slot) = services.get(key) {
             let mut s = slot.lock();
@@ -248,7 +259,9 @@ impl AnswerCache {
 
 impl ChangeListener for AnswerCache {
     fn service_changed(&self, service: &Service) {
-        self.invalidate(service.key().as_str());
+        if self.any_kept() {
+            self.invalidate_kept(service.key().as_str());
+        }
     }
 }
 
@@ -279,6 +292,28 @@ mod tests {
         let (b, how) = c.get_counted("k", json(""), || Bytes::from_static(b"4"));
         assert_eq!((&b[..], how), (&b"4"[..], Served::Rendered));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_changed_service_drops_its_answers_through_the_listener() {
+        let c = AnswerCache::default();
+        let interner = distro_core::name::Interner::default();
+        let s1 = Service::new(&interner, "public", "G", "s1");
+        let s2 = Service::new(&interner, "public", "G", "s2");
+        // Nothing kept: the listener finds nothing to do (and reads no key).
+        c.service_changed(&s1);
+        assert!(!c.any_kept() && c.is_empty());
+        let key = s1.key().as_str();
+        c.get_counted(key, json(""), || Bytes::from_static(b"1"));
+        assert!(c.any_kept());
+        // Another service's change leaves it.
+        c.service_changed(&s2);
+        let (_, how) = c.get_counted(key, json(""), || Bytes::from_static(b"2"));
+        assert_eq!(how, Served::Hit);
+        c.service_changed(&s1);
+        assert!(c.is_empty() && !c.any_kept(), "its own change drops it");
+        let (b, how) = c.get_counted(key, json(""), || Bytes::from_static(b"3"));
+        assert_eq!((&b[..], how), (&b"3"[..], Served::Rendered));
     }
 
     #[test]

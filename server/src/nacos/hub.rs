@@ -119,6 +119,10 @@ impl PushHub {
 
 impl ChangeListener for PushHub {
     fn service_changed(&self, service: &Service) {
+        // The count first: the key is not read while nobody subscribes.
+        if !self.subscribers.any() {
+            return;
+        }
         if let Some(key) = self.subscribers.subscribed_key(service.key().as_str()) {
             self.queue.schedule(key, None, Instant::now() + self.delay);
         }

@@ -126,6 +126,13 @@ impl SubscriberIndex {
         removed
     }
 
+    /// Whether any connection subscribes to anything: one load, asked by the change
+    /// listener before it reads the changed service's key (a line of its own, a cache miss
+    /// per change in a burst of writes nobody subscribes to).
+    pub(crate) fn any(&self) -> bool {
+        self.subscriptions.load(SeqCst) != 0
+    }
+
     /// The shared key of `key` if the service has subscribers (the change listener's
     /// question; allocation-free, and one load while nobody subscribes to anything).
     pub(crate) fn subscribed_key(&self, key: &str) -> Option<Arc<str>> {
@@ -253,7 +260,9 @@ mod tests {
         let (k1, k2): (Arc<str>, Arc<str>) =
             ("public\x1fG\x1fs1".into(), "public\x1fG\x1fs2".into());
         assert!(idx.subscribed_key(&k1).is_none());
+        assert!(!idx.any());
         assert!(idx.subscribe(&k1, ("public", "G", "s1"), &a, ""));
+        assert!(idx.any());
         assert!(idx.subscribe(&k1, ("public", "G", "s1"), &a, "c1"));
         assert!(idx.subscribe(&k2, ("public", "G", "s2"), &a, ""));
         assert_eq!(idx.subscriptions.load(SeqCst), 2);
@@ -263,6 +272,7 @@ mod tests {
         assert!(idx.unsubscribe(&k2, a.serial));
         assert!(!idx.unsubscribe(&k2, a.serial));
         assert_eq!(idx.subscriptions.load(SeqCst), 0);
+        assert!(!idx.any(), "no subscription left");
         assert!(idx.subscribe(&k2, ("public", "G", "s2"), &a, ""));
         assert_eq!(idx.subscribed_key(&k2).as_deref(), Some(&*k2));
     }
