@@ -221,6 +221,8 @@ impl AnswerCache {
         self.len() == 0
     }
 
+    /// What a change of the service of key `key` does (the tests' way in).
+    #[cfg(test)]
     fn invalidate(&self, key: &str) {
         if self.any_kept() {
             self.invalidate_kept(key);

@@ -410,6 +410,16 @@ impl LocalCluster {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
     }
 
+    /// The cluster port's listener reserved for node `i`, which has not started (see
+    /// [`LocalCluster::start_some`]), for a test that serves a peer of its own there (a
+    /// build of another version, say): the running nodes reach it as node `i`. Node `i`
+    /// cannot start afterwards (the caller holds its cluster port). `None` if node `i`
+    /// started or its listeners were taken.
+    pub fn take_reserved_cluster_listener(&self, i: usize) -> Option<std::net::TcpListener> {
+        let (_http, _sdk, cluster) = self.slots.get(i)?.reserved.lock().take()?;
+        Some(cluster)
+    }
+
     /// The members file of the template, if the members come from one.
     pub fn members_file(&self) -> Option<&std::path::Path> {
         self.template.members_file.as_deref()
