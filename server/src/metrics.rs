@@ -122,6 +122,9 @@ pub struct Metrics {
     pub connections_timed_out: AtomicU64,
     /// Verify exchanges with a peer that computes its digests by another definition.
     pub verify_other_digests: AtomicU64,
+    /// Verify reports (a replica's answer to this owner's lists) of more entries than the
+    /// driver handles on the runtime's threads, handled on the blocking pool.
+    pub verify_long_reports: AtomicU64,
     /// The peers (by address) whose other digest definition was logged, with the first
     /// one logged: one entry per peer, and peers are members (current or former: the
     /// callers name a member the exchange was admitted from or sent to), so it stays
@@ -421,7 +424,7 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
         "1 once the startup snapshot load finished.",
         &u32::from(node.is_loaded()),
     )?;
-    let counters: [(&str, &str, u64); 27] = [
+    let counters: [(&str, &str, u64); 28] = [
         (
             "distro_sync_batches_sent",
             "Sync batches sent.",
@@ -526,6 +529,11 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
             "distro_verify_other_digests",
             "Verify exchanges (counted by both nodes) with a peer whose digests are of another definition (a build on the other side of a digest change): each falls back to lists.",
             m.verify_other_digests.load(Relaxed),
+        ),
+        (
+            "distro_verify_long_reports",
+            "Verify reports of more than 64 entries (clients to repair or adopt) received by this owner, handled on the blocking pool instead of the runtime's threads.",
+            m.verify_long_reports.load(Relaxed),
         ),
         (
             "distro_peer_unauthenticated",
@@ -824,9 +832,9 @@ mod tests {
         let mut out = String::new();
         page.render(&mut out);
         let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 49, "{out}");
-        assert_eq!(out.lines().count(), 431, "{out}");
-        assert_eq!(out.len(), 28_326, "the bytes of the page written by hand");
+        assert_eq!(types, 50, "{out}");
+        assert_eq!(out.lines().count(), 434, "{out}");
+        assert_eq!(out.len(), 28_604, "the bytes of the page written by hand");
         assert!(out.contains("distro_sync_pending{peer=\"127.0.0.2:8848\"} 0\n"));
         assert!(out.contains("distro_nacos_push_ack_seconds_bucket{le=\"0.001\"} 40\n"));
         assert!(out.contains("distro_nacos_pushes_total{result=\"failed\"} 10\n"));

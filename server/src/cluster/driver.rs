@@ -196,14 +196,17 @@ impl Driver {
                         // shards that differ (to build their lists), and a long verify
                         // report adopt or repair thousands of clients: off the runtime's
                         // threads, as a tick (see `run`). Other answers are handled here.
-                        let long = match (&request, &r) {
-                            (PeerRequest::VerifyDigests(_), _) => true,
+                        let long_report = match (&request, &r) {
                             (
                                 PeerRequest::VerifyList(_),
                                 Ok(PeerResponse::VerifyReport { needs, .. }),
                             ) => needs.len() > INLINE_REPORT_ENTRIES,
                             _ => false,
                         };
+                        if long_report {
+                            me.metrics.verify_long_reports.fetch_add(1, Relaxed);
+                        }
+                        let long = long_report || matches!(request, PeerRequest::VerifyDigests(_));
                         let more = if long {
                             let (node, clock) = (me.node.clone(), me.clock.clone());
                             let answer =

@@ -709,7 +709,20 @@ async fn a_replica_that_lost_clients_is_repaired_by_verify() {
         replica.stats().verify_repairs == 0,
         "the owner repairs, not the replica"
     );
+    assert_eq!(
+        long_reports(&c, 0),
+        0,
+        "a report of one client is handled on the runtime's thread"
+    );
     c.shutdown().await;
+}
+
+/// Verify reports node `i` received and handled on the blocking pool (more than 64 entries).
+fn long_reports(c: &LocalCluster, i: usize) -> u64 {
+    c.metrics(i)
+        .expect("runs")
+        .verify_long_reports
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A replica that lost hundreds of an owner's clients at once: the verify report lists
@@ -753,6 +766,10 @@ async fn a_replica_that_lost_hundreds_of_clients_is_repaired_by_one_long_report(
     )
     .await;
     assert!(owner.stats().verify_repairs >= repairs_before + 300);
+    assert!(
+        long_reports(&c, 0) >= 1,
+        "a report of 300 clients goes to the blocking pool"
+    );
     c.shutdown().await;
 }
 
