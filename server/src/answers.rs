@@ -261,8 +261,15 @@ impl AnswerCache {
 
 impl ChangeListener for AnswerCache {
     fn service_changed(&self, service: &Service) {
+        self.services_changed(std::slice::from_ref(service));
+    }
+
+    /// One fence and one question for the whole batch (its changes are all stored).
+    fn services_changed(&self, services: &[Service]) {
         if self.any_kept() {
-            self.invalidate_kept(service.key().as_str());
+            for service in services {
+                self.invalidate_kept(service.key().as_str());
+            }
         }
     }
 }
@@ -314,6 +321,17 @@ mod tests {
         assert_eq!(how, Served::Hit);
         c.service_changed(&s1);
         assert!(c.is_empty() && !c.any_kept(), "its own change drops it");
+        // A batch's changes drop the answers of each service named, however often.
+        let s3 = Service::new(&interner, "public", "G", "s3");
+        for s in [&s1, &s2, &s3] {
+            c.get_counted(s.key().as_str(), json(""), || Bytes::from_static(b"x"));
+        }
+        assert_eq!(c.len(), 3);
+        c.services_changed(&[s1.clone(), s3.clone(), s1.clone()]);
+        assert_eq!(c.len(), 1, "s2's answer stays");
+        let (_, how) = c.get_counted(s2.key().as_str(), json(""), || Bytes::from_static(b"y"));
+        assert_eq!(how, Served::Hit);
+        c.services_changed(&[s2.clone()]);
         let (b, how) = c.get_counted(key, json(""), || Bytes::from_static(b"3"));
         assert_eq!((&b[..], how), (&b"3"[..], Served::Rendered));
     }

@@ -287,6 +287,18 @@ impl ServiceView {
 pub trait ChangeListener: Send + Sync {
     /// `service`'s publications changed.
     fn service_changed(&self, service: &Service);
+
+    /// Every service of `services` changed: one write's, or one replicated batch's (a
+    /// service there once per changed client, so often more than once). The default
+    /// tells [`ChangeListener::service_changed`] of each in turn; a listener that asks
+    /// a question or takes a lock before it looks at a service does so once here (a
+    /// locked instruction or a fence each waits for the batch's stores that miss the
+    /// cache: once a change, they were a visible part of a replica's apply).
+    fn services_changed(&self, services: &[Service]) {
+        for s in services {
+            self.service_changed(s);
+        }
+    }
 }
 
 impl Registry {
@@ -649,9 +661,7 @@ impl Registry {
 
     fn notify_listeners(&self, changed: &[Service]) {
         for l in self.listeners.read().iter() {
-            for s in changed {
-                l.service_changed(s);
-            }
+            l.services_changed(changed);
         }
     }
 

@@ -68,14 +68,21 @@ pub struct WatchHub {
 
 impl ChangeListener for WatchHub {
     fn service_changed(&self, service: &Service) {
+        self.services_changed(std::slice::from_ref(service));
+    }
+
+    /// The count asked and the lock taken once for the whole batch.
+    fn services_changed(&self, services: &[Service]) {
         if self.streams.load(SeqCst) == 0 {
             return;
         }
         let w = self.watchers.lock();
-        if let Some(list) = w.get(service.key().as_str()) {
-            for (_, watcher) in list {
-                watcher.dirty.lock().insert(service.key().to_string());
-                watcher.notify.notify_one();
+        for service in services {
+            if let Some(list) = w.get(service.key().as_str()) {
+                for (_, watcher) in list {
+                    watcher.dirty.lock().insert(service.key().to_string());
+                    watcher.notify.notify_one();
+                }
             }
         }
     }
@@ -545,10 +552,31 @@ mod tests {
             keys,
             "a change of a watched service"
         );
-        hub.remove(&keys, id);
+        // A batch's changes (a replicated batch names a service once per changed
+        // client): each watched one marked, under one lock.
+        let third = Service::new(&interner, "public", "DEFAULT_GROUP", "c");
+        let keys = vec![svc.key().to_string(), third.key().to_string()];
+        let both = Arc::new(Watcher {
+            dirty: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+        });
+        let id2 = hub.add(&keys, &both);
+        hub.services_changed(&[other.clone(), svc.clone(), third.clone(), svc.clone()]);
+        let mut dirty: Vec<String> = both.dirty.lock().drain().collect();
+        dirty.sort();
+        assert_eq!(dirty, keys, "both watched services of the batch, once each");
+        assert_eq!(
+            watcher.dirty.lock().drain().collect::<Vec<_>>(),
+            vec![svc.key().to_string()],
+            "the first stream sees its one service"
+        );
+        hub.remove(&keys, id2);
+        hub.remove(&[svc.key().to_string()], id);
         assert!(hub.is_empty());
         assert_eq!(hub.streams.load(SeqCst), 0);
         hub.service_changed(&svc);
+        hub.services_changed(&[svc.clone(), third]);
         assert!(watcher.dirty.lock().is_empty(), "no stream left");
+        assert!(both.dirty.lock().is_empty(), "no stream left");
     }
 }

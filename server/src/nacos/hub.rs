@@ -119,12 +119,20 @@ impl PushHub {
 
 impl ChangeListener for PushHub {
     fn service_changed(&self, service: &Service) {
-        // The count first: the key is not read while nobody subscribes.
+        self.services_changed(std::slice::from_ref(service));
+    }
+
+    /// The count asked once for the whole batch: no key is read while nobody subscribes.
+    fn services_changed(&self, services: &[Service]) {
         if !self.subscribers.any() {
             return;
         }
-        if let Some(key) = self.subscribers.subscribed_key(service.key().as_str()) {
-            self.queue.schedule(key, None, Instant::now() + self.delay);
+        let mut due = None;
+        for service in services {
+            if let Some(key) = self.subscribers.subscribed_key(service.key().as_str()) {
+                let due = *due.get_or_insert_with(|| Instant::now() + self.delay);
+                self.queue.schedule(key, None, due);
+            }
         }
     }
 }
