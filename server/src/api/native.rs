@@ -26,7 +26,7 @@ use crate::proto::results::WriteResponse;
 use crate::proto::writes::{self, Received};
 use distro_core::registry::{ChangeListener, QueryFilter};
 use distro_core::{Node, Service};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prost::bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -58,7 +58,10 @@ pub struct WatchHub {
     /// By service key. foldhash, not std's SipHash: every changed service of every write and
     /// replicated batch is looked up here while a stream is open (SipHash was 1.7 % of the
     /// 1 M burst's CPU with one watch stream, `results/profile/burst-1m-2026-12-06.md`).
-    watchers: Mutex<foldhash::HashMap<String, WatcherList>>,
+    /// Read-locked by the listener (a replica's apply thread and the runtime's writes
+    /// look up at once, a batch's services under one read lock), write-locked only as a
+    /// stream opens or closes.
+    watchers: RwLock<foldhash::HashMap<String, WatcherList>>,
     next_id: AtomicU64,
     /// Open watch streams: the listener's first question, one load instead of the lock
     /// while nobody watches (counted before a stream sends its first state, so a change
@@ -76,7 +79,7 @@ impl ChangeListener for WatchHub {
         if self.streams.load(SeqCst) == 0 {
             return;
         }
-        let w = self.watchers.lock();
+        let w = self.watchers.read();
         for service in services {
             if let Some(list) = w.get(service.key().as_str()) {
                 for (_, watcher) in list {
@@ -91,7 +94,7 @@ impl ChangeListener for WatchHub {
 impl WatchHub {
     fn add(&self, keys: &[String], watcher: &Arc<Watcher>) -> u64 {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let mut w = self.watchers.lock();
+        let mut w = self.watchers.write();
         for k in keys {
             w.entry(k.clone()).or_default().push((id, watcher.clone()));
         }
@@ -100,7 +103,7 @@ impl WatchHub {
     }
 
     fn remove(&self, keys: &[String], id: u64) {
-        let mut w = self.watchers.lock();
+        let mut w = self.watchers.write();
         self.streams.fetch_sub(1, SeqCst);
         for k in keys {
             if let Some(list) = w.get_mut(k) {
@@ -114,7 +117,7 @@ impl WatchHub {
 
     /// Number of watch registrations (one per watched service per stream).
     pub fn len(&self) -> usize {
-        self.watchers.lock().values().map(Vec::len).sum()
+        self.watchers.read().values().map(Vec::len).sum()
     }
 
     /// Whether nobody watches anything.
