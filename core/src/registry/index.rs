@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// hash-map entry.
 ///
 /// Laid out in the order written (`repr(C)`): what a write that takes a slot touches
-/// (the `Arc`'s counts before the fields, `registry`, `retired`, `free`, then `live`,
-/// `revision`, `instances`, `gone`, then the slots' length and first chunks) sits in the
+/// (the `Arc`'s counts before the fields, `registry`, `free` (after `retired`, 8 bytes it
+/// does not take), then `live`, `revision`, `instances`, `gone`, then the slots' length
+/// and first chunks) sits in the
 /// first two or three cache lines of the allocation, not spread over ten by the
 /// compiler's order (the 640-byte `slots` between them): in a million-client burst each
 /// of those lines is a miss of its own.
@@ -39,16 +40,23 @@ pub struct ServiceIndex {
     /// The registry holding it (see `Registry::id`): a service may be shared between
     /// registries of one process (the simulator's nodes), its cached index is one of them.
     registry: u64,
-    /// Writers that take a slot hold it shared; the empty-service collector holds it
-    /// exclusively while it removes the index from the map and sets `gone`.
+    /// Writers that change a slot they hold in an index they looked up (not the one
+    /// their service caches) hold it shared; the empty-service collector holds it
+    /// exclusively, and `free` too, while it removes the index from the map and sets
+    /// `gone`.
     retired: RwLock<()>,
+    /// The free slots; writers that take a slot or give one back hold it (and with it
+    /// settle `gone`, and write `live`).
     free: Mutex<Vec<u32>>,
+    /// Slots in use: written only under `free`'s lock (a load and a store), read without.
     live: AtomicUsize,
     revision: AtomicU64,
     instances: AtomicUsize,
-    /// Whether the collector retired this index: set under `retired`'s exclusive lock,
-    /// read under its shared lock by writers that take a slot, and without it by a writer
-    /// that changes a slot it holds: an index with a slot in use has a live publication,
+    /// Whether the collector retired this index: set under `retired`'s exclusive lock
+    /// and `free`'s, read under `free` by writers that take a slot, under `retired`'s
+    /// shared lock by a writer that changes a slot it holds in an index it looked up, and
+    /// without either by one that changes a slot of its service's cached index: an index
+    /// with a slot in use has a live publication,
     /// so the collector cannot retire it meanwhile, and the one index of a service that
     /// is not retired is the one holding that slot.
     gone: AtomicBool,
@@ -523,22 +531,35 @@ impl Registry {
                 Some(idx) => idx,
                 None => self.index_of(&p.service),
             };
-            let _shared = idx.retired.read();
-            if idx.gone.load(std::sync::atomic::Ordering::Relaxed) {
-                // The collector removed this index after we found it; look it up again.
-                continue;
-            }
             let (slot, let_go) = match slot.filter(|s| *s != NO_SLOT) {
-                Some(s) => (s, idx.slots.exchange(s as usize, Some(holder), pin)),
+                Some(s) => {
+                    let _shared = idx.retired.read();
+                    if idx.gone.load(std::sync::atomic::Ordering::Relaxed) {
+                        // The collector removed this index after we found it; look it
+                        // up again.
+                        continue;
+                    }
+                    (s, idx.slots.exchange(s as usize, Some(holder), pin))
+                }
                 None => {
+                    // The collector retires an index holding its free list's lock too, so
+                    // under it `gone` is settled: no lock of `retired` here (two locked
+                    // instructions fewer for every new slot, each waiting for the write's
+                    // stores before it).
                     let mut free = idx.free.lock();
+                    if idx.gone.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
                     let (s, let_go) = match free.pop() {
                         Some(s) => (s, idx.slots.exchange(s as usize, Some(holder), pin)),
                         None => (idx.slots.push(holder, pin), None),
                     };
                     // Under the free-list lock, so the namespace's count sees this
-                    // service fill and empty in order.
-                    if idx.live.fetch_add(1, Relaxed) == 0 {
+                    // service fill and empty in order. `live` is written only under it:
+                    // a load and a store, not a locked add.
+                    let live = idx.live.load(Relaxed);
+                    idx.live.store(live + 1, Relaxed);
+                    if live == 0 {
                         *self
                             .namespace_services
                             .lock()
@@ -631,7 +652,10 @@ impl Registry {
         if let_go.is_some() {
             let mut free = idx.free.lock();
             free.push(slot);
-            if idx.live.fetch_sub(1, Relaxed) == 1 {
+            // `live` is written only under the free list's lock.
+            let live = idx.live.load(Relaxed);
+            idx.live.store(live - 1, Relaxed);
+            if live == 1 {
                 let mut counts = self.namespace_services.lock();
                 let ns = idx.service.namespace().as_str();
                 if let Some(n) = counts.get_mut(ns) {
@@ -682,7 +706,10 @@ impl Registry {
             if now.saturating_sub(since) < min_age {
                 continue;
             }
+            // Both locks: a writer changing a slot it holds in an index it looked up
+            // holds `retired` shared, one taking a new slot holds the free list's.
             let _exclusive = idx.retired.write();
+            let _free = idx.free.lock();
             if idx.live.load(Relaxed) == 0 {
                 idx.gone.store(true, std::sync::atomic::Ordering::Release);
                 services.remove(key);

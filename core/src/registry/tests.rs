@@ -392,6 +392,69 @@ fn concurrent_fills_and_empties_keep_the_namespace_count_exact() {
     assert_eq!(r.namespace_service_count("public"), 1);
 }
 
+/// Services filling and emptying while the collector retires the empty ones as fast as
+/// it can (no minimum age): a writer taking a new slot never lands in a retired index
+/// (its client would be held but no query would find it), and the counts stay exact.
+/// The collector retires under the index's free-list lock and `retired`; a writer taking
+/// a slot holds only the free list's.
+#[test]
+fn writers_racing_the_empty_service_collector_never_land_in_a_retired_index() {
+    let r = Arc::new(reg());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (r, stop) = (r.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut now = 1;
+            let mut removed = 0;
+            while !stop.load(Relaxed) {
+                removed += r.collect_empty_services(now, 0);
+                now += 1;
+            }
+            removed
+        })
+    };
+    let threads: Vec<_> = (0..3u16)
+        .map(|t| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for i in 0..3_000u16 {
+                    let ip = format!("10.4.{t}.{}", i % 250);
+                    let id = ClientId::ip_port(&ip, 1000 + i);
+                    let p = publication(&r, &format!("y{}", i % 4), &ip, 1000 + i);
+                    r.publish(&id, p, MemberId(0), u64::from(i)).unwrap();
+                    // Most leave again at once: their services empty and refill all along.
+                    if i % 10 != 0 {
+                        r.remove_client(&id, MemberId(0), u64::from(i));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    stop.store(true, Relaxed);
+    let removed = collector.join().unwrap();
+    let stats = r.stats();
+    assert_eq!(stats.clients, 3 * 300);
+    let mut via_services = 0;
+    let mut held = 0;
+    for s in r.services("public", None) {
+        let n = r
+            .query("public", "DEFAULT_GROUP", s.name())
+            .map_or(0, |v| v.instance_count());
+        via_services += n;
+        held += usize::from(n > 0);
+    }
+    assert_eq!(
+        stats.instances, via_services,
+        "every held instance is found by a query ({removed} indexes retired on the way)"
+    );
+    // The clients kept (every tenth, an even `i`) are in y0 and y2.
+    assert_eq!(held, 2);
+    assert_eq!(r.namespace_service_count("public"), 2);
+}
+
 #[test]
 fn a_borrowed_state_stores_a_new_clients_id_and_keeps_a_held_ones() {
     let r = reg();
