@@ -327,11 +327,11 @@ mod tests {
             c.get_counted(s.key().as_str(), json(""), || Bytes::from_static(b"x"));
         }
         assert_eq!(c.len(), 3);
-        c.services_changed(&[s1.clone(), s3.clone(), s1.clone()]);
+        c.services_changed(&[s1.clone(), s3, s1.clone()]);
         assert_eq!(c.len(), 1, "s2's answer stays");
         let (_, how) = c.get_counted(s2.key().as_str(), json(""), || Bytes::from_static(b"y"));
         assert_eq!(how, Served::Hit);
-        c.services_changed(&[s2.clone()]);
+        c.services_changed(std::slice::from_ref(&s2));
         let (b, how) = c.get_counted(key, json(""), || Bytes::from_static(b"3"));
         assert_eq!((&b[..], how), (&b"3"[..], Served::Rendered));
     }

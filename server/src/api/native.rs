@@ -564,7 +564,7 @@ mod tests {
             notify: Notify::new(),
         });
         let id2 = hub.add(&keys, &both);
-        hub.services_changed(&[other.clone(), svc.clone(), third.clone(), svc.clone()]);
+        hub.services_changed(&[other, svc.clone(), third.clone(), svc.clone()]);
         let mut dirty: Vec<String> = both.dirty.lock().drain().collect();
         dirty.sort();
         assert_eq!(dirty, keys, "both watched services of the batch, once each");
@@ -578,7 +578,7 @@ mod tests {
         assert!(hub.is_empty());
         assert_eq!(hub.streams.load(SeqCst), 0);
         hub.service_changed(&svc);
-        hub.services_changed(&[svc.clone(), third]);
+        hub.services_changed(&[svc, third]);
         assert!(watcher.dirty.lock().is_empty(), "no stream left");
         assert!(both.dirty.lock().is_empty(), "no stream left");
     }
