@@ -826,3 +826,81 @@ fn each_peers_pending_count_holds_across_every_stripe_and_twenty_peers() {
     }
     assert_eq!(counts(&s), [0; 6]);
 }
+
+/// Changes scheduled as a batch ([`SyncScheduler::schedule_deferred`]) leave the queues
+/// exactly as the same changes scheduled one at a time: the same entries, merged in the
+/// same order, the same counts, and every later take the same, for batches of any size
+/// between takes, peers' masks of any shape and one client's states scheduled out of
+/// order. Seeded; the seed is in every message.
+#[test]
+fn a_deferred_batch_schedules_as_its_changes_one_by_one() {
+    let (held, v) = states(6);
+    for seed in 0..40u64 {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let one = SyncScheduler::new(4, 100, 50, Some(seed));
+        let batched = SyncScheduler::new(4, 100, 50, Some(seed));
+        let ids: Vec<ClientId> = (0..40).map(|i| id(&format!("c{i}"))).collect();
+        let mut now = 0;
+        let mut deferred = Vec::new();
+        for step in 0..400 {
+            now += rng.below(5);
+            let mask = (rng.below(7) + 1) << 1; // peers 1..3 (0 is this node)
+            let (client, state) = if rng.chance(0.2) {
+                let s = &v[rng.below(v.len() as u64) as usize];
+                (&held, Some(s.clone()))
+            } else {
+                (&ids[rng.below(ids.len() as u64) as usize], None)
+            };
+            one.schedule_mask(mask, client, state.as_ref(), now);
+            deferred.push(batched.defer(mask, client, state, now));
+            // A batch ends now and then; sometimes a flush takes from every peer then.
+            if rng.chance(0.1) {
+                batched.schedule_deferred(&mut deferred);
+                assert!(deferred.is_empty());
+                for p in 1..4 {
+                    assert_eq!(
+                        one.pending(p),
+                        batched.pending(p),
+                        "seed {seed} step {step}"
+                    );
+                }
+                if rng.chance(0.5) {
+                    let max = rng.range(1, 30) as usize;
+                    for p in 1..4 {
+                        let (a, b) = (one.take(p, now, max), batched.take(p, now, max));
+                        assert_eq!(taken(&a), taken(&b), "seed {seed} step {step} peer {p}");
+                    }
+                }
+            }
+        }
+        batched.schedule_deferred(&mut deferred);
+        for p in 1..4 {
+            assert_eq!(one.pending(p), batched.pending(p), "seed {seed}");
+            let mut a = one.pending_clients(p);
+            let mut b = batched.pending_clients(p);
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "seed {seed} peer {p}");
+            let (a, b) = (
+                one.take(p, Millis::MAX, 1_000),
+                batched.take(p, Millis::MAX, 1_000),
+            );
+            assert_eq!(taken(&a), taken(&b), "seed {seed} peer {p}");
+            assert_eq!(batched.pending(p), 0, "seed {seed} peer {p}");
+        }
+    }
+}
+
+/// What a take gave: each client's id, due time, hash and held state's revision.
+fn taken(t: &[Taken]) -> Vec<(ClientId, Millis, u64, Option<crate::model::Revision>)> {
+    t.iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                t.due,
+                t.hash,
+                t.state.as_ref().map(|c| c.revision()),
+            )
+        })
+        .collect()
+}

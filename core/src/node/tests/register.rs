@@ -196,3 +196,60 @@ fn the_instance_count_moves_by_the_difference_of_each_write() {
         .unwrap();
     assert_eq!(counts(&n), (0, 0), "the client is gone");
 }
+
+/// A write batch keeps its registrations' changes and schedules them for every peer when
+/// it is dropped (one entry a client, due a sync delay after the write), not before; an
+/// unchanged registration keeps nothing. A node whose peers do not fit a word schedules
+/// each at once.
+#[test]
+fn a_write_batch_schedules_its_changes_when_it_ends() {
+    let n = node("10.0.0.1:8848", 3);
+    let svc = ServiceSpec::new("", "", "a");
+    let peers: Vec<usize> = n.members().peers().map(|p| p.index()).collect();
+    let ids: Vec<ClientId> = (0..50u16)
+        .map(|i| ClientId::ip_port(&format!("10.9.1.{i}"), 80))
+        .collect();
+    {
+        let mut batch = n.write_batch();
+        for (i, id) in ids.iter().enumerate() {
+            let spec = InstanceSpec::new(&format!("10.9.1.{i}"), 80);
+            assert!(matches!(
+                batch.register(id, &svc, &spec, 100).unwrap(),
+                WriteResult::Changed(_)
+            ));
+            // The same again: unchanged, nothing kept.
+            assert_eq!(
+                batch.register(id, &svc, &spec, 100).unwrap(),
+                WriteResult::Unchanged
+            );
+        }
+        assert_eq!(batch.deferred(), 50);
+        assert!(ids.iter().all(|id| n.registry().get(id.as_str()).is_some()));
+        for &p in &peers {
+            assert_eq!(
+                n.sync.pending(p),
+                0,
+                "nothing pending before the batch ends"
+            );
+        }
+    }
+    let due = 100 + n.config().sync_delay;
+    for &p in &peers {
+        assert_eq!(n.sync.pending(p), 50);
+        let mut pending = n.sync.pending_clients(p);
+        pending.sort();
+        let mut want: Vec<_> = ids.iter().map(|id| (id.clone(), due)).collect();
+        want.sort();
+        assert_eq!(pending, want, "peer {p}");
+    }
+    // 70 members: the peers do not fit a word, each change is scheduled at once.
+    let big = node("10.0.0.1:8848", 70);
+    let mut batch = big.write_batch();
+    let id = ClientId::ip_port("10.9.2.1", 80);
+    batch
+        .register(&id, &svc, &InstanceSpec::new("10.9.2.1", 80), 100)
+        .unwrap();
+    assert_eq!(batch.deferred(), 0);
+    let p = big.members().peers().last().unwrap().index();
+    assert_eq!(big.sync.pending(p), 1);
+}
