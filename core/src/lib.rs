@@ -63,7 +63,7 @@ pub use message::{Command, PeerRequest, PeerResponse, SendError, SnapshotChunk, 
 pub use model::{
     ClientId, ClientKind, Instance, InstanceSpec, Publication, Revision, Service, ServiceSpec,
 };
-pub use node::{BeatResult, Node, NodeStats, Route, Routes, WriteBatch};
+pub use node::{BeatResult, Node, NodeStats, Route, Routes};
 pub use registry::{
     ChangeRef, ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, StateMut,
     StateRef, WriteError, WriteHints, WriteResult,

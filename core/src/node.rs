@@ -54,7 +54,7 @@ mod sync;
 mod tests;
 mod verify;
 
-pub use client::{BeatResult, WriteBatch};
+pub use client::BeatResult;
 use health::Preservation;
 use membership::PeerInfo;
 pub use routing::{Route, Routes};

@@ -218,17 +218,6 @@ impl Change<'_> {
     }
 }
 
-/// A write's change kept to be scheduled with its batch's ([`SyncScheduler::defer`]):
-/// its keys, due time, the peers' mask (bit `i` for peer `i`, all below [`GROUP`]), the
-/// id and the state the write stored, if it has it.
-pub(crate) struct Deferred {
-    keys: Keys,
-    due: Millis,
-    mask: u64,
-    id: ClientId,
-    state: Option<Arc<Client>>,
-}
-
 /// A lane's queue of due times and hashes in push order: a vector and the index of its
 /// front. A push is a vector push (no ring index to wrap, as a `VecDeque`'s has); a take
 /// moves the front past what it takes ([`Fifo::skip`]). Once a take stops ([`Fifo::settle`]), the vector is cleared when the
@@ -681,82 +670,6 @@ impl SyncScheduler {
         let c = self.regular(id, state, now);
         let mut stripe = self.stripes[stripe_of(c.keys.slot)].lock();
         self.schedule_group(&mut stripe, &c, 0, mask);
-    }
-
-    /// A write's change of `id` (storing `state`, if the write has it) for the peers in
-    /// `mask` at `now`, kept to be scheduled with the others of its batch by
-    /// [`Self::schedule_deferred`].
-    pub(crate) fn defer(
-        &self,
-        mask: u64,
-        id: &ClientId,
-        state: Option<Arc<Client>>,
-        now: Millis,
-    ) -> Deferred {
-        let c = self.regular(id, state.as_ref(), now);
-        Deferred {
-            keys: c.keys,
-            due: c.due,
-            mask,
-            id: id.clone(),
-            state,
-        }
-    }
-
-    /// Schedules `changes` as [`Self::schedule_mask`] of each in turn would (the same
-    /// entries, merged in the same order), but grouped by stripe: each stripe locked once
-    /// and each peer's count added once per stripe, not once a change (two locked
-    /// instructions for the lock and one for each peer's count, each waiting for the
-    /// write's stores that miss the cache). Leaves `changes` empty.
-    pub(crate) fn schedule_deferred(&self, changes: &mut Vec<Deferred>) {
-        if changes.is_empty() {
-            return;
-        }
-        // The changes' positions by stripe, in their order within each (a counting sort).
-        let mut starts = [0u32; STRIPES + 1];
-        for d in changes.iter() {
-            starts[stripe_of(d.keys.slot) + 1] += 1;
-        }
-        for k in 0..STRIPES {
-            starts[k + 1] += starts[k];
-        }
-        let mut next = starts;
-        let mut order = vec![0u32; changes.len()];
-        for (i, d) in changes.iter().enumerate() {
-            let k = stripe_of(d.keys.slot);
-            order[next[k] as usize] = i as u32;
-            next[k] += 1;
-        }
-        for k in 0..STRIPES {
-            let run = &order[starts[k] as usize..starts[k + 1] as usize];
-            if run.is_empty() {
-                continue;
-            }
-            let mut new = [0u32; GROUP];
-            let mut peers = 0u64;
-            let mut stripe = self.stripes[k].lock();
-            for &i in run {
-                let d = &changes[i as usize];
-                let c = Change {
-                    keys: d.keys,
-                    id: &d.id,
-                    state: d.state.as_ref(),
-                    due: d.due,
-                    regular: true,
-                };
-                if d.mask != 0 {
-                    peers |= stripe.schedule(self.mix, &c, 0, d.mask, |peer| new[peer] += 1);
-                }
-            }
-            // Under the stripe's lock, as `schedule_group` counts: a take that finds an
-            // entry counts it after.
-            for peer in peers_of(0, peers) {
-                self.peers[peer]
-                    .pending
-                    .fetch_add(new[peer] as usize, Relaxed);
-            }
-        }
-        changes.clear();
     }
 
     /// A change of `id` storing `state` at `now`, due after the regular sync delay.

@@ -13,7 +13,6 @@ use crate::model::{
     ServiceSpec,
 };
 use crate::registry::{Client, Origin, ServiceView, WriteError, WriteResult, is_ip_port_text};
-use crate::sync::Deferred;
 use crate::time::Millis;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -48,28 +47,6 @@ impl Node {
     /// instance builds nothing (a heartbeat), and the registry does not compare it again.
     pub fn register(
         &self,
-        client: &ClientId,
-        spec: &ServiceSpec,
-        instance: &InstanceSpec,
-        now: Millis,
-    ) -> Result<WriteResult, WriteError> {
-        self.register_in(None, client, spec, instance, now)
-    }
-
-    /// A batch of writes whose changes are scheduled for sync together when it is
-    /// dropped (see [`WriteBatch`]).
-    pub fn write_batch(&self) -> WriteBatch<'_> {
-        WriteBatch {
-            node: self,
-            deferred: Vec::new(),
-        }
-    }
-
-    /// [`Node::register`], its change kept in `deferred` if given (and the peers fit a
-    /// word), else scheduled at once.
-    fn register_in(
-        &self,
-        deferred: Option<&mut Vec<Deferred>>,
         client: &ClientId,
         spec: &ServiceSpec,
         instance: &InstanceSpec,
@@ -139,13 +116,7 @@ impl Node {
                     None => Built::NewOne(service),
                 })
             })?;
-        match (deferred, &members) {
-            (_, _) if matches!(r, WriteResult::Unchanged) => {}
-            (Some(d), WriteMembers::Word(_, mask)) => {
-                d.push(self.sync.defer(*mask, client, stored, now));
-            }
-            _ => self.schedule_sync(&members, client, r, stored.as_ref(), now),
-        }
+        self.schedule_sync(&members, client, r, stored.as_ref(), now);
         Ok(r)
     }
 
@@ -406,42 +377,5 @@ impl WriteMembers {
             WriteMembers::Word(me, _) => *me,
             WriteMembers::List(list) => list.me(),
         }
-    }
-}
-
-/// Client writes of one request (a native batch, a forwarded one) whose changes are
-/// scheduled for sync together when the batch is dropped, grouped by the queues' stripes
-/// (each stripe locked once, each peer's count added once per stripe: see
-/// `SyncScheduler::schedule_deferred`), instead of one at a time. A change is pending
-/// for its peers only from then on: a flush in between sends it with the next one. A
-/// node of 64 members or more schedules each at once, as [`Node::register`] does. Hold
-/// it for one request's writes, not across an await.
-pub struct WriteBatch<'a> {
-    node: &'a Node,
-    deferred: Vec<Deferred>,
-}
-
-impl WriteBatch<'_> {
-    /// [`Node::register`] in this batch.
-    pub fn register(
-        &mut self,
-        client: &ClientId,
-        spec: &ServiceSpec,
-        instance: &InstanceSpec,
-        now: Millis,
-    ) -> Result<WriteResult, WriteError> {
-        self.node
-            .register_in(Some(&mut self.deferred), client, spec, instance, now)
-    }
-
-    /// Changes kept, not scheduled yet.
-    pub fn deferred(&self) -> usize {
-        self.deferred.len()
-    }
-}
-
-impl Drop for WriteBatch<'_> {
-    fn drop(&mut self) {
-        self.node.sync.schedule_deferred(&mut self.deferred);
     }
 }

@@ -15,9 +15,7 @@ use crate::proto::distro as pb;
 use crate::proto::results::ForwardResponse;
 use crate::proto::writes::{self, Received};
 use distro_core::model::{ClientId, DEFAULT_CLUSTER};
-use distro_core::{
-    BeatResult, InstanceSpec, MemberId, Node, Route, ServiceSpec, WriteBatch, WriteError,
-};
+use distro_core::{BeatResult, InstanceSpec, MemberId, Node, Route, ServiceSpec, WriteError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -342,14 +340,11 @@ impl Forwarder {
                 }
             }
             let hints = self.node.registry().write_hints();
-            // Their syncs scheduled together as the batch ends (see `WriteBatch`).
-            let mut writes = self.node.write_batch();
             for (k, (i, client, ip, port)) in local.iter().enumerate() {
                 if let Some((_, next, ..)) = local.get(k + 1) {
                     hints.client(next);
                 }
-                results[*i] =
-                    Some(self.apply_owned(&mut writes, &items[*i], client, ip, *port, now));
+                results[*i] = Some(self.apply_owned(&items[*i], client, ip, *port, now));
             }
         }
         // Per owner: the items' positions and kinds, and their request, each sized once
@@ -421,13 +416,11 @@ impl Forwarder {
         // One load of the routing table and one reading of the clock for the batch.
         let routes = self.node.routes();
         let now = (self.clock)();
-        let one = |writes: &mut WriteBatch<'_>,
-                   item: &Item,
-                   at: &Result<(&str, u16, ClientId), ItemResult>| {
+        let one = |item: &Item, at: &Result<(&str, u16, ClientId), ItemResult>| {
             let result = match at {
                 Err(e) => e.clone(),
                 Ok((ip, port, client)) => match routes.route(routing_key(client)) {
-                    Route::Local => self.apply_owned(writes, item, client, ip, *port, now),
+                    Route::Local => self.apply_owned(item, client, ip, *port, now),
                     Route::Remote(owner) => {
                         self.metrics.forwarded(Outcome::Misdirected, 1);
                         ItemResult {
@@ -446,9 +439,7 @@ impl Forwarder {
         // Each item's address and client taken before the first is applied, so that the
         // next one's memory is asked for while an item is applied (`WriteHints`).
         let hints = self.node.registry().write_hints();
-        // The syncs of the items' changes scheduled together as the batch ends.
-        let mut writes = self.node.write_batch();
-        let mut list = |kind: Kind, items: Vec<Received>| -> Vec<pb::ItemResult> {
+        let list = |kind: Kind, items: Vec<Received>| -> Vec<pb::ItemResult> {
             let items: Vec<Item> = items.into_iter().map(|r| Item::Received(kind, r)).collect();
             let at: Vec<Result<(&str, u16, ClientId), ItemResult>> = items
                 .iter()
@@ -462,7 +453,7 @@ impl Forwarder {
                     if let Some(Ok((_, _, next))) = at.get(k + 1) {
                         hints.client(next);
                     }
-                    one(&mut writes, &items[k], &at[k])
+                    one(&items[k], &at[k])
                 })
                 .collect()
         };
@@ -476,7 +467,6 @@ impl Forwarder {
     /// Applies an item this node owns (`client` is `ip:port`'s client) at `now`.
     fn apply_owned(
         &self,
-        writes: &mut WriteBatch<'_>,
         item: &Item,
         client: &ClientId,
         ip: &str,
@@ -500,7 +490,7 @@ impl Forwarder {
         };
         match item {
             Item::Register(service, instance) => {
-                write(writes.register(client, service, instance, now))
+                write(self.node.register(client, service, instance, now))
             }
             Item::Deregister(service, _) => write(self.node.deregister(client, service, now)),
             Item::Beat(service, _) => match self.node.beat(client, service, now) {
