@@ -362,21 +362,30 @@ fn concurrent_writers_keep_index_and_digests_consistent() {
     assert_eq!(r.namespace_service_count("public"), 7);
 }
 
-/// Services filling and emptying concurrently (clients of four threads joining and
-/// leaving the same five services) leave the per-namespace count exact.
-#[test]
-fn concurrent_fills_and_empties_keep_the_namespace_count_exact() {
-    let r = Arc::new(reg());
-    let threads: Vec<_> = (0..4u16)
+/// `threads` threads each registering `per_thread` clients (`10.<net>.<thread>.<i % hosts>`,
+/// port 1000 + i) into the services `<prefix>0..<prefix><services>` in turn, each client
+/// removed again at once unless `keep(i)`; returns once all are done.
+fn churn(
+    r: &Arc<Registry>,
+    threads: u16,
+    per_thread: u16,
+    (net, hosts): (u16, u16),
+    (prefix, services): (&'static str, u16),
+    keep: fn(u16) -> bool,
+) {
+    let threads: Vec<_> = (0..threads)
         .map(|t| {
             let r = r.clone();
             std::thread::spawn(move || {
-                for i in 0..2_000u16 {
-                    let ip = format!("10.3.{t}.{}", i % 200);
+                for i in 0..per_thread {
+                    let ip = format!("10.{net}.{t}.{}", i % hosts);
                     let id = ClientId::ip_port(&ip, 1000 + i);
-                    let p = publication(&r, &format!("x{}", i % 5), &ip, 1000 + i);
+                    let svc = format!("{prefix}{}", i % services);
+                    let p = publication(&r, &svc, &ip, 1000 + i);
                     r.publish(&id, p, MemberId(0), u64::from(i)).unwrap();
-                    r.remove_client(&id, MemberId(0), u64::from(i));
+                    if !keep(i) {
+                        r.remove_client(&id, MemberId(0), u64::from(i));
+                    }
                 }
             })
         })
@@ -384,6 +393,14 @@ fn concurrent_fills_and_empties_keep_the_namespace_count_exact() {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+/// Services filling and emptying concurrently (clients of four threads joining and
+/// leaving the same five services) leave the per-namespace count exact.
+#[test]
+fn concurrent_fills_and_empties_keep_the_namespace_count_exact() {
+    let r = Arc::new(reg());
+    churn(&r, 4, 2_000, (3, 200), ("x", 5), |_| false);
     assert_eq!(r.stats().clients, 0);
     assert_eq!(r.namespace_service_count("public"), 0);
     let id = ClientId::ip_port("10.3.9.9", 1);
@@ -413,26 +430,8 @@ fn writers_racing_the_empty_service_collector_never_land_in_a_retired_index() {
             removed
         })
     };
-    let threads: Vec<_> = (0..3u16)
-        .map(|t| {
-            let r = r.clone();
-            std::thread::spawn(move || {
-                for i in 0..3_000u16 {
-                    let ip = format!("10.4.{t}.{}", i % 250);
-                    let id = ClientId::ip_port(&ip, 1000 + i);
-                    let p = publication(&r, &format!("y{}", i % 4), &ip, 1000 + i);
-                    r.publish(&id, p, MemberId(0), u64::from(i)).unwrap();
-                    // Most leave again at once: their services empty and refill all along.
-                    if i % 10 != 0 {
-                        r.remove_client(&id, MemberId(0), u64::from(i));
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    // Most leave again at once: their services empty and refill all along.
+    churn(&r, 3, 3_000, (4, 250), ("y", 4), |i| i % 10 == 0);
     stop.store(true, Relaxed);
     let removed = collector.join().unwrap();
     let stats = r.stats();
