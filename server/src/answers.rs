@@ -267,9 +267,9 @@ impl ChangeListener for AnswerCache {
     /// One fence and one question for the whole batch (its changes are all stored).
     fn services_changed(&self, services: &[Service]) {
         if self.any_kept() {
-            for service in services {
+            Service::for_each_prefetched(services, |service| {
                 self.invalidate_kept(service.key().as_str());
-            }
+            });
         }
     }
 }

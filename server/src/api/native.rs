@@ -80,14 +80,14 @@ impl ChangeListener for WatchHub {
             return;
         }
         let w = self.watchers.read();
-        for service in services {
+        Service::for_each_prefetched(services, |service| {
             if let Some(list) = w.get(service.key().as_str()) {
                 for (_, watcher) in list {
                     watcher.dirty.lock().insert(service.key().to_string());
                     watcher.notify.notify_one();
                 }
             }
-        }
+        });
     }
 }
 
