@@ -267,9 +267,9 @@ impl ChangeListener for AnswerCache {
     /// One fence and one question for the whole batch (its changes are all stored).
     fn services_changed(&self, services: &[Service]) {
         if self.any_kept() {
-            Service::for_each_prefetched(services, |service| {
+            for service in services {
                 self.invalidate_kept(service.key().as_str());
-            });
+            }
         }
     }
 }

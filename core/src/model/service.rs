@@ -64,34 +64,6 @@ impl Service {
         }
     }
 
-    /// Asks the processor for the line holding this service's key (its pointer and
-    /// length), ahead of a read of it. Reads nothing through the pointer (computing the
-    /// field's address reads only this handle).
-    #[inline]
-    pub fn prefetch_key(&self) {
-        arc_slots::prefetch(std::ptr::from_ref(&self.0.key));
-    }
-
-    /// Calls `f` with each of `services` in order, the key line of the one
-    /// [`Service::KEY_AHEAD`] further on asked for first ([`Service::prefetch_key`]): for
-    /// a loop that reads every changed service's key, as the change listeners do at the
-    /// end of a replicated batch, by when the batch's own writes have evicted those lines.
-    #[inline]
-    pub fn for_each_prefetched(services: &[Service], mut f: impl FnMut(&Service)) {
-        for s in services.iter().take(Self::KEY_AHEAD) {
-            s.prefetch_key();
-        }
-        for (i, s) in services.iter().enumerate() {
-            if let Some(next) = services.get(i + Self::KEY_AHEAD) {
-                next.prefetch_key();
-            }
-            f(s);
-        }
-    }
-
-    /// How far ahead [`Service::for_each_prefetched`] asks.
-    pub const KEY_AHEAD: usize = 4;
-
     /// Whether a registry cached its index here (even one since dropped).
     pub(crate) fn has_cached_index(&self) -> bool {
         self.0.index.get().is_some()
@@ -466,27 +438,6 @@ mod eq_tests {
         ] {
             assert!(s != other);
             assert!(other != s);
-        }
-    }
-}
-
-#[cfg(test)]
-mod prefetch_tests {
-    use super::*;
-
-    /// Every service once, in order, whatever the length against the distance asked
-    /// ahead.
-    #[test]
-    fn each_service_is_visited_once_in_order() {
-        let interner = Interner::default();
-        let all: Vec<Service> = (0..2 * Service::KEY_AHEAD + 3)
-            .map(|i| Service::new(&interner, "public", "G", &format!("s{i}")))
-            .collect();
-        for n in 0..=all.len() {
-            let mut seen = Vec::new();
-            Service::for_each_prefetched(&all[..n], |s| seen.push(s.name().to_string()));
-            let want: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
-            assert_eq!(seen, want, "{n} services");
         }
     }
 }

@@ -80,14 +80,14 @@ impl ChangeListener for WatchHub {
             return;
         }
         let w = self.watchers.read();
-        Service::for_each_prefetched(services, |service| {
+        for service in services {
             if let Some(list) = w.get(service.key().as_str()) {
                 for (_, watcher) in list {
                     watcher.dirty.lock().insert(service.key().to_string());
                     watcher.notify.notify_one();
                 }
             }
-        });
+        }
     }
 }
 

@@ -128,12 +128,12 @@ impl ChangeListener for PushHub {
             return;
         }
         let mut due = None;
-        Service::for_each_prefetched(services, |service| {
+        for service in services {
             if let Some(key) = self.subscribers.subscribed_key(service.key().as_str()) {
                 let due = *due.get_or_insert_with(|| Instant::now() + self.delay);
                 self.queue.schedule(key, None, due);
             }
-        });
+        }
     }
 }
 
