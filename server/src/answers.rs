@@ -260,10 +260,6 @@ impl AnswerCache {
 }
 
 impl ChangeListener for AnswerCache {
-    fn service_changed(&self, service: &Service) {
-        self.services_changed(std::slice::from_ref(service));
-    }
-
     /// One fence and one question for the whole batch (its changes are all stored).
     fn services_changed(&self, services: &[Service]) {
         if self.any_kept() {

@@ -158,8 +158,9 @@ fn a_small_batch_whose_iterator_panics_tells_the_listeners_what_it_applied() {
     // shard's lock is let go of (a write to it afterwards does not wait forever).
     struct Heard(std::sync::Mutex<Vec<String>>);
     impl ChangeListener for Heard {
-        fn service_changed(&self, s: &Service) {
-            self.0.lock().unwrap().push(s.name().as_str().to_string());
+        fn services_changed(&self, services: &[Service]) {
+            let mut heard = self.0.lock().unwrap();
+            heard.extend(services.iter().map(|s| s.name().as_str().to_string()));
         }
     }
     let r = reg();

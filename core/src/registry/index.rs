@@ -293,19 +293,16 @@ impl ServiceView {
 
 /// Called after every change of a service's publications (pushes, watch streams).
 pub trait ChangeListener: Send + Sync {
-    /// `service`'s publications changed.
-    fn service_changed(&self, service: &Service);
-
     /// Every service of `services` changed: one write's, or one replicated batch's (a
-    /// service there once per changed client, so often more than once). The default
-    /// tells [`ChangeListener::service_changed`] of each in turn; a listener that asks
-    /// a question or takes a lock before it looks at a service does so once here (a
-    /// locked instruction or a fence each waits for the batch's stores that miss the
+    /// service there once per changed client, so often more than once). A listener that
+    /// asks a question or takes a lock before it looks at a service does so once a call
+    /// (a locked instruction or a fence each waits for the batch's stores that miss the
     /// cache: once a change, they were a visible part of a replica's apply).
-    fn services_changed(&self, services: &[Service]) {
-        for s in services {
-            self.service_changed(s);
-        }
+    fn services_changed(&self, services: &[Service]);
+
+    /// `service`'s publications changed: [`ChangeListener::services_changed`] of it alone.
+    fn service_changed(&self, service: &Service) {
+        self.services_changed(std::slice::from_ref(service));
     }
 }
 

@@ -119,9 +119,11 @@ fn a_shards_table_keeps_every_client_through_growth_and_shrinking() {
 fn a_listener_hears_of_every_local_change_and_only_of_those() {
     struct Count(std::sync::atomic::AtomicUsize);
     impl ChangeListener for Count {
-        fn service_changed(&self, s: &Service) {
-            assert_eq!(s.name().as_str(), "svc");
-            self.0.fetch_add(1, Relaxed);
+        fn services_changed(&self, services: &[Service]) {
+            for s in services {
+                assert_eq!(s.name().as_str(), "svc");
+                self.0.fetch_add(1, Relaxed);
+            }
         }
     }
     let r = Registry::new(MemberId(0), 3, 1_000, &Config::default());

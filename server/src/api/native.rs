@@ -70,10 +70,6 @@ pub struct WatchHub {
 }
 
 impl ChangeListener for WatchHub {
-    fn service_changed(&self, service: &Service) {
-        self.services_changed(std::slice::from_ref(service));
-    }
-
     /// The count asked and the lock taken once for the whole batch.
     fn services_changed(&self, services: &[Service]) {
         if self.streams.load(SeqCst) == 0 {

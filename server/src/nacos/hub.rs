@@ -118,10 +118,6 @@ impl PushHub {
 }
 
 impl ChangeListener for PushHub {
-    fn service_changed(&self, service: &Service) {
-        self.services_changed(std::slice::from_ref(service));
-    }
-
     /// The count asked once for the whole batch: no key is read while nobody subscribes.
     fn services_changed(&self, services: &[Service]) {
         if !self.subscribers.any() {

@@ -134,11 +134,9 @@ impl SubscriberIndex {
     }
 
     /// The shared key of `key` if the service has subscribers (the change listener's
-    /// question; allocation-free, and one load while nobody subscribes to anything).
+    /// question, allocation-free; the listener asks [`SubscriberIndex::any`] first, once
+    /// a batch).
     pub(crate) fn subscribed_key(&self, key: &str) -> Option<Arc<str>> {
-        if self.subscriptions.load(SeqCst) == 0 {
-            return None;
-        }
         self.services
             .pin()
             .get_key_value(key)

@@ -111,8 +111,9 @@ fn a_changed_registration_among_a_clients_others_replaces_only_it() {
 struct Heard(std::sync::Mutex<Vec<String>>);
 
 impl crate::registry::ChangeListener for Heard {
-    fn service_changed(&self, service: &crate::model::Service) {
-        self.0.lock().unwrap().push(service.name().to_string());
+    fn services_changed(&self, services: &[crate::model::Service]) {
+        let mut heard = self.0.lock().unwrap();
+        heard.extend(services.iter().map(|s| s.name().to_string()));
     }
 }
 
