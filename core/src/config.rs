@@ -20,6 +20,9 @@ pub const DEFAULT_BATCH_MAX_ENTRIES: usize = 1_000;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// Default most sync batches in flight to one peer.
 pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 4;
+/// Default wait of a burst's partial batch ([`Config::burst_linger`]): the server's sync
+/// flush period, so the last clients of a burst leave at the first flush after it.
+pub const DEFAULT_BURST_LINGER: Millis = 20;
 /// Default verify interval (Nacos `...verify.intervalMs`).
 pub const DEFAULT_VERIFY_INTERVAL: Millis = 5_000;
 /// Default number of digest shards (must be equal on every node).
@@ -107,6 +110,11 @@ pub struct Config {
     /// node holds for one peer in flight (and what a peer can make a slow node queue):
     /// `max_inflight_batches × batch_max_bytes` encoded, 4 MiB by default.
     pub max_inflight_batches: usize,
+    /// Within a burst (for one sync delay after a full batch left early for a peer), how
+    /// long a client waits before a partial batch takes it, since its first pending
+    /// change (at most `sync_delay`): the tail of a burst need not hold the whole delay,
+    /// its changes were merged by the full batches already. A trickle waits the delay.
+    pub burst_linger: Millis,
     /// Period of verify rounds.
     pub verify_interval: Millis,
     /// Digest shards or Nacos's per-client verify.
@@ -188,6 +196,7 @@ impl Default for Config {
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            burst_linger: DEFAULT_BURST_LINGER,
             verify_interval: DEFAULT_VERIFY_INTERVAL,
             verify_mode: VerifyMode::Digest,
             shards: DEFAULT_SHARDS,

@@ -586,7 +586,7 @@ pub(crate) struct PeerQueue {
     /// No batch is sent before this time (back-off after failures).
     pub(crate) paused_until: AtomicU64,
     /// Until this time the peer's queue is in a burst (a full batch left early within
-    /// the last sync delay): a partial batch then waits a tenth of the delay, not all of it.
+    /// the last sync delay): a partial batch then waits the burst linger, not all of it.
     pub(crate) burst_until: AtomicU64,
     next_stripe: AtomicUsize,
 }

@@ -35,6 +35,11 @@ pub const SDK_PORT_OFFSET: u16 = 1000;
 pub const CLUSTER_PORT_OFFSET: u16 = 1001;
 /// Default period of the driver's ticks (Nacos's delay engine: 100 ms).
 pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
+/// Default period of the driver's sync flushes between ticks: the protocol's default
+/// burst linger ([`distro_core::config::DEFAULT_BURST_LINGER`]), so a burst's last
+/// clients leave about 20 ms after their change, not at the next tick.
+pub const DEFAULT_SYNC_FLUSH: Duration =
+    Duration::from_millis(distro_core::config::DEFAULT_BURST_LINGER);
 /// Default bound on flushing pending syncs at shutdown.
 pub const DEFAULT_SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// Largest native API message.
@@ -88,6 +93,9 @@ pub struct ServerConfig {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Driver tick period.
     pub tick: Duration,
+    /// Period of the driver's sync flushes between ticks (what is due to peers leaves
+    /// then; a tick flushes too).
+    pub sync_flush: Duration,
     /// The Nacos front end.
     pub nacos: NacosConfig,
     /// Bound on the shutdown flush.
@@ -129,6 +137,7 @@ impl Default for ServerConfig {
             cluster_tls: None,
             http_tls: None,
             tick: DEFAULT_TICK,
+            sync_flush: DEFAULT_SYNC_FLUSH,
             nacos: NacosConfig::default(),
             shutdown_flush: DEFAULT_SHUTDOWN_FLUSH,
             max_tcp_connections: crate::admission::DEFAULT_MAX_TCP_CONNECTIONS,
@@ -251,6 +260,9 @@ impl ServerConfig {
         }
         if self.tick.is_zero() {
             anyhow::bail!("the tick period must be positive");
+        }
+        if self.sync_flush.is_zero() {
+            anyhow::bail!("--sync-flush must be positive");
         }
         Ok(())
     }
@@ -609,12 +621,16 @@ pub(crate) async fn start_with(
         }));
     }
 
-    // The driver.
+    // The driver: its ticks, and the sync flushes between them.
     let d = driver.clone();
     let tick = config.tick;
-    tasks.push(tokio::spawn(
-        async move { d.run(tick, stopped(stop_rx)).await },
-    ));
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move { d.run(tick, stopped(rx)).await }));
+    let d = driver.clone();
+    let flush = config.sync_flush;
+    tasks.push(tokio::spawn(async move {
+        d.run_flushes(flush, stopped(stop_rx)).await
+    }));
 
     let member_list: Vec<String> = node
         .members()

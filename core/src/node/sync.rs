@@ -100,6 +100,18 @@ impl Node {
         out
     }
 
+    /// Sends what is due now to every peer that is neither DOWN nor paused (what
+    /// [`Node::tick`] sends, without its other timers): a runtime calls it more often than
+    /// it ticks, so that a burst's tail leaves once it has lingered
+    /// ([`Config::burst_linger`](crate::Config::burst_linger)) rather than at the next tick.
+    pub fn flush_syncs(&self, now: Millis) -> Vec<Command> {
+        let mut out = Vec::new();
+        if !self.members.load().is_standalone() {
+            self.flush(now, false, &mut out);
+        }
+        out
+    }
+
     /// The earliest time anything pending becomes due (for runtimes that sleep).
     pub fn next_sync_due(&self) -> Option<Millis> {
         self.members
@@ -294,10 +306,11 @@ impl Node {
         }
     }
 
-    /// How long a client waits in a burst before a partial batch takes it: a tenth of
-    /// the sync delay (100 ms by default, the driver's tick).
+    /// How long a client waits in a burst before a partial batch takes it
+    /// ([`Config::burst_linger`](crate::Config::burst_linger), 20 ms by default, the
+    /// server's sync flush period), at most the sync delay.
     fn burst_linger(&self) -> Millis {
-        self.config.sync_delay / 10
+        self.config.burst_linger.min(self.config.sync_delay)
     }
 
     /// How many pending clients make a full batch: `batch_max_entries`, or fewer when

@@ -344,19 +344,19 @@ fn batch_sizes(cmds: &[Command]) -> Vec<(u16, usize)> {
 }
 
 #[test]
-fn a_full_batch_leaves_before_the_delay_and_the_rest_of_its_burst_a_tick_later() {
+fn a_full_batch_leaves_before_the_delay_and_the_rest_of_its_burst_after_the_linger() {
     let n = small_batches(10, 4);
     n.tick(0);
     register_many(&n, 0, 25, 0, 10);
     // 25 pending per peer: two full batches of 10 at once, to each peer.
-    let mut sizes = batch_sizes(&n.tick(100));
+    let mut sizes = batch_sizes(&n.tick(20));
     sizes.sort_unstable();
     assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
     assert_eq!(n.pending_sync(MemberId(1)), 5);
-    // In the burst, the partial rest waits a tenth of the delay since its first change
-    // (10 + 100), not the whole delay.
-    assert!(batch_sizes(&n.tick(109)).is_empty());
-    let mut sizes = batch_sizes(&n.tick(110));
+    // In the burst, the partial rest waits the burst's linger since its first change
+    // (10 + 20), not the whole delay.
+    assert!(batch_sizes(&n.tick(29)).is_empty());
+    let mut sizes = batch_sizes(&n.tick(30));
     sizes.sort_unstable();
     assert_eq!(sizes, vec![(1, 5), (2, 5)]);
     assert_eq!(n.pending_sync(MemberId(1)), 0);
@@ -367,6 +367,43 @@ fn a_full_batch_leaves_before_the_delay_and_the_rest_of_its_burst_a_tick_later()
     let mut sizes = batch_sizes(&n.tick(3_000));
     sizes.sort_unstable();
     assert_eq!(sizes, vec![(1, 3), (2, 3)]);
+}
+
+/// A runtime's flush between ticks sends what a tick would of the syncs (full batches at
+/// once, a burst's rest once it has lingered, a trickle after the whole delay) and
+/// nothing else of a tick (no probe, no verify).
+#[test]
+fn a_flush_between_ticks_sends_the_due_syncs_and_nothing_else() {
+    let n = small_batches(10, 4);
+    n.tick(0);
+    register_many(&n, 0, 25, 0, 10);
+    let sent = n.flush_syncs(20);
+    assert!(
+        sent.iter().all(|c| matches!(
+            c,
+            Command::Send {
+                request: PeerRequest::Sync(_),
+                ..
+            }
+        )),
+        "only syncs: {sent:?}"
+    );
+    let mut sizes = batch_sizes(&sent);
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
+    assert!(n.flush_syncs(29).is_empty());
+    let mut sizes = batch_sizes(&n.flush_syncs(30));
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
+    // A standalone node has no peer to flush to.
+    let alone = Node::new(
+        Config::default(),
+        MemberList::new("10.0.0.1:8848", &["10.0.0.1:8848".to_string()]).unwrap(),
+        1_000,
+    )
+    .unwrap();
+    register_many(&alone, 0, 25, 0, 10);
+    assert!(alone.flush_syncs(5_000).is_empty());
 }
 
 #[test]
@@ -487,7 +524,7 @@ fn an_answered_batch_frees_its_slot_for_the_next_full_one_at_once() {
         .collect();
     let mut sent = 10;
     // Each answer sends the next full batch right away, without a tick; the partial rest
-    // of 5, pending for longer than the burst's linger (100 ms), leaves with the last
+    // of 5, pending for longer than the burst's linger (20 ms), leaves with the last
     // refill.
     while let Some(request) = to_peer_1.pop() {
         let ack = Ok(crate::message::PeerResponse::SyncAck {
@@ -529,15 +566,15 @@ fn a_batch_full_by_bytes_leaves_before_the_delay() {
     register_many(&n, 0, 1, 1000, 10);
     assert_eq!(batch_sizes(&n.tick(1_010)), vec![(1, 1)]);
     // Eight more of ~1 KB: 4 KB batches leave at once, and the partial rest waits the
-    // burst's linger (100 ms after its first change).
+    // burst's linger (20 ms after its first change).
     register_many(&n, 1, 8, 1000, 2_050);
-    let sizes = batch_sizes(&n.tick(2_100));
+    let sizes = batch_sizes(&n.tick(2_060));
     assert!(!sizes.is_empty(), "full batches left before the delay");
     let early: usize = sizes.iter().map(|s| s.1).sum();
     assert!(sizes.iter().all(|s| s.1 >= 2), "{sizes:?}");
     assert_eq!(n.pending_sync(MemberId(1)), 8 - early);
-    assert!(batch_sizes(&n.tick(2_149)).is_empty());
-    let rest: usize = batch_sizes(&n.tick(2_150)).iter().map(|s| s.1).sum();
+    assert!(batch_sizes(&n.tick(2_069)).is_empty());
+    let rest: usize = batch_sizes(&n.tick(2_070)).iter().map(|s| s.1).sum();
     assert_eq!(early + rest, 8);
 }
 

@@ -6,8 +6,10 @@
 //! and its answer or failure goes back to [`Node::handle_response`] (a verify answer's and
 //! a long verify report's on the blocking pool too: the one may build lists of whole
 //! shards, the other adopt or repair thousands of clients), whose commands are executed
-//! in turn. A snapshot load streams chunks from the chosen peer, decoding and
-//! applying each on the blocking pool.
+//! in turn. Between ticks, every 20 ms (`sync_flush`), it sends what is due to peers
+//! ([`Node::flush_syncs`]) from the runtime, so a burst's tail does not wait for a tick.
+//! A snapshot load streams chunks from the chosen peer, decoding and applying each on the
+//! blocking pool.
 //! The driver also logs member state changes, one line each.
 
 use crate::clock::Clock;
@@ -128,6 +130,30 @@ impl Driver {
                     tracing::info!("no peer reachable: starting with an empty registry");
                 }
             }
+        }
+    }
+
+    /// Every `period` until `stop` resolves, sends what is due to peers
+    /// ([`Node::flush_syncs`]): the tail of a burst leaves once it has lingered
+    /// (`burst_linger`, 20 ms by default) instead of at the next tick (100 ms), and a
+    /// trickle about when its delay ends. On the runtime's thread, beside the ticks (which
+    /// run on the blocking pool, where a health check may walk every client for a while):
+    /// a flush only takes what is due, as the refill after an answer does here.
+    pub async fn run_flushes(
+        self: Arc<Self>,
+        period: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = interval.tick() => {}
+            }
+            let cmds = self.node.flush_syncs((self.clock)());
+            self.execute(cmds);
         }
     }
 

@@ -13,6 +13,7 @@ use distro_server::{LocalCluster, ServerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod flushes;
 mod hints;
 mod hostile;
 mod versions;

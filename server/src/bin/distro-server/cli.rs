@@ -162,6 +162,10 @@ pub(crate) struct Cli {
     /// Router of ip:port clients: Nacos-compatible modulo hashing, or rendezvous hashing.
     #[arg(long, env = "DISTRO_ROUTER", default_value = "nacos", value_parser = ["nacos", "rendezvous"])]
     router: String,
+    /// Within a burst, how long a client waits before a partial sync batch takes it (at
+    /// most the sync delay; a trickle waits the whole delay).
+    #[arg(long, env = "DISTRO_BURST_LINGER", default_value = "20ms", value_parser = millis)]
+    burst_linger: u64,
     /// Most clients in one sync batch (1 reproduces Nacos's per-client sync).
     #[arg(long, env = "DISTRO_BATCH_MAX_ENTRIES", default_value = "1000", value_parser = count)]
     batch_max_entries: usize,
@@ -252,6 +256,9 @@ pub(crate) struct Cli {
     /// Period of the protocol driver's ticks.
     #[arg(long, env = "DISTRO_TICK", default_value = "100ms", value_parser = duration)]
     tick: Duration,
+    /// Period of the driver's sync flushes between ticks (what is due to peers leaves).
+    #[arg(long, env = "DISTRO_SYNC_FLUSH", default_value = "20ms", value_parser = duration)]
+    sync_flush: Duration,
     /// Bound on flushing pending syncs at shutdown.
     #[arg(long, env = "DISTRO_SHUTDOWN_FLUSH", default_value = "5s", value_parser = duration)]
     shutdown_flush: Duration,
@@ -362,6 +369,7 @@ impl Cli {
             batch_max_entries: self.batch_max_entries,
             batch_max_bytes: self.batch_max_bytes,
             max_inflight_batches: self.max_inflight_batches,
+            burst_linger: self.burst_linger,
             verify_interval: self.verify_interval,
             verify_mode: VerifyMode::parse(&self.verify_mode).unwrap_or_default(),
             shards: self.shards,
@@ -417,6 +425,7 @@ impl Cli {
             cluster_tls,
             http_tls,
             tick: self.tick,
+            sync_flush: self.sync_flush,
             nacos,
             shutdown_flush: self.shutdown_flush,
             max_tcp_connections: self.max_tcp_connections,
@@ -486,6 +495,24 @@ mod tests {
         assert_eq!(c.sdk_port(), 9848);
         assert_eq!(c.cluster_port(), 9849);
         assert_eq!(c.protocol, distro_core::Config::default());
+        assert_eq!(c.tick, distro_server::server::DEFAULT_TICK);
+        assert_eq!(c.sync_flush, distro_server::server::DEFAULT_SYNC_FLUSH);
+        let c = Cli::parse_from([
+            "distro-server",
+            "--burst-linger",
+            "5ms",
+            "--sync-flush",
+            "5ms",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(c.protocol.burst_linger, 5);
+        assert_eq!(c.sync_flush, Duration::from_millis(5));
+        let cli = Cli::parse_from(["distro-server", "--sync-flush", "0s"]);
+        let e = cli
+            .into_config()
+            .expect_err("a flush period of 0 is refused");
+        assert!(e.to_string().contains("--sync-flush"), "{e}");
         let cli = Cli::parse_from(["distro-server", "--lease", "1s"]);
         assert!(
             cli.into_config().is_err(),
