@@ -75,6 +75,9 @@ pub struct SimConfig {
     pub net: NetConfig,
     /// Period of [`Node::tick`] calls (Nacos's delay engine ticks every 100 ms).
     pub tick: Millis,
+    /// Period of [`Node::flush_syncs`] calls between ticks, as the server's driver makes
+    /// them (`sync_flush`, 20 ms); 0: none (only the ticks flush).
+    pub flush: Millis,
     /// Virtual wall-clock time at the start (epoch ms; revisions derive from it).
     pub start_time: Millis,
 }
@@ -91,6 +94,7 @@ impl Default for SimConfig {
             },
             net: NetConfig::default(),
             tick: 100,
+            flush: 20,
             start_time: 1_700_000_000_000,
         }
     }
@@ -135,6 +139,8 @@ pub struct SimCluster {
     outstanding: HashMap<u64, Outstanding>,
     loads: HashMap<u64, Load>,
     next_tick: Millis,
+    /// When the next flush between ticks is due (`Millis::MAX`: flushes off).
+    next_flush: Millis,
     stats: SimStats,
 }
 
@@ -160,6 +166,11 @@ impl SimCluster {
             outstanding: HashMap::new(),
             loads: HashMap::new(),
             next_tick: cfg.start_time,
+            next_flush: if cfg.flush == 0 {
+                Millis::MAX
+            } else {
+                cfg.start_time + cfg.flush
+            },
             stats: SimStats::default(),
             listed: (0..cfg.nodes).collect(),
             addrs,
@@ -330,29 +341,46 @@ impl SimCluster {
         }
     }
 
-    /// Runs until virtual time `t`, processing events and ticks in time order.
+    /// Flushes every node's due syncs (the server driver's flushes between ticks).
+    fn flush_nodes(&mut self) {
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            let cmds = match &self.nodes[i] {
+                Some(n) => n.flush_syncs(now),
+                None => continue,
+            };
+            self.execute(i, cmds);
+        }
+    }
+
+    /// Runs until virtual time `t`, processing events, ticks and flushes in time order
+    /// (at one instant: events, then a tick, then a flush).
     pub fn run_until(&mut self, t: Millis) {
         loop {
             let next_event = self.events.peek().map(|Reverse((at, _))| *at);
+            let timer = self.next_tick.min(self.next_flush);
             let next = match next_event {
-                Some(at) if at < self.next_tick => at,
-                _ => self.next_tick,
+                Some(at) if at < timer => at,
+                _ => timer,
             };
             if next > t {
                 self.now = t;
                 return;
             }
             self.now = next;
-            if next_event == Some(next) && next < self.next_tick {
+            if next_event == Some(next) && next < timer {
                 let Reverse((_, seq)) = self.events.pop().expect("peeked above");
                 let e = self
                     .payloads
                     .remove(&seq)
                     .expect("every queued event has a payload");
                 self.process(e);
-            } else {
+            } else if next == self.next_tick {
                 self.next_tick = next + self.cfg.tick;
                 self.tick_nodes();
+            } else {
+                self.next_flush = next + self.cfg.flush;
+                self.flush_nodes();
             }
         }
     }
