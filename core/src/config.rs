@@ -20,9 +20,10 @@ pub const DEFAULT_BATCH_MAX_ENTRIES: usize = 1_000;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// Default most sync batches in flight to one peer.
 pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 4;
-/// Default wait of a burst's partial batch ([`Config::burst_linger`]): the server's sync
-/// flush period, so the last clients of a burst leave at the first flush after it.
-pub const DEFAULT_BURST_LINGER: Millis = 20;
+/// Default quiet time after which a burst's rest leaves ([`Config::burst_quiet`]): the
+/// server's sync flush period, so the last clients of a burst leave at the first flush
+/// that finds nothing new pending for that long.
+pub const DEFAULT_BURST_QUIET: Millis = 20;
 /// Default verify interval (Nacos `...verify.intervalMs`).
 pub const DEFAULT_VERIFY_INTERVAL: Millis = 5_000;
 /// Default number of digest shards (must be equal on every node).
@@ -110,11 +111,12 @@ pub struct Config {
     /// node holds for one peer in flight (and what a peer can make a slow node queue):
     /// `max_inflight_batches × batch_max_bytes` encoded, 4 MiB by default.
     pub max_inflight_batches: usize,
-    /// Within a burst (for one sync delay after a full batch left early for a peer), how
-    /// long a client waits before a partial batch takes it, since its first pending
-    /// change (at most `sync_delay`): the tail of a burst need not hold the whole delay,
-    /// its changes were merged by the full batches already. A trickle waits the delay.
-    pub burst_linger: Millis,
+    /// Within a burst (for one sync delay after a full batch left early for a peer), a
+    /// partial batch takes the clients pending for a tenth of the sync delay; once no
+    /// client has become pending for this long (the burst's writes stopped), it takes
+    /// every client pending: the rest of a burst has nothing left to merge with. A trickle
+    /// waits the whole delay.
+    pub burst_quiet: Millis,
     /// Period of verify rounds.
     pub verify_interval: Millis,
     /// Digest shards or Nacos's per-client verify.
@@ -196,7 +198,7 @@ impl Default for Config {
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
-            burst_linger: DEFAULT_BURST_LINGER,
+            burst_quiet: DEFAULT_BURST_QUIET,
             verify_interval: DEFAULT_VERIFY_INTERVAL,
             verify_mode: VerifyMode::Digest,
             shards: DEFAULT_SHARDS,

@@ -879,6 +879,18 @@ impl SyncScheduler {
         out
     }
 
+    /// The latest due time ever queued for `peer` in the regular order (0 before any):
+    /// the first change of the client that became pending for it last, plus the delay.
+    /// Each stripe's lane keeps its own ([`Lane::last`]); the flush asks, within a burst,
+    /// whether the burst's writes stopped.
+    pub(crate) fn newest_regular_due(&self, peer: usize) -> Millis {
+        self.stripes
+            .iter()
+            .map(|s| s.lock().lanes[peer].last)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Number of clients pending for `peer`.
     pub(crate) fn pending(&self, peer: usize) -> usize {
         self.peers[peer].pending.load(Relaxed)

@@ -497,12 +497,12 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         cfg.protocol.batch_max_entries = 2 + (seed / 3 % 5) as usize;
         cfg.protocol.max_inflight_batches = 1 + (seed / 15 % 3) as usize;
     }
-    // A fifth of the seeds flush only when they tick, a burst lingering 100 ms (the server
-    // until it flushed between ticks); the others flush every 20 ms between ticks, as the
-    // server's driver does.
+    // A fifth of the seeds flush only when they tick, a burst's rest waiting its 100 ms
+    // linger whether quiet or not (the server until it flushed between ticks); the others
+    // flush every 20 ms between ticks, as the server's driver does.
     if seed % 5 == 1 {
         cfg.flush = 0;
-        cfg.protocol.burst_linger = 100;
+        cfg.protocol.burst_quiet = 100;
     }
     let membership = membership_script(seed, nodes);
     // A node that left and stopped leaves copies of its connection clients that no owner

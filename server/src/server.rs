@@ -36,10 +36,10 @@ pub const CLUSTER_PORT_OFFSET: u16 = 1001;
 /// Default period of the driver's ticks (Nacos's delay engine: 100 ms).
 pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
 /// Default period of the driver's sync flushes between ticks: the protocol's default
-/// burst linger ([`distro_core::config::DEFAULT_BURST_LINGER`]), so a burst's last
-/// clients leave about 20 ms after their change, not at the next tick.
+/// burst quiet time ([`distro_core::config::DEFAULT_BURST_QUIET`]), so a burst's last
+/// clients leave 20-40 ms after the burst's writes stop, not at the next tick.
 pub const DEFAULT_SYNC_FLUSH: Duration =
-    Duration::from_millis(distro_core::config::DEFAULT_BURST_LINGER);
+    Duration::from_millis(distro_core::config::DEFAULT_BURST_QUIET);
 /// Default bound on flushing pending syncs at shutdown.
 pub const DEFAULT_SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// Largest native API message.

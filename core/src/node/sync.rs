@@ -102,8 +102,8 @@ impl Node {
 
     /// Sends what is due now to every peer that is neither DOWN nor paused (what
     /// [`Node::tick`] sends, without its other timers): a runtime calls it more often than
-    /// it ticks, so that a burst's tail leaves once it has lingered
-    /// ([`Config::burst_linger`](crate::Config::burst_linger)) rather than at the next tick.
+    /// it ticks, so that a burst's rest leaves once the burst has been quiet
+    /// ([`Config::burst_quiet`](crate::Config::burst_quiet)) rather than at the next tick.
     pub fn flush_syncs(&self, now: Millis) -> Vec<Command> {
         let mut out = Vec::new();
         if !self.members.load().is_standalone() {
@@ -142,9 +142,10 @@ impl Node {
     /// takes clients that are not due yet too, so a full batch never waits out the delay.
     /// Only a partial batch waits: its clients that are not due go back to the queue. In
     /// a burst (a full batch left early within the last sync delay) a partial batch waits
-    /// only [`Self::burst_linger`] since each client's first change: the changes of a
-    /// burst are merged by the full batches already, and the burst's tail need not hold
-    /// a whole delay. A trickle (no full batch within the delay) waits the whole delay.
+    /// only [`Self::burst_linger`] since each client's first change, and nothing once
+    /// the burst's writes stopped ([`Self::burst_horizon`]): the changes of a burst are
+    /// merged by the full batches already, and the burst's tail need not hold a whole
+    /// delay. A trickle (no full batch within the delay) waits the whole delay.
     fn flush_peer(&self, p: MemberId, now: Millis, drain: bool, out: &mut Vec<Command>) {
         let q = self.sync.peer(p.index());
         if !drain && q.paused_until.load(Relaxed) > now {
@@ -167,11 +168,14 @@ impl Node {
             }
             let full = self.full_batch_entries();
             let early = !drain && self.sync.pending(p.index()) >= full;
-            // Due by `horizon`: due now, or in a burst pending for the linger.
-            let horizon = if q.burst_until.load(Relaxed) > now {
+            // Due by `horizon`: due now, or in a burst pending for the linger (a partial
+            // batch: or every one pending, once the burst is quiet).
+            let horizon = if q.burst_until.load(Relaxed) <= now {
+                now
+            } else if early || drain {
                 now.saturating_add(self.config.sync_delay - self.burst_linger())
             } else {
-                now
+                self.burst_horizon(p, now)
             };
             let (now_for, max) = match (drain, early) {
                 (true, _) => (Millis::MAX, max_entries),
@@ -306,11 +310,27 @@ impl Node {
         }
     }
 
-    /// How long a client waits in a burst before a partial batch takes it
-    /// ([`Config::burst_linger`](crate::Config::burst_linger), 20 ms by default, the
-    /// server's sync flush period), at most the sync delay.
+    /// How long a client waits in a burst before a partial batch takes it: a tenth of
+    /// the sync delay (100 ms by default), unless the burst has been quiet (see
+    /// [`Self::burst_horizon`]).
     fn burst_linger(&self) -> Millis {
-        self.config.burst_linger.min(self.config.sync_delay)
+        self.config.sync_delay / 10
+    }
+
+    /// Due by when a partial batch to `p` takes clients within a burst at `now`: those
+    /// pending for [`Self::burst_linger`]; or, once no client has become pending for `p`
+    /// for [`Config::burst_quiet`](crate::Config::burst_quiet) (the burst's writes
+    /// stopped), every one pending in the regular order (due at most when the newest is).
+    fn burst_horizon(&self, p: MemberId, now: Millis) -> Millis {
+        let delay = self.config.sync_delay;
+        let lingered = now.saturating_add(delay - self.burst_linger());
+        let newest = self.sync.newest_regular_due(p.index());
+        let quiet_since = now.saturating_add(delay.saturating_sub(self.config.burst_quiet));
+        if newest <= quiet_since {
+            lingered.max(newest)
+        } else {
+            lingered
+        }
     }
 
     /// How many pending clients make a full batch: `batch_max_entries`, or fewer when

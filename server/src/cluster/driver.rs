@@ -134,9 +134,9 @@ impl Driver {
     }
 
     /// Every `period` until `stop` resolves, sends what is due to peers
-    /// ([`Node::flush_syncs`]): the tail of a burst leaves once it has lingered
-    /// (`burst_linger`, 20 ms by default) instead of at the next tick (100 ms), and a
-    /// trickle about when its delay ends. On the runtime's thread, beside the ticks (which
+    /// ([`Node::flush_syncs`]): the rest of a burst leaves once the burst's writes have
+    /// stopped for `burst_quiet` (20 ms by default) instead of at the next tick (100 ms,
+    /// after a linger of 100 ms), and a trickle about when its delay ends. On the runtime's thread, beside the ticks (which
     /// run on the blocking pool, where a health check may walk every client for a while):
     /// a flush only takes what is due, as the refill after an answer does here.
     pub async fn run_flushes(

@@ -162,10 +162,11 @@ pub(crate) struct Cli {
     /// Router of ip:port clients: Nacos-compatible modulo hashing, or rendezvous hashing.
     #[arg(long, env = "DISTRO_ROUTER", default_value = "nacos", value_parser = ["nacos", "rendezvous"])]
     router: String,
-    /// Within a burst, how long a client waits before a partial sync batch takes it (at
-    /// most the sync delay; a trickle waits the whole delay).
-    #[arg(long, env = "DISTRO_BURST_LINGER", default_value = "20ms", value_parser = millis)]
-    burst_linger: u64,
+    /// Within a burst, once no client has become pending for this long (the writes
+    /// stopped), a partial sync batch takes every client pending (while they keep coming,
+    /// those pending for a tenth of the sync delay; a trickle waits the whole delay).
+    #[arg(long, env = "DISTRO_BURST_QUIET", default_value = "20ms", value_parser = millis)]
+    burst_quiet: u64,
     /// Most clients in one sync batch (1 reproduces Nacos's per-client sync).
     #[arg(long, env = "DISTRO_BATCH_MAX_ENTRIES", default_value = "1000", value_parser = count)]
     batch_max_entries: usize,
@@ -369,7 +370,7 @@ impl Cli {
             batch_max_entries: self.batch_max_entries,
             batch_max_bytes: self.batch_max_bytes,
             max_inflight_batches: self.max_inflight_batches,
-            burst_linger: self.burst_linger,
+            burst_quiet: self.burst_quiet,
             verify_interval: self.verify_interval,
             verify_mode: VerifyMode::parse(&self.verify_mode).unwrap_or_default(),
             shards: self.shards,
@@ -499,14 +500,14 @@ mod tests {
         assert_eq!(c.sync_flush, distro_server::server::DEFAULT_SYNC_FLUSH);
         let c = Cli::parse_from([
             "distro-server",
-            "--burst-linger",
+            "--burst-quiet",
             "5ms",
             "--sync-flush",
             "5ms",
         ])
         .into_config()
         .unwrap();
-        assert_eq!(c.protocol.burst_linger, 5);
+        assert_eq!(c.protocol.burst_quiet, 5);
         assert_eq!(c.sync_flush, Duration::from_millis(5));
         let cli = Cli::parse_from(["distro-server", "--sync-flush", "0s"]);
         let e = cli
