@@ -596,6 +596,12 @@ impl Registry {
         }
     }
 
+    /// Instances held (what [`Registry::stats`] counts, without its walk of the shards
+    /// for their tombstones): one load.
+    pub fn instances(&self) -> usize {
+        self.instances.load(Relaxed)
+    }
+
     /// The digest of `owner`'s clients in `shard`.
     pub fn digest(&self, owner: MemberId, shard: u32) -> ShardDigest {
         self.digests.get(owner, shard)

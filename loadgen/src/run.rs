@@ -940,7 +940,7 @@ impl<'a, P: Protocol> Run<'a, P> {
             if ok || broken || interrupt.is_set() || waited >= self.config.converge_timeout {
                 return (Some((ok, waited)), counts);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(c.agreement_poll()).await;
         }
     }
 

@@ -174,6 +174,16 @@ impl<'a> ClusterRef<'a> {
         }
     }
 
+    /// How often the final check asks [`ClusterRef::agree`]: every 10 ms in process (a
+    /// few loads per node: the figure is the agreement's time to 10 ms), every 50 ms
+    /// where each asking is a request to every member.
+    pub fn agreement_poll(self) -> std::time::Duration {
+        match self {
+            ClusterRef::InProcess(_) => std::time::Duration::from_millis(10),
+            _ => std::time::Duration::from_millis(50),
+        }
+    }
+
     /// Whether every node holds the same clients, and each node's instance count (see
     /// [`embedded::nodes_agree`]).
     pub async fn agree(self) -> anyhow::Result<(bool, Vec<usize>)> {

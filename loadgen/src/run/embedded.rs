@@ -98,10 +98,7 @@ pub async fn wait_loaded(cluster: &LocalCluster) -> anyhow::Result<()> {
 /// leaves the running nodes are the members present (a leaver stops once it has left).
 pub fn nodes_agree(cluster: &LocalCluster) -> (bool, Vec<usize>) {
     let nodes: Vec<_> = (0..cluster.len()).filter_map(|i| cluster.node(i)).collect();
-    let counts: Vec<usize> = nodes
-        .iter()
-        .map(|n| n.registry().stats().instances)
-        .collect();
+    let counts: Vec<usize> = nodes.iter().map(|n| n.registry().instances()).collect();
     let Some(first) = nodes.first() else {
         return (true, counts);
     };
