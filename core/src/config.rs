@@ -14,8 +14,11 @@ pub const DEFAULT_SYNC_RETRY_DELAY: Millis = 3_000;
 pub const DEFAULT_SYNC_RETRY_MAX_DELAY: Millis = 30_000;
 /// Default timeout of one peer request (Nacos `...sync.timeoutMs`).
 pub const DEFAULT_PEER_TIMEOUT: Millis = 3_000;
-/// Default most clients in one sync batch (Nacos 1.x `batchSyncKeyCount`).
-pub const DEFAULT_BATCH_MAX_ENTRIES: usize = 1_000;
+/// Default most clients in one sync batch: four times Nacos 1.x's `batchSyncKeyCount`
+/// (1,000). A batch names each service once, so a larger one decodes fewer names a
+/// client; the 1 M burst ran ~7 % faster on ~5 % less CPU a client than with 1,000
+/// (`results/side-by-side-2026-12-07d.md`).
+pub const DEFAULT_BATCH_MAX_ENTRIES: usize = 4_000;
 /// Default most encoded bytes in one sync batch or verify list.
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// Default most sync batches in flight to one peer.

@@ -168,7 +168,7 @@ pub(crate) struct Cli {
     #[arg(long, env = "DISTRO_BURST_QUIET", default_value = "20ms", value_parser = millis)]
     burst_quiet: u64,
     /// Most clients in one sync batch (1 reproduces Nacos's per-client sync).
-    #[arg(long, env = "DISTRO_BATCH_MAX_ENTRIES", default_value = "1000", value_parser = count)]
+    #[arg(long, env = "DISTRO_BATCH_MAX_ENTRIES", default_value = "4000", value_parser = count)]
     batch_max_entries: usize,
     /// Most bytes in one sync batch or verify list.
     #[arg(long, env = "DISTRO_BATCH_MAX_BYTES", default_value = "1MiB", value_parser = size)]
