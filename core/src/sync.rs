@@ -578,9 +578,9 @@ fn offer(
     }
 }
 
-/// A peer's sync counters and flow control.
+/// A peer's sync counters and flow control (its pending count is kept per stripe:
+/// [`SyncScheduler::counts`]).
 pub(crate) struct PeerQueue {
-    pending: AtomicUsize,
     pub(crate) inflight: AtomicUsize,
     pub(crate) consecutive_failures: AtomicU32,
     /// No batch is sent before this time (back-off after failures).
@@ -594,7 +594,6 @@ pub(crate) struct PeerQueue {
 impl PeerQueue {
     fn new() -> Self {
         Self {
-            pending: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
             paused_until: AtomicU64::new(0),
@@ -607,6 +606,12 @@ impl PeerQueue {
 /// Pending syncs of every peer.
 pub(crate) struct SyncScheduler {
     stripes: Box<[Mutex<Stripe>]>,
+    /// Clients pending for each peer in each stripe (`stripe × peers + peer`), changed
+    /// only under the stripe's lock, by a load and a store (no locked instruction: a
+    /// schedule's `lock incq` of one shared per-peer count waited for its store of the
+    /// new entry, a miss in a large table, ~2.6 % of the 1 M burst's samples); read by
+    /// summing a peer's sixteen without a lock.
+    counts: Box<[AtomicUsize]>,
     peers: Vec<PeerQueue>,
     mix: Mix,
     delay: Millis,
@@ -620,6 +625,9 @@ impl SyncScheduler {
         Self {
             stripes: (0..STRIPES)
                 .map(|_| Mutex::new(Stripe::new(members, room)))
+                .collect(),
+            counts: (0..STRIPES * members)
+                .map(|_| AtomicUsize::new(0))
                 .collect(),
             peers: (0..members).map(|_| PeerQueue::new()).collect(),
             mix: Mix(crate::registry::fast_hash(seed).hash_one(0x7379_6e63_u64)),
@@ -668,8 +676,9 @@ impl SyncScheduler {
         now: Millis,
     ) {
         let c = self.regular(id, state, now);
-        let mut stripe = self.stripes[stripe_of(c.keys.slot)].lock();
-        self.schedule_group(&mut stripe, &c, 0, mask);
+        let s = stripe_of(c.keys.slot);
+        let mut stripe = self.stripes[s].lock();
+        self.schedule_group(&mut stripe, s, &c, 0, mask);
     }
 
     /// A change of `id` storing `state` at `now`, due after the regular sync delay.
@@ -720,20 +729,23 @@ impl SyncScheduler {
                 more = true;
             }
         }
-        let mut stripe = self.stripes[stripe_of(c.keys.slot)].lock();
-        self.schedule_group(&mut stripe, &c, group, mask);
+        let s = stripe_of(c.keys.slot);
+        let mut stripe = self.stripes[s].lock();
+        self.schedule_group(&mut stripe, s, &c, group, mask);
         if more {
-            self.schedule_more(&mut stripe, peers, &c, group);
+            self.schedule_more(&mut stripe, s, peers, &c, group);
         }
     }
 
-    /// Schedules `c` for the peers of `group` in `mask`, counting those it is new for
-    /// (under the stripe's lock: a take that finds the entry counts it after).
+    /// Schedules `c` for the peers of `group` in `mask` in stripe `s` (`stripe`, locked),
+    /// counting those it is new for (under the stripe's lock: a take that finds the entry
+    /// counts it after).
     #[inline(always)]
-    fn schedule_group(&self, stripe: &mut Stripe, c: &Change<'_>, group: u16, mask: u64) {
+    fn schedule_group(&self, stripe: &mut Stripe, s: usize, c: &Change<'_>, group: u16, mask: u64) {
         if mask != 0 {
             stripe.schedule(self.mix, c, group, mask, |peer| {
-                self.peers[peer].pending.fetch_add(1, Relaxed);
+                let n = &self.counts[s * self.peers.len() + peer];
+                n.store(n.load(Relaxed) + 1, Relaxed);
             });
         }
     }
@@ -743,6 +755,7 @@ impl SyncScheduler {
     fn schedule_more(
         &self,
         stripe: &mut Stripe,
+        s: usize,
         peers: impl Iterator<Item = usize>,
         c: &Change<'_>,
         done: u16,
@@ -752,7 +765,7 @@ impl SyncScheduler {
             masks[usize::from(g)] |= bit;
         }
         for (g, mask) in masks.into_iter().enumerate() {
-            self.schedule_group(stripe, c, g as u16, mask);
+            self.schedule_group(stripe, s, c, g as u16, mask);
         }
     }
 
@@ -804,7 +817,7 @@ impl SyncScheduler {
         sink: &mut impl TakeSink,
     ) -> usize {
         let q = &self.peers[peer];
-        if q.pending.load(Relaxed) == 0 {
+        if self.pending(peer) == 0 {
             return 0;
         }
         let mut taken = 0;
@@ -821,12 +834,14 @@ impl SyncScheduler {
                 } else {
                     max
                 };
-                self.stripes[(start + k) % STRIPES]
-                    .lock()
-                    .take_due_into(self.mix, peer, now, limit, &mut taken, sink);
+                let s = (start + k) % STRIPES;
+                let mut stripe = self.stripes[s].lock();
+                let before = taken;
+                stripe.take_due_into(self.mix, peer, now, limit, &mut taken, sink);
+                let n = &self.counts[s * self.peers.len() + peer];
+                n.store(n.load(Relaxed) - (taken - before), Relaxed);
             }
         }
-        q.pending.fetch_sub(taken, Relaxed);
         taken
     }
 
@@ -893,7 +908,10 @@ impl SyncScheduler {
 
     /// Number of clients pending for `peer`.
     pub(crate) fn pending(&self, peer: usize) -> usize {
-        self.peers[peer].pending.load(Relaxed)
+        let peers = self.peers.len();
+        (0..STRIPES)
+            .map(|s| self.counts[s * peers + peer].load(Relaxed))
+            .sum()
     }
 
     /// The earliest due time pending for `peer`.

@@ -826,3 +826,63 @@ fn each_peers_pending_count_holds_across_every_stripe_and_twenty_peers() {
     }
     assert_eq!(counts(&s), [0; 6]);
 }
+
+/// Writers scheduling for two peers while a taker takes for each: every client is taken
+/// once per peer, and the pending counts (per stripe, changed by a load and a store
+/// under the stripe's lock) never go below what is pending (a count changed outside the
+/// lock would lose updates: a wrapped or a stale sum).
+#[test]
+fn pending_counts_stay_exact_under_concurrent_schedules_and_takes() {
+    const WRITERS: usize = 3;
+    const PER_WRITER: usize = 4_000;
+    let s = SyncScheduler::new(3, 0, 100, None);
+    let done = AtomicUsize::new(0);
+    let taken = [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ];
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS {
+            let (s, done) = (&s, &done);
+            scope.spawn(move || {
+                for i in 0..PER_WRITER {
+                    let c = id(&format!("10.{w}.{}.{}:8080#true", i / 250, i % 250));
+                    s.schedule_all([1, 2], &c, None, 0);
+                }
+                done.fetch_add(1, Relaxed);
+            });
+        }
+        let (s, done, taken) = (&s, &done, &taken);
+        scope.spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "pending never reached 0: {} / {}",
+                    s.pending(1),
+                    s.pending(2)
+                );
+                let writing = done.load(Relaxed) < WRITERS;
+                for peer in [1, 2] {
+                    let pending = s.pending(peer);
+                    assert!(pending <= WRITERS * PER_WRITER, "peer {peer}: {pending}");
+                    let n = s.take(peer, Millis::MAX, 97).len();
+                    taken[peer].fetch_add(n, Relaxed);
+                }
+                if !writing && s.pending(1) == 0 && s.pending(2) == 0 {
+                    break;
+                }
+            }
+        });
+    });
+    for peer in [1, 2] {
+        assert_eq!(
+            taken[peer].load(Relaxed),
+            WRITERS * PER_WRITER,
+            "peer {peer}"
+        );
+        assert_eq!(s.pending(peer), 0);
+    }
+    assert_eq!(taken[0].load(Relaxed), 0);
+}
