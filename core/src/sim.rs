@@ -22,6 +22,7 @@
 
 use crate::config::Config;
 use crate::member::{MemberId, MemberList};
+use crate::message::Command;
 use crate::node::Node;
 use crate::time::Millis;
 use std::cmp::Reverse;
@@ -330,23 +331,13 @@ impl SimCluster {
         self.isolated[i]
     }
 
-    fn tick_nodes(&mut self) {
+    /// Calls `timer` (a tick, or a flush between ticks as the server's driver makes) on
+    /// every running node at the current time and carries out its commands.
+    fn on_every_node(&mut self, timer: fn(&Node, Millis) -> Vec<Command>) {
         let now = self.now;
         for i in 0..self.nodes.len() {
             let cmds = match &self.nodes[i] {
-                Some(n) => n.tick(now),
-                None => continue,
-            };
-            self.execute(i, cmds);
-        }
-    }
-
-    /// Flushes every node's due syncs (the server driver's flushes between ticks).
-    fn flush_nodes(&mut self) {
-        let now = self.now;
-        for i in 0..self.nodes.len() {
-            let cmds = match &self.nodes[i] {
-                Some(n) => n.flush_syncs(now),
+                Some(n) => timer(n, now),
                 None => continue,
             };
             self.execute(i, cmds);
@@ -377,10 +368,10 @@ impl SimCluster {
                 self.process(e);
             } else if next == self.next_tick {
                 self.next_tick = next + self.cfg.tick;
-                self.tick_nodes();
+                self.on_every_node(Node::tick);
             } else {
                 self.next_flush = next + self.cfg.flush;
-                self.flush_nodes();
+                self.on_every_node(Node::flush_syncs);
             }
         }
     }

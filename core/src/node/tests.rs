@@ -9,6 +9,7 @@ use crate::message::{Command, PeerRequest};
 use crate::model::{ClientId, InstanceSpec, ServiceSpec};
 use crate::registry::WriteResult;
 
+mod burst;
 mod deregister;
 mod flush;
 mod leave;
@@ -341,100 +342,6 @@ fn batch_sizes(cmds: &[Command]) -> Vec<(u16, usize)> {
             _ => None,
         })
         .collect()
-}
-
-#[test]
-fn a_full_batch_leaves_before_the_delay_and_the_rest_of_its_burst_after_the_linger() {
-    let n = small_batches(10, 4);
-    n.tick(0);
-    register_many(&n, 0, 25, 0, 10);
-    // 25 pending per peer: two full batches of 10 at once, to each peer.
-    let mut sizes = batch_sizes(&n.tick(20));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
-    assert_eq!(n.pending_sync(MemberId(1)), 5);
-    // In the burst, once nothing new has been pending for the quiet time (20 ms since
-    // the last registration at 10), the partial rest leaves, not after the whole delay.
-    assert!(batch_sizes(&n.tick(29)).is_empty());
-    let mut sizes = batch_sizes(&n.tick(30));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
-    assert_eq!(n.pending_sync(MemberId(1)), 0);
-    // A delay after the last full batch the burst is over: a trickle waits it whole.
-    register_many(&n, 100, 3, 0, 2_000);
-    assert!(batch_sizes(&n.tick(2_100)).is_empty());
-    assert!(batch_sizes(&n.tick(2_999)).is_empty());
-    let mut sizes = batch_sizes(&n.tick(3_000));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 3), (2, 3)]);
-}
-
-/// While a burst's writes keep coming (never quiet for 20 ms), its partial rest waits a
-/// tenth of the delay since its first change: partial batches do not leave at every
-/// flush, so a long moderate burst still sends batches of what 100 ms gathers.
-#[test]
-fn a_burst_that_keeps_writing_holds_its_partial_batches_a_tenth_of_the_delay() {
-    let n = small_batches(20, 4);
-    n.tick(0);
-    register_many(&n, 0, 45, 0, 10);
-    let mut sizes = batch_sizes(&n.flush_syncs(20));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 20), (1, 20), (2, 20), (2, 20)]);
-    // One more client every 10 ms (never a whole batch pending): never quiet.
-    for (k, now) in (30..=100).step_by(10).enumerate() {
-        register_many(&n, 45 + k, 1, 0, now);
-        assert!(batch_sizes(&n.flush_syncs(now)).is_empty(), "at {now}");
-    }
-    register_many(&n, 60, 1, 0, 110);
-    // The five of the first registrations (at 10) have lingered 100 ms; the later ones
-    // have not.
-    let mut sizes = batch_sizes(&n.flush_syncs(110));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
-    // Quiet from 110 on: 20 ms later every client pending leaves (eight from 30-100 and
-    // the one at 110).
-    assert!(batch_sizes(&n.flush_syncs(129)).is_empty());
-    let mut sizes = batch_sizes(&n.flush_syncs(130));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 9), (2, 9)]);
-    assert_eq!(n.pending_sync(MemberId(1)), 0);
-}
-
-/// A runtime's flush between ticks sends what a tick would of the syncs (full batches at
-/// once, a burst's rest once it has lingered, a trickle after the whole delay) and
-/// nothing else of a tick (no probe, no verify).
-#[test]
-fn a_flush_between_ticks_sends_the_due_syncs_and_nothing_else() {
-    let n = small_batches(10, 4);
-    n.tick(0);
-    register_many(&n, 0, 25, 0, 10);
-    let sent = n.flush_syncs(20);
-    assert!(
-        sent.iter().all(|c| matches!(
-            c,
-            Command::Send {
-                request: PeerRequest::Sync(_),
-                ..
-            }
-        )),
-        "only syncs: {sent:?}"
-    );
-    let mut sizes = batch_sizes(&sent);
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
-    assert!(n.flush_syncs(29).is_empty());
-    let mut sizes = batch_sizes(&n.flush_syncs(30));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
-    // A standalone node has no peer to flush to.
-    let alone = Node::new(
-        Config::default(),
-        MemberList::new("10.0.0.1:8848", &["10.0.0.1:8848".to_string()]).unwrap(),
-        1_000,
-    )
-    .unwrap();
-    register_many(&alone, 0, 25, 0, 10);
-    assert!(alone.flush_syncs(5_000).is_empty());
 }
 
 #[test]
