@@ -138,8 +138,9 @@ impl Node {
 
     /// Sends batches to `p` while it has a free slot (`max_inflight_batches`; `drain`
     /// ignores the bound and sends everything pending). A batch holds the due clients,
-    /// earliest first; once a whole batch is pending ([`Self::full_batch_entries`]) it
-    /// takes clients that are not due yet too, so a full batch never waits out the delay.
+    /// earliest first; once a batch's worth is pending (`batch_early_entries`, at most
+    /// [`Self::full_batch_entries`]) it takes clients that are not due yet too, up to a
+    /// whole batch, so a full batch never waits out the delay.
     /// Only a partial batch waits: its clients that are not due go back to the queue. In
     /// a burst (a full batch left early within the last sync delay) a partial batch waits
     /// only [`Self::burst_linger`] since each client's first change, and nothing once
@@ -167,7 +168,9 @@ impl Node {
                 return;
             }
             let full = self.full_batch_entries();
-            let early = !drain && self.sync.pending(p.index()) >= full;
+            // A batch's worth pending sends one before the delay; it takes up to `full`.
+            let early_from = self.config.batch_early_entries.min(full);
+            let early = !drain && self.sync.pending(p.index()) >= early_from;
             // Due by `horizon`: due now, or in a burst pending for the linger (a partial
             // batch: or every one pending, once the burst is quiet).
             let horizon = if q.burst_until.load(Relaxed) <= now {
@@ -266,7 +269,7 @@ impl Node {
             // Every change of the batch is at or above it (an early take's put-backs below
             // only remove changes).
             batch.lowest = (!batch.changes.is_empty()).then_some(Revision(lowest));
-            let is_full = overflow || batch.changes.len() >= full;
+            let is_full = overflow || batch.changes.len() >= early_from;
             if early && is_full {
                 q.burst_until
                     .fetch_max(now.saturating_add(self.config.sync_delay), Relaxed);

@@ -101,3 +101,34 @@ fn a_flush_between_ticks_sends_the_due_syncs_and_nothing_else() {
     register_many(&alone, 0, 25, 0, 10);
     assert!(alone.flush_syncs(5_000).is_empty());
 }
+
+/// A batch's worth pending (`batch_early_entries`) sends a batch before the delay, and
+/// that batch takes up to `batch_max_entries`: a burst of 15 with 10 early and 20 at most
+/// leaves as one batch of 15 at once; a backlog of 45 as 20, 20, and the rest of 5 once
+/// the burst is quiet.
+#[test]
+fn a_batch_leaves_early_from_its_early_count_and_takes_up_to_the_maximum() {
+    let addrs: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:8848")).collect();
+    let cfg = Config {
+        shards: 64,
+        batch_max_entries: 20,
+        batch_early_entries: 10,
+        max_inflight_batches: 4,
+        ..Config::default()
+    };
+    let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
+    n.tick(0);
+    register_many(&n, 0, 15, 0, 10);
+    let mut sizes = batch_sizes(&n.flush_syncs(20));
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 15), (2, 15)]);
+    register_many(&n, 15, 45, 0, 30);
+    let mut sizes = batch_sizes(&n.flush_syncs(40));
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 20), (1, 20), (2, 20), (2, 20)]);
+    assert_eq!(n.pending_sync(MemberId(1)), 5);
+    assert!(batch_sizes(&n.flush_syncs(49)).is_empty());
+    let mut sizes = batch_sizes(&n.flush_syncs(50));
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
+}

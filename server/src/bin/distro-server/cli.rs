@@ -170,6 +170,10 @@ pub(crate) struct Cli {
     /// Most clients in one sync batch (1 reproduces Nacos's per-client sync).
     #[arg(long, env = "DISTRO_BATCH_MAX_ENTRIES", default_value = "4000", value_parser = count)]
     batch_max_entries: usize,
+    /// Clients pending for a peer that send a sync batch before the delay (the batch then
+    /// takes up to --batch-max-entries of them).
+    #[arg(long, env = "DISTRO_BATCH_EARLY_ENTRIES", default_value = "1000", value_parser = count)]
+    batch_early_entries: usize,
     /// Most bytes in one sync batch or verify list.
     #[arg(long, env = "DISTRO_BATCH_MAX_BYTES", default_value = "1MiB", value_parser = size)]
     batch_max_bytes: usize,
@@ -368,6 +372,7 @@ impl Cli {
             sync_retry_max_delay: self.sync_retry_max_delay,
             peer_timeout: self.peer_timeout,
             batch_max_entries: self.batch_max_entries,
+            batch_early_entries: self.batch_early_entries,
             batch_max_bytes: self.batch_max_bytes,
             max_inflight_batches: self.max_inflight_batches,
             burst_quiet: self.burst_quiet,
