@@ -1,7 +1,7 @@
 //! `SimCluster`: N nodes on a virtual clock and a virtual network, driven by one seed.
 //!
 //! The simulator plays the runtime's part for real [`Node`]s: it calls [`Node::tick`] every
-//! `tick` milliseconds of virtual time, carries every [`Command`](crate::Command) over a network that can
+//! `tick` milliseconds of virtual time, carries every [`Command`] over a network that can
 //! lose, delay, duplicate and reorder messages, delivers responses or timeouts, and streams
 //! snapshots chunk by chunk. Faults are scripted by the caller: crash and restart a node
 //! (a restarted node starts empty, with a new incarnation, and loads a snapshot), isolate
