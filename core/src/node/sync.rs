@@ -144,7 +144,7 @@ impl Node {
     /// Only a partial batch waits: its clients that are not due go back to the queue. In
     /// a burst (a full batch left early within the last sync delay) a partial batch waits
     /// only [`Self::burst_linger`] since each client's first change, and nothing once
-    /// the burst's writes stopped ([`Self::burst_horizon`]): the changes of a burst are
+    /// the burst's writes stopped ([`Self::quiet_horizon`]): the changes of a burst are
     /// merged by the full batches already, and the burst's tail need not hold a whole
     /// delay. A trickle (no full batch within the delay) waits the whole delay.
     fn flush_peer(&self, p: MemberId, now: Millis, drain: bool, out: &mut Vec<Command>) {
@@ -170,15 +170,21 @@ impl Node {
             let full = self.full_batch_entries();
             // A batch's worth pending sends one before the delay; it takes up to `full`.
             let early_from = self.config.batch_early_entries.min(full);
-            let early = !drain && self.sync.pending(p.index()) >= early_from;
+            // Read once a batch: a sum over the scheduler's stripes.
+            let pending = self.sync.pending(p.index());
+            let early = !drain && pending >= early_from;
             // Due by `horizon`: due now, or in a burst pending for the linger (a partial
             // batch: or every one pending, once the burst is quiet).
             let horizon = if q.burst_until.load(Relaxed) <= now {
                 now
-            } else if early || drain {
-                now.saturating_add(self.config.sync_delay - self.burst_linger())
             } else {
-                self.burst_horizon(p, now)
+                let lingered = now.saturating_add(self.config.sync_delay - self.burst_linger());
+                if early || drain {
+                    lingered
+                } else {
+                    self.quiet_horizon(p, now)
+                        .map_or(lingered, |h| h.max(lingered))
+                }
             };
             let (now_for, max) = match (drain, early) {
                 (true, _) => (Millis::MAX, max_entries),
@@ -186,7 +192,7 @@ impl Node {
                 (false, false) => (horizon, max_entries),
             };
             // Sized once: a batch of records grown by doubling copies them ~twice over.
-            let room = max.min(self.sync.pending(p.index()));
+            let room = max.min(pending);
             // The clients an early take took before they were due (by their place in the
             // batch, with their hashes and due times): what it puts back if the batch is
             // not full after all. Most batches hold none (a burst's are due by the time a
@@ -315,25 +321,23 @@ impl Node {
 
     /// How long a client waits in a burst before a partial batch takes it: a tenth of
     /// the sync delay (100 ms by default), unless the burst has been quiet (see
-    /// [`Self::burst_horizon`]).
+    /// [`Self::quiet_horizon`]).
     fn burst_linger(&self) -> Millis {
         self.config.sync_delay / 10
     }
 
-    /// Due by when a partial batch to `p` takes clients within a burst at `now`: those
-    /// pending for [`Self::burst_linger`]; or, once no client has become pending for `p`
-    /// for [`Config::burst_quiet`](crate::Config::burst_quiet) (the burst's writes
-    /// stopped), every one pending in the regular order (due at most when the newest is).
-    fn burst_horizon(&self, p: MemberId, now: Millis) -> Millis {
-        let delay = self.config.sync_delay;
-        let lingered = now.saturating_add(delay - self.burst_linger());
+    /// Within a burst at `now`, once no client has become pending for `p` for
+    /// [`Config::burst_quiet`](crate::Config::burst_quiet) (the burst's writes stopped):
+    /// the due time of the newest pending in the regular order, by which a partial batch
+    /// takes every one of them; `None` while writes keep coming.
+    fn quiet_horizon(&self, p: MemberId, now: Millis) -> Option<Millis> {
         let newest = self.sync.newest_regular_due(p.index());
-        let quiet_since = now.saturating_add(delay.saturating_sub(self.config.burst_quiet));
-        if newest <= quiet_since {
-            lingered.max(newest)
-        } else {
-            lingered
-        }
+        let quiet_since = now.saturating_add(
+            self.config
+                .sync_delay
+                .saturating_sub(self.config.burst_quiet),
+        );
+        (newest <= quiet_since).then_some(newest)
     }
 
     /// How many pending clients make a full batch: `batch_max_entries`, or fewer when
