@@ -71,7 +71,8 @@ fn a_shards_table_keeps_every_client_through_growth_and_shrinking() {
         }
         assert_eq!(r.stats().clients, 3_000);
         let grown = capacity();
-        assert!((3_750..=5_000).contains(&grown), "{grown}");
+        // At a load between 2/5 (just doubled) and 4/5.
+        assert!((3_750..=7_500).contains(&grown), "{grown}");
         // Changed in place: the new state is found, nothing is added.
         for i in (10..3_000).step_by(2) {
             assert!(matches!(put(i, 3, 30), WriteResult::Changed(_)));
