@@ -20,6 +20,8 @@ pub struct Service(Arc<ServiceInner>);
 
 struct ServiceInner {
     key: Name,
+    /// [`crate::hash::stable_hash64`] of `key`'s bytes (see [`Service::key_hash`]).
+    key_hash: u64,
     namespace: Name,
     group: Name,
     name: Name,
@@ -33,8 +35,10 @@ struct ServiceInner {
 impl Service {
     /// Builds a service from validated parts (see [`ServiceSpec::resolve`]).
     pub fn new(interner: &Interner, namespace: &str, group: &str, name: &str) -> Self {
+        let key = Self::key_of(namespace, group, name);
         Service(Arc::new(ServiceInner {
-            key: Name::new(&Self::key_of(namespace, group, name)),
+            key_hash: crate::hash::stable_hash64(key.as_bytes()),
+            key: Name::new(&key),
             namespace: interner.intern(namespace),
             group: interner.intern(group),
             name: interner.intern(name),
@@ -134,6 +138,15 @@ impl Service {
     /// The unique key of this service.
     pub fn key(&self) -> &Name {
         &self.0.key
+    }
+
+    /// [`crate::hash::stable_hash64`] of [`Service::key`]'s bytes, worked out once when
+    /// the service was made: a change listener that keeps a set of the keys it wants asks
+    /// it first, without reading the key's text (a cache miss for each changed service of
+    /// a replicated batch, and a hash of ~35 bytes).
+    #[inline]
+    pub fn key_hash(&self) -> u64 {
+        self.0.key_hash
     }
     /// Namespace id.
     pub fn namespace(&self) -> &Name {
@@ -373,6 +386,15 @@ fn check_name(field: Field, s: &str, max: usize) -> Result<(), ValidationError> 
 #[cfg(test)]
 mod separator_tests {
     use super::*;
+
+    #[test]
+    fn a_services_key_hash_is_the_stable_hash_of_its_key() {
+        let interner = Interner::new();
+        let a = Service::new(&interner, "public", "DEFAULT_GROUP", "a");
+        let b = Service::new(&interner, "public", "DEFAULT_GROUP", "b");
+        assert_eq!(a.key_hash(), crate::hash::stable_hash64(a.key().as_bytes()));
+        assert_ne!(a.key_hash(), b.key_hash());
+    }
 
     #[test]
     fn split_separator_is_split_once() {
