@@ -150,8 +150,13 @@ impl Parts<'_> {
 }
 
 /// How many services each thread's memo of [`Registry::find_service`] holds (a power of
-/// two).
-const MEMO_SLOTS: usize = 1 << 10;
+/// two): 4,096 (32 KiB a thread). Of 1,000 services written at once (the 1 M burst's), a
+/// name shares its slot with another in ~22 % of cases at 4,096 slots against ~62 % at
+/// 1,024, and two names that share a slot take it from each other: with the names asked
+/// for at random, 34 % of lookups miss the memo at 1,024 slots and 11 % at 4,096 (a
+/// simulation of 1,000 random slots; at 1,024 the map lookups of the misses were a third
+/// of `find_service`'s 5.8 % of the burst's samples).
+const MEMO_SLOTS: usize = 1 << 12;
 
 thread_local! {
     /// The services this thread's [`Registry::find_service`] found lately, each in the slot
