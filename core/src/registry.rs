@@ -397,6 +397,8 @@ pub struct Registry {
     has_listener: AtomicBool,
     clients: AtomicUsize,
     instances: AtomicUsize,
+    /// Service indexes the empty-service collector retired so far (see `index::Memo`).
+    services_retired: AtomicU64,
     max_services_per_client: usize,
     /// [`Config::prefetch_from`].
     prefetch_from: usize,
@@ -435,6 +437,7 @@ impl Registry {
             has_listener: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
             instances: AtomicUsize::new(0),
+            services_retired: AtomicU64::new(0),
             max_services_per_client: config.max_services_per_client,
             prefetch_from: config.prefetch_from,
             max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),

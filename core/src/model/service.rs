@@ -124,7 +124,7 @@ impl Service {
     }
 
     /// Whether `other` is this very service (one allocation), not only an equal one.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn same(&self, other: &Service) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }

@@ -235,7 +235,7 @@ fn the_memo_of_found_services_answers_only_live_keys_of_its_registry() {
     // From the memo now (the slot holds it): the same answer.
     assert!(finds(&r, "memo", &s));
     let at = memo_slot("public", "DEFAULT_GROUP", "memo");
-    assert!(FOUND.with_borrow(|m| m[at].upgrade().is_some_and(|m| m.same(&s))));
+    assert!(FOUND.with_borrow(|m| m[at].service.upgrade().is_some_and(|m| m.same(&s))));
     // Another registry's lookup of the same parts: not the first one's key.
     assert!(
         other
@@ -250,7 +250,10 @@ fn the_memo_of_found_services_answers_only_live_keys_of_its_registry() {
     assert!(finds(&r, "memo", &s));
     assert_eq!(r.collect_empty_services(1_000, 0), 0);
     assert_eq!(r.collect_empty_services(2_000, 0), 1);
-    assert!(FOUND.with_borrow(|m| m[at].upgrade().is_some_and(|m| m.same(&s))));
+    // The retirement was counted: the entry (made at a count of 0) is not taken.
+    assert_eq!(r.services_retired.load(Relaxed), 1);
+    assert!(FOUND.with_borrow(|m| m[at].retired == 0));
+    assert!(FOUND.with_borrow(|m| m[at].service.upgrade().is_some_and(|m| m.same(&s))));
     assert!(r.find_service("public", "DEFAULT_GROUP", "memo").is_none());
     let again = r.service("public", "DEFAULT_GROUP", "memo");
     assert!(!again.same(&s));
