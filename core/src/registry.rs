@@ -407,6 +407,12 @@ pub struct Registry {
     /// Services with at least one publication, per namespace (namespaces with none are
     /// absent). Changed under a service's free-list lock when its index fills or empties.
     namespace_services: Mutex<HashMap<Name, usize, FastHash>>,
+    /// Services with at least one publication, in all namespaces: the sum of
+    /// `namespace_services`, written with it under its lock. While it is below
+    /// `max_services_per_namespace` no namespace can be at the limit, and a write that
+    /// publishes a client is not checked against it further (one load of a line written
+    /// only when a service fills or empties; see `check_new_service`).
+    live_services: AtomicUsize,
     tombstone_ttl: Millis,
 }
 
@@ -443,6 +449,7 @@ impl Registry {
             max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),
             max_services_per_namespace: config.max_services_per_namespace,
             namespace_services: Mutex::new(HashMap::with_hasher(fast_hash(seed))),
+            live_services: AtomicUsize::new(0),
             tombstone_ttl: config.tombstone_ttl,
         }
     }

@@ -583,11 +583,11 @@ impl Registry {
                     let live = idx.live.load(Relaxed);
                     idx.live.store(live + 1, Relaxed);
                     if live == 0 {
-                        *self
-                            .namespace_services
-                            .lock()
-                            .entry(idx.service.namespace().clone())
-                            .or_insert(0) += 1;
+                        let mut counts = self.namespace_services.lock();
+                        *counts.entry(idx.service.namespace().clone()).or_insert(0) += 1;
+                        // Written only under the counts' lock: a load and a store.
+                        let all = self.live_services.load(Relaxed);
+                        self.live_services.store(all + 1, Relaxed);
                     }
                     drop(free);
                     (s, let_go)
@@ -686,6 +686,8 @@ impl Registry {
                     if *n == 0 {
                         counts.remove(ns);
                     }
+                    let all = self.live_services.load(Relaxed);
+                    self.live_services.store(all - 1, Relaxed);
                 }
             }
             drop(free);

@@ -178,7 +178,11 @@ impl Registry {
     /// publications, so concurrent registrations of new services may pass it by a few.
     fn check_new_service(&self, service: &Service) -> Result<(), ValidationError> {
         let max = self.max_services_per_namespace;
-        if self.service_is_live(service) {
+        // Fewer services held in all than the limit: none of them can be at it. Asked
+        // first: the question below upgrades the weak reference to the service's index
+        // and drops it, two locked instructions on a line that the writes of the index's
+        // other clients (on other threads) keep changing, for every new client.
+        if self.live_services.load(Relaxed) < max || self.service_is_live(service) {
             return Ok(());
         }
         let ns = service.namespace().as_str();

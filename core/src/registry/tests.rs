@@ -254,6 +254,7 @@ fn service_limit_per_namespace() {
     r.publish(&a, publication(&r, "s2", "10.0.0.1", 80), MemberId(0), 1)
         .unwrap();
     assert_eq!(r.namespace_service_count("public"), 2);
+    assert_eq!(r.live_services.load(Relaxed), 2);
     // Another client joins an existing service: no new service, allowed.
     r.publish(&b, publication(&r, "s1", "10.0.0.2", 80), MemberId(0), 1)
         .unwrap();
@@ -296,6 +297,8 @@ fn service_limit_per_namespace() {
     );
     r.drop_replica(&c, rec.revision, 5);
     assert_eq!(r.namespace_service_count("public"), 1);
+    // The count in all namespaces follows: public's one and other's one.
+    assert_eq!(r.live_services.load(Relaxed), 2);
     r.publish(&b, publication(&r, "s3", "10.0.0.2", 80), MemberId(0), 6)
         .unwrap();
     assert_eq!(r.namespace_service_count("public"), 2);
