@@ -25,8 +25,9 @@
 //!   reader still walking the old array reads the values as they were when it was
 //!   replaced, kept alive by its pin.
 //! * The position of a value is its tag's fast range (`tag * capacity >> 64`), so any
-//!   capacity works: the load stays between [`MIN_LOAD`] and [`MAX_LOAD`], and a full
-//!   array doubles.
+//!   capacity works: a rebuilt array starts at [`MIN_LOAD`], one whose live values and
+//!   tombstones pass [`MAX_LOAD`] is rebuilt (doubled, when it holds no tombstones), and
+//!   one whose live values fall below a quarter is rebuilt smaller.
 
 use super::{Pin, Reclaimer, Unlinked};
 use parking_lot::{Mutex, MutexGuard};

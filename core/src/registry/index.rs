@@ -176,7 +176,10 @@ thread_local! {
 /// it was found in and that registry's count of retired indexes before the lookup. While
 /// the count has not moved, the service is still the key of that registry's live index of
 /// its name (a map key stops being one only when the collector retires its index and
-/// removes it, and counts that after the removal): a hit is answered without the index,
+/// removes it, and counts that after the removal; between the two a hit may still answer
+/// the retired service, as the check it replaced could between `gone` and the removal,
+/// and a write into it finds `gone` set under the index's lock and looks again): a hit is
+/// answered without the index,
 /// whose first line the registry's writers on other threads keep changing (upgrading its
 /// weak reference and dropping it again were two locked instructions on that line, and
 /// `find_service` ~6 % of the 1 M burst's samples).
