@@ -335,13 +335,16 @@ fn register_many(n: &Node, from: usize, count: usize, metadata: usize, now: u64)
 
 /// The sizes of the sync batches among `cmds`, per peer index.
 fn batch_sizes(cmds: &[Command]) -> Vec<(u16, usize)> {
-    sends(cmds)
+    let mut sizes: Vec<(u16, usize)> = sends(cmds)
         .into_iter()
         .filter_map(|(to, r)| match r {
             PeerRequest::Sync(b) => Some((to.0, b.changes.len())),
             _ => None,
         })
-        .collect()
+        .collect();
+    // In (peer, size) order: the order the commands came in is not asserted anywhere.
+    sizes.sort_unstable();
+    sizes
 }
 
 #[test]

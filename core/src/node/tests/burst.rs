@@ -14,24 +14,21 @@ fn a_full_batch_leaves_before_the_delay_and_the_rest_of_its_burst_once_quiet() {
     n.tick(0);
     register_many(&n, 0, 25, 0, 10);
     // 25 pending per peer: two full batches of 10 at once, to each peer.
-    let mut sizes = batch_sizes(&n.tick(20));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
+    assert_eq!(
+        batch_sizes(&n.tick(20)),
+        vec![(1, 10), (1, 10), (2, 10), (2, 10)]
+    );
     assert_eq!(n.pending_sync(MemberId(1)), 5);
     // In the burst, once nothing new has been pending for the quiet time (20 ms since
     // the last registration at 10), the partial rest leaves, not after the whole delay.
     assert!(batch_sizes(&n.tick(29)).is_empty());
-    let mut sizes = batch_sizes(&n.tick(30));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
+    assert_eq!(batch_sizes(&n.tick(30)), vec![(1, 5), (2, 5)]);
     assert_eq!(n.pending_sync(MemberId(1)), 0);
     // A delay after the last full batch the burst is over: a trickle waits it whole.
     register_many(&n, 100, 3, 0, 2_000);
     assert!(batch_sizes(&n.tick(2_100)).is_empty());
     assert!(batch_sizes(&n.tick(2_999)).is_empty());
-    let mut sizes = batch_sizes(&n.tick(3_000));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 3), (2, 3)]);
+    assert_eq!(batch_sizes(&n.tick(3_000)), vec![(1, 3), (2, 3)]);
 }
 
 /// While a burst's writes keep coming (never quiet for 20 ms), its partial rest waits a
@@ -42,9 +39,10 @@ fn a_burst_that_keeps_writing_holds_its_partial_batches_a_tenth_of_the_delay() {
     let n = small_batches(20, 4);
     n.tick(0);
     register_many(&n, 0, 45, 0, 10);
-    let mut sizes = batch_sizes(&n.flush_syncs(20));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 20), (1, 20), (2, 20), (2, 20)]);
+    assert_eq!(
+        batch_sizes(&n.flush_syncs(20)),
+        vec![(1, 20), (1, 20), (2, 20), (2, 20)]
+    );
     // One more client every 10 ms (never a whole batch pending): never quiet.
     for (k, now) in (30..=100).step_by(10).enumerate() {
         register_many(&n, 45 + k, 1, 0, now);
@@ -53,15 +51,11 @@ fn a_burst_that_keeps_writing_holds_its_partial_batches_a_tenth_of_the_delay() {
     register_many(&n, 60, 1, 0, 110);
     // The five of the first registrations (at 10) have lingered 100 ms; the later ones
     // have not.
-    let mut sizes = batch_sizes(&n.flush_syncs(110));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
+    assert_eq!(batch_sizes(&n.flush_syncs(110)), vec![(1, 5), (2, 5)]);
     // Quiet from 110 on: 20 ms later every client pending leaves (eight from 30-100 and
     // the one at 110).
     assert!(batch_sizes(&n.flush_syncs(129)).is_empty());
-    let mut sizes = batch_sizes(&n.flush_syncs(130));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 9), (2, 9)]);
+    assert_eq!(batch_sizes(&n.flush_syncs(130)), vec![(1, 9), (2, 9)]);
     assert_eq!(n.pending_sync(MemberId(1)), 0);
 }
 
@@ -84,13 +78,9 @@ fn a_flush_between_ticks_sends_the_due_syncs_and_nothing_else() {
         )),
         "only syncs: {sent:?}"
     );
-    let mut sizes = batch_sizes(&sent);
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
+    assert_eq!(batch_sizes(&sent), vec![(1, 10), (1, 10), (2, 10), (2, 10)]);
     assert!(n.flush_syncs(29).is_empty());
-    let mut sizes = batch_sizes(&n.flush_syncs(30));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
+    assert_eq!(batch_sizes(&n.flush_syncs(30)), vec![(1, 5), (2, 5)]);
     // A standalone node has no peer to flush to.
     let alone = Node::new(
         Config::default(),
@@ -119,16 +109,13 @@ fn a_batch_leaves_early_from_its_early_count_and_takes_up_to_the_maximum() {
     let n = Node::new(cfg, MemberList::new(&addrs[0], &addrs).unwrap(), 1_000).unwrap();
     n.tick(0);
     register_many(&n, 0, 15, 0, 10);
-    let mut sizes = batch_sizes(&n.flush_syncs(20));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 15), (2, 15)]);
+    assert_eq!(batch_sizes(&n.flush_syncs(20)), vec![(1, 15), (2, 15)]);
     register_many(&n, 15, 45, 0, 30);
-    let mut sizes = batch_sizes(&n.flush_syncs(40));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 20), (1, 20), (2, 20), (2, 20)]);
+    assert_eq!(
+        batch_sizes(&n.flush_syncs(40)),
+        vec![(1, 20), (1, 20), (2, 20), (2, 20)]
+    );
     assert_eq!(n.pending_sync(MemberId(1)), 5);
     assert!(batch_sizes(&n.flush_syncs(49)).is_empty());
-    let mut sizes = batch_sizes(&n.flush_syncs(50));
-    sizes.sort_unstable();
-    assert_eq!(sizes, vec![(1, 5), (2, 5)]);
+    assert_eq!(batch_sizes(&n.flush_syncs(50)), vec![(1, 5), (2, 5)]);
 }
