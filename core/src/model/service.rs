@@ -37,7 +37,7 @@ impl Service {
     pub fn new(interner: &Interner, namespace: &str, group: &str, name: &str) -> Self {
         let key = Self::key_of(namespace, group, name);
         Service(Arc::new(ServiceInner {
-            key_hash: crate::hash::stable_hash64(key.as_bytes()),
+            key_hash: Self::hash_of_key(&key),
             key: Name::new(&key),
             namespace: interner.intern(namespace),
             group: interner.intern(group),
@@ -147,6 +147,12 @@ impl Service {
     #[inline]
     pub fn key_hash(&self) -> u64 {
         self.0.key_hash
+    }
+
+    /// [`Service::key_hash`] of the service whose key is `key` (a listener's set of the
+    /// keys it wants is built with it).
+    pub fn hash_of_key(key: &str) -> u64 {
+        crate::hash::stable_hash64(key.as_bytes())
     }
     /// Namespace id.
     pub fn namespace(&self) -> &Name {
@@ -393,6 +399,7 @@ mod separator_tests {
         let a = Service::new(&interner, "public", "DEFAULT_GROUP", "a");
         let b = Service::new(&interner, "public", "DEFAULT_GROUP", "b");
         assert_eq!(a.key_hash(), crate::hash::stable_hash64(a.key().as_bytes()));
+        assert_eq!(a.key_hash(), Service::hash_of_key(a.key()));
         assert_ne!(a.key_hash(), b.key_hash());
     }
 

@@ -110,7 +110,7 @@ impl WatchHub {
         for k in keys {
             let list = w.by_key.entry(k.clone()).or_default();
             if list.is_empty() {
-                *w.hashes.entry(key_hash(k)).or_default() += 1;
+                *w.hashes.entry(Service::hash_of_key(k)).or_default() += 1;
             }
             list.push((id, watcher.clone()));
         }
@@ -126,7 +126,7 @@ impl WatchHub {
                 list.retain(|(i, _)| *i != id);
                 if list.is_empty() {
                     w.by_key.remove(k);
-                    let h = key_hash(k);
+                    let h = Service::hash_of_key(k);
                     if let Some(n) = w.hashes.get_mut(&h) {
                         *n -= 1;
                         if *n == 0 {
@@ -147,11 +147,6 @@ impl WatchHub {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// The [`Service::key_hash`] of a service whose key is `key`.
-fn key_hash(key: &str) -> u64 {
-    distro_core::hash::stable_hash64(key.as_bytes())
 }
 
 /// The `distro.v1.Registry` service.
