@@ -163,6 +163,7 @@ fn replay(
                 .map(|c| ClientChange::Stored(c.clone()))
                 .collect(),
             lowest: None,
+            encoding: None,
         };
         let t = Instant::now();
         let encoded = codec::encode(owner, &batch);

@@ -342,6 +342,7 @@ impl Cluster {
                     &SyncBatch {
                         changes,
                         lowest: None,
+                        encoding: None,
                     },
                 );
                 crate::codec::apply(replica, owner.me(), &encoded, NOW_MS);

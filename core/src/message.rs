@@ -52,6 +52,37 @@ pub struct SyncBatch {
     /// as malformed: the batch's clients are rescheduled and the next flush takes it anew).
     /// Not part of a batch's equality (a cache of what `changes` say).
     pub lowest: Option<Revision>,
+    /// Set on a batch sent to several peers at once (one take for all of them, see the
+    /// flush): where the runtime keeps its encoding of the batch, made by whichever send
+    /// encodes it first and reused by the others (the encoding must not depend on the
+    /// peer). Not part of a batch's equality.
+    pub encoding: Option<Arc<SharedEncoding>>,
+}
+
+/// A runtime's encoding of a batch sent to several peers ([`SyncBatch::encoding`]): set
+/// once, by the first send that encodes it, of whatever type the runtime encodes to.
+#[derive(Default)]
+pub struct SharedEncoding(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl SharedEncoding {
+    /// The encoding, if a send made it already (and it is a `T`).
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.get().and_then(|e| e.downcast_ref())
+    }
+
+    /// Keeps `encoding` for the other sends (unless one kept its own first: two sends
+    /// encoding at once both encode, and the first to finish is kept).
+    pub fn set<T: std::any::Any + Send + Sync>(&self, encoding: T) {
+        let _ = self.0.set(Box::new(encoding));
+    }
+}
+
+impl std::fmt::Debug for SharedEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedEncoding")
+            .field("set", &self.0.get().is_some())
+            .finish()
+    }
 }
 
 impl PartialEq for SyncBatch {
@@ -197,6 +228,7 @@ impl Command {
                     .map(ClientChange::into_owned)
                     .collect(),
                 lowest: b.lowest,
+                encoding: None,
             }),
             _ => None,
         }

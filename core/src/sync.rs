@@ -58,19 +58,19 @@ const STRIPES: usize = 16;
 const GROUP: usize = 64;
 
 /// The group of `peer` and its bit in that group's masks.
-fn group_bit(peer: usize) -> (u16, u64) {
+pub(crate) fn group_bit(peer: usize) -> (u16, u64) {
     ((peer / GROUP) as u16, 1 << (peer % GROUP))
 }
 
 /// The peers of `group` in `mask`.
-fn peers_of(group: u16, mask: u64) -> PeersOf {
+pub(crate) fn peers_of(group: u16, mask: u64) -> PeersOf {
     PeersOf {
         base: usize::from(group) * GROUP,
         bits: mask,
     }
 }
 
-struct PeersOf {
+pub(crate) struct PeersOf {
     base: usize,
     bits: u64,
 }
@@ -96,26 +96,35 @@ fn stripe_of(slot: u64) -> usize {
 }
 
 /// A client taken from the queue: its id, due time, the id's stable hash (the
-/// registry's, [`stable_hash64`]: the flush finds the client without hashing its id) and
-/// the state to send, if the entry holds one (else the flush reads the registry).
+/// registry's, [`stable_hash64`]: the flush finds the client without hashing its id),
+/// the state to send, if the entry holds one (else the flush reads the registry), and the
+/// followers of the take that took it too (see [`SyncScheduler::take_into`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Taken {
     pub(crate) id: ClientId,
     pub(crate) due: Millis,
     pub(crate) hash: u64,
     pub(crate) state: Option<Arc<Client>>,
+    pub(crate) also: u64,
 }
 
 /// Where a take hands the clients it takes, one at a time as they leave the queue (under
 /// the stripe's lock: see [`SyncScheduler::take_into`]). A closure taking [`Taken`] is one
 /// that takes every client whole.
 pub(crate) trait TakeSink {
-    /// A client whose entry held `state`, due at `due`, of stable hash `hash`: taken in
-    /// (`None`: the entry's id is dropped, never moved), or handed back to be passed
-    /// whole to [`TakeSink::taken`].
+    /// A client whose entry held `state`, due at `due`, of stable hash `hash`, taken for
+    /// the take's peer and for the followers in `also`: taken in (`None`: the entry's id
+    /// is dropped, never moved), or handed back to be passed whole to
+    /// [`TakeSink::taken`].
     #[inline(always)]
-    fn held(&mut self, state: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
-        let _ = (due, hash);
+    fn held(
+        &mut self,
+        state: Arc<Client>,
+        due: Millis,
+        hash: u64,
+        also: u64,
+    ) -> Option<Arc<Client>> {
+        let _ = (due, hash, also);
         Some(state)
     }
 
@@ -488,25 +497,33 @@ impl Stripe {
     #[cfg(test)]
     fn take_due(&mut self, mix: Mix, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
         let mut taken = out.len();
-        self.take_due_into(mix, peer, now, max, &mut taken, &mut |t| out.push(t));
+        self.take_due_into(mix, peer, 0, &[], now, max, &mut taken, &mut |t| {
+            out.push(t)
+        });
     }
 
     /// Pops clients due for `peer` at `now`, earliest first, into `sink`, until `*taken`
-    /// (counting them) reaches `max`.
+    /// (counting them) reaches `max`; each taken entry pending for any of `followers`
+    /// (peers of `peer`'s group, bits as in an entry's mask) is taken for those too
+    /// ([`Stripe::follow`], with their counts in `counts`, this stripe's row).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn take_due_into(
         &mut self,
         mix: Mix,
         peer: usize,
+        followers: u64,
+        counts: &[AtomicUsize],
         now: Millis,
         max: usize,
         taken: &mut usize,
         sink: &mut impl TakeSink,
     ) {
         let (group, bit) = group_bit(peer);
+        debug_assert_eq!(followers & bit, 0);
         let Self { pending, lanes } = self;
-        let lane = &mut lanes[peer];
         while *taken < max {
+            let lane = &mut lanes[peer];
             let Some((due, slot, fifo)) = lane.front() else {
                 break;
             };
@@ -522,14 +539,18 @@ impl Stripe {
             let Ok(mut entry) = found else { continue };
             let p = entry.get_mut();
             *taken += 1;
-            if p.mask == bit {
+            let also = p.mask & followers;
+            if also != 0 {
+                Self::follow(lanes, counts, group, also, due, slot);
+            }
+            if p.mask == bit | also {
                 // The fields are moved out of the removed entry as it is read (bound
                 // whole, it was copied once more on the stack). Its due time and table
                 // hash are the queue's (the lookup matched them).
                 let (Pending { id, state, .. }, _) = entry.remove();
                 // A held state is offered alone: the id goes along only if it is refused.
                 // Its stable hash is the state's, else the table hash's unmixed.
-                let Some((state, hash)) = offer(sink, mix, state, slot, due) else {
+                let Some((state, hash)) = offer(sink, mix, state, slot, due, also) else {
                     continue;
                 };
                 sink.taken(Taken {
@@ -537,11 +558,13 @@ impl Stripe {
                     due,
                     hash,
                     state,
+                    also,
                 });
             } else {
                 // Still pending for other peers.
-                p.mask &= !bit;
-                let Some((state, hash)) = offer(sink, mix, p.state.clone(), p.slot, p.due) else {
+                p.mask &= !(bit | also);
+                let Some((state, hash)) = offer(sink, mix, p.state.clone(), p.slot, p.due, also)
+                else {
                     continue;
                 };
                 sink.taken(Taken {
@@ -549,11 +572,44 @@ impl Stripe {
                     due: p.due,
                     hash,
                     state,
+                    also,
                 });
             }
         }
         // The fifo entries taken are let go of once, not at every pop.
-        lane.fifo.settle();
+        lanes[peer].fifo.settle();
+        for f in peers_of(group, followers) {
+            lanes[f].fifo.settle();
+        }
+    }
+
+    /// The entry of table hash `slot` due at `due`, taken by a leader, taken for the
+    /// followers of `group` in `also` too: each one's count goes down, and its pointer to
+    /// the entry is popped when it heads its queue (the lanes are in step: a burst's
+    /// usual case, where every change was scheduled for all of them at once). Otherwise
+    /// the pointer stays where it is and finds nothing when its turn comes, as a pointer
+    /// of an entry rescheduled earlier does: for every peer, hash and due time there are
+    /// still at least as many pointers as entries.
+    #[inline]
+    fn follow(
+        lanes: &mut [Lane],
+        counts: &[AtomicUsize],
+        group: u16,
+        also: u64,
+        due: Millis,
+        slot: u64,
+    ) {
+        for f in peers_of(group, also) {
+            let lane = &mut lanes[f];
+            if let Some((d, s, fifo)) = lane.front()
+                && d == due
+                && s == slot
+            {
+                lane.pop_front(fifo);
+            }
+            let n = &counts[f];
+            n.store(n.load(Relaxed) - 1, Relaxed);
+        }
     }
 }
 
@@ -567,12 +623,14 @@ fn offer(
     state: Option<Arc<Client>>,
     slot: u64,
     due: Millis,
+    also: u64,
 ) -> Option<(Option<Arc<Client>>, u64)> {
     match state {
         Some(c) => {
             let hash = c.id_hash();
             debug_assert_eq!(hash, mix.unslot(slot));
-            sink.held(c, due, hash).map(|refused| (Some(refused), hash))
+            sink.held(c, due, hash, also)
+                .map(|refused| (Some(refused), hash))
         }
         None => Some((None, mix.unslot(slot))),
     }
@@ -773,24 +831,26 @@ impl SyncScheduler {
     #[cfg(test)]
     pub(crate) fn take_early(&self, peer: usize, now: Millis, max: usize) -> Vec<Taken> {
         let mut out = Vec::new();
-        self.take_early_into(peer, now, max, &mut |t| out.push(t));
+        self.take_early_into(peer, 0, now, max, &mut |t| out.push(t));
         out
     }
 
     /// Takes up to `max` clients for `peer` whether due or not, into `sink` (see
-    /// [`Self::take_into`]): first those due at `now`, then the earliest pending of each
-    /// stripe in turn; returns how many were taken. The flush does so when a whole batch
-    /// is pending, and puts back with [`Self::put_back_parts`] what it does not send.
+    /// [`Self::take_into`], also for `followers`): first those due at `now`, then the
+    /// earliest pending of each stripe in turn; returns how many were taken. The flush
+    /// does so when a whole batch is pending, and puts back with
+    /// [`Self::put_back_shared`] what it does not send.
     pub(crate) fn take_early_into(
         &self,
         peer: usize,
+        followers: u64,
         now: Millis,
         max: usize,
         sink: &mut impl TakeSink,
     ) -> usize {
-        let n = self.take_into(peer, now, max, sink);
+        let n = self.take_into(peer, followers, now, max, sink);
         if n < max {
-            n + self.take_into(peer, Millis::MAX, max - n, sink)
+            n + self.take_into(peer, followers, Millis::MAX, max - n, sink)
         } else {
             n
         }
@@ -800,7 +860,7 @@ impl SyncScheduler {
     /// across stripes.
     pub(crate) fn take(&self, peer: usize, now: Millis, max: usize) -> Vec<Taken> {
         let mut out = Vec::with_capacity(max.min(self.pending(peer)));
-        self.take_into(peer, now, max, &mut |t| out.push(t));
+        self.take_into(peer, 0, now, max, &mut |t| out.push(t));
         out
     }
 
@@ -808,10 +868,18 @@ impl SyncScheduler {
     /// builds its batch there, without a vector of taken clients between); returns how
     /// many were taken. `sink` runs under a stripe's lock: it must not call into the
     /// scheduler, nor take a lock a scheduling writer may hold.
+    ///
+    /// The peers in `followers` (of `peer`'s group: bit `f % 64` for peer `f`) follow the
+    /// take: a client taken that is pending for some of them is taken for those as well
+    /// (they are handed to `sink` with it, [`Taken::also`]), so one batch can go to all
+    /// of them, taken and encoded once; what the caller puts back, it puts back for them
+    /// too. Whether they are due is the take's question, asked of `peer`'s queue: a
+    /// follower may so send a client before its due time, as an early take does.
     #[inline]
     pub(crate) fn take_into(
         &self,
         peer: usize,
+        followers: u64,
         now: Millis,
         max: usize,
         sink: &mut impl TakeSink,
@@ -821,6 +889,7 @@ impl SyncScheduler {
             return 0;
         }
         let mut taken = 0;
+        let peers = self.peers.len();
         let start = q.next_stripe.fetch_add(1, Relaxed);
         // Two passes: first a fair share from each stripe, then fill up.
         let share = max.div_ceil(STRIPES).max(1);
@@ -837,8 +906,11 @@ impl SyncScheduler {
                 let s = (start + k) % STRIPES;
                 let mut stripe = self.stripes[s].lock();
                 let before = taken;
-                stripe.take_due_into(self.mix, peer, now, limit, &mut taken, sink);
-                let n = &self.counts[s * self.peers.len() + peer];
+                let counts = &self.counts[s * peers..(s + 1) * peers];
+                stripe.take_due_into(
+                    self.mix, peer, followers, counts, now, limit, &mut taken, sink,
+                );
+                let n = &counts[peer];
                 n.store(n.load(Relaxed) - (taken - before), Relaxed);
             }
         }
@@ -855,14 +927,16 @@ impl SyncScheduler {
     /// [`Self::put_back`] of a client taken, with its hash and the state it held.
     #[cfg(test)]
     pub(crate) fn put_back_taken(&self, peer: usize, t: &Taken) {
-        self.put_back_parts(peer, &t.id, t.hash, t.due, t.state.as_ref());
+        self.put_back_shared(peer, t.also, &t.id, t.hash, t.due, t.state.as_ref());
     }
 
     /// Returns a client taken but not sent (its id, hash, due time and the state it
-    /// held), as [`Self::put_back`] does.
-    pub(crate) fn put_back_parts(
+    /// held), as [`Self::put_back`] does, for `peer` and the followers in `also` that took
+    /// it with it ([`Taken::also`]): one schedule for all of them.
+    pub(crate) fn put_back_shared(
         &self,
         peer: usize,
+        also: u64,
         id: &ClientId,
         hash: u64,
         due: Millis,
@@ -875,7 +949,10 @@ impl SyncScheduler {
             due,
             regular: true,
         };
-        self.schedule_keyed([peer], c);
+        let (group, bit) = group_bit(peer);
+        let s = stripe_of(c.keys.slot);
+        let mut stripe = self.stripes[s].lock();
+        self.schedule_group(&mut stripe, s, &c, group, bit | also);
     }
 
     /// Every client pending for `peer`, with its due time (in no particular order).

@@ -11,12 +11,13 @@
 
 use super::{Node, inc};
 use crate::member::{MemberId, MemberState};
+use crate::message::SharedEncoding;
 use crate::message::{Command, PeerRequest, PeerResponse, SyncBatch};
 use crate::model::Revision;
 use crate::registry::{
     ApplyCounts, ChangeRef, Client, ClientChange, ClientRecord, IdKey, StateRef,
 };
-use crate::sync::{TakeSink, Taken};
+use crate::sync::{TakeSink, Taken, group_bit};
 use crate::time::Millis;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -47,8 +48,12 @@ struct Filling {
     /// refused because an earlier client waits here (they must not pass it), and all
     /// taken once the batch was full by bytes (they go back, due as they were).
     later: Vec<Taken>,
-    /// The clients an early take took before they were due, by their place in the batch.
-    not_due: Vec<(usize, u64, Millis)>,
+    /// The clients an early take took before they were due, by their place in the batch
+    /// (with their hashes, due times and the followers that took them too).
+    not_due: Vec<(usize, u64, Millis, u64)>,
+    /// The followers that took any client of the batch (the peers it goes to besides the
+    /// take's own).
+    shared: u64,
     /// In an early take, the time past which a client taken was not due yet (else
     /// `Millis::MAX`: one compare per client, where the flag and the time were two).
     not_due_after: Millis,
@@ -56,7 +61,7 @@ struct Filling {
 
 impl TakeSink for Filling {
     #[inline(always)]
-    fn held(&mut self, c: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+    fn held(&mut self, c: Arc<Client>, due: Millis, hash: u64, also: u64) -> Option<Arc<Client>> {
         debug_assert_eq!(self.refuse, self.overflow || !self.later.is_empty());
         if self.refuse {
             return Some(c);
@@ -70,8 +75,10 @@ impl TakeSink for Filling {
             return Some(c);
         }
         if due > self.not_due_after {
-            self.not_due.push((self.batch.changes.len(), hash, due));
+            self.not_due
+                .push((self.batch.changes.len(), hash, due, also));
         }
+        self.shared |= also;
         self.bytes += size;
         self.lowest = self.lowest.min(c.revision().0);
         // The change written straight into the batch's room (sized for the take: nearly
@@ -191,6 +198,14 @@ impl Node {
                 (false, true) => (horizon, full),
                 (false, false) => (horizon, max_entries),
             };
+            // Other peers with a batch's worth pending follow an early take: one take and
+            // one encoding for all of them, not one each (in a burst every change is
+            // pending for all of them at once).
+            let followers = if early {
+                self.reserve_followers(p, now, early_from)
+            } else {
+                0
+            };
             // Sized once: a batch of records grown by doubling copies them ~twice over.
             let room = max.min(pending);
             // The clients an early take took before they were due (by their place in the
@@ -201,6 +216,7 @@ impl Node {
                 batch: SyncBatch {
                     changes: Vec::with_capacity(room),
                     lowest: None,
+                    encoding: None,
                 },
                 bytes: 8,
                 lowest: u64::MAX,
@@ -209,13 +225,14 @@ impl Node {
                 refuse: false,
                 later: Vec::new(),
                 not_due: Vec::new(),
+                shared: 0,
                 not_due_after: if early { horizon } else { Millis::MAX },
             };
             let took = if early {
                 self.sync
-                    .take_early_into(p.index(), now_for, max, &mut fill)
+                    .take_early_into(p.index(), followers, now_for, max, &mut fill)
             } else {
-                self.sync.take_into(p.index(), now_for, max, &mut fill)
+                self.sync.take_into(p.index(), 0, now_for, max, &mut fill)
             };
             let Filling {
                 mut batch,
@@ -225,6 +242,7 @@ impl Node {
                 mut overflow,
                 later,
                 mut not_due,
+                mut shared,
                 ..
             } = fill;
             let took_any = took > 0;
@@ -233,11 +251,12 @@ impl Node {
                 due,
                 hash,
                 state,
+                also,
             } in later
             {
                 if overflow {
                     self.sync
-                        .put_back_parts(p.index(), &id, hash, due, state.as_ref());
+                        .put_back_shared(p.index(), also, &id, hash, due, state.as_ref());
                     continue;
                 }
                 // Found by the hash the queue kept, not by hashing the id again.
@@ -261,13 +280,14 @@ impl Node {
                 if !batch.changes.is_empty() && bytes + size > max_bytes {
                     // Full by bytes: this one and the rest go back, due as they were.
                     self.sync
-                        .put_back_parts(p.index(), &id, hash, due, change.stored());
+                        .put_back_shared(p.index(), also, &id, hash, due, change.stored());
                     overflow = true;
                     continue;
                 }
                 if early && due > horizon {
-                    not_due.push((batch.changes.len(), hash, due));
+                    not_due.push((batch.changes.len(), hash, due, also));
                 }
+                shared |= also;
                 bytes += size;
                 lowest = lowest.min(change.revision().0);
                 batch.changes.push(change);
@@ -277,8 +297,14 @@ impl Node {
             batch.lowest = (!batch.changes.is_empty()).then_some(Revision(lowest));
             let is_full = overflow || batch.changes.len() >= early_from;
             if early && is_full {
-                q.burst_until
-                    .fetch_max(now.saturating_add(self.config.sync_delay), Relaxed);
+                let until = now.saturating_add(self.config.sync_delay);
+                q.burst_until.fetch_max(until, Relaxed);
+                for f in Self::peers_in(p, shared) {
+                    self.sync
+                        .peer(f.index())
+                        .burst_until
+                        .fetch_max(until, Relaxed);
+                }
             }
             if early && !is_full {
                 // Taken ahead of time but not a full batch after all (clients gone, or
@@ -289,9 +315,10 @@ impl Node {
                 };
                 let mut back = not_due.into_iter().peekable();
                 for (i, change) in batch.changes.into_iter().enumerate() {
-                    match back.next_if(|&(at, _, _)| at == i) {
-                        Some((_, hash, due)) => self.sync.put_back_parts(
+                    match back.next_if(|&(at, _, _, _)| at == i) {
+                        Some((_, hash, due, also)) => self.sync.put_back_shared(
                             p.index(),
+                            also,
                             &change.id(),
                             hash,
                             due,
@@ -305,6 +332,7 @@ impl Node {
             }
             if batch.changes.is_empty() {
                 q.inflight.fetch_sub(1, Relaxed);
+                self.release_followers(p, followers);
                 // Clients without state or tombstone left the queue: look again, unless
                 // everything went back.
                 if took_any && !early {
@@ -312,11 +340,67 @@ impl Node {
                 }
                 return;
             }
+            // A follower that took none of it has nothing to be sent.
+            self.release_followers(p, followers & !shared);
+            if shared != 0 {
+                batch.encoding = Some(Arc::new(SharedEncoding::default()));
+                for f in Self::peers_in(p, shared) {
+                    self.send_batch(f, batch.clone(), bytes, out);
+                }
+            }
             self.send_batch(p, batch, bytes, out);
             if early && !is_full {
                 return;
             }
         }
+    }
+
+    /// The peers that follow an early take for `p` ([`SyncScheduler::take_into`]), as a
+    /// mask of `p`'s group: those neither DOWN nor paused that have a batch's worth
+    /// pending themselves and a free in-flight slot, which is reserved here for the batch
+    /// (given back by [`Self::release_followers`] if they take none of it).
+    fn reserve_followers(&self, p: MemberId, now: Millis, early_from: usize) -> u64 {
+        let (group, _) = group_bit(p.index());
+        let members = self.members.load();
+        let up: Vec<MemberId> = {
+            let peers = self.peers.lock();
+            members
+                .peers()
+                .filter(|&f| {
+                    f != p
+                        && group_bit(f.index()).0 == group
+                        && peers[f.index()].health.state != MemberState::Down
+                })
+                .collect()
+        };
+        let mut mask = 0;
+        for f in up {
+            let q = self.sync.peer(f.index());
+            if q.paused_until.load(Relaxed) > now || self.sync.pending(f.index()) < early_from {
+                continue;
+            }
+            let max = self.config.max_inflight_batches;
+            if q.inflight
+                .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+                .is_ok()
+            {
+                mask |= group_bit(f.index()).1;
+            }
+        }
+        mask
+    }
+
+    /// Gives back the in-flight slots of the followers of `p` in `mask`.
+    fn release_followers(&self, p: MemberId, mask: u64) {
+        for f in Self::peers_in(p, mask) {
+            self.sync.peer(f.index()).inflight.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// The peers of `p`'s group in `mask`.
+    fn peers_in(p: MemberId, mask: u64) -> impl Iterator<Item = MemberId> {
+        let (group, _) = group_bit(p.index());
+        crate::sync::peers_of(group, mask).map(|i| MemberId(i as u16))
     }
 
     /// How long a client waits in a burst before a partial batch takes it: a tenth of
@@ -542,6 +626,7 @@ mod tests {
             refuse: false,
             later: Vec::new(),
             not_due: Vec::new(),
+            shared: 0,
             not_due_after: Millis::MAX,
         }
     }
@@ -554,9 +639,9 @@ mod tests {
         let (_n, s) = states(&[100, 4000, 100, 100]);
         assert!(s[1].size_hint() > 4096 - 8 - s[0].size_hint());
         let mut f = filling(4096);
-        assert!(f.held(s[0].clone(), 0, s[0].id_hash()).is_none());
+        assert!(f.held(s[0].clone(), 0, s[0].id_hash(), 0).is_none());
         for c in &s[1..] {
-            let back = f.held(c.clone(), 0, c.id_hash()).expect("refused");
+            let back = f.held(c.clone(), 0, c.id_hash(), 0).expect("refused");
             assert!(Arc::ptr_eq(&back, c));
         }
         assert!(f.overflow && f.refuse);
@@ -575,7 +660,7 @@ mod tests {
         f.batch.changes = Vec::with_capacity(1);
         let room = f.batch.changes.capacity();
         for c in &s {
-            assert!(f.held(c.clone(), 0, c.id_hash()).is_none());
+            assert!(f.held(c.clone(), 0, c.id_hash(), 0).is_none());
         }
         assert!(room < s.len());
         assert_eq!(f.batch.changes.len(), s.len());
@@ -596,9 +681,10 @@ mod tests {
             due: 0,
             hash: s[0].id_hash(),
             state: None,
+            also: 0,
         });
         assert!(f.refuse && !f.overflow);
-        assert!(f.held(s[1].clone(), 0, s[1].id_hash()).is_some());
+        assert!(f.held(s[1].clone(), 0, s[1].id_hash(), 0).is_some());
         assert!(f.batch.changes.is_empty());
     }
 }

@@ -625,7 +625,13 @@ fn a_held_state_taken_from_an_entry_removed_or_refused_from_one_kept() {
         whole: Vec<Taken>,
     }
     impl TakeSink for Sink {
-        fn held(&mut self, state: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+        fn held(
+            &mut self,
+            state: Arc<Client>,
+            due: Millis,
+            hash: u64,
+            _also: u64,
+        ) -> Option<Arc<Client>> {
             if self.accept == 0 {
                 return Some(state);
             }
@@ -647,7 +653,7 @@ fn a_held_state_taken_from_an_entry_removed_or_refused_from_one_kept() {
     // Pending for peer 1 only: taken in, the entry gone.
     s.schedule_all([1], &a, Some(&v[0]), 3);
     let mut k = sink(1);
-    assert_eq!(s.take_into(1, 10, 10, &mut k), 1);
+    assert_eq!(s.take_into(1, 0, 10, 10, &mut k), 1);
     assert_eq!(k.held, [(SyncScheduler::hash(&a), 3, v[0].revision())]);
     assert!(k.whole.is_empty());
     assert_eq!((s.pending(1), s.pending(2)), (0, 0));
@@ -656,7 +662,7 @@ fn a_held_state_taken_from_an_entry_removed_or_refused_from_one_kept() {
     // it, state and all.
     s.schedule_all([1, 2], &a, Some(&v[1]), 4);
     let mut k = sink(0);
-    assert_eq!(s.take_into(1, 10, 10, &mut k), 1);
+    assert_eq!(s.take_into(1, 0, 10, 10, &mut k), 1);
     assert!(k.held.is_empty());
     let t = &k.whole[0];
     assert_eq!((t.id.as_str(), t.due), (a.as_str(), 4));
@@ -666,7 +672,7 @@ fn a_held_state_taken_from_an_entry_removed_or_refused_from_one_kept() {
     );
     assert_eq!((s.pending(1), s.pending(2)), (0, 1));
     let mut k = sink(1);
-    assert_eq!(s.take_into(2, 10, 10, &mut k), 1);
+    assert_eq!(s.take_into(2, 0, 10, 10, &mut k), 1);
     assert_eq!(k.held, [(SyncScheduler::hash(&a), 4, v[1].revision())]);
     assert_eq!((s.pending(1), s.pending(2)), (0, 0));
 }
@@ -679,7 +685,13 @@ fn a_take_offers_held_states_alone_and_passes_refused_ones_whole() {
         whole: Vec<Taken>,
     }
     impl TakeSink for Sink {
-        fn held(&mut self, state: Arc<Client>, due: Millis, hash: u64) -> Option<Arc<Client>> {
+        fn held(
+            &mut self,
+            state: Arc<Client>,
+            due: Millis,
+            hash: u64,
+            _also: u64,
+        ) -> Option<Arc<Client>> {
             if self.accept == 0 {
                 return Some(state);
             }
@@ -704,7 +716,7 @@ fn a_take_offers_held_states_alone_and_passes_refused_ones_whole() {
         held: Vec::new(),
         whole: Vec::new(),
     };
-    assert_eq!(s.take_into(1, 10, 10, &mut sink), 2);
+    assert_eq!(s.take_into(1, 0, 10, 10, &mut sink), 2);
     assert_eq!(sink.held, [(SyncScheduler::hash(&a), 0)]);
     assert_eq!(sink.whole.len(), 1);
     assert_eq!(
@@ -719,7 +731,7 @@ fn a_take_offers_held_states_alone_and_passes_refused_ones_whole() {
         held: Vec::new(),
         whole: Vec::new(),
     };
-    assert_eq!(s.take_into(2, 10, 10, &mut sink), 1);
+    assert_eq!(s.take_into(2, 0, 10, 10, &mut sink), 1);
     assert!(sink.held.is_empty());
     let t = &sink.whole[0];
     assert_eq!(
@@ -885,4 +897,56 @@ fn pending_counts_stay_exact_under_concurrent_schedules_and_takes() {
         assert_eq!(s.pending(peer), 0);
     }
     assert_eq!(taken[0].load(Relaxed), 0);
+}
+
+/// A take's followers take its clients too, whether their lanes are in step with the
+/// leader's (a pointer heading the follower's queue is popped) or not (an earlier entry
+/// of the follower's own heads it: the pointer stays and later finds nothing); counts
+/// stay exact, every client is taken once per peer, and a shared put-back goes back for
+/// the leader and the followers that took it.
+#[test]
+fn followers_of_a_take_take_its_clients_too_in_step_or_not() {
+    let (a, b, c) = (id("1_10.0.0.1_1"), id("1_10.0.0.2_1"), id("1_10.0.0.3_1"));
+    let s = SyncScheduler::new(4, 100, 16, Some(7));
+    s.schedule_all([1, 2, 3], &a, None, 0);
+    s.schedule_all([1, 2, 3], &b, None, 0);
+    // Peer 2's lane out of step: `c` due earlier from its heap, ahead of `a` and `b`.
+    s.schedule_at(2, &c, 50, false);
+    let mut out = Vec::new();
+    let followers = 1 << 2 | 1 << 3;
+    assert_eq!(s.take_into(1, followers, 100, 10, &mut |t| out.push(t)), 2);
+    let mut taken: Vec<_> = out.iter().map(|t| (t.id.clone(), t.also)).collect();
+    taken.sort();
+    assert_eq!(taken, vec![(a.clone(), followers), (b.clone(), followers)]);
+    for peer in 1..=3 {
+        assert_eq!(
+            s.pending(peer),
+            s.pending_clients(peer).len(),
+            "peer {peer}"
+        );
+    }
+    assert_eq!((s.pending(1), s.pending(2), s.pending(3)), (0, 1, 0));
+    // Peer 3's pointers were popped with the take; peer 2's stayed behind `c`.
+    assert!(s.take_due(3, Millis::MAX, 10).is_empty());
+    assert_eq!(s.take_due(2, Millis::MAX, 10), vec![c]);
+    assert_eq!(s.pending(2), 0);
+    // Put back for the leader and the followers that took it: pending for all three.
+    let t = out.iter().find(|t| t.id == a).unwrap();
+    s.put_back_shared(1, t.also, &t.id, t.hash, t.due, None);
+    for peer in 1..=3 {
+        assert_eq!(
+            s.take_due(peer, Millis::MAX, 10),
+            vec![a.clone()],
+            "peer {peer}"
+        );
+    }
+    // A follower the entry is not pending for takes nothing of it.
+    s.schedule_all([1], &b, None, 200);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.take_into(1, 1 << 2, Millis::MAX, 10, &mut |t| out.push(t)),
+        1
+    );
+    assert_eq!(out[0].also, 0);
+    assert_eq!((s.pending(1), s.pending(2)), (0, 0));
 }

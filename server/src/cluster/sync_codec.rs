@@ -207,13 +207,26 @@ pub struct SyncRequest {
 }
 
 impl SyncRequest {
-    /// A request carrying `batch` of `node`, in the compact layout.
+    /// A request carrying `batch` of `node`, in the compact layout. A batch sent to
+    /// several peers ([`SyncBatch::encoding`]) is encoded by the first of them: the others
+    /// take its parts (two reference counts, not the batch encoded again).
     pub fn new(node: &Node, batch: &SyncBatch) -> Self {
         let from = node.members().addr(node.me()).to_string();
-        let (head, records) = compact::encode_batch_parts(node, batch);
+        let shared = batch.encoding.as_deref();
+        let parts = match shared.and_then(|e| e.get::<[Bytes; 2]>()) {
+            Some(parts) => parts.clone(),
+            None => {
+                let (head, records) = compact::encode_batch_parts(node, batch);
+                let parts = [Bytes::from(head), Bytes::from(records)];
+                if let Some(e) = shared {
+                    e.set(parts.clone());
+                }
+                parts
+            }
+        };
         Self {
             from,
-            compact_parts: Some([Bytes::from(head), Bytes::from(records)]),
+            compact_parts: Some(parts),
             ..Self::default()
         }
     }
@@ -221,7 +234,7 @@ impl SyncRequest {
     /// The compact changes, in one piece (field 3 as it is on the wire): a copy of the
     /// two parts for a request built by [`SyncRequest::new`] (decoded locally only in
     /// tests and tools).
-    fn compact_bytes(&self) -> Option<Bytes> {
+    pub(crate) fn compact_bytes(&self) -> Option<Bytes> {
         match &self.compact_parts {
             Some([a, b]) => Some(Bytes::from([&a[..], &b[..]].concat())),
             None => self.compact.clone(),
@@ -239,6 +252,7 @@ impl SyncRequest {
                 .map(ClientChange::into_owned)
                 .collect(),
             lowest: batch.lowest,
+            encoding: None,
         };
         Self {
             from,

@@ -404,6 +404,7 @@ fn peer_case(replica: &Node, b: &[u8]) -> bool {
             handle(PeerRequest::Sync(SyncBatch {
                 changes: vec![c],
                 lowest: None,
+                encoding: None,
             }));
         }
         Err(e) => clear(&e),

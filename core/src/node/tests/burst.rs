@@ -5,8 +5,9 @@
 use super::{batch_sizes, register_many, small_batches};
 use crate::config::Config;
 use crate::member::{MemberId, MemberList};
-use crate::message::{Command, PeerRequest};
+use crate::message::{Command, PeerRequest, SendError, SyncBatch};
 use crate::node::Node;
+use std::sync::Arc;
 
 #[test]
 fn a_full_batch_leaves_before_the_delay_and_the_rest_of_its_burst_once_quiet() {
@@ -118,4 +119,82 @@ fn a_batch_leaves_early_from_its_early_count_and_takes_up_to_the_maximum() {
     assert_eq!(n.pending_sync(MemberId(1)), 5);
     assert!(batch_sizes(&n.flush_syncs(49)).is_empty());
     assert_eq!(batch_sizes(&n.flush_syncs(50)), vec![(1, 5), (2, 5)]);
+}
+
+/// An early batch for one peer is taken for every other peer that has a batch's worth
+/// pending and a free slot too: the same clients go to each, taken once and encoded once
+/// (one shared encoding), and a failure to one puts them back for that one alone. A peer
+/// without a free slot does not follow: it takes its own batch when its answer comes.
+#[test]
+fn an_early_batch_goes_to_every_peer_ready_for_one_taken_once() {
+    let n = small_batches(10, 4);
+    n.tick(0);
+    register_many(&n, 0, 25, 0, 10);
+    let batches: Vec<(MemberId, SyncBatch)> = n
+        .flush_syncs(20)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to,
+                request: PeerRequest::Sync(b),
+            } => Some((to, b)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches.len(), 4);
+    for pair in batches.chunks(2) {
+        let [(p, x), (q, y)] = pair else {
+            unreachable!()
+        };
+        assert_eq!((p.0, q.0), (2, 1), "the follower's, then the leader's");
+        assert_eq!(x, y);
+        assert!(Arc::ptr_eq(
+            x.encoding.as_ref().expect("shared"),
+            y.encoding.as_ref().expect("shared")
+        ));
+    }
+    assert_eq!(n.pending_sync(MemberId(1)), 5);
+    assert_eq!(n.pending_sync(MemberId(2)), 5);
+    // Peer 2 fails the first batch: its ten are pending again for it alone.
+    let (to, first) = batches[0].clone();
+    let failed = Err(SendError::Unreachable);
+    n.handle_response(to, PeerRequest::Sync(first), failed, 25);
+    assert_eq!(n.pending_sync(MemberId(2)), 15);
+    assert_eq!(n.pending_sync(MemberId(1)), 5);
+    // Quiet: the rest leaves for peer 1; peer 2 is paused for its retry delay.
+    assert_eq!(batch_sizes(&n.flush_syncs(30)), vec![(1, 5)]);
+
+    // One slot a peer: peer 1 leads, and peer 2, its slot busy, does not follow.
+    let n = small_batches(10, 1);
+    n.tick(0);
+    register_many(&n, 0, 25, 0, 10);
+    let first = n.flush_syncs(20);
+    assert_eq!(batch_sizes(&first), vec![(1, 10), (2, 10)]);
+    let ack = || {
+        Ok(crate::message::PeerResponse::SyncAck {
+            applied: 10,
+            stale: 0,
+        })
+    };
+    let answer = |cmds: Vec<Command>, peer: u16| -> Vec<Command> {
+        let request = cmds
+            .into_iter()
+            .find_map(|c| match c {
+                Command::Send { to, request } if to.0 == peer => Some(request),
+                _ => None,
+            })
+            .expect("a batch to the peer");
+        n.handle_response(MemberId(peer), request, ack(), 20)
+    };
+    let alone = answer(first, 1);
+    assert_eq!(batch_sizes(&alone), vec![(1, 10)]);
+    let Some(Command::Send {
+        request: PeerRequest::Sync(b),
+        ..
+    }) = alone.first()
+    else {
+        unreachable!()
+    };
+    assert!(b.encoding.is_none(), "taken for peer 1 alone");
+    assert_eq!(n.pending_sync(MemberId(2)), 15);
 }

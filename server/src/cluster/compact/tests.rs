@@ -102,6 +102,7 @@ fn a_flushed_batch_encodes_from_the_store_as_from_its_records() {
     let lower = distro_core::message::SyncBatch {
         changes: sent.changes.clone(),
         lowest: sent.lowest.map(|r| Revision(r.0 - (5 << 10))),
+        encoding: None,
     };
     let lower_bytes = joined(encode_batch_parts(&sender, &lower));
     assert_ne!(lower_bytes, bytes);
@@ -160,6 +161,7 @@ fn a_batch_round_trips_through_the_compact_layout() {
         &distro_core::message::SyncBatch {
             changes: changes.clone(),
             lowest: None,
+            encoding: None,
         },
     );
     let wire = msg.encode_to_vec();
@@ -183,6 +185,37 @@ fn a_batch_round_trips_through_the_compact_layout() {
     let back = SnapshotChunk::decode(&msg.encode_to_vec()[..]).expect("decodes");
     assert_eq!(back.len(), records.len());
     assert_eq!(back.decode_records(&replica).expect("valid"), records);
+}
+
+/// A batch sent to several peers is encoded by the first send, which keeps its parts in
+/// the batch's shared encoding; the others take them as they are (the test plants parts
+/// of its own to see them taken, not the batch encoded again).
+#[test]
+fn a_batch_for_several_peers_is_encoded_once() {
+    let (owner, changes) = owner_and_batch();
+    let shared = Arc::new(distro_core::message::SharedEncoding::default());
+    let batch = distro_core::message::SyncBatch {
+        changes,
+        lowest: None,
+        encoding: Some(shared.clone()),
+    };
+    let alone = distro_core::message::SyncBatch {
+        encoding: None,
+        ..batch.clone()
+    };
+    let first = SyncRequest::new(&owner, &batch).encode_to_vec();
+    assert_eq!(first, SyncRequest::new(&owner, &alone).encode_to_vec());
+    let [head, records] = shared.get::<[Bytes; 2]>().expect("kept").clone();
+    assert_eq!(SyncRequest::new(&owner, &batch).encode_to_vec(), first);
+    // Parts planted in a fresh cell are what the message carries.
+    let planted = Arc::new(distro_core::message::SharedEncoding::default());
+    planted.set([head.slice(..1), records.slice(..0)]);
+    let batch = distro_core::message::SyncBatch {
+        encoding: Some(planted),
+        ..batch
+    };
+    let msg = SyncRequest::new(&owner, &batch);
+    assert_eq!(msg.compact_bytes(), Some(head.slice(..1)));
 }
 
 #[test]
