@@ -361,25 +361,22 @@ impl Node {
     /// (given back by [`Self::release_followers`] if they take none of it).
     fn reserve_followers(&self, p: MemberId, now: Millis, early_from: usize) -> u64 {
         let (group, _) = group_bit(p.index());
+        let max = self.config.max_inflight_batches;
         let members = self.members.load();
-        let up: Vec<MemberId> = {
-            let peers = self.peers.lock();
-            members
-                .peers()
-                .filter(|&f| {
-                    f != p
-                        && group_bit(f.index()).0 == group
-                        && peers[f.index()].health.state != MemberState::Down
-                })
-                .collect()
-        };
+        // Held for the walk (atomics only under it): no list of the peers is made.
+        let peers = self.peers.lock();
         let mut mask = 0;
-        for f in up {
+        for f in members.peers() {
+            if f == p
+                || group_bit(f.index()).0 != group
+                || peers[f.index()].health.state == MemberState::Down
+            {
+                continue;
+            }
             let q = self.sync.peer(f.index());
             if q.paused_until.load(Relaxed) > now || self.sync.pending(f.index()) < early_from {
                 continue;
             }
-            let max = self.config.max_inflight_batches;
             if q.inflight
                 .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
                 .is_ok()
