@@ -65,6 +65,9 @@ use snapshot::LoadState;
 pub struct NodeStats {
     /// Sync batches sent.
     pub sync_batches_sent: u64,
+    /// Of those, batches a peer got as a follower of another peer's take: taken and
+    /// encoded once for both (see `SyncScheduler::take_into`).
+    pub sync_batches_shared: u64,
     /// Client changes sent in sync batches.
     pub sync_changes_sent: u64,
     /// Estimated bytes of sync batches sent.
@@ -117,6 +120,7 @@ pub struct NodeStats {
 #[derive(Default)]
 struct Counters {
     sync_batches_sent: AtomicU64,
+    sync_batches_shared: AtomicU64,
     sync_changes_sent: AtomicU64,
     sync_bytes_sent: AtomicU64,
     sync_batches_failed: AtomicU64,
@@ -297,6 +301,7 @@ impl Node {
         let l = |a: &AtomicU64| a.load(Relaxed);
         NodeStats {
             sync_batches_sent: l(&c.sync_batches_sent),
+            sync_batches_shared: l(&c.sync_batches_shared),
             sync_changes_sent: l(&c.sync_changes_sent),
             sync_bytes_sent: l(&c.sync_bytes_sent),
             sync_batches_failed: l(&c.sync_batches_failed),

@@ -424,11 +424,16 @@ fn encode_node(node: &Node, m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> std
         "1 once the startup snapshot load finished.",
         &u32::from(node.is_loaded()),
     )?;
-    let counters: [(&str, &str, u64); 28] = [
+    let counters: [(&str, &str, u64); 29] = [
         (
             "distro_sync_batches_sent",
             "Sync batches sent.",
             s.sync_batches_sent,
+        ),
+        (
+            "distro_sync_batches_shared",
+            "Sync batches sent as a copy of another peer's batch: taken and encoded once for both.",
+            s.sync_batches_shared,
         ),
         (
             "distro_sync_changes_sent",

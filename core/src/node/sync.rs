@@ -345,6 +345,7 @@ impl Node {
             if shared != 0 {
                 batch.encoding = Some(Arc::new(SharedEncoding::default()));
                 for f in Self::peers_in(p, shared) {
+                    inc(&self.counters.sync_batches_shared, 1);
                     self.send_batch(f, batch.clone(), bytes, out);
                 }
             }

@@ -155,6 +155,8 @@ fn an_early_batch_goes_to_every_peer_ready_for_one_taken_once() {
     }
     assert_eq!(n.pending_sync(MemberId(1)), 5);
     assert_eq!(n.pending_sync(MemberId(2)), 5);
+    let stats = n.stats();
+    assert_eq!((stats.sync_batches_sent, stats.sync_batches_shared), (4, 2));
     // Peer 2 fails the first batch: its ten are pending again for it alone.
     let (to, first) = batches[0].clone();
     let failed = Err(SendError::Unreachable);
