@@ -837,9 +837,9 @@ mod tests {
         let mut out = String::new();
         page.render(&mut out);
         let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 50, "{out}");
-        assert_eq!(out.lines().count(), 434, "{out}");
-        assert_eq!(out.len(), 28_604, "the bytes of the page written by hand");
+        assert_eq!(types, 51, "{out}");
+        assert_eq!(out.lines().count(), 437, "{out}");
+        assert_eq!(out.len(), 28_813, "the bytes of the page written by hand");
         assert!(out.contains("distro_sync_pending{peer=\"127.0.0.2:8848\"} 0\n"));
         assert!(out.contains("distro_nacos_push_ack_seconds_bucket{le=\"0.001\"} 40\n"));
         assert!(out.contains("distro_nacos_pushes_total{result=\"failed\"} 10\n"));
