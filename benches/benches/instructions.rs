@@ -439,7 +439,11 @@ fn sync_cluster_changed(changed: usize) -> &'static Cluster {
     };
     change_all(&mut requests);
     let warm = sync_batch(cluster);
-    assert_eq!(warm.changes.len(), changed, "the warm-up flush takes them all");
+    assert_eq!(
+        warm.changes.len(),
+        changed,
+        "the warm-up flush takes them all"
+    );
     drop(codec::encode(&cluster.nodes[0], &warm));
     drop(warm);
     change_all(&mut requests);

@@ -51,9 +51,10 @@ struct Filling {
     /// The clients an early take took before they were due, by their place in the batch
     /// (with their hashes, due times and the followers that took them too).
     not_due: Vec<(usize, u64, Millis, u64)>,
-    /// The followers that took any client of the batch (the peers it goes to besides the
-    /// take's own).
-    shared: u64,
+    /// With followers: for each change of the batch, the followers that took it too (a
+    /// follower is sent the batch itself if it took all of it, else a batch of what it
+    /// took); without, `None` (nothing is recorded).
+    also_of: Option<Vec<u64>>,
     /// In an early take, the time past which a client taken was not due yet (else
     /// `Millis::MAX`: one compare per client, where the flag and the time were two).
     not_due_after: Millis,
@@ -78,7 +79,9 @@ impl TakeSink for Filling {
             self.not_due
                 .push((self.batch.changes.len(), hash, due, also));
         }
-        self.shared |= also;
+        if let Some(v) = &mut self.also_of {
+            v.push(also);
+        }
         self.bytes += size;
         self.lowest = self.lowest.min(c.revision().0);
         // The change written straight into the batch's room (sized for the take: nearly
@@ -225,7 +228,7 @@ impl Node {
                 refuse: false,
                 later: Vec::new(),
                 not_due: Vec::new(),
-                shared: 0,
+                also_of: (followers != 0).then(|| Vec::with_capacity(room)),
                 not_due_after: if early { horizon } else { Millis::MAX },
             };
             let took = if early {
@@ -242,7 +245,7 @@ impl Node {
                 mut overflow,
                 later,
                 mut not_due,
-                mut shared,
+                mut also_of,
                 ..
             } = fill;
             let took_any = took > 0;
@@ -287,7 +290,9 @@ impl Node {
                 if early && due > horizon {
                     not_due.push((batch.changes.len(), hash, due, also));
                 }
-                shared |= also;
+                if let Some(v) = &mut also_of {
+                    v.push(also);
+                }
                 bytes += size;
                 lowest = lowest.min(change.revision().0);
                 batch.changes.push(change);
@@ -299,7 +304,8 @@ impl Node {
             if early && is_full {
                 let until = now.saturating_add(self.config.sync_delay);
                 q.burst_until.fetch_max(until, Relaxed);
-                for f in Self::peers_in(p, shared) {
+                let any = also_of.iter().flatten().fold(0, |a, b| a | b);
+                for f in Self::peers_in(p, any) {
                     self.sync
                         .peer(f.index())
                         .burst_until
@@ -314,6 +320,7 @@ impl Node {
                     ..SyncBatch::default()
                 };
                 let mut back = not_due.into_iter().peekable();
+                let mut kept_also = also_of.as_ref().map(|v| Vec::with_capacity(v.len()));
                 for (i, change) in batch.changes.into_iter().enumerate() {
                     match back.next_if(|&(at, _, _, _)| at == i) {
                         Some((_, hash, due, also)) => self.sync.put_back_shared(
@@ -324,11 +331,17 @@ impl Node {
                             due,
                             change.stored(),
                         ),
-                        None => kept.changes.push(change),
+                        None => {
+                            kept.changes.push(change);
+                            if let (Some(k), Some(v)) = (&mut kept_also, &also_of) {
+                                k.push(v[i]);
+                            }
+                        }
                     }
                 }
                 bytes = kept.size_hint();
                 batch = kept;
+                also_of = kept_also;
             }
             if batch.changes.is_empty() {
                 q.inflight.fetch_sub(1, Relaxed);
@@ -340,18 +353,58 @@ impl Node {
                 }
                 return;
             }
-            // A follower that took none of it has nothing to be sent.
-            self.release_followers(p, followers & !shared);
-            if shared != 0 {
-                batch.encoding = Some(Arc::new(SharedEncoding::default()));
-                for f in Self::peers_in(p, shared) {
-                    inc(&self.counters.sync_batches_shared, 1);
-                    self.send_batch(f, batch.clone(), bytes, out);
-                }
+            if let Some(also_of) = also_of {
+                self.send_to_followers(p, followers, &also_of, &mut batch, bytes, out);
             }
             self.send_batch(p, batch, bytes, out);
             if early && !is_full {
                 return;
+            }
+        }
+    }
+
+    /// Sends what the followers of `p` took of `batch` (about `bytes` encoded; `also_of`:
+    /// for each of its changes, the followers that took it): the batch itself, encoded
+    /// once for all of them, to those that took all of it (a burst's usual case, where
+    /// every client is pending for every peer at once); a batch of what it took to one
+    /// that took part of it (its queue out of step with the leader's: after a failure, a
+    /// repair, a handover), so that it is not sent the clients it was not pending for; and
+    /// nothing to one that took none of it, whose slot is given back.
+    fn send_to_followers(
+        &self,
+        p: MemberId,
+        followers: u64,
+        also_of: &[u64],
+        batch: &mut SyncBatch,
+        bytes: usize,
+        out: &mut Vec<Command>,
+    ) {
+        debug_assert_eq!(also_of.len(), batch.changes.len());
+        let any = also_of.iter().fold(0, |a, b| a | b);
+        let all = also_of.iter().fold(followers, |a, b| a & b);
+        self.release_followers(p, followers & !any);
+        for f in Self::peers_in(p, any & !all) {
+            let (_, bit) = group_bit(f.index());
+            let own = SyncBatch {
+                changes: batch
+                    .changes
+                    .iter()
+                    .zip(also_of)
+                    .filter(|(_, also)| *also & bit != 0)
+                    .map(|(c, _)| c.clone())
+                    .collect(),
+                // At most the lowest of a part, as of the whole.
+                lowest: batch.lowest,
+                encoding: None,
+            };
+            let bytes = own.size_hint();
+            self.send_batch(f, own, bytes, out);
+        }
+        if all != 0 {
+            batch.encoding = Some(Arc::new(SharedEncoding::default()));
+            for f in Self::peers_in(p, all) {
+                inc(&self.counters.sync_batches_shared, 1);
+                self.send_batch(f, batch.clone(), bytes, out);
             }
         }
     }
@@ -624,7 +677,7 @@ mod tests {
             refuse: false,
             later: Vec::new(),
             not_due: Vec::new(),
-            shared: 0,
+            also_of: None,
             not_due_after: Millis::MAX,
         }
     }

@@ -200,3 +200,62 @@ fn an_early_batch_goes_to_every_peer_ready_for_one_taken_once() {
     assert!(b.encoding.is_none(), "taken for peer 1 alone");
     assert_eq!(n.pending_sync(MemberId(2)), 15);
 }
+
+/// A follower whose queue is out of step with the leader's (the leader has retries of its
+/// own ahead) is sent a batch of what it took, not the leader's whole batch: never the
+/// clients it was not pending for.
+#[test]
+fn a_follower_out_of_step_is_sent_only_what_it_took() {
+    let n = small_batches(20, 4);
+    n.tick(0);
+    register_many(&n, 0, 5, 0, 10);
+    // Not a batch's worth: each peer takes its own five after the delay.
+    let first = n.flush_syncs(1_010);
+    assert_eq!(batch_sizes(&first), vec![(1, 5), (2, 5)]);
+    let to_1 = first
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send { to, request } if to.0 == 1 => Some(request),
+            _ => None,
+        })
+        .expect("a batch to peer 1");
+    // Peer 1 fails it: its five are due again for it alone after the retry delay.
+    n.handle_response(MemberId(1), to_1, Err(SendError::Unreachable), 1_020);
+    assert_eq!(n.pending_sync(MemberId(1)), 5);
+    register_many(&n, 5, 25, 0, 4_030);
+    assert_eq!(n.pending_sync(MemberId(1)), 30);
+    assert_eq!(n.pending_sync(MemberId(2)), 25);
+    // Peer 1 leads: its five retries (due) and fifteen of the new ones; peer 2 follows
+    // for the fifteen it was pending for, and gets those alone.
+    let sent: Vec<(MemberId, SyncBatch)> = n
+        .flush_syncs(4_040)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to,
+                request: PeerRequest::Sync(b),
+            } => Some((to, b)),
+            _ => None,
+        })
+        .collect();
+    let sizes: Vec<(u16, usize)> = sent.iter().map(|(to, b)| (to.0, b.changes.len())).collect();
+    assert_eq!(sizes, vec![(2, 15), (1, 20)]);
+    let (leader, follower) = (&sent[1].1, &sent[0].1);
+    assert!(follower.encoding.is_none(), "encoded on its own");
+    let ids = |b: &SyncBatch| -> Vec<String> {
+        let mut v: Vec<String> = b.changes.iter().map(|c| c.id().to_string()).collect();
+        v.sort();
+        v
+    };
+    let retried: Vec<String> = leader
+        .changes
+        .iter()
+        .map(|c| c.id().to_string())
+        .filter(|id| !ids(follower).contains(id))
+        .collect();
+    assert_eq!(retried.len(), 5, "the leader's own retries");
+    assert!(ids(follower).iter().all(|id| ids(leader).contains(id)));
+    assert_eq!(n.pending_sync(MemberId(1)), 10);
+    assert_eq!(n.pending_sync(MemberId(2)), 10);
+    assert_eq!(n.stats().sync_batches_shared, 0);
+}
