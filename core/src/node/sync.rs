@@ -409,7 +409,7 @@ impl Node {
         }
     }
 
-    /// The peers that follow an early take for `p` ([`SyncScheduler::take_into`]), as a
+    /// The peers that follow an early take for `p` ([`crate::sync::SyncScheduler::take_into`]), as a
     /// mask of `p`'s group: those neither DOWN nor paused that have a batch's worth
     /// pending themselves and a free in-flight slot, which is reserved here for the batch
     /// (given back by [`Self::release_followers`] if they take none of it).

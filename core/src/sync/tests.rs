@@ -1,4 +1,5 @@
 use super::*;
+use std::cmp::Reverse;
 
 fn id(s: &str) -> ClientId {
     ClientId::parse(s).unwrap()

@@ -234,7 +234,7 @@ impl SyncRequest {
     /// The compact changes, in one piece (field 3 as it is on the wire): a copy of the
     /// two parts for a request built by [`SyncRequest::new`] (decoded locally only in
     /// tests and tools).
-    pub(crate) fn compact_bytes(&self) -> Option<Bytes> {
+    fn compact_bytes(&self) -> Option<Bytes> {
         match &self.compact_parts {
             Some([a, b]) => Some(Bytes::from([&a[..], &b[..]].concat())),
             None => self.compact.clone(),
@@ -823,6 +823,57 @@ mod tests {
     struct ExpectedSync {
         from: String,
         changes: Vec<pb::ClientChange>,
+    }
+
+    /// A batch sent to several peers is encoded by the first send, which keeps its parts
+    /// in the batch's shared encoding; the others take them as they are (the test plants
+    /// parts of its own to see them taken, not the batch encoded again).
+    #[test]
+    fn a_batch_for_several_peers_is_encoded_once() {
+        use distro_core::message::SharedEncoding;
+        let members: Vec<String> = (1..=2).map(|i| format!("10.0.0.{i}:8848")).collect();
+        let cfg = Config {
+            sync_delay: 0,
+            ..Config::default()
+        };
+        let owner = Node::new(cfg, MemberList::new(&members[0], &members).unwrap(), 1).unwrap();
+        for port in [1, 2] {
+            let id = ClientId::connection(1, "10.1.2.3", port);
+            let svc = ServiceSpec::new("ns", "g", "svc");
+            owner
+                .register(&id, &svc, &InstanceSpec::new("10.1.2.3", port), 10)
+                .unwrap();
+        }
+        let changes = owner
+            .tick(20)
+            .into_iter()
+            .find_map(Command::into_sync_batch)
+            .expect("a batch")
+            .changes;
+        assert_eq!(changes.len(), 2);
+        let shared = Arc::new(SharedEncoding::default());
+        let batch = SyncBatch {
+            changes,
+            lowest: None,
+            encoding: Some(shared.clone()),
+        };
+        let alone = SyncBatch {
+            encoding: None,
+            ..batch.clone()
+        };
+        let first = SyncRequest::new(&owner, &batch).encode_to_vec();
+        assert_eq!(first, SyncRequest::new(&owner, &alone).encode_to_vec());
+        let [head, records] = shared.get::<[Bytes; 2]>().expect("kept").clone();
+        assert_eq!(SyncRequest::new(&owner, &batch).encode_to_vec(), first);
+        // Parts planted in a fresh cell are what the message carries.
+        let planted = Arc::new(SharedEncoding::default());
+        planted.set([head.slice(..1), records.slice(..0)]);
+        let batch = SyncBatch {
+            encoding: Some(planted),
+            ..batch
+        };
+        let msg = SyncRequest::new(&owner, &batch);
+        assert_eq!(msg.compact_bytes(), Some(head.slice(..1)));
     }
 
     #[test]

@@ -187,37 +187,6 @@ fn a_batch_round_trips_through_the_compact_layout() {
     assert_eq!(back.decode_records(&replica).expect("valid"), records);
 }
 
-/// A batch sent to several peers is encoded by the first send, which keeps its parts in
-/// the batch's shared encoding; the others take them as they are (the test plants parts
-/// of its own to see them taken, not the batch encoded again).
-#[test]
-fn a_batch_for_several_peers_is_encoded_once() {
-    let (owner, changes) = owner_and_batch();
-    let shared = Arc::new(distro_core::message::SharedEncoding::default());
-    let batch = distro_core::message::SyncBatch {
-        changes,
-        lowest: None,
-        encoding: Some(shared.clone()),
-    };
-    let alone = distro_core::message::SyncBatch {
-        encoding: None,
-        ..batch.clone()
-    };
-    let first = SyncRequest::new(&owner, &batch).encode_to_vec();
-    assert_eq!(first, SyncRequest::new(&owner, &alone).encode_to_vec());
-    let [head, records] = shared.get::<[Bytes; 2]>().expect("kept").clone();
-    assert_eq!(SyncRequest::new(&owner, &batch).encode_to_vec(), first);
-    // Parts planted in a fresh cell are what the message carries.
-    let planted = Arc::new(distro_core::message::SharedEncoding::default());
-    planted.set([head.slice(..1), records.slice(..0)]);
-    let batch = distro_core::message::SyncBatch {
-        encoding: Some(planted),
-        ..batch
-    };
-    let msg = SyncRequest::new(&owner, &batch);
-    assert_eq!(msg.compact_bytes(), Some(head.slice(..1)));
-}
-
 #[test]
 fn names_remembered_by_the_encoder_come_back_when_they_alternate() {
     // The encoder remembers the last namespace, group and cluster it looked up: clients
