@@ -130,17 +130,7 @@ fn an_early_batch_goes_to_every_peer_ready_for_one_taken_once() {
     let n = small_batches(10, 4);
     n.tick(0);
     register_many(&n, 0, 25, 0, 10);
-    let batches: Vec<(MemberId, SyncBatch)> = n
-        .flush_syncs(20)
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::Send {
-                to,
-                request: PeerRequest::Sync(b),
-            } => Some((to, b)),
-            _ => None,
-        })
-        .collect();
+    let batches = syncs(n.flush_syncs(20));
     assert_eq!(batches.len(), 4);
     for pair in batches.chunks(2) {
         let [(p, x), (q, y)] = pair else {
@@ -178,17 +168,7 @@ fn an_early_batch_goes_to_every_peer_ready_for_one_taken_once() {
             stale: 0,
         })
     };
-    let answer = |cmds: Vec<Command>, peer: u16| -> Vec<Command> {
-        let request = cmds
-            .into_iter()
-            .find_map(|c| match c {
-                Command::Send { to, request } if to.0 == peer => Some(request),
-                _ => None,
-            })
-            .expect("a batch to the peer");
-        n.handle_response(MemberId(peer), request, ack(), 20)
-    };
-    let alone = answer(first, 1);
+    let alone = n.handle_response(MemberId(1), request_to(first, 1), ack(), 20);
     assert_eq!(batch_sizes(&alone), vec![(1, 10)]);
     let Some(Command::Send {
         request: PeerRequest::Sync(b),
@@ -212,13 +192,7 @@ fn a_follower_out_of_step_is_sent_only_what_it_took() {
     // Not a batch's worth: each peer takes its own five after the delay.
     let first = n.flush_syncs(1_010);
     assert_eq!(batch_sizes(&first), vec![(1, 5), (2, 5)]);
-    let to_1 = first
-        .into_iter()
-        .find_map(|c| match c {
-            Command::Send { to, request } if to.0 == 1 => Some(request),
-            _ => None,
-        })
-        .expect("a batch to peer 1");
+    let to_1 = request_to(first, 1);
     // Peer 1 fails it: its five are due again for it alone after the retry delay.
     n.handle_response(MemberId(1), to_1, Err(SendError::Unreachable), 1_020);
     assert_eq!(n.pending_sync(MemberId(1)), 5);
@@ -227,17 +201,7 @@ fn a_follower_out_of_step_is_sent_only_what_it_took() {
     assert_eq!(n.pending_sync(MemberId(2)), 25);
     // Peer 1 leads: its five retries (due) and fifteen of the new ones; peer 2 follows
     // for the fifteen it was pending for, and gets those alone.
-    let sent: Vec<(MemberId, SyncBatch)> = n
-        .flush_syncs(4_040)
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::Send {
-                to,
-                request: PeerRequest::Sync(b),
-            } => Some((to, b)),
-            _ => None,
-        })
-        .collect();
+    let sent = syncs(n.flush_syncs(4_040));
     let sizes: Vec<(u16, usize)> = sent.iter().map(|(to, b)| (to.0, b.changes.len())).collect();
     assert_eq!(sizes, vec![(2, 15), (1, 20)]);
     let (leader, follower) = (&sent[1].1, &sent[0].1);
@@ -258,4 +222,27 @@ fn a_follower_out_of_step_is_sent_only_what_it_took() {
     assert_eq!(n.pending_sync(MemberId(1)), 10);
     assert_eq!(n.pending_sync(MemberId(2)), 10);
     assert_eq!(n.stats().sync_batches_shared, 0);
+}
+
+/// The sync batches among `cmds`, with their peers, in the order they came.
+fn syncs(cmds: Vec<Command>) -> Vec<(MemberId, SyncBatch)> {
+    cmds.into_iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to,
+                request: PeerRequest::Sync(b),
+            } => Some((to, b)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first request among `cmds` to peer `peer`.
+fn request_to(cmds: Vec<Command>, peer: u16) -> PeerRequest {
+    cmds.into_iter()
+        .find_map(|c| match c {
+            Command::Send { to, request } if to.0 == peer => Some(request),
+            _ => None,
+        })
+        .expect("a request to the peer")
 }
