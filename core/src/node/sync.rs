@@ -409,10 +409,11 @@ impl Node {
         }
     }
 
-    /// The peers that follow an early take for `p` ([`crate::sync::SyncScheduler::take_into`]), as a
-    /// mask of `p`'s group: those neither DOWN nor paused that have a batch's worth
-    /// pending themselves and a free in-flight slot, which is reserved here for the batch
-    /// (given back by [`Self::release_followers`] if they take none of it).
+    /// The peers that follow an early take for `p`
+    /// ([`crate::sync::SyncScheduler::take_into`]), as a mask of `p`'s group: those neither
+    /// DOWN nor paused that have a batch's worth pending themselves and a free in-flight
+    /// slot, which is reserved here for the batch (given back by
+    /// [`Self::release_followers`] if they take none of it).
     fn reserve_followers(&self, p: MemberId, now: Millis, early_from: usize) -> u64 {
         let (group, _) = group_bit(p.index());
         let max = self.config.max_inflight_batches;
