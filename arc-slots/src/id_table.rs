@@ -232,8 +232,8 @@ impl<T: Send + Sync + 'static, W> IdTable<T, W> {
 
     /// Asks the processor to fetch the table itself (the pointer to its array, its lock)
     /// into its cache: the first of three hints ahead of a write of a known hash, each
-    /// a step further along the chain a lookup follows (see [`crate::prefetch`]); this one
-    /// reads nothing.
+    /// a step further along the chain a lookup follows (see
+    /// [`crate::prefetch`](fn@crate::prefetch)); this one reads nothing.
     #[inline(always)]
     pub fn prefetch_table(&self) {
         crate::prefetch(&raw const self.core.array);

@@ -33,7 +33,8 @@
 //! is written into (a client, not built on the stack and copied into the `Arc`), and
 //! [`push_within_capacity`], a push onto a `Vec` with room that is written in line, and
 //! [`ascii_string`], ASCII bytes taken as a `String` without the UTF-8 decoder, and
-//! [`prefetch`], the processor's cache hint (an instruction only `unsafe` reaches).
+//! [`prefetch`](fn@prefetch), the processor's cache hint (an instruction only `unsafe`
+//! reaches).
 
 mod arc_new;
 mod ascii;

@@ -239,7 +239,8 @@ impl AnswerCache {
         self.entries.load(Ordering::Acquire) != 0
     }
 
-    /// [`AnswerCache::invalidate`] once [`AnswerCache::any_kept`] said yes.
+    /// What a change of the service of key `key` does once [`AnswerCache::any_kept`] said
+    /// yes.
     fn invalidate_kept(&self, key: &str) {
         let services = self.services.pin();
         if let Some(slot) = services.get(key) {

@@ -1,5 +1,5 @@
-//! Instances: the stored form ([`Instance`], with its shared [`Metadata`](super::Metadata)) and the forms
-//! a request gives ([`InstanceSpec`], owned; [`InstanceFields`], borrowed), with the
+//! Instances: the stored form ([`Instance`], with its shared [`super::Metadata`]) and the
+//! forms a request gives ([`InstanceSpec`], owned; [`InstanceFields`], borrowed), with the
 //! validation of every field against the [`limits`](crate::limits).
 
 use super::{

@@ -53,7 +53,7 @@ impl Pacing {
     }
 }
 
-/// The timers of one run's lanes: what [`LaneTimer::new`] draws from.
+/// The timers of one run's lanes, each lane's drawn by [`Timers::lane`].
 pub(crate) enum Timers {
     /// tokio's timer.
     Tick,
