@@ -73,6 +73,7 @@ pub(crate) fn peers_of(group: u16, mask: u64) -> PeersOf {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct PeersOf {
     base: usize,
     bits: u64,
@@ -809,10 +810,8 @@ impl SyncScheduler {
             due,
             regular: true,
         };
-        let (group, bit) = group_bit(peer);
-        let s = stripe_of(c.keys.slot);
-        let mut stripe = self.stripes[s].lock();
-        self.schedule_group(&mut stripe, s, &c, group, bit | also);
+        let (group, _) = group_bit(peer);
+        self.schedule_keyed(std::iter::once(peer).chain(peers_of(group, also)), c);
     }
 
     /// Every client pending for `peer`, with its due time (in no particular order).

@@ -48,9 +48,8 @@ struct Filling {
     /// refused because an earlier client waits here (they must not pass it), and all
     /// taken once the batch was full by bytes (they go back, due as they were).
     later: Vec<Taken>,
-    /// The clients an early take took before they were due, by their place in the batch
-    /// (with their hashes, due times and the followers that took them too).
-    not_due: Vec<(usize, u64, Millis, u64)>,
+    /// The clients an early take took before they were due, by their place in the batch.
+    not_due: Vec<(usize, u64, Millis)>,
     /// With followers: for each change of the batch, the followers that took it too (a
     /// follower is sent the batch itself if it took all of it, else a batch of what it
     /// took); without, `None` (nothing is recorded).
@@ -76,8 +75,7 @@ impl TakeSink for Filling {
             return Some(c);
         }
         if due > self.not_due_after {
-            self.not_due
-                .push((self.batch.changes.len(), hash, due, also));
+            self.not_due.push((self.batch.changes.len(), hash, due));
         }
         if let Some(v) = &mut self.also_of {
             v.push(also);
@@ -288,7 +286,7 @@ impl Node {
                     continue;
                 }
                 if early && due > horizon {
-                    not_due.push((batch.changes.len(), hash, due, also));
+                    not_due.push((batch.changes.len(), hash, due));
                 }
                 if let Some(v) = &mut also_of {
                     v.push(also);
@@ -301,16 +299,10 @@ impl Node {
             // only remove changes).
             batch.lowest = (!batch.changes.is_empty()).then_some(Revision(lowest));
             let is_full = overflow || batch.changes.len() >= early_from;
-            if early && is_full {
-                let until = now.saturating_add(self.config.sync_delay);
+            // A full batch that left early starts a burst, for the followers it goes to too.
+            let burst = (early && is_full).then(|| now.saturating_add(self.config.sync_delay));
+            if let Some(until) = burst {
                 q.burst_until.fetch_max(until, Relaxed);
-                let any = also_of.iter().flatten().fold(0, |a, b| a | b);
-                for f in Self::peers_in(p, any) {
-                    self.sync
-                        .peer(f.index())
-                        .burst_until
-                        .fetch_max(until, Relaxed);
-                }
             }
             if early && !is_full {
                 // Taken ahead of time but not a full batch after all (clients gone, or
@@ -322,8 +314,10 @@ impl Node {
                 let mut back = not_due.into_iter().peekable();
                 let mut kept_also = also_of.as_ref().map(|v| Vec::with_capacity(v.len()));
                 for (i, change) in batch.changes.into_iter().enumerate() {
-                    match back.next_if(|&(at, _, _, _)| at == i) {
-                        Some((_, hash, due, also)) => self.sync.put_back_shared(
+                    // Back for the followers that took it too.
+                    let also = also_of.as_ref().map_or(0, |v| v[i]);
+                    match back.next_if(|&(at, _, _)| at == i) {
+                        Some((_, hash, due)) => self.sync.put_back_shared(
                             p.index(),
                             also,
                             &change.id(),
@@ -333,8 +327,8 @@ impl Node {
                         ),
                         None => {
                             kept.changes.push(change);
-                            if let (Some(k), Some(v)) = (&mut kept_also, &also_of) {
-                                k.push(v[i]);
+                            if let Some(k) = &mut kept_also {
+                                k.push(also);
                             }
                         }
                     }
@@ -354,7 +348,7 @@ impl Node {
                 return;
             }
             if let Some(also_of) = also_of {
-                self.send_to_followers(p, followers, &also_of, &mut batch, bytes, out);
+                self.send_to_followers(p, followers, &also_of, &mut batch, bytes, burst, out);
             }
             self.send_batch(p, batch, bytes, out);
             if early && !is_full {
@@ -369,7 +363,9 @@ impl Node {
     /// every client is pending for every peer at once); a batch of what it took to one
     /// that took part of it (its queue out of step with the leader's: after a failure, a
     /// repair, a handover), so that it is not sent the clients it was not pending for; and
-    /// nothing to one that took none of it, whose slot is given back.
+    /// nothing to one that took none of it, whose slot is given back. Those sent anything
+    /// are in the leader's burst (until `burst`), if the batch started one.
+    #[allow(clippy::too_many_arguments)]
     fn send_to_followers(
         &self,
         p: MemberId,
@@ -377,12 +373,20 @@ impl Node {
         also_of: &[u64],
         batch: &mut SyncBatch,
         bytes: usize,
+        burst: Option<Millis>,
         out: &mut Vec<Command>,
     ) {
         debug_assert_eq!(also_of.len(), batch.changes.len());
-        let any = also_of.iter().fold(0, |a, b| a | b);
-        let all = also_of.iter().fold(followers, |a, b| a & b);
+        let (any, all) = also_of
+            .iter()
+            .fold((0, followers), |(any, all), a| (any | a, all & a));
         self.release_followers(p, followers & !any);
+        if let Some(until) = burst {
+            for f in Self::peers_in(p, any) {
+                let q = self.sync.peer(f.index());
+                q.burst_until.fetch_max(until, Relaxed);
+            }
+        }
         for f in Self::peers_in(p, any & !all) {
             let (_, bit) = group_bit(f.index());
             let own = SyncBatch {
