@@ -116,7 +116,7 @@ impl Node {
                     None => Built::NewOne(service),
                 })
             })?;
-        self.schedule_sync(&members, client, r, stored.as_ref(), now);
+        self.schedule_sync(&members, client, r, stored, now);
         Ok(r)
     }
 
@@ -159,7 +159,7 @@ impl Node {
         let (r, stored) = self
             .registry
             .publish_stored(client, members.me(), now, |_| Ok(batch))?;
-        self.schedule_sync(&members, client, r, stored.as_ref(), now);
+        self.schedule_sync(&members, client, r, stored, now);
         Ok(r)
     }
 
@@ -340,7 +340,7 @@ impl Node {
         members: &WriteMembers,
         client: &ClientId,
         r: WriteResult,
-        stored: Option<&Arc<Client>>,
+        stored: Option<Arc<Client>>,
         now: Millis,
     ) {
         if matches!(r, WriteResult::Unchanged) {

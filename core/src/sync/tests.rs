@@ -44,22 +44,22 @@ fn an_entry_holds_the_newest_state_scheduled_or_none() {
     let revision = |t: &Taken| t.state.as_ref().map(|c| c.revision());
     let s = SyncScheduler::new(2, 0, 100, None);
     // Scheduled out of order (two writers racing): the higher revision stays.
-    s.schedule_all([1], &a, Some(&v[1]), 0);
-    s.schedule_all([1], &a, Some(&v[0]), 0);
+    s.schedule_all([1], &a, Some(v[1].clone()), 0);
+    s.schedule_all([1], &a, Some(v[0].clone()), 0);
     let t = s.take(1, 10, 10);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].hash, SyncScheduler::hash(&a));
     assert_eq!(revision(&t[0]), Some(v[1].revision()));
     // Put back, then a newer change: the newer state is sent.
     s.put_back_taken(1, &t[0]);
-    s.schedule_all([1], &a, Some(&v[2]), 5);
+    s.schedule_all([1], &a, Some(v[2].clone()), 5);
     let t = s.take(1, 10, 10);
     assert_eq!(revision(&t[0]), Some(v[2].revision()));
     // A schedule without a state (a deletion, a repair) makes the flush read the
     // registry, whatever states come after it.
-    s.schedule_all([1], &a, Some(&v[0]), 0);
+    s.schedule_all([1], &a, Some(v[0].clone()), 0);
     s.schedule_at(1, &a, 0, false);
-    s.schedule_all([1], &a, Some(&v[2]), 0);
+    s.schedule_all([1], &a, Some(v[2].clone()), 0);
     let t = s.take(1, 10, 10);
     assert_eq!((t.len(), revision(&t[0])), (1, None));
     assert!(s.take(1, Millis::MAX, 10).is_empty());
@@ -83,14 +83,14 @@ fn taken_clients_carry_the_registrys_hash() {
 fn schedule_as_a(stripe: &mut Stripe, id: &ClientId, due: Millis, regular: bool) -> bool {
     let mix = Mix(7);
     let (g, bit) = group_bit(1);
-    let c = Change {
+    let mut c = Change {
         keys: mix.keys(stable_hash64(b"a")),
         id,
         state: None,
         due,
         regular,
     };
-    stripe.schedule(mix, &c, g, bit, |_| {}) != 0
+    stripe.schedule(mix, &mut c, g, bit, true, |_| {}) != 0
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn a_mask_schedules_as_the_peers_it_names() {
 fn a_peer_rescheduled_earlier_or_put_back_parts_from_the_others() {
     let (a, v) = states(2);
     let s = SyncScheduler::new(3, 1000, 100, None);
-    s.schedule_all([1, 2], &a, Some(&v[0]), 0);
+    s.schedule_all([1, 2], &a, Some(v[0].clone()), 0);
     // A repair for peer 1 only: due earlier for it, not for peer 2.
     s.schedule_at(1, &a, 200, false);
     assert_eq!(entries(&s), 2);
@@ -225,7 +225,7 @@ fn a_peer_rescheduled_earlier_or_put_back_parts_from_the_others() {
     );
     assert!(s.take(2, 999, 10).is_empty());
     // Peer 2 still holds the state (or reads the registry: never an older one).
-    s.schedule_all([2], &a, Some(&v[1]), 100);
+    s.schedule_all([2], &a, Some(v[1].clone()), 100);
     let t = s.take_early(2, 0, 1);
     assert_eq!(due_of(&t), [(a.clone(), 1000)]);
     let held = t[0].state.as_ref().map(|c| c.revision());
@@ -310,7 +310,7 @@ fn shared_entries_behave_as_one_queue_per_peer() {
                 0 | 1 => {
                     let who: Vec<usize> = (0..3).filter(|_| next(4) != 0).collect();
                     let state = (k == 0 && next(3) != 0).then(|| &v[next(8) as usize]);
-                    s.schedule_all(who.iter().map(|&i| peers[i]), id, state, now);
+                    s.schedule_all(who.iter().map(|&i| peers[i]), id, state.cloned(), now);
                     for i in who {
                         expect_merge(&mut model[i], id, now + 100, state);
                     }
@@ -456,7 +456,7 @@ fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_or
     let mut stripe = Stripe::new(2, 4);
     let push = |stripe: &mut Stripe, name: &str, due: Millis| {
         let i = id(name);
-        let c = Change {
+        let mut c = Change {
             keys: mix.keys(SyncScheduler::hash(&i)),
             id: &i,
             state: None,
@@ -464,7 +464,10 @@ fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_or
             regular: true,
         };
         let mut new = Vec::new();
-        assert_eq!(stripe.schedule(mix, &c, g, bit, |p| new.push(p)), bit);
+        assert_eq!(
+            stripe.schedule(mix, &mut c, g, bit, true, |p| new.push(p)),
+            bit
+        );
         assert_eq!(new, [1], "the new peer is reported once");
     };
     let taken = |stripe: &mut Stripe, now: Millis| {
@@ -580,14 +583,14 @@ fn a_take_lets_the_fifo_entries_it_took_go_once_it_stops() {
     let mut stripe = Stripe::new(2, 4);
     let ids: Vec<ClientId> = (0..300).map(|i| id(&format!("c{i}"))).collect();
     for (due, i) in ids.iter().enumerate() {
-        let c = Change {
+        let mut c = Change {
             keys: mix.keys(SyncScheduler::hash(i)),
             id: i,
             state: None,
             due: due as Millis,
             regular: true,
         };
-        assert_eq!(stripe.schedule(mix, &c, g, bit, |_| {}), bit);
+        assert_eq!(stripe.schedule(mix, &mut c, g, bit, true, |_| {}), bit);
     }
     let mut out = Vec::new();
     // Stopped by the count: 200 of 300 taken, the rest compacted to the start.
@@ -652,7 +655,7 @@ fn a_held_state_taken_from_an_entry_removed_or_refused_from_one_kept() {
     let (a, v) = states(2);
     let s = SyncScheduler::new(3, 0, 100, None);
     // Pending for peer 1 only: taken in, the entry gone.
-    s.schedule_all([1], &a, Some(&v[0]), 3);
+    s.schedule_all([1], &a, Some(v[0].clone()), 3);
     let mut k = sink(1);
     assert_eq!(s.take_into(1, 0, 10, 10, &mut k), 1);
     assert_eq!(k.held, [(SyncScheduler::hash(&a), 3, v[0].revision())]);
@@ -661,7 +664,7 @@ fn a_held_state_taken_from_an_entry_removed_or_refused_from_one_kept() {
     assert!(s.take(1, Millis::MAX, 10).is_empty() && s.take(2, Millis::MAX, 10).is_empty());
     // Pending for peers 1 and 2: peer 1 refuses it, and gets it whole; peer 2 still has
     // it, state and all.
-    s.schedule_all([1, 2], &a, Some(&v[1]), 4);
+    s.schedule_all([1, 2], &a, Some(v[1].clone()), 4);
     let mut k = sink(0);
     assert_eq!(s.take_into(1, 0, 10, 10, &mut k), 1);
     assert!(k.held.is_empty());
@@ -709,7 +712,7 @@ fn a_take_offers_held_states_alone_and_passes_refused_ones_whole() {
     let b = id("1717000000001_10.0.0.8_8080");
     let s = SyncScheduler::new(3, 0, 100, None);
     // a holds a state, pending for peers 1 and 2; b holds none, pending for peer 1.
-    s.schedule_all([1, 2], &a, Some(&v[0]), 0);
+    s.schedule_all([1, 2], &a, Some(v[0].clone()), 0);
     s.schedule_all([1], &b, None, 5);
     // Peer 1 accepts a's state (the entry stays for peer 2), and takes b whole.
     let mut sink = Sink {
@@ -757,14 +760,14 @@ fn a_lane_and_its_entry_keep_the_table_hash() {
     let a = id("a");
     let keys = mix.keys(SyncScheduler::hash(&a));
     for (due, regular) in [(10, true), (5, false)] {
-        let c = Change {
+        let mut c = Change {
             keys,
             id: &a,
             state: None,
             due,
             regular,
         };
-        stripe.schedule(mix, &c, g, bit, |_| {});
+        stripe.schedule(mix, &mut c, g, bit, true, |_| {});
     }
     let lane = &stripe.lanes[1];
     assert_eq!(lane.fifo.front(), Some(&(10, keys.slot)));
