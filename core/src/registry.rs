@@ -829,8 +829,7 @@ impl Registry {
             match (order, o_holder, n_holder) {
                 (std::cmp::Ordering::Less, Some(o), _) => {
                     let p = o.single();
-                    let len = p.instances.len();
-                    if let Some(u) = self.index_remove(&p.service, o.slot.load(Relaxed), len, pin) {
+                    if let Some(u) = self.index_remove(&p.service, o.slot.load(Relaxed), pin) {
                         u.retire();
                     }
                     changed(&p.service);
@@ -861,7 +860,7 @@ impl Registry {
     fn index_add(&self, n: &Arc<Client>, changed: &mut impl FnMut(&Service), pin: &Pin<'_>) {
         changed(&n.single().service);
         // A slot new to the client holds nothing (a free slot was emptied when freed).
-        let (slot, let_go) = self.index_insert(n.clone(), None, 0, true, pin);
+        let (slot, let_go) = self.index_insert(n.clone(), None, true, pin);
         if let Some(u) = let_go {
             u.retire();
         }
@@ -886,13 +885,7 @@ impl Registry {
         if !same {
             changed(&np.service);
         }
-        let (slot, let_go) = self.index_insert(
-            n.clone(),
-            Some(o.slot.load(Relaxed)),
-            op.instances.len(),
-            !same,
-            pin,
-        );
+        let (slot, let_go) = self.index_insert(n.clone(), Some(o.slot.load(Relaxed)), !same, pin);
         n.slot.store(slot, Relaxed);
         let_go
     }

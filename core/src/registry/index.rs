@@ -28,15 +28,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// store. A slot costs 8 bytes (about 8 more held ahead at worst), a fraction of a
 /// hash-map entry.
 ///
-/// Laid out in the order written (`repr(C)`): what a write that takes a slot touches
-/// (the `Arc`'s counts before the fields, `registry`, `free` (after `retired`, 8 bytes it
-/// does not take), then `live`, `revision`, `instances`, `gone`, then the slots' length
-/// and first chunks) sits in the
-/// first two or three cache lines of the allocation, not spread over ten by the
-/// compiler's order (the 640-byte `slots` between them): in a million-client burst each
-/// of those lines is a miss of its own.
+/// Laid out in the order written (`repr(C)`): everything a write writes here (`free`'s
+/// lock, `live`, `revision`, after the `Arc`'s two counts: 64 bytes, the first cache line
+/// of the allocation, which mimalloc aligns to 64 bytes for this size), then what it reads
+/// (`registry`, `gone`, then the slots' length and first chunks), not spread over ten
+/// lines by the compiler's order (the 640-byte `slots` between them): in a million-client
+/// burst each of those lines is a miss of its own. The index kept an instance count
+/// until the twenty-ninth session, read only by the collector's first test of emptiness
+/// (which `live` answers) and written with a locked add by every change; gone. The node's
+/// runtime thread (its own clients' writes) and its apply thread (the replicas') write
+/// the same services' indexes: the first locked instruction after a new slot's stores
+/// (the slot, the slots' length) waits for their lines to come over from the other core,
+/// ~3.5 % of the burst's samples (on the count's add before, on the revision's now).
 #[repr(C)]
 pub struct ServiceIndex {
+    /// The free slots; writers that take a slot or give one back hold it (and with it
+    /// settle `gone`, and write `live`).
+    free: Mutex<Vec<u32>>,
+    /// Slots in use: written only under `free`'s lock (a load and a store), read without.
+    live: AtomicUsize,
+    revision: AtomicU64,
     /// The registry holding it (see `Registry::id`): a service may be shared between
     /// registries of one process (the simulator's nodes), its cached index is one of them.
     registry: u64,
@@ -45,13 +56,6 @@ pub struct ServiceIndex {
     /// exclusively, and `free` too, while it removes the index from the map and sets
     /// `gone`.
     retired: RwLock<()>,
-    /// The free slots; writers that take a slot or give one back hold it (and with it
-    /// settle `gone`, and write `live`).
-    free: Mutex<Vec<u32>>,
-    /// Slots in use: written only under `free`'s lock (a load and a store), read without.
-    live: AtomicUsize,
-    revision: AtomicU64,
-    instances: AtomicUsize,
     /// Whether the collector retired this index: set under `retired`'s exclusive lock
     /// and `free`'s, read under `free` by writers that take a slot, under `retired`'s
     /// shared lock by a writer that changes a slot it holds in an index it looked up, and
@@ -67,6 +71,9 @@ pub struct ServiceIndex {
     slots: Slots<Client>,
 }
 
+// What a write writes fits the allocation's first line beside the `Arc`'s two counts.
+const _: () = assert!(std::mem::offset_of!(ServiceIndex, revision) + 8 <= 64 - 16);
+
 impl ServiceIndex {
     fn new(registry: u64, service: Service, reclaimer: &arc_slots::Reclaimer) -> Self {
         Self {
@@ -76,7 +83,6 @@ impl ServiceIndex {
             free: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             revision: AtomicU64::new(0),
-            instances: AtomicUsize::new(0),
             retired: RwLock::new(()),
             gone: AtomicBool::new(false),
             empty_since: AtomicU64::new(0),
@@ -517,7 +523,6 @@ impl Registry {
         &self,
         holder: Arc<Client>,
         slot: Option<u32>,
-        replaced_len: usize,
         changed: bool,
         pin: &'a Pin<'a>,
     ) -> (u32, Option<Unlinked<'a, Client>>) {
@@ -527,14 +532,13 @@ impl Registry {
         if let Some(s) = slot.filter(|s| *s != NO_SLOT)
             && let Some(idx) = self.live_index(&p.service)
         {
-            let n = p.instances.len();
             let let_go = idx.slots.exchange(s as usize, Some(holder), pin);
             if changed {
-                Self::count_change(&idx, n, replaced_len);
+                Self::count_change(&idx);
             }
             return (s, let_go);
         }
-        self.index_insert_slow(holder, slot, replaced_len, changed, pin)
+        self.index_insert_slow(holder, slot, changed, pin)
     }
 
     /// [`Registry::index_insert`] of a client without a slot, or whose service's index
@@ -544,12 +548,10 @@ impl Registry {
         &self,
         holder: Arc<Client>,
         slot: Option<u32>,
-        replaced_len: usize,
         changed: bool,
         pin: &'a Pin<'a>,
     ) -> (u32, Option<Unlinked<'a, Client>>) {
         let p = holder.single();
-        let n = p.instances.len();
         let mut cached = self.cached_index(&p.service);
         loop {
             let idx = match cached.take() {
@@ -596,7 +598,7 @@ impl Registry {
                 }
             };
             if changed {
-                Self::count_change(&idx, n, replaced_len);
+                Self::count_change(&idx);
             }
             return (slot, let_go);
         }
@@ -644,26 +646,18 @@ impl Registry {
             .filter(|idx| !idx.gone.load(std::sync::atomic::Ordering::Acquire))
     }
 
-    /// A publication of `replaced` instances became one of `n`, different: the service's
-    /// instance count and revision move.
+    /// A publication changed: the service's revision moves.
     #[inline]
-    fn count_change(idx: &ServiceIndex, n: usize, replaced: usize) {
-        if n > replaced {
-            idx.instances.fetch_add(n - replaced, Relaxed);
-        } else if n < replaced {
-            idx.instances.fetch_sub(replaced - n, Relaxed);
-        }
+    fn count_change(idx: &ServiceIndex) {
         idx.revision.fetch_add(1, Relaxed);
     }
 
-    /// Frees `slot` of `service`'s index (a publication of `len` instances went away);
-    /// returns what it held (to retire). `pin` is the caller's pin of the registry's
-    /// reclaimer.
+    /// Frees `slot` of `service`'s index (a publication went away); returns what it held
+    /// (to retire). `pin` is the caller's pin of the registry's reclaimer.
     pub(super) fn index_remove<'a>(
         &self,
         service: &Service,
         slot: u32,
-        len: usize,
         pin: &'a Pin<'a>,
     ) -> Option<Unlinked<'a, Client>> {
         // The slot is in the service's index that is not retired (one holding a slot in
@@ -693,7 +687,6 @@ impl Registry {
                 }
             }
             drop(free);
-            idx.instances.fetch_sub(len, Relaxed);
             idx.revision.fetch_add(1, Relaxed);
         }
         let_go
@@ -721,7 +714,7 @@ impl Registry {
         let services = self.services.pin();
         let mut removed = 0;
         for (key, idx) in services.iter() {
-            if idx.instances.load(Relaxed) != 0 || idx.live.load(Relaxed) != 0 {
+            if idx.live.load(Relaxed) != 0 {
                 idx.empty_since.store(0, Relaxed);
                 continue;
             }
