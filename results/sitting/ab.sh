@@ -11,7 +11,10 @@
 # has not handed back to its host (see results/side-by-side-2026-12-05c.md); hold page
 # reporting off for the sitting first:
 #   echo 120000 > /sys/module/page_reporting/parameters/min_free_ms   (0 after)
-# Stop everything else and check `uptime` before starting.
+# Stop everything else and check `uptime` before starting. With ORDER=rotate the builds'
+# order turns by one each round (round r starts with the r-th build), so that no build
+# always runs first or last after the memory touch: the twenty-eighth session found the
+# build in a round's second place winning most rounds of its sittings.
 set -eu
 out=$1
 rounds=$2
@@ -20,8 +23,15 @@ builds=${BUILDS:-/work/sitting}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+names=("$@")
+n=${#names[@]}
 for r in $(seq 1 "$rounds"); do
-  for b in "$@"; do
+  for i in $(seq 0 $((n - 1))); do
+    if [ "${ORDER:-fixed}" = rotate ]; then
+      b=${names[$(((i + r - 1) % n))]}
+    else
+      b=${names[$i]}
+    fi
     python3 -c "b = bytearray(4 * 1024**3)"
     sleep 1
     uptime > "$out/$b.$r.uptime"

@@ -47,6 +47,17 @@ def main():
             + " | max RSS MB " + " / ".join(str(x[6]) for x in rs)
             + " | load " + " / ".join(x[7] for x in rs)
         )
+    # Each pair of builds, round by round (the rounds both ran): how often the first was
+    # faster and how often it used less CPU per client.
+    names = sorted(rows)
+    by_round = {b: dict(rs) for b, rs in rows.items()}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            common = sorted(set(by_round[a]) & set(by_round[b]))
+            faster = sum(by_round[a][r][0] > by_round[b][r][0] for r in common)
+            cheaper = sum(by_round[a][r][1] < by_round[b][r][1] for r in common)
+            print(f"{a} against {b}: faster in {faster} of {len(common)} rounds, "
+                  f"cheaper in {cheaper} of {len(common)}")
 
 
 main()
