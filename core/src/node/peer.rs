@@ -69,7 +69,8 @@ impl Node {
         match (request, result) {
             (PeerRequest::Probe(_), result) => self.on_probe_result(to, &result, now),
             (PeerRequest::Sync(batch), result) => {
-                self.on_sync_result(to, &batch, result.is_ok(), now, &mut out)
+                self.on_sync_result(to, &batch, result.is_ok(), now, &mut out);
+                release_changes(batch.changes);
             }
             (PeerRequest::VerifyDigests(_), Ok(PeerResponse::VerifyMismatch { shards })) => {
                 self.on_verify_mismatch(to, &shards, now, &mut out)
@@ -84,5 +85,35 @@ impl Node {
             _ => {}
         }
         out
+    }
+}
+
+/// How many changes ahead [`release_changes`] asks for a state's count.
+const RELEASE_AHEAD: usize = 8;
+
+/// Drops a sent batch's changes, asking for each stored state's reference count
+/// [`RELEASE_AHEAD`] changes ahead of its drop. The batch's last references go long after
+/// the flush read the states (an answer's round trip later, a burst's worth of other
+/// clients in between), so each count's line has left the cache, and each drop's locked
+/// decrement waited for its own miss in turn (`drop_in_place<ClientChange>`, 0.5-1.1 % of
+/// the 1 M burst's samples); asked for ahead, the misses overlap.
+fn release_changes(changes: Vec<crate::registry::ClientChange>) {
+    use crate::registry::ClientChange;
+    let ask = |c: &ClientChange| {
+        if let ClientChange::Stored(c) = c {
+            // An `Arc`'s counts are the 16 bytes before its value.
+            let value = std::sync::Arc::as_ptr(c).cast::<u8>();
+            arc_slots::prefetch(value.wrapping_sub(2 * std::mem::size_of::<usize>()));
+        }
+    };
+    changes.iter().take(RELEASE_AHEAD).for_each(ask);
+    let mut changes = changes.into_iter();
+    loop {
+        if let Some(c) = changes.as_slice().get(RELEASE_AHEAD) {
+            ask(c);
+        }
+        if changes.next().is_none() {
+            break;
+        }
     }
 }

@@ -929,3 +929,46 @@ fn a_registration_is_scheduled_for_every_peer_of_any_member_list() {
     // The lists went past slot 58 (no word) and slot 64 (no mask).
     assert!(top >= 64, "{top}");
 }
+
+#[test]
+fn an_answered_batch_lets_go_of_every_state_it_held() {
+    use std::sync::Arc;
+    let n = small_batches(1_000, 4);
+    n.tick(0);
+    register_many(&n, 0, 30, 0, 10);
+    let held = |i: usize| {
+        let ip = format!("10.9.{}.{}", i / 250, i % 250);
+        n.registry()
+            .get(ClientId::connection(1, &ip, 1).as_str())
+            .unwrap()
+    };
+    let states: Vec<_> = (0..30).map(held).collect();
+    // The registry's references, ours and the pending sync entry's.
+    let pending: Vec<usize> = states.iter().map(Arc::strong_count).collect();
+    let requests: Vec<_> = n
+        .tick(2_000)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to,
+                request: request @ PeerRequest::Sync(_),
+            } => Some((to, request)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests.len(), 2, "one batch per peer");
+    for (to, request) in requests {
+        let ack = Ok(crate::message::PeerResponse::SyncAck {
+            applied: 30,
+            stale: 0,
+        });
+        assert!(batch_sizes(&n.handle_response(to, request, ack, 2_100)).is_empty());
+    }
+    for (i, s) in states.iter().enumerate() {
+        assert_eq!(
+            Arc::strong_count(s),
+            pending[i] - 1,
+            "client {i}: a sent batch kept its state"
+        );
+    }
+}
