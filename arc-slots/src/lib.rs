@@ -47,7 +47,7 @@ mod unlinked;
 pub use arc_new::ArcPlace;
 pub use ascii::{ascii_str, ascii_string};
 pub use id_table::{ArcRef, IdTable, Iter as IdTableIter, WriteGuard, Writer};
-pub use prefetch::prefetch;
+pub use prefetch::{prefetch, prefetch_arc_counts};
 pub use push::push_within_capacity;
 pub use small_str::SmallStr;
 pub use unlinked::{RetireBatch, Unlinked};

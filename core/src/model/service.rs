@@ -60,10 +60,10 @@ impl Service {
     #[inline]
     pub(crate) fn prefetch_index(&self) {
         if let Some(w) = self.0.index.get() {
-            // An `Arc`'s value follows its two counts: the allocation starts 16 bytes
-            // before the pointer `Weak::as_ptr` gives.
+            // The allocation's first line (the counts, 16 bytes before the value) and
+            // its second.
+            arc_slots::prefetch_arc_counts(w.as_ptr());
             let value = w.as_ptr().cast::<u8>();
-            arc_slots::prefetch(value.wrapping_sub(2 * std::mem::size_of::<usize>()));
             arc_slots::prefetch(value.wrapping_add(64 - 2 * std::mem::size_of::<usize>()));
         }
     }

@@ -101,9 +101,7 @@ fn release_changes(changes: Vec<crate::registry::ClientChange>) {
     use crate::registry::ClientChange;
     let ask = |c: &ClientChange| {
         if let ClientChange::Stored(c) = c {
-            // An `Arc`'s counts are the 16 bytes before its value.
-            let value = std::sync::Arc::as_ptr(c).cast::<u8>();
-            arc_slots::prefetch(value.wrapping_sub(2 * std::mem::size_of::<usize>()));
+            arc_slots::prefetch_arc_counts(std::sync::Arc::as_ptr(c));
         }
     };
     changes.iter().take(RELEASE_AHEAD).for_each(ask);
