@@ -209,11 +209,12 @@ struct Keys {
 /// One schedule of a client: its keys and id, the state it stored (if any), when it is
 /// due and whether in the regular due order (after the sync delay).
 ///
-/// The state is held, not borrowed: the schedule that makes the one entry a change needs
-/// (one group of peers, no entry pending: every new client of a burst) moves it into the
-/// entry ([`Change::pending_last`]), so the write that stored it hands its reference over
-/// instead of the entry taking a second one and the write dropping its own: two locked
-/// instructions on the new client's count line fewer for each change.
+/// The state is held, not borrowed: a new entry takes it ([`Change::pending`]), so the
+/// write that stored it hands its reference over instead of the entry taking a second one
+/// and the write dropping its own: two locked instructions on the new client's count line
+/// fewer for each new client. A change for peers of several groups (64 members or more)
+/// schedules a copy for each group.
+#[derive(Clone)]
 struct Change<'a> {
     keys: Keys,
     id: &'a ClientId,
@@ -223,16 +224,8 @@ struct Change<'a> {
 }
 
 impl Change<'_> {
-    /// A new entry of this change for the peers of `group` in `mask`, sharing its state.
-    fn pending(&self, group: u16, mask: u64) -> Pending {
-        Pending {
-            state: self.state.clone(),
-            ..self.pending_stateless(group, mask)
-        }
-    }
-
-    /// [`Change::pending`] for the last entry this change makes: its state moved in.
-    fn pending_last(&mut self, group: u16, mask: u64) -> Pending {
+    /// A new entry of this change for the peers of `group` in `mask`: its state moved in.
+    fn pending(&mut self, group: u16, mask: u64) -> Pending {
         Pending {
             state: self.state.take(),
             ..self.pending_stateless(group, mask)
@@ -278,15 +271,13 @@ impl Stripe {
     /// pending for before. A client pending for some of them is merged into their
     /// entries (a peer due later split off into one of its own); the others get a new
     /// entry. `on_new` is called for each of those peers as its lane gets the entry (the
-    /// caller counts them in the same walk over the peers). With `last` (no other group
-    /// is scheduled after this one) a new entry takes `c`'s state rather than a share.
+    /// caller counts them in the same walk over the peers). A new entry takes `c`'s state.
     fn schedule(
         &mut self,
         mix: Mix,
         c: &mut Change<'_>,
         group: u16,
         mut mask: u64,
-        last: bool,
         mut on_new: impl FnMut(usize),
     ) -> u64 {
         debug_assert_eq!(c.keys.slot, mix.slot(c.keys.hash));
@@ -301,12 +292,8 @@ impl Stripe {
             );
             let split = match entry {
                 Slot::Vacant(v) => {
-                    // Nothing is scheduled after a new entry (the loop ends here).
-                    v.insert(if last {
-                        c.pending_last(group, mask)
-                    } else {
-                        c.pending(group, mask)
-                    });
+                    // The loop ends here: nothing needs the state after the new entry.
+                    v.insert(c.pending(group, mask));
                     for peer in peers_of(group, mask) {
                         lanes[peer].push(slot, c.due, c.regular);
                         on_new(peer);
@@ -607,7 +594,7 @@ impl SyncScheduler {
         let mut c = self.regular(id, state, now);
         let s = stripe_of(c.keys.slot);
         let mut stripe = self.stripes[s].lock();
-        self.schedule_group(&mut stripe, s, &mut c, 0, mask, true);
+        self.schedule_group(&mut stripe, s, &mut c, 0, mask);
         drop(stripe);
         // A state not moved into an entry (the client was pending already) is dropped
         // after the lock.
@@ -661,9 +648,11 @@ impl SyncScheduler {
         }
         let s = stripe_of(c.keys.slot);
         let mut stripe = self.stripes[s].lock();
-        self.schedule_group(&mut stripe, s, &mut c, group, mask, !more);
         if more {
-            self.schedule_more(&mut stripe, s, peers, &mut c, group);
+            self.schedule_group(&mut stripe, s, &mut c.clone(), group, mask);
+            self.schedule_more(&mut stripe, s, peers, &c, group);
+        } else {
+            self.schedule_group(&mut stripe, s, &mut c, group, mask);
         }
         drop(stripe);
         drop(c);
@@ -680,10 +669,9 @@ impl SyncScheduler {
         c: &mut Change<'_>,
         group: u16,
         mask: u64,
-        last: bool,
     ) {
         if mask != 0 {
-            stripe.schedule(self.mix, c, group, mask, last, |peer| {
+            stripe.schedule(self.mix, c, group, mask, |peer| {
                 let n = &self.counts[s * self.peers.len() + peer];
                 n.store(n.load(Relaxed) + 1, Relaxed);
             });
@@ -697,15 +685,15 @@ impl SyncScheduler {
         stripe: &mut Stripe,
         s: usize,
         peers: impl Iterator<Item = usize>,
-        c: &mut Change<'_>,
+        c: &Change<'_>,
         done: u16,
     ) {
         let mut masks = [0u64; MAX_MEMBERS.div_ceil(GROUP)];
         for (g, bit) in peers.map(group_bit).filter(|(g, _)| *g != done) {
             masks[usize::from(g)] |= bit;
         }
-        for (g, mask) in masks.into_iter().enumerate() {
-            self.schedule_group(stripe, s, c, g as u16, mask, false);
+        for (g, mask) in masks.into_iter().enumerate().filter(|(_, m)| *m != 0) {
+            self.schedule_group(stripe, s, &mut c.clone(), g as u16, mask);
         }
     }
 

@@ -90,7 +90,7 @@ fn schedule_as_a(stripe: &mut Stripe, id: &ClientId, due: Millis, regular: bool)
         due,
         regular,
     };
-    stripe.schedule(mix, &mut c, g, bit, true, |_| {}) != 0
+    stripe.schedule(mix, &mut c, g, bit, |_| {}) != 0
 }
 
 #[test]
@@ -464,10 +464,7 @@ fn a_regular_schedule_due_before_the_last_fifo_push_is_taken_from_the_heap_in_or
             regular: true,
         };
         let mut new = Vec::new();
-        assert_eq!(
-            stripe.schedule(mix, &mut c, g, bit, true, |p| new.push(p)),
-            bit
-        );
+        assert_eq!(stripe.schedule(mix, &mut c, g, bit, |p| new.push(p)), bit);
         assert_eq!(new, [1], "the new peer is reported once");
     };
     let taken = |stripe: &mut Stripe, now: Millis| {
@@ -590,7 +587,7 @@ fn a_take_lets_the_fifo_entries_it_took_go_once_it_stops() {
             due: due as Millis,
             regular: true,
         };
-        assert_eq!(stripe.schedule(mix, &mut c, g, bit, true, |_| {}), bit);
+        assert_eq!(stripe.schedule(mix, &mut c, g, bit, |_| {}), bit);
     }
     let mut out = Vec::new();
     // Stopped by the count: 200 of 300 taken, the rest compacted to the start.
@@ -767,7 +764,7 @@ fn a_lane_and_its_entry_keep_the_table_hash() {
             due,
             regular,
         };
-        stripe.schedule(mix, &mut c, g, bit, true, |_| {});
+        stripe.schedule(mix, &mut c, g, bit, |_| {});
     }
     let lane = &stripe.lanes[1];
     assert_eq!(lane.fifo.front(), Some(&(10, keys.slot)));
