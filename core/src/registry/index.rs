@@ -35,11 +35,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// lines by the compiler's order (the 640-byte `slots` between them): in a million-client
 /// burst each of those lines is a miss of its own. The index kept an instance count
 /// until the twenty-ninth session, read only by the collector's first test of emptiness
-/// (which `live` answers) and written with a locked add by every change; gone. The node's
-/// runtime thread (its own clients' writes) and its apply thread (the replicas') write
-/// the same services' indexes: the first locked instruction after a new slot's stores
-/// (the slot, the slots' length) waits for their lines to come over from the other core,
-/// ~3.5 % of the burst's samples (on the count's add before, on the revision's now).
+/// (which `live` answers) and written with a locked add by every change; gone. The first
+/// locked instruction after a new slot's stores (the slot, the slots' length) waits for
+/// their lines, ~3.5 % of the burst's samples (on the count's add before, on the
+/// revision's now). Not for the other core's writes: two lanes, the node's own clients'
+/// slots and counters apart from the replicas', each on lines of its own, left that wait
+/// as it was and cost a miss more (README, "Locked instructions"); the burst's million
+/// clients evict a service's lines between two of its writes.
 #[repr(C)]
 pub struct ServiceIndex {
     /// The free slots; writers that take a slot or give one back hold it (and with it
