@@ -308,6 +308,26 @@ impl WriteHints<'_> {
         }
     }
 
+    /// Asks for this thread's memo entry of the service a write two writes ahead names
+    /// (parts as received), if the hints are active: the first of two hints for its
+    /// service (see [`WriteHints::service`]). Changes nothing.
+    #[inline]
+    pub fn service_early(&self, namespace: &str, group: &str, name: &str) {
+        if self.pin.is_some() {
+            self.registry.prefetch_memo(namespace, group, name);
+        }
+    }
+
+    /// Asks for the lines of the service a write a write ahead names, and of its index,
+    /// that the write reads first, from the memo entry [`WriteHints::service_early`] asked
+    /// for, if the hints are active. Changes nothing.
+    #[inline]
+    pub fn service(&self, namespace: &str, group: &str, name: &str) {
+        if self.pin.is_some() {
+            self.registry.prefetch_found(namespace, group, name);
+        }
+    }
+
     /// Whether the hints ask for anything (the registry held
     /// [`Config::prefetch_from`] clients or more when they were made).
     pub fn active(&self) -> bool {

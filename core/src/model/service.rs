@@ -68,6 +68,14 @@ impl Service {
         }
     }
 
+    /// Where this service's cached index sits (`0` for none), for hints that ask for its
+    /// lines without reading through it (see `Registry::prefetch_found`): an address, not
+    /// a reference.
+    #[inline]
+    pub(crate) fn index_address(&self) -> usize {
+        self.0.index.get().map_or(0, |w| w.as_ptr().addr())
+    }
+
     /// Whether a registry cached its index here (even one since dropped).
     pub(crate) fn has_cached_index(&self) -> bool {
         self.0.index.get().is_some()
@@ -178,6 +186,21 @@ impl Service {
 pub(crate) struct WeakService(Weak<ServiceInner>);
 
 impl WeakService {
+    /// Asks the processor for the lines a write into this service reads first: the
+    /// service's counts and its names' pointers and, at `index` (a
+    /// [`Service::index_address`], `0` for none), its index's counts and the fields a
+    /// write that takes a slot touches (see `ServiceIndex`). Reads nothing through either.
+    #[inline]
+    pub(crate) fn prefetch_with(&self, index: usize) {
+        arc_slots::prefetch_arc_counts(self.0.as_ptr());
+        if index != 0 {
+            let index = std::ptr::without_provenance::<ServiceIndex>(index);
+            arc_slots::prefetch_arc_counts(index);
+            let value = index.cast::<u8>();
+            arc_slots::prefetch(value.wrapping_add(64 - 2 * std::mem::size_of::<usize>()));
+        }
+    }
+
     /// The service, if it is still alive.
     #[inline]
     pub(crate) fn upgrade(&self) -> Option<Service> {

@@ -50,6 +50,70 @@ fn write_hints_start_at_their_threshold_and_change_nothing() {
     assert!(!reg_prefetching(usize::MAX).write_hints().active());
 }
 
+/// The hints for a write's service read this thread's memo of found services and ask
+/// for lines at the addresses an entry keeps: for any parts (ones that do not split,
+/// ones never found, another registry's, a service whose index was collected since, a
+/// memo borrowed by the thread's lookup), they change nothing and read nothing through
+/// those addresses.
+#[test]
+fn service_hints_take_any_parts_and_change_nothing() {
+    let r = reg_prefetching(0);
+    let other = reg_prefetching(0);
+    let hints = r.write_hints();
+    let both = |ns: &str, group: &str, name: &str| {
+        hints.service_early(ns, group, name);
+        hints.service(ns, group, name);
+    };
+    // Before the thread's memo holds anything, and parts that do not split.
+    both("", "", "hinted");
+    both("", "G", "H@@hinted");
+    both("", "", "@@");
+    let id = ClientId::ip_port("10.9.1.1", 80);
+    r.publish(
+        &id,
+        publication(&r, "hinted", "10.9.1.1", 80),
+        MemberId(0),
+        10,
+    )
+    .unwrap();
+    // Found (the memo's entry made), then hinted by its parts as received, defaults
+    // given or not, and by another registry's hints (the entry is not theirs).
+    let s = r.find_service("public", "DEFAULT_GROUP", "hinted").unwrap();
+    both("", "", "hinted");
+    both("public", "DEFAULT_GROUP", "hinted");
+    both("", "", "DEFAULT_GROUP@@hinted");
+    let theirs = other.write_hints();
+    theirs.service_early("", "", "hinted");
+    theirs.service("", "", "hinted");
+    // The service emptied and its index collected: the entry's addresses are of a
+    // retired index (dropped once the reclaimer frees it) and of a service this test
+    // still holds; then the service dropped too, its allocation kept by the memo alone.
+    r.remove_client(&id, MemberId(0), 11);
+    r.collect_empty_services(20, 0);
+    assert_eq!(r.collect_empty_services(30, 0), 1);
+    both("", "", "hinted");
+    drop(s);
+    r.flush_retired();
+    both("", "", "hinted");
+    assert!(r.query("public", "DEFAULT_GROUP", "hinted").is_none());
+    assert!(
+        r.find_service("public", "DEFAULT_GROUP", "hinted")
+            .is_none()
+    );
+    // Held again: the hints and the lookup find the new index.
+    r.publish(
+        &id,
+        publication(&r, "hinted", "10.9.1.1", 81),
+        MemberId(0),
+        40,
+    )
+    .unwrap();
+    both("", "", "hinted");
+    let view = r.query("public", "DEFAULT_GROUP", "hinted").expect("held");
+    assert_eq!(view.publications.len(), 1);
+    assert_eq!(view.publications[0].instances[0].port, 81);
+}
+
 pub(super) fn publication(r: &Registry, svc: &str, ip: &str, port: u16) -> Publication {
     let s = r.service("public", "DEFAULT_GROUP", svc);
     let i = InstanceSpec::new(ip, port)

@@ -14,6 +14,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
 use crate::proto::results::ForwardResponse;
 use crate::proto::writes::{self, Received};
+use distro_core::WriteHints;
 use distro_core::model::{ClientId, DEFAULT_CLUSTER};
 use distro_core::{BeatResult, InstanceSpec, MemberId, Node, Route, ServiceSpec, WriteError};
 use std::collections::BTreeMap;
@@ -92,6 +93,27 @@ impl Item {
             ItemResult::invalid(&format!("invalid port: {port} is outside 1..=65535"))
         })?;
         Ok((ip, port))
+    }
+
+    /// The service's name as received (namespace, group, name; defaults not applied).
+    fn service(&self) -> (&str, &str, &str) {
+        match self {
+            Item::Register(s, _) | Item::Deregister(s, _) | Item::Beat(s, _) => {
+                (&s.namespace, &s.group, &s.name)
+            }
+            Item::Received(_, r) => r.service(),
+        }
+    }
+
+    /// The two hints for this item's service (see `WriteHints::service_early` and
+    /// `WriteHints::service`): `early` two writes ahead, else one.
+    fn hint_service(&self, hints: &WriteHints<'_>, early: bool) {
+        let (ns, group, name) = self.service();
+        if early {
+            hints.service_early(ns, group, name);
+        } else {
+            hints.service(ns, group, name);
+        }
     }
 
     fn kind(&self) -> Kind {
@@ -341,8 +363,12 @@ impl Forwarder {
             }
             let hints = self.node.registry().write_hints();
             for (k, (i, client, ip, port)) in local.iter().enumerate() {
-                if let Some((_, next, ..)) = local.get(k + 1) {
+                if let Some((at, next, ..)) = local.get(k + 1) {
                     hints.client(next);
+                    items[*at].hint_service(&hints, false);
+                }
+                if let Some((at, ..)) = local.get(k + 2) {
+                    items[*at].hint_service(&hints, true);
                 }
                 results[*i] = Some(self.apply_owned(&items[*i], client, ip, *port, now));
             }
@@ -452,6 +478,10 @@ impl Forwarder {
                 .map(|k| {
                     if let Some(Ok((_, _, next))) = at.get(k + 1) {
                         hints.client(next);
+                        items[k + 1].hint_service(&hints, false);
+                    }
+                    if let Some(Ok(_)) = at.get(k + 2) {
+                        items[k + 2].hint_service(&hints, true);
                     }
                     one(&items[k], &at[k])
                 })
