@@ -220,6 +220,25 @@ fn memo_slot(namespace: &str, group: &str, name: &str) -> usize {
     ((w ^ lens).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
 }
 
+/// `f` of this thread's memo entry for a service's parts as received (defaults and `@@`
+/// applied as a write applies them), if they split and the memo is there and not
+/// borrowed: for the hints of [`Registry::prefetch_memo`] and [`Registry::prefetch_found`].
+#[inline(always)]
+fn memo_entry(namespace: &str, group: &str, name: &str, f: impl FnOnce(&Memo)) {
+    let Ok((ns, group, name)) = crate::model::ServiceSpec::split_parts(namespace, group, name)
+    else {
+        return;
+    };
+    let at = memo_slot(ns, group, name);
+    let _ = FOUND.try_with(|m| {
+        if let Ok(m) = m.try_borrow()
+            && let Some(e) = m.get(at)
+        {
+            f(e);
+        }
+    });
+}
+
 /// [`Registry::find_service`] in a pinned map.
 #[inline]
 fn find_in(services: &Services<'_>, namespace: &str, group: &str, name: &str) -> Option<Service> {
@@ -396,18 +415,7 @@ impl Registry {
     /// nothing else; nothing for parts that do not split.
     #[inline]
     pub(super) fn prefetch_memo(&self, namespace: &str, group: &str, name: &str) {
-        let Ok((ns, group, name)) = crate::model::ServiceSpec::split_parts(namespace, group, name)
-        else {
-            return;
-        };
-        let at = memo_slot(ns, group, name);
-        let _ = FOUND.try_with(|m| {
-            if let Ok(m) = m.try_borrow()
-                && let Some(e) = m.get(at)
-            {
-                arc_slots::prefetch(e);
-            }
-        });
+        memo_entry(namespace, group, name, |e| arc_slots::prefetch(e));
     }
 
     /// The second hint, a write ahead: reads the memo entry [`Registry::prefetch_memo`]
@@ -417,16 +425,8 @@ impl Registry {
     /// service was dropped since only costs a useless hint).
     #[inline]
     pub(super) fn prefetch_found(&self, namespace: &str, group: &str, name: &str) {
-        let Ok((ns, group, name)) = crate::model::ServiceSpec::split_parts(namespace, group, name)
-        else {
-            return;
-        };
-        let at = memo_slot(ns, group, name);
-        let _ = FOUND.try_with(|m| {
-            if let Ok(m) = m.try_borrow()
-                && let Some(e) = m.get(at)
-                && e.registry == self.id
-            {
+        memo_entry(namespace, group, name, |e| {
+            if e.registry == self.id {
                 e.service.prefetch_with(e.index_at);
             }
         });
