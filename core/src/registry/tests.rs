@@ -52,9 +52,8 @@ fn write_hints_start_at_their_threshold_and_change_nothing() {
 
 /// The hints for a write's service read this thread's memo of found services and ask
 /// for lines at the addresses an entry keeps: for any parts (ones that do not split,
-/// ones never found, another registry's, a service whose index was collected since, a
-/// memo borrowed by the thread's lookup), they change nothing and read nothing through
-/// those addresses.
+/// ones never found, another registry's, a service whose index was collected since and
+/// then dropped), they change nothing and read nothing through those addresses.
 #[test]
 fn service_hints_take_any_parts_and_change_nothing() {
     let r = reg_prefetching(0);
