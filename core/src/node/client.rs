@@ -87,6 +87,12 @@ impl Node {
                         }
                     }
                 };
+                // A publication new to the client takes a slot in its service's index:
+                // its line asked for while the client is built (in a registry large
+                // enough that the index's tail has left the caches since its last write).
+                if held.is_none() && self.registry.prefetching() {
+                    self.registry.prefetch_new_slot(&service);
+                }
                 // A batch is replaced as a whole: its instances are not this one's.
                 let held_instance = held
                     .filter(|(_, p)| !p.is_batch())

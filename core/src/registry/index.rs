@@ -432,6 +432,18 @@ impl Registry {
         });
     }
 
+    /// Asks for the line of the slot a new publication of `service` would take in its
+    /// index (the cached one, if live), ahead of the write that takes it: an owner's
+    /// write of a new client asks while it builds the client. Takes and lets go of a
+    /// reference to the index (its first line asked for a write before, see
+    /// [`Registry::prefetch_found`]). Changes nothing.
+    #[inline]
+    pub(crate) fn prefetch_new_slot(&self, service: &Service) {
+        if let Some(idx) = self.live_index(service) {
+            idx.slots.prefetch_push();
+        }
+    }
+
     /// A [`ServiceResolver`]: [`Registry::resolve_service`] for many names (a decoded
     /// batch's table of services) under one pin of the map.
     pub fn service_resolver(&self) -> ServiceResolver<'_> {

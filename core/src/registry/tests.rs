@@ -62,7 +62,21 @@ fn service_hints_take_any_parts_and_change_nothing() {
     let both = |ns: &str, group: &str, name: &str| {
         hints.service_early(ns, group, name);
         hints.service(ns, group, name);
+        // And the new slot's hint of an owner's write, for the service of these parts if
+        // the registry holds it.
+        if let Ok((ns, group, name)) = crate::model::ServiceSpec::split_parts(ns, group, name)
+            && let Some(s) = r.find_service(ns, group, name)
+        {
+            r.prefetch_new_slot(&s);
+        }
     };
+    // A service that never had an index.
+    r.prefetch_new_slot(&crate::model::Service::new(
+        r.interner(),
+        "public",
+        "DEFAULT_GROUP",
+        "never",
+    ));
     // Before the thread's memo holds anything, and parts that do not split.
     both("", "", "hinted");
     both("", "G", "H@@hinted");
@@ -91,6 +105,8 @@ fn service_hints_take_any_parts_and_change_nothing() {
     r.collect_empty_services(20, 0);
     assert_eq!(r.collect_empty_services(30, 0), 1);
     both("", "", "hinted");
+    // Its service caches the retired index: no slot asked for.
+    r.prefetch_new_slot(&s);
     drop(s);
     r.flush_retired();
     both("", "", "hinted");
