@@ -60,11 +60,7 @@ impl Service {
     #[inline]
     pub(crate) fn prefetch_index(&self) {
         if let Some(w) = self.0.index.get() {
-            // The allocation's first line (the counts, 16 bytes before the value) and
-            // its second.
-            arc_slots::prefetch_arc_counts(w.as_ptr());
-            let value = w.as_ptr().cast::<u8>();
-            arc_slots::prefetch(value.wrapping_add(64 - 2 * std::mem::size_of::<usize>()));
+            prefetch_index_at(w.as_ptr());
         }
     }
 
@@ -185,6 +181,16 @@ impl Service {
 #[derive(Clone, Default)]
 pub(crate) struct WeakService(Weak<ServiceInner>);
 
+/// Asks for the first two lines of the index whose `Arc` value is at `index`: the counts
+/// (16 bytes before the value) and the fields a write that takes a slot touches first
+/// (see `ServiceIndex`). Reads nothing through the address.
+#[inline]
+fn prefetch_index_at(index: *const ServiceIndex) {
+    arc_slots::prefetch_arc_counts(index);
+    let value = index.cast::<u8>();
+    arc_slots::prefetch(value.wrapping_add(64 - 2 * std::mem::size_of::<usize>()));
+}
+
 impl WeakService {
     /// Asks the processor for the lines a write into this service reads first: the
     /// service's counts and its names' pointers and, at `index` (a
@@ -194,10 +200,7 @@ impl WeakService {
     pub(crate) fn prefetch_with(&self, index: usize) {
         arc_slots::prefetch_arc_counts(self.0.as_ptr());
         if index != 0 {
-            let index = std::ptr::without_provenance::<ServiceIndex>(index);
-            arc_slots::prefetch_arc_counts(index);
-            let value = index.cast::<u8>();
-            arc_slots::prefetch(value.wrapping_add(64 - 2 * std::mem::size_of::<usize>()));
+            prefetch_index_at(std::ptr::without_provenance(index));
         }
     }
 
