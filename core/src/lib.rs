@@ -65,8 +65,8 @@ pub use model::{
 };
 pub use node::{BeatResult, Node, NodeStats, Route, Routes};
 pub use registry::{
-    ChangeRef, ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceView, StateMut,
-    StateRef, WriteError, WriteHints, WriteResult,
+    ChangeRef, ClientChange, ClientRecord, Origin, QueryFilter, Registry, ServiceHint, ServiceView,
+    StateMut, StateRef, WriteError, WriteHints, WriteResult,
 };
 pub use router::{Router, RouterKind};
 pub use time::Millis;

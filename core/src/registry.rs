@@ -296,6 +296,11 @@ pub struct WriteHints<'r> {
     pin: Option<Pin<'r>>,
 }
 
+/// A write's service as [`WriteHints`] find it: the slot of the thread's memo of found
+/// services that its parts pick ([`WriteHints::service_at`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceHint(usize);
+
 impl WriteHints<'_> {
     /// Asks for the slot a write of `id` looks up first (and the two lines that lead to
     /// it: its shard's table and array header, read here), if the hints are active.
@@ -308,24 +313,29 @@ impl WriteHints<'_> {
         }
     }
 
-    /// Asks for this thread's memo entry of the service a write two writes ahead names
-    /// (parts as received), if the hints are active: the first of two hints for its
-    /// service (see [`WriteHints::service`]). Changes nothing.
+    /// Where this thread's memo keeps the service of a write (its parts as received), for
+    /// the write's two hints ([`WriteHints::service_early`], then [`WriteHints::service`]):
+    /// computed once, when the batch is walked. `None` if the hints are not active or the
+    /// parts do not split.
     #[inline]
-    pub fn service_early(&self, namespace: &str, group: &str, name: &str) {
-        if self.pin.is_some() {
-            self.registry.prefetch_memo(namespace, group, name);
-        }
+    pub fn service_at(&self, namespace: &str, group: &str, name: &str) -> Option<ServiceHint> {
+        self.pin.as_ref()?;
+        index::memo_slot_of(namespace, group, name).map(ServiceHint)
+    }
+
+    /// Asks for this thread's memo entry of the service a write two writes ahead names:
+    /// the first of two hints for its service. Changes nothing.
+    #[inline]
+    pub fn service_early(&self, at: ServiceHint) {
+        self.registry.prefetch_memo(at.0);
     }
 
     /// Asks for the lines of the service a write a write ahead names, and of its index,
     /// that the write reads first, from the memo entry [`WriteHints::service_early`] asked
-    /// for, if the hints are active. Changes nothing.
+    /// for. Changes nothing.
     #[inline]
-    pub fn service(&self, namespace: &str, group: &str, name: &str) {
-        if self.pin.is_some() {
-            self.registry.prefetch_found(namespace, group, name);
-        }
+    pub fn service(&self, at: ServiceHint) {
+        self.registry.prefetch_found(at.0);
     }
 
     /// Whether the hints ask for anything (the registry held

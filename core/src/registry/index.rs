@@ -220,16 +220,20 @@ fn memo_slot(namespace: &str, group: &str, name: &str) -> usize {
     ((w ^ lens).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
 }
 
-/// `f` of this thread's memo entry for a service's parts as received (defaults and `@@`
-/// applied as a write applies them), if they split and the memo is there and not
-/// borrowed: for the hints of [`Registry::prefetch_memo`] and [`Registry::prefetch_found`].
+/// The slot of this thread's memo that [`Registry::find_service`] reads for a service's
+/// parts as received (defaults and `@@` applied as a write applies them), if they split:
+/// computed once for a write's two hints ([`Registry::prefetch_memo`],
+/// [`Registry::prefetch_found`]).
+#[inline]
+pub(super) fn memo_slot_of(namespace: &str, group: &str, name: &str) -> Option<usize> {
+    let (ns, group, name) = crate::model::ServiceSpec::split_parts(namespace, group, name).ok()?;
+    Some(memo_slot(ns, group, name))
+}
+
+/// `f` of this thread's memo entry in slot `at` ([`memo_slot_of`]), if the memo is there
+/// and not borrowed.
 #[inline(always)]
-fn memo_entry(namespace: &str, group: &str, name: &str, f: impl FnOnce(&Memo)) {
-    let Ok((ns, group, name)) = crate::model::ServiceSpec::split_parts(namespace, group, name)
-    else {
-        return;
-    };
-    let at = memo_slot(ns, group, name);
+fn memo_entry(at: usize, f: impl FnOnce(&Memo)) {
     let _ = FOUND.try_with(|m| {
         if let Ok(m) = m.try_borrow()
             && let Some(e) = m.get(at)
@@ -409,13 +413,12 @@ impl Registry {
         Some(found)
     }
 
-    /// The first of two hints for a write into the service of these parts (as received:
-    /// defaults and `@@` applied here), two writes ahead: asks for the line of this
-    /// thread's memo entry that [`Registry::find_service`] will read for them. Reads
-    /// nothing else; nothing for parts that do not split.
+    /// The first of two hints for a write into a service, two writes ahead: asks for the
+    /// line of this thread's memo entry in slot `at` ([`memo_slot_of`] of its parts), which
+    /// [`Registry::find_service`] will read. Reads nothing else.
     #[inline]
-    pub(super) fn prefetch_memo(&self, namespace: &str, group: &str, name: &str) {
-        memo_entry(namespace, group, name, |e| arc_slots::prefetch(e));
+    pub(super) fn prefetch_memo(&self, at: usize) {
+        memo_entry(at, |e| arc_slots::prefetch(e));
     }
 
     /// The second hint, a write ahead: reads the memo entry [`Registry::prefetch_memo`]
@@ -424,8 +427,8 @@ impl Registry {
     /// from the addresses the entry keeps, so it reads through neither (an entry whose
     /// service was dropped since only costs a useless hint).
     #[inline]
-    pub(super) fn prefetch_found(&self, namespace: &str, group: &str, name: &str) {
-        memo_entry(namespace, group, name, |e| {
+    pub(super) fn prefetch_found(&self, at: usize) {
+        memo_entry(at, |e| {
             if e.registry == self.id {
                 e.service.prefetch_with(e.index_at);
             }

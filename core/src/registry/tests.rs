@@ -60,8 +60,10 @@ fn service_hints_take_any_parts_and_change_nothing() {
     let other = reg_prefetching(0);
     let hints = r.write_hints();
     let both = |ns: &str, group: &str, name: &str| {
-        hints.service_early(ns, group, name);
-        hints.service(ns, group, name);
+        if let Some(at) = hints.service_at(ns, group, name) {
+            hints.service_early(at);
+            hints.service(at);
+        }
         // And the new slot's hint of an owner's write, for the service of these parts if
         // the registry holds it.
         if let Ok((ns, group, name)) = crate::model::ServiceSpec::split_parts(ns, group, name)
@@ -96,8 +98,11 @@ fn service_hints_take_any_parts_and_change_nothing() {
     both("public", "DEFAULT_GROUP", "hinted");
     both("", "", "DEFAULT_GROUP@@hinted");
     let theirs = other.write_hints();
-    theirs.service_early("", "", "hinted");
-    theirs.service("", "", "hinted");
+    let at = theirs
+        .service_at("", "", "hinted")
+        .expect("active, and the parts split");
+    theirs.service_early(at);
+    theirs.service(at);
     // The service emptied and its index collected: the entry's addresses are of a
     // retired index (dropped once the reclaimer frees it) and of a service this test
     // still holds; then the service dropped too, its allocation kept by the memo alone.

@@ -14,9 +14,9 @@ use crate::metrics::{Metrics, Outcome};
 use crate::proto::distro as pb;
 use crate::proto::results::ForwardResponse;
 use crate::proto::writes::{self, Received};
-use distro_core::WriteHints;
 use distro_core::model::{ClientId, DEFAULT_CLUSTER};
 use distro_core::{BeatResult, InstanceSpec, MemberId, Node, Route, ServiceSpec, WriteError};
+use distro_core::{ServiceHint, WriteHints};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -105,15 +105,10 @@ impl Item {
         }
     }
 
-    /// The two hints for this item's service (see `WriteHints::service_early` and
-    /// `WriteHints::service`): `early` two writes ahead, else one.
-    fn hint_service(&self, hints: &WriteHints<'_>, early: bool) {
+    /// Where the hints find this item's service (`WriteHints::service_at`).
+    fn service_hint(&self, hints: &WriteHints<'_>) -> Option<ServiceHint> {
         let (ns, group, name) = self.service();
-        if early {
-            hints.service_early(ns, group, name);
-        } else {
-            hints.service(ns, group, name);
-        }
+        hints.service_at(ns, group, name)
     }
 
     fn kind(&self) -> Kind {
@@ -352,23 +347,28 @@ impl Forwarder {
             // with the next one's memory asked for ahead of it (`WriteHints`).
             let mut key = String::new();
             let mut local = Vec::new();
+            let hints = self.node.registry().write_hints();
             for (i, item) in items.iter().enumerate() {
                 match item.address() {
                     Err(e) => results[i] = Some(e),
                     Ok((ip, port)) => match routes.route(spell_key(&mut key, ip, port)) {
-                        Route::Local => local.push((i, ClientId::ip_port(ip, port), ip, port)),
+                        Route::Local => {
+                            let service = item.service_hint(&hints);
+                            local.push((i, ClientId::ip_port(ip, port), ip, port, service));
+                        }
                         Route::Remote(owner) => owners[i] = Some(owner),
                     },
                 }
             }
-            let hints = self.node.registry().write_hints();
-            for (k, (i, client, ip, port)) in local.iter().enumerate() {
-                if let Some((at, next, ..)) = local.get(k + 1) {
+            for (k, (i, client, ip, port, _)) in local.iter().enumerate() {
+                if let Some((_, next, .., service)) = local.get(k + 1) {
                     hints.client(next);
-                    items[*at].hint_service(&hints, false);
+                    if let Some(at) = service {
+                        hints.service(*at);
+                    }
                 }
-                if let Some((at, ..)) = local.get(k + 2) {
-                    items[*at].hint_service(&hints, true);
+                if let Some(&(.., Some(at))) = local.get(k + 2) {
+                    hints.service_early(at);
                 }
                 results[*i] = Some(self.apply_owned(&items[*i], client, ip, *port, now));
             }
@@ -474,14 +474,21 @@ impl Forwarder {
                         .map(|(ip, port)| (ip, port, ClientId::ip_port(ip, port)))
                 })
                 .collect();
+            let services: Vec<Option<ServiceHint>> = items
+                .iter()
+                .zip(&at)
+                .map(|(i, at)| at.as_ref().ok().and_then(|_| i.service_hint(&hints)))
+                .collect();
             (0..items.len())
                 .map(|k| {
                     if let Some(Ok((_, _, next))) = at.get(k + 1) {
                         hints.client(next);
-                        items[k + 1].hint_service(&hints, false);
+                        if let Some(s) = services[k + 1] {
+                            hints.service(s);
+                        }
                     }
-                    if let Some(Ok(_)) = at.get(k + 2) {
-                        items[k + 2].hint_service(&hints, true);
+                    if let Some(Some(s)) = services.get(k + 2) {
+                        hints.service_early(*s);
                     }
                     one(&items[k], &at[k])
                 })
