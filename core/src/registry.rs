@@ -48,6 +48,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 #[cfg(test)]
 mod apply_tests;
 mod client;
+#[cfg(test)]
+mod hint_tests;
 mod index;
 mod local;
 mod replica;
