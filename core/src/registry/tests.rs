@@ -1,6 +1,7 @@
-//! Unit tests of the registry (the write hints' in `hint_tests.rs`): writes and queries, replicated writes against
+//! Unit tests of the registry: writes and queries, replicated writes against
 //! tombstones and drop markers, re-attribution, limits, the empty-service collector, and
-//! concurrent writers keeping the index and digests consistent.
+//! concurrent writers keeping the index and digests consistent (the write hints' tests
+//! are in `hint_tests.rs`).
 
 use super::*;
 use crate::model::{InstanceSpec, Publication};
