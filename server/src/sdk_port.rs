@@ -1,14 +1,19 @@
-//! The SDK port (main port + 1000): HTTP/2 served by a connection of its own on `h2wire`
-//! (frames and HPACK, no I/O), one task per connection and no task per stream.
+//! The SDK port (main port + 1000) and the cluster port (main port + 1001): HTTP/2 served
+//! by a connection of its own on `h2wire` (frames and HPACK, no I/O), one task per
+//! connection and no task per stream. The cluster port ([`SdkPort::cluster`]) serves the
+//! peer protocol's tonic service on the same connections, bridged, and nothing else (no
+//! Nacos call, no native API).
 //!
 //! ```text
 //!  accept (one loop per socket) ─▶ admission (cap, GOAWAY, slow-loris deadline) ─▶ one task per connection
-//!     connection task: TLS handshake (--tls-cert), then rounds of: read, handle every whole
-//!     frame, poll the woken bridged streams, write every ready frame in one write
+//!     connection task: TLS handshake (--tls-cert; --cluster-tls-* on the cluster port),
+//!     then rounds of: read, handle every whole frame, poll the woken bridged streams,
+//!     write every ready frame in one write
 //!       per stream, by :path (bytes, no header map)
 //!       /Request/request        message read + decode + handler + reply, inline (unary)
 //!       /BiRequestStream/…      tonic service, polled on the connection's task (bridge)
 //!       /distro.v1.Registry/…   tonic service, polled on the connection's task (bridge)
+//!       /distro.v1.Peer/…       (the cluster port's only paths) the same, bridged
 //!       anything else           trailers-only UNIMPLEMENTED
 //!     PINGs every 30 s, closed when one is unanswered for 20 s (keep_alive)
 //! ```
@@ -64,9 +69,13 @@ const WINDOW: u32 = 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// The SDK port: the Nacos front end, the tonic services beside it, and the admission
-/// policy of its connections. Build it, add services, then [`SdkPort::serve`].
+/// policy of its connections (or the cluster port: its tonic service alone). Build it, add
+/// services, then [`SdkPort::serve`].
 pub struct SdkPort {
-    nacos: Arc<NacosFrontend>,
+    nacos: Option<Arc<NacosFrontend>>,
+    /// The port's name in logs (`SDK`, `cluster`).
+    name: &'static str,
+    max_message_bytes: usize,
     routes: Routes,
     bridged: Vec<Vec<u8>>,
     admission: Option<Arc<Admission>>,
@@ -77,7 +86,10 @@ pub struct SdkPort {
 
 /// What every connection task reads.
 pub(crate) struct Inner {
-    pub(crate) nacos: Arc<NacosFrontend>,
+    /// The Nacos unary calls' handler (`None`: the cluster port, which serves none).
+    pub(crate) nacos: Option<Arc<NacosFrontend>>,
+    /// The port's name in logs.
+    pub(crate) name: &'static str,
     pub(crate) routes: Routes,
     /// `/<service>/` of every service in `routes`.
     pub(crate) bridged: Vec<Vec<u8>>,
@@ -93,15 +105,30 @@ impl SdkPort {
     pub fn new(nacos: Arc<NacosFrontend>) -> Self {
         let bi_stream = nacos.bi_stream_service();
         let port = Self {
+            name: "SDK",
+            max_message_bytes: nacos.config().max_message_bytes,
+            nacos: Some(nacos),
+            ..Self::cluster(0)
+        };
+        port.add_service(bi_stream)
+    }
+
+    /// The cluster port: no Nacos call (`/Request/request` is answered UNIMPLEMENTED, as
+    /// any path no added service serves), only the services added (the peer protocol),
+    /// whose own limits bound their messages. `max_message_bytes` bounds what one
+    /// connection holds of messages that are not its services'.
+    pub fn cluster(max_message_bytes: usize) -> Self {
+        Self {
+            nacos: None,
+            name: "cluster",
+            max_message_bytes,
             routes: Routes::default(),
             bridged: Vec::new(),
-            nacos,
             admission: None,
             keep_alive_interval: keep_alive::INTERVAL,
             keep_alive_timeout: keep_alive::TIMEOUT,
             tls: None,
-        };
-        port.add_service(bi_stream)
+        }
     }
 
     /// Serves the tonic service `svc` (such as the native `distro.v1.Registry`) beside the
@@ -157,8 +184,9 @@ impl SdkPort {
     /// its own, sharing the admission's connection cap.
     pub async fn serve_all(self, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
         let inner = Arc::new(Inner {
-            max_message_bytes: self.nacos.config().max_message_bytes,
+            max_message_bytes: self.max_message_bytes,
             nacos: self.nacos,
+            name: self.name,
             routes: self.routes.prepare(),
             bridged: self.bridged,
             keep_alive_interval: self.keep_alive_interval,
@@ -218,7 +246,7 @@ async fn accept_loop(
     tokio::pin!(stopping);
     loop {
         let accepted = tokio::select! {
-            a = accept(&listener, admission.as_deref()) => a,
+            a = accept(&listener, admission.as_deref(), inner.name) => a,
             () = &mut stopping => break,
         };
         let Some((io, info)) = accepted else { continue };
@@ -239,6 +267,7 @@ enum Io {
 async fn accept(
     listener: &TcpListener,
     admission: Option<&Admission>,
+    port: &'static str,
 ) -> Option<(Io, TcpConnectInfo)> {
     use tonic::transport::server::Connected as _;
     match admission {
@@ -254,7 +283,7 @@ async fn accept(
                 Some((Io::Plain(s), info))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "SDK port: accept failed");
+                tracing::warn!(port, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 None
             }

@@ -575,32 +575,18 @@ pub(crate) async fn start_with(
         peer,
         TokenCheck::new(config.cluster_token.as_deref(), metrics.clone()),
     );
-    let cluster_tls = match &config.cluster_tls {
-        Some(tls) => Some(tls.acceptor().map_err(anyhow::Error::msg)?),
-        None => None,
-    };
+    // Served on the SDK port's HTTP/2 connections (one task per connection, no task per
+    // stream), the peer service alone.
+    let mut cluster = crate::sdk_port::SdkPort::cluster(MAX_PEER_MESSAGE_BYTES)
+        .add_service(peer)
+        .admission(cluster_admission);
+    if let Some(tls) = &config.cluster_tls {
+        cluster = cluster.tls(tls.acceptor().map_err(anyhow::Error::msg)?);
+    }
     let rx = stop_rx.clone();
+    let cluster_listener = listeners.cluster;
     tasks.push(tokio::spawn(async move {
-        let incoming = cluster_admission.incoming(listeners.cluster);
-        let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(peer);
-        let r = match cluster_tls {
-            Some(acceptor) => {
-                let incoming = crate::tls::handshakes(incoming, acceptor, "cluster");
-                server
-                    .serve_with_incoming_shutdown(incoming, stopped(rx))
-                    .await
-            }
-            None => {
-                server
-                    .serve_with_incoming_shutdown(incoming, stopped(rx))
-                    .await
-            }
-        };
-        if let Err(e) = r {
-            tracing::error!(error = %e, "cluster gRPC server failed");
-        }
+        cluster.serve(cluster_listener, stopped(rx)).await;
     }));
 
     // The member list's sources, watched.

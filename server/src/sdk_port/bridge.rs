@@ -1,6 +1,7 @@
 //! Streams that are not the Nacos unary call (the Nacos bi-stream and the native
-//! `distro.v1.Registry` API) handed to tonic-generated services, every one polled on the
-//! connection's task (no task per stream).
+//! `distro.v1.Registry` API on the SDK port, the peer protocol `distro.v1.Peer` on the
+//! cluster port) handed to tonic-generated services, every one polled on the connection's
+//! task (no task per stream).
 //!
 //! The request body is an [`InBody`]: the connection pushes each DATA frame's payload
 //! into it; the service (or a task of its own it gave the body to) reads it, and what it

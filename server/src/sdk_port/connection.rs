@@ -65,8 +65,8 @@ pub(crate) async fn run<T>(
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
         Ok(Ok(tls)) => unwound(serve(tls, info, port, stop, alive), peer).await,
-        Ok(Err(e)) => tracing::warn!(port = "SDK", ?peer, error = %e, "TLS handshake refused"),
-        Err(_) => tracing::warn!(port = "SDK", ?peer, "TLS handshake timed out"),
+        Ok(Err(e)) => tracing::warn!(port = port.name, ?peer, error = %e, "TLS handshake refused"),
+        Err(_) => tracing::warn!(port = port.name, ?peer, "TLS handshake timed out"),
     }
 }
 
@@ -78,7 +78,7 @@ static PANICS: AtomicUsize = AtomicUsize::new(0);
 /// bounds).
 static LARGEST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
-/// The largest output waiting and the largest input buffer of any SDK-port connection in
+/// The largest output waiting and the largest input buffer of any SDK- or cluster-port connection in
 /// this process, if over 256 KiB and 8 KiB (else 0).
 pub fn largest_buffers() -> (usize, usize) {
     (
@@ -87,7 +87,7 @@ pub fn largest_buffers() -> (usize, usize) {
     )
 }
 
-/// How many SDK-port connection tasks have panicked in this process.
+/// How many SDK- and cluster-port connection tasks have panicked in this process.
 pub fn connection_panics() -> usize {
     PANICS.load(Ordering::Relaxed)
 }
@@ -100,7 +100,7 @@ async fn unwound(serve: impl Future<Output = ()>, peer: Option<std::net::SocketA
         .is_err()
     {
         PANICS.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(port = "SDK", ?peer, "an SDK-port connection panicked");
+        tracing::error!(?peer, "a gRPC-port connection panicked");
     }
 }
 
@@ -195,7 +195,7 @@ fn failed(conn: &mut Conn, e: ConnError, peer: Option<std::net::SocketAddr>) -> 
         ?peer,
         code = e.code.name(),
         reason = e.reason,
-        "SDK-port connection error"
+        "gRPC-port connection error"
     );
     conn.fail(e);
     Ending::Close
@@ -239,7 +239,7 @@ pub(crate) async fn serve<T>(
             if stopping && grace.as_mut().poll(cx).is_ready() {
                 tracing::debug!(
                     ?peer,
-                    "SDK-port connection closed: streams still open after the shutdown grace"
+                    "gRPC-port connection closed: streams still open after the shutdown grace"
                 );
                 return Poll::Ready(Ending::Drop);
             }
@@ -247,7 +247,7 @@ pub(crate) async fn serve<T>(
                 Poll::Ready(Due::Ping(payload)) => frame::write_ping(&mut conn.out, false, payload),
                 Poll::Ready(Due::Dead) => {
                     tracing::debug!(?peer, timeout = ?keep_alive.timeout(),
-                        "SDK-port connection closed: no answer to a keep-alive PING");
+                        "gRPC-port connection closed: no answer to a keep-alive PING");
                     return Poll::Ready(Ending::Drop);
                 }
                 Poll::Pending => {}
@@ -278,7 +278,7 @@ pub(crate) async fn serve<T>(
                             }
                         }
                         Poll::Ready(Err(e)) => {
-                            tracing::debug!(?peer, error = %e, "SDK-port connection failed");
+                            tracing::debug!(?peer, error = %e, "gRPC-port connection failed");
                             return Poll::Ready(Ending::Drop);
                         }
                         Poll::Pending => {}

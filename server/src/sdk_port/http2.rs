@@ -610,7 +610,7 @@ impl Conn {
             return Ok(());
         }
         let path = &self.fields.path;
-        if path == NACOS_UNARY {
+        if path == NACOS_UNARY && self.port.nacos.is_some() {
             let s = Stream::new(Recv::Unary(Message::default()), self.peer_window);
             self.streams.insert(id, s);
             if end_stream {
@@ -666,7 +666,10 @@ impl Conn {
 
     /// Answers the unary call of stream `id`, whose message is `message`.
     fn answer(&mut self, id: u32, message: Bytes) {
-        let data = match self.port.nacos.answer_unary(self.peer, message) {
+        let Some(nacos) = &self.port.nacos else {
+            unreachable!("a unary stream is opened only on a port with Nacos calls")
+        };
+        let data = match nacos.answer_unary(self.peer, message) {
             Ok(data) => data,
             Err(e) => {
                 let status = Status::new(

@@ -25,7 +25,8 @@ fn conn() -> Conn {
     .expect("a front end");
     let inner = Arc::new(Inner {
         max_message_bytes: 1 << 20,
-        nacos: Arc::new(nacos),
+        nacos: Some(Arc::new(nacos)),
+        name: "SDK",
         routes: tonic::service::Routes::default(),
         bridged: Vec::new(),
         keep_alive_interval: std::time::Duration::from_secs(30),

@@ -50,6 +50,30 @@ async fn peers_need_the_cluster_token_and_the_peer_protocol_is_only_on_the_clust
         .expect("connect");
     let e = on_sdk.probe(probe(&me)).await.expect_err("not served");
     assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
+    // Nor does the cluster port serve the SDK port's APIs: not the native API, not the
+    // Nacos unary call (it is served by the same HTTP/2 connection code, without them).
+    let cluster_uri = format!("http://127.0.0.1:{}", c.ports(0).cluster);
+    let mut native = pb::registry_client::RegistryClient::connect(cluster_uri.clone())
+        .await
+        .expect("connect");
+    let e = native
+        .query(pb::QueryRequest::default())
+        .await
+        .expect_err("not served");
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
+    let mut nacos =
+        distro_server::proto::nacos::request_client::RequestClient::connect(cluster_uri)
+            .await
+            .expect("connect");
+    let e = nacos
+        .request(distro_server::proto::nacos::Payload::default())
+        .await
+        .expect_err("not served");
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
+    // The peer protocol there still answers (above: the token refusals came from it).
+    peer.probe(probe(&me))
+        .await
+        .expect_err("still refused without the token");
     // Nodes with the token replicate normally.
     assert_eq!(register_http(&c, 0, "tokens", "10.5.0.1", 80).await.0, 200);
     eventually("replicated with the token", Duration::from_secs(5), || {
