@@ -134,6 +134,15 @@ pub(crate) trait TakeSink {
 
     /// A client taken, whole.
     fn taken(&mut self, t: Taken);
+
+    /// Whether the take should ask for each held state's lines a client ahead (see
+    /// [`Stripe::take_due_into`]): where the states are likely out of the caches (a
+    /// registry of [`Config::prefetch_from`](crate::Config::prefetch_from) clients or
+    /// more); the hint's lookup costs instructions a small registry does not win back.
+    #[inline(always)]
+    fn ahead(&self) -> bool {
+        false
+    }
 }
 
 impl<F: FnMut(Taken)> TakeSink for F {
@@ -351,7 +360,7 @@ impl Stripe {
     #[cfg(test)]
     fn take_due(&mut self, mix: Mix, peer: usize, now: Millis, max: usize, out: &mut Vec<Taken>) {
         let mut taken = out.len();
-        self.take_due_into::<false>(mix, peer, 0, &[], now, max, &mut taken, &mut |t| {
+        self.take_due_into::<false, false>(mix, peer, 0, &[], now, max, &mut taken, &mut |t| {
             out.push(t)
         });
     }
@@ -362,9 +371,14 @@ impl Stripe {
     /// ([`Stripe::follow`], with their counts in `counts`, this stripe's row). `FOLLOW`:
     /// whether there are followers (without, the loop is the one of a take alone: the
     /// followers' questions cost ~17 instructions a client taken).
+    ///
+    /// `AHEAD`: each turn also asks for the held state of the fifo's next entry, if it is
+    /// due (its pending entry looked up, the state's two lines hinted): the take's one
+    /// miss a client, on the state it offers the sink (its hash, its size), then comes
+    /// while the client before it is handled.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn take_due_into<const FOLLOW: bool>(
+    fn take_due_into<const FOLLOW: bool, const AHEAD: bool>(
         &mut self,
         mix: Mix,
         peer: usize,
@@ -385,6 +399,9 @@ impl Stripe {
             };
             if due > now {
                 break;
+            }
+            if AHEAD && fifo {
+                Self::ask_ahead(pending, &lane.fifo, now);
             }
             lane.pop_front(fifo);
             // Skip queue entries made obsolete by a reschedule to an earlier time (the
@@ -438,6 +455,20 @@ impl Stripe {
             for f in peers_of(group, followers) {
                 lanes[f].fifo.settle();
             }
+        }
+    }
+
+    /// The hint of [`Stripe::take_due_into`] with `AHEAD`: the held state of the entry
+    /// after the fifo's front, if it is due by `now` (a lookup by its table hash alone: an
+    /// entry of another due time or peer costs a useless hint, never a wrong take).
+    #[inline(always)]
+    fn ask_ahead(pending: &HashTable<Pending>, fifo: &Fifo, now: Millis) {
+        if let Some(&(due, slot)) = fifo.items.get(fifo.head + 1)
+            && due <= now
+            && let Some(p) = pending.find(slot, |p| p.slot == slot)
+            && let Some(state) = &p.state
+        {
+            Client::prefetch(state);
         }
     }
 
@@ -754,16 +785,18 @@ impl SyncScheduler {
         max: usize,
         sink: &mut impl TakeSink,
     ) -> usize {
-        if followers == 0 {
-            self.take_with::<false>(peer, 0, now, max, sink)
-        } else {
-            self.take_with::<true>(peer, followers, now, max, sink)
+        match (followers == 0, sink.ahead()) {
+            (true, false) => self.take_with::<false, false>(peer, 0, now, max, sink),
+            (true, true) => self.take_with::<false, true>(peer, 0, now, max, sink),
+            (false, false) => self.take_with::<true, false>(peer, followers, now, max, sink),
+            (false, true) => self.take_with::<true, true>(peer, followers, now, max, sink),
         }
     }
 
-    /// [`Self::take_into`], with followers or without (`FOLLOW`).
+    /// [`Self::take_into`], with followers or without (`FOLLOW`), asking for the states
+    /// ahead or not (`AHEAD`, see [`TakeSink::ahead`]).
     #[inline]
-    fn take_with<const FOLLOW: bool>(
+    fn take_with<const FOLLOW: bool, const AHEAD: bool>(
         &self,
         peer: usize,
         followers: u64,
@@ -794,7 +827,7 @@ impl SyncScheduler {
                 let mut stripe = self.stripes[s].lock();
                 let before = taken;
                 let counts = &self.counts[s * peers..(s + 1) * peers];
-                stripe.take_due_into::<FOLLOW>(
+                stripe.take_due_into::<FOLLOW, AHEAD>(
                     self.mix, peer, followers, counts, now, limit, &mut taken, sink,
                 );
                 let n = &counts[peer];

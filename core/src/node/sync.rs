@@ -57,6 +57,9 @@ struct Filling {
     /// In an early take, the time past which a client taken was not due yet (else
     /// `Millis::MAX`: one compare per client, where the flag and the time were two).
     not_due_after: Millis,
+    /// The take asks for each state a client ahead ([`TakeSink::ahead`]): the registry
+    /// is one of `--prefetch-from` clients or more.
+    ahead: bool,
 }
 
 impl TakeSink for Filling {
@@ -97,6 +100,11 @@ impl TakeSink for Filling {
     fn taken(&mut self, t: Taken) {
         self.refuse = true;
         self.later.push(t);
+    }
+
+    #[inline(always)]
+    fn ahead(&self) -> bool {
+        self.ahead
     }
 }
 
@@ -228,6 +236,7 @@ impl Node {
                 not_due: Vec::new(),
                 also_of: (followers != 0).then(|| Vec::with_capacity(room)),
                 not_due_after: if early { horizon } else { Millis::MAX },
+                ahead: self.registry.prefetching(),
             };
             let took = if early {
                 self.sync
@@ -684,6 +693,7 @@ mod tests {
             not_due: Vec::new(),
             also_of: None,
             not_due_after: Millis::MAX,
+            ahead: false,
         }
     }
 
