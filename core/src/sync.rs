@@ -919,4 +919,6 @@ impl SyncScheduler {
 }
 
 #[cfg(test)]
+mod ahead_tests;
+#[cfg(test)]
 mod tests;
