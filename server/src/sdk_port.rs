@@ -104,13 +104,8 @@ impl SdkPort {
     /// The port of `nacos` (its unary calls inline, its bi-stream service bridged).
     pub fn new(nacos: Arc<NacosFrontend>) -> Self {
         let bi_stream = nacos.bi_stream_service();
-        let port = Self {
-            name: "SDK",
-            max_message_bytes: nacos.config().max_message_bytes,
-            nacos: Some(nacos),
-            ..Self::cluster(0)
-        };
-        port.add_service(bi_stream)
+        let max_message_bytes = nacos.config().max_message_bytes;
+        Self::with(Some(nacos), "SDK", max_message_bytes).add_service(bi_stream)
     }
 
     /// The cluster port: no Nacos call (`/Request/request` is answered UNIMPLEMENTED, as
@@ -118,9 +113,18 @@ impl SdkPort {
     /// whose own limits bound their messages. `max_message_bytes` bounds what one
     /// connection holds of messages that are not its services'.
     pub fn cluster(max_message_bytes: usize) -> Self {
+        Self::with(None, "cluster", max_message_bytes)
+    }
+
+    /// A port with no service added yet, the defaults of the rest.
+    fn with(
+        nacos: Option<Arc<NacosFrontend>>,
+        name: &'static str,
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
-            nacos: None,
-            name: "cluster",
+            nacos,
+            name,
             max_message_bytes,
             routes: Routes::default(),
             bridged: Vec::new(),
