@@ -20,6 +20,10 @@ use distro_core::{ServiceHint, WriteHints};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// A received item's address, client and service hint (`WriteHints::service_at`), or why
+/// it is refused.
+type Addressed<'a> = Result<(&'a str, u16, ClientId, Option<ServiceHint>), ItemResult>;
+
 /// HTTP-like item codes (see `ItemResult` in `distro.proto`).
 pub mod code {
     /// Applied.
@@ -442,10 +446,10 @@ impl Forwarder {
         // One load of the routing table and one reading of the clock for the batch.
         let routes = self.node.routes();
         let now = (self.clock)();
-        let one = |item: &Item, at: &Result<(&str, u16, ClientId), ItemResult>| {
+        let one = |item: &Item, at: &Addressed<'_>| {
             let result = match at {
                 Err(e) => e.clone(),
-                Ok((ip, port, client)) => match routes.route(routing_key(client)) {
+                Ok((ip, port, client, _)) => match routes.route(routing_key(client)) {
                     Route::Local => self.apply_owned(item, client, ip, *port, now),
                     Route::Remote(owner) => {
                         self.metrics.forwarded(Outcome::Misdirected, 1);
@@ -462,32 +466,34 @@ impl Forwarder {
             };
             result.into_proto()
         };
-        // Each item's address and client taken before the first is applied, so that the
-        // next one's memory is asked for while an item is applied (`WriteHints`).
+        // Each item's address, client and service hint taken before the first is applied,
+        // so that the next ones' memory is asked for while an item is applied
+        // (`WriteHints`).
         let hints = self.node.registry().write_hints();
         let list = |kind: Kind, items: Vec<Received>| -> Vec<pb::ItemResult> {
             let items: Vec<Item> = items.into_iter().map(|r| Item::Received(kind, r)).collect();
-            let at: Vec<Result<(&str, u16, ClientId), ItemResult>> = items
+            let at: Vec<Addressed<'_>> = items
                 .iter()
                 .map(|i| {
-                    i.address()
-                        .map(|(ip, port)| (ip, port, ClientId::ip_port(ip, port)))
+                    i.address().map(|(ip, port)| {
+                        (
+                            ip,
+                            port,
+                            ClientId::ip_port(ip, port),
+                            i.service_hint(&hints),
+                        )
+                    })
                 })
-                .collect();
-            let services: Vec<Option<ServiceHint>> = items
-                .iter()
-                .zip(&at)
-                .map(|(i, at)| at.as_ref().ok().and_then(|_| i.service_hint(&hints)))
                 .collect();
             (0..items.len())
                 .map(|k| {
-                    if let Some(Ok((_, _, next))) = at.get(k + 1) {
+                    if let Some(Ok((_, _, next, service))) = at.get(k + 1) {
                         hints.client(next);
-                        if let Some(s) = services[k + 1] {
-                            hints.service(s);
+                        if let Some(s) = service {
+                            hints.service(*s);
                         }
                     }
-                    if let Some(Some(s)) = services.get(k + 2) {
+                    if let Some(Ok((.., Some(s)))) = at.get(k + 2) {
                         hints.service_early(*s);
                     }
                     one(&items[k], &at[k])
