@@ -15,7 +15,8 @@
 //! Beside them: [`sdk_port`] (the SDK port's HTTP/2 transport, answering Nacos unary
 //! calls on the connection's task), [`admission`] (connection limits on every port), [`metrics`] (the
 //! `/metrics` page), [`clock`], [`fault`] (LocalCluster's fault switches),
-//! [`open_files`] and the generated [`proto`] code.
+//! [`open_files`], [`h2_client`] (gRPC calls on an HTTP/2 connection of our own: the
+//! peer calls, loadgen's clients) and the generated [`proto`] code.
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod fault;
+pub mod h2_client;
 pub mod local_cluster;
 pub mod metrics;
 pub mod nacos;

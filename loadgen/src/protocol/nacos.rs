@@ -12,7 +12,7 @@
 //! re-sent by reference count; replies are decoded without copying, and a reply's result
 //! fields are read by a scan of its top-level object that steps over the rest (a query's
 //! `serviceInfo` is not parsed; `head.rs`). HTTP/2 is a connection of our own on the
-//! `h2wire` crate (`h2.rs`, `h2/conn.rs`): the request heads are encoded once, and a call
+//! `h2wire` crate (the server's `distro_server::h2_client`): the request heads are encoded once, and a call
 //! writes its HEADERS and DATA+END_STREAM from its own task in one write (a tonic client
 //! makes three, and hands each call to a connection task).
 //!
@@ -38,7 +38,6 @@
 mod client;
 mod dial;
 mod error;
-mod h2;
 mod head;
 mod many;
 mod message;

@@ -20,12 +20,12 @@
 
 use super::dial::Dialer;
 use super::error::NacosError;
-use super::h2::{CallError, H2};
 use super::message::{
     Head, Prepared, Requests, ServerCheck, ServerRequestHead, ServiceInfo, WithServiceInfo,
 };
 use super::wire::Incoming;
 use bytes::Bytes;
+use distro_server::h2_client::{CallError, H2, Method};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -229,9 +229,30 @@ impl State {
     }
 }
 
+/// An HTTP/2 connection to one server and the heads of the two Nacos methods at it.
+#[derive(Clone)]
+struct Conn {
+    h2: H2,
+    /// `/Request/request`.
+    unary: Method,
+    /// `/BiRequestStream/requestBiStream`.
+    stream: Method,
+}
+
+impl Conn {
+    fn new(h2: H2, scheme: &str, server: SocketAddr) -> Conn {
+        let authority = server.to_string();
+        Conn {
+            h2,
+            unary: Method::new(scheme, &authority, "/Request/request", &[]),
+            stream: Method::new(scheme, &authority, "/BiRequestStream/requestBiStream", &[]),
+        }
+    }
+}
+
 /// One Nacos 2.x SDK connection. See the module documentation.
 pub struct NacosClient {
-    h2: H2,
+    h2: Conn,
     server: SocketAddr,
     local: SocketAddr,
     connection_id: String,
@@ -273,7 +294,9 @@ impl NacosClient {
         let local = tcp.local_addr().map_err(|e| connect_error(e.to_string()))?;
         let handshake = async {
             match &config.tls {
-                None => H2::handshake(tcp, server, "http").await,
+                None => H2::handshake(tcp)
+                    .await
+                    .map(|(h2, task)| (Conn::new(h2, "http", server), task)),
                 Some(tls) => {
                     let ip = server.ip().to_string();
                     let host = tls.names.get(&server).unwrap_or(&ip);
@@ -283,7 +306,9 @@ impl NacosClient {
                             crate::tls::explain(&e)
                         ))
                     })?;
-                    H2::handshake(io, server, "https").await
+                    H2::handshake(io)
+                        .await
+                        .map(|(h2, task)| (Conn::new(h2, "https", server), task))
                 }
             }
         };
@@ -508,15 +533,19 @@ impl Drop for NacosClient {
 }
 
 async fn unary(
-    h2: &H2,
+    h2: &Conn,
     frame: Bytes,
     timeout: Duration,
     state: &State,
 ) -> Result<Incoming, NacosError> {
-    let reply = h2.unary(frame, timeout).await.map_err(|e| match e {
-        CallError::Timeout => NacosError::Timeout(timeout),
-        CallError::Status(s) => NacosError::Transport(s),
-    })?;
+    let reply = h2
+        .h2
+        .unary(&h2.unary, frame, timeout)
+        .await
+        .map_err(|e| match e {
+            CallError::Timeout => NacosError::Timeout(timeout),
+            CallError::Status(s) => NacosError::Transport(s),
+        })?;
     state.touch();
     Incoming::parse(&reply).map_err(|e| NacosError::BadReply(format!("not a Payload: {e}")))
 }
@@ -534,8 +563,8 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, h2: H2, rx: mpsc::Receiver<Bytes>) {
-        if let Ok(mut stream) = h2.open_stream(rx).await {
+    async fn run(mut self, h2: Conn, rx: mpsc::Receiver<Bytes>) {
+        if let Ok(mut stream) = h2.h2.open_stream(&h2.stream, rx).await {
             while let Some(Ok(message)) = stream.next().await {
                 self.state.touch();
                 match Incoming::parse(&message) {
@@ -610,7 +639,7 @@ impl Reader {
 
 /// Health-checks the connection whenever it was idle for `every`.
 async fn keepalive(
-    h2: H2,
+    h2: Conn,
     state: Arc<State>,
     health: Prepared,
     every: Duration,

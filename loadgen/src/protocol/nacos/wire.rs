@@ -13,8 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use std::collections::HashMap;
 
-/// Length of the gRPC message prefix (compressed flag, u32 big-endian length).
-pub(crate) const GRPC_PREFIX: usize = 5;
+pub(crate) use distro_server::h2_client::GRPC_PREFIX;
 
 /// A whole `Payload` as a gRPC frame (uncompressed). Cloning it is a refcount increment.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use tonic::{Code, Status};
 
-use super::super::wire::GRPC_PREFIX;
+use super::GRPC_PREFIX;
 use super::conn::Slot;
 
 /// The fields of a response head or trailers that matter to a gRPC call.

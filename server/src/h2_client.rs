@@ -1,9 +1,11 @@
-//! gRPC calls on one HTTP/2 connection of our own, on the frames and HPACK of `h2wire`.
+//! gRPC calls on one HTTP/2 connection of our own, on the frames and HPACK of `h2wire`:
+//! loadgen's Nacos and native clients, and this server's calls to its peers.
 //!
-//! Nacos needs two methods only (`/Request/request` unary, `/BiRequestStream/
-//! requestBiStream` bidirectional), with pre-framed messages, so the connection is built
-//! for exactly that: the request head of each method is encoded once per connection
-//! (stateless HPACK: constant bytes); a call, on the caller's task, appends its HEADERS and
+//! Its callers need unary calls and one bidirectional stream (Nacos's
+//! `/BiRequestStream/requestBiStream`), with pre-framed messages, so the connection is
+//! built for exactly that: the request head of each method is encoded once ([`Method`]:
+//! stateless HPACK, constant bytes, extra fields such as a token included); a call, on
+//! the caller's task, appends its HEADERS and
 //! its one DATA+END_STREAM to the connection's send buffer and writes every frame ready
 //! (its own and any other call's) in one write; one task per connection reads the socket,
 //! decodes the responses (full HPACK: the server may be grpc-java with Huffman and a
@@ -27,7 +29,6 @@ use h2wire::frame;
 use h2wire::hpack;
 use parking_lot::Mutex;
 use std::future::{Future, poll_fn};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -37,6 +38,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
+/// The length of a gRPC message's prefix (compressed flag and length).
+pub const GRPC_PREFIX: usize = 5;
+
 /// The read buffer: any frame we allow (16 KiB and its head) fits several times.
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -45,15 +49,32 @@ struct Shared {
     /// Wakes the deadline task when a call opens with a deadline earlier than the one it
     /// sleeps until (or it sleeps until none).
     deadlines: tokio::sync::Notify,
-    /// The HPACK blocks of the two request heads.
-    unary_head: Vec<u8>,
-    stream_head: Vec<u8>,
 }
 
-/// One HTTP/2 connection to a Nacos SDK port. Cheap to clone.
+/// One HTTP/2 connection to a gRPC server. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct H2 {
+pub struct H2 {
     shared: Arc<Shared>,
+}
+
+/// The request head of one gRPC method at one server (`:scheme`, `:authority`, `:path`,
+/// the gRPC fields and any extra ones), HPACK-encoded once: every call of it sends the
+/// same bytes.
+#[derive(Clone, Debug)]
+pub struct Method {
+    head: Arc<[u8]>,
+}
+
+impl Method {
+    /// The head of a POST of `path` to `authority` over `scheme` (`http` or `https`),
+    /// with `extra` header fields after the gRPC ones (names in lower case).
+    pub fn new(scheme: &str, authority: &str, path: &str, extra: &[(&str, &[u8])]) -> Method {
+        let mut block = request_head(scheme, authority, path);
+        for (name, value) in extra {
+            hpack::encode_field(&mut block, name.as_bytes(), value);
+        }
+        Method { head: block.into() }
+    }
 }
 
 fn unavailable(e: &(dyn std::error::Error + 'static)) -> Status {
@@ -89,14 +110,9 @@ fn request_head(scheme: &str, authority: &str, path: &str) -> Vec<u8> {
 }
 
 impl H2 {
-    /// HTTP/2 handshake on `io` (a TCP stream, or a TLS stream when `scheme` is `https`):
-    /// sends the preface and our settings; returns the connection and the task that reads
-    /// it.
-    pub(crate) async fn handshake<IO>(
-        io: IO,
-        server: SocketAddr,
-        scheme: &str,
-    ) -> Result<(H2, JoinHandle<()>), Status>
+    /// HTTP/2 handshake on `io` (a TCP or TLS stream): sends the preface and our settings;
+    /// returns the connection and the task that reads it.
+    pub async fn handshake<IO>(io: IO) -> Result<(H2, JoinHandle<()>), Status>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -109,23 +125,32 @@ impl H2 {
             .map_err(|e| unavailable(&e))?;
         write.flush().await.map_err(|e| unavailable(&e))?;
         let inner = Inner::new(Box::new(write));
-        let authority = server.to_string();
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             deadlines: tokio::sync::Notify::new(),
-            unary_head: request_head(scheme, &authority, "/Request/request"),
-            stream_head: request_head(scheme, &authority, "/BiRequestStream/requestBiStream"),
         });
         let timers = tokio::spawn(deadlines(shared.clone())).abort_handle();
         let task = tokio::spawn(drive(shared.clone(), Box::new(read), AbortOnDrop(timers)));
         Ok((H2 { shared }, task))
     }
 
-    /// A unary call with one pre-framed message; returns the reply's protobuf bytes, or
-    /// [`CallError::Timeout`] after `timeout` (the stream is then reset).
-    pub(crate) async fn unary(&self, frame: Bytes, timeout: Duration) -> Result<Bytes, CallError> {
+    /// Whether the connection has ended (every call on it fails from now on).
+    pub fn is_closed(&self) -> bool {
+        self.shared.inner.lock().closed.is_some()
+    }
+
+    /// A unary call of `method` with one pre-framed message (its [`GRPC_PREFIX`]
+    /// included); returns the reply's protobuf bytes, or [`CallError::Timeout`] after
+    /// `timeout` (the stream is then reset).
+    pub async fn unary(
+        &self,
+        method: &Method,
+        frame: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
         Call {
             shared: &self.shared,
+            head: &method.head,
             frame,
             id: 0,
             deadline: Instant::now() + timeout,
@@ -138,8 +163,9 @@ impl H2 {
     /// Opens the bi-stream; frames sent on `outbound` go to the server (the first one is
     /// sent with the HEADERS: a server that answers only after the first message, as
     /// grpc-java does, needs it). The stream's request side ends when `outbound` closes.
-    pub(crate) async fn open_stream(
+    pub async fn open_stream(
         &self,
+        method: &Method,
         mut outbound: mpsc::Receiver<Bytes>,
     ) -> Result<BiStream, Status> {
         let first = outbound.recv().await.unwrap_or_default();
@@ -151,7 +177,7 @@ impl H2 {
                 cx,
                 &mut ticket.ticket,
                 Kind::Stream,
-                &shared.stream_head,
+                &method.head,
                 &first,
                 None,
             );
@@ -227,7 +253,7 @@ pub(super) fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
 
 /// Why a unary call failed.
 #[derive(Debug)]
-pub(crate) enum CallError {
+pub enum CallError {
     /// The transport, the stream or the server's gRPC status.
     Status(Status),
     /// No answer by the call's deadline.
@@ -245,6 +271,7 @@ impl From<Status> for CallError {
 /// MAX_CONCURRENT_STREAMS), by a timer of its own. Dropped early, it resets its stream.
 struct Call<'a> {
     shared: &'a Arc<Shared>,
+    head: &'a [u8],
     frame: Bytes,
     id: u32,
     deadline: Instant,
@@ -265,7 +292,7 @@ impl Future for Call<'_> {
                 cx,
                 &mut this.ticket,
                 Kind::Unary,
-                &this.shared.unary_head,
+                this.head,
                 &this.frame,
                 deadline,
             ) {
@@ -350,14 +377,14 @@ impl Drop for Call<'_> {
 }
 
 /// The response side of the bi-stream. Dropped, it resets the stream.
-pub(crate) struct BiStream {
+pub struct BiStream {
     shared: Arc<Shared>,
     id: u32,
 }
 
 impl BiStream {
     /// The next message, or `None` at the end of the stream.
-    pub(crate) async fn next(&mut self) -> Option<Result<Bytes, Status>> {
+    pub async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         poll_fn(|cx| {
             let mut inner = self.shared.inner.lock();
             let next = inner.poll_message(self.id, cx);

@@ -21,10 +21,7 @@ impl Server {
     /// Connects a client; reads its preface, settings and window update.
     async fn start() -> (H2, Server) {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let addr: SocketAddr = "127.0.0.1:8848".parse().expect("address");
-        let (h2, _task) = H2::handshake(client_io, addr, "http")
-            .await
-            .expect("handshake");
+        let (h2, _task) = H2::handshake(client_io).await.expect("handshake");
         let mut s = Server {
             io: server_io,
             buf: Vec::new(),
@@ -196,8 +193,16 @@ fn indexed_huffman(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     }
 }
 
+/// The unary method the tests call (Nacos's).
+fn unary_method() -> Method {
+    Method::new("http", "127.0.0.1:8848", "/Request/request", &[])
+}
+
 async fn call(h2: &H2, message: &[u8]) -> Result<Bytes, Status> {
-    match h2.unary(Bytes::from(grpc(message)), DEADLINE).await {
+    match h2
+        .unary(&unary_method(), Bytes::from(grpc(message)), DEADLINE)
+        .await
+    {
         Ok(reply) => Ok(reply),
         Err(CallError::Status(s)) => Err(s),
         Err(CallError::Timeout) => panic!("no answer within {DEADLINE:?}"),
@@ -217,7 +222,7 @@ fn spawn_unary(
     within: Duration,
 ) -> tokio::task::JoinHandle<Result<Bytes, CallError>> {
     let (h2, message) = (h2.clone(), Bytes::from(grpc(message)));
-    tokio::spawn(async move { h2.unary(message, within).await })
+    tokio::spawn(async move { h2.unary(&unary_method(), message, within).await })
 }
 
 #[tokio::test]
@@ -530,7 +535,16 @@ async fn spawn_open(
     let (tx, rx) = mpsc::channel(4);
     tx.send(Bytes::from(grpc(b"setup"))).await.expect("queued");
     let h2 = h2.clone();
-    (tx, tokio::spawn(async move { h2.open_stream(rx).await }))
+    let method = Method::new(
+        "http",
+        "127.0.0.1:8848",
+        "/BiRequestStream/requestBiStream",
+        &[],
+    );
+    (
+        tx,
+        tokio::spawn(async move { h2.open_stream(&method, rx).await }),
+    )
 }
 
 /// Opens the bi-stream and has the server answer its headers.
@@ -892,4 +906,61 @@ async fn a_connection_out_of_stream_ids_sends_goaway_and_closes() {
         .expect("read");
     let e = call(&h2, b"after").await.expect_err("closed");
     assert_eq!(e.code(), Code::Unavailable);
+}
+
+/// A method's head carries its path, authority and extra fields, and every call of it
+/// sends the same block.
+#[tokio::test]
+async fn a_method_sends_its_path_authority_and_extra_fields() {
+    let (h2, mut s) = Server::start().await;
+    let method = Method::new(
+        "https",
+        "peer-2:9849",
+        "/distro.v1.Peer/Forward",
+        &[("x-distro-cluster-token", b"s3cret")],
+    );
+    let mut blocks = Vec::new();
+    for message in [&b"one"[..], b"two"] {
+        let call = {
+            let (h2, method) = (h2.clone(), method.clone());
+            let frame = Bytes::from(grpc(message));
+            tokio::spawn(async move { h2.unary(&method, frame, DEADLINE).await })
+        };
+        let (stream, block) = loop {
+            match s.next().await {
+                Frame::Headers { stream, block, .. } => break (stream, block.to_vec()),
+                Frame::Settings { ack: true, .. } | Frame::WindowUpdate { .. } => {}
+                other => panic!("expected HEADERS, got {other:?}"),
+            }
+        };
+        let mut fields = Vec::new();
+        s.decoder
+            .decode(&block, usize::MAX, |n, v| {
+                fields.push((n.to_vec(), v.to_vec()))
+            })
+            .expect("a valid request head");
+        let field = |name: &[u8]| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(field(b":path").as_deref(), Some("/distro.v1.Peer/Forward"));
+        assert_eq!(field(b":authority").as_deref(), Some("peer-2:9849"));
+        assert_eq!(field(b":scheme").as_deref(), Some("https"));
+        assert_eq!(field(b"content-type").as_deref(), Some("application/grpc"));
+        assert_eq!(field(b"x-distro-cluster-token").as_deref(), Some("s3cret"));
+        assert_eq!(s.data(stream, usize::MAX).await, grpc(message));
+        let mut out = Vec::new();
+        frame::write_headers(&mut out, stream, &[0x88], false, 1 << 14);
+        frame::write_data(&mut out, stream, &grpc(b"ok"), false);
+        let mut trailers = Vec::new();
+        hpack::encode_field(&mut trailers, b"grpc-status", b"0");
+        frame::write_headers(&mut out, stream, &trailers, true, 1 << 14);
+        s.send(&out).await;
+        let reply = call.await.expect("joins");
+        assert!(matches!(reply, Ok(ref r) if &r[..] == b"ok"), "{reply:?}");
+        blocks.push(block);
+    }
+    assert_eq!(blocks[0], blocks[1], "the same head for every call");
 }

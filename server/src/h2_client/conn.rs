@@ -20,7 +20,7 @@ use std::time::Instant;
 use tokio::io::AsyncWrite;
 use tonic::{Code, Status};
 
-use super::super::wire::GRPC_PREFIX;
+use super::GRPC_PREFIX;
 use super::grpc::{Fields, message_len, next_message};
 use super::stream::write_within;
 pub(super) use super::stream::{Kind, Slot};
