@@ -24,6 +24,7 @@ mod waiters;
 use bytes::Bytes;
 #[cfg(test)]
 use conn::{CONNECTION_WINDOW, STREAM_WINDOW};
+pub use conn::NACOS_MAX_MESSAGE;
 use conn::{Headers, Inner, Kind};
 use h2wire::frame;
 use h2wire::hpack;
@@ -111,8 +112,9 @@ fn request_head(scheme: &str, authority: &str, path: &str) -> Vec<u8> {
 
 impl H2 {
     /// HTTP/2 handshake on `io` (a TCP or TLS stream): sends the preface and our settings;
-    /// returns the connection and the task that reads it.
-    pub async fn handshake<IO>(io: IO) -> Result<(H2, JoinHandle<()>), Status>
+    /// returns the connection and the task that reads it. A message from the server over
+    /// `max_message` bytes resets its stream (its call fails `RESOURCE_EXHAUSTED`).
+    pub async fn handshake<IO>(io: IO, max_message: usize) -> Result<(H2, JoinHandle<()>), Status>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -124,7 +126,7 @@ impl H2 {
             .await
             .map_err(|e| unavailable(&e))?;
         write.flush().await.map_err(|e| unavailable(&e))?;
-        let inner = Inner::new(Box::new(write));
+        let inner = Inner::new(Box::new(write), max_message);
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             deadlines: tokio::sync::Notify::new(),

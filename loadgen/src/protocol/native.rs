@@ -1,16 +1,22 @@
 //! `--protocol native`: the server's `distro.v1.Registry` gRPC API on each node's SDK port.
 //!
-//! Simulated ip:port clients are multiplexed over `lanes` HTTP/2 channels per node (lane
-//! `i` uses channel `i` of every node). A batch becomes at most one `Register`, one
+//! Simulated ip:port clients are multiplexed over `lanes` HTTP/2 connections per node (lane
+//! `i` uses connection `i` of every node). A batch becomes at most one `Register`, one
 //! `Deregister` and one `Heartbeat` call (one entry per instance) plus one `Query` call
 //! per query item, sent concurrently. Write requests are encoded by hand straight from
-//! the population into one buffer (no per-item message objects or strings) and sent as
-//! pre-encoded bytes, as is each service's `QueryRequest` (encoded once); write responses
-//! are decoded with the servers' own type (an OK result's five bytes taken without prost's
-//! field loop, anything else as the generated types decode it), query responses are only
-//! checked to be
-//! well-formed messages (their instances are stepped over, not decoded: the generated type
-//! would allocate every instance's strings and metadata map).
+//! the population into one buffer, behind room for the gRPC prefix (no per-item message
+//! objects or strings, no copy), as is each service's `QueryRequest` (encoded once); write
+//! responses are decoded with the servers' own type (an OK result's five bytes taken
+//! without prost's field loop, anything else as the generated types decode it), query
+//! responses are only checked to be well-formed messages (their instances are stepped
+//! over, not decoded: the generated type would allocate every instance's strings and
+//! metadata map).
+//!
+//! The unary calls go over the server crate's own HTTP/2 client ([`H2`], as loadgen's
+//! Nacos client): each method's request head encoded once, a call's HEADERS and DATA
+//! written from its own task in one write, no task per call. A lane's connection that
+//! ends (a node restarted, a dropped connection) is dialled again by the next call
+//! ([`Link`]). `Watch` (a server stream) is made on a tonic channel of its own.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -18,13 +24,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distro_server::cluster::compact::ipv4_text;
+use distro_server::h2_client::{CallError, GRPC_PREFIX, H2, Method};
 use distro_server::proto::codec::Raw;
 use distro_server::proto::distro as pb;
 use distro_server::proto::results::WriteResponse;
 use distro_server::proto::writes::put_delimited;
+use distro_server::server::MAX_NATIVE_MESSAGE_BYTES;
+use prost::Message as _;
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Batch, Context, Item, Kind, Outcome, Protocol, WatchEvent};
@@ -120,16 +128,190 @@ fn put_beat(svc_ref: &[u8], addr: SocketAddrV4, out: &mut BytesMut) {
     put_entry(svc_ref, &[&a[..n], &BEAT_TAIL], out);
 }
 
+/// The heads of the native calls at one node.
+struct Methods {
+    register: Method,
+    deregister: Method,
+    heartbeat: Method,
+    query: Method,
+    query_batch: Method,
+}
+
+impl Methods {
+    fn new(scheme: &str, authority: &str) -> Methods {
+        let m = |path| Method::new(scheme, authority, path, &[]);
+        Methods {
+            register: m("/distro.v1.Registry/Register"),
+            deregister: m("/distro.v1.Registry/Deregister"),
+            heartbeat: m("/distro.v1.Registry/Heartbeat"),
+            query: m("/distro.v1.Registry/Query"),
+            query_batch: m("/distro.v1.Registry/QueryBatch"),
+        }
+    }
+}
+
+/// How to reach one node's SDK port.
+struct Target {
+    /// The node's number from 1 and its main address (for errors).
+    node: usize,
+    main: String,
+    /// `host:port` of the SDK port.
+    sdk: String,
+    tls: Option<crate::tls::TargetTls>,
+    connect_timeout: Duration,
+    methods: Methods,
+}
+
+impl Target {
+    /// A new HTTP/2 connection (TLS first when configured).
+    async fn dial(&self) -> Result<(H2, tokio::task::JoinHandle<()>), String> {
+        let reason = |e: &dyn std::fmt::Display| {
+            format!(
+                "cannot reach node {} ({}, SDK port {}): {e}",
+                self.node, self.main, self.sdk
+            )
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(&self.sdk)
+                .await
+                .map_err(|e| reason(&e))?;
+            tcp.set_nodelay(true).map_err(|e| reason(&e))?;
+            let shaken = match &self.tls {
+                None => H2::handshake(tcp, MAX_NATIVE_MESSAGE_BYTES).await,
+                Some(tls) => {
+                    let io = tls
+                        .connect(tcp, crate::tls::host_of(&self.sdk))
+                        .await
+                        .map_err(|e| reason(&crate::tls::explain(&e)))?;
+                    H2::handshake(io, MAX_NATIVE_MESSAGE_BYTES).await
+                }
+            };
+            shaken.map_err(|s| reason(&s.message()))
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| reason(&format!("no connection within {:?}", self.connect_timeout)))?
+    }
+}
+
+/// A live connection and the task that reads it (aborted when this is dropped).
+struct Live {
+    h2: H2,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One lane's connection to one node: dialled at start, and again by the first call that
+/// finds it ended. The calls behind it wait for that dial rather than each dialling, and
+/// share its failure (a node that cannot be reached costs each of them one connect
+/// timeout at most, not one each in turn).
+struct Link {
+    target: Arc<Target>,
+    live: parking_lot::Mutex<Option<Live>>,
+    /// Held while dialling; the last failed dial's end and error.
+    dialing: tokio::sync::Mutex<Option<(Instant, tonic::Status)>>,
+}
+
+impl Link {
+    async fn open(target: Arc<Target>) -> Result<Link, String> {
+        let (h2, task) = target.dial().await?;
+        Ok(Link {
+            target,
+            live: parking_lot::Mutex::new(Some(Live { h2, task })),
+            dialing: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The connection, if it is live.
+    fn live(&self) -> Option<H2> {
+        let live = self.live.lock();
+        live.as_ref()
+            .filter(|l| !l.h2.is_closed())
+            .map(|l| l.h2.clone())
+    }
+
+    /// The live connection, dialled again if it ended.
+    async fn h2(&self) -> Result<H2, tonic::Status> {
+        if let Some(h2) = self.live() {
+            return Ok(h2);
+        }
+        let asked = Instant::now();
+        let mut dialing = self.dialing.lock().await;
+        if let Some(h2) = self.live() {
+            return Ok(h2);
+        }
+        if let Some((at, e)) = dialing.as_ref()
+            && *at >= asked
+        {
+            return Err(e.clone());
+        }
+        match self.target.dial().await {
+            Ok((h2, task)) => {
+                *dialing = None;
+                *self.live.lock() = Some(Live {
+                    h2: h2.clone(),
+                    task,
+                });
+                Ok(h2)
+            }
+            Err(reason) => {
+                let e = tonic::Status::unavailable(reason);
+                *dialing = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// One unary call of `method` with a framed request; the reply's protobuf bytes.
+    async fn call(
+        &self,
+        method: fn(&Methods) -> &Method,
+        frame: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, tonic::Status> {
+        let h2 = self.h2().await?;
+        match h2.unary(method(&self.target.methods), frame, timeout).await {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Timeout) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            ))),
+            Err(CallError::Status(s)) => Err(s),
+        }
+    }
+}
+
+/// A buffer for one gRPC frame of about `body` bytes: room for the prefix, then the body.
+fn frame_buffer(body: usize) -> BytesMut {
+    let mut b = BytesMut::with_capacity(GRPC_PREFIX + body);
+    b.put_bytes(0, GRPC_PREFIX);
+    b
+}
+
+/// The frame of `frame_buffer`'s buffer once its body is written: the prefix's length set.
+fn seal(mut b: BytesMut) -> Bytes {
+    let len = (b.len() - GRPC_PREFIX) as u32;
+    b[1..GRPC_PREFIX].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}
+
 struct Inner {
     population: Arc<Population>,
-    /// `channels[lane][node]`.
-    channels: Vec<Vec<Channel>>,
+    /// `links[lane][node]`.
+    links: Vec<Vec<Link>>,
+    /// Each node's tonic channel for `Watch` (server streams), shared by its watches:
+    /// connected at the first watch, and again after it drops.
+    watch_channels: Vec<Channel>,
     /// Encoded `ServiceRef` of each service.
     svc_refs: Vec<Vec<u8>>,
     /// The longest of `svc_refs`.
     longest_ref: usize,
-    /// Encoded `QueryRequest` of each service (all clusters, not healthy-only).
-    query_bodies: Vec<Bytes>,
+    /// The `QueryRequest` frame of each service (all clusters, not healthy-only).
+    query_frames: Vec<Bytes>,
     by_name: HashMap<String, u32>,
     timeout: Duration,
     /// Services per `QueryBatch` call (1: one `Query` call per service).
@@ -143,14 +325,16 @@ pub struct NativeProtocol {
 }
 
 impl NativeProtocol {
-    /// Opens `ctx.lanes` channels to every node's SDK port; fails when a node cannot be
-    /// reached within `ctx.timeout`.
+    /// Opens `ctx.lanes` connections to every node's SDK port; fails when a node cannot be
+    /// reached within `ctx.timeout` (at most 3 s).
     pub async fn connect(ctx: &Context) -> anyhow::Result<Self> {
         let lanes = ctx.lanes.max(1);
-        let mut channels = vec![Vec::new(); lanes];
+        let scheme = if ctx.tls.is_some() { "https" } else { "http" };
+        let mut links: Vec<Vec<Link>> = (0..lanes).map(|_| Vec::new()).collect();
+        let mut watch_channels = Vec::new();
         for node in 0..ctx.targets.len() {
-            let scheme = if ctx.tls.is_some() { "https" } else { "http" };
-            let uri = format!("{scheme}://{}", ctx.sdk_target(node));
+            let sdk = ctx.sdk_target(node);
+            let uri = format!("{scheme}://{sdk}");
             let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| {
                 anyhow::anyhow!("target {}: bad address {uri}: {e}", ctx.targets[node])
             })?;
@@ -159,23 +343,28 @@ impl NativeProtocol {
                     .tls_config(tls.tonic())
                     .map_err(|e| anyhow::anyhow!("target {}: TLS setup: {e}", ctx.targets[node]))?;
             }
-            let endpoint = endpoint
-                .tcp_nodelay(true)
-                .connect_timeout(ctx.timeout.min(Duration::from_secs(3)))
-                .initial_stream_window_size(Some(4 << 20))
-                .initial_connection_window_size(Some(16 << 20))
-                .http2_keep_alive_interval(Duration::from_secs(30));
-            for lane in channels.iter_mut() {
-                let ch = endpoint.connect().await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot reach node {} ({}, SDK port {}): {}",
-                        node + 1,
-                        ctx.targets[node],
-                        ctx.sdk_target(node),
-                        error_chain(&e)
-                    )
-                })?;
-                lane.push(ch);
+            let connect_timeout = ctx.timeout.min(Duration::from_secs(3));
+            watch_channels.push(
+                endpoint
+                    .tcp_nodelay(true)
+                    .connect_timeout(connect_timeout)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .connect_lazy(),
+            );
+            let target = Arc::new(Target {
+                node: node + 1,
+                main: ctx.targets[node].clone(),
+                methods: Methods::new(scheme, &sdk),
+                sdk,
+                tls: ctx.tls.clone(),
+                connect_timeout,
+            });
+            for lane in links.iter_mut() {
+                lane.push(
+                    Link::open(target.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                );
             }
         }
         let population = ctx.population.clone();
@@ -188,12 +377,12 @@ impl NativeProtocol {
                 b
             })
             .collect();
-        let query_bodies = svc_refs
+        let query_frames = svc_refs
             .iter()
             .map(|r| {
-                let mut b = BytesMut::new();
+                let mut b = frame_buffer(r.len() + 3);
                 put_delimited(1, r, &mut b);
-                b.freeze()
+                seal(b)
             })
             .collect();
         let by_name = population.service_index();
@@ -201,28 +390,17 @@ impl NativeProtocol {
         Ok(Self {
             inner: Arc::new(Inner {
                 population,
-                channels,
+                links,
+                watch_channels,
                 svc_refs,
                 longest_ref,
-                query_bodies,
+                query_frames,
                 by_name,
                 timeout: ctx.timeout,
                 query_batch: ctx.query_batch,
             }),
         })
     }
-}
-
-/// `e` and each of its sources, joined by `: `.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Maps a failed call to an outcome.
@@ -283,7 +461,7 @@ impl Inner {
         // Sized once for the whole request (entries of one kind differ only in their
         // service and address): grown by doubling, the buffer was copied ~10 times a batch.
         let entries: usize = of_kind().map(|i| self.entries(i)).sum();
-        let mut out = BytesMut::with_capacity(entries * (self.longest_ref + ENTRY_BYTES));
+        let mut out = frame_buffer(entries * (self.longest_ref + ENTRY_BYTES));
         for it in of_kind() {
             let addr = self.population.addr(it.client);
             let one = |s: u32, out: &mut BytesMut| match kind {
@@ -298,60 +476,50 @@ impl Inner {
                 }
             }
         }
-        Some(out.freeze())
+        Some(seal(out))
     }
 
-    /// One unary call of `path` with a pre-encoded request, its response decoded as `R`.
-    async fn unary<R: prost::Message + Default + Send + 'static>(
-        &self,
-        channel: Channel,
-        path: &'static str,
-        body: Bytes,
-    ) -> Result<R, tonic::Status> {
-        let mut grpc = tonic::client::Grpc::new(channel)
-            .max_decoding_message_size(distro_server::server::MAX_NATIVE_MESSAGE_BYTES);
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut req = tonic::Request::new(Raw(body));
-        req.set_timeout(self.timeout);
-        let codec = distro_server::proto::codec::Codec::<Raw, R>::default();
-        let resp = grpc
-            .unary(req, PathAndQuery::from_static(path), codec)
-            .await?;
-        Ok(resp.into_inner())
-    }
-
+    /// One write call of `method` with a framed request.
     async fn write(
         &self,
-        channel: Channel,
-        path: &'static str,
-        body: Bytes,
+        link: &Link,
+        method: fn(&Methods) -> &Method,
+        frame: Bytes,
     ) -> Result<WriteResponse, tonic::Status> {
-        self.unary(channel, path, body).await
+        let reply = link.call(method, frame, self.timeout).await?;
+        WriteResponse::decode(reply)
+            .map_err(|e| tonic::Status::internal(format!("a malformed WriteResponse: {e}")))
     }
 
     /// One `QueryBatch` call for `services`: one outcome per service.
-    async fn query_batch(&self, channel: Channel, services: &[u32]) -> Vec<Outcome> {
-        let mut client = pb::registry_client::RegistryClient::new(channel)
-            .max_decoding_message_size(distro_server::server::MAX_NATIVE_MESSAGE_BYTES);
-        let queries = services
-            .iter()
-            .map(|s| pb::QueryRequest {
-                service: Some(pb::ServiceRef {
-                    namespace: String::new(),
-                    group: String::new(),
-                    name: self.population.service_name(*s).to_owned(),
-                }),
-                clusters: Vec::new(),
-                healthy_only: false,
-            })
-            .collect();
-        let mut req = tonic::Request::new(pb::QueryBatchRequest { queries });
-        req.set_timeout(self.timeout);
-        match client.query_batch(req).await {
+    async fn query_batch(&self, link: &Link, services: &[u32]) -> Vec<Outcome> {
+        let request = pb::QueryBatchRequest {
+            queries: services
+                .iter()
+                .map(|s| pb::QueryRequest {
+                    service: Some(pb::ServiceRef {
+                        namespace: String::new(),
+                        group: String::new(),
+                        name: self.population.service_name(*s).to_owned(),
+                    }),
+                    clusters: Vec::new(),
+                    healthy_only: false,
+                })
+                .collect(),
+        };
+        let mut frame = frame_buffer(request.encoded_len());
+        request.encode_raw(&mut frame);
+        let answer = link
+            .call(|m| &m.query_batch, seal(frame), self.timeout)
+            .await
+            .and_then(|reply| {
+                pb::QueryBatchResponse::decode(reply).map_err(|e| {
+                    tonic::Status::internal(format!("a malformed QueryBatchResponse: {e}"))
+                })
+            });
+        match answer {
             Ok(r) => {
-                let n = r.into_inner().answers.len();
+                let n = r.answers.len();
                 (0..services.len())
                     .map(|i| {
                         if i < n {
@@ -366,18 +534,16 @@ impl Inner {
         }
     }
 
-    /// The outcomes of `services` queried over `channel`: one `QueryBatch` call per
+    /// The outcomes of `services` queried over `link`: one `QueryBatch` call per
     /// `query_batch` services, or one `Query` call each.
-    async fn queries(&self, channel: Channel, services: &[u32]) -> Vec<Outcome> {
+    async fn queries(&self, link: &Link, services: &[u32]) -> Vec<Outcome> {
         if self.query_batch <= 1 || services.len() <= 1 {
-            return futures::future::join_all(
-                services.iter().map(|s| self.query(channel.clone(), *s)),
-            )
-            .await;
+            return futures::future::join_all(services.iter().map(|s| self.query(link, *s)))
+                .await;
         }
         let calls = services
             .chunks(self.query_batch)
-            .map(|c| self.query_batch(channel.clone(), c));
+            .map(|c| self.query_batch(link, c));
         futures::future::join_all(calls)
             .await
             .into_iter()
@@ -387,13 +553,18 @@ impl Inner {
 
     /// One `Query` call: a success is an OK status with a well-formed `QueryResponse`
     /// (its instances are stepped over, not decoded).
-    async fn query(&self, channel: Channel, service: u32) -> Outcome {
-        let Some(body) = self.query_bodies.get(service as usize) else {
+    async fn query(&self, link: &Link, service: u32) -> Outcome {
+        let Some(frame) = self.query_frames.get(service as usize) else {
             return Outcome::Failed("no-service");
         };
-        let answer = self
-            .unary::<Raw>(channel, "/distro.v1.Registry/Query", body.clone())
-            .await;
+        let answer = link
+            .call(|m| &m.query, frame.clone(), self.timeout)
+            .await
+            .and_then(|reply| {
+                Raw::decode(reply).map_err(|e| {
+                    tonic::Status::internal(format!("a malformed QueryResponse: {e}"))
+                })
+            });
         match answer {
             Ok(_) => Outcome::Ok,
             Err(s) => status_outcome(&s),
@@ -450,8 +621,8 @@ impl Protocol for NativeProtocol {
     ) -> impl Future<Output = Batch> + Send + 'static {
         let inner = self.inner.clone();
         async move {
-            let lanes = &inner.channels;
-            let channel = lanes[lane % lanes.len()][batch.node].clone();
+            let lanes = &inner.links;
+            let link = &lanes[lane % lanes.len()][batch.node];
             batch.outcomes.clear();
             batch.outcomes.resize(batch.items.len(), Outcome::Ok);
             let reg = inner.encode(Kind::Register, &batch.items);
@@ -463,21 +634,20 @@ impl Protocol for NativeProtocol {
                 .filter(|i| i.kind == Kind::Query)
                 .map(|i| i.service)
                 .collect();
-            let call = |path: &'static str, body: Option<Bytes>| {
-                let ch = channel.clone();
+            let call = |method: fn(&Methods) -> &Method, frame: Option<Bytes>| {
                 let inner = &inner;
                 async move {
-                    match body {
-                        Some(b) => Some(inner.write(ch, path, b).await),
+                    match frame {
+                        Some(f) => Some(inner.write(link, method, f).await),
                         None => None,
                     }
                 }
             };
-            let q = inner.queries(channel.clone(), &queries);
+            let q = inner.queries(link, &queries);
             let (r, d, b, q) = futures::join!(
-                call("/distro.v1.Registry/Register", reg),
-                call("/distro.v1.Registry/Deregister", dereg),
-                call("/distro.v1.Registry/Heartbeat", beat),
+                call(|m| &m.register, reg),
+                call(|m| &m.deregister, dereg),
+                call(|m| &m.heartbeat, beat),
                 q
             );
             if let Some(r) = r {
@@ -508,9 +678,9 @@ impl Protocol for NativeProtocol {
     {
         let inner = self.inner.clone();
         async move {
-            let channel = inner.channels[0][node].clone();
+            let channel = inner.watch_channels[node].clone();
             let mut client = pb::registry_client::RegistryClient::new(channel)
-                .max_decoding_message_size(distro_server::server::MAX_NATIVE_MESSAGE_BYTES);
+                .max_decoding_message_size(MAX_NATIVE_MESSAGE_BYTES);
             let req = pb::WatchRequest {
                 services: services
                     .iter()

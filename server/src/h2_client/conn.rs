@@ -38,9 +38,8 @@ const MAX_HEADER_BLOCK: usize = 64 << 10;
 pub(super) const OUT_HIGH_WATER: usize = 256 << 10;
 /// The largest header list accepted from the server (a larger one fails its call).
 const MAX_HEADER_LIST: usize = 1 << 20;
-/// The largest message accepted from the server (as the Nacos Java client): a larger one
-/// resets its stream.
-pub(super) const MAX_MESSAGE: usize = 10 << 20;
+/// The largest message the Nacos Java client accepts from a server (Nacos callers' limit).
+pub const NACOS_MAX_MESSAGE: usize = 10 << 20;
 /// Buffers of finished streams kept for new ones.
 const SPARE_BUFFERS: usize = 16;
 
@@ -79,6 +78,8 @@ pub(super) struct Inner {
     spare: Vec<Vec<u8>>,
     /// The deadline the deadline task sleeps until (it is notified of an earlier one).
     pub(super) armed: Option<Instant>,
+    /// The largest message accepted from the server: a larger one resets its stream.
+    max_message: usize,
 }
 
 /// Closing our write half after a GOAWAY of ours (out of stream ids).
@@ -116,7 +117,7 @@ pub(super) fn preface(out: &mut Vec<u8>) {
 }
 
 impl Inner {
-    pub(super) fn new(w: Writer) -> Inner {
+    pub(super) fn new(w: Writer, max_message: usize) -> Inner {
         Inner {
             w: Some(w),
             out: Vec::with_capacity(4096),
@@ -138,6 +139,7 @@ impl Inner {
             closed: None,
             spare: Vec::new(),
             armed: None,
+            max_message,
         }
     }
 
@@ -758,6 +760,7 @@ impl Inner {
             flow_len,
             CONNECTION_WINDOW,
         );
+        let max_message = self.max_message;
         let Some(slot) = self.slots.get_mut(&stream) else {
             return Ok(());
         };
@@ -785,13 +788,13 @@ impl Inner {
         slot.unacked += flow_len;
         let buffered = &slot.data[slot.taken..];
         let too_large = if slot.kind == Kind::Unary {
-            buffered.len() > GRPC_PREFIX + MAX_MESSAGE
+            buffered.len() > GRPC_PREFIX + max_message
         } else {
-            buffered.len() >= GRPC_PREFIX && message_len(buffered) > MAX_MESSAGE
+            buffered.len() >= GRPC_PREFIX && message_len(buffered) > max_message
         };
         if too_large {
             let why = Status::resource_exhausted(format!(
-                "a message from the server over {MAX_MESSAGE} bytes"
+                "a message from the server over {max_message} bytes"
             ));
             self.reset_with(stream, ErrorCode::CANCEL, why, wake);
             return Ok(());
@@ -882,7 +885,7 @@ impl Inner {
 }
 
 /// Gives the bytes received on stream `id` (its `slot`) back to its window once half of it
-/// is used: always for a unary call (its size is bounded by [`MAX_MESSAGE`]) and for the
+/// is used: always for a unary call (its size is bounded by the connection's largest message) and for the
 /// bi-stream while its reader keeps up (less than a window buffered) or while the message
 /// buffered is not whole yet (its reader cannot make room).
 fn give_back(slot: &mut Slot, id: u32, out: &mut Vec<u8>) {

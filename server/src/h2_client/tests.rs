@@ -21,7 +21,7 @@ impl Server {
     /// Connects a client; reads its preface, settings and window update.
     async fn start() -> (H2, Server) {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let (h2, _task) = H2::handshake(client_io).await.expect("handshake");
+        let (h2, _task) = H2::handshake(client_io, conn::NACOS_MAX_MESSAGE).await.expect("handshake");
         let mut s = Server {
             io: server_io,
             buf: Vec::new(),
@@ -646,7 +646,7 @@ async fn a_push_over_the_largest_message_resets_the_bi_stream() {
     let (id, mut stream, _tx) = open_bi_stream(&h2, &mut s).await;
     let mut out = Vec::new();
     let mut head = vec![0];
-    head.extend_from_slice(&(conn::MAX_MESSAGE as u32 + 1).to_be_bytes());
+    head.extend_from_slice(&(conn::NACOS_MAX_MESSAGE as u32 + 1).to_be_bytes());
     frame::write_data(&mut out, id, &head, false);
     s.send(&out).await;
     assert_eq!(

@@ -25,7 +25,7 @@ use super::message::{
 };
 use super::wire::Incoming;
 use bytes::Bytes;
-use distro_server::h2_client::{CallError, H2, Method};
+use distro_server::h2_client::{CallError, H2, Method, NACOS_MAX_MESSAGE};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -294,7 +294,7 @@ impl NacosClient {
         let local = tcp.local_addr().map_err(|e| connect_error(e.to_string()))?;
         let handshake = async {
             match &config.tls {
-                None => H2::handshake(tcp)
+                None => H2::handshake(tcp, NACOS_MAX_MESSAGE)
                     .await
                     .map(|(h2, task)| (Conn::new(h2, "http", server), task)),
                 Some(tls) => {
@@ -306,7 +306,7 @@ impl NacosClient {
                             crate::tls::explain(&e)
                         ))
                     })?;
-                    H2::handshake(io)
+                    H2::handshake(io, NACOS_MAX_MESSAGE)
                         .await
                         .map(|(h2, task)| (Conn::new(h2, "https", server), task))
                 }
