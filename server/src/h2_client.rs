@@ -18,13 +18,16 @@
 
 mod conn;
 mod grpc;
+mod link;
 mod stream;
 mod waiters;
 
+pub use link::{DialFuture, Dialled, Link, frame_buffer, seal};
+
 use bytes::Bytes;
+pub use conn::NACOS_MAX_MESSAGE;
 #[cfg(test)]
 use conn::{CONNECTION_WINDOW, STREAM_WINDOW};
-pub use conn::NACOS_MAX_MESSAGE;
 use conn::{Headers, Inner, Kind};
 use h2wire::frame;
 use h2wire::hpack;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distro_server::cluster::compact::ipv4_text;
-use distro_server::h2_client::{CallError, GRPC_PREFIX, H2, Method};
+use distro_server::h2_client::{Dialled, H2, Link, Method, frame_buffer, seal};
 use distro_server::proto::codec::Raw;
 use distro_server::proto::distro as pb;
 use distro_server::proto::results::WriteResponse;
@@ -163,8 +163,18 @@ struct Target {
 }
 
 impl Target {
+    /// The link of one lane to this node, dialled now.
+    async fn link(self: &Arc<Self>) -> Result<Link, String> {
+        let target = self.clone();
+        Link::open(move || {
+            let target = target.clone();
+            Box::pin(async move { target.dial().await })
+        })
+        .await
+    }
+
     /// A new HTTP/2 connection (TLS first when configured).
-    async fn dial(&self) -> Result<(H2, tokio::task::JoinHandle<()>), String> {
+    async fn dial(&self) -> Result<Dialled, String> {
         let reason = |e: &dyn std::fmt::Display| {
             format!(
                 "cannot reach node {} ({}, SDK port {}): {e}",
@@ -194,113 +204,29 @@ impl Target {
     }
 }
 
-/// A live connection and the task that reads it (aborted when this is dropped).
-struct Live {
-    h2: H2,
-    task: tokio::task::JoinHandle<()>,
+/// One lane's link to one node, with the node's methods.
+#[derive(Clone, Copy)]
+struct Lane<'a> {
+    link: &'a Link,
+    methods: &'a Methods,
 }
 
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// One lane's connection to one node: dialled at start, and again by the first call that
-/// finds it ended. The calls behind it wait for that dial rather than each dialling, and
-/// share its failure (a node that cannot be reached costs each of them one connect
-/// timeout at most, not one each in turn).
-struct Link {
-    target: Arc<Target>,
-    live: parking_lot::Mutex<Option<Live>>,
-    /// Held while dialling; the last failed dial's end and error.
-    dialing: tokio::sync::Mutex<Option<(Instant, tonic::Status)>>,
-}
-
-impl Link {
-    async fn open(target: Arc<Target>) -> Result<Link, String> {
-        let (h2, task) = target.dial().await?;
-        Ok(Link {
-            target,
-            live: parking_lot::Mutex::new(Some(Live { h2, task })),
-            dialing: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    /// The connection, if it is live.
-    fn live(&self) -> Option<H2> {
-        let live = self.live.lock();
-        live.as_ref()
-            .filter(|l| !l.h2.is_closed())
-            .map(|l| l.h2.clone())
-    }
-
-    /// The live connection, dialled again if it ended.
-    async fn h2(&self) -> Result<H2, tonic::Status> {
-        if let Some(h2) = self.live() {
-            return Ok(h2);
-        }
-        let asked = Instant::now();
-        let mut dialing = self.dialing.lock().await;
-        if let Some(h2) = self.live() {
-            return Ok(h2);
-        }
-        if let Some((at, e)) = dialing.as_ref()
-            && *at >= asked
-        {
-            return Err(e.clone());
-        }
-        match self.target.dial().await {
-            Ok((h2, task)) => {
-                *dialing = None;
-                *self.live.lock() = Some(Live {
-                    h2: h2.clone(),
-                    task,
-                });
-                Ok(h2)
-            }
-            Err(reason) => {
-                let e = tonic::Status::unavailable(reason);
-                *dialing = Some((Instant::now(), e.clone()));
-                Err(e)
-            }
-        }
-    }
-
-    /// One unary call of `method` with a framed request; the reply's protobuf bytes.
+impl Lane<'_> {
+    /// One unary call of the method `method` picks; the reply's protobuf bytes.
     async fn call(
-        &self,
+        self,
         method: fn(&Methods) -> &Method,
         frame: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, tonic::Status> {
-        let h2 = self.h2().await?;
-        match h2.unary(method(&self.target.methods), frame, timeout).await {
-            Ok(reply) => Ok(reply),
-            Err(CallError::Timeout) => Err(tonic::Status::deadline_exceeded(format!(
-                "no answer within {timeout:?}"
-            ))),
-            Err(CallError::Status(s)) => Err(s),
-        }
+        self.link.call(method(self.methods), frame, timeout).await
     }
-}
-
-/// A buffer for one gRPC frame of about `body` bytes: room for the prefix, then the body.
-fn frame_buffer(body: usize) -> BytesMut {
-    let mut b = BytesMut::with_capacity(GRPC_PREFIX + body);
-    b.put_bytes(0, GRPC_PREFIX);
-    b
-}
-
-/// The frame of `frame_buffer`'s buffer once its body is written: the prefix's length set.
-fn seal(mut b: BytesMut) -> Bytes {
-    let len = (b.len() - GRPC_PREFIX) as u32;
-    b[1..GRPC_PREFIX].copy_from_slice(&len.to_be_bytes());
-    b.freeze()
 }
 
 struct Inner {
     population: Arc<Population>,
+    /// Each node's address and methods.
+    targets: Vec<Arc<Target>>,
     /// `links[lane][node]`.
     links: Vec<Vec<Link>>,
     /// Each node's tonic channel for `Watch` (server streams), shared by its watches:
@@ -332,6 +258,7 @@ impl NativeProtocol {
         let scheme = if ctx.tls.is_some() { "https" } else { "http" };
         let mut links: Vec<Vec<Link>> = (0..lanes).map(|_| Vec::new()).collect();
         let mut watch_channels = Vec::new();
+        let mut targets = Vec::new();
         for node in 0..ctx.targets.len() {
             let sdk = ctx.sdk_target(node);
             let uri = format!("{scheme}://{sdk}");
@@ -360,12 +287,9 @@ impl NativeProtocol {
                 connect_timeout,
             });
             for lane in links.iter_mut() {
-                lane.push(
-                    Link::open(target.clone())
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e))?,
-                );
+                lane.push(target.link().await.map_err(|e| anyhow::anyhow!(e))?);
             }
+            targets.push(target);
         }
         let population = ctx.population.clone();
         let svc_refs: Vec<Vec<u8>> = population
@@ -390,6 +314,7 @@ impl NativeProtocol {
         Ok(Self {
             inner: Arc::new(Inner {
                 population,
+                targets,
                 links,
                 watch_channels,
                 svc_refs,
@@ -482,7 +407,7 @@ impl Inner {
     /// One write call of `method` with a framed request.
     async fn write(
         &self,
-        link: &Link,
+        link: Lane<'_>,
         method: fn(&Methods) -> &Method,
         frame: Bytes,
     ) -> Result<WriteResponse, tonic::Status> {
@@ -492,7 +417,7 @@ impl Inner {
     }
 
     /// One `QueryBatch` call for `services`: one outcome per service.
-    async fn query_batch(&self, link: &Link, services: &[u32]) -> Vec<Outcome> {
+    async fn query_batch(&self, link: Lane<'_>, services: &[u32]) -> Vec<Outcome> {
         let request = pb::QueryBatchRequest {
             queries: services
                 .iter()
@@ -536,10 +461,9 @@ impl Inner {
 
     /// The outcomes of `services` queried over `link`: one `QueryBatch` call per
     /// `query_batch` services, or one `Query` call each.
-    async fn queries(&self, link: &Link, services: &[u32]) -> Vec<Outcome> {
+    async fn queries(&self, link: Lane<'_>, services: &[u32]) -> Vec<Outcome> {
         if self.query_batch <= 1 || services.len() <= 1 {
-            return futures::future::join_all(services.iter().map(|s| self.query(link, *s)))
-                .await;
+            return futures::future::join_all(services.iter().map(|s| self.query(link, *s))).await;
         }
         let calls = services
             .chunks(self.query_batch)
@@ -553,7 +477,7 @@ impl Inner {
 
     /// One `Query` call: a success is an OK status with a well-formed `QueryResponse`
     /// (its instances are stepped over, not decoded).
-    async fn query(&self, link: &Link, service: u32) -> Outcome {
+    async fn query(&self, link: Lane<'_>, service: u32) -> Outcome {
         let Some(frame) = self.query_frames.get(service as usize) else {
             return Outcome::Failed("no-service");
         };
@@ -561,9 +485,8 @@ impl Inner {
             .call(|m| &m.query, frame.clone(), self.timeout)
             .await
             .and_then(|reply| {
-                Raw::decode(reply).map_err(|e| {
-                    tonic::Status::internal(format!("a malformed QueryResponse: {e}"))
-                })
+                Raw::decode(reply)
+                    .map_err(|e| tonic::Status::internal(format!("a malformed QueryResponse: {e}")))
             });
         match answer {
             Ok(_) => Outcome::Ok,
@@ -622,7 +545,10 @@ impl Protocol for NativeProtocol {
         let inner = self.inner.clone();
         async move {
             let lanes = &inner.links;
-            let link = &lanes[lane % lanes.len()][batch.node];
+            let link = Lane {
+                link: &lanes[lane % lanes.len()][batch.node],
+                methods: &inner.targets[batch.node].methods,
+            };
             batch.outcomes.clear();
             batch.outcomes.resize(batch.items.len(), Outcome::Ok);
             let reg = inner.encode(Kind::Register, &batch.items);
@@ -734,6 +660,119 @@ impl Protocol for NativeProtocol {
 mod tests {
     use super::*;
     use prost::Message;
+
+    fn target(sdk: String, tls: Option<crate::tls::TargetTls>, timeout: Duration) -> Target {
+        Target {
+            node: 1,
+            main: "node".into(),
+            methods: Methods::new(if tls.is_some() { "https" } else { "http" }, &sdk),
+            sdk,
+            tls,
+            connect_timeout: timeout,
+        }
+    }
+
+    /// A `Register` frame of one instance of service `svc` at 10.0.0.1:`port`.
+    fn register_frame(port: u16) -> Bytes {
+        let (_, svc) = svc_ref("svc");
+        let mut out = frame_buffer(64);
+        put_registration(
+            &svc,
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), port),
+            &mut out,
+        );
+        seal(out)
+    }
+
+    async fn register(link: &Link, port: u16) -> Result<Vec<u32>, tonic::Status> {
+        let methods = Methods::new("http", "node");
+        let reply = link
+            .call(
+                &methods.register,
+                register_frame(port),
+                Duration::from_secs(5),
+            )
+            .await?;
+        let r = WriteResponse::decode(reply).expect("a WriteResponse");
+        Ok(r.results.iter().map(|r| r.code).collect())
+    }
+
+    /// A lane's connection that ends with its node is dialled again by the first call
+    /// after the node is back; meanwhile calls fail as UNAVAILABLE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lane_dials_its_node_again_after_the_connection_ends() {
+        let cluster =
+            distro_server::LocalCluster::start(1, distro_server::ServerConfig::default(), 1)
+                .await
+                .expect("a node");
+        let sdk = cluster.sdk_addr(0).to_string();
+        let link = Arc::new(target(sdk, None, Duration::from_secs(2)))
+            .link()
+            .await
+            .expect("connects");
+        assert_eq!(register(&link, 1).await.expect("registers"), [200]);
+        let first = link.live().expect("live");
+        cluster.kill(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The connection ends with the node (the read task sees it close).
+        while !first.is_closed() {
+            assert!(
+                Instant::now() < deadline,
+                "the connection outlived its node"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let e = register(&link, 2).await.expect_err("the node is down");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+        assert!(e.message().contains("cannot reach node 1"), "{e}");
+        cluster.restart(0).await.expect("restarts");
+        assert_eq!(register(&link, 3).await.expect("registers again"), [200]);
+        assert!(!link.live().expect("live").is_closed());
+    }
+
+    /// Calls that queue behind a dial that fails share its failure: a node whose TLS
+    /// handshake never completes is dialled once for all of them, not once each in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_waiting_for_a_dial_share_its_failure() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let sdk = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let silent = tokio::spawn({
+            let accepted = accepted.clone();
+            async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push(stream);
+                }
+            }
+        });
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("a CA");
+        let tls = crate::tls::TargetTls::from_pem(&ca.cert.pem()).expect("trust");
+        let timeout = Duration::from_millis(400);
+        let target = Arc::new(target(sdk, Some(tls), timeout));
+        let e = target.link().await.err().expect("no handshake");
+        assert!(e.contains("no connection within"), "{e}");
+        let link = Arc::new(Link::new(move || {
+            let target = target.clone();
+            Box::pin(async move { target.dial().await })
+        }));
+        let calls: Vec<_> = (0..8u16)
+            .map(|i| {
+                let link = link.clone();
+                tokio::spawn(async move { register(&link, i).await })
+            })
+            .collect();
+        for c in calls {
+            let e = c.await.expect("joins").expect_err("unreachable");
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+        }
+        // The opening dial and one for the eight calls.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        silent.abort();
+    }
 
     fn svc_ref(name: &str) -> (pb::ServiceRef, Vec<u8>) {
         let r = pb::ServiceRef {

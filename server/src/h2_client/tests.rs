@@ -21,7 +21,9 @@ impl Server {
     /// Connects a client; reads its preface, settings and window update.
     async fn start() -> (H2, Server) {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let (h2, _task) = H2::handshake(client_io, conn::NACOS_MAX_MESSAGE).await.expect("handshake");
+        let (h2, _task) = H2::handshake(client_io, conn::NACOS_MAX_MESSAGE)
+            .await
+            .expect("handshake");
         let mut s = Server {
             io: server_io,
             buf: Vec::new(),
