@@ -76,6 +76,21 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The certificates of the CA in `ca_pem` (at least one). Errors name what is wrong.
+fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let c = c.map_err(|e| format!("invalid CA PEM: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("invalid CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("invalid CA PEM: no CERTIFICATE block".into());
+    }
+    Ok(roots)
+}
+
 /// A TLS acceptor presenting `cert_pem`/`key_pem`, requiring a client certificate signed
 /// by `client_ca_pem` when given, offering `alpn`. Errors name what is wrong.
 fn acceptor(
@@ -97,18 +112,8 @@ fn acceptor(
         .map_err(|e| format!("TLS setup: {e}"))?;
     let builder = match client_ca_pem {
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                let c = c.map_err(|e| format!("invalid CA PEM: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("invalid CA certificate: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("invalid CA PEM: no CERTIFICATE block".into());
-            }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
+                Arc::new(roots(ca)?),
                 provider(),
             )
             .build()
@@ -299,6 +304,25 @@ impl ClusterTls {
     /// certificate signed by the CA (ALPN h2).
     pub fn acceptor(&self) -> Result<TlsAcceptor, String> {
         acceptor(&self.cert_pem, &self.key_pem, Some(&self.ca_pem), &[b"h2"])
+    }
+
+    /// The peer calls' side on our own HTTP/2 connections: trust only the CA, present our
+    /// certificate (ALPN h2). Errors name what is wrong.
+    pub fn connector(&self) -> Result<tokio_rustls::TlsConnector, String> {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("invalid certificate PEM: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| format!("invalid private key PEM: {e}"))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots(&self.ca_pem)?)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 
     /// The peer clients' side: trust only the CA, present our certificate.

@@ -197,7 +197,7 @@ impl Kind {
 
 /// The items forwarded to one owner: their positions in the batch and kinds, and the
 /// items encoded as its `ForwardRequest` (without `from`).
-type Outgoing = (Vec<(usize, Kind)>, Vec<u8>);
+type Outgoing = (Vec<(usize, Kind)>, bytes::BytesMut);
 
 /// The answer to one item: a code of [`code`] and, unless it is `OK`, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,7 +250,7 @@ impl ItemResult {
 
 /// Appends `item` (its address checked, so its port fits) to a `Peer.Forward` request: a
 /// received item as the bytes it came in, any other encoded from its core types.
-fn put_forward(item: Item, buf: &mut Vec<u8>) {
+fn put_forward(item: Item, buf: &mut bytes::BytesMut) {
     let tag = item.kind().forward_tag();
     match item {
         Item::Received(_, r) => writes::put_delimited(tag, r.as_bytes(), buf),
@@ -389,7 +389,11 @@ impl Forwarder {
         }
         let mut remote: BTreeMap<MemberId, Outgoing> = sizes
             .into_iter()
-            .map(|(owner, (n, bytes))| (owner, (Vec::with_capacity(n), Vec::with_capacity(bytes))))
+            .map(|(owner, (n, bytes))| {
+                // Room for the gRPC prefix and `from` (added by the peer client).
+                let req = crate::h2_client::frame_buffer(bytes + 64);
+                (owner, (Vec::with_capacity(n), req))
+            })
             .collect();
         for ((i, item), owner) in items.into_iter().enumerate().zip(owners) {
             if let Some((idx, req)) = owner.and_then(|o| remote.get_mut(&o)) {
@@ -641,7 +645,7 @@ mod tests {
         let results = futures::executor::block_on(f.apply(items(5)));
         assert!(results.iter().all(|r| r.code == code::OK), "{results:?}");
         assert_eq!(reads.load(SeqCst), 1);
-        let mut req = Vec::new();
+        let mut req = bytes::BytesMut::new();
         for item in items(3) {
             put_forward(item, &mut req);
         }

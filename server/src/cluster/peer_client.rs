@@ -1,23 +1,27 @@
-//! Outgoing peer RPCs: one lazily connected gRPC channel per member's cluster port.
+//! Outgoing peer RPCs to each member's cluster port.
 //!
-//! Every call carries the cluster token (when configured) and this node's member address,
-//! runs under the peer timeout, and is refused locally while the node's [`PeerGate`] is
-//! closed (LocalCluster's partitions). Encoded request sizes are counted per kind.
+//! The unary calls (`Sync`, `Forward`, the verify rounds, `Probe`) go over an HTTP/2
+//! connection of our own per peer ([`crate::h2_client::Link`]: dialled at the first call,
+//! again after it ends; each method's head, the token included, encoded once; a request
+//! written in place behind its gRPC prefix and sent from the caller's task in one write);
+//! the `Snapshot` stream over a lazily connected tonic channel. Every call carries the
+//! cluster token (when configured) and this node's member address, runs under the peer
+//! timeout, and is refused locally while the node's [`PeerGate`] is closed (LocalCluster's
+//! partitions). Encoded request sizes are counted per kind.
 
 use crate::cluster::sync_codec::SyncRequest;
 use crate::cluster::wire;
 use crate::fault::PeerGate;
+use crate::h2_client::{Dialled, GRPC_PREFIX, H2, Link, Method, frame_buffer, seal};
 use crate::metrics::Metrics;
-use crate::proto::codec::{Codec, Raw};
 use crate::proto::distro as pb;
 use crate::proto::distro::peer_client::PeerClient;
 use distro_core::hash::DIGEST_VERSION;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
 use distro_core::{MemberId, Node};
-use prost::Message as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -46,10 +50,122 @@ struct Connector {
     cluster_addr: Box<dyn Fn(&str) -> String + Send + Sync>,
     local: Option<std::net::IpAddr>,
     tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The same trust for our own connections.
+    tls_connector: Option<tokio_rustls::TlsConnector>,
+    /// The cluster token, sent with every call.
+    token: Option<String>,
     timeout: Duration,
 }
 
+/// The unary methods of the peer protocol, in the order of [`PeerLink::methods`].
+const METHODS: [&str; 6] = [
+    "/distro.v1.Peer/Sync",
+    "/distro.v1.Peer/Forward",
+    "/distro.v1.Peer/VerifyDigests",
+    "/distro.v1.Peer/VerifyList",
+    "/distro.v1.Peer/VerifyClients",
+    "/distro.v1.Peer/Probe",
+];
+const SYNC: usize = 0;
+const FORWARD: usize = 1;
+const VERIFY_DIGESTS: usize = 2;
+const VERIFY_LIST: usize = 3;
+const VERIFY_CLIENTS: usize = 4;
+const PROBE: usize = 5;
+
+/// A peer's connection of our own for the unary calls, and their heads.
+struct PeerLink {
+    link: Link,
+    methods: [Method; METHODS.len()],
+}
+
+/// How to open a connection to one peer's cluster port.
+struct Dial {
+    /// `host:port` of the cluster port.
+    authority: String,
+    local: Option<IpAddr>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    timeout: Duration,
+}
+
+impl Dial {
+    /// A new connection: TCP (from `local` when given, `TCP_NODELAY`, the kernel's
+    /// keep-alive), TLS when configured, the HTTP/2 handshake; within the connect timeout.
+    async fn dial(&self) -> Result<Dialled, String> {
+        let at = &self.authority;
+        let connect = async {
+            let addr = tokio::net::lookup_host(at)
+                .await
+                .map_err(|e| format!("cannot resolve {at}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{at} has no address"))?;
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(|e| format!("socket: {e}"))?;
+            if let Some(local) = self.local {
+                socket
+                    .bind(SocketAddr::new(local, 0))
+                    .map_err(|e| format!("cannot bind {local}: {e}"))?;
+            }
+            let tcp = socket
+                .connect(addr)
+                .await
+                .map_err(|e| format!("cannot connect to {at}: {e}"))?;
+            tcp.set_nodelay(true)
+                .and_then(|()| crate::h2_client::keep_alive(&tcp))
+                .map_err(|e| format!("socket options: {e}"))?;
+            let shaken = match &self.tls {
+                None => H2::handshake(tcp, MAX_PEER_MESSAGE_BYTES).await,
+                Some(tls) => {
+                    let host = at.rsplit_once(':').map_or(at.as_str(), |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                        .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+                    let io = tls
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("TLS handshake with {at}: {e}"))?;
+                    H2::handshake(io, MAX_PEER_MESSAGE_BYTES).await
+                }
+            };
+            shaken.map_err(|s| s.message().to_owned())
+        };
+        tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| format!("no connection to {at} within {:?}", self.timeout))?
+    }
+}
+
 impl Connector {
+    /// The connection of our own to the member at `addr` (its main port), not dialled yet.
+    fn link(&self, addr: &str) -> PeerLink {
+        let authority = (self.cluster_addr)(addr);
+        let scheme = if self.tls_connector.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let token: Vec<(&str, &[u8])> = self
+            .token
+            .iter()
+            .map(|t| (TOKEN_HEADER, t.as_bytes()))
+            .collect();
+        let methods = METHODS.map(|path| Method::new(scheme, &authority, path, &token));
+        let dial = Arc::new(Dial {
+            authority,
+            local: self.local,
+            tls: self.tls_connector.clone(),
+            timeout: self.timeout.min(Duration::from_secs(1)),
+        });
+        let link = Link::new(move || {
+            let dial = dial.clone();
+            Box::pin(async move { dial.dial().await })
+        });
+        PeerLink { link, methods }
+    }
+
     /// A lazily connecting client of the member at `addr` (its main port).
     fn connect(&self, addr: &str) -> anyhow::Result<Channel> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -83,7 +199,10 @@ fn peer_client(channel: Channel) -> PeerClient<Channel> {
 /// member is first addressed (members that join later included).
 pub struct PeerClients {
     node: Arc<Node>,
+    /// The snapshot streams' channels.
     clients: Box<[OnceLock<Channel>]>,
+    /// The unary calls' connections.
+    links: Box<[OnceLock<PeerLink>]>,
     connector: Connector,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     timeout: Duration,
@@ -107,13 +226,25 @@ impl PeerClients {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(node.config().peer_timeout);
+        let tls_connector = match tls {
+            Some(t) => Some(
+                t.connector()
+                    .map_err(|e| anyhow::anyhow!("invalid cluster TLS configuration: {e}"))?,
+            ),
+            None => None,
+        };
         let connector = Connector {
             cluster_addr: Box::new(cluster_addr),
             local,
             tls: tls.map(|t| t.client_config()),
+            tls_connector,
+            token: token.map(str::to_owned),
             timeout,
         };
         let clients: Box<[OnceLock<Channel>]> = (0..node.members().capacity())
+            .map(|_| OnceLock::new())
+            .collect();
+        let links: Box<[OnceLock<PeerLink>]> = (0..node.members().capacity())
             .map(|_| OnceLock::new())
             .collect();
         // The members given at start are checked now (a bad address fails the start).
@@ -131,6 +262,7 @@ impl PeerClients {
         Ok(Self {
             node,
             clients,
+            links,
             connector,
             token,
             timeout,
@@ -144,21 +276,23 @@ impl PeerClients {
         self.channel(to).map(peer_client)
     }
 
-    fn channel(&self, to: MemberId) -> Result<Channel, tonic::Status> {
+    /// The slot of peer `to`, unless the node's peer traffic is cut or `to` is no peer.
+    fn slot(&self, to: MemberId) -> Result<usize, tonic::Status> {
         if !self.gate.is_open() {
             return Err(tonic::Status::unavailable(
                 "peer traffic of this node is cut",
             ));
         }
-        if to == self.node.me() {
+        if to == self.node.me() || to.index() >= self.links.len() {
             return Err(tonic::Status::invalid_argument(format!(
                 "{to} is not a peer"
             )));
         }
-        let slot = self
-            .clients
-            .get(to.index())
-            .ok_or_else(|| tonic::Status::invalid_argument(format!("{to} is not a peer")))?;
+        Ok(to.index())
+    }
+
+    fn channel(&self, to: MemberId) -> Result<Channel, tonic::Status> {
+        let slot = &self.clients[self.slot(to)?];
         if let Some(c) = slot.get() {
             return Ok(c.clone());
         }
@@ -169,13 +303,42 @@ impl PeerClients {
         Ok(slot.get_or_init(|| c).clone())
     }
 
-    fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        r.set_timeout(timeout);
-        if let Some(t) = &self.token {
-            r.metadata_mut().insert(TOKEN_HEADER, t.clone());
-        }
+    fn link(&self, to: MemberId) -> Result<&PeerLink, tonic::Status> {
+        let slot = &self.links[self.slot(to)?];
+        Ok(slot.get_or_init(|| self.connector.link(self.node.member_addr(to))))
+    }
+
+    /// One unary call of `METHODS[method]` to `to` with `msg`, counted as `kind`.
+    async fn unary<R: prost::Message + Default>(
+        &self,
+        to: MemberId,
+        method: usize,
+        kind: &'static str,
+        msg: &impl prost::Message,
+    ) -> Result<R, tonic::Status> {
+        let link = self.link(to)?;
+        let len = msg.encoded_len();
+        let mut frame = frame_buffer(len);
+        msg.encode_raw(&mut frame);
+        let r = self.answer(link, method, seal(frame)).await;
+        self.metrics.peer_request(kind, len, r.is_ok());
         r
+    }
+
+    /// The call of `METHODS[method]` with `frame` on `link`, its answer decoded.
+    async fn answer<R: prost::Message + Default>(
+        &self,
+        link: &PeerLink,
+        method: usize,
+        frame: bytes::Bytes,
+    ) -> Result<R, tonic::Status> {
+        let reply = link
+            .link
+            .call(&link.methods[method], frame, self.timeout)
+            .await?;
+        R::decode(reply).map_err(|e| {
+            tonic::Status::internal(format!("a malformed answer to {}: {e}", METHODS[method]))
+        })
     }
 
     /// Sends a core request to `to` and returns its answer.
@@ -205,7 +368,6 @@ impl PeerClients {
         to: MemberId,
         req: &PeerRequest,
     ) -> Result<PeerResponse, tonic::Status> {
-        let mut c = self.client(to)?;
         let node = &self.node;
         let from = self.me.clone();
         let kind = req.kind();
@@ -213,10 +375,7 @@ impl PeerClients {
             PeerRequest::Sync(batch) => {
                 // Encoded straight from the stored clients (see `sync_codec`, `compact`).
                 let msg = SyncRequest::new(node, batch);
-                let len = prost::Message::encoded_len(&msg);
-                let r = c.sync(self.request(msg, self.timeout)).await;
-                self.metrics.peer_request(kind, len, r.is_ok());
-                let r = r?.into_inner();
+                let r: pb::SyncResponse = self.unary(to, SYNC, kind, &msg).await?;
                 PeerResponse::SyncAck {
                     applied: r.applied,
                     stale: r.stale,
@@ -228,10 +387,8 @@ impl PeerClients {
                     digests: wire::digests_to_proto(v),
                     digest_version: DIGEST_VERSION,
                 };
-                let len = msg.encoded_len();
-                let r = c.verify_digests(self.request(msg, self.timeout)).await;
-                self.metrics.peer_request(kind, len, r.is_ok());
-                let r = r?.into_inner();
+                let r: pb::VerifyDigestsResponse =
+                    self.unary(to, VERIFY_DIGESTS, kind, &msg).await?;
                 self.metrics
                     .digest_version_of(node.members().addr(to), r.digest_version);
                 PeerResponse::VerifyMismatch {
@@ -243,10 +400,7 @@ impl PeerClients {
                     from,
                     shards: wire::list_to_proto(l),
                 };
-                let len = msg.encoded_len();
-                let r = c.verify_list(self.request(msg, self.timeout)).await;
-                self.metrics.peer_request(kind, len, r.is_ok());
-                let r = r?.into_inner();
+                let r: pb::VerifyListResponse = self.unary(to, VERIFY_LIST, kind, &msg).await?;
                 PeerResponse::VerifyReport {
                     needs: wire::needs_from_proto(node, r.needs).map_err(tonic::Status::from)?,
                     removed: r.removed,
@@ -257,11 +411,9 @@ impl PeerClients {
                     from,
                     clients: wire::verify_clients_to_proto(v),
                 };
-                let len = msg.encoded_len();
-                let r = c.verify_clients(self.request(msg, self.timeout)).await;
-                self.metrics.peer_request(kind, len, r.is_ok());
-                let failed = r?
-                    .into_inner()
+                let r: pb::VerifyClientsResponse =
+                    self.unary(to, VERIFY_CLIENTS, kind, &msg).await?;
+                let failed = r
                     .failed
                     .iter()
                     .map(|id| distro_core::ClientId::parse(id))
@@ -275,10 +427,7 @@ impl PeerClients {
                     incarnation: p.incarnation,
                     loaded: p.loaded,
                 };
-                let len = msg.encoded_len();
-                let r = c.probe(self.request(msg, self.timeout)).await;
-                self.metrics.peer_request(kind, len, r.is_ok());
-                let r = r?.into_inner();
+                let r: pb::ProbeResponse = self.unary(to, PROBE, kind, &msg).await?;
                 PeerResponse::ProbeAck(distro_core::message::Probe {
                     incarnation: r.incarnation,
                     loaded: r.loaded,
@@ -288,32 +437,21 @@ impl PeerClients {
         Ok(out)
     }
 
-    /// Forwards client writes to their owner `to`: `req` is the `ForwardRequest` without
-    /// its `from`, which is added here; it is sent as it is (the generated client would
-    /// take the generated struct).
+    /// Forwards client writes to their owner `to`: `req` is a [`frame_buffer`] holding the
+    /// `ForwardRequest` without its `from`, which is added here; it is sent as it is (the
+    /// generated client would take the generated struct).
     pub async fn forward(
         &self,
         to: MemberId,
-        mut req: Vec<u8>,
+        mut req: bytes::BytesMut,
     ) -> Result<crate::proto::results::ForwardResponse, tonic::Status> {
-        let mut grpc = tonic::client::Grpc::new(self.channel(to)?)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let link = self.link(to)?;
         // Fields may come in any order: `from` goes last, after the items.
         crate::proto::writes::put_delimited(1, self.me.as_bytes(), &mut req);
-        let len = req.len();
-        let r = async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
-            let codec = Codec::<Raw, crate::proto::results::ForwardResponse>::default();
-            let path = PathAndQuery::from_static("/distro.v1.Peer/Forward");
-            grpc.unary(self.request(Raw(req.into()), self.timeout), path, codec)
-                .await
-        }
-        .await;
+        let len = req.len() - GRPC_PREFIX;
+        let r = self.answer(link, FORWARD, seal(req)).await;
         self.metrics.peer_request("forward", len, r.is_ok());
-        Ok(r?.into_inner())
+        r
     }
 
     /// Opens the snapshot stream of peer `from`, starting at `cursor`.

@@ -25,12 +25,13 @@ impl Fields {
                 self.grpc_status = digits(value).and_then(|n| i32::try_from(n).ok());
             }
             b"grpc-message" => {
-                // As an HTTP header value read as text: visible ASCII only.
+                // As an HTTP header value read as text: visible ASCII only; then
+                // percent-decoded, as gRPC servers encode it.
                 let text = value
                     .iter()
                     .all(|&c| c == b'\t' || (0x20..0x7f).contains(&c));
                 self.grpc_message = Some(if text {
-                    String::from_utf8_lossy(value).into_owned()
+                    percent_decode(value)
                 } else {
                     String::new()
                 });
@@ -46,6 +47,31 @@ impl Fields {
             self.grpc_message.take().unwrap_or_default(),
         ))
     }
+}
+
+/// `grpc-message`'s text: each `%` and two hex digits is the byte they spell (a `%` not
+/// followed by two hex digits stays as it is); invalid UTF-8 is replaced.
+fn percent_decode(value: &[u8]) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        let byte = match (value[i], value.get(i + 1), value.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match byte {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(value[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A header value of ASCII digits only (at most nine) as a number.
@@ -101,5 +127,23 @@ pub(super) fn unary_result(slot: &Slot) -> Result<Bytes, Status> {
     match message {
         Some(m) => Ok(Bytes::copy_from_slice(m)),
         None => Err(Status::internal("the call ended without a message")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    /// As tonic and grpc-java encode `grpc-message`: spaces, quotes, `%`, UTF-8.
+    #[test]
+    fn grpc_messages_are_percent_decoded() {
+        assert_eq!(
+            percent_decode(b"not%20a%20member:%20%22127.0.0.4:1%22"),
+            "not a member: \"127.0.0.4:1\""
+        );
+        assert_eq!(percent_decode(b"100%25 %C3%A9"), "100% \u{e9}");
+        assert_eq!(percent_decode(b"plain text"), "plain text");
+        // Not an escape: kept as it is.
+        assert_eq!(percent_decode(b"50% off, %zz, %4"), "50% off, %zz, %4");
     }
 }
