@@ -185,7 +185,9 @@ impl Target {
             let tcp = tokio::net::TcpStream::connect(&self.sdk)
                 .await
                 .map_err(|e| reason(&e))?;
-            tcp.set_nodelay(true).map_err(|e| reason(&e))?;
+            tcp.set_nodelay(true)
+                .and_then(|()| distro_server::h2_client::keep_alive(&tcp))
+                .map_err(|e| reason(&e))?;
             let shaken = match &self.tls {
                 None => H2::handshake(tcp, MAX_NATIVE_MESSAGE_BYTES).await,
                 Some(tls) => {
