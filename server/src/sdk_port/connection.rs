@@ -42,6 +42,11 @@ const HIGH_WATER: usize = 256 * 1024;
 const KEPT_OUTPUT: usize = 4 * 1024;
 /// The read buffer's first size; it grows to hold the largest frame.
 const READ_BUFFER: usize = 8 * 1024;
+/// The size the read buffer grows to, doubling, while reads keep filling it: a client that
+/// sends more than it holds (a peer's sync batches, a native write of a thousand
+/// instances: 30-50 KB each) is read 64 KiB a system call, not 8 KiB; a client of small
+/// requests (a Nacos SDK) keeps 8 KiB.
+const BULK_READ_BUFFER: usize = 64 * 1024;
 /// How long the last frames (a GOAWAY) may take to be written at the end.
 const LAST_WRITE: Duration = Duration::from_secs(1);
 /// Rounds of the loop in one poll before the task yields to others.
@@ -75,7 +80,7 @@ static PANICS: AtomicUsize = AtomicUsize::new(0);
 
 /// The most output one connection ever had waiting to be written, and its input buffer's
 /// largest size (noted only above [`HIGH_WATER`] and [`READ_BUFFER`]: tests assert the
-/// bounds).
+/// bounds; [`BULK_READ_BUFFER`] is reached by a connection whose reads fill its buffer).
 static LARGEST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 /// The largest output waiting and the largest input buffer of any SDK- or cluster-port connection in
@@ -137,7 +142,9 @@ impl Input {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-            } else {
+            }
+            // Still full (one frame larger than the buffer), or reads that fill it.
+            if self.end == self.buf.len() || self.buf.len() < BULK_READ_BUFFER {
                 let len = self.buf.len() * 2;
                 self.buf.resize(len, 0);
                 LARGEST[1].fetch_max(len, Ordering::Relaxed);

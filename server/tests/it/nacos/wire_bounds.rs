@@ -276,3 +276,43 @@ async fn an_error_after_the_final_goaway_names_the_same_last_stream() {
     );
     stopping.await.expect("stopped");
 }
+
+/// A client of small requests keeps the 8 KiB read buffer; one that sends more than it
+/// holds (its reads fill it) is read 64 KiB at a time, and no more.
+#[tokio::test]
+async fn the_read_buffer_grows_to_64_kib_for_a_client_whose_reads_fill_it() {
+    let server = TestServer::start(fast_config()).await;
+    let mut w = Wire::open(server.addr, &[]).await;
+    let ping = |out: &mut Vec<u8>, n: u64| frame::write_ping(out, false, n.to_be_bytes());
+    for n in 1..=200u64 {
+        let mut out = Vec::new();
+        ping(&mut out, n);
+        w.send(&out).await;
+        ping_acked(&mut w, n).await;
+    }
+    assert_eq!(
+        distro_server::sdk_port::largest_buffers().1,
+        0,
+        "small requests"
+    );
+    // 40,000 PINGs (680 KB) in one write: the server's reads fill its buffer.
+    let mut out = Vec::new();
+    for n in 1_000..41_000u64 {
+        ping(&mut out, n);
+    }
+    w.send(&out).await;
+    ping_acked(&mut w, 40_999).await;
+    assert_eq!(distro_server::sdk_port::largest_buffers().1, 64 * 1024);
+    w.close_then_stop(server).await;
+}
+
+/// Reads until the server acknowledges PING `n`.
+async fn ping_acked(w: &mut Wire, n: u64) {
+    loop {
+        match w.next().await {
+            Got::Ping { ack: true, data } if data == n.to_be_bytes() => return,
+            Got::Closed | Got::GoAway { .. } => panic!("the server ended the connection"),
+            _ => {}
+        }
+    }
+}
