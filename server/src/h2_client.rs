@@ -5,16 +5,16 @@
 //! `/BiRequestStream/requestBiStream`), with pre-framed messages, so the connection is
 //! built for exactly that: the request head of each method is encoded once ([`Method`]:
 //! stateless HPACK, constant bytes, extra fields such as a token included); a call, on
-//! the caller's task, appends its HEADERS and
-//! its one DATA+END_STREAM to the connection's send buffer and writes every frame ready
-//! (its own and any other call's) in one write; one task per connection reads the socket,
-//! decodes the responses (full HPACK: the server may be grpc-java with Huffman and a
-//! dynamic table) and wakes the finished calls. Flow control both ways, the peer's
-//! settings (frame size, initial window, concurrent streams), PING and SETTINGS acks,
-//! GOAWAY (calls above its last stream fail, new calls fail) and RST_STREAM are handled
-//! in `conn.rs`.
+//! the caller's task, appends its HEADERS and its one DATA+END_STREAM to the connection's
+//! send buffer and writes every frame ready (its own and any other call's) in one write;
+//! one task per connection reads the socket, decodes the responses (full HPACK: the server
+//! may be grpc-java with Huffman and a dynamic table) and wakes the finished calls. Flow
+//! control both ways, the peer's settings (frame size, initial window, concurrent
+//! streams), PING and SETTINGS acks, GOAWAY (calls above its last stream fail, new calls
+//! fail) and RST_STREAM are handled in `conn.rs`.
 //!
-//! The connection is never silently re-opened: when it is gone, calls fail.
+//! An [`H2`] is never silently re-opened: when it is gone, its calls fail. A [`Link`]
+//! holds one and dials a new one when it has ended.
 
 mod conn;
 mod grpc;

@@ -325,13 +325,22 @@ impl PeerClients {
         r
     }
 
-    /// The call of `METHODS[method]` with `frame` on `link`, its answer decoded.
+    /// The call of `METHODS[method]` with `frame` on `link`, its answer decoded. A request
+    /// over [`MAX_PEER_MESSAGE_BYTES`] is not sent (`RESOURCE_EXHAUSTED`: the peer would
+    /// refuse it).
     async fn answer<R: prost::Message + Default>(
         &self,
         link: &PeerLink,
         method: usize,
         frame: bytes::Bytes,
     ) -> Result<R, tonic::Status> {
+        let len = frame.len() - GRPC_PREFIX;
+        if len > MAX_PEER_MESSAGE_BYTES {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "a {len}-byte request to {}, over the peer protocol's {MAX_PEER_MESSAGE_BYTES} bytes",
+                METHODS[method]
+            )));
+        }
         let reply = link
             .link
             .call(&link.methods[method], frame, self.timeout)
