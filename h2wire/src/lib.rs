@@ -4,7 +4,7 @@
 //! stateless encoder whose blocks are constants a caller builds once).
 //!
 //! It deliberately does not keep streams, windows or settings: those belong to the
-//! connection that uses it (loadgen's Nacos client, the server's SDK port), which knows
+//! connection that uses it (the server's SDK and cluster ports, its gRPC client), which knows
 //! its one shape of traffic (unary gRPC calls and one bi-directional stream) and can do far
 //! less work per call than a general HTTP/2 library. No dependencies beyond std, no
 //! allocation per frame or per header field in the steady state.
