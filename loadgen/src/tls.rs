@@ -11,8 +11,7 @@
 //! `--tls-cert`, `--tls-key`, with `--tls-ca` for loadgen's side), e.g. to measure what
 //! TLS costs.
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
@@ -34,16 +33,7 @@ impl std::fmt::Debug for TargetTls {
 impl TargetTls {
     /// From a PEM bundle of CA certificates; the error says what is wrong with it.
     pub fn from_pem(ca_pem: &str) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            let c = c.map_err(|e| format!("invalid PEM: {e}"))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("invalid CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("no CERTIFICATE block in the PEM".into());
-        }
+        let roots = distro_server::tls::roots(ca_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

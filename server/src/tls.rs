@@ -76,8 +76,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The certificates of the CA in `ca_pem` (at least one). Errors name what is wrong.
-fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, String> {
+/// The certificates of the CA in `ca_pem` (at least one): the trust of the cluster's
+/// mutual TLS, and of loadgen's `--tls-ca`. Errors name what is wrong.
+pub fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let c = c.map_err(|e| format!("invalid CA PEM: {e}"))?;
