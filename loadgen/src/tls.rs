@@ -60,6 +60,11 @@ impl TargetTls {
             .ca_certificate(tonic::transport::Certificate::from_pem(&*self.ca_pem))
     }
 
+    /// The connector (rustls, ALPN h2, this trust).
+    pub fn connector(&self) -> &TlsConnector {
+        &self.connector
+    }
+
     /// TLS handshake on `io` with the server `host` (an IP address or a DNS name).
     pub async fn connect<IO>(&self, io: IO, host: &str) -> std::io::Result<TlsStream<IO>>
     where

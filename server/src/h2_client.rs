@@ -22,7 +22,7 @@ mod link;
 mod stream;
 mod waiters;
 
-pub use link::{DialFuture, Dialled, Link, frame_buffer, keep_alive, seal};
+pub use link::{DialFuture, DialTls, Dialled, Link, dial, frame_buffer, keep_alive, seal};
 
 use bytes::Bytes;
 pub use conn::NACOS_MAX_MESSAGE;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distro_server::cluster::compact::ipv4_text;
-use distro_server::h2_client::{Dialled, H2, Link, Method, frame_buffer, seal};
+use distro_server::h2_client::{Dialled, Link, Method, frame_buffer, seal};
 use distro_server::proto::codec::Raw;
 use distro_server::proto::distro as pb;
 use distro_server::proto::results::WriteResponse;
@@ -175,34 +175,24 @@ impl Target {
 
     /// A new HTTP/2 connection (TLS first when configured).
     async fn dial(&self) -> Result<Dialled, String> {
-        let reason = |e: &dyn std::fmt::Display| {
+        let tls = self.tls.as_ref().map(|t| {
+            let explain: fn(&std::io::Error) -> String = crate::tls::explain;
+            (t.connector(), explain)
+        });
+        distro_server::h2_client::dial(
+            &self.sdk,
+            None,
+            tls,
+            MAX_NATIVE_MESSAGE_BYTES,
+            self.connect_timeout,
+        )
+        .await
+        .map_err(|e| {
             format!(
                 "cannot reach node {} ({}, SDK port {}): {e}",
                 self.node, self.main, self.sdk
             )
-        };
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect(&self.sdk)
-                .await
-                .map_err(|e| reason(&e))?;
-            tcp.set_nodelay(true)
-                .and_then(|()| distro_server::h2_client::keep_alive(&tcp))
-                .map_err(|e| reason(&e))?;
-            let shaken = match &self.tls {
-                None => H2::handshake(tcp, MAX_NATIVE_MESSAGE_BYTES).await,
-                Some(tls) => {
-                    let io = tls
-                        .connect(tcp, crate::tls::host_of(&self.sdk))
-                        .await
-                        .map_err(|e| reason(&crate::tls::explain(&e)))?;
-                    H2::handshake(io, MAX_NATIVE_MESSAGE_BYTES).await
-                }
-            };
-            shaken.map_err(|s| reason(&s.message()))
-        };
-        tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| reason(&format!("no connection within {:?}", self.connect_timeout)))?
+        })
     }
 }
 

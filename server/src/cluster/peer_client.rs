@@ -12,14 +12,14 @@
 use crate::cluster::sync_codec::SyncRequest;
 use crate::cluster::wire;
 use crate::fault::PeerGate;
-use crate::h2_client::{Dialled, GRPC_PREFIX, H2, Link, Method, frame_buffer, seal};
+use crate::h2_client::{Dialled, GRPC_PREFIX, Link, Method, frame_buffer, seal};
 use crate::metrics::Metrics;
 use crate::proto::distro as pb;
 use crate::proto::distro::peer_client::PeerClient;
 use distro_core::hash::DIGEST_VERSION;
 use distro_core::message::{PeerRequest, PeerResponse, SendError, SnapshotCursor};
 use distro_core::{MemberId, Node};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
@@ -89,52 +89,17 @@ struct Dial {
 }
 
 impl Dial {
-    /// A new connection: TCP (from `local` when given, `TCP_NODELAY`, the kernel's
-    /// keep-alive), TLS when configured, the HTTP/2 handshake; within the connect timeout.
     async fn dial(&self) -> Result<Dialled, String> {
-        let at = &self.authority;
-        let connect = async {
-            let addr = tokio::net::lookup_host(at)
-                .await
-                .map_err(|e| format!("cannot resolve {at}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{at} has no address"))?;
-            let socket = match addr {
-                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-            }
-            .map_err(|e| format!("socket: {e}"))?;
-            if let Some(local) = self.local {
-                socket
-                    .bind(SocketAddr::new(local, 0))
-                    .map_err(|e| format!("cannot bind {local}: {e}"))?;
-            }
-            let tcp = socket
-                .connect(addr)
-                .await
-                .map_err(|e| format!("cannot connect to {at}: {e}"))?;
-            tcp.set_nodelay(true)
-                .and_then(|()| crate::h2_client::keep_alive(&tcp))
-                .map_err(|e| format!("socket options: {e}"))?;
-            let shaken = match &self.tls {
-                None => H2::handshake(tcp, MAX_PEER_MESSAGE_BYTES).await,
-                Some(tls) => {
-                    let host = at.rsplit_once(':').map_or(at.as_str(), |(h, _)| h);
-                    let host = host.trim_start_matches('[').trim_end_matches(']');
-                    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-                        .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
-                    let io = tls
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| format!("TLS handshake with {at}: {e}"))?;
-                    H2::handshake(io, MAX_PEER_MESSAGE_BYTES).await
-                }
-            };
-            shaken.map_err(|s| s.message().to_owned())
-        };
-        tokio::time::timeout(self.timeout, connect)
-            .await
-            .map_err(|_| format!("no connection to {at} within {:?}", self.timeout))?
+        let told: fn(&std::io::Error) -> String = |e| e.to_string();
+        let tls = self.tls.as_ref().map(|c| (c, told));
+        crate::h2_client::dial(
+            &self.authority,
+            self.local,
+            tls,
+            MAX_PEER_MESSAGE_BYTES,
+            self.timeout,
+        )
+        .await
     }
 }
 

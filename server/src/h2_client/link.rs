@@ -138,6 +138,69 @@ pub fn seal(mut b: bytes::BytesMut) -> Bytes {
     b.freeze()
 }
 
+/// TLS for [`dial`]: the connector, and how a refused handshake's error is told.
+pub type DialTls<'a> = (
+    &'a tokio_rustls::TlsConnector,
+    fn(&std::io::Error) -> String,
+);
+
+/// A new connection for a [`Link`]: TCP to `authority` (`host:port`; from `local` when
+/// given), `TCP_NODELAY` and [`keep_alive`], then TLS when `tls` is given (its connector,
+/// the server name being the authority's host; its error told by the given function), then
+/// the HTTP/2 handshake, all within `timeout`. The error is the reason, naming the step.
+pub async fn dial(
+    authority: &str,
+    local: Option<std::net::IpAddr>,
+    tls: Option<DialTls<'_>>,
+    max_message: usize,
+    timeout: Duration,
+) -> Result<Dialled, String> {
+    use std::net::SocketAddr;
+    let at = authority;
+    let connect = async {
+        let addr = tokio::net::lookup_host(at)
+            .await
+            .map_err(|e| format!("cannot resolve {at}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{at} has no address"))?;
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(|e| format!("socket: {e}"))?;
+        if let Some(local) = local {
+            socket
+                .bind(SocketAddr::new(local, 0))
+                .map_err(|e| format!("cannot bind {local}: {e}"))?;
+        }
+        let tcp = socket
+            .connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {at}: {e}"))?;
+        tcp.set_nodelay(true)
+            .and_then(|()| keep_alive(&tcp))
+            .map_err(|e| format!("socket options: {e}"))?;
+        let shaken = match tls {
+            None => H2::handshake(tcp, max_message).await,
+            Some((connector, reason)) => {
+                let host = at.rsplit_once(':').map_or(at, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+                let io = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {at}: {}", reason(&e)))?;
+                H2::handshake(io, max_message).await
+            }
+        };
+        shaken.map_err(|s| s.message().to_owned())
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| format!("no connection within {timeout:?} ({at})"))?
+}
+
 /// Has the kernel end a connection whose peer is gone without a word (a host powered
 /// off, a path lost): after 30 s idle a probe every 10 s, 3 unanswered end it; data left
 /// unacknowledged for 40 s ends it too. The reading task then fails its calls and the
