@@ -12,7 +12,7 @@
 //! over, not decoded: the generated type would allocate every instance's strings and
 //! metadata map).
 //!
-//! The unary calls go over the server crate's own HTTP/2 client ([`H2`], as loadgen's
+//! The unary calls go over the server crate's own HTTP/2 client ([`H2`](distro_server::h2_client::H2), as loadgen's
 //! Nacos client): each method's request head encoded once, a call's HEADERS and DATA
 //! written from its own task in one write, no task per call. A lane's connection that
 //! ends (a node restarted, a dropped connection) is dialled again by the next call
