@@ -95,6 +95,20 @@ impl Publication {
         }
     }
 
+    /// `self == other`, inlined where it is called: a replica's apply compares each
+    /// held publication with the one replacing it (nearly always one instance, where the
+    /// call's frame cost a fifth of the comparison).
+    #[inline(always)]
+    pub fn same_as(&self, other: &Publication) -> bool {
+        if self.service != other.service {
+            return false;
+        }
+        match (&self.instances, &other.instances) {
+            (Instances::One(a), Instances::One(b)) => a == b,
+            (a, b) => a == b,
+        }
+    }
+
     /// Whether this came from a batch registration (replaced as a whole).
     #[inline]
     pub fn is_batch(&self) -> bool {

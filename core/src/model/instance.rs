@@ -39,7 +39,7 @@ pub fn check_cluster_name(s: &str) -> Result<(), ValidationError> {
 /// A stored, validated instance. Always ephemeral: persistent instances are not Distro data.
 /// 56 bytes (a test pins it): a publication of one instance is 64, 80 in its `Arc` (a
 /// size class of the allocator).
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Instance {
     /// IP address or host name (16 bytes, stored inline up to 15: no allocation for IPv4
     /// addresses).
@@ -64,6 +64,29 @@ pub struct Instance {
     /// A client-chosen instance id; `None` means the default
     /// `ip#port#cluster#group@@service`.
     pub custom_id: Option<Name>,
+}
+
+/// Every field equal, the fixed-width ones compared first (a change of a weight, a port or
+/// a health flag is told apart before any text is read); the ips' text only when neither
+/// has [`Ipv4Bits`] (equal bits of a canonical IPv4 address have one text, see
+/// [`Instance::same_address`]). A replica's apply compares each held publication with the
+/// one replacing it (whether the service changed): the derived comparison began with the
+/// ip's text, a `memcmp` call, and cost 97 instructions a change in
+/// `sync::decode_and_apply.changes_1000` (equal publications at a newer revision); 69
+/// this way, 60 inlined ([`Publication::same_as`](super::Publication::same_as)).
+impl PartialEq for Instance {
+    #[inline(always)]
+    fn eq(&self, other: &Instance) -> bool {
+        self.port == other.port
+            && self.ipv4 == other.ipv4
+            && self.weight == other.weight
+            && self.healthy == other.healthy
+            && self.enabled == other.enabled
+            && self.cluster == other.cluster
+            && self.metadata == other.metadata
+            && self.custom_id == other.custom_id
+            && (self.ipv4.get().is_some() || self.ip == other.ip)
+    }
 }
 
 impl Instance {

@@ -518,3 +518,91 @@ fn validate_ip_takes_host_names_and_addresses_only() {
         assert!(super::validate_ip(bad).is_err(), "{bad:?}");
     }
 }
+
+/// `Instance`'s comparison (fixed-width fields first, the ip's text only when neither ip
+/// packs as IPv4) agrees with a comparison of every field, text included, over instances
+/// that differ in one field at a time: IPv4, non-canonical IPv4 text, host names and
+/// IPv6 (no bits: their text decides), and each of the other fields. `same_as` of their
+/// publications agrees too.
+#[test]
+fn instances_compare_equal_exactly_when_every_field_is() {
+    let i = Interner::new();
+    let s = svc(&i);
+    let other = Service::new(&i, "public", "DEFAULT_GROUP", "other-svc");
+    let specs: Vec<InstanceSpec> = {
+        let base = |ip: &str| InstanceSpec::new(ip, 8080);
+        let mut v = Vec::new();
+        for ip in [
+            "10.0.0.7",
+            "10.0.0.8",
+            "010.0.0.7",
+            "0.0.0.0",
+            "host-a",
+            "host-b",
+            "::1",
+        ] {
+            v.push(base(ip));
+        }
+        let mut with = |f: &dyn Fn(&mut InstanceSpec)| {
+            for ip in ["10.0.0.7", "host-a"] {
+                let mut spec = base(ip);
+                f(&mut spec);
+                v.push(spec);
+            }
+        };
+        with(&|s| s.port = 8081);
+        with(&|s| s.weight = 2.0);
+        with(&|s| s.healthy = false);
+        with(&|s| s.enabled = false);
+        with(&|s| s.cluster = "c1".into());
+        with(&|s| s.metadata = vec![("k".into(), "v".into())]);
+        with(&|s| s.metadata = vec![("k".into(), "w".into())]);
+        with(&|s| s.instance_id = Some("my-id".into()));
+        v
+    };
+    let built: Vec<Instance> = specs
+        .iter()
+        .map(|spec| spec.to_instance(&i, &s).unwrap())
+        .collect();
+    let fields = |a: &Instance| {
+        (
+            a.ip.as_str().to_owned(),
+            a.port,
+            a.weight.to_bits(),
+            a.healthy,
+            a.enabled,
+            a.cluster.as_str().to_owned(),
+            format!("{:?}", a.metadata),
+            a.custom_id.as_ref().map(|n| n.as_str().to_owned()),
+        )
+    };
+    for (x, a) in built.iter().enumerate() {
+        for (y, b) in built.iter().enumerate() {
+            let want = fields(a) == fields(b);
+            assert_eq!(
+                want,
+                x == y,
+                "the fixture's instances are distinct: {x}, {y}"
+            );
+            // A copy built again from the same spec (its own allocations) compares as
+            // the original does.
+            let b2 = specs[y].to_instance(&i, &s).unwrap();
+            assert_eq!(a == b, want, "{a:?} == {b:?}");
+            assert_eq!(a == &b2, want, "{a:?} == {b2:?} (built again)");
+            let (pa, pb) = (
+                Publication::single(s.clone(), a.clone()),
+                Publication::single(s.clone(), b2),
+            );
+            assert_eq!(pa.same_as(&pb), want, "publications of {a:?}, {b:?}");
+            assert_eq!(pa == pb, want);
+            let po = Publication::single(other.clone(), a.clone());
+            assert!(!pa.same_as(&po), "another service");
+            let batch = Publication::batch(s.clone(), vec![a.clone()]);
+            assert!(
+                !pa.same_as(&batch),
+                "a batch of one is not a single registration"
+            );
+            assert!(batch.same_as(&Publication::batch(s.clone(), vec![b.clone()])) == want);
+        }
+    }
+}
