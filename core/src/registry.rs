@@ -913,7 +913,7 @@ impl Registry {
     ) -> Option<Unlinked<'a, Client>> {
         let (op, np) = (o.single(), n.single());
         debug_assert!(!DIFFERS || op.get() != np.get());
-        let same = !DIFFERS && op.get().same_as(np.get());
+        let same = !DIFFERS && op.get() == np.get();
         if !same {
             changed(&np.service);
         }

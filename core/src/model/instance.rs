@@ -73,7 +73,7 @@ pub struct Instance {
 /// one replacing it (whether the service changed): the derived comparison began with the
 /// ip's text, a `memcmp` call, and cost 97 instructions a change in
 /// `sync::decode_and_apply.changes_1000` (equal publications at a newer revision); 69
-/// this way, 60 inlined ([`Publication::same_as`](super::Publication::same_as)).
+/// this way, 60 inlined (`Publication`'s comparison).
 impl PartialEq for Instance {
     #[inline(always)]
     fn eq(&self, other: &Instance) -> bool {
