@@ -92,14 +92,11 @@ pub fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-/// A TLS acceptor presenting `cert_pem`/`key_pem`, requiring a client certificate signed
-/// by `client_ca_pem` when given, offering `alpn`. Errors name what is wrong.
-fn acceptor(
-    cert_pem: &str,
-    key_pem: &str,
-    client_ca_pem: Option<&str>,
-    alpn: &[&[u8]],
-) -> Result<TlsAcceptor, String> {
+/// The certificate chain (at least one) and private key of `cert_pem`/`key_pem`: what a
+/// node presents, as a server and to its peers. Errors name what is wrong.
+type KeyPair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn identity(cert_pem: &str, key_pem: &str) -> Result<KeyPair, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid certificate PEM: {e}"))?;
@@ -108,6 +105,18 @@ fn acceptor(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| format!("invalid private key PEM: {e}"))?;
+    Ok((certs, key))
+}
+
+/// A TLS acceptor presenting `cert_pem`/`key_pem`, requiring a client certificate signed
+/// by `client_ca_pem` when given, offering `alpn`. Errors name what is wrong.
+fn acceptor(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+    alpn: &[&[u8]],
+) -> Result<TlsAcceptor, String> {
+    let (certs, key) = identity(cert_pem, key_pem)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
@@ -310,12 +319,7 @@ impl ClusterTls {
     /// The peer calls' side on our own HTTP/2 connections: trust only the CA, present our
     /// certificate (ALPN h2). Errors name what is wrong.
     pub fn connector(&self) -> Result<tokio_rustls::TlsConnector, String> {
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("invalid certificate PEM: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|e| format!("invalid private key PEM: {e}"))?;
+        let (certs, key) = identity(&self.cert_pem, &self.key_pem)?;
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?
